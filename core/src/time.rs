@@ -1,0 +1,77 @@
+//! Time as the core sees it: values handed in by the caller, never read
+//! from a clock.
+
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+/// A reading of a monotonic clock, as the time elapsed since an origin the
+/// caller chose (a runtime takes its start; a simulation takes zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(Duration);
+
+impl Instant {
+    /// The origin itself.
+    pub const ZERO: Self = Self(Duration::ZERO);
+
+    /// The instant `since_origin` after the origin.
+    pub fn from_origin(since_origin: Duration) -> Self {
+        Self(since_origin)
+    }
+
+    /// Time elapsed since the origin.
+    pub fn since_origin(self) -> Duration {
+        self.0
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: Self) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Self;
+    fn add(self, rhs: Duration) -> Self {
+        Self(self.0.saturating_add(rhs))
+    }
+}
+
+impl Sub<Self> for Instant {
+    type Output = Duration;
+    fn sub(self, rhs: Self) -> Duration {
+        self.saturating_duration_since(rhs)
+    }
+}
+
+/// Wall-clock time as seconds since the Unix epoch; fractions allowed.
+/// Only payload expiry (`expired_at`) looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct UnixTime(f64);
+
+impl UnixTime {
+    /// The time `secs` seconds after the epoch.
+    pub fn from_secs_f64(secs: f64) -> Self {
+        Self(secs)
+    }
+
+    /// Seconds since the epoch.
+    pub fn as_secs_f64(self) -> f64 {
+        self.0
+    }
+}
+
+/// The current moment, passed to every call that depends on time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Now {
+    /// Monotonic time: keepalive and other deadlines.
+    pub instant: Instant,
+    /// Wall-clock time: payload expiry.
+    pub unix: UnixTime,
+}
+
+impl Now {
+    /// A moment given by both clocks.
+    pub fn new(instant: Instant, unix: UnixTime) -> Self {
+        Self { instant, unix }
+    }
+}
