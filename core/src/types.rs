@@ -44,6 +44,9 @@ impl fmt::Display for QoS {
 pub struct PacketId(NonZeroU16);
 
 impl PacketId {
+    /// The first id: 1.
+    pub const MIN: Self = Self(NonZeroU16::MIN);
+
     /// The id `n`, or `None` for zero.
     pub fn new(n: u16) -> Option<Self> {
         NonZeroU16::new(n).map(Self)

@@ -9,9 +9,33 @@
 //! An incomplete frame is not a failure: [`decode`] returns `Ok(None)` and
 //! leaves the buffer untouched.
 
-use bytes::{Bytes, BytesMut};
+// Tests may unwrap; the library itself never does (checked by clippy on
+// the non-test build).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod ack;
+mod connack;
+mod connect;
+mod fixed_header;
+mod publish;
+mod strings;
+mod suback;
+mod subscribe;
+mod unsubscribe;
+
+#[cfg(test)]
+mod arbitrary;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
+use self::fixed_header::Kind;
+pub use self::publish::encode_publish;
+use self::strings::Reader;
 use crate::error::Violation;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{PacketId, Protocol, QoS};
@@ -207,4 +231,97 @@ pub struct Unsubscribe {
     pub packet_id: PacketId,
     /// Filters to remove, in packet order; never empty.
     pub filters: Vec<TopicFilter>,
+}
+
+/// Decodes one packet from the front of `buf`.
+///
+/// - `Ok(None)`: the frame is incomplete; `buf` is untouched. Read more
+///   and call again.
+/// - `Ok(Some(packet))`: the frame was split off `buf`. Payloads, strings
+///   and topics are slices of that frame, not copies.
+/// - `Err`: the frame is malformed, or its fixed header declares more than
+///   `max_packet_size` bytes (the whole packet, fixed header included);
+///   the latter is reported as soon as the header has arrived, before the
+///   body is buffered. After an error the content of `buf` is unspecified:
+///   the caller closes the connection.
+///
+/// Decoding is strict; see the module documentation.
+pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
+    let Some(header) = fixed_header::check_frame(buf, max_packet_size)? else {
+        return Ok(None);
+    };
+    let mut frame = buf.split_to(header.frame_len());
+    frame.advance(header.header_len);
+    let r = Reader::new(frame.freeze());
+    let packet = match header.kind {
+        Kind::Connect => Packet::Connect(Box::new(connect::decode(r)?)),
+        Kind::ConnAck => Packet::ConnAck(connack::decode(r)?),
+        Kind::Publish { dup, qos, retain } => Packet::Publish(publish::decode(dup, qos, retain, r)?),
+        Kind::PubAck => Packet::PubAck(ack::decode(r)?),
+        Kind::PubRec => Packet::PubRec(ack::decode(r)?),
+        Kind::PubRel => Packet::PubRel(ack::decode(r)?),
+        Kind::PubComp => Packet::PubComp(ack::decode(r)?),
+        Kind::Subscribe => Packet::Subscribe(subscribe::decode(r)?),
+        Kind::SubAck => Packet::SubAck(suback::decode(r)?),
+        Kind::Unsubscribe => Packet::Unsubscribe(unsubscribe::decode(r)?),
+        Kind::UnsubAck => Packet::UnsubAck(ack::decode(r)?),
+        Kind::PingReq => empty(r, Packet::PingReq)?,
+        Kind::PingResp => empty(r, Packet::PingResp)?,
+        Kind::Disconnect => empty(r, Packet::Disconnect)?,
+    };
+    Ok(Some(packet))
+}
+
+/// PINGREQ, PINGRESP and DISCONNECT have no body at all.
+fn empty(r: Reader, packet: Packet) -> Result<Packet, Violation> {
+    r.finish()?;
+    Ok(packet)
+}
+
+impl Packet {
+    /// Appends the wire form to `out`, with the minimal remaining length.
+    ///
+    /// Infallible for every packet [`decode`] can return. Beyond that the
+    /// caller must respect the limits the types cannot express: strings
+    /// and binary fields (client id, user name, password, will payload) of
+    /// at most 65,535 bytes, a PUBLISH packet id present exactly when QoS
+    /// is above 0, non-empty filter and return code lists, and a body of at
+    /// most [`MAX_REMAINING_LENGTH`] bytes. Debug builds assert them.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Self::Connect(connect) => connect.encode(out),
+            Self::ConnAck(connack) => connack.encode(out),
+            Self::Publish(publish) => publish.encode(out),
+            Self::PubAck(id) => ack::encode(out, fixed_header::PUBACK, *id),
+            Self::PubRec(id) => ack::encode(out, fixed_header::PUBREC, *id),
+            Self::PubRel(id) => ack::encode(out, fixed_header::PUBREL, *id),
+            Self::PubComp(id) => ack::encode(out, fixed_header::PUBCOMP, *id),
+            Self::Subscribe(subscribe) => subscribe.encode(out),
+            Self::SubAck(suback) => suback.encode(out),
+            Self::Unsubscribe(unsubscribe) => unsubscribe.encode(out),
+            Self::UnsubAck(id) => ack::encode(out, fixed_header::UNSUBACK, *id),
+            Self::PingReq => fixed_header::put_header(out, fixed_header::PINGREQ, 0),
+            Self::PingResp => fixed_header::put_header(out, fixed_header::PINGRESP, 0),
+            Self::Disconnect => fixed_header::put_header(out, fixed_header::DISCONNECT, 0),
+        }
+    }
+
+    /// Exact number of bytes [`Packet::encode`] appends.
+    pub fn encoded_len(&self) -> usize {
+        let remaining_len = match self {
+            Self::Publish(publish) => return publish.encoded_len(),
+            Self::Connect(connect) => connect.remaining_len(),
+            Self::ConnAck(_)
+            | Self::PubAck(_)
+            | Self::PubRec(_)
+            | Self::PubRel(_)
+            | Self::PubComp(_)
+            | Self::UnsubAck(_) => 2,
+            Self::Subscribe(subscribe) => subscribe.remaining_len(),
+            Self::SubAck(suback) => suback.remaining_len(),
+            Self::Unsubscribe(unsubscribe) => unsubscribe.remaining_len(),
+            Self::PingReq | Self::PingResp | Self::Disconnect => 0,
+        };
+        fixed_header::packet_len(remaining_len)
+    }
 }

@@ -1,0 +1,87 @@
+//! What goes into the broker and what comes out.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::CloseReason;
+use crate::message::Message;
+use crate::types::{ClientId, ConnId, PacketId, QoS};
+
+/// An event from the network, handed to
+/// [`Broker::handle_input`](crate::Broker::handle_input).
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Bytes read from a connection, exactly as read: frames may be split
+    /// or merged anyhow.
+    Received {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// The connection ended on its own (peer closed it, network error).
+    Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// Something the runtime must do or may observe, drained with
+/// [`Broker::poll_action`](crate::Broker::poll_action) in order.
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write these bytes to the connection. All packets produced for one
+    /// connection by one `handle_*` call come as one `Send`.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// Encoded packets.
+        data: Bytes,
+    },
+    /// Close the connection after writing what was sent before. The core
+    /// has forgotten it; further input for it is ignored.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A message went out to a client (first deliveries, not resends).
+    Deliver {
+        /// The receiving client.
+        client: ClientId,
+        /// Its connection.
+        conn: ConnId,
+        /// The message.
+        message: Arc<Message>,
+        /// QoS of this copy.
+        qos: QoS,
+        /// Packet id of this copy (QoS 1 and 2).
+        packet_id: Option<PacketId>,
+    },
+    /// The client is online: `HSET mqtt <client> 1`. Comes before its
+    /// CONNACK is sent.
+    MarkOnline {
+        /// The client.
+        client: ClientId,
+        /// Its new connection.
+        conn: ConnId,
+    },
+    /// The client's connection ended: `HDEL mqtt <client>`. On takeover it
+    /// comes before the new connection's `MarkOnline`.
+    MarkOffline {
+        /// The client.
+        client: ClientId,
+        /// The connection that ended.
+        conn: ConnId,
+    },
+    /// A copy was not sent because its `expired_at` had passed.
+    DropExpired {
+        /// The client it was meant for.
+        client: ClientId,
+        /// The message.
+        message: Arc<Message>,
+    },
+}

@@ -1,0 +1,929 @@
+//! The broker: every connection, session, subscription and retained
+//! message, driven by [`Input`]s and time, answering with [`Action`]s.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use tracing::{debug, info, trace, warn};
+
+use crate::action::{Action, Input};
+use crate::codec::{
+    self, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, Publish, SubAck, Subscribe,
+    SubscribeReturnCode, Unsubscribe,
+};
+use crate::config::Config;
+use crate::error::{CloseReason, Violation};
+use crate::ids::IdGenerator;
+use crate::message::Message;
+use crate::policy::{AccessPolicy, AllowAll, ClientInfo};
+use crate::retained::RetainedStore;
+use crate::router::SubscriptionTree;
+use crate::session::{Limits, Outgoing, PubRecOutcome, QueueFull, Session, SessionKey, SessionStore, Stage};
+use crate::time::{Instant, Now};
+use crate::timer::Deadlines;
+use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
+
+/// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
+const MQTT31_MAX_CLIENT_ID: usize = 23;
+
+/// Longest payload excerpt in the `payload: …` expiry debug line.
+const LOGGED_PAYLOAD: usize = 256;
+
+/// An MQTT 3.1/3.1.1 broker as a pure state machine.
+///
+/// It reads no clock and does no I/O: the caller hands it connections,
+/// bytes and the time, and carries out the actions it returns.
+///
+/// Methods come in four kinds, as in quinn-proto:
+/// - `accept` opens a connection and returns its id;
+/// - `handle_*` consume input ([`handle_input`](Self::handle_input),
+///   [`handle_timeout`](Self::handle_timeout), [`shutdown`](Self::shutdown));
+/// - `poll_*` produce output ([`poll_action`](Self::poll_action) until it
+///   returns `None`, then [`poll_timeout`](Self::poll_timeout));
+/// - getters ([`stats`](Self::stats), [`session`](Self::session), ...).
+///
+/// Time passed in must never go backwards. After each `accept` or
+/// `handle_*`, drain `poll_action` before the next call: the bytes for one
+/// connection are gathered into one [`Action::Send`] per drain.
+#[derive(Debug)]
+pub struct Broker {
+    config: Config,
+    limits: Limits,
+    max_packet_size: usize,
+    policy: Box<dyn AccessPolicy>,
+    conns: HashMap<ConnId, Connection>,
+    next_conn: u64,
+    sessions: SessionStore,
+    subscriptions: SubscriptionTree<SessionKey>,
+    retained: RetainedStore<Arc<Message>>,
+    deadlines: Deadlines,
+    actions: VecDeque<Action>,
+    /// Connections with bytes waiting in their `outbuf`.
+    dirty: Vec<ConnId>,
+    ids: IdGenerator,
+    /// Reused buffer for the subscribers a message matches.
+    matched: Vec<(SessionKey, QoS)>,
+    counters: Counters,
+}
+
+/// One network connection.
+#[derive(Debug)]
+struct Connection {
+    remote: Option<SocketAddr>,
+    state: ConnState,
+    inbuf: BytesMut,
+    outbuf: BytesMut,
+    dirty: bool,
+    opened_at: Instant,
+    last_packet: Instant,
+    /// Keepalive grace: 1.5 times the client's keepalive, if non-zero.
+    keep_alive: Option<Duration>,
+    /// The connection's entry in `Broker::deadlines`.
+    armed: Option<Instant>,
+    will: Option<LastWill>,
+}
+
+#[derive(Debug)]
+enum ConnState {
+    /// Accepted, CONNECT not seen yet.
+    AwaitingConnect,
+    /// CONNECT accepted.
+    Active { session: SessionKey, username: Option<ByteString> },
+}
+
+impl Connection {
+    /// When the connection must be closed if nothing arrives, and why.
+    fn deadline(&self, connect_timeout: Duration) -> Option<(Instant, CloseReason)> {
+        match self.state {
+            ConnState::AwaitingConnect => Some((self.opened_at + connect_timeout, CloseReason::ConnectTimeout)),
+            ConnState::Active { .. } => {
+                self.keep_alive.map(|grace| (self.last_packet + grace, CloseReason::KeepAliveTimeout))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    messages_received: u64,
+    messages_sent: u64,
+    messages_dropped: u64,
+    messages_expired: u64,
+    connections_accepted: u64,
+}
+
+/// Broker-wide figures, as Mosquitto publishes under `$SYS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Open network connections.
+    pub connections: usize,
+    /// Sessions held, connected or not.
+    pub sessions: usize,
+    /// Subscriptions held.
+    pub subscriptions: usize,
+    /// Retained messages held.
+    pub retained: usize,
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// PUBLISH packets sent to clients for the first time.
+    pub messages_sent: u64,
+    /// Copies dropped because a client's queue was full.
+    pub messages_dropped: u64,
+    /// Copies not sent because their `expired_at` had passed.
+    pub messages_expired: u64,
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+}
+
+/// A session as seen from outside, for tests and simulations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The connection currently bound to it.
+    pub conn: Option<ConnId>,
+    /// It ends with its connection.
+    pub clean: bool,
+    /// QoS 1/2 copies sent and not yet completed.
+    pub inflight: usize,
+    /// Copies waiting behind the window (or for the client to return).
+    pub queued: usize,
+    /// Subscriptions with their granted QoS, by filter.
+    pub subscriptions: Vec<(String, QoS)>,
+}
+
+impl Broker {
+    /// A broker with `config` that lets every client do everything.
+    pub fn new(config: Config) -> Self {
+        Self::with_policy(config, Box::new(AllowAll))
+    }
+
+    /// A broker that asks `policy` who may connect, subscribe and publish.
+    pub fn with_policy(config: Config, policy: Box<dyn AccessPolicy>) -> Self {
+        let limits = Limits {
+            window: config.inflight_window(),
+            max_queued: config.max_queued_messages,
+            max_queued_bytes: config.max_queued_bytes,
+        };
+        Self {
+            limits,
+            max_packet_size: config.max_packet_size(),
+            ids: IdGenerator::new(config.id_seed),
+            config,
+            policy,
+            conns: HashMap::new(),
+            next_conn: 1,
+            sessions: SessionStore::default(),
+            subscriptions: SubscriptionTree::new(),
+            retained: RetainedStore::new(),
+            deadlines: Deadlines::default(),
+            actions: VecDeque::new(),
+            dirty: Vec::new(),
+            matched: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Registers a new network connection from `remote` and returns its id.
+    /// Past `max_connections` the connection is closed at once
+    /// ([`Action::Close`] with [`CloseReason::TooManyConnections`]).
+    pub fn accept(&mut self, now: Now, remote: Option<SocketAddr>) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        if self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
+            info!(conn = %id, "Client connection from {} denied: max_connections exceeded.", show_addr(remote));
+            self.actions.push_back(Action::Close { conn: id, reason: CloseReason::TooManyConnections });
+            return id;
+        }
+        self.counters.connections_accepted += 1;
+        let mut conn = Connection {
+            remote,
+            state: ConnState::AwaitingConnect,
+            inbuf: BytesMut::new(),
+            outbuf: BytesMut::new(),
+            dirty: false,
+            opened_at: now.instant,
+            last_packet: now.instant,
+            keep_alive: None,
+            armed: None,
+            will: None,
+        };
+        let deadline = now.instant + self.config.connect_timeout;
+        self.deadlines.arm(id, deadline, &mut conn.armed);
+        self.conns.insert(id, conn);
+        id
+    }
+
+    /// Feeds one network event in.
+    pub fn handle_input(&mut self, now: Now, input: Input<'_>) {
+        match input {
+            Input::Received { conn, data } => self.handle_received(now, conn, data),
+            Input::Closed { conn } => self.close(now, conn, CloseReason::ConnectionLost),
+        }
+    }
+
+    /// Acts on every deadline up to `now` (CONNECT timeout, keepalive).
+    /// Spurious calls do nothing.
+    pub fn handle_timeout(&mut self, now: Now) {
+        let connect_timeout = self.config.connect_timeout;
+        while let Some((at, id)) = self.deadlines.pop_due(now.instant) {
+            let Some(conn) = self.conns.get_mut(&id) else { continue };
+            if conn.armed != Some(at) {
+                continue; // superseded by an earlier entry
+            }
+            conn.armed = None;
+            match conn.deadline(connect_timeout) {
+                Some((due, reason)) if due <= now.instant => self.close(now, id, reason),
+                Some((due, _)) => self.deadlines.arm(id, due, &mut conn.armed),
+                None => {}
+            }
+        }
+    }
+
+    /// Closes every connection, as on server shutdown: wills are published
+    /// and every client is marked offline.
+    pub fn shutdown(&mut self, now: Now) {
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.close(now, id, CloseReason::Shutdown);
+        }
+    }
+
+    /// The next action, or `None` once everything is drained.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(action) = self.actions.pop_front() {
+            return Some(action);
+        }
+        self.flush_all();
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    /// It may be early (a deadline pushed back by activity); never late.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.next()
+    }
+
+    /// Broker-wide figures.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.conns.len(),
+            sessions: self.sessions.len(),
+            subscriptions: self.subscriptions.len(),
+            retained: self.retained.len(),
+            messages_received: self.counters.messages_received,
+            messages_sent: self.counters.messages_sent,
+            messages_dropped: self.counters.messages_dropped,
+            messages_expired: self.counters.messages_expired,
+            connections_accepted: self.counters.connections_accepted,
+        }
+    }
+
+    /// The session of `client_id`, if the broker holds one.
+    pub fn session(&self, client_id: &str) -> Option<SessionInfo> {
+        let session = self.sessions.get(self.sessions.find(&ClientId::new(client_id))?)?;
+        Some(SessionInfo {
+            conn: session.conn,
+            clean: session.clean,
+            inflight: session.inflight_len(),
+            queued: session.queued_len(),
+            subscriptions: session.subscriptions.iter().map(|(f, q)| (f.as_str().to_owned(), *q)).collect(),
+        })
+    }
+
+    /// The client id bound to `conn`, once its CONNECT is accepted.
+    pub fn client_of(&self, conn: ConnId) -> Option<&ClientId> {
+        match self.conns.get(&conn)?.state {
+            ConnState::Active { session, .. } => self.sessions.get(session).map(|s| &s.client_id),
+            ConnState::AwaitingConnect => None,
+        }
+    }
+
+    /// Bytes buffered for `conn`'s next frame (bounded by the packet cap).
+    pub fn buffered_len(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| c.inbuf.len())
+    }
+
+    // ---- input ----------------------------------------------------------
+
+    fn handle_received(&mut self, now: Now, id: ConnId, data: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            trace!(conn = %id, len = data.len(), "bytes for a closed connection ignored");
+            return;
+        };
+        conn.inbuf.extend_from_slice(data);
+        // Each packet may close the connection; look it up again every time.
+        while let Some(conn) = self.conns.get_mut(&id) {
+            match codec::decode(&mut conn.inbuf, self.max_packet_size) {
+                Ok(None) => break,
+                Ok(Some(packet)) => {
+                    conn.last_packet = now.instant;
+                    self.handle_packet(now, id, packet);
+                }
+                Err(DecodeError::Malformed(violation)) => {
+                    if let Some(code) = violation.connack_code() {
+                        if matches!(conn.state, ConnState::AwaitingConnect) {
+                            write_packet(conn, &mut self.dirty, id, &connack(false, code));
+                        }
+                    }
+                    self.close(now, id, CloseReason::Violation(violation));
+                }
+                Err(DecodeError::TooLarge { len, max }) => self.close(now, id, CloseReason::TooLarge { len, max }),
+            }
+        }
+    }
+
+    fn handle_packet(&mut self, now: Now, id: ConnId, packet: Packet) {
+        let Some(conn) = self.conns.get(&id) else { return };
+        let key = match (&conn.state, &packet) {
+            (ConnState::AwaitingConnect, Packet::Connect(_)) => {
+                if let Packet::Connect(connect) = packet {
+                    self.handle_connect(now, id, *connect);
+                }
+                return;
+            }
+            (ConnState::AwaitingConnect, _) => return self.close(now, id, Violation::ConnectNotFirst.into()),
+            (ConnState::Active { session, .. }, _) => *session,
+        };
+        trace!(conn = %id, packet = packet_name(&packet), "received");
+        match packet {
+            Packet::Connect(_) => self.close(now, id, Violation::SecondConnect.into()),
+            Packet::Publish(publish) => self.handle_publish(now, id, key, publish),
+            Packet::PubAck(pid) => {
+                if self.session_mut(key).is_some_and(|s| s.puback(pid)) {
+                    self.pump(now, key);
+                }
+            }
+            Packet::PubRec(pid) => {
+                if self.session_mut(key).map(|s| s.pubrec(pid)) == Some(PubRecOutcome::Release) {
+                    self.write(id, &Packet::PubRel(pid));
+                }
+            }
+            Packet::PubComp(pid) => {
+                if self.session_mut(key).is_some_and(|s| s.pubcomp(pid)) {
+                    self.pump(now, key);
+                }
+            }
+            Packet::PubRel(pid) => {
+                if let Some(message) = self.session_mut(key).and_then(|s| s.release(pid)) {
+                    self.route(now, message);
+                }
+                // Also for an unknown id: the client may be retrying after
+                // the PUBCOMP was lost.
+                self.write(id, &Packet::PubComp(pid));
+            }
+            Packet::Subscribe(subscribe) => self.handle_subscribe(now, id, key, subscribe),
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(id, key, unsubscribe),
+            Packet::PingReq => self.write(id, &Packet::PingResp),
+            Packet::Disconnect => self.close(now, id, CloseReason::Disconnected),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.close(now, id, Violation::ServerOnlyPacket.into())
+            }
+        }
+    }
+
+    // ---- CONNECT ----------------------------------------------------------
+
+    /// Implements [MQTT-3.1.3-6], [MQTT-3.1.3-8], [MQTT-3.1.4-2],
+    /// [MQTT-3.1.4-3], [MQTT-3.1.4-4], [MQTT-3.2.2-1] to [MQTT-3.2.2-5].
+    fn handle_connect(&mut self, now: Now, id: ConnId, connect: Connect) {
+        let client_id = match self.client_id_for(&connect) {
+            Ok(client_id) => client_id,
+            Err(code) => return self.refuse(now, id, &connect.client_id, code),
+        };
+        if connect.keep_alive > self.config.max_keepalive {
+            return self.refuse(now, id, &connect.client_id, ConnectReturnCode::IdentifierRejected);
+        }
+        let info = ClientInfo { client_id: &client_id, username: connect.username.as_deref() };
+        if connect.username.is_none() && !self.config.allow_anonymous {
+            return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::NotAuthorized);
+        }
+        if let Err(refusal) = self.policy.authenticate(info, connect.password.as_ref()) {
+            return self.refuse(now, id, client_id.as_str(), refusal.into());
+        }
+
+        // Takeover: the old connection goes first, so its MarkOffline (and
+        // its will) come before this connection's MarkOnline.
+        if let Some(old) = self.sessions.find(&client_id).and_then(|key| self.sessions.get(key)?.conn) {
+            info!(conn = %old, "Client {client_id} already connected, closing old connection.");
+            self.close(now, old, CloseReason::TakenOver);
+        }
+        let existing = self.sessions.find(&client_id);
+        let (key, session_present) = match existing {
+            Some(key) if !connect.clean_session => (key, true),
+            Some(key) => {
+                self.discard_session(key);
+                (self.sessions.insert(Session::new(client_id.clone(), true)), false)
+            }
+            None => (self.sessions.insert(Session::new(client_id.clone(), connect.clean_session)), false),
+        };
+        if let Some(session) = self.sessions.get_mut(key) {
+            session.clean = connect.clean_session;
+            session.conn = Some(id);
+        }
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        conn.state = ConnState::Active { session: key, username: connect.username.clone() };
+        conn.will = connect.will;
+        conn.keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        if let Some((due, _)) = conn.deadline(self.config.connect_timeout) {
+            self.deadlines.arm(id, due, &mut conn.armed);
+        }
+        info!(
+            conn = %id,
+            "New client connected from {} as {} (p{}, c{}, k{}{}).",
+            show_addr(conn.remote),
+            client_id,
+            if connect.protocol == Protocol::V31 { 1 } else { 2 },
+            u8::from(connect.clean_session),
+            connect.keep_alive,
+            connect.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default(),
+        );
+
+        self.actions.push_back(Action::MarkOnline { client: client_id, conn: id });
+        // Session Present is a 3.1.1 field; 3.1 has the byte reserved.
+        let present = session_present && connect.protocol == Protocol::V311;
+        self.write(id, &connack(present, ConnectReturnCode::Accepted));
+        self.resume(now, key, id);
+    }
+
+    /// The client id to use, or the CONNACK code refusing it.
+    fn client_id_for(&mut self, connect: &Connect) -> Result<ClientId, ConnectReturnCode> {
+        let given = &connect.client_id;
+        if given.is_empty() {
+            let allowed =
+                connect.protocol == Protocol::V311 && connect.clean_session && self.config.allow_zero_length_clientid;
+            if !allowed {
+                return Err(ConnectReturnCode::IdentifierRejected);
+            }
+            return Ok(self.assign_client_id());
+        }
+        if connect.protocol == Protocol::V31 && given.chars().count() > MQTT31_MAX_CLIENT_ID {
+            return Err(ConnectReturnCode::IdentifierRejected);
+        }
+        Ok(ClientId::new(given.clone()))
+    }
+
+    fn assign_client_id(&mut self) -> ClientId {
+        loop {
+            let candidate = ClientId::new(self.ids.next_id(&self.config.auto_id_prefix));
+            if self.sessions.find(&candidate).is_none() {
+                return candidate;
+            }
+        }
+    }
+
+    /// Answers CONNECT with a non-zero code and closes ([MQTT-3.2.2-4],
+    /// [MQTT-3.2.2-5], [MQTT-3.1.4-5]).
+    fn refuse(&mut self, now: Now, id: ConnId, client_id: &str, code: ConnectReturnCode) {
+        info!(conn = %id, "Client {client_id} refused: CONNACK {code}.");
+        self.write(id, &connack(false, code));
+        self.close(now, id, CloseReason::Refused(code));
+    }
+
+    /// Resends what the session had in flight, then what it queued.
+    /// Implements [MQTT-4.4.0-1] and [MQTT-3.3.1-1].
+    fn resume(&mut self, now: Now, key: SessionKey, id: ConnId) {
+        let (Some(session), Some(conn)) = (self.sessions.get_mut(key), self.conns.get_mut(&id)) else {
+            return;
+        };
+        let mut expired = Vec::new();
+        for flight in session.inflight() {
+            match flight.stage {
+                Stage::Unacknowledged | Stage::Unreceived => {
+                    let out = &flight.out;
+                    if out.message.is_expired(now.unix) {
+                        expired.push(flight.id);
+                        continue;
+                    }
+                    write_publish(conn, &mut self.dirty, id, out, true, Some(flight.id));
+                }
+                Stage::Released => write_packet(conn, &mut self.dirty, id, &Packet::PubRel(flight.id)),
+            }
+        }
+        for pid in expired {
+            let Some(message) = session.inflight().find(|f| f.id == pid).map(|f| f.out.message.clone()) else {
+                continue;
+            };
+            session.forget(pid);
+            log_expired(&message, now);
+            self.counters.messages_expired += 1;
+            self.actions.push_back(Action::DropExpired { client: session.client_id.clone(), message });
+        }
+        self.pump(now, key);
+    }
+
+    // ---- PUBLISH from a client ------------------------------------------
+
+    /// Implements [MQTT-3.3.4-1], [MQTT-3.3.5-2], [MQTT-4.3.2-2],
+    /// [MQTT-4.3.3-2].
+    fn handle_publish(&mut self, now: Now, id: ConnId, key: SessionKey, publish: Publish) {
+        self.counters.messages_received += 1;
+        let Publish { qos, retain, topic, packet_id, payload, dup } = publish;
+        let message = self.admit(id, key, qos, retain, topic, payload, dup).map(Arc::new);
+        let pid = match (qos, packet_id) {
+            (QoS::AtMostOnce, _) => {
+                if let Some(message) = message {
+                    self.route(now, message);
+                }
+                return;
+            }
+            (_, Some(pid)) => pid,
+            // The codec gives QoS 1/2 a packet id; nothing to answer without.
+            (_, None) => return self.close(now, id, Violation::ZeroPacketId.into()),
+        };
+        if qos == QoS::AtLeastOnce {
+            if let Some(message) = message {
+                self.route(now, message);
+            }
+            return self.write(id, &Packet::PubAck(pid));
+        }
+        let cap = self.limits.max_queued.max(self.limits.window);
+        let Some(session) = self.sessions.get_mut(key) else { return };
+        let message = if session.incoming_len() >= cap && message.is_some() {
+            // The handshake still completes; the message is lost, as when a
+            // subscriber's queue is full.
+            warn!(conn = %id, "Incoming QoS 2 messages are being dropped for client {}.", session.client_id);
+            self.counters.messages_dropped += 1;
+            None
+        } else {
+            message
+        };
+        session.receive_qos2(pid, message);
+        self.write(id, &Packet::PubRec(pid));
+    }
+
+    /// The message to route for an incoming PUBLISH, or `None` if it is
+    /// dropped (too large, or refused by the policy).
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &self,
+        id: ConnId,
+        key: SessionKey,
+        qos: QoS,
+        retain: bool,
+        topic: crate::topic::TopicName,
+        payload: Bytes,
+        dup: bool,
+    ) -> Option<Message> {
+        let (client_id, username) = self.identity(id, key)?;
+        debug!(
+            conn = %id,
+            "Received PUBLISH from {client_id} (d{}, q{}, r{}, '{}', ... ({} bytes))",
+            u8::from(dup), qos.bits(), u8::from(retain), topic.as_str(), payload.len()
+        );
+        if payload.len() > self.config.payload_limit() {
+            info!(
+                conn = %id,
+                "Dropped too large PUBLISH from {client_id} (q{}, r{}, '{}', ... ({} bytes))",
+                qos.bits(), u8::from(retain), topic.as_str(), payload.len()
+            );
+            return None;
+        }
+        let info = ClientInfo { client_id, username };
+        if !self.policy.may_publish(info, &topic) {
+            debug!(conn = %id, "Denied PUBLISH from {client_id} (q{}, r{}, '{}')", qos.bits(), u8::from(retain), topic.as_str());
+            return None;
+        }
+        Some(Message::new(topic, payload, qos, retain))
+    }
+
+    fn identity(&self, id: ConnId, key: SessionKey) -> Option<(&ClientId, Option<&str>)> {
+        let username = match &self.conns.get(&id)?.state {
+            ConnState::Active { username, .. } => username.as_deref(),
+            ConnState::AwaitingConnect => None,
+        };
+        Some((&self.sessions.get(key)?.client_id, username))
+    }
+
+    // ---- routing --------------------------------------------------------
+
+    /// Hands `message` to every matching session at the highest QoS of its
+    /// matching subscriptions. Implements [MQTT-3.3.1-5] to [MQTT-3.3.1-12]
+    /// (retained store), [MQTT-3.3.5-1], [MQTT-4.5.0-1], [MQTT-4.7.2-1].
+    fn route(&mut self, now: Now, message: Arc<Message>) {
+        if message.retain {
+            self.store_retained(now, &message);
+        }
+        let mut matched = std::mem::take(&mut self.matched);
+        matched.clear();
+        self.subscriptions.matches(&message.topic, &mut matched);
+        matched.sort_unstable();
+        // Sorted by key, then QoS: the last entry of each key is its highest.
+        let mut i = 0;
+        while i < matched.len() {
+            let (key, _) = matched[i];
+            while i + 1 < matched.len() && matched[i + 1].0 == key {
+                i += 1;
+            }
+            let qos = message.qos.min(matched[i].1);
+            self.deliver(now, key, Outgoing { message: message.clone(), qos, retain: false });
+            i += 1;
+        }
+        self.matched = matched;
+    }
+
+    fn store_retained(&mut self, now: Now, message: &Arc<Message>) {
+        if message.payload.is_empty() || message.is_expired(now.unix) {
+            // An empty payload deletes; an already expired message replaces
+            // the old one and expires at once: either way nothing is kept.
+            self.retained.remove(&message.topic);
+        } else {
+            self.retained.insert(&message.topic, message.clone());
+        }
+    }
+
+    /// Sends `out` to the session now, queues it, or drops it.
+    fn deliver(&mut self, now: Now, key: SessionKey, out: Outgoing) {
+        let limits = self.limits;
+        let Some(session) = self.sessions.get_mut(key) else { return };
+        match session.conn {
+            Some(conn) if out.qos == QoS::AtMostOnce || session.can_send_now(limits) => {
+                self.send_new(now, key, conn, out)
+            }
+            None if out.qos == QoS::AtMostOnce && !self.config.queue_qos0_messages => {}
+            _ => {
+                if session.enqueue(out, limits) == Err(QueueFull) {
+                    self.counters.messages_dropped += 1;
+                    if session.dropped == 1 {
+                        warn!("Outgoing messages are being dropped for client {}.", session.client_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves queued copies into the window while it has room.
+    fn pump(&mut self, now: Now, key: SessionKey) {
+        let limits = self.limits;
+        while let Some(session) = self.sessions.get_mut(key) {
+            let Some(conn) = session.conn else { return };
+            let Some(out) = session.next_queued(limits) else { return };
+            self.send_new(now, key, conn, out);
+        }
+    }
+
+    /// First transmission of a copy: the expiry check, a packet id, DUP 0
+    /// ([MQTT-4.3.1-1], [MQTT-4.3.2-1], [MQTT-4.3.3-1]).
+    fn send_new(&mut self, now: Now, key: SessionKey, id: ConnId, out: Outgoing) {
+        let (Some(session), Some(conn)) = (self.sessions.get_mut(key), self.conns.get_mut(&id)) else {
+            return;
+        };
+        if out.message.expires_at.is_some() {
+            debug!("payload: {}", excerpt(&out.message.payload));
+            debug!(
+                "Expire at: {}, Current timestamp: {}",
+                out.message.expires_at.unwrap_or_default(),
+                now.unix.as_secs_f64()
+            );
+            if out.message.is_expired(now.unix) {
+                log_expired(&out.message, now);
+                self.counters.messages_expired += 1;
+                self.actions.push_back(Action::DropExpired { client: session.client_id.clone(), message: out.message });
+                return;
+            }
+        }
+        let qos = out.qos;
+        let message = out.message.clone();
+        let packet_id = match qos {
+            QoS::AtMostOnce => {
+                write_publish(conn, &mut self.dirty, id, &out, false, None);
+                None
+            }
+            _ => {
+                let pid = session.start(out);
+                if let Some(flight) = session.inflight().last() {
+                    write_publish(conn, &mut self.dirty, id, &flight.out, false, Some(pid));
+                }
+                Some(pid)
+            }
+        };
+        self.counters.messages_sent += 1;
+        self.actions.push_back(Action::Deliver {
+            client: session.client_id.clone(),
+            conn: id,
+            message,
+            qos,
+            packet_id,
+        });
+    }
+
+    // ---- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------
+
+    /// Implements [MQTT-3.8.4-1] to [MQTT-3.8.4-6], [MQTT-3.9.3-1],
+    /// [MQTT-3.3.1-6] and [MQTT-3.3.1-8]. As Mosquitto, SUBACK goes out
+    /// before the retained messages.
+    fn handle_subscribe(&mut self, now: Now, id: ConnId, key: SessionKey, subscribe: Subscribe) {
+        let Some((client_id, username)) = self.identity(id, key) else { return };
+        let info = ClientInfo { client_id, username };
+        debug!(conn = %id, "Received SUBSCRIBE from {client_id}");
+        let decisions: Vec<bool> =
+            subscribe.filters.iter().map(|(filter, _)| self.policy.may_subscribe(info, filter)).collect();
+        let mut return_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut granted = Vec::with_capacity(subscribe.filters.len());
+        for ((filter, qos), allowed) in subscribe.filters.into_iter().zip(decisions) {
+            debug!(conn = %id, "\t{} (QoS {})", filter.as_str(), qos.bits());
+            if !allowed {
+                return_codes.push(SubscribeReturnCode::Failure);
+                continue;
+            }
+            self.subscriptions.subscribe(&filter, key, qos);
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.subscriptions.insert(filter.clone(), qos);
+            }
+            return_codes.push(SubscribeReturnCode::Granted(qos));
+            granted.push((filter, qos));
+        }
+        self.write(id, &Packet::SubAck(SubAck { packet_id: subscribe.packet_id, return_codes }));
+        for (filter, qos) in granted {
+            self.send_retained(now, key, &filter, qos);
+        }
+    }
+
+    fn send_retained(&mut self, now: Now, key: SessionKey, filter: &crate::topic::TopicFilter, granted: QoS) {
+        let mut found = Vec::new();
+        self.retained.matching(filter, &mut found);
+        for (topic, message) in found {
+            if message.is_expired(now.unix) {
+                self.retained.remove(&topic);
+                log_expired(&message, now);
+                self.counters.messages_expired += 1;
+                if let Some(session) = self.sessions.get(key) {
+                    self.actions.push_back(Action::DropExpired { client: session.client_id.clone(), message });
+                }
+                continue;
+            }
+            let qos = message.qos.min(granted);
+            self.deliver(now, key, Outgoing { message, qos, retain: true });
+        }
+    }
+
+    /// Implements [MQTT-3.10.4-1] to [MQTT-3.10.4-6].
+    fn handle_unsubscribe(&mut self, id: ConnId, key: SessionKey, unsubscribe: Unsubscribe) {
+        for filter in &unsubscribe.filters {
+            self.subscriptions.unsubscribe(filter, key);
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.subscriptions.remove(filter);
+            }
+        }
+        self.write(id, &Packet::UnsubAck(unsubscribe.packet_id));
+    }
+
+    // ---- closing ----------------------------------------------------------
+
+    /// Ends connection `id`: flushes what it was sent, emits `Close` (unless
+    /// the network already ended it), marks its client offline, publishes
+    /// its will unless it sent DISCONNECT ([MQTT-3.1.2-8], [MQTT-3.1.2-10],
+    /// [MQTT-3.14.4-3]) and discards a clean session ([MQTT-3.1.2-6]).
+    fn close(&mut self, now: Now, id: ConnId, reason: CloseReason) {
+        let Some(mut conn) = self.conns.remove(&id) else { return };
+        if !conn.outbuf.is_empty() {
+            self.actions.push_back(Action::Send { conn: id, data: conn.outbuf.split().freeze() });
+        }
+        if reason != CloseReason::ConnectionLost {
+            self.actions.push_back(Action::Close { conn: id, reason });
+        }
+        let ConnState::Active { session: key, .. } = conn.state else {
+            log_close("<unknown>", id, reason);
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(key) else { return };
+        log_close(session.client_id.as_str(), id, reason);
+        session.conn = None;
+        let client = session.client_id.clone();
+        let clean = session.clean;
+        self.actions.push_back(Action::MarkOffline { client, conn: id });
+        if clean {
+            self.discard_session(key);
+        }
+        let will = if reason == CloseReason::Disconnected { None } else { conn.will.take() };
+        if let Some(will) = will {
+            self.route(now, Arc::new(Message::from_will(will)));
+        }
+    }
+
+    /// Forgets a session and its subscriptions; retained messages stay
+    /// ([MQTT-3.1.2-7]).
+    fn discard_session(&mut self, key: SessionKey) {
+        if let Some(session) = self.sessions.remove(key) {
+            for filter in session.subscriptions.keys() {
+                self.subscriptions.unsubscribe(filter, key);
+            }
+        }
+    }
+
+    // ---- output -----------------------------------------------------------
+
+    fn session_mut(&mut self, key: SessionKey) -> Option<&mut Session> {
+        self.sessions.get_mut(key)
+    }
+
+    fn write(&mut self, id: ConnId, packet: &Packet) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            write_packet(conn, &mut self.dirty, id, packet);
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for id in self.dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(&id) else { continue };
+            conn.dirty = false;
+            if !conn.outbuf.is_empty() {
+                self.actions.push_back(Action::Send { conn: id, data: conn.outbuf.split().freeze() });
+            }
+        }
+    }
+}
+
+fn mark_dirty(conn: &mut Connection, dirty: &mut Vec<ConnId>, id: ConnId) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(id);
+    }
+}
+
+fn write_packet(conn: &mut Connection, dirty: &mut Vec<ConnId>, id: ConnId, packet: &Packet) {
+    trace!(conn = %id, packet = packet_name(packet), "sending");
+    packet.encode(&mut conn.outbuf);
+    mark_dirty(conn, dirty, id);
+}
+
+fn write_publish(
+    conn: &mut Connection,
+    dirty: &mut Vec<ConnId>,
+    id: ConnId,
+    out: &Outgoing,
+    dup: bool,
+    packet_id: Option<PacketId>,
+) {
+    let m = &out.message;
+    codec::encode_publish(&mut conn.outbuf, dup, out.qos, out.retain, &m.topic, packet_id, &m.payload);
+    mark_dirty(conn, dirty, id);
+}
+
+fn connack(session_present: bool, code: ConnectReturnCode) -> Packet {
+    Packet::ConnAck(ConnAck { session_present, code })
+}
+
+fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::PubRec(_) => "PUBREC",
+        Packet::PubRel(_) => "PUBREL",
+        Packet::PubComp(_) => "PUBCOMP",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+fn show_addr(remote: Option<SocketAddr>) -> String {
+    remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+}
+
+fn excerpt(payload: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&payload[..payload.len().min(LOGGED_PAYLOAD)])
+}
+
+fn log_expired(message: &Message, now: Now) {
+    debug!(
+        topic = message.topic.as_str(),
+        expired_at = message.expires_at,
+        now = now.unix.as_secs_f64(),
+        "The message has already expired!"
+    );
+}
+
+/// Mosquitto's wording for each way a client leaves.
+fn log_close(client: &str, id: ConnId, reason: CloseReason) {
+    match reason {
+        CloseReason::Disconnected => info!(conn = %id, "Client {client} disconnected."),
+        CloseReason::ConnectionLost => info!(conn = %id, "Socket error on client {client}, disconnecting."),
+        CloseReason::KeepAliveTimeout => info!(conn = %id, "Client {client} has exceeded timeout, disconnecting."),
+        CloseReason::Violation(v) => {
+            info!(conn = %id, statement = v.statement(), "Client {client} disconnected due to protocol error: {v}")
+        }
+        CloseReason::TooLarge { .. } | CloseReason::ConnectTimeout => {
+            info!(conn = %id, "Client {client} disconnected: {reason}.")
+        }
+        CloseReason::TakenOver | CloseReason::Refused(_) | CloseReason::TooManyConnections | CloseReason::Shutdown => {
+            debug!(conn = %id, "Client {client} closed: {reason}.")
+        }
+    }
+}

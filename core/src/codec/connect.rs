@@ -1,0 +1,296 @@
+//! CONNECT (section 3.1).
+
+use bytes::{BufMut, BytesMut};
+
+use super::fixed_header::{self, CONNECT};
+use super::strings::{Reader, field_len, put_binary, put_string};
+use super::{Connect, LastWill};
+use crate::error::Violation;
+use crate::topic::TopicName;
+use crate::types::{Protocol, QoS};
+
+const RESERVED: u8 = 0x01;
+const CLEAN_SESSION: u8 = 0x02;
+const WILL: u8 = 0x04;
+const WILL_QOS_SHIFT: u8 = 3;
+const WILL_RETAIN: u8 = 0x20;
+const PASSWORD: u8 = 0x40;
+const USERNAME: u8 = 0x80;
+
+/// Decodes a CONNECT body. The protocol name and level come first and are
+/// judged before anything else, so a client speaking another version is
+/// told so (CONNACK 0x01) even if the rest would not parse.
+pub(crate) fn decode(mut r: Reader) -> Result<Connect, Violation> {
+    // Compared as bytes: anything that is not one of the two names is an
+    // unknown name, whether or not it is UTF-8.
+    let name = r.binary()?;
+    let level = r.read_u8()?;
+    let protocol = match (name.as_ref(), level) {
+        (b"MQTT", 4) => Protocol::V311,
+        (b"MQIsdp", 3) => Protocol::V31,
+        (b"MQTT" | b"MQIsdp", _) => return Err(Violation::ProtocolLevel),
+        _ => return Err(Violation::ProtocolName),
+    };
+
+    let flags = r.read_u8()?;
+    if flags & RESERVED != 0 {
+        return Err(Violation::ConnectReservedFlag);
+    }
+    let will_flag = flags & WILL != 0;
+    let will_qos_bits = (flags >> WILL_QOS_SHIFT) & 0b11;
+    if !will_flag && will_qos_bits != 0 {
+        return Err(Violation::WillQosWithoutWill);
+    }
+    let will_qos = QoS::from_bits(will_qos_bits).ok_or(Violation::WillQos)?;
+    let will_retain = flags & WILL_RETAIN != 0;
+    if !will_flag && will_retain {
+        return Err(Violation::WillRetainWithoutWill);
+    }
+    let username_flag = flags & USERNAME != 0;
+    let password_flag = flags & PASSWORD != 0;
+    if password_flag && !username_flag {
+        return Err(Violation::PasswordWithoutUsername);
+    }
+    let keep_alive = r.read_u16()?;
+
+    // The payload, in the order of section 3.1.3. An empty client id is
+    // legal here; whether to accept it is the broker's call.
+    let client_id = r.string()?;
+    let will = if will_flag {
+        let topic = TopicName::new(r.string()?)?;
+        let payload = r.binary()?;
+        Some(LastWill { topic, payload, qos: will_qos, retain: will_retain })
+    } else {
+        None
+    };
+    let username = if username_flag { Some(r.string()?) } else { None };
+    let password = if password_flag { Some(r.binary()?) } else { None };
+    r.finish()?;
+
+    Ok(Connect { protocol, clean_session: flags & CLEAN_SESSION != 0, keep_alive, client_id, will, username, password })
+}
+
+impl Connect {
+    /// Remaining length of the encoded packet.
+    pub(crate) fn remaining_len(&self) -> usize {
+        field_len(self.protocol.name().len())
+            + 1 // level
+            + 1 // flags
+            + 2 // keepalive
+            + field_len(self.client_id.len())
+            + self.will.as_ref().map_or(0, |w| {
+                field_len(w.topic.as_str().len()) + field_len(w.payload.len())
+            })
+            + self.username.as_ref().map_or(0, |u| field_len(u.len()))
+            + self.password.as_ref().map_or(0, |p| field_len(p.len()))
+    }
+
+    fn flags(&self) -> u8 {
+        let mut flags = 0;
+        if self.clean_session {
+            flags |= CLEAN_SESSION;
+        }
+        if let Some(will) = &self.will {
+            flags |= WILL | (will.qos.bits() << WILL_QOS_SHIFT);
+            if will.retain {
+                flags |= WILL_RETAIN;
+            }
+        }
+        if self.username.is_some() {
+            flags |= USERNAME;
+        }
+        if self.password.is_some() {
+            flags |= PASSWORD;
+        }
+        flags
+    }
+
+    /// Writes the packet. The client id, user name, password and will
+    /// payload must each fit in 65,535 bytes, and a password needs a user
+    /// name ([MQTT-3.1.2-22]); the caller must not pass anything else.
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
+        debug_assert!(self.password.is_none() || self.username.is_some(), "[MQTT-3.1.2-22] password without user name");
+        fixed_header::put_header(out, CONNECT, self.remaining_len());
+        put_string(out, self.protocol.name());
+        out.put_u8(self.protocol.level());
+        out.put_u8(self.flags());
+        out.put_u16(self.keep_alive);
+        put_string(out, &self.client_id);
+        if let Some(will) = &self.will {
+            put_string(out, will.topic.as_str());
+            put_binary(out, &will.payload);
+        }
+        if let Some(username) = &self.username {
+            put_string(out, username);
+        }
+        if let Some(password) = &self.password {
+            put_binary(out, password);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use bytestring::ByteString;
+
+    use super::*;
+    use crate::codec::Packet;
+    use crate::codec::testutil::{assert_golden, assert_violation};
+
+    fn minimal(protocol: Protocol) -> Connect {
+        Connect {
+            protocol,
+            clean_session: true,
+            keep_alive: 60,
+            client_id: ByteString::from_static("c1"),
+            will: None,
+            username: None,
+            password: None,
+        }
+    }
+
+    #[test]
+    fn connect_v311_minimal_golden() {
+        assert_golden(
+            "10 0E 00 04 4D 51 54 54 04 02 00 3C 00 02 63 31",
+            &Packet::Connect(Box::new(minimal(Protocol::V311))),
+        );
+    }
+
+    #[test]
+    fn connect_v311_with_will_username_password_golden() {
+        let connect = Connect {
+            clean_session: false,
+            keep_alive: 10,
+            will: Some(LastWill {
+                topic: TopicName::new("a/b").unwrap(),
+                payload: Bytes::from_static(b"bye"),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+            }),
+            username: Some(ByteString::from_static("u")),
+            password: Some(Bytes::from_static(&[0x00, 0xFF])),
+            ..minimal(Protocol::V311)
+        };
+        assert_golden(
+            "10 1F 00 04 4D 51 54 54 04 EC 00 0A 00 02 63 31 \
+             00 03 61 2F 62 00 03 62 79 65 00 01 75 00 02 00 FF",
+            &Packet::Connect(Box::new(connect)),
+        );
+    }
+
+    #[test]
+    fn connect_v31_with_will_username_password_golden() {
+        let connect = Connect {
+            will: Some(LastWill {
+                topic: TopicName::new("t").unwrap(),
+                payload: Bytes::new(),
+                qos: QoS::ExactlyOnce,
+                retain: false,
+            }),
+            username: Some(ByteString::from_static("user")),
+            password: Some(Bytes::from_static(b"pw")),
+            ..minimal(Protocol::V31)
+        };
+        assert_golden(
+            "10 1F 00 06 4D 51 49 73 64 70 03 D6 00 3C 00 02 63 31 \
+             00 01 74 00 00 00 04 75 73 65 72 00 02 70 77",
+            &Packet::Connect(Box::new(connect)),
+        );
+    }
+
+    #[test]
+    fn connect_with_empty_client_id_is_accepted() {
+        let connect = Connect { client_id: ByteString::new(), ..minimal(Protocol::V311) };
+        assert_golden("10 0C 00 04 4D 51 54 54 04 02 00 3C 00 00", &Packet::Connect(Box::new(connect)));
+    }
+
+    #[test]
+    fn connect_with_unknown_protocol_name_is_malformed() {
+        assert_violation("10 0E 00 04 4D 51 54 58 04 02 00 3C 00 02 63 31", Violation::ProtocolName);
+    }
+
+    #[test]
+    fn connect_mqtt_level_3_is_unsupported_level() {
+        assert_violation("10 0E 00 04 4D 51 54 54 03 02 00 3C 00 02 63 31", Violation::ProtocolLevel);
+    }
+
+    #[test]
+    fn connect_mqisdp_level_4_is_unsupported_level() {
+        assert_violation("10 10 00 06 4D 51 49 73 64 70 04 02 00 3C 00 02 63 31", Violation::ProtocolLevel);
+    }
+
+    #[test]
+    fn connect_level_5_with_odd_rest_is_unsupported_level() {
+        // An MQTT 5 CONNECT: the properties make the rest unparseable
+        // for 3.1.1, but the level is what gets reported.
+        assert_violation("10 0A 00 04 4D 51 54 54 05 C3 00 3C", Violation::ProtocolLevel);
+    }
+
+    #[test]
+    fn connect_with_reserved_flag_is_malformed() {
+        assert_violation("10 0E 00 04 4D 51 54 54 04 03 00 3C 00 02 63 31", Violation::ConnectReservedFlag);
+    }
+
+    #[test]
+    fn connect_will_qos_without_will_is_malformed() {
+        assert_violation("10 0E 00 04 4D 51 54 54 04 0A 00 3C 00 02 63 31", Violation::WillQosWithoutWill);
+    }
+
+    #[test]
+    fn connect_will_qos_3_is_malformed() {
+        assert_violation("10 14 00 04 4D 51 54 54 04 1E 00 3C 00 02 63 31 00 01 74 00 01 78", Violation::WillQos);
+    }
+
+    #[test]
+    fn connect_will_retain_without_will_is_malformed() {
+        assert_violation("10 0E 00 04 4D 51 54 54 04 22 00 3C 00 02 63 31", Violation::WillRetainWithoutWill);
+    }
+
+    #[test]
+    fn connect_password_without_username_is_malformed() {
+        assert_violation(
+            "10 12 00 04 4D 51 54 54 04 42 00 3C 00 02 63 31 00 02 70 77",
+            Violation::PasswordWithoutUsername,
+        );
+    }
+
+    #[test]
+    fn connect_with_wildcard_will_topic_is_malformed() {
+        assert_violation(
+            "10 14 00 04 4D 51 54 54 04 06 00 3C 00 02 63 31 00 01 23 00 01 78",
+            Violation::WildcardInTopicName,
+        );
+    }
+
+    #[test]
+    fn connect_with_trailing_byte_is_bad_length() {
+        assert_violation("10 0F 00 04 4D 51 54 54 04 02 00 3C 00 02 63 31 FF", Violation::BadLength);
+    }
+
+    #[test]
+    fn connect_missing_username_is_bad_length() {
+        assert_violation("10 0E 00 04 4D 51 54 54 04 82 00 3C 00 02 63 31", Violation::BadLength);
+    }
+
+    #[test]
+    fn connect_client_id_with_null_is_malformed() {
+        assert_violation("10 0E 00 04 4D 51 54 54 04 02 00 3C 00 02 63 00", Violation::NullCharacter);
+    }
+
+    #[test]
+    fn connect_username_with_invalid_utf8_is_malformed() {
+        assert_violation("10 11 00 04 4D 51 54 54 04 82 00 3C 00 02 63 31 00 01 FF", Violation::InvalidUtf8);
+    }
+
+    #[test]
+    fn connect_debug_redacts_the_password() {
+        let connect = Connect {
+            username: Some(ByteString::from_static("u")),
+            password: Some(Bytes::from_static(b"hunter2")),
+            ..minimal(Protocol::V311)
+        };
+        assert!(!format!("{connect:?}").contains("hunter2"));
+    }
+}

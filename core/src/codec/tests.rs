@@ -1,0 +1,215 @@
+//! Tests of the codec as a whole: empty packets, framing, size cap and the
+//! quickcheck properties.
+
+use bytes::BytesMut;
+use quickcheck::{Gen, QuickCheck, TestResult};
+
+use super::arbitrary::ArbPacket;
+use super::testutil::{assert_golden, assert_violation, hex};
+use super::*;
+
+fn encode_all(packets: &[Packet]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    for p in packets {
+        p.encode(&mut out);
+    }
+    out.to_vec()
+}
+
+#[test]
+fn empty_packets_golden() {
+    assert_golden("C0 00", &Packet::PingReq);
+    assert_golden("D0 00", &Packet::PingResp);
+    assert_golden("E0 00", &Packet::Disconnect);
+}
+
+#[test]
+fn pingreq_with_body_is_bad_length() {
+    assert_violation("C0 01 00", Violation::BadLength);
+}
+
+#[test]
+fn pingresp_with_body_is_bad_length() {
+    assert_violation("D0 01 00", Violation::BadLength);
+}
+
+#[test]
+fn disconnect_with_body_is_bad_length() {
+    assert_violation("E0 02 00 00", Violation::BadLength);
+}
+
+/// One valid frame of every type.
+const FRAMES: &[&str] = &[
+    "10 1F 00 04 4D 51 54 54 04 EC 00 0A 00 02 63 31 00 03 61 2F 62 00 03 62 79 65 00 01 75 00 02 00 FF",
+    "20 02 01 00",
+    "3B 08 00 03 61 2F 62 00 0A 78",
+    "40 02 00 01",
+    "50 02 00 01",
+    "62 02 00 01",
+    "70 02 00 01",
+    "82 14 00 01 00 03 61 2F 2B 00 00 01 23 01 00 05 61 2F 62 2F 63 02",
+    "90 03 00 01 80",
+    "A2 05 00 01 00 01 61",
+    "B0 02 00 01",
+    "C0 00",
+    "D0 00",
+    "E0 00",
+];
+
+#[test]
+fn every_proper_prefix_needs_more_and_leaves_the_buffer_alone() {
+    for frame in FRAMES {
+        let bytes = hex(frame);
+        for end in 0..bytes.len() {
+            let mut buf = BytesMut::from(&bytes[..end]);
+            assert_eq!(decode(&mut buf, usize::MAX), Ok(None), "{frame} cut at {end}");
+            assert_eq!(buf.as_ref(), &bytes[..end], "{frame} cut at {end}");
+        }
+        let mut buf = BytesMut::from(bytes.as_slice());
+        assert!(matches!(decode(&mut buf, usize::MAX), Ok(Some(_))), "{frame}");
+        assert!(buf.is_empty());
+    }
+}
+
+#[test]
+fn back_to_back_frames_decode_one_at_a_time() {
+    let mut buf = BytesMut::from(hex("C0 00 40 02 00 01 E0").as_slice());
+    assert_eq!(decode(&mut buf, 100), Ok(Some(Packet::PingReq)));
+    assert_eq!(decode(&mut buf, 100), Ok(Some(Packet::PubAck(PacketId::new(1).unwrap()))));
+    assert_eq!(decode(&mut buf, 100), Ok(None));
+    assert_eq!(buf.as_ref(), &[0xE0]);
+}
+
+#[test]
+fn header_over_the_cap_is_too_large_before_the_body_arrives() {
+    // Remaining length 16,383: the packet would be 16,386 bytes.
+    let mut buf = BytesMut::from(hex("30 FF 7F").as_slice());
+    assert_eq!(decode(&mut buf, 1024), Err(DecodeError::TooLarge { len: 16_386, max: 1024 }));
+}
+
+#[test]
+fn packet_exactly_at_the_cap_is_accepted_and_one_over_is_too_large() {
+    let bytes = hex("30 07 00 03 61 2F 62 68 69");
+    let mut buf = BytesMut::from(bytes.as_slice());
+    assert!(matches!(decode(&mut buf, 9), Ok(Some(Packet::Publish(_)))));
+    let mut buf = BytesMut::from(bytes.as_slice());
+    assert_eq!(decode(&mut buf, 8), Err(DecodeError::TooLarge { len: 9, max: 8 }));
+}
+
+#[test]
+fn remaining_length_of_five_bytes_is_rejected_after_five_bytes() {
+    let bytes = hex("30 80 80 80 80");
+    let mut buf = BytesMut::from(&bytes[..4]);
+    assert_eq!(decode(&mut buf, usize::MAX), Ok(None));
+    let mut buf = BytesMut::from(bytes.as_slice());
+    assert_eq!(decode(&mut buf, usize::MAX), Err(DecodeError::Malformed(Violation::RemainingLength)));
+}
+
+#[test]
+fn maximum_remaining_length_is_too_large_not_malformed() {
+    let mut buf = BytesMut::from(hex("30 FF FF FF 7F").as_slice());
+    assert_eq!(decode(&mut buf, 1 << 20), Err(DecodeError::TooLarge { len: 5 + MAX_REMAINING_LENGTH, max: 1 << 20 }));
+}
+
+fn quickcheck(tests: u64) -> QuickCheck {
+    QuickCheck::new().tests(tests).rng(Gen::new(64))
+}
+
+/// (1) Every valid packet survives encode then decode, and
+/// `encoded_len` is exact.
+#[test]
+fn round_trip_property() {
+    fn prop(p: ArbPacket) -> bool {
+        let mut out = BytesMut::new();
+        p.0.encode(&mut out);
+        let len = out.len();
+        len == p.0.encoded_len() && decode(&mut out, len) == Ok(Some(p.0)) && out.is_empty()
+    }
+    quickcheck(2000).quickcheck(prop as fn(ArbPacket) -> bool);
+}
+
+/// (2) A stream of packets fed in arbitrary chunks decodes to the same
+/// packets.
+#[test]
+fn chunked_stream_property() {
+    fn prop(packets: Vec<ArbPacket>, cuts: Vec<u8>) -> bool {
+        let packets: Vec<Packet> = packets.into_iter().map(|p| p.0).collect();
+        let stream = encode_all(&packets);
+        let mut chunks = cuts.iter().map(|&c| 1 + usize::from(c) % 40).cycle();
+        let mut buf = BytesMut::new();
+        let mut decoded = Vec::new();
+        let mut fed = 0;
+        while fed < stream.len() {
+            let end = (fed + chunks.next().unwrap_or(stream.len())).min(stream.len());
+            buf.extend_from_slice(&stream[fed..end]);
+            fed = end;
+            loop {
+                match decode(&mut buf, usize::MAX) {
+                    Ok(Some(p)) => decoded.push(p),
+                    Ok(None) => break,
+                    Err(_) => return false,
+                }
+            }
+        }
+        buf.is_empty() && decoded == packets
+    }
+    quickcheck(500).quickcheck(prop as fn(Vec<ArbPacket>, Vec<u8>) -> bool);
+}
+
+/// Decodes `bytes` with cap `cap` until it needs more or fails, checking
+/// the cap is honoured: no decoded packet re-encodes above it, and a
+/// "need more" never waits for a frame above it.
+fn honours_cap(bytes: &[u8], cap: usize) -> bool {
+    let mut buf = BytesMut::from(bytes);
+    loop {
+        let before = buf.clone();
+        match decode(&mut buf, cap) {
+            Ok(Some(p)) => {
+                let consumed = before.len() - buf.len();
+                // Equal unless the peer used a non-minimal length.
+                if p.encoded_len() > consumed || consumed > cap {
+                    return false;
+                }
+            }
+            Ok(None) => {
+                return buf == before
+                    && match fixed_header::parse(&buf) {
+                        Ok(Some(header)) => header.frame_len() <= cap && header.frame_len() > buf.len(),
+                        // Only the fixed header itself is still missing.
+                        Ok(None) => buf.len() < 5,
+                        Err(_) => false,
+                    };
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// (3) Arbitrary bytes never panic, and the cap holds.
+#[test]
+fn arbitrary_bytes_property() {
+    fn prop(bytes: Vec<u8>, cap: u16) -> bool {
+        honours_cap(&bytes, usize::from(cap % 512))
+    }
+    quickcheck(5000).quickcheck(prop as fn(Vec<u8>, u16) -> bool);
+}
+
+/// (3) again, on bytes close to valid: a legal first byte, or a valid
+/// stream with one byte changed and the tail cut, so the checks past the
+/// first byte are reached.
+#[test]
+fn near_valid_bytes_property() {
+    fn prop(packets: Vec<ArbPacket>, at: usize, xor: u8, cut: usize, cap: u16) -> TestResult {
+        let packets: Vec<Packet> = packets.into_iter().map(|p| p.0).collect();
+        let mut bytes = encode_all(&packets);
+        if bytes.is_empty() {
+            return TestResult::discard();
+        }
+        let at = at % bytes.len();
+        bytes[at] ^= xor;
+        bytes.truncate(bytes.len() - cut % bytes.len());
+        let cap = usize::from(cap % 1024);
+        TestResult::from_bool(honours_cap(&bytes, cap) && honours_cap(&bytes, usize::MAX))
+    }
+    quickcheck(3000).quickcheck(prop as fn(Vec<ArbPacket>, usize, u8, usize, u16) -> TestResult);
+}

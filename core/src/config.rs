@@ -1,0 +1,99 @@
+//! Limits and switches of the core, named after their `mosquitto.conf`
+//! keys. Parsing the file is the runtime's business; these are the values.
+
+use std::time::Duration;
+
+use crate::codec::MAX_REMAINING_LENGTH;
+
+/// What the broker allows and how much it keeps. The defaults are
+/// Mosquitto 2's, except where a field says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// QoS 1 and 2 messages in flight to one client at a time; 0 means no
+    /// limit. Mosquitto: `max_inflight_messages`, default 20.
+    pub max_inflight_messages: u16,
+    /// Messages queued per client beyond the in-flight window (and while a
+    /// persistent session is offline); 0 means no limit. Mosquitto:
+    /// `max_queued_messages`, default 1000.
+    pub max_queued_messages: usize,
+    /// Payload bytes queued per client; 0 means no limit. Mosquitto:
+    /// `max_queued_bytes`, default 0.
+    pub max_queued_bytes: usize,
+    /// Largest PUBLISH payload accepted; 0 means the protocol's maximum.
+    /// Larger payloads are acknowledged and dropped, as Mosquitto does;
+    /// packets too large to hold such a payload close the connection
+    /// before their body is read. Mosquitto: `message_size_limit`.
+    pub message_size_limit: usize,
+    /// Connections served at once; `None` means no limit. Mosquitto:
+    /// `max_connections`, default -1.
+    pub max_connections: Option<usize>,
+    /// Largest keepalive a client may ask for; more is refused with CONNACK
+    /// 0x02, as Mosquitto does for 3.1/3.1.1. Mosquitto: `max_keepalive`.
+    pub max_keepalive: u16,
+    /// Queue QoS 0 messages for offline persistent sessions. Mosquitto:
+    /// `queue_qos0_messages`, default false.
+    pub queue_qos0_messages: bool,
+    /// Accept clients without a user name. Mosquitto: `allow_anonymous`.
+    /// The core's default is true (Mosquitto 2 without a listener also
+    /// serves local anonymous clients); runtimes apply Mosquitto's rules.
+    pub allow_anonymous: bool,
+    /// Accept an empty client id (with clean session) and assign one.
+    /// Mosquitto: `allow_zero_length_clientid`, default true.
+    pub allow_zero_length_clientid: bool,
+    /// Prefix of assigned client ids. Mosquitto: `auto_id_prefix`,
+    /// default `auto-`.
+    pub auto_id_prefix: String,
+    /// Time a new connection has to send CONNECT before it is closed.
+    /// Mosquitto has no key for it; default 10 s.
+    pub connect_timeout: Duration,
+    /// Seed of the generator for assigned client ids: runtimes pass a
+    /// random value, simulations a fixed one.
+    pub id_seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            message_size_limit: 0,
+            max_connections: None,
+            max_keepalive: u16::MAX,
+            queue_qos0_messages: false,
+            allow_anonymous: true,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".to_owned(),
+            connect_timeout: Duration::from_secs(10),
+            id_seed: 0x5eed_c0de,
+        }
+    }
+}
+
+/// Room in a PUBLISH frame beyond its payload: fixed header (5), topic
+/// length and the longest topic (2 + 65,535), packet id (2).
+const PUBLISH_OVERHEAD: usize = 5 + 2 + 65_535 + 2;
+
+impl Config {
+    /// The payload limit in force.
+    pub fn payload_limit(&self) -> usize {
+        match self.message_size_limit {
+            0 => MAX_REMAINING_LENGTH,
+            n => n.min(MAX_REMAINING_LENGTH),
+        }
+    }
+
+    /// The cap on a whole packet, checked on the fixed header before the
+    /// body is buffered: enough for the largest allowed payload.
+    pub fn max_packet_size(&self) -> usize {
+        (self.payload_limit() + PUBLISH_OVERHEAD).min(MAX_REMAINING_LENGTH + 5)
+    }
+
+    /// The in-flight window (0 means 65,535, every packet id).
+    pub(crate) fn inflight_window(&self) -> usize {
+        match self.max_inflight_messages {
+            0 => usize::from(u16::MAX),
+            n => usize::from(n),
+        }
+    }
+}

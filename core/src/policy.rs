@@ -1,0 +1,78 @@
+//! Authentication and authorisation as pure decisions. The file formats
+//! (`password_file`, `acl_file`) plug in here; the core only asks.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::codec::ConnectReturnCode;
+use crate::topic::{TopicFilter, TopicName};
+use crate::types::ClientId;
+
+/// Who is asking, as far as access decisions go.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo<'a> {
+    /// The client id (assigned, if the client sent none).
+    pub client_id: &'a ClientId,
+    /// The user name from CONNECT.
+    pub username: Option<&'a str>,
+}
+
+/// Why a CONNECT is refused: the two CONNACK codes that mean "not you".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// CONNACK 0x04.
+    BadUserNameOrPassword,
+    /// CONNACK 0x05.
+    NotAuthorized,
+}
+
+impl From<Refusal> for ConnectReturnCode {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::BadUserNameOrPassword => Self::BadUserNameOrPassword,
+            Refusal::NotAuthorized => Self::NotAuthorized,
+        }
+    }
+}
+
+/// Decides who may connect, subscribe and publish. Every method is a pure
+/// decision: no I/O, no clock.
+pub trait AccessPolicy: fmt::Debug + Send {
+    /// Whether the CONNECT of `client` with `password` is accepted.
+    /// Anonymous clients reach this only when `allow_anonymous` is on.
+    fn authenticate(&self, client: ClientInfo<'_>, password: Option<&Bytes>) -> Result<(), Refusal>;
+
+    /// Whether `client` may subscribe to `filter`; a refusal is answered
+    /// with 0x80 in SUBACK.
+    fn may_subscribe(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> bool;
+
+    /// Whether `client` may publish on `topic`; a refused PUBLISH is
+    /// acknowledged as usual and dropped ([MQTT-3.3.5-2]).
+    fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool;
+}
+
+/// Lets everyone do everything, except publish into `$SYS`, which only
+/// the broker writes (as Mosquitto).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl AccessPolicy for AllowAll {
+    fn authenticate(&self, _: ClientInfo<'_>, _: Option<&Bytes>) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    fn may_subscribe(&self, _: ClientInfo<'_>, _: &TopicFilter) -> bool {
+        true
+    }
+
+    fn may_publish(&self, _: ClientInfo<'_>, topic: &TopicName) -> bool {
+        !is_sys_topic(topic)
+    }
+}
+
+/// `$SYS` and everything below it.
+pub fn is_sys_topic(topic: &TopicName) -> bool {
+    let name = topic.as_str();
+    name == "$SYS" || name.starts_with("$SYS/")
+}

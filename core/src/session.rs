@@ -1,0 +1,346 @@
+//! Per-client session state: subscriptions, the outgoing in-flight window,
+//! the queue behind it, and incoming QoS 2 messages awaiting PUBREL.
+//!
+//! Design: the session never touches the router or the network. It answers
+//! what to send; the broker encodes and writes. The in-flight window is a
+//! `VecDeque` in send order: acks usually arrive in order, so lookups hit
+//! the front, and resends on reconnect walk it front to back
+//! ([MQTT-4.4.0-1], [MQTT-4.6.0-1]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::message::Message;
+use crate::topic::TopicFilter;
+use crate::types::{ClientId, ConnId, PacketId, QoS};
+
+/// One copy of a message on its way to this session.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) message: Arc<Message>,
+    /// QoS of this copy: the lower of the message's and the subscription's.
+    pub(crate) qos: QoS,
+    /// RETAIN flag of this copy (set only for retained messages sent on
+    /// SUBSCRIBE, [MQTT-3.3.1-8], [MQTT-3.3.1-9]).
+    pub(crate) retain: bool,
+}
+
+impl Outgoing {
+    fn payload_len(&self) -> usize {
+        self.message.payload.len()
+    }
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// QoS 1 PUBLISH sent, PUBACK awaited.
+    Unacknowledged,
+    /// QoS 2 PUBLISH sent, PUBREC awaited.
+    Unreceived,
+    /// PUBREL sent, PUBCOMP awaited.
+    Released,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inflight {
+    pub(crate) id: PacketId,
+    pub(crate) stage: Stage,
+    pub(crate) out: Outgoing,
+}
+
+/// Why a copy could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueFull;
+
+/// The answer to a PUBREC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PubRecOutcome {
+    /// Send PUBREL for this id.
+    Release,
+    /// No QoS 2 message with this id is in flight.
+    Unknown,
+}
+
+/// Limits a session obeys, copied from the config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) window: usize,
+    pub(crate) max_queued: usize,
+    pub(crate) max_queued_bytes: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) client_id: ClientId,
+    pub(crate) clean: bool,
+    pub(crate) conn: Option<ConnId>,
+    pub(crate) subscriptions: BTreeMap<TopicFilter, QoS>,
+    inflight: VecDeque<Inflight>,
+    queue: VecDeque<Outgoing>,
+    queued_bytes: usize,
+    /// Incoming QoS 2 messages: PUBREC sent, PUBREL awaited. The message is
+    /// routed on PUBREL, as Mosquitto does; `None` marks one that was
+    /// dropped (too large, refused) but still owes its handshake.
+    incoming: HashMap<PacketId, Option<Arc<Message>>>,
+    next_id: PacketId,
+    /// Copies dropped because the queue was full, since the last report.
+    pub(crate) dropped: u64,
+}
+
+impl Session {
+    pub(crate) fn new(client_id: ClientId, clean: bool) -> Self {
+        Self {
+            client_id,
+            clean,
+            conn: None,
+            subscriptions: BTreeMap::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            incoming: HashMap::new(),
+            next_id: PacketId::MIN,
+            dropped: 0,
+        }
+    }
+
+    /// Whether a new QoS 1/2 copy may go out now rather than wait in the
+    /// queue (which keeps order: nothing overtakes a queued copy).
+    pub(crate) fn can_send_now(&self, limits: Limits) -> bool {
+        self.conn.is_some() && self.queue.is_empty() && self.inflight.len() < limits.window
+    }
+
+    /// Puts `out` in flight under a fresh packet id and returns the id.
+    /// Ids count from 1 and skip those in use ([MQTT-2.3.1-4]).
+    pub(crate) fn start(&mut self, out: Outgoing) -> PacketId {
+        let mut id = self.next_id;
+        while self.inflight.iter().any(|f| f.id == id) {
+            id = id.next();
+        }
+        self.next_id = id.next();
+        let stage = match out.qos {
+            QoS::ExactlyOnce => Stage::Unreceived,
+            _ => Stage::Unacknowledged,
+        };
+        self.inflight.push_back(Inflight { id, stage, out });
+        id
+    }
+
+    /// Queues `out` behind the window, within the limits.
+    pub(crate) fn enqueue(&mut self, out: Outgoing, limits: Limits) -> Result<(), QueueFull> {
+        let full_count = limits.max_queued != 0 && self.queue.len() >= limits.max_queued;
+        let full_bytes =
+            limits.max_queued_bytes != 0 && self.queued_bytes + out.payload_len() > limits.max_queued_bytes;
+        if full_count || full_bytes {
+            self.dropped += 1;
+            return Err(QueueFull);
+        }
+        self.queued_bytes += out.payload_len();
+        self.queue.push_back(out);
+        Ok(())
+    }
+
+    /// The next queued copy, if the window has room for it.
+    pub(crate) fn next_queued(&mut self, limits: Limits) -> Option<Outgoing> {
+        if self.conn.is_none() || self.inflight.len() >= limits.window {
+            return None;
+        }
+        let out = self.queue.pop_front()?;
+        self.queued_bytes -= out.payload_len();
+        Some(out)
+    }
+
+    /// Completes a QoS 1 delivery; whether `id` was awaiting PUBACK.
+    pub(crate) fn puback(&mut self, id: PacketId) -> bool {
+        self.complete(id, Stage::Unacknowledged)
+    }
+
+    /// Moves a QoS 2 delivery to its release stage.
+    pub(crate) fn pubrec(&mut self, id: PacketId) -> PubRecOutcome {
+        match self.inflight.iter_mut().find(|f| f.id == id) {
+            Some(f) if f.stage != Stage::Unacknowledged => {
+                f.stage = Stage::Released;
+                PubRecOutcome::Release
+            }
+            _ => PubRecOutcome::Unknown,
+        }
+    }
+
+    /// Completes a QoS 2 delivery; whether `id` was awaiting PUBCOMP.
+    pub(crate) fn pubcomp(&mut self, id: PacketId) -> bool {
+        self.complete(id, Stage::Released)
+    }
+
+    fn complete(&mut self, id: PacketId, stage: Stage) -> bool {
+        match self.inflight.iter().position(|f| f.id == id && f.stage == stage) {
+            Some(at) => {
+                self.inflight.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The in-flight window in send order, for resending on reconnect.
+    pub(crate) fn inflight(&self) -> impl Iterator<Item = &Inflight> {
+        self.inflight.iter()
+    }
+
+    /// Forgets an in-flight copy that will not be resent (it expired).
+    pub(crate) fn forget(&mut self, id: PacketId) {
+        self.inflight.retain(|f| f.id != id);
+    }
+
+    pub(crate) fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub(crate) fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Records an incoming QoS 2 PUBLISH; false if `id` is already awaiting
+    /// PUBREL (a duplicate: acknowledge again, route nothing,
+    /// [MQTT-4.3.3-2]).
+    pub(crate) fn receive_qos2(&mut self, id: PacketId, message: Option<Arc<Message>>) -> bool {
+        if self.incoming.contains_key(&id) {
+            return false;
+        }
+        self.incoming.insert(id, message);
+        true
+    }
+
+    /// Number of incoming QoS 2 messages awaiting PUBREL.
+    pub(crate) fn incoming_len(&self) -> usize {
+        self.incoming.len()
+    }
+
+    /// Takes the message released by PUBREL `id`, if one is held.
+    pub(crate) fn release(&mut self, id: PacketId) -> Option<Arc<Message>> {
+        self.incoming.remove(&id).flatten()
+    }
+}
+
+/// A session's handle: an index into [`SessionStore`], reused after the
+/// session is discarded (the router drops its subscriptions first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct SessionKey(u32);
+
+/// Every session, reachable by key and by client id.
+#[derive(Debug, Default)]
+pub(crate) struct SessionStore {
+    slots: Vec<Option<Session>>,
+    free: Vec<u32>,
+    by_client: HashMap<ClientId, SessionKey>,
+}
+
+impl SessionStore {
+    pub(crate) fn find(&self, client_id: &ClientId) -> Option<SessionKey> {
+        self.by_client.get(client_id).copied()
+    }
+
+    pub(crate) fn get(&self, key: SessionKey) -> Option<&Session> {
+        self.slots.get(key.0 as usize).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: SessionKey) -> Option<&mut Session> {
+        self.slots.get_mut(key.0 as usize).and_then(Option::as_mut)
+    }
+
+    pub(crate) fn insert(&mut self, session: Session) -> SessionKey {
+        let client_id = session.client_id.clone();
+        let key = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(session);
+                SessionKey(slot)
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                self.slots.push(Some(session));
+                SessionKey(slot)
+            }
+        };
+        self.by_client.insert(client_id, key);
+        key
+    }
+
+    pub(crate) fn remove(&mut self, key: SessionKey) -> Option<Session> {
+        let session = self.slots.get_mut(key.0 as usize)?.take()?;
+        self.by_client.remove(&session.client_id);
+        self.free.push(key.0);
+        Some(session)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_client.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::TopicName;
+    use bytes::Bytes;
+
+    fn out(qos: QoS) -> Outgoing {
+        let topic = TopicName::new("t").expect("valid topic");
+        let message = Arc::new(Message::new(topic, Bytes::from_static(b"x"), qos, false));
+        Outgoing { message, qos, retain: false }
+    }
+
+    const LIMITS: Limits = Limits { window: 2, max_queued: 2, max_queued_bytes: 0 };
+
+    fn online() -> Session {
+        let mut s = Session::new(ClientId::new("c"), false);
+        s.conn = Some(ConnId(1));
+        s
+    }
+
+    #[test]
+    fn packet_ids_count_from_one_and_skip_ids_in_use() {
+        let mut s = online();
+        let a = s.start(out(QoS::AtLeastOnce));
+        let b = s.start(out(QoS::AtLeastOnce));
+        assert_eq!((a.get(), b.get()), (1, 2));
+        assert!(s.puback(a));
+        s.next_id = a;
+        // 1 is free again, 2 is still in flight.
+        assert_eq!(s.start(out(QoS::AtLeastOnce)).get(), 1);
+        assert_eq!(s.start(out(QoS::AtLeastOnce)).get(), 3);
+    }
+
+    #[test]
+    fn window_full_means_queue() {
+        let mut s = online();
+        s.start(out(QoS::AtLeastOnce));
+        s.start(out(QoS::AtLeastOnce));
+        assert!(!s.can_send_now(LIMITS));
+        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Ok(()));
+        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Ok(()));
+        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Err(QueueFull));
+        assert_eq!(s.dropped, 1);
+        assert!(s.next_queued(LIMITS).is_none());
+    }
+
+    #[test]
+    fn qos2_stages_advance_only_in_order() {
+        let mut s = online();
+        let id = s.start(out(QoS::ExactlyOnce));
+        assert!(!s.pubcomp(id));
+        assert!(!s.puback(id));
+        assert_eq!(s.pubrec(id), PubRecOutcome::Release);
+        assert_eq!(s.pubrec(id), PubRecOutcome::Release);
+        assert!(s.pubcomp(id));
+        assert_eq!(s.pubrec(id), PubRecOutcome::Unknown);
+    }
+
+    #[test]
+    fn duplicate_incoming_qos2_is_recognised() {
+        let mut s = online();
+        let id = PacketId::new(7).expect("non-zero");
+        assert!(s.receive_qos2(id, None));
+        assert!(!s.receive_qos2(id, None));
+        assert_eq!(s.release(id), None);
+        assert!(s.receive_qos2(id, None));
+    }
+}

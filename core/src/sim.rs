@@ -1,0 +1,527 @@
+//! Driving the broker with virtual clients in virtual time.
+//!
+//! [`Simulation`] owns a [`Broker`], a virtual clock and the client side of
+//! every connection. It plays the runtime's part: it feeds packets in,
+//! drains actions, keeps the presence set the way Redis would see it, and
+//! decodes what each client receives. Nothing sleeps; [`Simulation::advance`]
+//! jumps the clock from deadline to deadline. A run is deterministic: the
+//! same calls give the same transcript.
+//!
+//! ```
+//! use std::time::Duration;
+//! use culex_core::sim::{ClientOptions, Simulation};
+//! use culex_core::{Config, QoS};
+//!
+//! let mut sim = Simulation::new(Config::default());
+//! let sub = sim.connect(ClientOptions::new("sub"));
+//! sim.subscribe(sub, "sensors/+", QoS::AtLeastOnce);
+//! let publ = sim.connect(ClientOptions::new("pub").keep_alive(10));
+//! sim.publish(publ, "sensors/t1", b"21.5", QoS::AtLeastOnce, false);
+//! assert_eq!(sim.stats().delivered, 1);
+//! // The publisher goes silent: after 1.5 x 10 s it is dropped.
+//! sim.advance(Duration::from_secs(16));
+//! assert!(!sim.is_online("pub"));
+//! assert!(sim.is_online("sub"));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+
+use crate::action::{Action, Input};
+use crate::broker::Broker;
+use crate::codec::{self, Connect, LastWill, Packet, Publish, Subscribe, SubscribeReturnCode, Unsubscribe};
+use crate::config::Config;
+use crate::error::CloseReason;
+use crate::time::{Instant, Now, UnixTime};
+use crate::topic::{TopicFilter, TopicName};
+use crate::types::{ConnId, PacketId, Protocol, QoS};
+
+/// Wall-clock time at the start of a simulation: 2026-01-01T00:00:00Z.
+pub const DEFAULT_START_UNIX: f64 = 1_767_225_600.0;
+
+/// The largest frame a virtual client accepts from the broker.
+const CLIENT_MAX_PACKET: usize = codec::MAX_REMAINING_LENGTH + 5;
+
+/// How a virtual client connects and behaves.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Client id sent in CONNECT (may be empty).
+    pub client_id: String,
+    /// Clean session flag.
+    pub clean_session: bool,
+    /// Keepalive in seconds.
+    pub keep_alive: u16,
+    /// Will to register.
+    pub will: Option<LastWill>,
+    /// User name.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Bytes>,
+    /// Protocol version.
+    pub protocol: Protocol,
+    /// Answer PUBLISH with PUBACK/PUBREC and PUBREL with PUBCOMP, as a
+    /// well-behaved client library does.
+    pub auto_ack: bool,
+}
+
+impl ClientOptions {
+    /// A 3.1.1 client with a clean session, keepalive 60, acking everything.
+    pub fn new(client_id: &str) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            clean_session: true,
+            keep_alive: 60,
+            will: None,
+            username: None,
+            password: None,
+            protocol: Protocol::V311,
+            auto_ack: true,
+        }
+    }
+
+    /// Sets the clean session flag.
+    pub fn clean_session(mut self, clean: bool) -> Self {
+        self.clean_session = clean;
+        self
+    }
+
+    /// Sets the keepalive in seconds.
+    pub fn keep_alive(mut self, secs: u16) -> Self {
+        self.keep_alive = secs;
+        self
+    }
+
+    /// Registers a will.
+    pub fn will(mut self, will: LastWill) -> Self {
+        self.will = Some(will);
+        self
+    }
+
+    /// Sets user name and password.
+    pub fn credentials(mut self, username: &str, password: &[u8]) -> Self {
+        self.username = Some(username.to_owned());
+        self.password = Some(Bytes::copy_from_slice(password));
+        self
+    }
+
+    /// Turns automatic acknowledgements on or off.
+    pub fn auto_ack(mut self, on: bool) -> Self {
+        self.auto_ack = on;
+        self
+    }
+
+    /// The CONNECT packet these options describe.
+    pub fn connect_packet(&self) -> Packet {
+        Packet::Connect(Box::new(Connect {
+            protocol: self.protocol,
+            clean_session: self.clean_session,
+            keep_alive: self.keep_alive,
+            client_id: ByteString::from(self.client_id.as_str()),
+            will: self.will.clone(),
+            username: self.username.as_deref().map(ByteString::from),
+            password: self.password.clone(),
+        }))
+    }
+}
+
+/// The client end of one simulated connection.
+#[derive(Debug)]
+struct ClientEnd {
+    name: String,
+    auto_ack: bool,
+    inbox: BytesMut,
+    received: Vec<Packet>,
+    closed: Option<CloseReason>,
+    next_packet_id: u16,
+}
+
+/// Totals seen by the simulation's "runtime".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// `Deliver` actions: copies sent to clients.
+    pub delivered: u64,
+    /// `DropExpired` actions.
+    pub expired: u64,
+    /// `MarkOnline` actions.
+    pub marked_online: u64,
+    /// `MarkOffline` actions.
+    pub marked_offline: u64,
+    /// `Close` actions.
+    pub closed: u64,
+    /// Bytes sent by the broker.
+    pub bytes_sent: u64,
+}
+
+/// A broker, a virtual clock and any number of virtual clients.
+#[derive(Debug)]
+pub struct Simulation {
+    broker: Broker,
+    now: Now,
+    clients: BTreeMap<ConnId, ClientEnd>,
+    presence: BTreeSet<String>,
+    stats: SimStats,
+    replies: VecDeque<(ConnId, Packet)>,
+    transcript: Option<String>,
+}
+
+impl Simulation {
+    /// A simulation starting at instant zero and [`DEFAULT_START_UNIX`].
+    pub fn new(config: Config) -> Self {
+        Self::with_broker(Broker::new(config), DEFAULT_START_UNIX)
+    }
+
+    /// A simulation around `broker`, with the wall clock at `start_unix`.
+    pub fn with_broker(broker: Broker, start_unix: f64) -> Self {
+        Self {
+            broker,
+            now: Now::new(Instant::ZERO, UnixTime::from_secs_f64(start_unix)),
+            clients: BTreeMap::new(),
+            presence: BTreeSet::new(),
+            stats: SimStats::default(),
+            replies: VecDeque::new(),
+            transcript: None,
+        }
+    }
+
+    /// Starts recording a readable transcript (see [`transcript`](Self::transcript)).
+    pub fn record(&mut self) {
+        self.transcript.get_or_insert_with(String::new);
+    }
+
+    /// The transcript so far: one line per packet, close, presence change
+    /// and expiry, stamped with virtual time.
+    pub fn transcript(&self) -> &str {
+        self.transcript.as_deref().unwrap_or("")
+    }
+
+    /// The broker, for its getters.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Now {
+        self.now
+    }
+
+    /// Totals of the actions seen.
+    pub fn stats(&self) -> SimStats {
+        self.stats
+    }
+
+    /// Client ids the presence store holds now.
+    pub fn online(&self) -> &BTreeSet<String> {
+        &self.presence
+    }
+
+    /// Whether the presence store lists `client_id`.
+    pub fn is_online(&self, client_id: &str) -> bool {
+        self.presence.contains(client_id)
+    }
+
+    /// Opens a connection for a client called `name` in the transcript,
+    /// without sending anything.
+    pub fn open(&mut self, name: &str, auto_ack: bool) -> ConnId {
+        let conn = self.broker.accept(self.now, None);
+        self.clients.insert(
+            conn,
+            ClientEnd {
+                name: name.to_owned(),
+                auto_ack,
+                inbox: BytesMut::new(),
+                received: Vec::new(),
+                closed: None,
+                next_packet_id: 0,
+            },
+        );
+        self.note(format_args!("{name} connects"));
+        self.drain();
+        conn
+    }
+
+    /// Opens a connection and sends CONNECT.
+    pub fn connect(&mut self, options: ClientOptions) -> ConnId {
+        let name = if options.client_id.is_empty() { "(empty)" } else { &options.client_id };
+        let conn = self.open(name, options.auto_ack);
+        self.send(conn, &options.connect_packet());
+        conn
+    }
+
+    /// Sends a packet from the client of `conn`.
+    pub fn send(&mut self, conn: ConnId, packet: &Packet) {
+        let mut bytes = BytesMut::new();
+        packet.encode(&mut bytes);
+        if let Some(client) = self.clients.get(&conn) {
+            let line = format!("{} -> {}", client.name, describe(packet));
+            self.note(format_args!("{line}"));
+        }
+        self.feed(conn, &bytes);
+    }
+
+    /// Sends raw bytes from the client of `conn` (malformed input, split
+    /// frames).
+    pub fn send_bytes(&mut self, conn: ConnId, data: &[u8]) {
+        if let Some(client) = self.clients.get(&conn) {
+            let line = format!("{} -> bytes {}", client.name, hex(data));
+            self.note(format_args!("{line}"));
+        }
+        self.feed(conn, data);
+    }
+
+    fn feed(&mut self, conn: ConnId, data: &[u8]) {
+        self.broker.handle_input(self.now, Input::Received { conn, data });
+        self.drain();
+    }
+
+    /// Subscribes with a fresh packet id.
+    pub fn subscribe(&mut self, conn: ConnId, filter: &str, qos: QoS) {
+        let Ok(filter) = TopicFilter::new(filter) else { return };
+        let packet_id = self.next_packet_id(conn);
+        self.send(conn, &Packet::Subscribe(Subscribe { packet_id, filters: vec![(filter, qos)] }));
+    }
+
+    /// Unsubscribes with a fresh packet id.
+    pub fn unsubscribe(&mut self, conn: ConnId, filter: &str) {
+        let Ok(filter) = TopicFilter::new(filter) else { return };
+        let packet_id = self.next_packet_id(conn);
+        self.send(conn, &Packet::Unsubscribe(Unsubscribe { packet_id, filters: vec![filter] }));
+    }
+
+    /// Publishes with a fresh packet id (for QoS 1 and 2). The QoS 2
+    /// handshake is completed automatically if the client auto-acks.
+    pub fn publish(&mut self, conn: ConnId, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
+        let Ok(topic) = TopicName::new(topic) else { return };
+        let packet_id = (qos != QoS::AtMostOnce).then(|| self.next_packet_id(conn));
+        let publish = Publish { dup: false, qos, retain, topic, packet_id, payload: Bytes::copy_from_slice(payload) };
+        self.send(conn, &Packet::Publish(publish));
+    }
+
+    /// Sends DISCONNECT.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        self.send(conn, &Packet::Disconnect);
+    }
+
+    /// The network drops the connection (the runtime reports `Closed`).
+    pub fn drop_connection(&mut self, conn: ConnId) {
+        if let Some(client) = self.clients.get(&conn) {
+            let line = format!("{} connection lost", client.name);
+            self.note(format_args!("{line}"));
+        }
+        self.broker.handle_input(self.now, Input::Closed { conn });
+        self.drain();
+    }
+
+    /// Shuts the broker down: every connection closes.
+    pub fn shutdown(&mut self) {
+        self.note(format_args!("broker shuts down"));
+        self.broker.shutdown(self.now);
+        self.drain();
+    }
+
+    /// Moves virtual time forward by `by`, firing every deadline on the way
+    /// at its own moment.
+    pub fn advance(&mut self, by: Duration) {
+        let target = self.now.instant + by;
+        let unix_at = |sim: &Self, at: Instant| {
+            let elapsed = at.saturating_duration_since(sim.now.instant).as_secs_f64();
+            UnixTime::from_secs_f64(sim.now.unix.as_secs_f64() + elapsed)
+        };
+        // Bounded: every round either fires a deadline or ends.
+        for _ in 0..1_000_000 {
+            match self.broker.poll_timeout() {
+                Some(at) if at <= target => {
+                    self.now = Now::new(at.max(self.now.instant), unix_at(self, at.max(self.now.instant)));
+                    self.broker.handle_timeout(self.now);
+                    self.drain();
+                }
+                _ => break,
+            }
+        }
+        self.now = Now::new(target, unix_at(self, target));
+    }
+
+    /// Packets the client of `conn` received since the last call.
+    pub fn take_received(&mut self, conn: ConnId) -> Vec<Packet> {
+        self.clients.get_mut(&conn).map(|c| std::mem::take(&mut c.received)).unwrap_or_default()
+    }
+
+    /// Why the broker closed `conn`, if it did.
+    pub fn closed(&self, conn: ConnId) -> Option<CloseReason> {
+        self.clients.get(&conn)?.closed
+    }
+
+    /// Forgets the client end of a closed connection (long simulations).
+    pub fn forget(&mut self, conn: ConnId) {
+        self.clients.remove(&conn);
+    }
+
+    fn next_packet_id(&mut self, conn: ConnId) -> PacketId {
+        let Some(client) = self.clients.get_mut(&conn) else { return PacketId::MIN };
+        client.next_packet_id = client.next_packet_id.checked_add(1).unwrap_or(1);
+        PacketId::new(client.next_packet_id).unwrap_or(PacketId::MIN)
+    }
+
+    /// Carries out every pending action, then the clients' automatic replies.
+    fn drain(&mut self) {
+        // Bounded: each reply answers a packet the broker sent; a broker
+        // answering replies forever would be a bug worth a loud stop.
+        for _ in 0..1_000_000 {
+            while let Some(action) = self.broker.poll_action() {
+                self.apply(action);
+            }
+            let Some((conn, packet)) = self.replies.pop_front() else { return };
+            self.send(conn, &packet);
+        }
+    }
+
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::Send { conn, data } => {
+                self.stats.bytes_sent += data.len() as u64;
+                self.receive(conn, &data);
+            }
+            Action::Close { conn, reason } => {
+                self.stats.closed += 1;
+                if let Some(client) = self.clients.get_mut(&conn) {
+                    client.closed = Some(reason);
+                    let line = format!("{} <- CLOSE {reason}", client.name);
+                    self.note(format_args!("{line}"));
+                }
+            }
+            Action::Deliver { .. } => self.stats.delivered += 1,
+            Action::MarkOnline { client, .. } => {
+                self.stats.marked_online += 1;
+                self.note(format_args!("presence: HSET mqtt {client} 1"));
+                self.presence.insert(client.as_str().to_owned());
+            }
+            Action::MarkOffline { client, .. } => {
+                self.stats.marked_offline += 1;
+                self.note(format_args!("presence: HDEL mqtt {client}"));
+                self.presence.remove(client.as_str());
+            }
+            Action::DropExpired { client, message } => {
+                self.stats.expired += 1;
+                self.note(format_args!("expired: {} for {client}", message.topic.as_str()));
+            }
+        }
+    }
+
+    fn receive(&mut self, conn: ConnId, data: &[u8]) {
+        let Some(client) = self.clients.get_mut(&conn) else { return };
+        client.inbox.extend_from_slice(data);
+        let mut lines = Vec::new();
+        loop {
+            match codec::decode(&mut client.inbox, CLIENT_MAX_PACKET) {
+                Ok(Some(packet)) => {
+                    lines.push(format!("{} <- {}", client.name, describe(&packet)));
+                    if client.auto_ack {
+                        if let Some(reply) = auto_reply(&packet) {
+                            self.replies.push_back((conn, reply));
+                        }
+                    }
+                    client.received.push(packet);
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    lines.push(format!("{} <- undecodable bytes: {error}", client.name));
+                    client.inbox.clear();
+                    break;
+                }
+            }
+        }
+        for line in lines {
+            self.note(format_args!("{line}"));
+        }
+    }
+
+    fn note(&mut self, line: std::fmt::Arguments<'_>) {
+        let elapsed = self.now.instant.since_origin();
+        if let Some(transcript) = self.transcript.as_mut() {
+            let _ = writeln!(transcript, "+{}.{:03}s {line}", elapsed.as_secs(), elapsed.subsec_millis());
+        }
+    }
+}
+
+/// What a well-behaved client answers.
+fn auto_reply(packet: &Packet) -> Option<Packet> {
+    match packet {
+        Packet::Publish(Publish { qos: QoS::AtLeastOnce, packet_id: Some(id), .. }) => Some(Packet::PubAck(*id)),
+        Packet::Publish(Publish { qos: QoS::ExactlyOnce, packet_id: Some(id), .. }) => Some(Packet::PubRec(*id)),
+        Packet::PubRec(id) => Some(Packet::PubRel(*id)),
+        Packet::PubRel(id) => Some(Packet::PubComp(*id)),
+        _ => None,
+    }
+}
+
+/// One readable line for a packet, as transcripts show it.
+pub fn describe(packet: &Packet) -> String {
+    match packet {
+        Packet::Connect(c) => {
+            let mut s = format!(
+                "CONNECT {} id={:?} clean={} keepalive={}",
+                c.protocol.name(),
+                c.client_id.to_string(),
+                u8::from(c.clean_session),
+                c.keep_alive
+            );
+            if let Some(w) = &c.will {
+                let _ = write!(s, " will={:?} q{} r{}", w.topic.as_str(), w.qos.bits(), u8::from(w.retain));
+            }
+            if let Some(u) = &c.username {
+                let _ = write!(s, " user={:?}", u.to_string());
+            }
+            if c.password.is_some() {
+                s.push_str(" password=<redacted>");
+            }
+            s
+        }
+        Packet::ConnAck(a) => format!("CONNACK sp={} rc={}", u8::from(a.session_present), a.code as u8),
+        Packet::Publish(p) => {
+            let id = p.packet_id.map(|id| format!(" id={id}")).unwrap_or_default();
+            format!(
+                "PUBLISH d{} q{} r{}{id} {:?} {:?}",
+                u8::from(p.dup),
+                p.qos.bits(),
+                u8::from(p.retain),
+                p.topic.as_str(),
+                String::from_utf8_lossy(&p.payload)
+            )
+        }
+        Packet::PubAck(id) => format!("PUBACK id={id}"),
+        Packet::PubRec(id) => format!("PUBREC id={id}"),
+        Packet::PubRel(id) => format!("PUBREL id={id}"),
+        Packet::PubComp(id) => format!("PUBCOMP id={id}"),
+        Packet::Subscribe(s) => {
+            let filters: Vec<String> =
+                s.filters.iter().map(|(f, q)| format!("{:?} q{}", f.as_str(), q.bits())).collect();
+            format!("SUBSCRIBE id={} [{}]", s.packet_id, filters.join(", "))
+        }
+        Packet::SubAck(s) => {
+            let codes: Vec<String> = s
+                .return_codes
+                .iter()
+                .map(|c| match c {
+                    SubscribeReturnCode::Granted(q) => format!("q{}", q.bits()),
+                    SubscribeReturnCode::Failure => "0x80".to_owned(),
+                })
+                .collect();
+            format!("SUBACK id={} [{}]", s.packet_id, codes.join(", "))
+        }
+        Packet::Unsubscribe(u) => {
+            let filters: Vec<String> = u.filters.iter().map(|f| format!("{:?}", f.as_str())).collect();
+            format!("UNSUBSCRIBE id={} [{}]", u.packet_id, filters.join(", "))
+        }
+        Packet::UnsubAck(id) => format!("UNSUBACK id={id}"),
+        Packet::PingReq => "PINGREQ".to_owned(),
+        Packet::PingResp => "PINGRESP".to_owned(),
+        Packet::Disconnect => "DISCONNECT".to_owned(),
+    }
+}
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}

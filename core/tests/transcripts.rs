@@ -1,0 +1,553 @@
+//! The main flows of the broker, each asserted and kept as a readable
+//! packet transcript (insta snapshots under `tests/snapshots/`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use culex_core::codec::{ConnectReturnCode, LastWill, Packet, Publish};
+use culex_core::policy::{AccessPolicy, ClientInfo, Refusal};
+use culex_core::sim::{ClientOptions, Simulation};
+use culex_core::{Broker, CloseReason, Config, ConnId, QoS, TopicFilter, TopicName, Violation};
+
+fn sim() -> Simulation {
+    let mut sim = Simulation::new(Config::default());
+    sim.record();
+    sim
+}
+
+fn publishes(sim: &mut Simulation, conn: ConnId) -> Vec<Publish> {
+    sim.take_received(conn)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn payloads(sim: &mut Simulation, conn: ConnId) -> Vec<String> {
+    publishes(sim, conn).iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
+}
+
+#[test]
+fn qos_0_1_2_round_trip() {
+    let mut sim = sim();
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "room/+/temp", QoS::ExactlyOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "room/1/temp", b"q0", QoS::AtMostOnce, false);
+    sim.publish(publ, "room/1/temp", b"q1", QoS::AtLeastOnce, false);
+    sim.publish(publ, "room/1/temp", b"q2", QoS::ExactlyOnce, false);
+    let got = publishes(&mut sim, sub);
+    let seen: Vec<(String, QoS, Option<u16>, bool)> = got
+        .iter()
+        .map(|p| (String::from_utf8_lossy(&p.payload).into_owned(), p.qos, p.packet_id.map(|i| i.get()), p.dup))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("q0".to_owned(), QoS::AtMostOnce, None, false),
+            ("q1".to_owned(), QoS::AtLeastOnce, Some(1), false),
+            ("q2".to_owned(), QoS::ExactlyOnce, Some(2), false),
+        ]
+    );
+    assert_eq!(sim.broker().session("sub").map(|s| s.inflight), Some(0));
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn retained_messages_store_replace_and_delete() {
+    let mut sim = sim();
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "lamp/state", b"on", QoS::AtLeastOnce, true);
+    sim.publish(publ, "lamp/state", b"off", QoS::AtMostOnce, true);
+    sim.publish(publ, "lamp/other", b"x", QoS::AtMostOnce, true);
+    sim.publish(publ, "lamp/other", b"", QoS::AtMostOnce, true);
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "lamp/#", QoS::AtLeastOnce);
+    let got = publishes(&mut sim, sub);
+    assert_eq!(got.len(), 1);
+    assert_eq!((&got[0].payload[..], got[0].retain, got[0].qos), (&b"off"[..], true, QoS::AtMostOnce));
+    // A live message is forwarded with RETAIN 0 [MQTT-3.3.1-9].
+    sim.publish(publ, "lamp/state", b"dim", QoS::AtLeastOnce, true);
+    let live = publishes(&mut sim, sub);
+    assert_eq!((live.len(), live[0].retain), (1, false));
+    // Subscribing again to the same filter re-sends retained [MQTT-3.8.4-3].
+    sim.subscribe(sub, "lamp/#", QoS::AtLeastOnce);
+    let again = publishes(&mut sim, sub);
+    assert_eq!((again.len(), &again[0].payload[..], again[0].retain), (1, &b"dim"[..], true));
+    assert_eq!(sim.broker().stats().retained, 1);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn suback_comes_before_retained_messages() {
+    let mut sim = sim();
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "a", b"r", QoS::AtMostOnce, true);
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.take_received(sub);
+    sim.subscribe(sub, "a", QoS::AtMostOnce);
+    let got = sim.take_received(sub);
+    assert!(matches!(got[0], Packet::SubAck(_)), "{got:?}");
+    assert!(matches!(got[1], Packet::Publish(_)), "{got:?}");
+}
+
+#[test]
+fn persistent_session_queues_and_resends_with_dup() {
+    let mut sim = sim();
+    let dev = sim.connect(ClientOptions::new("dev").clean_session(false).auto_ack(false));
+    sim.subscribe(dev, "cmd/#", QoS::AtLeastOnce);
+    let app = sim.connect(ClientOptions::new("app"));
+    sim.publish(app, "cmd/1", b"first", QoS::AtLeastOnce, false);
+    assert_eq!(payloads(&mut sim, dev), ["first"]);
+    // The device drops without acking; two more arrive while it is away.
+    sim.drop_connection(dev);
+    sim.publish(app, "cmd/1", b"second", QoS::AtLeastOnce, false);
+    sim.publish(app, "cmd/1", b"third", QoS::ExactlyOnce, false);
+    sim.publish(app, "cmd/1", b"lost-qos0", QoS::AtMostOnce, false);
+    assert_eq!(sim.broker().session("dev").map(|s| (s.inflight, s.queued)), Some((1, 2)));
+    let dev = sim.connect(ClientOptions::new("dev").clean_session(false));
+    let got = sim.take_received(dev);
+    assert!(matches!(got[0], Packet::ConnAck(a) if a.session_present));
+    let resent: Vec<(String, bool)> = got[1..]
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((String::from_utf8_lossy(&p.payload).into_owned(), p.dup)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, [("first".to_owned(), true), ("second".to_owned(), false), ("third".to_owned(), false)]);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn clean_session_forgets_everything() {
+    let mut sim = sim();
+    let dev = sim.connect(ClientOptions::new("dev").clean_session(false));
+    sim.subscribe(dev, "x", QoS::AtLeastOnce);
+    sim.disconnect(dev);
+    let dev = sim.connect(ClientOptions::new("dev").clean_session(true));
+    let got = sim.take_received(dev);
+    assert!(matches!(got[0], Packet::ConnAck(a) if !a.session_present));
+    assert_eq!(sim.broker().session("dev").map(|s| s.subscriptions.len()), Some(0));
+    sim.disconnect(dev);
+    assert_eq!(sim.broker().session("dev"), None);
+}
+
+#[test]
+fn will_is_published_on_loss_but_not_after_disconnect() {
+    let mut sim = sim();
+    let watcher = sim.connect(ClientOptions::new("watcher"));
+    sim.subscribe(watcher, "status/#", QoS::AtLeastOnce);
+    let will = |who: &str| LastWill {
+        topic: TopicName::new(format!("status/{who}")).expect("valid topic"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    };
+    let lost = sim.connect(ClientOptions::new("lost").will(will("lost")));
+    let polite = sim.connect(ClientOptions::new("polite").will(will("polite")));
+    sim.drop_connection(lost);
+    sim.disconnect(polite);
+    let got = publishes(&mut sim, watcher);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].topic.as_str(), got[0].qos), ("status/lost", QoS::AtLeastOnce));
+    // The will was retained [MQTT-3.1.2-17].
+    assert_eq!(sim.broker().stats().retained, 1);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn keepalive_closes_after_one_and_a_half_periods() {
+    let mut sim = sim();
+    let dev = sim.connect(ClientOptions::new("dev").keep_alive(10));
+    let idle = sim.connect(ClientOptions::new("idle").keep_alive(0));
+    sim.advance(Duration::from_secs(9));
+    sim.send(dev, &Packet::PingReq);
+    assert!(matches!(sim.take_received(dev).last(), Some(Packet::PingResp)));
+    // 15 s after the PINGREQ, not before.
+    sim.advance(Duration::from_millis(14_999));
+    assert_eq!(sim.closed(dev), None);
+    sim.advance(Duration::from_millis(1));
+    assert_eq!(sim.closed(dev), Some(CloseReason::KeepAliveTimeout));
+    assert!(!sim.is_online("dev"));
+    // Keepalive 0 turns the check off.
+    sim.advance(Duration::from_secs(100_000));
+    assert_eq!(sim.closed(idle), None);
+    assert!(sim.is_online("idle"));
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn connection_without_connect_is_closed_after_the_connect_timeout() {
+    let mut sim = sim();
+    let conn = sim.open("silent", true);
+    sim.advance(Duration::from_secs(9));
+    assert_eq!(sim.closed(conn), None);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.closed(conn), Some(CloseReason::ConnectTimeout));
+}
+
+#[test]
+fn takeover_closes_the_old_connection_and_ends_online() {
+    let mut sim = sim();
+    let watcher = sim.connect(ClientOptions::new("watcher"));
+    sim.subscribe(watcher, "will/#", QoS::AtMostOnce);
+    let will = LastWill {
+        topic: TopicName::new("will/dev").expect("valid topic"),
+        payload: Bytes::from_static(b"old connection gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+    };
+    let old = sim.connect(ClientOptions::new("dev").clean_session(false).will(will));
+    sim.subscribe(old, "cmd", QoS::AtLeastOnce);
+    let new = sim.connect(ClientOptions::new("dev").clean_session(false));
+    assert_eq!(sim.closed(old), Some(CloseReason::TakenOver));
+    assert_eq!(sim.closed(new), None);
+    assert!(sim.is_online("dev"));
+    assert!(matches!(sim.take_received(new)[0], Packet::ConnAck(a) if a.session_present));
+    assert_eq!(payloads(&mut sim, watcher), ["old connection gone"]);
+    let transcript = sim.transcript();
+    let hdel = transcript.find("HDEL mqtt dev").expect("old connection marked offline");
+    let hset = transcript.rfind("HSET mqtt dev").expect("new connection marked online");
+    assert!(hdel < hset, "offline must come before online:\n{transcript}");
+    insta::assert_snapshot!(transcript);
+}
+
+#[test]
+fn expired_copies_are_dropped_everywhere_and_publisher_still_acked() {
+    let mut sim = sim();
+    let now = sim.now().unix.as_secs_f64();
+    let live = sim.connect(ClientOptions::new("live"));
+    sim.subscribe(live, "cmd", QoS::AtLeastOnce);
+    let away = sim.connect(ClientOptions::new("away").clean_session(false));
+    sim.subscribe(away, "cmd", QoS::AtLeastOnce);
+    sim.disconnect(away);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    let soon = format!("{{\"cmd\":\"soon\",\"expired_at\":{}}}", now + 5.0);
+    let past = format!("{{\"cmd\":\"past\",\"expiredAt\":{}}}", now - 1.0);
+    sim.publish(publ, "cmd", past.as_bytes(), QoS::AtLeastOnce, false);
+    sim.publish(publ, "cmd", soon.as_bytes(), QoS::AtLeastOnce, true);
+    sim.publish(publ, "cmd", b"not json", QoS::AtLeastOnce, false);
+    // The publisher is acknowledged either way.
+    let acks = sim.take_received(publ).iter().filter(|p| matches!(p, Packet::PubAck(_))).count();
+    assert_eq!(acks, 3);
+    // Live: the past one is dropped, the others delivered.
+    assert_eq!(payloads(&mut sim, live), [soon.clone(), "not json".to_owned()]);
+    // Queued: by the time "away" returns, "soon" has expired too.
+    sim.advance(Duration::from_secs(6));
+    let away = sim.connect(ClientOptions::new("away").clean_session(false));
+    assert_eq!(payloads(&mut sim, away), ["not json"]);
+    // Retained: expired, so not sent, and removed from the store.
+    let late = sim.connect(ClientOptions::new("late"));
+    sim.subscribe(late, "cmd", QoS::AtLeastOnce);
+    assert!(payloads(&mut sim, late).is_empty());
+    assert_eq!(sim.broker().stats().retained, 0);
+    assert_eq!(sim.stats().expired, 4);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn expired_inflight_copy_is_not_resent() {
+    let mut sim = sim();
+    let now = sim.now().unix.as_secs_f64();
+    let dev = sim.connect(ClientOptions::new("dev").clean_session(false).auto_ack(false));
+    sim.subscribe(dev, "cmd", QoS::AtLeastOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    let soon = format!("{{\"expired_at\":{}}}", now + 2.0);
+    sim.publish(publ, "cmd", soon.as_bytes(), QoS::AtLeastOnce, false);
+    assert_eq!(payloads(&mut sim, dev).len(), 1);
+    sim.drop_connection(dev);
+    sim.advance(Duration::from_secs(3));
+    let dev = sim.connect(ClientOptions::new("dev").clean_session(false));
+    assert!(payloads(&mut sim, dev).is_empty());
+    assert_eq!(sim.broker().session("dev").map(|s| s.inflight), Some(0));
+    assert_eq!(sim.stats().expired, 1);
+}
+
+#[test]
+fn malformed_packet_closes_only_that_connection() {
+    let mut sim = sim();
+    let good = sim.connect(ClientOptions::new("good"));
+    sim.subscribe(good, "t", QoS::AtMostOnce);
+    let bad = sim.connect(ClientOptions::new("bad"));
+    // SUBSCRIBE with flags 0000 instead of 0010 [MQTT-3.8.1-1].
+    sim.send_bytes(bad, &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x00]);
+    assert_eq!(sim.closed(bad), Some(CloseReason::Violation(Violation::SubscribeFlags)));
+    assert!(!sim.is_online("bad"));
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "t", b"still here", QoS::AtMostOnce, false);
+    assert_eq!(payloads(&mut sim, good), ["still here"]);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn first_packet_must_be_connect() {
+    let mut sim = sim();
+    let conn = sim.open("rude", true);
+    sim.send(conn, &Packet::PingReq);
+    assert_eq!(sim.closed(conn), Some(CloseReason::Violation(Violation::ConnectNotFirst)));
+    assert!(sim.take_received(conn).is_empty());
+}
+
+#[test]
+fn second_connect_is_a_violation() {
+    let mut sim = sim();
+    let conn = sim.connect(ClientOptions::new("twice"));
+    sim.send(conn, &ClientOptions::new("twice").connect_packet());
+    assert_eq!(sim.closed(conn), Some(CloseReason::Violation(Violation::SecondConnect)));
+    assert!(!sim.is_online("twice"));
+}
+
+#[test]
+fn unsupported_protocol_level_gets_connack_1() {
+    let mut sim = sim();
+    let conn = sim.open("v5", true);
+    // CONNECT "MQTT" level 5.
+    sim.send_bytes(conn, &[0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 1, b'x']);
+    let got = sim.take_received(conn);
+    assert!(matches!(got[..], [Packet::ConnAck(a)] if a.code == ConnectReturnCode::UnacceptableProtocolVersion));
+    assert_eq!(sim.closed(conn), Some(CloseReason::Violation(Violation::ProtocolLevel)));
+}
+
+#[test]
+fn empty_client_id_is_assigned_with_clean_session_and_refused_without() {
+    let mut sim = sim();
+    let anon = sim.connect(ClientOptions::new(""));
+    assert!(matches!(sim.take_received(anon)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted));
+    let assigned = sim.broker().client_of(anon).map(|c| c.to_string()).unwrap_or_default();
+    assert!(assigned.starts_with("auto-") && assigned.len() == 41, "{assigned}");
+    assert!(sim.is_online(&assigned));
+    let refused = sim.connect(ClientOptions::new("").clean_session(false));
+    assert!(
+        matches!(sim.take_received(refused)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::IdentifierRejected)
+    );
+    assert_eq!(sim.closed(refused), Some(CloseReason::Refused(ConnectReturnCode::IdentifierRejected)));
+}
+
+#[test]
+fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
+    let mut sim = sim();
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "a/+", QoS::AtMostOnce);
+    sim.subscribe(sub, "a/#", QoS::ExactlyOnce);
+    sim.subscribe(sub, "#", QoS::AtLeastOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "a/b", b"x", QoS::ExactlyOnce, false);
+    let got = publishes(&mut sim, sub);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, QoS::ExactlyOnce);
+}
+
+#[test]
+fn wildcards_at_the_start_do_not_match_dollar_topics() {
+    let mut sim = sim();
+    let all = sim.connect(ClientOptions::new("all"));
+    sim.subscribe(all, "#", QoS::AtMostOnce);
+    sim.subscribe(all, "+/x", QoS::AtMostOnce);
+    let dollar = sim.connect(ClientOptions::new("dollar"));
+    sim.subscribe(dollar, "$app/#", QoS::AtMostOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "$app/x", b"d", QoS::AtMostOnce, false);
+    sim.publish(publ, "$SYS/x", b"sys", QoS::AtMostOnce, false);
+    assert!(payloads(&mut sim, all).is_empty());
+    assert_eq!(payloads(&mut sim, dollar), ["d"]);
+}
+
+#[test]
+fn unsubscribe_stops_delivery_and_is_always_acknowledged() {
+    let mut sim = sim();
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "t/#", QoS::AtMostOnce);
+    sim.unsubscribe(sub, "t/+");
+    sim.unsubscribe(sub, "t/#");
+    let acks = sim.take_received(sub).iter().filter(|p| matches!(p, Packet::UnsubAck(_))).count();
+    assert_eq!(acks, 2);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "t/1", b"x", QoS::AtMostOnce, false);
+    assert!(payloads(&mut sim, sub).is_empty());
+}
+
+#[test]
+fn inflight_window_and_queue_limit_hold() {
+    let config = Config { max_inflight_messages: 2, max_queued_messages: 2, ..Config::default() };
+    let mut sim = Simulation::new(config);
+    let slow = sim.connect(ClientOptions::new("slow").auto_ack(false));
+    sim.subscribe(slow, "t", QoS::AtLeastOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    for n in 0..6 {
+        sim.publish(publ, "t", format!("m{n}").as_bytes(), QoS::AtLeastOnce, false);
+    }
+    let first = publishes(&mut sim, slow);
+    assert_eq!(first.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(), [&b"m0"[..], b"m1"]);
+    assert_eq!(sim.broker().session("slow").map(|s| (s.inflight, s.queued)), Some((2, 2)));
+    assert_eq!(sim.broker().stats().messages_dropped, 2);
+    // Each PUBACK lets one queued message out, in order.
+    for p in &first {
+        sim.send(slow, &Packet::PubAck(p.packet_id.expect("QoS 1 has an id")));
+    }
+    assert_eq!(payloads(&mut sim, slow), ["m2", "m3"]);
+}
+
+#[test]
+fn qos2_duplicate_before_pubrel_is_forwarded_once() {
+    let mut sim = sim();
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publ = sim.connect(ClientOptions::new("pub").auto_ack(false));
+    sim.take_received(publ);
+    let publish = Publish {
+        dup: false,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: TopicName::new("t").expect("valid topic"),
+        packet_id: culex_core::PacketId::new(9),
+        payload: Bytes::from_static(b"once"),
+    };
+    sim.send(publ, &Packet::Publish(publish.clone()));
+    sim.send(publ, &Packet::Publish(Publish { dup: true, ..publish }));
+    let id = culex_core::PacketId::new(9).expect("non-zero");
+    assert_eq!(sim.take_received(publ), [Packet::PubRec(id), Packet::PubRec(id)]);
+    // Mosquitto routes QoS 2 on PUBREL: nothing yet.
+    assert!(payloads(&mut sim, sub).is_empty());
+    sim.send(publ, &Packet::PubRel(id));
+    sim.send(publ, &Packet::PubRel(id));
+    assert_eq!(sim.take_received(publ), [Packet::PubComp(id), Packet::PubComp(id)]);
+    assert_eq!(payloads(&mut sim, sub), ["once"]);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn client_publish_to_sys_is_acknowledged_and_dropped() {
+    let mut sim = sim();
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "$SYS/#", QoS::AtMostOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "$SYS/broker/uptime", b"fake", QoS::AtLeastOnce, false);
+    assert!(matches!(sim.take_received(publ).last(), Some(Packet::PubAck(_))));
+    assert!(payloads(&mut sim, sub).is_empty());
+}
+
+#[test]
+fn oversized_payload_is_acknowledged_and_dropped() {
+    let mut sim = Simulation::new(Config { message_size_limit: 4, ..Config::default() });
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "t", QoS::AtMostOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "t", b"12345", QoS::AtLeastOnce, false);
+    sim.publish(publ, "t", b"1234", QoS::AtLeastOnce, false);
+    assert_eq!(sim.take_received(publ).iter().filter(|p| matches!(p, Packet::PubAck(_))).count(), 2);
+    assert_eq!(payloads(&mut sim, sub), ["1234"]);
+    assert_eq!(sim.closed(publ), None);
+}
+
+#[test]
+fn packet_larger_than_the_cap_closes_before_its_body_arrives() {
+    let config = Config { message_size_limit: 16, ..Config::default() };
+    let cap = config.max_packet_size();
+    let mut sim = Simulation::new(config);
+    let conn = sim.connect(ClientOptions::new("big"));
+    // A PUBLISH header declaring a body just past the cap, and no body.
+    let len = cap; // header bytes push the whole packet past the cap
+    let mut header = vec![0x30];
+    let mut n = len;
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        header.push(byte);
+        if n == 0 {
+            break;
+        }
+    }
+    sim.send_bytes(conn, &header);
+    assert!(matches!(sim.closed(conn), Some(CloseReason::TooLarge { .. })), "{:?}", sim.closed(conn));
+}
+
+#[derive(Debug)]
+struct Gate;
+
+impl AccessPolicy for Gate {
+    fn authenticate(&self, client: ClientInfo<'_>, password: Option<&Bytes>) -> Result<(), Refusal> {
+        match (client.username, password.map(|p| &p[..])) {
+            (Some("admin"), Some(b"secret")) => Ok(()),
+            (Some("guest"), _) => Err(Refusal::NotAuthorized),
+            _ => Err(Refusal::BadUserNameOrPassword),
+        }
+    }
+
+    fn may_subscribe(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> bool {
+        client.username == Some("admin") && filter.as_str() != "secret/#"
+    }
+
+    fn may_publish(&self, _: ClientInfo<'_>, topic: &TopicName) -> bool {
+        topic.as_str() != "forbidden"
+    }
+}
+
+#[test]
+fn policy_decides_connect_subscribe_and_publish() {
+    let broker = Broker::with_policy(Config { allow_anonymous: false, ..Config::default() }, Box::new(Gate));
+    let mut sim = Simulation::with_broker(broker, culex_core::sim::DEFAULT_START_UNIX);
+    sim.record();
+    let anon = sim.connect(ClientOptions::new("anon"));
+    let wrong = sim.connect(ClientOptions::new("wrong").credentials("admin", b"nope"));
+    let guest = sim.connect(ClientOptions::new("guest").credentials("guest", b"x"));
+    let code = |sim: &mut Simulation, c| match sim.take_received(c).first() {
+        Some(Packet::ConnAck(a)) => a.code,
+        other => panic!("expected CONNACK, got {other:?}"),
+    };
+    assert_eq!(code(&mut sim, anon), ConnectReturnCode::NotAuthorized);
+    assert_eq!(code(&mut sim, wrong), ConnectReturnCode::BadUserNameOrPassword);
+    assert_eq!(code(&mut sim, guest), ConnectReturnCode::NotAuthorized);
+    assert!(sim.online().is_empty());
+    let admin = sim.connect(ClientOptions::new("admin").credentials("admin", b"secret"));
+    assert_eq!(code(&mut sim, admin), ConnectReturnCode::Accepted);
+    let sub = culex_core::codec::Subscribe {
+        packet_id: culex_core::PacketId::new(1).expect("non-zero"),
+        filters: vec![
+            (TopicFilter::new("secret/#").expect("valid filter"), QoS::AtLeastOnce),
+            (TopicFilter::new("#").expect("valid filter"), QoS::AtLeastOnce),
+        ],
+    };
+    sim.send(admin, &Packet::Subscribe(sub));
+    sim.publish(admin, "forbidden", b"no", QoS::AtLeastOnce, false);
+    sim.publish(admin, "allowed", b"yes", QoS::AtLeastOnce, false);
+    let got = sim.take_received(admin);
+    assert!(matches!(&got[0], Packet::SubAck(s) if s.return_codes == [
+        culex_core::codec::SubscribeReturnCode::Failure,
+        culex_core::codec::SubscribeReturnCode::Granted(QoS::AtLeastOnce),
+    ]));
+    let delivered: Vec<_> = got
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, [Bytes::from_static(b"yes")]);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn shutdown_marks_everyone_offline_and_publishes_wills() {
+    let mut sim = sim();
+    let watcher = sim.connect(ClientOptions::new("watcher").clean_session(false));
+    sim.subscribe(watcher, "w", QoS::AtLeastOnce);
+    let will = LastWill {
+        topic: TopicName::new("w").expect("valid"),
+        payload: Bytes::from_static(b"bye"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    };
+    let _dev = sim.connect(ClientOptions::new("dev").will(will));
+    assert_eq!(sim.online().len(), 2);
+    sim.shutdown();
+    assert!(sim.online().is_empty());
+    assert_eq!(sim.broker().stats().connections, 0);
+    // The watcher's persistent session holds the will for later.
+    assert_eq!(sim.broker().session("watcher").map(|s| s.queued), Some(1));
+}

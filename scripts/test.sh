@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need,
+# runs every test, clippy and rustfmt, and stops whatever it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain components"
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+# Snapshots must match what is committed: a changed transcript fails until
+# it is reviewed with `cargo insta review`.
+export INSTA_UPDATE=no
+export QUICKCHECK_TESTS="${QUICKCHECK_TESTS:-2000}"
+cargo test --workspace --locked --no-fail-fast
+
+step "benchmarks compile"
+cargo bench --workspace --locked --no-run
