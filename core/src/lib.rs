@@ -71,14 +71,17 @@
 mod action;
 mod broker;
 pub mod codec;
+pub mod conf;
 mod config;
 pub mod error;
 pub mod expiry;
 mod ids;
 mod message;
 pub mod policy;
+pub mod presence;
 pub mod retained;
 pub mod router;
+pub mod server;
 mod session;
 pub mod sim;
 pub mod time;

@@ -1,0 +1,199 @@
+//! The configuration keys Mosquitto knows and Culex does not act on.
+//!
+//! Gathered from Mosquitto's `src/conf.c` (1.6, 2.0 and the development
+//! branch) and mosquitto.conf(5). A key here is reported as a warning and
+//! ignored; a key neither here nor handled by Culex stops start-up, as an
+//! unknown key stops Mosquitto.
+
+/// Mosquitto keys Culex accepts with a warning and otherwise ignores.
+/// Bridge keys (`connection`, `address`, `topic`, ...) are among them: a
+/// bridge section is warned about line by line.
+pub(super) const IGNORED: &[&str] = &[
+    "accept_protocol_versions",
+    "acl_file",
+    "address",
+    "addresses",
+    "allow_duplicate_messages",
+    "auth_plugin",
+    "auth_plugin_deny_special_chars",
+    "autosave_interval",
+    "autosave_on_changes",
+    "bind_interface",
+    "bridge_alpn",
+    "bridge_attempt_unsubscribe",
+    "bridge_bind_address",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_ciphers",
+    "bridge_ciphers_tls1.3",
+    "bridge_identity",
+    "bridge_insecure",
+    "bridge_keyfile",
+    "bridge_max_packet_size",
+    "bridge_max_topic_alias",
+    "bridge_outgoing_retain",
+    "bridge_protocol_version",
+    "bridge_psk",
+    "bridge_receive_maximum",
+    "bridge_reload_type",
+    "bridge_require_ocsp",
+    "bridge_session_expiry_interval",
+    "bridge_tcp_keepalive",
+    "bridge_tcp_user_timeout",
+    "bridge_tls_version",
+    "cafile",
+    "capath",
+    "certfile",
+    "check_retain_source",
+    "ciphers",
+    "ciphers_tls1.3",
+    "cleansession",
+    "clientid",
+    "clientid_prefixes",
+    "connection",
+    "crlfile",
+    "dhparamfile",
+    "disable_client_cert_date_checks",
+    "enable_control_api",
+    "global_max_clients",
+    "global_max_connections",
+    "global_plugin",
+    "http_dir",
+    "idle_timeout",
+    "keepalive_interval",
+    "keyfile",
+    "listener_allow_anonymous",
+    "listener_auto_id_prefix",
+    "local_cleansession",
+    "local_clientid",
+    "local_password",
+    "local_username",
+    "log_facility",
+    "log_timestamp_format",
+    "max_inflight_bytes",
+    "max_packet_size",
+    "max_qos",
+    "max_topic_alias",
+    "max_topic_alias_broker",
+    "maximum_qos",
+    "memory_limit",
+    "mount_point",
+    "notification_topic",
+    "notifications",
+    "notifications_local_only",
+    "password",
+    "password_file",
+    "persistence",
+    "persistence_file",
+    "persistence_location",
+    "persistent_client_expiration",
+    "pid_file",
+    "plugin",
+    "plugin_load",
+    "plugin_use",
+    "psk_file",
+    "psk_hint",
+    "quic_log_level",
+    "remote_clientid",
+    "remote_password",
+    "remote_username",
+    "require_certificate",
+    "restart_timeout",
+    "retain_available",
+    "retained_persistence",
+    "retry_interval",
+    "round_robin",
+    "set_tcp_nodelay",
+    "start_type",
+    "store_clean_interval",
+    "sys_interval",
+    "threshold",
+    "tls_engine",
+    "tls_engine_kpass_sha1",
+    "tls_keyform",
+    "tls_version",
+    "topic",
+    "try_private",
+    "upgrade_outgoing_qos",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "use_username_as_clientid",
+    "user",
+    "username",
+    "websockets_headers_size",
+    "websockets_log_level",
+    "websockets_origin",
+];
+
+/// The ignored keys that belong to the listener they follow in Mosquitto
+/// (TLS, WebSocket and per-listener options). Culex records them on that
+/// listener ([`ListenerConf::ignored_keys`](super::ListenerConf::ignored_keys)),
+/// so a runtime can refuse to open a listener whose TLS it cannot honour.
+const LISTENER_SCOPED: &[&str] = &[
+    "accept_protocol_versions",
+    "bind_interface",
+    "cafile",
+    "capath",
+    "certfile",
+    "ciphers",
+    "ciphers_tls1.3",
+    "crlfile",
+    "dhparamfile",
+    "disable_client_cert_date_checks",
+    "http_dir",
+    "keyfile",
+    "listener_allow_anonymous",
+    "listener_auto_id_prefix",
+    "max_qos",
+    "max_topic_alias",
+    "max_topic_alias_broker",
+    "maximum_qos",
+    "mount_point",
+    "psk_hint",
+    "require_certificate",
+    "tls_engine",
+    "tls_engine_kpass_sha1",
+    "tls_keyform",
+    "tls_version",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "use_username_as_clientid",
+    "websockets_origin",
+];
+
+/// Whether Mosquitto knows `key` although Culex ignores it (plugin
+/// options `auth_opt_*` and `plugin_opt_*` included).
+pub(super) fn is_ignored_mosquitto_key(key: &str) -> bool {
+    IGNORED.contains(&key) || key.starts_with("auth_opt_") || key.starts_with("plugin_opt_")
+}
+
+/// Whether an ignored key belongs to the current listener.
+pub(super) fn is_listener_scoped(key: &str) -> bool {
+    LISTENER_SCOPED.contains(&key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_scoped_keys_are_all_ignored_keys() {
+        for key in LISTENER_SCOPED {
+            assert!(IGNORED.contains(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn ignored_keys_are_sorted_and_unique() {
+        assert!(IGNORED.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(LISTENER_SCOPED.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn plugin_option_prefixes_are_known() {
+        assert!(is_ignored_mosquitto_key("auth_opt_backend"));
+        assert!(is_ignored_mosquitto_key("plugin_opt_db"));
+        assert!(!is_ignored_mosquitto_key("plugin_optx"));
+    }
+}

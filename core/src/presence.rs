@@ -1,0 +1,409 @@
+//! Keeping the Redis presence hash in step with who is online, without
+//! ever making a client wait.
+//!
+//! [`PresenceSync`] is the sans-IO half of the presence store: it takes the
+//! broker's `MarkOnline` / `MarkOffline` actions and the outcome of Redis
+//! calls, and says which [`PresenceCommand`]s to run next and when to
+//! reconnect. The runtime only opens the Redis connection, runs the
+//! commands of a batch in one pipeline and reports back.
+//!
+//! Design:
+//! - The truth is the set of clients online. Changes not yet confirmed by
+//!   Redis wait in `unconfirmed`, one entry per client (latest wins), so
+//!   memory is bounded by the number of clients however long Redis is away.
+//! - One batch is in flight at a time and holds each client at most once,
+//!   so per-client order is kept (a takeover's offline-then-online ends
+//!   online).
+//! - On every (re)connection the whole online set is asserted again: Redis
+//!   may have come back empty.
+//! - Removals are conditional on ownership. Each broker records, next to
+//!   the `mqtt` hash, which broker set each entry (`<key>:owner`) and the
+//!   ids it owns (`<key>:broker:<broker-id>`); the offline script deletes
+//!   an entry only if this broker still owns it, so a late removal from the
+//!   broker a device left cannot erase the entry of the broker it joined.
+//! - The first successful connection after start clears the entries a
+//!   previous run of this broker left behind (a crash), and only those.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::time::Instant;
+use crate::types::ClientId;
+
+/// Lua: mark a client online and record this broker as its owner.
+/// KEYS: hash, owner hash, this broker's index. ARGV: client id, broker id.
+pub const ONLINE_SCRIPT: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], '1')
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+";
+
+/// Lua: remove a client's entry if this broker still owns it.
+/// KEYS: hash, owner hash, this broker's index. ARGV: client id, broker id.
+pub const OFFLINE_SCRIPT: &str = r"
+redis.call('SREM', KEYS[3], ARGV[1])
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// Lua: remove every entry this broker still owns (stale after a crash).
+/// KEYS: hash, owner hash, this broker's index. ARGV: broker id.
+pub const CLEAR_STALE_SCRIPT: &str = r"
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if redis.call('HGET', KEYS[2], id) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    n = n + 1
+  end
+end
+redis.call('DEL', KEYS[3])
+return n
+";
+
+/// Where presence lives in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceKeys {
+    /// The hash other services read: `mqtt` by default.
+    pub hash: String,
+    /// Who set each entry: `<hash>:owner`.
+    pub owners: String,
+    /// The ids this broker set: `<hash>:broker:<broker-id>`.
+    pub index: String,
+    /// This broker's name among those sharing the hash.
+    pub broker_id: String,
+}
+
+impl PresenceKeys {
+    /// The keys for hash `hash` and broker `broker_id`.
+    pub fn new(hash: &str, broker_id: &str) -> Self {
+        Self {
+            hash: hash.to_owned(),
+            owners: format!("{hash}:owner"),
+            index: format!("{hash}:broker:{broker_id}"),
+            broker_id: broker_id.to_owned(),
+        }
+    }
+}
+
+/// One Redis call of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceCommand {
+    /// Run [`CLEAR_STALE_SCRIPT`].
+    ClearStale,
+    /// Run [`ONLINE_SCRIPT`] for the client.
+    Online(ClientId),
+    /// Run [`OFFLINE_SCRIPT`] for the client.
+    Offline(ClientId),
+}
+
+/// Back-off and batching settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceSettings {
+    /// Most commands in one pipeline.
+    pub max_batch: usize,
+    /// First reconnection delay.
+    pub backoff_min: Duration,
+    /// Longest reconnection delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self { max_batch: 512, backoff_min: Duration::from_millis(100), backoff_max: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// No connection; try again at this instant.
+    Down { retry_at: Instant },
+    /// A connection attempt is under way.
+    Connecting,
+    /// Connected and authenticated.
+    Up,
+}
+
+/// The presence store's state machine. See the module docs.
+#[derive(Debug)]
+pub struct PresenceSync {
+    settings: PresenceSettings,
+    online: BTreeSet<ClientId>,
+    /// Latest unconfirmed state per client, in order of first change.
+    unconfirmed: HashMap<ClientId, bool>,
+    order: VecDeque<ClientId>,
+    in_flight: Option<Vec<PresenceCommand>>,
+    link: Link,
+    backoff: Duration,
+    stale_cleared: bool,
+}
+
+impl PresenceSync {
+    /// A presence store that will connect as soon as it is polled.
+    pub fn new(settings: PresenceSettings) -> Self {
+        Self {
+            settings,
+            online: BTreeSet::new(),
+            unconfirmed: HashMap::new(),
+            order: VecDeque::new(),
+            in_flight: None,
+            link: Link::Down { retry_at: Instant::ZERO },
+            backoff: settings.backoff_min,
+            stale_cleared: false,
+        }
+    }
+
+    /// Records the broker's `MarkOnline` (`online = true`) or `MarkOffline`.
+    pub fn handle_change(&mut self, client: &ClientId, online: bool) {
+        if online {
+            info!("Updating client {client} to online");
+            self.online.insert(client.clone());
+        } else {
+            info!("Updating client {client} to offline");
+            self.online.remove(client);
+        }
+        self.note(client.clone(), online);
+    }
+
+    fn note(&mut self, client: ClientId, online: bool) {
+        if self.unconfirmed.insert(client.clone(), online).is_none() {
+            self.order.push_back(client);
+        }
+    }
+
+    /// Whether the runtime should start connecting now; if so the state
+    /// moves to connecting until [`handle_connected`](Self::handle_connected)
+    /// or [`handle_failure`](Self::handle_failure).
+    #[must_use]
+    pub fn poll_connect(&mut self, now: Instant) -> bool {
+        match self.link {
+            Link::Down { retry_at } if retry_at <= now => {
+                self.link = Link::Connecting;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The connection is up and authenticated: everything online is
+    /// asserted again, after the stale entries are cleared on first contact.
+    pub fn handle_connected(&mut self) {
+        info!(online = self.online.len(), "presence store connected");
+        self.link = Link::Up;
+        self.backoff = self.settings.backoff_min;
+        let online: Vec<ClientId> = self.online.iter().cloned().collect();
+        for client in online {
+            self.note(client, true);
+        }
+    }
+
+    /// A connection attempt or a batch failed: the batch's changes wait
+    /// again (unless newer ones replaced them) and the connection is retried
+    /// after a back-off.
+    pub fn handle_failure(&mut self, now: Instant, error: &str) {
+        warn!(retry_in_ms = self.backoff.as_millis() as u64, "presence store unavailable: {error}");
+        if let Some(batch) = self.in_flight.take() {
+            for command in batch {
+                match command {
+                    PresenceCommand::ClearStale => {}
+                    PresenceCommand::Online(client) => self.requeue(client, true),
+                    PresenceCommand::Offline(client) => self.requeue(client, false),
+                }
+            }
+        }
+        self.link = Link::Down { retry_at: now + self.backoff };
+        self.backoff = (self.backoff * 2).min(self.settings.backoff_max);
+    }
+
+    fn requeue(&mut self, client: ClientId, online: bool) {
+        if !self.unconfirmed.contains_key(&client) {
+            self.unconfirmed.insert(client.clone(), online);
+            self.order.push_front(client);
+        }
+    }
+
+    /// The in-flight batch was applied.
+    pub fn handle_batch_done(&mut self) {
+        if let Some(batch) = self.in_flight.take() {
+            if batch.first() == Some(&PresenceCommand::ClearStale) {
+                self.stale_cleared = true;
+            }
+        }
+    }
+
+    /// The next batch to run as one pipeline, when connected and no batch
+    /// is in flight. The runtime must answer with
+    /// [`handle_batch_done`](Self::handle_batch_done) or
+    /// [`handle_failure`](Self::handle_failure).
+    #[must_use]
+    pub fn poll_batch(&mut self) -> Option<&[PresenceCommand]> {
+        if self.link != Link::Up || self.in_flight.is_some() {
+            return None;
+        }
+        let mut batch = Vec::new();
+        if !self.stale_cleared {
+            batch.push(PresenceCommand::ClearStale);
+        }
+        while batch.len() < self.settings.max_batch {
+            let Some(client) = self.order.pop_front() else { break };
+            let Some(online) = self.unconfirmed.remove(&client) else { continue };
+            batch.push(if online { PresenceCommand::Online(client) } else { PresenceCommand::Offline(client) });
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        Some(self.in_flight.insert(batch))
+    }
+
+    /// When [`poll_connect`](Self::poll_connect) will next say yes.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.link {
+            Link::Down { retry_at } => Some(retry_at),
+            _ => None,
+        }
+    }
+
+    /// Clients online now.
+    pub fn online(&self) -> &BTreeSet<ClientId> {
+        &self.online
+    }
+
+    /// Changes not yet confirmed by Redis.
+    pub fn pending(&self) -> usize {
+        self.unconfirmed.len() + self.in_flight.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Whether the store is connected.
+    pub fn is_connected(&self) -> bool {
+        self.link == Link::Up
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> ClientId {
+        ClientId::new(s)
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_origin(Duration::from_millis(ms))
+    }
+
+    fn connected() -> PresenceSync {
+        let mut p = PresenceSync::new(PresenceSettings::default());
+        assert!(p.poll_connect(at(0)));
+        p.handle_connected();
+        p
+    }
+
+    #[test]
+    fn first_batch_clears_stale_entries_once() {
+        let mut p = connected();
+        p.handle_change(&id("a"), true);
+        assert_eq!(p.poll_batch().map(<[_]>::to_vec), Some(vec![PresenceCommand::ClearStale, PresenceCommand::Online(id("a"))]));
+        p.handle_batch_done();
+        p.handle_change(&id("b"), true);
+        assert_eq!(p.poll_batch().map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("b"))]));
+    }
+
+    #[test]
+    fn takeover_collapses_to_online() {
+        let mut p = connected();
+        p.handle_change(&id("a"), true);
+        let _ = p.poll_batch();
+        p.handle_batch_done();
+        p.handle_change(&id("a"), false);
+        p.handle_change(&id("a"), true);
+        assert_eq!(p.poll_batch().map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("a"))]));
+    }
+
+    #[test]
+    fn one_batch_in_flight_keeps_order_per_client() {
+        let mut p = connected();
+        p.handle_change(&id("a"), true);
+        let first = p.poll_batch().map(<[_]>::to_vec);
+        assert!(first.is_some());
+        p.handle_change(&id("a"), false);
+        assert!(p.poll_batch().is_none(), "second batch waits for the first");
+        p.handle_batch_done();
+        assert_eq!(p.poll_batch().map(<[_]>::to_vec), Some(vec![PresenceCommand::Offline(id("a"))]));
+    }
+
+    #[test]
+    fn failure_requeues_and_reconnect_reasserts_everyone_online() {
+        let mut p = connected();
+        p.handle_change(&id("a"), true);
+        p.handle_change(&id("b"), true);
+        let _ = p.poll_batch();
+        p.handle_failure(at(10), "connection reset");
+        p.handle_change(&id("b"), false);
+        p.handle_change(&id("c"), true);
+        assert!(p.poll_batch().is_none());
+        assert!(!p.poll_connect(at(50)), "back-off not over");
+        assert_eq!(p.poll_timeout(), Some(at(110)));
+        assert!(p.poll_connect(at(110)));
+        p.handle_connected();
+        let batch = p.poll_batch().map(<[_]>::to_vec).unwrap_or_default();
+        assert_eq!(batch[0], PresenceCommand::ClearStale);
+        let mut rest = batch[1..].to_vec();
+        rest.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(
+            rest,
+            vec![PresenceCommand::Offline(id("b")), PresenceCommand::Online(id("a")), PresenceCommand::Online(id("c"))]
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets_on_success() {
+        let mut p = PresenceSync::new(PresenceSettings::default());
+        let mut now = at(0);
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            assert!(p.poll_connect(now));
+            p.handle_failure(now, "refused");
+            let next = p.poll_timeout().unwrap_or(now);
+            delays.push((next - now).as_millis());
+            now = next;
+        }
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert!(p.poll_connect(now));
+        p.handle_connected();
+        p.handle_failure(now, "reset");
+        assert_eq!(p.poll_timeout(), Some(now + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn memory_is_bounded_by_clients_while_down() {
+        let mut p = PresenceSync::new(PresenceSettings::default());
+        for _ in 0..1000 {
+            p.handle_change(&id("flappy"), true);
+            p.handle_change(&id("flappy"), false);
+        }
+        assert_eq!(p.pending(), 1);
+    }
+
+    #[test]
+    fn batches_are_capped() {
+        let mut p = PresenceSync::new(PresenceSettings { max_batch: 3, ..PresenceSettings::default() });
+        assert!(p.poll_connect(at(0)));
+        p.handle_connected();
+        for n in 0..5 {
+            p.handle_change(&id(&n.to_string()), true);
+        }
+        assert_eq!(p.poll_batch().map(<[_]>::len), Some(3));
+        p.handle_batch_done();
+        assert_eq!(p.poll_batch().map(<[_]>::len), Some(3));
+        p.handle_batch_done();
+        assert!(p.poll_batch().is_none());
+    }
+}

@@ -1,0 +1,175 @@
+//! What every runtime does with the broker's actions, written once.
+//!
+//! [`Server`] wraps a [`Broker`] and a [`PresenceSync`] and carries out the
+//! actions itself: bytes and closes go to the connection's [`Outbox`] (a
+//! runtime's non-blocking handle to its writer), presence changes to the
+//! presence state machine (or only to the log when no Redis is
+//! configured). A runtime is then only sockets, timers and Redis calls.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use tracing::info;
+
+use crate::action::{Action, Input};
+use crate::broker::Broker;
+use crate::error::CloseReason;
+use crate::presence::PresenceSync;
+use crate::time::{Instant, Now};
+use crate::types::ConnId;
+
+/// A runtime's handle to one connection's writer. Both methods must return
+/// at once: the core never waits for a socket.
+pub trait Outbox {
+    /// Queues bytes for the socket, in order.
+    fn send(&mut self, data: Bytes);
+
+    /// Writes what is queued, then closes the socket.
+    fn close(&mut self, reason: CloseReason);
+}
+
+/// A broker with its connections' outboxes and its presence store.
+#[derive(Debug)]
+pub struct Server<O> {
+    broker: Broker,
+    presence: Option<PresenceSync>,
+    outboxes: HashMap<ConnId, O>,
+}
+
+impl<O: Outbox> Server<O> {
+    /// A server around `broker`; `presence` is `None` when presence goes
+    /// only to the log.
+    pub fn new(broker: Broker, presence: Option<PresenceSync>) -> Self {
+        Self { broker, presence, outboxes: HashMap::new() }
+    }
+
+    /// A new connection from `remote`, written to through `outbox`.
+    pub fn accept(&mut self, now: Now, remote: Option<SocketAddr>, outbox: O) -> ConnId {
+        let conn = self.broker.accept(now, remote);
+        self.outboxes.insert(conn, outbox);
+        self.drain();
+        conn
+    }
+
+    /// Bytes read from `conn`.
+    pub fn received(&mut self, now: Now, conn: ConnId, data: &[u8]) {
+        self.broker.handle_input(now, Input::Received { conn, data });
+        self.drain();
+    }
+
+    /// `conn` ended on its own (end of stream, socket error).
+    pub fn closed(&mut self, now: Now, conn: ConnId) {
+        self.outboxes.remove(&conn);
+        self.broker.handle_input(now, Input::Closed { conn });
+        self.drain();
+    }
+
+    /// The timer armed at [`next_deadline`](Self::next_deadline) fired.
+    pub fn timeout(&mut self, now: Now) {
+        self.broker.handle_timeout(now);
+        self.drain();
+    }
+
+    /// Closes every connection (server shutdown).
+    pub fn shutdown(&mut self, now: Now) {
+        self.broker.shutdown(now);
+        self.drain();
+    }
+
+    /// When the broker or the presence store next needs the timer.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let presence = self.presence.as_ref().and_then(PresenceSync::poll_timeout);
+        match (self.broker.poll_timeout(), presence) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The broker, for its getters.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The presence store, when Redis is configured.
+    pub fn presence_mut(&mut self) -> Option<&mut PresenceSync> {
+        self.presence.as_mut()
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.outboxes.len()
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.broker.poll_action() {
+            match action {
+                Action::Send { conn, data } => {
+                    if let Some(outbox) = self.outboxes.get_mut(&conn) {
+                        outbox.send(data);
+                    }
+                }
+                Action::Close { conn, reason } => {
+                    if let Some(mut outbox) = self.outboxes.remove(&conn) {
+                        outbox.close(reason);
+                    }
+                }
+                Action::MarkOnline { client, .. } => match self.presence.as_mut() {
+                    Some(presence) => presence.handle_change(&client, true),
+                    None => info!("Updating client {client} to online"),
+                },
+                Action::MarkOffline { client, .. } => match self.presence.as_mut() {
+                    Some(presence) => presence.handle_change(&client, false),
+                    None => info!("Updating client {client} to offline"),
+                },
+                Action::Deliver { .. } | Action::DropExpired { .. } => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::presence::{PresenceCommand, PresenceSettings};
+    use crate::time::UnixTime;
+    use crate::types::ClientId;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    #[derive(Debug, Clone, Default)]
+    struct Recorder(Rc<RefCell<(Vec<u8>, Option<CloseReason>)>>);
+
+    impl Outbox for Recorder {
+        fn send(&mut self, data: Bytes) {
+            self.0.borrow_mut().0.extend_from_slice(&data);
+        }
+
+        fn close(&mut self, reason: CloseReason) {
+            self.0.borrow_mut().1 = Some(reason);
+        }
+    }
+
+    fn now() -> Now {
+        Now::new(Instant::ZERO, UnixTime::from_secs_f64(0.0))
+    }
+
+    #[test]
+    fn actions_reach_outboxes_and_presence() {
+        let mut presence = PresenceSync::new(PresenceSettings::default());
+        assert!(presence.poll_connect(Instant::ZERO));
+        presence.handle_connected();
+        let mut server = Server::new(Broker::new(Config::default()), Some(presence));
+        let out = Recorder::default();
+        let conn = server.accept(now(), None, out.clone());
+        server.received(now(), conn, &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'a']);
+        assert_eq!(out.0.borrow().0, [0x20, 2, 0, 0]);
+        let batch = server.presence_mut().and_then(|p| p.poll_batch().map(<[_]>::to_vec));
+        assert_eq!(batch, Some(vec![PresenceCommand::ClearStale, PresenceCommand::Online(ClientId::new("a"))]));
+        // A malformed packet: the outbox is told to close.
+        server.received(now(), conn, &[0xf0, 0]);
+        assert!(matches!(out.0.borrow().1, Some(CloseReason::Violation(_))));
+        assert_eq!(server.connections(), 0);
+    }
+}

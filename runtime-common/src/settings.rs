@@ -1,0 +1,160 @@
+//! What a runtime needs to start: listeners, the core's limits, presence
+//! and logging, resolved from the command line and the config file.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use culex_core::Config;
+use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, Secret};
+use culex_core::presence::PresenceKeys;
+
+/// The Redis presence store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// ACL user (`redis_user`), if any.
+    pub user: Option<String>,
+    /// Password (`redis_auth`), if any.
+    pub password: Option<Secret>,
+    /// Database number (`redis_db`).
+    pub db: i64,
+    /// Keys: the hash (`redis_key`, default `mqtt`) and this broker's
+    /// ownership records.
+    pub keys: PresenceKeys,
+}
+
+/// Everything a runtime needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Addresses to listen on.
+    pub listeners: Vec<SocketAddr>,
+    /// The core's limits.
+    pub core: Config,
+    /// Presence store; `None` sends presence only to the log.
+    pub redis: Option<RedisSettings>,
+    /// Log everything (`-v`, `log_type all`, `log_type debug`).
+    pub verbose: bool,
+    /// Lines to log once logging is up (config warnings, local only mode).
+    pub notices: Vec<String>,
+}
+
+impl Settings {
+    /// Mosquitto 2 without a config file: one listener on 127.0.0.1:1883,
+    /// anonymous clients allowed, presence only in the log.
+    pub fn embedded_defaults() -> Self {
+        Self {
+            listeners: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            core: Config::default(),
+            redis: None,
+            verbose: false,
+            notices: Vec::new(),
+        }
+    }
+}
+
+/// A seed for assigned client ids that differs between runs.
+pub fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default();
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Most bytes queued for a client that does not read: the largest packet
+/// allowed plus 16 MiB. Past it the client is disconnected.
+pub fn backlog_limit(core: &Config) -> usize {
+    core.max_packet_size().saturating_add(16 << 20)
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Launch {
+    /// Serve with these settings.
+    Serve(Box<Settings>),
+    /// Print this (help, version) and exit 0.
+    Print(String),
+}
+
+/// Reads the command line and the config file it names, as Mosquitto
+/// does. An error names the file, line and reason; start-up stops.
+pub fn load(args: impl IntoIterator<Item = String>) -> Result<Launch, String> {
+    let options = match conf::parse_args(args).map_err(|e| format!("Error: {e}"))? {
+        CliCommand::Run(options) => options,
+        CliCommand::Help(text) | CliCommand::Version(text) => return Ok(Launch::Print(text)),
+    };
+    let mut broker = match &options.config_file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("Error: Unable to open config file {path}: {e}"))?;
+            conf::parse_with(path, &text, &mut Files).map_err(|e| format!("Error: {e}"))?
+        }
+        None => BrokerConf::default(),
+    };
+    options.apply_to(&mut broker);
+    Ok(Launch::Serve(Box::new(from_conf(broker))))
+}
+
+/// `include_dir` served from the file system.
+struct Files;
+
+impl IncludeSource for Files {
+    fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, String> {
+        let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
+        entries.map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(|e| e.to_string())).collect()
+    }
+
+    fn read_file(&mut self, path: &str) -> Result<String, String> {
+        std::fs::read_to_string(path).map_err(|e| e.to_string())
+    }
+}
+
+/// Turns a parsed configuration into what a runtime opens and runs.
+pub fn from_conf(conf: BrokerConf) -> Settings {
+    let mut notices: Vec<String> = conf.warnings.iter().map(|w| format!("Warning: {w}")).collect();
+    let mut listeners = Vec::new();
+    for listener in &conf.listeners {
+        match &listener.address {
+            Some(address) => match address.parse::<IpAddr>() {
+                Ok(ip) => listeners.push(SocketAddr::new(ip, listener.port)),
+                Err(_) => notices.push(format!("Warning: listener address {address} is not an IP address, ignored")),
+            },
+            None => listeners.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listener.port)),
+        }
+    }
+    if conf.local_only {
+        notices.insert(0, "Starting in local only mode. Connections will only be possible from clients running on this machine.".to_owned());
+    }
+    let first_port = conf.listeners.first().map_or(1883, |l| l.port);
+    let redis = conf.redis.map(|r| RedisSettings {
+        keys: PresenceKeys::new(&r.key, &broker_id(first_port)),
+        host: r.host,
+        port: r.port,
+        user: r.user,
+        password: r.auth,
+        db: i64::from(r.db),
+    });
+    Settings { listeners, core: conf.core, redis, verbose: conf.log.types.debug, notices }
+}
+
+/// This broker's name among brokers sharing the presence hash: host name
+/// and first port, stable across restarts so stale entries can be found.
+fn broker_id(port: u16) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "culex".to_owned());
+    format!("{host}:{port}")
+}
+
+/// A listener that may fail without stopping start-up: IPv6 loopback on a
+/// machine without IPv6 (Mosquitto's local only mode does the same).
+pub fn may_skip(addr: &SocketAddr, error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    addr.ip() == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        && matches!(error.kind(), ErrorKind::AddrNotAvailable | ErrorKind::Unsupported)
+}
