@@ -1,5 +1,5 @@
 //! Limits and switches of the core, named after their `mosquitto.conf`
-//! keys. Parsing the file is the runtime's business; these are the values.
+//! keys; [`conf`](crate::conf) reads them from the file's text.
 
 use std::time::Duration;
 

@@ -94,7 +94,7 @@ pub fn load(args: impl IntoIterator<Item = String>) -> Result<Launch, String> {
         None => BrokerConf::default(),
     };
     options.apply_to(&mut broker);
-    Ok(Launch::Serve(Box::new(from_conf(broker))))
+    Ok(Launch::Serve(Box::new(from_conf(broker)?)))
 }
 
 /// `include_dir` served from the file system.
@@ -103,7 +103,9 @@ struct Files;
 impl IncludeSource for Files {
     fn list_dir(&mut self, dir: &str) -> Result<Vec<String>, String> {
         let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
-        entries.map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(|e| e.to_string())).collect()
+        entries
+            .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(|e| e.to_string()))
+            .collect()
     }
 
     fn read_file(&mut self, path: &str) -> Result<String, String> {
@@ -111,8 +113,45 @@ impl IncludeSource for Files {
     }
 }
 
-/// Turns a parsed configuration into what a runtime opens and runs.
-pub fn from_conf(conf: BrokerConf) -> Settings {
+/// Keys that protect a broker. Culex does not act on them yet, and
+/// serving without the protection they ask for would be worse than not
+/// starting.
+const SECURITY_KEYS: &[&str] = &[
+    "password_file",
+    "acl_file",
+    "psk_file",
+    "auth_plugin",
+    "plugin",
+    "certfile",
+    "keyfile",
+    "cafile",
+    "capath",
+    "require_certificate",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "crlfile",
+];
+
+/// Turns a parsed configuration into what a runtime opens and runs, or
+/// says why it must not start.
+pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
+    let unprotected = conf
+        .warnings
+        .iter()
+        .find(|w| SECURITY_KEYS.contains(&w.key.as_str()))
+        .map(|w| format!("{}:{}", w.file, w.line))
+        .or_else(|| {
+            conf.listeners
+                .iter()
+                .find(|l| l.ignored_keys.iter().any(|k| SECURITY_KEYS.contains(&k.as_str())))
+                .map(|l| format!("listener {}", l.port))
+        });
+    if let Some(place) = unprotected {
+        return Err(format!(
+            "Error: {place}: TLS, password_file, acl_file and plugins are not supported by this version of Culex; \
+             refusing to start without the protection the configuration asks for."
+        ));
+    }
     let mut notices: Vec<String> = conf.warnings.iter().map(|w| format!("Warning: {w}")).collect();
     let mut listeners = Vec::new();
     for listener in &conf.listeners {
@@ -125,7 +164,11 @@ pub fn from_conf(conf: BrokerConf) -> Settings {
         }
     }
     if conf.local_only {
-        notices.insert(0, "Starting in local only mode. Connections will only be possible from clients running on this machine.".to_owned());
+        notices.insert(
+            0,
+            "Starting in local only mode. Connections will only be possible from clients running on this machine."
+                .to_owned(),
+        );
     }
     let first_port = conf.listeners.first().map_or(1883, |l| l.port);
     let redis = conf.redis.map(|r| RedisSettings {
@@ -136,7 +179,7 @@ pub fn from_conf(conf: BrokerConf) -> Settings {
         password: r.auth,
         db: i64::from(r.db),
     });
-    Settings { listeners, core: conf.core, redis, verbose: conf.log.types.debug, notices }
+    Ok(Settings { listeners, core: conf.core, redis, verbose: conf.log.types.debug, notices })
 }
 
 /// This broker's name among brokers sharing the presence hash: host name

@@ -47,7 +47,8 @@ impl Scripts {
                 PresenceCommand::Online(client) => (&self.online, Some(client.as_str())),
                 PresenceCommand::Offline(client) => (&self.offline, Some(client.as_str())),
             };
-            let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(3).arg(&keys.hash).arg(&keys.owners).arg(&keys.index);
+            let cmd =
+                pipe.cmd("EVALSHA").arg(script.get_hash()).arg(3).arg(&keys.hash).arg(&keys.owners).arg(&keys.index);
             if let Some(client) = arg {
                 cmd.arg(client);
             }

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use culex_core::{CloseReason, ConnId};
 use culex_core::server::Outbox;
+use culex_core::{CloseReason, ConnId};
 use culex_runtime::{Admit, Backlog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -97,7 +97,11 @@ fn handle(server: &mut Server<TokioOutbox>, clock: &Clock, event: Event) -> bool
         Event::StoreFailed(error) => with_presence(server, |p| p.handle_failure(now.instant, &error)),
         Event::StoreBatchDone => with_presence(server, |p| p.handle_batch_done()),
         Event::Shutdown => {
-            info!("culex version {} terminating, closing {} client connections.", env!("CARGO_PKG_VERSION"), server.connections());
+            info!(
+                "culex version {} terminating, closing {} client connections.",
+                env!("CARGO_PKG_VERSION"),
+                server.connections()
+            );
             server.shutdown(now);
             return true;
         }

@@ -89,7 +89,12 @@ pub async fn run_on(listeners: Vec<TcpListener>, settings: Settings, clock: Cloc
     }
 }
 
-async fn accept_loop(listener: TcpListener, events: mpsc::Sender<Event>, mut stopped: watch::Receiver<bool>, backlog: usize) {
+async fn accept_loop(
+    listener: TcpListener,
+    events: mpsc::Sender<Event>,
+    mut stopped: watch::Receiver<bool>,
+    backlog: usize,
+) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
         tokio::select! {

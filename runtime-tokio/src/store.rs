@@ -26,7 +26,11 @@ pub(crate) enum StoreRequest {
 }
 
 /// Serves requests until the broker task goes away.
-pub(crate) async fn run(settings: RedisSettings, mut requests: mpsc::UnboundedReceiver<StoreRequest>, events: mpsc::Sender<Event>) {
+pub(crate) async fn run(
+    settings: RedisSettings,
+    mut requests: mpsc::UnboundedReceiver<StoreRequest>,
+    events: mpsc::Sender<Event>,
+) {
     let scripts = Scripts::default();
     let mut conn: Option<MultiplexedConnection> = None;
     while let Some(request) = requests.recv().await {

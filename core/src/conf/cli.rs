@@ -123,11 +123,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<CliCommand, 
 
 /// The file name of `argv[0]`, or `culex`.
 fn program_name(argv0: Option<&str>) -> String {
-    argv0
-        .and_then(|path| path.rsplit(['/', '\\']).next())
-        .filter(|name| !name.is_empty())
-        .unwrap_or("culex")
-        .to_owned()
+    argv0.and_then(|path| path.rsplit(['/', '\\']).next()).filter(|name| !name.is_empty()).unwrap_or("culex").to_owned()
 }
 
 /// The `--version` line.
@@ -183,8 +179,8 @@ impl CliOptions {
     ///   logging options given in the configuration file").
     /// - `-p` **in local only mode** (the configuration opens no listener,
     ///   or there is none): the ports replace 1883 on the loopback
-    ///   listeners, so `culex -p 1884` serves 127.0.0.1:1884 and
-    ///   [::1]:1884 only, with anonymous clients allowed. This is Mosquitto
+    ///   listeners, so `culex -p 1884` serves `127.0.0.1:1884` and
+    ///   `[::1]:1884` only, with anonymous clients allowed. This is Mosquitto
     ///   2.0's `listeners__start_local_only`, which puts
     ///   every `-p` port on 127.0.0.1 and ::1.
     /// - `-p` **with listeners in the configuration**: each port opens an
@@ -298,10 +294,7 @@ mod tests {
         for value in ["0", "65536", "-1", "http", ""] {
             assert_eq!(error(&["-p", value]), CliError::InvalidPort { value: value.to_owned() });
         }
-        assert_eq!(
-            error(&["-p", "x"]).to_string(),
-            "Invalid port specified (x): expected an integer from 1 to 65535."
-        );
+        assert_eq!(error(&["-p", "x"]).to_string(), "Invalid port specified (x): expected an integer from 1 to 65535.");
     }
 
     #[test]
@@ -344,7 +337,16 @@ mod tests {
             let Ok(CliCommand::Help(text)) = parse_args(args(words)) else {
                 panic!("expected help for {words:?}");
             };
-            for needle in ["-c, --config-file", "-p, --port", "-v, --verbose", "-h, --help", "--version", "-d, --daemon", "docs/config.md", "local only"] {
+            for needle in [
+                "-c, --config-file",
+                "-p, --port",
+                "-v, --verbose",
+                "-h, --help",
+                "--version",
+                "-d, --daemon",
+                "docs/config.md",
+                "local only",
+            ] {
                 assert!(text.contains(needle), "help lacks {needle}:\n{text}");
             }
         }
@@ -391,9 +393,11 @@ mod tests {
     fn ports_in_local_only_mode_keep_the_listener_settings() {
         let mut conf = parse("m.conf", "max_connections 4\nprotocol websockets\n").unwrap();
         run(&["-p", "9001"]).apply_to(&mut conf);
-        assert!(conf.listeners.iter().all(|l| l.port == 9001
-            && l.max_connections == Some(4)
-            && l.protocol == ListenerProtocol::WebSockets));
+        assert!(
+            conf.listeners
+                .iter()
+                .all(|l| l.port == 9001 && l.max_connections == Some(4) && l.protocol == ListenerProtocol::WebSockets)
+        );
         assert_eq!(conf.core.max_connections, Some(8));
     }
 

@@ -456,20 +456,22 @@ impl<'a> Line<'a> {
 
     /// An integer in `min..=max`.
     fn int(&self, min: i64, max: i64) -> Result<i64, ConfError> {
+        self.int_described(min, max, &format!("an integer from {min} to {max}"))
+    }
+
+    /// An integer in `min..=max`, the range described as `expected`.
+    fn int_described(&self, min: i64, max: i64, expected: &str) -> Result<i64, ConfError> {
         let word = self.word()?;
         match word.parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(self.error(format!(
-                "Invalid {} value ({word}): expected an integer from {min} to {max}.",
-                self.key
-            ))),
+            _ => Err(self.error(format!("Invalid {} value ({word}): expected {expected}.", self.key))),
         }
     }
 
     /// An integer up to `max` where a negative value means 0, as Mosquitto
     /// reads `max_queued_messages -1`.
     fn int_negative_is_zero(&self, max: i64) -> Result<i64, ConfError> {
-        Ok(self.int(i64::MIN, max)?.max(0))
+        Ok(self.int_described(i64::MIN, max, &format!("an integer from 0 to {max}"))?.max(0))
     }
 
     /// A port, 1 to 65535.
@@ -676,16 +678,16 @@ impl Parser {
                     "mqtt" => ListenerProtocol::Mqtt,
                     "websockets" => ListenerProtocol::WebSockets,
                     other => {
-                        return Err(line.error(format!(
-                            "Invalid protocol value ({other}): expected mqtt or websockets."
-                        )));
+                        return Err(
+                            line.error(format!("Invalid protocol value ({other}): expected mqtt or websockets."))
+                        );
                     }
                 };
                 self.touch_default(line, *section);
                 self.listener_mut(*section).protocol = protocol;
             }
             "max_connections" => {
-                let n = line.int(i64::MIN, INT_MAX)?;
+                let n = line.int_described(i64::MIN, INT_MAX, "-1 (no limit) or an integer from 0 to 2147483647")?;
                 self.touch_default(line, *section);
                 self.listener_mut(*section).max_connections = if n < 0 { None } else { Some(to_usize(n)) };
             }
@@ -923,14 +925,15 @@ impl Parser {
     ) -> Result<(), ConfError> {
         let dir = line.text()?;
         if level > 0 {
-            self.warnings.push(line.warning(
-                "include_dir is only read from the main configuration file; ignored here, as Mosquitto does",
-            ));
+            self.warnings.push(
+                line.warning(
+                    "include_dir is only read from the main configuration file; ignored here, as Mosquitto does",
+                ),
+            );
             return Ok(());
         }
-        let mut names = includes
-            .list_dir(dir)
-            .map_err(|e| line.error(format!("Unable to open include_dir {dir}: {e}.")))?;
+        let mut names =
+            includes.list_dir(dir).map_err(|e| line.error(format!("Unable to open include_dir {dir}: {e}.")))?;
         names.retain(|name| name.len() > ".conf".len() && name.ends_with(".conf"));
         names.sort();
         for name in names {
@@ -1015,10 +1018,8 @@ impl Parser {
             }),
             None => {
                 if let Some((loc, key)) = &draft.first_other {
-                    self.warnings.push(loc.warning(
-                        key,
-                        "has no effect without redis_host: presence is not sent to Redis",
-                    ));
+                    self.warnings
+                        .push(loc.warning(key, "has no effect without redis_host: presence is not sent to Redis"));
                 }
                 None
             }
@@ -1300,7 +1301,11 @@ mod tests {
         let conf = conf("listener 1883\nlistener 9001\nprotocol websockets\nlistener 1884\nprotocol mqtt\n");
         let protocols: Vec<_> = conf.listeners.iter().map(|l| l.protocol).collect();
         assert_eq!(protocols, [ListenerProtocol::Mqtt, ListenerProtocol::WebSockets, ListenerProtocol::Mqtt]);
-        assert_error("listener 1\nprotocol mqttsn\n", 2, "Invalid protocol value (mqttsn): expected mqtt or websockets.");
+        assert_error(
+            "listener 1\nprotocol mqttsn\n",
+            2,
+            "Invalid protocol value (mqttsn): expected mqtt or websockets.",
+        );
         assert_error("listener 1\nprotocol\n", 2, "Empty protocol value in configuration.");
     }
 
@@ -1320,7 +1325,7 @@ mod tests {
         assert_error(
             "listener 1\nmax_connections 2147483648\n",
             2,
-            "Invalid max_connections value (2147483648): expected an integer from -9223372036854775808 to 2147483647.",
+            "Invalid max_connections value (2147483648): expected -1 (no limit) or an integer from 0 to 2147483647.",
         );
     }
 
@@ -1430,7 +1435,11 @@ mod tests {
             reason,
         );
         // Set after the values, as Mosquitto forbids but people write.
-        assert_error("listener 1\nallow_anonymous true\nallow_anonymous false\nper_listener_settings true\n", 3, reason);
+        assert_error(
+            "listener 1\nallow_anonymous true\nallow_anonymous false\nper_listener_settings true\n",
+            3,
+            reason,
+        );
         let same = conf(
             "per_listener_settings true\nlistener 1\nauto_id_prefix a-\nlistener 2\nauto_id_prefix a-\n\
              allow_zero_length_clientid false\n",
@@ -1456,12 +1465,12 @@ mod tests {
         assert_error(
             "max_inflight_messages 65536",
             1,
-            "Invalid max_inflight_messages value (65536): expected an integer from -9223372036854775808 to 65535.",
+            "Invalid max_inflight_messages value (65536): expected an integer from 0 to 65535.",
         );
         assert_error(
             "max_inflight_messages 20abc",
             1,
-            "Invalid max_inflight_messages value (20abc): expected an integer from -9223372036854775808 to 65535.",
+            "Invalid max_inflight_messages value (20abc): expected an integer from 0 to 65535.",
         );
         assert_error("max_inflight_messages 20 30", 1, "Unexpected \"30\" after the max_inflight_messages value.");
         assert_error("max_inflight_messages", 1, "Empty max_inflight_messages value in configuration.");
@@ -1476,10 +1485,13 @@ mod tests {
         assert_error(
             "max_queued_messages 2147483648",
             1,
-            "Invalid max_queued_messages value (2147483648): expected an integer from -9223372036854775808 to \
-             2147483647.",
+            "Invalid max_queued_messages value (2147483648): expected an integer from 0 to 2147483647.",
         );
-        assert_error("max_queued_bytes 1.5", 1, "Invalid max_queued_bytes value (1.5): expected an integer from -9223372036854775808 to 2147483647.");
+        assert_error(
+            "max_queued_bytes 1.5",
+            1,
+            "Invalid max_queued_bytes value (1.5): expected an integer from 0 to 2147483647.",
+        );
     }
 
     #[test]
@@ -1502,7 +1514,11 @@ mod tests {
     fn max_keepalive_is_checked_and_applied() {
         assert_eq!(conf("max_keepalive 300").core.max_keepalive, 300);
         assert_eq!(conf("max_keepalive 0").core.max_keepalive, 0);
-        assert_error("max_keepalive 65536", 1, "Invalid max_keepalive value (65536): expected an integer from 0 to 65535.");
+        assert_error(
+            "max_keepalive 65536",
+            1,
+            "Invalid max_keepalive value (65536): expected an integer from 0 to 65535.",
+        );
         assert_error("max_keepalive -1", 1, "Invalid max_keepalive value (-1): expected an integer from 0 to 65535.");
     }
 
@@ -1547,7 +1563,10 @@ mod tests {
     #[test]
     fn log_dest_lines_replace_the_default() {
         assert_eq!(conf("log_dest stdout").log.dests, vec![LogDest::Stdout]);
-        assert_eq!(conf("log_dest stdout\nlog_dest stderr\nlog_dest stdout\n").log.dests, vec![LogDest::Stdout, LogDest::Stderr]);
+        assert_eq!(
+            conf("log_dest stdout\nlog_dest stderr\nlog_dest stdout\n").log.dests,
+            vec![LogDest::Stdout, LogDest::Stderr]
+        );
         assert_eq!(conf("log_dest none").log.dests, vec![]);
         assert_eq!(conf("log_dest stdout\nlog_dest none\nlog_dest stderr\n").log.dests, vec![LogDest::Stderr]);
     }
@@ -1592,7 +1611,11 @@ mod tests {
         let conf = conf("log_timestamp false\nconnection_messages false\n");
         assert!(!conf.log.timestamp);
         assert!(!conf.log.connection_messages);
-        assert_error("connection_messages maybe", 1, "Invalid connection_messages value (maybe): expected true or false.");
+        assert_error(
+            "connection_messages maybe",
+            1,
+            "Invalid connection_messages value (maybe): expected true or false.",
+        );
     }
 
     // --- redis ---------------------------------------------------------
@@ -1672,11 +1695,7 @@ mod tests {
 
     #[test]
     fn unknown_key_in_another_case_gets_a_hint() {
-        assert_error(
-            "Port 1883",
-            1,
-            "Unknown configuration variable \"Port\" (keys are lower case: \"port\").",
-        );
+        assert_error("Port 1883", 1, "Unknown configuration variable \"Port\" (keys are lower case: \"port\").");
     }
 
     #[test]
@@ -1787,7 +1806,10 @@ mod tests {
     fn errors_in_included_files_name_that_file_and_line() {
         let mut files = Files::with(&[("/d/x.conf", "# x\nmax_keepalive -5\n")]);
         let e = parse_with("main.conf", "include_dir /d\n", &mut files).unwrap_err();
-        assert_eq!(e.to_string(), "/d/x.conf:2: Invalid max_keepalive value (-5): expected an integer from 0 to 65535.");
+        assert_eq!(
+            e.to_string(),
+            "/d/x.conf:2: Invalid max_keepalive value (-5): expected an integer from 0 to 65535."
+        );
     }
 
     #[test]
@@ -1803,7 +1825,11 @@ mod tests {
         let mut files = Files::default();
         let e = parse_with("main.conf", "\ninclude_dir /missing\n", &mut files).unwrap_err();
         assert_eq!(e.to_string(), "main.conf:2: Unable to open include_dir /missing: No such file or directory.");
-        assert_error("include_dir /etc/culex.d", 1, "Unable to open include_dir /etc/culex.d: no file access here (the runtime reads include_dir).");
+        assert_error(
+            "include_dir /etc/culex.d",
+            1,
+            "Unable to open include_dir /etc/culex.d: no file access here (the runtime reads include_dir).",
+        );
         assert_error("include_dir", 1, "Empty include_dir value in configuration.");
     }
 
@@ -1829,12 +1855,37 @@ mod tests {
     impl Arbitrary for ConfLines {
         fn arbitrary(g: &mut Gen) -> Self {
             let keys: Vec<&str> = CULEX_KEYS.iter().chain(keys::IGNORED).copied().collect();
-            let values = ["", "0", "-1", "1", "65535", "65536", "true", "false", "1883 ::1", "# c", "file", "file x",
-                "none", "all", "0 /sock", "a b c", "\t", "999999999999999999999", "websockets", "ipv6", "syslog"];
+            let values = [
+                "",
+                "0",
+                "-1",
+                "1",
+                "65535",
+                "65536",
+                "true",
+                "false",
+                "1883 ::1",
+                "# c",
+                "file",
+                "file x",
+                "none",
+                "all",
+                "0 /sock",
+                "a b c",
+                "\t",
+                "999999999999999999999",
+                "websockets",
+                "ipv6",
+                "syslog",
+            ];
             let mut text = String::new();
             for _ in 0..usize::arbitrary(g) % 12 {
                 let key = g.choose(&keys).copied().unwrap_or("port");
-                let value = if bool::arbitrary(g) { (*g.choose(&values).unwrap_or(&"")).to_owned() } else { String::arbitrary(g) };
+                let value = if bool::arbitrary(g) {
+                    (*g.choose(&values).unwrap_or(&"")).to_owned()
+                } else {
+                    String::arbitrary(g)
+                };
                 text.push_str(key);
                 text.push(' ');
                 text.push_str(&value);

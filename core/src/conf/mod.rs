@@ -1,5 +1,5 @@
 //! Mosquitto-compatible configuration: the `mosquitto.conf` file format
-//! ([`file`]) and the `mosquitto` command line ([`cli`]), both parsed from
+//! ([`file`](mod@file)) and the `mosquitto` command line ([`cli`]), both parsed from
 //! text so that the tokio and async-std runtimes share one reading of them.
 //!
 //! The core reads no files. A runtime reads the main file, hands its text
