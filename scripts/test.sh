@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages (redis-server, mosquitto, mosquitto-clients)"
+scripts/install-deps.sh
+
 step "toolchain components"
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
@@ -21,6 +24,16 @@ step "tests"
 export INSTA_UPDATE=no
 export QUICKCHECK_TESTS="${QUICKCHECK_TESTS:-2000}"
 cargo test --workspace --locked --no-fail-fast
+
+step "loom models"
+LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -p culex-runtime --release --locked --lib loom
+
+step "end-to-end: real clients and redis-server against both binaries"
+scripts/e2e.sh
+
+step "conformance over TCP against both binaries"
+scripts/conformance-tcp.sh
 
 step "benchmarks compile"
 cargo bench --workspace --locked --no-run

@@ -438,16 +438,18 @@ impl Broker {
         if let Some((due, _)) = conn.deadline(self.config.connect_timeout) {
             self.deadlines.arm(id, due, &mut conn.armed);
         }
-        info!(
-            conn = %id,
-            "New client connected from {} as {} (p{}, c{}, k{}{}).",
-            show_addr(conn.remote),
-            client_id,
-            if connect.protocol == Protocol::V31 { 1 } else { 2 },
-            u8::from(connect.clean_session),
-            connect.keep_alive,
-            connect.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default(),
-        );
+        if self.config.connection_messages {
+            info!(
+                conn = %id,
+                "New client connected from {} as {} (p{}, c{}, k{}{}).",
+                show_addr(conn.remote),
+                client_id,
+                if connect.protocol == Protocol::V31 { 1 } else { 2 },
+                u8::from(connect.clean_session),
+                connect.keep_alive,
+                connect.username.as_ref().map(|u| format!(", u'{u}'")).unwrap_or_default(),
+            );
+        }
 
         self.actions.push_back(Action::MarkOnline { client: client_id, conn: id });
         // Session Present is a 3.1.1 field; 3.1 has the byte reserved.
@@ -792,12 +794,13 @@ impl Broker {
         if reason != CloseReason::ConnectionLost {
             self.actions.push_back(Action::Close { conn: id, reason });
         }
+        let quiet = !self.config.connection_messages;
         let ConnState::Active { session: key, .. } = conn.state else {
-            log_close("<unknown>", id, reason);
+            log_close("<unknown>", id, reason, quiet);
             return;
         };
         let Some(session) = self.sessions.get_mut(key) else { return };
-        log_close(session.client_id.as_str(), id, reason);
+        log_close(session.client_id.as_str(), id, reason, quiet);
         session.conn = None;
         let client = session.client_id.clone();
         let clean = session.clean;
@@ -910,8 +913,12 @@ fn log_expired(message: &Message, now: Now) {
     );
 }
 
-/// Mosquitto's wording for each way a client leaves.
-fn log_close(client: &str, id: ConnId, reason: CloseReason) {
+/// Mosquitto's wording for each way a client leaves; `quiet`
+/// (`connection_messages false`) keeps only protocol errors.
+fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
+    if quiet && !matches!(reason, CloseReason::Violation(_)) {
+        return;
+    }
     match reason {
         CloseReason::Disconnected => info!(conn = %id, "Client {client} disconnected."),
         CloseReason::ConnectionLost => info!(conn = %id, "Socket error on client {client}, disconnecting."),

@@ -46,6 +46,9 @@ pub struct Config {
     /// Time a new connection has to send CONNECT before it is closed.
     /// Mosquitto has no key for it; default 10 s.
     pub connect_timeout: Duration,
+    /// Log connects and disconnects at information level. Mosquitto:
+    /// `connection_messages`, default true.
+    pub connection_messages: bool,
     /// Seed of the generator for assigned client ids: runtimes pass a
     /// random value, simulations a fixed one.
     pub id_seed: u64,
@@ -65,6 +68,7 @@ impl Default for Config {
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),
             connect_timeout: Duration::from_secs(10),
+            connection_messages: true,
             id_seed: 0x5eed_c0de,
         }
     }

@@ -66,6 +66,7 @@ pub async fn run_on(listeners: Vec<TcpListener>, settings: Settings, clock: Cloc
     let mut core = settings.core.clone();
     core.id_seed = culex_runtime::settings::random_seed();
     let backlog_limit = culex_runtime::settings::backlog_limit(&core);
+    let connection_messages = core.connection_messages;
     let presence = settings.redis.as_ref().map(|_| PresenceSync::new(PresenceSettings::default()));
     if settings.redis.is_none() {
         info!("No redis_host configured: client presence is written to this log only.");
@@ -74,7 +75,13 @@ pub async fn run_on(listeners: Vec<TcpListener>, settings: Settings, clock: Cloc
     let (events, events_rx) = channel::bounded(EVENT_QUEUE);
     let (stop, stopped) = channel::bounded::<()>(1);
     for listener in listeners {
-        async_std::task::spawn(accept_loop(listener, events.clone(), stopped.clone(), backlog_limit));
+        async_std::task::spawn(accept_loop(
+            listener,
+            events.clone(),
+            stopped.clone(),
+            backlog_limit,
+            connection_messages,
+        ));
     }
     let store = settings.redis.map(|redis| {
         let (tx, rx) = channel::unbounded();
@@ -94,6 +101,7 @@ async fn accept_loop(
     events: channel::Sender<Event>,
     stopped: channel::Receiver<()>,
     backlog: usize,
+    connection_messages: bool,
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
@@ -103,7 +111,9 @@ async fn accept_loop(
         });
         match accepted.await {
             Some(Ok((stream, remote))) => {
-                info!("New connection from {} on port {port}.", remote);
+                if connection_messages {
+                    info!("New connection from {} on port {port}.", remote);
+                }
                 async_std::task::spawn(conn::serve(stream, remote, backlog, events.clone()));
             }
             // Out of descriptors and the like: wait a little, keep serving.

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use culex_core::Config;
-use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, Secret};
+use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, LogConf, Secret};
 use culex_core::presence::PresenceKeys;
 
 /// The Redis presence store.
@@ -34,8 +34,8 @@ pub struct Settings {
     pub core: Config,
     /// Presence store; `None` sends presence only to the log.
     pub redis: Option<RedisSettings>,
-    /// Log everything (`-v`, `log_type all`, `log_type debug`).
-    pub verbose: bool,
+    /// Logging: levels, destinations, timestamps.
+    pub log: LogConf,
     /// Lines to log once logging is up (config warnings, local only mode).
     pub notices: Vec<String>,
 }
@@ -48,7 +48,7 @@ impl Settings {
             listeners: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
             core: Config::default(),
             redis: None,
-            verbose: false,
+            log: LogConf::default(),
             notices: Vec::new(),
         }
     }
@@ -179,7 +179,9 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
         password: r.auth,
         db: i64::from(r.db),
     });
-    Ok(Settings { listeners, core: conf.core, redis, verbose: conf.log.types.debug, notices })
+    let mut core = conf.core;
+    core.connection_messages = conf.log.connection_messages;
+    Ok(Settings { listeners, core, redis, log: conf.log, notices })
 }
 
 /// This broker's name among brokers sharing the presence hash: host name

@@ -75,9 +75,9 @@ pub fn connection_info(settings: &RedisSettings) -> redis::RedisResult<Connectio
 /// password, and a refused AUTH is said plainly.
 pub fn describe_error(error: &redis::RedisError) -> String {
     let text = error.to_string();
-    if text.contains("WRONGPASS") || text.contains("invalid password") || text.contains("NOAUTH") {
-        format!("authentication to Redis failed (check redis_user / redis_auth): {text}")
-    } else {
-        text
-    }
+    let refused = error.kind() == redis::ErrorKind::AuthenticationFailed
+        || text.contains("WRONGPASS")
+        || text.contains("invalid password")
+        || text.contains("NOAUTH");
+    if refused { format!("authentication to Redis failed (check redis_user / redis_auth): {text}") } else { text }
 }

@@ -65,6 +65,7 @@ pub async fn run_on(listeners: Vec<TcpListener>, settings: Settings, clock: Cloc
     let mut core = settings.core.clone();
     core.id_seed = culex_runtime::settings::random_seed();
     let backlog_limit = culex_runtime::settings::backlog_limit(&core);
+    let connection_messages = core.connection_messages;
     let presence = settings.redis.as_ref().map(|_| PresenceSync::new(PresenceSettings::default()));
     if settings.redis.is_none() {
         info!("No redis_host configured: client presence is written to this log only.");
@@ -73,7 +74,7 @@ pub async fn run_on(listeners: Vec<TcpListener>, settings: Settings, clock: Cloc
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (stop, stopped) = watch::channel(false);
     for listener in listeners {
-        tokio::spawn(accept_loop(listener, events.clone(), stopped.clone(), backlog_limit));
+        tokio::spawn(accept_loop(listener, events.clone(), stopped.clone(), backlog_limit, connection_messages));
     }
     let store = settings.redis.map(|redis| {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -94,13 +95,16 @@ async fn accept_loop(
     events: mpsc::Sender<Event>,
     mut stopped: watch::Receiver<bool>,
     backlog: usize,
+    connection_messages: bool,
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    if connection_messages {
                     info!("New connection from {} on port {port}.", remote);
+                }
                     tokio::spawn(conn::serve(stream, remote, backlog, events.clone()));
                 }
                 // Out of descriptors and the like: wait a little, keep serving.

@@ -17,7 +17,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    logging::init(settings.verbose);
+    if let Err(message) = logging::init(&settings.log) {
+        eprintln!("{message}");
+        return ExitCode::FAILURE;
+    }
     info!("culex version {} starting", env!("CARGO_PKG_VERSION"));
     for notice in &settings.notices {
         info!("{notice}");

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests talk to: Debian's redis-server, mosquitto (the
+# reference broker) and mosquitto-clients, and the Python clients. Quiet and
+# idempotent: what is already there is not fetched again.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian's packaged services must not hold the ports or the data the tests use.
+for service in redis-server mosquitto; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+    systemctl stop "$service" || true
+  fi
+done
+
+python3 - <<'PY' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check paho-mqtt redis pytest
+import paho.mqtt, redis, pytest  # noqa: F401
+PY
