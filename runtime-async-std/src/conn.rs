@@ -1,5 +1,5 @@
-//! One task per connection: reads go to the driver as they come, writes
-//! come from the core through the connection's outbox.
+//! One task per connection on async-std: reads go to the broker task as
+//! they come, writes come from the core through the connection's outbox.
 
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -8,50 +8,27 @@ use async_std::channel::{self, Receiver, Sender};
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::TcpStream;
 use bytes::Bytes;
-use culex_core::server::Outbox;
-use culex_core::{CloseReason, ConnId};
-use culex_runtime::{Admit, Backlog};
+use culex_core::ConnId;
+use culex_runtime::driver::Event;
+use culex_runtime::{Backlog, Out, OutQueue, QueueOutbox};
 use futures_lite::FutureExt;
-use tracing::{debug, warn};
-
-use crate::driver::Event;
+use tracing::debug;
 
 /// Bytes read per call; a frame may span reads, the core reassembles.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// What the core asks of a connection's writer.
+/// The channel from the core to a connection task.
 #[derive(Debug)]
-pub(crate) enum Out {
-    Data(Bytes),
-    Close,
-}
+pub(crate) struct Queue(Sender<Out>);
 
-/// The core's non-blocking handle to a connection's writer.
-#[derive(Debug)]
-pub(crate) struct AsyncStdOutbox {
-    tx: Sender<Out>,
-    backlog: Arc<Backlog>,
-}
-
-impl Outbox for AsyncStdOutbox {
-    fn send(&mut self, data: Bytes) {
-        match self.backlog.admit(data.len()) {
-            Admit::Queue => {
-                let _ = self.tx.try_send(Out::Data(data));
-            }
-            Admit::Close => {
-                warn!(queued = self.backlog.queued(), "Client is not reading its messages, disconnecting.");
-                let _ = self.tx.try_send(Out::Close);
-            }
-            Admit::Drop => {}
-        }
-    }
-
-    fn close(&mut self, reason: CloseReason) {
-        debug!(%reason, "closing connection");
-        let _ = self.tx.try_send(Out::Close);
+impl OutQueue for Queue {
+    fn push(&self, out: Out) {
+        let _ = self.0.try_send(out);
     }
 }
+
+/// The core's handle to a connection on async-std.
+pub(crate) type AsyncStdOutbox = QueueOutbox<Queue>;
 
 /// What woke the connection task.
 enum Wake {
@@ -60,12 +37,20 @@ enum Wake {
 }
 
 /// Serves one accepted socket until either side ends it.
-pub(crate) async fn serve(stream: TcpStream, remote: SocketAddr, backlog_limit: usize, events: Sender<Event>) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    backlog_limit: usize,
+    events: Sender<Event<AsyncStdOutbox>>,
+) {
     let _ = stream.set_nodelay(true);
     let (tx, rx) = channel::unbounded();
     let backlog = Arc::new(Backlog::new(backlog_limit));
-    let outbox = AsyncStdOutbox { tx, backlog: backlog.clone() };
+    let outbox = QueueOutbox::new(Queue(tx), backlog.clone());
     let (reply, id) = channel::bounded(1);
+    let reply = Box::new(move |conn: ConnId| {
+        let _ = reply.try_send(conn);
+    });
     if events.send(Event::Accepted { remote, outbox, reply }).await.is_err() {
         return;
     }
@@ -88,7 +73,7 @@ pub(crate) async fn serve(stream: TcpStream, remote: SocketAddr, backlog_limit: 
                 }
             }
             Wake::Out(out) => match out {
-                Some(Out::Data(data)) => match write_all_queued(&mut writer, &rx, data, &backlog).await {
+                Some(Out::Data(data)) => match write_queued(&mut writer, &rx, data, &backlog).await {
                     Ok(Written::All) => {}
                     Ok(Written::ThenClose) => return finish(conn, writer).await,
                     Err(_) => {
@@ -111,7 +96,7 @@ enum Written {
 }
 
 /// Writes `first` and whatever else is already queued.
-async fn write_all_queued(
+async fn write_queued(
     writer: &mut TcpStream,
     rx: &Receiver<Out>,
     first: Bytes,

@@ -1,28 +1,27 @@
 //! The Culex MQTT broker on async-std.
 //!
-//! Everything MQTT is decided in `culex-core` (see its crate docs for the
-//! run loop); this crate moves bytes between sockets and the core, runs the
-//! timer and executes the Redis presence calls. [`run`] serves until the
-//! shutdown future completes.
+//! Everything MQTT is decided in `culex-core` and the broker task is
+//! `culex-runtime`'s; this crate opens the sockets, runs one task per
+//! connection, races the event channel against the timer and talks to
+//! Redis, all on async-std. [`run`] serves until the shutdown future
+//! completes.
 
 mod conn;
-mod driver;
 mod store;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Instant;
 
-use async_std::channel;
+use async_std::channel::{self, Receiver, Sender};
 use async_std::net::TcpListener;
-use culex_core::Broker;
-use culex_core::presence::{PresenceSettings, PresenceSync};
-use culex_core::server::Server;
+use culex_runtime::driver::{self, Event, EventSource, Wake};
 use culex_runtime::{Clock, Settings};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
 
-use crate::driver::Event;
+use crate::conn::AsyncStdOutbox;
 
 /// Why the broker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +42,6 @@ const EVENT_QUEUE: usize = 4096;
 /// Serves MQTT on every listener of `settings` until `shutdown` completes,
 /// then closes every client, writes their presence and returns.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let clock = Clock::start();
     let mut listeners = Vec::new();
     for addr in &settings.listeners {
         match TcpListener::bind(addr).await {
@@ -57,38 +55,28 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             Err(source) => return Err(Error::Bind { addr: *addr, source }),
         }
     }
-    run_on(listeners, settings, clock, shutdown).await;
+    run_on(listeners, &settings, shutdown).await;
     Ok(())
 }
 
 /// Like [`run`], on listeners already bound (tests bind port 0).
-pub async fn run_on(listeners: Vec<TcpListener>, settings: Settings, clock: Clock, shutdown: impl Future<Output = ()>) {
-    let mut core = settings.core.clone();
-    core.id_seed = culex_runtime::settings::random_seed();
-    let backlog_limit = culex_runtime::settings::backlog_limit(&core);
-    let connection_messages = core.connection_messages;
-    let presence = settings.redis.as_ref().map(|_| PresenceSync::new(PresenceSettings::default()));
-    if settings.redis.is_none() {
-        info!("No redis_host configured: client presence is written to this log only.");
-    }
-    let server = Server::new(Broker::new(core), presence);
+pub async fn run_on(listeners: Vec<TcpListener>, settings: &Settings, shutdown: impl Future<Output = ()>) {
+    let prepared = driver::prepare::<AsyncStdOutbox>(settings);
     let (events, events_rx) = channel::bounded(EVENT_QUEUE);
     let (stop, stopped) = channel::bounded::<()>(1);
     for listener in listeners {
-        async_std::task::spawn(accept_loop(
-            listener,
-            events.clone(),
-            stopped.clone(),
-            backlog_limit,
-            connection_messages,
-        ));
+        let limits = (prepared.backlog_limit, prepared.connection_messages);
+        async_std::task::spawn(accept_loop(listener, events.clone(), stopped.clone(), limits));
     }
-    let store = settings.redis.map(|redis| {
+    let store = settings.redis.clone().map(|redis| {
         let (tx, rx) = channel::unbounded();
         async_std::task::spawn(store::run(redis, rx, events.clone()));
-        tx
+        move |request| {
+            let _ = tx.try_send(request);
+        }
     });
-    let broker = async_std::task::spawn(driver::run(server, clock, events_rx, store));
+    let source = Events(events_rx);
+    let broker = async_std::task::spawn(driver::run(prepared.server, Clock::start(), source, store));
     shutdown.await;
     // Closing the channel wakes every accept loop.
     drop(stop);
@@ -96,12 +84,35 @@ pub async fn run_on(listeners: Vec<TcpListener>, settings: Settings, clock: Cloc
     broker.await;
 }
 
+/// The broker task's events: the channel raced against the timer.
+struct Events(Receiver<Event<AsyncStdOutbox>>);
+
+impl EventSource<AsyncStdOutbox> for Events {
+    async fn next(&mut self, deadline: Option<Instant>) -> Wake<AsyncStdOutbox> {
+        let timer = async {
+            match deadline {
+                Some(at) => {
+                    async_io::Timer::at(at).await;
+                }
+                None => std::future::pending().await,
+            }
+            Wake::Timer
+        };
+        async { self.0.recv().await.map_or(Wake::Closed, Wake::Event) }.or(timer).await
+    }
+
+    fn try_next(&mut self) -> Option<Event<AsyncStdOutbox>> {
+        self.0.try_recv().ok()
+    }
+}
+
+/// Accepts connections until shutdown; `limits` are the backlog limit and
+/// whether to log each new connection.
 async fn accept_loop(
     listener: TcpListener,
-    events: channel::Sender<Event>,
-    stopped: channel::Receiver<()>,
-    backlog: usize,
-    connection_messages: bool,
+    events: Sender<Event<AsyncStdOutbox>>,
+    stopped: Receiver<()>,
+    (backlog, connection_messages): (usize, bool),
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
@@ -112,7 +123,7 @@ async fn accept_loop(
         match accepted.await {
             Some(Ok((stream, remote))) => {
                 if connection_messages {
-                    info!("New connection from {} on port {port}.", remote);
+                    info!("New connection from {remote} on port {port}.");
                 }
                 async_std::task::spawn(conn::serve(stream, remote, backlog, events.clone()));
             }

@@ -1,30 +1,15 @@
-//! `culex-async-std`: the Culex MQTT broker on async-std. Run with `--help` for options.
+//! `culex-async-std`: the Culex MQTT broker on async-std. Run with
+//! `--help` for options.
 
 use std::process::ExitCode;
 
-use culex_runtime::{Launch, logging, settings};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
-    let settings = match settings::load(std::env::args()) {
-        Ok(Launch::Serve(settings)) => *settings,
-        Ok(Launch::Print(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::FAILURE;
-        }
+    let settings = match culex_runtime::start(std::env::args()) {
+        Ok(settings) => settings,
+        Err(code) => return code,
     };
-    if let Err(message) = logging::init(&settings.log) {
-        eprintln!("{message}");
-        return ExitCode::FAILURE;
-    }
-    info!("culex version {} starting", env!("CARGO_PKG_VERSION"));
-    for notice in &settings.notices {
-        info!("{notice}");
-    }
     match async_std::task::block_on(culex_async_std::run(settings, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

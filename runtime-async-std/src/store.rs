@@ -1,77 +1,66 @@
-//! The presence store task: one Redis connection, one pipeline at a time.
-//! What to send is decided by the core and `culex-runtime`; this file only
-//! talks to Redis on async-std.
-
-use std::time::Duration;
+//! The presence store task on async-std: the Redis connection and the loop
+//! answering the broker task. What is said to Redis is decided in
+//! `culex-runtime`.
 
 use async_std::channel::{Receiver, Sender};
 use async_std::future::timeout;
-use culex_core::presence::PresenceCommand;
 use culex_runtime::RedisSettings;
-use culex_runtime::store::{Scripts, connection_info, describe_error};
+use culex_runtime::driver::{Event, StoreRequest};
+use culex_runtime::store::{REDIS_TIMEOUT, RedisLink, Scripts, answer, describe_error};
+use redis::ConnectionInfo;
 use redis::aio::MultiplexedConnection;
 
-use crate::driver::Event;
+use crate::conn::AsyncStdOutbox;
 
-/// A Redis call that takes longer than this counts as failed.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What the broker task asks of the store task.
-#[derive(Debug)]
-pub(crate) enum StoreRequest {
-    /// (Re)connect, authenticate and load the scripts.
-    Connect,
-    /// Run a batch as one pipeline.
-    Batch(Vec<PresenceCommand>),
+/// One multiplexed Redis connection, reopened after any failure.
+#[derive(Default)]
+struct AsyncStdRedis {
+    conn: Option<MultiplexedConnection>,
 }
 
-/// Serves requests until the broker task goes away.
-pub(crate) async fn run(settings: RedisSettings, requests: Receiver<StoreRequest>, events: Sender<Event>) {
-    let scripts = Scripts::default();
-    let mut conn: Option<MultiplexedConnection> = None;
-    while let Ok(request) = requests.recv().await {
-        let reply = match request {
-            StoreRequest::Connect => match connect(&settings, &scripts).await {
-                Ok(c) => {
-                    conn = Some(c);
-                    Event::StoreConnected
-                }
-                Err(error) => Event::StoreFailed(error),
-            },
-            StoreRequest::Batch(batch) => match conn.as_mut() {
-                None => Event::StoreFailed("not connected".to_owned()),
-                Some(c) => {
-                    let pipe = scripts.batch_pipeline(&settings.keys, &batch);
-                    match timeout(REDIS_TIMEOUT, pipe.query_async::<()>(c)).await {
-                        Ok(Ok(())) => Event::StoreBatchDone,
-                        Ok(Err(error)) => {
-                            conn = None;
-                            Event::StoreFailed(describe_error(&error))
-                        }
-                        Err(_) => {
-                            conn = None;
-                            Event::StoreFailed("Redis did not answer in time".to_owned())
-                        }
-                    }
-                }
-            },
+impl RedisLink for AsyncStdRedis {
+    async fn connect(&mut self, info: ConnectionInfo, load: redis::Pipeline) -> Result<(), String> {
+        self.conn = None;
+        let host = info.addr().to_string();
+        let attempt = async {
+            let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection().await?;
+            load.query_async::<()>(&mut conn).await?;
+            Ok::<_, redis::RedisError>(conn)
         };
-        if events.send(reply).await.is_err() {
-            return;
+        match timeout(REDIS_TIMEOUT, attempt).await {
+            Ok(Ok(conn)) => {
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Ok(Err(error)) => Err(describe_error(&error)),
+            Err(_) => Err(format!("connecting to Redis at {host} timed out")),
         }
+    }
+
+    async fn run(&mut self, pipe: redis::Pipeline) -> Result<(), String> {
+        let Some(conn) = self.conn.as_mut() else { return Err("not connected".to_owned()) };
+        let result = match timeout(REDIS_TIMEOUT, pipe.query_async::<()>(conn)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => describe_error(&error),
+            Err(_) => "Redis did not answer in time".to_owned(),
+        };
+        self.conn = None;
+        Err(result)
     }
 }
 
-async fn connect(settings: &RedisSettings, scripts: &Scripts) -> Result<MultiplexedConnection, String> {
-    let attempt = async {
-        let client = redis::Client::open(connection_info(settings)?)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        scripts.load_pipeline().query_async::<()>(&mut conn).await?;
-        Ok::<_, redis::RedisError>(conn)
-    };
-    match timeout(REDIS_TIMEOUT, attempt).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(error)) => Err(describe_error(&error)),
-        Err(_) => Err(format!("connecting to Redis at {}:{} timed out", settings.host, settings.port)),
+/// Answers the broker task's requests until it goes away.
+pub(crate) async fn run(
+    settings: RedisSettings,
+    requests: Receiver<StoreRequest>,
+    events: Sender<Event<AsyncStdOutbox>>,
+) {
+    let scripts = Scripts::default();
+    let mut link = AsyncStdRedis::default();
+    while let Ok(request) = requests.recv().await {
+        let reply = answer(&mut link, &settings, &scripts, request).await;
+        if events.send(Event::Store(reply)).await.is_err() {
+            return;
+        }
     }
 }

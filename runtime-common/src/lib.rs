@@ -4,11 +4,17 @@
 
 pub mod backlog;
 pub mod clock;
+pub mod driver;
 pub mod logging;
+pub mod outbox;
 pub mod settings;
+mod start;
 pub mod store;
 mod sync;
 
 pub use backlog::{Admit, Backlog};
 pub use clock::Clock;
+pub use driver::{Event, EventSource, StoreEvent, StoreRequest, Wake};
+pub use outbox::{Out, OutQueue, QueueOutbox};
 pub use settings::{Launch, RedisSettings, Settings};
+pub use start::start;

@@ -4,6 +4,8 @@
 //! to Redis is decided here, once for both runtimes.
 
 use culex_core::presence::{CLEAR_STALE_SCRIPT, OFFLINE_SCRIPT, ONLINE_SCRIPT, PresenceCommand, PresenceKeys};
+
+use crate::driver::{StoreEvent, StoreRequest};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Script};
 
 use crate::settings::RedisSettings;
@@ -81,3 +83,42 @@ pub fn describe_error(error: &redis::RedisError) -> String {
         || text.contains("NOAUTH");
     if refused { format!("authentication to Redis failed (check redis_user / redis_auth): {text}") } else { text }
 }
+
+/// A runtime's connection to Redis.
+pub trait RedisLink {
+    /// Opens a new connection (dropping any old one), which sends AUTH and
+    /// SELECT, then runs `load` on it.
+    fn connect(
+        &mut self,
+        info: ConnectionInfo,
+        load: redis::Pipeline,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Runs one pipeline; on failure the connection is dropped.
+    fn run(&mut self, pipe: redis::Pipeline) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Carries out one request of the broker task on `link`.
+pub async fn answer(
+    link: &mut impl RedisLink,
+    settings: &RedisSettings,
+    scripts: &Scripts,
+    request: StoreRequest,
+) -> StoreEvent {
+    let (outcome, done) = match request {
+        StoreRequest::Connect => {
+            let outcome = match connection_info(settings) {
+                Ok(info) => link.connect(info, scripts.load_pipeline()).await,
+                Err(error) => Err(describe_error(&error)),
+            };
+            (outcome, StoreEvent::Connected)
+        }
+        StoreRequest::Batch(batch) => {
+            (link.run(scripts.batch_pipeline(&settings.keys, &batch)).await, StoreEvent::BatchDone)
+        }
+    };
+    outcome.map_or_else(StoreEvent::Failed, |()| done)
+}
+
+/// Redis calls that take longer than this count as failed.
+pub const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -1,64 +1,50 @@
-//! One task per connection: reads go to the driver as they come, writes
-//! come from the core through the connection's outbox.
+//! One task per connection on tokio: reads go to the broker task as they
+//! come, writes come from the core through the connection's outbox.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use culex_core::server::Outbox;
-use culex_core::{CloseReason, ConnId};
-use culex_runtime::{Admit, Backlog};
+use culex_core::ConnId;
+use culex_runtime::driver::Event;
+use culex_runtime::{Backlog, Out, OutQueue, QueueOutbox};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
-
-use crate::driver::Event;
+use tracing::debug;
 
 /// Bytes read per call; a frame may span reads, the core reassembles.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// What the core asks of a connection's writer.
+/// The channel from the core to a connection task.
 #[derive(Debug)]
-pub(crate) enum Out {
-    Data(Bytes),
-    Close,
-}
+pub(crate) struct Queue(mpsc::UnboundedSender<Out>);
 
-/// The core's non-blocking handle to a connection's writer.
-#[derive(Debug)]
-pub(crate) struct TokioOutbox {
-    tx: mpsc::UnboundedSender<Out>,
-    backlog: Arc<Backlog>,
-}
-
-impl Outbox for TokioOutbox {
-    fn send(&mut self, data: Bytes) {
-        match self.backlog.admit(data.len()) {
-            Admit::Queue => {
-                let _ = self.tx.send(Out::Data(data));
-            }
-            Admit::Close => {
-                warn!(queued = self.backlog.queued(), "Client is not reading its messages, disconnecting.");
-                let _ = self.tx.send(Out::Close);
-            }
-            Admit::Drop => {}
-        }
-    }
-
-    fn close(&mut self, reason: CloseReason) {
-        debug!(%reason, "closing connection");
-        let _ = self.tx.send(Out::Close);
+impl OutQueue for Queue {
+    fn push(&self, out: Out) {
+        let _ = self.0.send(out);
     }
 }
+
+/// The core's handle to a connection on tokio.
+pub(crate) type TokioOutbox = QueueOutbox<Queue>;
 
 /// Serves one accepted socket until either side ends it.
-pub(crate) async fn serve(stream: TcpStream, remote: SocketAddr, backlog_limit: usize, events: mpsc::Sender<Event>) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    backlog_limit: usize,
+    events: mpsc::Sender<Event<TokioOutbox>>,
+) {
     let _ = stream.set_nodelay(true);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::new(backlog_limit));
-    let outbox = TokioOutbox { tx, backlog: backlog.clone() };
+    let outbox = QueueOutbox::new(Queue(tx), backlog.clone());
     let (reply, id) = oneshot::channel();
+    let reply = Box::new(move |conn: ConnId| {
+        let _ = reply.send(conn);
+    });
     if events.send(Event::Accepted { remote, outbox, reply }).await.is_err() {
         return;
     }
@@ -76,7 +62,7 @@ pub(crate) async fn serve(stream: TcpStream, remote: SocketAddr, backlog_limit: 
                 buf.reserve(READ_CHUNK);
             }
             out = rx.recv() => match out {
-                Some(Out::Data(data)) => match write_all_queued(&mut writer, &mut rx, data, &backlog).await {
+                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &backlog).await {
                     Ok(Written::All) => {}
                     Ok(Written::ThenClose) => return finish(conn, writer).await,
                     Err(_) => {
@@ -99,8 +85,8 @@ enum Written {
 }
 
 /// Writes `first` and whatever else is already queued.
-async fn write_all_queued(
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+async fn write_queued(
+    writer: &mut OwnedWriteHalf,
     rx: &mut mpsc::UnboundedReceiver<Out>,
     first: Bytes,
     backlog: &Backlog,
@@ -117,7 +103,7 @@ async fn write_all_queued(
     }
 }
 
-async fn finish(conn: ConnId, mut writer: tokio::net::tcp::OwnedWriteHalf) {
+async fn finish(conn: ConnId, mut writer: OwnedWriteHalf) {
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
     debug!(%conn, "connection closed by the broker");

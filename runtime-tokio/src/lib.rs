@@ -1,27 +1,25 @@
 //! The Culex MQTT broker on tokio.
 //!
-//! Everything MQTT is decided in `culex-core` (see its crate docs for the
-//! run loop); this crate moves bytes between sockets and the core, runs the
-//! timer and executes the Redis presence calls. [`run`] serves until the
-//! shutdown future completes.
+//! Everything MQTT is decided in `culex-core` and the broker task is
+//! `culex-runtime`'s; this crate opens the sockets, runs one task per
+//! connection, races the event channel against the timer and talks to
+//! Redis, all on tokio. [`run`] serves until the shutdown future completes.
 
 mod conn;
-mod driver;
 mod store;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Instant;
 
-use culex_core::Broker;
-use culex_core::presence::{PresenceSettings, PresenceSync};
-use culex_core::server::Server;
+use culex_runtime::driver::{self, Event, EventSource, Wake};
 use culex_runtime::{Clock, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::driver::Event;
+use crate::conn::TokioOutbox;
 
 /// Why the broker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +40,6 @@ const EVENT_QUEUE: usize = 4096;
 /// Serves MQTT on every listener of `settings` until `shutdown` completes,
 /// then closes every client, writes their presence and returns.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let clock = Clock::start();
     let mut listeners = Vec::new();
     for addr in &settings.listeners {
         match TcpListener::bind(addr).await {
@@ -56,32 +53,28 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             Err(source) => return Err(Error::Bind { addr: *addr, source }),
         }
     }
-    run_on(listeners, settings, clock, shutdown).await;
+    run_on(listeners, &settings, shutdown).await;
     Ok(())
 }
 
 /// Like [`run`], on listeners already bound (tests bind port 0).
-pub async fn run_on(listeners: Vec<TcpListener>, settings: Settings, clock: Clock, shutdown: impl Future<Output = ()>) {
-    let mut core = settings.core.clone();
-    core.id_seed = culex_runtime::settings::random_seed();
-    let backlog_limit = culex_runtime::settings::backlog_limit(&core);
-    let connection_messages = core.connection_messages;
-    let presence = settings.redis.as_ref().map(|_| PresenceSync::new(PresenceSettings::default()));
-    if settings.redis.is_none() {
-        info!("No redis_host configured: client presence is written to this log only.");
-    }
-    let server = Server::new(Broker::new(core), presence);
+pub async fn run_on(listeners: Vec<TcpListener>, settings: &Settings, shutdown: impl Future<Output = ()>) {
+    let prepared = driver::prepare::<TokioOutbox>(settings);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (stop, stopped) = watch::channel(false);
     for listener in listeners {
-        tokio::spawn(accept_loop(listener, events.clone(), stopped.clone(), backlog_limit, connection_messages));
+        let limits = (prepared.backlog_limit, prepared.connection_messages);
+        tokio::spawn(accept_loop(listener, events.clone(), stopped.clone(), limits));
     }
-    let store = settings.redis.map(|redis| {
+    let store = settings.redis.clone().map(|redis| {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(store::run(redis, rx, events.clone()));
-        tx
+        move |request| {
+            let _ = tx.send(request);
+        }
     });
-    let broker = tokio::spawn(driver::run(server, clock, events_rx, store));
+    let source = Events(events_rx);
+    let broker = tokio::spawn(driver::run(prepared.server, Clock::start(), source, store));
     shutdown.await;
     let _ = stop.send(true);
     let _ = events.send(Event::Shutdown).await;
@@ -90,12 +83,35 @@ pub async fn run_on(listeners: Vec<TcpListener>, settings: Settings, clock: Cloc
     }
 }
 
+/// The broker task's events: the channel raced against the timer.
+struct Events(mpsc::Receiver<Event<TokioOutbox>>);
+
+impl EventSource<TokioOutbox> for Events {
+    async fn next(&mut self, deadline: Option<Instant>) -> Wake<TokioOutbox> {
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = self.0.recv() => event.map_or(Wake::Closed, Wake::Event),
+            () = timer => Wake::Timer,
+        }
+    }
+
+    fn try_next(&mut self) -> Option<Event<TokioOutbox>> {
+        self.0.try_recv().ok()
+    }
+}
+
+/// Accepts connections until shutdown; `limits` are the backlog limit and
+/// whether to log each new connection.
 async fn accept_loop(
     listener: TcpListener,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<Event<TokioOutbox>>,
     mut stopped: watch::Receiver<bool>,
-    backlog: usize,
-    connection_messages: bool,
+    (backlog, connection_messages): (usize, bool),
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
@@ -103,8 +119,8 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     if connection_messages {
-                    info!("New connection from {} on port {port}.", remote);
-                }
+                        info!("New connection from {remote} on port {port}.");
+                    }
                     tokio::spawn(conn::serve(stream, remote, backlog, events.clone()));
                 }
                 // Out of descriptors and the like: wait a little, keep serving.

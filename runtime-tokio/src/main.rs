@@ -2,29 +2,13 @@
 
 use std::process::ExitCode;
 
-use culex_runtime::{Launch, logging, settings};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
-    let settings = match settings::load(std::env::args()) {
-        Ok(Launch::Serve(settings)) => *settings,
-        Ok(Launch::Print(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::FAILURE;
-        }
+    let settings = match culex_runtime::start(std::env::args()) {
+        Ok(settings) => settings,
+        Err(code) => return code,
     };
-    if let Err(message) = logging::init(&settings.log) {
-        eprintln!("{message}");
-        return ExitCode::FAILURE;
-    }
-    info!("culex version {} starting", env!("CARGO_PKG_VERSION"));
-    for notice in &settings.notices {
-        info!("{notice}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

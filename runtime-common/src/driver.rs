@@ -1,0 +1,250 @@
+//! The broker task, written once for every runtime.
+//!
+//! It owns the core's [`Server`], takes [`Event`]s from the connection
+//! tasks and the presence store, fires the timer, and hands presence
+//! batches to the store task. A runtime provides only an [`EventSource`]
+//! (its channel receiver raced against its timer) and a way to pass
+//! [`StoreRequest`]s on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use culex_core::ConnId;
+use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
+use culex_core::server::{Outbox, Server};
+use culex_core::{Broker, Config};
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::settings::{self, Settings};
+
+/// Tells a connection task the id the core gave it.
+pub type Reply = Box<dyn FnOnce(ConnId) + Send>;
+
+/// What the broker task handles, one at a time.
+pub enum Event<O> {
+    /// A socket was accepted; `reply` receives its id.
+    Accepted {
+        /// The peer.
+        remote: SocketAddr,
+        /// Its writer.
+        outbox: O,
+        /// Where its id goes.
+        reply: Reply,
+    },
+    /// Bytes read.
+    Data {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes, exactly as read.
+        data: Bytes,
+    },
+    /// The socket ended.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The presence store's answer to a [`StoreRequest`].
+    Store(StoreEvent),
+    /// Stop: close every client, write their presence, return.
+    Shutdown,
+}
+
+impl<O> std::fmt::Debug for Event<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Accepted { remote, .. } => write!(f, "Accepted({remote})"),
+            Self::Data { conn, data } => write!(f, "Data({conn}, {} bytes)", data.len()),
+            Self::Closed { conn } => write!(f, "Closed({conn})"),
+            Self::Store(event) => write!(f, "Store({event:?})"),
+            Self::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// What the presence store task reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// Connected, authenticated, scripts loaded.
+    Connected,
+    /// The last request failed; the text is safe to log.
+    Failed(String),
+    /// The batch in flight was applied.
+    BatchDone,
+}
+
+/// What the broker task asks of the presence store task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreRequest {
+    /// (Re)connect, authenticate and load the scripts.
+    Connect,
+    /// Run a batch as one pipeline.
+    Batch(Vec<PresenceCommand>),
+}
+
+/// What woke the broker task.
+#[derive(Debug)]
+pub enum Wake<O> {
+    /// An event arrived.
+    Event(Event<O>),
+    /// The deadline passed.
+    Timer,
+    /// Every sender is gone.
+    Closed,
+}
+
+/// A runtime's event channel raced against its timer.
+pub trait EventSource<O> {
+    /// The next event, or [`Wake::Timer`] at `deadline` (never, if `None`).
+    fn next(&mut self, deadline: Option<std::time::Instant>) -> impl Future<Output = Wake<O>> + Send;
+
+    /// An event already queued, without waiting.
+    fn try_next(&mut self) -> Option<Event<O>>;
+}
+
+/// Events handled before presence and timers get a turn.
+const EVENTS_PER_TURN: usize = 256;
+
+/// How long shutdown waits for presence changes to reach Redis.
+const PRESENCE_FLUSH: Duration = Duration::from_secs(3);
+
+/// What a runtime starts from: the server, and the per-connection limits
+/// its connection tasks apply.
+#[derive(Debug)]
+pub struct Prepared<O> {
+    /// The broker and presence store.
+    pub server: Server<O>,
+    /// Bytes queued for a connection's writer before it is dropped.
+    pub backlog_limit: usize,
+    /// Log `New connection from ...` lines.
+    pub connection_messages: bool,
+}
+
+/// Builds the server for `settings`, with a fresh seed for assigned ids.
+pub fn prepare<O: Outbox>(settings: &Settings) -> Prepared<O> {
+    let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
+    let backlog_limit = settings::backlog_limit(&core);
+    let connection_messages = core.connection_messages;
+    let presence = settings.redis.as_ref().map(|_| PresenceSync::new(PresenceSettings::default()));
+    if settings.redis.is_none() {
+        info!("No redis_host configured: client presence is written to this log only.");
+    }
+    Prepared { server: Server::new(Broker::new(core), presence), backlog_limit, connection_messages }
+}
+
+/// Runs the broker until [`Event::Shutdown`] or until every sender is
+/// gone, then flushes presence to the store for a few seconds at most.
+pub async fn run<O: Outbox, S: EventSource<O>>(
+    mut server: Server<O>,
+    clock: Clock,
+    mut events: S,
+    mut store: Option<impl FnMut(StoreRequest)>,
+) {
+    loop {
+        poll_presence(&mut server, &clock, store.as_mut());
+        let deadline = server.next_deadline().map(|at| clock.to_std(at));
+        let mut event = match events.next(deadline).await {
+            Wake::Event(event) => event,
+            Wake::Timer => {
+                server.timeout(clock.now());
+                continue;
+            }
+            Wake::Closed => break,
+        };
+        // Take the next event only when it will be handled: one taken after
+        // the last of a turn, or after Shutdown, would be lost.
+        let mut stop = false;
+        for turn in 1..=EVENTS_PER_TURN {
+            stop = handle(&mut server, &clock, event);
+            if stop || turn == EVENTS_PER_TURN {
+                break;
+            }
+            match events.try_next() {
+                Some(next) => event = next,
+                None => break,
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    flush_presence(server, clock, events, store).await;
+}
+
+/// Handles one event; true on shutdown.
+fn handle<O: Outbox>(server: &mut Server<O>, clock: &Clock, event: Event<O>) -> bool {
+    let now = clock.now();
+    match event {
+        Event::Accepted { remote, outbox, reply } => reply(server.accept(now, Some(remote), outbox)),
+        Event::Data { conn, data } => server.received(now, conn, &data),
+        Event::Closed { conn } => server.closed(now, conn),
+        Event::Store(event) => {
+            if let Some(presence) = server.presence_mut() {
+                match event {
+                    StoreEvent::Connected => presence.handle_connected(),
+                    StoreEvent::Failed(error) => presence.handle_failure(now.instant, &error),
+                    StoreEvent::BatchDone => presence.handle_batch_done(),
+                }
+            }
+        }
+        Event::Shutdown => {
+            info!(
+                "culex version {} terminating, closing {} client connections.",
+                env!("CARGO_PKG_VERSION"),
+                server.connections()
+            );
+            server.shutdown(now);
+            return true;
+        }
+    }
+    false
+}
+
+/// Starts a connection attempt or sends the next batch, if it is time.
+fn poll_presence<O: Outbox>(server: &mut Server<O>, clock: &Clock, store: Option<&mut impl FnMut(StoreRequest)>) {
+    let (Some(presence), Some(store)) = (server.presence_mut(), store) else { return };
+    if presence.poll_connect(clock.now().instant) {
+        store(StoreRequest::Connect);
+    }
+    if let Some(batch) = presence.poll_batch() {
+        store(StoreRequest::Batch(batch.to_vec()));
+    }
+}
+
+/// After shutdown: keeps the presence store going until every change is
+/// written or [`PRESENCE_FLUSH`] is over. Other events are dropped: their
+/// connections are closed already.
+async fn flush_presence<O: Outbox, S: EventSource<O>>(
+    mut server: Server<O>,
+    clock: Clock,
+    mut events: S,
+    mut store: Option<impl FnMut(StoreRequest)>,
+) {
+    if store.is_none() {
+        return;
+    }
+    let give_up = std::time::Instant::now() + PRESENCE_FLUSH;
+    loop {
+        poll_presence(&mut server, &clock, store.as_mut());
+        let pending = server.presence_mut().map_or(0, |p| p.pending());
+        if pending == 0 {
+            return;
+        }
+        if std::time::Instant::now() >= give_up {
+            warn!(pending, "presence changes not written to Redis before exit");
+            return;
+        }
+        let deadline = server.next_deadline().map_or(give_up, |at| clock.to_std(at).min(give_up));
+        match events.next(Some(deadline)).await {
+            Wake::Event(event @ Event::Store(_)) => {
+                handle(&mut server, &clock, event);
+            }
+            Wake::Event(_) | Wake::Timer => {}
+            Wake::Closed => {
+                warn!(pending, "presence changes not written to Redis before exit");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The first steps of both binaries: command line, config file, logging.
+
+use std::process::ExitCode;
+
+use tracing::info;
+
+use crate::settings::{self, Launch, Settings};
+
+/// Reads the command line and config file and starts logging. `Err` is
+/// the exit code when there is nothing to serve: `--help`, `--version`
+/// (printed, success) or an error (printed to stderr, failure).
+pub fn start(args: impl IntoIterator<Item = String>) -> Result<Settings, ExitCode> {
+    let settings = match settings::load(args) {
+        Ok(Launch::Serve(settings)) => *settings,
+        Ok(Launch::Print(text)) => {
+            print!("{text}");
+            return Err(ExitCode::SUCCESS);
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    if let Err(message) = crate::logging::init(&settings.log) {
+        eprintln!("{message}");
+        return Err(ExitCode::FAILURE);
+    }
+    info!("culex version {} starting", env!("CARGO_PKG_VERSION"));
+    for notice in &settings.notices {
+        info!("{notice}");
+    }
+    Ok(settings)
+}
