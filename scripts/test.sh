@@ -27,7 +27,7 @@ cargo test --workspace --locked --no-fail-fast
 
 step "loom models"
 LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-  cargo test -p culex-runtime --release --locked --lib loom
+  cargo test -p culex-runtime --features tokio --release --locked --lib loom
 
 step "end-to-end: real clients and redis-server against both binaries"
 scripts/e2e.sh

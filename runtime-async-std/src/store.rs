@@ -1,53 +1,12 @@
-//! The presence store task on async-std: the Redis connection and the loop
-//! answering the broker task. What is said to Redis is decided in
-//! `culex-runtime`.
+//! The presence store task on async-std. What is said to Redis, and how,
+//! is `culex-runtime`'s; this is the loop between the two channels.
 
 use async_std::channel::{Receiver, Sender};
-use async_std::future::timeout;
 use culex_runtime::RedisSettings;
 use culex_runtime::driver::{Event, StoreRequest};
-use culex_runtime::store::{REDIS_TIMEOUT, RedisLink, Scripts, answer, describe_error};
-use redis::ConnectionInfo;
-use redis::aio::MultiplexedConnection;
+use culex_runtime::store::{RedisLink, Scripts};
 
 use crate::conn::AsyncStdOutbox;
-
-/// One multiplexed Redis connection, reopened after any failure.
-#[derive(Default)]
-struct AsyncStdRedis {
-    conn: Option<MultiplexedConnection>,
-}
-
-impl RedisLink for AsyncStdRedis {
-    async fn connect(&mut self, info: ConnectionInfo, load: redis::Pipeline) -> Result<(), String> {
-        self.conn = None;
-        let host = info.addr().to_string();
-        let attempt = async {
-            let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection().await?;
-            load.query_async::<()>(&mut conn).await?;
-            Ok::<_, redis::RedisError>(conn)
-        };
-        match timeout(REDIS_TIMEOUT, attempt).await {
-            Ok(Ok(conn)) => {
-                self.conn = Some(conn);
-                Ok(())
-            }
-            Ok(Err(error)) => Err(describe_error(&error)),
-            Err(_) => Err(format!("connecting to Redis at {host} timed out")),
-        }
-    }
-
-    async fn run(&mut self, pipe: redis::Pipeline) -> Result<(), String> {
-        let Some(conn) = self.conn.as_mut() else { return Err("not connected".to_owned()) };
-        let result = match timeout(REDIS_TIMEOUT, pipe.query_async::<()>(conn)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(error)) => describe_error(&error),
-            Err(_) => "Redis did not answer in time".to_owned(),
-        };
-        self.conn = None;
-        Err(result)
-    }
-}
 
 /// Answers the broker task's requests until it goes away.
 pub(crate) async fn run(
@@ -56,9 +15,9 @@ pub(crate) async fn run(
     events: Sender<Event<AsyncStdOutbox>>,
 ) {
     let scripts = Scripts::default();
-    let mut link = AsyncStdRedis::default();
+    let mut link = RedisLink::new(async_std::task::sleep);
     while let Ok(request) = requests.recv().await {
-        let reply = answer(&mut link, &settings, &scripts, request).await;
+        let reply = link.answer(&settings, &scripts, request).await;
         if events.send(Event::Store(reply)).await.is_err() {
             return;
         }

@@ -6,6 +6,9 @@
 use culex_core::presence::{CLEAR_STALE_SCRIPT, OFFLINE_SCRIPT, ONLINE_SCRIPT, PresenceCommand, PresenceKeys};
 
 use crate::driver::{StoreEvent, StoreRequest};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Script};
 
 use crate::settings::RedisSettings;
@@ -84,41 +87,89 @@ pub fn describe_error(error: &redis::RedisError) -> String {
     if refused { format!("authentication to Redis failed (check redis_user / redis_auth): {text}") } else { text }
 }
 
-/// A runtime's connection to Redis.
-pub trait RedisLink {
-    /// Opens a new connection (dropping any old one), which sends AUTH and
-    /// SELECT, then runs `load` on it.
-    fn connect(
-        &mut self,
-        info: ConnectionInfo,
-        load: redis::Pipeline,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-
-    /// Runs one pipeline; on failure the connection is dropped.
-    fn run(&mut self, pipe: redis::Pipeline) -> impl Future<Output = Result<(), String>> + Send;
+/// One multiplexed Redis connection, reopened after any failure. `sleep`
+/// is the runtime's timer, for timeouts; the client library finds the
+/// runtime's reactor by itself.
+pub struct RedisLink<S> {
+    conn: Option<MultiplexedConnection>,
+    sleep: S,
 }
 
-/// Carries out one request of the broker task on `link`.
-pub async fn answer(
-    link: &mut impl RedisLink,
-    settings: &RedisSettings,
-    scripts: &Scripts,
-    request: StoreRequest,
-) -> StoreEvent {
-    let (outcome, done) = match request {
-        StoreRequest::Connect => {
-            let outcome = match connection_info(settings) {
-                Ok(info) => link.connect(info, scripts.load_pipeline()).await,
-                Err(error) => Err(describe_error(&error)),
-            };
-            (outcome, StoreEvent::Connected)
+impl<S> std::fmt::Debug for RedisLink<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink").field("connected", &self.conn.is_some()).finish()
+    }
+}
+
+impl<S, F> RedisLink<S>
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    /// A link that is not connected yet.
+    pub fn new(sleep: S) -> Self {
+        Self { conn: None, sleep }
+    }
+
+    /// `work`, or `None` after [`REDIS_TIMEOUT`].
+    async fn within<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let timer = async {
+            (self.sleep)(REDIS_TIMEOUT).await;
+            None
+        };
+        futures_lite::future::or(async { Some(work.await) }, timer).await
+    }
+
+    /// Opens a new connection (dropping any old one), which sends AUTH and
+    /// SELECT, then runs `load` on it.
+    async fn connect(&mut self, info: ConnectionInfo, load: redis::Pipeline) -> Result<(), String> {
+        self.conn = None;
+        let host = info.addr().to_string();
+        let attempt = async {
+            let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection().await?;
+            load.query_async::<()>(&mut conn).await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        match self.within(attempt).await {
+            Some(Ok(conn)) => {
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Some(Err(error)) => Err(describe_error(&error)),
+            None => Err(format!("connecting to Redis at {host} timed out")),
         }
-        StoreRequest::Batch(batch) => {
-            (link.run(scripts.batch_pipeline(&settings.keys, &batch)).await, StoreEvent::BatchDone)
+    }
+
+    /// Runs one pipeline; on failure the connection is dropped.
+    async fn run(&mut self, pipe: redis::Pipeline) -> Result<(), String> {
+        let Some(mut conn) = self.conn.take() else { return Err("not connected".to_owned()) };
+        match self.within(pipe.query_async::<()>(&mut conn)).await {
+            Some(Ok(())) => {
+                self.conn = Some(conn);
+                Ok(())
+            }
+            Some(Err(error)) => Err(describe_error(&error)),
+            None => Err("Redis did not answer in time".to_owned()),
         }
-    };
-    outcome.map_or_else(StoreEvent::Failed, |()| done)
+    }
+
+    /// Carries out one request of the broker task.
+    pub async fn answer(&mut self, settings: &RedisSettings, scripts: &Scripts, request: StoreRequest) -> StoreEvent {
+        let (outcome, done) = match request {
+            StoreRequest::Connect => {
+                let outcome = match connection_info(settings) {
+                    Ok(info) => self.connect(info, scripts.load_pipeline()).await,
+                    Err(error) => Err(describe_error(&error)),
+                };
+                (outcome, StoreEvent::Connected)
+            }
+            StoreRequest::Batch(batch) => {
+                (self.run(scripts.batch_pipeline(&settings.keys, &batch)).await, StoreEvent::BatchDone)
+            }
+        };
+        outcome.map_or_else(StoreEvent::Failed, |()| done)
+    }
 }
 
 /// Redis calls that take longer than this count as failed.
-pub const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
