@@ -198,7 +198,7 @@ impl Broker {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         if self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
-            info!(conn = %id, "Client connection from {} denied: max_connections exceeded.", show_addr(remote));
+            info!("Client connection from {} denied: max_connections exceeded.", show_addr(remote));
             self.actions.push_back(Action::Close { conn: id, reason: CloseReason::TooManyConnections });
             return id;
         }
@@ -415,7 +415,7 @@ impl Broker {
         // Takeover: the old connection goes first, so its MarkOffline (and
         // its will) come before this connection's MarkOnline.
         if let Some(old) = self.sessions.find(&client_id).and_then(|key| self.sessions.get(key)?.conn) {
-            info!(conn = %old, "Client {client_id} already connected, closing old connection.");
+            info!("Client {client_id} already connected, closing old connection.");
             self.close(now, old, CloseReason::TakenOver);
         }
         let existing = self.sessions.find(&client_id);
@@ -440,7 +440,6 @@ impl Broker {
         }
         if self.config.connection_messages {
             info!(
-                conn = %id,
                 "New client connected from {} as {} (p{}, c{}, k{}{}).",
                 show_addr(conn.remote),
                 client_id,
@@ -487,7 +486,7 @@ impl Broker {
     /// Answers CONNECT with a non-zero code and closes ([MQTT-3.2.2-4],
     /// [MQTT-3.2.2-5], [MQTT-3.1.4-5]).
     fn refuse(&mut self, now: Now, id: ConnId, client_id: &str, code: ConnectReturnCode) {
-        info!(conn = %id, "Client {client_id} refused: CONNACK {code}.");
+        info!("Client {client_id} refused: CONNACK {code}.");
         self.write(id, &connack(false, code));
         self.close(now, id, CloseReason::Refused(code));
     }
@@ -585,9 +584,11 @@ impl Broker {
         );
         if payload.len() > self.config.payload_limit() {
             info!(
-                conn = %id,
                 "Dropped too large PUBLISH from {client_id} (q{}, r{}, '{}', ... ({} bytes))",
-                qos.bits(), u8::from(retain), topic.as_str(), payload.len()
+                qos.bits(),
+                u8::from(retain),
+                topic.as_str(),
+                payload.len()
             );
             return None;
         }
@@ -920,14 +921,14 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
         return;
     }
     match reason {
-        CloseReason::Disconnected => info!(conn = %id, "Client {client} disconnected."),
-        CloseReason::ConnectionLost => info!(conn = %id, "Socket error on client {client}, disconnecting."),
-        CloseReason::KeepAliveTimeout => info!(conn = %id, "Client {client} has exceeded timeout, disconnecting."),
+        CloseReason::Disconnected => info!("Client {client} disconnected."),
+        CloseReason::ConnectionLost => info!("Socket error on client {client}, disconnecting."),
+        CloseReason::KeepAliveTimeout => info!("Client {client} has exceeded timeout, disconnecting."),
         CloseReason::Violation(v) => {
-            info!(conn = %id, statement = v.statement(), "Client {client} disconnected due to protocol error: {v}")
+            info!("Client {client} disconnected due to protocol error: {v}")
         }
         CloseReason::TooLarge { .. } | CloseReason::ConnectTimeout => {
-            info!(conn = %id, "Client {client} disconnected: {reason}.")
+            info!("Client {client} disconnected: {reason}.")
         }
         CloseReason::TakenOver | CloseReason::Refused(_) | CloseReason::TooManyConnections | CloseReason::Shutdown => {
             debug!(conn = %id, "Client {client} closed: {reason}.")

@@ -58,14 +58,15 @@
 //! - A payload above `message_size_limit` is acknowledged and dropped.
 //! - QoS 0 messages are not queued for offline sessions unless
 //!   `queue_qos0_messages` is set.
-//! - An empty client id with clean session gets `auto-` and a UUID;
-//!   MQTT 3.1 clients must send an id of 1 to 23 characters.
+//! - An empty client id with clean session gets `auto-` and a UUID.
+//! - MQTT 3.1 clients must send an id of 1 to 23 characters, as the 3.1
+//!   specification says (Mosquitto 2.0 accepts longer ones).
 //! - A client asking for a keepalive above `max_keepalive` is refused
 //!   with CONNACK 0x02.
 //! - On takeover the old connection's will is published (the old network
 //!   connection closed without DISCONNECT, [MQTT-3.1.2-8]).
 //! - Overlapping subscriptions give one copy, at the highest granted QoS
-//!   ([MQTT-3.3.5-1]); Mosquitto sends one copy per subscription.
+//!   ([MQTT-3.3.5-1]), as Mosquitto 2.0 does.
 #![warn(missing_docs)]
 
 mod action;

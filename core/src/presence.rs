@@ -23,6 +23,10 @@
 //!   broker a device left cannot erase the entry of the broker it joined.
 //! - The first successful connection after start clears the entries a
 //!   previous run of this broker left behind (a crash), and only those.
+//! - While idle, the store is checked every few seconds: a lost
+//!   connection is found and reopened, and an index that vanished (Redis
+//!   restarted without persistence, flushed, or failed over) makes the
+//!   broker assert everyone online again, without anyone reconnecting.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -96,6 +100,9 @@ impl PresenceKeys {
 /// One Redis call of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PresenceCommand {
+    /// `EXISTS` this broker's index: alone in its batch, answered with
+    /// [`PresenceSync::handle_verified`].
+    Verify,
     /// Run [`CLEAR_STALE_SCRIPT`].
     ClearStale,
     /// Run [`ONLINE_SCRIPT`] for the client.
@@ -113,11 +120,18 @@ pub struct PresenceSettings {
     pub backoff_min: Duration,
     /// Longest reconnection delay.
     pub backoff_max: Duration,
+    /// How often an idle store is checked.
+    pub verify_interval: Duration,
 }
 
 impl Default for PresenceSettings {
     fn default() -> Self {
-        Self { max_batch: 512, backoff_min: Duration::from_millis(100), backoff_max: Duration::from_secs(5) }
+        Self {
+            max_batch: 512,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            verify_interval: Duration::from_secs(5),
+        }
     }
 }
 
@@ -143,6 +157,8 @@ pub struct PresenceSync {
     link: Link,
     backoff: Duration,
     stale_cleared: bool,
+    /// When the idle store is next checked.
+    verify_at: Instant,
 }
 
 impl PresenceSync {
@@ -157,6 +173,7 @@ impl PresenceSync {
             link: Link::Down { retry_at: Instant::ZERO },
             backoff: settings.backoff_min,
             stale_cleared: false,
+            verify_at: Instant::ZERO,
         }
     }
 
@@ -194,10 +211,15 @@ impl PresenceSync {
 
     /// The connection is up and authenticated: everything online is
     /// asserted again, after the stale entries are cleared on first contact.
-    pub fn handle_connected(&mut self) {
+    pub fn handle_connected(&mut self, now: Instant) {
         info!(online = self.online.len(), "presence store connected");
         self.link = Link::Up;
         self.backoff = self.settings.backoff_min;
+        self.verify_at = now + self.settings.verify_interval;
+        self.reassert();
+    }
+
+    fn reassert(&mut self) {
         let online: Vec<ClientId> = self.online.iter().cloned().collect();
         for client in online {
             self.note(client, true);
@@ -212,7 +234,7 @@ impl PresenceSync {
         if let Some(batch) = self.in_flight.take() {
             for command in batch {
                 match command {
-                    PresenceCommand::ClearStale => {}
+                    PresenceCommand::ClearStale | PresenceCommand::Verify => {}
                     PresenceCommand::Online(client) => self.requeue(client, true),
                     PresenceCommand::Offline(client) => self.requeue(client, false),
                 }
@@ -230,11 +252,27 @@ impl PresenceSync {
     }
 
     /// The in-flight batch was applied.
-    pub fn handle_batch_done(&mut self) {
+    pub fn handle_batch_done(&mut self, now: Instant) {
         if let Some(batch) = self.in_flight.take() {
             if batch.first() == Some(&PresenceCommand::ClearStale) {
                 self.stale_cleared = true;
             }
+        }
+        self.verify_at = now + self.settings.verify_interval;
+    }
+
+    /// The answer to [`PresenceCommand::Verify`]: whether this broker's
+    /// index is still in Redis. If it vanished, Redis lost its data and
+    /// everyone online is asserted again.
+    pub fn handle_verified(&mut self, now: Instant, intact: bool) {
+        self.in_flight = None;
+        self.verify_at = now + self.settings.verify_interval;
+        if !intact && !self.online.is_empty() {
+            warn!(
+                online = self.online.len(),
+                "presence entries vanished from Redis (restart or flush): writing them again"
+            );
+            self.reassert();
         }
     }
 
@@ -243,9 +281,17 @@ impl PresenceSync {
     /// [`handle_batch_done`](Self::handle_batch_done) or
     /// [`handle_failure`](Self::handle_failure).
     #[must_use]
-    pub fn poll_batch(&mut self) -> Option<&[PresenceCommand]> {
+    pub fn poll_batch(&mut self, now: Instant) -> Option<&[PresenceCommand]> {
         if self.link != Link::Up || self.in_flight.is_some() {
             return None;
+        }
+        if self.unconfirmed.is_empty() && self.stale_cleared {
+            // Idle: only the periodic check, and only if there is
+            // something to lose.
+            if self.online.is_empty() || now < self.verify_at {
+                return None;
+            }
+            return Some(self.in_flight.insert(vec![PresenceCommand::Verify]));
         }
         let mut batch = Vec::new();
         if !self.stale_cleared {
@@ -262,11 +308,13 @@ impl PresenceSync {
         Some(self.in_flight.insert(batch))
     }
 
-    /// When [`poll_connect`](Self::poll_connect) will next say yes.
+    /// When [`poll_connect`](Self::poll_connect) or the periodic check
+    /// next needs a call.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.link {
             Link::Down { retry_at } => Some(retry_at),
+            Link::Up if self.in_flight.is_none() && !self.online.is_empty() => Some(self.verify_at),
             _ => None,
         }
     }
@@ -302,7 +350,7 @@ mod tests {
     fn connected() -> PresenceSync {
         let mut p = PresenceSync::new(PresenceSettings::default());
         assert!(p.poll_connect(at(0)));
-        p.handle_connected();
+        p.handle_connected(at(0));
         p
     }
 
@@ -310,33 +358,36 @@ mod tests {
     fn first_batch_clears_stale_entries_once() {
         let mut p = connected();
         p.handle_change(&id("a"), true);
-        assert_eq!(p.poll_batch().map(<[_]>::to_vec), Some(vec![PresenceCommand::ClearStale, PresenceCommand::Online(id("a"))]));
-        p.handle_batch_done();
+        assert_eq!(
+            p.poll_batch(at(0)).map(<[_]>::to_vec),
+            Some(vec![PresenceCommand::ClearStale, PresenceCommand::Online(id("a"))])
+        );
+        p.handle_batch_done(at(0));
         p.handle_change(&id("b"), true);
-        assert_eq!(p.poll_batch().map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("b"))]));
+        assert_eq!(p.poll_batch(at(0)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("b"))]));
     }
 
     #[test]
     fn takeover_collapses_to_online() {
         let mut p = connected();
         p.handle_change(&id("a"), true);
-        let _ = p.poll_batch();
-        p.handle_batch_done();
+        let _ = p.poll_batch(at(0));
+        p.handle_batch_done(at(0));
         p.handle_change(&id("a"), false);
         p.handle_change(&id("a"), true);
-        assert_eq!(p.poll_batch().map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("a"))]));
+        assert_eq!(p.poll_batch(at(0)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("a"))]));
     }
 
     #[test]
     fn one_batch_in_flight_keeps_order_per_client() {
         let mut p = connected();
         p.handle_change(&id("a"), true);
-        let first = p.poll_batch().map(<[_]>::to_vec);
+        let first = p.poll_batch(at(0)).map(<[_]>::to_vec);
         assert!(first.is_some());
         p.handle_change(&id("a"), false);
-        assert!(p.poll_batch().is_none(), "second batch waits for the first");
-        p.handle_batch_done();
-        assert_eq!(p.poll_batch().map(<[_]>::to_vec), Some(vec![PresenceCommand::Offline(id("a"))]));
+        assert!(p.poll_batch(at(0)).is_none(), "second batch waits for the first");
+        p.handle_batch_done(at(0));
+        assert_eq!(p.poll_batch(at(0)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Offline(id("a"))]));
     }
 
     #[test]
@@ -344,16 +395,16 @@ mod tests {
         let mut p = connected();
         p.handle_change(&id("a"), true);
         p.handle_change(&id("b"), true);
-        let _ = p.poll_batch();
+        let _ = p.poll_batch(at(0));
         p.handle_failure(at(10), "connection reset");
         p.handle_change(&id("b"), false);
         p.handle_change(&id("c"), true);
-        assert!(p.poll_batch().is_none());
+        assert!(p.poll_batch(at(0)).is_none());
         assert!(!p.poll_connect(at(50)), "back-off not over");
         assert_eq!(p.poll_timeout(), Some(at(110)));
         assert!(p.poll_connect(at(110)));
-        p.handle_connected();
-        let batch = p.poll_batch().map(<[_]>::to_vec).unwrap_or_default();
+        p.handle_connected(at(0));
+        let batch = p.poll_batch(at(0)).map(<[_]>::to_vec).unwrap_or_default();
         assert_eq!(batch[0], PresenceCommand::ClearStale);
         let mut rest = batch[1..].to_vec();
         rest.sort_by_key(|c| format!("{c:?}"));
@@ -377,7 +428,7 @@ mod tests {
         }
         assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
         assert!(p.poll_connect(now));
-        p.handle_connected();
+        p.handle_connected(at(0));
         p.handle_failure(now, "reset");
         assert_eq!(p.poll_timeout(), Some(now + Duration::from_millis(100)));
     }
@@ -393,17 +444,44 @@ mod tests {
     }
 
     #[test]
+    fn idle_store_is_verified_and_healed_when_its_index_vanished() {
+        let mut p = connected();
+        p.handle_change(&id("a"), true);
+        let _ = p.poll_batch(at(0));
+        p.handle_batch_done(at(0));
+        assert!(p.poll_batch(at(4_999)).is_none());
+        assert_eq!(p.poll_timeout(), Some(at(5_000)));
+        assert_eq!(p.poll_batch(at(5_000)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Verify]));
+        p.handle_verified(at(5_001), true);
+        assert!(p.poll_batch(at(5_002)).is_none());
+        assert_eq!(p.poll_batch(at(10_001)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Verify]));
+        p.handle_verified(at(10_002), false);
+        assert_eq!(p.poll_batch(at(10_003)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("a"))]));
+    }
+
+    #[test]
+    fn nobody_online_means_no_checks() {
+        let mut p = connected();
+        p.handle_change(&id("a"), true);
+        p.handle_change(&id("a"), false);
+        let _ = p.poll_batch(at(0));
+        p.handle_batch_done(at(0));
+        assert_eq!(p.poll_timeout(), None);
+        assert!(p.poll_batch(at(60_000)).is_none());
+    }
+
+    #[test]
     fn batches_are_capped() {
         let mut p = PresenceSync::new(PresenceSettings { max_batch: 3, ..PresenceSettings::default() });
         assert!(p.poll_connect(at(0)));
-        p.handle_connected();
+        p.handle_connected(at(0));
         for n in 0..5 {
             p.handle_change(&id(&n.to_string()), true);
         }
-        assert_eq!(p.poll_batch().map(<[_]>::len), Some(3));
-        p.handle_batch_done();
-        assert_eq!(p.poll_batch().map(<[_]>::len), Some(3));
-        p.handle_batch_done();
-        assert!(p.poll_batch().is_none());
+        assert_eq!(p.poll_batch(at(0)).map(<[_]>::len), Some(3));
+        p.handle_batch_done(at(0));
+        assert_eq!(p.poll_batch(at(0)).map(<[_]>::len), Some(3));
+        p.handle_batch_done(at(0));
+        assert!(p.poll_batch(at(0)).is_none());
     }
 }

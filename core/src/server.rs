@@ -159,13 +159,13 @@ mod tests {
     fn actions_reach_outboxes_and_presence() {
         let mut presence = PresenceSync::new(PresenceSettings::default());
         assert!(presence.poll_connect(Instant::ZERO));
-        presence.handle_connected();
+        presence.handle_connected(Instant::ZERO);
         let mut server = Server::new(Broker::new(Config::default()), Some(presence));
         let out = Recorder::default();
         let conn = server.accept(now(), None, out.clone());
         server.received(now(), conn, &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'a']);
         assert_eq!(out.0.borrow().0, [0x20, 2, 0, 0]);
-        let batch = server.presence_mut().and_then(|p| p.poll_batch().map(<[_]>::to_vec));
+        let batch = server.presence_mut().and_then(|p| p.poll_batch(Instant::ZERO).map(<[_]>::to_vec));
         assert_eq!(batch, Some(vec![PresenceCommand::ClearStale, PresenceCommand::Online(ClientId::new("a"))]));
         // A malformed packet: the outbox is told to close.
         server.received(now(), conn, &[0xf0, 0]);

@@ -72,6 +72,9 @@ pub enum StoreEvent {
     Failed(String),
     /// The batch in flight was applied.
     BatchDone,
+    /// The answer to a [`PresenceCommand::Verify`] batch: whether this
+    /// broker's index is still there.
+    Verified(bool),
 }
 
 /// What the broker task asks of the presence store task.
@@ -182,9 +185,10 @@ fn handle<O: Outbox>(server: &mut Server<O>, clock: &Clock, event: Event<O>) -> 
         Event::Store(event) => {
             if let Some(presence) = server.presence_mut() {
                 match event {
-                    StoreEvent::Connected => presence.handle_connected(),
+                    StoreEvent::Connected => presence.handle_connected(now.instant),
                     StoreEvent::Failed(error) => presence.handle_failure(now.instant, &error),
-                    StoreEvent::BatchDone => presence.handle_batch_done(),
+                    StoreEvent::BatchDone => presence.handle_batch_done(now.instant),
+                    StoreEvent::Verified(intact) => presence.handle_verified(now.instant, intact),
                 }
             }
         }
@@ -204,10 +208,11 @@ fn handle<O: Outbox>(server: &mut Server<O>, clock: &Clock, event: Event<O>) -> 
 /// Starts a connection attempt or sends the next batch, if it is time.
 fn poll_presence<O: Outbox>(server: &mut Server<O>, clock: &Clock, store: Option<&mut impl FnMut(StoreRequest)>) {
     let (Some(presence), Some(store)) = (server.presence_mut(), store) else { return };
-    if presence.poll_connect(clock.now().instant) {
+    let now = clock.now().instant;
+    if presence.poll_connect(now) {
         store(StoreRequest::Connect);
     }
-    if let Some(batch) = presence.poll_batch() {
+    if let Some(batch) = presence.poll_batch(now) {
         store(StoreRequest::Batch(batch.to_vec()));
     }
 }

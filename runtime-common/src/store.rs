@@ -48,6 +48,8 @@ impl Scripts {
         let mut pipe = redis::pipe();
         for command in batch {
             let (script, arg) = match command {
+                // Verify batches are answered by `RedisLink::answer` alone.
+                PresenceCommand::Verify => continue,
                 PresenceCommand::ClearStale => (&self.clear_stale, None),
                 PresenceCommand::Online(client) => (&self.online, Some(client.as_str())),
                 PresenceCommand::Offline(client) => (&self.offline, Some(client.as_str())),
@@ -153,6 +155,19 @@ where
         }
     }
 
+    /// Whether `key` exists; on failure the connection is dropped.
+    async fn exists(&mut self, key: &str) -> Result<bool, String> {
+        let Some(mut conn) = self.conn.take() else { return Err("not connected".to_owned()) };
+        match self.within(redis::cmd("EXISTS").arg(key).query_async::<bool>(&mut conn)).await {
+            Some(Ok(exists)) => {
+                self.conn = Some(conn);
+                Ok(exists)
+            }
+            Some(Err(error)) => Err(describe_error(&error)),
+            None => Err("Redis did not answer in time".to_owned()),
+        }
+    }
+
     /// Carries out one request of the broker task.
     pub async fn answer(&mut self, settings: &RedisSettings, scripts: &Scripts, request: StoreRequest) -> StoreEvent {
         let (outcome, done) = match request {
@@ -162,6 +177,9 @@ where
                     Err(error) => Err(describe_error(&error)),
                 };
                 (outcome, StoreEvent::Connected)
+            }
+            StoreRequest::Batch(batch) if batch == [PresenceCommand::Verify] => {
+                return self.exists(&settings.keys.index).await.map_or_else(StoreEvent::Failed, StoreEvent::Verified);
             }
             StoreRequest::Batch(batch) => {
                 (self.run(scripts.batch_pipeline(&settings.keys, &batch)).await, StoreEvent::BatchDone)

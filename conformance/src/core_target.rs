@@ -1,0 +1,150 @@
+//! The core target: scenarios replayed against `culex-core` through its
+//! [`Simulation`], in virtual time, with the core's own transcript.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use culex_core::codec::Packet;
+use culex_core::sim::{DEFAULT_START_UNIX, Simulation};
+use culex_core::{Config, ConnId};
+use culex_spec::{BrokerConf, Env, Scenario};
+
+use crate::runner::{self, Driver, Event, Patience};
+use crate::transcript::single_packet;
+use crate::{Outcome, Run};
+
+/// What `{p}` stands for in core runs: short, fixed, so transcripts are
+/// stable.
+pub const CORE_PREFIX: &str = "cx";
+
+/// A setting the core cannot take, as its own config parser says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("broker settings: {0}")]
+pub struct ConfigError(String);
+
+/// Runs scenarios against a fresh core each time.
+#[derive(Debug, Clone, Default)]
+pub struct CoreTarget {
+    /// mosquitto.conf lines every run starts from.
+    base: Vec<(String, String)>,
+}
+
+impl CoreTarget {
+    /// A target whose broker starts from the defaults; each scenario's
+    /// `[config]` is applied on top.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A target whose broker starts from `conf`, as a broker started with
+    /// that file would. Keys the core does not act on (`listener`, ...)
+    /// are left to the runtimes.
+    pub fn with_conf(conf: &BrokerConf) -> Result<Self, ConfigError> {
+        let base: Vec<(String, String)> = conf
+            .entries
+            .iter()
+            .filter(|(key, _)| !RUNTIME_KEYS.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        config_for(&base, std::iter::empty())?;
+        Ok(Self { base })
+    }
+
+    /// Replays `scenario`. Its `[config]` must name settings the core
+    /// knows; otherwise the run fails at once.
+    pub fn run(&self, scenario: &Scenario) -> Run {
+        let config = match config_for(&self.base, scenario.config.iter()) {
+            Ok(config) => config,
+            Err(e) => {
+                let outcome = Outcome::Fail { line: 0, step: "[config]".into(), message: e.to_string() };
+                return Run { scenario: scenario.name.clone(), outcome, transcript: String::new() };
+            }
+        };
+        let mut sim = Simulation::new(config);
+        sim.record();
+        let env = Env { prefix: CORE_PREFIX.to_owned(), unix_now: DEFAULT_START_UNIX };
+        let mut driver = CoreDriver { sim, conns: BTreeMap::new(), inbox: BTreeMap::new() };
+        let outcome = runner::run(&mut driver, scenario, &env);
+        Run { scenario: scenario.name.clone(), outcome, transcript: driver.sim.transcript().to_owned() }
+    }
+}
+
+/// Keys of a broker file that concern sockets and services, not the core.
+const RUNTIME_KEYS: &[&str] = &["listener", "port", "bind_address", "redis_host", "redis_port", "redis_auth"];
+
+/// The core's [`Config`] for `base` lines then `overrides`, read by the
+/// core's own mosquitto.conf parser (later lines win, as in the file).
+fn config_for<'a>(
+    base: &'a [(String, String)],
+    overrides: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<Config, ConfigError> {
+    let mut text = String::new();
+    for (key, value) in base.iter().map(|(k, v)| (k, v)).chain(overrides) {
+        text.push_str(&format!("{key} {value}\n"));
+    }
+    let conf = culex_core::conf::parse("scenario settings", &text).map_err(|e| ConfigError(e.to_string()))?;
+    if let Some(warning) = conf.warnings.first() {
+        return Err(ConfigError(warning.to_string()));
+    }
+    Ok(conf.core)
+}
+
+/// The runtime's part, played by the simulation.
+struct CoreDriver {
+    sim: Simulation,
+    conns: BTreeMap<String, ConnId>,
+    inbox: BTreeMap<String, VecDeque<Packet>>,
+}
+
+impl Driver for CoreDriver {
+    fn open(&mut self, client: &str) -> Result<(), String> {
+        let conn = self.sim.open(client, false);
+        self.conns.insert(client.to_owned(), conn);
+        self.inbox.insert(client.to_owned(), VecDeque::new());
+        Ok(())
+    }
+
+    fn send(&mut self, client: &str, bytes: &[u8]) {
+        let Some(&conn) = self.conns.get(client) else { return };
+        // A single well-formed packet goes in as a packet, so the
+        // transcript shows it decoded; anything else goes in as bytes.
+        match single_packet(bytes) {
+            Some(packet) => self.sim.send(conn, &packet),
+            None => self.sim.send_bytes(conn, bytes),
+        }
+    }
+
+    fn drop_connection(&mut self, client: &str) {
+        if let Some(conn) = self.conns.remove(client) {
+            self.sim.drop_connection(conn);
+        }
+    }
+
+    fn wait(&mut self, by: Duration) {
+        self.sim.advance(by);
+    }
+
+    fn next_event(&mut self, client: &str, _: Patience) -> Option<Event> {
+        // The core answers within the call that fed it: nothing to wait for.
+        let conn = *self.conns.get(client)?;
+        let inbox = self.inbox.entry(client.to_owned()).or_default();
+        inbox.extend(self.sim.take_received(conn));
+        if let Some(packet) = inbox.pop_front() {
+            return Some(Event::Packet(packet));
+        }
+        self.sim.closed(conn).map(|_| Event::Closed)
+    }
+
+    fn check_presence(&mut self, client_id: &str, online: bool) -> Result<(), String> {
+        match (self.sim.is_online(client_id), online) {
+            (true, false) => Err(format!("{client_id} is still online")),
+            (false, true) => Err(format!("{client_id} is not online")),
+            _ => Ok(()),
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<(), String> {
+        self.sim.shutdown();
+        Ok(())
+    }
+}
