@@ -23,6 +23,7 @@ use crate::policy::{AccessPolicy, AllowAll, ClientInfo};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
 use crate::session::{Limits, Outgoing, PubRecOutcome, QueueFull, Session, SessionKey, SessionStore, Stage};
+use crate::sys::SysTopics;
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
@@ -68,6 +69,7 @@ pub struct Broker {
     /// Reused buffer for the subscribers a message matches.
     matched: Vec<(SessionKey, QoS)>,
     counters: Counters,
+    sys: SysTopics,
 }
 
 /// One network connection.
@@ -183,6 +185,7 @@ impl Broker {
             dirty: Vec::new(),
             matched: Vec::new(),
             counters: Counters::default(),
+            sys: SysTopics::default(),
         }
     }
 
@@ -197,6 +200,7 @@ impl Broker {
     pub fn accept(&mut self, now: Now, remote: Option<SocketAddr>) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
+        self.sys.start(now.instant, self.config.sys_interval);
         if self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
             info!("Client connection from {} denied: max_connections exceeded.", show_addr(remote));
             self.actions.push_back(Action::Close { conn: id, reason: CloseReason::TooManyConnections });
@@ -229,9 +233,10 @@ impl Broker {
         }
     }
 
-    /// Acts on every deadline up to `now` (CONNECT timeout, keepalive).
-    /// Spurious calls do nothing.
+    /// Acts on every deadline up to `now` (CONNECT timeout, keepalive,
+    /// `$SYS` statistics). Spurious calls do nothing.
     pub fn handle_timeout(&mut self, now: Now) {
+        self.publish_sys(now);
         let connect_timeout = self.config.connect_timeout;
         while let Some((at, id)) = self.deadlines.pop_due(now.instant) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
@@ -271,7 +276,20 @@ impl Broker {
     /// It may be early (a deadline pushed back by activity); never late.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.next()
+        match (self.deadlines.next(), self.sys.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Publishes the `$SYS` figures that changed, if they are due.
+    fn publish_sys(&mut self, now: Now) {
+        let connected = self.conns.values().filter(|c| matches!(c.state, ConnState::Active { .. })).count();
+        let stats = self.stats();
+        for (topic, value) in self.sys.due(now.instant, self.config.sys_interval, &stats, connected) {
+            let Ok(topic) = crate::topic::TopicName::new(topic) else { continue };
+            self.route(now, Arc::new(Message::new(topic, Bytes::from(value), QoS::AtMostOnce, true)));
+        }
     }
 
     /// Broker-wide figures.

@@ -46,6 +46,10 @@ pub struct Config {
     /// Time a new connection has to send CONNECT before it is closed.
     /// Mosquitto has no key for it; default 10 s.
     pub connect_timeout: Duration,
+    /// How often `$SYS/broker/...` statistics are published (only those
+    /// that changed); zero turns them off. Mosquitto: `sys_interval`,
+    /// default 10 s.
+    pub sys_interval: Duration,
     /// Log connects and disconnects at information level. Mosquitto:
     /// `connection_messages`, default true.
     pub connection_messages: bool,
@@ -68,6 +72,7 @@ impl Default for Config {
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),
             connect_timeout: Duration::from_secs(10),
+            sys_interval: Duration::from_secs(10),
             connection_messages: true,
             id_seed: 0x5eed_c0de,
         }

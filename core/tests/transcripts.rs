@@ -9,8 +9,13 @@ use culex_core::policy::{AccessPolicy, ClientInfo, Refusal};
 use culex_core::sim::{ClientOptions, Simulation};
 use culex_core::{Broker, CloseReason, Config, ConnId, QoS, TopicFilter, TopicName, Violation};
 
+/// Flows without `$SYS` traffic (it has a test of its own).
+fn quiet() -> Config {
+    Config { sys_interval: Duration::ZERO, ..Config::default() }
+}
+
 fn sim() -> Simulation {
-    let mut sim = Simulation::new(Config::default());
+    let mut sim = Simulation::new(quiet());
     sim.record();
     sim
 }
@@ -371,7 +376,7 @@ fn unsubscribe_stops_delivery_and_is_always_acknowledged() {
 
 #[test]
 fn inflight_window_and_queue_limit_hold() {
-    let config = Config { max_inflight_messages: 2, max_queued_messages: 2, ..Config::default() };
+    let config = Config { max_inflight_messages: 2, max_queued_messages: 2, ..quiet() };
     let mut sim = Simulation::new(config);
     let slow = sim.connect(ClientOptions::new("slow").auto_ack(false));
     sim.subscribe(slow, "t", QoS::AtLeastOnce);
@@ -431,7 +436,7 @@ fn client_publish_to_sys_is_acknowledged_and_dropped() {
 
 #[test]
 fn oversized_payload_is_acknowledged_and_dropped() {
-    let mut sim = Simulation::new(Config { message_size_limit: 4, ..Config::default() });
+    let mut sim = Simulation::new(Config { message_size_limit: 4, ..quiet() });
     let sub = sim.connect(ClientOptions::new("sub"));
     sim.subscribe(sub, "t", QoS::AtMostOnce);
     let publ = sim.connect(ClientOptions::new("pub"));
@@ -444,7 +449,7 @@ fn oversized_payload_is_acknowledged_and_dropped() {
 
 #[test]
 fn packet_larger_than_the_cap_closes_before_its_body_arrives() {
-    let config = Config { message_size_limit: 16, ..Config::default() };
+    let config = Config { message_size_limit: 16, ..quiet() };
     let cap = config.max_packet_size();
     let mut sim = Simulation::new(config);
     let conn = sim.connect(ClientOptions::new("big"));
@@ -490,7 +495,7 @@ impl AccessPolicy for Gate {
 
 #[test]
 fn policy_decides_connect_subscribe_and_publish() {
-    let broker = Broker::with_policy(Config { allow_anonymous: false, ..Config::default() }, Box::new(Gate));
+    let broker = Broker::with_policy(Config { allow_anonymous: false, ..quiet() }, Box::new(Gate));
     let mut sim = Simulation::with_broker(broker, culex_core::sim::DEFAULT_START_UNIX);
     sim.record();
     let anon = sim.connect(ClientOptions::new("anon"));
@@ -550,4 +555,34 @@ fn shutdown_marks_everyone_offline_and_publishes_wills() {
     assert_eq!(sim.broker().stats().connections, 0);
     // The watcher's persistent session holds the will for later.
     assert_eq!(sim.broker().session("watcher").map(|s| s.queued), Some(1));
+}
+
+#[test]
+fn sys_statistics_are_published_retained_and_only_when_changed() {
+    let mut sim = Simulation::new(Config { sys_interval: Duration::from_secs(10), ..Config::default() });
+    let watcher = sim.connect(ClientOptions::new("watcher"));
+    // Due from the first connection on, and retained: a later subscriber
+    // gets them.
+    sim.advance(Duration::ZERO);
+    sim.subscribe(watcher, "$SYS/broker/clients/connected", QoS::AtMostOnce);
+    sim.subscribe(watcher, "$SYS/broker/uptime", QoS::AtMostOnce);
+    let first = publishes(&mut sim, watcher);
+    let value = |ps: &[Publish], topic: &str| {
+        ps.iter().find(|p| p.topic.as_str() == topic).map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+    };
+    assert_eq!(value(&first, "$SYS/broker/uptime").as_deref(), Some("0 seconds"));
+    assert!(first.iter().all(|p| p.retain));
+    let _other = sim.connect(ClientOptions::new("other"));
+    sim.advance(Duration::from_secs(10));
+    let second = publishes(&mut sim, watcher);
+    assert_eq!(value(&second, "$SYS/broker/clients/connected").as_deref(), Some("2"));
+    assert_eq!(value(&second, "$SYS/broker/uptime").as_deref(), Some("10 seconds"));
+    // Nothing changed but the uptime.
+    sim.advance(Duration::from_secs(10));
+    let third = publishes(&mut sim, watcher);
+    assert_eq!(third.len(), 1, "{third:?}");
+    // A client may not publish into $SYS.
+    let liar = sim.connect(ClientOptions::new("liar"));
+    sim.publish(liar, "$SYS/broker/clients/connected", b"999", QoS::AtMostOnce, true);
+    assert!(publishes(&mut sim, watcher).iter().all(|p| &p.payload[..] != b"999"));
 }

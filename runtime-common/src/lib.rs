@@ -1,6 +1,17 @@
-//! What the two Culex runtimes share beyond raw I/O: settings, logging,
+//! What the two Culex runtimes share beyond raw I/O: start-up (command
+//! line, config file, logging), the broker task, the connection outbox,
 //! the clock, and what is said to Redis. The protocol itself lives in
-//! `culex-core`; socket and timer handling lives in each runtime.
+//! `culex-core`; sockets, channels and timers live in each runtime.
+//!
+//! # State shared between tasks
+//!
+//! The broker task owns the core, the connection registry and the presence
+//! queue outright; other tasks reach them only through channels, so there
+//! is no lock and nothing for a model checker to interleave. Shutdown is a
+//! channel too. The one piece of memory two tasks touch is a connection's
+//! [`Backlog`] counter (the broker task queues, the connection task
+//! writes); its loom models run with
+//! `RUSTFLAGS="--cfg loom" cargo test -p culex-runtime --features tokio --release --lib loom`.
 
 pub mod backlog;
 pub mod clock;

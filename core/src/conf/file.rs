@@ -745,6 +745,9 @@ impl Parser {
                 self.core.max_keepalive = u16::try_from(line.int(0, i64::from(u16::MAX))?).unwrap_or(u16::MAX);
             }
             "queue_qos0_messages" => self.core.queue_qos0_messages = line.boolean()?,
+            "sys_interval" => {
+                self.core.sys_interval = std::time::Duration::from_secs(line.int(0, 65_535)?.unsigned_abs());
+            }
             "connection_messages" => self.log.connection_messages = line.boolean()?,
             "log_timestamp" => self.log.timestamp = line.boolean()?,
             "log_type" => self.log_type(line)?,
@@ -1086,6 +1089,7 @@ const CULEX_KEYS: &[&str] = &[
     "redis_port",
     "redis_user",
     "socket_domain",
+    "sys_interval",
 ];
 
 #[cfg(test)]
@@ -1710,7 +1714,7 @@ mod tests {
     fn examples_from_the_brief_warn() {
         let conf = conf(
             "autosave_interval 1800\npassword_file /etc/p\nacl_file /etc/a\npersistence true\n\
-             persistence_location /var/lib\nsys_interval 10\nuser mosquitto\npid_file /run/m.pid\n\
+             persistence_location /var/lib\nretry_interval 10\nuser mosquitto\npid_file /run/m.pid\n\
              retain_available true\nmax_qos 2\nset_tcp_nodelay true\nwebsockets_log_level 0\nhttp_dir /www\n\
              connection bridge1\naddress 10.0.0.1:1883\ntopic # both 0\nauth_opt_db x\nplugin_opt_x y\n",
         );

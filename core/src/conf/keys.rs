@@ -107,7 +107,6 @@ pub(super) const IGNORED: &[&str] = &[
     "set_tcp_nodelay",
     "start_type",
     "store_clean_interval",
-    "sys_interval",
     "threshold",
     "tls_engine",
     "tls_engine_kpass_sha1",
