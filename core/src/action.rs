@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use crate::error::CloseReason;
 use crate::message::Message;
+use crate::policy::{Password, Refusal};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// An event from the network, handed to
@@ -24,6 +26,13 @@ pub enum Input<'a> {
     Closed {
         /// The connection.
         conn: ConnId,
+    },
+    /// The answer to [`Action::Authenticate`].
+    Authenticated {
+        /// The connection that asked.
+        conn: ConnId,
+        /// Accepted, or refused with a CONNACK code.
+        result: Result<(), Refusal>,
     },
 }
 
@@ -76,6 +85,20 @@ pub enum Action {
         client: ClientId,
         /// The connection that ended.
         conn: ConnId,
+    },
+    /// Check these credentials off the broker's thread (the policy said
+    /// [`AuthDecision::Defer`](crate::policy::AuthDecision::Defer)) and
+    /// answer with [`Input::Authenticated`]. The connection waits; no other
+    /// does.
+    Authenticate {
+        /// The connection waiting.
+        conn: ConnId,
+        /// Its client id.
+        client: ClientId,
+        /// The user name from CONNECT.
+        username: Option<ByteString>,
+        /// The password from CONNECT.
+        password: Option<Password>,
     },
     /// A copy was not sent because its `expired_at` had passed.
     DropExpired {

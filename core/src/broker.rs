@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::message::Message;
-use crate::policy::{AccessPolicy, AllowAll, ClientInfo};
+use crate::policy::{AccessPolicy, AllowAll, AuthDecision, ClientInfo, Password, Refusal};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
 use crate::session::{Limits, Outgoing, PubRecOutcome, QueueFull, Session, SessionKey, SessionStore, Stage};
@@ -93,6 +93,9 @@ struct Connection {
 enum ConnState {
     /// Accepted, CONNECT not seen yet.
     AwaitingConnect,
+    /// CONNECT received, credentials being checked by the runtime;
+    /// later bytes wait in the buffer.
+    Authenticating { connect: Box<Connect>, client_id: ClientId },
     /// CONNECT accepted.
     Active { session: SessionKey, username: Option<ByteString> },
 }
@@ -101,7 +104,9 @@ impl Connection {
     /// When the connection must be closed if nothing arrives, and why.
     fn deadline(&self, connect_timeout: Duration) -> Option<(Instant, CloseReason)> {
         match self.state {
-            ConnState::AwaitingConnect => Some((self.opened_at + connect_timeout, CloseReason::ConnectTimeout)),
+            ConnState::AwaitingConnect | ConnState::Authenticating { .. } => {
+                Some((self.opened_at + connect_timeout, CloseReason::ConnectTimeout))
+            }
             ConnState::Active { .. } => {
                 self.keep_alive.map(|grace| (self.last_packet + grace, CloseReason::KeepAliveTimeout))
             }
@@ -230,6 +235,7 @@ impl Broker {
         match input {
             Input::Received { conn, data } => self.handle_received(now, conn, data),
             Input::Closed { conn } => self.close(now, conn, CloseReason::ConnectionLost),
+            Input::Authenticated { conn, result } => self.handle_authenticated(now, conn, result),
         }
     }
 
@@ -323,7 +329,7 @@ impl Broker {
     pub fn client_of(&self, conn: ConnId) -> Option<&ClientId> {
         match self.conns.get(&conn)?.state {
             ConnState::Active { session, .. } => self.sessions.get(session).map(|s| &s.client_id),
-            ConnState::AwaitingConnect => None,
+            ConnState::AwaitingConnect | ConnState::Authenticating { .. } => None,
         }
     }
 
@@ -342,6 +348,15 @@ impl Broker {
         conn.inbuf.extend_from_slice(data);
         // Each packet may close the connection; look it up again every time.
         while let Some(conn) = self.conns.get_mut(&id) {
+            if let ConnState::Authenticating { .. } = conn.state {
+                // Nothing after CONNECT is processed before it is accepted
+                // ([MQTT-3.1.4-5]); the wait is short, the buffer bounded.
+                if conn.inbuf.len() > self.max_packet_size {
+                    let (len, max) = (conn.inbuf.len(), self.max_packet_size);
+                    self.close(now, id, CloseReason::TooLarge { len, max });
+                }
+                break;
+            }
             match codec::decode(&mut conn.inbuf, self.max_packet_size) {
                 Ok(None) => break,
                 Ok(Some(packet)) => {
@@ -371,6 +386,8 @@ impl Broker {
                 return;
             }
             (ConnState::AwaitingConnect, _) => return self.close(now, id, Violation::ConnectNotFirst.into()),
+            // Not decoded while authenticating (see `handle_received`).
+            (ConnState::Authenticating { .. }, _) => return,
             (ConnState::Active { session, .. }, _) => *session,
         };
         trace!(conn = %id, packet = packet_name(&packet), "received");
@@ -426,10 +443,47 @@ impl Broker {
         if connect.username.is_none() && !self.config.allow_anonymous {
             return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::NotAuthorized);
         }
-        if let Err(refusal) = self.policy.authenticate(info, connect.password.as_ref()) {
-            return self.refuse(now, id, client_id.as_str(), refusal.into());
+        match self.policy.authenticate(info, connect.password.as_ref()) {
+            AuthDecision::Allow => self.accept_connect(now, id, connect, client_id),
+            AuthDecision::Refuse(refusal) => self.refuse(now, id, client_id.as_str(), refusal.into()),
+            AuthDecision::Defer => {
+                let Some(conn) = self.conns.get_mut(&id) else { return };
+                self.actions.push_back(Action::Authenticate {
+                    conn: id,
+                    client: client_id.clone(),
+                    username: connect.username.clone(),
+                    password: connect.password.clone().map(Password::new),
+                });
+                conn.state = ConnState::Authenticating { connect: Box::new(connect), client_id };
+            }
         }
+    }
 
+    /// The runtime's answer to [`Action::Authenticate`]; then whatever the
+    /// client sent after CONNECT is processed.
+    fn handle_authenticated(&mut self, now: Now, id: ConnId, result: Result<(), Refusal>) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let ConnState::Authenticating { .. } = conn.state else {
+            debug_assert!(false, "answer for a connection that was not waiting");
+            tracing::error!(conn = %id, "authentication answer for a connection that was not waiting, ignored");
+            return;
+        };
+        let ConnState::Authenticating { connect, client_id } =
+            std::mem::replace(&mut conn.state, ConnState::AwaitingConnect)
+        else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.accept_connect(now, id, *connect, client_id);
+                self.handle_received(now, id, &[]);
+            }
+            Err(refusal) => self.refuse(now, id, client_id.as_str(), refusal.into()),
+        }
+    }
+
+    /// Binds an authenticated CONNECT to its session and answers CONNACK 0.
+    fn accept_connect(&mut self, now: Now, id: ConnId, connect: Connect, client_id: ClientId) {
         // Takeover: the old connection goes first, so its MarkOffline (and
         // its will) come before this connection's MarkOnline.
         if let Some(old) = self.sessions.find(&client_id).and_then(|key| self.sessions.get(key)?.conn) {
@@ -621,7 +675,7 @@ impl Broker {
     fn identity(&self, id: ConnId, key: SessionKey) -> Option<(&ClientId, Option<&str>)> {
         let username = match &self.conns.get(&id)?.state {
             ConnState::Active { username, .. } => username.as_deref(),
-            ConnState::AwaitingConnect => None,
+            ConnState::AwaitingConnect | ConnState::Authenticating { .. } => None,
         };
         Some((&self.sessions.get(key)?.client_id, username))
     }

@@ -18,6 +18,29 @@ pub struct ClientInfo<'a> {
     pub username: Option<&'a str>,
 }
 
+/// A password from CONNECT, on its way to be checked: never shown by
+/// `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Bytes);
+
+impl Password {
+    /// Wraps the password bytes.
+    pub fn new(bytes: Bytes) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes, for the check itself.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Why a CONNECT is refused: the two CONNACK codes that mean "not you".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -36,12 +59,26 @@ impl From<Refusal> for ConnectReturnCode {
     }
 }
 
+/// The answer to a CONNECT's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthDecision {
+    /// Accepted.
+    Allow,
+    /// Refused with this CONNACK code.
+    Refuse(Refusal),
+    /// Too costly to decide on the broker's thread (a password hash):
+    /// the broker emits [`Action::Authenticate`](crate::Action::Authenticate)
+    /// and waits, for this connection only, for
+    /// [`Input::Authenticated`](crate::Input::Authenticated).
+    Defer,
+}
+
 /// Decides who may connect, subscribe and publish. Every method is a pure
 /// decision: no I/O, no clock.
 pub trait AccessPolicy: fmt::Debug + Send {
     /// Whether the CONNECT of `client` with `password` is accepted.
     /// Anonymous clients reach this only when `allow_anonymous` is on.
-    fn authenticate(&self, client: ClientInfo<'_>, password: Option<&Bytes>) -> Result<(), Refusal>;
+    fn authenticate(&self, client: ClientInfo<'_>, password: Option<&Bytes>) -> AuthDecision;
 
     /// Whether `client` may subscribe to `filter`; a refusal is answered
     /// with 0x80 in SUBACK.
@@ -58,8 +95,8 @@ pub trait AccessPolicy: fmt::Debug + Send {
 pub struct AllowAll;
 
 impl AccessPolicy for AllowAll {
-    fn authenticate(&self, _: ClientInfo<'_>, _: Option<&Bytes>) -> Result<(), Refusal> {
-        Ok(())
+    fn authenticate(&self, _: ClientInfo<'_>, _: Option<&Bytes>) -> AuthDecision {
+        AuthDecision::Allow
     }
 
     fn may_subscribe(&self, _: ClientInfo<'_>, _: &TopicFilter) -> bool {

@@ -10,14 +10,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use tracing::info;
 
 use crate::action::{Action, Input};
 use crate::broker::Broker;
 use crate::error::CloseReason;
+use crate::policy::{Password, Refusal};
 use crate::presence::PresenceSync;
 use crate::time::{Instant, Now};
-use crate::types::ConnId;
+use crate::types::{ClientId, ConnId};
 
 /// A runtime's handle to one connection's writer. Both methods must return
 /// at once: the core never waits for a socket.
@@ -29,19 +31,34 @@ pub trait Outbox {
     fn close(&mut self, reason: CloseReason);
 }
 
+/// Credentials to check off the broker's thread; answer with
+/// [`Server::authenticated`].
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    /// The connection waiting.
+    pub conn: ConnId,
+    /// Its client id.
+    pub client: ClientId,
+    /// The user name from CONNECT.
+    pub username: Option<ByteString>,
+    /// The password from CONNECT.
+    pub password: Option<Password>,
+}
+
 /// A broker with its connections' outboxes and its presence store.
 #[derive(Debug)]
 pub struct Server<O> {
     broker: Broker,
     presence: Option<PresenceSync>,
     outboxes: HashMap<ConnId, O>,
+    auth_requests: Vec<AuthRequest>,
 }
 
 impl<O: Outbox> Server<O> {
     /// A server around `broker`; `presence` is `None` when presence goes
     /// only to the log.
     pub fn new(broker: Broker, presence: Option<PresenceSync>) -> Self {
-        Self { broker, presence, outboxes: HashMap::new() }
+        Self { broker, presence, outboxes: HashMap::new(), auth_requests: Vec::new() }
     }
 
     /// A new connection from `remote`, written to through `outbox`.
@@ -63,6 +80,18 @@ impl<O: Outbox> Server<O> {
         self.outboxes.remove(&conn);
         self.broker.handle_input(now, Input::Closed { conn });
         self.drain();
+    }
+
+    /// The answer to an [`AuthRequest`].
+    pub fn authenticated(&mut self, now: Now, conn: ConnId, result: Result<(), Refusal>) {
+        self.broker.handle_input(now, Input::Authenticated { conn, result });
+        self.drain();
+    }
+
+    /// Credentials waiting to be checked, taken in order.
+    #[must_use]
+    pub fn poll_auth_requests(&mut self) -> Vec<AuthRequest> {
+        std::mem::take(&mut self.auth_requests)
     }
 
     /// The timer armed at [`next_deadline`](Self::next_deadline) fired.
@@ -122,6 +151,9 @@ impl<O: Outbox> Server<O> {
                     Some(presence) => presence.handle_change(&client, false),
                     None => info!("Updating client {client} to offline"),
                 },
+                Action::Authenticate { conn, client, username, password } => {
+                    self.auth_requests.push(AuthRequest { conn, client, username, password });
+                }
                 Action::Deliver { .. } | Action::DropExpired { .. } => {}
             }
         }

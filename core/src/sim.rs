@@ -36,9 +36,10 @@ use crate::broker::Broker;
 use crate::codec::{self, Connect, LastWill, Packet, Publish, Subscribe, SubscribeReturnCode, Unsubscribe};
 use crate::config::Config;
 use crate::error::CloseReason;
+use crate::policy::{Password, Refusal};
 use crate::time::{Instant, Now, UnixTime};
 use crate::topic::{TopicFilter, TopicName};
-use crate::types::{ConnId, PacketId, Protocol, QoS};
+use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
 
 /// Wall-clock time at the start of a simulation: 2026-01-01T00:00:00Z.
 pub const DEFAULT_START_UNIX: f64 = 1_767_225_600.0;
@@ -156,8 +157,11 @@ pub struct SimStats {
     pub bytes_sent: u64,
 }
 
+/// Checks deferred credentials for the simulation (the runtime's part of
+/// [`AuthDecision::Defer`](crate::policy::AuthDecision::Defer)).
+pub type Authenticator = Box<dyn FnMut(&ClientId, Option<&str>, Option<&[u8]>) -> Result<(), Refusal> + Send>;
+
 /// A broker, a virtual clock and any number of virtual clients.
-#[derive(Debug)]
 pub struct Simulation {
     broker: Broker,
     now: Now,
@@ -166,6 +170,14 @@ pub struct Simulation {
     stats: SimStats,
     replies: VecDeque<(ConnId, Packet)>,
     transcript: Option<String>,
+    authenticator: Option<Authenticator>,
+    auth_answers: VecDeque<(ConnId, Result<(), Refusal>)>,
+}
+
+impl std::fmt::Debug for Simulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulation").field("broker", &self.broker).field("now", &self.now).finish_non_exhaustive()
+    }
 }
 
 impl Simulation {
@@ -184,7 +196,15 @@ impl Simulation {
             stats: SimStats::default(),
             replies: VecDeque::new(),
             transcript: None,
+            authenticator: None,
+            auth_answers: VecDeque::new(),
         }
+    }
+
+    /// Answers the broker's [`Action::Authenticate`] with `check`, at once.
+    /// Without one, deferred credentials are refused (not authorised).
+    pub fn set_authenticator(&mut self, check: Authenticator) {
+        self.authenticator = Some(check);
     }
 
     /// Starts recording a readable transcript (see [`transcript`](Self::transcript)).
@@ -373,6 +393,11 @@ impl Simulation {
             while let Some(action) = self.broker.poll_action() {
                 self.apply(action);
             }
+            if let Some((conn, result)) = self.auth_answers.pop_front() {
+                self.note(format_args!("credentials checked: {}", if result.is_ok() { "accepted" } else { "refused" }));
+                self.broker.handle_input(self.now, Input::Authenticated { conn, result });
+                continue;
+            }
             let Some((conn, packet)) = self.replies.pop_front() else { return };
             self.send(conn, &packet);
         }
@@ -402,6 +427,13 @@ impl Simulation {
                 self.stats.marked_offline += 1;
                 self.note(format_args!("presence: HDEL mqtt {client}"));
                 self.presence.remove(client.as_str());
+            }
+            Action::Authenticate { conn, client, username, password } => {
+                let result = match self.authenticator.as_mut() {
+                    Some(check) => check(&client, username.as_deref(), password.as_ref().map(Password::as_bytes)),
+                    None => Err(Refusal::NotAuthorized),
+                };
+                self.auth_answers.push_back((conn, result));
             }
             Action::DropExpired { client, message } => {
                 self.stats.expired += 1;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use culex_core::codec::{ConnectReturnCode, LastWill, Packet, Publish};
-use culex_core::policy::{AccessPolicy, ClientInfo, Refusal};
+use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, Refusal};
 use culex_core::sim::{ClientOptions, Simulation};
 use culex_core::{Broker, CloseReason, Config, ConnId, QoS, TopicFilter, TopicName, Violation};
 
@@ -476,11 +476,12 @@ fn packet_larger_than_the_cap_closes_before_its_body_arrives() {
 struct Gate;
 
 impl AccessPolicy for Gate {
-    fn authenticate(&self, client: ClientInfo<'_>, password: Option<&Bytes>) -> Result<(), Refusal> {
-        match (client.username, password.map(|p| &p[..])) {
-            (Some("admin"), Some(b"secret")) => Ok(()),
-            (Some("guest"), _) => Err(Refusal::NotAuthorized),
-            _ => Err(Refusal::BadUserNameOrPassword),
+    fn authenticate(&self, client: ClientInfo<'_>, _: Option<&Bytes>) -> AuthDecision {
+        match client.username {
+            // A password hash: checked off the broker's thread.
+            Some("admin") => AuthDecision::Defer,
+            Some("guest") => AuthDecision::Refuse(Refusal::NotAuthorized),
+            _ => AuthDecision::Refuse(Refusal::BadUserNameOrPassword),
         }
     }
 
@@ -497,6 +498,10 @@ impl AccessPolicy for Gate {
 fn policy_decides_connect_subscribe_and_publish() {
     let broker = Broker::with_policy(Config { allow_anonymous: false, ..quiet() }, Box::new(Gate));
     let mut sim = Simulation::with_broker(broker, culex_core::sim::DEFAULT_START_UNIX);
+    sim.set_authenticator(Box::new(|_, _, password| match password {
+        Some(b"secret") => Ok(()),
+        _ => Err(Refusal::BadUserNameOrPassword),
+    }));
     sim.record();
     let anon = sim.connect(ClientOptions::new("anon"));
     let wrong = sim.connect(ClientOptions::new("wrong").credentials("admin", b"nope"));
@@ -511,6 +516,18 @@ fn policy_decides_connect_subscribe_and_publish() {
     assert!(sim.online().is_empty());
     let admin = sim.connect(ClientOptions::new("admin").credentials("admin", b"secret"));
     assert_eq!(code(&mut sim, admin), ConnectReturnCode::Accepted);
+    // A packet sent right behind the CONNECT waits for the deferred check.
+    let early = sim.open("early", true);
+    let mut bytes = bytes::BytesMut::new();
+    ClientOptions::new("early").credentials("admin", b"secret").connect_packet().encode(&mut bytes);
+    Packet::PingReq.encode(&mut bytes);
+    sim.send_bytes(early, &bytes);
+    assert!(
+        matches!(sim.take_received(early)[..], [Packet::ConnAck(a), Packet::PingResp] if a.code == ConnectReturnCode::Accepted)
+    );
+    let bad = sim.connect(ClientOptions::new("bad").credentials("admin", b"guess"));
+    assert_eq!(code(&mut sim, bad), ConnectReturnCode::BadUserNameOrPassword);
+    assert!(!sim.is_online("bad"));
     let sub = culex_core::codec::Subscribe {
         packet_id: culex_core::PacketId::new(1).expect("non-zero"),
         filters: vec![
