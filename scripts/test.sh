@@ -26,7 +26,7 @@ export QUICKCHECK_TESTS="${QUICKCHECK_TESTS:-2000}"
 cargo test --workspace --locked --no-fail-fast
 
 step "loom models"
-LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg culex_loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p culex-runtime --features tokio --release --locked --lib loom
 
 step "end-to-end: real clients and redis-server against both binaries"

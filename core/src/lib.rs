@@ -70,6 +70,7 @@
 #![warn(missing_docs)]
 
 mod action;
+pub mod auth;
 mod broker;
 pub mod codec;
 pub mod conf;

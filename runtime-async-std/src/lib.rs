@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use async_std::channel::{self, Receiver, Sender};
 use async_std::net::TcpListener;
-use culex_runtime::driver::{self, Event, EventSource, Wake};
+use culex_runtime::driver::{self, AuthJob, Event, EventSource, Wake};
 use culex_runtime::{Clock, Settings};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
@@ -75,8 +75,17 @@ pub async fn run_on(listeners: Vec<TcpListener>, settings: &Settings, shutdown: 
             let _ = tx.try_send(request);
         }
     });
+    let answers = events.clone();
+    // Password hashing runs on the blocking pool, never on the broker task.
+    let check = move |job: AuthJob| {
+        let answers = answers.clone();
+        async_std::task::spawn(async move {
+            let (conn, result) = async_std::task::spawn_blocking(job).await;
+            let _ = answers.send(Event::Authenticated { conn, result }).await;
+        });
+    };
     let source = Events(events_rx);
-    let broker = async_std::task::spawn(driver::run(prepared.server, Clock::start(), source, store));
+    let broker = async_std::task::spawn(driver::run(prepared, Clock::start(), source, store, check));
     shutdown.await;
     // Closing the channel wakes every accept loop.
     drop(stop);

@@ -57,7 +57,7 @@ impl Backlog {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(culex_loom)))]
 mod tests {
     use super::*;
 
@@ -74,7 +74,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, culex_loom))]
 mod loom_backlog {
     use super::*;
     use loom::sync::Arc;

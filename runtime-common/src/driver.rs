@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use culex_core::ConnId;
+use culex_core::auth::password_file::PasswordFile;
+use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
 use culex_core::{Broker, Config};
+use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
@@ -47,6 +50,13 @@ pub enum Event<O> {
     },
     /// The presence store's answer to a [`StoreRequest`].
     Store(StoreEvent),
+    /// The outcome of an [`AuthJob`].
+    Authenticated {
+        /// The connection waiting.
+        conn: ConnId,
+        /// Accepted, or refused with a CONNACK code.
+        result: Result<(), Refusal>,
+    },
     /// Stop: close every client, write their presence, return.
     Shutdown,
 }
@@ -58,6 +68,7 @@ impl<O> std::fmt::Debug for Event<O> {
             Self::Data { conn, data } => write!(f, "Data({conn}, {} bytes)", data.len()),
             Self::Closed { conn } => write!(f, "Closed({conn})"),
             Self::Store(event) => write!(f, "Store({event:?})"),
+            Self::Authenticated { conn, result } => write!(f, "Authenticated({conn}, {result:?})"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
     }
@@ -85,6 +96,10 @@ pub enum StoreRequest {
     /// Run a batch as one pipeline.
     Batch(Vec<PresenceCommand>),
 }
+
+/// A password check for the runtime's blocking pool: run it off the
+/// broker task, then send back [`Event::Authenticated`] with its result.
+pub type AuthJob = Box<dyn FnOnce() -> (ConnId, Result<(), Refusal>) + Send>;
 
 /// What woke the broker task.
 #[derive(Debug)]
@@ -118,6 +133,8 @@ const PRESENCE_FLUSH: Duration = Duration::from_secs(3);
 pub struct Prepared<O> {
     /// The broker and presence store.
     pub server: Server<O>,
+    /// The password file, for [`AuthJob`]s.
+    pub passwords: Option<Arc<PasswordFile>>,
     /// Bytes queued for a connection's writer before it is dropped.
     pub backlog_limit: usize,
     /// Log `New connection from ...` lines.
@@ -133,18 +150,23 @@ pub fn prepare<O: Outbox>(settings: &Settings) -> Prepared<O> {
     if settings.redis.is_none() {
         info!("No redis_host configured: client presence is written to this log only.");
     }
-    Prepared { server: Server::new(Broker::new(core), presence), backlog_limit, connection_messages }
+    let broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
+    let passwords = settings.policy.passwords().cloned();
+    Prepared { server: Server::new(broker, presence), passwords, backlog_limit, connection_messages }
 }
 
 /// Runs the broker until [`Event::Shutdown`] or until every sender is
 /// gone, then flushes presence to the store for a few seconds at most.
 pub async fn run<O: Outbox, S: EventSource<O>>(
-    mut server: Server<O>,
+    prepared: Prepared<O>,
     clock: Clock,
     mut events: S,
     mut store: Option<impl FnMut(StoreRequest)>,
+    mut check: impl FnMut(AuthJob),
 ) {
+    let Prepared { mut server, passwords, .. } = prepared;
     loop {
+        start_auth_jobs(&mut server, passwords.as_ref(), &mut check);
         poll_presence(&mut server, &clock, store.as_mut());
         let deadline = server.next_deadline().map(|at| clock.to_std(at));
         let mut event = match events.next(deadline).await {
@@ -182,6 +204,7 @@ fn handle<O: Outbox>(server: &mut Server<O>, clock: &Clock, event: Event<O>) -> 
         Event::Accepted { remote, outbox, reply } => reply(server.accept(now, Some(remote), outbox)),
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
+        Event::Authenticated { conn, result } => server.authenticated(now, conn, result),
         Event::Store(event) => {
             if let Some(presence) = server.presence_mut() {
                 match event {
@@ -203,6 +226,27 @@ fn handle<O: Outbox>(server: &mut Server<O>, clock: &Clock, event: Event<O>) -> 
         }
     }
     false
+}
+
+/// Hands every password waiting to be checked to the runtime's pool.
+fn start_auth_jobs<O: Outbox>(
+    server: &mut Server<O>,
+    passwords: Option<&Arc<PasswordFile>>,
+    check: &mut impl FnMut(AuthJob),
+) {
+    for request in server.poll_auth_requests() {
+        // The policy defers only when a password file is configured.
+        let verifier = passwords.map(|p| p.verifier(request.username.as_deref().unwrap_or_default()));
+        let password = request.password;
+        let conn = request.conn;
+        check(Box::new(move || {
+            // No password checks as the empty one: the same work, and
+            // always a refusal.
+            let password = password.as_ref().map_or(&b""[..], |p| p.as_bytes());
+            let accepted = verifier.is_some_and(|v| v.verify(password));
+            (conn, if accepted { Ok(()) } else { Err(Refusal::NotAuthorized) })
+        }));
+    }
 }
 
 /// Starts a connection attempt or sends the next batch, if it is time.

@@ -11,7 +11,7 @@
 //! channel too. The one piece of memory two tasks touch is a connection's
 //! [`Backlog`] counter (the broker task queues, the connection task
 //! writes); its loom models run with
-//! `RUSTFLAGS="--cfg loom" cargo test -p culex-runtime --features tokio --release --lib loom`.
+//! `RUSTFLAGS="--cfg culex_loom" cargo test -p culex-runtime --features tokio --release --lib loom`.
 
 pub mod backlog;
 pub mod clock;

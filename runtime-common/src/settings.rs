@@ -3,7 +3,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use std::sync::Arc;
+
 use culex_core::Config;
+use culex_core::auth::FilePolicy;
+use culex_core::auth::acl::AclFile;
+use culex_core::auth::password_file::PasswordFile;
 use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, LogConf, Secret};
 use culex_core::presence::PresenceKeys;
 
@@ -36,6 +41,8 @@ pub struct Settings {
     pub redis: Option<RedisSettings>,
     /// Logging: levels, destinations, timestamps.
     pub log: LogConf,
+    /// Who may connect, publish and subscribe (`password_file`, `acl_file`).
+    pub policy: FilePolicy,
     /// Lines to log once logging is up (config warnings, local only mode).
     pub notices: Vec<String>,
 }
@@ -49,6 +56,7 @@ impl Settings {
             core: Config::default(),
             redis: None,
             log: LogConf::default(),
+            policy: FilePolicy::default(),
             notices: Vec::new(),
         }
     }
@@ -97,6 +105,22 @@ pub fn load(args: impl IntoIterator<Item = String>) -> Result<Launch, String> {
     Ok(Launch::Serve(Box::new(from_conf(broker)?)))
 }
 
+/// Reads `password_file` and `acl_file`; an error names file, line and
+/// reason and stops start-up.
+fn load_policy(conf: &BrokerConf) -> Result<(FilePolicy, Vec<String>), String> {
+    let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("Error: Unable to open {path}: {e}"));
+    let passwords = match &conf.password_file {
+        Some(path) => Some(Arc::new(PasswordFile::parse(path, &read(path)?).map_err(|e| format!("Error: {e}"))?)),
+        None => None,
+    };
+    let acl = match &conf.acl_file {
+        Some(path) => Some(Arc::new(AclFile::parse(path, &read(path)?).map_err(|e| format!("Error: {e}"))?)),
+        None => None,
+    };
+    let warnings = acl.iter().flat_map(|a| a.warnings()).map(|w| format!("Warning: {w}")).collect();
+    Ok((FilePolicy::new(passwords, acl), warnings))
+}
+
 /// `include_dir` served from the file system.
 struct Files;
 
@@ -117,8 +141,6 @@ impl IncludeSource for Files {
 /// serving without the protection they ask for would be worse than not
 /// starting.
 const SECURITY_KEYS: &[&str] = &[
-    "password_file",
-    "acl_file",
     "psk_file",
     "auth_plugin",
     "plugin",
@@ -132,8 +154,9 @@ const SECURITY_KEYS: &[&str] = &[
     "crlfile",
 ];
 
-/// Turns a parsed configuration into what a runtime opens and runs, or
-/// says why it must not start.
+/// Turns a parsed configuration into what a runtime opens and runs (the
+/// password and ACL files it names are read here), or says why it must
+/// not start.
 pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let unprotected = conf
         .warnings
@@ -148,11 +171,13 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
         });
     if let Some(place) = unprotected {
         return Err(format!(
-            "Error: {place}: TLS, password_file, acl_file and plugins are not supported by this version of Culex; \
+            "Error: {place}: TLS, PSK and plugins are not supported by this version of Culex; \
              refusing to start without the protection the configuration asks for."
         ));
     }
+    let (policy, acl_warnings) = load_policy(&conf)?;
     let mut notices: Vec<String> = conf.warnings.iter().map(|w| format!("Warning: {w}")).collect();
+    notices.extend(acl_warnings);
     let mut listeners = Vec::new();
     for listener in &conf.listeners {
         match &listener.address {
@@ -181,7 +206,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     });
     let mut core = conf.core;
     core.connection_messages = conf.log.connection_messages;
-    Ok(Settings { listeners, core, redis, log: conf.log, notices })
+    Ok(Settings { listeners, core, redis, log: conf.log, policy, notices })
 }
 
 /// This broker's name among brokers sharing the presence hash: host name

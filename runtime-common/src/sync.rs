@@ -1,6 +1,6 @@
-//! Atomics from std, or from loom when model-checking (`--cfg loom`).
+//! Atomics from std, or from loom when model-checking (`--cfg culex_loom`).
 
-#[cfg(loom)]
+#[cfg(culex_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(culex_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use culex_runtime::driver::{self, Event, EventSource, Wake};
+use culex_runtime::driver::{self, AuthJob, Event, EventSource, Wake};
 use culex_runtime::{Clock, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -73,8 +73,18 @@ pub async fn run_on(listeners: Vec<TcpListener>, settings: &Settings, shutdown: 
             let _ = tx.send(request);
         }
     });
+    let answers = events.clone();
+    // Password hashing runs on the blocking pool, never on the broker task.
+    let check = move |job: AuthJob| {
+        let answers = answers.clone();
+        tokio::spawn(async move {
+            if let Ok((conn, result)) = tokio::task::spawn_blocking(job).await {
+                let _ = answers.send(Event::Authenticated { conn, result }).await;
+            }
+        });
+    };
     let source = Events(events_rx);
-    let broker = tokio::spawn(driver::run(prepared.server, Clock::start(), source, store));
+    let broker = tokio::spawn(driver::run(prepared, Clock::start(), source, store, check));
     shutdown.await;
     let _ = stop.send(true);
     let _ = events.send(Event::Shutdown).await;

@@ -10,7 +10,7 @@
 //!
 //! A key Culex implements is checked (range, syntax) and applied. A key
 //! Mosquitto knows but Culex does not implement (TLS files, bridges,
-//! `password_file`, persistence, ...) yields a [`Warning`] and is ignored.
+//! `psk_file`, persistence, ...) yields a [`Warning`] and is ignored.
 //! Any other key stops start-up with a [`ConfError`], as Mosquitto does.
 //!
 //! # Defaults (Mosquitto 2)
@@ -319,6 +319,11 @@ pub struct BrokerConf {
     pub log: LogConf,
     /// Presence in Redis; `None` without `redis_host`.
     pub redis: Option<RedisConf>,
+    /// `password_file`: the path of a `mosquitto_passwd` file; the
+    /// runtime reads it.
+    pub password_file: Option<String>,
+    /// `acl_file`: the path of a Mosquitto ACL file; the runtime reads it.
+    pub acl_file: Option<String>,
     /// No listener was configured: the broker serves 127.0.0.1 and ::1
     /// only. A runtime says so at start, as Mosquitto 2 does ("Starting in
     /// local only mode").
@@ -564,6 +569,8 @@ struct Parser {
     log_dest_none: bool,
     log_file_set: bool,
     redis: RedisDraft,
+    password_file: Option<String>,
+    acl_file: Option<String>,
     warnings: Vec<Warning>,
 }
 
@@ -583,6 +590,8 @@ impl Default for Parser {
             allow_zero_length_clientid: Vec::new(),
             auto_id_prefix: Vec::new(),
             per_listener_settings: false,
+            password_file: None,
+            acl_file: None,
             log: LogConf::default(),
             log_types_set: false,
             log_dests_set: false,
@@ -718,6 +727,18 @@ impl Parser {
                     return Err(line.error("Duplicate auto_id_prefix value in configuration."));
                 }
                 self.auto_id_prefix.push(Seen { value: value.to_owned(), loc: line.loc() });
+            }
+            "password_file" => {
+                if self.password_file.is_some() {
+                    return Err(line.error("Duplicate password_file value in configuration."));
+                }
+                self.password_file = Some(line.text()?.to_owned());
+            }
+            "acl_file" => {
+                if self.acl_file.is_some() {
+                    return Err(line.error("Duplicate acl_file value in configuration."));
+                }
+                self.acl_file = Some(line.text()?.to_owned());
             }
             "per_listener_settings" => {
                 if line.boolean()? {
@@ -1028,7 +1049,16 @@ impl Parser {
             }
         };
 
-        let mut conf = BrokerConf { core, listeners, log, redis, local_only, warnings: self.warnings };
+        let mut conf = BrokerConf {
+            core,
+            listeners,
+            log,
+            redis,
+            password_file: self.password_file,
+            acl_file: self.acl_file,
+            local_only,
+            warnings: self.warnings,
+        };
         conf.recompute_max_connections();
         conf
     }
@@ -1062,6 +1092,7 @@ fn unknown_key(key: &str) -> String {
 
 /// The keys Culex acts on.
 const CULEX_KEYS: &[&str] = &[
+    "acl_file",
     "allow_anonymous",
     "allow_zero_length_clientid",
     "auto_id_prefix",
@@ -1078,6 +1109,7 @@ const CULEX_KEYS: &[&str] = &[
     "max_queued_bytes",
     "max_queued_messages",
     "message_size_limit",
+    "password_file",
     "per_listener_settings",
     "port",
     "protocol",
@@ -1713,14 +1745,14 @@ mod tests {
     #[test]
     fn examples_from_the_brief_warn() {
         let conf = conf(
-            "autosave_interval 1800\npassword_file /etc/p\nacl_file /etc/a\npersistence true\n\
+            "autosave_interval 1800\npsk_file /etc/p\nauth_plugin /etc/a\npersistence true\n\
              persistence_location /var/lib\nretry_interval 10\nuser mosquitto\npid_file /run/m.pid\n\
              retain_available true\nmax_qos 2\nset_tcp_nodelay true\nwebsockets_log_level 0\nhttp_dir /www\n\
              connection bridge1\naddress 10.0.0.1:1883\ntopic # both 0\nauth_opt_db x\nplugin_opt_x y\n",
         );
         assert_eq!(conf.warnings.len(), 18);
         assert!(conf.warnings.iter().all(|w| w.message == NOT_SUPPORTED));
-        assert_eq!(conf.warnings[1].to_string(), "test.conf:2: password_file: not supported by Culex, ignored");
+        assert_eq!(conf.warnings[1].to_string(), "test.conf:2: psk_file: not supported by Culex, ignored");
     }
 
     #[test]

@@ -10,7 +10,6 @@
 /// bridge section is warned about line by line.
 pub(super) const IGNORED: &[&str] = &[
     "accept_protocol_versions",
-    "acl_file",
     "address",
     "addresses",
     "allow_duplicate_messages",
@@ -83,7 +82,6 @@ pub(super) const IGNORED: &[&str] = &[
     "notifications",
     "notifications_local_only",
     "password",
-    "password_file",
     "persistence",
     "persistence_file",
     "persistence_location",
