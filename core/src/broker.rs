@@ -439,6 +439,10 @@ impl Broker {
         if connect.keep_alive > self.config.max_keepalive {
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::IdentifierRejected);
         }
+        if connect.will.as_ref().is_some_and(|w| w.payload.len() > self.config.payload_limit()) {
+            // As Mosquitto: a will that could never be published is refused.
+            return self.refuse(now, id, &connect.client_id, ConnectReturnCode::NotAuthorized);
+        }
         let info = ClientInfo { client_id: &client_id, username: connect.username.as_deref() };
         if connect.username.is_none() && !self.config.allow_anonymous {
             return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::NotAuthorized);
@@ -868,7 +872,7 @@ impl Broker {
             self.actions.push_back(Action::Close { conn: id, reason });
         }
         let quiet = !self.config.connection_messages;
-        let ConnState::Active { session: key, .. } = conn.state else {
+        let ConnState::Active { session: key, username } = conn.state else {
             log_close("<unknown>", id, reason, quiet);
             return;
         };
@@ -877,12 +881,14 @@ impl Broker {
         session.conn = None;
         let client = session.client_id.clone();
         let clean = session.clean;
-        self.actions.push_back(Action::MarkOffline { client, conn: id });
+        self.actions.push_back(Action::MarkOffline { client: client.clone(), conn: id });
         if clean {
             self.discard_session(key);
         }
         let will = if reason == CloseReason::Disconnected { None } else { conn.will.take() };
-        if let Some(will) = will {
+        // A will is a PUBLISH by its client: the same write rules apply.
+        let info = ClientInfo { client_id: &client, username: username.as_deref() };
+        if let Some(will) = will.filter(|w| self.policy.may_publish(info, &w.topic)) {
             self.route(now, Arc::new(Message::from_will(will)));
         }
     }

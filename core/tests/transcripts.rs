@@ -603,3 +603,26 @@ fn sys_statistics_are_published_retained_and_only_when_changed() {
     sim.publish(liar, "$SYS/broker/clients/connected", b"999", QoS::AtMostOnce, true);
     assert!(publishes(&mut sim, watcher).iter().all(|p| &p.payload[..] != b"999"));
 }
+
+#[test]
+fn will_obeys_the_size_limit_and_the_publish_rules() {
+    let mut sim = Simulation::new(Config { message_size_limit: 8, ..quiet() });
+    let watcher = sim.connect(ClientOptions::new("watcher"));
+    sim.subscribe(watcher, "$SYS/#", QoS::AtMostOnce);
+    sim.subscribe(watcher, "w/#", QoS::AtMostOnce);
+    let will = |topic: &str, payload: &'static [u8]| LastWill {
+        topic: TopicName::new(topic).expect("valid topic"),
+        payload: Bytes::from_static(payload),
+        qos: QoS::AtMostOnce,
+        retain: false,
+    };
+    // Too large to ever be published: refused at CONNECT, as Mosquitto does.
+    let big = sim.connect(ClientOptions::new("big").will(will("w/big", b"123456789")));
+    assert!(matches!(sim.take_received(big)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::NotAuthorized));
+    // A will into $SYS is a publish the client may not make: dropped.
+    let sneaky = sim.connect(ClientOptions::new("sneaky").will(will("$SYS/broker/uptime", b"0")));
+    sim.drop_connection(sneaky);
+    let fine = sim.connect(ClientOptions::new("fine").will(will("w/fine", b"bye")));
+    sim.drop_connection(fine);
+    assert_eq!(payloads(&mut sim, watcher), ["bye"]);
+}
