@@ -1,0 +1,351 @@
+//! The command line of `culex-load`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use culex_core::QoS;
+
+/// What to play against the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Publishers on their own topics, one wildcard subscriber, QoS 0.
+    FanIn,
+    /// One publisher, many subscribers on its topic, QoS 0.
+    FanOut,
+    /// One publisher with a window of QoS 1 messages, one QoS 1 subscriber.
+    Qos1,
+    /// The same at QoS 2.
+    Qos2,
+    /// One paced publisher, one subscriber; end-to-end latency.
+    Latency,
+    /// Many idle clients connected at once; connects/s and broker memory.
+    Connections,
+    /// Connect, CONNACK, DISCONNECT churn; connects/s (presence on or off
+    /// is the broker's configuration).
+    Presence,
+    /// One publisher, one subscriber, QoS 0, plain or JSON payloads.
+    Expiry,
+}
+
+impl Scenario {
+    /// Every scenario, in the order of `--help`.
+    pub const ALL: [Self; 8] = [
+        Self::FanIn,
+        Self::FanOut,
+        Self::Qos1,
+        Self::Qos2,
+        Self::Latency,
+        Self::Connections,
+        Self::Presence,
+        Self::Expiry,
+    ];
+
+    /// The name on the command line and in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FanIn => "fan-in",
+            Self::FanOut => "fan-out",
+            Self::Qos1 => "qos1",
+            Self::Qos2 => "qos2",
+            Self::Latency => "latency",
+            Self::Connections => "connections",
+            Self::Presence => "presence",
+            Self::Expiry => "expiry",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// How message payloads are encoded (see [`crate::payload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// Binary, not JSON.
+    Plain,
+    /// A JSON object with a far-future `expired_at`.
+    Json,
+}
+
+impl PayloadKind {
+    /// The name on the command line and in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// Everything a run needs; unset values take the scenario's default.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The broker: always a loopback address.
+    pub addr: SocketAddr,
+    /// Messages published in all (message scenarios).
+    pub messages: Option<u64>,
+    /// Length of a paced run; with `rate` it sets the message count.
+    pub duration: Option<Duration>,
+    /// Hard limit of the whole run.
+    pub deadline: Duration,
+    /// The broker's process, to read its memory and CPU time from /proc.
+    pub broker_pid: Option<u32>,
+    /// QoS of publications and subscriptions (`latency`; the other message
+    /// scenarios fix it).
+    pub qos: Option<QoS>,
+    /// Messages per second in all; unpaced when unset.
+    pub rate: Option<u64>,
+    /// Publishing clients.
+    pub publishers: Option<usize>,
+    /// Subscribing clients.
+    pub subscribers: Option<usize>,
+    /// Payload size in bytes.
+    pub payload_bytes: usize,
+    /// Payload encoding.
+    pub payload: Option<PayloadKind>,
+    /// QoS 1/2 messages a publisher keeps unacknowledged.
+    pub inflight: u16,
+    /// Clients held open (`connections`).
+    pub clients: usize,
+    /// Connection handshakes in flight (`connections`, `presence`).
+    pub concurrency: Option<usize>,
+    /// Connect/disconnect cycles (`presence`).
+    pub cycles: u64,
+    /// Redis port, to check the presence hash after `presence`.
+    pub redis_port: Option<u16>,
+    /// The presence hash.
+    pub redis_key: String,
+    /// After the publishers finish, how long a subscriber waits for more.
+    pub drain: Duration,
+    /// Largest write of an unpaced publisher.
+    pub batch_bytes: usize,
+    /// Free-form `key=value` labels copied into the result.
+    pub tags: Vec<(String, String)>,
+}
+
+impl Options {
+    /// Defaults for `scenario` against `addr`.
+    pub fn new(scenario: Scenario, addr: SocketAddr) -> Self {
+        Self {
+            scenario,
+            addr,
+            messages: None,
+            duration: None,
+            deadline: Duration::from_secs(60),
+            broker_pid: None,
+            qos: None,
+            rate: None,
+            publishers: None,
+            subscribers: None,
+            payload_bytes: 64,
+            payload: None,
+            inflight: 64,
+            clients: 10_000,
+            concurrency: None,
+            cycles: 10_000,
+            redis_port: None,
+            redis_key: "mqtt".to_owned(),
+            drain: Duration::from_secs(2),
+            batch_bytes: 16 * 1024,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run this.
+    Run(Box<Options>),
+    /// Print the help.
+    Help,
+}
+
+/// The help text.
+pub const HELP: &str = "\
+culex-load: end-to-end MQTT load over loopback; prints one JSON line per run.
+
+usage: culex-load SCENARIO [--host 127.0.0.1] --port PORT [options]
+
+scenarios (defaults in brackets):
+  fan-in       4 publishers on bench/in/N, 1 subscriber on bench/in/#, QoS 0 [1,000,000 messages]
+  fan-out      1 publisher, 10 subscribers on bench/out, QoS 0 [100,000 messages]
+  qos1, qos2   1 publisher with 64 in flight, 1 subscriber acking at the same QoS [100,000 / 50,000]
+  latency      1 publisher paced at --rate [1000/s] for --duration-secs [5], QoS --qos [0]
+  connections  --clients [10,000] idle clients, --concurrency [200] handshakes in flight
+  presence     --cycles [10,000] connect/CONNACK/DISCONNECT cycles, --concurrency [50] at once
+  expiry       1 publisher, 1 subscriber, QoS 0, --payload plain|json [plain], [200,000 messages]
+
+options:
+  --host ADDR            loopback address of the broker [127.0.0.1]; anything else is refused
+  --port PORT            broker port (required)
+  --messages N           messages published in all
+  --duration-secs T      length of a paced run (latency)
+  --deadline-secs T      hard limit of the whole run [60]
+  --broker-pid PID       read the broker's VmRSS and CPU time from /proc/PID
+  --qos 0|1|2            QoS (latency)
+  --rate N               messages per second in all (unpaced when absent, except latency)
+  --publishers N, --subscribers N
+  --payload-bytes N      payload size [64]
+  --payload plain|json   payload encoding
+  --inflight N           unacknowledged QoS 1/2 messages per publisher [64]
+  --clients N            clients held open (connections)
+  --concurrency N        handshakes in flight (connections, presence)
+  --cycles N             connect/disconnect cycles (presence)
+  --redis-port PORT      after presence, check that the presence hash on 127.0.0.1:PORT empties
+  --redis-key KEY        the presence hash [mqtt]
+  --drain-ms N           wait for stragglers after the last publish [2000]
+  --batch-bytes N        largest write of an unpaced publisher [16384]
+  --tag KEY=VALUE        label copied into the result (repeatable)
+";
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut args = args.into_iter();
+    let mut scenario = None;
+    let mut host: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut port: Option<u16> = None;
+    let mut o = Options::new(Scenario::FanIn, SocketAddr::from(([127, 0, 0, 1], 0)));
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Command::Help);
+        }
+        if !arg.starts_with("--") {
+            if scenario.is_some() {
+                return Err(format!("unexpected argument {arg:?}"));
+            }
+            scenario = Some(Scenario::parse(&arg).ok_or_else(|| format!("unknown scenario {arg:?}"))?);
+            continue;
+        }
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--host" => host = parse_host(&value()?)?,
+            "--port" => port = Some(number(&arg, &value()?)?),
+            "--messages" => o.messages = Some(positive(&arg, &value()?)?),
+            "--duration-secs" => o.duration = Some(seconds(&arg, &value()?)?),
+            "--deadline-secs" => o.deadline = seconds(&arg, &value()?)?,
+            "--broker-pid" => o.broker_pid = Some(number(&arg, &value()?)?),
+            "--qos" => {
+                let bits: u8 = number(&arg, &value()?)?;
+                o.qos = Some(QoS::from_bits(bits).ok_or("--qos takes 0, 1 or 2")?);
+            }
+            "--rate" => o.rate = Some(positive(&arg, &value()?)?),
+            "--publishers" => o.publishers = Some(positive_usize(&arg, &value()?)?),
+            "--subscribers" => o.subscribers = Some(positive_usize(&arg, &value()?)?),
+            "--payload-bytes" => o.payload_bytes = number(&arg, &value()?)?,
+            "--payload" => {
+                o.payload = Some(match value()?.as_str() {
+                    "plain" => PayloadKind::Plain,
+                    "json" => PayloadKind::Json,
+                    other => return Err(format!("--payload takes plain or json, not {other:?}")),
+                });
+            }
+            "--inflight" => {
+                o.inflight = number(&arg, &value()?)?;
+                if o.inflight == 0 {
+                    return Err("--inflight must be at least 1".to_owned());
+                }
+            }
+            "--clients" => o.clients = positive_usize(&arg, &value()?)?,
+            "--concurrency" => o.concurrency = Some(positive_usize(&arg, &value()?)?),
+            "--cycles" => o.cycles = positive(&arg, &value()?)?,
+            "--redis-port" => o.redis_port = Some(number(&arg, &value()?)?),
+            "--redis-key" => o.redis_key = value()?,
+            "--drain-ms" => o.drain = Duration::from_millis(number(&arg, &value()?)?),
+            "--batch-bytes" => o.batch_bytes = positive_usize(&arg, &value()?)?,
+            "--tag" => {
+                let tag = value()?;
+                let (k, v) = tag.split_once('=').ok_or_else(|| format!("--tag takes KEY=VALUE, not {tag:?}"))?;
+                o.tags.push((k.to_owned(), v.to_owned()));
+            }
+            _ => return Err(format!("unknown option {arg:?} (see --help)")),
+        }
+    }
+    o.scenario = scenario.ok_or("no scenario given (see --help)")?;
+    o.addr = SocketAddr::new(host, port.ok_or("--port is required")?);
+    if o.deadline.is_zero() {
+        return Err("--deadline-secs must be positive".to_owned());
+    }
+    Ok(Command::Run(Box::new(o)))
+}
+
+/// A loopback address; `localhost` is 127.0.0.1. Host names are not
+/// resolved, so nothing but loopback can be reached.
+fn parse_host(text: &str) -> Result<IpAddr, String> {
+    let ip = if text == "localhost" {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        text.parse::<IpAddr>().map_err(|_| format!("--host takes a loopback IP address, not {text:?}"))?
+    };
+    if !ip.is_loopback() {
+        return Err(format!("refusing {ip}: culex-load only talks to loopback addresses"));
+    }
+    Ok(ip)
+}
+
+fn number<T: std::str::FromStr>(arg: &str, text: &str) -> Result<T, String> {
+    text.parse().map_err(|_| format!("{arg}: not a valid number: {text:?}"))
+}
+
+fn positive(arg: &str, text: &str) -> Result<u64, String> {
+    match number(arg, text)? {
+        0 => Err(format!("{arg} must be positive")),
+        n => Ok(n),
+    }
+}
+
+fn positive_usize(arg: &str, text: &str) -> Result<usize, String> {
+    usize::try_from(positive(arg, text)?).map_err(|_| format!("{arg}: too large"))
+}
+
+fn seconds(arg: &str, text: &str) -> Result<Duration, String> {
+    let secs: f64 = number(arg, text)?;
+    if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
+        return Err(format!("{arg} must be between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn full_line_parses() {
+        let Command::Run(o) =
+            parse(args("latency --host 127.0.0.1 --port 1884 --qos 1 --rate 10000 --tag broker=culex")).unwrap()
+        else {
+            panic!("not a run");
+        };
+        assert_eq!(o.scenario, Scenario::Latency);
+        assert_eq!(o.addr, SocketAddr::from(([127, 0, 0, 1], 1884)));
+        assert_eq!(o.qos, Some(QoS::AtLeastOnce));
+        assert_eq!(o.rate, Some(10_000));
+        assert_eq!(o.tags, vec![("broker".to_owned(), "culex".to_owned())]);
+    }
+
+    #[test]
+    fn non_loopback_hosts_are_refused() {
+        for host in ["10.0.0.1", "0.0.0.0", "example.com", "::"] {
+            let err = parse(args(&format!("fan-in --host {host} --port 1"))).unwrap_err();
+            assert!(err.contains("loopback"), "{host}: {err}");
+        }
+        assert!(parse(args("fan-in --host ::1 --port 1")).is_ok());
+        assert!(parse(args("fan-in --host localhost --port 1")).is_ok());
+    }
+
+    #[test]
+    fn port_and_scenario_are_required() {
+        assert!(parse(args("fan-in")).unwrap_err().contains("--port"));
+        assert!(parse(args("--port 1")).unwrap_err().contains("scenario"));
+        assert!(parse(args("nope --port 1")).unwrap_err().contains("unknown scenario"));
+    }
+}

@@ -1,0 +1,113 @@
+//! Smoke test that CI can afford (a few seconds): every scenario of
+//! `culex-load`, with tiny counts, against an in-process Culex broker on
+//! tokio. It checks that the tool runs, prints one JSON line, and that the
+//! broker loses nothing at these loads. The real comparison is
+//! `scripts/bench.sh`; `scripts/bench.sh --quick` is its smoke run.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use culex_runtime::Settings;
+use serde_json::Value;
+
+/// A Culex broker on its own thread and runtime, stopped on drop.
+struct Broker {
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Broker {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut settings = Settings::embedded_defaults();
+        settings.listeners = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+        settings.core.connection_messages = false;
+        settings.core.max_inflight_messages = 64;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime
+                .block_on(culex_tokio::run(settings, async {
+                    let _ = stopped.await;
+                }))
+                .unwrap();
+        });
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "broker did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { port, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs `culex-load` and returns its one JSON line.
+fn load(port: u16, args: &str) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_culex-load"))
+        .args(args.split_whitespace())
+        .args(["--port", &port.to_string(), "--deadline-secs", "20", "--drain-ms", "500"])
+        .args(["--broker-pid", &std::process::id().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{args}: expected one line, got {stdout:?}");
+    let result: Value = serde_json::from_str(lines[0]).unwrap();
+    assert!(output.status.success(), "{args}: {result}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(result["error_count"], 0, "{args}: {result}");
+    assert_eq!(result["timed_out"], false, "{args}: {result}");
+    result
+}
+
+#[test]
+fn every_scenario_runs_against_culex() {
+    let broker = Broker::start();
+    let port = broker.port;
+    for (args, deliveries) in [
+        ("fan-in --messages 4000", 4000),
+        ("fan-out --messages 300", 3000),
+        ("qos1 --messages 2000", 2000),
+        ("qos2 --messages 1000", 1000),
+        ("expiry --messages 1000 --payload json", 1000),
+        ("latency --qos 1 --rate 2000 --duration-secs 0.25", 500),
+    ] {
+        let r = load(port, args);
+        assert_eq!(r["delivered"], deliveries, "{args}: {r}");
+        assert_eq!(r["lost"], 0, "{args}: {r}");
+        assert_eq!(r["duplicates"], 0, "{args}: {r}");
+        assert!(r["delivered_per_s"].as_f64().unwrap() > 0.0, "{args}: {r}");
+        assert_eq!(r["latency_us"]["samples"], deliveries, "{args}: {r}");
+    }
+    let r = load(port, "connections --clients 200 --concurrency 50");
+    assert_eq!(r["connected"], 200, "{r}");
+    assert_eq!(r["alive_after"], 200, "{r}");
+    assert!(r["broker_rss_kib_after"].as_u64().unwrap() > 0, "{r}");
+    let r = load(port, "presence --cycles 200 --concurrency 10");
+    assert_eq!(r["completed"], 200, "{r}");
+}
+
+#[test]
+fn non_loopback_hosts_are_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_culex-load"))
+        .args(["fan-in", "--host", "192.0.2.1", "--port", "1883"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+}
