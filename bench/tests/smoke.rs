@@ -24,7 +24,7 @@ impl Broker {
     fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut settings = Settings::embedded_defaults();
-        settings.listeners = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+        settings.listeners = vec![culex_runtime::Listener::mqtt(SocketAddr::from(([127, 0, 0, 1], port)))];
         settings.core.connection_messages = false;
         settings.core.max_inflight_messages = 64;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

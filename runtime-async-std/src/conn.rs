@@ -10,6 +10,7 @@ use async_std::net::TcpStream;
 use bytes::Bytes;
 use culex_core::ConnId;
 use culex_runtime::driver::Event;
+use culex_runtime::ws::{self, Deframer, Handshake, HandshakeStep, Wire};
 use culex_runtime::{Backlog, Out, OutQueue, QueueOutbox};
 use futures_lite::FutureExt;
 use tracing::debug;
@@ -36,16 +37,34 @@ enum Wake {
     Out(Option<Out>),
 }
 
+/// What a listener's connections are allowed and speak.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Bytes queued for the writer before the client is dropped.
+    pub(crate) backlog: usize,
+    /// MQTT over WebSocket, with this largest frame payload.
+    pub(crate) websocket: Option<u64>,
+}
+
 /// Serves one accepted socket until either side ends it.
 pub(crate) async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
-    backlog_limit: usize,
+    limits: Limits,
     events: Sender<Event<AsyncStdOutbox>>,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut reader = stream.clone();
+    let mut writer = stream;
+    let (mut wire, leftover) = match limits.websocket {
+        None => (Wire::Raw, Bytes::new()),
+        Some(max_frame) => match handshake(&mut reader, &mut writer, remote).await {
+            Some(leftover) => (Wire::WebSocket(Deframer::new(max_frame)), leftover),
+            None => return,
+        },
+    };
     let (tx, rx) = channel::unbounded();
-    let backlog = Arc::new(Backlog::new(backlog_limit));
+    let backlog = Arc::new(Backlog::new(limits.backlog));
     let outbox = QueueOutbox::new(Queue(tx), backlog.clone());
     let (reply, id) = channel::bounded(1);
     let reply = Box::new(move |conn: ConnId| {
@@ -55,25 +74,38 @@ pub(crate) async fn serve(
         return;
     }
     let Ok(conn) = id.recv().await else { return };
-    let mut reader = stream.clone();
-    let mut writer = stream;
     let mut buf = vec![0; READ_CHUNK];
+    let (mut data, mut gone) = (leftover, false);
     loop {
+        if gone {
+            let _ = events.send(Event::Closed { conn }).await;
+            return;
+        }
+        if !data.is_empty() {
+            // Raw TCP passes bytes through; WebSocket unframes them.
+            let got = wire.incoming(std::mem::take(&mut data));
+            if !got.data.is_empty() && events.send(Event::Data { conn, data: got.data }).await.is_err() {
+                return;
+            }
+            if !got.reply.is_empty() && writer.write_all(&got.reply).await.is_err() {
+                let _ = events.send(Event::Closed { conn }).await;
+                return;
+            }
+            if let Some(end) = got.end {
+                debug!(%conn, ?end, "WebSocket connection ended by the client");
+                let _ = events.send(Event::Closed { conn }).await;
+                return finish(conn, writer).await;
+            }
+        }
         let read = async { Wake::Read(reader.read(&mut buf).await) };
         let out = async { Wake::Out(rx.recv().await.ok()) };
         match read.or(out).await {
-            Wake::Read(read) => {
-                let gone = !matches!(read, Ok(n) if n > 0);
-                let event = match read {
-                    Ok(n) if n > 0 => Event::Data { conn, data: Bytes::copy_from_slice(&buf[..n]) },
-                    _ => Event::Closed { conn },
-                };
-                if events.send(event).await.is_err() || gone {
-                    return;
-                }
-            }
+            Wake::Read(read) => match read {
+                Ok(n) if n > 0 => data = Bytes::copy_from_slice(&buf[..n]),
+                _ => gone = true,
+            },
             Wake::Out(out) => match out {
-                Some(Out::Data(data)) => match write_queued(&mut writer, &rx, data, &backlog).await {
+                Some(Out::Data(data)) => match write_queued(&mut writer, &rx, data, &backlog, &wire).await {
                     Ok(Written::All) => {}
                     Ok(Written::ThenClose) => return finish(conn, writer).await,
                     Err(_) => {
@@ -101,11 +133,13 @@ async fn write_queued(
     rx: &Receiver<Out>,
     first: Bytes,
     backlog: &Backlog,
+    wire: &Wire,
 ) -> std::io::Result<Written> {
     let mut data = first;
     loop {
-        writer.write_all(&data).await?;
-        backlog.written(data.len());
+        let len = data.len();
+        writer.write_all(&wire.outgoing(data)).await?;
+        backlog.written(len);
         match rx.try_recv() {
             Ok(Out::Data(next)) => data = next,
             Ok(Out::Close) => return Ok(Written::ThenClose),
@@ -118,4 +152,35 @@ async fn finish(conn: ConnId, mut writer: TcpStream) {
     let _ = writer.flush().await;
     let _ = writer.shutdown(Shutdown::Both);
     debug!(%conn, "connection closed by the broker");
+}
+
+/// The WebSocket opening handshake, within [`ws::HANDSHAKE_TIMEOUT`]:
+/// the frame bytes read after the request, or `None` if the connection
+/// is over (refused, timed out, gone).
+async fn handshake(reader: &mut TcpStream, writer: &mut TcpStream, remote: SocketAddr) -> Option<Bytes> {
+    let mut handshake = Handshake::new();
+    let mut buf = vec![0; 2048];
+    let work = async {
+        loop {
+            let n = reader.read(&mut buf).await.ok().filter(|&n| n > 0)?;
+            match handshake.feed(&buf[..n]) {
+                HandshakeStep::NeedMore => {}
+                HandshakeStep::Accept { response, leftover } => {
+                    writer.write_all(&response).await.ok()?;
+                    return Some(leftover);
+                }
+                HandshakeStep::Refuse { response, reason } => {
+                    debug!(%remote, reason, "WebSocket handshake refused");
+                    let _ = writer.write_all(&response).await;
+                    let _ = writer.shutdown(Shutdown::Both);
+                    return None;
+                }
+            }
+        }
+    };
+    let result = async_std::future::timeout(ws::HANDSHAKE_TIMEOUT, work).await;
+    if result.is_err() {
+        debug!(%remote, "WebSocket handshake timed out");
+    }
+    result.ok().flatten()
 }

@@ -21,7 +21,7 @@ use culex_runtime::{Clock, Settings};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
 
-use crate::conn::AsyncStdOutbox;
+use crate::conn::{AsyncStdOutbox, Limits};
 
 /// Why the broker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +43,13 @@ const EVENT_QUEUE: usize = 4096;
 /// then closes every client, writes their presence and returns.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let mut listeners = Vec::new();
-    for addr in &settings.listeners {
+    for listener in &settings.listeners {
+        let addr = &listener.addr;
         match TcpListener::bind(addr).await {
-            Ok(listener) => {
-                info!("Opening listen socket on {addr}.");
-                listeners.push(listener);
+            Ok(socket) => {
+                let kind = if listener.websockets { " (websockets)" } else { "" };
+                info!("Opening listen socket on {addr}{kind}.");
+                listeners.push((socket, listener.websockets));
             }
             Err(source) if culex_runtime::settings::may_skip(addr, &source) => {
                 warn!("Warning: not listening on {addr}: {source}");
@@ -59,14 +61,17 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     Ok(())
 }
 
-/// Like [`run`], on listeners already bound (tests bind port 0).
-pub async fn run_on(listeners: Vec<TcpListener>, settings: &Settings, shutdown: impl Future<Output = ()>) {
+/// Like [`run`], on listeners already bound (tests bind port 0), each with
+/// whether it speaks MQTT over WebSocket.
+pub async fn run_on(listeners: Vec<(TcpListener, bool)>, settings: &Settings, shutdown: impl Future<Output = ()>) {
     let prepared = driver::prepare::<AsyncStdOutbox>(settings);
     let (events, events_rx) = channel::bounded(EVENT_QUEUE);
     let (stop, stopped) = channel::bounded::<()>(1);
-    for listener in listeners {
-        let limits = (prepared.backlog_limit, prepared.connection_messages);
-        async_std::task::spawn(accept_loop(listener, events.clone(), stopped.clone(), limits));
+    let max_frame = culex_runtime::ws::max_frame(settings.core.max_packet_size());
+    for (listener, websockets) in listeners {
+        let limits = Limits { backlog: prepared.backlog_limit, websocket: websockets.then_some(max_frame) };
+        let accept = accept_loop(listener, events.clone(), stopped.clone(), limits, prepared.connection_messages);
+        async_std::task::spawn(accept);
     }
     let store = settings.redis.clone().map(|redis| {
         let (tx, rx) = channel::unbounded();
@@ -115,13 +120,14 @@ impl EventSource<AsyncStdOutbox> for Events {
     }
 }
 
-/// Accepts connections until shutdown; `limits` are the backlog limit and
-/// whether to log each new connection.
+/// Accepts connections until shutdown, logging each new one if
+/// `connection_messages`.
 async fn accept_loop(
     listener: TcpListener,
     events: Sender<Event<AsyncStdOutbox>>,
     stopped: Receiver<()>,
-    (backlog, connection_messages): (usize, bool),
+    limits: Limits,
+    connection_messages: bool,
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
@@ -134,7 +140,7 @@ async fn accept_loop(
                 if connection_messages {
                     info!("New connection from {remote} on port {port}.");
                 }
-                async_std::task::spawn(conn::serve(stream, remote, backlog, events.clone()));
+                async_std::task::spawn(conn::serve(stream, remote, limits, events.clone()));
             }
             // Out of descriptors and the like: wait a little, keep serving.
             Some(Err(error)) => {

@@ -22,10 +22,11 @@ pub mod settings;
 mod start;
 pub mod store;
 mod sync;
+pub mod ws;
 
 pub use backlog::{Admit, Backlog};
 pub use clock::Clock;
 pub use driver::{Event, EventSource, StoreEvent, StoreRequest, Wake};
 pub use outbox::{Out, OutQueue, QueueOutbox};
-pub use settings::{Launch, RedisSettings, Settings};
+pub use settings::{Launch, Listener, RedisSettings, Settings};
 pub use start::start;

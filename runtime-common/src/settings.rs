@@ -9,7 +9,7 @@ use culex_core::Config;
 use culex_core::auth::FilePolicy;
 use culex_core::auth::acl::AclFile;
 use culex_core::auth::password_file::PasswordFile;
-use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, LogConf, Secret};
+use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, Secret};
 use culex_core::presence::PresenceKeys;
 
 /// The Redis presence store.
@@ -30,11 +30,27 @@ pub struct RedisSettings {
     pub keys: PresenceKeys,
 }
 
+/// A socket to listen on, and what it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    /// The address.
+    pub addr: SocketAddr,
+    /// MQTT over WebSocket (`protocol websockets`) rather than plain MQTT.
+    pub websockets: bool,
+}
+
+impl Listener {
+    /// A plain MQTT listener on `addr`.
+    pub fn mqtt(addr: SocketAddr) -> Self {
+        Self { addr, websockets: false }
+    }
+}
+
 /// Everything a runtime needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Addresses to listen on.
-    pub listeners: Vec<SocketAddr>,
+    /// Sockets to listen on.
+    pub listeners: Vec<Listener>,
     /// The core's limits.
     pub core: Config,
     /// Presence store; `None` sends presence only to the log.
@@ -52,7 +68,7 @@ impl Settings {
     /// anonymous clients allowed, presence only in the log.
     pub fn embedded_defaults() -> Self {
         Self {
-            listeners: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            listeners: vec![Listener::mqtt(SocketAddr::from(([127, 0, 0, 1], 1883)))],
             core: Config::default(),
             redis: None,
             log: LogConf::default(),
@@ -180,13 +196,18 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     notices.extend(acl_warnings);
     let mut listeners = Vec::new();
     for listener in &conf.listeners {
-        match &listener.address {
+        let websockets = listener.protocol == ListenerProtocol::WebSockets;
+        let ip = match &listener.address {
             Some(address) => match address.parse::<IpAddr>() {
-                Ok(ip) => listeners.push(SocketAddr::new(ip, listener.port)),
-                Err(_) => notices.push(format!("Warning: listener address {address} is not an IP address, ignored")),
+                Ok(ip) => ip,
+                Err(_) => {
+                    notices.push(format!("Warning: listener address {address} is not an IP address, ignored"));
+                    continue;
+                }
             },
-            None => listeners.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listener.port)),
-        }
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        listeners.push(Listener { addr: SocketAddr::new(ip, listener.port), websockets });
     }
     if conf.local_only {
         notices.insert(
@@ -227,4 +248,23 @@ pub fn may_skip(addr: &SocketAddr, error: &std::io::Error) -> bool {
     use std::io::ErrorKind;
     addr.ip() == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
         && matches!(error.kind(), ErrorKind::AddrNotAvailable | ErrorKind::Unsupported)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_carry_their_protocol() {
+        let text = "allow_anonymous true\nlistener 1883\nlistener 9001 127.0.0.1\nprotocol websockets\n";
+        let settings = from_conf(conf::parse("test.conf", text).unwrap()).unwrap();
+        assert_eq!(
+            settings.listeners,
+            [
+                Listener::mqtt(SocketAddr::from(([0, 0, 0, 0], 1883))),
+                Listener { addr: SocketAddr::from(([127, 0, 0, 1], 9001)), websockets: true },
+            ]
+        );
+    }
 }

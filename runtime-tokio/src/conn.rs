@@ -7,10 +7,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use culex_core::ConnId;
 use culex_runtime::driver::Event;
+use culex_runtime::ws::{self, Deframer, Handshake, HandshakeStep, Wire};
 use culex_runtime::{Backlog, Out, OutQueue, QueueOutbox};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
@@ -30,16 +31,33 @@ impl OutQueue for Queue {
 /// The core's handle to a connection on tokio.
 pub(crate) type TokioOutbox = QueueOutbox<Queue>;
 
+/// What a listener's connections are allowed and speak.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Bytes queued for the writer before the client is dropped.
+    pub(crate) backlog: usize,
+    /// MQTT over WebSocket, with this largest frame payload.
+    pub(crate) websocket: Option<u64>,
+}
+
 /// Serves one accepted socket until either side ends it.
 pub(crate) async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
-    backlog_limit: usize,
+    limits: Limits,
     events: mpsc::Sender<Event<TokioOutbox>>,
 ) {
     let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (mut wire, leftover) = match limits.websocket {
+        None => (Wire::Raw, Bytes::new()),
+        Some(max_frame) => match handshake(&mut reader, &mut writer, remote).await {
+            Some(leftover) => (Wire::WebSocket(Deframer::new(max_frame)), leftover),
+            None => return,
+        },
+    };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let backlog = Arc::new(Backlog::new(backlog_limit));
+    let backlog = Arc::new(Backlog::new(limits.backlog));
     let outbox = QueueOutbox::new(Queue(tx), backlog.clone());
     let (reply, id) = oneshot::channel();
     let reply = Box::new(move |conn: ConnId| {
@@ -49,20 +67,37 @@ pub(crate) async fn serve(
         return;
     }
     let Ok(conn) = id.await else { return };
-    let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let (mut data, mut gone) = (leftover, false);
     loop {
+        if gone {
+            let _ = events.send(Event::Closed { conn }).await;
+            return;
+        }
+        if !data.is_empty() {
+            // Raw TCP passes bytes through; WebSocket unframes them.
+            let got = wire.incoming(std::mem::take(&mut data));
+            if !got.data.is_empty() && events.send(Event::Data { conn, data: got.data }).await.is_err() {
+                return;
+            }
+            if !got.reply.is_empty() && writer.write_all(&got.reply).await.is_err() {
+                let _ = events.send(Event::Closed { conn }).await;
+                return;
+            }
+            if let Some(end) = got.end {
+                debug!(%conn, ?end, "WebSocket connection ended by the client");
+                let _ = events.send(Event::Closed { conn }).await;
+                return finish(conn, writer).await;
+            }
+        }
         tokio::select! {
             read = reader.read_buf(&mut buf) => {
-                let gone = !matches!(read, Ok(n) if n > 0);
-                let event = if gone { Event::Closed { conn } } else { Event::Data { conn, data: buf.split().freeze() } };
-                if events.send(event).await.is_err() || gone {
-                    return;
-                }
+                gone = !matches!(read, Ok(n) if n > 0);
+                data = buf.split().freeze();
                 buf.reserve(READ_CHUNK);
             }
             out = rx.recv() => match out {
-                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &backlog).await {
+                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &backlog, &wire).await {
                     Ok(Written::All) => {}
                     Ok(Written::ThenClose) => return finish(conn, writer).await,
                     Err(_) => {
@@ -90,11 +125,13 @@ async fn write_queued(
     rx: &mut mpsc::UnboundedReceiver<Out>,
     first: Bytes,
     backlog: &Backlog,
+    wire: &Wire,
 ) -> std::io::Result<Written> {
     let mut data = first;
     loop {
-        writer.write_all(&data).await?;
-        backlog.written(data.len());
+        let len = data.len();
+        writer.write_all(&wire.outgoing(data)).await?;
+        backlog.written(len);
         match rx.try_recv() {
             Ok(Out::Data(next)) => data = next,
             Ok(Out::Close) => return Ok(Written::ThenClose),
@@ -107,4 +144,35 @@ async fn finish(conn: ConnId, mut writer: OwnedWriteHalf) {
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
     debug!(%conn, "connection closed by the broker");
+}
+
+/// The WebSocket opening handshake, within [`ws::HANDSHAKE_TIMEOUT`]:
+/// the frame bytes read after the request, or `None` if the connection
+/// is over (refused, timed out, gone).
+async fn handshake(reader: &mut OwnedReadHalf, writer: &mut OwnedWriteHalf, remote: SocketAddr) -> Option<Bytes> {
+    let mut handshake = Handshake::new();
+    let mut buf = vec![0; 2048];
+    let work = async {
+        loop {
+            let n = reader.read(&mut buf).await.ok().filter(|&n| n > 0)?;
+            match handshake.feed(&buf[..n]) {
+                HandshakeStep::NeedMore => {}
+                HandshakeStep::Accept { response, leftover } => {
+                    writer.write_all(&response).await.ok()?;
+                    return Some(leftover);
+                }
+                HandshakeStep::Refuse { response, reason } => {
+                    debug!(%remote, reason, "WebSocket handshake refused");
+                    let _ = writer.write_all(&response).await;
+                    let _ = writer.shutdown().await;
+                    return None;
+                }
+            }
+        }
+    };
+    let result = tokio::time::timeout(ws::HANDSHAKE_TIMEOUT, work).await;
+    if result.is_err() {
+        debug!(%remote, "WebSocket handshake timed out");
+    }
+    result.ok().flatten()
 }

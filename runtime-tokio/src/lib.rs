@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::conn::TokioOutbox;
+use crate::conn::{Limits, TokioOutbox};
 
 /// Why the broker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +41,13 @@ const EVENT_QUEUE: usize = 4096;
 /// then closes every client, writes their presence and returns.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let mut listeners = Vec::new();
-    for addr in &settings.listeners {
+    for listener in &settings.listeners {
+        let addr = &listener.addr;
         match TcpListener::bind(addr).await {
-            Ok(listener) => {
-                info!("Opening listen socket on {addr}.");
-                listeners.push(listener);
+            Ok(socket) => {
+                let kind = if listener.websockets { " (websockets)" } else { "" };
+                info!("Opening listen socket on {addr}{kind}.");
+                listeners.push((socket, listener.websockets));
             }
             Err(source) if culex_runtime::settings::may_skip(addr, &source) => {
                 warn!("Warning: not listening on {addr}: {source}");
@@ -57,14 +59,16 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     Ok(())
 }
 
-/// Like [`run`], on listeners already bound (tests bind port 0).
-pub async fn run_on(listeners: Vec<TcpListener>, settings: &Settings, shutdown: impl Future<Output = ()>) {
+/// Like [`run`], on listeners already bound (tests bind port 0), each with
+/// whether it speaks MQTT over WebSocket.
+pub async fn run_on(listeners: Vec<(TcpListener, bool)>, settings: &Settings, shutdown: impl Future<Output = ()>) {
     let prepared = driver::prepare::<TokioOutbox>(settings);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (stop, stopped) = watch::channel(false);
-    for listener in listeners {
-        let limits = (prepared.backlog_limit, prepared.connection_messages);
-        tokio::spawn(accept_loop(listener, events.clone(), stopped.clone(), limits));
+    let max_frame = culex_runtime::ws::max_frame(settings.core.max_packet_size());
+    for (listener, websockets) in listeners {
+        let limits = Limits { backlog: prepared.backlog_limit, websocket: websockets.then_some(max_frame) };
+        tokio::spawn(accept_loop(listener, events.clone(), stopped.clone(), limits, prepared.connection_messages));
     }
     let store = settings.redis.clone().map(|redis| {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -115,13 +119,14 @@ impl EventSource<TokioOutbox> for Events {
     }
 }
 
-/// Accepts connections until shutdown; `limits` are the backlog limit and
-/// whether to log each new connection.
+/// Accepts connections until shutdown, logging each new one if
+/// `connection_messages`.
 async fn accept_loop(
     listener: TcpListener,
     events: mpsc::Sender<Event<TokioOutbox>>,
     mut stopped: watch::Receiver<bool>,
-    (backlog, connection_messages): (usize, bool),
+    limits: Limits,
+    connection_messages: bool,
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
@@ -131,7 +136,7 @@ async fn accept_loop(
                     if connection_messages {
                         info!("New connection from {remote} on port {port}.");
                     }
-                    tokio::spawn(conn::serve(stream, remote, backlog, events.clone()));
+                    tokio::spawn(conn::serve(stream, remote, limits, events.clone()));
                 }
                 // Out of descriptors and the like: wait a little, keep serving.
                 Err(error) => {

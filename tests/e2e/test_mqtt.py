@@ -165,6 +165,9 @@ def test_persistent_session_paho(broker, paho):
     assert first.session_present is False
     first.subscribe("ps/#", 1)
     first.disconnect()
+    # The publishes come on other connections: wait until the broker has
+    # seen this one leave, or they may still reach it live.
+    broker.wait_log(rf"Client {cid} disconnected\.")
     for n in (1, 2, 3):
         assert mosquitto_pub(broker.port, f"ps/{n}", f"queued {n}", qos=1).returncode == 0
     assert mosquitto_pub(broker.port, "ps/zero", "qos0 is not queued", qos=0).returncode == 0
