@@ -250,6 +250,27 @@ pub fn may_skip(addr: &SocketAddr, error: &std::io::Error) -> bool {
         && matches!(error.kind(), ErrorKind::AddrNotAvailable | ErrorKind::Unsupported)
 }
 
+/// Connections the kernel queues for `accept` per listener. A burst of
+/// devices (a fleet coming back after an outage) must not find it full:
+/// dropped SYNs are retried only after a second.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listening socket on `addr`, non-blocking, with `SO_REUSEADDR` (a
+/// restarted broker gets its port back at once) and [`LISTEN_BACKLOG`];
+/// each runtime wraps it in its own listener type.
+pub fn listen(addr: &SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&(*addr).into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

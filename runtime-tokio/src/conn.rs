@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use culex_core::ConnId;
 use culex_runtime::driver::Event;
 use culex_runtime::ws::{self, Deframer, Handshake, HandshakeStep, Wire};
@@ -67,7 +67,6 @@ pub(crate) async fn serve(
         return;
     }
     let Ok(conn) = id.await else { return };
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let (mut data, mut gone) = (leftover, false);
     loop {
         if gone {
@@ -91,10 +90,16 @@ pub(crate) async fn serve(
             }
         }
         tokio::select! {
-            read = reader.read_buf(&mut buf) => {
-                gone = !matches!(read, Ok(n) if n > 0);
-                data = buf.split().freeze();
-                buf.reserve(READ_CHUNK);
+            // Wait for readiness, then read into a buffer that lives only
+            // for the read: an idle connection holds no read buffer.
+            ready = reader.readable() => {
+                let mut chunk = [0u8; READ_CHUNK];
+                match ready.and_then(|()| reader.try_read(&mut chunk)) {
+                    Ok(0) => gone = true,
+                    Ok(n) => data = Bytes::copy_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => gone = true,
+                }
             }
             out = rx.recv() => match out {
                 Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &backlog, &wire).await {

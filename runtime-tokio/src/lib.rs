@@ -43,7 +43,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let mut listeners = Vec::new();
     for listener in &settings.listeners {
         let addr = &listener.addr;
-        match TcpListener::bind(addr).await {
+        match culex_runtime::settings::listen(addr).and_then(TcpListener::from_std) {
             Ok(socket) => {
                 let kind = if listener.websockets { " (websockets)" } else { "" };
                 info!("Opening listen socket on {addr}{kind}.");
