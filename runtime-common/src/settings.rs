@@ -250,6 +250,30 @@ pub fn may_skip(addr: &SocketAddr, error: &std::io::Error) -> bool {
         && matches!(error.kind(), ErrorKind::AddrNotAvailable | ErrorKind::Unsupported)
 }
 
+/// Opens every listener of `settings` as the runtime's listener type
+/// (`wrap`), logging each as Mosquitto does; each comes with whether it
+/// speaks WebSocket. IPv6 loopback may be missing (see [`may_skip`]); any
+/// other failure is the address that could not be opened.
+pub fn open_listeners<L>(
+    settings: &Settings,
+    wrap: impl Fn(std::net::TcpListener) -> std::io::Result<L>,
+) -> Result<Vec<(L, bool)>, (SocketAddr, std::io::Error)> {
+    let mut listeners = Vec::new();
+    for listener in &settings.listeners {
+        let addr = &listener.addr;
+        match listen(addr).and_then(&wrap) {
+            Ok(socket) => {
+                let kind = if listener.websockets { " (websockets)" } else { "" };
+                tracing::info!("Opening listen socket on {addr}{kind}.");
+                listeners.push((socket, listener.websockets));
+            }
+            Err(source) if may_skip(addr, &source) => tracing::warn!("Warning: not listening on {addr}: {source}"),
+            Err(source) => return Err((*addr, source)),
+        }
+    }
+    Ok(listeners)
+}
+
 /// Connections the kernel queues for `accept` per listener. A burst of
 /// devices (a fleet coming back after an outage) must not find it full:
 /// dropped SYNs are retried only after a second.

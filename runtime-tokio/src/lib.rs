@@ -40,21 +40,8 @@ const EVENT_QUEUE: usize = 4096;
 /// Serves MQTT on every listener of `settings` until `shutdown` completes,
 /// then closes every client, writes their presence and returns.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let mut listeners = Vec::new();
-    for listener in &settings.listeners {
-        let addr = &listener.addr;
-        match culex_runtime::settings::listen(addr).and_then(TcpListener::from_std) {
-            Ok(socket) => {
-                let kind = if listener.websockets { " (websockets)" } else { "" };
-                info!("Opening listen socket on {addr}{kind}.");
-                listeners.push((socket, listener.websockets));
-            }
-            Err(source) if culex_runtime::settings::may_skip(addr, &source) => {
-                warn!("Warning: not listening on {addr}: {source}");
-            }
-            Err(source) => return Err(Error::Bind { addr: *addr, source }),
-        }
-    }
+    let listeners = culex_runtime::settings::open_listeners(&settings, TcpListener::from_std)
+        .map_err(|(addr, source)| Error::Bind { addr, source })?;
     run_on(listeners, &settings, shutdown).await;
     Ok(())
 }
