@@ -33,8 +33,21 @@ pub(crate) type AsyncStdOutbox = QueueOutbox<Queue>;
 
 /// What woke the connection task.
 enum Wake {
-    Read(std::io::Result<usize>),
+    Read(std::io::Result<Vec<u8>>),
     Out(Option<Out>),
+}
+
+/// Waits for the socket to be readable (a one-byte peek), then reads what
+/// is there into a buffer made for this read: an idle connection holds no
+/// read buffer. Empty at the end of the stream.
+async fn read_when_ready(reader: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    if reader.peek(&mut [0u8; 1]).await? == 0 {
+        return Ok(Vec::new());
+    }
+    let mut chunk = vec![0; READ_CHUNK];
+    let n = reader.read(&mut chunk).await?;
+    chunk.truncate(n);
+    Ok(chunk)
 }
 
 /// What a listener's connections are allowed and speak.
@@ -74,7 +87,6 @@ pub(crate) async fn serve(
         return;
     }
     let Ok(conn) = id.recv().await else { return };
-    let mut buf = vec![0; READ_CHUNK];
     let (mut data, mut gone) = (leftover, false);
     loop {
         if gone {
@@ -97,11 +109,11 @@ pub(crate) async fn serve(
                 return finish(conn, writer).await;
             }
         }
-        let read = async { Wake::Read(reader.read(&mut buf).await) };
+        let read = async { Wake::Read(read_when_ready(&mut reader).await) };
         let out = async { Wake::Out(rx.recv().await.ok()) };
         match read.or(out).await {
             Wake::Read(read) => match read {
-                Ok(n) if n > 0 => data = Bytes::copy_from_slice(&buf[..n]),
+                Ok(chunk) if !chunk.is_empty() => data = Bytes::from(chunk),
                 _ => gone = true,
             },
             Wake::Out(out) => match out {
