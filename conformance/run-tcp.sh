@@ -8,12 +8,15 @@
 # In BROKER COMMAND, {port} becomes the port and {conf} a mosquitto.conf
 # holding spec/broker.conf plus `listener {port} 127.0.0.1` and
 # `allow_anonymous true`. Options before `--` go to `culex-conformance tcp`
-# (e.g. --record, --redis HOST:PORT, --extensions expiry, --only TEXT).
+# (e.g. --record, --redis HOST:PORT, --extensions expiry, --only TEXT);
+# with --websocket the listener is also given `protocol websockets`, so the
+# scenarios run over WebSocket.
 # Examples:
 #
 #   conformance/run-tcp.sh mosquitto --record -- mosquitto -c {conf}
 #   conformance/run-tcp.sh culex --extensions expiry -- target/debug/culex -c {conf}
 #   conformance/run-tcp.sh culex-async-std -- target/debug/culex-async-std -c {conf}
+#   conformance/run-tcp.sh culex-ws --websocket -- target/debug/culex -c {conf}
 #
 # Extra configuration lines (e.g. redis_host) may be given in the
 # environment variable CONFORMANCE_EXTRA_CONF, one per line.
@@ -26,7 +29,9 @@ cd "$(dirname "$0")/.."
 name=${1:?usage: conformance/run-tcp.sh NAME [tcp options...] -- BROKER COMMAND...}
 shift
 options=()
+websocket=false
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+  [ "$1" = "--websocket" ] && websocket=true
   options+=("$1")
   shift
 done
@@ -49,6 +54,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 conf="$work/broker.conf"
 {
   echo "listener $port 127.0.0.1"
+  if $websocket; then echo "protocol websockets"; fi
   echo "allow_anonymous true"
   grep -v '^\s*#' spec/broker.conf
   printf '%s\n' "${CONFORMANCE_EXTRA_CONF:-}"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Replays every conformance scenario over TCP against both Culex binaries,
 # each started fresh with spec/broker.conf and presence in a redis-server
-# of its own, so presence and expiry scenarios run too.
+# of its own, so presence and expiry scenarios run too; then once more per
+# binary over WebSocket (a `protocol websockets` listener, --websocket),
+# recorded as <binary>-ws.
 #
 #   scripts/conformance-tcp.sh [--record]    # --record refreshes spec/results/*.tsv
 set -euo pipefail
@@ -37,5 +39,8 @@ for binary in culex culex-async-std; do
   echo "--- conformance over TCP: $binary"
   conformance/run-tcp.sh "$binary" "${record[@]}" --redis "127.0.0.1:$redis_port" --extensions expiry \
     -- "$target/debug/$binary" -c '{conf}' || status=1
+  echo "--- conformance over WebSocket: $binary"
+  conformance/run-tcp.sh "$binary-ws" "${record[@]}" --broker "$binary over WebSocket" --websocket \
+    --redis "127.0.0.1:$redis_port" --extensions expiry -- "$target/debug/$binary" -c '{conf}' || status=1
 done
 exit "$status"

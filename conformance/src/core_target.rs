@@ -7,7 +7,7 @@ use std::time::Duration;
 use culex_core::codec::Packet;
 use culex_core::sim::{DEFAULT_START_UNIX, Simulation};
 use culex_core::{Config, ConnId};
-use culex_spec::{BrokerConf, Env, Scenario};
+use culex_spec::{BrokerConf, Env, Requirement, Scenario};
 
 use crate::runner::{self, Driver, Event, Patience};
 use crate::transcript::single_packet;
@@ -16,6 +16,9 @@ use crate::{Outcome, Run};
 /// What `{p}` stands for in core runs: short, fixed, so transcripts are
 /// stable.
 pub const CORE_PREFIX: &str = "cx";
+
+/// Why the core skips scenarios that need WebSocket: it has no transport.
+pub const WEBSOCKET_SKIP: &str = "needs WebSocket (the core has no transport; run the TCP target with --websocket)";
 
 /// A setting the core cannot take, as its own config parser says.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +56,10 @@ impl CoreTarget {
     /// Replays `scenario`. Its `[config]` must name settings the core
     /// knows; otherwise the run fails at once.
     pub fn run(&self, scenario: &Scenario) -> Run {
+        if scenario.requires.contains(&Requirement::WebSocket) {
+            let why = WEBSOCKET_SKIP.to_owned();
+            return Run { scenario: scenario.name.clone(), outcome: Outcome::Skip(why), transcript: String::new() };
+        }
         let config = match config_for(&self.base, scenario.config.iter()) {
             Ok(config) => config,
             Err(e) => {
@@ -112,6 +119,10 @@ impl Driver for CoreDriver {
             Some(packet) => self.sim.send(conn, &packet),
             None => self.sim.send_bytes(conn, bytes),
         }
+    }
+
+    fn send_text(&mut self, _client: &str, _text: &[u8]) -> Result<(), String> {
+        Err(WEBSOCKET_SKIP.into())
     }
 
     fn drop_connection(&mut self, client: &str) {

@@ -5,7 +5,7 @@
 //! culex-conformance core   [--only TEXT] [--conf FILE] [--transcripts DIR]
 //! culex-conformance tcp HOST:PORT [--name NAME] [--broker TEXT] [--broker-config FILE]
 //!                          [--redis HOST:PORT] [--redis-key KEY] [--extensions expiry]
-//!                          [--timeout-ms N] [--only TEXT] [--transcripts DIR] [--record | --save FILE]
+//!                          [--timeout-ms N] [--websocket] [--only TEXT] [--transcripts DIR] [--record | --save FILE]
 //! culex-conformance report [--check]
 //! culex-conformance check
 //! ```
@@ -28,7 +28,7 @@ const USAGE: &str = "usage:
   culex-conformance core   [--only TEXT] [--conf FILE] [--transcripts DIR]
   culex-conformance tcp HOST:PORT [--name NAME] [--broker TEXT] [--broker-config FILE]
                            [--redis HOST:PORT] [--redis-key KEY] [--extensions expiry]
-                           [--timeout-ms N] [--only TEXT] [--transcripts DIR] [--record | --save FILE]
+                           [--timeout-ms N] [--websocket] [--only TEXT] [--transcripts DIR] [--record | --save FILE]
   culex-conformance report [--check]
   culex-conformance check
 every command takes --spec DIR (default: the spec/ of this source tree)";
@@ -54,7 +54,7 @@ struct Args {
 
 impl Args {
     fn parse(args: &[String]) -> Result<Self, String> {
-        const SWITCHES: [&str; 2] = ["--check", "--record"];
+        const SWITCHES: [&str; 3] = ["--check", "--record", "--websocket"];
         let mut parsed = Self { values: Vec::new(), switches: BTreeSet::new(), positional: Vec::new() };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -166,6 +166,7 @@ fn tcp(spec: &SpecDir, args: &Args) -> Result<bool, String> {
         let ms: u64 = ms.parse().map_err(|_| format!("--timeout-ms {ms} is not a number"))?;
         options.timeout = Duration::from_millis(ms);
     }
+    options.websocket = args.switches.contains("--websocket");
     let name = args.value("--name").unwrap_or("tcp");
     let target = TcpTarget::new(addr, options);
     let scenarios = scenarios(spec, args.value("--only"))?;

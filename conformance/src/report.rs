@@ -227,15 +227,22 @@ impl Suite<'_> {
             let how = if c.target == CORE {
                 "culex-core driven through its `Simulation` in virtual time (`culex-conformance core`)".to_owned()
             } else {
-                format!("{} over TCP (`culex-conformance tcp`), recorded in `results/{}.tsv`", c.broker, c.target)
+                // `--broker "NAME over WebSocket"` marks a `--websocket` run.
+                let how = if c.broker.ends_with(" over WebSocket") {
+                    "(`culex-conformance tcp --websocket`)"
+                } else {
+                    "over TCP (`culex-conformance tcp`)"
+                };
+                format!("{} {how}, recorded in `results/{}.tsv`", c.broker, c.target)
             };
             let _ = writeln!(out, "- **{}**: {how}", c.target);
         }
         out.push_str(
             "\nA cell says `pass`, `**FAIL**`, `deviation` (the target fails a scenario for a reason recorded in \
              `deviations.toml`, listed below) or `skip` (the target cannot run the scenario: presence needs \
-             `--redis`, payload expiry is a Culex extension, `shutdown` needs control of the broker, and some \
-             scenarios need the broker settings of `broker.conf`).\n\n",
+             `--redis`, payload expiry is a Culex extension, `shutdown` needs control of the broker, section 6 \
+             scenarios need WebSocket (`--websocket`; the core has no transport), and some scenarios need the \
+             broker settings of `broker.conf`).\n\n",
         );
         self.summary(&mut out, columns);
         let (mqtt, culex): (Vec<&Statement>, Vec<&Statement>) =

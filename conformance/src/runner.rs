@@ -51,6 +51,8 @@ pub(crate) trait Driver {
     fn open(&mut self, client: &str) -> Result<(), String>;
     /// Writes `bytes` on `client`'s connection in one write.
     fn send(&mut self, client: &str, bytes: &[u8]);
+    /// Sends `text` as a WebSocket text frame on `client`'s connection.
+    fn send_text(&mut self, client: &str, text: &[u8]) -> Result<(), String>;
     /// Fails `client`'s connection from the client side.
     fn drop_connection(&mut self, client: &str);
     /// Lets `by` pass.
@@ -117,6 +119,13 @@ impl Interpreter<'_> {
                 self.send(client, &bytes)
             }
             Step::SendHex { client, bytes } => self.send(client, bytes),
+            Step::SendText { client, text } => {
+                if !self.open.contains(client.as_str()) {
+                    self.driver.open(client)?;
+                    self.open.insert(client.clone());
+                }
+                self.driver.send_text(client, &text.render(self.env))
+            }
             Step::Expect { client, packet } => match self.next(client, Patience::Expect) {
                 Some(Event::Packet(got)) => matching::check(packet, &got, self.env, &mut self.vars)
                     .map_err(|diff| format!("{client} got {}: {diff}", culex_core::sim::describe(&got))),

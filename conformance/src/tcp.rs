@@ -47,6 +47,10 @@ pub struct TcpOptions {
     pub timeout: Duration,
     /// How long an `any order:` set waits for its `maybe` members.
     pub grace: Duration,
+    /// Speak MQTT over WebSocket (`--websocket`): every connection does the
+    /// HTTP upgrade asking for subprotocol `mqtt`, and every write is one
+    /// binary frame. Scenarios that need WebSocket run only then.
+    pub websocket: bool,
 }
 
 impl Default for TcpOptions {
@@ -58,6 +62,7 @@ impl Default for TcpOptions {
             expiry: false,
             timeout: Duration::from_secs(2),
             grace: Duration::from_millis(300),
+            websocket: false,
         }
     }
 }
@@ -88,6 +93,9 @@ impl TcpTarget {
                     missing.push("the expiry extension (give --extensions expiry)".into())
                 }
                 Requirement::Shutdown => missing.push("control of the broker (shutdown)".into()),
+                Requirement::WebSocket if !self.options.websocket => {
+                    missing.push("WebSocket (give --websocket, against a websockets listener)".into())
+                }
                 _ => {}
             }
         }
@@ -121,7 +129,7 @@ impl TcpTarget {
         let outcome = runner::run(&mut driver, scenario, &env);
         let TcpDriver { conns, transcript, retained, persistent, .. } = driver;
         for conn in conns.values() {
-            let _ = conn.stream.shutdown(Shutdown::Both);
+            conn.wire.shutdown();
         }
         drop(conns);
         self.clean_up(&prefix, &retained, &persistent);
@@ -143,7 +151,7 @@ impl TcpTarget {
             let _ = self.session(id, |_| Ok(()));
         }
         if !retained.is_empty() {
-            let _ = self.session(&format!("{prefix}cleanup"), |stream| {
+            let _ = self.session(&format!("{prefix}cleanup"), |wire| {
                 for (n, topic) in retained.iter().enumerate() {
                     let Ok(topic) = TopicName::new(topic.as_str()) else { continue };
                     let id = PacketId::new(u16::try_from(n % 65_000 + 1).unwrap_or(1));
@@ -155,8 +163,8 @@ impl TcpTarget {
                         packet_id: id,
                         payload: Bytes::new(),
                     };
-                    write_packet(stream, &Packet::Publish(publish))?;
-                    read_packet(stream, self.options.timeout)?;
+                    write_packet(wire, &Packet::Publish(publish))?;
+                    read_packet(wire, self.options.timeout)?;
                 }
                 Ok(())
             });
@@ -165,9 +173,9 @@ impl TcpTarget {
 
     /// Connects with a clean session as `client_id`, runs `body`, and
     /// disconnects.
-    fn session(&self, client_id: &str, body: impl FnOnce(&mut TcpStream) -> io::Result<()>) -> io::Result<()> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, self.options.timeout)?;
-        stream.set_write_timeout(Some(self.options.timeout))?;
+    fn session(&self, client_id: &str, body: impl FnOnce(&mut Wire) -> io::Result<()>) -> io::Result<()> {
+        let mut stream =
+            Wire::connect(self.addr, self.options.timeout, self.options.websocket).map_err(io::Error::other)?;
         let connect = Connect {
             protocol: Protocol::V311,
             clean_session: true,
@@ -187,17 +195,16 @@ impl TcpTarget {
     }
 }
 
-fn write_packet(stream: &mut TcpStream, packet: &Packet) -> io::Result<()> {
+fn write_packet(wire: &mut Wire, packet: &Packet) -> io::Result<()> {
     let mut buf = BytesMut::new();
     packet.encode(&mut buf);
-    stream.write_all(&buf)
+    wire.write_mqtt(&buf)
 }
 
 /// Reads one packet, waiting at most `timeout` in all.
-fn read_packet(stream: &mut TcpStream, timeout: Duration) -> io::Result<Packet> {
+fn read_packet(wire: &mut Wire, timeout: Duration) -> io::Result<Packet> {
     let deadline = Instant::now() + timeout;
     let mut buf = BytesMut::new();
-    let mut chunk = [0; 4096];
     loop {
         if let Some(packet) = codec::decode(&mut buf, MAX_PACKET).map_err(io::Error::other)? {
             return Ok(packet);
@@ -206,10 +213,8 @@ fn read_packet(stream: &mut TcpStream, timeout: Duration) -> io::Result<Packet> 
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut chunk)? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => buf.extend_from_slice(&chunk[..n]),
+        if wire.read_into(&mut buf, left)?.is_some() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
 }
@@ -228,7 +233,7 @@ fn base36(mut n: u64, width: usize) -> String {
 /// One client's socket and what has come in on it.
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    wire: Wire,
     inbuf: BytesMut,
     events: VecDeque<Event>,
     /// The broker closed it (or it failed); no more reads.
@@ -252,15 +257,9 @@ impl TcpDriver<'_> {
         if conn.ended {
             return;
         }
-        let mut chunk = [0; 16 * 1024];
-        let _ = conn.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        let ended = match conn.stream.read(&mut chunk) {
-            Ok(0) => Some(None),
-            Ok(n) => {
-                conn.inbuf.extend_from_slice(&chunk[..n]);
-                None
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => None,
+        let ended = match conn.wire.read_into(&mut conn.inbuf, wait) {
+            Ok(None) => None,
+            Ok(Some(how)) => Some((!how.is_empty()).then_some(how)),
             Err(e) => Some(Some(e.to_string())),
         };
         loop {
@@ -310,14 +309,12 @@ impl TcpDriver<'_> {
 
 impl Driver for TcpDriver<'_> {
     fn open(&mut self, client: &str) -> Result<(), String> {
-        let timeout = self.target.options.timeout;
-        let stream = TcpStream::connect_timeout(&self.target.addr, timeout)
-            .map_err(|e| format!("cannot connect to {}: {e}", self.target.addr))?;
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(timeout));
-        self.transcript.note(format_args!("{client} connects"));
+        let options = &self.target.options;
+        let wire = Wire::connect(self.target.addr, options.timeout, options.websocket)?;
+        let how = if options.websocket { " (WebSocket, subprotocol mqtt)" } else { "" };
+        self.transcript.note(format_args!("{client} connects{how}"));
         self.conns
-            .insert(client.to_owned(), Conn { stream, inbuf: BytesMut::new(), events: VecDeque::new(), ended: false });
+            .insert(client.to_owned(), Conn { wire, inbuf: BytesMut::new(), events: VecDeque::new(), ended: false });
         Ok(())
     }
 
@@ -325,15 +322,27 @@ impl Driver for TcpDriver<'_> {
         self.remember(bytes);
         self.transcript.note(format_args!("{client} -> {}", describe_sent(bytes)));
         let Some(conn) = self.conns.get_mut(client) else { return };
-        if let Err(e) = conn.stream.write_all(bytes) {
+        if let Err(e) = conn.wire.write_mqtt(bytes) {
             // The broker has closed it; the next expectation will see that.
             self.transcript.note(format_args!("{client} write failed: {e}"));
         }
     }
 
+    fn send_text(&mut self, client: &str, text: &[u8]) -> Result<(), String> {
+        self.transcript.note(format_args!("{client} -> TEXT {:?}", String::from_utf8_lossy(text)));
+        let conn = self.conns.get_mut(client).ok_or_else(|| format!("{client} has no connection"))?;
+        if conn.wire.ws.is_none() {
+            return Err("a text frame needs a WebSocket connection (give --websocket)".into());
+        }
+        if let Err(e) = conn.wire.write_frame(0x1, text) {
+            self.transcript.note(format_args!("{client} write failed: {e}"));
+        }
+        Ok(())
+    }
+
     fn drop_connection(&mut self, client: &str) {
         if let Some(conn) = self.conns.remove(client) {
-            let _ = conn.stream.shutdown(Shutdown::Both);
+            conn.wire.shutdown();
             self.transcript.note(format_args!("{client} connection lost"));
         }
     }
@@ -407,6 +416,207 @@ impl Driver for TcpDriver<'_> {
     }
 }
 
+/// A client's byte stream to the broker: plain TCP, or MQTT carried in
+/// WebSocket binary frames over it (`--websocket`).
+#[derive(Debug)]
+struct Wire {
+    stream: TcpStream,
+    /// Over WebSocket: bytes from the server not deframed yet.
+    ws: Option<BytesMut>,
+}
+
+impl Wire {
+    /// Connects to `addr`; with `websocket`, does the HTTP/1.1 upgrade and
+    /// checks that the server chose the subprotocol `mqtt`.
+    fn connect(addr: SocketAddr, timeout: Duration, websocket: bool) -> Result<Self, String> {
+        let stream =
+            TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(timeout));
+        let mut wire = Self { stream, ws: None };
+        if websocket {
+            wire.upgrade(addr, timeout)?;
+        }
+        Ok(wire)
+    }
+
+    fn upgrade(&mut self, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+        let mut key = [0; 16];
+        key[..8].copy_from_slice(&random_u64().to_le_bytes());
+        key[8..].copy_from_slice(&random_u64().to_le_bytes());
+        let request = format!(
+            "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+            base64(&key)
+        );
+        self.stream.write_all(request.as_bytes()).map_err(|e| format!("WebSocket upgrade: {e}"))?;
+        // Read the answer up to its blank line, byte by byte so no frame
+        // bytes after it are taken; bounded in time and size.
+        let deadline = Instant::now() + timeout;
+        let mut head = Vec::new();
+        let mut byte = [0; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || head.len() > 8192 {
+                return Err("WebSocket upgrade: no complete answer from the server".into());
+            }
+            let _ = self.stream.set_read_timeout(Some(left));
+            match self.stream.read(&mut byte) {
+                Ok(0) => return Err("WebSocket upgrade: the server closed the connection".into()),
+                Ok(_) => head.push(byte[0]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(format!("WebSocket upgrade: {e}")),
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap_or_default();
+        if status.split(' ').nth(1) != Some("101") {
+            return Err(format!("WebSocket upgrade: the server answered `{status}`, not 101"));
+        }
+        let protocol = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-protocol"))
+            .map(|(_, value)| value.trim().to_owned());
+        if protocol.as_deref() != Some("mqtt") {
+            return Err(format!(
+                "WebSocket upgrade: the server returned subprotocol {}, not mqtt",
+                protocol.map_or("none".to_owned(), |p| format!("`{p}`"))
+            ));
+        }
+        self.ws = Some(BytesMut::new());
+        Ok(())
+    }
+
+    /// Writes MQTT bytes: as they are, or as one masked binary frame.
+    fn write_mqtt(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.ws.is_some() { self.write_frame(0x2, bytes) } else { self.stream.write_all(bytes) }
+    }
+
+    /// Writes one masked, final WebSocket frame.
+    fn write_frame(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = (random_u64() as u32).to_be_bytes();
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame)
+    }
+
+    /// One read, waiting at most `wait`; MQTT bytes go to `inbuf`.
+    /// `Ok(Some(how))` when the connection ended (`how` may say why).
+    fn read_into(&mut self, inbuf: &mut BytesMut, wait: Duration) -> io::Result<Option<String>> {
+        let mut chunk = [0; 16 * 1024];
+        self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let n = match self.stream.read(&mut chunk) {
+            Ok(0) => return Ok(Some(String::new())),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(raw) = self.ws.as_mut() else {
+            inbuf.extend_from_slice(&chunk[..n]);
+            return Ok(None);
+        };
+        raw.extend_from_slice(&chunk[..n]);
+        let mut pongs = Vec::new();
+        let mut ended = None;
+        while let Some((opcode, payload)) = deframe(raw)? {
+            match opcode {
+                0x0 | 0x2 => inbuf.extend_from_slice(&payload),
+                0x8 => {
+                    let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                    ended = Some(code.map_or("WebSocket close".to_owned(), |c| format!("WebSocket close {c}")));
+                    break;
+                }
+                0x9 => pongs.push(payload),
+                0xA => {}
+                other => {
+                    return Err(io::Error::other(format!("WebSocket frame with opcode {other:#x} from the server")));
+                }
+            }
+        }
+        for payload in pongs {
+            self.write_frame(0xA, &payload)?;
+        }
+        Ok(ended)
+    }
+
+    fn shutdown(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Takes one complete frame off `raw`: its opcode and unmasked payload.
+fn deframe(raw: &mut BytesMut) -> io::Result<Option<(u8, Vec<u8>)>> {
+    if raw.len() < 2 {
+        return Ok(None);
+    }
+    let opcode = raw[0] & 0x0F;
+    let masked = raw[1] & 0x80 != 0;
+    let (len, mut at) = match raw[1] & 0x7F {
+        126 if raw.len() >= 4 => (u64::from(u16::from_be_bytes([raw[2], raw[3]])), 4),
+        127 if raw.len() >= 10 => (u64::from_be_bytes(raw[2..10].try_into().unwrap_or_default()), 10),
+        126 | 127 => return Ok(None),
+        n => (u64::from(n), 2),
+    };
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| l <= MAX_PACKET)
+        .ok_or_else(|| io::Error::other("WebSocket frame too large"))?;
+    let mask = if masked {
+        let Some(m) = raw.get(at..at + 4) else { return Ok(None) };
+        at += 4;
+        Some([m[0], m[1], m[2], m[3]])
+    } else {
+        None
+    };
+    if raw.len() < at + len {
+        return Ok(None);
+    }
+    let frame = raw.split_to(at + len);
+    let mut payload = frame[at..].to_vec();
+    if let Some(mask) = mask {
+        payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= mask[i % 4]);
+    }
+    Ok(Some((opcode, payload)))
+}
+
+/// A random number, from the standard library's hash seeds.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.finish()
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 0x3F) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// `HEXISTS key field` over RESP, on a fresh connection.
 fn hexists(addr: SocketAddr, key: &str, field: &str, timeout: Duration) -> io::Result<bool> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
@@ -438,5 +648,26 @@ mod tests {
         assert_eq!(base36(0, 2), "00");
         assert_eq!(base36(35, 2), "0z");
         assert_eq!(base36(36 * 36 + 1, 2), "01");
+    }
+
+    #[test]
+    fn base64_pads() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn deframe_waits_for_whole_frames_and_unmasks() {
+        let mut raw = BytesMut::from(&[0x82, 0x03, 1, 2][..]);
+        assert_eq!(deframe(&mut raw).ok(), Some(None));
+        raw.extend_from_slice(&[3, 0x88, 0x82, 0, 0, 0, 0, 0x03]);
+        assert_eq!(deframe(&mut raw).ok(), Some(Some((0x2, vec![1, 2, 3]))));
+        assert_eq!(deframe(&mut raw).ok(), Some(None));
+        raw.extend_from_slice(&[0xEB]);
+        assert_eq!(deframe(&mut raw).ok(), Some(Some((0x8, vec![0x03, 0xEB]))));
+        assert!(raw.is_empty());
     }
 }

@@ -3,7 +3,7 @@
 //! ```toml
 //! statements = ["MQTT-3.1.2-24"]
 //! summary = "A client silent for 1.5 times its keepalive is disconnected"
-//! requires = []            # optional: "expiry" (Culex payload expiry)
+//! requires = []            # optional: "expiry" (Culex payload expiry), "websocket"
 //! steps = '''
 //! a -> CONNECT id="{p}a" keepalive=2
 //! a <- CONNACK sp=0 rc=0
@@ -38,6 +38,9 @@ pub enum Requirement {
     Expiry,
     /// The runner can shut the broker down (`shutdown` step).
     Shutdown,
+    /// The scenario runs over WebSocket (section 6): the TCP target's
+    /// `--websocket` mode only; the core has no transport and skips it.
+    WebSocket,
 }
 
 impl Requirement {
@@ -47,11 +50,12 @@ impl Requirement {
             Self::Presence => "presence",
             Self::Expiry => "expiry",
             Self::Shutdown => "shutdown",
+            Self::WebSocket => "websocket",
         }
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        [Self::Presence, Self::Expiry, Self::Shutdown].into_iter().find(|r| r.name() == name)
+        [Self::Presence, Self::Expiry, Self::Shutdown, Self::WebSocket].into_iter().find(|r| r.name() == name)
     }
 }
 
@@ -141,16 +145,15 @@ impl Scenario {
         }
         let mut requires = BTreeSet::new();
         for name in &raw.requires {
-            requires.insert(
-                Requirement::from_name(name).ok_or_else(|| {
-                    invalid(format!("unknown requirement `{name}` (known: presence, expiry, shutdown)"))
-                })?,
-            );
+            requires.insert(Requirement::from_name(name).ok_or_else(|| {
+                invalid(format!("unknown requirement `{name}` (known: presence, expiry, shutdown, websocket)"))
+            })?);
         }
         for line in &steps {
             match line.step {
                 Step::Presence { .. } => requires.insert(Requirement::Presence),
                 Step::Shutdown => requires.insert(Requirement::Shutdown),
+                Step::SendText { .. } => requires.insert(Requirement::WebSocket),
                 _ => false,
             };
         }

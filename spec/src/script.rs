@@ -60,6 +60,14 @@ pub enum Step {
         /// The bytes.
         bytes: Vec<u8>,
     },
+    /// `c -> TEXT "..."`: the client sends a WebSocket text frame (only
+    /// over WebSocket: the step makes the scenario require it).
+    SendText {
+        /// Client name.
+        client: String,
+        /// The frame's payload.
+        text: Text,
+    },
     /// `c <- P`: the next packet the client receives matches.
     Expect {
         /// Client name.
@@ -113,6 +121,7 @@ impl Step {
         match self {
             Self::Send { client, .. }
             | Self::SendHex { client, .. }
+            | Self::SendText { client, .. }
             | Self::Expect { client, .. }
             | Self::ExpectAnyOrder { client, .. }
             | Self::ExpectClose { client }
@@ -285,6 +294,11 @@ fn parse_step(toks: &[Tok]) -> Result<Step, String> {
                         hex.push_str(w);
                     }
                     Ok(Step::SendHex { client, bytes: parse_hex(&hex)? })
+                }
+                Some("->") if word(2) == Some("TEXT") => {
+                    no_more(4)?;
+                    let Some(Tok::Str(text)) = toks.get(3) else { return Err("TEXT needs a quoted payload".into()) };
+                    Ok(Step::SendText { client, text: text.clone() })
                 }
                 Some("->") => {
                     let packets = split_plus(rest)
