@@ -221,21 +221,7 @@ mod tests {
     use quickcheck::{Arbitrary, Gen, QuickCheck};
 
     use super::*;
-    use crate::topic::tests::{ArbFilter, ArbName, naive_matches};
-
-    fn filter(s: &str) -> TopicFilter {
-        match TopicFilter::new(s) {
-            Ok(f) => f,
-            Err(e) => panic!("{s:?} should be a valid topic filter: {e}"),
-        }
-    }
-
-    fn name(s: &str) -> TopicName {
-        match TopicName::new(s) {
-            Ok(n) => n,
-            Err(e) => panic!("{s:?} should be a valid topic name: {e}"),
-        }
-    }
+    use crate::topic::tests::{ArbFilter, ArbName, filter, naive_matches, name};
 
     /// A store holding each topic with its position as the value.
     fn store_of(topics: &[&str]) -> RetainedStore<usize> {

@@ -328,21 +328,7 @@ mod tests {
     use quickcheck::{Arbitrary, Gen, QuickCheck};
 
     use super::*;
-    use crate::topic::tests::{ArbFilter, ArbName, naive_matches};
-
-    fn filter(s: &str) -> TopicFilter {
-        match TopicFilter::new(s) {
-            Ok(f) => f,
-            Err(e) => panic!("{s:?} should be a valid topic filter: {e}"),
-        }
-    }
-
-    fn name(s: &str) -> TopicName {
-        match TopicName::new(s) {
-            Ok(n) => n,
-            Err(e) => panic!("{s:?} should be a valid topic name: {e}"),
-        }
-    }
+    use crate::topic::tests::{ArbFilter, ArbName, filter, naive_matches, name};
 
     fn matched(tree: &SubscriptionTree<u8>, topic: &str) -> Vec<(u8, QoS)> {
         let mut out = Vec::new();

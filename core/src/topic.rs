@@ -270,14 +270,16 @@ pub(crate) mod tests {
 
     use super::*;
 
-    fn name(s: &str) -> TopicName {
+    /// A topic name the test knows is valid.
+    pub(crate) fn name(s: &str) -> TopicName {
         match TopicName::new(s) {
             Ok(n) => n,
             Err(e) => panic!("{s:?} should be a valid topic name: {e}"),
         }
     }
 
-    fn filter(s: &str) -> TopicFilter {
+    /// A topic filter the test knows is valid.
+    pub(crate) fn filter(s: &str) -> TopicFilter {
         match TopicFilter::new(s) {
             Ok(f) => f,
             Err(e) => panic!("{s:?} should be a valid topic filter: {e}"),

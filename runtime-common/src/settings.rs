@@ -250,6 +250,19 @@ pub fn may_skip(addr: &SocketAddr, error: &std::io::Error) -> bool {
         && matches!(error.kind(), ErrorKind::AddrNotAvailable | ErrorKind::Unsupported)
 }
 
+/// Why a broker could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
 /// Opens every listener of `settings` as the runtime's listener type
 /// (`wrap`), logging each as Mosquitto does; each comes with whether it
 /// speaks WebSocket. IPv6 loopback may be missing (see [`may_skip`]); any
@@ -257,7 +270,7 @@ pub fn may_skip(addr: &SocketAddr, error: &std::io::Error) -> bool {
 pub fn open_listeners<L>(
     settings: &Settings,
     wrap: impl Fn(std::net::TcpListener) -> std::io::Result<L>,
-) -> Result<Vec<(L, bool)>, (SocketAddr, std::io::Error)> {
+) -> Result<Vec<(L, bool)>, Error> {
     let mut listeners = Vec::new();
     for listener in &settings.listeners {
         let addr = &listener.addr;
@@ -268,7 +281,7 @@ pub fn open_listeners<L>(
                 listeners.push((socket, listener.websockets));
             }
             Err(source) if may_skip(addr, &source) => tracing::warn!("Warning: not listening on {addr}: {source}"),
-            Err(source) => return Err((*addr, source)),
+            Err(source) => return Err(Error::Bind { addr: *addr, source }),
         }
     }
     Ok(listeners)

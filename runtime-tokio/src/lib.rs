@@ -9,8 +9,6 @@ mod conn;
 mod store;
 
 use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use culex_runtime::driver::{self, AuthJob, Event, EventSource, Wake};
@@ -21,18 +19,7 @@ use tracing::{info, warn};
 
 use crate::conn::{Limits, TokioOutbox};
 
-/// Why the broker could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A listener could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: io::Error,
-    },
-}
+pub use culex_runtime::settings::Error;
 
 /// Events queued between the sockets and the broker task before readers wait.
 const EVENT_QUEUE: usize = 4096;
@@ -40,8 +27,7 @@ const EVENT_QUEUE: usize = 4096;
 /// Serves MQTT on every listener of `settings` until `shutdown` completes,
 /// then closes every client, writes their presence and returns.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let listeners = culex_runtime::settings::open_listeners(&settings, TcpListener::from_std)
-        .map_err(|(addr, source)| Error::Bind { addr, source })?;
+    let listeners = culex_runtime::settings::open_listeners(&settings, TcpListener::from_std)?;
     run_on(listeners, &settings, shutdown).await;
     Ok(())
 }

@@ -630,7 +630,7 @@ mod tests {
     use quickcheck::{Arbitrary, Gen, QuickCheck};
 
     use super::*;
-    use crate::topic::tests::{ArbFilter, naive_matches};
+    use crate::topic::tests::{ArbFilter, filter, naive_matches, name};
 
     fn acl(text: &str) -> AclFile {
         match AclFile::parse("acl", text) {
@@ -648,20 +648,6 @@ mod tests {
 
     fn reason(text: &str) -> AclLineError {
         parse_error(text).reason
-    }
-
-    fn name(s: &str) -> TopicName {
-        match TopicName::new(s) {
-            Ok(n) => n,
-            Err(e) => panic!("{s:?} should be a valid topic name: {e}"),
-        }
-    }
-
-    fn filter(s: &str) -> TopicFilter {
-        match TopicFilter::new(s) {
-            Ok(f) => f,
-            Err(e) => panic!("{s:?} should be a valid topic filter: {e}"),
-        }
     }
 
     /// A client: id and user name.
