@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use culex_core::codec::{Packet, Publish, Subscribe};
 use culex_core::sim::ClientOptions;
-use culex_core::{Broker, Config, ConnId, Input, Instant, Now, PacketId, QoS, TopicFilter, TopicName, UnixTime};
+use culex_core::{Broker, Config, ConnId, Input, Instant, Now, PacketId, Peer, QoS, TopicFilter, TopicName, UnixTime};
 
 fn encode(packet: &Packet) -> Vec<u8> {
     let mut out = BytesMut::new();
@@ -34,13 +34,13 @@ fn setup(subscribers: usize) -> (Broker, ConnId, Now) {
         filters: vec![(TopicFilter::new("bench/+").expect("valid filter"), QoS::AtMostOnce)],
     }));
     for n in 0..subscribers {
-        let conn = broker.accept(now, None);
+        let conn = broker.accept(now, Peer::default());
         let mut bytes = encode(&ClientOptions::new(&format!("sub-{n}")).connect_packet());
         bytes.extend_from_slice(&subscribe);
         broker.handle_input(now, Input::Received { conn, data: &bytes });
         drain(&mut broker);
     }
-    let publisher = broker.accept(now, None);
+    let publisher = broker.accept(now, Peer::default());
     let connect = encode(&ClientOptions::new("publisher").connect_packet());
     broker.handle_input(now, Input::Received { conn: publisher, data: &connect });
     drain(&mut broker);

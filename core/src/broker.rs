@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::message::Message;
+use crate::peer::Peer;
 use crate::policy::{AccessPolicy, AllowAll, AuthDecision, ClientInfo, Password, Refusal};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
@@ -75,7 +76,7 @@ pub struct Broker {
 /// One network connection.
 #[derive(Debug)]
 struct Connection {
-    remote: Option<SocketAddr>,
+    peer: Peer,
     state: ConnState,
     inbuf: BytesMut,
     outbuf: BytesMut,
@@ -199,21 +200,21 @@ impl Broker {
         &self.config
     }
 
-    /// Registers a new network connection from `remote` and returns its id.
+    /// Registers a new network connection from `peer` and returns its id.
     /// Past `max_connections` the connection is closed at once
     /// ([`Action::Close`] with [`CloseReason::TooManyConnections`]).
-    pub fn accept(&mut self, now: Now, remote: Option<SocketAddr>) -> ConnId {
+    pub fn accept(&mut self, now: Now, peer: Peer) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         self.sys.start(now.instant, self.config.sys_interval);
         if self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
-            info!("Client connection from {} denied: max_connections exceeded.", show_addr(remote));
+            info!("Client connection from {} denied: max_connections exceeded.", show_addr(peer.remote));
             self.actions.push_back(Action::Close { conn: id, reason: CloseReason::TooManyConnections });
             return id;
         }
         self.counters.connections_accepted += 1;
         let mut conn = Connection {
-            remote,
+            peer,
             state: ConnState::AwaitingConnect,
             inbuf: BytesMut::new(),
             outbuf: BytesMut::new(),
@@ -443,7 +444,8 @@ impl Broker {
             // As Mosquitto: a will that could never be published is refused.
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::NotAuthorized);
         }
-        let info = ClientInfo { client_id: &client_id, username: connect.username.as_deref() };
+        let listener = self.conns.get(&id).map(|c| c.peer.listener).unwrap_or_default();
+        let info = ClientInfo { client_id: &client_id, username: connect.username.as_deref(), listener };
         if connect.username.is_none() && !self.config.allow_anonymous {
             return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::NotAuthorized);
         }
@@ -517,7 +519,7 @@ impl Broker {
         if self.config.connection_messages {
             info!(
                 "New client connected from {} as {} (p{}, c{}, k{}{}).",
-                show_addr(conn.remote),
+                show_addr(conn.peer.remote),
                 client_id,
                 if connect.protocol == Protocol::V31 { 1 } else { 2 },
                 u8::from(connect.clean_session),
@@ -652,7 +654,8 @@ impl Broker {
         payload: Bytes,
         dup: bool,
     ) -> Option<Message> {
-        let (client_id, username) = self.identity(id, key)?;
+        let info = self.identity(id, key)?;
+        let client_id = info.client_id;
         debug!(
             conn = %id,
             "Received PUBLISH from {client_id} (d{}, q{}, r{}, '{}', ... ({} bytes))",
@@ -668,7 +671,6 @@ impl Broker {
             );
             return None;
         }
-        let info = ClientInfo { client_id, username };
         if !self.policy.may_publish(info, &topic) {
             debug!(conn = %id, "Denied PUBLISH from {client_id} (q{}, r{}, '{}')", qos.bits(), u8::from(retain), topic.as_str());
             return None;
@@ -676,12 +678,13 @@ impl Broker {
         Some(Message::new(topic, payload, qos, retain))
     }
 
-    fn identity(&self, id: ConnId, key: SessionKey) -> Option<(&ClientId, Option<&str>)> {
-        let username = match &self.conns.get(&id)?.state {
+    fn identity(&self, id: ConnId, key: SessionKey) -> Option<ClientInfo<'_>> {
+        let conn = self.conns.get(&id)?;
+        let username = match &conn.state {
             ConnState::Active { username, .. } => username.as_deref(),
             ConnState::AwaitingConnect | ConnState::Authenticating { .. } => None,
         };
-        Some((&self.sessions.get(key)?.client_id, username))
+        Some(ClientInfo { client_id: &self.sessions.get(key)?.client_id, username, listener: conn.peer.listener })
     }
 
     // ---- routing --------------------------------------------------------
@@ -802,8 +805,8 @@ impl Broker {
     /// [MQTT-3.3.1-6] and [MQTT-3.3.1-8]. As Mosquitto, SUBACK goes out
     /// before the retained messages.
     fn handle_subscribe(&mut self, now: Now, id: ConnId, key: SessionKey, subscribe: Subscribe) {
-        let Some((client_id, username)) = self.identity(id, key) else { return };
-        let info = ClientInfo { client_id, username };
+        let Some(info) = self.identity(id, key) else { return };
+        let client_id = info.client_id;
         debug!(conn = %id, "Received SUBSCRIBE from {client_id}");
         let decisions: Vec<bool> =
             subscribe.filters.iter().map(|(filter, _)| self.policy.may_subscribe(info, filter)).collect();
@@ -887,7 +890,7 @@ impl Broker {
         }
         let will = if reason == CloseReason::Disconnected { None } else { conn.will.take() };
         // A will is a PUBLISH by its client: the same write rules apply.
-        let info = ClientInfo { client_id: &client, username: username.as_deref() };
+        let info = ClientInfo { client_id: &client, username: username.as_deref(), listener: conn.peer.listener };
         if let Some(will) = will.filter(|w| self.policy.may_publish(info, &w.topic)) {
             self.route(now, Arc::new(Message::from_will(will)));
         }

@@ -29,11 +29,11 @@
 //! the wall clock ([`UnixTime`]) for `expired_at`; it must not go backwards.
 //!
 //! ```
-//! use culex_core::{Action, Broker, Config, Input, Instant, Now, UnixTime};
+//! use culex_core::{Action, Broker, Config, Input, Instant, Now, Peer, UnixTime};
 //!
 //! let mut broker = Broker::new(Config::default());
 //! let now = Now::new(Instant::ZERO, UnixTime::from_secs_f64(1_700_000_000.0));
-//! let conn = broker.accept(now, None);
+//! let conn = broker.accept(now, Peer::default());
 //! // CONNECT, MQTT 3.1.1, clean session, keepalive 60, client id "a".
 //! let connect = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'a'];
 //! broker.handle_input(now, Input::Received { conn, data: &connect });
@@ -79,6 +79,7 @@ pub mod error;
 pub mod expiry;
 mod ids;
 mod message;
+mod peer;
 pub mod policy;
 pub mod presence;
 pub mod retained;
@@ -97,6 +98,7 @@ pub use broker::{Broker, SessionInfo, Stats};
 pub use config::Config;
 pub use error::{CloseReason, Violation};
 pub use message::Message;
+pub use peer::{ListenerId, Peer};
 pub use time::{Instant, Now, UnixTime};
 pub use topic::{TopicFilter, TopicName};
 pub use types::{ClientId, ConnId, PacketId, Protocol, QoS};

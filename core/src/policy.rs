@@ -6,6 +6,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::codec::ConnectReturnCode;
+use crate::peer::ListenerId;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::ClientId;
 
@@ -16,6 +17,8 @@ pub struct ClientInfo<'a> {
     pub client_id: &'a ClientId,
     /// The user name from CONNECT.
     pub username: Option<&'a str>,
+    /// The listener the client connected on.
+    pub listener: ListenerId,
 }
 
 /// A password from CONNECT, on its way to be checked: never shown by

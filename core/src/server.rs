@@ -7,7 +7,6 @@
 //! configured). A runtime is then only sockets, timers and Redis calls.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -16,6 +15,7 @@ use tracing::info;
 use crate::action::{Action, Input};
 use crate::broker::Broker;
 use crate::error::CloseReason;
+use crate::peer::Peer;
 use crate::policy::{Password, Refusal};
 use crate::presence::PresenceSync;
 use crate::time::{Instant, Now};
@@ -61,9 +61,9 @@ impl<O: Outbox> Server<O> {
         Self { broker, presence, outboxes: HashMap::new(), auth_requests: Vec::new() }
     }
 
-    /// A new connection from `remote`, written to through `outbox`.
-    pub fn accept(&mut self, now: Now, remote: Option<SocketAddr>, outbox: O) -> ConnId {
-        let conn = self.broker.accept(now, remote);
+    /// A new connection from `peer`, written to through `outbox`.
+    pub fn accept(&mut self, now: Now, peer: Peer, outbox: O) -> ConnId {
+        let conn = self.broker.accept(now, peer);
         self.outboxes.insert(conn, outbox);
         self.drain();
         conn
@@ -194,7 +194,7 @@ mod tests {
         presence.handle_connected(Instant::ZERO);
         let mut server = Server::new(Broker::new(Config::default()), Some(presence));
         let out = Recorder::default();
-        let conn = server.accept(now(), None, out.clone());
+        let conn = server.accept(now(), Peer::default(), out.clone());
         server.received(now(), conn, &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'a']);
         assert_eq!(out.0.borrow().0, [0x20, 2, 0, 0]);
         let batch = server.presence_mut().and_then(|p| p.poll_batch(Instant::ZERO).map(<[_]>::to_vec));

@@ -36,6 +36,7 @@ use crate::broker::Broker;
 use crate::codec::{self, Connect, LastWill, Packet, Publish, Subscribe, SubscribeReturnCode, Unsubscribe};
 use crate::config::Config;
 use crate::error::CloseReason;
+use crate::peer::Peer;
 use crate::policy::{Password, Refusal};
 use crate::time::{Instant, Now, UnixTime};
 use crate::topic::{TopicFilter, TopicName};
@@ -246,7 +247,7 @@ impl Simulation {
     /// Opens a connection for a client called `name` in the transcript,
     /// without sending anything.
     pub fn open(&mut self, name: &str, auto_ack: bool) -> ConnId {
-        let conn = self.broker.accept(self.now, None);
+        let conn = self.broker.accept(self.now, Peer::default());
         self.clients.insert(
             conn,
             ClientEnd {

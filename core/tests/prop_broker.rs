@@ -10,7 +10,7 @@ use quickcheck::{Arbitrary, Gen, QuickCheck};
 
 use culex_core::codec::{Packet, Publish};
 use culex_core::sim::{ClientOptions, Simulation};
-use culex_core::{Action, Broker, Config, ConnId, Input, Instant, Now, PacketId, QoS, TopicName, UnixTime};
+use culex_core::{Action, Broker, Config, ConnId, Input, Instant, Now, PacketId, Peer, QoS, TopicName, UnixTime};
 
 const CLIENTS: [&str; 3] = ["a", "b", "c"];
 const TOPICS: [&str; 3] = ["t/1", "t/2", "$s/x"];
@@ -369,7 +369,7 @@ fn conversation() -> Vec<(usize, Vec<u8>)> {
 fn replay(cuts: &[usize]) -> (BTreeMap<u64, Vec<u8>>, Vec<String>) {
     let mut broker = Broker::new(Config::default());
     let now = Now::new(Instant::ZERO, UnixTime::from_secs_f64(1000.0));
-    let conns = [broker.accept(now, None), broker.accept(now, None)];
+    let conns = [broker.accept(now, Peer::default()), broker.accept(now, Peer::default())];
     let mut sent: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut others = Vec::new();
     let mut cut = cuts.iter().cycle();
@@ -415,7 +415,7 @@ fn garbage_never_panics_and_never_buffers_past_the_cap() {
         let cap = config.max_packet_size();
         let mut broker = Broker::new(config);
         let now = Now::new(Instant::ZERO, UnixTime::from_secs_f64(1000.0));
-        let conn = broker.accept(now, None);
+        let conn = broker.accept(now, Peer::default());
         let mut input = Vec::new();
         if prefix_connect {
             let mut b = BytesMut::new();

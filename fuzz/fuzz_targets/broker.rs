@@ -56,8 +56,8 @@ use culex_core::codec::{
 };
 use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, Refusal, is_sys_topic};
 use culex_core::{
-    Action, Broker, CloseReason, Config, ConnId, Input, Instant, Now, PacketId, Protocol, QoS, TopicFilter, TopicName,
-    UnixTime,
+    Action, Broker, CloseReason, Config, ConnId, Input, Instant, Now, PacketId, Peer, Protocol, QoS, TopicFilter,
+    TopicName, UnixTime,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -291,7 +291,7 @@ impl Harness {
         if self.conns.len() >= MAX_CONNS {
             return;
         }
-        let id = self.broker.accept(self.now(), None);
+        let id = self.broker.accept(self.now(), Peer::default());
         assert!(self.conns.iter().all(|c| c.id != id), "connection id {id} reused");
         self.conns.push(ConnView {
             id,

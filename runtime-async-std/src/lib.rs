@@ -15,6 +15,7 @@ use std::time::Instant;
 use async_std::channel::{self, Receiver, Sender};
 use async_std::net::TcpListener;
 use culex_runtime::driver::{self, AuthJob, Event, EventSource, Wake};
+use culex_runtime::settings::Bound;
 use culex_runtime::{Clock, Settings};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
@@ -34,15 +35,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     Ok(())
 }
 
-/// Like [`run`], on listeners already bound (tests bind port 0), each with
-/// whether it speaks MQTT over WebSocket.
-pub async fn run_on(listeners: Vec<(TcpListener, bool)>, settings: &Settings, shutdown: impl Future<Output = ()>) {
+/// Like [`run`], on listeners already bound (tests bind port 0).
+pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, shutdown: impl Future<Output = ()>) {
     let prepared = driver::prepare::<AsyncStdOutbox>(settings);
     let (events, events_rx) = channel::bounded(EVENT_QUEUE);
     let (stop, stopped) = channel::bounded::<()>(1);
     let max_frame = culex_runtime::ws::max_frame(settings.core.max_packet_size());
-    for (listener, websockets) in listeners {
-        let limits = Limits { backlog: prepared.backlog_limit, websocket: websockets.then_some(max_frame) };
+    for Bound { socket: listener, listener: served } in listeners {
+        let websocket = served.websockets.then_some(max_frame);
+        let limits = Limits { listener: served.id, backlog: prepared.backlog_limit, websocket };
         let accept = accept_loop(listener, events.clone(), stopped.clone(), limits, prepared.connection_messages);
         async_std::task::spawn(accept);
     }

@@ -6,16 +6,15 @@
 //! (its channel receiver raced against its timer) and a way to pass
 //! [`StoreRequest`]s on.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use culex_core::ConnId;
 use culex_core::auth::password_file::PasswordFile;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
 use culex_core::{Broker, Config};
+use culex_core::{ConnId, Peer};
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -29,8 +28,8 @@ pub type Reply = Box<dyn FnOnce(ConnId) + Send>;
 pub enum Event<O> {
     /// A socket was accepted; `reply` receives its id.
     Accepted {
-        /// The peer.
-        remote: SocketAddr,
+        /// Where it came from.
+        peer: Peer,
         /// Its writer.
         outbox: O,
         /// Where its id goes.
@@ -64,7 +63,7 @@ pub enum Event<O> {
 impl<O> std::fmt::Debug for Event<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Accepted { remote, .. } => write!(f, "Accepted({remote})"),
+            Self::Accepted { peer, .. } => write!(f, "Accepted({:?} on {})", peer.remote, peer.listener),
             Self::Data { conn, data } => write!(f, "Data({conn}, {} bytes)", data.len()),
             Self::Closed { conn } => write!(f, "Closed({conn})"),
             Self::Store(event) => write!(f, "Store({event:?})"),
@@ -201,7 +200,7 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
 fn handle<O: Outbox>(server: &mut Server<O>, clock: &Clock, event: Event<O>) -> bool {
     let now = clock.now();
     match event {
-        Event::Accepted { remote, outbox, reply } => reply(server.accept(now, Some(remote), outbox)),
+        Event::Accepted { peer, outbox, reply } => reply(server.accept(now, peer, outbox)),
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),

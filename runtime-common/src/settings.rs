@@ -5,12 +5,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use std::sync::Arc;
 
-use culex_core::Config;
 use culex_core::auth::FilePolicy;
 use culex_core::auth::acl::AclFile;
 use culex_core::auth::password_file::PasswordFile;
 use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, Secret};
 use culex_core::presence::PresenceKeys;
+use culex_core::{Config, ListenerId};
 
 /// The Redis presence store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct RedisSettings {
 /// A socket to listen on, and what it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listener {
+    /// Its place in the configuration.
+    pub id: ListenerId,
     /// The address.
     pub addr: SocketAddr,
     /// MQTT over WebSocket (`protocol websockets`) rather than plain MQTT.
@@ -40,9 +42,9 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// A plain MQTT listener on `addr`.
+    /// The first listener, plain MQTT on `addr`.
     pub fn mqtt(addr: SocketAddr) -> Self {
-        Self { addr, websockets: false }
+        Self { id: ListenerId::default(), addr, websockets: false }
     }
 }
 
@@ -195,7 +197,8 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let mut notices: Vec<String> = conf.warnings.iter().map(|w| format!("Warning: {w}")).collect();
     notices.extend(acl_warnings);
     let mut listeners = Vec::new();
-    for listener in &conf.listeners {
+    for (index, listener) in conf.listeners.iter().enumerate() {
+        let id = ListenerId(u16::try_from(index).unwrap_or(u16::MAX));
         let websockets = listener.protocol == ListenerProtocol::WebSockets;
         let ip = match &listener.address {
             Some(address) => match address.parse::<IpAddr>() {
@@ -207,7 +210,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
             },
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
-        listeners.push(Listener { addr: SocketAddr::new(ip, listener.port), websockets });
+        listeners.push(Listener { id, addr: SocketAddr::new(ip, listener.port), websockets });
     }
     if conf.local_only {
         notices.insert(
@@ -263,14 +266,23 @@ pub enum Error {
     },
 }
 
+/// A listening socket of the runtime's type, and the listener it serves.
+#[derive(Debug)]
+pub struct Bound<L> {
+    /// The socket.
+    pub socket: L,
+    /// What it serves.
+    pub listener: Listener,
+}
+
 /// Opens every listener of `settings` as the runtime's listener type
-/// (`wrap`), logging each as Mosquitto does; each comes with whether it
-/// speaks WebSocket. IPv6 loopback may be missing (see [`may_skip`]); any
-/// other failure is the address that could not be opened.
+/// (`wrap`), logging each as Mosquitto does. IPv6 loopback may be missing
+/// (see [`may_skip`]); any other failure is the address that could not be
+/// opened.
 pub fn open_listeners<L>(
     settings: &Settings,
     wrap: impl Fn(std::net::TcpListener) -> std::io::Result<L>,
-) -> Result<Vec<(L, bool)>, Error> {
+) -> Result<Vec<Bound<L>>, Error> {
     let mut listeners = Vec::new();
     for listener in &settings.listeners {
         let addr = &listener.addr;
@@ -278,7 +290,7 @@ pub fn open_listeners<L>(
             Ok(socket) => {
                 let kind = if listener.websockets { " (websockets)" } else { "" };
                 tracing::info!("Opening listen socket on {addr}{kind}.");
-                listeners.push((socket, listener.websockets));
+                listeners.push(Bound { socket, listener: *listener });
             }
             Err(source) if may_skip(addr, &source) => tracing::warn!("Warning: not listening on {addr}: {source}"),
             Err(source) => return Err(Error::Bind { addr: *addr, source }),
@@ -321,7 +333,7 @@ mod tests {
             settings.listeners,
             [
                 Listener::mqtt(SocketAddr::from(([0, 0, 0, 0], 1883))),
-                Listener { addr: SocketAddr::from(([127, 0, 0, 1], 9001)), websockets: true },
+                Listener { id: ListenerId(1), addr: SocketAddr::from(([127, 0, 0, 1], 9001)), websockets: true },
             ]
         );
     }

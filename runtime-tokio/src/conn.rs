@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use culex_core::ConnId;
+use culex_core::{ConnId, ListenerId, Peer};
 use culex_runtime::driver::Event;
 use culex_runtime::ws::{self, Deframer, Handshake, HandshakeStep, Wire};
 use culex_runtime::{Backlog, Out, OutQueue, QueueOutbox};
@@ -34,6 +34,8 @@ pub(crate) type TokioOutbox = QueueOutbox<Queue>;
 /// What a listener's connections are allowed and speak.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// The listener its connections come in on.
+    pub(crate) listener: ListenerId,
     /// Bytes queued for the writer before the client is dropped.
     pub(crate) backlog: usize,
     /// MQTT over WebSocket, with this largest frame payload.
@@ -63,7 +65,8 @@ pub(crate) async fn serve(
     let reply = Box::new(move |conn: ConnId| {
         let _ = reply.send(conn);
     });
-    if events.send(Event::Accepted { remote, outbox, reply }).await.is_err() {
+    let peer = Peer::new(remote, limits.listener);
+    if events.send(Event::Accepted { peer, outbox, reply }).await.is_err() {
         return;
     }
     let Ok(conn) = id.await else { return };
