@@ -27,6 +27,13 @@ pub enum Input<'a> {
         /// The connection.
         conn: ConnId,
     },
+    /// The connection's writer holds more than the runtime allows: the
+    /// client does not read what it is sent. It is closed without waiting
+    /// for the socket to drain, and its will is published.
+    NotReading {
+        /// The connection.
+        conn: ConnId,
+    },
     /// The answer to [`Action::Authenticate`].
     Authenticated {
         /// The connection that asked.

@@ -236,6 +236,7 @@ impl Broker {
         match input {
             Input::Received { conn, data } => self.handle_received(now, conn, data),
             Input::Closed { conn } => self.close(now, conn, CloseReason::ConnectionLost),
+            Input::NotReading { conn } => self.close(now, conn, CloseReason::NotReading),
             Input::Authenticated { conn, result } => self.handle_authenticated(now, conn, result),
         }
     }
@@ -998,13 +999,14 @@ fn log_expired(message: &Message, now: Now) {
 /// Mosquitto's wording for each way a client leaves; `quiet`
 /// (`connection_messages false`) keeps only protocol errors.
 fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
-    if quiet && !matches!(reason, CloseReason::Violation(_)) {
+    if quiet && !matches!(reason, CloseReason::Violation(_) | CloseReason::NotReading) {
         return;
     }
     match reason {
         CloseReason::Disconnected => info!("Client {client} disconnected."),
         CloseReason::ConnectionLost => info!("Socket error on client {client}, disconnecting."),
         CloseReason::KeepAliveTimeout => info!("Client {client} has exceeded timeout, disconnecting."),
+        CloseReason::NotReading => warn!("Client {client} is not reading its messages, disconnecting."),
         CloseReason::Violation(v) => {
             info!("Client {client} disconnected due to protocol error: {v}")
         }

@@ -181,6 +181,11 @@ pub enum CloseReason {
     /// The network connection ended (reported by the runtime).
     #[error("connection closed by peer or network")]
     ConnectionLost,
+    /// The client did not read what it was sent and the runtime's limit on
+    /// bytes waiting for it was reached; the runtime closes the socket
+    /// without writing what is still queued.
+    #[error("not reading its messages")]
+    NotReading,
     /// `max_connections` was reached when the connection arrived.
     #[error("max_connections reached")]
     TooManyConnections,

@@ -24,12 +24,21 @@ use crate::types::{ClientId, ConnId};
 /// A runtime's handle to one connection's writer. Both methods must return
 /// at once: the core never waits for a socket.
 pub trait Outbox {
-    /// Queues bytes for the socket, in order.
-    fn send(&mut self, data: Bytes);
+    /// Queues bytes for the socket, in order, or says the client has
+    /// fallen too far behind (the bytes are then dropped and the
+    /// connection is closed with [`CloseReason::NotReading`]).
+    fn send(&mut self, data: Bytes) -> Result<(), OutboxFull>;
 
-    /// Writes what is queued, then closes the socket.
+    /// Writes what is queued, then closes the socket; for
+    /// [`CloseReason::NotReading`] closes it at once, dropping the queue.
     fn close(&mut self, reason: CloseReason);
 }
+
+/// A connection's writer holds all the runtime allows: its client does not
+/// read what it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the client is not reading its messages")]
+pub struct OutboxFull;
 
 /// Credentials to check off the broker's thread; answer with
 /// [`Server::authenticated`].
@@ -65,27 +74,27 @@ impl<O: Outbox> Server<O> {
     pub fn accept(&mut self, now: Now, peer: Peer, outbox: O) -> ConnId {
         let conn = self.broker.accept(now, peer);
         self.outboxes.insert(conn, outbox);
-        self.drain();
+        self.drain(now);
         conn
     }
 
     /// Bytes read from `conn`.
     pub fn received(&mut self, now: Now, conn: ConnId, data: &[u8]) {
         self.broker.handle_input(now, Input::Received { conn, data });
-        self.drain();
+        self.drain(now);
     }
 
     /// `conn` ended on its own (end of stream, socket error).
     pub fn closed(&mut self, now: Now, conn: ConnId) {
         self.outboxes.remove(&conn);
         self.broker.handle_input(now, Input::Closed { conn });
-        self.drain();
+        self.drain(now);
     }
 
     /// The answer to an [`AuthRequest`].
     pub fn authenticated(&mut self, now: Now, conn: ConnId, result: Result<(), Refusal>) {
         self.broker.handle_input(now, Input::Authenticated { conn, result });
-        self.drain();
+        self.drain(now);
     }
 
     /// Credentials waiting to be checked, taken in order.
@@ -97,13 +106,13 @@ impl<O: Outbox> Server<O> {
     /// The timer armed at [`next_deadline`](Self::next_deadline) fired.
     pub fn timeout(&mut self, now: Now) {
         self.broker.handle_timeout(now);
-        self.drain();
+        self.drain(now);
     }
 
     /// Closes every connection (server shutdown).
     pub fn shutdown(&mut self, now: Now) {
         self.broker.shutdown(now);
-        self.drain();
+        self.drain(now);
     }
 
     /// When the broker or the presence store next needs the timer.
@@ -130,12 +139,14 @@ impl<O: Outbox> Server<O> {
         self.outboxes.len()
     }
 
-    fn drain(&mut self) {
+    fn drain(&mut self, now: Now) {
         while let Some(action) = self.broker.poll_action() {
             match action {
                 Action::Send { conn, data } => {
-                    if let Some(outbox) = self.outboxes.get_mut(&conn) {
-                        outbox.send(data);
+                    let full = self.outboxes.get_mut(&conn).is_some_and(|outbox| outbox.send(data).is_err());
+                    if full {
+                        // The core closes it: its Close action follows in this loop.
+                        self.broker.handle_input(now, Input::NotReading { conn });
                     }
                 }
                 Action::Close { conn, reason } => {
@@ -170,12 +181,18 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
+    /// Records what it is sent, up to `capacity` bytes if set.
     #[derive(Debug, Clone, Default)]
-    struct Recorder(Rc<RefCell<(Vec<u8>, Option<CloseReason>)>>);
+    struct Recorder(Rc<RefCell<(Vec<u8>, Option<CloseReason>)>>, Option<usize>);
 
     impl Outbox for Recorder {
-        fn send(&mut self, data: Bytes) {
-            self.0.borrow_mut().0.extend_from_slice(&data);
+        fn send(&mut self, data: Bytes) -> Result<(), OutboxFull> {
+            let mut inner = self.0.borrow_mut();
+            if self.1.is_some_and(|capacity| inner.0.len() + data.len() > capacity) {
+                return Err(OutboxFull);
+            }
+            inner.0.extend_from_slice(&data);
+            Ok(())
         }
 
         fn close(&mut self, reason: CloseReason) {
@@ -203,5 +220,34 @@ mod tests {
         server.received(now(), conn, &[0xf0, 0]);
         assert!(matches!(out.0.borrow().1, Some(CloseReason::Violation(_))));
         assert_eq!(server.connections(), 0);
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_closed_and_its_will_published() {
+        let mut server = Server::new(Broker::new(Config::default()), None);
+        let watcher = Recorder::default();
+        let conn = server.accept(now(), Peer::default(), watcher.clone());
+        server.received(now(), conn, &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'w']);
+        server.received(now(), conn, &[0x82, 6, 0, 1, 0, 1, b'#', 0]);
+        // "slow" subscribes to everything, with a will on "gone", and can
+        // take its CONNACK and SUBACK but nothing more.
+        let slow = Recorder(Rc::default(), Some(9));
+        let conn = server.accept(now(), Peer::default(), slow.clone());
+        let will = [
+            0x10, 22, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x06, 0, 60, 0, 1, b's', 0, 4, b'g', b'o', b'n', b'e', 0, 1,
+            b'x',
+        ];
+        server.received(now(), conn, &will);
+        server.received(now(), conn, &[0x82, 6, 0, 1, 0, 1, b'#', 0]);
+        assert_eq!(slow.0.borrow().0, [0x20, 2, 0, 0, 0x90, 3, 0, 1, 0]);
+        server.received(now(), conn, &[0x30, 5, 0, 1, b't', b'h', b'i']);
+        assert_eq!(slow.0.borrow().1, Some(CloseReason::NotReading));
+        assert_eq!(server.connections(), 1);
+        // The watcher got the PUBLISH, then the will.
+        let seen = watcher.0.borrow().0.clone();
+        assert!(
+            seen.ends_with(&[0x30, 5, 0, 1, b't', b'h', b'i', 0x30, 7, 0, 4, b'g', b'o', b'n', b'e', b'x']),
+            "{seen:?}"
+        );
     }
 }

@@ -120,14 +120,26 @@ pub(crate) async fn serve(
                 _ => gone = true,
             },
             Wake::Out(out) => match out {
-                Some(Out::Data(data)) => match write_queued(&mut writer, &rx, data, &backlog, &wire).await {
-                    Ok(Written::All) => {}
-                    Ok(Written::ThenClose) => return finish(conn, writer).await,
-                    Err(_) => {
-                        let _ = events.send(Event::Closed { conn }).await;
-                        return;
+                Some(Out::Data(data)) => {
+                    let aborted = async {
+                        backlog.aborted().await;
+                        Ok(Written::Aborted)
+                    };
+                    match write_queued(&mut writer, &rx, data, &backlog, &wire).or(aborted).await {
+                        Ok(Written::All) => {}
+                        Ok(Written::ThenClose) => return finish(conn, writer).await,
+                        // The client is not reading: close the socket at once,
+                        // with no wait for it to drain.
+                        Ok(Written::Aborted) => {
+                            let _ = writer.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        Err(_) => {
+                            let _ = events.send(Event::Closed { conn }).await;
+                            return;
+                        }
                     }
-                },
+                }
                 Some(Out::Close) | None => return finish(conn, writer).await,
             },
         }
@@ -140,6 +152,8 @@ enum Written {
     All,
     /// Everything queued is written and the core asked to close.
     ThenClose,
+    /// The core dropped the client for not reading: close, don't drain.
+    Aborted,
 }
 
 /// Writes `first` and whatever else is already queued.

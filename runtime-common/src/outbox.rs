@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use culex_core::CloseReason;
-use culex_core::server::Outbox;
-use tracing::{debug, warn};
+use culex_core::server::{Outbox, OutboxFull};
+use tracing::debug;
 
 use crate::backlog::{Admit, Backlog};
 
@@ -41,19 +41,23 @@ impl<Q> QueueOutbox<Q> {
 }
 
 impl<Q: OutQueue> Outbox for QueueOutbox<Q> {
-    fn send(&mut self, data: Bytes) {
+    fn send(&mut self, data: Bytes) -> Result<(), OutboxFull> {
         match self.backlog.admit(data.len()) {
             Admit::Queue => self.queue.push(Out::Data(data)),
             Admit::Close => {
-                warn!(queued = self.backlog.queued(), "Client is not reading its messages, disconnecting.");
-                self.queue.push(Out::Close);
+                debug!(queued = self.backlog.queued(), "backlog limit reached");
+                return Err(OutboxFull);
             }
             Admit::Drop => {}
         }
+        Ok(())
     }
 
     fn close(&mut self, reason: CloseReason) {
         debug!(%reason, "closing connection");
+        if reason == CloseReason::NotReading {
+            self.backlog.abort();
+        }
         self.queue.push(Out::Close);
     }
 }

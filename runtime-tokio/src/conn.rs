@@ -105,9 +105,15 @@ pub(crate) async fn serve(
                 }
             }
             out = rx.recv() => match out {
-                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &backlog, &wire).await {
+                Some(Out::Data(data)) => match tokio::select! {
+                    written = write_queued(&mut writer, &mut rx, data, &backlog, &wire) => written,
+                    () = backlog.aborted() => Ok(Written::Aborted),
+                } {
                     Ok(Written::All) => {}
                     Ok(Written::ThenClose) => return finish(conn, writer).await,
+                    // The client is not reading: the socket closes as the
+                    // task ends, with no wait for it to drain.
+                    Ok(Written::Aborted) => return,
                     Err(_) => {
                         let _ = events.send(Event::Closed { conn }).await;
                         return;
@@ -125,6 +131,8 @@ enum Written {
     All,
     /// Everything queued is written and the core asked to close.
     ThenClose,
+    /// The core dropped the client for not reading: close, don't drain.
+    Aborted,
 }
 
 /// Writes `first` and whatever else is already queued.
