@@ -71,9 +71,14 @@ class Watch:
 
     def check(self, what: str):
         assert self.thread.is_alive() or self.stop.is_set(), f"watch pair failed during {what}"
-        assert self.delays, f"no message went through during {what}"
+        assert len(self.delays) >= 20, f"only {len(self.delays)} messages went through during {what}"
+        typical = sorted(self.delays)[len(self.delays) // 2]
+        assert typical < 0.25, f"watched messages took {typical:.2f}s (median) during {what}"
+        # The longest single stall is a flooder's 100,000 subscriptions
+        # being dropped at once when it leaves (about 0.1 s in a release
+        # build; the suite runs debug builds on a busy machine).
         worst = max(self.delays)
-        assert worst < 2.0, f"a watched message took {worst:.2f}s during {what}"
+        assert worst < 3.0, f"a watched message took {worst:.2f}s during {what}"
 
 
 def open_raw(port: int, count: int) -> list[socket.socket]:
