@@ -815,7 +815,7 @@ impl Broker {
         let mut granted = Vec::with_capacity(subscribe.filters.len());
         for ((filter, qos), allowed) in subscribe.filters.into_iter().zip(decisions) {
             debug!(conn = %id, "\t{} (QoS {})", filter.as_str(), qos.bits());
-            if !allowed {
+            if !allowed || !self.has_room_for(key, &filter) {
                 return_codes.push(SubscribeReturnCode::Failure);
                 continue;
             }
@@ -830,6 +830,17 @@ impl Broker {
         for (filter, qos) in granted {
             self.send_retained(now, key, &filter, qos);
         }
+    }
+
+    /// Whether session `key` may hold `filter` under `max_subscriptions`
+    /// (a filter it already holds only has its QoS replaced).
+    fn has_room_for(&self, key: SessionKey, filter: &crate::topic::TopicFilter) -> bool {
+        let max = self.config.max_subscriptions;
+        max == 0
+            || self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.subscriptions.len() < max || s.subscriptions.contains_key(filter))
     }
 
     fn send_retained(&mut self, now: Now, key: SessionKey, filter: &crate::topic::TopicFilter, granted: QoS) {

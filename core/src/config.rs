@@ -19,6 +19,10 @@ pub struct Config {
     /// Payload bytes queued per client; 0 means no limit. Mosquitto:
     /// `max_queued_bytes`, default 0.
     pub max_queued_bytes: usize,
+    /// Subscriptions one client may hold; 0 means no limit. A SUBSCRIBE
+    /// filter past it (and not already held) gets 0x80 in SUBACK. Culex
+    /// addition (`max_subscriptions`); Mosquitto has no such limit.
+    pub max_subscriptions: usize,
     /// Largest PUBLISH payload accepted; 0 means the protocol's maximum.
     /// Larger payloads are acknowledged and dropped, as Mosquitto does;
     /// packets too large to hold such a payload close the connection
@@ -64,6 +68,7 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
+            max_subscriptions: 0,
             message_size_limit: 0,
             max_connections: None,
             max_keepalive: u16::MAX,

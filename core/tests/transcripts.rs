@@ -626,3 +626,38 @@ fn will_obeys_the_size_limit_and_the_publish_rules() {
     sim.drop_connection(fine);
     assert_eq!(payloads(&mut sim, watcher), ["bye"]);
 }
+
+#[test]
+fn max_subscriptions_refuses_new_filters_past_the_limit() {
+    let mut sim = Simulation::new(Config { max_subscriptions: 2, ..quiet() });
+    sim.record();
+    let client = sim.connect(ClientOptions::new("many"));
+    sim.subscribe(client, "a/#", QoS::AtMostOnce);
+    sim.subscribe(client, "b/+", QoS::AtMostOnce);
+    // A third filter is refused; a held one may change its QoS; after an
+    // UNSUBSCRIBE there is room again.
+    sim.subscribe(client, "c", QoS::AtMostOnce);
+    sim.subscribe(client, "a/#", QoS::AtLeastOnce);
+    sim.unsubscribe(client, "b/+");
+    sim.subscribe(client, "c", QoS::AtMostOnce);
+    let codes: Vec<_> = sim
+        .take_received(client)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::SubAck(s) => Some(s.return_codes),
+            _ => None,
+        })
+        .collect();
+    use culex_core::codec::SubscribeReturnCode::{Failure, Granted};
+    assert_eq!(
+        codes,
+        [
+            vec![Granted(QoS::AtMostOnce)],
+            vec![Granted(QoS::AtMostOnce)],
+            vec![Failure],
+            vec![Granted(QoS::AtLeastOnce)],
+            vec![Granted(QoS::AtMostOnce)],
+        ]
+    );
+    insta::assert_snapshot!(sim.transcript());
+}

@@ -184,6 +184,19 @@ def test_abusive_clients_leave_others_unaffected_and_memory_bounded(binary, tmp_
         broker.stop()
 
 
+def test_max_subscriptions_bounds_what_one_client_holds(binary, tmp_path):
+    broker = Broker(binary, tmp_path, verbose=False, extra=["max_subscriptions 10000"]).start()
+    try:
+        baseline = rss_kib(broker.proc.pid)
+        assert subscribe_flood(broker.port, "capped", FILTERS) == 10_000
+        growth_mib = (rss_kib(broker.proc.pid) - baseline) / 1024
+        # 10,000 held filters, not 100,000 (see the test above for the cost of those).
+        assert growth_mib < 40, f"10,000 filters cost {growth_mib:.0f} MiB"
+        assert broker.running()
+    finally:
+        broker.stop()
+
+
 def test_slow_reader_is_dropped_and_others_get_everything(binary, tmp_path):
     broker = Broker(binary, tmp_path, extra=["message_size_limit 65536"]).start()
     try:
