@@ -16,17 +16,20 @@
 pub mod backlog;
 pub mod clock;
 pub mod driver;
+pub mod link;
 pub mod logging;
 pub mod outbox;
 pub mod settings;
 mod start;
 pub mod store;
 mod sync;
+pub mod tls;
 pub mod ws;
 
 pub use backlog::{Admit, Backlog};
 pub use clock::Clock;
 pub use driver::{Event, EventSource, StoreEvent, StoreRequest, Wake};
+pub use link::{Link, OpenStep, Opening, Transport};
 pub use outbox::{Out, OutQueue, QueueOutbox};
 pub use settings::{Launch, Listener, RedisSettings, Settings};
 pub use start::start;

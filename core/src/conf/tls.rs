@@ -82,9 +82,9 @@ pub struct TlsConf {
     /// `ciphers_tls1.3`: the TLS 1.3 cipher suites, IANA names separated
     /// by `:`.
     pub ciphers_tls13: Option<Located<String>>,
-    /// The first TLS key given for this listener, for errors about the
-    /// whole set.
-    pub(super) first: Option<Located<String>>,
+    /// The first TLS key given for this listener (its name), for errors
+    /// about the set as a whole.
+    pub first: Option<Located<String>>,
 }
 
 impl TlsConf {
