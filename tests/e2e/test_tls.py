@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -215,10 +216,12 @@ def test_paho_over_tls_all_qos(tls_broker, certs, clients):
     sub = clients(TlsPaho(broker.tls_port, "tls-sub", certs)).connect()
     sub.subscribe("t/#", qos=2)
     pub = clients(TlsPaho(broker.tls_port, "tls-pub", certs)).connect()
+    # Payloads larger than a TLS record (16 KiB) and than rustls buffers
+    # at once (64 KiB).
     for qos in (0, 1, 2):
-        pub.publish("t/paho", f"q{qos}".encode() * 1000, qos=qos)
+        pub.publish("t/paho", f"q{qos}".encode() * 50_000, qos=qos)
     got = [sub.expect() for _ in range(3)]
-    assert [m.payload for m in got] == [f"q{q}".encode() * 1000 for q in (0, 1, 2)]
+    assert [m.payload for m in got] == [f"q{q}".encode() * 50_000 for q in (0, 1, 2)]
 
 
 def test_websocket_over_tls_round_trip_and_presence(tls_broker, certs, clients, redis_server, redis_db):
@@ -290,3 +293,21 @@ def test_tls_version_11_stops_start_up_naming_the_line(make_broker, certs):
     assert proc.returncode != 0
     lines = broker.config.read_text().splitlines()
     assert f"{broker.config}:{lines.index('tls_version tlsv1.1') + 1}: tls_version tlsv1.1" in proc.stderr, proc.stderr
+
+
+def test_handshake_has_a_deadline(tls_broker, certs, clients):
+    """A client that starts a TLS handshake and never finishes it is
+    dropped after 10 s; the broker serves others meanwhile."""
+    broker = tls_broker()
+    sock = socket.create_connection((LOOPBACK, broker.tls_port), timeout=15)
+    clients(sock)
+    # The first bytes of a ClientHello record, and nothing more.
+    sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    start = time.monotonic()
+    assert pub_ok(broker.tls_port, certs, message="meanwhile").returncode == 0
+    try:
+        assert sock.recv(4096) == b""
+    except ConnectionResetError:
+        pass
+    assert 8 < time.monotonic() - start < 14
+    broker.wait_log(r"TLS handshake with .* timed out")

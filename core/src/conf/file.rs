@@ -9,8 +9,10 @@
 //! its string values. Keys are case-sensitive.
 //!
 //! A key Culex implements is checked (range, syntax) and applied. A key
-//! Mosquitto knows but Culex does not implement (TLS files, bridges,
-//! `psk_file`, persistence, ...) yields a [`Warning`] and is ignored.
+//! Mosquitto knows but Culex does not implement (bridges, `psk_file`,
+//! persistence, ...) yields a [`Warning`] and is ignored. The TLS keys
+//! (`certfile`, `keyfile`, `cafile`, ...) are checked and kept per
+//! listener ([`ListenerConf::tls`], see [`super::tls`]).
 //! Any other key stops start-up with a [`ConfError`], as Mosquitto does.
 //!
 //! # Defaults (Mosquitto 2)
@@ -46,6 +48,9 @@
 //! - `per_listener_settings true` is not implemented: security settings
 //!   apply to every listener, and giving them different values per
 //!   listener is an error rather than a silent merge.
+//! - A TLS key on a listener without `certfile` and `keyfile` is an error
+//!   (Mosquitto serves such a listener without TLS), and `tls_version
+//!   tlsv1.1` is an error (no TLS 1.1 here).
 
 use std::fmt;
 
