@@ -53,6 +53,13 @@ def certs(tmp_path_factory) -> Path:
     make_leaf(d, "dev1", "ca", "/C=DE/O=Culex Test/CN=dev1", "extendedKeyUsage=clientAuth")
     make_leaf(d, "watcher", "ca", "/CN=watcher", "extendedKeyUsage=clientAuth")
     make_leaf(d, "rogue", "other-ca", "/CN=dev1", "extendedKeyUsage=clientAuth")
+    make_leaf(d, "revoked", "ca", "/CN=revoked", "extendedKeyUsage=clientAuth")
+    (d / "index.txt").write_text("")
+    (d / "crlnumber").write_text("01\n")
+    (d / "ca.cnf").write_text("[ca]\ndefault_ca = own\n[own]\ndatabase = index.txt\ncrlnumber = crlnumber\n"
+                              "default_md = sha256\ndefault_crl_days = 2\n")
+    openssl("ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt", "-revoke", "revoked.crt", cwd=d)
+    openssl("ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt", "-gencrl", "-out", "crl.pem", cwd=d)
     return d
 
 
@@ -152,6 +159,21 @@ def test_require_certificate(tls_broker, certs, cleanup):
     result = pub_ok(broker.tls_port, certs, message="good", client="dev1")
     assert result.returncode == 0, result.stderr
     assert sub.wait_messages(1) == [(0, 0, "t/tls", "good")]
+
+
+def test_crlfile_refuses_a_revoked_certificate(tls_broker, certs):
+    broker = tls_broker([f"cafile {certs / 'ca.crt'}", f"crlfile {certs / 'crl.pem'}", "require_certificate true"])
+    assert pub_ok(broker.tls_port, certs, message="revoked", client="revoked").returncode != 0
+    broker.wait_log(r"TLS handshake with .* failed: .*[Rr]evoked.*")
+    result = pub_ok(broker.tls_port, certs, message="good", client="dev1")
+    assert result.returncode == 0, result.stderr
+
+
+def test_use_subject_as_username(tls_broker, certs):
+    broker = tls_broker([f"cafile {certs / 'ca.crt'}", "use_subject_as_username true"])
+    result = pub_ok(broker.tls_port, certs, message="subject", client="dev1")
+    assert result.returncode == 0, result.stderr
+    broker.wait_log(r"New client connected from .* u'CN=dev1,O=Culex Test,C=DE'\)")
 
 
 def test_use_identity_as_username_with_acl(tls_broker, certs, tmp_path, cleanup):
