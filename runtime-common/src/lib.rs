@@ -1,6 +1,7 @@
 //! What the two Culex runtimes share beyond raw I/O: start-up (command
 //! line, config file, logging), the broker task, the connection outbox,
-//! the clock, and what is said to Redis. The protocol itself lives in
+//! the clock, what is said to Redis, and how bytes travel below MQTT
+//! ([`link`]: TLS with rustls in [`tls`], WebSocket in [`ws`]). The protocol itself lives in
 //! `culex-core`; sockets, channels and timers live in each runtime.
 //!
 //! # State shared between tasks
