@@ -1,14 +1,26 @@
 //! One TLS connection, sans I/O: bytes read from the socket go in,
 //! plaintext and bytes to write come out. Both runtimes drive it the same
 //! way through [`Link`](crate::link::Link).
-
-use std::io::{Read as _, Write as _};
+//!
+//! Built on rustls' unbuffered API so that the only buffer kept between
+//! reads is the unfinished record, if any: an idle TLS connection holds no
+//! read buffer (rustls' buffered connection keeps 4 KiB per connection).
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError};
+
+/// Most bytes of unfinished TLS data kept between reads: a handshake
+/// message of rustls' largest size (64 KiB) plus one largest record.
+const MAX_PENDING: usize = 0xffff + 5 + (1 << 14) + 2048;
+
+/// Record overhead allowed for when sizing an output buffer (header, tag,
+/// padding); a larger need is met by the retry on `InsufficientSize`.
+const RECORD_OVERHEAD: usize = 64;
 
 /// How a TLS connection ended while reading.
 #[derive(Debug)]
@@ -16,7 +28,7 @@ pub enum TlsEnd {
     /// The client sent close_notify.
     Closed,
     /// The client broke TLS or failed verification; an alert saying so is
-    /// in [`TlsRead::reply`].
+    /// in [`TlsRead::reply`] when rustls has one to send.
     Failed(rustls::Error),
 }
 
@@ -32,16 +44,31 @@ pub struct TlsRead {
 }
 
 /// The server side of one TLS connection over caller-owned byte buffers.
-#[derive(Debug)]
 pub struct TlsSession {
-    conn: ServerConnection,
+    conn: UnbufferedServerConnection,
+    /// Bytes of an unfinished record; empty (no allocation) between
+    /// complete records.
+    pending: Vec<u8>,
+    /// The client closed or broke the connection: nothing more is read.
     ended: bool,
+    /// It broke it: nothing more is written either.
+    failed: bool,
+}
+
+impl std::fmt::Debug for TlsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSession")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("pending", &self.pending.len())
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TlsSession {
     /// A session waiting for the client's hello.
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, rustls::Error> {
-        Ok(Self { conn: ServerConnection::new(config)?, ended: false })
+        Ok(Self { conn: UnbufferedServerConnection::new(config)?, pending: Vec::new(), ended: false, failed: false })
     }
 
     /// Whether the handshake is still going on.
@@ -56,75 +83,133 @@ impl TlsSession {
 
     /// Takes bytes as read from the socket. After an end, further bytes
     /// are ignored.
-    pub fn incoming(&mut self, mut data: &[u8]) -> TlsRead {
+    pub fn incoming(&mut self, data: &[u8]) -> TlsRead {
         let mut out = TlsRead::default();
         if self.ended {
             return out;
         }
+        self.pending.extend_from_slice(data);
         let mut plain = BytesMut::new();
-        while !data.is_empty() && out.end.is_none() {
-            if let Err(error) = self.conn.read_tls(&mut data) {
-                // Only a full plaintext buffer makes this fail, and it is
-                // drained below after every record: treat it as a fault.
-                out.end = Some(TlsEnd::Failed(rustls::Error::General(error.to_string())));
-                break;
-            }
-            match self.conn.process_new_packets() {
-                Ok(state) => {
-                    let ready = state.plaintext_bytes_to_read();
-                    let closed = state.peer_has_closed();
-                    if ready > 0 {
-                        let start = plain.len();
-                        plain.resize(start + ready, 0);
-                        if self.conn.reader().read_exact(&mut plain[start..]).is_err() {
-                            plain.truncate(start);
+        let mut failed = false;
+        loop {
+            let status = self.conn.process_tls_records(&mut self.pending);
+            let discard = status.discard;
+            let mut done = false;
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    encode_into(&mut encode, &mut out.reply);
+                    // After an error rustls queues one alert, and asking
+                    // for more would make it process the bad bytes again.
+                    done = failed;
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    while let Some(record) = traffic.next_record() {
+                        match record {
+                            // Plaintext after a fault is dropped.
+                            Ok(_) if failed => {}
+                            Ok(record) => plain.extend_from_slice(record.payload),
+                            Err(_) if failed => break,
+                            Err(error) => {
+                                out.end = Some(TlsEnd::Failed(error));
+                                failed = true;
+                                break;
+                            }
                         }
                     }
-                    if closed {
-                        out.end = Some(TlsEnd::Closed);
-                    }
                 }
-                Err(error) => out.end = Some(TlsEnd::Failed(error)),
+                Ok(_) | Err(_) if failed => done = true,
+                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
+                    out.end = Some(TlsEnd::Closed);
+                    done = true;
+                }
+                // Waiting for more bytes (nothing else to do until then).
+                Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => done = true,
+                // Early data is off (rustls' default); anything new: stop.
+                Ok(_) => done = true,
+                Err(error) => {
+                    out.end = Some(TlsEnd::Failed(error));
+                    failed = true;
+                }
+            }
+            self.pending.drain(..discard.min(self.pending.len()));
+            if done {
+                break;
             }
         }
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        } else if self.pending.len() > MAX_PENDING && out.end.is_none() {
+            out.end = Some(TlsEnd::Failed(rustls::Error::General("unfinished TLS data over 82 KiB".to_owned())));
+        }
         self.ended = out.end.is_some();
+        self.failed = failed || matches!(out.end, Some(TlsEnd::Failed(_)));
+        if self.ended {
+            self.pending = Vec::new();
+        }
         out.plain = plain.freeze();
-        self.flush(&mut out.reply);
         out
     }
 
-    /// TLS records carrying `plain`, to write to the socket.
+    /// TLS records carrying `plain`, to write to the socket; empty before
+    /// the handshake is done or after the connection failed.
     pub fn outgoing(&mut self, plain: &[u8]) -> Bytes {
-        let mut out = Vec::with_capacity(plain.len() + plain.len() / 256 + 64);
-        let mut rest = plain;
-        // rustls buffers at most its buffer limit (64 KiB) at a time:
-        // write what it takes, move the records out, repeat.
-        while !rest.is_empty() {
-            match self.conn.writer().write(rest) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => rest = &rest[n..],
-            }
-            self.flush(&mut out);
-        }
-        self.flush(&mut out);
-        Bytes::from(out)
+        self.write(|traffic, out| traffic.encrypt(plain, out), plain.len() + plain.len() / 256 + RECORD_OVERHEAD)
     }
 
     /// A close_notify alert to write before closing the socket.
     pub fn close(&mut self) -> Bytes {
-        self.conn.send_close_notify();
-        let mut out = Vec::new();
-        self.flush(&mut out);
-        Bytes::from(out)
+        self.write(|traffic, out| traffic.queue_close_notify(out), RECORD_OVERHEAD)
     }
 
-    /// Moves every pending TLS record into `out`.
-    fn flush(&mut self, out: &mut Vec<u8>) {
-        while self.conn.wants_write() {
-            match self.conn.write_tls(out) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+    /// Runs `encrypt` in the write state, into a buffer of `size` bytes
+    /// (grown once if rustls asks for more).
+    fn write(
+        &mut self,
+        mut encrypt: impl FnMut(
+            &mut rustls::unbuffered::WriteTraffic<'_, ServerConnectionData>,
+            &mut [u8],
+        ) -> Result<usize, EncryptError>,
+        size: usize,
+    ) -> Bytes {
+        if self.failed {
+            return Bytes::new();
+        }
+        let status = self.conn.process_tls_records(&mut self.pending);
+        let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state else {
+            return Bytes::new();
+        };
+        let mut out = vec![0; size];
+        let written = match encrypt(&mut traffic, &mut out) {
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                out.resize(required_size, 0);
+                encrypt(&mut traffic, &mut out)
+            }
+            other => other,
+        };
+        match written {
+            Ok(n) => {
+                out.truncate(n);
+                Bytes::from(out)
+            }
+            Err(error) => {
+                tracing::debug!("TLS write failed: {error}");
+                Bytes::new()
             }
         }
     }
+}
+
+/// Appends a handshake record (or alert) rustls has ready.
+fn encode_into(encode: &mut EncodeTlsData<'_, ServerConnectionData>, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + 1024, 0);
+    let written = match encode.encode(&mut out[start..]) {
+        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            out.resize(start + required_size, 0);
+            encode.encode(&mut out[start..])
+        }
+        other => other,
+    };
+    out.truncate(start + written.unwrap_or(0));
 }

@@ -288,3 +288,83 @@ fn load_errors_name_the_file_the_line_and_the_reason() {
     assert!(ListenerTls::load(&conf(|t| t.capath = at(DATA, 5))).is_ok());
     assert!(ListenerTls::load(&TlsConf::default()).unwrap().is_none());
 }
+
+#[test]
+fn arbitrary_bytes_in_any_chunking_never_panic() {
+    static TRANSPORT: std::sync::OnceLock<Transport> = std::sync::OnceLock::new();
+    fn prop(chunks: Vec<Vec<u8>>) -> bool {
+        let transport = TRANSPORT.get_or_init(|| tls_only(listener(with_ca)));
+        let mut opening = transport.opening(remote()).unwrap();
+        for chunk in &chunks {
+            if let OpenStep::Refuse { .. } = opening.feed(chunk) {
+                return true;
+            }
+        }
+        true
+    }
+    quickcheck::QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Vec<u8>>) -> bool);
+}
+
+#[test]
+fn corrupted_handshake_bytes_are_refused_without_panicking() {
+    let transport = tls_only(listener(|t| {
+        with_ca(t);
+        t.require_certificate = true;
+    }));
+    // The client's first flight, then a byte changed at every position in
+    // turn (a record header, a length, the hello's contents).
+    let hello = from_client(&mut client(Some("dev1")));
+    for at in 0..hello.len() {
+        let mut bad = hello.clone();
+        bad[at] ^= 0x5a;
+        let mut opening = transport.opening(remote()).unwrap();
+        let first = opening.feed(&bad);
+        // More bytes after whatever happened are taken quietly too.
+        let _ = opening.feed(&hello);
+        if let OpenStep::Open { .. } = first {
+            panic!("a corrupted hello opened the connection (byte {at})");
+        }
+    }
+}
+
+#[test]
+fn corrupted_record_after_the_handshake_ends_the_link_with_an_alert() {
+    let transport = tls_only(listener(|_| {}));
+    let mut client = client(None);
+    let Opened::Open { mut link, .. } = open(&transport, &mut client, b"", usize::MAX) else {
+        panic!("handshake failed");
+    };
+    client.writer().write_all(CONNECT).unwrap();
+    let mut record = from_client(&mut client);
+    let last = record.len() - 1;
+    record[last] ^= 1;
+    let got = link.incoming(Bytes::from(record));
+    assert!(got.data.is_empty());
+    assert_eq!(got.end, Some(crate::ws::End::Error("TLS error")));
+    // The alert reaches the client, which sees why.
+    let error = to_client(&mut client, &got.reply).unwrap_err();
+    assert!(error.to_string().contains("BadRecordMac"), "{error}");
+    // Nothing more is read or written on a failed link.
+    assert!(link.incoming(Bytes::from_static(b"more")).data.is_empty());
+    assert!(link.outgoing(Bytes::from_static(b"x")).is_empty());
+    assert!(link.close().is_empty());
+}
+
+#[test]
+fn an_idle_link_keeps_no_read_buffer_and_a_partial_record_is_bounded() {
+    let transport = tls_only(listener(|_| {}));
+    let mut client = client(None);
+    let Opened::Open { mut link, .. } = open(&transport, &mut client, b"", usize::MAX) else {
+        panic!("handshake failed");
+    };
+    client.writer().write_all(CONNECT).unwrap();
+    let record = from_client(&mut client);
+    // Half a record waits; the rest completes it.
+    let (head, tail) = record.split_at(record.len() / 2);
+    assert!(link.incoming(Bytes::copy_from_slice(head)).data.is_empty());
+    assert_eq!(link.incoming(Bytes::copy_from_slice(tail)).data, CONNECT);
+    assert!(format!("{link:?}").contains("pending: 0"), "{link:?}");
+    // A record header announcing more than TLS allows is refused at once.
+    let got = link.incoming(Bytes::from_static(&[0x17, 0x03, 0x03, 0xff, 0xff]));
+    assert!(got.end.is_some());
+}
