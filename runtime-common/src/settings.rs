@@ -330,6 +330,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tls_listeners_load_their_files_and_name_the_bad_one() {
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+        let text = format!(
+            "allow_anonymous true\nlistener 1883\nlistener 8883\ncertfile {data}/server.crt\nkeyfile {data}/server.key\n"
+        );
+        let settings = from_conf(conf::parse("test.conf", &text).unwrap()).unwrap();
+        assert!(settings.listeners[0].tls.is_none());
+        assert!(settings.listeners[1].tls.is_some());
+        let bad = text.replace("server.key", "missing.key");
+        let error = from_conf(conf::parse("test.conf", &bad).unwrap()).unwrap_err();
+        assert!(
+            error.starts_with(&format!("Error: test.conf:5: Unable to load server key file \"{data}/missing.key\": ")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn psk_and_plugins_still_refuse_to_start() {
+        let error = from_conf(conf::parse("test.conf", "listener 1883\npsk_file /p\n").unwrap()).unwrap_err();
+        assert!(error.starts_with("Error: test.conf:2: PSK and plugins are not supported"), "{error}");
+    }
+
+    #[test]
     fn listeners_carry_their_protocol() {
         let text = "allow_anonymous true\nlistener 1883\nlistener 9001 127.0.0.1\nprotocol websockets\n";
         let settings = from_conf(conf::parse("test.conf", text).unwrap()).unwrap();
