@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests talk to: Debian's redis-server, mosquitto (the
-# reference broker) and mosquitto-clients, and the Python clients. Quiet and
+# reference broker) and mosquitto-clients, openssl (the TLS tests make their
+# certificates with it), and the Python clients. Quiet and
 # idempotent: what is already there is not fetched again.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v stdbuf >/dev/null || need+=(coreutils)
+command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::message::Message;
-use crate::peer::Peer;
+use crate::peer::{Identity, Peer};
 use crate::policy::{AccessPolicy, AllowAll, AuthDecision, ClientInfo, Password, Refusal};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
@@ -445,7 +445,14 @@ impl Broker {
             // As Mosquitto: a will that could never be published is refused.
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::NotAuthorized);
         }
-        let listener = self.conns.get(&id).map(|c| c.peer.listener).unwrap_or_default();
+        let Some(peer) = self.conns.get(&id).map(|c| &c.peer) else { return };
+        let listener = peer.listener;
+        if let Identity::Certificate(name) = &peer.identity {
+            return match name.clone() {
+                Some(name) => self.accept_certified(now, id, connect, client_id, name),
+                None => self.refuse(now, id, client_id.as_str(), ConnectReturnCode::BadUserNameOrPassword),
+            };
+        }
         let info = ClientInfo { client_id: &client_id, username: connect.username.as_deref(), listener };
         if connect.username.is_none() && !self.config.allow_anonymous {
             return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::NotAuthorized);
@@ -464,6 +471,16 @@ impl Broker {
                 conn.state = ConnState::Authenticating { connect: Box::new(connect), client_id };
             }
         }
+    }
+
+    /// Accepts a client whose user name its TLS certificate proved
+    /// (`use_identity_as_username`): CONNECT's user name and password are
+    /// dropped and the password file is not consulted, as in Mosquitto 2
+    /// (`handle_connect.c`); the ACL then applies to `name`.
+    fn accept_certified(&mut self, now: Now, id: ConnId, mut connect: Connect, client_id: ClientId, name: ByteString) {
+        connect.username = Some(name);
+        connect.password = None;
+        self.accept_connect(now, id, connect, client_id);
     }
 
     /// The runtime's answer to [`Action::Authenticate`]; then whatever the

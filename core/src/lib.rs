@@ -98,7 +98,7 @@ pub use broker::{Broker, SessionInfo, Stats};
 pub use config::Config;
 pub use error::{CloseReason, Violation};
 pub use message::Message;
-pub use peer::{ListenerId, Peer};
+pub use peer::{Identity, ListenerId, Peer};
 pub use time::{Instant, Now, UnixTime};
 pub use topic::{TopicFilter, TopicName};
 pub use types::{ClientId, ConnId, PacketId, Protocol, QoS};

@@ -18,6 +18,21 @@ impl fmt::Display for ListenerId {
     }
 }
 
+/// Where a connection's user name comes from, as its listener decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Identity {
+    /// From CONNECT, checked by the policy (`password_file`): plain TCP,
+    /// WebSocket, and TLS listeners without `use_identity_as_username`.
+    #[default]
+    Connect,
+    /// From the client's TLS certificate (`use_identity_as_username`,
+    /// `use_subject_as_username`): the name it proved, or `None` when the
+    /// client sent no certificate. CONNECT's user name and password are
+    /// ignored and the password file is not consulted; without a name the
+    /// client is refused with CONNACK 4, as Mosquitto 2 does.
+    Certificate(Option<ByteString>),
+}
+
 /// A new connection as the runtime accepted it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peer {
@@ -25,14 +40,15 @@ pub struct Peer {
     pub remote: Option<SocketAddr>,
     /// The listener it came in on.
     pub listener: ListenerId,
-    /// The identity a TLS client certificate proved, when the listener
-    /// uses it as the user name (`use_identity_as_username`).
-    pub identity: Option<ByteString>,
+    /// Where its user name comes from: CONNECT, or the TLS client
+    /// certificate (`use_identity_as_username`).
+    pub identity: Identity,
 }
 
 impl Peer {
-    /// A connection from `remote` on `listener`, with no transport identity.
+    /// A connection from `remote` on `listener`, whose user name comes
+    /// from CONNECT.
     pub fn new(remote: SocketAddr, listener: ListenerId) -> Self {
-        Self { remote: Some(remote), listener, identity: None }
+        Self { remote: Some(remote), listener, identity: Identity::Connect }
     }
 }

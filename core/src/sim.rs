@@ -247,7 +247,13 @@ impl Simulation {
     /// Opens a connection for a client called `name` in the transcript,
     /// without sending anything.
     pub fn open(&mut self, name: &str, auto_ack: bool) -> ConnId {
-        let conn = self.broker.accept(self.now, Peer::default());
+        self.open_from(name, auto_ack, Peer::default())
+    }
+
+    /// Like [`open`](Self::open), for a connection the runtime describes
+    /// as `peer` (its listener, a TLS identity).
+    pub fn open_from(&mut self, name: &str, auto_ack: bool, peer: Peer) -> ConnId {
+        let conn = self.broker.accept(self.now, peer);
         self.clients.insert(
             conn,
             ClientEnd {
@@ -266,8 +272,13 @@ impl Simulation {
 
     /// Opens a connection and sends CONNECT.
     pub fn connect(&mut self, options: ClientOptions) -> ConnId {
+        self.connect_from(options, Peer::default())
+    }
+
+    /// Opens a connection described as `peer` and sends CONNECT.
+    pub fn connect_from(&mut self, options: ClientOptions, peer: Peer) -> ConnId {
         let name = if options.client_id.is_empty() { "(empty)" } else { &options.client_id };
-        let conn = self.open(name, options.auto_ack);
+        let conn = self.open_from(name, options.auto_ack, peer);
         self.send(conn, &options.connect_packet());
         conn
     }

@@ -42,8 +42,8 @@ pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, shu
     let (stop, stopped) = channel::bounded::<()>(1);
     let max_frame = culex_runtime::ws::max_frame(settings.core.max_packet_size());
     for Bound { socket: listener, listener: served } in listeners {
-        let websocket = served.websockets.then_some(max_frame);
-        let limits = Limits { listener: served.id, backlog: prepared.backlog_limit, websocket };
+        let transport = served.transport(max_frame);
+        let limits = Limits { listener: served.id, backlog: prepared.backlog_limit, transport };
         let accept = accept_loop(listener, events.clone(), stopped.clone(), limits, prepared.connection_messages);
         async_std::task::spawn(accept);
     }
@@ -114,7 +114,7 @@ async fn accept_loop(
                 if connection_messages {
                     info!("New connection from {remote} on port {port}.");
                 }
-                async_std::task::spawn(conn::serve(stream, remote, limits, events.clone()));
+                async_std::task::spawn(conn::serve(stream, remote, limits.clone(), events.clone()));
             }
             // Out of descriptors and the like: wait a little, keep serving.
             Some(Err(error)) => {

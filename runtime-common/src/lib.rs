@@ -1,6 +1,7 @@
 //! What the two Culex runtimes share beyond raw I/O: start-up (command
 //! line, config file, logging), the broker task, the connection outbox,
-//! the clock, and what is said to Redis. The protocol itself lives in
+//! the clock, what is said to Redis, and how bytes travel below MQTT
+//! ([`link`]: TLS with rustls in [`tls`], WebSocket in [`ws`]). The protocol itself lives in
 //! `culex-core`; sockets, channels and timers live in each runtime.
 //!
 //! # State shared between tasks
@@ -16,17 +17,20 @@
 pub mod backlog;
 pub mod clock;
 pub mod driver;
+pub mod link;
 pub mod logging;
 pub mod outbox;
 pub mod settings;
 mod start;
 pub mod store;
 mod sync;
+pub mod tls;
 pub mod ws;
 
 pub use backlog::{Admit, Backlog};
 pub use clock::Clock;
 pub use driver::{Event, EventSource, StoreEvent, StoreRequest, Wake};
+pub use link::{Link, OpenStep, Opening, Transport};
 pub use outbox::{Out, OutQueue, QueueOutbox};
 pub use settings::{Launch, Listener, RedisSettings, Settings};
 pub use start::start;

@@ -12,6 +12,9 @@ use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, ListenerProt
 use culex_core::presence::PresenceKeys;
 use culex_core::{Config, ListenerId};
 
+use crate::link::Transport;
+use crate::tls::ListenerTls;
+
 /// The Redis presence store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
@@ -31,7 +34,7 @@ pub struct RedisSettings {
 }
 
 /// A socket to listen on, and what it speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     /// Its place in the configuration.
     pub id: ListenerId,
@@ -39,12 +42,20 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// MQTT over WebSocket (`protocol websockets`) rather than plain MQTT.
     pub websockets: bool,
+    /// TLS (`certfile`, `keyfile`, ...), loaded.
+    pub tls: Option<ListenerTls>,
 }
 
 impl Listener {
     /// The first listener, plain MQTT on `addr`.
     pub fn mqtt(addr: SocketAddr) -> Self {
-        Self { id: ListenerId::default(), addr, websockets: false }
+        Self { id: ListenerId::default(), addr, websockets: false, tls: None }
+    }
+
+    /// What its connections speak below MQTT; WebSocket frames carry at
+    /// most `max_frame` bytes.
+    pub fn transport(&self, max_frame: u64) -> Transport {
+        Transport { tls: self.tls.clone(), websocket: self.websockets.then_some(max_frame) }
     }
 }
 
@@ -155,22 +166,9 @@ impl IncludeSource for Files {
     }
 }
 
-/// Keys that protect a broker. Culex does not act on them yet, and
-/// serving without the protection they ask for would be worse than not
-/// starting.
-const SECURITY_KEYS: &[&str] = &[
-    "psk_file",
-    "auth_plugin",
-    "plugin",
-    "certfile",
-    "keyfile",
-    "cafile",
-    "capath",
-    "require_certificate",
-    "use_identity_as_username",
-    "use_subject_as_username",
-    "crlfile",
-];
+/// Keys that protect a broker. Culex does not act on them, and serving
+/// without the protection they ask for would be worse than not starting.
+const SECURITY_KEYS: &[&str] = &["psk_file", "auth_plugin", "plugin"];
 
 /// Turns a parsed configuration into what a runtime opens and runs (the
 /// password and ACL files it names are read here), or says why it must
@@ -189,7 +187,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
         });
     if let Some(place) = unprotected {
         return Err(format!(
-            "Error: {place}: TLS, PSK and plugins are not supported by this version of Culex; \
+            "Error: {place}: PSK and plugins are not supported by this version of Culex; \
              refusing to start without the protection the configuration asks for."
         ));
     }
@@ -210,7 +208,8 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
             },
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
-        listeners.push(Listener { id, addr: SocketAddr::new(ip, listener.port), websockets });
+        let tls = ListenerTls::load(&listener.tls).map_err(|e| format!("Error: {e}"))?;
+        listeners.push(Listener { id, addr: SocketAddr::new(ip, listener.port), websockets, tls });
     }
     if conf.local_only {
         notices.insert(
@@ -288,9 +287,14 @@ pub fn open_listeners<L>(
         let addr = &listener.addr;
         match listen(addr).and_then(&wrap) {
             Ok(socket) => {
-                let kind = if listener.websockets { " (websockets)" } else { "" };
+                let kind = match (listener.websockets, listener.tls.is_some()) {
+                    (false, false) => "",
+                    (true, false) => " (websockets)",
+                    (false, true) => " (tls)",
+                    (true, true) => " (websockets, tls)",
+                };
                 tracing::info!("Opening listen socket on {addr}{kind}.");
-                listeners.push(Bound { socket, listener: *listener });
+                listeners.push(Bound { socket, listener: listener.clone() });
             }
             Err(source) if may_skip(addr, &source) => tracing::warn!("Warning: not listening on {addr}: {source}"),
             Err(source) => return Err(Error::Bind { addr: *addr, source }),
@@ -326,6 +330,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tls_listeners_load_their_files_and_name_the_bad_one() {
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+        let text = format!(
+            "allow_anonymous true\nlistener 1883\nlistener 8883\ncertfile {data}/server.crt\nkeyfile {data}/server.key\n"
+        );
+        let settings = from_conf(conf::parse("test.conf", &text).unwrap()).unwrap();
+        assert!(settings.listeners[0].tls.is_none());
+        assert!(settings.listeners[1].tls.is_some());
+        let bad = text.replace("server.key", "missing.key");
+        let error = from_conf(conf::parse("test.conf", &bad).unwrap()).unwrap_err();
+        assert!(
+            error.starts_with(&format!("Error: test.conf:5: Unable to load server key file \"{data}/missing.key\": ")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn psk_and_plugins_still_refuse_to_start() {
+        let error = from_conf(conf::parse("test.conf", "listener 1883\npsk_file /p\n").unwrap()).unwrap_err();
+        assert!(error.starts_with("Error: test.conf:2: PSK and plugins are not supported"), "{error}");
+    }
+
+    #[test]
     fn listeners_carry_their_protocol() {
         let text = "allow_anonymous true\nlistener 1883\nlistener 9001 127.0.0.1\nprotocol websockets\n";
         let settings = from_conf(conf::parse("test.conf", text).unwrap()).unwrap();
@@ -333,7 +360,12 @@ mod tests {
             settings.listeners,
             [
                 Listener::mqtt(SocketAddr::from(([0, 0, 0, 0], 1883))),
-                Listener { id: ListenerId(1), addr: SocketAddr::from(([127, 0, 0, 1], 9001)), websockets: true },
+                Listener {
+                    id: ListenerId(1),
+                    addr: SocketAddr::from(([127, 0, 0, 1], 9001)),
+                    websockets: true,
+                    tls: None
+                },
             ]
         );
     }

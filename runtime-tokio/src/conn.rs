@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use culex_core::{ConnId, ListenerId, Peer};
+use culex_core::{ConnId, Identity, ListenerId, Peer};
 use culex_runtime::driver::Event;
-use culex_runtime::ws::{self, Deframer, Handshake, HandshakeStep, Wire};
-use culex_runtime::{Backlog, Out, OutQueue, QueueOutbox};
+use culex_runtime::link::OPEN_TIMEOUT;
+use culex_runtime::{Backlog, Link, OpenStep, Opening, Out, OutQueue, QueueOutbox, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -32,14 +32,14 @@ impl OutQueue for Queue {
 pub(crate) type TokioOutbox = QueueOutbox<Queue>;
 
 /// What a listener's connections are allowed and speak.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Limits {
     /// The listener its connections come in on.
     pub(crate) listener: ListenerId,
     /// Bytes queued for the writer before the client is dropped.
     pub(crate) backlog: usize,
-    /// MQTT over WebSocket, with this largest frame payload.
-    pub(crate) websocket: Option<u64>,
+    /// TLS and WebSocket below MQTT, if any.
+    pub(crate) transport: Transport,
 }
 
 /// Serves one accepted socket until either side ends it.
@@ -51,10 +51,10 @@ pub(crate) async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (mut wire, leftover) = match limits.websocket {
-        None => (Wire::Raw, Bytes::new()),
-        Some(max_frame) => match handshake(&mut reader, &mut writer, remote).await {
-            Some(leftover) => (Wire::WebSocket(Deframer::new(max_frame)), leftover),
+    let (mut link, leftover, identity) = match limits.transport.opening(remote) {
+        None => (Link::raw(), Bytes::new(), Identity::Connect),
+        Some(opening) => match open(&mut reader, &mut writer, opening).await {
+            Some(opened) => opened,
             None => return,
         },
     };
@@ -65,7 +65,7 @@ pub(crate) async fn serve(
     let reply = Box::new(move |conn: ConnId| {
         let _ = reply.send(conn);
     });
-    let peer = Peer::new(remote, limits.listener);
+    let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
     if events.send(Event::Accepted { peer, outbox, reply }).await.is_err() {
         return;
     }
@@ -77,8 +77,8 @@ pub(crate) async fn serve(
             return;
         }
         if !data.is_empty() {
-            // Raw TCP passes bytes through; WebSocket unframes them.
-            let got = wire.incoming(std::mem::take(&mut data));
+            // Raw TCP passes bytes through; TLS decrypts, WebSocket unframes.
+            let got = link.incoming(std::mem::take(&mut data));
             if !got.data.is_empty() && events.send(Event::Data { conn, data: got.data }).await.is_err() {
                 return;
             }
@@ -87,9 +87,9 @@ pub(crate) async fn serve(
                 return;
             }
             if let Some(end) = got.end {
-                debug!(%conn, ?end, "WebSocket connection ended by the client");
+                debug!(%conn, ?end, "connection ended by the client");
                 let _ = events.send(Event::Closed { conn }).await;
-                return finish(conn, writer).await;
+                return finish(conn, writer, &mut link).await;
             }
         }
         tokio::select! {
@@ -106,11 +106,11 @@ pub(crate) async fn serve(
             }
             out = rx.recv() => match out {
                 Some(Out::Data(data)) => match tokio::select! {
-                    written = write_queued(&mut writer, &mut rx, data, &backlog, &wire) => written,
+                    written = write_queued(&mut writer, &mut rx, data, &backlog, &mut link) => written,
                     () = backlog.aborted() => Ok(Written::Aborted),
                 } {
                     Ok(Written::All) => {}
-                    Ok(Written::ThenClose) => return finish(conn, writer).await,
+                    Ok(Written::ThenClose) => return finish(conn, writer, &mut link).await,
                     // The client is not reading: the socket closes as the
                     // task ends, with no wait for it to drain.
                     Ok(Written::Aborted) => return,
@@ -119,7 +119,7 @@ pub(crate) async fn serve(
                         return;
                     }
                 },
-                Some(Out::Close) | None => return finish(conn, writer).await,
+                Some(Out::Close) | None => return finish(conn, writer, &mut link).await,
             },
         }
     }
@@ -141,12 +141,12 @@ async fn write_queued(
     rx: &mut mpsc::UnboundedReceiver<Out>,
     first: Bytes,
     backlog: &Backlog,
-    wire: &Wire,
+    link: &mut Link,
 ) -> std::io::Result<Written> {
     let mut data = first;
     loop {
         let len = data.len();
-        writer.write_all(&wire.outgoing(data)).await?;
+        writer.write_all(&link.outgoing(data)).await?;
         backlog.written(len);
         match rx.try_recv() {
             Ok(Out::Data(next)) => data = next,
@@ -156,39 +156,44 @@ async fn write_queued(
     }
 }
 
-async fn finish(conn: ConnId, mut writer: OwnedWriteHalf) {
+/// Ends the connection: TLS close_notify, flush, shut the socket.
+async fn finish(conn: ConnId, mut writer: OwnedWriteHalf, link: &mut Link) {
+    let _ = writer.write_all(&link.close()).await;
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
     debug!(%conn, "connection closed by the broker");
 }
 
-/// The WebSocket opening handshake, within [`ws::HANDSHAKE_TIMEOUT`]:
-/// the frame bytes read after the request, or `None` if the connection
-/// is over (refused, timed out, gone).
-async fn handshake(reader: &mut OwnedReadHalf, writer: &mut OwnedWriteHalf, remote: SocketAddr) -> Option<Bytes> {
-    let mut handshake = Handshake::new();
-    let mut buf = vec![0; 2048];
+/// The opening (TLS handshake, WebSocket upgrade) within
+/// [`OPEN_TIMEOUT`]: the link, the MQTT bytes read with its end and the
+/// client's identity, or `None` if the connection is over (refused, timed
+/// out, gone).
+async fn open(
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+    mut opening: Opening,
+) -> Option<(Link, Bytes, Identity)> {
+    let mut buf = vec![0; READ_CHUNK];
     let work = async {
         loop {
             let n = reader.read(&mut buf).await.ok().filter(|&n| n > 0)?;
-            match handshake.feed(&buf[..n]) {
-                HandshakeStep::NeedMore => {}
-                HandshakeStep::Accept { response, leftover } => {
-                    writer.write_all(&response).await.ok()?;
-                    return Some(leftover);
+            match opening.feed(&buf[..n]) {
+                OpenStep::NeedMore { reply } => writer.write_all(&reply).await.ok()?,
+                OpenStep::Open { reply, link, leftover, identity } => {
+                    writer.write_all(&reply).await.ok()?;
+                    return Some((link, leftover, identity));
                 }
-                HandshakeStep::Refuse { response, reason } => {
-                    debug!(%remote, reason, "WebSocket handshake refused");
-                    let _ = writer.write_all(&response).await;
+                OpenStep::Refuse { reply } => {
+                    let _ = writer.write_all(&reply).await;
                     let _ = writer.shutdown().await;
                     return None;
                 }
             }
         }
     };
-    let result = tokio::time::timeout(ws::HANDSHAKE_TIMEOUT, work).await;
-    if result.is_err() {
-        debug!(%remote, "WebSocket handshake timed out");
-    }
-    result.ok().flatten()
+    let result = tokio::time::timeout(OPEN_TIMEOUT, work).await;
+    result.unwrap_or_else(|_| {
+        opening.timed_out();
+        None
+    })
 }

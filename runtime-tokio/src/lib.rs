@@ -40,8 +40,8 @@ pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, shu
     let (stop, stopped) = watch::channel(false);
     let max_frame = culex_runtime::ws::max_frame(settings.core.max_packet_size());
     for Bound { socket: listener, listener: served } in listeners {
-        let websocket = served.websockets.then_some(max_frame);
-        let limits = Limits { listener: served.id, backlog: prepared.backlog_limit, websocket };
+        let transport = served.transport(max_frame);
+        let limits = Limits { listener: served.id, backlog: prepared.backlog_limit, transport };
         tokio::spawn(accept_loop(listener, events.clone(), stopped.clone(), limits, prepared.connection_messages));
     }
     let store = settings.redis.clone().map(|redis| {
@@ -110,7 +110,7 @@ async fn accept_loop(
                     if connection_messages {
                         info!("New connection from {remote} on port {port}.");
                     }
-                    tokio::spawn(conn::serve(stream, remote, limits, events.clone()));
+                    tokio::spawn(conn::serve(stream, remote, limits.clone(), events.clone()));
                 }
                 // Out of descriptors and the like: wait a little, keep serving.
                 Err(error) => {

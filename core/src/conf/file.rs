@@ -9,8 +9,10 @@
 //! its string values. Keys are case-sensitive.
 //!
 //! A key Culex implements is checked (range, syntax) and applied. A key
-//! Mosquitto knows but Culex does not implement (TLS files, bridges,
-//! `psk_file`, persistence, ...) yields a [`Warning`] and is ignored.
+//! Mosquitto knows but Culex does not implement (bridges, `psk_file`,
+//! persistence, ...) yields a [`Warning`] and is ignored. The TLS keys
+//! (`certfile`, `keyfile`, `cafile`, ...) are checked and kept per
+//! listener ([`ListenerConf::tls`], see [`super::tls`]).
 //! Any other key stops start-up with a [`ConfError`], as Mosquitto does.
 //!
 //! # Defaults (Mosquitto 2)
@@ -46,10 +48,14 @@
 //! - `per_listener_settings true` is not implemented: security settings
 //!   apply to every listener, and giving them different values per
 //!   listener is an error rather than a silent merge.
+//! - A TLS key on a listener without `certfile` and `keyfile` is an error
+//!   (Mosquitto serves such a listener without TLS), and `tls_version
+//!   tlsv1.1` is an error (no TLS 1.1 here).
 
 use std::fmt;
 
 use super::keys;
+use super::tls::{CertUsername, Located, TlsConf, TlsVersion};
 use crate::Config;
 use crate::codec::MAX_REMAINING_LENGTH;
 
@@ -175,10 +181,10 @@ pub struct ListenerConf {
     /// Address family, when `socket_domain` is given.
     pub socket_domain: Option<SocketDomain>,
     /// Mosquitto keys given for this listener that Culex ignored (each also
-    /// has a [`Warning`]). A listener with `certfile` or `keyfile` here
-    /// was meant to speak TLS: a runtime without TLS should refuse it
-    /// rather than serve plain MQTT on it.
+    /// has a [`Warning`]).
     pub ignored_keys: Vec<String>,
+    /// TLS: certificate, key, client certificate checks.
+    pub tls: TlsConf,
 }
 
 impl ListenerConf {
@@ -191,6 +197,7 @@ impl ListenerConf {
             max_connections: None,
             socket_domain: None,
             ignored_keys: Vec::new(),
+            tls: TlsConf::default(),
         }
     }
 }
@@ -817,6 +824,45 @@ impl Parser {
                 self.redis.key = Some(key.to_owned());
                 self.note_redis(line);
             }
+            "certfile" | "keyfile" | "cafile" | "capath" | "crlfile" | "ciphers" | "ciphers_tls1.3" => {
+                self.tls_text(line, *section)?;
+            }
+            "require_certificate" | "use_identity_as_username" | "use_subject_as_username" => {
+                let on = line.boolean()?;
+                let tls = self.tls_mut(line, *section);
+                match (line.key, on) {
+                    ("require_certificate", _) => tls.require_certificate = on,
+                    // Mosquitto checks use_identity_as_username first: it wins.
+                    ("use_identity_as_username", true) => tls.username = CertUsername::CommonName,
+                    ("use_subject_as_username", true) if tls.username != CertUsername::CommonName => {
+                        tls.username = CertUsername::Subject;
+                    }
+                    ("use_identity_as_username", false) if tls.username == CertUsername::CommonName => {
+                        tls.username = CertUsername::Connect;
+                    }
+                    ("use_subject_as_username", false) if tls.username == CertUsername::Subject => {
+                        tls.username = CertUsername::Connect;
+                    }
+                    _ => {}
+                }
+            }
+            "tls_version" => {
+                let version = match line.word()? {
+                    "tlsv1.3" => TlsVersion::Tls13,
+                    "tlsv1.2" => TlsVersion::Tls12,
+                    "tlsv1.1" => {
+                        return Err(line.error(
+                            "tls_version tlsv1.1 is not supported: Culex speaks TLS 1.2 and 1.3 only; use tlsv1.2.",
+                        ));
+                    }
+                    other => {
+                        return Err(
+                            line.error(format!("Unsupported tls_version \"{other}\": expected tlsv1.3 or tlsv1.2."))
+                        );
+                    }
+                };
+                self.tls_mut(line, *section).version = Some(version);
+            }
             key if keys::is_ignored_mosquitto_key(key) => {
                 if keys::is_listener_scoped(key) {
                     self.listener_mut(*section).ignored_keys.push(key.to_owned());
@@ -825,6 +871,38 @@ impl Parser {
             }
             key => return Err(line.error(unknown_key(key))),
         }
+        Ok(())
+    }
+
+    /// The TLS settings of the listener `line` applies to, noting the
+    /// first TLS key given for it.
+    fn tls_mut(&mut self, line: &Line<'_>, section: Section) -> &mut TlsConf {
+        self.touch_default(line, section);
+        let tls = &mut self.listener_mut(section).tls;
+        if tls.first.is_none() {
+            tls.first = Some(located(line, line.key));
+        }
+        tls
+    }
+
+    /// A TLS key whose value is the rest of the line (a path, a cipher
+    /// list); given twice for one listener is an error, as in Mosquitto.
+    fn tls_text(&mut self, line: &Line<'_>, section: Section) -> Result<(), ConfError> {
+        let value = Some(located(line, line.text()?));
+        let tls = self.tls_mut(line, section);
+        let slot = match line.key {
+            "certfile" => &mut tls.certfile,
+            "keyfile" => &mut tls.keyfile,
+            "cafile" => &mut tls.cafile,
+            "capath" => &mut tls.capath,
+            "crlfile" => &mut tls.crlfile,
+            "ciphers" => &mut tls.ciphers,
+            _ => &mut tls.ciphers_tls13,
+        };
+        if slot.is_some() {
+            return Err(line.error(format!("Duplicate {} value in configuration.", line.key)));
+        }
+        *slot = value;
         Ok(())
     }
 
@@ -990,7 +1068,11 @@ impl Parser {
         if let (true, Some(loc)) = (self.opens_listener && nothing_to_open, &self.first_discarded) {
             return Err(loc.error("No listener left to open: Culex does not serve Unix sockets."));
         }
-        Ok(self.assemble())
+        let conf = self.assemble();
+        for listener in &conf.listeners {
+            listener.tls.validate()?;
+        }
+        Ok(conf)
     }
 
     fn assemble(mut self) -> BrokerConf {
@@ -1067,6 +1149,11 @@ impl Parser {
     }
 }
 
+/// `value`, remembered with the line that gave it.
+fn located(line: &Line<'_>, value: &str) -> Located<String> {
+    Located { value: value.to_owned(), file: line.file.to_owned(), line: line.number }
+}
+
 /// Under `per_listener_settings`, a security setting must still have one
 /// value: Culex applies it to every listener.
 fn one_value<T: PartialEq>(key: &str, seen: &[Seen<T>]) -> Result<(), ConfError> {
@@ -1100,8 +1187,15 @@ const CULEX_KEYS: &[&str] = &[
     "allow_zero_length_clientid",
     "auto_id_prefix",
     "bind_address",
+    "cafile",
+    "capath",
+    "certfile",
+    "ciphers",
+    "ciphers_tls1.3",
     "connection_messages",
+    "crlfile",
     "include_dir",
+    "keyfile",
     "listener",
     "log_dest",
     "log_timestamp",
@@ -1124,8 +1218,12 @@ const CULEX_KEYS: &[&str] = &[
     "redis_key",
     "redis_port",
     "redis_user",
+    "require_certificate",
     "socket_domain",
     "sys_interval",
+    "tls_version",
+    "use_identity_as_username",
+    "use_subject_as_username",
 ];
 
 #[cfg(test)]
@@ -1760,18 +1858,121 @@ mod tests {
         assert_eq!(conf.warnings[1].to_string(), "test.conf:2: psk_file: not supported by Culex, ignored");
     }
 
+    // --- TLS -------------------------------------------------------------
+
+    fn at(value: &str, line: usize) -> Option<Located<String>> {
+        Some(Located { value: value.to_owned(), file: "test.conf".to_owned(), line })
+    }
+
     #[test]
-    fn ignored_tls_keys_are_recorded_on_their_listener() {
+    fn tls_keys_apply_to_their_listener() {
         let conf = conf(
-            "listener 1883\nlistener 8883\ncafile /c\ncertfile /s.crt\nkeyfile /s.key\nrequire_certificate true\n\
-             use_identity_as_username true\ntls_version tlsv1.2\n",
+            "listener 1883\nlistener 8883\ncafile /c a.pem\ncertfile /s.crt\nkeyfile /s.key\n\
+             require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.2\ncrlfile /crl\n\
+             ciphers ECDHE-RSA-AES128-GCM-SHA256\nciphers_tls1.3 TLS_AES_128_GCM_SHA256\ncapath /ca\n",
         );
-        assert!(conf.listeners[0].ignored_keys.is_empty());
+        assert_eq!(conf.listeners[0].tls, TlsConf::default());
+        let tls = &conf.listeners[1].tls;
+        assert!(tls.is_enabled());
+        assert_eq!(tls.cafile, at("/c a.pem", 3));
+        assert_eq!(tls.certfile, at("/s.crt", 4));
+        assert_eq!(tls.keyfile, at("/s.key", 5));
+        assert!(tls.require_certificate);
+        assert_eq!(tls.username, CertUsername::CommonName);
+        assert_eq!(tls.version, Some(TlsVersion::Tls12));
+        assert_eq!(tls.crlfile, at("/crl", 9));
+        assert_eq!(tls.ciphers, at("ECDHE-RSA-AES128-GCM-SHA256", 10));
+        assert_eq!(tls.ciphers_tls13, at("TLS_AES_128_GCM_SHA256", 11));
+        assert_eq!(tls.capath, at("/ca", 12));
+        assert!(conf.warnings.is_empty());
+    }
+
+    #[test]
+    fn tls_keys_before_any_listener_configure_the_default_listener() {
+        let both = conf("certfile /s.crt\nkeyfile /s.key\nlistener 1884\n");
+        assert_eq!(both.listeners.len(), 2);
+        assert!(!both.listeners[0].tls.is_enabled());
+        assert_eq!(both.listeners[1].port, DEFAULT_PORT);
+        assert_eq!(both.listeners[1].tls.certfile, at("/s.crt", 1));
+        let port = conf("port 8883\ncertfile /s.crt\nkeyfile /s.key\n");
+        assert_eq!((port.listeners[0].port, port.listeners[0].tls.is_enabled()), (8883, true));
+    }
+
+    #[test]
+    fn tls_in_local_only_mode_applies_to_the_loopback_listeners() {
+        let conf = conf("certfile /s.crt\nkeyfile /s.key\n");
+        assert!(conf.local_only);
+        assert!(conf.listeners.iter().all(|l| l.tls.is_enabled()));
+    }
+
+    #[test]
+    fn tls_version_values() {
         assert_eq!(
-            conf.listeners[1].ignored_keys,
-            ["cafile", "certfile", "keyfile", "require_certificate", "use_identity_as_username", "tls_version"]
+            conf("listener 1\ncertfile c\nkeyfile k\ntls_version tlsv1.3\n").listeners[0].tls.version,
+            Some(TlsVersion::Tls13)
         );
-        assert_eq!(conf.warnings.len(), 6);
+        assert_error(
+            "listener 1\ncertfile c\nkeyfile k\ntls_version tlsv1.1\n",
+            4,
+            "tls_version tlsv1.1 is not supported: Culex speaks TLS 1.2 and 1.3 only; use tlsv1.2.",
+        );
+        assert_error(
+            "listener 1\ntls_version sslv3\n",
+            2,
+            "Unsupported tls_version \"sslv3\": expected tlsv1.3 or tlsv1.2.",
+        );
+    }
+
+    #[test]
+    fn certfile_and_keyfile_go_together() {
+        let reason = "Both certfile and keyfile must be provided if one of them is set.";
+        assert_error("listener 8883\ncertfile /s.crt\n", 2, reason);
+        assert_error("listener 8883\nkeyfile /s.key\n", 2, reason);
+    }
+
+    #[test]
+    fn tls_keys_without_a_certificate_are_an_error() {
+        assert_error(
+            "listener 8883\nrequire_certificate true\ncafile /c\n",
+            2,
+            "require_certificate is set for a listener without certfile and keyfile: TLS needs both (Culex \
+             refuses to serve this listener without TLS).",
+        );
+    }
+
+    #[test]
+    fn client_certificate_checks_need_a_ca() {
+        let tls = "listener 8883\ncertfile /s\nkeyfile /k\n";
+        assert_error(
+            &format!("{tls}require_certificate true\n"),
+            2,
+            "require_certificate is set but neither cafile nor capath is: client certificates cannot be checked.",
+        );
+        assert_error(
+            &format!("{tls}use_identity_as_username true\n"),
+            2,
+            "use_identity_as_username is set but neither cafile nor capath is: client certificates cannot be \
+             checked.",
+        );
+        assert_error(&format!("{tls}crlfile /crl\n"), 4, "crlfile is set but neither cafile nor capath is.");
+        assert!(parse("t", &format!("{tls}require_certificate true\ncapath /ca\n")).is_ok());
+    }
+
+    #[test]
+    fn identity_wins_over_subject_and_false_turns_each_off() {
+        let base = "listener 8883\ncertfile /s\nkeyfile /k\ncafile /c\n";
+        let mode = |extra: &str| conf(&format!("{base}{extra}")).listeners[0].tls.username;
+        assert_eq!(mode("use_subject_as_username true\n"), CertUsername::Subject);
+        assert_eq!(mode("use_subject_as_username true\nuse_identity_as_username true\n"), CertUsername::CommonName);
+        assert_eq!(mode("use_identity_as_username true\nuse_subject_as_username true\n"), CertUsername::CommonName);
+        assert_eq!(mode("use_identity_as_username true\nuse_identity_as_username false\n"), CertUsername::Connect);
+        assert_eq!(mode("use_subject_as_username false\n"), CertUsername::Connect);
+    }
+
+    #[test]
+    fn tls_files_given_twice_are_an_error() {
+        assert_error("listener 8883\ncertfile /a\ncertfile /b\n", 3, "Duplicate certfile value in configuration.");
+        assert_error("listener 8883\ncertfile\n", 2, "Empty certfile value in configuration.");
     }
 
     // --- file format ---------------------------------------------------

@@ -54,6 +54,7 @@
 pub mod cli;
 pub mod file;
 mod keys;
+pub mod tls;
 
 pub use cli::{CliCommand, CliError, CliOptions, MAX_CLI_PORTS, parse_args};
 pub use file::{
@@ -61,3 +62,4 @@ pub use file::{
     ListenerProtocol, LogConf, LogDest, LogTypes, NoIncludes, RedisConf, Secret, SocketDomain, Warning, parse,
     parse_with,
 };
+pub use tls::{CertUsername, Located, TlsConf, TlsVersion};

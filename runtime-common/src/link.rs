@@ -1,0 +1,226 @@
+//! How a connection carries MQTT bytes, sans I/O: raw TCP, WebSocket
+//! frames, either of them inside TLS.
+//!
+//! A plain MQTT connection starts at once ([`Link::raw`]). A WebSocket or
+//! TLS one first goes through an [`Opening`]: the TLS handshake, then the
+//! WebSocket upgrade, each fed the bytes read and answering with bytes to
+//! write, within [`OPEN_TIMEOUT`]. Only then is the connection handed to
+//! the core, with the TLS client's identity. Both runtimes run the same
+//! loop around [`Opening::feed`], then pass every read through
+//! [`Link::incoming`] and every write through [`Link::outgoing`].
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use culex_core::Identity;
+
+use crate::tls::{ListenerTls, TlsEnd, TlsSession};
+use crate::ws::{self, Deframed, Deframer, End, Handshake, HandshakeStep, Wire};
+
+/// How long a client has to complete the TLS handshake and the WebSocket
+/// upgrade together.
+pub const OPEN_TIMEOUT: std::time::Duration = ws::HANDSHAKE_TIMEOUT;
+
+/// What a listener's connections speak below MQTT.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// TLS, with the listener's settings.
+    pub tls: Option<ListenerTls>,
+    /// WebSocket, with this largest frame payload.
+    pub websocket: Option<u64>,
+}
+
+impl Transport {
+    /// The opening a new connection from `remote` goes through, or `None`
+    /// when it speaks MQTT at once (plain TCP: nothing is allocated).
+    pub fn opening(&self, remote: SocketAddr) -> Option<Opening> {
+        if self.tls.is_none() && self.websocket.is_none() {
+            return None;
+        }
+        let tls = match &self.tls {
+            Some(listener) => match TlsSession::new(listener.config.clone()) {
+                Ok(session) => Some((Box::new(session), listener.clone())),
+                Err(error) => {
+                    tracing::error!("TLS session for {remote} could not be created: {error}");
+                    return Some(Opening::failed(remote));
+                }
+            },
+            None => None,
+        };
+        let websocket = self.websocket.map(|max_frame| (Handshake::new(), max_frame));
+        Some(Opening { remote, tls, websocket, failed: false })
+    }
+}
+
+/// The start of a TLS or WebSocket connection.
+#[derive(Debug)]
+pub struct Opening {
+    remote: SocketAddr,
+    tls: Option<(Box<TlsSession>, ListenerTls)>,
+    websocket: Option<(Handshake, u64)>,
+    failed: bool,
+}
+
+/// What feeding an [`Opening`] decided. Each step's `reply` is written
+/// before acting on it.
+#[derive(Debug)]
+pub enum OpenStep {
+    /// Not done yet: write `reply`, read more.
+    NeedMore {
+        /// Bytes to write (TLS handshake records).
+        reply: Bytes,
+    },
+    /// Done: write `reply`, then serve `link`; `leftover` is MQTT data
+    /// already read.
+    Open {
+        /// Bytes to write (the last handshake records, the 101 answer).
+        reply: Bytes,
+        /// The connection's way of carrying MQTT from now on.
+        link: Link,
+        /// MQTT bytes that came with the end of the opening.
+        leftover: Bytes,
+        /// Where the client's user name comes from.
+        identity: Identity,
+    },
+    /// Refused (already logged): write `reply`, then close.
+    Refuse {
+        /// Bytes to write (a TLS alert, an HTTP error).
+        reply: Bytes,
+    },
+}
+
+impl Opening {
+    fn failed(remote: SocketAddr) -> Self {
+        Self { remote, tls: None, websocket: None, failed: true }
+    }
+
+    /// Takes bytes as read from the socket.
+    pub fn feed(&mut self, data: &[u8]) -> OpenStep {
+        if self.failed {
+            return OpenStep::Refuse { reply: Bytes::new() };
+        }
+        let mut reply = BytesMut::new();
+        let plain = match &mut self.tls {
+            None => Bytes::copy_from_slice(data),
+            Some((session, _)) => {
+                let read = session.incoming(data);
+                reply.extend_from_slice(&read.reply);
+                match read.end {
+                    Some(TlsEnd::Failed(error)) => {
+                        tracing::info!("TLS handshake with {} failed: {error}.", self.remote);
+                        return self.refuse(reply);
+                    }
+                    Some(TlsEnd::Closed) => {
+                        tracing::debug!("{} closed TLS during the opening handshake", self.remote);
+                        return self.refuse(reply);
+                    }
+                    None if session.is_handshaking() => return OpenStep::NeedMore { reply: reply.freeze() },
+                    None => read.plain,
+                }
+            }
+        };
+        let (wire, leftover) = match &mut self.websocket {
+            None => (Wire::Raw, plain),
+            Some(_) if plain.is_empty() => return OpenStep::NeedMore { reply: reply.freeze() },
+            Some((handshake, max_frame)) => {
+                let max_frame = *max_frame;
+                match handshake.feed(&plain) {
+                    HandshakeStep::NeedMore => return OpenStep::NeedMore { reply: reply.freeze() },
+                    HandshakeStep::Accept { response, leftover } => {
+                        reply.extend_from_slice(&self.seal(&response));
+                        (Wire::WebSocket(Deframer::new(max_frame)), leftover)
+                    }
+                    HandshakeStep::Refuse { response, reason } => {
+                        tracing::debug!(remote = %self.remote, reason, "WebSocket handshake refused");
+                        reply.extend_from_slice(&self.seal(&response));
+                        return self.refuse(reply);
+                    }
+                }
+            }
+        };
+        let (tls, identity) = match self.tls.take() {
+            Some((session, listener)) => {
+                let identity = listener.identity(&session);
+                (Some(session), identity)
+            }
+            None => (None, Identity::Connect),
+        };
+        self.failed = true;
+        OpenStep::Open { reply: reply.freeze(), link: Link { tls, wire }, leftover, identity }
+    }
+
+    /// Logs that the client did not finish the opening in time.
+    pub fn timed_out(&self) {
+        let what = if self.tls.as_ref().is_some_and(|(s, _)| s.is_handshaking()) { "TLS" } else { "WebSocket" };
+        tracing::debug!("{what} handshake with {} timed out", self.remote);
+    }
+
+    /// `data` as written on the socket (encrypted under TLS).
+    fn seal(&mut self, data: &[u8]) -> Bytes {
+        match &mut self.tls {
+            Some((session, _)) => session.outgoing(data),
+            None => Bytes::copy_from_slice(data),
+        }
+    }
+
+    fn refuse(&mut self, reply: BytesMut) -> OpenStep {
+        self.failed = true;
+        OpenStep::Refuse { reply: reply.freeze() }
+    }
+}
+
+/// How an open connection carries MQTT bytes: [`Wire`] (raw or
+/// WebSocket), inside TLS or not.
+#[derive(Debug)]
+pub struct Link {
+    /// Boxed: a plain connection pays one pointer for it.
+    tls: Option<Box<TlsSession>>,
+    wire: Wire,
+}
+
+impl Link {
+    /// Plain MQTT on TCP.
+    pub fn raw() -> Self {
+        Self { tls: None, wire: Wire::Raw }
+    }
+
+    /// The bytes read, as MQTT bytes plus bytes to write and whether to
+    /// end.
+    pub fn incoming(&mut self, data: Bytes) -> Deframed {
+        let Some(session) = &mut self.tls else { return self.wire.incoming(data) };
+        let read = session.incoming(&data);
+        let mut got = if read.plain.is_empty() { Deframed::default() } else { self.wire.incoming(read.plain) };
+        let mut reply = BytesMut::from(&read.reply[..]);
+        if !got.reply.is_empty() {
+            reply.extend_from_slice(&session.outgoing(&got.reply));
+        }
+        got.reply = reply;
+        got.end = got.end.or(match read.end {
+            None => None,
+            Some(TlsEnd::Closed) => Some(End::Closed),
+            Some(TlsEnd::Failed(error)) => {
+                tracing::debug!("TLS error: {error}");
+                Some(End::Error("TLS error"))
+            }
+        });
+        got
+    }
+
+    /// Bytes to write for MQTT bytes from the core.
+    pub fn outgoing(&mut self, data: Bytes) -> Bytes {
+        let framed = self.wire.outgoing(data);
+        match &mut self.tls {
+            Some(session) => session.outgoing(&framed),
+            None => framed,
+        }
+    }
+
+    /// Bytes to write before the broker closes the socket (TLS
+    /// close_notify); empty for plain connections.
+    pub fn close(&mut self) -> Bytes {
+        match &mut self.tls {
+            Some(session) => session.close(),
+            None => Bytes::new(),
+        }
+    }
+}
