@@ -49,9 +49,10 @@
 //! `allow_anonymous`, `allow_zero_length_clientid` and `auto_id_prefix`
 //! belong to the listener they follow ([`ListenerConf::security`]); those
 //! written before the first `listener` line belong to the default listener
-//! (`port`, or the local only listeners) and, as in Mosquitto, open it. As in Mosquitto the key must come
-//! before every security setting, and a listener without `allow_anonymous`
-//! refuses anonymous clients unless the broker is in local only mode.
+//! (`port`, or the local only listeners) and, as in Mosquitto, open it.
+//! As in Mosquitto the key must come before every security setting, and a
+//! listener without `allow_anonymous` refuses anonymous clients unless the
+//! broker is in local only mode.
 
 use std::fmt;
 
