@@ -96,6 +96,9 @@ impl ReloadSource {
         }
     }
 
+    /// The policies of the configuration as it is now, with its warnings.
+    /// It goes through the same checks as at start (so a configuration
+    /// that asks for protection Culex cannot give is refused here too).
     fn try_load(&self) -> Result<(ListenerPolicies, Vec<String>), String> {
         let conf = settings::read_conf(&self.options)?;
         if conf.per_listener_settings && listeners_of(&conf) != self.listeners {
@@ -103,7 +106,9 @@ impl ReloadSource {
                         access settings apply only after a restart."
                 .to_owned());
         }
-        settings::load_policy(&conf)
+        let settings = settings::from_conf(conf)?;
+        let warnings = settings.notices.into_iter().filter(|n| n.starts_with("Warning: ")).collect();
+        Ok((settings.policy, warnings))
     }
 }
 
@@ -157,6 +162,14 @@ mod tests {
         assert_eq!(anonymous(&policies, 0), AuthDecision::Allow);
         assert_eq!(anonymous(&policies, 1), AuthDecision::Refuse(Refusal::NotAuthorized));
         std::fs::write(dir.join("culex.conf"), "per_listener_settings true\nlistener 1883\n").unwrap();
+        assert!(source.load().is_none());
+    }
+
+    #[test]
+    fn a_reload_refuses_what_start_up_refuses() {
+        let dir = tempdir("unprotected");
+        let source = source(&dir, "listener 1883\nallow_anonymous true\n");
+        std::fs::write(dir.join("culex.conf"), "listener 1883\nallow_anonymous true\npsk_file /etc/psk\n").unwrap();
         assert!(source.load().is_none());
     }
 

@@ -136,7 +136,7 @@ pub(crate) fn read_conf(options: &conf::CliOptions) -> Result<BrokerConf, String
 
 /// Reads the password and ACL files of every listener; an error names
 /// file, line and reason.
-pub(crate) fn load_policy(conf: &BrokerConf) -> Result<(ListenerPolicies, Vec<String>), String> {
+fn load_policy(conf: &BrokerConf) -> Result<(ListenerPolicies, Vec<String>), String> {
     let mut read = |path: &str| std::fs::read_to_string(path).map_err(|e| e.to_string());
     let (policies, warnings) = ListenerPolicies::load(conf, &mut read).map_err(|e| format!("Error: {e}"))?;
     Ok((policies, warnings.into_iter().map(|w| format!("Warning: {w}")).collect()))

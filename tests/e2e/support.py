@@ -578,4 +578,5 @@ class MosquittoSub:
 
 def tools_present() -> list[str]:
     """The external programs the suite needs that are missing."""
-    return [t for t in ("redis-server", "mosquitto_pub", "mosquitto_sub", "stdbuf") if shutil.which(t) is None]
+    tools = ("redis-server", "mosquitto_pub", "mosquitto_sub", "mosquitto_passwd", "stdbuf")
+    return [t for t in tools if shutil.which(t) is None]

@@ -12,6 +12,7 @@ identity checks, which Culex does not offer.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -20,7 +21,8 @@ import pytest
 
 from support import LOOPBACK, Broker, Paho, free_port, is_listening, stays, wait_until
 
-MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
+# Debian's mosquitto package installs it as /usr/bin/mosquitto_passwd.
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 NOT_AUTHORISED = 5
 
 ACL = """\
