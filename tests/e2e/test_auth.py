@@ -215,6 +215,7 @@ def test_per_listener_settings_gives_each_listener_its_own_rules(binary, tmp_pat
         "per_listener_settings true\n"
         f"listener {open_port} {LOOPBACK}\n"
         "allow_anonymous true\n"
+        "auto_id_prefix open-\n"
         f"listener {closed_port} {LOOPBACK}\n"
         f"password_file {pw}\n"
         f"acl_file {acl}\n"
@@ -236,6 +237,10 @@ def test_per_listener_settings_gives_each_listener_its_own_rules(binary, tmp_pat
         anon = client(open_port, "anon")
         clients.append(anon)
         assert anon.subscribe("secret/#") == [0]
+        # auto_id_prefix is the listener's too.
+        nameless = client(open_port, "")
+        clients.append(nameless)
+        broker.wait_log(r"New client connected from \S+ as open-\S+ \(p2")
         assert broker.running()
     finally:
         broker.stop()
@@ -328,5 +333,22 @@ def test_sighup_with_a_broken_acl_file_keeps_the_old_rules(binary, tmp_path, cli
         reload(broker, 2)
         broker.wait_log(rf"Unable to open {tmp_path / 'passwd'}")
         assert connack(broker.port, "alice2", "alice", "alice-pw") == 0
+    finally:
+        broker.stop()
+
+
+def test_sighup_disconnects_anonymous_clients_once_they_are_refused(binary, tmp_path, clients):
+    broker = auth_broker(binary, tmp_path, anonymous=True).start()
+    try:
+        anon = client(broker.port, "anon")
+        clients.append(anon)
+        alice = client(broker.port, "alice", "alice", "alice-pw")
+        clients.append(alice)
+        broker.config.write_text(broker.config.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+        reload(broker, 1)
+        wait_until(anon.disconnected.is_set, what="anonymous client disconnected")
+        broker.wait_log(r"Client anon disconnected, not authorised\.")
+        assert connack(broker.port, "anon2") == NOT_AUTHORISED
+        assert stays(lambda: alice.client.is_connected(), 0.3)
     finally:
         broker.stop()
