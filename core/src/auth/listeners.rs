@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::FilePolicy;
 use super::acl::{AclError, AclFile};
 use super::password_file::{PasswordFile, PasswordFileError, Verifier};
-use crate::conf::BrokerConf;
+use crate::conf::{BrokerConf, ListenerAuth};
 use crate::peer::ListenerId;
 use crate::policy::{AccessPolicy, AuthDecision, ClientInfo};
 use crate::topic::{TopicFilter, TopicName};
@@ -125,7 +125,7 @@ struct Files {
 impl Files {
     fn policy(
         &mut self,
-        auth: &crate::conf::ListenerAuth,
+        auth: &ListenerAuth,
         read: &mut dyn FnMut(&str) -> Result<String, String>,
     ) -> Result<FilePolicy, PolicyError> {
         let passwords = match &auth.password_file {
