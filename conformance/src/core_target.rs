@@ -4,10 +4,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use culex_core::auth::ListenerPolicies;
 use culex_core::codec::Packet;
+use culex_core::policy::Refusal;
 use culex_core::sim::{DEFAULT_START_UNIX, Simulation};
-use culex_core::{Config, ConnId};
-use culex_spec::{BrokerConf, Env, Requirement, Scenario};
+use culex_core::{Broker, ConnId, ListenerId};
+use culex_spec::{BrokerConf, Env, Requirement, Scenario, SpecDir};
 
 use crate::runner::{self, Driver, Event, Patience};
 use crate::transcript::single_packet;
@@ -49,7 +51,7 @@ impl CoreTarget {
             .filter(|(key, _)| !RUNTIME_KEYS.contains(&key.as_str()))
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
-        config_for(&base, std::iter::empty())?;
+        simulation(&config_for(&base, std::iter::empty())?)?;
         Ok(Self { base })
     }
 
@@ -60,14 +62,13 @@ impl CoreTarget {
             let why = WEBSOCKET_SKIP.to_owned();
             return Run { scenario: scenario.name.clone(), outcome: Outcome::Skip(why), transcript: String::new() };
         }
-        let config = match config_for(&self.base, scenario.config.iter()) {
-            Ok(config) => config,
+        let mut sim = match config_for(&self.base, scenario.config.iter()).and_then(|conf| simulation(&conf)) {
+            Ok(sim) => sim,
             Err(e) => {
                 let outcome = Outcome::Fail { line: 0, step: "[config]".into(), message: e.to_string() };
                 return Run { scenario: scenario.name.clone(), outcome, transcript: String::new() };
             }
         };
-        let mut sim = Simulation::new(config);
         sim.record();
         let env = Env { prefix: CORE_PREFIX.to_owned(), unix_now: DEFAULT_START_UNIX };
         let mut driver = CoreDriver { sim, conns: BTreeMap::new(), inbox: BTreeMap::new() };
@@ -79,21 +80,47 @@ impl CoreTarget {
 /// Keys of a broker file that concern sockets and services, not the core.
 const RUNTIME_KEYS: &[&str] = &["listener", "port", "bind_address", "redis_host", "redis_port", "redis_auth"];
 
-/// The core's [`Config`] for `base` lines then `overrides`, read by the
-/// core's own mosquitto.conf parser (later lines win, as in the file).
+/// A simulation of the broker `conf` describes, with its access policy:
+/// password and ACL files are read relative to the repository root (where
+/// `conformance/run-tcp.sh` starts a broker), and passwords are checked at
+/// once, in the simulation's thread.
+fn simulation(conf: &culex_core::conf::BrokerConf) -> Result<Simulation, ConfigError> {
+    let root = SpecDir::default().root().join("..");
+    let mut read = |path: &str| std::fs::read_to_string(root.join(path)).map_err(|e| e.to_string());
+    let (policies, _) = ListenerPolicies::load(conf, &mut read).map_err(|e| ConfigError(e.to_string()))?;
+    let checker = policies.clone();
+    let broker = Broker::with_policy(conf.core.clone(), Box::new(policies));
+    let mut sim = Simulation::with_broker(broker, DEFAULT_START_UNIX);
+    sim.set_authenticator(Box::new(move |_, username, password| {
+        let verifier = checker.verifier(ListenerId::default(), username.unwrap_or_default());
+        if verifier.is_some_and(|v| v.verify(password.unwrap_or_default())) {
+            Ok(())
+        } else {
+            Err(Refusal::NotAuthorized)
+        }
+    }));
+    Ok(sim)
+}
+
+/// The configuration for `base` lines then `overrides`, read by the core's
+/// own mosquitto.conf parser.
 fn config_for<'a>(
     base: &'a [(String, String)],
     overrides: impl Iterator<Item = (&'a String, &'a String)>,
-) -> Result<Config, ConfigError> {
+) -> Result<culex_core::conf::BrokerConf, ConfigError> {
+    let overrides: Vec<(&String, &String)> = overrides.collect();
     let mut text = String::new();
-    for (key, value) in base.iter().map(|(k, v)| (k, v)).chain(overrides) {
+    // A scenario's setting replaces the base line of the same key (some
+    // keys, such as password_file, may not be given twice).
+    let kept = base.iter().filter(|(key, _)| !overrides.iter().any(|(k, _)| *k == key)).map(|(k, v)| (k, v));
+    for (key, value) in kept.chain(overrides.iter().copied()) {
         text.push_str(&format!("{key} {value}\n"));
     }
     let conf = culex_core::conf::parse("scenario settings", &text).map_err(|e| ConfigError(e.to_string()))?;
     if let Some(warning) = conf.warnings.first() {
         return Err(ConfigError(warning.to_string()));
     }
-    Ok(conf.core)
+    Ok(conf)
 }
 
 /// The runtime's part, played by the simulation.

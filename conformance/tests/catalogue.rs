@@ -104,12 +104,20 @@ fn summaries_are_in_our_own_words() {
     }
 }
 
+/// Settings a scenario may ask for although `spec/broker.conf` does not
+/// give them: the brokers of `run-tcp.sh` let anonymous clients in, which
+/// nearly every scenario needs, so the scenarios about refusing them run on
+/// the core, and over TCP only against a broker configured that way (they
+/// are reported as skipped otherwise).
+const NOT_IN_BROKER_CONF: &[&str] = &["allow_anonymous=false"];
+
 #[test]
 fn scenario_settings_agree_with_broker_conf() {
     let Suite { spec, scenarios, .. } = suite();
     let conf = BrokerConf::load(&spec.broker_conf()).unwrap_or_else(|e| panic!("{e}"));
     for s in &scenarios {
-        let missing = conf.missing(&s.config);
+        let mut missing = conf.missing(&s.config);
+        missing.retain(|setting| !NOT_IN_BROKER_CONF.contains(&setting.as_str()));
         assert!(missing.is_empty(), "{} needs {missing:?}, which spec/broker.conf does not set", s.name);
     }
 }

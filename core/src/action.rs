@@ -7,6 +7,7 @@ use bytestring::ByteString;
 
 use crate::error::CloseReason;
 use crate::message::Message;
+use crate::peer::ListenerId;
 use crate::policy::{Password, Refusal};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
@@ -106,6 +107,8 @@ pub enum Action {
         username: Option<ByteString>,
         /// The password from CONNECT.
         password: Option<Password>,
+        /// The listener it came in on: whose password file applies.
+        listener: ListenerId,
     },
     /// A copy was not sent because its `expired_at` had passed.
     DropExpired {

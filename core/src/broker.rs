@@ -11,6 +11,7 @@ use bytestring::ByteString;
 use tracing::{debug, info, trace, warn};
 
 use crate::action::{Action, Input};
+use crate::auth::FilePolicy;
 use crate::codec::{
     self, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, Publish, SubAck, Subscribe,
     SubscribeReturnCode, Unsubscribe,
@@ -19,14 +20,15 @@ use crate::config::Config;
 use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::message::Message;
-use crate::peer::{Identity, Peer};
-use crate::policy::{AccessPolicy, AllowAll, AuthDecision, ClientInfo, Password, Refusal};
+use crate::peer::{Identity, ListenerId, Peer};
+use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, Password, Refusal};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
 use crate::session::{Limits, Outgoing, PubRecOutcome, QueueFull, Session, SessionKey, SessionStore, Stage};
 use crate::sys::SysTopics;
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
+use crate::topic::TopicFilter;
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
 
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
@@ -163,9 +165,12 @@ pub struct SessionInfo {
 }
 
 impl Broker {
-    /// A broker with `config` that lets every client do everything.
+    /// A broker with `config` that lets every client do everything but
+    /// write `$SYS`; clients without a user name only if
+    /// `config.allow_anonymous` (Mosquitto without password or ACL file).
     pub fn new(config: Config) -> Self {
-        Self::with_policy(config, Box::new(AllowAll))
+        let policy = FilePolicy::new(None, None, config.allow_anonymous);
+        Self::with_policy(config, Box::new(policy))
     }
 
     /// A broker that asks `policy` who may connect, subscribe and publish.
@@ -198,6 +203,56 @@ impl Broker {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Replaces the access policy (a configuration reload) and applies it
+    /// at once to everyone already here, as Mosquitto's
+    /// `mosquitto_security_apply` does:
+    /// - a connected client for which `keep` answers false is disconnected
+    ///   (its will, if the new policy lets it write there, is published);
+    /// - every session, connected or not, loses the subscriptions a new
+    ///   SUBSCRIBE of the same filter would be refused, so nothing the
+    ///   client may no longer read reaches it. Routing itself never asks
+    ///   the policy: this one pass is the whole cost of a reload.
+    ///
+    /// Clients whose credentials are being checked keep the answer of the
+    /// check already under way.
+    pub fn replace_policy(&mut self, now: Now, policy: Box<dyn AccessPolicy>, keep: &dyn Fn(ClientInfo<'_>) -> bool) {
+        self.policy = policy;
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(conn) = self.conns.get(&id) else { continue };
+            let ConnState::Active { session, username } = &conn.state else { continue };
+            if let Identity::Certificate(_) = conn.peer.identity {
+                // Its user name is its certificate's, not a password's.
+                continue;
+            }
+            let Some(client_id) = self.sessions.get(*session).map(|s| &s.client_id) else { continue };
+            let info = ClientInfo { client_id, username: username.as_deref(), listener: conn.peer.listener };
+            if !keep(info) {
+                self.close(now, id, CloseReason::NotAuthorised);
+            }
+        }
+        for key in self.sessions.keys() {
+            let Some(session) = self.sessions.get(key) else { continue };
+            let (username, listener) = &session.owner;
+            let info = ClientInfo { client_id: &session.client_id, username: username.as_deref(), listener: *listener };
+            let revoked: Vec<TopicFilter> = session
+                .subscriptions
+                .keys()
+                .filter(|filter| !self.policy.may_subscribe(info, filter))
+                .cloned()
+                .collect();
+            let client_id = session.client_id.clone();
+            for filter in revoked {
+                info!("Subscription of {client_id} to {} removed: no read access after reload.", filter.as_str());
+                self.subscriptions.unsubscribe(&filter, key);
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.subscriptions.remove(&filter);
+                }
+            }
+        }
     }
 
     /// Registers a new network connection from `peer` and returns its id.
@@ -434,7 +489,8 @@ impl Broker {
     /// Implements [MQTT-3.1.3-6], [MQTT-3.1.3-8], [MQTT-3.1.4-2],
     /// [MQTT-3.1.4-3], [MQTT-3.1.4-4], [MQTT-3.2.2-1] to [MQTT-3.2.2-5].
     fn handle_connect(&mut self, now: Now, id: ConnId, connect: Connect) {
-        let client_id = match self.client_id_for(&connect) {
+        let listener = self.conns.get(&id).map(|c| c.peer.listener).unwrap_or_default();
+        let client_id = match self.client_id_for(&connect, listener) {
             Ok(client_id) => client_id,
             Err(code) => return self.refuse(now, id, &connect.client_id, code),
         };
@@ -445,18 +501,15 @@ impl Broker {
             // As Mosquitto: a will that could never be published is refused.
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::NotAuthorized);
         }
-        let Some(peer) = self.conns.get(&id).map(|c| &c.peer) else { return };
-        let listener = peer.listener;
-        if let Identity::Certificate(name) = &peer.identity {
+        if let Some(Identity::Certificate(name)) = self.conns.get(&id).map(|c| &c.peer.identity) {
             return match name.clone() {
                 Some(name) => self.accept_certified(now, id, connect, client_id, name),
                 None => self.refuse(now, id, client_id.as_str(), ConnectReturnCode::BadUserNameOrPassword),
             };
         }
+        // Anonymous clients too: `allow_anonymous` is the policy's, as it
+        // may differ per listener.
         let info = ClientInfo { client_id: &client_id, username: connect.username.as_deref(), listener };
-        if connect.username.is_none() && !self.config.allow_anonymous {
-            return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::NotAuthorized);
-        }
         match self.policy.authenticate(info, connect.password.as_ref()) {
             AuthDecision::Allow => self.accept_connect(now, id, connect, client_id),
             AuthDecision::Refuse(refusal) => self.refuse(now, id, client_id.as_str(), refusal.into()),
@@ -467,6 +520,7 @@ impl Broker {
                     client: client_id.clone(),
                     username: connect.username.clone(),
                     password: connect.password.clone().map(Password::new),
+                    listener,
                 });
                 conn.state = ConnState::Authenticating { connect: Box::new(connect), client_id };
             }
@@ -523,9 +577,11 @@ impl Broker {
             }
             None => (self.sessions.insert(Session::new(client_id.clone(), connect.clean_session)), false),
         };
+        let listener = self.conns.get(&id).map(|c| c.peer.listener).unwrap_or_default();
         if let Some(session) = self.sessions.get_mut(key) {
             session.clean = connect.clean_session;
             session.conn = Some(id);
+            session.owner = (connect.username.clone(), listener);
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
         conn.state = ConnState::Active { session: key, username: connect.username.clone() };
@@ -554,15 +610,16 @@ impl Broker {
     }
 
     /// The client id to use, or the CONNACK code refusing it.
-    fn client_id_for(&mut self, connect: &Connect) -> Result<ClientId, ConnectReturnCode> {
+    fn client_id_for(&mut self, connect: &Connect, listener: ListenerId) -> Result<ClientId, ConnectReturnCode> {
         let given = &connect.client_id;
         if given.is_empty() {
-            let allowed =
-                connect.protocol == Protocol::V311 && connect.clean_session && self.config.allow_zero_length_clientid;
+            let (allow_zero_length, prefix) = self.config.client_ids(listener);
+            let allowed = connect.protocol == Protocol::V311 && connect.clean_session && allow_zero_length;
             if !allowed {
                 return Err(ConnectReturnCode::IdentifierRejected);
             }
-            return Ok(self.assign_client_id());
+            let prefix = prefix.to_owned();
+            return Ok(self.assign_client_id(&prefix));
         }
         if connect.protocol == Protocol::V31 && given.chars().count() > MQTT31_MAX_CLIENT_ID {
             return Err(ConnectReturnCode::IdentifierRejected);
@@ -570,9 +627,9 @@ impl Broker {
         Ok(ClientId::new(given.clone()))
     }
 
-    fn assign_client_id(&mut self) -> ClientId {
+    fn assign_client_id(&mut self, prefix: &str) -> ClientId {
         loop {
-            let candidate = ClientId::new(self.ids.next_id(&self.config.auto_id_prefix));
+            let candidate = ClientId::new(self.ids.next_id(prefix));
             if self.sessions.find(&candidate).is_none() {
                 return candidate;
             }
@@ -851,7 +908,7 @@ impl Broker {
 
     /// Whether session `key` may hold `filter` under `max_subscriptions`
     /// (a filter it already holds only has its QoS replaced).
-    fn has_room_for(&self, key: SessionKey, filter: &crate::topic::TopicFilter) -> bool {
+    fn has_room_for(&self, key: SessionKey, filter: &TopicFilter) -> bool {
         let max = self.config.max_subscriptions;
         max == 0
             || self
@@ -860,7 +917,7 @@ impl Broker {
                 .is_some_and(|s| s.subscriptions.len() < max || s.subscriptions.contains_key(filter))
     }
 
-    fn send_retained(&mut self, now: Now, key: SessionKey, filter: &crate::topic::TopicFilter, granted: QoS) {
+    fn send_retained(&mut self, now: Now, key: SessionKey, filter: &TopicFilter, granted: QoS) {
         let mut found = Vec::new();
         self.retained.matching(filter, &mut found);
         for (topic, message) in found {
@@ -1041,6 +1098,7 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
         CloseReason::TooLarge { .. } | CloseReason::ConnectTimeout => {
             info!("Client {client} disconnected: {reason}.")
         }
+        CloseReason::NotAuthorised => info!("Client {client} disconnected, not authorised."),
         CloseReason::TakenOver | CloseReason::Refused(_) | CloseReason::TooManyConnections | CloseReason::Shutdown => {
             debug!(conn = %id, "Client {client} closed: {reason}.")
         }

@@ -1,9 +1,11 @@
 //! Limits and switches of the core, named after their `mosquitto.conf`
 //! keys; [`conf`](crate::conf) reads them from the file's text.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::codec::MAX_REMAINING_LENGTH;
+use crate::peer::ListenerId;
 
 /// What the broker allows and how much it keeps. The defaults are
 /// Mosquitto 2's, except where a field says otherwise.
@@ -40,6 +42,9 @@ pub struct Config {
     /// Accept clients without a user name. Mosquitto: `allow_anonymous`.
     /// The core's default is true (Mosquitto 2 without a listener also
     /// serves local anonymous clients); runtimes apply Mosquitto's rules.
+    /// It is the policy of [`Broker::new`](crate::Broker::new); a broker
+    /// built [`with_policy`](crate::Broker::with_policy) lets its policy
+    /// decide (per listener, with `per_listener_settings`).
     pub allow_anonymous: bool,
     /// Accept an empty client id (with clean session) and assign one.
     /// Mosquitto: `allow_zero_length_clientid`, default true.
@@ -47,6 +52,10 @@ pub struct Config {
     /// Prefix of assigned client ids. Mosquitto: `auto_id_prefix`,
     /// default `auto-`.
     pub auto_id_prefix: String,
+    /// With `per_listener_settings true`: the client id rules of each
+    /// listener, in place of the two fields above. A listener missing here
+    /// follows those fields.
+    pub listener_client_ids: BTreeMap<ListenerId, ClientIdRules>,
     /// Time a new connection has to send CONNECT before it is closed.
     /// Mosquitto has no key for it; default 10 s.
     pub connect_timeout: Duration,
@@ -76,12 +85,23 @@ impl Default for Config {
             allow_anonymous: true,
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),
+            listener_client_ids: BTreeMap::new(),
             connect_timeout: Duration::from_secs(10),
             sys_interval: Duration::from_secs(10),
             connection_messages: true,
             id_seed: 0x5eed_c0de,
         }
     }
+}
+
+/// How a listener treats a CONNECT without a client id, under
+/// `per_listener_settings true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdRules {
+    /// Mosquitto: `allow_zero_length_clientid`.
+    pub allow_zero_length_clientid: bool,
+    /// Mosquitto: `auto_id_prefix`.
+    pub auto_id_prefix: String,
 }
 
 /// Room in a PUBLISH frame beyond its payload: fixed header (5), topic
@@ -101,6 +121,15 @@ impl Config {
     /// body is buffered: enough for the largest allowed payload.
     pub fn max_packet_size(&self) -> usize {
         (self.payload_limit() + PUBLISH_OVERHEAD).min(MAX_REMAINING_LENGTH + 5)
+    }
+
+    /// Whether `listener` accepts an empty client id, and the prefix of
+    /// the ids it assigns.
+    pub fn client_ids(&self, listener: ListenerId) -> (bool, &str) {
+        match self.listener_client_ids.get(&listener) {
+            Some(rules) => (rules.allow_zero_length_clientid, &rules.auto_id_prefix),
+            None => (self.allow_zero_length_clientid, &self.auto_id_prefix),
+        }
     }
 
     /// The in-flight window (0 means 65,535, every packet id).

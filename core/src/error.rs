@@ -192,4 +192,7 @@ pub enum CloseReason {
     /// The broker is shutting down.
     #[error("server shutting down")]
     Shutdown,
+    /// A reloaded policy no longer accepts the client's credentials.
+    #[error("not authorised any more")]
+    NotAuthorised,
 }

@@ -79,8 +79,9 @@ pub enum AuthDecision {
 /// Decides who may connect, subscribe and publish. Every method is a pure
 /// decision: no I/O, no clock.
 pub trait AccessPolicy: fmt::Debug + Send {
-    /// Whether the CONNECT of `client` with `password` is accepted.
-    /// Anonymous clients reach this only when `allow_anonymous` is on.
+    /// Whether the CONNECT of `client` with `password` is accepted. Every
+    /// CONNECT is asked about, anonymous ones included: `allow_anonymous`
+    /// is the policy's to apply, as it may differ per listener.
     fn authenticate(&self, client: ClientInfo<'_>, password: Option<&Bytes>) -> AuthDecision;
 
     /// Whether `client` may subscribe to `filter`; a refusal is answered

@@ -15,8 +15,8 @@ use tracing::info;
 use crate::action::{Action, Input};
 use crate::broker::Broker;
 use crate::error::CloseReason;
-use crate::peer::Peer;
-use crate::policy::{Password, Refusal};
+use crate::peer::{ListenerId, Peer};
+use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
 use crate::time::{Instant, Now};
 use crate::types::{ClientId, ConnId};
@@ -52,6 +52,8 @@ pub struct AuthRequest {
     pub username: Option<ByteString>,
     /// The password from CONNECT.
     pub password: Option<Password>,
+    /// The listener it came in on: whose password file applies.
+    pub listener: ListenerId,
 }
 
 /// A broker with its connections' outboxes and its presence store.
@@ -94,6 +96,12 @@ impl<O: Outbox> Server<O> {
     /// The answer to an [`AuthRequest`].
     pub fn authenticated(&mut self, now: Now, conn: ConnId, result: Result<(), Refusal>) {
         self.broker.handle_input(now, Input::Authenticated { conn, result });
+        self.drain(now);
+    }
+
+    /// A reloaded policy: see [`Broker::replace_policy`].
+    pub fn replace_policy(&mut self, now: Now, policy: Box<dyn AccessPolicy>, keep: &dyn Fn(ClientInfo<'_>) -> bool) {
+        self.broker.replace_policy(now, policy, keep);
         self.drain(now);
     }
 
@@ -162,8 +170,8 @@ impl<O: Outbox> Server<O> {
                     Some(presence) => presence.handle_change(&client, false),
                     None => info!("Updating client {client} to offline"),
                 },
-                Action::Authenticate { conn, client, username, password } => {
-                    self.auth_requests.push(AuthRequest { conn, client, username, password });
+                Action::Authenticate { conn, client, username, password, listener } => {
+                    self.auth_requests.push(AuthRequest { conn, client, username, password, listener });
                 }
                 Action::Deliver { .. } | Action::DropExpired { .. } => {}
             }

@@ -10,7 +10,10 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
+use bytestring::ByteString;
+
 use crate::message::Message;
+use crate::peer::ListenerId;
 use crate::topic::TopicFilter;
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
@@ -76,6 +79,10 @@ pub(crate) struct Session {
     pub(crate) clean: bool,
     pub(crate) conn: Option<ConnId>,
     pub(crate) subscriptions: BTreeMap<TopicFilter, QoS>,
+    /// The user name and listener of the connection that last bound the
+    /// session: an offline session is judged by them when the policy
+    /// changes.
+    pub(crate) owner: (Option<ByteString>, ListenerId),
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Outgoing>,
     queued_bytes: usize,
@@ -95,6 +102,7 @@ impl Session {
             clean,
             conn: None,
             subscriptions: BTreeMap::new(),
+            owner: (None, ListenerId::default()),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -273,6 +281,14 @@ impl SessionStore {
 
     pub(crate) fn len(&self) -> usize {
         self.by_client.len()
+    }
+
+    /// Every session's key, in slot order.
+    pub(crate) fn keys(&self) -> Vec<SessionKey> {
+        (0..self.slots.len())
+            .filter(|&slot| self.slots[slot].is_some())
+            .filter_map(|slot| u32::try_from(slot).ok().map(SessionKey))
+            .collect()
     }
 }
 

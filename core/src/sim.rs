@@ -208,6 +208,18 @@ impl Simulation {
         self.authenticator = Some(check);
     }
 
+    /// Replaces the broker's policy, as a configuration reload does (see
+    /// [`Broker::replace_policy`]).
+    pub fn replace_policy(
+        &mut self,
+        policy: Box<dyn crate::policy::AccessPolicy>,
+        keep: &dyn Fn(crate::policy::ClientInfo<'_>) -> bool,
+    ) {
+        self.note(format_args!("policy replaced"));
+        self.broker.replace_policy(self.now, policy, keep);
+        self.drain();
+    }
+
     /// Starts recording a readable transcript (see [`transcript`](Self::transcript)).
     pub fn record(&mut self) {
         self.transcript.get_or_insert_with(String::new);
@@ -440,7 +452,7 @@ impl Simulation {
                 self.note(format_args!("presence: HDEL mqtt {client}"));
                 self.presence.remove(client.as_str());
             }
-            Action::Authenticate { conn, client, username, password } => {
+            Action::Authenticate { conn, client, username, password, .. } => {
                 let result = match self.authenticator.as_mut() {
                     Some(check) => check(&client, username.as_deref(), password.as_ref().map(Password::as_bytes)),
                     None => Err(Refusal::NotAuthorized),

@@ -22,8 +22,8 @@ const ACL: &str = "user dev1\ntopic write dev1/#\nuser watcher\ntopic read #\n";
 fn broker() -> (Simulation, Arc<AtomicUsize>) {
     let passwords = PasswordFile::parse("passwd", PASSWORDS).expect("valid password file");
     let acl = AclFile::parse("acl", ACL).expect("valid ACL");
-    let policy = FilePolicy::new(Some(Arc::new(passwords)), Some(Arc::new(acl)));
-    let config = Config { allow_anonymous: false, sys_interval: Duration::ZERO, ..Config::default() };
+    let policy = FilePolicy::new(Some(Arc::new(passwords)), Some(Arc::new(acl)), false);
+    let config = Config { sys_interval: Duration::ZERO, ..Config::default() };
     let mut sim = Simulation::with_broker(Broker::with_policy(config, Box::new(policy)), DEFAULT_START_UNIX);
     let checks = Arc::new(AtomicUsize::new(0));
     let counted = checks.clone();

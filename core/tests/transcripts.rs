@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use culex_core::auth::FilePolicy;
+use culex_core::auth::acl::AclFile;
 use culex_core::codec::{ConnectReturnCode, LastWill, Packet, Publish};
 use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, Refusal};
 use culex_core::sim::{ClientOptions, Simulation};
@@ -480,7 +482,7 @@ impl AccessPolicy for Gate {
         match client.username {
             // A password hash: checked off the broker's thread.
             Some("admin") => AuthDecision::Defer,
-            Some("guest") => AuthDecision::Refuse(Refusal::NotAuthorized),
+            Some("guest") | None => AuthDecision::Refuse(Refusal::NotAuthorized),
             _ => AuthDecision::Refuse(Refusal::BadUserNameOrPassword),
         }
     }
@@ -496,7 +498,7 @@ impl AccessPolicy for Gate {
 
 #[test]
 fn policy_decides_connect_subscribe_and_publish() {
-    let broker = Broker::with_policy(Config { allow_anonymous: false, ..quiet() }, Box::new(Gate));
+    let broker = Broker::with_policy(quiet(), Box::new(Gate));
     let mut sim = Simulation::with_broker(broker, culex_core::sim::DEFAULT_START_UNIX);
     sim.set_authenticator(Box::new(|_, _, password| match password {
         Some(b"secret") => Ok(()),
@@ -551,6 +553,48 @@ fn policy_decides_connect_subscribe_and_publish() {
         })
         .collect();
     assert_eq!(delivered, [Bytes::from_static(b"yes")]);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+fn acl_policy(acl: &str) -> Box<FilePolicy> {
+    let acl = AclFile::parse("acl", acl).expect("valid ACL");
+    Box::new(FilePolicy::new(None, Some(std::sync::Arc::new(acl)), true))
+}
+
+#[test]
+fn replaced_policy_prunes_subscriptions_and_disconnects_who_it_does_not_keep() {
+    let broker = Broker::with_policy(quiet(), acl_policy("topic read a/#\ntopic read b/#\ntopic write #\n"));
+    let mut sim = Simulation::with_broker(broker, culex_core::sim::DEFAULT_START_UNIX);
+    sim.record();
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "a/#", QoS::AtMostOnce);
+    sim.subscribe(sub, "b/#", QoS::AtMostOnce);
+    let away = sim.connect(ClientOptions::new("away").clean_session(false));
+    sim.subscribe(away, "b/#", QoS::AtLeastOnce);
+    sim.disconnect(away);
+    let doomed = sim.connect(ClientOptions::new("doomed"));
+    let publisher = sim.connect(ClientOptions::new("pub"));
+    let _ = (sim.take_received(sub), sim.take_received(doomed));
+
+    let keep = |client: ClientInfo<'_>| client.client_id.as_str() != "doomed";
+    sim.replace_policy(acl_policy("topic read a/#\ntopic write #\n"), &keep);
+    assert_eq!(sim.closed(doomed), Some(CloseReason::NotAuthorised));
+    assert_eq!(sim.closed(sub), None);
+    let subscriptions = |sim: &Simulation, id| sim.broker().session(id).map(|s| s.subscriptions);
+    assert_eq!(subscriptions(&sim, "sub"), Some(vec![("a/#".to_owned(), QoS::AtMostOnce)]));
+    assert_eq!(subscriptions(&sim, "away"), Some(Vec::new()));
+
+    sim.publish(publisher, "b/x", b"hidden", QoS::AtMostOnce, false);
+    sim.publish(publisher, "a/x", b"shown", QoS::AtMostOnce, false);
+    let delivered: Vec<_> = sim
+        .take_received(sub)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, [Bytes::from_static(b"shown")]);
     insta::assert_snapshot!(sim.transcript());
 }
 

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use culex_runtime::{Signal, Signals};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
@@ -10,7 +11,7 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    match async_std::task::block_on(culex_async_std::run(settings, shutdown_signal())) {
+    match async_std::task::block_on(culex_async_std::serve(settings, UnixSignals::new())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("Error: {e}");
@@ -19,17 +20,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use async_signal::{Signal, Signals};
-    use futures_lite::StreamExt;
-    let Ok(mut signals) = Signals::new([Signal::Term, Signal::Int]) else {
+/// SIGTERM and SIGINT stop the broker, SIGHUP reloads its access settings.
+struct UnixSignals(Option<async_signal::Signals>);
+
+impl UnixSignals {
+    fn new() -> Self {
+        use async_signal::Signal as Unix;
         // Without signal handlers the broker still runs; it stops when killed.
-        return std::future::pending().await;
-    };
-    match signals.next().await {
-        Some(Ok(Signal::Term)) => info!("Received SIGTERM."),
-        Some(Ok(_)) => info!("Received SIGINT."),
-        _ => {}
+        Self(async_signal::Signals::new([Unix::Term, Unix::Int, Unix::Hup]).ok())
+    }
+}
+
+impl Signals for UnixSignals {
+    async fn next(&mut self) -> Signal {
+        use async_signal::Signal as Unix;
+        use futures_lite::StreamExt;
+        let Some(signals) = self.0.as_mut() else {
+            return std::future::pending().await;
+        };
+        match signals.next().await {
+            Some(Ok(Unix::Hup)) => Signal::Reload,
+            Some(Ok(Unix::Term)) => {
+                info!("Received SIGTERM.");
+                Signal::Shutdown
+            }
+            Some(Ok(_)) => {
+                info!("Received SIGINT.");
+                Signal::Shutdown
+            }
+            // The signal pipe failed: no more signals.
+            Some(Err(_)) | None => std::future::pending().await,
+        }
     }
 }

@@ -9,13 +9,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use culex_core::auth::password_file::PasswordFile;
+use culex_core::auth::ListenerPolicies;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
 use culex_core::{Broker, Config};
 use culex_core::{ConnId, Peer};
-use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
@@ -56,6 +55,9 @@ pub enum Event<O> {
         /// Accepted, or refused with a CONNACK code.
         result: Result<(), Refusal>,
     },
+    /// The configuration was reloaded: these policies replace the ones in
+    /// force (see [`Broker::replace_policy`]).
+    Reload(Box<ListenerPolicies>),
     /// Stop: close every client, write their presence, return.
     Shutdown,
 }
@@ -68,6 +70,7 @@ impl<O> std::fmt::Debug for Event<O> {
             Self::Closed { conn } => write!(f, "Closed({conn})"),
             Self::Store(event) => write!(f, "Store({event:?})"),
             Self::Authenticated { conn, result } => write!(f, "Authenticated({conn}, {result:?})"),
+            Self::Reload(_) => f.write_str("Reload"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
     }
@@ -132,8 +135,9 @@ const PRESENCE_FLUSH: Duration = Duration::from_secs(3);
 pub struct Prepared<O> {
     /// The broker and presence store.
     pub server: Server<O>,
-    /// The password file, for [`AuthJob`]s.
-    pub passwords: Option<Arc<PasswordFile>>,
+    /// The access policies in force: their password files serve the
+    /// [`AuthJob`]s.
+    pub policies: ListenerPolicies,
     /// Bytes queued for a connection's writer before it is dropped.
     pub backlog_limit: usize,
     /// Log `New connection from ...` lines.
@@ -150,8 +154,8 @@ pub fn prepare<O: Outbox>(settings: &Settings) -> Prepared<O> {
         info!("No redis_host configured: client presence is written to this log only.");
     }
     let broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
-    let passwords = settings.policy.passwords().cloned();
-    Prepared { server: Server::new(broker, presence), passwords, backlog_limit, connection_messages }
+    let policies = settings.policy.clone();
+    Prepared { server: Server::new(broker, presence), policies, backlog_limit, connection_messages }
 }
 
 /// Runs the broker until [`Event::Shutdown`] or until every sender is
@@ -163,9 +167,9 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
     mut store: Option<impl FnMut(StoreRequest)>,
     mut check: impl FnMut(AuthJob),
 ) {
-    let Prepared { mut server, passwords, .. } = prepared;
+    let Prepared { mut server, mut policies, .. } = prepared;
     loop {
-        start_auth_jobs(&mut server, passwords.as_ref(), &mut check);
+        start_auth_jobs(&mut server, &policies, &mut check);
         poll_presence(&mut server, &clock, store.as_mut());
         let deadline = server.next_deadline().map(|at| clock.to_std(at));
         let mut event = match events.next(deadline).await {
@@ -180,7 +184,7 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
         // the last of a turn, or after Shutdown, would be lost.
         let mut stop = false;
         for turn in 1..=EVENTS_PER_TURN {
-            stop = handle(&mut server, &clock, event);
+            stop = handle(&mut server, &mut policies, &clock, event);
             if stop || turn == EVENTS_PER_TURN {
                 break;
             }
@@ -197,23 +201,19 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
 }
 
 /// Handles one event; true on shutdown.
-fn handle<O: Outbox>(server: &mut Server<O>, clock: &Clock, event: Event<O>) -> bool {
+fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, clock: &Clock, event: Event<O>) -> bool {
     let now = clock.now();
     match event {
+        Event::Reload(reloaded) => {
+            let previous = std::mem::replace(policies, *reloaded);
+            let current = &*policies;
+            server.replace_policy(now, Box::new(current.clone()), &|client| current.keeps(&previous, client));
+        }
         Event::Accepted { peer, outbox, reply } => reply(server.accept(now, peer, outbox)),
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),
-        Event::Store(event) => {
-            if let Some(presence) = server.presence_mut() {
-                match event {
-                    StoreEvent::Connected => presence.handle_connected(now.instant),
-                    StoreEvent::Failed(error) => presence.handle_failure(now.instant, &error),
-                    StoreEvent::BatchDone => presence.handle_batch_done(now.instant),
-                    StoreEvent::Verified(intact) => presence.handle_verified(now.instant, intact),
-                }
-            }
-        }
+        Event::Store(event) => handle_store(server, now.instant, event),
         Event::Shutdown => {
             info!(
                 "culex version {} terminating, closing {} client connections.",
@@ -227,15 +227,24 @@ fn handle<O: Outbox>(server: &mut Server<O>, clock: &Clock, event: Event<O>) -> 
     false
 }
 
-/// Hands every password waiting to be checked to the runtime's pool.
-fn start_auth_jobs<O: Outbox>(
-    server: &mut Server<O>,
-    passwords: Option<&Arc<PasswordFile>>,
-    check: &mut impl FnMut(AuthJob),
-) {
+/// Passes the presence store's answer on.
+fn handle_store<O: Outbox>(server: &mut Server<O>, now: culex_core::Instant, event: StoreEvent) {
+    if let Some(presence) = server.presence_mut() {
+        match event {
+            StoreEvent::Connected => presence.handle_connected(now),
+            StoreEvent::Failed(error) => presence.handle_failure(now, &error),
+            StoreEvent::BatchDone => presence.handle_batch_done(now),
+            StoreEvent::Verified(intact) => presence.handle_verified(now, intact),
+        }
+    }
+}
+
+/// Hands every password waiting to be checked to the runtime's pool,
+/// each checked against the password file of its listener.
+fn start_auth_jobs<O: Outbox>(server: &mut Server<O>, policies: &ListenerPolicies, check: &mut impl FnMut(AuthJob)) {
     for request in server.poll_auth_requests() {
-        // The policy defers only when a password file is configured.
-        let verifier = passwords.map(|p| p.verifier(request.username.as_deref().unwrap_or_default()));
+        // The policy defers only when the listener has a password file.
+        let verifier = policies.verifier(request.listener, request.username.as_deref().unwrap_or_default());
         let password = request.password;
         let conn = request.conn;
         check(Box::new(move || {
@@ -285,9 +294,7 @@ async fn flush_presence<O: Outbox, S: EventSource<O>>(
         }
         let deadline = server.next_deadline().map_or(give_up, |at| clock.to_std(at).min(give_up));
         match events.next(Some(deadline)).await {
-            Wake::Event(event @ Event::Store(_)) => {
-                handle(&mut server, &clock, event);
-            }
+            Wake::Event(Event::Store(event)) => handle_store(&mut server, clock.now().instant, event),
             Wake::Event(_) | Wake::Timer => {}
             Wake::Closed => {
                 warn!(pending, "presence changes not written to Redis before exit");

@@ -3,11 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use std::sync::Arc;
-
-use culex_core::auth::FilePolicy;
-use culex_core::auth::acl::AclFile;
-use culex_core::auth::password_file::PasswordFile;
+use culex_core::auth::ListenerPolicies;
 use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, Secret};
 use culex_core::presence::PresenceKeys;
 use culex_core::{Config, ListenerId};
@@ -70,8 +66,12 @@ pub struct Settings {
     pub redis: Option<RedisSettings>,
     /// Logging: levels, destinations, timestamps.
     pub log: LogConf,
-    /// Who may connect, publish and subscribe (`password_file`, `acl_file`).
-    pub policy: FilePolicy,
+    /// Who may connect, publish and subscribe (`password_file`,
+    /// `acl_file`, `allow_anonymous`; per listener with
+    /// `per_listener_settings`).
+    pub policy: ListenerPolicies,
+    /// What a reload (SIGHUP) reads again.
+    pub reload: crate::reload::ReloadSource,
     /// Lines to log once logging is up (config warnings, local only mode).
     pub notices: Vec<String>,
 }
@@ -85,7 +85,8 @@ impl Settings {
             core: Config::default(),
             redis: None,
             log: LogConf::default(),
-            policy: FilePolicy::default(),
+            policy: ListenerPolicies::default(),
+            reload: crate::reload::ReloadSource::default(),
             notices: Vec::new(),
         }
     }
@@ -122,6 +123,16 @@ pub fn load(args: impl IntoIterator<Item = String>) -> Result<Launch, String> {
         CliCommand::Run(options) => options,
         CliCommand::Help(text) | CliCommand::Version(text) => return Ok(Launch::Print(text)),
     };
+    let broker = read_conf(&options)?;
+    let reload = crate::reload::ReloadSource::new(options, &broker);
+    let settings = from_conf(broker)?;
+    Ok(Launch::Serve(Box::new(Settings { reload, ..settings })))
+}
+
+/// The configuration file `options` name (the defaults without one), with
+/// the command line applied on top. An error names the file, line and
+/// reason.
+pub(crate) fn read_conf(options: &conf::CliOptions) -> Result<BrokerConf, String> {
     let mut broker = match &options.config_file {
         Some(path) => {
             let text =
@@ -131,23 +142,15 @@ pub fn load(args: impl IntoIterator<Item = String>) -> Result<Launch, String> {
         None => BrokerConf::default(),
     };
     options.apply_to(&mut broker);
-    Ok(Launch::Serve(Box::new(from_conf(broker)?)))
+    Ok(broker)
 }
 
-/// Reads `password_file` and `acl_file`; an error names file, line and
-/// reason and stops start-up.
-fn load_policy(conf: &BrokerConf) -> Result<(FilePolicy, Vec<String>), String> {
-    let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("Error: Unable to open {path}: {e}"));
-    let passwords = match &conf.password_file {
-        Some(path) => Some(Arc::new(PasswordFile::parse(path, &read(path)?).map_err(|e| format!("Error: {e}"))?)),
-        None => None,
-    };
-    let acl = match &conf.acl_file {
-        Some(path) => Some(Arc::new(AclFile::parse(path, &read(path)?).map_err(|e| format!("Error: {e}"))?)),
-        None => None,
-    };
-    let warnings = acl.iter().flat_map(|a| a.warnings()).map(|w| format!("Warning: {w}")).collect();
-    Ok((FilePolicy::new(passwords, acl), warnings))
+/// Reads the password and ACL files of every listener; an error names
+/// file, line and reason.
+fn load_policy(conf: &BrokerConf) -> Result<(ListenerPolicies, Vec<String>), String> {
+    let mut read = |path: &str| std::fs::read_to_string(path).map_err(|e| e.to_string());
+    let (policies, warnings) = ListenerPolicies::load(conf, &mut read).map_err(|e| format!("Error: {e}"))?;
+    Ok((policies, warnings.into_iter().map(|w| format!("Warning: {w}")).collect()))
 }
 
 /// `include_dir` served from the file system.
@@ -218,6 +221,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
                 .to_owned(),
         );
     }
+    let listener_client_ids = conf.listener_client_ids();
     let first_port = conf.listeners.first().map_or(1883, |l| l.port);
     let redis = conf.redis.map(|r| RedisSettings {
         keys: PresenceKeys::new(&r.key, &broker_id(first_port)),
@@ -229,7 +233,9 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     });
     let mut core = conf.core;
     core.connection_messages = conf.log.connection_messages;
-    Ok(Settings { listeners, core, redis, log: conf.log, policy, notices })
+    core.listener_client_ids = listener_client_ids;
+    let reload = crate::reload::ReloadSource::default();
+    Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices })
 }
 
 /// This broker's name among brokers sharing the presence hash: host name

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use culex_runtime::driver::{self, AuthJob, Event, EventSource, Wake};
 use culex_runtime::settings::Bound;
-use culex_runtime::{Clock, Settings};
+use culex_runtime::{Clock, Settings, ShutdownOn, Signal, Signals};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -28,13 +28,19 @@ const EVENT_QUEUE: usize = 4096;
 /// Serves MQTT on every listener of `settings` until `shutdown` completes,
 /// then closes every client, writes their presence and returns.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    serve(settings, ShutdownOn::new(Box::pin(shutdown))).await
+}
+
+/// Like [`run`], obeying `signals`: a reload re-reads the access settings
+/// (see [`culex_runtime::reload`]), a shutdown stops.
+pub async fn serve(settings: Settings, signals: impl Signals) -> Result<(), Error> {
     let listeners = culex_runtime::settings::open_listeners(&settings, TcpListener::from_std)?;
-    run_on(listeners, &settings, shutdown).await;
+    run_on(listeners, &settings, signals).await;
     Ok(())
 }
 
-/// Like [`run`], on listeners already bound (tests bind port 0).
-pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, shutdown: impl Future<Output = ()>) {
+/// Like [`serve`], on listeners already bound (tests bind port 0).
+pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, mut signals: impl Signals) {
     let prepared = driver::prepare::<TokioOutbox>(settings);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (stop, stopped) = watch::channel(false);
@@ -63,7 +69,13 @@ pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, shu
     };
     let source = Events(events_rx);
     let broker = tokio::spawn(driver::run(prepared, Clock::start(), source, store, check));
-    shutdown.await;
+    while signals.next().await == Signal::Reload {
+        // One reload at a time, in order; the broker task never waits.
+        let source = settings.reload.clone();
+        if let Ok(Some(policies)) = tokio::task::spawn_blocking(move || source.load()).await {
+            let _ = events.send(Event::Reload(Box::new(policies))).await;
+        }
+    }
     let _ = stop.send(true);
     let _ = events.send(Event::Shutdown).await;
     if let Err(error) = broker.await {

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use culex_runtime::{Signal, Signals};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
@@ -16,7 +17,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(culex_tokio::run(settings, shutdown_signal())) {
+    match runtime.block_on(async { culex_tokio::serve(settings, UnixSignals::new()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("Error: {e}");
@@ -25,15 +26,37 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the broker still runs; it stops when killed.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("Received SIGTERM."),
-        _ = int.recv() => info!("Received SIGINT."),
+/// SIGTERM and SIGINT stop the broker, SIGHUP reloads its access settings.
+struct UnixSignals(Option<[tokio::signal::unix::Signal; 3]>);
+
+impl UnixSignals {
+    /// Must run inside the tokio runtime.
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()));
+        match handlers {
+            (Ok(term), Ok(int), Ok(hup)) => Self(Some([term, int, hup])),
+            // Without signal handlers the broker still runs; it stops when killed.
+            _ => Self(None),
+        }
+    }
+}
+
+impl Signals for UnixSignals {
+    async fn next(&mut self) -> Signal {
+        let Some([term, int, hup]) = self.0.as_mut() else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                info!("Received SIGTERM.");
+                Signal::Shutdown
+            }
+            _ = int.recv() => {
+                info!("Received SIGINT.");
+                Signal::Shutdown
+            }
+            _ = hup.recv() => Signal::Reload,
+        }
     }
 }

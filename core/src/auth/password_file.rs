@@ -165,8 +165,9 @@ impl HashType {
 
 /// The stored hash of one user. `Clone + Send + 'static`, so that a
 /// runtime can check a password on another thread. Its `Debug` shows the
-/// scheme, never salt or hash.
-#[derive(Clone)]
+/// scheme, never salt or hash. Two entries are equal when a reload left
+/// the user's line as it was.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PasswordEntry {
     hash_type: HashType,
     /// 1 for `$6$`.

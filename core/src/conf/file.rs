@@ -45,12 +45,19 @@
 //! - In local only mode `protocol`, `max_connections` and `socket_domain`
 //!   apply to the loopback listeners instead of opening port 1883 on all
 //!   addresses, and an explicit `allow_anonymous false` is honoured.
-//! - `per_listener_settings true` is not implemented: security settings
-//!   apply to every listener, and giving them different values per
-//!   listener is an error rather than a silent merge.
 //! - A TLS key on a listener without `certfile` and `keyfile` is an error
 //!   (Mosquitto serves such a listener without TLS), and `tls_version
 //!   tlsv1.1` is an error (no TLS 1.1 here).
+//!
+//! # `per_listener_settings`
+//! With `per_listener_settings true`, `password_file`, `acl_file`,
+//! `allow_anonymous`, `allow_zero_length_clientid` and `auto_id_prefix`
+//! belong to the listener they follow ([`ListenerConf::security`]); those
+//! written before the first `listener` line belong to the default listener
+//! (`port`, or the local only listeners) and, as in Mosquitto, open it.
+//! As in Mosquitto the key must come before every security setting, and a
+//! listener without `allow_anonymous` refuses anonymous clients unless the
+//! broker is in local only mode.
 
 use std::fmt;
 
@@ -180,6 +187,9 @@ pub struct ListenerConf {
     pub max_connections: Option<usize>,
     /// Address family, when `socket_domain` is given.
     pub socket_domain: Option<SocketDomain>,
+    /// Its own security settings, under `per_listener_settings true`
+    /// (empty otherwise: the global settings apply).
+    pub security: ListenerSecurity,
     /// Mosquitto keys given for this listener that Culex ignored (each also
     /// has a [`Warning`]).
     pub ignored_keys: Vec<String>,
@@ -196,10 +206,39 @@ impl ListenerConf {
             protocol: ListenerProtocol::Mqtt,
             max_connections: None,
             socket_domain: None,
+            security: ListenerSecurity::default(),
             ignored_keys: Vec::new(),
             tls: TlsConf::default(),
         }
     }
+}
+
+/// The security settings of one listener, as written under
+/// `per_listener_settings true`; `None` takes the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerSecurity {
+    /// `allow_anonymous`: default true in local only mode, else false.
+    pub allow_anonymous: Option<bool>,
+    /// `password_file`.
+    pub password_file: Option<String>,
+    /// `acl_file`.
+    pub acl_file: Option<String>,
+    /// `allow_zero_length_clientid`: default true.
+    pub allow_zero_length_clientid: Option<bool>,
+    /// `auto_id_prefix`: default `auto-`.
+    pub auto_id_prefix: Option<String>,
+}
+
+/// Who may connect to a listener and what they may do, resolved from the
+/// global or per-listener settings: what an access policy is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerAuth {
+    /// Clients without a user name are accepted.
+    pub allow_anonymous: bool,
+    /// The `mosquitto_passwd` file, if any.
+    pub password_file: Option<String>,
+    /// The ACL file, if any.
+    pub acl_file: Option<String>,
 }
 
 /// Which kinds of log lines are written. Mosquitto: `log_type`, one kind
@@ -331,6 +370,10 @@ pub struct BrokerConf {
     pub password_file: Option<String>,
     /// `acl_file`: the path of a Mosquitto ACL file; the runtime reads it.
     pub acl_file: Option<String>,
+    /// `per_listener_settings true`: each listener has its own security
+    /// settings ([`ListenerConf::security`]) and the global ones above are
+    /// not used.
+    pub per_listener_settings: bool,
     /// No listener was configured: the broker serves 127.0.0.1 and ::1
     /// only. A runtime says so at start, as Mosquitto 2 does ("Starting in
     /// local only mode").
@@ -348,6 +391,49 @@ impl Default for BrokerConf {
 }
 
 impl BrokerConf {
+    /// The access settings of the listener at `index` of
+    /// [`listeners`](Self::listeners): its own under
+    /// `per_listener_settings`, the global ones otherwise.
+    pub fn auth(&self, index: usize) -> ListenerAuth {
+        if !self.per_listener_settings {
+            return ListenerAuth {
+                allow_anonymous: self.core.allow_anonymous,
+                password_file: self.password_file.clone(),
+                acl_file: self.acl_file.clone(),
+            };
+        }
+        let security = self.listeners.get(index).map(|l| l.security.clone()).unwrap_or_default();
+        ListenerAuth {
+            allow_anonymous: security.allow_anonymous.unwrap_or(self.local_only),
+            password_file: security.password_file,
+            acl_file: security.acl_file,
+        }
+    }
+
+    /// The client id rules of each listener (by its index) under
+    /// `per_listener_settings`, for [`Config::listener_client_ids`]; empty
+    /// otherwise.
+    pub fn listener_client_ids(&self) -> std::collections::BTreeMap<crate::ListenerId, crate::ClientIdRules> {
+        if !self.per_listener_settings {
+            return std::collections::BTreeMap::new();
+        }
+        let defaults = Config::default();
+        self.listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| {
+                let security = &listener.security;
+                let rules = crate::ClientIdRules {
+                    allow_zero_length_clientid: security
+                        .allow_zero_length_clientid
+                        .unwrap_or(defaults.allow_zero_length_clientid),
+                    auto_id_prefix: security.auto_id_prefix.clone().unwrap_or_else(|| defaults.auto_id_prefix.clone()),
+                };
+                (crate::ListenerId(u16::try_from(index).unwrap_or(u16::MAX)), rules)
+            })
+            .collect()
+    }
+
     /// Recomputes `core.max_connections` from the listeners' limits.
     pub(super) fn recompute_max_connections(&mut self) {
         self.core.max_connections = if self.listeners.is_empty() {
@@ -525,14 +611,6 @@ enum Section {
     Discarded,
 }
 
-/// A value of a security setting, remembered with its line so that
-/// `per_listener_settings` conflicts can be reported.
-#[derive(Debug, Clone)]
-struct Seen<T> {
-    value: T,
-    loc: Loc,
-}
-
 /// The Redis keys as written, checked at the end.
 #[derive(Debug, Default)]
 struct RedisDraft {
@@ -566,10 +644,13 @@ struct Parser {
     first_discarded: Option<Loc>,
     /// Some `listener`, `port` or `bind_address` line was seen.
     opens_listener: bool,
-    allow_anonymous: Vec<Seen<bool>>,
-    allow_zero_length_clientid: Vec<Seen<bool>>,
-    auto_id_prefix: Vec<Seen<String>>,
+    allow_anonymous: Option<bool>,
+    allow_zero_length_clientid: Option<bool>,
+    auto_id_prefix: Option<String>,
     per_listener_settings: bool,
+    /// The first security setting seen: `per_listener_settings true` may
+    /// not follow it.
+    first_security: Option<Loc>,
     log: LogConf,
     log_types_set: bool,
     log_dests_set: bool,
@@ -593,10 +674,11 @@ impl Default for Parser {
             discarded: ListenerConf::new(DEFAULT_PORT),
             first_discarded: None,
             opens_listener: false,
-            allow_anonymous: Vec::new(),
-            allow_zero_length_clientid: Vec::new(),
-            auto_id_prefix: Vec::new(),
+            allow_anonymous: None,
+            allow_zero_length_clientid: None,
+            auto_id_prefix: None,
             per_listener_settings: false,
+            first_security: None,
             password_file: None,
             acl_file: None,
             log: LogConf::default(),
@@ -720,40 +802,49 @@ impl Parser {
                 self.touch_default(line, *section);
                 self.listener_mut(*section).socket_domain = Some(domain);
             }
+            "allow_anonymous" | "allow_zero_length_clientid" | "auto_id_prefix" | "password_file" | "acl_file"
+                if self.per_listener_settings =>
+            {
+                self.listener_security(line, *section)?;
+            }
             "allow_anonymous" => {
                 let value = line.boolean()?;
-                self.allow_anonymous.push(Seen { value, loc: line.loc() });
+                self.note_security(line);
+                self.allow_anonymous = Some(value);
             }
             "allow_zero_length_clientid" => {
                 let value = line.boolean()?;
-                self.allow_zero_length_clientid.push(Seen { value, loc: line.loc() });
+                self.note_security(line);
+                self.allow_zero_length_clientid = Some(value);
             }
             "auto_id_prefix" => {
                 let value = line.text()?;
-                if !self.auto_id_prefix.is_empty() && !self.per_listener_settings {
+                if self.auto_id_prefix.is_some() {
                     return Err(line.error("Duplicate auto_id_prefix value in configuration."));
                 }
-                self.auto_id_prefix.push(Seen { value: value.to_owned(), loc: line.loc() });
+                self.note_security(line);
+                self.auto_id_prefix = Some(value.to_owned());
             }
             "password_file" => {
                 if self.password_file.is_some() {
                     return Err(line.error("Duplicate password_file value in configuration."));
                 }
+                self.note_security(line);
                 self.password_file = Some(line.text()?.to_owned());
             }
             "acl_file" => {
                 if self.acl_file.is_some() {
                     return Err(line.error("Duplicate acl_file value in configuration."));
                 }
+                self.note_security(line);
                 self.acl_file = Some(line.text()?.to_owned());
             }
             "per_listener_settings" => {
                 if line.boolean()? {
+                    if self.first_security.is_some() {
+                        return Err(line.error("per_listener_settings must be set before any other security settings."));
+                    }
                     self.per_listener_settings = true;
-                    self.warnings.push(line.warning(format!(
-                        "{NOT_SUPPORTED}: allow_anonymous, allow_zero_length_clientid and auto_id_prefix apply to \
-                         every listener"
-                    )));
                 }
             }
             "max_inflight_messages" => {
@@ -864,6 +955,9 @@ impl Parser {
                 self.tls_mut(line, *section).version = Some(version);
             }
             key if keys::is_ignored_mosquitto_key(key) => {
+                if keys::is_security_key(key) {
+                    self.note_security(line);
+                }
                 if keys::is_listener_scoped(key) {
                     self.listener_mut(*section).ignored_keys.push(key.to_owned());
                 }
@@ -903,6 +997,46 @@ impl Parser {
             return Err(line.error(format!("Duplicate {} value in configuration.", line.key)));
         }
         *slot = value;
+        Ok(())
+    }
+
+    /// Remembers that a security setting was seen.
+    fn note_security(&mut self, line: &Line<'_>) {
+        self.first_security.get_or_insert_with(|| line.loc());
+    }
+
+    /// A security setting under `per_listener_settings`: it belongs to the
+    /// listener of `section`.
+    fn listener_security(&mut self, line: &Line<'_>, section: Section) -> Result<(), ConfError> {
+        self.note_security(line);
+        // Before any listener line it configures the default listener and
+        // so opens it, as in Mosquitto.
+        self.touch_default(line, section);
+        let duplicate = || line.error(format!("Duplicate {} value in configuration.", line.key));
+        let security = &mut self.listener_mut(section).security;
+        match line.key {
+            "allow_anonymous" => security.allow_anonymous = Some(line.boolean()?),
+            "allow_zero_length_clientid" => security.allow_zero_length_clientid = Some(line.boolean()?),
+            "auto_id_prefix" => {
+                let value = line.text()?;
+                if security.auto_id_prefix.replace(value.to_owned()).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            "password_file" => {
+                let value = line.text()?;
+                if security.password_file.replace(value.to_owned()).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            "acl_file" => {
+                let value = line.text()?;
+                if security.acl_file.replace(value.to_owned()).is_some() {
+                    return Err(duplicate());
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -1059,11 +1193,6 @@ impl Parser {
     }
 
     fn finish(self) -> Result<BrokerConf, ConfError> {
-        if self.per_listener_settings {
-            one_value("allow_anonymous", &self.allow_anonymous)?;
-            one_value("allow_zero_length_clientid", &self.allow_zero_length_clientid)?;
-            one_value("auto_id_prefix", &self.auto_id_prefix)?;
-        }
         let nothing_to_open = self.listeners.is_empty() && !self.default_requested && self.default_touched.is_none();
         if let (true, Some(loc)) = (self.opens_listener && nothing_to_open, &self.first_discarded) {
             return Err(loc.error("No listener left to open: Culex does not serve Unix sockets."));
@@ -1100,12 +1229,12 @@ impl Parser {
         }
 
         let mut core = self.core;
-        core.allow_anonymous = self.allow_anonymous.last().map_or(local_only, |seen| seen.value);
-        if let Some(seen) = self.allow_zero_length_clientid.last() {
-            core.allow_zero_length_clientid = seen.value;
+        core.allow_anonymous = self.allow_anonymous.unwrap_or(local_only);
+        if let Some(allowed) = self.allow_zero_length_clientid {
+            core.allow_zero_length_clientid = allowed;
         }
-        if let Some(seen) = self.auto_id_prefix.last() {
-            core.auto_id_prefix.clone_from(&seen.value);
+        if let Some(prefix) = self.auto_id_prefix {
+            core.auto_id_prefix = prefix;
         }
 
         let mut log = self.log;
@@ -1141,6 +1270,7 @@ impl Parser {
             redis,
             password_file: self.password_file,
             acl_file: self.acl_file,
+            per_listener_settings: self.per_listener_settings,
             local_only,
             warnings: self.warnings,
         };
@@ -1152,21 +1282,6 @@ impl Parser {
 /// `value`, remembered with the line that gave it.
 fn located(line: &Line<'_>, value: &str) -> Located<String> {
     Located { value: value.to_owned(), file: line.file.to_owned(), line: line.number }
-}
-
-/// Under `per_listener_settings`, a security setting must still have one
-/// value: Culex applies it to every listener.
-fn one_value<T: PartialEq>(key: &str, seen: &[Seen<T>]) -> Result<(), ConfError> {
-    let Some(first) = seen.first() else {
-        return Ok(());
-    };
-    match seen.iter().find(|s| s.value != first.value) {
-        Some(other) => Err(other.loc.error(format!(
-            "{key} is set to different values for different listeners; per_listener_settings is not supported \
-             by Culex, so one value must serve every listener."
-        ))),
-        None => Ok(()),
-    }
 }
 
 /// Mosquitto's message for an unknown key, with a hint when only the case
@@ -1554,40 +1669,87 @@ mod tests {
     }
 
     #[test]
-    fn per_listener_settings_true_warns_and_false_is_silent() {
-        let on = conf("per_listener_settings true\nlistener 1883\nallow_anonymous true\n");
-        assert_eq!(on.warnings.len(), 1);
-        assert_eq!((on.warnings[0].line, on.warnings[0].key.as_str()), (1, "per_listener_settings"));
-        assert!(on.warnings[0].message.starts_with(NOT_SUPPORTED));
-        assert!(on.core.allow_anonymous);
-        assert!(conf("per_listener_settings false\n").warnings.is_empty());
+    fn per_listener_settings_gives_each_listener_its_security() {
+        let conf = conf(
+            "per_listener_settings true\n\
+             listener 1883 127.0.0.1\nallow_anonymous true\n\
+             listener 8884\npassword_file /etc/pw\nacl_file /etc/acl\nallow_anonymous false\n\
+             auto_id_prefix dev-\nallow_zero_length_clientid false\n\
+             listener 8885\n",
+        );
+        assert!(conf.per_listener_settings);
+        assert!(conf.warnings.is_empty(), "{:?}", conf.warnings);
+        let open = ListenerAuth { allow_anonymous: true, password_file: None, acl_file: None };
+        assert_eq!(conf.auth(0), open);
+        let closed = ListenerAuth {
+            allow_anonymous: false,
+            password_file: Some("/etc/pw".to_owned()),
+            acl_file: Some("/etc/acl".to_owned()),
+        };
+        assert_eq!(conf.auth(1), closed);
+        // A listener without allow_anonymous refuses anonymous clients.
+        assert_eq!(conf.auth(2), ListenerAuth { allow_anonymous: false, ..open.clone() });
+        let ids = conf.listener_client_ids();
+        let rules = |prefix: &str, allow| crate::ClientIdRules {
+            allow_zero_length_clientid: allow,
+            auto_id_prefix: prefix.to_owned(),
+        };
+        assert_eq!(ids.get(&crate::ListenerId(0)), Some(&rules("auto-", true)));
+        assert_eq!(ids.get(&crate::ListenerId(1)), Some(&rules("dev-", false)));
+        assert_eq!(ids.get(&crate::ListenerId(2)), Some(&rules("auto-", true)));
     }
 
     #[test]
-    fn per_listener_settings_with_different_values_is_an_error() {
-        let reason = "allow_anonymous is set to different values for different listeners; per_listener_settings \
-                      is not supported by Culex, so one value must serve every listener.";
+    fn without_per_listener_settings_every_listener_has_the_global_security() {
+        let conf = conf("listener 1\npassword_file /pw\nlistener 2\nallow_anonymous true\n");
+        let global = ListenerAuth { allow_anonymous: true, password_file: Some("/pw".to_owned()), acl_file: None };
+        assert_eq!((conf.auth(0), conf.auth(1)), (global.clone(), global));
+        assert!(conf.listener_client_ids().is_empty());
         assert_error(
-            "per_listener_settings true\nlistener 1\nallow_anonymous true\nlistener 2\nallow_anonymous false\n",
-            5,
-            reason,
+            "listener 1\npassword_file /a\nlistener 2\npassword_file /b\n",
+            4,
+            "Duplicate password_file value in configuration.",
         );
-        // Set after the values, as Mosquitto forbids but people write.
+    }
+
+    #[test]
+    fn per_listener_settings_before_the_first_listener_configure_the_default_one() {
+        // Local only mode: the loopback listeners take them.
+        let local = conf("per_listener_settings true\nallow_anonymous false\npassword_file /pw\n");
+        assert!(local.local_only);
+        for index in 0..local.listeners.len() {
+            assert!(!local.auth(index).allow_anonymous);
+            assert_eq!(local.auth(index).password_file.as_deref(), Some("/pw"));
+        }
+        // Unset, allow_anonymous is true in local only mode.
+        assert!(conf("per_listener_settings true\n").auth(0).allow_anonymous);
+        // With listeners, they open the default listener, as in Mosquitto.
+        let with = conf("per_listener_settings true\npassword_file /pw\nlistener 1884\n");
+        let ports: Vec<u16> = with.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, [1884, 1883]);
+        assert_eq!(with.auth(1).password_file.as_deref(), Some("/pw"));
+        assert_eq!(with.auth(0).password_file, None);
+        assert_eq!((with.warnings.len(), with.warnings[0].key.as_str()), (1, "password_file"));
+    }
+
+    #[test]
+    fn per_listener_settings_must_come_before_security_settings() {
+        let reason = "per_listener_settings must be set before any other security settings.";
+        assert_error("listener 1\nallow_anonymous true\nper_listener_settings true\n", 3, reason);
+        assert_error("acl_file /acl\nper_listener_settings true\n", 2, reason);
+        // Other keys may come first; false may come anywhere.
+        assert!(conf("listener 1\nmax_keepalive 10\nper_listener_settings true\n").per_listener_settings);
+        assert!(!conf("allow_anonymous true\nper_listener_settings false\n").per_listener_settings);
+    }
+
+    #[test]
+    fn per_listener_duplicates_are_errors_within_one_listener_only() {
+        let conf = conf("per_listener_settings true\nlistener 1\nacl_file /a\nlistener 2\nacl_file /b\n");
+        assert_eq!(conf.auth(1).acl_file.as_deref(), Some("/b"));
         assert_error(
-            "listener 1\nallow_anonymous true\nallow_anonymous false\nper_listener_settings true\n",
-            3,
-            reason,
-        );
-        let same = conf(
-            "per_listener_settings true\nlistener 1\nauto_id_prefix a-\nlistener 2\nauto_id_prefix a-\n\
-             allow_zero_length_clientid false\n",
-        );
-        assert_eq!(same.core.auto_id_prefix, "a-");
-        assert_error(
-            "per_listener_settings true\nlistener 1\nauto_id_prefix a-\nlistener 2\nauto_id_prefix b-\n",
-            5,
-            "auto_id_prefix is set to different values for different listeners; per_listener_settings is not \
-             supported by Culex, so one value must serve every listener.",
+            "per_listener_settings true\nlistener 1\npassword_file /a\npassword_file /b\n",
+            4,
+            "Duplicate password_file value in configuration.",
         );
     }
 

@@ -143,6 +143,16 @@ pub(super) fn is_ignored_mosquitto_key(key: &str) -> bool {
     IGNORED.contains(&key) || key.starts_with("auth_opt_") || key.starts_with("plugin_opt_")
 }
 
+/// Ignored keys that are security settings: `per_listener_settings true`
+/// may not follow them (Mosquitto's rule).
+const SECURITY: &[&str] = &["auth_plugin", "plugin", "psk_file"];
+
+/// Whether an ignored key is a security setting (plugin options
+/// included).
+pub(super) fn is_security_key(key: &str) -> bool {
+    SECURITY.contains(&key) || key.starts_with("auth_opt_") || key.starts_with("plugin_opt_")
+}
+
 /// Whether an ignored key belongs to the current listener.
 pub(super) fn is_listener_scoped(key: &str) -> bool {
     LISTENER_SCOPED.contains(&key)

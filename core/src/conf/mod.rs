@@ -58,8 +58,8 @@ pub mod tls;
 
 pub use cli::{CliCommand, CliError, CliOptions, MAX_CLI_PORTS, parse_args};
 pub use file::{
-    BrokerConf, ConfError, DEFAULT_PORT, DEFAULT_REDIS_KEY, DEFAULT_REDIS_PORT, IncludeSource, ListenerConf,
-    ListenerProtocol, LogConf, LogDest, LogTypes, NoIncludes, RedisConf, Secret, SocketDomain, Warning, parse,
-    parse_with,
+    BrokerConf, ConfError, DEFAULT_PORT, DEFAULT_REDIS_KEY, DEFAULT_REDIS_PORT, IncludeSource, ListenerAuth,
+    ListenerConf, ListenerProtocol, ListenerSecurity, LogConf, LogDest, LogTypes, NoIncludes, RedisConf, Secret,
+    SocketDomain, Warning, parse, parse_with,
 };
 pub use tls::{CertUsername, Located, TlsConf, TlsVersion};
