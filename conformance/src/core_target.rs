@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use bytestring::ByteString;
 use culex_core::auth::ListenerPolicies;
 use culex_core::codec::Packet;
 use culex_core::policy::Refusal;
 use culex_core::sim::{DEFAULT_START_UNIX, Simulation};
-use culex_core::{Broker, ConnId, ListenerId};
+use culex_core::{Broker, ConnId, Identity, ListenerId, Peer};
 use culex_spec::{BrokerConf, Env, Requirement, Scenario, SpecDir};
 
 use crate::runner::{self, Driver, Event, Patience};
@@ -71,7 +72,8 @@ impl CoreTarget {
         };
         sim.record();
         let env = Env { prefix: CORE_PREFIX.to_owned(), unix_now: DEFAULT_START_UNIX };
-        let mut driver = CoreDriver { sim, conns: BTreeMap::new(), inbox: BTreeMap::new() };
+        let certificates = scenario.certificates.clone();
+        let mut driver = CoreDriver { sim, conns: BTreeMap::new(), inbox: BTreeMap::new(), certificates };
         let outcome = runner::run(&mut driver, scenario, &env);
         Run { scenario: scenario.name.clone(), outcome, transcript: driver.sim.transcript().to_owned() }
     }
@@ -128,11 +130,20 @@ struct CoreDriver {
     sim: Simulation,
     conns: BTreeMap<String, ConnId>,
     inbox: BTreeMap<String, VecDeque<Packet>>,
+    /// Clients that come through a TLS listener taking the user name from
+    /// their certificate, with the name it proves.
+    certificates: BTreeMap<String, Option<String>>,
 }
 
 impl Driver for CoreDriver {
     fn open(&mut self, client: &str) -> Result<(), String> {
-        let conn = self.sim.open(client, false);
+        let conn = match self.certificates.get(client) {
+            Some(name) => {
+                let identity = Identity::Certificate(name.as_deref().map(ByteString::from));
+                self.sim.open_from(client, false, Peer { identity, ..Peer::default() })
+            }
+            None => self.sim.open(client, false),
+        };
         self.conns.insert(client.to_owned(), conn);
         self.inbox.insert(client.to_owned(), VecDeque::new());
         Ok(())

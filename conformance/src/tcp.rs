@@ -93,6 +93,7 @@ impl TcpTarget {
                     missing.push("the expiry extension (give --extensions expiry)".into())
                 }
                 Requirement::Shutdown => missing.push("control of the broker (shutdown)".into()),
+                Requirement::Certificates => missing.push("TLS client certificates (no TLS mode yet)".into()),
                 Requirement::WebSocket if !self.options.websocket => {
                     missing.push("WebSocket (give --websocket, against a websockets listener)".into())
                 }

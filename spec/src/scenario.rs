@@ -4,6 +4,7 @@
 //! statements = ["MQTT-3.1.2-24"]
 //! summary = "A client silent for 1.5 times its keepalive is disconnected"
 //! requires = []            # optional: "expiry" (Culex payload expiry), "websocket"
+//! certificates = {}        # optional: client -> TLS certificate Common Name ("" = none)
 //! steps = '''
 //! a -> CONNECT id="{p}a" keepalive=2
 //! a <- CONNACK sp=0 rc=0
@@ -41,6 +42,10 @@ pub enum Requirement {
     /// The scenario runs over WebSocket (section 6): the TCP target's
     /// `--websocket` mode only; the core has no transport and skips it.
     WebSocket,
+    /// Clients connect over TLS to a listener that takes the user name from
+    /// the client certificate (`use_identity_as_username`); set by
+    /// `certificates`. The core target plays that listener.
+    Certificates,
 }
 
 impl Requirement {
@@ -51,11 +56,14 @@ impl Requirement {
             Self::Expiry => "expiry",
             Self::Shutdown => "shutdown",
             Self::WebSocket => "websocket",
+            Self::Certificates => "certificates",
         }
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        [Self::Presence, Self::Expiry, Self::Shutdown, Self::WebSocket].into_iter().find(|r| r.name() == name)
+        [Self::Presence, Self::Expiry, Self::Shutdown, Self::WebSocket, Self::Certificates]
+            .into_iter()
+            .find(|r| r.name() == name)
     }
 }
 
@@ -82,6 +90,9 @@ pub struct Scenario {
     pub requires: BTreeSet<Requirement>,
     /// Broker settings (mosquitto.conf keys) it relies on, as text.
     pub config: BTreeMap<String, String>,
+    /// The TLS client certificate each named client presents, by its Common
+    /// Name; `None` for a client that presents none.
+    pub certificates: BTreeMap<String, Option<String>>,
     /// The steps, in order.
     pub steps: Vec<ScriptLine>,
 }
@@ -96,6 +107,8 @@ struct RawScenario {
     steps: String,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    certificates: BTreeMap<String, String>,
 }
 
 impl Scenario {
@@ -146,7 +159,9 @@ impl Scenario {
         let mut requires = BTreeSet::new();
         for name in &raw.requires {
             requires.insert(Requirement::from_name(name).ok_or_else(|| {
-                invalid(format!("unknown requirement `{name}` (known: presence, expiry, shutdown, websocket)"))
+                invalid(format!(
+                    "unknown requirement `{name}` (known: presence, expiry, shutdown, websocket, certificates)"
+                ))
             })?);
         }
         for line in &steps {
@@ -162,6 +177,15 @@ impl Scenario {
             line,
             message,
         })?;
+        let clients: BTreeSet<&str> = steps.iter().filter_map(|l| l.step.client()).collect();
+        if let Some(stranger) = raw.certificates.keys().find(|c| !clients.contains(c.as_str())) {
+            return Err(invalid(format!("certificates: client `{stranger}` takes no step")));
+        }
+        if !raw.certificates.is_empty() {
+            requires.insert(Requirement::Certificates);
+        }
+        let certificates =
+            raw.certificates.into_iter().map(|(client, name)| (client, Some(name).filter(|n| !n.is_empty()))).collect();
         let mut config = BTreeMap::new();
         for (key, value) in raw.config {
             let text = match value {
@@ -180,6 +204,7 @@ impl Scenario {
             summary: raw.summary,
             requires,
             config,
+            certificates,
             steps,
         })
     }
@@ -311,6 +336,20 @@ mod tests {
         assert_eq!(s.steps.iter().map(|l| l.line).collect::<Vec<_>>(), [4, 5, 6]);
         assert!(s.requires.contains(&Requirement::Presence));
         assert_eq!(s.config.get("max_inflight_messages").map(String::as_str), Some("2"));
+    }
+
+    #[test]
+    fn certificates_name_clients_and_require_tls() {
+        let head = "statements = [\"MQTT-3.2.2-4\"]\nsummary = \"x\"\n";
+        let steps = "steps = '''\na -> CONNECT id=\"{p}a\"\nb -> CONNECT id=\"{p}b\"\n'''\n";
+        let source = format!("{head}certificates = {{ a = \"dev1\", b = \"\" }}\n{steps}");
+        let s = Scenario::parse(Path::new("MQTT-3.2.2-4.x.toml"), &source);
+        let Ok(s) = s else { panic!("{s:?}") };
+        assert!(s.requires.contains(&Requirement::Certificates));
+        assert_eq!(s.certificates.get("a"), Some(&Some("dev1".to_owned())));
+        assert_eq!(s.certificates.get("b"), Some(&None));
+        let stranger = format!("{head}certificates = {{ c = \"dev1\" }}\n{steps}");
+        assert!(Scenario::parse(Path::new("MQTT-3.2.2-4.x.toml"), &stranger).is_err());
     }
 
     #[test]
