@@ -2,34 +2,23 @@
 //! they come, writes come from the core through the connection's outbox.
 
 use std::net::{Shutdown, SocketAddr};
-use std::sync::Arc;
 
-use async_std::channel::{self, Receiver, Sender};
+use async_std::channel::{self, Sender};
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::TcpStream;
 use bytes::Bytes;
 use culex_core::{ConnId, ListenerId, Peer};
 use culex_runtime::driver::Event;
 use culex_runtime::ws::{self, Deframer, Handshake, HandshakeStep, Wire};
-use culex_runtime::{Backlog, Out, OutQueue, QueueOutbox};
+use culex_runtime::{Out, OutboxReader, QueueOutbox};
 use futures_lite::FutureExt;
 use tracing::debug;
 
 /// Bytes read per call; a frame may span reads, the core reassembles.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The channel from the core to a connection task.
-#[derive(Debug)]
-pub(crate) struct Queue(Sender<Out>);
-
-impl OutQueue for Queue {
-    fn push(&self, out: Out) {
-        let _ = self.0.try_send(out);
-    }
-}
-
 /// The core's handle to a connection on async-std.
-pub(crate) type AsyncStdOutbox = QueueOutbox<Queue>;
+pub(crate) type AsyncStdOutbox = QueueOutbox;
 
 /// What woke the connection task.
 enum Wake {
@@ -74,13 +63,11 @@ pub(crate) async fn serve(
     let (mut wire, leftover) = match limits.websocket {
         None => (Wire::Raw, Bytes::new()),
         Some(max_frame) => match handshake(&mut reader, &mut writer, remote).await {
-            Some(leftover) => (Wire::WebSocket(Deframer::new(max_frame)), leftover),
+            Some(leftover) => (Wire::WebSocket(Box::new(Deframer::new(max_frame))), leftover),
             None => return,
         },
     };
-    let (tx, rx) = channel::unbounded();
-    let backlog = Arc::new(Backlog::new(limits.backlog));
-    let outbox = QueueOutbox::new(Queue(tx), backlog.clone());
+    let (outbox, mut rx) = culex_runtime::outbox::channel(limits.backlog);
     let (reply, id) = channel::bounded(1);
     let reply = Box::new(move |conn: ConnId| {
         let _ = reply.try_send(conn);
@@ -113,14 +100,14 @@ pub(crate) async fn serve(
             }
         }
         let read = async { Wake::Read(read_when_ready(&mut reader).await) };
-        let out = async { Wake::Out(rx.recv().await.ok()) };
+        let out = async { Wake::Out(rx.recv().await) };
         match read.or(out).await {
             Wake::Read(read) => match read {
                 Ok(chunk) if !chunk.is_empty() => data = Bytes::from(chunk),
                 _ => gone = true,
             },
             Wake::Out(out) => match out {
-                Some(Out::Data(data)) => match write_queued(&mut writer, &rx, data, &backlog, &wire).await {
+                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &wire).await {
                     Ok(Written::All) => {}
                     Ok(Written::ThenClose) => return finish(conn, writer).await,
                     Err(_) => {
@@ -145,20 +132,19 @@ enum Written {
 /// Writes `first` and whatever else is already queued.
 async fn write_queued(
     writer: &mut TcpStream,
-    rx: &Receiver<Out>,
+    rx: &mut OutboxReader,
     first: Bytes,
-    backlog: &Backlog,
     wire: &Wire,
 ) -> std::io::Result<Written> {
     let mut data = first;
     loop {
         let len = data.len();
         writer.write_all(&wire.outgoing(data)).await?;
-        backlog.written(len);
+        rx.written(len);
         match rx.try_recv() {
-            Ok(Out::Data(next)) => data = next,
-            Ok(Out::Close) => return Ok(Written::ThenClose),
-            Err(_) => return Ok(Written::All),
+            Some(Out::Data(next)) => data = next,
+            Some(Out::Close) => return Ok(Written::ThenClose),
+            None => return Ok(Written::All),
         }
     }
 }

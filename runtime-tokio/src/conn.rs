@@ -2,34 +2,25 @@
 //! come, writes come from the core through the connection's outbox.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use culex_core::{ConnId, ListenerId, Peer};
 use culex_runtime::driver::Event;
-use culex_runtime::ws::{self, Deframer, Handshake, HandshakeStep, Wire};
-use culex_runtime::{Backlog, Out, OutQueue, QueueOutbox};
+use culex_runtime::ws::{self, Deframed, Deframer, Handshake, HandshakeStep, Wire};
+use culex_runtime::{Out, OutboxReader, QueueOutbox};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 /// Bytes read per call; a frame may span reads, the core reassembles.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The channel from the core to a connection task.
-#[derive(Debug)]
-pub(crate) struct Queue(mpsc::UnboundedSender<Out>);
-
-impl OutQueue for Queue {
-    fn push(&self, out: Out) {
-        let _ = self.0.send(out);
-    }
-}
-
 /// The core's handle to a connection on tokio.
-pub(crate) type TokioOutbox = QueueOutbox<Queue>;
+pub(crate) type TokioOutbox = QueueOutbox;
 
 /// What a listener's connections are allowed and speak.
 #[derive(Debug, Clone, Copy)]
@@ -42,25 +33,25 @@ pub(crate) struct Limits {
     pub(crate) websocket: Option<u64>,
 }
 
-/// Serves one accepted socket until either side ends it.
+/// Opens one accepted socket (the WebSocket handshake, the broker task's
+/// id for it), then serves it in a task of its own until either side ends
+/// it. That task holds only [`Served`]: the opening's state and waits
+/// would otherwise stay in every idle connection's task.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     limits: Limits,
     events: mpsc::Sender<Event<TokioOutbox>>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
     let (mut wire, leftover) = match limits.websocket {
         None => (Wire::Raw, Bytes::new()),
-        Some(max_frame) => match handshake(&mut reader, &mut writer, remote).await {
-            Some(leftover) => (Wire::WebSocket(Deframer::new(max_frame)), leftover),
+        Some(max_frame) => match handshake(&mut stream, remote).await {
+            Some(leftover) => (Wire::WebSocket(Box::new(Deframer::new(max_frame))), leftover),
             None => return,
         },
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let backlog = Arc::new(Backlog::new(limits.backlog));
-    let outbox = QueueOutbox::new(Queue(tx), backlog.clone());
+    let (outbox, rx) = culex_runtime::outbox::channel(limits.backlog);
     let (reply, id) = oneshot::channel();
     let reply = Box::new(move |conn: ConnId| {
         let _ = reply.send(conn);
@@ -70,109 +61,222 @@ pub(crate) async fn serve(
         return;
     }
     let Ok(conn) = id.await else { return };
-    let (mut data, mut gone) = (leftover, false);
-    loop {
-        if gone {
-            let _ = events.send(Event::Closed { conn }).await;
+    let mut served = Served { conn, stream, wire: Wire::Raw, rx, events, read_first: true };
+    if !leftover.is_empty() {
+        let got = wire.incoming(leftover);
+        served.wire = wire;
+        if served.incoming(Box::new(got)).await == Flow::Stop {
             return;
         }
-        if !data.is_empty() {
-            // Raw TCP passes bytes through; WebSocket unframes them.
-            let got = wire.incoming(std::mem::take(&mut data));
-            if !got.data.is_empty() && events.send(Event::Data { conn, data: got.data }).await.is_err() {
+    } else {
+        served.wire = wire;
+    }
+    // Run in place (`run` borrows it): moved into a local, `served` would
+    // be held twice.
+    tokio::spawn(async move { served.run().await });
+}
+
+/// A connection the broker task knows, as its task holds it while it waits.
+struct Served {
+    conn: ConnId,
+    stream: TcpStream,
+    wire: Wire,
+    rx: OutboxReader,
+    events: mpsc::Sender<Event<TokioOutbox>>,
+    /// Which of reading and writing is looked at first next time: they
+    /// take turns, so that neither direction starves the other.
+    read_first: bool,
+}
+
+/// What woke a waiting connection.
+enum Wake {
+    Readable(std::io::Result<()>),
+    Out(Option<Out>),
+}
+
+/// What a read gave.
+enum Read {
+    /// MQTT bytes.
+    Data(Bytes),
+    /// MQTT bytes, then WebSocket replies to write or the end.
+    WebSocket(Box<Deframed>),
+    /// A spurious wake-up.
+    Nothing,
+    /// End of stream or a socket error.
+    End,
+}
+
+/// Whether the connection goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// What a wake-up leads to: nothing to wait for, or a wait. Waits are
+/// boxed: held in place, the largest of them would make every idle
+/// connection's task that large. The common cases (bytes read and handed
+/// to the broker task's queue) wait for nothing.
+enum Step<'a> {
+    Done(Flow),
+    Wait(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
+}
+
+impl Future for Step<'_> {
+    type Output = Flow;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Flow> {
+        match self.get_mut() {
+            Self::Done(flow) => Poll::Ready(*flow),
+            Self::Wait(wait) => wait.as_mut().poll(cx),
+        }
+    }
+}
+
+impl Served {
+    /// Serves the connection until either side ends it.
+    async fn run(&mut self) {
+        loop {
+            let wake = self.next_wake().await;
+            if self.on_wake(wake).await == Flow::Stop {
                 return;
-            }
-            if !got.reply.is_empty() && writer.write_all(&got.reply).await.is_err() {
-                let _ = events.send(Event::Closed { conn }).await;
-                return;
-            }
-            if let Some(end) = got.end {
-                debug!(%conn, ?end, "WebSocket connection ended by the client");
-                let _ = events.send(Event::Closed { conn }).await;
-                return finish(conn, writer).await;
             }
         }
-        tokio::select! {
-            // Wait for readiness, then read into a buffer that lives only
-            // for the read: an idle connection holds no read buffer.
-            ready = reader.readable() => {
-                let mut chunk = [0u8; READ_CHUNK];
-                match ready.and_then(|()| reader.try_read(&mut chunk)) {
-                    Ok(0) => gone = true,
-                    Ok(n) => data = Bytes::copy_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => gone = true,
+    }
+
+    /// The socket is readable or the core queued something, whichever
+    /// comes first (both in turn when both are ready).
+    async fn next_wake(&mut self) -> Wake {
+        self.read_first = !self.read_first;
+        let read_first = self.read_first;
+        let (stream, rx) = (&self.stream, &mut self.rx);
+        std::future::poll_fn(|cx| {
+            if read_first {
+                if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(Wake::Readable(ready));
                 }
             }
-            out = rx.recv() => match out {
-                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &backlog, &wire).await {
-                    Ok(Written::All) => {}
-                    Ok(Written::ThenClose) => return finish(conn, writer).await,
-                    Err(_) => {
-                        let _ = events.send(Event::Closed { conn }).await;
-                        return;
-                    }
-                },
-                Some(Out::Close) | None => return finish(conn, writer).await,
+            if let Poll::Ready(out) = rx.poll_recv(cx) {
+                return Poll::Ready(Wake::Out(out));
+            }
+            stream.poll_read_ready(cx).map(Wake::Readable)
+        })
+        .await
+    }
+
+    fn on_wake(&mut self, wake: Wake) -> Step<'_> {
+        match wake {
+            Wake::Readable(ready) => match self.read(ready) {
+                Read::Data(data) => self.to_broker(Event::Data { conn: self.conn, data }, Flow::Continue),
+                Read::WebSocket(got) => Step::Wait(Box::pin(self.incoming(got))),
+                Read::Nothing => Step::Done(Flow::Continue),
+                Read::End => self.closed(),
             },
+            Wake::Out(Some(Out::Data(data))) => Step::Wait(Box::pin(self.write_queued(data))),
+            Wake::Out(Some(Out::Close) | None) => Step::Wait(Box::pin(self.finish())),
         }
     }
-}
 
-/// How a round of writing ended.
-enum Written {
-    /// Everything queued is written.
-    All,
-    /// Everything queued is written and the core asked to close.
-    ThenClose,
-}
-
-/// Writes `first` and whatever else is already queued.
-async fn write_queued(
-    writer: &mut OwnedWriteHalf,
-    rx: &mut mpsc::UnboundedReceiver<Out>,
-    first: Bytes,
-    backlog: &Backlog,
-    wire: &Wire,
-) -> std::io::Result<Written> {
-    let mut data = first;
-    loop {
-        let len = data.len();
-        writer.write_all(&wire.outgoing(data)).await?;
-        backlog.written(len);
-        match rx.try_recv() {
-            Ok(Out::Data(next)) => data = next,
-            Ok(Out::Close) => return Ok(Written::ThenClose),
-            Err(_) => return Ok(Written::All),
+    /// Reads what the socket has into a buffer that lives only for the
+    /// read (not in the task: an idle connection holds no read buffer).
+    fn read(&mut self, ready: std::io::Result<()>) -> Read {
+        let mut chunk = [0u8; READ_CHUNK];
+        match ready.and_then(|()| self.stream.try_read(&mut chunk)) {
+            Ok(0) => Read::End,
+            // Raw TCP passes bytes through; WebSocket unframes them.
+            Ok(n) => match self.wire.incoming(Bytes::copy_from_slice(&chunk[..n])) {
+                Deframed { data, reply, end: None } if reply.is_empty() && data.is_empty() => Read::Nothing,
+                Deframed { data, reply, end: None } if reply.is_empty() => Read::Data(data),
+                got => Read::WebSocket(Box::new(got)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::Nothing,
+            Err(_) => Read::End,
         }
     }
-}
 
-async fn finish(conn: ConnId, mut writer: OwnedWriteHalf) {
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
-    debug!(%conn, "connection closed by the broker");
+    /// Hands `event` to the broker task, then goes on as `then` says
+    /// (stops if the broker task is gone).
+    fn to_broker(&self, event: Event<TokioOutbox>, then: Flow) -> Step<'_> {
+        match self.events.try_send(event) {
+            Ok(()) => Step::Done(then),
+            Err(TrySendError::Full(event)) => {
+                let events = &self.events;
+                Step::Wait(Box::pin(async move { if events.send(event).await.is_ok() { then } else { Flow::Stop } }))
+            }
+            Err(TrySendError::Closed(_)) => Step::Done(Flow::Stop),
+        }
+    }
+
+    /// The socket ended: tells the broker task.
+    fn closed(&self) -> Step<'_> {
+        self.to_broker(Event::Closed { conn: self.conn }, Flow::Stop)
+    }
+
+    /// Hands what was read to the broker task and writes the WebSocket
+    /// replies.
+    async fn incoming(&mut self, got: Box<Deframed>) -> Flow {
+        let Deframed { data, reply, end } = *got;
+        if !data.is_empty() && self.to_broker(Event::Data { conn: self.conn, data }, Flow::Continue).await == Flow::Stop
+        {
+            return Flow::Stop;
+        }
+        if !reply.is_empty() && self.stream.write_all(&reply).await.is_err() {
+            return self.closed().await;
+        }
+        if let Some(end) = end {
+            debug!(conn = %self.conn, ?end, "WebSocket connection ended by the client");
+            self.closed().await;
+            return self.finish().await;
+        }
+        Flow::Continue
+    }
+
+    /// Writes `first` and whatever else is already queued.
+    async fn write_queued(&mut self, first: Bytes) -> Flow {
+        let mut data = first;
+        loop {
+            let len = data.len();
+            if self.stream.write_all(&self.wire.outgoing(data)).await.is_err() {
+                return self.closed().await;
+            }
+            self.rx.written(len);
+            match self.rx.try_recv() {
+                Some(Out::Data(next)) => data = next,
+                Some(Out::Close) => return self.finish().await,
+                None => return Flow::Continue,
+            }
+        }
+    }
+
+    /// The broker closed the connection: what was written goes out, then
+    /// the end of the stream.
+    async fn finish(&mut self) -> Flow {
+        let _ = self.stream.flush().await;
+        let _ = self.stream.shutdown().await;
+        debug!(conn = %self.conn, "connection closed by the broker");
+        Flow::Stop
+    }
 }
 
 /// The WebSocket opening handshake, within [`ws::HANDSHAKE_TIMEOUT`]:
 /// the frame bytes read after the request, or `None` if the connection
 /// is over (refused, timed out, gone).
-async fn handshake(reader: &mut OwnedReadHalf, writer: &mut OwnedWriteHalf, remote: SocketAddr) -> Option<Bytes> {
+async fn handshake(stream: &mut TcpStream, remote: SocketAddr) -> Option<Bytes> {
     let mut handshake = Handshake::new();
     let mut buf = vec![0; 2048];
     let work = async {
         loop {
-            let n = reader.read(&mut buf).await.ok().filter(|&n| n > 0)?;
+            let n = stream.read(&mut buf).await.ok().filter(|&n| n > 0)?;
             match handshake.feed(&buf[..n]) {
                 HandshakeStep::NeedMore => {}
                 HandshakeStep::Accept { response, leftover } => {
-                    writer.write_all(&response).await.ok()?;
+                    stream.write_all(&response).await.ok()?;
                     return Some(leftover);
                 }
                 HandshakeStep::Refuse { response, reason } => {
                     debug!(%remote, reason, "WebSocket handshake refused");
-                    let _ = writer.write_all(&response).await;
-                    let _ = writer.shutdown().await;
+                    let _ = stream.write_all(&response).await;
+                    let _ = stream.shutdown().await;
                     return None;
                 }
             }
@@ -183,4 +287,28 @@ async fn handshake(reader: &mut OwnedReadHalf, writer: &mut OwnedWriteHalf, remo
         debug!(%remote, "WebSocket handshake timed out");
     }
     result.ok().flatten()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Largest `Served` task future that keeps tokio's task cell (aligned
+    /// to 128 bytes, about 100 bytes of its own) at 256 bytes.
+    const TASK_FUTURE_MAX: usize = 152;
+
+    /// Every idle connection holds one such task: its size is memory per
+    /// connection (measured with heaptrack, docs/benchmarks.md).
+    #[tokio::test]
+    async fn an_idle_connections_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (events, _events) = mpsc::channel(1);
+        let (_outbox, rx) = culex_runtime::outbox::channel(1);
+        let mut served = Served { conn: ConnId(1), stream, wire: Wire::Raw, rx, events, read_first: false };
+        let run = async move { served.run().await };
+        let size = size_of_val(&run);
+        assert!(size <= TASK_FUTURE_MAX, "a connection task's future is {size} bytes, over {TASK_FUTURE_MAX}");
+    }
 }
