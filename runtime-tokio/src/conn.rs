@@ -1,5 +1,6 @@
-//! One task per connection on tokio: reads go to the broker task as they
-//! come, writes come from the core through the connection's outbox.
+//! One task per connection on tokio (after a short-lived one for its
+//! opening): reads go to the broker task as they come, writes come from
+//! the core through the connection's outbox.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -44,7 +45,7 @@ pub(crate) async fn serve(
     events: mpsc::Sender<Event<TokioOutbox>>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut wire, leftover) = match limits.websocket {
+    let (wire, leftover) = match limits.websocket {
         None => (Wire::Raw, Bytes::new()),
         Some(max_frame) => match handshake(&mut stream, remote).await {
             Some(leftover) => (Wire::WebSocket(Box::new(Deframer::new(max_frame))), leftover),
@@ -61,15 +62,12 @@ pub(crate) async fn serve(
         return;
     }
     let Ok(conn) = id.await else { return };
-    let mut served = Served { conn, stream, wire: Wire::Raw, rx, events, read_first: true };
+    let mut served = Served { conn, stream, wire, rx, events, read_first: true };
     if !leftover.is_empty() {
-        let got = wire.incoming(leftover);
-        served.wire = wire;
+        let got = served.wire.incoming(leftover);
         if served.incoming(Box::new(got)).await == Flow::Stop {
             return;
         }
-    } else {
-        served.wire = wire;
     }
     // Run in place (`run` borrows it): moved into a local, `served` would
     // be held twice.
