@@ -1,7 +1,7 @@
 //! The broker: every connection, session, subscription and retained
 //! message, driven by [`Input`]s and time, answering with [`Action`]s.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use crate::sys::SysTopics;
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
 use crate::topic::TopicFilter;
-use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
+use crate::types::{ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};
 
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
@@ -59,7 +59,9 @@ pub struct Broker {
     limits: Limits,
     max_packet_size: usize,
     policy: Box<dyn AccessPolicy>,
-    conns: HashMap<ConnId, Connection>,
+    /// Boxed: the map's spare buckets (up to half of them) then cost a
+    /// pointer each, not a whole connection.
+    conns: ConnIdMap<Box<Connection>>,
     next_conn: u64,
     sessions: SessionStore,
     subscriptions: SubscriptionTree<SessionKey>,
@@ -89,7 +91,8 @@ struct Connection {
     keep_alive: Option<Duration>,
     /// The connection's entry in `Broker::deadlines`.
     armed: Option<Instant>,
-    will: Option<LastWill>,
+    /// Boxed: most clients have none.
+    will: Option<Box<LastWill>>,
 }
 
 #[derive(Debug)]
@@ -186,7 +189,7 @@ impl Broker {
             ids: IdGenerator::new(config.id_seed),
             config,
             policy,
-            conns: HashMap::new(),
+            conns: ConnIdMap::default(),
             next_conn: 1,
             sessions: SessionStore::default(),
             subscriptions: SubscriptionTree::new(),
@@ -282,7 +285,7 @@ impl Broker {
         };
         let deadline = now.instant + self.config.connect_timeout;
         self.deadlines.arm(id, deadline, &mut conn.armed);
-        self.conns.insert(id, conn);
+        self.conns.insert(id, Box::new(conn));
         id
     }
 
@@ -585,7 +588,7 @@ impl Broker {
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
         conn.state = ConnState::Active { session: key, username: connect.username.clone() };
-        conn.will = connect.will;
+        conn.will = connect.will.map(Box::new);
         conn.keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         if let Some((due, _)) = conn.deadline(self.config.connect_timeout) {
             self.deadlines.arm(id, due, &mut conn.armed);
@@ -811,7 +814,7 @@ impl Broker {
             _ => {
                 if session.enqueue(out, limits) == Err(QueueFull) {
                     self.counters.messages_dropped += 1;
-                    if session.dropped == 1 {
+                    if session.dropped() == 1 {
                         warn!("Outgoing messages are being dropped for client {}.", session.client_id);
                     }
                 }
@@ -955,7 +958,7 @@ impl Broker {
     fn close(&mut self, now: Now, id: ConnId, reason: CloseReason) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
         if !conn.outbuf.is_empty() {
-            self.actions.push_back(Action::Send { conn: id, data: conn.outbuf.split().freeze() });
+            self.actions.push_back(Action::Send { conn: id, data: std::mem::take(&mut conn.outbuf).freeze() });
         }
         if reason != CloseReason::ConnectionLost {
             self.actions.push_back(Action::Close { conn: id, reason });
@@ -978,7 +981,7 @@ impl Broker {
         // A will is a PUBLISH by its client: the same write rules apply.
         let info = ClientInfo { client_id: &client, username: username.as_deref(), listener: conn.peer.listener };
         if let Some(will) = will.filter(|w| self.policy.may_publish(info, &w.topic)) {
-            self.route(now, Arc::new(Message::from_will(will)));
+            self.route(now, Arc::new(Message::from_will(*will)));
         }
     }
 

@@ -101,4 +101,4 @@ pub use message::Message;
 pub use peer::{Identity, ListenerId, Peer};
 pub use time::{Instant, Now, UnixTime};
 pub use topic::{TopicFilter, TopicName};
-pub use types::{ClientId, ConnId, PacketId, Protocol, QoS};
+pub use types::{ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};

@@ -6,8 +6,6 @@
 //! presence state machine (or only to the log when no Redis is
 //! configured). A runtime is then only sockets, timers and Redis calls.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use bytestring::ByteString;
 use tracing::info;
@@ -19,7 +17,7 @@ use crate::peer::{ListenerId, Peer};
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
 use crate::time::{Instant, Now};
-use crate::types::{ClientId, ConnId};
+use crate::types::{ClientId, ConnId, ConnIdMap};
 
 /// A runtime's handle to one connection's writer. Both methods must return
 /// at once: the core never waits for a socket.
@@ -61,7 +59,7 @@ pub struct AuthRequest {
 pub struct Server<O> {
     broker: Broker,
     presence: Option<PresenceSync>,
-    outboxes: HashMap<ConnId, O>,
+    outboxes: ConnIdMap<O>,
     auth_requests: Vec<AuthRequest>,
 }
 
@@ -69,7 +67,7 @@ impl<O: Outbox> Server<O> {
     /// A server around `broker`; `presence` is `None` when presence goes
     /// only to the log.
     pub fn new(broker: Broker, presence: Option<PresenceSync>) -> Self {
-        Self { broker, presence, outboxes: HashMap::new(), auth_requests: Vec::new() }
+        Self { broker, presence, outboxes: ConnIdMap::default(), auth_requests: Vec::new() }
     }
 
     /// A new connection from `peer`, written to through `outbox`.

@@ -83,16 +83,37 @@ pub(crate) struct Session {
     /// session: an offline session is judged by them when the policy
     /// changes.
     pub(crate) owner: (Option<ByteString>, ListenerId),
+    /// QoS 1/2 and queueing state, made on first use: a client that has
+    /// only connected (or only uses QoS 0 while online) holds none.
+    flow: Option<Box<Flow>>,
+}
+
+/// What a session holds for messages in flight or waiting.
+#[derive(Debug)]
+struct Flow {
     inflight: VecDeque<Inflight>,
     queue: VecDeque<Outgoing>,
     queued_bytes: usize,
     /// Incoming QoS 2 messages: PUBREC sent, PUBREL awaited. The message is
     /// routed on PUBREL, as Mosquitto does; `None` marks one that was
     /// dropped (too large, refused) but still owes its handshake.
-    incoming: HashMap<PacketId, Option<Arc<Message>>>,
+    incoming: BTreeMap<PacketId, Option<Arc<Message>>>,
     next_id: PacketId,
     /// Copies dropped because the queue was full, since the last report.
-    pub(crate) dropped: u64,
+    dropped: u64,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self {
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            incoming: BTreeMap::new(),
+            next_id: PacketId::MIN,
+            dropped: 0,
+        }
+    }
 }
 
 impl Session {
@@ -103,58 +124,66 @@ impl Session {
             conn: None,
             subscriptions: BTreeMap::new(),
             owner: (None, ListenerId::default()),
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            incoming: HashMap::new(),
-            next_id: PacketId::MIN,
-            dropped: 0,
+            flow: None,
         }
+    }
+
+    fn flow(&mut self) -> &mut Flow {
+        self.flow.get_or_insert_with(Box::default)
     }
 
     /// Whether a new QoS 1/2 copy may go out now rather than wait in the
     /// queue (which keeps order: nothing overtakes a queued copy).
     pub(crate) fn can_send_now(&self, limits: Limits) -> bool {
-        self.conn.is_some() && self.queue.is_empty() && self.inflight.len() < limits.window
+        self.conn.is_some() && self.flow.as_ref().is_none_or(|f| f.queue.is_empty() && f.inflight.len() < limits.window)
     }
 
     /// Puts `out` in flight under a fresh packet id and returns the id.
     /// Ids count from 1 and skip those in use ([MQTT-2.3.1-4]).
     pub(crate) fn start(&mut self, out: Outgoing) -> PacketId {
-        let mut id = self.next_id;
-        while self.inflight.iter().any(|f| f.id == id) {
+        let flow = self.flow();
+        let mut id = flow.next_id;
+        while flow.inflight.iter().any(|f| f.id == id) {
             id = id.next();
         }
-        self.next_id = id.next();
+        flow.next_id = id.next();
         let stage = match out.qos {
             QoS::ExactlyOnce => Stage::Unreceived,
             _ => Stage::Unacknowledged,
         };
-        self.inflight.push_back(Inflight { id, stage, out });
+        flow.inflight.push_back(Inflight { id, stage, out });
         id
     }
 
     /// Queues `out` behind the window, within the limits.
     pub(crate) fn enqueue(&mut self, out: Outgoing, limits: Limits) -> Result<(), QueueFull> {
-        let full_count = limits.max_queued != 0 && self.queue.len() >= limits.max_queued;
+        let flow = self.flow();
+        let full_count = limits.max_queued != 0 && flow.queue.len() >= limits.max_queued;
         let full_bytes =
-            limits.max_queued_bytes != 0 && self.queued_bytes + out.payload_len() > limits.max_queued_bytes;
+            limits.max_queued_bytes != 0 && flow.queued_bytes + out.payload_len() > limits.max_queued_bytes;
         if full_count || full_bytes {
-            self.dropped += 1;
+            flow.dropped += 1;
             return Err(QueueFull);
         }
-        self.queued_bytes += out.payload_len();
-        self.queue.push_back(out);
+        flow.queued_bytes += out.payload_len();
+        flow.queue.push_back(out);
         Ok(())
+    }
+
+    /// Copies dropped because the queue was full, since the last report.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.flow.as_ref().map_or(0, |f| f.dropped)
     }
 
     /// The next queued copy, if the window has room for it.
     pub(crate) fn next_queued(&mut self, limits: Limits) -> Option<Outgoing> {
-        if self.conn.is_none() || self.inflight.len() >= limits.window {
+        self.conn?;
+        let flow = self.flow.as_mut()?;
+        if flow.inflight.len() >= limits.window {
             return None;
         }
-        let out = self.queue.pop_front()?;
-        self.queued_bytes -= out.payload_len();
+        let out = flow.queue.pop_front()?;
+        flow.queued_bytes -= out.payload_len();
         Some(out)
     }
 
@@ -165,7 +194,8 @@ impl Session {
 
     /// Moves a QoS 2 delivery to its release stage.
     pub(crate) fn pubrec(&mut self, id: PacketId) -> PubRecOutcome {
-        match self.inflight.iter_mut().find(|f| f.id == id) {
+        let found = self.flow.as_mut().and_then(|flow| flow.inflight.iter_mut().find(|f| f.id == id));
+        match found {
             Some(f) if f.stage != Stage::Unacknowledged => {
                 f.stage = Stage::Released;
                 PubRecOutcome::Release
@@ -180,9 +210,10 @@ impl Session {
     }
 
     fn complete(&mut self, id: PacketId, stage: Stage) -> bool {
-        match self.inflight.iter().position(|f| f.id == id && f.stage == stage) {
+        let Some(flow) = self.flow.as_mut() else { return false };
+        match flow.inflight.iter().position(|f| f.id == id && f.stage == stage) {
             Some(at) => {
-                self.inflight.remove(at);
+                flow.inflight.remove(at);
                 true
             }
             None => false,
@@ -191,41 +222,44 @@ impl Session {
 
     /// The in-flight window in send order, for resending on reconnect.
     pub(crate) fn inflight(&self) -> impl Iterator<Item = &Inflight> {
-        self.inflight.iter()
+        self.flow.iter().flat_map(|f| f.inflight.iter())
     }
 
     /// Forgets an in-flight copy that will not be resent (it expired).
     pub(crate) fn forget(&mut self, id: PacketId) {
-        self.inflight.retain(|f| f.id != id);
+        if let Some(flow) = self.flow.as_mut() {
+            flow.inflight.retain(|f| f.id != id);
+        }
     }
 
     pub(crate) fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.flow.as_ref().map_or(0, |f| f.inflight.len())
     }
 
     pub(crate) fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.flow.as_ref().map_or(0, |f| f.queue.len())
     }
 
     /// Records an incoming QoS 2 PUBLISH; false if `id` is already awaiting
     /// PUBREL (a duplicate: acknowledge again, route nothing,
     /// [MQTT-4.3.3-2]).
     pub(crate) fn receive_qos2(&mut self, id: PacketId, message: Option<Arc<Message>>) -> bool {
-        if self.incoming.contains_key(&id) {
+        let flow = self.flow();
+        if flow.incoming.contains_key(&id) {
             return false;
         }
-        self.incoming.insert(id, message);
+        flow.incoming.insert(id, message);
         true
     }
 
     /// Number of incoming QoS 2 messages awaiting PUBREL.
     pub(crate) fn incoming_len(&self) -> usize {
-        self.incoming.len()
+        self.flow.as_ref().map_or(0, |f| f.incoming.len())
     }
 
     /// Takes the message released by PUBREL `id`, if one is held.
     pub(crate) fn release(&mut self, id: PacketId) -> Option<Arc<Message>> {
-        self.incoming.remove(&id).flatten()
+        self.flow.as_mut()?.incoming.remove(&id).flatten()
     }
 }
 
@@ -237,7 +271,9 @@ pub(crate) struct SessionKey(u32);
 /// Every session, reachable by key and by client id.
 #[derive(Debug, Default)]
 pub(crate) struct SessionStore {
-    slots: Vec<Option<Session>>,
+    /// Boxed: the vector's spare capacity (up to half of it) then costs a
+    /// pointer per slot, not a whole session.
+    slots: Vec<Option<Box<Session>>>,
     free: Vec<u32>,
     by_client: HashMap<ClientId, SessionKey>,
 }
@@ -248,23 +284,23 @@ impl SessionStore {
     }
 
     pub(crate) fn get(&self, key: SessionKey) -> Option<&Session> {
-        self.slots.get(key.0 as usize).and_then(Option::as_ref)
+        self.slots.get(key.0 as usize).and_then(Option::as_deref)
     }
 
     pub(crate) fn get_mut(&mut self, key: SessionKey) -> Option<&mut Session> {
-        self.slots.get_mut(key.0 as usize).and_then(Option::as_mut)
+        self.slots.get_mut(key.0 as usize).and_then(Option::as_deref_mut)
     }
 
     pub(crate) fn insert(&mut self, session: Session) -> SessionKey {
         let client_id = session.client_id.clone();
         let key = match self.free.pop() {
             Some(slot) => {
-                self.slots[slot as usize] = Some(session);
+                self.slots[slot as usize] = Some(Box::new(session));
                 SessionKey(slot)
             }
             None => {
                 let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-                self.slots.push(Some(session));
+                self.slots.push(Some(Box::new(session)));
                 SessionKey(slot)
             }
         };
@@ -276,7 +312,7 @@ impl SessionStore {
         let session = self.slots.get_mut(key.0 as usize)?.take()?;
         self.by_client.remove(&session.client_id);
         self.free.push(key.0);
-        Some(session)
+        Some(*session)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -319,7 +355,7 @@ mod tests {
         let b = s.start(out(QoS::AtLeastOnce));
         assert_eq!((a.get(), b.get()), (1, 2));
         assert!(s.puback(a));
-        s.next_id = a;
+        s.flow().next_id = a;
         // 1 is free again, 2 is still in flight.
         assert_eq!(s.start(out(QoS::AtLeastOnce)).get(), 1);
         assert_eq!(s.start(out(QoS::AtLeastOnce)).get(), 3);
@@ -334,7 +370,7 @@ mod tests {
         assert_eq!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Ok(()));
         assert_eq!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Ok(()));
         assert_eq!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Err(QueueFull));
-        assert_eq!(s.dropped, 1);
+        assert_eq!(s.dropped(), 1);
         assert!(s.next_queued(LIMITS).is_none());
     }
 

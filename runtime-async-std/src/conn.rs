@@ -2,34 +2,23 @@
 //! they come, writes come from the core through the connection's outbox.
 
 use std::net::{Shutdown, SocketAddr};
-use std::sync::Arc;
 
-use async_std::channel::{self, Receiver, Sender};
+use async_std::channel::{self, Sender};
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::TcpStream;
 use bytes::Bytes;
 use culex_core::{ConnId, Identity, ListenerId, Peer};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
-use culex_runtime::{Backlog, Link, OpenStep, Opening, Out, OutQueue, QueueOutbox, Transport};
+use culex_runtime::{Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox, Transport};
 use futures_lite::FutureExt;
 use tracing::debug;
 
 /// Bytes read per call; a frame may span reads, the core reassembles.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The channel from the core to a connection task.
-#[derive(Debug)]
-pub(crate) struct Queue(Sender<Out>);
-
-impl OutQueue for Queue {
-    fn push(&self, out: Out) {
-        let _ = self.0.try_send(out);
-    }
-}
-
 /// The core's handle to a connection on async-std.
-pub(crate) type AsyncStdOutbox = QueueOutbox<Queue>;
+pub(crate) type AsyncStdOutbox = QueueOutbox;
 
 /// What woke the connection task.
 enum Wake {
@@ -78,9 +67,7 @@ pub(crate) async fn serve(
             None => return,
         },
     };
-    let (tx, rx) = channel::unbounded();
-    let backlog = Arc::new(Backlog::new(limits.backlog));
-    let outbox = QueueOutbox::new(Queue(tx), backlog.clone());
+    let (outbox, mut rx) = culex_runtime::outbox::channel(limits.backlog);
     let (reply, id) = channel::bounded(1);
     let reply = Box::new(move |conn: ConnId| {
         let _ = reply.try_send(conn);
@@ -113,33 +100,23 @@ pub(crate) async fn serve(
             }
         }
         let read = async { Wake::Read(read_when_ready(&mut reader).await) };
-        let out = async { Wake::Out(rx.recv().await.ok()) };
+        let out = async { Wake::Out(rx.recv().await) };
         match read.or(out).await {
             Wake::Read(read) => match read {
                 Ok(chunk) if !chunk.is_empty() => data = Bytes::from(chunk),
                 _ => gone = true,
             },
             Wake::Out(out) => match out {
-                Some(Out::Data(data)) => {
-                    let aborted = async {
-                        backlog.aborted().await;
-                        Ok(Written::Aborted)
-                    };
-                    match write_queued(&mut writer, &rx, data, &backlog, &mut link).or(aborted).await {
-                        Ok(Written::All) => {}
-                        Ok(Written::ThenClose) => return finish(conn, writer, &mut link).await,
-                        // The client is not reading: close the socket at once,
-                        // with no wait for it to drain.
-                        Ok(Written::Aborted) => {
-                            let _ = writer.shutdown(Shutdown::Both);
-                            return;
-                        }
-                        Err(_) => {
-                            let _ = events.send(Event::Closed { conn }).await;
-                            return;
-                        }
+                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &mut link).await {
+                    Ok(Written::All) => {}
+                    Ok(Written::ThenClose) => return finish(conn, writer, &mut link).await,
+                    Ok(Written::Aborted) => return abort(conn, &writer),
+                    Err(_) => {
+                        let _ = events.send(Event::Closed { conn }).await;
+                        return;
                     }
-                }
+                },
+                Some(Out::Abort) => return abort(conn, &writer),
                 Some(Out::Close) | None => return finish(conn, writer, &mut link).await,
             },
         }
@@ -156,25 +133,41 @@ enum Written {
     Aborted,
 }
 
-/// Writes `first` and whatever else is already queued.
+/// Writes `first` and whatever else is already queued; a write blocked
+/// on a client that does not read ends when the core drops that client.
 async fn write_queued(
     writer: &mut TcpStream,
-    rx: &Receiver<Out>,
+    rx: &mut OutboxReader,
     first: Bytes,
-    backlog: &Backlog,
     link: &mut Link,
 ) -> std::io::Result<Written> {
     let mut data = first;
     loop {
         let len = data.len();
-        writer.write_all(&link.outgoing(data)).await?;
-        backlog.written(len);
+        let bytes = link.outgoing(data);
+        let wrote = async { writer.write_all(&bytes).await.map(|()| true) };
+        let aborted = async {
+            rx.aborted().await;
+            Ok(false)
+        };
+        if !wrote.or(aborted).await? {
+            return Ok(Written::Aborted);
+        }
+        rx.written(len);
         match rx.try_recv() {
-            Ok(Out::Data(next)) => data = next,
-            Ok(Out::Close) => return Ok(Written::ThenClose),
-            Err(_) => return Ok(Written::All),
+            Some(Out::Data(next)) => data = next,
+            Some(Out::Close) => return Ok(Written::ThenClose),
+            Some(Out::Abort) => return Ok(Written::Aborted),
+            None => return Ok(Written::All),
         }
     }
+}
+
+/// The core dropped the client for not reading: the socket closes at once,
+/// with no wait for it to drain.
+fn abort(conn: ConnId, writer: &TcpStream) {
+    let _ = writer.shutdown(Shutdown::Both);
+    debug!(%conn, "connection dropped by the broker: the client is not reading");
 }
 
 /// Ends the connection: TLS close_notify, flush, shut the socket.

@@ -4,13 +4,7 @@
 //! A client that reads slower than it is sent to would otherwise make the
 //! broker hold its messages without bound. QoS 1 and 2 traffic is already
 //! bounded by the core's in-flight window and queue; this bounds the rest:
-//! past the limit the connection is closed, once, without waiting for the
-//! socket to drain: [`Backlog::abort`] wakes a writer blocked on it.
-
-use std::future::Future;
-use std::task::Poll;
-
-use atomic_waker::AtomicWaker;
+//! past the limit the connection is closed, once.
 
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 
@@ -31,14 +25,12 @@ pub struct Backlog {
     bytes: AtomicUsize,
     limit: usize,
     tripped: AtomicBool,
-    /// The connection task, while it waits in [`Backlog::aborted`].
-    writer: AtomicWaker,
 }
 
 impl Backlog {
     /// A backlog that trips past `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { bytes: AtomicUsize::new(0), limit, tripped: AtomicBool::new(false), writer: AtomicWaker::new() }
+        Self { bytes: AtomicUsize::new(0), limit, tripped: AtomicBool::new(false) }
     }
 
     /// Called before queueing `len` bytes.
@@ -63,27 +55,6 @@ impl Backlog {
     pub fn queued(&self) -> usize {
         self.bytes.load(Ordering::Acquire)
     }
-
-    /// The connection is to close now, whatever is still queued: later
-    /// bytes are dropped and [`aborted`](Self::aborted) completes.
-    pub fn abort(&self) {
-        self.tripped.store(true, Ordering::Release);
-        self.writer.wake();
-    }
-
-    /// Completes once [`abort`](Self::abort) was called; the connection
-    /// task races its writes against it.
-    pub fn aborted(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| {
-            if self.tripped.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            self.writer.register(cx.waker());
-            // Checked again: an abort between the first check and the
-            // registration would otherwise go unnoticed.
-            if self.tripped.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
-        })
-    }
 }
 
 #[cfg(all(test, not(culex_loom)))]
@@ -100,19 +71,6 @@ mod tests {
         b.written(10);
         assert_eq!(b.queued(), 0);
         assert_eq!(b.admit(1), Admit::Drop);
-    }
-
-    #[test]
-    fn abort_wakes_the_waiting_writer_and_drops_later_bytes() {
-        let b = std::sync::Arc::new(Backlog::new(10));
-        let waiting = {
-            let b = b.clone();
-            std::thread::spawn(move || futures_lite::future::block_on(b.aborted()))
-        };
-        b.abort();
-        assert!(waiting.join().is_ok());
-        assert_eq!(b.admit(1), Admit::Drop);
-        futures_lite::future::block_on(b.aborted());
     }
 }
 

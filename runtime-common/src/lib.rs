@@ -7,11 +7,12 @@
 //! # State shared between tasks
 //!
 //! The broker task owns the core, the connection registry and the presence
-//! queue outright; other tasks reach them only through channels, so there
-//! is no lock and nothing for a model checker to interleave. Shutdown is a
-//! channel too. The one piece of memory two tasks touch is a connection's
-//! [`Backlog`] counter (the broker task queues, the connection task
-//! writes); its loom models run with
+//! queue outright; other tasks reach them only through channels, so they
+//! need no lock and leave nothing for a model checker to interleave.
+//! Shutdown is a channel too. The one piece of memory two tasks touch is a
+//! connection's outbox ([`outbox::channel`]: its queue under a mutex and
+//! its [`Backlog`] counter; the broker task queues, the connection task
+//! writes); their loom models run with
 //! `RUSTFLAGS="--cfg culex_loom" cargo test -p culex-runtime --features tokio --release --lib loom`.
 
 pub mod backlog;
@@ -32,7 +33,7 @@ pub use backlog::{Admit, Backlog};
 pub use clock::Clock;
 pub use driver::{Event, EventSource, StoreEvent, StoreRequest, Wake};
 pub use link::{Link, OpenStep, Opening, Transport};
-pub use outbox::{Out, OutQueue, QueueOutbox};
+pub use outbox::{Out, OutboxReader, QueueOutbox};
 pub use reload::{ReloadSource, ShutdownOn, Signal, Signals};
 pub use settings::{Launch, Listener, RedisSettings, Settings};
 pub use start::start;

@@ -128,7 +128,7 @@ impl Opening {
                     HandshakeStep::NeedMore => return OpenStep::NeedMore { reply: reply.freeze() },
                     HandshakeStep::Accept { response, leftover } => {
                         reply.extend_from_slice(&self.seal(&response));
-                        (Wire::WebSocket(Deframer::new(max_frame)), leftover)
+                        (Wire::WebSocket(Box::new(Deframer::new(max_frame))), leftover)
                     }
                     HandshakeStep::Refuse { response, reason } => {
                         tracing::debug!(remote = %self.remote, reason, "WebSocket handshake refused");
@@ -146,7 +146,8 @@ impl Opening {
             None => (None, Identity::Connect),
         };
         self.failed = true;
-        OpenStep::Open { reply: reply.freeze(), link: Link { tls, wire }, leftover, identity }
+        let link = Link { layers: Some(Box::new(Layers { tls: tls.map(|session| *session), wire })) };
+        OpenStep::Open { reply: reply.freeze(), link, leftover, identity }
     }
 
     /// Logs that the client did not finish the opening in time.
@@ -173,23 +174,31 @@ impl Opening {
 /// WebSocket), inside TLS or not.
 #[derive(Debug)]
 pub struct Link {
-    /// Boxed: a plain connection pays one pointer for it.
-    tls: Option<Box<TlsSession>>,
+    /// `None` for plain MQTT on TCP, so that a plain connection's task
+    /// pays one pointer for it.
+    layers: Option<Box<Layers>>,
+}
+
+/// What lies under MQTT on a TLS or WebSocket connection.
+#[derive(Debug)]
+struct Layers {
+    tls: Option<TlsSession>,
     wire: Wire,
 }
 
 impl Link {
     /// Plain MQTT on TCP.
     pub fn raw() -> Self {
-        Self { tls: None, wire: Wire::Raw }
+        Self { layers: None }
     }
 
     /// The bytes read, as MQTT bytes plus bytes to write and whether to
     /// end.
     pub fn incoming(&mut self, data: Bytes) -> Deframed {
-        let Some(session) = &mut self.tls else { return self.wire.incoming(data) };
+        let Some(layers) = &mut self.layers else { return Deframed { data, ..Deframed::default() } };
+        let Some(session) = &mut layers.tls else { return layers.wire.incoming(data) };
         let read = session.incoming(&data);
-        let mut got = if read.plain.is_empty() { Deframed::default() } else { self.wire.incoming(read.plain) };
+        let mut got = if read.plain.is_empty() { Deframed::default() } else { layers.wire.incoming(read.plain) };
         let mut reply = BytesMut::from(&read.reply[..]);
         if !got.reply.is_empty() {
             reply.extend_from_slice(&session.outgoing(&got.reply));
@@ -208,8 +217,9 @@ impl Link {
 
     /// Bytes to write for MQTT bytes from the core.
     pub fn outgoing(&mut self, data: Bytes) -> Bytes {
-        let framed = self.wire.outgoing(data);
-        match &mut self.tls {
+        let Some(layers) = &mut self.layers else { return data };
+        let framed = layers.wire.outgoing(data);
+        match &mut layers.tls {
             Some(session) => session.outgoing(&framed),
             None => framed,
         }
@@ -218,7 +228,7 @@ impl Link {
     /// Bytes to write before the broker closes the socket (TLS
     /// close_notify); empty for plain connections.
     pub fn close(&mut self) -> Bytes {
-        match &mut self.tls {
+        match self.layers.as_mut().and_then(|layers| layers.tls.as_mut()) {
             Some(session) => session.close(),
             None => Bytes::new(),
         }

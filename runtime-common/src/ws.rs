@@ -454,8 +454,9 @@ pub fn frame_binary(data: &[u8]) -> Bytes {
 pub enum Wire {
     /// MQTT straight on TCP.
     Raw,
-    /// MQTT in WebSocket binary frames.
-    WebSocket(Deframer),
+    /// MQTT in WebSocket binary frames (boxed: a raw connection's task
+    /// then holds one word for it).
+    WebSocket(Box<Deframer>),
 }
 
 impl Wire {

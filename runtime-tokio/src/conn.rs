@@ -1,35 +1,28 @@
-//! One task per connection on tokio: reads go to the broker task as they
-//! come, writes come from the core through the connection's outbox.
+//! One task per connection on tokio (after a short-lived one for its
+//! opening): reads go to the broker task as they come, writes come from
+//! the core through the connection's outbox.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use culex_core::{ConnId, Identity, ListenerId, Peer};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
-use culex_runtime::{Backlog, Link, OpenStep, Opening, Out, OutQueue, QueueOutbox, Transport};
+use culex_runtime::ws::Deframed;
+use culex_runtime::{Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 /// Bytes read per call; a frame may span reads, the core reassembles.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// The channel from the core to a connection task.
-#[derive(Debug)]
-pub(crate) struct Queue(mpsc::UnboundedSender<Out>);
-
-impl OutQueue for Queue {
-    fn push(&self, out: Out) {
-        let _ = self.0.send(out);
-    }
-}
-
 /// The core's handle to a connection on tokio.
-pub(crate) type TokioOutbox = QueueOutbox<Queue>;
+pub(crate) type TokioOutbox = QueueOutbox;
 
 /// What a listener's connections are allowed and speak.
 #[derive(Debug, Clone)]
@@ -42,25 +35,25 @@ pub(crate) struct Limits {
     pub(crate) transport: Transport,
 }
 
-/// Serves one accepted socket until either side ends it.
+/// Opens one accepted socket (TLS handshake, WebSocket upgrade, the broker
+/// task's id for it), then serves it in a task of its own until either
+/// side ends it. That task holds only [`Served`]: the opening's state and
+/// waits would otherwise stay in every idle connection's task.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     limits: Limits,
     events: mpsc::Sender<Event<TokioOutbox>>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let (mut link, leftover, identity) = match limits.transport.opening(remote) {
+    let (link, leftover, identity) = match limits.transport.opening(remote) {
         None => (Link::raw(), Bytes::new(), Identity::Connect),
-        Some(opening) => match open(&mut reader, &mut writer, opening).await {
+        Some(opening) => match open(&mut stream, opening).await {
             Some(opened) => opened,
             None => return,
         },
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let backlog = Arc::new(Backlog::new(limits.backlog));
-    let outbox = QueueOutbox::new(Queue(tx), backlog.clone());
+    let (outbox, rx) = culex_runtime::outbox::channel(limits.backlog);
     let (reply, id) = oneshot::channel();
     let reply = Box::new(move |conn: ConnId| {
         let _ = reply.send(conn);
@@ -70,122 +63,234 @@ pub(crate) async fn serve(
         return;
     }
     let Ok(conn) = id.await else { return };
-    let (mut data, mut gone) = (leftover, false);
-    loop {
-        if gone {
-            let _ = events.send(Event::Closed { conn }).await;
+    let mut served = Served { conn, stream, link, rx, events, read_first: true };
+    if !leftover.is_empty() {
+        let got = served.link.incoming(leftover);
+        if served.incoming(Box::new(got)).await == Flow::Stop {
             return;
         }
-        if !data.is_empty() {
-            // Raw TCP passes bytes through; TLS decrypts, WebSocket unframes.
-            let got = link.incoming(std::mem::take(&mut data));
-            if !got.data.is_empty() && events.send(Event::Data { conn, data: got.data }).await.is_err() {
+    }
+    // Run in place (`run` borrows it): moved into a local, `served` would
+    // be held twice.
+    tokio::spawn(async move { served.run().await });
+}
+
+/// A connection the broker task knows, as its task holds it while it waits.
+struct Served {
+    conn: ConnId,
+    stream: TcpStream,
+    link: Link,
+    rx: OutboxReader,
+    events: mpsc::Sender<Event<TokioOutbox>>,
+    /// Which of reading and writing is looked at first next time: they
+    /// take turns, so that neither direction starves the other.
+    read_first: bool,
+}
+
+/// What woke a waiting connection.
+enum Wake {
+    Readable(std::io::Result<()>),
+    Out(Option<Out>),
+}
+
+/// What a read gave.
+enum Read {
+    /// MQTT bytes.
+    Data(Bytes),
+    /// MQTT bytes, then WebSocket replies to write or the end.
+    WebSocket(Box<Deframed>),
+    /// A spurious wake-up.
+    Nothing,
+    /// End of stream or a socket error.
+    End,
+}
+
+/// Whether the connection goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// What a wake-up leads to: nothing to wait for, or a wait. Waits are
+/// boxed: held in place, the largest of them would make every idle
+/// connection's task that large. The common cases (bytes read and handed
+/// to the broker task's queue) wait for nothing.
+enum Step<'a> {
+    Done(Flow),
+    Wait(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
+}
+
+impl Future for Step<'_> {
+    type Output = Flow;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Flow> {
+        match self.get_mut() {
+            Self::Done(flow) => Poll::Ready(*flow),
+            Self::Wait(wait) => wait.as_mut().poll(cx),
+        }
+    }
+}
+
+impl Served {
+    /// Serves the connection until either side ends it.
+    async fn run(&mut self) {
+        loop {
+            let wake = self.next_wake().await;
+            if self.on_wake(wake).await == Flow::Stop {
                 return;
-            }
-            if !got.reply.is_empty() && writer.write_all(&got.reply).await.is_err() {
-                let _ = events.send(Event::Closed { conn }).await;
-                return;
-            }
-            if let Some(end) = got.end {
-                debug!(%conn, ?end, "connection ended by the client");
-                let _ = events.send(Event::Closed { conn }).await;
-                return finish(conn, writer, &mut link).await;
             }
         }
-        tokio::select! {
-            // Wait for readiness, then read into a buffer that lives only
-            // for the read: an idle connection holds no read buffer.
-            ready = reader.readable() => {
-                let mut chunk = [0u8; READ_CHUNK];
-                match ready.and_then(|()| reader.try_read(&mut chunk)) {
-                    Ok(0) => gone = true,
-                    Ok(n) => data = Bytes::copy_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => gone = true,
+    }
+
+    /// The socket is readable or the core queued something, whichever
+    /// comes first (both in turn when both are ready).
+    async fn next_wake(&mut self) -> Wake {
+        self.read_first = !self.read_first;
+        let read_first = self.read_first;
+        let (stream, rx) = (&self.stream, &mut self.rx);
+        std::future::poll_fn(|cx| {
+            if read_first {
+                if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(Wake::Readable(ready));
                 }
             }
-            out = rx.recv() => match out {
-                Some(Out::Data(data)) => match tokio::select! {
-                    written = write_queued(&mut writer, &mut rx, data, &backlog, &mut link) => written,
-                    () = backlog.aborted() => Ok(Written::Aborted),
-                } {
-                    Ok(Written::All) => {}
-                    Ok(Written::ThenClose) => return finish(conn, writer, &mut link).await,
-                    // The client is not reading: the socket closes as the
-                    // task ends, with no wait for it to drain.
-                    Ok(Written::Aborted) => return,
-                    Err(_) => {
-                        let _ = events.send(Event::Closed { conn }).await;
-                        return;
-                    }
-                },
-                Some(Out::Close) | None => return finish(conn, writer, &mut link).await,
+            if let Poll::Ready(out) = rx.poll_recv(cx) {
+                return Poll::Ready(Wake::Out(out));
+            }
+            stream.poll_read_ready(cx).map(Wake::Readable)
+        })
+        .await
+    }
+
+    fn on_wake(&mut self, wake: Wake) -> Step<'_> {
+        match wake {
+            Wake::Readable(ready) => match self.read(ready) {
+                Read::Data(data) => self.to_broker(Event::Data { conn: self.conn, data }, Flow::Continue),
+                Read::WebSocket(got) => Step::Wait(Box::pin(self.incoming(got))),
+                Read::Nothing => Step::Done(Flow::Continue),
+                Read::End => self.closed(),
             },
+            Wake::Out(Some(Out::Data(data))) => Step::Wait(Box::pin(self.write_queued(data))),
+            Wake::Out(Some(Out::Abort)) => Step::Done(self.abort()),
+            Wake::Out(Some(Out::Close) | None) => Step::Wait(Box::pin(self.finish())),
         }
     }
-}
 
-/// How a round of writing ended.
-enum Written {
-    /// Everything queued is written.
-    All,
-    /// Everything queued is written and the core asked to close.
-    ThenClose,
-    /// The core dropped the client for not reading: close, don't drain.
-    Aborted,
-}
-
-/// Writes `first` and whatever else is already queued.
-async fn write_queued(
-    writer: &mut OwnedWriteHalf,
-    rx: &mut mpsc::UnboundedReceiver<Out>,
-    first: Bytes,
-    backlog: &Backlog,
-    link: &mut Link,
-) -> std::io::Result<Written> {
-    let mut data = first;
-    loop {
-        let len = data.len();
-        writer.write_all(&link.outgoing(data)).await?;
-        backlog.written(len);
-        match rx.try_recv() {
-            Ok(Out::Data(next)) => data = next,
-            Ok(Out::Close) => return Ok(Written::ThenClose),
-            Err(_) => return Ok(Written::All),
+    /// Reads what the socket has into a buffer that lives only for the
+    /// read (not in the task: an idle connection holds no read buffer).
+    fn read(&mut self, ready: std::io::Result<()>) -> Read {
+        let mut chunk = [0u8; READ_CHUNK];
+        match ready.and_then(|()| self.stream.try_read(&mut chunk)) {
+            Ok(0) => Read::End,
+            // Raw TCP passes bytes through; TLS decrypts, WebSocket unframes.
+            Ok(n) => match self.link.incoming(Bytes::copy_from_slice(&chunk[..n])) {
+                Deframed { data, reply, end: None } if reply.is_empty() && data.is_empty() => Read::Nothing,
+                Deframed { data, reply, end: None } if reply.is_empty() => Read::Data(data),
+                got => Read::WebSocket(Box::new(got)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::Nothing,
+            Err(_) => Read::End,
         }
     }
-}
 
-/// Ends the connection: TLS close_notify, flush, shut the socket.
-async fn finish(conn: ConnId, mut writer: OwnedWriteHalf, link: &mut Link) {
-    let _ = writer.write_all(&link.close()).await;
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
-    debug!(%conn, "connection closed by the broker");
+    /// Hands `event` to the broker task, then goes on as `then` says
+    /// (stops if the broker task is gone).
+    fn to_broker(&self, event: Event<TokioOutbox>, then: Flow) -> Step<'_> {
+        match self.events.try_send(event) {
+            Ok(()) => Step::Done(then),
+            Err(TrySendError::Full(event)) => {
+                let events = &self.events;
+                Step::Wait(Box::pin(async move { if events.send(event).await.is_ok() { then } else { Flow::Stop } }))
+            }
+            Err(TrySendError::Closed(_)) => Step::Done(Flow::Stop),
+        }
+    }
+
+    /// The socket ended: tells the broker task.
+    fn closed(&self) -> Step<'_> {
+        self.to_broker(Event::Closed { conn: self.conn }, Flow::Stop)
+    }
+
+    /// Hands what was read to the broker task and writes the WebSocket
+    /// replies.
+    async fn incoming(&mut self, got: Box<Deframed>) -> Flow {
+        let Deframed { data, reply, end } = *got;
+        if !data.is_empty() && self.to_broker(Event::Data { conn: self.conn, data }, Flow::Continue).await == Flow::Stop
+        {
+            return Flow::Stop;
+        }
+        if !reply.is_empty() && self.stream.write_all(&reply).await.is_err() {
+            return self.closed().await;
+        }
+        if let Some(end) = end {
+            debug!(conn = %self.conn, ?end, "connection ended by the client");
+            self.closed().await;
+            return self.finish().await;
+        }
+        Flow::Continue
+    }
+
+    /// Writes `first` and whatever else is already queued; a write blocked
+    /// on a client that does not read ends when the core drops that client.
+    async fn write_queued(&mut self, first: Bytes) -> Flow {
+        let mut data = first;
+        loop {
+            let len = data.len();
+            let bytes = self.link.outgoing(data);
+            let written = tokio::select! {
+                written = self.stream.write_all(&bytes) => written,
+                () = self.rx.aborted() => return self.abort(),
+            };
+            if written.is_err() {
+                return self.closed().await;
+            }
+            self.rx.written(len);
+            match self.rx.try_recv() {
+                Some(Out::Data(next)) => data = next,
+                Some(Out::Close) => return self.finish().await,
+                Some(Out::Abort) => return self.abort(),
+                None => return Flow::Continue,
+            }
+        }
+    }
+
+    /// The core dropped the client for not reading: the socket closes as
+    /// the task ends, with no wait for it to drain.
+    fn abort(&self) -> Flow {
+        debug!(conn = %self.conn, "connection dropped by the broker: the client is not reading");
+        Flow::Stop
+    }
+
+    /// The broker closed the connection: what was written goes out (with
+    /// TLS close_notify), then the end of the stream.
+    async fn finish(&mut self) -> Flow {
+        let _ = self.stream.write_all(&self.link.close()).await;
+        let _ = self.stream.flush().await;
+        let _ = self.stream.shutdown().await;
+        debug!(conn = %self.conn, "connection closed by the broker");
+        Flow::Stop
+    }
 }
 
 /// The opening (TLS handshake, WebSocket upgrade) within
 /// [`OPEN_TIMEOUT`]: the link, the MQTT bytes read with its end and the
 /// client's identity, or `None` if the connection is over (refused, timed
 /// out, gone).
-async fn open(
-    reader: &mut OwnedReadHalf,
-    writer: &mut OwnedWriteHalf,
-    mut opening: Opening,
-) -> Option<(Link, Bytes, Identity)> {
+async fn open(stream: &mut TcpStream, mut opening: Opening) -> Option<(Link, Bytes, Identity)> {
     let mut buf = vec![0; READ_CHUNK];
     let work = async {
         loop {
-            let n = reader.read(&mut buf).await.ok().filter(|&n| n > 0)?;
+            let n = stream.read(&mut buf).await.ok().filter(|&n| n > 0)?;
             match opening.feed(&buf[..n]) {
-                OpenStep::NeedMore { reply } => writer.write_all(&reply).await.ok()?,
+                OpenStep::NeedMore { reply } => stream.write_all(&reply).await.ok()?,
                 OpenStep::Open { reply, link, leftover, identity } => {
-                    writer.write_all(&reply).await.ok()?;
+                    stream.write_all(&reply).await.ok()?;
                     return Some((link, leftover, identity));
                 }
                 OpenStep::Refuse { reply } => {
-                    let _ = writer.write_all(&reply).await;
-                    let _ = writer.shutdown().await;
+                    let _ = stream.write_all(&reply).await;
+                    let _ = stream.shutdown().await;
                     return None;
                 }
             }
@@ -196,4 +301,28 @@ async fn open(
         opening.timed_out();
         None
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Largest `Served` task future that keeps tokio's task cell (aligned
+    /// to 128 bytes, about 100 bytes of its own) at 256 bytes.
+    const TASK_FUTURE_MAX: usize = 152;
+
+    /// Every idle connection holds one such task: its size is memory per
+    /// connection (measured with heaptrack, docs/benchmarks.md).
+    #[tokio::test]
+    async fn an_idle_connections_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (events, _events) = mpsc::channel(1);
+        let (_outbox, rx) = culex_runtime::outbox::channel(1);
+        let mut served = Served { conn: ConnId(1), stream, link: Link::raw(), rx, events, read_first: false };
+        let run = async move { served.run().await };
+        let size = size_of_val(&run);
+        assert!(size <= TASK_FUTURE_MAX, "a connection task's future is {size} bytes, over {TASK_FUTURE_MAX}");
+    }
 }
