@@ -263,12 +263,21 @@ impl Broker {
     /// ([`Action::Close`] with [`CloseReason::TooManyConnections`]).
     pub fn accept(&mut self, now: Now, peer: Peer) -> ConnId {
         let id = ConnId(self.next_conn);
-        self.next_conn += 1;
+        self.accept_as(now, id, peer);
+        id
+    }
+
+    /// Like [`accept`](Self::accept), under an id the runtime chose: a
+    /// runtime that names its connections itself can send a connection's
+    /// first bytes right behind its accept, without waiting for an id. The
+    /// id must never have been used, by either method.
+    pub fn accept_as(&mut self, now: Now, id: ConnId, peer: Peer) {
+        self.next_conn = self.next_conn.max(id.0.saturating_add(1));
         self.sys.start(now.instant, self.config.sys_interval);
         if self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
             info!("Client connection from {} denied: max_connections exceeded.", show_addr(peer.remote));
             self.actions.push_back(Action::Close { conn: id, reason: CloseReason::TooManyConnections });
-            return id;
+            return;
         }
         self.counters.connections_accepted += 1;
         let mut conn = Connection {
@@ -286,7 +295,6 @@ impl Broker {
         let deadline = now.instant + self.config.connect_timeout;
         self.deadlines.arm(id, deadline, &mut conn.armed);
         self.conns.insert(id, Box::new(conn));
-        id
     }
 
     /// Feeds one network event in.

@@ -78,6 +78,14 @@ impl<O: Outbox> Server<O> {
         conn
     }
 
+    /// A new connection under an id the runtime chose (see
+    /// [`Broker::accept_as`]).
+    pub fn accept_as(&mut self, now: Now, conn: ConnId, peer: Peer, outbox: O) {
+        self.broker.accept_as(now, conn, peer);
+        self.outboxes.insert(conn, outbox);
+        self.drain(now);
+    }
+
     /// Bytes read from `conn`.
     pub fn received(&mut self, now: Now, conn: ConnId, data: &[u8]) {
         self.broker.handle_input(now, Input::Received { conn, data });

@@ -3,7 +3,7 @@
 
 use std::net::{Shutdown, SocketAddr};
 
-use async_std::channel::{self, Sender};
+use async_std::channel::Sender;
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::TcpStream;
 use bytes::Bytes;
@@ -54,6 +54,7 @@ pub(crate) struct Limits {
 pub(crate) async fn serve(
     stream: TcpStream,
     remote: SocketAddr,
+    conn: ConnId,
     limits: Limits,
     events: Sender<Event<AsyncStdOutbox>>,
 ) {
@@ -68,15 +69,10 @@ pub(crate) async fn serve(
         },
     };
     let (outbox, mut rx) = culex_runtime::outbox::channel(limits.backlog);
-    let (reply, id) = channel::bounded(1);
-    let reply = Box::new(move |conn: ConnId| {
-        let _ = reply.try_send(conn);
-    });
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
-    if events.send(Event::Accepted { peer, outbox, reply }).await.is_err() {
+    if events.send(Event::Accepted { conn, peer, outbox }).await.is_err() {
         return;
     }
-    let Ok(conn) = id.recv().await else { return };
     let (mut data, mut gone) = (leftover, false);
     loop {
         if gone {

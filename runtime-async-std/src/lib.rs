@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use async_std::channel::{self, Receiver, Sender};
 use async_std::net::TcpListener;
-use culex_runtime::driver::{self, AuthJob, Event, EventSource, Wake};
+use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
 use culex_runtime::settings::Bound;
 use culex_runtime::{Clock, Settings, ShutdownOn, Signal, Signals};
 use futures_lite::FutureExt;
@@ -47,10 +47,12 @@ pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, mut
     let (events, events_rx) = channel::bounded(EVENT_QUEUE);
     let (stop, stopped) = channel::bounded::<()>(1);
     let max_frame = culex_runtime::ws::max_frame(settings.core.max_packet_size());
+    let ids = ConnIds::default();
     for Bound { socket: listener, listener: served } in listeners {
         let transport = served.transport(max_frame);
         let limits = Limits { listener: served.id, backlog: prepared.backlog_limit, transport };
-        let accept = accept_loop(listener, events.clone(), stopped.clone(), limits, prepared.connection_messages);
+        let accept =
+            accept_loop(listener, ids.clone(), events.clone(), stopped.clone(), limits, prepared.connection_messages);
         async_std::task::spawn(accept);
     }
     let store = settings.redis.clone().map(|redis| {
@@ -110,6 +112,7 @@ impl EventSource<AsyncStdOutbox> for Events {
 /// `connection_messages`.
 async fn accept_loop(
     listener: TcpListener,
+    ids: ConnIds,
     events: Sender<Event<AsyncStdOutbox>>,
     stopped: Receiver<()>,
     limits: Limits,
@@ -126,7 +129,7 @@ async fn accept_loop(
                 if connection_messages {
                     info!("New connection from {remote} on port {port}.");
                 }
-                async_std::task::spawn(conn::serve(stream, remote, limits.clone(), events.clone()));
+                async_std::task::spawn(conn::serve(stream, remote, ids.next(), limits.clone(), events.clone()));
             }
             // Out of descriptors and the like: wait a little, keep serving.
             Some(Err(error)) => {

@@ -6,6 +6,8 @@
 //! (its channel receiver raced against its timer) and a way to pass
 //! [`StoreRequest`]s on.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,19 +22,30 @@ use tracing::{info, warn};
 use crate::clock::Clock;
 use crate::settings::{self, Settings};
 
-/// Tells a connection task the id the core gave it.
-pub type Reply = Box<dyn FnOnce(ConnId) + Send>;
+/// Names connections as the runtime accepts them, so that a connection's
+/// first bytes follow its [`Event::Accepted`] at once instead of waiting
+/// for the broker task to hand out an id (one round trip less per
+/// connection). Shared by a runtime's accept loops.
+#[derive(Debug, Clone, Default)]
+pub struct ConnIds(Arc<AtomicU64>);
+
+impl ConnIds {
+    /// An id never handed out before.
+    pub fn next(&self) -> ConnId {
+        ConnId(self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
 
 /// What the broker task handles, one at a time.
 pub enum Event<O> {
-    /// A socket was accepted; `reply` receives its id.
+    /// A socket was accepted and named (see [`ConnIds`]).
     Accepted {
+        /// Its id.
+        conn: ConnId,
         /// Where it came from.
         peer: Peer,
         /// Its writer.
         outbox: O,
-        /// Where its id goes.
-        reply: Reply,
     },
     /// Bytes read.
     Data {
@@ -65,7 +78,7 @@ pub enum Event<O> {
 impl<O> std::fmt::Debug for Event<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Accepted { peer, .. } => write!(f, "Accepted({:?} on {})", peer.remote, peer.listener),
+            Self::Accepted { conn, peer, .. } => write!(f, "Accepted({conn}, {:?} on {})", peer.remote, peer.listener),
             Self::Data { conn, data } => write!(f, "Data({conn}, {} bytes)", data.len()),
             Self::Closed { conn } => write!(f, "Closed({conn})"),
             Self::Store(event) => write!(f, "Store({event:?})"),
@@ -209,7 +222,7 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
             let current = &*policies;
             server.replace_policy(now, Box::new(current.clone()), &|client| current.keeps(&previous, client));
         }
-        Event::Accepted { peer, outbox, reply } => reply(server.accept(now, peer, outbox)),
+        Event::Accepted { conn, peer, outbox } => server.accept_as(now, conn, peer, outbox),
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),

@@ -14,8 +14,8 @@ use culex_runtime::ws::Deframed;
 use culex_runtime::{Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 /// Bytes read per call; a frame may span reads, the core reassembles.
@@ -42,6 +42,7 @@ pub(crate) struct Limits {
 pub(crate) async fn serve(
     mut stream: TcpStream,
     remote: SocketAddr,
+    conn: ConnId,
     limits: Limits,
     events: mpsc::Sender<Event<TokioOutbox>>,
 ) {
@@ -54,15 +55,10 @@ pub(crate) async fn serve(
         },
     };
     let (outbox, rx) = culex_runtime::outbox::channel(limits.backlog);
-    let (reply, id) = oneshot::channel();
-    let reply = Box::new(move |conn: ConnId| {
-        let _ = reply.send(conn);
-    });
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
-    if events.send(Event::Accepted { peer, outbox, reply }).await.is_err() {
+    if events.send(Event::Accepted { conn, peer, outbox }).await.is_err() {
         return;
     }
-    let Ok(conn) = id.await else { return };
     let mut served = Served { conn, stream, link, rx, events, read_first: true };
     if !leftover.is_empty() {
         let got = served.link.incoming(leftover);

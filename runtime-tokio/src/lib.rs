@@ -11,7 +11,7 @@ mod store;
 use std::future::Future;
 use std::time::Instant;
 
-use culex_runtime::driver::{self, AuthJob, Event, EventSource, Wake};
+use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
 use culex_runtime::settings::Bound;
 use culex_runtime::{Clock, Settings, ShutdownOn, Signal, Signals};
 use tokio::net::TcpListener;
@@ -45,10 +45,13 @@ pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, mut
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (stop, stopped) = watch::channel(false);
     let max_frame = culex_runtime::ws::max_frame(settings.core.max_packet_size());
+    let ids = ConnIds::default();
     for Bound { socket: listener, listener: served } in listeners {
         let transport = served.transport(max_frame);
         let limits = Limits { listener: served.id, backlog: prepared.backlog_limit, transport };
-        tokio::spawn(accept_loop(listener, events.clone(), stopped.clone(), limits, prepared.connection_messages));
+        let accept =
+            accept_loop(listener, ids.clone(), events.clone(), stopped.clone(), limits, prepared.connection_messages);
+        tokio::spawn(accept);
     }
     let store = settings.redis.clone().map(|redis| {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -109,6 +112,7 @@ impl EventSource<TokioOutbox> for Events {
 /// `connection_messages`.
 async fn accept_loop(
     listener: TcpListener,
+    ids: ConnIds,
     events: mpsc::Sender<Event<TokioOutbox>>,
     mut stopped: watch::Receiver<bool>,
     limits: Limits,
@@ -122,7 +126,7 @@ async fn accept_loop(
                     if connection_messages {
                         info!("New connection from {remote} on port {port}.");
                     }
-                    tokio::spawn(conn::serve(stream, remote, limits.clone(), events.clone()));
+                    tokio::spawn(conn::serve(stream, remote, ids.next(), limits.clone(), events.clone()));
                 }
                 // Out of descriptors and the like: wait a little, keep serving.
                 Err(error) => {
