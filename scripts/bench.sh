@@ -64,8 +64,9 @@ declare -A ARGS=(
   [presence-on]="presence --cycles $N_CHURN --concurrency 50"
   [expiry-plain]="expiry --payload plain --messages $N_EXPIRY"
   [expiry-json]="expiry --payload json --messages $N_EXPIRY"
+  [expiry-off]="expiry --payload plain --messages $N_EXPIRY"
 )
-ALL_ROWS="fan-in fan-out qos1 qos2 latency-q0-1k latency-q0-10k latency-q1-1k latency-q1-10k connections presence-off presence-on expiry-plain expiry-json"
+ALL_ROWS="fan-in fan-out qos1 qos2 latency-q0-1k latency-q0-10k latency-q1-1k latency-q1-10k connections presence-off presence-on expiry-plain expiry-json expiry-off"
 [ -n "$ROWS" ] || ROWS="$ALL_ROWS"
 for row in $ROWS; do
   [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS" >&2; exit 2; }
@@ -134,7 +135,7 @@ listening() { ss -Hltn "sport = :$1" | grep -q LISTEN; }
 #   max_queued_messages 1000    per-client queue beyond the window (Mosquitto's default)
 #   set_tcp_nodelay true        Culex always sets TCP_NODELAY (it ignores the key), so Mosquitto does too
 #   connection_messages false   and only errors and warnings are logged: no per-connection log line
-write_conf() { # FILE PORT [REDIS_PORT]
+write_conf() { # FILE PORT [REDIS_PORT] [EXTRA LINE]
   {
     echo "listener $2 127.0.0.1"
     echo "allow_anonymous true"
@@ -148,6 +149,7 @@ write_conf() { # FILE PORT [REDIS_PORT]
       echo "redis_host 127.0.0.1"
       echo "redis_port $3"
     fi
+    [ -z "${4:-}" ] || echo "$4"
   } > "$1"
 }
 
@@ -211,6 +213,13 @@ for run in $(seq "$RUNS"); do
   for row in $ROWS; do
     for broker in $BROKERS; do
       redis_port=""
+      extra_conf=""
+      if [ "$row" = expiry-off ]; then
+        # Culex with its expiry check switched off: the "without" of the
+        # expiry comparison (Mosquitto has neither the check nor the key).
+        [ "$broker" != mosquitto ] || continue
+        extra_conf="message_expiry false"
+      fi
       if [ "$row" = presence-on ]; then
         # Mosquitto has no Redis presence: that comparison is presence-off.
         [ "$broker" != mosquitto ] || continue
@@ -221,7 +230,7 @@ for run in $(seq "$RUNS"); do
       name="$row-$broker-$run"
       conf="$OUT/logs$SUFFIX/$name.conf"
       log="$OUT/logs$SUFFIX/$name.log"
-      write_conf "$conf" "$port" "$redis_port"
+      write_conf "$conf" "$port" "$redis_port" "$extra_conf"
       start_broker "$broker" "$conf" "$log"
       for _ in $(seq 100); do listening "$port" && break; sleep 0.05; done
       if ! listening "$port"; then

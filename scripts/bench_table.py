@@ -48,6 +48,7 @@ ROWS = [
     ),
     ("expiry-plain", "expiry: 64 B non-JSON payloads, QoS 0", [RATE, LOSS]),
     ("expiry-json", "expiry: 64 B JSON payloads with expired_at, QoS 0", [RATE, LOSS]),
+    ("expiry-off", "expiry off (message_expiry false): the same non-JSON payloads", [RATE, LOSS]),
 ]
 
 

@@ -761,7 +761,11 @@ impl Broker {
             debug!(conn = %id, "Denied PUBLISH from {client_id} (q{}, r{}, '{}')", qos.bits(), u8::from(retain), topic.as_str());
             return None;
         }
-        Some(Message::new(topic, payload, qos, retain))
+        Some(if self.config.message_expiry {
+            Message::new(topic, payload, qos, retain)
+        } else {
+            Message::without_expiry(topic, payload, qos, retain)
+        })
     }
 
     fn identity(&self, id: ConnId, key: SessionKey) -> Option<ClientInfo<'_>> {
@@ -989,7 +993,7 @@ impl Broker {
         // A will is a PUBLISH by its client: the same write rules apply.
         let info = ClientInfo { client_id: &client, username: username.as_deref(), listener: conn.peer.listener };
         if let Some(will) = will.filter(|w| self.policy.may_publish(info, &w.topic)) {
-            self.route(now, Arc::new(Message::from_will(*will)));
+            self.route(now, Arc::new(Message::from_will(*will, self.config.message_expiry)));
         }
     }
 

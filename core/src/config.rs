@@ -25,6 +25,10 @@ pub struct Config {
     /// filter past it (and not already held) gets 0x80 in SUBACK. Culex
     /// addition (`max_subscriptions`); Mosquitto has no such limit.
     pub max_subscriptions: usize,
+    /// Read `expired_at` from JSON payloads and drop expired copies (the
+    /// fork's expiry). Off, payloads are never parsed and nothing expires.
+    /// Culex addition (`message_expiry`), default on.
+    pub message_expiry: bool,
     /// Largest PUBLISH payload accepted; 0 means the protocol's maximum.
     /// Larger payloads are acknowledged and dropped, as Mosquitto does;
     /// packets too large to hold such a payload close the connection
@@ -78,6 +82,7 @@ impl Default for Config {
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             max_subscriptions: 0,
+            message_expiry: true,
             message_size_limit: 0,
             max_connections: None,
             max_keepalive: u16::MAX,

@@ -30,9 +30,19 @@ impl Message {
         Self { topic, payload, qos, retain, expires_at }
     }
 
-    /// The message a will becomes when it is published.
-    pub fn from_will(will: LastWill) -> Self {
-        Self::new(will.topic, will.payload, will.qos, will.retain)
+    /// A message that never expires: its payload is not read.
+    pub fn without_expiry(topic: TopicName, payload: Bytes, qos: QoS, retain: bool) -> Self {
+        Self { topic, payload, qos, retain, expires_at: None }
+    }
+
+    /// The message a will becomes when it is published, its expiry read
+    /// if `expiry`.
+    pub fn from_will(will: LastWill, expiry: bool) -> Self {
+        if expiry {
+            Self::new(will.topic, will.payload, will.qos, will.retain)
+        } else {
+            Self::without_expiry(will.topic, will.payload, will.qos, will.retain)
+        }
     }
 
     /// Whether this copy may no longer be sent at `now`.

@@ -256,6 +256,22 @@ fn expired_copies_are_dropped_everywhere_and_publisher_still_acked() {
 }
 
 #[test]
+fn with_message_expiry_off_nothing_expires() {
+    let mut sim = Simulation::new(Config { message_expiry: false, ..quiet() });
+    let now = sim.now().unix.as_secs_f64();
+    let live = sim.connect(ClientOptions::new("live"));
+    sim.subscribe(live, "cmd", QoS::AtLeastOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    let past = format!("{{\"cmd\":\"past\",\"expired_at\":{}}}", now - 1.0);
+    sim.publish(publ, "cmd", past.as_bytes(), QoS::AtLeastOnce, true);
+    assert_eq!(payloads(&mut sim, live), [past.as_str()]);
+    let late = sim.connect(ClientOptions::new("late"));
+    sim.subscribe(late, "cmd", QoS::AtLeastOnce);
+    assert_eq!(payloads(&mut sim, late), [past]);
+    assert_eq!(sim.stats().expired, 0);
+}
+
+#[test]
 fn expired_inflight_copy_is_not_resent() {
     let mut sim = sim();
     let now = sim.now().unix.as_secs_f64();

@@ -857,6 +857,7 @@ impl Parser {
             "max_queued_bytes" => {
                 self.core.max_queued_bytes = to_usize(line.int_negative_is_zero(INT_MAX)?);
             }
+            "message_expiry" => self.core.message_expiry = line.boolean()?,
             "max_subscriptions" => {
                 self.core.max_subscriptions = to_usize(line.int(0, INT_MAX)?);
             }
@@ -1321,6 +1322,7 @@ const CULEX_KEYS: &[&str] = &[
     "max_queued_bytes",
     "max_queued_messages",
     "max_subscriptions",
+    "message_expiry",
     "message_size_limit",
     "password_file",
     "per_listener_settings",
@@ -1779,6 +1781,7 @@ mod tests {
     #[test]
     fn max_queued_messages_and_bytes_are_checked_and_applied() {
         assert_eq!(conf("max_subscriptions 10000\n").core.max_subscriptions, 10_000);
+        assert!(!conf("message_expiry false\n").core.message_expiry);
         let conf = conf("max_queued_messages 5000\nmax_queued_bytes 1048576\n");
         assert_eq!((conf.core.max_queued_messages, conf.core.max_queued_bytes), (5000, 1_048_576));
         let negative = self::conf("max_queued_messages -5\nmax_queued_bytes -1\n");
