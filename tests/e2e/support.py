@@ -298,12 +298,13 @@ class Paho:
 
     def __init__(self, port: int, client_id: str, *, clean_session: bool = True, keepalive: int = 60,
                  protocol=mqtt.MQTTv311, will: Optional[tuple] = None, username: Optional[str] = None,
-                 password: Optional[str] = None):
+                 password: Optional[str] = None, transport: str = "tcp"):
         self.port = port
         self.client_id = client_id
         self.keepalive = keepalive
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=clean_session, protocol=protocol, reconnect_on_failure=False)
+                                  clean_session=clean_session, protocol=protocol, reconnect_on_failure=False,
+                                  transport=transport)
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(0)
         if will is not None:

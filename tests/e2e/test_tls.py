@@ -12,7 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from support import (LOOPBACK, MosquittoSub, Paho, connect_packet, free_port, is_listening, mosquitto_pub,
@@ -99,17 +98,8 @@ class TlsPaho(Paho):
 
     def __init__(self, port: int, client_id: str, certs: Path, websockets: bool = False,
                  client: str | None = None, username: str | None = None, password: str | None = None):
-        super().__init__(port, client_id, username=username, password=password)
-        if websockets:
-            fresh = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                                reconnect_on_failure=False, transport="websockets")
-            fresh.max_queued_messages_set(0)
-            fresh.max_inflight_messages_set(0)
-            fresh.on_connect = self._on_connect
-            fresh.on_disconnect = self._on_disconnect
-            fresh.on_message = self._on_message
-            fresh.on_subscribe = self._on_subscribe
-            self.client = fresh
+        super().__init__(port, client_id, username=username, password=password,
+                         transport="websockets" if websockets else "tcp")
         cert = (str(certs / f"{client}.crt"), str(certs / f"{client}.key")) if client else (None, None)
         self.client.tls_set(ca_certs=str(certs / "ca.crt"), certfile=cert[0], keyfile=cert[1],
                             cert_reqs=ssl.CERT_REQUIRED)

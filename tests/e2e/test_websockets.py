@@ -14,7 +14,6 @@ import socket
 import struct
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from support import (LOOPBACK, Paho, connect_packet, free_port, is_listening, publish_packet, wait_until)
@@ -28,16 +27,7 @@ class WsPaho(Paho):
     """The suite's paho client, over WebSocket (paho offers subprotocol `mqtt`)."""
 
     def __init__(self, port: int, client_id: str, clean_session: bool = True):
-        super().__init__(port, client_id, clean_session=clean_session)
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
-                             protocol=mqtt.MQTTv311, reconnect_on_failure=False, transport="websockets")
-        client.max_queued_messages_set(0)
-        client.max_inflight_messages_set(0)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        self.client = client
+        super().__init__(port, client_id, clean_session=clean_session, transport="websockets")
 
 
 def subscribe_packet(topic: str, qos: int = 0, packet_id: int = 1) -> bytes:
