@@ -7,10 +7,10 @@ use async_std::channel::Sender;
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::TcpStream;
 use bytes::Bytes;
-use culex_core::{ConnId, Identity, ListenerId, Peer};
+use culex_core::{ConnId, Identity, Peer};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
-use culex_runtime::{Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox, Transport};
+use culex_runtime::{Limits, Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox};
 use futures_lite::FutureExt;
 use tracing::debug;
 
@@ -37,17 +37,6 @@ async fn read_when_ready(reader: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let n = reader.read(&mut chunk).await?;
     chunk.truncate(n);
     Ok(chunk)
-}
-
-/// What a listener's connections are allowed and speak.
-#[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    /// The listener its connections come in on.
-    pub(crate) listener: ListenerId,
-    /// Bytes queued for the writer before the client is dropped.
-    pub(crate) backlog: usize,
-    /// TLS and WebSocket below MQTT, if any.
-    pub(crate) transport: Transport,
 }
 
 /// Serves one accepted socket until either side ends it.

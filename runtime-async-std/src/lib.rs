@@ -16,11 +16,11 @@ use async_std::channel::{self, Receiver, Sender};
 use async_std::net::TcpListener;
 use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
 use culex_runtime::settings::Bound;
-use culex_runtime::{Clock, Settings, ShutdownOn, Signal, Signals};
+use culex_runtime::{Clock, Limits, Settings, ShutdownOn, Signal, Signals};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
 
-use crate::conn::{AsyncStdOutbox, Limits};
+use crate::conn::AsyncStdOutbox;
 
 pub use culex_runtime::settings::Error;
 
@@ -46,11 +46,9 @@ pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, mut
     let prepared = driver::prepare::<AsyncStdOutbox>(settings);
     let (events, events_rx) = channel::bounded(EVENT_QUEUE);
     let (stop, stopped) = channel::bounded::<()>(1);
-    let max_frame = culex_runtime::ws::max_frame(settings.core.max_packet_size());
     let ids = ConnIds::default();
     for Bound { socket: listener, listener: served } in listeners {
-        let transport = served.transport(max_frame);
-        let limits = Limits { listener: served.id, backlog: prepared.backlog_limit, transport };
+        let limits = served.limits(prepared.backlog_limit, settings.core.max_packet_size());
         let accept =
             accept_loop(listener, ids.clone(), events.clone(), stopped.clone(), limits, prepared.connection_messages);
         async_std::task::spawn(accept);

@@ -35,5 +35,5 @@ pub use driver::{Event, EventSource, StoreEvent, StoreRequest, Wake};
 pub use link::{Link, OpenStep, Opening, Transport};
 pub use outbox::{Out, OutboxReader, QueueOutbox};
 pub use reload::{ReloadSource, ShutdownOn, Signal, Signals};
-pub use settings::{Launch, Listener, RedisSettings, Settings};
+pub use settings::{Launch, Limits, Listener, RedisSettings, Settings};
 pub use start::start;

@@ -48,11 +48,25 @@ impl Listener {
         Self { id: ListenerId::default(), addr, websockets: false, tls: None }
     }
 
-    /// What its connections speak below MQTT; WebSocket frames carry at
-    /// most `max_frame` bytes.
-    pub fn transport(&self, max_frame: u64) -> Transport {
-        Transport { tls: self.tls.clone(), websocket: self.websockets.then_some(max_frame) }
+    /// What its connections are allowed and speak, for a broker that
+    /// queues at most `backlog` bytes per writer and accepts packets of up
+    /// to `max_packet_size` bytes.
+    pub fn limits(&self, backlog: usize, max_packet_size: usize) -> Limits {
+        let websocket = self.websockets.then(|| crate::ws::max_frame(max_packet_size));
+        Limits { listener: self.id, backlog, transport: Transport { tls: self.tls.clone(), websocket } }
     }
+}
+
+/// What a listener's connections are allowed and speak, as a runtime's
+/// accept loop hands it to each connection task.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The listener its connections come in on.
+    pub listener: ListenerId,
+    /// Bytes queued for the writer before the client is dropped.
+    pub backlog: usize,
+    /// TLS and WebSocket below MQTT, if any.
+    pub transport: Transport,
 }
 
 /// Everything a runtime needs to start.

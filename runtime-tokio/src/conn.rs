@@ -7,11 +7,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use culex_core::{ConnId, Identity, ListenerId, Peer};
+use culex_core::{ConnId, Identity, Peer};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
 use culex_runtime::ws::Deframed;
-use culex_runtime::{Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox, Transport};
+use culex_runtime::{Limits, Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -23,17 +23,6 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// The core's handle to a connection on tokio.
 pub(crate) type TokioOutbox = QueueOutbox;
-
-/// What a listener's connections are allowed and speak.
-#[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    /// The listener its connections come in on.
-    pub(crate) listener: ListenerId,
-    /// Bytes queued for the writer before the client is dropped.
-    pub(crate) backlog: usize,
-    /// TLS and WebSocket below MQTT, if any.
-    pub(crate) transport: Transport,
-}
 
 /// Opens one accepted socket (TLS handshake, WebSocket upgrade, the broker
 /// task's id for it), then serves it in a task of its own until either

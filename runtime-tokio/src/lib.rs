@@ -13,12 +13,12 @@ use std::time::Instant;
 
 use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
 use culex_runtime::settings::Bound;
-use culex_runtime::{Clock, Settings, ShutdownOn, Signal, Signals};
+use culex_runtime::{Clock, Limits, Settings, ShutdownOn, Signal, Signals};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::conn::{Limits, TokioOutbox};
+use crate::conn::TokioOutbox;
 
 pub use culex_runtime::settings::Error;
 
@@ -44,11 +44,9 @@ pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, mut
     let prepared = driver::prepare::<TokioOutbox>(settings);
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (stop, stopped) = watch::channel(false);
-    let max_frame = culex_runtime::ws::max_frame(settings.core.max_packet_size());
     let ids = ConnIds::default();
     for Bound { socket: listener, listener: served } in listeners {
-        let transport = served.transport(max_frame);
-        let limits = Limits { listener: served.id, backlog: prepared.backlog_limit, transport };
+        let limits = served.limits(prepared.backlog_limit, settings.core.max_packet_size());
         let accept =
             accept_loop(listener, ids.clone(), events.clone(), stopped.clone(), limits, prepared.connection_messages);
         tokio::spawn(accept);
