@@ -17,6 +17,7 @@
 
 pub mod backlog;
 pub mod clock;
+pub mod descriptors;
 pub mod driver;
 pub mod link;
 pub mod logging;

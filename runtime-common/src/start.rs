@@ -1,4 +1,5 @@
-//! The first steps of both binaries: command line, config file, logging.
+//! The first steps of both binaries: command line, config file, logging,
+//! and the descriptor table grown before any runtime thread starts.
 
 use std::process::ExitCode;
 
@@ -6,7 +7,9 @@ use tracing::info;
 
 use crate::settings::{self, Launch, Settings};
 
-/// Reads the command line and config file and starts logging. `Err` is
+/// Reads the command line and config file, starts logging and grows the
+/// descriptor table ([`crate::descriptors`]). Call it before starting
+/// the async runtime. `Err` is
 /// the exit code when there is nothing to serve: `--help`, `--version`
 /// (printed, success) or an error (printed to stderr, failure).
 pub fn start(args: impl IntoIterator<Item = String>) -> Result<Settings, ExitCode> {
@@ -29,5 +32,6 @@ pub fn start(args: impl IntoIterator<Item = String>) -> Result<Settings, ExitCod
     for notice in &settings.notices {
         info!("{notice}");
     }
+    crate::descriptors::reserve();
     Ok(settings)
 }
