@@ -82,17 +82,28 @@ pub struct Broker {
 struct Connection {
     peer: Peer,
     state: ConnState,
-    inbuf: BytesMut,
-    outbuf: BytesMut,
+    /// Made when bytes arrive or are queued, dropped once both buffers
+    /// are empty: an idle connection holds only this pointer.
+    buffers: Option<Box<Buffers>>,
     dirty: bool,
     opened_at: Instant,
     last_packet: Instant,
-    /// Keepalive grace: 1.5 times the client's keepalive, if non-zero.
-    keep_alive: Option<Duration>,
+    /// The client's keepalive in seconds, 0 for none; the connection is
+    /// closed after 1.5 times that without a packet.
+    keep_alive: u16,
     /// The connection's entry in `Broker::deadlines`.
     armed: Option<Instant>,
     /// Boxed: most clients have none.
     will: Option<Box<LastWill>>,
+}
+
+/// A connection's bytes in transit.
+#[derive(Debug, Default)]
+struct Buffers {
+    /// Received, not yet a whole packet.
+    inbuf: BytesMut,
+    /// Encoded, not yet handed to the runtime.
+    outbuf: BytesMut,
 }
 
 #[derive(Debug)]
@@ -102,20 +113,45 @@ enum ConnState {
     /// CONNECT received, credentials being checked by the runtime;
     /// later bytes wait in the buffer.
     Authenticating { connect: Box<Connect>, client_id: ClientId },
-    /// CONNECT accepted.
-    Active { session: SessionKey, username: Option<ByteString> },
+    /// CONNECT accepted. Its user name is its session's `owner`.
+    Active { session: SessionKey },
 }
 
 impl Connection {
+    fn buffers(&mut self) -> &mut Buffers {
+        self.buffers.get_or_insert_default()
+    }
+
+    fn inbuf_len(&self) -> usize {
+        self.buffers.as_ref().map_or(0, |b| b.inbuf.len())
+    }
+
+    /// Everything encoded so far, if anything. Taken whole: a split would
+    /// keep the spare capacity (and a shared header) in an idle connection.
+    fn take_output(&mut self) -> Option<Bytes> {
+        let buffers = self.buffers.as_mut()?;
+        let out = (!buffers.outbuf.is_empty()).then(|| std::mem::take(&mut buffers.outbuf).freeze());
+        self.drop_empty_buffers();
+        out
+    }
+
+    fn drop_empty_buffers(&mut self) {
+        if self.buffers.as_ref().is_some_and(|b| b.inbuf.is_empty() && b.outbuf.is_empty()) {
+            self.buffers = None;
+        }
+    }
+
     /// When the connection must be closed if nothing arrives, and why.
     fn deadline(&self, connect_timeout: Duration) -> Option<(Instant, CloseReason)> {
         match self.state {
             ConnState::AwaitingConnect | ConnState::Authenticating { .. } => {
                 Some((self.opened_at + connect_timeout, CloseReason::ConnectTimeout))
             }
-            ConnState::Active { .. } => {
-                self.keep_alive.map(|grace| (self.last_packet + grace, CloseReason::KeepAliveTimeout))
+            ConnState::Active { .. } if self.keep_alive > 0 => {
+                let grace = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+                Some((self.last_packet + grace, CloseReason::KeepAliveTimeout))
             }
+            ConnState::Active { .. } => None,
         }
     }
 }
@@ -226,21 +262,25 @@ impl Broker {
         ids.sort_unstable();
         for id in ids {
             let Some(conn) = self.conns.get(&id) else { continue };
-            let ConnState::Active { session, username } = &conn.state else { continue };
+            let ConnState::Active { session } = conn.state else { continue };
             if let Identity::Certificate(_) = conn.peer.identity {
                 // Its user name is its certificate's, not a password's.
                 continue;
             }
-            let Some(client_id) = self.sessions.get(*session).map(|s| &s.client_id) else { continue };
-            let info = ClientInfo { client_id, username: username.as_deref(), listener: conn.peer.listener };
+            let Some(session) = self.sessions.get(session) else { continue };
+            let info = ClientInfo {
+                client_id: &session.client_id,
+                username: session.username(),
+                listener: conn.peer.listener,
+            };
             if !keep(info) {
                 self.close(now, id, CloseReason::NotAuthorised);
             }
         }
         for key in self.sessions.keys() {
             let Some(session) = self.sessions.get(key) else { continue };
-            let (username, listener) = &session.owner;
-            let info = ClientInfo { client_id: &session.client_id, username: username.as_deref(), listener: *listener };
+            let info =
+                ClientInfo { client_id: &session.client_id, username: session.username(), listener: session.owner.1 };
             let revoked: Vec<TopicFilter> = session
                 .subscriptions
                 .keys()
@@ -283,12 +323,11 @@ impl Broker {
         let mut conn = Connection {
             peer,
             state: ConnState::AwaitingConnect,
-            inbuf: BytesMut::new(),
-            outbuf: BytesMut::new(),
+            buffers: None,
             dirty: false,
             opened_at: now.instant,
             last_packet: now.instant,
-            keep_alive: None,
+            keep_alive: 0,
             armed: None,
             will: None,
         };
@@ -403,7 +442,7 @@ impl Broker {
 
     /// Bytes buffered for `conn`'s next frame (bounded by the packet cap).
     pub fn buffered_len(&self, conn: ConnId) -> usize {
-        self.conns.get(&conn).map_or(0, |c| c.inbuf.len())
+        self.conns.get(&conn).map_or(0, |c| c.inbuf_len())
     }
 
     // ---- input ----------------------------------------------------------
@@ -413,20 +452,28 @@ impl Broker {
             trace!(conn = %id, len = data.len(), "bytes for a closed connection ignored");
             return;
         };
-        conn.inbuf.extend_from_slice(data);
+        conn.buffers().inbuf.extend_from_slice(data);
         // Each packet may close the connection; look it up again every time.
         while let Some(conn) = self.conns.get_mut(&id) {
             if let ConnState::Authenticating { .. } = conn.state {
                 // Nothing after CONNECT is processed before it is accepted
                 // ([MQTT-3.1.4-5]); the wait is short, the buffer bounded.
-                if conn.inbuf.len() > self.max_packet_size {
-                    let (len, max) = (conn.inbuf.len(), self.max_packet_size);
+                if conn.inbuf_len() > self.max_packet_size {
+                    let (len, max) = (conn.inbuf_len(), self.max_packet_size);
                     self.close(now, id, CloseReason::TooLarge { len, max });
                 }
                 break;
             }
-            match codec::decode(&mut conn.inbuf, self.max_packet_size) {
-                Ok(None) => break,
+            match codec::decode(&mut conn.buffers().inbuf, self.max_packet_size) {
+                Ok(None) => {
+                    // Read to the end: an idle connection holds no buffer,
+                    // nor through it the packets it was cut from.
+                    if conn.inbuf_len() == 0 {
+                        conn.buffers().inbuf = BytesMut::new();
+                        conn.drop_empty_buffers();
+                    }
+                    break;
+                }
                 Ok(Some(packet)) => {
                     conn.last_packet = now.instant;
                     self.handle_packet(now, id, packet);
@@ -592,12 +639,13 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             session.clean = connect.clean_session;
             session.conn = Some(id);
-            session.owner = (connect.username.clone(), listener);
+            // A copy: a slice would keep the whole CONNECT packet alive.
+            session.owner = (connect.username.as_deref().map(Arc::from), listener);
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        conn.state = ConnState::Active { session: key, username: connect.username.clone() };
+        conn.state = ConnState::Active { session: key };
         conn.will = connect.will.map(Box::new);
-        conn.keep_alive = (connect.keep_alive > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        conn.keep_alive = connect.keep_alive;
         if let Some((due, _)) = conn.deadline(self.config.connect_timeout) {
             self.deadlines.arm(id, due, &mut conn.armed);
         }
@@ -770,11 +818,8 @@ impl Broker {
 
     fn identity(&self, id: ConnId, key: SessionKey) -> Option<ClientInfo<'_>> {
         let conn = self.conns.get(&id)?;
-        let username = match &conn.state {
-            ConnState::Active { username, .. } => username.as_deref(),
-            ConnState::AwaitingConnect | ConnState::Authenticating { .. } => None,
-        };
-        Some(ClientInfo { client_id: &self.sessions.get(key)?.client_id, username, listener: conn.peer.listener })
+        let session = self.sessions.get(key)?;
+        Some(ClientInfo { client_id: &session.client_id, username: session.username(), listener: conn.peer.listener })
     }
 
     // ---- routing --------------------------------------------------------
@@ -969,14 +1014,14 @@ impl Broker {
     /// [MQTT-3.14.4-3]) and discards a clean session ([MQTT-3.1.2-6]).
     fn close(&mut self, now: Now, id: ConnId, reason: CloseReason) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
-        if !conn.outbuf.is_empty() {
-            self.actions.push_back(Action::Send { conn: id, data: std::mem::take(&mut conn.outbuf).freeze() });
+        if let Some(data) = conn.take_output() {
+            self.actions.push_back(Action::Send { conn: id, data });
         }
         if reason != CloseReason::ConnectionLost {
             self.actions.push_back(Action::Close { conn: id, reason });
         }
         let quiet = !self.config.connection_messages;
-        let ConnState::Active { session: key, username } = conn.state else {
+        let ConnState::Active { session: key } = conn.state else {
             log_close("<unknown>", id, reason, quiet);
             return;
         };
@@ -984,6 +1029,7 @@ impl Broker {
         log_close(session.client_id.as_str(), id, reason, quiet);
         session.conn = None;
         let client = session.client_id.clone();
+        let username = session.owner.0.clone();
         let clean = session.clean;
         self.actions.push_back(Action::MarkOffline { client: client.clone(), conn: id });
         if clean {
@@ -1023,8 +1069,8 @@ impl Broker {
         for id in self.dirty.drain(..) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.dirty = false;
-            if !conn.outbuf.is_empty() {
-                self.actions.push_back(Action::Send { conn: id, data: conn.outbuf.split().freeze() });
+            if let Some(data) = conn.take_output() {
+                self.actions.push_back(Action::Send { conn: id, data });
             }
         }
     }
@@ -1039,7 +1085,7 @@ fn mark_dirty(conn: &mut Connection, dirty: &mut Vec<ConnId>, id: ConnId) {
 
 fn write_packet(conn: &mut Connection, dirty: &mut Vec<ConnId>, id: ConnId, packet: &Packet) {
     trace!(conn = %id, packet = packet_name(packet), "sending");
-    packet.encode(&mut conn.outbuf);
+    packet.encode(&mut conn.buffers().outbuf);
     mark_dirty(conn, dirty, id);
 }
 
@@ -1052,7 +1098,7 @@ fn write_publish(
     packet_id: Option<PacketId>,
 ) {
     let m = &out.message;
-    codec::encode_publish(&mut conn.outbuf, dup, out.qos, out.retain, &m.topic, packet_id, &m.payload);
+    codec::encode_publish(&mut conn.buffers().outbuf, dup, out.qos, out.retain, &m.topic, packet_id, &m.payload);
     mark_dirty(conn, dirty, id);
 }
 

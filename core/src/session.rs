@@ -7,10 +7,11 @@
 //! the front, and resends on reconnect walk it front to back
 //! ([MQTT-4.4.0-1], [MQTT-4.6.0-1]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 
-use bytestring::ByteString;
+use hashbrown::HashTable;
+use std::sync::Arc;
 
 use crate::message::Message;
 use crate::peer::ListenerId;
@@ -82,7 +83,7 @@ pub(crate) struct Session {
     /// The user name and listener of the connection that last bound the
     /// session: an offline session is judged by them when the policy
     /// changes.
-    pub(crate) owner: (Option<ByteString>, ListenerId),
+    pub(crate) owner: (Option<Arc<str>>, ListenerId),
     /// QoS 1/2 and queueing state, made on first use: a client that has
     /// only connected (or only uses QoS 0 while online) holds none.
     flow: Option<Box<Flow>>,
@@ -117,6 +118,12 @@ impl Default for Flow {
 }
 
 impl Session {
+    /// The user name of the connection that last bound the session (the
+    /// one bound to it now, while the client is connected).
+    pub(crate) fn username(&self) -> Option<&str> {
+        self.owner.0.as_deref()
+    }
+
     pub(crate) fn new(client_id: ClientId, clean: bool) -> Self {
         Self {
             client_id,
@@ -275,12 +282,17 @@ pub(crate) struct SessionStore {
     /// pointer per slot, not a whole session.
     slots: Vec<Option<Box<Session>>>,
     free: Vec<u32>,
-    by_client: HashMap<ClientId, SessionKey>,
+    /// Each session's key, by the hash of its client id: the id itself is
+    /// held once, by the session, and a slot costs 4 bytes.
+    by_client: HashTable<SessionKey>,
+    /// Keyed (SipHash, random keys): client ids come from clients.
+    hasher: RandomState,
 }
 
 impl SessionStore {
     pub(crate) fn find(&self, client_id: &ClientId) -> Option<SessionKey> {
-        self.by_client.get(client_id).copied()
+        let hash = self.hasher.hash_one(client_id.as_str());
+        self.by_client.find(hash, |&key| self.client_id(key) == Some(client_id)).copied()
     }
 
     pub(crate) fn get(&self, key: SessionKey) -> Option<&Session> {
@@ -291,8 +303,14 @@ impl SessionStore {
         self.slots.get_mut(key.0 as usize).and_then(Option::as_deref_mut)
     }
 
+    fn client_id(&self, key: SessionKey) -> Option<&ClientId> {
+        self.get(key).map(|session| &session.client_id)
+    }
+
+    /// Stores a session whose client id has none yet.
     pub(crate) fn insert(&mut self, session: Session) -> SessionKey {
-        let client_id = session.client_id.clone();
+        debug_assert!(self.find(&session.client_id).is_none(), "two sessions for {}", session.client_id);
+        let hash = self.hasher.hash_one(session.client_id.as_str());
         let key = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = Some(Box::new(session));
@@ -304,13 +322,20 @@ impl SessionStore {
                 SessionKey(slot)
             }
         };
-        self.by_client.insert(client_id, key);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_client.insert_unique(hash, key, |key| {
+            let id = slots[key.0 as usize].as_ref().map_or("", |session| session.client_id.as_str());
+            hasher.hash_one(id)
+        });
         key
     }
 
     pub(crate) fn remove(&mut self, key: SessionKey) -> Option<Session> {
         let session = self.slots.get_mut(key.0 as usize)?.take()?;
-        self.by_client.remove(&session.client_id);
+        let hash = self.hasher.hash_one(session.client_id.as_str());
+        if let Ok(entry) = self.by_client.find_entry(hash, |&k| k == key) {
+            entry.remove();
+        }
         self.free.push(key.0);
         Some(*session)
     }
@@ -394,5 +419,39 @@ mod tests {
         assert!(!s.receive_qos2(id, None));
         assert_eq!(s.release(id), None);
         assert!(s.receive_qos2(id, None));
+    }
+
+    /// The store against a model map: every client id is found exactly
+    /// when it was inserted and not removed since, under the key it got.
+    #[test]
+    fn the_store_finds_what_a_model_map_holds() {
+        fn prop(ops: Vec<(bool, u8)>) -> bool {
+            let mut store = SessionStore::default();
+            let mut model = std::collections::HashMap::new();
+            for (insert, n) in ops {
+                // Few distinct ids, so that removals and reinsertions meet.
+                let id = ClientId::new(format!("client-{}", n % 32));
+                match (insert, model.get(&id).copied()) {
+                    (true, None) => {
+                        let key = store.insert(Session::new(id.clone(), true));
+                        model.insert(id, key);
+                    }
+                    (false, Some(key)) => {
+                        let removed = store.remove(key).map(|s| s.client_id);
+                        model.remove(&id);
+                        if removed != Some(id) {
+                            return false;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            store.len() == model.len()
+                && (0..32).all(|n| {
+                    let id = ClientId::new(format!("client-{n}"));
+                    store.find(&id) == model.get(&id).copied()
+                })
+        }
+        quickcheck::QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<(bool, u8)>) -> bool);
     }
 }

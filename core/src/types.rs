@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU16;
-
-use bytestring::ByteString;
+use std::sync::Arc;
 
 /// Quality of service of a PUBLISH or a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,14 +114,16 @@ impl fmt::Display for ConnId {
 }
 
 /// An MQTT client identifier, as sent in CONNECT or assigned by the broker.
-/// Cloning is a reference-count increment.
+/// Cloning is a reference-count increment. It owns its text (one small
+/// allocation) rather than slicing the CONNECT packet, which would keep
+/// the whole packet alive as long as the session.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClientId(ByteString);
+pub struct ClientId(Arc<str>);
 
 impl ClientId {
-    /// Wraps an identifier; the codec has already checked it is UTF-8.
-    pub fn new(id: impl Into<ByteString>) -> Self {
-        Self(id.into())
+    /// Copies an identifier; the codec has already checked it is UTF-8.
+    pub fn new(id: impl AsRef<str>) -> Self {
+        Self(Arc::from(id.as_ref()))
     }
 
     /// The identifier as text.
