@@ -86,6 +86,8 @@ struct Connection {
     /// are empty: an idle connection holds only this pointer.
     buffers: Option<Box<Buffers>>,
     dirty: bool,
+    /// Output was handed to the runtime at least once.
+    flushed: bool,
     opened_at: Instant,
     last_packet: Instant,
     /// The client's keepalive in seconds, 0 for none; the connection is
@@ -126,16 +128,37 @@ impl Connection {
         self.buffers.as_ref().map_or(0, |b| b.inbuf.len())
     }
 
-    /// Everything encoded so far, if anything. Taken whole: a split would
-    /// keep the spare capacity (and a shared header) in an idle connection.
+    /// Everything encoded so far, if anything. The first output (the
+    /// CONNACK) is taken whole; later ones are split off, and the buffer
+    /// they leave is reused once the runtime has written them.
     fn take_output(&mut self) -> Option<Bytes> {
         let buffers = self.buffers.as_mut()?;
-        let out = (!buffers.outbuf.is_empty()).then(|| std::mem::take(&mut buffers.outbuf).freeze());
-        self.drop_empty_buffers();
-        out
+        if buffers.outbuf.is_empty() {
+            return None;
+        }
+        if !std::mem::replace(&mut self.flushed, true) {
+            let data = std::mem::take(&mut buffers.outbuf).freeze();
+            self.drop_idle_buffers();
+            return Some(data);
+        }
+        Some(buffers.outbuf.split().freeze())
     }
 
-    fn drop_empty_buffers(&mut self) {
+    /// After the input was decoded to its end. Until the first flush (the
+    /// CONNECT's input) the buffer goes, and with it the packet the client
+    /// id was cut from; later, it is kept for reuse.
+    fn input_decoded(&mut self) {
+        if let Some(buffers) = self.buffers.as_mut().filter(|_| !self.flushed) {
+            if buffers.inbuf.is_empty() {
+                buffers.inbuf = BytesMut::new();
+            }
+        }
+    }
+
+    /// Drops both buffers if they hold nothing: after the CONNACK, and
+    /// whenever the keepalive check passes by (every 1.5 keepalive
+    /// periods), so an idle connection keeps none for long.
+    fn drop_idle_buffers(&mut self) {
         if self.buffers.as_ref().is_some_and(|b| b.inbuf.is_empty() && b.outbuf.is_empty()) {
             self.buffers = None;
         }
@@ -325,6 +348,7 @@ impl Broker {
             state: ConnState::AwaitingConnect,
             buffers: None,
             dirty: false,
+            flushed: false,
             opened_at: now.instant,
             last_packet: now.instant,
             keep_alive: 0,
@@ -357,6 +381,7 @@ impl Broker {
                 continue; // superseded by an earlier entry
             }
             conn.armed = None;
+            conn.drop_idle_buffers();
             match conn.deadline(connect_timeout) {
                 Some((due, reason)) if due <= now.instant => self.close(now, id, reason),
                 Some((due, _)) => self.deadlines.arm(id, due, &mut conn.armed),
@@ -466,12 +491,7 @@ impl Broker {
             }
             match codec::decode(&mut conn.buffers().inbuf, self.max_packet_size) {
                 Ok(None) => {
-                    // Read to the end: an idle connection holds no buffer,
-                    // nor through it the packets it was cut from.
-                    if conn.inbuf_len() == 0 {
-                        conn.buffers().inbuf = BytesMut::new();
-                        conn.drop_empty_buffers();
-                    }
+                    conn.input_decoded();
                     break;
                 }
                 Ok(Some(packet)) => {
@@ -1163,5 +1183,40 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
         CloseReason::TakenOver | CloseReason::Refused(_) | CloseReason::TooManyConnections | CloseReason::Shutdown => {
             debug!(conn = %id, "Client {client} closed: {reason}.")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::codec::Packet;
+    use crate::sim::{ClientOptions, Simulation};
+    use crate::{Config, ConnId, QoS};
+
+    fn holds_buffers(sim: &Simulation, conn: ConnId) -> bool {
+        sim.broker().conns.get(&conn).expect("connection open").buffers.is_some()
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_buffers() {
+        let mut sim = Simulation::new(Config { sys_interval: Duration::ZERO, ..Config::default() });
+        let conn = sim.connect(ClientOptions::new("idle").keep_alive(10));
+        assert!(!holds_buffers(&sim, conn), "kept after CONNECT and CONNACK");
+
+        // A busy connection keeps its buffers between writes...
+        sim.subscribe(conn, "t", QoS::AtMostOnce);
+        let publisher = sim.connect(ClientOptions::new("publisher"));
+        sim.publish(publisher, "t", b"x", QoS::AtMostOnce, false);
+        assert!(matches!(sim.take_received(conn).last(), Some(Packet::Publish(_))));
+        assert!(holds_buffers(&sim, conn));
+
+        // ...until the keepalive check passes by (15 s after its last
+        // packet is due; a PINGREQ at 5 s keeps it open).
+        sim.advance(Duration::from_secs(5));
+        sim.send(conn, &Packet::PingReq);
+        sim.advance(Duration::from_secs(11));
+        assert_eq!(sim.closed(conn), None);
+        assert!(!holds_buffers(&sim, conn), "kept past the keepalive check");
     }
 }
