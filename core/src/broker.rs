@@ -80,7 +80,13 @@ pub struct Broker {
 /// One network connection.
 #[derive(Debug)]
 struct Connection {
-    peer: Peer,
+    /// Who connected and when, kept until its CONNECT is accepted (the
+    /// CONNECT deadline, the TLS identity, the log line): boxed, so that
+    /// an open connection does not carry it.
+    opening: Option<Box<Opening>>,
+    listener: ListenerId,
+    /// Its user name is its TLS certificate's ([`Identity::Certificate`]).
+    certified: bool,
     state: ConnState,
     /// Made when bytes arrive or are queued, dropped once both buffers
     /// are empty: an idle connection holds only this pointer.
@@ -88,7 +94,6 @@ struct Connection {
     dirty: bool,
     /// Output was handed to the runtime at least once.
     flushed: bool,
-    opened_at: Instant,
     last_packet: Instant,
     /// The client's keepalive in seconds, 0 for none; the connection is
     /// closed after 1.5 times that without a packet.
@@ -97,6 +102,13 @@ struct Connection {
     armed: Option<Instant>,
     /// Boxed: most clients have none.
     will: Option<Box<LastWill>>,
+}
+
+/// A connection until its CONNECT is accepted.
+#[derive(Debug)]
+struct Opening {
+    peer: Peer,
+    opened_at: Instant,
 }
 
 /// A connection's bytes in transit.
@@ -168,7 +180,8 @@ impl Connection {
     fn deadline(&self, connect_timeout: Duration) -> Option<(Instant, CloseReason)> {
         match self.state {
             ConnState::AwaitingConnect | ConnState::Authenticating { .. } => {
-                Some((self.opened_at + connect_timeout, CloseReason::ConnectTimeout))
+                let opened_at = self.opening.as_ref().map_or(self.last_packet, |o| o.opened_at);
+                Some((opened_at + connect_timeout, CloseReason::ConnectTimeout))
             }
             ConnState::Active { .. } if self.keep_alive > 0 => {
                 let grace = Duration::from_millis(u64::from(self.keep_alive) * 1500);
@@ -286,16 +299,13 @@ impl Broker {
         for id in ids {
             let Some(conn) = self.conns.get(&id) else { continue };
             let ConnState::Active { session } = conn.state else { continue };
-            if let Identity::Certificate(_) = conn.peer.identity {
+            if conn.certified {
                 // Its user name is its certificate's, not a password's.
                 continue;
             }
             let Some(session) = self.sessions.get(session) else { continue };
-            let info = ClientInfo {
-                client_id: &session.client_id,
-                username: session.username(),
-                listener: conn.peer.listener,
-            };
+            let info =
+                ClientInfo { client_id: &session.client_id, username: session.username(), listener: conn.listener };
             if !keep(info) {
                 self.close(now, id, CloseReason::NotAuthorised);
             }
@@ -344,12 +354,13 @@ impl Broker {
         }
         self.counters.connections_accepted += 1;
         let mut conn = Connection {
-            peer,
+            listener: peer.listener,
+            certified: matches!(peer.identity, Identity::Certificate(_)),
+            opening: Some(Box::new(Opening { peer, opened_at: now.instant })),
             state: ConnState::AwaitingConnect,
             buffers: None,
             dirty: false,
             flushed: false,
-            opened_at: now.instant,
             last_packet: now.instant,
             keep_alive: 0,
             armed: None,
@@ -567,7 +578,7 @@ impl Broker {
     /// Implements [MQTT-3.1.3-6], [MQTT-3.1.3-8], [MQTT-3.1.4-2],
     /// [MQTT-3.1.4-3], [MQTT-3.1.4-4], [MQTT-3.2.2-1] to [MQTT-3.2.2-5].
     fn handle_connect(&mut self, now: Now, id: ConnId, connect: Connect) {
-        let listener = self.conns.get(&id).map(|c| c.peer.listener).unwrap_or_default();
+        let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
         let client_id = match self.client_id_for(&connect, listener) {
             Ok(client_id) => client_id,
             Err(code) => return self.refuse(now, id, &connect.client_id, code),
@@ -579,7 +590,8 @@ impl Broker {
             // As Mosquitto: a will that could never be published is refused.
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::NotAuthorized);
         }
-        if let Some(Identity::Certificate(name)) = self.conns.get(&id).map(|c| &c.peer.identity) {
+        let identity = self.conns.get(&id).and_then(|c| c.opening.as_ref()).map(|o| &o.peer.identity);
+        if let Some(Identity::Certificate(name)) = identity {
             return match name.clone() {
                 Some(name) => self.accept_certified(now, id, connect, client_id, name),
                 None => self.refuse(now, id, client_id.as_str(), ConnectReturnCode::BadUserNameOrPassword),
@@ -655,7 +667,7 @@ impl Broker {
             }
             None => (self.sessions.insert(Session::new(client_id.clone(), connect.clean_session)), false),
         };
-        let listener = self.conns.get(&id).map(|c| c.peer.listener).unwrap_or_default();
+        let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
         if let Some(session) = self.sessions.get_mut(key) {
             session.clean = connect.clean_session;
             session.conn = Some(id);
@@ -672,7 +684,7 @@ impl Broker {
         if self.config.connection_messages {
             info!(
                 "New client connected from {} as {} (p{}, c{}, k{}{}).",
-                show_addr(conn.peer.remote),
+                show_addr(conn.opening.as_ref().and_then(|o| o.peer.remote)),
                 client_id,
                 if connect.protocol == Protocol::V31 { 1 } else { 2 },
                 u8::from(connect.clean_session),
@@ -681,6 +693,7 @@ impl Broker {
             );
         }
 
+        conn.opening = None;
         self.actions.push_back(Action::MarkOnline { client: client_id, conn: id });
         // Session Present is a 3.1.1 field; 3.1 has the byte reserved.
         let present = session_present && connect.protocol == Protocol::V311;
@@ -839,7 +852,7 @@ impl Broker {
     fn identity(&self, id: ConnId, key: SessionKey) -> Option<ClientInfo<'_>> {
         let conn = self.conns.get(&id)?;
         let session = self.sessions.get(key)?;
-        Some(ClientInfo { client_id: &session.client_id, username: session.username(), listener: conn.peer.listener })
+        Some(ClientInfo { client_id: &session.client_id, username: session.username(), listener: conn.listener })
     }
 
     // ---- routing --------------------------------------------------------
@@ -1057,7 +1070,7 @@ impl Broker {
         }
         let will = if reason == CloseReason::Disconnected { None } else { conn.will.take() };
         // A will is a PUBLISH by its client: the same write rules apply.
-        let info = ClientInfo { client_id: &client, username: username.as_deref(), listener: conn.peer.listener };
+        let info = ClientInfo { client_id: &client, username: username.as_deref(), listener: conn.listener };
         if let Some(will) = will.filter(|w| self.policy.may_publish(info, &w.topic)) {
             self.route(now, Arc::new(Message::from_will(*will, self.config.message_expiry)));
         }

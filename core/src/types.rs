@@ -114,33 +114,90 @@ impl fmt::Display for ConnId {
 }
 
 /// An MQTT client identifier, as sent in CONNECT or assigned by the broker.
-/// Cloning is a reference-count increment. It owns its text (one small
-/// allocation) rather than slicing the CONNECT packet, which would keep
-/// the whole packet alive as long as the session.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClientId(Arc<str>);
+///
+/// It owns its text rather than slicing the CONNECT packet, which would
+/// keep the whole packet alive as long as the session. Ids of up to
+/// [`ClientId::INLINE`] bytes (MQTT 3.1 allows 23; `mosquitto_pub`'s own
+/// are 21) are held inline, longer ones in one shared allocation: cloning
+/// copies 24 bytes or increments a reference count.
+#[derive(Clone)]
+pub struct ClientId(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; ClientId::INLINE] },
+    Shared(Arc<str>),
+}
 
 impl ClientId {
+    /// The longest id held without an allocation.
+    pub const INLINE: usize = 22;
+
     /// Copies an identifier; the codec has already checked it is UTF-8.
     pub fn new(id: impl AsRef<str>) -> Self {
-        Self(Arc::from(id.as_ref()))
+        let id = id.as_ref();
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= Self::INLINE => {
+                let mut bytes = [0; Self::INLINE];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                Self(Repr::Inline { len, bytes })
+            }
+            _ => Self(Repr::Shared(Arc::from(id))),
+        }
     }
 
     /// The identifier as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Copied from a `&str` whole: always valid UTF-8.
+            Repr::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
+            Repr::Shared(id) => id,
+        }
+    }
+}
+
+// Equality, order and hash are the text's, as `Borrow<str>` requires.
+impl PartialEq for ClientId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ClientId {}
+
+impl PartialOrd for ClientId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ClientId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for ClientId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl std::borrow::Borrow<str> for ClientId {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -185,5 +242,26 @@ mod tests {
         assert_eq!(buckets.len(), 4096);
         let tags: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
         assert_eq!(tags.len(), 128, "every 7-bit tag is used");
+    }
+
+    /// Inline or shared, an id is its text: same text, same order, equal,
+    /// and hashed as the `str` it borrows as.
+    #[test]
+    fn a_client_id_is_its_text_whether_inline_or_shared() {
+        fn prop(a: String, b: String) -> bool {
+            let (x, y) = (ClientId::new(&a), ClientId::new(&b));
+            let hasher = std::hash::RandomState::new();
+            x.as_str() == a
+                && y.as_str() == b
+                && (x == y) == (a == b)
+                && x.cmp(&y) == a.cmp(&b)
+                && hasher.hash_one(&x) == hasher.hash_one(a.as_str())
+                && x.to_string() == a
+        }
+        quickcheck::QuickCheck::new().tests(500).quickcheck(prop as fn(String, String) -> bool);
+        let long = "x".repeat(ClientId::INLINE + 1);
+        assert_eq!(ClientId::new(&long).as_str(), long);
+        assert_eq!(ClientId::new("é".repeat(11)).as_str(), "é".repeat(11));
+        assert_eq!(size_of::<ClientId>(), 24);
     }
 }
