@@ -92,8 +92,9 @@ struct Connection {
     /// are empty: an idle connection holds only this pointer.
     buffers: Option<Box<Buffers>>,
     dirty: bool,
-    /// Output was handed to the runtime at least once.
-    flushed: bool,
+    /// A PUBLISH went either way since the last keepalive check: the
+    /// buffers are kept between packets (see `take_output`).
+    busy: bool,
     last_packet: Instant,
     /// The client's keepalive in seconds, 0 for none; the connection is
     /// closed after 1.5 times that without a packet.
@@ -140,40 +141,47 @@ impl Connection {
         self.buffers.as_ref().map_or(0, |b| b.inbuf.len())
     }
 
-    /// Everything encoded so far, if anything. The first output (the
-    /// CONNACK) is taken whole; later ones are split off, and the buffer
-    /// they leave is reused once the runtime has written them.
+    /// Everything encoded so far, if anything. A connection that carries
+    /// PUBLISH packets splits it off and reuses the buffer once the runtime
+    /// has written it; any other (CONNACK, PINGRESP, acknowledgements
+    /// alone) hands it over whole and keeps no buffer.
     fn take_output(&mut self) -> Option<Bytes> {
         let buffers = self.buffers.as_mut()?;
         if buffers.outbuf.is_empty() {
             return None;
         }
-        if !std::mem::replace(&mut self.flushed, true) {
-            let data = std::mem::take(&mut buffers.outbuf).freeze();
-            self.drop_idle_buffers();
-            return Some(data);
+        if self.busy {
+            return Some(buffers.outbuf.split().freeze());
         }
-        Some(buffers.outbuf.split().freeze())
+        let data = std::mem::take(&mut buffers.outbuf).freeze();
+        self.drop_idle_buffers();
+        Some(data)
     }
 
-    /// After the input was decoded to its end. Until the first flush (the
-    /// CONNECT's input) the buffer goes, and with it the packet the client
-    /// id was cut from; later, it is kept for reuse.
+    /// After the input was decoded to its end: unless the connection
+    /// carries PUBLISH packets, the buffer goes, and with it the packet
+    /// the client id (or a PINGREQ) was cut from.
     fn input_decoded(&mut self) {
-        if let Some(buffers) = self.buffers.as_mut().filter(|_| !self.flushed) {
+        if let Some(buffers) = self.buffers.as_mut().filter(|_| !self.busy) {
             if buffers.inbuf.is_empty() {
                 buffers.inbuf = BytesMut::new();
             }
         }
     }
 
-    /// Drops both buffers if they hold nothing: after the CONNACK, and
-    /// whenever the keepalive check passes by (every 1.5 keepalive
-    /// periods), so an idle connection keeps none for long.
+    /// Drops both buffers if they hold nothing.
     fn drop_idle_buffers(&mut self) {
         if self.buffers.as_ref().is_some_and(|b| b.inbuf.is_empty() && b.outbuf.is_empty()) {
             self.buffers = None;
         }
+    }
+
+    /// The keepalive check passed by (every 1.5 keepalive periods): a
+    /// connection that carried PUBLISH packets counts as idle again until
+    /// its next one, and gives up its buffers if they are empty.
+    fn keepalive_checked(&mut self) {
+        self.busy = false;
+        self.drop_idle_buffers();
     }
 
     /// When the connection must be closed if nothing arrives, and why.
@@ -360,7 +368,7 @@ impl Broker {
             state: ConnState::AwaitingConnect,
             buffers: None,
             dirty: false,
-            flushed: false,
+            busy: false,
             last_packet: now.instant,
             keep_alive: 0,
             armed: None,
@@ -392,7 +400,7 @@ impl Broker {
                 continue; // superseded by an earlier entry
             }
             conn.armed = None;
-            conn.drop_idle_buffers();
+            conn.keepalive_checked();
             match conn.deadline(connect_timeout) {
                 Some((due, reason)) if due <= now.instant => self.close(now, id, reason),
                 Some((due, _)) => self.deadlines.arm(id, due, &mut conn.armed),
@@ -507,6 +515,7 @@ impl Broker {
                 }
                 Ok(Some(packet)) => {
                     conn.last_packet = now.instant;
+                    conn.busy |= matches!(packet, Packet::Publish(_));
                     self.handle_packet(now, id, packet);
                 }
                 Err(DecodeError::Malformed(violation)) => {
@@ -1131,6 +1140,7 @@ fn write_publish(
     packet_id: Option<PacketId>,
 ) {
     let m = &out.message;
+    conn.busy = true;
     codec::encode_publish(&mut conn.buffers().outbuf, dup, out.qos, out.retain, &m.topic, packet_id, &m.payload);
     mark_dirty(conn, dirty, id);
 }
@@ -1216,6 +1226,9 @@ mod tests {
         let mut sim = Simulation::new(Config { sys_interval: Duration::ZERO, ..Config::default() });
         let conn = sim.connect(ClientOptions::new("idle").keep_alive(10));
         assert!(!holds_buffers(&sim, conn), "kept after CONNECT and CONNACK");
+        sim.send(conn, &Packet::PingReq);
+        assert!(matches!(sim.take_received(conn).last(), Some(Packet::PingResp)));
+        assert!(!holds_buffers(&sim, conn), "kept after PINGREQ and PINGRESP");
 
         // A busy connection keeps its buffers between writes...
         sim.subscribe(conn, "t", QoS::AtMostOnce);
