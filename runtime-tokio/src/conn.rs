@@ -24,48 +24,19 @@ const READ_CHUNK: usize = 8 * 1024;
 /// The core's handle to a connection on tokio.
 pub(crate) type TokioOutbox = QueueOutbox;
 
-/// Starts serving one accepted socket. A plain TCP connection is handed
-/// to the broker task at once and served by one task; one that needs an
-/// opening (TLS, WebSocket), or that finds the broker task's queue full,
-/// first gets a task of its own for that ([`serve`]). A task for the
-/// opening alone, freed right after, would cost every plain connection an
-/// allocation that leaves holes in glibc's heap (about 40 bytes each).
-pub(crate) fn start(
-    stream: TcpStream,
-    remote: SocketAddr,
-    conn: ConnId,
-    limits: Limits,
-    events: mpsc::Sender<Event<TokioOutbox>>,
-) {
-    if let Some(opening) = limits.transport.opening(remote) {
-        tokio::spawn(serve(stream, remote, conn, limits, events, Some(opening)));
-        return;
-    }
-    let Ok(permit) = events.try_reserve() else {
-        tokio::spawn(serve(stream, remote, conn, limits, events, None));
-        return;
-    };
-    let _ = stream.set_nodelay(true);
-    let (outbox, rx) = culex_runtime::outbox::channel(limits.backlog);
-    permit.send(Event::Accepted { conn, peer: Peer::new(remote, limits.listener), outbox });
-    let mut served = Served { conn, stream, link: Link::raw(), rx, events, read_first: true };
-    tokio::spawn(async move { served.run().await });
-}
-
-/// Opens one accepted socket (TLS handshake, WebSocket upgrade), then
-/// serves it in a task of its own until either side ends it. That task
-/// holds only [`Served`]: the opening's state and waits would otherwise
-/// stay in every idle connection's task.
-async fn serve(
+/// Opens one accepted socket (TLS handshake, WebSocket upgrade, the broker
+/// task's id for it), then serves it in a task of its own until either
+/// side ends it. That task holds only [`Served`]: the opening's state and
+/// waits would otherwise stay in every idle connection's task.
+pub(crate) async fn serve(
     mut stream: TcpStream,
     remote: SocketAddr,
     conn: ConnId,
     limits: Limits,
     events: mpsc::Sender<Event<TokioOutbox>>,
-    opening: Option<Opening>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (link, leftover, identity) = match opening {
+    let (link, leftover, identity) = match limits.transport.opening(remote) {
         None => (Link::raw(), Bytes::new(), Identity::Connect),
         Some(opening) => match open(&mut stream, opening).await {
             Some(opened) => opened,

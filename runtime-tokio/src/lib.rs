@@ -124,7 +124,7 @@ async fn accept_loop(
                     if connection_messages {
                         info!("New connection from {remote} on port {port}.");
                     }
-                    conn::start(stream, remote, ids.next(), limits.clone(), events.clone());
+                    tokio::spawn(conn::serve(stream, remote, ids.next(), limits.clone(), events.clone()));
                 }
                 // Out of descriptors and the like: wait a little, keep serving.
                 Err(error) => {
