@@ -88,8 +88,9 @@ struct Connection {
     /// Its user name is its TLS certificate's ([`Identity::Certificate`]).
     certified: bool,
     state: ConnState,
-    /// Made when bytes arrive or are queued, dropped once both buffers
-    /// are empty: an idle connection holds only this pointer.
+    /// Made when bytes arrive or are queued; dropped once both buffers
+    /// are empty unless the connection carries PUBLISH packets (see
+    /// `take_output`): an idle connection holds only this pointer.
     buffers: Option<Box<Buffers>>,
     dirty: bool,
     /// A PUBLISH went either way since the last keepalive check: the

@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
-use std::sync::Arc;
 
 use crate::message::Message;
 use crate::peer::ListenerId;
