@@ -10,6 +10,7 @@ use bytes::Bytes;
 use culex_core::{ConnId, Identity, Peer};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
+use culex_runtime::ws::Deframed;
 use culex_runtime::{Limits, Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox};
 use futures_lite::FutureExt;
 use tracing::debug;
@@ -50,8 +51,8 @@ pub(crate) async fn serve(
     let _ = stream.set_nodelay(true);
     let mut reader = stream.clone();
     let mut writer = stream;
-    let (mut link, leftover, identity) = match limits.transport.opening(remote) {
-        None => (Link::raw(), Bytes::new(), Identity::Connect),
+    let (mut link, first, identity) = match limits.transport.opening(remote) {
+        None => (Link::raw(), Deframed::default(), Identity::Connect),
         Some(opening) => match open(&mut reader, &mut writer, opening).await {
             Some(opened) => opened,
             None => return,
@@ -62,33 +63,32 @@ pub(crate) async fn serve(
     if events.send(Event::Accepted { conn, peer, outbox }).await.is_err() {
         return;
     }
-    let (mut data, mut gone) = (leftover, false);
+    // What was read, through the link: MQTT bytes, replies, the end.
+    let (mut got, mut gone) = (first, false);
     loop {
         if gone {
             let _ = events.send(Event::Closed { conn }).await;
             return;
         }
-        if !data.is_empty() {
-            // Raw TCP passes bytes through; TLS decrypts, WebSocket unframes.
-            let got = link.incoming(std::mem::take(&mut data));
-            if !got.data.is_empty() && events.send(Event::Data { conn, data: got.data }).await.is_err() {
-                return;
-            }
-            if !got.reply.is_empty() && writer.write_all(&got.reply).await.is_err() {
-                let _ = events.send(Event::Closed { conn }).await;
-                return;
-            }
-            if let Some(end) = got.end {
-                debug!(%conn, ?end, "connection ended by the client");
-                let _ = events.send(Event::Closed { conn }).await;
-                return finish(conn, writer, &mut link).await;
-            }
+        let Deframed { data, reply, end } = std::mem::take(&mut got);
+        if !data.is_empty() && events.send(Event::Data { conn, data }).await.is_err() {
+            return;
+        }
+        if !reply.is_empty() && writer.write_all(&reply).await.is_err() {
+            let _ = events.send(Event::Closed { conn }).await;
+            return;
+        }
+        if let Some(end) = end {
+            debug!(%conn, ?end, "connection ended by the client");
+            let _ = events.send(Event::Closed { conn }).await;
+            return finish(conn, writer, &mut link).await;
         }
         let read = async { Wake::Read(read_when_ready(&mut reader).await) };
         let out = async { Wake::Out(rx.recv().await) };
         match read.or(out).await {
+            // Raw TCP passes bytes through; TLS decrypts, WebSocket unframes.
             Wake::Read(read) => match read {
-                Ok(chunk) if !chunk.is_empty() => data = Bytes::from(chunk),
+                Ok(chunk) if !chunk.is_empty() => got = link.incoming(Bytes::from(chunk)),
                 _ => gone = true,
             },
             Wake::Out(out) => match out {
@@ -164,19 +164,23 @@ async fn finish(conn: ConnId, mut writer: TcpStream, link: &mut Link) {
 }
 
 /// The opening (TLS handshake, WebSocket upgrade) within
-/// [`OPEN_TIMEOUT`]: the link, the MQTT bytes read with its end and the
-/// client's identity, or `None` if the connection is over (refused, timed
-/// out, gone).
-async fn open(reader: &mut TcpStream, writer: &mut TcpStream, mut opening: Opening) -> Option<(Link, Bytes, Identity)> {
+/// [`OPEN_TIMEOUT`]: the link, what was read with its end (through the
+/// link already) and the client's identity, or `None` if the connection
+/// is over (refused, timed out, gone).
+async fn open(
+    reader: &mut TcpStream,
+    writer: &mut TcpStream,
+    mut opening: Opening,
+) -> Option<(Link, Deframed, Identity)> {
     let mut buf = vec![0; READ_CHUNK];
     let work = async {
         loop {
             let n = reader.read(&mut buf).await.ok().filter(|&n| n > 0)?;
             match opening.feed(&buf[..n]) {
                 OpenStep::NeedMore { reply } => writer.write_all(&reply).await.ok()?,
-                OpenStep::Open { reply, link, leftover, identity } => {
+                OpenStep::Open { reply, link, first, identity } => {
                     writer.write_all(&reply).await.ok()?;
-                    return Some((link, leftover, identity));
+                    return Some((link, first, identity));
                 }
                 OpenStep::Refuse { reply } => {
                     let _ = writer.write_all(&reply).await;

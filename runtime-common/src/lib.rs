@@ -27,6 +27,8 @@ pub mod settings;
 mod start;
 pub mod store;
 mod sync;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod ws;
 

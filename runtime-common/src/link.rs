@@ -6,8 +6,11 @@
 //! WebSocket upgrade, each fed the bytes read and answering with bytes to
 //! write, within [`OPEN_TIMEOUT`]. Only then is the connection handed to
 //! the core, with the TLS client's identity. Both runtimes run the same
-//! loop around [`Opening::feed`], then pass every read through
-//! [`Link::incoming`] and every write through [`Link::outgoing`].
+//! loop around [`Opening::feed`], then pass every later read through
+//! [`Link::incoming`] and every write through [`Link::outgoing`]. What
+//! came with the opening's last read is handed over already through the
+//! link ([`OpenStep::Open`]'s `first`): a client that sends CONNECT right
+//! behind its TLS Finished puts both in one read.
 
 use std::net::SocketAddr;
 
@@ -16,6 +19,9 @@ use culex_core::Identity;
 
 use crate::tls::{ListenerTls, TlsEnd, TlsSession};
 use crate::ws::{self, Deframed, Deframer, End, Handshake, HandshakeStep, Wire};
+
+#[cfg(test)]
+mod prop_split;
 
 /// How long a client has to complete the TLS handshake and the WebSocket
 /// upgrade together.
@@ -70,15 +76,17 @@ pub enum OpenStep {
         /// Bytes to write (TLS handshake records).
         reply: Bytes,
     },
-    /// Done: write `reply`, then serve `link`; `leftover` is MQTT data
-    /// already read.
+    /// Done: write `reply`, then serve `link`, starting with `first`.
     Open {
         /// Bytes to write (the last handshake records, the 101 answer).
         reply: Bytes,
         /// The connection's way of carrying MQTT from now on.
         link: Link,
-        /// MQTT bytes that came with the end of the opening.
-        leftover: Bytes,
+        /// What came in the same read as the end of the opening, already
+        /// through the link (decrypted, unframed), as from
+        /// [`Link::incoming`]: handled like any later read, never fed to
+        /// the link again.
+        first: Deframed,
         /// Where the client's user name comes from.
         identity: Identity,
     },
@@ -107,7 +115,7 @@ impl Opening {
                 reply.extend_from_slice(&read.reply);
                 match read.end {
                     Some(TlsEnd::Failed(error)) => {
-                        tracing::info!("TLS handshake with {} failed: {error}.", self.remote);
+                        tracing::error!("TLS handshake with {} failed: {error}.", self.remote);
                         return self.refuse(reply);
                     }
                     Some(TlsEnd::Closed) => {
@@ -146,8 +154,12 @@ impl Opening {
             None => (None, Identity::Connect),
         };
         self.failed = true;
-        let link = Link { layers: Some(Box::new(Layers { tls: tls.map(|session| *session), wire })) };
-        OpenStep::Open { reply: reply.freeze(), link, leftover, identity }
+        let mut layers = Box::new(Layers { remote: self.remote, tls: tls.map(|session| *session), wire });
+        // The bytes after the opening's end are out of TLS already: only
+        // the wire is left to take them through.
+        let mut first = layers.unframe(leftover);
+        reply.extend_from_slice(&std::mem::take(&mut first.reply));
+        OpenStep::Open { reply: reply.freeze(), link: Link { layers: Some(layers) }, first, identity }
     }
 
     /// Logs that the client did not finish the opening in time.
@@ -182,8 +194,27 @@ pub struct Link {
 /// What lies under MQTT on a TLS or WebSocket connection.
 #[derive(Debug)]
 struct Layers {
+    /// The client's address, for the log line of a TLS failure.
+    remote: SocketAddr,
     tls: Option<TlsSession>,
     wire: Wire,
+}
+
+impl Layers {
+    /// Plaintext out of TLS (or read, without TLS) through the wire: MQTT
+    /// bytes, and the wire's replies as written on the socket.
+    fn unframe(&mut self, plain: Bytes) -> Deframed {
+        if plain.is_empty() {
+            return Deframed::default();
+        }
+        let mut got = self.wire.incoming(plain);
+        if let Some(session) = &mut self.tls
+            && !got.reply.is_empty()
+        {
+            got.reply = BytesMut::from(session.outgoing(&got.reply));
+        }
+        got
+    }
 }
 
 impl Link {
@@ -196,19 +227,18 @@ impl Link {
     /// end.
     pub fn incoming(&mut self, data: Bytes) -> Deframed {
         let Some(layers) = &mut self.layers else { return Deframed { data, ..Deframed::default() } };
-        let Some(session) = &mut layers.tls else { return layers.wire.incoming(data) };
+        let Some(session) = &mut layers.tls else { return layers.unframe(data) };
         let read = session.incoming(&data);
-        let mut got = if read.plain.is_empty() { Deframed::default() } else { layers.wire.incoming(read.plain) };
+        let mut got = layers.unframe(read.plain);
+        // TLS replies (alerts, key updates) go out before the wire's.
         let mut reply = BytesMut::from(&read.reply[..]);
-        if !got.reply.is_empty() {
-            reply.extend_from_slice(&session.outgoing(&got.reply));
-        }
+        reply.extend_from_slice(&got.reply);
         got.reply = reply;
         got.end = got.end.or(match read.end {
             None => None,
             Some(TlsEnd::Closed) => Some(End::Closed),
             Some(TlsEnd::Failed(error)) => {
-                tracing::debug!("TLS error: {error}");
+                tracing::error!("TLS error on the connection from {}: {error}.", layers.remote);
                 Some(End::Error("TLS error"))
             }
         });

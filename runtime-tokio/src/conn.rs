@@ -36,8 +36,8 @@ pub(crate) async fn serve(
     events: mpsc::Sender<Event<TokioOutbox>>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (link, leftover, identity) = match limits.transport.opening(remote) {
-        None => (Link::raw(), Bytes::new(), Identity::Connect),
+    let (link, first, identity) = match limits.transport.opening(remote) {
+        None => (Link::raw(), Deframed::default(), Identity::Connect),
         Some(opening) => match open(&mut stream, opening).await {
             Some(opened) => opened,
             None => return,
@@ -49,11 +49,8 @@ pub(crate) async fn serve(
         return;
     }
     let mut served = Served { conn, stream, link, rx, events, read_first: true };
-    if !leftover.is_empty() {
-        let got = served.link.incoming(leftover);
-        if served.incoming(Box::new(got)).await == Flow::Stop {
-            return;
-        }
+    if first != Deframed::default() && served.incoming(Box::new(first)).await == Flow::Stop {
+        return;
     }
     // Run in place (`run` borrows it): moved into a local, `served` would
     // be held twice.
@@ -259,19 +256,19 @@ impl Served {
 }
 
 /// The opening (TLS handshake, WebSocket upgrade) within
-/// [`OPEN_TIMEOUT`]: the link, the MQTT bytes read with its end and the
-/// client's identity, or `None` if the connection is over (refused, timed
-/// out, gone).
-async fn open(stream: &mut TcpStream, mut opening: Opening) -> Option<(Link, Bytes, Identity)> {
+/// [`OPEN_TIMEOUT`]: the link, what was read with its end (through the
+/// link already) and the client's identity, or `None` if the connection
+/// is over (refused, timed out, gone).
+async fn open(stream: &mut TcpStream, mut opening: Opening) -> Option<(Link, Deframed, Identity)> {
     let mut buf = vec![0; READ_CHUNK];
     let work = async {
         loop {
             let n = stream.read(&mut buf).await.ok().filter(|&n| n > 0)?;
             match opening.feed(&buf[..n]) {
                 OpenStep::NeedMore { reply } => stream.write_all(&reply).await.ok()?,
-                OpenStep::Open { reply, link, leftover, identity } => {
+                OpenStep::Open { reply, link, first, identity } => {
                     stream.write_all(&reply).await.ok()?;
-                    return Some((link, leftover, identity));
+                    return Some((link, first, identity));
                 }
                 OpenStep::Refuse { reply } => {
                     let _ = stream.write_all(&reply).await;

@@ -206,6 +206,81 @@ def tls_handshake(port: int, certs: Path, version: ssl.TLSVersion) -> str:
             return f"refused: {error}"
 
 
+def hurried_connect(port: int, context: ssl.SSLContext, client_id: str) -> bytes:
+    """A TCP_NODELAY client writing CONNECT right behind its handshake,
+    as OpenSSL clients in a hurry do: under TLS 1.3 its Finished and the
+    CONNECT record often reach the broker in one read. The CONNACK."""
+    with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with context.wrap_socket(raw, server_hostname=LOOPBACK) as tls:
+            tls.sendall(connect_packet(client_id))
+            connack = b""
+            while len(connack) < 4:
+                chunk = tls.recv(4 - len(connack))
+                if not chunk:
+                    break
+                connack += chunk
+            tls.sendall(b"\xe0\x00")
+            return connack
+
+
+def test_two_hundred_hurried_tls_clients_all_connect(tls_broker, certs):
+    broker = tls_broker()
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    failures = []
+    for i in range(200):
+        try:
+            connack = hurried_connect(broker.tls_port, context, f"hurried-{i}")
+            if connack != b"\x20\x02\x00\x00":
+                failures.append((i, connack))
+        except (ssl.SSLError, OSError) as error:
+            failures.append((i, repr(error)))
+    assert failures == [], f"{len(failures)} of 200 failed, first: {failures[:3]}"
+    broker.wait_log(r"Client hurried-199 disconnected\.")
+    assert "TLS error" not in broker.log()
+
+
+def test_two_hundred_mosquitto_pub_nodelay_over_tls_all_arrive(tls_broker, certs, cleanup):
+    broker = tls_broker()
+    sub = MosquittoSub(broker.port, ["t/#"], qos=1)
+    cleanup(sub.kill)
+    sub.wait_subscribed()
+    failed = []
+    for i in range(200):
+        result = mosquitto_pub(broker.tls_port, "t/nodelay", str(i), qos=1, extra=tls_args(certs) + ["--nodelay"])
+        if result.returncode != 0:
+            failed.append((i, result.stderr.strip()))
+    assert failed == [], f"{len(failed)} of 200 failed, first: {failed[:3]}"
+    wait_until(lambda: len(sub.messages()) >= 200, what=lambda: f"200 messages; got {len(sub.messages())}")
+    assert [m[3] for m in sub.messages()] == [str(i) for i in range(200)]
+
+
+def test_tls_failures_are_logged_as_errors_with_address_and_reason(tls_broker, certs):
+    """At `log_type error` (where Mosquitto logs its OpenSSL errors): a
+    handshake the client gives up, and a corrupted record after it."""
+    broker = tls_broker(verbose=False, extra=["log_type error"])
+    assert pub_ok(broker.tls_port, certs, ca="other-ca").returncode != 0
+    broker.wait_log(rf"TLS handshake with {LOOPBACK}:\d+ failed: received fatal alert: \w+\.$")
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    with socket.create_connection((LOOPBACK, broker.tls_port), timeout=5) as raw:
+        tls = context.wrap_bio(incoming, outgoing, server_hostname=LOOPBACK)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        raw.sendall(outgoing.read())
+        tls.write(connect_packet("corrupt"))
+        record = bytearray(outgoing.read())
+        record[-1] ^= 1
+        raw.sendall(bytes(record))
+        port = raw.getsockname()[1]
+        broker.wait_log(rf"TLS error on the connection from {LOOPBACK}:{port}: cannot decrypt peer's message\.$")
+
+
 def test_tls_version_13_refuses_a_tls12_client(tls_broker, certs):
     broker = tls_broker(["tls_version tlsv1.3"])
     assert tls_handshake(broker.tls_port, certs, ssl.TLSVersion.TLSv1_2).startswith("refused")

@@ -176,7 +176,11 @@ impl TlsSession {
             return Bytes::new();
         }
         let status = self.conn.process_tls_records(&mut self.pending);
+        // `incoming` left no whole record unread, so this is 0; were it
+        // not, keeping those bytes would have them read twice.
+        let discard = status.discard;
         let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state else {
+            self.pending.drain(..discard.min(self.pending.len()));
             return Bytes::new();
         };
         let mut out = vec![0; size];
@@ -187,6 +191,7 @@ impl TlsSession {
             }
             other => other,
         };
+        self.pending.drain(..discard.min(self.pending.len()));
         match written {
             Ok(n) => {
                 out.truncate(n);

@@ -3,94 +3,16 @@
 //! the identity handed to the core, and data both ways through [`Link`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::io::Write as _;
 
 use bytes::Bytes;
 use culex_core::Identity;
-use culex_core::conf::{CertUsername, Located, TlsConf, TlsVersion};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use culex_core::conf::{CertUsername, TlsConf, TlsVersion};
+use rustls::ClientConnection;
 
 use super::ListenerTls;
 use crate::link::{Link, OpenStep, Transport};
-
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
-
-fn path(name: &str) -> String {
-    format!("{DATA}/{name}")
-}
-
-fn at(value: &str, line: usize) -> Option<Located<String>> {
-    Some(Located { value: value.to_owned(), file: "t.conf".to_owned(), line })
-}
-
-/// The listener's TLS keys: the test server certificate, plus `extra`.
-fn conf(extra: impl FnOnce(&mut TlsConf)) -> TlsConf {
-    let mut tls =
-        TlsConf { certfile: at(&path("server.crt"), 2), keyfile: at(&path("server.key"), 3), ..TlsConf::default() };
-    tls.first = tls.certfile.clone();
-    extra(&mut tls);
-    tls
-}
-
-fn listener(extra: impl FnOnce(&mut TlsConf)) -> ListenerTls {
-    ListenerTls::load(&conf(extra)).unwrap().expect("a TLS listener")
-}
-
-fn with_ca(tls: &mut TlsConf) {
-    tls.cafile = at(&path("ca.crt"), 4);
-}
-
-fn client(cert: Option<&str>) -> ClientConnection {
-    client_with(cert, &[&rustls::version::TLS13, &rustls::version::TLS12])
-}
-
-fn client_with(cert: Option<&str>, versions: &[&'static rustls::SupportedProtocolVersion]) -> ClientConnection {
-    let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(path("ca.crt")).unwrap()).unwrap();
-    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match cert {
-        Some(name) => {
-            let chain = vec![CertificateDer::from_pem_file(path(&format!("{name}.crt"))).unwrap()];
-            let key = PrivateKeyDer::from_pem_file(path(&format!("{name}.key"))).unwrap();
-            builder.with_client_auth_cert(chain, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap()
-}
-
-/// Everything the client has to send.
-fn from_client(client: &mut ClientConnection) -> Vec<u8> {
-    let mut out = Vec::new();
-    while client.wants_write() {
-        client.write_tls(&mut out).unwrap();
-    }
-    out
-}
-
-/// Gives the client what the server wrote; its plaintext, or its error.
-fn to_client(client: &mut ClientConnection, mut data: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-    let mut plain = Vec::new();
-    while !data.is_empty() {
-        client.read_tls(&mut data).unwrap();
-        let state = client.process_new_packets()?;
-        let mut buf = vec![0; state.plaintext_bytes_to_read()];
-        client.reader().read_exact(&mut buf).unwrap();
-        plain.extend_from_slice(&buf);
-    }
-    Ok(plain)
-}
-
-fn remote() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 40000))
-}
+use crate::testing::{DATA, at, client, client_with, conf, from_client, listener, path, remote, to_client, with_ca};
 
 /// How an opening ended.
 enum Opened {
@@ -122,11 +44,11 @@ fn open(transport: &Transport, client: &mut ClientConnection, then: &[u8], chunk
                         client_error = Some(e);
                     }
                 }
-                OpenStep::Open { reply, mut link, leftover, identity } => {
+                OpenStep::Open { reply, mut link, first, identity } => {
                     let client_error = to_client(client, &reply).err();
                     // What the client sent after the opening's end is the link's.
                     let rest = pieces[i + 1..].concat();
-                    let leftover = [&leftover[..], &link.incoming(Bytes::from(rest)).data[..]].concat();
+                    let leftover = [&first.data[..], &link.incoming(Bytes::from(rest)).data[..]].concat();
                     return Opened::Open { link, leftover: Bytes::from(leftover), identity, client_error };
                 }
                 OpenStep::Refuse { reply } => {
