@@ -21,14 +21,14 @@ use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::message::Message;
 use crate::peer::{Identity, ListenerId, Peer};
-use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, Password, Refusal};
+use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Password, Refusal};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
-use crate::session::{Limits, Outgoing, PubRecOutcome, QueueFull, Session, SessionKey, SessionStore, Stage};
+use crate::session::{Grant, Limits, Outgoing, PubRecOutcome, QueueFull, Session, SessionKey, SessionStore, Stage};
 use crate::sys::SysTopics;
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
-use crate::topic::TopicFilter;
+use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};
 
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
@@ -64,7 +64,7 @@ pub struct Broker {
     conns: ConnIdMap<Box<Connection>>,
     next_conn: u64,
     sessions: SessionStore,
-    subscriptions: SubscriptionTree<SessionKey>,
+    subscriptions: SubscriptionTree<SessionKey, Grant>,
     retained: RetainedStore<Arc<Message>>,
     deadlines: Deadlines,
     actions: VecDeque<Action>,
@@ -72,7 +72,7 @@ pub struct Broker {
     dirty: Vec<ConnId>,
     ids: IdGenerator,
     /// Reused buffer for the subscribers a message matches.
-    matched: Vec<(SessionKey, QoS)>,
+    matched: Vec<(SessionKey, Grant)>,
     counters: Counters,
     sys: SysTopics,
 }
@@ -294,10 +294,11 @@ impl Broker {
     /// `mosquitto_security_apply` does:
     /// - a connected client for which `keep` answers false is disconnected
     ///   (its will, if the new policy lets it write there, is published);
-    /// - every session, connected or not, loses the subscriptions a new
-    ///   SUBSCRIBE of the same filter would be refused, so nothing the
-    ///   client may no longer read reaches it. Routing itself never asks
-    ///   the policy: this one pass is the whole cost of a reload.
+    /// - every subscription of every session, connected or not, is judged
+    ///   again: those the new policy does not let read whole have their
+    ///   messages checked one by one from now on, the others go back to
+    ///   the unchecked path. None is removed, so read access granted back
+    ///   later resumes delivery, as in Mosquitto.
     ///
     /// Clients whose credentials are being checked keep the answer of the
     /// check already under way.
@@ -323,19 +324,9 @@ impl Broker {
             let Some(session) = self.sessions.get(key) else { continue };
             let info =
                 ClientInfo { client_id: &session.client_id, username: session.username(), listener: session.owner.1 };
-            let revoked: Vec<TopicFilter> = session
-                .subscriptions
-                .keys()
-                .filter(|filter| !self.policy.may_subscribe(info, filter))
-                .cloned()
-                .collect();
-            let client_id = session.client_id.clone();
-            for filter in revoked {
-                info!("Subscription of {client_id} to {} removed: no read access after reload.", filter.as_str());
-                self.subscriptions.unsubscribe(&filter, key);
-                if let Some(session) = self.sessions.get_mut(key) {
-                    session.subscriptions.remove(&filter);
-                }
+            for (filter, &qos) in &session.subscriptions {
+                let checked = self.policy.filter_access(info, filter) != FilterAccess::Whole;
+                self.subscriptions.subscribe(filter, key, Grant { qos, checked });
             }
         }
     }
@@ -445,7 +436,7 @@ impl Broker {
         let connected = self.conns.values().filter(|c| matches!(c.state, ConnState::Active { .. })).count();
         let stats = self.stats();
         for (topic, value) in self.sys.due(now.instant, self.config.sys_interval, &stats, connected) {
-            let Ok(topic) = crate::topic::TopicName::new(topic) else { continue };
+            let Ok(topic) = TopicName::new(topic) else { continue };
             self.route(now, Arc::new(Message::new(topic, Bytes::from(value), QoS::AtMostOnce, true)));
         }
     }
@@ -827,7 +818,7 @@ impl Broker {
         key: SessionKey,
         qos: QoS,
         retain: bool,
-        topic: crate::topic::TopicName,
+        topic: TopicName,
         payload: Bytes,
         dup: bool,
     ) -> Option<Message> {
@@ -878,18 +869,35 @@ impl Broker {
         matched.clear();
         self.subscriptions.matches(&message.topic, &mut matched);
         matched.sort_unstable();
-        // Sorted by key, then QoS: the last entry of each key is its highest.
+        // Sorted by key: each session's subscriptions come together. It
+        // gets the message once, at the highest QoS among them, unchecked
+        // if any of them is wholly readable.
         let mut i = 0;
         while i < matched.len() {
-            let (key, _) = matched[i];
+            let (key, mut grant) = matched[i];
             while i + 1 < matched.len() && matched[i + 1].0 == key {
                 i += 1;
+                grant.qos = grant.qos.max(matched[i].1.qos);
+                grant.checked &= matched[i].1.checked;
             }
-            let qos = message.qos.min(matched[i].1);
-            self.deliver(now, key, Outgoing { message: message.clone(), qos, retain: false });
             i += 1;
+            if grant.checked && !self.may_read(key, &message.topic) {
+                continue;
+            }
+            let qos = message.qos.min(grant.qos);
+            self.deliver(now, key, Outgoing { message: message.clone(), qos, retain: false });
         }
         self.matched = matched;
+    }
+
+    /// Whether session `key` may be sent a message on `topic`, for a
+    /// subscription that is not wholly readable.
+    fn may_read(&self, key: SessionKey, topic: &TopicName) -> bool {
+        self.sessions.get(key).is_some_and(|session| {
+            let info =
+                ClientInfo { client_id: &session.client_id, username: session.username(), listener: session.owner.1 };
+            self.policy.may_read(info, topic)
+        })
     }
 
     fn store_retained(&mut self, now: Now, message: &Arc<Message>) {
@@ -986,26 +994,27 @@ impl Broker {
         let Some(info) = self.identity(id, key) else { return };
         let client_id = info.client_id;
         debug!(conn = %id, "Received SUBSCRIBE from {client_id}");
-        let decisions: Vec<bool> =
-            subscribe.filters.iter().map(|(filter, _)| self.policy.may_subscribe(info, filter)).collect();
+        let decisions: Vec<FilterAccess> =
+            subscribe.filters.iter().map(|(filter, _)| self.policy.filter_access(info, filter)).collect();
         let mut return_codes = Vec::with_capacity(subscribe.filters.len());
         let mut granted = Vec::with_capacity(subscribe.filters.len());
-        for ((filter, qos), allowed) in subscribe.filters.into_iter().zip(decisions) {
+        for ((filter, qos), access) in subscribe.filters.into_iter().zip(decisions) {
             debug!(conn = %id, "\t{} (QoS {})", filter.as_str(), qos.bits());
-            if !allowed || !self.has_room_for(key, &filter) {
+            if access == FilterAccess::Denied || !self.has_room_for(key, &filter) {
                 return_codes.push(SubscribeReturnCode::Failure);
                 continue;
             }
-            self.subscriptions.subscribe(&filter, key, qos);
+            let grant = Grant { qos, checked: access == FilterAccess::Partial };
+            self.subscriptions.subscribe(&filter, key, grant);
             if let Some(session) = self.sessions.get_mut(key) {
                 session.subscriptions.insert(filter.clone(), qos);
             }
             return_codes.push(SubscribeReturnCode::Granted(qos));
-            granted.push((filter, qos));
+            granted.push((filter, grant));
         }
         self.write(id, &Packet::SubAck(SubAck { packet_id: subscribe.packet_id, return_codes }));
-        for (filter, qos) in granted {
-            self.send_retained(now, key, &filter, qos);
+        for (filter, grant) in granted {
+            self.send_retained(now, key, &filter, grant);
         }
     }
 
@@ -1020,10 +1029,16 @@ impl Broker {
                 .is_some_and(|s| s.subscriptions.len() < max || s.subscriptions.contains_key(filter))
     }
 
-    fn send_retained(&mut self, now: Now, key: SessionKey, filter: &TopicFilter, granted: QoS) {
+    /// The retained messages matching a new subscription, as any other
+    /// message is delivered to it (checked for read access if its filter
+    /// is not wholly readable).
+    fn send_retained(&mut self, now: Now, key: SessionKey, filter: &TopicFilter, grant: Grant) {
         let mut found = Vec::new();
         self.retained.matching(filter, &mut found);
         for (topic, message) in found {
+            if grant.checked && !self.may_read(key, &topic) {
+                continue;
+            }
             if message.is_expired(now.unix) {
                 self.retained.remove(&topic);
                 log_expired(&message, now);
@@ -1033,7 +1048,7 @@ impl Broker {
                 }
                 continue;
             }
-            let qos = message.qos.min(granted);
+            let qos = message.qos.min(grant.qos);
             self.deliver(now, key, Outgoing { message, qos, retain: true });
         }
     }

@@ -59,14 +59,26 @@
 //! - QoS 0 messages are not queued for offline sessions unless
 //!   `queue_qos0_messages` is set.
 //! - An empty client id with clean session gets `auto-` and a UUID.
-//! - MQTT 3.1 clients must send an id of 1 to 23 characters, as the 3.1
-//!   specification says (Mosquitto 2.0 accepts longer ones).
 //! - A client asking for a keepalive above `max_keepalive` is refused
 //!   with CONNACK 0x02.
-//! - On takeover the old connection's will is published (the old network
-//!   connection closed without DISCONNECT, [MQTT-3.1.2-8]).
 //! - Overlapping subscriptions give one copy, at the highest granted QoS
 //!   ([MQTT-3.3.5-1]), as Mosquitto 2.0 does.
+//!
+//! # Where Culex differs from Mosquitto on purpose
+//!
+//! Where Mosquitto 2.0 breaks a specification, the core follows the
+//! specification:
+//! - On takeover the old connection's will is published, whatever the
+//!   clean session flags: that connection ended without DISCONNECT
+//!   ([MQTT-3.1.2-8]). Mosquitto 2.0 publishes none when both the old and
+//!   the new connection keep a persistent session (clean session 0).
+//! - MQTT 3.1 clients must send an id of 1 to 23 characters, as the 3.1
+//!   specification says (Mosquitto 2.0 accepts longer ones).
+//!
+//! And one choice of the access policy's: a SUBSCRIBE whose filter matches
+//! no topic the client may read gets 0x80, where Mosquitto grants a
+//! subscription that can deliver nothing
+//! ([`FilterAccess`](policy::FilterAccess)).
 #![warn(missing_docs)]
 
 mod action;

@@ -84,13 +84,34 @@ pub trait AccessPolicy: fmt::Debug + Send {
     /// is the policy's to apply, as it may differ per listener.
     fn authenticate(&self, client: ClientInfo<'_>, password: Option<&Bytes>) -> AuthDecision;
 
-    /// Whether `client` may subscribe to `filter`; a refusal is answered
-    /// with 0x80 in SUBACK.
-    fn may_subscribe(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> bool;
+    /// How much of what `filter` can match `client` may read: a
+    /// [`FilterAccess::Denied`] filter is answered with 0x80 in SUBACK,
+    /// the others are granted.
+    fn filter_access(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> FilterAccess;
+
+    /// Whether a message on `topic` may be delivered to `client`: asked at
+    /// delivery, only for subscriptions whose filter was judged
+    /// [`FilterAccess::Partial`].
+    fn may_read(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool;
 
     /// Whether `client` may publish on `topic`; a refused PUBLISH is
     /// acknowledged as usual and dropped ([MQTT-3.3.5-2]).
     fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool;
+}
+
+/// How much of what a filter can match a client may read: decides the
+/// SUBACK and whether the subscription's messages are checked one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterAccess {
+    /// Every topic the filter matches: granted, and its messages are
+    /// delivered without a check.
+    Whole,
+    /// Some topics, perhaps not all: granted, and each message is checked
+    /// with [`AccessPolicy::may_read`] before it is delivered (Mosquitto
+    /// checks every message so).
+    Partial,
+    /// No topic at all: refused with 0x80 in SUBACK.
+    Denied,
 }
 
 /// Lets everyone do everything, except publish into `$SYS`, which only
@@ -103,7 +124,11 @@ impl AccessPolicy for AllowAll {
         AuthDecision::Allow
     }
 
-    fn may_subscribe(&self, _: ClientInfo<'_>, _: &TopicFilter) -> bool {
+    fn filter_access(&self, _: ClientInfo<'_>, _: &TopicFilter) -> FilterAccess {
+        FilterAccess::Whole
+    }
+
+    fn may_read(&self, _: ClientInfo<'_>, _: &TopicName) -> bool {
         true
     }
 

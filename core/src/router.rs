@@ -13,42 +13,43 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::topic::{MULTI_LEVEL_WILDCARD, SINGLE_LEVEL_WILDCARD, TopicFilter, TopicName, split_level};
-use crate::types::QoS;
 
 /// Subscriptions indexed level by level. `K` names a subscriber (the broker
-/// uses its session key).
-pub struct SubscriptionTree<K> {
-    root: Node<K>,
+/// uses its session key), `V` is what a subscription holds (the broker
+/// keeps its granted QoS and whether its messages are checked for read
+/// access).
+pub struct SubscriptionTree<K, V> {
+    root: Node<K, V>,
     len: usize,
 }
 
-impl<K> fmt::Debug for SubscriptionTree<K> {
+impl<K, V> fmt::Debug for SubscriptionTree<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubscriptionTree").field("len", &self.len).finish_non_exhaustive()
     }
 }
 
-impl<K: Copy + Ord> Default for SubscriptionTree<K> {
+impl<K: Copy + Ord, V: Copy> Default for SubscriptionTree<K, V> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Copy + Ord> SubscriptionTree<K> {
+impl<K: Copy + Ord, V: Copy> SubscriptionTree<K, V> {
     /// An empty tree.
     pub fn new() -> Self {
         Self { root: Node::default(), len: 0 }
     }
 
-    /// Adds or replaces `key`'s subscription to `filter`; returns the QoS
-    /// it replaced.
-    pub fn subscribe(&mut self, filter: &TopicFilter, key: K, qos: QoS) -> Option<QoS> {
+    /// Adds or replaces `key`'s subscription to `filter`; returns what it
+    /// replaced.
+    pub fn subscribe(&mut self, filter: &TopicFilter, key: K, value: V) -> Option<V> {
         let (path, multi) = split_filter(filter);
         let mut node = &mut self.root;
         for level in path_levels(path) {
             node = node.child_or_insert(level);
         }
-        let previous = node.subscribers_mut(multi).insert(key, qos);
+        let previous = node.subscribers_mut(multi).insert(key, value);
         if previous.is_none() {
             self.len += 1;
         }
@@ -100,8 +101,8 @@ impl<K: Copy + Ord> SubscriptionTree<K> {
         true
     }
 
-    /// The QoS of `key`'s subscription to exactly `filter`, if any.
-    pub fn get(&self, filter: &TopicFilter, key: K) -> Option<QoS> {
+    /// `key`'s subscription to exactly `filter`, if any.
+    pub fn get(&self, filter: &TopicFilter, key: K) -> Option<V> {
         let (path, multi) = split_filter(filter);
         let mut node = &self.root;
         for level in path_levels(path) {
@@ -110,7 +111,7 @@ impl<K: Copy + Ord> SubscriptionTree<K> {
         node.subscribers(multi).get(&key).copied()
     }
 
-    /// Appends `(key, qos)` for every subscription whose filter matches
+    /// Appends `(key, value)` for every subscription whose filter matches
     /// `topic`. A key with several matching filters appears once per filter.
     ///
     /// Filters starting with a wildcard do not match topics starting with
@@ -118,7 +119,7 @@ impl<K: Copy + Ord> SubscriptionTree<K> {
     /// matches `sport`). Allocates nothing besides growing `out`, unless a
     /// path branches (a literal and a `+` child both match) more than 16
     /// times.
-    pub fn matches(&self, topic: &TopicName, out: &mut Vec<(K, QoS)>) {
+    pub fn matches(&self, topic: &TopicName, out: &mut Vec<(K, V)>) {
         let mut pending = Pending::new();
         if topic.is_system() {
             // Only literal first levels: no `#` or `+` at the root.
@@ -132,9 +133,9 @@ impl<K: Copy + Ord> SubscriptionTree<K> {
         }
         while let Some((mut node, mut rest)) = pending.pop() {
             loop {
-                out.extend(node.multi.iter().map(|(k, q)| (*k, *q)));
+                out.extend(node.multi.iter().map(|(k, v)| (*k, *v)));
                 let Some(levels) = rest else {
-                    out.extend(node.exact.iter().map(|(k, q)| (*k, *q)));
+                    out.extend(node.exact.iter().map(|(k, v)| (*k, *v)));
                     break;
                 };
                 let (level, next) = split_level(levels);
@@ -195,30 +196,30 @@ fn path_levels(path: Option<&str>) -> impl Iterator<Item = &str> {
 }
 
 /// One node of the trie.
-struct Node<K> {
+struct Node<K, V> {
     /// Children by literal level.
     children: BTreeMap<Box<str>, Self>,
     /// The child for a `+` level.
     plus: Option<Box<Self>>,
     /// Subscribers of this node's filter.
-    exact: BTreeMap<K, QoS>,
+    exact: BTreeMap<K, V>,
     /// Subscribers of this node's filter followed by `/#` (or of `#` at
     /// the root).
-    multi: BTreeMap<K, QoS>,
+    multi: BTreeMap<K, V>,
 }
 
-impl<K> Default for Node<K> {
+impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Self { children: BTreeMap::new(), plus: None, exact: BTreeMap::new(), multi: BTreeMap::new() }
     }
 }
 
-impl<K> Node<K> {
-    fn subscribers(&self, multi: bool) -> &BTreeMap<K, QoS> {
+impl<K, V> Node<K, V> {
+    fn subscribers(&self, multi: bool) -> &BTreeMap<K, V> {
         if multi { &self.multi } else { &self.exact }
     }
 
-    fn subscribers_mut(&mut self, multi: bool) -> &mut BTreeMap<K, QoS> {
+    fn subscribers_mut(&mut self, multi: bool) -> &mut BTreeMap<K, V> {
         if multi { &mut self.multi } else { &mut self.exact }
     }
 
@@ -268,7 +269,7 @@ impl<K> Node<K> {
     }
 }
 
-impl<K> Drop for Node<K> {
+impl<K, V> Drop for Node<K, V> {
     /// Frees the subtree without recursion, so a deep trie cannot overflow
     /// the stack. Allocates only for nodes with children.
     fn drop(&mut self) {
@@ -284,25 +285,25 @@ impl<K> Drop for Node<K> {
 
 /// A node still to visit and the topic levels below it (`None`: the topic
 /// ends at that node).
-type Frame<'a, K> = (&'a Node<K>, Option<&'a str>);
+type Frame<'a, K, V> = (&'a Node<K, V>, Option<&'a str>);
 
 /// How many frames [`Pending`] holds without allocating.
 const INLINE_FRAMES: usize = 16;
 
 /// A stack of [`Frame`]s that spills to the heap only past
 /// [`INLINE_FRAMES`].
-struct Pending<'a, K> {
-    inline: [Option<Frame<'a, K>>; INLINE_FRAMES],
+struct Pending<'a, K, V> {
+    inline: [Option<Frame<'a, K, V>>; INLINE_FRAMES],
     inline_len: usize,
-    spill: Vec<Frame<'a, K>>,
+    spill: Vec<Frame<'a, K, V>>,
 }
 
-impl<'a, K> Pending<'a, K> {
+impl<'a, K, V> Pending<'a, K, V> {
     fn new() -> Self {
         Self { inline: [None; INLINE_FRAMES], inline_len: 0, spill: Vec::new() }
     }
 
-    fn push(&mut self, frame: Frame<'a, K>) {
+    fn push(&mut self, frame: Frame<'a, K, V>) {
         match self.inline.get_mut(self.inline_len) {
             Some(slot) => {
                 *slot = Some(frame);
@@ -312,7 +313,7 @@ impl<'a, K> Pending<'a, K> {
         }
     }
 
-    fn pop(&mut self) -> Option<Frame<'a, K>> {
+    fn pop(&mut self) -> Option<Frame<'a, K, V>> {
         if let Some(frame) = self.spill.pop() {
             return Some(frame);
         }
@@ -329,8 +330,9 @@ mod tests {
 
     use super::*;
     use crate::topic::tests::{ArbFilter, ArbName, filter, naive_matches, name};
+    use crate::types::QoS;
 
-    fn matched(tree: &SubscriptionTree<u8>, topic: &str) -> Vec<(u8, QoS)> {
+    fn matched(tree: &SubscriptionTree<u8, QoS>, topic: &str) -> Vec<(u8, QoS)> {
         let mut out = Vec::new();
         tree.matches(&name(topic), &mut out);
         out.sort();
@@ -338,7 +340,7 @@ mod tests {
     }
 
     /// A tree with one subscriber per filter, keyed by position.
-    fn tree_of(filters: &[&str]) -> SubscriptionTree<u8> {
+    fn tree_of(filters: &[&str]) -> SubscriptionTree<u8, QoS> {
         let mut tree = SubscriptionTree::new();
         for (key, f) in (0u8..).zip(filters) {
             tree.subscribe(&filter(f), key, QoS::AtMostOnce);
@@ -347,13 +349,13 @@ mod tests {
     }
 
     /// The keys (positions in `filters`) whose filter matches `topic`.
-    fn keys(tree: &SubscriptionTree<u8>, topic: &str) -> Vec<u8> {
+    fn keys(tree: &SubscriptionTree<u8, QoS>, topic: &str) -> Vec<u8> {
         matched(tree, topic).into_iter().map(|(k, _)| k).collect()
     }
 
     #[test]
     fn new_tree_is_empty() {
-        let tree = SubscriptionTree::<u8>::default();
+        let tree = SubscriptionTree::<u8, QoS>::default();
         assert!(tree.is_empty());
         assert_eq!(tree.len(), 0);
         assert_eq!(tree.node_count(), 1);
@@ -601,7 +603,7 @@ mod tests {
 
     #[test]
     fn pending_push_pop_is_last_in_first_out() {
-        let node = Node::<u8>::default();
+        let node = Node::<u8, QoS>::default();
         let mut pending = Pending::new();
         for i in 0..40 {
             pending.push((&node, Some(["a", "b", "c", "d"][i % 4])));

@@ -66,6 +66,17 @@ pub(crate) enum PubRecOutcome {
     Unknown,
 }
 
+/// A subscription as routing holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Grant {
+    /// The QoS granted in SUBACK.
+    pub(crate) qos: QoS,
+    /// The policy judged the filter partly readable
+    /// ([`FilterAccess::Partial`](crate::policy::FilterAccess::Partial)):
+    /// each message is checked for read access before it is delivered.
+    pub(crate) checked: bool,
+}
+
 /// Limits a session obeys, copied from the config.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use culex_core::auth::FilePolicy;
 use culex_core::auth::acl::AclFile;
 use culex_core::codec::{ConnectReturnCode, LastWill, Packet, Publish};
-use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, Refusal};
+use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal};
 use culex_core::sim::{ClientOptions, Simulation};
 use culex_core::{Broker, CloseReason, Config, ConnId, QoS, TopicFilter, TopicName, Violation};
 
@@ -503,8 +503,17 @@ impl AccessPolicy for Gate {
         }
     }
 
-    fn may_subscribe(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> bool {
-        client.username == Some("admin") && filter.as_str() != "secret/#"
+    fn filter_access(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> FilterAccess {
+        match filter.as_str() {
+            _ if client.username != Some("admin") => FilterAccess::Denied,
+            "secret/#" => FilterAccess::Denied,
+            "#" => FilterAccess::Partial,
+            _ => FilterAccess::Whole,
+        }
+    }
+
+    fn may_read(&self, _: ClientInfo<'_>, topic: &TopicName) -> bool {
+        !topic.as_str().starts_with("secret/")
     }
 
     fn may_publish(&self, _: ClientInfo<'_>, topic: &TopicName) -> bool {
@@ -555,6 +564,8 @@ fn policy_decides_connect_subscribe_and_publish() {
     };
     sim.send(admin, &Packet::Subscribe(sub));
     sim.publish(admin, "forbidden", b"no", QoS::AtLeastOnce, false);
+    // `#` reaches secret/ too: granted, and what it may not read is held back.
+    sim.publish(admin, "secret/plan", b"hidden", QoS::AtLeastOnce, false);
     sim.publish(admin, "allowed", b"yes", QoS::AtLeastOnce, false);
     let got = sim.take_received(admin);
     assert!(matches!(&got[0], Packet::SubAck(s) if s.return_codes == [
@@ -578,7 +589,7 @@ fn acl_policy(acl: &str) -> Box<FilePolicy> {
 }
 
 #[test]
-fn replaced_policy_prunes_subscriptions_and_disconnects_who_it_does_not_keep() {
+fn replaced_policy_rechecks_subscriptions_and_disconnects_who_it_does_not_keep() {
     let broker = Broker::with_policy(quiet(), acl_policy("topic read a/#\ntopic read b/#\ntopic write #\n"));
     let mut sim = Simulation::with_broker(broker, culex_core::sim::DEFAULT_START_UNIX);
     sim.record();
@@ -591,26 +602,35 @@ fn replaced_policy_prunes_subscriptions_and_disconnects_who_it_does_not_keep() {
     let doomed = sim.connect(ClientOptions::new("doomed"));
     let publisher = sim.connect(ClientOptions::new("pub"));
     let _ = (sim.take_received(sub), sim.take_received(doomed));
+    let delivered = |sim: &mut Simulation| -> Vec<Bytes> {
+        sim.take_received(sub)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.payload),
+                _ => None,
+            })
+            .collect()
+    };
 
     let keep = |client: ClientInfo<'_>| client.client_id.as_str() != "doomed";
     sim.replace_policy(acl_policy("topic read a/#\ntopic write #\n"), &keep);
     assert_eq!(sim.closed(doomed), Some(CloseReason::NotAuthorised));
     assert_eq!(sim.closed(sub), None);
+    // Subscriptions stay; what they may no longer read is held back.
     let subscriptions = |sim: &Simulation, id| sim.broker().session(id).map(|s| s.subscriptions);
-    assert_eq!(subscriptions(&sim, "sub"), Some(vec![("a/#".to_owned(), QoS::AtMostOnce)]));
-    assert_eq!(subscriptions(&sim, "away"), Some(Vec::new()));
-
-    sim.publish(publisher, "b/x", b"hidden", QoS::AtMostOnce, false);
+    let both = vec![("a/#".to_owned(), QoS::AtMostOnce), ("b/#".to_owned(), QoS::AtMostOnce)];
+    assert_eq!(subscriptions(&sim, "sub"), Some(both));
+    assert_eq!(subscriptions(&sim, "away"), Some(vec![("b/#".to_owned(), QoS::AtLeastOnce)]));
+    sim.publish(publisher, "b/x", b"hidden", QoS::AtLeastOnce, false);
     sim.publish(publisher, "a/x", b"shown", QoS::AtMostOnce, false);
-    let delivered: Vec<_> = sim
-        .take_received(sub)
-        .into_iter()
-        .filter_map(|p| match p {
-            Packet::Publish(p) => Some(p.payload),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(delivered, [Bytes::from_static(b"shown")]);
+    assert_eq!(delivered(&mut sim), [Bytes::from_static(b"shown")]);
+    assert_eq!(sim.broker().session("away").map(|s| s.queued), Some(0));
+
+    // Read access granted back: delivery resumes, as in Mosquitto.
+    sim.replace_policy(acl_policy("topic read a/#\ntopic read b/#\ntopic write #\n"), &keep);
+    sim.publish(publisher, "b/y", b"back", QoS::AtLeastOnce, false);
+    assert_eq!(delivered(&mut sim), [Bytes::from_static(b"back")]);
+    assert_eq!(sim.broker().session("away").map(|s| s.queued), Some(1));
     insta::assert_snapshot!(sim.transcript());
 }
 

@@ -54,7 +54,7 @@ use bytestring::ByteString;
 use culex_core::codec::{
     Connect, ConnectReturnCode, LastWill, MAX_REMAINING_LENGTH, Packet, Publish, Subscribe, Unsubscribe, decode,
 };
-use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, Refusal, is_sys_topic};
+use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal, is_sys_topic};
 use culex_core::{
     Action, Broker, CloseReason, Config, ConnId, Input, Instant, Now, PacketId, Peer, Protocol, QoS, TopicFilter,
     TopicName, UnixTime,
@@ -85,10 +85,15 @@ const USERNAMES: [&str; 4] = ["u", DEFER_USER, "bad", "no"];
 const DEFER_USER: &str = "defer";
 /// The filter [`FuzzPolicy`] refuses (SUBACK 0x80).
 const DENIED_FILTER: &str = "$SYS/#";
+/// The filter [`FuzzPolicy`] grants with a check of each message.
+const CHECKED_FILTER: &str = "t/+";
+/// The topic [`FuzzPolicy`] lets no one read through [`CHECKED_FILTER`].
+const UNREADABLE_TOPIC: &str = "t/2";
 
 /// Allows anonymous clients and "u", defers "defer" to the runtime,
-/// refuses "bad" and "no"; refuses subscriptions to `$SYS/#` and, as the
-/// default policy, publishing into `$SYS`.
+/// refuses "bad" and "no"; refuses subscriptions to `$SYS/#`, checks each
+/// message of `t/+` (holding back `t/2`) and, as the default policy,
+/// refuses publishing into `$SYS`.
 #[derive(Debug)]
 struct FuzzPolicy;
 
@@ -102,8 +107,16 @@ impl AccessPolicy for FuzzPolicy {
         }
     }
 
-    fn may_subscribe(&self, _: ClientInfo<'_>, filter: &TopicFilter) -> bool {
-        filter.as_str() != DENIED_FILTER
+    fn filter_access(&self, _: ClientInfo<'_>, filter: &TopicFilter) -> FilterAccess {
+        match filter.as_str() {
+            DENIED_FILTER => FilterAccess::Denied,
+            CHECKED_FILTER => FilterAccess::Partial,
+            _ => FilterAccess::Whole,
+        }
+    }
+
+    fn may_read(&self, _: ClientInfo<'_>, topic: &TopicName) -> bool {
+        topic.as_str() != UNREADABLE_TOPIC
     }
 
     fn may_publish(&self, _: ClientInfo<'_>, topic: &TopicName) -> bool {

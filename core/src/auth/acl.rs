@@ -1,7 +1,7 @@
 //! Mosquitto's `acl_file`: which topics a client may publish on, receive
 //! from and subscribe to, parsed from text ([`AclFile::parse`]) and asked
 //! pure questions ([`AclFile::may_write`], [`AclFile::may_read`],
-//! [`AclFile::may_subscribe`]).
+//! [`AclFile::filter_access`]).
 //!
 //! Everything below was read in Mosquitto 2.0's `src/security_default.c`
 //! (`aclfile__parse`, `add__acl`, `add__acl_pattern`, `acl__find_acls`,
@@ -65,32 +65,56 @@
 //! filter starting with a wildcard matches no topic starting with `$`.
 //! `$SYS` and other `$` topics get no other special treatment here.
 //!
-//! # Subscriptions (a Culex extension)
+//! # Subscriptions ([`AclFile::filter_access`])
 //!
-//! Mosquitto 2.0 lets every SUBSCRIBE through and filters each message on
-//! delivery. Culex answers SUBSCRIBE with [`AclFile::may_subscribe`], a
-//! sound under-approximation of "every topic matching the filter may be
-//! read", following the order of the decision above:
-//! - refused if a `deny` rule of the client's section *overlaps* the
+//! Mosquitto 2.0 grants every SUBSCRIBE and checks each message against
+//! [`AclFile::may_read`] at delivery. Culex judges the filter once, at
+//! SUBSCRIBE, in three ways:
+//! - [`FilterAccess::Whole`]: every topic the filter matches may be read.
+//!   Granted; its messages are delivered without a check (the common case,
+//!   and the fast one).
+//! - [`FilterAccess::Denied`]: no topic the filter matches may be read
+//!   (`test/nosubscribe` under `topic deny test/nosubscribe`). Refused with
+//!   0x80, where Mosquitto grants a subscription that will never deliver
+//!   anything.
+//! - [`FilterAccess::Partial`]: anything else (`#` under that same file,
+//!   `devices/+/cmd` for a device allowed `devices/%c/#`). Granted, and
+//!   each message is checked with [`AclFile::may_read`], as Mosquitto does.
+//!
+//! *Whole* is a sound under-approximation of "every topic matching the
+//! filter may be read", following the order of the decision above:
+//! - not whole if a `deny` rule of the client's section *overlaps* the
 //!   filter (some topic matches both);
-//! - allowed if a rule of the section granting read *covers* the filter
+//! - whole if a rule of the section granting read *covers* the filter
 //!   (every topic matching the filter matches the rule);
 //! - otherwise, if patterns apply (file has patterns, client id and user
-//!   name are acceptable): refused if a `deny` pattern overlaps the
-//!   filter, allowed if a read pattern covers it;
-//! - refused otherwise.
+//!   name are acceptable): not whole if a `deny` pattern overlaps the
+//!   filter, whole if a read pattern covers it;
+//! - not whole otherwise.
 //!
 //! Covering is decided level by level: `#` covers whatever follows, `+`
 //! covers `+` or one concrete level, a concrete level covers only itself;
 //! a rule starting with a wildcard covers no filter that can match a `$`
-//! topic. Every topic matching an allowed filter therefore passes
+//! topic. Every topic matching a whole filter therefore passes
 //! [`AclFile::may_read`]: at step 1 it matches no section `deny` (no
 //! overlap) and, if the covering rule is in the section, is granted
 //! there; if it is a pattern, the topic reaches step 3, matches no `deny`
-//! pattern and matches the covering one. The rule is incomplete: a filter
-//! readable only through several rules together (`a/b` and `a/+/#` for
-//! `a/#`), or through an equivalent spelling (`+/#` for `#`), is refused.
-//! For a filter without wildcards it agrees with `may_read` exactly.
+//! pattern and matches the covering one. A filter readable only through
+//! several rules together (`a/b` and `a/+/#` for `a/#`), or through an
+//! equivalent spelling (`+/#` for `#`), is judged partial: its messages
+//! are checked, none is lost.
+//!
+//! *Denied* is a sound under-approximation of "no topic matching the
+//! filter may be read": for every rule granting read (in the section, or
+//! a pattern when patterns apply), the topics matching both it and the
+//! filter (a filter again, their *meet*) lie inside one `deny` rule that
+//! wins over that grant (a section `deny` wins over both kinds, a `deny`
+//! pattern over patterns). A filter unreadable only through several
+//! `deny` rules together is judged partial: granted, and nothing is
+//! delivered, as in Mosquitto.
+//!
+//! For a filter without wildcards both judgements agree with `may_read`
+//! exactly: such a filter is whole or denied, never partial.
 //!
 //! # Divergences, on purpose
 //! - A client id or user name containing `/` is refused at step 2, like
@@ -105,6 +129,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::policy::FilterAccess;
 use crate::topic::{LEVEL_SEPARATOR, MULTI_LEVEL_WILDCARD, SINGLE_LEVEL_WILDCARD, TopicFilter, TopicName};
 
 /// The most `/` separators an ACL topic may contain, as Mosquitto's
@@ -251,6 +276,7 @@ enum Piece {
 ///
 /// ```
 /// use culex_core::auth::acl::AclFile;
+/// use culex_core::policy::FilterAccess;
 /// use culex_core::{TopicFilter, TopicName};
 ///
 /// let text = "topic read public/#\n\nuser alice\ntopic readwrite alice/#\n\npattern write devices/%c/status\n";
@@ -261,8 +287,10 @@ enum Piece {
 /// assert!(acl.may_write("c1", Some("alice"), &topic("alice/x")?));
 /// assert!(acl.may_write("d7", None, &topic("devices/d7/status")?));
 /// assert!(!acl.may_write("d7", None, &topic("devices/d8/status")?));
-/// let filter = TopicFilter::new("alice/+/in").map_err(|e| e.to_string())?;
-/// assert!(acl.may_subscribe("c1", Some("alice"), &filter));
+/// let filter = |f: &str| TopicFilter::new(f).map_err(|e| e.to_string());
+/// assert_eq!(acl.filter_access("c1", Some("alice"), &filter("alice/+/in")?), FilterAccess::Whole);
+/// assert_eq!(acl.filter_access("c1", Some("alice"), &filter("#")?), FilterAccess::Partial);
+/// assert_eq!(acl.filter_access("c1", Some("alice"), &filter("public/#")?), FilterAccess::Denied);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -340,11 +368,23 @@ impl AclFile {
         self.may(Want::Read, client_id, username, topic)
     }
 
-    /// Whether the client may subscribe to `filter`: only if every topic
-    /// matching it may be read ([`AclFile::may_read`]). Sound but not
-    /// complete; see the [module documentation](self#subscriptions-a-culex-extension).
-    /// Mosquitto 2.0 accepts every subscription.
-    pub fn may_subscribe(&self, client_id: &str, username: Option<&str>, filter: &TopicFilter) -> bool {
+    /// How much of what `filter` matches the client may read: whole,
+    /// partly or not at all (see the [module
+    /// documentation](self#subscriptions-aclfilefilter_access)). Decides
+    /// the SUBACK and whether the subscription's messages are checked with
+    /// [`AclFile::may_read`].
+    pub fn filter_access(&self, client_id: &str, username: Option<&str>, filter: &TopicFilter) -> FilterAccess {
+        if self.reads_all(client_id, username, filter) {
+            FilterAccess::Whole
+        } else if self.reads_none(client_id, username, filter) {
+            FilterAccess::Denied
+        } else {
+            FilterAccess::Partial
+        }
+    }
+
+    /// Whether every topic matching `filter` may surely be read.
+    fn reads_all(&self, client_id: &str, username: Option<&str>, filter: &TopicFilter) -> bool {
         let section = self.section(username).unwrap_or_default();
         if section.iter().any(|r| r.access == Access::Deny && overlaps(r.filter.levels(), filter.levels())) {
             return false;
@@ -352,15 +392,47 @@ impl AclFile {
         if section.iter().any(|r| Want::Read.granted_by(r.access) && covers(r.filter.levels(), filter.levels())) {
             return true;
         }
+        let Some(patterns) = self.expanded_patterns(client_id, username) else { return false };
+        if patterns.iter().any(|(a, l)| *a == Access::Deny && overlaps(l.iter().map(|c| &**c), filter.levels())) {
+            return false;
+        }
+        patterns.iter().any(|(a, l)| Want::Read.granted_by(*a) && covers(l.iter().map(|c| &**c), filter.levels()))
+    }
+
+    /// Whether no topic matching `filter` may surely be read: whatever
+    /// each read grant shares with the filter lies inside one `deny` that
+    /// wins over that grant.
+    fn reads_none(&self, client_id: &str, username: Option<&str>, filter: &TopicFilter) -> bool {
+        let filter: Vec<&str> = filter.levels().collect();
+        let section = self.section(username).unwrap_or_default();
+        let section_denies: Vec<Vec<&str>> =
+            section.iter().filter(|r| r.access == Access::Deny).map(|r| r.filter.levels().collect()).collect();
+        let denied = |grant: &[&str], denies: &[Vec<&str>]| match meet(grant, &filter) {
+            None => true,
+            Some(common) => denies.iter().any(|deny| covers(deny.iter().copied(), common.iter().copied())),
+        };
+        let section_grants = section.iter().filter(|r| Want::Read.granted_by(r.access));
+        if !section_grants.into_iter().all(|r| denied(&r.filter.levels().collect::<Vec<_>>(), &section_denies)) {
+            return false;
+        }
+        let Some(patterns) = self.expanded_patterns(client_id, username) else { return true };
+        let mut denies = section_denies.clone();
+        denies
+            .extend(patterns.iter().filter(|(a, _)| *a == Access::Deny).map(|(_, l)| l.iter().map(|c| &**c).collect()));
+        patterns
+            .iter()
+            .filter(|(a, _)| Want::Read.granted_by(*a))
+            .all(|(_, l)| denied(&l.iter().map(|c| &**c).collect::<Vec<_>>(), &denies))
+    }
+
+    /// The patterns with the client's id and user name substituted, those
+    /// needing a user name it lacks left out; `None` when no pattern
+    /// applies to it (none in the file, or an id or name unfit for them).
+    fn expanded_patterns(&self, client_id: &str, username: Option<&str>) -> Option<Vec<(Access, Vec<Cow<'_, str>>)>> {
         if self.patterns.is_empty() || refused_in_patterns(client_id, username) {
-            return false;
+            return None;
         }
-        let expanded: Vec<(Access, Vec<Cow<'_, str>>)> =
-            self.patterns.iter().filter_map(|p| Some((p.access, p.expand(client_id, username)?))).collect();
-        if expanded.iter().any(|(a, l)| *a == Access::Deny && overlaps(l.iter().map(|c| &**c), filter.levels())) {
-            return false;
-        }
-        expanded.iter().any(|(a, l)| Want::Read.granted_by(*a) && covers(l.iter().map(|c| &**c), filter.levels()))
+        Some(self.patterns.iter().filter_map(|p| Some((p.access, p.expand(client_id, username)?))).collect())
     }
 
     /// The section that applies to a client: the anonymous one without a
@@ -625,11 +697,39 @@ fn overlaps<'a, 'b>(a: impl IntoIterator<Item = &'a str>, b: impl IntoIterator<I
     }
 }
 
+/// The levels of the filter matching exactly the topic names that match
+/// both `a` and `b` (valid filters), or `None` when no topic matches both.
+/// `#` meets whatever follows on the other side (so `a/#` and `a` meet in
+/// `a`), `+` meets any one level; a filter starting with a wildcard meets
+/// none that can only match a `$` topic ([MQTT-4.7.2-1]).
+fn meet<'a>(a: &[&'a str], b: &[&'a str]) -> Option<Vec<&'a str>> {
+    if (is_wildcard(a.first()) && is_dollar(b.first())) || (is_wildcard(b.first()) && is_dollar(a.first())) {
+        return None;
+    }
+    let mut common = Vec::with_capacity(a.len().max(b.len()));
+    for i in 0.. {
+        match (a.get(i), b.get(i)) {
+            (Some(&MULTI_LEVEL_WILDCARD), _) => return Some([&common[..], &b[i..]].concat()),
+            (_, Some(&MULTI_LEVEL_WILDCARD)) => return Some([&common[..], &a[i..]].concat()),
+            (None, None) => break,
+            (Some(&SINGLE_LEVEL_WILDCARD), Some(level)) | (Some(level), Some(&SINGLE_LEVEL_WILDCARD)) => {
+                common.push(*level);
+            }
+            (Some(x), Some(y)) if x == y => common.push(*x),
+            _ => return None,
+        }
+    }
+    Some(common)
+}
+
 #[cfg(test)]
 mod tests {
     use quickcheck::{Arbitrary, Gen, QuickCheck};
 
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::policy::FilterAccess::{Denied, Partial, Whole};
     use crate::topic::tests::{ArbFilter, filter, naive_matches, name};
 
     fn acl(text: &str) -> AclFile {
@@ -663,8 +763,8 @@ mod tests {
         acl.may_write(who.0, who.1, &name(topic))
     }
 
-    fn can_subscribe(acl: &AclFile, who: Who<'_>, f: &str) -> bool {
-        acl.may_subscribe(who.0, who.1, &filter(f))
+    fn access(acl: &AclFile, who: Who<'_>, f: &str) -> FilterAccess {
+        acl.filter_access(who.0, who.1, &filter(f))
     }
 
     // ----- parsing: line types -----
@@ -675,7 +775,7 @@ mod tests {
             let acl = acl(text);
             assert!(!can_read(&acl, ANON, "x"), "{text:?}");
             assert!(!can_write(&acl, ANON, "x"), "{text:?}");
-            assert!(!can_subscribe(&acl, ANON, "x"), "{text:?}");
+            assert_eq!(access(&acl, ANON, "x"), Denied, "{text:?}");
             assert!(!can_read(&acl, ("c", Some("u")), "x"), "{text:?}");
         }
     }
@@ -1052,119 +1152,160 @@ mod tests {
     // ----- subscriptions -----
 
     #[test]
-    fn subscribe_single_level_grant_covers_same_and_narrower_filters() {
-        let acl = acl("topic read sensors/+/temp\n");
-        assert!(can_subscribe(&acl, ANON, "sensors/+/temp"));
-        assert!(can_subscribe(&acl, ANON, "sensors/a/temp"));
-        assert!(!can_subscribe(&acl, ANON, "sensors/#"));
-        assert!(!can_subscribe(&acl, ANON, "sensors/+/+"));
-        assert!(!can_subscribe(&acl, ANON, "sensors/+/temp/#"));
-        assert!(!can_subscribe(&acl, ANON, "+/a/temp"));
+    fn subscribe_filter_reaching_one_denied_topic_is_granted_and_checked() {
+        // Mosquitto's test ACL: everything but one topic.
+        let acl = acl("topic deny test/nosubscribe\ntopic readwrite #\n");
+        for f in ["#", "+/+", "test/+", "test/#", "+/nosubscribe/#"] {
+            assert_eq!(access(&acl, ANON, f), Partial, "{f:?}");
+        }
+        assert_eq!(access(&acl, ANON, "test/nosubscribe"), Denied);
+        assert_eq!(access(&acl, ANON, "test/other"), Whole);
+        assert_eq!(access(&acl, ANON, "other/#"), Whole);
+        assert!(can_read(&acl, ANON, "test/nosubscribe/x") && !can_read(&acl, ANON, "test/nosubscribe"));
     }
 
     #[test]
-    fn subscribe_overlapping_deny_refuses() {
+    fn subscribe_device_filter_wider_than_its_own_tree_is_granted_and_checked() {
+        let acl = acl("pattern readwrite devices/%c/#\n");
+        assert_eq!(access(&acl, ("d1", None), "devices/+/cmd"), Partial);
+        assert_eq!(access(&acl, ("d1", None), "devices/d1/cmd"), Whole);
+        assert_eq!(access(&acl, ("d1", None), "devices/d2/cmd"), Denied);
+        assert_eq!(access(&acl, ("d1", None), "other/+/cmd"), Denied);
+    }
+
+    #[test]
+    fn subscribe_deny_winning_over_grants_of_either_kind_denies() {
+        // A section deny wins over section and pattern grants alike.
+        let both = acl("user u\ntopic read a/#\ntopic deny a/#\npattern read a/%c/#\n");
+        assert_eq!(access(&both, ("c", Some("u")), "a/+/x"), Denied);
+        // A deny pattern wins over a pattern grant only: the section's
+        // grant of a/c/x still reads.
+        let mixed = acl("user u\ntopic read a/c/x\npattern deny a/%c/#\npattern read a/%c/#\n");
+        assert_eq!(access(&mixed, ("c", Some("u")), "a/c/#"), Partial);
+        assert_eq!(access(&mixed, ("c", Some("u")), "a/c/y"), Denied);
+        // Unreadable only through two denies together: judged partial.
+        let split = acl("topic read a/#\ntopic deny a/b\ntopic deny a/+/#\ntopic deny a\n");
+        assert_eq!(access(&split, ANON, "a/#"), Partial);
+        assert!(["a", "a/b", "a/b/c", "a/x"].iter().all(|t| !can_read(&split, ANON, t)));
+    }
+
+    #[test]
+    fn subscribe_single_level_grant_covers_same_and_narrower_filters() {
+        let acl = acl("topic read sensors/+/temp\n");
+        assert_eq!(access(&acl, ANON, "sensors/+/temp"), Whole);
+        assert_eq!(access(&acl, ANON, "sensors/a/temp"), Whole);
+        assert_eq!(access(&acl, ANON, "sensors/#"), Partial);
+        assert_eq!(access(&acl, ANON, "sensors/+/+"), Partial);
+        assert_eq!(access(&acl, ANON, "sensors/+/temp/#"), Partial);
+        assert_eq!(access(&acl, ANON, "+/a/temp"), Partial);
+    }
+
+    #[test]
+    fn subscribe_overlapping_deny_is_checked_and_covering_deny_denies() {
         let acl = acl("topic read a/#\ntopic deny a/secret/#\n");
-        assert!(!can_subscribe(&acl, ANON, "a/#"));
-        assert!(!can_subscribe(&acl, ANON, "a/+/x"));
-        assert!(!can_subscribe(&acl, ANON, "a/secret"));
-        assert!(can_subscribe(&acl, ANON, "a/public/#"));
-        assert!(can_subscribe(&acl, ANON, "a"));
-        assert!(can_subscribe(&acl, ANON, "a/public"));
+        assert_eq!(access(&acl, ANON, "a/#"), Partial);
+        assert_eq!(access(&acl, ANON, "a/+/x"), Partial);
+        assert_eq!(access(&acl, ANON, "a/secret"), Denied);
+        assert_eq!(access(&acl, ANON, "a/public/#"), Whole);
+        assert_eq!(access(&acl, ANON, "a"), Whole);
+        assert_eq!(access(&acl, ANON, "a/public"), Whole);
     }
 
     #[test]
     fn subscribe_multi_level_grant_covers_everything_below_and_parent() {
         let acl = acl("topic read a/#\n");
         for f in ["a", "a/#", "a/+", "a/+/+/#", "a/b/c"] {
-            assert!(can_subscribe(&acl, ANON, f), "{f:?}");
+            assert_eq!(access(&acl, ANON, f), Whole, "{f:?}");
         }
-        for f in ["#", "+", "+/#", "b/#", "/a/#"] {
-            assert!(!can_subscribe(&acl, ANON, f), "{f:?}");
+        for f in ["#", "+", "+/#"] {
+            assert_eq!(access(&acl, ANON, f), Partial, "{f:?}");
+        }
+        for f in ["b/#", "/a/#"] {
+            assert_eq!(access(&acl, ANON, f), Denied, "{f:?}");
         }
     }
 
     #[test]
-    fn subscribe_write_only_grant_refuses() {
+    fn subscribe_write_only_grant_denies() {
         let acl = acl("topic write a/#\ntopic readwrite b/#\n");
-        assert!(!can_subscribe(&acl, ANON, "a/#"));
-        assert!(can_subscribe(&acl, ANON, "b/#"));
+        assert_eq!(access(&acl, ANON, "a/#"), Denied);
+        assert_eq!(access(&acl, ANON, "b/#"), Whole);
     }
 
     #[test]
     fn subscribe_dollar_filters_need_dollar_grants() {
         let all = acl("topic read #\n");
-        assert!(can_subscribe(&all, ANON, "#"));
-        assert!(can_subscribe(&all, ANON, "+/x"));
-        assert!(!can_subscribe(&all, ANON, "$SYS/#"));
+        assert_eq!(access(&all, ANON, "#"), Whole);
+        assert_eq!(access(&all, ANON, "+/x"), Whole);
+        assert_eq!(access(&all, ANON, "$SYS/#"), Denied);
         let sys = acl("topic read $SYS/#\n");
-        assert!(can_subscribe(&sys, ANON, "$SYS/#"));
-        assert!(can_subscribe(&sys, ANON, "$SYS/+/uptime"));
-        assert!(!can_subscribe(&sys, ANON, "$other/#"));
-        assert!(!can_subscribe(&sys, ANON, "#"));
+        assert_eq!(access(&sys, ANON, "$SYS/#"), Whole);
+        assert_eq!(access(&sys, ANON, "$SYS/+/uptime"), Whole);
+        assert_eq!(access(&sys, ANON, "$other/#"), Denied);
+        assert_eq!(access(&sys, ANON, "#"), Denied);
     }
 
     #[test]
     fn subscribe_wildcard_deny_excluding_dollar_does_not_overlap_dollar_filter() {
         let acl = acl("topic read $SYS/#\ntopic deny #\n");
-        assert!(can_subscribe(&acl, ANON, "$SYS/broker/#"));
+        assert_eq!(access(&acl, ANON, "$SYS/broker/#"), Whole);
         assert!(!can_read(&acl, ANON, "x"));
     }
 
     #[test]
     fn subscribe_pattern_grant_covers_own_subtree() {
         let acl = acl("pattern read devices/%c/#\npattern read users/%u/+\n");
-        assert!(can_subscribe(&acl, ("d1", None), "devices/d1/#"));
-        assert!(can_subscribe(&acl, ("d1", None), "devices/d1/+/state"));
-        assert!(!can_subscribe(&acl, ("d1", None), "devices/+/state"));
-        assert!(!can_subscribe(&acl, ("d1", None), "devices/#"));
-        assert!(can_subscribe(&acl, ("c", Some("bob")), "users/bob/+"));
-        assert!(!can_subscribe(&acl, ("c", None), "users/bob/+"));
-        assert!(!can_subscribe(&acl, ("c", Some("bob")), "users/+/+"));
+        assert_eq!(access(&acl, ("d1", None), "devices/d1/#"), Whole);
+        assert_eq!(access(&acl, ("d1", None), "devices/d1/+/state"), Whole);
+        assert_eq!(access(&acl, ("d1", None), "devices/+/state"), Partial);
+        assert_eq!(access(&acl, ("d1", None), "devices/#"), Partial);
+        assert_eq!(access(&acl, ("c", Some("bob")), "users/bob/+"), Whole);
+        assert_eq!(access(&acl, ("c", None), "users/bob/+"), Denied);
+        assert_eq!(access(&acl, ("c", Some("bob")), "users/+/+"), Partial);
     }
 
     #[test]
-    fn subscribe_pattern_deny_overlap_refuses() {
+    fn subscribe_pattern_deny_overlap_is_checked() {
         let acl = acl("pattern read d/%c/#\npattern deny d/%c/secret\n");
-        assert!(!can_subscribe(&acl, ("x", None), "d/x/#"));
-        assert!(can_subscribe(&acl, ("x", None), "d/x/open/#"));
+        assert_eq!(access(&acl, ("x", None), "d/x/#"), Partial);
+        assert_eq!(access(&acl, ("x", None), "d/x/open/#"), Whole);
     }
 
     #[test]
     fn subscribe_section_grant_beats_pattern_deny() {
         let acl = acl("user alice\ntopic read q/#\npattern deny q/%u\n");
-        assert!(can_subscribe(&acl, ("c", Some("alice")), "q/#"));
-        assert!(!can_subscribe(&acl, ("c", Some("bob")), "q/#"));
+        assert_eq!(access(&acl, ("c", Some("alice")), "q/#"), Whole);
+        assert_eq!(access(&acl, ("c", Some("bob")), "q/#"), Denied);
     }
 
     #[test]
-    fn subscribe_section_deny_overlap_refuses_even_with_pattern_grant() {
+    fn subscribe_section_deny_overlap_is_checked_even_with_pattern_grant() {
         let acl = acl("user alice\ntopic deny p/alice/x\npattern read p/%u/#\n");
-        assert!(!can_subscribe(&acl, ("c", Some("alice")), "p/alice/#"));
-        assert!(can_subscribe(&acl, ("c", Some("alice")), "p/alice/y/#"));
+        assert_eq!(access(&acl, ("c", Some("alice")), "p/alice/#"), Partial);
+        assert_eq!(access(&acl, ("c", Some("alice")), "p/alice/y/#"), Whole);
     }
 
     #[test]
     fn subscribe_refused_pattern_clients_get_no_pattern_grants() {
         let acl = acl("pattern read all/#\n");
-        assert!(can_subscribe(&acl, ("ok", None), "all/#"));
+        assert_eq!(access(&acl, ("ok", None), "all/#"), Whole);
         for id in ["a+", "a#", "a/b"] {
-            assert!(!can_subscribe(&acl, (id, None), "all/#"), "{id:?}");
+            assert_eq!(access(&acl, (id, None), "all/#"), Denied, "{id:?}");
         }
     }
 
     #[test]
-    fn subscribe_union_of_grants_is_refused() {
-        // Sound but incomplete: every topic under a/ is readable, but only
-        // through two rules together.
+    fn subscribe_union_of_grants_is_checked_per_message() {
+        // Every topic under a/ is readable, but only through two rules
+        // together: not judged whole, so each message is checked.
         let union = acl("topic read a\ntopic read a/+/#\n");
         assert!(can_read(&union, ANON, "a") && can_read(&union, ANON, "a/b") && can_read(&union, ANON, "a/b/c"));
-        assert!(!can_subscribe(&union, ANON, "a/#"));
+        assert_eq!(access(&union, ANON, "a/#"), Partial);
         // `+/#` matches every topic `#` does, but is not spelled `#`.
         let spelled = acl("topic read +/#\n");
         assert!(can_read(&spelled, ANON, "x"));
-        assert!(!can_subscribe(&spelled, ANON, "#"));
-        assert!(can_subscribe(&spelled, ANON, "a/#"));
+        assert_eq!(access(&spelled, ANON, "#"), Partial);
+        assert_eq!(access(&spelled, ANON, "a/#"), Whole);
     }
 
     // ----- covers and overlaps -----
@@ -1577,31 +1718,37 @@ topic read ux/#
     }
 
     #[test]
-    fn subscribe_random_filters_are_sound_against_may_read() {
+    fn filter_access_random_filters_is_sound_against_may_read() {
+        // Whole: every matching topic is readable; denied: none is.
         fn prop(acl: ArbAcl, client: ArbClient, f: ArbFilter) -> bool {
             let Ok(parsed) = AclFile::parse("acl", &acl.text()) else {
                 return false;
             };
             let f = f.filter();
-            !parsed.may_subscribe(client.0, client.1, &f)
-                || all_topics()
-                    .iter()
-                    .filter(|t| naive_matches(f.as_str(), t))
-                    .all(|t| parsed.may_read(client.0, client.1, &name(t)))
+            let topics = all_topics();
+            let mut readable = topics
+                .iter()
+                .filter(|t| naive_matches(f.as_str(), t))
+                .map(|t| parsed.may_read(client.0, client.1, &name(t)));
+            match parsed.filter_access(client.0, client.1, &f) {
+                Whole => readable.all(|r| r),
+                Denied => !readable.any(|r| r),
+                Partial => true,
+            }
         }
-        QuickCheck::new().tests(500).quickcheck(prop as fn(ArbAcl, ArbClient, ArbFilter) -> bool);
+        QuickCheck::new().tests(1000).quickcheck(prop as fn(ArbAcl, ArbClient, ArbFilter) -> bool);
     }
 
     #[test]
-    fn subscribe_wildcard_free_filter_agrees_with_may_read() {
+    fn filter_access_wildcard_free_filter_agrees_with_may_read() {
         fn prop(acl: ArbAcl, client: ArbClient, pick: u16) -> bool {
             let Ok(parsed) = AclFile::parse("acl", &acl.text()) else {
                 return false;
             };
             let topics = all_topics();
             let t = name(&topics[usize::from(pick) % topics.len()]);
-            parsed.may_subscribe(client.0, client.1, &TopicFilter::from(t.clone()))
-                == parsed.may_read(client.0, client.1, &t)
+            let expected = if parsed.may_read(client.0, client.1, &t) { Whole } else { Denied };
+            parsed.filter_access(client.0, client.1, &TopicFilter::from(t.clone())) == expected
         }
         QuickCheck::new().tests(2000).quickcheck(prop as fn(ArbAcl, ArbClient, u16) -> bool);
     }
@@ -1611,7 +1758,8 @@ topic read ux/#
         // Guards the properties above against passing vacuously.
         let mut g = Gen::new(10);
         let topics = all_topics();
-        let (mut reads, mut writes, mut denied, mut subscriptions) = (0, 0, 0, 0);
+        let (mut reads, mut writes, mut denied) = (0, 0, 0);
+        let mut judged = BTreeMap::new();
         for i in 0..500 {
             let acl = ArbAcl::arbitrary(&mut g);
             let client = ArbClient::arbitrary(&mut g);
@@ -1623,10 +1771,26 @@ topic read ux/#
             writes += usize::from(parsed.may_write(client.0, client.1, &topic));
             denied += usize::from(!parsed.may_read(client.0, client.1, &topic));
             let f = ArbFilter::arbitrary(&mut g).filter();
-            subscriptions += usize::from(f.has_wildcards() && parsed.may_subscribe(client.0, client.1, &f));
+            if f.has_wildcards() {
+                *judged.entry(format!("{:?}", parsed.filter_access(client.0, client.1, &f))).or_insert(0) += 1;
+            }
         }
         assert!(reads > 10 && writes > 10 && denied > 10, "reads {reads}, writes {writes}, denied {denied}");
-        assert!(subscriptions > 10, "only {subscriptions} wildcard subscriptions allowed");
+        assert!(judged.values().all(|n| *n > 10) && judged.len() == 3, "wildcard filters judged {judged:?}");
+    }
+
+    #[test]
+    fn meet_random_filters_is_exactly_the_common_topics() {
+        fn prop(a: ArbFilter, b: ArbFilter) -> bool {
+            let (a, b) = (a.filter(), b.filter());
+            let (la, lb): (Vec<&str>, Vec<&str>) = (a.levels().collect(), b.levels().collect());
+            let common = meet(&la, &lb).map(|levels| levels.join("/"));
+            all_topics().iter().all(|t| {
+                let both = naive_matches(a.as_str(), t) && naive_matches(b.as_str(), t);
+                both == common.as_deref().is_some_and(|c| naive_matches(c, t))
+            })
+        }
+        QuickCheck::new().tests(3000).quickcheck(prop as fn(ArbFilter, ArbFilter) -> bool);
     }
 
     #[test]
@@ -1688,7 +1852,7 @@ topic read ux/#
                 for (id, user) in [("a", None), ("a", Some("a")), ("%c", Some("%u"))] {
                     let _ = acl.may_read(id, user, &name("a/b"));
                     let _ = acl.may_write(id, user, &name("$a"));
-                    let _ = acl.may_subscribe(id, user, &filter("+/#"));
+                    let _ = acl.filter_access(id, user, &filter("+/#"));
                 }
             }
             true

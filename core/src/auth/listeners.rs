@@ -12,7 +12,7 @@ use super::acl::{AclError, AclFile};
 use super::password_file::{PasswordFile, PasswordFileError, Verifier};
 use crate::conf::{BrokerConf, ListenerAuth};
 use crate::peer::ListenerId;
-use crate::policy::{AccessPolicy, AuthDecision, ClientInfo};
+use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess};
 use crate::topic::{TopicFilter, TopicName};
 
 /// Why the access files of a configuration cannot be used. Each variant
@@ -104,8 +104,12 @@ impl AccessPolicy for ListenerPolicies {
         self.get(client.listener).authenticate(client, password)
     }
 
-    fn may_subscribe(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> bool {
-        self.get(client.listener).may_subscribe(client, filter)
+    fn filter_access(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> FilterAccess {
+        self.get(client.listener).filter_access(client, filter)
+    }
+
+    fn may_read(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
+        self.get(client.listener).may_read(client, topic)
     }
 
     fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
@@ -209,10 +213,10 @@ mod tests {
         let id = ClientId::new("c");
         let topic = TopicFilter::new("b/c").unwrap();
         assert_eq!(policies.authenticate(client(&id, None, 0), None), AuthDecision::Allow);
-        assert!(policies.may_subscribe(client(&id, None, 0), &topic));
+        assert_eq!(policies.filter_access(client(&id, None, 0), &topic), FilterAccess::Whole);
         assert_eq!(policies.authenticate(client(&id, None, 1), None), AuthDecision::Refuse(Refusal::NotAuthorized));
         assert_eq!(policies.authenticate(client(&id, Some("alice"), 1), None), AuthDecision::Defer);
-        assert!(!policies.may_subscribe(client(&id, Some("alice"), 1), &topic));
+        assert_eq!(policies.filter_access(client(&id, Some("alice"), 1), &topic), FilterAccess::Denied);
         assert!(policies.verifier(ListenerId(0), "alice").is_none());
         assert!(policies.verifier(ListenerId(1), "alice").unwrap().verify(b"secret1"));
         // A listener the configuration does not know lets nobody in.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, Refusal, is_sys_topic};
+use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal, is_sys_topic};
 use crate::topic::{TopicFilter, TopicName};
 
 use self::acl::AclFile;
@@ -94,8 +94,15 @@ impl AccessPolicy for FilePolicy {
         }
     }
 
-    fn may_subscribe(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> bool {
-        self.acl.as_ref().is_none_or(|acl| acl.may_subscribe(client.client_id.as_str(), client.username, filter))
+    fn filter_access(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> FilterAccess {
+        match &self.acl {
+            Some(acl) => acl.filter_access(client.client_id.as_str(), client.username, filter),
+            None => FilterAccess::Whole,
+        }
+    }
+
+    fn may_read(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
+        self.acl.as_ref().is_none_or(|acl| acl.may_read(client.client_id.as_str(), client.username, topic))
     }
 
     fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
