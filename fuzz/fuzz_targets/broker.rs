@@ -115,8 +115,8 @@ impl AccessPolicy for FuzzPolicy {
 
 /// Events seen, printed after each input when `CULEX_FUZZ_STATS` is set, to
 /// see how deep a corpus reaches (`cargo fuzz run broker -- -runs=0`).
-static EVENTS: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
-const EVENT_NAMES: [&str; 13] = [
+static EVENTS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+const EVENT_NAMES: [&str; 14] = [
     "connack-accepted",
     "connack-refused",
     "session-present",
@@ -130,6 +130,7 @@ const EVENT_NAMES: [&str; 13] = [
     "pubrel-sent",
     "too-large",
     "authenticate",
+    "wrong-ack",
 ];
 
 fn event(i: usize) {
@@ -467,6 +468,7 @@ impl Harness {
                     if let CloseReason::Violation(Violation::WrongAck { id, received, .. }) = reason {
                         assert!(!acking_owed, "{conn} closed for an ack it owed: {reason}");
                         assert!(view.acks_fed.contains(&(received, id)), "{conn} closed for an ack not sent: {reason}");
+                        event(13);
                     }
                     match reason {
                         CloseReason::TakenOver => event(3),
