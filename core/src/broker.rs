@@ -24,12 +24,12 @@ use crate::peer::{Identity, ListenerId, Peer};
 use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Password, Refusal};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
-use crate::session::{Grant, Limits, Outgoing, PubRecOutcome, QueueFull, Session, SessionKey, SessionStore, Stage};
+use crate::session::{AckOutcome, Grant, Limits, Outgoing, QueueFull, Session, SessionKey, SessionStore, Stage};
 use crate::sys::SysTopics;
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
 use crate::topic::{TopicFilter, TopicName};
-use crate::types::{ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};
+use crate::types::{Ack, ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};
 
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
@@ -541,21 +541,9 @@ impl Broker {
         match packet {
             Packet::Connect(_) => self.close(now, id, Violation::SecondConnect.into()),
             Packet::Publish(publish) => self.handle_publish(now, id, key, publish),
-            Packet::PubAck(pid) => {
-                if self.session_mut(key).is_some_and(|s| s.puback(pid)) {
-                    self.pump(now, key);
-                }
-            }
-            Packet::PubRec(pid) => {
-                if self.session_mut(key).map(|s| s.pubrec(pid)) == Some(PubRecOutcome::Release) {
-                    self.write(id, &Packet::PubRel(pid));
-                }
-            }
-            Packet::PubComp(pid) => {
-                if self.session_mut(key).is_some_and(|s| s.pubcomp(pid)) {
-                    self.pump(now, key);
-                }
-            }
+            Packet::PubAck(pid) => self.handle_ack(now, id, key, pid, Ack::PubAck),
+            Packet::PubRec(pid) => self.handle_ack(now, id, key, pid, Ack::PubRec),
+            Packet::PubComp(pid) => self.handle_ack(now, id, key, pid, Ack::PubComp),
             Packet::PubRel(pid) => {
                 if let Some(message) = self.session_mut(key).and_then(|s| s.release(pid)) {
                     self.route(now, message);
@@ -571,6 +559,21 @@ impl Broker {
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 self.close(now, id, Violation::ServerOnlyPacket.into())
             }
+        }
+    }
+
+    /// A client's PUBACK, PUBREC or PUBCOMP for a message sent to it.
+    /// Implements [MQTT-4.3.2-1], [MQTT-4.3.3-1] and, for an ack of the
+    /// wrong kind, [MQTT-4.8.0-1].
+    fn handle_ack(&mut self, now: Now, id: ConnId, key: SessionKey, pid: PacketId, ack: Ack) {
+        let Some(session) = self.session_mut(key) else { return };
+        match session.acknowledge(pid, ack) {
+            Ok(AckOutcome::Completed) => self.pump(now, key),
+            Ok(AckOutcome::Release) => self.write(id, &Packet::PubRel(pid)),
+            Ok(AckOutcome::Unknown) => {
+                debug!(conn = %id, "Received {ack} from {} for an unknown packet identifier {pid}.", session.client_id)
+            }
+            Err(violation) => self.close(now, id, violation.into()),
         }
     }
 

@@ -2,6 +2,7 @@
 //! in MQTT 3.1.1, and the other reasons a broker ends a connection.
 
 use crate::codec::ConnectReturnCode;
+use crate::types::{Ack, PacketId};
 
 /// A protocol violation by the peer. Each variant names the normative
 /// statement of MQTT 3.1.1 it breaks (or, where the standard gives no id,
@@ -101,6 +102,20 @@ pub enum Violation {
     /// arrived from a client.
     #[error("[MQTT-4.8.0-1] packet type only a server may send")]
     ServerOnlyPacket,
+    /// An acknowledgement that breaks the QoS flow of the message in flight
+    /// under its packet id: PUBREC or PUBCOMP for QoS 1, PUBACK for QoS 2,
+    /// PUBCOMP before the broker sent PUBREL. A receiver answers QoS 1
+    /// with PUBACK, QoS 2 with PUBREC and PUBREL with PUBCOMP
+    /// ([MQTT-4.3.2-2], [MQTT-4.3.3-2]).
+    #[error("[MQTT-4.8.0-1] {received} for packet id {id}, which awaits {awaited}")]
+    WrongAck {
+        /// The packet id acknowledged.
+        id: PacketId,
+        /// The acknowledgement the client sent.
+        received: Ack,
+        /// The acknowledgement the message in flight awaits.
+        awaited: Ack,
+    },
 }
 
 impl Violation {
@@ -112,7 +127,7 @@ impl Violation {
             Self::NullCharacter => "MQTT-1.5.3-2",
             Self::ReservedFlags | Self::ReservedPacketType => "MQTT-2.2.2-2",
             Self::RemainingLength => "MQTT 2.2.3",
-            Self::BadLength | Self::ServerOnlyPacket => "MQTT-4.8.0-1",
+            Self::BadLength | Self::ServerOnlyPacket | Self::WrongAck { .. } => "MQTT-4.8.0-1",
             Self::ZeroPacketId => "MQTT-2.3.1-1",
             Self::ConnectNotFirst => "MQTT-3.1.0-1",
             Self::SecondConnect => "MQTT-3.1.0-2",

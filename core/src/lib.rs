@@ -63,6 +63,12 @@
 //!   with CONNACK 0x02.
 //! - Overlapping subscriptions give one copy, at the highest granted QoS
 //!   ([MQTT-3.3.5-1]), as Mosquitto 2.0 does.
+//! - An acknowledgement of the wrong kind for a message in flight (PUBREC
+//!   or PUBCOMP for QoS 1, PUBACK for QoS 2, PUBCOMP before PUBREL) is a
+//!   protocol violation and closes the connection ([MQTT-4.8.0-1]); a
+//!   PUBREC repeated after PUBREL is answered with PUBREL again. An
+//!   acknowledgement for a packet id with nothing in flight is ignored
+//!   (Mosquitto 2.0 answers a PUBREC there with PUBREL).
 //!
 //! # Where Culex differs from Mosquitto on purpose
 //!
@@ -113,4 +119,4 @@ pub use message::Message;
 pub use peer::{Identity, ListenerId, Peer};
 pub use time::{Instant, Now, UnixTime};
 pub use topic::{TopicFilter, TopicName};
-pub use types::{ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};
+pub use types::{Ack, ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};

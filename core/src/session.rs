@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
+use crate::error::Violation;
 use crate::message::Message;
 use crate::peer::ListenerId;
 use crate::topic::TopicFilter;
-use crate::types::{ClientId, ConnId, PacketId, QoS};
+use crate::types::{Ack, ClientId, ConnId, PacketId, QoS};
 
 /// One copy of a message on its way to this session.
 #[derive(Debug, Clone)]
@@ -46,6 +47,17 @@ pub(crate) enum Stage {
     Released,
 }
 
+impl Stage {
+    /// The acknowledgement that moves the message on.
+    fn awaits(self) -> Ack {
+        match self {
+            Self::Unacknowledged => Ack::PubAck,
+            Self::Unreceived => Ack::PubRec,
+            Self::Released => Ack::PubComp,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Inflight {
     pub(crate) id: PacketId,
@@ -57,12 +69,15 @@ pub(crate) struct Inflight {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct QueueFull;
 
-/// The answer to a PUBREC.
+/// What an acknowledgement that fits the flow does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PubRecOutcome {
-    /// Send PUBREL for this id.
+pub(crate) enum AckOutcome {
+    /// The delivery is complete: the window has room for a queued copy.
+    Completed,
+    /// The QoS 2 message is released: send PUBREL.
     Release,
-    /// No QoS 2 message with this id is in flight.
+    /// No message is in flight under this id, e.g. a late repeat of an
+    /// ack already counted: ignored, not a violation.
     Unknown,
 }
 
@@ -205,36 +220,25 @@ impl Session {
         Some(out)
     }
 
-    /// Completes a QoS 1 delivery; whether `id` was awaiting PUBACK.
-    pub(crate) fn puback(&mut self, id: PacketId) -> bool {
-        self.complete(id, Stage::Unacknowledged)
-    }
-
-    /// Moves a QoS 2 delivery to its release stage.
-    pub(crate) fn pubrec(&mut self, id: PacketId) -> PubRecOutcome {
-        let found = self.flow.as_mut().and_then(|flow| flow.inflight.iter_mut().find(|f| f.id == id));
-        match found {
-            Some(f) if f.stage != Stage::Unacknowledged => {
-                f.stage = Stage::Released;
-                PubRecOutcome::Release
-            }
-            _ => PubRecOutcome::Unknown,
-        }
-    }
-
-    /// Completes a QoS 2 delivery; whether `id` was awaiting PUBCOMP.
-    pub(crate) fn pubcomp(&mut self, id: PacketId) -> bool {
-        self.complete(id, Stage::Released)
-    }
-
-    fn complete(&mut self, id: PacketId, stage: Stage) -> bool {
-        let Some(flow) = self.flow.as_mut() else { return false };
-        match flow.inflight.iter().position(|f| f.id == id && f.stage == stage) {
-            Some(at) => {
+    /// Applies the client's acknowledgement `ack` of `id` to the window.
+    /// An ack of another kind than the message under `id` awaits breaks
+    /// its flow ([MQTT-4.3.2-1], [MQTT-4.3.3-1]), a violation that closes
+    /// the connection ([MQTT-4.8.0-1]); PUBREC after PUBREL is a repeat,
+    /// answered with PUBREL again. Both as Mosquitto 2.0 does.
+    pub(crate) fn acknowledge(&mut self, id: PacketId, ack: Ack) -> Result<AckOutcome, Violation> {
+        let Some(flow) = self.flow.as_mut() else { return Ok(AckOutcome::Unknown) };
+        let Some(at) = flow.inflight.iter().position(|f| f.id == id) else { return Ok(AckOutcome::Unknown) };
+        let stage = flow.inflight[at].stage;
+        match (stage, ack) {
+            (Stage::Unacknowledged, Ack::PubAck) | (Stage::Released, Ack::PubComp) => {
                 flow.inflight.remove(at);
-                true
+                Ok(AckOutcome::Completed)
             }
-            None => false,
+            (Stage::Unreceived | Stage::Released, Ack::PubRec) => {
+                flow.inflight[at].stage = Stage::Released;
+                Ok(AckOutcome::Release)
+            }
+            _ => Err(Violation::WrongAck { id, received: ack, awaited: stage.awaits() }),
         }
     }
 
@@ -390,7 +394,7 @@ mod tests {
         let a = s.start(out(QoS::AtLeastOnce));
         let b = s.start(out(QoS::AtLeastOnce));
         assert_eq!((a.get(), b.get()), (1, 2));
-        assert!(s.puback(a));
+        assert_eq!(s.acknowledge(a, Ack::PubAck), Ok(AckOutcome::Completed));
         s.flow().next_id = a;
         // 1 is free again, 2 is still in flight.
         assert_eq!(s.start(out(QoS::AtLeastOnce)).get(), 1);
@@ -411,15 +415,62 @@ mod tests {
     }
 
     #[test]
-    fn qos2_stages_advance_only_in_order() {
+    fn qos2_stages_advance_in_order_and_pubrec_may_repeat() {
         let mut s = online();
         let id = s.start(out(QoS::ExactlyOnce));
-        assert!(!s.pubcomp(id));
-        assert!(!s.puback(id));
-        assert_eq!(s.pubrec(id), PubRecOutcome::Release);
-        assert_eq!(s.pubrec(id), PubRecOutcome::Release);
-        assert!(s.pubcomp(id));
-        assert_eq!(s.pubrec(id), PubRecOutcome::Unknown);
+        assert_eq!(s.acknowledge(id, Ack::PubRec), Ok(AckOutcome::Release));
+        assert_eq!(s.acknowledge(id, Ack::PubRec), Ok(AckOutcome::Release));
+        assert_eq!(s.acknowledge(id, Ack::PubComp), Ok(AckOutcome::Completed));
+        assert_eq!(s.inflight_len(), 0);
+    }
+
+    /// Every acknowledgement against every stage: the one awaited moves
+    /// the message on, PUBREC repeats after PUBREL, any other breaks the
+    /// flow and leaves the message as it was.
+    #[test]
+    fn an_ack_of_the_wrong_kind_is_a_violation() {
+        use AckOutcome::{Completed, Release};
+        // QoS of the copy, PUBREC already received, the ack, and what it
+        // does or, for a violation, the ack awaited instead.
+        let cases = [
+            (QoS::AtLeastOnce, false, Ack::PubAck, Ok(Completed)),
+            (QoS::AtLeastOnce, false, Ack::PubRec, Err(Ack::PubAck)),
+            (QoS::AtLeastOnce, false, Ack::PubComp, Err(Ack::PubAck)),
+            (QoS::ExactlyOnce, false, Ack::PubAck, Err(Ack::PubRec)),
+            (QoS::ExactlyOnce, false, Ack::PubRec, Ok(Release)),
+            (QoS::ExactlyOnce, false, Ack::PubComp, Err(Ack::PubRec)),
+            (QoS::ExactlyOnce, true, Ack::PubAck, Err(Ack::PubComp)),
+            (QoS::ExactlyOnce, true, Ack::PubRec, Ok(Release)),
+            (QoS::ExactlyOnce, true, Ack::PubComp, Ok(Completed)),
+        ];
+        for (qos, released, ack, expected) in cases {
+            let mut s = online();
+            let id = s.start(out(qos));
+            if released {
+                assert_eq!(s.acknowledge(id, Ack::PubRec), Ok(Release));
+            }
+            let stage = s.inflight().next().map(|f| f.stage);
+            let expected = expected.map_err(|awaited| Violation::WrongAck { id, received: ack, awaited });
+            assert_eq!(s.acknowledge(id, ack), expected, "{ack} for QoS {qos}, released {released}");
+            if expected.is_err() {
+                assert_eq!(s.inflight().next().map(|f| f.stage), stage, "{ack} changed the stage");
+            }
+        }
+    }
+
+    #[test]
+    fn an_ack_for_an_id_not_in_flight_is_ignored() {
+        let mut s = online();
+        let other = PacketId::new(9).expect("non-zero");
+        for ack in [Ack::PubAck, Ack::PubRec, Ack::PubComp] {
+            assert_eq!(s.acknowledge(other, ack), Ok(AckOutcome::Unknown), "{ack} before any flow");
+        }
+        let id = s.start(out(QoS::AtLeastOnce));
+        assert_eq!(s.acknowledge(id, Ack::PubAck), Ok(AckOutcome::Completed));
+        for ack in [Ack::PubAck, Ack::PubRec, Ack::PubComp] {
+            assert_eq!(s.acknowledge(id, ack), Ok(AckOutcome::Unknown), "late {ack}");
+            assert_eq!(s.acknowledge(other, ack), Ok(AckOutcome::Unknown), "{ack} for an id never used");
+        }
     }
 
     #[test]

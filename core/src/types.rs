@@ -40,6 +40,28 @@ impl fmt::Display for QoS {
     }
 }
 
+/// An acknowledgement a client sends for a QoS 1 or 2 PUBLISH the broker
+/// sent it (section 4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ack {
+    /// PUBACK: a QoS 1 message received.
+    PubAck,
+    /// PUBREC: a QoS 2 message received, PUBREL expected next.
+    PubRec,
+    /// PUBCOMP: a released QoS 2 message completed.
+    PubComp,
+}
+
+impl fmt::Display for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::PubAck => "PUBACK",
+            Self::PubRec => "PUBREC",
+            Self::PubComp => "PUBCOMP",
+        })
+    }
+}
+
 /// A packet identifier: never zero ([MQTT-2.3.1-1]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PacketId(NonZeroU16);

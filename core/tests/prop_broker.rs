@@ -10,7 +10,9 @@ use quickcheck::{Arbitrary, Gen, QuickCheck};
 
 use culex_core::codec::{Packet, Publish};
 use culex_core::sim::{ClientOptions, Simulation};
-use culex_core::{Action, Broker, Config, ConnId, Input, Instant, Now, PacketId, Peer, QoS, TopicName, UnixTime};
+use culex_core::{
+    Action, Broker, CloseReason, Config, ConnId, Input, Instant, Now, PacketId, Peer, QoS, TopicName, UnixTime,
+};
 
 const CLIENTS: [&str; 3] = ["a", "b", "c"];
 const TOPICS: [&str; 3] = ["t/1", "t/2", "$s/x"];
@@ -27,6 +29,7 @@ enum Op {
     Unsubscribe { client: usize, filter: usize },
     Publish { client: usize, topic: usize, qos: QoS, retain: bool, expiry: Expiry, twice: bool },
     Ack { client: usize },
+    WrongAck { client: usize, pick: bool },
     Disconnect { client: usize },
     Drop { client: usize },
     Advance { secs: u64 },
@@ -50,7 +53,7 @@ fn index(g: &mut Gen, n: usize) -> usize {
 impl Arbitrary for Op {
     fn arbitrary(g: &mut Gen) -> Self {
         let client = index(g, CLIENTS.len());
-        match u8::arbitrary(g) % 10 {
+        match u8::arbitrary(g) % 11 {
             0 | 1 => Self::Connect {
                 client,
                 clean: bool::arbitrary(g),
@@ -70,7 +73,8 @@ impl Arbitrary for Op {
             6 => Self::Ack { client },
             7 => Self::Disconnect { client },
             8 => Self::Drop { client },
-            _ => Self::Advance { secs: u64::arbitrary(g) % 4 },
+            9 => Self::Advance { secs: u64::arbitrary(g) % 4 },
+            _ => Self::WrongAck { client, pick: bool::arbitrary(g) },
         }
     }
 }
@@ -81,6 +85,8 @@ struct ClientView {
     connacks: usize,
     received_any: bool,
     accepted: bool,
+    /// The client answers by itself: nothing it was sent stays in flight.
+    auto_ack: bool,
     /// Ids of QoS 1/2 PUBLISHes received and not yet completed, with the
     /// packet the client still owes.
     owed: Vec<(PacketId, Packet)>,
@@ -127,7 +133,7 @@ impl World {
                 let options =
                     ClientOptions::new(CLIENTS[client]).clean_session(clean).keep_alive(keep_alive).auto_ack(auto_ack);
                 let conn = self.sim.connect(options);
-                self.views.insert(conn, ClientView::default());
+                self.views.insert(conn, ClientView { auto_ack, ..ClientView::default() });
                 // A previous connection of this client, if open, is taken over.
                 self.conns[client] = Some(conn);
             }
@@ -174,6 +180,7 @@ impl World {
                     self.sim.send(conn, &packet);
                 }
             }
+            Op::WrongAck { client, pick } => self.wrong_ack(client, pick)?,
             Op::Disconnect { client } => {
                 if let Some(conn) = self.live(client) {
                     self.sim.disconnect(conn);
@@ -188,6 +195,29 @@ impl World {
             Op::Advance { secs } => self.sim.advance(Duration::from_secs(secs)),
         }
         self.check()
+    }
+
+    /// Answers the first message owed with an acknowledgement of another
+    /// kind (never PUBREC where PUBCOMP is owed: that one is a repeat).
+    /// A client answering by itself owes nothing any more, so the ack is
+    /// for an id not in flight and is ignored; otherwise the flow is broken
+    /// and the connection closed [MQTT-4.8.0-1].
+    fn wrong_ack(&mut self, client: usize, pick: bool) -> Result<(), String> {
+        let Some(conn) = self.live(client) else { return Ok(()) };
+        let Some(view) = self.views.get(&conn) else { return Ok(()) };
+        let Some(&(id, ref owed)) = view.owed.first() else { return Ok(()) };
+        let wrong = match (owed, pick) {
+            (Packet::PubAck(_), false) | (Packet::PubRec(_), true) => Packet::PubComp(id),
+            (Packet::PubAck(_), true) => Packet::PubRec(id),
+            _ => Packet::PubAck(id),
+        };
+        let in_flight = !view.auto_ack;
+        self.sim.send(conn, &wrong);
+        match self.sim.closed(conn) {
+            Some(CloseReason::Violation(v)) if in_flight && v.statement() == "MQTT-4.8.0-1" => Ok(()),
+            None if !in_flight => Ok(()),
+            other => Err(format!("{conn}: {wrong:?} owing {owed:?} (in flight: {in_flight}) ended with {other:?}")),
+        }
     }
 
     /// Reads what every client received and checks the invariants.

@@ -9,7 +9,7 @@ use culex_core::auth::acl::AclFile;
 use culex_core::codec::{ConnectReturnCode, LastWill, Packet, Publish};
 use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal};
 use culex_core::sim::{ClientOptions, Simulation};
-use culex_core::{Broker, CloseReason, Config, ConnId, QoS, TopicFilter, TopicName, Violation};
+use culex_core::{Broker, CloseReason, Config, ConnId, PacketId, QoS, TopicFilter, TopicName, Violation};
 
 /// Flows without `$SYS` traffic (it has a test of its own).
 fn quiet() -> Config {
@@ -34,6 +34,12 @@ fn publishes(sim: &mut Simulation, conn: ConnId) -> Vec<Publish> {
 
 fn payloads(sim: &mut Simulation, conn: ConnId) -> Vec<String> {
     publishes(sim, conn).iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
+}
+
+/// A QoS 0 will, not retained.
+fn will_to(topic: &str, payload: &'static [u8]) -> LastWill {
+    let topic = TopicName::new(topic).expect("valid topic");
+    LastWill { topic, payload: Bytes::from_static(payload), qos: QoS::AtMostOnce, retain: false }
 }
 
 #[test]
@@ -201,12 +207,7 @@ fn takeover_closes_the_old_connection_and_ends_online() {
     let mut sim = sim();
     let watcher = sim.connect(ClientOptions::new("watcher"));
     sim.subscribe(watcher, "will/#", QoS::AtMostOnce);
-    let will = LastWill {
-        topic: TopicName::new("will/dev").expect("valid topic"),
-        payload: Bytes::from_static(b"old connection gone"),
-        qos: QoS::AtMostOnce,
-        retain: false,
-    };
+    let will = will_to("will/dev", b"old connection gone");
     let old = sim.connect(ClientOptions::new("dev").clean_session(false).will(will));
     sim.subscribe(old, "cmd", QoS::AtLeastOnce);
     let new = sim.connect(ClientOptions::new("dev").clean_session(false));
@@ -303,6 +304,88 @@ fn malformed_packet_closes_only_that_connection() {
     sim.publish(publ, "t", b"still here", QoS::AtMostOnce, false);
     assert_eq!(payloads(&mut sim, good), ["still here"]);
     insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn wrong_acknowledgement_closes_the_connection_and_publishes_the_will() {
+    let mut sim = sim();
+    let watcher = sim.connect(ClientOptions::new("watcher"));
+    sim.subscribe(watcher, "status/#", QoS::AtMostOnce);
+    let will = will_to("status/dev", b"gone");
+    let dev = sim.connect(ClientOptions::new("dev").clean_session(false).auto_ack(false).will(will));
+    sim.subscribe(dev, "cmd", QoS::ExactlyOnce);
+    let app = sim.connect(ClientOptions::new("app"));
+    sim.publish(app, "cmd", b"on", QoS::AtLeastOnce, false);
+    let id = publishes(&mut sim, dev)[0].packet_id.expect("a QoS 1 copy has an id");
+    // PUBCOMP belongs to QoS 2: the QoS 1 flow is broken [MQTT-4.8.0-1].
+    sim.send(dev, &Packet::PubComp(id));
+    let reason = sim.closed(dev).map(|r| r.to_string());
+    assert_eq!(
+        reason.as_deref(),
+        Some("protocol violation: [MQTT-4.8.0-1] PUBCOMP for packet id 1, which awaits PUBACK")
+    );
+    assert!(!sim.is_online("dev"));
+    assert_eq!(payloads(&mut sim, watcher), ["gone"]);
+    // The copy is still unacknowledged: resent to the next connection.
+    let dev = sim.connect(ClientOptions::new("dev").clean_session(false));
+    let resent = publishes(&mut sim, dev);
+    assert_eq!(resent.iter().map(|p| (p.packet_id, p.dup)).collect::<Vec<_>>(), [(Some(id), true)]);
+    assert_eq!(sim.broker().session("dev").map(|s| s.inflight), Some(0));
+    insta::assert_snapshot!(sim.transcript());
+}
+
+/// Each acknowledgement that does not fit the flow of the message in
+/// flight under its id closes the connection; a PUBREC repeated after
+/// PUBREL is answered again, and an ack for an id not in flight is ignored.
+#[test]
+fn acknowledgements_are_judged_against_the_flow_of_their_message() {
+    let ack = |kind: &str, id| match kind {
+        "PUBACK" => Packet::PubAck(id),
+        "PUBREC" => Packet::PubRec(id),
+        _ => Packet::PubComp(id),
+    };
+    // QoS of the copy, acks sent first, the ack judged, the close expected.
+    let cases = [
+        (QoS::AtLeastOnce, &[][..], "PUBREC", Some("PUBREC for packet id 1, which awaits PUBACK")),
+        (QoS::AtLeastOnce, &[], "PUBCOMP", Some("PUBCOMP for packet id 1, which awaits PUBACK")),
+        (QoS::ExactlyOnce, &[], "PUBACK", Some("PUBACK for packet id 1, which awaits PUBREC")),
+        (QoS::ExactlyOnce, &[], "PUBCOMP", Some("PUBCOMP for packet id 1, which awaits PUBREC")),
+        (QoS::ExactlyOnce, &["PUBREC"], "PUBACK", Some("PUBACK for packet id 1, which awaits PUBCOMP")),
+        (QoS::ExactlyOnce, &["PUBREC"], "PUBREC", None),
+        (QoS::AtLeastOnce, &["PUBACK"], "PUBREC", None),
+        (QoS::AtLeastOnce, &["PUBACK"], "PUBCOMP", None),
+        (QoS::ExactlyOnce, &["PUBREC", "PUBCOMP"], "PUBACK", None),
+        (QoS::ExactlyOnce, &["PUBREC", "PUBCOMP"], "PUBCOMP", None),
+    ];
+    for (qos, before, judged, expected) in cases {
+        let mut sim = Simulation::new(quiet());
+        let dev = sim.connect(ClientOptions::new("dev").auto_ack(false));
+        sim.subscribe(dev, "cmd", QoS::ExactlyOnce);
+        let app = sim.connect(ClientOptions::new("app"));
+        sim.publish(app, "cmd", b"on", qos, false);
+        let id = publishes(&mut sim, dev)[0].packet_id.expect("a QoS 1/2 copy has an id");
+        for kind in before {
+            sim.send(dev, &ack(kind, id));
+        }
+        sim.take_received(dev);
+        sim.send(dev, &ack(judged, id));
+        let case = format!("{judged} after {before:?} for QoS {qos}");
+        let reason = sim.closed(dev).map(|r| r.to_string());
+        let expected = expected.map(|e| format!("protocol violation: [MQTT-4.8.0-1] {e}"));
+        assert_eq!(reason, expected, "{case}");
+        assert_eq!(sim.is_online("dev"), expected.is_none(), "{case}");
+        // An ack for an id never used is ignored, whatever its kind.
+        if expected.is_none() {
+            let unused = PacketId::new(9).expect("non-zero");
+            for kind in ["PUBACK", "PUBREC", "PUBCOMP"] {
+                sim.send(dev, &ack(kind, unused));
+            }
+            let answers = sim.take_received(dev);
+            let repeat = judged == "PUBREC" && before == ["PUBREC"];
+            assert_eq!(answers, if repeat { vec![Packet::PubRel(id)] } else { vec![] }, "{case}");
+            assert_eq!(sim.closed(dev), None, "{case}");
+        }
+    }
 }
 
 #[test]
@@ -425,12 +508,12 @@ fn qos2_duplicate_before_pubrel_is_forwarded_once() {
         qos: QoS::ExactlyOnce,
         retain: false,
         topic: TopicName::new("t").expect("valid topic"),
-        packet_id: culex_core::PacketId::new(9),
+        packet_id: PacketId::new(9),
         payload: Bytes::from_static(b"once"),
     };
     sim.send(publ, &Packet::Publish(publish.clone()));
     sim.send(publ, &Packet::Publish(Publish { dup: true, ..publish }));
-    let id = culex_core::PacketId::new(9).expect("non-zero");
+    let id = PacketId::new(9).expect("non-zero");
     assert_eq!(sim.take_received(publ), [Packet::PubRec(id), Packet::PubRec(id)]);
     // Mosquitto routes QoS 2 on PUBREL: nothing yet.
     assert!(payloads(&mut sim, sub).is_empty());
@@ -556,7 +639,7 @@ fn policy_decides_connect_subscribe_and_publish() {
     assert_eq!(code(&mut sim, bad), ConnectReturnCode::BadUserNameOrPassword);
     assert!(!sim.is_online("bad"));
     let sub = culex_core::codec::Subscribe {
-        packet_id: culex_core::PacketId::new(1).expect("non-zero"),
+        packet_id: PacketId::new(1).expect("non-zero"),
         filters: vec![
             (TopicFilter::new("secret/#").expect("valid filter"), QoS::AtLeastOnce),
             (TopicFilter::new("#").expect("valid filter"), QoS::AtLeastOnce),

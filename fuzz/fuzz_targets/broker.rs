@@ -41,7 +41,9 @@
 //! - sessions hold at most 2 copies in flight and 4 queued; the
 //!   subscription tree holds exactly the sessions' subscriptions;
 //! - `Authenticate` comes only for a deferred CONNECT, once, before any
-//!   CONNACK.
+//!   CONNACK;
+//! - a close for an acknowledgement of the wrong kind names a PUBACK,
+//!   PUBREC or PUBCOMP the client just sent, and never one it owed.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,8 +58,8 @@ use culex_core::codec::{
 };
 use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal, is_sys_topic};
 use culex_core::{
-    Action, Broker, CloseReason, Config, ConnId, Input, Instant, Now, PacketId, Peer, Protocol, QoS, TopicFilter,
-    TopicName, UnixTime,
+    Ack, Action, Broker, CloseReason, Config, ConnId, Input, Instant, Now, PacketId, Peer, Protocol, QoS, TopicFilter,
+    TopicName, UnixTime, Violation,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -126,8 +128,8 @@ impl AccessPolicy for FuzzPolicy {
 
 /// Events seen, printed after each input when `CULEX_FUZZ_STATS` is set, to
 /// see how deep a corpus reaches (`cargo fuzz run broker -- -runs=0`).
-static EVENTS: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
-const EVENT_NAMES: [&str; 13] = [
+static EVENTS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+const EVENT_NAMES: [&str; 14] = [
     "connack-accepted",
     "connack-refused",
     "session-present",
@@ -141,6 +143,7 @@ const EVENT_NAMES: [&str; 13] = [
     "pubrel-sent",
     "too-large",
     "authenticate",
+    "wrong-ack",
 ];
 
 fn event(i: usize) {
@@ -249,6 +252,8 @@ struct ConnView {
     packets_out: u64,
     /// Acknowledgements the client owes, in the order they became due.
     owed: Vec<Packet>,
+    /// PUBACK, PUBREC and PUBCOMP decoded from the client's last read.
+    acks_fed: Vec<(Ack, PacketId)>,
 }
 
 struct Harness {
@@ -263,6 +268,8 @@ struct Harness {
     /// `Deliver` and `DropExpired` actions seen, for the counters.
     delivered: u64,
     dropped_expired: u64,
+    /// The acks being fed are all owed: none may break a flow.
+    acking_owed: bool,
 }
 
 fn now_at(ms: u64) -> Now {
@@ -286,6 +293,7 @@ impl Harness {
             known_clients: CLIENT_IDS.iter().map(|s| (*s).to_owned()).collect(),
             delivered: 0,
             dropped_expired: 0,
+            acking_owed: false,
         }
     }
 
@@ -322,6 +330,7 @@ impl Harness {
             refused: false,
             packets_out: 0,
             owed: Vec::new(),
+            acks_fed: Vec::new(),
         });
         self.drain();
     }
@@ -330,6 +339,7 @@ impl Harness {
     fn feed(&mut self, k: usize, data: &[u8]) {
         let Some(view) = self.conns.get_mut(k) else { return };
         let id = view.id;
+        view.acks_fed.clear();
         if view.open && !view.shadow_failed {
             view.shadow.extend_from_slice(data);
             shadow_decode(view, self.max_packet_size, self.now_ms);
@@ -352,6 +362,7 @@ impl Harness {
             _ => Ok(()),
         };
         let id = view.id;
+        view.acks_fed.clear();
         if view.open && result.is_ok() {
             // The broker now decodes what waited behind the CONNECT.
             view.auth_wait = false;
@@ -437,7 +448,9 @@ impl Harness {
         for ack in &acks {
             ack.encode(&mut buf);
         }
+        self.acking_owed = true;
         self.feed(k, &buf);
+        self.acking_owed = false;
     }
 
     // ---- checks ---------------------------------------------------------
@@ -461,9 +474,15 @@ impl Harness {
                 }
                 Action::Close { conn, reason } => {
                     let now_ms = self.now_ms;
+                    let acking_owed = self.acking_owed;
                     let view = self.view(conn);
                     assert!(view.open, "Close for {conn}, already closed ({reason:?})");
                     view.open = false;
+                    if let CloseReason::Violation(Violation::WrongAck { id, received, .. }) = reason {
+                        assert!(!acking_owed, "{conn} closed for an ack it owed: {reason}");
+                        assert!(view.acks_fed.contains(&(received, id)), "{conn} closed for an ack not sent: {reason}");
+                        event(13);
+                    }
                     match reason {
                         CloseReason::TakenOver => event(3),
                         CloseReason::TooLarge { .. } => event(11),
@@ -694,6 +713,12 @@ fn shadow_decode(view: &mut ConnView, max_packet_size: usize, now_ms: u64) {
             Ok(Some(packet)) => {
                 view.packets_in += 1;
                 view.last_packet = now_ms;
+                match packet {
+                    Packet::PubAck(id) => view.acks_fed.push((Ack::PubAck, id)),
+                    Packet::PubRec(id) => view.acks_fed.push((Ack::PubRec, id)),
+                    Packet::PubComp(id) => view.acks_fed.push((Ack::PubComp, id)),
+                    _ => {}
+                }
                 if view.packets_in == 1
                     && let Packet::Connect(connect) = packet
                 {
