@@ -90,9 +90,11 @@ impl Client {
         Ok(())
     }
 
-    /// Decodes the next complete packet already read, if any.
+    /// Decodes the next complete packet already read, if any (by 3.1.1's
+    /// rules: the bench clients speak 3.1.1).
     pub fn decode(&mut self) -> io::Result<Option<Packet>> {
-        codec::decode(&mut self.rbuf, MAX_PACKET).map_err(|e| protocol_error(format!("malformed packet: {e}")))
+        codec::decode(&mut self.rbuf, MAX_PACKET, Protocol::V311)
+            .map_err(|e| protocol_error(format!("malformed packet: {e}")))
     }
 
     /// Reads more bytes; `Ok(0)` is the end of the stream. Cancel safe.

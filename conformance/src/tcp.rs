@@ -207,7 +207,7 @@ fn read_packet(wire: &mut Wire, timeout: Duration) -> io::Result<Packet> {
     let deadline = Instant::now() + timeout;
     let mut buf = BytesMut::new();
     loop {
-        if let Some(packet) = codec::decode(&mut buf, MAX_PACKET).map_err(io::Error::other)? {
+        if let Some(packet) = codec::decode(&mut buf, MAX_PACKET, Protocol::V311).map_err(io::Error::other)? {
             return Ok(packet);
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -264,7 +264,9 @@ impl TcpDriver<'_> {
             Err(e) => Some(Some(e.to_string())),
         };
         loop {
-            match codec::decode(&mut conn.inbuf, MAX_PACKET) {
+            // What a broker sends is held to 3.1.1's flags, whatever the
+            // client speaks: both brokers write them so to 3.1 clients too.
+            match codec::decode(&mut conn.inbuf, MAX_PACKET, Protocol::V311) {
                 Ok(Some(packet)) => {
                     self.transcript.note(format_args!("{client} <- {}", culex_core::sim::describe(&packet)));
                     conn.events.push_back(Event::Packet(packet));
@@ -289,7 +291,9 @@ impl TcpDriver<'_> {
     /// Records what a write leaves on the broker, for the cleanup.
     fn remember(&mut self, bytes: &[u8]) {
         let mut buf = BytesMut::from(bytes);
-        while let Ok(Some(packet)) = codec::decode(&mut buf, usize::MAX) {
+        // The laxer 3.1 rules: a 3.1 client's odd flags must not hide the
+        // packets behind them.
+        while let Ok(Some(packet)) = codec::decode(&mut buf, usize::MAX, Protocol::V31) {
             match packet {
                 Packet::Publish(p) if p.retain => {
                     self.retained.insert(p.topic.as_str().to_owned());

@@ -6,6 +6,7 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use culex_core::Protocol;
 use culex_core::codec;
 
 /// A transcript being written.
@@ -46,7 +47,8 @@ impl Transcript {
 /// in its canonical encoding (so re-encoding it gives the same bytes).
 pub fn single_packet(bytes: &[u8]) -> Option<codec::Packet> {
     let mut buf = BytesMut::from(bytes);
-    let packet = codec::decode(&mut buf, usize::MAX).ok()??;
+    // Canonical bytes pass 3.1.1's rules, the stricter ones.
+    let packet = codec::decode(&mut buf, usize::MAX, Protocol::V311).ok()??;
     let mut again = BytesMut::new();
     packet.encode(&mut again);
     (buf.is_empty() && again[..] == *bytes).then_some(packet)

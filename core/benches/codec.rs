@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use culex_core::codec::{Packet, decode, encode_publish};
 use culex_core::topic::TopicName;
-use culex_core::{PacketId, QoS};
+use culex_core::{PacketId, Protocol, QoS};
 
 /// Packets per decoded buffer.
 const FRAMES: usize = 100;
@@ -47,7 +47,7 @@ fn bench_decode(c: &mut Criterion) {
             b.iter_batched(
                 || stream.clone(),
                 |mut buf| {
-                    while let Ok(Some(packet)) = decode(&mut buf, CAP) {
+                    while let Ok(Some(packet)) = decode(&mut buf, CAP, Protocol::V311) {
                         black_box(packet);
                     }
                     buf
@@ -78,7 +78,7 @@ fn bench_encode(c: &mut Criterion) {
     // The generic path, for comparison with the fast path above.
     let mut buf = BytesMut::new();
     encode_publish(&mut buf, false, QoS::AtLeastOnce, false, &topic, packet_id(QoS::AtLeastOnce), &[0x5A; 64]);
-    let Ok(Some(packet @ Packet::Publish(_))) = decode(&mut buf, CAP) else {
+    let Ok(Some(packet @ Packet::Publish(_))) = decode(&mut buf, CAP, Protocol::V311) else {
         unreachable!("the bench input is a valid PUBLISH");
     };
     let mut out = BytesMut::with_capacity(4096);

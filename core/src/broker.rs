@@ -129,13 +129,24 @@ enum ConnState {
     /// CONNECT received, credentials being checked by the runtime;
     /// later bytes wait in the buffer.
     Authenticating { connect: Box<Connect>, client_id: ClientId },
-    /// CONNECT accepted. Its user name is its session's `owner`.
-    Active { session: SessionKey },
+    /// CONNECT accepted. Its user name is its session's `owner`; its
+    /// protocol decides how the packets after it are decoded.
+    Active { session: SessionKey, protocol: Protocol },
 }
 
 impl Connection {
     fn buffers(&mut self) -> &mut Buffers {
         self.buffers.get_or_insert_default()
+    }
+
+    /// The rules its next packet is decoded by: those of the protocol its
+    /// accepted CONNECT named, the strict 3.1.1 ones before that (a CONNECT
+    /// names its own, and nothing else may come first).
+    fn protocol(&self) -> Protocol {
+        match self.state {
+            ConnState::Active { protocol, .. } => protocol,
+            ConnState::AwaitingConnect | ConnState::Authenticating { .. } => Protocol::V311,
+        }
     }
 
     fn inbuf_len(&self) -> usize {
@@ -308,7 +319,7 @@ impl Broker {
         ids.sort_unstable();
         for id in ids {
             let Some(conn) = self.conns.get(&id) else { continue };
-            let ConnState::Active { session } = conn.state else { continue };
+            let ConnState::Active { session, .. } = conn.state else { continue };
             if conn.certified {
                 // Its user name is its certificate's, not a password's.
                 continue;
@@ -500,7 +511,8 @@ impl Broker {
                 }
                 break;
             }
-            match codec::decode(&mut conn.buffers().inbuf, self.max_packet_size) {
+            let protocol = conn.protocol();
+            match codec::decode(&mut conn.buffers().inbuf, self.max_packet_size, protocol) {
                 Ok(None) => {
                     conn.input_decoded();
                     break;
@@ -679,7 +691,7 @@ impl Broker {
             session.owner = (connect.username.as_deref().map(Arc::from), listener);
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        conn.state = ConnState::Active { session: key };
+        conn.state = ConnState::Active { session: key, protocol: connect.protocol };
         conn.will = connect.will.map(Box::new);
         conn.keep_alive = connect.keep_alive;
         if let Some((due, _)) = conn.deadline(self.config.connect_timeout) {
@@ -1082,7 +1094,7 @@ impl Broker {
             self.actions.push_back(Action::Close { conn: id, reason });
         }
         let quiet = !self.config.connection_messages;
-        let ConnState::Active { session: key } = conn.state else {
+        let ConnState::Active { session: key, .. } = conn.state else {
             log_close("<unknown>", id, reason, quiet);
             return;
         };

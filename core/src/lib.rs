@@ -59,6 +59,17 @@
 //! - QoS 0 messages are not queued for offline sessions unless
 //!   `queue_qos0_messages` is set.
 //! - An empty client id with clean session gets `auto-` and a UUID.
+//! - MQTT 3.1 clients are held to 3.1's packet rules, not 3.1.1's, as
+//!   Mosquitto 2.0 holds them: the fixed-header flags of their packets
+//!   other than PUBLISH are not checked (3.1 sets DUP on a resent PUBREL,
+//!   SUBSCRIBE or UNSUBSCRIBE), DUP on their QoS 0 PUBLISH is dropped, and
+//!   the reserved CONNECT flag and will QoS and retain without a will are
+//!   ignored (see [`codec`]). The rest applies to them as to 3.1.1
+//!   clients, where Mosquitto 2.0 is laxer with 3.1 clients: a user name or
+//!   password flag without its field, a user name that is not UTF-8, and
+//!   a SUBSCRIBE or UNSUBSCRIBE without filters close the connection (3.1
+//!   describes none of them as valid; Mosquitto ignores the first two and
+//!   answers the third).
 //! - A client asking for a keepalive above `max_keepalive` is refused
 //!   with CONNACK 0x02.
 //! - Overlapping subscriptions give one copy, at the highest granted QoS

@@ -471,7 +471,9 @@ impl Simulation {
         client.inbox.extend_from_slice(data);
         let mut lines = Vec::new();
         loop {
-            match codec::decode(&mut client.inbox, CLIENT_MAX_PACKET) {
+            // The broker writes every packet with 3.1.1's flags, whatever
+            // its client speaks: held to the strict rules.
+            match codec::decode(&mut client.inbox, CLIENT_MAX_PACKET, Protocol::V311) {
                 Ok(Some(packet)) => {
                     lines.push(format!("{} <- {}", client.name, describe(&packet)));
                     if client.auto_ack {

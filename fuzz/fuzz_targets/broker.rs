@@ -583,7 +583,8 @@ impl Harness {
         let mut buf = BytesMut::from(&data[..]);
         let mut fresh = 0;
         while !buf.is_empty() {
-            let packet = match decode(&mut buf, CLIENT_MAX_PACKET) {
+            // The broker writes 3.1.1's flags to every client.
+            let packet = match decode(&mut buf, CLIENT_MAX_PACKET, Protocol::V311) {
                 Ok(Some(packet)) => packet,
                 Ok(None) => panic!("Send for {conn} ends in a partial packet: {:?}", &buf[..buf.len().min(16)]),
                 Err(e) => panic!("Send for {conn} does not decode: {e}"),
@@ -706,10 +707,12 @@ impl Harness {
 }
 
 /// Decodes what the broker has decoded of the client's stream, stopping
-/// behind a CONNECT the policy defers.
+/// behind a CONNECT the policy defers, by the rules of the protocol that
+/// CONNECT named (3.1.1's before it), as the broker does.
 fn shadow_decode(view: &mut ConnView, max_packet_size: usize, now_ms: u64) {
     while !view.auth_wait && !view.shadow_failed {
-        match decode(&mut view.shadow, max_packet_size) {
+        let protocol = view.connect.as_ref().map_or(Protocol::V311, |c| c.protocol);
+        match decode(&mut view.shadow, max_packet_size, protocol) {
             Ok(Some(packet)) => {
                 view.packets_in += 1;
                 view.last_packet = now_ms;

@@ -17,57 +17,91 @@ const WILL_RETAIN: u8 = 0x20;
 const PASSWORD: u8 = 0x40;
 const USERNAME: u8 = 0x80;
 
-/// Decodes a CONNECT body. The protocol name and level come first and are
-/// judged before anything else, so a client speaking another version is
-/// told so (CONNACK 0x01) even if the rest would not parse.
-pub(crate) fn decode(mut r: Reader) -> Result<Connect, Violation> {
-    // Compared as bytes: anything that is not one of the two names is an
-    // unknown name, whether or not it is UTF-8.
-    let name = r.binary()?;
-    let level = r.read_u8()?;
-    let protocol = match (name.as_ref(), level) {
-        (b"MQTT", 4) => Protocol::V311,
-        (b"MQIsdp", 3) => Protocol::V31,
-        (b"MQTT" | b"MQIsdp", _) => return Err(Violation::ProtocolLevel),
-        _ => return Err(Violation::ProtocolName),
-    };
-
-    let flags = r.read_u8()?;
-    if flags & RESERVED != 0 {
-        return Err(Violation::ConnectReservedFlag);
+/// Decodes a CONNECT body; `header_flags` are the low four bits of its
+/// first byte. The protocol name and level come first and are judged
+/// before anything else, so a client speaking another version is told so
+/// (CONNACK 0x01) even if the rest would not parse. The flags are then
+/// judged by the rules of the protocol it named (see the module
+/// documentation of [`codec`](super)).
+pub(crate) fn decode(header_flags: u8, mut r: Reader) -> Result<Connect, Violation> {
+    let protocol = protocol(&mut r)?;
+    // 3.1 leaves these bits unused; 3.1.1 wants them clear ([MQTT-2.2.2-2]).
+    if protocol == Protocol::V311 && header_flags != 0 {
+        return Err(Violation::ReservedFlags);
     }
-    let will_flag = flags & WILL != 0;
-    let will_qos_bits = (flags >> WILL_QOS_SHIFT) & 0b11;
-    if !will_flag && will_qos_bits != 0 {
-        return Err(Violation::WillQosWithoutWill);
-    }
-    let will_qos = QoS::from_bits(will_qos_bits).ok_or(Violation::WillQos)?;
-    let will_retain = flags & WILL_RETAIN != 0;
-    if !will_flag && will_retain {
-        return Err(Violation::WillRetainWithoutWill);
-    }
-    let username_flag = flags & USERNAME != 0;
-    let password_flag = flags & PASSWORD != 0;
-    if password_flag && !username_flag {
-        return Err(Violation::PasswordWithoutUsername);
-    }
+    let flags = Flags::parse(r.read_u8()?, protocol)?;
     let keep_alive = r.read_u16()?;
 
     // The payload, in the order of section 3.1.3. An empty client id is
     // legal here; whether to accept it is the broker's call.
     let client_id = r.string()?;
-    let will = if will_flag {
-        let topic = TopicName::new(r.string()?)?;
-        let payload = r.binary()?;
-        Some(LastWill { topic, payload, qos: will_qos, retain: will_retain })
-    } else {
-        None
+    let will = match flags.will {
+        Some((qos, retain)) => {
+            let topic = TopicName::new(r.string()?)?;
+            let payload = r.binary()?;
+            Some(LastWill { topic, payload, qos, retain })
+        }
+        None => None,
     };
-    let username = if username_flag { Some(r.string()?) } else { None };
-    let password = if password_flag { Some(r.binary()?) } else { None };
+    let username = if flags.username { Some(r.string()?) } else { None };
+    let password = if flags.password { Some(r.binary()?) } else { None };
     r.finish()?;
 
-    Ok(Connect { protocol, clean_session: flags & CLEAN_SESSION != 0, keep_alive, client_id, will, username, password })
+    Ok(Connect { protocol, clean_session: flags.clean_session, keep_alive, client_id, will, username, password })
+}
+
+/// The protocol name and level.
+fn protocol(r: &mut Reader) -> Result<Protocol, Violation> {
+    // Compared as bytes: anything that is not one of the two names is an
+    // unknown name, whether or not it is UTF-8.
+    let name = r.binary()?;
+    let level = r.read_u8()?;
+    match (name.as_ref(), level) {
+        (b"MQTT", 4) => Ok(Protocol::V311),
+        (b"MQIsdp", 3) => Ok(Protocol::V31),
+        (b"MQTT" | b"MQIsdp", _) => Err(Violation::ProtocolLevel),
+        _ => Err(Violation::ProtocolName),
+    }
+}
+
+/// The connect flags byte, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Flags {
+    clean_session: bool,
+    /// QoS and retain of the will, if the will flag is set.
+    will: Option<(QoS, bool)>,
+    username: bool,
+    password: bool,
+}
+
+impl Flags {
+    /// Checks `flags` by the rules of `protocol`. Under both a will QoS of
+    /// 3 is malformed and a password needs a user name. 3.1.1 also wants
+    /// the reserved bit clear, and will QoS and retain clear without a
+    /// will; 3.1 leaves the first unused and disregards the others.
+    fn parse(flags: u8, protocol: Protocol) -> Result<Self, Violation> {
+        let strict = protocol == Protocol::V311;
+        if strict && flags & RESERVED != 0 {
+            return Err(Violation::ConnectReservedFlag);
+        }
+        let will_qos_bits = (flags >> WILL_QOS_SHIFT) & 0b11;
+        let will_retain = flags & WILL_RETAIN != 0;
+        let will = if flags & WILL != 0 {
+            Some((QoS::from_bits(will_qos_bits).ok_or(Violation::WillQos)?, will_retain))
+        } else if strict && will_qos_bits != 0 {
+            return Err(Violation::WillQosWithoutWill);
+        } else if strict && will_retain {
+            return Err(Violation::WillRetainWithoutWill);
+        } else {
+            None
+        };
+        let username = flags & USERNAME != 0;
+        let password = flags & PASSWORD != 0;
+        if password && !username {
+            return Err(Violation::PasswordWithoutUsername);
+        }
+        Ok(Self { clean_session: flags & CLEAN_SESSION != 0, will, username, password })
+    }
 }
 
 impl Connect {
@@ -136,7 +170,7 @@ mod tests {
 
     use super::*;
     use crate::codec::Packet;
-    use crate::codec::testutil::{assert_golden, assert_violation};
+    use crate::codec::testutil::{assert_decodes, assert_golden, assert_refused, assert_violation};
 
     fn minimal(protocol: Protocol) -> Connect {
         Connect {
@@ -282,6 +316,67 @@ mod tests {
     #[test]
     fn connect_username_with_invalid_utf8_is_malformed() {
         assert_violation("10 11 00 04 4D 51 54 54 04 82 00 3C 00 02 63 31 00 01 FF", Violation::InvalidUtf8);
+    }
+
+    /// A 3.1 CONNECT, clean session, keepalive 60, client id "c1", with
+    /// first byte `first` and connect flags `flags`.
+    fn v31_frame(first: u8, flags: u8) -> String {
+        format!("{first:02X} 10 00 06 4D 51 49 73 64 70 03 {flags:02X} 00 3C 00 02 63 31")
+    }
+
+    #[test]
+    fn connect_v311_with_header_flags_is_malformed() {
+        assert_violation("11 0E 00 04 4D 51 54 54 04 02 00 3C 00 02 63 31", Violation::ReservedFlags);
+        assert_refused(Protocol::V31, "12 0E 00 04 4D 51 54 54 04 02 00 3C 00 02 63 31", Violation::ReservedFlags);
+    }
+
+    #[test]
+    fn connect_header_flags_are_judged_after_the_protocol() {
+        // An MQTT 5 CONNECT with flags is told its level is not served.
+        assert_violation("11 0A 00 04 4D 51 54 54 05 C3 00 3C", Violation::ProtocolLevel);
+    }
+
+    #[test]
+    fn connect_v31_with_header_flags_is_accepted() {
+        let expected = Packet::Connect(Box::new(minimal(Protocol::V31)));
+        for first in [0x11, 0x12, 0x18, 0x1A, 0x1F] {
+            // Whatever rules the connection had so far: CONNECT names its own.
+            for protocol in [Protocol::V311, Protocol::V31] {
+                assert_decodes(protocol, &v31_frame(first, 0x02), &expected);
+            }
+        }
+    }
+
+    #[test]
+    fn connect_v31_reserved_flag_is_ignored() {
+        assert_decodes(Protocol::V311, &v31_frame(0x10, 0x03), &Packet::Connect(Box::new(minimal(Protocol::V31))));
+    }
+
+    #[test]
+    fn connect_v31_will_qos_and_retain_without_will_are_ignored() {
+        let expected = Packet::Connect(Box::new(minimal(Protocol::V31)));
+        // Will QoS 1, will retain, both, and will QoS 3: no will in any.
+        for flags in [0x0A, 0x22, 0x2A, 0x1A] {
+            assert_decodes(Protocol::V311, &v31_frame(0x10, flags), &expected);
+        }
+    }
+
+    #[test]
+    fn connect_v31_will_qos_3_with_will_is_malformed() {
+        assert_violation("10 16 00 06 4D 51 49 73 64 70 03 1E 00 3C 00 02 63 31 00 01 74 00 01 78", Violation::WillQos);
+    }
+
+    #[test]
+    fn connect_v31_password_without_username_is_malformed() {
+        assert_violation(
+            "10 14 00 06 4D 51 49 73 64 70 03 42 00 3C 00 02 63 31 00 02 70 77",
+            Violation::PasswordWithoutUsername,
+        );
+    }
+
+    #[test]
+    fn connect_v31_missing_username_is_bad_length() {
+        assert_violation(&v31_frame(0x10, 0x82), Violation::BadLength);
     }
 
     #[test]

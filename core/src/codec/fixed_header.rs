@@ -1,11 +1,12 @@
-//! The fixed header (section 2.2): the first byte, checked whole against
-//! the flags table, and the variable-length remaining length.
+//! The fixed header (section 2.2): the first byte, checked against the
+//! flags table of the connection's protocol, and the variable-length
+//! remaining length.
 
 use bytes::{BufMut, BytesMut};
 
 use super::{DecodeError, MAX_REMAINING_LENGTH};
 use crate::error::Violation;
-use crate::types::QoS;
+use crate::types::{Protocol, QoS};
 
 /// First bytes the encoders write (type in the high nibble, flags low).
 pub(crate) const CONNECT: u8 = 0x10;
@@ -26,7 +27,11 @@ pub(crate) const DISCONNECT: u8 = 0xE0;
 /// The packet type named by a first byte whose flags passed the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    Connect,
+    /// CONNECT names its own protocol, so its flags are judged with the
+    /// body (see `connect::decode`).
+    Connect {
+        flags: u8,
+    },
     ConnAck,
     /// PUBLISH is the one type whose flags carry data.
     Publish {
@@ -47,24 +52,24 @@ pub(crate) enum Kind {
     Disconnect,
 }
 
-/// Checks the whole first byte ([MQTT-2.2.2-1], [MQTT-2.2.2-2]): type 0
-/// and 15 are reserved, PUBLISH flags must form a legal QoS/DUP pair and
-/// every other type has exactly one legal flags value.
-pub(crate) fn parse_first_byte(byte: u8) -> Result<Kind, Violation> {
+/// Checks the first byte against the flags table of `protocol` (see the
+/// module documentation of [`codec`](super)). Types 0 and 15 are reserved
+/// and a PUBLISH QoS of 3 is malformed under both. Under 3.1.1 a QoS 0
+/// PUBLISH must not carry DUP and every other type has exactly one legal
+/// flags value ([MQTT-2.2.2-1], [MQTT-2.2.2-2]); under 3.1 those bits
+/// carry nothing and are ignored. CONNECT is left to its body.
+pub(crate) fn parse_first_byte(byte: u8, protocol: Protocol) -> Result<Kind, Violation> {
     let flags = byte & 0x0F;
-    // `expect` is the one legal flags value, `err` the violation otherwise.
-    let fixed = |kind, expect, err| if flags == expect { Ok(kind) } else { Err(err) };
+    // `expect` is the one legal 3.1.1 flags value, `err` the violation
+    // otherwise. The legal value is tested first: the common case never
+    // looks at the protocol.
+    let fixed = |kind, expect, err| {
+        if flags == expect || protocol == Protocol::V31 { Ok(kind) } else { Err(err) }
+    };
     match byte >> 4 {
-        1 => fixed(Kind::Connect, 0b0000, Violation::ReservedFlags),
+        1 => Ok(Kind::Connect { flags }),
         2 => fixed(Kind::ConnAck, 0b0000, Violation::ReservedFlags),
-        3 => {
-            let qos = QoS::from_bits((flags >> 1) & 0b11).ok_or(Violation::PublishQos)?;
-            let dup = flags & 0b1000 != 0;
-            if dup && qos == QoS::AtMostOnce {
-                return Err(Violation::DupOnQos0);
-            }
-            Ok(Kind::Publish { dup, qos, retain: flags & 0b0001 != 0 })
-        }
+        3 => publish_kind(flags, protocol),
         4 => fixed(Kind::PubAck, 0b0000, Violation::ReservedFlags),
         5 => fixed(Kind::PubRec, 0b0000, Violation::ReservedFlags),
         6 => fixed(Kind::PubRel, 0b0010, Violation::PubRelFlags),
@@ -79,6 +84,21 @@ pub(crate) fn parse_first_byte(byte: u8) -> Result<Kind, Violation> {
         // 0 and 15.
         _ => Err(Violation::ReservedPacketType),
     }
+}
+
+/// The PUBLISH flags: QoS 3 is malformed; DUP on QoS 0 is malformed under
+/// 3.1.1 ([MQTT-3.3.1-2]) and dropped under 3.1, which gives DUP a
+/// meaning only above QoS 0.
+fn publish_kind(flags: u8, protocol: Protocol) -> Result<Kind, Violation> {
+    let qos = QoS::from_bits((flags >> 1) & 0b11).ok_or(Violation::PublishQos)?;
+    let mut dup = flags & 0b1000 != 0;
+    if dup && qos == QoS::AtMostOnce {
+        if protocol == Protocol::V311 {
+            return Err(Violation::DupOnQos0);
+        }
+        dup = false;
+    }
+    Ok(Kind::Publish { dup, qos, retain: flags & 0b0001 != 0 })
 }
 
 /// A complete, checked fixed header.
@@ -99,16 +119,16 @@ impl FixedHeader {
     }
 }
 
-/// Parses the fixed header at the front of `buf`, or `Ok(None)` if it has
-/// not fully arrived. The remaining length takes at most four bytes; a
-/// fourth byte with the continuation bit fails at once, without waiting
-/// for a fifth. Non-minimal encodings (`80 00`) are accepted: the
-/// standard does not forbid them.
-pub(crate) fn parse(buf: &[u8]) -> Result<Option<FixedHeader>, Violation> {
+/// Parses the fixed header at the front of `buf`, with the flags table of
+/// `protocol`, or `Ok(None)` if it has not fully arrived. The remaining
+/// length takes at most four bytes; a fourth byte with the continuation
+/// bit fails at once, without waiting for a fifth. Non-minimal encodings
+/// (`80 00`) are accepted: the standard does not forbid them.
+pub(crate) fn parse(buf: &[u8], protocol: Protocol) -> Result<Option<FixedHeader>, Violation> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
-    let kind = parse_first_byte(first)?;
+    let kind = parse_first_byte(first, protocol)?;
     let mut remaining_len = 0;
     for i in 0..4 {
         let Some(&byte) = buf.get(1 + i) else {
@@ -126,8 +146,12 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<FixedHeader>, Violation> {
 /// frame has arrived, `Ok(None)` if more bytes are needed. The size cap is
 /// applied as soon as the header is complete, so an oversized packet is
 /// refused before its body is buffered.
-pub(crate) fn check_frame(buf: &[u8], max_packet_size: usize) -> Result<Option<FixedHeader>, DecodeError> {
-    let Some(header) = parse(buf)? else {
+pub(crate) fn check_frame(
+    buf: &[u8],
+    max_packet_size: usize,
+    protocol: Protocol,
+) -> Result<Option<FixedHeader>, DecodeError> {
+    let Some(header) = parse(buf, protocol)? else {
         return Ok(None);
     };
     let len = header.frame_len();
@@ -194,7 +218,7 @@ mod tests {
             put_header(&mut out, PUBLISH, len);
             assert_eq!(&out[1..], bytes, "encoding {len}");
             assert_eq!(remaining_length_len(len), bytes.len());
-            let header = parse(&out).unwrap().unwrap();
+            let header = parse(&out, Protocol::V311).unwrap().unwrap();
             assert_eq!(header.remaining_len, len);
             assert_eq!(header.header_len, 1 + bytes.len());
         }
@@ -202,15 +226,15 @@ mod tests {
 
     #[test]
     fn remaining_length_non_minimal_encoding_is_accepted() {
-        let header = parse(&[0xC0, 0x80, 0x00]).unwrap().unwrap();
+        let header = parse(&[0xC0, 0x80, 0x00], Protocol::V311).unwrap().unwrap();
         assert_eq!(header.remaining_len, 0);
         assert_eq!(header.header_len, 3);
     }
 
     #[test]
     fn remaining_length_with_fifth_byte_is_malformed_before_it_arrives() {
-        assert_eq!(parse(&[0x30, 0xFF, 0xFF, 0xFF]), Ok(None));
-        assert_eq!(parse(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF]), Err(Violation::RemainingLength));
+        assert_eq!(parse(&[0x30, 0xFF, 0xFF, 0xFF], Protocol::V311), Ok(None));
+        assert_eq!(parse(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF], Protocol::V311), Err(Violation::RemainingLength));
         assert_violation("30 80 80 80 80 01", Violation::RemainingLength);
     }
 
@@ -224,13 +248,16 @@ mod tests {
         assert_violation("F0 00", Violation::ReservedPacketType);
     }
 
+    /// The first bytes `protocol` lets through to the body.
+    fn legal_first_bytes(protocol: Protocol) -> Vec<u8> {
+        (0..=255u8).filter(|&b| parse_first_byte(b, protocol).is_ok()).collect()
+    }
+
     #[test]
-    fn first_byte_table_accepts_exactly_the_legal_bytes() {
-        let legal: Vec<u8> = (0..=255u8).filter(|&b| parse_first_byte(b).is_ok()).collect();
+    fn mqtt311_first_byte_table_accepts_exactly_the_legal_bytes() {
         let mut expected = vec![
-            CONNECT,
-            CONNACK,
             PUBACK,
+            CONNACK,
             PUBREC,
             PUBREL,
             PUBCOMP,
@@ -242,15 +269,29 @@ mod tests {
             PINGRESP,
             DISCONNECT,
         ];
+        // CONNECT: any flags here; its body judges them once it names
+        // the protocol (see `connect.rs`).
+        expected.extend(0x10..=0x1F);
         // PUBLISH: retain free, QoS 0 without DUP, QoS 1 and 2 with or without.
         expected.extend([0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x3A, 0x3B, 0x3C, 0x3D]);
         expected.sort_unstable();
-        assert_eq!(legal, expected);
+        assert_eq!(legal_first_bytes(Protocol::V311), expected);
     }
 
     #[test]
-    fn connect_with_flags_0001_is_malformed() {
-        assert_violation("11 00", Violation::ReservedFlags);
+    fn mqtt31_first_byte_table_refuses_only_reserved_types_and_qos_3() {
+        let refused: Vec<u8> = (0..=255u8).filter(|b| !legal_first_bytes(Protocol::V31).contains(b)).collect();
+        let mut expected: Vec<u8> = (0x00..=0x0F).chain(0xF0..=0xFF).collect();
+        // PUBLISH with both QoS bits set, whatever DUP and RETAIN say.
+        expected.extend([0x36, 0x37, 0x3E, 0x3F]);
+        expected.sort_unstable();
+        assert_eq!(refused, expected);
+    }
+
+    #[test]
+    fn mqtt31_accepts_every_first_byte_mqtt311_accepts() {
+        let v31 = legal_first_bytes(Protocol::V31);
+        assert!(legal_first_bytes(Protocol::V311).iter().all(|b| v31.contains(b)));
     }
 
     #[test]
@@ -295,6 +336,41 @@ mod tests {
 
     #[test]
     fn first_byte_is_checked_before_the_length_arrives() {
-        assert_eq!(parse(&[0x60]), Err(Violation::PubRelFlags));
+        assert_eq!(parse(&[0x60], Protocol::V311), Err(Violation::PubRelFlags));
+    }
+
+    #[test]
+    fn mqtt31_pubrel_with_dup_decodes_as_pubrel() {
+        // A 3.1 client resending its PUBREL sets DUP (1010).
+        assert_eq!(parse_first_byte(0x6A, Protocol::V31), Ok(Kind::PubRel));
+        assert_eq!(parse_first_byte(0x6A, Protocol::V311), Err(Violation::PubRelFlags));
+    }
+
+    #[test]
+    fn mqtt31_subscribe_and_unsubscribe_with_dup_decode() {
+        assert_eq!(parse_first_byte(0x8A, Protocol::V31), Ok(Kind::Subscribe));
+        assert_eq!(parse_first_byte(0x8A, Protocol::V311), Err(Violation::SubscribeFlags));
+        assert_eq!(parse_first_byte(0xAA, Protocol::V31), Ok(Kind::Unsubscribe));
+        assert_eq!(parse_first_byte(0xAA, Protocol::V311), Err(Violation::UnsubscribeFlags));
+    }
+
+    #[test]
+    fn mqtt31_publish_qos0_with_dup_drops_the_dup() {
+        let kind = Kind::Publish { dup: false, qos: QoS::AtMostOnce, retain: true };
+        assert_eq!(parse_first_byte(0x39, Protocol::V31), Ok(kind));
+        assert_eq!(parse_first_byte(0x39, Protocol::V311), Err(Violation::DupOnQos0));
+    }
+
+    #[test]
+    fn mqtt31_publish_with_qos_3_is_malformed() {
+        assert_eq!(parse_first_byte(0x36, Protocol::V31), Err(Violation::PublishQos));
+    }
+
+    #[test]
+    fn reserved_types_are_malformed_under_both_protocols() {
+        for protocol in [Protocol::V31, Protocol::V311] {
+            assert_eq!(parse_first_byte(0x02, protocol), Err(Violation::ReservedPacketType));
+            assert_eq!(parse_first_byte(0xF2, protocol), Err(Violation::ReservedPacketType));
+        }
     }
 }

@@ -2,12 +2,43 @@
 //! incrementally from a [`BytesMut`] and encoded into one.
 //!
 //! Decoding is strict: the whole first byte is checked against the flags
-//! table ([MQTT-2.2.2-1]), the remaining length against the size cap before
-//! the body is buffered, strings for UTF-8 ([MQTT-1.5.3-1], [MQTT-1.5.3-2]),
-//! topics for their rules (section 4.7) and packet ids for zero
-//! ([MQTT-2.3.1-1]). Every failure is a [`Violation`] naming its statement.
-//! An incomplete frame is not a failure: [`decode`] returns `Ok(None)` and
-//! leaves the buffer untouched.
+//! table of the connection's protocol ([MQTT-2.2.2-1]), the remaining
+//! length against the size cap before the body is buffered, strings for
+//! UTF-8 ([MQTT-1.5.3-1], [MQTT-1.5.3-2]), topics for their rules (section
+//! 4.7) and packet ids for zero ([MQTT-2.3.1-1]). Every failure is a
+//! [`Violation`] naming its statement. An incomplete frame is not a
+//! failure: [`decode`] returns `Ok(None)` and leaves the buffer untouched.
+//!
+//! # MQTT 3.1 clients
+//!
+//! A connection's packets are judged by the protocol its CONNECT named
+//! (`decode`'s `protocol`). MQTT 3.1 (`MQIsdp`, level 3) has no rule that
+//! a receiver refuse a packet for its fixed-header flags, and its clients
+//! set bits that 3.1.1 later fixed, so a 3.1 client gets 3.1's rules:
+//!
+//! - PUBREL, SUBSCRIBE and UNSUBSCRIBE pass whatever their flags. 3.1
+//!   sends them with QoS 1, sets DUP when it resends one (a device that
+//!   reconnects and resends its PUBREL) and does not use RETAIN; MQTT V3,
+//!   which shares the name and level, did not use any of the four bits.
+//!   3.1.1 allows only 0010 ([MQTT-3.6.1-1], [MQTT-3.8.1-1],
+//!   [MQTT-3.10.1-1]).
+//! - The flags of every other type but PUBLISH (CONNECT, PUBACK, PUBREC,
+//!   PUBCOMP, PINGREQ, DISCONNECT and the server's packets) are ignored:
+//!   3.1 marks them unused. 3.1.1 allows only 0000 ([MQTT-2.2.2-2]).
+//! - DUP on a QoS 0 PUBLISH is dropped: 3.1 gives DUP a meaning only above
+//!   QoS 0. 3.1.1 forbids it ([MQTT-3.3.1-2]).
+//! - In the CONNECT flags, the reserved bit is ignored, and so are will
+//!   QoS and will retain when the will flag is clear: 3.1 leaves the first
+//!   unused and has the will QoS disregarded without a will. 3.1.1 forbids
+//!   all three ([MQTT-3.1.2-3], [MQTT-3.1.2-13], [MQTT-3.1.2-15]).
+//!
+//! Mosquitto 2.0 does the same: it checks these rules for 3.1.1 and 5
+//! only. It differs in one corner: it refuses will QoS 3 without the will
+//! flag, which 3.1 says to disregard; Culex follows 3.1. Everything else
+//! (PUBLISH QoS 3, packet ids, strings, topics, lengths, the user name and
+//! password fields, non-empty SUBSCRIBE and UNSUBSCRIBE) is judged alike
+//! for both versions; the crate documentation lists where Mosquitto is
+//! laxer with 3.1 clients there. 3.1 accepts everything 3.1.1 accepts.
 
 // Tests may unwrap; the library itself never does (checked by clippy on
 // the non-test build).
@@ -233,7 +264,14 @@ pub struct Unsubscribe {
     pub filters: Vec<TopicFilter>,
 }
 
-/// Decodes one packet from the front of `buf`.
+/// Decodes one packet from the front of `buf`, by the rules of
+/// `protocol`.
+///
+/// `protocol` is the version the connection's accepted CONNECT named; it
+/// decides the fixed-header flags of every packet but CONNECT, which names
+/// its own (see the module documentation). Until a CONNECT is accepted,
+/// pass [`Protocol::V311`], the stricter rules: nothing else may come
+/// first anyway. Everything 3.1.1 accepts, 3.1 accepts too.
 ///
 /// - `Ok(None)`: the frame is incomplete; `buf` is untouched. Read more
 ///   and call again.
@@ -246,15 +284,15 @@ pub struct Unsubscribe {
 ///   the caller closes the connection.
 ///
 /// Decoding is strict; see the module documentation.
-pub fn decode(buf: &mut BytesMut, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
-    let Some(header) = fixed_header::check_frame(buf, max_packet_size)? else {
+pub fn decode(buf: &mut BytesMut, max_packet_size: usize, protocol: Protocol) -> Result<Option<Packet>, DecodeError> {
+    let Some(header) = fixed_header::check_frame(buf, max_packet_size, protocol)? else {
         return Ok(None);
     };
     let mut frame = buf.split_to(header.frame_len());
     frame.advance(header.header_len);
     let r = Reader::new(frame.freeze());
     let packet = match header.kind {
-        Kind::Connect => Packet::Connect(Box::new(connect::decode(r)?)),
+        Kind::Connect { flags } => Packet::Connect(Box::new(connect::decode(flags, r)?)),
         Kind::ConnAck => Packet::ConnAck(connack::decode(r)?),
         Kind::Publish { dup, qos, retain } => Packet::Publish(publish::decode(dup, qos, retain, r)?),
         Kind::PubAck => Packet::PubAck(ack::decode(r)?),

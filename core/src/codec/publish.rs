@@ -142,7 +142,8 @@ mod tests {
     fn publish_payload_shares_the_receive_buffer() {
         let mut buf = BytesMut::from(&hex("30 07 00 03 61 2F 62 68 69")[..]);
         let start = buf.as_ptr() as usize;
-        let Some(Packet::Publish(p)) = crate::codec::decode(&mut buf, 100).unwrap() else {
+        let Some(Packet::Publish(p)) = crate::codec::decode(&mut buf, 100, crate::types::Protocol::V311).unwrap()
+        else {
             panic!("not a PUBLISH");
         };
         assert_eq!(p.payload.as_ptr() as usize, start + 7);

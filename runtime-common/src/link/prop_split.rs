@@ -13,6 +13,7 @@
 use std::io::Write as _;
 
 use bytes::{Bytes, BytesMut};
+use culex_core::Protocol;
 use culex_core::codec::{self, Packet};
 use quickcheck::QuickCheck;
 use rustls::ClientConnection;
@@ -319,7 +320,7 @@ fn tls_tests() -> u64 {
 fn packets(mqtt: &[u8]) -> Vec<Packet> {
     let mut buf = BytesMut::from(mqtt);
     let mut out = Vec::new();
-    while let Some(packet) = codec::decode(&mut buf, 1 << 20).expect("well-formed MQTT") {
+    while let Some(packet) = codec::decode(&mut buf, 1 << 20, Protocol::V311).expect("well-formed MQTT") {
         out.push(packet);
     }
     assert!(buf.is_empty(), "{} bytes after the last packet", buf.len());
