@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use crate::congestion::WriterProgress;
 use crate::error::CloseReason;
 use crate::message::Message;
 use crate::peer::ListenerId;
@@ -41,6 +42,15 @@ pub enum Input<'a> {
         conn: ConnId,
         /// Accepted, or refused with a CONNACK code.
         result: Result<(), Refusal>,
+    },
+    /// Where the connection's writer stands against
+    /// [`max_unwritten_bytes`](crate::Config::max_unwritten_bytes) (see
+    /// [`congestion`](crate::congestion)).
+    Writer {
+        /// The connection.
+        conn: ConnId,
+        /// What changed.
+        progress: WriterProgress,
     },
 }
 
@@ -109,6 +119,18 @@ pub enum Action {
         password: Option<Password>,
         /// The listener it came in on: whose password file applies.
         listener: ListenerId,
+    },
+    /// Stop reading the connection's socket: a subscriber it publishes to
+    /// cannot keep up (see [`congestion`](crate::congestion)). Bytes
+    /// already read are still handed in.
+    PauseReading {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Read the connection's socket again.
+    ResumeReading {
+        /// The connection.
+        conn: ConnId,
     },
     /// A copy was not sent because its `expired_at` had passed.
     DropExpired {

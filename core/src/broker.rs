@@ -17,6 +17,7 @@ use crate::codec::{
     SubscribeReturnCode, Unsubscribe,
 };
 use crate::config::Config;
+use crate::congestion::{Congestion, CongestionDue};
 use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::message::Message;
@@ -30,6 +31,8 @@ use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{Ack, ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};
+
+mod flow;
 
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
@@ -104,6 +107,27 @@ struct Connection {
     armed: Option<Instant>,
     /// Boxed: most clients have none.
     will: Option<Box<LastWill>>,
+    /// Made when its writer falls behind, it holds publishers or it is
+    /// held; dropped when all is back to normal.
+    congestion: Option<Box<Congestion>>,
+}
+
+/// What a connection's deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Close it.
+    Close(CloseReason),
+    /// Its hold on publishers lasted too long.
+    StopHolding,
+}
+
+/// Where a copy comes from, for flow control: the connection that
+/// published it, if holding that connection can slow its source, and
+/// whether the message goes to other sessions too.
+#[derive(Debug, Clone, Copy, Default)]
+struct Source {
+    conn: Option<ConnId>,
+    shared: bool,
 }
 
 /// A connection until its CONNECT is accepted.
@@ -196,19 +220,55 @@ impl Connection {
         self.drop_idle_buffers();
     }
 
-    /// When the connection must be closed if nothing arrives, and why.
-    fn deadline(&self, connect_timeout: Duration) -> Option<(Instant, CloseReason)> {
-        match self.state {
+    /// When something must happen to the connection if nothing arrives:
+    /// the earliest of its CONNECT or keepalive timeout (none while its
+    /// reads are paused: it cannot be heard) and its congestion's
+    /// deadline.
+    fn deadline(&self, config: &Config) -> Option<(Instant, Due)> {
+        let silence = match self.state {
             ConnState::AwaitingConnect | ConnState::Authenticating { .. } => {
                 let opened_at = self.opening.as_ref().map_or(self.last_packet, |o| o.opened_at);
-                Some((opened_at + connect_timeout, CloseReason::ConnectTimeout))
+                Some((opened_at + config.connect_timeout, Due::Close(CloseReason::ConnectTimeout)))
             }
-            ConnState::Active { .. } if self.keep_alive > 0 => {
+            ConnState::Active { .. } if self.keep_alive > 0 && !self.is_held() => {
                 let grace = Duration::from_millis(u64::from(self.keep_alive) * 1500);
-                Some((self.last_packet + grace, CloseReason::KeepAliveTimeout))
+                Some((self.last_packet + grace, Due::Close(CloseReason::KeepAliveTimeout)))
             }
             ConnState::Active { .. } => None,
+        };
+        let congestion = self.congestion.as_ref().and_then(|c| {
+            let (at, due) = c.deadline(config.slow_subscriber_timeout, config.not_reading_timeout)?;
+            Some(match due {
+                CongestionDue::NotReading => (at, Due::Close(CloseReason::NotReading)),
+                CongestionDue::StopHolding => (at, Due::StopHolding),
+            })
+        });
+        match (silence, congestion) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
         }
+    }
+
+    /// Its congestion state, made if needed.
+    fn congestion(&mut self) -> &mut Congestion {
+        self.congestion.get_or_insert_default()
+    }
+
+    /// Drops the congestion state once there is nothing left in it.
+    fn tidy_congestion(&mut self) {
+        if self.congestion.as_ref().is_some_and(|c| c.is_clear()) {
+            self.congestion = None;
+        }
+    }
+
+    /// Whether subscribers hold it: its reads are paused.
+    fn is_held(&self) -> bool {
+        self.congestion.as_ref().is_some_and(|c| c.is_held())
+    }
+
+    /// Whether its writer is behind: QoS 0 copies to it are dropped.
+    fn is_behind(&self) -> bool {
+        self.congestion.as_ref().is_some_and(|c| c.is_behind())
     }
 }
 
@@ -376,6 +436,7 @@ impl Broker {
             keep_alive: 0,
             armed: None,
             will: None,
+            congestion: None,
         };
         let deadline = now.instant + self.config.connect_timeout;
         self.deadlines.arm(id, deadline, &mut conn.armed);
@@ -389,6 +450,7 @@ impl Broker {
             Input::Closed { conn } => self.close(now, conn, CloseReason::ConnectionLost),
             Input::NotReading { conn } => self.close(now, conn, CloseReason::NotReading),
             Input::Authenticated { conn, result } => self.handle_authenticated(now, conn, result),
+            Input::Writer { conn, progress } => self.handle_writer(now, conn, progress),
         }
     }
 
@@ -396,7 +458,6 @@ impl Broker {
     /// `$SYS` statistics). Spurious calls do nothing.
     pub fn handle_timeout(&mut self, now: Now) {
         self.publish_sys(now);
-        let connect_timeout = self.config.connect_timeout;
         while let Some((at, id)) = self.deadlines.pop_due(now.instant) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             if conn.armed != Some(at) {
@@ -404,11 +465,24 @@ impl Broker {
             }
             conn.armed = None;
             conn.keepalive_checked();
-            match conn.deadline(connect_timeout) {
-                Some((due, reason)) if due <= now.instant => self.close(now, id, reason),
+            match conn.deadline(&self.config) {
+                Some((due, Due::Close(reason))) if due <= now.instant => self.close(now, id, reason),
+                Some((due, Due::StopHolding)) if due <= now.instant => {
+                    self.stop_holding(now, id);
+                    self.arm(id);
+                }
                 Some((due, _)) => self.deadlines.arm(id, due, &mut conn.armed),
                 None => {}
             }
+        }
+    }
+
+    /// Arms `id`'s entry in the deadlines for its earliest deadline (an
+    /// earlier one already armed stays: it recomputes when it fires).
+    fn arm(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        if let Some((due, _)) = conn.deadline(&self.config) {
+            self.deadlines.arm(id, due, &mut conn.armed);
         }
     }
 
@@ -448,7 +522,7 @@ impl Broker {
         let stats = self.stats();
         for (topic, value) in self.sys.due(now.instant, self.config.sys_interval, &stats, connected) {
             let Ok(topic) = TopicName::new(topic) else { continue };
-            self.route(now, Arc::new(Message::new(topic, Bytes::from(value), QoS::AtMostOnce, true)));
+            self.route(now, Arc::new(Message::new(topic, Bytes::from(value), QoS::AtMostOnce, true)), None);
         }
     }
 
@@ -558,7 +632,7 @@ impl Broker {
             Packet::PubComp(pid) => self.handle_ack(now, id, key, pid, Ack::PubComp),
             Packet::PubRel(pid) => {
                 if let Some(message) = self.session_mut(key).and_then(|s| s.release(pid)) {
-                    self.route(now, message);
+                    self.route(now, message, Some(id));
                 }
                 // Also for an unknown id: the client may be retrying after
                 // the PUBCOMP was lost.
@@ -580,8 +654,14 @@ impl Broker {
     fn handle_ack(&mut self, now: Now, id: ConnId, key: SessionKey, pid: PacketId, ack: Ack) {
         let Some(session) = self.session_mut(key) else { return };
         match session.acknowledge(pid, ack) {
-            Ok(AckOutcome::Completed) => self.pump(now, key),
-            Ok(AckOutcome::Release) => self.write(id, &Packet::PubRel(pid)),
+            Ok(AckOutcome::Completed) => {
+                self.pump(now, key);
+                self.acknowledged(now, key, id);
+            }
+            Ok(AckOutcome::Release) => {
+                self.write(id, &Packet::PubRel(pid));
+                self.acknowledged(now, key, id);
+            }
             Ok(AckOutcome::Unknown) => {
                 debug!(conn = %id, "Received {ack} from {} for an unknown packet identifier {pid}.", session.client_id)
             }
@@ -694,7 +774,7 @@ impl Broker {
         conn.state = ConnState::Active { session: key, protocol: connect.protocol };
         conn.will = connect.will.map(Box::new);
         conn.keep_alive = connect.keep_alive;
-        if let Some((due, _)) = conn.deadline(self.config.connect_timeout) {
+        if let Some((due, _)) = conn.deadline(&self.config) {
             self.deadlines.arm(id, due, &mut conn.armed);
         }
         if self.config.connection_messages {
@@ -795,7 +875,7 @@ impl Broker {
         let pid = match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
                 if let Some(message) = message {
-                    self.route(now, message);
+                    self.route(now, message, Some(id));
                 }
                 return;
             }
@@ -805,21 +885,17 @@ impl Broker {
         };
         if qos == QoS::AtLeastOnce {
             if let Some(message) = message {
-                self.route(now, message);
+                self.route(now, message, Some(id));
             }
             return self.write(id, &Packet::PubAck(pid));
         }
-        let cap = self.limits.max_queued.max(self.limits.window);
         let Some(session) = self.sessions.get_mut(key) else { return };
-        let message = if session.incoming_len() >= cap && message.is_some() {
-            // The handshake still completes; the message is lost, as when a
-            // subscriber's queue is full.
-            warn!(conn = %id, "Incoming QoS 2 messages are being dropped for client {}.", session.client_id);
-            self.counters.messages_dropped += 1;
-            None
-        } else {
-            message
-        };
+        // PUBREC promises delivery: the message is kept until its PUBREL,
+        // however many the client leaves unreleased (at most one per
+        // packet id). A client that releases nothing is worth a word.
+        if session.incoming_len() == self.limits.max_queued.max(self.limits.window) {
+            warn!(conn = %id, "Client {} has many QoS 2 messages awaiting PUBREL.", session.client_id);
+        }
         session.receive_qos2(pid, message);
         self.write(id, &Packet::PubRec(pid));
     }
@@ -873,10 +949,11 @@ impl Broker {
 
     // ---- routing --------------------------------------------------------
 
-    /// Hands `message` to every matching session at the highest QoS of its
-    /// matching subscriptions. Implements [MQTT-3.3.1-5] to [MQTT-3.3.1-12]
+    /// Hands `message`, published by the client of `from` (if a client
+    /// did), to every matching session at the highest QoS of its matching
+    /// subscriptions. Implements [MQTT-3.3.1-5] to [MQTT-3.3.1-12]
     /// (retained store), [MQTT-3.3.5-1], [MQTT-4.5.0-1], [MQTT-4.7.2-1].
-    fn route(&mut self, now: Now, message: Arc<Message>) {
+    fn route(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
         if message.retain {
             self.store_retained(now, &message);
         }
@@ -884,6 +961,9 @@ impl Broker {
         matched.clear();
         self.subscriptions.matches(&message.topic, &mut matched);
         matched.sort_unstable();
+        // Sorted by key: another session is there if the ends differ.
+        let shared = matches!((matched.first(), matched.last()), (Some(a), Some(b)) if a.0 != b.0);
+        let source = Source { conn: from, shared };
         // Sorted by key: each session's subscriptions come together. It
         // gets the message once, at the highest QoS among them, unchecked
         // if any of them is wholly readable.
@@ -900,7 +980,7 @@ impl Broker {
                 continue;
             }
             let qos = message.qos.min(grant.qos);
-            self.deliver(now, key, Outgoing { message: message.clone(), qos, retain: false });
+            self.deliver(now, key, Outgoing { message: message.clone(), qos, retain: false }, source);
         }
         self.matched = matched;
     }
@@ -925,22 +1005,33 @@ impl Broker {
         }
     }
 
-    /// Sends `out` to the session now, queues it, or drops it.
-    fn deliver(&mut self, now: Now, key: SessionKey, out: Outgoing) {
+    /// Sends `out` to the session now, queues it, or drops it (see
+    /// [`congestion`](crate::congestion) for a connected subscriber that
+    /// cannot keep up).
+    fn deliver(&mut self, now: Now, key: SessionKey, out: Outgoing, source: Source) {
         let limits = self.limits;
         let Some(session) = self.sessions.get_mut(key) else { return };
         match session.conn {
-            Some(conn) if out.qos == QoS::AtMostOnce || session.can_send_now(limits) => {
-                self.send_new(now, key, conn, out)
-            }
+            Some(conn) if out.qos == QoS::AtMostOnce => self.send_or_drop(now, key, conn, out),
+            Some(conn) if session.can_send_now(limits) => self.send_new(now, key, conn, out),
             None if out.qos == QoS::AtMostOnce && !self.config.queue_qos0_messages => {}
-            _ => {
-                if session.enqueue(out, limits) == Err(QueueFull) {
-                    self.counters.messages_dropped += 1;
-                    if session.dropped() == 1 {
-                        warn!("Outgoing messages are being dropped for client {}.", session.client_id);
-                    }
+            conn => {
+                let Err(QueueFull(out)) = session.enqueue(out, limits) else { return };
+                match conn {
+                    Some(conn) => self.overflow(now, key, conn, out, source),
+                    None => self.drop_copy(key),
                 }
+            }
+        }
+    }
+
+    /// A copy is dropped for session `key` (its queue is full): counted,
+    /// and logged at the start of an episode, as Mosquitto logs it.
+    fn drop_copy(&mut self, key: SessionKey) {
+        self.counters.messages_dropped += 1;
+        if let Some(session) = self.sessions.get_mut(key) {
+            if session.note_drop() {
+                warn!("Outgoing messages are being dropped for client {}.", session.client_id);
             }
         }
     }
@@ -951,7 +1042,16 @@ impl Broker {
         while let Some(session) = self.sessions.get_mut(key) {
             let Some(conn) = session.conn else { return };
             let Some(out) = session.next_queued(limits) else { return };
-            self.send_new(now, key, conn, out);
+            self.send_or_drop(now, key, conn, out);
+        }
+    }
+
+    /// Sends `out` unless it is QoS 0 and `id`'s writer is behind.
+    fn send_or_drop(&mut self, now: Now, key: SessionKey, id: ConnId, out: Outgoing) {
+        if out.qos == QoS::AtMostOnce && self.conns.get(&id).is_some_and(|c| c.is_behind()) {
+            self.drop_behind(id, key);
+        } else {
+            self.send_new(now, key, id, out);
         }
     }
 
@@ -1064,7 +1164,7 @@ impl Broker {
                 continue;
             }
             let qos = message.qos.min(grant.qos);
-            self.deliver(now, key, Outgoing { message, qos, retain: true });
+            self.deliver(now, key, Outgoing { message, qos, retain: true }, Source::default());
         }
     }
 
@@ -1090,6 +1190,9 @@ impl Broker {
         if let Some(data) = conn.take_output() {
             self.actions.push_back(Action::Send { conn: id, data });
         }
+        if let Some(mut congestion) = conn.congestion.take() {
+            self.release(now, congestion.release_all());
+        }
         if reason != CloseReason::ConnectionLost {
             self.actions.push_back(Action::Close { conn: id, reason });
         }
@@ -1112,7 +1215,7 @@ impl Broker {
         // A will is a PUBLISH by its client: the same write rules apply.
         let info = ClientInfo { client_id: &client, username: username.as_deref(), listener: conn.listener };
         if let Some(will) = will.filter(|w| self.policy.may_publish(info, &w.topic)) {
-            self.route(now, Arc::new(Message::from_will(*will, self.config.message_expiry)));
+            self.route(now, Arc::new(Message::from_will(*will, self.config.message_expiry)), None);
         }
     }
 

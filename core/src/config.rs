@@ -21,6 +21,24 @@ pub struct Config {
     /// Payload bytes queued per client; 0 means no limit. Mosquitto:
     /// `max_queued_bytes`, default 0.
     pub max_queued_bytes: usize,
+    /// Bytes a connection may have waiting to be written to its socket
+    /// before QoS 0 messages to it are dropped (counted, logged once per
+    /// episode) until it has caught up with half of them: a slow reader
+    /// costs this much memory, not more, and stays connected. QoS 1 and 2
+    /// messages are never dropped for it on this account. Culex addition
+    /// (`max_unwritten_bytes`), default 2 MiB; 0 means no limit.
+    pub max_unwritten_bytes: usize,
+    /// How long a connected subscriber whose QoS 1/2 queue is full may
+    /// hold up the publishers feeding it (their sockets are no longer
+    /// read) while it acknowledges nothing, or, when they feed other
+    /// subscribers too, at all. Past it, its overflow is dropped as
+    /// Mosquitto drops it, until its queue drains. Culex addition
+    /// (`slow_subscriber_timeout`), default 5 s.
+    pub slow_subscriber_timeout: Duration,
+    /// A connection with bytes waiting beyond `max_unwritten_bytes` that
+    /// writes none of them for this long does not read: it is closed.
+    /// Culex addition (`not_reading_timeout`), default 30 s.
+    pub not_reading_timeout: Duration,
     /// Subscriptions one client may hold; 0 means no limit. A SUBSCRIBE
     /// filter past it (and not already held) gets 0x80 in SUBACK. Culex
     /// addition (`max_subscriptions`); Mosquitto has no such limit.
@@ -81,6 +99,9 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
+            max_unwritten_bytes: 2 * 1024 * 1024,
+            slow_subscriber_timeout: Duration::from_secs(5),
+            not_reading_timeout: Duration::from_secs(30),
             max_subscriptions: 0,
             message_expiry: true,
             message_size_limit: 0,

@@ -104,6 +104,7 @@ mod broker;
 pub mod codec;
 pub mod conf;
 mod config;
+pub mod congestion;
 pub mod error;
 pub mod expiry;
 mod ids;

@@ -12,6 +12,7 @@ use tracing::info;
 
 use crate::action::{Action, Input};
 use crate::broker::Broker;
+use crate::congestion::WriterProgress;
 use crate::error::CloseReason;
 use crate::peer::{ListenerId, Peer};
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
@@ -19,17 +20,24 @@ use crate::presence::PresenceSync;
 use crate::time::{Instant, Now};
 use crate::types::{ClientId, ConnId, ConnIdMap};
 
-/// A runtime's handle to one connection's writer. Both methods must return
-/// at once: the core never waits for a socket.
+/// A runtime's handle to one connection's writer and reader. Every method
+/// must return at once: the core never waits for a socket.
 pub trait Outbox {
-    /// Queues bytes for the socket, in order, or says the client has
-    /// fallen too far behind (the bytes are then dropped and the
-    /// connection is closed with [`CloseReason::NotReading`]).
-    fn send(&mut self, data: Bytes) -> Result<(), OutboxFull>;
+    /// Queues bytes for the socket, in order. Says when they put the
+    /// writer behind its budget ([`WriterProgress::Behind`], once per
+    /// episode; the runtime reports the rest of the episode as
+    /// [`Input::Writer`]), or that the client has fallen so far behind
+    /// that the bytes were dropped (the connection is then closed with
+    /// [`CloseReason::NotReading`]).
+    fn send(&mut self, data: Bytes) -> Result<Option<WriterProgress>, OutboxFull>;
 
     /// Writes what is queued, then closes the socket; for
     /// [`CloseReason::NotReading`] closes it at once, dropping the queue.
     fn close(&mut self, reason: CloseReason);
+
+    /// Stops reading the socket (`true`) or reads it again (`false`);
+    /// see [`Action::PauseReading`].
+    fn pause_reading(&mut self, paused: bool);
 }
 
 /// A connection's writer holds all the runtime allows: its client does not
@@ -99,6 +107,13 @@ impl<O: Outbox> Server<O> {
         self.drain(now);
     }
 
+    /// The runtime's report on `conn`'s writer (the episode's progress and
+    /// end; its start comes from [`Outbox::send`]).
+    pub fn writer(&mut self, now: Now, conn: ConnId, progress: WriterProgress) {
+        self.broker.handle_input(now, Input::Writer { conn, progress });
+        self.drain(now);
+    }
+
     /// The answer to an [`AuthRequest`].
     pub fn authenticated(&mut self, now: Now, conn: ConnId, result: Result<(), Refusal>) {
         self.broker.handle_input(now, Input::Authenticated { conn, result });
@@ -156,11 +171,16 @@ impl<O: Outbox> Server<O> {
     fn drain(&mut self, now: Now) {
         while let Some(action) = self.broker.poll_action() {
             match action {
-                Action::Send { conn, data } => {
-                    let full = self.outboxes.get_mut(&conn).is_some_and(|outbox| outbox.send(data).is_err());
-                    if full {
-                        // The core closes it: its Close action follows in this loop.
-                        self.broker.handle_input(now, Input::NotReading { conn });
+                Action::Send { conn, data } => match self.outboxes.get_mut(&conn).map(|outbox| outbox.send(data)) {
+                    None | Some(Ok(None)) => {}
+                    Some(Ok(Some(progress))) => self.broker.handle_input(now, Input::Writer { conn, progress }),
+                    // The core closes it: its Close action follows in this loop.
+                    Some(Err(OutboxFull)) => self.broker.handle_input(now, Input::NotReading { conn }),
+                },
+                Action::PauseReading { conn } | Action::ResumeReading { conn } => {
+                    let paused = matches!(action, Action::PauseReading { .. });
+                    if let Some(outbox) = self.outboxes.get_mut(&conn) {
+                        outbox.pause_reading(paused);
                     }
                 }
                 Action::Close { conn, reason } => {
@@ -200,18 +220,20 @@ mod tests {
     struct Recorder(Rc<RefCell<(Vec<u8>, Option<CloseReason>)>>, Option<usize>);
 
     impl Outbox for Recorder {
-        fn send(&mut self, data: Bytes) -> Result<(), OutboxFull> {
+        fn send(&mut self, data: Bytes) -> Result<Option<WriterProgress>, OutboxFull> {
             let mut inner = self.0.borrow_mut();
             if self.1.is_some_and(|capacity| inner.0.len() + data.len() > capacity) {
                 return Err(OutboxFull);
             }
             inner.0.extend_from_slice(&data);
-            Ok(())
+            Ok(None)
         }
 
         fn close(&mut self, reason: CloseReason) {
             self.0.borrow_mut().1 = Some(reason);
         }
+
+        fn pause_reading(&mut self, _: bool) {}
     }
 
     fn now() -> Now {

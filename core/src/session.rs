@@ -65,9 +65,10 @@ pub(crate) struct Inflight {
     pub(crate) out: Outgoing,
 }
 
-/// Why a copy could not be queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct QueueFull;
+/// The queue has no room for this copy: it comes back, for the caller to
+/// queue anyway or drop.
+#[derive(Debug)]
+pub(crate) struct QueueFull(pub(crate) Outgoing);
 
 /// What an acknowledgement that fits the flow does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +127,9 @@ struct Flow {
     /// dropped (too large, refused) but still owes its handshake.
     incoming: BTreeMap<PacketId, Option<Arc<Message>>>,
     next_id: PacketId,
-    /// Copies dropped because the queue was full, since the last report.
-    dropped: u64,
+    /// Copies are being dropped for it: the episode began with the
+    /// first drop (logged) and ends when a copy is queued again.
+    dropping: bool,
 }
 
 impl Default for Flow {
@@ -138,7 +140,7 @@ impl Default for Flow {
             queued_bytes: 0,
             incoming: BTreeMap::new(),
             next_id: PacketId::MIN,
-            dropped: 0,
+            dropping: false,
         }
     }
 }
@@ -195,17 +197,35 @@ impl Session {
         let full_bytes =
             limits.max_queued_bytes != 0 && flow.queued_bytes + out.payload_len() > limits.max_queued_bytes;
         if full_count || full_bytes {
-            flow.dropped += 1;
-            return Err(QueueFull);
+            return Err(QueueFull(out));
         }
-        flow.queued_bytes += out.payload_len();
-        flow.queue.push_back(out);
+        flow.dropping = false;
+        self.enqueue_over(out);
         Ok(())
     }
 
-    /// Copies dropped because the queue was full, since the last report.
-    pub(crate) fn dropped(&self) -> u64 {
-        self.flow.as_ref().map_or(0, |f| f.dropped)
+    /// Queues `out` behind the window beyond the limits: a copy its
+    /// publisher was acknowledged for, whose publisher is held meanwhile
+    /// (see [`congestion`](crate::congestion)).
+    pub(crate) fn enqueue_over(&mut self, out: Outgoing) {
+        let flow = self.flow();
+        flow.queued_bytes += out.payload_len();
+        flow.queue.push_back(out);
+    }
+
+    /// A copy for it was dropped; whether that begins an episode of
+    /// dropping (to be logged once).
+    pub(crate) fn note_drop(&mut self) -> bool {
+        !std::mem::replace(&mut self.flow().dropping, true)
+    }
+
+    /// Whether its queue has drained to half its limits: a subscriber
+    /// holding publishers releases them, one dropping copies stops.
+    pub(crate) fn is_drained(&self, limits: Limits) -> bool {
+        self.flow.as_ref().is_none_or(|f| {
+            (limits.max_queued == 0 || f.queue.len() <= limits.max_queued / 2)
+                && (limits.max_queued_bytes == 0 || f.queued_bytes <= limits.max_queued_bytes / 2)
+        })
     }
 
     /// The next queued copy, if the window has room for it.
@@ -407,11 +427,26 @@ mod tests {
         s.start(out(QoS::AtLeastOnce));
         s.start(out(QoS::AtLeastOnce));
         assert!(!s.can_send_now(LIMITS));
-        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Ok(()));
-        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Ok(()));
-        assert_eq!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Err(QueueFull));
-        assert_eq!(s.dropped(), 1);
+        assert!(s.enqueue(out(QoS::AtLeastOnce), LIMITS).is_ok());
+        assert!(s.is_drained(LIMITS));
+        assert!(s.enqueue(out(QoS::AtLeastOnce), LIMITS).is_ok());
+        assert!(!s.is_drained(LIMITS));
+        assert!(matches!(s.enqueue(out(QoS::AtLeastOnce), LIMITS), Err(QueueFull(_))));
+        assert!(s.note_drop());
+        assert!(!s.note_drop());
         assert!(s.next_queued(LIMITS).is_none());
+        // Past the limit on purpose (a held publisher's copy), then drained.
+        s.enqueue_over(out(QoS::AtLeastOnce));
+        assert_eq!(s.queued_len(), 3);
+        assert!(s.acknowledge(PacketId::MIN, Ack::PubAck).is_ok());
+        assert!(s.next_queued(LIMITS).is_some());
+        assert!(!s.is_drained(LIMITS));
+        assert!(s.acknowledge(PacketId::MIN.next(), Ack::PubAck).is_ok());
+        assert!(s.next_queued(LIMITS).is_some());
+        assert!(s.is_drained(LIMITS));
+        // Queued again: the episode of dropping is over.
+        assert!(s.enqueue(out(QoS::AtLeastOnce), LIMITS).is_ok());
+        assert!(s.note_drop());
     }
 
     #[test]

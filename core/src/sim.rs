@@ -35,6 +35,7 @@ use crate::action::{Action, Input};
 use crate::broker::Broker;
 use crate::codec::{self, Connect, LastWill, Packet, Publish, Subscribe, SubscribeReturnCode, Unsubscribe};
 use crate::config::Config;
+use crate::congestion::{WriterGauge, WriterProgress};
 use crate::error::CloseReason;
 use crate::peer::Peer;
 use crate::policy::{Password, Refusal};
@@ -44,6 +45,10 @@ use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
 
 /// Wall-clock time at the start of a simulation: 2026-01-01T00:00:00Z.
 pub const DEFAULT_START_UNIX: f64 = 1_767_225_600.0;
+
+/// Bytes of a paused client's socket handed to the broker per read once
+/// it is resumed, as a runtime reads.
+pub const READ_CHUNK: usize = 1024;
 
 /// The largest frame a virtual client accepts from the broker.
 const CLIENT_MAX_PACKET: usize = codec::MAX_REMAINING_LENGTH + 5;
@@ -68,6 +73,10 @@ pub struct ClientOptions {
     /// Answer PUBLISH with PUBACK/PUBREC and PUBREL with PUBCOMP, as a
     /// well-behaved client library does.
     pub auto_ack: bool,
+    /// Read what the broker sends as soon as it is sent. A client that
+    /// does not leaves it in its socket ([`Simulation::read`] takes it),
+    /// where the broker's flow control sees it as unwritten.
+    pub reading: bool,
 }
 
 impl ClientOptions {
@@ -82,6 +91,7 @@ impl ClientOptions {
             password: None,
             protocol: Protocol::V311,
             auto_ack: true,
+            reading: true,
         }
     }
 
@@ -116,6 +126,12 @@ impl ClientOptions {
         self
     }
 
+    /// Makes a client that reads only when told to ([`Simulation::read`]).
+    pub fn reading(mut self, on: bool) -> Self {
+        self.reading = on;
+        self
+    }
+
     /// The CONNECT packet these options describe.
     pub fn connect_packet(&self) -> Packet {
         Packet::Connect(Box::new(Connect {
@@ -139,6 +155,15 @@ struct ClientEnd {
     received: Vec<Packet>,
     closed: Option<CloseReason>,
     next_packet_id: u16,
+    reading: bool,
+    /// Sent by the broker, not read yet: the socket and the runtime's
+    /// queue, as the broker's budget counts them.
+    unread: BytesMut,
+    gauge: WriterGauge,
+    /// The broker paused reading this connection: what the client sends
+    /// waits here, as it would in its socket.
+    paused: bool,
+    unsent: BytesMut,
 }
 
 /// Totals seen by the simulation's "runtime".
@@ -275,6 +300,11 @@ impl Simulation {
                 received: Vec::new(),
                 closed: None,
                 next_packet_id: 0,
+                reading: true,
+                unread: BytesMut::new(),
+                gauge: WriterGauge::new(self.broker.config().max_unwritten_bytes),
+                paused: false,
+                unsent: BytesMut::new(),
             },
         );
         self.note(format_args!("{name} connects"));
@@ -291,6 +321,9 @@ impl Simulation {
     pub fn connect_from(&mut self, options: ClientOptions, peer: Peer) -> ConnId {
         let name = if options.client_id.is_empty() { "(empty)" } else { &options.client_id };
         let conn = self.open_from(name, options.auto_ack, peer);
+        if let Some(client) = self.clients.get_mut(&conn) {
+            client.reading = options.reading;
+        }
         self.send(conn, &options.connect_packet());
         conn
     }
@@ -300,7 +333,8 @@ impl Simulation {
         let mut bytes = BytesMut::new();
         packet.encode(&mut bytes);
         if let Some(client) = self.clients.get(&conn) {
-            let line = format!("{} -> {}", client.name, describe(packet));
+            let waits = if client.paused { " (waits: reads paused)" } else { "" };
+            let line = format!("{} -> {}{waits}", client.name, describe(packet));
             self.note(format_args!("{line}"));
         }
         self.feed(conn, &bytes);
@@ -317,8 +351,57 @@ impl Simulation {
     }
 
     fn feed(&mut self, conn: ConnId, data: &[u8]) {
+        if let Some(client) = self.clients.get_mut(&conn).filter(|c| c.paused) {
+            client.unsent.extend_from_slice(data);
+            return;
+        }
         self.broker.handle_input(self.now, Input::Received { conn, data });
         self.drain();
+    }
+
+    /// The client of `conn` reads up to `max` bytes of what the broker
+    /// sent it (all of it for a client that reads by itself).
+    pub fn read(&mut self, conn: ConnId, max: usize) {
+        let Some(client) = self.clients.get_mut(&conn) else { return };
+        let len = max.min(client.unread.len());
+        let data = client.unread.split_to(len);
+        let progress = client.gauge.written(len);
+        self.receive(conn, &data);
+        self.report(conn, progress);
+        self.drain();
+    }
+
+    /// Lets the client of `conn` read by itself again (`true`) or makes it
+    /// stop reading (`false`); turned on, it first reads what waits.
+    pub fn set_reading(&mut self, conn: ConnId, reading: bool) {
+        let Some(client) = self.clients.get_mut(&conn) else { return };
+        client.reading = reading;
+        if reading {
+            self.read(conn, usize::MAX);
+        }
+    }
+
+    /// Bytes the broker sent to `conn` that its client has not read.
+    pub fn unread_len(&self, conn: ConnId) -> usize {
+        self.clients.get(&conn).map_or(0, |c| c.unread.len())
+    }
+
+    /// Bytes the client of `conn` sent that wait for the broker to read
+    /// them again.
+    pub fn unsent_len(&self, conn: ConnId) -> usize {
+        self.clients.get(&conn).map_or(0, |c| c.unsent.len())
+    }
+
+    /// Whether the broker has paused reading `conn`.
+    pub fn is_paused(&self, conn: ConnId) -> bool {
+        self.clients.get(&conn).is_some_and(|c| c.paused)
+    }
+
+    /// Hands the broker a report on `conn`'s writer, as a runtime does.
+    fn report(&mut self, conn: ConnId, progress: Option<WriterProgress>) {
+        if let Some(progress) = progress {
+            self.broker.handle_input(self.now, Input::Writer { conn, progress });
+        }
     }
 
     /// Subscribes with a fresh packet id.
@@ -431,7 +514,45 @@ impl Simulation {
         match action {
             Action::Send { conn, data } => {
                 self.stats.bytes_sent += data.len() as u64;
-                self.receive(conn, &data);
+                match self.clients.get_mut(&conn) {
+                    Some(client) if !client.reading => {
+                        client.unread.extend_from_slice(&data);
+                        let progress = client.gauge.queued(data.len());
+                        self.report(conn, progress);
+                    }
+                    _ => self.receive(conn, &data),
+                }
+            }
+            Action::PauseReading { conn } => {
+                if let Some(client) = self.clients.get_mut(&conn) {
+                    client.paused = true;
+                    let line = format!("{}: reads paused", client.name);
+                    self.note(format_args!("{line}"));
+                }
+            }
+            Action::ResumeReading { conn } => {
+                let Some(client) = self.clients.get_mut(&conn) else { return };
+                client.paused = false;
+                let unsent = std::mem::take(&mut client.unsent);
+                let line = format!("{}: reads resumed", client.name);
+                self.note(format_args!("{line}"));
+                // Read as a runtime reads a socket, a chunk at a time; the
+                // broker may pause it again on the way.
+                let mut rest = &unsent[..];
+                while !rest.is_empty() {
+                    let (chunk, tail) = rest.split_at(rest.len().min(READ_CHUNK));
+                    rest = tail;
+                    if self.clients.get(&conn).is_some_and(|c| c.paused) {
+                        if let Some(client) = self.clients.get_mut(&conn) {
+                            client.unsent.extend_from_slice(chunk);
+                        }
+                        continue;
+                    }
+                    self.broker.handle_input(self.now, Input::Received { conn, data: chunk });
+                    while let Some(action) = self.broker.poll_action() {
+                        self.apply(action);
+                    }
+                }
             }
             Action::Close { conn, reason } => {
                 self.stats.closed += 1;

@@ -476,9 +476,10 @@ fn unsubscribe_stops_delivery_and_is_always_acknowledged() {
 }
 
 #[test]
-fn inflight_window_and_queue_limit_hold() {
+fn a_full_window_and_queue_hold_the_publisher_instead_of_dropping() {
     let config = Config { max_inflight_messages: 2, max_queued_messages: 2, ..quiet() };
     let mut sim = Simulation::new(config);
+    sim.record();
     let slow = sim.connect(ClientOptions::new("slow").auto_ack(false));
     sim.subscribe(slow, "t", QoS::AtLeastOnce);
     let publ = sim.connect(ClientOptions::new("pub"));
@@ -487,13 +488,26 @@ fn inflight_window_and_queue_limit_hold() {
     }
     let first = publishes(&mut sim, slow);
     assert_eq!(first.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(), [&b"m0"[..], b"m1"]);
-    assert_eq!(sim.broker().session("slow").map(|s| (s.inflight, s.queued)), Some((2, 2)));
-    assert_eq!(sim.broker().stats().messages_dropped, 2);
-    // Each PUBACK lets one queued message out, in order.
-    for p in &first {
-        sim.send(slow, &Packet::PubAck(p.packet_id.expect("QoS 1 has an id")));
+    // m4 found the queue full: it was queued anyway and the publisher's
+    // reads paused, so m5 waits in its socket.
+    assert_eq!(sim.broker().session("slow").map(|s| (s.inflight, s.queued)), Some((2, 3)));
+    assert!(sim.is_paused(publ));
+    assert_eq!(sim.broker().stats().messages_dropped, 0);
+    // Each PUBACK lets one queued message out, in order; at half the
+    // queue the publisher is read again and m5 arrives.
+    let mut got = Vec::new();
+    let mut next = first;
+    for _ in 0..10 {
+        for p in &next {
+            sim.send(slow, &Packet::PubAck(p.packet_id.expect("QoS 1 has an id")));
+        }
+        next = publishes(&mut sim, slow);
+        got.extend(next.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()));
     }
-    assert_eq!(payloads(&mut sim, slow), ["m2", "m3"]);
+    assert_eq!(got, ["m2", "m3", "m4", "m5"]);
+    assert!(!sim.is_paused(publ));
+    assert_eq!(sim.broker().stats().messages_dropped, 0);
+    insta::assert_snapshot!(sim.transcript());
 }
 
 #[test]

@@ -8,9 +8,11 @@
 //! fuzzer reaches sessions, QoS flows, takeovers, retained messages, wills
 //! and expiry without having to invent the wire format), answer what the
 //! client owes (PUBACK, PUBREC, PUBCOMP), answer a deferred authentication
-//! (the policy defers user "defer", refuses "bad" and "no"), end a
-//! connection from the network side, advance virtual time and fire the
-//! timer, or shut down.
+//! (the policy defers user "defer", refuses "bad" and "no"), let the
+//! runtime write some of what waits for a connection (and report it), end
+//! a connection from the network side, advance virtual time and fire the
+//! timer, or shut down. A connection the broker pauses is fed nothing
+//! until it resumes; what its client sent meanwhile comes then.
 //! Missing bytes read as zero, so every input is a valid program.
 //!
 //! Alongside the broker, the target keeps what an observer can know: per
@@ -38,8 +40,13 @@
 //!   copies; `stats` counts both exactly;
 //! - `buffered_len` stays within `max_packet_size` and equals what the
 //!   shadow decoder has not consumed;
-//! - sessions hold at most 2 copies in flight and 4 queued; the
-//!   subscription tree holds exactly the sessions' subscriptions;
+//! - sessions hold at most 2 copies in flight and 4 queued, plus what held
+//!   publishers had sent; the subscription tree holds exactly the
+//!   sessions' subscriptions;
+//! - `PauseReading` / `ResumeReading` alternate per open connection; a
+//!   paused one is never timed out by its keepalive, which counts afresh
+//!   from its resume; a close for not reading comes only while more than
+//!   the budget waits and nothing was written for `not_reading_timeout`;
 //! - `Authenticate` comes only for a deferred CONNECT, once, before any
 //!   CONNACK;
 //! - a close for an acknowledgement of the wrong kind names a PUBACK,
@@ -56,6 +63,7 @@ use bytestring::ByteString;
 use culex_core::codec::{
     Connect, ConnectReturnCode, LastWill, MAX_REMAINING_LENGTH, Packet, Publish, Subscribe, Unsubscribe, decode,
 };
+use culex_core::congestion::WriterGauge;
 use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal, is_sys_topic};
 use culex_core::{
     Ack, Action, Broker, CloseReason, Config, ConnId, Input, Instant, Now, PacketId, Peer, Protocol, QoS, TopicFilter,
@@ -72,6 +80,14 @@ const CLIENT_MAX_PACKET: usize = MAX_REMAINING_LENGTH + 5;
 
 const WINDOW: usize = 2;
 const MAX_QUEUED: usize = 4;
+/// Copies a held publisher may have sent before its reads stopped: the
+/// harness stops feeding a paused connection, so at most one read's worth
+/// per publisher, every connection publishing.
+const MAX_OVERFLOW: usize = 64 * MAX_CONNS;
+/// The writer's budget of unwritten bytes.
+const BUDGET: usize = 512;
+/// How long a writer that is behind may write nothing.
+const NOT_READING_MS: u64 = 30_000;
 const SIZE_LIMIT: usize = 256;
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 
@@ -128,8 +144,8 @@ impl AccessPolicy for FuzzPolicy {
 
 /// Events seen, printed after each input when `CULEX_FUZZ_STATS` is set, to
 /// see how deep a corpus reaches (`cargo fuzz run broker -- -runs=0`).
-static EVENTS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
-const EVENT_NAMES: [&str; 14] = [
+static EVENTS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+const EVENT_NAMES: [&str; 16] = [
     "connack-accepted",
     "connack-refused",
     "session-present",
@@ -144,6 +160,8 @@ const EVENT_NAMES: [&str; 14] = [
     "too-large",
     "authenticate",
     "wrong-ack",
+    "reads-paused",
+    "not-reading",
 ];
 
 fn event(i: usize) {
@@ -169,6 +187,8 @@ fn config() -> Config {
     Config {
         max_inflight_messages: WINDOW as u16,
         max_queued_messages: MAX_QUEUED,
+        max_unwritten_bytes: BUDGET,
+        not_reading_timeout: Duration::from_millis(NOT_READING_MS),
         message_size_limit: SIZE_LIMIT,
         connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS),
         // Small enough that the refusal of a long keepalive is reachable.
@@ -254,6 +274,14 @@ struct ConnView {
     owed: Vec<Packet>,
     /// PUBACK, PUBREC and PUBCOMP decoded from the client's last read.
     acks_fed: Vec<(Ack, PacketId)>,
+    /// The broker paused reading it: what the client sends waits in
+    /// `unsent` until it resumes.
+    paused: bool,
+    unsent: BytesMut,
+    /// What the runtime's writer would count of the bytes sent to it, and
+    /// when it last wrote any while behind.
+    gauge: WriterGauge,
+    progressed_at: u64,
 }
 
 struct Harness {
@@ -331,13 +359,22 @@ impl Harness {
             packets_out: 0,
             owed: Vec::new(),
             acks_fed: Vec::new(),
+            paused: false,
+            unsent: BytesMut::new(),
+            gauge: WriterGauge::new(BUDGET),
+            progressed_at: self.now_ms,
         });
         self.drain();
     }
 
-    /// Feeds `data` to connection `k` as one read.
+    /// Feeds `data` to connection `k` as one read (or keeps it in its
+    /// socket while the broker does not read it).
     fn feed(&mut self, k: usize, data: &[u8]) {
         let Some(view) = self.conns.get_mut(k) else { return };
+        if view.paused && view.open {
+            view.unsent.extend_from_slice(data);
+            return;
+        }
         let id = view.id;
         view.acks_fed.clear();
         if view.open && !view.shadow_failed {
@@ -383,6 +420,19 @@ impl Harness {
         self.feed(k, &data[at..]);
     }
 
+    /// The runtime wrote `n` of the bytes waiting for connection `k`, and
+    /// reports it as a runtime does.
+    fn written(&mut self, k: usize, n: usize) {
+        let now_ms = self.now_ms;
+        let Some(view) = self.conns.get_mut(k).filter(|v| v.open) else { return };
+        let Some(progress) = view.gauge.written(n) else { return };
+        view.progressed_at = now_ms;
+        let id = view.id;
+        let now = self.now();
+        self.broker.handle_input(now, Input::Writer { conn: id, progress });
+        self.drain();
+    }
+
     fn lost(&mut self, k: usize) {
         let Some(view) = self.conns.get_mut(k) else { return };
         let id = view.id;
@@ -413,7 +463,7 @@ impl Harness {
                     view.opened_at,
                     self.now_ms
                 );
-            } else if let Some(grace) = keepalive_grace(view) {
+            } else if let Some(grace) = keepalive_grace(view).filter(|_| !view.paused) {
                 assert!(
                     view.last_packet + grace > self.now_ms,
                     "{} silent since {} ms (grace {grace} ms) still open at {} ms",
@@ -464,13 +514,39 @@ impl Harness {
         let mut delivers: BTreeMap<ConnId, usize> = BTreeMap::new();
         let mut fresh_publishes: BTreeMap<ConnId, usize> = BTreeMap::new();
         let mut guard = 0u32;
+        // Reports a runtime would make, and sockets to read again, once
+        // this drain is over.
+        let mut reports = Vec::new();
+        let mut resumed = Vec::new();
         while let Some(action) = self.broker.poll_action() {
             guard += 1;
             assert!(guard < 1_000_000, "poll_action does not end");
             match action {
                 Action::Send { conn, data } => {
+                    let len = data.len();
                     let fresh = self.on_send(conn, data);
                     *fresh_publishes.entry(conn).or_default() += fresh;
+                    let now_ms = self.now_ms;
+                    let view = self.view(conn);
+                    if let Some(progress) = view.gauge.queued(len) {
+                        view.progressed_at = now_ms;
+                        reports.push((conn, progress));
+                    }
+                }
+                Action::PauseReading { conn } => {
+                    let view = self.view(conn);
+                    assert!(view.open && !view.paused, "PauseReading for {conn} (open {}, paused)", view.open);
+                    view.paused = true;
+                    event(14);
+                }
+                Action::ResumeReading { conn } => {
+                    let now_ms = self.now_ms;
+                    let view = self.view(conn);
+                    assert!(view.open && view.paused, "ResumeReading for {conn} (open {}, not paused)", view.open);
+                    view.paused = false;
+                    // Its keepalive counts from the resume.
+                    view.last_packet = now_ms;
+                    resumed.push(conn);
                 }
                 Action::Close { conn, reason } => {
                     let now_ms = self.now_ms;
@@ -503,6 +579,15 @@ impl Harness {
                             event(5);
                             assert!(!view.online_marked, "{conn}: connect timeout after CONNECT accepted");
                             assert!(view.opened_at + CONNECT_TIMEOUT_MS <= now_ms, "{conn}: early connect timeout");
+                        }
+                        CloseReason::NotReading => {
+                            event(15);
+                            assert!(view.gauge.unwritten() > BUDGET, "{conn} closed for not reading, within budget");
+                            assert!(
+                                view.progressed_at + NOT_READING_MS <= now_ms,
+                                "{conn} closed for not reading at {now_ms} ms, progress at {} ms",
+                                view.progressed_at
+                            );
                         }
                         CloseReason::ConnectionLost => panic!("Close with ConnectionLost for {conn}"),
                         CloseReason::TooManyConnections => panic!("max_connections is not set"),
@@ -573,6 +658,20 @@ impl Harness {
             assert_eq!(fresh_publishes.get(conn).copied().unwrap_or(0), *n, "{conn}: Deliver actions vs PUBLISHes");
         }
         self.check_state();
+        for (conn, progress) in reports {
+            if self.view(conn).open {
+                let now = self.now();
+                self.broker.handle_input(now, Input::Writer { conn, progress });
+                self.drain();
+            }
+        }
+        for conn in resumed {
+            let Some(k) = self.conns.iter().position(|c| c.id == conn) else { continue };
+            let unsent = std::mem::take(&mut self.conns[k].unsent);
+            if !unsent.is_empty() {
+                self.feed(k, &unsent);
+            }
+        }
     }
 
     /// Checks one `Send`; returns how many first-delivery PUBLISHes it held.
@@ -676,7 +775,7 @@ impl Harness {
         let next = self.broker.poll_timeout();
         for view in self.conns.iter().filter(|v| v.open) {
             let due = if view.online_marked {
-                keepalive_grace(view).map(|grace| view.last_packet + grace)
+                keepalive_grace(view).filter(|_| !view.paused).map(|grace| view.last_packet + grace)
             } else {
                 Some(view.opened_at + CONNECT_TIMEOUT_MS)
             };
@@ -696,7 +795,8 @@ impl Harness {
             assert_eq!(session.as_ref().and_then(|s| s.conn), online_conn, "session of {client} vs presence");
             if let Some(session) = session {
                 assert!(session.inflight <= WINDOW, "{client}: {} in flight", session.inflight);
-                assert!(session.queued <= MAX_QUEUED, "{client}: {} queued", session.queued);
+                // Beyond the limit only what held publishers had sent.
+                assert!(session.queued <= MAX_QUEUED + MAX_OVERFLOW, "{client}: {} queued", session.queued);
             }
         }
         // Every session belongs to a client that was once online, so the
@@ -893,7 +993,12 @@ fuzz_target!(|data: &[u8]| {
                 let Some(k) = pick_conn(&mut input, &h) else { continue };
                 h.lost(k);
             }
-            208..=247 => {
+            240..=247 => {
+                let Some(k) = pick_conn(&mut input, &h) else { continue };
+                let n = usize::from(input.u16());
+                h.written(k, n);
+            }
+            208..=239 => {
                 let ms = match input.u8() {
                     b @ 0..=127 => u64::from(b) * 50,           // up to 6.35 s
                     b @ 128..=239 => u64::from(b - 127) * 1000, // up to 112 s

@@ -58,13 +58,13 @@ pub(crate) async fn serve(
             None => return,
         },
     };
-    let (outbox, mut rx) = culex_runtime::outbox::channel(limits.backlog);
+    let (outbox, mut rx) = culex_runtime::outbox::channel(limits.backlog, limits.budget);
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
     if events.send(Event::Accepted { conn, peer, outbox }).await.is_err() {
         return;
     }
     // What was read, through the link: MQTT bytes, replies, the end.
-    let (mut got, mut gone) = (first, false);
+    let (mut got, mut gone, mut paused) = (first, false, false);
     loop {
         if gone {
             let _ = events.send(Event::Closed { conn }).await;
@@ -83,17 +83,25 @@ pub(crate) async fn serve(
             let _ = events.send(Event::Closed { conn }).await;
             return finish(conn, writer, &mut link).await;
         }
-        let read = async { Wake::Read(read_when_ready(&mut reader).await) };
         let out = async { Wake::Out(rx.recv().await) };
-        match read.or(out).await {
+        let wake = if paused {
+            // The core asked not to read the socket: wait for it only.
+            out.await
+        } else {
+            let read = async { Wake::Read(read_when_ready(&mut reader).await) };
+            read.or(out).await
+        };
+        match wake {
             // Raw TCP passes bytes through; TLS decrypts, WebSocket unframes.
             Wake::Read(read) => match read {
                 Ok(chunk) if !chunk.is_empty() => got = link.incoming(Bytes::from(chunk)),
                 _ => gone = true,
             },
             Wake::Out(out) => match out {
-                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &mut link).await {
+                Some(Out::Data(data)) => match write_queued(conn, &mut writer, &mut rx, data, &mut link, &events).await
+                {
                     Ok(Written::All) => {}
+                    Ok(Written::Reading(reading)) => paused = !reading,
                     Ok(Written::ThenClose) => return finish(conn, writer, &mut link).await,
                     Ok(Written::Aborted) => return abort(conn, &writer),
                     Err(_) => {
@@ -102,6 +110,8 @@ pub(crate) async fn serve(
                     }
                 },
                 Some(Out::Abort) => return abort(conn, &writer),
+                Some(Out::Pause) => paused = true,
+                Some(Out::Resume) => paused = false,
                 Some(Out::Close) | None => return finish(conn, writer, &mut link).await,
             },
         }
@@ -112,19 +122,26 @@ pub(crate) async fn serve(
 enum Written {
     /// Everything queued is written.
     All,
+    /// What was queued before it is written; then the core asked to read
+    /// the socket (`true`) or not.
+    Reading(bool),
     /// Everything queued is written and the core asked to close.
     ThenClose,
     /// The core dropped the client for not reading: close, don't drain.
     Aborted,
 }
 
-/// Writes `first` and whatever else is already queued; a write blocked
-/// on a client that does not read ends when the core drops that client.
+/// Writes `first` and whatever data is already queued, telling the
+/// broker task of the writer's progress; a write blocked on a client that
+/// does not read ends when the core drops that client. A pause or resume
+/// that comes meanwhile ends the round, for the serving loop to apply.
 async fn write_queued(
+    conn: ConnId,
     writer: &mut TcpStream,
     rx: &mut OutboxReader,
     first: Bytes,
     link: &mut Link,
+    events: &Sender<Event<AsyncStdOutbox>>,
 ) -> std::io::Result<Written> {
     let mut data = first;
     loop {
@@ -138,11 +155,15 @@ async fn write_queued(
         if !wrote.or(aborted).await? {
             return Ok(Written::Aborted);
         }
-        rx.written(len);
+        if let Some(progress) = rx.written(len) {
+            let _ = events.send(Event::Writer { conn, progress }).await;
+        }
         match rx.try_recv() {
             Some(Out::Data(next)) => data = next,
             Some(Out::Close) => return Ok(Written::ThenClose),
             Some(Out::Abort) => return Ok(Written::Aborted),
+            Some(Out::Pause) => return Ok(Written::Reading(false)),
+            Some(Out::Resume) => return Ok(Written::Reading(true)),
             None => return Ok(Written::All),
         }
     }

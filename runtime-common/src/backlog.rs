@@ -1,59 +1,63 @@
-//! Bytes queued for one connection's writer, shared by the broker task
-//! (which queues) and the connection task (which writes).
+//! Bytes queued for one connection's writer and not yet written, kept
+//! under the outbox's lock: the broker task adds, the connection task
+//! takes away.
 //!
-//! A client that reads slower than it is sent to would otherwise make the
-//! broker hold its messages without bound. QoS 1 and 2 traffic is already
-//! bounded by the core's in-flight window and queue; this bounds the rest:
-//! past the limit the connection is closed, once.
+//! Two thresholds. Past the budget (`max_unwritten_bytes`) the writer is
+//! *behind*: the core is told once per episode and drops QoS 0 copies to
+//! it until half the budget is written (the core's
+//! [`WriterGauge`](culex_core::congestion::WriterGauge) decides the
+//! transitions). Past the hard limit (the largest packet plus 16 MiB,
+//! reached only if QoS 1/2 or control traffic piles up) the connection is
+//! closed, once.
 
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use culex_core::congestion::{WriterGauge, WriterProgress};
 
 /// What the queueing side should do with the bytes it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
-    /// Queue them.
-    Queue,
-    /// The limit was just crossed: close the connection instead.
+    /// Queue them; `Some` when they put the writer behind its budget.
+    Queue(Option<WriterProgress>),
+    /// The hard limit was just crossed: close the connection instead.
     Close,
     /// The connection is already being closed: drop them.
     Drop,
 }
 
-/// The shared counter.
+/// One writer's count.
 #[derive(Debug)]
 pub struct Backlog {
-    bytes: AtomicUsize,
+    gauge: WriterGauge,
     limit: usize,
-    tripped: AtomicBool,
+    tripped: bool,
 }
 
 impl Backlog {
-    /// A backlog that trips past `limit` bytes.
-    pub fn new(limit: usize) -> Self {
-        Self { bytes: AtomicUsize::new(0), limit, tripped: AtomicBool::new(false) }
+    /// A backlog behind past `budget` bytes (0: never) that trips past
+    /// `limit` bytes.
+    pub fn new(limit: usize, budget: usize) -> Self {
+        Self { gauge: WriterGauge::new(budget), limit, tripped: false }
     }
 
     /// Called before queueing `len` bytes.
-    pub fn admit(&self, len: usize) -> Admit {
-        if self.tripped.load(Ordering::Acquire) {
+    pub fn admit(&mut self, len: usize) -> Admit {
+        if self.tripped {
             return Admit::Drop;
         }
-        let queued = self.bytes.fetch_add(len, Ordering::AcqRel) + len;
-        if queued <= self.limit {
-            return Admit::Queue;
+        if self.gauge.unwritten().saturating_add(len) > self.limit {
+            self.tripped = true;
+            return Admit::Close;
         }
-        self.bytes.fetch_sub(len, Ordering::AcqRel);
-        if self.tripped.swap(true, Ordering::AcqRel) { Admit::Drop } else { Admit::Close }
+        Admit::Queue(self.gauge.queued(len))
     }
 
-    /// Called after `len` queued bytes were written.
-    pub fn written(&self, len: usize) {
-        self.bytes.fetch_sub(len, Ordering::AcqRel);
+    /// Called after `len` queued bytes were written: what to report.
+    pub fn written(&mut self, len: usize) -> Option<WriterProgress> {
+        self.gauge.written(len)
     }
 
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
-        self.bytes.load(Ordering::Acquire)
+        self.gauge.unwritten()
     }
 }
 
@@ -63,66 +67,24 @@ mod tests {
 
     #[test]
     fn crossing_the_limit_closes_once_then_drops() {
-        let b = Backlog::new(10);
-        assert_eq!(b.admit(6), Admit::Queue);
-        assert_eq!(b.admit(4), Admit::Queue);
+        let mut b = Backlog::new(10, 0);
+        assert_eq!(b.admit(6), Admit::Queue(None));
+        assert_eq!(b.admit(4), Admit::Queue(None));
         assert_eq!(b.admit(1), Admit::Close);
         assert_eq!(b.admit(1), Admit::Drop);
-        b.written(10);
+        assert_eq!(b.written(10), None);
         assert_eq!(b.queued(), 0);
         assert_eq!(b.admit(1), Admit::Drop);
     }
-}
 
-#[cfg(all(test, culex_loom))]
-mod loom_backlog {
-    use super::*;
-    use loom::sync::Arc;
-
-    /// The broker queues while the writer drains: the count never goes
-    /// negative, ends at what was admitted minus what was written, and the
-    /// close is decided at most once, after which everything is dropped.
     #[test]
-    fn queue_and_write_race() {
-        loom::model(|| {
-            let backlog = Arc::new(Backlog::new(3));
-            assert_eq!(backlog.admit(2), Admit::Queue);
-            let writer = {
-                let backlog = backlog.clone();
-                loom::thread::spawn(move || backlog.written(2))
-            };
-            let second = backlog.admit(2);
-            let third = backlog.admit(2);
-            let _ = writer.join();
-            let later = [second, third];
-            let queued = 2 + 2 * later.iter().filter(|a| **a == Admit::Queue).count();
-            assert_eq!(backlog.queued(), queued - 2);
-            assert!(later.iter().filter(|a| **a == Admit::Close).count() <= 1);
-            if second == Admit::Close {
-                assert_eq!(third, Admit::Drop);
-            }
-        });
-    }
-
-    /// Two writers finishing while the queueing side admits: the count
-    /// returns to zero.
-    #[test]
-    fn concurrent_written_calls_balance() {
-        loom::model(|| {
-            let backlog = Arc::new(Backlog::new(100));
-            assert_eq!(backlog.admit(5), Admit::Queue);
-            assert_eq!(backlog.admit(7), Admit::Queue);
-            let a = {
-                let b = backlog.clone();
-                loom::thread::spawn(move || b.written(5))
-            };
-            let c = {
-                let b = backlog.clone();
-                loom::thread::spawn(move || b.written(7))
-            };
-            let _ = a.join();
-            let _ = c.join();
-            assert_eq!(backlog.queued(), 0);
-        });
+    fn crossing_the_budget_is_reported_once_then_the_progress_and_the_end() {
+        let mut b = Backlog::new(1000, 100);
+        assert_eq!(b.admit(90), Admit::Queue(None));
+        assert_eq!(b.admit(20), Admit::Queue(Some(WriterProgress::Behind { episode: 1 })));
+        assert_eq!(b.admit(20), Admit::Queue(None));
+        assert_eq!(b.written(30), Some(WriterProgress::Progressed));
+        assert_eq!(b.written(60), Some(WriterProgress::CaughtUp { episode: 1 }));
+        assert_eq!(b.queued(), 40);
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use culex_core::auth::ListenerPolicies;
+use culex_core::congestion::WriterProgress;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
@@ -59,6 +60,14 @@ pub enum Event<O> {
         /// The connection.
         conn: ConnId,
     },
+    /// The connection's writer made progress while behind its budget, or
+    /// caught up (see [`culex_core::congestion`]).
+    Writer {
+        /// The connection.
+        conn: ConnId,
+        /// What changed.
+        progress: WriterProgress,
+    },
     /// The presence store's answer to a [`StoreRequest`].
     Store(StoreEvent),
     /// The outcome of an [`AuthJob`].
@@ -81,6 +90,7 @@ impl<O> std::fmt::Debug for Event<O> {
             Self::Accepted { conn, peer, .. } => write!(f, "Accepted({conn}, {:?} on {})", peer.remote, peer.listener),
             Self::Data { conn, data } => write!(f, "Data({conn}, {} bytes)", data.len()),
             Self::Closed { conn } => write!(f, "Closed({conn})"),
+            Self::Writer { conn, progress } => write!(f, "Writer({conn}, {progress:?})"),
             Self::Store(event) => write!(f, "Store({event:?})"),
             Self::Authenticated { conn, result } => write!(f, "Authenticated({conn}, {result:?})"),
             Self::Reload(_) => f.write_str("Reload"),
@@ -139,6 +149,13 @@ pub trait EventSource<O> {
 /// Events handled before presence and timers get a turn.
 const EVENTS_PER_TURN: usize = 256;
 
+/// Events queued between the connection tasks and the broker task before
+/// readers wait. Each holds at most one read (8 KiB): a flood costs at
+/// most 4 MiB here, and a paused publisher has at most that much read
+/// ahead. A larger queue only adds latency and memory: the broker task
+/// takes up to [`EVENTS_PER_TURN`] at a time.
+pub const EVENT_QUEUE: usize = 512;
+
 /// How long shutdown waits for presence changes to reach Redis.
 const PRESENCE_FLUSH: Duration = Duration::from_secs(3);
 
@@ -151,8 +168,6 @@ pub struct Prepared<O> {
     /// The access policies in force: their password files serve the
     /// [`AuthJob`]s.
     pub policies: ListenerPolicies,
-    /// Bytes queued for a connection's writer before it is dropped.
-    pub backlog_limit: usize,
     /// Log `New connection from ...` lines.
     pub connection_messages: bool,
 }
@@ -160,7 +175,6 @@ pub struct Prepared<O> {
 /// Builds the server for `settings`, with a fresh seed for assigned ids.
 pub fn prepare<O: Outbox>(settings: &Settings) -> Prepared<O> {
     let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
-    let backlog_limit = settings::backlog_limit(&core);
     let connection_messages = core.connection_messages;
     let presence = settings.redis.as_ref().map(|_| PresenceSync::new(PresenceSettings::default()));
     if settings.redis.is_none() {
@@ -168,7 +182,7 @@ pub fn prepare<O: Outbox>(settings: &Settings) -> Prepared<O> {
     }
     let broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
     let policies = settings.policy.clone();
-    Prepared { server: Server::new(broker, presence), policies, backlog_limit, connection_messages }
+    Prepared { server: Server::new(broker, presence), policies, connection_messages }
 }
 
 /// Runs the broker until [`Event::Shutdown`] or until every sender is
@@ -225,6 +239,7 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
         Event::Accepted { conn, peer, outbox } => server.accept_as(now, conn, peer, outbox),
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
+        Event::Writer { conn, progress } => server.writer(now, conn, progress),
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),
         Event::Store(event) => handle_store(server, now.instant, event),
         Event::Shutdown => {

@@ -1,6 +1,6 @@
 //! The core's handle to a connection's writer, shared by both runtimes: a
 //! queue from the broker task to the connection task, bounded by the
-//! [`Backlog`].
+//! [`Backlog`], and the core's word on whether to read the socket.
 //!
 //! Design: one allocation per connection (the shared state below), and no
 //! buffer while the connection is idle. The queue is a `VecDeque` under a
@@ -19,6 +19,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use culex_core::CloseReason;
+use culex_core::congestion::WriterProgress;
 use culex_core::server::{Outbox, OutboxFull};
 use tracing::debug;
 
@@ -35,19 +36,27 @@ pub enum Out {
     /// Close now, writing nothing more: the client does not read what it
     /// is sent ([`CloseReason::NotReading`]).
     Abort,
+    /// Stop reading the socket until [`Out::Resume`]: a subscriber this
+    /// client publishes to cannot keep up.
+    Pause,
+    /// Read the socket again.
+    Resume,
 }
 
 /// A new connection's queue: the core's end and the connection task's end.
-/// Past `limit` bytes queued and not yet written, the connection is closed.
-pub fn channel(limit: usize) -> (QueueOutbox, OutboxReader) {
+/// Past `budget` bytes queued and not yet written the writer is behind
+/// (0: never); past `limit` the connection is closed.
+pub fn channel(limit: usize, budget: usize) -> (QueueOutbox, OutboxReader) {
     let shared = Arc::new(Shared {
-        backlog: Backlog::new(limit),
         state: Mutex::new(State {
             queue: VecDeque::new(),
+            backlog: Backlog::new(limit, budget),
             waker: None,
             outbox_gone: false,
             reader_gone: false,
             aborted: false,
+            paused: false,
+            paused_told: false,
         }),
     });
     (QueueOutbox { shared: shared.clone() }, OutboxReader { shared })
@@ -55,13 +64,14 @@ pub fn channel(limit: usize) -> (QueueOutbox, OutboxReader) {
 
 #[derive(Debug)]
 struct Shared {
-    backlog: Backlog,
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Out>,
+    /// Bytes queued and not yet written.
+    backlog: Backlog,
     /// The reader, waiting for the queue to fill.
     waker: Option<Waker>,
     /// The core dropped its end: once the queue is read, nothing follows.
@@ -71,9 +81,26 @@ struct State {
     /// The core dropped the client for not reading: the queue is gone,
     /// pushes are dropped, the reader is to close at once.
     aborted: bool,
+    /// The core wants the socket left unread.
+    paused: bool,
+    /// What the reader was last told of `paused`.
+    paused_told: bool,
 }
 
 impl State {
+    /// What the reader is to do next: abort, a change of reading, or the
+    /// next item queued.
+    fn next(&mut self) -> Option<Out> {
+        if self.aborted {
+            return Some(Out::Abort);
+        }
+        if self.paused != self.paused_told {
+            self.paused_told = self.paused;
+            return Some(if self.paused { Out::Pause } else { Out::Resume });
+        }
+        self.pop()
+    }
+
     fn pop(&mut self) -> Option<Out> {
         let out = self.queue.pop_front();
         if out.is_some() && self.queue.is_empty() {
@@ -105,6 +132,40 @@ impl Shared {
         }
     }
 
+    /// Queues bytes within the backlog's limit, then wakes the reader.
+    fn push_data(&self, data: Bytes) -> Admit {
+        let (admit, waker) = {
+            let mut state = self.lock();
+            if state.reader_gone || state.aborted {
+                return Admit::Drop;
+            }
+            let admit = state.backlog.admit(data.len());
+            if let Admit::Queue(_) = admit {
+                state.queue.push_back(Out::Data(data));
+            }
+            (admit, state.waker.take())
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        admit
+    }
+
+    /// Asks the reader to stop or resume reading the socket.
+    fn set_paused(&self, paused: bool) {
+        let waker = {
+            let mut state = self.lock();
+            if state.paused == paused {
+                return;
+            }
+            state.paused = paused;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
     /// Drops what is queued and tells the reader to close at once, even
     /// if it is blocked writing to a client that does not read.
     fn abort(&self) {
@@ -127,14 +188,17 @@ pub struct QueueOutbox {
 }
 
 impl Outbox for QueueOutbox {
-    fn send(&mut self, data: Bytes) -> Result<(), OutboxFull> {
-        match self.shared.backlog.admit(data.len()) {
-            Admit::Queue => self.shared.push(Out::Data(data)),
+    fn send(&mut self, data: Bytes) -> Result<Option<WriterProgress>, OutboxFull> {
+        match self.shared.push_data(data) {
+            Admit::Queue(progress) => Ok(progress),
             // The core closes the connection with `NotReading`.
-            Admit::Close => return Err(OutboxFull),
-            Admit::Drop => {}
+            Admit::Close => Err(OutboxFull),
+            Admit::Drop => Ok(None),
         }
-        Ok(())
+    }
+
+    fn pause_reading(&mut self, paused: bool) {
+        self.shared.set_paused(paused);
     }
 
     fn close(&mut self, reason: CloseReason) {
@@ -175,10 +239,7 @@ impl OutboxReader {
     /// The next item, waking `cx` when one comes.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Out>> {
         let mut state = self.shared.lock();
-        if state.aborted {
-            return Poll::Ready(Some(Out::Abort));
-        }
-        if let Some(out) = state.pop() {
+        if let Some(out) = state.next() {
             return Poll::Ready(Some(out));
         }
         if state.outbox_gone {
@@ -192,8 +253,7 @@ impl OutboxReader {
 
     /// The next item if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Out> {
-        let mut state = self.shared.lock();
-        if state.aborted { Some(Out::Abort) } else { state.pop() }
+        self.shared.lock().next()
     }
 
     /// Completes once the core dropped the client for not reading; a
@@ -212,9 +272,10 @@ impl OutboxReader {
         .await;
     }
 
-    /// Reports `len` queued bytes as written (see [`Backlog::written`]).
-    pub fn written(&self, len: usize) {
-        self.shared.backlog.written(len);
+    /// Reports `len` queued bytes as written; what to tell the core (see
+    /// [`Backlog::written`]).
+    pub fn written(&self, len: usize) -> Option<WriterProgress> {
+        self.shared.lock().backlog.written(len)
     }
 }
 
@@ -253,7 +314,7 @@ mod tests {
 
     #[test]
     fn items_arrive_in_order_and_a_waiting_reader_is_woken() {
-        let (mut outbox, mut reader) = channel(100);
+        let (mut outbox, mut reader) = channel(100, 0);
         let wakes = Arc::new(CountWakes::default());
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
@@ -273,7 +334,7 @@ mod tests {
 
     #[test]
     fn past_the_limit_the_core_is_told_once_and_its_close_aborts() {
-        let (mut outbox, mut reader) = channel(3);
+        let (mut outbox, mut reader) = channel(3, 0);
         assert!(outbox.send(data(b"ab")).is_ok());
         assert_eq!(outbox.send(data(b"cd")), Err(OutboxFull));
         assert!(outbox.send(data(b"ef")).is_ok(), "dropped once the limit was crossed");
@@ -294,8 +355,36 @@ mod tests {
     }
 
     #[test]
+    fn the_reader_is_told_of_pauses_before_the_data_and_only_of_changes() {
+        let (mut outbox, mut reader) = channel(100, 0);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(reader.poll_recv(&mut cx).is_pending());
+        assert!(outbox.send(data(b"ab")).is_ok());
+        outbox.pause_reading(true);
+        outbox.pause_reading(true);
+        assert!(matches!(reader.poll_recv(&mut cx), Poll::Ready(Some(Out::Pause))));
+        assert!(matches!(reader.try_recv(), Some(Out::Data(d)) if d == "ab"));
+        // Paused and resumed before the reader looked: nothing to tell.
+        outbox.pause_reading(false);
+        outbox.pause_reading(true);
+        assert!(reader.try_recv().is_none());
+        outbox.pause_reading(false);
+        assert!(matches!(reader.try_recv(), Some(Out::Resume)));
+    }
+
+    #[test]
+    fn past_the_budget_the_core_is_told_and_the_writer_reports_the_rest() {
+        let (mut outbox, reader) = channel(1000, 10);
+        assert_eq!(outbox.send(data(b"abcdef")), Ok(None));
+        assert_eq!(outbox.send(data(b"ghijkl")), Ok(Some(WriterProgress::Behind { episode: 1 })));
+        assert_eq!(reader.written(4), Some(WriterProgress::Progressed));
+        assert_eq!(reader.written(4), Some(WriterProgress::CaughtUp { episode: 1 }));
+        assert_eq!(reader.written(4), None);
+    }
+
+    #[test]
     fn after_the_reader_is_gone_sends_are_dropped() {
-        let (mut outbox, reader) = channel(100);
+        let (mut outbox, reader) = channel(100, 0);
         assert!(outbox.send(data(b"ab")).is_ok());
         drop(reader);
         assert!(outbox.send(data(b"cd")).is_ok());
@@ -313,7 +402,7 @@ mod loom_outbox {
     #[test]
     fn queue_then_drop_while_reading() {
         loom::model(|| {
-            let (mut outbox, mut reader) = channel(100);
+            let (mut outbox, mut reader) = channel(100, 0);
             let core = loom::thread::spawn(move || {
                 let _ = outbox.send(Bytes::from_static(b"a"));
                 let _ = outbox.send(Bytes::from_static(b"b"));
@@ -325,6 +414,7 @@ mod loom_outbox {
                     got.push(match out {
                         Out::Data(d) => d,
                         Out::Close | Out::Abort => Bytes::from_static(b"close"),
+                        Out::Pause | Out::Resume => Bytes::from_static(b"reading"),
                     });
                 }
                 got
@@ -339,7 +429,7 @@ mod loom_outbox {
     #[test]
     fn reader_gone_while_queueing() {
         loom::model(|| {
-            let (mut outbox, reader) = channel(100);
+            let (mut outbox, reader) = channel(100, 0);
             let shared = outbox.shared.clone();
             let conn = loom::thread::spawn(move || drop(reader));
             let _ = outbox.send(Bytes::from_static(b"a"));
@@ -349,13 +439,69 @@ mod loom_outbox {
         });
     }
 
+    /// The core pauses and resumes reading while the connection task
+    /// waits: the task is always woken, and the last word it gets is the
+    /// core's last (a pause and resume it missed are told as nothing).
+    #[test]
+    fn pause_and_resume_while_the_reader_waits() {
+        loom::model(|| {
+            let (mut outbox, mut reader) = channel(100, 0);
+            let core = loom::thread::spawn(move || {
+                outbox.pause_reading(true);
+                outbox.pause_reading(false);
+                outbox.pause_reading(true);
+                outbox.close(CloseReason::Shutdown);
+            });
+            let paused = loom::future::block_on(async {
+                let mut paused = false;
+                while let Some(out) = reader.recv().await {
+                    match out {
+                        Out::Pause => paused = true,
+                        Out::Resume => paused = false,
+                        Out::Close => break,
+                        Out::Data(_) | Out::Abort => unreachable!("nothing else was queued"),
+                    }
+                }
+                paused
+            });
+            let _ = core.join();
+            assert!(paused, "the last word was a pause");
+        });
+    }
+
+    /// The broker task queues past the budget while the connection task
+    /// writes: the reports of both sides, put in order of their episodes,
+    /// agree with the backlog at the end.
+    #[test]
+    fn budget_reports_while_queueing_and_writing() {
+        loom::model(|| {
+            let (mut outbox, reader) = channel(1000, 4);
+            assert_eq!(outbox.send(Bytes::from_static(b"abcde")), Ok(Some(WriterProgress::Behind { episode: 1 })));
+            let writer = loom::thread::spawn(move || {
+                let report = reader.written(5);
+                (report, reader)
+            });
+            let second = outbox.send(Bytes::from_static(b"fghij"));
+            let (written, reader) = writer.join().unwrap_or_else(|_| unreachable!("the writer does not panic"));
+            let unwritten = reader.shared.lock().backlog.queued();
+            assert_eq!(unwritten, 5);
+            match (second, written) {
+                // Written first: the episode ended, the second send began another.
+                (Ok(Some(WriterProgress::Behind { episode: 2 })), Some(WriterProgress::CaughtUp { episode: 1 })) => {}
+                // Queued first: still behind after the write.
+                (Ok(None), Some(WriterProgress::Progressed)) => {}
+                other => unreachable!("inconsistent reports {other:?}"),
+            }
+        });
+    }
+
     /// The core drops a client that does not read while its connection
     /// task waits (as when blocked writing): the task is always woken and
     /// finds nothing left to write.
     #[test]
     fn abort_while_the_writer_waits() {
         loom::model(|| {
-            let (mut outbox, reader) = channel(100);
+            let (mut outbox, reader) = channel(100, 0);
             let _ = outbox.send(Bytes::from_static(b"a"));
             let core = loom::thread::spawn(move || outbox.close(CloseReason::NotReading));
             loom::future::block_on(reader.aborted());

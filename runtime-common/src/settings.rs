@@ -48,12 +48,15 @@ impl Listener {
         Self { id: ListenerId::default(), addr, websockets: false, tls: None }
     }
 
-    /// What its connections are allowed and speak, for a broker that
-    /// queues at most `backlog` bytes per writer and accepts packets of up
-    /// to `max_packet_size` bytes.
-    pub fn limits(&self, backlog: usize, max_packet_size: usize) -> Limits {
-        let websocket = self.websockets.then(|| crate::ws::max_frame(max_packet_size));
-        Limits { listener: self.id, backlog, transport: Transport { tls: self.tls.clone(), websocket } }
+    /// What its connections are allowed and speak under `core`.
+    pub fn limits(&self, core: &Config) -> Limits {
+        let websocket = self.websockets.then(|| crate::ws::max_frame(core.max_packet_size()));
+        Limits {
+            listener: self.id,
+            backlog: backlog_limit(core),
+            budget: core.max_unwritten_bytes,
+            transport: Transport { tls: self.tls.clone(), websocket },
+        }
     }
 }
 
@@ -65,6 +68,9 @@ pub struct Limits {
     pub listener: ListenerId,
     /// Bytes queued for the writer before the client is dropped.
     pub backlog: usize,
+    /// Bytes queued for the writer before it is behind (QoS 0 copies to
+    /// it are dropped).
+    pub budget: usize,
     /// TLS and WebSocket below MQTT, if any.
     pub transport: Transport,
 }

@@ -1,11 +1,7 @@
-//! Atomics, `Arc` and `Mutex` from std, or from loom when model-checking
+//! `Arc` and `Mutex` from std, or from loom when model-checking
 //! (`--cfg culex_loom`).
 
 #[cfg(culex_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-#[cfg(culex_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
-#[cfg(not(culex_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 #[cfg(not(culex_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};

@@ -43,12 +43,12 @@ pub(crate) async fn serve(
             None => return,
         },
     };
-    let (outbox, rx) = culex_runtime::outbox::channel(limits.backlog);
+    let (outbox, rx) = culex_runtime::outbox::channel(limits.backlog, limits.budget);
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
     if events.send(Event::Accepted { conn, peer, outbox }).await.is_err() {
         return;
     }
-    let mut served = Served { conn, stream, link, rx, events, read_first: true };
+    let mut served = Served { conn, stream, link, rx, events, read_first: true, paused: false };
     if first != Deframed::default() && served.incoming(Box::new(first)).await == Flow::Stop {
         return;
     }
@@ -67,6 +67,17 @@ struct Served {
     /// Which of reading and writing is looked at first next time: they
     /// take turns, so that neither direction starves the other.
     read_first: bool,
+    /// The core asked not to read the socket ([`Out::Pause`]).
+    paused: bool,
+}
+
+/// What a waiting connection looks at, in what order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    SocketFirst,
+    OutboxFirst,
+    /// Its reads are paused: only the outbox.
+    OutboxOnly,
 }
 
 /// What woke a waiting connection.
@@ -126,13 +137,20 @@ impl Served {
     }
 
     /// The socket is readable or the core queued something, whichever
-    /// comes first (both in turn when both are ready).
+    /// comes first (both in turn when both are ready). A paused socket is
+    /// not looked at.
     async fn next_wake(&mut self) -> Wake {
         self.read_first = !self.read_first;
-        let read_first = self.read_first;
+        // One byte for both flags: this future is part of every idle
+        // connection's task.
+        let watch = match (self.paused, self.read_first) {
+            (true, _) => Watch::OutboxOnly,
+            (false, true) => Watch::SocketFirst,
+            (false, false) => Watch::OutboxFirst,
+        };
         let (stream, rx) = (&self.stream, &mut self.rx);
         std::future::poll_fn(|cx| {
-            if read_first {
+            if watch == Watch::SocketFirst {
                 if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
                     return Poll::Ready(Wake::Readable(ready));
                 }
@@ -140,7 +158,10 @@ impl Served {
             if let Poll::Ready(out) = rx.poll_recv(cx) {
                 return Poll::Ready(Wake::Out(out));
             }
-            stream.poll_read_ready(cx).map(Wake::Readable)
+            match watch {
+                Watch::OutboxOnly => Poll::Pending,
+                Watch::SocketFirst | Watch::OutboxFirst => stream.poll_read_ready(cx).map(Wake::Readable),
+            }
         })
         .await
     }
@@ -155,6 +176,8 @@ impl Served {
             },
             Wake::Out(Some(Out::Data(data))) => Step::Wait(Box::pin(self.write_queued(data))),
             Wake::Out(Some(Out::Abort)) => Step::Done(self.abort()),
+            Wake::Out(Some(Out::Pause)) => self.pause(true),
+            Wake::Out(Some(Out::Resume)) => self.pause(false),
             Wake::Out(Some(Out::Close) | None) => Step::Wait(Box::pin(self.finish())),
         }
     }
@@ -213,6 +236,13 @@ impl Served {
         Flow::Continue
     }
 
+    /// Stops or resumes reading the socket, as the core asks.
+    fn pause(&mut self, paused: bool) -> Step<'_> {
+        self.paused = paused;
+        debug!(conn = %self.conn, paused, "reading the socket");
+        Step::Done(Flow::Continue)
+    }
+
     /// Writes `first` and whatever else is already queued; a write blocked
     /// on a client that does not read ends when the core drops that client.
     async fn write_queued(&mut self, first: Bytes) -> Flow {
@@ -227,12 +257,23 @@ impl Served {
             if written.is_err() {
                 return self.closed().await;
             }
-            self.rx.written(len);
-            match self.rx.try_recv() {
-                Some(Out::Data(next)) => data = next,
-                Some(Out::Close) => return self.finish().await,
-                Some(Out::Abort) => return self.abort(),
-                None => return Flow::Continue,
+            if let Some(progress) = self.rx.written(len) {
+                if self.events.send(Event::Writer { conn: self.conn, progress }).await.is_err() {
+                    return Flow::Stop;
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Some(Out::Data(next)) => {
+                        data = next;
+                        break;
+                    }
+                    Some(Out::Pause) => self.paused = true,
+                    Some(Out::Resume) => self.paused = false,
+                    Some(Out::Close) => return self.finish().await,
+                    Some(Out::Abort) => return self.abort(),
+                    None => return Flow::Continue,
+                }
             }
         }
     }
@@ -301,8 +342,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (events, _events) = mpsc::channel(1);
-        let (_outbox, rx) = culex_runtime::outbox::channel(1);
-        let mut served = Served { conn: ConnId(1), stream, link: Link::raw(), rx, events, read_first: false };
+        let (_outbox, rx) = culex_runtime::outbox::channel(1, 0);
+        let mut served =
+            Served { conn: ConnId(1), stream, link: Link::raw(), rx, events, read_first: false, paused: false };
         let run = async move { served.run().await };
         let size = size_of_val(&run);
         assert!(size <= TASK_FUTURE_MAX, "a connection task's future is {size} bytes, over {TASK_FUTURE_MAX}");

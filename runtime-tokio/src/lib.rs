@@ -22,9 +22,6 @@ use crate::conn::TokioOutbox;
 
 pub use culex_runtime::settings::Error;
 
-/// Events queued between the sockets and the broker task before readers wait.
-const EVENT_QUEUE: usize = 4096;
-
 /// Serves MQTT on every listener of `settings` until `shutdown` completes,
 /// then closes every client, writes their presence and returns.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -42,11 +39,11 @@ pub async fn serve(settings: Settings, signals: impl Signals) -> Result<(), Erro
 /// Like [`serve`], on listeners already bound (tests bind port 0).
 pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, mut signals: impl Signals) {
     let prepared = driver::prepare::<TokioOutbox>(settings);
-    let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (events, events_rx) = mpsc::channel(driver::EVENT_QUEUE);
     let (stop, stopped) = watch::channel(false);
     let ids = ConnIds::default();
     for Bound { socket: listener, listener: served } in listeners {
-        let limits = served.limits(prepared.backlog_limit, settings.core.max_packet_size());
+        let limits = served.limits(&settings.core);
         let accept =
             accept_loop(listener, ids.clone(), events.clone(), stopped.clone(), limits, prepared.connection_messages);
         tokio::spawn(accept);

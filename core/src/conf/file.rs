@@ -861,6 +861,15 @@ impl Parser {
             "max_subscriptions" => {
                 self.core.max_subscriptions = to_usize(line.int(0, INT_MAX)?);
             }
+            "max_unwritten_bytes" => {
+                self.core.max_unwritten_bytes = to_usize(line.int(0, INT_MAX)?);
+            }
+            "slow_subscriber_timeout" => {
+                self.core.slow_subscriber_timeout = std::time::Duration::from_secs(line.int(1, 3600)?.unsigned_abs());
+            }
+            "not_reading_timeout" => {
+                self.core.not_reading_timeout = std::time::Duration::from_secs(line.int(1, 3600)?.unsigned_abs());
+            }
             "message_size_limit" => {
                 self.core.message_size_limit = to_usize(line.int(0, MAX_REMAINING_LENGTH as i64)?);
             }
@@ -1322,8 +1331,10 @@ const CULEX_KEYS: &[&str] = &[
     "max_queued_bytes",
     "max_queued_messages",
     "max_subscriptions",
+    "max_unwritten_bytes",
     "message_expiry",
     "message_size_limit",
+    "not_reading_timeout",
     "password_file",
     "per_listener_settings",
     "port",
@@ -1336,6 +1347,7 @@ const CULEX_KEYS: &[&str] = &[
     "redis_port",
     "redis_user",
     "require_certificate",
+    "slow_subscriber_timeout",
     "socket_domain",
     "sys_interval",
     "tls_version",
@@ -1781,6 +1793,10 @@ mod tests {
     #[test]
     fn max_queued_messages_and_bytes_are_checked_and_applied() {
         assert_eq!(conf("max_subscriptions 10000\n").core.max_subscriptions, 10_000);
+        let flow = conf("max_unwritten_bytes 65536\nslow_subscriber_timeout 2\nnot_reading_timeout 9\n");
+        assert_eq!(flow.core.max_unwritten_bytes, 65_536);
+        assert_eq!(flow.core.slow_subscriber_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(flow.core.not_reading_timeout, std::time::Duration::from_secs(9));
         assert!(!conf("message_expiry false\n").core.message_expiry);
         let conf = conf("max_queued_messages 5000\nmax_queued_bytes 1048576\n");
         assert_eq!((conf.core.max_queued_messages, conf.core.max_queued_bytes), (5000, 1_048_576));
