@@ -6,7 +6,7 @@ use culex_core::sim::Simulation;
 
 /// The payloads, as text, of the PUBLISH packets the client of `conn`
 /// received since the last look.
-pub fn payloads(sim: &mut Simulation, conn: ConnId) -> Vec<String> {
+pub(crate) fn payloads(sim: &mut Simulation, conn: ConnId) -> Vec<String> {
     sim.take_received(conn)
         .into_iter()
         .filter_map(|p| match p {
