@@ -8,6 +8,9 @@ its runs; the last column is culex/mosquitto (the plain quotient: above 1
 means a larger number for culex, which is better for rates and worse for
 latencies and memory). A cell marked with ! had a run with an error, a
 timeout or, at QoS 1/2, a lost message; the notes under the table say which.
+A cell marked with † had a run in which the load tool was saturated (per
+thread, running or waiting for a CPU more than 90 % of the timed phase):
+that rate is the tool's limit as much as the broker's.
 """
 
 import json
@@ -16,15 +19,29 @@ import sys
 
 BROKERS = ["culex", "culex-async-std", "mosquitto"]
 
-# row tag -> (title, [(metric path, label)])
+# A metric is (path in the result, label) or (path, label, kind), where kind
+# is ("bool",) (counted over the runs), ("ratio", other row) (this row's
+# median over the other row's, per broker) or ("zero", path) (only runs in
+# which that other field is 0).
 RATE = ("delivered_per_s", "delivered msgs/s")
 LOSS = ("loss_pct", "loss %")
+LOST = ("lost", "lost (taken by the broker, never delivered)")
+QOS = [
+    RATE,
+    LOST,
+    LOSS,
+    ("duplicates", "duplicates"),
+    ("out_of_order", "out of order"),
+    ("completed_per_s", "completed (acknowledged) msgs/s"),
+]
 LATENCY = [("latency_us.p50", "p50 µs"), ("latency_us.p99", "p99 µs"), ("latency_us.max", "max µs")]
+FAST_RATE = ("delivered_per_s", "fast subscribers: delivered msgs/s")
 ROWS = [
     ("fan-in", "fan-in: 4 publishers → 1 wildcard subscriber, QoS 0", [RATE, LOSS]),
+    ("fan-in-16", "fan-in: 16 publishers → 1 wildcard subscriber, QoS 0", [RATE, LOSS, LOST]),
     ("fan-out", "fan-out: 1 publisher → 10 subscribers, QoS 0", [RATE, LOSS]),
-    ("qos1", "qos1: 64 in flight, subscriber acks", [("completed_per_s", "completed msgs/s"), RATE, LOSS]),
-    ("qos2", "qos2: 64 in flight, subscriber acks", [("completed_per_s", "completed msgs/s"), RATE, LOSS]),
+    ("qos1", "qos1: 64 in flight, subscriber acks", QOS),
+    ("qos2", "qos2: 64 in flight, subscriber acks", QOS),
     ("latency-q0-1k", "latency QoS 0 at 1,000 msgs/s", LATENCY),
     ("latency-q0-10k", "latency QoS 0 at 10,000 msgs/s", LATENCY),
     ("latency-q1-1k", "latency QoS 1 at 1,000 msgs/s", LATENCY),
@@ -34,6 +51,7 @@ ROWS = [
         "connections: idle clients, 200 handshakes in flight",
         [
             ("connects_per_s", "connects/s"),
+            ("connects_per_s", "connects/s, runs without SYN drops (target ≥ 1.5x)", ("zero", "listen_drops")),
             ("handshake_us.p50", "handshake p50 µs"),
             ("handshake_us.p99", "handshake p99 µs"),
             ("listen_drops", "SYNs dropped (listen queue full)"),
@@ -49,6 +67,24 @@ ROWS = [
     ("expiry-plain", "expiry: 64 B non-JSON payloads, QoS 0", [RATE, LOSS]),
     ("expiry-json", "expiry: 64 B JSON payloads with expired_at, QoS 0", [RATE, LOSS]),
     ("expiry-off", "expiry off (message_expiry false): the same non-JSON payloads", [RATE, LOSS]),
+    (
+        "slow-sub",
+        "slow subscriber under flood: 8 QoS 0 publishers, 2 fast subscribers and 1 reading 1 MB/s",
+        [
+            FAST_RATE,
+            ("delivered_per_s", "fast rate with the slow one / without (target ≥ 0.9)", ("ratio", "slow-sub-off")),
+            ("loss_pct", "fast subscribers: loss %"),
+            ("slow_stayed_connected", "slow subscriber stayed connected", ("bool",)),
+            ("slow_received", "slow subscriber: msgs received"),
+            ("broker_rss_peak_growth_kib", "broker RSS growth to the peak, KiB"),
+            ("broker_rss_growth_kib", "broker RSS growth at the end, KiB"),
+        ],
+    ),
+    (
+        "slow-sub-off",
+        "the same flood without the slow subscriber",
+        [FAST_RATE, ("loss_pct", "fast subscribers: loss %"), ("broker_rss_peak_growth_kib", "broker RSS growth to the peak, KiB")],
+    ),
 ]
 
 
@@ -91,6 +127,61 @@ def fmt(x):
     return f"{x:,.0f}"
 
 
+def numbers(records, path):
+    return [v for v in (get(r, path) for r in records) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def median_of(records, path):
+    values = numbers(records, path)
+    return statistics.median(values) if values else None
+
+
+def bool_cell(records, path):
+    values = [v for v in (get(r, path) for r in records) if isinstance(v, bool)]
+    if not values:
+        return "–"
+    yes = sum(values)
+    return "yes" if yes == len(values) else "no" if yes == 0 else f"{yes} of {len(values)} runs"
+
+
+def kind_of(metric):
+    return metric[2] if len(metric) > 2 else ("num",)
+
+
+def metric_cells(cells, row, metric):
+    """The cell text per broker and the medians behind them."""
+    path, kind = metric[0], kind_of(metric)
+    texts, medians = {}, {}
+    for b in BROKERS:
+        rs = cells.get((row, b), [])
+        if not rs:
+            texts[b] = "n/a"
+            continue
+        if kind[0] == "bool":
+            texts[b] = bool_cell(rs, path)
+            continue
+        if kind[0] == "zero":
+            rs = [r for r in rs if get(r, kind[1]) == 0]
+        value = median_of(rs, path)
+        if kind[0] == "ratio":
+            other = median_of(cells.get((kind[1], b), []), path)
+            value = value / other if value is not None and other else None
+        if value is not None:
+            medians[b] = value
+        texts[b] = fmt(value) if kind[0] != "ratio" or value is None else f"{value:.2f}"
+    return texts, medians
+
+
+def ratio_cell(metric, medians):
+    kind = kind_of(metric)
+    c, m = medians.get("culex"), medians.get("mosquitto")
+    if kind[0] in ("bool", "ratio") or c is None or not m:
+        return "–"
+    if kind[0] == "zero":
+        return f"{c / m:.2f} ({'met' if c / m >= 1.5 else 'not met'})"
+    return f"{c / m:.2f}"
+
+
 def main(paths):
     records = []
     for path in paths:
@@ -101,52 +192,72 @@ def main(paths):
         tags = r.get("tags", {})
         cells.setdefault((tags.get("row"), tags.get("broker")), []).append(r)
     variants = sorted({r.get("tags", {}).get("variant", "?") for r in records})
+    threads = sorted({str(r.get("tool_threads", "?")) for r in records})
     runs = max((len(v) for v in cells.values()), default=0)
-    print(f"Medians of {runs} run(s), variant: {', '.join(variants)}.\n")
+    print(f"Medians of {runs} run(s), variant: {', '.join(variants)}, load tool threads: {', '.join(threads)}.\n")
     print("| scenario | metric | " + " | ".join(BROKERS) + " | culex/mosquitto |")
     print("| --- | --- |" + " ---: |" * (len(BROKERS) + 1))
     notes = []
+    saturated = False
     for row, title, metrics in ROWS:
         if not any((row, b) in cells for b in BROKERS):
             continue
-        for i, (path, label) in enumerate(metrics):
-            medians = {}
+        for i, metric in enumerate(metrics):
+            texts, medians = metric_cells(cells, row, metric)
             out = []
             for b in BROKERS:
                 rs = cells.get((row, b), [])
-                values = [v for v in (get(r, path) for r in rs) if isinstance(v, (int, float))]
                 bad = [(r.get("tags", {}).get("run"), problem(r)) for r in rs]
                 bad = [(run, p) for run, p in bad if p]
-                if not values:
-                    out.append("n/a" if not rs else "! " if bad else "–")
-                else:
-                    medians[b] = statistics.median(values)
-                    out.append(fmt(medians[b]) + (" !" if bad else ""))
-                if bad and i == 0:
-                    for run, p in bad:
-                        notes.append(f"{row}, {b}, run {run}: {p}")
-            c, m = medians.get("culex"), medians.get("mosquitto")
-            ratio = f"{c / m:.2f}" if c is not None and m else "–"
-            print(f"| {title if i == 0 else ''} | {label} | " + " | ".join(out) + f" | {ratio} |")
+                text = texts[b]
+                if i == 0 and any(r.get("tool_saturated") for r in rs):
+                    text += " †"
+                    saturated = True
+                if bad:
+                    text += " !"
+                    if i == 0:
+                        notes += [f"{row}, {b}, run {run}: {p}" for run, p in bad]
+                out.append(text)
+            print(f"| {title if i == 0 else ''} | {metric[1]} | " + " | ".join(out) + f" | {ratio_cell(metric, medians)} |")
     if notes:
         print("\n! " + "\n! ".join(notes))
+    if saturated:
+        print("\n† the load tool was saturated in a run of that cell (per thread, running or waiting for a CPU")
+        print("more than 90 % of the timed phase): see the tool's CPU below.")
     cpu_table(cells)
 
 
 def cpu_table(cells):
     """Medians of CPU figures per scenario and broker: what each run was bound by."""
-    print("\nCPU during the runs (medians, % of one core; waiting = runnable but not running):\n")
-    print("| scenario | broker | broker CPU | broker waiting | tool CPU | tool waiting | CPU 0 busy | CPU 1 busy |")
-    print("| --- | --- |" + " ---: |" * 6)
+    print("\nCPU during the runs (medians, % of one core; waiting = runnable but not running;")
+    print("tool running / waiting per thread = over its timed phase, per thread that could run, † above 0.9 together):\n")
+    print(
+        "| scenario | broker | broker CPU | broker waiting | tool CPU | tool waiting | tool threads"
+        " | tool running per thread | tool waiting per thread | CPU 0 busy | CPU 1 busy |"
+    )
+    print("| --- | --- |" + " ---: |" * 9)
+    columns = [
+        ("broker_cpu_pct", "{:.0f}"),
+        ("broker_wait_pct", "{:.0f}"),
+        ("tool_cpu_pct", "{:.0f}"),
+        ("tool_wait_pct", "{:.0f}"),
+        ("tool_threads", "{:.0f}"),
+        ("tool_cpu_util", "{:.2f}"),
+        ("tool_wait_util", "{:.2f}"),
+        ("cpus_busy_pct.0", "{:.0f}"),
+        ("cpus_busy_pct.1", "{:.0f}"),
+    ]
     for row, _, _ in ROWS:
         for b in BROKERS:
             rs = cells.get((row, b))
             if not rs:
                 continue
             out = []
-            for path in ["broker_cpu_pct", "broker_wait_pct", "tool_cpu_pct", "tool_wait_pct", "cpus_busy_pct.0", "cpus_busy_pct.1"]:
-                values = [v for v in (get(r, path) for r in rs) if isinstance(v, (int, float))]
-                out.append(f"{statistics.median(values):.0f}" if values else "–")
+            for path, form in columns:
+                value = median_of(rs, path)
+                out.append(form.format(value) if value is not None else "–")
+            if any(r.get("tool_saturated") for r in rs):
+                out[5] += " †"
             print(f"| {row} | {b} | " + " | ".join(out) + " |")
 
 

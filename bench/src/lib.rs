@@ -11,6 +11,10 @@
 //! run whatever the broker does, and the result then says `timed_out`.
 //!
 //! The tool refuses any address that is not a loopback address.
+//!
+//! The clients run on one thread unless `--threads` asks for more; every
+//! result says how much CPU the tool used over its timed phase
+//! ([`tool_cpu`]), so a rate the tool itself capped is flagged as such.
 
 pub mod mqtt;
 pub mod options;
@@ -19,28 +23,45 @@ pub mod procfs;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod tool_cpu;
 
 pub use options::{Options, PayloadKind, Scenario};
 
 use std::time::Instant;
 
 use serde_json::{Map, Value};
+use tokio::runtime::{Builder, Runtime};
 
-/// Runs the scenario `options` ask for on a single-threaded tokio runtime
-/// and returns its JSON result (one object, printed on one line by the
-/// binary). A scenario that cannot run at all (no broker listening, say)
-/// still returns an object, with an `error` field.
+/// Runs the scenario `options` ask for and returns its JSON result (one
+/// object, printed on one line by the binary). The clients run on a
+/// current-thread tokio runtime, or with `options.threads` above 1 on a
+/// multi-threaded one with that many workers, the scenario itself being
+/// one of its tasks. A scenario that cannot run at all (no broker
+/// listening, say) still returns an object, with an `error` field.
 pub fn run(options: &Options) -> Value {
     let started = Instant::now();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match runtime(options.threads) {
         Ok(runtime) => runtime,
         Err(error) => return report::failure(options, &format!("cannot start the tokio runtime: {error}")),
     };
-    let mut result = runtime.block_on(scenario::run(options));
+    let owned = options.clone();
+    let scenario = runtime.spawn(async move { scenario::run(&owned).await });
+    let mut result = match runtime.block_on(scenario) {
+        Ok(result) => result,
+        Err(error) => report::failure(options, &format!("the scenario task failed: {error}")),
+    };
     if let Value::Object(fields) = &mut result {
         fields.insert("wall_s".to_owned(), report::secs(started.elapsed()));
     }
     result
+}
+
+/// The runtime for `threads` threads (see [`run`]).
+fn runtime(threads: usize) -> std::io::Result<Runtime> {
+    match threads {
+        0 | 1 => Builder::new_current_thread().enable_all().build(),
+        n => Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
 }
 
 /// The fields every result starts with: scenario, address, tags.

@@ -10,7 +10,7 @@ use bytestring::ByteString;
 use culex_core::codec::{self, ConnAck, Connect, ConnectReturnCode, Packet, SubAck, Subscribe, SubscribeReturnCode};
 use culex_core::{PacketId, Protocol, QoS, TopicFilter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Largest packet the tool accepts from a broker.
 const MAX_PACKET: usize = 1 << 20;
@@ -40,7 +40,26 @@ impl Client {
     /// sends CONNECT (MQTT 3.1.1, clean session) and waits for an accepting
     /// CONNACK.
     pub async fn connect(addr: SocketAddr, client_id: &str, keep_alive: u16) -> io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
+        Self::handshake(TcpStream::connect(addr).await?, client_id, keep_alive).await
+    }
+
+    /// [`Client::connect`] with the socket's receive buffer (`SO_RCVBUF`)
+    /// set to `rcvbuf` bytes before the connection opens, so that the
+    /// window it advertises stays small: a slow reader then holds the
+    /// broker back instead of its own kernel buffering for it.
+    pub async fn connect_with_rcvbuf(
+        addr: SocketAddr,
+        client_id: &str,
+        keep_alive: u16,
+        rcvbuf: u32,
+    ) -> io::Result<Self> {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_recv_buffer_size(rcvbuf)?;
+        Self::handshake(socket.connect(addr).await?, client_id, keep_alive).await
+    }
+
+    /// CONNECT and CONNACK on a freshly opened stream.
+    async fn handshake(stream: TcpStream, client_id: &str, keep_alive: u16) -> io::Result<Self> {
         stream.set_nodelay(true)?;
         let mut client =
             Self { stream, rbuf: BytesMut::new(), wbuf: BytesMut::with_capacity(256), read_chunk: READ_CHUNK };
@@ -103,6 +122,15 @@ impl Client {
             self.rbuf.reserve(self.read_chunk);
         }
         self.stream.read_buf(&mut self.rbuf).await
+    }
+
+    /// Reads at most `limit` bytes (and at most [`READ_CHUNK`]); `Ok(0)`
+    /// is the end of the stream. Cancel safe.
+    pub async fn fill_at_most(&mut self, limit: usize) -> io::Result<usize> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = self.stream.read(&mut chunk[..limit.clamp(1, READ_CHUNK)]).await?;
+        self.rbuf.extend_from_slice(&chunk[..n]);
+        Ok(n)
     }
 
     /// The next packet, reading as needed; `None` at the end of the stream.

@@ -25,11 +25,14 @@ pub enum Scenario {
     Presence,
     /// One publisher, one subscriber, QoS 0, plain or JSON payloads.
     Expiry,
+    /// QoS 0 publishers flooding fast subscribers and one that reads
+    /// slowly; broker memory, and whether the slow one stays connected.
+    SlowSubscriber,
 }
 
 impl Scenario {
     /// Every scenario, in the order of `--help`.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::FanIn,
         Self::FanOut,
         Self::Qos1,
@@ -38,6 +41,7 @@ impl Scenario {
         Self::Connections,
         Self::Presence,
         Self::Expiry,
+        Self::SlowSubscriber,
     ];
 
     /// The name on the command line and in the results.
@@ -51,6 +55,7 @@ impl Scenario {
             Self::Connections => "connections",
             Self::Presence => "presence",
             Self::Expiry => "expiry",
+            Self::SlowSubscriber => "slow-subscriber",
         }
     }
 
@@ -124,6 +129,15 @@ pub struct Options {
     pub batch_bytes: usize,
     /// Free-form `key=value` labels copied into the result.
     pub tags: Vec<(String, String)>,
+    /// Threads that run the clients: 1 is a current-thread runtime, more
+    /// a multi-threaded one with that many workers.
+    pub threads: usize,
+    /// Slow subscribers (`slow-subscriber`; 0 runs the same flood without).
+    pub slow_subscribers: Option<usize>,
+    /// Bytes per second a slow subscriber reads.
+    pub slow_read_bytes_per_sec: u64,
+    /// `SO_RCVBUF` of a slow subscriber's socket, set before it connects.
+    pub slow_rcvbuf_bytes: u32,
 }
 
 impl Options {
@@ -151,6 +165,10 @@ impl Options {
             drain: Duration::from_secs(2),
             batch_bytes: 16 * 1024,
             tags: Vec::new(),
+            threads: 1,
+            slow_subscribers: None,
+            slow_read_bytes_per_sec: 1_000_000,
+            slow_rcvbuf_bytes: 8 * 1024,
         }
     }
 }
@@ -178,6 +196,10 @@ scenarios (defaults in brackets):
   connections  --clients [10,000] idle clients, --concurrency [200] handshakes in flight
   presence     --cycles [10,000] connect/CONNACK/DISCONNECT cycles, --concurrency [50] at once
   expiry       1 publisher, 1 subscriber, QoS 0, --payload plain|json [plain], [200,000 messages]
+  slow-subscriber
+               8 publishers flooding bench/slow/N at QoS 0 for --duration-secs [10], 2 subscribers
+               on bench/slow/# reading at full speed and --slow-subscribers [1] reading
+               --slow-read-bytes-per-sec [1,000,000]; at most 5,000,000 messages per second of flood
 
 options:
   --host ADDR            loopback address of the broker [127.0.0.1]; anything else is refused
@@ -200,6 +222,11 @@ options:
   --drain-ms N           wait for stragglers after the last publish [2000]
   --batch-bytes N        largest write of an unpaced publisher [16384]
   --tag KEY=VALUE        label copied into the result (repeatable)
+  --threads N            threads running the clients [1]; above 1, a multi-threaded runtime
+  --slow-subscribers N   slow readers (slow-subscriber) [1]; 0 runs the flood without them
+  --slow-read-bytes-per-sec N
+                         read budget of a slow subscriber [1000000]
+  --slow-rcvbuf-bytes N  SO_RCVBUF of a slow subscriber's socket [8192] (Linux doubles it)
 ";
 
 /// Parses the arguments after the program name.
@@ -225,6 +252,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--host" => host = parse_host(&value()?)?,
             "--port" => port = Some(number(&arg, &value()?)?),
             "--messages" => o.messages = Some(positive(&arg, &value()?)?),
+            "--threads" => o.threads = threads(&arg, &value()?)?,
+            "--slow-subscribers" => o.slow_subscribers = Some(number(&arg, &value()?)?),
+            "--slow-read-bytes-per-sec" => o.slow_read_bytes_per_sec = positive(&arg, &value()?)?,
+            "--slow-rcvbuf-bytes" => {
+                o.slow_rcvbuf_bytes =
+                    u32::try_from(positive(&arg, &value()?)?).map_err(|_| format!("{arg}: too large"))?;
+            }
             "--duration-secs" => o.duration = Some(seconds(&arg, &value()?)?),
             "--deadline-secs" => o.deadline = seconds(&arg, &value()?)?,
             "--broker-pid" => o.broker_pid = Some(number(&arg, &value()?)?),
@@ -301,6 +335,16 @@ fn positive_usize(arg: &str, text: &str) -> Result<usize, String> {
     usize::try_from(positive(arg, text)?).map_err(|_| format!("{arg}: too large"))
 }
 
+/// Most threads `--threads` accepts: far more than a loopback load needs.
+const MAX_THREADS: usize = 256;
+
+fn threads(arg: &str, text: &str) -> Result<usize, String> {
+    match positive_usize(arg, text)? {
+        n if n > MAX_THREADS => Err(format!("{arg} takes at most {MAX_THREADS}")),
+        n => Ok(n),
+    }
+}
+
 fn seconds(arg: &str, text: &str) -> Result<Duration, String> {
     let secs: f64 = number(arg, text)?;
     if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
@@ -340,6 +384,21 @@ mod tests {
         }
         assert!(parse(args("fan-in --host ::1 --port 1")).is_ok());
         assert!(parse(args("fan-in --host localhost --port 1")).is_ok());
+    }
+
+    #[test]
+    fn threads_and_slow_reader_options_parse() {
+        let Command::Run(o) = parse(args(
+            "slow-subscriber --port 1 --threads 4 --slow-subscribers 0 --slow-read-bytes-per-sec 5000 --slow-rcvbuf-bytes 4096",
+        ))
+        .unwrap() else {
+            panic!("not a run");
+        };
+        assert_eq!(o.scenario, Scenario::SlowSubscriber);
+        assert_eq!((o.threads, o.slow_subscribers), (4, Some(0)));
+        assert_eq!((o.slow_read_bytes_per_sec, o.slow_rcvbuf_bytes), (5000, 4096));
+        assert!(parse(args("fan-in --port 1 --threads 0")).unwrap_err().contains("positive"));
+        assert!(parse(args("fan-in --port 1 --threads 100000")).unwrap_err().contains("at most"));
     }
 
     #[test]

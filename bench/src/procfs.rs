@@ -40,11 +40,24 @@ pub fn listen_drops() -> Option<u64> {
 /// for a CPU while runnable, summed from `/proc/PID/task/*/schedstat`:
 /// the share of a pinned core that other processes took.
 pub fn run_queue_wait(pid: Option<u32>) -> Option<Duration> {
+    schedstat_sum(pid, 1)
+}
+
+/// Time the threads of `pid` (this process for `None`) ran on a CPU,
+/// summed from `/proc/PID/task/*/schedstat`: like [`cpu_time`], but to
+/// the nanosecond rather than the 10 ms tick, and without the threads
+/// that have already exited.
+pub fn threads_cpu_time(pid: Option<u32>) -> Option<Duration> {
+    schedstat_sum(pid, 0)
+}
+
+/// Field `field` (nanoseconds) of every thread's `schedstat`, summed.
+fn schedstat_sum(pid: Option<u32>, field: usize) -> Option<Duration> {
     let dir = pid.map_or_else(|| "/proc/self/task".to_owned(), |pid| format!("/proc/{pid}/task"));
     let mut total = 0u64;
     for task in std::fs::read_dir(dir).ok()?.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
-        total += stat.split_whitespace().nth(1).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+        total += stat.split_whitespace().nth(field).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
     }
     Some(Duration::from_nanos(total))
 }
@@ -170,6 +183,7 @@ mod tests {
         assert!(cpu_time(Some(std::process::id())).is_some());
         assert!(listen_drops().is_some());
         assert!(run_queue_wait(None).is_some());
+        assert!(threads_cpu_time(None).is_some_and(|t| !t.is_zero()));
         let used = CpuMeter::start(Some(std::process::id())).finish();
         assert!(used.broker_cpu.is_some() && used.tool_wait.is_some());
         assert!(!used.cpus_busy.is_empty());

@@ -68,6 +68,14 @@ impl SeqTracker {
     pub fn unexpected(&self) -> u64 {
         self.unexpected
     }
+
+    /// Sequence numbers recorded here and not in `other`: with the
+    /// messages a broker took charge of here and a subscriber's arrivals
+    /// in `other`, the messages that subscriber lost.
+    pub fn count_not_in(&self, other: &Self) -> u64 {
+        let missing = |(i, word): (usize, &u64)| word & !other.seen.get(i).copied().unwrap_or(0);
+        self.seen.iter().enumerate().map(missing).map(|w| u64::from(w.count_ones())).sum()
+    }
 }
 
 /// Latency samples in nanoseconds.
@@ -147,6 +155,20 @@ mod tests {
         assert_eq!(t.duplicates(), 1);
         assert_eq!(t.out_of_order(), 1);
         assert_eq!(t.unexpected(), 2);
+    }
+
+    #[test]
+    fn count_not_in_is_a_set_difference() {
+        let (mut settled, mut arrived) = (SeqTracker::new(200), SeqTracker::new(200));
+        for seq in [0, 1, 63, 64, 150, 199] {
+            settled.record(seq);
+        }
+        for seq in [1, 64, 100, 199] {
+            arrived.record(seq);
+        }
+        assert_eq!(settled.count_not_in(&arrived), 3);
+        assert_eq!(arrived.count_not_in(&settled), 1);
+        assert_eq!(settled.count_not_in(&SeqTracker::new(0)), 6);
     }
 
     #[test]

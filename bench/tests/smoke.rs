@@ -1,7 +1,8 @@
 //! Smoke test that CI can afford (a few seconds): every scenario of
 //! `culex-load`, with tiny counts, against an in-process Culex broker on
-//! tokio. It checks that the tool runs, prints one JSON line, and that the
-//! broker loses nothing at these loads. The real comparison is
+//! tokio, on one thread and on two. It checks that the tool runs, prints
+//! one JSON line with its own CPU use, and that the broker loses nothing
+//! at these loads. The real comparison is
 //! `scripts/bench.sh`; `scripts/bench.sh --quick` is its smoke run.
 
 #![allow(clippy::unwrap_used)]
@@ -71,34 +72,67 @@ fn load(port: u16, args: &str) -> Value {
     assert!(output.status.success(), "{args}: {result}\n{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(result["error_count"], 0, "{args}: {result}");
     assert_eq!(result["timed_out"], false, "{args}: {result}");
+    let threads = if args.contains("--threads 2") { 2 } else { 1 };
+    assert_eq!(result["tool_threads"], threads, "{args}: {result}");
+    assert!(result["tool_cpu_s"].as_f64().is_some(), "{args}: {result}");
+    assert!(result["tool_cpu_util"].as_f64().is_some(), "{args}: {result}");
+    assert!(result["tool_saturated"].is_boolean(), "{args}: {result}");
     result
 }
 
+/// Checks a message run delivered `deliveries` exactly once, in order.
+fn assert_delivered(args: &str, r: &Value, deliveries: u64) {
+    assert_eq!(r["delivered"], deliveries, "{args}: {r}");
+    assert_eq!(r["lost"], 0, "{args}: {r}");
+    assert_eq!(r["duplicates"], 0, "{args}: {r}");
+    assert_eq!(r["out_of_order"], 0, "{args}: {r}");
+    assert!(r["delivered_per_s"].as_f64().unwrap() > 0.0, "{args}: {r}");
+}
+
 #[test]
-fn every_scenario_runs_against_culex() {
+fn every_scenario_runs_against_culex_on_one_thread_and_two() {
     let broker = Broker::start();
     let port = broker.port;
-    for (args, deliveries) in [
-        ("fan-in --messages 4000", 4000),
-        ("fan-out --messages 300", 3000),
-        ("qos1 --messages 2000", 2000),
-        ("qos2 --messages 1000", 1000),
-        ("expiry --messages 1000 --payload json", 1000),
-        ("latency --qos 1 --rate 2000 --duration-secs 0.25", 500),
-    ] {
-        let r = load(port, args);
-        assert_eq!(r["delivered"], deliveries, "{args}: {r}");
-        assert_eq!(r["lost"], 0, "{args}: {r}");
-        assert_eq!(r["duplicates"], 0, "{args}: {r}");
-        assert!(r["delivered_per_s"].as_f64().unwrap() > 0.0, "{args}: {r}");
-        assert_eq!(r["latency_us"]["samples"], deliveries, "{args}: {r}");
+    for threads in ["", "--threads 2"] {
+        for (args, deliveries) in [
+            ("fan-in --messages 4000", 4000),
+            ("fan-in --publishers 16 --messages 4000", 4000),
+            ("fan-out --messages 300", 3000),
+            ("qos1 --messages 2000", 2000),
+            ("qos2 --messages 1000", 1000),
+            ("expiry --messages 1000 --payload json", 1000),
+            ("latency --qos 1 --rate 2000 --duration-secs 0.25", 500),
+        ] {
+            let args = format!("{args} {threads}");
+            let r = load(port, &args);
+            assert_delivered(&args, &r, deliveries);
+            assert_eq!(r["latency_us"]["samples"], deliveries, "{args}: {r}");
+        }
+        let r = load(port, &format!("connections --clients 200 --concurrency 50 {threads}"));
+        assert_eq!(r["connected"], 200, "{r}");
+        assert_eq!(r["alive_after"], 200, "{r}");
+        assert!(r["broker_rss_kib_after"].as_u64().unwrap() > 0, "{r}");
+        let r = load(port, &format!("presence --cycles 200 --concurrency 10 {threads}"));
+        assert_eq!(r["completed"], 200, "{r}");
     }
-    let r = load(port, "connections --clients 200 --concurrency 50");
-    assert_eq!(r["connected"], 200, "{r}");
-    assert_eq!(r["alive_after"], 200, "{r}");
-    assert!(r["broker_rss_kib_after"].as_u64().unwrap() > 0, "{r}");
-    let r = load(port, "presence --cycles 200 --concurrency 10");
-    assert_eq!(r["completed"], 200, "{r}");
+}
+
+#[test]
+fn slow_subscriber_runs_with_and_without_the_slow_one() {
+    let broker = Broker::start();
+    let flood = "slow-subscriber --duration-secs 0.5 --rate 20000 --publishers 2 --subscribers 1";
+    let args = format!("{flood} --slow-read-bytes-per-sec 100000");
+    let r = load(broker.port, &args);
+    assert!(r["delivered"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["slow_subscribers"], 1, "{r}");
+    assert!(r["slow_stayed_connected"].is_boolean(), "{r}");
+    assert!(r["slow_received"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["broker_rss_kib_peak"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["broker_rss_growth_kib"].is_i64(), "{r}");
+    let args = format!("{flood} --slow-subscribers 0 --threads 2");
+    let r = load(broker.port, &args);
+    assert_delivered(&args, &r, r["sent"].as_u64().unwrap());
+    assert_eq!(r["slow_stayed_connected"], Value::Null, "{r}");
 }
 
 #[test]

@@ -15,6 +15,7 @@ use crate::options::Options;
 use crate::procfs::{CpuMeter, listen_drops, rss_kib};
 use crate::report::{Errors, per_sec, secs};
 use crate::stats::Latencies;
+use crate::tool_cpu::ToolMeter;
 
 /// Time given to the broker to settle before its memory is read.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -37,6 +38,7 @@ pub(crate) async fn run(options: &Options) -> Value {
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
     let tag = std::process::id();
+    let tool = ToolMeter::start(options.threads);
     let start = Instant::now();
     for i in 0..clients {
         let permit = tokio::select! {
@@ -66,6 +68,7 @@ pub(crate) async fn run(options: &Options) -> Value {
     }
     let connect_time = last_connack.map(|t: Instant| t.saturating_duration_since(start));
     let cpu = cpu.finish();
+    let tool = tool.finish(connect_time);
 
     let settle_until = (Instant::now() + SETTLE).min(deadline);
     tokio::time::sleep_until(settle_until).await;
@@ -103,6 +106,7 @@ pub(crate) async fn run(options: &Options) -> Value {
         fields.extend(extra);
     }
     cpu.report(&mut fields);
+    tool.report(&mut fields);
     Value::Object(fields)
 }
 

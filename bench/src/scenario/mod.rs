@@ -1,8 +1,13 @@
 //! The scenarios, and the defaults each one gives the options left unset.
 
 mod connections;
+mod memory;
 mod presence;
 mod pubsub;
+mod received;
+mod slow;
+
+use std::time::Duration;
 
 use culex_core::{QoS, TopicFilter, TopicName};
 use serde_json::Value;
@@ -11,6 +16,15 @@ use crate::options::{Options, PayloadKind, Scenario};
 use crate::report;
 
 pub(crate) use pubsub::Plan;
+use slow::SlowReaders;
+
+/// Length of a `slow-subscriber` flood unless told otherwise.
+const FLOOD: Duration = Duration::from_secs(10);
+
+/// Messages a flood publishes at most per second, all publishers
+/// together: well above what a loopback broker takes, and a bound on the
+/// memory of the tool's bookkeeping (a bit per message and subscriber).
+const FLOOD_MESSAGES_PER_SEC: f64 = 5_000_000.0;
 
 /// Runs the scenario of `options`; always bounded by `options.deadline`.
 pub(crate) async fn run(options: &Options) -> Value {
@@ -35,10 +49,18 @@ fn plan(o: &Options) -> Result<Plan, String> {
         Scenario::Qos2 => (1, 1, 50_000, QoS::ExactlyOnce),
         Scenario::Latency => (1, 1, 0, o.qos.unwrap_or(QoS::AtMostOnce)),
         Scenario::Expiry => (1, 1, 200_000, QoS::AtMostOnce),
+        Scenario::SlowSubscriber => (8, 2, 0, QoS::AtMostOnce),
         Scenario::Connections | Scenario::Presence => return Err("not a message scenario".to_owned()),
     };
     if o.qos.is_some_and(|q| q != qos) {
         return Err(format!("{} runs at QoS {qos}; --qos only applies to latency", o.scenario.name()));
+    }
+    let flood = (o.scenario == Scenario::SlowSubscriber).then(|| o.duration.unwrap_or(FLOOD));
+    if flood.is_some_and(|flood| flood >= o.deadline) {
+        return Err("--duration-secs must be shorter than --deadline-secs".to_owned());
+    }
+    if flood.is_none() && o.slow_subscribers.is_some() {
+        return Err("--slow-subscribers only applies to slow-subscriber".to_owned());
     }
     let publishers = o.publishers.unwrap_or(publishers);
     let subscribers = o.subscribers.unwrap_or(subscribers);
@@ -46,16 +68,19 @@ fn plan(o: &Options) -> Result<Plan, String> {
         Scenario::Latency => Some(o.rate.unwrap_or(1000)),
         _ => o.rate,
     };
-    let messages = match (o.messages, rate, o.duration) {
+    let messages = match (o.messages, rate, o.duration.or(flood)) {
         (Some(n), _, _) => n,
         (None, Some(rate), Some(d)) => (rate as f64 * d.as_secs_f64()).round() as u64,
         (None, Some(rate), None) if o.scenario == Scenario::Latency => rate * 5,
+        (None, None, Some(d)) if flood.is_some() => (FLOOD_MESSAGES_PER_SEC * d.as_secs_f64()).round() as u64,
         _ => messages,
     }
     .max(1);
     let (topics, filter) = match o.scenario {
-        Scenario::FanIn => {
-            ((0..publishers).map(|i| topic(&format!("bench/in/{i}"))).collect::<Result<_, _>>()?, filter("bench/in/#")?)
+        Scenario::FanIn | Scenario::SlowSubscriber => {
+            let root = if o.scenario == Scenario::FanIn { "bench/in" } else { "bench/slow" };
+            let topics = (0..publishers).map(|i| topic(&format!("{root}/{i}"))).collect::<Result<_, _>>()?;
+            (topics, filter(&format!("{root}/#"))?)
         }
         _ => {
             let name = format!("bench/{}", o.scenario.name());
@@ -75,5 +100,15 @@ fn plan(o: &Options) -> Result<Plan, String> {
         payload_bytes: o.payload_bytes,
         batch_bytes: o.batch_bytes,
         drain: o.drain,
+        flood,
+        slow: match flood {
+            Some(_) => SlowReaders {
+                count: o.slow_subscribers.unwrap_or(1),
+                bytes_per_sec: o.slow_read_bytes_per_sec,
+                rcvbuf: o.slow_rcvbuf_bytes,
+            },
+            None => SlowReaders::NONE,
+        },
+        latency: flood.is_none(),
     })
 }

@@ -17,6 +17,7 @@ use crate::options::Options;
 use crate::procfs::{CpuMeter, listen_drops};
 use crate::report::{Errors, per_sec, secs};
 use crate::stats::Latencies;
+use crate::tool_cpu::ToolMeter;
 
 /// Longest a broker may take to close a connection after DISCONNECT.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,6 +43,7 @@ pub(crate) async fn run(options: &Options) -> Value {
     let drops_before = listen_drops();
     let next = Arc::new(AtomicU64::new(0));
     let tag = std::process::id();
+    let tool = ToolMeter::start(options.threads);
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|_| {
@@ -103,6 +105,7 @@ pub(crate) async fn run(options: &Options) -> Value {
     }
     let elapsed = finished.map(|f: Instant| f.saturating_duration_since(start));
     let cpu = cpu.finish();
+    let tool = tool.finish(elapsed);
 
     let (left, settle) = match options.redis_port {
         Some(port) => {
@@ -137,6 +140,7 @@ pub(crate) async fn run(options: &Options) -> Value {
         fields.extend(extra);
     }
     cpu.report(&mut fields);
+    tool.report(&mut fields);
     Value::Object(fields)
 }
 

@@ -1,12 +1,20 @@
 //! Publishers and subscribers exchanging stamped messages: fan-in,
-//! fan-out, qos1, qos2, latency and expiry are all this flow with
-//! different shapes.
+//! fan-out, qos1, qos2, latency, expiry and slow-subscriber are all this
+//! flow with different shapes.
 //!
 //! Subscribers connect and subscribe first; publishers connect; then all
 //! publishers start at once. Each subscriber stops when it has every
 //! message published, when the publishers are done and nothing has come
-//! for the drain time, or at the deadline.
+//! for the drain time, or at the deadline. In a flood (`slow-subscriber`)
+//! publishers stop after a fixed time whatever is left of their share,
+//! and slow subscribers ([`super::slow`]) read until the others are done.
+//!
+//! A message is lost for a subscriber when the broker took charge of it
+//! (written to the socket at QoS 0, acknowledged at QoS 1 and 2) and the
+//! subscriber never received it.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,28 +23,43 @@ use culex_core::codec::{Packet, encode_publish};
 use culex_core::{PacketId, QoS, TopicFilter, TopicName};
 use serde_json::{Map, Value, json};
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
+use super::memory::MemoryWatch;
+use super::received::Received;
+use super::slow::{self, SlowReaders};
 use crate::mqtt::{Client, protocol_error};
 use crate::options::{Options, PayloadKind};
 use crate::payload::{self, Epoch, Stamp};
-use crate::procfs::{CpuMeter, rss_kib};
+use crate::procfs::CpuMeter;
 use crate::report::{Errors, per_sec, percent, secs};
 use crate::stats::{Latencies, SeqTracker};
+use crate::tool_cpu::ToolMeter;
 
 /// Keepalive of every client: longer than any run.
-const KEEP_ALIVE: u16 = 600;
+pub(super) const KEEP_ALIVE: u16 = 600;
 
 /// Read size of subscribers, which may receive a lot.
-const SUBSCRIBER_READ: usize = 256 * 1024;
+pub(super) const SUBSCRIBER_READ: usize = 256 * 1024;
 
 /// How often an idle subscriber checks whether it is done.
 const TICK: Duration = Duration::from_millis(50);
+
+/// Time past the deadline a task has to hand its outcome back.
+const JOIN_GRACE: Duration = Duration::from_secs(1);
+
+/// What a client task says once connected (and subscribed).
+type Ready = oneshot::Sender<Result<(), String>>;
+
+/// The start signal: when, and whether every client got ready.
+type Start = watch::Receiver<Option<(Instant, bool)>>;
 
 /// The shape of a message scenario.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub(crate) publishers: usize,
+    /// Subscribers reading at full speed.
     pub(crate) subscribers: usize,
     /// Messages published in all, split evenly between publishers.
     pub(crate) messages: u64,
@@ -52,10 +75,19 @@ pub(crate) struct Plan {
     pub(crate) payload_bytes: usize,
     pub(crate) batch_bytes: usize,
     pub(crate) drain: Duration,
+    /// Publishing stops this long after the start, whatever is left of
+    /// the shares (`slow-subscriber`).
+    pub(crate) flood: Option<Duration>,
+    /// Slow subscribers, besides `subscribers`.
+    pub(crate) slow: SlowReaders,
+    /// Whether subscribers keep a latency sample per message (not in a
+    /// flood, whose samples would fill the memory).
+    pub(crate) latency: bool,
 }
 
 impl Plan {
-    fn share(&self, publisher: usize) -> u64 {
+    /// Messages publisher `publisher` publishes at most.
+    pub(crate) fn share(&self, publisher: usize) -> u64 {
         let p = self.publishers as u64;
         self.messages / p + u64::from((publisher as u64) < self.messages % p)
     }
@@ -63,18 +95,21 @@ impl Plan {
 
 /// What the run shares with every task.
 #[derive(Debug)]
-struct Shared {
-    plan: Plan,
-    addr: SocketAddr,
-    epoch: Epoch,
-    deadline: Instant,
-    tag: String,
+pub(crate) struct Shared {
+    pub(super) plan: Plan,
+    pub(super) addr: SocketAddr,
+    pub(super) epoch: Epoch,
+    pub(super) deadline: Instant,
+    pub(super) tag: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PubOutcome {
+    index: usize,
     sent: u64,
-    completed: u64,
+    /// Sequence numbers the broker took charge of: written (QoS 0) or
+    /// acknowledged (QoS 1, 2).
+    settled: SeqTracker,
     /// When the last message was written (QoS 0) or completed (QoS 1, 2).
     finished: Option<Instant>,
     unexpected_acks: u64,
@@ -85,13 +120,7 @@ struct PubOutcome {
 
 #[derive(Debug)]
 struct SubOutcome {
-    trackers: Vec<SeqTracker>,
-    latencies: Latencies,
-    last_arrival: Option<Instant>,
-    /// Payloads that are not this run's.
-    foreign: u64,
-    /// PUBLISH packets with another QoS than subscribed.
-    wrong_qos: u64,
+    received: Received,
     timed_out: bool,
     errors: Errors,
 }
@@ -100,7 +129,6 @@ struct SubOutcome {
 pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     let deadline = Instant::now() + options.deadline;
     let cpu = CpuMeter::start(options.broker_pid);
-    let rss_before = options.broker_pid.and_then(rss_kib);
     let shared = Arc::new(Shared {
         plan,
         addr: options.addr,
@@ -109,25 +137,126 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
         tag: format!("{}-{}", options.scenario.name(), std::process::id()),
     });
     let plan = &shared.plan;
-
-    let (done_tx, done_rx) = watch::channel(None);
     let (start_tx, start_rx) = watch::channel(None);
+    let (done_tx, done_rx) = watch::channel(None);
+    let (end_tx, end_rx) = watch::channel(false);
     let mut errors = Errors::default();
 
-    let mut subscribers = Vec::new();
     let mut ready = Vec::new();
-    for index in 0..plan.subscribers {
-        let (tx, rx) = oneshot::channel();
-        subscribers.push(tokio::spawn(subscriber(shared.clone(), index, tx, done_rx.clone())));
-        ready.push(rx);
-    }
-    let mut publishers = Vec::new();
-    for index in 0..plan.publishers {
-        let (tx, rx) = oneshot::channel();
-        publishers.push(tokio::spawn(publisher(shared.clone(), index, tx, start_rx.clone())));
-        ready.push(rx);
-    }
+    let subscribers =
+        spawn_ready(plan.subscribers, &mut ready, |i, tx| subscriber(shared.clone(), i, tx, done_rx.clone()));
+    let slow =
+        spawn_ready(plan.slow.count, &mut ready, |i, tx| slow::subscriber(shared.clone(), i, tx, end_rx.clone()));
+    let publishers =
+        spawn_ready(plan.publishers, &mut ready, |i, tx| publisher(shared.clone(), i, tx, start_rx.clone()));
     // Subscribers hold their SUBACK and publishers their CONNACK.
+    let all_ready = await_ready(ready, deadline, &mut errors).await;
+    let memory = MemoryWatch::start(options.broker_pid, deadline);
+    let tool = ToolMeter::start(options.threads);
+    let start = Instant::now();
+    // Without every client, publishers are released with nothing to do.
+    let _ = start_tx.send(Some((start, all_ready)));
+
+    let mut pubs = join_all(publishers, deadline, "publisher", &mut errors).await;
+    let _ = done_tx.send(Some(pubs.iter().map(|p| p.sent).sum::<u64>()));
+    let mut subs = join_all(subscribers, deadline, "subscriber", &mut errors).await;
+    let (publish_time, deliver_time) =
+        (last(pubs.iter().map(|p| p.finished), start), last(subs.iter().map(|s| s.received.last_arrival), start));
+    let tool = tool.finish(publish_time.max(deliver_time));
+    let memory = memory.finish().await;
+    let cpu = cpu.finish();
+    // The other subscribers are done: the slow ones stop reading slowly.
+    let _ = end_tx.send(true);
+    let slow = join_all(slow, deadline, "slow subscriber", &mut errors).await;
+    for p in &mut pubs {
+        if let Some(client) = p.client.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
+        }
+    }
+
+    let mut fields = crate::header(options);
+    describe_plan(&mut fields, plan);
+    fields.extend(delivery_fields(&pubs, &subs, plan.publishers));
+    extend(&mut fields, timing_fields(&pubs, &mut subs, publish_time, deliver_time));
+    memory.report(&mut fields);
+    if plan.flood.is_some() {
+        slow::report(&mut fields, &plan.slow, &slow, start);
+    }
+    let timed_out =
+        pubs.iter().any(|p| p.timed_out) || subs.iter().any(|s| s.timed_out) || slow.iter().any(|s| s.timed_out);
+    pubs.into_iter().for_each(|p| errors.merge(p.errors));
+    subs.into_iter().for_each(|s| errors.merge(s.errors));
+    slow.into_iter().for_each(|s| errors.merge(s.errors));
+    extend(&mut fields, json!({ "timed_out": timed_out, "error_count": errors.count(), "errors": errors.to_json() }));
+    cpu.report(&mut fields);
+    tool.report(&mut fields);
+    Value::Object(fields)
+}
+
+/// Durations, rates and latencies; takes the subscribers' latency samples.
+fn timing_fields(
+    pubs: &[PubOutcome],
+    subs: &mut [SubOutcome],
+    publish_time: Option<Duration>,
+    deliver_time: Option<Duration>,
+) -> Value {
+    let sent: u64 = pubs.iter().map(|p| p.sent).sum();
+    let completed: u64 = pubs.iter().map(|p| p.settled.distinct()).sum();
+    let delivered: u64 = subs.iter().map(|s| s.received.distinct).sum();
+    let mut latencies = Latencies::default();
+    for s in subs {
+        latencies.merge(std::mem::take(&mut s.received.latencies));
+    }
+    let (publish, deliver) = (publish_time.unwrap_or_default(), deliver_time.unwrap_or_default());
+    json!({
+        "publish_s": publish_time.map_or(Value::Null, secs),
+        "deliver_s": deliver_time.map_or(Value::Null, secs),
+        "sent_per_s": per_sec(sent, publish),
+        "completed_per_s": per_sec(completed, publish),
+        "delivered_per_s": per_sec(delivered, deliver),
+        "latency_us": latencies.summary(),
+    })
+}
+
+/// Adds the fields of a JSON object to a result.
+fn extend(fields: &mut Map<String, Value>, extra: Value) {
+    if let Value::Object(extra) = extra {
+        fields.extend(extra);
+    }
+}
+
+/// How long after `start` the latest of `times` was.
+fn last(times: impl Iterator<Item = Option<Instant>>, start: Instant) -> Option<Duration> {
+    times.flatten().max().map(|t| t.saturating_duration_since(start))
+}
+
+/// Spawns `count` client tasks, keeping the receiver of each one's
+/// readiness in `ready`.
+fn spawn_ready<T, F>(
+    count: usize,
+    ready: &mut Vec<oneshot::Receiver<Result<(), String>>>,
+    mut task: impl FnMut(usize, Ready) -> F,
+) -> Vec<JoinHandle<T>>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    (0..count)
+        .map(|index| {
+            let (tx, rx) = oneshot::channel();
+            ready.push(rx);
+            tokio::spawn(task(index, tx))
+        })
+        .collect()
+}
+
+/// Waits until every client is ready; `false` if one failed or the
+/// deadline came first.
+async fn await_ready(
+    ready: Vec<oneshot::Receiver<Result<(), String>>>,
+    deadline: Instant,
+    errors: &mut Errors,
+) -> bool {
     let mut all_ready = true;
     for rx in ready {
         match timeout_at(deadline, rx).await {
@@ -139,92 +268,62 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
             Ok(Err(_)) => all_ready = false,
             Err(_) => {
                 errors.push("clients not ready before the deadline");
-                all_ready = false;
-                break;
+                return false;
             }
         }
     }
-    let start = Instant::now();
-    // Without every client, publishers are released with nothing to do.
-    let _ = start_tx.send(Some((start, all_ready)));
+    all_ready
+}
 
-    let mut pubs = Vec::new();
-    for handle in publishers {
-        match timeout_at(deadline + Duration::from_secs(1), handle).await {
-            Ok(Ok(outcome)) => pubs.push(outcome),
-            Ok(Err(error)) => errors.push(format!("publisher task failed: {error}")),
-            Err(_) => errors.push("publisher task did not end by the deadline"),
+/// The outcomes of `handles`, in order; a task that failed or did not end
+/// is an error, and has no outcome.
+async fn join_all<T>(handles: Vec<JoinHandle<T>>, deadline: Instant, what: &str, errors: &mut Errors) -> Vec<T> {
+    let mut outcomes = Vec::with_capacity(handles.len());
+    for handle in handles {
+        match timeout_at(deadline + JOIN_GRACE, handle).await {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Err(error)) => errors.push(format!("{what} task failed: {error}")),
+            Err(_) => errors.push(format!("{what} task did not end by the deadline")),
         }
     }
-    let total_sent: u64 = pubs.iter().map(|p| p.sent).sum();
-    let _ = done_tx.send(Some(total_sent));
-    let mut subs = Vec::new();
-    for handle in subscribers {
-        match timeout_at(deadline + Duration::from_secs(1), handle).await {
-            Ok(Ok(outcome)) => subs.push(outcome),
-            Ok(Err(error)) => errors.push(format!("subscriber task failed: {error}")),
-            Err(_) => errors.push("subscriber task did not end by the deadline"),
-        }
-    }
-    let cpu = cpu.finish();
-    let rss_after = options.broker_pid.and_then(rss_kib);
-    for p in &mut pubs {
-        if let Some(client) = p.client.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
-        }
-    }
+    outcomes
+}
 
-    let mut fields = crate::header(options);
-    describe_plan(&mut fields, plan);
-    let completed: u64 = pubs.iter().map(|p| p.completed).sum();
-    let publish_time = pubs.iter().filter_map(|p| p.finished).max().map(|t| t.saturating_duration_since(start));
-    let deliver_time = subs.iter().filter_map(|s| s.last_arrival).max().map(|t| t.saturating_duration_since(start));
-    let expected = total_sent * subs.len() as u64;
-    let delivered: u64 = subs.iter().flat_map(|s| &s.trackers).map(SeqTracker::distinct).sum();
-    let sum = |f: fn(&SeqTracker) -> u64| subs.iter().flat_map(|s| &s.trackers).map(f).sum::<u64>();
-    let (duplicates, out_of_order, unexpected) =
-        (sum(SeqTracker::duplicates), sum(SeqTracker::out_of_order), sum(SeqTracker::unexpected));
-    let mut latencies = Latencies::default();
-    let timed_out = pubs.iter().any(|p| p.timed_out) || subs.iter().any(|s| s.timed_out);
-    for p in pubs {
-        errors.merge(p.errors);
+/// Runs a client's `setup` until `deadline` and tells the run whether the
+/// client is ready; the client, or `None` (with `timed_out` set when the
+/// deadline came first).
+pub(super) async fn ready_client(
+    setup: impl Future<Output = io::Result<Client>>,
+    deadline: Instant,
+    ready: Ready,
+    who: &str,
+    timed_out: &mut bool,
+) -> Option<Client> {
+    match timeout_at(deadline, setup).await {
+        Ok(Ok(client)) => {
+            let _ = ready.send(Ok(()));
+            Some(client)
+        }
+        Ok(Err(error)) => {
+            let _ = ready.send(Err(format!("{who}: {error}")));
+            None
+        }
+        Err(_) => {
+            *timed_out = true;
+            let _ = ready.send(Err(format!("{who}: not ready before the deadline")));
+            None
+        }
     }
-    let (mut foreign, mut wrong_qos) = (0, 0);
-    for s in subs {
-        latencies.merge(s.latencies);
-        errors.merge(s.errors);
-        foreign += s.foreign;
-        wrong_qos += s.wrong_qos;
+}
+
+/// Subscribes to the plan's filter at its QoS; anything else granted is
+/// an error.
+pub(super) async fn subscribe(client: &mut Client, plan: &Plan) -> io::Result<()> {
+    let granted = client.subscribe(&plan.filter, plan.qos).await?;
+    if granted != plan.qos {
+        return Err(protocol_error(format!("asked QoS {} and was granted {granted}", plan.qos)));
     }
-    let zero = Duration::ZERO;
-    let extra = json!({
-        "sent": total_sent,
-        "completed": completed,
-        "expected_deliveries": expected,
-        "delivered": delivered,
-        "lost": expected.saturating_sub(delivered),
-        "loss_pct": percent(expected.saturating_sub(delivered), expected),
-        "duplicates": duplicates,
-        "out_of_order": out_of_order,
-        "unexpected": unexpected + foreign,
-        "wrong_qos": wrong_qos,
-        "publish_s": publish_time.map_or(Value::Null, secs),
-        "deliver_s": deliver_time.map_or(Value::Null, secs),
-        "sent_per_s": per_sec(total_sent, publish_time.unwrap_or(zero)),
-        "completed_per_s": per_sec(completed, publish_time.unwrap_or(zero)),
-        "delivered_per_s": per_sec(delivered, deliver_time.unwrap_or(zero)),
-        "latency_us": latencies.summary(),
-        "broker_rss_kib_before": rss_before,
-        "broker_rss_kib_after": rss_after,
-        "timed_out": timed_out,
-        "error_count": errors.count(),
-        "errors": errors.to_json(),
-    });
-    if let Value::Object(extra) = extra {
-        fields.extend(extra);
-    }
-    cpu.report(&mut fields);
-    Value::Object(fields)
+    Ok(())
 }
 
 fn describe_plan(fields: &mut Map<String, Value>, plan: &Plan) {
@@ -234,50 +333,121 @@ fn describe_plan(fields: &mut Map<String, Value>, plan: &Plan) {
         "subscribers": plan.subscribers,
         "messages": plan.messages,
         "rate": plan.rate,
+        "flood_s": plan.flood.map_or(Value::Null, secs),
         "inflight": if plan.qos == QoS::AtMostOnce { Value::Null } else { Value::from(plan.inflight) },
         "payload": plan.payload.name(),
         "payload_bytes": plan.payload_bytes,
         "filter": plan.filter.as_str(),
     });
-    if let Value::Object(describe) = describe {
-        fields.extend(describe);
+    extend(fields, describe);
+}
+
+/// What the subscribers reading at full speed received of what the
+/// publishers sent.
+fn delivery_fields(pubs: &[PubOutcome], subs: &[SubOutcome], publishers: usize) -> Map<String, Value> {
+    let sent: u64 = pubs.iter().map(|p| p.sent).sum();
+    let completed: u64 = pubs.iter().map(|p| p.settled.distinct()).sum();
+    let expected = completed * subs.len() as u64;
+    let trackers = || subs.iter().flat_map(|s| &s.received.trackers);
+    let sum = |f: fn(&SeqTracker) -> u64| trackers().map(f).sum::<u64>();
+    let mut settled = vec![None; publishers];
+    for p in pubs {
+        if let Some(slot) = settled.get_mut(p.index) {
+            *slot = Some(&p.settled);
+        }
+    }
+    let lost: u64 = subs
+        .iter()
+        .flat_map(|s| s.received.trackers.iter().zip(&settled))
+        .map(|(arrived, settled)| settled.map_or(0, |settled| settled.count_not_in(arrived)))
+        .sum();
+    let fields = json!({
+        "sent": sent,
+        "completed": completed,
+        "unacknowledged": sent - completed,
+        "unexpected_acks": pubs.iter().map(|p| p.unexpected_acks).sum::<u64>(),
+        "expected_deliveries": expected,
+        "delivered": subs.iter().map(|s| s.received.distinct).sum::<u64>(),
+        "lost": lost,
+        "loss_pct": percent(lost, expected),
+        "duplicates": sum(SeqTracker::duplicates),
+        "out_of_order": sum(SeqTracker::out_of_order),
+        "unexpected": sum(SeqTracker::unexpected) + subs.iter().map(|s| s.received.foreign).sum::<u64>(),
+        "wrong_qos": subs.iter().map(|s| s.received.wrong_qos).sum::<u64>(),
+    });
+    match fields {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
     }
 }
 
 /// One publisher: connects, waits for the start, publishes its share.
-async fn publisher(
-    shared: Arc<Shared>,
-    index: usize,
-    ready: oneshot::Sender<Result<(), String>>,
-    mut start: watch::Receiver<Option<(Instant, bool)>>,
-) -> PubOutcome {
-    let mut out = PubOutcome::default();
+async fn publisher(shared: Arc<Shared>, index: usize, ready: Ready, mut start: Start) -> PubOutcome {
+    let mut out = PubOutcome {
+        index,
+        sent: 0,
+        settled: SeqTracker::new(shared.plan.share(index)),
+        finished: None,
+        unexpected_acks: 0,
+        timed_out: false,
+        errors: Errors::default(),
+        client: None,
+    };
     let deadline = shared.deadline;
     let id = format!("load-{}-pub-{index}", shared.tag);
-    let mut client = match timeout_at(deadline, Client::connect(shared.addr, &id, KEEP_ALIVE)).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(error)) => {
-            let _ = ready.send(Err(format!("publisher {index}: {error}")));
-            return out;
-        }
-        Err(_) => {
-            out.timed_out = true;
-            let _ = ready.send(Err(format!("publisher {index}: no CONNACK before the deadline")));
-            return out;
-        }
+    let who = format!("publisher {index}");
+    let setup = Client::connect(shared.addr, &id, KEEP_ALIVE);
+    let Some(mut client) = ready_client(setup, deadline, ready, &who, &mut out.timed_out).await else {
+        return out;
     };
-    let _ = ready.send(Ok(()));
     let go = match timeout_at(deadline, start.wait_for(Option::is_some)).await {
         Ok(Ok(go)) => *go,
         _ => None,
     };
     if let Some((begin, true)) = go {
         if let Err(error) = publish(&shared, index, &mut client, begin, &mut out).await {
-            out.errors.push(format!("publisher {index}: {error}"));
+            out.errors.push(format!("{who}: {error}"));
         }
     }
     out.client = Some(client);
     out
+}
+
+/// The sequence number of each message in flight, by packet id (QoS 1
+/// and 2; empty at QoS 0).
+#[derive(Debug)]
+struct InFlight {
+    seqs: Vec<Option<u64>>,
+    len: u64,
+}
+
+impl InFlight {
+    fn new(qos: QoS) -> Self {
+        let ids = if qos == QoS::AtMostOnce { 0 } else { usize::from(u16::MAX) + 1 };
+        Self { seqs: vec![None; ids], len: 0 }
+    }
+
+    fn insert(&mut self, id: PacketId, seq: u64) -> io::Result<()> {
+        let Some(slot) = self.seqs.get_mut(usize::from(id.get())) else {
+            return Err(protocol_error("no packet ids at QoS 0"));
+        };
+        if slot.is_some() {
+            return Err(protocol_error(format!("packet id {} still in flight after 65535 more", id.get())));
+        }
+        *slot = Some(seq);
+        self.len += 1;
+        Ok(())
+    }
+
+    fn contains(&self, id: PacketId) -> bool {
+        self.seqs.get(usize::from(id.get())).is_some_and(Option::is_some)
+    }
+
+    fn remove(&mut self, id: PacketId) -> Option<u64> {
+        let seq = self.seqs.get_mut(usize::from(id.get()))?.take()?;
+        self.len -= 1;
+        Some(seq)
+    }
 }
 
 async fn publish(
@@ -286,7 +456,7 @@ async fn publish(
     client: &mut Client,
     begin: Instant,
     out: &mut PubOutcome,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let plan = &shared.plan;
     let deadline = shared.deadline;
     let share = plan.share(index);
@@ -297,19 +467,21 @@ async fn publish(
     let interval = plan.rate.map(|rate| Duration::from_secs_f64(plan.publishers as f64 / rate as f64));
     // Paced messages go one per write, so each is stamped as it leaves.
     let batch = if interval.is_some() { 1 } else { plan.batch_bytes };
-    let mut in_flight = vec![false; usize::from(u16::MAX) + 1];
-    let mut pending: u64 = 0;
+    let stop = plan.flood.map(|flood| begin + flood);
+    let mut in_flight = InFlight::new(qos);
+    let mut written: u64 = 0;
     let mut next_id = PacketId::MIN;
     let mut scratch = Vec::with_capacity(plan.payload_bytes.max(64));
     let due = |seq: u64| interval.map(|iv| begin + iv.mul_f64(seq as f64));
+    let more = |sent: u64, now: Instant| sent < share && stop.is_none_or(|stop| now < stop);
     loop {
         let now = Instant::now();
         if now >= deadline {
             out.timed_out = true;
             return Ok(());
         }
-        while out.sent < share
-            && pending < window
+        while more(out.sent, now)
+            && in_flight.len < window
             && client.wbuf.len() < batch
             && due(out.sent).is_none_or(|t| t <= now)
         {
@@ -320,12 +492,7 @@ async fn publish(
             } else {
                 let id = next_id;
                 next_id = next_id.next();
-                let slot = &mut in_flight[usize::from(id.get())];
-                if *slot {
-                    return Err(protocol_error(format!("packet id {} still in flight after 65535 more", id.get())));
-                }
-                *slot = true;
-                pending += 1;
+                in_flight.insert(id, out.sent)?;
                 Some(id)
             };
             encode_publish(&mut client.wbuf, false, qos, false, topic, packet_id, &scratch);
@@ -340,43 +507,24 @@ async fn publish(
                 }
             }
             if qos == QoS::AtMostOnce {
-                out.completed = out.sent;
+                (written..out.sent).for_each(|seq| out.settled.record(seq));
+                written = out.sent;
                 out.finished = Some(Instant::now());
             }
             continue;
         }
-        if out.sent >= share && pending == 0 {
+        let more = more(out.sent, now);
+        if !more && in_flight.len == 0 {
             return Ok(());
         }
-        let next_due = if out.sent < share && pending < window { due(out.sent) } else { None };
+        let next_due = if more && in_flight.len < window { due(out.sent) } else { None };
+        let next_due = next_due.map(|due| stop.map_or(due, |stop| due.min(stop)));
         tokio::select! {
             read = client.fill(), if qos != QoS::AtMostOnce => {
                 if read? == 0 {
-                    return Err(protocol_error(format!("broker closed the connection with {pending} in flight")));
+                    return Err(protocol_error(format!("broker closed the connection with {} in flight", in_flight.len)));
                 }
-                while let Some(packet) = client.decode()? {
-                    let (id, done) = match packet {
-                        Packet::PubAck(id) if qos == QoS::AtLeastOnce => (id, true),
-                        Packet::PubRec(id) if qos == QoS::ExactlyOnce => (id, false),
-                        Packet::PubComp(id) if qos == QoS::ExactlyOnce => (id, true),
-                        Packet::PingResp => continue,
-                        other => return Err(protocol_error(format!("unexpected packet {other:?}"))),
-                    };
-                    let slot = &mut in_flight[usize::from(id.get())];
-                    if !*slot {
-                        out.unexpected_acks += 1;
-                        out.errors.push(format!("acknowledgement for packet id {} not in flight", id.get()));
-                        continue;
-                    }
-                    if done {
-                        *slot = false;
-                        pending -= 1;
-                        out.completed += 1;
-                        out.finished = Some(Instant::now());
-                    } else {
-                        client.queue(&Packet::PubRel(id));
-                    }
-                }
+                handle_acks(client, qos, &mut in_flight, out)?;
             }
             () = sleep_until(next_due.unwrap_or(deadline)), if next_due.is_some() => {}
             () = sleep_until(deadline) => {
@@ -387,49 +535,50 @@ async fn publish(
     }
 }
 
-/// One subscriber: connects, subscribes, reports ready, receives.
-async fn subscriber(
-    shared: Arc<Shared>,
-    index: usize,
-    ready: oneshot::Sender<Result<(), String>>,
-    done: watch::Receiver<Option<u64>>,
-) -> SubOutcome {
+/// Takes every acknowledgement read so far: PUBACK and PUBCOMP settle a
+/// message, PUBREC is answered with PUBREL.
+fn handle_acks(client: &mut Client, qos: QoS, in_flight: &mut InFlight, out: &mut PubOutcome) -> io::Result<()> {
+    while let Some(packet) = client.decode()? {
+        let (id, done) = match packet {
+            Packet::PubAck(id) if qos == QoS::AtLeastOnce => (id, true),
+            Packet::PubRec(id) if qos == QoS::ExactlyOnce => (id, false),
+            Packet::PubComp(id) if qos == QoS::ExactlyOnce => (id, true),
+            Packet::PingResp => continue,
+            other => return Err(protocol_error(format!("unexpected packet {other:?}"))),
+        };
+        match (done, done.then(|| in_flight.remove(id)).flatten()) {
+            (true, Some(seq)) => {
+                out.settled.record(seq);
+                out.finished = Some(Instant::now());
+            }
+            (false, _) if in_flight.contains(id) => client.queue(&Packet::PubRel(id)),
+            _ => {
+                out.unexpected_acks += 1;
+                out.errors.push(format!("acknowledgement for packet id {} not in flight", id.get()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One subscriber reading at full speed: connects, subscribes, reports
+/// ready, receives.
+async fn subscriber(shared: Arc<Shared>, index: usize, ready: Ready, done: watch::Receiver<Option<u64>>) -> SubOutcome {
     let plan = &shared.plan;
-    let mut out = SubOutcome {
-        trackers: (0..plan.publishers).map(|p| SeqTracker::new(plan.share(p))).collect(),
-        latencies: Latencies::default(),
-        last_arrival: None,
-        foreign: 0,
-        wrong_qos: 0,
-        timed_out: false,
-        errors: Errors::default(),
-    };
-    let deadline = shared.deadline;
+    let mut out = SubOutcome { received: Received::new(plan), timed_out: false, errors: Errors::default() };
     let id = format!("load-{}-sub-{index}", shared.tag);
+    let who = format!("subscriber {index}");
     let setup = async {
         let mut client = Client::connect(shared.addr, &id, KEEP_ALIVE).await?;
-        let granted = client.subscribe(&plan.filter, plan.qos).await?;
-        if granted != plan.qos {
-            return Err(protocol_error(format!("asked QoS {} and was granted {granted}", plan.qos)));
-        }
+        subscribe(&mut client, plan).await?;
         client.read_chunk = SUBSCRIBER_READ;
         Ok(client)
     };
-    let mut client = match timeout_at(deadline, setup).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(error)) => {
-            let _ = ready.send(Err(format!("subscriber {index}: {error}")));
-            return out;
-        }
-        Err(_) => {
-            out.timed_out = true;
-            let _ = ready.send(Err(format!("subscriber {index}: not subscribed before the deadline")));
-            return out;
-        }
+    let Some(mut client) = ready_client(setup, shared.deadline, ready, &who, &mut out.timed_out).await else {
+        return out;
     };
-    let _ = ready.send(Ok(()));
     if let Err(error) = receive(&shared, &mut client, &done, &mut out).await {
-        out.errors.push(format!("subscriber {index}: {error}"));
+        out.errors.push(format!("{who}: {error}"));
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
     out
@@ -440,48 +589,21 @@ async fn receive(
     client: &mut Client,
     done: &watch::Receiver<Option<u64>>,
     out: &mut SubOutcome,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     let plan = &shared.plan;
     let deadline = shared.deadline;
-    let mut distinct: u64 = 0;
     let mut last_activity = Instant::now();
     let mut arrived_ns = shared.epoch.now_ns();
     loop {
         while let Some(packet) = client.decode()? {
-            match packet {
-                Packet::Publish(publish) => {
-                    if publish.qos != plan.qos {
-                        out.wrong_qos += 1;
-                    }
-                    match publish.packet_id {
-                        Some(id) if publish.qos == QoS::AtLeastOnce => client.queue(&Packet::PubAck(id)),
-                        Some(id) if publish.qos == QoS::ExactlyOnce => client.queue(&Packet::PubRec(id)),
-                        _ => {}
-                    }
-                    let Some(stamp) = payload::read(&publish.payload) else {
-                        out.foreign += 1;
-                        continue;
-                    };
-                    let Some(tracker) = out.trackers.get_mut(stamp.publisher as usize) else {
-                        out.foreign += 1;
-                        continue;
-                    };
-                    let before = tracker.distinct();
-                    tracker.record(stamp.seq);
-                    if tracker.distinct() > before {
-                        distinct += 1;
-                        out.latencies.record(arrived_ns.saturating_sub(stamp.sent_ns));
-                    }
-                    out.last_arrival = Some(last_activity);
-                }
-                Packet::PubRel(id) => client.queue(&Packet::PubComp(id)),
-                _ => {}
-            }
+            // Nothing else is expected; PINGRESP and the like are ignored.
+            let _ = out.received.handle(client, packet, last_activity, arrived_ns);
         }
         if timeout_at(deadline, client.flush()).await.is_err() {
             out.timed_out = true;
             return Ok(());
         }
+        let distinct = out.received.distinct;
         if distinct >= plan.messages {
             return Ok(());
         }
