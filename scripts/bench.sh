@@ -84,10 +84,6 @@ declare -A ARGS=(
   [slow-sub-off]="slow-subscriber --slow-subscribers 0 $FLOOD"
 )
 ALL_ROWS="fan-in fan-in-16 fan-out qos1 qos2 latency-q0-1k latency-q0-10k latency-q1-1k latency-q1-10k connections presence-off presence-on expiry-plain expiry-json expiry-off slow-sub slow-sub-off"
-# Rows that run with Mosquitto's defaults for the limits towards a
-# subscriber (max_inflight_messages 20, max_queued_messages 1000), so
-# that nothing hides what a broker does when a subscriber falls behind.
-DEFAULT_LIMIT_ROWS="fan-in-16 slow-sub slow-sub-off"
 [ -n "$ROWS" ] || ROWS="$ALL_ROWS"
 for row in $ROWS; do
   [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS" >&2; exit 2; }
@@ -180,27 +176,25 @@ esac
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 listening() { ss -Hltn "sport = :$1" | grep -q LISTEN; }
 
-# The same limits for every broker (Mosquitto's keys; Culex reads them):
-#   max_inflight_messages 64    QoS 1/2 window towards each subscriber (20, Mosquitto's
-#                               default, in the rows of DEFAULT_LIMIT_ROWS)
-#   max_queued_messages 1000    per-client queue beyond the window (Mosquitto's default)
+# The same settings for every broker and row: Mosquitto's defaults for
+# the limits towards a subscriber (max_inflight_messages 20,
+# max_queued_messages 1000), so that nothing hides what a broker does
+# when a subscriber falls behind, and:
 #   set_tcp_nodelay true        Culex always sets TCP_NODELAY (it ignores the key), so Mosquitto does too
 #   connection_messages false   and only errors and warnings are logged: no per-connection log line
-write_conf() { # FILE PORT INFLIGHT [REDIS_PORT] [EXTRA LINE]
+write_conf() { # FILE PORT [REDIS_PORT] [EXTRA LINE]
   {
     echo "listener $2 127.0.0.1"
     echo "allow_anonymous true"
-    echo "max_inflight_messages $3"
-    echo "max_queued_messages 1000"
     echo "set_tcp_nodelay true"
     echo "connection_messages false"
     echo "log_type error"
     echo "log_type warning"
-    if [ -n "${4:-}" ]; then
+    if [ -n "${3:-}" ]; then
       echo "redis_host 127.0.0.1"
-      echo "redis_port $4"
+      echo "redis_port $3"
     fi
-    [ -z "${5:-}" ] || echo "$5"
+    [ -z "${4:-}" ] || echo "$4"
   } > "$1"
 }
 
@@ -281,9 +275,7 @@ for run in $(seq "$RUNS"); do
       name="$row-$broker-$run"
       conf="$OUT/logs$SUFFIX/$name.conf"
       log="$OUT/logs$SUFFIX/$name.log"
-      inflight=64
-      [[ " $DEFAULT_LIMIT_ROWS " != *" $row "* ]] || inflight=20
-      write_conf "$conf" "$port" "$inflight" "$redis_port" "$extra_conf"
+      write_conf "$conf" "$port" "$redis_port" "$extra_conf"
       start_broker "$broker" "$conf" "$log"
       for _ in $(seq 100); do listening "$port" && break; sleep 0.05; done
       if ! listening "$port"; then
