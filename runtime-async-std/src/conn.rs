@@ -58,7 +58,7 @@ pub(crate) async fn serve(
             None => return,
         },
     };
-    let (outbox, mut rx) = culex_runtime::outbox::channel(limits.backlog, limits.budget);
+    let (outbox, mut rx) = culex_runtime::outbox::channel(conn, limits.backlog(), limits.reports.clone());
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
     if events.send(Event::Accepted { conn, peer, outbox }).await.is_err() {
         return;
@@ -98,8 +98,7 @@ pub(crate) async fn serve(
                 _ => gone = true,
             },
             Wake::Out(out) => match out {
-                Some(Out::Data(data)) => match write_queued(conn, &mut writer, &mut rx, data, &mut link, &events).await
-                {
+                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &mut link, &events).await {
                     Ok(Written::All) => {}
                     Ok(Written::Reading(reading)) => paused = !reading,
                     Ok(Written::ThenClose) => return finish(conn, writer, &mut link).await,
@@ -131,12 +130,11 @@ enum Written {
     Aborted,
 }
 
-/// Writes `first` and whatever data is already queued, telling the
-/// broker task of the writer's progress; a write blocked on a client that
+/// Writes `first` and whatever data is already queued, posting the
+/// writer's progress for the broker task; a write blocked on a client that
 /// does not read ends when the core drops that client. A pause or resume
 /// that comes meanwhile ends the round, for the serving loop to apply.
 async fn write_queued(
-    conn: ConnId,
     writer: &mut TcpStream,
     rx: &mut OutboxReader,
     first: Bytes,
@@ -155,8 +153,10 @@ async fn write_queued(
         if !wrote.or(aborted).await? {
             return Ok(Written::Aborted);
         }
-        if let Some(progress) = rx.written(len) {
-            let _ = events.send(Event::Writer { conn, progress }).await;
+        if rx.written(len) {
+            // Never wait: a full queue means the broker task is busy and
+            // takes the reports at its next turn.
+            let _ = events.try_send(Event::WriterReports);
         }
         match rx.try_recv() {
             Some(Out::Data(next)) => data = next,

@@ -45,7 +45,7 @@ pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, mut
     let (stop, stopped) = channel::bounded::<()>(1);
     let ids = ConnIds::default();
     for Bound { socket: listener, listener: served } in listeners {
-        let limits = served.limits(&settings.core);
+        let limits = served.limits(&settings.core, prepared.reports.clone());
         let accept =
             accept_loop(listener, ids.clone(), events.clone(), stopped.clone(), limits, prepared.connection_messages);
         async_std::task::spawn(accept);

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use culex_core::auth::ListenerPolicies;
-use culex_core::congestion::WriterProgress;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
@@ -21,6 +20,7 @@ use culex_core::{ConnId, Peer};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
+use crate::reports::WriterReports;
 use crate::settings::{self, Settings};
 
 /// Names connections as the runtime accepts them, so that a connection's
@@ -60,14 +60,10 @@ pub enum Event<O> {
         /// The connection.
         conn: ConnId,
     },
-    /// The connection's writer made progress while behind its budget, or
-    /// caught up (see [`culex_core::congestion`]).
-    Writer {
-        /// The connection.
-        conn: ConnId,
-        /// What changed.
-        progress: WriterProgress,
-    },
+    /// Writers posted their progress to the [`WriterReports`] (see
+    /// [`culex_core::congestion`]): a wake-up, sent by the connection task
+    /// whose post found the board empty.
+    WriterReports,
     /// The presence store's answer to a [`StoreRequest`].
     Store(StoreEvent),
     /// The outcome of an [`AuthJob`].
@@ -90,7 +86,7 @@ impl<O> std::fmt::Debug for Event<O> {
             Self::Accepted { conn, peer, .. } => write!(f, "Accepted({conn}, {:?} on {})", peer.remote, peer.listener),
             Self::Data { conn, data } => write!(f, "Data({conn}, {} bytes)", data.len()),
             Self::Closed { conn } => write!(f, "Closed({conn})"),
-            Self::Writer { conn, progress } => write!(f, "Writer({conn}, {progress:?})"),
+            Self::WriterReports => f.write_str("WriterReports"),
             Self::Store(event) => write!(f, "Store({event:?})"),
             Self::Authenticated { conn, result } => write!(f, "Authenticated({conn}, {result:?})"),
             Self::Reload(_) => f.write_str("Reload"),
@@ -170,6 +166,8 @@ pub struct Prepared<O> {
     pub policies: ListenerPolicies,
     /// Log `New connection from ...` lines.
     pub connection_messages: bool,
+    /// Where the connections' writers post their progress.
+    pub reports: Arc<WriterReports>,
 }
 
 /// Builds the server for `settings`, with a fresh seed for assigned ids.
@@ -182,7 +180,8 @@ pub fn prepare<O: Outbox>(settings: &Settings) -> Prepared<O> {
     }
     let broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
     let policies = settings.policy.clone();
-    Prepared { server: Server::new(broker, presence), policies, connection_messages }
+    let reports = Arc::default();
+    Prepared { server: Server::new(broker, presence), policies, connection_messages, reports }
 }
 
 /// Runs the broker until [`Event::Shutdown`] or until every sender is
@@ -194,8 +193,9 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
     mut store: Option<impl FnMut(StoreRequest)>,
     mut check: impl FnMut(AuthJob),
 ) {
-    let Prepared { mut server, mut policies, .. } = prepared;
+    let Prepared { mut server, mut policies, reports, .. } = prepared;
     loop {
+        take_reports(&mut server, &reports, &clock);
         start_auth_jobs(&mut server, &policies, &mut check);
         poll_presence(&mut server, &clock, store.as_mut());
         let deadline = server.next_deadline().map(|at| clock.to_std(at));
@@ -227,6 +227,18 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
     flush_presence(server, clock, events, store).await;
 }
 
+/// Hands the core what the writers posted.
+fn take_reports<O: Outbox>(server: &mut Server<O>, reports: &WriterReports, clock: &Clock) {
+    let taken = reports.take();
+    if taken.is_empty() {
+        return;
+    }
+    let now = clock.now();
+    for (conn, progress) in taken {
+        server.writer(now, conn, progress);
+    }
+}
+
 /// Handles one event; true on shutdown.
 fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, clock: &Clock, event: Event<O>) -> bool {
     let now = clock.now();
@@ -239,7 +251,8 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
         Event::Accepted { conn, peer, outbox } => server.accept_as(now, conn, peer, outbox),
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
-        Event::Writer { conn, progress } => server.writer(now, conn, progress),
+        // Taken at the top of the loop.
+        Event::WriterReports => {}
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),
         Event::Store(event) => handle_store(server, now.instant, event),
         Event::Shutdown => {

@@ -18,12 +18,13 @@ use std::sync::PoisonError;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use culex_core::CloseReason;
 use culex_core::congestion::WriterProgress;
 use culex_core::server::{Outbox, OutboxFull};
+use culex_core::{CloseReason, ConnId};
 use tracing::debug;
 
 use crate::backlog::{Admit, Backlog};
+use crate::reports::WriterReports;
 use crate::sync::{Arc, Mutex, MutexGuard};
 
 /// What the core asks of a connection's writer.
@@ -44,13 +45,14 @@ pub enum Out {
 }
 
 /// A new connection's queue: the core's end and the connection task's end.
-/// Past `budget` bytes queued and not yet written the writer is behind
-/// (0: never); past `limit` the connection is closed.
-pub fn channel(limit: usize, budget: usize) -> (QueueOutbox, OutboxReader) {
+/// The writer's progress against `backlog` is posted to `reports`.
+pub fn channel(conn: ConnId, backlog: Backlog, reports: Arc<WriterReports>) -> (QueueOutbox, OutboxReader) {
     let shared = Arc::new(Shared {
+        conn,
+        reports,
         state: Mutex::new(State {
             queue: VecDeque::new(),
-            backlog: Backlog::new(limit, budget),
+            backlog,
             waker: None,
             outbox_gone: false,
             reader_gone: false,
@@ -64,6 +66,9 @@ pub fn channel(limit: usize, budget: usize) -> (QueueOutbox, OutboxReader) {
 
 #[derive(Debug)]
 struct Shared {
+    conn: ConnId,
+    /// Where the writer's reports go.
+    reports: Arc<WriterReports>,
     state: Mutex<State>,
 }
 
@@ -272,10 +277,12 @@ impl OutboxReader {
         .await;
     }
 
-    /// Reports `len` queued bytes as written; what to tell the core (see
-    /// [`Backlog::written`]).
-    pub fn written(&self, len: usize) -> Option<WriterProgress> {
-        self.shared.lock().backlog.written(len)
+    /// Reports `len` queued bytes as written, posting to the broker's
+    /// [`WriterReports`] what the core is to hear (see
+    /// [`Backlog::written`]); whether the broker task is to be woken.
+    pub fn written(&self, len: usize) -> bool {
+        let progress = self.shared.lock().backlog.written(len);
+        progress.is_some_and(|progress| self.shared.reports.post(self.shared.conn, progress))
     }
 }
 
@@ -312,9 +319,13 @@ mod tests {
         Bytes::from_static(b)
     }
 
+    fn test_channel(limit: usize, budget: usize) -> (QueueOutbox, OutboxReader) {
+        channel(ConnId(1), Backlog::new(limit, budget), Arc::default())
+    }
+
     #[test]
     fn items_arrive_in_order_and_a_waiting_reader_is_woken() {
-        let (mut outbox, mut reader) = channel(100, 0);
+        let (mut outbox, mut reader) = test_channel(100, 0);
         let wakes = Arc::new(CountWakes::default());
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
@@ -334,7 +345,7 @@ mod tests {
 
     #[test]
     fn past_the_limit_the_core_is_told_once_and_its_close_aborts() {
-        let (mut outbox, mut reader) = channel(3, 0);
+        let (mut outbox, mut reader) = test_channel(3, 0);
         assert!(outbox.send(data(b"ab")).is_ok());
         assert_eq!(outbox.send(data(b"cd")), Err(OutboxFull));
         assert!(outbox.send(data(b"ef")).is_ok(), "dropped once the limit was crossed");
@@ -356,7 +367,7 @@ mod tests {
 
     #[test]
     fn the_reader_is_told_of_pauses_before_the_data_and_only_of_changes() {
-        let (mut outbox, mut reader) = channel(100, 0);
+        let (mut outbox, mut reader) = test_channel(100, 0);
         let mut cx = Context::from_waker(Waker::noop());
         assert!(reader.poll_recv(&mut cx).is_pending());
         assert!(outbox.send(data(b"ab")).is_ok());
@@ -373,18 +384,21 @@ mod tests {
     }
 
     #[test]
-    fn past_the_budget_the_core_is_told_and_the_writer_reports_the_rest() {
-        let (mut outbox, reader) = channel(1000, 10);
+    fn past_the_budget_the_core_is_told_and_the_writer_posts_the_rest() {
+        let (mut outbox, reader) = test_channel(1000, 10);
         assert_eq!(outbox.send(data(b"abcdef")), Ok(None));
         assert_eq!(outbox.send(data(b"ghijkl")), Ok(Some(WriterProgress::Behind { episode: 1 })));
-        assert_eq!(reader.written(4), Some(WriterProgress::Progressed));
-        assert_eq!(reader.written(4), Some(WriterProgress::CaughtUp { episode: 1 }));
-        assert_eq!(reader.written(4), None);
+        assert!(reader.written(4), "the first report wakes the broker");
+        assert!(!reader.written(4), "the second waits on the board with it");
+        assert!(!reader.written(4), "nothing to report");
+        let posted = reader.shared.reports.take();
+        let progress = [WriterProgress::Progressed, WriterProgress::CaughtUp { episode: 1 }];
+        assert_eq!(posted, progress.map(|p| (ConnId(1), p)));
     }
 
     #[test]
     fn after_the_reader_is_gone_sends_are_dropped() {
-        let (mut outbox, reader) = channel(100, 0);
+        let (mut outbox, reader) = test_channel(100, 0);
         assert!(outbox.send(data(b"ab")).is_ok());
         drop(reader);
         assert!(outbox.send(data(b"cd")).is_ok());
@@ -402,7 +416,7 @@ mod loom_outbox {
     #[test]
     fn queue_then_drop_while_reading() {
         loom::model(|| {
-            let (mut outbox, mut reader) = channel(100, 0);
+            let (mut outbox, mut reader) = channel(ConnId(1), Backlog::new(100, 0), Arc::new(WriterReports::default()));
             let core = loom::thread::spawn(move || {
                 let _ = outbox.send(Bytes::from_static(b"a"));
                 let _ = outbox.send(Bytes::from_static(b"b"));
@@ -429,7 +443,7 @@ mod loom_outbox {
     #[test]
     fn reader_gone_while_queueing() {
         loom::model(|| {
-            let (mut outbox, reader) = channel(100, 0);
+            let (mut outbox, reader) = channel(ConnId(1), Backlog::new(100, 0), Arc::new(WriterReports::default()));
             let shared = outbox.shared.clone();
             let conn = loom::thread::spawn(move || drop(reader));
             let _ = outbox.send(Bytes::from_static(b"a"));
@@ -445,7 +459,7 @@ mod loom_outbox {
     #[test]
     fn pause_and_resume_while_the_reader_waits() {
         loom::model(|| {
-            let (mut outbox, mut reader) = channel(100, 0);
+            let (mut outbox, mut reader) = channel(ConnId(1), Backlog::new(100, 0), Arc::new(WriterReports::default()));
             let core = loom::thread::spawn(move || {
                 outbox.pause_reading(true);
                 outbox.pause_reading(false);
@@ -475,21 +489,21 @@ mod loom_outbox {
     #[test]
     fn budget_reports_while_queueing_and_writing() {
         loom::model(|| {
-            let (mut outbox, reader) = channel(1000, 4);
+            let (mut outbox, reader) = channel(ConnId(1), Backlog::new(1000, 4), Arc::new(WriterReports::default()));
             assert_eq!(outbox.send(Bytes::from_static(b"abcde")), Ok(Some(WriterProgress::Behind { episode: 1 })));
             let writer = loom::thread::spawn(move || {
-                let report = reader.written(5);
-                (report, reader)
+                let _ = reader.written(5);
+                reader
             });
             let second = outbox.send(Bytes::from_static(b"fghij"));
-            let (written, reader) = writer.join().unwrap_or_else(|_| unreachable!("the writer does not panic"));
-            let unwritten = reader.shared.lock().backlog.queued();
-            assert_eq!(unwritten, 5);
-            match (second, written) {
+            let reader = writer.join().unwrap_or_else(|_| unreachable!("the writer does not panic"));
+            assert_eq!(reader.shared.lock().backlog.queued(), 5);
+            let written: Vec<WriterProgress> = reader.shared.reports.take().into_iter().map(|(_, p)| p).collect();
+            match (second, &written[..]) {
                 // Written first: the episode ended, the second send began another.
-                (Ok(Some(WriterProgress::Behind { episode: 2 })), Some(WriterProgress::CaughtUp { episode: 1 })) => {}
+                (Ok(Some(WriterProgress::Behind { episode: 2 })), [WriterProgress::CaughtUp { episode: 1 }]) => {}
                 // Queued first: still behind after the write.
-                (Ok(None), Some(WriterProgress::Progressed)) => {}
+                (Ok(None), [WriterProgress::Progressed]) => {}
                 other => unreachable!("inconsistent reports {other:?}"),
             }
         });
@@ -501,7 +515,7 @@ mod loom_outbox {
     #[test]
     fn abort_while_the_writer_waits() {
         loom::model(|| {
-            let (mut outbox, reader) = channel(100, 0);
+            let (mut outbox, reader) = channel(ConnId(1), Backlog::new(100, 0), Arc::new(WriterReports::default()));
             let _ = outbox.send(Bytes::from_static(b"a"));
             let core = loom::thread::spawn(move || outbox.close(CloseReason::NotReading));
             loom::future::block_on(reader.aborted());

@@ -2,13 +2,16 @@
 //! and logging, resolved from the command line and the config file.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use culex_core::auth::ListenerPolicies;
 use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, Secret};
 use culex_core::presence::PresenceKeys;
 use culex_core::{Config, ListenerId};
 
+use crate::backlog::Backlog;
 use crate::link::Transport;
+use crate::reports::WriterReports;
 use crate::tls::ListenerTls;
 
 /// The Redis presence store.
@@ -48,13 +51,15 @@ impl Listener {
         Self { id: ListenerId::default(), addr, websockets: false, tls: None }
     }
 
-    /// What its connections are allowed and speak under `core`.
-    pub fn limits(&self, core: &Config) -> Limits {
+    /// What its connections are allowed and speak under `core`; their
+    /// writers post their progress to `reports`.
+    pub fn limits(&self, core: &Config, reports: Arc<WriterReports>) -> Limits {
         let websocket = self.websockets.then(|| crate::ws::max_frame(core.max_packet_size()));
         Limits {
             listener: self.id,
             backlog: backlog_limit(core),
             budget: core.max_unwritten_bytes,
+            reports,
             transport: Transport { tls: self.tls.clone(), websocket },
         }
     }
@@ -71,8 +76,17 @@ pub struct Limits {
     /// Bytes queued for the writer before it is behind (QoS 0 copies to
     /// it are dropped).
     pub budget: usize,
+    /// Where its writer posts its progress for the broker task.
+    pub reports: Arc<WriterReports>,
     /// TLS and WebSocket below MQTT, if any.
     pub transport: Transport,
+}
+
+impl Limits {
+    /// A new connection's writer count.
+    pub fn backlog(&self) -> Backlog {
+        Backlog::new(self.backlog, self.budget)
+    }
 }
 
 /// Everything a runtime needs to start.

@@ -43,7 +43,7 @@ pub(crate) async fn serve(
             None => return,
         },
     };
-    let (outbox, rx) = culex_runtime::outbox::channel(limits.backlog, limits.budget);
+    let (outbox, rx) = culex_runtime::outbox::channel(conn, limits.backlog(), limits.reports.clone());
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
     if events.send(Event::Accepted { conn, peer, outbox }).await.is_err() {
         return;
@@ -257,10 +257,10 @@ impl Served {
             if written.is_err() {
                 return self.closed().await;
             }
-            if let Some(progress) = self.rx.written(len) {
-                if self.events.send(Event::Writer { conn: self.conn, progress }).await.is_err() {
-                    return Flow::Stop;
-                }
+            if self.rx.written(len) {
+                // Never wait: a full queue means the broker task is busy
+                // and takes the reports at its next turn.
+                let _ = self.events.try_send(Event::WriterReports);
             }
             loop {
                 match self.rx.try_recv() {
@@ -329,6 +329,10 @@ async fn open(stream: &mut TcpStream, mut opening: Opening) -> Option<(Link, Def
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::Arc;
+
+    use culex_runtime::Backlog;
+
     use super::*;
 
     /// Largest `Served` task future that keeps tokio's task cell (aligned
@@ -342,7 +346,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (events, _events) = mpsc::channel(1);
-        let (_outbox, rx) = culex_runtime::outbox::channel(1, 0);
+        let (_outbox, rx) = culex_runtime::outbox::channel(ConnId(1), Backlog::new(1, 0), Arc::default());
         let mut served =
             Served { conn: ConnId(1), stream, link: Link::raw(), rx, events, read_first: false, paused: false };
         let run = async move { served.run().await };
