@@ -9,6 +9,7 @@ use crate::congestion::WriterProgress;
 use crate::error::CloseReason;
 use crate::message::Message;
 use crate::peer::ListenerId;
+use crate::persistence::StoreBatch;
 use crate::policy::{Password, Refusal};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
@@ -51,6 +52,12 @@ pub enum Input<'a> {
         conn: ConnId,
         /// What changed.
         progress: WriterProgress,
+    },
+    /// Every [`Action::Store`] batch up to `seq` is on disk: the packets
+    /// waiting for them go out.
+    Stored {
+        /// The last batch committed.
+        seq: u64,
     },
 }
 
@@ -131,6 +138,14 @@ pub enum Action {
     ResumeReading {
         /// The connection.
         conn: ConnId,
+    },
+    /// Commit these changes to the store, after every batch before it,
+    /// and answer with [`Input::Stored`] once they are durable (see
+    /// [`persistence`](crate::persistence)). Comes last in a drain, and
+    /// only with [`Config::persistence`](crate::Config) on.
+    Store {
+        /// The changes.
+        batch: StoreBatch,
     },
     /// A copy was not sent because its `expired_at` had passed.
     DropExpired {

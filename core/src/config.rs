@@ -61,6 +61,16 @@ pub struct Config {
     /// Queue QoS 0 messages for offline persistent sessions. Mosquitto:
     /// `queue_qos0_messages`, default false.
     pub queue_qos0_messages: bool,
+    /// Keep retained messages and persistent sessions across restarts: the
+    /// broker emits [`Action::Store`](crate::Action::Store) batches and
+    /// holds the acknowledgements that promise them until they are
+    /// durable (see [`persistence`](crate::persistence)). Mosquitto:
+    /// `persistence` (or `retained_persistence`), default false.
+    pub persistence: bool,
+    /// Offline persistent sessions not seen for this long are removed,
+    /// checked as Mosquitto does at most once a minute; `None` keeps them
+    /// for ever. Mosquitto: `persistent_client_expiration`, default never.
+    pub persistent_client_expiration: Option<Duration>,
     /// Accept clients without a user name. Mosquitto: `allow_anonymous`.
     /// The core's default is true (Mosquitto 2 without a listener also
     /// serves local anonymous clients); runtimes apply Mosquitto's rules.
@@ -108,6 +118,8 @@ impl Default for Config {
             max_connections: None,
             max_keepalive: u16::MAX,
             queue_qos0_messages: false,
+            persistence: false,
+            persistent_client_expiration: None,
             allow_anonymous: true,
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),

@@ -110,6 +110,7 @@ pub mod expiry;
 mod ids;
 mod message;
 mod peer;
+pub mod persistence;
 pub mod policy;
 pub mod presence;
 pub mod retained;

@@ -15,6 +15,7 @@ use crate::broker::Broker;
 use crate::congestion::WriterProgress;
 use crate::error::CloseReason;
 use crate::peer::{ListenerId, Peer};
+use crate::persistence::{StoreBatch, StoredState};
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
 use crate::time::{Instant, Now};
@@ -69,13 +70,14 @@ pub struct Server<O> {
     presence: Option<PresenceSync>,
     outboxes: ConnIdMap<O>,
     auth_requests: Vec<AuthRequest>,
+    store_batches: Vec<StoreBatch>,
 }
 
 impl<O: Outbox> Server<O> {
     /// A server around `broker`; `presence` is `None` when presence goes
     /// only to the log.
     pub fn new(broker: Broker, presence: Option<PresenceSync>) -> Self {
-        Self { broker, presence, outboxes: ConnIdMap::default(), auth_requests: Vec::new() }
+        Self { broker, presence, outboxes: ConnIdMap::default(), auth_requests: Vec::new(), store_batches: Vec::new() }
     }
 
     /// A new connection from `peer`, written to through `outbox`.
@@ -123,6 +125,26 @@ impl<O: Outbox> Server<O> {
     /// A reloaded policy: see [`Broker::replace_policy`].
     pub fn replace_policy(&mut self, now: Now, policy: Box<dyn AccessPolicy>, keep: &dyn Fn(ClientInfo<'_>) -> bool) {
         self.broker.replace_policy(now, policy, keep);
+        self.drain(now);
+    }
+
+    /// Changes to commit, in order (see [`persistence`](crate::persistence));
+    /// answer with [`stored`](Self::stored).
+    #[must_use]
+    pub fn poll_store_batches(&mut self) -> Vec<StoreBatch> {
+        std::mem::take(&mut self.store_batches)
+    }
+
+    /// Every batch up to `seq` is durable.
+    pub fn stored(&mut self, now: Now, seq: u64) {
+        self.broker.handle_input(now, Input::Stored { seq });
+        self.drain(now);
+    }
+
+    /// Hands the broker what the store held at start (see
+    /// [`Broker::restore`]).
+    pub fn restore(&mut self, now: Now, state: StoredState) {
+        self.broker.restore(now, state);
         self.drain(now);
     }
 
@@ -199,6 +221,7 @@ impl<O: Outbox> Server<O> {
                 Action::Authenticate { conn, client, username, password, listener } => {
                     self.auth_requests.push(AuthRequest { conn, client, username, password, listener });
                 }
+                Action::Store { batch } => self.store_batches.push(batch),
                 Action::Deliver { .. } | Action::DropExpired { .. } => {}
             }
         }

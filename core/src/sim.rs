@@ -580,6 +580,7 @@ impl Simulation {
                 };
                 self.auth_answers.push_back((conn, result));
             }
+            Action::Store { .. } => {}
             Action::DropExpired { client, message } => {
                 self.stats.expired += 1;
                 self.note(format_args!("expired: {} for {client}", message.topic.as_str()));

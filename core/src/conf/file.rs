@@ -365,6 +365,8 @@ pub struct BrokerConf {
     pub log: LogConf,
     /// Presence in Redis; `None` without `redis_host`.
     pub redis: Option<RedisConf>,
+    /// Where retained messages and persistent sessions are kept.
+    pub persistence: super::PersistenceConf,
     /// `password_file`: the path of a `mosquitto_passwd` file; the
     /// runtime reads it.
     pub password_file: Option<String>,
@@ -1278,6 +1280,7 @@ impl Parser {
             listeners,
             log,
             redis,
+            persistence: super::PersistenceConf::default(),
             password_file: self.password_file,
             acl_file: self.acl_file,
             per_listener_settings: self.per_listener_settings,

@@ -54,6 +54,7 @@
 pub mod cli;
 pub mod file;
 mod keys;
+mod persistence;
 pub mod tls;
 
 pub use cli::{CliCommand, CliError, CliOptions, MAX_CLI_PORTS, parse_args};
@@ -62,4 +63,5 @@ pub use file::{
     ListenerConf, ListenerProtocol, ListenerSecurity, LogConf, LogDest, LogTypes, NoIncludes, RedisConf, Secret,
     SocketDomain, Warning, parse, parse_with,
 };
+pub use persistence::PersistenceConf;
 pub use tls::{CertUsername, Located, TlsConf, TlsVersion};
