@@ -22,7 +22,8 @@ use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::message::Message;
 use crate::peer::{Identity, ListenerId, Peer};
-use crate::persistence::StoredState;
+use crate::persistence::CopyState;
+use crate::persistence::journal::Journal;
 use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Password, Refusal};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
@@ -34,6 +35,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{Ack, ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};
 
 mod flow;
+mod persist;
 
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
@@ -79,6 +81,11 @@ pub struct Broker {
     matched: Vec<(SessionKey, Grant)>,
     counters: Counters,
     sys: SysTopics,
+    /// What changed durable state since the last batch; `None` without
+    /// persistence.
+    journal: Option<Journal>,
+    /// Connections with output waiting for the store.
+    waiting: Vec<ConnId>,
 }
 
 /// One network connection.
@@ -111,6 +118,10 @@ struct Connection {
     /// Made when its writer falls behind, it holds publishers or it is
     /// held; dropped when all is back to normal.
     congestion: Option<Box<Congestion>>,
+    /// Its output of this turn waits for the batch being gathered.
+    needs_store: bool,
+    /// Output waiting for store batches to be durable.
+    waiting: Option<Box<persist::Waiting>>,
 }
 
 /// What a connection's deadline is for.
@@ -336,6 +347,7 @@ impl Broker {
             max_queued: config.max_queued_messages,
             max_queued_bytes: config.max_queued_bytes,
         };
+        let journal = config.persistence.then(|| Journal::new(0));
         Self {
             limits,
             max_packet_size: config.max_packet_size(),
@@ -353,6 +365,8 @@ impl Broker {
             matched: Vec::new(),
             counters: Counters::default(),
             sys: SysTopics::default(),
+            journal,
+            waiting: Vec::new(),
         }
     }
 
@@ -438,6 +452,8 @@ impl Broker {
             armed: None,
             will: None,
             congestion: None,
+            needs_store: false,
+            waiting: None,
         };
         let deadline = now.instant + self.config.connect_timeout;
         self.deadlines.arm(id, deadline, &mut conn.armed);
@@ -454,19 +470,6 @@ impl Broker {
             Input::Writer { conn, progress } => self.handle_writer(now, conn, progress),
             Input::Stored { seq } => self.handle_stored(seq),
         }
-    }
-
-    /// Takes what a store held at start, before any connection: retained
-    /// messages, persistent sessions (offline, their subscriptions judged
-    /// again by the policy), and publishes once the wills of the clients
-    /// that were connected when the broker stopped without closing them
-    /// ([MQTT-3.1.2-8]). Copies whose `expired_at` has passed are dropped.
-    pub fn restore(&mut self, now: Now, state: StoredState) {
-        let _ = (now, state);
-    }
-
-    fn handle_stored(&mut self, seq: u64) {
-        let _ = seq;
     }
 
     /// Acts on every deadline up to `now` (CONNECT timeout, keepalive,
@@ -518,6 +521,9 @@ impl Broker {
             return Some(action);
         }
         self.flush_all();
+        if let Some(batch) = self.journal.as_mut().and_then(Journal::take_batch) {
+            self.actions.push_back(Action::Store { batch });
+        }
         self.actions.pop_front()
     }
 
@@ -609,7 +615,13 @@ impl Broker {
                 Ok(Some(packet)) => {
                     conn.last_packet = now.instant;
                     conn.busy |= matches!(packet, Packet::Publish(_));
+                    let promised = self.promises();
                     self.handle_packet(now, id, packet);
+                    // What answers a packet that changed durable state
+                    // waits until the change is on disk.
+                    if self.promises() > promised {
+                        self.hold_output(id);
+                    }
                 }
                 Err(DecodeError::Malformed(violation)) => {
                     if let Some(code) = violation.connack_code() {
@@ -646,8 +658,12 @@ impl Broker {
             Packet::PubRec(pid) => self.handle_ack(now, id, key, pid, Ack::PubRec),
             Packet::PubComp(pid) => self.handle_ack(now, id, key, pid, Ack::PubComp),
             Packet::PubRel(pid) => {
-                if let Some(message) = self.session_mut(key).and_then(|s| s.release(pid)) {
+                let released = self.session_mut(key).and_then(|s| s.release(pid));
+                if let Some(message) = released.clone().flatten() {
                     self.route(now, message, Some(id));
+                }
+                if let Some(message) = released {
+                    self.record_released(key, pid, message.as_ref());
                 }
                 // Also for an unknown id: the client may be retrying after
                 // the PUBCOMP was lost.
@@ -668,12 +684,20 @@ impl Broker {
     /// wrong kind, [MQTT-4.8.0-1].
     fn handle_ack(&mut self, now: Now, id: ConnId, key: SessionKey, pid: PacketId, ack: Ack) {
         let Some(session) = self.session_mut(key) else { return };
+        // The copy as the store knows it, before the ack moves it on.
+        let stored = session.inflight().find(|f| f.id == pid && f.out.seq != 0).map(|f| f.out.clone());
         match session.acknowledge(pid, ack) {
             Ok(AckOutcome::Completed) => {
+                if let Some(out) = stored {
+                    self.record_drop_copy(key, &out);
+                }
                 self.pump(now, key);
                 self.acknowledged(now, key, id);
             }
             Ok(AckOutcome::Release) => {
+                if let Some(out) = stored {
+                    self.record_copy(key, &out, CopyState::Released(pid), false);
+                }
                 self.write(id, &Packet::PubRel(pid));
                 self.acknowledged(now, key, id);
             }
@@ -782,8 +806,19 @@ impl Broker {
         if let Some(session) = self.sessions.get_mut(key) {
             session.clean = connect.clean_session;
             session.conn = Some(id);
+            session.offline_since = None;
             // A copy: a slice would keep the whole CONNECT packet alive.
             session.owner = (connect.username.as_deref().map(Arc::from), listener);
+        }
+        if !connect.clean_session {
+            // The CONNACK that creates or resumes a stored session waits
+            // for it to be on disk.
+            self.record_session(key);
+            self.hold_output(id);
+        }
+        let info = ClientInfo { client_id: &client_id, username: connect.username.as_deref(), listener };
+        if let Some(will) = connect.will.as_ref().filter(|w| self.policy.may_publish(info, &w.topic)) {
+            self.record_will(&client_id, Some(will));
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
         conn.state = ConnState::Active { session: key, protocol: connect.protocol };
@@ -868,13 +903,16 @@ impl Broker {
             }
         }
         for pid in expired {
-            let Some(message) = session.inflight().find(|f| f.id == pid).map(|f| f.out.message.clone()) else {
+            let Some(session) = self.sessions.get_mut(key) else { return };
+            let Some(out) = session.inflight().find(|f| f.id == pid).map(|f| f.out.clone()) else {
                 continue;
             };
             session.forget(pid);
-            log_expired(&message, now);
+            log_expired(&out.message, now);
             self.counters.messages_expired += 1;
-            self.actions.push_back(Action::DropExpired { client: session.client_id.clone(), message });
+            let client = session.client_id.clone();
+            self.actions.push_back(Action::DropExpired { client, message: out.message.clone() });
+            self.record_drop_copy(key, &out);
         }
         self.pump(now, key);
     }
@@ -911,7 +949,9 @@ impl Broker {
         if session.incoming_len() == self.limits.max_queued.max(self.limits.window) {
             warn!(conn = %id, "Client {} has many QoS 2 messages awaiting PUBREL.", session.client_id);
         }
-        session.receive_qos2(pid, message);
+        if session.receive_qos2(pid, message.clone()) {
+            self.record_incoming(key, pid, message.as_ref());
+        }
         self.write(id, &Packet::PubRec(pid));
     }
 
@@ -995,7 +1035,7 @@ impl Broker {
                 continue;
             }
             let qos = message.qos.min(grant.qos);
-            self.deliver(now, key, Outgoing { message: message.clone(), qos, retain: false }, source);
+            self.deliver(now, key, Outgoing::new(message.clone(), qos, false), source);
         }
         self.matched = matched;
     }
@@ -1014,16 +1054,18 @@ impl Broker {
         if message.payload.is_empty() || message.is_expired(now.unix) {
             // An empty payload deletes; an already expired message replaces
             // the old one and expires at once: either way nothing is kept.
-            self.retained.remove(&message.topic);
+            let before = self.retained.remove(&message.topic);
+            self.record_retained(&message.topic, None, before.as_ref());
         } else {
-            self.retained.insert(&message.topic, message.clone());
+            let before = self.retained.insert(&message.topic, message.clone());
+            self.record_retained(&message.topic, Some(message), before.as_ref());
         }
     }
 
     /// Sends `out` to the session now, queues it, or drops it (see
     /// [`congestion`](crate::congestion) for a connected subscriber that
     /// cannot keep up).
-    fn deliver(&mut self, now: Now, key: SessionKey, out: Outgoing, source: Source) {
+    fn deliver(&mut self, now: Now, key: SessionKey, mut out: Outgoing, source: Source) {
         let limits = self.limits;
         let Some(session) = self.sessions.get_mut(key) else { return };
         match session.conn {
@@ -1031,10 +1073,14 @@ impl Broker {
             Some(conn) if session.can_send_now(limits) => self.send_new(now, key, conn, out),
             None if out.qos == QoS::AtMostOnce && !self.config.queue_qos0_messages => {}
             conn => {
-                let Err(QueueFull(out)) = session.enqueue(out, limits) else { return };
-                match conn {
-                    Some(conn) => self.overflow(now, key, conn, out, source),
-                    None => self.drop_copy(key),
+                self.stamp(key, &mut out);
+                let Some(session) = self.sessions.get_mut(key) else { return };
+                match session.enqueue(out, limits) {
+                    Ok(()) => self.record_queued(key),
+                    Err(QueueFull(out)) => match conn {
+                        Some(conn) => self.overflow(now, key, conn, out, source),
+                        None => self.drop_copy(key),
+                    },
                 }
             }
         }
@@ -1086,7 +1132,8 @@ impl Broker {
             if out.message.is_expired(now.unix) {
                 log_expired(&out.message, now);
                 self.counters.messages_expired += 1;
-                self.actions.push_back(Action::DropExpired { client: session.client_id.clone(), message: out.message });
+                self.actions.push_back(Action::DropExpired { client: session.client_id.clone(), message: out.message.clone() });
+                self.record_drop_copy(key, &out);
                 return;
             }
         }
@@ -1095,16 +1142,30 @@ impl Broker {
         let packet_id = match qos {
             QoS::AtMostOnce => {
                 write_publish(conn, &mut self.dirty, id, &out, false, None);
+                self.record_drop_copy(key, &out);
                 None
             }
             _ => {
+                let mut out = out;
+                let fresh = self.stamp(key, &mut out);
+                let (Some(session), Some(conn)) = (self.sessions.get_mut(key), self.conns.get_mut(&id)) else {
+                    return;
+                };
                 let pid = session.start(out);
-                if let Some(flight) = session.inflight().last() {
-                    write_publish(conn, &mut self.dirty, id, &flight.out, false, Some(pid));
+                let Some(flight) = session.inflight().last() else { return };
+                write_publish(conn, &mut self.dirty, id, &flight.out, false, Some(pid));
+                if self.journal.is_some() && flight.out.seq != 0 {
+                    let out = flight.out.clone();
+                    self.record_copy(key, &out, CopyState::Sent(pid), fresh);
+                    // Its packet id must survive a crash before the client
+                    // sees it: a QoS 2 receiver takes a reused id for a
+                    // duplicate.
+                    self.hold_output(id);
                 }
                 Some(pid)
             }
         };
+        let Some(session) = self.sessions.get(key) else { return };
         self.counters.messages_sent += 1;
         self.actions.push_back(Action::Deliver {
             client: session.client_id.clone(),
@@ -1139,6 +1200,7 @@ impl Broker {
             if let Some(session) = self.sessions.get_mut(key) {
                 session.subscriptions.insert(filter.clone(), qos);
             }
+            self.record_subscription(key, &filter, Some(qos));
             return_codes.push(SubscribeReturnCode::Granted(qos));
             granted.push((filter, grant));
         }
@@ -1170,7 +1232,8 @@ impl Broker {
                 continue;
             }
             if message.is_expired(now.unix) {
-                self.retained.remove(&topic);
+                let before = self.retained.remove(&topic);
+                self.record_retained(&topic, None, before.as_ref());
                 log_expired(&message, now);
                 self.counters.messages_expired += 1;
                 if let Some(session) = self.sessions.get(key) {
@@ -1179,7 +1242,7 @@ impl Broker {
                 continue;
             }
             let qos = message.qos.min(grant.qos);
-            self.deliver(now, key, Outgoing { message, qos, retain: true }, Source::default());
+            self.deliver(now, key, Outgoing::new(message, qos, true), Source::default());
         }
     }
 
@@ -1190,6 +1253,7 @@ impl Broker {
             if let Some(session) = self.sessions.get_mut(key) {
                 session.subscriptions.remove(filter);
             }
+            self.record_subscription(key, filter, None);
         }
         self.write(id, &Packet::UnsubAck(unsubscribe.packet_id));
     }
@@ -1202,7 +1266,8 @@ impl Broker {
     /// [MQTT-3.14.4-3]) and discards a clean session ([MQTT-3.1.2-6]).
     fn close(&mut self, now: Now, id: ConnId, reason: CloseReason) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
-        if let Some(data) = conn.take_output() {
+        let waiting = Self::drop_waiting(&mut conn, id);
+        if let Some(data) = conn.take_output().filter(|_| !waiting) {
             self.actions.push_back(Action::Send { conn: id, data });
         }
         if let Some(mut congestion) = conn.congestion.take() {
@@ -1219,12 +1284,18 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else { return };
         log_close(session.client_id.as_str(), id, reason, quiet);
         session.conn = None;
+        session.offline_since = Some(persist::seconds(now));
         let client = session.client_id.clone();
         let username = session.owner.0.clone();
         let clean = session.clean;
         self.actions.push_back(Action::MarkOffline { client: client.clone(), conn: id });
         if clean {
             self.discard_session(key);
+        } else {
+            self.record_session(key);
+        }
+        if conn.will.is_some() {
+            self.record_will(&client, None);
         }
         let will = if reason == CloseReason::Disconnected { None } else { conn.will.take() };
         // A will is a PUBLISH by its client: the same write rules apply.
@@ -1241,6 +1312,7 @@ impl Broker {
             for filter in session.subscriptions.keys() {
                 self.subscriptions.unsubscribe(filter, key);
             }
+            self.record_discarded(&session);
         }
     }
 
@@ -1257,13 +1329,16 @@ impl Broker {
     }
 
     fn flush_all(&mut self) {
-        for id in self.dirty.drain(..) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.dirty = false;
             if let Some(data) = conn.take_output() {
-                self.actions.push_back(Action::Send { conn: id, data });
+                self.release_or_keep(id, data);
             }
         }
+        // Kept for its allocation.
+        self.dirty = dirty;
     }
 }
 

@@ -144,6 +144,18 @@ impl<V: Clone> RetainedStore<V> {
         }
     }
 
+    /// Every stored `(topic, value)`, `$` topics included, in no
+    /// particular order.
+    pub fn all(&self) -> Vec<(TopicName, V)> {
+        let mut out = Vec::with_capacity(self.len);
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            node.push_value(&mut out);
+            stack.extend(node.children.values());
+        }
+        out
+    }
+
     /// Number of retained messages.
     pub fn len(&self) -> usize {
         self.len

@@ -28,9 +28,17 @@ pub(crate) struct Outgoing {
     /// RETAIN flag of this copy (set only for retained messages sent on
     /// SUBSCRIBE, [MQTT-3.3.1-8], [MQTT-3.3.1-9]).
     pub(crate) retain: bool,
+    /// Its place among the copies a persistent session stored, from 1;
+    /// 0 until it is stored (see [`Session::stamp`]).
+    pub(crate) seq: u64,
 }
 
 impl Outgoing {
+    /// A copy of `message` not stored anywhere yet.
+    pub(crate) fn new(message: Arc<Message>, qos: QoS, retain: bool) -> Self {
+        Self { message, qos, retain, seq: 0 }
+    }
+
     fn payload_len(&self) -> usize {
         self.message.payload.len()
     }
@@ -111,6 +119,9 @@ pub(crate) struct Session {
     /// session: an offline session is judged by them when the policy
     /// changes.
     pub(crate) owner: (Option<Arc<str>>, ListenerId),
+    /// When its client went away, in Unix seconds, for
+    /// `persistent_client_expiration`; `None` while connected.
+    pub(crate) offline_since: Option<u64>,
     /// QoS 1/2 and queueing state, made on first use: a client that has
     /// only connected (or only uses QoS 0 while online) holds none.
     flow: Option<Box<Flow>>,
@@ -130,6 +141,8 @@ struct Flow {
     /// Copies are being dropped for it: the episode began with the
     /// first drop (logged) and ends when a copy is queued again.
     dropping: bool,
+    /// The sequence number the next stored copy gets.
+    next_seq: u64,
 }
 
 impl Default for Flow {
@@ -141,6 +154,7 @@ impl Default for Flow {
             incoming: BTreeMap::new(),
             next_id: PacketId::MIN,
             dropping: false,
+            next_seq: 1,
         }
     }
 }
@@ -159,6 +173,7 @@ impl Session {
             conn: None,
             subscriptions: BTreeMap::new(),
             owner: (None, ListenerId::default()),
+            offline_since: None,
             flow: None,
         }
     }
@@ -171,6 +186,49 @@ impl Session {
     /// queue (which keeps order: nothing overtakes a queued copy).
     pub(crate) fn can_send_now(&self, limits: Limits) -> bool {
         self.conn.is_some() && self.flow.as_ref().is_none_or(|f| f.queue.is_empty() && f.inflight.len() < limits.window)
+    }
+
+    /// Gives `out` its place among the stored copies, if it has none yet;
+    /// whether it was new to the store.
+    pub(crate) fn stamp(&mut self, out: &mut Outgoing) -> bool {
+        if out.seq != 0 {
+            return false;
+        }
+        let flow = self.flow();
+        out.seq = flow.next_seq;
+        flow.next_seq += 1;
+        true
+    }
+
+    /// Puts back a copy the store held, in the state it had: in flight
+    /// under its packet id, or queued. Copies come in their stored order.
+    pub(crate) fn restore_copy(&mut self, out: Outgoing, inflight: Option<(PacketId, Stage)>) {
+        let flow = self.flow();
+        flow.next_seq = flow.next_seq.max(out.seq + 1);
+        match inflight {
+            Some((id, stage)) => flow.inflight.push_back(Inflight { id, stage, out }),
+            None => self.enqueue_over(out),
+        }
+    }
+
+    /// The packet id the next outgoing message tries first.
+    pub(crate) fn next_packet_id(&self) -> PacketId {
+        self.flow.as_ref().map_or(PacketId::MIN, |f| f.next_id)
+    }
+
+    /// Sets the packet id the next outgoing message tries first.
+    pub(crate) fn set_next_packet_id(&mut self, id: PacketId) {
+        self.flow().next_id = id;
+    }
+
+    /// The queue behind the window, in order.
+    pub(crate) fn queued(&self) -> impl Iterator<Item = &Outgoing> {
+        self.flow.iter().flat_map(|f| f.queue.iter())
+    }
+
+    /// Incoming QoS 2 messages awaiting PUBREL, by packet id.
+    pub(crate) fn incoming(&self) -> impl Iterator<Item = (PacketId, Option<&Arc<Message>>)> {
+        self.flow.iter().flat_map(|f| f.incoming.iter().map(|(id, m)| (*id, m.as_ref())))
     }
 
     /// Puts `out` in flight under a fresh packet id and returns the id.
@@ -299,9 +357,10 @@ impl Session {
         self.flow.as_ref().map_or(0, |f| f.incoming.len())
     }
 
-    /// Takes the message released by PUBREL `id`, if one is held.
-    pub(crate) fn release(&mut self, id: PacketId) -> Option<Arc<Message>> {
-        self.flow.as_mut()?.incoming.remove(&id).flatten()
+    /// Takes the entry released by PUBREL `id`, if there is one: the
+    /// message, or `None` for one that was dropped.
+    pub(crate) fn release(&mut self, id: PacketId) -> Option<Option<Arc<Message>>> {
+        self.flow.as_mut()?.incoming.remove(&id)
     }
 }
 
@@ -397,7 +456,7 @@ mod tests {
     fn out(qos: QoS) -> Outgoing {
         let topic = TopicName::new("t").expect("valid topic");
         let message = Arc::new(Message::new(topic, Bytes::from_static(b"x"), qos, false));
-        Outgoing { message, qos, retain: false }
+        Outgoing::new(message, qos, false)
     }
 
     const LIMITS: Limits = Limits { window: 2, max_queued: 2, max_queued_bytes: 0 };
@@ -514,7 +573,7 @@ mod tests {
         let id = PacketId::new(7).expect("non-zero");
         assert!(s.receive_qos2(id, None));
         assert!(!s.receive_qos2(id, None));
-        assert_eq!(s.release(id), None);
+        assert_eq!(s.release(id), Some(None));
         assert!(s.receive_qos2(id, None));
     }
 

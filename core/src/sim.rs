@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::congestion::{WriterGauge, WriterProgress};
 use crate::error::CloseReason;
 use crate::peer::Peer;
+use crate::persistence::{StoreBatch, StoredState};
 use crate::policy::{Password, Refusal};
 use crate::time::{Instant, Now, UnixTime};
 use crate::topic::{TopicFilter, TopicName};
@@ -198,6 +199,19 @@ pub struct Simulation {
     transcript: Option<String>,
     authenticator: Option<Authenticator>,
     auth_answers: VecDeque<(ConnId, Result<(), Refusal>)>,
+    disk: Disk,
+}
+
+/// The simulated store: what is durable, and the batches handed over
+/// but not committed yet.
+#[derive(Debug, Default)]
+struct Disk {
+    durable: StoredState,
+    pending: VecDeque<StoreBatch>,
+    /// Batches are left pending until [`Simulation::commit`].
+    manual: bool,
+    /// Every batch taken, in order, for tests that replay them.
+    history: Vec<StoreBatch>,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -224,7 +238,73 @@ impl Simulation {
             transcript: None,
             authenticator: None,
             auth_answers: VecDeque::new(),
+            disk: Disk::default(),
         }
+    }
+
+    /// With `manual`, store batches wait for [`commit`](Self::commit)
+    /// instead of being committed as soon as they come (with
+    /// [`Config::persistence`](crate::Config) on).
+    pub fn manual_commits(&mut self, manual: bool) {
+        self.disk.manual = manual;
+    }
+
+    /// Commits every batch handed over so far and tells the broker.
+    pub fn commit(&mut self) {
+        if let Some(seq) = self.commit_pending() {
+            self.note(format_args!("store: durable up to batch {seq}"));
+            self.broker.handle_input(self.now, Input::Stored { seq });
+            self.drain();
+        }
+    }
+
+    /// Applies the pending batches to the disk; the last one's number.
+    fn commit_pending(&mut self) -> Option<u64> {
+        let seq = self.disk.pending.back()?.seq;
+        while let Some(batch) = self.disk.pending.pop_front() {
+            self.disk.durable.apply_batch(&batch);
+        }
+        Some(seq)
+    }
+
+    /// What the simulated store holds on disk.
+    pub fn stored(&self) -> &StoredState {
+        &self.disk.durable
+    }
+
+    /// Every store batch the broker emitted, in order.
+    pub fn store_history(&self) -> &[StoreBatch] {
+        &self.disk.history
+    }
+
+    /// The broker process dies: batches not committed are lost, every
+    /// connection is gone, and a new broker with the same configuration
+    /// starts on what the store holds. Client ends are forgotten.
+    pub fn crash_and_restart(&mut self) {
+        self.note(format_args!("broker crashes"));
+        self.disk.pending.clear();
+        self.start_again();
+    }
+
+    /// The broker stops as on SIGTERM (every connection closed, every
+    /// batch committed) and starts again on what the store holds.
+    pub fn restart(&mut self) {
+        self.shutdown();
+        self.commit();
+        self.note(format_args!("broker restarts"));
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
+        let config = self.broker.config().clone();
+        self.broker = Broker::new(config);
+        self.clients.clear();
+        self.presence.clear();
+        self.replies.clear();
+        self.auth_answers.clear();
+        let state = self.disk.durable.clone();
+        self.broker.restore(self.now, state);
+        self.drain();
     }
 
     /// Answers the broker's [`Action::Authenticate`] with `check`, at once.
@@ -500,6 +580,11 @@ impl Simulation {
             while let Some(action) = self.broker.poll_action() {
                 self.apply(action);
             }
+            let committed = if self.disk.manual { None } else { self.commit_pending() };
+            if let Some(seq) = committed {
+                self.broker.handle_input(self.now, Input::Stored { seq });
+                continue;
+            }
             if let Some((conn, result)) = self.auth_answers.pop_front() {
                 self.note(format_args!("credentials checked: {}", if result.is_ok() { "accepted" } else { "refused" }));
                 self.broker.handle_input(self.now, Input::Authenticated { conn, result });
@@ -580,7 +665,11 @@ impl Simulation {
                 };
                 self.auth_answers.push_back((conn, result));
             }
-            Action::Store { .. } => {}
+            Action::Store { batch } => {
+                self.note(format_args!("store: batch {} ({} changes)", batch.seq, batch.ops.len()));
+                self.disk.history.push(batch.clone());
+                self.disk.pending.push_back(batch);
+            }
             Action::DropExpired { client, message } => {
                 self.stats.expired += 1;
                 self.note(format_args!("expired: {} for {client}", message.topic.as_str()));

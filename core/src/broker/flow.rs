@@ -53,6 +53,7 @@ impl Broker {
     fn queue_over(&mut self, key: SessionKey, out: Outgoing) {
         if let Some(session) = self.sessions.get_mut(key) {
             session.enqueue_over(out);
+            self.record_queued(key);
         }
     }
 

@@ -55,7 +55,8 @@ pub struct StoredSession {
     pub username: Option<Arc<str>>,
     /// When its client went away, in Unix seconds; `None` while connected.
     pub offline_since: Option<u64>,
-    /// The packet id its next outgoing message tries first.
+    /// The packet id its next outgoing message tries first; `None` for
+    /// the first, 1.
     pub next_packet_id: Option<PacketId>,
     /// Subscriptions and their granted QoS.
     pub subscriptions: BTreeMap<TopicFilter, QoS>,
@@ -125,8 +126,8 @@ pub enum StoreOp {
         /// The filter.
         filter: TopicFilter,
     },
-    /// Add or replace a copy. A copy sent under a packet id also moves the
-    /// session's next packet id past it.
+    /// Add or replace a copy. A copy just sent ([`CopyState::Sent`]) also
+    /// moves the session's next packet id past its own.
     Copy {
         /// The client.
         client: ClientId,
@@ -277,8 +278,10 @@ impl StoredState {
             }
             StoreOp::Copy { client, seq, copy } => {
                 if let Some(session) = self.sessions.get_mut(client) {
-                    if let Some(id) = copy.state.packet_id() {
-                        session.next_packet_id = Some(id.next());
+                    // A copy is sent under the session's next id, or the
+                    // first free one after it: the id after it is next.
+                    if let CopyState::Sent(id) = copy.state {
+                        session.next_packet_id = Some(id.next()).filter(|next| *next != PacketId::MIN);
                     }
                     session.copies.insert(*seq, *copy);
                 }
@@ -317,9 +320,10 @@ impl StoredState {
     /// incoming message, each once per reference.
     pub fn references(&self) -> impl Iterator<Item = MessageId> + '_ {
         let retained = self.retained.values().copied();
-        let sessions = self.sessions.values().flat_map(|s| {
-            s.copies.values().map(|c| c.message).chain(s.incoming.values().filter_map(|m| *m))
-        });
+        let sessions = self
+            .sessions
+            .values()
+            .flat_map(|s| s.copies.values().map(|c| c.message).chain(s.incoming.values().filter_map(|m| *m)));
         retained.chain(sessions).chain(self.unreleased.values().copied())
     }
 }

@@ -21,6 +21,6 @@
 //! [`Broker::restore`](crate::Broker::restore).
 
 mod image;
-
+pub(crate) mod journal;
 
 pub use image::{CopyState, MessageId, StoreBatch, StoreOp, StoredCopy, StoredSession, StoredState};

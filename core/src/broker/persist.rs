@@ -1,0 +1,462 @@
+//! The broker's side of persistence (see [`persistence`](crate::persistence)):
+//! it records what changes durable state, holds the packets that promise
+//! it until the store says it is on disk, and takes back what a store
+//! held at start.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tracing::{info, trace};
+
+use super::{Broker, ConnState, Connection};
+use crate::action::Action;
+use crate::codec::LastWill;
+use crate::message::Message;
+use crate::peer::ListenerId;
+use crate::persistence::journal::Journal;
+use crate::persistence::{CopyState, MessageId, StoreOp, StoredCopy, StoredSession, StoredState};
+use crate::policy::{ClientInfo, FilterAccess};
+use crate::session::{Grant, Outgoing, Session, SessionKey, Stage};
+use crate::time::Now;
+use crate::topic::{TopicFilter, TopicName};
+use crate::types::{ClientId, ConnId, PacketId, QoS};
+
+/// Output of a connection waiting for store batches, in order: each part
+/// goes once the batch it names is durable.
+pub(super) type Waiting = VecDeque<(u64, Bytes)>;
+
+/// Retained messages under `$SYS` are the broker's own figures, published
+/// afresh after a restart: never stored, as in Mosquitto.
+fn is_stored_topic(topic: &TopicName) -> bool {
+    !topic.as_str().starts_with("$SYS")
+}
+
+pub(super) fn seconds(now: Now) -> u64 {
+    // Whole seconds since the epoch; a clock before 1970 counts as 0.
+    let secs = now.unix.as_secs_f64();
+    if secs > 0.0 { secs as u64 } else { 0 }
+}
+
+impl Broker {
+    /// The client id of session `key` if the store keeps it (persistence
+    /// is on and the session outlives its connection).
+    fn stored_client(&self, key: SessionKey) -> Option<ClientId> {
+        self.journal.as_ref()?;
+        self.sessions.get(key).filter(|s| !s.clean).map(|s| s.client_id.clone())
+    }
+
+    /// How many promising changes were recorded so far this turn.
+    pub(super) fn promises(&self) -> usize {
+        self.journal.as_ref().map_or(0, Journal::promises)
+    }
+
+    /// `id`'s output from now on waits for the batch being gathered.
+    pub(super) fn hold_output(&mut self, id: ConnId) {
+        if self.journal.is_some() {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.needs_store = true;
+            }
+        }
+    }
+
+    /// Gives `out`, bound for session `key`, its place among the stored
+    /// copies if the store keeps the session; whether it is new there.
+    pub(super) fn stamp(&mut self, key: SessionKey, out: &mut Outgoing) -> bool {
+        if self.stored_client(key).is_none() {
+            return false;
+        }
+        self.sessions.get_mut(key).is_some_and(|s| s.stamp(out))
+    }
+
+    /// Records copy `out` of session `key` in `state`; `fresh` if the store
+    /// does not hold it yet.
+    pub(super) fn record_copy(&mut self, key: SessionKey, out: &Outgoing, state: CopyState, fresh: bool) {
+        let Some(client) = self.stored_client(key) else { return };
+        let Some(journal) = self.journal.as_mut() else { return };
+        let message = match (fresh, journal.stored_id(&out.message)) {
+            (false, Some(id)) => id,
+            _ => journal.refer(&out.message),
+        };
+        let copy = StoredCopy { message, qos: out.qos, retain: out.retain, state };
+        journal.push(StoreOp::Copy { client, seq: out.seq, copy });
+    }
+
+    /// Records the copy just queued for session `key`, new to the store.
+    pub(super) fn record_queued(&mut self, key: SessionKey) {
+        if self.stored_client(key).is_none() {
+            return;
+        }
+        let Some(out) = self.sessions.get(key).and_then(|s| s.queued().last()).filter(|o| o.seq != 0).cloned() else {
+            return;
+        };
+        self.record_copy(key, &out, CopyState::Queued, true);
+    }
+
+    /// Copy `out` of session `key` is done with (completed, expired, sent
+    /// at QoS 0).
+    pub(super) fn record_drop_copy(&mut self, key: SessionKey, out: &Outgoing) {
+        if out.seq == 0 {
+            return;
+        }
+        let Some(client) = self.stored_client(key) else { return };
+        let Some(journal) = self.journal.as_mut() else { return };
+        journal.push(StoreOp::DropCopy { client, seq: out.seq });
+        journal.release(&out.message);
+    }
+
+    /// Records session `key`'s own fields.
+    pub(super) fn record_session(&mut self, key: SessionKey) {
+        let Some(client) = self.stored_client(key) else { return };
+        let Some(session) = self.sessions.get(key) else { return };
+        let (username, offline_since) = (session.owner.0.clone(), session.offline_since);
+        if let Some(journal) = self.journal.as_mut() {
+            journal.push(StoreOp::Session { client, username, offline_since });
+        }
+    }
+
+    /// Session `session`, just discarded, leaves the store with all it
+    /// held; a clean one takes its stored incoming messages with it.
+    pub(super) fn record_discarded(&mut self, session: &Session) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        let client = &session.client_id;
+        if session.clean {
+            for (packet_id, message) in session.incoming() {
+                if let Some(message) = message.filter(|m| journal.stored_id(m).is_some()) {
+                    journal.push(StoreOp::DropIncoming { client: client.clone(), packet_id });
+                    journal.release(message);
+                }
+            }
+            return;
+        }
+        journal.push(StoreOp::DropSession { client: client.clone() });
+        let copies = session.inflight().map(|f| &f.out).chain(session.queued()).filter(|out| out.seq != 0);
+        for out in copies {
+            journal.release(&out.message);
+        }
+        for message in session.incoming().filter_map(|(_, m)| m) {
+            journal.release(message);
+        }
+    }
+
+    /// Records a subscription of session `key` (`None`: removed).
+    pub(super) fn record_subscription(&mut self, key: SessionKey, filter: &TopicFilter, qos: Option<QoS>) {
+        let Some(client) = self.stored_client(key) else { return };
+        let Some(journal) = self.journal.as_mut() else { return };
+        let filter = filter.clone();
+        journal.push(match qos {
+            Some(qos) => StoreOp::Subscribe { client, filter, qos },
+            None => StoreOp::Unsubscribe { client, filter },
+        });
+    }
+
+    /// Records the retained message of `topic`: `now` replaced
+    /// `before` (either may be absent).
+    pub(super) fn record_retained(
+        &mut self,
+        topic: &TopicName,
+        now: Option<&Arc<Message>>,
+        before: Option<&Arc<Message>>,
+    ) {
+        let Some(journal) = self.journal.as_mut().filter(|_| is_stored_topic(topic)) else { return };
+        match now {
+            Some(message) => {
+                let message = journal.refer(message);
+                journal.push(StoreOp::Retain { topic: topic.clone(), message });
+            }
+            None if before.is_some() => journal.push(StoreOp::DropRetained { topic: topic.clone() }),
+            None => {}
+        }
+        if let Some(before) = before {
+            journal.release(before);
+        }
+    }
+
+    /// Records an incoming QoS 2 message of session `key` awaiting PUBREL:
+    /// always for a stored session; for a clean one only if the message
+    /// is bound for the store (retained, or for a stored session), where
+    /// it is routed once at restart should the broker stop first.
+    pub(super) fn record_incoming(&mut self, key: SessionKey, packet_id: PacketId, message: Option<&Arc<Message>>) {
+        if self.journal.is_none() {
+            return;
+        }
+        let Some(session) = self.sessions.get(key) else { return };
+        let client = session.client_id.clone();
+        if session.clean && !message.is_some_and(|m| self.reaches_store(m)) {
+            return;
+        }
+        let Some(journal) = self.journal.as_mut() else { return };
+        let message = message.map(|m| journal.refer(m));
+        journal.push(StoreOp::Incoming { client, packet_id, message });
+    }
+
+    /// PUBREL for an incoming message of session `key`: it leaves the
+    /// store (after it was routed, so that its body stays if copies hold
+    /// it).
+    pub(super) fn record_released(&mut self, key: SessionKey, packet_id: PacketId, message: Option<&Arc<Message>>) {
+        let Some(session) = self.sessions.get(key) else { return };
+        let (client, clean) = (session.client_id.clone(), session.clean);
+        let Some(journal) = self.journal.as_mut() else { return };
+        let stored = message.is_some_and(|m| journal.stored_id(m).is_some());
+        if clean && !stored {
+            return;
+        }
+        journal.push(StoreOp::DropIncoming { client, packet_id });
+        if let Some(message) = message.filter(|_| stored) {
+            journal.release(message);
+        }
+    }
+
+    /// Whether routing `message` would store it: it is retained, or a
+    /// stored session subscribes to its topic.
+    fn reaches_store(&mut self, message: &Arc<Message>) -> bool {
+        if message.retain && is_stored_topic(&message.topic) {
+            return true;
+        }
+        let mut matched = std::mem::take(&mut self.matched);
+        matched.clear();
+        self.subscriptions.matches(&message.topic, &mut matched);
+        let reaches = matched.iter().any(|(key, _)| self.sessions.get(*key).is_some_and(|s| !s.clean));
+        self.matched = matched;
+        reaches
+    }
+
+    /// Records the will of `client`'s connection (`None`: it ended).
+    pub(super) fn record_will(&mut self, client: &ClientId, will: Option<&LastWill>) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        let client = client.clone();
+        journal.push(match will {
+            Some(will) => StoreOp::Will { client, will: will.clone() },
+            None => StoreOp::DropWill { client },
+        });
+    }
+
+    /// Hands `data`, `id`'s output of this turn, to the runtime now or
+    /// keeps it until the batches it waits for are durable.
+    pub(super) fn release_or_keep(&mut self, id: ConnId, data: Bytes) {
+        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let needs = std::mem::take(&mut conn.needs_store);
+        let journal = self.journal.as_ref();
+        let behind = conn.waiting.as_ref().and_then(|w| w.back()).map(|(seq, _)| *seq);
+        let pending = journal.filter(|_| needs).map(Journal::pending_batch);
+        let wait_for = behind.max(pending).filter(|&seq| journal.is_some_and(|j| !j.is_durable(seq)));
+        match wait_for {
+            Some(seq) => {
+                let waiting = conn.waiting.get_or_insert_default();
+                if waiting.is_empty() {
+                    self.waiting.push(id);
+                }
+                waiting.push_back((seq, data));
+            }
+            None => self.actions.push_back(Action::Send { conn: id, data }),
+        }
+    }
+
+    /// Every batch up to `seq` is durable: the output waiting for them
+    /// goes out.
+    pub(super) fn handle_stored(&mut self, seq: u64) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        journal.stored(seq);
+        let journal = &*journal;
+        let (conns, actions) = (&mut self.conns, &mut self.actions);
+        self.waiting.retain(|id| {
+            let Some(conn) = conns.get_mut(id) else { return false };
+            let Some(waiting) = conn.waiting.as_mut() else { return false };
+            let mut ready = BytesMut::new();
+            while waiting.front().is_some_and(|(seq, _)| journal.is_durable(*seq)) {
+                if let Some((_, data)) = waiting.pop_front() {
+                    ready.extend_from_slice(&data);
+                }
+            }
+            if !ready.is_empty() {
+                actions.push_back(Action::Send { conn: *id, data: ready.freeze() });
+            }
+            let still = !waiting.is_empty();
+            if !still {
+                conn.waiting = None;
+            }
+            still
+        });
+    }
+
+    /// Takes what a store held at start, before any connection: retained
+    /// messages, persistent sessions (offline, their subscriptions judged
+    /// again by the policy), then routes once the incoming QoS 2 messages
+    /// of clean sessions that were bound for the store, and publishes the
+    /// wills of the clients that were connected when the broker stopped
+    /// without closing them ([MQTT-3.1.2-8]). Expired copies are dropped
+    /// when they are due to be sent, as any other.
+    pub fn restore(&mut self, now: Now, state: StoredState) {
+        let StoredState { messages, retained, sessions, unreleased, wills, .. } = &state;
+        if let Some(journal) = self.journal.as_mut() {
+            journal.resume_after(&state);
+        }
+        let mut refs: HashMap<MessageId, u32> = HashMap::new();
+        let mut dangling = Vec::new();
+        for (topic, id) in retained {
+            match messages.get(id) {
+                Some(message) => {
+                    self.retained.insert(topic, message.clone());
+                    *refs.entry(*id).or_default() += 1;
+                }
+                None => dangling.push(StoreOp::DropRetained { topic: topic.clone() }),
+            }
+        }
+        for (client, stored) in sessions {
+            self.restore_session(now, client, stored, messages, &mut refs, &mut dangling);
+        }
+        for ((_, _), id) in unreleased {
+            *refs.entry(*id).or_default() += 1;
+        }
+        if let Some(journal) = self.journal.as_mut() {
+            for (id, message) in messages {
+                match refs.get(id) {
+                    Some(&n) => journal.adopt(*id, message, n),
+                    None => journal.push(StoreOp::DropMessage { id: *id }),
+                }
+            }
+            for op in dangling {
+                journal.push(op);
+            }
+        }
+        for ((client, packet_id), id) in unreleased {
+            let Some(message) = messages.get(id) else { continue };
+            info!("Routing the QoS 2 message {packet_id} from {client} held when the broker stopped.");
+            self.route(now, message.clone(), None);
+            if let Some(journal) = self.journal.as_mut() {
+                journal.push(StoreOp::DropIncoming { client: client.clone(), packet_id: *packet_id });
+                journal.release(message);
+            }
+        }
+        for (client, will) in wills {
+            info!("Publishing the will of {client}, connected when the broker stopped.");
+            self.record_will(client, None);
+            self.route(now, Arc::new(Message::from_will(will.clone(), self.config.message_expiry)), None);
+        }
+        info!("Restored {} retained messages and {} persistent sessions.", self.retained.len(), self.sessions.len());
+    }
+
+    fn restore_session(
+        &mut self,
+        now: Now,
+        client: &ClientId,
+        stored: &StoredSession,
+        messages: &BTreeMap<MessageId, Arc<Message>>,
+        refs: &mut HashMap<MessageId, u32>,
+        dangling: &mut Vec<StoreOp>,
+    ) {
+        if self.sessions.find(client).is_some() {
+            return;
+        }
+        let mut session = Session::new(client.clone(), false);
+        session.owner = (stored.username.clone(), ListenerId::default());
+        session.offline_since = Some(stored.offline_since.unwrap_or_else(|| seconds(now)));
+        let key = self.sessions.insert(session);
+        for (filter, qos) in &stored.subscriptions {
+            let info =
+                ClientInfo { client_id: client, username: stored.username.as_deref(), listener: ListenerId::default() };
+            let checked = self.policy.filter_access(info, filter) != FilterAccess::Whole;
+            self.subscriptions.subscribe(filter, key, Grant { qos: *qos, checked });
+        }
+        let Some(session) = self.sessions.get_mut(key) else { return };
+        session.subscriptions = stored.subscriptions.clone();
+        for (seq, copy) in &stored.copies {
+            let Some(message) = messages.get(&copy.message) else {
+                dangling.push(StoreOp::DropCopy { client: client.clone(), seq: *seq });
+                continue;
+            };
+            *refs.entry(copy.message).or_default() += 1;
+            let out = Outgoing { message: message.clone(), qos: copy.qos, retain: copy.retain, seq: *seq };
+            let inflight = match copy.state {
+                CopyState::Queued => None,
+                CopyState::Sent(id) if copy.qos == QoS::ExactlyOnce => Some((id, Stage::Unreceived)),
+                CopyState::Sent(id) => Some((id, Stage::Unacknowledged)),
+                CopyState::Released(id) => Some((id, Stage::Released)),
+            };
+            session.restore_copy(out, inflight);
+        }
+        for (packet_id, id) in &stored.incoming {
+            let message = id.and_then(|id| messages.get(&id));
+            if let (Some(id), Some(_)) = (id, message) {
+                *refs.entry(*id).or_default() += 1;
+            }
+            session.receive_qos2(*packet_id, message.cloned());
+        }
+        if let Some(next) = stored.next_packet_id {
+            session.set_next_packet_id(next);
+        }
+    }
+
+    /// What the store should hold now: every batch taken so far applied
+    /// to what was restored gives this (`last_batch` aside). For tests and
+    /// simulations.
+    pub fn stored_image(&self) -> StoredState {
+        let mut image = StoredState::default();
+        let Some(journal) = self.journal.as_ref() else { return image };
+        let keep = |message: &Arc<Message>, image: &mut StoredState| {
+            let id = journal.stored_id(message)?;
+            image.messages.insert(id, message.clone());
+            Some(id)
+        };
+        for (topic, message) in self.retained.all() {
+            if let Some(id) = keep(&message, &mut image) {
+                image.retained.insert(topic, id);
+            }
+        }
+        for key in self.sessions.keys() {
+            let Some(session) = self.sessions.get(key) else { continue };
+            if session.clean {
+                for (packet_id, message) in session.incoming() {
+                    if let Some(id) = message.and_then(|m| keep(m, &mut image)) {
+                        image.unreleased.insert((session.client_id.clone(), packet_id), id);
+                    }
+                }
+                continue;
+            }
+            let mut stored = StoredSession {
+                username: session.owner.0.clone(),
+                offline_since: session.offline_since,
+                next_packet_id: Some(session.next_packet_id()).filter(|id| *id != PacketId::MIN),
+                subscriptions: session.subscriptions.clone(),
+                ..StoredSession::default()
+            };
+            for flight in session.inflight() {
+                let state = match flight.stage {
+                    Stage::Unacknowledged | Stage::Unreceived => CopyState::Sent(flight.id),
+                    Stage::Released => CopyState::Released(flight.id),
+                };
+                if let Some(message) = keep(&flight.out.message, &mut image) {
+                    let out = &flight.out;
+                    stored.copies.insert(out.seq, StoredCopy { message, qos: out.qos, retain: out.retain, state });
+                }
+            }
+            for out in session.queued().filter(|out| out.seq != 0) {
+                if let Some(message) = keep(&out.message, &mut image) {
+                    let copy = StoredCopy { message, qos: out.qos, retain: out.retain, state: CopyState::Queued };
+                    stored.copies.insert(out.seq, copy);
+                }
+            }
+            for (packet_id, message) in session.incoming() {
+                stored.incoming.insert(packet_id, message.and_then(|m| keep(m, &mut image)));
+            }
+            image.sessions.insert(session.client_id.clone(), stored);
+        }
+        for conn in self.conns.values() {
+            let (ConnState::Active { session, .. }, Some(will)) = (&conn.state, &conn.will) else { continue };
+            if let Some(session) = self.sessions.get(*session) {
+                image.wills.insert(session.client_id.clone(), (**will).clone());
+            }
+        }
+        image
+    }
+
+    /// A connection's output that was waiting for the store is dropped
+    /// with it: nothing it promised was sent.
+    pub(super) fn drop_waiting(conn: &mut Connection, id: ConnId) -> bool {
+        let waiting = conn.waiting.take().is_some_and(|w| !w.is_empty()) || conn.needs_store;
+        if waiting {
+            trace!(conn = %id, "output waiting for the store dropped with the connection");
+        }
+        waiting
+    }
+}

@@ -1,0 +1,210 @@
+//! The broker's record of what it changed since the last batch, and of
+//! which message bodies the store holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{MessageId, StoreBatch, StoreOp, StoredState};
+use crate::message::Message;
+
+/// A message body the store holds, and how many stored entries refer to it.
+#[derive(Debug)]
+struct Held {
+    id: MessageId,
+    refs: u32,
+    /// Keeps the body alive, so that its address stays its own.
+    _message: Arc<Message>,
+}
+
+/// Changes gathered for the next [`StoreBatch`], and the numbering of
+/// batches and message bodies.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    ops: Vec<StoreOp>,
+    /// How many of `ops` promise something to a client (see
+    /// [`Journal::promises`]).
+    promising: usize,
+    /// The number the open batch will carry.
+    next_batch: u64,
+    /// Every batch up to this one is durable.
+    durable: u64,
+    /// Stored bodies by the address of their shared message: one body per
+    /// message however many sessions hold a copy.
+    messages: HashMap<usize, Held>,
+    next_message: u64,
+}
+
+fn address(message: &Arc<Message>) -> usize {
+    Arc::as_ptr(message) as usize
+}
+
+impl Journal {
+    /// A journal continuing after what `state` holds; the bodies of
+    /// `state` are known under the messages the broker restored for them.
+    pub(crate) fn new(last_batch: u64) -> Self {
+        Self {
+            ops: Vec::new(),
+            promising: 0,
+            next_batch: last_batch + 1,
+            durable: last_batch,
+            messages: HashMap::new(),
+            next_message: 1,
+        }
+    }
+
+    /// Continues numbering after `state`'s batches and bodies.
+    pub(crate) fn resume_after(&mut self, state: &StoredState) {
+        self.next_batch = self.next_batch.max(state.last_batch + 1);
+        self.durable = self.durable.max(state.last_batch);
+        let last = state.messages.keys().next_back().map_or(0, |id| id.0);
+        self.next_message = self.next_message.max(last + 1);
+    }
+
+    /// Adopts a restored body stored under `id`, referred to `refs` times.
+    pub(crate) fn adopt(&mut self, id: MessageId, message: &Arc<Message>, refs: u32) {
+        self.messages.insert(address(message), Held { id, refs, _message: message.clone() });
+    }
+
+    /// Records a change.
+    pub(crate) fn push(&mut self, op: StoreOp) {
+        if promises(&op) {
+            self.promising += 1;
+        }
+        self.ops.push(op);
+    }
+
+    /// How many changes made so far promise something to a client: what
+    /// creates or changes state (a retained message, a session, a
+    /// subscription, a copy, an incoming message). Removals and wills
+    /// promise nothing: losing them in a crash loses no acknowledged
+    /// message.
+    pub(crate) fn promises(&self) -> usize {
+        self.promising
+    }
+
+    /// One more stored entry refers to `message`: its key, its body
+    /// recorded first if the store does not hold it yet.
+    pub(crate) fn refer(&mut self, message: &Arc<Message>) -> MessageId {
+        if let Some(held) = self.messages.get_mut(&address(message)) {
+            held.refs += 1;
+            return held.id;
+        }
+        let id = MessageId(self.next_message);
+        self.next_message += 1;
+        self.messages.insert(address(message), Held { id, refs: 1, _message: message.clone() });
+        self.ops.push(StoreOp::Message { id, message: message.clone() });
+        id
+    }
+
+    /// The key `message` is stored under, if it is.
+    pub(crate) fn stored_id(&self, message: &Arc<Message>) -> Option<MessageId> {
+        self.messages.get(&address(message)).map(|held| held.id)
+    }
+
+    /// A stored entry referring to `message` is gone: the body goes with
+    /// the last one.
+    pub(crate) fn release(&mut self, message: &Arc<Message>) {
+        let key = address(message);
+        let Some(held) = self.messages.get_mut(&key) else { return };
+        held.refs = held.refs.saturating_sub(1);
+        if held.refs == 0 {
+            let id = held.id;
+            self.messages.remove(&key);
+            self.ops.push(StoreOp::DropMessage { id });
+        }
+    }
+
+    /// The number the open batch will carry if it is taken now, or that of
+    /// the last one taken if nothing was recorded since: output that
+    /// waits for it waits for no more than it must.
+    pub(crate) fn pending_batch(&self) -> u64 {
+        if self.ops.is_empty() { self.next_batch - 1 } else { self.next_batch }
+    }
+
+    /// Whether batch `seq` is durable.
+    pub(crate) fn is_durable(&self, seq: u64) -> bool {
+        seq <= self.durable
+    }
+
+    /// The changes gathered, as the next batch, if there are any.
+    pub(crate) fn take_batch(&mut self) -> Option<StoreBatch> {
+        if self.ops.is_empty() {
+            return None;
+        }
+        let seq = self.next_batch;
+        self.next_batch += 1;
+        self.promising = 0;
+        Some(StoreBatch { seq, ops: std::mem::take(&mut self.ops) })
+    }
+
+    /// The runtime reports batches up to `seq` durable.
+    pub(crate) fn stored(&mut self, seq: u64) {
+        self.durable = self.durable.max(seq.min(self.next_batch - 1));
+    }
+
+    /// Bodies held, for tests.
+    #[cfg(test)]
+    pub(crate) fn bodies(&self) -> usize {
+        self.messages.len()
+    }
+}
+
+fn promises(op: &StoreOp) -> bool {
+    !matches!(
+        op,
+        StoreOp::DropMessage { .. }
+            | StoreOp::DropCopy { .. }
+            | StoreOp::DropIncoming { .. }
+            | StoreOp::Will { .. }
+            | StoreOp::DropWill { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::TopicName;
+    use crate::types::QoS;
+    use bytes::Bytes;
+
+    fn message() -> Arc<Message> {
+        let topic = TopicName::new("t").expect("valid topic");
+        Arc::new(Message::new(topic, Bytes::from_static(b"x"), QoS::AtLeastOnce, false))
+    }
+
+    #[test]
+    fn a_body_is_recorded_once_and_dropped_with_its_last_reference() {
+        let mut journal = Journal::new(0);
+        let (a, b) = (message(), message());
+        let id = journal.refer(&a);
+        assert_eq!(journal.refer(&a), id);
+        assert_ne!(journal.refer(&b), id);
+        journal.release(&a);
+        assert_eq!(journal.bodies(), 2);
+        journal.release(&a);
+        let batch = journal.take_batch().expect("changes");
+        assert_eq!(batch.seq, 1);
+        let kinds: Vec<_> = batch.ops.iter().map(std::mem::discriminant).collect();
+        let expected = [
+            StoreOp::Message { id, message: a.clone() },
+            StoreOp::Message { id, message: b.clone() },
+            StoreOp::DropMessage { id },
+        ];
+        assert_eq!(kinds, expected.iter().map(std::mem::discriminant).collect::<Vec<_>>());
+        assert_eq!(journal.bodies(), 1);
+        assert!(journal.take_batch().is_none());
+    }
+
+    #[test]
+    fn batches_count_up_and_durability_follows_the_reports() {
+        let mut journal = Journal::new(4);
+        assert_eq!(journal.pending_batch(), 4);
+        journal.refer(&message());
+        assert_eq!(journal.pending_batch(), 5);
+        assert_eq!(journal.take_batch().map(|b| b.seq), Some(5));
+        assert!(journal.is_durable(4) && !journal.is_durable(5));
+        // A report beyond what was taken is capped.
+        journal.stored(9);
+        assert!(journal.is_durable(5) && !journal.is_durable(6));
+    }
+}

@@ -1,0 +1,365 @@
+//! Persistence as the core sees it: the batches it emits rebuild its
+//! durable state, a restart restores it, and nothing is acknowledged
+//! before the store has it.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use culex_core::codec::{Packet, Publish};
+use culex_core::persistence::StoredState;
+use culex_core::sim::{ClientOptions, Simulation};
+use culex_core::{Broker, Config, ConnId, PacketId, QoS, TopicName};
+use quickcheck::{Arbitrary, Gen, QuickCheck};
+
+fn config() -> Config {
+    Config { persistence: true, max_queued_messages: 8, max_inflight_messages: 2, ..Config::default() }
+}
+
+/// `state` without what a restore turns into traffic (wills, clean
+/// sessions' unreleased messages) or stamps afresh (when a session went
+/// offline, the batch count).
+fn comparable(mut state: StoredState) -> StoredState {
+    state.last_batch = 0;
+    for session in state.sessions.values_mut() {
+        session.offline_since = None;
+    }
+    state
+}
+
+#[test]
+fn a_persistent_session_and_a_retained_message_survive_a_restart() {
+    let mut sim = Simulation::new(config());
+    sim.record();
+    let sub = sim.connect(ClientOptions::new("sub").clean_session(false));
+    sim.subscribe(sub, "t/#", QoS::ExactlyOnce);
+    sim.disconnect(sub);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "t/retained", b"kept", QoS::AtLeastOnce, true);
+    sim.publish(publ, "t/queued", b"waiting", QoS::ExactlyOnce, false);
+    sim.restart();
+    let sub = sim.connect(ClientOptions::new("sub").clean_session(false));
+    let got = common::payloads(&mut sim, sub);
+    assert_eq!(got, ["kept", "waiting"]);
+    let fresh = sim.connect(ClientOptions::new("other"));
+    sim.subscribe(fresh, "t/#", QoS::AtMostOnce);
+    assert_eq!(common::payloads(&mut sim, fresh), ["kept"]);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn acknowledgements_wait_for_the_store() {
+    let mut sim = Simulation::new(config());
+    sim.manual_commits(true);
+    sim.record();
+    let sub = sim.connect(ClientOptions::new("sub").clean_session(false));
+    assert!(sim.take_received(sub).is_empty(), "CONNACK of a stored session before it was stored");
+    sim.commit();
+    assert!(matches!(sim.take_received(sub)[..], [Packet::ConnAck(_)]));
+    sim.subscribe(sub, "t", QoS::AtLeastOnce);
+    assert!(sim.take_received(sub).is_empty(), "SUBACK before the subscription was stored");
+    sim.commit();
+    assert!(matches!(sim.take_received(sub)[..], [Packet::SubAck(_)]));
+    let clean = sim.connect(ClientOptions::new("clean"));
+    assert!(matches!(sim.take_received(clean)[..], [Packet::ConnAck(_)]), "clean sessions never wait");
+    sim.subscribe(clean, "other", QoS::AtLeastOnce);
+    sim.publish(clean, "other", b"clean only", QoS::AtLeastOnce, false);
+    let got = sim.take_received(clean);
+    assert!(got.iter().any(|p| matches!(p, Packet::PubAck(_))), "clean-only traffic waited: {got:?}");
+    sim.publish(clean, "t", b"stored", QoS::AtLeastOnce, false);
+    assert!(!sim.take_received(clean).iter().any(|p| matches!(p, Packet::PubAck(_))), "PUBACK before durable");
+    assert!(sim.take_received(sub).is_empty(), "delivery to a stored session before its packet id was stored");
+    sim.commit();
+    assert!(sim.take_received(clean).iter().any(|p| matches!(p, Packet::PubAck(_))));
+    assert_eq!(common::payloads(&mut sim, sub), ["stored"]);
+    insta::assert_snapshot!(sim.transcript());
+}
+
+#[test]
+fn wills_of_clients_connected_at_a_crash_are_published_once_at_restart() {
+    let mut sim = Simulation::new(config());
+    let watcher = sim.connect(ClientOptions::new("watcher").clean_session(false));
+    sim.subscribe(watcher, "wills/#", QoS::AtLeastOnce);
+    let will = culex_core::codec::LastWill {
+        topic: culex_core::TopicName::new("wills/dev").expect("topic"),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    };
+    sim.connect(ClientOptions::new("dev").will(will));
+    sim.crash_and_restart();
+    let watcher = sim.connect(ClientOptions::new("watcher").clean_session(false));
+    assert_eq!(common::payloads(&mut sim, watcher), ["gone"]);
+    sim.crash_and_restart();
+    let watcher = sim.connect(ClientOptions::new("watcher").clean_session(false));
+    assert!(common::payloads(&mut sim, watcher).is_empty(), "a will published twice");
+}
+
+/// One step of a random workload.
+#[derive(Debug, Clone)]
+enum Step {
+    Connect { client: u8, clean: bool },
+    Disconnect { client: u8 },
+    Drop { client: u8 },
+    Subscribe { client: u8, filter: u8, qos: u8 },
+    Unsubscribe { client: u8, filter: u8 },
+    Publish { client: u8, topic: u8, qos: u8, retain: bool, empty: bool },
+    Reading { client: u8, on: bool },
+    Commit,
+    Crash,
+    Advance,
+}
+
+const CLIENTS: u8 = 4;
+const TOPICS: [&str; 3] = ["a", "a/b", "c"];
+const FILTERS: [&str; 4] = ["a", "a/+", "#", "c"];
+
+impl Arbitrary for Step {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let client = u8::arbitrary(g) % CLIENTS;
+        match u8::arbitrary(g) % 20 {
+            0..=2 => Self::Connect { client, clean: bool::arbitrary(g) },
+            3 => Self::Disconnect { client },
+            4 => Self::Drop { client },
+            5..=6 => Self::Subscribe { client, filter: u8::arbitrary(g), qos: u8::arbitrary(g) % 3 },
+            7 => Self::Unsubscribe { client, filter: u8::arbitrary(g) },
+            8..=13 => Self::Publish {
+                client,
+                topic: u8::arbitrary(g),
+                qos: u8::arbitrary(g) % 3,
+                retain: u8::arbitrary(g) % 4 == 0,
+                empty: u8::arbitrary(g) % 10 == 0,
+            },
+            14 => Self::Reading { client, on: bool::arbitrary(g) },
+            15..=16 => Self::Commit,
+            17 => Self::Crash,
+            _ => Self::Advance,
+        }
+    }
+}
+
+/// A simulation under a random workload, with what the clients were
+/// promised.
+struct Run {
+    sim: Simulation,
+    conns: [Option<ConnId>; CLIENTS as usize],
+    counter: u32,
+    /// QoS 1/2 messages in flight from their publishers that the watcher's
+    /// session was subscribed to when they were published, by publisher
+    /// and packet id.
+    outstanding: HashMap<(u8, u16), String>,
+    /// Those acknowledged (PUBACK, PUBREC) to their publishers.
+    promised: BTreeSet<String>,
+    /// Payloads the watcher ever received.
+    seen: BTreeSet<String>,
+    /// QoS 2 messages a publisher holds as received (PUBREC seen) and not
+    /// yet complete: as a real client, it sends PUBREL for them again
+    /// when it reconnects, to its stored session.
+    releasing: BTreeSet<(u8, u16)>,
+    /// Each client's last packet id, kept across its connections: a
+    /// client does not reuse an id its session may still hold.
+    last_id: [u16; CLIENTS as usize],
+}
+
+impl Run {
+    fn new(manual: bool) -> Self {
+        // No queue limit: an offline session drops past it, as Mosquitto's.
+        let mut sim = Simulation::new(Config { max_queued_messages: 0, ..config() });
+        sim.manual_commits(manual);
+        Self {
+            sim,
+            conns: [None; CLIENTS as usize],
+            counter: 0,
+            outstanding: HashMap::new(),
+            promised: BTreeSet::new(),
+            seen: BTreeSet::new(),
+            releasing: BTreeSet::new(),
+            last_id: [0; CLIENTS as usize],
+        }
+    }
+
+    fn client_id(client: u8) -> String {
+        format!("c{client}")
+    }
+
+    /// Whether the watcher's session now routes everything to itself.
+    fn watching(&self) -> bool {
+        self.sim.broker().session("c0").is_some_and(|s| s.subscriptions.iter().any(|(f, _)| f == "#"))
+    }
+
+    /// Looks at what `client` received: the watcher's messages, and the
+    /// acknowledgements of what was published for it.
+    fn collect(&mut self, client: u8) {
+        let Some(conn) = self.conns[usize::from(client)] else { return };
+        for packet in self.sim.take_received(conn) {
+            match packet {
+                Packet::Publish(Publish { payload, .. }) if client == 0 => {
+                    self.seen.insert(String::from_utf8_lossy(&payload).into_owned());
+                }
+                Packet::PubAck(id) | Packet::PubRec(id) => {
+                    if let Some(payload) = self.outstanding.remove(&(client, id.get())) {
+                        self.promised.insert(payload);
+                    }
+                    if matches!(packet, Packet::PubRec(_)) {
+                        self.releasing.insert((client, id.get()));
+                    }
+                }
+                Packet::PubComp(id) => {
+                    self.releasing.remove(&(client, id.get()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn collect_all(&mut self) {
+        for client in 0..CLIENTS {
+            self.collect(client);
+        }
+    }
+
+    /// Ends `client`'s connection, by DISCONNECT or by the network.
+    fn end(&mut self, client: u8, disconnect: bool) {
+        self.collect(client);
+        let Some(conn) = self.conns[usize::from(client)].take() else { return };
+        if disconnect {
+            self.sim.disconnect(conn);
+        } else {
+            self.sim.drop_connection(conn);
+        }
+    }
+
+    /// Connects `client` afresh, resending the PUBRELs it owes.
+    fn connect(&mut self, client: u8, clean: bool) {
+        self.end(client, false);
+        let owed: Vec<u16> = self.releasing.iter().filter(|(c, _)| *c == client).map(|(_, id)| *id).collect();
+        let clean = clean && client != 0 && owed.is_empty();
+        let conn = self.sim.connect(ClientOptions::new(&Self::client_id(client)).clean_session(clean));
+        self.conns[usize::from(client)] = Some(conn);
+        for id in owed.into_iter().filter_map(PacketId::new) {
+            self.sim.send(conn, &Packet::PubRel(id));
+        }
+        if client == 0 {
+            self.sim.subscribe(conn, "#", QoS::ExactlyOnce);
+        }
+        self.collect(client);
+    }
+
+    fn step(&mut self, step: &Step) {
+        // Client 0 is the watcher: a persistent session subscribed to `#`
+        // at QoS 2 that always reads and acknowledges.
+        match *step {
+            Step::Connect { client, clean } => self.connect(client, clean),
+            Step::Disconnect { client } => self.end(client, true),
+            Step::Drop { client } => self.end(client, false),
+            Step::Subscribe { client, filter, qos } if client != 0 => {
+                if let Some(conn) = self.conns[usize::from(client)] {
+                    let qos = QoS::from_bits(qos).unwrap_or(QoS::AtMostOnce);
+                    self.sim.subscribe(conn, FILTERS[usize::from(filter) % FILTERS.len()], qos);
+                }
+            }
+            Step::Unsubscribe { client, filter } if client != 0 => {
+                if let Some(conn) = self.conns[usize::from(client)] {
+                    self.sim.unsubscribe(conn, FILTERS[usize::from(filter) % FILTERS.len()]);
+                }
+            }
+            Step::Publish { client, topic, qos, retain, empty } => {
+                if let Some(conn) = self.conns[usize::from(client)] {
+                    self.counter += 1;
+                    let payload = if empty && retain { String::new() } else { format!("m{}", self.counter) };
+                    let qos = QoS::from_bits(qos).unwrap_or(QoS::AtMostOnce);
+                    let topic = TOPICS[usize::from(topic) % TOPICS.len()];
+                    let id = &mut self.last_id[usize::from(client)];
+                    *id += 1;
+                    let packet_id = PacketId::new(*id).filter(|_| qos != QoS::AtMostOnce);
+                    if let (Some(id), false, true) = (packet_id, payload.is_empty(), self.watching()) {
+                        self.outstanding.insert((client, id.get()), payload.clone());
+                    }
+                    let topic = TopicName::new(topic).expect("valid topic");
+                    let payload = Bytes::from(payload);
+                    self.sim
+                        .send(conn, &Packet::Publish(Publish { dup: false, qos, retain, topic, packet_id, payload }));
+                }
+            }
+            Step::Reading { client, on } if client != 0 => {
+                if let Some(conn) = self.conns[usize::from(client)] {
+                    self.sim.set_reading(conn, on);
+                }
+            }
+            Step::Commit => self.sim.commit(),
+            Step::Crash => {
+                self.collect_all();
+                self.sim.crash_and_restart();
+                self.conns = [None; CLIENTS as usize];
+                self.outstanding.clear();
+            }
+            Step::Advance => self.sim.advance(Duration::from_secs(1)),
+            Step::Subscribe { .. } | Step::Unsubscribe { .. } | Step::Reading { .. } => {}
+        }
+        self.collect_all();
+    }
+}
+
+/// With every batch committed as it comes, what the store holds is what
+/// the broker says it should hold, after every step; and a broker
+/// restored from it holds the same.
+#[test]
+fn replaying_the_batches_gives_the_brokers_durable_state() {
+    fn prop(steps: Vec<Step>) -> bool {
+        let mut run = Run::new(false);
+        for step in steps.iter().filter(|s| !matches!(s, Step::Crash)) {
+            run.step(step);
+            let stored = comparable(run.sim.stored().clone());
+            let image = comparable(run.sim.broker().stored_image());
+            if stored != image {
+                eprintln!("after {step:?}:\nstored {stored:#?}\nbroker {image:#?}");
+                return false;
+            }
+        }
+        let state = run.sim.stored().clone();
+        if !state.wills.is_empty() || !state.unreleased.is_empty() {
+            return true;
+        }
+        let mut restored = Broker::new(config());
+        restored.restore(run.sim.now(), state.clone());
+        let image = comparable(restored.stored_image());
+        let expected = comparable(state);
+        if image != expected {
+            eprintln!("restored {image:#?}\nexpected {expected:#?}");
+        }
+        image == expected
+    }
+    QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>) -> bool);
+}
+
+/// Whatever the crashes: every QoS 1/2 message acknowledged to its
+/// publisher while the watcher's stored session subscribed to `#` reaches
+/// the watcher, before or after a restart.
+#[test]
+fn nothing_acknowledged_is_lost_in_a_crash() {
+    fn prop(steps: Vec<Step>) -> bool {
+        let mut run = Run::new(true);
+        for step in &steps {
+            run.step(step);
+        }
+        run.sim.commit();
+        // The publishers complete what they owe, the watcher comes back
+        // and drains its session.
+        for client in (0..CLIENTS).rev() {
+            run.connect(client, false);
+            run.sim.commit();
+        }
+        for _ in 0..50 {
+            run.sim.commit();
+            run.collect_all();
+        }
+        let lost: Vec<_> = run.promised.difference(&run.seen).collect();
+        if !lost.is_empty() {
+            eprintln!("lost {lost:?} after {steps:?}");
+        }
+        lost.is_empty()
+    }
+    QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>) -> bool);
+}
