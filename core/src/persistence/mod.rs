@@ -22,5 +22,6 @@
 
 mod image;
 pub(crate) mod journal;
+pub mod mosquitto_db;
 
 pub use image::{CopyState, MessageId, StoreBatch, StoreOp, StoredCopy, StoredSession, StoredState};
