@@ -4,7 +4,7 @@
 //! `-p1884` or `--port=1884`), and are read in order: `--help` and
 //! `--version` answer at once, the first bad option stops the parse.
 
-use super::file::{BrokerConf, ListenerConf, LogTypes, Warning};
+use super::{BrokerConf, ListenerConf, LogTypes, Warning};
 
 /// How many `-p` options Mosquitto 2 accepts (its `CMD_PORT_LIMIT`).
 pub const MAX_CLI_PORTS: usize = 10;
@@ -231,7 +231,7 @@ mod tests {
     use quickcheck::{Gen, QuickCheck};
 
     use super::*;
-    use crate::conf::file::{ListenerProtocol, parse};
+    use crate::conf::{ListenerProtocol, parse};
 
     fn args(words: &[&str]) -> Vec<String> {
         std::iter::once("culex").chain(words.iter().copied()).map(str::to_owned).collect()

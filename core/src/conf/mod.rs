@@ -54,14 +54,21 @@
 pub mod cli;
 pub mod file;
 mod keys;
+mod limits;
+mod listeners;
+mod logging;
 mod persistence;
+mod redis;
+mod security;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 pub use cli::{CliCommand, CliError, CliOptions, MAX_CLI_PORTS, parse_args};
-pub use file::{
-    BrokerConf, ConfError, DEFAULT_PORT, DEFAULT_REDIS_KEY, DEFAULT_REDIS_PORT, IncludeSource, ListenerAuth,
-    ListenerConf, ListenerProtocol, ListenerSecurity, LogConf, LogDest, LogTypes, NoIncludes, RedisConf, Secret,
-    SocketDomain, Warning, parse, parse_with,
-};
+pub use file::{BrokerConf, ConfError, IncludeSource, NoIncludes, Warning, parse, parse_with};
+pub use listeners::{DEFAULT_PORT, ListenerConf, ListenerProtocol, SocketDomain};
+pub use logging::{LogConf, LogDest, LogTypes};
 pub use persistence::PersistenceConf;
+pub use redis::{DEFAULT_REDIS_KEY, DEFAULT_REDIS_PORT, RedisConf, Secret};
+pub use security::{ListenerAuth, ListenerSecurity};
 pub use tls::{CertUsername, Located, TlsConf, TlsVersion};

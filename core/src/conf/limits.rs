@@ -1,0 +1,137 @@
+//! The limits section: what one client may hold and send, how fast the
+//! broker lets a slow one fall behind, and the broker-wide switches that
+//! go straight into the core's [`Config`].
+
+use std::time::Duration;
+
+use super::ConfError;
+use super::file::{INT_MAX, Line, to_usize};
+use crate::Config;
+use crate::codec::MAX_REMAINING_LENGTH;
+
+/// The keys of this section.
+pub(super) const KEYS: &[&str] = &[
+    "max_inflight_messages",
+    "max_keepalive",
+    "max_queued_bytes",
+    "max_queued_messages",
+    "max_subscriptions",
+    "max_unwritten_bytes",
+    "message_expiry",
+    "message_size_limit",
+    "not_reading_timeout",
+    "queue_qos0_messages",
+    "slow_subscriber_timeout",
+    "sys_interval",
+];
+
+/// Reads one line of this section into `core`.
+pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError> {
+    match line.key {
+        "max_inflight_messages" => {
+            core.max_inflight_messages =
+                u16::try_from(line.int_negative_is_zero(i64::from(u16::MAX))?).unwrap_or(u16::MAX);
+        }
+        "max_queued_messages" => core.max_queued_messages = to_usize(line.int_negative_is_zero(INT_MAX)?),
+        "max_queued_bytes" => core.max_queued_bytes = to_usize(line.int_negative_is_zero(INT_MAX)?),
+        "message_expiry" => core.message_expiry = line.boolean()?,
+        "max_subscriptions" => core.max_subscriptions = to_usize(line.int(0, INT_MAX)?),
+        "max_unwritten_bytes" => core.max_unwritten_bytes = to_usize(line.int(0, INT_MAX)?),
+        "slow_subscriber_timeout" => {
+            core.slow_subscriber_timeout = Duration::from_secs(line.int(1, 3600)?.unsigned_abs());
+        }
+        "not_reading_timeout" => core.not_reading_timeout = Duration::from_secs(line.int(1, 3600)?.unsigned_abs()),
+        "message_size_limit" => core.message_size_limit = to_usize(line.int(0, MAX_REMAINING_LENGTH as i64)?),
+        "max_keepalive" => {
+            core.max_keepalive = u16::try_from(line.int(0, i64::from(u16::MAX))?).unwrap_or(u16::MAX);
+        }
+        "queue_qos0_messages" => core.queue_qos0_messages = line.boolean()?,
+        "sys_interval" => core.sys_interval = Duration::from_secs(line.int(0, 65_535)?.unsigned_abs()),
+        _ => return Err(line.unknown()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::conf::testing::{assert_error, conf};
+
+    #[test]
+    fn max_inflight_messages_is_checked_and_applied() {
+        assert_eq!(conf("max_inflight_messages 1").core.max_inflight_messages, 1);
+        assert_eq!(conf("max_inflight_messages 0").core.max_inflight_messages, 0);
+        assert_eq!(conf("max_inflight_messages 65535").core.max_inflight_messages, 65535);
+        assert_eq!(conf("max_inflight_messages -1").core.max_inflight_messages, 0);
+        assert_eq!(conf("max_inflight_messages 5 # five").core.max_inflight_messages, 5);
+        assert_error(
+            "max_inflight_messages 65536",
+            1,
+            "Invalid max_inflight_messages value (65536): expected an integer from 0 to 65535.",
+        );
+        assert_error(
+            "max_inflight_messages 20abc",
+            1,
+            "Invalid max_inflight_messages value (20abc): expected an integer from 0 to 65535.",
+        );
+        assert_error("max_inflight_messages 20 30", 1, "Unexpected \"30\" after the max_inflight_messages value.");
+        assert_error("max_inflight_messages", 1, "Empty max_inflight_messages value in configuration.");
+    }
+
+    #[test]
+    fn max_queued_messages_and_bytes_are_checked_and_applied() {
+        assert_eq!(conf("max_subscriptions 10000\n").core.max_subscriptions, 10_000);
+        let flow = conf("max_unwritten_bytes 65536\nslow_subscriber_timeout 2\nnot_reading_timeout 9\n");
+        assert_eq!(flow.core.max_unwritten_bytes, 65_536);
+        assert_eq!(flow.core.slow_subscriber_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(flow.core.not_reading_timeout, std::time::Duration::from_secs(9));
+        assert!(!conf("message_expiry false\n").core.message_expiry);
+        let conf = conf("max_queued_messages 5000\nmax_queued_bytes 1048576\n");
+        assert_eq!((conf.core.max_queued_messages, conf.core.max_queued_bytes), (5000, 1_048_576));
+        let negative = self::conf("max_queued_messages -5\nmax_queued_bytes -1\n");
+        assert_eq!((negative.core.max_queued_messages, negative.core.max_queued_bytes), (0, 0));
+        assert_error(
+            "max_queued_messages 2147483648",
+            1,
+            "Invalid max_queued_messages value (2147483648): expected an integer from 0 to 2147483647.",
+        );
+        assert_error(
+            "max_queued_bytes 1.5",
+            1,
+            "Invalid max_queued_bytes value (1.5): expected an integer from 0 to 2147483647.",
+        );
+    }
+
+    #[test]
+    fn message_size_limit_is_checked_and_applied() {
+        assert_eq!(conf("message_size_limit 1024").core.message_size_limit, 1024);
+        assert_eq!(conf("message_size_limit 268435455").core.message_size_limit, 268_435_455);
+        assert_error(
+            "message_size_limit 268435456",
+            1,
+            "Invalid message_size_limit value (268435456): expected an integer from 0 to 268435455.",
+        );
+        assert_error(
+            "message_size_limit -1",
+            1,
+            "Invalid message_size_limit value (-1): expected an integer from 0 to 268435455.",
+        );
+    }
+
+    #[test]
+    fn max_keepalive_is_checked_and_applied() {
+        assert_eq!(conf("max_keepalive 300").core.max_keepalive, 300);
+        assert_eq!(conf("max_keepalive 0").core.max_keepalive, 0);
+        assert_error(
+            "max_keepalive 65536",
+            1,
+            "Invalid max_keepalive value (65536): expected an integer from 0 to 65535.",
+        );
+        assert_error("max_keepalive -1", 1, "Invalid max_keepalive value (-1): expected an integer from 0 to 65535.");
+    }
+
+    #[test]
+    fn queue_qos0_messages_is_applied() {
+        assert!(conf("queue_qos0_messages true").core.queue_qos0_messages);
+        assert!(!conf("queue_qos0_messages false").core.queue_qos0_messages);
+    }
+}
