@@ -40,6 +40,9 @@ mod persist;
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
 
+/// How often offline sessions are checked for expiry.
+const SESSION_EXPIRY_CHECK: Duration = Duration::from_secs(60);
+
 /// Longest payload excerpt in the `payload: …` expiry debug line.
 const LOGGED_PAYLOAD: usize = 256;
 
@@ -86,6 +89,9 @@ pub struct Broker {
     journal: Option<Journal>,
     /// Connections with output waiting for the store.
     waiting: Vec<ConnId>,
+    /// When offline sessions are next checked against
+    /// `persistent_client_expiration`.
+    expiry_check: Option<Instant>,
 }
 
 /// One network connection.
@@ -349,6 +355,7 @@ impl Broker {
         };
         let journal = config.persistence.then(|| Journal::new(0));
         Self {
+            expiry_check: config.persistent_client_expiration.map(|_| Instant::ZERO + SESSION_EXPIRY_CHECK),
             limits,
             max_packet_size: config.max_packet_size(),
             ids: IdGenerator::new(config.id_seed),
@@ -476,6 +483,7 @@ impl Broker {
     /// `$SYS` statistics). Spurious calls do nothing.
     pub fn handle_timeout(&mut self, now: Now) {
         self.publish_sys(now);
+        self.expire_sessions(now);
         while let Some((at, id)) = self.deadlines.pop_due(now.instant) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             if conn.armed != Some(at) {
@@ -531,9 +539,27 @@ impl Broker {
     /// It may be early (a deadline pushed back by activity); never late.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadlines.next(), self.sys.next()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [self.deadlines.next(), self.sys.next(), self.expiry_check].into_iter().flatten().min()
+    }
+
+    /// Removes the offline persistent sessions not seen for
+    /// `persistent_client_expiration`, checked once a minute as Mosquitto
+    /// does.
+    fn expire_sessions(&mut self, now: Now) {
+        let (Some(limit), Some(due)) = (self.config.persistent_client_expiration, self.expiry_check) else { return };
+        if now.instant < due {
+            return;
+        }
+        self.expiry_check = Some(now.instant + SESSION_EXPIRY_CHECK);
+        let now_secs = persist::seconds(now);
+        for key in self.sessions.keys() {
+            let Some(session) = self.sessions.get(key) else { continue };
+            let expired = session.conn.is_none()
+                && session.offline_since.is_some_and(|since| now_secs.saturating_sub(since) >= limit.as_secs());
+            if expired {
+                info!("Expiring client {} due to timeout.", session.client_id);
+                self.discard_session(key);
+            }
         }
     }
 
@@ -1132,7 +1158,8 @@ impl Broker {
             if out.message.is_expired(now.unix) {
                 log_expired(&out.message, now);
                 self.counters.messages_expired += 1;
-                self.actions.push_back(Action::DropExpired { client: session.client_id.clone(), message: out.message.clone() });
+                self.actions
+                    .push_back(Action::DropExpired { client: session.client_id.clone(), message: out.message.clone() });
                 self.record_drop_copy(key, &out);
                 return;
             }

@@ -83,8 +83,8 @@ fn wills_of_clients_connected_at_a_crash_are_published_once_at_restart() {
     let watcher = sim.connect(ClientOptions::new("watcher").clean_session(false));
     sim.subscribe(watcher, "wills/#", QoS::AtLeastOnce);
     let will = culex_core::codec::LastWill {
-        topic: culex_core::TopicName::new("wills/dev").expect("topic"),
-        payload: bytes::Bytes::from_static(b"gone"),
+        topic: TopicName::new("wills/dev").expect("topic"),
+        payload: Bytes::from_static(b"gone"),
         qos: QoS::AtLeastOnce,
         retain: false,
     };
@@ -362,4 +362,22 @@ fn nothing_acknowledged_is_lost_in_a_crash() {
         lost.is_empty()
     }
     QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>) -> bool);
+}
+
+/// `persistent_client_expiration`: an offline persistent session not seen
+/// for that long is removed, checked once a minute as Mosquitto does; a
+/// connected one is kept whatever its age.
+#[test]
+fn offline_sessions_expire_after_persistent_client_expiration() {
+    let hour = Duration::from_secs(3600);
+    let mut sim = Simulation::new(Config { persistent_client_expiration: Some(hour), ..config() });
+    let old = sim.connect(ClientOptions::new("old").clean_session(false));
+    sim.connect(ClientOptions::new("online").clean_session(false));
+    sim.disconnect(old);
+    sim.advance(hour - Duration::from_secs(60));
+    assert!(sim.broker().session("old").is_some(), "expired early");
+    sim.advance(Duration::from_secs(120));
+    assert!(sim.broker().session("old").is_none(), "not expired");
+    assert!(sim.stored().sessions.keys().all(|c| c.as_str() == "online"), "expired session left in the store");
+    assert!(sim.broker().session("online").is_some(), "a connected session expired");
 }
