@@ -840,11 +840,9 @@ fn assemble(parsed: Parsed<'_>, version: u32, now: i64) -> Imported {
                 (DIRECTION_OUT, Some(qos)) => {
                     let Some(Some(message)) = resolve(order.u64(m.store), dropped) else { continue };
                     let mut state = copy_state(qos, m.state, m.mid);
-                    if let Some(id) = state.packet_id() {
-                        if !in_flight.insert(id) {
-                            dropped.requeued += 1;
-                            state = CopyState::Queued;
-                        }
+                    if state.packet_id().is_some_and(|id| !in_flight.insert(id)) {
+                        dropped.requeued += 1;
+                        state = CopyState::Queued;
                     }
                     let seq = session.copies.len() as u64 + 1;
                     let retain = m.retain_dup & 0xF0 != 0;
