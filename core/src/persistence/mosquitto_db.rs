@@ -439,9 +439,11 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
-fn raw64(b: &[u8]) -> Raw64 {
+/// The 8 bytes of a fixed part at `at` (zeros past its end, which the
+/// callers' fixed sizes never reach).
+fn raw64(fixed: &[u8], at: usize) -> Raw64 {
     let mut raw = [0; 8];
-    for (to, from) in raw.iter_mut().zip(b) {
+    for (to, from) in raw.iter_mut().zip(fixed.get(at..).unwrap_or_default()) {
         *to = *from;
     }
     raw
@@ -486,7 +488,7 @@ fn parse(bytes: &[u8], version: u32) -> Result<Parsed<'_>, ImportError> {
                 if size != 8 {
                     return Err(ImportError::DbIdSize { offset, size });
                 }
-                parsed.chunks.push(Chunk::Cfg { last_db_id: raw64(&head[..8]), shutdown: head[8] });
+                parsed.chunks.push(Chunk::Cfg { last_db_id: raw64(head, 0), shutdown: head[8] });
                 pos = cur.pos;
             }
             ChunkKind::MsgStore => {
@@ -508,8 +510,8 @@ fn parse(bytes: &[u8], version: u32) -> Result<Parsed<'_>, ImportError> {
                 let payload = body.take(payload_len as usize).ok_or(bad)?;
                 // What is left is MQTT 5 properties: nothing 3.1.1 keeps.
                 parsed.chunks.push(Chunk::Store(RawStore {
-                    id: raw64(&f[..8]),
-                    expiry_time: raw64(&f[8..16]),
+                    id: raw64(f, 0),
+                    expiry_time: raw64(f, 8),
                     qos: f[30],
                     retain: f[31],
                     topic,
@@ -524,7 +526,7 @@ fn parse(bytes: &[u8], version: u32) -> Result<Parsed<'_>, ImportError> {
                 let f = body.array::<CLIENT_MSG_LEN>().ok_or_else(|| bad.clone())?;
                 let client = body.take(usize::from(be16([f[10], f[11]]))).ok_or(bad)?;
                 parsed.chunks.push(Chunk::ClientMsg(RawClientMsg {
-                    store: raw64(&f[..8]),
+                    store: raw64(f, 0),
                     mid: be16([f[8], f[9]]),
                     qos: f[12],
                     state: f[13],
@@ -563,7 +565,7 @@ fn parse(bytes: &[u8], version: u32) -> Result<Parsed<'_>, ImportError> {
                 let id = cur.take(id_len).ok_or_else(|| truncated.clone())?;
                 let username = cur.take(username_len).ok_or_else(|| truncated.clone())?;
                 parsed.chunks.push(Chunk::Client(RawClient {
-                    expiry_time: raw64(&f[..8]),
+                    expiry_time: raw64(f, 0),
                     expiry_interval: u32::from_be_bytes([f[8], f[9], f[10], f[11]]),
                     last_mid: be16([f[12], f[13]]),
                     id,
@@ -907,5 +909,66 @@ fn copy_state(qos: QoS, state: u8, mid: u16) -> CopyState {
         _ if state == STATE_QUEUED => CopyState::Queued,
         QoS::ExactlyOnce if matches!(state, STATE_RESEND_PUBREL | STATE_WAIT_FOR_PUBCOMP) => CopyState::Released(id),
         QoS::AtLeastOnce | QoS::ExactlyOnce => CopyState::Sent(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_as_mosquitto_checks_them() {
+        assert_eq!(mqtt_text(b"bob"), Some("bob"));
+        assert_eq!(mqtt_text("Zoë 🦟".as_bytes()), Some("Zoë 🦟"));
+        // The garbage of Mosquitto 2.0.11 to 2.0.15: a stale name, a NUL,
+        // then whatever the heap held.
+        assert_eq!(mqtt_text(b"bob\0Debian this has been1"), None);
+        assert_eq!(mqtt_text(b"\xC3\x28"), None);
+        assert_eq!(mqtt_text("a\u{7f}".as_bytes()), None);
+        assert_eq!(mqtt_text("a\u{85}".as_bytes()), None);
+        assert_eq!(mqtt_text("a\u{FFFE}".as_bytes()), None);
+        assert_eq!(mqtt_text("a\u{1FFFF}".as_bytes()), None);
+        assert_eq!(client_id(b""), None);
+    }
+
+    #[test]
+    fn sessions_expire_as_mosquitto_2_0_15_expires_them() {
+        // Recorded expiry time: decides.
+        assert!(session_expired(99, u32::MAX, 100));
+        assert!(!session_expired(100, 60, 100));
+        // None recorded: never (3.1.1), or the interval from now, except 0.
+        assert!(!session_expired(0, u32::MAX, 100));
+        assert!(!session_expired(0, 60, 100));
+        assert!(session_expired(0, 0, 100));
+    }
+
+    #[test]
+    fn outgoing_copies_resume_as_mosquitto_resumes_them() {
+        let (q0, q1, q2) = (QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce);
+        let id = PacketId::new(9).map_or(CopyState::Queued, CopyState::Sent);
+        assert_eq!(copy_state(q1, STATE_QUEUED, 9), CopyState::Queued);
+        assert_eq!(copy_state(q0, 1, 9), CopyState::Queued);
+        assert_eq!(copy_state(q1, 3, 9), id);
+        assert_eq!(copy_state(q1, 2, 0), CopyState::Queued);
+        assert_eq!(copy_state(q2, 5, 9), id);
+        assert_eq!(copy_state(q2, 4, 9), id);
+        for state in [STATE_RESEND_PUBREL, STATE_WAIT_FOR_PUBCOMP] {
+            assert!(matches!(copy_state(q2, state, 9), CopyState::Released(p) if p.get() == 9));
+        }
+    }
+
+    #[test]
+    fn byte_order_follows_what_makes_sense() {
+        let store = |id: u64, expiry: i64, big: bool| {
+            let (id, expiry_time) =
+                if big { (id.to_be_bytes(), expiry.to_be_bytes()) } else { (id.to_le_bytes(), expiry.to_le_bytes()) };
+            Chunk::Store(RawStore { id, expiry_time, qos: 0, retain: 0, topic: b"t", payload: b"" })
+        };
+        assert_eq!(byte_order(&[store(7, 0, false)]), Order::Little);
+        assert_eq!(byte_order(&[store(7, 0, true)]), Order::Big);
+        assert_eq!(byte_order(&[store(0x1_0000, 1_800_000_000, true)]), Order::Big);
+        // Nothing to tell by: little-endian, as x86 and ARM write.
+        assert_eq!(byte_order(&[store(0, 0, true)]), Order::Little);
+        assert_eq!(byte_order(&[]), Order::Little);
     }
 }
