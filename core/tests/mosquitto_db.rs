@@ -386,6 +386,50 @@ fn a_chunk_cut_short_is_refused_with_its_offset() {
     assert_eq!(import(&bytes, now()), Err(ImportError::Truncated { chunk: ChunkKind::Unknown(99), offset: 23, len }));
 }
 
+/// A file laid out as the hand-made ones of Mosquitto's own unit tests
+/// (`test/unit/files/persist_read/v6-*.test-db`, values as their tests
+/// assert): `last_db_id` bytes `00 00 00 00 12 34 56 78`, a session
+/// "never" expiring with a stray expiry time of 35, properties after a
+/// message, and a RETAIN chunk whose `length` is 0.
+#[test]
+fn a_file_like_mosquittos_own_test_files() {
+    let mut bytes = header(6);
+    bytes.extend(chunk(1, 16, &[0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78, 1, 8, 0, 0, 0, 0, 0, 0]));
+    let mut store = 84u64.to_le_bytes().to_vec();
+    store.extend(0i64.to_le_bytes());
+    store.extend(7u32.to_be_bytes());
+    store.extend([0, 2, 0, 9, 0, 8, 0, 5, 0x07, 0x5B, 2, 1]);
+    store.extend(b"source_idusernametopicpayload");
+    store.extend([2, 1, 1]);
+    bytes.extend(chunk(2, store.len() as u32, &store));
+    let mut client = 35i64.to_le_bytes().to_vec();
+    client.extend(u32::MAX.to_be_bytes());
+    client.extend([0x52, 0x87, 0, 9, 0x07, 0x5B, 0, 7, 0, 0, 0, 0]);
+    client.extend(b"client-idusrname");
+    bytes.extend(chunk(6, client.len() as u32, &client));
+    let mut msg = 84u64.to_le_bytes().to_vec();
+    msg.extend([0, 0x73, 0, 9, 1, 3, 0, 1]);
+    msg.extend(b"client-id");
+    bytes.extend(chunk(3, msg.len() as u32, &msg));
+    bytes.extend(chunk(4, 0, &84u64.to_le_bytes()));
+    let mut sub = 0x7623u32.to_be_bytes().to_vec();
+    sub.extend([0, 9, 0, 12, 1, 12, 0, 0]);
+    sub.extend(b"client-idsubscription");
+    bytes.extend(chunk(5, sub.len() as u32, &sub));
+
+    let got = import(&bytes, now()).expect("imports");
+    let mut session = session(Some("usrname"), NOW as f64, Some(0x5288), &[("subscription", QoS::AtLeastOnce)], &[]);
+    session.copies.insert(1, copy(84, QoS::AtLeastOnce, CopyState::Sent(pid(0x73))));
+    let want = StoredState {
+        messages: BTreeMap::from([(MessageId(84), message("topic", "payload", QoS::ExactlyOnce, true))]),
+        retained: BTreeMap::from([(topic("topic"), MessageId(84))]),
+        sessions: BTreeMap::from([(ClientId::new("client-id"), session)]),
+        ..StoredState::default()
+    };
+    assert_eq!(got.state, want);
+    assert!(!got.summary.big_endian);
+}
+
 // ---------------------------------------------------------------------
 // A writer of DB version 5 and 6 files, for the properties.
 
@@ -807,7 +851,11 @@ fn expect(c: &Contents, items: &[Item]) -> StoredState {
         }
         if client_chunk.contains(&ci) {
             let t = client.expiry_time;
-            let expired = if t != 0 { t < NOW } else { client.expiry_interval == 0 };
+            let expired = match client.expiry_interval {
+                u32::MAX => false,
+                0 if t == 0 => true,
+                _ => t != 0 && t < NOW,
+            };
             if expired {
                 continue;
             }

@@ -685,13 +685,22 @@ struct Gathered<'a> {
 }
 
 /// Whether a session is over at `now`, as Mosquitto 2.0.15 and later
-/// judge at restart: at its recorded expiry time if it has one (set when
-/// its client went away; Mosquitto's `persistent_client_expiration` is
-/// in it too); without one, a session that asked never to expire never
-/// does, and one with an interval lives that long from now, except that
-/// an interval of 0 ends with the connection, gone at shutdown.
+/// judge at restart with their default `persistent_client_expiration`
+/// (none): a session that asked never to expire (every MQTT 3.1.1 one)
+/// never does, whatever time is recorded (set only under a
+/// `persistent_client_expiration`, which Culex applies itself, from the
+/// import on; and left stale by a client that came back). Another ends at
+/// its recorded expiry time if it has one (set when its client went
+/// away); without one it lives its interval from now, except that an
+/// interval of 0 ends with the connection, gone at shutdown.
 fn session_expired(expiry_time: i64, interval: u32, now: i64) -> bool {
-    if expiry_time != 0 { expiry_time < now } else { interval == 0 }
+    if interval == u32::MAX {
+        false
+    } else if expiry_time != 0 {
+        expiry_time < now
+    } else {
+        interval == 0
+    }
 }
 
 /// Whether a message with this MQTT 5 expiry time (0 or less: none) has
@@ -933,8 +942,10 @@ mod tests {
 
     #[test]
     fn sessions_expire_as_mosquitto_2_0_15_expires_them() {
-        // Recorded expiry time: decides.
-        assert!(session_expired(99, u32::MAX, 100));
+        // Never means never, as in Mosquitto without a global expiration.
+        assert!(!session_expired(35, u32::MAX, 100));
+        // Otherwise a recorded expiry time decides.
+        assert!(session_expired(99, 60, 100));
         assert!(!session_expired(100, 60, 100));
         // None recorded: never (3.1.1), or the interval from now, except 0.
         assert!(!session_expired(0, u32::MAX, 100));
