@@ -34,14 +34,27 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 /// (see [`culex_runtime::reload`]), a shutdown stops.
 pub async fn serve(settings: Settings, signals: impl Signals) -> Result<(), Error> {
     let listeners = culex_runtime::settings::open_listeners(&settings, |socket| Ok(TcpListener::from(socket)))?;
-    run_on(listeners, &settings, signals).await;
-    Ok(())
+    run_on(listeners, &settings, signals).await
 }
 
 /// Like [`serve`], on listeners already bound (tests bind port 0).
-pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, mut signals: impl Signals) {
-    let prepared = driver::prepare::<AsyncStdOutbox>(settings);
+///
+/// # Errors
+///
+/// When the store of `persistence true` cannot be opened.
+pub async fn run_on(
+    listeners: Vec<Bound<TcpListener>>,
+    settings: &Settings,
+    mut signals: impl Signals,
+) -> Result<(), Error> {
     let (events, events_rx) = channel::bounded(driver::EVENT_QUEUE);
+    let clock = Clock::start();
+    let stored = events.clone();
+    // A full queue means the broker task is busy and looks at the store
+    // before it waits again: the wake-up may be dropped.
+    let prepared = driver::prepare::<AsyncStdOutbox>(settings, &clock, move || {
+        let _ = stored.try_send(Event::Stored);
+    })?;
     let (stop, stopped) = channel::bounded::<()>(1);
     let ids = ConnIds::default();
     for Bound { socket: listener, listener: served } in listeners {
@@ -67,18 +80,27 @@ pub async fn run_on(listeners: Vec<Bound<TcpListener>>, settings: &Settings, mut
         });
     };
     let source = Events(events_rx);
-    let broker = async_std::task::spawn(driver::run(prepared, Clock::start(), source, store, check));
-    while signals.next().await == Signal::Reload {
-        // One reload at a time, in order; the broker task never waits.
-        let source = settings.reload.clone();
-        if let Some(policies) = async_std::task::spawn_blocking(move || source.load()).await {
-            let _ = events.send(Event::Reload(Box::new(policies))).await;
+    let broker = async_std::task::spawn(driver::run(prepared, clock, source, store, check));
+    loop {
+        match signals.next().await {
+            Signal::Reload => {
+                // One reload at a time, in order; the broker task never waits.
+                let source = settings.reload.clone();
+                if let Some(policies) = async_std::task::spawn_blocking(move || source.load()).await {
+                    let _ = events.send(Event::Reload(Box::new(policies))).await;
+                }
+            }
+            Signal::Report => {
+                let _ = events.send(Event::Report).await;
+            }
+            Signal::Shutdown => break,
         }
     }
     // Closing the channel wakes every accept loop.
     drop(stop);
     let _ = events.send(Event::Shutdown).await;
     broker.await;
+    Ok(())
 }
 
 /// The broker task's events: the channel raced against the timer.

@@ -20,14 +20,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGTERM and SIGINT stop the broker, SIGHUP reloads its access settings.
+/// SIGTERM and SIGINT stop the broker, SIGHUP reloads its access settings,
+/// SIGUSR1 reports on the store.
 struct UnixSignals(Option<async_signal::Signals>);
 
 impl UnixSignals {
     fn new() -> Self {
         use async_signal::Signal as Unix;
         // Without signal handlers the broker still runs; it stops when killed.
-        Self(async_signal::Signals::new([Unix::Term, Unix::Int, Unix::Hup]).ok())
+        Self(async_signal::Signals::new([Unix::Term, Unix::Int, Unix::Hup, Unix::Usr1]).ok())
     }
 }
 
@@ -40,6 +41,10 @@ impl Signals for UnixSignals {
         };
         match signals.next().await {
             Some(Ok(Unix::Hup)) => Signal::Reload,
+            Some(Ok(Unix::Usr1)) => {
+                info!("Received SIGUSR1.");
+                Signal::Report
+            }
             Some(Ok(Unix::Term)) => {
                 info!("Received SIGTERM.");
                 Signal::Shutdown

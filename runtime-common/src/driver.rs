@@ -6,6 +6,7 @@
 //! (its channel receiver raced against its timer) and a way to pass
 //! [`StoreRequest`]s on.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use culex_core::{ConnId, Peer};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
+use crate::persist::{self, Committer};
 use crate::reports::WriterReports;
 use crate::settings::{self, Settings};
 
@@ -76,6 +78,11 @@ pub enum Event<O> {
     /// The configuration was reloaded: these policies replace the ones in
     /// force (see [`Broker::replace_policy`]).
     Reload(Box<ListenerPolicies>),
+    /// The store's committer made batches durable: a wake-up, the figure
+    /// itself is read from the [`Committer`].
+    Stored,
+    /// SIGUSR1: say how the store stands (Mosquitto saves its database).
+    Report,
     /// Stop: close every client, write their presence, return.
     Shutdown,
 }
@@ -90,6 +97,8 @@ impl<O> std::fmt::Debug for Event<O> {
             Self::Store(event) => write!(f, "Store({event:?})"),
             Self::Authenticated { conn, result } => write!(f, "Authenticated({conn}, {result:?})"),
             Self::Reload(_) => f.write_str("Reload"),
+            Self::Stored => f.write_str("Stored"),
+            Self::Report => f.write_str("Report"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
     }
@@ -168,10 +177,62 @@ pub struct Prepared<O> {
     pub connection_messages: bool,
     /// Where the connections' writers post their progress.
     pub reports: Arc<WriterReports>,
+    /// The store, with `persistence true`.
+    pub persistence: Option<Persisting>,
 }
 
-/// Builds the server for `settings`, with a fresh seed for assigned ids.
-pub fn prepare<O: Outbox>(settings: &Settings) -> Prepared<O> {
+/// The store's committer, and how far the broker has been told it got.
+#[derive(Debug)]
+pub struct Persisting {
+    committer: Committer,
+    path: PathBuf,
+    told: u64,
+}
+
+impl Persisting {
+    /// Hands the broker's new batches to the committer and tells the
+    /// broker what became durable.
+    fn sync<O: Outbox>(&mut self, server: &mut Server<O>, clock: &Clock) {
+        for batch in server.poll_store_batches() {
+            self.committer.commit(batch);
+        }
+        let durable = self.committer.durable();
+        if durable > self.told {
+            self.told = durable;
+            server.stored(clock.now(), durable);
+        }
+    }
+
+    /// SIGUSR1: Mosquitto saves its database then; here every change is
+    /// committed as it happens.
+    fn report(&self) {
+        let size = self.committer.size().map_or_else(|| "size unknown".to_owned(), |n| format!("{n} bytes"));
+        info!("The store {} is current ({size}): every change is committed as it happens.", self.path.display());
+    }
+
+    /// Commits what is left and stops the committer.
+    fn finish<O: Outbox>(mut self, server: &mut Server<O>, clock: &Clock) {
+        self.sync(server, clock);
+        if !self.committer.shutdown() {
+            warn!("The store {} could not commit every change before exit.", self.path.display());
+        }
+    }
+}
+
+/// Builds the server for `settings`, with a fresh seed for assigned ids;
+/// with `persistence true`, opens the store, restores what it holds and
+/// starts its committer, which calls `wake` when batches become durable
+/// (the runtime then sends [`Event::Stored`]).
+///
+/// # Errors
+///
+/// When the store cannot be opened or its thread started (see
+/// [`OpenError`](crate::persist::OpenError)): the broker does not start.
+pub fn prepare<O: Outbox>(
+    settings: &Settings,
+    clock: &Clock,
+    wake: impl Fn() + Send + 'static,
+) -> Result<Prepared<O>, settings::Error> {
     let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
     let connection_messages = core.connection_messages;
     let presence = settings.redis.as_ref().map(|_| PresenceSync::new(PresenceSettings::default()));
@@ -181,7 +242,19 @@ pub fn prepare<O: Outbox>(settings: &Settings) -> Prepared<O> {
     let broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
     let policies = settings.policy.clone();
     let reports = Arc::default();
-    Prepared { server: Server::new(broker, presence), policies, connection_messages, reports }
+    let mut server = Server::new(broker, presence);
+    let persistence = match &settings.persistence {
+        Some(conf) => {
+            let now = clock.now();
+            let opened = persist::open_store(conf, now.unix)?;
+            server.restore(now, opened.state);
+            let committer = Committer::spawn(opened.store, Box::new(move |_| wake()))
+                .map_err(|source| settings::Error::StoreThread { source })?;
+            Some(Persisting { committer, path: conf.path(), told: 0 })
+        }
+        None => None,
+    };
+    Ok(Prepared { server, policies, connection_messages, reports, persistence })
 }
 
 /// Runs the broker until [`Event::Shutdown`] or until every sender is
@@ -193,9 +266,12 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
     mut store: Option<impl FnMut(StoreRequest)>,
     mut check: impl FnMut(AuthJob),
 ) {
-    let Prepared { mut server, mut policies, reports, .. } = prepared;
+    let Prepared { mut server, mut policies, reports, mut persistence, .. } = prepared;
     loop {
         take_reports(&mut server, &reports, &clock);
+        if let Some(persisting) = persistence.as_mut() {
+            persisting.sync(&mut server, &clock);
+        }
         start_auth_jobs(&mut server, &policies, &mut check);
         poll_presence(&mut server, &clock, store.as_mut());
         let deadline = server.next_deadline().map(|at| clock.to_std(at));
@@ -211,6 +287,12 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
         // the last of a turn, or after Shutdown, would be lost.
         let mut stop = false;
         for turn in 1..=EVENTS_PER_TURN {
+            if matches!(event, Event::Report) {
+                match persistence.as_ref() {
+                    Some(persisting) => persisting.report(),
+                    None => info!("persistence is off: there is no store to save."),
+                }
+            }
             stop = handle(&mut server, &mut policies, &clock, event);
             if stop || turn == EVENTS_PER_TURN {
                 break;
@@ -223,6 +305,9 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
         if stop {
             break;
         }
+    }
+    if let Some(persisting) = persistence {
+        persisting.finish(&mut server, &clock);
     }
     flush_presence(server, clock, events, store).await;
 }
@@ -252,7 +337,9 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
         // Taken at the top of the loop.
-        Event::WriterReports => {}
+        Event::WriterReports | Event::Stored => {}
+        // Answered by the loop, which holds the store.
+        Event::Report => {}
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),
         Event::Store(event) => handle_store(server, now.instant, event),
         Event::Shutdown => {

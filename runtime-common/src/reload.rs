@@ -24,6 +24,8 @@ pub enum Signal {
     Shutdown,
     /// SIGHUP: read the access settings again.
     Reload,
+    /// SIGUSR1: say how the store stands (Mosquitto saves its database).
+    Report,
 }
 
 /// The signals a runtime listens to, as one source.

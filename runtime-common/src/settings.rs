@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use culex_core::auth::ListenerPolicies;
-use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, Secret};
+use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, Secret};
 use culex_core::presence::PresenceKeys;
 use culex_core::{Config, ListenerId};
 
@@ -108,6 +108,9 @@ pub struct Settings {
     pub reload: crate::reload::ReloadSource,
     /// Lines to log once logging is up (config warnings, local only mode).
     pub notices: Vec<String>,
+    /// Where retained messages and persistent sessions are kept, with
+    /// `persistence true`.
+    pub persistence: Option<PersistenceConf>,
 }
 
 impl Settings {
@@ -122,6 +125,7 @@ impl Settings {
             policy: ListenerPolicies::default(),
             reload: crate::reload::ReloadSource::default(),
             notices: Vec::new(),
+            persistence: None,
         }
     }
 }
@@ -269,7 +273,8 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     core.connection_messages = conf.log.connection_messages;
     core.listener_client_ids = listener_client_ids;
     let reload = crate::reload::ReloadSource::default();
-    Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices })
+    let persistence = conf.persistence.enabled.then_some(conf.persistence);
+    Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices, persistence })
 }
 
 /// This broker's name among brokers sharing the presence hash: host name
@@ -300,6 +305,16 @@ pub enum Error {
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store could not be opened (its directory, permissions, a full
+    /// disk: never a damaged file, which is moved aside).
+    #[error(transparent)]
+    Store(#[from] crate::persist::OpenError),
+    /// The store's thread could not be started.
+    #[error("cannot start the store's thread: {source}")]
+    StoreThread {
         /// The cause.
         source: std::io::Error,
     },

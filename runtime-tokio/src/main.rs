@@ -26,16 +26,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// SIGTERM and SIGINT stop the broker, SIGHUP reloads its access settings.
-struct UnixSignals(Option<[tokio::signal::unix::Signal; 3]>);
+/// SIGTERM and SIGINT stop the broker, SIGHUP reloads its access settings,
+/// SIGUSR1 reports on the store.
+struct UnixSignals(Option<[tokio::signal::unix::Signal; 4]>);
 
 impl UnixSignals {
     /// Must run inside the tokio runtime.
     fn new() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
-        let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()));
+        let handlers = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
+        );
         match handlers {
-            (Ok(term), Ok(int), Ok(hup)) => Self(Some([term, int, hup])),
+            (Ok(term), Ok(int), Ok(hup), Ok(usr1)) => Self(Some([term, int, hup, usr1])),
             // Without signal handlers the broker still runs; it stops when killed.
             _ => Self(None),
         }
@@ -44,7 +50,7 @@ impl UnixSignals {
 
 impl Signals for UnixSignals {
     async fn next(&mut self) -> Signal {
-        let Some([term, int, hup]) = self.0.as_mut() else {
+        let Some([term, int, hup, usr1]) = self.0.as_mut() else {
             return std::future::pending().await;
         };
         tokio::select! {
@@ -57,6 +63,10 @@ impl Signals for UnixSignals {
                 Signal::Shutdown
             }
             _ = hup.recv() => Signal::Reload,
+            _ = usr1.recv() => {
+                info!("Received SIGUSR1.");
+                Signal::Report
+            }
         }
     }
 }
