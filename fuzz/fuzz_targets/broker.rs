@@ -644,6 +644,7 @@ impl Harness {
                     view.auth_asked = true;
                     event(12);
                 }
+                Action::Store { batch } => panic!("store batch {} with persistence off", batch.seq),
                 Action::DropExpired { client, message } => {
                     event(9);
                     assert!(message.is_expired(now.unix), "DropExpired for {client} of a live message");
