@@ -33,6 +33,11 @@
 //! names that Mosquitto could not have accepted are dropped: Mosquitto
 //! 2.0.11 to 2.0.15 wrote heap bytes as the user name of a persistent
 //! client without one that followed a client with one.
+//!
+//! Not carried over, as Culex speaks MQTT 3.1.1: an MQTT 5 message expiry
+//! that has not passed (messages expire by their payload's `expired_at`,
+//! as any other), MQTT 5 properties, subscription options and
+//! identifiers, and the listener a session was bound to.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
