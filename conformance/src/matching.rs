@@ -63,10 +63,10 @@ struct Matcher<'a> {
 
 impl Matcher<'_> {
     fn eq<T: PartialEq + std::fmt::Display>(&mut self, field: &str, expected: Option<T>, got: T) {
-        if let Some(expected) = expected {
-            if expected != got {
-                self.diffs.push(format!("{field} is {got}, expected {expected}"));
-            }
+        if let Some(expected) = expected
+            && expected != got
+        {
+            self.diffs.push(format!("{field} is {got}, expected {expected}"));
         }
     }
 

@@ -40,7 +40,7 @@ fn main() {
     report(&sim, "all connected and reporting");
 
     // Two thirds keep pinging; every third device goes silent.
-    let silent = |n: usize| n % 3 == 0;
+    let silent = |n: usize| n.is_multiple_of(3);
     for _ in 0..3 {
         sim.advance(Duration::from_secs(20));
         for (n, conn) in conns.iter().enumerate() {

@@ -253,10 +253,10 @@ impl PresenceSync {
 
     /// The in-flight batch was applied.
     pub fn handle_batch_done(&mut self, now: Instant) {
-        if let Some(batch) = self.in_flight.take() {
-            if batch.first() == Some(&PresenceCommand::ClearStale) {
-                self.stale_cleared = true;
-            }
+        if let Some(batch) = self.in_flight.take()
+            && batch.first() == Some(&PresenceCommand::ClearStale)
+        {
+            self.stale_cleared = true;
         }
         self.verify_at = now + self.settings.verify_interval;
     }

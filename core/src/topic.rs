@@ -556,10 +556,10 @@ pub(crate) mod tests {
             let n = 1 + usize::arbitrary(g) % 4;
             let mut levels: Vec<&'static str> =
                 (0..n).map(|_| *g.choose(&["a", "b", "", "$x", "+", "+"]).unwrap_or(&"a")).collect();
-            if bool::arbitrary(g) {
-                if let Some(last) = levels.last_mut() {
-                    *last = "#";
-                }
+            if bool::arbitrary(g)
+                && let Some(last) = levels.last_mut()
+            {
+                *last = "#";
             }
             Self(non_empty(levels).unwrap_or_else(|| vec!["a"]))
         }

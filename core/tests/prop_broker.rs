@@ -234,10 +234,10 @@ impl World {
         }
         // Inflight never exceeds the window.
         for name in CLIENTS {
-            if let Some(session) = self.sim.broker().session(name) {
-                if session.inflight > window {
-                    return Err(format!("{name}: {} in flight, window {window}", session.inflight));
-                }
+            if let Some(session) = self.sim.broker().session(name)
+                && session.inflight > window
+            {
+                return Err(format!("{name}: {} in flight, window {window}", session.inflight));
             }
         }
         // Presence equals the truth: clients with an accepted, open connection.
@@ -318,10 +318,10 @@ impl World {
             return Err(format!("unreadable payload {payload}"));
         };
         let key = (subscriber, from as usize, qos as u8);
-        if let Some(last) = self.order.insert(key, seq) {
-            if last >= seq {
-                return Err(format!("out of order: {seq} after {last} for {key:?}"));
-            }
+        if let Some(last) = self.order.insert(key, seq)
+            && last >= seq
+        {
+            return Err(format!("out of order: {seq} after {last} for {key:?}"));
         }
         Ok(())
     }

@@ -285,10 +285,10 @@ impl Deframer {
                         // Refuse at once rather than wait for a mask that
                         // will not come.
                         self.fail(&mut out, "client frame not masked");
-                    } else if self.header.len() >= header_len(&self.header) {
-                        if let Err(reason) = self.start_frame(&mut out) {
-                            self.fail(&mut out, reason);
-                        }
+                    } else if self.header.len() >= header_len(&self.header)
+                        && let Err(reason) = self.start_frame(&mut out)
+                    {
+                        self.fail(&mut out, reason);
                     }
                 }
                 State::Payload { opcode, remaining, mask, done } => {

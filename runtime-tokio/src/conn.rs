@@ -150,10 +150,10 @@ impl Served {
         };
         let (stream, rx) = (&self.stream, &mut self.rx);
         std::future::poll_fn(|cx| {
-            if watch == Watch::SocketFirst {
-                if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
-                    return Poll::Ready(Wake::Readable(ready));
-                }
+            if watch == Watch::SocketFirst
+                && let Poll::Ready(ready) = stream.poll_read_ready(cx)
+            {
+                return Poll::Ready(Wake::Readable(ready));
             }
             if let Poll::Ready(out) = rx.poll_recv(cx) {
                 return Poll::Ready(Wake::Out(out));

@@ -218,10 +218,10 @@ impl Scenario {
     pub fn clients(&self) -> Vec<&str> {
         let mut seen = Vec::new();
         for line in &self.steps {
-            if let Some(c) = line.step.client() {
-                if !seen.contains(&c) {
-                    seen.push(c);
-                }
+            if let Some(c) = line.step.client()
+                && !seen.contains(&c)
+            {
+                seen.push(c);
             }
         }
         seen

@@ -360,7 +360,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 || s.is_empty() {
+    if !s.len().is_multiple_of(2) || s.is_empty() {
         return Err(format!("hex `{s}` must have an even, non-zero number of digits"));
     }
     (0..s.len())

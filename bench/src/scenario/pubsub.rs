@@ -404,10 +404,10 @@ async fn publisher(shared: Arc<Shared>, index: usize, ready: Ready, mut start: S
         Ok(Ok(go)) => *go,
         _ => None,
     };
-    if let Some((begin, true)) = go {
-        if let Err(error) = publish(&shared, index, &mut client, begin, &mut out).await {
-            out.errors.push(format!("{who}: {error}"));
-        }
+    if let Some((begin, true)) = go
+        && let Err(error) = publish(&shared, index, &mut client, begin, &mut out).await
+    {
+        out.errors.push(format!("{who}: {error}"));
     }
     out.client = Some(client);
     out
@@ -607,10 +607,10 @@ async fn receive(
         if distinct >= plan.messages {
             return Ok(());
         }
-        if let Some(sent) = *done.borrow() {
-            if distinct >= sent || last_activity.elapsed() >= plan.drain {
-                return Ok(());
-            }
+        if let Some(sent) = *done.borrow()
+            && (distinct >= sent || last_activity.elapsed() >= plan.drain)
+        {
+            return Ok(());
         }
         if Instant::now() >= deadline {
             out.timed_out = true;

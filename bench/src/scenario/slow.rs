@@ -113,10 +113,11 @@ pub(crate) async fn subscriber(
         out.note(&who, error);
     }
     out.at_rate = out.received.distinct;
-    if out.closed.is_none() && !out.timed_out {
-        if let Err(error) = probe(&shared, &mut client, &mut out).await {
-            out.note(&who, error);
-        }
+    if out.closed.is_none()
+        && !out.timed_out
+        && let Err(error) = probe(&shared, &mut client, &mut out).await
+    {
+        out.note(&who, error);
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
     out

@@ -18,7 +18,7 @@ pub(crate) fn hex(s: &str) -> Vec<u8> {
             _ => panic!("not a hex digit: {:?}", char::from(b)),
         })
         .collect();
-    assert!(digits.len() % 2 == 0, "odd number of hex digits in {s:?}");
+    assert!(digits.len().is_multiple_of(2), "odd number of hex digits in {s:?}");
     digits.chunks(2).map(|pair| pair[0] << 4 | pair[1]).collect()
 }
 

@@ -194,12 +194,12 @@ fn text(value: Tlv<'_>) -> Option<String> {
         // TeletexString: read as Latin-1, as OpenSSL's UTF-8 conversion does.
         0x14 => Some(bytes.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UTF-16BE.
-        0x1E if bytes.len() % 2 == 0 => {
+        0x1E if bytes.len().is_multiple_of(2) => {
             let units = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
             char::decode_utf16(units).collect::<Result<String, _>>().ok()
         }
         // UniversalString: UTF-32BE.
-        0x1C if bytes.len() % 4 == 0 => {
+        0x1C if bytes.len().is_multiple_of(4) => {
             bytes.chunks_exact(4).map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))).collect()
         }
         _ => None,
