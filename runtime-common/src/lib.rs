@@ -23,6 +23,7 @@ pub mod driver;
 pub mod link;
 pub mod logging;
 pub mod outbox;
+pub mod persist;
 pub mod reload;
 pub mod reports;
 pub mod settings;

@@ -1,0 +1,387 @@
+//! Opening the store at start: create, open, set a damaged file aside, or
+//! migrate Mosquitto's file.
+//!
+//! Culex only ever puts a complete, synced store at the configured path: a
+//! new one (empty or imported) is written under `<file>.culex-new`, synced,
+//! then renamed into place and the directory synced. So whatever is found
+//! there that redb cannot open, or that Culex cannot read, was damaged
+//! outside Culex (or was never a Culex store), and a crash at any step
+//! leaves either the old file or the complete new one at the path.
+//!
+//! **An empty (0-byte) file is treated as damaged**, not as new: Culex's
+//! own store is never empty at the path (see above), so an empty file was
+//! made by someone else, or is what a file system left of a file after a
+//! crash. Moving it aside loses nothing and says so in the log, where
+//! redb's `create` would silently initialise it and hide the event.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use culex_core::UnixTime;
+use culex_core::conf::PersistenceConf;
+use culex_core::persistence::StoredState;
+use culex_core::persistence::mosquitto_db::{self, ImportError, ImportSummary, Imported};
+use tracing::{error, info};
+
+use super::{RedbStore, Store, StoreError, panic_text};
+
+/// Suffix of the file a new store is written to before it is renamed into
+/// place. Not Mosquitto's `.new`, which it uses for its own saves.
+const NEW_SUFFIX: &str = "culex-new";
+
+/// A store ready for use, what it holds, and how it came to be.
+#[derive(Debug)]
+pub struct OpenedStore {
+    /// The store, for a [`Committer`](super::Committer).
+    pub store: Box<dyn Store>,
+    /// What it holds, for [`Server::restore`](culex_core::server::Server::restore).
+    pub state: StoredState,
+    /// What happened on the way.
+    pub outcome: Outcome,
+}
+
+/// What opening found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// There was no file: a new, empty store was created.
+    Created,
+    /// The store was there and was read.
+    Opened,
+    /// The file could not be read as a store: it was moved to `kept_at`,
+    /// and a new, empty store was created.
+    Damaged {
+        /// Where the damaged file now is.
+        kept_at: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A Mosquitto persistence file was imported into a new store; the
+    /// original was kept at `kept_at`.
+    Imported {
+        /// Where Mosquitto's file now is.
+        kept_at: PathBuf,
+        /// What the import took and left out.
+        summary: ImportSummary,
+    },
+    /// A Mosquitto persistence file could not be imported: it was kept at
+    /// `kept_at` and a new, empty store was created.
+    ImportFailed {
+        /// Where Mosquitto's file now is.
+        kept_at: PathBuf,
+        /// Why it could not be imported.
+        reason: ImportError,
+    },
+}
+
+/// What [`open`] found at a path.
+#[derive(Debug)]
+pub enum Opened {
+    /// A store, as [`open_store`] returns it.
+    Store(Box<OpenedStore>),
+    /// A Mosquitto persistence file, left in place: import it (as
+    /// [`open_store`] does).
+    Mosquitto {
+        /// Its contents.
+        bytes: Vec<u8>,
+    },
+}
+
+/// Why there is no store to start with: a problem of the surroundings (the
+/// directory, permissions, a full disk, another process holding the store),
+/// never of the file's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A file operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// To which file.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// redb refused the store for a reason that is not damage.
+    #[error("cannot open the store {path}: {source}")]
+    Store {
+        /// The store.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> OpenError {
+    let path = path.to_path_buf();
+    move |source| OpenError::Io { action, path, source }
+}
+
+/// Opens the store configured by `conf` (whether or not
+/// [`enabled`](PersistenceConf::enabled) is set: the caller decides), as
+/// [`open`] does, and imports a Mosquitto file found there: the imported
+/// state is written to a new store, which replaces Mosquitto's file at the
+/// configured path; the original is kept beside it as
+/// `<file>.mosquitto-<unix time>`. A Mosquitto file that cannot be imported
+/// is kept under that name too, and Culex starts empty.
+///
+/// # Errors
+///
+/// See [`open`]; also when the imported store cannot be written.
+pub fn open_store(conf: &PersistenceConf, now: UnixTime) -> Result<OpenedStore, OpenError> {
+    let path = conf.path();
+    match open(&path, now)? {
+        Opened::Store(opened) => Ok(*opened),
+        Opened::Mosquitto { bytes } => migrate(&path, &bytes, now),
+    }
+}
+
+/// Opens the store at `path`:
+///
+/// - no file: creates an empty store (written aside, synced, renamed into
+///   place, directory synced);
+/// - a store: opens it, checking every page's checksum, and loads it;
+/// - a file starting with Mosquitto's magic number: [`Opened::Mosquitto`];
+/// - anything else (empty, garbage, truncated, failing checksums, a redb
+///   file Culex did not write, values it cannot read; a panic in redb
+///   included): moves it to `<file>.corrupt-<unix time>`, syncs the
+///   directory, logs both paths at error level and creates an empty store.
+///
+/// # Errors
+///
+/// Only for problems that are not the file's contents and that moving it
+/// aside would not fix: the directory is missing or not writable, another
+/// process holds the store, the disk is full.
+pub fn open(path: &Path, now: UnixTime) -> Result<Opened, OpenError> {
+    let head = match read_head(path) {
+        Ok(head) => head,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let (store, state) = create_fresh(path)?;
+            info!("Created the store {}.", path.display());
+            return Ok(Opened::Store(Box::new(OpenedStore {
+                store: Box::new(store),
+                state,
+                outcome: Outcome::Created,
+            })));
+        }
+        Err(e) => return Err(io_error("read", path)(e)),
+    };
+    if mosquitto_db::is_mosquitto_db(&head) {
+        let bytes = fs::read(path).map_err(io_error("read", path))?;
+        return Ok(Opened::Mosquitto { bytes });
+    }
+    let reason = if head.is_empty() {
+        "the file is empty (Culex never leaves an empty store)".to_owned()
+    } else {
+        match open_existing(path) {
+            Ok((store, state)) => {
+                return Ok(Opened::Store(Box::new(OpenedStore {
+                    store: Box::new(store),
+                    state,
+                    outcome: Outcome::Opened,
+                })));
+            }
+            Err(e) if !is_damage(&e) => return Err(OpenError::Store { path: path.to_path_buf(), source: e }),
+            Err(e) => e.to_string(),
+        }
+    };
+    let kept_at = set_aside(path, "corrupt", now)?;
+    error!(
+        "The store {} is damaged ({reason}): moved it to {} and started with an empty store.",
+        path.display(),
+        kept_at.display()
+    );
+    let (store, state) = create_fresh(path)?;
+    Ok(Opened::Store(Box::new(OpenedStore {
+        store: Box::new(store),
+        state,
+        outcome: Outcome::Damaged { kept_at, reason },
+    })))
+}
+
+/// Reads a Mosquitto persistence file; the one place that calls the
+/// importer.
+///
+/// # Errors
+///
+/// As [`mosquitto_db::import`].
+pub fn import_mosquitto(bytes: &[u8], now: UnixTime) -> Result<Imported, ImportError> {
+    mosquitto_db::import(bytes, now)
+}
+
+/// The first bytes of the file, enough to tell Mosquitto's magic number.
+fn read_head(path: &Path) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(mosquitto_db::MAGIC.len());
+    File::open(path)?.take(mosquitto_db::MAGIC.len() as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Opens and loads the store at `path`; a panic in redb is an error.
+fn open_existing(path: &Path) -> Result<(RedbStore, StoredState), StoreError> {
+    panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut store = RedbStore::open(path)?;
+        let state = store.load()?;
+        Ok((store, state))
+    }))
+    .unwrap_or_else(|payload| Err(StoreError::Panic(panic_text(&*payload))))
+}
+
+/// Whether an error opening a store says its file is damaged, rather than
+/// that something around it is wrong (then moving it aside would lose a
+/// good store).
+fn is_damage(error: &StoreError) -> bool {
+    use io::ErrorKind as K;
+    let StoreError::Redb(error) = error else { return true };
+    match error {
+        redb::Error::DatabaseAlreadyOpen
+        | redb::Error::LockProtocolMismatch
+        | redb::Error::LockPoisoned(_)
+        | redb::Error::Unsupported
+        | redb::Error::WouldBlock => false,
+        redb::Error::Io(e) => !matches!(
+            e.kind(),
+            K::NotFound
+                | K::PermissionDenied
+                | K::ReadOnlyFilesystem
+                | K::StorageFull
+                | K::QuotaExceeded
+                | K::OutOfMemory
+                | K::ResourceBusy
+                | K::WouldBlock
+                | K::Interrupted
+                | K::IsADirectory
+        ),
+        _ => true,
+    }
+}
+
+/// Makes an empty store at `path` (see the module's notes).
+fn create_fresh(path: &Path) -> Result<(RedbStore, StoredState), OpenError> {
+    let new = write_new(path, &StoredState::default())?;
+    install(&new, path)
+}
+
+/// Writes `state` as a new store under the temporary name and makes it
+/// durable there; returns that name.
+fn write_new(path: &Path, state: &StoredState) -> Result<PathBuf, OpenError> {
+    let new = sibling(path, NEW_SUFFIX);
+    // A leftover of a start that crashed half-way: never trusted.
+    match fs::remove_file(&new) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error("remove", &new)(e)),
+        _ => {}
+    }
+    let store_error = |source| OpenError::Store { path: new.clone(), source };
+    let mut store = RedbStore::create(&new).map_err(store_error)?;
+    if !state.is_empty() || state.last_batch != 0 {
+        store.write_state(state).map_err(store_error)?;
+    }
+    drop(store);
+    Ok(new)
+}
+
+/// Renames the new store into place, syncs the directory and opens it.
+fn install(new: &Path, path: &Path) -> Result<(RedbStore, StoredState), OpenError> {
+    fs::rename(new, path).map_err(io_error("rename a new store to", path))?;
+    sync_dir(path)?;
+    reopen(path)
+}
+
+fn reopen(path: &Path) -> Result<(RedbStore, StoredState), OpenError> {
+    open_existing(path).map_err(|source| OpenError::Store { path: path.to_path_buf(), source })
+}
+
+/// Imports Mosquitto's file at `path` (see [`open_store`]).
+fn migrate(path: &Path, bytes: &[u8], now: UnixTime) -> Result<OpenedStore, OpenError> {
+    let imported = match import_mosquitto(bytes, now) {
+        Ok(imported) => imported,
+        Err(reason) => {
+            let kept_at = set_aside(path, "mosquitto", now)?;
+            error!(
+                "Cannot import the Mosquitto persistence file {} ({reason}): kept it as {} and started with an \
+                 empty store.",
+                path.display(),
+                kept_at.display()
+            );
+            let (store, state) = create_fresh(path)?;
+            return Ok(OpenedStore {
+                store: Box::new(store),
+                state,
+                outcome: Outcome::ImportFailed { kept_at, reason },
+            });
+        }
+    };
+    let new = write_new(path, &imported.state)?;
+    // The original stays at the path until the new store replaces it in
+    // one rename: a crash before that imports it again at the next start.
+    let kept_at = keep_copy(path, "mosquitto", now)?;
+    let (store, state) = install(&new, path)?;
+    info!(
+        "Imported the Mosquitto persistence file {} into a Culex store at the same path (the original is kept as \
+         {}): {}.",
+        path.display(),
+        kept_at.display(),
+        imported.summary
+    );
+    Ok(OpenedStore { store: Box::new(store), state, outcome: Outcome::Imported { kept_at, summary: imported.summary } })
+}
+
+/// `<file>.<suffix>` beside `path`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// `<file>.<tag>-<unix time>` beside `path`, with `-2`, `-3`… added if
+/// that is taken.
+fn aside_name(path: &Path, tag: &str, now: UnixTime) -> Result<PathBuf, OpenError> {
+    // Saturates: a clock before 1970 gives 0.
+    let secs = now.as_secs_f64() as u64;
+    let base = format!("{tag}-{secs}");
+    for n in 1..=1000u32 {
+        let candidate = if n == 1 { sibling(path, &base) } else { sibling(path, &format!("{base}-{n}")) };
+        match fs::symlink_metadata(&candidate) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(candidate),
+            Err(e) => return Err(io_error("look at", &candidate)(e)),
+            Ok(_) => {}
+        }
+    }
+    Err(OpenError::Io {
+        action: "find a free name beside",
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::AlreadyExists, "a thousand names taken"),
+    })
+}
+
+/// Moves `path` to `<file>.<tag>-<unix time>` and syncs the directory.
+fn set_aside(path: &Path, tag: &str, now: UnixTime) -> Result<PathBuf, OpenError> {
+    let aside = aside_name(path, tag, now)?;
+    fs::rename(path, &aside).map_err(io_error("move aside", path))?;
+    sync_dir(path)?;
+    Ok(aside)
+}
+
+/// Keeps `path` also as `<file>.<tag>-<unix time>` (a hard link, or a
+/// synced copy where links are not possible), leaving it in place; syncs
+/// the directory.
+fn keep_copy(path: &Path, tag: &str, now: UnixTime) -> Result<PathBuf, OpenError> {
+    let kept = aside_name(path, tag, now)?;
+    if fs::hard_link(path, &kept).is_err() {
+        fs::copy(path, &kept).map_err(io_error("copy", path))?;
+        File::open(&kept).and_then(|f| f.sync_all()).map_err(io_error("sync", &kept))?;
+    }
+    sync_dir(path)?;
+    Ok(kept)
+}
+
+/// Syncs the directory holding `path`, so that a creation or a rename in
+/// it survives a power loss (redb syncs only the file).
+fn sync_dir(path: &Path) -> Result<(), OpenError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync the directory", dir))
+}

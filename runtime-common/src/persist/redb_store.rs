@@ -1,0 +1,478 @@
+//! The store on redb: one file, one table per kind of record, one write
+//! transaction (one `fdatasync`) per group of batches.
+
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use culex_core::persistence::{CopyState, MessageId, StoreBatch, StoreOp, StoredSession, StoredState};
+use culex_core::{ClientId, PacketId, TopicFilter, TopicName};
+use redb::{
+    Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition,
+    TableError, WriteTransaction,
+};
+
+use super::codec::{self, SessionFields};
+use super::{Store, StoreError, panic_text};
+
+/// Message bodies: id → topic, payload, QoS, RETAIN, `expires_at`.
+const MESSAGES: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("messages");
+/// Retained messages: topic → message id.
+const RETAINED: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("retained");
+/// Persistent sessions' own fields: client → user name, offline since,
+/// next packet id.
+const SESSIONS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("sessions");
+/// (client, filter) → granted QoS.
+const SUBSCRIPTIONS: TableDefinition<'static, (&str, &str), &[u8]> = TableDefinition::new("subscriptions");
+/// (client, sequence number) → copy.
+const COPIES: TableDefinition<'static, (&str, u64), &[u8]> = TableDefinition::new("copies");
+/// (client, packet id) → message id or none: incoming QoS 2 messages of
+/// stored sessions.
+const INCOMING: TableDefinition<'static, (&str, u16), &[u8]> = TableDefinition::new("incoming");
+/// (client, packet id) → message id: incoming QoS 2 messages of clients
+/// without a stored session.
+const UNRELEASED: TableDefinition<'static, (&str, u16), &[u8]> = TableDefinition::new("unreleased");
+/// Client → will.
+const WILLS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("wills");
+/// [`FORMAT`] and [`LAST_BATCH`].
+const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+
+/// Meta key: the store's format, written when it is created. A redb file
+/// without it was not made by Culex.
+const FORMAT: &str = "format";
+/// Meta key: the sequence number of the last batch committed.
+const LAST_BATCH: &str = "last_batch";
+/// The format this code writes and reads.
+const FORMAT_VERSION: u64 = 1;
+
+/// redb's page cache. Its default is 1 GiB; a broker's store is small and
+/// mostly written, and Culex also runs on devices with little memory.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How the store (re)opens its database: after a failed commit redb
+/// refuses further transactions until the database is opened again.
+type Opener = Box<dyn Fn() -> Result<Database, DatabaseError> + Send>;
+
+/// The store on redb 5. Create it with [`RedbStore::create`] or
+/// [`RedbStore::open`] (or through [`open`](super::open), which also deals
+/// with damaged and Mosquitto files).
+pub struct RedbStore {
+    /// `None` after a failed commit, until the next one opens it again.
+    db: Option<Database>,
+    open: Opener,
+    path: Option<PathBuf>,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore").field("path", &self.path).field("open", &self.db.is_some()).finish()
+    }
+}
+
+/// The builder every open uses: integrity checked on open, so that a file
+/// changed behind redb's back fails to open instead of panicking later.
+fn builder() -> Builder {
+    let mut builder = Database::builder();
+    builder.set_check_integrity_on_open(true).set_cache_size(CACHE_BYTES);
+    builder
+}
+
+impl RedbStore {
+    /// Opens the existing store at `path`, checking every page, and reads
+    /// its format.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened, is not a redb database, is damaged,
+    /// or is a redb database Culex did not make.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let owned = path.to_path_buf();
+        let mut store = Self::with_opener(Box::new(move || builder().open(&owned)), Some(path.to_path_buf()))?;
+        store.check_format()?;
+        Ok(store)
+    }
+
+    /// Creates a new, empty store at `path` (which must not exist, or be
+    /// empty) and makes it durable. The directory is not synced here: see
+    /// [`open`](super::open).
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be created or written.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        let owned = path.to_path_buf();
+        let db = builder().create(path)?;
+        let mut store = Self { db: Some(db), open: Box::new(move || builder().open(&owned)), path: Some(path.into()) };
+        store.initialise()?;
+        Ok(store)
+    }
+
+    /// A store on any redb backend (tests use one that simulates crashes).
+    /// It is created if empty; the backend is cloned to open it again after
+    /// a failed commit.
+    ///
+    /// # Errors
+    ///
+    /// When redb cannot open it or it was not made by Culex.
+    pub fn with_backend<B: StorageBackend + Clone>(backend: B) -> Result<Self, StoreError> {
+        let mut store = Self::with_opener(Box::new(move || builder().create_with_backend(backend.clone())), None)?;
+        if store.format()?.is_none() {
+            store.initialise()?;
+        }
+        store.check_format()?;
+        Ok(store)
+    }
+
+    fn with_opener(open: Opener, path: Option<PathBuf>) -> Result<Self, StoreError> {
+        let db = open()?;
+        Ok(Self { db: Some(db), open, path })
+    }
+
+    /// The open database, opening it again after a failed commit.
+    fn db(&mut self) -> Result<&Database, StoreError> {
+        match &mut self.db {
+            Some(db) => Ok(db),
+            slot => Ok(slot.insert((self.open)()?)),
+        }
+    }
+
+    /// Writes the format and creates every table, in one durable commit.
+    fn initialise(&mut self) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut tables = Tables::open(&txn)?;
+            tables.meta.insert(FORMAT, codec::encode_u64(FORMAT_VERSION).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The format recorded in the meta table, `None` if there is none.
+    fn format(&mut self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let format = meta.get(FORMAT)?.map(|v| codec::decode_u64(v.value())).transpose()?;
+        Ok(format)
+    }
+
+    fn check_format(&mut self) -> Result<(), StoreError> {
+        match self.format()? {
+            Some(FORMAT_VERSION) => Ok(()),
+            Some(other) => Err(StoreError::Decode {
+                table: "meta",
+                detail: format!("store format {other}, this Culex reads {FORMAT_VERSION}"),
+            }),
+            None => {
+                Err(StoreError::Decode { table: "meta", detail: "a redb database that is not a Culex store".into() })
+            }
+        }
+    }
+
+    /// Replaces everything with `state` in one durable commit (an import
+    /// writes a new store this way).
+    ///
+    /// # Errors
+    ///
+    /// When the commit fails.
+    pub fn write_state(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        self.guarded(|store| store.write_state_inner(state))
+    }
+
+    fn write_state_inner(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut t = Tables::open(&txn)?;
+            t.clear()?;
+            for (id, message) in &state.messages {
+                t.messages.insert(id.0, codec::encode_message(message).as_slice())?;
+            }
+            for (topic, id) in &state.retained {
+                t.retained.insert(topic.as_str(), codec::encode_id(*id).as_slice())?;
+            }
+            for (client, session) in &state.sessions {
+                let c = client.as_str();
+                t.sessions.insert(c, codec::encode_session(&SessionFields::from(session)).as_slice())?;
+                for (filter, qos) in &session.subscriptions {
+                    t.subscriptions.insert((c, filter.as_str()), codec::encode_qos(*qos).as_slice())?;
+                }
+                for (seq, copy) in &session.copies {
+                    t.copies.insert((c, *seq), codec::encode_copy(copy).as_slice())?;
+                }
+                for (id, message) in &session.incoming {
+                    t.incoming.insert((c, id.get()), codec::encode_incoming(*message).as_slice())?;
+                }
+            }
+            for ((client, id), message) in &state.unreleased {
+                t.unreleased.insert((client.as_str(), id.get()), codec::encode_id(*message).as_slice())?;
+            }
+            for (client, will) in &state.wills {
+                t.wills.insert(client.as_str(), codec::encode_will(will).as_slice())?;
+            }
+            t.meta.insert(FORMAT, codec::encode_u64(FORMAT_VERSION).as_slice())?;
+            t.meta.insert(LAST_BATCH, codec::encode_u64(state.last_batch).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn commit_inner(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut t = Tables::open(&txn)?;
+            let mut last = t.last_batch()?;
+            for batch in batches {
+                // Already committed: a retry after a commit that failed late
+                // may find it there. Applying it twice is not always a no-op.
+                if super::already_committed(last, batch.seq) {
+                    continue;
+                }
+                for op in &batch.ops {
+                    t.apply(op)?;
+                }
+                last = last.max(batch.seq);
+            }
+            t.meta.insert(LAST_BATCH, codec::encode_u64(last).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f`, turning a panic in redb into an error. After any failure
+    /// the database is opened again (and its integrity checked) before the
+    /// next call: redb refuses writes after a failed one until then.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let result = panic::catch_unwind(AssertUnwindSafe(|| f(self)))
+            .unwrap_or_else(|payload| Err(StoreError::Panic(panic_text(&*payload))));
+        if result.is_err() {
+            self.db = None;
+        }
+        result
+    }
+
+    fn load_inner(db: &Database) -> Result<StoredState, StoreError> {
+        let txn = db.begin_read()?;
+        let mut state = StoredState::default();
+        let meta = txn.open_table(META)?;
+        state.last_batch = meta.get(LAST_BATCH)?.map(|v| codec::decode_u64(v.value())).transpose()?.unwrap_or(0);
+        for entry in txn.open_table(MESSAGES)?.iter()? {
+            let (id, value) = entry?;
+            state.messages.insert(MessageId(id.value()), Arc::new(codec::decode_message(value.value())?));
+        }
+        for entry in txn.open_table(RETAINED)?.iter()? {
+            let (topic, value) = entry?;
+            state.retained.insert(topic_name("retained", topic.value())?, codec::decode_id("retained", value.value())?);
+        }
+        for entry in txn.open_table(SESSIONS)?.iter()? {
+            let (client, value) = entry?;
+            let fields = codec::decode_session(value.value())?;
+            let session = StoredSession {
+                username: fields.username,
+                offline_since: fields.offline_since,
+                next_packet_id: fields.next_packet_id,
+                ..StoredSession::default()
+            };
+            state.sessions.insert(ClientId::new(client.value()), session);
+        }
+        // Rows of a session that is not stored cannot be written (ops for
+        // one are ignored, dropping one drops its rows): skip any anyway.
+        for entry in txn.open_table(SUBSCRIPTIONS)?.iter()? {
+            let (key, value) = entry?;
+            let (client, filter) = key.value();
+            if let Some(session) = state.sessions.get_mut(client) {
+                let filter = TopicFilter::new(filter)
+                    .map_err(|e| decode_error("subscriptions", format!("invalid filter {filter:?}: {e}")))?;
+                session.subscriptions.insert(filter, codec::decode_qos(value.value())?);
+            }
+        }
+        for entry in txn.open_table(COPIES)?.iter()? {
+            let (key, value) = entry?;
+            let (client, seq) = key.value();
+            if let Some(session) = state.sessions.get_mut(client) {
+                session.copies.insert(seq, codec::decode_copy(value.value())?);
+            }
+        }
+        for entry in txn.open_table(INCOMING)?.iter()? {
+            let (key, value) = entry?;
+            let (client, id) = key.value();
+            if let Some(session) = state.sessions.get_mut(client) {
+                session.incoming.insert(packet_id("incoming", id)?, codec::decode_incoming(value.value())?);
+            }
+        }
+        for entry in txn.open_table(UNRELEASED)?.iter()? {
+            let (key, value) = entry?;
+            let (client, id) = key.value();
+            let message = codec::decode_id("unreleased", value.value())?;
+            state.unreleased.insert((ClientId::new(client), packet_id("unreleased", id)?), message);
+        }
+        for entry in txn.open_table(WILLS)?.iter()? {
+            let (client, value) = entry?;
+            state.wills.insert(ClientId::new(client.value()), codec::decode_will(value.value())?);
+        }
+        Ok(state)
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&mut self) -> Result<StoredState, StoreError> {
+        self.guarded(|store| store.db().and_then(Self::load_inner))
+    }
+
+    fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {
+        self.guarded(|store| store.commit_inner(batches))
+    }
+
+    fn size(&self) -> Option<u64> {
+        self.path.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len())
+    }
+}
+
+fn decode_error(table: &'static str, detail: String) -> StoreError {
+    StoreError::Decode { table, detail }
+}
+
+fn topic_name(table: &'static str, topic: &str) -> Result<TopicName, StoreError> {
+    TopicName::new(topic).map_err(|e| decode_error(table, format!("invalid topic {topic:?}: {e}")))
+}
+
+fn packet_id(table: &'static str, id: u16) -> Result<PacketId, StoreError> {
+    PacketId::new(id).ok_or_else(|| decode_error(table, "packet id 0".into()))
+}
+
+/// Every table, open in one write transaction.
+struct Tables<'t> {
+    messages: Table<'t, u64, &'static [u8]>,
+    retained: Table<'t, &'static str, &'static [u8]>,
+    sessions: Table<'t, &'static str, &'static [u8]>,
+    subscriptions: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    copies: Table<'t, (&'static str, u64), &'static [u8]>,
+    incoming: Table<'t, (&'static str, u16), &'static [u8]>,
+    unreleased: Table<'t, (&'static str, u16), &'static [u8]>,
+    wills: Table<'t, &'static str, &'static [u8]>,
+    meta: Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, TableError> {
+        Ok(Self {
+            messages: txn.open_table(MESSAGES)?,
+            retained: txn.open_table(RETAINED)?,
+            sessions: txn.open_table(SESSIONS)?,
+            subscriptions: txn.open_table(SUBSCRIPTIONS)?,
+            copies: txn.open_table(COPIES)?,
+            incoming: txn.open_table(INCOMING)?,
+            unreleased: txn.open_table(UNRELEASED)?,
+            wills: txn.open_table(WILLS)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+
+    fn last_batch(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get(LAST_BATCH)?.map(|v| codec::decode_u64(v.value())).transpose()?.unwrap_or(0))
+    }
+
+    fn clear(&mut self) -> Result<(), StoreError> {
+        self.messages.retain(|_, _| false)?;
+        self.retained.retain(|_, _| false)?;
+        self.sessions.retain(|_, _| false)?;
+        self.subscriptions.retain(|_, _| false)?;
+        self.copies.retain(|_, _| false)?;
+        self.incoming.retain(|_, _| false)?;
+        self.unreleased.retain(|_, _| false)?;
+        self.wills.retain(|_, _| false)?;
+        self.meta.retain(|_, _| false)?;
+        Ok(())
+    }
+
+    /// The stored session's fields, if it is stored.
+    fn session(&self, client: &str) -> Result<Option<SessionFields>, StoreError> {
+        self.sessions.get(client)?.map(|v| codec::decode_session(v.value())).transpose()
+    }
+
+    fn has_session(&self, client: &str) -> Result<bool, StoreError> {
+        Ok(self.sessions.get(client)?.is_some())
+    }
+
+    /// One change, exactly as [`StoredState::apply`] makes it.
+    fn apply(&mut self, op: &StoreOp) -> Result<(), StoreError> {
+        match op {
+            StoreOp::Message { id, message } => {
+                self.messages.insert(id.0, codec::encode_message(message).as_slice())?;
+            }
+            StoreOp::DropMessage { id } => {
+                self.messages.remove(id.0)?;
+            }
+            StoreOp::Retain { topic, message } => {
+                self.retained.insert(topic.as_str(), codec::encode_id(*message).as_slice())?;
+            }
+            StoreOp::DropRetained { topic } => {
+                self.retained.remove(topic.as_str())?;
+            }
+            StoreOp::Session { client, username, offline_since } => {
+                let c = client.as_str();
+                let mut fields = self.session(c)?.unwrap_or_default();
+                fields.username.clone_from(username);
+                fields.offline_since = *offline_since;
+                self.sessions.insert(c, codec::encode_session(&fields).as_slice())?;
+            }
+            StoreOp::DropSession { client } => {
+                let c = client.as_str();
+                if self.sessions.remove(c)?.is_some() {
+                    // Every (client, _) key sorts between (c, "") and the
+                    // first string after c, which is c followed by U+0000.
+                    let after = format!("{c}\0");
+                    self.subscriptions.retain_in((c, "")..(after.as_str(), ""), |_, _| false)?;
+                    self.copies.retain_in((c, 0)..=(c, u64::MAX), |_, _| false)?;
+                    self.incoming.retain_in((c, 0)..=(c, u16::MAX), |_, _| false)?;
+                }
+            }
+            StoreOp::Subscribe { client, filter, qos } => {
+                let c = client.as_str();
+                if self.has_session(c)? {
+                    self.subscriptions.insert((c, filter.as_str()), codec::encode_qos(*qos).as_slice())?;
+                }
+            }
+            StoreOp::Unsubscribe { client, filter } => {
+                // Only a stored session has rows here.
+                self.subscriptions.remove((client.as_str(), filter.as_str()))?;
+            }
+            StoreOp::Copy { client, seq, copy } => {
+                let c = client.as_str();
+                if let Some(mut fields) = self.session(c)? {
+                    if let CopyState::Sent(id) = copy.state {
+                        fields.next_packet_id = Some(id.next()).filter(|next| *next != PacketId::MIN);
+                        self.sessions.insert(c, codec::encode_session(&fields).as_slice())?;
+                    }
+                    self.copies.insert((c, *seq), codec::encode_copy(copy).as_slice())?;
+                }
+            }
+            StoreOp::DropCopy { client, seq } => {
+                self.copies.remove((client.as_str(), *seq))?;
+            }
+            StoreOp::Incoming { client, packet_id, message } => {
+                let c = client.as_str();
+                if self.has_session(c)? {
+                    self.incoming.insert((c, packet_id.get()), codec::encode_incoming(*message).as_slice())?;
+                } else if let Some(message) = message {
+                    self.unreleased.insert((c, packet_id.get()), codec::encode_id(*message).as_slice())?;
+                }
+            }
+            StoreOp::DropIncoming { client, packet_id } => {
+                let key = (client.as_str(), packet_id.get());
+                self.incoming.remove(key)?;
+                self.unreleased.remove(key)?;
+            }
+            StoreOp::Will { client, will } => {
+                self.wills.insert(client.as_str(), codec::encode_will(will).as_slice())?;
+            }
+            StoreOp::DropWill { client } => {
+                self.wills.remove(client.as_str())?;
+            }
+        }
+        Ok(())
+    }
+}
