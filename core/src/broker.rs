@@ -216,10 +216,10 @@ impl Connection {
     /// carries PUBLISH packets, the buffer goes, and with it the packet
     /// the client id (or a PINGREQ) was cut from.
     fn input_decoded(&mut self) {
-        if let Some(buffers) = self.buffers.as_mut().filter(|_| !self.busy) {
-            if buffers.inbuf.is_empty() {
-                buffers.inbuf = BytesMut::new();
-            }
+        if let Some(buffers) = self.buffers.as_mut().filter(|_| !self.busy)
+            && buffers.inbuf.is_empty()
+        {
+            buffers.inbuf = BytesMut::new();
         }
     }
 
@@ -650,10 +650,10 @@ impl Broker {
                     }
                 }
                 Err(DecodeError::Malformed(violation)) => {
-                    if let Some(code) = violation.connack_code() {
-                        if matches!(conn.state, ConnState::AwaitingConnect) {
-                            write_packet(conn, &mut self.dirty, id, &connack(false, code));
-                        }
+                    if let Some(code) = violation.connack_code()
+                        && matches!(conn.state, ConnState::AwaitingConnect)
+                    {
+                        write_packet(conn, &mut self.dirty, id, &connack(false, code));
                     }
                     self.close(now, id, CloseReason::Violation(violation));
                 }
@@ -1116,10 +1116,10 @@ impl Broker {
     /// and logged at the start of an episode, as Mosquitto logs it.
     fn drop_copy(&mut self, key: SessionKey) {
         self.counters.messages_dropped += 1;
-        if let Some(session) = self.sessions.get_mut(key) {
-            if session.note_drop() {
-                warn!("Outgoing messages are being dropped for client {}.", session.client_id);
-            }
+        if let Some(session) = self.sessions.get_mut(key)
+            && session.note_drop()
+        {
+            warn!("Outgoing messages are being dropped for client {}.", session.client_id);
         }
     }
 

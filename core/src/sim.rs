@@ -687,10 +687,10 @@ impl Simulation {
             match codec::decode(&mut client.inbox, CLIENT_MAX_PACKET, Protocol::V311) {
                 Ok(Some(packet)) => {
                     lines.push(format!("{} <- {}", client.name, describe(&packet)));
-                    if client.auto_ack {
-                        if let Some(reply) = auto_reply(&packet) {
-                            self.replies.push_back((conn, reply));
-                        }
+                    if client.auto_ack
+                        && let Some(reply) = auto_reply(&packet)
+                    {
+                        self.replies.push_back((conn, reply));
                     }
                     client.received.push(packet);
                 }

@@ -53,10 +53,10 @@ impl Broker {
 
     /// `id`'s output from now on waits for the batch being gathered.
     pub(super) fn hold_output(&mut self, id: ConnId) {
-        if self.journal.is_some() {
-            if let Some(conn) = self.conns.get_mut(&id) {
-                conn.needs_store = true;
-            }
+        if self.journal.is_some()
+            && let Some(conn) = self.conns.get_mut(&id)
+        {
+            conn.needs_store = true;
         }
     }
 
