@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use culex_core::auth::ListenerPolicies;
-use culex_core::conf::{self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, Secret};
+use culex_core::conf::{
+    self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, Secret,
+};
 use culex_core::presence::PresenceKeys;
 use culex_core::{Config, ListenerId};
 
