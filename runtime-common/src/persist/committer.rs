@@ -73,9 +73,10 @@ impl Shared {
     }
 }
 
-/// Owns a [`Store`] on a thread and commits batches handed to it (see the
-/// [module](self)). Dropping it shuts it down as [`shutdown`](Self::shutdown)
-/// does.
+/// Owns a [`Store`] on a thread and commits the batches handed to it,
+/// grouping those that pile up during a commit (see the
+/// [persist](super) module). Dropping it shuts it down as
+/// [`shutdown`](Self::shutdown) does.
 pub struct Committer {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<bool>>,

@@ -176,6 +176,9 @@ pub fn open(path: &Path, now: UnixTime) -> Result<Opened, OpenError> {
     } else {
         match open_existing(path) {
             Ok((store, state)) => {
+                // A new store that a crash kept from being renamed into
+                // place: never used, and the next creation would remove it.
+                let _ = fs::remove_file(sibling(path, NEW_SUFFIX));
                 return Ok(Opened::Store(Box::new(OpenedStore {
                     store: Box::new(store),
                     state,
