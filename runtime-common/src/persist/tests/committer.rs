@@ -113,7 +113,10 @@ fn persist_committer_never_reports_a_failing_commit() {
     committer.commit(batch(6));
     probe.failing.store(false, Ordering::SeqCst);
     wait_for("the retry", || committer.durable() == 6);
-    assert_eq!(*told.lock().unwrap(), [6]);
+    // Batch 6 joins the retried group, or follows it if that group was
+    // taken just before batch 6 came.
+    let told = told.lock().unwrap().clone();
+    assert!(told == [6] || told == [5, 6], "{told:?}");
     assert!(committer.shutdown());
 }
 
