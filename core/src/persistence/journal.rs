@@ -32,6 +32,8 @@ pub(crate) struct Journal {
     /// message however many sessions hold a copy.
     messages: HashMap<usize, Held>,
     next_message: u64,
+    /// Keys went past `u64::MAX` once: a new key must be checked.
+    wrapped: bool,
 }
 
 fn address(message: &Arc<Message>) -> usize {
@@ -49,6 +51,7 @@ impl Journal {
             durable: last_batch,
             messages: HashMap::new(),
             next_message: 1,
+            wrapped: false,
         }
     }
 
@@ -57,7 +60,13 @@ impl Journal {
         self.next_batch = self.next_batch.max(state.last_batch + 1);
         self.durable = self.durable.max(state.last_batch);
         let last = state.messages.keys().next_back().map_or(0, |id| id.0);
-        self.next_message = self.next_message.max(last + 1);
+        match last.checked_add(1) {
+            Some(next) => self.next_message = self.next_message.max(next),
+            None => {
+                self.wrapped = true;
+                self.next_message = 1;
+            }
+        }
     }
 
     /// Adopts a restored body stored under `id`, referred to `refs` times.
@@ -89,11 +98,29 @@ impl Journal {
             held.refs += 1;
             return held.id;
         }
-        let id = MessageId(self.next_message);
-        self.next_message += 1;
+        let id = self.fresh_id();
         self.messages.insert(address(message), Held { id, refs: 1, _message: message.clone() });
         self.ops.push(StoreOp::Message { id, message: message.clone() });
         id
+    }
+
+    /// A key no stored body has. Keys count up from the highest restored
+    /// one; past the last (a file can hold any key), they start again
+    /// from 1, skipping those in use.
+    fn fresh_id(&mut self) -> MessageId {
+        loop {
+            let id = self.next_message;
+            self.next_message = match id.checked_add(1) {
+                Some(next) => next,
+                None => {
+                    self.wrapped = true;
+                    1
+                }
+            };
+            if !self.wrapped || !self.messages.values().any(|held| held.id.0 == id) {
+                return MessageId(id);
+            }
+        }
     }
 
     /// The key `message` is stored under, if it is.
@@ -193,6 +220,20 @@ mod tests {
         assert_eq!(kinds, expected.iter().map(std::mem::discriminant).collect::<Vec<_>>());
         assert_eq!(journal.bodies(), 1);
         assert!(journal.take_batch().is_none());
+    }
+
+    #[test]
+    fn keys_start_again_from_1_past_the_last_skipping_those_in_use() {
+        let mut journal = Journal::new(0);
+        let (one, last) = (message(), message());
+        let mut state = StoredState::default();
+        state.messages.insert(MessageId(1), one.clone());
+        state.messages.insert(MessageId(u64::MAX), last.clone());
+        journal.resume_after(&state);
+        journal.adopt(MessageId(1), &one, 1);
+        journal.adopt(MessageId(u64::MAX), &last, 1);
+        assert_eq!(journal.refer(&message()), MessageId(2));
+        assert_eq!(journal.refer(&message()), MessageId(3));
     }
 
     #[test]
