@@ -83,6 +83,10 @@ pub enum Action {
         reason: CloseReason,
     },
     /// A message went out to a client (first deliveries, not resends).
+    /// With persistence, its bytes to a persistent session wait in the
+    /// core until the store has its packet id (see
+    /// [`persistence`](crate::persistence)); should the connection end
+    /// first, the copy stays in flight and is resent on reconnect.
     Deliver {
         /// The receiving client.
         client: ClientId,
