@@ -21,6 +21,13 @@
 # Extra configuration lines (e.g. redis_host) may be given in the
 # environment variable CONFORMANCE_EXTRA_CONF, one per line.
 #
+# BROKER COMMAND also goes to `culex-conformance tcp` (after its own `--`):
+# the scenarios that stop the broker (`shutdown`, `restart`, `crash`) each
+# run on a broker it starts with that command on a port of its own, with
+# this configuration plus the scenario's settings and an empty
+# persistence_location; it stops it with SIGTERM or SIGKILL and starts it
+# again, waiting until it listens.
+#
 # Exit status: that of culex-conformance (0 when nothing failed except known
 # deviations), or 2 when the broker did not start.
 set -euo pipefail
@@ -61,6 +68,7 @@ conf="$work/broker.conf"
 } > "$conf"
 chmod a+rx "$work" && chmod a+r "$conf"
 
+template=("$@")
 command=()
 for arg in "$@"; do
   arg=${arg//\{port\}/$port}
@@ -86,7 +94,7 @@ done
 
 status=0
 cargo run -q -p culex-conformance -- tcp "127.0.0.1:$port" --name "$name" --broker-config "$conf" \
-  "${options[@]}" || status=$?
+  "${options[@]}" -- "${template[@]}" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "--- broker log (last 40 lines) ---" >&2
   tail -n 40 "$work/broker.log" >&2

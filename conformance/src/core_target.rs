@@ -63,8 +63,8 @@ impl CoreTarget {
             let why = WEBSOCKET_SKIP.to_owned();
             return Run { scenario: scenario.name.clone(), outcome: Outcome::Skip(why), transcript: String::new() };
         }
-        let mut sim = match config_for(&self.base, scenario.config.iter()).and_then(|conf| simulation(&conf)) {
-            Ok(sim) => sim,
+        let (mut sim, policies) = match config_for(&self.base, scenario.config.iter()).and_then(|c| simulation(&c)) {
+            Ok(built) => built,
             Err(e) => {
                 let outcome = Outcome::Fail { line: 0, step: "[config]".into(), message: e.to_string() };
                 return Run { scenario: scenario.name.clone(), outcome, transcript: String::new() };
@@ -73,7 +73,7 @@ impl CoreTarget {
         sim.record();
         let env = Env { prefix: CORE_PREFIX.to_owned(), unix_now: DEFAULT_START_UNIX };
         let certificates = scenario.certificates.clone();
-        let mut driver = CoreDriver { sim, conns: BTreeMap::new(), inbox: BTreeMap::new(), certificates };
+        let mut driver = CoreDriver { sim, policies, conns: BTreeMap::new(), inbox: BTreeMap::new(), certificates };
         let outcome = runner::run(&mut driver, scenario, &env);
         Run { scenario: scenario.name.clone(), outcome, transcript: driver.sim.transcript().to_owned() }
     }
@@ -85,13 +85,14 @@ const RUNTIME_KEYS: &[&str] = &["listener", "port", "bind_address", "redis_host"
 /// A simulation of the broker `conf` describes, with its access policy:
 /// password and ACL files are read relative to the repository root (where
 /// `conformance/run-tcp.sh` starts a broker), and passwords are checked at
-/// once, in the simulation's thread.
-fn simulation(conf: &culex_core::conf::BrokerConf) -> Result<Simulation, ConfigError> {
+/// once, in the simulation's thread. The policy is returned too, for the
+/// broker started again after a restart.
+fn simulation(conf: &culex_core::conf::BrokerConf) -> Result<(Simulation, ListenerPolicies), ConfigError> {
     let root = SpecDir::default().root().join("..");
     let mut read = |path: &str| std::fs::read_to_string(root.join(path)).map_err(|e| e.to_string());
     let (policies, _) = ListenerPolicies::load(conf, &mut read).map_err(|e| ConfigError(e.to_string()))?;
     let checker = policies.clone();
-    let broker = Broker::with_policy(conf.core.clone(), Box::new(policies));
+    let broker = Broker::with_policy(conf.core.clone(), Box::new(policies.clone()));
     let mut sim = Simulation::with_broker(broker, DEFAULT_START_UNIX);
     sim.set_authenticator(Box::new(move |_, username, password| {
         let verifier = checker.verifier(ListenerId::default(), username.unwrap_or_default());
@@ -101,7 +102,7 @@ fn simulation(conf: &culex_core::conf::BrokerConf) -> Result<Simulation, ConfigE
             Err(Refusal::NotAuthorized)
         }
     }));
-    Ok(sim)
+    Ok((sim, policies))
 }
 
 /// The configuration for `base` lines then `overrides`, read by the core's
@@ -128,6 +129,8 @@ fn config_for<'a>(
 /// The runtime's part, played by the simulation.
 struct CoreDriver {
     sim: Simulation,
+    /// The access policy a broker started again takes.
+    policies: ListenerPolicies,
     conns: BTreeMap<String, ConnId>,
     inbox: BTreeMap<String, VecDeque<Packet>>,
     /// Clients that come through a TLS listener taking the user name from
@@ -194,6 +197,21 @@ impl Driver for CoreDriver {
 
     fn shutdown(&mut self) -> Result<(), String> {
         self.sim.shutdown();
+        Ok(())
+    }
+
+    fn restart(&mut self, crash: bool) -> Result<(), String> {
+        if crash {
+            self.sim.crash_and_restart();
+        } else {
+            self.sim.restart();
+        }
+        // The simulation starts the new broker with the default policy of
+        // its configuration; give it the files' policy, as the binaries
+        // read them again at start.
+        self.sim.replace_policy(Box::new(self.policies.clone()), &|_| true);
+        self.conns.clear();
+        self.inbox.clear();
         Ok(())
     }
 }

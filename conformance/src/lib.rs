@@ -17,12 +17,14 @@ use std::fmt;
 
 pub mod core_target;
 mod matching;
+mod process;
 pub mod report;
 mod runner;
 pub mod tcp;
 pub mod transcript;
 
 pub use core_target::CoreTarget;
+pub use process::BrokerCommand;
 pub use tcp::{TcpOptions, TcpTarget};
 
 /// How one scenario went on one target.

@@ -6,12 +6,20 @@
 //! culex-conformance tcp HOST:PORT [--name NAME] [--broker TEXT] [--broker-config FILE]
 //!                          [--redis HOST:PORT] [--redis-key KEY] [--extensions expiry]
 //!                          [--timeout-ms N] [--websocket] [--only TEXT] [--transcripts DIR] [--record | --save FILE]
+//!                          [-- BROKER COMMAND...]
 //! culex-conformance report [--check]
 //! culex-conformance check
 //! ```
 //! Every command takes `--spec DIR` (default: the `spec/` of this source
 //! tree). Exit status: 0 when every scenario run passed or failed only as
 //! a known deviation, 1 otherwise, 2 on bad usage or unreadable files.
+//!
+//! After `--`, `tcp` takes the command that starts the broker under test
+//! (`{port}` and `{conf}` in it become a port and a configuration file, the
+//! `--broker-config` file moved to that port): the scenarios that stop the
+//! broker (`shutdown`, `restart`, `crash`) then each run on a broker the
+//! runner starts, stops and starts again itself; without it they are
+//! skipped.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -20,7 +28,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use culex_conformance::report::{self, CORE, Results};
-use culex_conformance::{CoreTarget, Outcome, Run, TcpOptions, TcpTarget};
+use culex_conformance::{BrokerCommand, CoreTarget, Outcome, Run, TcpOptions, TcpTarget};
 use culex_spec::catalogue::{self, Catalogue, Deviation};
 use culex_spec::{BrokerConf, Scenario, SpecDir, load_scenarios};
 
@@ -29,6 +37,7 @@ const USAGE: &str = "usage:
   culex-conformance tcp HOST:PORT [--name NAME] [--broker TEXT] [--broker-config FILE]
                            [--redis HOST:PORT] [--redis-key KEY] [--extensions expiry]
                            [--timeout-ms N] [--websocket] [--only TEXT] [--transcripts DIR] [--record | --save FILE]
+                           [-- BROKER COMMAND...]   (runs the scenarios that stop the broker, each on its own)
   culex-conformance report [--check]
   culex-conformance check
 every command takes --spec DIR (default: the spec/ of this source tree)";
@@ -50,15 +59,21 @@ struct Args {
     values: Vec<(String, String)>,
     switches: BTreeSet<String>,
     positional: Vec<String>,
+    /// Everything after `--`.
+    command: Vec<String>,
 }
 
 impl Args {
     fn parse(args: &[String]) -> Result<Self, String> {
         const SWITCHES: [&str; 3] = ["--check", "--record", "--websocket"];
-        let mut parsed = Self { values: Vec::new(), switches: BTreeSet::new(), positional: Vec::new() };
+        let mut parsed =
+            Self { values: Vec::new(), switches: BTreeSet::new(), positional: Vec::new(), command: Vec::new() };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
-            if SWITCHES.contains(&arg.as_str()) {
+            if arg == "--" {
+                parsed.command = it.cloned().collect();
+                break;
+            } else if SWITCHES.contains(&arg.as_str()) {
                 parsed.switches.insert(arg.clone());
             } else if arg.starts_with("--") {
                 let value = it.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
@@ -88,6 +103,9 @@ fn run(args: &[String]) -> Result<bool, String> {
     let Some((command, rest)) = args.split_first() else { return Err(USAGE.into()) };
     let args = Args::parse(rest)?;
     let spec = args.value("--spec").map_or_else(SpecDir::default, SpecDir::new);
+    if command != "tcp" && !args.command.is_empty() {
+        return Err(format!("only tcp takes a broker command after --\n{USAGE}"));
+    }
     match command.as_str() {
         "core" => {
             args.only_known(&["--only", "--conf", "--transcripts"])?;
@@ -167,6 +185,13 @@ fn tcp(spec: &SpecDir, args: &Args) -> Result<bool, String> {
         options.timeout = Duration::from_millis(ms);
     }
     options.websocket = args.switches.contains("--websocket");
+    if !args.command.is_empty() {
+        let conf = match args.value("--broker-config") {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?,
+            None => String::new(),
+        };
+        options.broker_command = Some(BrokerCommand { argv: args.command.clone(), conf });
+    }
     let name = args.value("--name").unwrap_or("tcp");
     let target = TcpTarget::new(addr, options);
     let scenarios = scenarios(spec, args.value("--only"))?;

@@ -240,8 +240,8 @@ impl Suite<'_> {
         out.push_str(
             "\nA cell says `pass`, `**FAIL**`, `deviation` (the target fails a scenario for a reason recorded in \
              `deviations.toml`, listed below) or `skip` (the target cannot run the scenario: presence needs \
-             `--redis`, payload expiry is a Culex extension, `shutdown` needs control of the broker, section 6 \
-             scenarios need WebSocket (`--websocket`; the core has no transport), and some scenarios need the \
+             `--redis`, payload expiry is a Culex extension, `shutdown`, `restart` and `crash` need control of the \
+             broker process (the TCP target is given its command), section 6 scenarios need WebSocket (`--websocket`; the core has no transport), and some scenarios need the \
              broker settings of `broker.conf`).\n\n",
         );
         self.summary(&mut out, columns);

@@ -64,6 +64,10 @@ pub(crate) trait Driver {
     fn check_presence(&mut self, client_id: &str, online: bool) -> Result<(), String>;
     /// Shuts the broker down.
     fn shutdown(&mut self) -> Result<(), String>;
+    /// Stops the broker as on SIGTERM (or, with `crash`, kills it) and
+    /// starts it again on its store. Every connection is gone afterwards:
+    /// the driver forgets them all.
+    fn restart(&mut self, crash: bool) -> Result<(), String>;
 }
 
 /// Runs `scenario` through `driver`, with placeholders filled from `env`.
@@ -162,6 +166,30 @@ impl Interpreter<'_> {
                 self.driver.check_presence(&id, *online)
             }
             Step::Shutdown => self.driver.shutdown(),
+            Step::Restart { crash } => {
+                // What the broker sent before must have been expected, as at
+                // the end of a scenario: after this, connections are gone.
+                let open: Vec<String> = self.open.iter().cloned().collect();
+                for client in open {
+                    match self.next(&client, Patience::Now) {
+                        Some(Event::Packet(p)) => {
+                            let what = culex_core::sim::describe(&p);
+                            return Err(format!("{client} got {what} that no step expects, before the broker stopped"));
+                        }
+                        Some(other) => {
+                            let what = other.describe();
+                            return Err(format!(
+                                "{client}: {what} where no step expects it, before the broker stopped"
+                            ));
+                        }
+                        None => {}
+                    }
+                }
+                self.driver.restart(*crash)?;
+                self.open.clear();
+                self.unread.clear();
+                Ok(())
+            }
             Step::Distinct(names) => {
                 let values: Vec<(String, Option<u16>)> =
                     names.iter().map(|n| (format!("${n}"), self.vars.get(n).copied())).collect();

@@ -7,6 +7,11 @@
 //! on the broker: retained messages on the topics it published with RETAIN
 //! (wills included) and the persistent sessions of the ids it used with
 //! `clean=0`.
+//!
+//! Given the broker's command ([`TcpOptions::broker_command`]), the target
+//! also runs the scenarios that stop the broker (`shutdown`, `restart`,
+//! `crash`): each on a broker process of its own ([`crate::process`]),
+//! started for it and removed after it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -20,6 +25,7 @@ use culex_core::{PacketId, Protocol, QoS, TopicName};
 use culex_spec::{BrokerConf, Env, Requirement, Scenario};
 
 use crate::core_target::CORE_PREFIX;
+use crate::process::{BrokerCommand, OwnBroker};
 use crate::runner::{self, Driver, Event, Patience};
 use crate::transcript::{Transcript, describe_sent};
 use crate::{Outcome, Run};
@@ -51,6 +57,10 @@ pub struct TcpOptions {
     /// HTTP upgrade asking for subprotocol `mqtt`, and every write is one
     /// binary frame. Scenarios that need WebSocket run only then.
     pub websocket: bool,
+    /// How to start the broker (`-- COMMAND...` after the options): the
+    /// scenarios that stop it run on brokers the target starts itself.
+    /// Without it they are skipped.
+    pub broker_command: Option<BrokerCommand>,
 }
 
 impl Default for TcpOptions {
@@ -63,6 +73,7 @@ impl Default for TcpOptions {
             timeout: Duration::from_secs(2),
             grace: Duration::from_millis(300),
             websocket: false,
+            broker_command: None,
         }
     }
 }
@@ -83,16 +94,28 @@ impl TcpTarget {
         Self { addr, options, run_tag: base36(seed % 36u64.pow(4), 4) }
     }
 
+    /// Whether `scenario` stops the broker, and so runs on a broker of
+    /// its own.
+    fn needs_own_broker(scenario: &Scenario) -> bool {
+        scenario.requires.contains(&Requirement::Shutdown) || scenario.requires.contains(&Requirement::Restart)
+    }
+
     /// Why this target cannot run `scenario`, if it cannot.
     pub fn skip_reason(&self, scenario: &Scenario) -> Option<String> {
         let mut missing = Vec::new();
+        let own_broker = Self::needs_own_broker(scenario);
+        if own_broker && self.options.broker_command.is_none() {
+            let steps = if scenario.requires.contains(&Requirement::Restart) { "restart, crash" } else { "shutdown" };
+            missing.push(format!(
+                "control of the broker process ({steps}: give the broker command after --, as run-tcp.sh does)"
+            ));
+        }
         for r in &scenario.requires {
             match r {
                 Requirement::Presence if self.options.redis.is_none() => missing.push("presence (give --redis)".into()),
                 Requirement::Expiry if !self.options.expiry => {
                     missing.push("the expiry extension (give --extensions expiry)".into())
                 }
-                Requirement::Shutdown => missing.push("control of the broker (shutdown)".into()),
                 Requirement::Certificates => missing.push("TLS client certificates (no TLS mode yet)".into()),
                 Requirement::WebSocket if !self.options.websocket => {
                     missing.push("WebSocket (give --websocket, against a websockets listener)".into())
@@ -100,7 +123,9 @@ impl TcpTarget {
                 _ => {}
             }
         }
-        if !scenario.config.is_empty() {
+        // A broker of the scenario's own is configured for it.
+        let configured_for_it = own_broker && self.options.broker_command.is_some();
+        if !scenario.config.is_empty() && !configured_for_it {
             let absent = match &self.options.broker_conf {
                 Some(conf) => conf.missing(&scenario.config),
                 None => scenario.config.iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -120,20 +145,44 @@ impl TcpTarget {
         let prefix = format!("cx{}{}", self.run_tag, base36(index as u64 % 1296, 2));
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let env = Env { prefix: prefix.clone(), unix_now };
+        let mut own = None;
+        if let Some(command) = self.options.broker_command.as_ref().filter(|_| Self::needs_own_broker(scenario)) {
+            let settings: Vec<(String, String)> = scenario
+                .config
+                .iter()
+                .filter(|(k, v)| self.options.broker_conf.as_ref().is_none_or(|c| c.entries.get(*k) != Some(*v)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            match OwnBroker::start(command, &settings) {
+                Ok(broker) => own = Some(broker),
+                Err(message) => {
+                    let outcome = Outcome::Fail { line: 0, step: "(starting a broker of its own)".into(), message };
+                    return Run { scenario: scenario.name.clone(), outcome, transcript: String::new() };
+                }
+            }
+        }
         let mut driver = TcpDriver {
             target: self,
+            addr: own.as_ref().map_or(self.addr, OwnBroker::addr),
+            own,
             conns: BTreeMap::new(),
             transcript: Transcript::new(),
             retained: BTreeSet::new(),
             persistent: BTreeSet::new(),
         };
         let outcome = runner::run(&mut driver, scenario, &env);
-        let TcpDriver { conns, transcript, retained, persistent, .. } = driver;
+        let TcpDriver { conns, transcript, retained, persistent, own, .. } = driver;
         for conn in conns.values() {
             conn.wire.shutdown();
         }
         drop(conns);
-        self.clean_up(&prefix, &retained, &persistent);
+        match own {
+            // Its store goes with it; stopped gently, so presence is written.
+            Some(mut broker) => {
+                let _ = broker.stop(false);
+            }
+            None => self.clean_up(&prefix, &retained, &persistent),
+        }
         // The run's prefix is noise: show the core's, so a TCP transcript
         // diffs cleanly against the core's and recorded results are stable.
         let stable = |s: &str| s.replace(&prefix, CORE_PREFIX);
@@ -243,6 +292,10 @@ struct Conn {
 
 struct TcpDriver<'a> {
     target: &'a TcpTarget,
+    /// Where the broker of this run listens.
+    addr: SocketAddr,
+    /// The broker of this run's own, if it stops it.
+    own: Option<OwnBroker>,
     conns: BTreeMap<String, Conn>,
     transcript: Transcript,
     /// Topics published with RETAIN (and retained will topics).
@@ -315,7 +368,7 @@ impl TcpDriver<'_> {
 impl Driver for TcpDriver<'_> {
     fn open(&mut self, client: &str) -> Result<(), String> {
         let options = &self.target.options;
-        let wire = Wire::connect(self.target.addr, options.timeout, options.websocket)?;
+        let wire = Wire::connect(self.addr, options.timeout, options.websocket)?;
         let how = if options.websocket { " (WebSocket, subprotocol mqtt)" } else { "" };
         self.transcript.note(format_args!("{client} connects{how}"));
         self.conns
@@ -417,7 +470,20 @@ impl Driver for TcpDriver<'_> {
     }
 
     fn shutdown(&mut self) -> Result<(), String> {
-        Err("the TCP target cannot shut the broker down".into())
+        let broker = self.own.as_mut().ok_or("the TCP target controls no broker here")?;
+        self.transcript.note(format_args!("broker shuts down (SIGTERM)"));
+        broker.stop(false)
+    }
+
+    fn restart(&mut self, crash: bool) -> Result<(), String> {
+        let broker = self.own.as_mut().ok_or("the TCP target controls no broker here")?;
+        let how = if crash { "broker crashes (SIGKILL)" } else { "broker stops (SIGTERM)" };
+        self.transcript.note(format_args!("{how}"));
+        broker.restart(crash)?;
+        self.transcript.note(format_args!("broker restarts"));
+        // Every connection ended with the process.
+        self.conns.clear();
+        Ok(())
     }
 }
 

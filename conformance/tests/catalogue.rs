@@ -108,8 +108,11 @@ fn summaries_are_in_our_own_words() {
 /// give them: the brokers of `run-tcp.sh` let anonymous clients in, which
 /// nearly every scenario needs, so the scenarios about refusing them run on
 /// the core, and over TCP only against a broker configured that way (they
-/// are reported as skipped otherwise).
-const NOT_IN_BROKER_CONF: &[&str] = &["allow_anonymous=false"];
+/// are reported as skipped otherwise). `persistence true` is asked for by
+/// the scenarios that restart the broker, which over TCP run on a broker
+/// the runner starts for them with their settings and a store of their own
+/// (see `restart_scenarios_keep_state_on_purpose`).
+const NOT_IN_BROKER_CONF: &[&str] = &["allow_anonymous=false", "persistence=true"];
 
 #[test]
 fn scenario_settings_agree_with_broker_conf() {
@@ -119,6 +122,20 @@ fn scenario_settings_agree_with_broker_conf() {
         let mut missing = conf.missing(&s.config);
         missing.retain(|setting| !NOT_IN_BROKER_CONF.contains(&setting.as_str()));
         assert!(missing.is_empty(), "{} needs {missing:?}, which spec/broker.conf does not set", s.name);
+    }
+}
+
+/// `persistence true` is only for scenarios that stop the broker (the TCP
+/// target runs those on brokers of their own, configured for them), and a
+/// scenario that restarts the broker asks for it: without a store there is
+/// nothing a restart could keep.
+#[test]
+fn restart_scenarios_keep_state_on_purpose() {
+    let Suite { scenarios, .. } = suite();
+    for s in &scenarios {
+        let restarts = s.requires.contains(&Requirement::Restart);
+        let persistent = s.config.get("persistence").is_some_and(|v| v == "true");
+        assert_eq!(restarts, persistent, "{}: `persistence = true` goes with `restart`/`crash` steps", s.name);
     }
 }
 

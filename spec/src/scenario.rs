@@ -3,7 +3,8 @@
 //! ```toml
 //! statements = ["MQTT-3.1.2-24"]
 //! summary = "A client silent for 1.5 times its keepalive is disconnected"
-//! requires = []            # optional: "expiry" (Culex payload expiry), "websocket"
+//! requires = []            # optional: "expiry" (Culex payload expiry), "websocket"; steps add
+//!                          # "presence", "shutdown" and "restart" themselves
 //! certificates = {}        # optional: client -> TLS certificate Common Name ("" = none)
 //! steps = '''
 //! a -> CONNECT id="{p}a" keepalive=2
@@ -39,6 +40,9 @@ pub enum Requirement {
     Expiry,
     /// The runner can shut the broker down (`shutdown` step).
     Shutdown,
+    /// The runner can stop the broker and start it again on its store, as
+    /// on SIGTERM (`restart` step) or after kill -9 (`crash` step).
+    Restart,
     /// The scenario runs over WebSocket (section 6): the TCP target's
     /// `--websocket` mode only; the core has no transport and skips it.
     WebSocket,
@@ -55,13 +59,14 @@ impl Requirement {
             Self::Presence => "presence",
             Self::Expiry => "expiry",
             Self::Shutdown => "shutdown",
+            Self::Restart => "restart",
             Self::WebSocket => "websocket",
             Self::Certificates => "certificates",
         }
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        [Self::Presence, Self::Expiry, Self::Shutdown, Self::WebSocket, Self::Certificates]
+        [Self::Presence, Self::Expiry, Self::Shutdown, Self::Restart, Self::WebSocket, Self::Certificates]
             .into_iter()
             .find(|r| r.name() == name)
     }
@@ -160,7 +165,7 @@ impl Scenario {
         for name in &raw.requires {
             requires.insert(Requirement::from_name(name).ok_or_else(|| {
                 invalid(format!(
-                    "unknown requirement `{name}` (known: presence, expiry, shutdown, websocket, certificates)"
+                    "unknown requirement `{name}` (known: presence, expiry, shutdown, restart, websocket, certificates)"
                 ))
             })?);
         }
@@ -168,6 +173,7 @@ impl Scenario {
             match line.step {
                 Step::Presence { .. } => requires.insert(Requirement::Presence),
                 Step::Shutdown => requires.insert(Requirement::Shutdown),
+                Step::Restart { .. } => requires.insert(Requirement::Restart),
                 Step::SendText { .. } => requires.insert(Requirement::WebSocket),
                 _ => false,
             };
@@ -336,6 +342,18 @@ mod tests {
         assert_eq!(s.steps.iter().map(|l| l.line).collect::<Vec<_>>(), [4, 5, 6]);
         assert!(s.requires.contains(&Requirement::Presence));
         assert_eq!(s.config.get("max_inflight_messages").map(String::as_str), Some("2"));
+    }
+
+    #[test]
+    fn restart_and_crash_need_control_of_the_broker() {
+        let source = "statements = [\"MQTT-3.1.2-4\"]\nsummary = \"x\"\nsteps = '''\na -> CONNECT id=\"{p}a\" clean=0\n\
+                      a <- CONNACK sp=0 rc=0\ncrash\na -> CONNECT id=\"{p}a\" clean=0\na <- CONNACK sp=1 rc=0\n'''\n\
+                      [config]\npersistence = true\n";
+        let s = Scenario::parse(Path::new("MQTT-3.1.2-4.x.toml"), source);
+        let Ok(s) = s else { panic!("{s:?}") };
+        assert_eq!(s.requires.iter().copied().collect::<Vec<_>>(), [Requirement::Restart]);
+        assert_eq!(s.steps[2].step, Step::Restart { crash: true });
+        assert_eq!(s.config.get("persistence").map(String::as_str), Some("true"));
     }
 
     #[test]

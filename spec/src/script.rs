@@ -18,8 +18,14 @@
 //! online "{p}sub"                                    # presence (HEXISTS mqtt <id>)
 //! offline "{p}sub"
 //! distinct $m $n                                     # two bound packet ids differ
-//! shutdown                                           # the broker shuts down (core only)
+//! shutdown                                           # the broker shuts down
+//! restart                                            # the broker stops as on SIGTERM and starts again on its store
+//! crash                                              # the broker process is killed (kill -9) and started again
 //! ```
+//!
+//! After `restart` and `crash` every client's connection is gone: the next
+//! client that sends opens a new one. Scenarios using them set
+//! `persistence = true` in `[config]` to keep state across.
 //!
 //! Packet fields: `CONNECT proto= level= connect_flags= id= clean= keepalive= will= will_payload= will_qos=
 //! will_retain= user= password=`; `CONNACK sp= rc=`; `PUBLISH d0|d1 q0..q3 r0|r1 id= "topic" "payload"
@@ -110,6 +116,13 @@ pub enum Step {
     },
     /// `shutdown`: the broker shuts down (only where the runner controls it).
     Shutdown,
+    /// `restart` (the broker stops as on SIGTERM, committing what it holds,
+    /// and starts again on its store) or `crash` (its process is killed,
+    /// kill -9, and started again): every connection is gone afterwards.
+    Restart {
+        /// `crash`: killed, not stopped.
+        crash: bool,
+    },
     /// `distinct $a $b ..`: these packet id variables hold different values
     /// (e.g. ids of copies in flight at the same time).
     Distinct(Vec<String>),
@@ -127,7 +140,7 @@ impl Step {
             | Self::ExpectClose { client }
             | Self::ExpectNothing { client }
             | Self::Drop { client } => Some(client),
-            Self::Wait(_) | Self::Presence { .. } | Self::Shutdown | Self::Distinct(_) => None,
+            Self::Wait(_) | Self::Presence { .. } | Self::Shutdown | Self::Restart { .. } | Self::Distinct(_) => None,
         }
     }
 }
@@ -269,6 +282,7 @@ fn parse_step(toks: &[Tok]) -> Result<Step, String> {
             Ok(Step::Presence { client_id: id.clone(), online: w == "online" })
         }
         Some("shutdown") => no_more(1).map(|()| Step::Shutdown),
+        Some(w @ ("restart" | "crash")) => no_more(1).map(|()| Step::Restart { crash: w == "crash" }),
         Some("distinct") => {
             let mut vars = Vec::new();
             for tok in &toks[1..] {
@@ -332,7 +346,9 @@ fn parse_step(toks: &[Tok]) -> Result<Step, String> {
                 _ => Err(format!("after the client name `{client}` write `->`, `<-` or `drops`")),
             }
         }
-        _ => Err("a step starts with a client name, `wait`, `online`, `offline`, `distinct` or `shutdown`".into()),
+        _ => Err("a step starts with a client name, `wait`, `online`, `offline`, `distinct`, `shutdown`, `restart` \
+                  or `crash`"
+            .into()),
     }
 }
 
@@ -635,6 +651,14 @@ mod tests {
         let step = one("b <- any order: PUBACK id=1 + maybe PUBLISH q0");
         let Ok(Step::ExpectAnyOrder { items, .. }) = step else { panic!("{step:?}") };
         assert_eq!(items.iter().map(|i| i.optional).collect::<Vec<_>>(), [false, true]);
+    }
+
+    #[test]
+    fn restart_and_crash_take_nothing_more() {
+        assert_eq!(one("restart"), Ok(Step::Restart { crash: false }));
+        assert_eq!(one("crash  # kill -9"), Ok(Step::Restart { crash: true }));
+        assert!(one("restart now").is_err());
+        assert!(one("crash a").is_err());
     }
 
     #[test]
