@@ -5,6 +5,8 @@
 #   scripts/bench.sh                 full run: every scenario, every broker, 3 runs
 #   scripts/bench.sh --quick         smoke run: small counts, 1 run
 #   scripts/bench.sh --both-cores    the broker is not pinned (the load tool still is)
+#   scripts/bench.sh --rows "persist-qos1 persist-qos2 persist-restart persist-changes"
+#                                    the persistence rows (not in the default set)
 #
 # Options: --runs N, --brokers "culex mosquitto", --rows "fan-in qos1",
 # --out DIR (default target/bench), --bin-dir DIR (use the culex,
@@ -21,6 +23,16 @@
 # line per run in OUT/results.jsonl (OUT/results-both-cores.jsonl with
 # --both-cores, -load-threads-N added with N above 1), then a Markdown
 # table of medians (scripts/bench_table.py) on stdout and in OUT/table*.md.
+#
+# The persistence rows run each broker with "persistence true" and a fresh
+# persistence_location (OUT/persist/NAME/, deleted after the run):
+# persist-qos1 and persist-qos2 are the qos1 and qos2 flows to a subscriber
+# with clean session 0, each bringing its "-off" row along (the same flow,
+# persistence off) for the on/off ratio; persist-restart makes content
+# (persistent sessions with queued messages, retained messages), stops the
+# broker with SIGTERM, starts it again and measures how it comes back;
+# persist-changes measures retained-message and session changes per second.
+# They are not in the default set: ask for them with --rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,8 +69,13 @@ done
 # in flight) or sized so the full run fits in about 15 minutes on 2 cores.
 if [ $QUICK = 1 ]; then
   N_FANIN=20000 N_FANOUT=2000 N_QOS1=5000 N_QOS2=2000 LAT_SECS=0.5 N_CONN=500 N_CHURN=500 N_EXPIRY=10000 FLOOD_SECS=2 FLOOD_CAP="--messages 200000"
+  N_SESSIONS=1000 N_QUEUED=10 N_RETAINED=10000 N_RCHANGES=5000 N_SCHURN=500
 else
   N_FANIN=1000000 N_FANOUT=100000 N_QOS1=100000 N_QOS2=50000 LAT_SECS=5 N_CONN=10000 N_CHURN=10000 N_EXPIRY=200000 FLOOD_SECS=10 FLOOD_CAP=""
+  # The restart content is the issue's: 10,000 persistent sessions with
+  # 100 queued QoS 1 messages each (1,000,000 copies) and 1,000,000
+  # retained messages, 64 B payloads.
+  N_SESSIONS=10000 N_QUEUED=100 N_RETAINED=1000000 N_RCHANGES=100000 N_SCHURN=10000
 fi
 # A flood is not paced: a broker slower than the tool still has the
 # publishers' socket buffers to work through after it, hence the longer
@@ -82,12 +99,34 @@ declare -A ARGS=(
   [expiry-off]="expiry --payload plain --messages $N_EXPIRY"
   [slow-sub]="slow-subscriber $FLOOD"
   [slow-sub-off]="slow-subscriber --slow-subscribers 0 $FLOOD"
+  # Persistence (see the top): a subscriber with clean session 0, the
+  # broker's disk writes and the flushes of its store's disk counted.
+  [persist-qos1]="qos1 --messages $N_QOS1 --clean-session 0 --deadline-secs 120"
+  [persist-qos1-off]="qos1 --messages $N_QOS1 --clean-session 0 --deadline-secs 120"
+  [persist-qos2]="qos2 --messages $N_QOS2 --clean-session 0 --deadline-secs 120"
+  [persist-qos2-off]="qos2 --messages $N_QOS2 --clean-session 0 --deadline-secs 120"
+  [persist-restart]="persist-fill --sessions $N_SESSIONS --queued $N_QUEUED --retained $N_RETAINED --deadline-secs 900"
+  [persist-changes]="persist-changes --messages $N_RCHANGES --cycles $N_SCHURN --deadline-secs 300"
 )
+# The restart probe: the same content, checked on a sample.
+RESTART_PROBE="restart --sessions $N_SESSIONS --queued $N_QUEUED --retained $N_RETAINED --deadline-secs 600"
 ALL_ROWS="fan-in fan-in-16 fan-out qos1 qos2 latency-q0-1k latency-q0-10k latency-q1-1k latency-q1-10k connections presence-off presence-on expiry-plain expiry-json expiry-off slow-sub slow-sub-off"
+PERSIST_ROWS="persist-qos1 persist-qos1-off persist-qos2 persist-qos2-off persist-restart persist-changes"
 [ -n "$ROWS" ] || ROWS="$ALL_ROWS"
 for row in $ROWS; do
-  [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS" >&2; exit 2; }
+  [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS $PERSIST_ROWS" >&2; exit 2; }
 done
+# persist-qos1 and persist-qos2 bring their "-off" rows along.
+expanded=""
+for row in $ROWS; do
+  expanded="$expanded $row"
+  case "$row" in
+    persist-qos1|persist-qos2) [[ " $ROWS " == *" $row-off "* ]] || expanded="$expanded $row-off" ;;
+  esac
+done
+ROWS="${expanded# }"
+# Whether a row runs with persistence true.
+persistent_row() { case "$1" in persist-qos1|persist-qos2|persist-restart|persist-changes) return 0 ;; *) return 1 ;; esac; }
 
 command -v mosquitto >/dev/null && command -v redis-server >/dev/null ||
   { echo "bench.sh: needs mosquitto and redis-server (apt-get install -y mosquitto redis-server)" >&2; exit 1; }
@@ -194,7 +233,8 @@ write_conf() { # FILE PORT [REDIS_PORT] [EXTRA LINE]
       echo "redis_host 127.0.0.1"
       echo "redis_port $3"
     fi
-    [ -z "${4:-}" ] || echo "$4"
+    # Several lines of extra settings are one argument.
+    [ -z "${4:-}" ] || printf '%s\n' "$4"
   } > "$1"
 }
 
@@ -224,12 +264,82 @@ start_broker() { # NAME CONF LOG
   BROKER_PID=$!
 }
 
-stop_broker() {
+# SIGTERM, then SIGKILL after SECONDS (default 5): Mosquitto writes its
+# whole database at exit. Sets STOP_S (how long it took) and STOP_KILLED.
+STOP_S=""
+STOP_KILLED=0
+stop_broker() { # [SECONDS]
+  local began
+  began=$(date +%s.%N)
+  STOP_KILLED=0
   kill -TERM "$BROKER_PID" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$BROKER_PID" 2>/dev/null || true
+  for _ in $(seq $(( ${1:-5} * 100 ))); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.01; done
+  if kill -0 "$BROKER_PID" 2>/dev/null; then
+    STOP_KILLED=1
+    kill -KILL "$BROKER_PID" 2>/dev/null || true
+  fi
   wait "$BROKER_PID" 2>/dev/null || true
+  STOP_S=$(echo "$(date +%s.%N) - $began" | bc)
   BROKER_PID=""
+}
+
+# One tool run against the running broker: prints its JSON line (or one
+# saying that it printed nothing). ARGS... are culex-load's.
+run_load() { # NAME ROW BROKER RUN ERR_FILE ARGS...
+  local name=$1 row=$2 broker=$3 run=$4 err=$5 line
+  shift 5
+  line=$("${TOOL_PRIO[@]}" taskset -c "$LOAD_CPUS" "$LOAD" "$@" --threads "$LOAD_THREADS" \
+    --host 127.0.0.1 --port "$port" --broker-pid "$BROKER_PID" \
+    --tag "row=$row" --tag "broker=$broker" --tag "run=$run" --tag "variant=$VARIANT" 2> "$err") || true
+  if [ -z "$line" ]; then
+    line="{\"scenario\":\"$row\",\"tags\":{\"row\":\"$row\",\"broker\":\"$broker\",\"run\":\"$run\",\"variant\":\"$VARIANT\"},\"error\":\"culex-load printed nothing ($name)\"}"
+  fi
+  echo "$line"
+}
+
+# persist-restart, with the broker running on $port: make the content,
+# stop the broker (SIGTERM), start it again on a fresh port and probe it
+# at once. Sets RESTART_LINE to one JSON line: the probe's, with the
+# fill's figures as fill_* and the stop's as stop_s, stop_killed,
+# store_bytes_stopped. Not to be run in a subshell: BROKER_PID and port
+# change.
+RESTART_LINE=""
+restart_row() { # NAME ROW BROKER RUN CONF LOG STORE
+  local name=$1 row=$2 broker=$3 run=$4 conf=$5 log=$6 store=$7 fill probe stopped_bytes
+  # shellcheck disable=SC2086 # ARGS holds several words on purpose
+  fill=$(run_load "$name" "$row" "$broker" "$run" "$OUT/logs$SUFFIX/$name.fill.err" ${ARGS[$row]} --store-path "$store")
+  stop_broker 600
+  stopped_bytes=$(du -sb "$store" | cut -f1)
+  port=$(free_port)
+  write_conf "$conf" "$port" "" "$(persist_conf "$store")"
+  start_broker "$broker" "$conf" "$log.restart"
+  # shellcheck disable=SC2086 # RESTART_PROBE holds several words on purpose
+  probe=$(run_load "$name" "$row" "$broker" "$run" "$OUT/logs$SUFFIX/$name.restart.err" $RESTART_PROBE --store-path "$store")
+  RESTART_LINE=$(FILL="$fill" PROBE="$probe" STOP_S="$STOP_S" STOP_KILLED="$STOP_KILLED" STOPPED_BYTES="$stopped_bytes" python3 -c '
+import json, os
+probe, fill = json.loads(os.environ["PROBE"]), json.loads(os.environ["FILL"])
+for key, value in fill.items():
+    if key not in ("tags", "host", "port", "scenario"):
+        probe["fill_" + key] = value
+probe["stop_s"] = round(float(os.environ["STOP_S"]), 3)
+probe["stop_killed"] = os.environ["STOP_KILLED"] == "1"
+probe["store_bytes_stopped"] = int(os.environ["STOPPED_BYTES"])
+# The run failed if either half did.
+for key in ("error", "timed_out"):
+    probe[key] = probe.get(key) or fill.get(key)
+probe["error_count"] = (probe.get("error_count") or 0) + (fill.get("error_count") or 0)
+probe["errors"] = (fill.get("errors") or []) + (probe.get("errors") or [])
+if probe["stop_killed"]:
+    probe["error_count"] += 1
+    probe["errors"].append("the broker did not exit within 600 s of SIGTERM")
+print(json.dumps({k: v for k, v in probe.items() if v is not None or k != "error"}))
+')
+}
+
+# The settings of a persistent row: Mosquitto, run as root, drops to its
+# own user, so the store's directory is open to it.
+persist_conf() { # STORE_DIR
+  printf 'persistence true\npersistence_location %s/' "$1"
 }
 
 {
@@ -246,6 +356,26 @@ stop_broker() {
   echo "source: ${BENCH_SOURCE:-$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' with uncommitted changes') in $(pwd)}"
   echo "quick: $QUICK, runs: $RUNS, priority: broker and Redis ${PRIO[*]:-default}, load tool ${TOOL_PRIO[*]:-default}"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  if [[ " $ROWS " == *" persist-"* ]]; then
+    # What one durable commit costs this disk: 4 KiB written and
+    # fdatasync'ed, 200 times, in OUT (where the stores are).
+    python3 - "$OUT" <<'PY'
+import os, statistics, sys, time
+path = os.path.join(sys.argv[1], "fdatasync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+took = []
+for i in range(200):
+    os.write(fd, b"x" * 4096)
+    began = time.perf_counter()
+    os.fdatasync(fd)
+    took.append((time.perf_counter() - began) * 1e3)
+os.close(fd)
+os.unlink(path)
+took.sort()
+print(f"fdatasync of a 4 KiB append in OUT ({os.statvfs(sys.argv[1]).f_bsize} B blocks): "
+      f"median {statistics.median(took):.2f} ms, p90 {took[179]:.2f} ms, max {took[-1]:.2f} ms")
+PY
+  fi
   # Other processes on the CPUs skew every number: measure one second of it.
   read -r _ u1 n1 s1 i1 w1 q1 sq1 _ < /proc/stat; sleep 1; read -r _ u2 n2 s2 i2 w2 q2 sq2 _ < /proc/stat
   busy=$(( (u2 + n2 + s2 + q2 + sq2) - (u1 + n1 + s1 + q1 + sq1) )); idle=$(( (i2 + w2) - (i1 + w1) ))
@@ -264,6 +394,14 @@ for run in $(seq "$RUNS"); do
         # expiry comparison (Mosquitto has neither the check nor the key).
         [ "$broker" != mosquitto ] || continue
         extra_conf="message_expiry false"
+      fi
+      store=""
+      if persistent_row "$row"; then
+        store=$(realpath -m "$OUT/persist$SUFFIX/$row-$broker-$run")
+        rm -rf "$store"
+        mkdir -p "$store"
+        chmod 0777 "$store"
+        extra_conf=$(persist_conf "$store")
       fi
       if [ "$row" = presence-on ]; then
         # Mosquitto has no Redis presence: that comparison is presence-off.
@@ -285,13 +423,13 @@ for run in $(seq "$RUNS"); do
       fi
       extra=()
       [ -z "$redis_port" ] || extra=(--redis-port "$redis_port")
-      # shellcheck disable=SC2086 # ARGS holds several words on purpose
-      line=$("${TOOL_PRIO[@]}" taskset -c "$LOAD_CPUS" "$LOAD" ${ARGS[$row]} --threads "$LOAD_THREADS" \
-        --host 127.0.0.1 --port "$port" --broker-pid "$BROKER_PID" "${extra[@]}" \
-        --tag "row=$row" --tag "broker=$broker" --tag "run=$run" --tag "variant=$VARIANT" \
-        2> "$OUT/logs$SUFFIX/$name.load.err") || true
-      if [ -z "$line" ]; then
-        line="{\"scenario\":\"$row\",\"tags\":{\"row\":\"$row\",\"broker\":\"$broker\",\"run\":\"$run\",\"variant\":\"$VARIANT\"},\"error\":\"culex-load printed nothing\"}"
+      [ -z "$store" ] || extra+=(--store-path "$store")
+      if [ "$row" = persist-restart ]; then
+        restart_row "$name" "$row" "$broker" "$run" "$conf" "$log" "$store"
+        line=$RESTART_LINE
+      else
+        # shellcheck disable=SC2086 # ARGS holds several words on purpose
+        line=$(run_load "$name" "$row" "$broker" "$run" "$OUT/logs$SUFFIX/$name.load.err" ${ARGS[$row]} "${extra[@]}")
       fi
       echo "$line" >> "$RESULTS"
       if ! kill -0 "$BROKER_PID" 2>/dev/null; then
@@ -301,7 +439,9 @@ for run in $(seq "$RUNS"); do
         echo "$name: $(echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print({k: r.get(k) for k in ("error","errors","timed_out","lost") if r.get(k)})')" \
           | tee -a "$PROBLEMS" >&2
       fi
-      stop_broker
+      # Mosquitto writes its database at exit: give it time.
+      stop_broker "$([ -n "$store" ] && echo 600 || echo 5)"
+      [ -z "$store" ] || rm -rf "$store"
       printf '%s %s run %s done (%ss)\n' "$row" "$broker" "$run" "$(($(date +%s) - started))" >&2
     done
   done

@@ -11,6 +11,10 @@ timeout or, at QoS 1/2, a lost message; the notes under the table say which.
 A cell marked with † had a run in which the load tool was saturated (per
 thread, running or waiting for a CPU more than 90 % of the timed phase):
 that rate is the tool's limit as much as the broker's.
+
+With persistence rows in the results, a table of the persistence targets
+follows (each Culex binary against Mosquitto, or against itself with
+persistence off).
 """
 
 import json
@@ -36,6 +40,62 @@ QOS = [
 ]
 LATENCY = [("latency_us.p50", "p50 µs"), ("latency_us.p99", "p99 µs"), ("latency_us.max", "max µs")]
 FAST_RATE = ("delivered_per_s", "fast subscribers: delivered msgs/s")
+PERSIST_QOS = [
+    RATE,
+    ("delivered_per_s", "persistence on / off (target ≥ 0.5)", ("ratio", None)),
+    LOST,
+    LOSS,
+    ("duplicates", "duplicates"),
+    ("out_of_order", "out of order"),
+    ("completed_per_s", "completed (acknowledged) msgs/s"),
+    ("latency_us.p50", "publish → delivery p50 µs"),
+    ("latency_us.p99", "publish → delivery p99 µs"),
+    ("broker_write_bytes_per_op", "broker disk writes per acknowledged message, bytes"),
+    ("ops_per_flush", "acknowledged messages per disk flush (fdatasync)"),
+    ("broker_cpu_pct", "broker CPU, % of one core"),
+]
+PERSIST_OFF = [
+    RATE,
+    LOST,
+    LOSS,
+    ("latency_us.p50", "publish → delivery p50 µs"),
+    ("broker_write_bytes_per_op", "broker disk writes per acknowledged message, bytes"),
+    ("broker_cpu_pct", "broker CPU, % of one core"),
+]
+RESTART = [
+    ("ready_s", "restart: process start → first CONNACK, s (target ≤ Mosquitto's)"),
+    ("listening_s", "process start → port accepts TCP, s"),
+    ("broker_cpu_s_ready", "broker CPU time until the first CONNACK, s"),
+    ("broker_rss_kib_ready", "RSS at the first CONNACK, KiB (target ≤ Mosquitto's)"),
+    ("broker_rss_kib_settled", "RSS 1 s later, KiB"),
+    ("store_bytes_stopped", "store on disk after SIGTERM, bytes"),
+    ("store_bytes", "store on disk once restarted, bytes"),
+    ("stop_s", "SIGTERM → exit after making the content, s"),
+    ("fill_broker_rss_kib_after", "RSS with the content, before the stop, KiB"),
+    ("fill_fill_s", "making the content, s"),
+    ("fill_sessions_per_s", "content: persistent sessions made (CONNECT, SUBSCRIBE, DISCONNECT)/s"),
+    ("fill_queued_per_s", "content: queued QoS 1 messages acknowledged/s"),
+    ("fill_queued_broker_write_bytes_per_op", "content: disk writes per queued message, bytes"),
+    ("fill_retained_per_s", "content: retained QoS 1 messages acknowledged/s"),
+    ("fill_retained_broker_write_bytes_per_op", "content: disk writes per retained message, bytes"),
+    ("fill_queued_acked", "content: queued messages acknowledged"),
+    ("fill_retained_acked", "content: retained messages acknowledged"),
+    ("sample_sessions_present", "after restart, sampled sessions present (of 3)"),
+    ("sample_queued_received", "after restart, their queued messages delivered"),
+    ("sample_retained_received", "after restart, sampled retained messages delivered (of 3)"),
+]
+CHANGES = [
+    ("retained_changes_per_s", "retained QoS 1 messages to new topics: changes/s"),
+    ("retained_broker_write_bytes_per_op", "disk writes per retained change, bytes"),
+    ("retained_ops_per_flush", "retained changes per disk flush"),
+    ("retained_broker_cpu_pct", "broker CPU, % of one core (retained)"),
+    ("churn_cycles_per_s", "persistent session cycles (CONNECT clean 0, SUBSCRIBE, DISCONNECT)/s"),
+    ("churn_cycle_us.p50", "session cycle p50 µs"),
+    ("churn_cycle_us.p99", "session cycle p99 µs"),
+    ("churn_broker_write_bytes_per_op", "disk writes per session cycle, bytes"),
+    ("churn_ops_per_flush", "session cycles per disk flush"),
+    ("churn_broker_cpu_pct", "broker CPU, % of one core (sessions)"),
+]
 ROWS = [
     ("fan-in", "fan-in: 4 publishers → 1 wildcard subscriber, QoS 0", [RATE, LOSS]),
     ("fan-in-16", "fan-in: 16 publishers → 1 wildcard subscriber, QoS 0", [RATE, LOSS, LOST]),
@@ -85,6 +145,34 @@ ROWS = [
         "the same flood without the slow subscriber",
         [FAST_RATE, ("loss_pct", "fast subscribers: loss %"), ("broker_rss_peak_growth_kib", "broker RSS growth to the peak, KiB")],
     ),
+    (
+        "persist-qos1",
+        "persist-qos1: persistence on, 64 in flight, subscriber with clean session 0 acks",
+        [(m[0], m[1], ("ratio", "persist-qos1-off")) if len(m) > 2 else m for m in PERSIST_QOS],
+    ),
+    ("persist-qos1-off", "persist-qos1-off: the same, persistence off", PERSIST_OFF),
+    (
+        "persist-qos2",
+        "persist-qos2: persistence on, 64 in flight, subscriber with clean session 0 acks",
+        [(m[0], m[1], ("ratio", "persist-qos2-off")) if len(m) > 2 else m for m in PERSIST_QOS],
+    ),
+    ("persist-qos2-off", "persist-qos2-off: the same, persistence off", PERSIST_OFF),
+    ("persist-restart", "persist-restart: persistent sessions with queued messages and retained messages, SIGTERM, start", RESTART),
+    ("persist-changes", "persist-changes: durable changes per second, persistence on", CHANGES),
+]
+
+# The persistence targets: (label, row, path, how, threshold), how being
+# "mosquitto ≥" (median over Mosquitto's at least threshold), "mosquitto ≤",
+# "off ≥" (over the same broker's "-off" row) or "zero" (the median is 0).
+TARGETS = [
+    ("persist-qos1: delivered msgs/s ≥ 3x Mosquitto (persistence true)", "persist-qos1", "delivered_per_s", "mosquitto ≥", 3.0),
+    ("persist-qos1: persistence on ≥ 50 % of off", "persist-qos1", "delivered_per_s", "off ≥", 0.5),
+    ("persist-qos1: zero loss", "persist-qos1", "lost", "zero", 0),
+    ("persist-qos2: delivered msgs/s ≥ 3x Mosquitto (persistence true)", "persist-qos2", "delivered_per_s", "mosquitto ≥", 3.0),
+    ("persist-qos2: persistence on ≥ 50 % of off", "persist-qos2", "delivered_per_s", "off ≥", 0.5),
+    ("persist-qos2: zero loss", "persist-qos2", "lost", "zero", 0),
+    ("restart: start → first CONNACK ≤ Mosquitto's", "persist-restart", "ready_s", "mosquitto ≤", 1.0),
+    ("restart: RSS at the first CONNACK ≤ Mosquitto's", "persist-restart", "broker_rss_kib_ready", "mosquitto ≤", 1.0),
 ]
 
 
@@ -164,6 +252,9 @@ def metric_cells(cells, row, metric):
             rs = [r for r in rs if get(r, kind[1]) == 0]
         value = median_of(rs, path)
         if kind[0] == "ratio":
+            if kind[1] is None:
+                texts[b] = "–"
+                continue
             other = median_of(cells.get((kind[1], b), []), path)
             value = value / other if value is not None and other else None
         if value is not None:
@@ -224,7 +315,40 @@ def main(paths):
     if saturated:
         print("\n† the load tool was saturated in a run of that cell (per thread, running or waiting for a CPU")
         print("more than 90 % of the timed phase): see the tool's CPU below.")
+    targets_table(cells)
     cpu_table(cells)
+
+
+def targets_table(cells):
+    """Each persistence target, for each Culex binary: the figure and whether it is met."""
+    targets = [t for t in TARGETS if any((t[1], b) in cells for b in BROKERS)]
+    if not targets:
+        return
+    culexes = [b for b in BROKERS if b != "mosquitto"]
+    print("\nPersistence targets (medians; ratio to Mosquitto with persistence true in the same run, or to the")
+    print("same broker with persistence off):\n")
+    print("| target | " + " | ".join(culexes) + " |")
+    print("| --- |" + " --- |" * len(culexes))
+    for label, row, path, how, threshold in targets:
+        out = []
+        for b in culexes:
+            value = median_of(cells.get((row, b), []), path)
+            if value is None:
+                out.append("n/a")
+                continue
+            if how == "zero":
+                out.append(f"{fmt(value)} lost: {'met' if value == 0 else 'not met'}")
+                continue
+            other_row, other_broker = (row + "-off", b) if how == "off ≥" else (row, "mosquitto")
+            other = median_of(cells.get((other_row, other_broker), []), path)
+            if not other:
+                out.append(f"{fmt(value)}, no {other_broker} figure")
+                continue
+            ratio = value / other
+            met = ratio >= threshold if how.endswith("≥") else ratio <= threshold
+            shown = f"{ratio:.0%}" if how == "off ≥" else f"{ratio:.2f}x"
+            out.append(f"{shown} ({fmt(value)} vs {fmt(other)}): {'met' if met else 'not met'}")
+        print(f"| {label} | " + " | ".join(out) + " |")
 
 
 def cpu_table(cells):

@@ -40,7 +40,19 @@ impl Client {
     /// sends CONNECT (MQTT 3.1.1, clean session) and waits for an accepting
     /// CONNACK.
     pub async fn connect(addr: SocketAddr, client_id: &str, keep_alive: u16) -> io::Result<Self> {
-        Self::handshake(TcpStream::connect(addr).await?, client_id, keep_alive).await
+        Ok(Self::handshake(TcpStream::connect(addr).await?, client_id, keep_alive, true).await?.0)
+    }
+
+    /// [`Client::connect`] with the clean session flag `clean`; also
+    /// returns the CONNACK's session present flag (a persistent session
+    /// the broker kept, `clean` being false).
+    pub async fn connect_session(
+        addr: SocketAddr,
+        client_id: &str,
+        keep_alive: u16,
+        clean: bool,
+    ) -> io::Result<(Self, bool)> {
+        Self::handshake(TcpStream::connect(addr).await?, client_id, keep_alive, clean).await
     }
 
     /// [`Client::connect`] with the socket's receive buffer (`SO_RCVBUF`)
@@ -55,17 +67,23 @@ impl Client {
     ) -> io::Result<Self> {
         let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         socket.set_recv_buffer_size(rcvbuf)?;
-        Self::handshake(socket.connect(addr).await?, client_id, keep_alive).await
+        Ok(Self::handshake(socket.connect(addr).await?, client_id, keep_alive, true).await?.0)
     }
 
-    /// CONNECT and CONNACK on a freshly opened stream.
-    async fn handshake(stream: TcpStream, client_id: &str, keep_alive: u16) -> io::Result<Self> {
+    /// CONNECT and CONNACK on a freshly opened stream: the client and the
+    /// session present flag.
+    pub async fn handshake(
+        stream: TcpStream,
+        client_id: &str,
+        keep_alive: u16,
+        clean_session: bool,
+    ) -> io::Result<(Self, bool)> {
         stream.set_nodelay(true)?;
         let mut client =
             Self { stream, rbuf: BytesMut::new(), wbuf: BytesMut::with_capacity(256), read_chunk: READ_CHUNK };
         client.queue(&Packet::Connect(Box::new(Connect {
             protocol: Protocol::V311,
-            clean_session: true,
+            clean_session,
             keep_alive,
             client_id: ByteString::from(client_id),
             will: None,
@@ -74,7 +92,9 @@ impl Client {
         })));
         client.flush().await?;
         match client.next_packet().await? {
-            Some(Packet::ConnAck(ConnAck { code: ConnectReturnCode::Accepted, .. })) => Ok(client),
+            Some(Packet::ConnAck(ConnAck { code: ConnectReturnCode::Accepted, session_present })) => {
+                Ok((client, session_present))
+            }
             Some(Packet::ConnAck(ConnAck { code, .. })) => Err(protocol_error(format!("CONNACK refused: {code}"))),
             Some(other) => Err(protocol_error(format!("expected CONNACK, got {other:?}"))),
             None => Err(protocol_error("connection closed before CONNACK")),

@@ -1,6 +1,7 @@
 //! The command line of `culex-load`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use culex_core::QoS;
@@ -28,11 +29,20 @@ pub enum Scenario {
     /// QoS 0 publishers flooding fast subscribers and one that reads
     /// slowly; broker memory, and whether the slow one stays connected.
     SlowSubscriber,
+    /// Content for a restart: persistent sessions with queued QoS 1
+    /// messages, and retained messages.
+    PersistFill,
+    /// A broker that was just started: how long until it accepts, its
+    /// memory then, its store on disk, and a sample of its content.
+    Restart,
+    /// Retained messages on distinct topics at QoS 1, then persistent
+    /// session churn (connect, subscribe, disconnect): changes per second.
+    PersistChanges,
 }
 
 impl Scenario {
     /// Every scenario, in the order of `--help`.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 12] = [
         Self::FanIn,
         Self::FanOut,
         Self::Qos1,
@@ -42,6 +52,9 @@ impl Scenario {
         Self::Presence,
         Self::Expiry,
         Self::SlowSubscriber,
+        Self::PersistFill,
+        Self::Restart,
+        Self::PersistChanges,
     ];
 
     /// The name on the command line and in the results.
@@ -56,6 +69,9 @@ impl Scenario {
             Self::Presence => "presence",
             Self::Expiry => "expiry",
             Self::SlowSubscriber => "slow-subscriber",
+            Self::PersistFill => "persist-fill",
+            Self::Restart => "restart",
+            Self::PersistChanges => "persist-changes",
         }
     }
 
@@ -138,6 +154,18 @@ pub struct Options {
     pub slow_read_bytes_per_sec: u64,
     /// `SO_RCVBUF` of a slow subscriber's socket, set before it connects.
     pub slow_rcvbuf_bytes: u32,
+    /// The clean session flag of the subscribers (message scenarios):
+    /// false makes them persistent sessions.
+    pub clean_session: bool,
+    /// The broker's store (file or directory): its size, and the flushes
+    /// of the disk it is on, are reported.
+    pub store_path: Option<PathBuf>,
+    /// Persistent sessions (`persist-fill`, `restart`).
+    pub sessions: u64,
+    /// QoS 1 messages queued for each of them.
+    pub queued: u64,
+    /// Retained messages, one per topic.
+    pub retained: u64,
 }
 
 impl Options {
@@ -169,6 +197,11 @@ impl Options {
             slow_subscribers: None,
             slow_read_bytes_per_sec: 1_000_000,
             slow_rcvbuf_bytes: 8 * 1024,
+            clean_session: true,
+            store_path: None,
+            sessions: 10_000,
+            queued: 100,
+            retained: 1_000_000,
         }
     }
 }
@@ -200,6 +233,19 @@ scenarios (defaults in brackets):
                8 publishers flooding bench/slow/N at QoS 0 for --duration-secs [10], 2 subscribers
                on bench/slow/# reading at full speed and --slow-subscribers [1] reading
                --slow-read-bytes-per-sec [1,000,000]; at most 5,000,000 messages per second of flood
+  persist-fill content for a restart: --sessions [10,000] persistent sessions (clean session 0,
+               --concurrency [200] at once) each subscribe at QoS 1 to its own topic and disconnect;
+               --publishers [8] with --inflight [64] each then publish --queued [100] QoS 1
+               messages per session and --retained [1,000,000] retained QoS 1 messages, one per
+               topic (payload --payload-bytes)
+  restart      a broker just started (--broker-pid required): polls connect + CONNACK every 5 ms;
+               time from the process's start to its first CONNACK, RSS then and 1 s later, the
+               store's size (--store-path), and a sample of the persist-fill content (the same
+               --sessions, --queued, --retained): sessions present, queued and retained delivered
+  persist-changes
+               --publishers [4] with --inflight [64] each publish --messages [100,000] retained QoS 1
+               messages to distinct topics, then --concurrency [50] workers run --cycles [10,000]
+               persistent session cycles (CONNECT clean 0, SUBSCRIBE, DISCONNECT); changes per second
 
 options:
   --host ADDR            loopback address of the broker [127.0.0.1]; anything else is refused
@@ -227,6 +273,14 @@ options:
   --slow-read-bytes-per-sec N
                          read budget of a slow subscriber [1000000]
   --slow-rcvbuf-bytes N  SO_RCVBUF of a slow subscriber's socket [8192] (Linux doubles it)
+  --clean-session 0|1    clean session flag of the subscribers (message scenarios) [1]
+  --store-path PATH      the broker's store (file or directory): its size (restart) and the
+                         flushes of its disk (/proc/diskstats) are reported
+  --sessions N, --queued N, --retained N
+                         persist-fill and restart content [10,000, 100, 1,000,000]
+
+every message scenario and persist-changes also report the broker's disk writes over the timed
+phase (write_bytes of /proc/PID/io) per acknowledged message or change.
 ";
 
 /// Parses the arguments after the program name.
@@ -290,6 +344,17 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--redis-key" => o.redis_key = value()?,
             "--drain-ms" => o.drain = Duration::from_millis(number(&arg, &value()?)?),
             "--batch-bytes" => o.batch_bytes = positive_usize(&arg, &value()?)?,
+            "--clean-session" => {
+                o.clean_session = match value()?.as_str() {
+                    "0" => false,
+                    "1" => true,
+                    other => return Err(format!("--clean-session takes 0 or 1, not {other:?}")),
+                };
+            }
+            "--store-path" => o.store_path = Some(PathBuf::from(value()?)),
+            "--sessions" => o.sessions = positive(&arg, &value()?)?,
+            "--queued" => o.queued = number(&arg, &value()?)?,
+            "--retained" => o.retained = number(&arg, &value()?)?,
             "--tag" => {
                 let tag = value()?;
                 let (k, v) = tag.split_once('=').ok_or_else(|| format!("--tag takes KEY=VALUE, not {tag:?}"))?;
@@ -399,6 +464,24 @@ mod tests {
         assert_eq!((o.slow_read_bytes_per_sec, o.slow_rcvbuf_bytes), (5000, 4096));
         assert!(parse(args("fan-in --port 1 --threads 0")).unwrap_err().contains("positive"));
         assert!(parse(args("fan-in --port 1 --threads 100000")).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn persistence_options_parse() {
+        let Command::Run(o) =
+            parse(args("restart --port 1 --store-path /tmp/x --sessions 10 --queued 5 --retained 0")).unwrap()
+        else {
+            panic!("not a run");
+        };
+        assert_eq!(o.scenario, Scenario::Restart);
+        assert_eq!(o.store_path.as_deref(), Some(std::path::Path::new("/tmp/x")));
+        assert_eq!((o.sessions, o.queued, o.retained), (10, 5, 0));
+        let Command::Run(o) = parse(args("qos1 --port 1 --clean-session 0")).unwrap() else {
+            panic!("not a run");
+        };
+        assert!(!o.clean_session);
+        assert!(parse(args("qos1 --port 1 --clean-session 2")).is_err());
+        assert!(parse(args("persist-fill --port 1 --sessions 0")).is_err());
     }
 
     #[test]

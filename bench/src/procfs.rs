@@ -1,5 +1,6 @@
 //! What Linux says about a process: resident memory and CPU time.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Resident set size of `pid` in KiB (`VmRSS` of `/proc/PID/status`).
@@ -22,6 +23,131 @@ pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // USER_HZ is 100 on every Linux architecture the tool runs on.
     Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// Bytes `pid` caused to be written to storage, from `write_bytes` of
+/// `/proc/PID/io` (counted when the process dirties page cache, so what a
+/// commit writes is counted even before its `fdatasync`), less
+/// `cancelled_write_bytes` (dirty pages of files truncated or deleted
+/// before they reached the disk).
+pub fn write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = io.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(field("write_bytes:")?.saturating_sub(field("cancelled_write_bytes:").unwrap_or(0)))
+}
+
+/// The block device (major, minor) a path lives on.
+pub fn device_of(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    // glibc's gnu_dev_major and gnu_dev_minor.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    Some((major, minor))
+}
+
+/// Cache flushes the device `(major, minor)` completed since boot
+/// (`/proc/diskstats`, field 19, Linux 5.5 and later): one per
+/// `fdatasync` that reached it, from every process; `None` when the
+/// kernel does not count them.
+pub fn disk_flushes(device: (u64, u64)) -> Option<u64> {
+    let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
+    stats.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (major, minor) = (fields.first()?.parse::<u64>().ok()?, fields.get(1)?.parse::<u64>().ok()?);
+        ((major, minor) == device).then(|| fields.get(18)?.parse().ok()).flatten()
+    })
+}
+
+/// How long ago `pid` started, from its start time in `/proc/PID/stat`
+/// and `/proc/uptime` (both counted from boot, to the 10 ms tick).
+pub fn process_age(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After the name: state is field 3 of stat(5), starttime 22.
+    let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let up: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux architecture the tool runs on.
+    Some(Duration::from_secs_f64((up - start_ticks as f64 / 100.0).max(0.0)))
+}
+
+/// The size of the files under `path` (recursively; `path` itself when it
+/// is a file): their length, and the space they take on the disk.
+pub fn store_size(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.is_file() {
+        return Some((meta.len(), meta.blocks() * 512));
+    }
+    let mut total = (0, 0);
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).ok()?.flatten() {
+            if let Some((len, disk)) = store_size(&entry.path()) {
+                total = (total.0 + len, total.1 + disk);
+            }
+        }
+    }
+    Some(total)
+}
+
+/// The broker's writes to storage over an interval, and the flushes of
+/// the device its store is on.
+#[derive(Debug, Clone, Copy)]
+pub struct IoMeter {
+    pid: Option<u32>,
+    write_bytes: Option<u64>,
+    device: Option<(u64, u64)>,
+    flushes: Option<u64>,
+}
+
+/// What an [`IoMeter`] measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IoUse {
+    /// Bytes the broker wrote to storage ([`write_bytes`]).
+    pub write_bytes: Option<u64>,
+    /// Cache flushes of the store's device, whoever asked for them.
+    pub flushes: Option<u64>,
+}
+
+impl IoMeter {
+    /// Starts measuring the broker `pid`, and the flushes of the device
+    /// `store` is on.
+    pub fn start(pid: Option<u32>, store: Option<&Path>) -> Self {
+        let device = store.and_then(device_of);
+        Self { pid, write_bytes: pid.and_then(write_bytes), device, flushes: device.and_then(disk_flushes) }
+    }
+
+    /// What was written and flushed since the start.
+    pub fn finish(&self) -> IoUse {
+        let since = |before: Option<u64>, now: Option<u64>| Some(now?.saturating_sub(before?));
+        IoUse {
+            write_bytes: since(self.write_bytes, self.pid.and_then(write_bytes)),
+            flushes: since(self.flushes, self.device.and_then(disk_flushes)),
+        }
+    }
+}
+
+impl IoUse {
+    /// Adds `PREFIXbroker_write_bytes`, `PREFIXbroker_write_bytes_per_op`
+    /// (over `ops` operations: acknowledged messages, changes),
+    /// `PREFIXdisk_flushes` (the whole device's) and `PREFIXops_per_flush`
+    /// to a result.
+    pub fn report(&self, fields: &mut serde_json::Map<String, serde_json::Value>, prefix: &str, ops: u64) {
+        let per = |total: Option<u64>| total.filter(|_| ops > 0).map(|t| crate::stats::round1(t as f64 / ops as f64));
+        let ops_per_flush = self.flushes.filter(|&f| f > 0).map(|f| crate::stats::round1(ops as f64 / f as f64));
+        for (key, value) in [
+            ("broker_write_bytes", self.write_bytes.into()),
+            ("broker_write_bytes_per_op", per(self.write_bytes).into()),
+            ("disk_flushes", self.flushes.into()),
+            ("ops_per_flush", ops_per_flush.into()),
+        ] {
+            fields.insert(format!("{prefix}{key}"), value);
+        }
+    }
 }
 
 /// SYNs or connections the kernel dropped because a listen queue was full
@@ -187,5 +313,13 @@ mod tests {
         let used = CpuMeter::start(Some(std::process::id())).finish();
         assert!(used.broker_cpu.is_some() && used.tool_wait.is_some());
         assert!(!used.cpus_busy.is_empty());
+        assert!(write_bytes(std::process::id()).is_some());
+        assert!(process_age(std::process::id()).is_some_and(|age| age < Duration::from_secs(86_400 * 365)));
+        let here = std::env::current_dir().unwrap();
+        assert!(device_of(&here).is_some());
+        let manifest = here.join("Cargo.toml");
+        assert!(store_size(&manifest).is_some_and(|(len, _)| len > 0));
+        let io = IoMeter::start(Some(std::process::id()), Some(&here)).finish();
+        assert!(io.write_bytes.is_some());
     }
 }

@@ -1,6 +1,7 @@
 //! Smoke test that CI can afford (a few seconds): every scenario of
 //! `culex-load`, with tiny counts, against an in-process Culex broker on
-//! tokio, on one thread and on two. It checks that the tool runs, prints
+//! tokio, on one thread and on two (the persistence scenarios on one, with
+//! the broker's store in a temporary directory). It checks that the tool runs, prints
 //! one JSON line with its own CPU use, and that the broker loses nothing
 //! at these loads. The real comparison is
 //! `scripts/bench.sh`; `scripts/bench.sh --quick` is its smoke run.
@@ -8,9 +9,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use culex_core::conf::PersistenceConf;
 use culex_runtime::Settings;
 use serde_json::Value;
 
@@ -23,8 +26,21 @@ struct Broker {
 
 impl Broker {
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `store`, the broker keeps its state there (`persistence true`).
+    fn start_with(store: Option<&Path>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut settings = Settings::embedded_defaults();
+        if let Some(store) = store {
+            settings.core.persistence = true;
+            settings.persistence = Some(PersistenceConf {
+                enabled: true,
+                location: Some(format!("{}/", store.display())),
+                ..PersistenceConf::default()
+            });
+        }
         settings.listeners = vec![culex_runtime::Listener::mqtt(SocketAddr::from(([127, 0, 0, 1], port)))];
         settings.core.connection_messages = false;
         settings.core.max_inflight_messages = 64;
@@ -133,6 +149,55 @@ fn slow_subscriber_runs_with_and_without_the_slow_one() {
     let r = load(broker.port, &args);
     assert_delivered(&args, &r, r["sent"].as_u64().unwrap());
     assert_eq!(r["slow_stayed_connected"], Value::Null, "{r}");
+}
+
+/// A fresh directory under the system's temporary one, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let path = std::env::temp_dir().join(format!("culex-smoke-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn persistence_scenarios_run_against_culex_with_a_store() {
+    let dir = TempDir::new("persist");
+    let broker = Broker::start_with(Some(&dir.0));
+    let store = format!("--store-path {}", dir.0.display());
+    for (args, deliveries) in [("qos1 --messages 500", 500), ("qos2 --messages 200", 200)] {
+        let args = format!("{args} --clean-session 0 {store}");
+        let r = load(broker.port, &args);
+        assert_delivered(&args, &r, deliveries);
+        assert_eq!(r["clean_session"], false, "{r}");
+        // The broker runs in this process, which writes the store.
+        assert!(r["broker_write_bytes"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["broker_write_bytes_per_op"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let content = "--sessions 20 --queued 5 --retained 50";
+    let r = load(broker.port, &format!("persist-fill {content} {store}"));
+    assert_eq!((r["sessions_created"].as_u64(), r["sessions_already_present"].as_u64()), (Some(20), Some(0)), "{r}");
+    assert_eq!((r["queued_acked"].as_u64(), r["retained_acked"].as_u64()), (Some(100), Some(50)), "{r}");
+    // No restart here: the probe finds the broker up and the content in it.
+    let r = load(broker.port, &format!("restart {content} {store}"));
+    assert!(r["ready_s"].as_f64().is_some(), "{r}");
+    assert!(r["store_bytes"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["sample_sessions_present"], 3, "{r}");
+    assert_eq!(r["sample_queued_received"], 15, "{r}");
+    assert_eq!(r["sample_retained_received"], 3, "{r}");
+    let r = load(broker.port, &format!("persist-changes --messages 200 --cycles 50 {store}"));
+    assert_eq!((r["retained_acked"].as_u64(), r["churn_completed"].as_u64()), (Some(200), Some(50)), "{r}");
+    assert!(r["retained_changes_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["churn_cycles_per_s"].as_f64().unwrap() > 0.0, "{r}");
 }
 
 #[test]

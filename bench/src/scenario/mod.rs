@@ -2,6 +2,7 @@
 
 mod connections;
 mod memory;
+mod persist;
 mod presence;
 mod pubsub;
 mod received;
@@ -31,6 +32,9 @@ pub(crate) async fn run(options: &Options) -> Value {
     match options.scenario {
         Scenario::Connections => connections::run(options).await,
         Scenario::Presence => presence::run(options).await,
+        Scenario::PersistFill => persist::fill(options).await,
+        Scenario::Restart => persist::restart(options).await,
+        Scenario::PersistChanges => persist::changes(options).await,
         _ => match plan(options) {
             Ok(plan) => pubsub::run(options, plan).await,
             Err(error) => report::failure(options, &error),
@@ -50,7 +54,11 @@ fn plan(o: &Options) -> Result<Plan, String> {
         Scenario::Latency => (1, 1, 0, o.qos.unwrap_or(QoS::AtMostOnce)),
         Scenario::Expiry => (1, 1, 200_000, QoS::AtMostOnce),
         Scenario::SlowSubscriber => (8, 2, 0, QoS::AtMostOnce),
-        Scenario::Connections | Scenario::Presence => return Err("not a message scenario".to_owned()),
+        Scenario::Connections
+        | Scenario::Presence
+        | Scenario::PersistFill
+        | Scenario::Restart
+        | Scenario::PersistChanges => return Err("not a message scenario".to_owned()),
     };
     if o.qos.is_some_and(|q| q != qos) {
         return Err(format!("{} runs at QoS {qos}; --qos only applies to latency", o.scenario.name()));
@@ -110,5 +118,6 @@ fn plan(o: &Options) -> Result<Plan, String> {
             None => SlowReaders::NONE,
         },
         latency: flood.is_none(),
+        clean_session: o.clean_session,
     })
 }

@@ -32,7 +32,7 @@ use super::slow::{self, SlowReaders};
 use crate::mqtt::{Client, protocol_error};
 use crate::options::{Options, PayloadKind};
 use crate::payload::{self, Epoch, Stamp};
-use crate::procfs::CpuMeter;
+use crate::procfs::{CpuMeter, IoMeter};
 use crate::report::{Errors, per_sec, percent, secs};
 use crate::stats::{Latencies, SeqTracker};
 use crate::tool_cpu::ToolMeter;
@@ -83,6 +83,8 @@ pub(crate) struct Plan {
     /// Whether subscribers keep a latency sample per message (not in a
     /// flood, whose samples would fill the memory).
     pub(crate) latency: bool,
+    /// The clean session flag of the subscribers reading at full speed.
+    pub(crate) clean_session: bool,
 }
 
 impl Plan {
@@ -153,6 +155,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     let all_ready = await_ready(ready, deadline, &mut errors).await;
     let memory = MemoryWatch::start(options.broker_pid, deadline);
     let tool = ToolMeter::start(options.threads);
+    let io = IoMeter::start(options.broker_pid, options.store_path.as_deref());
     let start = Instant::now();
     // Without every client, publishers are released with nothing to do.
     let _ = start_tx.send(Some((start, all_ready)));
@@ -163,6 +166,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     let (publish_time, deliver_time) =
         (last(pubs.iter().map(|p| p.finished), start), last(subs.iter().map(|s| s.received.last_arrival), start));
     let tool = tool.finish(publish_time.max(deliver_time));
+    let io = io.finish();
     let memory = memory.finish().await;
     let cpu = cpu.finish();
     // The other subscribers are done: the slow ones stop reading slowly.
@@ -179,6 +183,8 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     fields.extend(delivery_fields(&pubs, &subs, plan.publishers));
     extend(&mut fields, timing_fields(&pubs, &mut subs, publish_time, deliver_time));
     memory.report(&mut fields);
+    // Per message the broker acknowledged (QoS 1, 2) or took (QoS 0).
+    io.report(&mut fields, "", pubs.iter().map(|p| p.settled.distinct()).sum());
     if plan.flood.is_some() {
         slow::report(&mut fields, &plan.slow, &slow, start);
     }
@@ -338,6 +344,7 @@ fn describe_plan(fields: &mut Map<String, Value>, plan: &Plan) {
         "payload": plan.payload.name(),
         "payload_bytes": plan.payload_bytes,
         "filter": plan.filter.as_str(),
+        "clean_session": plan.clean_session,
     });
     extend(fields, describe);
 }
@@ -569,7 +576,7 @@ async fn subscriber(shared: Arc<Shared>, index: usize, ready: Ready, done: watch
     let id = format!("load-{}-sub-{index}", shared.tag);
     let who = format!("subscriber {index}");
     let setup = async {
-        let mut client = Client::connect(shared.addr, &id, KEEP_ALIVE).await?;
+        let (mut client, _) = Client::connect_session(shared.addr, &id, KEEP_ALIVE, plan.clean_session).await?;
         subscribe(&mut client, plan).await?;
         client.read_chunk = SUBSCRIBER_READ;
         Ok(client)
