@@ -10,7 +10,7 @@
 //!
 //! Given the broker's command ([`TcpOptions::broker_command`]), the target
 //! also runs the scenarios that stop the broker (`shutdown`, `restart`,
-//! `crash`): each on a broker process of its own ([`crate::process`]),
+//! `crash`): each on a broker process of its own (`process.rs`),
 //! started for it and removed after it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
