@@ -51,7 +51,7 @@ PERSIST_QOS = [
     ("latency_us.p50", "publish → delivery p50 µs"),
     ("latency_us.p99", "publish → delivery p99 µs"),
     ("broker_write_bytes_per_op", "broker disk writes per acknowledged message, bytes"),
-    ("ops_per_flush", "acknowledged messages per disk flush (fdatasync)"),
+    ("ops_per_flush", "acknowledged messages per flush of the store's disk (every process's flushes)"),
     ("broker_cpu_pct", "broker CPU, % of one core"),
 ]
 PERSIST_OFF = [
