@@ -1184,10 +1184,14 @@ impl Broker {
                 if self.journal.is_some() && flight.out.seq != 0 {
                     let out = flight.out.clone();
                     self.record_copy(key, &out, CopyState::Sent(pid), fresh);
-                    // Its packet id must survive a crash before the client
-                    // sees it: a QoS 2 receiver takes a reused id for a
-                    // duplicate.
-                    self.hold_output(id);
+                    // A QoS 2 copy's packet id must survive a crash before
+                    // the client sees it: the client holds it until PUBREL,
+                    // and would take another message under it for a
+                    // duplicate; the copy it carries goes out once. A QoS 1
+                    // copy seen before a crash is at worst sent again.
+                    if qos == QoS::ExactlyOnce {
+                        self.hold_output(id);
+                    }
                 }
                 Some(pid)
             }

@@ -79,7 +79,15 @@ impl Broker {
             _ => journal.refer(&out.message),
         };
         let copy = StoredCopy { message, qos: out.qos, retain: out.retain, state };
-        journal.push(StoreOp::Copy { client, seq: out.seq, copy });
+        let op = StoreOp::Copy { client, seq: out.seq, copy };
+        // A new copy is what its publisher's acknowledgement promises; a
+        // QoS 2 copy's packet id is what its receiver will hold (see
+        // `send_new`). Any other move of a copy promises nothing.
+        if fresh || (out.qos == QoS::ExactlyOnce && matches!(state, CopyState::Sent(_))) {
+            journal.promise(op);
+        } else {
+            journal.push(op);
+        }
     }
 
     /// Records the copy just queued for session `key`, new to the store.
@@ -111,7 +119,7 @@ impl Broker {
         let Some(session) = self.sessions.get(key) else { return };
         let (username, offline_since) = (session.owner.0.clone(), session.offline_since);
         if let Some(journal) = self.journal.as_mut() {
-            journal.push(StoreOp::Session { client, username, offline_since });
+            journal.promise(StoreOp::Session { client, username, offline_since });
         }
     }
 
@@ -129,7 +137,7 @@ impl Broker {
             }
             return;
         }
-        journal.push(StoreOp::DropSession { client: client.clone() });
+        journal.promise(StoreOp::DropSession { client: client.clone() });
         let copies = session.inflight().map(|f| &f.out).chain(session.queued()).filter(|out| out.seq != 0);
         for out in copies {
             journal.release(&out.message);
@@ -144,7 +152,7 @@ impl Broker {
         let Some(client) = self.stored_client(key) else { return };
         let Some(journal) = self.journal.as_mut() else { return };
         let filter = filter.clone();
-        journal.push(match qos {
+        journal.promise(match qos {
             Some(qos) => StoreOp::Subscribe { client, filter, qos },
             None => StoreOp::Unsubscribe { client, filter },
         });
@@ -162,9 +170,9 @@ impl Broker {
         match now {
             Some(message) => {
                 let message = journal.refer(message);
-                journal.push(StoreOp::Retain { topic: topic.clone(), message });
+                journal.promise(StoreOp::Retain { topic: topic.clone(), message });
             }
-            None if before.is_some() => journal.push(StoreOp::DropRetained { topic: topic.clone() }),
+            None if before.is_some() => journal.promise(StoreOp::DropRetained { topic: topic.clone() }),
             None => {}
         }
         if let Some(before) = before {
@@ -187,7 +195,7 @@ impl Broker {
         }
         let Some(journal) = self.journal.as_mut() else { return };
         let message = message.map(|m| journal.refer(m));
-        journal.push(StoreOp::Incoming { client, packet_id, message });
+        journal.promise(StoreOp::Incoming { client, packet_id, message });
     }
 
     /// PUBREL for an incoming message of session `key`: it leaves the

@@ -74,19 +74,22 @@ impl Journal {
         self.messages.insert(address(message), Held { id, refs, _message: message.clone() });
     }
 
-    /// Records a change.
+    /// Records a change that promises nothing to a client by itself: a
+    /// removal, a will, a copy moving on.
     pub(crate) fn push(&mut self, op: StoreOp) {
-        if promises(&op) {
-            self.promising += 1;
-        }
         self.ops.push(op);
     }
 
-    /// How many changes made so far promise something to a client: what
-    /// creates or changes state (a retained message, a session, a
-    /// subscription, a copy, an incoming message). Removals and wills
-    /// promise nothing: losing them in a crash loses no acknowledged
-    /// message.
+    /// Records a change that what answers the client's packet promises (a
+    /// retained message, a session, a subscription, a new copy, an
+    /// incoming message): that answer waits until it is durable.
+    pub(crate) fn promise(&mut self, op: StoreOp) {
+        self.promising += 1;
+        self.ops.push(op);
+    }
+
+    /// How many promising changes were recorded since the last batch was
+    /// taken.
     pub(crate) fn promises(&self) -> usize {
         self.promising
     }
@@ -174,17 +177,6 @@ impl Journal {
     pub(crate) fn bodies(&self) -> usize {
         self.messages.len()
     }
-}
-
-fn promises(op: &StoreOp) -> bool {
-    !matches!(
-        op,
-        StoreOp::DropMessage { .. }
-            | StoreOp::DropCopy { .. }
-            | StoreOp::DropIncoming { .. }
-            | StoreOp::Will { .. }
-            | StoreOp::DropWill { .. }
-    )
 }
 
 #[cfg(test)]
