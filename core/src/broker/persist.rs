@@ -295,29 +295,31 @@ impl Broker {
     /// without closing them ([MQTT-3.1.2-8]). Expired copies are dropped
     /// when they are due to be sent, as any other.
     pub fn restore(&mut self, now: Now, state: StoredState) {
-        let StoredState { messages, retained, sessions, unreleased, wills, .. } = &state;
         if let Some(journal) = self.journal.as_mut() {
             journal.resume_after(&state);
         }
+        // Taken apart as it is restored: what is restored is freed on the
+        // way, so a large store is not held twice.
+        let StoredState { messages, retained, sessions, unreleased, wills, .. } = state;
         let mut refs: HashMap<MessageId, u32> = HashMap::new();
         let mut dangling = Vec::new();
         for (topic, id) in retained {
-            match messages.get(id) {
+            match messages.get(&id) {
                 Some(message) => {
-                    self.retained.insert(topic, message.clone());
-                    *refs.entry(*id).or_default() += 1;
+                    self.retained.insert(&topic, message.clone());
+                    *refs.entry(id).or_default() += 1;
                 }
-                None => dangling.push(StoreOp::DropRetained { topic: topic.clone() }),
+                None => dangling.push(StoreOp::DropRetained { topic }),
             }
         }
         for (client, stored) in sessions {
-            self.restore_session(now, client, stored, messages, &mut refs, &mut dangling);
+            self.restore_session(now, client, stored, &messages, &mut refs, &mut dangling);
         }
-        for ((_, _), id) in unreleased {
+        for id in unreleased.values() {
             *refs.entry(*id).or_default() += 1;
         }
         if let Some(journal) = self.journal.as_mut() {
-            for (id, message) in messages {
+            for (id, message) in &messages {
                 match refs.get(id) {
                     Some(&n) => journal.adopt(*id, message, n),
                     None => journal.push(StoreOp::DropMessage { id: *id }),
@@ -328,18 +330,19 @@ impl Broker {
             }
         }
         for ((client, packet_id), id) in unreleased {
-            let Some(message) = messages.get(id) else { continue };
+            let Some(message) = messages.get(&id) else { continue };
             info!("Routing the QoS 2 message {packet_id} from {client} held when the broker stopped.");
             self.route(now, message.clone(), None);
             if let Some(journal) = self.journal.as_mut() {
-                journal.push(StoreOp::DropIncoming { client: client.clone(), packet_id: *packet_id });
+                journal.push(StoreOp::DropIncoming { client, packet_id });
                 journal.release(message);
             }
         }
+        drop(messages);
         for (client, will) in wills {
             info!("Publishing the will of {client}, connected when the broker stopped.");
-            self.record_will(client, None);
-            self.route(now, Arc::new(Message::from_will(will.clone(), self.config.message_expiry)), None);
+            self.record_will(&client, None);
+            self.route(now, Arc::new(Message::from_will(will, self.config.message_expiry)), None);
         }
         info!("Restored {} retained messages and {} persistent sessions.", self.retained.len(), self.sessions.len());
     }
@@ -347,34 +350,35 @@ impl Broker {
     fn restore_session(
         &mut self,
         now: Now,
-        client: &ClientId,
-        stored: &StoredSession,
+        client: ClientId,
+        stored: StoredSession,
         messages: &BTreeMap<MessageId, Arc<Message>>,
         refs: &mut HashMap<MessageId, u32>,
         dangling: &mut Vec<StoreOp>,
     ) {
-        if self.sessions.find(client).is_some() {
+        if self.sessions.find(&client).is_some() {
             return;
         }
+        let StoredSession { username, offline_since, next_packet_id, subscriptions, copies, incoming } = stored;
         let mut session = Session::new(client.clone(), false);
-        session.owner = (stored.username.clone(), ListenerId::default());
-        session.offline_since = Some(stored.offline_since.unwrap_or_else(|| seconds(now)));
+        session.owner = (username.clone(), ListenerId::default());
+        session.offline_since = Some(offline_since.unwrap_or_else(|| seconds(now)));
         let key = self.sessions.insert(session);
-        for (filter, qos) in &stored.subscriptions {
+        for (filter, qos) in &subscriptions {
             let info =
-                ClientInfo { client_id: client, username: stored.username.as_deref(), listener: ListenerId::default() };
+                ClientInfo { client_id: &client, username: username.as_deref(), listener: ListenerId::default() };
             let checked = self.policy.filter_access(info, filter) != FilterAccess::Whole;
             self.subscriptions.subscribe(filter, key, Grant { qos: *qos, checked });
         }
         let Some(session) = self.sessions.get_mut(key) else { return };
-        session.subscriptions = stored.subscriptions.clone();
-        for (seq, copy) in &stored.copies {
+        session.subscriptions = subscriptions;
+        for (seq, copy) in copies {
             let Some(message) = messages.get(&copy.message) else {
-                dangling.push(StoreOp::DropCopy { client: client.clone(), seq: *seq });
+                dangling.push(StoreOp::DropCopy { client: client.clone(), seq });
                 continue;
             };
             *refs.entry(copy.message).or_default() += 1;
-            let out = Outgoing { message: message.clone(), qos: copy.qos, retain: copy.retain, seq: *seq };
+            let out = Outgoing { message: message.clone(), qos: copy.qos, retain: copy.retain, seq };
             let inflight = match copy.state {
                 CopyState::Queued => None,
                 CopyState::Sent(id) if copy.qos == QoS::ExactlyOnce => Some((id, Stage::Unreceived)),
@@ -383,14 +387,14 @@ impl Broker {
             };
             session.restore_copy(out, inflight);
         }
-        for (packet_id, id) in &stored.incoming {
+        for (packet_id, id) in incoming {
             let message = id.and_then(|id| messages.get(&id));
             if let (Some(id), Some(_)) = (id, message) {
-                *refs.entry(*id).or_default() += 1;
+                *refs.entry(id).or_default() += 1;
             }
-            session.receive_qos2(*packet_id, message.cloned());
+            session.receive_qos2(packet_id, message.cloned());
         }
-        if let Some(next) = stored.next_packet_id {
+        if let Some(next) = next_packet_id {
             session.set_next_packet_id(next);
         }
     }
