@@ -9,11 +9,12 @@
 //! The broker task owns the core, the connection registry and the presence
 //! queue outright; other tasks reach them only through channels, so they
 //! need no lock and leave nothing for a model checker to interleave.
-//! Shutdown is a channel too. The one piece of memory two tasks touch is a
-//! connection's outbox ([`outbox::channel`]: its queue, its [`Backlog`]
-//! and whether to read the socket, under one mutex; the broker task queues
-//! and pauses, the connection task writes and reads); its loom models run
-//! with
+//! Shutdown is a channel too. The memory two tasks touch is a connection's
+//! outbox ([`outbox::channel`]: its queue, its [`Backlog`] and whether to
+//! read the socket, under one mutex; the broker task queues and pauses,
+//! the connection task writes and reads), and the hand-off to the
+//! persistence committer's thread ([`persist::Committer`]: batches, the
+//! stop request and "durable up to seq"); their loom models run with
 //! `RUSTFLAGS="--cfg culex_loom" cargo test -p culex-runtime --features tokio --release --lib loom`.
 
 pub mod backlog;

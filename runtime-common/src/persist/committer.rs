@@ -6,18 +6,20 @@
 //! waiting ([`Committer::commit`]); the thread takes everything that has
 //! piled up, commits it in one transaction and reports the last sequence
 //! number through the callback. While one commit runs the next batches
-//! gather: the busier the broker, the more batches share one sync.
+//! gather: the busier the broker, the more batches share one sync. What
+//! the two share is a [`Handoff`], model-checked with loom.
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use culex_core::persistence::StoreBatch;
 use tracing::{error, info};
 
+use super::handoff::Handoff;
 use super::{Store, panic_text};
 
 /// How the committer retries and how long it tries at shutdown.
@@ -47,29 +49,26 @@ impl Default for CommitterOptions {
 /// from the committer's thread.
 pub type Notify = Box<dyn Fn(u64) + Send>;
 
-/// Batches handed over and not yet taken by the thread.
-#[derive(Debug, Default)]
-struct Queue {
-    pending: Vec<StoreBatch>,
-    stop: bool,
-}
-
 /// `u64::MAX` stands for "size unknown" (a store in memory).
 const UNKNOWN_SIZE: u64 = u64::MAX;
 
+/// What the broker task and the thread share: the hand-off, and figures
+/// for reports (plain std atomics, outside the loom models: nothing waits
+/// on them or orders anything by them).
 #[derive(Debug)]
 struct Shared {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-    durable: AtomicU64,
+    handoff: Handoff<StoreBatch>,
     size: AtomicU64,
     commits: AtomicU64,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // The lock guards plain data, left consistent at every point.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    fn new(size: Option<u64>) -> Self {
+        Self {
+            handoff: Handoff::default(),
+            size: AtomicU64::new(size.unwrap_or(UNKNOWN_SIZE)),
+            commits: AtomicU64::new(0),
+        }
     }
 }
 
@@ -106,13 +105,7 @@ impl Committer {
     ///
     /// When the thread cannot be started.
     pub fn spawn_with(store: Box<dyn Store>, notify: Notify, options: CommitterOptions) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-            durable: AtomicU64::new(0),
-            size: AtomicU64::new(store.size().unwrap_or(UNKNOWN_SIZE)),
-            commits: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(store.size()));
         let thread = std::thread::Builder::new().name("culex-store".into()).spawn({
             let shared = shared.clone();
             move || run(store, &notify, &shared, options)
@@ -123,15 +116,12 @@ impl Committer {
     /// Hands a batch over, without waiting. Batches must come in the order
     /// of their sequence numbers.
     pub fn commit(&self, batch: StoreBatch) {
-        let mut queue = self.shared.lock();
-        queue.pending.push(batch);
-        // Only the committer thread waits on it.
-        self.shared.wake.notify_one();
+        self.shared.handoff.hand_over(batch);
     }
 
     /// The sequence number of the last batch known durable, 0 before any.
     pub fn durable(&self) -> u64 {
-        self.shared.durable.load(Ordering::Acquire)
+        self.shared.handoff.durable()
     }
 
     /// The store's size on disk after its last commit (for the SIGUSR1
@@ -154,8 +144,7 @@ impl Committer {
 
     fn stop(&mut self) -> bool {
         let Some(thread) = self.thread.take() else { return true };
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_one();
+        self.shared.handoff.request_stop();
         thread.join().unwrap_or(false)
     }
 }
@@ -181,15 +170,8 @@ fn run(mut store: Box<dyn Store>, notify: &Notify, shared: &Shared, options: Com
     let mut failing: Option<Failing> = None;
     let mut stop_at: Option<Instant> = None;
     loop {
-        {
-            let mut queue = shared.lock();
-            while queue.pending.is_empty() && group.is_empty() && !queue.stop {
-                queue = shared.wake.wait(queue).unwrap_or_else(PoisonError::into_inner);
-            }
-            group.append(&mut queue.pending);
-            if queue.stop && stop_at.is_none() {
-                stop_at = Some(Instant::now() + options.shutdown_grace);
-            }
+        if shared.handoff.take(&mut group) && stop_at.is_none() {
+            stop_at = Some(Instant::now() + options.shutdown_grace);
         }
         let Some(last) = group.last().map(|b| b.seq) else { return true };
         let result = panic::catch_unwind(AssertUnwindSafe(|| store.commit(&group)))
@@ -206,7 +188,7 @@ fn run(mut store: Box<dyn Store>, notify: &Notify, shared: &Shared, options: Com
                 }
                 group.clear();
                 shared.commits.fetch_add(1, Ordering::Relaxed);
-                shared.durable.store(last, Ordering::Release);
+                shared.handoff.publish_durable(last);
                 shared.size.store(store.size().unwrap_or(UNKNOWN_SIZE), Ordering::Relaxed);
                 notify(last);
             }
@@ -230,28 +212,135 @@ fn run(mut store: Box<dyn Store>, notify: &Notify, shared: &Shared, options: Com
                     );
                     return false;
                 }
-                wait_until(shared, retry_at, stop_at);
+                shared.handoff.sleep_until(retry_at, stop_at);
             }
         }
     }
 }
 
-/// Sleeps until `at`, or until a shutdown is requested (then until
-/// `at` or `stop_at`, whichever comes first, when that is known). New
-/// batches do not cut it short: they join the group being retried.
-fn wait_until(shared: &Shared, at: Instant, stop_at: Option<Instant>) {
-    let mut queue = shared.lock();
-    loop {
-        let deadline = if queue.stop { stop_at.map_or(at, |s| s.min(at)) } else { at };
-        let now = Instant::now();
-        if now >= deadline {
-            return;
+#[cfg(all(test, culex_loom))]
+mod loom_committer {
+    //! The committer's own loop ([`run`]) on a [`Handoff`] model-checked by
+    //! loom, with a store that records what it is asked to commit.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex as Record;
+
+    use culex_core::persistence::StoredState;
+
+    use super::*;
+    use crate::persist::StoreError;
+    use crate::sync::{Arc, Mutex};
+
+    /// Every commit attempt (successful or not) and what was told, under
+    /// plain std locks the model does not explore, and every batch
+    /// committed, under a loom lock: the broker side may read it between
+    /// any two steps of the thread, a durable published too early shows.
+    #[derive(Debug, Default)]
+    struct Log {
+        attempts: Record<Vec<Vec<u64>>>,
+        committed: Mutex<Vec<u64>>,
+        told: Record<Vec<u64>>,
+    }
+
+    #[derive(Debug)]
+    struct Recorder {
+        log: Arc<Log>,
+        fail_first: bool,
+    }
+
+    impl Store for Recorder {
+        fn load(&mut self) -> Result<StoredState, StoreError> {
+            Ok(StoredState::default())
         }
-        queue = shared.wake.wait_timeout(queue, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
-        if queue.stop && stop_at.is_none() {
-            // A shutdown arrived during the wait: retry now, the loop sets
-            // its deadline.
-            return;
+
+        fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {
+            self.log.attempts.lock().unwrap().push(batches.iter().map(|b| b.seq).collect());
+            if std::mem::take(&mut self.fail_first) {
+                return Err(StoreError::Decode { table: "test", detail: "the disk is full".into() });
+            }
+            self.log.committed.lock().unwrap().extend(batches.iter().map(|b| b.seq));
+            Ok(())
         }
+
+        fn size(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    /// Starts [`run`] on a loom thread, the broker side hands batches
+    /// 1..=`n` over, reading durable after each (never past what the store
+    /// committed, never back), then stops it. Returns what `run` returned
+    /// and the log.
+    fn broker(n: u64, fail_first: bool, options: CommitterOptions) -> (bool, Arc<Log>, u64) {
+        let shared = Arc::new(Shared::new(None));
+        let log = Arc::new(Log::default());
+        let thread = loom::thread::spawn({
+            let (shared, log) = (shared.clone(), log.clone());
+            move || {
+                let store = Recorder { log: log.clone(), fail_first };
+                run(
+                    Box::new(store),
+                    &(Box::new(move |seq| log.told.lock().unwrap().push(seq)) as Notify),
+                    &shared,
+                    options,
+                )
+            }
+        });
+        let mut seen = 0;
+        for seq in 1..=n {
+            shared.handoff.hand_over(StoreBatch { seq, ops: Vec::new() });
+            let durable = shared.handoff.durable();
+            let committed = log.committed.lock().unwrap().last().copied().unwrap_or(0);
+            assert!(durable <= committed, "durable {durable} passes what was committed ({committed})");
+            assert!(durable >= seen, "durable moved back from {seen} to {durable}");
+            seen = durable;
+        }
+        shared.handoff.request_stop();
+        let clean = thread.join().unwrap();
+        let told = log.told.lock().unwrap().clone();
+        assert!(told.windows(2).all(|w| w[0] < w[1]), "told out of order: {told:?}");
+        assert_eq!(shared.commits.load(Ordering::Relaxed), told.len() as u64);
+        (clean, log, shared.handoff.durable())
+    }
+
+    /// A store that never fails: every batch committed once, in order,
+    /// before the thread ends, and durable (and the last notification)
+    /// at the last one.
+    #[test]
+    fn commits_everything_before_stopping() {
+        loom::model(|| {
+            let (clean, log, durable) = broker(3, false, CommitterOptions::default());
+            assert!(clean);
+            assert_eq!(*log.committed.lock().unwrap(), [1, 2, 3]);
+            assert_eq!(durable, 3);
+            assert_eq!(log.told.lock().unwrap().last(), Some(&3));
+        });
+    }
+
+    /// A store whose first commit fails, a retry an hour away (loom's
+    /// timed waits never time out: only a hand-over or the stop wakes the
+    /// thread) and no shutdown grace: when the thread saw the stop before
+    /// the failure it gives up at once with nothing durable; otherwise the
+    /// stop, whenever it comes, makes it retry at once and commit
+    /// everything, each batch once, in order.
+    #[test]
+    fn a_failed_commit_is_retried_at_the_stop() {
+        let options = CommitterOptions {
+            first_retry: Duration::from_secs(3600),
+            max_retry: Duration::from_secs(3600),
+            shutdown_grace: Duration::ZERO,
+        };
+        loom::model(move || {
+            let (clean, log, durable) = broker(2, true, options);
+            if clean {
+                assert_eq!(*log.committed.lock().unwrap(), [1, 2]);
+                assert_eq!(durable, 2);
+            } else {
+                assert_eq!(*log.attempts.lock().unwrap(), [vec![1, 2]], "gave up after the first failure only");
+                assert!(log.committed.lock().unwrap().is_empty());
+                assert_eq!(durable, 0);
+            }
+        });
     }
 }

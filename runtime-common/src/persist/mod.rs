@@ -23,6 +23,7 @@
 
 mod codec;
 mod committer;
+mod handoff;
 mod memory;
 mod open;
 mod redb_store;

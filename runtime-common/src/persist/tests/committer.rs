@@ -133,6 +133,29 @@ fn persist_committer_gives_up_at_shutdown_on_a_failing_store() {
     assert!(told.lock().unwrap().is_empty());
 }
 
+/// A stop that comes while a failing commit runs (its wake-up finds the
+/// thread busy, not waiting) is not missed by the wait before the retry:
+/// the shutdown takes the grace, not the backoff.
+#[test]
+fn persist_committer_sees_a_stop_that_came_during_a_failing_commit() {
+    let probe = Probe { delay: Duration::from_millis(200), ..Probe::default() };
+    probe.failing.store(true, Ordering::SeqCst);
+    let (told, notify) = reports();
+    let options = CommitterOptions {
+        first_retry: Duration::from_secs(30),
+        max_retry: Duration::from_secs(30),
+        shutdown_grace: Duration::from_millis(100),
+    };
+    let committer = Committer::spawn_with(Box::new(probe), notify, options).unwrap();
+    committer.commit(batch(1));
+    // The thread is now inside its first, failing, commit.
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    assert!(!committer.shutdown(), "a batch was not committed");
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
+    assert!(told.lock().unwrap().is_empty());
+}
+
 /// The same on redb, with I/O errors injected by countdown on its disk.
 #[test]
 fn persist_committer_on_failing_redb_disk() {
