@@ -15,8 +15,9 @@ use std::time::Instant;
 use async_std::channel::{self, Receiver, Sender};
 use async_std::net::TcpListener;
 use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
+use culex_runtime::reload::obey;
 use culex_runtime::settings::Bound;
-use culex_runtime::{Clock, Limits, Settings, ShutdownOn, Signal, Signals};
+use culex_runtime::{Clock, Limits, Settings, ShutdownOn, Signals};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
 
@@ -45,7 +46,7 @@ pub async fn serve(settings: Settings, signals: impl Signals) -> Result<(), Erro
 pub async fn run_on(
     listeners: Vec<Bound<TcpListener>>,
     settings: &Settings,
-    mut signals: impl Signals,
+    signals: impl Signals,
 ) -> Result<(), Error> {
     let (events, events_rx) = channel::bounded(driver::EVENT_QUEUE);
     let clock = Clock::start();
@@ -81,21 +82,17 @@ pub async fn run_on(
     };
     let source = Events(events_rx);
     let broker = async_std::task::spawn(driver::run(prepared, clock, source, store, check));
-    loop {
-        match signals.next().await {
-            Signal::Reload => {
-                // One reload at a time, in order; the broker task never waits.
-                let source = settings.reload.clone();
-                if let Some(policies) = async_std::task::spawn_blocking(move || source.load()).await {
-                    let _ = events.send(Event::Reload(Box::new(policies))).await;
-                }
-            }
-            Signal::Report => {
-                let _ = events.send(Event::Report).await;
-            }
-            Signal::Shutdown => break,
+    let reload = async || {
+        // Files are read on the blocking pool; the broker task never waits.
+        let source = settings.reload.clone();
+        if let Some(policies) = async_std::task::spawn_blocking(move || source.load()).await {
+            let _ = events.send(Event::Reload(Box::new(policies))).await;
         }
-    }
+    };
+    let report = async || {
+        let _ = events.send(Event::Report).await;
+    };
+    obey(signals, reload, report).await;
     // Closing the channel wakes every accept loop.
     drop(stop);
     let _ = events.send(Event::Shutdown).await;

@@ -34,6 +34,19 @@ pub trait Signals {
     fn next(&mut self) -> impl Future<Output = Signal>;
 }
 
+/// Obeys `signals` until a shutdown, one signal at a time and in order:
+/// `reload` for SIGHUP, `report` for SIGUSR1 (each hands the broker task
+/// its event without waiting for it).
+pub async fn obey(mut signals: impl Signals, mut reload: impl AsyncFnMut(), mut report: impl AsyncFnMut()) {
+    loop {
+        match signals.next().await {
+            Signal::Reload => reload().await,
+            Signal::Report => report().await,
+            Signal::Shutdown => return,
+        }
+    }
+}
+
 /// Only a shutdown, when `F` completes (embedding, tests).
 #[derive(Debug)]
 pub struct ShutdownOn<F>(Option<F>);

@@ -12,8 +12,9 @@ use std::future::Future;
 use std::time::Instant;
 
 use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
+use culex_runtime::reload::obey;
 use culex_runtime::settings::Bound;
-use culex_runtime::{Clock, Limits, Settings, ShutdownOn, Signal, Signals};
+use culex_runtime::{Clock, Limits, Settings, ShutdownOn, Signals};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -43,7 +44,7 @@ pub async fn serve(settings: Settings, signals: impl Signals) -> Result<(), Erro
 pub async fn run_on(
     listeners: Vec<Bound<TcpListener>>,
     settings: &Settings,
-    mut signals: impl Signals,
+    signals: impl Signals,
 ) -> Result<(), Error> {
     let (events, events_rx) = mpsc::channel(driver::EVENT_QUEUE);
     let clock = Clock::start();
@@ -80,21 +81,17 @@ pub async fn run_on(
     };
     let source = Events(events_rx);
     let broker = tokio::spawn(driver::run(prepared, clock, source, store, check));
-    loop {
-        match signals.next().await {
-            Signal::Reload => {
-                // One reload at a time, in order; the broker task never waits.
-                let source = settings.reload.clone();
-                if let Ok(Some(policies)) = tokio::task::spawn_blocking(move || source.load()).await {
-                    let _ = events.send(Event::Reload(Box::new(policies))).await;
-                }
-            }
-            Signal::Report => {
-                let _ = events.send(Event::Report).await;
-            }
-            Signal::Shutdown => break,
+    let reload = async || {
+        // Files are read on the blocking pool; the broker task never waits.
+        let source = settings.reload.clone();
+        if let Ok(Some(policies)) = tokio::task::spawn_blocking(move || source.load()).await {
+            let _ = events.send(Event::Reload(Box::new(policies))).await;
         }
-    }
+    };
+    let report = async || {
+        let _ = events.send(Event::Report).await;
+    };
+    obey(signals, reload, report).await;
     let _ = stop.send(true);
     let _ = events.send(Event::Shutdown).await;
     if let Err(error) = broker.await {
