@@ -32,8 +32,9 @@ fn is_stored_topic(topic: &TopicName) -> bool {
     !topic.as_str().starts_with("$SYS")
 }
 
+/// Whole seconds since the epoch, as the store keeps times; a clock
+/// before 1970 counts as 0.
 pub(super) fn seconds(now: Now) -> u64 {
-    // Whole seconds since the epoch; a clock before 1970 counts as 0.
     let secs = now.unix.as_secs_f64();
     if secs > 0.0 { secs as u64 } else { 0 }
 }
