@@ -124,8 +124,8 @@ struct Connection {
     /// Made when its writer falls behind, it holds publishers or it is
     /// held; dropped when all is back to normal.
     congestion: Option<Box<Congestion>>,
-    /// Its output of this turn waits for the batch being gathered.
-    needs_store: bool,
+    /// Its output of this turn waits for this store batch (0: none).
+    needs_batch: u64,
     /// Output waiting for store batches to be durable.
     waiting: Option<Box<persist::Waiting>>,
 }
@@ -459,7 +459,7 @@ impl Broker {
             armed: None,
             will: None,
             congestion: None,
-            needs_store: false,
+            needs_batch: 0,
             waiting: None,
         };
         let deadline = now.instant + self.config.connect_timeout;
@@ -722,7 +722,7 @@ impl Broker {
             }
             Ok(AckOutcome::Release) => {
                 if let Some(out) = stored {
-                    self.record_copy(key, &out, CopyState::Released(pid), false);
+                    self.record_copy(key, &out, CopyState::Released(pid), false, false);
                 }
                 self.write(id, &Packet::PubRel(pid));
                 self.acknowledged(now, key, id);
@@ -1178,19 +1178,28 @@ impl Broker {
                 let (Some(session), Some(conn)) = (self.sessions.get_mut(key), self.conns.get_mut(&id)) else {
                     return;
                 };
+                let new_id = out.id.is_none();
+                let id_batch = out.batch;
                 let pid = session.start(out);
                 let Some(flight) = session.inflight().last() else { return };
                 write_publish(conn, &mut self.dirty, id, &flight.out, false, Some(pid));
                 if self.journal.is_some() && flight.out.seq != 0 {
                     let out = flight.out.clone();
-                    self.record_copy(key, &out, CopyState::Sent(pid), fresh);
+                    self.record_copy(key, &out, CopyState::Sent(pid), fresh, new_id);
                     // A QoS 2 copy's packet id must survive a crash before
                     // the client sees it: the client holds it until PUBREL,
                     // and would take another message under it for a
                     // duplicate; the copy it carries goes out once. A QoS 1
-                    // copy seen before a crash is at worst sent again.
+                    // copy seen before a crash is at worst sent again. A
+                    // copy given its id when it was queued has it stored
+                    // with it already (see `Session::enqueue_over`).
+                    // It waits for that batch if it is not durable yet.
                     if qos == QoS::ExactlyOnce {
-                        self.hold_output(id);
+                        if new_id {
+                            self.hold_output(id);
+                        } else {
+                            self.hold_output_for(id, id_batch);
+                        }
                     }
                 }
                 Some(pid)

@@ -7,7 +7,7 @@
 //! the front, and resends on reconnect walk it front to back
 //! ([MQTT-4.4.0-1], [MQTT-4.6.0-1]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -31,12 +31,19 @@ pub(crate) struct Outgoing {
     /// Its place among the copies a persistent session stored, from 1;
     /// 0 until it is stored (see [`Session::stamp`]).
     pub(crate) seq: u64,
+    /// The packet id a queued QoS 1/2 copy of a stored session was given
+    /// when it was queued (see [`Session::enqueue`]); `None` for any other
+    /// copy, which gets one when it goes out.
+    pub(crate) id: Option<PacketId>,
+    /// The store batch that records `id`: the copy's PUBLISH waits until
+    /// it is durable (0: it is, as for a restored copy).
+    pub(crate) batch: u64,
 }
 
 impl Outgoing {
     /// A copy of `message` not stored anywhere yet.
     pub(crate) fn new(message: Arc<Message>, qos: QoS, retain: bool) -> Self {
-        Self { message, qos, retain, seq: 0 }
+        Self { message, qos, retain, seq: 0, id: None, batch: 0 }
     }
 
     fn payload_len(&self) -> usize {
@@ -138,11 +145,53 @@ struct Flow {
     /// dropped (too large, refused) but still owes its handshake.
     incoming: BTreeMap<PacketId, Option<Arc<Message>>>,
     next_id: PacketId,
+    /// The packet ids queued copies hold (see [`Outgoing::id`]).
+    reserved: BTreeSet<PacketId>,
+    /// Queued QoS 1/2 copies without a packet id. While there is one,
+    /// copies queued after it get none either: ids are then given in
+    /// queue order, and a copy without one that reaches the window finds
+    /// every queued copy behind it without one too, so a free id.
+    unnumbered: usize,
     /// Copies are being dropped for it: the episode began with the
     /// first drop (logged) and ends when a copy is queued again.
     dropping: bool,
     /// The sequence number the next stored copy gets.
     next_seq: u64,
+}
+
+impl Flow {
+    /// The first packet id from the next one on that no copy in flight
+    /// or queued holds, which becomes the last one given; `None` if all
+    /// 65,535 are held. Ids count from 1 and skip those in use
+    /// ([MQTT-2.3.1-2], [MQTT-2.3.1-4]).
+    fn take_free_id(&mut self) -> Option<PacketId> {
+        if self.inflight.len() + self.reserved.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        let mut id = self.next_id;
+        while self.reserved.contains(&id) || self.inflight.iter().any(|f| f.id == id) {
+            id = id.next();
+        }
+        self.next_id = id.next();
+        Some(id)
+    }
+
+    /// Puts `out` at the back of the queue; `number`: give a QoS 1/2 copy
+    /// that the store keeps a packet id now, if it can have one.
+    fn push_queue(&mut self, mut out: Outgoing, number: bool) {
+        if number && out.id.is_none() && out.seq != 0 && out.qos != QoS::AtMostOnce && self.unnumbered == 0 {
+            out.id = self.take_free_id();
+        }
+        match out.id {
+            Some(id) => {
+                self.reserved.insert(id);
+            }
+            None if out.qos != QoS::AtMostOnce => self.unnumbered += 1,
+            None => {}
+        }
+        self.queued_bytes += out.payload_len();
+        self.queue.push_back(out);
+    }
 }
 
 impl Default for Flow {
@@ -153,6 +202,8 @@ impl Default for Flow {
             queued_bytes: 0,
             incoming: BTreeMap::new(),
             next_id: PacketId::MIN,
+            reserved: BTreeSet::new(),
+            unnumbered: 0,
             dropping: false,
             next_seq: 1,
         }
@@ -207,7 +258,18 @@ impl Session {
         flow.next_seq = flow.next_seq.max(out.seq + 1);
         match inflight {
             Some((id, stage)) => flow.inflight.push_back(Inflight { id, stage, out }),
-            None => self.enqueue_over(out),
+            None => {
+                let mut out = out;
+                // A restored id another copy holds, or behind a copy
+                // without one, is not kept (neither happens in a store
+                // this broker wrote).
+                if out.id.is_some_and(|id| {
+                    flow.unnumbered != 0 || flow.reserved.contains(&id) || flow.inflight.iter().any(|f| f.id == id)
+                }) {
+                    out.id = None;
+                }
+                flow.push_queue(out, false);
+            }
         }
     }
 
@@ -226,20 +288,25 @@ impl Session {
         self.flow.iter().flat_map(|f| f.queue.iter())
     }
 
+    /// The copy queued last.
+    pub(crate) fn last_queued_mut(&mut self) -> Option<&mut Outgoing> {
+        self.flow.as_mut()?.queue.back_mut()
+    }
+
     /// Incoming QoS 2 messages awaiting PUBREL, by packet id.
     pub(crate) fn incoming(&self) -> impl Iterator<Item = (PacketId, Option<&Arc<Message>>)> {
         self.flow.iter().flat_map(|f| f.incoming.iter().map(|(id, m)| (*id, m.as_ref())))
     }
 
-    /// Puts `out` in flight under a fresh packet id and returns the id.
-    /// Ids count from 1 and skip those in use ([MQTT-2.3.1-4]).
-    pub(crate) fn start(&mut self, out: Outgoing) -> PacketId {
+    /// Puts `out` in flight under the packet id it was queued with, or
+    /// else a fresh one, and returns the id. Ids count from 1 and skip
+    /// those in use ([MQTT-2.3.1-4]).
+    pub(crate) fn start(&mut self, mut out: Outgoing) -> PacketId {
         let flow = self.flow();
-        let mut id = flow.next_id;
-        while flow.inflight.iter().any(|f| f.id == id) {
-            id = id.next();
-        }
-        flow.next_id = id.next();
+        // There is always a free id here: the window holds at most 65,535
+        // copies, and a copy without an id is queued behind every copy
+        // that holds one (see `Flow::unnumbered`).
+        let id = out.id.take().or_else(|| flow.take_free_id()).unwrap_or(flow.next_id);
         let stage = match out.qos {
             QoS::ExactlyOnce => Stage::Unreceived,
             _ => Stage::Unacknowledged,
@@ -258,17 +325,20 @@ impl Session {
             return Err(QueueFull(out));
         }
         flow.dropping = false;
-        self.enqueue_over(out);
+        flow.push_queue(out, true);
         Ok(())
     }
 
     /// Queues `out` behind the window beyond the limits: a copy its
     /// publisher was acknowledged for, whose publisher is held meanwhile
     /// (see [`congestion`](crate::congestion)).
+    ///
+    /// A QoS 1/2 copy the store keeps (stamped, see [`Session::stamp`])
+    /// gets its packet id now, as Mosquitto gives it, so that the id is
+    /// stored with the copy and sending it changes nothing durable; if
+    /// every id is held, it gets one when it goes out.
     pub(crate) fn enqueue_over(&mut self, out: Outgoing) {
-        let flow = self.flow();
-        flow.queued_bytes += out.payload_len();
-        flow.queue.push_back(out);
+        self.flow().push_queue(out, true);
     }
 
     /// A copy for it was dropped; whether that begins an episode of
@@ -295,6 +365,13 @@ impl Session {
         }
         let out = flow.queue.pop_front()?;
         flow.queued_bytes -= out.payload_len();
+        match out.id {
+            Some(id) => {
+                flow.reserved.remove(&id);
+            }
+            None if out.qos != QoS::AtMostOnce => flow.unnumbered -= 1,
+            None => {}
+        }
         Some(out)
     }
 

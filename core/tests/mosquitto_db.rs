@@ -84,8 +84,8 @@ fn summary(state: &StoredState, dropped: Dropped) -> ImportSummary {
         retained: state.retained.len(),
         sessions: state.sessions.len(),
         subscriptions: state.sessions.values().map(|s| s.subscriptions.len()).sum(),
-        queued: copies().filter(|c| c.state == CopyState::Queued).count(),
-        in_flight: copies().filter(|c| c.state != CopyState::Queued).count(),
+        queued: copies().filter(|c| c.state.is_queued()).count(),
+        in_flight: copies().filter(|c| !c.state.is_queued()).count(),
         incoming: state.sessions.values().map(|s| s.incoming.len()).sum(),
         messages: state.messages.len(),
         dropped,
@@ -139,7 +139,7 @@ fn sessions_messages() -> BTreeMap<MessageId, Arc<Message>> {
 fn sessions_fixture() {
     use QoS::{AtLeastOnce as Q1, ExactlyOnce as Q2};
     let got = import_at(&fixture("sessions.db"), WRITTEN);
-    let queued = CopyState::Queued;
+    let queued = CopyState::Queued(None);
     let sessions = BTreeMap::from([
         (
             ClientId::new("sess1"),
@@ -179,7 +179,7 @@ fn sessions_fixture_after_expiry() {
     use QoS::{AtLeastOnce as Q1, ExactlyOnce as Q2};
     // A day later: sess5's session and the a/exp message have expired.
     let got = import_at(&fixture("sessions.db"), LATER);
-    let queued = CopyState::Queued;
+    let queued = CopyState::Queued(None);
     let mut messages = sessions_messages();
     messages.remove(&MessageId(57));
     let sessions = BTreeMap::from([
@@ -229,7 +229,7 @@ fn inflight_fixture() {
             copy(53, Q1, CopyState::Sent(pid(1))),
             copy(54, Q2, CopyState::Sent(pid(2))),
             copy(55, Q2, CopyState::Released(pid(3))),
-            copy(56, Q1, CopyState::Queued),
+            copy(56, Q1, CopyState::Queued(None)),
         ],
     );
     // No user name (its garbage one dropped); incoming packet 7 awaits PUBREL.
@@ -878,15 +878,15 @@ fn expect(c: &Contents, items: &[Item]) -> StoredState {
             match (m.direction, status(m.store)) {
                 (1, Status::Kept) => {
                     let mut state = match PacketId::new(m.mid) {
-                        _ if qos == QoS::AtMostOnce || m.state == 11 => CopyState::Queued,
-                        None => CopyState::Queued,
+                        _ if qos == QoS::AtMostOnce || m.state == 11 => CopyState::Queued(None),
+                        None => CopyState::Queued(None),
                         Some(id) if qos == QoS::ExactlyOnce && (m.state == 6 || m.state == 9) => {
                             CopyState::Released(id)
                         }
                         Some(id) => CopyState::Sent(id),
                     };
                     if state.packet_id().is_some_and(|id| !ids.insert(id)) {
-                        state = CopyState::Queued;
+                        state = CopyState::Queued(None);
                     }
                     let seq = session.copies.len() as u64 + 1;
                     session
@@ -951,8 +951,8 @@ fn check_consistent(got: &Imported, now: f64) {
     assert_eq!(s.messages, state.messages.len());
     assert_eq!(s.subscriptions, state.sessions.values().map(|s| s.subscriptions.len()).sum::<usize>());
     assert_eq!(s.incoming, state.sessions.values().map(|s| s.incoming.len()).sum::<usize>());
-    assert_eq!(s.queued, copies().filter(|c| c.state == CopyState::Queued).count());
-    assert_eq!(s.in_flight, copies().filter(|c| c.state != CopyState::Queued).count());
+    assert_eq!(s.queued, copies().filter(|c| c.state.is_queued()).count());
+    assert_eq!(s.in_flight, copies().filter(|c| !c.state.is_queued()).count());
     // Only an empty file has no version.
     assert!(matches!(s.db_version, 5 | 6) || *s == ImportSummary::default());
 }

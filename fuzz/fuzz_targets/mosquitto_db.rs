@@ -82,7 +82,7 @@ fn consistent(got: &Imported, now: f64) {
     assert_eq!(s.messages, state.messages.len());
     assert_eq!(s.subscriptions, state.sessions.values().map(|s| s.subscriptions.len()).sum::<usize>());
     assert_eq!(s.incoming, state.sessions.values().map(|s| s.incoming.len()).sum::<usize>());
-    assert_eq!(s.queued, copies().filter(|c| c.state == CopyState::Queued).count());
-    assert_eq!(s.in_flight, copies().filter(|c| c.state != CopyState::Queued).count());
+    assert_eq!(s.queued, copies().filter(|c| c.state.is_queued()).count());
+    assert_eq!(s.in_flight, copies().filter(|c| !c.state.is_queued()).count());
     let _ = s.to_string();
 }

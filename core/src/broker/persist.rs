@@ -54,10 +54,18 @@ impl Broker {
 
     /// `id`'s output from now on waits for the batch being gathered.
     pub(super) fn hold_output(&mut self, id: ConnId) {
-        if self.journal.is_some()
+        if let Some(batch) = self.journal.as_ref().map(Journal::pending_batch) {
+            self.hold_output_for(id, batch);
+        }
+    }
+
+    /// `id`'s output from now on waits for batch `batch`, unless it is
+    /// durable already.
+    pub(super) fn hold_output_for(&mut self, id: ConnId, batch: u64) {
+        if self.journal.as_ref().is_some_and(|j| !j.is_durable(batch))
             && let Some(conn) = self.conns.get_mut(&id)
         {
-            conn.needs_store = true;
+            conn.needs_batch = conn.needs_batch.max(batch);
         }
     }
 
@@ -72,7 +80,8 @@ impl Broker {
 
     /// Records copy `out` of session `key` in `state`; `fresh` if the store
     /// does not hold it yet.
-    pub(super) fn record_copy(&mut self, key: SessionKey, out: &Outgoing, state: CopyState, fresh: bool) {
+    /// `new_id`: the copy was just given its packet id.
+    pub(super) fn record_copy(&mut self, key: SessionKey, out: &Outgoing, state: CopyState, fresh: bool, new_id: bool) {
         let Some(client) = self.stored_client(key) else { return };
         let Some(journal) = self.journal.as_mut() else { return };
         let message = match (fresh, journal.stored_id(&out.message)) {
@@ -82,9 +91,10 @@ impl Broker {
         let copy = StoredCopy { message, qos: out.qos, retain: out.retain, state };
         let op = StoreOp::Copy { client, seq: out.seq, copy };
         // A new copy is what its publisher's acknowledgement promises; a
-        // QoS 2 copy's packet id is what its receiver will hold (see
-        // `send_new`). Any other move of a copy promises nothing.
-        if fresh || (out.qos == QoS::ExactlyOnce && matches!(state, CopyState::Sent(_))) {
+        // QoS 2 copy's packet id, given when it is sent, is what its
+        // receiver will hold (see `send_new`). Any other move of a copy
+        // promises nothing: one queued with its id is sent under it.
+        if fresh || (new_id && out.qos == QoS::ExactlyOnce && matches!(state, CopyState::Sent(_))) {
             journal.promise(op);
         } else {
             journal.push(op);
@@ -99,7 +109,13 @@ impl Broker {
         let Some(out) = self.sessions.get(key).and_then(|s| s.queued().last()).filter(|o| o.seq != 0).cloned() else {
             return;
         };
-        self.record_copy(key, &out, CopyState::Queued, true);
+        self.record_copy(key, &out, CopyState::Queued(out.id), true, out.id.is_some());
+        // The batch that records its packet id, which its PUBLISH will
+        // wait for (see `send_new`).
+        let batch = self.journal.as_ref().map_or(0, Journal::pending_batch);
+        if let Some(last) = self.sessions.get_mut(key).and_then(Session::last_queued_mut) {
+            last.batch = batch;
+        }
     }
 
     /// Copy `out` of session `key` is done with (completed, expired, sent
@@ -244,10 +260,10 @@ impl Broker {
     /// keeps it until the batches it waits for are durable.
     pub(super) fn release_or_keep(&mut self, id: ConnId, data: Bytes) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        let needs = std::mem::take(&mut conn.needs_store);
+        let needs = std::mem::take(&mut conn.needs_batch);
         let journal = self.journal.as_ref();
         let behind = conn.waiting.as_ref().and_then(|w| w.back()).map(|(seq, _)| *seq);
-        let pending = journal.filter(|_| needs).map(Journal::pending_batch);
+        let pending = Some(needs).filter(|&n| n != 0 && journal.is_some());
         let wait_for = behind.max(pending).filter(|&seq| journal.is_some_and(|j| !j.is_durable(seq)));
         match wait_for {
             Some(seq) => {
@@ -379,9 +395,13 @@ impl Broker {
                 continue;
             };
             *refs.entry(copy.message).or_default() += 1;
-            let out = Outgoing { message: message.clone(), qos: copy.qos, retain: copy.retain, seq };
+            let id = match copy.state {
+                CopyState::Queued(id) if copy.qos != QoS::AtMostOnce => id,
+                _ => None,
+            };
+            let out = Outgoing { message: message.clone(), qos: copy.qos, retain: copy.retain, seq, id, batch: 0 };
             let inflight = match copy.state {
-                CopyState::Queued => None,
+                CopyState::Queued(_) => None,
                 CopyState::Sent(id) if copy.qos == QoS::ExactlyOnce => Some((id, Stage::Unreceived)),
                 CopyState::Sent(id) => Some((id, Stage::Unacknowledged)),
                 CopyState::Released(id) => Some((id, Stage::Released)),
@@ -445,7 +465,8 @@ impl Broker {
             }
             for out in session.queued().filter(|out| out.seq != 0) {
                 if let Some(message) = keep(&out.message, &mut image) {
-                    let copy = StoredCopy { message, qos: out.qos, retain: out.retain, state: CopyState::Queued };
+                    let state = CopyState::Queued(out.id);
+                    let copy = StoredCopy { message, qos: out.qos, retain: out.retain, state };
                     stored.copies.insert(out.seq, copy);
                 }
             }
@@ -466,7 +487,7 @@ impl Broker {
     /// A connection's output that was waiting for the store is dropped
     /// with it: nothing it promised was sent.
     pub(super) fn drop_waiting(conn: &mut Connection, id: ConnId) -> bool {
-        let waiting = conn.waiting.take().is_some_and(|w| !w.is_empty()) || conn.needs_store;
+        let waiting = conn.waiting.take().is_some_and(|w| !w.is_empty()) || conn.needs_batch != 0;
         if waiting {
             trace!(conn = %id, "output waiting for the store dropped with the connection");
         }

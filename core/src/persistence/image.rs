@@ -17,8 +17,12 @@ pub struct MessageId(pub u64);
 /// Where a copy on its way to a session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CopyState {
-    /// Waiting behind the in-flight window, or for the client to return.
-    Queued,
+    /// Waiting behind the in-flight window, or for the client to return,
+    /// with the packet id it will be sent under if it was given one when
+    /// it was queued (as the broker gives a QoS 1/2 copy while it has a
+    /// free id). The client may have seen it under that id before a
+    /// crash: it is sent under the same one again.
+    Queued(Option<PacketId>),
     /// Sent under this packet id: PUBACK (QoS 1) or PUBREC (QoS 2) awaited.
     Sent(PacketId),
     /// QoS 2, PUBREC received and PUBREL sent: PUBCOMP awaited.
@@ -26,12 +30,18 @@ pub enum CopyState {
 }
 
 impl CopyState {
-    /// The packet id the copy was sent under, if it was.
+    /// The packet id the copy holds: the one it was sent under, or given
+    /// when it was queued.
     pub fn packet_id(self) -> Option<PacketId> {
         match self {
-            Self::Queued => None,
+            Self::Queued(id) => id,
             Self::Sent(id) | Self::Released(id) => Some(id),
         }
+    }
+
+    /// Whether it waits to be sent.
+    pub fn is_queued(self) -> bool {
+        matches!(self, Self::Queued(_))
     }
 }
 
@@ -126,8 +136,9 @@ pub enum StoreOp {
         /// The filter.
         filter: TopicFilter,
     },
-    /// Add or replace a copy. A copy just sent ([`CopyState::Sent`]) also
-    /// moves the session's next packet id past its own.
+    /// Add or replace a copy. A copy given a packet id it did not hold
+    /// (when it was queued, or sent without one) also moves the session's
+    /// next packet id past it.
     Copy {
         /// The client.
         client: ClientId,
@@ -278,9 +289,11 @@ impl StoredState {
             }
             StoreOp::Copy { client, seq, copy } => {
                 if let Some(session) = self.sessions.get_mut(client) {
-                    // A copy is sent under the session's next id, or the
-                    // first free one after it: the id after it is next.
-                    if let CopyState::Sent(id) = copy.state {
+                    // A copy is given the session's next id, or the first
+                    // free one after it: the id after it is next. It keeps
+                    // its id from queued to sent to released.
+                    let held = session.copies.get(seq).and_then(|c| c.state.packet_id());
+                    if let Some(id) = copy.state.packet_id().filter(|id| held != Some(*id)) {
                         session.next_packet_id = Some(id.next()).filter(|next| *next != PacketId::MIN);
                     }
                     session.copies.insert(*seq, *copy);

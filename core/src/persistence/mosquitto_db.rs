@@ -856,7 +856,7 @@ fn assemble(parsed: Parsed<'_>, version: u32, now: i64) -> Imported {
                     let mut state = copy_state(qos, m.state, m.mid);
                     if state.packet_id().is_some_and(|id| !in_flight.insert(id)) {
                         dropped.requeued += 1;
-                        state = CopyState::Queued;
+                        state = CopyState::Queued(None);
                     }
                     let seq = session.copies.len() as u64 + 1;
                     let retain = m.retain_dup & 0xF0 != 0;
@@ -903,7 +903,7 @@ fn assemble(parsed: Parsed<'_>, version: u32, now: i64) -> Imported {
         summary.incoming += session.incoming.len();
         for copy in session.copies.values() {
             match copy.state {
-                CopyState::Queued => summary.queued += 1,
+                CopyState::Queued(_) => summary.queued += 1,
                 CopyState::Sent(_) | CopyState::Released(_) => summary.in_flight += 1,
             }
         }
@@ -917,10 +917,10 @@ fn assemble(parsed: Parsed<'_>, version: u32, now: i64) -> Imported {
 /// (PUBREL to send or PUBCOMP awaited) is released, other QoS 2 is sent
 /// again. A copy in flight without a packet id waits to be sent anew.
 fn copy_state(qos: QoS, state: u8, mid: u16) -> CopyState {
-    let Some(id) = PacketId::new(mid) else { return CopyState::Queued };
+    let Some(id) = PacketId::new(mid) else { return CopyState::Queued(None) };
     match qos {
-        QoS::AtMostOnce => CopyState::Queued,
-        _ if state == STATE_QUEUED => CopyState::Queued,
+        QoS::AtMostOnce => CopyState::Queued(None),
+        _ if state == STATE_QUEUED => CopyState::Queued(None),
         QoS::ExactlyOnce if matches!(state, STATE_RESEND_PUBREL | STATE_WAIT_FOR_PUBCOMP) => CopyState::Released(id),
         QoS::AtLeastOnce | QoS::ExactlyOnce => CopyState::Sent(id),
     }
@@ -961,11 +961,11 @@ mod tests {
     #[test]
     fn outgoing_copies_resume_as_mosquitto_resumes_them() {
         let (q0, q1, q2) = (QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce);
-        let id = PacketId::new(9).map_or(CopyState::Queued, CopyState::Sent);
-        assert_eq!(copy_state(q1, STATE_QUEUED, 9), CopyState::Queued);
-        assert_eq!(copy_state(q0, 1, 9), CopyState::Queued);
+        let id = PacketId::new(9).map_or(CopyState::Queued(None), CopyState::Sent);
+        assert_eq!(copy_state(q1, STATE_QUEUED, 9), CopyState::Queued(None));
+        assert_eq!(copy_state(q0, 1, 9), CopyState::Queued(None));
         assert_eq!(copy_state(q1, 3, 9), id);
-        assert_eq!(copy_state(q1, 2, 0), CopyState::Queued);
+        assert_eq!(copy_state(q1, 2, 0), CopyState::Queued(None));
         assert_eq!(copy_state(q2, 5, 9), id);
         assert_eq!(copy_state(q2, 4, 9), id);
         for state in [STATE_RESEND_PUBREL, STATE_WAIT_FOR_PUBCOMP] {

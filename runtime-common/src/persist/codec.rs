@@ -220,10 +220,13 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionFields, StoreError> 
     Ok(SessionFields { username, offline_since, next_packet_id })
 }
 
-/// `[1][qos | retain | state][message: u64][packet id: u16, unless queued]`.
+/// `[1][qos | retain | state][message: u64][packet id: u16, unless queued
+/// without one]`. States: 0 queued, 1 sent, 2 released, 3 queued with its
+/// packet id (new in the same version: 0 stays as it was written).
 pub(crate) fn encode_copy(copy: &StoredCopy) -> Vec<u8> {
     let (state, id) = match copy.state {
-        CopyState::Queued => (0, None),
+        CopyState::Queued(None) => (0, None),
+        CopyState::Queued(Some(id)) => (3, Some(id)),
         CopyState::Sent(id) => (1, Some(id)),
         CopyState::Released(id) => (2, Some(id)),
     };
@@ -242,9 +245,10 @@ pub(crate) fn decode_copy(bytes: &[u8]) -> Result<StoredCopy, StoreError> {
     let qos = r.qos(flags)?;
     let message = MessageId(r.u64()?);
     let state = match flags >> STATE_SHIFT {
-        0 => CopyState::Queued,
+        0 => CopyState::Queued(None),
         1 => CopyState::Sent(r.packet_id()?),
         2 => CopyState::Released(r.packet_id()?),
+        3 => CopyState::Queued(Some(r.packet_id()?)),
         other => return Err(r.error(format!("unknown copy state {other}"))),
     };
     r.end()?;

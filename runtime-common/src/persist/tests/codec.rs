@@ -15,9 +15,12 @@ fn persist_codec_round_trips() {
         let message = scenario::message(&mut g);
         assert_eq!(codec::decode_message(&codec::encode_message(&message)).unwrap(), message);
     }
-    for state in
-        [CopyState::Queued, CopyState::Sent(PacketId::MIN), CopyState::Released(PacketId::new(65_535).unwrap())]
-    {
+    for state in [
+        CopyState::Queued(None),
+        CopyState::Queued(PacketId::new(65_535)),
+        CopyState::Sent(PacketId::MIN),
+        CopyState::Released(PacketId::new(65_535).unwrap()),
+    ] {
         let copy = StoredCopy { message: MessageId(u64::MAX), qos: QoS::ExactlyOnce, retain: true, state };
         assert_eq!(codec::decode_copy(&codec::encode_copy(&copy)).unwrap(), copy);
     }
@@ -57,7 +60,7 @@ fn persist_codec_refuses_unknown_versions() {
         message: MessageId(1),
         qos: QoS::AtMostOnce,
         retain: false,
-        state: CopyState::Queued,
+        state: CopyState::Queued(None),
     });
     let mut newer = value.clone();
     newer[0] = VERSION + 1;

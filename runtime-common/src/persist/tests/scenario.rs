@@ -63,9 +63,10 @@ fn will(g: &mut Gen) -> LastWill {
 }
 
 fn copy_state(g: &mut Gen) -> CopyState {
-    match below(g, 3) {
-        0 => CopyState::Queued,
-        1 => CopyState::Sent(packet_id(g)),
+    match below(g, 4) {
+        0 => CopyState::Queued(None),
+        1 => CopyState::Queued(Some(packet_id(g))),
+        2 => CopyState::Sent(packet_id(g)),
         _ => CopyState::Released(packet_id(g)),
     }
 }
