@@ -557,6 +557,82 @@ mod tests {
         assert_eq!(s.start(out(QoS::AtLeastOnce)).get(), 3);
     }
 
+    /// A stored copy (stamped) queued.
+    fn stored(s: &mut Session, qos: QoS) -> Outgoing {
+        let mut o = out(qos);
+        s.stamp(&mut o);
+        o
+    }
+
+    #[test]
+    fn queued_copies_of_a_stored_session_hold_their_ids() {
+        let mut s = online();
+        let a = s.start(out(QoS::AtLeastOnce));
+        let over = stored(&mut s, QoS::AtLeastOnce);
+        s.enqueue_over(over);
+        let q0 = stored(&mut s, QoS::AtMostOnce);
+        s.enqueue_over(q0);
+        let unstored = out(QoS::ExactlyOnce);
+        s.enqueue_over(unstored);
+        let ids: Vec<_> = s.queued().map(|o| o.id.map(PacketId::get)).collect();
+        assert_eq!(ids, [Some(2), None, None], "only stored QoS 1/2 copies are numbered");
+        assert_eq!(s.acknowledge(a, Ack::PubAck), Ok(AckOutcome::Completed));
+        let next = s.next_queued(LIMITS).expect("room");
+        assert_eq!(s.start(next).get(), 2, "sent under the id it was queued with");
+    }
+
+    /// Ids stay unique among the copies in flight and queued; past the
+    /// 65,535 ids, queued copies get theirs when they go out, in order.
+    #[test]
+    fn a_queue_longer_than_the_ids_numbers_what_it_can() {
+        let limits = Limits { window: 3, max_queued: 0, max_queued_bytes: 0 };
+        let mut s = online();
+        for _ in 0..3 {
+            s.start(out(QoS::AtLeastOnce));
+        }
+        let total = usize::from(u16::MAX) + 10;
+        for _ in 0..total {
+            let o = stored(&mut s, QoS::ExactlyOnce);
+            assert!(s.enqueue(o, limits).is_ok());
+        }
+        let numbered = s.queued().filter(|o| o.id.is_some()).count();
+        assert_eq!(numbered, usize::from(u16::MAX) - 3);
+        assert!(s.queued().skip(numbered).all(|o| o.id.is_none()), "unnumbered copies come last");
+        // Complete every delivery in turn: each id is unique in use.
+        let mut sent = 0;
+        loop {
+            let ids: Vec<PacketId> = s.inflight().map(|f| f.id).chain(s.queued().filter_map(|o| o.id)).collect();
+            let unique: BTreeSet<PacketId> = ids.iter().copied().collect();
+            assert_eq!(unique.len(), ids.len(), "an id held twice");
+            let Some(first) = s.inflight().next().map(|f| (f.id, f.stage)) else { break };
+            let ack = if first.1 == Stage::Unacknowledged { Ack::PubAck } else { Ack::PubRec };
+            if ack == Ack::PubRec {
+                assert_eq!(s.acknowledge(first.0, Ack::PubRec), Ok(AckOutcome::Release));
+                assert_eq!(s.acknowledge(first.0, Ack::PubComp), Ok(AckOutcome::Completed));
+            } else {
+                assert_eq!(s.acknowledge(first.0, ack), Ok(AckOutcome::Completed));
+            }
+            while let Some(next) = s.next_queued(limits) {
+                s.start(next);
+                sent += 1;
+            }
+            // Checking every turn is quadratic: check a sample.
+            if sent > 200 && sent < total - 200 {
+                for _ in 0..1000 {
+                    let Some(f) = s.inflight().next().map(|f| f.id) else { break };
+                    let _ = s.acknowledge(f, Ack::PubRec);
+                    let _ = s.acknowledge(f, Ack::PubComp);
+                    while let Some(next) = s.next_queued(limits) {
+                        s.start(next);
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(sent, total);
+        assert_eq!(s.queued_len(), 0);
+    }
+
     #[test]
     fn window_full_means_queue() {
         let mut s = online();

@@ -388,3 +388,87 @@ fn offline_sessions_expire_after_persistent_client_expiration() {
     assert!(sim.stored().sessions.keys().all(|c| c.as_str() == "online"), "expired session left in the store");
     assert!(sim.broker().session("online").is_some(), "a connected session expired");
 }
+
+/// The PUBLISHes `conn` received: payload and packet id.
+fn publishes(sim: &mut Simulation, conn: ConnId) -> Vec<(String, Option<u16>)> {
+    sim.take_received(conn)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(Publish { payload, packet_id, .. }) => {
+                Some((String::from_utf8_lossy(&payload).into_owned(), packet_id.map(PacketId::get)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A QoS 2 copy queued for a stored session gets its packet id when it is
+/// queued, stored with it: taken into the window, its PUBLISH does not
+/// wait for a commit. If the broker crashes before the store learns it
+/// was sent, it is restored as queued under the same id and sent again
+/// under it, so a client that saw it (and holds the id until PUBREL)
+/// takes it for the duplicate it is: delivered once.
+#[test]
+fn a_queued_copy_keeps_its_packet_id_across_a_crash() {
+    let config = Config { persistence: true, max_inflight_messages: 1, ..Config::default() };
+    let mut sim = Simulation::new(config);
+    let sub = sim.connect(ClientOptions::new("sub").clean_session(false).auto_ack(false));
+    sim.subscribe(sub, "t", QoS::ExactlyOnce);
+    sim.take_received(sub);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "t", b"first", QoS::ExactlyOnce, false);
+    sim.publish(publ, "t", b"second", QoS::ExactlyOnce, false);
+    assert_eq!(publishes(&mut sim, sub), [("first".to_owned(), Some(1))]);
+    let queued: Vec<_> = sim.stored().sessions.values().flat_map(|s| s.copies.values().map(|c| c.state)).collect();
+    let (one, two) = (PacketId::new(1).expect("id"), PacketId::new(2).expect("id"));
+    use culex_core::persistence::CopyState;
+    assert_eq!(queued, [CopyState::Sent(one), CopyState::Queued(Some(two))]);
+    sim.send(sub, &Packet::PubRec(one));
+    sim.take_received(sub);
+    // From here nothing is committed: PUBCOMP lets "second" into the
+    // window, and its PUBLISH leaves at once, under the id it was stored
+    // with.
+    sim.manual_commits(true);
+    sim.send(sub, &Packet::PubComp(one));
+    assert_eq!(publishes(&mut sim, sub), [("second".to_owned(), Some(2))]);
+    sim.crash_and_restart();
+    let sub = sim.connect(ClientOptions::new("sub").clean_session(false).auto_ack(false));
+    sim.commit();
+    // "first" was released before the crash: PUBREL again, and once it
+    // completes the window has room for "second", under id 2 again.
+    assert!(sim.take_received(sub).contains(&Packet::PubRel(one)));
+    sim.send(sub, &Packet::PubComp(one));
+    sim.commit();
+    assert_eq!(publishes(&mut sim, sub), [("second".to_owned(), Some(2))], "not resent under its id");
+}
+
+/// A message that reaches a stored session's queue while the session is
+/// online and its window full holds its id from the start: a later
+/// message never gets an id a queued one holds.
+#[test]
+fn queued_and_in_flight_ids_stay_distinct_after_a_restart() {
+    let config = Config { persistence: true, max_inflight_messages: 2, ..Config::default() };
+    let mut sim = Simulation::new(config);
+    let sub = sim.connect(ClientOptions::new("sub").clean_session(false).auto_ack(false));
+    sim.subscribe(sub, "t", QoS::AtLeastOnce);
+    sim.disconnect(sub);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    for n in 0..5 {
+        sim.publish(publ, "t", format!("m{n}").as_bytes(), QoS::AtLeastOnce, false);
+    }
+    sim.crash_and_restart();
+    let sub = sim.connect(ClientOptions::new("sub").clean_session(false).auto_ack(false));
+    let got = publishes(&mut sim, sub);
+    assert_eq!(got, [("m0".to_owned(), Some(1)), ("m1".to_owned(), Some(2))]);
+    sim.send(sub, &Packet::PubAck(PacketId::new(1).expect("id")));
+    assert_eq!(publishes(&mut sim, sub), [("m2".to_owned(), Some(3))]);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "t", b"m5", QoS::AtLeastOnce, false);
+    let ids: Vec<_> = sim
+        .stored()
+        .sessions
+        .values()
+        .flat_map(|s| s.copies.values().filter_map(|c| c.state.packet_id()).map(PacketId::get))
+        .collect();
+    assert_eq!(ids, [2, 3, 4, 5, 6]);
+}

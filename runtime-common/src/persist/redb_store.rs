@@ -6,7 +6,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use culex_core::persistence::{CopyState, MessageId, StoreBatch, StoreOp, StoredSession, StoredState};
+use culex_core::persistence::{MessageId, StoreBatch, StoreOp, StoredSession, StoredState};
 use culex_core::{ClientId, PacketId, TopicFilter, TopicName};
 use redb::{
     Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition,
@@ -443,11 +443,17 @@ impl<'t> Tables<'t> {
             StoreOp::Copy { client, seq, copy } => {
                 let c = client.as_str();
                 if let Some(mut fields) = self.session(c)? {
-                    if let CopyState::Sent(id) = copy.state {
+                    let before = self.copies.insert((c, *seq), codec::encode_copy(copy).as_slice())?;
+                    // As `StoredState::apply`: an id new to the copy moves
+                    // the session's next packet id past it.
+                    let held = match before {
+                        Some(value) => codec::decode_copy(value.value())?.state.packet_id(),
+                        None => None,
+                    };
+                    if let Some(id) = copy.state.packet_id().filter(|id| held != Some(*id)) {
                         fields.next_packet_id = Some(id.next()).filter(|next| *next != PacketId::MIN);
                         self.sessions.insert(c, codec::encode_session(&fields).as_slice())?;
                     }
-                    self.copies.insert((c, *seq), codec::encode_copy(copy).as_slice())?;
                 }
             }
             StoreOp::DropCopy { client, seq } => {
