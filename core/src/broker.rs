@@ -2,7 +2,6 @@
 //! message, driven by [`Input`]s and time, answering with [`Action`]s.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use crate::congestion::{Congestion, CongestionDue};
 use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::message::Message;
-use crate::peer::{Identity, ListenerId, Peer};
+use crate::peer::{Identity, ListenerId, Peer, Remote};
 use crate::persistence::CopyState;
 use crate::persistence::journal::Journal;
 use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Password, Refusal};
@@ -441,7 +440,7 @@ impl Broker {
         self.next_conn = self.next_conn.max(id.0.saturating_add(1));
         self.sys.start(now.instant, self.config.sys_interval);
         if self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
-            info!("Client connection from {} denied: max_connections exceeded.", show_addr(peer.remote));
+            info!("Client connection from {} denied: max_connections exceeded.", show_addr(peer.remote.as_ref()));
             self.actions.push_back(Action::Close { conn: id, reason: CloseReason::TooManyConnections });
             return;
         }
@@ -856,7 +855,7 @@ impl Broker {
         if self.config.connection_messages {
             info!(
                 "New client connected from {} as {} (p{}, c{}, k{}{}).",
-                show_addr(conn.opening.as_ref().and_then(|o| o.peer.remote)),
+                show_addr(conn.opening.as_ref().and_then(|o| o.peer.remote.as_ref())),
                 client_id,
                 if connect.protocol == Protocol::V31 { 1 } else { 2 },
                 u8::from(connect.clean_session),
@@ -1432,8 +1431,8 @@ fn packet_name(packet: &Packet) -> &'static str {
     }
 }
 
-fn show_addr(remote: Option<SocketAddr>) -> String {
-    remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+fn show_addr(remote: Option<&Remote>) -> String {
+    remote.map_or_else(|| "unknown".to_owned(), Remote::to_string)
 }
 
 fn excerpt(payload: &[u8]) -> std::borrow::Cow<'_, str> {

@@ -129,7 +129,7 @@ pub use broker::{Broker, SessionInfo, Stats};
 pub use config::{ClientIdRules, Config};
 pub use error::{CloseReason, Violation};
 pub use message::Message;
-pub use peer::{Identity, ListenerId, Peer};
+pub use peer::{Identity, ListenerId, Peer, Remote};
 pub use time::{Instant, Now, UnixTime};
 pub use topic::{TopicFilter, TopicName};
 pub use types::{Ack, ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};

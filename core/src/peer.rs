@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytestring::ByteString;
 
@@ -33,11 +34,38 @@ pub enum Identity {
     Certificate(Option<ByteString>),
 }
 
+/// The address a connection came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A client of a Unix socket listener (`listener 0 PATH`), known by
+    /// the listener's path.
+    Unix(Arc<str>),
+}
+
+impl fmt::Display for Remote {
+    /// As Mosquitto logs them: `address:port`, and a Unix socket's path
+    /// with port 0.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => addr.fmt(f),
+            Self::Unix(path) => write!(f, "{path}:0"),
+        }
+    }
+}
+
+impl From<SocketAddr> for Remote {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Tcp(addr)
+    }
+}
+
 /// A new connection as the runtime accepted it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peer {
     /// The client's address, if known.
-    pub remote: Option<SocketAddr>,
+    pub remote: Option<Remote>,
     /// The listener it came in on.
     pub listener: ListenerId,
     /// Where its user name comes from: CONNECT, or the TLS client
@@ -48,7 +76,7 @@ pub struct Peer {
 impl Peer {
     /// A connection from `remote` on `listener`, whose user name comes
     /// from CONNECT.
-    pub fn new(remote: SocketAddr, listener: ListenerId) -> Self {
-        Self { remote: Some(remote), listener, identity: Identity::Connect }
+    pub fn new(remote: impl Into<Remote>, listener: ListenerId) -> Self {
+        Self { remote: Some(remote.into()), listener, identity: Identity::Connect }
     }
 }

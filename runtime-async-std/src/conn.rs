@@ -1,18 +1,25 @@
 //! One task per connection on async-std: reads go to the broker task as
 //! they come, writes come from the core through the connection's outbox.
 
-use std::net::{Shutdown, SocketAddr};
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use async_io::Async;
 use async_std::channel::Sender;
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::TcpStream;
 use bytes::Bytes;
-use culex_core::{ConnId, Identity, Peer};
+use culex_core::{ConnId, Identity, Peer, Remote};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
 use culex_runtime::ws::Deframed;
 use culex_runtime::{Limits, Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox};
-use futures_lite::FutureExt;
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use tracing::debug;
 
 /// Bytes read per call; a frame may span reads, the core reassembles.
@@ -23,17 +30,75 @@ pub(crate) type AsyncStdOutbox = QueueOutbox;
 
 /// What woke the connection task.
 enum Wake {
-    Read(std::io::Result<Vec<u8>>),
+    Read(io::Result<Vec<u8>>),
     Out(Option<Out>),
 }
 
-/// Waits for the socket to be readable (a one-byte peek), then reads what
-/// is there into a buffer made for this read: an idle connection holds no
-/// read buffer. Empty at the end of the stream.
-async fn read_when_ready(reader: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    if reader.peek(&mut [0u8; 1]).await? == 0 {
-        return Ok(Vec::new());
+/// A connected socket of a kind a listener accepts: TCP or Unix. Clones
+/// share the socket (one reads, one writes).
+pub(crate) trait Socket: AsyncRead + AsyncWrite + Clone + Unpin + Send + Sync + 'static {
+    /// Waits until a read would not block (data, the end, an error).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+    /// Shuts the socket down, as [`TcpStream::shutdown`].
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+}
+
+impl Socket for TcpStream {
+    async fn readable(&self) -> io::Result<()> {
+        self.peek(&mut [0u8; 1]).await.map(drop)
     }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        Self::shutdown(self, how)
+    }
+}
+
+/// A Unix socket connection on async-std's reactor (async-std's own
+/// `UnixStream` cannot wait for readability without reading).
+#[derive(Debug, Clone)]
+pub(crate) struct UnixSocket(Arc<Async<UnixStream>>);
+
+impl From<Async<UnixStream>> for UnixSocket {
+    fn from(stream: Async<UnixStream>) -> Self {
+        Self(Arc::new(stream))
+    }
+}
+
+impl Socket for UnixSocket {
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.0.get_ref().shutdown(how)
+    }
+}
+
+impl AsyncRead for UnixSocket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UnixSocket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_close(cx)
+    }
+}
+
+/// Waits for the socket to be readable, then reads what is there into a
+/// buffer made for this read: an idle connection holds no read buffer.
+/// Empty at the end of the stream.
+async fn read_when_ready(reader: &mut impl Socket) -> io::Result<Vec<u8>> {
+    reader.readable().await?;
     let mut chunk = vec![0; READ_CHUNK];
     let n = reader.read(&mut chunk).await?;
     chunk.truncate(n);
@@ -42,16 +107,15 @@ async fn read_when_ready(reader: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 
 /// Serves one accepted socket until either side ends it.
 pub(crate) async fn serve(
-    stream: TcpStream,
-    remote: SocketAddr,
+    stream: impl Socket,
+    remote: Remote,
     conn: ConnId,
     limits: Limits,
     events: Sender<Event<AsyncStdOutbox>>,
 ) {
-    let _ = stream.set_nodelay(true);
     let mut reader = stream.clone();
     let mut writer = stream;
-    let (mut link, first, identity) = match limits.transport.opening(remote) {
+    let (mut link, first, identity) = match limits.transport.opening(&remote) {
         None => (Link::raw(), Deframed::default(), Identity::Connect),
         Some(opening) => match open(&mut reader, &mut writer, opening).await {
             Some(opened) => opened,
@@ -135,12 +199,12 @@ enum Written {
 /// does not read ends when the core drops that client. A pause or resume
 /// that comes meanwhile ends the round, for the serving loop to apply.
 async fn write_queued(
-    writer: &mut TcpStream,
+    writer: &mut impl Socket,
     rx: &mut OutboxReader,
     first: Bytes,
     link: &mut Link,
     events: &Sender<Event<AsyncStdOutbox>>,
-) -> std::io::Result<Written> {
+) -> io::Result<Written> {
     let mut data = first;
     loop {
         let len = data.len();
@@ -171,13 +235,13 @@ async fn write_queued(
 
 /// The core dropped the client for not reading: the socket closes at once,
 /// with no wait for it to drain.
-fn abort(conn: ConnId, writer: &TcpStream) {
+fn abort(conn: ConnId, writer: &impl Socket) {
     let _ = writer.shutdown(Shutdown::Both);
     debug!(%conn, "connection dropped by the broker: the client is not reading");
 }
 
 /// Ends the connection: TLS close_notify, flush, shut the socket.
-async fn finish(conn: ConnId, mut writer: TcpStream, link: &mut Link) {
+async fn finish(conn: ConnId, mut writer: impl Socket, link: &mut Link) {
     let _ = writer.write_all(&link.close()).await;
     let _ = writer.flush().await;
     let _ = writer.shutdown(Shutdown::Both);
@@ -189,8 +253,8 @@ async fn finish(conn: ConnId, mut writer: TcpStream, link: &mut Link) {
 /// link already) and the client's identity, or `None` if the connection
 /// is over (refused, timed out, gone).
 async fn open(
-    reader: &mut TcpStream,
-    writer: &mut TcpStream,
+    reader: &mut impl Socket,
+    writer: &mut impl Socket,
     mut opening: Opening,
 ) -> Option<(Link, Deframed, Identity)> {
     let mut buf = vec![0; READ_CHUNK];

@@ -12,12 +12,14 @@ mod store;
 use std::future::Future;
 use std::time::Instant;
 
+use async_io::Async;
 use async_std::channel::{self, Receiver, Sender};
 use async_std::net::TcpListener;
+use culex_core::Remote;
 use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
 use culex_runtime::reload::obey;
-use culex_runtime::settings::Bound;
-use culex_runtime::{Clock, Limits, Settings, ShutdownOn, Signals};
+use culex_runtime::settings::{Bound, unix_remote};
+use culex_runtime::{Clock, Limits, Listening, Settings, ShutdownOn, Signals};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
 
@@ -34,20 +36,19 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 /// Like [`run`], obeying `signals`: a reload re-reads the access settings
 /// (see [`culex_runtime::reload`]), a shutdown stops.
 pub async fn serve(settings: Settings, signals: impl Signals) -> Result<(), Error> {
-    let listeners = culex_runtime::settings::open_listeners(&settings, |socket| Ok(TcpListener::from(socket)))?;
-    run_on(listeners, &settings, signals).await
+    let listeners = culex_runtime::settings::open_listeners(&settings)?;
+    let served = run_on(listeners, &settings, signals).await;
+    culex_runtime::settings::remove_unix_sockets(&settings);
+    served
 }
 
 /// Like [`serve`], on listeners already bound (tests bind port 0).
 ///
 /// # Errors
 ///
-/// When the store of `persistence true` cannot be opened.
-pub async fn run_on(
-    listeners: Vec<Bound<TcpListener>>,
-    settings: &Settings,
-    signals: impl Signals,
-) -> Result<(), Error> {
+/// When the store of `persistence true` cannot be opened, or a listener
+/// cannot join the reactor.
+pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signals: impl Signals) -> Result<(), Error> {
     let (events, events_rx) = channel::bounded(driver::EVENT_QUEUE);
     let clock = Clock::start();
     let stored = events.clone();
@@ -58,10 +59,18 @@ pub async fn run_on(
     })?;
     let (stop, stopped) = channel::bounded::<()>(1);
     let ids = ConnIds::default();
-    for Bound { socket: listener, listener: served } in listeners {
+    for Bound { socket, listener: served } in listeners {
         let limits = served.limits(&settings.core, prepared.reports.clone());
-        let accept =
-            accept_loop(listener, ids.clone(), events.clone(), stopped.clone(), limits, prepared.connection_messages);
+        let port = socket.port();
+        let listener = Listener::new(socket).map_err(|source| Error::Bind { addr: served.addr.clone(), source })?;
+        let accept = accept_loop(
+            (listener, port),
+            ids.clone(),
+            events.clone(),
+            stopped.clone(),
+            limits,
+            prepared.connection_messages,
+        );
         async_std::task::spawn(accept);
     }
     let store = settings.redis.clone().map(|redis| {
@@ -122,29 +131,76 @@ impl EventSource<AsyncStdOutbox> for Events {
     }
 }
 
+/// A listening socket on the reactor.
+enum Listener {
+    Tcp(TcpListener),
+    /// With the name its clients are logged by.
+    Unix(Remote, Async<std::os::unix::net::UnixListener>),
+}
+
+impl Listener {
+    fn new(socket: Listening) -> std::io::Result<Self> {
+        Ok(match socket {
+            Listening::Tcp(socket) => Self::Tcp(TcpListener::from(socket)),
+            Listening::Unix(socket) => Self::Unix(unix_remote(&socket), Async::new(socket)?),
+        })
+    }
+
+    /// Accepts the next connection and starts serving it.
+    async fn accept(&self, start: impl FnOnce(Remote) -> Serve) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, remote) = listener.accept().await?;
+                // Small acknowledgements must not wait for Nagle's timer.
+                let _ = stream.set_nodelay(true);
+                start(remote.into()).run(stream);
+            }
+            Self::Unix(path, listener) => {
+                let (stream, _) = listener.accept().await?;
+                start(path.clone()).run(conn::UnixSocket::from(stream));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a new connection is served with.
+struct Serve {
+    remote: Remote,
+    conn: culex_core::ConnId,
+    limits: Limits,
+    events: Sender<Event<AsyncStdOutbox>>,
+}
+
+impl Serve {
+    fn run(self, stream: impl conn::Socket) {
+        async_std::task::spawn(conn::serve(stream, self.remote, self.conn, self.limits, self.events));
+    }
+}
+
 /// Accepts connections until shutdown, logging each new one if
 /// `connection_messages`.
 async fn accept_loop(
-    listener: TcpListener,
+    (listener, port): (Listener, u16),
     ids: ConnIds,
     events: Sender<Event<AsyncStdOutbox>>,
     stopped: Receiver<()>,
     limits: Limits,
     connection_messages: bool,
 ) {
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let start = |remote: Remote| {
+        if connection_messages {
+            info!("New connection from {remote} on port {port}.");
+        }
+        Serve { remote, conn: ids.next(), limits: limits.clone(), events: events.clone() }
+    };
     loop {
-        let accepted = async { Some(listener.accept().await) }.or(async {
+        let accepted = async { Some(listener.accept(start).await) }.or(async {
             let _ = stopped.recv().await;
             None
         });
         match accepted.await {
-            Some(Ok((stream, remote))) => {
-                if connection_messages {
-                    info!("New connection from {remote} on port {port}.");
-                }
-                async_std::task::spawn(conn::serve(stream, remote, ids.next(), limits.clone(), events.clone()));
-            }
+            Some(Ok(())) => {}
             // Out of descriptors and the like: wait a little, keep serving.
             Some(Err(error)) => {
                 warn!("accept failed on port {port}: {error}");

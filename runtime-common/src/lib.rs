@@ -43,5 +43,5 @@ pub use link::{Link, OpenStep, Opening, Transport};
 pub use outbox::{Out, OutboxReader, QueueOutbox};
 pub use reload::{ReloadSource, ShutdownOn, Signal, Signals};
 pub use reports::WriterReports;
-pub use settings::{Launch, Limits, Listener, RedisSettings, Settings};
+pub use settings::{Endpoint, Launch, Limits, Listener, Listening, RedisSettings, Settings};
 pub use start::start;

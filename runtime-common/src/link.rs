@@ -12,10 +12,8 @@
 //! link ([`OpenStep::Open`]'s `first`): a client that sends CONNECT right
 //! behind its TLS Finished puts both in one read.
 
-use std::net::SocketAddr;
-
 use bytes::{Bytes, BytesMut};
-use culex_core::Identity;
+use culex_core::{Identity, Remote};
 
 use crate::tls::{ListenerTls, TlsEnd, TlsSession};
 use crate::ws::{self, Deframed, Deframer, End, Handshake, HandshakeStep, Wire};
@@ -39,7 +37,7 @@ pub struct Transport {
 impl Transport {
     /// The opening a new connection from `remote` goes through, or `None`
     /// when it speaks MQTT at once (plain TCP: nothing is allocated).
-    pub fn opening(&self, remote: SocketAddr) -> Option<Opening> {
+    pub fn opening(&self, remote: &Remote) -> Option<Opening> {
         if self.tls.is_none() && self.websocket.is_none() {
             return None;
         }
@@ -48,20 +46,20 @@ impl Transport {
                 Ok(session) => Some((Box::new(session), listener.clone())),
                 Err(error) => {
                     tracing::error!("TLS session for {remote} could not be created: {error}");
-                    return Some(Opening::failed(remote));
+                    return Some(Opening::failed(remote.clone()));
                 }
             },
             None => None,
         };
         let websocket = self.websocket.map(|max_frame| (Handshake::new(), max_frame));
-        Some(Opening { remote, tls, websocket, failed: false })
+        Some(Opening { remote: remote.clone(), tls, websocket, failed: false })
     }
 }
 
 /// The start of a TLS or WebSocket connection.
 #[derive(Debug)]
 pub struct Opening {
-    remote: SocketAddr,
+    remote: Remote,
     tls: Option<(Box<TlsSession>, ListenerTls)>,
     websocket: Option<(Handshake, u64)>,
     failed: bool,
@@ -98,7 +96,7 @@ pub enum OpenStep {
 }
 
 impl Opening {
-    fn failed(remote: SocketAddr) -> Self {
+    fn failed(remote: Remote) -> Self {
         Self { remote, tls: None, websocket: None, failed: true }
     }
 
@@ -154,7 +152,7 @@ impl Opening {
             None => (None, Identity::Connect),
         };
         self.failed = true;
-        let mut layers = Box::new(Layers { remote: self.remote, tls: tls.map(|session| *session), wire });
+        let mut layers = Box::new(Layers { remote: self.remote.clone(), tls: tls.map(|session| *session), wire });
         // The bytes after the opening's end are out of TLS already: only
         // the wire is left to take them through.
         let mut first = layers.unframe(leftover);
@@ -195,7 +193,7 @@ pub struct Link {
 #[derive(Debug)]
 struct Layers {
     /// The client's address, for the log line of a TLS failure.
-    remote: SocketAddr,
+    remote: Remote,
     tls: Option<TlsSession>,
     wire: Wire,
 }

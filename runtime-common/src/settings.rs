@@ -1,7 +1,10 @@
 //! What a runtime needs to start: listeners, the core's limits, presence
 //! and logging, resolved from the command line and the config file.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use culex_core::auth::ListenerPolicies;
@@ -34,13 +37,31 @@ pub struct RedisSettings {
     pub keys: PresenceKeys,
 }
 
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket's path (`listener 0 PATH`).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => addr.fmt(f),
+            Self::Unix(path) => path.display().fmt(f),
+        }
+    }
+}
+
 /// A socket to listen on, and what it speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     /// Its place in the configuration.
     pub id: ListenerId,
     /// The address.
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
     /// MQTT over WebSocket (`protocol websockets`) rather than plain MQTT.
     pub websockets: bool,
     /// TLS (`certfile`, `keyfile`, ...), loaded.
@@ -50,7 +71,7 @@ pub struct Listener {
 impl Listener {
     /// The first listener, plain MQTT on `addr`.
     pub fn mqtt(addr: SocketAddr) -> Self {
-        Self { id: ListenerId::default(), addr, websockets: false, tls: None }
+        Self { id: ListenerId::default(), addr: Endpoint::Tcp(addr), websockets: false, tls: None }
     }
 
     /// What its connections are allowed and speak under `core`; their
@@ -241,18 +262,19 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     for (index, listener) in conf.listeners.iter().enumerate() {
         let id = ListenerId(u16::try_from(index).unwrap_or(u16::MAX));
         let websockets = listener.protocol == ListenerProtocol::WebSockets;
-        let ip = match &listener.address {
-            Some(address) => match address.parse::<IpAddr>() {
-                Ok(ip) => ip,
+        let addr = match (listener.unix_socket(), &listener.address) {
+            (Some(path), _) => Endpoint::Unix(PathBuf::from(path)),
+            (None, Some(address)) => match address.parse::<IpAddr>() {
+                Ok(ip) => Endpoint::Tcp(SocketAddr::new(ip, listener.port)),
                 Err(_) => {
                     notices.push(format!("Warning: listener address {address} is not an IP address, ignored"));
                     continue;
                 }
             },
-            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            (None, None) => Endpoint::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listener.port)),
         };
         let tls = ListenerTls::load(&listener.tls).map_err(|e| format!("Error: {e}"))?;
-        listeners.push(Listener { id, addr: SocketAddr::new(ip, listener.port), websockets, tls });
+        listeners.push(Listener { id, addr, websockets, tls });
     }
     if conf.local_only {
         notices.insert(
@@ -293,9 +315,9 @@ fn broker_id(port: u16) -> String {
 
 /// A listener that may fail without stopping start-up: IPv6 loopback on a
 /// machine without IPv6 (Mosquitto's local only mode does the same).
-pub fn may_skip(addr: &SocketAddr, error: &std::io::Error) -> bool {
+pub fn may_skip(addr: &Endpoint, error: &std::io::Error) -> bool {
     use std::io::ErrorKind;
-    addr.ip() == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+    matches!(addr, Endpoint::Tcp(addr) if addr.ip() == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))
         && matches!(error.kind(), ErrorKind::AddrNotAvailable | ErrorKind::Unsupported)
 }
 
@@ -306,7 +328,7 @@ pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
-        addr: SocketAddr,
+        addr: Endpoint,
         /// The cause.
         source: std::io::Error,
     },
@@ -331,33 +353,75 @@ pub struct Bound<L> {
     pub listener: Listener,
 }
 
-/// Opens every listener of `settings` as the runtime's listener type
-/// (`wrap`), logging each as Mosquitto does. IPv6 loopback may be missing
-/// (see [`may_skip`]); any other failure is the address that could not be
-/// opened.
-pub fn open_listeners<L>(
-    settings: &Settings,
-    wrap: impl Fn(std::net::TcpListener) -> std::io::Result<L>,
-) -> Result<Vec<Bound<L>>, Error> {
+/// A listening socket, before a runtime wraps it in its own type.
+#[derive(Debug)]
+pub enum Listening {
+    /// TCP.
+    Tcp(std::net::TcpListener),
+    /// A Unix socket.
+    Unix(UnixListener),
+}
+
+impl Listening {
+    /// The port its connections are logged with: 0 for a Unix socket, as
+    /// Mosquitto logs it.
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Tcp(socket) => socket.local_addr().map(|a| a.port()).unwrap_or_default(),
+            Self::Unix(_) => 0,
+        }
+    }
+}
+
+/// What the clients of a Unix socket listener are known by (they have no
+/// address of their own): its path, as Mosquitto logs them.
+pub fn unix_remote(socket: &UnixListener) -> culex_core::Remote {
+    let path = socket.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
+    culex_core::Remote::Unix(path.unwrap_or_else(|| "unix-socket".to_owned()).into())
+}
+
+/// Opens every listener of `settings`, logging each as Mosquitto does.
+/// IPv6 loopback may be missing (see [`may_skip`]); any other failure is
+/// the address that could not be opened.
+pub fn open_listeners(settings: &Settings) -> Result<Vec<Bound<Listening>>, Error> {
     let mut listeners = Vec::new();
     for listener in &settings.listeners {
-        let addr = &listener.addr;
-        match listen(addr).and_then(&wrap) {
-            Ok(socket) => {
-                let kind = match (listener.websockets, listener.tls.is_some()) {
-                    (false, false) => "",
-                    (true, false) => " (websockets)",
-                    (false, true) => " (tls)",
-                    (true, true) => " (websockets, tls)",
-                };
+        let kind = match (listener.websockets, listener.tls.is_some()) {
+            (false, false) => "",
+            (true, false) => " (websockets)",
+            (false, true) => " (tls)",
+            (true, true) => " (websockets, tls)",
+        };
+        let opened = match &listener.addr {
+            Endpoint::Tcp(addr) => listen(addr).map(|socket| {
                 tracing::info!("Opening listen socket on {addr}{kind}.");
-                listeners.push(Bound { socket, listener: listener.clone() });
+                Listening::Tcp(socket)
+            }),
+            Endpoint::Unix(path) => {
+                tracing::info!("Opening unix listen socket on path {}{kind}.", path.display());
+                listen_unix(path).map(Listening::Unix)
             }
-            Err(source) if may_skip(addr, &source) => tracing::warn!("Warning: not listening on {addr}: {source}"),
-            Err(source) => return Err(Error::Bind { addr: *addr, source }),
+        };
+        match opened {
+            Ok(socket) => listeners.push(Bound { socket, listener: listener.clone() }),
+            Err(source) if may_skip(&listener.addr, &source) => {
+                tracing::warn!("Warning: not listening on {}: {source}", listener.addr);
+            }
+            Err(source) => return Err(Error::Bind { addr: listener.addr.clone(), source }),
         }
     }
     Ok(listeners)
+}
+
+/// Removes the socket files of the Unix socket listeners, at exit, as
+/// Mosquitto does. After privileges were dropped that may be refused:
+/// the next start removes a stale file anyway.
+pub fn remove_unix_sockets(settings: &Settings) {
+    for listener in &settings.listeners {
+        if let Endpoint::Unix(path) = &listener.addr {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Connections the kernel queues for `accept` per listener. A burst of
@@ -379,6 +443,19 @@ pub fn listen(addr: &SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.bind(&(*addr).into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+/// A non-blocking Unix socket listening at `path`. A file already there
+/// (a socket left by a broker that did not stop cleanly) is removed first,
+/// as Mosquitto does.
+pub fn listen_unix(path: &Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let socket = UnixListener::bind(path)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 #[cfg(test)]
@@ -419,7 +496,7 @@ mod tests {
                 Listener::mqtt(SocketAddr::from(([0, 0, 0, 0], 1883))),
                 Listener {
                     id: ListenerId(1),
-                    addr: SocketAddr::from(([127, 0, 0, 1], 9001)),
+                    addr: Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 9001))),
                     websockets: true,
                     tls: None
                 },

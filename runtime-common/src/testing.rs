@@ -7,6 +7,7 @@ use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use culex_core::Remote;
 use culex_core::conf::{Located, TlsConf};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -88,6 +89,6 @@ pub(crate) fn to_client(client: &mut ClientConnection, mut data: &[u8]) -> Resul
     Ok(plain)
 }
 
-pub(crate) fn remote() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 40000))
+pub(crate) fn remote() -> Remote {
+    Remote::Tcp(SocketAddr::from(([127, 0, 0, 1], 40000)))
 }

@@ -2,18 +2,18 @@
 //! opening): reads go to the broker task as they come, writes come from
 //! the core through the connection's outbox.
 
-use std::net::SocketAddr;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use culex_core::{ConnId, Identity, Peer};
+use culex_core::{ConnId, Identity, Peer, Remote};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
 use culex_runtime::ws::Deframed;
 use culex_runtime::{Limits, Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::debug;
@@ -24,19 +24,43 @@ const READ_CHUNK: usize = 8 * 1024;
 /// The core's handle to a connection on tokio.
 pub(crate) type TokioOutbox = QueueOutbox;
 
+/// A connected socket of a kind a listener accepts: TCP or Unix.
+pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// Readiness to read, as [`TcpStream::poll_read_ready`].
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// A read that does not wait, as [`TcpStream::try_read`].
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+macro_rules! socket {
+    ($stream:ty) => {
+        impl Socket for $stream {
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_read_ready(self, cx)
+            }
+
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$stream>::try_read(self, buf)
+            }
+        }
+    };
+}
+
+socket!(TcpStream);
+socket!(UnixStream);
+
 /// Opens one accepted socket (TLS handshake, WebSocket upgrade, the broker
 /// task's id for it), then serves it in a task of its own until either
 /// side ends it. That task holds only [`Served`]: the opening's state and
 /// waits would otherwise stay in every idle connection's task.
-pub(crate) async fn serve(
-    mut stream: TcpStream,
-    remote: SocketAddr,
+pub(crate) async fn serve<S: Socket>(
+    mut stream: S,
+    remote: Remote,
     conn: ConnId,
     limits: Limits,
     events: mpsc::Sender<Event<TokioOutbox>>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (link, first, identity) = match limits.transport.opening(remote) {
+    let (link, first, identity) = match limits.transport.opening(&remote) {
         None => (Link::raw(), Deframed::default(), Identity::Connect),
         Some(opening) => match open(&mut stream, opening).await {
             Some(opened) => opened,
@@ -58,9 +82,9 @@ pub(crate) async fn serve(
 }
 
 /// A connection the broker task knows, as its task holds it while it waits.
-struct Served {
+struct Served<S> {
     conn: ConnId,
-    stream: TcpStream,
+    stream: S,
     link: Link,
     rx: OutboxReader,
     events: mpsc::Sender<Event<TokioOutbox>>,
@@ -82,7 +106,7 @@ enum Watch {
 
 /// What woke a waiting connection.
 enum Wake {
-    Readable(std::io::Result<()>),
+    Readable(io::Result<()>),
     Out(Option<Out>),
 }
 
@@ -125,7 +149,7 @@ impl Future for Step<'_> {
     }
 }
 
-impl Served {
+impl<S: Socket> Served<S> {
     /// Serves the connection until either side ends it.
     async fn run(&mut self) {
         loop {
@@ -184,7 +208,7 @@ impl Served {
 
     /// Reads what the socket has into a buffer that lives only for the
     /// read (not in the task: an idle connection holds no read buffer).
-    fn read(&mut self, ready: std::io::Result<()>) -> Read {
+    fn read(&mut self, ready: io::Result<()>) -> Read {
         let mut chunk = [0u8; READ_CHUNK];
         match ready.and_then(|()| self.stream.try_read(&mut chunk)) {
             Ok(0) => Read::End,
@@ -194,7 +218,7 @@ impl Served {
                 Deframed { data, reply, end: None } if reply.is_empty() => Read::Data(data),
                 got => Read::WebSocket(Box::new(got)),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::Nothing,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::Nothing,
             Err(_) => Read::End,
         }
     }
@@ -300,7 +324,7 @@ impl Served {
 /// [`OPEN_TIMEOUT`]: the link, what was read with its end (through the
 /// link already) and the client's identity, or `None` if the connection
 /// is over (refused, timed out, gone).
-async fn open(stream: &mut TcpStream, mut opening: Opening) -> Option<(Link, Deframed, Identity)> {
+async fn open(stream: &mut impl Socket, mut opening: Opening) -> Option<(Link, Deframed, Identity)> {
     let mut buf = vec![0; READ_CHUNK];
     let work = async {
         loop {

@@ -11,11 +11,12 @@ mod store;
 use std::future::Future;
 use std::time::Instant;
 
+use culex_core::Remote;
 use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
 use culex_runtime::reload::obey;
-use culex_runtime::settings::Bound;
-use culex_runtime::{Clock, Limits, Settings, ShutdownOn, Signals};
-use tokio::net::TcpListener;
+use culex_runtime::settings::{Bound, unix_remote};
+use culex_runtime::{Clock, Limits, Listening, Settings, ShutdownOn, Signals};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -32,20 +33,19 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 /// Like [`run`], obeying `signals`: a reload re-reads the access settings
 /// (see [`culex_runtime::reload`]), a shutdown stops.
 pub async fn serve(settings: Settings, signals: impl Signals) -> Result<(), Error> {
-    let listeners = culex_runtime::settings::open_listeners(&settings, TcpListener::from_std)?;
-    run_on(listeners, &settings, signals).await
+    let listeners = culex_runtime::settings::open_listeners(&settings)?;
+    let served = run_on(listeners, &settings, signals).await;
+    culex_runtime::settings::remove_unix_sockets(&settings);
+    served
 }
 
 /// Like [`serve`], on listeners already bound (tests bind port 0).
 ///
 /// # Errors
 ///
-/// When the store of `persistence true` cannot be opened.
-pub async fn run_on(
-    listeners: Vec<Bound<TcpListener>>,
-    settings: &Settings,
-    signals: impl Signals,
-) -> Result<(), Error> {
+/// When the store of `persistence true` cannot be opened, or a listener
+/// cannot join tokio's reactor.
+pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signals: impl Signals) -> Result<(), Error> {
     let (events, events_rx) = mpsc::channel(driver::EVENT_QUEUE);
     let clock = Clock::start();
     let stored = events.clone();
@@ -56,10 +56,18 @@ pub async fn run_on(
     })?;
     let (stop, stopped) = watch::channel(false);
     let ids = ConnIds::default();
-    for Bound { socket: listener, listener: served } in listeners {
+    for Bound { socket, listener: served } in listeners {
         let limits = served.limits(&settings.core, prepared.reports.clone());
-        let accept =
-            accept_loop(listener, ids.clone(), events.clone(), stopped.clone(), limits, prepared.connection_messages);
+        let port = socket.port();
+        let listener = Listener::new(socket).map_err(|source| Error::Bind { addr: served.addr.clone(), source })?;
+        let accept = accept_loop(
+            (listener, port),
+            ids.clone(),
+            events.clone(),
+            stopped.clone(),
+            limits,
+            prepared.connection_messages,
+        );
         tokio::spawn(accept);
     }
     let store = settings.redis.clone().map(|redis| {
@@ -122,32 +130,78 @@ impl EventSource<TokioOutbox> for Events {
     }
 }
 
+/// A listening socket on tokio's reactor.
+enum Listener {
+    Tcp(TcpListener),
+    /// With the name its clients are logged by.
+    Unix(Remote, UnixListener),
+}
+
+impl Listener {
+    fn new(socket: Listening) -> std::io::Result<Self> {
+        Ok(match socket {
+            Listening::Tcp(socket) => Self::Tcp(TcpListener::from_std(socket)?),
+            Listening::Unix(socket) => Self::Unix(unix_remote(&socket), UnixListener::from_std(socket)?),
+        })
+    }
+
+    /// Accepts the next connection and starts serving it.
+    async fn accept(&self, start: impl FnOnce(Remote) -> Serve) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, remote) = listener.accept().await?;
+                // Small acknowledgements must not wait for Nagle's timer.
+                let _ = stream.set_nodelay(true);
+                start(remote.into()).run(stream);
+            }
+            Self::Unix(path, listener) => {
+                let (stream, _) = listener.accept().await?;
+                start(path.clone()).run(stream);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a new connection is served with.
+struct Serve {
+    remote: Remote,
+    conn: culex_core::ConnId,
+    limits: Limits,
+    events: mpsc::Sender<Event<TokioOutbox>>,
+}
+
+impl Serve {
+    fn run(self, stream: impl conn::Socket) {
+        tokio::spawn(conn::serve(stream, self.remote, self.conn, self.limits, self.events));
+    }
+}
+
 /// Accepts connections until shutdown, logging each new one if
 /// `connection_messages`.
 async fn accept_loop(
-    listener: TcpListener,
+    (listener, port): (Listener, u16),
     ids: ConnIds,
     events: mpsc::Sender<Event<TokioOutbox>>,
     mut stopped: watch::Receiver<bool>,
     limits: Limits,
     connection_messages: bool,
 ) {
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let start = |remote: Remote| {
+        if connection_messages {
+            info!("New connection from {remote} on port {port}.");
+        }
+        Serve { remote, conn: ids.next(), limits: limits.clone(), events: events.clone() }
+    };
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    if connection_messages {
-                        info!("New connection from {remote} on port {port}.");
-                    }
-                    tokio::spawn(conn::serve(stream, remote, ids.next(), limits.clone(), events.clone()));
-                }
+            accepted = listener.accept(start) => {
                 // Out of descriptors and the like: wait a little, keep serving.
-                Err(error) => {
+                if let Err(error) = accepted {
                     warn!("accept failed on port {port}: {error}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-            },
+            }
             _ = stopped.changed() => return,
         }
     }

@@ -187,10 +187,6 @@ pub(super) struct Loc {
 }
 
 impl Loc {
-    pub(super) fn error(&self, reason: impl Into<String>) -> ConfError {
-        ConfError { file: self.file.clone(), line: self.line, reason: reason.into() }
-    }
-
     pub(super) fn warning(&self, key: &str, message: impl Into<String>) -> Warning {
         Warning { file: self.file.clone(), line: self.line, key: key.to_owned(), message: message.into() }
     }
@@ -429,7 +425,6 @@ impl Parser {
     /// Assembles the configuration and checks what only the whole file
     /// can tell.
     fn finish(self) -> Result<BrokerConf, ConfError> {
-        self.listeners.check_something_to_open()?;
         let conf = self.assemble();
         for listener in &conf.listeners {
             listener.tls.validate()?;

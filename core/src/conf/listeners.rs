@@ -25,7 +25,7 @@
 //!   addresses.
 //! - A duplicate `listener` (same port and address) is an error.
 
-use super::file::{INT_MAX, Line, Loc, NOT_SUPPORTED, to_usize};
+use super::file::{INT_MAX, Line, Loc, to_usize};
 use super::{BrokerConf, ConfError, ListenerSecurity, TlsConf, Warning};
 
 /// Port of the default listener and of the local only listeners.
@@ -62,9 +62,11 @@ pub enum SocketDomain {
 /// listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConf {
-    /// TCP port, 1 to 65535.
+    /// TCP port, 1 to 65535; 0 for a Unix socket listener (`listener 0
+    /// PATH`), whose path is then `address`.
     pub port: u16,
-    /// Address or host name to bind; `None` binds every address.
+    /// Address or host name to bind; `None` binds every address. The
+    /// socket's path for a Unix socket listener.
     pub address: Option<String>,
     /// MQTT or WebSocket.
     pub protocol: ListenerProtocol,
@@ -99,6 +101,16 @@ impl ListenerConf {
     }
 }
 
+impl ListenerConf {
+    /// The path of a Unix socket listener.
+    pub fn unix_socket(&self) -> Option<&str> {
+        match self.port {
+            0 => self.address.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 impl BrokerConf {
     /// Recomputes `core.max_connections` from the listeners' limits.
     pub(super) fn recompute_max_connections(&mut self) {
@@ -117,9 +129,6 @@ pub(super) enum Section {
     Default,
     /// After `listener`: that listener, by index.
     Listener(usize),
-    /// After a listener Culex does not open (a Unix socket): its keys are
-    /// checked and dropped.
-    Discarded,
 }
 
 /// The listener keys as written, assembled at the end.
@@ -137,9 +146,6 @@ pub(super) struct ListenersDraft {
     /// First listener key (other than port/bind_address) given for the
     /// default listener: it opens that listener, as in Mosquitto.
     default_touched: Option<(Loc, String)>,
-    /// Scratch target for the keys of a discarded listener.
-    discarded: ListenerConf,
-    first_discarded: Option<Loc>,
     /// Some `listener`, `port` or `bind_address` line was seen.
     opens_listener: bool,
 }
@@ -152,8 +158,6 @@ impl Default for ListenersDraft {
             default_requested: false,
             port_set: false,
             default_touched: None,
-            discarded: ListenerConf::new(DEFAULT_PORT),
-            first_discarded: None,
             opens_listener: false,
         }
     }
@@ -168,7 +172,7 @@ impl ListenersDraft {
         warnings: &mut Vec<Warning>,
     ) -> Result<(), ConfError> {
         match line.key {
-            "listener" => self.listener(line, section, warnings)?,
+            "listener" => self.listener(line, section)?,
             "port" => {
                 let port = line.port()?;
                 if self.port_set {
@@ -233,11 +237,8 @@ impl ListenersDraft {
     pub(super) fn current(&mut self, section: Section) -> &mut ListenerConf {
         match section {
             Section::Default => &mut self.default_listener,
-            Section::Listener(index) => match self.listeners.get_mut(index) {
-                Some(listener) => listener,
-                None => &mut self.discarded,
-            },
-            Section::Discarded => &mut self.discarded,
+            // Sections only name listeners already pushed, and none is removed.
+            Section::Listener(index) => &mut self.listeners[index],
         }
     }
 
@@ -251,12 +252,7 @@ impl ListenersDraft {
         self.current(section)
     }
 
-    fn listener(
-        &mut self,
-        line: &Line<'_>,
-        section: &mut Section,
-        warnings: &mut Vec<Warning>,
-    ) -> Result<(), ConfError> {
+    fn listener(&mut self, line: &Line<'_>, section: &mut Section) -> Result<(), ConfError> {
         self.opens_listener = true;
         let (port, address) = match line.words()[..] {
             [] => return Err(line.error("Empty listener value in configuration.")),
@@ -266,39 +262,24 @@ impl ListenersDraft {
                 return Err(line.error(format!("Unexpected \"{extra}\" after the listener address.")));
             }
         };
-        if port == "0" {
-            if address.is_none() {
+        let port = match port {
+            "0" if address.is_none() => {
                 return Err(line.error("A listener with port 0 must provide a Unix socket path."));
             }
-            warnings.push(line.warning(format!(
-                "Unix socket listeners are {NOT_SUPPORTED} (with the listener settings that follow)"
-            )));
-            self.discarded = ListenerConf::new(DEFAULT_PORT);
-            self.first_discarded.get_or_insert_with(|| line.loc());
-            *section = Section::Discarded;
-            return Ok(());
-        }
-        let port = line.port_from(port)?;
+            "0" => 0,
+            port => line.port_from(port)?,
+        };
         let address = address.map(str::to_owned);
         if self.listeners.iter().any(|l| l.port == port && l.address == address) {
-            let at = address.as_deref().map(|a| format!(" on {a}")).unwrap_or_default();
-            return Err(line.error(format!("Duplicate listener for port {port}{at}.")));
+            return Err(line.error(match (port, address.as_deref()) {
+                (0, Some(path)) => format!("Duplicate listener for Unix socket {path}."),
+                (_, Some(a)) => format!("Duplicate listener for port {port} on {a}."),
+                (_, None) => format!("Duplicate listener for port {port}."),
+            }));
         }
         self.listeners.push(ListenerConf { address, ..ListenerConf::new(port) });
         *section = Section::Listener(self.listeners.len() - 1);
         Ok(())
-    }
-
-    /// Fails when the configuration asked for listeners and every one of
-    /// them is a Unix socket.
-    pub(super) fn check_something_to_open(&self) -> Result<(), ConfError> {
-        let nothing_to_open = self.listeners.is_empty() && !self.default_requested && self.default_touched.is_none();
-        match &self.first_discarded {
-            Some(loc) if self.opens_listener && nothing_to_open => {
-                Err(loc.error("No listener left to open: Culex does not serve Unix sockets."))
-            }
-            _ => Ok(()),
-        }
     }
 
     /// The listeners to open, and whether that is local only mode.
@@ -426,17 +407,26 @@ mod tests {
     }
 
     #[test]
-    fn unix_socket_listener_warns_and_drops_its_settings() {
+    fn unix_socket_listener_takes_the_settings_that_follow() {
         let conf = conf("listener 1883\nlistener 0 /run/mqtt.sock\nprotocol websockets\nmax_connections 3\n");
-        assert_eq!(conf.listeners, vec![listener(1883, None)]);
-        assert_eq!(conf.warnings.len(), 1);
-        assert_eq!((conf.warnings[0].line, conf.warnings[0].key.as_str()), (2, "listener"));
-        assert!(conf.warnings[0].message.contains(NOT_SUPPORTED));
+        assert!(conf.warnings.is_empty());
+        assert_eq!(conf.listeners[0], listener(1883, None));
+        let unix = &conf.listeners[1];
+        assert_eq!((unix.port, unix.unix_socket()), (0, Some("/run/mqtt.sock")));
+        assert_eq!((unix.protocol, unix.max_connections), (ListenerProtocol::WebSockets, Some(3)));
     }
 
     #[test]
-    fn unix_socket_as_only_listener_is_an_error() {
-        assert_error("listener 0 /run/mqtt.sock\n", 1, "No listener left to open: Culex does not serve Unix sockets.");
+    fn unix_socket_alone_leaves_local_only_mode() {
+        let conf = conf("listener 0 /run/mqtt.sock\n");
+        assert!(!conf.local_only);
+        assert_eq!(conf.listeners.len(), 1);
+        assert_eq!(conf.listeners[0].unix_socket(), Some("/run/mqtt.sock"));
+        assert_error(
+            "listener 0 /run/mqtt.sock\nlistener 0 /run/mqtt.sock\n",
+            2,
+            "Duplicate listener for Unix socket /run/mqtt.sock.",
+        );
     }
 
     #[test]

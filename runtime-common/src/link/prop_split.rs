@@ -120,7 +120,7 @@ impl std::fmt::Debug for Outcome {
 
 impl Server {
     fn new(transport: &Transport) -> Self {
-        let opening = transport.opening(remote());
+        let opening = transport.opening(&remote());
         let link = opening.is_none().then(Link::raw);
         Self { opening, link, got: Outcome::default() }
     }

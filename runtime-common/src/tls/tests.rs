@@ -23,7 +23,7 @@ enum Opened {
 /// Runs the opening: the client's bytes in `chunk`-sized pieces, the
 /// server's replies back, `then` sent once the client's handshake is done.
 fn open(transport: &Transport, client: &mut ClientConnection, then: &[u8], chunk: usize) -> Opened {
-    let mut opening = transport.opening(remote()).expect("TLS needs an opening");
+    let mut opening = transport.opening(&remote()).expect("TLS needs an opening");
     let mut sent_then = false;
     let mut client_error = None;
     for _ in 0..50 {
@@ -69,7 +69,7 @@ const CONNECT: &[u8] = &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0,
 
 #[test]
 fn plain_transport_needs_no_opening() {
-    assert!(Transport::default().opening(remote()).is_none());
+    assert!(Transport::default().opening(&remote()).is_none());
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn tls13_only_listener_refuses_a_tls12_client() {
 
 #[test]
 fn plain_mqtt_on_a_tls_listener_is_refused() {
-    let mut opening = tls_only(listener(|_| {})).opening(remote()).unwrap();
+    let mut opening = tls_only(listener(|_| {})).opening(&remote()).unwrap();
     assert!(matches!(opening.feed(CONNECT), OpenStep::Refuse { .. }));
     // Anything after the refusal is refused too, without panicking.
     assert!(matches!(opening.feed(b"more"), OpenStep::Refuse { .. }));
@@ -165,7 +165,7 @@ fn websocket_over_tls() {
         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
         Sec-WebSocket-Protocol: mqtt\r\n\r\n";
     let mut client = client(None);
-    let mut opening = transport.opening(remote()).unwrap();
+    let mut opening = transport.opening(&remote()).unwrap();
     let mut answer = Vec::new();
     let mut opened = None;
     for _ in 0..10 {
@@ -216,7 +216,7 @@ fn arbitrary_bytes_in_any_chunking_never_panic() {
     static TRANSPORT: std::sync::OnceLock<Transport> = std::sync::OnceLock::new();
     fn prop(chunks: Vec<Vec<u8>>) -> bool {
         let transport = TRANSPORT.get_or_init(|| tls_only(listener(with_ca)));
-        let mut opening = transport.opening(remote()).unwrap();
+        let mut opening = transport.opening(&remote()).unwrap();
         for chunk in &chunks {
             if let OpenStep::Refuse { .. } = opening.feed(chunk) {
                 return true;
@@ -239,7 +239,7 @@ fn corrupted_handshake_bytes_are_refused_without_panicking() {
     for at in 0..hello.len() {
         let mut bad = hello.clone();
         bad[at] ^= 0x5a;
-        let mut opening = transport.opening(remote()).unwrap();
+        let mut opening = transport.opening(&remote()).unwrap();
         let first = opening.feed(&bad);
         // More bytes after whatever happened are taken quietly too.
         let _ = opening.feed(&hello);
