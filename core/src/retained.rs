@@ -205,12 +205,16 @@ impl<V> Node<V> {
     /// The child for `level`, created if missing. Copies `level` only when
     /// creating.
     fn child_or_insert(&mut self, level: &str) -> &mut Self {
-        if !self.children.contains_key(level) {
-            self.children.insert(Box::from(level), Self::default());
-        }
-        match self.children.get_mut(level) {
-            Some(child) => child,
-            None => unreachable!("child inserted above"),
+        // Two searches either way: `entry` alone would copy `level` for
+        // every lookup, and returning `get_mut`'s borrow early does not
+        // pass the borrow checker.
+        if self.children.contains_key(level) {
+            match self.children.get_mut(level) {
+                Some(child) => child,
+                None => unreachable!("child found above"),
+            }
+        } else {
+            self.children.entry(Box::from(level)).or_default()
         }
     }
 }

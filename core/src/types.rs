@@ -97,23 +97,27 @@ impl fmt::Display for PacketId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
-/// A map keyed by [`ConnId`], hashed with [`ConnIdHasher`].
-pub type ConnIdMap<V> = HashMap<ConnId, V, BuildHasherDefault<ConnIdHasher>>;
+/// A map keyed by ids the core hands out itself, hashed with [`IdHasher`].
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// Hashes a [`ConnId`] with one multiplication. Ids are handed out by the
-/// core in sequence, never chosen by a peer, so SipHash's defence against
-/// crafted keys buys nothing here; it cost a fifth of the instructions of
-/// routing (`scripts/callgrind.sh`). The odd multiplier keeps the low bits
-/// (the bucket) distinct for distinct ids and spreads the high bits (the
-/// hash map's tag byte).
+/// A map keyed by [`ConnId`].
+pub type ConnIdMap<V> = IdMap<ConnId, V>;
+
+/// Hashes an id the core hands out in sequence ([`ConnId`], the keys of
+/// stored messages) with one multiplication. Such ids are never chosen by
+/// a peer, so SipHash's defence against crafted keys buys nothing here; it
+/// cost a fifth of the instructions of routing (`scripts/callgrind.sh`).
+/// The odd multiplier keeps the low bits (the bucket) distinct for ids
+/// that differ there and spreads the high bits (the hash map's tag byte):
+/// keys must vary in their low bits, as sequence numbers do.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct ConnIdHasher(u64);
+pub struct IdHasher(u64);
 
-impl ConnIdHasher {
+impl IdHasher {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
 }
 
-impl Hasher for ConnIdHasher {
+impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -126,6 +130,10 @@ impl Hasher for ConnIdHasher {
 
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0 ^ n).wrapping_mul(Self::K);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }
 
@@ -258,7 +266,7 @@ mod tests {
 
     #[test]
     fn sequential_conn_ids_land_in_distinct_buckets_with_spread_tags() {
-        let build = BuildHasherDefault::<ConnIdHasher>::default();
+        let build = BuildHasherDefault::<IdHasher>::default();
         let hashes: Vec<u64> = (1..=4096).map(|n| build.hash_one(ConnId(n))).collect();
         let buckets: HashSet<u64> = hashes.iter().map(|h| h & 4095).collect();
         assert_eq!(buckets.len(), 4096);

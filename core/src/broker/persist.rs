@@ -3,7 +3,7 @@
 //! it until the store says it is on disk, and takes back what a store
 //! held at start.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +20,25 @@ use crate::policy::{ClientInfo, FilterAccess};
 use crate::session::{Grant, Outgoing, Session, SessionKey, Stage};
 use crate::time::Now;
 use crate::topic::{TopicFilter, TopicName};
-use crate::types::{ClientId, ConnId, PacketId, QoS};
+use crate::types::{ClientId, ConnId, IdMap, PacketId, QoS};
+
+/// The message bodies of a restored store, each with the number of
+/// restored entries (retained messages, copies, incoming QoS 2 messages)
+/// that refer to it: the journal holds a body until that many are gone.
+struct Bodies(IdMap<MessageId, (Arc<Message>, u32)>);
+
+impl Bodies {
+    /// The body stored under `id`, counting one more reference to it.
+    fn refer(&mut self, id: MessageId) -> Option<Arc<Message>> {
+        let (message, refs) = self.0.get_mut(&id)?;
+        *refs += 1;
+        Some(message.clone())
+    }
+
+    fn get(&self, id: MessageId) -> Option<&Arc<Message>> {
+        self.0.get(&id).map(|(message, _)| message)
+    }
+}
 
 /// Output of a connection waiting for store batches, in order: each part
 /// goes once the batch it names is durable.
@@ -318,36 +336,41 @@ impl Broker {
         // Taken apart as it is restored: what is restored is freed on the
         // way, so a large store is not held twice.
         let StoredState { messages, retained, sessions, unreleased, wills, .. } = state;
-        let mut refs: HashMap<MessageId, u32> = HashMap::new();
+        let mut bodies = Bodies(messages.into_iter().map(|(id, message)| (id, (message, 0))).collect());
         let mut dangling = Vec::new();
         for (topic, id) in retained {
-            match messages.get(&id) {
+            match bodies.refer(id) {
                 Some(message) => {
-                    self.retained.insert(&topic, message.clone());
-                    *refs.entry(id).or_default() += 1;
+                    self.retained.insert(&topic, message);
                 }
                 None => dangling.push(StoreOp::DropRetained { topic }),
             }
         }
         for (client, stored) in sessions {
-            self.restore_session(now, client, stored, &messages, &mut refs, &mut dangling);
+            self.restore_session(now, client, stored, &mut bodies, &mut dangling);
         }
         for id in unreleased.values() {
-            *refs.entry(*id).or_default() += 1;
+            bodies.refer(*id);
         }
         if let Some(journal) = self.journal.as_mut() {
-            for (id, message) in &messages {
-                match refs.get(id) {
-                    Some(&n) => journal.adopt(*id, message, n),
-                    None => journal.push(StoreOp::DropMessage { id: *id }),
+            let mut unreferenced = Vec::new();
+            for (id, (message, refs)) in &bodies.0 {
+                match refs {
+                    0 => unreferenced.push(*id),
+                    &n => journal.adopt(*id, message, n),
                 }
+            }
+            // In key order, as they were stored: batches stay deterministic.
+            unreferenced.sort_unstable();
+            for id in unreferenced {
+                journal.push(StoreOp::DropMessage { id });
             }
             for op in dangling {
                 journal.push(op);
             }
         }
         for ((client, packet_id), id) in unreleased {
-            let Some(message) = messages.get(&id) else { continue };
+            let Some(message) = bodies.get(id) else { continue };
             info!("Routing the QoS 2 message {packet_id} from {client} held when the broker stopped.");
             self.route(now, message.clone(), None);
             if let Some(journal) = self.journal.as_mut() {
@@ -355,7 +378,7 @@ impl Broker {
                 journal.release(message);
             }
         }
-        drop(messages);
+        drop(bodies);
         for (client, will) in wills {
             info!("Publishing the will of {client}, connected when the broker stopped.");
             self.record_will(&client, None);
@@ -369,8 +392,7 @@ impl Broker {
         now: Now,
         client: ClientId,
         stored: StoredSession,
-        messages: &BTreeMap<MessageId, Arc<Message>>,
-        refs: &mut HashMap<MessageId, u32>,
+        bodies: &mut Bodies,
         dangling: &mut Vec<StoreOp>,
     ) {
         if self.sessions.find(&client).is_some() {
@@ -390,16 +412,15 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key) else { return };
         session.subscriptions = subscriptions;
         for (seq, copy) in copies {
-            let Some(message) = messages.get(&copy.message) else {
+            let Some(message) = bodies.refer(copy.message) else {
                 dangling.push(StoreOp::DropCopy { client: client.clone(), seq });
                 continue;
             };
-            *refs.entry(copy.message).or_default() += 1;
             let id = match copy.state {
                 CopyState::Queued(id) if copy.qos != QoS::AtMostOnce => id,
                 _ => None,
             };
-            let out = Outgoing { message: message.clone(), qos: copy.qos, retain: copy.retain, seq, id, batch: 0 };
+            let out = Outgoing { message, qos: copy.qos, retain: copy.retain, seq, id, batch: 0 };
             let inflight = match copy.state {
                 CopyState::Queued(_) => None,
                 CopyState::Sent(id) if copy.qos == QoS::ExactlyOnce => Some((id, Stage::Unreceived)),
@@ -409,11 +430,7 @@ impl Broker {
             session.restore_copy(out, inflight);
         }
         for (packet_id, id) in incoming {
-            let message = id.and_then(|id| messages.get(&id));
-            if let (Some(id), Some(_)) = (id, message) {
-                *refs.entry(id).or_default() += 1;
-            }
-            session.receive_qos2(packet_id, message.cloned());
+            session.receive_qos2(packet_id, id.and_then(|id| bodies.refer(id)));
         }
         if let Some(next) = next_packet_id {
             session.set_next_packet_id(next);

@@ -1,11 +1,11 @@
 //! The broker's record of what it changed since the last batch, and of
 //! which message bodies the store holds.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{MessageId, StoreBatch, StoreOp, StoredState};
 use crate::message::Message;
+use crate::types::IdMap;
 
 /// A message body the store holds, and how many stored entries refer to it.
 #[derive(Debug)]
@@ -30,14 +30,18 @@ pub(crate) struct Journal {
     durable: u64,
     /// Stored bodies by the address of their shared message: one body per
     /// message however many sessions hold a copy.
-    messages: HashMap<usize, Held>,
+    messages: IdMap<usize, Held>,
     next_message: u64,
     /// Keys went past `u64::MAX` once: a new key must be checked.
     wrapped: bool,
 }
 
+/// A live message's key among the held bodies: its address, without the
+/// low bits that alignment keeps at zero (they are the hash map's bucket,
+/// see [`IdHasher`](crate::types::IdHasher)). Two live messages are at
+/// least 16 bytes apart.
 fn address(message: &Arc<Message>) -> usize {
-    Arc::as_ptr(message) as usize
+    Arc::as_ptr(message) as usize >> 4
 }
 
 impl Journal {
@@ -49,7 +53,7 @@ impl Journal {
             promising: 0,
             next_batch: last_batch + 1,
             durable: last_batch,
-            messages: HashMap::new(),
+            messages: IdMap::default(),
             next_message: 1,
             wrapped: false,
         }
