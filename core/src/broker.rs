@@ -1082,7 +1082,7 @@ impl Broker {
             let before = self.retained.remove(&message.topic);
             self.record_retained(&message.topic, None, before.as_ref());
         } else {
-            let before = self.retained.insert(&message.topic, message.clone());
+            let before = self.retained.insert(message.topic.clone(), message.clone());
             self.record_retained(&message.topic, Some(message), before.as_ref());
         }
     }

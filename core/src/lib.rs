@@ -101,6 +101,7 @@
 mod action;
 pub mod auth;
 mod broker;
+mod children;
 pub mod codec;
 pub mod conf;
 mod config;

@@ -7,9 +7,9 @@
 //! is created. Every walk is iterative, so the deepest topic the wire
 //! allows cannot overflow the stack.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::children::Children;
 use crate::topic::{MULTI_LEVEL_WILDCARD, SINGLE_LEVEL_WILDCARD, TopicFilter, TopicName, split_level};
 
 /// The last retained value per topic name.
@@ -37,12 +37,12 @@ impl<V: Clone> RetainedStore<V> {
     }
 
     /// Stores `value` for `topic`, returning what it replaced.
-    pub fn insert(&mut self, topic: &TopicName, value: V) -> Option<V> {
+    pub fn insert(&mut self, topic: TopicName, value: V) -> Option<V> {
         let mut node = &mut self.root;
         for level in topic.levels() {
-            node = node.child_or_insert(level);
+            node = node.children.child_or_insert(level);
         }
-        let previous = node.value.replace((topic.clone(), value));
+        let previous = node.value.replace((topic, value));
         if previous.is_none() {
             self.len += 1;
         }
@@ -118,23 +118,13 @@ impl<V: Clone> RetainedStore<V> {
             let (level, next) = split_level(levels);
             if level == MULTI_LEVEL_WILDCARD {
                 node.push_value(out);
-                subtrees.extend(
-                    node.children
-                        .iter()
-                        .filter(|(name, _)| !(at_root && name.starts_with('$')))
-                        .map(|(_, child)| child),
-                );
+                subtrees.extend(node.children.matched_by_wildcard(at_root));
                 while let Some(below) = subtrees.pop() {
                     below.push_value(out);
                     subtrees.extend(below.children.values());
                 }
             } else if level == SINGLE_LEVEL_WILDCARD {
-                pending.extend(
-                    node.children
-                        .iter()
-                        .filter(|(name, _)| !(at_root && name.starts_with('$')))
-                        .map(|(_, child)| (child, next)),
-                );
+                pending.extend(node.children.matched_by_wildcard(at_root).map(|child| (child, next)));
             } else if let Some(child) = node.children.get(level) {
                 pending.push((child, next));
             }
@@ -182,14 +172,14 @@ impl<V: Clone> RetainedStore<V> {
 /// One node of the trie.
 struct Node<V> {
     /// Children by level.
-    children: BTreeMap<Box<str>, Self>,
+    children: Children<Self>,
     /// The value retained for the topic this node spells, with that topic.
     value: Option<(TopicName, V)>,
 }
 
 impl<V> Default for Node<V> {
     fn default() -> Self {
-        Self { children: BTreeMap::new(), value: None }
+        Self { children: Children::default(), value: None }
     }
 }
 
@@ -201,31 +191,13 @@ impl<V: Clone> Node<V> {
     }
 }
 
-impl<V> Node<V> {
-    /// The child for `level`, created if missing. Copies `level` only when
-    /// creating.
-    fn child_or_insert(&mut self, level: &str) -> &mut Self {
-        // Two searches either way: `entry` alone would copy `level` for
-        // every lookup, and returning `get_mut`'s borrow early does not
-        // pass the borrow checker.
-        if self.children.contains_key(level) {
-            match self.children.get_mut(level) {
-                Some(child) => child,
-                None => unreachable!("child found above"),
-            }
-        } else {
-            self.children.entry(Box::from(level)).or_default()
-        }
-    }
-}
-
 impl<V> Drop for Node<V> {
     /// Frees the subtree without recursion, so a deep trie cannot overflow
     /// the stack. Allocates only for nodes with children.
     fn drop(&mut self) {
-        let mut stack: Vec<Self> = std::mem::take(&mut self.children).into_values().collect();
+        let mut stack: Vec<Self> = self.children.take().collect();
         while let Some(mut node) = stack.pop() {
-            stack.extend(std::mem::take(&mut node.children).into_values());
+            stack.extend(node.children.take());
         }
     }
 }
@@ -243,7 +215,7 @@ mod tests {
     fn store_of(topics: &[&str]) -> RetainedStore<usize> {
         let mut store = RetainedStore::new();
         for (i, t) in topics.iter().enumerate() {
-            store.insert(&name(t), i);
+            store.insert(name(t), i);
         }
         store
     }
@@ -266,8 +238,8 @@ mod tests {
     #[test]
     fn insert_existing_topic_replaces_value() {
         let mut store = RetainedStore::new();
-        assert_eq!(store.insert(&name("a/b"), 1), None);
-        assert_eq!(store.insert(&name("a/b"), 2), Some(1));
+        assert_eq!(store.insert(name("a/b"), 1), None);
+        assert_eq!(store.insert(name("a/b"), 2), Some(1));
         assert_eq!(store.len(), 1);
         assert_eq!(store.get(&name("a/b")), Some(&2));
         assert_eq!(store.get(&name("a")), None);
@@ -372,13 +344,13 @@ mod tests {
     fn deep_topic_insert_match_remove_no_stack_overflow() {
         let deep = "/".repeat(65_534);
         let mut store = RetainedStore::new();
-        store.insert(&name(&deep), 1u8);
+        store.insert(name(&deep), 1u8);
         let mut out = Vec::new();
         store.matching(&filter("#"), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(store.remove(&name(&deep)), Some(1));
         assert_eq!(store.node_count(), 1);
-        store.insert(&name(&deep), 2);
+        store.insert(name(&deep), 2);
         drop(store);
     }
 
@@ -407,7 +379,7 @@ mod tests {
                 let ok = match op {
                     Op::Insert(t, v) => {
                         let t = t.topic();
-                        store.insert(&t, *v) == model.insert(t.to_string(), *v)
+                        store.insert(t.clone(), *v) == model.insert(t.to_string(), *v)
                     }
                     Op::Remove(t) => {
                         let t = t.topic();

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::children::Children;
 use crate::topic::{MULTI_LEVEL_WILDCARD, SINGLE_LEVEL_WILDCARD, TopicFilter, TopicName, split_level};
 
 /// Subscriptions indexed level by level. `K` names a subscriber (the broker
@@ -198,7 +199,7 @@ fn path_levels(path: Option<&str>) -> impl Iterator<Item = &str> {
 /// One node of the trie.
 struct Node<K, V> {
     /// Children by literal level.
-    children: BTreeMap<Box<str>, Self>,
+    children: Children<Self>,
     /// The child for a `+` level.
     plus: Option<Box<Self>>,
     /// Subscribers of this node's filter.
@@ -210,7 +211,7 @@ struct Node<K, V> {
 
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
-        Self { children: BTreeMap::new(), plus: None, exact: BTreeMap::new(), multi: BTreeMap::new() }
+        Self { children: Children::default(), plus: None, exact: BTreeMap::new(), multi: BTreeMap::new() }
     }
 }
 
@@ -251,13 +252,7 @@ impl<K, V> Node<K, V> {
         if level == SINGLE_LEVEL_WILDCARD {
             return self.plus.get_or_insert_with(Box::default);
         }
-        if !self.children.contains_key(level) {
-            self.children.insert(Box::from(level), Self::default());
-        }
-        match self.children.get_mut(level) {
-            Some(child) => child,
-            None => unreachable!("child inserted above"),
-        }
+        self.children.child_or_insert(level)
     }
 
     fn remove_child(&mut self, level: &str) {
@@ -274,10 +269,10 @@ impl<K, V> Drop for Node<K, V> {
     /// the stack. Allocates only for nodes with children.
     fn drop(&mut self) {
         let mut stack = Vec::new();
-        stack.extend(std::mem::take(&mut self.children).into_values());
+        stack.extend(self.children.take());
         stack.extend(self.plus.take().map(|plus| *plus));
         while let Some(mut node) = stack.pop() {
-            stack.extend(std::mem::take(&mut node.children).into_values());
+            stack.extend(node.children.take());
             stack.extend(node.plus.take().map(|plus| *plus));
         }
     }

@@ -341,7 +341,7 @@ impl Broker {
         for (topic, id) in retained {
             match bodies.refer(id) {
                 Some(message) => {
-                    self.retained.insert(&topic, message);
+                    self.retained.insert(topic, message);
                 }
                 None => dangling.push(StoreOp::DropRetained { topic }),
             }
