@@ -76,7 +76,6 @@ pub(super) const IGNORED: &[&str] = &[
     "plugin_use",
     "psk_file",
     "psk_hint",
-    "quic_log_level",
     "remote_clientid",
     "remote_password",
     "remote_username",

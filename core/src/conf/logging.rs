@@ -1,5 +1,7 @@
 //! The logging section: `log_type`, `log_dest`, `log_facility`,
-//! `log_timestamp`, `log_timestamp_format` and `connection_messages`.
+//! `log_timestamp`, `log_timestamp_format` and `connection_messages`;
+//! `quic_log_level` (Mosquitto 2.1's QUIC library) is accepted and
+//! changes nothing: Culex has no QUIC listener.
 //!
 //! `log_type` and `log_dest` lines replace the defaults (error, warning,
 //! notice, information to stderr) as soon as one is given; `none` clears
@@ -10,8 +12,15 @@ use super::file::Line;
 use super::timestamp::TimestampFormat;
 
 /// The keys of this section.
-pub(super) const KEYS: &[&str] =
-    &["connection_messages", "log_dest", "log_facility", "log_timestamp", "log_timestamp_format", "log_type"];
+pub(super) const KEYS: &[&str] = &[
+    "connection_messages",
+    "log_dest",
+    "log_facility",
+    "log_timestamp",
+    "log_timestamp_format",
+    "log_type",
+    "quic_log_level",
+];
 
 /// Which kinds of log lines are written. Mosquitto: `log_type`, one kind
 /// per line; the default is error, warning, notice and information.
@@ -159,6 +168,11 @@ impl LogDraft {
                 let format = TimestampFormat::parse(line.text()?)
                     .map_err(|e| line.error(format!("Invalid log_timestamp_format value: {e}.")))?;
                 self.log.timestamp_format = Some(format);
+            }
+            // The log level of a QUIC library Culex does not have; `protocol`
+            // takes no QUIC listener, so nothing would be logged under it.
+            "quic_log_level" => {
+                line.text()?;
             }
             _ => return Err(line.unknown()),
         }
@@ -367,6 +381,14 @@ mod tests {
         );
         assert_error("log_dest", 1, "Empty log_dest value in configuration.");
         assert_error("log_dest stdout stderr", 1, "Unexpected \"stderr\" after the log_dest value.");
+    }
+
+    #[test]
+    fn quic_log_level_is_accepted_without_effect_or_warning() {
+        let conf = conf("quic_log_level 3\n");
+        assert!(conf.warnings.is_empty());
+        assert_eq!(conf.log, LogConf::default());
+        assert_error("quic_log_level", 1, "Empty quic_log_level value in configuration.");
     }
 
     #[test]

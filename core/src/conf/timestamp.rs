@@ -167,13 +167,19 @@ fn convert(letter: char, t: &LocalTime, out: &mut String) {
         'l' => write!(out, "{hour12:2}"),
         'm' => write!(out, "{:02}", t.month),
         'M' => write!(out, "{:02}", t.minute),
-        'n' => write!(out, "\n"),
+        'n' => {
+            out.push('\n');
+            Ok(())
+        }
         'p' => write!(out, "{}", if t.hour < 12 { "AM" } else { "PM" }),
         'r' => write!(out, "{hour12:02}:{:02}:{:02} {}", t.minute, t.second, if t.hour < 12 { "AM" } else { "PM" }),
         'R' => write!(out, "{:02}:{:02}", t.hour, t.minute),
         's' => write!(out, "{}", t.unix),
         'S' => write!(out, "{:02}", t.second),
-        't' => write!(out, "\t"),
+        't' => {
+            out.push('\t');
+            Ok(())
+        }
         'T' | 'X' => write!(out, "{:02}:{:02}:{:02}", t.hour, t.minute, t.second),
         'u' => write!(out, "{}", if t.week_day == 0 { 7 } else { t.week_day }),
         // Weeks starting on Sunday (%U) or Monday (%W); days before the
