@@ -19,18 +19,9 @@ from pathlib import Path
 import pytest
 
 from support import LOOPBACK, free_port, is_listening, wait_until
-from test_websockets import RawWs, WsPaho
+from test_websockets import RawWs, WsPaho, clients  # noqa: F401 (clients is a fixture)
 
 INDEX = b"<!doctype html><title>culex</title><h1>MQTT over WebSocket</h1>\n"
-
-
-@pytest.fixture
-def clients(cleanup):
-    def track(client):
-        cleanup(client.close)
-        return client
-
-    return track
 
 
 @pytest.fixture
