@@ -59,6 +59,20 @@ pub enum Input<'a> {
         /// The last batch committed.
         seq: u64,
     },
+    /// A message the broker publishes itself, from no client (Mosquitto's
+    /// `$SYS/broker/log/...` lines of `log_dest topic`): routed to every
+    /// matching subscription as a client's PUBLISH would be. A topic that
+    /// is not a valid topic name is dropped.
+    Publish {
+        /// The topic name.
+        topic: &'a str,
+        /// The payload.
+        payload: &'a [u8],
+        /// The QoS it is published at.
+        qos: QoS,
+        /// Kept as the topic's retained message.
+        retain: bool,
+    },
 }
 
 /// Something the runtime must do or may observe, drained with

@@ -475,6 +475,18 @@ impl Broker {
             Input::Authenticated { conn, result } => self.handle_authenticated(now, conn, result),
             Input::Writer { conn, progress } => self.handle_writer(now, conn, progress),
             Input::Stored { seq } => self.handle_stored(seq),
+            Input::Publish { topic, payload, qos, retain } => self.publish_own(now, topic, payload, qos, retain),
+        }
+    }
+
+    /// Routes a message the broker publishes itself ([`Input::Publish`]).
+    fn publish_own(&mut self, now: Now, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
+        match TopicName::new(topic) {
+            Ok(topic) => {
+                let message = Message::without_expiry(topic, Bytes::copy_from_slice(payload), qos, retain);
+                self.route(now, Arc::new(message), None);
+            }
+            Err(_) => debug!(topic, "the broker's own message has an invalid topic name, dropped"),
         }
     }
 

@@ -19,7 +19,7 @@ use crate::persistence::{StoreBatch, StoredState};
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
 use crate::time::{Instant, Now};
-use crate::types::{ClientId, ConnId, ConnIdMap};
+use crate::types::{ClientId, ConnId, ConnIdMap, QoS};
 
 /// A runtime's handle to one connection's writer and reader. Every method
 /// must return at once: the core never waits for a socket.
@@ -138,6 +138,12 @@ impl<O: Outbox> Server<O> {
     /// Every batch up to `seq` is durable.
     pub fn stored(&mut self, now: Now, seq: u64) {
         self.broker.handle_input(now, Input::Stored { seq });
+        self.drain(now);
+    }
+
+    /// Publishes a message from the broker itself (see [`Input::Publish`]).
+    pub fn publish(&mut self, now: Now, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
+        self.broker.handle_input(now, Input::Publish { topic, payload, qos, retain });
         self.drain(now);
     }
 

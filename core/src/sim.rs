@@ -507,6 +507,13 @@ impl Simulation {
         self.send(conn, &Packet::Publish(publish));
     }
 
+    /// The broker publishes a message of its own ([`Input::Publish`]).
+    pub fn broker_publishes(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
+        self.note(format_args!("broker publishes {topic}"));
+        self.broker.handle_input(self.now, Input::Publish { topic, payload, qos, retain });
+        self.drain();
+    }
+
     /// Sends DISCONNECT.
     pub fn disconnect(&mut self, conn: ConnId) {
         self.send(conn, &Packet::Disconnect);

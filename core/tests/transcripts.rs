@@ -550,6 +550,33 @@ fn client_publish_to_sys_is_acknowledged_and_dropped() {
 }
 
 #[test]
+fn the_brokers_own_messages_reach_matching_subscriptions_at_their_qos() {
+    let mut sim = sim();
+    let all = sim.connect(ClientOptions::new("all"));
+    sim.subscribe(all, "$SYS/broker/log/#", QoS::ExactlyOnce);
+    let errors = sim.connect(ClientOptions::new("errors"));
+    sim.subscribe(errors, "$SYS/broker/log/E", QoS::AtMostOnce);
+    let hash = sim.connect(ClientOptions::new("hash"));
+    sim.subscribe(hash, "#", QoS::ExactlyOnce);
+    sim.broker_publishes("$SYS/broker/log/N", b"1: New client connected", QoS::ExactlyOnce, false);
+    sim.broker_publishes("$SYS/broker/log/E", b"1: Error", QoS::ExactlyOnce, false);
+    // Not a topic name: dropped.
+    sim.broker_publishes("$SYS/broker/log/+", b"x", QoS::AtMostOnce, false);
+    let got = publishes(&mut sim, all);
+    let seen: Vec<_> = got.iter().map(|p| (p.topic.as_str(), &p.payload[..], p.qos, p.retain)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("$SYS/broker/log/N", &b"1: New client connected"[..], QoS::ExactlyOnce, false),
+            ("$SYS/broker/log/E", &b"1: Error"[..], QoS::ExactlyOnce, false),
+        ]
+    );
+    assert_eq!(payloads(&mut sim, errors), ["1: Error"]);
+    // `#` does not match topics starting with `$` [MQTT-4.7.2-1].
+    assert!(payloads(&mut sim, hash).is_empty());
+}
+
+#[test]
 fn oversized_payload_is_acknowledged_and_dropped() {
     let mut sim = Simulation::new(Config { message_size_limit: 4, ..quiet() });
     let sub = sim.connect(ClientOptions::new("sub"));

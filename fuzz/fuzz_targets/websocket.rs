@@ -5,7 +5,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use culex_runtime::link::{Link, OpenStep, Transport};
+use culex_runtime::link::{Link, OpenStep, Transport, WebSocket};
 use culex_runtime::ws::{Deframed, End};
 use libfuzzer_sys::fuzz_target;
 
@@ -45,7 +45,7 @@ impl Server {
                 self.link = Some(link);
                 self.take(first);
             }
-            OpenStep::Refuse { reply } => {
+            OpenStep::Refuse { reply } | OpenStep::Respond { reply } => {
                 self.got.written.extend_from_slice(&reply);
                 self.got.refused = true;
             }
@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (sizes, stream) = rest.split_at(count);
-    let transport = Transport { tls: None, websocket: Some(MAX_FRAME) };
+    let transport = Transport { tls: None, websocket: Some(WebSocket::new(MAX_FRAME)) };
     let whole = play(&transport, &[stream]);
     let mut reads = Vec::new();
     let mut left = stream;

@@ -251,13 +251,14 @@ async fn finish(conn: ConnId, mut writer: impl Socket, link: &mut Link) {
 /// The opening (TLS handshake, WebSocket upgrade) within
 /// [`OPEN_TIMEOUT`]: the link, what was read with its end (through the
 /// link already) and the client's identity, or `None` if the connection
-/// is over (refused, timed out, gone).
+/// is over (refused, answered from `http_dir`, timed out, gone).
 async fn open(
     reader: &mut impl Socket,
     writer: &mut impl Socket,
     mut opening: Opening,
 ) -> Option<(Link, Deframed, Identity)> {
     let mut buf = vec![0; READ_CHUNK];
+    let mut answered = false;
     let work = async {
         loop {
             let n = reader.read(&mut buf).await.ok().filter(|&n| n > 0)?;
@@ -272,10 +273,26 @@ async fn open(
                     let _ = writer.shutdown(Shutdown::Both);
                     return None;
                 }
+                OpenStep::Respond { reply } => {
+                    writer.write_all(&reply).await.ok()?;
+                    answered = true;
+                    return None;
+                }
             }
         }
     };
     let result = async_std::future::timeout(OPEN_TIMEOUT, work).await;
+    if answered {
+        // The file goes out past the opening's deadline, each chunk within
+        // its own: a slow reader may take its time, a stalled one may not.
+        while let Some(chunk) = opening.next_chunk() {
+            if !matches!(async_std::future::timeout(OPEN_TIMEOUT, writer.write_all(&chunk)).await, Ok(Ok(()))) {
+                break;
+            }
+        }
+        let _ = writer.shutdown(Shutdown::Both);
+        return None;
+    }
     result.unwrap_or_else(|_| {
         opening.timed_out();
         None

@@ -53,9 +53,9 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
     let clock = Clock::start();
     let stored = events.clone();
     // A full queue means the broker task is busy and looks at the store
-    // before it waits again: the wake-up may be dropped.
+    // and the log lines before it waits again: the wake-up may be dropped.
     let prepared = driver::prepare::<AsyncStdOutbox>(settings, &clock, move || {
-        let _ = stored.try_send(Event::Stored);
+        let _ = stored.try_send(Event::Nudge);
     })?;
     let (stop, stopped) = channel::bounded::<()>(1);
     let ids = ConnIds::default();

@@ -16,11 +16,12 @@ use culex_core::auth::ListenerPolicies;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
-use culex_core::{Broker, Config};
+use culex_core::{Broker, Config, QoS};
 use culex_core::{ConnId, Peer};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
+use crate::logging;
 use crate::persist::{self, Committer};
 use crate::reports::WriterReports;
 use crate::settings::{self, Settings};
@@ -78,9 +79,10 @@ pub enum Event<O> {
     /// The configuration was reloaded: these policies replace the ones in
     /// force (see [`Broker::replace_policy`]).
     Reload(Box<ListenerPolicies>),
-    /// The store's committer made batches durable: a wake-up, the figure
-    /// itself is read from the [`Committer`].
-    Stored,
+    /// A wake-up: the store's committer made batches durable (the figure
+    /// is read from the [`Committer`]), or log lines wait to be published
+    /// (`log_dest topic`, see [`logging::topic`](crate::logging::topic)).
+    Nudge,
     /// SIGUSR1: say how the store stands (Mosquitto saves its database).
     Report,
     /// Stop: close every client, write their presence, return.
@@ -97,7 +99,7 @@ impl<O> std::fmt::Debug for Event<O> {
             Self::Store(event) => write!(f, "Store({event:?})"),
             Self::Authenticated { conn, result } => write!(f, "Authenticated({conn}, {result:?})"),
             Self::Reload(_) => f.write_str("Reload"),
-            Self::Stored => f.write_str("Stored"),
+            Self::Nudge => f.write_str("Nudge"),
             Self::Report => f.write_str("Report"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
@@ -221,8 +223,9 @@ impl Persisting {
 
 /// Builds the server for `settings`, with a fresh seed for assigned ids;
 /// with `persistence true`, opens the store, restores what it holds and
-/// starts its committer, which calls `wake` when batches become durable
-/// (the runtime then sends [`Event::Stored`]).
+/// starts its committer. `wake` sends [`Event::Nudge`]: the committer
+/// calls it when batches become durable, the logger when lines wait for
+/// `log_dest topic`.
 ///
 /// # Errors
 ///
@@ -231,8 +234,10 @@ impl Persisting {
 pub fn prepare<O: Outbox>(
     settings: &Settings,
     clock: &Clock,
-    wake: impl Fn() + Send + 'static,
+    wake: impl Fn() + Send + Sync + 'static,
 ) -> Result<Prepared<O>, settings::Error> {
+    let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
+    logging::topic::on_lines(wake.clone());
     let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
     let connection_messages = core.connection_messages;
     let presence = settings.redis.as_ref().map(|_| PresenceSync::new(PresenceSettings::default()));
@@ -272,6 +277,7 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
         if let Some(persisting) = persistence.as_mut() {
             persisting.sync(&mut server, &clock);
         }
+        publish_log_lines(&mut server, &clock);
         start_auth_jobs(&mut server, &policies, &mut check);
         poll_presence(&mut server, &clock, store.as_mut());
         let deadline = server.next_deadline().map(|at| clock.to_std(at));
@@ -324,6 +330,21 @@ fn take_reports<O: Outbox>(server: &mut Server<O>, reports: &WriterReports, cloc
     }
 }
 
+/// Publishes the log lines waiting for `log_dest topic`, as Mosquitto
+/// does: QoS 2, not retained.
+fn publish_log_lines<O: Outbox>(server: &mut Server<O>, clock: &Clock) {
+    let lines = logging::topic::take();
+    if lines.is_empty() {
+        return;
+    }
+    let now = clock.now();
+    logging::topic::publishing(|| {
+        for (topic, line) in lines {
+            server.publish(now, topic, line.as_bytes(), QoS::ExactlyOnce, false);
+        }
+    });
+}
+
 /// Handles one event; true on shutdown.
 fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, clock: &Clock, event: Event<O>) -> bool {
     let now = clock.now();
@@ -337,7 +358,7 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
         // Taken at the top of the loop.
-        Event::WriterReports | Event::Stored => {}
+        Event::WriterReports | Event::Nudge => {}
         // Answered by the loop, which holds the store.
         Event::Report => {}
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),

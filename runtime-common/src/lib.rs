@@ -21,6 +21,7 @@ pub mod backlog;
 pub mod clock;
 pub mod descriptors;
 pub mod driver;
+pub mod http_dir;
 pub mod link;
 pub mod logging;
 pub mod outbox;

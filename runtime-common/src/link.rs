@@ -5,7 +5,9 @@
 //! TLS one first goes through an [`Opening`]: the TLS handshake, then the
 //! WebSocket upgrade, each fed the bytes read and answering with bytes to
 //! write, within [`OPEN_TIMEOUT`]. Only then is the connection handed to
-//! the core, with the TLS client's identity. Both runtimes run the same
+//! the core, with the TLS client's identity. A plain HTTP request on a
+//! listener with `http_dir` is answered from its files instead
+//! ([`OpenStep::Respond`]); that answer is the only I/O done here. Both runtimes run the same
 //! loop around [`Opening::feed`], then pass every later read through
 //! [`Link::incoming`] and every write through [`Link::outgoing`]. What
 //! came with the opening's last read is handed over already through the
@@ -15,8 +17,11 @@
 use bytes::{Bytes, BytesMut};
 use culex_core::{Identity, Remote};
 
+use std::sync::Arc;
+
+use crate::http_dir::{FileBody, HttpDir};
 use crate::tls::{ListenerTls, TlsEnd, TlsSession};
-use crate::ws::{self, Deframed, Deframer, End, Handshake, HandshakeStep, Wire};
+use crate::ws::{self, Deframed, Deframer, End, Handshake, HandshakeRules, HandshakeStep, Wire};
 
 #[cfg(test)]
 mod prop_split;
@@ -30,8 +35,27 @@ pub const OPEN_TIMEOUT: std::time::Duration = ws::HANDSHAKE_TIMEOUT;
 pub struct Transport {
     /// TLS, with the listener's settings.
     pub tls: Option<ListenerTls>,
-    /// WebSocket, with this largest frame payload.
-    pub websocket: Option<u64>,
+    /// WebSocket, with the listener's settings.
+    pub websocket: Option<WebSocket>,
+}
+
+/// A websockets listener's settings.
+#[derive(Debug, Clone)]
+pub struct WebSocket {
+    /// Largest frame payload.
+    pub max_frame: u64,
+    /// What its handshake accepts.
+    pub rules: Arc<HandshakeRules>,
+    /// The files it serves to plain HTTP requests (`http_dir`).
+    pub http_dir: Option<Arc<HttpDir>>,
+}
+
+impl WebSocket {
+    /// Frames up to `max_frame` bytes, the default handshake rules, no
+    /// files.
+    pub fn new(max_frame: u64) -> Self {
+        Self { max_frame, rules: Arc::default(), http_dir: None }
+    }
 }
 
 impl Transport {
@@ -51,8 +75,8 @@ impl Transport {
             },
             None => None,
         };
-        let websocket = self.websocket.map(|max_frame| (Handshake::new(), max_frame));
-        Some(Opening { remote: remote.clone(), tls, websocket, failed: false })
+        let websocket = self.websocket.clone().map(|ws| (Handshake::with_rules(ws.rules.clone()), ws));
+        Some(Opening { remote: remote.clone(), tls, websocket, body: None, failed: false })
     }
 }
 
@@ -61,7 +85,9 @@ impl Transport {
 pub struct Opening {
     remote: Remote,
     tls: Option<(Box<TlsSession>, ListenerTls)>,
-    websocket: Option<(Handshake, u64)>,
+    websocket: Option<(Handshake, WebSocket)>,
+    /// The file of an HTTP answer, being sent.
+    body: Option<FileBody>,
     failed: bool,
 }
 
@@ -93,11 +119,17 @@ pub enum OpenStep {
         /// Bytes to write (a TLS alert, an HTTP error).
         reply: Bytes,
     },
+    /// A plain HTTP request answered from `http_dir`: write `reply`, then
+    /// each [`Opening::next_chunk`] until it gives `None`, then close.
+    Respond {
+        /// The answer's head (and whole body for an error).
+        reply: Bytes,
+    },
 }
 
 impl Opening {
     fn failed(remote: Remote) -> Self {
-        Self { remote, tls: None, websocket: None, failed: true }
+        Self { remote, tls: None, websocket: None, body: None, failed: true }
     }
 
     /// Takes bytes as read from the socket.
@@ -128,13 +160,22 @@ impl Opening {
         let (wire, leftover) = match &mut self.websocket {
             None => (Wire::Raw, plain),
             Some(_) if plain.is_empty() => return OpenStep::NeedMore { reply: reply.freeze() },
-            Some((handshake, max_frame)) => {
-                let max_frame = *max_frame;
+            Some((handshake, ws)) => {
+                let max_frame = ws.max_frame;
+                let http_dir = ws.http_dir.clone();
                 match handshake.feed(&plain) {
                     HandshakeStep::NeedMore => return OpenStep::NeedMore { reply: reply.freeze() },
                     HandshakeStep::Accept { response, leftover } => {
                         reply.extend_from_slice(&self.seal(&response));
                         (Wire::WebSocket(Box::new(Deframer::new(max_frame))), leftover)
+                    }
+                    HandshakeStep::Http(request) => {
+                        self.failed = true;
+                        let Some(dir) = http_dir else { return self.refuse(reply) };
+                        let answer = dir.answer(&request);
+                        self.body = answer.body;
+                        reply.extend_from_slice(&self.seal(&answer.head));
+                        return OpenStep::Respond { reply: reply.freeze() };
                     }
                     HandshakeStep::Refuse { response, reason } => {
                         tracing::debug!(remote = %self.remote, reason, "WebSocket handshake refused");
@@ -158,6 +199,19 @@ impl Opening {
         let mut first = layers.unframe(leftover);
         reply.extend_from_slice(&std::mem::take(&mut first.reply));
         OpenStep::Open { reply: reply.freeze(), link: Link { layers: Some(layers) }, first, identity }
+    }
+
+    /// The next bytes of an HTTP answer's file, as written on the socket;
+    /// under TLS the last are its close_notify. `None` once all is out.
+    pub fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(chunk) = self.body.as_mut().and_then(FileBody::next_chunk) {
+            return Some(self.seal(&chunk));
+        }
+        self.body = None;
+        let (session, _) = self.tls.as_mut()?;
+        let close = session.close();
+        self.tls = None;
+        Some(close)
     }
 
     /// Logs that the client did not finish the opening in time.

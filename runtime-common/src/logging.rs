@@ -1,25 +1,51 @@
-//! Log output in Mosquitto's shape (`1471869172: message`), to the
-//! destinations and at the levels `log_dest` and `log_type` ask for.
+//! Log output in Mosquitto's shape (`1471869172: message`, or the
+//! timestamp of `log_timestamp_format` in local time), to the
+//! destinations and at the levels `log_dest` and `log_type` ask for:
+//! stdout, stderr, a file, the local syslog ([`syslog`]) and `$SYS`
+//! topics ([`topic`]).
+
+pub(crate) mod local_time;
+mod syslog;
+pub mod topic;
 
 use std::fmt;
 use std::fs::OpenOptions;
 use std::sync::Arc;
 
-use culex_core::conf::{LogConf, LogDest, LogTypes};
+use culex_core::conf::{LogConf, LogDest, LogTypes, TimestampFormat};
 use tracing::level_filters::LevelFilter;
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 
-/// Unix seconds, as Mosquitto prefixes its log lines.
-#[derive(Debug, Clone, Copy)]
-struct UnixSeconds;
+use self::local_time::LocalZone;
+use self::syslog::Syslog;
 
-impl FormatTime for UnixSeconds {
+/// The timestamp that starts each line: Unix seconds, as Mosquitto
+/// prints them, or `log_timestamp_format` in local time.
+#[derive(Debug, Clone)]
+struct Stamp {
+    format: Option<(TimestampFormat, LocalZone)>,
+}
+
+impl Stamp {
+    fn render(&self, unix: i64) -> String {
+        match &self.format {
+            None => unix.to_string(),
+            Some((format, zone)) => {
+                let mut out = String::new();
+                format.render(&zone.at(unix), &mut out);
+                out
+            }
+        }
+    }
+}
+
+impl FormatTime for Stamp {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        write!(w, "{secs}:")
+        write!(w, "{}:", self.render(local_time::unix_now()))
     }
 }
 
@@ -50,19 +76,34 @@ enum Target {
     Stdout,
     Stderr,
     File(Arc<std::fs::File>),
+    Syslog(Arc<Syslog>),
+    Topic,
 }
 
-/// One line goes to every destination.
-struct Fanout(Vec<Target>);
+/// One line of `level` goes to every destination.
+struct Fanout {
+    targets: Vec<Target>,
+    level: Level,
+}
 
 impl std::io::Write for Fanout {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        for target in &self.0 {
+        // The formatter hands over each line whole, newline included.
+        let line = || String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(buf)).into_owned();
+        for target in &self.targets {
             // A failing destination must not silence the others.
             let _ = match target {
                 Target::Stdout => std::io::stdout().write_all(buf),
                 Target::Stderr => std::io::stderr().write_all(buf),
                 Target::File(file) => (&**file).write_all(buf),
+                Target::Syslog(syslog) => {
+                    syslog.send(self.level, &line());
+                    Ok(())
+                }
+                Target::Topic => {
+                    topic::push(self.level, &line());
+                    Ok(())
+                }
             };
         }
         Ok(buf.len())
@@ -77,13 +118,18 @@ impl<'a> MakeWriter<'a> for Destinations {
     type Writer = Fanout;
 
     fn make_writer(&'a self) -> Fanout {
-        Fanout(self.targets.clone())
+        Fanout { targets: self.targets.clone(), level: Level::INFO }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Fanout {
+        Fanout { targets: self.targets.clone(), level: *meta.level() }
     }
 }
 
 /// Installs the global subscriber for `log`; `RUST_LOG` overrides the
 /// level. A `log_dest file` that cannot be opened stops start-up.
 pub fn init(log: &LogConf) -> Result<(), String> {
+    let zone = LocalZone::from_env();
     let mut targets = Vec::new();
     for dest in &log.dests {
         targets.push(match dest {
@@ -97,6 +143,11 @@ pub fn init(log: &LogConf) -> Result<(), String> {
                     .map_err(|e| format!("Error: Unable to open log file {path} for writing: {e}"))?;
                 Target::File(Arc::new(file))
             }
+            LogDest::Syslog => Target::Syslog(Arc::new(Syslog::open(log.facility, zone.clone()))),
+            LogDest::Topic => {
+                topic::enable();
+                Target::Topic
+            }
         });
     }
     let filter = EnvFilter::try_from_default_env()
@@ -107,9 +158,24 @@ pub fn init(log: &LogConf) -> Result<(), String> {
         .with_level(false)
         .with_ansi(false)
         .with_writer(Destinations { targets });
+    let stamp = Stamp { format: log.timestamp_format.clone().map(|format| (format, zone)) };
     let installed =
-        if log.timestamp { builder.with_timer(UnixSeconds).try_init() } else { builder.without_time().try_init() };
+        if log.timestamp { builder.with_timer(stamp).try_init() } else { builder.without_time().try_init() };
     // Already installed (an embedding program did it): keep theirs.
     let _ = installed;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_unix_seconds_or_the_format_in_local_time() {
+        assert_eq!(Stamp { format: None }.render(1_709_193_907), "1709193907");
+        let format = TimestampFormat::parse("%Y-%m-%dT%H:%M:%S%z").unwrap();
+        let stamp = Stamp { format: Some((format, LocalZone::posix("CET-1CEST,M3.5.0,M10.5.0/3"))) };
+        assert_eq!(stamp.render(1_709_193_907), "2024-02-29T09:05:07+0100");
+    }
 }

@@ -9,15 +9,17 @@ use std::sync::Arc;
 
 use culex_core::auth::ListenerPolicies;
 use culex_core::conf::{
-    self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, Secret,
+    self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, Secret, WebSocketsConf,
 };
 use culex_core::presence::PresenceKeys;
 use culex_core::{Config, ListenerId};
 
 use crate::backlog::Backlog;
-use crate::link::Transport;
+use crate::http_dir::HttpDir;
+use crate::link::{Transport, WebSocket};
 use crate::reports::WriterReports;
 use crate::tls::ListenerTls;
+use crate::ws::{HandshakeRules, MAX_HEADERS};
 
 /// The Redis presence store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,18 +68,34 @@ pub struct Listener {
     pub websockets: bool,
     /// TLS (`certfile`, `keyfile`, ...), loaded.
     pub tls: Option<ListenerTls>,
+    /// What a WebSocket handshake accepts (`websockets_headers_size`,
+    /// `websockets_origin`, `http_dir`).
+    pub handshake: Arc<HandshakeRules>,
+    /// The files served to plain HTTP requests (`http_dir`), resolved.
+    pub http_dir: Option<Arc<HttpDir>>,
 }
 
 impl Listener {
     /// The first listener, plain MQTT on `addr`.
     pub fn mqtt(addr: SocketAddr) -> Self {
-        Self { id: ListenerId::default(), addr: Endpoint::Tcp(addr), websockets: false, tls: None }
+        Self {
+            id: ListenerId::default(),
+            addr: Endpoint::Tcp(addr),
+            websockets: false,
+            tls: None,
+            handshake: Arc::default(),
+            http_dir: None,
+        }
     }
 
     /// What its connections are allowed and speak under `core`; their
     /// writers post their progress to `reports`.
     pub fn limits(&self, core: &Config, reports: Arc<WriterReports>) -> Limits {
-        let websocket = self.websockets.then(|| crate::ws::max_frame(core.max_packet_size()));
+        let websocket = self.websockets.then(|| WebSocket {
+            max_frame: crate::ws::max_frame(core.max_packet_size()),
+            rules: self.handshake.clone(),
+            http_dir: self.http_dir.clone(),
+        });
         Limits {
             listener: self.id,
             backlog: backlog_limit(core),
@@ -274,7 +292,8 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
             (None, None) => Endpoint::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listener.port)),
         };
         let tls = ListenerTls::load(&listener.tls).map_err(|e| format!("Error: {e}"))?;
-        listeners.push(Listener { id, addr, websockets, tls });
+        let (handshake, http_dir) = web_settings(listener, &conf.websockets, &mut notices)?;
+        listeners.push(Listener { id, addr, websockets, tls, handshake, http_dir });
     }
     if conf.local_only {
         notices.insert(
@@ -299,6 +318,38 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let reload = crate::reload::ReloadSource::default();
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
     Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices, persistence })
+}
+
+/// A listener's WebSocket handshake rules and `http_dir`, resolved as
+/// Mosquitto resolves it at start (a directory that cannot be opened
+/// stops start-up). On a listener that does not speak WebSocket they
+/// change nothing: a notice says so.
+fn web_settings(
+    listener: &conf::ListenerConf,
+    websockets: &WebSocketsConf,
+    notices: &mut Vec<String>,
+) -> Result<(Arc<HandshakeRules>, Option<Arc<HttpDir>>), String> {
+    if listener.protocol != ListenerProtocol::WebSockets {
+        if listener.http_dir.is_some() || !listener.websockets_origins.is_empty() {
+            notices.push(format!(
+                "Warning: http_dir and websockets_origin have no effect on listener {}: it is not protocol websockets",
+                listener.port
+            ));
+        }
+        return Ok((Arc::default(), None));
+    }
+    let http_dir = match &listener.http_dir {
+        Some(dir) => Some(Arc::new(HttpDir::open(&dir.value).map_err(|e| {
+            format!("Error: {}", dir.error(format!("Unable to open http dir \"{}\": {e}.", dir.value)))
+        })?)),
+        None => None,
+    };
+    let max_head = match websockets.headers_size {
+        0 => MAX_HEADERS,
+        size => usize::from(size),
+    };
+    let rules = HandshakeRules { max_head, origins: listener.websockets_origins.clone(), http: http_dir.is_some() };
+    Ok((Arc::new(rules), http_dir))
 }
 
 /// This broker's name among brokers sharing the presence hash: host name
@@ -498,7 +549,7 @@ mod tests {
                     id: ListenerId(1),
                     addr: Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 9001))),
                     websockets: true,
-                    tls: None
+                    ..Listener::mqtt(SocketAddr::from(([127, 0, 0, 1], 9001)))
                 },
             ]
         );

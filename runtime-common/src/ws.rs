@@ -1,7 +1,9 @@
 //! MQTT over WebSocket (RFC 6455, MQTT 3.1.1 section 6), sans I/O.
 //!
 //! A `protocol websockets` connection first completes a [`Handshake`]
-//! (the HTTP/1.1 upgrade), then every byte read goes through a
+//! (the HTTP/1.1 upgrade, within the listener's [`HandshakeRules`]: head
+//! size, allowed origins; a plain HTTP request is handed back for
+//! `http_dir` to answer), then every byte read goes through a
 //! [`Deframer`], which hands back the MQTT bytes carried by binary frames
 //! and the control replies (pong, close) to write. The core reassembles
 //! MQTT packets whatever the framing [MQTT-6.0.0-2]. Everything the broker
@@ -17,7 +19,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// How long a client has to complete the opening handshake.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Largest request head (request line and headers) accepted.
+/// Largest request head (request line and headers) accepted when
+/// `websockets_headers_size` does not say.
 pub const MAX_HEADERS: usize = 8 * 1024;
 
 /// The GUID of RFC 6455 section 1.3, appended to the client's key.
@@ -47,6 +50,48 @@ pub enum HandshakeStep {
         /// Why, for the log.
         reason: &'static str,
     },
+    /// A plain HTTP request (no upgrade) on a listener with `http_dir`:
+    /// answer it (see [`crate::http_dir`]), then close.
+    Http(HttpRequest),
+}
+
+/// What a listener's handshake accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeRules {
+    /// Largest request head, request line and headers with their line
+    /// ends (`websockets_headers_size`; [`MAX_HEADERS`] without it).
+    pub max_head: usize,
+    /// `Origin` values an upgrade may carry (`websockets_origin`); empty
+    /// lets any request in, with or without `Origin`.
+    pub origins: Vec<String>,
+    /// Plain GET and HEAD requests are handed back as
+    /// [`HandshakeStep::Http`] (the listener has `http_dir`); without it
+    /// they are refused (400).
+    pub http: bool,
+}
+
+impl Default for HandshakeRules {
+    fn default() -> Self {
+        Self { max_head: MAX_HEADERS, origins: Vec::new(), http: false }
+    }
+}
+
+/// A plain HTTP request for a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// GET or HEAD.
+    pub method: HttpMethod,
+    /// The target's path, as sent (percent-encoded), without its query.
+    pub path: String,
+}
+
+/// The methods `http_dir` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// `GET`: head and file.
+    Get,
+    /// `HEAD`: the head only.
+    Head,
 }
 
 /// The server side of the opening handshake: accumulates bytes until the
@@ -55,12 +100,19 @@ pub enum HandshakeStep {
 pub struct Handshake {
     buf: Vec<u8>,
     done: bool,
+    rules: std::sync::Arc<HandshakeRules>,
 }
 
 impl Handshake {
-    /// A handshake waiting for the client's request.
+    /// A handshake waiting for the client's request, under the default
+    /// rules.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A handshake under a listener's `rules`.
+    pub fn with_rules(rules: std::sync::Arc<HandshakeRules>) -> Self {
+        Self { rules, ..Self::default() }
     }
 
     /// Takes bytes as read. Once it returned `Accept` or `Refuse`, later
@@ -72,21 +124,23 @@ impl Handshake {
         // Look for the end of the head only where it can have appeared.
         let from = self.buf.len().saturating_sub(3);
         self.buf.extend_from_slice(data);
+        let max_head = self.rules.max_head;
         let Some(end) = find(&self.buf[from..], b"\r\n\r\n").map(|at| from + at + 4) else {
-            if self.buf.len() > MAX_HEADERS {
+            if self.buf.len() > max_head {
                 self.done = true;
                 return refuse(431, "request headers too large", "");
             }
             return HandshakeStep::NeedMore;
         };
         self.done = true;
-        if end > MAX_HEADERS {
+        if end > max_head {
             return refuse(431, "request headers too large", "");
         }
         let leftover = Bytes::copy_from_slice(&self.buf[end..]);
         let head = std::mem::take(&mut self.buf);
-        match parse_request(&head[..end]) {
-            Ok(Upgrade { key, protocol }) => {
+        match parse_request(&head[..end], &self.rules) {
+            Ok(Request::Http(request)) => HandshakeStep::Http(request),
+            Ok(Request::Upgrade(Upgrade { key, protocol })) => {
                 let response = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                      Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n",
@@ -97,6 +151,14 @@ impl Handshake {
             Err(Refusal { status, reason, extra }) => refuse(status, reason, extra),
         }
     }
+}
+
+/// A request the handshake goes on with.
+enum Request<'a> {
+    /// A valid WebSocket upgrade.
+    Upgrade(Upgrade<'a>),
+    /// A plain GET or HEAD for `http_dir`.
+    Http(HttpRequest),
 }
 
 /// A valid upgrade request.
@@ -118,6 +180,8 @@ const fn bad(reason: &'static str) -> Refusal {
 
 fn refuse(status: u16, reason: &'static str, extra: &str) -> HandshakeStep {
     let text = match status {
+        403 => "Forbidden",
+        405 => "Method Not Allowed",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         _ => "Bad Request",
@@ -135,20 +199,21 @@ fn has_token(list: &str, token: &str) -> bool {
     list.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-fn parse_request(head: &[u8]) -> Result<Upgrade<'_>, Refusal> {
+fn parse_request<'a>(head: &'a [u8], rules: &HandshakeRules) -> Result<Request<'a>, Refusal> {
     let head = std::str::from_utf8(head).map_err(|_| bad("request is not UTF-8"))?;
     let mut lines = head.split("\r\n");
     let request = lines.next().unwrap_or_default();
     let mut parts = request.split(' ');
-    let (method, target, version) = (parts.next(), parts.next(), parts.next());
-    if method != Some("GET")
-        || target.is_none_or(str::is_empty)
-        || version != Some("HTTP/1.1")
+    let (method, target, http) = (parts.next(), parts.next(), parts.next());
+    let (Some(method), Some(target)) = (method, target) else { return Err(bad("not an HTTP request")) };
+    if target.is_empty()
+        || target.bytes().any(|b| b.is_ascii_control())
+        || !matches!(http, Some("HTTP/1.1" | "HTTP/1.0"))
         || parts.next().is_some()
     {
         return Err(bad("not an HTTP/1.1 GET request"));
     }
-    let (mut upgrade, mut connection, mut version, mut key) = (false, false, None, None);
+    let (mut upgrade, mut connection, mut version, mut key, mut origin) = (false, false, None, None, None);
     let mut offered: Vec<&str> = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
         let Some((name, value)) = line.split_once(':') else {
@@ -165,7 +230,15 @@ fn parse_request(head: &[u8]) -> Result<Upgrade<'_>, Refusal> {
             key = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             offered.extend(value.split(',').map(str::trim));
+        } else if name.eq_ignore_ascii_case("origin") {
+            origin = Some(value);
         }
+    }
+    if !upgrade && rules.http {
+        return plain_request(method, target);
+    }
+    if method != "GET" || http != Some("HTTP/1.1") {
+        return Err(bad("not an HTTP/1.1 GET request"));
     }
     if !upgrade || !connection {
         return Err(bad("not a WebSocket upgrade request"));
@@ -181,11 +254,30 @@ fn parse_request(head: &[u8]) -> Result<Upgrade<'_>, Refusal> {
     if STANDARD.decode(key).map(|k| k.len()) != Ok(16) {
         return Err(bad("invalid Sec-WebSocket-Key"));
     }
+    if !rules.origins.is_empty() && !origin.is_some_and(|o| rules.origins.iter().any(|allowed| allowed == o)) {
+        return Err(Refusal { status: 403, reason: "origin not allowed (websockets_origin)", extra: "" });
+    }
     let protocol = SUBPROTOCOLS
         .iter()
         .find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
         .ok_or(bad("client does not offer the mqtt subprotocol"))?;
-    Ok(Upgrade { key, protocol })
+    Ok(Request::Upgrade(Upgrade { key, protocol }))
+}
+
+/// A request without upgrade on a listener with `http_dir`: GET and HEAD
+/// go to the files, other methods are refused (405).
+fn plain_request(method: &str, target: &str) -> Result<Request<'static>, Refusal> {
+    let method = match method {
+        "GET" => HttpMethod::Get,
+        "HEAD" => HttpMethod::Head,
+        _ => return Err(Refusal { status: 405, reason: "HTTP method not allowed", extra: "Allow: GET, HEAD\r\n" }),
+    };
+    // Only the path names a file: the query and a fragment do not.
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err(bad("HTTP request target is not a path"));
+    }
+    Ok(Request::Http(HttpRequest { method, path: path.to_owned() }))
 }
 
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
@@ -550,6 +642,79 @@ mod tests {
         }
         let step = Handshake::new().feed(REQUEST.replace("Version: 13", "Version: 8").as_bytes());
         assert!(matches!(&step, HandshakeStep::Refuse { response, .. } if response.starts_with(b"HTTP/1.1 426")));
+    }
+
+    fn with(rules: HandshakeRules) -> Handshake {
+        Handshake::with_rules(std::sync::Arc::new(rules))
+    }
+
+    fn status(step: &HandshakeStep) -> &str {
+        match step {
+            HandshakeStep::Accept { response, .. } | HandshakeStep::Refuse { response, .. } => {
+                std::str::from_utf8(&response[..12]).unwrap()
+            }
+            HandshakeStep::NeedMore => "need more",
+            HandshakeStep::Http(_) => "http",
+        }
+    }
+
+    #[test]
+    fn origins_when_given_must_match_exactly() {
+        let origins = || HandshakeRules {
+            origins: vec!["https://example.com".to_owned(), "http://localhost:8080".to_owned()],
+            ..HandshakeRules::default()
+        };
+        let from = |origin: &str| REQUEST.replace("Host: localhost\r\n", &format!("Host: localhost\r\n{origin}"));
+        assert_eq!(status(&with(origins()).feed(from("Origin: https://example.com\r\n").as_bytes())), "HTTP/1.1 101");
+        assert_eq!(status(&with(origins()).feed(from("origin: http://localhost:8080\r\n").as_bytes())), "HTTP/1.1 101");
+        for refused in [
+            "Origin: https://example.com.evil\r\n",
+            "Origin: https://EXAMPLE.com\r\n",
+            "Origin: https://example\r\n",
+            "",
+        ] {
+            let step = with(origins()).feed(from(refused).as_bytes());
+            assert_eq!(status(&step), "HTTP/1.1 403", "{refused:?}");
+            assert!(matches!(step, HandshakeStep::Refuse { reason: "origin not allowed (websockets_origin)", .. }));
+        }
+        // Without websockets_origin any origin, or none, is let in.
+        assert_eq!(status(&Handshake::new().feed(from("Origin: http://x\r\n").as_bytes())), "HTTP/1.1 101");
+    }
+
+    #[test]
+    fn head_size_follows_the_rules_and_counts_the_whole_head() {
+        let size = REQUEST.len();
+        let exact = HandshakeRules { max_head: size, ..HandshakeRules::default() };
+        assert_eq!(status(&with(exact).feed(REQUEST.as_bytes())), "HTTP/1.1 101");
+        let short = HandshakeRules { max_head: size - 1, ..HandshakeRules::default() };
+        assert_eq!(status(&with(short.clone()).feed(REQUEST.as_bytes())), "HTTP/1.1 431");
+        // Refused as soon as the limit is passed, before the head ends.
+        let mut hs = with(short);
+        assert_eq!(hs.feed(&REQUEST.as_bytes()[..size - 4]), HandshakeStep::NeedMore);
+        assert_eq!(status(&hs.feed(b"X-More: yes\r\n")), "HTTP/1.1 431");
+    }
+
+    #[test]
+    fn plain_requests_go_to_http_dir_when_there_is_one() {
+        let http = || with(HandshakeRules { http: true, ..HandshakeRules::default() });
+        let get = "GET /app/index.html?v=2 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let expected = HttpRequest { method: HttpMethod::Get, path: "/app/index.html".to_owned() };
+        assert_eq!(http().feed(get.as_bytes()), HandshakeStep::Http(expected));
+        let head = "HEAD / HTTP/1.0\r\n\r\n";
+        let expected = HttpRequest { method: HttpMethod::Head, path: "/".to_owned() };
+        assert_eq!(http().feed(head.as_bytes()), HandshakeStep::Http(expected));
+        for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
+            let step = http().feed(format!("{method} / HTTP/1.1\r\n\r\n").as_bytes());
+            assert_eq!(status(&step), "HTTP/1.1 405", "{method}");
+            let HandshakeStep::Refuse { response, .. } = step else { panic!() };
+            assert!(std::str::from_utf8(&response).unwrap().contains("Allow: GET, HEAD\r\n"));
+        }
+        assert_eq!(status(&http().feed(b"GET http://host/ HTTP/1.1\r\n\r\n")), "HTTP/1.1 400");
+        assert_eq!(status(&http().feed(b"GET /a\x01b HTTP/1.1\r\n\r\n")), "HTTP/1.1 400");
+        // An upgrade on the same listener is still an upgrade.
+        assert_eq!(status(&http().feed(REQUEST.as_bytes())), "HTTP/1.1 101");
+        // Without http_dir a plain request is refused, as before.
+        assert_eq!(status(&Handshake::new().feed(get.as_bytes())), "HTTP/1.1 400");
     }
 
     #[test]

@@ -323,9 +323,10 @@ impl<S: Socket> Served<S> {
 /// The opening (TLS handshake, WebSocket upgrade) within
 /// [`OPEN_TIMEOUT`]: the link, what was read with its end (through the
 /// link already) and the client's identity, or `None` if the connection
-/// is over (refused, timed out, gone).
+/// is over (refused, answered from `http_dir`, timed out, gone).
 async fn open(stream: &mut impl Socket, mut opening: Opening) -> Option<(Link, Deframed, Identity)> {
     let mut buf = vec![0; READ_CHUNK];
+    let mut answered = false;
     let work = async {
         loop {
             let n = stream.read(&mut buf).await.ok().filter(|&n| n > 0)?;
@@ -340,10 +341,26 @@ async fn open(stream: &mut impl Socket, mut opening: Opening) -> Option<(Link, D
                     let _ = stream.shutdown().await;
                     return None;
                 }
+                OpenStep::Respond { reply } => {
+                    stream.write_all(&reply).await.ok()?;
+                    answered = true;
+                    return None;
+                }
             }
         }
     };
     let result = tokio::time::timeout(OPEN_TIMEOUT, work).await;
+    if answered {
+        // The file goes out past the opening's deadline, each chunk within
+        // its own: a slow reader may take its time, a stalled one may not.
+        while let Some(chunk) = opening.next_chunk() {
+            if !matches!(tokio::time::timeout(OPEN_TIMEOUT, stream.write_all(&chunk)).await, Ok(Ok(()))) {
+                break;
+            }
+        }
+        let _ = stream.shutdown().await;
+        return None;
+    }
     result.unwrap_or_else(|_| {
         opening.timed_out();
         None

@@ -128,6 +128,10 @@ BAD_CONFIGS = [
     (["listener 70000 127.0.0.1"], 1, "70000"),
     (["allow_anonymous maybe"], 1, "allow_anonymous"),
     (["redis_host 127.0.0.1", "redis_port notaport"], 2, "notaport"),
+    (["log_dest stderr", "log_dest dlt"], 2, "DLT"),
+    (["log_timestamp_format %Y-%m-%d %Q"], 1, "%Q"),
+    (["log_facility 8"], 1, "log_facility"),
+    (["websockets_headers_size 70000"], 1, "65535"),
 ]
 
 

@@ -52,7 +52,7 @@ def frame(payload: bytes, opcode: int = 0x2, fin: bool = True) -> bytes:
 class RawWs:
     """A WebSocket client on a plain socket that frames what the test says."""
 
-    def __init__(self, port: int, protocols: str = "mqtt", timeout: float = 5.0):
+    def __init__(self, port: int, protocols: str = "mqtt", timeout: float = 5.0, headers: str = ""):
         self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
         self.sock.settimeout(timeout)
         self.buf = b""
@@ -60,7 +60,7 @@ class RawWs:
         key = base64.b64encode(os.urandom(16)).decode()
         request = (f"GET /mqtt HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nUpgrade: websocket\r\n"
                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                   f"Sec-WebSocket-Protocol: {protocols}\r\n\r\n")
+                   f"Sec-WebSocket-Protocol: {protocols}\r\n{headers}\r\n")
         self.sock.sendall(request.encode())
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(4096)

@@ -41,11 +41,15 @@ use super::persistence::{self, PersistenceDraft};
 use super::redis::{self, RedisDraft};
 use super::security::{self, SecurityDraft};
 use super::tls::{self, Located};
+use super::websockets::{self, WebSocketsConf};
 use super::{ListenerConf, LogConf, PersistenceConf, RedisConf, limits};
 use crate::Config;
 
 /// Largest value of Mosquitto's integer keys (a C `int`).
 pub(super) const INT_MAX: i64 = i32::MAX as i64;
+
+/// Smallest value of Mosquitto's integer keys.
+pub(super) const INT_MIN: i64 = i32::MIN as i64;
 
 /// A configuration that cannot be used: start-up stops here. Displayed as
 /// `file:line: reason`, the way Mosquitto reports `Error found at
@@ -107,6 +111,8 @@ pub struct BrokerConf {
     pub redis: Option<RedisConf>,
     /// Where retained messages and persistent sessions are kept.
     pub persistence: PersistenceConf,
+    /// The broker-wide WebSocket settings.
+    pub websockets: WebSocketsConf,
     /// `password_file`: the path of a `mosquitto_passwd` file; the
     /// runtime reads it.
     pub password_file: Option<String>,
@@ -316,6 +322,7 @@ const SECTIONS: &[&[&str]] = &[
     logging::KEYS,
     redis::KEYS,
     persistence::KEYS,
+    websockets::KEYS,
     &["include_dir"],
 ];
 
@@ -334,6 +341,7 @@ struct Parser {
     log: LogDraft,
     redis: RedisDraft,
     persistence: PersistenceDraft,
+    websockets: WebSocketsConf,
     warnings: Vec<Warning>,
 }
 
@@ -376,9 +384,12 @@ impl Parser {
             key if tls::KEYS.contains(&key) => tls::handle(&mut self.listeners.target(line, *section).tls, line),
             key if security::KEYS.contains(&key) => self.security.handle(line, *section, &mut self.listeners),
             key if limits::KEYS.contains(&key) => limits::handle(&mut self.core, line),
-            key if logging::KEYS.contains(&key) => self.log.handle(line, &mut self.warnings),
+            key if logging::KEYS.contains(&key) => self.log.handle(line),
             key if redis::KEYS.contains(&key) => self.redis.handle(line),
             key if persistence::KEYS.contains(&key) => self.persistence.handle(line, &mut self.warnings),
+            key if websockets::KEYS.contains(&key) => {
+                websockets::handle(&mut self.websockets, &mut self.listeners, line, *section)
+            }
             key if keys::is_ignored_mosquitto_key(key) => {
                 if keys::is_security_key(key) {
                     self.security.note(line);
@@ -442,6 +453,7 @@ impl Parser {
             log: self.log.assemble(),
             redis,
             persistence: PersistenceConf::default(),
+            websockets: self.websockets,
             password_file: None,
             acl_file: None,
             per_listener_settings: false,
@@ -552,7 +564,7 @@ mod tests {
         let conf = conf(
             "autosave_interval 1800\npsk_file /etc/p\nauth_plugin /etc/a\npersistence true\n\
              persistence_location /var/lib\nretry_interval 10\nuser mosquitto\npid_file /run/m.pid\n\
-             retain_available true\nmax_qos 2\nset_tcp_nodelay true\nwebsockets_log_level 0\nhttp_dir /www\n\
+             retain_available true\nmax_qos 2\nset_tcp_nodelay true\nnotifications false\nround_robin true\n\
              connection bridge1\naddress 10.0.0.1:1883\ntopic # both 0\nauth_opt_db x\nplugin_opt_x y\n",
         );
         // The persistence keys are Culex's now: autosave_interval says it

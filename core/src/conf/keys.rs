@@ -50,7 +50,6 @@ pub(super) const IGNORED: &[&str] = &[
     "global_max_clients",
     "global_max_connections",
     "global_plugin",
-    "http_dir",
     "idle_timeout",
     "keepalive_interval",
     "listener_allow_anonymous",
@@ -59,8 +58,6 @@ pub(super) const IGNORED: &[&str] = &[
     "local_clientid",
     "local_password",
     "local_username",
-    "log_facility",
-    "log_timestamp_format",
     "max_inflight_bytes",
     "max_packet_size",
     "max_qos",
@@ -79,7 +76,6 @@ pub(super) const IGNORED: &[&str] = &[
     "plugin_use",
     "psk_file",
     "psk_hint",
-    "quic_log_level",
     "remote_clientid",
     "remote_password",
     "remote_username",
@@ -100,9 +96,6 @@ pub(super) const IGNORED: &[&str] = &[
     "use_username_as_clientid",
     "user",
     "username",
-    "websockets_headers_size",
-    "websockets_log_level",
-    "websockets_origin",
 ];
 
 /// The ignored keys that belong to the listener they follow in Mosquitto
@@ -114,7 +107,6 @@ const LISTENER_SCOPED: &[&str] = &[
     "bind_interface",
     "dhparamfile",
     "disable_client_cert_date_checks",
-    "http_dir",
     "listener_allow_anonymous",
     "listener_auto_id_prefix",
     "max_qos",
@@ -127,7 +119,6 @@ const LISTENER_SCOPED: &[&str] = &[
     "tls_engine_kpass_sha1",
     "tls_keyform",
     "use_username_as_clientid",
-    "websockets_origin",
 ];
 
 /// Whether Mosquitto knows `key` although Culex ignores it (plugin

@@ -26,7 +26,7 @@
 //! - A duplicate `listener` (same port and address) is an error.
 
 use super::file::{INT_MAX, Line, Loc, to_usize};
-use super::{BrokerConf, ConfError, ListenerSecurity, TlsConf, Warning};
+use super::{BrokerConf, ConfError, ListenerSecurity, Located, TlsConf, Warning};
 
 /// Port of the default listener and of the local only listeners.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -83,6 +83,12 @@ pub struct ListenerConf {
     pub ignored_keys: Vec<String>,
     /// TLS: certificate, key, client certificate checks.
     pub tls: TlsConf,
+    /// `http_dir`: the directory whose files a websockets listener serves
+    /// to plain HTTP requests; `None` answers them with an error.
+    pub http_dir: Option<Located<String>>,
+    /// `websockets_origin` lines: when any is given, a WebSocket upgrade
+    /// must carry one of them as its `Origin`.
+    pub websockets_origins: Vec<String>,
 }
 
 impl ListenerConf {
@@ -97,6 +103,8 @@ impl ListenerConf {
             security: ListenerSecurity::default(),
             ignored_keys: Vec::new(),
             tls: TlsConf::default(),
+            http_dir: None,
+            websockets_origins: Vec::new(),
         }
     }
 }

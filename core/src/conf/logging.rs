@@ -1,15 +1,26 @@
-//! The logging section: `log_type`, `log_dest`, `log_timestamp` and
-//! `connection_messages`.
+//! The logging section: `log_type`, `log_dest`, `log_facility`,
+//! `log_timestamp`, `log_timestamp_format` and `connection_messages`;
+//! `quic_log_level` (Mosquitto 2.1's QUIC library) is accepted and
+//! changes nothing: Culex has no QUIC listener.
 //!
 //! `log_type` and `log_dest` lines replace the defaults (error, warning,
 //! notice, information to stderr) as soon as one is given; `none` clears
 //! what came before.
 
-use super::file::{Line, NOT_SUPPORTED};
-use super::{ConfError, Warning};
+use super::ConfError;
+use super::file::Line;
+use super::timestamp::TimestampFormat;
 
 /// The keys of this section.
-pub(super) const KEYS: &[&str] = &["connection_messages", "log_dest", "log_timestamp", "log_type"];
+pub(super) const KEYS: &[&str] = &[
+    "connection_messages",
+    "log_dest",
+    "log_facility",
+    "log_timestamp",
+    "log_timestamp_format",
+    "log_type",
+    "quic_log_level",
+];
 
 /// Which kinds of log lines are written. Mosquitto: `log_type`, one kind
 /// per line; the default is error, warning, notice and information.
@@ -70,8 +81,8 @@ impl Default for LogTypes {
     }
 }
 
-/// Where log lines go. Mosquitto: `log_dest`, one per line. `syslog`,
-/// `topic` and `dlt` are accepted with a warning and ignored.
+/// Where log lines go. Mosquitto: `log_dest`, one per line. `dlt` stops
+/// start-up: Culex has no DLT output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogDest {
     /// `log_dest stdout`.
@@ -80,7 +91,19 @@ pub enum LogDest {
     Stderr,
     /// `log_dest file PATH`: appended to PATH.
     File(String),
+    /// `log_dest syslog`: the local syslog (`/dev/log`), with
+    /// [`LogConf::facility`].
+    Syslog,
+    /// `log_dest topic`: published under `$SYS/broker/log/`, as Mosquitto
+    /// does.
+    Topic,
 }
+
+/// The syslog facility `daemon`, Mosquitto's default.
+pub const FACILITY_DAEMON: u8 = 3;
+
+/// The syslog facility `local0`; `log_facility N` means `local0 + N`.
+pub const FACILITY_LOCAL0: u8 = 16;
 
 /// How the broker logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,11 +118,24 @@ pub struct LogConf {
     /// Log each connection and disconnection. Mosquitto:
     /// `connection_messages`, default true.
     pub connection_messages: bool,
+    /// The syslog facility code ([`FACILITY_DAEMON`] unless `log_facility
+    /// N` asks for local0 to local7).
+    pub facility: u8,
+    /// The timestamp's format (`log_timestamp_format`); `None` prints
+    /// seconds since the epoch, as Mosquitto does.
+    pub timestamp_format: Option<TimestampFormat>,
 }
 
 impl Default for LogConf {
     fn default() -> Self {
-        Self { types: LogTypes::default(), dests: vec![LogDest::Stderr], timestamp: true, connection_messages: true }
+        Self {
+            types: LogTypes::default(),
+            dests: vec![LogDest::Stderr],
+            timestamp: true,
+            connection_messages: true,
+            facility: FACILITY_DAEMON,
+            timestamp_format: None,
+        }
     }
 }
 
@@ -110,18 +146,34 @@ pub(super) struct LogDraft {
     log: LogConf,
     types_set: bool,
     dests_set: bool,
-    dest_none: bool,
     file_set: bool,
 }
 
 impl LogDraft {
     /// Reads one line of this section.
-    pub(super) fn handle(&mut self, line: &Line<'_>, warnings: &mut Vec<Warning>) -> Result<(), ConfError> {
+    pub(super) fn handle(&mut self, line: &Line<'_>) -> Result<(), ConfError> {
         match line.key {
             "connection_messages" => self.log.connection_messages = line.boolean()?,
             "log_timestamp" => self.log.timestamp = line.boolean()?,
             "log_type" => self.log_type(line)?,
-            "log_dest" => self.log_dest(line, warnings)?,
+            "log_dest" => self.log_dest(line)?,
+            "log_facility" => {
+                let local = line.int_described(0, 7, "an integer from 0 to 7 (local0 to local7)")?;
+                self.log.facility = FACILITY_LOCAL0 + u8::try_from(local).unwrap_or_default();
+            }
+            "log_timestamp_format" => {
+                if self.log.timestamp_format.is_some() {
+                    return Err(line.duplicate());
+                }
+                let format = TimestampFormat::parse(line.text()?)
+                    .map_err(|e| line.error(format!("Invalid log_timestamp_format value: {e}.")))?;
+                self.log.timestamp_format = Some(format);
+            }
+            // The log level of a QUIC library Culex does not have; `protocol`
+            // takes no QUIC listener, so nothing would be logged under it.
+            "quic_log_level" => {
+                line.text()?;
+            }
             _ => return Err(line.unknown()),
         }
         Ok(())
@@ -161,7 +213,7 @@ impl LogDraft {
         Ok(())
     }
 
-    fn log_dest(&mut self, line: &Line<'_>, warnings: &mut Vec<Warning>) -> Result<(), ConfError> {
+    fn log_dest(&mut self, line: &Line<'_>) -> Result<(), ConfError> {
         let Some(kind) = line.words().first().copied() else {
             return Err(line.empty());
         };
@@ -185,20 +237,23 @@ impl LogDraft {
                 let _ = line.word()?;
                 match kind {
                     "none" => {
-                        self.dest_none = true;
                         self.log.dests.clear();
                         return Ok(());
                     }
                     "stdout" => LogDest::Stdout,
                     "stderr" => LogDest::Stderr,
-                    "syslog" | "topic" | "dlt" => {
-                        warnings.push(line.warning(format!("log_dest {kind} is {NOT_SUPPORTED}")));
-                        return Ok(());
+                    "syslog" => LogDest::Syslog,
+                    "topic" => LogDest::Topic,
+                    "dlt" => {
+                        return Err(line.error(
+                            "log_dest dlt: Culex has no DLT (Diagnostic Log and Trace) output; log to syslog, a \
+                             file, stdout, stderr or a topic instead.",
+                        ));
                     }
                     other => {
                         return Err(line.error(format!(
-                            "Invalid log_dest value ({other}): expected stdout, stderr, file PATH, syslog, topic, \
-                             dlt or none."
+                            "Invalid log_dest value ({other}): expected stdout, stderr, file PATH, syslog, topic or \
+                             none."
                         )));
                     }
                 }
@@ -212,20 +267,14 @@ impl LogDraft {
 
     /// The logging settings.
     pub(super) fn assemble(self) -> LogConf {
-        let mut log = self.log;
-        if self.dests_set && log.dests.is_empty() && !self.dest_none {
-            // Only unsupported destinations were given: keep stderr rather
-            // than log nowhere.
-            log.dests.push(LogDest::Stderr);
-        }
-        log
+        self.log
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conf::testing::{assert_error, conf, warnings};
+    use crate::conf::testing::{assert_error, conf};
 
     #[test]
     fn log_type_lines_replace_the_default_and_accumulate() {
@@ -277,19 +326,50 @@ mod tests {
     }
 
     #[test]
-    fn log_dest_unsupported_destinations_warn_and_fall_back_to_stderr() {
-        let conf = conf("log_dest syslog\nlog_dest topic\nlog_dest dlt\n");
-        assert_eq!(conf.log.dests, vec![LogDest::Stderr]);
-        assert_eq!(
-            warnings(&conf),
-            vec![
-                (1, "log_dest", "log_dest syslog is not supported by Culex, ignored"),
-                (2, "log_dest", "log_dest topic is not supported by Culex, ignored"),
-                (3, "log_dest", "log_dest dlt is not supported by Culex, ignored"),
-            ]
+    fn log_dest_syslog_and_topic_are_destinations() {
+        let conf = conf("log_dest syslog\nlog_dest topic\nlog_dest syslog\n");
+        assert_eq!(conf.log.dests, vec![LogDest::Syslog, LogDest::Topic]);
+        assert!(conf.warnings.is_empty());
+        assert_eq!(self::conf("log_dest syslog\nlog_dest none\n").log.dests, vec![]);
+    }
+
+    #[test]
+    fn log_dest_dlt_stops_start_up() {
+        assert_error(
+            "log_dest stderr\nlog_dest dlt\n",
+            2,
+            "log_dest dlt: Culex has no DLT (Diagnostic Log and Trace) output; log to syslog, a file, stdout, stderr \
+             or a topic instead.",
         );
-        assert_eq!(self::conf("log_dest syslog\nlog_dest stdout\n").log.dests, vec![LogDest::Stdout]);
-        assert_eq!(self::conf("log_dest none\nlog_dest syslog\n").log.dests, vec![]);
+    }
+
+    #[test]
+    fn log_facility_is_local0_to_local7_and_defaults_to_daemon() {
+        assert_eq!(conf("").log.facility, FACILITY_DAEMON);
+        assert_eq!(conf("log_facility 0").log.facility, 16);
+        assert_eq!(conf("log_facility 7").log.facility, 23);
+        for bad in ["8", "-1", "local3"] {
+            assert_error(
+                &format!("log_facility {bad}"),
+                1,
+                &format!("Invalid log_facility value ({bad}): expected an integer from 0 to 7 (local0 to local7)."),
+            );
+        }
+    }
+
+    #[test]
+    fn log_timestamp_format_is_checked_and_kept_whole() {
+        let conf = conf("log_timestamp_format  %Y-%m-%dT%H:%M:%S # not a comment \n");
+        let format = conf.log.timestamp_format.as_ref().map(TimestampFormat::as_str);
+        assert_eq!(format, Some("%Y-%m-%dT%H:%M:%S # not a comment"));
+        assert_eq!(self::conf("").log.timestamp_format, None);
+        assert_error("\nlog_timestamp_format %Y %Q\n", 2, "Invalid log_timestamp_format value: unknown conversion %Q.");
+        assert_error("log_timestamp_format", 1, "Empty log_timestamp_format value in configuration.");
+        assert_error(
+            "log_timestamp_format %s\nlog_timestamp_format %s\n",
+            2,
+            "Duplicate log_timestamp_format value in configuration.",
+        );
     }
 
     #[test]
@@ -297,10 +377,18 @@ mod tests {
         assert_error(
             "log_dest printer",
             1,
-            "Invalid log_dest value (printer): expected stdout, stderr, file PATH, syslog, topic, dlt or none.",
+            "Invalid log_dest value (printer): expected stdout, stderr, file PATH, syslog, topic or none.",
         );
         assert_error("log_dest", 1, "Empty log_dest value in configuration.");
         assert_error("log_dest stdout stderr", 1, "Unexpected \"stderr\" after the log_dest value.");
+    }
+
+    #[test]
+    fn quic_log_level_is_accepted_without_effect_or_warning() {
+        let conf = conf("quic_log_level 3\n");
+        assert!(conf.warnings.is_empty());
+        assert_eq!(conf.log, LogConf::default());
+        assert_error("quic_log_level", 1, "Empty quic_log_level value in configuration.");
     }
 
     #[test]

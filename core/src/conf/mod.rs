@@ -62,13 +62,17 @@ mod redis;
 mod security;
 #[cfg(test)]
 mod testing;
+mod timestamp;
 pub mod tls;
+mod websockets;
 
 pub use cli::{CliCommand, CliError, CliOptions, MAX_CLI_PORTS, parse_args};
 pub use file::{BrokerConf, ConfError, IncludeSource, NoIncludes, Warning, parse, parse_with};
 pub use listeners::{DEFAULT_PORT, ListenerConf, ListenerProtocol, SocketDomain};
-pub use logging::{LogConf, LogDest, LogTypes};
+pub use logging::{FACILITY_DAEMON, FACILITY_LOCAL0, LogConf, LogDest, LogTypes};
 pub use persistence::PersistenceConf;
 pub use redis::{DEFAULT_REDIS_KEY, DEFAULT_REDIS_PORT, RedisConf, Secret};
 pub use security::{ListenerAuth, ListenerSecurity};
+pub use timestamp::{LocalTime, TimestampFormat};
 pub use tls::{CertUsername, Located, TlsConf, TlsVersion};
+pub use websockets::WebSocketsConf;

@@ -18,7 +18,7 @@ use culex_core::codec::{self, Packet};
 use quickcheck::QuickCheck;
 use rustls::ClientConnection;
 
-use crate::link::{Link, OpenStep, Opening, Transport};
+use crate::link::{Link, OpenStep, Opening, Transport, WebSocket};
 use crate::testing::{client_with, from_client, listener, remote, to_client};
 use crate::ws::{Deframed, End};
 
@@ -141,7 +141,7 @@ impl Server {
                 self.link = Some(link);
                 [&reply[..], &self.take(first)].concat()
             }
-            OpenStep::Refuse { reply } => {
+            OpenStep::Refuse { reply } | OpenStep::Respond { reply } => {
                 self.got.refused = true;
                 reply.to_vec()
             }
@@ -237,11 +237,11 @@ fn tls_client(version: &'static rustls::SupportedProtocolVersion, app: &[u8]) ->
 }
 
 fn websocket() -> Transport {
-    Transport { tls: None, websocket: Some(1 << 20) }
+    Transport { tls: None, websocket: Some(WebSocket::new(1 << 20)) }
 }
 
 fn tls(websocket: bool) -> Transport {
-    Transport { tls: Some(listener(|_| {})), websocket: websocket.then_some(1 << 20) }
+    Transport { tls: Some(listener(|_| {})), websocket: websocket.then(|| WebSocket::new(1 << 20)) }
 }
 
 /// The MQTT bytes in a recorded WebSocket stream, read the plain way:

@@ -51,7 +51,7 @@ fn open(transport: &Transport, client: &mut ClientConnection, then: &[u8], chunk
                     let leftover = [&first.data[..], &link.incoming(Bytes::from(rest)).data[..]].concat();
                     return Opened::Open { link, leftover: Bytes::from(leftover), identity, client_error };
                 }
-                OpenStep::Refuse { reply } => {
+                OpenStep::Refuse { reply } | OpenStep::Respond { reply } => {
                     let error = to_client(client, &reply).err().or(client_error);
                     return Opened::Refused { client_error: error };
                 }
@@ -160,7 +160,7 @@ fn plain_mqtt_on_a_tls_listener_is_refused() {
 
 #[test]
 fn websocket_over_tls() {
-    let transport = Transport { tls: Some(listener(|_| {})), websocket: Some(1 << 20) };
+    let transport = Transport { tls: Some(listener(|_| {})), websocket: Some(crate::link::WebSocket::new(1 << 20)) };
     let request = "GET /mqtt HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
         Sec-WebSocket-Protocol: mqtt\r\n\r\n";
@@ -181,7 +181,7 @@ fn websocket_over_tls() {
                 opened = Some(link);
                 break;
             }
-            OpenStep::Refuse { .. } => panic!("refused"),
+            OpenStep::Refuse { .. } | OpenStep::Respond { .. } => panic!("refused"),
         }
     }
     let mut link = opened.expect("opened");
