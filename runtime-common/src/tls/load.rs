@@ -32,7 +32,8 @@ pub(super) fn server_config(tls: &TlsConf) -> Result<Arc<ServerConfig>, LoadErro
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites = cipher_suites(tls, &provider.cipher_suites)?;
     let provider = Arc::new(provider);
-    let chain = certificates(certfile, "server certificate")?;
+    let cas = ca_certificates(tls)?;
+    let chain = completed_chain(certificates(certfile, "server certificate")?, &cas, &provider);
     let key = PrivateKeyDer::from_pem_file(&keyfile.value).map_err(|e| {
         LoadError::at(keyfile, format!("Unable to load server key file \"{}\": {}.", keyfile.value, pem_reason(&e)))
     })?;
@@ -44,7 +45,7 @@ pub(super) fn server_config(tls: &TlsConf) -> Result<Arc<ServerConfig>, LoadErro
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| LoadError::at(first, format!("No usable TLS version and cipher suite: {e}.")))?;
-    let builder = match client_verifier(tls, &provider)? {
+    let builder = match client_verifier(tls, cas, &provider)? {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
@@ -91,28 +92,82 @@ fn read_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String>
     Ok(certs)
 }
 
-/// Checks client certificates against `cafile`/`capath` (and `crlfile`):
-/// required with `require_certificate`, otherwise asked for and checked
-/// when sent. `None` without a CA: no client certificate is asked for.
-fn client_verifier(
-    tls: &TlsConf,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, LoadError> {
-    let mut roots = RootCertStore::empty();
+/// The certificates of `cafile` and `capath`, in that order.
+fn ca_certificates(tls: &TlsConf) -> Result<Vec<CertificateDer<'static>>, LoadError> {
+    let mut cas = Vec::new();
     if let Some(cafile) = &tls.cafile {
-        for cert in certificates(cafile, "CA certificates")? {
-            roots.add(cert).map_err(|e| {
-                LoadError::at(cafile, format!("Unable to load CA certificates \"{}\": {e}.", cafile.value))
-            })?;
-        }
+        cas.extend(certificates(cafile, "CA certificates")?);
     }
     if let Some(capath) = &tls.capath {
-        let added = ca_directory(&mut roots, &capath.value).map_err(|reason| {
+        let found = ca_directory(&capath.value).map_err(|reason| {
             LoadError::at(capath, format!("Unable to load CA certificates from \"{}\": {reason}.", capath.value))
         })?;
-        tracing::debug!("{added} CA certificates read from {}", capath.value);
+        tracing::debug!("{} CA certificates read from {}", found.len(), capath.value);
+        cas.extend(found);
     }
+    Ok(cas)
+}
+
+/// The chain the server sends. A `certfile` holding the server's
+/// certificate alone is completed, as OpenSSL completes it, with the
+/// intermediates of `cas` that lead from it to a self-signed CA there
+/// (the root itself is not sent: a client must trust it already). A
+/// `certfile` holding more than one certificate is sent as it is, and so
+/// is one that no path in `cas` leads from (logged).
+fn completed_chain(
+    chain: Vec<CertificateDer<'static>>,
+    cas: &[CertificateDer<'static>],
+    provider: &CryptoProvider,
+) -> Vec<CertificateDer<'static>> {
+    let ([leaf], false) = (chain.as_slice(), cas.is_empty()) else { return chain };
+    let Ok(end_entity) = webpki::EndEntityCert::try_from(leaf) else { return chain };
+    let (mut anchors, mut intermediates) = (Vec::new(), Vec::new());
+    for ca in cas {
+        let self_signed = webpki::EndEntityCert::try_from(ca).is_ok_and(|cert| cert.subject() == cert.issuer());
+        match self_signed.then(|| webpki::anchor_from_trusted_cert(ca)) {
+            Some(Ok(anchor)) => anchors.push(anchor),
+            Some(Err(_)) => {}
+            None => intermediates.push(ca.clone()),
+        }
+    }
+    let path = end_entity.verify_for_usage(
+        provider.signature_verification_algorithms.all,
+        &anchors,
+        &intermediates,
+        rustls::pki_types::UnixTime::now(),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    );
+    match path {
+        Ok(path) => {
+            let mut completed = vec![leaf.clone()];
+            completed.extend(path.intermediate_certificates().map(|cert| cert.der().into_owned()));
+            completed
+        }
+        Err(error) => {
+            tracing::debug!("server certificate sent alone: no path to a CA of cafile/capath ({error:?})");
+            chain
+        }
+    }
+}
+
+/// Checks client certificates against `cas` (and `crlfile`): required
+/// with `require_certificate`, otherwise asked for and checked when sent.
+/// `None` without `cafile` or `capath`: no client certificate is asked
+/// for.
+fn client_verifier(
+    tls: &TlsConf,
+    cas: Vec<CertificateDer<'static>>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, LoadError> {
     let Some(place) = tls.cafile.as_ref().or(tls.capath.as_ref()) else { return Ok(None) };
+    let mut roots = RootCertStore::empty();
+    for cert in cas {
+        roots
+            .add(cert)
+            .map_err(|e| LoadError::at(place, format!("Unable to load CA certificates \"{}\": {e}.", place.value)))?;
+    }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if let Some(crlfile) = &tls.crlfile {
         let crls = CertificateRevocationListDer::pem_file_iter(&crlfile.value)
@@ -132,10 +187,10 @@ fn client_verifier(
     Ok(Some(verifier))
 }
 
-/// Adds the certificates of every PEM file in `dir` (OpenSSL's hashed
-/// links and the files they point to alike); files without a certificate
-/// are skipped. A directory without any certificate is an error.
-fn ca_directory(roots: &mut RootCertStore, dir: &str) -> Result<usize, String> {
+/// The certificates of every PEM file in `dir` (OpenSSL's hashed links
+/// and the files they point to alike); files without a certificate are
+/// skipped. A directory without any certificate is an error.
+fn ca_directory(dir: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(Result::ok)
@@ -143,19 +198,16 @@ fn ca_directory(roots: &mut RootCertStore, dir: &str) -> Result<usize, String> {
         .filter(|path| path.is_file())
         .collect();
     entries.sort();
-    let mut added = 0;
+    let mut found = Vec::new();
     for path in entries {
         let Some(name) = path.to_str() else { continue };
         let Ok(certs) = read_certificates(name) else { continue };
-        for cert in certs {
-            roots.add(cert).map_err(|e| format!("{name}: {e}"))?;
-            added += 1;
-        }
+        found.extend(certs);
     }
-    if added == 0 {
+    if found.is_empty() {
         return Err("no certificate found in the directory".to_owned());
     }
-    Ok(added)
+    Ok(found)
 }
 
 /// The cipher suites `ciphers` (TLS 1.2, OpenSSL names) and
