@@ -223,14 +223,17 @@ impl Persisting {
 
 /// Builds the server for `settings`, with a fresh seed for assigned ids;
 /// with `persistence true`, opens the store, restores what it holds and
-/// starts its committer. `wake` sends [`Event::Nudge`]: the committer
+/// starts its committer; then, started as root, becomes the configured
+/// `user`. `wake` sends [`Event::Nudge`]: the committer
 /// calls it when batches become durable, the logger when lines wait for
 /// `log_dest topic`.
 ///
 /// # Errors
 ///
 /// When the store cannot be opened or its thread started (see
-/// [`OpenError`](crate::persist::OpenError)): the broker does not start.
+/// [`OpenError`](crate::persist::OpenError)), or the broker cannot become
+/// its `user` ([`privileges`](crate::privileges)): the broker does not
+/// start.
 pub fn prepare<O: Outbox>(
     settings: &Settings,
     clock: &Clock,
@@ -259,6 +262,9 @@ pub fn prepare<O: Outbox>(
         }
         None => None,
     };
+    // The listeners are bound (the runtimes bind before preparing), the
+    // log and the store open: root is no longer needed.
+    crate::privileges::drop_to(&settings.process.user)?;
     Ok(Prepared { server, policies, connection_messages, reports, persistence })
 }
 

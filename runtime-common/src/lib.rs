@@ -26,6 +26,7 @@ pub mod link;
 pub mod logging;
 pub mod outbox;
 pub mod persist;
+pub mod privileges;
 pub mod reload;
 pub mod reports;
 pub mod settings;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use culex_core::auth::ListenerPolicies;
 use culex_core::conf::{
-    self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, Secret, WebSocketsConf,
+    self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, ProcessConf, Secret,
+    WebSocketsConf,
 };
 use culex_core::presence::PresenceKeys;
 use culex_core::{Config, ListenerId};
@@ -152,6 +153,9 @@ pub struct Settings {
     /// Where retained messages and persistent sessions are kept, with
     /// `persistence true`.
     pub persistence: Option<PersistenceConf>,
+    /// The user to run as once listeners, log and store are open, and the
+    /// pid file.
+    pub process: ProcessConf,
 }
 
 impl Settings {
@@ -167,6 +171,7 @@ impl Settings {
             reload: crate::reload::ReloadSource::default(),
             notices: Vec::new(),
             persistence: None,
+            process: ProcessConf::default(),
         }
     }
 }
@@ -317,7 +322,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     core.listener_client_ids = listener_client_ids;
     let reload = crate::reload::ReloadSource::default();
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
-    Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices, persistence })
+    Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices, persistence, process: conf.process })
 }
 
 /// A listener's WebSocket handshake rules and `http_dir`, resolved as
@@ -387,6 +392,9 @@ pub enum Error {
     /// disk: never a damaged file, which is moved aside).
     #[error(transparent)]
     Store(#[from] crate::persist::OpenError),
+    /// The broker could not become its `user`.
+    #[error("Error: {0}")]
+    Privileges(#[from] crate::privileges::Error),
     /// The store's thread could not be started.
     #[error("cannot start the store's thread: {source}")]
     StoreThread {
@@ -464,14 +472,16 @@ pub fn open_listeners(settings: &Settings) -> Result<Vec<Bound<Listening>>, Erro
     Ok(listeners)
 }
 
-/// Removes the socket files of the Unix socket listeners, at exit, as
-/// Mosquitto does. After privileges were dropped that may be refused:
-/// the next start removes a stale file anyway.
-pub fn remove_unix_sockets(settings: &Settings) {
-    for listener in &settings.listeners {
-        if let Endpoint::Unix(path) = &listener.addr {
-            let _ = std::fs::remove_file(path);
-        }
+/// Removes the socket files of the Unix socket listeners and the pid
+/// file, at exit, as Mosquitto does. After privileges were dropped that
+/// may be refused: the next start replaces them anyway.
+pub fn remove_run_files(settings: &Settings) {
+    let sockets = settings.listeners.iter().filter_map(|listener| match &listener.addr {
+        Endpoint::Unix(path) => Some(path.as_path()),
+        Endpoint::Tcp(_) => None,
+    });
+    for path in sockets.chain(settings.process.pid_file.as_deref().map(Path::new)) {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use tracing::info;
+use tracing::{error, info};
 
 use crate::settings::{self, Launch, Settings};
 
@@ -29,6 +29,14 @@ pub fn start(args: impl IntoIterator<Item = String>) -> Result<Settings, ExitCod
         return Err(ExitCode::FAILURE);
     }
     info!("culex version {} starting", env!("CARGO_PKG_VERSION"));
+    if let Some(path) = &settings.process.pid_file {
+        // Written as the user that started the broker, before it drops to
+        // `user`; a pid file that cannot be written stops start-up.
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            error!("Error: Unable to write pid file {path}: {e}.");
+            return Err(ExitCode::FAILURE);
+        }
+    }
     for notice in &settings.notices {
         info!("{notice}");
     }

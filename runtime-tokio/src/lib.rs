@@ -35,7 +35,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
 pub async fn serve(settings: Settings, signals: impl Signals) -> Result<(), Error> {
     let listeners = culex_runtime::settings::open_listeners(&settings)?;
     let served = run_on(listeners, &settings, signals).await;
-    culex_runtime::settings::remove_unix_sockets(&settings);
+    culex_runtime::settings::remove_run_files(&settings);
     served
 }
 

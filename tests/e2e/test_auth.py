@@ -69,7 +69,10 @@ def auth_broker(binary: str, tmp_path: Path, *, anonymous: bool, acl: str = ACL)
     pw = password_file(tmp_path)
     acl_path = tmp_path / "acl"
     acl_path.write_text(acl)
-    extra = [f"password_file {pw}", f"acl_file {acl_path}", f"allow_anonymous {str(anonymous).lower()}"]
+    # Reload tests re-read these files after start-up, from pytest's
+    # directories that only root may enter: the broker keeps root instead
+    # of dropping to `user mosquitto` (tests/e2e/test_process.py).
+    extra = [f"password_file {pw}", f"acl_file {acl_path}", f"allow_anonymous {str(anonymous).lower()}", "user root"]
     return Broker(binary, tmp_path, extra=extra)
 
 

@@ -43,7 +43,10 @@ def site(tmp_path) -> Path:
 
 def web_broker(make_broker, *lines: str):
     port = free_port()
-    broker = make_broker(extra=[f"listener {port} {LOOPBACK}", "protocol websockets", *lines])
+    # Files are served after start-up from pytest's directories, which
+    # only root may enter: the broker keeps root (tests/e2e/test_process.py
+    # checks the drop to `user mosquitto`).
+    broker = make_broker(extra=["user root", f"listener {port} {LOOPBACK}", "protocol websockets", *lines])
     wait_until(lambda: is_listening(port), what=f"WebSocket listener on {port}")
     broker.ws_port = port
     return broker

@@ -90,7 +90,7 @@ pub const MAX_USERNAME_LEN: usize = 65_535;
 /// like [`ConfError`](crate::conf::ConfError); it never contains any part
 /// of a hash.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {reason}")]
+#[error("{file}:{line}: {reason}{}", unhashed_list(.unhashed))]
 pub struct PasswordFileError {
     /// The file, as given to [`PasswordFile::parse`].
     pub file: String,
@@ -98,6 +98,18 @@ pub struct PasswordFileError {
     pub line: usize,
     /// What is wrong with the line.
     pub reason: LineError,
+    /// With [`LineError::NotHashed`]: every line of the file whose password
+    /// is not hashed, with its user, so that all of them can be fixed at
+    /// once.
+    pub unhashed: Vec<(usize, String)>,
+}
+
+fn unhashed_list(unhashed: &[(usize, String)]) -> String {
+    let users: Vec<String> = unhashed.iter().map(|(line, user)| format!("'{user}' (line {line})")).collect();
+    match users.is_empty() {
+        true => String::new(),
+        false => format!("; users with a plain-text password: {}", users.join(", ")),
+    }
 }
 
 /// What is wrong with a line of a password file.
@@ -278,15 +290,38 @@ impl PasswordFile {
     /// file in errors. Any malformed line fails the whole file.
     pub fn parse(path_for_messages: &str, text: &str) -> Result<Self, PasswordFileError> {
         let mut users = HashMap::new();
+        let mut unhashed = Vec::new();
         for (index, line) in text.split('\n').enumerate() {
-            let error = |reason| PasswordFileError { file: path_for_messages.to_owned(), line: index + 1, reason };
+            let error = |reason| PasswordFileError {
+                file: path_for_messages.to_owned(),
+                line: index + 1,
+                reason,
+                unhashed: Vec::new(),
+            };
             let trimmed = trim_blanks(line);
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let (username, hash) = parse_line(trimmed).map_err(error)?;
-            // The last line of a user wins, as in Mosquitto 2.0.
-            users.insert(username.to_owned(), hash);
+            match parse_line(trimmed) {
+                // The last line of a user wins, as in Mosquitto 2.0.
+                Ok((username, hash)) => {
+                    users.insert(username.to_owned(), hash);
+                }
+                // Gathered, so that the error names every such user.
+                Err(LineError::NotHashed) => {
+                    let user = trimmed.split_once(':').map_or(trimmed, |(user, _)| trim_blanks(user));
+                    unhashed.push((index + 1, user.to_owned()));
+                }
+                Err(reason) => return Err(error(reason)),
+            }
+        }
+        if let Some(&(line, _)) = unhashed.first() {
+            return Err(PasswordFileError {
+                file: path_for_messages.to_owned(),
+                line,
+                reason: LineError::NotHashed,
+                unhashed,
+            });
         }
         let decoy = decoy_for(&users);
         Ok(Self { users, decoy })
@@ -609,7 +644,15 @@ mod tests {
     fn malformed_line_error_names_file_line_and_reason() {
         let text = format!("# header\nbob:$7$101${SALT12}${HASH64}\n\nalice $7$101${SALT12}${HASH64}\n");
         let err = parse_err(&text);
-        assert_eq!(err, PasswordFileError { file: "test.passwd".into(), line: 4, reason: LineError::MissingColon });
+        assert_eq!(
+            err,
+            PasswordFileError {
+                file: "test.passwd".into(),
+                line: 4,
+                reason: LineError::MissingColon,
+                unhashed: vec![]
+            }
+        );
         assert_eq!(err.to_string(), "test.passwd:4: missing ':' between user name and password hash");
     }
 
@@ -680,6 +723,18 @@ mod tests {
             let message = parse_err(line).to_string();
             assert!(message.starts_with(&format!("test.passwd:1: {reason}")), "{message}");
         }
+    }
+
+    #[test]
+    fn every_plain_text_line_is_named_and_no_password_shown() {
+        let text = format!("alice:secret1\n# note\nbob:$7$101${SALT12}${HASH64}\ncarol : hunter2\n");
+        let err = parse_err(&text);
+        assert_eq!((err.line, err.reason), (1, LineError::NotHashed));
+        assert_eq!(err.unhashed, vec![(1, "alice".to_owned()), (4, "carol".to_owned())]);
+        let message = err.to_string();
+        assert!(message.ends_with("users with a plain-text password: 'alice' (line 1), 'carol' (line 4)"), "{message}");
+        assert!(message.contains("mosquitto_passwd -U"), "{message}");
+        assert!(!message.contains("secret1") && !message.contains("hunter2"), "{message}");
     }
 
     #[test]

@@ -38,6 +38,7 @@ use super::keys;
 use super::listeners::{self, ListenersDraft, Section};
 use super::logging::{self, LogDraft};
 use super::persistence::{self, PersistenceDraft};
+use super::process::{self, ProcessConf};
 use super::redis::{self, RedisDraft};
 use super::security::{self, SecurityDraft};
 use super::tls::{self, Located};
@@ -113,6 +114,8 @@ pub struct BrokerConf {
     pub persistence: PersistenceConf,
     /// The broker-wide WebSocket settings.
     pub websockets: WebSocketsConf,
+    /// The user to run as and the pid file.
+    pub process: ProcessConf,
     /// `password_file`: the path of a `mosquitto_passwd` file; the
     /// runtime reads it.
     pub password_file: Option<String>,
@@ -323,6 +326,7 @@ const SECTIONS: &[&[&str]] = &[
     redis::KEYS,
     persistence::KEYS,
     websockets::KEYS,
+    process::KEYS,
     &["include_dir"],
 ];
 
@@ -342,6 +346,7 @@ struct Parser {
     redis: RedisDraft,
     persistence: PersistenceDraft,
     websockets: WebSocketsConf,
+    process: ProcessConf,
     warnings: Vec<Warning>,
 }
 
@@ -387,6 +392,7 @@ impl Parser {
             key if logging::KEYS.contains(&key) => self.log.handle(line),
             key if redis::KEYS.contains(&key) => self.redis.handle(line),
             key if persistence::KEYS.contains(&key) => self.persistence.handle(line, &mut self.warnings),
+            key if process::KEYS.contains(&key) => self.process.handle(line),
             key if websockets::KEYS.contains(&key) => {
                 websockets::handle(&mut self.websockets, &mut self.listeners, line, *section)
             }
@@ -454,6 +460,7 @@ impl Parser {
             redis,
             persistence: PersistenceConf::default(),
             websockets: self.websockets,
+            process: self.process,
             password_file: None,
             acl_file: None,
             per_listener_settings: false,
@@ -568,8 +575,9 @@ mod tests {
              connection bridge1\naddress 10.0.0.1:1883\ntopic # both 0\nauth_opt_db x\nplugin_opt_x y\n",
         );
         // The persistence keys are Culex's now: autosave_interval says it
-        // changes nothing, persistence and persistence_location are applied.
-        assert_eq!(conf.warnings.len(), 16);
+        // changes nothing, persistence and persistence_location are applied;
+        // user and pid_file are applied too.
+        assert_eq!(conf.warnings.len(), 14);
         assert_eq!(conf.warnings[0].key, "autosave_interval");
         assert!(conf.warnings[1..].iter().all(|w| w.message == NOT_SUPPORTED));
         assert_eq!(conf.warnings[1].to_string(), "test.conf:2: psk_file: not supported by Culex, ignored");

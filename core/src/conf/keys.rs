@@ -70,7 +70,6 @@ pub(super) const IGNORED: &[&str] = &[
     "notifications",
     "notifications_local_only",
     "password",
-    "pid_file",
     "plugin",
     "plugin_load",
     "plugin_use",
@@ -94,7 +93,6 @@ pub(super) const IGNORED: &[&str] = &[
     "try_private",
     "upgrade_outgoing_qos",
     "use_username_as_clientid",
-    "user",
     "username",
 ];
 

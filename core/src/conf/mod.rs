@@ -58,6 +58,7 @@ mod limits;
 mod listeners;
 mod logging;
 mod persistence;
+mod process;
 mod redis;
 mod security;
 #[cfg(test)]
@@ -71,6 +72,7 @@ pub use file::{BrokerConf, ConfError, IncludeSource, NoIncludes, Warning, parse,
 pub use listeners::{DEFAULT_PORT, ListenerConf, ListenerProtocol, SocketDomain};
 pub use logging::{FACILITY_DAEMON, FACILITY_LOCAL0, LogConf, LogDest, LogTypes};
 pub use persistence::PersistenceConf;
+pub use process::ProcessConf;
 pub use redis::{DEFAULT_REDIS_KEY, DEFAULT_REDIS_PORT, RedisConf, Secret};
 pub use security::{ListenerAuth, ListenerSecurity};
 pub use timestamp::{LocalTime, TimestampFormat};

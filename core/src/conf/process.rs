@@ -1,0 +1,60 @@
+//! The process keys: the user the broker runs as once its sockets and
+//! files are open (`user`), and where it writes its process id
+//! (`pid_file`).
+
+use super::ConfError;
+use super::file::Line;
+
+/// The keys of this section.
+pub(super) const KEYS: &[&str] = &["user", "pid_file"];
+
+/// How the broker's process is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConf {
+    /// Started as root, the broker drops to this user (its groups and
+    /// primary group too) after binding its listeners and opening its log
+    /// and store; `root` keeps root. Mosquitto: `user`, default
+    /// `mosquitto`.
+    pub user: String,
+    /// A file the process id is written to at start and removed from at
+    /// exit. Mosquitto: `pid_file`, default none.
+    pub pid_file: Option<String>,
+}
+
+impl Default for ProcessConf {
+    fn default() -> Self {
+        Self { user: "mosquitto".to_owned(), pid_file: None }
+    }
+}
+
+impl ProcessConf {
+    pub(super) fn handle(&mut self, line: &Line<'_>) -> Result<(), ConfError> {
+        match line.key {
+            "user" => self.user = line.word()?.to_owned(),
+            "pid_file" => self.pid_file = Some(line.text()?.to_owned()),
+            _ => return Err(line.unknown()),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::conf::testing::{assert_error, conf};
+
+    #[test]
+    fn user_defaults_to_mosquitto_and_pid_file_to_none() {
+        let default = conf("");
+        assert_eq!((default.process.user.as_str(), default.process.pid_file.as_deref()), ("mosquitto", None));
+        let given = conf("user nobody\npid_file /run/culex 1.pid\n");
+        assert_eq!(given.process.user, "nobody");
+        assert_eq!(given.process.pid_file.as_deref(), Some("/run/culex 1.pid"));
+        assert!(given.warnings.is_empty());
+    }
+
+    #[test]
+    fn user_is_one_word() {
+        assert_error("user a b\n", 1, "Unexpected \"b\" after the user value.");
+        assert_error("pid_file\n", 1, "Empty pid_file value in configuration.");
+    }
+}
