@@ -884,8 +884,32 @@ impl Broker {
         self.resume(now, key, id);
     }
 
-    /// The client id to use, or the CONNACK code refusing it.
+    /// The QoS a copy of `message` goes out at to a subscription granted
+    /// `grant`: the lower of the two ([MQTT-3.8.4-6]), or the
+    /// subscription's with `upgrade_outgoing_qos`.
+    fn delivery_qos(&self, message: &Message, grant: Grant) -> QoS {
+        match self.config.upgrade_outgoing_qos {
+            true => grant.qos,
+            false => message.qos.min(grant.qos),
+        }
+    }
+
+    /// The client id to use, or the CONNACK code refusing it: an id not
+    /// starting with `clientid_prefixes` is not authorised, as in
+    /// Mosquitto (assigned ids too).
     fn client_id_for(&mut self, connect: &Connect, listener: ListenerId) -> Result<ClientId, ConnectReturnCode> {
+        let id = self.client_id_given_or_assigned(connect, listener)?;
+        match &self.config.clientid_prefixes {
+            Some(prefix) if !id.as_str().starts_with(prefix.as_str()) => Err(ConnectReturnCode::NotAuthorized),
+            _ => Ok(id),
+        }
+    }
+
+    fn client_id_given_or_assigned(
+        &mut self,
+        connect: &Connect,
+        listener: ListenerId,
+    ) -> Result<ClientId, ConnectReturnCode> {
         let given = &connect.client_id;
         if given.is_empty() {
             let (allow_zero_length, prefix) = self.config.client_ids(listener);
@@ -1071,7 +1095,7 @@ impl Broker {
             if grant.checked && !self.may_read(key, &message.topic) {
                 continue;
             }
-            let qos = message.qos.min(grant.qos);
+            let qos = self.delivery_qos(&message, grant);
             self.deliver(now, key, Outgoing::new(message.clone(), qos, false), source);
         }
         self.matched = matched;
@@ -1292,7 +1316,7 @@ impl Broker {
                 }
                 continue;
             }
-            let qos = message.qos.min(grant.qos);
+            let qos = self.delivery_qos(&message, grant);
             self.deliver(now, key, Outgoing::new(message, qos, true), Source::default());
         }
     }

@@ -98,6 +98,14 @@ pub struct Config {
     /// Log connects and disconnects at information level. Mosquitto:
     /// `connection_messages`, default true.
     pub connection_messages: bool,
+    /// Deliver every message at the QoS of the subscription it matched,
+    /// above the QoS it was published with: against [MQTT-3.8.4-6], for
+    /// those who ask. Mosquitto: `upgrade_outgoing_qos`, default false.
+    pub upgrade_outgoing_qos: bool,
+    /// Only clients whose id (given or assigned) starts with this
+    /// connect; others get CONNACK 5. Mosquitto: `clientid_prefixes`
+    /// (deprecated there), default none.
+    pub clientid_prefixes: Option<String>,
     /// Seed of the generator for assigned client ids: runtimes pass a
     /// random value, simulations a fixed one.
     pub id_seed: u64,
@@ -127,6 +135,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             sys_interval: Duration::from_secs(10),
             connection_messages: true,
+            upgrade_outgoing_qos: false,
+            clientid_prefixes: None,
             id_seed: 0x5eed_c0de,
         }
     }

@@ -865,3 +865,32 @@ fn max_subscriptions_refuses_new_filters_past_the_limit() {
     );
     insta::assert_snapshot!(sim.transcript());
 }
+
+#[test]
+fn clientid_prefixes_refuses_other_ids_with_connack_5_assigned_ones_too() {
+    let mut sim = Simulation::new(Config { clientid_prefixes: Some("door-".to_owned()), ..quiet() });
+    let door = sim.connect(ClientOptions::new("door-1"));
+    assert!(matches!(sim.take_received(door)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted));
+    for id in ["sensor-1", ""] {
+        let refused = sim.connect(ClientOptions::new(id));
+        assert!(
+            matches!(sim.take_received(refused)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::NotAuthorized),
+            "{id:?}"
+        );
+        assert_eq!(sim.closed(refused), Some(CloseReason::Refused(ConnectReturnCode::NotAuthorized)));
+    }
+}
+
+#[test]
+fn upgrade_outgoing_qos_delivers_at_the_subscriptions_qos() {
+    for (upgrade, expected) in [(false, QoS::AtMostOnce), (true, QoS::ExactlyOnce)] {
+        let mut sim = Simulation::new(Config { upgrade_outgoing_qos: upgrade, ..quiet() });
+        let sub = sim.connect(ClientOptions::new("sub"));
+        sim.subscribe(sub, "t/#", QoS::ExactlyOnce);
+        let publisher = sim.connect(ClientOptions::new("pub"));
+        sim.take_received(sub);
+        sim.publish(publisher, "t/a", b"x", QoS::AtMostOnce, false);
+        let got = publishes(&mut sim, sub);
+        assert_eq!(got.iter().map(|p| p.qos).collect::<Vec<_>>(), vec![expected], "upgrade {upgrade}");
+    }
+}

@@ -42,7 +42,6 @@ pub(super) const IGNORED: &[&str] = &[
     "check_retain_source",
     "cleansession",
     "clientid",
-    "clientid_prefixes",
     "connection",
     "dhparamfile",
     "disable_client_cert_date_checks",
@@ -91,7 +90,6 @@ pub(super) const IGNORED: &[&str] = &[
     "tls_keyform",
     "topic",
     "try_private",
-    "upgrade_outgoing_qos",
     "use_username_as_clientid",
     "username",
 ];

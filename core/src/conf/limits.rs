@@ -17,12 +17,14 @@ pub(super) const KEYS: &[&str] = &[
     "max_queued_messages",
     "max_subscriptions",
     "max_unwritten_bytes",
+    "clientid_prefixes",
     "message_expiry",
     "message_size_limit",
     "not_reading_timeout",
     "queue_qos0_messages",
     "slow_subscriber_timeout",
     "sys_interval",
+    "upgrade_outgoing_qos",
 ];
 
 /// Reads one line of this section into `core`.
@@ -47,6 +49,8 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
         }
         "queue_qos0_messages" => core.queue_qos0_messages = line.boolean()?,
         "sys_interval" => core.sys_interval = Duration::from_secs(line.int(0, 65_535)?.unsigned_abs()),
+        "upgrade_outgoing_qos" => core.upgrade_outgoing_qos = line.boolean()?,
+        "clientid_prefixes" => core.clientid_prefixes = Some(line.word()?.to_owned()),
         _ => return Err(line.unknown()),
     }
     Ok(())
@@ -55,6 +59,22 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
 #[cfg(test)]
 mod tests {
     use crate::conf::testing::{assert_error, conf};
+
+    #[test]
+    fn upgrade_outgoing_qos_and_clientid_prefixes_are_applied() {
+        let default = conf("");
+        assert!(!default.core.upgrade_outgoing_qos);
+        assert_eq!(default.core.clientid_prefixes, None);
+        let given = conf("upgrade_outgoing_qos true\nclientid_prefixes door-\n");
+        assert!(given.core.upgrade_outgoing_qos);
+        assert_eq!(given.core.clientid_prefixes.as_deref(), Some("door-"));
+        assert!(given.warnings.is_empty());
+        assert_error(
+            "upgrade_outgoing_qos maybe\n",
+            1,
+            "Invalid upgrade_outgoing_qos value (maybe): expected true or false.",
+        );
+    }
 
     #[test]
     fn max_inflight_messages_is_checked_and_applied() {
