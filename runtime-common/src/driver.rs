@@ -264,7 +264,9 @@ pub fn prepare<O: Outbox>(
     };
     // The listeners are bound (the runtimes bind before preparing), the
     // log and the store open: root is no longer needed.
-    crate::privileges::drop_to(&settings.process.user)?;
+    if let Some(user) = &settings.process.user {
+        crate::privileges::drop_to(user)?;
+    }
     Ok(Prepared { server, policies, connection_messages, reports, persistence })
 }
 

@@ -160,7 +160,8 @@ pub struct Settings {
 
 impl Settings {
     /// Mosquitto 2 without a config file: one listener on 127.0.0.1:1883,
-    /// anonymous clients allowed, presence only in the log.
+    /// anonymous clients allowed, presence only in the log; for a broker
+    /// embedded in another program, whose user it leaves as it is.
     pub fn embedded_defaults() -> Self {
         Self {
             listeners: vec![Listener::mqtt(SocketAddr::from(([127, 0, 0, 1], 1883)))],
@@ -171,7 +172,8 @@ impl Settings {
             reload: crate::reload::ReloadSource::default(),
             notices: Vec::new(),
             persistence: None,
-            process: ProcessConf::default(),
+            // A program embedding the broker keeps its own user.
+            process: ProcessConf { user: None, pid_file: None },
         }
     }
 }

@@ -14,8 +14,9 @@ pub struct ProcessConf {
     /// Started as root, the broker drops to this user (its groups and
     /// primary group too) after binding its listeners and opening its log
     /// and store; `root` keeps root. Mosquitto: `user`, default
-    /// `mosquitto`.
-    pub user: String,
+    /// `mosquitto`. `None` (a broker embedded in another program, see
+    /// `Settings::embedded_defaults`) leaves the process as it is.
+    pub user: Option<String>,
     /// A file the process id is written to at start and removed from at
     /// exit. Mosquitto: `pid_file`, default none.
     pub pid_file: Option<String>,
@@ -23,14 +24,14 @@ pub struct ProcessConf {
 
 impl Default for ProcessConf {
     fn default() -> Self {
-        Self { user: "mosquitto".to_owned(), pid_file: None }
+        Self { user: Some("mosquitto".to_owned()), pid_file: None }
     }
 }
 
 impl ProcessConf {
     pub(super) fn handle(&mut self, line: &Line<'_>) -> Result<(), ConfError> {
         match line.key {
-            "user" => self.user = line.word()?.to_owned(),
+            "user" => self.user = Some(line.word()?.to_owned()),
             "pid_file" => self.pid_file = Some(line.text()?.to_owned()),
             _ => return Err(line.unknown()),
         }
@@ -45,9 +46,9 @@ mod tests {
     #[test]
     fn user_defaults_to_mosquitto_and_pid_file_to_none() {
         let default = conf("");
-        assert_eq!((default.process.user.as_str(), default.process.pid_file.as_deref()), ("mosquitto", None));
+        assert_eq!((default.process.user.as_deref(), default.process.pid_file.as_deref()), (Some("mosquitto"), None));
         let given = conf("user nobody\npid_file /run/culex 1.pid\n");
-        assert_eq!(given.process.user, "nobody");
+        assert_eq!(given.process.user.as_deref(), Some("nobody"));
         assert_eq!(given.process.pid_file.as_deref(), Some("/run/culex 1.pid"));
         assert!(given.warnings.is_empty());
     }
