@@ -758,6 +758,10 @@ impl Broker {
         if connect.keep_alive > self.config.max_keepalive {
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::IdentifierRejected);
         }
+        if !self.config.retain_available && connect.will.as_ref().is_some_and(|w| w.retain) {
+            // As Mosquitto: closed without CONNACK, 3.1.1 having no code for it.
+            return self.close(now, id, CloseReason::RetainNotAvailable);
+        }
         if connect.will.as_ref().is_some_and(|w| w.payload.len() > self.config.payload_limit()) {
             // As Mosquitto: a will that could never be published is refused.
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::NotAuthorized);
@@ -985,6 +989,9 @@ impl Broker {
     fn handle_publish(&mut self, now: Now, id: ConnId, key: SessionKey, publish: Publish) {
         self.counters.messages_received += 1;
         let Publish { qos, retain, topic, packet_id, payload, dup } = publish;
+        if retain && !self.config.retain_available {
+            return self.close(now, id, CloseReason::RetainNotAvailable);
+        }
         let message = self.admit(id, key, qos, retain, topic, payload, dup).map(Arc::new);
         let pid = match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
@@ -1498,7 +1505,7 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
         CloseReason::Violation(v) => {
             info!("Client {client} disconnected due to protocol error: {v}")
         }
-        CloseReason::TooLarge { .. } | CloseReason::ConnectTimeout => {
+        CloseReason::TooLarge { .. } | CloseReason::ConnectTimeout | CloseReason::RetainNotAvailable => {
             info!("Client {client} disconnected: {reason}.")
         }
         CloseReason::NotAuthorised => info!("Client {client} disconnected, not authorised."),

@@ -102,6 +102,11 @@ pub struct Config {
     /// above the QoS it was published with: against [MQTT-3.8.4-6], for
     /// those who ask. Mosquitto: `upgrade_outgoing_qos`, default false.
     pub upgrade_outgoing_qos: bool,
+    /// Retained messages may be published. Off, a retained PUBLISH, or a
+    /// CONNECT whose will is to be retained, closes the connection (what
+    /// is retained already stays). Mosquitto: `retain_available`, default
+    /// true.
+    pub retain_available: bool,
     /// Only clients whose id (given or assigned) starts with this
     /// connect; others get CONNACK 5. Mosquitto: `clientid_prefixes`
     /// (deprecated there), default none.
@@ -136,6 +141,7 @@ impl Default for Config {
             sys_interval: Duration::from_secs(10),
             connection_messages: true,
             upgrade_outgoing_qos: false,
+            retain_available: true,
             clientid_prefixes: None,
             id_seed: 0x5eed_c0de,
         }

@@ -201,6 +201,10 @@ pub enum CloseReason {
     /// without writing what is still queued.
     #[error("not reading its messages")]
     NotReading,
+    /// A retained PUBLISH, or a will to be retained, with
+    /// `retain_available false`: Mosquitto closes such a 3.1.1 connection.
+    #[error("retained messages are not available (retain_available false)")]
+    RetainNotAvailable,
     /// `max_connections` was reached when the connection arrived.
     #[error("max_connections reached")]
     TooManyConnections,

@@ -894,3 +894,22 @@ fn upgrade_outgoing_qos_delivers_at_the_subscriptions_qos() {
         assert_eq!(got.iter().map(|p| p.qos).collect::<Vec<_>>(), vec![expected], "upgrade {upgrade}");
     }
 }
+
+#[test]
+fn retain_available_false_closes_retained_publishes_and_retained_wills() {
+    let mut sim = Simulation::new(Config { retain_available: false, ..quiet() });
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "t/#", QoS::AtMostOnce);
+    let publisher = sim.connect(ClientOptions::new("pub"));
+    sim.take_received(sub);
+    sim.publish(publisher, "t/plain", b"kept", QoS::AtMostOnce, false);
+    sim.publish(publisher, "t/retained", b"refused", QoS::AtMostOnce, true);
+    assert_eq!(payloads(&mut sim, sub), vec!["kept"]);
+    assert_eq!(sim.closed(publisher), Some(CloseReason::RetainNotAvailable));
+    let retained_will = LastWill { retain: true, ..will_to("t/will", b"w") };
+    let refused = sim.connect(ClientOptions::new("w").will(retained_will));
+    assert!(sim.take_received(refused).is_empty());
+    assert_eq!(sim.closed(refused), Some(CloseReason::RetainNotAvailable));
+    let plain_will = sim.connect(ClientOptions::new("w2").will(will_to("t/will", b"w")));
+    assert!(matches!(sim.take_received(plain_will)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted));
+}

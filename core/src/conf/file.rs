@@ -576,8 +576,8 @@ mod tests {
         );
         // The persistence keys are Culex's now: autosave_interval says it
         // changes nothing, persistence and persistence_location are applied;
-        // user and pid_file are applied too.
-        assert_eq!(conf.warnings.len(), 14);
+        // user, pid_file and retain_available are applied too.
+        assert_eq!(conf.warnings.len(), 13);
         assert_eq!(conf.warnings[0].key, "autosave_interval");
         assert!(conf.warnings[1..].iter().all(|w| w.message == NOT_SUPPORTED));
         assert_eq!(conf.warnings[1].to_string(), "test.conf:2: psk_file: not supported by Culex, ignored");

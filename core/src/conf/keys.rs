@@ -78,7 +78,6 @@ pub(super) const IGNORED: &[&str] = &[
     "remote_password",
     "remote_username",
     "restart_timeout",
-    "retain_available",
     "retry_interval",
     "round_robin",
     "set_tcp_nodelay",

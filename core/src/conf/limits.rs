@@ -22,6 +22,7 @@ pub(super) const KEYS: &[&str] = &[
     "message_size_limit",
     "not_reading_timeout",
     "queue_qos0_messages",
+    "retain_available",
     "slow_subscriber_timeout",
     "sys_interval",
     "upgrade_outgoing_qos",
@@ -50,6 +51,7 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
         "queue_qos0_messages" => core.queue_qos0_messages = line.boolean()?,
         "sys_interval" => core.sys_interval = Duration::from_secs(line.int(0, 65_535)?.unsigned_abs()),
         "upgrade_outgoing_qos" => core.upgrade_outgoing_qos = line.boolean()?,
+        "retain_available" => core.retain_available = line.boolean()?,
         "clientid_prefixes" => core.clientid_prefixes = Some(line.word()?.to_owned()),
         _ => return Err(line.unknown()),
     }
