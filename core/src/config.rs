@@ -107,6 +107,11 @@ pub struct Config {
     /// is retained already stays). Mosquitto: `retain_available`, default
     /// true.
     pub retain_available: bool,
+    /// Largest packet accepted from a client, fixed header included; 0
+    /// means no limit beyond the protocol's. Larger packets close the
+    /// connection before their body is read. Mosquitto: `max_packet_size`
+    /// (which counts remaining length plus one byte), default 0.
+    pub packet_size_limit: usize,
     /// Only clients whose id (given or assigned) starts with this
     /// connect; others get CONNACK 5. Mosquitto: `clientid_prefixes`
     /// (deprecated there), default none.
@@ -142,6 +147,7 @@ impl Default for Config {
             connection_messages: true,
             upgrade_outgoing_qos: false,
             retain_available: true,
+            packet_size_limit: 0,
             clientid_prefixes: None,
             id_seed: 0x5eed_c0de,
         }
@@ -172,9 +178,14 @@ impl Config {
     }
 
     /// The cap on a whole packet, checked on the fixed header before the
-    /// body is buffered: enough for the largest allowed payload.
+    /// body is buffered: enough for the largest allowed payload, and no
+    /// more than `packet_size_limit`.
     pub fn max_packet_size(&self) -> usize {
-        (self.payload_limit() + PUBLISH_OVERHEAD).min(MAX_REMAINING_LENGTH + 5)
+        let cap = (self.payload_limit() + PUBLISH_OVERHEAD).min(MAX_REMAINING_LENGTH + 5);
+        match self.packet_size_limit {
+            0 => cap,
+            limit => cap.min(limit),
+        }
     }
 
     /// Whether `listener` accepts an empty client id, and the prefix of

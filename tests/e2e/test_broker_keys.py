@@ -38,3 +38,15 @@ def test_retain_available_false_disconnects_retained_publishers(make_broker, cle
     assert refused.returncode != 0
     assert mosquitto_pub(broker.port, "t/x", "x", extra=["--will-topic", "t/w", "--will-payload", "w"]).returncode == 0
     assert [m[2] for m in sub.wait_messages(2)] == ["t/plain", "t/x"]
+
+
+def test_max_packet_size_closes_larger_packets_only(make_broker, cleanup):
+    broker = make_broker(extra=["max_packet_size 200"])
+    sub = MosquittoSub(broker.port, ["t/#"])
+    cleanup(sub.stop)
+    sub.wait_subscribed()
+    assert mosquitto_pub(broker.port, "t/small", "s" * 100).returncode == 0
+    mosquitto_pub(broker.port, "t/big", "b" * 400)
+    broker.wait_log(r"exceeds the limit of 200 bytes")
+    assert sub.wait_messages(1) == [(0, 0, "t/small", "s" * 100)]
+    assert all(m[2] != "t/big" for m in sub.messages())

@@ -327,7 +327,7 @@ const SECTIONS: &[&[&str]] = &[
     persistence::KEYS,
     websockets::KEYS,
     process::KEYS,
-    &["include_dir"],
+    &["include_dir", "allow_duplicate_messages"],
 ];
 
 /// Whether Culex acts on `key`.
@@ -385,6 +385,16 @@ impl Parser {
     ) -> Result<(), ConfError> {
         match line.key {
             "include_dir" => self.include_dir(line, level, includes),
+            // Read and dropped by Mosquitto 2.0 too, with this notice.
+            "allow_duplicate_messages" => {
+                line.boolean()?;
+                self.warnings.push(
+                    line.warning(
+                        "deprecated and without effect in Mosquitto 2.0; overlapping subscriptions get one copy",
+                    ),
+                );
+                Ok(())
+            }
             key if listeners::KEYS.contains(&key) => self.listeners.handle(line, section, &mut self.warnings),
             key if tls::KEYS.contains(&key) => tls::handle(&mut self.listeners.target(line, *section).tls, line),
             key if security::KEYS.contains(&key) => self.security.handle(line, *section, &mut self.listeners),

@@ -13,6 +13,7 @@ use crate::codec::MAX_REMAINING_LENGTH;
 pub(super) const KEYS: &[&str] = &[
     "max_inflight_messages",
     "max_keepalive",
+    "max_packet_size",
     "max_queued_bytes",
     "max_queued_messages",
     "max_subscriptions",
@@ -52,6 +53,14 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
         "sys_interval" => core.sys_interval = Duration::from_secs(line.int(0, 65_535)?.unsigned_abs()),
         "upgrade_outgoing_qos" => core.upgrade_outgoing_qos = line.boolean()?,
         "retain_available" => core.retain_available = line.boolean()?,
+        // Mosquitto refuses values below 20; 0 (none) is its default.
+        "max_packet_size" => {
+            let limit = line.int_described(0, INT_MAX, "0 or an integer from 20 to 2147483647")?;
+            if (1..20).contains(&limit) {
+                return Err(line.error(format!("Invalid max_packet_size value ({limit}).")));
+            }
+            core.packet_size_limit = to_usize(limit);
+        }
         "clientid_prefixes" => core.clientid_prefixes = Some(line.word()?.to_owned()),
         _ => return Err(line.unknown()),
     }

@@ -21,8 +21,14 @@ pub(super) const KEYS: &[&str] = &[
     "ciphers",
     "ciphers_tls1.3",
     "crlfile",
+    "dhparamfile",
+    "disable_client_cert_date_checks",
     "keyfile",
+    "psk_hint",
     "require_certificate",
+    "tls_engine",
+    "tls_engine_kpass_sha1",
+    "tls_keyform",
     "tls_version",
     "use_identity_as_username",
     "use_subject_as_username",
@@ -156,7 +162,38 @@ impl TlsConf {
 }
 
 /// Reads one TLS line into the settings of the listener it applies to.
+/// The Mosquitto TLS keys that ask for what only OpenSSL has: `None` for
+/// any other key; for these, accepted (a value asking nothing of it, such
+/// as `tls_keyform pem`) or an error saying why Culex cannot honour it.
+fn openssl_only(line: &Line<'_>) -> Option<Result<(), ConfError>> {
+    let reason = match line.key {
+        "dhparamfile" => Ok(Some(
+            "Culex's TLS (rustls) has no finite-field Diffie-Hellman suites; remove the line: \
+             its ECDHE suites give forward secrecy to every current client",
+        )),
+        "tls_engine" | "tls_engine_kpass_sha1" => {
+            Ok(Some("Culex's TLS (rustls) has no OpenSSL engines; give the key as a PEM keyfile"))
+        }
+        "tls_keyform" => line.word().map(|form| {
+            (form != "pem").then_some("Culex's TLS (rustls) reads keys from PEM files only (tls_keyform pem)")
+        }),
+        "psk_hint" => Ok(Some("Culex's TLS (rustls) has no pre-shared key suites; use certificates")),
+        "disable_client_cert_date_checks" => {
+            line.boolean().map(|disable| disable.then_some("Culex always checks the dates of client certificates"))
+        }
+        _ => return None,
+    };
+    Some(match reason {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => Err(line.error(format!("{}: {reason}.", line.key))),
+        Err(error) => Err(error),
+    })
+}
+
 pub(super) fn handle(tls: &mut TlsConf, line: &Line<'_>) -> Result<(), ConfError> {
+    if let Some(outcome) = openssl_only(line) {
+        return outcome;
+    }
     if tls.first.is_none() {
         tls.first = Some(line.located(line.key));
     }
@@ -220,6 +257,24 @@ pub(super) fn handle(tls: &mut TlsConf, line: &Line<'_>) -> Result<(), ConfError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_only_openssl_honours_stop_start_up_saying_why() {
+        for (text, reason) in [
+            ("dhparamfile /etc/dh.pem", "no finite-field Diffie-Hellman suites"),
+            ("tls_engine pkcs11", "no OpenSSL engines"),
+            ("tls_keyform engine", "PEM files only"),
+            ("psk_hint door", "no pre-shared key suites"),
+            ("disable_client_cert_date_checks true", "always checks the dates"),
+        ] {
+            let error = crate::conf::testing::error(&format!("listener 8883\n{text}\n"));
+            assert_eq!(error.line, 2, "{text}");
+            assert!(error.reason.contains(reason), "{text}: {}", error.reason);
+        }
+        let accepted =
+            crate::conf::testing::conf("listener 8883\ntls_keyform pem\ndisable_client_cert_date_checks false\n");
+        assert!(accepted.warnings.is_empty());
+    }
     use crate::conf::testing::{assert_error, conf};
     use crate::conf::{DEFAULT_PORT, parse};
 
