@@ -271,8 +271,7 @@ mod tests {
             assert_eq!(error.line, 2, "{text}");
             assert!(error.reason.contains(reason), "{text}: {}", error.reason);
         }
-        let accepted =
-            crate::conf::testing::conf("listener 8883\ntls_keyform pem\ndisable_client_cert_date_checks false\n");
+        let accepted = conf("listener 8883\ntls_keyform pem\ndisable_client_cert_date_checks false\n");
         assert!(accepted.warnings.is_empty());
     }
     use crate::conf::testing::{assert_error, conf};
