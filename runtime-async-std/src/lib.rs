@@ -60,7 +60,7 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
     let (stop, stopped) = channel::bounded::<()>(1);
     let ids = ConnIds::default();
     for Bound { socket, listener: served } in listeners {
-        let limits = served.limits(&settings.core, prepared.reports.clone());
+        let limits = served.limits(settings, prepared.reports.clone());
         let port = socket.port();
         let listener = Listener::new(socket).map_err(|source| Error::Bind { addr: served.addr.clone(), source })?;
         let accept = accept_loop(
@@ -147,12 +147,13 @@ impl Listener {
     }
 
     /// Accepts the next connection and starts serving it.
-    async fn accept(&self, start: impl FnOnce(Remote) -> Serve) -> std::io::Result<()> {
+    async fn accept(&self, nodelay: bool, start: impl FnOnce(Remote) -> Serve) -> std::io::Result<()> {
         match self {
             Self::Tcp(listener) => {
                 let (stream, remote) = listener.accept().await?;
-                // Small acknowledgements must not wait for Nagle's timer.
-                let _ = stream.set_nodelay(true);
+                // `set_tcp_nodelay`: by default small acknowledgements do
+                // not wait for Nagle's timer.
+                let _ = stream.set_nodelay(nodelay);
                 start(remote.into()).run(stream);
             }
             Self::Unix(path, listener) => {
@@ -195,7 +196,7 @@ async fn accept_loop(
         Serve { remote, conn: ids.next(), limits: limits.clone(), events: events.clone() }
     };
     loop {
-        let accepted = async { Some(listener.accept(start).await) }.or(async {
+        let accepted = async { Some(listener.accept(limits.nodelay, start).await) }.or(async {
             let _ = stopped.recv().await;
             None
         });

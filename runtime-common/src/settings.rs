@@ -89,9 +89,10 @@ impl Listener {
         }
     }
 
-    /// What its connections are allowed and speak under `core`; their
+    /// What its connections are allowed and speak under `settings`; their
     /// writers post their progress to `reports`.
-    pub fn limits(&self, core: &Config, reports: Arc<WriterReports>) -> Limits {
+    pub fn limits(&self, settings: &Settings, reports: Arc<WriterReports>) -> Limits {
+        let core = &settings.core;
         let websocket = self.websockets.then(|| WebSocket {
             max_frame: crate::ws::max_frame(core.max_packet_size()),
             rules: self.handshake.clone(),
@@ -103,6 +104,7 @@ impl Listener {
             budget: core.max_unwritten_bytes,
             reports,
             transport: Transport { tls: self.tls.clone(), websocket },
+            nodelay: settings.process.set_tcp_nodelay,
         }
     }
 }
@@ -122,6 +124,8 @@ pub struct Limits {
     pub reports: Arc<WriterReports>,
     /// TLS and WebSocket below MQTT, if any.
     pub transport: Transport,
+    /// Nagle's algorithm off on its TCP connections (`set_tcp_nodelay`).
+    pub nodelay: bool,
 }
 
 impl Limits {
@@ -173,7 +177,7 @@ impl Settings {
             notices: Vec::new(),
             persistence: None,
             // A program embedding the broker keeps its own user.
-            process: ProcessConf { user: None, pid_file: None },
+            process: ProcessConf { user: None, ..ProcessConf::default() },
         }
     }
 }

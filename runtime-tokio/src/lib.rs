@@ -57,7 +57,7 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
     let (stop, stopped) = watch::channel(false);
     let ids = ConnIds::default();
     for Bound { socket, listener: served } in listeners {
-        let limits = served.limits(&settings.core, prepared.reports.clone());
+        let limits = served.limits(settings, prepared.reports.clone());
         let port = socket.port();
         let listener = Listener::new(socket).map_err(|source| Error::Bind { addr: served.addr.clone(), source })?;
         let accept = accept_loop(
@@ -146,12 +146,13 @@ impl Listener {
     }
 
     /// Accepts the next connection and starts serving it.
-    async fn accept(&self, start: impl FnOnce(Remote) -> Serve) -> std::io::Result<()> {
+    async fn accept(&self, nodelay: bool, start: impl FnOnce(Remote) -> Serve) -> std::io::Result<()> {
         match self {
             Self::Tcp(listener) => {
                 let (stream, remote) = listener.accept().await?;
-                // Small acknowledgements must not wait for Nagle's timer.
-                let _ = stream.set_nodelay(true);
+                // `set_tcp_nodelay`: by default small acknowledgements do
+                // not wait for Nagle's timer.
+                let _ = stream.set_nodelay(nodelay);
                 start(remote.into()).run(stream);
             }
             Self::Unix(path, listener) => {
@@ -195,7 +196,7 @@ async fn accept_loop(
     };
     loop {
         tokio::select! {
-            accepted = listener.accept(start) => {
+            accepted = listener.accept(limits.nodelay, start) => {
                 // Out of descriptors and the like: wait a little, keep serving.
                 if let Err(error) = accepted {
                     warn!("accept failed on port {port}: {error}");

@@ -75,7 +75,6 @@ pub(super) const IGNORED: &[&str] = &[
     "restart_timeout",
     "retry_interval",
     "round_robin",
-    "set_tcp_nodelay",
     "start_type",
     "store_clean_interval",
     "threshold",

@@ -1,12 +1,12 @@
 //! The process keys: the user the broker runs as once its sockets and
-//! files are open (`user`), and where it writes its process id
-//! (`pid_file`).
+//! files are open (`user`), where it writes its process id (`pid_file`),
+//! and the socket option of its client connections (`set_tcp_nodelay`).
 
 use super::ConfError;
 use super::file::Line;
 
 /// The keys of this section.
-pub(super) const KEYS: &[&str] = &["user", "pid_file"];
+pub(super) const KEYS: &[&str] = &["user", "pid_file", "set_tcp_nodelay"];
 
 /// How the broker's process is run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +20,15 @@ pub struct ProcessConf {
     /// A file the process id is written to at start and removed from at
     /// exit. Mosquitto: `pid_file`, default none.
     pub pid_file: Option<String>,
+    /// Nagle's algorithm off on client connections. Mosquitto:
+    /// `set_tcp_nodelay`, default false; Culex's default is true (small
+    /// acknowledgements do not wait up to 40 ms for the peer's ack).
+    pub set_tcp_nodelay: bool,
 }
 
 impl Default for ProcessConf {
     fn default() -> Self {
-        Self { user: Some("mosquitto".to_owned()), pid_file: None }
+        Self { user: Some("mosquitto".to_owned()), pid_file: None, set_tcp_nodelay: true }
     }
 }
 
@@ -33,6 +37,7 @@ impl ProcessConf {
         match line.key {
             "user" => self.user = Some(line.word()?.to_owned()),
             "pid_file" => self.pid_file = Some(line.text()?.to_owned()),
+            "set_tcp_nodelay" => self.set_tcp_nodelay = line.boolean()?,
             _ => return Err(line.unknown()),
         }
         Ok(())
@@ -51,6 +56,8 @@ mod tests {
         assert_eq!(given.process.user.as_deref(), Some("nobody"));
         assert_eq!(given.process.pid_file.as_deref(), Some("/run/culex 1.pid"));
         assert!(given.warnings.is_empty());
+        assert!(default.process.set_tcp_nodelay);
+        assert!(!conf("set_tcp_nodelay false\n").process.set_tcp_nodelay);
     }
 
     #[test]
