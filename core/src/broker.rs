@@ -758,6 +758,10 @@ impl Broker {
         if connect.keep_alive > self.config.max_keepalive {
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::IdentifierRejected);
         }
+        if connect.will.as_ref().is_some_and(|w| w.qos > self.config.rules(listener).max_qos) {
+            // As Mosquitto: closed without CONNACK, 3.1.1 having no code for it.
+            return self.close(now, id, CloseReason::QosNotSupported);
+        }
         if !self.config.retain_available && connect.will.as_ref().is_some_and(|w| w.retain) {
             // As Mosquitto: closed without CONNACK, 3.1.1 having no code for it.
             return self.close(now, id, CloseReason::RetainNotAvailable);
@@ -902,7 +906,12 @@ impl Broker {
     /// starting with `clientid_prefixes` is not authorised, as in
     /// Mosquitto (assigned ids too).
     fn client_id_for(&mut self, connect: &Connect, listener: ListenerId) -> Result<ClientId, ConnectReturnCode> {
-        let id = self.client_id_given_or_assigned(connect, listener)?;
+        let id = match (self.config.rules(listener).use_username_as_clientid, &connect.username) {
+            // `use_username_as_clientid`: the user name, or not authorised.
+            (true, Some(username)) => ClientId::new(username.clone()),
+            (true, None) => return Err(ConnectReturnCode::NotAuthorized),
+            (false, _) => self.client_id_given_or_assigned(connect, listener)?,
+        };
         match &self.config.clientid_prefixes {
             Some(prefix) if !id.as_str().starts_with(prefix.as_str()) => Err(ConnectReturnCode::NotAuthorized),
             _ => Ok(id),
@@ -991,6 +1000,10 @@ impl Broker {
         let Publish { qos, retain, topic, packet_id, payload, dup } = publish;
         if retain && !self.config.retain_available {
             return self.close(now, id, CloseReason::RetainNotAvailable);
+        }
+        let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
+        if qos > self.config.rules(listener).max_qos {
+            return self.close(now, id, CloseReason::QosNotSupported);
         }
         let message = self.admit(id, key, qos, retain, topic, payload, dup).map(Arc::new);
         let pid = match (qos, packet_id) {
@@ -1271,8 +1284,12 @@ impl Broker {
             subscribe.filters.iter().map(|(filter, _)| self.policy.filter_access(info, filter)).collect();
         let mut return_codes = Vec::with_capacity(subscribe.filters.len());
         let mut granted = Vec::with_capacity(subscribe.filters.len());
+        // `max_qos`: a subscription above it is granted at it, as in Mosquitto.
+        let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
+        let max_qos = self.config.rules(listener).max_qos;
         for ((filter, qos), access) in subscribe.filters.into_iter().zip(decisions) {
             debug!(conn = %id, "\t{} (QoS {})", filter.as_str(), qos.bits());
+            let qos = qos.min(max_qos);
             if access == FilterAccess::Denied || !self.has_room_for(key, &filter) {
                 return_codes.push(SubscribeReturnCode::Failure);
                 continue;
@@ -1509,6 +1526,7 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
             info!("Client {client} disconnected: {reason}.")
         }
         CloseReason::NotAuthorised => info!("Client {client} disconnected, not authorised."),
+        CloseReason::QosNotSupported => info!("Too high QoS in PUBLISH from {client}, disconnecting."),
         CloseReason::TakenOver | CloseReason::Refused(_) | CloseReason::TooManyConnections | CloseReason::Shutdown => {
             debug!(conn = %id, "Client {client} closed: {reason}.")
         }

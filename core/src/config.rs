@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::codec::MAX_REMAINING_LENGTH;
 use crate::peer::ListenerId;
+use crate::types::QoS;
 
 /// What the broker allows and how much it keeps. The defaults are
 /// Mosquitto 2's, except where a field says otherwise.
@@ -88,6 +89,10 @@ pub struct Config {
     /// listener, in place of the two fields above. A listener missing here
     /// follows those fields.
     pub listener_client_ids: BTreeMap<ListenerId, ClientIdRules>,
+    /// Per listener: `max_qos` and `use_username_as_clientid` (Mosquitto
+    /// listener keys, whatever `per_listener_settings` says). A listener
+    /// missing here has the defaults.
+    pub listener_rules: BTreeMap<ListenerId, ListenerRules>,
     /// Time a new connection has to send CONNECT before it is closed.
     /// Mosquitto has no key for it; default 10 s.
     pub connect_timeout: Duration,
@@ -142,6 +147,7 @@ impl Default for Config {
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),
             listener_client_ids: BTreeMap::new(),
+            listener_rules: BTreeMap::new(),
             connect_timeout: Duration::from_secs(10),
             sys_interval: Duration::from_secs(10),
             connection_messages: true,
@@ -151,6 +157,25 @@ impl Default for Config {
             clientid_prefixes: None,
             id_seed: 0x5eed_c0de,
         }
+    }
+}
+
+/// Mosquitto listener keys that change how the core treats that
+/// listener's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerRules {
+    /// Highest QoS its clients may use: a PUBLISH or will above it closes
+    /// the connection, a subscription above it is granted at it.
+    /// Mosquitto: `max_qos`, default 2.
+    pub max_qos: QoS,
+    /// The client id is the user name; a client without one is refused
+    /// with CONNACK 5. Mosquitto: `use_username_as_clientid`.
+    pub use_username_as_clientid: bool,
+}
+
+impl Default for ListenerRules {
+    fn default() -> Self {
+        Self { max_qos: QoS::ExactlyOnce, use_username_as_clientid: false }
     }
 }
 
@@ -195,6 +220,11 @@ impl Config {
             Some(rules) => (rules.allow_zero_length_clientid, &rules.auto_id_prefix),
             None => (self.allow_zero_length_clientid, &self.auto_id_prefix),
         }
+    }
+
+    /// The rules of `listener`.
+    pub fn rules(&self, listener: ListenerId) -> ListenerRules {
+        self.listener_rules.get(&listener).copied().unwrap_or_default()
     }
 
     /// The in-flight window (0 means 65,535, every packet id).

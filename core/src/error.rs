@@ -205,6 +205,10 @@ pub enum CloseReason {
     /// `retain_available false`: Mosquitto closes such a 3.1.1 connection.
     #[error("retained messages are not available (retain_available false)")]
     RetainNotAvailable,
+    /// A PUBLISH or will above its listener's `max_qos`: Mosquitto closes
+    /// such a 3.1.1 connection.
+    #[error("QoS above the listener's max_qos")]
+    QosNotSupported,
     /// `max_connections` was reached when the connection arrived.
     #[error("max_connections reached")]
     TooManyConnections,

@@ -913,3 +913,44 @@ fn retain_available_false_closes_retained_publishes_and_retained_wills() {
     let plain_will = sim.connect(ClientOptions::new("w2").will(will_to("t/will", b"w")));
     assert!(matches!(sim.take_received(plain_will)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted));
 }
+
+fn listener_rules(rules: culex_core::ListenerRules) -> Config {
+    Config { listener_rules: [(culex_core::ListenerId(0), rules)].into(), ..quiet() }
+}
+
+#[test]
+fn max_qos_lowers_subscriptions_and_closes_publishes_and_wills_above_it() {
+    let rules = culex_core::ListenerRules { max_qos: QoS::AtLeastOnce, ..Default::default() };
+    let mut sim = Simulation::new(listener_rules(rules));
+    let sub = sim.connect(ClientOptions::new("sub"));
+    sim.subscribe(sub, "t/#", QoS::ExactlyOnce);
+    let suback = sim.take_received(sub);
+    assert!(
+        matches!(&suback[..], [Packet::ConnAck(_), Packet::SubAck(a)] if a.return_codes == [culex_core::codec::SubscribeReturnCode::Granted(QoS::AtLeastOnce)]),
+        "{suback:?}"
+    );
+    let publisher = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publisher, "t/a", b"one", QoS::AtLeastOnce, false);
+    sim.publish(publisher, "t/a", b"two", QoS::ExactlyOnce, false);
+    assert_eq!(sim.closed(publisher), Some(CloseReason::QosNotSupported));
+    assert_eq!(payloads(&mut sim, sub), vec!["one"]);
+    let will = LastWill { qos: QoS::ExactlyOnce, ..will_to("t/w", b"w") };
+    let refused = sim.connect(ClientOptions::new("w").will(will));
+    assert!(sim.take_received(refused).is_empty());
+    assert_eq!(sim.closed(refused), Some(CloseReason::QosNotSupported));
+}
+
+#[test]
+fn use_username_as_clientid_takes_the_user_name_or_refuses() {
+    let rules = culex_core::ListenerRules { use_username_as_clientid: true, ..Default::default() };
+    let mut sim = Simulation::new(listener_rules(rules));
+    let mut options = ClientOptions::new("given");
+    options.username = Some("door-7".into());
+    let named = sim.connect(options);
+    assert!(matches!(sim.take_received(named)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted));
+    assert!(sim.is_online("door-7") && !sim.is_online("given"));
+    let anonymous = sim.connect(ClientOptions::new("given"));
+    assert!(
+        matches!(sim.take_received(anonymous)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::NotAuthorized)
+    );
+}

@@ -326,6 +326,13 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let mut core = conf.core;
     core.connection_messages = conf.log.connection_messages;
     core.listener_client_ids = listener_client_ids;
+    core.listener_rules = conf
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(index, listener)| (ListenerId(u16::try_from(index).unwrap_or(u16::MAX)), listener.rules))
+        .filter(|(_, rules)| *rules != culex_core::ListenerRules::default())
+        .collect();
     let reload = crate::reload::ReloadSource::default();
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
     Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices, persistence, process: conf.process })

@@ -586,9 +586,9 @@ mod tests {
         );
         // The persistence keys are Culex's now: autosave_interval says it
         // changes nothing, persistence and persistence_location are applied;
-        // user, pid_file, retain_available and set_tcp_nodelay are
-        // applied too.
-        assert_eq!(conf.warnings.len(), 12);
+        // user, pid_file, retain_available, set_tcp_nodelay and max_qos
+        // are applied too.
+        assert_eq!(conf.warnings.len(), 11);
         assert_eq!(conf.warnings[0].key, "autosave_interval");
         assert!(conf.warnings[1..].iter().all(|w| w.message == NOT_SUPPORTED));
         assert_eq!(conf.warnings[1].to_string(), "test.conf:2: psk_file: not supported by Culex, ignored");

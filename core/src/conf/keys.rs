@@ -55,10 +55,8 @@ pub(super) const IGNORED: &[&str] = &[
     "local_password",
     "local_username",
     "max_inflight_bytes",
-    "max_qos",
     "max_topic_alias",
     "max_topic_alias_broker",
-    "maximum_qos",
     "memory_limit",
     "mount_point",
     "notification_topic",
@@ -80,7 +78,6 @@ pub(super) const IGNORED: &[&str] = &[
     "threshold",
     "topic",
     "try_private",
-    "use_username_as_clientid",
     "username",
 ];
 
@@ -93,12 +90,9 @@ const LISTENER_SCOPED: &[&str] = &[
     "bind_interface",
     "listener_allow_anonymous",
     "listener_auto_id_prefix",
-    "max_qos",
     "max_topic_alias",
     "max_topic_alias_broker",
-    "maximum_qos",
     "mount_point",
-    "use_username_as_clientid",
 ];
 
 /// Whether Mosquitto knows `key` although Culex ignores it (plugin

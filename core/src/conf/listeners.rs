@@ -27,6 +27,8 @@
 
 use super::file::{INT_MAX, Line, Loc, to_usize};
 use super::{BrokerConf, ConfError, ListenerSecurity, Located, TlsConf, Warning};
+use crate::config::ListenerRules;
+use crate::types::QoS;
 
 /// Port of the default listener and of the local only listeners.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -36,7 +38,17 @@ const LOOPBACK_V4: &str = "127.0.0.1";
 const LOOPBACK_V6: &str = "::1";
 
 /// The keys of this section.
-pub(super) const KEYS: &[&str] = &["bind_address", "listener", "max_connections", "port", "protocol", "socket_domain"];
+pub(super) const KEYS: &[&str] = &[
+    "bind_address",
+    "listener",
+    "max_connections",
+    "max_qos",
+    "maximum_qos",
+    "port",
+    "protocol",
+    "socket_domain",
+    "use_username_as_clientid",
+];
 
 /// What a listener speaks. Mosquitto: `protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +101,9 @@ pub struct ListenerConf {
     /// `websockets_origin` lines: when any is given, a WebSocket upgrade
     /// must carry one of them as its `Origin`.
     pub websockets_origins: Vec<String>,
+    /// What the core does differently for its clients (`max_qos`,
+    /// `use_username_as_clientid`).
+    pub rules: ListenerRules,
 }
 
 impl ListenerConf {
@@ -105,6 +120,7 @@ impl ListenerConf {
             tls: TlsConf::default(),
             http_dir: None,
             websockets_origins: Vec::new(),
+            rules: ListenerRules::default(),
         }
     }
 }
@@ -223,6 +239,14 @@ impl ListenersDraft {
             "max_connections" => {
                 let n = line.int_described(i64::MIN, INT_MAX, "-1 (no limit) or an integer from 0 to 2147483647")?;
                 self.target(line, *section).max_connections = if n < 0 { None } else { Some(to_usize(n)) };
+            }
+            "max_qos" | "maximum_qos" => {
+                let qos = line.int_described(0, 2, "0, 1 or 2")?;
+                self.target(line, *section).rules.max_qos =
+                    QoS::from_bits(u8::try_from(qos).unwrap_or(2)).unwrap_or(QoS::ExactlyOnce);
+            }
+            "use_username_as_clientid" => {
+                self.target(line, *section).rules.use_username_as_clientid = line.boolean()?;
             }
             "socket_domain" => {
                 let domain = match line.word()? {
@@ -412,6 +436,15 @@ mod tests {
         assert_error("listener 0", 1, "A listener with port 0 must provide a Unix socket path.");
         assert_error("listener 1883\nlistener 1883\n", 2, "Duplicate listener for port 1883.");
         assert_error("listener 1883 ::1\nlistener 1883 ::1\n", 2, "Duplicate listener for port 1883 on ::1.");
+    }
+
+    #[test]
+    fn max_qos_and_use_username_as_clientid_belong_to_their_listener() {
+        let conf = conf("listener 1883\nlistener 1884\nmaximum_qos 1\nuse_username_as_clientid true\n");
+        assert_eq!(conf.listeners[0].rules, ListenerRules::default());
+        let rules = ListenerRules { max_qos: QoS::AtLeastOnce, use_username_as_clientid: true };
+        assert_eq!(conf.listeners[1].rules, rules);
+        assert_error("listener 1883\nmax_qos 3\n", 2, "Invalid max_qos value (3): expected 0, 1 or 2.");
     }
 
     #[test]
