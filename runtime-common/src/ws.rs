@@ -694,6 +694,62 @@ mod tests {
         assert_eq!(status(&hs.feed(b"X-More: yes\r\n")), "HTTP/1.1 431");
     }
 
+    /// Requests of every kind the handshake tells apart, with the rules
+    /// each is judged by: upgrades accepted and refused (origin, size),
+    /// and plain requests for `http_dir`.
+    fn requests() -> Vec<(String, HandshakeRules)> {
+        let http = HandshakeRules { http: true, ..HandshakeRules::default() };
+        let origins = HandshakeRules { origins: vec!["https://example.com".to_owned()], ..HandshakeRules::default() };
+        let small = HandshakeRules { max_head: REQUEST.len() - 1, ..HandshakeRules::default() };
+        let with_origin = REQUEST.replace("Host: localhost\r\n", "Host: localhost\r\nOrigin: https://example.com\r\n");
+        vec![
+            (REQUEST.to_owned(), HandshakeRules::default()),
+            (with_origin.clone(), origins.clone()),
+            (REQUEST.to_owned(), origins),
+            (REQUEST.to_owned(), small),
+            ("GET /app/index.html?v=2 HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(), http.clone()),
+            ("HEAD / HTTP/1.0\r\n\r\n".to_owned(), http.clone()),
+            ("PUT / HTTP/1.1\r\n\r\n".to_owned(), http),
+            ("GET / HTTP/1.1\r\n\r\n".to_owned(), HandshakeRules::default()),
+        ]
+    }
+
+    /// The first answer when `input` comes in `chunks` (sizes of at least
+    /// 1, cycled).
+    fn answer_in_chunks(rules: &HandshakeRules, input: &[u8], chunks: &[usize]) -> HandshakeStep {
+        let mut hs = with(rules.clone());
+        let mut rest = input;
+        for size in chunks.iter().cycle() {
+            let (now, later) = rest.split_at((*size).min(rest.len()));
+            rest = later;
+            match hs.feed(now) {
+                HandshakeStep::NeedMore if !rest.is_empty() => {}
+                step => return step,
+            }
+        }
+        HandshakeStep::NeedMore
+    }
+
+    #[test]
+    fn every_split_of_a_request_gets_the_same_answer() {
+        for (request, rules) in requests() {
+            let whole = with(rules.clone()).feed(request.as_bytes());
+            assert_ne!(whole, HandshakeStep::NeedMore, "{request:?}");
+            for cut in 1..request.len() {
+                let got = answer_in_chunks(&rules, request.as_bytes(), &[cut, request.len()]);
+                assert_eq!(got, whole, "{request:?} cut at {cut}");
+            }
+        }
+        fn prop(chunks: Vec<u8>) -> bool {
+            let chunks: Vec<usize> = chunks.into_iter().map(|c| usize::from(c % 16) + 1).collect();
+            requests().into_iter().all(|(request, rules)| {
+                let whole = with(rules.clone()).feed(request.as_bytes());
+                chunks.is_empty() || answer_in_chunks(&rules, request.as_bytes(), &chunks) == whole
+            })
+        }
+        QuickCheck::new().quickcheck(prop as fn(Vec<u8>) -> bool);
+    }
+
     #[test]
     fn plain_requests_go_to_http_dir_when_there_is_one() {
         let http = || with(HandshakeRules { http: true, ..HandshakeRules::default() });
