@@ -210,4 +210,8 @@ pub enum CloseReason {
     /// A reloaded policy no longer accepts the client's credentials.
     #[error("not authorised any more")]
     NotAuthorised,
+    /// A PUBLISH, or the will of a CONNECT, above its listener's
+    /// `max_qos`.
+    #[error("QoS above the listener's max_qos")]
+    QosNotSupported,
 }

@@ -126,7 +126,7 @@ pub mod types;
 
 pub use action::{Action, Input};
 pub use broker::{Broker, SessionInfo, Stats};
-pub use config::{ClientIdRules, Config};
+pub use config::{ClientIdRules, Config, ListenerRules};
 pub use error::{CloseReason, Violation};
 pub use message::Message;
 pub use peer::{Identity, ListenerId, Peer};

@@ -116,9 +116,9 @@ impl ReloadSource {
     /// that asks for protection Culex cannot give is refused here too).
     fn try_load(&self) -> Result<(ListenerPolicies, Vec<String>), String> {
         let conf = settings::read_conf(&self.options)?;
-        if conf.per_listener_settings && listeners_of(&conf) != self.listeners {
-            return Err("Error: the listeners of the configuration changed; with per_listener_settings their \
-                        access settings apply only after a restart."
+        if !conf.uniform_auth() && listeners_of(&conf) != self.listeners {
+            return Err("Error: the listeners of the configuration changed; with per_listener_settings (or \
+                        listener_allow_anonymous) their access settings apply only after a restart."
                 .to_owned());
         }
         let settings = settings::from_conf(conf)?;

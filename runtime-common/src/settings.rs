@@ -262,6 +262,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
         );
     }
     let listener_client_ids = conf.listener_client_ids();
+    let listener_rules = conf.listener_rules();
     let first_port = conf.listeners.first().map_or(1883, |l| l.port);
     let redis = conf.redis.map(|r| RedisSettings {
         keys: PresenceKeys::new(&r.key, &broker_id(first_port)),
@@ -274,6 +275,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let mut core = conf.core;
     core.connection_messages = conf.log.connection_messages;
     core.listener_client_ids = listener_client_ids;
+    core.listener_rules = listener_rules;
     let reload = crate::reload::ReloadSource::default();
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
     Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices, persistence })

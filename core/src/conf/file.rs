@@ -35,6 +35,7 @@
 use std::fmt;
 
 use super::keys;
+use super::listener_rules;
 use super::listeners::{self, ListenersDraft, Section};
 use super::logging::{self, LogDraft};
 use super::persistence::{self, PersistenceDraft};
@@ -314,6 +315,7 @@ pub(super) fn to_usize(n: i64) -> usize {
 /// The keys Culex acts on, by section.
 const SECTIONS: &[&[&str]] = &[
     listeners::KEYS,
+    listener_rules::KEYS,
     tls::KEYS,
     security::KEYS,
     limits::KEYS,
@@ -377,6 +379,9 @@ impl Parser {
         match line.key {
             "include_dir" => self.include_dir(line, level, includes),
             key if listeners::KEYS.contains(&key) => self.listeners.handle(line, section, &mut self.warnings),
+            key if listener_rules::KEYS.contains(&key) => {
+                listener_rules::handle(line, *section, &mut self.listeners, &mut self.warnings)
+            }
             key if tls::KEYS.contains(&key) => tls::handle(&mut self.listeners.target(line, *section).tls, line),
             key if security::KEYS.contains(&key) => self.security.handle(line, *section, &mut self.listeners),
             key if limits::KEYS.contains(&key) => limits::handle(&mut self.core, line),
@@ -557,7 +562,7 @@ mod tests {
         let conf = conf(
             "autosave_interval 1800\npsk_file /etc/p\nauth_plugin /etc/a\npersistence true\n\
              persistence_location /var/lib\nretry_interval 10\nuser mosquitto\npid_file /run/m.pid\n\
-             retain_available true\nmax_qos 2\nset_tcp_nodelay true\nwebsockets_log_level 0\nhttp_dir /www\n\
+             retain_available true\nbridge_insecure false\nset_tcp_nodelay true\nwebsockets_log_level 0\nhttp_dir /www\n\
              connection bridge1\naddress 10.0.0.1:1883\ntopic # both 0\nauth_opt_db x\nplugin_opt_x y\n",
         );
         // The persistence keys are Culex's now: autosave_interval says it

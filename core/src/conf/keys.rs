@@ -9,7 +9,6 @@
 /// Bridge keys (`connection`, `address`, `topic`, ...) are among them: a
 /// bridge section is warned about line by line.
 pub(super) const IGNORED: &[&str] = &[
-    "accept_protocol_versions",
     "address",
     "addresses",
     "allow_duplicate_messages",
@@ -42,7 +41,6 @@ pub(super) const IGNORED: &[&str] = &[
     "check_retain_source",
     "cleansession",
     "clientid",
-    "clientid_prefixes",
     "connection",
     "dhparamfile",
     "disable_client_cert_date_checks",
@@ -53,8 +51,6 @@ pub(super) const IGNORED: &[&str] = &[
     "http_dir",
     "idle_timeout",
     "keepalive_interval",
-    "listener_allow_anonymous",
-    "listener_auto_id_prefix",
     "local_cleansession",
     "local_clientid",
     "local_password",
@@ -63,12 +59,9 @@ pub(super) const IGNORED: &[&str] = &[
     "log_timestamp_format",
     "max_inflight_bytes",
     "max_packet_size",
-    "max_qos",
     "max_topic_alias",
     "max_topic_alias_broker",
-    "maximum_qos",
     "memory_limit",
-    "mount_point",
     "notification_topic",
     "notifications",
     "notifications_local_only",
@@ -97,7 +90,6 @@ pub(super) const IGNORED: &[&str] = &[
     "topic",
     "try_private",
     "upgrade_outgoing_qos",
-    "use_username_as_clientid",
     "user",
     "username",
     "websockets_headers_size",
@@ -110,23 +102,16 @@ pub(super) const IGNORED: &[&str] = &[
 /// Culex records them on that listener
 /// ([`ListenerConf::ignored_keys`](super::ListenerConf::ignored_keys)).
 const LISTENER_SCOPED: &[&str] = &[
-    "accept_protocol_versions",
     "bind_interface",
     "dhparamfile",
     "disable_client_cert_date_checks",
     "http_dir",
-    "listener_allow_anonymous",
-    "listener_auto_id_prefix",
-    "max_qos",
     "max_topic_alias",
     "max_topic_alias_broker",
-    "maximum_qos",
-    "mount_point",
     "psk_hint",
     "tls_engine",
     "tls_engine_kpass_sha1",
     "tls_keyform",
-    "use_username_as_clientid",
     "websockets_origin",
 ];
 

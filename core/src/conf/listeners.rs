@@ -27,6 +27,7 @@
 
 use super::file::{INT_MAX, Line, Loc, NOT_SUPPORTED, to_usize};
 use super::{BrokerConf, ConfError, ListenerSecurity, TlsConf, Warning};
+use crate::ListenerRules;
 
 /// Port of the default listener and of the local only listeners.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -73,9 +74,15 @@ pub struct ListenerConf {
     pub max_connections: Option<usize>,
     /// Address family, when `socket_domain` is given.
     pub socket_domain: Option<SocketDomain>,
-    /// Its own security settings, under `per_listener_settings true`
-    /// (empty otherwise: the global settings apply).
+    /// Its own security settings: under `per_listener_settings true`, and
+    /// Mosquitto 2.1's `listener_allow_anonymous` and
+    /// `listener_auto_id_prefix` whatever it says (unset: the global
+    /// settings apply).
     pub security: ListenerSecurity,
+    /// How its clients are admitted and which topics they see
+    /// (`use_username_as_clientid`, `max_qos`, `mount_point`,
+    /// `accept_protocol_versions`).
+    pub rules: ListenerRules,
     /// Mosquitto keys given for this listener that Culex ignored (each also
     /// has a [`Warning`]).
     pub ignored_keys: Vec<String>,
@@ -93,6 +100,7 @@ impl ListenerConf {
             max_connections: None,
             socket_domain: None,
             security: ListenerSecurity::default(),
+            rules: ListenerRules::DEFAULT,
             ignored_keys: Vec::new(),
             tls: TlsConf::default(),
         }
