@@ -3,8 +3,6 @@
 //! `max_qos`, `mount_point`, `accept_protocol_versions`), as Mosquitto 2
 //! applies them, seen from the clients.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
