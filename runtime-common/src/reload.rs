@@ -181,6 +181,21 @@ mod tests {
     }
 
     #[test]
+    fn listener_allow_anonymous_is_reloaded_for_the_same_listeners() {
+        let dir = tempdir("listener-anonymous");
+        let conf = "listener 1883\nlistener 1884\nlistener_allow_anonymous true\n";
+        let source = source(&dir, conf);
+        let policies = source.load().unwrap();
+        assert_eq!(anonymous(&policies, 0), AuthDecision::Refuse(Refusal::NotAuthorized));
+        assert_eq!(anonymous(&policies, 1), AuthDecision::Allow);
+        std::fs::write(dir.join("culex.conf"), "listener 1883\nlistener 1884\nlistener_allow_anonymous false\n")
+            .unwrap();
+        assert_eq!(anonymous(&source.load().unwrap(), 1), AuthDecision::Refuse(Refusal::NotAuthorized));
+        std::fs::write(dir.join("culex.conf"), "listener 1884\nlistener_allow_anonymous true\n").unwrap();
+        assert!(source.load().is_none(), "the listeners changed");
+    }
+
+    #[test]
     fn a_reload_refuses_what_start_up_refuses() {
         let dir = tempdir("unprotected");
         let source = source(&dir, "listener 1883\nallow_anonymous true\n");

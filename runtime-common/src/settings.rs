@@ -412,6 +412,17 @@ mod tests {
     }
 
     #[test]
+    fn the_core_gets_each_listeners_rules() {
+        let text = "listener 1883\nlistener 1884\nmount_point m/\nmax_qos 1\nlistener_auto_id_prefix edge-\n";
+        let core = from_conf(conf::parse("test.conf", text).unwrap()).unwrap().core;
+        assert_eq!(core.listener_rules(ListenerId(0)), &culex_core::ListenerRules::DEFAULT);
+        assert_eq!(core.listener_rules(ListenerId(1)).mount_point.as_deref(), Some("m/"));
+        assert_eq!(core.listener_rules(ListenerId(1)).max_qos, culex_core::QoS::AtLeastOnce);
+        assert_eq!(core.client_ids(ListenerId(1)), (true, "edge-"));
+        assert_eq!(core.client_ids(ListenerId(0)), (true, "auto-"));
+    }
+
+    #[test]
     fn listeners_carry_their_protocol() {
         let text = "allow_anonymous true\nlistener 1883\nlistener 9001 127.0.0.1\nprotocol websockets\n";
         let settings = from_conf(conf::parse("test.conf", text).unwrap()).unwrap();
