@@ -239,7 +239,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     notices.extend(acl_warnings);
     let mut listeners = Vec::new();
     for (index, listener) in conf.listeners.iter().enumerate() {
-        let id = ListenerId(u16::try_from(index).unwrap_or(u16::MAX));
+        let id = ListenerId::at(index);
         let websockets = listener.protocol == ListenerProtocol::WebSockets;
         let ip = match &listener.address {
             Some(address) => match address.parse::<IpAddr>() {

@@ -74,7 +74,7 @@ impl ListenerPolicies {
         }
         let mut listeners = BTreeMap::new();
         for index in 0..conf.listeners.len() {
-            let id = ListenerId(u16::try_from(index).unwrap_or(u16::MAX));
+            let id = ListenerId::at(index);
             listeners.insert(id, files.policy(&conf.auth(index), read)?);
         }
         Ok((Self::per_listener(listeners), files.warnings))

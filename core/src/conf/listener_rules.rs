@@ -119,7 +119,7 @@ impl BrokerConf {
             .iter()
             .enumerate()
             .filter(|(_, listener)| listener.rules != ListenerRules::DEFAULT)
-            .map(|(index, listener)| (ListenerId(u16::try_from(index).unwrap_or(u16::MAX)), listener.rules.clone()))
+            .map(|(index, listener)| (ListenerId::at(index), listener.rules.clone()))
             .collect()
     }
 }

@@ -119,7 +119,7 @@ impl BrokerConf {
                         allow_zero_length_clientid: self.core.allow_zero_length_clientid,
                         auto_id_prefix: listener.security.auto_id_prefix.clone()?,
                     };
-                    Some((ListenerId(u16::try_from(index).unwrap_or(u16::MAX)), rules))
+                    Some((ListenerId::at(index), rules))
                 })
                 .collect();
         }
@@ -135,7 +135,7 @@ impl BrokerConf {
                         .unwrap_or(defaults.allow_zero_length_clientid),
                     auto_id_prefix: security.auto_id_prefix.clone().unwrap_or_else(|| defaults.auto_id_prefix.clone()),
                 };
-                (ListenerId(u16::try_from(index).unwrap_or(u16::MAX)), rules)
+                (ListenerId::at(index), rules)
             })
             .collect()
     }
