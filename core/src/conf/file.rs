@@ -17,7 +17,8 @@
 //! This file reads lines, hands each to the section its key belongs to
 //! and assembles the [`BrokerConf`]. The sections, one file each: the
 //! listeners (`listeners.rs`, with Mosquitto 2's default listener and
-//! local only mode) and their TLS keys ([`super::tls`]), security
+//! local only mode), their TLS keys ([`super::tls`]) and their rules for
+//! clients (`listener_rules.rs`: `max_qos`, `mount_point`, ...), security
 //! (`security.rs`, with `per_listener_settings`), limits (`limits.rs`),
 //! logging (`logging.rs`), presence in Redis (`redis.rs`) and persistence
 //! (`persistence.rs`); the keys Culex ignores are listed in `keys.rs`.

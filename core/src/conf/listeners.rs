@@ -1,6 +1,7 @@
 //! The listener section: `listener`, `port`, `bind_address` and the keys
 //! scoped to a listener (`protocol`, `max_connections`, `socket_domain`;
-//! the TLS keys are read by [`super::tls`]).
+//! the TLS keys are read by [`super::tls`], those that change how clients
+//! are admitted and which topics they see by `listener_rules.rs`).
 //!
 //! # Defaults (Mosquitto 2)
 //!
