@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 use tracing::{debug, info, trace, warn};
 
 use crate::action::{Action, Input};
@@ -15,7 +14,7 @@ use crate::codec::{
     self, ConnAck, Connect, ConnectReturnCode, DecodeError, LastWill, Packet, Publish, SubAck, Subscribe,
     SubscribeReturnCode, Unsubscribe,
 };
-use crate::config::Config;
+use crate::config::{Config, ListenerRules};
 use crate::congestion::{Congestion, CongestionDue};
 use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
@@ -33,7 +32,10 @@ use crate::timer::Deadlines;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{Ack, ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};
 
+use self::mount::Seen;
+
 mod flow;
+mod mount;
 mod persist;
 
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
@@ -749,18 +751,29 @@ impl Broker {
 
     /// Implements [MQTT-3.1.3-6], [MQTT-3.1.3-8], [MQTT-3.1.4-2],
     /// [MQTT-3.1.4-3], [MQTT-3.1.4-4], [MQTT-3.2.2-1] to [MQTT-3.2.2-5].
-    fn handle_connect(&mut self, now: Now, id: ConnId, connect: Connect) {
+    fn handle_connect(&mut self, now: Now, id: ConnId, mut connect: Connect) {
         let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
-        let client_id = match self.client_id_for(&connect, listener) {
+        let rules = self.config.listener_rules(listener);
+        if !rules.accepts(connect.protocol) {
+            return self.refuse(now, id, &connect.client_id, ConnectReturnCode::UnacceptableProtocolVersion);
+        }
+        let max_qos = rules.max_qos;
+        if let Some(will) = connect.will.as_ref().filter(|w| w.qos > max_qos) {
+            // As Mosquitto; 3.1.1 has no CONNACK code for it (MQTT-3.2.2-6).
+            info!(
+                "Client {} refused: will QoS {} above max_qos {} of its listener.",
+                connect.client_id,
+                will.qos.bits(),
+                max_qos.bits()
+            );
+            return self.close(now, id, CloseReason::QosNotSupported);
+        }
+        let mut client_id = match self.client_id_for(&connect, listener) {
             Ok(client_id) => client_id,
             Err(code) => return self.refuse(now, id, &connect.client_id, code),
         };
         if connect.keep_alive > self.config.max_keepalive {
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::IdentifierRejected);
-        }
-        if connect.will.as_ref().is_some_and(|w| w.qos > self.config.rules(listener).max_qos) {
-            // As Mosquitto: closed without CONNACK, 3.1.1 having no code for it.
-            return self.close(now, id, CloseReason::QosNotSupported);
         }
         if !self.config.retain_available && connect.will.as_ref().is_some_and(|w| w.retain) {
             // As Mosquitto: closed without CONNACK, 3.1.1 having no code for it.
@@ -770,12 +783,29 @@ impl Broker {
             // As Mosquitto: a will that could never be published is refused.
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::NotAuthorized);
         }
+        if let Err(code) = self.mount_will(listener, &mut connect) {
+            return self.refuse(now, id, &connect.client_id, code);
+        }
         let identity = self.conns.get(&id).and_then(|c| c.opening.as_ref()).map(|o| &o.peer.identity);
+        let certified = matches!(identity, Some(Identity::Certificate(_)));
         if let Some(Identity::Certificate(name)) = identity {
-            return match name.clone() {
-                Some(name) => self.accept_certified(now, id, connect, client_id, name),
-                None => self.refuse(now, id, client_id.as_str(), ConnectReturnCode::BadUserNameOrPassword),
+            let Some(name) = name.clone() else {
+                return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::BadUserNameOrPassword);
             };
+            // As Mosquitto 2 (`handle_connect.c`): CONNECT's user name and
+            // password are dropped and the password file is not consulted.
+            connect.username = Some(name);
+            connect.password = None;
+        }
+        if self.config.listener_rules(listener).use_username_as_clientid {
+            match &connect.username {
+                Some(username) => client_id = ClientId::new(username.clone()),
+                None => return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::NotAuthorized),
+            }
+        }
+        if certified {
+            // The ACL then applies to the certificate's name.
+            return self.accept_connect(now, id, connect, client_id);
         }
         // Anonymous clients too: `allow_anonymous` is the policy's, as it
         // may differ per listener.
@@ -797,14 +827,16 @@ impl Broker {
         }
     }
 
-    /// Accepts a client whose user name its TLS certificate proved
-    /// (`use_identity_as_username`): CONNECT's user name and password are
-    /// dropped and the password file is not consulted, as in Mosquitto 2
-    /// (`handle_connect.c`); the ACL then applies to `name`.
-    fn accept_certified(&mut self, now: Now, id: ConnId, mut connect: Connect, client_id: ClientId, name: ByteString) {
-        connect.username = Some(name);
-        connect.password = None;
-        self.accept_connect(now, id, connect, client_id);
+    /// Puts the will topic of `connect` below the mount point of
+    /// `listener`, as Mosquitto does; a will whose mounted topic would be
+    /// too long is refused as one too large is.
+    fn mount_will(&self, listener: ListenerId, connect: &mut Connect) -> Result<(), ConnectReturnCode> {
+        let (Some(mount), Some(will)) = (&self.config.listener_rules(listener).mount_point, connect.will.as_mut())
+        else {
+            return Ok(());
+        };
+        will.topic = mount::topic(mount, &will.topic).ok_or(ConnectReturnCode::NotAuthorized)?;
+        Ok(())
     }
 
     /// The runtime's answer to [`Action::Authenticate`]; then whatever the
@@ -902,27 +934,17 @@ impl Broker {
         }
     }
 
-    /// The client id to use, or the CONNACK code refusing it: an id not
-    /// starting with `clientid_prefixes` is not authorised, as in
-    /// Mosquitto (assigned ids too).
+    /// The client id to use, or the CONNACK code refusing it. As in
+    /// Mosquitto, `clientid_prefixes` applies to assigned ids too.
     fn client_id_for(&mut self, connect: &Connect, listener: ListenerId) -> Result<ClientId, ConnectReturnCode> {
-        let id = match (self.config.rules(listener).use_username_as_clientid, &connect.username) {
-            // `use_username_as_clientid`: the user name, or not authorised.
-            (true, Some(username)) => ClientId::new(username.clone()),
-            (true, None) => return Err(ConnectReturnCode::NotAuthorized),
-            (false, _) => self.client_id_given_or_assigned(connect, listener)?,
-        };
+        let client_id = self.given_or_assigned_id(connect, listener)?;
         match &self.config.clientid_prefixes {
-            Some(prefix) if !id.as_str().starts_with(prefix.as_str()) => Err(ConnectReturnCode::NotAuthorized),
-            _ => Ok(id),
+            Some(prefix) if !client_id.as_str().starts_with(prefix.as_str()) => Err(ConnectReturnCode::NotAuthorized),
+            _ => Ok(client_id),
         }
     }
 
-    fn client_id_given_or_assigned(
-        &mut self,
-        connect: &Connect,
-        listener: ListenerId,
-    ) -> Result<ClientId, ConnectReturnCode> {
+    fn given_or_assigned_id(&mut self, connect: &Connect, listener: ListenerId) -> Result<ClientId, ConnectReturnCode> {
         let given = &connect.client_id;
         if given.is_empty() {
             let (allow_zero_length, prefix) = self.config.client_ids(listener);
@@ -962,7 +984,9 @@ impl Broker {
         let (Some(session), Some(conn)) = (self.sessions.get_mut(key), self.conns.get_mut(&id)) else {
             return;
         };
+        let mount = self.config.listener_rules(conn.listener).mount_point.as_deref();
         let mut expired = Vec::new();
+        let mut hidden = Vec::new();
         for flight in session.inflight() {
             match flight.stage {
                 Stage::Unacknowledged | Stage::Unreceived => {
@@ -971,21 +995,30 @@ impl Broker {
                         expired.push(flight.id);
                         continue;
                     }
-                    write_publish(conn, &mut self.dirty, id, out, true, Some(flight.id));
+                    match mount::seen(mount, &out.message.topic) {
+                        Seen::AsIs => write_publish(conn, &mut self.dirty, id, out, None, true, Some(flight.id)),
+                        Seen::Unmounted(topic) => {
+                            write_publish(conn, &mut self.dirty, id, out, Some(&topic), true, Some(flight.id));
+                        }
+                        // Sent on another listener: this one cannot show it.
+                        Seen::Hidden => hidden.push(flight.id),
+                    }
                 }
                 Stage::Released => write_packet(conn, &mut self.dirty, id, &Packet::PubRel(flight.id)),
             }
         }
-        for pid in expired {
+        for pid in expired.iter().chain(&hidden) {
             let Some(session) = self.sessions.get_mut(key) else { return };
-            let Some(out) = session.inflight().find(|f| f.id == pid).map(|f| f.out.clone()) else {
+            let Some(out) = session.inflight().find(|f| f.id == *pid).map(|f| f.out.clone()) else {
                 continue;
             };
-            session.forget(pid);
-            log_expired(&out.message, now);
-            self.counters.messages_expired += 1;
-            let client = session.client_id.clone();
-            self.actions.push_back(Action::DropExpired { client, message: out.message.clone() });
+            session.forget(*pid);
+            if expired.contains(pid) {
+                log_expired(&out.message, now);
+                self.counters.messages_expired += 1;
+                let client = session.client_id.clone();
+                self.actions.push_back(Action::DropExpired { client, message: out.message.clone() });
+            }
             self.record_drop_copy(key, &out);
         }
         self.pump(now, key);
@@ -1001,8 +1034,10 @@ impl Broker {
         if retain && !self.config.retain_available {
             return self.close(now, id, CloseReason::RetainNotAvailable);
         }
-        let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
-        if qos > self.config.rules(listener).max_qos {
+        if qos > self.listener_rules(id).max_qos {
+            // As Mosquitto (and MQTT 5's 0x9B); 3.1.1 has no way to refuse it.
+            let client = self.sessions.get(key).map(|s| s.client_id.to_string()).unwrap_or_default();
+            info!("Too high QoS in PUBLISH from {client}, disconnecting.");
             return self.close(now, id, CloseReason::QosNotSupported);
         }
         let message = self.admit(id, key, qos, retain, topic, payload, dup).map(Arc::new);
@@ -1051,6 +1086,16 @@ impl Broker {
     ) -> Option<Message> {
         let info = self.identity(id, key)?;
         let client_id = info.client_id;
+        let topic = match &self.listener_rules(id).mount_point {
+            None => topic,
+            Some(mount) => {
+                let Some(mounted) = mount::topic(mount, &topic) else {
+                    debug!(conn = %id, "Dropped PUBLISH from {client_id}: '{mount}{}' is too long", topic.as_str());
+                    return None;
+                };
+                mounted
+            }
+        };
         debug!(
             conn = %id,
             "Received PUBLISH from {client_id} (d{}, q{}, r{}, '{}', ... ({} bytes))",
@@ -1075,6 +1120,16 @@ impl Broker {
         } else {
             Message::without_expiry(topic, payload, qos, retain)
         })
+    }
+
+    /// The listener rules of connection `id`.
+    fn listener_rules(&self, id: ConnId) -> &ListenerRules {
+        self.config.listener_rules(self.conns.get(&id).map(|c| c.listener).unwrap_or_default())
+    }
+
+    /// The mount point of connection `id`'s listener.
+    fn mount_point(&self, id: ConnId) -> Option<&str> {
+        self.listener_rules(id).mount_point.as_deref()
     }
 
     fn identity(&self, id: ConnId, key: SessionKey) -> Option<ClientInfo<'_>> {
@@ -1219,11 +1274,23 @@ impl Broker {
                 return;
             }
         }
+        let shown = match mount::seen(
+            self.config.listener_rules(conn.listener).mount_point.as_deref(),
+            &out.message.topic,
+        ) {
+            Seen::AsIs => None,
+            Seen::Unmounted(topic) => Some(topic),
+            Seen::Hidden => {
+                trace!(conn = %id, "'{}' is outside the mount point of {}", out.message.topic.as_str(), session.client_id);
+                self.record_drop_copy(key, &out);
+                return;
+            }
+        };
         let qos = out.qos;
         let message = out.message.clone();
         let packet_id = match qos {
             QoS::AtMostOnce => {
-                write_publish(conn, &mut self.dirty, id, &out, false, None);
+                write_publish(conn, &mut self.dirty, id, &out, shown.as_ref(), false, None);
                 self.record_drop_copy(key, &out);
                 None
             }
@@ -1237,7 +1304,7 @@ impl Broker {
                 let id_batch = out.batch;
                 let pid = session.start(out);
                 let Some(flight) = session.inflight().last() else { return };
-                write_publish(conn, &mut self.dirty, id, &flight.out, false, Some(pid));
+                write_publish(conn, &mut self.dirty, id, &flight.out, shown.as_ref(), false, Some(pid));
                 if self.journal.is_some() && flight.out.seq != 0 {
                     let out = flight.out.clone();
                     self.record_copy(key, &out, CopyState::Sent(pid), fresh, new_id);
@@ -1280,20 +1347,28 @@ impl Broker {
         let Some(info) = self.identity(id, key) else { return };
         let client_id = info.client_id;
         debug!(conn = %id, "Received SUBSCRIBE from {client_id}");
-        let decisions: Vec<FilterAccess> =
-            subscribe.filters.iter().map(|(filter, _)| self.policy.filter_access(info, filter)).collect();
-        let mut return_codes = Vec::with_capacity(subscribe.filters.len());
-        let mut granted = Vec::with_capacity(subscribe.filters.len());
-        // `max_qos`: a subscription above it is granted at it, as in Mosquitto.
-        let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
-        let max_qos = self.config.rules(listener).max_qos;
-        for ((filter, qos), access) in subscribe.filters.into_iter().zip(decisions) {
-            debug!(conn = %id, "\t{} (QoS {})", filter.as_str(), qos.bits());
-            let qos = qos.min(max_qos);
-            if access == FilterAccess::Denied || !self.has_room_for(key, &filter) {
+        // As Mosquitto: the QoS is lowered to the listener's maximum, the
+        // filter put below its mount point, and the ACL judges the result.
+        let rules = self.listener_rules(id);
+        let filters: Vec<(Option<TopicFilter>, QoS)> = subscribe
+            .filters
+            .into_iter()
+            .map(|(filter, qos)| (self.mounted_filter(id, filter), qos.min(rules.max_qos)))
+            .collect();
+        let decisions: Vec<FilterAccess> = filters
+            .iter()
+            .map(|(filter, _)| filter.as_ref().map_or(FilterAccess::Denied, |f| self.policy.filter_access(info, f)))
+            .collect();
+        let mut return_codes = Vec::with_capacity(filters.len());
+        let mut granted = Vec::with_capacity(filters.len());
+        for ((filter, qos), access) in filters.into_iter().zip(decisions) {
+            if let Some(filter) = &filter {
+                debug!(conn = %id, "\t{} (QoS {})", filter.as_str(), qos.bits());
+            }
+            let Some(filter) = filter.filter(|f| access != FilterAccess::Denied && self.has_room_for(key, f)) else {
                 return_codes.push(SubscribeReturnCode::Failure);
                 continue;
-            }
+            };
             let grant = Grant { qos, checked: access == FilterAccess::Partial };
             self.subscriptions.subscribe(&filter, key, grant);
             if let Some(session) = self.sessions.get_mut(key) {
@@ -1345,16 +1420,29 @@ impl Broker {
         }
     }
 
-    /// Implements [MQTT-3.10.4-1] to [MQTT-3.10.4-6].
+    /// Implements [MQTT-3.10.4-1] to [MQTT-3.10.4-6]. Filters are put below
+    /// the listener's mount point, as SUBSCRIBE's are (Mosquitto 2.0 does
+    /// not, so there a mounted client cannot unsubscribe).
     fn handle_unsubscribe(&mut self, id: ConnId, key: SessionKey, unsubscribe: Unsubscribe) {
-        for filter in &unsubscribe.filters {
-            self.subscriptions.unsubscribe(filter, key);
+        for filter in unsubscribe.filters {
+            // A filter that cannot be mounted was never subscribed.
+            let Some(filter) = self.mounted_filter(id, filter) else { continue };
+            self.subscriptions.unsubscribe(&filter, key);
             if let Some(session) = self.sessions.get_mut(key) {
-                session.subscriptions.remove(filter);
+                session.subscriptions.remove(&filter);
             }
-            self.record_subscription(key, filter, None);
+            self.record_subscription(key, &filter, None);
         }
         self.write(id, &Packet::UnsubAck(unsubscribe.packet_id));
+    }
+
+    /// `filter` below the mount point of connection `id`'s listener;
+    /// `None` if it cannot be put there (see [`mount::filter`]).
+    fn mounted_filter(&self, id: ConnId, filter: TopicFilter) -> Option<TopicFilter> {
+        match self.mount_point(id) {
+            None => Some(filter),
+            Some(mount) => mount::filter(mount, &filter),
+        }
     }
 
     // ---- closing ----------------------------------------------------------
@@ -1454,17 +1542,21 @@ fn write_packet(conn: &mut Connection, dirty: &mut Vec<ConnId>, id: ConnId, pack
     mark_dirty(conn, dirty, id);
 }
 
+/// Writes `out` to `conn`, on `topic` if given (its topic without the
+/// listener's mount point), else on its own.
 fn write_publish(
     conn: &mut Connection,
     dirty: &mut Vec<ConnId>,
     id: ConnId,
     out: &Outgoing,
+    topic: Option<&TopicName>,
     dup: bool,
     packet_id: Option<PacketId>,
 ) {
     let m = &out.message;
+    let topic = topic.unwrap_or(&m.topic);
     conn.busy = true;
-    codec::encode_publish(&mut conn.buffers().outbuf, dup, out.qos, out.retain, &m.topic, packet_id, &m.payload);
+    codec::encode_publish(&mut conn.buffers().outbuf, dup, out.qos, out.retain, topic, packet_id, &m.payload);
     mark_dirty(conn, dirty, id);
 }
 
@@ -1526,8 +1618,12 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
             info!("Client {client} disconnected: {reason}.")
         }
         CloseReason::NotAuthorised => info!("Client {client} disconnected, not authorised."),
-        CloseReason::QosNotSupported => info!("Too high QoS in PUBLISH from {client}, disconnecting."),
-        CloseReason::TakenOver | CloseReason::Refused(_) | CloseReason::TooManyConnections | CloseReason::Shutdown => {
+        // Logged where it was decided, in Mosquitto's words.
+        CloseReason::TakenOver
+        | CloseReason::Refused(_)
+        | CloseReason::TooManyConnections
+        | CloseReason::Shutdown
+        | CloseReason::QosNotSupported => {
             debug!(conn = %id, "Client {client} closed: {reason}.")
         }
     }

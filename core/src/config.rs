@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::codec::MAX_REMAINING_LENGTH;
 use crate::peer::ListenerId;
-use crate::types::QoS;
+use crate::types::{Protocol, QoS};
 
 /// What the broker allows and how much it keeps. The defaults are
 /// Mosquitto 2's, except where a field says otherwise.
@@ -89,9 +89,8 @@ pub struct Config {
     /// listener, in place of the two fields above. A listener missing here
     /// follows those fields.
     pub listener_client_ids: BTreeMap<ListenerId, ClientIdRules>,
-    /// Per listener: `max_qos` and `use_username_as_clientid` (Mosquitto
-    /// listener keys, whatever `per_listener_settings` says). A listener
-    /// missing here has the defaults.
+    /// What each listener changes in how its clients are admitted and
+    /// which topics they see; a listener missing here changes nothing.
     pub listener_rules: BTreeMap<ListenerId, ListenerRules>,
     /// Time a new connection has to send CONNECT before it is closed.
     /// Mosquitto has no key for it; default 10 s.
@@ -160,25 +159,6 @@ impl Default for Config {
     }
 }
 
-/// Mosquitto listener keys that change how the core treats that
-/// listener's clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenerRules {
-    /// Highest QoS its clients may use: a PUBLISH or will above it closes
-    /// the connection, a subscription above it is granted at it.
-    /// Mosquitto: `max_qos`, default 2.
-    pub max_qos: QoS,
-    /// The client id is the user name; a client without one is refused
-    /// with CONNACK 5. Mosquitto: `use_username_as_clientid`.
-    pub use_username_as_clientid: bool,
-}
-
-impl Default for ListenerRules {
-    fn default() -> Self {
-        Self { max_qos: QoS::ExactlyOnce, use_username_as_clientid: false }
-    }
-}
-
 /// How a listener treats a CONNECT without a client id, under
 /// `per_listener_settings true`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +167,56 @@ pub struct ClientIdRules {
     pub allow_zero_length_clientid: bool,
     /// Mosquitto: `auto_id_prefix`.
     pub auto_id_prefix: String,
+}
+
+/// The Mosquitto listener keys that change how a listener's clients are
+/// admitted and which topics they see. The default changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerRules {
+    /// The client id becomes the user name (the certificate's, with
+    /// `use_identity_as_username`); a client without one is refused with
+    /// CONNACK 0x05. Mosquitto: `use_username_as_clientid`.
+    pub use_username_as_clientid: bool,
+    /// Highest QoS of the listener: a PUBLISH above it closes the
+    /// connection, a SUBSCRIBE above it is granted this QoS, and a CONNECT
+    /// whose will is above it is closed without CONNACK. Mosquitto:
+    /// `max_qos`.
+    pub max_qos: QoS,
+    /// Prefix of every topic of the listener's clients: added to what they
+    /// publish, subscribe to and unsubscribe from (and to their will),
+    /// removed from what they are sent. Mosquitto: `mount_point`.
+    pub mount_point: Option<String>,
+    /// MQTT 3.1 clients are served; others get CONNACK 0x01. Mosquitto
+    /// 2.1: `accept_protocol_versions` with 3.
+    pub accept_mqtt31: bool,
+    /// MQTT 3.1.1 clients are served; others get CONNACK 0x01. Mosquitto
+    /// 2.1: `accept_protocol_versions` with 4.
+    pub accept_mqtt311: bool,
+}
+
+impl ListenerRules {
+    /// The rules of a listener without these keys.
+    pub const DEFAULT: Self = Self {
+        use_username_as_clientid: false,
+        max_qos: QoS::ExactlyOnce,
+        mount_point: None,
+        accept_mqtt31: true,
+        accept_mqtt311: true,
+    };
+
+    /// Whether clients speaking `protocol` are served.
+    pub fn accepts(&self, protocol: Protocol) -> bool {
+        match protocol {
+            Protocol::V31 => self.accept_mqtt31,
+            Protocol::V311 => self.accept_mqtt311,
+        }
+    }
+}
+
+impl Default for ListenerRules {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// Room in a PUBLISH frame beyond its payload: fixed header (5), topic
@@ -223,8 +253,9 @@ impl Config {
     }
 
     /// The rules of `listener`.
-    pub fn rules(&self, listener: ListenerId) -> ListenerRules {
-        self.listener_rules.get(&listener).copied().unwrap_or_default()
+    pub fn listener_rules(&self, listener: ListenerId) -> &ListenerRules {
+        static UNCHANGED: ListenerRules = ListenerRules::DEFAULT;
+        self.listener_rules.get(&listener).unwrap_or(&UNCHANGED)
     }
 
     /// The in-flight window (0 means 65,535, every packet id).

@@ -13,6 +13,14 @@ use bytestring::ByteString;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ListenerId(pub u16);
 
+impl ListenerId {
+    /// The listener at `index` of the configuration's list (beyond 65535,
+    /// the last id: no configuration opens that many).
+    pub fn at(index: usize) -> Self {
+        Self(u16::try_from(index).unwrap_or(u16::MAX))
+    }
+}
+
 impl fmt::Display for ListenerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "listener {}", self.0)

@@ -49,6 +49,13 @@ impl TopicName {
         &self.0
     }
 
+    /// The rest of this name after `prefix`, sharing its bytes; `None`
+    /// unless the name starts with `prefix` and goes on past it.
+    pub fn strip_prefix(&self, prefix: &str) -> Option<Self> {
+        let rest = self.0.strip_prefix(prefix).filter(|rest| !rest.is_empty())?;
+        Some(Self(self.0.slice_ref(rest)))
+    }
+
     /// The name as a shared string.
     pub fn as_byte_string(&self) -> &ByteString {
         &self.0

@@ -116,9 +116,9 @@ impl ReloadSource {
     /// that asks for protection Culex cannot give is refused here too).
     fn try_load(&self) -> Result<(ListenerPolicies, Vec<String>), String> {
         let conf = settings::read_conf(&self.options)?;
-        if conf.per_listener_settings && listeners_of(&conf) != self.listeners {
-            return Err("Error: the listeners of the configuration changed; with per_listener_settings their \
-                        access settings apply only after a restart."
+        if !conf.uniform_auth() && listeners_of(&conf) != self.listeners {
+            return Err("Error: the listeners of the configuration changed; with per_listener_settings (or \
+                        listener_allow_anonymous) their access settings apply only after a restart."
                 .to_owned());
         }
         let settings = settings::from_conf(conf)?;
@@ -178,6 +178,21 @@ mod tests {
         assert_eq!(anonymous(&policies, 1), AuthDecision::Refuse(Refusal::NotAuthorized));
         std::fs::write(dir.join("culex.conf"), "per_listener_settings true\nlistener 1883\n").unwrap();
         assert!(source.load().is_none());
+    }
+
+    #[test]
+    fn listener_allow_anonymous_is_reloaded_for_the_same_listeners() {
+        let dir = tempdir("listener-anonymous");
+        let conf = "listener 1883\nlistener 1884\nlistener_allow_anonymous true\n";
+        let source = source(&dir, conf);
+        let policies = source.load().unwrap();
+        assert_eq!(anonymous(&policies, 0), AuthDecision::Refuse(Refusal::NotAuthorized));
+        assert_eq!(anonymous(&policies, 1), AuthDecision::Allow);
+        std::fs::write(dir.join("culex.conf"), "listener 1883\nlistener 1884\nlistener_allow_anonymous false\n")
+            .unwrap();
+        assert_eq!(anonymous(&source.load().unwrap(), 1), AuthDecision::Refuse(Refusal::NotAuthorized));
+        std::fs::write(dir.join("culex.conf"), "listener 1884\nlistener_allow_anonymous true\n").unwrap();
+        assert!(source.load().is_none(), "the listeners changed");
     }
 
     #[test]

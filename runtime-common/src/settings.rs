@@ -289,7 +289,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     notices.extend(acl_warnings);
     let mut listeners = Vec::new();
     for (index, listener) in conf.listeners.iter().enumerate() {
-        let id = ListenerId(u16::try_from(index).unwrap_or(u16::MAX));
+        let id = ListenerId::at(index);
         let websockets = listener.protocol == ListenerProtocol::WebSockets;
         let addr = match (listener.unix_socket(), &listener.address) {
             (Some(path), _) => Endpoint::Unix(PathBuf::from(path)),
@@ -314,6 +314,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
         );
     }
     let listener_client_ids = conf.listener_client_ids();
+    let listener_rules = conf.listener_rules();
     let first_port = conf.listeners.first().map_or(1883, |l| l.port);
     let redis = conf.redis.map(|r| RedisSettings {
         keys: PresenceKeys::new(&r.key, &broker_id(first_port)),
@@ -326,13 +327,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let mut core = conf.core;
     core.connection_messages = conf.log.connection_messages;
     core.listener_client_ids = listener_client_ids;
-    core.listener_rules = conf
-        .listeners
-        .iter()
-        .enumerate()
-        .map(|(index, listener)| (ListenerId(u16::try_from(index).unwrap_or(u16::MAX)), listener.rules))
-        .filter(|(_, rules)| *rules != culex_core::ListenerRules::default())
-        .collect();
+    core.listener_rules = listener_rules;
     let reload = crate::reload::ReloadSource::default();
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
     Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices, persistence, process: conf.process })
@@ -558,6 +553,17 @@ mod tests {
     fn psk_and_plugins_still_refuse_to_start() {
         let error = from_conf(conf::parse("test.conf", "listener 1883\npsk_file /p\n").unwrap()).unwrap_err();
         assert!(error.starts_with("Error: test.conf:2: PSK and plugins are not supported"), "{error}");
+    }
+
+    #[test]
+    fn the_core_gets_each_listeners_rules() {
+        let text = "listener 1883\nlistener 1884\nmount_point m/\nmax_qos 1\nlistener_auto_id_prefix edge-\n";
+        let core = from_conf(conf::parse("test.conf", text).unwrap()).unwrap().core;
+        assert_eq!(core.listener_rules(ListenerId(0)), &culex_core::ListenerRules::DEFAULT);
+        assert_eq!(core.listener_rules(ListenerId(1)).mount_point.as_deref(), Some("m/"));
+        assert_eq!(core.listener_rules(ListenerId(1)).max_qos, culex_core::QoS::AtLeastOnce);
+        assert_eq!(core.client_ids(ListenerId(1)), (true, "edge-"));
+        assert_eq!(core.client_ids(ListenerId(0)), (true, "auto-"));
     }
 
     #[test]

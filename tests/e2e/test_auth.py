@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support import (LOOPBACK, Broker, MosquittoSub, Paho, free_port, is_listening, mosquitto_pub, stays,
+from support import (LOOPBACK, Broker, MosquittoSub, Paho, connack, free_port, is_listening, mosquitto_pub, stays,
                      wait_until)
 
 # Debian's mosquitto package installs it as /usr/bin/mosquitto_passwd.
@@ -74,23 +74,6 @@ def auth_broker(binary: str, tmp_path: Path, *, anonymous: bool, acl: str = ACL)
     # of dropping to `user mosquitto` (tests/e2e/test_process.py).
     extra = [f"password_file {pw}", f"acl_file {acl_path}", f"allow_anonymous {str(anonymous).lower()}", "user root"]
     return Broker(binary, tmp_path, extra=extra)
-
-
-# paho 2 reports a 3.1.1 CONNACK code as the MQTT 5 reason code of the same
-# name (5 arrives as 135 "Not authorized"); names map back to the byte sent.
-V311_CONNACK = {"Success": 0, "Unsupported protocol version": 1, "Client identifier not valid": 2,
-                "Server unavailable": 3, "Bad user name or password": 4, "Not authorized": 5}
-
-
-def connack(port: int, client_id: str, username=None, password=None) -> int:
-    """The CONNACK return code (MQTT 3.1.1) a paho client gets; the client
-    is closed."""
-    client = Paho(port, client_id, username=username, password=password)
-    try:
-        client.connect(expect_ok=False)
-        return V311_CONNACK[client.connack.getName()]
-    finally:
-        client.close()
 
 
 def client(port: int, client_id: str, username=None, password=None) -> Paho:

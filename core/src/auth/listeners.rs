@@ -1,6 +1,6 @@
-//! One [`FilePolicy`] per listener (`per_listener_settings true`) or one
-//! for all, built from a parsed configuration and the text of the files
-//! it names.
+//! One [`FilePolicy`] per listener (`per_listener_settings true`, or
+//! `listener_allow_anonymous`) or one for all, built from a parsed
+//! configuration and the text of the files it names.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,13 +68,13 @@ impl ListenerPolicies {
         read: &mut dyn FnMut(&str) -> Result<String, String>,
     ) -> Result<(Self, Vec<String>), PolicyError> {
         let mut files = Files::default();
-        if !conf.per_listener_settings {
+        if conf.uniform_auth() {
             let policy = files.policy(&conf.auth(0), read)?;
             return Ok((Self::uniform(policy), files.warnings));
         }
         let mut listeners = BTreeMap::new();
         for index in 0..conf.listeners.len() {
-            let id = ListenerId(u16::try_from(index).unwrap_or(u16::MAX));
+            let id = ListenerId::at(index);
             listeners.insert(id, files.policy(&conf.auth(index), read)?);
         }
         Ok((Self::per_listener(listeners), files.warnings))
@@ -233,6 +233,24 @@ mod tests {
             // allow_anonymous defaults to false once a listener is configured.
             let refused = AuthDecision::Refuse(Refusal::NotAuthorized);
             assert_eq!(policies.authenticate(client(&id, None, listener), None), refused);
+        }
+    }
+
+    #[test]
+    fn listener_allow_anonymous_judges_its_listener_with_the_global_files() {
+        let conf = "listener 1883
+listener 1884
+listener_allow_anonymous true
+password_file /etc/pw
+";
+        let policies = load(conf, &[("/etc/pw", ALICE.to_owned())]).unwrap();
+        let id = ClientId::new("c");
+        let refused = AuthDecision::Refuse(Refusal::NotAuthorized);
+        assert_eq!(policies.authenticate(client(&id, None, 0), None), refused);
+        assert_eq!(policies.authenticate(client(&id, None, 1), None), AuthDecision::Allow);
+        // Both listeners check user names against the global file.
+        for listener in [0, 1] {
+            assert_eq!(policies.authenticate(client(&id, Some("alice"), listener), None), AuthDecision::Defer);
         }
     }
 

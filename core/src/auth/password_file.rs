@@ -22,7 +22,13 @@
 //! line without `:`), so a typo locks a user out with nothing but a log
 //! line to say why. Culex refuses the whole file instead, with a
 //! [`PasswordFileError`] naming the file, the line and what is wrong, and
-//! never the hash itself. Blank lines and lines whose first non-blank
+//! never the hash itself.
+//!
+//! Mosquitto 2.0 also takes a line whose password is not hashed
+//! (`user:password`, as before `mosquitto_passwd -U`) and compares it as
+//! plain text. Culex does not keep passwords in plain text: such a file is
+//! refused too, and the error names every such line and its user (never
+//! the password), so that one start-up tells everything to fix. Blank lines and lines whose first non-blank
 //! character is `#` are comments (Mosquitto takes only a `#` in the first
 //! column as one). Fields must be exactly as `mosquitto_passwd` writes
 //! them: Mosquitto's `strtok` also accepts empty fields (`$$7$...`) and
@@ -90,7 +96,7 @@ pub const MAX_USERNAME_LEN: usize = 65_535;
 /// like [`ConfError`](crate::conf::ConfError); it never contains any part
 /// of a hash.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {reason}{}", unhashed_list(.unhashed))]
+#[error("{file}:{line}: {reason}")]
 pub struct PasswordFileError {
     /// The file, as given to [`PasswordFile::parse`].
     pub file: String,
@@ -98,22 +104,10 @@ pub struct PasswordFileError {
     pub line: usize,
     /// What is wrong with the line.
     pub reason: LineError,
-    /// With [`LineError::NotHashed`]: every line of the file whose password
-    /// is not hashed, with its user, so that all of them can be fixed at
-    /// once.
-    pub unhashed: Vec<(usize, String)>,
-}
-
-fn unhashed_list(unhashed: &[(usize, String)]) -> String {
-    let users: Vec<String> = unhashed.iter().map(|(line, user)| format!("'{user}' (line {line})")).collect();
-    match users.is_empty() {
-        true => String::new(),
-        false => format!("; users with a plain-text password: {}", users.join(", ")),
-    }
 }
 
 /// What is wrong with a line of a password file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
     /// No `:` between user name and hash.
     #[error("missing ':' between user name and password hash")]
@@ -127,9 +121,10 @@ pub enum LineError {
     /// Nothing after the `:`.
     #[error("empty password hash")]
     EmptyHash,
-    /// The hash does not start with `$`: most likely a plain-text password.
-    #[error("password is not hashed (plain-text passwords are not supported: run mosquitto_passwd -U on the file)")]
-    NotHashed,
+    /// Passwords that do not start with `$`: plain text, as Mosquitto 2.0
+    /// accepts them. The error's line is the first of them.
+    #[error(transparent)]
+    NotHashed(Unhashed),
     /// A Mosquitto 2.1 `$argon2id$` hash.
     #[error("argon2id password hashes are not supported; use $7$ (mosquitto_passwd -H sha512-pbkdf2)")]
     Argon2Unsupported,
@@ -154,6 +149,36 @@ pub enum LineError {
     /// The hash decodes to the wrong length.
     #[error("password hash is {0} bytes long (expected 64)")]
     HashLength(usize),
+}
+
+/// The lines of a password file whose password is plain text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Unhashed {
+    /// Each such line's number and user name, in file order.
+    pub users: Vec<(usize, String)>,
+    /// No line of the file is hashed: `mosquitto_passwd -U` fixes it
+    /// whole. (It hashes every line, so it would break a file where some
+    /// are hashed already.)
+    pub every_line: bool,
+}
+
+impl fmt::Display for Unhashed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("passwords are not hashed for ")?;
+        for (index, (line, user)) in self.users.iter().enumerate() {
+            let separator = if index == 0 { "" } else { ", " };
+            write!(f, "{separator}user {user} (line {line})")?;
+        }
+        f.write_str(": plain-text passwords are not supported; ")?;
+        if self.every_line {
+            f.write_str("run mosquitto_passwd -U on the file to hash them")
+        } else {
+            f.write_str(
+                "set each of these passwords with mosquitto_passwd -b FILE USER PASSWORD (mosquitto_passwd -U would \
+                 hash the lines already hashed a second time)",
+            )
+        }
+    }
 }
 
 /// Mosquitto's two password hash schemes.
@@ -287,41 +312,28 @@ impl fmt::Debug for PasswordFile {
 
 impl PasswordFile {
     /// Parses the text of a password file. `path_for_messages` names the
-    /// file in errors. Any malformed line fails the whole file.
+    /// file in errors. Any malformed line fails the whole file: the first
+    /// one is reported, or else every line whose password is plain text.
     pub fn parse(path_for_messages: &str, text: &str) -> Result<Self, PasswordFileError> {
+        let error = |line, reason| PasswordFileError { file: path_for_messages.to_owned(), line, reason };
         let mut users = HashMap::new();
         let mut unhashed = Vec::new();
         for (index, line) in text.split('\n').enumerate() {
-            let error = |reason| PasswordFileError {
-                file: path_for_messages.to_owned(),
-                line: index + 1,
-                reason,
-                unhashed: Vec::new(),
-            };
             let trimmed = trim_blanks(line);
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            match parse_line(trimmed) {
+            match parse_line(trimmed).map_err(|reason| error(index + 1, reason))? {
                 // The last line of a user wins, as in Mosquitto 2.0.
-                Ok((username, hash)) => {
+                (username, Some(hash)) => {
                     users.insert(username.to_owned(), hash);
                 }
-                // Gathered, so that the error names every such user.
-                Err(LineError::NotHashed) => {
-                    let user = trimmed.split_once(':').map_or(trimmed, |(user, _)| trim_blanks(user));
-                    unhashed.push((index + 1, user.to_owned()));
-                }
-                Err(reason) => return Err(error(reason)),
+                (username, None) => unhashed.push((index + 1, username.to_owned())),
             }
         }
-        if let Some(&(line, _)) = unhashed.first() {
-            return Err(PasswordFileError {
-                file: path_for_messages.to_owned(),
-                line,
-                reason: LineError::NotHashed,
-                unhashed,
-            });
+        if let Some(&(first, _)) = unhashed.first() {
+            let every_line = users.is_empty();
+            return Err(error(first, LineError::NotHashed(Unhashed { users: unhashed, every_line })));
         }
         let decoy = decoy_for(&users);
         Ok(Self { users, decoy })
@@ -370,7 +382,9 @@ fn trim_blanks(s: &str) -> &str {
     s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'))
 }
 
-fn parse_line(line: &str) -> Result<(&str, PasswordEntry), LineError> {
+/// The user name of a line and its hash; `None` for a password in plain
+/// text (one that does not start with `$`).
+fn parse_line(line: &str) -> Result<(&str, Option<PasswordEntry>), LineError> {
     let (username, hash) = line.split_once(':').ok_or(LineError::MissingColon)?;
     let username = trim_blanks(username);
     let hash = trim_blanks(hash);
@@ -383,11 +397,14 @@ fn parse_line(line: &str) -> Result<(&str, PasswordEntry), LineError> {
     if hash.is_empty() {
         return Err(LineError::EmptyHash);
     }
-    Ok((username, parse_hash(hash)?))
+    match hash.strip_prefix('$') {
+        Some(rest) => Ok((username, Some(parse_hash(rest)?))),
+        None => Ok((username, None)),
+    }
 }
 
-fn parse_hash(hash: &str) -> Result<PasswordEntry, LineError> {
-    let rest = hash.strip_prefix('$').ok_or(LineError::NotHashed)?;
+/// A hash after its leading `$`.
+fn parse_hash(rest: &str) -> Result<PasswordEntry, LineError> {
     let mut fields = rest.split('$');
     let (hash_type, iterations) = match fields.next() {
         Some("6") => (HashType::Sha512, 1),
@@ -644,15 +661,7 @@ mod tests {
     fn malformed_line_error_names_file_line_and_reason() {
         let text = format!("# header\nbob:$7$101${SALT12}${HASH64}\n\nalice $7$101${SALT12}${HASH64}\n");
         let err = parse_err(&text);
-        assert_eq!(
-            err,
-            PasswordFileError {
-                file: "test.passwd".into(),
-                line: 4,
-                reason: LineError::MissingColon,
-                unhashed: vec![]
-            }
-        );
+        assert_eq!(err, PasswordFileError { file: "test.passwd".into(), line: 4, reason: LineError::MissingColon });
         assert_eq!(err.to_string(), "test.passwd:4: missing ':' between user name and password hash");
     }
 
@@ -667,8 +676,6 @@ mod tests {
             (format!("{long_user}:$7$101${SALT12}${HASH64}"), LineError::UsernameTooLong),
             ("bob:".into(), LineError::EmptyHash),
             ("bob:  \r".into(), LineError::EmptyHash),
-            ("bob:hunter2".into(), LineError::NotHashed),
-            (format!("bob:7$101${SALT12}${HASH64}"), LineError::NotHashed),
             ("bob:$argon2id$v=19$m=47104,t=1,p=1$c2FsdA$aGFzaA".into(), LineError::Argon2Unsupported),
             (format!("bob:$5${SALT12}${HASH64}"), LineError::UnknownHashType),
             (format!("bob:$$7$101${SALT12}${HASH64}"), LineError::UnknownHashType),
@@ -701,7 +708,7 @@ mod tests {
         for (line, reason) in cases {
             let text = format!("# ok\nalice:$6${SALT12}${HASH64}\n{line}\n");
             let err = parse_err(&text);
-            assert_eq!((err.line, err.reason), (3, reason), "line {line:?}");
+            assert_eq!((err.line, &err.reason), (3, &reason), "line {line:?}");
             let message = err.to_string();
             assert!(message.starts_with("test.passwd:3: "), "{message}");
             // The hash, salt or plain-text password never reaches the message.
@@ -714,7 +721,6 @@ mod tests {
     #[test]
     fn error_messages_read_well() {
         let cases = [
-            ("bob:hunter2", "password is not hashed"),
             ("bob:$7", "malformed password hash (expected $7$<iterations>$<salt>$<hash>)"),
             ("bob:$6$a", "malformed password hash (expected $6$<salt>$<hash>)"),
             ("bob:$6$$", "password salt is 0 bytes long (expected 12 or 64)"),
@@ -726,15 +732,38 @@ mod tests {
     }
 
     #[test]
-    fn every_plain_text_line_is_named_and_no_password_shown() {
-        let text = format!("alice:secret1\n# note\nbob:$7$101${SALT12}${HASH64}\ncarol : hunter2\n");
+    fn every_plain_text_password_is_named_with_its_user_and_line() {
+        let hashed = format!("alice:$7$101${SALT12}${HASH64}");
+        let text = format!("# users\nbob:hunter2\n{hashed}\n\ncarol : s3cret \ndave:7$101${SALT12}${HASH64}\n");
         let err = parse_err(&text);
-        assert_eq!((err.line, err.reason), (1, LineError::NotHashed));
-        assert_eq!(err.unhashed, vec![(1, "alice".to_owned()), (4, "carol".to_owned())]);
+        let users = vec![(2, "bob".to_owned()), (5, "carol".to_owned()), (6, "dave".to_owned())];
+        assert_eq!((err.line, &err.reason), (2, &LineError::NotHashed(Unhashed { users, every_line: false })));
         let message = err.to_string();
-        assert!(message.ends_with("users with a plain-text password: 'alice' (line 1), 'carol' (line 4)"), "{message}");
-        assert!(message.contains("mosquitto_passwd -U"), "{message}");
-        assert!(!message.contains("secret1") && !message.contains("hunter2"), "{message}");
+        assert_eq!(
+            message,
+            "test.passwd:2: passwords are not hashed for user bob (line 2), user carol (line 5), user dave (line \
+             6): plain-text passwords are not supported; set each of these passwords with mosquitto_passwd -b FILE \
+             USER PASSWORD (mosquitto_passwd -U would hash the lines already hashed a second time)"
+        );
+        for secret in ["hunter2", "s3cret", SALT12] {
+            assert!(!message.contains(secret), "{message} echoes {secret}");
+        }
+    }
+
+    #[test]
+    fn a_file_of_plain_text_passwords_only_is_told_to_run_mosquitto_passwd_u() {
+        let err = parse_err("bob:hunter2\ncarol:x\n");
+        assert_eq!(
+            err.to_string(),
+            "test.passwd:1: passwords are not hashed for user bob (line 1), user carol (line 2): plain-text \
+             passwords are not supported; run mosquitto_passwd -U on the file to hash them"
+        );
+    }
+
+    #[test]
+    fn a_malformed_line_is_reported_before_plain_text_passwords() {
+        let err = parse_err("bob:hunter2\ncarol\n");
+        assert_eq!((err.line, err.reason), (2, LineError::MissingColon));
     }
 
     #[test]

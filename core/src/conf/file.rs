@@ -17,7 +17,8 @@
 //! This file reads lines, hands each to the section its key belongs to
 //! and assembles the [`BrokerConf`]. The sections, one file each: the
 //! listeners (`listeners.rs`, with Mosquitto 2's default listener and
-//! local only mode) and their TLS keys ([`super::tls`]), security
+//! local only mode), their TLS keys ([`super::tls`]) and their rules for
+//! clients (`listener_rules.rs`: `max_qos`, `mount_point`, ...), security
 //! (`security.rs`, with `per_listener_settings`), limits (`limits.rs`),
 //! logging (`logging.rs`), presence in Redis (`redis.rs`) and persistence
 //! (`persistence.rs`); the keys Culex ignores are listed in `keys.rs`.
@@ -35,6 +36,7 @@
 use std::fmt;
 
 use super::keys;
+use super::listener_rules;
 use super::listeners::{self, ListenersDraft, Section};
 use super::logging::{self, LogDraft};
 use super::persistence::{self, PersistenceDraft};
@@ -319,6 +321,7 @@ pub(super) fn to_usize(n: i64) -> usize {
 /// The keys Culex acts on, by section.
 const SECTIONS: &[&[&str]] = &[
     listeners::KEYS,
+    listener_rules::KEYS,
     tls::KEYS,
     security::KEYS,
     limits::KEYS,
@@ -396,6 +399,9 @@ impl Parser {
                 Ok(())
             }
             key if listeners::KEYS.contains(&key) => self.listeners.handle(line, section, &mut self.warnings),
+            key if listener_rules::KEYS.contains(&key) => {
+                listener_rules::handle(line, *section, &mut self.listeners, &mut self.warnings)
+            }
             key if tls::KEYS.contains(&key) => tls::handle(&mut self.listeners.target(line, *section).tls, line),
             key if security::KEYS.contains(&key) => self.security.handle(line, *section, &mut self.listeners),
             key if limits::KEYS.contains(&key) => limits::handle(&mut self.core, line),

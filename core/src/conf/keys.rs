@@ -9,7 +9,6 @@
 /// Bridge keys (`connection`, `address`, `topic`, ...) are among them: a
 /// bridge section is warned about line by line.
 pub(super) const IGNORED: &[&str] = &[
-    "accept_protocol_versions",
     "address",
     "addresses",
     "auth_plugin",
@@ -48,8 +47,6 @@ pub(super) const IGNORED: &[&str] = &[
     "global_plugin",
     "idle_timeout",
     "keepalive_interval",
-    "listener_allow_anonymous",
-    "listener_auto_id_prefix",
     "local_cleansession",
     "local_clientid",
     "local_password",
@@ -58,7 +55,6 @@ pub(super) const IGNORED: &[&str] = &[
     "max_topic_alias",
     "max_topic_alias_broker",
     "memory_limit",
-    "mount_point",
     "notification_topic",
     "notifications",
     "notifications_local_only",
@@ -85,15 +81,7 @@ pub(super) const IGNORED: &[&str] = &[
 /// (WebSocket and per-listener options, TLS keys Culex does not act on).
 /// Culex records them on that listener
 /// ([`ListenerConf::ignored_keys`](super::ListenerConf::ignored_keys)).
-const LISTENER_SCOPED: &[&str] = &[
-    "accept_protocol_versions",
-    "bind_interface",
-    "listener_allow_anonymous",
-    "listener_auto_id_prefix",
-    "max_topic_alias",
-    "max_topic_alias_broker",
-    "mount_point",
-];
+const LISTENER_SCOPED: &[&str] = &["bind_interface", "max_topic_alias", "max_topic_alias_broker"];
 
 /// Whether Mosquitto knows `key` although Culex ignores it (plugin
 /// options `auth_opt_*` and `plugin_opt_*` included).

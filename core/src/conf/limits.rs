@@ -18,7 +18,6 @@ pub(super) const KEYS: &[&str] = &[
     "max_queued_messages",
     "max_subscriptions",
     "max_unwritten_bytes",
-    "clientid_prefixes",
     "message_expiry",
     "message_size_limit",
     "not_reading_timeout",
@@ -61,7 +60,6 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
             }
             core.packet_size_limit = to_usize(limit);
         }
-        "clientid_prefixes" => core.clientid_prefixes = Some(line.word()?.to_owned()),
         _ => return Err(line.unknown()),
     }
     Ok(())
@@ -72,13 +70,10 @@ mod tests {
     use crate::conf::testing::{assert_error, conf};
 
     #[test]
-    fn upgrade_outgoing_qos_and_clientid_prefixes_are_applied() {
-        let default = conf("");
-        assert!(!default.core.upgrade_outgoing_qos);
-        assert_eq!(default.core.clientid_prefixes, None);
-        let given = conf("upgrade_outgoing_qos true\nclientid_prefixes door-\n");
+    fn upgrade_outgoing_qos_is_applied() {
+        assert!(!conf("").core.upgrade_outgoing_qos);
+        let given = conf("upgrade_outgoing_qos true\n");
         assert!(given.core.upgrade_outgoing_qos);
-        assert_eq!(given.core.clientid_prefixes.as_deref(), Some("door-"));
         assert!(given.warnings.is_empty());
         assert_error(
             "upgrade_outgoing_qos maybe\n",

@@ -1,6 +1,7 @@
 //! The listener section: `listener`, `port`, `bind_address` and the keys
 //! scoped to a listener (`protocol`, `max_connections`, `socket_domain`;
-//! the TLS keys are read by [`super::tls`]).
+//! the TLS keys are read by [`super::tls`], those that change how clients
+//! are admitted and which topics they see by `listener_rules.rs`).
 //!
 //! # Defaults (Mosquitto 2)
 //!
@@ -27,8 +28,7 @@
 
 use super::file::{INT_MAX, Line, Loc, to_usize};
 use super::{BrokerConf, ConfError, ListenerSecurity, Located, TlsConf, Warning};
-use crate::config::ListenerRules;
-use crate::types::QoS;
+use crate::ListenerRules;
 
 /// Port of the default listener and of the local only listeners.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -38,17 +38,7 @@ const LOOPBACK_V4: &str = "127.0.0.1";
 const LOOPBACK_V6: &str = "::1";
 
 /// The keys of this section.
-pub(super) const KEYS: &[&str] = &[
-    "bind_address",
-    "listener",
-    "max_connections",
-    "max_qos",
-    "maximum_qos",
-    "port",
-    "protocol",
-    "socket_domain",
-    "use_username_as_clientid",
-];
+pub(super) const KEYS: &[&str] = &["bind_address", "listener", "max_connections", "port", "protocol", "socket_domain"];
 
 /// What a listener speaks. Mosquitto: `protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,9 +77,15 @@ pub struct ListenerConf {
     pub max_connections: Option<usize>,
     /// Address family, when `socket_domain` is given.
     pub socket_domain: Option<SocketDomain>,
-    /// Its own security settings, under `per_listener_settings true`
-    /// (empty otherwise: the global settings apply).
+    /// Its own security settings: under `per_listener_settings true`, and
+    /// Mosquitto 2.1's `listener_allow_anonymous` and
+    /// `listener_auto_id_prefix` whatever it says (unset: the global
+    /// settings apply).
     pub security: ListenerSecurity,
+    /// How its clients are admitted and which topics they see
+    /// (`use_username_as_clientid`, `max_qos`, `mount_point`,
+    /// `accept_protocol_versions`).
+    pub rules: ListenerRules,
     /// Mosquitto keys given for this listener that Culex ignored (each also
     /// has a [`Warning`]).
     pub ignored_keys: Vec<String>,
@@ -101,9 +97,6 @@ pub struct ListenerConf {
     /// `websockets_origin` lines: when any is given, a WebSocket upgrade
     /// must carry one of them as its `Origin`.
     pub websockets_origins: Vec<String>,
-    /// What the core does differently for its clients (`max_qos`,
-    /// `use_username_as_clientid`).
-    pub rules: ListenerRules,
 }
 
 impl ListenerConf {
@@ -116,11 +109,11 @@ impl ListenerConf {
             max_connections: None,
             socket_domain: None,
             security: ListenerSecurity::default(),
+            rules: ListenerRules::DEFAULT,
             ignored_keys: Vec::new(),
             tls: TlsConf::default(),
             http_dir: None,
             websockets_origins: Vec::new(),
-            rules: ListenerRules::default(),
         }
     }
 }
@@ -239,14 +232,6 @@ impl ListenersDraft {
             "max_connections" => {
                 let n = line.int_described(i64::MIN, INT_MAX, "-1 (no limit) or an integer from 0 to 2147483647")?;
                 self.target(line, *section).max_connections = if n < 0 { None } else { Some(to_usize(n)) };
-            }
-            "max_qos" | "maximum_qos" => {
-                let qos = line.int_described(0, 2, "0, 1 or 2")?;
-                self.target(line, *section).rules.max_qos =
-                    QoS::from_bits(u8::try_from(qos).unwrap_or(2)).unwrap_or(QoS::ExactlyOnce);
-            }
-            "use_username_as_clientid" => {
-                self.target(line, *section).rules.use_username_as_clientid = line.boolean()?;
             }
             "socket_domain" => {
                 let domain = match line.word()? {
@@ -436,15 +421,6 @@ mod tests {
         assert_error("listener 0", 1, "A listener with port 0 must provide a Unix socket path.");
         assert_error("listener 1883\nlistener 1883\n", 2, "Duplicate listener for port 1883.");
         assert_error("listener 1883 ::1\nlistener 1883 ::1\n", 2, "Duplicate listener for port 1883 on ::1.");
-    }
-
-    #[test]
-    fn max_qos_and_use_username_as_clientid_belong_to_their_listener() {
-        let conf = conf("listener 1883\nlistener 1884\nmaximum_qos 1\nuse_username_as_clientid true\n");
-        assert_eq!(conf.listeners[0].rules, ListenerRules::default());
-        let rules = ListenerRules { max_qos: QoS::AtLeastOnce, use_username_as_clientid: true };
-        assert_eq!(conf.listeners[1].rules, rules);
-        assert_error("listener 1883\nmax_qos 3\n", 2, "Invalid max_qos value (3): expected 0, 1 or 2.");
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub mod cli;
 pub mod file;
 mod keys;
 mod limits;
+mod listener_rules;
 mod listeners;
 mod logging;
 mod persistence;

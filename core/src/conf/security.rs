@@ -1,6 +1,7 @@
 //! The security section: `allow_anonymous`, `password_file`, `acl_file`,
-//! `allow_zero_length_clientid`, `auto_id_prefix` and
-//! `per_listener_settings`.
+//! `allow_zero_length_clientid`, `auto_id_prefix`, `clientid_prefixes`,
+//! `per_listener_settings`, and Mosquitto 2.1's `listener_allow_anonymous`
+//! and `listener_auto_id_prefix`.
 //!
 //! # `per_listener_settings`
 //! With `per_listener_settings true`, `password_file`, `acl_file`,
@@ -12,6 +13,14 @@
 //! As in Mosquitto the key must come before every security setting, and a
 //! listener without `allow_anonymous` refuses anonymous clients unless the
 //! broker is in local only mode.
+//!
+//! # `listener_allow_anonymous` and `listener_auto_id_prefix`
+//! Mosquitto 2.1's keys give the listener they follow its own
+//! `allow_anonymous` and `auto_id_prefix`, whatever `per_listener_settings`
+//! says; under it they are the same settings as the plain keys (the last
+//! line wins). Without it, a listener that does not set them follows the
+//! global keys. They need a `listener` line first, as in 2.1, and the
+//! prefix is at most 50 bytes long (2.1's limit).
 //!
 //! Divergence, on purpose: in local only mode an explicit
 //! `allow_anonymous false` is honoured (Mosquitto 2.0 forces anonymous
@@ -30,12 +39,19 @@ pub(super) const KEYS: &[&str] = &[
     "allow_anonymous",
     "allow_zero_length_clientid",
     "auto_id_prefix",
+    "clientid_prefixes",
+    "listener_allow_anonymous",
+    "listener_auto_id_prefix",
     "password_file",
     "per_listener_settings",
 ];
 
+/// Longest `listener_auto_id_prefix`, as in Mosquitto 2.1.
+const MAX_LISTENER_ID_PREFIX: usize = 50;
+
 /// The security settings of one listener, as written under
-/// `per_listener_settings true`; `None` takes the default.
+/// `per_listener_settings true` (or with `listener_allow_anonymous` and
+/// `listener_auto_id_prefix`); `None` takes the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListenerSecurity {
     /// `allow_anonymous`: default true in local only mode, else false.
@@ -67,14 +83,14 @@ impl BrokerConf {
     /// [`listeners`](Self::listeners): its own under
     /// `per_listener_settings`, the global ones otherwise.
     pub fn auth(&self, index: usize) -> ListenerAuth {
+        let security = self.listeners.get(index).map(|l| l.security.clone()).unwrap_or_default();
         if !self.per_listener_settings {
             return ListenerAuth {
-                allow_anonymous: self.core.allow_anonymous,
+                allow_anonymous: security.allow_anonymous.unwrap_or(self.core.allow_anonymous),
                 password_file: self.password_file.clone(),
                 acl_file: self.acl_file.clone(),
             };
         }
-        let security = self.listeners.get(index).map(|l| l.security.clone()).unwrap_or_default();
         ListenerAuth {
             allow_anonymous: security.allow_anonymous.unwrap_or(self.local_only),
             password_file: security.password_file,
@@ -82,12 +98,30 @@ impl BrokerConf {
         }
     }
 
+    /// Whether every listener has the same access settings: those of the
+    /// global keys (neither `per_listener_settings` nor
+    /// `listener_allow_anonymous` is used).
+    pub fn uniform_auth(&self) -> bool {
+        !self.per_listener_settings && self.listeners.iter().all(|l| l.security.allow_anonymous.is_none())
+    }
+
     /// The client id rules of each listener (by its index) under
-    /// `per_listener_settings`, for [`Config::listener_client_ids`]; empty
-    /// otherwise.
+    /// `per_listener_settings`, for [`Config::listener_client_ids`];
+    /// otherwise those of the listeners with a `listener_auto_id_prefix`.
     pub fn listener_client_ids(&self) -> BTreeMap<ListenerId, ClientIdRules> {
         if !self.per_listener_settings {
-            return BTreeMap::new();
+            return self
+                .listeners
+                .iter()
+                .enumerate()
+                .filter_map(|(index, listener)| {
+                    let rules = ClientIdRules {
+                        allow_zero_length_clientid: self.core.allow_zero_length_clientid,
+                        auto_id_prefix: listener.security.auto_id_prefix.clone()?,
+                    };
+                    Some((ListenerId::at(index), rules))
+                })
+                .collect();
         }
         let defaults = Config::default();
         self.listeners
@@ -101,7 +135,7 @@ impl BrokerConf {
                         .unwrap_or(defaults.allow_zero_length_clientid),
                     auto_id_prefix: security.auto_id_prefix.clone().unwrap_or_else(|| defaults.auto_id_prefix.clone()),
                 };
-                (ListenerId(u16::try_from(index).unwrap_or(u16::MAX)), rules)
+                (ListenerId::at(index), rules)
             })
             .collect()
     }
@@ -113,6 +147,7 @@ pub(super) struct SecurityDraft {
     allow_anonymous: Option<bool>,
     allow_zero_length_clientid: Option<bool>,
     auto_id_prefix: Option<String>,
+    clientid_prefixes: Option<String>,
     password_file: Option<String>,
     acl_file: Option<String>,
     per_listener_settings: bool,
@@ -154,6 +189,13 @@ impl SecurityDraft {
                 self.note(line);
                 self.auto_id_prefix = Some(value.to_owned());
             }
+            "clientid_prefixes" => {
+                let value = line.text()?;
+                if self.clientid_prefixes.replace(value.to_owned()).is_some() {
+                    return Err(line.duplicate());
+                }
+            }
+            "listener_allow_anonymous" | "listener_auto_id_prefix" => self.listener_key(line, section, listeners)?,
             "password_file" => {
                 if self.password_file.is_some() {
                     return Err(line.duplicate());
@@ -185,6 +227,32 @@ impl SecurityDraft {
     /// `psk_file` included).
     pub(super) fn note(&mut self, line: &Line<'_>) {
         self.first_security.get_or_insert_with(|| line.loc());
+    }
+
+    /// `listener_allow_anonymous` or `listener_auto_id_prefix`: a setting
+    /// of the listener of `section`, which must follow a `listener` line.
+    fn listener_key(
+        &mut self,
+        line: &Line<'_>,
+        section: Section,
+        listeners: &mut ListenersDraft,
+    ) -> Result<(), ConfError> {
+        if matches!(section, Section::Default) {
+            return Err(line.error(format!("The '{}' option requires a listener to be defined first.", line.key)));
+        }
+        let security = &mut listeners.current(section).security;
+        if line.key == "listener_allow_anonymous" {
+            security.allow_anonymous = Some(line.boolean()?);
+            return Ok(());
+        }
+        let value = line.text()?;
+        if value.len() > MAX_LISTENER_ID_PREFIX {
+            return Err(line.error("Invalid listener_auto_id_prefix value: longer than 50 bytes."));
+        }
+        if security.auto_id_prefix.replace(value.to_owned()).is_some() {
+            return Err(line.duplicate());
+        }
+        Ok(())
     }
 
     /// A security setting under `per_listener_settings`: it belongs to the
@@ -236,6 +304,7 @@ impl SecurityDraft {
         if let Some(prefix) = self.auto_id_prefix {
             core.auto_id_prefix = prefix;
         }
+        core.clientid_prefixes = self.clientid_prefixes;
         conf.password_file = self.password_file;
         conf.acl_file = self.acl_file;
         conf.per_listener_settings = self.per_listener_settings;
@@ -358,6 +427,145 @@ mod tests {
         // Other keys may come first; false may come anywhere.
         assert!(conf("listener 1\nmax_keepalive 10\nper_listener_settings true\n").per_listener_settings);
         assert!(!conf("allow_anonymous true\nper_listener_settings false\n").per_listener_settings);
+    }
+
+    #[test]
+    fn listener_allow_anonymous_overrides_the_global_setting_on_its_listener() {
+        let conf = conf(
+            "allow_anonymous true
+listener 1
+listener_allow_anonymous false
+listener 2
+             listener 3
+listener_allow_anonymous true
+",
+        );
+        assert!(!conf.uniform_auth());
+        let anonymous: Vec<bool> = (0..3).map(|i| conf.auth(i).allow_anonymous).collect();
+        assert_eq!(anonymous, [false, true, true]);
+        // Without allow_anonymous the global default is false.
+        let closed = self::conf(
+            "listener 1
+listener 2
+listener_allow_anonymous true
+",
+        );
+        assert_eq!((closed.auth(0).allow_anonymous, closed.auth(1).allow_anonymous), (false, true));
+        assert!(
+            self::conf(
+                "listener 1
+allow_anonymous true
+"
+            )
+            .uniform_auth()
+        );
+    }
+
+    #[test]
+    fn under_per_listener_settings_the_listener_keys_are_the_plain_ones() {
+        let conf = conf(
+            "per_listener_settings true
+listener 1
+listener_allow_anonymous true
+listener_auto_id_prefix one-
+             listener 2
+allow_anonymous true
+listener_allow_anonymous false
+",
+        );
+        assert_eq!((conf.auth(0).allow_anonymous, conf.auth(1).allow_anonymous), (true, false));
+        let ids = conf.listener_client_ids();
+        assert_eq!(ids[&ListenerId(0)].auto_id_prefix, "one-");
+        assert_eq!(ids[&ListenerId(1)].auto_id_prefix, "auto-");
+    }
+
+    #[test]
+    fn listener_auto_id_prefix_gives_its_listener_its_own_prefix() {
+        let conf = conf(
+            "auto_id_prefix g-
+allow_zero_length_clientid false
+listener 1
+listener 2
+listener_auto_id_prefix l-
+",
+        );
+        let ids = conf.listener_client_ids();
+        assert_eq!(ids.keys().copied().collect::<Vec<_>>(), [ListenerId(1)]);
+        assert_eq!(
+            ids[&ListenerId(1)],
+            ClientIdRules { allow_zero_length_clientid: false, auto_id_prefix: "l-".to_owned() }
+        );
+        assert_eq!(conf.core.auto_id_prefix, "g-");
+        let long = "x".repeat(51);
+        assert_error(
+            &format!(
+                "listener 1
+listener_auto_id_prefix {long}
+"
+            ),
+            2,
+            "Invalid listener_auto_id_prefix value: longer than 50 bytes.",
+        );
+        assert_error(
+            "listener 1
+listener_auto_id_prefix a
+listener_auto_id_prefix b
+",
+            3,
+            "Duplicate listener_auto_id_prefix value in configuration.",
+        );
+    }
+
+    #[test]
+    fn listener_keys_need_a_listener_line() {
+        for key in ["listener_allow_anonymous true", "listener_auto_id_prefix x-"] {
+            let name = key.split(' ').next().unwrap_or_default();
+            let reason = format!("The '{name}' option requires a listener to be defined first.");
+            assert_error(
+                &format!(
+                    "allow_anonymous true
+{key}
+"
+                ),
+                2,
+                &reason,
+            );
+        }
+        assert_error(
+            "listener 1
+listener_allow_anonymous maybe
+",
+            2,
+            "Invalid listener_allow_anonymous value (maybe): expected true or false.",
+        );
+    }
+
+    #[test]
+    fn clientid_prefixes_takes_the_rest_of_the_line_once() {
+        assert_eq!(
+            conf(
+                "clientid_prefixes secure-
+"
+            )
+            .core
+            .clientid_prefixes
+            .as_deref(),
+            Some("secure-")
+        );
+        assert_eq!(conf("").core.clientid_prefixes, None);
+        assert_error(
+            "clientid_prefixes
+",
+            1,
+            "Empty clientid_prefixes value in configuration.",
+        );
+        assert_error(
+            "clientid_prefixes a
+clientid_prefixes b
+",
+            2,
+            "Duplicate clientid_prefixes value in configuration.",
+        );
     }
 
     #[test]
