@@ -1,7 +1,7 @@
 //! The broker: every connection, session, subscription and retained
 //! message, driven by [`Input`]s and time, answering with [`Action`]s.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +72,8 @@ pub struct Broker {
     /// Boxed: the map's spare buckets (up to half of them) then cost a
     /// pointer each, not a whole connection.
     conns: ConnIdMap<Box<Connection>>,
+    /// How many of `conns` each listener serves, for its `max_connections`.
+    listener_conns: BTreeMap<ListenerId, usize>,
     next_conn: u64,
     sessions: SessionStore,
     subscriptions: SubscriptionTree<SessionKey, Grant>,
@@ -363,6 +365,7 @@ impl Broker {
             config,
             policy,
             conns: ConnIdMap::default(),
+            listener_conns: BTreeMap::new(),
             next_conn: 1,
             sessions: SessionStore::default(),
             subscriptions: SubscriptionTree::new(),
@@ -426,8 +429,9 @@ impl Broker {
     }
 
     /// Registers a new network connection from `peer` and returns its id.
-    /// Past `max_connections` the connection is closed at once
-    /// ([`Action::Close`] with [`CloseReason::TooManyConnections`]).
+    /// Past its listener's or the broker's connection limit the connection
+    /// is closed at once ([`Action::Close`] with
+    /// [`CloseReason::TooManyConnections`]).
     pub fn accept(&mut self, now: Now, peer: Peer) -> ConnId {
         let id = ConnId(self.next_conn);
         self.accept_as(now, id, peer);
@@ -441,11 +445,16 @@ impl Broker {
     pub fn accept_as(&mut self, now: Now, id: ConnId, peer: Peer) {
         self.next_conn = self.next_conn.max(id.0.saturating_add(1));
         self.sys.start(now.instant, self.config.sys_interval);
-        if self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
+        let on_listener = self.listener_conns.get(&peer.listener).copied().unwrap_or(0);
+        let listener_full =
+            self.config.listener_max_connections.get(&peer.listener).is_some_and(|&max| on_listener >= max);
+        if listener_full || self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
+            // Mosquitto's words for both limits.
             info!("Client connection from {} denied: max_connections exceeded.", show_addr(peer.remote.as_ref()));
             self.actions.push_back(Action::Close { conn: id, reason: CloseReason::TooManyConnections });
             return;
         }
+        self.listener_conns.insert(peer.listener, on_listener + 1);
         self.counters.connections_accepted += 1;
         let mut conn = Connection {
             listener: peer.listener,
@@ -864,6 +873,12 @@ impl Broker {
 
     /// Binds an authenticated CONNECT to its session and answers CONNACK 0.
     fn accept_connect(&mut self, now: Now, id: ConnId, connect: Connect, client_id: ClientId) {
+        let known = self.sessions.find(&client_id).is_some();
+        if !known && self.config.max_clients.is_some_and(|max| self.sessions.len() >= max) {
+            // As Mosquitto 2.1: closed without CONNACK, 3.1.1 having no code for it.
+            info!("Client {client_id} refused: global_max_clients reached.");
+            return self.close(now, id, CloseReason::TooManyClients);
+        }
         // Takeover: the old connection goes first, so its MarkOffline (and
         // its will) come before this connection's MarkOnline.
         if let Some(old) = self.sessions.find(&client_id).and_then(|key| self.sessions.get(key)?.conn) {
@@ -1453,6 +1468,9 @@ impl Broker {
     /// [MQTT-3.14.4-3]) and discards a clean session ([MQTT-3.1.2-6]).
     fn close(&mut self, now: Now, id: ConnId, reason: CloseReason) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
+        if let Some(count) = self.listener_conns.get_mut(&conn.listener) {
+            *count = count.saturating_sub(1);
+        }
         let waiting = Self::drop_waiting(&mut conn, id);
         if let Some(data) = conn.take_output().filter(|_| !waiting) {
             self.actions.push_back(Action::Send { conn: id, data });
@@ -1622,6 +1640,7 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
         CloseReason::TakenOver
         | CloseReason::Refused(_)
         | CloseReason::TooManyConnections
+        | CloseReason::TooManyClients
         | CloseReason::Shutdown
         | CloseReason::QosNotSupported => {
             debug!(conn = %id, "Client {client} closed: {reason}.")

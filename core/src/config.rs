@@ -53,9 +53,18 @@ pub struct Config {
     /// packets too large to hold such a payload close the connection
     /// before their body is read. Mosquitto: `message_size_limit`.
     pub message_size_limit: usize,
-    /// Connections served at once; `None` means no limit. Mosquitto:
-    /// `max_connections`, default -1.
+    /// Connections served at once across all listeners; `None` means no
+    /// limit. Mosquitto 2.1: `global_max_connections`, default -1.
     pub max_connections: Option<usize>,
+    /// Connections each listener serves at once; a listener missing here
+    /// has no limit. Mosquitto: `max_connections`, per listener.
+    pub listener_max_connections: BTreeMap<ListenerId, usize>,
+    /// Clients known at once: those connected and the stored sessions of
+    /// those that are not. A new client past it is closed without CONNACK
+    /// (3.1.1 has no code for it); one that has a session is never
+    /// refused. `None` means no limit. Mosquitto 2.1: `global_max_clients`,
+    /// default -1.
+    pub max_clients: Option<usize>,
     /// Largest keepalive a client may ask for; more is refused with CONNACK
     /// 0x02, as Mosquitto does for 3.1/3.1.1. Mosquitto: `max_keepalive`.
     pub max_keepalive: u16,
@@ -138,6 +147,8 @@ impl Default for Config {
             message_expiry: true,
             message_size_limit: 0,
             max_connections: None,
+            listener_max_connections: BTreeMap::new(),
+            max_clients: None,
             max_keepalive: u16::MAX,
             queue_qos0_messages: false,
             persistence: false,

@@ -209,6 +209,9 @@ pub enum CloseReason {
     /// such a 3.1.1 connection.
     #[error("QoS above the listener's max_qos")]
     QosNotSupported,
+    /// A new client came when `global_max_clients` clients were known.
+    #[error("global_max_clients reached")]
+    TooManyClients,
     /// `max_connections` was reached when the connection arrived.
     #[error("max_connections reached")]
     TooManyConnections,

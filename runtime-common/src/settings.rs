@@ -315,6 +315,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     }
     let listener_client_ids = conf.listener_client_ids();
     let listener_rules = conf.listener_rules();
+    let listener_max_connections = conf.listener_max_connections();
     let first_port = conf.listeners.first().map_or(1883, |l| l.port);
     let redis = conf.redis.map(|r| RedisSettings {
         keys: PresenceKeys::new(&r.key, &broker_id(first_port)),
@@ -328,6 +329,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     core.connection_messages = conf.log.connection_messages;
     core.listener_client_ids = listener_client_ids;
     core.listener_rules = listener_rules;
+    core.listener_max_connections = listener_max_connections;
     let reload = crate::reload::ReloadSource::default();
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
     Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices, persistence, process: conf.process })

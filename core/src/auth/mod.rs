@@ -2,7 +2,7 @@
 //!
 //! The core reads no files: a runtime reads each file and hands its text
 //! to the parser here; the parsed result answers the questions that
-//! [`AccessPolicy`](crate::policy::AccessPolicy) asks.
+//! [`AccessPolicy`] asks.
 
 pub mod acl;
 mod listeners;

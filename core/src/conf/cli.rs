@@ -220,7 +220,6 @@ impl CliOptions {
                 }
             }
         }
-        conf.recompute_max_connections();
     }
 }
 
@@ -231,6 +230,7 @@ mod tests {
     use quickcheck::{Gen, QuickCheck};
 
     use super::*;
+    use crate::ListenerId;
     use crate::conf::{ListenerProtocol, parse};
 
     fn args(words: &[&str]) -> Vec<String> {
@@ -398,20 +398,20 @@ mod tests {
                 .iter()
                 .all(|l| l.port == 9001 && l.max_connections == Some(4) && l.protocol == ListenerProtocol::WebSockets)
         );
-        assert_eq!(conf.core.max_connections, Some(8));
+        let limits = conf.listener_max_connections();
+        assert_eq!(limits.into_iter().collect::<Vec<_>>(), [(ListenerId(0), 4), (ListenerId(1), 4)]);
     }
 
     #[test]
     fn ports_with_configured_listeners_add_listeners_on_all_addresses() {
         let mut conf = parse("m.conf", "listener 1883 10.0.0.1\nmax_connections 10\n").unwrap();
-        assert_eq!(conf.core.max_connections, Some(10));
         run(&["-p", "1884"]).apply_to(&mut conf);
         assert_eq!(
             conf.listeners,
             vec![ListenerConf { max_connections: Some(10), ..listener(1883, Some("10.0.0.1")) }, listener(1884, None)]
         );
         assert!(!conf.core.allow_anonymous);
-        assert_eq!(conf.core.max_connections, None);
+        assert_eq!(conf.listener_max_connections().into_iter().collect::<Vec<_>>(), [(ListenerId(0), 10)]);
     }
 
     #[test]

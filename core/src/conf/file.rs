@@ -101,9 +101,10 @@ pub(super) const NOT_SUPPORTED: &str = "not supported by Culex, ignored";
 /// Everything a configuration file says, ready for a runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConf {
-    /// The core's limits and switches. `max_connections` is the sum of
-    /// the listeners' limits when every listener has one (so with one
-    /// listener it is exactly that listener's limit), otherwise `None`.
+    /// The core's limits and switches; the per-listener ones come from
+    /// [`listeners`](Self::listeners) (see
+    /// [`listener_rules`](Self::listener_rules) and
+    /// [`listener_max_connections`](Self::listener_max_connections)).
     pub core: Config,
     /// The sockets to open, in file order; the default listener (`port`,
     /// `bind_address`) comes last, as in Mosquitto. Never empty.
@@ -485,7 +486,6 @@ impl Parser {
         };
         self.security.apply(&mut conf);
         self.persistence.apply(&mut conf);
-        conf.recompute_max_connections();
         conf
     }
 }

@@ -42,8 +42,6 @@ pub(super) const IGNORED: &[&str] = &[
     "clientid",
     "connection",
     "enable_control_api",
-    "global_max_clients",
-    "global_max_connections",
     "global_plugin",
     "idle_timeout",
     "keepalive_interval",

@@ -11,6 +11,8 @@ use crate::codec::MAX_REMAINING_LENGTH;
 
 /// The keys of this section.
 pub(super) const KEYS: &[&str] = &[
+    "global_max_clients",
+    "global_max_connections",
     "max_inflight_messages",
     "max_keepalive",
     "max_packet_size",
@@ -38,6 +40,9 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
         "max_queued_messages" => core.max_queued_messages = to_usize(line.int_negative_is_zero(INT_MAX)?),
         "max_queued_bytes" => core.max_queued_bytes = to_usize(line.int_negative_is_zero(INT_MAX)?),
         "message_expiry" => core.message_expiry = line.boolean()?,
+        // Mosquitto 2.1: zero and negative values mean no limit.
+        "global_max_clients" => core.max_clients = positive_limit(line)?,
+        "global_max_connections" => core.max_connections = positive_limit(line)?,
         "max_subscriptions" => core.max_subscriptions = to_usize(line.int(0, INT_MAX)?),
         "max_unwritten_bytes" => core.max_unwritten_bytes = to_usize(line.int(0, INT_MAX)?),
         "slow_subscriber_timeout" => {
@@ -65,9 +70,32 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
     Ok(())
 }
 
+/// A count where zero and negative values mean no limit, as Mosquitto
+/// reads `max_connections` and its global siblings.
+pub(super) fn positive_limit(line: &Line<'_>) -> Result<Option<usize>, ConfError> {
+    let n = line.int_described(i64::MIN, INT_MAX, "-1 (no limit) or an integer up to 2147483647")?;
+    Ok((n > 0).then(|| to_usize(n)))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::conf::testing::{assert_error, conf};
+
+    #[test]
+    fn global_limits_are_broker_wide_and_positive() {
+        let given = conf("listener 1\nglobal_max_clients 100\nlistener 2\nglobal_max_connections 10\n");
+        assert_eq!((given.core.max_clients, given.core.max_connections), (Some(100), Some(10)));
+        assert!(given.warnings.is_empty());
+        for off in ["0", "-1", "-7"] {
+            let conf = conf(&format!("global_max_clients {off}\nglobal_max_connections {off}\n"));
+            assert_eq!((conf.core.max_clients, conf.core.max_connections), (None, None), "{off}");
+        }
+        assert_error(
+            "global_max_connections many\n",
+            1,
+            "Invalid global_max_connections value (many): expected -1 (no limit) or an integer up to 2147483647.",
+        );
+    }
 
     #[test]
     fn upgrade_outgoing_qos_is_applied() {

@@ -26,9 +26,12 @@
 //!   addresses.
 //! - A duplicate `listener` (same port and address) is an error.
 
-use super::file::{INT_MAX, Line, Loc, to_usize};
+use std::collections::BTreeMap;
+
+use super::file::{Line, Loc};
+use super::limits::positive_limit;
 use super::{BrokerConf, ConfError, ListenerSecurity, Located, TlsConf, Warning};
-use crate::ListenerRules;
+use crate::{ListenerId, ListenerRules};
 
 /// Port of the default listener and of the local only listeners.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -73,7 +76,8 @@ pub struct ListenerConf {
     /// MQTT or WebSocket.
     pub protocol: ListenerProtocol,
     /// Connections this listener serves at once; `None` means no limit
-    /// (Mosquitto: -1). The runtime enforces it per listener.
+    /// (Mosquitto: -1 or 0). The core enforces it
+    /// ([`Config::listener_max_connections`](crate::Config::listener_max_connections)).
     pub max_connections: Option<usize>,
     /// Address family, when `socket_domain` is given.
     pub socket_domain: Option<SocketDomain>,
@@ -129,13 +133,11 @@ impl ListenerConf {
 }
 
 impl BrokerConf {
-    /// Recomputes `core.max_connections` from the listeners' limits.
-    pub(super) fn recompute_max_connections(&mut self) {
-        self.core.max_connections = if self.listeners.is_empty() {
-            None
-        } else {
-            self.listeners.iter().try_fold(0usize, |sum, l| l.max_connections.map(|n| sum.saturating_add(n)))
-        };
+    /// The connection limit of each listener (by its index) that has one,
+    /// for [`Config::listener_max_connections`](crate::Config::listener_max_connections).
+    pub fn listener_max_connections(&self) -> BTreeMap<ListenerId, usize> {
+        let limits = self.listeners.iter().enumerate();
+        limits.filter_map(|(index, l)| Some((ListenerId::at(index), l.max_connections?))).collect()
     }
 }
 
@@ -229,10 +231,7 @@ impl ListenersDraft {
                 };
                 self.target(line, *section).protocol = protocol;
             }
-            "max_connections" => {
-                let n = line.int_described(i64::MIN, INT_MAX, "-1 (no limit) or an integer from 0 to 2147483647")?;
-                self.target(line, *section).max_connections = if n < 0 { None } else { Some(to_usize(n)) };
-            }
+            "max_connections" => self.target(line, *section).max_connections = positive_limit(line)?,
             "socket_domain" => {
                 let domain = match line.word()? {
                     "ipv4" => SocketDomain::Ipv4,
@@ -460,22 +459,25 @@ mod tests {
     }
 
     #[test]
-    fn max_connections_applies_per_listener_and_sums_into_the_core() {
-        let conf = conf("listener 1883\nmax_connections 10\nlistener 1884\nmax_connections 5\n");
+    fn max_connections_applies_per_listener() {
+        let conf = conf("listener 1883\nlistener 1884\nmax_connections 5\nlistener 1885\nmax_connections 10\n");
         let limits: Vec<_> = conf.listeners.iter().map(|l| l.max_connections).collect();
-        assert_eq!(limits, [Some(10), Some(5)]);
-        assert_eq!(conf.core.max_connections, Some(15));
+        assert_eq!(limits, [None, Some(5), Some(10)]);
+        let by_id = conf.listener_max_connections().into_iter().collect::<Vec<_>>();
+        assert_eq!(by_id, [(ListenerId(1), 5), (ListenerId(2), 10)]);
+        // The broker-wide limit is global_max_connections alone.
+        assert_eq!(conf.core.max_connections, None);
     }
 
     #[test]
-    fn max_connections_minus_one_means_no_limit() {
-        let conf = conf("listener 1883\nmax_connections 10\nlistener 1884\nmax_connections -1\n");
-        assert_eq!(conf.listeners[1].max_connections, None);
-        assert_eq!(conf.core.max_connections, None);
+    fn max_connections_zero_or_below_means_no_limit() {
+        // As Mosquitto 2.0, which limits only when the value is positive.
+        let conf = conf("listener 1883\nmax_connections 0\nlistener 1884\nmax_connections -1\n");
+        assert_eq!((conf.listeners[0].max_connections, conf.listeners[1].max_connections), (None, None));
         assert_error(
             "listener 1\nmax_connections 2147483648\n",
             2,
-            "Invalid max_connections value (2147483648): expected -1 (no limit) or an integer from 0 to 2147483647.",
+            "Invalid max_connections value (2147483648): expected -1 (no limit) or an integer up to 2147483647.",
         );
     }
 
@@ -514,7 +516,6 @@ mod tests {
                 ..listener(1884, None)
             }]
         );
-        assert_eq!(conf.core.max_connections, Some(7));
         assert!(conf.warnings.is_empty());
     }
 
