@@ -18,6 +18,7 @@ use crate::config::{Config, ListenerRules};
 use crate::congestion::{Congestion, CongestionDue};
 use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
+use crate::log_type;
 use crate::message::Message;
 use crate::peer::{Identity, ListenerId, Peer, Remote};
 use crate::persistence::CopyState;
@@ -1388,6 +1389,7 @@ impl Broker {
             self.subscriptions.subscribe(&filter, key, grant);
             if let Some(session) = self.sessions.get_mut(key) {
                 session.subscriptions.insert(filter.clone(), qos);
+                info!(target: log_type::SUBSCRIBE, "{} {} {}", session.client_id, qos.bits(), filter.as_str());
             }
             self.record_subscription(key, &filter, Some(qos));
             return_codes.push(SubscribeReturnCode::Granted(qos));
@@ -1447,6 +1449,9 @@ impl Broker {
                 session.subscriptions.remove(&filter);
             }
             self.record_subscription(key, &filter, None);
+            if let Some(session) = self.sessions.get(key) {
+                info!(target: log_type::UNSUBSCRIBE, "{} {}", session.client_id, filter.as_str());
+            }
         }
         self.write(id, &Packet::UnsubAck(unsubscribe.packet_id));
     }

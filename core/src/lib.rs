@@ -109,6 +109,7 @@ pub mod congestion;
 pub mod error;
 pub mod expiry;
 mod ids;
+pub mod log_type;
 mod message;
 mod peer;
 pub mod persistence;

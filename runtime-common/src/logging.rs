@@ -13,9 +13,11 @@ use std::fs::OpenOptions;
 use std::sync::Arc;
 
 use culex_core::conf::{LogConf, LogDest, LogTypes, TimestampFormat};
+use culex_core::log_type;
 use tracing::level_filters::LevelFilter;
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Directive;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
@@ -54,7 +56,7 @@ impl FormatTime for Stamp {
 pub fn level(types: &LogTypes) -> LevelFilter {
     if types.debug {
         LevelFilter::DEBUG
-    } else if types.information || types.notice || types.subscribe || types.unsubscribe {
+    } else if types.information || types.notice {
         LevelFilter::INFO
     } else if types.warning {
         LevelFilter::WARN
@@ -63,6 +65,20 @@ pub fn level(types: &LogTypes) -> LevelFilter {
     } else {
         LevelFilter::OFF
     }
+}
+
+/// `log_type` as a filter: the lines of [`level`], and the subscribe and
+/// unsubscribe lines when (and only when) their own types are asked for.
+fn filter(types: &LogTypes) -> EnvFilter {
+    let mut filter = EnvFilter::default().add_directive(level(types).into());
+    for (target, on) in [(log_type::SUBSCRIBE, types.subscribe), (log_type::UNSUBSCRIBE, types.unsubscribe)] {
+        let level = if on { "info" } else { "off" };
+        // Well formed: a target of the core and a level name.
+        if let Ok(directive) = format!("{target}={level}").parse::<Directive>() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 /// Every configured destination at once.
@@ -80,10 +96,12 @@ enum Target {
     Topic,
 }
 
-/// One line of `level` goes to every destination.
+/// One line of `level` goes to every destination (to `topic` for `log_dest
+/// topic`).
 struct Fanout {
     targets: Vec<Target>,
     level: Level,
+    topic: Option<&'static str>,
 }
 
 impl std::io::Write for Fanout {
@@ -101,7 +119,7 @@ impl std::io::Write for Fanout {
                     Ok(())
                 }
                 Target::Topic => {
-                    topic::push(self.level, &line());
+                    topic::push(self.topic, &line());
                     Ok(())
                 }
             };
@@ -118,11 +136,12 @@ impl<'a> MakeWriter<'a> for Destinations {
     type Writer = Fanout;
 
     fn make_writer(&'a self) -> Fanout {
-        Fanout { targets: self.targets.clone(), level: Level::INFO }
+        Fanout { targets: self.targets.clone(), level: Level::INFO, topic: topic::topic(Level::INFO, "") }
     }
 
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Fanout {
-        Fanout { targets: self.targets.clone(), level: *meta.level() }
+        let level = *meta.level();
+        Fanout { targets: self.targets.clone(), level, topic: topic::topic(level, meta.target()) }
     }
 }
 
@@ -150,8 +169,7 @@ pub fn init(log: &LogConf) -> Result<(), String> {
             }
         });
     }
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::default().add_directive(level(&log.types).into()));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| filter(&log.types));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -102,3 +102,38 @@ def test_timestamp_format_prints_local_time(make_broker, monkeypatch):
     assert abs((now - stamp).total_seconds()) < 60
     assert m.group(2) == "+0530"
     assert int(m.group(3)) == stamp.timetuple().tm_yday
+
+
+def test_subscribe_and_unsubscribe_log_types_log_each_filter(make_broker, cleanup):
+    # Only these two types: notices ("New client connected") stay out.
+    broker = make_broker(extra=["log_type subscribe", "log_type unsubscribe", "log_dest topic", "log_dest stderr"],
+                         verbose=False)
+    watch = MosquittoSub(broker.port, ["$SYS/broker/log/M/#"], qos=2, client_id="log-watch")
+    cleanup(watch.stop)
+    watch.wait_subscribed()
+    client = Paho(broker.port, "subber")
+    cleanup(client.close)
+    client.connect()
+    client.subscribe([("a/+", 1), ("b/#", 2)])
+    client.client.unsubscribe("a/+")
+    # Mosquitto's words: "ID QOS FILTER" and "ID FILTER".
+    broker.wait_log(r"^\d+: subber 1 a/\+$")
+    broker.wait_log(r"^\d+: subber 2 b/#$")
+    broker.wait_log(r"^\d+: subber a/\+$")
+    assert "New client connected" not in broker.log()
+    got = wait_until(lambda: len([m for m in watch.messages() if "subber" in m[3]]) >= 3 and watch.messages(),
+                     what=lambda: f"log lines: {watch.lines}")
+    published = {(topic, payload.split(": ", 1)[1]) for _, _, topic, payload in got}
+    assert ("$SYS/broker/log/M/subscribe", "subber 1 a/+") in published, published
+    assert ("$SYS/broker/log/M/unsubscribe", "subber a/+") in published, published
+
+
+def test_subscribe_lines_are_not_logged_by_default(make_broker, cleanup):
+    broker = make_broker(verbose=False)
+    client = Paho(broker.port, "quiet-subber")
+    cleanup(client.close)
+    client.connect()
+    client.subscribe("a/+", 1)
+    client.disconnect()
+    broker.wait_log(r"Client quiet-subber disconnected\.")
+    assert "quiet-subber 1 a/+" not in broker.log()

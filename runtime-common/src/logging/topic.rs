@@ -1,7 +1,8 @@
 //! `log_dest topic`: log lines published by the broker under
 //! `$SYS/broker/log/`, as Mosquitto publishes them: `E` for errors, `W`
-//! for warnings, `N` for notices (Culex's info lines), QoS 2, not
-//! retained; debug lines are not published.
+//! for warnings, `N` for notices (Culex's info lines), `M/subscribe` and
+//! `M/unsubscribe` for the lines of those log types, QoS 2, not retained;
+//! debug lines are not published.
 //!
 //! A line can be logged anywhere, the broker task included, so it is not
 //! published where it is logged: it waits here (at most [`MAX_WAITING`]
@@ -14,6 +15,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use culex_core::log_type;
 use tracing::Level;
 
 /// Lines waiting for the broker task, at most.
@@ -36,8 +38,17 @@ thread_local! {
     static PUBLISHING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Mosquitto's topic for a line of `level`; `None` for debug lines.
-pub fn topic(level: Level) -> Option<&'static str> {
+/// Mosquitto's topic for a line of `level` logged for `target`; `None`
+/// for debug lines.
+pub fn topic(level: Level, target: &str) -> Option<&'static str> {
+    match (target, level) {
+        (log_type::SUBSCRIBE, _) => Some("$SYS/broker/log/M/subscribe"),
+        (log_type::UNSUBSCRIBE, _) => Some("$SYS/broker/log/M/unsubscribe"),
+        (_, level) => by_level(level),
+    }
+}
+
+fn by_level(level: Level) -> Option<&'static str> {
     match level {
         Level::ERROR => Some("$SYS/broker/log/E"),
         Level::WARN => Some("$SYS/broker/log/W"),
@@ -56,10 +67,10 @@ pub fn enabled() -> bool {
     WAITING.get().is_some()
 }
 
-/// Keeps `line` for the broker task and nudges it if it was not already
-/// told.
-pub(super) fn push(level: Level, line: &str) {
-    let (Some(waiting), Some(topic)) = (WAITING.get(), topic(level)) else { return };
+/// Keeps `line` for the broker task, to be published on `topic`, and
+/// nudges the task if it was not already told.
+pub(super) fn push(topic: Option<&'static str>, line: &str) {
+    let (Some(waiting), Some(topic)) = (WAITING.get(), topic) else { return };
     if PUBLISHING.get() {
         return;
     }
@@ -117,21 +128,29 @@ mod tests {
         on_lines(Arc::new(move || {
             counted.fetch_add(1, Ordering::Relaxed);
         }));
-        push(Level::INFO, "1: New client connected");
-        push(Level::ERROR, "1: Error");
-        push(Level::DEBUG, "1: not published");
-        publishing(|| push(Level::WARN, "1: logged while publishing"));
+        let at = |level| topic(level, "culex_core::broker");
+        push(at(Level::INFO), "1: New client connected");
+        push(at(Level::ERROR), "1: Error");
+        push(at(Level::DEBUG), "1: not published");
+        publishing(|| push(at(Level::WARN), "1: logged while publishing"));
         assert_eq!(nudges.load(Ordering::Relaxed), 1);
         assert_eq!(
             take(),
             [("$SYS/broker/log/N", "1: New client connected".to_owned()), ("$SYS/broker/log/E", "1: Error".to_owned())]
         );
         for n in 0..MAX_WAITING + 10 {
-            push(Level::WARN, &n.to_string());
+            push(at(Level::WARN), &n.to_string());
         }
         assert_eq!(nudges.load(Ordering::Relaxed), 2);
         let kept = take();
         assert_eq!(kept.len(), MAX_WAITING);
         assert_eq!(kept[0], ("$SYS/broker/log/W", "0".to_owned()));
+    }
+
+    #[test]
+    fn subscribe_lines_have_topics_of_their_own() {
+        assert_eq!(topic(Level::INFO, log_type::SUBSCRIBE), Some("$SYS/broker/log/M/subscribe"));
+        assert_eq!(topic(Level::INFO, log_type::UNSUBSCRIBE), Some("$SYS/broker/log/M/unsubscribe"));
+        assert_eq!(topic(Level::INFO, "culex_core::broker"), Some("$SYS/broker/log/N"));
     }
 }
