@@ -55,7 +55,7 @@ impl<'a> Reader<'a> {
         StoreError::Decode { table: self.table, detail: detail.into() }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
         if self.bytes.len() < n {
             return Err(self.error(format!("value cut short: {} bytes left, {n} needed", self.bytes.len())));
         }
@@ -86,7 +86,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Text of `len` bytes.
-    fn str(&mut self, len: usize) -> Result<&'a str, StoreError> {
+    pub(crate) fn str(&mut self, len: usize) -> Result<&'a str, StoreError> {
         let bytes = self.take(len)?;
         std::str::from_utf8(bytes).map_err(|_| self.error("text that is not UTF-8"))
     }
@@ -95,12 +95,12 @@ impl<'a> Reader<'a> {
         QoS::from_bits(bits & QOS_MASK).ok_or_else(|| self.error("QoS 3"))
     }
 
-    fn packet_id(&mut self) -> Result<PacketId, StoreError> {
+    pub(crate) fn packet_id(&mut self) -> Result<PacketId, StoreError> {
         let id = self.u16()?;
         PacketId::new(id).ok_or_else(|| self.error("packet id 0"))
     }
 
-    fn topic(&mut self) -> Result<TopicName, StoreError> {
+    pub(crate) fn topic(&mut self) -> Result<TopicName, StoreError> {
         let len = self.u16()?;
         let topic = self.str(usize::from(len))?;
         TopicName::new(topic).map_err(|e| self.error(format!("invalid topic {topic:?}: {e}")))
@@ -118,7 +118,7 @@ fn flags(qos: QoS, retain: bool) -> u8 {
 
 /// Appends a topic with its two-byte length. A topic name is at most
 /// 65,535 bytes, which the type guarantees.
-fn put_topic(out: &mut Vec<u8>, topic: &TopicName) {
+pub(crate) fn put_topic(out: &mut Vec<u8>, topic: &TopicName) {
     let len = u16::try_from(topic.as_str().len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&topic.as_str().as_bytes()[..usize::from(len)]);

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use culex_core::persistence::StoreBatch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::handoff::Handoff;
 use super::{Store, panic_text};
@@ -173,7 +173,13 @@ fn run(mut store: Box<dyn Store>, notify: &Notify, shared: &Shared, options: Com
         if shared.handoff.take(&mut group) && stop_at.is_none() {
             stop_at = Some(Instant::now() + options.shutdown_grace);
         }
-        let Some(last) = group.last().map(|b| b.seq) else { return true };
+        let Some(last) = group.last().map(|b| b.seq) else {
+            // Stopping with everything durable.
+            if let Err(e) = store.close() {
+                warn!("Closing the store failed; what it holds is durable and is read at the next start: {e}");
+            }
+            return true;
+        };
         let result = panic::catch_unwind(AssertUnwindSafe(|| store.commit(&group)))
             .unwrap_or_else(|payload| Err(super::StoreError::Panic(panic_text(&*payload))));
         match result {

@@ -21,6 +21,7 @@
 //!   to seq" through a callback. A failing disk is retried with a bounded
 //!   backoff and is never reported durable.
 
+mod batch_codec;
 mod codec;
 mod committer;
 mod handoff;
@@ -29,6 +30,7 @@ mod open;
 mod redb_store;
 #[cfg(test)]
 mod tests;
+mod wal;
 
 use culex_core::persistence::{StoreBatch, StoredState};
 
@@ -36,6 +38,7 @@ pub use committer::{Committer, CommitterOptions, Notify};
 pub use memory::MemStore;
 pub use open::{OpenError, Opened, OpenedStore, Outcome, import_mosquitto, open, open_store};
 pub use redb_store::RedbStore;
+pub use wal::{DEFAULT_CHECKPOINT_BYTES, OpenLog, WalStore};
 
 /// Where batches are kept.
 ///
@@ -64,6 +67,17 @@ pub trait Store: Send + std::fmt::Debug {
 
     /// Bytes on disk, `None` for a store in memory.
     fn size(&self) -> Option<u64>;
+
+    /// Called once at shutdown, when every batch handed over is committed:
+    /// a store that keeps recent batches apart ([`WalStore`]) moves them
+    /// into its main file, so that a stopped broker's store is whole in it.
+    ///
+    /// # Errors
+    ///
+    /// When that fails; the batches stay where they were, durable.
+    fn close(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Whether a batch numbered `seq` is already in a store whose last batch

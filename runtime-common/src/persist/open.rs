@@ -14,7 +14,7 @@
 //! crash. Moving it aside loses nothing and says so in the log, where
 //! redb's `create` would silently initialise it and hide the event.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -25,11 +25,17 @@ use culex_core::persistence::StoredState;
 use culex_core::persistence::mosquitto_db::{self, ImportError, ImportSummary, Imported};
 use tracing::{error, info};
 
+use redb::backends::FileBackend;
+
+use super::wal::{self, DEFAULT_CHECKPOINT_BYTES, OpenLog, WalStore};
 use super::{RedbStore, Store, StoreError, panic_text};
 
 /// Suffix of the file a new store is written to before it is renamed into
 /// place. Not Mosquitto's `.new`, which it uses for its own saves.
 const NEW_SUFFIX: &str = "culex-new";
+
+/// Suffix of the store's write-ahead log ([`WalStore`]), beside it.
+const LOG_SUFFIX: &str = "wal";
 
 /// A store ready for use, what it holds, and how it came to be.
 #[derive(Debug)]
@@ -157,7 +163,7 @@ pub fn open(path: &Path, now: UnixTime) -> Result<Opened, OpenError> {
     let head = match read_head(path) {
         Ok(head) => head,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let (store, state) = create_fresh(path)?;
+            let (store, state) = create_fresh(path, now)?;
             info!("Created the store {}.", path.display());
             return Ok(Opened::Store(Box::new(OpenedStore {
                 store: Box::new(store),
@@ -179,6 +185,7 @@ pub fn open(path: &Path, now: UnixTime) -> Result<Opened, OpenError> {
                 // A new store that a crash kept from being renamed into
                 // place: never used, and the next creation would remove it.
                 let _ = fs::remove_file(sibling(path, NEW_SUFFIX));
+                let (store, state) = with_log(path, store, state, now)?;
                 return Ok(Opened::Store(Box::new(OpenedStore {
                     store: Box::new(store),
                     state,
@@ -195,7 +202,8 @@ pub fn open(path: &Path, now: UnixTime) -> Result<Opened, OpenError> {
         path.display(),
         kept_at.display()
     );
-    let (store, state) = create_fresh(path)?;
+    discard_log(path, "corrupt", now)?;
+    let (store, state) = create_fresh(path, now)?;
     Ok(Opened::Store(Box::new(OpenedStore {
         store: Box::new(store),
         state,
@@ -260,9 +268,9 @@ fn is_damage(error: &StoreError) -> bool {
 }
 
 /// Makes an empty store at `path` (see the module's notes).
-fn create_fresh(path: &Path) -> Result<(RedbStore, StoredState), OpenError> {
+fn create_fresh(path: &Path, now: UnixTime) -> Result<(WalStore, StoredState), OpenError> {
     let new = write_new(path, &StoredState::default())?;
-    install(&new, path)
+    install(&new, path, now)
 }
 
 /// Writes `state` as a new store under the temporary name and makes it
@@ -284,14 +292,62 @@ fn write_new(path: &Path, state: &StoredState) -> Result<PathBuf, OpenError> {
 }
 
 /// Renames the new store into place, syncs the directory and opens it.
-fn install(new: &Path, path: &Path) -> Result<(RedbStore, StoredState), OpenError> {
+/// A write-ahead log found beside it belonged to a store no longer there:
+/// it is set aside first, so that a crash at any step never replays it
+/// into the new store.
+fn install(new: &Path, path: &Path, now: UnixTime) -> Result<(WalStore, StoredState), OpenError> {
+    discard_log(path, "stale", now)?;
     fs::rename(new, path).map_err(io_error("rename a new store to", path))?;
     sync_dir(path)?;
-    reopen(path)
+    let (store, state) = open_existing(path).map_err(|source| OpenError::Store { path: path.to_path_buf(), source })?;
+    with_log(path, store, state, now)
 }
 
-fn reopen(path: &Path) -> Result<(RedbStore, StoredState), OpenError> {
-    open_existing(path).map_err(|source| OpenError::Store { path: path.to_path_buf(), source })
+/// Takes the write-ahead log of a store that is no longer at `path` out
+/// of the way: removed if it holds no record, else kept as
+/// `<log>.<tag>-<unix time>`.
+fn discard_log(path: &Path, tag: &str, now: UnixTime) -> Result<(), OpenError> {
+    let log = sibling(path, LOG_SUFFIX);
+    if !log.exists() {
+        return Ok(());
+    }
+    if !wal::has_records(&log) {
+        return fs::remove_file(&log).map_err(io_error("remove", &log));
+    }
+    let kept_at = set_aside(&log, tag, now)?;
+    error!("The write-ahead log {} of the store that was there is kept as {}.", log.display(), kept_at.display());
+    Ok(())
+}
+
+/// Puts the write-ahead log beside `path` in front of `store` (which holds
+/// `state`), creating it if missing. A log that is not one, or that this
+/// Culex cannot read, is set aside, and a new one started: the store then
+/// holds everything up to its last checkpoint.
+fn with_log(
+    path: &Path,
+    store: RedbStore,
+    state: StoredState,
+    now: UnixTime,
+) -> Result<(WalStore, StoredState), OpenError> {
+    let log = sibling(path, LOG_SUFFIX);
+    let open_log = || {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&log);
+        file.map(FileBackend::new).map_err(io_error("open", &log))
+    };
+    let opened = match OpenLog::open(Box::new(open_log()?)) {
+        Err(e @ StoreError::Decode { .. }) => {
+            let kept_at = set_aside(&log, "corrupt", now)?;
+            error!(
+                "The write-ahead log {} cannot be read ({e}): moved it to {} and started a new one.",
+                log.display(),
+                kept_at.display()
+            );
+            OpenLog::open(Box::new(open_log()?))
+        }
+        opened => opened,
+    };
+    let opened = opened.map_err(|source| OpenError::Store { path: log.clone(), source })?;
+    Ok(WalStore::new(Box::new(store), state, opened, DEFAULT_CHECKPOINT_BYTES))
 }
 
 /// Imports Mosquitto's file at `path` (see [`open_store`]).
@@ -306,7 +362,7 @@ fn migrate(path: &Path, bytes: &[u8], now: UnixTime) -> Result<OpenedStore, Open
                 path.display(),
                 kept_at.display()
             );
-            let (store, state) = create_fresh(path)?;
+            let (store, state) = create_fresh(path, now)?;
             return Ok(OpenedStore {
                 store: Box::new(store),
                 state,
@@ -318,7 +374,7 @@ fn migrate(path: &Path, bytes: &[u8], now: UnixTime) -> Result<OpenedStore, Open
     // The original stays at the path until the new store replaces it in
     // one rename: a crash before that imports it again at the next start.
     let kept_at = keep_copy(path, "mosquitto", now)?;
-    let (store, state) = install(&new, path)?;
+    let (store, state) = install(&new, path, now)?;
     info!(
         "Imported the Mosquitto persistence file {} into a Culex store at the same path (the original is kept as \
          {}): {}.",

@@ -37,7 +37,8 @@ fn assert_damaged(bytes: &[u8], what: &str) {
     assert!(opened.state.is_empty(), "{what}");
     assert!(opened.store.load().unwrap().is_empty(), "{what}");
     assert_eq!(fs::read(&aside).unwrap(), bytes, "{what}: the damaged file is kept as it was");
-    assert_eq!(dir.names(), [FILE.to_owned(), format!("{FILE}.corrupt-{}", NOW as u64)], "{what}");
+    let names = [FILE.to_owned(), format!("{FILE}.corrupt-{}", NOW as u64), format!("{FILE}.wal")];
+    assert_eq!(dir.names(), names, "{what}");
     // The new store is a store.
     drop(opened);
     assert_eq!(open_store(&path).outcome, Outcome::Opened, "{what}");
@@ -160,7 +161,8 @@ fn persist_names_aside_do_not_collide() {
             FILE.to_owned(),
             format!("{FILE}.corrupt-{secs}"),
             format!("{FILE}.corrupt-{secs}-2"),
-            format!("{FILE}.corrupt-{secs}-3")
+            format!("{FILE}.corrupt-{secs}-3"),
+            format!("{FILE}.wal")
         ]
     );
 }
@@ -170,7 +172,7 @@ fn persist_missing_file_is_created_and_problems_around_it_are_errors() {
     let dir = TempDir::new("around");
     let path = dir.path().join(FILE);
     assert_eq!(open_store(&path).outcome, Outcome::Created);
-    assert_eq!(dir.names(), [FILE]);
+    assert_eq!(dir.names(), [FILE.to_owned(), format!("{FILE}.wal")]);
     // A directory where the file should be is not damage: it is left alone.
     let taken = dir.path().join("dir.db");
     fs::create_dir(&taken).unwrap();
@@ -189,5 +191,5 @@ fn persist_store_in_use_is_not_moved_aside() {
     let second = open(&path, now());
     assert!(matches!(second, Err(OpenError::Store { .. })), "{second:?}");
     drop(first);
-    assert_eq!(dir.names(), [FILE]);
+    assert_eq!(dir.names(), [FILE.to_owned(), format!("{FILE}.wal")]);
 }

@@ -48,7 +48,11 @@ fn persist_mosquitto_file_is_imported_in_place() {
         assert!(!imported.state.is_empty(), "{name}");
         assert_eq!(opened.state, imported.state, "{name}");
         assert_eq!(fs::read(&kept).unwrap(), bytes, "{name}: the original is kept as it was");
-        assert_eq!(dir.names(), ["mosquitto.db".to_owned(), kept_name("")], "{name}: nothing else left");
+        assert_eq!(
+            dir.names(),
+            ["mosquitto.db".to_owned(), kept_name(""), "mosquitto.db.wal".to_owned()],
+            "{name}: nothing else left"
+        );
 
         // The store at the path takes commits and opens as a store.
         let client = ClientId::new("new-client");
@@ -85,7 +89,7 @@ fn persist_migration_resumes_after_a_crash() {
     let kept_at = dir.path().join(kept_name("-2"));
     assert!(matches!(&opened.outcome, Outcome::Imported { kept_at: k, .. } if *k == kept_at), "{:?}", opened.outcome);
     assert_eq!(opened.state, import_mosquitto(&bytes, now()).unwrap().state);
-    assert_eq!(dir.names(), ["mosquitto.db".to_owned(), kept_name(""), kept_name("-2")]);
+    assert_eq!(dir.names(), ["mosquitto.db".to_owned(), kept_name(""), kept_name("-2"), "mosquitto.db.wal".to_owned()]);
 }
 
 fn assert_import_fails(bytes: &[u8], expect: impl Fn(&ImportError) -> bool) {
@@ -103,7 +107,7 @@ fn assert_import_fails(bytes: &[u8], expect: impl Fn(&ImportError) -> bool) {
     }
     assert!(opened.state.is_empty());
     assert_eq!(fs::read(&kept).unwrap(), bytes);
-    assert_eq!(dir.names(), ["mosquitto.db".to_owned(), kept_name("")]);
+    assert_eq!(dir.names(), ["mosquitto.db".to_owned(), kept_name(""), "mosquitto.db.wal".to_owned()]);
 }
 
 #[test]

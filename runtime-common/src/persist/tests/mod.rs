@@ -18,6 +18,7 @@ mod damaged;
 mod migrate;
 mod scenario;
 mod sim_disk;
+mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,301 @@
+//! A write-ahead log in front of a [`Store`]: a commit is one append and
+//! one `fdatasync` of a small file, where a redb commit writes and syncs
+//! several pages; the batches reach the store in bulk, one transaction per
+//! [`WalStore::checkpoint_bytes`] of log (a *checkpoint*), after which the
+//! log is emptied.
+//!
+//! The log is a header (`CULEXWAL`, a format version) and records:
+//! `[length: u32][CRC-32 of the body: u32][body]`, the body being the
+//! committed batches ([`super::batch_codec`]). A crash can leave the last
+//! record torn or half-written: reading stops at the first record that is
+//! cut short, fails its CRC, or does not go on from the batches before it,
+//! and that tail is cut off before anything is appended. Such a record was
+//! never reported durable: its commit had not returned.
+//!
+//! A batch can be in the log and in the store at once (a crash between a
+//! checkpoint and the log being emptied); the store's rule that a batch at
+//! or below its last one is already there ([`Store`]) makes replaying it a
+//! no-op.
+
+use std::fmt;
+
+use culex_core::persistence::{StoreBatch, StoredState};
+use redb::{BackendError, StorageBackend};
+use tracing::warn;
+
+use super::{Store, StoreError, already_committed, batch_codec};
+
+/// The log's first bytes.
+const MAGIC: &[u8; 8] = b"CULEXWAL";
+/// The format this code writes and reads.
+const FORMAT: u32 = 1;
+/// Magic, format, and four bytes kept zero.
+const HEADER: u64 = 16;
+/// A record's length and CRC.
+const RECORD_HEAD: u64 = 8;
+/// Log bytes after which the batches go into the store.
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A [`Store`] whose commits go to a log first (see the module).
+pub struct WalStore {
+    store: Box<dyn Store>,
+    log: Box<dyn StorageBackend>,
+    /// Where the next record goes: the end of the valid records.
+    end: u64,
+    /// The batches in the log that the store may not hold yet, in order.
+    pending: Vec<StoreBatch>,
+    /// The last batch committed, to the store or to the log.
+    last: u64,
+    checkpoint_bytes: u64,
+}
+
+impl fmt::Debug for WalStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WalStore")
+            .field("store", &self.store)
+            .field("end", &self.end)
+            .field("pending", &self.pending.len())
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A log read and ready for appending, before it is put in front of a
+/// store ([`WalStore::new`]).
+pub struct OpenLog {
+    backend: Box<dyn StorageBackend>,
+    end: u64,
+    batches: Vec<StoreBatch>,
+}
+
+impl fmt::Debug for OpenLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenLog").field("end", &self.end).field("batches", &self.batches.len()).finish_non_exhaustive()
+    }
+}
+
+impl OpenLog {
+    /// Reads the records of `backend` (those a crash left whole), cuts off
+    /// a torn tail, and gives a new or empty log its header.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be read or written ([`StoreError::Redb`]), or is not
+    /// a log this Culex reads ([`StoreError::Decode`]).
+    pub fn open(backend: Box<dyn StorageBackend>) -> Result<Self, StoreError> {
+        let (end, records) = read_log(backend.as_ref())?;
+        if end == 0 {
+            start_log(backend.as_ref())?;
+        } else if backend.len().map_err(io)? > end {
+            // A torn tail: appending after it would hide what follows.
+            backend.set_len(end).map_err(io)?;
+            backend.sync_data().map_err(io)?;
+        }
+        Ok(Self { backend, end: end.max(HEADER), batches: records.into_iter().flatten().collect() })
+    }
+}
+
+impl WalStore {
+    /// Puts `log` in front of `store`, which holds `state` (as its
+    /// [`load`](Store::load) gave it), and returns what both hold: the
+    /// log's batches on top of `state`.
+    pub fn new(
+        store: Box<dyn Store>,
+        mut state: StoredState,
+        log: OpenLog,
+        checkpoint_bytes: u64,
+    ) -> (Self, StoredState) {
+        let mut pending = Vec::new();
+        for batch in log.batches {
+            if !already_committed(state.last_batch, batch.seq) {
+                state.apply_batch(&batch);
+                pending.push(batch);
+            }
+        }
+        let wal = Self { store, log: log.backend, end: log.end, pending, last: state.last_batch, checkpoint_bytes };
+        (wal, state)
+    }
+
+    /// Log bytes after which a commit also moves the batches into the
+    /// store.
+    pub fn checkpoint_bytes(&self) -> u64 {
+        self.checkpoint_bytes
+    }
+
+    /// Moves the logged batches into the store and empties the log.
+    ///
+    /// # Errors
+    ///
+    /// When the store's commit fails; the log keeps the batches.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            self.store.commit(&self.pending)?;
+            self.pending.clear();
+        }
+        // Emptied only once the store has them; a crash before the sync
+        // leaves records the store already holds, skipped by their numbers.
+        self.log.set_len(HEADER).map_err(io)?;
+        self.log.sync_data().map_err(io)?;
+        self.end = HEADER;
+        Ok(())
+    }
+
+    fn append(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {
+        let body = batch_codec::encode(batches);
+        let len = u32::try_from(body.len()).map_err(|_| log_error("a commit of more than 4 GiB"))?;
+        let mut record = Vec::with_capacity(body.len() + 8);
+        record.extend_from_slice(&len.to_be_bytes());
+        record.extend_from_slice(&crc32(&body).to_be_bytes());
+        record.extend_from_slice(&body);
+        // On failure `end` stays: the next record overwrites this one.
+        self.log.write(self.end, &record).map_err(io)?;
+        self.log.sync_data().map_err(io)?;
+        self.end += record.len() as u64;
+        Ok(())
+    }
+}
+
+impl Store for WalStore {
+    fn load(&mut self) -> Result<StoredState, StoreError> {
+        let mut state = self.store.load()?;
+        for batch in &self.pending {
+            if !already_committed(state.last_batch, batch.seq) {
+                state.apply_batch(batch);
+            }
+        }
+        Ok(state)
+    }
+
+    fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {
+        let fresh: Vec<StoreBatch> = batches.iter().filter(|b| !already_committed(self.last, b.seq)).cloned().collect();
+        let Some(last) = fresh.last().map(|b| b.seq) else { return Ok(()) };
+        self.append(&fresh)?;
+        self.last = last;
+        self.pending.extend(fresh);
+        if self.end >= self.checkpoint_bytes {
+            // The batches are durable in the log: a failed checkpoint
+            // fails nothing, and is tried again at the next commit.
+            if let Err(e) = self.checkpoint() {
+                warn!("Moving the write-ahead log into the store failed, retried at the next commit: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> Option<u64> {
+        self.store.size().map(|size| size + self.end)
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.checkpoint()
+    }
+}
+
+/// Whether the log file at `path` holds anything beyond its header (a
+/// file that cannot be read counts as holding something).
+pub(crate) fn has_records(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).map_or(true, |m| m.len() > HEADER)
+}
+
+/// Writes the header of an empty log.
+fn start_log(log: &dyn StorageBackend) -> Result<(), StoreError> {
+    let mut header = [0; HEADER as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT.to_be_bytes());
+    log.set_len(0).map_err(io)?;
+    log.write(0, &header).map_err(io)?;
+    log.sync_data().map_err(io)
+}
+
+/// The end of the valid records (0 for a log without a complete header)
+/// and their batches.
+fn read_log(log: &dyn StorageBackend) -> Result<(u64, Vec<Vec<StoreBatch>>), StoreError> {
+    let len = log.len().map_err(io)?;
+    if len < HEADER {
+        // Nothing was ever appended: records follow a synced header.
+        return Ok((0, Vec::new()));
+    }
+    let mut header = [0; HEADER as usize];
+    log.read(0, &mut header).map_err(io)?;
+    if &header[..8] != MAGIC {
+        return Err(log_error("not a Culex write-ahead log"));
+    }
+    let format = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    if format != FORMAT {
+        return Err(log_error(&format!("format {format}, this Culex reads {FORMAT}")));
+    }
+    let mut records = Vec::new();
+    let mut at = HEADER;
+    let mut last_seq = 0;
+    while let Some((body, next)) = record_at(log, at, len)? {
+        let Ok(batches) = batch_codec::decode(&body) else { break };
+        // Records only go forward: one that does not is left over from
+        // before the log was last emptied.
+        if batches.first().is_none_or(|b| b.seq <= last_seq) {
+            break;
+        }
+        last_seq = batches.last().map_or(last_seq, |b| b.seq);
+        records.push(batches);
+        at = next;
+    }
+    Ok((at, records))
+}
+
+/// The body of the record at `at` and where the next one starts; `None`
+/// where no whole record is.
+fn record_at(log: &dyn StorageBackend, at: u64, len: u64) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+    if at + RECORD_HEAD > len {
+        return Ok(None);
+    }
+    let mut head = [0; RECORD_HEAD as usize];
+    log.read(at, &mut head).map_err(io)?;
+    let body_len = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+    let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    let next = at + RECORD_HEAD + body_len;
+    if body_len == 0 || next > len {
+        return Ok(None);
+    }
+    let mut body = vec![0; usize::try_from(body_len).map_err(|_| log_error("a record too large"))?];
+    log.read(at + RECORD_HEAD, &mut body).map_err(io)?;
+    Ok((crc32(&body) == crc).then_some((body, next)))
+}
+
+fn io(e: BackendError) -> StoreError {
+    StoreError::Redb(e.into())
+}
+
+fn log_error(detail: &str) -> StoreError {
+    StoreError::Decode { table: "write-ahead log", detail: detail.to_owned() }
+}
+
+/// CRC-32 (IEEE 802.3, as zlib computes it), table-driven.
+fn crc32(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut n = 0;
+        while n < 256 {
+            let mut c = n as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                k += 1;
+            }
+            table[n] = c;
+            n += 1;
+        }
+        table
+    };
+    !bytes.iter().fold(!0u32, |crc, &b| TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crc32;
+
+    #[test]
+    fn crc32_is_zlibs() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+    }
+}
