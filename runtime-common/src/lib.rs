@@ -23,6 +23,7 @@ pub mod descriptors;
 pub mod driver;
 pub mod http_dir;
 pub mod link;
+mod listen_addresses;
 pub mod logging;
 pub mod outbox;
 pub mod persist;

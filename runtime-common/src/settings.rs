@@ -2,7 +2,7 @@
 //! and logging, resolved from the command line and the config file.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use culex_core::{Config, ListenerId};
 use crate::backlog::Backlog;
 use crate::http_dir::HttpDir;
 use crate::link::{Transport, WebSocket};
+use crate::listen_addresses;
 use crate::reports::WriterReports;
 use crate::tls::ListenerTls;
 use crate::ws::{HandshakeRules, MAX_HEADERS};
@@ -291,20 +292,20 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     for (index, listener) in conf.listeners.iter().enumerate() {
         let id = ListenerId::at(index);
         let websockets = listener.protocol == ListenerProtocol::WebSockets;
-        let addr = match (listener.unix_socket(), &listener.address) {
-            (Some(path), _) => Endpoint::Unix(PathBuf::from(path)),
-            (None, Some(address)) => match address.parse::<IpAddr>() {
-                Ok(ip) => Endpoint::Tcp(SocketAddr::new(ip, listener.port)),
-                Err(_) => {
-                    notices.push(format!("Warning: listener address {address} is not an IP address, ignored"));
-                    continue;
-                }
-            },
-            (None, None) => Endpoint::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), listener.port)),
+        let endpoints = match listener.unix_socket() {
+            Some(path) => vec![Endpoint::Unix(PathBuf::from(path))],
+            None => {
+                let resolved = listen_addresses::resolve(listener, listen_addresses::system_interfaces)?;
+                notices.extend(resolved.warnings);
+                resolved.addrs.into_iter().map(Endpoint::Tcp).collect()
+            }
         };
         let tls = ListenerTls::load(&listener.tls).map_err(|e| format!("Error: {e}"))?;
         let (handshake, http_dir) = web_settings(listener, &conf.websockets, &mut notices)?;
-        listeners.push(Listener { id, addr, websockets, tls, handshake, http_dir });
+        for addr in endpoints {
+            let (tls, handshake, http_dir) = (tls.clone(), handshake.clone(), http_dir.clone());
+            listeners.push(Listener { id, addr, websockets, tls, handshake, http_dir });
+        }
     }
     if conf.local_only {
         notices.insert(
@@ -379,11 +380,13 @@ fn broker_id(port: u16) -> String {
     format!("{host}:{port}")
 }
 
-/// A listener that may fail without stopping start-up: IPv6 loopback on a
-/// machine without IPv6 (Mosquitto's local only mode does the same).
+/// A listener that may fail without stopping start-up: IPv6 loopback, or
+/// every IPv6 address, on a machine without IPv6 (Mosquitto's local only
+/// mode does the same).
 pub fn may_skip(addr: &Endpoint, error: &std::io::Error) -> bool {
     use std::io::ErrorKind;
-    matches!(addr, Endpoint::Tcp(addr) if addr.ip() == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST))
+    use std::net::Ipv6Addr;
+    matches!(addr, Endpoint::Tcp(addr) if [Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED].map(IpAddr::V6).contains(&addr.ip()))
         && matches!(error.kind(), ErrorKind::AddrNotAvailable | ErrorKind::Unsupported)
 }
 
@@ -542,7 +545,8 @@ mod tests {
         );
         let settings = from_conf(conf::parse("test.conf", &text).unwrap()).unwrap();
         assert!(settings.listeners[0].tls.is_none());
-        assert!(settings.listeners[1].tls.is_some());
+        // Each listener binds 0.0.0.0 and ::.
+        assert!(settings.listeners[2].tls.is_some());
         let bad = text.replace("server.key", "missing.key");
         let error = from_conf(conf::parse("test.conf", &bad).unwrap()).unwrap_err();
         assert!(
@@ -569,13 +573,15 @@ mod tests {
     }
 
     #[test]
-    fn listeners_carry_their_protocol() {
+    fn listeners_carry_their_protocol_and_bind_every_address_of_their_host() {
         let text = "allow_anonymous true\nlistener 1883\nlistener 9001 127.0.0.1\nprotocol websockets\n";
         let settings = from_conf(conf::parse("test.conf", text).unwrap()).unwrap();
         assert_eq!(
             settings.listeners,
             [
+                // Without an address, as Mosquitto: both families.
                 Listener::mqtt(SocketAddr::from(([0, 0, 0, 0], 1883))),
+                Listener::mqtt(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 1883))),
                 Listener {
                     id: ListenerId(1),
                     addr: Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 9001))),

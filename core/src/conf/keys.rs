@@ -13,7 +13,6 @@ pub(super) const IGNORED: &[&str] = &[
     "addresses",
     "auth_plugin",
     "auth_plugin_deny_special_chars",
-    "bind_interface",
     "bridge_alpn",
     "bridge_attempt_unsubscribe",
     "bridge_bind_address",
@@ -79,7 +78,7 @@ pub(super) const IGNORED: &[&str] = &[
 /// (WebSocket and per-listener options, TLS keys Culex does not act on).
 /// Culex records them on that listener
 /// ([`ListenerConf::ignored_keys`](super::ListenerConf::ignored_keys)).
-const LISTENER_SCOPED: &[&str] = &["bind_interface", "max_topic_alias", "max_topic_alias_broker"];
+const LISTENER_SCOPED: &[&str] = &["max_topic_alias", "max_topic_alias_broker"];
 
 /// Whether Mosquitto knows `key` although Culex ignores it (plugin
 /// options `auth_opt_*` and `plugin_opt_*` included).

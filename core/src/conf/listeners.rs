@@ -41,7 +41,8 @@ const LOOPBACK_V4: &str = "127.0.0.1";
 const LOOPBACK_V6: &str = "::1";
 
 /// The keys of this section.
-pub(super) const KEYS: &[&str] = &["bind_address", "listener", "max_connections", "port", "protocol", "socket_domain"];
+pub(super) const KEYS: &[&str] =
+    &["bind_address", "bind_interface", "listener", "max_connections", "port", "protocol", "socket_domain"];
 
 /// What a listener speaks. Mosquitto: `protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,6 +82,9 @@ pub struct ListenerConf {
     pub max_connections: Option<usize>,
     /// Address family, when `socket_domain` is given.
     pub socket_domain: Option<SocketDomain>,
+    /// `bind_interface`: the network interface whose addresses the
+    /// listener binds, one per address family.
+    pub bind_interface: Option<String>,
     /// Its own security settings: under `per_listener_settings true`, and
     /// Mosquitto 2.1's `listener_allow_anonymous` and
     /// `listener_auto_id_prefix` whatever it says (unset: the global
@@ -112,6 +116,7 @@ impl ListenerConf {
             protocol: ListenerProtocol::Mqtt,
             max_connections: None,
             socket_domain: None,
+            bind_interface: None,
             security: ListenerSecurity::default(),
             rules: ListenerRules::DEFAULT,
             ignored_keys: Vec::new(),
@@ -232,6 +237,12 @@ impl ListenersDraft {
                 self.target(line, *section).protocol = protocol;
             }
             "max_connections" => self.target(line, *section).max_connections = positive_limit(line)?,
+            "bind_interface" => {
+                let interface = line.text()?.to_owned();
+                if self.target(line, *section).bind_interface.replace(interface).is_some() {
+                    return Err(line.duplicate());
+                }
+            }
             "socket_domain" => {
                 let domain = match line.word()? {
                     "ipv4" => SocketDomain::Ipv4,
