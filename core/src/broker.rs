@@ -354,6 +354,7 @@ impl Broker {
     pub fn with_policy(config: Config, policy: Box<dyn AccessPolicy>) -> Self {
         let limits = Limits {
             window: config.inflight_window(),
+            max_inflight_bytes: config.max_inflight_bytes,
             max_queued: config.max_queued_messages,
             max_queued_bytes: config.max_queued_bytes,
         };

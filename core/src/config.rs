@@ -15,6 +15,11 @@ pub struct Config {
     /// QoS 1 and 2 messages in flight to one client at a time; 0 means no
     /// limit. Mosquitto: `max_inflight_messages`, default 20.
     pub max_inflight_messages: u16,
+    /// Payload bytes of outgoing QoS 1 and 2 messages in flight to one
+    /// client past which the next waits; one message larger than it still
+    /// goes when nothing else is in flight. 0 means no limit. Mosquitto:
+    /// `max_inflight_bytes`, default 0.
+    pub max_inflight_bytes: usize,
     /// Messages queued per client beyond the in-flight window (and while a
     /// persistent session is offline); 0 means no limit. Mosquitto:
     /// `max_queued_messages`, default 1000.
@@ -138,6 +143,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_inflight_messages: 20,
+            max_inflight_bytes: 0,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             max_unwritten_bytes: 2 * 1024 * 1024,

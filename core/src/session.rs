@@ -112,6 +112,9 @@ pub(crate) struct Grant {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) window: usize,
+    /// Payload bytes in flight past which no more copies go out (0: no
+    /// limit); a copy goes out while fewer are.
+    pub(crate) max_inflight_bytes: usize,
     pub(crate) max_queued: usize,
     pub(crate) max_queued_bytes: usize,
 }
@@ -138,6 +141,8 @@ pub(crate) struct Session {
 #[derive(Debug)]
 struct Flow {
     inflight: VecDeque<Inflight>,
+    /// The payload bytes of `inflight`.
+    inflight_bytes: usize,
     queue: VecDeque<Outgoing>,
     queued_bytes: usize,
     /// Incoming QoS 2 messages: PUBREC sent, PUBREL awaited. The message is
@@ -160,6 +165,25 @@ struct Flow {
 }
 
 impl Flow {
+    /// Whether another copy may go in flight: fewer copies than the
+    /// window, and fewer payload bytes than `max_inflight_bytes`, are
+    /// (Mosquitto's rule: one copy larger than the limit still goes).
+    fn has_room(&self, limits: Limits) -> bool {
+        self.inflight.len() < limits.window
+            && (limits.max_inflight_bytes == 0 || self.inflight_bytes < limits.max_inflight_bytes)
+    }
+
+    fn push_inflight(&mut self, inflight: Inflight) {
+        self.inflight_bytes += inflight.out.payload_len();
+        self.inflight.push_back(inflight);
+    }
+
+    fn remove_inflight(&mut self, at: usize) {
+        if let Some(done) = self.inflight.remove(at) {
+            self.inflight_bytes -= done.out.payload_len();
+        }
+    }
+
     /// The first packet id from the next one on that no copy in flight
     /// or queued holds, which becomes the last one given; `None` if all
     /// 65,535 are held. Ids count from 1 and skip those in use
@@ -198,6 +222,7 @@ impl Default for Flow {
     fn default() -> Self {
         Self {
             inflight: VecDeque::new(),
+            inflight_bytes: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
             incoming: BTreeMap::new(),
@@ -236,7 +261,7 @@ impl Session {
     /// Whether a new QoS 1/2 copy may go out now rather than wait in the
     /// queue (which keeps order: nothing overtakes a queued copy).
     pub(crate) fn can_send_now(&self, limits: Limits) -> bool {
-        self.conn.is_some() && self.flow.as_ref().is_none_or(|f| f.queue.is_empty() && f.inflight.len() < limits.window)
+        self.conn.is_some() && self.flow.as_ref().is_none_or(|f| f.queue.is_empty() && f.has_room(limits))
     }
 
     /// Gives `out` its place among the stored copies, if it has none yet;
@@ -257,7 +282,7 @@ impl Session {
         let flow = self.flow();
         flow.next_seq = flow.next_seq.max(out.seq + 1);
         match inflight {
-            Some((id, stage)) => flow.inflight.push_back(Inflight { id, stage, out }),
+            Some((id, stage)) => flow.push_inflight(Inflight { id, stage, out }),
             None => {
                 let mut out = out;
                 // A restored id another copy holds, or behind a copy
@@ -311,7 +336,7 @@ impl Session {
             QoS::ExactlyOnce => Stage::Unreceived,
             _ => Stage::Unacknowledged,
         };
-        flow.inflight.push_back(Inflight { id, stage, out });
+        flow.push_inflight(Inflight { id, stage, out });
         id
     }
 
@@ -360,7 +385,7 @@ impl Session {
     pub(crate) fn next_queued(&mut self, limits: Limits) -> Option<Outgoing> {
         self.conn?;
         let flow = self.flow.as_mut()?;
-        if flow.inflight.len() >= limits.window {
+        if !flow.has_room(limits) {
             return None;
         }
         let out = flow.queue.pop_front()?;
@@ -386,7 +411,7 @@ impl Session {
         let stage = flow.inflight[at].stage;
         match (stage, ack) {
             (Stage::Unacknowledged, Ack::PubAck) | (Stage::Released, Ack::PubComp) => {
-                flow.inflight.remove(at);
+                flow.remove_inflight(at);
                 Ok(AckOutcome::Completed)
             }
             (Stage::Unreceived | Stage::Released, Ack::PubRec) => {
@@ -405,7 +430,9 @@ impl Session {
     /// Forgets an in-flight copy that will not be resent (it expired).
     pub(crate) fn forget(&mut self, id: PacketId) {
         if let Some(flow) = self.flow.as_mut() {
-            flow.inflight.retain(|f| f.id != id);
+            if let Some(at) = flow.inflight.iter().position(|f| f.id == id) {
+                flow.remove_inflight(at);
+            }
         }
     }
 
@@ -536,7 +563,7 @@ mod tests {
         Outgoing::new(message, qos, false)
     }
 
-    const LIMITS: Limits = Limits { window: 2, max_queued: 2, max_queued_bytes: 0 };
+    const LIMITS: Limits = Limits { window: 2, max_inflight_bytes: 0, max_queued: 2, max_queued_bytes: 0 };
 
     fn online() -> Session {
         let mut s = Session::new(ClientId::new("c"), false);
@@ -585,7 +612,7 @@ mod tests {
     /// 65,535 ids, queued copies get theirs when they go out, in order.
     #[test]
     fn a_queue_longer_than_the_ids_numbers_what_it_can() {
-        let limits = Limits { window: 3, max_queued: 0, max_queued_bytes: 0 };
+        let limits = Limits { window: 3, max_inflight_bytes: 0, max_queued: 0, max_queued_bytes: 0 };
         let mut s = online();
         for _ in 0..3 {
             s.start(out(QoS::AtLeastOnce));

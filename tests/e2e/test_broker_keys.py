@@ -1,11 +1,14 @@
 """Broker-wide Mosquitto keys that change what clients see:
-`upgrade_outgoing_qos`, `retain_available` and `max_packet_size`
+`upgrade_outgoing_qos`, `retain_available`, `max_packet_size` and
+`max_inflight_bytes`
 (`clientid_prefixes` is in test_listener_keys.py, with the other keys that
 admit clients)."""
 
 from __future__ import annotations
 
-from support import MosquittoSub, mosquitto_pub
+import socket
+
+from support import MosquittoSub, RawClient, mosquitto_pub
 
 
 def test_upgrade_outgoing_qos_delivers_at_the_subscriptions_qos(make_broker, cleanup):
@@ -44,3 +47,49 @@ def test_max_packet_size_closes_larger_packets_only(make_broker, cleanup):
     broker.wait_log(r"exceeds the limit of 200 bytes")
     assert sub.wait_messages(1) == [(0, 0, "t/small", "s" * 100)]
     assert all(m[2] != "t/big" for m in sub.messages())
+
+
+def _read_packet(client: RawClient) -> tuple[int, bytes]:
+    """One packet's first byte and body."""
+    first = client._recv_exact(1)[0]
+    length, shift = 0, 0
+    while True:
+        byte = client._recv_exact(1)[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return first, client._recv_exact(length)
+
+
+def _publishes_within(client: RawClient, seconds: float) -> list[tuple[int, bytes]]:
+    """(packet id, payload) of each PUBLISH that comes within `seconds`."""
+    got = []
+    client.sock.settimeout(seconds)
+    try:
+        while True:
+            first, body = _read_packet(client)
+            if first >> 4 == 3:
+                topic_len = int.from_bytes(body[:2], "big")
+                packet_id = int.from_bytes(body[2 + topic_len:4 + topic_len], "big")
+                got.append((packet_id, body[4 + topic_len:]))
+    except socket.timeout:
+        return got
+    finally:
+        client.sock.settimeout(5)
+
+
+def test_max_inflight_bytes_holds_messages_until_acknowledged(make_broker, cleanup):
+    broker = make_broker(extra=["max_inflight_bytes 100"])
+    sub = RawClient(broker.port, "bytes-sub", clean=False)
+    cleanup(sub.close)
+    assert sub.connect() == (0, 0)
+    sub.send(bytes([0x82, 6, 0, 1, 0, 1]) + b"t" + bytes([1]))
+    assert _read_packet(sub) == (0x90, bytes([0, 1, 1]))
+    for n in range(3):
+        assert mosquitto_pub(broker.port, "t", f"{n}" * 60, qos=1).returncode == 0
+    # 0 and 60 bytes in flight let two go; 120 hold the third.
+    first = _publishes_within(sub, 1.0)
+    assert [payload for _, payload in first] == [b"0" * 60, b"1" * 60]
+    sub.send(bytes([0x40, 2]) + first[0][0].to_bytes(2, "big"))
+    assert [payload for _, payload in _publishes_within(sub, 1.0)] == [b"2" * 60]

@@ -48,7 +48,6 @@ pub(super) const IGNORED: &[&str] = &[
     "local_clientid",
     "local_password",
     "local_username",
-    "max_inflight_bytes",
     "max_topic_alias",
     "max_topic_alias_broker",
     "memory_limit",

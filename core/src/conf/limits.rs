@@ -13,6 +13,7 @@ use crate::codec::MAX_REMAINING_LENGTH;
 pub(super) const KEYS: &[&str] = &[
     "global_max_clients",
     "global_max_connections",
+    "max_inflight_bytes",
     "max_inflight_messages",
     "max_keepalive",
     "max_packet_size",
@@ -37,6 +38,7 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
             core.max_inflight_messages =
                 u16::try_from(line.int_negative_is_zero(i64::from(u16::MAX))?).unwrap_or(u16::MAX);
         }
+        "max_inflight_bytes" => core.max_inflight_bytes = to_usize(line.int_negative_is_zero(INT_MAX)?),
         "max_queued_messages" => core.max_queued_messages = to_usize(line.int_negative_is_zero(INT_MAX)?),
         "max_queued_bytes" => core.max_queued_bytes = to_usize(line.int_negative_is_zero(INT_MAX)?),
         "message_expiry" => core.message_expiry = line.boolean()?,
