@@ -709,10 +709,12 @@ impl Broker {
             Packet::PubComp(pid) => self.handle_ack(now, id, key, pid, Ack::PubComp),
             Packet::PubRel(pid) => {
                 let released = self.session_mut(key).and_then(|s| s.release(pid));
+                // Judged before routing, which may store the body for copies.
+                let recorded = released.as_ref().is_some_and(|m| self.incoming_recorded(key, m.as_ref()));
                 if let Some(message) = released.clone().flatten() {
                     self.route(now, message, Some(id));
                 }
-                if let Some(message) = released {
+                if let Some(message) = released.filter(|_| recorded) {
                     self.record_released(key, pid, message.as_ref());
                 }
                 // Also for an unknown id: the client may be retrying after

@@ -429,10 +429,10 @@ impl Session {
 
     /// Forgets an in-flight copy that will not be resent (it expired).
     pub(crate) fn forget(&mut self, id: PacketId) {
-        if let Some(flow) = self.flow.as_mut() {
-            if let Some(at) = flow.inflight.iter().position(|f| f.id == id) {
-                flow.remove_inflight(at);
-            }
+        if let Some(flow) = self.flow.as_mut()
+            && let Some(at) = flow.inflight.iter().position(|f| f.id == id)
+        {
+            flow.remove_inflight(at);
         }
     }
 

@@ -472,3 +472,28 @@ fn queued_and_in_flight_ids_stay_distinct_after_a_restart() {
         .collect();
     assert_eq!(ids, [2, 3, 4, 5, 6]);
 }
+
+/// A clean session's QoS 2 message that no stored session wanted when it
+/// arrived, but one does by its PUBREL: routing stores its body for the
+/// copy, and the release must not drop it (the store once lost the body
+/// and kept the copy).
+#[test]
+fn a_release_keeps_the_body_its_routing_stored() {
+    let steps = [
+        Step::Connect { client: 3, clean: true },
+        Step::Reading { client: 3, on: false },
+        Step::Publish { client: 3, topic: 0, qos: 2, retain: false, empty: false },
+        Step::Connect { client: 0, clean: false },
+        Step::Disconnect { client: 0 },
+        Step::Reading { client: 3, on: true },
+    ];
+    let mut run = Run::new(false);
+    for step in &steps {
+        run.step(step);
+        assert_eq!(comparable(run.sim.stored().clone()), comparable(run.sim.broker().stored_image()), "after {step:?}");
+    }
+    let stored = run.sim.stored();
+    let copies: Vec<_> = stored.sessions.values().flat_map(|s| s.copies.values()).collect();
+    assert_eq!(copies.len(), 1, "the watcher's offline session holds the message");
+    assert!(copies.iter().all(|c| stored.messages.contains_key(&c.message)), "a copy without its body");
+}

@@ -233,19 +233,25 @@ impl Broker {
         journal.promise(StoreOp::Incoming { client, packet_id, message });
     }
 
-    /// PUBREL for an incoming message of session `key`: it leaves the
-    /// store (after it was routed, so that its body stays if copies hold
-    /// it).
+    /// Whether the store holds session `key`'s incoming `message` (as
+    /// [`record_incoming`](Self::record_incoming) decided): always for a
+    /// stored session, for a clean one if its body is stored. Asked before
+    /// the message is routed, which may store the body for copies.
+    pub(super) fn incoming_recorded(&self, key: SessionKey, message: Option<&Arc<Message>>) -> bool {
+        let (Some(journal), Some(session)) = (self.journal.as_ref(), self.sessions.get(key)) else { return false };
+        !session.clean || message.is_some_and(|m| journal.stored_id(m).is_some())
+    }
+
+    /// PUBREL for an incoming message of session `key` that the store
+    /// holds ([`incoming_recorded`](Self::incoming_recorded)): it leaves
+    /// the store (after it was routed, so that its body stays if copies
+    /// hold it).
     pub(super) fn record_released(&mut self, key: SessionKey, packet_id: PacketId, message: Option<&Arc<Message>>) {
         let Some(session) = self.sessions.get(key) else { return };
-        let (client, clean) = (session.client_id.clone(), session.clean);
+        let client = session.client_id.clone();
         let Some(journal) = self.journal.as_mut() else { return };
-        let stored = message.is_some_and(|m| journal.stored_id(m).is_some());
-        if clean && !stored {
-            return;
-        }
         journal.push(StoreOp::DropIncoming { client, packet_id });
-        if let Some(message) = message.filter(|_| stored) {
+        if let Some(message) = message {
             journal.release(message);
         }
     }
