@@ -1134,11 +1134,12 @@ impl Broker {
             debug!(conn = %id, "Denied PUBLISH from {client_id} (q{}, r{}, '{}')", qos.bits(), u8::from(retain), topic.as_str());
             return None;
         }
-        Some(if self.config.message_expiry {
+        let message = if self.config.message_expiry {
             Message::new(topic, payload, qos, retain)
         } else {
             Message::without_expiry(topic, payload, qos, retain)
-        })
+        };
+        Some(message.published_by(|| info.publisher()))
     }
 
     /// The listener rules of connection `id`.
@@ -1425,6 +1426,14 @@ impl Broker {
             if grant.checked && !self.may_read(key, &topic) {
                 continue;
             }
+            if self.config.check_retain_source
+                && let Some(publisher) = &message.publisher
+                && !self.policy.may_publish(publisher.info(), &topic)
+            {
+                // As Mosquitto: kept, but not sent while its publisher may
+                // no longer publish there.
+                continue;
+            }
             if message.is_expired(now.unix) {
                 let before = self.retained.remove(&topic);
                 self.record_retained(&topic, None, before.as_ref());
@@ -1514,7 +1523,8 @@ impl Broker {
         // A will is a PUBLISH by its client: the same write rules apply.
         let info = ClientInfo { client_id: &client, username: username.as_deref(), listener: conn.listener };
         if let Some(will) = will.filter(|w| self.policy.may_publish(info, &w.topic)) {
-            self.route(now, Arc::new(Message::from_will(*will, self.config.message_expiry)), None);
+            let message = Message::from_will(*will, self.config.message_expiry).published_by(|| info.publisher());
+            self.route(now, Arc::new(message), None);
         }
     }
 

@@ -20,6 +20,11 @@ pub struct Config {
     /// goes when nothing else is in flight. 0 means no limit. Mosquitto:
     /// `max_inflight_bytes`, default 0.
     pub max_inflight_bytes: usize,
+    /// A retained message goes to a new subscriber only while the client
+    /// that published it may still publish on its topic (the access rules
+    /// may have changed since). Mosquitto: `check_retain_source`, default
+    /// true.
+    pub check_retain_source: bool,
     /// Messages queued per client beyond the in-flight window (and while a
     /// persistent session is offline); 0 means no limit. Mosquitto:
     /// `max_queued_messages`, default 1000.
@@ -144,6 +149,7 @@ impl Default for Config {
         Self {
             max_inflight_messages: 20,
             max_inflight_bytes: 0,
+            check_retain_source: true,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             max_unwritten_bytes: 2 * 1024 * 1024,

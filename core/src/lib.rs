@@ -130,7 +130,7 @@ pub use action::{Action, Input};
 pub use broker::{Broker, SessionInfo, Stats};
 pub use config::{ClientIdRules, Config, ListenerRules};
 pub use error::{CloseReason, Violation};
-pub use message::Message;
+pub use message::{Message, Publisher};
 pub use peer::{Identity, ListenerId, Peer, Remote};
 pub use time::{Instant, Now, UnixTime};
 pub use topic::{TopicFilter, TopicName};

@@ -2,10 +2,12 @@
 //! (`password_file`, `acl_file`) plug in here; the core only asks.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::codec::ConnectReturnCode;
+use crate::message::Publisher;
 use crate::peer::ListenerId;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::ClientId;
@@ -19,6 +21,20 @@ pub struct ClientInfo<'a> {
     pub username: Option<&'a str>,
     /// The listener the client connected on.
     pub listener: ListenerId,
+}
+
+impl ClientInfo<'_> {
+    /// The client as the publisher of a retained message.
+    pub fn publisher(&self) -> Publisher {
+        Publisher { client_id: self.client_id.clone(), username: self.username.map(Arc::from), listener: self.listener }
+    }
+}
+
+impl Publisher {
+    /// The client that published, as the policy judges clients.
+    pub fn info(&self) -> ClientInfo<'_> {
+        ClientInfo { client_id: &self.client_id, username: self.username.as_deref(), listener: self.listener }
+    }
 }
 
 /// A password from CONNECT, on its way to be checked: never shown by

@@ -393,3 +393,67 @@ def test_sighup_disconnects_anonymous_clients_once_they_are_refused(binary, tmp_
         assert stays(lambda: alice.client.is_connected(), 0.3)
     finally:
         broker.stop()
+
+
+# ------------------------------------------------------------ check_retain_source
+
+RETAIN_ACL = """\
+user alice
+topic readwrite r/#
+user editor
+topic readwrite r/#
+"""
+
+
+@pytest.mark.parametrize("check", [None, "true", "false"])
+def test_check_retain_source_hides_retained_messages_whose_publisher_lost_write_access(binary, tmp_path, clients,
+                                                                                        check):
+    broker = auth_broker(binary, tmp_path, anonymous=False, acl=RETAIN_ACL)
+    if check is not None:
+        broker.config.write_text(broker.config.read_text() + f"check_retain_source {check}\n")
+    broker.start()
+    try:
+        for user, topic in (("alice", "r/alice"), ("editor", "r/editor")):
+            publisher = client(broker.port, f"{user}-pub", user, f"{user}-pw")
+            clients.append(publisher)
+            publisher.publish(topic, f"from {user}".encode(), qos=1, retain=True)
+            publisher.disconnect()
+        # alice may still read r/#, but no longer write there.
+        (tmp_path / "acl").write_text("user alice\ntopic read r/#\nuser editor\ntopic readwrite r/#\n")
+        reload(broker, 1)
+        reader = client(broker.port, "reader", "editor", "editor-pw")
+        clients.append(reader)
+        reader.subscribe("r/#", 1)
+        # The default (true) checks, as Mosquitto does.
+        want = {b"from editor"} if check != "false" else {b"from alice", b"from editor"}
+        payloads = lambda: {m.payload for m in reader.received}  # noqa: E731
+        wait_until(lambda: payloads() >= want, what=lambda: f"retained {payloads()}, want {want}")
+        assert stays(lambda: payloads() == want, 1.0), payloads()
+    finally:
+        assert broker.stop() == 0
+
+
+def test_the_publisher_of_a_retained_message_survives_a_restart(binary, tmp_path, clients):
+    broker = auth_broker(binary, tmp_path, anonymous=False, acl=RETAIN_ACL)
+    store = tmp_path / "store"
+    store.mkdir()
+    broker.config.write_text(broker.config.read_text() + f"persistence true\npersistence_location {store}/\n")
+    broker.start()
+    try:
+        publisher = client(broker.port, "alice-pub", "alice", "alice-pw")
+        publisher.publish("r/alice", b"from alice", qos=1, retain=True)
+        publisher.close()
+        assert broker.stop() == 0
+        (tmp_path / "acl").write_text("user alice\ntopic read r/#\nuser editor\ntopic readwrite r/#\n")
+        broker.restart()
+        reader = client(broker.port, "reader", "editor", "editor-pw")
+        clients.append(reader)
+        reader.subscribe("r/#", 1)
+        assert stays(lambda: not reader.received, 1.0), [m.payload for m in reader.received]
+        # The message is kept: alice's write access back, it is sent again.
+        (tmp_path / "acl").write_text(RETAIN_ACL)
+        reload(broker, 1)
+        reader.subscribe("r/alice", 1)
+        assert reader.expect().payload == b"from alice"
+    finally:
+        assert broker.stop() == 0

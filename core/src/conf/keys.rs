@@ -36,7 +36,6 @@ pub(super) const IGNORED: &[&str] = &[
     "bridge_tcp_keepalive",
     "bridge_tcp_user_timeout",
     "bridge_tls_version",
-    "check_retain_source",
     "cleansession",
     "clientid",
     "connection",

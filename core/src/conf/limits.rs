@@ -11,6 +11,7 @@ use crate::codec::MAX_REMAINING_LENGTH;
 
 /// The keys of this section.
 pub(super) const KEYS: &[&str] = &[
+    "check_retain_source",
     "global_max_clients",
     "global_max_connections",
     "max_inflight_bytes",
@@ -42,6 +43,7 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
         "max_queued_messages" => core.max_queued_messages = to_usize(line.int_negative_is_zero(INT_MAX)?),
         "max_queued_bytes" => core.max_queued_bytes = to_usize(line.int_negative_is_zero(INT_MAX)?),
         "message_expiry" => core.message_expiry = line.boolean()?,
+        "check_retain_source" => core.check_retain_source = line.boolean()?,
         // Mosquitto 2.1: zero and negative values mean no limit.
         "global_max_clients" => core.max_clients = positive_limit(line)?,
         "global_max_connections" => core.max_connections = positive_limit(line)?,

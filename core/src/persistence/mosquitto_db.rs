@@ -46,7 +46,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{CopyState, MessageId, StoredCopy, StoredSession, StoredState};
-use crate::message::Message;
+use crate::message::{Message, Publisher};
+use crate::peer::ListenerId;
 use crate::time::UnixTime;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, PacketId, QoS};
@@ -388,6 +389,8 @@ struct RawStore<'a> {
     expiry_time: Raw64,
     qos: u8,
     retain: u8,
+    source_id: &'a [u8],
+    source_username: &'a [u8],
     topic: &'a [u8],
     payload: &'a [u8],
 }
@@ -509,8 +512,8 @@ fn parse(bytes: &[u8], version: u32) -> Result<Parsed<'_>, ImportError> {
                 let source_id = usize::from(be16([f[22], f[23]]));
                 let source_username = usize::from(be16([f[24], f[25]]));
                 let topic_len = usize::from(be16([f[26], f[27]]));
-                body.take(source_id).ok_or_else(|| bad.clone())?;
-                body.take(source_username).ok_or_else(|| bad.clone())?;
+                let source_id = body.take(source_id).ok_or_else(|| bad.clone())?;
+                let source_username = body.take(source_username).ok_or_else(|| bad.clone())?;
                 let topic = body.take(topic_len).ok_or_else(|| bad.clone())?;
                 let payload = body.take(payload_len as usize).ok_or(bad)?;
                 // What is left is MQTT 5 properties: nothing 3.1.1 keeps.
@@ -519,6 +522,8 @@ fn parse(bytes: &[u8], version: u32) -> Result<Parsed<'_>, ImportError> {
                     expiry_time: raw64(f, 8),
                     qos: f[30],
                     retain: f[31],
+                    source_id,
+                    source_username,
                     topic,
                     payload,
                 }));
@@ -666,6 +671,15 @@ fn client_id(bytes: &[u8]) -> Option<ClientId> {
     mqtt_text(bytes).filter(|id| !id.is_empty()).map(ClientId::new)
 }
 
+/// Who published a stored message, as Mosquitto recorded it (its
+/// listener is recorded by port, which a Culex listener cannot be told
+/// by: the first listener stands for it).
+fn publisher(store: &RawStore<'_>) -> Option<Publisher> {
+    let client_id = client_id(store.source_id)?;
+    let username = mqtt_text(store.source_username).filter(|name| !name.is_empty()).map(Arc::from);
+    Some(Publisher { client_id, username, listener: ListenerId::default() })
+}
+
 /// A message body as read, before the import knows whether it is kept.
 #[derive(Debug)]
 struct Body<'a> {
@@ -673,6 +687,8 @@ struct Body<'a> {
     qos: QoS,
     retain: bool,
     payload: &'a [u8],
+    /// The client that published it, if Mosquitto recorded one.
+    publisher: Option<Publisher>,
 }
 
 /// A session being gathered from the chunks that name its client.
@@ -742,7 +758,10 @@ fn assemble(parsed: Parsed<'_>, version: u32, now: i64) -> Imported {
                         dropped.expired_messages += 1;
                         None
                     }
-                    (Some(topic), Some(qos)) => Some(Body { topic, qos, retain: s.retain != 0, payload: s.payload }),
+                    (Some(topic), Some(qos)) => {
+                        let publisher = publisher(s);
+                        Some(Body { topic, qos, retain: s.retain != 0, payload: s.payload, publisher })
+                    }
                     _ => {
                         dropped.invalid_messages += 1;
                         None
@@ -891,7 +910,10 @@ fn assemble(parsed: Parsed<'_>, version: u32, now: i64) -> Imported {
         // Retained-ness comes from the RETAIN chunks; a message that is
         // retained was published with RETAIN whatever its byte says.
         let retain = body.retain || retained_ids.contains(&id);
-        let message = Message::new(body.topic, Bytes::copy_from_slice(body.payload), body.qos, retain);
+        let mut message = Message::new(body.topic, Bytes::copy_from_slice(body.payload), body.qos, retain);
+        if let Some(publisher) = body.publisher {
+            message = message.published_by(|| publisher);
+        }
         state.messages.insert(id, Arc::new(message));
     }
 
@@ -978,7 +1000,16 @@ mod tests {
         let store = |id: u64, expiry: i64, big: bool| {
             let (id, expiry_time) =
                 if big { (id.to_be_bytes(), expiry.to_be_bytes()) } else { (id.to_le_bytes(), expiry.to_le_bytes()) };
-            Chunk::Store(RawStore { id, expiry_time, qos: 0, retain: 0, topic: b"t", payload: b"" })
+            Chunk::Store(RawStore {
+                id,
+                expiry_time,
+                qos: 0,
+                retain: 0,
+                source_id: b"",
+                source_username: b"",
+                topic: b"t",
+                payload: b"",
+            })
         };
         assert_eq!(byte_order(&[store(7, 0, false)]), Order::Little);
         assert_eq!(byte_order(&[store(7, 0, true)]), Order::Big);

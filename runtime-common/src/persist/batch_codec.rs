@@ -76,14 +76,6 @@ fn put_u32(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
 }
 
-/// A string of at most 65,535 bytes (client ids, filters and user names
-/// come from MQTT strings, which cannot be longer).
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
-}
-
 fn put_value(out: &mut Vec<u8>, value: &[u8]) {
     put_u32(out, value.len());
     out.extend_from_slice(value);
@@ -91,7 +83,7 @@ fn put_value(out: &mut Vec<u8>, value: &[u8]) {
 
 fn put_client(out: &mut Vec<u8>, tag: u8, client: &ClientId) {
     out.push(tag);
-    put_str(out, client.as_str());
+    codec::put_text(out, client.as_str());
 }
 
 fn put_op(out: &mut Vec<u8>, op: &StoreOp) {
@@ -126,12 +118,12 @@ fn put_op(out: &mut Vec<u8>, op: &StoreOp) {
         StoreOp::DropSession { client } => put_client(out, tag::DROP_SESSION, client),
         StoreOp::Subscribe { client, filter, qos } => {
             put_client(out, tag::SUBSCRIBE, client);
-            put_str(out, filter.as_str());
+            codec::put_text(out, filter.as_str());
             out.push(qos.bits());
         }
         StoreOp::Unsubscribe { client, filter } => {
             put_client(out, tag::UNSUBSCRIBE, client);
-            put_str(out, filter.as_str());
+            codec::put_text(out, filter.as_str());
         }
         StoreOp::Copy { client, seq, copy } => {
             put_client(out, tag::COPY, client);
@@ -166,17 +158,12 @@ fn u32_of(r: &mut Reader<'_>) -> Result<usize, StoreError> {
     Ok(u32::from_be_bytes(buf) as usize)
 }
 
-fn text<'a>(r: &mut Reader<'a>) -> Result<&'a str, StoreError> {
-    let len = r.u16()?;
-    r.str(usize::from(len))
-}
-
 fn client(r: &mut Reader<'_>) -> Result<ClientId, StoreError> {
-    Ok(ClientId::new(text(r)?))
+    Ok(ClientId::new(r.text()?))
 }
 
 fn filter(r: &mut Reader<'_>) -> Result<TopicFilter, StoreError> {
-    let filter = text(r)?;
+    let filter = r.text()?;
     TopicFilter::new(filter).map_err(|e| r.error(format!("invalid filter {filter:?}: {e}")))
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use culex_core::codec::LastWill;
 use culex_core::persistence::{CopyState, MessageId, StoredCopy, StoredSession};
-use culex_core::{Message, PacketId, QoS, TopicName};
+use culex_core::{ClientId, ListenerId, Message, PacketId, Publisher, QoS, TopicName};
 
 use super::StoreError;
 
@@ -25,6 +25,9 @@ const QOS_MASK: u8 = 0b11;
 const RETAIN: u8 = 1 << 2;
 /// A message's `expires_at` follows the flags.
 const HAS_EXPIRY: u8 = 1 << 3;
+/// A retained message's publisher follows (new in the same version: a
+/// value without it reads as before).
+const HAS_PUBLISHER: u8 = 1 << 4;
 /// A copy's state, two bits from bit 3: queued, sent, released.
 const STATE_SHIFT: u8 = 3;
 /// A session's optional fields.
@@ -106,6 +109,22 @@ impl<'a> Reader<'a> {
         TopicName::new(topic).map_err(|e| self.error(format!("invalid topic {topic:?}: {e}")))
     }
 
+    /// Text with its two-byte length.
+    pub(crate) fn text(&mut self) -> Result<&'a str, StoreError> {
+        let len = self.u16()?;
+        self.str(usize::from(len))
+    }
+
+    fn publisher(&mut self) -> Result<Publisher, StoreError> {
+        let listener = ListenerId(self.u16()?);
+        let client_id = ClientId::new(self.text()?);
+        let username = match self.u8()? {
+            0 => None,
+            _ => Some(Arc::from(self.text()?)),
+        };
+        Ok(Publisher { client_id, username, listener })
+    }
+
     /// Fails if anything is left.
     pub(crate) fn end(self) -> Result<(), StoreError> {
         if self.bytes.is_empty() { Ok(()) } else { Err(self.error(format!("{} trailing bytes", self.bytes.len()))) }
@@ -116,21 +135,41 @@ fn flags(qos: QoS, retain: bool) -> u8 {
     qos.bits() | if retain { RETAIN } else { 0 }
 }
 
+/// Appends text of at most 65,535 bytes (client ids and user names are
+/// MQTT strings) with its two-byte length.
+pub(crate) fn put_text(out: &mut Vec<u8>, text: &str) {
+    let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..usize::from(len)]);
+}
+
 /// Appends a topic with its two-byte length. A topic name is at most
 /// 65,535 bytes, which the type guarantees.
 pub(crate) fn put_topic(out: &mut Vec<u8>, topic: &TopicName) {
-    let len = u16::try_from(topic.as_str().len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&topic.as_str().as_bytes()[..usize::from(len)]);
+    put_text(out, topic.as_str());
 }
 
-/// `[1][flags][expires_at: f64 bits, if flagged][topic len: u16][topic][payload]`.
+/// `[1][flags][expires_at: f64 bits, if flagged][publisher, if flagged:
+/// listener: u16, client id: u16 length and text, user name: 0, or 1 and
+/// u16 length and text][topic len: u16][topic][payload]`.
 pub(crate) fn encode_message(message: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + 8 + message.topic.as_str().len() + message.payload.len());
     let expiry = if message.expires_at.is_some() { HAS_EXPIRY } else { 0 };
-    out.extend_from_slice(&[VERSION, flags(message.qos, message.retain) | expiry]);
+    let publisher = if message.publisher.is_some() { HAS_PUBLISHER } else { 0 };
+    out.extend_from_slice(&[VERSION, flags(message.qos, message.retain) | expiry | publisher]);
     if let Some(at) = message.expires_at {
         out.extend_from_slice(&at.to_bits().to_be_bytes());
+    }
+    if let Some(publisher) = &message.publisher {
+        out.extend_from_slice(&publisher.listener.0.to_be_bytes());
+        put_text(&mut out, publisher.client_id.as_str());
+        match &publisher.username {
+            Some(name) => {
+                out.push(1);
+                put_text(&mut out, name);
+            }
+            None => out.push(0),
+        }
     }
     put_topic(&mut out, &message.topic);
     out.extend_from_slice(&message.payload);
@@ -142,9 +181,10 @@ pub(crate) fn decode_message(bytes: &[u8]) -> Result<Message, StoreError> {
     let flags = r.u8()?;
     let qos = r.qos(flags)?;
     let expires_at = if flags & HAS_EXPIRY != 0 { Some(f64::from_bits(r.u64()?)) } else { None };
+    let publisher = if flags & HAS_PUBLISHER != 0 { Some(Arc::new(r.publisher()?)) } else { None };
     let topic = r.topic()?;
     let payload = Bytes::copy_from_slice(r.rest());
-    Ok(Message { topic, payload, qos, retain: flags & RETAIN != 0, expires_at })
+    Ok(Message { topic, payload, qos, retain: flags & RETAIN != 0, expires_at, publisher })
 }
 
 /// `[1][flags][topic len: u16][topic][payload]`.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use culex_core::codec::LastWill;
 use culex_core::persistence::{CopyState, MessageId, StoreBatch, StoreOp, StoredCopy, StoredState};
-use culex_core::{ClientId, Message, PacketId, QoS, TopicFilter, TopicName};
+use culex_core::{ClientId, ListenerId, Message, PacketId, Publisher, QoS, TopicFilter, TopicName};
 use quickcheck::{Arbitrary, Gen};
 
 const CLIENTS: &[&str] = &["c", "c0", "c1", "c2", "", "client-with-a-rather-long-identifier-0", "c\u{e9}"];
@@ -55,7 +55,12 @@ pub(crate) fn message(g: &mut Gen) -> Message {
         1 => Some(-1.5),
         _ => None,
     };
-    Message { topic: topic(g), payload: payload(g), qos: qos(g), retain: bool::arbitrary(g), expires_at }
+    let retain = bool::arbitrary(g);
+    let publisher = (retain && bool::arbitrary(g)).then(|| {
+        let username = bool::arbitrary(g).then(|| Arc::from(format!("user-{}", below(g, 3))));
+        Arc::new(Publisher { client_id: client(g), username, listener: ListenerId(u16::arbitrary(g)) })
+    });
+    Message { topic: topic(g), payload: payload(g), qos: qos(g), retain, expires_at, publisher }
 }
 
 fn will(g: &mut Gen) -> LastWill {
