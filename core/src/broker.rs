@@ -19,6 +19,7 @@ use crate::congestion::{Congestion, CongestionDue};
 use crate::error::{CloseReason, Violation};
 use crate::ids::IdGenerator;
 use crate::log_type;
+use crate::memory::MemoryGauge;
 use crate::message::Message;
 use crate::peer::{Identity, ListenerId, Peer, Remote};
 use crate::persistence::CopyState;
@@ -75,6 +76,8 @@ pub struct Broker {
     conns: ConnIdMap<Box<Connection>>,
     /// How many of `conns` each listener serves, for its `max_connections`.
     listener_conns: BTreeMap<ListenerId, usize>,
+    /// What `memory_limit` is compared with.
+    memory: Option<Arc<dyn MemoryGauge>>,
     next_conn: u64,
     sessions: SessionStore,
     subscriptions: SubscriptionTree<SessionKey, Grant>,
@@ -368,6 +371,7 @@ impl Broker {
             policy,
             conns: ConnIdMap::default(),
             listener_conns: BTreeMap::new(),
+            memory: None,
             next_conn: 1,
             sessions: SessionStore::default(),
             subscriptions: SubscriptionTree::new(),
@@ -477,6 +481,19 @@ impl Broker {
         let deadline = now.instant + self.config.connect_timeout;
         self.deadlines.arm(id, deadline, &mut conn.armed);
         self.conns.insert(id, Box::new(conn));
+    }
+
+    /// Gives the broker what `memory_limit` is compared with.
+    pub fn set_memory_gauge(&mut self, gauge: Arc<dyn MemoryGauge>) {
+        self.memory = Some(gauge);
+    }
+
+    /// Whether the process holds more heap than `memory_limit` allows.
+    fn out_of_memory(&self) -> bool {
+        match (self.config.memory_limit, &self.memory) {
+            (Some(limit), Some(gauge)) => gauge.in_use() > limit,
+            _ => false,
+        }
     }
 
     /// Feeds one network event in.
@@ -1049,6 +1066,11 @@ impl Broker {
     /// [MQTT-4.3.3-2].
     fn handle_publish(&mut self, now: Now, id: ConnId, key: SessionKey, publish: Publish) {
         self.counters.messages_received += 1;
+        if self.out_of_memory() {
+            // As Mosquitto: the message is dropped before it is
+            // acknowledged, and its client disconnected.
+            return self.close(now, id, CloseReason::OutOfMemory);
+        }
         let Publish { qos, retain, topic, packet_id, payload, dup } = publish;
         if retain && !self.config.retain_available {
             return self.close(now, id, CloseReason::RetainNotAvailable);
@@ -1223,7 +1245,14 @@ impl Broker {
     /// cannot keep up).
     fn deliver(&mut self, now: Now, key: SessionKey, mut out: Outgoing, source: Source) {
         let limits = self.limits;
+        let out_of_memory = self.out_of_memory();
         let Some(session) = self.sessions.get_mut(key) else { return };
+        if let Some(conn) = session.conn.filter(|_| session.clean && out_of_memory) {
+            // As Mosquitto: the copy is dropped and its client disconnected.
+            // A stored session keeps it: its publisher may have been
+            // acknowledged.
+            return self.close(now, conn, CloseReason::OutOfMemory);
+        }
         match session.conn {
             Some(conn) if out.qos == QoS::AtMostOnce => self.send_or_drop(now, key, conn, out),
             Some(conn) if session.can_send_now(limits) => self.send_new(now, key, conn, out),
@@ -1654,6 +1683,7 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
             info!("Client {client} disconnected: {reason}.")
         }
         CloseReason::NotAuthorised => info!("Client {client} disconnected, not authorised."),
+        CloseReason::OutOfMemory => info!("Client {client} disconnected due to out of memory."),
         // Logged where it was decided, in Mosquitto's words.
         CloseReason::TakenOver
         | CloseReason::Refused(_)

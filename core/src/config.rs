@@ -25,6 +25,14 @@ pub struct Config {
     /// may have changed since). Mosquitto: `check_retain_source`, default
     /// true.
     pub check_retain_source: bool,
+    /// Heap bytes the process may hold, read through the broker's
+    /// [`MemoryGauge`](crate::memory::MemoryGauge): past it a PUBLISH is
+    /// dropped unacknowledged and its client disconnected, and a copy for
+    /// a clean session is dropped and its client disconnected, as
+    /// Mosquitto does; copies for stored sessions are kept (acknowledged
+    /// messages are never dropped). `None` means no limit. Mosquitto:
+    /// `memory_limit`, default 0 (none).
+    pub memory_limit: Option<usize>,
     /// Messages queued per client beyond the in-flight window (and while a
     /// persistent session is offline); 0 means no limit. Mosquitto:
     /// `max_queued_messages`, default 1000.
@@ -150,6 +158,7 @@ impl Default for Config {
             max_inflight_messages: 20,
             max_inflight_bytes: 0,
             check_retain_source: true,
+            memory_limit: None,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             max_unwritten_bytes: 2 * 1024 * 1024,

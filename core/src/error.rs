@@ -209,6 +209,9 @@ pub enum CloseReason {
     /// such a 3.1.1 connection.
     #[error("QoS above the listener's max_qos")]
     QosNotSupported,
+    /// The process held more heap than `memory_limit` allows.
+    #[error("out of memory (memory_limit)")]
+    OutOfMemory,
     /// A new client came when `global_max_clients` clients were known.
     #[error("global_max_clients reached")]
     TooManyClients,

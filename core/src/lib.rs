@@ -110,6 +110,7 @@ pub mod error;
 pub mod expiry;
 mod ids;
 pub mod log_type;
+pub mod memory;
 mod message;
 mod peer;
 pub mod persistence;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use culex_core::auth::ListenerPolicies;
+use culex_core::memory::MemoryGauge;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
@@ -247,7 +248,10 @@ pub fn prepare<O: Outbox>(
     if settings.redis.is_none() {
         info!("No redis_host configured: client presence is written to this log only.");
     }
-    let broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
+    let mut broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
+    if settings.core.memory_limit.is_some() {
+        broker.set_memory_gauge(Arc::new(HeapGauge));
+    }
     let policies = settings.policy.clone();
     let reports = Arc::default();
     let mut server = Server::new(broker, presence);
@@ -458,5 +462,16 @@ async fn flush_presence<O: Outbox, S: EventSource<O>>(
                 return;
             }
         }
+    }
+}
+
+/// The heap the binary's allocator holds ([`culex_heap::CountingHeap`]),
+/// for `memory_limit`.
+#[derive(Debug)]
+struct HeapGauge;
+
+impl MemoryGauge for HeapGauge {
+    fn in_use(&self) -> usize {
+        culex_heap::in_use()
     }
 }

@@ -279,6 +279,15 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
                 .find(|l| l.ignored_keys.iter().any(|k| SECURITY_KEYS.contains(&k.as_str())))
                 .map(|l| format!("listener {}", l.port))
         });
+    // A bridge section is a promise to forward messages: a broker that
+    // starts without doing it loses them quietly.
+    if let Some(bridge) = conf.warnings.iter().find(|w| w.key == "connection") {
+        return Err(format!(
+            "Error: {}:{}: bridges (connection) are not supported by this version of Culex; refusing to start \
+             rather than leave the bridge's messages unforwarded.",
+            bridge.file, bridge.line
+        ));
+    }
     if let Some(place) = unprotected {
         return Err(format!(
             "Error: {place}: PSK and plugins are not supported by this version of Culex; \
@@ -553,6 +562,13 @@ mod tests {
             error.starts_with(&format!("Error: test.conf:5: Unable to load server key file \"{data}/missing.key\": ")),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_bridge_refuses_to_start() {
+        let text = "listener 1883\nconnection upstream\naddress 10.0.0.1:1883\ntopic # out 1\n";
+        let error = from_conf(conf::parse("test.conf", text).unwrap()).unwrap_err();
+        assert!(error.starts_with("Error: test.conf:2: bridges (connection) are not supported"), "{error}");
     }
 
     #[test]

@@ -41,5 +41,10 @@ pub fn start(args: impl IntoIterator<Item = String>) -> Result<Settings, ExitCod
         info!("{notice}");
     }
     crate::descriptors::reserve();
+    if let Some(limit) = settings.core.memory_limit {
+        // What was allocated so far (mostly settings, kept) is not counted.
+        culex_heap::start_counting();
+        info!("memory_limit: the broker stops taking messages past {limit} bytes of heap.");
+    }
     Ok(settings)
 }

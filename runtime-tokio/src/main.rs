@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use culex_runtime::{Signal, Signals};
 use tracing::{error, info};
 
+/// Counts the heap it holds once `memory_limit` asks for it.
+#[global_allocator]
+static HEAP: culex_heap::CountingHeap = culex_heap::CountingHeap;
+
 fn main() -> ExitCode {
     let settings = match culex_runtime::start(std::env::args()) {
         Ok(settings) => settings,

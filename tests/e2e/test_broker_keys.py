@@ -7,8 +7,9 @@ admit clients)."""
 from __future__ import annotations
 
 import socket
+import subprocess
 
-from support import MosquittoSub, RawClient, mosquitto_pub
+from support import LOOPBACK, MosquittoSub, RawClient, free_port, mosquitto_pub
 
 
 def test_upgrade_outgoing_qos_delivers_at_the_subscriptions_qos(make_broker, cleanup):
@@ -93,3 +94,32 @@ def test_max_inflight_bytes_holds_messages_until_acknowledged(make_broker, clean
     assert [payload for _, payload in first] == [b"0" * 60, b"1" * 60]
     sub.send(bytes([0x40, 2]) + first[0][0].to_bytes(2, "big"))
     assert [payload for _, payload in _publishes_within(sub, 1.0)] == [b"2" * 60]
+
+
+def test_memory_limit_refuses_what_would_exceed_it(make_broker, cleanup, tmp_path):
+    broker = make_broker(extra=["memory_limit 4000000"])
+    broker.wait_log(r"memory_limit: the broker stops taking messages past 4000000 bytes of heap\.")
+    sub = MosquittoSub(broker.port, ["t"], qos=1)
+    cleanup(sub.stop)
+    sub.wait_subscribed()
+    assert mosquitto_pub(broker.port, "t", "small", qos=1).returncode == 0
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 6_000_000)
+    # Reading it takes the heap past the limit: dropped unacknowledged,
+    # the publisher disconnected, as Mosquitto does.
+    refused = subprocess.run(["mosquitto_pub", "-h", LOOPBACK, "-p", str(broker.port), "-t", "t", "-q", "1",
+                              "-i", "big-pub", "-f", str(big)], capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0, refused
+    broker.wait_log(r"Client big-pub disconnected due to out of memory\.")
+    # The heap back under the limit, traffic goes on; the subscriber never
+    # saw the large message.
+    assert mosquitto_pub(broker.port, "t", "after", qos=1).returncode == 0
+    assert [m[3] for m in sub.wait_messages(2)] == ["small", "after"]
+
+
+def test_a_bridge_section_stops_start_up(binary, tmp_path):
+    conf = tmp_path / "bridge.conf"
+    conf.write_text(f"listener {free_port()} {LOOPBACK}\nconnection upstream\naddress 127.0.0.1:1\ntopic # out 1\n")
+    proc = subprocess.run([binary, "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    assert proc.returncode != 0
+    assert f"{conf}:2: bridges (connection) are not supported" in proc.stdout + proc.stderr

@@ -49,7 +49,6 @@ pub(super) const IGNORED: &[&str] = &[
     "local_username",
     "max_topic_alias",
     "max_topic_alias_broker",
-    "memory_limit",
     "notification_topic",
     "notifications",
     "notifications_local_only",

@@ -22,6 +22,7 @@ pub(super) const KEYS: &[&str] = &[
     "max_queued_messages",
     "max_subscriptions",
     "max_unwritten_bytes",
+    "memory_limit",
     "message_expiry",
     "message_size_limit",
     "not_reading_timeout",
@@ -44,6 +45,13 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
         "max_queued_bytes" => core.max_queued_bytes = to_usize(line.int_negative_is_zero(INT_MAX)?),
         "message_expiry" => core.message_expiry = line.boolean()?,
         "check_retain_source" => core.check_retain_source = line.boolean()?,
+        "memory_limit" => {
+            let bytes = line.int_described(i64::MIN, i64::MAX, "a number of bytes, 0 for no limit")?;
+            if bytes < 0 {
+                return Err(line.error(format!("Invalid memory_limit value ({bytes}).")));
+            }
+            core.memory_limit = (bytes > 0).then(|| to_usize(bytes));
+        }
         // Mosquitto 2.1: zero and negative values mean no limit.
         "global_max_clients" => core.max_clients = positive_limit(line)?,
         "global_max_connections" => core.max_connections = positive_limit(line)?,
@@ -99,6 +107,14 @@ mod tests {
             1,
             "Invalid global_max_connections value (many): expected -1 (no limit) or an integer up to 2147483647.",
         );
+    }
+
+    #[test]
+    fn memory_limit_takes_bytes_and_0_for_none() {
+        assert_eq!(conf("").core.memory_limit, None);
+        assert_eq!(conf("memory_limit 0\n").core.memory_limit, None);
+        assert_eq!(conf("memory_limit 8589934592\n").core.memory_limit, Some(8_589_934_592));
+        assert_error("memory_limit -1\n", 1, "Invalid memory_limit value (-1).");
     }
 
     #[test]
