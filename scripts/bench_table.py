@@ -50,7 +50,8 @@ PERSIST_QOS = [
     ("completed_per_s", "completed (acknowledged) msgs/s"),
     ("latency_us.p50", "publish → delivery p50 µs"),
     ("latency_us.p99", "publish → delivery p99 µs"),
-    ("broker_write_bytes_per_op", "broker disk writes per acknowledged message, bytes"),
+    ("broker_write_bytes_per_op", "broker disk writes per acknowledged message, bytes (page cache dirtied)"),
+    ("device_write_bytes_per_op", "store's disk writes per acknowledged message, bytes (reached the device, every process)"),
     ("ops_per_flush", "acknowledged messages per flush of the store's disk (every process's flushes)"),
     ("broker_cpu_pct", "broker CPU, % of one core"),
 ]

@@ -280,7 +280,8 @@ options:
                          persist-fill and restart content [10,000, 100, 1,000,000]
 
 every message scenario and persist-changes also report the broker's disk writes over the timed
-phase (write_bytes of /proc/PID/io) per acknowledged message or change.
+phase (write_bytes of /proc/PID/io: page cache dirtied) per acknowledged message or change, and,
+with --store-path, the bytes that reached the store's disk (/proc/diskstats, every process).
 ";
 
 /// Parses the arguments after the program name.

@@ -54,11 +54,25 @@ pub fn device_of(path: &Path) -> Option<(u64, u64)> {
 /// `fdatasync` that reached it, from every process; `None` when the
 /// kernel does not count them.
 pub fn disk_flushes(device: (u64, u64)) -> Option<u64> {
+    disk_stat(device, 18)
+}
+
+/// Bytes written to the device `(major, minor)` since boot
+/// (`/proc/diskstats`, field 10, sectors of 512 bytes), by every process:
+/// what reached the disk, where [`write_bytes`] counts the page cache a
+/// process dirtied (whole folios, which may be far larger than a write
+/// into a file that already has its blocks).
+pub fn disk_written(device: (u64, u64)) -> Option<u64> {
+    disk_stat(device, 9).map(|sectors| sectors * 512)
+}
+
+/// Field `index` (from 0) of the device's line of `/proc/diskstats`.
+fn disk_stat(device: (u64, u64), index: usize) -> Option<u64> {
     let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
     stats.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (major, minor) = (fields.first()?.parse::<u64>().ok()?, fields.get(1)?.parse::<u64>().ok()?);
-        ((major, minor) == device).then(|| fields.get(18)?.parse().ok()).flatten()
+        ((major, minor) == device).then(|| fields.get(index)?.parse().ok()).flatten()
     })
 }
 
@@ -102,6 +116,7 @@ pub struct IoMeter {
     write_bytes: Option<u64>,
     device: Option<(u64, u64)>,
     flushes: Option<u64>,
+    written: Option<u64>,
 }
 
 /// What an [`IoMeter`] measured.
@@ -111,6 +126,8 @@ pub struct IoUse {
     pub write_bytes: Option<u64>,
     /// Cache flushes of the store's device, whoever asked for them.
     pub flushes: Option<u64>,
+    /// Bytes written to the store's device, by whoever ([`disk_written`]).
+    pub device_write_bytes: Option<u64>,
 }
 
 impl IoMeter {
@@ -118,7 +135,13 @@ impl IoMeter {
     /// `store` is on.
     pub fn start(pid: Option<u32>, store: Option<&Path>) -> Self {
         let device = store.and_then(device_of);
-        Self { pid, write_bytes: pid.and_then(write_bytes), device, flushes: device.and_then(disk_flushes) }
+        Self {
+            pid,
+            write_bytes: pid.and_then(write_bytes),
+            device,
+            flushes: device.and_then(disk_flushes),
+            written: device.and_then(disk_written),
+        }
     }
 
     /// What was written and flushed since the start.
@@ -127,6 +150,7 @@ impl IoMeter {
         IoUse {
             write_bytes: since(self.write_bytes, self.pid.and_then(write_bytes)),
             flushes: since(self.flushes, self.device.and_then(disk_flushes)),
+            device_write_bytes: since(self.written, self.device.and_then(disk_written)),
         }
     }
 }
@@ -134,14 +158,15 @@ impl IoMeter {
 impl IoUse {
     /// Adds `PREFIXbroker_write_bytes`, `PREFIXbroker_write_bytes_per_op`
     /// (over `ops` operations: acknowledged messages, changes),
-    /// `PREFIXdisk_flushes` (the whole device's) and `PREFIXops_per_flush`
-    /// to a result.
+    /// `PREFIXdevice_write_bytes_per_op`, `PREFIXdisk_flushes` (both the
+    /// whole device's) and `PREFIXops_per_flush` to a result.
     pub fn report(&self, fields: &mut serde_json::Map<String, serde_json::Value>, prefix: &str, ops: u64) {
         let per = |total: Option<u64>| total.filter(|_| ops > 0).map(|t| crate::stats::round1(t as f64 / ops as f64));
         let ops_per_flush = self.flushes.filter(|&f| f > 0).map(|f| crate::stats::round1(ops as f64 / f as f64));
         for (key, value) in [
             ("broker_write_bytes", self.write_bytes.into()),
             ("broker_write_bytes_per_op", per(self.write_bytes).into()),
+            ("device_write_bytes_per_op", per(self.device_write_bytes).into()),
             ("disk_flushes", self.flushes.into()),
             ("ops_per_flush", ops_per_flush.into()),
         ] {
