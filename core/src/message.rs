@@ -14,7 +14,7 @@ use crate::types::{ClientId, QoS};
 /// Who published a retained message: with `check_retain_source` it is
 /// sent to a new subscriber only while this client may still publish on
 /// its topic, as Mosquitto checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Publisher {
     /// Its client id.
     pub client_id: ClientId,

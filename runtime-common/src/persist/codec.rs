@@ -7,6 +7,7 @@
 //! Keys are redb's own types (`u64`, `&str`, tuples of them), which sort as
 //! the data does, so nothing is encoded there.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,6 +19,29 @@ use super::StoreError;
 
 /// The version of every value this code writes.
 pub(crate) const VERSION: u8 = 1;
+
+/// The publishers of the messages read from a store, kept once each: a
+/// store of a million retained messages from a few clients holds a few
+/// publishers, not a million copies of them.
+#[derive(Debug, Default)]
+pub(crate) struct Publishers(HashSet<Arc<Publisher>>);
+
+impl Publishers {
+    /// `message` with its publisher shared with the messages read before.
+    pub(crate) fn share(&mut self, mut message: Message) -> Message {
+        if let Some(publisher) = message.publisher.take() {
+            let shared = match self.0.get(&publisher) {
+                Some(known) => known.clone(),
+                None => {
+                    self.0.insert(publisher.clone());
+                    publisher
+                }
+            };
+            message.publisher = Some(shared);
+        }
+        message
+    }
+}
 
 /// Flag bits shared by messages, wills and copies: QoS in the low two
 /// bits, then RETAIN.

@@ -259,9 +259,11 @@ impl RedbStore {
         let mut state = StoredState::default();
         let meta = txn.open_table(META)?;
         state.last_batch = meta.get(LAST_BATCH)?.map(|v| codec::decode_u64(v.value())).transpose()?.unwrap_or(0);
+        let mut publishers = codec::Publishers::default();
         for entry in txn.open_table(MESSAGES)?.iter()? {
             let (id, value) = entry?;
-            state.messages.insert(MessageId(id.value()), Arc::new(codec::decode_message(value.value())?));
+            let message = publishers.share(codec::decode_message(value.value())?);
+            state.messages.insert(MessageId(id.value()), Arc::new(message));
         }
         for entry in txn.open_table(RETAINED)?.iter()? {
             let (topic, value) = entry?;

@@ -1,8 +1,8 @@
-//! A write-ahead log in front of a [`Store`]: a commit is one append and
+//! A write-ahead log in front of a [`Store`]: a commit is one write and
 //! one `fdatasync` of a small file, where a redb commit writes and syncs
 //! several pages; the batches reach the store in bulk, one transaction per
-//! [`WalStore::checkpoint_bytes`] of log (a *checkpoint*), after which the
-//! log is emptied.
+//! `checkpoint_bytes` of log ([`DEFAULT_CHECKPOINT_BYTES`] at start-up; a
+//! *checkpoint*), after which the log is emptied.
 //!
 //! The log is a header (`CULEXWAL`, a format version) and records:
 //! `[length: u32][CRC-32 of the body: u32][body]`, the body being the
@@ -17,9 +17,8 @@
 //! or below its last one is already there ([`Store`]) makes replaying it a
 //! no-op.
 
-use std::fmt;
-
 use std::collections::HashSet;
+use std::fmt;
 
 use culex_core::persistence::{StoreBatch, StoreOp, StoredState};
 use redb::{BackendError, StorageBackend};
@@ -102,7 +101,7 @@ impl OpenLog {
             backend.set_len(end).map_err(io)?;
             backend.sync_data().map_err(io)?;
         }
-        Ok(Self { backend, end: end.max(HEADER), batches: records.into_iter().flatten().collect() })
+        Ok(Self { backend, end: end.max(HEADER), batches: records })
     }
 }
 
@@ -135,12 +134,6 @@ impl WalStore {
             store_size,
         };
         (wal, state)
-    }
-
-    /// Log bytes after which a commit also moves the batches into the
-    /// store.
-    pub fn checkpoint_bytes(&self) -> u64 {
-        self.checkpoint_bytes
     }
 
     /// Moves the logged batches into the store and empties the log.
@@ -267,7 +260,7 @@ fn start_log(log: &dyn StorageBackend) -> Result<(), StoreError> {
 
 /// The end of the valid records (0 for a log without a complete header)
 /// and their batches.
-fn read_log(log: &dyn StorageBackend) -> Result<(u64, Vec<Vec<StoreBatch>>), StoreError> {
+fn read_log(log: &dyn StorageBackend) -> Result<(u64, Vec<StoreBatch>), StoreError> {
     let len = log.len().map_err(io)?;
     if len < HEADER {
         // Nothing was ever appended: records follow a synced header.
@@ -282,21 +275,20 @@ fn read_log(log: &dyn StorageBackend) -> Result<(u64, Vec<Vec<StoreBatch>>), Sto
     if format != FORMAT {
         return Err(log_error(&format!("format {format}, this Culex reads {FORMAT}")));
     }
-    let mut records = Vec::new();
+    let mut batches: Vec<StoreBatch> = Vec::new();
     let mut at = HEADER;
-    let mut last_seq = 0;
     while let Some((body, next)) = record_at(log, at, len)? {
-        let Ok(batches) = batch_codec::decode(&body) else { break };
+        let Ok(record) = batch_codec::decode(&body) else { break };
         // Records only go forward: one that does not is left over from
         // before the log was last emptied.
-        if batches.first().is_none_or(|b| b.seq <= last_seq) {
+        let last_seq = batches.last().map_or(0, |b| b.seq);
+        if record.first().is_none_or(|b| b.seq <= last_seq) {
             break;
         }
-        last_seq = batches.last().map_or(last_seq, |b| b.seq);
-        records.push(batches);
+        batches.extend(record);
         at = next;
     }
-    Ok((at, records))
+    Ok((at, batches))
 }
 
 /// The body of the record at `at` and where the next one starts; `None`

@@ -67,3 +67,27 @@ fn persist_codec_refuses_unknown_versions() {
     let error = codec::decode_copy(&newer).unwrap_err().to_string();
     assert!(error.contains("unknown value version"), "{error}");
 }
+
+#[test]
+fn persist_publishers_read_from_a_store_are_kept_once() {
+    use std::sync::Arc;
+
+    use culex_core::{ClientId, ListenerId, Message, Publisher, TopicName};
+
+    let publisher = |id: &str| Publisher { client_id: ClientId::new(id), username: None, listener: ListenerId(0) };
+    let retained = |id: &str| {
+        let message = Message::new(TopicName::new("r").unwrap(), bytes::Bytes::new(), QoS::AtMostOnce, true);
+        let encoded = codec::encode_message(&message.published_by(|| publisher(id)));
+        codec::decode_message(&encoded).unwrap()
+    };
+    let mut publishers = codec::Publishers::default();
+    let (a, b, c) = (
+        publishers.share(retained("door-1")),
+        publishers.share(retained("door-1")),
+        publishers.share(retained("door-2")),
+    );
+    let (a, b, c) = (a.publisher.unwrap(), b.publisher.unwrap(), c.publisher.unwrap());
+    assert!(Arc::ptr_eq(&a, &b), "the same publisher twice");
+    assert_eq!(c.client_id.as_str(), "door-2");
+    assert!(!Arc::ptr_eq(&a, &c));
+}
