@@ -39,6 +39,9 @@ use self::mount::Seen;
 mod flow;
 mod mount;
 mod persist;
+mod restore;
+
+pub use self::restore::Restorer;
 
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
 const MQTT31_MAX_CLIENT_ID: usize = 23;

@@ -15,7 +15,7 @@ use crate::broker::Broker;
 use crate::congestion::WriterProgress;
 use crate::error::CloseReason;
 use crate::peer::{ListenerId, Peer};
-use crate::persistence::{StoreBatch, StoredState};
+use crate::persistence::StoreBatch;
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
 use crate::time::{Instant, Now};
@@ -78,6 +78,16 @@ impl<O: Outbox> Server<O> {
     /// only to the log.
     pub fn new(broker: Broker, presence: Option<PresenceSync>) -> Self {
         Self { broker, presence, outboxes: ConnIdMap::default(), auth_requests: Vec::new(), store_batches: Vec::new() }
+    }
+
+    /// A server around a broker that was just restored from a store (see
+    /// [`Restorer`](crate::Restorer)): what the restore queued (the
+    /// store's first batch, the deliveries of the wills it published) is
+    /// taken at once.
+    pub fn restored(now: Now, broker: Broker, presence: Option<PresenceSync>) -> Self {
+        let mut server = Self::new(broker, presence);
+        server.drain(now);
+        server
     }
 
     /// A new connection from `peer`, written to through `outbox`.
@@ -144,13 +154,6 @@ impl<O: Outbox> Server<O> {
     /// Publishes a message from the broker itself (see [`Input::Publish`]).
     pub fn publish(&mut self, now: Now, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
         self.broker.handle_input(now, Input::Publish { topic, payload, qos, retain });
-        self.drain(now);
-    }
-
-    /// Hands the broker what the store held at start (see
-    /// [`Broker::restore`]).
-    pub fn restore(&mut self, now: Now, state: StoredState) {
-        self.broker.restore(now, state);
         self.drain(now);
     }
 

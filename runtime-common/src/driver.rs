@@ -17,7 +17,7 @@ use culex_core::memory::MemoryGauge;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
-use culex_core::{Broker, Config, QoS};
+use culex_core::{Broker, Config, QoS, Restorer};
 use culex_core::{ConnId, Peer};
 use tracing::{info, warn};
 
@@ -248,23 +248,25 @@ pub fn prepare<O: Outbox>(
     if settings.redis.is_none() {
         info!("No redis_host configured: client presence is written to this log only.");
     }
-    let mut broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
-    if settings.core.memory_limit.is_some() {
-        broker.set_memory_gauge(Arc::new(HeapGauge));
-    }
+    let new_broker = || {
+        let mut broker = Broker::with_policy(core.clone(), Box::new(settings.policy.clone()));
+        if settings.core.memory_limit.is_some() {
+            broker.set_memory_gauge(Arc::new(HeapGauge));
+        }
+        broker
+    };
     let policies = settings.policy.clone();
     let reports = Arc::default();
-    let mut server = Server::new(broker, presence);
-    let persistence = match &settings.persistence {
+    let (server, persistence) = match &settings.persistence {
         Some(conf) => {
             let now = clock.now();
-            let opened = persist::open_store(conf, now.unix)?;
-            server.restore(now, opened.state);
+            let opened = persist::open_store(conf, now.unix, &mut || Restorer::new(new_broker(), now))?;
+            let server = Server::restored(now, opened.restored.finish(), presence);
             let committer = Committer::spawn(opened.store, Box::new(move |_| wake()))
                 .map_err(|source| settings::Error::StoreThread { source })?;
-            Some(Persisting { committer, path: conf.path(), told: 0 })
+            (server, Some(Persisting { committer, path: conf.path(), told: 0 }))
         }
-        None => None,
+        None => (Server::new(new_broker(), presence), None),
     };
     // The listeners are bound (the runtimes bind before preparing), the
     // log and the store open: root is no longer needed.

@@ -7,38 +7,18 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tracing::{info, trace};
+use tracing::trace;
 
 use super::{Broker, ConnState, Connection};
 use crate::action::Action;
 use crate::codec::LastWill;
 use crate::message::Message;
-use crate::peer::ListenerId;
 use crate::persistence::journal::Journal;
-use crate::persistence::{CopyState, MessageId, StoreOp, StoredCopy, StoredSession, StoredState};
-use crate::policy::{ClientInfo, FilterAccess};
-use crate::session::{Grant, Outgoing, Session, SessionKey, Stage};
+use crate::persistence::{CopyState, StoreOp, StoredCopy, StoredSession, StoredState};
+use crate::session::{Outgoing, Session, SessionKey, Stage};
 use crate::time::Now;
 use crate::topic::{TopicFilter, TopicName};
-use crate::types::{ClientId, ConnId, IdMap, PacketId, QoS};
-
-/// The message bodies of a restored store, each with the number of
-/// restored entries (retained messages, copies, incoming QoS 2 messages)
-/// that refer to it: the journal holds a body until that many are gone.
-struct Bodies(IdMap<MessageId, (Arc<Message>, u32)>);
-
-impl Bodies {
-    /// The body stored under `id`, counting one more reference to it.
-    fn refer(&mut self, id: MessageId) -> Option<Arc<Message>> {
-        let (message, refs) = self.0.get_mut(&id)?;
-        *refs += 1;
-        Some(message.clone())
-    }
-
-    fn get(&self, id: MessageId) -> Option<&Arc<Message>> {
-        self.0.get(&id).map(|(message, _)| message)
-    }
-}
+use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// Output of a connection waiting for store batches, in order: each part
 /// goes once the batch it names is durable.
@@ -328,119 +308,16 @@ impl Broker {
         });
     }
 
-    /// Takes what a store held at start, before any connection: retained
-    /// messages, persistent sessions (offline, their subscriptions judged
-    /// again by the policy), then routes once the incoming QoS 2 messages
-    /// of clean sessions that were bound for the store, and publishes the
-    /// wills of the clients that were connected when the broker stopped
-    /// without closing them ([MQTT-3.1.2-8]). Expired copies are dropped
-    /// when they are due to be sent, as any other.
+    /// Takes what a store held at start, before any connection (see
+    /// [`Restorer`](super::Restorer)): retained messages, persistent
+    /// sessions (offline, their subscriptions judged again by the policy),
+    /// then routes once the incoming QoS 2 messages of clean sessions that
+    /// were bound for the store, and publishes the wills of the clients
+    /// that were connected when the broker stopped without closing them
+    /// ([MQTT-3.1.2-8]). Expired copies are dropped when they are due to be
+    /// sent, as any other.
     pub fn restore(&mut self, now: Now, state: StoredState) {
-        if let Some(journal) = self.journal.as_mut() {
-            journal.resume_after(&state);
-        }
-        // Taken apart as it is restored: what is restored is freed on the
-        // way, so a large store is not held twice.
-        let StoredState { messages, retained, sessions, unreleased, wills, .. } = state;
-        let mut bodies = Bodies(messages.into_iter().map(|(id, message)| (id, (message, 0))).collect());
-        let mut dangling = Vec::new();
-        for (topic, id) in retained {
-            match bodies.refer(id) {
-                Some(message) => {
-                    self.retained.insert(topic, message);
-                }
-                None => dangling.push(StoreOp::DropRetained { topic }),
-            }
-        }
-        for (client, stored) in sessions {
-            self.restore_session(now, client, stored, &mut bodies, &mut dangling);
-        }
-        for id in unreleased.values() {
-            bodies.refer(*id);
-        }
-        if let Some(journal) = self.journal.as_mut() {
-            let mut unreferenced = Vec::new();
-            for (id, (message, refs)) in &bodies.0 {
-                match refs {
-                    0 => unreferenced.push(*id),
-                    &n => journal.adopt(*id, message, n),
-                }
-            }
-            // In key order, as they were stored: batches stay deterministic.
-            unreferenced.sort_unstable();
-            for id in unreferenced {
-                journal.push(StoreOp::DropMessage { id });
-            }
-            for op in dangling {
-                journal.push(op);
-            }
-        }
-        for ((client, packet_id), id) in unreleased {
-            let Some(message) = bodies.get(id) else { continue };
-            info!("Routing the QoS 2 message {packet_id} from {client} held when the broker stopped.");
-            self.route(now, message.clone(), None);
-            if let Some(journal) = self.journal.as_mut() {
-                journal.push(StoreOp::DropIncoming { client, packet_id });
-                journal.release(message);
-            }
-        }
-        drop(bodies);
-        for (client, will) in wills {
-            info!("Publishing the will of {client}, connected when the broker stopped.");
-            self.record_will(&client, None);
-            self.route(now, Arc::new(Message::from_will(will, self.config.message_expiry)), None);
-        }
-        info!("Restored {} retained messages and {} persistent sessions.", self.retained.len(), self.sessions.len());
-    }
-
-    fn restore_session(
-        &mut self,
-        now: Now,
-        client: ClientId,
-        stored: StoredSession,
-        bodies: &mut Bodies,
-        dangling: &mut Vec<StoreOp>,
-    ) {
-        if self.sessions.find(&client).is_some() {
-            return;
-        }
-        let StoredSession { username, offline_since, next_packet_id, subscriptions, copies, incoming } = stored;
-        let mut session = Session::new(client.clone(), false);
-        session.owner = (username.clone(), ListenerId::default());
-        session.offline_since = Some(offline_since.unwrap_or_else(|| seconds(now)));
-        let key = self.sessions.insert(session);
-        for (filter, qos) in &subscriptions {
-            let info =
-                ClientInfo { client_id: &client, username: username.as_deref(), listener: ListenerId::default() };
-            let checked = self.policy.filter_access(info, filter) != FilterAccess::Whole;
-            self.subscriptions.subscribe(filter, key, Grant { qos: *qos, checked });
-        }
-        let Some(session) = self.sessions.get_mut(key) else { return };
-        session.subscriptions = subscriptions;
-        for (seq, copy) in copies {
-            let Some(message) = bodies.refer(copy.message) else {
-                dangling.push(StoreOp::DropCopy { client: client.clone(), seq });
-                continue;
-            };
-            let id = match copy.state {
-                CopyState::Queued(id) if copy.qos != QoS::AtMostOnce => id,
-                _ => None,
-            };
-            let out = Outgoing { message, qos: copy.qos, retain: copy.retain, seq, id, batch: 0 };
-            let inflight = match copy.state {
-                CopyState::Queued(_) => None,
-                CopyState::Sent(id) if copy.qos == QoS::ExactlyOnce => Some((id, Stage::Unreceived)),
-                CopyState::Sent(id) => Some((id, Stage::Unacknowledged)),
-                CopyState::Released(id) => Some((id, Stage::Released)),
-            };
-            session.restore_copy(out, inflight);
-        }
-        for (packet_id, id) in incoming {
-            session.receive_qos2(packet_id, id.and_then(|id| bodies.refer(id)));
-        }
-        if let Some(next) = next_packet_id {
-            session.set_next_packet_id(next);
-        }
+        super::Restorer::new(self, now).with(state).finish();
     }
 
     /// What the store should hold now: every batch taken so far applied

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{MessageId, StoreBatch, StoreOp, StoredState};
+use super::{MessageId, StoreBatch, StoreOp};
 use crate::message::Message;
 use crate::types::IdMap;
 
@@ -59,11 +59,12 @@ impl Journal {
         }
     }
 
-    /// Continues numbering after `state`'s batches and bodies.
-    pub(crate) fn resume_after(&mut self, state: &StoredState) {
-        self.next_batch = self.next_batch.max(state.last_batch + 1);
-        self.durable = self.durable.max(state.last_batch);
-        let last = state.messages.keys().next_back().map_or(0, |id| id.0);
+    /// Continues numbering after a store's last batch and its highest
+    /// body key.
+    pub(crate) fn resume_after(&mut self, last_batch: u64, last_message: Option<MessageId>) {
+        self.next_batch = self.next_batch.max(last_batch + 1);
+        self.durable = self.durable.max(last_batch);
+        let last = last_message.map_or(0, |id| id.0);
         match last.checked_add(1) {
             Some(next) => self.next_message = self.next_message.max(next),
             None => {
@@ -222,10 +223,7 @@ mod tests {
     fn keys_start_again_from_1_past_the_last_skipping_those_in_use() {
         let mut journal = Journal::new(0);
         let (one, last) = (message(), message());
-        let mut state = StoredState::default();
-        state.messages.insert(MessageId(1), one.clone());
-        state.messages.insert(MessageId(u64::MAX), last.clone());
-        journal.resume_after(&state);
+        journal.resume_after(0, Some(MessageId(u64::MAX)));
         journal.adopt(MessageId(1), &one, 1);
         journal.adopt(MessageId(u64::MAX), &last, 1);
         assert_eq!(journal.refer(&message()), MessageId(2));

@@ -15,13 +15,16 @@
 //! and the CONNACK that creates or resumes one. Traffic that touches only
 //! clean sessions never waits.
 //!
-//! At start the runtime loads a [`StoredState`] (the result of applying
-//! every committed batch, in order, to an empty one with
-//! [`StoredState::apply`]) and hands it to
-//! [`Broker::restore`](crate::Broker::restore).
+//! At start the store hands what it holds (the result of applying every
+//! committed batch, in order, to an empty [`StoredState`] with
+//! [`StoredState::apply`]) to a [`Restorer`](crate::Restorer), row by row
+//! through [`Restore`]; [`Broker::restore`](crate::Broker::restore) does
+//! the same from a whole [`StoredState`].
 
 mod image;
 pub(crate) mod journal;
 pub mod mosquitto_db;
+mod restore;
 
 pub use image::{CopyState, MessageId, StoreBatch, StoreOp, StoredCopy, StoredSession, StoredState};
+pub use restore::{Restore, SessionFields};

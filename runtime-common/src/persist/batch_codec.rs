@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use culex_core::persistence::{MessageId, StoreBatch, StoreOp};
+use culex_core::persistence::{MessageId, SessionFields, StoreBatch, StoreOp};
 use culex_core::{ClientId, QoS, TopicFilter};
 
 use super::StoreError;
@@ -108,11 +108,8 @@ fn put_op(out: &mut Vec<u8>, op: &StoreOp) {
         }
         StoreOp::Session { client, username, offline_since } => {
             put_client(out, tag::SESSION, client);
-            let fields = codec::SessionFields {
-                username: username.clone(),
-                offline_since: *offline_since,
-                next_packet_id: None,
-            };
+            let fields =
+                SessionFields { username: username.clone(), offline_since: *offline_since, next_packet_id: None };
             put_value(out, &codec::encode_session(&fields));
         }
         StoreOp::DropSession { client } => put_client(out, tag::DROP_SESSION, client),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use culex_core::codec::LastWill;
-use culex_core::persistence::{CopyState, MessageId, StoredCopy, StoredSession};
+use culex_core::persistence::{CopyState, MessageId, SessionFields, StoredCopy};
 use culex_core::{ClientId, ListenerId, Message, PacketId, Publisher, QoS, TopicName};
 
 use super::StoreError;
@@ -227,20 +227,6 @@ pub(crate) fn decode_will(bytes: &[u8]) -> Result<LastWill, StoreError> {
     let topic = r.topic()?;
     let payload = Bytes::copy_from_slice(r.rest());
     Ok(LastWill { topic, payload, qos, retain: flags & RETAIN != 0 })
-}
-
-/// A session's own fields; what it holds lives in other tables.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct SessionFields {
-    pub(crate) username: Option<Arc<str>>,
-    pub(crate) offline_since: Option<u64>,
-    pub(crate) next_packet_id: Option<PacketId>,
-}
-
-impl From<&StoredSession> for SessionFields {
-    fn from(s: &StoredSession) -> Self {
-        Self { username: s.username.clone(), offline_since: s.offline_since, next_packet_id: s.next_packet_id }
-    }
 }
 
 /// `[1][flags][offline_since: u64?][next_packet_id: u16?][username?: rest]`.

@@ -232,7 +232,7 @@ mod loom_committer {
 
     use std::sync::Mutex as Record;
 
-    use culex_core::persistence::StoredState;
+    use culex_core::persistence::Restore;
 
     use super::*;
     use crate::persist::StoreError;
@@ -256,8 +256,8 @@ mod loom_committer {
     }
 
     impl Store for Recorder {
-        fn load(&mut self) -> Result<StoredState, StoreError> {
-            Ok(StoredState::default())
+        fn load_into(&mut self, _: &mut dyn Restore) -> Result<(), StoreError> {
+            Ok(())
         }
 
         fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! A store in memory: the reference the redb store is checked against,
 //! and a store for tests.
 
-use culex_core::persistence::{StoreBatch, StoredState};
+use culex_core::persistence::{Restore, StoreBatch, StoredState};
 
 use super::{Store, StoreError, already_committed};
 
@@ -25,8 +25,13 @@ impl MemStore {
 }
 
 impl Store for MemStore {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
-        Ok(self.state.clone())
+    fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
+        self.state.clone().replay(sink);
+        Ok(())
+    }
+
+    fn last_batch(&mut self) -> Result<u64, StoreError> {
+        Ok(self.state.last_batch)
     }
 
     fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {

@@ -5,8 +5,9 @@
 //! the acknowledgements that promise them until it is told they are
 //! durable. This module keeps that promise for both runtimes:
 //!
-//! - [`Store`]: load everything, commit batches atomically, report the
-//!   size on disk. [`MemStore`] keeps a [`StoredState`] (tests, and the
+//! - [`Store`]: hand everything to a [`Restore`] (the broker's
+//!   [`Restorer`](culex_core::Restorer) at start), commit batches
+//!   atomically, report the size on disk. [`MemStore`] keeps a [`StoredState`] (tests, and the
 //!   reference), [`RedbStore`] a redb 5 file with one table per kind of
 //!   record; both give back exactly what [`StoredState::apply_batch`]
 //!   would build.
@@ -32,7 +33,7 @@ mod redb_store;
 mod tests;
 mod wal;
 
-use culex_core::persistence::{StoreBatch, StoredState};
+use culex_core::persistence::{Restore, StoreBatch, StoredState};
 
 pub use committer::{Committer, CommitterOptions, Notify};
 pub use memory::MemStore;
@@ -49,13 +50,34 @@ pub use wal::{DEFAULT_CHECKPOINT_BYTES, OpenLog, WalStore};
 /// outcome was unknown must not apply it twice, and applying a batch twice
 /// is not always a no-op.
 pub trait Store: Send + std::fmt::Debug {
-    /// Everything committed.
+    /// Hands everything committed to `sink`, row by row in the order
+    /// [`Restore`] asks for.
     ///
     /// # Errors
     ///
     /// When the store cannot be read or holds what this Culex cannot
-    /// decode.
-    fn load(&mut self) -> Result<StoredState, StoreError>;
+    /// decode; `sink` then holds part of it.
+    fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError>;
+
+    /// Everything committed, as one [`StoredState`].
+    ///
+    /// # Errors
+    ///
+    /// As [`load_into`](Self::load_into).
+    fn load(&mut self) -> Result<StoredState, StoreError> {
+        let mut state = StoredState::default();
+        self.load_into(&mut state)?;
+        Ok(state)
+    }
+
+    /// The number of the last batch committed (0 for none).
+    ///
+    /// # Errors
+    ///
+    /// As [`load_into`](Self::load_into).
+    fn last_batch(&mut self) -> Result<u64, StoreError> {
+        Ok(self.load()?.last_batch)
+    }
 
     /// Commits `batches`, in order, in one atomic transaction: after a
     /// crash either all of them are there or none.

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use culex_core::UnixTime;
 use culex_core::conf::PersistenceConf;
-use culex_core::persistence::StoredState;
 use culex_core::persistence::mosquitto_db::{self, ImportError, ImportSummary, Imported};
+use culex_core::persistence::{Restore, StoredState};
 use tracing::{error, info};
 
 use redb::backends::FileBackend;
@@ -37,13 +37,14 @@ const NEW_SUFFIX: &str = "culex-new";
 /// Suffix of the store's write-ahead log ([`WalStore`]), beside it.
 const LOG_SUFFIX: &str = "wal";
 
-/// A store ready for use, what it holds, and how it came to be.
+/// A store ready for use, what it held, and how it came to be.
 #[derive(Debug)]
-pub struct OpenedStore {
+pub struct OpenedStore<R = StoredState> {
     /// The store, for a [`Committer`](super::Committer).
     pub store: Box<dyn Store>,
-    /// What it holds, for [`Server::restore`](culex_core::server::Server::restore).
-    pub state: StoredState,
+    /// The sink that took what it held: a [`StoredState`], or the
+    /// broker's [`Restorer`](culex_core::Restorer) at start.
+    pub restored: R,
     /// What happened on the way.
     pub outcome: Outcome,
 }
@@ -83,9 +84,9 @@ pub enum Outcome {
 
 /// What [`open`] found at a path.
 #[derive(Debug)]
-pub enum Opened {
+pub enum Opened<R = StoredState> {
     /// A store, as [`open_store`] returns it.
-    Store(Box<OpenedStore>),
+    Store(Box<OpenedStore<R>>),
     /// A Mosquitto persistence file, left in place: import it (as
     /// [`open_store`] does).
     Mosquitto {
@@ -135,11 +136,15 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Open
 /// # Errors
 ///
 /// See [`open`]; also when the imported store cannot be written.
-pub fn open_store(conf: &PersistenceConf, now: UnixTime) -> Result<OpenedStore, OpenError> {
+pub fn open_store<R: Restore>(
+    conf: &PersistenceConf,
+    now: UnixTime,
+    fresh: &mut impl FnMut() -> R,
+) -> Result<OpenedStore<R>, OpenError> {
     let path = conf.path();
-    match open(&path, now)? {
+    match open(&path, now, fresh)? {
         Opened::Store(opened) => Ok(*opened),
-        Opened::Mosquitto { bytes } => migrate(&path, &bytes, now),
+        Opened::Mosquitto { bytes } => migrate(&path, &bytes, now, fresh),
     }
 }
 
@@ -147,27 +152,30 @@ pub fn open_store(conf: &PersistenceConf, now: UnixTime) -> Result<OpenedStore, 
 ///
 /// - no file: creates an empty store (written aside, synced, renamed into
 ///   place, directory synced);
-/// - a store: opens it, checking every page's checksum, and loads it;
+/// - a store: opens it, checking every page's checksum, and streams what
+///   it holds into a sink made by `fresh`;
 /// - a file starting with Mosquitto's magic number: [`Opened::Mosquitto`];
 /// - anything else (empty, garbage, truncated, failing checksums, a redb
 ///   file Culex did not write, values it cannot read; a panic in redb
 ///   included): moves it to `<file>.corrupt-<unix time>`, syncs the
-///   directory, logs both paths at error level and creates an empty store.
+///   directory, logs both paths at error level and creates an empty store,
+///   with a new sink from `fresh` (the first one may hold part of the
+///   file).
 ///
 /// # Errors
 ///
 /// Only for problems that are not the file's contents and that moving it
 /// aside would not fix: the directory is missing or not writable, another
 /// process holds the store, the disk is full.
-pub fn open(path: &Path, now: UnixTime) -> Result<Opened, OpenError> {
+pub fn open<R: Restore>(path: &Path, now: UnixTime, fresh: &mut impl FnMut() -> R) -> Result<Opened<R>, OpenError> {
     let head = match read_head(path) {
         Ok(head) => head,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let (store, state) = create_fresh(path, now)?;
+            let (store, restored) = create_fresh(path, now, fresh)?;
             info!("Created the store {}.", path.display());
             return Ok(Opened::Store(Box::new(OpenedStore {
                 store: Box::new(store),
-                state,
+                restored,
                 outcome: Outcome::Created,
             })));
         }
@@ -180,15 +188,14 @@ pub fn open(path: &Path, now: UnixTime) -> Result<Opened, OpenError> {
     let reason = if head.is_empty() {
         "the file is empty (Culex never leaves an empty store)".to_owned()
     } else {
-        match open_existing(path) {
-            Ok((store, state)) => {
+        match open_existing(path, now, fresh)? {
+            Ok((store, restored)) => {
                 // A new store that a crash kept from being renamed into
                 // place: never used, and the next creation would remove it.
                 let _ = fs::remove_file(sibling(path, NEW_SUFFIX));
-                let (store, state) = with_log(path, store, state, now)?;
                 return Ok(Opened::Store(Box::new(OpenedStore {
                     store: Box::new(store),
-                    state,
+                    restored,
                     outcome: Outcome::Opened,
                 })));
             }
@@ -203,10 +210,10 @@ pub fn open(path: &Path, now: UnixTime) -> Result<Opened, OpenError> {
         kept_at.display()
     );
     discard_log(path, "corrupt", now)?;
-    let (store, state) = create_fresh(path, now)?;
+    let (store, restored) = create_fresh(path, now, fresh)?;
     Ok(Opened::Store(Box::new(OpenedStore {
         store: Box::new(store),
-        state,
+        restored,
         outcome: Outcome::Damaged { kept_at, reason },
     })))
 }
@@ -228,14 +235,24 @@ fn read_head(path: &Path) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
-/// Opens and loads the store at `path`; a panic in redb is an error.
-fn open_existing(path: &Path) -> Result<(RedbStore, StoredState), StoreError> {
-    panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut store = RedbStore::open(path)?;
-        let state = store.load()?;
-        Ok((store, state))
-    }))
-    .unwrap_or_else(|payload| Err(StoreError::Panic(panic_text(&*payload))))
+/// Opens the store at `path` with its write-ahead log and streams what
+/// they hold into a sink made by `fresh`. The outer error is a problem
+/// with the log's file ([`with_log`]); the inner one the store's, a panic
+/// in redb included.
+fn open_existing<R: Restore>(
+    path: &Path,
+    now: UnixTime,
+    fresh: &mut impl FnMut() -> R,
+) -> Result<Result<(WalStore, R), StoreError>, OpenError> {
+    let opened = panic::catch_unwind(AssertUnwindSafe(|| RedbStore::open(path)))
+        .unwrap_or_else(|payload| Err(StoreError::Panic(panic_text(&*payload))));
+    let store = match opened {
+        Ok(store) => store,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut store = with_log(path, store, now)?;
+    let mut restored = fresh();
+    Ok(store.load_into(&mut restored).map(|()| (store, restored)))
 }
 
 /// Whether an error opening a store says its file is damaged, rather than
@@ -268,9 +285,13 @@ fn is_damage(error: &StoreError) -> bool {
 }
 
 /// Makes an empty store at `path` (see the module's notes).
-fn create_fresh(path: &Path, now: UnixTime) -> Result<(WalStore, StoredState), OpenError> {
+fn create_fresh<R: Restore>(
+    path: &Path,
+    now: UnixTime,
+    fresh: &mut impl FnMut() -> R,
+) -> Result<(WalStore, R), OpenError> {
     let new = write_new(path, &StoredState::default())?;
-    install(&new, path, now)
+    install(&new, path, now, fresh)
 }
 
 /// Writes `state` as a new store under the temporary name and makes it
@@ -295,12 +316,16 @@ fn write_new(path: &Path, state: &StoredState) -> Result<PathBuf, OpenError> {
 /// A write-ahead log found beside it belonged to a store no longer there:
 /// it is set aside first, so that a crash at any step never replays it
 /// into the new store.
-fn install(new: &Path, path: &Path, now: UnixTime) -> Result<(WalStore, StoredState), OpenError> {
+fn install<R: Restore>(
+    new: &Path,
+    path: &Path,
+    now: UnixTime,
+    fresh: &mut impl FnMut() -> R,
+) -> Result<(WalStore, R), OpenError> {
     discard_log(path, "stale", now)?;
     fs::rename(new, path).map_err(io_error("rename a new store to", path))?;
     sync_dir(path)?;
-    let (store, state) = open_existing(path).map_err(|source| OpenError::Store { path: path.to_path_buf(), source })?;
-    with_log(path, store, state, now)
+    open_existing(path, now, fresh)?.map_err(|source| OpenError::Store { path: path.to_path_buf(), source })
 }
 
 /// Takes the write-ahead log of a store that is no longer at `path` out
@@ -319,16 +344,11 @@ fn discard_log(path: &Path, tag: &str, now: UnixTime) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Puts the write-ahead log beside `path` in front of `store` (which holds
-/// `state`), creating it if missing. A log that is not one, or that this
-/// Culex cannot read, is set aside, and a new one started: the store then
-/// holds everything up to its last checkpoint.
-fn with_log(
-    path: &Path,
-    store: RedbStore,
-    state: StoredState,
-    now: UnixTime,
-) -> Result<(WalStore, StoredState), OpenError> {
+/// Puts the write-ahead log beside `path` in front of `store`, creating it
+/// if missing. A log that is not one, or that this Culex cannot read, is
+/// set aside, and a new one started: the store then holds everything up to
+/// its last checkpoint.
+fn with_log(path: &Path, store: RedbStore, now: UnixTime) -> Result<WalStore, OpenError> {
     let log = sibling(path, LOG_SUFFIX);
     let open_log = || {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&log);
@@ -347,11 +367,16 @@ fn with_log(
         opened => opened,
     };
     let opened = opened.map_err(|source| OpenError::Store { path: log.clone(), source })?;
-    Ok(WalStore::new(Box::new(store), state, opened, DEFAULT_CHECKPOINT_BYTES))
+    Ok(WalStore::new(Box::new(store), opened, DEFAULT_CHECKPOINT_BYTES))
 }
 
 /// Imports Mosquitto's file at `path` (see [`open_store`]).
-fn migrate(path: &Path, bytes: &[u8], now: UnixTime) -> Result<OpenedStore, OpenError> {
+fn migrate<R: Restore>(
+    path: &Path,
+    bytes: &[u8],
+    now: UnixTime,
+    fresh: &mut impl FnMut() -> R,
+) -> Result<OpenedStore<R>, OpenError> {
     let imported = match import_mosquitto(bytes, now) {
         Ok(imported) => imported,
         Err(reason) => {
@@ -362,10 +387,10 @@ fn migrate(path: &Path, bytes: &[u8], now: UnixTime) -> Result<OpenedStore, Open
                 path.display(),
                 kept_at.display()
             );
-            let (store, state) = create_fresh(path, now)?;
+            let (store, restored) = create_fresh(path, now, fresh)?;
             return Ok(OpenedStore {
                 store: Box::new(store),
-                state,
+                restored,
                 outcome: Outcome::ImportFailed { kept_at, reason },
             });
         }
@@ -374,7 +399,7 @@ fn migrate(path: &Path, bytes: &[u8], now: UnixTime) -> Result<OpenedStore, Open
     // The original stays at the path until the new store replaces it in
     // one rename: a crash before that imports it again at the next start.
     let kept_at = keep_copy(path, "mosquitto", now)?;
-    let (store, state) = install(&new, path, now)?;
+    let (store, restored) = install(&new, path, now, fresh)?;
     info!(
         "Imported the Mosquitto persistence file {} into a Culex store at the same path (the original is kept as \
          {}): {}.",
@@ -382,7 +407,11 @@ fn migrate(path: &Path, bytes: &[u8], now: UnixTime) -> Result<OpenedStore, Open
         kept_at.display(),
         imported.summary
     );
-    Ok(OpenedStore { store: Box::new(store), state, outcome: Outcome::Imported { kept_at, summary: imported.summary } })
+    Ok(OpenedStore {
+        store: Box::new(store),
+        restored,
+        outcome: Outcome::Imported { kept_at, summary: imported.summary },
+    })
 }
 
 /// `<file>.<suffix>` beside `path`.

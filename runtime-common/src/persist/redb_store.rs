@@ -6,14 +6,14 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use culex_core::persistence::{MessageId, StoreBatch, StoreOp, StoredSession, StoredState};
-use culex_core::{ClientId, PacketId, TopicFilter, TopicName};
+use culex_core::persistence::{MessageId, Restore, SessionFields, StoreBatch, StoreOp, StoredState};
+use culex_core::{PacketId, TopicFilter, TopicName};
 use redb::{
     Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition,
     TableError, WriteTransaction,
 };
 
-use super::codec::{self, SessionFields};
+use super::codec;
 use super::{Store, StoreError, panic_text};
 
 /// Message bodies: id → topic, payload, QoS, RETAIN, `expires_at`.
@@ -254,74 +254,68 @@ impl RedbStore {
         result
     }
 
-    fn load_inner(db: &Database) -> Result<StoredState, StoreError> {
-        let txn = db.begin_read()?;
-        let mut state = StoredState::default();
+    fn stored_last_batch(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
         let meta = txn.open_table(META)?;
-        state.last_batch = meta.get(LAST_BATCH)?.map(|v| codec::decode_u64(v.value())).transpose()?.unwrap_or(0);
+        Ok(meta.get(LAST_BATCH)?.map(|v| codec::decode_u64(v.value())).transpose()?.unwrap_or(0))
+    }
+
+    fn load_inner(db: &Database, sink: &mut dyn Restore) -> Result<(), StoreError> {
+        let txn = db.begin_read()?;
+        sink.last_batch(Self::stored_last_batch(&txn)?);
         let mut publishers = codec::Publishers::default();
         for entry in txn.open_table(MESSAGES)?.iter()? {
             let (id, value) = entry?;
             let message = publishers.share(codec::decode_message(value.value())?);
-            state.messages.insert(MessageId(id.value()), Arc::new(message));
+            sink.message(MessageId(id.value()), Arc::new(message));
         }
         for entry in txn.open_table(RETAINED)?.iter()? {
             let (topic, value) = entry?;
-            state.retained.insert(topic_name("retained", topic.value())?, codec::decode_id("retained", value.value())?);
+            sink.retained(topic_name("retained", topic.value())?, codec::decode_id("retained", value.value())?);
         }
         for entry in txn.open_table(SESSIONS)?.iter()? {
             let (client, value) = entry?;
-            let fields = codec::decode_session(value.value())?;
-            let session = StoredSession {
-                username: fields.username,
-                offline_since: fields.offline_since,
-                next_packet_id: fields.next_packet_id,
-                ..StoredSession::default()
-            };
-            state.sessions.insert(ClientId::new(client.value()), session);
+            sink.session(client.value(), codec::decode_session(value.value())?);
         }
         // Rows of a session that is not stored cannot be written (ops for
-        // one are ignored, dropping one drops its rows): skip any anyway.
+        // one are ignored, dropping one drops its rows); the sink skips
+        // any anyway.
         for entry in txn.open_table(SUBSCRIPTIONS)?.iter()? {
             let (key, value) = entry?;
             let (client, filter) = key.value();
-            if let Some(session) = state.sessions.get_mut(client) {
-                let filter = TopicFilter::new(filter)
-                    .map_err(|e| decode_error("subscriptions", format!("invalid filter {filter:?}: {e}")))?;
-                session.subscriptions.insert(filter, codec::decode_qos(value.value())?);
-            }
+            let filter = TopicFilter::new(filter)
+                .map_err(|e| decode_error("subscriptions", format!("invalid filter {filter:?}: {e}")))?;
+            sink.subscription(client, filter, codec::decode_qos(value.value())?);
         }
         for entry in txn.open_table(COPIES)?.iter()? {
             let (key, value) = entry?;
             let (client, seq) = key.value();
-            if let Some(session) = state.sessions.get_mut(client) {
-                session.copies.insert(seq, codec::decode_copy(value.value())?);
-            }
+            sink.copy(client, seq, codec::decode_copy(value.value())?);
         }
         for entry in txn.open_table(INCOMING)?.iter()? {
             let (key, value) = entry?;
             let (client, id) = key.value();
-            if let Some(session) = state.sessions.get_mut(client) {
-                session.incoming.insert(packet_id("incoming", id)?, codec::decode_incoming(value.value())?);
-            }
+            sink.incoming(client, packet_id("incoming", id)?, codec::decode_incoming(value.value())?);
         }
         for entry in txn.open_table(UNRELEASED)?.iter()? {
             let (key, value) = entry?;
             let (client, id) = key.value();
-            let message = codec::decode_id("unreleased", value.value())?;
-            state.unreleased.insert((ClientId::new(client), packet_id("unreleased", id)?), message);
+            sink.unreleased(client, packet_id("unreleased", id)?, codec::decode_id("unreleased", value.value())?);
         }
         for entry in txn.open_table(WILLS)?.iter()? {
             let (client, value) = entry?;
-            state.wills.insert(ClientId::new(client.value()), codec::decode_will(value.value())?);
+            sink.will(client.value(), codec::decode_will(value.value())?);
         }
-        Ok(state)
+        Ok(())
     }
 }
 
 impl Store for RedbStore {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
-        self.guarded(|store| store.db().and_then(Self::load_inner))
+    fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
+        self.guarded(|store| store.db().and_then(|db| Self::load_inner(db, sink)))
+    }
+
+    fn last_batch(&mut self) -> Result<u64, StoreError> {
+        self.guarded(|store| store.db().and_then(|db| Self::stored_last_batch(&db.begin_read()?)))
     }
 
     fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {

@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use culex_core::persistence::{StoreBatch, StoreOp, StoredState};
+use culex_core::persistence::{Restore, StoreBatch, StoreOp};
 use redb::{BackendError, StorageBackend};
 use tracing::warn;
 
@@ -106,34 +106,22 @@ impl OpenLog {
 }
 
 impl WalStore {
-    /// Puts `log` in front of `store`, which holds `state` (as its
-    /// [`load`](Store::load) gave it), and returns what both hold: the
-    /// log's batches on top of `state`.
-    pub fn new(
-        store: Box<dyn Store>,
-        mut state: StoredState,
-        log: OpenLog,
-        checkpoint_bytes: u64,
-    ) -> (Self, StoredState) {
-        let mut pending = Vec::new();
-        for batch in log.batches {
-            if !already_committed(state.last_batch, batch.seq) {
-                state.apply_batch(&batch);
-                pending.push(batch);
-            }
-        }
+    /// Puts `log` in front of `store`. The log's batches reach the store
+    /// at the first [`load_into`](Store::load_into) or checkpoint; those
+    /// the store already holds (a crash between a checkpoint and the log
+    /// being emptied) are skipped by their numbers then.
+    pub fn new(store: Box<dyn Store>, log: OpenLog, checkpoint_bytes: u64) -> Self {
         let store_size = store.size();
-        let wal = Self {
+        Self {
             store,
             log: log.backend,
             end: log.end,
             allocated: log.end,
-            pending,
-            last: state.last_batch,
+            last: log.batches.last().map_or(0, |b| b.seq),
+            pending: log.batches,
             checkpoint_bytes,
             store_size,
-        };
-        (wal, state)
+        }
     }
 
     /// Moves the logged batches into the store and empties the log.
@@ -143,6 +131,11 @@ impl WalStore {
     /// When the store's commit fails; the log keeps the batches.
     pub fn checkpoint(&mut self) -> Result<(), StoreError> {
         if !self.pending.is_empty() {
+            // A log found at start may hold batches the store has (a crash
+            // between a checkpoint and the log being emptied): they must
+            // not pair a body they stored with a later drop.
+            let stored = self.store.last_batch()?;
+            self.pending.retain(|b| !already_committed(stored, b.seq));
             self.store.commit(&without_passing_messages(&self.pending))?;
             self.pending.clear();
             self.store_size = self.store.size();
@@ -181,14 +174,24 @@ impl WalStore {
 }
 
 impl Store for WalStore {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
-        let mut state = self.store.load()?;
-        for batch in &self.pending {
-            if !already_committed(state.last_batch, batch.seq) {
-                state.apply_batch(batch);
-            }
+    /// Checkpoints first, so that the store streams everything; if that
+    /// fails, the store's contents with the log's batches applied.
+    fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return self.store.load_into(sink);
         }
-        Ok(state)
+        if let Err(e) = self.checkpoint() {
+            warn!("Moving the write-ahead log into the store at start failed, read both instead: {e}");
+            let mut state = self.store.load()?;
+            for batch in &self.pending {
+                if !already_committed(state.last_batch, batch.seq) {
+                    state.apply_batch(batch);
+                }
+            }
+            state.replay(sink);
+            return Ok(());
+        }
+        self.store.load_into(sink)
     }
 
     fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {
@@ -205,6 +208,11 @@ impl Store for WalStore {
             }
         }
         Ok(())
+    }
+
+    fn last_batch(&mut self) -> Result<u64, StoreError> {
+        let logged = self.pending.last().map_or(0, |b| b.seq);
+        Ok(self.store.last_batch()?.max(logged))
     }
 
     fn size(&self) -> Option<u64> {

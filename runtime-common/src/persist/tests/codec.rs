@@ -6,7 +6,8 @@ use culex_core::{PacketId, QoS};
 use quickcheck::Gen;
 
 use super::{quickcheck, scenario};
-use crate::persist::codec::{self, SessionFields, VERSION};
+use crate::persist::codec::{self, VERSION};
+use culex_core::persistence::SessionFields;
 
 #[test]
 fn persist_codec_round_trips() {

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use culex_core::persistence::{StoreBatch, StoreOp, StoredState};
+use culex_core::persistence::{Restore, StoreBatch, StoreOp, StoredState};
 use culex_core::{ClientId, QoS, TopicFilter};
 
 use super::TempDir;
@@ -22,8 +22,8 @@ struct Probe {
 }
 
 impl Store for Probe {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
-        self.state.lock().unwrap().load()
+    fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
+        self.state.lock().unwrap().load_into(sink)
     }
 
     fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::Path;
 
+use culex_core::persistence::StoredState;
 use quickcheck::{Arbitrary, Gen};
 
 use super::scenario::Scenario;
@@ -14,7 +15,7 @@ use crate::persist::{OpenError, Opened, OpenedStore, Outcome, RedbStore, Store, 
 const FILE: &str = "store.db";
 
 fn open_store(path: &Path) -> OpenedStore {
-    match open(path, now()).unwrap() {
+    match open(path, now(), &mut StoredState::default).unwrap() {
         Opened::Store(opened) => *opened,
         Opened::Mosquitto { .. } => panic!("taken for a Mosquitto file"),
     }
@@ -34,7 +35,7 @@ fn assert_damaged(bytes: &[u8], what: &str) {
         }
         other => panic!("{what}: {other:?}"),
     }
-    assert!(opened.state.is_empty(), "{what}");
+    assert!(opened.restored.is_empty(), "{what}");
     assert!(opened.store.load().unwrap().is_empty(), "{what}");
     assert_eq!(fs::read(&aside).unwrap(), bytes, "{what}: the damaged file is kept as it was");
     let names = [FILE.to_owned(), format!("{FILE}.corrupt-{}", NOW as u64), format!("{FILE}.wal")];
@@ -62,7 +63,7 @@ fn persist_zeros_and_garbage_are_moved_aside() {
 }
 
 /// A store holding a scenario's state (not empty), as bytes.
-fn store_bytes() -> (Vec<u8>, culex_core::persistence::StoredState) {
+fn store_bytes() -> (Vec<u8>, StoredState) {
     let dir = TempDir::new("source");
     let path = dir.path().join(FILE);
     let mut store = RedbStore::create(&path).unwrap();
@@ -81,18 +82,18 @@ fn store_bytes() -> (Vec<u8>, culex_core::persistence::StoredState) {
 /// A changed store either still opens with everything in it (a change
 /// where nothing is kept) or is moved aside; it never opens with less.
 /// Returns whether it was moved aside.
-fn assert_damaged_or_whole(bytes: &[u8], whole: &culex_core::persistence::StoredState, what: &str) -> bool {
+fn assert_damaged_or_whole(bytes: &[u8], whole: &StoredState, what: &str) -> bool {
     let dir = TempDir::new("changed");
     let path = dir.path().join(FILE);
     fs::write(&path, bytes).unwrap();
     let opened = open_store(&path);
     match &opened.outcome {
         Outcome::Damaged { .. } => {
-            assert!(opened.state.is_empty());
+            assert!(opened.restored.is_empty());
             true
         }
         Outcome::Opened => {
-            assert_eq!(&opened.state, whole, "{what}: opened with something else");
+            assert_eq!(&opened.restored, whole, "{what}: opened with something else");
             false
         }
         other => panic!("{what}: {other:?}"),
@@ -176,10 +177,10 @@ fn persist_missing_file_is_created_and_problems_around_it_are_errors() {
     // A directory where the file should be is not damage: it is left alone.
     let taken = dir.path().join("dir.db");
     fs::create_dir(&taken).unwrap();
-    assert!(matches!(open(&taken, now()), Err(OpenError::Io { .. })));
+    assert!(matches!(open(&taken, now(), &mut StoredState::default), Err(OpenError::Io { .. })));
     assert!(taken.is_dir());
     // Nor is a missing directory.
-    assert!(open(&dir.path().join("missing/store.db"), now()).is_err());
+    assert!(open(&dir.path().join("missing/store.db"), now(), &mut StoredState::default).is_err());
 }
 
 #[test]
@@ -188,7 +189,7 @@ fn persist_store_in_use_is_not_moved_aside() {
     let path = dir.path().join(FILE);
     let first = open_store(&path);
     // redb locks the file: a second broker on the same store must stop.
-    let second = open(&path, now());
+    let second = open(&path, now(), &mut StoredState::default);
     assert!(matches!(second, Err(OpenError::Store { .. })), "{second:?}");
     drop(first);
     assert_eq!(dir.names(), [FILE.to_owned(), format!("{FILE}.wal")]);

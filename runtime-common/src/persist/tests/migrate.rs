@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use culex_core::conf::PersistenceConf;
 use culex_core::persistence::mosquitto_db::ImportError;
-use culex_core::persistence::{StoreBatch, StoreOp};
+use culex_core::persistence::{StoreBatch, StoreOp, StoredState};
 use culex_core::{ClientId, QoS, TopicFilter};
 
 use super::{NOW, TempDir, now};
@@ -39,14 +39,14 @@ fn persist_mosquitto_file_is_imported_in_place() {
         let conf = conf(&dir);
         let path = conf.path();
         fs::write(&path, &bytes).unwrap();
-        assert!(matches!(open(&path, now()).unwrap(), Opened::Mosquitto { .. }), "{name}");
+        assert!(matches!(open(&path, now(), &mut StoredState::default).unwrap(), Opened::Mosquitto { .. }), "{name}");
 
-        let mut opened = open_store(&conf, now()).unwrap();
+        let mut opened = open_store(&conf, now(), &mut StoredState::default).unwrap();
         let imported = import_mosquitto(&bytes, now()).unwrap();
         let kept = dir.path().join(kept_name(""));
         assert_eq!(opened.outcome, Outcome::Imported { kept_at: kept.clone(), summary: imported.summary }, "{name}");
         assert!(!imported.state.is_empty(), "{name}");
-        assert_eq!(opened.state, imported.state, "{name}");
+        assert_eq!(opened.restored, imported.state, "{name}");
         assert_eq!(fs::read(&kept).unwrap(), bytes, "{name}: the original is kept as it was");
         assert_eq!(
             dir.names(),
@@ -67,9 +67,9 @@ fn persist_mosquitto_file_is_imported_in_place() {
         let mut expected = imported.state.clone();
         expected.apply_batch(&batch);
         drop(opened);
-        let reopened = open_store(&conf, now()).unwrap();
+        let reopened = open_store(&conf, now(), &mut StoredState::default).unwrap();
         assert_eq!(reopened.outcome, Outcome::Opened, "{name}");
-        assert_eq!(reopened.state, expected, "{name}");
+        assert_eq!(reopened.restored, expected, "{name}");
     }
 }
 
@@ -85,10 +85,10 @@ fn persist_migration_resumes_after_a_crash() {
     fs::write(&path, &bytes).unwrap();
     fs::write(dir.path().join("mosquitto.db.culex-new"), b"half a store").unwrap();
     fs::write(dir.path().join(kept_name("")), &bytes).unwrap();
-    let opened = open_store(&conf, now()).unwrap();
+    let opened = open_store(&conf, now(), &mut StoredState::default).unwrap();
     let kept_at = dir.path().join(kept_name("-2"));
     assert!(matches!(&opened.outcome, Outcome::Imported { kept_at: k, .. } if *k == kept_at), "{:?}", opened.outcome);
-    assert_eq!(opened.state, import_mosquitto(&bytes, now()).unwrap().state);
+    assert_eq!(opened.restored, import_mosquitto(&bytes, now()).unwrap().state);
     assert_eq!(dir.names(), ["mosquitto.db".to_owned(), kept_name(""), kept_name("-2"), "mosquitto.db.wal".to_owned()]);
 }
 
@@ -96,7 +96,7 @@ fn assert_import_fails(bytes: &[u8], expect: impl Fn(&ImportError) -> bool) {
     let dir = TempDir::new("unreadable");
     let conf = conf(&dir);
     fs::write(conf.path(), bytes).unwrap();
-    let opened = open_store(&conf, now()).unwrap();
+    let opened = open_store(&conf, now(), &mut StoredState::default).unwrap();
     let kept: PathBuf = dir.path().join(kept_name(""));
     match &opened.outcome {
         Outcome::ImportFailed { kept_at, reason } => {
@@ -105,7 +105,7 @@ fn assert_import_fails(bytes: &[u8], expect: impl Fn(&ImportError) -> bool) {
         }
         other => panic!("{other:?}"),
     }
-    assert!(opened.state.is_empty());
+    assert!(opened.restored.is_empty());
     assert_eq!(fs::read(&kept).unwrap(), bytes);
     assert_eq!(dir.names(), ["mosquitto.db".to_owned(), kept_name(""), "mosquitto.db.wal".to_owned()]);
 }

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use culex_core::persistence::{StoreBatch, StoredState};
+use culex_core::persistence::{Restore, StoreBatch, StoredState};
 use quickcheck::Gen;
 
 use super::quickcheck;
@@ -60,8 +60,8 @@ impl Snapshots {
 }
 
 impl Store for Snapshots {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
-        self.store.load()
+    fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
+        self.store.load_into(sink)
     }
 
     fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {
@@ -79,7 +79,9 @@ impl Store for Snapshots {
 /// them.
 fn reopen(state: StoredState, image: Vec<u8>, checkpoint: u64) -> (WalStore, StoredState) {
     let log = OpenLog::open(Box::new(SimDisk::with_image(image, false))).expect("a crashed log opens");
-    WalStore::new(Box::new(MemStore::new(state.clone())), state, log, checkpoint)
+    let mut wal = WalStore::new(Box::new(MemStore::new(state)), log, checkpoint);
+    let state = wal.load().expect("a crashed store loads");
+    (wal, state)
 }
 
 #[test]
@@ -89,8 +91,8 @@ fn persist_wal_contract_matches_apply() {
         let disk = SimDisk::default();
         let store = Snapshots::new(disk.clone());
         let log = OpenLog::open(Box::new(disk.clone())).unwrap();
-        let (mut wal, state) = WalStore::new(Box::new(store.clone()), StoredState::default(), log, checkpoint);
-        assert!(state.is_empty());
+        let mut wal = WalStore::new(Box::new(store.clone()), log, checkpoint);
+        assert!(wal.load().unwrap().is_empty());
         for group in scenario.commits() {
             wal.commit(group).unwrap();
         }
@@ -118,7 +120,7 @@ fn persist_wal_power_loss_keeps_every_returned_commit() {
         let store = Snapshots::new(disk.clone());
         let log = OpenLog::open(Box::new(disk.clone())).unwrap();
         let opened = disk.ops() as usize;
-        let (mut wal, _) = WalStore::new(Box::new(store.clone()), StoredState::default(), log, checkpoint);
+        let mut wal = WalStore::new(Box::new(store.clone()), log, checkpoint);
         let mut returned = Vec::new();
         for group in scenario.commits() {
             wal.commit(group).unwrap();
@@ -157,7 +159,7 @@ fn persist_wal_io_errors_fail_the_commit_and_keep_the_rest() {
     fn prop(scenario: Scenario, fail_at: u8) -> bool {
         let disk = SimDisk::default();
         let log = OpenLog::open(Box::new(disk.clone())).unwrap();
-        let (mut wal, _) = WalStore::new(Box::new(MemStore::default()), StoredState::default(), log, 300);
+        let mut wal = WalStore::new(Box::new(MemStore::default()), log, 300);
         let commits = scenario.commits();
         let fail_at = usize::from(fail_at) % commits.len();
         for (n, group) in commits.iter().enumerate() {
@@ -181,9 +183,51 @@ fn persist_wal_refuses_what_is_not_a_log() {
     // A header cut short by a crash at creation: nothing was ever logged.
     let disk = SimDisk::with_image(b"CULEX".to_vec(), false);
     let log = OpenLog::open(Box::new(disk.clone())).unwrap();
-    let (mut wal, state) = WalStore::new(Box::new(MemStore::default()), StoredState::default(), log, 0);
-    assert!(state.is_empty());
+    let mut wal = WalStore::new(Box::new(MemStore::default()), log, 0);
+    assert!(wal.load().unwrap().is_empty());
     let batch = StoreBatch { seq: 1, ops: Vec::new() };
     wal.commit(std::slice::from_ref(&batch)).unwrap();
     assert_eq!(wal.load().unwrap().last_batch, 1);
+}
+
+/// A store whose commits fail (a full disk).
+#[derive(Debug, Default)]
+struct Full(MemStore);
+
+impl Store for Full {
+    fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
+        self.0.load_into(sink)
+    }
+
+    fn commit(&mut self, _: &[StoreBatch]) -> Result<(), StoreError> {
+        Err(StoreError::Decode { table: "test", detail: "the disk is full".into() })
+    }
+
+    fn size(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// At start the log's batches go into the store before it is read, and
+/// the log is emptied; if the store cannot take them, both are read.
+#[test]
+fn persist_wal_start_moves_the_log_into_the_store_or_reads_both() {
+    fn prop(scenario: Scenario) -> bool {
+        let disk = SimDisk::default();
+        let log = OpenLog::open(Box::new(disk.clone())).unwrap();
+        let mut wal = WalStore::new(Box::new(MemStore::default()), log, u64::MAX);
+        for group in scenario.commits() {
+            wal.commit(group).unwrap();
+        }
+        let expected = scenario.state_after(scenario.batches.len());
+        let log = OpenLog::open(Box::new(SimDisk::with_image(disk.live(), false))).unwrap();
+        let mut on_full_disk = WalStore::new(Box::new(Full::default()), log, u64::MAX);
+        assert_eq!(on_full_disk.load().unwrap(), expected, "with a store that cannot commit");
+        let restarted = SimDisk::with_image(disk.live(), false);
+        let store = Snapshots::new(restarted.clone());
+        let mut wal =
+            WalStore::new(Box::new(store.clone()), OpenLog::open(Box::new(restarted.clone())).unwrap(), u64::MAX);
+        wal.load().unwrap() == expected && store.at(usize::MAX) == expected && restarted.live().len() == 16
+    }
+    quickcheck(200).quickcheck(prop as fn(Scenario) -> bool);
 }
