@@ -167,6 +167,7 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
         let broker = self.broker.borrow_mut();
         if let Some(journal) = broker.journal.as_mut() {
             journal.resume_after(self.last_batch, self.last_message);
+            journal.reserve(self.bodies.held.iter().filter(|(_, _, refs)| *refs > 0).count());
             let mut unreferenced = Vec::new();
             for (id, message, refs) in &self.bodies.held {
                 match refs {

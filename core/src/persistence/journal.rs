@@ -1,19 +1,22 @@
 //! The broker's record of what it changed since the last batch, and of
 //! which message bodies the store holds.
 
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::Arc;
+
+use hashbrown::hash_table::{Entry, HashTable};
 
 use super::{MessageId, StoreBatch, StoreOp};
 use crate::message::Message;
-use crate::types::IdMap;
+use crate::types::IdHasher;
 
 /// A message body the store holds, and how many stored entries refer to it.
 #[derive(Debug)]
 struct Held {
+    /// Also keeps the body alive, so that its address stays its own.
+    message: Arc<Message>,
     id: MessageId,
     refs: u32,
-    /// Keeps the body alive, so that its address stays its own.
-    _message: Arc<Message>,
 }
 
 /// Changes gathered for the next [`StoreBatch`], and the numbering of
@@ -29,8 +32,9 @@ pub(crate) struct Journal {
     /// Every batch up to this one is durable.
     durable: u64,
     /// Stored bodies by the address of their shared message: one body per
-    /// message however many sessions hold a copy.
-    messages: IdMap<usize, Held>,
+    /// message however many sessions hold a copy. A table rather than a
+    /// map: the address is the held message's own, not kept twice.
+    messages: HashTable<Held>,
     next_message: u64,
     /// Keys went past `u64::MAX` once: a new key must be checked.
     wrapped: bool,
@@ -44,6 +48,14 @@ fn address(message: &Arc<Message>) -> usize {
     Arc::as_ptr(message) as usize >> 4
 }
 
+fn hash(address: usize) -> u64 {
+    BuildHasherDefault::<IdHasher>::default().hash_one(address)
+}
+
+fn held_hash(held: &Held) -> u64 {
+    hash(address(&held.message))
+}
+
 impl Journal {
     /// A journal continuing after what `state` holds; the bodies of
     /// `state` are known under the messages the broker restored for them.
@@ -53,7 +65,7 @@ impl Journal {
             promising: 0,
             next_batch: last_batch + 1,
             durable: last_batch,
-            messages: IdMap::default(),
+            messages: HashTable::new(),
             next_message: 1,
             wrapped: false,
         }
@@ -74,9 +86,29 @@ impl Journal {
         }
     }
 
+    /// Makes room for `bodies` more bodies (a restore adopting them).
+    pub(crate) fn reserve(&mut self, bodies: usize) {
+        self.messages.reserve(bodies, held_hash);
+    }
+
     /// Adopts a restored body stored under `id`, referred to `refs` times.
     pub(crate) fn adopt(&mut self, id: MessageId, message: &Arc<Message>, refs: u32) {
-        self.messages.insert(address(message), Held { id, refs, _message: message.clone() });
+        self.hold(Held { message: message.clone(), id, refs });
+    }
+
+    fn hold(&mut self, held: Held) {
+        let key = address(&held.message);
+        match self.messages.entry(hash(key), |h| address(&h.message) == key, held_hash) {
+            Entry::Occupied(mut entry) => *entry.get_mut() = held,
+            Entry::Vacant(entry) => {
+                entry.insert(held);
+            }
+        }
+    }
+
+    fn held_mut(&mut self, message: &Arc<Message>) -> Option<&mut Held> {
+        let key = address(message);
+        self.messages.find_mut(hash(key), |h| address(&h.message) == key)
     }
 
     /// Records a change that promises nothing to a client by itself: a
@@ -102,12 +134,12 @@ impl Journal {
     /// One more stored entry refers to `message`: its key, its body
     /// recorded first if the store does not hold it yet.
     pub(crate) fn refer(&mut self, message: &Arc<Message>) -> MessageId {
-        if let Some(held) = self.messages.get_mut(&address(message)) {
+        if let Some(held) = self.held_mut(message) {
             held.refs += 1;
             return held.id;
         }
         let id = self.fresh_id();
-        self.messages.insert(address(message), Held { id, refs: 1, _message: message.clone() });
+        self.hold(Held { message: message.clone(), id, refs: 1 });
         self.ops.push(StoreOp::Message { id, message: message.clone() });
         id
     }
@@ -125,7 +157,7 @@ impl Journal {
                     1
                 }
             };
-            if !self.wrapped || !self.messages.values().any(|held| held.id.0 == id) {
+            if !self.wrapped || !self.messages.iter().any(|held| held.id.0 == id) {
                 return MessageId(id);
             }
         }
@@ -133,18 +165,20 @@ impl Journal {
 
     /// The key `message` is stored under, if it is.
     pub(crate) fn stored_id(&self, message: &Arc<Message>) -> Option<MessageId> {
-        self.messages.get(&address(message)).map(|held| held.id)
+        let key = address(message);
+        self.messages.find(hash(key), |h| address(&h.message) == key).map(|held| held.id)
     }
 
     /// A stored entry referring to `message` is gone: the body goes with
     /// the last one.
     pub(crate) fn release(&mut self, message: &Arc<Message>) {
         let key = address(message);
-        let Some(held) = self.messages.get_mut(&key) else { return };
+        let Ok(mut entry) = self.messages.find_entry(hash(key), |h| address(&h.message) == key) else { return };
+        let held = entry.get_mut();
         held.refs = held.refs.saturating_sub(1);
         if held.refs == 0 {
             let id = held.id;
-            self.messages.remove(&key);
+            entry.remove();
             self.ops.push(StoreOp::DropMessage { id });
         }
     }
