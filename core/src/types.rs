@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU16;
-use std::sync::Arc;
+
+use smol_str::SmolStr;
 
 /// Quality of service of a PUBLISH or a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,40 +150,24 @@ impl fmt::Display for ConnId {
 /// keep the whole packet alive as long as the session. Ids of up to
 /// [`ClientId::INLINE`] bytes (MQTT 3.1 allows 23; `mosquitto_pub`'s own
 /// are 21) are held inline, longer ones in one shared allocation: cloning
-/// copies 24 bytes or increments a reference count.
+/// copies 24 bytes or increments a reference count. Reading the text
+/// checks nothing (it was checked once, as a `&str`): ids are compared
+/// and hashed on every session lookup and in the store.
 #[derive(Clone)]
-pub struct ClientId(Repr);
-
-#[derive(Clone)]
-enum Repr {
-    Inline { len: u8, bytes: [u8; ClientId::INLINE] },
-    Shared(Arc<str>),
-}
+pub struct ClientId(SmolStr);
 
 impl ClientId {
     /// The longest id held without an allocation.
-    pub const INLINE: usize = 22;
+    pub const INLINE: usize = 23;
 
     /// Copies an identifier; the codec has already checked it is UTF-8.
     pub fn new(id: impl AsRef<str>) -> Self {
-        let id = id.as_ref();
-        match u8::try_from(id.len()) {
-            Ok(len) if id.len() <= Self::INLINE => {
-                let mut bytes = [0; Self::INLINE];
-                bytes[..id.len()].copy_from_slice(id.as_bytes());
-                Self(Repr::Inline { len, bytes })
-            }
-            _ => Self(Repr::Shared(Arc::from(id))),
-        }
+        Self(SmolStr::new(id))
     }
 
     /// The identifier as text.
     pub fn as_str(&self) -> &str {
-        match &self.0 {
-            // Copied from a `&str` whole: always valid UTF-8.
-            Repr::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
-            Repr::Shared(id) => id,
-        }
+        &self.0
     }
 }
 

@@ -1,13 +1,14 @@
 //! The store on redb: one file, one table per kind of record, one write
 //! transaction (one `fdatasync`) per group of batches.
 
+use std::collections::{BTreeMap, HashMap, btree_map, hash_map};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use culex_core::persistence::{MessageId, Restore, SessionFields, StoreBatch, StoreOp, StoredState};
-use culex_core::{PacketId, TopicFilter, TopicName};
+use culex_core::persistence::{MessageId, Restore, SessionFields, StoreBatch, StoreOp, StoredCopy, StoredState};
+use culex_core::{ClientId, PacketId, TopicFilter, TopicName};
 use redb::{
     Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition,
     TableError, WriteTransaction,
@@ -236,6 +237,7 @@ impl RedbStore {
                 }
                 last = last.max(batch.seq);
             }
+            t.flush()?;
             t.meta.insert(LAST_BATCH, codec::encode_u64(last).as_slice())?;
         }
         txn.commit()?;
@@ -339,7 +341,20 @@ fn packet_id(table: &'static str, id: u16) -> Result<PacketId, StoreError> {
     PacketId::new(id).ok_or_else(|| decode_error(table, "packet id 0".into()))
 }
 
-/// Every table, open in one write transaction.
+/// A copy's row as the transaction leaves it, before it is written.
+#[derive(Debug, Clone, Copy)]
+struct PendingCopy {
+    /// `None`: removed.
+    copy: Option<StoredCopy>,
+    /// Whether the table holds a row for it, if that was looked up: a
+    /// copy made and removed within the transaction never touches it.
+    in_table: Option<bool>,
+}
+
+/// Every table, open in one write transaction, with the changes to copies
+/// and to sessions' next packet ids gathered until the end of it (or until
+/// a change to a session itself): a steady flow of messages stores and
+/// removes each copy between two checkpoints, and the table never sees it.
 struct Tables<'t> {
     messages: Table<'t, u64, &'static [u8]>,
     retained: Table<'t, &'static str, &'static [u8]>,
@@ -350,6 +365,11 @@ struct Tables<'t> {
     unreleased: Table<'t, (&'static str, u16), &'static [u8]>,
     wills: Table<'t, &'static str, &'static [u8]>,
     meta: Table<'t, &'static str, &'static [u8]>,
+    /// By client, then sequence number.
+    pending_copies: HashMap<ClientId, BTreeMap<u64, PendingCopy>>,
+    /// The fields of stored sessions whose next packet id moved, and of
+    /// those whose copies were looked at (`false`: unchanged).
+    pending_sessions: HashMap<ClientId, (SessionFields, bool)>,
 }
 
 impl<'t> Tables<'t> {
@@ -364,7 +384,73 @@ impl<'t> Tables<'t> {
             unreleased: txn.open_table(UNRELEASED)?,
             wills: txn.open_table(WILLS)?,
             meta: txn.open_table(META)?,
+            pending_copies: HashMap::new(),
+            pending_sessions: HashMap::new(),
         })
+    }
+
+    /// Writes what was gathered: copies in key order, then the sessions
+    /// whose next packet id moved.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let mut by_client: Vec<_> = std::mem::take(&mut self.pending_copies).into_iter().collect();
+        by_client.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        for (client, copies) in by_client {
+            for (seq, pending) in copies {
+                let key = (client.as_str(), seq);
+                match pending.copy {
+                    Some(copy) => {
+                        self.copies.insert(key, codec::encode_copy(&copy).as_slice())?;
+                    }
+                    None if pending.in_table == Some(false) => {}
+                    None => {
+                        self.copies.remove(key)?;
+                    }
+                }
+            }
+        }
+        for (client, (fields, moved)) in std::mem::take(&mut self.pending_sessions) {
+            if moved {
+                self.sessions.insert(client.as_str(), codec::encode_session(&fields).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy: as [`StoredState::apply`], an id new to the copy moves the
+    /// session's next packet id past it.
+    fn copy(&mut self, client: &ClientId, seq: u64, copy: &StoredCopy) -> Result<(), StoreError> {
+        let (fields, moved) = match self.pending_sessions.entry(client.clone()) {
+            hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            hash_map::Entry::Vacant(entry) => match self.sessions.get(client.as_str())? {
+                Some(value) => entry.insert((codec::decode_session(value.value())?, false)),
+                None => return Ok(()),
+            },
+        };
+        let copies = self.pending_copies.entry(client.clone()).or_default();
+        let pending = match copies.entry(seq) {
+            btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            btree_map::Entry::Vacant(entry) => {
+                let row = self.copies.get((client.as_str(), seq))?;
+                let copy = row.map(|value| codec::decode_copy(value.value())).transpose()?;
+                entry.insert(PendingCopy { copy, in_table: Some(copy.is_some()) })
+            }
+        };
+        let held = pending.copy.and_then(|c| c.state.packet_id());
+        if let Some(id) = copy.state.packet_id().filter(|id| held != Some(*id)) {
+            fields.next_packet_id = Some(id.next()).filter(|next| *next != PacketId::MIN);
+            *moved = true;
+        }
+        pending.copy = Some(*copy);
+        Ok(())
+    }
+
+    fn drop_copy(&mut self, client: &ClientId, seq: u64) {
+        self.pending_copies
+            .entry(client.clone())
+            .or_default()
+            .entry(seq)
+            .and_modify(|pending| pending.copy = None)
+            .or_insert(PendingCopy { copy: None, in_table: None });
     }
 
     fn last_batch(&self) -> Result<u64, StoreError> {
@@ -409,6 +495,7 @@ impl<'t> Tables<'t> {
                 self.retained.remove(topic.as_str())?;
             }
             StoreOp::Session { client, username, offline_since } => {
+                self.flush()?;
                 let c = client.as_str();
                 let mut fields = self.session(c)?.unwrap_or_default();
                 fields.username.clone_from(username);
@@ -416,6 +503,7 @@ impl<'t> Tables<'t> {
                 self.sessions.insert(c, codec::encode_session(&fields).as_slice())?;
             }
             StoreOp::DropSession { client } => {
+                self.flush()?;
                 let c = client.as_str();
                 if self.sessions.remove(c)?.is_some() {
                     // Every (client, _) key sorts between (c, "") and the
@@ -436,25 +524,8 @@ impl<'t> Tables<'t> {
                 // Only a stored session has rows here.
                 self.subscriptions.remove((client.as_str(), filter.as_str()))?;
             }
-            StoreOp::Copy { client, seq, copy } => {
-                let c = client.as_str();
-                if let Some(mut fields) = self.session(c)? {
-                    let before = self.copies.insert((c, *seq), codec::encode_copy(copy).as_slice())?;
-                    // As `StoredState::apply`: an id new to the copy moves
-                    // the session's next packet id past it.
-                    let held = match before {
-                        Some(value) => codec::decode_copy(value.value())?.state.packet_id(),
-                        None => None,
-                    };
-                    if let Some(id) = copy.state.packet_id().filter(|id| held != Some(*id)) {
-                        fields.next_packet_id = Some(id.next()).filter(|next| *next != PacketId::MIN);
-                        self.sessions.insert(c, codec::encode_session(&fields).as_slice())?;
-                    }
-                }
-            }
-            StoreOp::DropCopy { client, seq } => {
-                self.copies.remove((client.as_str(), *seq))?;
-            }
+            StoreOp::Copy { client, seq, copy } => self.copy(client, *seq, copy)?,
+            StoreOp::DropCopy { client, seq } => self.drop_copy(client, *seq),
             StoreOp::Incoming { client, packet_id, message } => {
                 let c = client.as_str();
                 if self.has_session(c)? {
