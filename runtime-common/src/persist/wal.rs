@@ -19,12 +19,17 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 
-use culex_core::persistence::{Restore, StoreBatch, StoreOp};
+use culex_core::persistence::{MessageId, Restore, StoreBatch, StoreOp};
+use culex_core::types::IdHasher;
 use redb::{BackendError, StorageBackend};
 use tracing::warn;
 
 use super::{Store, StoreError, already_committed, batch_codec};
+
+/// Message ids, hashed as the ids handed out in sequence that they are.
+type IdSet = HashSet<MessageId, BuildHasherDefault<IdHasher>>;
 
 /// The log's first bytes.
 const MAGIC: &[u8; 8] = b"CULEXWAL";
@@ -136,7 +141,9 @@ impl WalStore {
             // not pair a body they stored with a later drop.
             let stored = self.store.last_batch()?;
             self.pending.retain(|b| !already_committed(stored, b.seq));
-            self.store.commit(&without_passing_messages(&self.pending))?;
+            // Kept as it is if the commit fails: the same state, for less.
+            drop_passing_messages(&mut self.pending);
+            self.store.commit(&self.pending)?;
             self.pending.clear();
             self.store_size = self.store.size();
         }
@@ -224,13 +231,13 @@ impl Store for WalStore {
     }
 }
 
-/// `batches` without the message bodies that they both store and drop:
-/// neither store reads a body between the two (message ids are never
+/// Takes out of `batches` the message bodies that they both store and
+/// drop: neither store reads a body between the two (message ids are never
 /// reused), so what they hold afterwards is the same, written with less.
 /// A steady flow of acknowledged messages mostly passes this way.
-fn without_passing_messages(batches: &[StoreBatch]) -> Vec<StoreBatch> {
-    let mut stored = HashSet::new();
-    let mut passing = HashSet::new();
+fn drop_passing_messages(batches: &mut [StoreBatch]) {
+    let mut stored = IdSet::default();
+    let mut passing = IdSet::default();
     for op in batches.iter().flat_map(|b| &b.ops) {
         match op {
             StoreOp::Message { id, .. } => {
@@ -242,12 +249,15 @@ fn without_passing_messages(batches: &[StoreBatch]) -> Vec<StoreBatch> {
             _ => {}
         }
     }
-    let keep = |op: &StoreOp| match op {
-        StoreOp::Message { id, .. } | StoreOp::DropMessage { id } => !passing.contains(id),
-        _ => true,
-    };
-    let batch = |b: &StoreBatch| StoreBatch { seq: b.seq, ops: b.ops.iter().filter(|op| keep(op)).cloned().collect() };
-    batches.iter().map(batch).collect()
+    if passing.is_empty() {
+        return;
+    }
+    for batch in batches {
+        batch.ops.retain(|op| match op {
+            StoreOp::Message { id, .. } | StoreOp::DropMessage { id } => !passing.contains(id),
+            _ => true,
+        });
+    }
 }
 
 /// Whether the log file at `path` holds anything beyond its header (a
