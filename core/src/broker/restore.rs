@@ -47,11 +47,10 @@ impl Bodies {
     /// The body stored under `id`, counting one more reference to it.
     fn refer(&mut self, id: MessageId) -> Option<Arc<Message>> {
         if !self.sorted {
+            // A store holds one body per key; were one given twice, the
+            // first would count.
             self.held.sort_by_key(|(id, ..)| *id);
-            // A key given twice: the last body given under it counts.
-            self.held.reverse();
             self.held.dedup_by_key(|(id, ..)| *id);
-            self.held.reverse();
             self.sorted = true;
         }
         let at = self.position(id)?;

@@ -36,17 +36,24 @@ mod tag {
 }
 
 /// `batches`, encoded.
+#[cfg(test)]
 pub(crate) fn encode(batches: &[StoreBatch]) -> Vec<u8> {
-    let mut out = vec![VERSION];
-    put_u32(&mut out, batches.len());
+    let mut out = Vec::new();
+    encode_into(batches, &mut out);
+    out
+}
+
+/// `batches`, encoded at the end of `out`.
+pub(crate) fn encode_into(batches: &[StoreBatch], out: &mut Vec<u8>) {
+    out.push(VERSION);
+    put_u32(out, batches.len());
     for batch in batches {
         out.extend_from_slice(&batch.seq.to_be_bytes());
-        put_u32(&mut out, batch.ops.len());
+        put_u32(out, batch.ops.len());
         for op in &batch.ops {
-            put_op(&mut out, op);
+            put_op(out, op);
         }
     }
-    out
 }
 
 /// The batches of `bytes`.

@@ -192,11 +192,13 @@ fn run(mut store: Box<dyn Store>, notify: &Notify, shared: &Shared, options: Com
                         f.since.elapsed().as_secs_f64()
                     );
                 }
+                shared.handoff.publish_durable(last);
+                notify(last);
+                // Acknowledgements first, then what may take longer.
                 group.clear();
                 shared.commits.fetch_add(1, Ordering::Relaxed);
-                shared.handoff.publish_durable(last);
+                store.tidy();
                 shared.size.store(store.size().unwrap_or(UNKNOWN_SIZE), Ordering::Relaxed);
-                notify(last);
             }
             Err(e) => {
                 let f = failing.get_or_insert_with(|| {

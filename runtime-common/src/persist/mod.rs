@@ -90,6 +90,13 @@ pub trait Store: Send + std::fmt::Debug {
     /// Bytes on disk, `None` for a store in memory.
     fn size(&self) -> Option<u64>;
 
+    /// Work that a commit leaves for after its durability was reported:
+    /// a [`WalStore`] moves a full log into its main file here, so that the
+    /// acknowledgements waiting for the commit do not wait for that too. A
+    /// failure loses nothing (the log keeps the batches) and is retried at
+    /// the next call.
+    fn tidy(&mut self) {}
+
     /// Called once at shutdown, when every batch handed over is committed:
     /// a store that keeps recent batches apart ([`WalStore`]) moves them
     /// into its main file, so that a stopped broker's store is whole in it.

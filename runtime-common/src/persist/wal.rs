@@ -62,6 +62,8 @@ pub struct WalStore {
     /// The store's size after the last checkpoint (asking the file system
     /// at every commit would cost a system call each).
     store_size: Option<u64>,
+    /// The record being written, kept for the next one.
+    record: Vec<u8>,
 }
 
 impl fmt::Debug for WalStore {
@@ -126,6 +128,7 @@ impl WalStore {
             pending: log.batches,
             checkpoint_bytes,
             store_size,
+            record: Vec::new(),
         }
     }
 
@@ -157,12 +160,16 @@ impl WalStore {
     }
 
     fn append(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError> {
-        let body = batch_codec::encode(batches);
-        let len = u32::try_from(body.len()).map_err(|_| log_error("a commit of more than 4 GiB"))?;
-        let mut record = Vec::with_capacity(body.len() + 8);
-        record.extend_from_slice(&len.to_be_bytes());
-        record.extend_from_slice(&crc32(&body).to_be_bytes());
-        record.extend_from_slice(&body);
+        // One buffer for every record: no allocation per commit.
+        let head = RECORD_HEAD as usize;
+        let record = &mut self.record;
+        record.clear();
+        record.resize(head, 0);
+        batch_codec::encode_into(batches, record);
+        let len = u32::try_from(record.len() - head).map_err(|_| log_error("a commit of more than 4 GiB"))?;
+        let crc = crc32(&record[head..]);
+        record[..4].copy_from_slice(&len.to_be_bytes());
+        record[4..head].copy_from_slice(&crc.to_be_bytes());
         let record_end = self.end + record.len() as u64;
         if record_end > self.allocated {
             // Reading stops at the zeros (a record is never empty); the
@@ -173,9 +180,9 @@ impl WalStore {
             self.allocated = grown;
         }
         // On failure `end` stays: the next record overwrites this one.
-        self.log.write(self.end, &record).map_err(io)?;
+        self.log.write(self.end, &self.record).map_err(io)?;
         self.log.sync_data().map_err(io)?;
-        self.end += record.len() as u64;
+        self.end = record_end;
         Ok(())
     }
 }
@@ -207,14 +214,16 @@ impl Store for WalStore {
         self.append(&fresh)?;
         self.last = last;
         self.pending.extend(fresh);
-        if self.end >= self.checkpoint_bytes {
-            // The batches are durable in the log: a failed checkpoint
-            // fails nothing, and is tried again at the next commit.
-            if let Err(e) = self.checkpoint() {
-                warn!("Moving the write-ahead log into the store failed, retried at the next commit: {e}");
-            }
-        }
         Ok(())
+    }
+
+    /// Checkpoints once the log holds `checkpoint_bytes`.
+    fn tidy(&mut self) {
+        if self.end >= self.checkpoint_bytes
+            && let Err(e) = self.checkpoint()
+        {
+            warn!("Moving the write-ahead log into the store failed, retried after the next commit: {e}");
+        }
     }
 
     fn last_batch(&mut self) -> Result<u64, StoreError> {

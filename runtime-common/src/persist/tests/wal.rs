@@ -75,6 +75,13 @@ impl Store for Snapshots {
     }
 }
 
+/// A commit as the committer makes it: the commit, then what it leaves
+/// for after durability is reported (a checkpoint, when due).
+fn commit(wal: &mut WalStore, group: &[StoreBatch]) {
+    wal.commit(group).unwrap();
+    wal.tidy();
+}
+
 /// A store on `state` behind the log image `image`, as a restart finds
 /// them.
 fn reopen(state: StoredState, image: Vec<u8>, checkpoint: u64) -> (WalStore, StoredState) {
@@ -94,7 +101,7 @@ fn persist_wal_contract_matches_apply() {
         let mut wal = WalStore::new(Box::new(store.clone()), log, checkpoint);
         assert!(wal.load().unwrap().is_empty());
         for group in scenario.commits() {
-            wal.commit(group).unwrap();
+            commit(&mut wal, group);
         }
         let expected = scenario.state_after(scenario.batches.len());
         assert_eq!(wal.load().unwrap(), expected, "before reopening");
@@ -123,7 +130,7 @@ fn persist_wal_power_loss_keeps_every_returned_commit() {
         let mut wal = WalStore::new(Box::new(store.clone()), log, checkpoint);
         let mut returned = Vec::new();
         for group in scenario.commits() {
-            wal.commit(group).unwrap();
+            commit(&mut wal, group);
             returned.push(disk.ops() as usize);
         }
         let calls = disk.log();
@@ -145,7 +152,7 @@ fn persist_wal_power_loss_keeps_every_returned_commit() {
                 );
                 // What follows the crash is appended after what it left.
                 let rest = &scenario.batches[before.min(scenario.batches.len())..];
-                wal.commit(rest).unwrap();
+                commit(&mut wal, rest);
                 let all = scenario.state_after(scenario.batches.len());
                 assert_eq!(wal.load().unwrap(), all, "seed {seed}: commits after a crash");
             }
@@ -168,7 +175,7 @@ fn persist_wal_io_errors_fail_the_commit_and_keep_the_rest() {
                 assert!(wal.commit(group).is_err(), "a failed write is not durable");
                 disk.fail_after(None);
             }
-            wal.commit(group).unwrap();
+            commit(&mut wal, group);
         }
         let expected = scenario.state_after(scenario.batches.len());
         wal.load().unwrap() == expected
@@ -217,7 +224,7 @@ fn persist_wal_start_moves_the_log_into_the_store_or_reads_both() {
         let log = OpenLog::open(Box::new(disk.clone())).unwrap();
         let mut wal = WalStore::new(Box::new(MemStore::default()), log, u64::MAX);
         for group in scenario.commits() {
-            wal.commit(group).unwrap();
+            commit(&mut wal, group);
         }
         let expected = scenario.state_after(scenario.batches.len());
         let log = OpenLog::open(Box::new(SimDisk::with_image(disk.live(), false))).unwrap();
