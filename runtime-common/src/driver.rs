@@ -367,6 +367,9 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
             let previous = std::mem::replace(policies, *reloaded);
             let current = &*policies;
             server.replace_policy(now, Box::new(current.clone()), &|client| current.keeps(&previous, client));
+            // Only now does it apply: a client that reads this line and
+            // connects is judged by the new files.
+            info!("Password and ACL files reloaded.");
         }
         Event::Accepted { conn, peer, outbox } => server.accept_as(now, conn, peer, outbox),
         Event::Data { conn, data } => server.received(now, conn, &data),

@@ -100,7 +100,8 @@ impl ReloadSource {
                 for warning in warnings {
                     warn!("{warning}");
                 }
-                info!("Password and ACL files reloaded.");
+                // "Password and ACL files reloaded." is logged by the broker
+                // loop once the new policy is in force, not here.
                 Some(policies)
             }
             Err(message) => {
