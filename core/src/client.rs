@@ -257,18 +257,9 @@ impl Client {
             will: o.will.clone(),
             username: o.username.as_deref().map(ByteString::from),
             password: o.password.clone(),
+            bridge: o.bridge,
         };
-        let start = self.output.len();
-        Packet::Connect(Box::new(connect)).encode(&mut self.output);
-        if o.bridge {
-            // The protocol level follows the fixed header, the remaining
-            // length and the protocol name.
-            let at = start + header_len(&self.output[start..]) + 2 + o.protocol.name().len();
-            if let Some(level) = self.output.get_mut(at) {
-                *level |= 0x80;
-            }
-        }
-        self.last_sent = now;
+        self.send(now, &Packet::Connect(Box::new(connect)));
     }
 
     /// The connection ended (closed by either side, or lost). What is in
@@ -463,7 +454,7 @@ impl Client {
 
     fn handle(&mut self, now: Instant, packet: Packet) -> Result<(), LostReason> {
         if self.link == Link::Connecting {
-            let Packet::ConnAck(connack) = packet else { return Err(LostReason::Unexpected(name(&packet))) };
+            let Packet::ConnAck(connack) = packet else { return Err(LostReason::Unexpected(packet.name())) };
             self.connected(now, connack);
             return Ok(());
         }
@@ -494,7 +485,7 @@ impl Client {
                 }
             }
             Packet::PingResp => self.ping_sent = None,
-            other => return Err(LostReason::Unexpected(name(&other))),
+            other => return Err(LostReason::Unexpected(other.name())),
         }
         Ok(())
     }
@@ -569,30 +560,5 @@ fn request_packet(request: &Request) -> Packet {
     match request {
         Request::Subscribe(s) => Packet::Subscribe(s.clone()),
         Request::Unsubscribe(u) => Packet::Unsubscribe(u.clone()),
-    }
-}
-
-/// The length of the fixed header at the start of `frame`.
-fn header_len(frame: &[u8]) -> usize {
-    1 + frame.iter().skip(1).take(4).position(|b| b & 0x80 == 0).map_or(4, |n| n + 1)
-}
-
-/// A packet's name, for errors.
-fn name(packet: &Packet) -> &'static str {
-    match packet {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
     }
 }

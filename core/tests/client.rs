@@ -321,3 +321,61 @@ fn client_reports_refusals_and_broken_servers() {
     // Fixed header (2), name length (2), "MQTT" (4), then the level.
     assert_eq!(connect[8], 0x84);
 }
+
+/// A bridge (a CONNECT with the protocol level's high bit set, as
+/// Mosquitto's `try_private` sends it) is not sent back what it publishes,
+/// gets the RETAIN flag as published, and may publish its state under
+/// `$SYS/broker/connection/<name>/state`; a plain client gets neither.
+#[test]
+fn client_as_a_bridge_gets_no_echo_and_retain_as_published() {
+    let bridge = ClientOptions { bridge: true, ..ClientOptions::new("edge.bridge") };
+    let mut net = Net::new(vec![bridge, ClientOptions::new("plain")]);
+    for n in 0..2 {
+        net.connect(n);
+        // `#` does not match `$SYS` topics ([MQTT-4.7.2-1]).
+        let filters = ["#", "$SYS/broker/connection/#"].map(|f| (TopicFilter::new(f).unwrap(), QoS::AtLeastOnce));
+        net.clients[n].client.subscribe(net.now, filters.to_vec());
+        net.settle();
+    }
+    let state = topic("$SYS/broker/connection/edge.bridge/state");
+    net.clients[0].client.publish(net.now, state, Bytes::from_static(b"1"), QoS::AtLeastOnce, true);
+    net.clients[0].client.publish(net.now, topic("edge/t"), Bytes::from_static(b"up"), QoS::AtLeastOnce, true);
+    net.settle();
+    net.clients[1].client.publish(net.now, topic("cloud/t"), Bytes::from_static(b"down"), QoS::AtLeastOnce, true);
+    net.settle();
+    let got = |events: Vec<ClientEvent>| -> Vec<(String, bool)> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message(p) => Some((p.topic.as_str().to_owned(), p.retain)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(got(net.events(0)), [("cloud/t".to_owned(), true)]);
+    assert_eq!(
+        got(net.events(1)),
+        [
+            ("$SYS/broker/connection/edge.bridge/state".to_owned(), false),
+            ("edge/t".to_owned(), false),
+            ("cloud/t".to_owned(), false)
+        ]
+    );
+    // A plain client may not write there, nor anywhere else under $SYS.
+    net.clients[1].client.publish(
+        net.now,
+        topic("$SYS/broker/connection/x/state"),
+        Bytes::new(),
+        QoS::AtMostOnce,
+        false,
+    );
+    net.clients[1].client.publish(
+        net.now,
+        topic("$SYS/broker/uptime"),
+        Bytes::from_static(b"0"),
+        QoS::AtMostOnce,
+        false,
+    );
+    net.settle();
+    assert_eq!(got(net.events(1)), [("$SYS/broker/connection/x/state".to_owned(), false)]);
+}
