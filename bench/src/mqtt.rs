@@ -87,6 +87,7 @@ impl Client {
             keep_alive,
             client_id: ByteString::from(client_id),
             will: None,
+            bridge: false,
             username: None,
             password: None,
         })));

@@ -234,6 +234,7 @@ impl TcpTarget {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         };
         write_packet(&mut stream, &Packet::Connect(Box::new(connect)))?;
         match read_packet(&mut stream, self.options.timeout)? {

@@ -720,7 +720,7 @@ impl Broker {
             (ConnState::Authenticating { .. }, _) => return,
             (ConnState::Active { session, .. }, _) => *session,
         };
-        trace!(conn = %id, packet = packet_name(&packet), "received");
+        trace!(conn = %id, packet = packet.name(), "received");
         match packet {
             Packet::Connect(_) => self.close(now, id, Violation::SecondConnect.into()),
             Packet::Publish(publish) => self.handle_publish(now, id, key, publish),
@@ -921,6 +921,7 @@ impl Broker {
         let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
         if let Some(session) = self.sessions.get_mut(key) {
             session.clean = connect.clean_session;
+            session.bridge = connect.bridge;
             session.conn = Some(id);
             session.offline_since = None;
             // A copy: a slice would keep the whole CONNECT packet alive.
@@ -945,7 +946,8 @@ impl Broker {
         }
         if self.config.connection_messages {
             info!(
-                "New client connected from {} as {} (p{}, c{}, k{}{}).",
+                "New {} connected from {} as {} (p{}, c{}, k{}{}).",
+                if connect.bridge { "bridge" } else { "client" },
                 show_addr(conn.opening.as_ref().and_then(|o| o.peer.remote.as_ref())),
                 client_id,
                 if connect.protocol == Protocol::V31 { 1 } else { 2 },
@@ -1200,6 +1202,10 @@ impl Broker {
         // Sorted by key: another session is there if the ends differ.
         let shared = matches!((matched.first(), matched.last()), (Some(a), Some(b)) if a.0 != b.0);
         let source = Source { conn: from, shared };
+        let publisher = from.and_then(|conn| match self.conns.get(&conn)?.state {
+            ConnState::Active { session, .. } => Some(session),
+            ConnState::AwaitingConnect | ConnState::Authenticating { .. } => None,
+        });
         // Sorted by key: each session's subscriptions come together. It
         // gets the message once, at the highest QoS among them, unchecked
         // if any of them is wholly readable.
@@ -1215,8 +1221,15 @@ impl Broker {
             if grant.checked && !self.may_read(key, &message.topic) {
                 continue;
             }
+            // A bridge is not sent back what it published (the other
+            // broker has it), and is sent the RETAIN flag as published, so
+            // that the other broker keeps retained messages too.
+            let bridge = self.sessions.get(key).is_some_and(|s| s.bridge);
+            if bridge && publisher == Some(key) {
+                continue;
+            }
             let qos = self.delivery_qos(&message, grant);
-            self.deliver(now, key, Outgoing::new(message.clone(), qos, false), source);
+            self.deliver(now, key, Outgoing::new(message.clone(), qos, bridge && message.retain), source);
         }
         self.matched = matched;
     }
@@ -1605,7 +1618,7 @@ fn mark_dirty(conn: &mut Connection, dirty: &mut Vec<ConnId>, id: ConnId) {
 }
 
 fn write_packet(conn: &mut Connection, dirty: &mut Vec<ConnId>, id: ConnId, packet: &Packet) {
-    trace!(conn = %id, packet = packet_name(packet), "sending");
+    trace!(conn = %id, packet = packet.name(), "sending");
     packet.encode(&mut conn.buffers().outbuf);
     mark_dirty(conn, dirty, id);
 }
@@ -1630,25 +1643,6 @@ fn write_publish(
 
 fn connack(session_present: bool, code: ConnectReturnCode) -> Packet {
     Packet::ConnAck(ConnAck { session_present, code })
-}
-
-fn packet_name(packet: &Packet) -> &'static str {
-    match packet {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
-    }
 }
 
 fn show_addr(remote: Option<&Remote>) -> String {

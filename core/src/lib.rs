@@ -102,6 +102,7 @@ mod action;
 pub mod auth;
 mod broker;
 mod children;
+pub mod client;
 pub mod codec;
 pub mod conf;
 mod config;

@@ -149,7 +149,7 @@ impl AccessPolicy for AllowAll {
     }
 
     fn may_publish(&self, _: ClientInfo<'_>, topic: &TopicName) -> bool {
-        !is_sys_topic(topic)
+        !is_sys_write_banned(topic)
     }
 }
 
@@ -157,4 +157,16 @@ impl AccessPolicy for AllowAll {
 pub fn is_sys_topic(topic: &TopicName) -> bool {
     let name = topic.as_str();
     name == "$SYS" || name.starts_with("$SYS/")
+}
+
+/// Whether clients may not publish on `topic`: `$SYS` is the broker's,
+/// except `$SYS/broker/connection/<name>/state`, where a bridge from
+/// another broker publishes its state (as Mosquitto allows).
+pub fn is_sys_write_banned(topic: &TopicName) -> bool {
+    let bridge_state = topic
+        .as_str()
+        .strip_prefix("$SYS/broker/connection/")
+        .and_then(|rest| rest.strip_suffix("/state"))
+        .is_some_and(|name| !name.contains('/'));
+    is_sys_topic(topic) && !bridge_state
 }

@@ -123,6 +123,10 @@ pub(crate) struct Limits {
 pub(crate) struct Session {
     pub(crate) client_id: ClientId,
     pub(crate) clean: bool,
+    /// Its last CONNECT came from a bridge (protocol level with the high
+    /// bit set): it is not sent back what it publishes, and its copies
+    /// keep the RETAIN flag they were published with, as in Mosquitto.
+    pub(crate) bridge: bool,
     pub(crate) conn: Option<ConnId>,
     pub(crate) subscriptions: BTreeMap<TopicFilter, QoS>,
     /// The user name and listener of the connection that last bound the
@@ -246,6 +250,7 @@ impl Session {
         Self {
             client_id,
             clean,
+            bridge: false,
             conn: None,
             subscriptions: BTreeMap::new(),
             owner: (None, ListenerId::default()),

@@ -143,6 +143,7 @@ impl ClientOptions {
             will: self.will.clone(),
             username: self.username.as_deref().map(ByteString::from),
             password: self.password.clone(),
+            bridge: false,
         }))
     }
 }

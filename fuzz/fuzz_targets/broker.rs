@@ -912,6 +912,7 @@ fn connect_packet(input: &mut Bytes0<'_>, now_ms: u64) -> Packet {
         will,
         username,
         password,
+        bridge: flags & 0x20 != 0,
     }))
 }
 

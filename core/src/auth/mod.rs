@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal, is_sys_topic};
+use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal, is_sys_write_banned};
 use crate::topic::{TopicFilter, TopicName};
 
 use self::acl::AclFile;
@@ -106,7 +106,7 @@ impl AccessPolicy for FilePolicy {
     }
 
     fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
-        !is_sys_topic(topic)
+        !is_sys_write_banned(topic)
             && self.acl.as_ref().is_none_or(|acl| acl.may_write(client.client_id.as_str(), client.username, topic))
     }
 }

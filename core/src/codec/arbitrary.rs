@@ -83,6 +83,7 @@ fn connect(g: &mut Gen) -> Connect {
         // [MQTT-3.1.2-22]: a password only with a user name.
         password: (username.is_some() && bool::arbitrary(g)).then(|| bytes(g)),
         username,
+        bridge: bool::arbitrary(g),
     }
 }
 

@@ -16,6 +16,8 @@ const WILL_QOS_SHIFT: u8 = 3;
 const WILL_RETAIN: u8 = 0x20;
 const PASSWORD: u8 = 0x40;
 const USERNAME: u8 = 0x80;
+/// The bit a bridge sets in the protocol level.
+const BRIDGE: u8 = 0x80;
 
 /// Decodes a CONNECT body; `header_flags` are the low four bits of its
 /// first byte. The protocol name and level come first and are judged
@@ -24,7 +26,7 @@ const USERNAME: u8 = 0x80;
 /// judged by the rules of the protocol it named (see the module
 /// documentation of [`codec`](super)).
 pub(crate) fn decode(header_flags: u8, mut r: Reader) -> Result<Connect, Violation> {
-    let protocol = protocol(&mut r)?;
+    let (protocol, bridge) = protocol(&mut r)?;
     // 3.1 leaves these bits unused; 3.1.1 wants them clear ([MQTT-2.2.2-2]).
     if protocol == Protocol::V311 && header_flags != 0 {
         return Err(Violation::ReservedFlags);
@@ -47,18 +49,30 @@ pub(crate) fn decode(header_flags: u8, mut r: Reader) -> Result<Connect, Violati
     let password = if flags.password { Some(r.binary()?) } else { None };
     r.finish()?;
 
-    Ok(Connect { protocol, clean_session: flags.clean_session, keep_alive, client_id, will, username, password })
+    Ok(Connect {
+        protocol,
+        clean_session: flags.clean_session,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+        bridge,
+    })
 }
 
-/// The protocol name and level.
-fn protocol(r: &mut Reader) -> Result<Protocol, Violation> {
+/// The protocol name and level, and whether the level carries the bridge
+/// bit: Mosquitto's bridges (`try_private`) send it with its high bit set
+/// (131 for 3.1, 132 for 3.1.1), and Mosquitto accepts it.
+fn protocol(r: &mut Reader) -> Result<(Protocol, bool), Violation> {
     // Compared as bytes: anything that is not one of the two names is an
     // unknown name, whether or not it is UTF-8.
     let name = r.binary()?;
     let level = r.read_u8()?;
-    match (name.as_ref(), level) {
-        (b"MQTT", 4) => Ok(Protocol::V311),
-        (b"MQIsdp", 3) => Ok(Protocol::V31),
+    let bridge = level & BRIDGE != 0;
+    match (name.as_ref(), level & !BRIDGE) {
+        (b"MQTT", 4) => Ok((Protocol::V311, bridge)),
+        (b"MQIsdp", 3) => Ok((Protocol::V31, bridge)),
         (b"MQTT" | b"MQIsdp", _) => Err(Violation::ProtocolLevel),
         _ => Err(Violation::ProtocolName),
     }
@@ -146,7 +160,7 @@ impl Connect {
         debug_assert!(self.password.is_none() || self.username.is_some(), "[MQTT-3.1.2-22] password without user name");
         fixed_header::put_header(out, CONNECT, self.remaining_len());
         put_string(out, self.protocol.name());
-        out.put_u8(self.protocol.level());
+        out.put_u8(self.protocol.level() | if self.bridge { BRIDGE } else { 0 });
         out.put_u8(self.flags());
         out.put_u16(self.keep_alive);
         put_string(out, &self.client_id);
@@ -181,6 +195,7 @@ mod tests {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         }
     }
 

@@ -140,6 +140,10 @@ pub struct Connect {
     pub username: Option<ByteString>,
     /// Password, if the password flag is set (binary data).
     pub password: Option<Bytes>,
+    /// The client is a bridge: its protocol level had the high bit set
+    /// (Mosquitto's `try_private`). It is not sent back what it publishes,
+    /// and gets messages with the RETAIN flag they were published with.
+    pub bridge: bool,
 }
 
 impl std::fmt::Debug for Connect {
@@ -153,6 +157,7 @@ impl std::fmt::Debug for Connect {
             .field("will", &self.will)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("bridge", &self.bridge)
             .finish()
     }
 }
@@ -317,6 +322,26 @@ fn empty(r: Reader, packet: Packet) -> Result<Packet, Violation> {
 }
 
 impl Packet {
+    /// The packet type's name, as the standard writes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "CONNECT",
+            Self::ConnAck(_) => "CONNACK",
+            Self::Publish(_) => "PUBLISH",
+            Self::PubAck(_) => "PUBACK",
+            Self::PubRec(_) => "PUBREC",
+            Self::PubRel(_) => "PUBREL",
+            Self::PubComp(_) => "PUBCOMP",
+            Self::Subscribe(_) => "SUBSCRIBE",
+            Self::SubAck(_) => "SUBACK",
+            Self::Unsubscribe(_) => "UNSUBSCRIBE",
+            Self::UnsubAck(_) => "UNSUBACK",
+            Self::PingReq => "PINGREQ",
+            Self::PingResp => "PINGRESP",
+            Self::Disconnect => "DISCONNECT",
+        }
+    }
+
     /// Appends the wire form to `out`, with the minimal remaining length.
     ///
     /// Infallible for every packet [`decode`] can return. Beyond that the
