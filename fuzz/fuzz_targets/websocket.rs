@@ -60,8 +60,8 @@ impl Server {
 }
 
 fn play(transport: &Transport, reads: &[&[u8]]) -> Outcome {
-    let remote = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
-    let mut opening = transport.opening(remote);
+    let remote = culex_core::Remote::from(std::net::SocketAddr::from(([127, 0, 0, 1], 40000)));
+    let mut opening = transport.opening(&remote);
     let mut server = Server::default();
     for read in reads {
         server.read(&mut opening, read);
