@@ -108,6 +108,35 @@ impl ClientOptions {
         self.clean_session = clean;
         self
     }
+
+    /// With a will.
+    #[must_use]
+    pub fn will(mut self, will: LastWill) -> Self {
+        self.will = Some(will);
+        self
+    }
+
+    /// With a user name and password.
+    #[must_use]
+    pub fn credentials(mut self, username: &str, password: &[u8]) -> Self {
+        self.username = Some(username.to_owned());
+        self.password = Some(Bytes::copy_from_slice(password));
+        self
+    }
+
+    /// The CONNECT packet these options describe.
+    pub fn connect_packet(&self) -> Packet {
+        Packet::Connect(Box::new(Connect {
+            protocol: self.protocol,
+            clean_session: self.clean_session,
+            keep_alive: self.keep_alive,
+            client_id: ByteString::from(self.client_id.as_str()),
+            will: self.will.clone(),
+            username: self.username.as_deref().map(ByteString::from),
+            password: self.password.clone(),
+            bridge: self.bridge,
+        }))
+    }
 }
 
 /// What happened, for the application.
@@ -147,6 +176,9 @@ pub enum LostReason {
     /// No PINGRESP within the keepalive after a PINGREQ.
     #[error("no answer to PINGREQ within the keepalive")]
     PingTimeout,
+    /// No CONNACK within the keepalive after CONNECT.
+    #[error("no CONNACK within the keepalive")]
+    ConnAckTimeout,
 }
 
 /// Where the connection stands.
@@ -163,6 +195,8 @@ enum Link {
 /// An outgoing QoS 1/2 message not yet acknowledged.
 #[derive(Debug, Clone)]
 struct Outgoing {
+    /// When the application made it (see `Client::made`).
+    order: u64,
     publish: Publish,
     /// QoS 2: PUBREC received, PUBREL sent, PUBCOMP awaited.
     released: bool,
@@ -198,11 +232,16 @@ pub struct Client {
     events: VecDeque<ClientEvent>,
     /// QoS 1/2 messages in flight, in the order they were first sent.
     inflight: VecDeque<Outgoing>,
-    /// QoS 1/2 messages behind the window, with their packet ids.
-    waiting: VecDeque<Publish>,
-    /// QoS 0 messages published while the connection was down.
-    unsent: VecDeque<Publish>,
-    requests: VecDeque<Request>,
+    /// QoS 1/2 messages behind the window, with their packet ids and
+    /// when they were made.
+    waiting: VecDeque<(u64, Publish)>,
+    /// QoS 0 messages published while CONNACK was awaited.
+    unsent: VecDeque<(u64, Publish)>,
+    requests: VecDeque<(u64, Request)>,
+    /// Requests made so far: what waits for a CONNACK goes out in the
+    /// order the application made it, a SUBSCRIBE before the PUBLISH
+    /// made after it.
+    made: u64,
     /// Incoming QoS 2 messages delivered, PUBREL awaited.
     incoming: BTreeSet<PacketId>,
     next_id: PacketId,
@@ -225,6 +264,7 @@ impl Client {
             waiting: VecDeque::new(),
             unsent: VecDeque::new(),
             requests: VecDeque::new(),
+            made: 0,
             incoming: BTreeSet::new(),
             next_id: PacketId::MIN,
             last_sent: Instant::ZERO,
@@ -248,18 +288,8 @@ impl Client {
         self.output.clear();
         self.link = Link::Connecting;
         self.ping_sent = None;
-        let o = &self.options;
-        let connect = Connect {
-            protocol: o.protocol,
-            clean_session: o.clean_session,
-            keep_alive: o.keep_alive,
-            client_id: ByteString::from(o.client_id.as_str()),
-            will: o.will.clone(),
-            username: o.username.as_deref().map(ByteString::from),
-            password: o.password.clone(),
-            bridge: o.bridge,
-        };
-        self.send(now, &Packet::Connect(Box::new(connect)));
+        let connect = self.options.connect_packet();
+        self.send(now, &connect);
     }
 
     /// The connection ended (closed by either side, or lost). What is in
@@ -268,6 +298,7 @@ impl Client {
         self.link = Link::Down;
         self.input.clear();
         self.output.clear();
+        self.unsent.clear();
         self.ping_sent = None;
     }
 
@@ -281,9 +312,11 @@ impl Client {
     }
 
     /// Publishes a message. QoS 1 and 2 get a packet id, returned, and are
-    /// kept until acknowledged; QoS 0 goes now, or on the next connection
-    /// if there is none. `None` for QoS 0, or when all 65,535 ids are in
-    /// use (nothing is published then).
+    /// kept until acknowledged, across connections. QoS 0 goes now, or
+    /// after CONNACK if CONNECT is on its way; with no connection at all
+    /// it is dropped, as at most once allows (kept, such messages would
+    /// pile up for as long as the server is away). `None` for QoS 0, or
+    /// when all 65,535 ids are in use (nothing is published then).
     pub fn publish(
         &mut self,
         now: Instant,
@@ -297,11 +330,15 @@ impl Client {
             _ => Some(self.take_id()?),
         };
         let publish = Publish { dup: false, qos, retain, topic, packet_id, payload };
+        let order = self.next_order();
         match qos {
-            QoS::AtMostOnce if self.link == Link::Up => self.send(now, &Packet::Publish(publish)),
-            QoS::AtMostOnce => self.unsent.push_back(publish),
+            QoS::AtMostOnce => match self.link {
+                Link::Up => self.send(now, &Packet::Publish(publish)),
+                Link::Connecting => self.unsent.push_back((order, publish)),
+                Link::Down => {}
+            },
             _ => {
-                self.waiting.push_back(publish);
+                self.waiting.push_back((order, publish));
                 self.fill_window(now);
             }
         }
@@ -356,30 +393,34 @@ impl Client {
         }
     }
 
-    /// When [`timeout`](Self::timeout) is due: the next PINGREQ, or the
-    /// end of the wait for its PINGRESP.
+    /// When [`timeout`](Self::timeout) is due: the next PINGREQ, the end
+    /// of the wait for its PINGRESP, or that for CONNACK (CONNECT is the
+    /// last packet written while it is awaited).
     pub fn next_deadline(&self) -> Option<Instant> {
         let keep_alive = self.keep_alive()?;
         match (self.link, self.ping_sent) {
             (Link::Down, _) => None,
             (_, Some(sent)) => Some(sent + keep_alive),
-            (Link::Connecting, None) => None,
-            (Link::Up, None) => Some(self.last_sent + keep_alive),
+            (Link::Connecting | Link::Up, None) => Some(self.last_sent + keep_alive),
         }
     }
 
     /// Time passed: a PINGREQ goes out after a keepalive without writing,
-    /// and the connection is given up a keepalive after an unanswered one.
+    /// and the connection is given up a keepalive after an unanswered one,
+    /// or after a CONNECT that no CONNACK answered.
     pub fn timeout(&mut self, now: Instant) {
         let Some(keep_alive) = self.keep_alive() else { return };
-        match self.ping_sent {
-            Some(sent) if now.saturating_duration_since(sent) >= keep_alive => self.lose(LostReason::PingTimeout),
-            Some(_) => {}
-            None if self.link == Link::Up && now.saturating_duration_since(self.last_sent) >= keep_alive => {
+        let due = |since: Instant| now.saturating_duration_since(since) >= keep_alive;
+        match (self.link, self.ping_sent) {
+            (Link::Down, _) => {}
+            (_, Some(sent)) if due(sent) => self.lose(LostReason::PingTimeout),
+            (_, Some(_)) => {}
+            (Link::Connecting, None) if due(self.last_sent) => self.lose(LostReason::ConnAckTimeout),
+            (Link::Up, None) if due(self.last_sent) => {
                 self.send(now, &Packet::PingReq);
                 self.ping_sent = Some(now);
             }
-            None => {}
+            (Link::Connecting | Link::Up, None) => {}
         }
     }
 
@@ -396,6 +437,11 @@ impl Client {
     /// QoS 1/2 messages not yet acknowledged: in flight and waiting.
     pub fn unacknowledged(&self) -> usize {
         self.inflight.len() + self.waiting.len()
+    }
+
+    fn next_order(&mut self) -> u64 {
+        self.made += 1;
+        self.made
     }
 
     fn keep_alive(&self) -> Option<Duration> {
@@ -416,15 +462,16 @@ impl Client {
         if self.link == Link::Up {
             self.send(now, &request_packet(&request));
         }
-        self.requests.push_back(request);
+        let order = self.next_order();
+        self.requests.push_back((order, request));
     }
 
     /// A packet id no message or request holds, counting from the last.
     fn take_id(&mut self) -> Option<PacketId> {
         let in_use = |id: PacketId| {
             self.inflight.iter().any(|o| o.publish.packet_id == Some(id))
-                || self.waiting.iter().any(|p| p.packet_id == Some(id))
-                || self.requests.iter().any(|r| r.packet_id() == id)
+                || self.waiting.iter().any(|(_, p)| p.packet_id == Some(id))
+                || self.requests.iter().any(|(_, r)| r.packet_id() == id)
         };
         let mut id = self.next_id;
         for _ in 0..u16::MAX {
@@ -441,9 +488,9 @@ impl Client {
     fn fill_window(&mut self, now: Instant) {
         let max = self.options.max_inflight;
         while (max == 0 || self.inflight.len() < max)
-            && let Some(publish) = self.waiting.pop_front()
+            && let Some((order, publish)) = self.waiting.pop_front()
         {
-            let mut out = Outgoing { publish, released: false, sent: false };
+            let mut out = Outgoing { order, publish, released: false, sent: false };
             if self.link == Link::Up {
                 self.send(now, &Packet::Publish(out.publish.clone()));
                 out.sent = true;
@@ -502,21 +549,22 @@ impl Client {
             self.incoming.clear();
         }
         self.events.push_back(ClientEvent::Connected { session_present: connack.session_present });
-        // What the last connection left, in its order ([MQTT-4.4.0-1]).
-        for at in 0..self.inflight.len() {
-            let packet = match &self.inflight[at] {
-                out if out.released => Packet::PubRel(out.publish.packet_id.unwrap_or(PacketId::MIN)),
-                out => Packet::Publish(Publish { dup: out.sent, ..out.publish.clone() }),
+        // What the last connection left and what waited for this one, in
+        // the order it was made ([MQTT-4.4.0-1] for the messages).
+        let mut pending: Vec<(u64, Packet)> = Vec::new();
+        for out in &mut self.inflight {
+            let packet = match out.publish.packet_id {
+                Some(id) if out.released => Packet::PubRel(id),
+                _ => Packet::Publish(Publish { dup: out.sent, ..out.publish.clone() }),
             };
-            self.send(now, &packet);
-            self.inflight[at].sent = true;
+            out.sent = true;
+            pending.push((out.order, packet));
         }
-        for at in 0..self.requests.len() {
-            let packet = request_packet(&self.requests[at]);
+        pending.extend(self.requests.iter().map(|(order, request)| (*order, request_packet(request))));
+        pending.extend(self.unsent.drain(..).map(|(order, publish)| (order, Packet::Publish(publish))));
+        pending.sort_by_key(|(order, _)| *order);
+        for (_, packet) in pending {
             self.send(now, &packet);
-        }
-        while let Some(publish) = self.unsent.pop_front() {
-            self.send(now, &Packet::Publish(publish));
         }
         self.fill_window(now);
     }
@@ -551,7 +599,7 @@ impl Client {
 
     /// Whether `id` answered a request still open (and closes it).
     fn answered(&mut self, id: PacketId) -> bool {
-        let found = self.requests.iter().position(|r| r.packet_id() == id);
+        let found = self.requests.iter().position(|(_, r)| r.packet_id() == id);
         found.and_then(|at| self.requests.remove(at)).is_some()
     }
 }

@@ -29,11 +29,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 
 use crate::action::{Action, Input};
 use crate::broker::Broker;
-use crate::codec::{self, Connect, LastWill, Packet, Publish, Subscribe, SubscribeReturnCode, Unsubscribe};
+use crate::client;
+use crate::codec::{self, LastWill, Packet, Publish, Subscribe, SubscribeReturnCode, Unsubscribe};
 use crate::config::Config;
 use crate::congestion::{WriterGauge, WriterProgress};
 use crate::error::CloseReason;
@@ -57,20 +57,9 @@ const CLIENT_MAX_PACKET: usize = codec::MAX_REMAINING_LENGTH + 5;
 /// How a virtual client connects and behaves.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Client id sent in CONNECT (may be empty).
-    pub client_id: String,
-    /// Clean session flag.
-    pub clean_session: bool,
-    /// Keepalive in seconds.
-    pub keep_alive: u16,
-    /// Will to register.
-    pub will: Option<LastWill>,
-    /// User name.
-    pub username: Option<String>,
-    /// Password.
-    pub password: Option<Bytes>,
-    /// Protocol version.
-    pub protocol: Protocol,
+    /// What its CONNECT says: client id (may be empty), protocol, clean
+    /// session, keepalive, will, credentials.
+    pub connect: client::ClientOptions,
     /// Answer PUBLISH with PUBACK/PUBREC and PUBREL with PUBCOMP, as a
     /// well-behaved client library does.
     pub auto_ack: bool,
@@ -83,41 +72,30 @@ pub struct ClientOptions {
 impl ClientOptions {
     /// A 3.1.1 client with a clean session, keepalive 60, acking everything.
     pub fn new(client_id: &str) -> Self {
-        Self {
-            client_id: client_id.to_owned(),
-            clean_session: true,
-            keep_alive: 60,
-            will: None,
-            username: None,
-            password: None,
-            protocol: Protocol::V311,
-            auto_ack: true,
-            reading: true,
-        }
+        Self { connect: client::ClientOptions::new(client_id), auto_ack: true, reading: true }
     }
 
     /// Sets the clean session flag.
     pub fn clean_session(mut self, clean: bool) -> Self {
-        self.clean_session = clean;
+        self.connect = self.connect.clean_session(clean);
         self
     }
 
     /// Sets the keepalive in seconds.
     pub fn keep_alive(mut self, secs: u16) -> Self {
-        self.keep_alive = secs;
+        self.connect = self.connect.keep_alive(secs);
         self
     }
 
     /// Registers a will.
     pub fn will(mut self, will: LastWill) -> Self {
-        self.will = Some(will);
+        self.connect = self.connect.will(will);
         self
     }
 
     /// Sets user name and password.
     pub fn credentials(mut self, username: &str, password: &[u8]) -> Self {
-        self.username = Some(username.to_owned());
-        self.password = Some(Bytes::copy_from_slice(password));
+        self.connect = self.connect.credentials(username, password);
         self
     }
 
@@ -135,16 +113,7 @@ impl ClientOptions {
 
     /// The CONNECT packet these options describe.
     pub fn connect_packet(&self) -> Packet {
-        Packet::Connect(Box::new(Connect {
-            protocol: self.protocol,
-            clean_session: self.clean_session,
-            keep_alive: self.keep_alive,
-            client_id: ByteString::from(self.client_id.as_str()),
-            will: self.will.clone(),
-            username: self.username.as_deref().map(ByteString::from),
-            password: self.password.clone(),
-            bridge: false,
-        }))
+        self.connect.connect_packet()
     }
 }
 
@@ -400,7 +369,7 @@ impl Simulation {
 
     /// Opens a connection described as `peer` and sends CONNECT.
     pub fn connect_from(&mut self, options: ClientOptions, peer: Peer) -> ConnId {
-        let name = if options.client_id.is_empty() { "(empty)" } else { &options.client_id };
+        let name = if options.connect.client_id.is_empty() { "(empty)" } else { &options.connect.client_id };
         let conn = self.open_from(name, options.auto_ack, peer);
         if let Some(client) = self.clients.get_mut(&conn) {
             client.reading = options.reading;

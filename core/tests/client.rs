@@ -21,6 +21,8 @@ use quickcheck::{Arbitrary, Gen, QuickCheck};
 struct Wired {
     client: Client,
     conn: Option<ConnId>,
+    /// Every byte the broker sent it, in order.
+    from_broker: Vec<u8>,
     /// Every packet each way, for transcripts.
     log: Vec<String>,
 }
@@ -36,8 +38,10 @@ struct Net {
 
 impl Net {
     fn new(options: Vec<ClientOptions>) -> Self {
-        let clients: Vec<Wired> =
-            options.into_iter().map(|o| Wired { client: Client::new(o), conn: None, log: Vec::new() }).collect();
+        let clients: Vec<Wired> = options
+            .into_iter()
+            .map(|o| Wired { client: Client::new(o), conn: None, from_broker: Vec::new(), log: Vec::new() })
+            .collect();
         let received = clients.iter().map(|_| BytesMut::new()).collect();
         Self { broker: Broker::new(Config::default()), now: Instant::ZERO, clients, received }
     }
@@ -81,6 +85,7 @@ impl Net {
                     Action::Send { conn, data } => {
                         let Some(n) = self.clients.iter().position(|w| w.conn == Some(conn)) else { continue };
                         log_packets(&mut self.clients[n].log, "<-", &data);
+                        self.clients[n].from_broker.extend_from_slice(&data);
                         self.clients[n].client.received(self.now, &data);
                         moved = true;
                     }
@@ -378,4 +383,96 @@ fn client_as_a_bridge_gets_no_echo_and_retain_as_published() {
     );
     net.settle();
     assert_eq!(got(net.events(1)), [("$SYS/broker/connection/x/state".to_owned(), false)]);
+}
+
+/// The requests of the split test, made before any byte arrives.
+fn requests(client: &mut Client) {
+    client.subscribe(Instant::ZERO, vec![(TopicFilter::new("s/#").unwrap(), QoS::ExactlyOnce)]);
+    for (n, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtLeastOnce].into_iter().enumerate() {
+        client.publish(Instant::ZERO, topic(&format!("s/{n}")), Bytes::from(vec![b'x'; n * 40]), qos, n == 3);
+    }
+}
+
+/// What a client that made [`requests`] reports, fed `chunks` in order.
+fn events_of(chunks: &[&[u8]]) -> Vec<ClientEvent> {
+    let mut client = Client::new(ClientOptions::new("split"));
+    client.connect(Instant::ZERO);
+    requests(&mut client);
+    for chunk in chunks {
+        client.received(Instant::ZERO, chunk);
+    }
+    std::iter::from_fn(|| client.poll_event()).collect()
+}
+
+/// Real traffic from the broker (CONNACK, SUBACK, the messages echoed at
+/// each QoS, their acknowledgements), cut at every point and in random
+/// chunks, gives the client the same events as in one piece.
+#[test]
+fn client_any_split_of_the_servers_bytes_gives_the_same_events() {
+    let mut net = Net::new(vec![ClientOptions::new("split")]);
+    let conn = net.broker.accept(net.at(), Peer::default());
+    net.clients[0].conn = Some(conn);
+    net.clients[0].client.connect(net.now);
+    requests(&mut net.clients[0].client);
+    net.settle();
+    let stream = net.clients[0].from_broker.clone();
+    let whole = events_of(&[&stream]);
+    // CONNACK, SUBACK, the four messages (the SUBSCRIBE went first: it
+    // was made first) and the three acknowledged publishes.
+    let messages: Vec<_> = whole
+        .iter()
+        .filter_map(|e| if let ClientEvent::Message(p) = e { Some(p.topic.as_str()) } else { None })
+        .collect();
+    assert_eq!(messages.len(), 4, "{whole:?}");
+    assert_eq!(whole.len(), 9, "{whole:?}");
+    for cut in 0..=stream.len() {
+        let (a, b) = stream.split_at(cut);
+        assert_eq!(events_of(&[a, b]), whole, "cut at {cut}");
+    }
+    fn prop(sizes: Vec<u8>, stream: Vec<u8>, whole: Vec<ClientEvent>) -> bool {
+        let mut chunks = Vec::new();
+        let mut rest = stream.as_slice();
+        for size in sizes.iter().map(|s| usize::from(*s % 16) + 1).cycle().take(stream.len()) {
+            if rest.is_empty() {
+                break;
+            }
+            let (a, b) = rest.split_at(size.min(rest.len()));
+            chunks.push(a);
+            rest = b;
+        }
+        chunks.push(rest);
+        events_of(&chunks) == whole
+    }
+    let mut g = Gen::new(50);
+    for _ in 0..300 {
+        let sizes = Vec::<u8>::arbitrary(&mut g);
+        assert!(prop(sizes.clone(), stream.clone(), whole.clone()), "chunk sizes {sizes:?}");
+    }
+}
+
+/// A CONNECT that no CONNACK answers within the keepalive is given up,
+/// and QoS 0 messages waited only for that CONNACK: published with no
+/// connection at all, they are dropped, not piled up.
+#[test]
+fn client_gives_up_without_connack_and_keeps_no_qos0_while_down() {
+    let mut client = Client::new(ClientOptions::new("slow").keep_alive(5));
+    client.publish(Instant::ZERO, topic("t"), Bytes::from_static(b"dropped"), QoS::AtMostOnce, false);
+    client.connect(Instant::ZERO);
+    client.poll_transmit();
+    client.publish(Instant::ZERO, topic("t"), Bytes::from_static(b"queued"), QoS::AtMostOnce, false);
+    assert_eq!(client.poll_transmit(), None, "nothing goes before CONNACK");
+    let five = Instant::ZERO + Duration::from_secs(5);
+    assert_eq!(client.next_deadline(), Some(five));
+    client.timeout(five);
+    assert!(matches!(client.poll_event(), Some(ClientEvent::Lost(culex_core::client::LostReason::ConnAckTimeout))));
+    // The message that waited for that CONNACK went with the connection.
+    client.connect(five);
+    client.poll_transmit();
+    client.publish(five, topic("t"), Bytes::from_static(b"kept"), QoS::AtMostOnce, false);
+    client.received(five, &[0x20, 0x02, 0x00, 0x00]);
+    let sent = client.poll_transmit().expect("the QoS 0 message after CONNACK");
+    let mut buf = BytesMut::from(&sent[..]);
+    let Ok(Some(Packet::Publish(p))) = codec::decode(&mut buf, usize::MAX, Protocol::V311) else { panic!("{sent:?}") };
+    assert_eq!(&p.payload[..], b"kept");
+    assert!(buf.is_empty(), "only that one: the others were dropped");
 }

@@ -204,7 +204,8 @@ fn a_will_above_max_qos_is_closed_without_connack() {
 #[test]
 fn a_protocol_the_listener_does_not_accept_gets_connack_1() {
     let mut sim = broker(ListenerRules { accept_mqtt31: false, ..ListenerRules::DEFAULT });
-    let v31 = ClientOptions { protocol: Protocol::V31, ..ClientOptions::new("old") };
+    let mut v31 = ClientOptions::new("old");
+    v31.connect.protocol = Protocol::V31;
     let conn = on_rules_listener(&mut sim, v31.clone());
     assert_eq!(connack(&mut sim, conn), Some(ConnectReturnCode::UnacceptableProtocolVersion));
     let v311 = on_rules_listener(&mut sim, ClientOptions::new("new"));

@@ -945,7 +945,7 @@ fn use_username_as_clientid_takes_the_user_name_or_refuses() {
     let rules = culex_core::ListenerRules { use_username_as_clientid: true, ..Default::default() };
     let mut sim = Simulation::new(listener_rules(rules));
     let mut options = ClientOptions::new("given");
-    options.username = Some("door-7".into());
+    options.connect.username = Some("door-7".into());
     let named = sim.connect(options);
     assert!(matches!(sim.take_received(named)[0], Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted));
     assert!(sim.is_online("door-7") && !sim.is_online("given"));
