@@ -171,6 +171,9 @@ def test_persistent_session_paho(broker, paho):
     for n in (1, 2, 3):
         assert mosquitto_pub(broker.port, f"ps/{n}", f"queued {n}", qos=1).returncode == 0
     assert mosquitto_pub(broker.port, "ps/zero", "qos0 is not queued", qos=0).returncode == 0
+    # mosquitto_pub exits once a QoS 0 PUBLISH is written, not handled:
+    # wait until the broker has it, or it may reach the session live.
+    broker.wait_log(r"Received PUBLISH from \S+ \(d0, q0, r0, 'ps/zero'")
     second = paho(cid, clean_session=False)
     assert second.session_present is True
     got = barrier(second, "ps")
