@@ -280,8 +280,9 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
                 .map(|l| format!("listener {}", l.port))
         });
     // A bridge section is a promise to forward messages: a broker that
-    // starts without doing it loses them quietly.
-    if let Some(bridge) = conf.warnings.iter().find(|w| w.key == "connection") {
+    // starts without doing it loses them quietly. The sections are read
+    // and checked; the bridges themselves are not built yet.
+    if let Some(bridge) = conf.bridges.first() {
         return Err(format!(
             "Error: {}:{}: bridges (connection) are not supported by this version of Culex; refusing to start \
              rather than leave the bridge's messages unforwarded.",

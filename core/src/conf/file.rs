@@ -10,7 +10,7 @@
 //! case-sensitive.
 //!
 //! A key Culex implements is checked (range, syntax) and applied. A key
-//! Mosquitto knows but Culex does not implement (bridges, `psk_file`,
+//! Mosquitto knows but Culex does not implement (`psk_file`, plugins,
 //! ...) yields a [`Warning`] and is ignored. Any other key stops start-up
 //! with a [`ConfError`], as Mosquitto does.
 //!
@@ -20,8 +20,9 @@
 //! local only mode), their TLS keys ([`super::tls`]) and their rules for
 //! clients (`listener_rules.rs`: `max_qos`, `mount_point`, ...), security
 //! (`security.rs`, with `per_listener_settings`), limits (`limits.rs`),
-//! logging (`logging.rs`), presence in Redis (`redis.rs`) and persistence
-//! (`persistence.rs`); the keys Culex ignores are listed in `keys.rs`.
+//! logging (`logging.rs`), presence in Redis (`redis.rs`), persistence
+//! (`persistence.rs`) and bridges (`bridges.rs`); the keys Culex ignores
+//! are listed in `keys.rs`.
 //! Limits not set start at Mosquitto's defaults, see [`Config`].
 //!
 //! # Divergences, on purpose
@@ -35,6 +36,7 @@
 
 use std::fmt;
 
+use super::bridges::{self, BridgesDraft, CurrentBridge};
 use super::keys;
 use super::listener_rules;
 use super::listeners::{self, ListenersDraft, Section};
@@ -45,7 +47,7 @@ use super::redis::{self, RedisDraft};
 use super::security::{self, SecurityDraft};
 use super::tls::{self, Located};
 use super::websockets::{self, WebSocketsConf};
-use super::{ListenerConf, LogConf, PersistenceConf, RedisConf, limits};
+use super::{BridgeConf, ListenerConf, LogConf, PersistenceConf, RedisConf, limits};
 use crate::Config;
 
 /// Largest value of Mosquitto's integer keys (a C `int`).
@@ -119,6 +121,8 @@ pub struct BrokerConf {
     pub websockets: WebSocketsConf,
     /// The user to run as and the pid file.
     pub process: ProcessConf,
+    /// The outgoing bridges (`connection` sections), in file order.
+    pub bridges: Vec<BridgeConf>,
     /// `password_file`: the path of a `mosquitto_passwd` file; the
     /// runtime reads it.
     pub password_file: Option<String>,
@@ -194,11 +198,15 @@ pub fn parse_with(
 /// Where a line is: file and 1-based number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Loc {
-    file: String,
-    line: usize,
+    pub(super) file: String,
+    pub(super) line: usize,
 }
 
 impl Loc {
+    pub(super) fn error(&self, reason: impl Into<String>) -> ConfError {
+        ConfError { file: self.file.clone(), line: self.line, reason: reason.into() }
+    }
+
     pub(super) fn warning(&self, key: &str, message: impl Into<String>) -> Warning {
         Warning { file: self.file.clone(), line: self.line, key: key.to_owned(), message: message.into() }
     }
@@ -331,6 +339,7 @@ const SECTIONS: &[&[&str]] = &[
     persistence::KEYS,
     websockets::KEYS,
     process::KEYS,
+    bridges::KEYS,
     &["include_dir", "allow_duplicate_messages"],
 ];
 
@@ -351,6 +360,7 @@ struct Parser {
     persistence: PersistenceDraft,
     websockets: WebSocketsConf,
     process: ProcessConf,
+    bridges: BridgesDraft,
     warnings: Vec<Warning>,
 }
 
@@ -364,6 +374,9 @@ impl Parser {
     ) -> Result<(), ConfError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut section = Section::Default;
+        // Likewise, each file starts outside any bridge (Mosquitto's
+        // `cur_bridge` is local to the file being read).
+        let mut bridge = CurrentBridge::default();
         for (index, raw) in text.lines().enumerate() {
             let trimmed = raw.trim_matches(|c: char| c.is_ascii_whitespace());
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -374,7 +387,7 @@ impl Parser {
                 None => (trimmed, ""),
             };
             let line = Line { file, number: index + 1, key, rest };
-            self.handle(&line, &mut section, level, includes)?;
+            self.handle(&line, &mut section, &mut bridge, level, includes)?;
         }
         Ok(())
     }
@@ -384,6 +397,7 @@ impl Parser {
         &mut self,
         line: &Line<'_>,
         section: &mut Section,
+        bridge: &mut CurrentBridge,
         level: usize,
         includes: &mut dyn IncludeSource,
     ) -> Result<(), ConfError> {
@@ -410,6 +424,7 @@ impl Parser {
             key if redis::KEYS.contains(&key) => self.redis.handle(line),
             key if persistence::KEYS.contains(&key) => self.persistence.handle(line, &mut self.warnings),
             key if process::KEYS.contains(&key) => self.process.handle(line),
+            key if bridges::KEYS.contains(&key) => self.bridges.handle(line, bridge, &mut self.warnings),
             key if websockets::KEYS.contains(&key) => {
                 websockets::handle(&mut self.websockets, &mut self.listeners, line, *section)
             }
@@ -458,11 +473,13 @@ impl Parser {
 
     /// Assembles the configuration and checks what only the whole file
     /// can tell.
-    fn finish(self) -> Result<BrokerConf, ConfError> {
-        let conf = self.assemble();
+    fn finish(mut self) -> Result<BrokerConf, ConfError> {
+        let bridges = std::mem::take(&mut self.bridges);
+        let mut conf = self.assemble();
         for listener in &conf.listeners {
             listener.tls.validate()?;
         }
+        conf.bridges = bridges.finish()?;
         Ok(conf)
     }
 
@@ -478,6 +495,7 @@ impl Parser {
             persistence: PersistenceConf::default(),
             websockets: self.websockets,
             process: self.process,
+            bridges: Vec::new(),
             password_file: None,
             acl_file: None,
             per_listener_settings: false,
@@ -587,18 +605,21 @@ mod tests {
         let conf = conf(
             "autosave_interval 1800\npsk_file /etc/p\nauth_plugin /etc/a\npersistence true\n\
              persistence_location /var/lib\nretry_interval 10\nuser mosquitto\npid_file /run/m.pid\n\
-             retain_available true\nmax_qos 2\nset_tcp_nodelay true\nnotifications false\nround_robin true\n\
-             connection bridge1\naddress 10.0.0.1:1883\ntopic # both 0\nauth_opt_db x\nplugin_opt_x y\n",
+             retain_available true\nmax_qos 2\nset_tcp_nodelay true\n\
+             connection bridge1\naddress 10.0.0.1:1883\ntopic # both 0\nnotifications false\nround_robin true\n\
+             auth_opt_db x\nplugin_opt_x y\n",
         );
         // The persistence keys are Culex's now: autosave_interval says it
         // changes nothing, persistence and persistence_location are applied;
         // user, pid_file, retain_available, set_tcp_nodelay and max_qos
-        // are applied too.
-        assert_eq!(conf.warnings.len(), 11);
+        // are applied too, and the bridge section is read.
+        assert_eq!(conf.warnings.len(), 6);
         assert_eq!(conf.warnings[0].key, "autosave_interval");
         assert!(conf.warnings[1..].iter().all(|w| w.message == NOT_SUPPORTED));
         assert_eq!(conf.warnings[1].to_string(), "test.conf:2: psk_file: not supported by Culex, ignored");
         assert!(conf.persistence.enabled);
+        assert_eq!(conf.bridges.len(), 1);
+        assert!(!conf.bridges[0].notifications && conf.bridges[0].round_robin);
     }
 
     // --- file format ---------------------------------------------------
@@ -756,6 +777,12 @@ mod tests {
                 "14d",
                 "0h",
                 "2147483647y",
+                "h:1883",
+                "# both 1 l/ r/",
+                "\"\" in 0 a b",
+                "lazy",
+                "5 30",
+                "mqttv311",
             ];
             let mut text = String::new();
             for _ in 0..usize::arbitrary(g) % 12 {

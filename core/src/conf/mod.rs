@@ -51,6 +51,7 @@
 //! }
 //! ```
 
+mod bridges;
 pub mod cli;
 pub mod file;
 mod keys;
@@ -68,6 +69,9 @@ mod timestamp;
 pub mod tls;
 mod websockets;
 
+pub use bridges::{
+    BridgeAddress, BridgeConf, BridgeProtocol, BridgeTls, BridgeTopic, Direction, RestartTimeout, StartType,
+};
 pub use cli::{CliCommand, CliError, CliOptions, MAX_CLI_PORTS, parse_args};
 pub use file::{BrokerConf, ConfError, IncludeSource, NoIncludes, Warning, parse, parse_with};
 pub use listeners::{DEFAULT_PORT, ListenerConf, ListenerProtocol, SocketDomain};
