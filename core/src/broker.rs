@@ -24,7 +24,7 @@ use crate::message::Message;
 use crate::peer::{Identity, ListenerId, Peer, Remote};
 use crate::persistence::CopyState;
 use crate::persistence::journal::Journal;
-use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Password, Refusal};
+use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Password, Refusal, TrustBridges};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
 use crate::session::{AckOutcome, Grant, Limits, Outgoing, QueueFull, Session, SessionKey, SessionStore, Stage};
@@ -371,7 +371,7 @@ impl Broker {
             max_packet_size: config.max_packet_size(),
             ids: IdGenerator::new(config.id_seed),
             config,
-            policy,
+            policy: Box::new(TrustBridges(policy)),
             conns: ConnIdMap::default(),
             listener_conns: BTreeMap::new(),
             memory: None,
@@ -409,7 +409,7 @@ impl Broker {
     /// Clients whose credentials are being checked keep the answer of the
     /// check already under way.
     pub fn replace_policy(&mut self, now: Now, policy: Box<dyn AccessPolicy>, keep: &dyn Fn(ClientInfo<'_>) -> bool) {
-        self.policy = policy;
+        self.policy = Box::new(TrustBridges(policy));
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -452,7 +452,9 @@ impl Broker {
     /// first bytes right behind its accept, without waiting for an id. The
     /// id must never have been used, by either method.
     pub fn accept_as(&mut self, now: Now, id: ConnId, peer: Peer) {
-        self.next_conn = self.next_conn.max(id.0.saturating_add(1));
+        if !id.is_bridge() {
+            self.next_conn = self.next_conn.max(id.0.saturating_add(1));
+        }
         self.sys.start(now.instant, self.config.sys_interval);
         let on_listener = self.listener_conns.get(&peer.listener).copied().unwrap_or(0);
         let listener_full =
@@ -642,6 +644,12 @@ impl Broker {
             queued: session.queued_len(),
             subscriptions: session.subscriptions.iter().map(|(f, q)| (f.as_str().to_owned(), *q)).collect(),
         })
+    }
+
+    /// Copies waiting in the session of `client_id` (0 without one): what
+    /// a lazy bridge counts before it connects.
+    pub fn queued_len(&self, client_id: &ClientId) -> usize {
+        self.sessions.find(client_id).and_then(|key| self.sessions.get(key)).map_or(0, Session::queued_len)
     }
 
     /// The client id bound to `conn`, once its CONNECT is accepted.
@@ -944,7 +952,8 @@ impl Broker {
         if let Some((due, _)) = conn.deadline(&self.config) {
             self.deadlines.arm(id, due, &mut conn.armed);
         }
-        if self.config.connection_messages {
+        // A bridge of this broker logs its own lines.
+        if self.config.connection_messages && listener != ListenerId::BRIDGES {
             info!(
                 "New {} connected from {} as {} (p{}, c{}, k{}{}).",
                 if connect.bridge { "bridge" } else { "client" },

@@ -38,7 +38,7 @@
 //! assert_eq!(client.poll_event(), Some(ClientEvent::Published(id.expect("a packet id"))));
 //! ```
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -76,6 +76,10 @@ pub struct ClientOptions {
     /// Marks the connection as a bridge's (`try_private`): the protocol
     /// level is sent with its high bit set, as Mosquitto's bridges do.
     pub bridge: bool,
+    /// Incoming QoS 1 and 2 messages are acknowledged (PUBACK, PUBREC)
+    /// only when the application calls [`Client::acknowledge`]: a bridge
+    /// acknowledges a message once the other side has it.
+    pub manual_ack: bool,
 }
 
 impl ClientOptions {
@@ -92,6 +96,7 @@ impl ClientOptions {
             max_inflight: 20,
             max_packet_size: codec::MAX_REMAINING_LENGTH + 5,
             bridge: false,
+            manual_ack: false,
         }
     }
 
@@ -242,8 +247,9 @@ pub struct Client {
     /// order the application made it, a SUBSCRIBE before the PUBLISH
     /// made after it.
     made: u64,
-    /// Incoming QoS 2 messages delivered, PUBREL awaited.
-    incoming: BTreeSet<PacketId>,
+    /// Incoming QoS 2 messages delivered, PUBREL awaited, and whether the
+    /// application acknowledged each (always, without `manual_ack`).
+    incoming: BTreeMap<PacketId, bool>,
     next_id: PacketId,
     /// When the client last wrote: a PINGREQ goes a keepalive after it.
     last_sent: Instant,
@@ -265,7 +271,7 @@ impl Client {
             unsent: VecDeque::new(),
             requests: VecDeque::new(),
             made: 0,
-            incoming: BTreeSet::new(),
+            incoming: BTreeMap::new(),
             next_id: PacketId::MIN,
             last_sent: Instant::ZERO,
             ping_sent: None,
@@ -275,6 +281,11 @@ impl Client {
     /// The options it connects with.
     pub fn options(&self) -> &ClientOptions {
         &self.options
+    }
+
+    /// The options, to change: they apply from the next [`connect`](Self::connect).
+    pub fn options_mut(&mut self) -> &mut ClientOptions {
+        &mut self.options
     }
 
     /// Whether CONNACK accepted the current connection.
@@ -421,6 +432,28 @@ impl Client {
                 self.ping_sent = Some(now);
             }
             (Link::Connecting | Link::Up, None) => {}
+        }
+    }
+
+    /// With [`ClientOptions::manual_ack`]: the application has the
+    /// message `id` delivered at `qos`; its PUBACK or PUBREC goes out now,
+    /// or, if the connection is down, when the server sends it again.
+    pub fn acknowledge(&mut self, now: Instant, id: PacketId, qos: QoS) {
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                if self.link == Link::Up {
+                    self.send(now, &Packet::PubAck(id));
+                }
+            }
+            QoS::ExactlyOnce => {
+                if let Some(acknowledged) = self.incoming.get_mut(&id) {
+                    *acknowledged = true;
+                    if self.link == Link::Up {
+                        self.send(now, &Packet::PubRec(id));
+                    }
+                }
+            }
         }
     }
 
@@ -573,15 +606,25 @@ impl Client {
         match (publish.qos, publish.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => {
                 self.events.push_back(ClientEvent::Message(publish));
-                self.send(now, &Packet::PubAck(id));
+                if !self.options.manual_ack {
+                    self.send(now, &Packet::PubAck(id));
+                }
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 // Delivered once: a PUBLISH under an id awaiting its PUBREL
-                // is the same message again ([MQTT-4.3.3-2]).
-                if self.incoming.insert(id) {
-                    self.events.push_back(ClientEvent::Message(publish));
+                // is the same message again ([MQTT-4.3.3-2]), answered once
+                // the application has it.
+                let acknowledged = match self.incoming.get(&id) {
+                    Some(&acknowledged) => acknowledged,
+                    None => {
+                        self.incoming.insert(id, !self.options.manual_ack);
+                        self.events.push_back(ClientEvent::Message(publish));
+                        !self.options.manual_ack
+                    }
+                };
+                if acknowledged {
+                    self.send(now, &Packet::PubRec(id));
                 }
-                self.send(now, &Packet::PubRec(id));
             }
             _ => self.events.push_back(ClientEvent::Message(publish)),
         }

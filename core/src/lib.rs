@@ -100,6 +100,7 @@
 
 mod action;
 pub mod auth;
+pub mod bridge;
 mod broker;
 mod children;
 pub mod client;

@@ -14,10 +14,16 @@ use bytestring::ByteString;
 pub struct ListenerId(pub u16);
 
 impl ListenerId {
-    /// The listener at `index` of the configuration's list (beyond 65535,
-    /// the last id: no configuration opens that many).
+    /// Where the broker's own bridges come in: their local side is an
+    /// in-memory connection, trusted as Mosquitto trusts its bridges (no
+    /// password, no ACL).
+    pub const BRIDGES: Self = Self(u16::MAX);
+
+    /// The listener at `index` of the configuration's list (beyond 65534,
+    /// the last id before [`BRIDGES`](Self::BRIDGES): no configuration
+    /// opens that many).
     pub fn at(index: usize) -> Self {
-        Self(u16::try_from(index).unwrap_or(u16::MAX))
+        Self(u16::try_from(index).unwrap_or(u16::MAX - 1).min(u16::MAX - 1))
     }
 }
 
@@ -82,6 +88,11 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The local side of one of the broker's bridges.
+    pub fn bridge() -> Self {
+        Self { remote: None, listener: ListenerId::BRIDGES, identity: Identity::Connect }
+    }
+
     /// A connection from `remote` on `listener`, whose user name comes
     /// from CONNECT.
     pub fn new(remote: impl Into<Remote>, listener: ListenerId) -> Self {

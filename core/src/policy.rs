@@ -115,6 +115,36 @@ pub trait AccessPolicy: fmt::Debug + Send {
     fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool;
 }
 
+/// A policy that lets the broker's own bridges ([`ListenerId::BRIDGES`])
+/// do anything, as Mosquitto does (`if(context->bridge) return
+/// MOSQ_ERR_SUCCESS;`), and asks `inner` about everyone else.
+#[derive(Debug)]
+pub(crate) struct TrustBridges(pub(crate) Box<dyn AccessPolicy>);
+
+impl AccessPolicy for TrustBridges {
+    fn authenticate(&self, client: ClientInfo<'_>, password: Option<&Bytes>) -> AuthDecision {
+        match client.listener {
+            ListenerId::BRIDGES => AuthDecision::Allow,
+            _ => self.0.authenticate(client, password),
+        }
+    }
+
+    fn filter_access(&self, client: ClientInfo<'_>, filter: &TopicFilter) -> FilterAccess {
+        match client.listener {
+            ListenerId::BRIDGES => FilterAccess::Whole,
+            _ => self.0.filter_access(client, filter),
+        }
+    }
+
+    fn may_read(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
+        client.listener == ListenerId::BRIDGES || self.0.may_read(client, topic)
+    }
+
+    fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
+        client.listener == ListenerId::BRIDGES || self.0.may_publish(client, topic)
+    }
+}
+
 /// How much of what a filter can match a client may read: decides the
 /// SUBACK and whether the subscription's messages are checked one by one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

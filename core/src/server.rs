@@ -11,7 +11,9 @@ use bytestring::ByteString;
 use tracing::info;
 
 use crate::action::{Action, Input};
+use crate::bridge::{Bridge, BridgeId, Dial, RemoteOp};
 use crate::broker::Broker;
+use crate::conf::BridgeConf;
 use crate::congestion::WriterProgress;
 use crate::error::CloseReason;
 use crate::peer::{ListenerId, Peer};
@@ -71,13 +73,25 @@ pub struct Server<O> {
     outboxes: ConnIdMap<O>,
     auth_requests: Vec<AuthRequest>,
     store_batches: Vec<StoreBatch>,
+    /// The bridges, in the order they were started (few: looked up by
+    /// a scan).
+    bridges: Vec<Bridge>,
+    next_bridge: u64,
 }
 
 impl<O: Outbox> Server<O> {
     /// A server around `broker`; `presence` is `None` when presence goes
     /// only to the log.
     pub fn new(broker: Broker, presence: Option<PresenceSync>) -> Self {
-        Self { broker, presence, outboxes: ConnIdMap::default(), auth_requests: Vec::new(), store_batches: Vec::new() }
+        Self {
+            broker,
+            presence,
+            outboxes: ConnIdMap::default(),
+            auth_requests: Vec::new(),
+            store_batches: Vec::new(),
+            bridges: Vec::new(),
+            next_bridge: 1,
+        }
     }
 
     /// A server around a broker that was just restored from a store (see
@@ -108,21 +122,115 @@ impl<O: Outbox> Server<O> {
 
     /// Bytes read from `conn`.
     pub fn received(&mut self, now: Now, conn: ConnId, data: &[u8]) {
-        self.broker.handle_input(now, Input::Received { conn, data });
+        match self.bridge_on(conn) {
+            Some(at) => self.bridges[at].remote_received(now, &mut self.broker, data),
+            None => self.broker.handle_input(now, Input::Received { conn, data }),
+        }
         self.drain(now);
     }
 
     /// `conn` ended on its own (end of stream, socket error).
     pub fn closed(&mut self, now: Now, conn: ConnId) {
         self.outboxes.remove(&conn);
-        self.broker.handle_input(now, Input::Closed { conn });
+        match self.bridge_on(conn) {
+            Some(at) => self.bridges[at].remote_closed(now, &mut self.broker, conn),
+            None => self.broker.handle_input(now, Input::Closed { conn }),
+        }
         self.drain(now);
     }
 
     /// The runtime's report on `conn`'s writer (the episode's progress and
     /// end; its start comes from [`Outbox::send`]).
     pub fn writer(&mut self, now: Now, conn: ConnId, progress: WriterProgress) {
-        self.broker.handle_input(now, Input::Writer { conn, progress });
+        // A bridge's socket carries what its session lets through: the
+        // session's window is its flow control.
+        if self.bridge_on(conn).is_none() {
+            self.broker.handle_input(now, Input::Writer { conn, progress });
+            self.drain(now);
+        }
+    }
+
+    /// Starts a bridge (see [`bridge`](crate::bridge)); `hostname` makes
+    /// its default client ids, `seed` varies its restart jitter.
+    pub fn start_bridge(&mut self, now: Now, conf: BridgeConf, hostname: &str, seed: u64) -> BridgeId {
+        let id = BridgeId(self.next_bridge);
+        self.next_bridge += 1;
+        let mut bridge = Bridge::new(id, conf, hostname, seed);
+        bridge.start(now, &mut self.broker);
+        self.bridges.push(bridge);
+        self.drain(now);
+        id
+    }
+
+    /// Stops a bridge: its remote is told it is gone and disconnected; its
+    /// local session stays, as any client's.
+    pub fn stop_bridge(&mut self, now: Now, id: BridgeId) {
+        let Some(at) = self.bridges.iter().position(|b| b.id() == id) else { return };
+        self.bridges[at].shutdown(now, &mut self.broker);
+        self.drain(now);
+        self.bridges.remove(at);
+    }
+
+    /// A reloaded configuration's bridges: those it no longer has, or has
+    /// changed, are stopped; the changed and the new ones start; the
+    /// others go on untouched (Mosquitto cannot reload bridges).
+    pub fn reload_bridges(&mut self, now: Now, confs: &[BridgeConf], hostname: &str, seed: u64) {
+        let running: Vec<(BridgeId, BridgeConf)> = self.bridges.iter().map(|b| (b.id(), b.conf().clone())).collect();
+        for (id, conf) in &running {
+            match confs.iter().find(|c| c.name == conf.name) {
+                Some(new) if same_settings(new, conf) => continue,
+                Some(_) => info!("Bridge {} changed: restarting it.", conf.name),
+                None => info!("Bridge {} is no longer configured: stopping it.", conf.name),
+            }
+            self.stop_bridge(now, *id);
+        }
+        for conf in confs {
+            if !self.bridges.iter().any(|b| b.conf().name == conf.name) {
+                self.start_bridge(now, conf.clone(), hostname, seed);
+            }
+        }
+    }
+
+    /// The bridges running.
+    pub fn bridges(&self) -> &[Bridge] {
+        &self.bridges
+    }
+
+    /// Sockets the bridges need opened, taken in order.
+    #[must_use]
+    pub fn poll_dials(&mut self) -> Vec<Dial> {
+        self.bridges.iter_mut().flat_map(Bridge::take_dials).collect()
+    }
+
+    /// The socket of a [`Dial`] is open as `conn`, written through
+    /// `outbox`; its reads go to [`received`](Self::received) as any
+    /// connection's. For a probe, call [`probed`](Self::probed) instead.
+    pub fn dialed(&mut self, now: Now, bridge: BridgeId, conn: ConnId, outbox: O) {
+        self.outboxes.insert(conn, outbox);
+        match self.bridges.iter_mut().find(|b| b.id() == bridge) {
+            Some(bridge) => bridge.dialed(now, conn),
+            None => {
+                if let Some(mut outbox) = self.outboxes.remove(&conn) {
+                    outbox.close(CloseReason::Disconnected);
+                }
+            }
+        }
+        self.drain(now);
+    }
+
+    /// The socket of a [`Dial`] could not be opened; `error` says why.
+    pub fn dial_failed(&mut self, now: Now, bridge: BridgeId, error: &str) {
+        if let Some(bridge) = self.bridges.iter_mut().find(|b| b.id() == bridge) {
+            bridge.dial_failed(now, &mut self.broker, error);
+        }
+        self.drain(now);
+    }
+
+    /// The outcome of a probe [`Dial`].
+    pub fn probed(&mut self, now: Now, bridge: BridgeId, reachable: bool) {
+        if let Some(bridge) = self.bridges.iter_mut().find(|b| b.id() == bridge) {
+            bridge.probed(now, &mut self.broker, reachable);
+        }
         self.drain(now);
     }
 
@@ -166,22 +274,27 @@ impl<O: Outbox> Server<O> {
     /// The timer armed at [`next_deadline`](Self::next_deadline) fired.
     pub fn timeout(&mut self, now: Now) {
         self.broker.handle_timeout(now);
+        for bridge in &mut self.bridges {
+            bridge.timeout(now, &mut self.broker);
+        }
         self.drain(now);
     }
 
-    /// Closes every connection (server shutdown).
+    /// Closes every connection (server shutdown), the bridges' first.
     pub fn shutdown(&mut self, now: Now) {
+        for bridge in &mut self.bridges {
+            bridge.shutdown(now, &mut self.broker);
+        }
         self.broker.shutdown(now);
         self.drain(now);
     }
 
-    /// When the broker or the presence store next needs the timer.
+    /// When the broker, the presence store or a bridge next needs the
+    /// timer.
     pub fn next_deadline(&self) -> Option<Instant> {
         let presence = self.presence.as_ref().and_then(PresenceSync::poll_timeout);
-        match (self.broker.poll_timeout(), presence) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let bridges = self.bridges.iter().filter_map(Bridge::next_deadline).min();
+        [self.broker.poll_timeout(), presence, bridges].into_iter().flatten().min()
     }
 
     /// The broker, for its getters.
@@ -194,14 +307,37 @@ impl<O: Outbox> Server<O> {
         self.presence.as_mut()
     }
 
-    /// Open connections.
+    /// Open connections, the bridges' sockets included.
     pub fn connections(&self) -> usize {
         self.outboxes.len()
+    }
+
+    /// The bridge whose remote socket is `conn`.
+    fn bridge_on(&self, conn: ConnId) -> Option<usize> {
+        if self.bridges.is_empty() {
+            return None;
+        }
+        self.bridges.iter().position(|b| b.remote_conn() == Some(conn))
+    }
+
+    /// The bridge whose local side is `conn`.
+    fn bridge_behind(&self, conn: ConnId) -> Option<usize> {
+        self.bridges.iter().position(|b| b.local_conn() == Some(conn))
     }
 
     fn drain(&mut self, now: Now) {
         while let Some(action) = self.broker.poll_action() {
             match action {
+                Action::Send { conn, data } if conn.is_bridge() => {
+                    if let Some(at) = self.bridge_behind(conn) {
+                        self.bridges[at].local_received(now, &mut self.broker, &data);
+                    }
+                }
+                Action::Close { conn, .. } if conn.is_bridge() => {
+                    if let Some(at) = self.bridge_behind(conn) {
+                        self.bridges[at].local_closed(now, &mut self.broker);
+                    }
+                }
                 Action::Send { conn, data } => match self.outboxes.get_mut(&conn).map(|outbox| outbox.send(data)) {
                     None | Some(Ok(None)) => {}
                     Some(Ok(Some(progress))) => self.broker.handle_input(now, Input::Writer { conn, progress }),
@@ -234,7 +370,46 @@ impl<O: Outbox> Server<O> {
                 Action::Deliver { .. } | Action::DropExpired { .. } => {}
             }
         }
+        if !self.bridges.is_empty() {
+            self.drain_bridges(now);
+        }
     }
+
+    /// Writes what the bridges have for their remotes; a lazy bridge
+    /// looks at its queue.
+    fn drain_bridges(&mut self, now: Now) {
+        let mut stalled = false;
+        for at in 0..self.bridges.len() {
+            self.bridges[at].check_queue(&self.broker);
+            for op in self.bridges[at].take_ops() {
+                match op {
+                    RemoteOp::Send(conn, data) => {
+                        let sent = self.outboxes.get_mut(&conn).map(|outbox| outbox.send(data));
+                        if let Some(Err(OutboxFull)) = sent {
+                            self.bridges[at].remote_stalled(now, &mut self.broker);
+                            stalled = true;
+                        }
+                    }
+                    RemoteOp::Close(conn) => {
+                        if let Some(mut outbox) = self.outboxes.remove(&conn) {
+                            outbox.close(CloseReason::Disconnected);
+                        }
+                    }
+                }
+            }
+        }
+        // Closing a stalled bridge's local side has actions of its own.
+        if stalled {
+            self.drain(now);
+        }
+    }
+}
+
+/// Whether two bridge sections say the same, wherever they stand in the
+/// file.
+fn same_settings(a: &BridgeConf, b: &BridgeConf) -> bool {
+    let placed = |c: &BridgeConf| BridgeConf { line: 0, file: String::new(), ..c.clone() };
+    placed(a) == placed(b)
 }
 
 #[cfg(test)]

@@ -98,6 +98,17 @@ impl fmt::Display for PacketId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
+impl ConnId {
+    /// Ids from here up name the local sides of bridges, which the core
+    /// opens itself; runtimes name their sockets below it.
+    pub const FIRST_BRIDGE: u64 = 1 << 63;
+
+    /// Whether this names a bridge's local side.
+    pub fn is_bridge(self) -> bool {
+        self.0 >= Self::FIRST_BRIDGE
+    }
+}
+
 /// A map keyed by ids the core hands out itself, hashed with [`IdHasher`].
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 

@@ -14,6 +14,7 @@ use async_std::channel::Sender;
 use async_std::io::{ReadExt, WriteExt};
 use async_std::net::TcpStream;
 use bytes::Bytes;
+use culex_core::bridge::BridgeId;
 use culex_core::{ConnId, Identity, Peer, Remote};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
@@ -112,6 +113,7 @@ pub(crate) async fn serve(
     conn: ConnId,
     limits: Limits,
     events: Sender<Event<AsyncStdOutbox>>,
+    bridge: Option<BridgeId>,
 ) {
     let mut reader = stream.clone();
     let mut writer = stream;
@@ -124,7 +126,7 @@ pub(crate) async fn serve(
     };
     let (outbox, mut rx) = culex_runtime::outbox::channel(conn, limits.backlog(), limits.reports.clone());
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
-    if events.send(Event::Accepted { conn, peer, outbox }).await.is_err() {
+    if events.send(Event::opened(conn, peer, outbox, bridge)).await.is_err() {
         return;
     }
     // What was read, through the link: MQTT bytes, replies, the end.

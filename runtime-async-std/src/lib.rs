@@ -16,7 +16,8 @@ use async_io::Async;
 use async_std::channel::{self, Receiver, Sender};
 use async_std::net::TcpListener;
 use culex_core::Remote;
-use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
+use culex_core::bridge::Dial;
+use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Jobs, Wake};
 use culex_runtime::reload::obey;
 use culex_runtime::settings::{Bound, unix_remote};
 use culex_runtime::{Clock, Limits, Listening, Settings, ShutdownOn, Signals};
@@ -89,13 +90,14 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
             let _ = answers.send(Event::Authenticated { conn, result }).await;
         });
     };
+    let dial = dialer(ids, settings.bridge_limits(prepared.reports.clone()), events.clone());
     let source = Events(events_rx);
-    let broker = async_std::task::spawn(driver::run(prepared, clock, source, store, check));
+    let broker = async_std::task::spawn(driver::run(prepared, clock, source, store, Jobs { check, dial }));
     let reload = async || {
         // Files are read on the blocking pool; the broker task never waits.
         let source = settings.reload.clone();
-        if let Some(policies) = async_std::task::spawn_blocking(move || source.load()).await {
-            let _ = events.send(Event::Reload(Box::new(policies))).await;
+        if let Some(reloaded) = async_std::task::spawn_blocking(move || source.load()).await {
+            let _ = events.send(Event::Reload(Box::new(reloaded))).await;
         }
     };
     let report = async || {
@@ -107,6 +109,30 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
     let _ = events.send(Event::Shutdown).await;
     broker.await;
     Ok(())
+}
+
+/// Opens bridges' sockets: the connect on the blocking pool (see
+/// [`culex_runtime::dial`]), then a connection task as for an accepted
+/// socket.
+fn dialer(ids: ConnIds, limits: Limits, events: Sender<Event<AsyncStdOutbox>>) -> impl FnMut(Dial) {
+    move |job: Dial| {
+        let (conn, limits, events) = (ids.next(), limits.clone(), events.clone());
+        async_std::task::spawn(async move {
+            let bridge = job.bridge;
+            let (connected, job) =
+                async_std::task::spawn_blocking(move || (culex_runtime::dial::connect(&job), job)).await;
+            let event = match (connected, job.probe) {
+                (stream, true) => Event::Probed { bridge, reachable: stream.is_ok() },
+                (Ok(stream), false) => {
+                    let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+                    let stream = async_std::net::TcpStream::from(stream);
+                    return conn::serve(stream, Remote::Tcp(peer), conn, limits, events, Some(bridge)).await;
+                }
+                (Err(error), false) => Event::DialFailed { bridge, error: error.to_string() },
+            };
+            let _ = events.send(event).await;
+        });
+    }
 }
 
 /// The broker task's events: the channel raced against the timer.
@@ -175,7 +201,7 @@ struct Serve {
 
 impl Serve {
     fn run(self, stream: impl conn::Socket) {
-        async_std::task::spawn(conn::serve(stream, self.remote, self.conn, self.limits, self.events));
+        async_std::task::spawn(conn::serve(stream, self.remote, self.conn, self.limits, self.events, None));
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use culex_core::auth::ListenerPolicies;
+use culex_core::bridge::{BridgeId, Dial};
 use culex_core::memory::MemoryGauge;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 use crate::clock::Clock;
 use crate::logging;
 use crate::persist::{self, Committer};
+use crate::reload::Reloaded;
 use crate::reports::WriterReports;
 use crate::settings::{self, Settings};
 
@@ -52,6 +54,30 @@ pub enum Event<O> {
         /// Its writer.
         outbox: O,
     },
+    /// A bridge's socket to its remote broker is open (see [`Dial`]).
+    Dialed {
+        /// The bridge.
+        bridge: BridgeId,
+        /// The socket's id (see [`ConnIds`]): its reads come as
+        /// [`Event::Data`].
+        conn: ConnId,
+        /// Its writer.
+        outbox: O,
+    },
+    /// A bridge's socket could not be opened.
+    DialFailed {
+        /// The bridge.
+        bridge: BridgeId,
+        /// Why, for the log.
+        error: String,
+    },
+    /// The outcome of a probe [`Dial`].
+    Probed {
+        /// The bridge.
+        bridge: BridgeId,
+        /// The address took the connection.
+        reachable: bool,
+    },
     /// Bytes read.
     Data {
         /// The connection.
@@ -77,9 +103,10 @@ pub enum Event<O> {
         /// Accepted, or refused with a CONNACK code.
         result: Result<(), Refusal>,
     },
-    /// The configuration was reloaded: these policies replace the ones in
-    /// force (see [`Broker::replace_policy`]).
-    Reload(Box<ListenerPolicies>),
+    /// The configuration was reloaded: its policies replace the ones in
+    /// force (see [`Broker::replace_policy`]), its bridges the ones
+    /// running.
+    Reload(Box<Reloaded>),
     /// A wake-up: the store's committer made batches durable (the figure
     /// is read from the [`Committer`]), or log lines wait to be published
     /// (`log_dest topic`, see [`logging::topic`](crate::logging::topic)).
@@ -90,10 +117,24 @@ pub enum Event<O> {
     Shutdown,
 }
 
+impl<O> Event<O> {
+    /// The event that hands a new socket to the broker task: accepted
+    /// from `peer`, or opened for `bridge`.
+    pub fn opened(conn: ConnId, peer: Peer, outbox: O, bridge: Option<BridgeId>) -> Self {
+        match bridge {
+            Some(bridge) => Self::Dialed { bridge, conn, outbox },
+            None => Self::Accepted { conn, peer, outbox },
+        }
+    }
+}
+
 impl<O> std::fmt::Debug for Event<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Accepted { conn, peer, .. } => write!(f, "Accepted({conn}, {:?} on {})", peer.remote, peer.listener),
+            Self::Dialed { bridge, conn, .. } => write!(f, "Dialed({bridge:?}, {conn})"),
+            Self::DialFailed { bridge, error } => write!(f, "DialFailed({bridge:?}, {error})"),
+            Self::Probed { bridge, reachable } => write!(f, "Probed({bridge:?}, {reachable})"),
             Self::Data { conn, data } => write!(f, "Data({conn}, {} bytes)", data.len()),
             Self::Closed { conn } => write!(f, "Closed({conn})"),
             Self::WriterReports => f.write_str("WriterReports"),
@@ -268,12 +309,33 @@ pub fn prepare<O: Outbox>(
         }
         None => (Server::new(new_broker(), presence), None),
     };
+    let mut server = server;
+    let hostname = settings::hostname();
+    for bridge in &settings.bridges {
+        server.start_bridge(clock.now(), bridge.clone(), &hostname, settings::random_seed());
+    }
     // The listeners are bound (the runtimes bind before preparing), the
     // log and the store open: root is no longer needed.
     if let Some(user) = &settings.process.user {
         crate::privileges::drop_to(user)?;
     }
     Ok(Prepared { server, policies, connection_messages, reports, persistence })
+}
+
+/// What the broker task hands its runtime: password checks for the
+/// blocking pool, sockets for the bridges.
+pub struct Jobs<C, D> {
+    /// Runs an [`AuthJob`] off the broker task.
+    pub check: C,
+    /// Opens a bridge's socket and answers with [`Event::Dialed`] or
+    /// [`Event::DialFailed`] (for a probe, [`Event::Probed`]).
+    pub dial: D,
+}
+
+impl<C, D> std::fmt::Debug for Jobs<C, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Jobs")
+    }
 }
 
 /// Runs the broker until [`Event::Shutdown`] or until every sender is
@@ -283,8 +345,9 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
     clock: Clock,
     mut events: S,
     mut store: Option<impl FnMut(StoreRequest)>,
-    mut check: impl FnMut(AuthJob),
+    jobs: Jobs<impl FnMut(AuthJob), impl FnMut(Dial)>,
 ) {
+    let Jobs { mut check, mut dial } = jobs;
     let Prepared { mut server, mut policies, reports, mut persistence, .. } = prepared;
     loop {
         take_reports(&mut server, &reports, &clock);
@@ -293,6 +356,9 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
         }
         publish_log_lines(&mut server, &clock);
         start_auth_jobs(&mut server, &policies, &mut check);
+        for job in server.poll_dials() {
+            dial(job);
+        }
         poll_presence(&mut server, &clock, store.as_mut());
         let deadline = server.next_deadline().map(|at| clock.to_std(at));
         let mut event = match events.next(deadline).await {
@@ -364,14 +430,19 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
     let now = clock.now();
     match event {
         Event::Reload(reloaded) => {
-            let previous = std::mem::replace(policies, *reloaded);
+            let Reloaded { policies: reloaded, bridges } = *reloaded;
+            let previous = std::mem::replace(policies, reloaded);
             let current = &*policies;
             server.replace_policy(now, Box::new(current.clone()), &|client| current.keeps(&previous, client));
             // Only now does it apply: a client that reads this line and
             // connects is judged by the new files.
             info!("Password and ACL files reloaded.");
+            server.reload_bridges(now, &bridges, &settings::hostname(), settings::random_seed());
         }
         Event::Accepted { conn, peer, outbox } => server.accept_as(now, conn, peer, outbox),
+        Event::Dialed { bridge, conn, outbox } => server.dialed(now, bridge, conn, outbox),
+        Event::DialFailed { bridge, error } => server.dial_failed(now, bridge, &error),
+        Event::Probed { bridge, reachable } => server.probed(now, bridge, reachable),
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
         // Taken at the top of the loop.

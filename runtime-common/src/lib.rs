@@ -20,6 +20,7 @@
 pub mod backlog;
 pub mod clock;
 pub mod descriptors;
+pub mod dial;
 pub mod driver;
 pub mod http_dir;
 pub mod link;

@@ -9,10 +9,13 @@
 //! step ([`Event::Reload`](crate::Event::Reload)), so no client is dropped
 //! merely because of a reload. A file that does not parse leaves the
 //! policy in force as it was, and the log names the file, line and reason.
+//! Bridges are reloaded too, which Mosquitto cannot do: a bridge removed
+//! or changed is stopped, a changed or new one started, the others go on
+//! (see [`Server::reload_bridges`](culex_core::server::Server::reload_bridges)).
 //! Other settings (listeners, limits, Redis) need a restart.
 
 use culex_core::auth::ListenerPolicies;
-use culex_core::conf::{BrokerConf, CliOptions};
+use culex_core::conf::{BridgeConf, BrokerConf, CliOptions};
 use tracing::{error, info, warn};
 
 use crate::settings;
@@ -68,6 +71,15 @@ impl<F: Future<Output = ()> + Unpin> Signals for ShutdownOn<F> {
     }
 }
 
+/// What a reload applies.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The access policies.
+    pub policies: ListenerPolicies,
+    /// The bridges, in file order.
+    pub bridges: Vec<BridgeConf>,
+}
+
 /// What a reload reads again: the command line the broker started with,
 /// and the listeners it opened (per-listener policies are matched to them
 /// by position).
@@ -89,20 +101,20 @@ impl ReloadSource {
     /// blocking thread. `None` when there is nothing to apply: no
     /// configuration file, or an error, logged with its file, line and
     /// reason (the broker keeps the policy in force).
-    pub fn load(&self) -> Option<ListenerPolicies> {
+    pub fn load(&self) -> Option<Reloaded> {
         info!("Reloading config.");
         if self.options.config_file.is_none() {
             info!("No configuration file: nothing to reload.");
             return None;
         }
         match self.try_load() {
-            Ok((policies, warnings)) => {
+            Ok((reloaded, warnings)) => {
                 for warning in warnings {
                     warn!("{warning}");
                 }
                 // "Password and ACL files reloaded." is logged by the broker
                 // loop once the new policy is in force, not here.
-                Some(policies)
+                Some(reloaded)
             }
             Err(message) => {
                 error!("{message}");
@@ -115,7 +127,7 @@ impl ReloadSource {
     /// The policies of the configuration as it is now, with its warnings.
     /// It goes through the same checks as at start (so a configuration
     /// that asks for protection Culex cannot give is refused here too).
-    fn try_load(&self) -> Result<(ListenerPolicies, Vec<String>), String> {
+    fn try_load(&self) -> Result<(Reloaded, Vec<String>), String> {
         let conf = settings::read_conf(&self.options)?;
         if !conf.uniform_auth() && listeners_of(&conf) != self.listeners {
             return Err("Error: the listeners of the configuration changed; with per_listener_settings (or \
@@ -124,7 +136,7 @@ impl ReloadSource {
         }
         let settings = settings::from_conf(conf)?;
         let warnings = settings.notices.into_iter().filter(|n| n.starts_with("Warning: ")).collect();
-        Ok((settings.policy, warnings))
+        Ok((Reloaded { policies: settings.policy, bridges: settings.bridges }, warnings))
     }
 }
 
@@ -165,7 +177,7 @@ mod tests {
         std::fs::remove_file(&acl).unwrap();
         assert!(source.load().is_none());
         std::fs::write(dir.join("culex.conf"), "listener 1883\nallow_anonymous false\n").unwrap();
-        let policies = source.load().unwrap();
+        let policies = source.load().unwrap().policies;
         assert_eq!(anonymous(&policies, 0), AuthDecision::Refuse(Refusal::NotAuthorized));
     }
 
@@ -174,7 +186,7 @@ mod tests {
         let dir = tempdir("listeners");
         let conf = "per_listener_settings true\nlistener 1883\nallow_anonymous true\nlistener 1884\n";
         let source = source(&dir, conf);
-        let policies = source.load().unwrap();
+        let policies = source.load().unwrap().policies;
         assert_eq!(anonymous(&policies, 0), AuthDecision::Allow);
         assert_eq!(anonymous(&policies, 1), AuthDecision::Refuse(Refusal::NotAuthorized));
         std::fs::write(dir.join("culex.conf"), "per_listener_settings true\nlistener 1883\n").unwrap();
@@ -186,12 +198,12 @@ mod tests {
         let dir = tempdir("listener-anonymous");
         let conf = "listener 1883\nlistener 1884\nlistener_allow_anonymous true\n";
         let source = source(&dir, conf);
-        let policies = source.load().unwrap();
+        let policies = source.load().unwrap().policies;
         assert_eq!(anonymous(&policies, 0), AuthDecision::Refuse(Refusal::NotAuthorized));
         assert_eq!(anonymous(&policies, 1), AuthDecision::Allow);
         std::fs::write(dir.join("culex.conf"), "listener 1883\nlistener 1884\nlistener_allow_anonymous false\n")
             .unwrap();
-        assert_eq!(anonymous(&source.load().unwrap(), 1), AuthDecision::Refuse(Refusal::NotAuthorized));
+        assert_eq!(anonymous(&source.load().unwrap().policies, 1), AuthDecision::Refuse(Refusal::NotAuthorized));
         std::fs::write(dir.join("culex.conf"), "listener 1884\nlistener_allow_anonymous true\n").unwrap();
         assert!(source.load().is_none(), "the listeners changed");
     }

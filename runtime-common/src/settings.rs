@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use culex_core::auth::ListenerPolicies;
 use culex_core::conf::{
-    self, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, ProcessConf, Secret,
-    WebSocketsConf,
+    self, BridgeConf, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, ProcessConf,
+    Secret, WebSocketsConf,
 };
 use culex_core::presence::PresenceKeys;
 use culex_core::{Config, ListenerId};
@@ -129,6 +129,22 @@ pub struct Limits {
     pub nodelay: bool,
 }
 
+impl Settings {
+    /// What a bridge's socket to its remote broker is allowed: the
+    /// backlog of any connection, Nagle off (a bridge's acknowledgements
+    /// hold its publishers' messages).
+    pub fn bridge_limits(&self, reports: Arc<WriterReports>) -> Limits {
+        Limits {
+            listener: ListenerId::BRIDGES,
+            backlog: backlog_limit(&self.core),
+            budget: self.core.max_unwritten_bytes,
+            reports,
+            transport: Transport::default(),
+            nodelay: true,
+        }
+    }
+}
+
 impl Limits {
     /// A new connection's writer count.
     pub fn backlog(&self) -> Backlog {
@@ -161,6 +177,8 @@ pub struct Settings {
     /// The user to run as once listeners, log and store are open, and the
     /// pid file.
     pub process: ProcessConf,
+    /// The bridges to run (`connection` sections), in file order.
+    pub bridges: Vec<BridgeConf>,
 }
 
 impl Settings {
@@ -179,6 +197,7 @@ impl Settings {
             persistence: None,
             // A program embedding the broker keeps its own user.
             process: ProcessConf { user: None, ..ProcessConf::default() },
+            bridges: Vec::new(),
         }
     }
 }
@@ -279,16 +298,6 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
                 .find(|l| l.ignored_keys.iter().any(|k| SECURITY_KEYS.contains(&k.as_str())))
                 .map(|l| format!("listener {}", l.port))
         });
-    // A bridge section is a promise to forward messages: a broker that
-    // starts without doing it loses them quietly. The sections are read
-    // and checked; the bridges themselves are not built yet.
-    if let Some(bridge) = conf.bridges.first() {
-        return Err(format!(
-            "Error: {}:{}: bridges (connection) are not supported by this version of Culex; refusing to start \
-             rather than leave the bridge's messages unforwarded.",
-            bridge.file, bridge.line
-        ));
-    }
     if let Some(place) = unprotected {
         return Err(format!(
             "Error: {place}: PSK and plugins are not supported by this version of Culex; \
@@ -343,7 +352,8 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     core.listener_max_connections = listener_max_connections;
     let reload = crate::reload::ReloadSource::default();
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
-    Ok(Settings { listeners, core, redis, log: conf.log, policy, reload, notices, persistence, process: conf.process })
+    let (log, process, bridges) = (conf.log, conf.process, conf.bridges);
+    Ok(Settings { listeners, core, redis, log, policy, reload, notices, persistence, process, bridges })
 }
 
 /// A listener's WebSocket handshake rules and `http_dir`, resolved as
@@ -381,13 +391,18 @@ fn web_settings(
 /// This broker's name among brokers sharing the presence hash: host name
 /// and first port, stable across restarts so stale entries can be found.
 fn broker_id(port: u16) -> String {
-    let host = std::env::var("HOSTNAME")
+    format!("{}:{port}", hostname())
+}
+
+/// This machine's name: part of the broker's presence id and of the
+/// bridges' default client ids (`<hostname>.<connection>`, as Mosquitto).
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "culex".to_owned());
-    format!("{host}:{port}")
+        .unwrap_or_else(|| "culex".to_owned())
 }
 
 /// A listener that may fail without stopping start-up: IPv6 loopback, or
@@ -566,10 +581,11 @@ mod tests {
     }
 
     #[test]
-    fn a_bridge_refuses_to_start() {
-        let text = "listener 1883\nconnection upstream\naddress 10.0.0.1:1883\ntopic # out 1\n";
-        let error = from_conf(conf::parse("test.conf", text).unwrap()).unwrap_err();
-        assert!(error.starts_with("Error: test.conf:2: bridges (connection) are not supported"), "{error}");
+    fn bridges_reach_the_settings_in_file_order() {
+        let text = "listener 1883\nconnection a\naddress 10.0.0.1\ntopic # out 1\nconnection b\naddress h\ntopic x\n";
+        let settings = from_conf(conf::parse("test.conf", text).unwrap()).unwrap();
+        let names: Vec<_> = settings.bridges.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]

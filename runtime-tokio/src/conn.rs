@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use culex_core::bridge::BridgeId;
 use culex_core::{ConnId, Identity, Peer, Remote};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
@@ -59,6 +60,7 @@ pub(crate) async fn serve<S: Socket>(
     conn: ConnId,
     limits: Limits,
     events: mpsc::Sender<Event<TokioOutbox>>,
+    bridge: Option<BridgeId>,
 ) {
     let (link, first, identity) = match limits.transport.opening(&remote) {
         None => (Link::raw(), Deframed::default(), Identity::Connect),
@@ -69,7 +71,7 @@ pub(crate) async fn serve<S: Socket>(
     };
     let (outbox, rx) = culex_runtime::outbox::channel(conn, limits.backlog(), limits.reports.clone());
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
-    if events.send(Event::Accepted { conn, peer, outbox }).await.is_err() {
+    if events.send(Event::opened(conn, peer, outbox, bridge)).await.is_err() {
         return;
     }
     let mut served = Served { conn, stream, link, rx, events, read_first: true, paused: false };

@@ -12,7 +12,8 @@ use std::future::Future;
 use std::time::Instant;
 
 use culex_core::Remote;
-use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Wake};
+use culex_core::bridge::Dial;
+use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Jobs, Wake};
 use culex_runtime::reload::obey;
 use culex_runtime::settings::{Bound, unix_remote};
 use culex_runtime::{Clock, Limits, Listening, Settings, ShutdownOn, Signals};
@@ -87,13 +88,14 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
             }
         });
     };
+    let dial = dialer(ids, settings.bridge_limits(prepared.reports.clone()), events.clone());
     let source = Events(events_rx);
-    let broker = tokio::spawn(driver::run(prepared, clock, source, store, check));
+    let broker = tokio::spawn(driver::run(prepared, clock, source, store, Jobs { check, dial }));
     let reload = async || {
         // Files are read on the blocking pool; the broker task never waits.
         let source = settings.reload.clone();
-        if let Ok(Some(policies)) = tokio::task::spawn_blocking(move || source.load()).await {
-            let _ = events.send(Event::Reload(Box::new(policies))).await;
+        if let Ok(Some(reloaded)) = tokio::task::spawn_blocking(move || source.load()).await {
+            let _ = events.send(Event::Reload(Box::new(reloaded))).await;
         }
     };
     let report = async || {
@@ -106,6 +108,33 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
         warn!("broker task ended abnormally: {error}");
     }
     Ok(())
+}
+
+/// Opens bridges' sockets: the connect on the blocking pool (see
+/// [`culex_runtime::dial`]), then a connection task as for an accepted
+/// socket.
+fn dialer(ids: ConnIds, limits: Limits, events: mpsc::Sender<Event<TokioOutbox>>) -> impl FnMut(Dial) {
+    move |job: Dial| {
+        let (conn, limits, events) = (ids.next(), limits.clone(), events.clone());
+        tokio::spawn(async move {
+            let bridge = job.bridge;
+            let (connected, job) =
+                match tokio::task::spawn_blocking(move || (culex_runtime::dial::connect(&job), job)).await {
+                    Ok(done) => done,
+                    Err(error) => return warn!("bridge connection attempt failed: {error}"),
+                };
+            let stream = connected.and_then(tokio::net::TcpStream::from_std);
+            let event = match (stream, job.probe) {
+                (stream, true) => Event::Probed { bridge, reachable: stream.is_ok() },
+                (Ok(stream), false) => {
+                    let remote = Remote::Tcp(stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()));
+                    return conn::serve(stream, remote, conn, limits, events, Some(bridge)).await;
+                }
+                (Err(error), false) => Event::DialFailed { bridge, error: error.to_string() },
+            };
+            let _ = events.send(event).await;
+        });
+    }
 }
 
 /// The broker task's events: the channel raced against the timer.
@@ -174,7 +203,7 @@ struct Serve {
 
 impl Serve {
     fn run(self, stream: impl conn::Socket) {
-        tokio::spawn(conn::serve(stream, self.remote, self.conn, self.limits, self.events));
+        tokio::spawn(conn::serve(stream, self.remote, self.conn, self.limits, self.events, None));
     }
 }
 

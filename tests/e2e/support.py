@@ -411,6 +411,16 @@ V311_CONNACK = {"Success": 0, "Unsupported protocol version": 1, "Client identif
                 "Server unavailable": 3, "Bad user name or password": 4, "Not authorized": 5}
 
 
+def drain(client: Paho, quiet: float = 0.8) -> list:
+    """Every message `client` received until none came for `quiet` seconds."""
+    got = []
+    for _ in range(10_000):
+        if stays(lambda: client.messages.empty(), quiet):
+            return got
+        got.append(client.messages.get_nowait())
+    return got
+
+
 def connack(port: int, client_id: str, username=None, password=None) -> int:
     """The CONNACK return code (MQTT 3.1.1) a paho client gets; the client
     is closed."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 
-from support import LOOPBACK, Paho, free_port, is_listening, kill_quietly, stays, wait_until
+from support import LOOPBACK, Paho, drain, free_port, is_listening, kill_quietly, wait_until
 
 
 def start_mosquitto(tmp_path, cleanup, culex_port: int) -> int:
@@ -29,15 +29,6 @@ def start_mosquitto(tmp_path, cleanup, culex_port: int) -> int:
     cleanup(lambda: kill_quietly(edge))
     wait_until(lambda: is_listening(port), 10, what="mosquitto listening")
     return port
-
-
-def drain(client: Paho, quiet: float = 0.8) -> list:
-    got = []
-    for _ in range(1000):
-        if stays(lambda: client.messages.empty(), quiet):
-            return got
-        got.append(client.messages.get_nowait())
-    return got
 
 
 def test_a_mosquitto_bridge_both_ways_on_everything_neither_loops_nor_duplicates(make_broker, tmp_path, cleanup):

@@ -115,11 +115,3 @@ def test_memory_limit_refuses_what_would_exceed_it(make_broker, cleanup, tmp_pat
     # saw the large message.
     assert mosquitto_pub(broker.port, "t", "after", qos=1).returncode == 0
     assert [m[3] for m in sub.wait_messages(2)] == ["small", "after"]
-
-
-def test_a_bridge_section_stops_start_up(binary, tmp_path):
-    conf = tmp_path / "bridge.conf"
-    conf.write_text(f"listener {free_port()} {LOOPBACK}\nconnection upstream\naddress 127.0.0.1:1\ntopic # out 1\n")
-    proc = subprocess.run([binary, "-c", str(conf)], capture_output=True, text=True, timeout=10)
-    assert proc.returncode != 0
-    assert f"{conf}:2: bridges (connection) are not supported" in proc.stdout + proc.stderr

@@ -160,6 +160,40 @@ pub struct BridgeConf {
 }
 
 impl BridgeConf {
+    /// A bridge named `name` with Mosquitto's defaults, no address and no
+    /// topic yet (as a `connection` line starts one).
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            addresses: Vec::new(),
+            round_robin: false,
+            topics: Vec::new(),
+            protocol: BridgeProtocol::V311,
+            clean_session: false,
+            local_clean_session: false,
+            remote_client_id: None,
+            local_client_id: None,
+            remote_username: None,
+            remote_password: None,
+            local_username: None,
+            local_password: None,
+            notifications: true,
+            notification_topic: None,
+            notifications_local_only: false,
+            try_private: true,
+            keepalive: 60,
+            start_type: StartType::Automatic,
+            restart_timeout: RestartTimeout::default(),
+            attempt_unsubscribe: true,
+            outgoing_retain: true,
+            max_packet_size: 0,
+            bind_address: None,
+            tls: None,
+            line: 0,
+            file: String::new(),
+        }
+    }
+
     /// The client id sent to the remote broker: `remote_clientid`, or
     /// `HOSTNAME.NAME` as Mosquitto builds it.
     pub fn remote_client_id(&self, hostname: &str) -> String {
@@ -469,35 +503,7 @@ struct BridgeDraft {
 impl BridgeDraft {
     /// A bridge named `name` with Mosquitto's defaults.
     fn new(name: &str, at: Loc) -> Self {
-        let conf = BridgeConf {
-            name: name.to_owned(),
-            addresses: Vec::new(),
-            round_robin: false,
-            topics: Vec::new(),
-            protocol: BridgeProtocol::V311,
-            clean_session: false,
-            local_clean_session: false,
-            remote_client_id: None,
-            local_client_id: None,
-            remote_username: None,
-            remote_password: None,
-            local_username: None,
-            local_password: None,
-            notifications: true,
-            notification_topic: None,
-            notifications_local_only: false,
-            try_private: true,
-            keepalive: 60,
-            start_type: StartType::Automatic,
-            restart_timeout: RestartTimeout::default(),
-            attempt_unsubscribe: true,
-            outgoing_retain: true,
-            max_packet_size: 0,
-            bind_address: None,
-            tls: None,
-            line: at.line,
-            file: at.file.clone(),
-        };
+        let conf = BridgeConf { line: at.line, file: at.file.clone(), ..BridgeConf::new(name) };
         Self {
             conf,
             at,

@@ -1,0 +1,239 @@
+"""Culex's own bridges (`connection` sections), against Debian's mosquitto
+as the remote and against a second Culex: out, in and both directions
+with prefixes, QoS 0/1/2, retained messages, the state notifications and
+their will, credentials, a remote killed and restarted mid-stream,
+failover to the second address and back, a queue kept across a restart,
+and two brokers bridged both ways on `#` without a loop."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+
+from support import BROKER_HOST, LOOPBACK, Paho, drain, free_port, is_listening, kill_quietly, wait_until
+
+
+class Mosquitto:
+    """Debian's mosquitto on a port of its own, verbose, restartable."""
+
+    def __init__(self, tmp_path, cleanup, name: str, extra: str = "allow_anonymous true\n"):
+        self.port = free_port()
+        self.dir = tmp_path / name
+        self.dir.mkdir(exist_ok=True)
+        self.conf = self.dir / "mosquitto.conf"
+        # Started as root, mosquitto would become `mosquitto`, who cannot
+        # read the test's files.
+        self.conf.write_text(f"listener {self.port} {LOOPBACK}\nuser root\n{extra}")
+        self.log = self.dir / "mosquitto.log"
+        self.proc = None
+        cleanup(lambda: kill_quietly(self.proc))
+
+    def start(self):
+        self.proc = subprocess.Popen(["mosquitto", "-v", "-c", str(self.conf)], cwd=self.dir,
+                                     stdout=self.log.open("a"), stderr=subprocess.STDOUT)
+        wait_until(lambda: is_listening(self.port), 10, what="mosquitto listening")
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        kill_quietly(self.proc, sig)
+
+    def wait_log(self, text: str, timeout: float = 15.0):
+        wait_until(lambda: text in self.log.read_text(errors="replace"), timeout,
+                   what=lambda: f"{text!r} in mosquitto's log:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+
+def bridge(name: str, port: int, *lines: str) -> list[str]:
+    """A `connection` section to 127.0.0.1:`port` that retries every second."""
+    return [f"connection {name}", f"address {LOOPBACK}:{port}", "restart_timeout 1", *lines]
+
+
+def client(port: int, name: str, cleanup, **kw) -> Paho:
+    c = Paho(port, name, **kw).connect()
+    cleanup(c.close)
+    return c
+
+
+def test_out_in_and_both_topics_cross_with_prefixes_qos_and_retain(make_broker, tmp_path, cleanup):
+    remote = Mosquitto(tmp_path, cleanup, "remote").start()
+    at_remote = client(remote.port, "at-remote", cleanup)
+    at_remote.subscribe([("site/#", 2), ("chat/#", 2), ("$SYS/broker/connection/#", 1)])
+    culex = make_broker(extra=bridge(
+        "site", remote.port,
+        "topic sensors/# out 1 edge/ site/",
+        "topic cmd/# in 2 local/ remote/",
+        "topic chat/# both 2",
+    ))
+    culex.wait_log(rf"Connecting bridge site \({LOOPBACK}:{remote.port}\)", timeout=10)
+    remote.wait_log(f"New bridge connected from {LOOPBACK}")
+    state = at_remote.expect(timeout=10)
+    assert (state.topic, state.payload, state.retain) == (f"$SYS/broker/connection/{BROKER_HOST}.site/state", b"1", False)
+    at_culex = client(culex.port, "at-culex", cleanup)
+    at_culex.subscribe([("local/#", 2), ("chat/#", 2)])
+
+    # out, with its prefixes swapped, at the lower of the two QoS.
+    on_culex = client(culex.port, "culex-pub", cleanup)
+    on_culex.publish("edge/sensors/t", b"21.5", qos=2)
+    on_culex.publish("edge/elsewhere", b"not bridged", qos=1)
+    got = [(m.topic, m.payload, m.qos) for m in drain(at_remote)]
+    assert got == [("site/sensors/t", b"21.5", 1)], got
+
+    # in, QoS 2 end to end.
+    on_remote = client(remote.port, "remote-pub", cleanup)
+    on_remote.publish("remote/cmd/open", b"1", qos=2)
+    got = [(m.topic, m.payload, m.qos) for m in drain(at_culex)]
+    assert got == [("local/cmd/open", b"1", 2)], got
+
+    # both, once on each side, no echo.
+    on_culex.publish("chat/a", b"from culex", qos=1)
+    on_remote.publish("chat/b", b"from remote", qos=0)
+    for side in (at_culex, at_remote):
+        got = sorted((m.topic, m.payload) for m in drain(side))
+        assert got == [("chat/a", b"from culex"), ("chat/b", b"from remote")], (side.client_id, got)
+
+    # A retained message crosses retained: a late subscriber gets it there.
+    on_culex.publish("edge/sensors/kept", b"r", qos=1, retain=True)
+    drain(at_remote)
+    late = client(remote.port, "late", cleanup)
+    late.subscribe("site/sensors/kept", 1)
+    kept = late.expect(timeout=5)
+    assert (kept.payload, kept.retain) == (b"r", True)
+
+
+def test_the_state_goes_to_0_by_will_when_culex_dies_and_back_to_1(make_broker, tmp_path, cleanup):
+    remote = Mosquitto(tmp_path, cleanup, "remote").start()
+    culex = make_broker(extra=bridge("state", remote.port, "topic x out 0"))
+    remote.wait_log(f"New bridge connected from {LOOPBACK}")
+    topic = f"$SYS/broker/connection/{BROKER_HOST}.state/state"
+    watcher = client(remote.port, "watcher", cleanup)
+    watcher.subscribe(topic, 1)
+    assert watcher.expect(timeout=5).payload == b"1"
+    # Here too, retained: "0" at start, then "1".
+    local = client(culex.port, "local", cleanup)
+    local.subscribe(topic, 1)
+    assert local.expect(timeout=5).payload == b"1"
+    culex.kill9()
+    assert watcher.expect(timeout=10).payload == b"0"
+    culex.restart()
+    assert watcher.expect(timeout=10).payload == b"1"
+
+
+def test_credentials_are_sent_and_a_refusal_is_logged(make_broker, tmp_path, cleanup):
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "bridge", "s3cret"], check=True)
+    remote = Mosquitto(tmp_path, cleanup, "remote", f"allow_anonymous false\npassword_file {passwords}\n").start()
+    good = make_broker(extra=bridge("good", remote.port, "topic c/# out 1",
+                                    "remote_username bridge", "remote_password s3cret"))
+    remote.wait_log(f"as {BROKER_HOST}.good (p2, c0, k60, u'bridge')")
+    bad = make_broker(extra=bridge("bad", remote.port, "topic c/# out 1",
+                                   "remote_username bridge", "remote_password wrong"))
+    # Mosquitto answers a wrong password with "not authorised".
+    bad.wait_log(r"Connection Refused: not authorised$", timeout=10)
+    watcher = Paho(remote.port, "watcher", username="bridge", password="s3cret").connect()
+    cleanup(watcher.close)
+    watcher.subscribe("c/#", 1)
+    client(good.port, "pub", cleanup).publish("c/1", b"ok", qos=1)
+    assert watcher.expect(timeout=5).payload == b"ok"
+
+
+def test_a_remote_killed_and_restarted_mid_stream_loses_no_qos1_message(make_broker, tmp_path, cleanup):
+    # Mosquitto saves its store when stopped: what it acknowledged to the
+    # bridge survives its restart.
+    remote = Mosquitto(tmp_path, cleanup, "remote", "allow_anonymous true\npersistence true\n").start()
+    tail = Paho(remote.port, "tail", clean_session=False).connect()
+    tail.subscribe("s/#", 1)
+    tail.disconnect()
+    culex = make_broker(extra=bridge("stream", remote.port, "topic s/# out 1"))
+    remote.wait_log(f"New bridge connected from {LOOPBACK}")
+    publisher = client(culex.port, "pub", cleanup)
+    total = 300
+    done = threading.Event()
+
+    def publish_all():
+        for n in range(total):
+            publisher.publish("s/n", str(n).encode(), qos=1, timeout=30)
+            time.sleep(0.005)
+        done.set()
+
+    thread = threading.Thread(target=publish_all, daemon=True)
+    thread.start()
+    time.sleep(0.4)
+    remote.stop(signal.SIGTERM)
+    time.sleep(0.5)
+    remote.start()
+    assert done.wait(60), "the publisher never finished"
+    thread.join(5)
+    tail = Paho(remote.port, "tail", clean_session=False).connect()
+    cleanup(tail.close)
+    got = [int(m.payload) for m in drain(tail, 2.0)]
+    firsts = list(dict.fromkeys(got))
+    assert firsts == list(range(total)), f"missing {sorted(set(range(total)) - set(got))[:20]}, order {firsts[:20]}"
+
+
+def test_failover_to_the_second_address_and_back_to_the_primary(make_broker, tmp_path, cleanup):
+    primary = Mosquitto(tmp_path, cleanup, "primary")
+    secondary = Mosquitto(tmp_path, cleanup, "secondary").start()
+    culex = make_broker(extra=[
+        "connection fo", f"addresses {LOOPBACK}:{primary.port} {LOOPBACK}:{secondary.port}",
+        "restart_timeout 1", "topic f/# out 1",
+    ])
+    culex.wait_log(rf"Error creating bridge: .*", timeout=10)
+    secondary.wait_log(f"as {BROKER_HOST}.fo")
+    on_secondary = client(secondary.port, "s", cleanup)
+    on_secondary.subscribe("f/#", 1)
+    client(culex.port, "pub1", cleanup).publish("f/1", b"to secondary", qos=1)
+    assert on_secondary.expect(timeout=5).payload == b"to secondary"
+    primary.start()
+    primary.wait_log(f"as {BROKER_HOST}.fo", timeout=20)
+    on_primary = client(primary.port, "p", cleanup)
+    on_primary.subscribe("f/#", 1)
+    client(culex.port, "pub2", cleanup).publish("f/2", b"to primary", qos=1)
+    assert on_primary.expect(timeout=5).payload == b"to primary"
+
+
+def test_culex_to_culex_both_ways_on_everything_neither_loops_nor_duplicates(make_broker, cleanup):
+    far = make_broker()
+    near = make_broker(extra=bridge("pair", far.port, "topic # both 2"))
+    far.wait_log(rf"New bridge connected from {LOOPBACK}:\d+ as {BROKER_HOST}\.pair \(p2, c0, k60\)\.", timeout=10)
+    subs = [client(b.port, f"sub-{i}", cleanup) for i, b in enumerate((near, far))]
+    for s in subs:
+        s.subscribe("t/#", 2)
+    for i, b in enumerate((near, far)):
+        for qos in (0, 1, 2):
+            client(b.port, f"pub-{i}-{qos}", cleanup).publish(f"t/{i}/{qos}", b"m", qos=qos)
+    expected = sorted(f"t/{i}/{q}" for i in (0, 1) for q in (0, 1, 2))
+    for s in subs:
+        assert sorted(m.topic for m in drain(s, 1.5)) == expected, s.client_id
+
+
+def test_the_bridge_queue_survives_a_restart_with_persistence(make_broker, cleanup, tmp_path):
+    # The remote, a Culex with a persistent subscriber, is away at first.
+    for side in ("far", "near"):
+        (tmp_path / side).mkdir()
+    far = make_broker(extra=["persistence true", f"persistence_location {tmp_path}/far/"])
+    sub = Paho(far.port, "keeper", clean_session=False).connect()
+    sub.subscribe("q/#", 1)
+    sub.disconnect()
+    far.stop()
+    near = make_broker(extra=["persistence true", f"persistence_location {tmp_path}/near/",
+                              *bridge("keep", far.port, "topic q/# out 1")])
+    publisher = client(near.port, "pub", cleanup)
+    for n in range(5):
+        publisher.publish("q/n", str(n).encode(), qos=1)
+    near.kill9()
+    near.restart()
+    far.restart()
+    far.wait_log(rf"as {BROKER_HOST}\.keep", timeout=15)
+    sub = Paho(far.port, "keeper", clean_session=False).connect()
+    cleanup(sub.close)
+    got = [int(m.payload) for m in drain(sub, 1.5)]
+    assert list(dict.fromkeys(got)) == [0, 1, 2, 3, 4], got
+
+
+def test_a_bad_bridge_line_stops_start_up_naming_file_and_line(make_broker):
+    broker = make_broker(start=False, extra=bridge("v5", 1883, "topic # out 0", "bridge_protocol_version mqttv50"))
+    proc = subprocess.run([broker.binary, "-c", str(broker.config)], capture_output=True, text=True, timeout=10)
+    assert proc.returncode != 0
+    line = broker.config.read_text().splitlines().index("bridge_protocol_version mqttv50") + 1
+    assert f"{broker.config}:{line}:" in proc.stderr + proc.stdout, proc.stderr + proc.stdout
