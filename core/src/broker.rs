@@ -652,6 +652,12 @@ impl Broker {
         self.sessions.find(client_id).and_then(|key| self.sessions.get(key)).map_or(0, Session::queued_len)
     }
 
+    /// Copies dropped so far for the session of `client_id` (its queue
+    /// was full), since it was made or restored.
+    pub fn dropped_for(&self, client_id: &ClientId) -> u64 {
+        self.sessions.find(client_id).and_then(|key| self.sessions.get(key)).map_or(0, Session::dropped)
+    }
+
     /// The client id bound to `conn`, once its CONNECT is accepted.
     pub fn client_of(&self, conn: ConnId) -> Option<&ClientId> {
         match self.conns.get(&conn)?.state {

@@ -11,7 +11,7 @@ use bytestring::ByteString;
 use tracing::info;
 
 use crate::action::{Action, Input};
-use crate::bridge::{Bridge, BridgeId, Dial, RemoteOp};
+use crate::bridge::{Bridge, BridgeId, Dial, Figures, RemoteOp};
 use crate::broker::Broker;
 use crate::conf::BridgeConf;
 use crate::congestion::WriterProgress;
@@ -77,6 +77,8 @@ pub struct Server<O> {
     /// a scan).
     bridges: Vec<Bridge>,
     next_bridge: u64,
+    /// The bridges' `$SYS` figures.
+    figures: Figures,
 }
 
 impl<O: Outbox> Server<O> {
@@ -91,6 +93,7 @@ impl<O: Outbox> Server<O> {
             store_batches: Vec::new(),
             bridges: Vec::new(),
             next_bridge: 1,
+            figures: Figures::default(),
         }
     }
 
@@ -157,6 +160,7 @@ impl<O: Outbox> Server<O> {
         self.next_bridge += 1;
         let mut bridge = Bridge::new(id, conf, hostname, seed);
         bridge.start(now, &mut self.broker);
+        self.figures.start(now.instant, self.broker.config().sys_interval);
         self.bridges.push(bridge);
         self.drain(now);
         id
@@ -277,6 +281,12 @@ impl<O: Outbox> Server<O> {
         for bridge in &mut self.bridges {
             bridge.timeout(now, &mut self.broker);
         }
+        let interval = self.broker.config().sys_interval;
+        for (topic, value) in self.figures.due(now.instant, interval, &self.bridges, &self.broker) {
+            let figure =
+                Input::Publish { topic: &topic, payload: value.as_bytes(), qos: QoS::AtMostOnce, retain: true };
+            self.broker.handle_input(now, figure);
+        }
         self.drain(now);
     }
 
@@ -294,7 +304,7 @@ impl<O: Outbox> Server<O> {
     pub fn next_deadline(&self) -> Option<Instant> {
         let presence = self.presence.as_ref().and_then(PresenceSync::poll_timeout);
         let bridges = self.bridges.iter().filter_map(Bridge::next_deadline).min();
-        [self.broker.poll_timeout(), presence, bridges].into_iter().flatten().min()
+        [self.broker.poll_timeout(), presence, bridges, self.figures.next()].into_iter().flatten().min()
     }
 
     /// The broker, for its getters.

@@ -164,6 +164,8 @@ struct Flow {
     /// Copies are being dropped for it: the episode began with the
     /// first drop (logged) and ends when a copy is queued again.
     dropping: bool,
+    /// Copies dropped for it so far (a bridge reports them).
+    dropped: u64,
     /// The sequence number the next stored copy gets.
     next_seq: u64,
 }
@@ -234,6 +236,7 @@ impl Default for Flow {
             reserved: BTreeSet::new(),
             unnumbered: 0,
             dropping: false,
+            dropped: 0,
             next_seq: 1,
         }
     }
@@ -374,7 +377,14 @@ impl Session {
     /// A copy for it was dropped; whether that begins an episode of
     /// dropping (to be logged once).
     pub(crate) fn note_drop(&mut self) -> bool {
-        !std::mem::replace(&mut self.flow().dropping, true)
+        let flow = self.flow();
+        flow.dropped += 1;
+        !std::mem::replace(&mut flow.dropping, true)
+    }
+
+    /// Copies dropped for it so far.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.flow.as_ref().map_or(0, |f| f.dropped)
     }
 
     /// Whether its queue has drained to half its limits: a subscriber

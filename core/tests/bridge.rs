@@ -551,3 +551,43 @@ fn nothing_acknowledged_is_lost(steps: Vec<Step>) -> bool {
 fn prop_nothing_acknowledged_is_lost_across_breaks() {
     QuickCheck::new().tests(200).quickcheck(nothing_acknowledged_is_lost as fn(Vec<Step>) -> bool);
 }
+
+#[test]
+fn each_bridge_reports_its_figures_under_sys() {
+    let mut net = Net::new(2);
+    let watcher = net.client(0, "watcher");
+    net.subscribe(watcher, "$SYS/broker/bridge/#", QoS::AtMostOnce);
+    net.bridge(0, conf("b", 1, vec![topic("f/#", Direction::Both, QoS::AtLeastOnce, "", "")]));
+    let here = net.client(0, "here");
+    let there = net.client(1, "there");
+    net.publish(here, "f/out", "12345", QoS::AtLeastOnce, false);
+    net.publish(there, "f/in", "123", QoS::AtLeastOnce, false);
+    net.take(watcher);
+    net.advance(Duration::from_secs(60));
+    let figures: BTreeMap<String, String> = net
+        .take(watcher)
+        .into_iter()
+        .map(|(topic, value, ..)| (topic, String::from_utf8(value.to_vec()).unwrap()))
+        .collect();
+    let figure = |name: &str| figures.get(&format!("$SYS/broker/bridge/b/{name}")).map(String::as_str);
+    assert_eq!(figure("state"), Some("connected"));
+    assert_eq!(figure("messages/sent"), Some("1"));
+    assert_eq!(figure("bytes/sent"), Some("5"));
+    assert_eq!(figure("messages/received"), Some("1"));
+    assert_eq!(figure("bytes/received"), Some("3"));
+    assert_eq!(figure("queued"), Some("0"));
+    assert_eq!(figure("reconnects"), Some("0"));
+    // Down, with two messages waiting: said at the next interval.
+    net.reachable[1] = false;
+    net.cut_bridges();
+    net.publish(here, "f/1", "x", QoS::AtLeastOnce, false);
+    net.publish(here, "f/2", "x", QoS::AtLeastOnce, false);
+    net.advance(Duration::from_secs(60));
+    let changed: BTreeMap<String, String> = net
+        .take(watcher)
+        .into_iter()
+        .map(|(topic, value, ..)| (topic, String::from_utf8(value.to_vec()).unwrap()))
+        .collect();
+    assert_eq!(changed.get("$SYS/broker/bridge/b/state").map(String::as_str), Some("disconnected"));
+    assert_eq!(changed.get("$SYS/broker/bridge/b/queued").map(String::as_str), Some("2"));
+}

@@ -237,3 +237,35 @@ def test_a_bad_bridge_line_stops_start_up_naming_file_and_line(make_broker):
     assert proc.returncode != 0
     line = broker.config.read_text().splitlines().index("bridge_protocol_version mqttv50") + 1
     assert f"{broker.config}:{line}:" in proc.stderr + proc.stdout, proc.stderr + proc.stdout
+
+
+def test_sighup_adds_changes_and_removes_a_bridge_without_a_restart(make_broker, tmp_path, cleanup):
+    remote = Mosquitto(tmp_path, cleanup, "remote").start()
+    watcher = client(remote.port, "watcher", cleanup)
+    watcher.subscribe([("r/#", 1), (f"$SYS/broker/connection/{BROKER_HOST}.hup/state", 1)])
+    # As root the broker would become `mosquitto`, who cannot read the
+    # test's configuration file again.
+    culex = make_broker(extra=["user root"])
+    base = culex.config.read_text()
+    publisher = client(culex.port, "pub", cleanup)
+
+    culex.config.write_text(base + "\n".join(bridge("hup", remote.port, "topic a/# out 1 \"\" r/")) + "\n")
+    culex.send_signal(signal.SIGHUP)
+    assert watcher.expect(timeout=10).payload == b"1"
+    publisher.publish("a/1", b"first", qos=1)
+    assert (lambda m: (m.topic, m.payload))(watcher.expect(timeout=5)) == ("r/a/1", b"first")
+
+    culex.config.write_text(base + "\n".join(bridge("hup", remote.port, "topic b/# out 1 \"\" r/")) + "\n")
+    culex.send_signal(signal.SIGHUP)
+    culex.wait_log(r"Bridge hup changed: restarting it\.")
+    got = [(m.topic, m.payload) for m in drain(watcher, 1.5)]
+    assert got[-1:] == [(f"$SYS/broker/connection/{BROKER_HOST}.hup/state", b"1")], got
+    publisher.publish("b/2", b"second", qos=1)
+    assert (lambda m: (m.topic, m.payload))(watcher.expect(timeout=5)) == ("r/b/2", b"second")
+
+    culex.config.write_text(base)
+    culex.send_signal(signal.SIGHUP)
+    culex.wait_log(r"Bridge hup is no longer configured: stopping it\.")
+    assert watcher.expect(timeout=5).payload == b"0"
+    publisher.publish("b/3", b"not bridged", qos=1)
+    assert drain(watcher, 1.0) == []

@@ -24,6 +24,7 @@
 //! way; after a reconnect a QoS 1 message may cross twice, as QoS 1
 //! allows.
 
+mod figures;
 mod remap;
 mod restart;
 
@@ -43,6 +44,7 @@ use crate::time::{Instant, Now};
 use crate::topic::TopicName;
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
 
+pub(crate) use figures::Figures;
 use remap::{Mapping, Way, remap};
 use restart::Restart;
 
@@ -105,6 +107,26 @@ struct Forwarded {
     generation: u64,
 }
 
+/// What a bridge has carried, for `$SYS/broker/bridge/<name>/` and for
+/// programs embedding the core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeStats {
+    /// Messages sent to the remote.
+    pub messages_sent: u64,
+    /// Their payload bytes.
+    pub bytes_sent: u64,
+    /// Messages received from the remote.
+    pub messages_received: u64,
+    /// Their payload bytes.
+    pub bytes_received: u64,
+    /// Connections the remote accepted.
+    pub connects: u64,
+    /// Messages the bridge itself dropped (too large for
+    /// `bridge_max_packet_size`, or a remapped topic that is not valid);
+    /// those its session dropped are counted by the broker.
+    pub dropped: u64,
+}
+
 /// One bridge: see the [module](self).
 #[derive(Debug)]
 pub struct Bridge {
@@ -144,6 +166,7 @@ pub struct Bridge {
     last_message: Instant,
     dials: Vec<Dial>,
     ops: Vec<RemoteOp>,
+    stats: BridgeStats,
 }
 
 impl Bridge {
@@ -198,6 +221,7 @@ impl Bridge {
             last_message: Instant::ZERO,
             dials: Vec::new(),
             ops: Vec::new(),
+            stats: BridgeStats::default(),
             conf,
         }
     }
@@ -215,6 +239,16 @@ impl Bridge {
     /// Whether the remote broker accepted its connection.
     pub fn is_connected(&self) -> bool {
         self.remote.is_connected()
+    }
+
+    /// What it has carried.
+    pub fn stats(&self) -> BridgeStats {
+        self.stats
+    }
+
+    /// The client id of its local side (its session in this broker).
+    pub fn local_id(&self) -> &ClientId {
+        &self.local_id
     }
 
     /// The remote socket, while one is open.
@@ -477,6 +511,7 @@ impl Bridge {
     /// retained messages its subscriptions match.
     fn remote_up(&mut self, now: Now, broker: &mut Broker) {
         debug!("Received CONNACK on connection {}.", self.conf.name);
+        self.stats.connects += 1;
         self.restart.reset();
         self.last_message = now.instant;
         self.announce(now, broker, true);
@@ -630,6 +665,8 @@ impl Bridge {
             return;
         }
         self.last_message = now.instant;
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += publish.payload.len() as u64;
         let retain = publish.retain && self.conf.outgoing_retain;
         let sent = self.remote.publish(now.instant, topic, publish.payload.clone(), publish.qos, retain);
         if let (Some(remote_id), Some(local)) = (sent, publish.packet_id) {
@@ -638,6 +675,7 @@ impl Bridge {
     }
 
     fn drop_out(&mut self, now: Now, publish: &Publish, why: &str) {
+        self.stats.dropped += 1;
         warn!("Bridge {} dropped a message on '{}': {why}.", self.conf.name, publish.topic.as_str());
         if let Some(id) = publish.packet_id {
             self.local.acknowledge(now.instant, id, publish.qos);
@@ -668,6 +706,7 @@ impl Bridge {
             return;
         }
         let Some(topic) = remap(&self.mappings, Way::In, &publish.topic) else {
+            self.stats.dropped += 1;
             warn!(
                 "Bridge {} dropped a message on '{}': its remapped topic is not valid.",
                 self.conf.name,
@@ -679,6 +718,8 @@ impl Bridge {
             return;
         };
         self.last_message = now.instant;
+        self.stats.messages_received += 1;
+        self.stats.bytes_received += publish.payload.len() as u64;
         let local = self.local.publish(now.instant, topic, publish.payload, publish.qos, publish.retain);
         if let (Some(local), Some(remote_id)) = (local, publish.packet_id) {
             self.received.insert(local, (remote_id, publish.qos));
