@@ -93,6 +93,27 @@ mod tests {
         remap(mappings, way, &topic).map(|t| t.as_str().to_owned())
     }
 
+    /// A topic level of letters from a small alphabet (never empty).
+    fn level(seed: &[u8]) -> String {
+        let mut level: String = seed.iter().map(|b| char::from(b'a' + b % 4)).collect();
+        if level.is_empty() {
+            level.push('x');
+        }
+        level
+    }
+
+    quickcheck::quickcheck! {
+        fn a_both_line_maps_there_and_back(topic: Vec<Vec<u8>>, local: Vec<u8>, remote: Vec<u8>) -> bool {
+            let topic: Vec<String> = topic.iter().take(5).map(|l| level(l)).collect();
+            let topic = if topic.is_empty() { "t".to_owned() } else { topic.join("/") };
+            let (local, remote) = (format!("{}/", level(&local)), format!("{}/", level(&remote)));
+            let lines = [line("#", Direction::Both, &local, &remote)];
+            let there = mapped(&lines, Way::Out, &format!("{local}{topic}"));
+            let back = there.as_deref().and_then(|t| mapped(&lines, Way::In, t));
+            there == Some(format!("{remote}{topic}")) && back == Some(format!("{local}{topic}"))
+        }
+    }
+
     #[test]
     fn the_man_page_cases() {
         // pattern L/ R/: L/pattern <-> R/pattern.
