@@ -80,6 +80,11 @@ pub struct ClientOptions {
     /// only when the application calls [`Client::acknowledge`]: a bridge
     /// acknowledges a message once the other side has it.
     pub manual_ack: bool,
+    /// SUBSCRIBE and UNSUBSCRIBE made while CONNACK is awaited go out at
+    /// once, behind CONNECT, as MQTT allows ([MQTT-3.1.4], "Clients need
+    /// not wait for a CONNACK"): a bridge's local side subscribes in the
+    /// same breath as it connects.
+    pub pipeline: bool,
 }
 
 impl ClientOptions {
@@ -97,6 +102,7 @@ impl ClientOptions {
             max_packet_size: codec::MAX_REMAINING_LENGTH + 5,
             bridge: false,
             manual_ack: false,
+            pipeline: false,
         }
     }
 
@@ -242,7 +248,8 @@ pub struct Client {
     waiting: VecDeque<(u64, Publish)>,
     /// QoS 0 messages published while CONNACK was awaited.
     unsent: VecDeque<(u64, Publish)>,
-    requests: VecDeque<(u64, Request)>,
+    /// With whether each went out on the current connection.
+    requests: VecDeque<(u64, Request, bool)>,
     /// Requests made so far: what waits for a CONNACK goes out in the
     /// order the application made it, a SUBSCRIBE before the PUBLISH
     /// made after it.
@@ -301,6 +308,15 @@ impl Client {
         self.ping_sent = None;
         let connect = self.options.connect_packet();
         self.send(now, &connect);
+        // Every request not yet answered goes out on this connection: now
+        // when pipelining, after CONNACK otherwise.
+        let pipeline = self.options.pipeline;
+        for (_, request, sent) in &mut self.requests {
+            *sent = pipeline;
+            if pipeline {
+                request_packet(request).encode(&mut self.output);
+            }
+        }
     }
 
     /// The connection ended (closed by either side, or lost). What is in
@@ -492,11 +508,16 @@ impl Client {
     }
 
     fn request(&mut self, now: Instant, request: Request) {
-        if self.link == Link::Up {
+        let send = match self.link {
+            Link::Up => true,
+            Link::Connecting => self.options.pipeline,
+            Link::Down => false,
+        };
+        if send {
             self.send(now, &request_packet(&request));
         }
         let order = self.next_order();
-        self.requests.push_back((order, request));
+        self.requests.push_back((order, request, send));
     }
 
     /// A packet id no message or request holds, counting from the last.
@@ -504,7 +525,7 @@ impl Client {
         let in_use = |id: PacketId| {
             self.inflight.iter().any(|o| o.publish.packet_id == Some(id))
                 || self.waiting.iter().any(|(_, p)| p.packet_id == Some(id))
-                || self.requests.iter().any(|(_, r)| r.packet_id() == id)
+                || self.requests.iter().any(|(_, r, _)| r.packet_id() == id)
         };
         let mut id = self.next_id;
         for _ in 0..u16::MAX {
@@ -593,7 +614,11 @@ impl Client {
             out.sent = true;
             pending.push((out.order, packet));
         }
-        pending.extend(self.requests.iter().map(|(order, request)| (*order, request_packet(request))));
+        for (order, request, sent) in &mut self.requests {
+            if !std::mem::replace(sent, true) {
+                pending.push((*order, request_packet(request)));
+            }
+        }
         pending.extend(self.unsent.drain(..).map(|(order, publish)| (order, Packet::Publish(publish))));
         pending.sort_by_key(|(order, _)| *order);
         for (_, packet) in pending {
@@ -642,7 +667,7 @@ impl Client {
 
     /// Whether `id` answered a request still open (and closes it).
     fn answered(&mut self, id: PacketId) -> bool {
-        let found = self.requests.iter().position(|(_, r)| r.packet_id() == id);
+        let found = self.requests.iter().position(|(_, r, _)| r.packet_id() == id);
         found.and_then(|at| self.requests.remove(at)).is_some()
     }
 }

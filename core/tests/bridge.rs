@@ -72,8 +72,10 @@ struct Net {
     next_conn: u64,
     /// Whether dials to a node succeed.
     reachable: Vec<bool>,
-    /// Which node each bridge's address port means: port 1000 + node.
+    /// What each test client received.
     received: Vec<Vec<(String, Bytes, QoS, bool)>>,
+    /// Per node: store batches wait until [`Net::release`] (a slow disk).
+    slow_disk: Vec<bool>,
 }
 
 fn at(now: Instant) -> Now {
@@ -82,8 +84,10 @@ fn at(now: Instant) -> Now {
 
 impl Net {
     fn new(nodes: usize) -> Self {
-        let nodes = (0..nodes).map(|_| Server::new(Broker::new(Config::default()), None)).collect::<Vec<_>>();
-        let reachable = vec![true; nodes.len()];
+        // Persistence on: an acknowledgement may wait for the disk.
+        let config = Config { persistence: true, ..Config::default() };
+        let nodes = (0..nodes).map(|_| Server::new(Broker::new(config.clone()), None)).collect::<Vec<_>>();
+        let (reachable, slow_disk) = (vec![true; nodes.len()], vec![false; nodes.len()]);
         Self {
             nodes,
             clients: Vec::new(),
@@ -92,6 +96,7 @@ impl Net {
             next_conn: 1,
             reachable,
             received: Vec::new(),
+            slow_disk,
         }
     }
 
@@ -147,6 +152,19 @@ impl Net {
         self.clients[n].1.publish(self.now, topic, Bytes::copy_from_slice(payload.as_bytes()), qos, retain);
     }
 
+    /// Makes every batch `node` made so far durable; whether there was one.
+    fn commit(&mut self, node: usize) -> bool {
+        let Some(last) = self.nodes[node].poll_store_batches().last().map(|b| b.seq) else { return false };
+        self.nodes[node].stored(at(self.now), last);
+        true
+    }
+
+    /// A slow disk of `node` catches up once.
+    fn release(&mut self, node: usize) {
+        self.commit(node);
+        self.settle();
+    }
+
     /// Opens what the servers ask for.
     fn dial(&mut self) -> bool {
         let mut any = false;
@@ -192,6 +210,11 @@ impl Net {
     fn rounds(&mut self, limit: usize) -> bool {
         for _ in 0..limit {
             let mut moved = self.dial();
+            for node in 0..self.nodes.len() {
+                if !self.slow_disk[node] {
+                    moved |= self.commit(node);
+                }
+            }
             for n in 0..self.clients.len() {
                 if let Some(data) = self.clients[n].1.poll_transmit()
                     && let Some(socket) = self.sockets.iter().find(|s| s.b == End::Client(n))
@@ -590,4 +613,59 @@ fn each_bridge_reports_its_figures_under_sys() {
         .collect();
     assert_eq!(changed.get("$SYS/broker/bridge/b/state").map(String::as_str), Some("disconnected"));
     assert_eq!(changed.get("$SYS/broker/bridge/b/queued").map(String::as_str), Some("2"));
+}
+
+#[test]
+fn what_the_local_side_got_before_the_remote_answered_is_sent_once_it_has() {
+    let mut net = Net::new(2);
+    let sub = net.client(1, "sub");
+    net.subscribe(sub, "q/#", QoS::AtLeastOnce);
+    let lines = || vec![topic("q/#", Direction::Out, QoS::AtLeastOnce, "", "")];
+    let id = net.bridge(0, conf("b", 1, lines()));
+    let publisher = net.client(0, "pub");
+    net.nodes[0].stop_bridge(at(net.now), id);
+    net.settle();
+    for n in 0..3 {
+        net.publish(publisher, "q/t", &n.to_string(), QoS::AtLeastOnce, false);
+    }
+    // Started again with a slow disk and the remote away: the local side
+    // gets its CONNACK and the queue, and waits for its SUBACK.
+    net.reachable[1] = false;
+    net.slow_disk[0] = true;
+    net.bridge(0, conf("b", 1, lines()));
+    net.release(0);
+    assert!(net.take(sub).is_empty());
+    // The remote answers before the SUBACK is on disk.
+    net.reachable[1] = true;
+    net.advance(Duration::from_secs(2));
+    net.release(0);
+    net.slow_disk[0] = false;
+    net.advance(Duration::from_secs(1));
+    let got: Vec<_> = net.take(sub).into_iter().map(|(_, p, _, _)| p).collect();
+    assert_eq!(got, ["0", "1", "2"].map(|p| Bytes::from_static(p.as_bytes())));
+}
+
+#[test]
+fn slow_disks_on_both_sides_lose_nothing_queued() {
+    let mut net = Net::new(2);
+    let sub = net.client(1, "sub");
+    net.subscribe(sub, "q/#", QoS::AtLeastOnce);
+    let lines = || vec![topic("q/#", Direction::Out, QoS::AtLeastOnce, "", "")];
+    let id = net.bridge(0, conf("b", 1, lines()));
+    let publisher = net.client(0, "pub");
+    net.nodes[0].stop_bridge(at(net.now), id);
+    net.settle();
+    for n in 0..3 {
+        net.publish(publisher, "q/t", &n.to_string(), QoS::AtLeastOnce, false);
+    }
+    net.slow_disk = vec![true, true];
+    net.bridge(0, conf("b", 1, lines()));
+    net.release(0);
+    net.release(1);
+    net.release(0);
+    net.release(1);
+    net.slow_disk = vec![false, false];
+    net.advance(Duration::from_secs(1));
+    let got: Vec<_> = net.take(sub).into_iter().map(|(_, p, _, _)| p).collect();
+    assert_eq!(got, ["0", "1", "2"].map(|p| Bytes::from_static(p.as_bytes())));
 }

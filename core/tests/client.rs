@@ -476,3 +476,25 @@ fn client_gives_up_without_connack_and_keeps_no_qos0_while_down() {
     assert_eq!(&p.payload[..], b"kept");
     assert!(buf.is_empty(), "only that one: the others were dropped");
 }
+
+#[test]
+fn a_pipelining_client_subscribes_behind_connect_and_only_once() {
+    let mut options = ClientOptions::new("p");
+    options.pipeline = true;
+    let mut client = Client::new(options);
+    client.connect(Instant::ZERO);
+    let filter = TopicFilter::new("a/#").unwrap();
+    let id = client.subscribe(Instant::ZERO, vec![(filter, QoS::AtLeastOnce)]).unwrap();
+    let mut sent = BytesMut::from(&client.poll_transmit().unwrap()[..]);
+    let decode = |buf: &mut BytesMut| codec::decode(buf, 1 << 20, Protocol::V311).unwrap();
+    assert!(matches!(decode(&mut sent), Some(Packet::Connect(_))));
+    assert!(matches!(decode(&mut sent), Some(Packet::Subscribe(s)) if s.packet_id == id));
+    client.received(Instant::ZERO, &[0x20, 2, 0, 0]);
+    assert_eq!(client.poll_transmit(), None, "the SUBSCRIBE went out already");
+    // Unanswered when the connection drops: sent again on the next one.
+    client.connection_lost();
+    client.connect(Instant::ZERO);
+    let mut again = BytesMut::from(&client.poll_transmit().unwrap()[..]);
+    assert!(matches!(decode(&mut again), Some(Packet::Connect(_))));
+    assert!(matches!(decode(&mut again), Some(Packet::Subscribe(s)) if s.packet_id == id));
+}

@@ -197,6 +197,7 @@ impl Bridge {
         let mut local = ClientOptions::new(local_id.as_str()).keep_alive(0).clean_session(conf.local_clean_session);
         local.bridge = true;
         local.manual_ack = true;
+        local.pipeline = true;
         local.username = conf.local_username.clone();
         let mappings = conf.topics.iter().filter_map(Mapping::new).collect();
         Self {
@@ -530,9 +531,11 @@ impl Bridge {
                 }
             }
         }
-        if self.local_conn.is_none() {
-            self.open_local(now, broker);
-        }
+        // The local side opened at start may hold deliveries it could not
+        // forward then: a new connection has the session send them again.
+        self.priming = false;
+        self.close_local(now, broker);
+        self.open_local(now, broker);
         if self.address != 0 && !self.conf.round_robin {
             self.probe_at = Some(now.instant + PROBE_INTERVAL);
         }
@@ -544,6 +547,10 @@ impl Bridge {
         broker.accept_as(now, conn, Peer::bridge());
         self.local_conn = Some(conn);
         self.local.connect(now.instant);
+        // Subscribed in the same breath: from this moment the session
+        // takes what the `out` topics match, even before its CONNACK is
+        // on disk.
+        self.subscribe_locally(now);
         self.feed_local(now, broker);
     }
 
@@ -595,7 +602,6 @@ impl Bridge {
                         self.generation += 1;
                         self.settled.clear();
                     }
-                    self.subscribe_locally(now);
                 }
                 ClientEvent::Message(publish) => self.forward_out(now, publish),
                 ClientEvent::Published(id) => {
