@@ -669,3 +669,27 @@ fn slow_disks_on_both_sides_lose_nothing_queued() {
     let got: Vec<_> = net.take(sub).into_iter().map(|(_, p, _, _)| p).collect();
     assert_eq!(got, ["0", "1", "2"].map(|p| Bytes::from_static(p.as_bytes())));
 }
+
+#[test]
+fn outgoing_retain_false_clears_the_flag_and_max_packet_size_drops_what_is_larger() {
+    let mut net = Net::new(2);
+    let mut plain = conf("b", 1, vec![topic("r/#", Direction::Out, QoS::AtLeastOnce, "", "")]);
+    plain.outgoing_retain = false;
+    plain.max_packet_size = 30;
+    net.bridge(0, plain);
+    let publisher = net.client(0, "pub");
+    net.publish(publisher, "r/kept", "v", QoS::AtLeastOnce, true);
+    net.publish(publisher, "r/big", &"x".repeat(40), QoS::AtLeastOnce, false);
+    net.publish(publisher, "r/after", "ok", QoS::AtLeastOnce, false);
+    // Not retained there: a late subscriber gets nothing on r/kept.
+    let late = net.client(1, "late");
+    net.subscribe(late, "r/#", QoS::AtLeastOnce);
+    assert!(net.take(late).is_empty());
+    // The large one was dropped (and acknowledged here), the next crossed.
+    let sub = net.client(1, "sub");
+    net.subscribe(sub, "r/#", QoS::AtLeastOnce);
+    net.publish(publisher, "r/last", "ok", QoS::AtLeastOnce, false);
+    assert_eq!(net.take(sub), vec![msg("r/last", "ok", QoS::AtLeastOnce, false)]);
+    assert_eq!(net.nodes[0].bridges()[0].stats().dropped, 1);
+    assert_eq!(net.nodes[0].broker().session("local.host.b").map(|s| s.inflight), Some(0));
+}

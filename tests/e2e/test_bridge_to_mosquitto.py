@@ -269,3 +269,42 @@ def test_sighup_adds_changes_and_removes_a_bridge_without_a_restart(make_broker,
     assert watcher.expect(timeout=5).payload == b"0"
     publisher.publish("b/3", b"not bridged", qos=1)
     assert drain(watcher, 1.0) == []
+
+
+def test_a_culex_remote_killed_mid_stream_loses_no_qos1_or_qos2_message(make_broker, tmp_path, cleanup):
+    # A PUBACK or PUBREC from a Culex with persistence means on disk: the
+    # remote may be killed with SIGKILL.
+    (tmp_path / "far").mkdir()
+    far = make_broker(extra=["persistence true", f"persistence_location {tmp_path}/far/"])
+    keeper = Paho(far.port, "keeper", clean_session=False).connect()
+    keeper.subscribe("s/#", 2)
+    keeper.disconnect()
+    near = make_broker(extra=bridge("kill", far.port, "topic s/# out 2"))
+    far.wait_log(rf"as {BROKER_HOST}\.kill", timeout=10)
+    publisher = client(near.port, "pub", cleanup)
+    total = 200
+    done = threading.Event()
+
+    def publish_all():
+        for n in range(total):
+            publisher.publish(f"s/{n % 2 + 1}", str(n).encode(), qos=n % 2 + 1, timeout=30)
+            time.sleep(0.005)
+        done.set()
+
+    thread = threading.Thread(target=publish_all, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    far.kill9()
+    time.sleep(0.3)
+    far.restart()
+    assert done.wait(60), "the publisher never finished"
+    thread.join(5)
+    keeper = Paho(far.port, "keeper", clean_session=False).connect()
+    cleanup(keeper.close)
+    got = [(m.qos, int(m.payload)) for m in drain(keeper, 2.0)]
+    for qos in (1, 2):
+        sent = [n for n in range(total) if n % 2 + 1 == qos]
+        arrived = [n for q, n in got if q == qos]
+        assert list(dict.fromkeys(arrived)) == sent, (qos, sorted(set(sent) - set(arrived))[:20])
+        if qos == 2:
+            assert len(arrived) == len(sent), "a QoS 2 message arrived twice"
