@@ -365,6 +365,9 @@ impl<O: Outbox> Server<O> {
                         outbox.close(reason);
                     }
                 }
+                // Presence is the devices': a bridge says its state on its
+                // notification topic and under `$SYS/broker/bridge/`.
+                Action::MarkOnline { conn, .. } | Action::MarkOffline { conn, .. } if conn.is_bridge() => {}
                 Action::MarkOnline { client, .. } => match self.presence.as_mut() {
                     Some(presence) => presence.handle_change(&client, true),
                     None => info!("Updating client {client} to online"),
@@ -473,6 +476,27 @@ mod tests {
         server.received(now(), conn, &[0xf0, 0]);
         assert!(matches!(out.0.borrow().1, Some(CloseReason::Violation(_))));
         assert_eq!(server.connections(), 0);
+    }
+
+    #[test]
+    fn a_bridges_local_side_is_not_presence() {
+        let mut presence = PresenceSync::new(PresenceSettings::default());
+        assert!(presence.poll_connect(Instant::ZERO));
+        presence.handle_connected(Instant::ZERO);
+        let mut server: Server<Recorder> = Server::new(Broker::new(Config::default()), Some(presence));
+        let mut conf = BridgeConf::new("b");
+        conf.addresses.push(crate::conf::BridgeAddress { host: "127.0.0.1".into(), port: 1 });
+        conf.topics.push(crate::conf::BridgeTopic {
+            pattern: "#".into(),
+            direction: crate::conf::Direction::Out,
+            qos: QoS::AtMostOnce,
+            local_prefix: String::new(),
+            remote_prefix: String::new(),
+        });
+        server.start_bridge(now(), conf, "host", 1);
+        assert_eq!(server.broker().session("local.host.b").map(|s| s.subscriptions.len()), Some(1));
+        let batch = server.presence_mut().and_then(|p| p.poll_batch(Instant::ZERO).map(<[_]>::to_vec));
+        assert_eq!(batch, Some(vec![PresenceCommand::ClearStale]));
     }
 
     #[test]
