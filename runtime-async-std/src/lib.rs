@@ -60,7 +60,7 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
     let (stop, stopped) = channel::bounded::<()>(1);
     let ids = ConnIds::default();
     for Bound { socket, listener: served } in listeners {
-        let limits = served.limits(settings, prepared.reports.clone());
+        let limits = served.limits(settings, prepared.writers.clone());
         let port = socket.port();
         let listener = Listener::new(socket).map_err(|source| Error::Bind { addr: served.addr.clone(), source })?;
         let accept = accept_loop(

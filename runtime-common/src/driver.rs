@@ -21,8 +21,10 @@ use culex_core::{Broker, Config, QoS, Restorer};
 use culex_core::{ConnId, Peer};
 use tracing::{info, warn};
 
+use crate::backlog::Thresholds;
 use crate::clock::Clock;
 use crate::logging;
+use crate::outbox::Writers;
 use crate::persist::{self, Committer};
 use crate::reports::WriterReports;
 use crate::settings::{self, Settings};
@@ -178,8 +180,9 @@ pub struct Prepared<O> {
     pub policies: ListenerPolicies,
     /// Log `New connection from ...` lines.
     pub connection_messages: bool,
-    /// Where the connections' writers post their progress.
-    pub reports: Arc<WriterReports>,
+    /// What the connections' outboxes share: their thresholds and where
+    /// their writers post their progress.
+    pub writers: Arc<Writers>,
     /// The store, with `persistence true`.
     pub persistence: Option<Persisting>,
 }
@@ -256,7 +259,7 @@ pub fn prepare<O: Outbox>(
         broker
     };
     let policies = settings.policy.clone();
-    let reports = Arc::default();
+    let writers = Arc::new(Writers::new(Thresholds::of(&core)));
     let (server, persistence) = match &settings.persistence {
         Some(conf) => {
             let now = clock.now();
@@ -273,7 +276,7 @@ pub fn prepare<O: Outbox>(
     if let Some(user) = &settings.process.user {
         crate::privileges::drop_to(user)?;
     }
-    Ok(Prepared { server, policies, connection_messages, reports, persistence })
+    Ok(Prepared { server, policies, connection_messages, writers, persistence })
 }
 
 /// Runs the broker until [`Event::Shutdown`] or until every sender is
@@ -285,9 +288,9 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
     mut store: Option<impl FnMut(StoreRequest)>,
     mut check: impl FnMut(AuthJob),
 ) {
-    let Prepared { mut server, mut policies, reports, mut persistence, .. } = prepared;
+    let Prepared { mut server, mut policies, writers, mut persistence, .. } = prepared;
     loop {
-        take_reports(&mut server, &reports, &clock);
+        take_reports(&mut server, &writers.reports, &clock);
         if let Some(persisting) = persistence.as_mut() {
             persisting.sync(&mut server, &clock);
         }
