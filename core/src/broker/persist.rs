@@ -395,7 +395,7 @@ impl Broker {
             image.sessions.insert(session.client_id.clone(), stored);
         }
         for conn in self.conns.values() {
-            let (ConnState::Active { session, .. }, Some(will)) = (&conn.state, &conn.will) else { continue };
+            let ConnState::Active { session, will: Some(will), .. } = &conn.state else { continue };
             if let Some(session) = self.sessions.get(*session) {
                 image.wills.insert(session.client_id.clone(), (**will).clone());
             }
