@@ -124,7 +124,7 @@ pub(crate) async fn serve(
             None => return,
         },
     };
-    let (outbox, mut rx) = culex_runtime::outbox::channel(conn, limits.backlog(), limits.reports.clone());
+    let (outbox, mut rx) = culex_runtime::outbox::channel(limits.writers.clone());
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
     if events.send(Event::opened(conn, peer, outbox, bridge)).await.is_err() {
         return;
@@ -164,7 +164,8 @@ pub(crate) async fn serve(
                 _ => gone = true,
             },
             Wake::Out(out) => match out {
-                Some(Out::Data(data)) => match write_queued(&mut writer, &mut rx, data, &mut link, &events).await {
+                Some(Out::Data(data)) => match write_queued(conn, &mut writer, &mut rx, data, &mut link, &events).await
+                {
                     Ok(Written::All) => {}
                     Ok(Written::Reading(reading)) => paused = !reading,
                     Ok(Written::ThenClose) => return finish(conn, writer, &mut link).await,
@@ -197,10 +198,11 @@ enum Written {
 }
 
 /// Writes `first` and whatever data is already queued, posting the
-/// writer's progress for the broker task; a write blocked on a client that
+/// progress of `conn`'s writer for the broker task; a write blocked on a client that
 /// does not read ends when the core drops that client. A pause or resume
 /// that comes meanwhile ends the round, for the serving loop to apply.
 async fn write_queued(
+    conn: ConnId,
     writer: &mut impl Socket,
     rx: &mut OutboxReader,
     first: Bytes,
@@ -219,7 +221,7 @@ async fn write_queued(
         if !wrote.or(aborted).await? {
             return Ok(Written::Aborted);
         }
-        if rx.written(len) {
+        if rx.written(conn, len) {
             // Never wait: a full queue means the broker task is busy and
             // takes the reports at its next turn.
             let _ = events.try_send(Event::WriterReports);

@@ -61,7 +61,7 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
     let (stop, stopped) = channel::bounded::<()>(1);
     let ids = ConnIds::default();
     for Bound { socket, listener: served } in listeners {
-        let limits = served.limits(settings, prepared.reports.clone());
+        let limits = served.limits(settings, prepared.writers.clone());
         let port = socket.port();
         let listener = Listener::new(socket).map_err(|source| Error::Bind { addr: served.addr.clone(), source })?;
         let accept = accept_loop(
@@ -90,7 +90,7 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
             let _ = answers.send(Event::Authenticated { conn, result }).await;
         });
     };
-    let dial = dialer(ids, settings.bridge_limits(prepared.reports.clone()), events.clone());
+    let dial = dialer(ids, settings.bridge_limits(prepared.writers.clone()), events.clone());
     let source = Events(events_rx);
     let broker = async_std::task::spawn(driver::run(prepared, clock, source, store, Jobs { check, dial }));
     let reload = async || {

@@ -22,8 +22,10 @@ use culex_core::{Broker, Config, QoS, Restorer};
 use culex_core::{ConnId, Peer};
 use tracing::{info, warn};
 
+use crate::backlog::Thresholds;
 use crate::clock::Clock;
 use crate::logging;
+use crate::outbox::Writers;
 use crate::persist::{self, Committer};
 use crate::reload::Reloaded;
 use crate::reports::WriterReports;
@@ -219,8 +221,9 @@ pub struct Prepared<O> {
     pub policies: ListenerPolicies,
     /// Log `New connection from ...` lines.
     pub connection_messages: bool,
-    /// Where the connections' writers post their progress.
-    pub reports: Arc<WriterReports>,
+    /// What the connections' outboxes share: their thresholds and where
+    /// their writers post their progress.
+    pub writers: Arc<Writers>,
     /// The store, with `persistence true`.
     pub persistence: Option<Persisting>,
 }
@@ -297,7 +300,7 @@ pub fn prepare<O: Outbox>(
         broker
     };
     let policies = settings.policy.clone();
-    let reports = Arc::default();
+    let writers = Arc::new(Writers::new(Thresholds::of(&core)));
     let (server, persistence) = match &settings.persistence {
         Some(conf) => {
             let now = clock.now();
@@ -319,7 +322,7 @@ pub fn prepare<O: Outbox>(
     if let Some(user) = &settings.process.user {
         crate::privileges::drop_to(user)?;
     }
-    Ok(Prepared { server, policies, connection_messages, reports, persistence })
+    Ok(Prepared { server, policies, connection_messages, writers, persistence })
 }
 
 /// What the broker task hands its runtime: password checks for the
@@ -348,9 +351,9 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
     jobs: Jobs<impl FnMut(AuthJob), impl FnMut(Dial)>,
 ) {
     let Jobs { mut check, mut dial } = jobs;
-    let Prepared { mut server, mut policies, reports, mut persistence, .. } = prepared;
+    let Prepared { mut server, mut policies, writers, mut persistence, .. } = prepared;
     loop {
-        take_reports(&mut server, &reports, &clock);
+        take_reports(&mut server, &writers.reports, &clock);
         if let Some(persisting) = persistence.as_mut() {
             persisting.sync(&mut server, &clock);
         }

@@ -40,11 +40,11 @@ mod testing;
 pub mod tls;
 pub mod ws;
 
-pub use backlog::{Admit, Backlog};
+pub use backlog::{Admit, Backlog, Thresholds};
 pub use clock::Clock;
 pub use driver::{Event, EventSource, StoreEvent, StoreRequest, Wake};
 pub use link::{Link, OpenStep, Opening, Transport};
-pub use outbox::{Out, OutboxReader, QueueOutbox};
+pub use outbox::{Out, OutboxReader, QueueOutbox, Writers};
 pub use reload::{ReloadSource, ShutdownOn, Signal, Signals};
 pub use reports::WriterReports;
 pub use settings::{Endpoint, Launch, Limits, Listener, Listening, RedisSettings, Settings};

@@ -23,7 +23,7 @@ use culex_core::server::{Outbox, OutboxFull};
 use culex_core::{CloseReason, ConnId};
 use tracing::debug;
 
-use crate::backlog::{Admit, Backlog};
+use crate::backlog::{Admit, Backlog, Thresholds};
 use crate::reports::WriterReports;
 use crate::sync::{Arc, Mutex, MutexGuard};
 
@@ -44,15 +44,30 @@ pub enum Out {
     Resume,
 }
 
+/// What the outboxes of all connections share, held once rather than in
+/// each of them.
+#[derive(Debug)]
+pub struct Writers {
+    /// When a writer is behind, and when its connection is closed.
+    pub thresholds: Thresholds,
+    /// Where the writers post their progress for the broker task.
+    pub reports: WriterReports,
+}
+
+impl Writers {
+    /// Writers held to `thresholds`, with an empty board.
+    pub fn new(thresholds: Thresholds) -> Self {
+        Self { thresholds, reports: WriterReports::default() }
+    }
+}
+
 /// A new connection's queue: the core's end and the connection task's end.
-/// The writer's progress against `backlog` is posted to `reports`.
-pub fn channel(conn: ConnId, backlog: Backlog, reports: Arc<WriterReports>) -> (QueueOutbox, OutboxReader) {
+pub fn channel(writers: Arc<Writers>) -> (QueueOutbox, OutboxReader) {
     let shared = Arc::new(Shared {
-        conn,
-        reports,
+        writers,
         state: Mutex::new(State {
             queue: VecDeque::new(),
-            backlog,
+            backlog: Backlog::default(),
             waker: None,
             outbox_gone: false,
             reader_gone: false,
@@ -64,11 +79,13 @@ pub fn channel(conn: ConnId, backlog: Backlog, reports: Arc<WriterReports>) -> (
     (QueueOutbox { shared: shared.clone() }, OutboxReader { shared })
 }
 
+/// One connection's outbox, within 104 bytes with the `Arc`'s counts, so
+/// that it takes a 112-byte heap chunk: what is the same for every
+/// connection is behind `writers`, and the connection task passes its own
+/// id when it reports (see [`OutboxReader::written`]).
 #[derive(Debug)]
 struct Shared {
-    conn: ConnId,
-    /// Where the writer's reports go.
-    reports: Arc<WriterReports>,
+    writers: Arc<Writers>,
     state: Mutex<State>,
 }
 
@@ -144,7 +161,7 @@ impl Shared {
             if state.reader_gone || state.aborted {
                 return Admit::Drop;
             }
-            let admit = state.backlog.admit(data.len());
+            let admit = state.backlog.admit(data.len(), self.writers.thresholds);
             if let Admit::Queue(_) = admit {
                 state.queue.push_back(Out::Data(data));
             }
@@ -277,12 +294,13 @@ impl OutboxReader {
         .await;
     }
 
-    /// Reports `len` queued bytes as written, posting to the broker's
-    /// [`WriterReports`] what the core is to hear (see
+    /// Reports `len` queued bytes of connection `conn` as written, posting
+    /// to the broker's [`WriterReports`] what the core is to hear (see
     /// [`Backlog::written`]); whether the broker task is to be woken.
-    pub fn written(&self, len: usize) -> bool {
-        let progress = self.shared.lock().backlog.written(len);
-        progress.is_some_and(|progress| self.shared.reports.post(self.shared.conn, progress))
+    pub fn written(&self, conn: ConnId, len: usize) -> bool {
+        let writers = &self.shared.writers;
+        let progress = self.shared.lock().backlog.written(len, writers.thresholds);
+        progress.is_some_and(|progress| writers.reports.post(conn, progress))
     }
 }
 
@@ -298,6 +316,12 @@ impl Drop for OutboxReader {
         // to a large buffer.
         drop(queued);
     }
+}
+
+/// Writers held to `limit` and `budget`.
+#[cfg(test)]
+fn writers(limit: usize, budget: usize) -> Arc<Writers> {
+    Arc::new(Writers::new(Thresholds { budget, limit }))
 }
 
 #[cfg(all(test, not(culex_loom)))]
@@ -320,7 +344,15 @@ mod tests {
     }
 
     fn test_channel(limit: usize, budget: usize) -> (QueueOutbox, OutboxReader) {
-        channel(ConnId(1), Backlog::new(limit, budget), Arc::default())
+        channel(writers(limit, budget))
+    }
+
+    #[test]
+    fn the_shared_state_fits_a_112_byte_heap_chunk() {
+        // glibc serves requests of up to 104 bytes from 112-byte chunks;
+        // the `Arc` puts its two counts before the state. One more byte
+        // and every connection takes a 128-byte chunk.
+        assert!(2 * size_of::<usize>() + size_of::<Shared>() <= 104, "{} bytes", size_of::<Shared>());
     }
 
     #[test]
@@ -388,10 +420,10 @@ mod tests {
         let (mut outbox, reader) = test_channel(1000, 10);
         assert_eq!(outbox.send(data(b"abcdef")), Ok(None));
         assert_eq!(outbox.send(data(b"ghijkl")), Ok(Some(WriterProgress::Behind { episode: 1 })));
-        assert!(reader.written(4), "the first report wakes the broker");
-        assert!(!reader.written(4), "the second waits on the board with it");
-        assert!(!reader.written(4), "nothing to report");
-        let posted = reader.shared.reports.take();
+        assert!(reader.written(ConnId(1), 4), "the first report wakes the broker");
+        assert!(!reader.written(ConnId(1), 4), "the second waits on the board with it");
+        assert!(!reader.written(ConnId(1), 4), "nothing to report");
+        let posted = reader.shared.writers.reports.take();
         let progress = [WriterProgress::Progressed, WriterProgress::CaughtUp { episode: 1 }];
         assert_eq!(posted, progress.map(|p| (ConnId(1), p)));
     }
@@ -416,7 +448,7 @@ mod loom_outbox {
     #[test]
     fn queue_then_drop_while_reading() {
         loom::model(|| {
-            let (mut outbox, mut reader) = channel(ConnId(1), Backlog::new(100, 0), Arc::new(WriterReports::default()));
+            let (mut outbox, mut reader) = channel(writers(100, 0));
             let core = loom::thread::spawn(move || {
                 let _ = outbox.send(Bytes::from_static(b"a"));
                 let _ = outbox.send(Bytes::from_static(b"b"));
@@ -443,7 +475,7 @@ mod loom_outbox {
     #[test]
     fn reader_gone_while_queueing() {
         loom::model(|| {
-            let (mut outbox, reader) = channel(ConnId(1), Backlog::new(100, 0), Arc::new(WriterReports::default()));
+            let (mut outbox, reader) = channel(writers(100, 0));
             let shared = outbox.shared.clone();
             let conn = loom::thread::spawn(move || drop(reader));
             let _ = outbox.send(Bytes::from_static(b"a"));
@@ -459,7 +491,7 @@ mod loom_outbox {
     #[test]
     fn pause_and_resume_while_the_reader_waits() {
         loom::model(|| {
-            let (mut outbox, mut reader) = channel(ConnId(1), Backlog::new(100, 0), Arc::new(WriterReports::default()));
+            let (mut outbox, mut reader) = channel(writers(100, 0));
             let core = loom::thread::spawn(move || {
                 outbox.pause_reading(true);
                 outbox.pause_reading(false);
@@ -489,16 +521,17 @@ mod loom_outbox {
     #[test]
     fn budget_reports_while_queueing_and_writing() {
         loom::model(|| {
-            let (mut outbox, reader) = channel(ConnId(1), Backlog::new(1000, 4), Arc::new(WriterReports::default()));
+            let (mut outbox, reader) = channel(writers(1000, 4));
             assert_eq!(outbox.send(Bytes::from_static(b"abcde")), Ok(Some(WriterProgress::Behind { episode: 1 })));
             let writer = loom::thread::spawn(move || {
-                let _ = reader.written(5);
+                let _ = reader.written(ConnId(1), 5);
                 reader
             });
             let second = outbox.send(Bytes::from_static(b"fghij"));
             let reader = writer.join().unwrap_or_else(|_| unreachable!("the writer does not panic"));
             assert_eq!(reader.shared.lock().backlog.queued(), 5);
-            let written: Vec<WriterProgress> = reader.shared.reports.take().into_iter().map(|(_, p)| p).collect();
+            let written: Vec<WriterProgress> =
+                reader.shared.writers.reports.take().into_iter().map(|(_, p)| p).collect();
             match (second, &written[..]) {
                 // Written first: the episode ended, the second send began another.
                 (Ok(Some(WriterProgress::Behind { episode: 2 })), [WriterProgress::CaughtUp { episode: 1 }]) => {}
@@ -515,7 +548,7 @@ mod loom_outbox {
     #[test]
     fn abort_while_the_writer_waits() {
         loom::model(|| {
-            let (mut outbox, reader) = channel(ConnId(1), Backlog::new(100, 0), Arc::new(WriterReports::default()));
+            let (mut outbox, reader) = channel(writers(100, 0));
             let _ = outbox.send(Bytes::from_static(b"a"));
             let core = loom::thread::spawn(move || outbox.close(CloseReason::NotReading));
             loom::future::block_on(reader.aborted());

@@ -15,11 +15,10 @@ use culex_core::conf::{
 use culex_core::presence::PresenceKeys;
 use culex_core::{Config, ListenerId};
 
-use crate::backlog::Backlog;
 use crate::http_dir::HttpDir;
 use crate::link::{Transport, WebSocket};
 use crate::listen_addresses;
-use crate::reports::WriterReports;
+use crate::outbox::Writers;
 use crate::tls::ListenerTls;
 use crate::ws::{HandshakeRules, MAX_HEADERS};
 
@@ -91,8 +90,8 @@ impl Listener {
     }
 
     /// What its connections are allowed and speak under `settings`; their
-    /// writers post their progress to `reports`.
-    pub fn limits(&self, settings: &Settings, reports: Arc<WriterReports>) -> Limits {
+    /// outboxes share `writers`.
+    pub fn limits(&self, settings: &Settings, writers: Arc<Writers>) -> Limits {
         let core = &settings.core;
         let websocket = self.websockets.then(|| WebSocket {
             max_frame: crate::ws::max_frame(core.max_packet_size()),
@@ -101,9 +100,7 @@ impl Listener {
         });
         Limits {
             listener: self.id,
-            backlog: backlog_limit(core),
-            budget: core.max_unwritten_bytes,
-            reports,
+            writers,
             transport: Transport { tls: self.tls.clone(), websocket },
             nodelay: settings.process.set_tcp_nodelay,
         }
@@ -116,13 +113,10 @@ impl Listener {
 pub struct Limits {
     /// The listener its connections come in on.
     pub listener: ListenerId,
-    /// Bytes queued for the writer before the client is dropped.
-    pub backlog: usize,
-    /// Bytes queued for the writer before it is behind (QoS 0 copies to
-    /// it are dropped).
-    pub budget: usize,
-    /// Where its writer posts its progress for the broker task.
-    pub reports: Arc<WriterReports>,
+    /// What its connections' outboxes share with all others: the bytes
+    /// queued for a writer before it is behind and before its client is
+    /// dropped, and where writers post their progress.
+    pub writers: Arc<Writers>,
     /// TLS and WebSocket below MQTT, if any.
     pub transport: Transport,
     /// Nagle's algorithm off on its TCP connections (`set_tcp_nodelay`).
@@ -130,25 +124,11 @@ pub struct Limits {
 }
 
 impl Settings {
-    /// What a bridge's socket to its remote broker is allowed: the
-    /// backlog of any connection, Nagle off (a bridge's acknowledgements
-    /// hold its publishers' messages).
-    pub fn bridge_limits(&self, reports: Arc<WriterReports>) -> Limits {
-        Limits {
-            listener: ListenerId::BRIDGES,
-            backlog: backlog_limit(&self.core),
-            budget: self.core.max_unwritten_bytes,
-            reports,
-            transport: Transport::default(),
-            nodelay: true,
-        }
-    }
-}
-
-impl Limits {
-    /// A new connection's writer count.
-    pub fn backlog(&self) -> Backlog {
-        Backlog::new(self.backlog, self.budget)
+    /// What a bridge's socket to its remote broker is allowed: what any
+    /// connection's outbox is (`writers`), Nagle off (a bridge's
+    /// acknowledgements hold its publishers' messages).
+    pub fn bridge_limits(&self, writers: Arc<Writers>) -> Limits {
+        Limits { listener: ListenerId::BRIDGES, writers, transport: Transport::default(), nodelay: true }
     }
 }
 

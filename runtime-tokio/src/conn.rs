@@ -69,7 +69,7 @@ pub(crate) async fn serve<S: Socket>(
             None => return,
         },
     };
-    let (outbox, rx) = culex_runtime::outbox::channel(conn, limits.backlog(), limits.reports.clone());
+    let (outbox, rx) = culex_runtime::outbox::channel(limits.writers.clone());
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
     if events.send(Event::opened(conn, peer, outbox, bridge)).await.is_err() {
         return;
@@ -283,7 +283,7 @@ impl<S: Socket> Served<S> {
             if written.is_err() {
                 return self.closed().await;
             }
-            if self.rx.written(len) {
+            if self.rx.written(self.conn, len) {
                 // Never wait: a full queue means the broker task is busy
                 // and takes the reports at its next turn.
                 let _ = self.events.try_send(Event::WriterReports);
@@ -374,7 +374,7 @@ async fn open(stream: &mut impl Socket, mut opening: Opening) -> Option<(Link, D
 mod tests {
     use std::sync::Arc;
 
-    use culex_runtime::Backlog;
+    use culex_runtime::{Thresholds, Writers};
 
     use super::*;
 
@@ -389,7 +389,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (events, _events) = mpsc::channel(1);
-        let (_outbox, rx) = culex_runtime::outbox::channel(ConnId(1), Backlog::new(1, 0), Arc::default());
+        let (_outbox, rx) = culex_runtime::outbox::channel(Arc::new(Writers::new(Thresholds { budget: 0, limit: 1 })));
         let mut served =
             Served { conn: ConnId(1), stream, link: Link::raw(), rx, events, read_first: false, paused: false };
         let run = async move { served.run().await };

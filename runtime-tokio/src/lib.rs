@@ -58,7 +58,7 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
     let (stop, stopped) = watch::channel(false);
     let ids = ConnIds::default();
     for Bound { socket, listener: served } in listeners {
-        let limits = served.limits(settings, prepared.reports.clone());
+        let limits = served.limits(settings, prepared.writers.clone());
         let port = socket.port();
         let listener = Listener::new(socket).map_err(|source| Error::Bind { addr: served.addr.clone(), source })?;
         let accept = accept_loop(
@@ -88,7 +88,7 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
             }
         });
     };
-    let dial = dialer(ids, settings.bridge_limits(prepared.reports.clone()), events.clone());
+    let dial = dialer(ids, settings.bridge_limits(prepared.writers.clone()), events.clone());
     let source = Events(events_rx);
     let broker = tokio::spawn(driver::run(prepared, clock, source, store, Jobs { check, dial }));
     let reload = async || {

@@ -20,9 +20,22 @@ use crate::time::Now;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
-/// Output of a connection waiting for store batches, in order: each part
-/// goes once the batch it names is durable.
-pub(super) type Waiting = VecDeque<(u64, Bytes)>;
+/// A connection's output waiting for store batches.
+#[derive(Debug, Default)]
+pub(super) struct Waiting {
+    /// The batch its output of this turn waits for (0: none).
+    needs_batch: u64,
+    /// Output of earlier turns, in order: each part goes once the batch it
+    /// names is durable.
+    parts: VecDeque<(u64, Bytes)>,
+}
+
+impl Waiting {
+    /// Nothing waits, and nothing of this turn is to.
+    fn is_empty(&self) -> bool {
+        self.needs_batch == 0 && self.parts.is_empty()
+    }
+}
 
 /// Retained messages under `$SYS` are the broker's own figures, published
 /// afresh after a restart: never stored, as in Mosquitto.
@@ -63,7 +76,8 @@ impl Broker {
         if self.journal.as_ref().is_some_and(|j| !j.is_durable(batch))
             && let Some(conn) = self.conns.get_mut(&id)
         {
-            conn.needs_batch = conn.needs_batch.max(batch);
+            let waiting = conn.waiting.get_or_insert_default();
+            waiting.needs_batch = waiting.needs_batch.max(batch);
         }
     }
 
@@ -132,7 +146,7 @@ impl Broker {
     pub(super) fn record_session(&mut self, key: SessionKey) {
         let Some(client) = self.stored_client(key) else { return };
         let Some(session) = self.sessions.get(key) else { return };
-        let (username, offline_since) = (session.owner.0.clone(), session.offline_since);
+        let (username, offline_since) = (session.owner.clone(), session.offline_since());
         if let Some(journal) = self.journal.as_mut() {
             journal.promise(StoreOp::Session { client, username, offline_since });
         }
@@ -264,20 +278,25 @@ impl Broker {
     /// keeps it until the batches it waits for are durable.
     pub(super) fn release_or_keep(&mut self, id: ConnId, data: Bytes) {
         let Some(conn) = self.conns.get_mut(&id) else { return };
-        let needs = std::mem::take(&mut conn.needs_batch);
+        let needs = conn.waiting.as_mut().map_or(0, |w| std::mem::take(&mut w.needs_batch));
         let journal = self.journal.as_ref();
-        let behind = conn.waiting.as_ref().and_then(|w| w.back()).map(|(seq, _)| *seq);
+        let behind = conn.waiting.as_ref().and_then(|w| w.parts.back()).map(|(seq, _)| *seq);
         let pending = Some(needs).filter(|&n| n != 0 && journal.is_some());
         let wait_for = behind.max(pending).filter(|&seq| journal.is_some_and(|j| !j.is_durable(seq)));
         match wait_for {
             Some(seq) => {
                 let waiting = conn.waiting.get_or_insert_default();
-                if waiting.is_empty() {
+                if waiting.parts.is_empty() {
                     self.waiting.push(id);
                 }
-                waiting.push_back((seq, data));
+                waiting.parts.push_back((seq, data));
             }
-            None => self.actions.push_back(Action::Send { conn: id, data }),
+            None => {
+                if conn.waiting.as_ref().is_some_and(|w| w.is_empty()) {
+                    conn.waiting = None;
+                }
+                self.actions.push_back(Action::Send { conn: id, data });
+            }
         }
     }
 
@@ -292,16 +311,16 @@ impl Broker {
             let Some(conn) = conns.get_mut(id) else { return false };
             let Some(waiting) = conn.waiting.as_mut() else { return false };
             let mut ready = BytesMut::new();
-            while waiting.front().is_some_and(|(seq, _)| journal.is_durable(*seq)) {
-                if let Some((_, data)) = waiting.pop_front() {
+            while waiting.parts.front().is_some_and(|(seq, _)| journal.is_durable(*seq)) {
+                if let Some((_, data)) = waiting.parts.pop_front() {
                     ready.extend_from_slice(&data);
                 }
             }
             if !ready.is_empty() {
                 actions.push_back(Action::Send { conn: *id, data: ready.freeze() });
             }
-            let still = !waiting.is_empty();
-            if !still {
+            let still = !waiting.parts.is_empty();
+            if waiting.is_empty() {
                 conn.waiting = None;
             }
             still
@@ -347,8 +366,8 @@ impl Broker {
                 continue;
             }
             let mut stored = StoredSession {
-                username: session.owner.0.clone(),
-                offline_since: session.offline_since,
+                username: session.owner.clone(),
+                offline_since: session.offline_since(),
                 next_packet_id: Some(session.next_packet_id()).filter(|id| *id != PacketId::MIN),
                 subscriptions: session.subscriptions.clone(),
                 ..StoredSession::default()
@@ -376,7 +395,7 @@ impl Broker {
             image.sessions.insert(session.client_id.clone(), stored);
         }
         for conn in self.conns.values() {
-            let (ConnState::Active { session, .. }, Some(will)) = (&conn.state, &conn.will) else { continue };
+            let ConnState::Active { session, will: Some(will), .. } = &conn.state else { continue };
             if let Some(session) = self.sessions.get(*session) {
                 image.wills.insert(session.client_id.clone(), (**will).clone());
             }
@@ -387,7 +406,7 @@ impl Broker {
     /// A connection's output that was waiting for the store is dropped
     /// with it: nothing it promised was sent.
     pub(super) fn drop_waiting(conn: &mut Connection, id: ConnId) -> bool {
-        let waiting = conn.waiting.take().is_some_and(|w| !w.is_empty()) || conn.needs_batch != 0;
+        let waiting = conn.waiting.take().is_some_and(|w| !w.is_empty());
         if waiting {
             trace!(conn = %id, "output waiting for the store dropped with the connection");
         }

@@ -15,7 +15,7 @@ use crate::message::Message;
 use crate::peer::ListenerId;
 use crate::persistence::{CopyState, MessageId, Restore, SessionFields, StoreOp, StoredCopy, StoredState};
 use crate::policy::{ClientInfo, FilterAccess};
-use crate::session::{Grant, Outgoing, Session, SessionKey, Stage};
+use crate::session::{Grant, Outgoing, Presence, Session, SessionKey, Stage};
 use crate::time::Now;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, PacketId, QoS};
@@ -234,8 +234,8 @@ impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
         }
         let SessionFields { username, offline_since, next_packet_id } = fields;
         let mut session = Session::new(client.clone(), false);
-        session.owner = (username, ListenerId::default());
-        session.offline_since = Some(offline_since.unwrap_or_else(|| seconds(self.now)));
+        session.owner = username;
+        session.presence = Presence::Offline(offline_since.unwrap_or_else(|| seconds(self.now)));
         if let Some(next) = next_packet_id {
             session.set_next_packet_id(next);
         }
@@ -249,7 +249,7 @@ impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
         let Some(session) = broker.sessions.get_mut(key) else { return };
         let info = ClientInfo {
             client_id: &session.client_id,
-            username: session.owner.0.as_deref(),
+            username: session.owner.as_deref(),
             listener: ListenerId::default(),
         };
         let checked = broker.policy.filter_access(info, &filter) != FilterAccess::Whole;
