@@ -19,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
         max_inflight: usize::from(first & 0x03),
         max_packet_size: 4096,
         bridge: first & 0x04 != 0,
+        manual_ack: first & 0x10 != 0,
+        pipeline: first & 0x20 != 0,
         ..ClientOptions::new("fuzz").keep_alive(u16::from(first >> 4)).clean_session(first & 0x08 == 0)
     };
     let mut client = Client::new(options);

@@ -86,7 +86,7 @@ pub(crate) enum RemoteOp {
 
 /// Where the remote side stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Remote {
+enum RemoteLink {
     /// Not connected. With a time: connects then. Without: until a lazy
     /// bridge has enough queued, or never (`start_type once`).
     Waiting(Option<Instant>),
@@ -137,7 +137,7 @@ pub struct Bridge {
     mappings: Vec<Mapping>,
     remote: Client,
     local: Client,
-    state: Remote,
+    state: RemoteLink,
     /// The local side's connection, while it is open.
     local_conn: Option<ConnId>,
     /// The local side's first connection has not made its subscriptions
@@ -207,7 +207,7 @@ impl Bridge {
             mappings,
             remote: Client::new(remote),
             local: Client::new(local),
-            state: Remote::Waiting(None),
+            state: RemoteLink::Waiting(None),
             local_conn: None,
             priming: false,
             connections: 0,
@@ -255,8 +255,8 @@ impl Bridge {
     /// The remote socket, while one is open.
     pub(crate) fn remote_conn(&self) -> Option<ConnId> {
         match self.state {
-            Remote::Open(conn) => Some(conn),
-            Remote::Waiting(_) | Remote::Dialing => None,
+            RemoteLink::Open(conn) => Some(conn),
+            RemoteLink::Waiting(_) | RemoteLink::Dialing => None,
         }
     }
 
@@ -284,7 +284,7 @@ impl Bridge {
 
     /// What to do with the remote socket.
     pub(crate) fn take_ops(&mut self) -> Vec<RemoteOp> {
-        if let Remote::Open(conn) = self.state
+        if let RemoteLink::Open(conn) = self.state
             && let Some(data) = self.remote.poll_transmit()
         {
             self.ops.push(RemoteOp::Send(conn, data));
@@ -294,19 +294,19 @@ impl Bridge {
 
     /// The runtime opened the socket: CONNECT goes out.
     pub(crate) fn dialed(&mut self, now: Now, conn: ConnId) {
-        if self.state != Remote::Dialing {
+        if self.state != RemoteLink::Dialing {
             // Stopped meanwhile (a reload): not wanted any more.
             self.ops.push(RemoteOp::Close(conn));
             return;
         }
-        self.state = Remote::Open(conn);
+        self.state = RemoteLink::Open(conn);
         debug!("Bridge {} sending CONNECT", self.remote.options().client_id);
         self.remote.connect(now.instant);
     }
 
     /// The socket could not be opened.
     pub(crate) fn dial_failed(&mut self, now: Now, broker: &mut Broker, error: &str) {
-        if self.state == Remote::Dialing {
+        if self.state == RemoteLink::Dialing {
             error!("Error creating bridge: {error}.");
             self.remote_down(now, broker);
         }
@@ -335,7 +335,7 @@ impl Bridge {
 
     /// The remote socket ended.
     pub(crate) fn remote_closed(&mut self, now: Now, broker: &mut Broker, conn: ConnId) {
-        if self.state == Remote::Open(conn) {
+        if self.state == RemoteLink::Open(conn) {
             info!("Bridge {} lost its connection to the remote broker.", self.conf.name);
             self.remote_down(now, broker);
         }
@@ -369,9 +369,9 @@ impl Bridge {
     /// When [`timeout`](Self::timeout) is next due.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let remote = match self.state {
-            Remote::Open(_) => self.remote.next_deadline(),
-            Remote::Waiting(at) => at,
-            Remote::Dialing => None,
+            RemoteLink::Open(_) => self.remote.next_deadline(),
+            RemoteLink::Waiting(at) => at,
+            RemoteLink::Dialing => None,
         };
         [remote, self.probe_at, self.idle_deadline()].into_iter().flatten().min()
     }
@@ -379,12 +379,12 @@ impl Bridge {
     /// Time passed: pings, restarts, probes and the lazy idle timeout.
     pub(crate) fn timeout(&mut self, now: Now, broker: &mut Broker) {
         match self.state {
-            Remote::Open(_) => {
+            RemoteLink::Open(_) => {
                 self.remote.timeout(now.instant);
                 self.remote_events(now, broker);
             }
-            Remote::Waiting(Some(at)) if now.instant >= at => self.dial(self.address),
-            Remote::Waiting(_) | Remote::Dialing => {}
+            RemoteLink::Waiting(Some(at)) if now.instant >= at => self.dial(self.address),
+            RemoteLink::Waiting(_) | RemoteLink::Dialing => {}
         }
         if self.probe_at.is_some_and(|at| now.instant >= at) {
             self.probe_at = Some(now.instant + PROBE_INTERVAL);
@@ -401,7 +401,7 @@ impl Bridge {
     /// `threshold` messages.
     pub(crate) fn check_queue(&mut self, broker: &Broker) {
         let StartType::Lazy { threshold, .. } = self.conf.start_type else { return };
-        if self.state == Remote::Waiting(None) && broker.queued_len(&self.local_id) >= threshold as usize {
+        if self.state == RemoteLink::Waiting(None) && broker.queued_len(&self.local_id) >= threshold as usize {
             self.dial(self.address);
         }
     }
@@ -416,14 +416,14 @@ impl Bridge {
         if self.remote_conn().is_some() {
             self.hang_up(now, broker);
         }
-        self.state = Remote::Waiting(None);
+        self.state = RemoteLink::Waiting(None);
     }
 
     fn dial(&mut self, address: usize) {
         self.address = address;
         let dial = self.dial_to(address);
         info!("Connecting bridge {} ({}:{})", self.conf.name, dial.address.host, dial.address.port);
-        self.state = Remote::Dialing;
+        self.state = RemoteLink::Dialing;
         self.dials.push(dial);
     }
 
@@ -444,7 +444,7 @@ impl Bridge {
 
     /// Closes the remote socket after what is queued for it.
     fn hang_up(&mut self, now: Now, broker: &mut Broker) {
-        if let Remote::Open(conn) = self.state {
+        if let RemoteLink::Open(conn) = self.state {
             if let Some(data) = self.remote.poll_transmit() {
                 self.ops.push(RemoteOp::Send(conn, data));
             }
@@ -468,7 +468,7 @@ impl Bridge {
             StartType::Automatic => Some(now.instant + self.restart.next_delay()),
             StartType::Lazy { .. } | StartType::Once => None,
         };
-        self.state = Remote::Waiting(retry);
+        self.state = RemoteLink::Waiting(retry);
     }
 
     fn remote_events(&mut self, now: Now, broker: &mut Broker) {
