@@ -84,8 +84,13 @@ fn at(now: Instant) -> Now {
 
 impl Net {
     fn new(nodes: usize) -> Self {
-        // Persistence on: an acknowledgement may wait for the disk.
-        let config = Config { persistence: true, ..Config::default() };
+        Self::with(nodes, Config::default())
+    }
+
+    /// Brokers with `config`, persistence on: an acknowledgement may wait
+    /// for the disk.
+    fn with(nodes: usize, config: Config) -> Self {
+        let config = Config { persistence: true, ..config };
         let nodes = (0..nodes).map(|_| Server::new(Broker::new(config.clone()), None)).collect::<Vec<_>>();
         let (reachable, slow_disk) = (vec![true; nodes.len()], vec![false; nodes.len()]);
         Self {
@@ -692,4 +697,20 @@ fn outgoing_retain_false_clears_the_flag_and_max_packet_size_drops_what_is_large
     assert_eq!(net.take(sub), vec![msg("r/last", "ok", QoS::AtLeastOnce, false)]);
     assert_eq!(net.nodes[0].bridges()[0].stats().dropped, 1);
     assert_eq!(net.nodes[0].broker().session("local.host.b").map(|s| s.inflight), Some(0));
+}
+
+#[test]
+fn copies_the_bridge_session_drops_are_counted_in_its_figures() {
+    let mut net = Net::with(2, Config { max_queued_messages: 2, ..Config::default() });
+    let watcher = net.client(0, "watcher");
+    net.subscribe(watcher, "$SYS/broker/bridge/b/dropped", QoS::AtMostOnce);
+    net.reachable[1] = false;
+    net.bridge(0, conf("b", 1, vec![topic("d/#", Direction::Out, QoS::AtLeastOnce, "", "")]));
+    let publisher = net.client(0, "pub");
+    for n in 0..5 {
+        net.publish(publisher, "d/t", &n.to_string(), QoS::AtLeastOnce, false);
+    }
+    net.take(watcher);
+    net.advance(Duration::from_secs(60));
+    assert_eq!(net.take(watcher), vec![msg("$SYS/broker/bridge/b/dropped", "3", QoS::AtMostOnce, false)]);
 }
