@@ -113,14 +113,16 @@ pub(crate) async fn serve(
     conn: ConnId,
     limits: Limits,
     events: Sender<Event<AsyncStdOutbox>>,
-    bridge: Option<BridgeId>,
+    dialed: Option<(BridgeId, Link)>,
 ) {
     let mut reader = stream.clone();
     let mut writer = stream;
-    let (mut link, first, identity) = match limits.transport.opening(&remote) {
-        None => (Link::raw(), Deframed::default(), Identity::Connect),
-        Some(opening) => match open(&mut reader, &mut writer, opening).await {
-            Some(opened) => opened,
+    let (mut link, first, identity, bridge) = match (dialed, limits.transport.opening(&remote)) {
+        // A bridge's socket, opened by the dialer.
+        (Some((bridge, link)), _) => (link, Deframed::default(), Identity::Connect, Some(bridge)),
+        (None, None) => (Link::raw(), Deframed::default(), Identity::Connect, None),
+        (None, Some(opening)) => match open(&mut reader, &mut writer, opening).await {
+            Some((link, first, identity)) => (link, first, identity, None),
             None => return,
         },
     };

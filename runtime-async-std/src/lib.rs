@@ -20,6 +20,7 @@ use culex_core::bridge::Dial;
 use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Jobs, Wake};
 use culex_runtime::reload::obey;
 use culex_runtime::settings::{Bound, unix_remote};
+use culex_runtime::tls::ClientConfigs;
 use culex_runtime::{Clock, Limits, Listening, Settings, ShutdownOn, Signals};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
@@ -90,7 +91,8 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
             let _ = answers.send(Event::Authenticated { conn, result }).await;
         });
     };
-    let dial = dialer(ids, settings.bridge_limits(prepared.writers.clone()), events.clone());
+    let dial =
+        dialer(ids, settings.bridge_limits(prepared.writers.clone()), settings.bridge_tls.clone(), events.clone());
     let source = Events(events_rx);
     let broker = async_std::task::spawn(driver::run(prepared, clock, source, store, Jobs { check, dial }));
     let reload = async || {
@@ -114,19 +116,20 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
 /// Opens bridges' sockets: the connect on the blocking pool (see
 /// [`culex_runtime::dial`]), then a connection task as for an accepted
 /// socket.
-fn dialer(ids: ConnIds, limits: Limits, events: Sender<Event<AsyncStdOutbox>>) -> impl FnMut(Dial) {
+fn dialer(ids: ConnIds, limits: Limits, tls: ClientConfigs, events: Sender<Event<AsyncStdOutbox>>) -> impl FnMut(Dial) {
     move |job: Dial| {
-        let (conn, limits, events) = (ids.next(), limits.clone(), events.clone());
+        let (conn, limits, tls, events) = (ids.next(), limits.clone(), tls.clone(), events.clone());
         async_std::task::spawn(async move {
             let bridge = job.bridge;
             let (connected, job) =
-                async_std::task::spawn_blocking(move || (culex_runtime::dial::connect(&job), job)).await;
+                async_std::task::spawn_blocking(move || (culex_runtime::dial::connect(&job, &tls), job)).await;
             let event = match (connected, job.probe) {
-                (stream, true) => Event::Probed { bridge, reachable: stream.is_ok() },
-                (Ok(stream), false) => {
-                    let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-                    let stream = async_std::net::TcpStream::from(stream);
-                    return conn::serve(stream, Remote::Tcp(peer), conn, limits, events, Some(bridge)).await;
+                (dialed, true) => Event::Probed { bridge, reachable: dialed.is_ok() },
+                (Ok(dialed), false) => {
+                    let peer = dialed.stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+                    let stream = async_std::net::TcpStream::from(dialed.stream);
+                    let opened = Some((bridge, dialed.link));
+                    return conn::serve(stream, Remote::Tcp(peer), conn, limits, events, opened).await;
                 }
                 (Err(error), false) => Event::DialFailed { bridge, error: error.to_string() },
             };

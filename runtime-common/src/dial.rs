@@ -1,32 +1,63 @@
 //! Opening a bridge's socket, written once for both runtimes: the name
-//! resolved, `bridge_bind_address` bound, the connection made within
+//! resolved, `bridge_bind_address` bound, the connection made and, with
+//! the bridge's TLS keys, the TLS handshake done, each within
 //! [`CONNECT_TIMEOUT`]. Blocking: a runtime runs it on its blocking pool
-//! and hands the socket to its reactor.
+//! and hands the socket and its [`Link`] to its reactor.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use culex_core::Remote;
 use culex_core::bridge::Dial;
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::link::Link;
+use crate::tls::{ClientConfigs, ClientSession};
 
 /// How long a connection attempt to a remote broker may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A bridge's socket, open.
+#[derive(Debug)]
+pub struct Dialed {
+    /// Non-blocking, Nagle off.
+    pub stream: TcpStream,
+    /// How it carries MQTT: raw, or in TLS with the handshake done.
+    pub link: Link,
+}
+
 /// Connects to the address `dial` names, trying each address its host
-/// resolves to in turn. The socket comes back non-blocking, Nagle off.
+/// resolves to in turn, and does the TLS handshake if the bridge has TLS
+/// keys.
 ///
 /// # Errors
 ///
 /// The name does not resolve, the bind address is not one of this
-/// machine's, or no address takes the connection (the last error).
-pub fn connect(dial: &Dial) -> io::Result<TcpStream> {
-    if dial.tls.is_some() {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "TLS bridges are not supported by this version of Culex",
-        ));
-    }
+/// machine's, no address takes the connection (the last error), the TLS
+/// files cannot be read, or the handshake fails (the remote's
+/// certificate is not trusted, not for this host, ...).
+pub fn connect(dial: &Dial, configs: &ClientConfigs) -> io::Result<Dialed> {
+    let mut stream = tcp(dial)?;
+    let link = match &dial.tls {
+        None => Link::raw(),
+        Some(tls) => {
+            let config = configs.get(tls).map_err(io::Error::other)?;
+            let mut session = ClientSession::new(config, &dial.address.host).map_err(io::Error::other)?;
+            stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+            stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+            session.handshake(&mut stream)?;
+            stream.set_read_timeout(None)?;
+            stream.set_write_timeout(None)?;
+            Link::tls_client(Remote::Tcp(stream.peer_addr()?), session)
+        }
+    };
+    stream.set_nonblocking(true)?;
+    Ok(Dialed { stream, link })
+}
+
+/// The TCP connection, blocking.
+fn tcp(dial: &Dial) -> io::Result<TcpStream> {
     let bind = dial.bind_address.as_deref().map(bind_ip).transpose()?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{} has no address", dial.address.host));
     for addr in (dial.address.host.as_str(), dial.address.port).to_socket_addrs()? {
@@ -45,7 +76,6 @@ fn connect_to(addr: SocketAddr, bind: Option<IpAddr>) -> io::Result<TcpStream> {
     }
     socket.connect_timeout(&addr.into(), CONNECT_TIMEOUT)?;
     socket.set_tcp_nodelay(true)?;
-    socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
@@ -84,11 +114,14 @@ mod tests {
     fn connects_from_the_bind_address_and_reports_refusals() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stream = connect(&dial(port, Some("127.0.0.1"))).unwrap();
+        let stream = connect(&dial(port, Some("127.0.0.1")), &ClientConfigs::default()).unwrap().stream;
         let (_, peer) = listener.accept().unwrap();
         assert_eq!(peer, stream.local_addr().unwrap());
         drop(listener);
-        assert!(connect(&dial(port, None)).is_err());
-        assert!(connect(&dial(port, Some("192.0.2.1"))).is_err(), "not an address of this machine");
+        assert!(connect(&dial(port, None), &ClientConfigs::default()).is_err());
+        assert!(
+            connect(&dial(port, Some("192.0.2.1")), &ClientConfigs::default()).is_err(),
+            "not an address of this machine"
+        );
     }
 }

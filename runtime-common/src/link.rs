@@ -20,7 +20,7 @@ use culex_core::{Identity, Remote};
 use std::sync::Arc;
 
 use crate::http_dir::{FileBody, HttpDir};
-use crate::tls::{ListenerTls, TlsEnd, TlsSession};
+use crate::tls::{ClientSession, ListenerTls, TlsEnd, TlsRead, TlsSession};
 use crate::ws::{self, Deframed, Deframer, End, Handshake, HandshakeRules, HandshakeStep, Wire};
 
 #[cfg(test)]
@@ -193,7 +193,8 @@ impl Opening {
             None => (None, Identity::Connect),
         };
         self.failed = true;
-        let mut layers = Box::new(Layers { remote: self.remote.clone(), tls: tls.map(|session| *session), wire });
+        let mut layers =
+            Box::new(Layers { remote: self.remote.clone(), tls: tls.map(|session| Tls::Server(*session)), wire });
         // The bytes after the opening's end are out of TLS already: only
         // the wire is left to take them through.
         let mut first = layers.unframe(leftover);
@@ -246,10 +247,43 @@ pub struct Link {
 /// What lies under MQTT on a TLS or WebSocket connection.
 #[derive(Debug)]
 struct Layers {
-    /// The client's address, for the log line of a TLS failure.
+    /// The peer's address, for the log line of a TLS failure.
     remote: Remote,
-    tls: Option<TlsSession>,
+    tls: Option<Tls>,
     wire: Wire,
+}
+
+/// TLS as the server (a listener's connections) or as the client (a
+/// bridge's: few, so boxed rather than making every listener's layers
+/// larger).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Tls {
+    Server(TlsSession),
+    Client(Box<ClientSession>),
+}
+
+impl Tls {
+    fn incoming(&mut self, data: &[u8]) -> TlsRead {
+        match self {
+            Self::Server(session) => session.incoming(data),
+            Self::Client(session) => session.incoming(data),
+        }
+    }
+
+    fn outgoing(&mut self, plain: &[u8]) -> Bytes {
+        match self {
+            Self::Server(session) => session.outgoing(plain),
+            Self::Client(session) => session.outgoing(plain),
+        }
+    }
+
+    fn close(&mut self) -> Bytes {
+        match self {
+            Self::Server(session) => session.close(),
+            Self::Client(session) => session.close(),
+        }
+    }
 }
 
 impl Layers {
@@ -273,6 +307,13 @@ impl Link {
     /// Plain MQTT on TCP.
     pub fn raw() -> Self {
         Self { layers: None }
+    }
+
+    /// MQTT in TLS as the client, to `remote`, over a session whose
+    /// handshake is done (a bridge's connection).
+    pub fn tls_client(remote: Remote, session: ClientSession) -> Self {
+        let tls = Some(Tls::Client(Box::new(session)));
+        Self { layers: Some(Box::new(Layers { remote, tls, wire: Wire::Raw })) }
     }
 
     /// The bytes read, as MQTT bytes plus bytes to write and whether to

@@ -19,7 +19,7 @@ use crate::http_dir::HttpDir;
 use crate::link::{Transport, WebSocket};
 use crate::listen_addresses;
 use crate::outbox::Writers;
-use crate::tls::ListenerTls;
+use crate::tls::{ClientConfigs, ListenerTls};
 use crate::ws::{HandshakeRules, MAX_HEADERS};
 
 /// The Redis presence store.
@@ -159,6 +159,8 @@ pub struct Settings {
     pub process: ProcessConf,
     /// The bridges to run (`connection` sections), in file order.
     pub bridges: Vec<BridgeConf>,
+    /// Their TLS configurations, read at start-up.
+    pub bridge_tls: ClientConfigs,
 }
 
 impl Settings {
@@ -178,6 +180,7 @@ impl Settings {
             // A program embedding the broker keeps its own user.
             process: ProcessConf { user: None, ..ProcessConf::default() },
             bridges: Vec::new(),
+            bridge_tls: ClientConfigs::default(),
         }
     }
 }
@@ -284,6 +287,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
              refusing to start without the protection the configuration asks for."
         ));
     }
+    let bridge_tls = ClientConfigs::load(&conf.bridges).map_err(|e| format!("Error: {e}"))?;
     let (policy, acl_warnings) = load_policy(&conf)?;
     let mut notices: Vec<String> = conf.warnings.iter().map(|w| format!("Warning: {w}")).collect();
     notices.extend(acl_warnings);
@@ -333,7 +337,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let reload = crate::reload::ReloadSource::default();
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
     let (log, process, bridges) = (conf.log, conf.process, conf.bridges);
-    Ok(Settings { listeners, core, redis, log, policy, reload, notices, persistence, process, bridges })
+    Ok(Settings { listeners, core, redis, log, policy, reload, notices, persistence, process, bridges, bridge_tls })
 }
 
 /// A listener's WebSocket handshake rules and `http_dir`, resolved as

@@ -60,12 +60,14 @@ pub(crate) async fn serve<S: Socket>(
     conn: ConnId,
     limits: Limits,
     events: mpsc::Sender<Event<TokioOutbox>>,
-    bridge: Option<BridgeId>,
+    dialed: Option<(BridgeId, Link)>,
 ) {
-    let (link, first, identity) = match limits.transport.opening(&remote) {
-        None => (Link::raw(), Deframed::default(), Identity::Connect),
-        Some(opening) => match open(&mut stream, opening).await {
-            Some(opened) => opened,
+    let (link, first, identity, bridge) = match (dialed, limits.transport.opening(&remote)) {
+        // A bridge's socket, opened by the dialer.
+        (Some((bridge, link)), _) => (link, Deframed::default(), Identity::Connect, Some(bridge)),
+        (None, None) => (Link::raw(), Deframed::default(), Identity::Connect, None),
+        (None, Some(opening)) => match open(&mut stream, opening).await {
+            Some((link, first, identity)) => (link, first, identity, None),
             None => return,
         },
     };

@@ -16,6 +16,7 @@ use culex_core::bridge::Dial;
 use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Jobs, Wake};
 use culex_runtime::reload::obey;
 use culex_runtime::settings::{Bound, unix_remote};
+use culex_runtime::tls::ClientConfigs;
 use culex_runtime::{Clock, Limits, Listening, Settings, ShutdownOn, Signals};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
@@ -88,7 +89,8 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
             }
         });
     };
-    let dial = dialer(ids, settings.bridge_limits(prepared.writers.clone()), events.clone());
+    let dial =
+        dialer(ids, settings.bridge_limits(prepared.writers.clone()), settings.bridge_tls.clone(), events.clone());
     let source = Events(events_rx);
     let broker = tokio::spawn(driver::run(prepared, clock, source, store, Jobs { check, dial }));
     let reload = async || {
@@ -113,22 +115,27 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
 /// Opens bridges' sockets: the connect on the blocking pool (see
 /// [`culex_runtime::dial`]), then a connection task as for an accepted
 /// socket.
-fn dialer(ids: ConnIds, limits: Limits, events: mpsc::Sender<Event<TokioOutbox>>) -> impl FnMut(Dial) {
+fn dialer(
+    ids: ConnIds,
+    limits: Limits,
+    tls: ClientConfigs,
+    events: mpsc::Sender<Event<TokioOutbox>>,
+) -> impl FnMut(Dial) {
     move |job: Dial| {
-        let (conn, limits, events) = (ids.next(), limits.clone(), events.clone());
+        let (conn, limits, tls, events) = (ids.next(), limits.clone(), tls.clone(), events.clone());
         tokio::spawn(async move {
             let bridge = job.bridge;
             let (connected, job) =
-                match tokio::task::spawn_blocking(move || (culex_runtime::dial::connect(&job), job)).await {
+                match tokio::task::spawn_blocking(move || (culex_runtime::dial::connect(&job, &tls), job)).await {
                     Ok(done) => done,
                     Err(error) => return warn!("bridge connection attempt failed: {error}"),
                 };
-            let stream = connected.and_then(tokio::net::TcpStream::from_std);
-            let event = match (stream, job.probe) {
-                (stream, true) => Event::Probed { bridge, reachable: stream.is_ok() },
-                (Ok(stream), false) => {
+            let opened = connected.and_then(|d| Ok((tokio::net::TcpStream::from_std(d.stream)?, d.link)));
+            let event = match (opened, job.probe) {
+                (opened, true) => Event::Probed { bridge, reachable: opened.is_ok() },
+                (Ok((stream, link)), false) => {
                     let remote = Remote::Tcp(stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()));
-                    return conn::serve(stream, remote, conn, limits, events, Some(bridge)).await;
+                    return conn::serve(stream, remote, conn, limits, events, Some((bridge, link))).await;
                 }
                 (Err(error), false) => Event::DialFailed { bridge, error: error.to_string() },
             };

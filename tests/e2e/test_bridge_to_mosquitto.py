@@ -308,3 +308,56 @@ def test_a_culex_remote_killed_mid_stream_loses_no_qos1_or_qos2_message(make_bro
         assert list(dict.fromkeys(arrived)) == sent, (qos, sorted(set(sent) - set(arrived))[:20])
         if qos == 2:
             assert len(arrived) == len(sent), "a QoS 2 message arrived twice"
+
+
+def test_a_tls_bridge_with_a_client_certificate_and_its_failures(make_broker, tmp_path, cleanup):
+    from test_tls import make_ca, make_leaf
+
+    d = tmp_path / "certs"
+    d.mkdir()
+    make_ca(d, "ca")
+    make_ca(d, "other-ca")
+    make_leaf(d, "server", "ca", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
+    make_leaf(d, "elsewhere", "ca", "/CN=elsewhere", "subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth")
+    make_leaf(d, "bridge", "ca", "/CN=bridge", "extendedKeyUsage=clientAuth")
+    tls = f"cafile {d}/ca.crt\nrequire_certificate true\n"
+    remote = Mosquitto(tmp_path, cleanup, "remote",
+                       f"allow_anonymous true\n{tls}certfile {d}/server.crt\nkeyfile {d}/server.key\n").start()
+    client_keys = [f"bridge_cafile {d}/ca.crt", f"bridge_certfile {d}/bridge.crt", f"bridge_keyfile {d}/bridge.key"]
+    culex = make_broker(extra=bridge("tls", remote.port, "topic t/# both 1", *client_keys))
+    remote.wait_log(f"as {BROKER_HOST}.tls")
+    certs = ["--cafile", f"{d}/ca.crt", "--cert", f"{d}/bridge.crt", "--key", f"{d}/bridge.key"]
+    # Out: published here, received there by a TLS client.
+    there = subprocess.Popen(["mosquitto_sub", "-h", LOOPBACK, "-p", str(remote.port), *certs, "-t", "t/out",
+                              "-q", "1", "-C", "1", "-W", "15"], stdout=subprocess.PIPE, text=True)
+    cleanup(lambda: kill_quietly(there))
+    remote.wait_log("t/out", timeout=10)
+    here = client(culex.port, "here", cleanup)
+    here.subscribe("t/in", 1)
+    here.publish("t/out", b"to the remote", qos=1)
+    assert there.communicate(timeout=20)[0].strip() == "to the remote"
+    # In: published there over TLS, received here.
+    subprocess.run(["mosquitto_pub", "-h", LOOPBACK, "-p", str(remote.port), *certs, "-t", "t/in", "-q", "1",
+                    "-m", "from the remote"], check=True, timeout=15)
+    assert here.expect(timeout=10).payload == b"from the remote"
+
+    # A CA that does not vouch for the remote: no connection, the reason logged.
+    stranger = make_broker(extra=bridge("stranger", remote.port, "topic t/# out 1", f"bridge_cafile {d}/other-ca.crt"))
+    stranger.wait_log(r"Error creating bridge: .*invalid peer certificate", timeout=10)
+
+    # A remote certificate for another name: refused, unless bridge_insecure.
+    named = Mosquitto(tmp_path, cleanup, "named",
+                      f"allow_anonymous true\n{tls}certfile {d}/elsewhere.crt\nkeyfile {d}/elsewhere.key\n").start()
+    strict = make_broker(extra=bridge("strict", named.port, "topic t/# out 1", *client_keys))
+    strict.wait_log(r"Error creating bridge: .*(NotValidForName|not valid for)", timeout=10)
+    lax = make_broker(extra=bridge("lax", named.port, "topic t/# out 1", *client_keys, "bridge_insecure true"))
+    lax.wait_log(r"bridge_insecure: Bridge lax using insecure mode", timeout=10)
+    named.wait_log(f"as {BROKER_HOST}.lax")
+
+
+def test_a_bridge_tls_file_that_cannot_be_read_stops_start_up(make_broker, tmp_path):
+    broker = make_broker(start=False, extra=bridge("bad", 1883, "topic # out 0", f"bridge_cafile {tmp_path}/none.crt"))
+    proc = subprocess.run([broker.binary, "-c", str(broker.config)], capture_output=True, text=True, timeout=10)
+    assert proc.returncode != 0
+    line = broker.config.read_text().splitlines().index("connection bad") + 1
+    assert f"{broker.config}:{line}: Unable to load bridge_cafile" in proc.stdout + proc.stderr, proc.stdout + proc.stderr

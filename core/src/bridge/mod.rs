@@ -307,7 +307,7 @@ impl Bridge {
     /// The socket could not be opened.
     pub(crate) fn dial_failed(&mut self, now: Now, broker: &mut Broker, error: &str) {
         if self.state == RemoteLink::Dialing {
-            error!("Error creating bridge: {error}.");
+            error!("Error creating bridge: {}.", error.trim_end_matches('.'));
             self.remote_down(now, broker);
         }
     }

@@ -66,7 +66,7 @@ fn unreachable_config<T>() -> Result<T, LoadError> {
 }
 
 /// A pki-types PEM error in words; a missing file is the usual one.
-fn pem_reason(error: &rustls::pki_types::pem::Error) -> String {
+pub(super) fn pem_reason(error: &rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error;
     match error {
         Error::Io(e) => e.to_string(),
@@ -81,7 +81,7 @@ fn certificates(place: &Located<String>, what: &str) -> Result<Vec<CertificateDe
         .map_err(|reason| LoadError::at(place, format!("Unable to load {what} \"{}\": {reason}.", place.value)))
 }
 
-fn read_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn read_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| pem_reason(&e))?
         .collect::<Result<Vec<_>, _>>()
@@ -190,7 +190,7 @@ fn client_verifier(
 /// The certificates of every PEM file in `dir` (OpenSSL's hashed links
 /// and the files they point to alike); files without a certificate are
 /// skipped. A directory without any certificate is an error.
-fn ca_directory(dir: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn ca_directory(dir: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(Result::ok)

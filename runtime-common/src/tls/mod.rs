@@ -9,6 +9,7 @@
 //! handshake completes before the connection is handed to the core, so
 //! the client certificate's name is known at accept ([`ListenerTls::identity`]).
 
+mod client;
 mod load;
 mod session;
 pub mod subject;
@@ -22,6 +23,7 @@ use culex_core::Identity;
 use culex_core::conf::{CertUsername, TlsConf};
 use rustls::ServerConfig;
 
+pub use client::{ClientConfigs, ClientSession, client_config};
 pub use load::LoadError;
 pub use session::{TlsEnd, TlsRead, TlsSession};
 

@@ -290,3 +290,145 @@ fn an_idle_link_keeps_no_read_buffer_and_a_partial_record_is_bounded() {
     let got = link.incoming(Bytes::from_static(&[0x17, 0x03, 0x03, 0xff, 0xff]));
     assert!(got.end.is_some());
 }
+
+/// The keys of a bridge that trusts `ca`, with `extra`.
+fn bridge_keys(ca: &str, extra: impl FnOnce(&mut culex_core::conf::BridgeTls)) -> culex_core::conf::BridgeTls {
+    let mut keys = culex_core::conf::BridgeTls { cafile: Some(path(ca)), ..Default::default() };
+    extra(&mut keys);
+    keys
+}
+
+/// A bridge's client session for `host` against a listener's (`server`
+/// keys), each side's writes cut by `cut`: the two links once the
+/// handshake is done, or why it failed.
+fn bridge_handshake(
+    keys: &culex_core::conf::BridgeTls,
+    host: &str,
+    server: impl FnOnce(&mut TlsConf),
+    cut: &dyn Fn(&[u8]) -> Vec<Vec<u8>>,
+) -> Result<(Link, Link), String> {
+    let mut session = super::ClientSession::new(super::client_config(keys)?, host)?;
+    let transport = Transport { tls: Some(listener(server)), websocket: None };
+    let mut opening = transport.opening(&remote()).expect("TLS needs an opening");
+    let mut to_server = session.pending().to_vec();
+    let mut server_link = None;
+    for _ in 0..20 {
+        let mut reply = Vec::new();
+        for piece in cut(&std::mem::take(&mut to_server)) {
+            match opening.feed(&piece) {
+                OpenStep::NeedMore { reply: r } => reply.extend_from_slice(&r),
+                OpenStep::Open { reply: r, link, .. } => {
+                    reply.extend_from_slice(&r);
+                    server_link = Some(link);
+                }
+                OpenStep::Refuse { reply: r } | OpenStep::Respond { reply: r } => {
+                    let read = session.incoming(&r);
+                    return Err(format!("refused by the listener ({:?})", read.end));
+                }
+            }
+        }
+        for piece in cut(&reply) {
+            let read = session.incoming(&piece);
+            if let Some(end) = read.end {
+                return Err(format!("{end:?}"));
+            }
+            to_server.extend_from_slice(&read.reply);
+        }
+        to_server.extend_from_slice(&session.pending());
+        if !session.is_handshaking()
+            && to_server.is_empty()
+            && let Some(server_link) = server_link.take()
+        {
+            return Ok((Link::tls_client(remote(), session), server_link));
+        }
+    }
+    Err("the handshake did not finish".to_owned())
+}
+
+/// MQTT bytes both ways between a bridge's link and a listener's, cut.
+fn both_ways(client: &mut Link, server: &mut Link, cut: &dyn Fn(&[u8]) -> Vec<Vec<u8>>) -> bool {
+    let (connect, connack) = (Bytes::from_static(b"\x10\x0cCONNECT....."), Bytes::from_static(b"\x20\x02\x00\x00"));
+    let mut got = Vec::new();
+    for piece in cut(&client.outgoing(connect.clone())) {
+        got.extend_from_slice(&server.incoming(Bytes::from(piece)).data);
+    }
+    let mut back = Vec::new();
+    for piece in cut(&server.outgoing(connack.clone())) {
+        back.extend_from_slice(&client.incoming(Bytes::from(piece)).data);
+    }
+    got == connect && back == connack
+}
+
+fn whole(data: &[u8]) -> Vec<Vec<u8>> {
+    vec![data.to_vec()]
+}
+
+#[test]
+fn a_bridge_speaks_tls_to_a_listener_cut_at_every_point() {
+    let keys = bridge_keys("ca.crt", |_| {});
+    let (mut client, mut server) = bridge_handshake(&keys, "localhost", |_| {}, &whole).unwrap();
+    assert!(both_ways(&mut client, &mut server, &whole));
+    for at in 1..64 {
+        let cut = move |data: &[u8]| data.chunks(at).map(<[u8]>::to_vec).collect::<Vec<_>>();
+        let (mut client, mut server) = bridge_handshake(&keys, "localhost", |_| {}, &cut).unwrap();
+        assert!(both_ways(&mut client, &mut server, &cut), "cut every {at} bytes");
+    }
+}
+
+quickcheck::quickcheck! {
+    fn a_bridge_handshake_survives_random_chunks(sizes: Vec<u8>) -> bool {
+        let sizes: Vec<usize> = sizes.iter().map(|s| usize::from(*s).max(1)).collect();
+        let cut = move |data: &[u8]| {
+            let mut pieces = Vec::new();
+            let (mut rest, mut n) = (data, 0);
+            while !rest.is_empty() {
+                let size = sizes.get(n % sizes.len().max(1)).copied().unwrap_or(rest.len()).min(rest.len());
+                pieces.push(rest[..size].to_vec());
+                rest = &rest[size..];
+                n += 1;
+            }
+            pieces
+        };
+        let keys = bridge_keys("ca.crt", |_| {});
+        bridge_handshake(&keys, "localhost", |_| {}, &cut)
+            .is_ok_and(|(mut client, mut server)| both_ways(&mut client, &mut server, &cut))
+    }
+}
+
+#[test]
+fn a_bridge_refuses_a_remote_its_cas_do_not_vouch_for_or_named_otherwise() {
+    let stranger = bridge_keys("other-ca.crt", |_| {});
+    let error = bridge_handshake(&stranger, "localhost", |_| {}, &whole).unwrap_err();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+    let keys = bridge_keys("ca.crt", |_| {});
+    let error = bridge_handshake(&keys, "elsewhere.example", |_| {}, &whole).unwrap_err();
+    assert!(error.contains("NotValidForName"), "{error}");
+    // bridge_insecure: the name is not checked, the issuer still is.
+    let insecure = bridge_keys("ca.crt", |k| k.insecure = true);
+    assert!(bridge_handshake(&insecure, "elsewhere.example", |_| {}, &whole).is_ok());
+    let insecure_stranger = bridge_keys("other-ca.crt", |k| k.insecure = true);
+    assert!(bridge_handshake(&insecure_stranger, "elsewhere.example", |_| {}, &whole).is_err());
+}
+
+#[test]
+fn a_bridge_shows_its_certificate_to_a_listener_that_requires_one() {
+    let require = |t: &mut TlsConf| {
+        with_ca(t);
+        t.require_certificate = true;
+    };
+    let anonymous = bridge_keys("ca.crt", |_| {});
+    assert!(bridge_handshake(&anonymous, "localhost", require, &whole).is_err());
+    let with_cert = bridge_keys("ca.crt", |k| {
+        k.certfile = Some(path("dev1.crt"));
+        k.keyfile = Some(path("dev1.key"));
+    });
+    let (mut client, mut server) = bridge_handshake(&with_cert, "localhost", require, &whole).unwrap();
+    assert!(both_ways(&mut client, &mut server, &whole));
+}
+
+#[test]
+fn a_bridges_missing_tls_file_is_named() {
+    let missing = bridge_keys("nope.crt", |_| {});
+    let error = super::client_config(&missing).unwrap_err();
+    assert!(error.starts_with("Unable to load bridge_cafile"), "{error}");
+}
