@@ -1,8 +1,9 @@
 //! Opening a bridge's socket, written once for both runtimes: the name
-//! resolved, `bridge_bind_address` bound, the connection made and, with
-//! the bridge's TLS keys, the TLS handshake done, each within
-//! [`CONNECT_TIMEOUT`]. Blocking: a runtime runs it on its blocking pool
-//! and hands the socket and its [`Link`] to its reactor.
+//! resolved, `bridge_bind_address` bound, the connection made within
+//! [`CONNECT_TIMEOUT`] and, with the bridge's TLS keys, the TLS handshake
+//! done within [`OPEN_TIMEOUT`] (as a listener's clients have for
+//! theirs). Blocking: a runtime runs it on its blocking pool and hands
+//! the socket and its [`Link`] to its reactor.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
@@ -12,7 +13,7 @@ use culex_core::Remote;
 use culex_core::bridge::Dial;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::link::Link;
+use crate::link::{Link, OPEN_TIMEOUT};
 use crate::tls::{ClientConfigs, ClientSession};
 
 /// How long a connection attempt to a remote broker may take.
@@ -44,11 +45,7 @@ pub fn connect(dial: &Dial, configs: &ClientConfigs) -> io::Result<Dialed> {
         Some(tls) => {
             let config = configs.get(tls).map_err(io::Error::other)?;
             let mut session = ClientSession::new(config, &dial.address.host).map_err(io::Error::other)?;
-            stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-            stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
-            session.handshake(&mut stream)?;
-            stream.set_read_timeout(None)?;
-            stream.set_write_timeout(None)?;
+            session.handshake(&mut stream, OPEN_TIMEOUT)?;
             Link::tls_client(Remote::Tcp(stream.peer_addr()?), session)
         }
     };

@@ -321,6 +321,10 @@ impl Link {
     pub fn incoming(&mut self, data: Bytes) -> Deframed {
         let Some(layers) = &mut self.layers else { return Deframed { data, ..Deframed::default() } };
         let Some(session) = &mut layers.tls else { return layers.unframe(data) };
+        let direction = match session {
+            Tls::Server(_) => "from",
+            Tls::Client(_) => "to",
+        };
         let read = session.incoming(&data);
         let mut got = layers.unframe(read.plain);
         // TLS replies (alerts, key updates) go out before the wire's.
@@ -331,7 +335,7 @@ impl Link {
             None => None,
             Some(TlsEnd::Closed) => Some(End::Closed),
             Some(TlsEnd::Failed(error)) => {
-                tracing::error!("TLS error on the connection from {}: {error}.", layers.remote);
+                tracing::error!("TLS error on the connection {direction} {}: {error}.", layers.remote);
                 Some(End::Error("TLS error"))
             }
         });

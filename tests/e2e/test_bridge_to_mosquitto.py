@@ -340,6 +340,26 @@ def test_a_tls_bridge_with_a_client_certificate_and_its_failures(make_broker, tm
     subprocess.run(["mosquitto_pub", "-h", LOOPBACK, "-p", str(remote.port), *certs, "-t", "t/in", "-q", "1",
                     "-m", "from the remote"], check=True, timeout=15)
     assert here.expect(timeout=10).payload == b"from the remote"
+    # Messages of several TLS records, more than rustls keeps waiting at once.
+    big = bytes(ord("a") + i % 26 for i in range(200_000))
+    (d / "big").write_bytes(big)
+    big_there = subprocess.Popen(["mosquitto_sub", "-h", LOOPBACK, "-p", str(remote.port), *certs, "-t", "t/big-out",
+                                  "-q", "1", "-C", "1", "-W", "15"], stdout=subprocess.PIPE)
+    cleanup(lambda: kill_quietly(big_there))
+    remote.wait_log("t/big-out", timeout=10)
+    here.subscribe("t/big-in", 1)
+    here.publish("t/big-out", big, qos=1)
+    assert big_there.communicate(timeout=20)[0].rstrip(b"\n") == big
+    subprocess.run(["mosquitto_pub", "-h", LOOPBACK, "-p", str(remote.port), *certs, "-t", "t/big-in", "-q", "1",
+                    "-f", str(d / "big")], check=True, timeout=15)
+    assert here.expect(timeout=10).payload == big
+
+    # No client certificate for a remote that requires one: refused, the
+    # reason logged (under TLS 1.3 the remote says so after the handshake).
+    anonymous = make_broker(extra=bridge("anonymous", remote.port, "topic t/# out 1", f"bridge_cafile {d}/ca.crt"))
+    anonymous.wait_log(r"(TLS error on the connection to .*|Error creating bridge: .*)(CertificateRequired|"
+                       r"HandshakeFailure)", timeout=10)
+    assert f"as {BROKER_HOST}.anonymous" not in remote.log.read_text(errors="replace")
 
     # A CA that does not vouch for the remote: no connection, the reason logged.
     stranger = make_broker(extra=bridge("stranger", remote.port, "topic t/# out 1", f"bridge_cafile {d}/other-ca.crt"))

@@ -14,6 +14,7 @@
 use std::io::{self, Read as _, Write as _};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use culex_core::conf::{BridgeConf, BridgeTls, TlsVersion};
@@ -25,6 +26,13 @@ use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedSt
 
 use super::load::{ca_directory, pem_reason, read_certificates};
 use super::session::{TlsEnd, TlsRead};
+
+/// The most plaintext one TLS record carries.
+const MAX_RECORD: usize = 1 << 14;
+
+/// Record overhead allowed for when sizing an output buffer (header, tag,
+/// padding); the buffer grows if it was not enough.
+const RECORD_OVERHEAD: usize = 64;
 
 /// The rustls configuration a bridge's keys describe.
 ///
@@ -119,6 +127,18 @@ impl ClientConfigs {
     }
 }
 
+fn handshake_timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the TLS handshake timed out")
+}
+
+/// A blocking socket's timeout (EAGAIN on Unix) in words.
+fn timed_out(error: io::Error) -> io::Error {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => handshake_timed_out(),
+        _ => error,
+    }
+}
+
 /// `bridge_insecure`: the chain is checked as always, the name in the
 /// certificate is not.
 #[derive(Debug)]
@@ -184,22 +204,41 @@ impl ClientSession {
         Ok(Self { conn })
     }
 
-    /// Runs the handshake on a blocking socket (with the timeouts its
-    /// caller set).
+    /// Runs the handshake on a blocking socket, all of it within
+    /// `timeout` (a remote sending a byte at a time cannot stretch it),
+    /// and leaves the socket without timeouts.
     ///
     /// # Errors
     ///
-    /// The socket failed or timed out, or the remote failed verification
-    /// (the error says why).
-    pub fn handshake(&mut self, stream: &mut TcpStream) -> io::Result<()> {
-        while self.conn.is_handshaking() {
-            self.conn.complete_io(stream)?;
-        }
+    /// The socket failed, the time ran out, the remote closed, or the
+    /// remote failed verification (the error says why; the alert saying
+    /// so is sent).
+    pub fn handshake(&mut self, stream: &mut TcpStream, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
         // The last flight, if any, goes out before the socket is handed on.
-        while self.conn.wants_write() {
-            self.conn.write_tls(stream)?;
+        while self.conn.is_handshaking() || self.conn.wants_write() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(handshake_timed_out());
+            }
+            stream.set_read_timeout(Some(left))?;
+            stream.set_write_timeout(Some(left))?;
+            if self.conn.wants_write() {
+                self.conn.write_tls(stream).map_err(timed_out)?;
+                continue;
+            }
+            if self.conn.read_tls(stream).map_err(timed_out)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the remote closed during the TLS handshake"));
+            }
+            if let Err(error) = self.conn.process_new_packets() {
+                // The alert, if the socket takes it.
+                let _ = self.conn.write_tls(stream);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+            }
         }
-        stream.flush()
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(None)?;
+        Ok(())
     }
 
     /// Whether the handshake is still going on.
@@ -210,12 +249,18 @@ impl ClientSession {
     /// TLS records waiting to be written (the ClientHello at first).
     pub fn pending(&mut self) -> Bytes {
         let mut out = Vec::new();
+        self.drain(&mut out);
+        Bytes::from(out)
+    }
+
+    /// Appends the TLS records waiting to be written to `out`.
+    fn drain(&mut self, out: &mut Vec<u8>) {
         while self.conn.wants_write() {
-            if self.conn.write_tls(&mut out).is_err() {
+            // Writing to a Vec cannot fail.
+            if self.conn.write_tls(out).is_err() {
                 break;
             }
         }
-        Bytes::from(out)
     }
 
     /// Takes bytes as read from the socket.
@@ -246,12 +291,18 @@ impl ClientSession {
         out
     }
 
-    /// TLS records carrying `plain`.
+    /// TLS records carrying `plain`. It goes to rustls a record at a
+    /// time, each taken out at once: rustls keeps at most 64 KiB of
+    /// records waiting, and a larger write would be cut short.
     pub fn outgoing(&mut self, plain: &[u8]) -> Bytes {
-        if self.conn.writer().write_all(plain).is_err() {
-            return Bytes::new();
+        let mut out = Vec::with_capacity(plain.len() + plain.len() / 256 + RECORD_OVERHEAD);
+        for record in plain.chunks(MAX_RECORD) {
+            if self.conn.writer().write_all(record).is_err() {
+                break;
+            }
+            self.drain(&mut out);
         }
-        self.pending()
+        Bytes::from(out)
     }
 
     /// A close_notify alert to write before closing the socket.

@@ -373,6 +373,23 @@ fn a_bridge_speaks_tls_to_a_listener_cut_at_every_point() {
         let (mut client, mut server) = bridge_handshake(&keys, "localhost", |_| {}, &cut).unwrap();
         assert!(both_ways(&mut client, &mut server, &cut), "cut every {at} bytes");
     }
+    // Every write in two reads, cut at each point of the longest (the
+    // listener's certificate flight).
+    let longest = std::cell::Cell::new(0);
+    let measure = |data: &[u8]| {
+        longest.set(longest.get().max(data.len()));
+        whole(data)
+    };
+    bridge_handshake(&keys, "localhost", |_| {}, &measure).unwrap();
+    assert!(longest.get() > 500, "the certificate flight is {} bytes", longest.get());
+    for at in 1..longest.get() {
+        let cut = move |data: &[u8]| {
+            let (head, tail) = data.split_at(at.min(data.len()));
+            [head, tail].into_iter().filter(|piece| !piece.is_empty()).map(<[u8]>::to_vec).collect::<Vec<_>>()
+        };
+        let (mut client, mut server) = bridge_handshake(&keys, "localhost", |_| {}, &cut).unwrap();
+        assert!(both_ways(&mut client, &mut server, &cut), "cut at {at}");
+    }
 }
 
 quickcheck::quickcheck! {
@@ -431,4 +448,44 @@ fn a_bridges_missing_tls_file_is_named() {
     let missing = bridge_keys("nope.crt", |_| {});
     let error = super::client_config(&missing).unwrap_err();
     assert!(error.starts_with("Unable to load bridge_cafile"), "{error}");
+}
+
+#[test]
+fn a_bridge_sends_and_receives_more_than_rustls_buffers_at_once() {
+    let keys = bridge_keys("ca.crt", |_| {});
+    let (mut client, mut server) = bridge_handshake(&keys, "localhost", |_| {}, &whole).unwrap();
+    let big: Bytes = (0..300_000u32).map(|i| i as u8).collect::<Vec<_>>().into();
+    let got = server.incoming(client.outgoing(big.clone()));
+    assert_eq!(got.data.len(), big.len());
+    assert!(got.data == big);
+    let back = client.incoming(server.outgoing(big.clone()));
+    assert!(back.data == big);
+}
+
+#[test]
+fn a_bridge_handshake_ends_at_its_deadline_however_the_remote_trickles() {
+    use std::io::Write as _;
+    use std::time::{Duration, Instant};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let trickler = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        // A record header promising 16 KiB, then its body a byte at a time.
+        for byte in [0x16, 0x03, 0x03, 0x40, 0x00].into_iter().chain(std::iter::repeat_n(0, 40)) {
+            if socket.write_all(&[byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let config = super::client_config(&bridge_keys("ca.crt", |_| {})).unwrap();
+    let mut session = super::ClientSession::new(config, "localhost").unwrap();
+    let start = Instant::now();
+    let error = session.handshake(&mut stream, Duration::from_millis(300)).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+    assert_eq!(error.to_string(), "the TLS handshake timed out");
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    drop(stream);
+    trickler.join().unwrap();
 }
