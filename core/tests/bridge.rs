@@ -714,3 +714,22 @@ fn copies_the_bridge_session_drops_are_counted_in_its_figures() {
     net.advance(Duration::from_secs(60));
     assert_eq!(net.take(watcher), vec![msg("$SYS/broker/bridge/b/dropped", "3", QoS::AtMostOnce, false)]);
 }
+
+#[test]
+fn a_changed_bridge_drops_the_subscriptions_of_topics_it_no_longer_has() {
+    let mut net = Net::new(2);
+    let sub = net.client(1, "sub");
+    net.subscribe(sub, "#", QoS::AtLeastOnce);
+    let id = net.bridge(0, conf("b", 1, vec![topic("old/#", Direction::Out, QoS::AtLeastOnce, "", "")]));
+    net.nodes[0].stop_bridge(at(net.now), id);
+    net.settle();
+    // Started again with another topic (a reload, a restart): its stored
+    // session still had `old/#`.
+    net.bridge(0, conf("b", 1, vec![topic("new/#", Direction::Out, QoS::AtLeastOnce, "", "")]));
+    let subscriptions = net.nodes[0].broker().session("local.host.b").map(|s| s.subscriptions);
+    assert_eq!(subscriptions, Some(vec![("new/#".to_owned(), QoS::AtLeastOnce)]));
+    let publisher = net.client(0, "pub");
+    net.publish(publisher, "old/1", "gone", QoS::AtLeastOnce, false);
+    net.publish(publisher, "new/1", "kept", QoS::AtLeastOnce, false);
+    assert_eq!(net.take(sub), vec![msg("new/1", "kept", QoS::AtLeastOnce, false)]);
+}

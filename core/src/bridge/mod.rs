@@ -41,7 +41,7 @@ use crate::codec::{ConnectReturnCode, LastWill, Publish};
 use crate::conf::{BridgeAddress, BridgeConf, BridgeProtocol, BridgeTls, StartType};
 use crate::peer::Peer;
 use crate::time::{Instant, Now};
-use crate::topic::TopicName;
+use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
 
 pub(crate) use figures::Figures;
@@ -551,7 +551,26 @@ impl Bridge {
         // takes what the `out` topics match, even before its CONNACK is
         // on disk.
         self.subscribe_locally(now);
+        self.unsubscribe_stale(now, broker);
         self.feed_local(now, broker);
+    }
+
+    /// A stored session keeps the subscriptions of the configuration that
+    /// made it: those of `out` topics no longer configured (a reload, a
+    /// restart with a changed file) are dropped, or their messages would
+    /// still cross.
+    fn unsubscribe_stale(&mut self, now: Now, broker: &Broker) {
+        let Some(session) = broker.session(self.local_id.as_str()) else { return };
+        let stale: Vec<TopicFilter> = session
+            .subscriptions
+            .iter()
+            .filter(|(filter, _)| !self.mappings.iter().any(|m| m.goes(Way::Out) && m.local.as_str() == filter))
+            .filter_map(|(filter, _)| TopicFilter::new(filter.as_str()).ok())
+            .collect();
+        for filter in &stale {
+            debug!("Bridge {} doing local UNSUBSCRIBE on topic {}", self.local_id, filter.as_str());
+        }
+        let _ = self.local.unsubscribe(now.instant, stale);
     }
 
     /// Ends the local side with DISCONNECT: its session stays (unless
