@@ -11,7 +11,7 @@ use bytestring::ByteString;
 use tracing::info;
 
 use crate::action::{Action, Input};
-use crate::bridge::{Bridge, BridgeId, Dial, Figures, RemoteOp};
+use crate::bridge::{Bridge, BridgeId, Dial, RemoteOp, figures};
 use crate::broker::Broker;
 use crate::conf::BridgeConf;
 use crate::congestion::WriterProgress;
@@ -20,6 +20,7 @@ use crate::peer::{ListenerId, Peer};
 use crate::persistence::StoreBatch;
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
+use crate::sys::Periodic;
 use crate::time::{Instant, Now};
 use crate::types::{ClientId, ConnId, ConnIdMap, QoS};
 
@@ -77,8 +78,8 @@ pub struct Server<O> {
     /// a scan).
     bridges: Vec<Bridge>,
     next_bridge: u64,
-    /// The bridges' `$SYS` figures.
-    figures: Figures,
+    /// When the bridges' `$SYS` figures go out, and what they said.
+    figures: Periodic,
 }
 
 impl<O: Outbox> Server<O> {
@@ -93,7 +94,7 @@ impl<O: Outbox> Server<O> {
             store_batches: Vec::new(),
             bridges: Vec::new(),
             next_bridge: 1,
-            figures: Figures::default(),
+            figures: Periodic::default(),
         }
     }
 
@@ -282,10 +283,13 @@ impl<O: Outbox> Server<O> {
             bridge.timeout(now, &mut self.broker);
         }
         let interval = self.broker.config().sys_interval;
-        for (topic, value) in self.figures.due(now.instant, interval, &self.bridges, &self.broker) {
-            let figure =
-                Input::Publish { topic: &topic, payload: value.as_bytes(), qos: QoS::AtMostOnce, retain: true };
-            self.broker.handle_input(now, figure);
+        if self.figures.due(now.instant, interval) {
+            let all: Vec<_> = self.bridges.iter().flat_map(|bridge| figures(bridge, &self.broker)).collect();
+            for (topic, value) in self.figures.changed(all) {
+                let figure =
+                    Input::Publish { topic: &topic, payload: value.as_bytes(), qos: QoS::AtMostOnce, retain: true };
+                self.broker.handle_input(now, figure);
+            }
         }
         self.drain(now);
     }

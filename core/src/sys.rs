@@ -1,6 +1,7 @@
 //! `$SYS` statistics: the broker's figures published as retained messages
 //! under `$SYS/broker/`, with Mosquitto's topic names, every
-//! `sys_interval`, each topic only when its value changed.
+//! `sys_interval`, each topic only when its value changed. The bridges'
+//! figures ([`bridge`](crate::bridge)) go out the same way.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,12 +9,57 @@ use std::time::Duration;
 use crate::broker::Stats;
 use crate::time::Instant;
 
-/// When the figures are next due and what was last published.
+/// Figures published retained every `sys_interval`, each only when its
+/// value changed: the broker's own and each bridge's.
+#[derive(Debug, Default)]
+pub(crate) struct Periodic {
+    next: Option<Instant>,
+    published: HashMap<String, String>,
+}
+
+impl Periodic {
+    /// Starts the clock; the first figures go out at once. A zero
+    /// interval publishes nothing.
+    pub(crate) fn start(&mut self, now: Instant, interval: Duration) {
+        if self.next.is_none() && !interval.is_zero() {
+            self.next = Some(now);
+        }
+    }
+
+    /// When figures are next due.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// Whether figures are due at `now`; if so, the next time is set.
+    pub(crate) fn due(&mut self, now: Instant, interval: Duration) -> bool {
+        if self.next.is_none_or(|next| now < next) {
+            return false;
+        }
+        self.next = Some(now + interval);
+        true
+    }
+
+    /// Those of `figures` whose value changed since they were last
+    /// published (all, the first time).
+    pub(crate) fn changed(&mut self, figures: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+        let mut changed = Vec::new();
+        for (topic, value) in figures {
+            if self.published.get(&topic) != Some(&value) {
+                self.published.insert(topic.clone(), value.clone());
+                changed.push((topic, value));
+            }
+        }
+        changed
+    }
+}
+
+/// The broker's figures under `$SYS/broker/`, with Mosquitto's topic
+/// names.
 #[derive(Debug, Default)]
 pub(crate) struct SysTopics {
     started: Option<Instant>,
-    next: Option<Instant>,
-    published: HashMap<&'static str, String>,
+    periodic: Periodic,
 }
 
 impl SysTopics {
@@ -22,13 +68,13 @@ impl SysTopics {
     pub(crate) fn start(&mut self, now: Instant, interval: Duration) {
         if self.started.is_none() && !interval.is_zero() {
             self.started = Some(now);
-            self.next = Some(now);
+            self.periodic.start(now, interval);
         }
     }
 
     /// When [`due`](Self::due) next returns figures.
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.next
+        self.periodic.next()
     }
 
     /// The figures that changed since last time, if they are due at `now`.
@@ -38,12 +84,11 @@ impl SysTopics {
         interval: Duration,
         stats: &Stats,
         connected: usize,
-    ) -> Vec<(&'static str, String)> {
-        let (Some(started), Some(next)) = (self.started, self.next) else { return Vec::new() };
-        if now < next {
+    ) -> Vec<(String, String)> {
+        let Some(started) = self.started else { return Vec::new() };
+        if !self.periodic.due(now, interval) {
             return Vec::new();
         }
-        self.next = Some(now + interval);
         let figures = [
             ("$SYS/broker/version", format!("culex version {}", env!("CARGO_PKG_VERSION"))),
             ("$SYS/broker/uptime", format!("{} seconds", now.saturating_duration_since(started).as_secs())),
@@ -58,13 +103,6 @@ impl SysTopics {
             ("$SYS/broker/publish/messages/dropped", stats.messages_dropped.to_string()),
             ("$SYS/broker/publish/messages/expired", stats.messages_expired.to_string()),
         ];
-        let mut changed = Vec::new();
-        for (topic, value) in figures {
-            if self.published.get(topic) != Some(&value) {
-                self.published.insert(topic, value.clone());
-                changed.push((topic, value));
-            }
-        }
-        changed
+        self.periodic.changed(figures.map(|(topic, value)| (topic.to_owned(), value)))
     }
 }

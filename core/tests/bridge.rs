@@ -304,6 +304,16 @@ impl Net {
         std::mem::take(&mut self.received[n])
     }
 
+    /// What client `n` received, as topic and text, the last of each topic.
+    fn take_texts(&mut self, n: usize) -> BTreeMap<String, String> {
+        self.take(n).into_iter().map(|(topic, value, ..)| (topic, String::from_utf8(value.to_vec()).unwrap())).collect()
+    }
+
+    /// The payloads client `n` received, in order.
+    fn take_payloads(&mut self, n: usize) -> Vec<Bytes> {
+        self.take(n).into_iter().map(|(_, payload, ..)| payload).collect()
+    }
+
     fn bridge_up(&self, node: usize) -> bool {
         self.nodes[node].bridges().iter().all(|b| b.is_connected())
     }
@@ -422,8 +432,7 @@ fn messages_queue_while_the_remote_is_down_and_cross_when_it_returns() {
     assert!(net.take(sub).is_empty());
     net.reachable[1] = true;
     net.advance(Duration::from_secs(2));
-    let got: Vec<_> = net.take(sub).into_iter().map(|(_, p, _, _)| p).collect();
-    assert_eq!(got, (0..5).map(|n| Bytes::from(n.to_string())).collect::<Vec<_>>());
+    assert_eq!(net.take_payloads(sub), (0..5).map(|n| Bytes::from(n.to_string())).collect::<Vec<_>>());
 }
 
 #[test]
@@ -592,11 +601,7 @@ fn each_bridge_reports_its_figures_under_sys() {
     net.publish(there, "f/in", "123", QoS::AtLeastOnce, false);
     net.take(watcher);
     net.advance(Duration::from_secs(60));
-    let figures: BTreeMap<String, String> = net
-        .take(watcher)
-        .into_iter()
-        .map(|(topic, value, ..)| (topic, String::from_utf8(value.to_vec()).unwrap()))
-        .collect();
+    let figures = net.take_texts(watcher);
     let figure = |name: &str| figures.get(&format!("$SYS/broker/bridge/b/{name}")).map(String::as_str);
     assert_eq!(figure("state"), Some("connected"));
     assert_eq!(figure("messages/sent"), Some("1"));
@@ -611,33 +616,40 @@ fn each_bridge_reports_its_figures_under_sys() {
     net.publish(here, "f/1", "x", QoS::AtLeastOnce, false);
     net.publish(here, "f/2", "x", QoS::AtLeastOnce, false);
     net.advance(Duration::from_secs(60));
-    let changed: BTreeMap<String, String> = net
-        .take(watcher)
-        .into_iter()
-        .map(|(topic, value, ..)| (topic, String::from_utf8(value.to_vec()).unwrap()))
-        .collect();
+    let changed = net.take_texts(watcher);
     assert_eq!(changed.get("$SYS/broker/bridge/b/state").map(String::as_str), Some("disconnected"));
     assert_eq!(changed.get("$SYS/broker/bridge/b/queued").map(String::as_str), Some("2"));
 }
 
-#[test]
-fn what_the_local_side_got_before_the_remote_answered_is_sent_once_it_has() {
+/// Bridge `b` from node 0 to node 1 on `q/#`.
+fn queue_conf() -> BridgeConf {
+    conf("b", 1, vec![topic("q/#", Direction::Out, QoS::AtLeastOnce, "", "")])
+}
+
+/// Bridge `b` started, then stopped; three QoS 1 messages wait in its
+/// session; the returned client of node 1 subscribes to them.
+fn stopped_with_three_queued() -> (Net, usize) {
     let mut net = Net::new(2);
     let sub = net.client(1, "sub");
     net.subscribe(sub, "q/#", QoS::AtLeastOnce);
-    let lines = || vec![topic("q/#", Direction::Out, QoS::AtLeastOnce, "", "")];
-    let id = net.bridge(0, conf("b", 1, lines()));
+    let id = net.bridge(0, queue_conf());
     let publisher = net.client(0, "pub");
     net.nodes[0].stop_bridge(at(net.now), id);
     net.settle();
     for n in 0..3 {
         net.publish(publisher, "q/t", &n.to_string(), QoS::AtLeastOnce, false);
     }
+    (net, sub)
+}
+
+#[test]
+fn what_the_local_side_got_before_the_remote_answered_is_sent_once_it_has() {
+    let (mut net, sub) = stopped_with_three_queued();
     // Started again with a slow disk and the remote away: the local side
     // gets its CONNACK and the queue, and waits for its SUBACK.
     net.reachable[1] = false;
     net.slow_disk[0] = true;
-    net.bridge(0, conf("b", 1, lines()));
+    net.bridge(0, queue_conf());
     net.release(0);
     assert!(net.take(sub).is_empty());
     // The remote answers before the SUBACK is on disk.
@@ -646,33 +658,21 @@ fn what_the_local_side_got_before_the_remote_answered_is_sent_once_it_has() {
     net.release(0);
     net.slow_disk[0] = false;
     net.advance(Duration::from_secs(1));
-    let got: Vec<_> = net.take(sub).into_iter().map(|(_, p, _, _)| p).collect();
-    assert_eq!(got, ["0", "1", "2"].map(|p| Bytes::from_static(p.as_bytes())));
+    assert_eq!(net.take_payloads(sub), ["0", "1", "2"].map(|p| Bytes::from_static(p.as_bytes())));
 }
 
 #[test]
 fn slow_disks_on_both_sides_lose_nothing_queued() {
-    let mut net = Net::new(2);
-    let sub = net.client(1, "sub");
-    net.subscribe(sub, "q/#", QoS::AtLeastOnce);
-    let lines = || vec![topic("q/#", Direction::Out, QoS::AtLeastOnce, "", "")];
-    let id = net.bridge(0, conf("b", 1, lines()));
-    let publisher = net.client(0, "pub");
-    net.nodes[0].stop_bridge(at(net.now), id);
-    net.settle();
-    for n in 0..3 {
-        net.publish(publisher, "q/t", &n.to_string(), QoS::AtLeastOnce, false);
-    }
+    let (mut net, sub) = stopped_with_three_queued();
     net.slow_disk = vec![true, true];
-    net.bridge(0, conf("b", 1, lines()));
+    net.bridge(0, queue_conf());
     net.release(0);
     net.release(1);
     net.release(0);
     net.release(1);
     net.slow_disk = vec![false, false];
     net.advance(Duration::from_secs(1));
-    let got: Vec<_> = net.take(sub).into_iter().map(|(_, p, _, _)| p).collect();
-    assert_eq!(got, ["0", "1", "2"].map(|p| Bytes::from_static(p.as_bytes())));
+    assert_eq!(net.take_payloads(sub), ["0", "1", "2"].map(|p| Bytes::from_static(p.as_bytes())));
 }
 
 #[test]

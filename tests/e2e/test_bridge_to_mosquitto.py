@@ -49,6 +49,24 @@ def bridge(name: str, port: int, *lines: str) -> list[str]:
     return [f"connection {name}", f"address {LOOPBACK}:{port}", "restart_timeout 1", *lines]
 
 
+def publish_in_background(publisher: Paho, total: int, topic_and_qos) -> threading.Event:
+    """Publishes messages 0 to `total` - 1 (the number as payload, on the
+    topic and at the QoS `topic_and_qos(n)` gives), each acknowledged
+    before the next, in a thread of its own; the event is set once all
+    were acknowledged."""
+    done = threading.Event()
+
+    def publish_all():
+        for n in range(total):
+            topic, qos = topic_and_qos(n)
+            publisher.publish(topic, str(n).encode(), qos=qos, timeout=30)
+            time.sleep(0.005)
+        done.set()
+
+    threading.Thread(target=publish_all, daemon=True).start()
+    return done
+
+
 def client(port: int, name: str, cleanup, **kw) -> Paho:
     c = Paho(port, name, **kw).connect()
     cleanup(c.close)
@@ -148,22 +166,12 @@ def test_a_remote_killed_and_restarted_mid_stream_loses_no_qos1_message(make_bro
     remote.wait_log(f"New bridge connected from {LOOPBACK}")
     publisher = client(culex.port, "pub", cleanup)
     total = 300
-    done = threading.Event()
-
-    def publish_all():
-        for n in range(total):
-            publisher.publish("s/n", str(n).encode(), qos=1, timeout=30)
-            time.sleep(0.005)
-        done.set()
-
-    thread = threading.Thread(target=publish_all, daemon=True)
-    thread.start()
+    stream = publish_in_background(publisher, total, lambda n: ("s/n", 1))
     time.sleep(0.4)
     remote.stop(signal.SIGTERM)
     time.sleep(0.5)
     remote.start()
-    assert done.wait(60), "the publisher never finished"
-    thread.join(5)
+    assert stream.wait(60), "the publisher never had every message acknowledged"
     tail = Paho(remote.port, "tail", clean_session=False).connect()
     cleanup(tail.close)
     got = [int(m.payload) for m in drain(tail, 2.0)]
@@ -283,22 +291,12 @@ def test_a_culex_remote_killed_mid_stream_loses_no_qos1_or_qos2_message(make_bro
     far.wait_log(rf"as {BROKER_HOST}\.kill", timeout=10)
     publisher = client(near.port, "pub", cleanup)
     total = 200
-    done = threading.Event()
-
-    def publish_all():
-        for n in range(total):
-            publisher.publish(f"s/{n % 2 + 1}", str(n).encode(), qos=n % 2 + 1, timeout=30)
-            time.sleep(0.005)
-        done.set()
-
-    thread = threading.Thread(target=publish_all, daemon=True)
-    thread.start()
+    stream = publish_in_background(publisher, total, lambda n: (f"s/{n % 2 + 1}", n % 2 + 1))
     time.sleep(0.3)
     far.kill9()
     time.sleep(0.3)
     far.restart()
-    assert done.wait(60), "the publisher never finished"
-    thread.join(5)
+    assert stream.wait(60), "the publisher never had every message acknowledged"
     keeper = Paho(far.port, "keeper", clean_session=False).connect()
     cleanup(keeper.close)
     got = [(m.qos, int(m.payload)) for m in drain(keeper, 2.0)]

@@ -44,7 +44,7 @@ use crate::time::{Instant, Now};
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
 
-pub(crate) use figures::Figures;
+pub(crate) use figures::figures;
 use remap::{Mapping, Way, remap};
 use restart::Restart;
 
