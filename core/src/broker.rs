@@ -343,6 +343,27 @@ pub struct Stats {
     pub connections_accepted: u64,
 }
 
+/// A connected client, as the HTTP API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedClient<'a> {
+    /// Its connection.
+    pub conn: ConnId,
+    /// Its client id.
+    pub client_id: &'a ClientId,
+    /// The user name it connected with.
+    pub username: Option<&'a str>,
+    /// The listener it came in on.
+    pub listener: ListenerId,
+    /// The protocol its CONNECT named.
+    pub protocol: Protocol,
+    /// Its keepalive, in seconds.
+    pub keep_alive: u16,
+    /// Its session's subscriptions.
+    pub subscriptions: usize,
+    /// Copies waiting in its session.
+    pub queued: usize,
+}
+
 /// A session as seen from outside, for tests and simulations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -456,8 +477,15 @@ impl Broker {
     /// is closed at once ([`Action::Close`] with
     /// [`CloseReason::TooManyConnections`]).
     pub fn accept(&mut self, now: Now, peer: Peer) -> ConnId {
-        let id = ConnId(self.next_conn);
+        let id = self.new_conn_id();
         self.accept_as(now, id, peer);
+        id
+    }
+
+    /// An id never handed out before, for a connection accepted next.
+    pub fn new_conn_id(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn = self.next_conn.saturating_add(1);
         id
     }
 
@@ -631,6 +659,11 @@ impl Broker {
         }
     }
 
+    /// The policy in force: who may connect, read and write.
+    pub fn policy(&self) -> &dyn AccessPolicy {
+        self.policy.as_ref()
+    }
+
     /// Broker-wide figures.
     pub fn stats(&self) -> Stats {
         Stats {
@@ -681,6 +714,38 @@ impl Broker {
     /// Bytes buffered for `conn`'s next frame (bounded by the packet cap).
     pub fn buffered_len(&self, conn: ConnId) -> usize {
         self.conns.get(&conn).map_or(0, |c| c.inbuf_len())
+    }
+
+    /// The clients connected now, in no particular order; the bridges'
+    /// local sides are not clients.
+    pub fn connected_clients(&self) -> impl Iterator<Item = ConnectedClient<'_>> {
+        self.conns.iter().filter(|(id, _)| !id.is_bridge()).filter_map(|(&conn, c)| {
+            let ConnState::Active { session, protocol, .. } = c.state else { return None };
+            let session = self.sessions.get(session)?;
+            Some(ConnectedClient {
+                conn,
+                client_id: &session.client_id,
+                username: session.owner.as_deref(),
+                listener: c.listener,
+                protocol,
+                keep_alive: c.keep_alive,
+                subscriptions: session.subscriptions.len(),
+                queued: session.queued_len(),
+            })
+        })
+    }
+
+    /// Disconnects the client `client_id` as a dropped connection would
+    /// be: its will is published ([`CloseReason::Kicked`]). Says whether
+    /// it was connected.
+    pub fn kick(&mut self, now: Now, client_id: &str) -> bool {
+        let key = self.sessions.find(&ClientId::new(client_id));
+        let Some(conn) = key.and_then(|key| self.sessions.get(key)).and_then(Session::conn) else { return false };
+        if conn.is_bridge() {
+            return false;
+        }
+        self.close(now, conn, CloseReason::Kicked);
+        true
     }
 
     // ---- input ----------------------------------------------------------
@@ -1707,6 +1772,7 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
             info!("Client {client} disconnected: {reason}.")
         }
         CloseReason::NotAuthorised => info!("Client {client} disconnected, not authorised."),
+        CloseReason::Kicked => info!("Client {client} disconnected by the HTTP API."),
         CloseReason::OutOfMemory => info!("Client {client} disconnected due to out of memory."),
         // Logged where it was decided, in Mosquitto's words.
         CloseReason::TakenOver

@@ -5,8 +5,28 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::codec::MAX_REMAINING_LENGTH;
+use crate::conf::ListenerProtocol;
 use crate::peer::ListenerId;
 use crate::types::{Protocol, QoS};
+
+/// A listener, as `/api/v1/listeners` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSummary {
+    /// Its id.
+    pub id: ListenerId,
+    /// Its port; 0 for a Unix socket.
+    pub port: u16,
+    /// Its Unix socket's path.
+    pub path: Option<String>,
+    /// What it speaks.
+    pub protocol: ListenerProtocol,
+    /// It speaks TLS.
+    pub tls: bool,
+    /// It asks clients for a certificate (`require_certificate`).
+    pub mtls: bool,
+    /// Clients without a user name may connect.
+    pub allow_anonymous: bool,
+}
 
 /// What the broker allows and how much it keeps. The defaults are
 /// Mosquitto 2's, except where a field says otherwise.
@@ -119,6 +139,9 @@ pub struct Config {
     /// What each listener changes in how its clients are admitted and
     /// which topics they see; a listener missing here changes nothing.
     pub listener_rules: BTreeMap<ListenerId, ListenerRules>,
+    /// The listeners, as the HTTP API lists them; those whose protocol is
+    /// [`ListenerProtocol::HttpApi`] are served by it.
+    pub listeners: Vec<ListenerSummary>,
     /// Time a new connection has to send CONNECT before it is closed.
     /// Mosquitto has no key for it; default 10 s.
     pub connect_timeout: Duration,
@@ -179,6 +202,7 @@ impl Default for Config {
             auto_id_prefix: "auto-".to_owned(),
             listener_client_ids: BTreeMap::new(),
             listener_rules: BTreeMap::new(),
+            listeners: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             sys_interval: Duration::from_secs(10),
             connection_messages: true,
@@ -284,7 +308,17 @@ impl Config {
         }
     }
 
-    /// The rules of `listener`.
+    /// Whether `listener` serves the HTTP API.
+    pub fn is_http_api(&self, listener: ListenerId) -> bool {
+        self.listeners.iter().any(|l| l.id == listener && l.protocol == ListenerProtocol::HttpApi)
+    }
+
+    /// The summary of `listener`, if the configuration has it.
+    pub fn listener(&self, listener: ListenerId) -> Option<&ListenerSummary> {
+        self.listeners.iter().find(|l| l.id == listener)
+    }
+
+    /// What `listener` changes for its clients.
     pub fn listener_rules(&self, listener: ListenerId) -> &ListenerRules {
         static UNCHANGED: ListenerRules = ListenerRules::DEFAULT;
         self.listener_rules.get(&listener).unwrap_or(&UNCHANGED)

@@ -224,4 +224,7 @@ pub enum CloseReason {
     /// A reloaded policy no longer accepts the client's credentials.
     #[error("not authorised any more")]
     NotAuthorised,
+    /// Disconnected through the HTTP API (`DELETE /api/v1/clients/ID`).
+    #[error("disconnected by the HTTP API")]
+    Kicked,
 }

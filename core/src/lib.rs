@@ -110,6 +110,7 @@ mod config;
 pub mod congestion;
 pub mod error;
 pub mod expiry;
+pub mod http_api;
 mod ids;
 pub mod log_type;
 pub mod memory;
@@ -130,8 +131,8 @@ pub mod topic;
 pub mod types;
 
 pub use action::{Action, Input};
-pub use broker::{Broker, Restorer, SessionInfo, Stats};
-pub use config::{ClientIdRules, Config, ListenerRules};
+pub use broker::{Broker, ConnectedClient, Restorer, SessionInfo, Stats};
+pub use config::{ClientIdRules, Config, ListenerRules, ListenerSummary};
 pub use error::{CloseReason, Violation};
 pub use message::{Message, Publisher};
 pub use peer::{Identity, ListenerId, Peer, Remote};

@@ -113,6 +113,13 @@ pub trait AccessPolicy: fmt::Debug + Send {
     /// Whether `client` may publish on `topic`; a refused PUBLISH is
     /// acknowledged as usual and dropped ([MQTT-3.3.5-2]).
     fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool;
+
+    /// Whether `listener` checks passwords (has a password file): the
+    /// HTTP API then asks every request for credentials, and serves only
+    /// loopback peers otherwise.
+    fn checks_passwords(&self, _listener: ListenerId) -> bool {
+        false
+    }
 }
 
 /// A policy that lets the broker's own bridges ([`ListenerId::BRIDGES`])
@@ -142,6 +149,10 @@ impl AccessPolicy for TrustBridges {
 
     fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
         client.listener == ListenerId::BRIDGES || self.0.may_publish(client, topic)
+    }
+
+    fn checks_passwords(&self, listener: ListenerId) -> bool {
+        self.0.checks_passwords(listener)
     }
 }
 

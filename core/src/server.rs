@@ -6,6 +6,8 @@
 //! presence state machine (or only to the log when no Redis is
 //! configured). A runtime is then only sockets, timers and Redis calls.
 
+mod http;
+
 use bytes::Bytes;
 use bytestring::ByteString;
 use tracing::info;
@@ -16,6 +18,8 @@ use crate::broker::Broker;
 use crate::conf::BridgeConf;
 use crate::congestion::WriterProgress;
 use crate::error::CloseReason;
+use crate::http_api::Exchanges;
+use crate::http_api::clients::Arrival;
 use crate::peer::{ListenerId, Peer};
 use crate::persistence::StoreBatch;
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
@@ -80,12 +84,18 @@ pub struct Server<O> {
     next_bridge: u64,
     /// When the bridges' `$SYS` figures go out, and what they said.
     figures: Periodic,
+    /// The connections of `http_api` listeners.
+    http: Exchanges,
+    /// Where and when each MQTT client connected, for the HTTP API's list
+    /// of clients: `None` (and free) without an `http_api` listener.
+    arrivals: Option<ConnIdMap<Arrival>>,
 }
 
 impl<O: Outbox> Server<O> {
     /// A server around `broker`; `presence` is `None` when presence goes
     /// only to the log.
     pub fn new(broker: Broker, presence: Option<PresenceSync>) -> Self {
+        let http_api = broker.config().listeners.iter().any(|l| broker.config().is_http_api(l.id));
         Self {
             broker,
             presence,
@@ -95,6 +105,8 @@ impl<O: Outbox> Server<O> {
             bridges: Vec::new(),
             next_bridge: 1,
             figures: Periodic::default(),
+            http: Exchanges::default(),
+            arrivals: http_api.then(ConnIdMap::default),
         }
     }
 
@@ -110,15 +122,18 @@ impl<O: Outbox> Server<O> {
 
     /// A new connection from `peer`, written to through `outbox`.
     pub fn accept(&mut self, now: Now, peer: Peer, outbox: O) -> ConnId {
-        let conn = self.broker.accept(now, peer);
-        self.outboxes.insert(conn, outbox);
-        self.drain(now);
+        let conn = self.broker.new_conn_id();
+        self.accept_as(now, conn, peer, outbox);
         conn
     }
 
     /// A new connection under an id the runtime chose (see
     /// [`Broker::accept_as`]).
     pub fn accept_as(&mut self, now: Now, conn: ConnId, peer: Peer, outbox: O) {
+        if self.broker.config().is_http_api(peer.listener) {
+            return self.http_open(now, conn, peer, outbox);
+        }
+        self.note_arrival(conn, &peer);
         self.broker.accept_as(now, conn, peer);
         self.outboxes.insert(conn, outbox);
         self.drain(now);
@@ -126,6 +141,9 @@ impl<O: Outbox> Server<O> {
 
     /// Bytes read from `conn`.
     pub fn received(&mut self, now: Now, conn: ConnId, data: &[u8]) {
+        if self.http.contains(conn) {
+            return self.http_received(now, conn, data);
+        }
         match self.bridge_on(conn) {
             Some(at) => self.bridges[at].remote_received(now, &mut self.broker, data),
             None => self.broker.handle_input(now, Input::Received { conn, data }),
@@ -136,6 +154,10 @@ impl<O: Outbox> Server<O> {
     /// `conn` ended on its own (end of stream, socket error).
     pub fn closed(&mut self, now: Now, conn: ConnId) {
         self.outboxes.remove(&conn);
+        if self.http.contains(conn) {
+            return self.http.close(conn);
+        }
+        self.note_departure(conn);
         match self.bridge_on(conn) {
             Some(at) => self.bridges[at].remote_closed(now, &mut self.broker, conn),
             None => self.broker.handle_input(now, Input::Closed { conn }),
@@ -241,6 +263,9 @@ impl<O: Outbox> Server<O> {
 
     /// The answer to an [`AuthRequest`].
     pub fn authenticated(&mut self, now: Now, conn: ConnId, result: Result<(), Refusal>) {
+        if self.http.contains(conn) {
+            return self.http_authenticated(now, conn, result);
+        }
         self.broker.handle_input(now, Input::Authenticated { conn, result });
         self.drain(now);
     }
@@ -278,6 +303,7 @@ impl<O: Outbox> Server<O> {
 
     /// The timer armed at [`next_deadline`](Self::next_deadline) fired.
     pub fn timeout(&mut self, now: Now) {
+        self.http_timeout(now);
         self.broker.handle_timeout(now);
         for bridge in &mut self.bridges {
             bridge.timeout(now, &mut self.broker);
@@ -308,7 +334,8 @@ impl<O: Outbox> Server<O> {
     pub fn next_deadline(&self) -> Option<Instant> {
         let presence = self.presence.as_ref().and_then(PresenceSync::poll_timeout);
         let bridges = self.bridges.iter().filter_map(Bridge::next_deadline).min();
-        [self.broker.poll_timeout(), presence, bridges, self.figures.next()].into_iter().flatten().min()
+        let http = self.http.next_deadline();
+        [self.broker.poll_timeout(), presence, bridges, self.figures.next(), http].into_iter().flatten().min()
     }
 
     /// The broker, for its getters.
@@ -365,6 +392,7 @@ impl<O: Outbox> Server<O> {
                     }
                 }
                 Action::Close { conn, reason } => {
+                    self.note_departure(conn);
                     if let Some(mut outbox) = self.outboxes.remove(&conn) {
                         outbox.close(reason);
                     }
@@ -372,10 +400,13 @@ impl<O: Outbox> Server<O> {
                 // Presence is the devices': a bridge says its state on its
                 // notification topic and under `$SYS/broker/bridge/`.
                 Action::MarkOnline { conn, .. } | Action::MarkOffline { conn, .. } if conn.is_bridge() => {}
-                Action::MarkOnline { client, .. } => match self.presence.as_mut() {
-                    Some(presence) => presence.handle_change(&client, true),
-                    None => info!("Updating client {client} to online"),
-                },
+                Action::MarkOnline { client, conn } => {
+                    self.note_online(now, conn);
+                    match self.presence.as_mut() {
+                        Some(presence) => presence.handle_change(&client, true),
+                        None => info!("Updating client {client} to online"),
+                    }
+                }
                 Action::MarkOffline { client, .. } => match self.presence.as_mut() {
                     Some(presence) => presence.handle_change(&client, false),
                     None => info!("Updating client {client} to offline"),

@@ -71,7 +71,7 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
             events.clone(),
             stopped.clone(),
             limits,
-            prepared.connection_messages,
+            served.logs_connections(prepared.connection_messages),
         );
         async_std::task::spawn(accept);
     }

@@ -1,13 +1,14 @@
 //! The addresses a TCP listener binds, found as Mosquitto finds them: the
 //! listener's address (an IP address, or a host name and every address it
-//! resolves to), or the unspecified address of both families without one;
-//! `socket_domain` keeps one family; `bind_interface` puts, for each
-//! family, the interface's own address in place of the unspecified one.
+//! resolves to), or the unspecified address of both families without one
+//! (the loopback ones for an `http_api` listener); `socket_domain` keeps
+//! one family; `bind_interface` puts, for each family, the interface's own
+//! address in place of the unspecified one.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
-use culex_core::conf::{ListenerConf, SocketDomain};
+use culex_core::conf::{ListenerConf, ListenerProtocol, SocketDomain};
 
 /// The addresses of a TCP listener, and what to warn about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub(crate) fn resolve(
 ) -> Result<Resolved, String> {
     let port = listener.port;
     let mut candidates: Vec<SocketAddr> = match &listener.address {
+        // The HTTP API answers to this machine only unless told otherwise.
+        None if listener.protocol == ListenerProtocol::HttpApi && listener.bind_interface.is_none() => {
+            vec![(Ipv4Addr::LOCALHOST, port).into(), (Ipv6Addr::LOCALHOST, port).into()]
+        }
         None => vec![(Ipv4Addr::UNSPECIFIED, port).into(), (Ipv6Addr::UNSPECIFIED, port).into()],
         Some(host) => match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],

@@ -67,6 +67,9 @@ pub struct Listener {
     pub addr: Endpoint,
     /// MQTT over WebSocket (`protocol websockets`) rather than plain MQTT.
     pub websockets: bool,
+    /// The HTTP API (`protocol http_api`): its connections are requests,
+    /// not clients, and are not logged one by one.
+    pub http_api: bool,
     /// TLS (`certfile`, `keyfile`, ...), loaded.
     pub tls: Option<ListenerTls>,
     /// What a WebSocket handshake accepts (`websockets_headers_size`,
@@ -83,10 +86,16 @@ impl Listener {
             id: ListenerId::default(),
             addr: Endpoint::Tcp(addr),
             websockets: false,
+            http_api: false,
             tls: None,
             handshake: Arc::default(),
             http_dir: None,
         }
+    }
+
+    /// Whether its new connections are logged (`connection_messages`).
+    pub fn logs_connections(&self, connection_messages: bool) -> bool {
+        connection_messages && !self.http_api
     }
 
     /// What its connections are allowed and speak under `settings`; their
@@ -295,6 +304,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     for (index, listener) in conf.listeners.iter().enumerate() {
         let id = ListenerId::at(index);
         let websockets = listener.protocol == ListenerProtocol::WebSockets;
+        let http_api = listener.protocol == ListenerProtocol::HttpApi;
         let endpoints = match listener.unix_socket() {
             Some(path) => vec![Endpoint::Unix(PathBuf::from(path))],
             None => {
@@ -307,7 +317,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
         let (handshake, http_dir) = web_settings(listener, &conf.websockets, &mut notices)?;
         for addr in endpoints {
             let (tls, handshake, http_dir) = (tls.clone(), handshake.clone(), http_dir.clone());
-            listeners.push(Listener { id, addr, websockets, tls, handshake, http_dir });
+            listeners.push(Listener { id, addr, websockets, http_api, tls, handshake, http_dir });
         }
     }
     if conf.local_only {
@@ -320,6 +330,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let listener_client_ids = conf.listener_client_ids();
     let listener_rules = conf.listener_rules();
     let listener_max_connections = conf.listener_max_connections();
+    let listener_summaries = conf.listener_summaries();
     let first_port = conf.listeners.first().map_or(1883, |l| l.port);
     let redis = conf.redis.map(|r| RedisSettings {
         keys: PresenceKeys::new(&r.key, &broker_id(first_port)),
@@ -334,6 +345,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     core.listener_client_ids = listener_client_ids;
     core.listener_rules = listener_rules;
     core.listener_max_connections = listener_max_connections;
+    core.listeners = listener_summaries;
     let reload = crate::reload::ReloadSource::default();
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
     let (log, process, bridges) = (conf.log, conf.process, conf.bridges);

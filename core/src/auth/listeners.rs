@@ -115,6 +115,10 @@ impl AccessPolicy for ListenerPolicies {
     fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
         self.get(client.listener).may_publish(client, topic)
     }
+
+    fn checks_passwords(&self, listener: ListenerId) -> bool {
+        self.get(listener).checks_passwords(listener)
+    }
 }
 
 /// The files read so far, by path: listeners naming the same file share

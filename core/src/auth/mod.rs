@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::ListenerId;
 use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal, is_sys_write_banned};
 use crate::topic::{TopicFilter, TopicName};
 
@@ -108,5 +109,9 @@ impl AccessPolicy for FilePolicy {
     fn may_publish(&self, client: ClientInfo<'_>, topic: &TopicName) -> bool {
         !is_sys_write_banned(topic)
             && self.acl.as_ref().is_none_or(|acl| acl.may_write(client.client_id.as_str(), client.username, topic))
+    }
+
+    fn checks_passwords(&self, _: ListenerId) -> bool {
+        self.passwords.is_some()
     }
 }

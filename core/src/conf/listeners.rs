@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use super::file::{Line, Loc};
 use super::limits::positive_limit;
 use super::{BrokerConf, ConfError, ListenerSecurity, Located, TlsConf, Warning};
-use crate::{ListenerId, ListenerRules};
+use crate::{ListenerId, ListenerRules, ListenerSummary};
 
 /// Port of the default listener and of the local only listeners.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -52,6 +52,9 @@ pub enum ListenerProtocol {
     Mqtt,
     /// MQTT over WebSocket (`protocol websockets`).
     WebSockets,
+    /// The HTTP API and status page (`protocol http_api`, as Mosquitto
+    /// 2.1 names it): bound to loopback unless given an address.
+    HttpApi,
 }
 
 /// Which address family a listener without an address binds. Mosquitto:
@@ -144,6 +147,22 @@ impl BrokerConf {
         let limits = self.listeners.iter().enumerate();
         limits.filter_map(|(index, l)| Some((ListenerId::at(index), l.max_connections?))).collect()
     }
+
+    /// Every listener as the HTTP API lists it.
+    pub fn listener_summaries(&self) -> Vec<ListenerSummary> {
+        let listeners = self.listeners.iter().enumerate();
+        listeners
+            .map(|(index, l)| ListenerSummary {
+                id: ListenerId::at(index),
+                port: l.port,
+                path: l.unix_socket().map(str::to_owned),
+                protocol: l.protocol,
+                tls: l.tls.certfile.is_some(),
+                mtls: l.tls.certfile.is_some() && l.tls.require_certificate,
+                allow_anonymous: self.auth(index).allow_anonymous,
+            })
+            .collect()
+    }
 }
 
 /// Which listener the listener-scoped keys of a line apply to.
@@ -228,10 +247,11 @@ impl ListenersDraft {
                 let protocol = match line.word()? {
                     "mqtt" => ListenerProtocol::Mqtt,
                     "websockets" => ListenerProtocol::WebSockets,
+                    "http_api" => ListenerProtocol::HttpApi,
                     other => {
-                        return Err(
-                            line.error(format!("Invalid protocol value ({other}): expected mqtt or websockets."))
-                        );
+                        return Err(line.error(format!(
+                            "Invalid protocol value ({other}): expected mqtt, websockets or http_api."
+                        )));
                     }
                 };
                 self.target(line, *section).protocol = protocol;
