@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests talk to: Debian's redis-server, mosquitto (the
 # reference broker) and mosquitto-clients, openssl (the TLS tests make their
-# certificates with it), and the Python clients. Quiet and
+# certificates with it), prometheus (its promtool), and the Python clients. Quiet and
 # idempotent: what is already there is not fetched again.
 set -euo pipefail
 
@@ -13,13 +13,15 @@ command -v stdbuf >/dev/null || need+=(coreutils)
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# promtool checks the HTTP API's /metrics.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Debian's packaged services must not hold the ports or the data the tests use.
-for service in redis-server mosquitto; do
+for service in redis-server mosquitto prometheus; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
     systemctl stop "$service" || true
   fi

@@ -404,6 +404,12 @@ class Paho:
             pass
         self.client.loop_stop()
 
+    def __enter__(self) -> "Paho":
+        return self
+
+    def __exit__(self, *_exc):
+        self.close()
+
 
 # paho 2 reports a 3.1.1 CONNACK code as the MQTT 5 reason code of the same
 # name (5 arrives as 135 "Not authorized"); names map back to the byte sent.
