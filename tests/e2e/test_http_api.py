@@ -14,6 +14,7 @@ import json
 import resource
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 
@@ -21,6 +22,7 @@ import pytest
 
 from support import IPV4_LOOPBACK_HEX, LOOPBACK, Paho, drain, free_port, is_listening, listening_addresses, wait_until
 from test_auth import passwd
+from test_tls import certs  # noqa: F401 (a fixture)
 
 PROMTOOL = shutil.which("promtool")
 CURL = shutil.which("curl")
@@ -160,6 +162,30 @@ def test_credentials_from_the_password_file_and_paths_from_the_acl(make_broker, 
                              capture_output=True, text=True, timeout=10)
         assert out.stdout.startswith("culex version "), out
     broker.wait_log(r"HTTP API request from 127\.0\.0\.1:\d+ refused: bad user name or password for admin\.")
+
+
+def test_over_tls_with_python_ssl_and_curl(make_broker, certs):  # noqa: F811 (the fixture)
+    port = free_port()
+    make_broker(extra=[f"listener {port} {LOOPBACK}", "protocol http_api",
+                       f"certfile {certs / 'server.crt'}", f"keyfile {certs / 'server.key'}"])
+    wait_until(lambda: is_listening(port), what=f"https listener on {port}")
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    conn = http.client.HTTPSConnection(LOOPBACK, port, timeout=10, context=context)
+    try:
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.request("GET", "/api/v1/listeners")
+        response = conn.getresponse()
+        listeners = json.loads(response.read())["listeners"]
+    finally:
+        conn.close()
+    assert {"port": port, "protocol": "httpapi", "tls": True, "mtls": False, "allow_anonymous": True} in listeners
+    if CURL:
+        out = subprocess.run([CURL, "-s", "--cacert", str(certs / "ca.crt"), f"https://127.0.0.1:{port}/metrics"],
+                             capture_output=True, text=True, timeout=10)
+        assert "culex_uptime_seconds" in out.stdout, out
+    # Plain HTTP on the TLS port gets no answer but the end of the connection.
+    assert not raw(port, b"GET /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/")
 
 
 def raw(port: int, data: bytes, timeout: float = 15.0) -> bytes:
