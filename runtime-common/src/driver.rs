@@ -318,9 +318,12 @@ pub fn prepare<O: Outbox>(
         server.start_bridge(clock.now(), bridge.clone(), &hostname, settings::random_seed());
     }
     // The listeners are bound (the runtimes bind before preparing), the
-    // log and the store open: root is no longer needed.
+    // log and the store open: root is no longer needed. The store's files
+    // go to the user, who may have to open them again (a start as that
+    // user, a restart without root).
     if let Some(user) = &settings.process.user {
-        crate::privileges::drop_to(user)?;
+        let store = settings.persistence.as_ref().map(|conf| persist::files(&conf.path()));
+        crate::privileges::drop_to(user, store.as_ref().map_or(&[][..], |files| &files[..]))?;
     }
     Ok(Prepared { server, policies, connection_messages, writers, persistence })
 }
