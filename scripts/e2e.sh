@@ -6,7 +6,9 @@
 # Builds the binaries (unless CULEX_BINARIES names them), installs what is
 # missing (Debian: redis-server, mosquitto-clients; PyPI: paho-mqtt 2.x,
 # redis, pytest), quietly and idempotently, then runs pytest. Extra
-# arguments go to pytest, e.g. `scripts/e2e.sh -k presence -x`.
+# arguments go to pytest, e.g. `scripts/e2e.sh -k presence -x`. The
+# package test (test_deb.py) installs CULEX_DEB, or builds the package with
+# scripts/deb.sh first.
 # Exits non-zero when a test fails (or when no test ran).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests talk to: Debian's redis-server, mosquitto (the
 # reference broker) and mosquitto-clients, openssl (the TLS tests make their
-# certificates with it), prometheus (its promtool), and the Python clients. Quiet and
-# idempotent: what is already there is not fetched again.
+# certificates with it), dpkg-dev and binutils (the Debian package is built
+# and installed), prometheus (its promtool), and the Python clients. Quiet
+# and idempotent: what is already there is not fetched again.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,9 @@ command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v stdbuf >/dev/null || need+=(coreutils)
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
+# scripts/deb.sh: the libraries the binary links, and strip.
+command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
+command -v strip >/dev/null || need+=(binutils)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # promtool checks the HTTP API's /metrics.
 command -v promtool >/dev/null || need+=(prometheus)

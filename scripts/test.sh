@@ -29,6 +29,12 @@ step "loom models"
 LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg culex_loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p culex-runtime --features tokio --release --locked --lib loom
 
+step "Debian package (release build); the end-to-end suite installs it"
+# Built here, not inside the suite, so that the release build does not eat
+# into the suite's time limit.
+CULEX_DEB="$(scripts/deb.sh)"
+export CULEX_DEB
+
 step "end-to-end: real clients and redis-server against both binaries"
 scripts/e2e.sh
 

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::backlog::Thresholds;
 use crate::clock::Clock;
 use crate::logging;
+use crate::notify;
 use crate::outbox::Writers;
 use crate::persist::{self, Committer};
 use crate::reload::Reloaded;
@@ -303,6 +304,7 @@ pub fn prepare<O: Outbox>(
     let writers = Arc::new(Writers::new(Thresholds::of(&core)));
     let (server, persistence) = match &settings.persistence {
         Some(conf) => {
+            notify::status(&format!("Opening the store {}.", conf.path().display()));
             let now = clock.now();
             let opened = persist::open_store(conf, now.unix, &mut || Restorer::new(new_broker(), now))?;
             let server = Server::restored(now, opened.restored.finish(), presence);
@@ -318,9 +320,12 @@ pub fn prepare<O: Outbox>(
         server.start_bridge(clock.now(), bridge.clone(), &hostname, settings::random_seed());
     }
     // The listeners are bound (the runtimes bind before preparing), the
-    // log and the store open: root is no longer needed.
+    // log and the store open: root is no longer needed. The store's files
+    // go to the user, who may have to open them again (a start as that
+    // user, a restart without root).
     if let Some(user) = &settings.process.user {
-        crate::privileges::drop_to(user)?;
+        let store = settings.persistence.as_ref().map(|conf| persist::files(&conf.path()));
+        crate::privileges::drop_to(user, store.as_ref().map_or(&[][..], |files| &files[..]))?;
     }
     Ok(Prepared { server, policies, connection_messages, writers, persistence })
 }
@@ -352,7 +357,11 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
 ) {
     let Jobs { mut check, mut dial } = jobs;
     let Prepared { mut server, mut policies, writers, mut persistence, .. } = prepared;
+    // Listeners bound, store restored, privileges dropped: the runtime
+    // started its accept loops before this task.
+    let mut census = notify::Census::ready(server.connections());
     loop {
+        census.update(server.connections());
         take_reports(&mut server, &writers.reports, &clock);
         if let Some(persisting) = persistence.as_mut() {
             persisting.sync(&mut server, &clock);
@@ -441,6 +450,7 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
             // connects is judged by the new files.
             info!("Password and ACL files reloaded.");
             server.reload_bridges(now, &bridges, &settings::hostname(), settings::random_seed());
+            notify::ready(&format!("Configuration reloaded. {}", notify::open_connections(server.connections())));
         }
         Event::Accepted { conn, peer, outbox } => server.accept_as(now, conn, peer, outbox),
         Event::Dialed { bridge, conn, outbox } => server.dialed(now, bridge, conn, outbox),
@@ -455,6 +465,7 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),
         Event::Store(event) => handle_store(server, now.instant, event),
         Event::Shutdown => {
+            notify::stopping(&format!("Stopping: closing {} client connections.", server.connections()));
             info!(
                 "culex version {} terminating, closing {} client connections.",
                 env!("CARGO_PKG_VERSION"),

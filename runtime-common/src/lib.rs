@@ -26,6 +26,7 @@ pub mod http_dir;
 pub mod link;
 mod listen_addresses;
 pub mod logging;
+pub mod notify;
 pub mod outbox;
 pub mod persist;
 pub mod privileges;

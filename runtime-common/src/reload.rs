@@ -18,7 +18,7 @@ use culex_core::auth::ListenerPolicies;
 use culex_core::conf::{BridgeConf, BrokerConf, CliOptions};
 use tracing::{error, info, warn};
 
-use crate::settings;
+use crate::{notify, settings};
 
 /// What a signal asks of a running broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +101,17 @@ impl ReloadSource {
     /// blocking thread. `None` when there is nothing to apply: no
     /// configuration file, or an error, logged with its file, line and
     /// reason (the broker keeps the policy in force).
+    ///
+    /// The service manager is told a reload started
+    /// ([`notify::reloading`]); when there is nothing to apply, also that
+    /// it is over ([`notify::ready`]). Otherwise the broker task says so
+    /// once it has applied what this returns.
     pub fn load(&self) -> Option<Reloaded> {
         info!("Reloading config.");
+        notify::reloading("Reloading the configuration.");
         if self.options.config_file.is_none() {
             info!("No configuration file: nothing to reload.");
+            notify::ready("No configuration file: nothing reloaded.");
             return None;
         }
         match self.try_load() {
@@ -119,6 +126,7 @@ impl ReloadSource {
             Err(message) => {
                 error!("{message}");
                 error!("Reload failed: the previous access settings stay in force.");
+                notify::ready("Reload failed: the previous settings stay in force (see the log).");
                 None
             }
         }

@@ -1,5 +1,6 @@
 //! The first steps of both binaries: command line, config file, logging,
-//! and the descriptor table grown before any runtime thread starts.
+//! the service manager's socket ([`crate::notify`]), and the descriptor
+//! table grown before any runtime thread starts.
 
 use std::process::ExitCode;
 
@@ -28,6 +29,7 @@ pub fn start(args: impl IntoIterator<Item = String>) -> Result<Settings, ExitCod
         eprintln!("{message}");
         return Err(ExitCode::FAILURE);
     }
+    crate::notify::init();
     info!("culex version {} starting", env!("CARGO_PKG_VERSION"));
     if let Some(path) = &settings.process.pid_file {
         // Written as the user that started the broker, before it drops to

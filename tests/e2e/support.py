@@ -206,12 +206,14 @@ class Broker:
     def log_path(self) -> Path:
         return self.log_paths[-1]
 
-    def start(self, args: Optional[list[str]] = None, timeout: float = 10.0):
+    def start(self, args: Optional[list[str]] = None, timeout: float = 10.0, env: Optional[dict] = None):
+        """Starts the broker (`env`: variables added to the suite's) and
+        waits until it listens."""
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         self.runs += 1
         path = self.workdir / f"{self.name}-{self.port}-run{self.runs}.log"
         self.log_paths.append(path)
-        env = dict(os.environ, HOSTNAME=self.host)
+        env = dict(os.environ, HOSTNAME=self.host, **(env or {}))
         env.pop("RUST_LOG", None)
         with open(path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -610,6 +612,66 @@ class MosquittoSub:
     def stop(self):
         """SIGINT: mosquitto_sub disconnects cleanly and exits."""
         kill_quietly(self.proc, signal.SIGINT)
+
+
+# ---------------------------------------------------------------- service manager
+
+
+class NotifySocket:
+    """A stand-in for systemd's notification socket (sd_notify(3)): a
+    datagram socket whose messages are kept, each as a dict of its
+    `KEY=VALUE` lines, in the order they came.
+
+    Abstract (`@name`) by default; at `path` (made writable by anyone, as
+    systemd's is, so that a broker that dropped root can still send)
+    otherwise. Pass `address` to the broker as NOTIFY_SOCKET."""
+
+    def __init__(self, path: Optional[Path] = None):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if path is None:
+            name = f"culex-e2e-notify-{os.getpid()}-{id(self)}"
+            self.sock.bind("\0" + name)
+            self.address = "@" + name
+        else:
+            self.sock.bind(str(path))
+            os.chmod(path, 0o666)
+            self.address = str(path)
+        self.sock.settimeout(0.1)
+        self.messages: list[dict[str, str]] = []
+        # Messages before this index were matched by `expect` already.
+        self.seen = 0
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        while not self._closed.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
+            self.messages.append(fields)
+
+    def expect(self, key: str, value: str = "1", timeout: float = 10.0) -> dict[str, str]:
+        """The first message after those already matched that has
+        `key=value`; later calls look only after it."""
+
+        def found():
+            for i in range(self.seen, len(self.messages)):
+                if self.messages[i].get(key) == value:
+                    self.seen = i + 1
+                    return self.messages[i]
+            return None
+
+        return wait_until(found, timeout, what=lambda: f"{key}={value} on the notify socket; got {self.messages}")
+
+    def close(self):
+        self._closed.set()
+        self._reader.join(timeout=2)
+        self.sock.close()
 
 
 def tools_present() -> list[str]:

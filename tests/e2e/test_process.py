@@ -99,6 +99,28 @@ def test_other_user_with_its_groups(binary, tmp_path):
             proc.kill()
 
 
+def test_the_store_goes_to_the_user(binary, tmp_path):
+    """Created as root, the store's files are given to `user` before the
+    drop: that user can open them again (a start without root)."""
+    nobody = pwd.getpwnam("nobody")
+    store = tmp_path / "store"
+    store.mkdir()
+    port = free_port()
+    lines = [f"listener {port} {LOOPBACK}", "user nobody", "persistence true", f"persistence_location {store}/"]
+    for run in range(2):
+        proc, log = start(binary, tmp_path, lines)
+        try:
+            wait_until(lambda: "Running as user nobody" in log.read_text(), what=lambda: log.read_text())
+            for name in ("mosquitto.db", "mosquitto.db.wal"):
+                st = (store / name).stat()
+                assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid), (run, name)
+            assert mosquitto_pub(port, "t", f"kept {run}", qos=1, retain=True).returncode == 0
+            assert stop(proc) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def test_missing_user_stops_start_up(binary, tmp_path):
     port = free_port()
     proc, log = start(binary, tmp_path, [f"listener {port} {LOOPBACK}", "user no-such-user-here"])

@@ -37,7 +37,7 @@ use culex_core::persistence::{Restore, StoreBatch, StoredState};
 
 pub use committer::{Committer, CommitterOptions, Notify};
 pub use memory::MemStore;
-pub use open::{OpenError, Opened, OpenedStore, Outcome, import_mosquitto, open, open_store};
+pub use open::{OpenError, Opened, OpenedStore, Outcome, files, import_mosquitto, open, open_store};
 pub use redb_store::RedbStore;
 pub use wal::{DEFAULT_CHECKPOINT_BYTES, OpenLog, WalStore};
 

@@ -414,6 +414,12 @@ fn migrate<R: Restore>(
     })
 }
 
+/// The files of the store at `path` while it runs: the store and its
+/// write-ahead log.
+pub fn files(path: &Path) -> [PathBuf; 2] {
+    [path.to_path_buf(), sibling(path, LOG_SUFFIX)]
+}
+
 /// `<file>.<suffix>` beside `path`.
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
