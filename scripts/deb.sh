@@ -53,7 +53,7 @@ done
 doc="$stage/usr/share/doc/culex"
 mkdir -p "$doc" "$stage/usr/share/man/man8"
 sed "s/@VERSION@/$version/" "$src/culex.8" | gzip -9n >"$stage/usr/share/man/man8/culex.8.gz"
-for file in README.md docs/config.md docs/persistence.md docs/bridges.md docs/packaging.md; do
+for file in README.md docs/config.md docs/persistence.md docs/bridges.md docs/packaging.md docs/http-api.md; do
   gzip -9n <"$file" >"$doc/$(basename "$file").gz"
 done
 
