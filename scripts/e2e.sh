@@ -4,9 +4,10 @@
 # against every Culex binary.
 #
 # Builds the binaries (unless CULEX_BINARIES names them), installs what is
-# missing (Debian: redis-server, mosquitto-clients; PyPI: paho-mqtt 2.x,
-# redis, pytest), quietly and idempotently, then runs pytest. Extra
-# arguments go to pytest, e.g. `scripts/e2e.sh -k presence -x`. The
+# missing (Debian: redis-server, mosquitto-clients, chromium,
+# chromium-driver; PyPI: paho-mqtt 2.x, redis, pytest, selenium), quietly
+# and idempotently, then runs pytest (a skipped test shows its reason).
+# Extra arguments go to pytest, e.g. `scripts/e2e.sh -k presence -x`. The
 # package test (test_deb.py) installs CULEX_DEB, or builds the package with
 # scripts/deb.sh first.
 # Exits non-zero when a test fails (or when no test ran).
@@ -22,4 +23,4 @@ scripts/install-deps.sh
 export PYTHONDONTWRITEBYTECODE=1
 # Every wait inside the suite is bounded; this bounds the whole run too.
 exec timeout --signal=INT --kill-after=30 1200 \
-  python3 -m pytest tests/e2e -q -p no:cacheprovider -rfE "$@"
+  python3 -m pytest tests/e2e -q -p no:cacheprovider -rfEs "$@"
