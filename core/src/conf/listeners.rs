@@ -478,13 +478,17 @@ mod tests {
 
     #[test]
     fn protocol_applies_to_the_current_listener() {
-        let conf = conf("listener 1883\nlistener 9001\nprotocol websockets\nlistener 1884\nprotocol mqtt\n");
+        let conf = conf(
+            "listener 1883\nlistener 9001\nprotocol websockets\nlistener 1884\nprotocol mqtt\nlistener 9883\nprotocol http_api\n",
+        );
         let protocols: Vec<_> = conf.listeners.iter().map(|l| l.protocol).collect();
-        assert_eq!(protocols, [ListenerProtocol::Mqtt, ListenerProtocol::WebSockets, ListenerProtocol::Mqtt]);
+        let expected =
+            [ListenerProtocol::Mqtt, ListenerProtocol::WebSockets, ListenerProtocol::Mqtt, ListenerProtocol::HttpApi];
+        assert_eq!(protocols, expected);
         assert_error(
             "listener 1\nprotocol mqttsn\n",
             2,
-            "Invalid protocol value (mqttsn): expected mqtt or websockets.",
+            "Invalid protocol value (mqttsn): expected mqtt, websockets or http_api.",
         );
         assert_error("listener 1\nprotocol\n", 2, "Empty protocol value in configuration.");
     }
