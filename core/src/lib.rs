@@ -130,7 +130,7 @@ pub mod topic;
 pub mod types;
 
 pub use action::{Action, Input};
-pub use broker::{Broker, Restorer, SessionInfo, Stats};
+pub use broker::{Broker, Counts, Drops, Restorer, SessionInfo, Stats};
 pub use config::{ClientIdRules, Config, ListenerRules};
 pub use error::{CloseReason, Violation};
 pub use message::{Message, Publisher};

@@ -31,9 +31,14 @@ impl Periodic {
         self.next
     }
 
+    /// Whether figures are due at `now`.
+    pub(crate) fn is_due(&self, now: Instant) -> bool {
+        self.next.is_some_and(|next| next <= now)
+    }
+
     /// Whether figures are due at `now`; if so, the next time is set.
     pub(crate) fn due(&mut self, now: Instant, interval: Duration) -> bool {
-        if self.next.is_none_or(|next| now < next) {
+        if !self.is_due(now) {
             return false;
         }
         self.next = Some(now + interval);
@@ -77,18 +82,19 @@ impl SysTopics {
         self.periodic.next()
     }
 
+    /// Whether figures are due at `now`.
+    pub(crate) fn is_due(&self, now: Instant) -> bool {
+        self.started.is_some() && self.periodic.is_due(now)
+    }
+
     /// The figures that changed since last time, if they are due at `now`.
-    pub(crate) fn due(
-        &mut self,
-        now: Instant,
-        interval: Duration,
-        stats: &Stats,
-        connected: usize,
-    ) -> Vec<(String, String)> {
+    pub(crate) fn due(&mut self, now: Instant, interval: Duration, stats: &Stats) -> Vec<(String, String)> {
         let Some(started) = self.started else { return Vec::new() };
         if !self.periodic.due(now, interval) {
             return Vec::new();
         }
+        let counts = &stats.counts;
+        let connected = stats.clients_connected;
         let figures = [
             ("$SYS/broker/version", format!("culex version {}", env!("CARGO_PKG_VERSION"))),
             ("$SYS/broker/uptime", format!("{} seconds", now.saturating_duration_since(started).as_secs())),
@@ -98,10 +104,10 @@ impl SysTopics {
             ("$SYS/broker/clients/disconnected", stats.sessions.saturating_sub(connected).to_string()),
             ("$SYS/broker/subscriptions/count", stats.subscriptions.to_string()),
             ("$SYS/broker/retained messages/count", stats.retained.to_string()),
-            ("$SYS/broker/publish/messages/received", stats.messages_received.to_string()),
-            ("$SYS/broker/publish/messages/sent", stats.messages_sent.to_string()),
-            ("$SYS/broker/publish/messages/dropped", stats.messages_dropped.to_string()),
-            ("$SYS/broker/publish/messages/expired", stats.messages_expired.to_string()),
+            ("$SYS/broker/publish/messages/received", counts.publish_received_total().to_string()),
+            ("$SYS/broker/publish/messages/sent", counts.publish_sent_total().to_string()),
+            ("$SYS/broker/publish/messages/dropped", counts.dropped_for_room().to_string()),
+            ("$SYS/broker/publish/messages/expired", counts.dropped.expired.to_string()),
         ];
         self.periodic.changed(figures.map(|(topic, value)| (topic.to_owned(), value)))
     }

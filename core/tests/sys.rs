@@ -1,0 +1,299 @@
+//! The broker's figures ([`Stats`]), driven through a [`Server`] whose
+//! outboxes keep what they were sent: the counts are compared with the
+//! bytes and packets that really went through.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use culex_core::codec::{self, Packet, Publish, Subscribe};
+use culex_core::congestion::WriterProgress;
+use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal};
+use culex_core::presence::PresenceSync;
+use culex_core::server::{Outbox, OutboxFull, Server};
+use culex_core::sim::{ClientOptions, Simulation};
+use culex_core::{
+    Broker, CloseReason, Config, ConnId, Instant, Now, PacketId, Peer, Protocol, QoS, TopicFilter, TopicName, UnixTime,
+};
+
+/// The wall clock at the virtual origin.
+const START_UNIX: f64 = 1_700_000_000.0;
+
+/// What a connection was sent, whether it was closed.
+#[derive(Debug, Default)]
+struct Sent {
+    unread: BytesMut,
+    bytes: u64,
+    closed: bool,
+}
+
+/// A connection's outbox, shared with the test.
+#[derive(Debug, Clone, Default)]
+struct Tap(Rc<RefCell<Sent>>);
+
+impl Outbox for Tap {
+    fn send(&mut self, data: Bytes) -> Result<Option<WriterProgress>, OutboxFull> {
+        let mut sent = self.0.borrow_mut();
+        sent.bytes += data.len() as u64;
+        sent.unread.extend_from_slice(&data);
+        Ok(None)
+    }
+
+    fn close(&mut self, _: CloseReason) {
+        self.0.borrow_mut().closed = true;
+    }
+
+    fn pause_reading(&mut self, _: bool) {}
+}
+
+/// A server, its connections and a virtual clock.
+struct Net {
+    server: Server<Tap>,
+    at: Duration,
+    taps: BTreeMap<ConnId, Tap>,
+    /// Bytes and packets handed to the server.
+    fed: (u64, u64),
+}
+
+impl Net {
+    fn new(config: Config, presence: Option<PresenceSync>) -> Self {
+        Self {
+            server: Server::new(Broker::new(config), presence),
+            at: Duration::ZERO,
+            taps: BTreeMap::new(),
+            fed: (0, 0),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now::new(Instant::from_origin(self.at), UnixTime::from_secs_f64(START_UNIX + self.at.as_secs_f64()))
+    }
+
+    fn open(&mut self) -> ConnId {
+        let tap = Tap::default();
+        let conn = self.server.accept(self.now(), Peer::default(), tap.clone());
+        self.taps.insert(conn, tap);
+        conn
+    }
+
+    /// A connection whose CONNECT (per `options`) was answered.
+    fn connect(&mut self, options: ClientOptions) -> ConnId {
+        let conn = self.open();
+        self.send(conn, &options.connect_packet());
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, packet: &Packet) {
+        let mut bytes = BytesMut::new();
+        packet.encode(&mut bytes);
+        self.fed.0 += bytes.len() as u64;
+        self.fed.1 += 1;
+        self.server.received(self.now(), conn, &bytes);
+    }
+
+    fn subscribe(&mut self, conn: ConnId, filter: &str, qos: QoS) {
+        let filter = TopicFilter::new(filter).expect("valid filter");
+        self.send(conn, &Packet::Subscribe(Subscribe { packet_id: PacketId::MIN, filters: vec![(filter, qos)] }));
+    }
+
+    fn publish(&mut self, conn: ConnId, topic: &str, payload: &[u8], qos: QoS, id: u16) {
+        self.send(conn, &publish(topic, payload, qos, id));
+    }
+
+    /// Packets `conn` was sent since the last look.
+    fn take(&mut self, conn: ConnId) -> Vec<Packet> {
+        let Some(tap) = self.taps.get(&conn) else { return Vec::new() };
+        let mut sent = tap.0.borrow_mut();
+        let mut packets = Vec::new();
+        while let Ok(Some(packet)) = codec::decode(&mut sent.unread, usize::MAX, Protocol::V311) {
+            packets.push(packet);
+        }
+        packets
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        self.taps.values().map(|tap| tap.0.borrow().bytes).sum()
+    }
+}
+
+/// A PUBLISH, not retained; `id` is its packet id at QoS 1 and 2.
+fn publish(topic: &str, payload: &[u8], qos: QoS, id: u16) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: TopicName::new(topic).expect("valid topic"),
+        packet_id: PacketId::new(id).filter(|_| qos != QoS::AtMostOnce),
+        payload: Bytes::copy_from_slice(payload),
+    })
+}
+
+fn quiet() -> Config {
+    Config { sys_interval: Duration::ZERO, ..Config::default() }
+}
+
+#[test]
+fn counts_match_what_went_through_the_sockets() {
+    let mut net = Net::new(quiet(), None);
+    let sub = net.connect(ClientOptions::new("sub"));
+    net.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publ = net.connect(ClientOptions::new("pub"));
+    net.publish(publ, "t", b"a", QoS::AtMostOnce, 0);
+    net.publish(publ, "t", b"bb", QoS::AtLeastOnce, 1);
+    net.publish(publ, "t", b"ccc", QoS::ExactlyOnce, 2);
+    net.send(publ, &Packet::PubRel(PacketId::new(2).expect("non-zero")));
+    net.send(publ, &Packet::PingReq);
+    let mut sent = net.take(publ);
+    // The subscriber completes its flows.
+    let mut delivered = Vec::new();
+    for packet in net.take(sub) {
+        if let Packet::Publish(p) = &packet {
+            delivered.push((p.qos, p.payload.len()));
+            match (p.qos, p.packet_id) {
+                (QoS::AtLeastOnce, Some(id)) => net.send(sub, &Packet::PubAck(id)),
+                (QoS::ExactlyOnce, Some(id)) => net.send(sub, &Packet::PubRec(id)),
+                _ => {}
+            }
+        }
+        sent.push(packet);
+    }
+    for packet in net.take(sub) {
+        if let Packet::PubRel(id) = packet {
+            net.send(sub, &Packet::PubComp(id));
+        }
+        sent.push(packet);
+    }
+    net.send(publ, &Packet::Disconnect);
+    sent.extend(net.take(publ));
+
+    let stats = net.server.broker().stats();
+    let counts = stats.counts;
+    assert_eq!((counts.bytes_received, counts.packets_received), net.fed);
+    assert_eq!(counts.bytes_sent, net.bytes_sent());
+    assert_eq!(counts.packets_sent, sent.len() as u64, "{sent:?}");
+    assert_eq!(delivered, [(QoS::AtMostOnce, 1), (QoS::AtLeastOnce, 2), (QoS::ExactlyOnce, 3)]);
+    assert_eq!(counts.publish_received, [1, 1, 1]);
+    assert_eq!(counts.publish_received_bytes, [1, 2, 3]);
+    assert_eq!(counts.publish_sent, [1, 1, 1]);
+    assert_eq!(counts.publish_sent_bytes, [1, 2, 3]);
+    assert_eq!((counts.sockets_accepted, counts.connects), (2, 2));
+    assert_eq!((stats.clients_connected, stats.clients_connected_max), (1, 2));
+    assert_eq!((stats.sessions, stats.sessions_max), (1, 2));
+    assert_eq!((stats.inflight, stats.queued, stats.awaiting_pubrel), (0, 0, 0));
+}
+
+#[test]
+fn a_resend_counts_as_a_publish_sent() {
+    let mut sim = Simulation::new(quiet());
+    let sub = sim.connect(ClientOptions::new("sub").clean_session(false).auto_ack(false));
+    sim.subscribe(sub, "t", QoS::AtLeastOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "t", b"x", QoS::AtLeastOnce, false);
+    sim.drop_connection(sub);
+    let _again = sim.connect(ClientOptions::new("sub").clean_session(false));
+    assert_eq!(sim.broker().stats().counts.publish_sent, [0, 2, 0]);
+}
+
+#[test]
+fn what_sessions_hold_is_summed_and_stored() {
+    let config = Config { max_inflight_messages: 1, ..quiet() };
+    let mut sim = Simulation::new(config);
+    let slow = sim.connect(ClientOptions::new("slow").clean_session(false).auto_ack(false));
+    sim.subscribe(slow, "t", QoS::AtLeastOnce);
+    let publ = sim.connect(ClientOptions::new("pub").auto_ack(false));
+    sim.publish(publ, "t", b"12", QoS::AtLeastOnce, false);
+    sim.publish(publ, "t", b"345", QoS::AtLeastOnce, false);
+    sim.publish(publ, "r", b"6789", QoS::AtMostOnce, true);
+    // A QoS 2 message whose PUBREL never comes.
+    sim.send(publ, &publish("q", b"abcde", QoS::ExactlyOnce, 7));
+    let stats = sim.broker().stats();
+    assert_eq!((stats.inflight, stats.inflight_bytes), (1, 2));
+    assert_eq!((stats.queued, stats.queued_bytes), (1, 3));
+    assert_eq!((stats.retained, stats.retained_bytes), (1, 4));
+    assert_eq!((stats.awaiting_pubrel, stats.awaiting_pubrel_bytes), (1, 5));
+    assert_eq!((stats.stored(), stats.stored_bytes()), (4, 14));
+    // The retained message is replaced, then deleted.
+    sim.publish(publ, "r", b"0", QoS::AtMostOnce, true);
+    assert_eq!(sim.broker().stats().retained_bytes, 1);
+    sim.publish(publ, "r", b"", QoS::AtMostOnce, true);
+    assert_eq!(sim.broker().stats().retained_bytes, 0);
+}
+
+/// Lets user names in, after a check, and anonymous clients not; denies
+/// everything under `secret/`.
+#[derive(Debug)]
+struct Guarded;
+
+impl AccessPolicy for Guarded {
+    fn authenticate(&self, client: ClientInfo<'_>, _: Option<&Bytes>) -> AuthDecision {
+        match client.username {
+            Some(_) => AuthDecision::Defer,
+            None => AuthDecision::Refuse(Refusal::NotAuthorized),
+        }
+    }
+
+    fn filter_access(&self, _: ClientInfo<'_>, filter: &TopicFilter) -> FilterAccess {
+        if filter.as_str().starts_with("secret/") { FilterAccess::Denied } else { FilterAccess::Whole }
+    }
+
+    fn may_read(&self, _: ClientInfo<'_>, _: &TopicName) -> bool {
+        true
+    }
+
+    fn may_publish(&self, _: ClientInfo<'_>, topic: &TopicName) -> bool {
+        !topic.as_str().starts_with("secret/")
+    }
+}
+
+#[test]
+fn refusals_denials_timeouts_and_drops_are_counted_by_cause() {
+    let config = Config { message_size_limit: 20, ..quiet() };
+    let mut sim = Simulation::with_broker(Broker::with_policy(config, Box::new(Guarded)), START_UNIX);
+    sim.set_authenticator(Box::new(|_, _, password| match password {
+        Some(password) if password == b"right" => Ok(()),
+        _ => Err(Refusal::NotAuthorized),
+    }));
+    let anonymous = sim.connect(ClientOptions::new("anonymous"));
+    let wrong = sim.connect(ClientOptions::new("wrong").credentials("u", b"wrong"));
+    assert!(sim.closed(anonymous).is_some() && sim.closed(wrong).is_some());
+    let client = sim.connect(ClientOptions::new("c").credentials("u", b"right").keep_alive(2));
+    sim.subscribe(client, "secret/#", QoS::AtMostOnce);
+    sim.subscribe(client, "open/#", QoS::AtMostOnce);
+    sim.publish(client, "secret/x", b"1", QoS::AtMostOnce, false);
+    sim.publish(client, "open/x", &[b'x'; 21], QoS::AtMostOnce, false);
+    // Sent to the client itself: expired on the way.
+    sim.publish(client, "open/x", br#"{"expired_at":1}"#, QoS::AtMostOnce, false);
+    sim.advance(Duration::from_secs(4));
+    assert_eq!(sim.closed(client), Some(CloseReason::KeepAliveTimeout));
+    let counts = sim.broker().stats().counts;
+    assert_eq!((counts.auth_not_authorised, counts.auth_bad_credentials), (1, 1));
+    assert_eq!((counts.acl_denied_subscribe, counts.acl_denied_publish), (1, 1));
+    assert_eq!(counts.keepalive_timeouts, 1);
+    assert_eq!((counts.dropped.too_large, counts.dropped.expired), (1, 1));
+}
+
+#[test]
+fn full_queues_expired_copies_and_expired_sessions_are_counted() {
+    let config =
+        Config { max_queued_messages: 1, persistent_client_expiration: Some(Duration::from_secs(3600)), ..quiet() };
+    let mut sim = Simulation::new(config);
+    let away = sim.connect(ClientOptions::new("away").clean_session(false));
+    sim.subscribe(away, "t", QoS::AtLeastOnce);
+    sim.disconnect(away);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "t", br#"{"expired_at":1}"#, QoS::AtLeastOnce, false);
+    sim.publish(publ, "t", b"2", QoS::AtLeastOnce, false);
+    let counts = sim.broker().stats().counts;
+    assert_eq!((counts.dropped.queue_full, counts.dropped_for_room()), (1, 1));
+    // The expired copy is dropped when it would go out.
+    let back = sim.connect(ClientOptions::new("away").clean_session(false));
+    assert_eq!(sim.broker().stats().counts.dropped.expired, 1);
+    sim.disconnect(back);
+    sim.advance(Duration::from_secs(2 * 3600));
+    let stats = sim.broker().stats();
+    assert_eq!(stats.counts.sessions_expired, 1);
+    assert!(sim.broker().session("away").is_none());
+    assert_eq!(stats.sessions_max, 2);
+}
