@@ -123,7 +123,7 @@ pub mod router;
 pub mod server;
 mod session;
 pub mod sim;
-mod sys;
+pub mod sys;
 pub mod time;
 mod timer;
 pub mod topic;

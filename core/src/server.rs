@@ -20,7 +20,7 @@ use crate::peer::{ListenerId, Peer};
 use crate::persistence::StoreBatch;
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
-use crate::sys::Periodic;
+use crate::sys::{self, Periodic, Value};
 use crate::time::{Instant, Now};
 use crate::types::{ClientId, ConnId, ConnIdMap, QoS};
 
@@ -78,7 +78,8 @@ pub struct Server<O> {
     /// a scan).
     bridges: Vec<Bridge>,
     next_bridge: u64,
-    /// When the bridges' `$SYS` figures go out, and what they said.
+    /// When the bridges' and the presence link's `$SYS` figures go out,
+    /// and what they said.
     figures: Periodic,
 }
 
@@ -112,6 +113,7 @@ impl<O: Outbox> Server<O> {
     pub fn accept(&mut self, now: Now, peer: Peer, outbox: O) -> ConnId {
         let conn = self.broker.accept(now, peer);
         self.outboxes.insert(conn, outbox);
+        self.start_presence_figures(now);
         self.drain(now);
         conn
     }
@@ -121,7 +123,16 @@ impl<O: Outbox> Server<O> {
     pub fn accept_as(&mut self, now: Now, conn: ConnId, peer: Peer, outbox: O) {
         self.broker.accept_as(now, conn, peer);
         self.outboxes.insert(conn, outbox);
+        self.start_presence_figures(now);
         self.drain(now);
+    }
+
+    /// The presence link's figures go out from the first connection on,
+    /// as the broker's do.
+    fn start_presence_figures(&mut self, now: Now) {
+        if self.presence.is_some() {
+            self.figures.start(now.instant, self.broker.config().sys_interval);
+        }
     }
 
     /// Bytes read from `conn`.
@@ -284,7 +295,7 @@ impl<O: Outbox> Server<O> {
         }
         let interval = self.broker.config().sys_interval;
         if self.figures.due(now.instant, interval) {
-            let all: Vec<_> = self.bridges.iter().flat_map(|bridge| figures(bridge, &self.broker)).collect();
+            let all: Vec<_> = self.own_figures().map(|(topic, value)| (topic, value.to_string())).collect();
             for (topic, value) in self.figures.changed(all) {
                 let figure =
                     Input::Publish { topic: &topic, payload: value.as_bytes(), qos: QoS::AtMostOnce, retain: true };
@@ -309,6 +320,29 @@ impl<O: Outbox> Server<O> {
         let presence = self.presence.as_ref().and_then(PresenceSync::poll_timeout);
         let bridges = self.bridges.iter().filter_map(Bridge::next_deadline).min();
         [self.broker.poll_timeout(), presence, bridges, self.figures.next()].into_iter().flatten().min()
+    }
+
+    /// Every integer `$SYS/broker/...` figure as it stands at `now`, by
+    /// its topic: those `$SYS` publishes, live, without Mosquitto's
+    /// deprecated aliases and the load averages; the uptime in seconds.
+    /// The presence link's figures are there when Redis is configured,
+    /// each bridge's numbers when bridges run.
+    pub fn systree(&self, now: Now) -> Vec<(String, u64)> {
+        let stats = self.broker.stats();
+        let broker = sys::broker_figures(&stats).into_iter().map(|figure| (figure.topic.to_owned(), figure.value));
+        let own = self.own_figures().filter_map(|(topic, value)| match value {
+            Value::Count(n) => Some((topic, n)),
+            Value::Word(_) => None,
+        });
+        [(sys::UPTIME_TOPIC.to_owned(), sys::uptime(now.instant))].into_iter().chain(broker).chain(own).collect()
+    }
+
+    /// The figures the server publishes itself: the presence link's and
+    /// each bridge's.
+    fn own_figures(&self) -> impl Iterator<Item = (String, Value)> + '_ {
+        let presence = self.presence.iter().flat_map(sys::presence_figures);
+        let presence = presence.map(|figure| (figure.topic.to_owned(), Value::Count(figure.value)));
+        presence.chain(self.bridges.iter().flat_map(|bridge| figures(bridge, &self.broker)))
     }
 
     /// The broker, for its getters.

@@ -1,9 +1,10 @@
-//! The broker's figures ([`Stats`]), driven through a [`Server`] whose
-//! outboxes keep what they were sent: the counts are compared with the
-//! bytes and packets that really went through.
+//! The broker's figures ([`Stats`], `$SYS`, [`Server::systree`]), driven
+//! through a [`Server`] whose outboxes keep what they were sent: the
+//! counts are compared with the bytes and packets that really went
+//! through.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use culex_core::codec::{self, Packet, Publish, Subscribe};
 use culex_core::congestion::WriterProgress;
 use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal};
-use culex_core::presence::PresenceSync;
+use culex_core::presence::{PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, OutboxFull, Server};
 use culex_core::sim::{ClientOptions, Simulation};
 use culex_core::{
@@ -113,8 +114,25 @@ impl Net {
         packets
     }
 
+    /// The PUBLISH packets `conn` was sent since the last look, as topic
+    /// and payload.
+    fn messages(&mut self, conn: ConnId) -> Vec<(String, String)> {
+        self.take(conn)
+            .into_iter()
+            .filter_map(|packet| match packet {
+                Packet::Publish(p) => Some((p.topic.as_str().to_owned(), String::from_utf8_lossy(&p.payload).into())),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn bytes_sent(&self) -> u64 {
         self.taps.values().map(|tap| tap.0.borrow().bytes).sum()
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.at += by;
+        self.server.timeout(self.now());
     }
 }
 
@@ -296,4 +314,52 @@ fn full_queues_expired_copies_and_expired_sessions_are_counted() {
     assert_eq!(stats.counts.sessions_expired, 1);
     assert!(sim.broker().session("away").is_none());
     assert_eq!(stats.sessions_max, 2);
+}
+
+/// The integer figures among `published`, without the aliases and loads.
+fn integer_figures(published: &[(String, String)]) -> BTreeMap<String, u64> {
+    let alias = ["clients/active", "clients/inactive", "store/messages/count"];
+    published
+        .iter()
+        .filter(|(topic, _)| !topic.starts_with("$SYS/broker/load/"))
+        .filter(|(topic, _)| !alias.iter().any(|a| topic.ends_with(a)))
+        .filter_map(|(topic, value)| {
+            let number = value.strip_suffix(" seconds").unwrap_or(value);
+            Some((topic.clone(), number.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn systree_agrees_with_what_sys_publishes() {
+    let config = Config { sys_interval: Duration::from_secs(10), persistence: false, ..Config::default() };
+    let mut net = Net::new(config, Some(PresenceSync::new(PresenceSettings::default())));
+    let watcher = net.connect(ClientOptions::new("watcher"));
+    net.subscribe(watcher, "$SYS/#", QoS::AtMostOnce);
+    let publ = net.connect(ClientOptions::new("pub"));
+    net.publish(publ, "t", b"x", QoS::AtLeastOnce, 1);
+    net.at += Duration::from_secs(3);
+    let tree: BTreeMap<String, u64> = net.server.systree(net.now()).into_iter().collect();
+    net.server.timeout(net.now());
+    let published = net.messages(watcher);
+    let figures = integer_figures(&published);
+    assert_eq!(tree, figures, "published: {published:?}");
+    assert_eq!(tree.get("$SYS/broker/uptime"), Some(&3));
+    assert_eq!(tree.get("$SYS/broker/clients/connected"), Some(&2));
+    assert_eq!(tree.get("$SYS/broker/presence/connected"), Some(&0));
+    assert_eq!(tree.get("$SYS/broker/presence/pending"), Some(&2));
+    assert!(!tree.contains_key("$SYS/broker/clients/active"));
+    // The words and loads are published, not in the tree.
+    let topics: BTreeSet<&str> = published.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(topics.contains("$SYS/broker/version") && topics.contains("$SYS/broker/load/sockets/15min"));
+    assert!(topics.contains("$SYS/broker/clients/active"));
+    // The version once; the uptime every time; a figure again only when
+    // it changed.
+    net.advance(Duration::from_secs(10));
+    let second = net.messages(watcher);
+    let second: BTreeMap<&str, &str> = second.iter().map(|(t, v)| (t.as_str(), v.as_str())).collect();
+    assert_eq!(second.get("$SYS/broker/uptime"), Some(&"13 seconds"));
+    assert!(!second.contains_key("$SYS/broker/version"));
+    assert!(!second.contains_key("$SYS/broker/clients/connected"));
+    assert!(second.contains_key("$SYS/broker/messages/sent"));
 }
