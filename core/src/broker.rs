@@ -30,7 +30,7 @@ use crate::router::SubscriptionTree;
 use crate::session::{
     AckOutcome, Grant, Limits, Outgoing, Presence, QueueFull, Session, SessionKey, SessionStore, Stage,
 };
-use crate::sys::SysTopics;
+use crate::sys::{self, SysTopics};
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
 use crate::topic::{TopicFilter, TopicName};
@@ -509,6 +509,18 @@ impl Broker {
             Input::Writer { conn, progress } => self.handle_writer(now, conn, progress),
             Input::Stored { seq } => self.handle_stored(seq),
             Input::Publish { topic, payload, qos, retain } => self.publish_own(now, topic, payload, qos, retain),
+        }
+    }
+
+    /// With `presence_topics`: publishes `client`'s connection state,
+    /// retained (see [`sys::presence_state`]).
+    pub(crate) fn publish_presence(&mut self, now: Now, client: &ClientId, online: bool) {
+        if !self.config.presence_topics {
+            return;
+        }
+        match sys::presence_state(client, online, now.unix, self.config.message_expiry) {
+            Some(state) => self.route(now, Arc::new(state), None),
+            None => debug!("Client {client}: its id makes no topic name, no state topic for it."),
         }
     }
 

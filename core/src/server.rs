@@ -406,14 +406,22 @@ impl<O: Outbox> Server<O> {
                 // Presence is the devices': a bridge says its state on its
                 // notification topic and under `$SYS/broker/bridge/`.
                 Action::MarkOnline { conn, .. } | Action::MarkOffline { conn, .. } if conn.is_bridge() => {}
-                Action::MarkOnline { client, .. } => match self.presence.as_mut() {
-                    Some(presence) => presence.handle_change(&client, true),
-                    None => info!("Updating client {client} to online"),
-                },
-                Action::MarkOffline { client, .. } => match self.presence.as_mut() {
-                    Some(presence) => presence.handle_change(&client, false),
-                    None => info!("Updating client {client} to offline"),
-                },
+                // The state topic in the same order as Redis: a takeover's
+                // "0" comes before the new connection's "1".
+                Action::MarkOnline { client, .. } => {
+                    match self.presence.as_mut() {
+                        Some(presence) => presence.handle_change(&client, true),
+                        None => info!("Updating client {client} to online"),
+                    }
+                    self.broker.publish_presence(now, &client, true);
+                }
+                Action::MarkOffline { client, .. } => {
+                    match self.presence.as_mut() {
+                        Some(presence) => presence.handle_change(&client, false),
+                        None => info!("Updating client {client} to offline"),
+                    }
+                    self.broker.publish_presence(now, &client, false);
+                }
                 Action::Authenticate { conn, client, username, password, listener } => {
                     self.auth_requests.push(AuthRequest { conn, client, username, password, listener });
                 }

@@ -13,9 +13,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::broker::Stats;
+use crate::message::Message;
 use crate::presence::PresenceSync;
-use crate::time::Instant;
+use crate::time::{Instant, UnixTime};
+use crate::topic::TopicName;
+use crate::types::{ClientId, QoS};
 
 /// The payload of `$SYS/broker/version`.
 pub const VERSION: &str = concat!("culex version ", env!("CARGO_PKG_VERSION"));
@@ -139,6 +144,27 @@ pub(crate) fn published(figures: impl IntoIterator<Item = Figure>) -> impl Itera
         let alias = figure.alias.map(|alias| (alias.to_owned(), value.clone()));
         [Some((figure.topic.to_owned(), value)), alias].into_iter().flatten()
     })
+}
+
+/// How long a `0` state is kept, as Mosquitto 2.1's connection-state
+/// plugin keeps it ("Expire our disconnected message after a day").
+const OFFLINE_STATE_LIFETIME: f64 = 86_400.0;
+
+/// `presence_topics`: the retained QoS 0 message saying whether `client`
+/// is connected, on `$SYS/broker/connection/client/<client id>/state`,
+/// `1` or `0`, as Mosquitto 2.1's connection-state plugin publishes it.
+/// A `0` expires a day after it was published (no longer sent to new
+/// subscribers), unless `expiry` (`message_expiry`) is off. `None` when
+/// the id makes no topic name (it holds `+` or `#`, or the topic would
+/// be longer than 65,535 bytes): the plugin skips those too.
+pub(crate) fn presence_state(client: &ClientId, online: bool, now: UnixTime, expiry: bool) -> Option<Message> {
+    let topic = TopicName::new(format!("$SYS/broker/connection/client/{client}/state")).ok()?;
+    let payload = Bytes::from_static(if online { b"1" } else { b"0" });
+    let mut state = Message::without_expiry(topic, payload, QoS::AtMostOnce, true);
+    if !online && expiry {
+        state.expires_at = Some(now.as_secs_f64() + OFFLINE_STATE_LIFETIME);
+    }
+    Some(state)
 }
 
 /// The counters the load averages follow, by their name under
@@ -439,6 +465,21 @@ mod tests {
         // Decaying: published while the print changes.
         let decay = sys.due(at(20), interval, &stats);
         assert!(value(&decay, "$SYS/broker/load/messages/received/1min").is_some());
+    }
+
+    #[test]
+    fn a_state_is_a_1_or_a_0_that_expires_a_day_later() {
+        let now = UnixTime::from_secs_f64(1000.0);
+        let on = presence_state(&ClientId::new("site/a"), true, now, true).expect("a topic name");
+        assert_eq!(on.topic.as_str(), "$SYS/broker/connection/client/site/a/state");
+        assert_eq!((&on.payload[..], on.qos, on.retain, on.expires_at), (&b"1"[..], QoS::AtMostOnce, true, None));
+        let off = presence_state(&ClientId::new("site/a"), false, now, true).expect("a topic name");
+        assert_eq!((&off.payload[..], off.expires_at), (&b"0"[..], Some(1000.0 + 86_400.0)));
+        let kept = presence_state(&ClientId::new("a"), false, now, false).expect("a topic name");
+        assert_eq!(kept.expires_at, None);
+        for no_topic in ["a+b", "#", &"x".repeat(65_500)] {
+            assert!(presence_state(&ClientId::new(no_topic), true, now, true).is_none(), "{no_topic:.10}");
+        }
     }
 
     #[test]

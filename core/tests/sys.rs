@@ -1,7 +1,7 @@
-//! The broker's figures ([`Stats`], `$SYS`, [`Server::systree`]), driven
-//! through a [`Server`] whose outboxes keep what they were sent: the
-//! counts are compared with the bytes and packets that really went
-//! through.
+//! The broker's figures ([`Stats`], `$SYS`, [`Server::systree`]) and
+//! `presence_topics`, driven through a [`Server`] whose outboxes keep
+//! what they were sent: the counts are compared with the bytes and
+//! packets that really went through.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +18,7 @@ use culex_core::sim::{ClientOptions, Simulation};
 use culex_core::{
     Broker, CloseReason, Config, ConnId, Instant, Now, PacketId, Peer, Protocol, QoS, TopicFilter, TopicName, UnixTime,
 };
+use quickcheck::{Arbitrary, Gen, QuickCheck};
 
 /// The wall clock at the virtual origin.
 const START_UNIX: f64 = 1_700_000_000.0;
@@ -103,6 +104,11 @@ impl Net {
         self.send(conn, &publish(topic, payload, qos, id));
     }
 
+    /// The connection ends without DISCONNECT.
+    fn drop_conn(&mut self, conn: ConnId) {
+        self.server.closed(self.now(), conn);
+    }
+
     /// Packets `conn` was sent since the last look.
     fn take(&mut self, conn: ConnId) -> Vec<Packet> {
         let Some(tap) = self.taps.get(&conn) else { return Vec::new() };
@@ -124,6 +130,10 @@ impl Net {
                 _ => None,
             })
             .collect()
+    }
+
+    fn is_closed(&self, conn: ConnId) -> bool {
+        self.taps.get(&conn).is_some_and(|tap| tap.0.borrow().closed)
     }
 
     fn bytes_sent(&self) -> u64 {
@@ -362,4 +372,208 @@ fn systree_agrees_with_what_sys_publishes() {
     assert!(!second.contains_key("$SYS/broker/version"));
     assert!(!second.contains_key("$SYS/broker/clients/connected"));
     assert!(second.contains_key("$SYS/broker/messages/sent"));
+}
+
+const STATE: &str = "$SYS/broker/connection/client/+/state";
+
+fn states(net: &mut Net, conn: ConnId) -> Vec<(String, String)> {
+    net.messages(conn)
+        .into_iter()
+        .filter_map(|(topic, value)| {
+            let id = topic.strip_prefix("$SYS/broker/connection/client/")?.strip_suffix("/state")?;
+            Some((id.to_owned(), value))
+        })
+        .collect()
+}
+
+fn state(id: &str, value: &str) -> (String, String) {
+    (id.to_owned(), value.to_owned())
+}
+
+fn presence_topics() -> Config {
+    Config { presence_topics: true, ..quiet() }
+}
+
+/// A server with `config`, and a client watching the state topics.
+fn watched(config: Config) -> (Net, ConnId) {
+    let mut net = Net::new(config, None);
+    let watcher = net.connect(ClientOptions::new("watcher"));
+    net.subscribe(watcher, STATE, QoS::AtMostOnce);
+    (net, watcher)
+}
+
+#[test]
+fn presence_topics_say_1_on_accept_and_0_when_the_connection_ends() {
+    let (mut net, watcher) = watched(presence_topics());
+    let a = net.connect(ClientOptions::new("a"));
+    let b = net.connect(ClientOptions::new("b"));
+    net.send(a, &Packet::Disconnect);
+    net.drop_conn(b);
+    let c = net.connect(ClientOptions::new("c").keep_alive(1));
+    net.advance(Duration::from_secs(2));
+    assert!(net.is_closed(c));
+    assert_eq!(
+        states(&mut net, watcher),
+        [
+            state("watcher", "1"),
+            state("a", "1"),
+            state("b", "1"),
+            state("a", "0"),
+            state("b", "0"),
+            state("c", "1"),
+            state("c", "0")
+        ]
+    );
+    // Retained, at QoS 0, for whoever subscribes later, with the retain
+    // flag.
+    let late = net.connect(ClientOptions::new("late"));
+    net.subscribe(late, STATE, QoS::ExactlyOnce);
+    let retained: Vec<_> = net
+        .take(late)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.as_str().to_owned(), p.qos, p.retain)),
+            _ => None,
+        })
+        .collect();
+    assert!(retained.iter().all(|(_, qos, retain)| *qos == QoS::AtMostOnce && *retain), "{retained:?}");
+    let ids: BTreeSet<_> = retained.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(ids.len(), 5, "a, b, c, watcher and late: {ids:?}");
+}
+
+#[test]
+fn a_takeover_leaves_1() {
+    let (mut net, watcher) = watched(presence_topics());
+    let first = net.connect(ClientOptions::new("a").clean_session(false));
+    let _second = net.connect(ClientOptions::new("a"));
+    assert!(net.is_closed(first));
+    assert_eq!(states(&mut net, watcher), [state("watcher", "1"), state("a", "1"), state("a", "0"), state("a", "1")]);
+    let late = net.connect(ClientOptions::new("late"));
+    net.subscribe(late, "$SYS/broker/connection/client/a/state", QoS::AtMostOnce);
+    assert_eq!(states(&mut net, late), [state("a", "1")]);
+}
+
+#[test]
+fn presence_topics_are_off_by_default_and_not_for_clients_to_write() {
+    let (mut net, watcher) = watched(quiet());
+    let a = net.connect(ClientOptions::new("a"));
+    net.publish(a, "$SYS/broker/connection/client/a/state", b"0", QoS::AtMostOnce, 0);
+    net.publish(a, "$SYS/broker/connection/client/x/state", b"1", QoS::AtMostOnce, 0);
+    net.drop_conn(a);
+    assert_eq!(states(&mut net, watcher), []);
+    assert_eq!(net.messages(watcher), []);
+
+    let (mut net, watcher) = watched(presence_topics());
+    let a = net.connect(ClientOptions::new("a"));
+    net.publish(a, "$SYS/broker/connection/client/a/state", b"0", QoS::AtMostOnce, 0);
+    assert_eq!(states(&mut net, watcher), [state("watcher", "1"), state("a", "1")]);
+}
+
+#[test]
+fn an_id_that_makes_no_topic_has_no_state_and_still_connects() {
+    let mut net = Net::new(presence_topics(), None);
+    let watcher = net.connect(ClientOptions::new("watcher"));
+    net.subscribe(watcher, "$SYS/broker/connection/client/#", QoS::AtMostOnce);
+    // The topic would be 65,536 bytes: one too many.
+    let long = "x".repeat(65_535 - "$SYS/broker/connection/client//state".len() + 1);
+    let fits = &long[1..];
+    let too_long = net.connect(ClientOptions::new(&long));
+    let just = net.connect(ClientOptions::new(fits));
+    assert!(matches!(net.take(too_long).first(), Some(Packet::ConnAck(_))));
+    assert!(!net.is_closed(too_long));
+    let long_ones = |net: &mut Net| -> Vec<(usize, String)> {
+        states(net, watcher).into_iter().filter(|(id, _)| id.len() > 100).map(|(id, v)| (id.len(), v)).collect()
+    };
+    assert_eq!(long_ones(&mut net), [(fits.len(), "1".to_owned())]);
+    net.drop_conn(too_long);
+    net.drop_conn(just);
+    assert_eq!(long_ones(&mut net), [(fits.len(), "0".to_owned())]);
+}
+
+#[test]
+fn a_0_expires_after_a_day_and_a_1_does_not() {
+    let mut net = Net::new(presence_topics(), None);
+    let gone = net.connect(ClientOptions::new("gone"));
+    let _here = net.connect(ClientOptions::new("here").keep_alive(0));
+    net.drop_conn(gone);
+    net.advance(Duration::from_secs(86_399));
+    let early = net.connect(ClientOptions::new("early").keep_alive(0));
+    net.subscribe(early, STATE, QoS::AtMostOnce);
+    let mut seen = states(&mut net, early);
+    seen.sort();
+    assert_eq!(seen, [state("early", "1"), state("gone", "0"), state("here", "1")]);
+    net.advance(Duration::from_secs(2));
+    let late = net.connect(ClientOptions::new("late"));
+    net.subscribe(late, STATE, QoS::AtMostOnce);
+    let mut seen = states(&mut net, late);
+    seen.sort();
+    assert_eq!(seen, [state("early", "1"), state("here", "1"), state("late", "1")]);
+}
+
+/// What a client does next, among a few client ids.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Connects with id `n` (a takeover if it is connected).
+    Connect(u8, bool),
+    /// The `n`th open connection sends DISCONNECT.
+    Disconnect(u8),
+    /// The `n`th open connection ends without it.
+    Drop(u8),
+}
+
+impl Arbitrary for Op {
+    fn arbitrary(g: &mut Gen) -> Self {
+        let n = u8::arbitrary(g) % 4;
+        match u8::arbitrary(g) % 3 {
+            0 => Self::Connect(n, bool::arbitrary(g)),
+            1 => Self::Disconnect(n),
+            _ => Self::Drop(n),
+        }
+    }
+}
+
+#[test]
+fn the_last_state_of_each_id_is_whether_it_is_connected() {
+    fn prop(ops: Vec<Op>) -> bool {
+        let mut net = Net::new(presence_topics(), None);
+        let watcher = net.connect(ClientOptions::new("watcher"));
+        net.subscribe(watcher, STATE, QoS::AtMostOnce);
+        let mut open: Vec<(ConnId, String)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Connect(n, clean) => {
+                    let id = format!("c{n}");
+                    let conn = net.connect(ClientOptions::new(&id).clean_session(clean));
+                    open.retain(|(_, other)| *other != id);
+                    open.push((conn, id));
+                }
+                Op::Disconnect(n) | Op::Drop(n) if !open.is_empty() => {
+                    let (conn, _) = open.remove(usize::from(n) % open.len());
+                    match op {
+                        Op::Disconnect(_) => net.send(conn, &Packet::Disconnect),
+                        _ => net.drop_conn(conn),
+                    }
+                }
+                Op::Disconnect(_) | Op::Drop(_) => {}
+            }
+        }
+        let connected: BTreeSet<String> = open.into_iter().map(|(_, id)| id).collect();
+        // The live stream's last word per id, and what is retained, say
+        // the same: "1" for exactly the ids connected.
+        let spectators = ["watcher", "late"];
+        let mut last = BTreeMap::new();
+        for (id, value) in states(&mut net, watcher) {
+            last.insert(id, value);
+        }
+        let late = net.connect(ClientOptions::new("late"));
+        net.subscribe(late, STATE, QoS::AtMostOnce);
+        let retained: BTreeMap<String, String> = states(&mut net, late).into_iter().collect();
+        let players = |states: BTreeMap<String, String>| -> BTreeMap<String, String> {
+            states.into_iter().filter(|(id, _)| !spectators.contains(&id.as_str())).collect()
+        };
+        let (last, retained) = (players(last), players(retained));
+        let online: BTreeSet<String> = last.iter().filter(|(_, v)| *v == "1").map(|(id, _)| id.clone()).collect();
+        online == connected && last == retained
+    }
+    QuickCheck::new().tests(200).quickcheck(prop as fn(Vec<Op>) -> bool);
 }
