@@ -490,5 +490,8 @@ mod tests {
         assert_eq!(value(&all, "$SYS/broker/clients/disconnected"), Some("3"));
         assert_eq!(value(&all, "$SYS/broker/store/messages/count"), value(&all, "$SYS/broker/messages/stored"));
         assert_eq!(value(&all, "$SYS/broker/messages/stored"), Some("3"));
+        let persisting = Stats { store_batches_pending: Some(2), ..Stats::default() };
+        let all: Vec<_> = published(broker_figures(&persisting)).collect();
+        assert_eq!(value(&all, "$SYS/broker/persistence/batches/pending"), Some("2"));
     }
 }

@@ -249,6 +249,19 @@ fn what_sessions_hold_is_summed_and_stored() {
     assert_eq!(sim.broker().stats().retained_bytes, 0);
 }
 
+#[test]
+fn the_stores_pending_batches_are_counted_with_persistence_only() {
+    assert_eq!(Simulation::new(quiet()).broker().stats().store_batches_pending, None);
+    let mut sim = Simulation::new(Config { persistence: true, ..quiet() });
+    sim.manual_commits(true);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "r", b"kept", QoS::AtMostOnce, true);
+    sim.publish(publ, "s", b"kept", QoS::AtMostOnce, true);
+    assert_eq!(sim.broker().stats().store_batches_pending, Some(2));
+    sim.commit();
+    assert_eq!(sim.broker().stats().store_batches_pending, Some(0));
+}
+
 /// Lets user names in, after a check, and anonymous clients not; denies
 /// everything under `secret/`.
 #[derive(Debug)]
