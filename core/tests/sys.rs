@@ -586,7 +586,9 @@ fn the_last_state_of_each_id_is_whether_it_is_connected() {
         };
         let (last, retained) = (players(last), players(retained));
         let online: BTreeSet<String> = last.iter().filter(|(_, v)| *v == "1").map(|(id, _)| id.clone()).collect();
-        online == connected && last == retained
+        // The gauge agrees: the players connected, the watcher and late.
+        let stats = net.server.broker().stats();
+        online == connected && last == retained && stats.clients_connected == connected.len() + 2
     }
     QuickCheck::new().tests(200).quickcheck(prop as fn(Vec<Op>) -> bool);
 }
