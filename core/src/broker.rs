@@ -30,7 +30,7 @@ use crate::router::SubscriptionTree;
 use crate::session::{
     AckOutcome, Grant, Limits, Outgoing, Presence, QueueFull, Session, SessionKey, SessionStore, Stage,
 };
-use crate::sys::SysTopics;
+use crate::sys::{self, SysTopics};
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
 use crate::topic::{TopicFilter, TopicName};
@@ -42,8 +42,11 @@ mod flow;
 mod mount;
 mod persist;
 mod restore;
+mod stats;
 
 pub use self::restore::Restorer;
+use self::stats::Gauges;
+pub use self::stats::{Counts, Drops, Stats};
 
 /// The longest client id MQTT 3.1 allows; Mosquitto enforces it for 3.1.
 const MQTT31_MAX_CLIENT_ID: usize = 23;
@@ -89,12 +92,14 @@ pub struct Broker {
     retained: RetainedStore<Arc<Message>>,
     deadlines: Deadlines,
     actions: VecDeque<Action>,
-    /// Connections with bytes waiting in their `outbuf`.
-    dirty: Vec<ConnId>,
+    /// Connections with bytes waiting in their `outbuf`, and what was
+    /// written there.
+    dirty: Dirty,
     ids: IdGenerator,
     /// Reused buffer for the subscribers a message matches.
     matched: Vec<(SessionKey, Grant)>,
-    counters: Counters,
+    counts: Counts,
+    gauges: Gauges,
     sys: SysTopics,
     /// What changed durable state since the last batch; `None` without
     /// persistence.
@@ -157,6 +162,18 @@ enum Due {
 struct Source {
     conn: Option<ConnId>,
     shared: bool,
+}
+
+/// Why an incoming PUBLISH is acknowledged and not routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Its payload is above `message_size_limit`.
+    TooLarge,
+    /// The access policy does not let its client write there.
+    Denied,
+    /// Its topic does not fit below the listener's mount point (or its
+    /// connection is gone).
+    Unroutable,
 }
 
 /// A connection until its CONNECT is accepted.
@@ -311,38 +328,6 @@ impl Connection {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Counters {
-    messages_received: u64,
-    messages_sent: u64,
-    messages_dropped: u64,
-    messages_expired: u64,
-    connections_accepted: u64,
-}
-
-/// Broker-wide figures, as Mosquitto publishes under `$SYS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stats {
-    /// Open network connections.
-    pub connections: usize,
-    /// Sessions held, connected or not.
-    pub sessions: usize,
-    /// Subscriptions held.
-    pub subscriptions: usize,
-    /// Retained messages held.
-    pub retained: usize,
-    /// PUBLISH packets received from clients.
-    pub messages_received: u64,
-    /// PUBLISH packets sent to clients for the first time.
-    pub messages_sent: u64,
-    /// Copies dropped because a client's queue was full.
-    pub messages_dropped: u64,
-    /// Copies not sent because their `expired_at` had passed.
-    pub messages_expired: u64,
-    /// Connections accepted since start.
-    pub connections_accepted: u64,
-}
-
 /// A connected client, as the HTTP API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectedClient<'a> {
@@ -413,9 +398,10 @@ impl Broker {
             retained: RetainedStore::new(),
             deadlines: Deadlines::default(),
             actions: VecDeque::new(),
-            dirty: Vec::new(),
+            dirty: Dirty::default(),
             matched: Vec::new(),
-            counters: Counters::default(),
+            counts: Counts::default(),
+            gauges: Gauges::default(),
             sys: SysTopics::default(),
             journal,
             waiting: Vec::new(),
@@ -498,6 +484,7 @@ impl Broker {
             self.next_conn = self.next_conn.max(id.0.saturating_add(1));
         }
         self.sys.start(now.instant, self.config.sys_interval);
+        self.counts.sockets_accepted += 1;
         let on_listener = self.listener_conns.get(&peer.listener).copied().unwrap_or(0);
         let listener_full =
             self.config.listener_max_connections.get(&peer.listener).is_some_and(|&max| on_listener >= max);
@@ -508,7 +495,6 @@ impl Broker {
             return;
         }
         self.listener_conns.insert(peer.listener, on_listener + 1);
-        self.counters.connections_accepted += 1;
         let mut conn = Connection {
             listener: peer.listener,
             certified: matches!(peer.identity, Identity::Certificate(_)),
@@ -551,6 +537,18 @@ impl Broker {
             Input::Writer { conn, progress } => self.handle_writer(now, conn, progress),
             Input::Stored { seq } => self.handle_stored(seq),
             Input::Publish { topic, payload, qos, retain } => self.publish_own(now, topic, payload, qos, retain),
+        }
+    }
+
+    /// With `presence_topics`: publishes `client`'s connection state,
+    /// retained (see [`sys::presence_state`]).
+    pub(crate) fn publish_presence(&mut self, now: Now, client: &ClientId, online: bool) {
+        if !self.config.presence_topics {
+            return;
+        }
+        match sys::presence_state(client, online, now.unix, self.config.message_expiry) {
+            Some(state) => self.route(now, Arc::new(state), None),
+            None => debug!("Client {client}: its id makes no topic name, no state topic for it."),
         }
     }
 
@@ -645,38 +643,27 @@ impl Broker {
             if expired {
                 info!("Expiring client {} due to timeout.", session.client_id);
                 self.discard_session(key);
+                self.counts.sessions_expired += 1;
             }
         }
     }
 
     /// Publishes the `$SYS` figures that changed, if they are due.
     fn publish_sys(&mut self, now: Now) {
-        let connected = self.conns.values().filter(|c| matches!(c.state, ConnState::Active { .. })).count();
+        if !self.sys.is_due(now.instant) {
+            return;
+        }
         let stats = self.stats();
-        for (topic, value) in self.sys.due(now.instant, self.config.sys_interval, &stats, connected) {
+        for (topic, value) in self.sys.due(now.instant, self.config.sys_interval, &stats) {
             let Ok(topic) = TopicName::new(topic) else { continue };
-            self.route(now, Arc::new(Message::new(topic, Bytes::from(value), QoS::AtMostOnce, true)), None);
+            let figure = Message::without_expiry(topic, Bytes::from(value), QoS::AtMostOnce, true);
+            self.route(now, Arc::new(figure), None);
         }
     }
 
     /// The policy in force: who may connect, read and write.
     pub fn policy(&self) -> &dyn AccessPolicy {
         self.policy.as_ref()
-    }
-
-    /// Broker-wide figures.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            connections: self.conns.len(),
-            sessions: self.sessions.len(),
-            subscriptions: self.subscriptions.len(),
-            retained: self.retained.len(),
-            messages_received: self.counters.messages_received,
-            messages_sent: self.counters.messages_sent,
-            messages_dropped: self.counters.messages_dropped,
-            messages_expired: self.counters.messages_expired,
-            connections_accepted: self.counters.connections_accepted,
-        }
     }
 
     /// The session of `client_id`, if the broker holds one.
@@ -756,6 +743,7 @@ impl Broker {
             return;
         };
         conn.buffers().inbuf.extend_from_slice(data);
+        self.counts.bytes_received += data.len() as u64;
         // Each packet may close the connection; look it up again every time.
         while let Some(conn) = self.conns.get_mut(&id) {
             if let ConnState::Authenticating(_) = conn.state {
@@ -774,6 +762,7 @@ impl Broker {
                     break;
                 }
                 Ok(Some(packet)) => {
+                    self.counts.packets_received += 1;
                     conn.last_packet = now.instant;
                     conn.busy |= matches!(packet, Packet::Publish(_));
                     let promised = self.promises();
@@ -801,6 +790,7 @@ impl Broker {
         let Some(conn) = self.conns.get(&id) else { return };
         let key = match (&conn.state, &packet) {
             (ConnState::AwaitingConnect, Packet::Connect(_)) => {
+                self.counts.connects += 1;
                 if let Packet::Connect(connect) = packet {
                     self.handle_connect(now, id, *connect);
                 }
@@ -894,7 +884,11 @@ impl Broker {
         }
         let mut client_id = match self.client_id_for(&connect, listener) {
             Ok(client_id) => client_id,
-            Err(code) => return self.refuse(now, id, &connect.client_id, code),
+            Err(code) => {
+                // Not authorised: outside `clientid_prefixes`.
+                self.counts.auth_not_authorised += u64::from(code == ConnectReturnCode::NotAuthorized);
+                return self.refuse(now, id, &connect.client_id, code);
+            }
         };
         if connect.keep_alive > self.config.max_keepalive {
             return self.refuse(now, id, &connect.client_id, ConnectReturnCode::IdentifierRejected);
@@ -914,6 +908,7 @@ impl Broker {
         let certified = matches!(identity, Some(Identity::Certificate(_)));
         if let Some(Identity::Certificate(name)) = identity {
             let Some(name) = name.clone() else {
+                self.counts.auth_bad_credentials += 1;
                 return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::BadUserNameOrPassword);
             };
             // As Mosquitto 2 (`handle_connect.c`): CONNECT's user name and
@@ -924,7 +919,10 @@ impl Broker {
         if self.config.listener_rules(listener).use_username_as_clientid {
             match &connect.username {
                 Some(username) => client_id = ClientId::new(username.clone()),
-                None => return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::NotAuthorized),
+                None => {
+                    self.counts.auth_not_authorised += 1;
+                    return self.refuse(now, id, client_id.as_str(), ConnectReturnCode::NotAuthorized);
+                }
             }
         }
         if certified {
@@ -936,7 +934,13 @@ impl Broker {
         let info = ClientInfo { client_id: &client_id, username: connect.username.as_deref(), listener };
         match self.policy.authenticate(info, connect.password.as_ref()) {
             AuthDecision::Allow => self.accept_connect(now, id, connect, client_id),
-            AuthDecision::Refuse(refusal) => self.refuse(now, id, client_id.as_str(), refusal.into()),
+            AuthDecision::Refuse(refusal) => {
+                match refusal {
+                    Refusal::BadUserNameOrPassword => self.counts.auth_bad_credentials += 1,
+                    Refusal::NotAuthorized => self.counts.auth_not_authorised += 1,
+                }
+                self.refuse(now, id, client_id.as_str(), refusal.into());
+            }
             AuthDecision::Defer => {
                 let Some(conn) = self.conns.get_mut(&id) else { return };
                 self.actions.push_back(Action::Authenticate {
@@ -981,7 +985,11 @@ impl Broker {
                 self.accept_connect(now, id, connect, client_id);
                 self.handle_received(now, id, &[]);
             }
-            Err(refusal) => self.refuse(now, id, client_id.as_str(), refusal.into()),
+            Err(refusal) => {
+                // The runtime checked the password: it did not match.
+                self.counts.auth_bad_credentials += 1;
+                self.refuse(now, id, client_id.as_str(), refusal.into());
+            }
         }
     }
 
@@ -1008,6 +1016,7 @@ impl Broker {
             }
             None => (self.sessions.insert(Session::new(client_id.clone(), connect.clean_session)), false),
         };
+        self.gauges.sessions_max = self.gauges.sessions_max.max(self.sessions.len());
         let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
         if let Some(session) = self.sessions.get_mut(key) {
             session.clean = connect.clean_session;
@@ -1029,6 +1038,7 @@ impl Broker {
         }
         let Some(conn) = self.conns.get_mut(&id) else { return };
         conn.state = ConnState::Active { session: key, protocol: connect.protocol, will: connect.will.map(Box::new) };
+        self.gauges.connected();
         conn.keep_alive = connect.keep_alive;
         if let Some((due, _)) = conn.deadline(&self.config) {
             self.deadlines.arm(id, due, &mut conn.armed);
@@ -1146,7 +1156,7 @@ impl Broker {
             session.forget(*pid);
             if expired.contains(pid) {
                 log_expired(&out.message, now);
-                self.counters.messages_expired += 1;
+                self.counts.dropped.expired += 1;
                 let client = session.client_id.clone();
                 self.actions.push_back(Action::DropExpired { client, message: out.message.clone() });
             }
@@ -1160,10 +1170,11 @@ impl Broker {
     /// Implements [MQTT-3.3.4-1], [MQTT-3.3.5-2], [MQTT-4.3.2-2],
     /// [MQTT-4.3.3-2].
     fn handle_publish(&mut self, now: Now, id: ConnId, key: SessionKey, publish: Publish) {
-        self.counters.messages_received += 1;
+        self.counts.publish_in(publish.qos, publish.payload.len());
         if self.out_of_memory() {
             // As Mosquitto: the message is dropped before it is
             // acknowledged, and its client disconnected.
+            self.counts.dropped.out_of_memory += 1;
             return self.close(now, id, CloseReason::OutOfMemory);
         }
         let Publish { qos, retain, topic, packet_id, payload, dup } = publish;
@@ -1176,7 +1187,18 @@ impl Broker {
             info!("Too high QoS in PUBLISH from {client}, disconnecting.");
             return self.close(now, id, CloseReason::QosNotSupported);
         }
-        let message = self.admit(id, key, qos, retain, topic, payload, dup).map(Arc::new);
+        let message = match self.admit(id, key, qos, retain, topic, payload, dup) {
+            Ok(message) => Some(Arc::new(message)),
+            Err(Refused::TooLarge) => {
+                self.counts.dropped.too_large += 1;
+                None
+            }
+            Err(Refused::Denied) => {
+                self.counts.acl_denied_publish += 1;
+                None
+            }
+            Err(Refused::Unroutable) => None,
+        };
         let pid = match (qos, packet_id) {
             (QoS::AtMostOnce, _) => {
                 if let Some(message) = message {
@@ -1207,8 +1229,8 @@ impl Broker {
         self.write(id, &Packet::PubRec(pid));
     }
 
-    /// The message to route for an incoming PUBLISH, or `None` if it is
-    /// dropped (too large, or refused by the policy).
+    /// The message to route for an incoming PUBLISH, or why it is
+    /// dropped.
     #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
@@ -1219,15 +1241,15 @@ impl Broker {
         topic: TopicName,
         payload: Bytes,
         dup: bool,
-    ) -> Option<Message> {
-        let info = self.identity(id, key)?;
+    ) -> Result<Message, Refused> {
+        let Some(info) = self.identity(id, key) else { return Err(Refused::Unroutable) };
         let client_id = info.client_id;
         let topic = match &self.listener_rules(id).mount_point {
             None => topic,
             Some(mount) => {
                 let Some(mounted) = mount::topic(mount, &topic) else {
                     debug!(conn = %id, "Dropped PUBLISH from {client_id}: '{mount}{}' is too long", topic.as_str());
-                    return None;
+                    return Err(Refused::Unroutable);
                 };
                 mounted
             }
@@ -1245,18 +1267,18 @@ impl Broker {
                 topic.as_str(),
                 payload.len()
             );
-            return None;
+            return Err(Refused::TooLarge);
         }
         if !self.policy.may_publish(info, &topic) {
             debug!(conn = %id, "Denied PUBLISH from {client_id} (q{}, r{}, '{}')", qos.bits(), u8::from(retain), topic.as_str());
-            return None;
+            return Err(Refused::Denied);
         }
         let message = if self.config.message_expiry {
             Message::new(topic, payload, qos, retain)
         } else {
             Message::without_expiry(topic, payload, qos, retain)
         };
-        Some(message.published_by(|| info.publisher()))
+        Ok(message.published_by(|| info.publisher()))
     }
 
     /// The listener rules of connection `id`.
@@ -1342,11 +1364,18 @@ impl Broker {
             // An empty payload deletes; an already expired message replaces
             // the old one and expires at once: either way nothing is kept.
             let before = self.retained.remove(&message.topic);
-            self.record_retained(&message.topic, None, before.as_ref());
+            self.retained_changed(&message.topic, None, before.as_ref());
         } else {
             let before = self.retained.insert(message.topic.clone(), message.clone());
-            self.record_retained(&message.topic, Some(message), before.as_ref());
+            self.retained_changed(&message.topic, Some(message), before.as_ref());
         }
+    }
+
+    /// The retained message on `topic` is now `now`, was `before`: its
+    /// bytes are counted and the change recorded for the store.
+    fn retained_changed(&mut self, topic: &TopicName, now: Option<&Arc<Message>>, before: Option<&Arc<Message>>) {
+        self.gauges.retained(now.map(|m| &**m), before.map(|m| &**m));
+        self.record_retained(topic, now, before);
     }
 
     /// Sends `out` to the session now, queues it, or drops it (see
@@ -1360,6 +1389,7 @@ impl Broker {
             // As Mosquitto: the copy is dropped and its client disconnected.
             // A stored session keeps it: its publisher may have been
             // acknowledged.
+            self.counts.dropped.out_of_memory += 1;
             return self.close(now, conn, CloseReason::OutOfMemory);
         }
         match session.conn() {
@@ -1383,7 +1413,7 @@ impl Broker {
     /// A copy is dropped for session `key` (its queue is full): counted,
     /// and logged at the start of an episode, as Mosquitto logs it.
     fn drop_copy(&mut self, key: SessionKey) {
-        self.counters.messages_dropped += 1;
+        self.counts.dropped.queue_full += 1;
         if let Some(session) = self.sessions.get_mut(key)
             && session.note_drop()
         {
@@ -1425,7 +1455,7 @@ impl Broker {
             );
             if out.message.is_expired(now.unix) {
                 log_expired(&out.message, now);
-                self.counters.messages_expired += 1;
+                self.counts.dropped.expired += 1;
                 self.actions
                     .push_back(Action::DropExpired { client: session.client_id.clone(), message: out.message.clone() });
                 self.record_drop_copy(key, &out);
@@ -1486,7 +1516,6 @@ impl Broker {
             }
         };
         let Some(session) = self.sessions.get(key) else { return };
-        self.counters.messages_sent += 1;
         self.actions.push_back(Action::Deliver {
             client: session.client_id.clone(),
             conn: id,
@@ -1522,6 +1551,7 @@ impl Broker {
         for ((filter, qos), access) in filters.into_iter().zip(decisions) {
             if let Some(filter) = &filter {
                 debug!(conn = %id, "\t{} (QoS {})", filter.as_str(), qos.bits());
+                self.counts.acl_denied_subscribe += u64::from(access == FilterAccess::Denied);
             }
             let Some(filter) = filter.filter(|f| access != FilterAccess::Denied && self.has_room_for(key, f)) else {
                 return_codes.push(SubscribeReturnCode::Failure);
@@ -1574,9 +1604,9 @@ impl Broker {
             }
             if message.is_expired(now.unix) {
                 let before = self.retained.remove(&topic);
-                self.record_retained(&topic, None, before.as_ref());
+                self.retained_changed(&topic, None, before.as_ref());
                 log_expired(&message, now);
-                self.counters.messages_expired += 1;
+                self.counts.dropped.expired += 1;
                 if let Some(session) = self.sessions.get(key) {
                     self.actions.push_back(Action::DropExpired { client: session.client_id.clone(), message });
                 }
@@ -1626,9 +1656,10 @@ impl Broker {
         if let Some(count) = self.listener_conns.get_mut(&conn.listener) {
             *count = count.saturating_sub(1);
         }
+        self.counts.keepalive_timeouts += u64::from(reason == CloseReason::KeepAliveTimeout);
         let waiting = Self::drop_waiting(&mut conn, id);
         if let Some(data) = conn.take_output().filter(|_| !waiting) {
-            self.actions.push_back(Action::Send { conn: id, data });
+            emit(&mut self.actions, &mut self.counts, id, data);
         }
         if let Some(mut congestion) = conn.congestion.take() {
             self.release(now, congestion.release_all());
@@ -1641,6 +1672,7 @@ impl Broker {
             log_close("<unknown>", id, reason, quiet);
             return;
         };
+        self.gauges.connected = self.gauges.connected.saturating_sub(1);
         let Some(session) = self.sessions.get_mut(key) else { return };
         log_close(session.client_id.as_str(), id, reason, quiet);
         session.presence = Presence::Offline(persist::seconds(now));
@@ -1659,9 +1691,12 @@ impl Broker {
         let will = if reason == CloseReason::Disconnected { None } else { will };
         // A will is a PUBLISH by its client: the same write rules apply.
         let info = ClientInfo { client_id: &client, username: username.as_deref(), listener: conn.listener };
-        if let Some(will) = will.filter(|w| self.policy.may_publish(info, &w.topic)) {
+        let Some(will) = will else { return };
+        if self.policy.may_publish(info, &will.topic) {
             let message = Message::from_will(*will, self.config.message_expiry).published_by(|| info.publisher());
             self.route(now, Arc::new(message), None);
+        } else {
+            self.counts.acl_denied_publish += 1;
         }
     }
 
@@ -1689,7 +1724,7 @@ impl Broker {
     }
 
     fn flush_all(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty.conns);
         for id in dirty.drain(..) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             conn.dirty = false;
@@ -1698,28 +1733,45 @@ impl Broker {
             }
         }
         // Kept for its allocation.
-        self.dirty = dirty;
+        self.dirty.conns = dirty;
     }
 }
 
-fn mark_dirty(conn: &mut Connection, dirty: &mut Vec<ConnId>, id: ConnId) {
+/// Connections with bytes waiting in their `outbuf`, and the packets
+/// written there since start: counted where they are encoded.
+#[derive(Debug, Default)]
+struct Dirty {
+    conns: Vec<ConnId>,
+    packets: u64,
+    publish: [u64; 3],
+    publish_bytes: [u64; 3],
+}
+
+fn mark_dirty(conn: &mut Connection, dirty: &mut Dirty, id: ConnId) {
     if !conn.dirty {
         conn.dirty = true;
-        dirty.push(id);
+        dirty.conns.push(id);
     }
 }
 
-fn write_packet(conn: &mut Connection, dirty: &mut Vec<ConnId>, id: ConnId, packet: &Packet) {
+fn write_packet(conn: &mut Connection, dirty: &mut Dirty, id: ConnId, packet: &Packet) {
     trace!(conn = %id, packet = packet.name(), "sending");
     packet.encode(&mut conn.buffers().outbuf);
+    dirty.packets += 1;
     mark_dirty(conn, dirty, id);
+}
+
+/// Hands `data` to the runtime for `id`, counting its bytes.
+fn emit(actions: &mut VecDeque<Action>, counts: &mut Counts, id: ConnId, data: Bytes) {
+    counts.bytes_sent += data.len() as u64;
+    actions.push_back(Action::Send { conn: id, data });
 }
 
 /// Writes `out` to `conn`, on `topic` if given (its topic without the
 /// listener's mount point), else on its own.
 fn write_publish(
     conn: &mut Connection,
-    dirty: &mut Vec<ConnId>,
+    dirty: &mut Dirty,
     id: ConnId,
     out: &Outgoing,
     topic: Option<&TopicName>,
@@ -1730,6 +1782,10 @@ fn write_publish(
     let topic = topic.unwrap_or(&m.topic);
     conn.busy = true;
     codec::encode_publish(&mut conn.buffers().outbuf, dup, out.qos, out.retain, topic, packet_id, &m.payload);
+    let qos = usize::from(out.qos.bits());
+    dirty.packets += 1;
+    dirty.publish[qos] += 1;
+    dirty.publish_bytes[qos] += m.payload.len() as u64;
     mark_dirty(conn, dirty, id);
 }
 

@@ -149,6 +149,13 @@ pub struct Config {
     /// that changed); zero turns them off. Mosquitto: `sys_interval`,
     /// default 10 s.
     pub sys_interval: Duration,
+    /// Publish each client's connection state, retained, on
+    /// `$SYS/broker/connection/client/<client id>/state`: `1` once its
+    /// CONNECT is accepted, `0` when its connection ends, as Mosquitto
+    /// 2.1's connection-state plugin does. Culex addition
+    /// (`presence_topics`), default off: it keeps a retained message per
+    /// client id.
+    pub presence_topics: bool,
     /// Log connects and disconnects at information level. Mosquitto:
     /// `connection_messages`, default true.
     pub connection_messages: bool,
@@ -205,6 +212,7 @@ impl Default for Config {
             listeners: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             sys_interval: Duration::from_secs(10),
+            presence_topics: false,
             connection_messages: true,
             upgrade_outgoing_qos: false,
             retain_available: true,

@@ -124,14 +124,14 @@ pub mod router;
 pub mod server;
 mod session;
 pub mod sim;
-mod sys;
+pub mod sys;
 pub mod time;
 mod timer;
 pub mod topic;
 pub mod types;
 
 pub use action::{Action, Input};
-pub use broker::{Broker, ConnectedClient, Restorer, SessionInfo, Stats};
+pub use broker::{Broker, ConnectedClient, Counts, Drops, Restorer, SessionInfo, Stats};
 pub use config::{ClientIdRules, Config, ListenerRules, ListenerSummary};
 pub use error::{CloseReason, Violation};
 pub use message::{Message, Publisher};

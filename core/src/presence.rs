@@ -159,6 +159,8 @@ pub struct PresenceSync {
     stale_cleared: bool,
     /// When the idle store is next checked.
     verify_at: Instant,
+    /// Client changes whose write failed (each is tried again).
+    failed_writes: u64,
 }
 
 impl PresenceSync {
@@ -174,6 +176,7 @@ impl PresenceSync {
             backoff: settings.backoff_min,
             stale_cleared: false,
             verify_at: Instant::ZERO,
+            failed_writes: 0,
         }
     }
 
@@ -235,8 +238,14 @@ impl PresenceSync {
             for command in batch {
                 match command {
                     PresenceCommand::ClearStale | PresenceCommand::Verify => {}
-                    PresenceCommand::Online(client) => self.requeue(client, true),
-                    PresenceCommand::Offline(client) => self.requeue(client, false),
+                    PresenceCommand::Online(client) => {
+                        self.failed_writes += 1;
+                        self.requeue(client, true);
+                    }
+                    PresenceCommand::Offline(client) => {
+                        self.failed_writes += 1;
+                        self.requeue(client, false);
+                    }
                 }
             }
         }
@@ -329,6 +338,19 @@ impl PresenceSync {
         self.unconfirmed.len() + self.in_flight.as_ref().map_or(0, Vec::len)
     }
 
+    /// Client changes not yet written to Redis: waiting, or in the batch
+    /// under way (the checks and the clean-up of stale entries aside).
+    pub fn pending_changes(&self) -> usize {
+        let writes = |c: &&PresenceCommand| matches!(c, PresenceCommand::Online(_) | PresenceCommand::Offline(_));
+        self.unconfirmed.len() + self.in_flight.iter().flatten().filter(writes).count()
+    }
+
+    /// Client changes whose write to Redis failed since start (each was
+    /// kept and is written again once Redis answers).
+    pub fn failed_writes(&self) -> u64 {
+        self.failed_writes
+    }
+
     /// Whether the store is connected.
     pub fn is_connected(&self) -> bool {
         self.link == Link::Up
@@ -365,6 +387,22 @@ mod tests {
         p.handle_batch_done(at(0));
         p.handle_change(&id("b"), true);
         assert_eq!(p.poll_batch(at(0)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("b"))]));
+    }
+
+    #[test]
+    fn pending_and_failed_writes_count_client_changes_only() {
+        let mut p = connected();
+        p.handle_change(&id("a"), true);
+        p.handle_change(&id("b"), true);
+        assert_eq!(p.poll_batch(at(0)).map(<[_]>::len), Some(3), "the stale entries' clean-up and two changes");
+        assert_eq!((p.pending_changes(), p.failed_writes()), (2, 0));
+        p.handle_failure(at(0), "down");
+        assert_eq!((p.pending_changes(), p.failed_writes(), p.is_connected()), (2, 2, false));
+        assert!(p.poll_connect(at(1000)));
+        p.handle_connected(at(1000));
+        let _ = p.poll_batch(at(1000));
+        p.handle_batch_done(at(1000));
+        assert_eq!((p.pending_changes(), p.failed_writes()), (0, 2));
     }
 
     #[test]

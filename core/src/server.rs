@@ -24,7 +24,7 @@ use crate::peer::{ListenerId, Peer};
 use crate::persistence::StoreBatch;
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
-use crate::sys::Periodic;
+use crate::sys::{self, Periodic, Value};
 use crate::time::{Instant, Now};
 use crate::types::{ClientId, ConnId, ConnIdMap, QoS};
 
@@ -82,7 +82,8 @@ pub struct Server<O> {
     /// a scan).
     bridges: Vec<Bridge>,
     next_bridge: u64,
-    /// When the bridges' `$SYS` figures go out, and what they said.
+    /// When the bridges' and the presence link's `$SYS` figures go out,
+    /// and what they said.
     figures: Periodic,
     /// The connections of `http_api` listeners.
     http: Exchanges,
@@ -136,7 +137,16 @@ impl<O: Outbox> Server<O> {
         self.note_arrival(conn, &peer);
         self.broker.accept_as(now, conn, peer);
         self.outboxes.insert(conn, outbox);
+        self.start_presence_figures(now);
         self.drain(now);
+    }
+
+    /// The presence link's figures go out from the first connection on,
+    /// as the broker's do.
+    fn start_presence_figures(&mut self, now: Now) {
+        if self.presence.is_some() {
+            self.figures.start(now.instant, self.broker.config().sys_interval);
+        }
     }
 
     /// Bytes read from `conn`.
@@ -310,7 +320,7 @@ impl<O: Outbox> Server<O> {
         }
         let interval = self.broker.config().sys_interval;
         if self.figures.due(now.instant, interval) {
-            let all: Vec<_> = self.bridges.iter().flat_map(|bridge| figures(bridge, &self.broker)).collect();
+            let all: Vec<_> = self.own_figures().map(|(topic, value)| (topic, value.to_string())).collect();
             for (topic, value) in self.figures.changed(all) {
                 let figure =
                     Input::Publish { topic: &topic, payload: value.as_bytes(), qos: QoS::AtMostOnce, retain: true };
@@ -336,6 +346,29 @@ impl<O: Outbox> Server<O> {
         let bridges = self.bridges.iter().filter_map(Bridge::next_deadline).min();
         let http = self.http.next_deadline();
         [self.broker.poll_timeout(), presence, bridges, self.figures.next(), http].into_iter().flatten().min()
+    }
+
+    /// Every integer `$SYS/broker/...` figure as it stands at `now`, by
+    /// its topic: those `$SYS` publishes, live, without Mosquitto's
+    /// deprecated aliases and the load averages; the uptime in seconds.
+    /// The presence link's figures are there when Redis is configured,
+    /// each bridge's numbers when bridges run.
+    pub fn systree(&self, now: Now) -> Vec<(String, u64)> {
+        let stats = self.broker.stats();
+        let broker = sys::broker_figures(&stats).into_iter().map(|figure| (figure.topic.to_owned(), figure.value));
+        let own = self.own_figures().filter_map(|(topic, value)| match value {
+            Value::Count(n) => Some((topic, n)),
+            Value::Word(_) => None,
+        });
+        [(sys::UPTIME_TOPIC.to_owned(), sys::uptime(now.instant))].into_iter().chain(broker).chain(own).collect()
+    }
+
+    /// The figures the server publishes itself: the presence link's and
+    /// each bridge's.
+    fn own_figures(&self) -> impl Iterator<Item = (String, Value)> + '_ {
+        let presence = self.presence.iter().flat_map(sys::presence_figures);
+        let presence = presence.map(|figure| (figure.topic.to_owned(), Value::Count(figure.value)));
+        presence.chain(self.bridges.iter().flat_map(|bridge| figures(bridge, &self.broker)))
     }
 
     /// The broker, for its getters.
@@ -400,17 +433,23 @@ impl<O: Outbox> Server<O> {
                 // Presence is the devices': a bridge says its state on its
                 // notification topic and under `$SYS/broker/bridge/`.
                 Action::MarkOnline { conn, .. } | Action::MarkOffline { conn, .. } if conn.is_bridge() => {}
+                // The state topic in the same order as Redis: a takeover's
+                // "0" comes before the new connection's "1".
                 Action::MarkOnline { client, conn } => {
                     self.note_online(now, conn);
                     match self.presence.as_mut() {
                         Some(presence) => presence.handle_change(&client, true),
                         None => info!("Updating client {client} to online"),
                     }
+                    self.broker.publish_presence(now, &client, true);
                 }
-                Action::MarkOffline { client, .. } => match self.presence.as_mut() {
-                    Some(presence) => presence.handle_change(&client, false),
-                    None => info!("Updating client {client} to offline"),
-                },
+                Action::MarkOffline { client, .. } => {
+                    match self.presence.as_mut() {
+                        Some(presence) => presence.handle_change(&client, false),
+                        None => info!("Updating client {client} to offline"),
+                    }
+                    self.broker.publish_presence(now, &client, false);
+                }
                 Action::Authenticate { conn, client, username, password, listener } => {
                     self.auth_requests.push(AuthRequest { conn, client, username, password, listener });
                 }

@@ -481,6 +481,21 @@ impl Session {
         }
     }
 
+    /// What it holds for messages, for the broker's figures.
+    pub(crate) fn held(&self) -> Held {
+        let Some(flow) = self.flow.as_deref() else { return Held::default() };
+        let (incoming, incoming_bytes) =
+            flow.incoming.values().flatten().fold((0, 0), |(n, bytes), message| (n + 1, bytes + message.payload.len()));
+        Held {
+            inflight: flow.inflight.len(),
+            inflight_bytes: flow.inflight_bytes,
+            queued: flow.queue.len(),
+            queued_bytes: flow.queued_bytes,
+            incoming,
+            incoming_bytes,
+        }
+    }
+
     pub(crate) fn inflight_len(&self) -> usize {
         self.flow.as_ref().map_or(0, |f| f.inflight.len())
     }
@@ -510,6 +525,33 @@ impl Session {
     /// message, or `None` for one that was dropped.
     pub(crate) fn release(&mut self, id: PacketId) -> Option<Option<Arc<Message>>> {
         self.flow.as_mut()?.incoming.remove(&id)
+    }
+}
+
+/// What sessions hold for messages: copies in flight and queued, and
+/// incoming QoS 2 messages awaiting PUBREL, with their payload bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) inflight: usize,
+    pub(crate) inflight_bytes: usize,
+    pub(crate) queued: usize,
+    pub(crate) queued_bytes: usize,
+    pub(crate) incoming: usize,
+    pub(crate) incoming_bytes: usize,
+}
+
+impl std::ops::Add for Held {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            inflight: self.inflight + other.inflight,
+            inflight_bytes: self.inflight_bytes + other.inflight_bytes,
+            queued: self.queued + other.queued,
+            queued_bytes: self.queued_bytes + other.queued_bytes,
+            incoming: self.incoming + other.incoming,
+            incoming_bytes: self.incoming_bytes + other.incoming_bytes,
+        }
     }
 }
 
@@ -585,6 +627,11 @@ impl SessionStore {
 
     pub(crate) fn len(&self) -> usize {
         self.by_client.len()
+    }
+
+    /// Every session, in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Session> {
+        self.slots.iter().filter_map(Option::as_deref)
     }
 
     /// Every session's key, in slot order.

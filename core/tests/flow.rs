@@ -50,7 +50,7 @@ fn a_reading_subscriber_gets_every_message_its_publisher_was_acknowledged_for() 
         }
         let want: Vec<String> = (0..50).map(|n| n.to_string()).collect();
         assert_eq!(got, want, "{qos:?}");
-        assert_eq!(sim.broker().stats().messages_dropped, 0, "{qos:?}");
+        assert_eq!(sim.broker().stats().counts.dropped_for_room(), 0, "{qos:?}");
         assert!(!sim.is_paused(publ), "{qos:?}");
         assert_eq!(sim.closed(publ), None, "{qos:?}");
     }
@@ -105,7 +105,7 @@ fn a_subscriber_that_stops_acknowledging_stops_holding_after_the_stall_bound() {
     assert!(!sim.is_paused(publ));
     let got = payloads(&mut sim, fast);
     assert_eq!(got, (0..40).map(|n| n.to_string()).collect::<Vec<_>>());
-    assert!(sim.broker().stats().messages_dropped >= 20);
+    assert!(sim.broker().stats().counts.dropped_for_room() >= 20);
     assert_eq!(sim.closed(stuck), None);
     insta::assert_snapshot!(sim.transcript());
 }
@@ -127,7 +127,7 @@ fn a_slow_qos0_reader_costs_its_budget_and_stays_connected_while_it_reads() {
     }
     assert!(!sim.is_paused(publ), "QoS 0 never holds a publisher");
     assert_eq!(sim.closed(slow), None, "it reads, slowly: it stays");
-    let dropped = sim.broker().stats().messages_dropped;
+    let dropped = sim.broker().stats().counts.dropped_for_room();
     assert!(dropped > 500, "only {dropped} dropped");
     // It stops reading: 30 s without progress while behind closes it.
     for _ in 0..20 {

@@ -117,7 +117,7 @@ fn pipes(ops: &[Op], qos: QoS) -> Result<(), String> {
     if pubs.iter().any(|&p| sim.is_paused(p)) {
         return Err("a publisher stays paused".to_owned());
     }
-    match sim.broker().stats().messages_dropped {
+    match sim.broker().stats().counts.dropped_for_room() {
         0 => Ok(()),
         n => Err(format!("{n} copies dropped")),
     }

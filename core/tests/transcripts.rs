@@ -492,7 +492,7 @@ fn a_full_window_and_queue_hold_the_publisher_instead_of_dropping() {
     // reads paused, so m5 waits in its socket.
     assert_eq!(sim.broker().session("slow").map(|s| (s.inflight, s.queued)), Some((2, 3)));
     assert!(sim.is_paused(publ));
-    assert_eq!(sim.broker().stats().messages_dropped, 0);
+    assert_eq!(sim.broker().stats().counts.dropped_for_room(), 0);
     // Each PUBACK lets one queued message out, in order; at half the
     // queue the publisher is read again and m5 arrives.
     let mut got = Vec::new();
@@ -506,7 +506,7 @@ fn a_full_window_and_queue_hold_the_publisher_instead_of_dropping() {
     }
     assert_eq!(got, ["m2", "m3", "m4", "m5"]);
     assert!(!sim.is_paused(publ));
-    assert_eq!(sim.broker().stats().messages_dropped, 0);
+    assert_eq!(sim.broker().stats().counts.dropped_for_room(), 0);
     insta::assert_snapshot!(sim.transcript());
 }
 

@@ -12,36 +12,7 @@ import subprocess
 import threading
 import time
 
-from support import BROKER_HOST, LOOPBACK, Paho, drain, free_port, is_listening, kill_quietly, wait_until
-
-
-class Mosquitto:
-    """Debian's mosquitto on a port of its own, verbose, restartable."""
-
-    def __init__(self, tmp_path, cleanup, name: str, extra: str = "allow_anonymous true\n"):
-        self.port = free_port()
-        self.dir = tmp_path / name
-        self.dir.mkdir(exist_ok=True)
-        self.conf = self.dir / "mosquitto.conf"
-        # Started as root, mosquitto would become `mosquitto`, who cannot
-        # read the test's files.
-        self.conf.write_text(f"listener {self.port} {LOOPBACK}\nuser root\n{extra}")
-        self.log = self.dir / "mosquitto.log"
-        self.proc = None
-        cleanup(lambda: kill_quietly(self.proc))
-
-    def start(self):
-        self.proc = subprocess.Popen(["mosquitto", "-v", "-c", str(self.conf)], cwd=self.dir,
-                                     stdout=self.log.open("a"), stderr=subprocess.STDOUT)
-        wait_until(lambda: is_listening(self.port), 10, what="mosquitto listening")
-        return self
-
-    def stop(self, sig=signal.SIGTERM):
-        kill_quietly(self.proc, sig)
-
-    def wait_log(self, text: str, timeout: float = 15.0):
-        wait_until(lambda: text in self.log.read_text(errors="replace"), timeout,
-                   what=lambda: f"{text!r} in mosquitto's log:\n{self.log.read_text(errors='replace')[-3000:]}")
+from support import BROKER_HOST, LOOPBACK, Mosquitto, Paho, drain, kill_quietly
 
 
 def bridge(name: str, port: int, *lines: str) -> list[str]:

@@ -99,7 +99,12 @@ def test_metrics_pass_promtool_and_count(make_broker):
     samples = dict(line.rsplit(" ", 1) for line in body.decode().splitlines() if not line.startswith("#"))
     assert float(samples["culex_connections"]) == 2
     assert float(samples["culex_subscriptions"]) == 1
-    assert float(samples["culex_publish_received_total"]) >= 5
+    assert float(samples['culex_publish_received_total{qos="1"}']) == 5
+    assert float(samples['culex_publish_sent_total{qos="1"}']) == 5
+    assert float(samples['culex_publish_received_bytes_total{qos="1"}']) == 5
+    assert float(samples["culex_uptime_seconds"]) >= 0
+    version = request(broker.api_port, "GET", "/api/v1/version")[2].decode().removeprefix("culex version ")
+    assert samples[f'culex_build_info{{version="{version}"}}'] == "1"
 
 
 def test_clients_listed_searched_and_kicked(make_broker):

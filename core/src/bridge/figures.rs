@@ -5,21 +5,22 @@
 
 use super::Bridge;
 use crate::broker::Broker;
+use crate::sys::Value::{self, Count, Word};
 
 /// `bridge`'s figures as they stand, topic and value.
-pub(crate) fn figures(bridge: &Bridge, broker: &Broker) -> impl Iterator<Item = (String, String)> {
+pub(crate) fn figures(bridge: &Bridge, broker: &Broker) -> impl Iterator<Item = (String, Value)> {
     let stats = bridge.stats();
     let local = bridge.local_id();
     let name = &bridge.conf().name;
     [
-        ("state", if bridge.is_connected() { "connected" } else { "disconnected" }.to_owned()),
-        ("messages/sent", stats.messages_sent.to_string()),
-        ("messages/received", stats.messages_received.to_string()),
-        ("bytes/sent", stats.bytes_sent.to_string()),
-        ("bytes/received", stats.bytes_received.to_string()),
-        ("queued", broker.queued_len(local).to_string()),
-        ("dropped", (stats.dropped + broker.dropped_for(local)).to_string()),
-        ("reconnects", stats.connects.saturating_sub(1).to_string()),
+        ("state", Word(if bridge.is_connected() { "connected" } else { "disconnected" })),
+        ("messages/sent", Count(stats.messages_sent)),
+        ("messages/received", Count(stats.messages_received)),
+        ("bytes/sent", Count(stats.bytes_sent)),
+        ("bytes/received", Count(stats.bytes_received)),
+        ("queued", Count(broker.queued_len(local) as u64)),
+        ("dropped", Count(stats.dropped + broker.dropped_for(local))),
+        ("reconnects", Count(stats.connects.saturating_sub(1))),
     ]
     .map(|(figure, value)| (format!("$SYS/broker/bridge/{name}/{figure}"), value))
     .into_iter()

@@ -22,7 +22,7 @@ impl Broker {
 
     /// A QoS 0 copy for `id`, whose writer is behind, is dropped.
     pub(super) fn drop_behind(&mut self, id: ConnId, key: SessionKey) {
-        self.counters.messages_dropped += 1;
+        self.counts.dropped.slow_reader += 1;
         let first = self.conns.get_mut(&id).is_some_and(|c| c.congestion().dropped_while_behind());
         if let (true, Some(session)) = (first, self.sessions.get(key)) {
             warn!("Outgoing messages are being dropped for client {}.", session.client_id);

@@ -10,7 +10,6 @@ use bytes::{Bytes, BytesMut};
 use tracing::trace;
 
 use super::{Broker, ConnState, Connection};
-use crate::action::Action;
 use crate::codec::LastWill;
 use crate::message::Message;
 use crate::persistence::journal::Journal;
@@ -295,7 +294,7 @@ impl Broker {
                 if conn.waiting.as_ref().is_some_and(|w| w.is_empty()) {
                     conn.waiting = None;
                 }
-                self.actions.push_back(Action::Send { conn: id, data });
+                super::emit(&mut self.actions, &mut self.counts, id, data);
             }
         }
     }
@@ -306,7 +305,7 @@ impl Broker {
         let Some(journal) = self.journal.as_mut() else { return };
         journal.stored(seq);
         let journal = &*journal;
-        let (conns, actions) = (&mut self.conns, &mut self.actions);
+        let (conns, actions, counts) = (&mut self.conns, &mut self.actions, &mut self.counts);
         self.waiting.retain(|id| {
             let Some(conn) = conns.get_mut(id) else { return false };
             let Some(waiting) = conn.waiting.as_mut() else { return false };
@@ -317,7 +316,7 @@ impl Broker {
                 }
             }
             if !ready.is_empty() {
-                actions.push_back(Action::Send { conn: *id, data: ready.freeze() });
+                super::emit(actions, counts, *id, ready.freeze());
             }
             let still = !waiting.parts.is_empty();
             if waiting.is_empty() {

@@ -220,7 +220,10 @@ impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
     fn retained(&mut self, topic: TopicName, id: MessageId) {
         match self.bodies.refer(id) {
             Some(message) => {
-                self.broker.borrow_mut().retained.insert(topic, message);
+                let broker = self.broker.borrow_mut();
+                let added = message.clone();
+                let before = broker.retained.insert(topic, message);
+                broker.gauges.retained(Some(&added), before.as_deref());
             }
             None => self.dangling.push(StoreOp::DropRetained { topic }),
         }

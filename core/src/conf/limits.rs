@@ -26,6 +26,7 @@ pub(super) const KEYS: &[&str] = &[
     "message_expiry",
     "message_size_limit",
     "not_reading_timeout",
+    "presence_topics",
     "queue_qos0_messages",
     "retain_available",
     "slow_subscriber_timeout",
@@ -66,6 +67,7 @@ pub(super) fn handle(core: &mut Config, line: &Line<'_>) -> Result<(), ConfError
             core.max_keepalive = u16::try_from(line.int(0, i64::from(u16::MAX))?).unwrap_or(u16::MAX);
         }
         "queue_qos0_messages" => core.queue_qos0_messages = line.boolean()?,
+        "presence_topics" => core.presence_topics = line.boolean()?,
         "sys_interval" => core.sys_interval = Duration::from_secs(line.int(0, 65_535)?.unsigned_abs()),
         "upgrade_outgoing_qos" => core.upgrade_outgoing_qos = line.boolean()?,
         "retain_available" => core.retain_available = line.boolean()?,
@@ -201,6 +203,16 @@ mod tests {
             "Invalid max_keepalive value (65536): expected an integer from 0 to 65535.",
         );
         assert_error("max_keepalive -1", 1, "Invalid max_keepalive value (-1): expected an integer from 0 to 65535.");
+    }
+
+    #[test]
+    fn presence_topics_is_off_unless_set() {
+        assert!(!conf("").core.presence_topics);
+        let given = conf("listener 1883\npresence_topics true # each client's state\n");
+        assert!(given.core.presence_topics && given.warnings.is_empty());
+        assert!(!conf("presence_topics 0\n").core.presence_topics);
+        assert_error("\npresence_topics yes\n", 2, "Invalid presence_topics value (yes): expected true or false.");
+        assert_error("presence_topics\n", 1, "Empty presence_topics value in configuration.");
     }
 
     #[test]

@@ -82,43 +82,126 @@ fn escape(value: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PresenceFigures {
     pub(crate) connected: bool,
+    /// Client changes not yet written.
     pub(crate) pending: usize,
+    /// Writes that failed since start.
+    pub(crate) failed: u64,
+}
+
+const QOS: [&[(&str, &str)]; 3] = [&[("qos", "0")], &[("qos", "1")], &[("qos", "2")]];
+
+/// One sample per QoS, labelled `qos`.
+fn by_qos(values: &[u64; 3]) -> [Sample<'_>; 3] {
+    [(QOS[0], &values[0]), (QOS[1], &values[1]), (QOS[2], &values[2])]
 }
 
 /// The broker's families.
-pub(crate) fn render(
-    stats: &Stats,
-    connected: usize,
-    uptime_seconds: u64,
-    presence: Option<PresenceFigures>,
-) -> String {
+pub(crate) fn render(stats: &Stats, uptime_seconds: u64, presence: Option<PresenceFigures>) -> String {
     let mut out = Exposition::default();
+    let counts = &stats.counts;
     out.gauges(
         "culex_build_info",
         "The running version, as a label; always 1.",
         &[(&[("version", env!("CARGO_PKG_VERSION"))], &1)],
     );
     out.gauge("culex_uptime_seconds", "Seconds since the broker started.", uptime_seconds);
-    out.gauge("culex_connections", "MQTT clients connected.", connected);
+    out.gauge("culex_connections", "MQTT clients connected (CONNECT accepted).", stats.clients_connected);
+    out.gauge(
+        "culex_connections_max",
+        "The most MQTT clients connected at once since start.",
+        stats.clients_connected_max,
+    );
+    out.gauge("culex_sockets", "Open MQTT connections, those without a CONNECT yet included.", stats.connections);
     out.gauge("culex_sessions", "Sessions held, connected or not.", stats.sessions);
+    out.gauge("culex_sessions_max", "The most sessions held at once since start.", stats.sessions_max);
     out.gauge(
         "culex_sessions_offline",
         "Persistent sessions whose client is not connected.",
-        stats.sessions.saturating_sub(connected),
+        stats.sessions.saturating_sub(stats.clients_connected),
     );
     out.gauge("culex_subscriptions", "Subscriptions held.", stats.subscriptions);
     out.gauge("culex_retained_messages", "Retained messages held.", stats.retained);
-    out.counter("culex_sockets_opened_total", "Network connections accepted.", stats.connections_accepted);
-    out.counter("culex_publish_received_total", "PUBLISH packets received from clients.", stats.messages_received);
-    out.counter("culex_publish_sent_total", "PUBLISH packets sent to clients.", stats.messages_sent);
+    out.gauge("culex_retained_bytes", "Payload bytes of the retained messages.", stats.retained_bytes);
+    out.gauge("culex_inflight_messages", "QoS 1 and 2 copies sent and not yet completed.", stats.inflight);
+    out.gauge("culex_inflight_bytes", "Payload bytes of the copies in flight.", stats.inflight_bytes);
+    out.gauge("culex_queued_messages", "Copies waiting in sessions' queues.", stats.queued);
+    out.gauge("culex_queued_bytes", "Payload bytes of the queued copies.", stats.queued_bytes);
+    out.gauge(
+        "culex_awaiting_pubrel_messages",
+        "Incoming QoS 2 messages held until their PUBREL.",
+        stats.awaiting_pubrel,
+    );
+    if let Some(pending) = stats.store_batches_pending {
+        out.gauge("culex_store_batches_pending", "Store batches not yet durable (persistence).", pending);
+    }
+    out.counter("culex_sockets_opened_total", "MQTT connections accepted.", counts.sockets_accepted);
+    out.counter("culex_connects_total", "CONNECT packets received.", counts.connects);
+    out.counter("culex_packets_received_total", "MQTT packets received, of every type.", counts.packets_received);
+    out.counter("culex_packets_sent_total", "MQTT packets sent, of every type.", counts.packets_sent);
+    out.counter("culex_received_bytes_total", "MQTT bytes received.", counts.bytes_received);
+    out.counter("culex_sent_bytes_total", "MQTT bytes sent.", counts.bytes_sent);
+    out.counters(
+        "culex_publish_received_total",
+        "PUBLISH packets received, by QoS.",
+        &by_qos(&counts.publish_received),
+    );
+    out.counters(
+        "culex_publish_received_bytes_total",
+        "Payload bytes of the PUBLISH packets received, by QoS.",
+        &by_qos(&counts.publish_received_bytes),
+    );
+    out.counters(
+        "culex_publish_sent_total",
+        "PUBLISH packets sent, resends included, by QoS.",
+        &by_qos(&counts.publish_sent),
+    );
+    out.counters(
+        "culex_publish_sent_bytes_total",
+        "Payload bytes of the PUBLISH packets sent, by QoS.",
+        &by_qos(&counts.publish_sent_bytes),
+    );
+    let dropped = &counts.dropped;
     out.counters(
         "culex_publish_dropped_total",
-        "Message copies not delivered, by cause.",
-        &[(&[("reason", "queue_full")], &stats.messages_dropped), (&[("reason", "expired")], &stats.messages_expired)],
+        "Messages and copies not delivered, by cause.",
+        &[
+            (&[("reason", "queue_full")], &dropped.queue_full),
+            (&[("reason", "slow_reader")], &dropped.slow_reader),
+            (&[("reason", "expired")], &dropped.expired),
+            (&[("reason", "too_large")], &dropped.too_large),
+            (&[("reason", "out_of_memory")], &dropped.out_of_memory),
+        ],
+    );
+    out.counter(
+        "culex_sessions_expired_total",
+        "Offline sessions removed by persistent_client_expiration.",
+        counts.sessions_expired,
+    );
+    out.counters(
+        "culex_auth_failures_total",
+        "CONNECTs refused for their credentials, by reason.",
+        &[
+            (&[("reason", "bad_credentials")], &counts.auth_bad_credentials),
+            (&[("reason", "not_authorized")], &counts.auth_not_authorised),
+        ],
+    );
+    out.counters(
+        "culex_acl_denied_total",
+        "Requests the access policy refused, by action.",
+        &[
+            (&[("action", "publish")], &counts.acl_denied_publish),
+            (&[("action", "subscribe")], &counts.acl_denied_subscribe),
+        ],
+    );
+    out.counter(
+        "culex_keepalive_timeouts_total",
+        "Connections closed for silence past 1.5 keepalives.",
+        counts.keepalive_timeouts,
     );
     if let Some(presence) = presence {
         out.gauge("culex_presence_up", "1 while the Redis presence link is up.", u8::from(presence.connected));
-        out.gauge("culex_presence_pending", "Presence writes waiting for Redis.", presence.pending);
+        out.gauge("culex_presence_pending", "Client presence changes not yet written to Redis.", presence.pending);
+        out.counter("culex_presence_failed_writes_total", "Presence writes to Redis that failed.", presence.failed);
     }
     out.finish()
 }
@@ -141,7 +224,7 @@ mod tests {
 
     #[test]
     fn every_family_once() {
-        let text = render(&Stats::default(), 0, 5, Some(PresenceFigures { connected: true, pending: 2 }));
+        let text = render(&Stats::default(), 5, Some(PresenceFigures { connected: true, pending: 2, failed: 1 }));
         let mut names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
         let count = names.len();
         names.dedup();

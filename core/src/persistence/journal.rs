@@ -190,6 +190,11 @@ impl Journal {
         if self.ops.is_empty() { self.next_batch - 1 } else { self.next_batch }
     }
 
+    /// Batches taken and not yet reported durable.
+    pub(crate) fn unconfirmed(&self) -> u64 {
+        (self.next_batch - 1).saturating_sub(self.durable)
+    }
+
     /// Whether batch `seq` is durable.
     pub(crate) fn is_durable(&self, seq: u64) -> bool {
         seq <= self.durable

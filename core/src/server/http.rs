@@ -16,6 +16,7 @@ use crate::http_api::response::{HTML, JSON, PROMETHEUS, Response, Status, TEXT};
 use crate::http_api::{Endpoint, STATUS_PAGE, is_local};
 use crate::peer::Peer;
 use crate::policy::{AuthDecision, ClientInfo, Refusal};
+use crate::sys;
 use crate::time::Now;
 use crate::topic::TopicName;
 use crate::types::{ClientId, ConnId};
@@ -149,7 +150,7 @@ impl<O: Outbox> Server<O> {
         match endpoint {
             Endpoint::Page => Response::ok(HTML, STATUS_PAGE)
                 .with("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"),
-            Endpoint::Version => Response::ok(TEXT, version()),
+            Endpoint::Version => Response::ok(TEXT, sys::VERSION),
             Endpoint::Systree => {
                 let figures: Map<String, Value> =
                     self.systree(now).into_iter().map(|(topic, value)| (topic, Value::from(value))).collect();
@@ -208,12 +209,12 @@ impl<O: Outbox> Server<O> {
     }
 
     fn metrics(&self, now: Now) -> String {
-        let stats = self.broker.stats();
-        let connected = self.broker.connected_clients().count();
-        let uptime = self.uptime(now);
-        let presence =
-            self.presence.as_ref().map(|p| PresenceFigures { connected: p.is_connected(), pending: p.pending() });
-        metrics::render(&stats, connected, uptime, presence)
+        let presence = self.presence.as_ref().map(|p| PresenceFigures {
+            connected: p.is_connected(),
+            pending: p.pending_changes(),
+            failed: p.failed_writes(),
+        });
+        metrics::render(&self.broker.stats(), sys::uptime(now.instant), presence)
     }
 
     /// Writes `response` to `conn` and closes it.
@@ -254,25 +255,4 @@ fn unauthorised(reason: &str) -> Response {
 
 fn remote(peer: &Peer) -> String {
     peer.remote.as_ref().map_or_else(|| "an unknown address".to_owned(), ToString::to_string)
-}
-
-/// As `$SYS/broker/version` says it.
-pub(crate) fn version() -> String {
-    format!("culex version {}", env!("CARGO_PKG_VERSION"))
-}
-
-// Interim: replaced by the `$SYS` figures' own list.
-impl<O: Outbox> Server<O> {
-    fn systree(&self, _now: Now) -> Vec<(String, u64)> {
-        let stats = self.broker.stats();
-        vec![
-            ("$SYS/broker/clients/total".to_owned(), stats.sessions as u64),
-            ("$SYS/broker/publish/messages/received".to_owned(), stats.messages_received),
-            ("$SYS/broker/publish/messages/sent".to_owned(), stats.messages_sent),
-        ]
-    }
-
-    fn uptime(&self, _now: Now) -> u64 {
-        0
-    }
 }
