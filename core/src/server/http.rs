@@ -4,6 +4,7 @@
 //! against the ACL, and the answer written through the connection's
 //! outbox, which then closes.
 
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tracing::{debug, info};
 
@@ -38,13 +39,12 @@ impl<O: Outbox> Server<O> {
     /// Bytes read from an HTTP connection.
     pub(super) fn http_received(&mut self, now: Now, conn: ConnId, data: &[u8]) {
         match self.http.feed(conn, data) {
-            None => {}
             Some((peer, Read::Done(request))) => self.http_admit(now, conn, &peer, request),
             Some((_, Read::Failed(status, reason))) => {
                 debug!(conn = %conn, "HTTP request refused: {reason}");
                 self.http_answer(conn, Response::error(status, reason));
             }
-            Some((_, Read::More)) => {}
+            None | Some((_, Read::More)) => {}
         }
     }
 
@@ -85,7 +85,8 @@ impl<O: Outbox> Server<O> {
         };
         let client = ClientId::new("");
         let info = ClientInfo { client_id: &client, username: Some(&credentials.username), listener: peer.listener };
-        match policy.authenticate(info, Some(&credentials.password.as_bytes().to_vec().into())) {
+        let password = Bytes::copy_from_slice(credentials.password.as_bytes());
+        match policy.authenticate(info, Some(&password)) {
             AuthDecision::Allow => self.http_authorised(now, conn, peer, &request),
             AuthDecision::Refuse(_) => self.http_refuse_credentials(conn, peer, &request),
             AuthDecision::Defer => {
