@@ -11,12 +11,16 @@
 //!   binaries, Mosquitto, ...) and waits in real time.
 //!
 //! [`report`] turns results into the Markdown table of `spec/`.
+//!
+//! [`model`] is a reference model of a 3.1.1 broker's observable
+//! behaviour (see `spec/MODEL.md`).
 #![warn(missing_docs)]
 
 use std::fmt;
 
 pub mod core_target;
 mod matching;
+pub mod model;
 mod process;
 pub mod report;
 mod runner;
