@@ -7,7 +7,8 @@
 //! from. It shares no code with `culex-core`. Each operation (a client
 //! connects, subscribes, publishes, acknowledges, disconnects or drops)
 //! returns the packets each connection must observe because of it, in
-//! order ([`Seen`]), to compare with what the core's simulation gives.
+//! order ([`Seen`]); [`differential`](crate::differential) runs the same
+//! operations through the core's simulation and compares.
 //!
 //! Where the standard allows several outcomes, the model keeps to the one
 //! Culex documents (its crate docs: Mosquitto's choices), and says so in a
