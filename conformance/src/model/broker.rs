@@ -448,3 +448,65 @@ impl Model {
         std::mem::take(&mut self.seen)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Endpoint, Key, Model, Seen, Will};
+
+    fn at(client: &str, generation: u32, seen: Seen) -> (Endpoint, Seen) {
+        (Endpoint { client: client.to_owned(), generation }, seen)
+    }
+
+    fn copy(topic: &str, payload: &str, qos: u8, retain: bool, dup: bool) -> Seen {
+        Seen::Publish { key: Key { topic: topic.to_owned(), payload: payload.into(), qos, retain }, dup }
+    }
+
+    fn will(topic: &str, payload: &str, qos: u8) -> Option<Will> {
+        Some(Will { topic: topic.to_owned(), payload: payload.into(), qos, retain: false })
+    }
+
+    #[test]
+    fn a_takeover_closes_the_old_connection_and_publishes_its_will() {
+        let mut model = Model::new(2);
+        model.connect("s", true, None);
+        model.subscribe("s", "w/#", 1);
+        model.connect("a", true, will("w/a", "gone", 1));
+        assert_eq!(
+            model.connect("a", true, None),
+            vec![
+                at("a", 0, Seen::Closed),
+                at("s", 0, copy("w/a", "gone", 1, false, false)),
+                at("a", 1, Seen::ConnAck { session_present: false }),
+            ]
+        );
+    }
+
+    #[test]
+    fn disconnect_discards_the_will_and_a_drop_publishes_it() {
+        let mut model = Model::new(2);
+        model.connect("s", true, None);
+        model.subscribe("s", "#", 0);
+        model.connect("a", true, will("w", "1", 0));
+        assert_eq!(model.disconnect("a"), vec![at("a", 0, Seen::Closed)]);
+        model.connect("a", true, will("w", "2", 0));
+        assert_eq!(model.drop_connection("a"), vec![at("s", 0, copy("w", "2", 0, false, false))]);
+    }
+
+    #[test]
+    fn a_stored_session_keeps_qos_1_copies_and_resends_the_unacknowledged_one() {
+        let mut model = Model::new(1);
+        model.connect("s", false, None);
+        model.subscribe("s", "t", 2);
+        model.connect("p", true, None);
+        model.publish("p", "t", b"1", 1, false);
+        model.drop_connection("s");
+        model.publish("p", "t", b"2", 0, false);
+        model.publish("p", "t", b"3", 1, false);
+        assert_eq!(
+            model.connect("s", false, None),
+            vec![at("s", 1, Seen::ConnAck { session_present: true }), at("s", 1, copy("t", "1", 1, false, true)),]
+        );
+        let first = Key { topic: "t".into(), payload: b"1".to_vec(), qos: 1, retain: false };
+        assert_eq!(model.ack("s", &first, super::AckKind::PubAck), vec![at("s", 1, copy("t", "3", 1, false, false))]);
+    }
+}
