@@ -188,8 +188,8 @@ struct ClientEnd {
 struct ClientState {
     /// Copies received with a packet id, by id.
     copies: BTreeMap<PacketId, Key>,
-    /// Its QoS 2 messages sent and not released: id, topic, payload.
-    unreleased: Vec<(PacketId, String, Vec<u8>)>,
+    /// Its QoS 2 messages sent and not released, oldest first.
+    unreleased: Vec<PacketId>,
     /// The last packet id it used (ids are never reused in a run).
     last_id: u16,
 }
@@ -319,9 +319,10 @@ impl Differential {
                     payload: Bytes::from(payload.clone()),
                 };
                 self.sim.send(conn, &Packet::Publish(publish));
-                let mut seen = self.model.publish(CLIENTS[c], topic, &payload, q, retain);
+                let id = packet_id.map_or(0, PacketId::get);
+                let mut seen = self.model.publish(CLIENTS[c], id, topic, &payload, q, retain);
                 if let (2, Some(id)) = (q, packet_id) {
-                    self.clients[c].unreleased.push((id, topic.to_owned(), payload));
+                    self.clients[c].unreleased.push(id);
                     if release {
                         seen.extend(self.release(c, conn));
                     }
@@ -395,9 +396,9 @@ impl Differential {
         if self.clients[c].unreleased.is_empty() {
             return Vec::new();
         }
-        let (id, topic, payload) = self.clients[c].unreleased.remove(0);
+        let id = self.clients[c].unreleased.remove(0);
         self.sim.send(conn, &Packet::PubRel(id));
-        self.model.release(CLIENTS[c], &topic, &payload)
+        self.model.release(CLIENTS[c], id.get())
     }
 
     /// What each connection received since the last call, as [`Seen`]s;

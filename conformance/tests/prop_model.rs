@@ -103,3 +103,23 @@ fn a_retained_copy_goes_at_the_lower_qos_until_deleted() {
     ];
     assert_eq!(run(&ops), Ok(()));
 }
+
+/// A QoS 2 message not released when its clean session is taken over by a
+/// connection keeping a session: the new session does not hold it
+/// ([MQTT-3.1.2-6]), so its PUBREL gets PUBCOMP and routes nothing, even
+/// while a message with the same topic and (empty) payload waits under
+/// another id ([MQTT-4.3.3-2]).
+#[test]
+fn a_pubrel_for_a_message_of_a_discarded_session_routes_nothing() {
+    let ops = [
+        Op::Connect { client: 0, clean: true, will: None },
+        Op::Connect { client: 1, clean: true, will: None },
+        Op::Publish { client: 1, topic: 1, qos: 2, retain: true, empty: false, release: false },
+        Op::Subscribe { client: 0, filter: 5, qos: 1 },
+        Op::Publish { client: 1, topic: 1, qos: 2, retain: false, empty: true, release: true },
+        Op::Connect { client: 1, clean: false, will: Some((2, 1, true)) },
+        Op::Publish { client: 1, topic: 1, qos: 2, retain: true, empty: true, release: true },
+        Op::Release { client: 1 },
+    ];
+    assert_eq!(run(&ops), Ok(()));
+}

@@ -117,8 +117,9 @@ struct Session {
     inflight: Vec<Copy>,
     /// QoS 1 and 2 copies waiting for room in the window, in order.
     queue: VecDeque<Key>,
-    /// The client's own QoS 2 messages: PUBREC sent, PUBREL awaited.
-    unreleased: Vec<(Message, bool)>,
+    /// The client's own QoS 2 messages by packet id: PUBREC sent, PUBREL
+    /// awaited.
+    unreleased: BTreeMap<u16, (Message, bool)>,
 }
 
 #[derive(Debug)]
@@ -237,10 +238,12 @@ impl Model {
     }
 
     /// `client` publishes a message. For QoS 2 the message waits for
-    /// [`release`](Self::release).
+    /// [`release`](Self::release) under its packet id `id` (the only
+    /// packet id the model knows: the client chose it).
     pub fn publish(
         &mut self,
         client: &str,
+        id: u16,
         topic: &str,
         payload: &[u8],
         qos: u8,
@@ -258,7 +261,7 @@ impl Model {
                 // [MQTT-4.3.3-2]: PUBREC for the PUBLISH; choice: the
                 // message is routed on PUBREL, so it waits in the session.
                 if let Some(session) = self.sessions.get_mut(client) {
-                    session.unreleased.push((message, retain));
+                    session.unreleased.insert(id, (message, retain));
                 }
                 self.observe(client, Seen::PubRec);
             }
@@ -266,15 +269,12 @@ impl Model {
         self.take()
     }
 
-    /// `client` sends PUBREL for its QoS 2 message on `topic` with
-    /// `payload` (perhaps on a later connection, [MQTT-4.4.0-1]): the
-    /// message is routed once ([MQTT-4.3.3-2]), then PUBCOMP is sent, also
-    /// for a message the session no longer holds (a clean session ended).
-    pub fn release(&mut self, client: &str, topic: &str, payload: &[u8]) -> Vec<(Endpoint, Seen)> {
-        let held = self.sessions.get_mut(client).and_then(|session| {
-            let at = session.unreleased.iter().position(|(m, _)| m.topic == topic && m.payload == payload)?;
-            Some(session.unreleased.remove(at))
-        });
+    /// `client` sends PUBREL for its QoS 2 message `id` (perhaps on a
+    /// later connection, [MQTT-4.4.0-1]): the message is routed once
+    /// ([MQTT-4.3.3-2]), then PUBCOMP is sent, also for a message the
+    /// session no longer holds (a clean session ended).
+    pub fn release(&mut self, client: &str, id: u16) -> Vec<(Endpoint, Seen)> {
+        let held = self.sessions.get_mut(client).and_then(|session| session.unreleased.remove(&id));
         if let Some((message, retain)) = held {
             self.route(message, retain);
         }
@@ -498,10 +498,10 @@ mod tests {
         model.connect("s", false, None);
         model.subscribe("s", "t", 2);
         model.connect("p", true, None);
-        model.publish("p", "t", b"1", 1, false);
+        model.publish("p", 1, "t", b"1", 1, false);
         model.drop_connection("s");
-        model.publish("p", "t", b"2", 0, false);
-        model.publish("p", "t", b"3", 1, false);
+        model.publish("p", 0, "t", b"2", 0, false);
+        model.publish("p", 2, "t", b"3", 1, false);
         assert_eq!(
             model.connect("s", false, None),
             vec![at("s", 1, Seen::ConnAck { session_present: true }), at("s", 1, copy("t", "1", 1, false, true)),]
