@@ -22,7 +22,7 @@ use culex_core::codec::{LastWill, Packet, Publish, Subscribe, SubscribeReturnCod
 use culex_core::sim::{ClientOptions, Simulation};
 use culex_core::{Config, ConnId, PacketId, QoS, TopicFilter, TopicName};
 
-use crate::model::{AckKind, Endpoint, Key, Model, Seen, Will};
+use crate::model::{AckKind, Choices, Endpoint, Key, Model, Seen, Will};
 
 /// The client ids.
 pub const CLIENTS: [&str; 3] = ["a", "b", "c"];
@@ -216,13 +216,19 @@ impl Default for Differential {
 }
 
 impl Differential {
-    /// A fresh broker ([`config`]) and a fresh model.
+    /// A fresh broker ([`config`]) and a fresh model making Culex's
+    /// choices.
     pub fn new() -> Self {
+        Self::with_choices(Choices::CULEX)
+    }
+
+    /// A fresh broker and a fresh model making `choices`.
+    pub fn with_choices(choices: Choices) -> Self {
         let mut sim = Simulation::new(config());
         sim.record();
         Self {
             sim,
-            model: Model::new(usize::from(WINDOW)),
+            model: Model::new(usize::from(WINDOW), choices),
             current: [None; 3],
             ends: BTreeMap::new(),
             clients: Default::default(),

@@ -2,7 +2,8 @@
 //! three clients, run through both; every observation of the core must be
 //! the one the model gives (see `spec/MODEL.md`).
 
-use culex_conformance::differential::{Op, run};
+use culex_conformance::differential::{Differential, Op, run};
+use culex_conformance::model::{Choices, Overlap, Qos2Routing};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 
 /// Sequences longer than this are cut: long enough for sessions to be
@@ -122,4 +123,31 @@ fn a_pubrel_for_a_message_of_a_discarded_session_routes_nothing() {
         Op::Release { client: 1 },
     ];
     assert_eq!(run(&ops), Ok(()));
+}
+
+/// The comparison tells the brokers the standard allows apart: the core
+/// is not one giving a copy per overlapping subscription, nor one routing
+/// QoS 2 on PUBLISH ([MQTT-3.3.5-1], [MQTT-4.3.3-2]).
+#[test]
+fn the_core_is_not_the_broker_of_the_other_choices() {
+    let disagrees = |choices: Choices, ops: &[Op]| {
+        let mut diff = Differential::with_choices(choices);
+        ops.iter().map(|op| diff.step(op)).any(|r| r.is_err())
+    };
+    let overlapping = [
+        Op::Connect { client: 0, clean: true, will: None },
+        Op::Subscribe { client: 0, filter: 0, qos: 0 },
+        Op::Subscribe { client: 0, filter: 4, qos: 1 },
+        Op::Publish { client: 0, topic: 0, qos: 1, retain: false, empty: false, release: true },
+    ];
+    let per_subscription = Choices { overlap: Overlap::PerSubscription, ..Choices::CULEX };
+    assert!(disagrees(per_subscription, &overlapping));
+    let unreleased = [
+        Op::Connect { client: 0, clean: true, will: None },
+        Op::Subscribe { client: 0, filter: 4, qos: 2 },
+        Op::Publish { client: 0, topic: 0, qos: 2, retain: false, empty: false, release: false },
+    ];
+    let on_publish = Choices { qos2_routing: Qos2Routing::OnPublish, ..Choices::CULEX };
+    assert!(disagrees(on_publish, &unreleased));
+    assert!(!disagrees(Choices::CULEX, &overlapping) && !disagrees(Choices::CULEX, &unreleased));
 }

@@ -118,8 +118,8 @@ struct Session {
     /// QoS 1 and 2 copies waiting for room in the window, in order.
     queue: VecDeque<Key>,
     /// The client's own QoS 2 messages by packet id: PUBREC sent, PUBREL
-    /// awaited.
-    unreleased: BTreeMap<u16, (Message, bool)>,
+    /// awaited; the message itself while not routed yet.
+    unreleased: BTreeMap<u16, Option<(Message, bool)>>,
 }
 
 #[derive(Debug)]
@@ -128,11 +128,51 @@ struct Connection {
     will: Option<Will>,
 }
 
+/// How a broker may deliver a message matching several subscriptions of
+/// one session ([MQTT-3.3.5-1]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// One copy, at the highest QoS of the matching subscriptions.
+    HighestQos,
+    /// One copy per matching subscription, each at its own QoS (in filter
+    /// order).
+    PerSubscription,
+}
+
+/// When a broker may route an incoming QoS 2 message ([MQTT-4.3.3-2]:
+/// either method of figure 4.3 is allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos2Routing {
+    /// When its PUBLISH arrives (the id then only guards against a
+    /// duplicate until PUBREL).
+    OnPublish,
+    /// When its PUBREL arrives.
+    OnPubRel,
+}
+
+/// The outcomes the standard leaves open, as settings: the brokers the
+/// standard allows (on these points) are the models over every
+/// `Choices`; [`Choices::CULEX`] is the one the core documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choices {
+    /// Overlapping subscriptions.
+    pub overlap: Overlap,
+    /// Incoming QoS 2 messages.
+    pub qos2_routing: Qos2Routing,
+}
+
+impl Choices {
+    /// Culex's (and Mosquitto's): one copy at the highest QoS, QoS 2
+    /// routed on PUBREL.
+    pub const CULEX: Self = Self { overlap: Overlap::HighestQos, qos2_routing: Qos2Routing::OnPubRel };
+}
+
 /// The model broker. See the [module docs](super).
 #[derive(Debug)]
 pub struct Model {
     /// The in-flight window (`max_inflight_messages`).
     window: usize,
+    choices: Choices,
     sessions: BTreeMap<String, Session>,
     connections: BTreeMap<String, Connection>,
     /// Connections each client id has had.
@@ -143,10 +183,11 @@ pub struct Model {
 
 impl Model {
     /// An empty broker whose sessions have `window` copies in flight at
-    /// most.
-    pub fn new(window: usize) -> Self {
+    /// most, deciding as `choices` say where the standard leaves it open.
+    pub fn new(window: usize, choices: Choices) -> Self {
         Self {
             window: window.max(1),
+            choices,
             sessions: BTreeMap::new(),
             connections: BTreeMap::new(),
             generations: BTreeMap::new(),
@@ -258,10 +299,18 @@ impl Model {
                 self.observe(client, Seen::PubAck);
             }
             _ => {
-                // [MQTT-4.3.3-2]: PUBREC for the PUBLISH; choice: the
-                // message is routed on PUBREL, so it waits in the session.
+                // [MQTT-4.3.3-2]: PUBREC for the PUBLISH; the message is
+                // routed now or on PUBREL, as the choice says; its id is
+                // held until PUBREL either way.
+                let waiting = match self.choices.qos2_routing {
+                    Qos2Routing::OnPublish => {
+                        self.route(message, retain);
+                        None
+                    }
+                    Qos2Routing::OnPubRel => Some((message, retain)),
+                };
                 if let Some(session) = self.sessions.get_mut(client) {
-                    session.unreleased.insert(id, (message, retain));
+                    session.unreleased.insert(id, waiting);
                 }
                 self.observe(client, Seen::PubRec);
             }
@@ -274,7 +323,7 @@ impl Model {
     /// ([MQTT-4.3.3-2]), then PUBCOMP is sent, also for a message the
     /// session no longer holds (a clean session ended).
     pub fn release(&mut self, client: &str, id: u16) -> Vec<(Endpoint, Seen)> {
-        let held = self.sessions.get_mut(client).and_then(|session| session.unreleased.remove(&id));
+        let held = self.sessions.get_mut(client).and_then(|session| session.unreleased.remove(&id)).flatten();
         if let Some((message, retain)) = held {
             self.route(message, retain);
         }
@@ -372,18 +421,22 @@ impl Model {
         // [MQTT-3.3.1-12]: RETAIN 0 leaves the retained messages alone.
         let clients: Vec<String> = self.sessions.keys().cloned().collect();
         for client in clients {
-            // [MQTT-3.3.5-1]: one copy at the highest QoS of the matching
-            // subscriptions (choice), lowered to the message's
-            // ([MQTT-3.8.4-6]).
-            let granted = self.sessions[&client]
+            let matching: Vec<u8> = self.sessions[&client]
                 .subscriptions
                 .iter()
-                .filter(|(f, _)| matches(f, &message.topic))
-                .map(|(_, q)| *q)
-                .max();
-            if let Some(granted) = granted {
-                // [MQTT-3.3.1-9]: RETAIN 0 on copies for existing
-                // subscriptions.
+                .filter(|(filter, _)| matches(filter, &message.topic))
+                .map(|(_, qos)| *qos)
+                .collect();
+            // [MQTT-3.3.5-1]: one copy at the highest QoS, or one per
+            // subscription, as the choice says.
+            let granted: Vec<u8> = match self.choices.overlap {
+                Overlap::HighestQos => matching.into_iter().max().into_iter().collect(),
+                Overlap::PerSubscription => matching,
+            };
+            for granted in granted {
+                // [MQTT-3.8.4-6]: at the lower of the message's QoS and the
+                // granted one; [MQTT-3.3.1-9]: RETAIN 0 on copies for
+                // existing subscriptions.
                 let key = Key {
                     topic: message.topic.clone(),
                     payload: message.payload.clone(),
@@ -451,7 +504,7 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use super::{Endpoint, Key, Model, Seen, Will};
+    use super::{Choices, Endpoint, Key, Model, Overlap, Qos2Routing, Seen, Will};
 
     fn at(client: &str, generation: u32, seen: Seen) -> (Endpoint, Seen) {
         (Endpoint { client: client.to_owned(), generation }, seen)
@@ -467,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_takeover_closes_the_old_connection_and_publishes_its_will() {
-        let mut model = Model::new(2);
+        let mut model = Model::new(2, Choices::CULEX);
         model.connect("s", true, None);
         model.subscribe("s", "w/#", 1);
         model.connect("a", true, will("w/a", "gone", 1));
@@ -483,7 +536,7 @@ mod tests {
 
     #[test]
     fn disconnect_discards_the_will_and_a_drop_publishes_it() {
-        let mut model = Model::new(2);
+        let mut model = Model::new(2, Choices::CULEX);
         model.connect("s", true, None);
         model.subscribe("s", "#", 0);
         model.connect("a", true, will("w", "1", 0));
@@ -494,7 +547,7 @@ mod tests {
 
     #[test]
     fn a_stored_session_keeps_qos_1_copies_and_resends_the_unacknowledged_one() {
-        let mut model = Model::new(1);
+        let mut model = Model::new(1, Choices::CULEX);
         model.connect("s", false, None);
         model.subscribe("s", "t", 2);
         model.connect("p", true, None);
@@ -508,5 +561,24 @@ mod tests {
         );
         let first = Key { topic: "t".into(), payload: b"1".to_vec(), qos: 1, retain: false };
         assert_eq!(model.ack("s", &first, super::AckKind::PubAck), vec![at("s", 1, copy("t", "3", 1, false, false))]);
+    }
+
+    #[test]
+    fn the_other_choices_give_a_copy_per_subscription_and_route_qos_2_on_publish() {
+        let choices = Choices { overlap: Overlap::PerSubscription, qos2_routing: Qos2Routing::OnPublish };
+        let mut model = Model::new(2, choices);
+        model.connect("s", true, None);
+        model.subscribe("s", "t", 0);
+        model.subscribe("s", "#", 2);
+        model.connect("p", true, None);
+        assert_eq!(
+            model.publish("p", 1, "t", b"1", 2, false),
+            vec![
+                at("s", 0, copy("t", "1", 2, false, false)),
+                at("s", 0, copy("t", "1", 0, false, false)),
+                at("p", 0, Seen::PubRec),
+            ]
+        );
+        assert_eq!(model.release("p", 1), vec![at("p", 0, Seen::PubComp)]);
     }
 }

@@ -12,13 +12,15 @@
 //!
 //! Where the standard allows several outcomes, the model keeps to the one
 //! Culex documents (its crate docs: Mosquitto's choices), and says so in a
-//! rule marked *Choice*:
+//! rule marked *Choice*. Two of them are settings ([`Choices`]), so the
+//! model can also play the other brokers the standard allows;
+//! [`Choices::CULEX`] is what the core is compared with:
 //! - overlapping subscriptions give one copy at the highest QoS
-//!   ([MQTT-3.3.5-1] allows one per subscription too);
+//!   ([MQTT-3.3.5-1] allows one per subscription too, [`Overlap`]);
 //! - SUBACK comes before the retained messages it brings, which come in
 //!   topic-name order ([MQTT-3.8.4-4] and [MQTT-3.3.1-6] fix neither);
 //! - an incoming QoS 2 message is routed on PUBREL ([MQTT-4.3.3-2] allows
-//!   routing on PUBLISH);
+//!   routing on PUBLISH, [`Qos2Routing`]);
 //! - QoS 0 copies go out at once to a connected subscriber, past the
 //!   queue of QoS 1 and 2 copies waiting for the in-flight window
 //!   ([MQTT-4.6.0-6] orders copies of the same QoS only), and are not
@@ -40,5 +42,5 @@
 mod broker;
 mod topic;
 
-pub use broker::{AckKind, Endpoint, Key, Model, Seen, Will};
+pub use broker::{AckKind, Choices, Endpoint, Key, Model, Overlap, Qos2Routing, Seen, Will};
 pub use topic::matches;
