@@ -11,12 +11,18 @@
 //!   binaries, Mosquitto, ...) and waits in real time.
 //!
 //! [`report`] turns results into the Markdown table of `spec/`.
+//!
+//! [`model`] is a reference model of a 3.1.1 broker's observable
+//! behaviour, and [`differential`] runs operation sequences through the
+//! core and the model side by side (see `spec/MODEL.md`).
 #![warn(missing_docs)]
 
 use std::fmt;
 
 pub mod core_target;
+pub mod differential;
 mod matching;
+pub mod model;
 mod process;
 pub mod report;
 mod runner;
