@@ -28,7 +28,7 @@
 //!   restarted without persistence, flushed, or failed over) makes the
 //!   broker assert everyone online again, without anyone reconnecting.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -98,7 +98,7 @@ impl PresenceKeys {
 }
 
 /// One Redis call of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PresenceCommand {
     /// `EXISTS` this broker's index: alone in its batch, answered with
     /// [`PresenceSync::handle_verified`].
@@ -112,7 +112,7 @@ pub enum PresenceCommand {
 }
 
 /// Back-off and batching settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PresenceSettings {
     /// Most commands in one pipeline.
     pub max_batch: usize,
@@ -135,7 +135,7 @@ impl Default for PresenceSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Link {
     /// No connection; try again at this instant.
     Down { retry_at: Instant },
@@ -146,12 +146,15 @@ enum Link {
 }
 
 /// The presence store's state machine. See the module docs.
-#[derive(Debug)]
+///
+/// It is `Clone + Eq + Hash` (ordered maps only) so that a model checker
+/// can keep whole brokers' worth of it in its states.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PresenceSync {
     settings: PresenceSettings,
     online: BTreeSet<ClientId>,
     /// Latest unconfirmed state per client, in order of first change.
-    unconfirmed: HashMap<ClientId, bool>,
+    unconfirmed: BTreeMap<ClientId, bool>,
     order: VecDeque<ClientId>,
     in_flight: Option<Vec<PresenceCommand>>,
     link: Link,
@@ -169,7 +172,7 @@ impl PresenceSync {
         Self {
             settings,
             online: BTreeSet::new(),
-            unconfirmed: HashMap::new(),
+            unconfirmed: BTreeMap::new(),
             order: VecDeque::new(),
             in_flight: None,
             link: Link::Down { retry_at: Instant::ZERO },

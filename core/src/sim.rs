@@ -228,6 +228,32 @@ impl Simulation {
         }
     }
 
+    /// Commits the oldest batch handed over, alone, and tells the broker:
+    /// the store durable up to that batch. Whether there was one.
+    pub fn commit_one(&mut self) -> bool {
+        let Some(batch) = self.disk.pending.pop_front() else { return false };
+        self.disk.durable.apply_batch(&batch);
+        self.note(format_args!("store: durable up to batch {}", batch.seq));
+        self.broker.handle_input(self.now, Input::Stored { seq: batch.seq });
+        self.drain();
+        true
+    }
+
+    /// Batches handed over and not committed yet.
+    pub fn pending_batches(&self) -> usize {
+        self.disk.pending.len()
+    }
+
+    /// The store commits every batch handed over, then the process dies
+    /// before the broker hears of it (nothing those batches held back
+    /// leaves), and starts again as in
+    /// [`crash_and_restart`](Self::crash_and_restart).
+    pub fn crash_after_commit(&mut self) {
+        self.commit_pending();
+        self.note(format_args!("store: durable; broker crashes before it hears"));
+        self.start_again();
+    }
+
     /// Applies the pending batches to the disk; the last one's number.
     fn commit_pending(&mut self) -> Option<u64> {
         let seq = self.disk.pending.back()?.seq;

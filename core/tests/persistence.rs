@@ -497,3 +497,43 @@ fn a_release_keeps_the_body_its_routing_stored() {
     assert_eq!(copies.len(), 1, "the watcher's offline session holds the message");
     assert!(copies.iter().all(|c| stored.messages.contains_key(&c.message)), "a copy without its body");
 }
+
+/// Found by the model check of `model-check/`: PUBREL to a persistent
+/// subscriber went out before its PUBREC was on disk. The subscriber
+/// completed the message and forgot its id; after a crash the broker,
+/// back at "PUBLISH sent", sent it again, which the subscriber took for
+/// a new message.
+#[test]
+fn pubrel_waits_until_the_release_is_stored() {
+    let mut sim = Simulation::new(config());
+    sim.manual_commits(true);
+    let options = || ClientOptions::new("sub").clean_session(false).auto_ack(false);
+    let sub = sim.connect(options());
+    sim.subscribe(sub, "t", QoS::ExactlyOnce);
+    let publ = sim.connect(ClientOptions::new("pub"));
+    sim.publish(publ, "t", b"once", QoS::ExactlyOnce, false);
+    while sim.commit_one() {}
+    let got = sim.take_received(sub);
+    let Some(pid) = got.iter().find_map(|p| match p {
+        Packet::Publish(p) => p.packet_id,
+        _ => None,
+    }) else {
+        panic!("no PUBLISH: {got:?}")
+    };
+    sim.send(sub, &Packet::PubRec(pid));
+    assert!(
+        !sim.take_received(sub).iter().any(|p| matches!(p, Packet::PubRel(_))),
+        "PUBREL before the released state was stored"
+    );
+    sim.commit_one();
+    assert!(sim.take_received(sub).iter().any(|p| matches!(p, Packet::PubRel(_))));
+    // The subscriber completes and forgets the id; the broker crashes
+    // before the PUBCOMP is stored: PUBREL again, never the PUBLISH.
+    sim.send(sub, &Packet::PubComp(pid));
+    sim.crash_and_restart();
+    let sub = sim.connect(options());
+    while sim.commit_one() {}
+    let again = sim.take_received(sub);
+    assert!(!again.iter().any(|p| matches!(p, Packet::Publish(_))), "delivered again: {again:?}");
+    assert!(again.iter().any(|p| matches!(p, Packet::PubRel(_))), "{again:?}");
+}

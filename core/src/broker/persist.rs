@@ -103,9 +103,13 @@ impl Broker {
         let op = StoreOp::Copy { client, seq: out.seq, copy };
         // A new copy is what its publisher's acknowledgement promises; a
         // QoS 2 copy's packet id, given when it is sent, is what its
-        // receiver will hold (see `send_new`). Any other move of a copy
-        // promises nothing: one queued with its id is sent under it.
-        if fresh || (new_id && out.qos == QoS::ExactlyOnce && matches!(state, CopyState::Sent(_))) {
+        // receiver will hold (see `send_new`). PUBREL lets the receiver
+        // forget the id: were the copy restored as unanswered, its PUBLISH
+        // sent again would be a new message there, so PUBREL waits for
+        // the released state. Any other move of a copy promises nothing:
+        // one queued with its id is sent under it.
+        let released = matches!(state, CopyState::Released(_));
+        if fresh || released || (new_id && out.qos == QoS::ExactlyOnce && matches!(state, CopyState::Sent(_))) {
             journal.promise(op);
         } else {
             journal.push(op);

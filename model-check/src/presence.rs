@@ -1,0 +1,469 @@
+//! Presence across brokers sharing one Redis.
+//!
+//! Each broker runs the real [`PresenceSync`], driven as the runtime's
+//! `poll_presence` drives it (`runtime-common/src/driver.rs`): after
+//! every event it is polled for a connection attempt and a batch. Redis
+//! is [`Redis`], whose methods do what the Lua scripts in
+//! `core/src/presence.rs` ([`ONLINE_SCRIPT`], [`OFFLINE_SCRIPT`],
+//! [`CLEAR_STALE_SCRIPT`]) do, line by line, and what
+//! `runtime-common/src/store.rs` does for [`PresenceCommand::Verify`]
+//! (`EXISTS` of the broker's index).
+//!
+//! What it leaves out:
+//! - Time is per broker and jumps to the next deadline
+//!   ([`PresenceSync::poll_timeout`]); the lengths of back-offs and of the
+//!   check interval do not matter, only their order within one broker.
+//!   The periodic check is only waited for when it would fail or find the
+//!   index gone: one that finds it changes nothing but the time of the
+//!   next, and skipping it keeps the state space finite.
+//! - A client's connection is abstracted to "connected at this broker":
+//!   no packets, wills or sessions, only the `MarkOnline`/`MarkOffline`
+//!   the broker emits (a takeover at one broker emits both, in that
+//!   order, `core/src/broker.rs`).
+//! - A client id is live at one broker at a time. Connecting at another
+//!   broker supersedes the old connection, which that broker still
+//!   believes in (a half-open socket) until it ends: the model keeps it
+//!   and requires it to have ended before it calls the system quiet. Two
+//!   devices sharing one id on two brokers at once are not modelled: the
+//!   last writer owns the entry, and the first of them to leave removes
+//!   it (a known limitation, see `spec/MODEL.md`).
+//! - A failed pipeline may have applied any prefix of its commands; a
+//!   crashed broker's batch in flight may likewise be applied in part,
+//!   but only before the broker starts again (Redis reads a dead client's
+//!   socket long before a restarted process reconnects).
+//! - Redis restarting empty drops every connection; a flush empties it
+//!   and leaves the connections up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
+use culex_core::time::Instant;
+use culex_core::types::ClientId;
+use stateright::{Model, Property};
+
+#[cfg(doc)]
+use culex_core::presence::{CLEAR_STALE_SCRIPT, OFFLINE_SCRIPT, ONLINE_SCRIPT};
+
+/// The bounds of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceModel {
+    /// Brokers sharing the hash.
+    pub brokers: u8,
+    /// Distinct client ids.
+    pub clients: u8,
+    /// Broker crashes, Redis restarts and flushes allowed in one run.
+    pub disasters: u8,
+    /// Failed Redis calls allowed in one run.
+    pub failures: u8,
+    /// Whether Redis may be flushed while connections stay up.
+    pub flushes: bool,
+}
+
+/// Redis as the presence scripts see it: the hash, the owner hash, and
+/// one index set per broker (an empty set does not exist, as in Redis).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Redis {
+    /// The `mqtt` hash (every value is `'1'`).
+    pub hash: BTreeSet<ClientId>,
+    /// `<hash>:owner`: which broker set each entry.
+    pub owners: BTreeMap<ClientId, u8>,
+    /// `<hash>:broker:<id>`, by broker.
+    pub index: BTreeMap<u8, BTreeSet<ClientId>>,
+    /// Set when a broker removed an entry that another broker owned.
+    pub foreign_delete: Option<(u8, ClientId)>,
+}
+
+impl Redis {
+    /// `ONLINE_SCRIPT`, with `broker` as `ARGV[2]`.
+    fn online(&mut self, client: &ClientId, broker: u8) {
+        // redis.call('HSET', KEYS[1], ARGV[1], '1')
+        self.hash.insert(client.clone());
+        // redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+        self.owners.insert(client.clone(), broker);
+        // redis.call('SADD', KEYS[3], ARGV[1])
+        self.index.entry(broker).or_default().insert(client.clone());
+    }
+
+    /// `OFFLINE_SCRIPT`.
+    fn offline(&mut self, client: &ClientId, broker: u8) {
+        // redis.call('SREM', KEYS[3], ARGV[1])
+        self.srem(broker, client);
+        // if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+        if self.owners.get(client) == Some(&broker) {
+            // HDEL KEYS[1] ARGV[1]; HDEL KEYS[2] ARGV[1]
+            self.hdel(client, broker);
+        }
+    }
+
+    /// `CLEAR_STALE_SCRIPT`.
+    fn clear_stale(&mut self, broker: u8) {
+        // for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+        let members: Vec<ClientId> = self.index.get(&broker).into_iter().flatten().cloned().collect();
+        for id in members {
+            // if redis.call('HGET', KEYS[2], id) == ARGV[1] then HDEL, HDEL
+            if self.owners.get(&id) == Some(&broker) {
+                self.hdel(&id, broker);
+            }
+        }
+        // redis.call('DEL', KEYS[3])
+        self.index.remove(&broker);
+    }
+
+    /// `EXISTS <hash>:broker:<id>` (`RedisLink::exists`).
+    fn exists_index(&self, broker: u8) -> bool {
+        self.index.get(&broker).is_some_and(|set| !set.is_empty())
+    }
+
+    fn srem(&mut self, broker: u8, client: &ClientId) {
+        if let Some(set) = self.index.get_mut(&broker) {
+            set.remove(client);
+            if set.is_empty() {
+                self.index.remove(&broker);
+            }
+        }
+    }
+
+    /// Both `HDEL`s, watching who owned the entry.
+    fn hdel(&mut self, client: &ClientId, broker: u8) {
+        if self.owners.get(client).is_some_and(|&owner| owner != broker) && self.foreign_delete.is_none() {
+            self.foreign_delete = Some((broker, client.clone()));
+        }
+        self.hash.remove(client);
+        self.owners.remove(client);
+    }
+
+    fn apply(&mut self, command: &PresenceCommand, broker: u8) {
+        match command {
+            PresenceCommand::Verify => {}
+            PresenceCommand::ClearStale => self.clear_stale(broker),
+            PresenceCommand::Online(client) => self.online(client, broker),
+            PresenceCommand::Offline(client) => self.offline(client, broker),
+        }
+    }
+}
+
+/// One broker process and the runtime around its presence store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Broker {
+    /// The real state machine.
+    pub sync: PresenceSync,
+    /// The process's clock, in milliseconds since it started.
+    pub clock: u64,
+    /// Clients whose connection this broker holds (stale ones included).
+    pub connected: BTreeSet<ClientId>,
+    /// A connection attempt is under way.
+    pub connecting: bool,
+    /// The batch handed to the runtime and not answered yet.
+    pub in_flight: Option<Vec<PresenceCommand>>,
+    /// The Redis life its connection was opened in.
+    pub redis_life: u8,
+}
+
+impl Broker {
+    fn new() -> Self {
+        let mut broker = Self {
+            sync: PresenceSync::new(PresenceSettings { max_batch: 2, ..PresenceSettings::default() }),
+            clock: 0,
+            connected: BTreeSet::new(),
+            connecting: false,
+            in_flight: None,
+            redis_life: 0,
+        };
+        broker.poll();
+        broker
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_origin(Duration::from_millis(self.clock))
+    }
+
+    /// The runtime's `poll_presence`: start a connection, hand out a batch.
+    fn poll(&mut self) {
+        let now = self.now();
+        if !self.connecting && self.sync.poll_connect(now) {
+            self.connecting = true;
+        }
+        if self.in_flight.is_none()
+            && let Some(batch) = self.sync.poll_batch(now)
+        {
+            self.in_flight = Some(batch.to_vec());
+        }
+    }
+
+    /// Whether the runtime has nothing to do for it now or later.
+    fn is_settled(&self) -> bool {
+        let mut probe = self.sync.clone();
+        let idle = matches!(probe.poll_batch(self.now()), None | Some([PresenceCommand::Verify]));
+        idle && self.in_flight.is_none() && !self.connecting && self.sync.pending() == 0
+    }
+}
+
+/// The whole system.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct State {
+    /// The brokers, by id.
+    pub brokers: Vec<Broker>,
+    /// Redis.
+    pub redis: Redis,
+    /// How often Redis lost its data (connections older than this fail).
+    pub redis_life: u8,
+    /// The broker each client's latest connection went to, while it lasts.
+    pub current: BTreeMap<ClientId, u8>,
+    /// Crashes, restarts and flushes so far.
+    pub disasters: u8,
+    /// Failed calls so far.
+    pub failures: u8,
+}
+
+/// What can happen next.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// The client connects at the broker (a takeover if it already was
+    /// connected there; it supersedes a connection at another broker).
+    Connect(u8, u8),
+    /// The client's connection at the broker ends (DISCONNECT, a dropped
+    /// socket, or the keep-alive of a superseded one).
+    Disconnect(u8, u8),
+    /// The broker's clock reaches its presence store's next deadline.
+    Wait(u8),
+    /// The connection attempt succeeds.
+    Connected(u8),
+    /// The connection attempt fails.
+    ConnectFailed(u8),
+    /// The batch in flight is applied and answered.
+    BatchDone(u8),
+    /// The batch fails after applying this many of its commands.
+    BatchFailed(u8, usize),
+    /// The broker crashes after this many commands of its batch in
+    /// flight reached Redis, and starts again.
+    Crash(u8, usize),
+    /// Redis restarts empty: every connection breaks.
+    RedisRestart,
+    /// Redis is flushed; connections stay up.
+    Flush,
+}
+
+fn client(n: u8) -> ClientId {
+    ClientId::new(format!("c{n}"))
+}
+
+impl PresenceModel {
+    /// The truth: clients whose latest connection is still open.
+    fn truth(state: &State) -> BTreeSet<ClientId> {
+        state.current.keys().cloned().collect()
+    }
+
+    /// No work left anywhere (nothing to write, send, connect or wait
+    /// for) and no superseded connection left open.
+    pub fn is_quiet(state: &State) -> bool {
+        let stale = state
+            .brokers
+            .iter()
+            .enumerate()
+            .any(|(b, broker)| broker.connected.iter().any(|c| state.current.get(c) != Some(&(b as u8))));
+        !stale && (0..state.brokers.len()).all(|b| state.brokers[b].is_settled() && !Self::may_wait(state, b as u8))
+    }
+
+    /// Whether the broker has a deadline worth reaching: a reconnection,
+    /// or a check that would fail or find its index gone. A check that
+    /// finds the index changes nothing but when the next is due: waiting
+    /// for it is skipped, which keeps the state space finite.
+    fn may_wait(state: &State, b: u8) -> bool {
+        let broker = &state.brokers[b as usize];
+        let check_finds_loss = broker.redis_life != state.redis_life || !state.redis.exists_index(b);
+        broker.sync.poll_timeout().is_some_and(|at| at > broker.now())
+            && (!broker.sync.is_connected() || check_finds_loss)
+    }
+
+    fn can_fail(&self, state: &State) -> bool {
+        state.failures < self.failures
+    }
+}
+
+impl Model for PresenceModel {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        vec![State {
+            brokers: (0..self.brokers).map(|_| Broker::new()).collect(),
+            redis: Redis::default(),
+            redis_life: 0,
+            current: BTreeMap::new(),
+            disasters: 0,
+            failures: 0,
+        }]
+    }
+
+    fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        for (b, broker) in state.brokers.iter().enumerate() {
+            let b = b as u8;
+            for c in 0..self.clients {
+                actions.push(Action::Connect(c, b));
+                if broker.connected.contains(&client(c)) {
+                    actions.push(Action::Disconnect(c, b));
+                }
+            }
+            if Self::may_wait(state, b) {
+                actions.push(Action::Wait(b));
+            }
+            if broker.connecting {
+                actions.push(Action::Connected(b));
+                if self.can_fail(state) {
+                    actions.push(Action::ConnectFailed(b));
+                }
+            }
+            if let Some(batch) = &broker.in_flight {
+                // A connection opened before Redis lost its data is closed.
+                if broker.redis_life == state.redis_life {
+                    actions.push(Action::BatchDone(b));
+                    if self.can_fail(state) {
+                        actions.extend((0..=batch.len()).map(|k| Action::BatchFailed(b, k)));
+                    }
+                } else {
+                    actions.push(Action::BatchFailed(b, 0));
+                }
+            }
+            if state.disasters < self.disasters {
+                let reached = match &broker.in_flight {
+                    Some(batch) if broker.redis_life == state.redis_life => batch.len(),
+                    _ => 0,
+                };
+                actions.extend((0..=reached).map(|k| Action::Crash(b, k)));
+            }
+        }
+        if state.disasters < self.disasters {
+            actions.push(Action::RedisRestart);
+            if self.flushes {
+                actions.push(Action::Flush);
+            }
+        }
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let mut state = last.clone();
+        match action {
+            Action::Connect(c, b) => {
+                let id = client(c);
+                let broker = &mut state.brokers[b as usize];
+                if broker.connected.contains(&id) {
+                    // Takeover: the old connection's MarkOffline first.
+                    broker.sync.handle_change(&id, false);
+                }
+                broker.sync.handle_change(&id, true);
+                broker.connected.insert(id.clone());
+                broker.poll();
+                state.current.insert(id, b);
+            }
+            Action::Disconnect(c, b) => {
+                let id = client(c);
+                let broker = &mut state.brokers[b as usize];
+                broker.connected.remove(&id);
+                broker.sync.handle_change(&id, false);
+                broker.poll();
+                if state.current.get(&id) == Some(&b) {
+                    state.current.remove(&id);
+                }
+            }
+            Action::Wait(b) => {
+                let broker = &mut state.brokers[b as usize];
+                let at = broker.sync.poll_timeout()?;
+                broker.clock = (at - Instant::ZERO).as_millis() as u64;
+                broker.poll();
+            }
+            Action::Connected(b) => {
+                let broker = &mut state.brokers[b as usize];
+                broker.connecting = false;
+                broker.redis_life = state.redis_life;
+                broker.sync.handle_connected(broker.now());
+                broker.poll();
+            }
+            Action::ConnectFailed(b) => {
+                state.failures += 1;
+                let broker = &mut state.brokers[b as usize];
+                broker.connecting = false;
+                broker.sync.handle_failure(broker.now(), "refused");
+                broker.poll();
+            }
+            Action::BatchDone(b) => {
+                let broker = &mut state.brokers[b as usize];
+                let batch = broker.in_flight.take()?;
+                let now = broker.now();
+                if batch == [PresenceCommand::Verify] {
+                    broker.sync.handle_verified(now, state.redis.exists_index(b));
+                } else {
+                    for command in &batch {
+                        state.redis.apply(command, b);
+                    }
+                    broker.sync.handle_batch_done(now);
+                }
+                broker.poll();
+            }
+            Action::BatchFailed(b, applied) => {
+                if broker_is_current(&state, b) {
+                    state.failures += 1;
+                }
+                let broker = &mut state.brokers[b as usize];
+                let batch = broker.in_flight.take()?;
+                for command in batch.iter().take(applied) {
+                    state.redis.apply(command, b);
+                }
+                broker.sync.handle_failure(broker.now(), "reset");
+                broker.poll();
+            }
+            Action::Crash(b, applied) => {
+                state.disasters += 1;
+                if let Some(batch) = &state.brokers[b as usize].in_flight {
+                    for command in batch.iter().take(applied) {
+                        state.redis.apply(command, b);
+                    }
+                }
+                state.current.retain(|_, at| *at != b);
+                state.brokers[b as usize] = Broker::new();
+            }
+            Action::RedisRestart => {
+                state.disasters += 1;
+                state.redis_life += 1;
+                state.redis = Redis { foreign_delete: state.redis.foreign_delete.take(), ..Redis::default() };
+                // A connection attempt under way now reaches the new Redis.
+            }
+            Action::Flush => {
+                state.disasters += 1;
+                state.redis = Redis { foreign_delete: state.redis.foreign_delete.take(), ..Redis::default() };
+            }
+        }
+        Some(state)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("no broker removes an entry another broker owns", |_, state: &State| {
+                state.redis.foreign_delete.is_none()
+            }),
+            Property::always("once quiet, every entry is of a client online", |_, state: &State| {
+                !Self::is_quiet(state) || state.redis.hash.is_subset(&Self::truth(state))
+            }),
+            Property::always("once quiet, every client online has its entry", |_, state: &State| {
+                !Self::is_quiet(state) || Self::truth(state).is_subset(&state.redis.hash)
+            }),
+            Property::sometimes("quiet with clients online", |_, state: &State| {
+                Self::is_quiet(state) && !state.current.is_empty()
+            }),
+        ]
+    }
+
+    fn format_step(&self, last: &State, action: Action) -> Option<String> {
+        let next = self.next_state(last, action)?;
+        let mut out = String::new();
+        let _ = write!(out, "hash {:?} owners {:?} current {:?}", next.redis.hash, next.redis.owners, next.current);
+        Some(out)
+    }
+}
+
+/// Whether the broker's Redis connection belongs to the Redis of now
+/// (a call on an older one fails without counting as an injected fault).
+fn broker_is_current(state: &State, b: u8) -> bool {
+    state.brokers[b as usize].redis_life == state.redis_life
+}
