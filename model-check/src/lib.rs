@@ -1,5 +1,5 @@
 //! Model checks of the two protocols of Culex that span processes, run
-//! with [stateright](https://docs.rs/stateright) on the core's own code:
+//! with stateright on the core's own code:
 //!
 //! - [`presence`]: brokers sharing one Redis hash, each running the real
 //!   [`PresenceSync`](culex_core::presence::PresenceSync), with Redis
