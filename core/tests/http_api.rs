@@ -2,30 +2,32 @@
 //! requests in as bytes, answers out through the outbox, password checks
 //! handed out and answered.
 
-use std::cell::RefCell;
+mod recorder;
+
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use culex_core::auth::FilePolicy;
 use culex_core::auth::acl::AclFile;
 use culex_core::auth::password_file::PasswordFile;
 use culex_core::conf::ListenerProtocol;
-use culex_core::congestion::WriterProgress;
 use culex_core::http_api::REQUEST_TIMEOUT;
 use culex_core::policy::{AccessPolicy, Refusal};
-use culex_core::server::{Outbox, OutboxFull, Server};
+use culex_core::server::Server;
 use culex_core::{Broker, CloseReason, Config, ConnId, Instant, ListenerId, ListenerSummary, Now, Peer, UnixTime};
+use recorder::Recorder;
 
-/// What a connection was sent, and whether it was closed.
-#[derive(Debug, Clone, Default)]
-struct Recorder(Rc<RefCell<(Vec<u8>, Option<CloseReason>)>>);
+trait Answer {
+    fn text(&self) -> String;
+    fn status(&self) -> u16;
+    fn closed(&self) -> bool;
+    fn body(&self) -> String;
+}
 
-impl Recorder {
+impl Answer for Recorder {
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.borrow().0).into_owned()
+        String::from_utf8_lossy(&self.0.borrow().unread).into_owned()
     }
 
     fn status(&self) -> u16 {
@@ -33,25 +35,12 @@ impl Recorder {
     }
 
     fn closed(&self) -> bool {
-        self.0.borrow().1.is_some()
+        self.0.borrow().closed.is_some()
     }
 
     fn body(&self) -> String {
         self.text().split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
     }
-}
-
-impl Outbox for Recorder {
-    fn send(&mut self, data: Bytes) -> Result<Option<WriterProgress>, OutboxFull> {
-        self.0.borrow_mut().0.extend_from_slice(&data);
-        Ok(None)
-    }
-
-    fn close(&mut self, reason: CloseReason) {
-        self.0.borrow_mut().1 = Some(reason);
-    }
-
-    fn pause_reading(&mut self, _: bool) {}
 }
 
 const MQTT: ListenerId = ListenerId(0);
@@ -205,8 +194,8 @@ fn clients_listed_and_kicked_with_their_will() {
     assert_eq!(page["data"][0]["connected_at"], 1_700_000_001);
     let (_, kicked) = ask(&mut server, [127, 0, 0, 1], "DELETE /api/v1/clients/dev%2F1 HTTP/1.1\r\n\r\n");
     assert_eq!(kicked.status(), 204);
-    assert_eq!(device.0.borrow().1, Some(CloseReason::Kicked));
-    assert!(watcher.0.borrow().0.ends_with(&[0x30, 9, 0, 4, b'g', b'o', b'n', b'e', b'b', b'y', b'e'][..]));
+    assert_eq!(device.0.borrow().closed, Some(CloseReason::Kicked));
+    assert!(watcher.0.borrow().unread.ends_with(&[0x30, 9, 0, 4, b'g', b'o', b'n', b'e', b'b', b'y', b'e'][..]));
     let (_, again) = ask(&mut server, [127, 0, 0, 1], "DELETE /api/v1/clients/dev%2F1 HTTP/1.1\r\n\r\n");
     assert_eq!(again.status(), 404);
 }

@@ -3,58 +3,31 @@
 //! what they were sent: the counts are compared with the bytes and
 //! packets that really went through.
 
-use std::cell::RefCell;
+mod recorder;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use culex_core::codec::{self, Packet, Publish, Subscribe};
-use culex_core::congestion::WriterProgress;
 use culex_core::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Refusal};
 use culex_core::presence::{PresenceSettings, PresenceSync};
-use culex_core::server::{Outbox, OutboxFull, Server};
+use culex_core::server::Server;
 use culex_core::sim::{ClientOptions, Simulation};
 use culex_core::{
     Broker, CloseReason, Config, ConnId, Instant, Now, PacketId, Peer, Protocol, QoS, TopicFilter, TopicName, UnixTime,
 };
 use quickcheck::{Arbitrary, Gen, QuickCheck};
+use recorder::Recorder;
 
 /// The wall clock at the virtual origin.
 const START_UNIX: f64 = 1_700_000_000.0;
 
-/// What a connection was sent, whether it was closed.
-#[derive(Debug, Default)]
-struct Sent {
-    unread: BytesMut,
-    bytes: u64,
-    closed: bool,
-}
-
-/// A connection's outbox, shared with the test.
-#[derive(Debug, Clone, Default)]
-struct Tap(Rc<RefCell<Sent>>);
-
-impl Outbox for Tap {
-    fn send(&mut self, data: Bytes) -> Result<Option<WriterProgress>, OutboxFull> {
-        let mut sent = self.0.borrow_mut();
-        sent.bytes += data.len() as u64;
-        sent.unread.extend_from_slice(&data);
-        Ok(None)
-    }
-
-    fn close(&mut self, _: CloseReason) {
-        self.0.borrow_mut().closed = true;
-    }
-
-    fn pause_reading(&mut self, _: bool) {}
-}
-
 /// A server, its connections and a virtual clock.
 struct Net {
-    server: Server<Tap>,
+    server: Server<Recorder>,
     at: Duration,
-    taps: BTreeMap<ConnId, Tap>,
+    taps: BTreeMap<ConnId, Recorder>,
     /// Bytes and packets handed to the server.
     fed: (u64, u64),
 }
@@ -74,7 +47,7 @@ impl Net {
     }
 
     fn open(&mut self) -> ConnId {
-        let tap = Tap::default();
+        let tap = Recorder::default();
         let conn = self.server.accept(self.now(), Peer::default(), tap.clone());
         self.taps.insert(conn, tap);
         conn
@@ -133,7 +106,7 @@ impl Net {
     }
 
     fn is_closed(&self, conn: ConnId) -> bool {
-        self.taps.get(&conn).is_some_and(|tap| tap.0.borrow().closed)
+        self.taps.get(&conn).is_some_and(|tap| tap.0.borrow().closed.is_some())
     }
 
     fn bytes_sent(&self) -> u64 {
