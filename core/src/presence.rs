@@ -16,17 +16,23 @@
 //!   online).
 //! - On every (re)connection the whole online set is asserted again: Redis
 //!   may have come back empty.
-//! - Removals are conditional on ownership. Each broker records, next to
-//!   the `mqtt` hash, which broker set each entry (`<key>:owner`) and the
-//!   ids it owns (`<key>:broker:<broker-id>`); the offline script deletes
-//!   an entry only if this broker still owns it, so a late removal from the
-//!   broker a device left cannot erase the entry of the broker it joined.
+//! - Several brokers may share the hash. Each records the ids it holds
+//!   online in its own index (`<key>:broker:<broker-id>`), and an entry of
+//!   the hash stays as long as any live broker's index holds its id: a
+//!   broker removing a client deletes the entry only if no other live
+//!   broker holds it. The order in which two brokers' writes reach Redis
+//!   does not matter, so a late write from the broker a device left cannot
+//!   erase the entry of the broker it joined.
+//! - "Live" is a lease (`<key>:lease:<broker-id>`, with a time to live in
+//!   Redis) that each broker renews while it holds clients. The renewal
+//!   also sweeps brokers whose lease lapsed (crashed and not back): their
+//!   entries go, except those another live broker holds. A renewal that
+//!   finds its own lease lapsed (a long pause or outage, or Redis lost its
+//!   data) means the other brokers may have swept this broker's entries:
+//!   everyone online is asserted again.
 //! - The first successful connection after start clears the entries a
-//!   previous run of this broker left behind (a crash), and only those.
-//! - While idle, the store is checked every few seconds: a lost
-//!   connection is found and reopened, and an index that vanished (Redis
-//!   restarted without persistence, flushed, or failed over) makes the
-//!   broker assert everyone online again, without anyone reconnecting.
+//!   previous run of this broker left behind (a crash), except those
+//!   another live broker holds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -36,51 +42,104 @@ use tracing::{info, warn};
 use crate::time::Instant;
 use crate::types::ClientId;
 
-/// Lua: mark a client online and record this broker as its owner.
-/// KEYS: hash, owner hash, this broker's index. ARGV: client id, broker id.
+/// Lua shared by the scripts: whether a live broker other than `except`
+/// holds `id` in its index. Every script gets the same keys and arguments:
+/// KEYS: the hash, the set of brokers, this broker's index, this broker's
+/// lease. ARGV: this broker's id, the hash's name (the prefix of the other
+/// brokers' keys), then the script's own argument.
+macro_rules! held_by_live_broker {
+    () => {
+        r"
+local function held(id, except)
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if other ~= except
+      and redis.call('EXISTS', ARGV[2] .. ':lease:' .. other) == 1
+      and redis.call('SISMEMBER', ARGV[2] .. ':broker:' .. other, id) == 1 then
+      return true
+    end
+  end
+  return false
+end
+"
+    };
+}
+
+/// Lua: mark a client online and record it in this broker's index.
+/// ARGV[3]: the client id.
 pub const ONLINE_SCRIPT: &str = r"
-redis.call('HSET', KEYS[1], ARGV[1], '1')
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[3], '1')
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 ";
 
-/// Lua: remove a client's entry if this broker still owns it.
-/// KEYS: hash, owner hash, this broker's index. ARGV: client id, broker id.
-pub const OFFLINE_SCRIPT: &str = r"
-redis.call('SREM', KEYS[3], ARGV[1])
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  return 1
+/// Lua: take a client out of this broker's index, and its entry out of the
+/// hash unless another live broker holds it. ARGV[3]: the client id.
+pub const OFFLINE_SCRIPT: &str = concat!(
+    held_by_live_broker!(),
+    r"
+redis.call('SREM', KEYS[3], ARGV[3])
+if held(ARGV[3], ARGV[1]) then
+  return 0
 end
-return 0
-";
+redis.call('HDEL', KEYS[1], ARGV[3])
+return 1
+"
+);
 
-/// Lua: remove every entry this broker still owns (stale after a crash).
-/// KEYS: hash, owner hash, this broker's index. ARGV: broker id.
-pub const CLEAR_STALE_SCRIPT: &str = r"
+/// Lua: remove every entry this broker's index holds (left by a crash),
+/// except those another live broker holds.
+pub const CLEAR_STALE_SCRIPT: &str = concat!(
+    held_by_live_broker!(),
+    r"
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if redis.call('HGET', KEYS[2], id) == ARGV[1] then
+  if not held(id, ARGV[1]) then
     redis.call('HDEL', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
     n = n + 1
   end
 end
 redis.call('DEL', KEYS[3])
 return n
-";
+"
+);
+
+/// Lua: renew this broker's lease for ARGV[3] milliseconds, then sweep the
+/// brokers whose lease lapsed. Returns 1 if this broker's lease was still
+/// there, 0 if it had lapsed (or Redis lost it).
+pub const RENEW_SCRIPT: &str = concat!(
+    held_by_live_broker!(),
+    r"
+local was_live = redis.call('EXISTS', KEYS[4])
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+for _, other in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', ARGV[2] .. ':lease:' .. other) == 0 then
+    local index = ARGV[2] .. ':broker:' .. other
+    for _, id in ipairs(redis.call('SMEMBERS', index)) do
+      if not held(id, other) then
+        redis.call('HDEL', KEYS[1], id)
+      end
+    end
+    redis.call('DEL', index)
+    redis.call('SREM', KEYS[2], other)
+  end
+end
+return was_live
+"
+);
 
 /// Where presence lives in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceKeys {
     /// The hash other services read: `mqtt` by default.
     pub hash: String,
-    /// Who set each entry: `<hash>:owner`.
-    pub owners: String,
-    /// The ids this broker set: `<hash>:broker:<broker-id>`.
+    /// The brokers sharing the hash: `<hash>:brokers`.
+    pub brokers: String,
+    /// The ids this broker holds online: `<hash>:broker:<broker-id>`.
     pub index: String,
+    /// This broker's lease: `<hash>:lease:<broker-id>`.
+    pub lease: String,
     /// This broker's name among those sharing the hash.
     pub broker_id: String,
 }
@@ -90,8 +149,9 @@ impl PresenceKeys {
     pub fn new(hash: &str, broker_id: &str) -> Self {
         Self {
             hash: hash.to_owned(),
-            owners: format!("{hash}:owner"),
+            brokers: format!("{hash}:brokers"),
             index: format!("{hash}:broker:{broker_id}"),
+            lease: format!("{hash}:lease:{broker_id}"),
             broker_id: broker_id.to_owned(),
         }
     }
@@ -100,9 +160,10 @@ impl PresenceKeys {
 /// One Redis call of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PresenceCommand {
-    /// `EXISTS` this broker's index: alone in its batch, answered with
-    /// [`PresenceSync::handle_verified`].
-    Verify,
+    /// Run [`RENEW_SCRIPT`] with this lease: first in a batch when the
+    /// lease is due, or alone as the periodic check. Its answer goes to
+    /// [`PresenceSync::handle_batch_done`].
+    Renew(Duration),
     /// Run [`CLEAR_STALE_SCRIPT`].
     ClearStale,
     /// Run [`ONLINE_SCRIPT`] for the client.
@@ -111,7 +172,7 @@ pub enum PresenceCommand {
     Offline(ClientId),
 }
 
-/// Back-off and batching settings.
+/// Back-off, batching and lease settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PresenceSettings {
     /// Most commands in one pipeline.
@@ -120,8 +181,21 @@ pub struct PresenceSettings {
     pub backoff_min: Duration,
     /// Longest reconnection delay.
     pub backoff_max: Duration,
-    /// How often an idle store is checked.
-    pub verify_interval: Duration,
+    /// How long a broker's entries outlive its last renewal (`redis_lease`).
+    pub lease: Duration,
+    /// How often the lease is renewed: a sixth of it, so that a renewal may
+    /// fail or be late several times before the lease lapses.
+    pub renew_interval: Duration,
+}
+
+/// The lease when `redis_lease` is not given.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+impl PresenceSettings {
+    /// The defaults with this lease.
+    pub fn with_lease(lease: Duration) -> Self {
+        Self { lease, renew_interval: lease / 6, ..Self::default() }
+    }
 }
 
 impl Default for PresenceSettings {
@@ -130,11 +204,11 @@ impl Default for PresenceSettings {
             max_batch: 512,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
-            verify_interval: Duration::from_secs(5),
+            lease: DEFAULT_LEASE,
+            renew_interval: DEFAULT_LEASE / 6,
         }
     }
 }
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Link {
     /// No connection; try again at this instant.
@@ -160,8 +234,12 @@ pub struct PresenceSync {
     link: Link,
     backoff: Duration,
     stale_cleared: bool,
-    /// When the idle store is next checked.
-    verify_at: Instant,
+    /// When the lease is next renewed.
+    renew_at: Instant,
+    /// Whether a renewal reached Redis on this connection. The first one
+    /// may find the lease lapsed without loss: everything online is being
+    /// written again after it anyway.
+    renewed: bool,
     /// Client changes whose write failed (each is tried again).
     failed_writes: u64,
 }
@@ -178,7 +256,8 @@ impl PresenceSync {
             link: Link::Down { retry_at: Instant::ZERO },
             backoff: settings.backoff_min,
             stale_cleared: false,
-            verify_at: Instant::ZERO,
+            renew_at: Instant::ZERO,
+            renewed: false,
             failed_writes: 0,
         }
     }
@@ -215,13 +294,15 @@ impl PresenceSync {
         }
     }
 
-    /// The connection is up and authenticated: everything online is
-    /// asserted again, after the stale entries are cleared on first contact.
+    /// The connection is up and authenticated: the lease is renewed first
+    /// thing, and everything online is asserted again, after the stale
+    /// entries are cleared on first contact.
     pub fn handle_connected(&mut self, now: Instant) {
         info!(online = self.online.len(), "presence store connected");
         self.link = Link::Up;
         self.backoff = self.settings.backoff_min;
-        self.verify_at = now + self.settings.verify_interval;
+        self.renew_at = now;
+        self.renewed = false;
         self.reassert();
     }
 
@@ -240,7 +321,7 @@ impl PresenceSync {
         if let Some(batch) = self.in_flight.take() {
             for command in batch {
                 match command {
-                    PresenceCommand::ClearStale | PresenceCommand::Verify => {}
+                    PresenceCommand::ClearStale | PresenceCommand::Renew(_) => {}
                     PresenceCommand::Online(client) => {
                         self.failed_writes += 1;
                         self.requeue(client, true);
@@ -263,29 +344,27 @@ impl PresenceSync {
         }
     }
 
-    /// The in-flight batch was applied.
-    pub fn handle_batch_done(&mut self, now: Instant) {
-        if let Some(batch) = self.in_flight.take()
-            && batch.first() == Some(&PresenceCommand::ClearStale)
-        {
+    /// The in-flight batch was applied. `lease_lapsed` is the answer of its
+    /// [`PresenceCommand::Renew`] (false if it had none): if this broker's
+    /// lease had lapsed, other brokers may have swept its entries, or Redis
+    /// lost its data, and everyone online is asserted again.
+    pub fn handle_batch_done(&mut self, now: Instant, lease_lapsed: bool) {
+        let Some(batch) = self.in_flight.take() else { return };
+        if batch.contains(&PresenceCommand::ClearStale) {
             self.stale_cleared = true;
         }
-        self.verify_at = now + self.settings.verify_interval;
-    }
-
-    /// The answer to [`PresenceCommand::Verify`]: whether this broker's
-    /// index is still in Redis. If it vanished, Redis lost its data and
-    /// everyone online is asserted again.
-    pub fn handle_verified(&mut self, now: Instant, intact: bool) {
-        self.in_flight = None;
-        self.verify_at = now + self.settings.verify_interval;
-        if !intact && !self.online.is_empty() {
+        if !matches!(batch.first(), Some(PresenceCommand::Renew(_))) {
+            return;
+        }
+        self.renew_at = now + self.settings.renew_interval;
+        if lease_lapsed && self.renewed && !self.online.is_empty() {
             warn!(
                 online = self.online.len(),
-                "presence entries vanished from Redis (restart or flush): writing them again"
+                "presence lease lapsed in Redis (a long pause, a restart or a flush): writing entries again"
             );
             self.reassert();
         }
+        self.renewed = true;
     }
 
     /// The next batch to run as one pipeline, when connected and no batch
@@ -297,15 +376,19 @@ impl PresenceSync {
         if self.link != Link::Up || self.in_flight.is_some() {
             return None;
         }
+        let renew_due = now >= self.renew_at;
         if self.unconfirmed.is_empty() && self.stale_cleared {
-            // Idle: only the periodic check, and only if there is
-            // something to lose.
-            if self.online.is_empty() || now < self.verify_at {
+            // Idle: only the renewal, and only while there is something
+            // to hold.
+            if self.online.is_empty() || !renew_due {
                 return None;
             }
-            return Some(self.in_flight.insert(vec![PresenceCommand::Verify]));
+            return Some(self.in_flight.insert(vec![PresenceCommand::Renew(self.settings.lease)]));
         }
         let mut batch = Vec::new();
+        if renew_due {
+            batch.push(PresenceCommand::Renew(self.settings.lease));
+        }
         if !self.stale_cleared {
             batch.push(PresenceCommand::ClearStale);
         }
@@ -320,13 +403,13 @@ impl PresenceSync {
         Some(self.in_flight.insert(batch))
     }
 
-    /// When [`poll_connect`](Self::poll_connect) or the periodic check
-    /// next needs a call.
+    /// When [`poll_connect`](Self::poll_connect) or the renewal next needs
+    /// a call.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.link {
             Link::Down { retry_at } => Some(retry_at),
-            Link::Up if self.in_flight.is_none() && !self.online.is_empty() => Some(self.verify_at),
+            Link::Up if self.in_flight.is_none() && !self.online.is_empty() => Some(self.renew_at),
             _ => None,
         }
     }
@@ -372,6 +455,8 @@ mod tests {
         Instant::from_origin(Duration::from_millis(ms))
     }
 
+    const RENEW: PresenceCommand = PresenceCommand::Renew(DEFAULT_LEASE);
+
     fn connected() -> PresenceSync {
         let mut p = PresenceSync::new(PresenceSettings::default());
         assert!(p.poll_connect(at(0)));
@@ -379,17 +464,30 @@ mod tests {
         p
     }
 
+    /// Connected, with `a` online and written (the first renewal done).
+    fn holding_a() -> PresenceSync {
+        let mut p = connected();
+        p.handle_change(&id("a"), true);
+        let _ = p.poll_batch(at(0));
+        p.handle_batch_done(at(0), false);
+        p
+    }
+
+    fn batch(p: &mut PresenceSync, now: Instant) -> Option<Vec<PresenceCommand>> {
+        p.poll_batch(now).map(<[_]>::to_vec)
+    }
+
     #[test]
-    fn first_batch_clears_stale_entries_once() {
+    fn first_batch_renews_the_lease_and_clears_stale_entries_once() {
         let mut p = connected();
         p.handle_change(&id("a"), true);
         assert_eq!(
-            p.poll_batch(at(0)).map(<[_]>::to_vec),
-            Some(vec![PresenceCommand::ClearStale, PresenceCommand::Online(id("a"))])
+            batch(&mut p, at(0)),
+            Some(vec![RENEW, PresenceCommand::ClearStale, PresenceCommand::Online(id("a"))])
         );
-        p.handle_batch_done(at(0));
+        p.handle_batch_done(at(0), true);
         p.handle_change(&id("b"), true);
-        assert_eq!(p.poll_batch(at(0)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("b"))]));
+        assert_eq!(batch(&mut p, at(0)), Some(vec![PresenceCommand::Online(id("b"))]), "the lease is not due yet");
     }
 
     #[test]
@@ -397,38 +495,34 @@ mod tests {
         let mut p = connected();
         p.handle_change(&id("a"), true);
         p.handle_change(&id("b"), true);
-        assert_eq!(p.poll_batch(at(0)).map(<[_]>::len), Some(3), "the stale entries' clean-up and two changes");
+        assert_eq!(p.poll_batch(at(0)).map(<[_]>::len), Some(4), "the renewal, the clean-up and two changes");
         assert_eq!((p.pending_changes(), p.failed_writes()), (2, 0));
         p.handle_failure(at(0), "down");
         assert_eq!((p.pending_changes(), p.failed_writes(), p.is_connected()), (2, 2, false));
         assert!(p.poll_connect(at(1000)));
         p.handle_connected(at(1000));
         let _ = p.poll_batch(at(1000));
-        p.handle_batch_done(at(1000));
+        p.handle_batch_done(at(1000), false);
         assert_eq!((p.pending_changes(), p.failed_writes()), (0, 2));
     }
 
     #[test]
     fn takeover_collapses_to_online() {
-        let mut p = connected();
-        p.handle_change(&id("a"), true);
-        let _ = p.poll_batch(at(0));
-        p.handle_batch_done(at(0));
+        let mut p = holding_a();
         p.handle_change(&id("a"), false);
         p.handle_change(&id("a"), true);
-        assert_eq!(p.poll_batch(at(0)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("a"))]));
+        assert_eq!(batch(&mut p, at(0)), Some(vec![PresenceCommand::Online(id("a"))]));
     }
 
     #[test]
     fn one_batch_in_flight_keeps_order_per_client() {
         let mut p = connected();
         p.handle_change(&id("a"), true);
-        let first = p.poll_batch(at(0)).map(<[_]>::to_vec);
-        assert!(first.is_some());
+        assert!(batch(&mut p, at(0)).is_some());
         p.handle_change(&id("a"), false);
         assert!(p.poll_batch(at(0)).is_none(), "second batch waits for the first");
-        p.handle_batch_done(at(0));
-        assert_eq!(p.poll_batch(at(0)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Offline(id("a"))]));
+        p.handle_batch_done(at(0), false);
+        assert_eq!(batch(&mut p, at(0)), Some(vec![PresenceCommand::Offline(id("a"))]));
     }
 
     #[test]
@@ -444,10 +538,10 @@ mod tests {
         assert!(!p.poll_connect(at(50)), "back-off not over");
         assert_eq!(p.poll_timeout(), Some(at(110)));
         assert!(p.poll_connect(at(110)));
-        p.handle_connected(at(0));
-        let batch = p.poll_batch(at(0)).map(<[_]>::to_vec).unwrap_or_default();
-        assert_eq!(batch[0], PresenceCommand::ClearStale);
-        let mut rest = batch[1..].to_vec();
+        p.handle_connected(at(110));
+        let batch = batch(&mut p, at(110)).unwrap_or_default();
+        assert_eq!(batch[..2], [RENEW, PresenceCommand::ClearStale]);
+        let mut rest = batch[2..].to_vec();
         rest.sort_by_key(|c| format!("{c:?}"));
         assert_eq!(
             rest,
@@ -485,30 +579,52 @@ mod tests {
     }
 
     #[test]
-    fn idle_store_is_verified_and_healed_when_its_index_vanished() {
-        let mut p = connected();
-        p.handle_change(&id("a"), true);
-        let _ = p.poll_batch(at(0));
-        p.handle_batch_done(at(0));
+    fn idle_lease_is_renewed_and_a_lapsed_one_rewrites_everyone() {
+        let mut p = holding_a();
         assert!(p.poll_batch(at(4_999)).is_none());
         assert_eq!(p.poll_timeout(), Some(at(5_000)));
-        assert_eq!(p.poll_batch(at(5_000)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Verify]));
-        p.handle_verified(at(5_001), true);
+        assert_eq!(batch(&mut p, at(5_000)), Some(vec![RENEW]));
+        p.handle_batch_done(at(5_001), false);
         assert!(p.poll_batch(at(5_002)).is_none());
-        assert_eq!(p.poll_batch(at(10_001)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Verify]));
-        p.handle_verified(at(10_002), false);
-        assert_eq!(p.poll_batch(at(10_003)).map(<[_]>::to_vec), Some(vec![PresenceCommand::Online(id("a"))]));
+        assert_eq!(batch(&mut p, at(10_001)), Some(vec![RENEW]));
+        p.handle_batch_done(at(10_002), true);
+        assert_eq!(batch(&mut p, at(10_003)), Some(vec![PresenceCommand::Online(id("a"))]));
     }
 
     #[test]
-    fn nobody_online_means_no_checks() {
+    fn a_busy_store_renews_its_lease_inside_its_batches() {
+        let mut p = holding_a();
+        p.handle_change(&id("b"), true);
+        assert_eq!(batch(&mut p, at(6_000)), Some(vec![RENEW, PresenceCommand::Online(id("b"))]));
+        p.handle_batch_done(at(6_000), true);
+        assert_eq!(batch(&mut p, at(6_001)).map(|b| b.len()), Some(2), "a and b written again");
+    }
+
+    #[test]
+    fn the_first_renewal_after_connecting_may_find_the_lease_gone() {
+        let mut p = connected();
+        p.handle_change(&id("a"), true);
+        let _ = p.poll_batch(at(0));
+        p.handle_batch_done(at(0), true);
+        assert!(p.poll_batch(at(1)).is_none(), "a was written after the renewal: nothing to repeat");
+    }
+
+    #[test]
+    fn nobody_online_means_no_renewals() {
         let mut p = connected();
         p.handle_change(&id("a"), true);
         p.handle_change(&id("a"), false);
         let _ = p.poll_batch(at(0));
-        p.handle_batch_done(at(0));
+        p.handle_batch_done(at(0), false);
         assert_eq!(p.poll_timeout(), None);
         assert!(p.poll_batch(at(60_000)).is_none());
+    }
+
+    #[test]
+    fn a_lease_sets_its_renewal_interval() {
+        let settings = PresenceSettings::with_lease(Duration::from_secs(3));
+        assert_eq!((settings.lease, settings.renew_interval), (Duration::from_secs(3), Duration::from_millis(500)));
+        assert_eq!(PresenceSettings::default(), PresenceSettings::with_lease(DEFAULT_LEASE));
     }
 
     #[test]
@@ -520,9 +636,11 @@ mod tests {
             p.handle_change(&id(&n.to_string()), true);
         }
         assert_eq!(p.poll_batch(at(0)).map(<[_]>::len), Some(3));
-        p.handle_batch_done(at(0));
+        p.handle_batch_done(at(0), false);
         assert_eq!(p.poll_batch(at(0)).map(<[_]>::len), Some(3));
-        p.handle_batch_done(at(0));
+        p.handle_batch_done(at(0), false);
+        assert_eq!(p.poll_batch(at(0)).map(<[_]>::len), Some(1));
+        p.handle_batch_done(at(0), false);
         assert!(p.poll_batch(at(0)).is_none());
     }
 }

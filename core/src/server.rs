@@ -503,7 +503,7 @@ fn same_settings(a: &BridgeConf, b: &BridgeConf) -> bool {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::presence::{PresenceCommand, PresenceSettings};
+    use crate::presence::{DEFAULT_LEASE, PresenceCommand, PresenceSettings};
     use crate::time::UnixTime;
     use crate::types::ClientId;
     use std::cell::RefCell;
@@ -545,7 +545,14 @@ mod tests {
         server.received(now(), conn, &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'a']);
         assert_eq!(out.0.borrow().0, [0x20, 2, 0, 0]);
         let batch = server.presence_mut().and_then(|p| p.poll_batch(Instant::ZERO).map(<[_]>::to_vec));
-        assert_eq!(batch, Some(vec![PresenceCommand::ClearStale, PresenceCommand::Online(ClientId::new("a"))]));
+        assert_eq!(
+            batch,
+            Some(vec![
+                PresenceCommand::Renew(DEFAULT_LEASE),
+                PresenceCommand::ClearStale,
+                PresenceCommand::Online(ClientId::new("a"))
+            ])
+        );
         // A malformed packet: the outbox is told to close.
         server.received(now(), conn, &[0xf0, 0]);
         assert!(matches!(out.0.borrow().1, Some(CloseReason::Violation(_))));
@@ -570,7 +577,7 @@ mod tests {
         server.start_bridge(now(), conf, "host", 1);
         assert_eq!(server.broker().session("local.host.b").map(|s| s.subscriptions.len()), Some(1));
         let batch = server.presence_mut().and_then(|p| p.poll_batch(Instant::ZERO).map(<[_]>::to_vec));
-        assert_eq!(batch, Some(vec![PresenceCommand::ClearStale]));
+        assert_eq!(batch, Some(vec![PresenceCommand::Renew(DEFAULT_LEASE), PresenceCommand::ClearStale]));
     }
 
     #[test]

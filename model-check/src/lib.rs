@@ -3,7 +3,7 @@
 //!
 //! - [`presence`]: brokers sharing one Redis hash, each running the real
 //!   [`PresenceSync`](culex_core::presence::PresenceSync), with Redis
-//!   modelled after the ownership scripts;
+//!   modelled after the presence scripts;
 //! - [`persistence`]: a broker with persistence, its store durable up to
 //!   some batch, crashing at any point between a publisher and a
 //!   persistent subscriber.

@@ -4,18 +4,21 @@
 //! `poll_presence` drives it (`runtime-common/src/driver.rs`): after
 //! every event it is polled for a connection attempt and a batch. Redis
 //! is [`Redis`], whose methods do what the Lua scripts in
-//! `core/src/presence.rs` ([`ONLINE_SCRIPT`], [`OFFLINE_SCRIPT`],
-//! [`CLEAR_STALE_SCRIPT`]) do, line by line, and what
-//! `runtime-common/src/store.rs` does for [`PresenceCommand::Verify`]
-//! (`EXISTS` of the broker's index).
+//! `core/src/presence.rs` ([`RENEW_SCRIPT`], [`ONLINE_SCRIPT`],
+//! [`OFFLINE_SCRIPT`], [`CLEAR_STALE_SCRIPT`]) do, line by line.
 //!
 //! What it leaves out:
 //! - Time is per broker and jumps to the next deadline
 //!   ([`PresenceSync::poll_timeout`]); the lengths of back-offs and of the
-//!   check interval do not matter, only their order within one broker.
-//!   The periodic check is only waited for when it would fail or find the
-//!   index gone: one that finds it changes nothing but the time of the
-//!   next, and skipping it keeps the state space finite.
+//!   renewal interval do not matter, only their order within one broker.
+//!   A lease runs out when the model says so ([`Action::LeaseLapses`]),
+//!   whatever the broker's clock shows: that covers a pause, an outage,
+//!   late renewals. The periodic renewal is only waited for when it would
+//!   fail or find the lease lapsed: one that finds it changes nothing but
+//!   the time of the next, and skipping it keeps the state space finite.
+//! - A broker that crashes starts again at once: a broker that stays
+//!   down, whose entries the others sweep once its lease lapsed, is left
+//!   to the end-to-end tests (`tests/e2e/test_presence.py`).
 //! - A client's connection is abstracted to "connected at this broker":
 //!   no packets, wills or sessions, only the `MarkOnline`/`MarkOffline`
 //!   the broker emits (a takeover at one broker emits both, in that
@@ -23,10 +26,7 @@
 //! - A client id is live at one broker at a time. Connecting at another
 //!   broker supersedes the old connection, which that broker still
 //!   believes in (a half-open socket) until it ends: the model keeps it
-//!   and requires it to have ended before it calls the system quiet. Two
-//!   devices sharing one id on two brokers at once are not modelled: the
-//!   last writer owns the entry, and the first of them to leave removes
-//!   it (a known limitation, see `spec/MODEL.md`).
+//!   and requires it to have ended before it calls the system quiet.
 //! - A failed pipeline may have applied any prefix of its commands; a
 //!   crashed broker's batch in flight may likewise be applied in part,
 //!   but only before the broker starts again (Redis reads a dead client's
@@ -44,7 +44,7 @@ use culex_core::types::ClientId;
 use stateright::{Model, Property};
 
 #[cfg(doc)]
-use culex_core::presence::{CLEAR_STALE_SCRIPT, OFFLINE_SCRIPT, ONLINE_SCRIPT};
+use culex_core::presence::{CLEAR_STALE_SCRIPT, OFFLINE_SCRIPT, ONLINE_SCRIPT, RENEW_SCRIPT};
 
 /// The bounds of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,39 +61,51 @@ pub struct PresenceModel {
     pub flushes: bool,
 }
 
-/// Redis as the presence scripts see it: the hash, the owner hash, and
-/// one index set per broker (an empty set does not exist, as in Redis).
+/// Redis as the presence scripts see it: the hash, the set of brokers,
+/// one index set per broker (an empty set does not exist, as in Redis)
+/// and the brokers' leases.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Redis {
     /// The `mqtt` hash (every value is `'1'`).
     pub hash: BTreeSet<ClientId>,
-    /// `<hash>:owner`: which broker set each entry.
-    pub owners: BTreeMap<ClientId, u8>,
+    /// `<hash>:brokers`.
+    pub brokers: BTreeSet<u8>,
     /// `<hash>:broker:<id>`, by broker.
     pub index: BTreeMap<u8, BTreeSet<ClientId>>,
-    /// Set when a broker removed an entry that another broker owned.
+    /// The brokers whose `<hash>:lease:<id>` exists.
+    pub leases: BTreeSet<u8>,
+    /// Set when an entry was removed while a live broker held it.
     pub foreign_delete: Option<(u8, ClientId)>,
 }
 
 impl Redis {
-    /// `ONLINE_SCRIPT`, with `broker` as `ARGV[2]`.
+    /// The scripts' `held(id, except)`.
+    fn held(&self, id: &ClientId, except: u8) -> bool {
+        // for _, other in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+        self.brokers.iter().any(|&other| {
+            // other ~= except and EXISTS lease and SISMEMBER index
+            other != except && self.leases.contains(&other) && self.index.get(&other).is_some_and(|s| s.contains(id))
+        })
+    }
+
+    /// `ONLINE_SCRIPT`, with `broker` as `ARGV[1]`.
     fn online(&mut self, client: &ClientId, broker: u8) {
-        // redis.call('HSET', KEYS[1], ARGV[1], '1')
+        // redis.call('HSET', KEYS[1], ARGV[3], '1')
         self.hash.insert(client.clone());
-        // redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-        self.owners.insert(client.clone(), broker);
-        // redis.call('SADD', KEYS[3], ARGV[1])
+        // redis.call('SADD', KEYS[3], ARGV[3])
         self.index.entry(broker).or_default().insert(client.clone());
+        // redis.call('SADD', KEYS[2], ARGV[1])
+        self.brokers.insert(broker);
     }
 
     /// `OFFLINE_SCRIPT`.
     fn offline(&mut self, client: &ClientId, broker: u8) {
-        // redis.call('SREM', KEYS[3], ARGV[1])
+        // redis.call('SREM', KEYS[3], ARGV[3])
         self.srem(broker, client);
-        // if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-        if self.owners.get(client) == Some(&broker) {
-            // HDEL KEYS[1] ARGV[1]; HDEL KEYS[2] ARGV[1]
-            self.hdel(client, broker);
+        // if held(ARGV[3], ARGV[1]) then return 0 end
+        if !self.held(client, broker) {
+            // redis.call('HDEL', KEYS[1], ARGV[3])
+            self.hdel(client, broker, None);
         }
     }
 
@@ -102,18 +114,39 @@ impl Redis {
         // for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
         let members: Vec<ClientId> = self.index.get(&broker).into_iter().flatten().cloned().collect();
         for id in members {
-            // if redis.call('HGET', KEYS[2], id) == ARGV[1] then HDEL, HDEL
-            if self.owners.get(&id) == Some(&broker) {
-                self.hdel(&id, broker);
+            // if not held(id, ARGV[1]) then HDEL
+            if !self.held(&id, broker) {
+                self.hdel(&id, broker, Some(broker));
             }
         }
         // redis.call('DEL', KEYS[3])
         self.index.remove(&broker);
     }
 
-    /// `EXISTS <hash>:broker:<id>` (`RedisLink::exists`).
-    fn exists_index(&self, broker: u8) -> bool {
-        self.index.get(&broker).is_some_and(|set| !set.is_empty())
+    /// `RENEW_SCRIPT`: whether the lease was still there.
+    fn renew(&mut self, broker: u8) -> bool {
+        // local was_live = redis.call('EXISTS', KEYS[4])
+        let was_live = self.leases.contains(&broker);
+        // SET KEYS[4] '1' PX ARGV[3]; SADD KEYS[2] ARGV[1]
+        self.leases.insert(broker);
+        self.brokers.insert(broker);
+        let brokers: Vec<u8> = self.brokers.iter().copied().collect();
+        for other in brokers {
+            // if redis.call('EXISTS', lease of other) == 0 then
+            if !self.leases.contains(&other) {
+                let members: Vec<ClientId> = self.index.get(&other).into_iter().flatten().cloned().collect();
+                for id in members {
+                    // if not held(id, other) then HDEL
+                    if !self.held(&id, other) {
+                        self.hdel(&id, broker, None);
+                    }
+                }
+                // DEL index; SREM KEYS[2] other
+                self.index.remove(&other);
+                self.brokers.remove(&other);
+            }
+        }
+        was_live
     }
 
     fn srem(&mut self, broker: u8, client: &ClientId) {
@@ -125,22 +158,26 @@ impl Redis {
         }
     }
 
-    /// Both `HDEL`s, watching who owned the entry.
-    fn hdel(&mut self, client: &ClientId, broker: u8) {
-        if self.owners.get(client).is_some_and(|&owner| owner != broker) && self.foreign_delete.is_none() {
+    /// `HDEL` by `broker`, watching that no live broker holds the entry
+    /// (`stale`: the index being cleared, which does not count).
+    fn hdel(&mut self, client: &ClientId, broker: u8, stale: Option<u8>) {
+        let held_live =
+            self.leases.iter().any(|&b| Some(b) != stale && self.index.get(&b).is_some_and(|s| s.contains(client)));
+        if held_live && self.foreign_delete.is_none() {
             self.foreign_delete = Some((broker, client.clone()));
         }
         self.hash.remove(client);
-        self.owners.remove(client);
     }
 
-    fn apply(&mut self, command: &PresenceCommand, broker: u8) {
+    /// Runs one command; a renewal answers whether the lease had lapsed.
+    fn apply(&mut self, command: &PresenceCommand, broker: u8) -> bool {
         match command {
-            PresenceCommand::Verify => {}
+            PresenceCommand::Renew(_) => return !self.renew(broker),
             PresenceCommand::ClearStale => self.clear_stale(broker),
             PresenceCommand::Online(client) => self.online(client, broker),
             PresenceCommand::Offline(client) => self.offline(client, broker),
         }
+        false
     }
 }
 
@@ -195,7 +232,7 @@ impl Broker {
     /// Whether the runtime has nothing to do for it now or later.
     fn is_settled(&self) -> bool {
         let mut probe = self.sync.clone();
-        let idle = matches!(probe.poll_batch(self.now()), None | Some([PresenceCommand::Verify]));
+        let idle = matches!(probe.poll_batch(self.now()), None | Some([PresenceCommand::Renew(_)]));
         idle && self.in_flight.is_none() && !self.connecting && self.sync.pending() == 0
     }
 }
@@ -243,6 +280,9 @@ pub enum Action {
     RedisRestart,
     /// Redis is flushed; connections stay up.
     Flush,
+    /// The broker's lease runs out in Redis (it paused, or its renewals
+    /// were late), whatever the broker believes.
+    LeaseLapses(u8),
 }
 
 fn client(n: u8) -> ClientId {
@@ -267,12 +307,12 @@ impl PresenceModel {
     }
 
     /// Whether the broker has a deadline worth reaching: a reconnection,
-    /// or a check that would fail or find its index gone. A check that
-    /// finds the index changes nothing but when the next is due: waiting
+    /// or a renewal that would fail or find its lease lapsed. One that
+    /// finds the lease changes nothing but when the next is due: waiting
     /// for it is skipped, which keeps the state space finite.
     fn may_wait(state: &State, b: u8) -> bool {
         let broker = &state.brokers[b as usize];
-        let check_finds_loss = broker.redis_life != state.redis_life || !state.redis.exists_index(b);
+        let check_finds_loss = broker.redis_life != state.redis_life || !state.redis.leases.contains(&b);
         broker.sync.poll_timeout().is_some_and(|at| at > broker.now())
             && (!broker.sync.is_connected() || check_finds_loss)
     }
@@ -335,6 +375,7 @@ impl Model for PresenceModel {
             }
         }
         if state.disasters < self.disasters {
+            actions.extend(state.redis.leases.iter().map(|&b| Action::LeaseLapses(b)));
             actions.push(Action::RedisRestart);
             if self.flushes {
                 actions.push(Action::Flush);
@@ -391,14 +432,11 @@ impl Model for PresenceModel {
                 let broker = &mut state.brokers[b as usize];
                 let batch = broker.in_flight.take()?;
                 let now = broker.now();
-                if batch == [PresenceCommand::Verify] {
-                    broker.sync.handle_verified(now, state.redis.exists_index(b));
-                } else {
-                    for command in &batch {
-                        state.redis.apply(command, b);
-                    }
-                    broker.sync.handle_batch_done(now);
+                let mut lease_lapsed = false;
+                for command in &batch {
+                    lease_lapsed |= state.redis.apply(command, b);
                 }
+                broker.sync.handle_batch_done(now, lease_lapsed);
                 broker.poll();
             }
             Action::BatchFailed(b, applied) => {
@@ -429,6 +467,10 @@ impl Model for PresenceModel {
                 state.redis = Redis { foreign_delete: state.redis.foreign_delete.take(), ..Redis::default() };
                 // A connection attempt under way now reaches the new Redis.
             }
+            Action::LeaseLapses(b) => {
+                state.disasters += 1;
+                state.redis.leases.remove(&b);
+            }
             Action::Flush => {
                 state.disasters += 1;
                 state.redis = Redis { foreign_delete: state.redis.foreign_delete.take(), ..Redis::default() };
@@ -439,7 +481,7 @@ impl Model for PresenceModel {
 
     fn properties(&self) -> Vec<Property<Self>> {
         vec![
-            Property::always("no broker removes an entry another broker owns", |_, state: &State| {
+            Property::always("no entry is removed while a live broker holds it", |_, state: &State| {
                 state.redis.foreign_delete.is_none()
             }),
             Property::always("once quiet, every entry is of a client online", |_, state: &State| {
@@ -457,7 +499,11 @@ impl Model for PresenceModel {
     fn format_step(&self, last: &State, action: Action) -> Option<String> {
         let next = self.next_state(last, action)?;
         let mut out = String::new();
-        let _ = write!(out, "hash {:?} owners {:?} current {:?}", next.redis.hash, next.redis.owners, next.current);
+        let _ = write!(
+            out,
+            "hash {:?} index {:?} leases {:?} current {:?}",
+            next.redis.hash, next.redis.index, next.redis.leases, next.current
+        );
         Some(out)
     }
 }

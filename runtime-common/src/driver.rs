@@ -158,11 +158,10 @@ pub enum StoreEvent {
     Connected,
     /// The last request failed; the text is safe to log.
     Failed(String),
-    /// The batch in flight was applied.
-    BatchDone,
-    /// The answer to a [`PresenceCommand::Verify`] batch: whether this
-    /// broker's index is still there.
-    Verified(bool),
+    /// The batch in flight was applied; whether its
+    /// [`PresenceCommand::Renew`] found this broker's lease lapsed (false
+    /// if it had none).
+    BatchDone { lease_lapsed: bool },
 }
 
 /// What the broker task asks of the presence store task.
@@ -289,7 +288,7 @@ pub fn prepare<O: Outbox>(
     logging::topic::on_lines(wake.clone());
     let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
     let connection_messages = core.connection_messages;
-    let presence = settings.redis.as_ref().map(|_| PresenceSync::new(PresenceSettings::default()));
+    let presence = settings.redis.as_ref().map(|redis| PresenceSync::new(PresenceSettings::with_lease(redis.lease)));
     if settings.redis.is_none() {
         info!("No redis_host configured: client presence is written to this log only.");
     }
@@ -484,8 +483,7 @@ fn handle_store<O: Outbox>(server: &mut Server<O>, now: culex_core::Instant, eve
         match event {
             StoreEvent::Connected => presence.handle_connected(now),
             StoreEvent::Failed(error) => presence.handle_failure(now, &error),
-            StoreEvent::BatchDone => presence.handle_batch_done(now),
-            StoreEvent::Verified(intact) => presence.handle_verified(now, intact),
+            StoreEvent::BatchDone { lease_lapsed } => presence.handle_batch_done(now, lease_lapsed),
         }
     }
 }

@@ -36,8 +36,11 @@ pub struct RedisSettings {
     /// Database number (`redis_db`).
     pub db: i64,
     /// Keys: the hash (`redis_key`, default `mqtt`) and this broker's
-    /// ownership records.
+    /// index and lease.
     pub keys: PresenceKeys,
+    /// How long this broker's entries outlive its last renewal
+    /// (`redis_lease`).
+    pub lease: std::time::Duration,
 }
 
 /// Where a listener listens.
@@ -339,6 +342,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
         user: r.user,
         password: r.auth,
         db: i64::from(r.db),
+        lease: r.lease,
     });
     let mut core = conf.core;
     core.connection_messages = conf.log.connection_messages;

@@ -3,7 +3,9 @@
 //! pipeline. Opening the connection is the runtime's part; everything said
 //! to Redis is decided here, once for both runtimes.
 
-use culex_core::presence::{CLEAR_STALE_SCRIPT, OFFLINE_SCRIPT, ONLINE_SCRIPT, PresenceCommand, PresenceKeys};
+use culex_core::presence::{
+    CLEAR_STALE_SCRIPT, OFFLINE_SCRIPT, ONLINE_SCRIPT, PresenceCommand, PresenceKeys, RENEW_SCRIPT,
+};
 
 use crate::driver::{StoreEvent, StoreRequest};
 use std::time::Duration;
@@ -13,9 +15,10 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionI
 
 use crate::settings::RedisSettings;
 
-/// The three presence scripts, with their SHA-1 for `EVALSHA`.
+/// The presence scripts, with their SHA-1 for `EVALSHA`.
 #[derive(Debug, Clone)]
 pub struct Scripts {
+    renew: Script,
     online: Script,
     offline: Script,
     clear_stale: Script,
@@ -24,6 +27,7 @@ pub struct Scripts {
 impl Default for Scripts {
     fn default() -> Self {
         Self {
+            renew: Script::new(RENEW_SCRIPT),
             online: Script::new(ONLINE_SCRIPT),
             offline: Script::new(OFFLINE_SCRIPT),
             clear_stale: Script::new(CLEAR_STALE_SCRIPT),
@@ -36,30 +40,38 @@ impl Scripts {
     /// batches can use `EVALSHA`.
     pub fn load_pipeline(&self) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        for source in [ONLINE_SCRIPT, OFFLINE_SCRIPT, CLEAR_STALE_SCRIPT] {
+        for source in [RENEW_SCRIPT, ONLINE_SCRIPT, OFFLINE_SCRIPT, CLEAR_STALE_SCRIPT] {
             pipe.cmd("SCRIPT").arg("LOAD").arg(source).ignore();
         }
         pipe
     }
 
     /// One pipeline running `batch` in order. A batch succeeds or fails
-    /// as a whole; every command in it is safe to run again.
+    /// as a whole; every command in it is safe to run again. Its one
+    /// reply is the renewal's, if it has one.
     pub fn batch_pipeline(&self, keys: &PresenceKeys, batch: &[PresenceCommand]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         for command in batch {
             let (script, arg) = match command {
-                // Verify batches are answered by `RedisLink::answer` alone.
-                PresenceCommand::Verify => continue,
-                PresenceCommand::ClearStale => (&self.clear_stale, None),
-                PresenceCommand::Online(client) => (&self.online, Some(client.as_str())),
-                PresenceCommand::Offline(client) => (&self.offline, Some(client.as_str())),
+                PresenceCommand::Renew(lease) => (&self.renew, lease.as_millis().to_string()),
+                PresenceCommand::ClearStale => (&self.clear_stale, String::new()),
+                PresenceCommand::Online(client) => (&self.online, client.as_str().to_owned()),
+                PresenceCommand::Offline(client) => (&self.offline, client.as_str().to_owned()),
             };
-            let cmd =
-                pipe.cmd("EVALSHA").arg(script.get_hash()).arg(3).arg(&keys.hash).arg(&keys.owners).arg(&keys.index);
-            if let Some(client) = arg {
-                cmd.arg(client);
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(4)
+                .arg(&keys.hash)
+                .arg(&keys.brokers)
+                .arg(&keys.index)
+                .arg(&keys.lease)
+                .arg(&keys.broker_id)
+                .arg(&keys.hash)
+                .arg(arg);
+            if !matches!(command, PresenceCommand::Renew(_)) {
+                cmd.ignore();
             }
-            cmd.arg(&keys.broker_id).ignore();
         }
         pipe
     }
@@ -142,26 +154,14 @@ where
         }
     }
 
-    /// Runs one pipeline; on failure the connection is dropped.
-    async fn run(&mut self, pipe: redis::Pipeline) -> Result<(), String> {
+    /// Runs one pipeline, returning its replies that are not ignored; on
+    /// failure the connection is dropped.
+    async fn run(&mut self, pipe: redis::Pipeline) -> Result<Vec<i64>, String> {
         let Some(mut conn) = self.conn.take() else { return Err("not connected".to_owned()) };
-        match self.within(pipe.query_async::<()>(&mut conn)).await {
-            Some(Ok(())) => {
+        match self.within(pipe.query_async::<Vec<i64>>(&mut conn)).await {
+            Some(Ok(replies)) => {
                 self.conn = Some(conn);
-                Ok(())
-            }
-            Some(Err(error)) => Err(describe_error(&error)),
-            None => Err("Redis did not answer in time".to_owned()),
-        }
-    }
-
-    /// Whether `key` exists; on failure the connection is dropped.
-    async fn exists(&mut self, key: &str) -> Result<bool, String> {
-        let Some(mut conn) = self.conn.take() else { return Err("not connected".to_owned()) };
-        match self.within(redis::cmd("EXISTS").arg(key).query_async::<bool>(&mut conn)).await {
-            Some(Ok(exists)) => {
-                self.conn = Some(conn);
-                Ok(exists)
+                Ok(replies)
             }
             Some(Err(error)) => Err(describe_error(&error)),
             None => Err("Redis did not answer in time".to_owned()),
@@ -170,22 +170,20 @@ where
 
     /// Carries out one request of the broker task.
     pub async fn answer(&mut self, settings: &RedisSettings, scripts: &Scripts, request: StoreRequest) -> StoreEvent {
-        let (outcome, done) = match request {
+        match request {
             StoreRequest::Connect => {
                 let outcome = match connection_info(settings) {
                     Ok(info) => self.connect(info, scripts.load_pipeline()).await,
                     Err(error) => Err(describe_error(&error)),
                 };
-                (outcome, StoreEvent::Connected)
+                outcome.map_or_else(StoreEvent::Failed, |()| StoreEvent::Connected)
             }
-            StoreRequest::Batch(batch) if batch == [PresenceCommand::Verify] => {
-                return self.exists(&settings.keys.index).await.map_or_else(StoreEvent::Failed, StoreEvent::Verified);
-            }
-            StoreRequest::Batch(batch) => {
-                (self.run(scripts.batch_pipeline(&settings.keys, &batch)).await, StoreEvent::BatchDone)
-            }
-        };
-        outcome.map_or_else(StoreEvent::Failed, |()| done)
+            StoreRequest::Batch(batch) => match self.run(scripts.batch_pipeline(&settings.keys, &batch)).await {
+                // The renewal's reply: 0 when the lease had lapsed.
+                Ok(replies) => StoreEvent::BatchDone { lease_lapsed: replies.first() == Some(&0) },
+                Err(error) => StoreEvent::Failed(error),
+            },
+        }
     }
 }
 

@@ -23,11 +23,16 @@ def wait_online(db, expected: set[str], timeout: float = 5.0, key: str = KEY):
                what=lambda: f"HKEYS {key} == {sorted(expected)}, have {sorted(hkeys(db, key))}")
 
 
-def assert_owned(db, broker, ids: set[str], key: str = KEY):
-    """The ownership records agree with the hash."""
-    owners = db.hgetall(f"{key}:owner")
-    assert {i: owners.get(i) for i in ids} == {i: broker.broker_id for i in ids}
-    assert db.smembers(f"{key}:broker:{broker.broker_id}") >= ids
+def index(db, broker, key: str = KEY) -> set[str]:
+    """The ids `broker` holds online, as it recorded them."""
+    return db.smembers(f"{key}:broker:{broker.broker_id}")
+
+
+def assert_held(db, broker, ids: set[str], key: str = KEY, lease_ms: int = 30_000):
+    """`broker` holds exactly `ids`, and its lease is live."""
+    assert index(db, broker, key) == ids
+    assert broker.broker_id in db.smembers(f"{key}:brokers")
+    assert 0 < db.pttl(f"{key}:lease:{broker.broker_id}") <= lease_ms
 
 
 @pytest.fixture
@@ -48,11 +53,11 @@ def test_connect_and_clean_disconnect(broker, redis_db, clients):
     c = clients(MosquittoSub(broker.port, ["x"], client_id="c")).wait_subscribed()
     wait_online(redis_db, {"a", "b", "c"})
     assert redis_db.hmget(KEY, "a", "b", "c", "nobody") == ["1", "1", "1", None]
-    assert_owned(redis_db, broker, {"a", "b", "c"})
+    assert_held(redis_db, broker, {"a", "b", "c"})
     a.disconnect()
     wait_online(redis_db, {"b", "c"})
     assert redis_db.hmget(KEY, "a", "b", "c") == [None, "1", "1"]
-    assert redis_db.hget(f"{KEY}:owner", "a") is None
+    assert index(redis_db, broker) == {"b", "c"}
     c.stop()
     b.disconnect()
     wait_online(redis_db, set())
@@ -121,7 +126,7 @@ def test_takeover_ends_online(broker, redis_db, rounds):
     broker.wait_log(r"Updating client device to offline", count=rounds)
     _sentinel(broker, redis_db)
     assert redis_db.hmget(KEY, "device") == ["1"]
-    assert redis_db.hget(f"{KEY}:owner", "device") == broker.broker_id
+    assert index(redis_db, broker) == {"device"}
     conns[-1].disconnect()
     wait_online(redis_db, set())
 
@@ -135,24 +140,83 @@ def test_takeover_by_mosquitto_sub_with_paho_old(broker, redis_db, clients):
     assert hkeys(redis_db) == {"door"}
 
 
-def test_device_moving_between_brokers_sharing_the_hash(make_broker, redis_server, redis_db):
-    """A late HDEL from the broker a device left must not erase the entry
-    written by the broker it joined."""
+@pytest.mark.parametrize("first_to_leave", ["first writer", "last writer"])
+def test_one_id_on_two_brokers_stays_online_until_both_let_go(make_broker, redis_server, redis_db, first_to_leave):
+    """A device moved from one broker to another while the first still
+    holds its old connection (a half-open socket), or the same id is on
+    both: whichever broker lets go first, and whatever order their writes
+    landed in, the entry stays for the broker still holding it."""
     one = make_broker(redis=redis_server, name="one")
     two = make_broker(redis=redis_server, name="two")
-    at_one = RawClient(one.port, "mover")
-    at_one.connect()
-    wait_until(lambda: redis_db.hget(f"{KEY}:owner", "mover") == one.broker_id, 5, what="owned by one")
-    at_two = RawClient(two.port, "mover")
-    at_two.connect()
-    wait_until(lambda: redis_db.hget(f"{KEY}:owner", "mover") == two.broker_id, 5, what="owned by two")
-    at_one.drop()  # broker one now removes *its* entry: it no longer owns it
-    one.wait_log(r"Updating client mover to offline")
-    _sentinel(one, redis_db, "sentinel-one")
+    first = RawClient(one.port, "mover")
+    first.connect()
+    wait_until(lambda: index(redis_db, one) == {"mover"}, 5, what="held by one")
+    last = RawClient(two.port, "mover")
+    last.connect()
+    wait_until(lambda: index(redis_db, two) == {"mover"}, 5, what="held by two, written last")
+    (leaving, leaving_broker), (staying, staying_broker) = sorted(
+        [(first, one), (last, two)], key=lambda pair: (pair[1] is one) != (first_to_leave == "first writer"))
+    leaving.drop()
+    leaving_broker.wait_log(r"Updating client mover to offline")
+    _sentinel(leaving_broker, redis_db, "sentinel")
     assert redis_db.hmget(KEY, "mover") == ["1"]
-    assert redis_db.hget(f"{KEY}:owner", "mover") == two.broker_id
-    at_two.disconnect()
+    assert index(redis_db, leaving_broker) == set()
+    assert_held(redis_db, staying_broker, {"mover"})
+    staying.disconnect()
     wait_online(redis_db, set())
+
+
+def test_a_broker_left_down_is_swept_once_its_lease_lapses(make_broker, redis_server, redis_db):
+    """kill -9 of a broker that does not come back: once its lease lapses,
+    a live broker's renewal removes its entries, except those the live
+    broker holds too, and forgets the dead broker."""
+    lease = ["redis_lease 3"]
+    dead = make_broker(redis=redis_server, name="dead", extra=lease)
+    live = make_broker(redis=redis_server, name="live", extra=lease)
+    gone = [RawClient(dead.port, cid) for cid in ("g1", "g2", "both")]
+    here = [RawClient(live.port, cid) for cid in ("h1", "both")]
+    try:
+        for c in gone + here:
+            c.connect()
+        wait_online(redis_db, {"g1", "g2", "both", "h1"})
+        assert_held(redis_db, dead, {"g1", "g2", "both"}, lease_ms=3000)
+        dead.kill9()
+        started = time.monotonic()
+        assert stays(lambda: hkeys(redis_db) == {"g1", "g2", "both", "h1"}, 1.5), "swept before the lease lapsed"
+        wait_online(redis_db, {"both", "h1"}, timeout=8)
+        assert time.monotonic() - started < 6, "lease 3 s plus one renewal interval (0.5 s), and some slack"
+        assert redis_db.smembers(f"{KEY}:brokers") == {live.broker_id}
+        assert not redis_db.exists(f"{KEY}:broker:{dead.broker_id}")
+    finally:
+        for c in gone + here:
+            c.close()
+
+
+def test_a_paused_broker_writes_its_entries_again(make_broker, redis_server, redis_db):
+    """SIGSTOP past the lease: the other broker sweeps the paused one's
+    entries; after SIGCONT its next renewal finds its lease lapsed and it
+    writes everyone it holds again, without any client doing anything."""
+    import signal
+
+    lease = ["redis_lease 3"]
+    paused = make_broker(redis=redis_server, name="paused", extra=lease)
+    live = make_broker(redis=redis_server, name="live", extra=lease)
+    clients = [RawClient(paused.port, "p1"), RawClient(paused.port, "p2"), RawClient(live.port, "l1")]
+    try:
+        for c in clients:
+            c.connect()
+        wait_online(redis_db, {"p1", "p2", "l1"})
+        paused.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_online(redis_db, {"l1"}, timeout=8)
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
+        wait_online(redis_db, {"p1", "p2", "l1"}, timeout=5)
+        paused.wait_log(r"presence lease lapsed in Redis")
+        assert_held(redis_db, paused, {"p1", "p2"}, lease_ms=3000)
+    finally:
+        for c in clients:
+            c.close()
 
 
 def test_custom_redis_key(make_broker, redis_server, redis_db):
@@ -220,14 +284,12 @@ def test_thousand_clients_connecting_and_leaving_concurrently(broker, redis_db):
         assert len(truth) == n // 2
         wait_online(redis_db, truth, timeout=20)
         assert stays(lambda: hkeys(redis_db) == truth, 0.5)
-        assert_owned(redis_db, broker, truth)
-        assert set(redis_db.hkeys(f"{KEY}:owner")) == truth
+        assert_held(redis_db, broker, truth)
         # Everyone leaves, half cleanly, half not.
         with ThreadPoolExecutor(max_workers=50) as pool:
             list(pool.map(lambda kv: kv[1].disconnect() if int(kv[0][1:]) % 8 == 0 else kv[1].drop(), kept.items()))
         wait_online(redis_db, set(), timeout=20)
-        assert redis_db.hlen(f"{KEY}:owner") == 0
-        assert redis_db.scard(f"{KEY}:broker:{broker.broker_id}") == 0
+        assert index(redis_db, broker) == set()
     finally:
         for c in list(kept.values()) + leftovers:
             c.close()
@@ -289,7 +351,7 @@ def test_redis_outage_heals_and_no_client_notices(make_redis, make_broker):
         truth = {"watch", "pub", "b", "c", "e"}
         wait_online(db, truth, timeout=15)
         assert stays(lambda: hkeys(db) == truth, 0.5)
-        assert set(db.hkeys("mqtt:owner")) == truth
+        assert index(db, broker) == truth
         stop.set()
         thread.join(timeout=10)
         assert watch.disconnects == 0 and pub.disconnects == 0
@@ -305,10 +367,12 @@ def test_redis_outage_heals_and_no_client_notices(make_redis, make_broker):
         db.close()
 
 
-def test_redis_restart_without_client_activity_heals(make_redis, make_broker):
-    """Redis comes back empty and no client connects or leaves afterwards:
-    the hash must still heal to the truth (the broker re-asserts who is
-    online on every reconnection)."""
+@pytest.mark.parametrize("loss", ["restart", "flush"])
+def test_redis_losing_its_data_without_client_activity_heals(make_redis, make_broker, loss):
+    """Redis comes back empty, or is flushed with the connection up, and no
+    client connects or leaves afterwards: the hash must still heal to the
+    truth (the broker re-asserts who is online on every reconnection, and
+    when a renewal finds its lease gone: every 5 s with the default lease)."""
     server = make_redis().start()
     db = server.client()
     broker = make_broker(redis=server)
@@ -317,10 +381,14 @@ def test_redis_restart_without_client_activity_heals(make_redis, make_broker):
         for c in quiet:
             c.connect()
         wait_online(db, {"q0", "q1", "q2"})
-        server.stop()
-        server.start()
+        if loss == "restart":
+            server.stop()
+            server.start()
+        else:
+            db.flushdb()
         assert hkeys(db) == set()
         wait_online(db, {"q0", "q1", "q2"}, timeout=15)
+        assert_held(db, broker, {"q0", "q1", "q2"})
     finally:
         for c in quiet:
             c.close()
@@ -329,10 +397,12 @@ def test_redis_restart_without_client_activity_heals(make_redis, make_broker):
 
 def test_kill_9_then_restart_clears_stale_entries(make_broker, redis_server, redis_db):
     broker = make_broker(redis=redis_server)
-    # An entry written by another broker sharing the hash.
+    # An entry written by another, live, broker sharing the hash, which
+    # holds k2 too.
     redis_db.hset(KEY, "other", "1")
-    redis_db.hset(f"{KEY}:owner", "other", "otherbroker")
-    redis_db.sadd(f"{KEY}:broker:otherbroker", "other")
+    redis_db.sadd(f"{KEY}:brokers", "otherbroker")
+    redis_db.sadd(f"{KEY}:broker:otherbroker", "other", "k2")
+    redis_db.set(f"{KEY}:lease:otherbroker", "1", px=120_000)
     stale = {"k1", "k2", "k3"}
     conns = [RawClient(broker.port, cid) for cid in sorted(stale)]
     paho = Paho(broker.port, "k4").connect()
@@ -353,14 +423,13 @@ def test_kill_9_then_restart_clears_stale_entries(make_broker, redis_server, red
         back.connect()
         fresh = RawClient(broker.port, "fresh")
         fresh.connect()
-        wait_online(redis_db, {"other", "k1", "fresh"}, timeout=5)
-        assert stays(lambda: hkeys(redis_db) == {"other", "k1", "fresh"}, 0.5)
-        assert redis_db.hget(f"{KEY}:owner", "other") == "otherbroker"
-        assert redis_db.smembers(f"{KEY}:broker:otherbroker") == {"other"}
-        assert redis_db.hget(f"{KEY}:owner", "k2") is None
+        wait_online(redis_db, {"other", "k1", "k2", "fresh"}, timeout=5)
+        assert stays(lambda: hkeys(redis_db) == {"other", "k1", "k2", "fresh"}, 0.5)
+        assert redis_db.smembers(f"{KEY}:broker:otherbroker") == {"other", "k2"}
+        assert index(redis_db, broker) == {"k1", "fresh"}
         back.disconnect()
         fresh.disconnect()
-        wait_online(redis_db, {"other"})
+        wait_online(redis_db, {"other", "k2"})
     finally:
         for c in conns:
             c.close()

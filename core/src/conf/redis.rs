@@ -1,12 +1,15 @@
 //! The presence section: `redis_host`, `redis_port`, `redis_auth` (the
-//! fork's keys) and Culex's `redis_user`, `redis_db`, `redis_key`.
+//! fork's keys) and Culex's `redis_user`, `redis_db`, `redis_key`,
+//! `redis_lease`.
 //! Presence goes to Redis when `redis_host` is given; the other keys
 //! without it are reported with a warning.
 
 use std::fmt;
+use std::time::Duration;
 
 use super::file::{INT_MAX, Line, Loc};
 use super::{ConfError, Warning};
+use crate::presence::DEFAULT_LEASE;
 
 /// Redis port when `redis_port` is not given.
 pub const DEFAULT_REDIS_PORT: u16 = 6379;
@@ -14,7 +17,11 @@ pub const DEFAULT_REDIS_PORT: u16 = 6379;
 pub const DEFAULT_REDIS_KEY: &str = "mqtt";
 
 /// The keys of this section.
-pub(super) const KEYS: &[&str] = &["redis_auth", "redis_db", "redis_host", "redis_key", "redis_port", "redis_user"];
+pub(super) const KEYS: &[&str] =
+    &["redis_auth", "redis_db", "redis_host", "redis_key", "redis_lease", "redis_port", "redis_user"];
+
+/// The bounds of `redis_lease`, in seconds.
+const LEASE_SECONDS: (i64, i64) = (3, 86_400);
 
 /// A password. Its `Debug` and `Display` print `<redacted>`, so it can sit
 /// in structures that are logged; [`Secret::expose`] is the one way out.
@@ -61,6 +68,9 @@ pub struct RedisConf {
     pub db: u32,
     /// `redis_key`: name of the presence hash, default `mqtt`.
     pub key: String,
+    /// `redis_lease`: how long this broker's entries outlive its last
+    /// contact with Redis, default 30 s.
+    pub lease: Duration,
 }
 
 /// The Redis keys as written, checked at the end.
@@ -72,6 +82,7 @@ pub(super) struct RedisDraft {
     user: Option<String>,
     db: Option<u32>,
     key: Option<String>,
+    lease: Option<Duration>,
     /// First `redis_*` line other than `redis_host`.
     first_other: Option<(Loc, String)>,
 }
@@ -112,6 +123,10 @@ impl RedisDraft {
                 }
                 self.key = Some(key.to_owned());
             }
+            "redis_lease" => {
+                let seconds = line.int(LEASE_SECONDS.0, LEASE_SECONDS.1)?;
+                self.lease = Some(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)));
+            }
             _ => return Err(line.unknown()),
         }
         if self.first_other.is_none() {
@@ -136,6 +151,7 @@ impl RedisDraft {
             user: self.user,
             db: self.db.unwrap_or(0),
             key: self.key.unwrap_or_else(|| DEFAULT_REDIS_KEY.to_owned()),
+            lease: self.lease.unwrap_or(DEFAULT_LEASE),
         })
     }
 }
@@ -157,6 +173,7 @@ mod tests {
         assert_eq!(redis.user, None);
         assert_eq!(redis.db, 0);
         assert_eq!(redis.key, "mqtt");
+        assert_eq!(redis.lease, DEFAULT_LEASE);
         assert!(conf.warnings.is_empty());
     }
 
@@ -164,7 +181,7 @@ mod tests {
     fn every_redis_key_is_applied() {
         let conf = conf(
             "redis_host redis.local\nredis_port 6380\nredis_auth s3cret pass\nredis_user broker\nredis_db 3\n\
-             redis_key online\n",
+             redis_key online\nredis_lease 10\n",
         );
         assert_eq!(
             conf.redis,
@@ -175,6 +192,7 @@ mod tests {
                 user: Some("broker".to_owned()),
                 db: 3,
                 key: "online".to_owned(),
+                lease: Duration::from_secs(10),
             })
         );
     }
@@ -205,6 +223,7 @@ mod tests {
         assert_error("redis_user a\nredis_user b\n", 2, "Duplicate redis_user value in configuration.");
         assert_error("redis_key a\nredis_key b\n", 2, "Duplicate redis_key value in configuration.");
         assert_error("redis_key", 1, "Empty redis_key value in configuration.");
+        assert_error("redis_lease 2", 1, "Invalid redis_lease value (2): expected an integer from 3 to 86400.");
         assert_error("redis_auth", 1, "Empty redis_auth value in configuration.");
     }
 
