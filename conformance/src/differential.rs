@@ -3,12 +3,15 @@
 //! operation each connection must have observed exactly what the model
 //! says, in the same order.
 //!
-//! Three clients (`a`, `b`, `c`) connect with keepalive 0 and never
-//! answer by themselves: acknowledgements are operations of their own.
+//! Three clients (`a`, `b`, `c`) connect with keepalive 0 or
+//! [`KEEP_ALIVE`] and never answer by themselves: acknowledgements are
+//! operations of their own, and they send no PINGREQ, so time passing
+//! closes a connection with a keepalive that stays silent.
 //! They use topics and filters from a small alphabet, so that filters
 //! overlap, wildcards meet `$` topics and retained messages are found
 //! again. Every payload is unique (`m<n>`, wills `w<n>`) but the empty
-//! ones, which delete retained messages.
+//! ones, which delete retained messages; a message that expires carries
+//! it as JSON, `{"expired_at":<unix time>,"m":"m<n>"}`.
 //!
 //! [`Op::decode`] reads operations from bytes for the fuzz target; the
 //! quickcheck property builds them itself.
@@ -22,7 +25,7 @@ use culex_core::codec::{LastWill, Packet, Publish, Subscribe, SubscribeReturnCod
 use culex_core::sim::{ClientOptions, Simulation};
 use culex_core::{Config, ConnId, PacketId, QoS, TopicFilter, TopicName};
 
-use crate::model::{AckKind, Choices, Endpoint, Key, Model, Seen, Will};
+use crate::model::{AckKind, Choices, Endpoint, Key, Message, Model, Seen, Will};
 
 /// The client ids.
 pub const CLIENTS: [&str; 3] = ["a", "b", "c"];
@@ -33,6 +36,9 @@ pub const FILTERS: [&str; 9] = ["a", "a/b", "a/+", "+/a", "#", "+/+", "a/#", "$x
 /// The in-flight window of the broker under test, small so that copies
 /// queue behind it.
 pub const WINDOW: u16 = 2;
+
+/// The keepalive, in seconds, of a client connecting with one.
+pub const KEEP_ALIVE: u8 = 2;
 
 /// The broker's configuration: the defaults but a small window.
 pub fn config() -> Config {
@@ -51,6 +57,8 @@ pub enum Op {
         clean: bool,
         /// A will: index into [`TOPICS`], QoS, retain.
         will: Option<(u8, u8, bool)>,
+        /// Keepalive in seconds (0 for none).
+        keep_alive: u8,
     },
     /// SUBSCRIBE to one filter.
     Subscribe {
@@ -82,6 +90,9 @@ pub enum Op {
         empty: bool,
         /// For QoS 2: PUBREL right after.
         release: bool,
+        /// A payload saying it expires this many seconds from now (0:
+        /// expired already).
+        expires_in: Option<u8>,
     },
     /// The client sends PUBREL for its oldest QoS 2 message not released.
     Release {
@@ -128,7 +139,8 @@ impl Op {
             0 => {
                 let flags = next();
                 let will = (flags & 2 != 0).then_some((flags >> 2, (flags >> 4) % 3, flags & 0x40 != 0));
-                Self::Connect { client, clean: flags & 1 != 0, will }
+                let keep_alive = if first & 8 != 0 { KEEP_ALIVE } else { 0 };
+                Self::Connect { client, clean: flags & 1 != 0, will, keep_alive }
             }
             1 => {
                 let b = next();
@@ -137,14 +149,15 @@ impl Op {
             2 => Self::Unsubscribe { client, filter: next() },
             3 => {
                 let b = next();
-                let release = first & 8 == 0;
+                let expiry = next();
                 Self::Publish {
                     client,
                     topic: b >> 4,
                     qos: (b & 3) % 3,
                     retain: b & 4 != 0,
                     empty: b & 8 != 0,
-                    release,
+                    release: first & 8 == 0,
+                    expires_in: (expiry & 1 != 0).then_some((expiry >> 1) % 8),
                 }
             }
             4 if first & 8 != 0 => Self::Release { client },
@@ -261,7 +274,7 @@ impl Differential {
         let client_of = |c: u8| usize::from(c) % CLIENTS.len();
         let live = |this: &Self, c: usize| this.current[c];
         Ok(match *op {
-            Op::Connect { client, clean, will } => {
+            Op::Connect { client, clean, will, keep_alive } => {
                 let c = client_of(client);
                 let id = CLIENTS[c];
                 let will = will.map(|(topic, q, retain)| {
@@ -273,7 +286,8 @@ impl Differential {
                         retain,
                     }
                 });
-                let mut options = ClientOptions::new(id).clean_session(clean).keep_alive(0).auto_ack(false);
+                let mut options =
+                    ClientOptions::new(id).clean_session(clean).keep_alive(u16::from(keep_alive)).auto_ack(false);
                 if let Some(w) = &will {
                     let topic = TopicName::new(w.topic.as_str()).map_err(|e| e.to_string())?;
                     let payload = Bytes::from(w.payload.clone());
@@ -288,7 +302,7 @@ impl Differential {
                 }
                 self.ends.insert(conn, ClientEnd { endpoint, client: c, owed: Vec::new() });
                 self.current[c] = Some(conn);
-                self.model.connect(id, clean, will)
+                self.model.connect(id, clean, will, u16::from(keep_alive))
             }
             Op::Subscribe { client, filter, qos: q } => {
                 let c = client_of(client);
@@ -308,12 +322,21 @@ impl Differential {
                 self.sim.send(conn, &Packet::Unsubscribe(Unsubscribe { packet_id, filters: vec![parsed] }));
                 self.model.unsubscribe(CLIENTS[c], filter)
             }
-            Op::Publish { client, topic, qos: q, retain, empty, release } => {
+            Op::Publish { client, topic, qos: q, retain, empty, release, expires_in } => {
                 let c = client_of(client);
                 let Some(conn) = live(self, c) else { return Ok(Vec::new()) };
                 let topic = pick(&TOPICS, topic);
                 self.messages += 1;
-                let payload = if empty { Vec::new() } else { format!("m{}", self.messages).into_bytes() };
+                let n = self.messages;
+                let payload = match expires_in {
+                    _ if empty => Vec::new(),
+                    None => format!("m{n}").into_bytes(),
+                    Some(secs) => {
+                        let at = self.sim.now().unix.as_secs_f64() + f64::from(secs);
+                        format!(r#"{{"expired_at":{at},"m":"m{n}"}}"#).into_bytes()
+                    }
+                };
+                let expires_at = expires_in.filter(|_| !empty).map(|secs| self.model.now() + u64::from(secs) * 1000);
                 let q = q % 3;
                 let packet_id = (q != 0).then(|| self.packet_id(c));
                 let publish = Publish {
@@ -326,7 +349,8 @@ impl Differential {
                 };
                 self.sim.send(conn, &Packet::Publish(publish));
                 let id = packet_id.map_or(0, PacketId::get);
-                let mut seen = self.model.publish(CLIENTS[c], id, topic, &payload, q, retain);
+                let message = Message { topic: topic.to_owned(), payload, qos: q, expires_at };
+                let mut seen = self.model.publish(CLIENTS[c], id, message, retain);
                 if let (2, Some(id)) = (q, packet_id) {
                     self.clients[c].unreleased.push(id);
                     if release {
@@ -384,7 +408,7 @@ impl Differential {
             }
             Op::Advance { secs } => {
                 self.sim.advance(Duration::from_secs(u64::from(secs)));
-                Vec::new()
+                self.model.advance(u64::from(secs) * 1000)
             }
         })
     }

@@ -26,6 +26,7 @@ impl Arbitrary for AnyOp {
                 client,
                 clean: bool::arbitrary(g),
                 will: bool::arbitrary(g).then(|| (small(g, 4), small(g, 3), small(g, 3) == 0)),
+                keep_alive: if small(g, 4) == 0 { 1 + small(g, 3) } else { 0 },
             },
             2 | 3 => Op::Subscribe { client, filter: small(g, 9), qos: small(g, 3) },
             4 => Op::Unsubscribe { client, filter: small(g, 9) },
@@ -36,6 +37,7 @@ impl Arbitrary for AnyOp {
                 retain: small(g, 3) == 0,
                 empty: small(g, 6) == 0,
                 release: small(g, 3) != 0,
+                expires_in: (small(g, 4) == 0).then(|| small(g, 5)),
             },
             8 | 9 if small(g, 4) == 0 => Op::Release { client },
             8 | 9 => Op::Ack { client, all: bool::arbitrary(g) },
@@ -72,18 +74,18 @@ fn the_core_observes_what_the_model_allows() {
 #[test]
 fn a_resumed_session_resends_pubrel_and_publish_in_order_then_the_queue() {
     let ops = [
-        Op::Connect { client: 0, clean: false, will: Some((0, 1, true)) },
+        Op::Connect { client: 0, clean: false, will: Some((0, 1, true)), keep_alive: 0 },
         Op::Subscribe { client: 0, filter: 4, qos: 2 },
-        Op::Connect { client: 1, clean: true, will: None },
-        Op::Publish { client: 1, topic: 0, qos: 2, retain: true, empty: false, release: true },
-        Op::Publish { client: 1, topic: 1, qos: 1, retain: false, empty: false, release: true },
-        Op::Publish { client: 1, topic: 1, qos: 1, retain: false, empty: false, release: true },
+        Op::Connect { client: 1, clean: true, will: None, keep_alive: 0 },
+        Op::Publish { client: 1, topic: 0, qos: 2, retain: true, empty: false, release: true, expires_in: None },
+        Op::Publish { client: 1, topic: 1, qos: 1, retain: false, empty: false, release: true, expires_in: None },
+        Op::Publish { client: 1, topic: 1, qos: 1, retain: false, empty: false, release: true, expires_in: None },
         Op::Ack { client: 0, all: false },
         Op::Drop { client: 0 },
-        Op::Connect { client: 0, clean: false, will: None },
+        Op::Connect { client: 0, clean: false, will: None, keep_alive: 0 },
         Op::Ack { client: 0, all: true },
         Op::Ack { client: 0, all: true },
-        Op::Connect { client: 1, clean: true, will: None },
+        Op::Connect { client: 1, clean: true, will: None, keep_alive: 0 },
     ];
     assert_eq!(run(&ops), Ok(()));
 }
@@ -94,11 +96,11 @@ fn a_resumed_session_resends_pubrel_and_publish_in_order_then_the_queue() {
 #[test]
 fn a_retained_copy_goes_at_the_lower_qos_until_deleted() {
     let ops = [
-        Op::Connect { client: 1, clean: true, will: None },
-        Op::Connect { client: 2, clean: true, will: Some((0, 0, false)) },
-        Op::Publish { client: 1, topic: 0, qos: 1, retain: true, empty: false, release: true },
+        Op::Connect { client: 1, clean: true, will: None, keep_alive: 0 },
+        Op::Connect { client: 2, clean: true, will: Some((0, 0, false)), keep_alive: 0 },
+        Op::Publish { client: 1, topic: 0, qos: 1, retain: true, empty: false, release: true, expires_in: None },
         Op::Subscribe { client: 2, filter: 4, qos: 2 },
-        Op::Publish { client: 1, topic: 0, qos: 0, retain: true, empty: true, release: true },
+        Op::Publish { client: 1, topic: 0, qos: 0, retain: true, empty: true, release: true, expires_in: None },
         Op::Subscribe { client: 2, filter: 0, qos: 2 },
         Op::Drop { client: 2 },
     ];
@@ -113,16 +115,48 @@ fn a_retained_copy_goes_at_the_lower_qos_until_deleted() {
 #[test]
 fn a_pubrel_for_a_message_of_a_discarded_session_routes_nothing() {
     let ops = [
-        Op::Connect { client: 0, clean: true, will: None },
-        Op::Connect { client: 1, clean: true, will: None },
-        Op::Publish { client: 1, topic: 1, qos: 2, retain: true, empty: false, release: false },
+        Op::Connect { client: 0, clean: true, will: None, keep_alive: 0 },
+        Op::Connect { client: 1, clean: true, will: None, keep_alive: 0 },
+        Op::Publish { client: 1, topic: 1, qos: 2, retain: true, empty: false, release: false, expires_in: None },
         Op::Subscribe { client: 0, filter: 5, qos: 1 },
-        Op::Publish { client: 1, topic: 1, qos: 2, retain: false, empty: true, release: true },
-        Op::Connect { client: 1, clean: false, will: Some((2, 1, true)) },
-        Op::Publish { client: 1, topic: 1, qos: 2, retain: true, empty: true, release: true },
+        Op::Publish { client: 1, topic: 1, qos: 2, retain: false, empty: true, release: true, expires_in: None },
+        Op::Connect { client: 1, clean: false, will: Some((2, 1, true)), keep_alive: 0 },
+        Op::Publish { client: 1, topic: 1, qos: 2, retain: true, empty: true, release: true, expires_in: None },
         Op::Release { client: 1 },
     ];
     assert_eq!(run(&ops), Ok(()));
+}
+
+/// Time passing: a publisher with keepalive 2 stays silent past 3 s and is
+/// closed by the broker, its will reaching the stored session of a
+/// subscriber that is away ([MQTT-3.1.2-24], [MQTT-3.1.2-8]); the message it
+/// published to expire in 2 s is gone by then, in flight or queued, and the
+/// one without expiry and the will are what the subscriber gets back.
+#[test]
+fn a_silent_client_times_out_and_expired_copies_are_not_resent() {
+    let ops = [
+        Op::Connect { client: 0, clean: false, will: None, keep_alive: 0 },
+        Op::Subscribe { client: 0, filter: 4, qos: 1 },
+        Op::Connect { client: 1, clean: true, will: Some((1, 1, false)), keep_alive: 2 },
+        Op::Publish { client: 1, topic: 0, qos: 1, retain: false, empty: false, release: true, expires_in: Some(2) },
+        Op::Publish { client: 1, topic: 0, qos: 1, retain: false, empty: false, release: true, expires_in: Some(2) },
+        Op::Publish { client: 1, topic: 0, qos: 1, retain: true, empty: false, release: true, expires_in: Some(2) },
+        Op::Publish { client: 1, topic: 2, qos: 1, retain: false, empty: false, release: true, expires_in: None },
+        Op::Drop { client: 0 },
+        Op::Advance { secs: 2 },
+        Op::Advance { secs: 1 },
+        Op::Connect { client: 0, clean: false, will: None, keep_alive: 0 },
+        Op::Ack { client: 0, all: true },
+        Op::Subscribe { client: 2, filter: 0, qos: 1 },
+        Op::Connect { client: 2, clean: true, will: None, keep_alive: 0 },
+        Op::Subscribe { client: 2, filter: 0, qos: 1 },
+    ];
+    assert_eq!(run(&ops), Ok(()));
+    let mut diff = Differential::new();
+    for op in &ops[..10] {
+        assert_eq!(diff.step(op), Ok(()));
+    }
+    assert!(diff.transcript().contains("keepalive expired"), "the keepalive closed a connection:\n{}", diff.transcript());
 }
 
 /// The comparison tells the brokers the standard allows apart: the core
@@ -135,17 +169,17 @@ fn the_core_is_not_the_broker_of_the_other_choices() {
         ops.iter().map(|op| diff.step(op)).any(|r| r.is_err())
     };
     let overlapping = [
-        Op::Connect { client: 0, clean: true, will: None },
+        Op::Connect { client: 0, clean: true, will: None, keep_alive: 0 },
         Op::Subscribe { client: 0, filter: 0, qos: 0 },
         Op::Subscribe { client: 0, filter: 4, qos: 1 },
-        Op::Publish { client: 0, topic: 0, qos: 1, retain: false, empty: false, release: true },
+        Op::Publish { client: 0, topic: 0, qos: 1, retain: false, empty: false, release: true, expires_in: None },
     ];
     let per_subscription = Choices { overlap: Overlap::PerSubscription, ..Choices::CULEX };
     assert!(disagrees(per_subscription, &overlapping));
     let unreleased = [
-        Op::Connect { client: 0, clean: true, will: None },
+        Op::Connect { client: 0, clean: true, will: None, keep_alive: 0 },
         Op::Subscribe { client: 0, filter: 4, qos: 2 },
-        Op::Publish { client: 0, topic: 0, qos: 2, retain: false, empty: false, release: false },
+        Op::Publish { client: 0, topic: 0, qos: 2, retain: false, empty: false, release: false, expires_in: None },
     ];
     let on_publish = Choices { qos2_routing: Qos2Routing::OnPublish, ..Choices::CULEX };
     assert!(disagrees(on_publish, &unreleased));

@@ -1,6 +1,6 @@
-//! The model's state (sessions, connections, retained messages) and its
-//! operations. Each `pub fn` is one thing a client does; it returns what
-//! every connection observes because of it.
+//! The model's state (sessions, connections, retained messages, the time)
+//! and its operations. Each `pub fn` is one thing a client does, or time
+//! passing; it returns what every connection observes because of it.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -86,11 +86,18 @@ pub struct Will {
     pub retain: bool,
 }
 
+/// A message as the broker takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Message {
-    topic: String,
-    payload: Vec<u8>,
-    qos: u8,
+pub struct Message {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Its QoS.
+    pub qos: u8,
+    /// When its payload's `expired_at` says it expires, in milliseconds of
+    /// the model's time (`None`: it does not).
+    pub expires_at: Option<u64>,
 }
 
 /// Where a copy in flight stands.
@@ -106,6 +113,14 @@ enum Stage {
 struct Copy {
     key: Key,
     stage: Stage,
+    expires_at: Option<u64>,
+}
+
+/// A copy waiting for room in the window.
+#[derive(Debug, Clone)]
+struct Queued {
+    key: Key,
+    expires_at: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +131,7 @@ struct Session {
     /// QoS 1 and 2 copies sent and not completed, in send order.
     inflight: Vec<Copy>,
     /// QoS 1 and 2 copies waiting for room in the window, in order.
-    queue: VecDeque<Key>,
+    queue: VecDeque<Queued>,
     /// The client's own QoS 2 messages by packet id: PUBREC sent, PUBREL
     /// awaited; the message itself while not routed yet.
     unreleased: BTreeMap<u16, Option<(Message, bool)>>,
@@ -126,6 +141,20 @@ struct Session {
 struct Connection {
     generation: u32,
     will: Option<Will>,
+    /// Its keepalive in seconds, 0 for none.
+    keep_alive: u16,
+    /// When its client last sent a packet.
+    last_heard: u64,
+    /// Its place among every connection made, oldest first.
+    seq: u64,
+}
+
+impl Connection {
+    /// [MQTT-3.1.2-24]: when the broker must close it if nothing comes,
+    /// one and a half keepalive periods after the last packet.
+    fn silence_deadline(&self) -> Option<u64> {
+        (self.keep_alive > 0).then(|| self.last_heard + u64::from(self.keep_alive) * 1500)
+    }
 }
 
 /// How a broker may deliver a message matching several subscriptions of
@@ -178,6 +207,10 @@ pub struct Model {
     /// Connections each client id has had.
     generations: BTreeMap<String, u32>,
     retained: BTreeMap<String, Message>,
+    /// Milliseconds since the model started.
+    now: u64,
+    /// Connections made so far.
+    connections_made: u64,
     seen: Vec<(Endpoint, Seen)>,
 }
 
@@ -192,8 +225,15 @@ impl Model {
             connections: BTreeMap::new(),
             generations: BTreeMap::new(),
             retained: BTreeMap::new(),
+            now: 0,
+            connections_made: 0,
             seen: Vec::new(),
         }
+    }
+
+    /// Milliseconds since the model started.
+    pub fn now(&self) -> u64 {
+        self.now
     }
 
     /// Whether `client` has a connection open.
@@ -201,8 +241,9 @@ impl Model {
         self.connections.contains_key(client)
     }
 
-    /// `client` connects, with a clean session or not and maybe a will.
-    pub fn connect(&mut self, client: &str, clean: bool, will: Option<Will>) -> Vec<(Endpoint, Seen)> {
+    /// `client` connects, with a clean session or not, maybe a will, and a
+    /// keepalive in seconds (0 for none).
+    pub fn connect(&mut self, client: &str, clean: bool, will: Option<Will>, keep_alive: u16) -> Vec<(Endpoint, Seen)> {
         if self.connections.contains_key(client) {
             // [MQTT-3.1.4-2]: the connection already open is closed. It
             // ended without DISCONNECT, so its will is published
@@ -219,7 +260,9 @@ impl Model {
             *next += 1;
             *next - 1
         };
-        self.connections.insert(client.to_owned(), Connection { generation, will });
+        self.connections_made += 1;
+        let connection = Connection { generation, will, keep_alive, last_heard: self.now, seq: self.connections_made };
+        self.connections.insert(client.to_owned(), connection);
         let resumed = self.sessions.contains_key(client);
         let session = self.sessions.entry(client.to_owned()).or_default();
         session.clean = clean;
@@ -228,7 +271,13 @@ impl Model {
         // [MQTT-4.4.0-1]: copies in flight are sent again, in their
         // order ([MQTT-4.6.0-1]): a PUBLISH not acknowledged with DUP 1
         // ([MQTT-3.3.1-1]), a PUBREL for one whose PUBREC came.
-        let resend: Vec<Seen> = self.sessions[client]
+        // Payload expiry (DESIGN.md): a PUBLISH whose message expired
+        // meanwhile is dropped instead; a PUBREL carries no message and
+        // goes.
+        let now = self.now;
+        let Some(session) = self.sessions.get_mut(client) else { return self.take() };
+        session.inflight.retain(|copy| copy.stage == Stage::Released || !is_expired(copy.expires_at, now));
+        let resend: Vec<Seen> = session
             .inflight
             .iter()
             .map(|copy| match copy.stage {
@@ -246,6 +295,7 @@ impl Model {
 
     /// `client` subscribes to `filter` with `qos`.
     pub fn subscribe(&mut self, client: &str, filter: &str, qos: u8) -> Vec<(Endpoint, Seen)> {
+        self.heard(client);
         let Some(session) = self.sessions.get_mut(client) else { return self.take() };
         // [MQTT-3.8.4-3]: subscribing to the same filter again replaces
         // the subscription. The full QoS asked for is granted
@@ -256,11 +306,12 @@ impl Model {
         // [MQTT-3.3.1-6], [MQTT-3.8.4-3]: every retained message matching
         // the filter, at the lower of its QoS and the granted one
         // ([MQTT-3.8.4-6]), with RETAIN 1 ([MQTT-3.3.1-8]). Choice: after
-        // the SUBACK, in topic-name order (a BTreeMap's).
+        // the SUBACK, in topic-name order (a BTreeMap's). One that expired
+        // is dropped like any expired copy (see `deliver`).
         let found: Vec<Message> = self.retained.values().filter(|m| matches(filter, &m.topic)).cloned().collect();
         for message in found {
             let key = Key { qos: message.qos.min(qos), retain: true, topic: message.topic, payload: message.payload };
-            self.deliver(client, key);
+            self.deliver(client, key, message.expires_at);
         }
         self.take()
     }
@@ -270,6 +321,7 @@ impl Model {
         // [MQTT-3.10.4-1]: only the identical filter is removed;
         // [MQTT-3.10.4-2]: no new copy comes through it; copies already in
         // flight or queued stay (choice within [MQTT-3.10.4-3]).
+        self.heard(client);
         if let Some(session) = self.sessions.get_mut(client) {
             session.subscriptions.remove(filter);
         }
@@ -278,19 +330,12 @@ impl Model {
         self.take()
     }
 
-    /// `client` publishes a message. For QoS 2 the message waits for
+    /// `client` publishes `message`. For QoS 2 the message waits for
     /// [`release`](Self::release) under its packet id `id` (the only
     /// packet id the model knows: the client chose it).
-    pub fn publish(
-        &mut self,
-        client: &str,
-        id: u16,
-        topic: &str,
-        payload: &[u8],
-        qos: u8,
-        retain: bool,
-    ) -> Vec<(Endpoint, Seen)> {
-        let message = Message { topic: topic.to_owned(), payload: payload.to_vec(), qos };
+    pub fn publish(&mut self, client: &str, id: u16, message: Message, retain: bool) -> Vec<(Endpoint, Seen)> {
+        self.heard(client);
+        let qos = message.qos;
         match qos {
             0 => self.route(message, retain),
             1 => {
@@ -323,6 +368,7 @@ impl Model {
     /// ([MQTT-4.3.3-2]), then PUBCOMP is sent, also for a message the
     /// session no longer holds (a clean session ended).
     pub fn release(&mut self, client: &str, id: u16) -> Vec<(Endpoint, Seen)> {
+        self.heard(client);
         let held = self.sessions.get_mut(client).and_then(|session| session.unreleased.remove(&id)).flatten();
         if let Some((message, retain)) = held {
             self.route(message, retain);
@@ -333,6 +379,7 @@ impl Model {
 
     /// `client` acknowledges the copy `key` it received.
     pub fn ack(&mut self, client: &str, key: &Key, kind: AckKind) -> Vec<(Endpoint, Seen)> {
+        self.heard(client);
         let Some(session) = self.sessions.get_mut(client) else { return self.take() };
         let wanted = match kind {
             AckKind::PubAck | AckKind::PubRec => Stage::Sent,
@@ -379,8 +426,41 @@ impl Model {
         self.take()
     }
 
-    /// The broker closes `client`'s connection (after DISCONNECT, or on
-    /// takeover); with `will`, its will is published.
+    /// Time passes: `millis` milliseconds. [MQTT-3.1.2-24]: every
+    /// connection silent for one and a half keepalive periods is closed by
+    /// the broker at that moment, as if the network had failed, so its will
+    /// is published ([MQTT-3.1.2-8]). Choice: connections due at the same
+    /// moment close in the order they were made.
+    pub fn advance(&mut self, millis: u64) -> Vec<(Endpoint, Seen)> {
+        let target = self.now + millis;
+        loop {
+            let due = self
+                .connections
+                .iter()
+                .filter_map(|(client, c)| Some((c.silence_deadline()?, c.seq, client.clone())))
+                .min();
+            match due {
+                Some((at, _, client)) if at <= target => {
+                    self.now = self.now.max(at);
+                    self.close(&client, true);
+                }
+                _ => break,
+            }
+        }
+        self.now = target;
+        self.take()
+    }
+
+    /// A packet from `client` arrived now.
+    fn heard(&mut self, client: &str) {
+        if let Some(connection) = self.connections.get_mut(client) {
+            connection.last_heard = self.now;
+        }
+    }
+
+    /// The broker closes `client`'s connection (after DISCONNECT, on
+    /// takeover, or when its keepalive ran out); with `will`, its will is
+    /// published.
     fn close(&mut self, client: &str, will: bool) {
         self.observe(client, Seen::Closed);
         let Some(connection) = self.connections.remove(client) else { return };
@@ -401,7 +481,8 @@ impl Model {
     /// [MQTT-3.1.2-16], [MQTT-3.1.2-17]: a will is published with its own
     /// QoS and retain flag.
     fn publish_will(&mut self, will: Will) {
-        self.route(Message { topic: will.topic, payload: will.payload, qos: will.qos }, will.retain);
+        let message = Message { topic: will.topic, payload: will.payload, qos: will.qos, expires_at: None };
+        self.route(message, will.retain);
     }
 
     /// A message the broker takes: retained if asked, then a copy for
@@ -414,7 +495,9 @@ impl Model {
                 self.retained.remove(&message.topic);
             } else {
                 // [MQTT-3.3.1-5], [MQTT-3.3.1-7]: kept with its QoS,
-                // replacing the one before.
+                // replacing the one before. One that expires stays, but no
+                // copy of it goes out once expired (see `deliver`): the
+                // same, for every client, as deleted then.
                 self.retained.insert(message.topic.clone(), message.clone());
             }
         }
@@ -443,20 +526,23 @@ impl Model {
                     qos: message.qos.min(granted),
                     retain: false,
                 };
-                self.deliver(&client, key);
+                self.deliver(&client, key, message.expires_at);
             }
         }
     }
 
-    /// Gives the copy `key` to `client`'s session.
-    fn deliver(&mut self, client: &str, key: Key) {
+    /// Gives the copy `key` to `client`'s session. Payload expiry
+    /// (DESIGN.md): a copy whose message expired is dropped when it would
+    /// be sent for the first time, now or once out of the queue.
+    fn deliver(&mut self, client: &str, key: Key, expires_at: Option<u64>) {
         let connected = self.connections.contains_key(client);
+        let expired = is_expired(expires_at, self.now);
         let window = self.window;
         let Some(session) = self.sessions.get_mut(client) else { return };
         if key.qos == 0 {
             // Choice: QoS 0 goes out at once, DUP 0 ([MQTT-3.3.1-2]), and
             // is not kept for a disconnected session.
-            if connected {
+            if connected && !expired {
                 self.observe(client, Seen::Publish { key, dup: false });
             }
             return;
@@ -464,26 +550,33 @@ impl Model {
         // [MQTT-4.6.0-6]: nothing overtakes a queued copy; [MQTT-3.1.2-5]:
         // a disconnected session keeps it.
         if connected && session.queue.is_empty() && session.inflight.len() < window {
-            session.inflight.push(Copy { key: key.clone(), stage: Stage::Sent });
+            if expired {
+                return;
+            }
+            session.inflight.push(Copy { key: key.clone(), stage: Stage::Sent, expires_at });
             // [MQTT-4.3.2-1], [MQTT-4.3.3-1]: first sent with DUP 0.
             self.observe(client, Seen::Publish { key, dup: false });
         } else {
-            session.queue.push_back(key);
+            session.queue.push_back(Queued { key, expires_at });
         }
     }
 
     /// Sends queued copies while the window has room and the client is
-    /// connected, in order ([MQTT-4.6.0-6]).
+    /// connected, in order ([MQTT-4.6.0-6]), dropping those that expired.
     fn pump(&mut self, client: &str) {
         if !self.connections.contains_key(client) {
             return;
         }
         let window = self.window;
+        let now = self.now;
         let mut sent = Vec::new();
         if let Some(session) = self.sessions.get_mut(client) {
             while session.inflight.len() < window {
-                let Some(key) = session.queue.pop_front() else { break };
-                session.inflight.push(Copy { key: key.clone(), stage: Stage::Sent });
+                let Some(Queued { key, expires_at }) = session.queue.pop_front() else { break };
+                if is_expired(expires_at, now) {
+                    continue;
+                }
+                session.inflight.push(Copy { key: key.clone(), stage: Stage::Sent, expires_at });
                 sent.push(key);
             }
         }
@@ -502,9 +595,15 @@ impl Model {
     }
 }
 
+/// Payload expiry (DESIGN.md): a message whose `expired_at` has come
+/// (at or before now) is expired.
+fn is_expired(expires_at: Option<u64>, now: u64) -> bool {
+    expires_at.is_some_and(|at| at <= now)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Choices, Endpoint, Key, Model, Overlap, Qos2Routing, Seen, Will};
+    use super::{Choices, Endpoint, Key, Message, Model, Overlap, Qos2Routing, Seen, Will};
 
     fn at(client: &str, generation: u32, seen: Seen) -> (Endpoint, Seen) {
         (Endpoint { client: client.to_owned(), generation }, seen)
@@ -514,6 +613,10 @@ mod tests {
         Seen::Publish { key: Key { topic: topic.to_owned(), payload: payload.into(), qos, retain }, dup }
     }
 
+    fn message(topic: &str, payload: &str, qos: u8, expires_at: Option<u64>) -> Message {
+        Message { topic: topic.to_owned(), payload: payload.into(), qos, expires_at }
+    }
+
     fn will(topic: &str, payload: &str, qos: u8) -> Option<Will> {
         Some(Will { topic: topic.to_owned(), payload: payload.into(), qos, retain: false })
     }
@@ -521,11 +624,11 @@ mod tests {
     #[test]
     fn a_takeover_closes_the_old_connection_and_publishes_its_will() {
         let mut model = Model::new(2, Choices::CULEX);
-        model.connect("s", true, None);
+        model.connect("s", true, None, 0);
         model.subscribe("s", "w/#", 1);
-        model.connect("a", true, will("w/a", "gone", 1));
+        model.connect("a", true, will("w/a", "gone", 1), 0);
         assert_eq!(
-            model.connect("a", true, None),
+            model.connect("a", true, None, 0),
             vec![
                 at("a", 0, Seen::Closed),
                 at("s", 0, copy("w/a", "gone", 1, false, false)),
@@ -537,26 +640,26 @@ mod tests {
     #[test]
     fn disconnect_discards_the_will_and_a_drop_publishes_it() {
         let mut model = Model::new(2, Choices::CULEX);
-        model.connect("s", true, None);
+        model.connect("s", true, None, 0);
         model.subscribe("s", "#", 0);
-        model.connect("a", true, will("w", "1", 0));
+        model.connect("a", true, will("w", "1", 0), 0);
         assert_eq!(model.disconnect("a"), vec![at("a", 0, Seen::Closed)]);
-        model.connect("a", true, will("w", "2", 0));
+        model.connect("a", true, will("w", "2", 0), 0);
         assert_eq!(model.drop_connection("a"), vec![at("s", 0, copy("w", "2", 0, false, false))]);
     }
 
     #[test]
     fn a_stored_session_keeps_qos_1_copies_and_resends_the_unacknowledged_one() {
         let mut model = Model::new(1, Choices::CULEX);
-        model.connect("s", false, None);
+        model.connect("s", false, None, 0);
         model.subscribe("s", "t", 2);
-        model.connect("p", true, None);
-        model.publish("p", 1, "t", b"1", 1, false);
+        model.connect("p", true, None, 0);
+        model.publish("p", 1, message("t", "1", 1, None), false);
         model.drop_connection("s");
-        model.publish("p", 0, "t", b"2", 0, false);
-        model.publish("p", 2, "t", b"3", 1, false);
+        model.publish("p", 0, message("t", "2", 0, None), false);
+        model.publish("p", 2, message("t", "3", 1, None), false);
         assert_eq!(
-            model.connect("s", false, None),
+            model.connect("s", false, None, 0),
             vec![at("s", 1, Seen::ConnAck { session_present: true }), at("s", 1, copy("t", "1", 1, false, true)),]
         );
         let first = Key { topic: "t".into(), payload: b"1".to_vec(), qos: 1, retain: false };
@@ -567,12 +670,12 @@ mod tests {
     fn the_other_choices_give_a_copy_per_subscription_and_route_qos_2_on_publish() {
         let choices = Choices { overlap: Overlap::PerSubscription, qos2_routing: Qos2Routing::OnPublish };
         let mut model = Model::new(2, choices);
-        model.connect("s", true, None);
+        model.connect("s", true, None, 0);
         model.subscribe("s", "t", 0);
         model.subscribe("s", "#", 2);
-        model.connect("p", true, None);
+        model.connect("p", true, None, 0);
         assert_eq!(
-            model.publish("p", 1, "t", b"1", 2, false),
+            model.publish("p", 1, message("t", "1", 2, None), false),
             vec![
                 at("s", 0, copy("t", "1", 2, false, false)),
                 at("s", 0, copy("t", "1", 0, false, false)),
@@ -580,5 +683,40 @@ mod tests {
             ]
         );
         assert_eq!(model.release("p", 1), vec![at("p", 0, Seen::PubComp)]);
+    }
+
+    #[test]
+    fn a_silent_connection_is_closed_after_one_and_a_half_keepalives_and_its_will_published() {
+        let mut model = Model::new(2, Choices::CULEX);
+        model.connect("s", true, None, 0);
+        model.subscribe("s", "w", 0);
+        model.connect("a", true, will("w", "gone", 0), 2);
+        assert_eq!(model.advance(2_999), vec![]);
+        model.subscribe("a", "x", 0);
+        assert_eq!(model.advance(2_999), vec![], "the SUBSCRIBE was heard: 3 s from then");
+        assert_eq!(model.advance(1), vec![at("a", 0, Seen::Closed), at("s", 0, copy("w", "gone", 0, false, false))]);
+        assert!(!model.is_connected("a"));
+    }
+
+    #[test]
+    fn an_expired_message_is_not_sent_first_nor_again_and_not_kept_retained() {
+        let mut model = Model::new(1, Choices::CULEX);
+        model.connect("s", false, None, 0);
+        model.subscribe("s", "t", 1);
+        model.connect("p", true, None, 0);
+        model.publish("p", 1, message("t", "1", 1, Some(5_000)), false);
+        model.publish("p", 2, message("t", "2", 1, Some(5_000)), false);
+        model.publish("p", 3, message("t", "3", 1, None), false);
+        model.drop_connection("s");
+        model.advance(5_000);
+        assert_eq!(
+            model.connect("s", false, None, 0),
+            vec![at("s", 1, Seen::ConnAck { session_present: true }), at("s", 1, copy("t", "3", 1, false, false))],
+            "1 in flight and 2 queued expired; 3 goes"
+        );
+        model.publish("p", 4, message("r", "4", 1, Some(5_000)), true);
+        model.publish("p", 5, message("q", "5", 1, Some(6_000)), true);
+        model.advance(1_000);
+        assert_eq!(model.subscribe("s", "#", 0), vec![at("s", 1, Seen::SubAck(vec![0]))]);
     }
 }

@@ -5,10 +5,10 @@
 //! sessions are plain maps and lists, topics are matched level by level,
 //! and every rule cites the statement of `spec/statements.toml` it comes
 //! from. It shares no code with `culex-core`. Each operation (a client
-//! connects, subscribes, publishes, acknowledges, disconnects or drops)
-//! returns the packets each connection must observe because of it, in
-//! order ([`Seen`]); [`differential`](crate::differential) runs the same
-//! operations through the core's simulation and compares.
+//! connects, subscribes, publishes, acknowledges, disconnects or drops;
+//! time passes) returns the packets each connection must observe because
+//! of it, in order ([`Seen`]); [`differential`](crate::differential) runs
+//! the same operations through the core's simulation and compares.
 //!
 //! Where the standard allows several outcomes, the model keeps to the one
 //! Culex documents (its crate docs: Mosquitto's choices), and says so in a
@@ -32,15 +32,22 @@
 //! - copies in flight and queued stay in the session when their
 //!   subscription is removed ([MQTT-3.10.4-3]);
 //! - a client's own PUBLISH is answered (PUBACK, PUBCOMP) after the copies
-//!   it gives are routed.
+//!   it gives are routed;
+//! - connections whose keepalive runs out at the same moment
+//!   ([MQTT-3.1.2-24]) are closed in the order they were made.
 //!
-//! What the model leaves out is listed in `spec/MODEL.md`: keepalive,
-//! payload expiry, limits (queue length, message size, memory), access
-//! control, MQTT 3.1 and the packet identifiers the broker picks (the
+//! Beyond the standard, the payload expiry of `DESIGN.md`: a message whose
+//! payload's `expired_at` has come is not sent for the first time (at
+//! once, out of the queue, or as a retained message), nor again on a
+//! resumed session; a PUBREL, which carries no message, still goes.
+//!
+//! What the model leaves out is listed in `spec/MODEL.md`: limits (queue
+//! length, message size, memory), access control, PINGREQ, session
+//! expiry, MQTT 3.1 and the packet identifiers the broker picks (the
 //! comparison maps them).
 
 mod broker;
 mod topic;
 
-pub use broker::{AckKind, Choices, Endpoint, Key, Model, Overlap, Qos2Routing, Seen, Will};
+pub use broker::{AckKind, Choices, Endpoint, Key, Message, Model, Overlap, Qos2Routing, Seen, Will};
 pub use topic::matches;
