@@ -28,7 +28,9 @@
 # persistence_location (OUT/persist/NAME/, deleted after the run):
 # persist-qos1 and persist-qos2 are the qos1 and qos2 flows to a subscriber
 # with clean session 0, each bringing its "-off" row along (the same flow,
-# persistence off) for the on/off ratio; persist-restart makes content
+# persistence off) for the on/off ratio; persist-qos1-fleet is persist-qos1
+# with 8 publishers (512 messages in flight, within Mosquitto's 1,000
+# queued), likewise with its "-off" row; persist-restart makes content
 # (persistent sessions with queued messages, retained messages), stops the
 # broker with SIGTERM, starts it again and measures how it comes back;
 # persist-changes measures retained-message and session changes per second.
@@ -105,28 +107,32 @@ declare -A ARGS=(
   [persist-qos1-off]="qos1 --messages $N_QOS1 --clean-session 0 --deadline-secs 120"
   [persist-qos2]="qos2 --messages $N_QOS2 --clean-session 0 --deadline-secs 120"
   [persist-qos2-off]="qos2 --messages $N_QOS2 --clean-session 0 --deadline-secs 120"
+  [persist-qos1-fleet]="qos1 --publishers 8 --messages $N_QOS1 --clean-session 0 --deadline-secs 120"
+  [persist-qos1-fleet-off]="qos1 --publishers 8 --messages $N_QOS1 --clean-session 0 --deadline-secs 120"
   [persist-restart]="persist-fill --sessions $N_SESSIONS --queued $N_QUEUED --retained $N_RETAINED --deadline-secs 900"
   [persist-changes]="persist-changes --messages $N_RCHANGES --cycles $N_SCHURN --deadline-secs 300"
 )
 # The restart probe: the same content, checked on a sample.
 RESTART_PROBE="restart --sessions $N_SESSIONS --queued $N_QUEUED --retained $N_RETAINED --deadline-secs 600"
 ALL_ROWS="fan-in fan-in-16 fan-out qos1 qos2 latency-q0-1k latency-q0-10k latency-q1-1k latency-q1-10k connections presence-off presence-on expiry-plain expiry-json expiry-off slow-sub slow-sub-off"
-PERSIST_ROWS="persist-qos1 persist-qos1-off persist-qos2 persist-qos2-off persist-restart persist-changes"
+PERSIST_ROWS="persist-qos1 persist-qos1-off persist-qos2 persist-qos2-off persist-qos1-fleet persist-qos1-fleet-off persist-restart persist-changes"
 [ -n "$ROWS" ] || ROWS="$ALL_ROWS"
 for row in $ROWS; do
   [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS $PERSIST_ROWS" >&2; exit 2; }
 done
-# persist-qos1 and persist-qos2 bring their "-off" rows along.
+# persist-qos1, persist-qos2 and persist-qos1-fleet bring their "-off" rows along.
 expanded=""
 for row in $ROWS; do
   expanded="$expanded $row"
   case "$row" in
-    persist-qos1|persist-qos2) [[ " $ROWS " == *" $row-off "* ]] || expanded="$expanded $row-off" ;;
+    persist-qos1|persist-qos2|persist-qos1-fleet) [[ " $ROWS " == *" $row-off "* ]] || expanded="$expanded $row-off" ;;
   esac
 done
 ROWS="${expanded# }"
 # Whether a row runs with persistence true.
-persistent_row() { case "$1" in persist-qos1|persist-qos2|persist-restart|persist-changes) return 0 ;; *) return 1 ;; esac; }
+persistent_row() {
+  case "$1" in persist-qos1|persist-qos2|persist-qos1-fleet|persist-restart|persist-changes) return 0 ;; *) return 1 ;; esac
+}
 
 command -v mosquitto >/dev/null && command -v redis-server >/dev/null ||
   { echo "bench.sh: needs mosquitto and redis-server (apt-get install -y mosquitto redis-server)" >&2; exit 1; }

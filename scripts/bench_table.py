@@ -158,6 +158,12 @@ ROWS = [
         [(m[0], m[1], ("ratio", "persist-qos2-off")) if len(m) > 2 else m for m in PERSIST_QOS],
     ),
     ("persist-qos2-off", "persist-qos2-off: the same, persistence off", PERSIST_OFF),
+    (
+        "persist-qos1-fleet",
+        "persist-qos1-fleet: persist-qos1 with 8 publishers (512 in flight)",
+        [(m[0], m[1], ("ratio", "persist-qos1-fleet-off")) if len(m) > 2 else m for m in PERSIST_QOS],
+    ),
+    ("persist-qos1-fleet-off", "persist-qos1-fleet-off: the same, persistence off", PERSIST_OFF),
     ("persist-restart", "persist-restart: persistent sessions with queued messages and retained messages, SIGTERM, start", RESTART),
     ("persist-changes", "persist-changes: durable changes per second, persistence on", CHANGES),
 ]
@@ -172,6 +178,9 @@ TARGETS = [
     ("persist-qos2: delivered msgs/s ≥ 3x Mosquitto (persistence true)", "persist-qos2", "delivered_per_s", "mosquitto ≥", 3.0),
     ("persist-qos2: persistence on ≥ 50 % of off", "persist-qos2", "delivered_per_s", "off ≥", 0.5),
     ("persist-qos2: zero loss", "persist-qos2", "lost", "zero", 0),
+    ("persist-qos1-fleet: delivered msgs/s ≥ 3x Mosquitto (persistence true)", "persist-qos1-fleet", "delivered_per_s", "mosquitto ≥", 3.0),
+    ("persist-qos1-fleet: persistence on ≥ 50 % of off", "persist-qos1-fleet", "delivered_per_s", "off ≥", 0.5),
+    ("persist-qos1-fleet: zero loss", "persist-qos1-fleet", "lost", "zero", 0),
     ("restart: start → first CONNACK ≤ Mosquitto's", "persist-restart", "ready_s", "mosquitto ≤", 1.0),
     ("restart: RSS at the first CONNACK ≤ Mosquitto's", "persist-restart", "broker_rss_kib_ready", "mosquitto ≤", 1.0),
 ]
