@@ -156,7 +156,11 @@ fn a_silent_client_times_out_and_expired_copies_are_not_resent() {
     for op in &ops[..10] {
         assert_eq!(diff.step(op), Ok(()));
     }
-    assert!(diff.transcript().contains("keepalive expired"), "the keepalive closed a connection:\n{}", diff.transcript());
+    assert!(
+        diff.transcript().contains("keepalive expired"),
+        "the keepalive closed a connection:\n{}",
+        diff.transcript()
+    );
 }
 
 /// The comparison tells the brokers the standard allows apart: the core

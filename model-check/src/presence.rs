@@ -149,6 +149,11 @@ impl Redis {
         was_live
     }
 
+    /// The broker's lease runs out (its key expires).
+    pub fn lapse(&mut self, broker: u8) {
+        self.leases.remove(&broker);
+    }
+
     fn srem(&mut self, broker: u8, client: &ClientId) {
         if let Some(set) = self.index.get_mut(&broker) {
             set.remove(client);
@@ -169,8 +174,9 @@ impl Redis {
         self.hash.remove(client);
     }
 
-    /// Runs one command; a renewal answers whether the lease had lapsed.
-    fn apply(&mut self, command: &PresenceCommand, broker: u8) -> bool {
+    /// Runs one command of `broker`'s; a renewal answers whether the lease
+    /// had lapsed.
+    pub fn apply(&mut self, command: &PresenceCommand, broker: u8) -> bool {
         match command {
             PresenceCommand::Renew(_) => return !self.renew(broker),
             PresenceCommand::ClearStale => self.clear_stale(broker),
@@ -469,7 +475,7 @@ impl Model for PresenceModel {
             }
             Action::LeaseLapses(b) => {
                 state.disasters += 1;
-                state.redis.leases.remove(&b);
+                state.redis.lapse(b);
             }
             Action::Flush => {
                 state.disasters += 1;
