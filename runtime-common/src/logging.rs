@@ -2,15 +2,17 @@
 //! timestamp of `log_timestamp_format` in local time), to the
 //! destinations and at the levels `log_dest` and `log_type` ask for:
 //! stdout, stderr, a file, the local syslog ([`syslog`]) and `$SYS`
-//! topics ([`topic`]).
+//! topics ([`topic`]). A log file is reopened on SIGHUP ([`reopen_files`]),
+//! as Mosquitto does, so that logrotate can move it away.
 
 pub(crate) mod local_time;
 mod syslog;
 pub mod topic;
 
 use std::fmt;
-use std::fs::OpenOptions;
-use std::sync::Arc;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use culex_core::conf::{LogConf, LogDest, LogTypes, TimestampFormat};
 use culex_core::log_type;
@@ -82,6 +84,47 @@ fn filter(types: &LogTypes) -> EnvFilter {
 }
 
 /// Every configured destination at once.
+/// A `log_dest file`: the file open now, and its path to open it again.
+struct LogFile {
+    path: PathBuf,
+    file: RwLock<File>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    fn write(&self, buf: &[u8]) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let file = self.file.read().unwrap_or_else(PoisonError::into_inner);
+        (&*file).write_all(buf)
+    }
+
+    /// Opens the path again, so that lines go to a new file once the old
+    /// one was moved away; on failure the old file stays in use.
+    fn reopen(&self) -> std::io::Result<()> {
+        let fresh = Self::open(&self.path)?;
+        *self.file.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+}
+
+/// The log files of the installed subscriber, for [`reopen_files`].
+static FILES: Mutex<Vec<Arc<LogFile>>> = Mutex::new(Vec::new());
+
+/// Opens every `log_dest file` again (SIGHUP): after logrotate moved the
+/// file, the next lines go to a new one at the same path. A file that
+/// cannot be opened is reported and the old one kept.
+pub fn reopen_files() {
+    let files = FILES.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    for file in files {
+        if let Err(e) = file.reopen() {
+            tracing::error!("Error: Unable to reopen log file {}: {e}", file.path.display());
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Destinations {
     targets: Vec<Target>,
@@ -91,7 +134,7 @@ struct Destinations {
 enum Target {
     Stdout,
     Stderr,
-    File(Arc<std::fs::File>),
+    File(Arc<LogFile>),
     Syslog(Arc<Syslog>),
     Topic,
 }
@@ -113,7 +156,7 @@ impl std::io::Write for Fanout {
             let _ = match target {
                 Target::Stdout => std::io::stdout().write_all(buf),
                 Target::Stderr => std::io::stderr().write_all(buf),
-                Target::File(file) => (&**file).write_all(buf),
+                Target::File(file) => file.write(buf),
                 Target::Syslog(syslog) => {
                     syslog.send(self.level, &line());
                     Ok(())
@@ -150,17 +193,17 @@ impl<'a> MakeWriter<'a> for Destinations {
 pub fn init(log: &LogConf) -> Result<(), String> {
     let zone = LocalZone::from_env();
     let mut targets = Vec::new();
+    let mut files = Vec::new();
     for dest in &log.dests {
         targets.push(match dest {
             LogDest::Stdout => Target::Stdout,
             LogDest::Stderr => Target::Stderr,
             LogDest::File(path) => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
+                let file = LogFile::open(Path::new(path))
                     .map_err(|e| format!("Error: Unable to open log file {path} for writing: {e}"))?;
-                Target::File(Arc::new(file))
+                let file = Arc::new(LogFile { path: PathBuf::from(path), file: RwLock::new(file) });
+                files.push(file.clone());
+                Target::File(file)
             }
             LogDest::Syslog => Target::Syslog(Arc::new(Syslog::open(log.facility, zone.clone()))),
             LogDest::Topic => {
@@ -180,7 +223,9 @@ pub fn init(log: &LogConf) -> Result<(), String> {
     let installed =
         if log.timestamp { builder.with_timer(stamp).try_init() } else { builder.without_time().try_init() };
     // Already installed (an embedding program did it): keep theirs.
-    let _ = installed;
+    if installed.is_ok() {
+        *FILES.lock().unwrap_or_else(PoisonError::into_inner) = files;
+    }
     Ok(())
 }
 
@@ -188,6 +233,23 @@ pub fn init(log: &LogConf) -> Result<(), String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reopened_log_file_writes_where_its_path_now_points() {
+        let dir = std::env::temp_dir().join(format!("culex-log-reopen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("culex.log");
+        let file = LogFile { path: path.clone(), file: RwLock::new(LogFile::open(&path).unwrap()) };
+        file.write(b"before\n").unwrap();
+        let rotated = dir.join("culex.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        file.write(b"still the old file\n").unwrap();
+        file.reopen().unwrap();
+        file.write(b"after\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before\nstill the old file\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn stamps_are_unix_seconds_or_the_format_in_local_time() {

@@ -12,7 +12,9 @@
 //! Bridges are reloaded too, which Mosquitto cannot do: a bridge removed
 //! or changed is stopped, a changed or new one started, the others go on
 //! (see [`Server::reload_bridges`](culex_core::server::Server::reload_bridges)).
-//! Other settings (listeners, limits, Redis) need a restart.
+//! Log files (`log_dest file`) are opened again first, as Mosquitto does,
+//! so that logrotate can move them away. Other settings (listeners, limits,
+//! Redis, where the log goes) need a restart.
 
 use culex_core::auth::ListenerPolicies;
 use culex_core::conf::{BridgeConf, BrokerConf, CliOptions};
@@ -25,7 +27,7 @@ use crate::{notify, settings};
 pub enum Signal {
     /// SIGTERM, SIGINT: close every client and stop.
     Shutdown,
-    /// SIGHUP: read the access settings again.
+    /// SIGHUP: reopen the log files and read the access settings again.
     Reload,
     /// SIGUSR1: say how the store stands (Mosquitto saves its database).
     Report,
@@ -107,6 +109,8 @@ impl ReloadSource {
     /// it is over ([`notify::ready`]). Otherwise the broker task says so
     /// once it has applied what this returns.
     pub fn load(&self) -> Option<Reloaded> {
+        // As Mosquitto: log files are opened again (logrotate moved them).
+        crate::logging::reopen_files();
         info!("Reloading config.");
         notify::reloading("Reloading the configuration.");
         if self.options.config_file.is_none() {

@@ -263,12 +263,19 @@ def check_the_broker(broker: Installed):
         fresh.close()
 
     # SIGHUP, as `systemctl reload culex` sends it: RELOADING=1, then READY=1.
+    # Sent after the log file was moved away, as the package's logrotate
+    # does: the broker, now the culex user, opens a new one.
+    rotated = LOG.with_name(LOG.name + ".1")
+    LOG.rename(rotated)
     broker.proc.send_signal(signal.SIGHUP)
     reloading = broker.notify.expect("RELOADING")
     assert int(reloading["MONOTONIC_USEC"]) > 0, reloading
     reloaded = broker.notify.expect("READY")
     assert reloaded["STATUS"].startswith("Configuration reloaded"), reloaded
-    wait_until(lambda: "Password and ACL files reloaded." in LOG.read_text(), 5, what="the reload in the log")
+    wait_until(lambda: LOG.exists() and "Password and ACL files reloaded." in LOG.read_text(), 5,
+               what="the reload in a new log file")
+    assert owner(LOG)[:2] == ("culex", "culex"), owner(LOG)
+    assert "as deb-session" in rotated.read_text() and "as deb-session" not in LOG.read_text()
     assert broker.stop() == 0, broker.logs()
 
 

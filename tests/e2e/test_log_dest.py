@@ -137,3 +137,35 @@ def test_subscribe_lines_are_not_logged_by_default(make_broker, cleanup):
     client.disconnect()
     broker.wait_log(r"Client quiet-subber disconnected\.")
     assert "quiet-subber 1 a/+" not in broker.log()
+
+
+def test_sighup_reopens_the_log_file_after_logrotate_moved_it(make_broker, tmp_path, cleanup):
+    """As Mosquitto: logrotate renames the file and sends SIGHUP; the lines
+    after the signal go to a new file at the same path, the ones before
+    stay in the renamed one, and none is lost in between."""
+    import signal
+
+    log = tmp_path / "culex.log"
+    # As root the broker would drop to an unprivileged user, which may not
+    # write in this test's directory (the package's /var/log/culex belongs
+    # to that user).
+    broker = make_broker(extra=["user root", f"log_dest file {log}", "log_dest stderr"])
+    first = Paho(broker.port, "before-rotation")
+    cleanup(first.close)
+    first.connect()
+    wait_until(lambda: log.exists() and "as before-rotation" in log.read_text(), what="the first line in the file")
+    rotated = tmp_path / "culex.log.1"
+    log.rename(rotated)
+    second = Paho(broker.port, "between")
+    cleanup(second.close)
+    second.connect()
+    broker.send_signal(signal.SIGHUP)
+    broker.wait_log(r"Reloading config\.")
+    third = Paho(broker.port, "after-rotation")
+    cleanup(third.close)
+    third.connect()
+    wait_until(lambda: log.exists() and "as after-rotation" in log.read_text(), what="the line after SIGHUP in the new file")
+    old, new = rotated.read_text(), log.read_text()
+    assert "as before-rotation" in old and "as between" in old, old
+    assert "Reloading config." in new and "as before-rotation" not in new and "as between" not in new, new
+    assert "as after-rotation" not in old
