@@ -117,11 +117,13 @@ pub(crate) async fn serve(
 ) {
     let mut reader = stream.clone();
     let mut writer = stream;
+    // The opening and the closing are boxed while they run: held in place
+    // in this future, they would double every idle connection's task.
     let (mut link, first, identity, bridge) = match (dialed, limits.transport.opening(&remote)) {
         // A bridge's socket, opened by the dialer.
         (Some((bridge, link)), _) => (link, Deframed::default(), Identity::Connect, Some(bridge)),
         (None, None) => (Link::raw(), Deframed::default(), Identity::Connect, None),
-        (None, Some(opening)) => match open(&mut reader, &mut writer, opening).await {
+        (None, Some(opening)) => match Box::pin(open(&mut reader, &mut writer, opening)).await {
             Some((link, first, identity)) => (link, first, identity, None),
             None => return,
         },
@@ -149,7 +151,7 @@ pub(crate) async fn serve(
         if let Some(end) = end {
             debug!(%conn, ?end, "connection ended by the client");
             let _ = events.send(Event::Closed { conn }).await;
-            return finish(conn, writer, &mut link).await;
+            return Box::pin(finish(conn, writer, &mut link)).await;
         }
         let out = async { Wake::Out(rx.recv().await) };
         let wake = if paused {
@@ -166,21 +168,22 @@ pub(crate) async fn serve(
                 _ => gone = true,
             },
             Wake::Out(out) => match out {
-                Some(Out::Data(data)) => match write_queued(conn, &mut writer, &mut rx, data, &mut link, &events).await
-                {
-                    Ok(Written::All) => {}
-                    Ok(Written::Reading(reading)) => paused = !reading,
-                    Ok(Written::ThenClose) => return finish(conn, writer, &mut link).await,
-                    Ok(Written::Aborted) => return abort(conn, &writer),
-                    Err(_) => {
-                        let _ = events.send(Event::Closed { conn }).await;
-                        return;
+                Some(Out::Data(data)) => {
+                    match write_queued(conn, &mut writer, &mut rx, data, &mut link, &events).await {
+                        Ok(Written::All) => {}
+                        Ok(Written::Reading(reading)) => paused = !reading,
+                        Ok(Written::ThenClose) => return Box::pin(finish(conn, writer, &mut link)).await,
+                        Ok(Written::Aborted) => return abort(conn, &writer),
+                        Err(_) => {
+                            let _ = events.send(Event::Closed { conn }).await;
+                            return;
+                        }
                     }
-                },
+                }
                 Some(Out::Abort) => return abort(conn, &writer),
                 Some(Out::Pause) => paused = true,
                 Some(Out::Resume) => paused = false,
-                Some(Out::Close) | None => return finish(conn, writer, &mut link).await,
+                Some(Out::Close) | None => return Box::pin(finish(conn, writer, &mut link)).await,
             },
         }
     }
@@ -303,4 +306,38 @@ async fn open(
         opening.timed_out();
         None
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use culex_core::ListenerId;
+    use culex_runtime::link::Transport;
+    use culex_runtime::{Thresholds, Writers};
+
+    use super::*;
+
+    /// Largest task future of a connection. The opening and the closing
+    /// are boxed, each while it runs: held in place, they made every idle
+    /// connection's task 2,216 bytes.
+    const TASK_FUTURE_MAX: usize = 1040;
+
+    /// Every idle connection holds one such task: its size is memory per
+    /// connection (docs/benchmarks.md).
+    #[test]
+    fn an_idle_connections_task_stays_small() {
+        async_std::task::block_on(async {
+            let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (events, _events) = async_std::channel::bounded(1);
+            let writers = Arc::new(Writers::new(Thresholds { budget: 0, limit: 1 }));
+            let limits =
+                Limits { listener: ListenerId::BRIDGES, writers, transport: Transport::default(), nodelay: true };
+            let remote = Remote::Tcp(SocketAddr::from(([127, 0, 0, 1], 1)));
+            let size = size_of_val(&serve(stream, remote, ConnId(1), limits, events, None));
+            assert!(size <= TASK_FUTURE_MAX, "a connection task's future is {size} bytes, over {TASK_FUTURE_MAX}");
+        });
+    }
 }
