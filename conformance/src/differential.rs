@@ -237,7 +237,14 @@ impl Differential {
 
     /// A fresh broker and a fresh model making `choices`.
     pub fn with_choices(choices: Choices) -> Self {
-        let mut sim = Simulation::new(config());
+        Self::with_shards(choices, 1)
+    }
+
+    /// `shards` brokers acting as one ([`Simulation::with_shards`]) and a
+    /// fresh model making `choices`: the model is one broker, so every
+    /// observation must be the same as with one shard.
+    pub fn with_shards(choices: Choices, shards: u16) -> Self {
+        let mut sim = Simulation::with_shards(config(), shards);
         sim.record();
         Self {
             sim,
@@ -517,7 +524,12 @@ fn by_endpoint(seen: Vec<(Endpoint, Seen)>) -> BTreeMap<Endpoint, Vec<Seen>> {
 /// Runs `ops` from a fresh start; the first disagreement, with the core's
 /// transcript.
 pub fn run(ops: &[Op]) -> Result<(), String> {
-    let mut diff = Differential::new();
+    run_sharded(ops, 1)
+}
+
+/// [`run`] against `shards` brokers acting as one.
+pub fn run_sharded(ops: &[Op], shards: u16) -> Result<(), String> {
+    let mut diff = Differential::with_shards(Choices::CULEX, shards);
     for (step, op) in ops.iter().enumerate() {
         if let Err(e) = diff.step(op) {
             return Err(format!("step {step}: {e}\ntranscript:\n{}", diff.transcript()));

@@ -2,8 +2,9 @@
 //! three clients, run through both; every observation of the core must be
 //! the one the model gives (see `spec/MODEL.md`).
 
-use culex_conformance::differential::{Differential, Op, run};
+use culex_conformance::differential::{CLIENTS, Differential, Op, run, run_sharded};
 use culex_conformance::model::{Choices, Overlap, Qos2Routing};
+use culex_core::shard::home_shard;
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 
 /// Sequences longer than this are cut: long enough for sessions to be
@@ -61,6 +62,32 @@ fn property(ops: Vec<AnyOp>) -> Result<(), String> {
 #[test]
 fn the_core_observes_what_the_model_allows() {
     QuickCheck::new().quickcheck(property as fn(Vec<AnyOp>) -> Result<(), String>);
+}
+
+/// Without keepalives: connections of different shards due at the same
+/// instant have no order between them, where the model closes them in the
+/// order they were made (see `spec/MODEL.md`, "Shards").
+fn property_sharded(ops: Vec<AnyOp>, three: bool) -> Result<(), String> {
+    let ops: Vec<Op> = ops
+        .into_iter()
+        .take(MAX_OPS)
+        .map(|op| match op.0 {
+            Op::Connect { client, clean, will, .. } => Op::Connect { client, clean, will, keep_alive: 0 },
+            op => op,
+        })
+        .collect();
+    run_sharded(&ops, if three { 3 } else { 2 })
+}
+
+/// Two or three shards act as one broker: the clients' home shards differ
+/// (`a` and `c` share one of two, `b` has the other), so subscriptions,
+/// messages, retained messages and wills cross between them.
+#[test]
+fn shards_observe_what_the_model_allows() {
+    let homes = |n| CLIENTS.map(|c| home_shard(c, n));
+    assert!(homes(2).iter().any(|&h| h != homes(2)[0]), "{:?}", homes(2));
+    assert!(homes(3).iter().any(|&h| h != homes(3)[0]), "{:?}", homes(3));
+    QuickCheck::new().quickcheck(property_sharded as fn(Vec<AnyOp>, bool) -> Result<(), String>);
 }
 
 // ---- regressions: sequences the property found, kept as examples -------

@@ -11,6 +11,7 @@ use crate::message::Message;
 use crate::peer::ListenerId;
 use crate::persistence::StoreBatch;
 use crate::policy::{Password, Refusal};
+use crate::shard::{ShardId, ShardMessage};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// An event from the network, handed to
@@ -164,6 +165,17 @@ pub enum Action {
     Store {
         /// The changes.
         batch: StoreBatch,
+    },
+    /// Hand `message` to shard `to`, after everything handed to it before
+    /// (one queue per pair of shards); it answers with
+    /// [`Broker::handle_shard_message`](crate::Broker::handle_shard_message).
+    /// Only from a broker given a place among shards
+    /// ([`Broker::join_shards`](crate::Broker::join_shards)).
+    ToShard {
+        /// The receiving shard.
+        to: ShardId,
+        /// What it is told.
+        message: ShardMessage,
     },
     /// A copy was not sent because its `expired_at` had passed.
     DropExpired {

@@ -30,6 +30,7 @@ use crate::router::SubscriptionTree;
 use crate::session::{
     AckOutcome, Grant, Limits, Outgoing, Presence, QueueFull, Session, SessionKey, SessionStore, Stage,
 };
+use crate::shard::{ShardId, ShardMessage, ShardRoutes};
 use crate::sys::{self, SysTopics};
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
@@ -109,6 +110,10 @@ pub struct Broker {
     /// When offline sessions are next checked against
     /// `persistent_client_expiration`.
     expiry_check: Option<Instant>,
+    /// Its place among shards; `None` for a broker alone.
+    shards: Option<Box<ShardRoutes>>,
+    /// Reused buffer for the shards a message goes to.
+    shard_targets: Vec<ShardId>,
 }
 
 /// One network connection: kept within 72 bytes, so that its box takes an
@@ -405,6 +410,34 @@ impl Broker {
             sys: SysTopics::default(),
             journal,
             waiting: Vec::new(),
+            shards: None,
+            shard_targets: Vec::new(),
+        }
+    }
+
+    /// Makes this broker shard `me` of `count` (see [`shard`](crate::shard)):
+    /// it announces its sessions' filters to the other shards and hands them
+    /// the messages their sessions subscribe to ([`Action::ToShard`]). To be
+    /// called before any session exists: a restored one's filters are
+    /// announced as they are restored.
+    pub fn join_shards(&mut self, me: ShardId, count: u16) {
+        if count > 1 {
+            self.shards = Some(Box::new(ShardRoutes::new(me, count)));
+        }
+    }
+
+    /// Takes in what shard `from` says ([`Action::ToShard`]).
+    pub fn handle_shard_message(&mut self, now: Now, from: ShardId, message: ShardMessage) {
+        match message {
+            ShardMessage::Route(filter) => self.learn_route(from, &filter, true),
+            ShardMessage::Unroute(filter) => self.learn_route(from, &filter, false),
+            ShardMessage::Publish(message) => self.deliver_here(now, message, None),
+        }
+    }
+
+    fn learn_route(&mut self, from: ShardId, filter: &TopicFilter, routed: bool) {
+        if let Some(shards) = self.shards.as_mut() {
+            shards.learn(from, filter, routed);
         }
     }
 
@@ -1304,6 +1337,24 @@ impl Broker {
     /// subscriptions. Implements [MQTT-3.3.1-5] to [MQTT-3.3.1-12]
     /// (retained store), [MQTT-3.3.5-1], [MQTT-4.5.0-1], [MQTT-4.7.2-1].
     fn route(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
+        self.forward_to_shards(&message);
+        self.deliver_here(now, message, from);
+    }
+
+    /// Hands `message` to the other shards that want it, if there are any.
+    fn forward_to_shards(&mut self, message: &Arc<Message>) {
+        let Some(shards) = self.shards.as_mut() else { return };
+        let mut targets = std::mem::take(&mut self.shard_targets);
+        shards.destinations(&message.topic, message.retain, &mut targets);
+        for &to in &targets {
+            self.actions.push_back(Action::ToShard { to, message: ShardMessage::Publish(message.clone()) });
+        }
+        self.shard_targets = targets;
+    }
+
+    /// Delivers `message` to this broker's own subscribers, and keeps it
+    /// if it is retained.
+    fn deliver_here(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
         if message.retain {
             self.store_retained(now, &message);
         }
@@ -1558,7 +1609,7 @@ impl Broker {
                 continue;
             };
             let grant = Grant { qos, checked: access == FilterAccess::Partial };
-            self.subscriptions.subscribe(&filter, key, grant);
+            self.add_subscription(&filter, key, grant);
             if let Some(session) = self.sessions.get_mut(key) {
                 session.subscriptions.insert(filter.clone(), qos);
                 info!(target: log_type::SUBSCRIBE, "{} {} {}", session.client_id, qos.bits(), filter.as_str());
@@ -1624,7 +1675,7 @@ impl Broker {
         for filter in unsubscribe.filters {
             // A filter that cannot be mounted was never subscribed.
             let Some(filter) = self.mounted_filter(id, filter) else { continue };
-            self.subscriptions.unsubscribe(&filter, key);
+            self.remove_subscription(&filter, key);
             if let Some(session) = self.sessions.get_mut(key) {
                 session.subscriptions.remove(&filter);
             }
@@ -1700,12 +1751,37 @@ impl Broker {
         }
     }
 
+    /// Adds or replaces session `key`'s subscription to `filter`; the first
+    /// one of this shard to `filter` is announced to the other shards.
+    fn add_subscription(&mut self, filter: &TopicFilter, key: SessionKey, grant: Grant) {
+        let new = self.subscriptions.subscribe(filter, key, grant).is_none();
+        if new && self.shards.as_mut().is_some_and(|s| s.subscribed(filter)) {
+            self.tell_other_shards(&ShardMessage::Route(filter.clone()));
+        }
+    }
+
+    /// Removes session `key`'s subscription to `filter`; the last one of
+    /// this shard to `filter` is withdrawn from the other shards.
+    fn remove_subscription(&mut self, filter: &TopicFilter, key: SessionKey) {
+        let removed = self.subscriptions.unsubscribe(filter, key);
+        if removed && self.shards.as_mut().is_some_and(|s| s.unsubscribed(filter)) {
+            self.tell_other_shards(&ShardMessage::Unroute(filter.clone()));
+        }
+    }
+
+    fn tell_other_shards(&mut self, message: &ShardMessage) {
+        let Some(shards) = self.shards.as_ref() else { return };
+        for to in shards.others() {
+            self.actions.push_back(Action::ToShard { to, message: message.clone() });
+        }
+    }
+
     /// Forgets a session and its subscriptions; retained messages stay
     /// ([MQTT-3.1.2-7]).
     fn discard_session(&mut self, key: SessionKey) {
         if let Some(session) = self.sessions.remove(key) {
             for filter in session.subscriptions.keys() {
-                self.subscriptions.unsubscribe(filter, key);
+                self.remove_subscription(filter, key);
             }
             self.record_discarded(&session);
         }

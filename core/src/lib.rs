@@ -123,6 +123,7 @@ pub mod retained;
 pub mod router;
 pub mod server;
 mod session;
+pub mod shard;
 pub mod sim;
 pub mod sys;
 pub mod time;

@@ -454,6 +454,8 @@ impl<O: Outbox> Server<O> {
                     self.auth_requests.push(AuthRequest { conn, client, username, password, listener });
                 }
                 Action::Store { batch } => self.store_batches.push(batch),
+                // A `Server` runs one broker alone, never joined to shards.
+                Action::ToShard { .. } => {}
                 Action::Deliver { .. } | Action::DropExpired { .. } => {}
             }
         }

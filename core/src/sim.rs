@@ -40,6 +40,7 @@ use crate::error::CloseReason;
 use crate::peer::Peer;
 use crate::persistence::{StoreBatch, StoredState};
 use crate::policy::{Password, Refusal};
+use crate::shard::{self, Placement, ShardId, ShardMessage};
 use crate::time::{Instant, Now, UnixTime};
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
@@ -160,7 +161,17 @@ pub type Authenticator = Box<dyn FnMut(&ClientId, Option<&str>, Option<&[u8]>) -
 
 /// A broker, a virtual clock and any number of virtual clients.
 pub struct Simulation {
-    broker: Broker,
+    /// One broker per shard; shard 0 alone unless made
+    /// [`with_shards`](Self::with_shards).
+    brokers: Vec<Broker>,
+    /// Each placed connection's shard (see [`shard::place`]).
+    homes: BTreeMap<ConnId, usize>,
+    /// Connections of several shards waiting for their CONNECT, with the
+    /// bytes sent so far.
+    unplaced: BTreeMap<ConnId, (Peer, Vec<u8>)>,
+    /// What shards told each other, not yet carried: one queue keeps every
+    /// pair's order.
+    bus: VecDeque<(ShardId, ShardId, ShardMessage)>,
     now: Now,
     clients: BTreeMap<ConnId, ClientEnd>,
     presence: BTreeSet<String>,
@@ -186,7 +197,7 @@ struct Disk {
 
 impl std::fmt::Debug for Simulation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulation").field("broker", &self.broker).field("now", &self.now).finish_non_exhaustive()
+        f.debug_struct("Simulation").field("brokers", &self.brokers).field("now", &self.now).finish_non_exhaustive()
     }
 }
 
@@ -199,7 +210,10 @@ impl Simulation {
     /// A simulation around `broker`, with the wall clock at `start_unix`.
     pub fn with_broker(broker: Broker, start_unix: f64) -> Self {
         Self {
-            broker,
+            brokers: vec![broker],
+            homes: BTreeMap::new(),
+            unplaced: BTreeMap::new(),
+            bus: VecDeque::new(),
             now: Now::new(Instant::ZERO, UnixTime::from_secs_f64(start_unix)),
             clients: BTreeMap::new(),
             presence: BTreeSet::new(),
@@ -210,6 +224,24 @@ impl Simulation {
             auth_answers: VecDeque::new(),
             disk: Disk::default(),
         }
+    }
+
+    /// A simulation of `shards` brokers acting as one (see
+    /// [`shard`](crate::shard)): each connection goes to its client id's
+    /// home shard once its CONNECT is whole, and what the shards tell each
+    /// other is carried in order before the next client acts. The store,
+    /// [`replace_policy`](Self::replace_policy) and
+    /// [`broker_publishes`](Self::broker_publishes) concern shard 0 alone.
+    ///
+    /// # Panics
+    ///
+    /// With [`Config::persistence`](crate::Config) on and more than one
+    /// shard: the store is simulated for one broker.
+    pub fn with_shards(config: Config, shards: u16) -> Self {
+        assert!(shards <= 1 || !config.persistence, "the simulated store serves one shard");
+        let mut sim = Self::new(config.clone());
+        sim.brokers = shard_brokers(&config, shards);
+        sim
     }
 
     /// With `manual`, store batches wait for [`commit`](Self::commit)
@@ -223,7 +255,7 @@ impl Simulation {
     pub fn commit(&mut self) {
         if let Some(seq) = self.commit_pending() {
             self.note(format_args!("store: durable up to batch {seq}"));
-            self.broker.handle_input(self.now, Input::Stored { seq });
+            self.brokers[0].handle_input(self.now, Input::Stored { seq });
             self.drain();
         }
     }
@@ -234,7 +266,7 @@ impl Simulation {
         let Some(batch) = self.disk.pending.pop_front() else { return false };
         self.disk.durable.apply_batch(&batch);
         self.note(format_args!("store: durable up to batch {}", batch.seq));
-        self.broker.handle_input(self.now, Input::Stored { seq: batch.seq });
+        self.brokers[0].handle_input(self.now, Input::Stored { seq: batch.seq });
         self.drain();
         true
     }
@@ -292,14 +324,18 @@ impl Simulation {
     }
 
     fn start_again(&mut self) {
-        let config = self.broker.config().clone();
-        self.broker = Broker::new(config);
+        let config = self.brokers[0].config().clone();
+        let shards = u16::try_from(self.brokers.len()).unwrap_or(u16::MAX);
+        self.brokers = shard_brokers(&config, shards);
+        self.homes.clear();
+        self.unplaced.clear();
+        self.bus.clear();
         self.clients.clear();
         self.presence.clear();
         self.replies.clear();
         self.auth_answers.clear();
         let state = self.disk.durable.clone();
-        self.broker.restore(self.now, state);
+        self.brokers[0].restore(self.now, state);
         self.drain();
     }
 
@@ -317,7 +353,7 @@ impl Simulation {
         keep: &dyn Fn(crate::policy::ClientInfo<'_>) -> bool,
     ) {
         self.note(format_args!("policy replaced"));
-        self.broker.replace_policy(self.now, policy, keep);
+        self.brokers[0].replace_policy(self.now, policy, keep);
         self.drain();
     }
 
@@ -332,9 +368,9 @@ impl Simulation {
         self.transcript.as_deref().unwrap_or("")
     }
 
-    /// The broker, for its getters.
+    /// The broker (shard 0's), for its getters.
     pub fn broker(&self) -> &Broker {
-        &self.broker
+        &self.brokers[0]
     }
 
     /// The current virtual time.
@@ -366,7 +402,15 @@ impl Simulation {
     /// Like [`open`](Self::open), for a connection the runtime describes
     /// as `peer` (its listener, a TLS identity).
     pub fn open_from(&mut self, name: &str, auto_ack: bool, peer: Peer) -> ConnId {
-        let conn = self.broker.accept(self.now, peer);
+        let conn = if self.brokers.len() == 1 {
+            self.brokers[0].accept(self.now, peer)
+        } else {
+            // Ids from one counter, so that they are unique across shards;
+            // the broker takes the connection once its CONNECT is whole.
+            let conn = self.brokers[0].new_conn_id();
+            self.unplaced.insert(conn, (peer, Vec::new()));
+            conn
+        };
         self.clients.insert(
             conn,
             ClientEnd {
@@ -378,7 +422,7 @@ impl Simulation {
                 next_packet_id: 0,
                 reading: true,
                 unread: BytesMut::new(),
-                gauge: WriterGauge::new(self.broker.config().max_unwritten_bytes),
+                gauge: WriterGauge::new(self.brokers[0].config().max_unwritten_bytes),
                 paused: false,
                 unsent: BytesMut::new(),
             },
@@ -431,8 +475,37 @@ impl Simulation {
             client.unsent.extend_from_slice(data);
             return;
         }
-        self.broker.handle_input(self.now, Input::Received { conn, data });
+        if !self.place(conn, data) {
+            return;
+        }
+        self.input_for(conn, Input::Received { conn, data });
         self.drain();
+    }
+
+    /// Whether `conn` has its shard, giving it one if `data` completes its
+    /// CONNECT; then its broker is handed everything sent before `data`.
+    fn place(&mut self, conn: ConnId, data: &[u8]) -> bool {
+        let Some((_, sent)) = self.unplaced.get_mut(&conn) else { return true };
+        sent.extend_from_slice(data);
+        let shards = u16::try_from(self.brokers.len()).unwrap_or(u16::MAX);
+        let max = self.brokers[0].config().max_packet_size();
+        let Placement::Home(ShardId(home)) = shard::place(sent, shards, max) else { return false };
+        let Some((peer, sent)) = self.unplaced.remove(&conn) else { return false };
+        let home = usize::from(home);
+        self.homes.insert(conn, home);
+        let before = &sent[..sent.len() - data.len()];
+        self.brokers[home].accept_as(self.now, conn, peer);
+        if !before.is_empty() {
+            self.brokers[home].handle_input(self.now, Input::Received { conn, data: before });
+        }
+        true
+    }
+
+    /// Hands `input` about `conn` to the broker serving it (shard 0's
+    /// until it is placed).
+    fn input_for(&mut self, conn: ConnId, input: Input<'_>) {
+        let shard = self.homes.get(&conn).copied().unwrap_or(0);
+        self.brokers[shard].handle_input(self.now, input);
     }
 
     /// The client of `conn` reads up to `max` bytes of what the broker
@@ -476,7 +549,7 @@ impl Simulation {
     /// Hands the broker a report on `conn`'s writer, as a runtime does.
     fn report(&mut self, conn: ConnId, progress: Option<WriterProgress>) {
         if let Some(progress) = progress {
-            self.broker.handle_input(self.now, Input::Writer { conn, progress });
+            self.input_for(conn, Input::Writer { conn, progress });
         }
     }
 
@@ -506,7 +579,7 @@ impl Simulation {
     /// The broker publishes a message of its own ([`Input::Publish`]).
     pub fn broker_publishes(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
         self.note(format_args!("broker publishes {topic}"));
-        self.broker.handle_input(self.now, Input::Publish { topic, payload, qos, retain });
+        self.brokers[0].handle_input(self.now, Input::Publish { topic, payload, qos, retain });
         self.drain();
     }
 
@@ -521,14 +594,18 @@ impl Simulation {
             let line = format!("{} connection lost", client.name);
             self.note(format_args!("{line}"));
         }
-        self.broker.handle_input(self.now, Input::Closed { conn });
+        if self.unplaced.remove(&conn).is_none() {
+            self.input_for(conn, Input::Closed { conn });
+        }
         self.drain();
     }
 
     /// Shuts the broker down: every connection closes.
     pub fn shutdown(&mut self) {
         self.note(format_args!("broker shuts down"));
-        self.broker.shutdown(self.now);
+        for broker in &mut self.brokers {
+            broker.shutdown(self.now);
+        }
         self.drain();
     }
 
@@ -542,10 +619,12 @@ impl Simulation {
         };
         // Bounded: every round either fires a deadline or ends.
         for _ in 0..1_000_000 {
-            match self.broker.poll_timeout() {
-                Some(at) if at <= target => {
+            // The shard due first; ties in shard order.
+            let due = self.brokers.iter().enumerate().filter_map(|(i, b)| Some((b.poll_timeout()?, i))).min();
+            match due {
+                Some((at, shard)) if at <= target => {
                     self.now = Now::new(at.max(self.now.instant), unix_at(self, at.max(self.now.instant)));
-                    self.broker.handle_timeout(self.now);
+                    self.brokers[shard].handle_timeout(self.now);
                     self.drain();
                 }
                 _ => break,
@@ -580,21 +659,48 @@ impl Simulation {
         // Bounded: each reply answers a packet the broker sent; a broker
         // answering replies forever would be a bug worth a loud stop.
         for _ in 0..1_000_000 {
-            while let Some(action) = self.broker.poll_action() {
-                self.apply(action);
-            }
+            self.apply_all();
             let committed = if self.disk.manual { None } else { self.commit_pending() };
             if let Some(seq) = committed {
-                self.broker.handle_input(self.now, Input::Stored { seq });
+                self.brokers[0].handle_input(self.now, Input::Stored { seq });
                 continue;
             }
             if let Some((conn, result)) = self.auth_answers.pop_front() {
                 self.note(format_args!("credentials checked: {}", if result.is_ok() { "accepted" } else { "refused" }));
-                self.broker.handle_input(self.now, Input::Authenticated { conn, result });
+                self.input_for(conn, Input::Authenticated { conn, result });
                 continue;
             }
             let Some((conn, packet)) = self.replies.pop_front() else { return };
             self.send(conn, &packet);
+        }
+    }
+
+    /// Carries out every broker's pending actions, and carries what the
+    /// shards tell each other, until none has anything left.
+    fn apply_all(&mut self) {
+        loop {
+            let mut quiet = true;
+            for shard in 0..self.brokers.len() {
+                while let Some(action) = self.brokers[shard].poll_action() {
+                    quiet = false;
+                    match action {
+                        Action::ToShard { to, message } => {
+                            let from = ShardId(u16::try_from(shard).unwrap_or(u16::MAX));
+                            self.bus.push_back((from, to, message));
+                        }
+                        action => self.apply(action),
+                    }
+                }
+            }
+            while let Some((from, to, message)) = self.bus.pop_front() {
+                quiet = false;
+                if let Some(broker) = self.brokers.get_mut(usize::from(to.0)) {
+                    broker.handle_shard_message(self.now, from, message);
+                }
+            }
+            if quiet {
+                return;
+            }
         }
     }
 
@@ -636,10 +742,8 @@ impl Simulation {
                         }
                         continue;
                     }
-                    self.broker.handle_input(self.now, Input::Received { conn, data: chunk });
-                    while let Some(action) = self.broker.poll_action() {
-                        self.apply(action);
-                    }
+                    self.input_for(conn, Input::Received { conn, data: chunk });
+                    self.apply_all();
                 }
             }
             Action::Close { conn, reason } => {
@@ -673,6 +777,8 @@ impl Simulation {
                 self.disk.history.push(batch.clone());
                 self.disk.pending.push_back(batch);
             }
+            // Taken by `apply_all` before.
+            Action::ToShard { .. } => {}
             Action::DropExpired { client, message } => {
                 self.stats.expired += 1;
                 self.note(format_args!("expired: {} for {client}", message.topic.as_str()));
@@ -719,6 +825,18 @@ impl Simulation {
 }
 
 /// What a well-behaved client answers.
+/// `shards` brokers with `config` (one at least), each joined as its shard.
+fn shard_brokers(config: &Config, shards: u16) -> Vec<Broker> {
+    let shards = shards.max(1);
+    (0..shards)
+        .map(|i| {
+            let mut broker = Broker::new(config.clone());
+            broker.join_shards(ShardId(i), shards);
+            broker
+        })
+        .collect()
+}
+
 fn auto_reply(packet: &Packet) -> Option<Packet> {
     match packet {
         Packet::Publish(Publish { qos: QoS::AtLeastOnce, packet_id: Some(id), .. }) => Some(Packet::PubAck(*id)),

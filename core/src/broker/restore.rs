@@ -256,8 +256,8 @@ impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
             listener: ListenerId::default(),
         };
         let checked = broker.policy.filter_access(info, &filter) != FilterAccess::Whole;
-        broker.subscriptions.subscribe(&filter, key, Grant { qos, checked });
-        session.subscriptions.insert(filter, qos);
+        session.subscriptions.insert(filter.clone(), qos);
+        broker.add_subscription(&filter, key, Grant { qos, checked });
     }
 
     fn copy(&mut self, client: &str, seq: u64, copy: StoredCopy) {

@@ -1,0 +1,225 @@
+//! Shards: several brokers acting as one, each the home of the client ids
+//! that hash to it (see `DESIGN.md`, "Where the architecture is going").
+//!
+//! A connection belongs to its client id's home shard ([`home_shard`])
+//! once its CONNECT is read, so a session, its takeovers, its QoS flows and
+//! its presence changes never leave one shard: each stays today's
+//! single-threaded broker. What crosses shards is [`ShardMessage`]s,
+//! carried in order from one shard to another by whatever joins them:
+//!
+//! - a shard tells every other one which filters its sessions subscribe to
+//!   ([`ShardMessage::Route`], [`ShardMessage::Unroute`]: sent when a
+//!   filter gets its first local subscriber and when it loses its last);
+//! - a message published at a shard goes once to each other shard with a
+//!   route matching its topic ([`ShardMessage::Publish`]), which delivers
+//!   it to its own subscribers;
+//! - a retained message (or its deletion) goes to every other shard, so
+//!   that each holds every retained message and answers SUBSCRIBE alone.
+//!
+//! One queue per ordered pair of shards keeps each publisher's order: its
+//! messages leave its home shard in order and reach each other shard by
+//! one path.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use crate::codec::{self, Packet};
+use crate::message::Message;
+use crate::router::SubscriptionTree;
+use crate::topic::{TopicFilter, TopicName};
+use crate::types::Protocol;
+
+/// A shard, numbered from 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId(pub u16);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shard {}", self.0)
+    }
+}
+
+/// The home shard of `client_id` among `shards` (at least 1). Stable: the
+/// same for every process and every build (64-bit FNV-1a of the id's
+/// bytes), so that a persistent session is found again after a restart
+/// with the same number of shards.
+pub fn home_shard(client_id: &str, shards: u16) -> ShardId {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = client_id.bytes().fold(OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME));
+    let index = hash % u64::from(shards.max(1));
+    ShardId(u16::try_from(index).unwrap_or(0))
+}
+
+/// Where a new connection goes, from the bytes its client sent so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Its CONNECT is not whole yet: keep reading.
+    NeedMore,
+    /// To this shard: its client id's home, or shard 0 for anything but a
+    /// CONNECT with an id (that shard's broker answers as a broker alone
+    /// would: an assigned id, a refusal, a protocol error).
+    Home(ShardId),
+}
+
+/// Where the connection whose first bytes are `bytes` goes among `shards`.
+pub fn place(bytes: &[u8], shards: u16, max_packet_size: usize) -> Placement {
+    let mut buf = BytesMut::from(bytes);
+    match codec::decode(&mut buf, max_packet_size, Protocol::V311) {
+        Ok(None) => Placement::NeedMore,
+        Ok(Some(Packet::Connect(connect))) if !connect.client_id.is_empty() => {
+            Placement::Home(home_shard(&connect.client_id, shards))
+        }
+        Ok(Some(_)) | Err(_) => Placement::Home(ShardId(0)),
+    }
+}
+
+/// What one shard tells another.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShardMessage {
+    /// The sender's sessions subscribe to this filter (the first of them
+    /// just did).
+    Route(TopicFilter),
+    /// None of the sender's sessions subscribes to this filter any more.
+    Unroute(TopicFilter),
+    /// A message published at the sender, for the receiver's subscribers
+    /// (and, retained, for its retained store).
+    Publish(Arc<Message>),
+}
+
+/// A broker's place among shards: the filters its own sessions subscribe
+/// to, counted, and those the other shards announced.
+#[derive(Debug)]
+pub(crate) struct ShardRoutes {
+    me: ShardId,
+    count: u16,
+    /// How many of this shard's sessions subscribe to each filter.
+    local: HashMap<TopicFilter, u32>,
+    /// The other shards' filters.
+    remote: SubscriptionTree<ShardId, ()>,
+    /// Reused buffer for the shards a topic matches.
+    matched: Vec<(ShardId, ())>,
+}
+
+impl ShardRoutes {
+    /// Shard `me` of `count`.
+    pub(crate) fn new(me: ShardId, count: u16) -> Self {
+        Self { me, count, local: HashMap::new(), remote: SubscriptionTree::new(), matched: Vec::new() }
+    }
+
+    /// Every shard but this one.
+    pub(crate) fn others(&self) -> impl Iterator<Item = ShardId> + use<> {
+        let me = self.me;
+        (0..self.count).map(ShardId).filter(move |&s| s != me)
+    }
+
+    /// A local session subscribed to `filter`; whether it is the first.
+    pub(crate) fn subscribed(&mut self, filter: &TopicFilter) -> bool {
+        let count = self.local.entry(filter.clone()).or_insert(0);
+        *count += 1;
+        *count == 1
+    }
+
+    /// A local session no longer subscribes to `filter`; whether it was
+    /// the last.
+    pub(crate) fn unsubscribed(&mut self, filter: &TopicFilter) -> bool {
+        match self.local.get_mut(filter) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                self.local.remove(filter);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes in shard `from`'s route change.
+    pub(crate) fn learn(&mut self, from: ShardId, filter: &TopicFilter, routed: bool) {
+        if routed {
+            self.remote.subscribe(filter, from, ());
+        } else {
+            self.remote.unsubscribe(filter, from);
+        }
+    }
+
+    /// The other shards a message on `topic` goes to, each once, in order,
+    /// into `out`: those with a matching route, or all of them for a
+    /// retained message.
+    pub(crate) fn destinations(&mut self, topic: &TopicName, retain: bool, out: &mut Vec<ShardId>) {
+        out.clear();
+        if retain {
+            out.extend(self.others());
+            return;
+        }
+        self.matched.clear();
+        self.remote.matches(topic, &mut self.matched);
+        out.extend(self.matched.iter().map(|&(shard, ())| shard));
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn filter(s: &str) -> TopicFilter {
+        TopicFilter::new(s).unwrap()
+    }
+
+    fn name(s: &str) -> TopicName {
+        TopicName::new(s).unwrap()
+    }
+
+    #[test]
+    fn home_shards_are_stable_and_spread() {
+        assert_eq!(home_shard("anything", 1), ShardId(0));
+        assert_eq!(home_shard("anything", 0), ShardId(0));
+        // FNV-1a of "a" is 0xaf63dc4c8601ec8c.
+        assert_eq!(home_shard("a", 7), ShardId((0xaf63_dc4c_8601_ec8c_u64 % 7) as u16));
+        let mut per_shard = [0u32; 4];
+        for n in 0..4000 {
+            per_shard[usize::from(home_shard(&format!("device-{n}"), 4).0)] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| (800..1200).contains(&n)), "{per_shard:?}");
+    }
+
+    #[test]
+    fn a_filter_is_announced_by_its_first_subscriber_and_withdrawn_by_its_last() {
+        let mut routes = ShardRoutes::new(ShardId(1), 3);
+        assert_eq!(routes.others().collect::<Vec<_>>(), [ShardId(0), ShardId(2)]);
+        assert!(routes.subscribed(&filter("a/+")));
+        assert!(!routes.subscribed(&filter("a/+")));
+        assert!(!routes.unsubscribed(&filter("a/+")));
+        assert!(routes.unsubscribed(&filter("a/+")));
+        assert!(!routes.unsubscribed(&filter("a/+")));
+    }
+
+    #[test]
+    fn messages_go_once_to_each_matching_shard_and_retained_ones_everywhere() {
+        let mut routes = ShardRoutes::new(ShardId(0), 4);
+        routes.learn(ShardId(2), &filter("a/#"), true);
+        routes.learn(ShardId(2), &filter("a/b"), true);
+        routes.learn(ShardId(3), &filter("+/c"), true);
+        let mut out = Vec::new();
+        routes.destinations(&name("a/b"), false, &mut out);
+        assert_eq!(out, [ShardId(2)]);
+        routes.destinations(&name("a/c"), false, &mut out);
+        assert_eq!(out, [ShardId(2), ShardId(3)]);
+        routes.destinations(&name("x/y"), false, &mut out);
+        assert!(out.is_empty());
+        routes.destinations(&name("x/y"), true, &mut out);
+        assert_eq!(out, [ShardId(1), ShardId(2), ShardId(3)]);
+        routes.learn(ShardId(2), &filter("a/#"), false);
+        routes.destinations(&name("a/c"), false, &mut out);
+        assert_eq!(out, [ShardId(3)]);
+    }
+}
