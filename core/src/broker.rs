@@ -432,6 +432,12 @@ impl Broker {
             ShardMessage::Route(filter) => self.learn_route(from, &filter, true),
             ShardMessage::Unroute(filter) => self.learn_route(from, &filter, false),
             ShardMessage::Publish(message) => self.deliver_here(now, message, None),
+            ShardMessage::Stats(stats) => {
+                let own = self.stats();
+                if let Some(shards) = self.shards.as_mut() {
+                    shards.report(from, *stats, own);
+                }
+            }
         }
     }
 
@@ -686,7 +692,13 @@ impl Broker {
         if !self.sys.is_due(now.instant) {
             return;
         }
-        let stats = self.stats();
+        let stats = self.totals();
+        if self.shards.as_ref().is_some_and(|s| s.me() != ShardId(0)) {
+            // Shard 0 publishes for all: this shard's figures go there.
+            drop(self.sys.due(now.instant, self.config.sys_interval, &stats));
+            self.actions.push_back(Action::ToShard { to: ShardId(0), message: ShardMessage::Stats(Box::new(stats)) });
+            return;
+        }
         for (topic, value) in self.sys.due(now.instant, self.config.sys_interval, &stats) {
             let Ok(topic) = TopicName::new(topic) else { continue };
             let figure = Message::without_expiry(topic, Bytes::from(value), QoS::AtMostOnce, true);

@@ -354,7 +354,7 @@ impl<O: Outbox> Server<O> {
     /// The presence link's figures are there when Redis is configured,
     /// each bridge's numbers when bridges run.
     pub fn systree(&self, now: Now) -> Vec<(String, u64)> {
-        let stats = self.broker.stats();
+        let stats = self.broker.totals();
         let broker = sys::broker_figures(&stats).into_iter().map(|figure| (figure.topic.to_owned(), figure.value));
         let own = self.own_figures().filter_map(|(topic, value)| match value {
             Value::Count(n) => Some((topic, n)),

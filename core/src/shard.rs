@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use crate::broker::Stats;
 use crate::codec::{self, Packet};
 use crate::message::Message;
 use crate::router::SubscriptionTree;
@@ -88,6 +89,10 @@ pub enum ShardMessage {
     /// A message published at the sender, for the receiver's subscribers
     /// (and, retained, for its retained store).
     Publish(Arc<Message>),
+    /// The sender's figures, for shard 0, which publishes `$SYS` for all
+    /// of them ([`Broker::totals`](crate::Broker::totals)); sent at each
+    /// `sys_interval`.
+    Stats(Box<Stats>),
 }
 
 /// A broker's place among shards: the filters its own sessions subscribe
@@ -102,12 +107,55 @@ pub(crate) struct ShardRoutes {
     remote: SubscriptionTree<ShardId, ()>,
     /// Reused buffer for the shards a topic matches.
     matched: Vec<(ShardId, ())>,
+    /// At shard 0: the other shards' last figures, by shard.
+    reports: Vec<Option<Stats>>,
+    /// At shard 0: the most clients connected and sessions held in all
+    /// shards together, sampled at each report.
+    peaks: (usize, usize),
 }
 
 impl ShardRoutes {
     /// Shard `me` of `count`.
     pub(crate) fn new(me: ShardId, count: u16) -> Self {
-        Self { me, count, local: HashMap::new(), remote: SubscriptionTree::new(), matched: Vec::new() }
+        Self {
+            me,
+            count,
+            local: HashMap::new(),
+            remote: SubscriptionTree::new(),
+            matched: Vec::new(),
+            reports: Vec::new(),
+            peaks: (0, 0),
+        }
+    }
+
+    /// This shard.
+    pub(crate) fn me(&self) -> ShardId {
+        self.me
+    }
+
+    /// Keeps shard `from`'s figures, and samples the peaks of the totals
+    /// with this shard's `own`.
+    pub(crate) fn report(&mut self, from: ShardId, stats: Stats, own: Stats) {
+        let at = usize::from(from.0);
+        if self.reports.len() <= at {
+            self.reports.resize(at + 1, None);
+        }
+        self.reports[at] = Some(stats);
+        let totals = self.totals(own);
+        self.peaks = (totals.clients_connected_max, totals.sessions_max);
+    }
+
+    /// `own` figures with every other shard's last ones added: the totals
+    /// of all shards.
+    pub(crate) fn totals(&self, own: Stats) -> Stats {
+        let mut totals = own;
+        for stats in self.reports.iter().flatten() {
+            totals.absorb(stats);
+        }
+        let (clients, sessions) = self.peaks;
+        totals.clients_connected_max = totals.clients_connected_max.max(clients).max(totals.clients_connected);
+        totals.sessions_max = totals.sessions_max.max(sessions).max(totals.sessions);
+        totals
     }
 
     /// Every shard but this one.
@@ -201,6 +249,26 @@ mod tests {
         assert!(!routes.unsubscribed(&filter("a/+")));
         assert!(routes.unsubscribed(&filter("a/+")));
         assert!(!routes.unsubscribed(&filter("a/+")));
+    }
+
+    #[test]
+    fn totals_add_up_what_shards_hold_but_not_the_retained_copies_each_has() {
+        let stats = |clients: usize, retained: usize, received: u64| {
+            let mut stats = Stats { clients_connected: clients, sessions: clients, retained, ..Stats::default() };
+            stats.clients_connected_max = clients;
+            stats.counts.publish_received = [received, 0, 1];
+            stats
+        };
+        let mut routes = ShardRoutes::new(ShardId(0), 3);
+        routes.report(ShardId(1), stats(4, 7, 10), stats(2, 7, 1));
+        routes.report(ShardId(2), stats(1, 7, 100), stats(2, 7, 1));
+        let totals = routes.totals(stats(2, 7, 1));
+        assert_eq!((totals.clients_connected, totals.sessions, totals.retained), (7, 7, 7));
+        assert_eq!(totals.counts.publish_received, [111, 0, 3]);
+        // Clients leave shard 1: the peak stays.
+        routes.report(ShardId(1), stats(0, 7, 10), stats(2, 7, 1));
+        let totals = routes.totals(stats(2, 7, 1));
+        assert_eq!((totals.clients_connected, totals.clients_connected_max, totals.sessions_max), (3, 7, 7));
     }
 
     #[test]

@@ -140,7 +140,98 @@ impl Stats {
     }
 }
 
+impl Stats {
+    /// Takes in another shard's figures (see [`shard`](crate::shard)):
+    /// what each shard holds and counts adds up; retained messages do not,
+    /// every shard holding all of them. The maxima are each shard's own,
+    /// at least: the summed peaks are sampled where the totals are made
+    /// ([`Broker::totals`]).
+    pub(crate) fn absorb(&mut self, other: &Self) {
+        // Named field by field: a new figure must say how it adds up.
+        let Self {
+            connections,
+            clients_connected,
+            clients_connected_max,
+            sessions,
+            sessions_max,
+            subscriptions,
+            retained: _,
+            retained_bytes: _,
+            inflight,
+            inflight_bytes,
+            queued,
+            queued_bytes,
+            awaiting_pubrel,
+            awaiting_pubrel_bytes,
+            store_batches_pending,
+            counts,
+        } = other;
+        self.connections += connections;
+        self.clients_connected += clients_connected;
+        self.clients_connected_max = self.clients_connected_max.max(*clients_connected_max);
+        self.sessions += sessions;
+        self.sessions_max = self.sessions_max.max(*sessions_max);
+        self.subscriptions += subscriptions;
+        self.inflight += inflight;
+        self.inflight_bytes += inflight_bytes;
+        self.queued += queued;
+        self.queued_bytes += queued_bytes;
+        self.awaiting_pubrel += awaiting_pubrel;
+        self.awaiting_pubrel_bytes += awaiting_pubrel_bytes;
+        self.store_batches_pending = match (self.store_batches_pending, store_batches_pending) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(*b),
+        };
+        self.counts.absorb(counts);
+    }
+}
+
 impl Counts {
+    /// Adds `other`'s counts.
+    fn absorb(&mut self, other: &Self) {
+        let sum = |a: &mut [u64; 3], b: &[u64; 3]| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        let Self {
+            sockets_accepted,
+            connects,
+            packets_received,
+            packets_sent,
+            bytes_received,
+            bytes_sent,
+            publish_received,
+            publish_received_bytes,
+            publish_sent,
+            publish_sent_bytes,
+            dropped: Drops { queue_full, slow_reader, expired, too_large, out_of_memory },
+            sessions_expired,
+            auth_bad_credentials,
+            auth_not_authorised,
+            acl_denied_publish,
+            acl_denied_subscribe,
+            keepalive_timeouts,
+        } = other;
+        self.sockets_accepted += sockets_accepted;
+        self.connects += connects;
+        self.packets_received += packets_received;
+        self.packets_sent += packets_sent;
+        self.bytes_received += bytes_received;
+        self.bytes_sent += bytes_sent;
+        sum(&mut self.publish_received, publish_received);
+        sum(&mut self.publish_received_bytes, publish_received_bytes);
+        sum(&mut self.publish_sent, publish_sent);
+        sum(&mut self.publish_sent_bytes, publish_sent_bytes);
+        self.dropped.queue_full += queue_full;
+        self.dropped.slow_reader += slow_reader;
+        self.dropped.expired += expired;
+        self.dropped.too_large += too_large;
+        self.dropped.out_of_memory += out_of_memory;
+        self.sessions_expired += sessions_expired;
+        self.auth_bad_credentials += auth_bad_credentials;
+        self.auth_not_authorised += auth_not_authorised;
+        self.acl_denied_publish += acl_denied_publish;
+        self.acl_denied_subscribe += acl_denied_subscribe;
+        self.keepalive_timeouts += keepalive_timeouts;
+    }
+
     /// PUBLISH packets received, all QoS.
     pub fn publish_received_total(&self) -> u64 {
         self.publish_received.iter().sum()
@@ -202,6 +293,17 @@ impl Gauges {
 }
 
 impl Broker {
+    /// The figures of every shard together (see [`shard`](crate::shard)),
+    /// at shard 0: its own with the others' last reports; each other
+    /// shard's own, and a broker alone's, as [`stats`](Self::stats).
+    pub fn totals(&self) -> Stats {
+        let own = self.stats();
+        match self.shards.as_ref() {
+            Some(shards) => shards.totals(own),
+            None => own,
+        }
+    }
+
     /// Broker-wide figures as they stand.
     ///
     /// The counts and most gauges are read as kept; what sessions hold

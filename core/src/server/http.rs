@@ -215,7 +215,7 @@ impl<O: Outbox> Server<O> {
             pending: p.pending_changes(),
             failed: p.failed_writes(),
         });
-        metrics::render(&self.broker.stats(), sys::uptime(now.instant), presence)
+        metrics::render(&self.broker.totals(), sys::uptime(now.instant), presence)
     }
 
     /// Writes `response` to `conn` and closes it.
