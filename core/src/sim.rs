@@ -638,6 +638,17 @@ impl Simulation {
         self.clients.get_mut(&conn).map(|c| std::mem::take(&mut c.received)).unwrap_or_default()
     }
 
+    /// The PUBLISH packets among [`take_received`](Self::take_received).
+    pub fn take_publishes(&mut self, conn: ConnId) -> Vec<Publish> {
+        self.take_received(conn)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Why the broker closed `conn`, if it did.
     pub fn closed(&self, conn: ConnId) -> Option<CloseReason> {
         self.clients.get(&conn)?.closed

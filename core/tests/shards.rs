@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use culex_core::codec::{Packet, Publish};
+use culex_core::codec::Publish;
 use culex_core::shard::{ShardId, home_shard};
 use culex_core::sim::{ClientOptions, Simulation};
-use culex_core::{Config, ConnId, QoS};
+use culex_core::{Config, QoS};
 
 /// Two shards: `a` and `c` live on shard 0, `b` on shard 1.
 fn two_shards(config: Config) -> Simulation {
@@ -17,16 +17,6 @@ fn two_shards(config: Config) -> Simulation {
     assert_eq!(home_shard("c", 2), ShardId(0));
     assert_eq!(home_shard("b", 2), ShardId(1));
     Simulation::with_shards(config, 2)
-}
-
-fn publishes(sim: &mut Simulation, conn: ConnId) -> Vec<Publish> {
-    sim.take_received(conn)
-        .into_iter()
-        .filter_map(|p| match p {
-            Packet::Publish(p) => Some(p),
-            _ => None,
-        })
-        .collect()
 }
 
 fn payloads(publishes: &[Publish], topic: &str) -> Vec<String> {
@@ -47,18 +37,18 @@ fn messages_cross_shards_in_order_and_retained_ones_reach_later_subscribers() {
         sim.publish(a, "t/x", format!("m{n}").as_bytes(), QoS::AtLeastOnce, false);
     }
     sim.publish(a, "r/x", b"kept", QoS::AtMostOnce, true);
-    let got = publishes(&mut sim, b);
+    let got = sim.take_publishes(b);
     assert_eq!(payloads(&got, "t/x"), ["m0", "m1", "m2", "m3", "m4"]);
     assert!(payloads(&got, "r/x").is_empty(), "b does not subscribe to r/#");
     // The retained message is on shard 1 too: b's SUBSCRIBE finds it there.
     sim.subscribe(b, "r/#", QoS::AtMostOnce);
-    let got = publishes(&mut sim, b);
+    let got = sim.take_publishes(b);
     assert_eq!(payloads(&got, "r/x"), ["kept"]);
     assert!(got[0].retain);
     // Unsubscribed: shard 0 is told, and its messages stop.
     sim.unsubscribe(b, "t/#");
     sim.publish(a, "t/x", b"after", QoS::AtLeastOnce, false);
-    assert!(publishes(&mut sim, b).is_empty());
+    assert!(sim.take_publishes(b).is_empty());
 }
 
 #[test]
@@ -74,7 +64,7 @@ fn a_will_crosses_shards() {
     };
     let a = sim.connect(ClientOptions::new("a").will(will));
     sim.drop_connection(a);
-    assert_eq!(payloads(&publishes(&mut sim, b), "wills/a"), ["gone"]);
+    assert_eq!(payloads(&sim.take_publishes(b), "wills/a"), ["gone"]);
 }
 
 /// Shard 0 publishes `$SYS` for every shard, from the figures the others
@@ -90,25 +80,19 @@ fn shard_0_publishes_the_figures_of_all_shards() {
     let c = sim.connect(ClientOptions::new("c"));
     sim.subscribe(c, "$SYS/broker/clients/connected", QoS::AtMostOnce);
     sim.advance(Duration::from_secs(25));
-    let at_b = publishes(&mut sim, b);
+    let at_b = sim.take_publishes(b);
     assert_eq!(payloads(&at_b, "$SYS/broker/clients/connected").last().map(String::as_str), Some("3"));
     assert_eq!(payloads(&at_b, "$SYS/broker/clients/total").last().map(String::as_str), Some("3"));
     assert_eq!(payloads(&at_b, "$SYS/broker/clients/maximum").last().map(String::as_str), Some("3"));
     // One publisher of figures: each update reaches b once.
     let connected = payloads(&at_b, "$SYS/broker/clients/connected");
     assert!(connected.len() <= 3, "{connected:?}");
-    assert_eq!(
-        payloads(&publishes(&mut sim, c), "$SYS/broker/clients/connected").last().map(String::as_str),
-        Some("3")
-    );
+    assert_eq!(payloads(&sim.take_publishes(c), "$SYS/broker/clients/connected").last().map(String::as_str), Some("3"));
     sim.disconnect(a);
     sim.advance(Duration::from_secs(20));
-    assert_eq!(
-        payloads(&publishes(&mut sim, b), "$SYS/broker/clients/connected").last().map(String::as_str),
-        Some("2")
-    );
+    assert_eq!(payloads(&sim.take_publishes(b), "$SYS/broker/clients/connected").last().map(String::as_str), Some("2"));
     // A late subscriber on shard 1 finds the retained figure there.
     let b2 = sim.connect(ClientOptions::new("b").clean_session(true));
     sim.subscribe(b2, "$SYS/broker/clients/maximum", QoS::AtMostOnce);
-    assert_eq!(payloads(&publishes(&mut sim, b2), "$SYS/broker/clients/maximum"), ["3"]);
+    assert_eq!(payloads(&sim.take_publishes(b2), "$SYS/broker/clients/maximum"), ["3"]);
 }

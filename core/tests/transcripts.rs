@@ -22,18 +22,8 @@ fn sim() -> Simulation {
     sim
 }
 
-fn publishes(sim: &mut Simulation, conn: ConnId) -> Vec<Publish> {
-    sim.take_received(conn)
-        .into_iter()
-        .filter_map(|p| match p {
-            Packet::Publish(p) => Some(p),
-            _ => None,
-        })
-        .collect()
-}
-
 fn payloads(sim: &mut Simulation, conn: ConnId) -> Vec<String> {
-    publishes(sim, conn).iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
+    sim.take_publishes(conn).iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
 }
 
 /// A QoS 0 will, not retained.
@@ -51,7 +41,7 @@ fn qos_0_1_2_round_trip() {
     sim.publish(publ, "room/1/temp", b"q0", QoS::AtMostOnce, false);
     sim.publish(publ, "room/1/temp", b"q1", QoS::AtLeastOnce, false);
     sim.publish(publ, "room/1/temp", b"q2", QoS::ExactlyOnce, false);
-    let got = publishes(&mut sim, sub);
+    let got = sim.take_publishes(sub);
     let seen: Vec<(String, QoS, Option<u16>, bool)> = got
         .iter()
         .map(|p| (String::from_utf8_lossy(&p.payload).into_owned(), p.qos, p.packet_id.map(|i| i.get()), p.dup))
@@ -78,16 +68,16 @@ fn retained_messages_store_replace_and_delete() {
     sim.publish(publ, "lamp/other", b"", QoS::AtMostOnce, true);
     let sub = sim.connect(ClientOptions::new("sub"));
     sim.subscribe(sub, "lamp/#", QoS::AtLeastOnce);
-    let got = publishes(&mut sim, sub);
+    let got = sim.take_publishes(sub);
     assert_eq!(got.len(), 1);
     assert_eq!((&got[0].payload[..], got[0].retain, got[0].qos), (&b"off"[..], true, QoS::AtMostOnce));
     // A live message is forwarded with RETAIN 0 [MQTT-3.3.1-9].
     sim.publish(publ, "lamp/state", b"dim", QoS::AtLeastOnce, true);
-    let live = publishes(&mut sim, sub);
+    let live = sim.take_publishes(sub);
     assert_eq!((live.len(), live[0].retain), (1, false));
     // Subscribing again to the same filter re-sends retained [MQTT-3.8.4-3].
     sim.subscribe(sub, "lamp/#", QoS::AtLeastOnce);
-    let again = publishes(&mut sim, sub);
+    let again = sim.take_publishes(sub);
     assert_eq!((again.len(), &again[0].payload[..], again[0].retain), (1, &b"dim"[..], true));
     assert_eq!(sim.broker().stats().retained, 1);
     insta::assert_snapshot!(sim.transcript());
@@ -163,7 +153,7 @@ fn will_is_published_on_loss_but_not_after_disconnect() {
     let polite = sim.connect(ClientOptions::new("polite").will(will("polite")));
     sim.drop_connection(lost);
     sim.disconnect(polite);
-    let got = publishes(&mut sim, watcher);
+    let got = sim.take_publishes(watcher);
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].topic.as_str(), got[0].qos), ("status/lost", QoS::AtLeastOnce));
     // The will was retained [MQTT-3.1.2-17].
@@ -316,7 +306,7 @@ fn wrong_acknowledgement_closes_the_connection_and_publishes_the_will() {
     sim.subscribe(dev, "cmd", QoS::ExactlyOnce);
     let app = sim.connect(ClientOptions::new("app"));
     sim.publish(app, "cmd", b"on", QoS::AtLeastOnce, false);
-    let id = publishes(&mut sim, dev)[0].packet_id.expect("a QoS 1 copy has an id");
+    let id = sim.take_publishes(dev)[0].packet_id.expect("a QoS 1 copy has an id");
     // PUBCOMP belongs to QoS 2: the QoS 1 flow is broken [MQTT-4.8.0-1].
     sim.send(dev, &Packet::PubComp(id));
     let reason = sim.closed(dev).map(|r| r.to_string());
@@ -328,7 +318,7 @@ fn wrong_acknowledgement_closes_the_connection_and_publishes_the_will() {
     assert_eq!(payloads(&mut sim, watcher), ["gone"]);
     // The copy is still unacknowledged: resent to the next connection.
     let dev = sim.connect(ClientOptions::new("dev").clean_session(false));
-    let resent = publishes(&mut sim, dev);
+    let resent = sim.take_publishes(dev);
     assert_eq!(resent.iter().map(|p| (p.packet_id, p.dup)).collect::<Vec<_>>(), [(Some(id), true)]);
     assert_eq!(sim.broker().session("dev").map(|s| s.inflight), Some(0));
     insta::assert_snapshot!(sim.transcript());
@@ -363,7 +353,7 @@ fn acknowledgements_are_judged_against_the_flow_of_their_message() {
         sim.subscribe(dev, "cmd", QoS::ExactlyOnce);
         let app = sim.connect(ClientOptions::new("app"));
         sim.publish(app, "cmd", b"on", qos, false);
-        let id = publishes(&mut sim, dev)[0].packet_id.expect("a QoS 1/2 copy has an id");
+        let id = sim.take_publishes(dev)[0].packet_id.expect("a QoS 1/2 copy has an id");
         for kind in before {
             sim.send(dev, &ack(kind, id));
         }
@@ -441,7 +431,7 @@ fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
     sim.subscribe(sub, "#", QoS::AtLeastOnce);
     let publ = sim.connect(ClientOptions::new("pub"));
     sim.publish(publ, "a/b", b"x", QoS::ExactlyOnce, false);
-    let got = publishes(&mut sim, sub);
+    let got = sim.take_publishes(sub);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].qos, QoS::ExactlyOnce);
 }
@@ -486,7 +476,7 @@ fn a_full_window_and_queue_hold_the_publisher_instead_of_dropping() {
     for n in 0..6 {
         sim.publish(publ, "t", format!("m{n}").as_bytes(), QoS::AtLeastOnce, false);
     }
-    let first = publishes(&mut sim, slow);
+    let first = sim.take_publishes(slow);
     assert_eq!(first.iter().map(|p| p.payload.clone()).collect::<Vec<_>>(), [&b"m0"[..], b"m1"]);
     // m4 found the queue full: it was queued anyway and the publisher's
     // reads paused, so m5 waits in its socket.
@@ -501,7 +491,7 @@ fn a_full_window_and_queue_hold_the_publisher_instead_of_dropping() {
         for p in &next {
             sim.send(slow, &Packet::PubAck(p.packet_id.expect("QoS 1 has an id")));
         }
-        next = publishes(&mut sim, slow);
+        next = sim.take_publishes(slow);
         got.extend(next.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()));
     }
     assert_eq!(got, ["m2", "m3", "m4", "m5"]);
@@ -562,7 +552,7 @@ fn the_brokers_own_messages_reach_matching_subscriptions_at_their_qos() {
     sim.broker_publishes("$SYS/broker/log/E", b"1: Error", QoS::ExactlyOnce, false);
     // Not a topic name: dropped.
     sim.broker_publishes("$SYS/broker/log/+", b"x", QoS::AtMostOnce, false);
-    let got = publishes(&mut sim, all);
+    let got = sim.take_publishes(all);
     let seen: Vec<_> = got.iter().map(|p| (p.topic.as_str(), &p.payload[..], p.qos, p.retain)).collect();
     assert_eq!(
         seen,
@@ -787,7 +777,7 @@ fn sys_statistics_are_published_retained_and_only_when_changed() {
     sim.advance(Duration::ZERO);
     sim.subscribe(watcher, "$SYS/broker/clients/connected", QoS::AtMostOnce);
     sim.subscribe(watcher, "$SYS/broker/uptime", QoS::AtMostOnce);
-    let first = publishes(&mut sim, watcher);
+    let first = sim.take_publishes(watcher);
     let value = |ps: &[Publish], topic: &str| {
         ps.iter().find(|p| p.topic.as_str() == topic).map(|p| String::from_utf8_lossy(&p.payload).into_owned())
     };
@@ -795,17 +785,17 @@ fn sys_statistics_are_published_retained_and_only_when_changed() {
     assert!(first.iter().all(|p| p.retain));
     let _other = sim.connect(ClientOptions::new("other"));
     sim.advance(Duration::from_secs(10));
-    let second = publishes(&mut sim, watcher);
+    let second = sim.take_publishes(watcher);
     assert_eq!(value(&second, "$SYS/broker/clients/connected").as_deref(), Some("2"));
     assert_eq!(value(&second, "$SYS/broker/uptime").as_deref(), Some("10 seconds"));
     // Nothing changed but the uptime.
     sim.advance(Duration::from_secs(10));
-    let third = publishes(&mut sim, watcher);
+    let third = sim.take_publishes(watcher);
     assert_eq!(third.len(), 1, "{third:?}");
     // A client may not publish into $SYS.
     let liar = sim.connect(ClientOptions::new("liar"));
     sim.publish(liar, "$SYS/broker/clients/connected", b"999", QoS::AtMostOnce, true);
-    assert!(publishes(&mut sim, watcher).iter().all(|p| &p.payload[..] != b"999"));
+    assert!(sim.take_publishes(watcher).iter().all(|p| &p.payload[..] != b"999"));
 }
 
 #[test]
@@ -890,7 +880,7 @@ fn upgrade_outgoing_qos_delivers_at_the_subscriptions_qos() {
         let publisher = sim.connect(ClientOptions::new("pub"));
         sim.take_received(sub);
         sim.publish(publisher, "t/a", b"x", QoS::AtMostOnce, false);
-        let got = publishes(&mut sim, sub);
+        let got = sim.take_publishes(sub);
         assert_eq!(got.iter().map(|p| p.qos).collect::<Vec<_>>(), vec![expected], "upgrade {upgrade}");
     }
 }
