@@ -24,6 +24,7 @@ use crate::peer::{ListenerId, Peer};
 use crate::persistence::StoreBatch;
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
+use crate::shard::{ShardId, ShardMessage};
 use crate::sys::{self, Periodic, Value};
 use crate::time::{Instant, Now};
 use crate::types::{ClientId, ConnId, ConnIdMap, QoS};
@@ -78,6 +79,9 @@ pub struct Server<O> {
     outboxes: ConnIdMap<O>,
     auth_requests: Vec<AuthRequest>,
     store_batches: Vec<StoreBatch>,
+    /// What the broker tells other shards, in order, until the runtime
+    /// takes it.
+    shard_out: Vec<(ShardId, ShardMessage)>,
     /// The bridges, in the order they were started (few: looked up by
     /// a scan).
     bridges: Vec<Bridge>,
@@ -103,6 +107,7 @@ impl<O: Outbox> Server<O> {
             outboxes: ConnIdMap::default(),
             auth_requests: Vec::new(),
             store_batches: Vec::new(),
+            shard_out: Vec::new(),
             bridges: Vec::new(),
             next_bridge: 1,
             figures: Periodic::default(),
@@ -159,6 +164,19 @@ impl<O: Outbox> Server<O> {
             None => self.broker.handle_input(now, Input::Received { conn, data }),
         }
         self.drain(now);
+    }
+
+    /// What shard `from` says (see [`shard`](crate::shard)).
+    pub fn shard_message(&mut self, now: Now, from: ShardId, message: ShardMessage) {
+        self.broker.handle_shard_message(now, from, message);
+        self.drain(now);
+    }
+
+    /// What the broker told other shards since the last call, in order,
+    /// for the runtime to carry (one queue per pair of shards); empty
+    /// unless the broker was made a shard ([`Broker::join_shards`]).
+    pub fn poll_shard_messages(&mut self) -> Vec<(ShardId, ShardMessage)> {
+        std::mem::take(&mut self.shard_out)
     }
 
     /// `conn` ended on its own (end of stream, socket error).
@@ -454,8 +472,7 @@ impl<O: Outbox> Server<O> {
                     self.auth_requests.push(AuthRequest { conn, client, username, password, listener });
                 }
                 Action::Store { batch } => self.store_batches.push(batch),
-                // A `Server` runs one broker alone, never joined to shards.
-                Action::ToShard { .. } => {}
+                Action::ToShard { to, message } => self.shard_out.push((to, message)),
                 Action::Deliver { .. } | Action::DropExpired { .. } => {}
             }
         }

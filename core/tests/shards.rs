@@ -4,12 +4,19 @@
 //! (`conformance/tests/prop_model.rs`) holds the shards to the one-broker
 //! model for random operation sequences; these are the named cases.
 
+mod recorder;
+
 use std::time::Duration;
 
-use culex_core::codec::Publish;
+use bytes::BytesMut;
+use culex_core::codec::{self, Packet, Publish, Subscribe};
+use culex_core::server::Server;
 use culex_core::shard::{ShardId, home_shard};
 use culex_core::sim::{ClientOptions, Simulation};
-use culex_core::{Config, QoS};
+use culex_core::{
+    Broker, Config, ConnId, Instant, Now, PacketId, Peer, Protocol, QoS, TopicFilter, TopicName, UnixTime,
+};
+use recorder::Recorder;
 
 /// Two shards: `a` and `c` live on shard 0, `b` on shard 1.
 fn two_shards(config: Config) -> Simulation {
@@ -56,8 +63,8 @@ fn a_will_crosses_shards() {
     let mut sim = two_shards(Config::default());
     let b = sim.connect(ClientOptions::new("b"));
     sim.subscribe(b, "wills/#", QoS::AtMostOnce);
-    let will = culex_core::codec::LastWill {
-        topic: culex_core::TopicName::new("wills/a").expect("a topic"),
+    let will = codec::LastWill {
+        topic: TopicName::new("wills/a").expect("a topic"),
         payload: bytes::Bytes::from_static(b"gone"),
         qos: QoS::AtMostOnce,
         retain: false,
@@ -95,4 +102,68 @@ fn shard_0_publishes_the_figures_of_all_shards() {
     let b2 = sim.connect(ClientOptions::new("b").clean_session(true));
     sim.subscribe(b2, "$SYS/broker/clients/maximum", QoS::AtMostOnce);
     assert_eq!(payloads(&sim.take_publishes(b2), "$SYS/broker/clients/maximum"), ["3"]);
+}
+
+/// Two [`Server`]s joined as shards, the test carrying what they tell
+/// each other as a runtime would: a subscriber on one gets what a
+/// publisher on the other sends.
+#[test]
+fn servers_hand_their_shard_messages_to_the_runtime() {
+    let now = Now::new(Instant::ZERO, UnixTime::from_secs_f64(1_700_000_000.0));
+    let mut servers: Vec<Server<Recorder>> = (0..2)
+        .map(|i| {
+            let mut broker = Broker::new(Config::default());
+            broker.join_shards(ShardId(i), 2);
+            Server::new(broker, None)
+        })
+        .collect();
+    let carry = |servers: &mut Vec<Server<Recorder>>| {
+        for _ in 0..4 {
+            for from in 0..2u16 {
+                for (to, message) in servers[usize::from(from)].poll_shard_messages() {
+                    servers[usize::from(to.0)].shard_message(now, ShardId(from), message);
+                }
+            }
+        }
+    };
+    let send = |server: &mut Server<Recorder>, conn: ConnId, packet: Packet| {
+        let mut bytes = BytesMut::new();
+        packet.encode(&mut bytes);
+        server.received(now, conn, &bytes);
+    };
+    let (b, a) = (ConnId(1), ConnId(2));
+    let (b_out, a_out) = (Recorder::default(), Recorder::default());
+    servers[1].accept_as(now, b, Peer::default(), b_out.clone());
+    send(&mut servers[1], b, ClientOptions::new("b").connect_packet());
+    let filter = TopicFilter::new("t/#").expect("a filter");
+    let packet_id = PacketId::new(1).expect("not 0");
+    send(&mut servers[1], b, Packet::Subscribe(Subscribe { packet_id, filters: vec![(filter, QoS::AtMostOnce)] }));
+    carry(&mut servers);
+    servers[0].accept_as(now, a, Peer::default(), a_out.clone());
+    send(&mut servers[0], a, ClientOptions::new("a").connect_packet());
+    let topic = TopicName::new("t/x").expect("a topic");
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic,
+        packet_id: None,
+        payload: bytes::Bytes::from_static(b"hello"),
+    };
+    send(&mut servers[0], a, Packet::Publish(publish));
+    assert!(servers[1].poll_shard_messages().is_empty());
+    carry(&mut servers);
+    let mut unread = std::mem::take(&mut b_out.0.borrow_mut().unread);
+    let mut got = Vec::new();
+    while let Ok(Some(packet)) = codec::decode(&mut unread, 1 << 20, Protocol::V311) {
+        got.push(packet);
+    }
+    let published: Vec<_> = got
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(published, [bytes::Bytes::from_static(b"hello")]);
 }
