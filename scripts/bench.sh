@@ -16,7 +16,8 @@
 # default 1), --load-cpus LIST (the load tool's CPUs for taskset; default
 # CPU 1, or with N threads CPUs 1..N when the machine has that many besides
 # CPU 0, else every CPU, the tool then running below the broker's
-# priority so that it only takes what the broker leaves).
+# priority so that it only takes what the broker leaves), --shards N
+# (Culex's brokers with `shards N`; Mosquitto as it is).
 # Each broker is started fresh for every scenario and run, on a free
 # loopback port, with the same configuration (written below); the broker is
 # pinned to CPU 0 and the load tool to CPU 1 with taskset. Results: one JSON
@@ -47,6 +48,7 @@ OUT=target/bench
 BIN=""
 LOAD_THREADS=1
 LOAD_CPUS=""
+SHARDS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -58,6 +60,7 @@ while [ $# -gt 0 ]; do
     --bin-dir) BIN="$2"; shift ;;
     --load-threads) LOAD_THREADS="$2"; shift ;;
     --load-cpus) LOAD_CPUS="$2"; shift ;;
+    --shards) SHARDS="$2"; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -161,6 +164,7 @@ LOAD="$BIN/culex-load"
 VARIANT=$([ $PINNED = 1 ] && echo pinned || echo both-cores)
 SUFFIX=$([ $PINNED = 1 ] && echo "" || echo "-both-cores")
 [ "$LOAD_THREADS" = 1 ] || SUFFIX="$SUFFIX-load-threads-$LOAD_THREADS"
+[ -z "$SHARDS" ] || { VARIANT="$VARIANT-shards-$SHARDS"; SUFFIX="$SUFFIX-shards-$SHARDS"; }
 mkdir -p "$OUT/logs$SUFFIX"
 RESULTS="$OUT/results$SUFFIX.jsonl"
 : > "$RESULTS"
@@ -414,6 +418,9 @@ for run in $(seq "$RUNS"); do
         [ "$broker" != mosquitto ] || continue
         redis_port=$REDIS_PORT
         redis-cli -p "$REDIS_PORT" flushall > /dev/null
+      fi
+      if [ -n "$SHARDS" ] && [ "$broker" != mosquitto ]; then
+        extra_conf=$(printf '%s\nshards %s' "$extra_conf" "$SHARDS")
       fi
       port=$(free_port)
       name="$row-$broker-$run"

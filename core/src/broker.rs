@@ -112,6 +112,9 @@ pub struct Broker {
     expiry_check: Option<Instant>,
     /// Its place among shards; `None` for a broker alone.
     shards: Option<Box<ShardRoutes>>,
+    /// Publishers of other shards this shard's subscribers hold: their
+    /// shard, and how many holds.
+    held_elsewhere: ConnIdMap<(ShardId, u32)>,
     /// Reused buffer for the shards a message goes to.
     shard_targets: Vec<ShardId>,
 }
@@ -167,6 +170,8 @@ enum Due {
 struct Source {
     conn: Option<ConnId>,
     shared: bool,
+    /// The shard `conn` is on, when it is another one.
+    shard: Option<ShardId>,
 }
 
 /// Why an incoming PUBLISH is acknowledged and not routed.
@@ -411,6 +416,7 @@ impl Broker {
             journal,
             waiting: Vec::new(),
             shards: None,
+            held_elsewhere: ConnIdMap::default(),
             shard_targets: Vec::new(),
         }
     }
@@ -426,12 +432,21 @@ impl Broker {
         }
     }
 
+    /// This broker's shard, when it is one of several.
+    pub fn shard(&self) -> Option<ShardId> {
+        self.shards.as_ref().map(|shards| shards.me())
+    }
+
     /// Takes in what shard `from` says ([`Action::ToShard`]).
     pub fn handle_shard_message(&mut self, now: Now, from: ShardId, message: ShardMessage) {
         match message {
             ShardMessage::Route(filter) => self.learn_route(from, &filter, true),
             ShardMessage::Unroute(filter) => self.learn_route(from, &filter, false),
-            ShardMessage::Publish(message) => self.deliver_here(now, message, None),
+            ShardMessage::Publish { message, publisher } => {
+                self.deliver_here(now, message, publisher.map(|conn| (conn, Some(from))));
+            }
+            ShardMessage::Hold(conn) => self.hold(conn, None),
+            ShardMessage::Release(conn) => self.release(now, vec![conn]),
             ShardMessage::Stats(stats) => {
                 let own = self.stats();
                 if let Some(shards) = self.shards.as_mut() {
@@ -1349,24 +1364,27 @@ impl Broker {
     /// subscriptions. Implements [MQTT-3.3.1-5] to [MQTT-3.3.1-12]
     /// (retained store), [MQTT-3.3.5-1], [MQTT-4.5.0-1], [MQTT-4.7.2-1].
     fn route(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
-        self.forward_to_shards(&message);
-        self.deliver_here(now, message, from);
+        self.forward_to_shards(&message, from);
+        self.deliver_here(now, message, from.map(|conn| (conn, None)));
     }
 
     /// Hands `message` to the other shards that want it, if there are any.
-    fn forward_to_shards(&mut self, message: &Arc<Message>) {
+    fn forward_to_shards(&mut self, message: &Arc<Message>, publisher: Option<ConnId>) {
         let Some(shards) = self.shards.as_mut() else { return };
         let mut targets = std::mem::take(&mut self.shard_targets);
         shards.destinations(&message.topic, message.retain, &mut targets);
         for &to in &targets {
-            self.actions.push_back(Action::ToShard { to, message: ShardMessage::Publish(message.clone()) });
+            let message = ShardMessage::Publish { message: message.clone(), publisher };
+            self.actions.push_back(Action::ToShard { to, message });
         }
         self.shard_targets = targets;
     }
 
     /// Delivers `message` to this broker's own subscribers, and keeps it
-    /// if it is retained.
-    fn deliver_here(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
+    /// if it is retained; `from` is its publisher's connection, and that
+    /// connection's shard when it is another.
+    fn deliver_here(&mut self, now: Now, message: Arc<Message>, from: Option<(ConnId, Option<ShardId>)>) {
+        let (from, shard) = (from.map(|(conn, _)| conn), from.and_then(|(_, shard)| shard));
         if message.retain {
             self.store_retained(now, &message);
         }
@@ -1376,8 +1394,8 @@ impl Broker {
         matched.sort_unstable();
         // Sorted by key: another session is there if the ends differ.
         let shared = matches!((matched.first(), matched.last()), (Some(a), Some(b)) if a.0 != b.0);
-        let source = Source { conn: from, shared };
-        let publisher = from.and_then(|conn| match self.conns.get(&conn)?.state {
+        let source = Source { conn: from, shared, shard };
+        let publisher = from.filter(|_| shard.is_none()).and_then(|conn| match self.conns.get(&conn)?.state {
             ConnState::Active { session, .. } => Some(session),
             ConnState::AwaitingConnect | ConnState::Authenticating(_) => None,
         });

@@ -384,8 +384,16 @@ impl<O: Outbox> Server<O> {
     /// The figures the server publishes itself: the presence link's and
     /// each bridge's.
     fn own_figures(&self) -> impl Iterator<Item = (String, Value)> + '_ {
-        let presence = self.presence.iter().flat_map(sys::presence_figures);
-        let presence = presence.map(|figure| (figure.topic.to_owned(), Value::Count(figure.value)));
+        // Each shard has its own link to Redis: with several, each says
+        // how its own stands, under its number.
+        let shard = self.broker.shard().map(|shard| format!("$SYS/broker/presence/shard/{}/", shard.0));
+        let presence = self.presence.iter().flat_map(sys::presence_figures).map(move |figure| {
+            let topic = match &shard {
+                Some(prefix) => figure.topic.replacen("$SYS/broker/presence/", prefix, 1),
+                None => figure.topic.to_owned(),
+            };
+            (topic, Value::Count(figure.value))
+        });
         presence.chain(self.bridges.iter().flat_map(|bridge| figures(bridge, &self.broker)))
     }
 

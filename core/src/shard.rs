@@ -31,7 +31,7 @@ use crate::codec::{self, Packet};
 use crate::message::Message;
 use crate::router::SubscriptionTree;
 use crate::topic::{TopicFilter, TopicName};
-use crate::types::Protocol;
+use crate::types::{ConnId, Protocol};
 
 /// A shard, numbered from 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,8 +87,22 @@ pub enum ShardMessage {
     /// None of the sender's sessions subscribes to this filter any more.
     Unroute(TopicFilter),
     /// A message published at the sender, for the receiver's subscribers
-    /// (and, retained, for its retained store).
-    Publish(Arc<Message>),
+    /// (and, retained, for its retained store), by the sender's connection
+    /// `publisher` (none for a will or the broker's own).
+    Publish {
+        /// The message.
+        message: Arc<Message>,
+        /// Its publisher's connection, which a subscriber with no room
+        /// may hold ([`ShardMessage::Hold`]).
+        publisher: Option<ConnId>,
+    },
+    /// A subscriber of the sender has no room for what the receiver's
+    /// connection sends it: stop reading that connection until as many
+    /// [`ShardMessage::Release`] came as holds (see
+    /// [`congestion`](crate::congestion)).
+    Hold(ConnId),
+    /// The subscriber that held the receiver's connection lets go.
+    Release(ConnId),
     /// The sender's figures, for shard 0, which publishes `$SYS` for all
     /// of them ([`Broker::totals`](crate::Broker::totals)); sent at each
     /// `sys_interval`.

@@ -373,6 +373,11 @@ impl Simulation {
         &self.brokers[0]
     }
 
+    /// Every shard's broker, shard 0 first.
+    pub fn brokers(&self) -> &[Broker] {
+        &self.brokers
+    }
+
     /// The current virtual time.
     pub fn now(&self) -> Now {
         self.now

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::payloads;
+use culex_core::shard::home_shard;
 use culex_core::sim::{ClientOptions, Simulation};
 use culex_core::{CloseReason, Config, ConnId, QoS};
 
@@ -32,10 +33,14 @@ fn slow_subscriber(sim: &mut Simulation, name: &str, qos: QoS) -> ConnId {
     sub
 }
 
+/// With two shards the subscriber and the publisher are on different
+/// ones: the subscriber's shard holds the publisher through the
+/// publisher's (`ShardMessage::Hold`, `Release`).
 #[test]
 fn a_reading_subscriber_gets_every_message_its_publisher_was_acknowledged_for() {
-    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
-        let mut sim = Simulation::new(config());
+    assert_ne!(home_shard("sub", 2), home_shard("pub", 2));
+    for (shards, qos) in [1, 2].into_iter().flat_map(|n| [(n, QoS::AtLeastOnce), (n, QoS::ExactlyOnce)]) {
+        let mut sim = Simulation::with_shards(config(), shards);
         let sub = slow_subscriber(&mut sim, "sub", qos);
         let publ = sim.connect(ClientOptions::new("pub"));
         for n in 0..50 {
@@ -50,9 +55,10 @@ fn a_reading_subscriber_gets_every_message_its_publisher_was_acknowledged_for() 
         }
         let want: Vec<String> = (0..50).map(|n| n.to_string()).collect();
         assert_eq!(got, want, "{qos:?}");
-        assert_eq!(sim.broker().stats().counts.dropped_for_room(), 0, "{qos:?}");
-        assert!(!sim.is_paused(publ), "{qos:?}");
-        assert_eq!(sim.closed(publ), None, "{qos:?}");
+        let dropped: u64 = sim.brokers().iter().map(|b| b.stats().counts.dropped_for_room()).sum();
+        assert_eq!(dropped, 0, "{shards} shards, {qos:?}");
+        assert!(!sim.is_paused(publ), "{shards} shards, {qos:?}");
+        assert_eq!(sim.closed(publ), None, "{shards} shards, {qos:?}");
     }
 }
 

@@ -18,6 +18,7 @@ use culex_core::bridge::BridgeId;
 use culex_core::{ConnId, Identity, Peer, Remote};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
+use culex_runtime::shards::{PlacingSocket, Route, find_home};
 use culex_runtime::ws::Deframed;
 use culex_runtime::{Limits, Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
@@ -95,6 +96,23 @@ impl AsyncWrite for UnixSocket {
     }
 }
 
+/// A new connection's socket while its shard is found.
+struct Placing<'a, S>(&'a mut S);
+
+impl<S: Socket> PlacingSocket for Placing<'_, S> {
+    async fn read(&mut self) -> Option<Bytes> {
+        read_when_ready(self.0).await.ok().filter(|chunk| !chunk.is_empty()).map(Bytes::from)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> bool {
+        self.0.write_all(bytes).await.is_ok()
+    }
+
+    async fn sleep(duration: std::time::Duration) {
+        async_io::Timer::after(duration).await;
+    }
+}
+
 /// Waits for the socket to be readable, then reads what is there into a
 /// buffer made for this read: an idle connection holds no read buffer.
 /// Empty at the end of the stream.
@@ -106,13 +124,16 @@ async fn read_when_ready(reader: &mut impl Socket) -> io::Result<Vec<u8>> {
     Ok(chunk)
 }
 
-/// Serves one accepted socket until either side ends it.
+/// Opens one accepted socket (TLS handshake, WebSocket upgrade, its
+/// shard), hands it to its broker task, then serves it in a task of its
+/// own until either side ends it: that task holds none of the opening's
+/// state.
 pub(crate) async fn serve(
     stream: impl Socket,
     remote: Remote,
     conn: ConnId,
     limits: Limits,
-    events: Sender<Event<AsyncStdOutbox>>,
+    route: Route<Sender<Event<AsyncStdOutbox>>>,
     dialed: Option<(BridgeId, Link)>,
 ) {
     let mut reader = stream.clone();
@@ -128,11 +149,35 @@ pub(crate) async fn serve(
             None => return,
         },
     };
-    let (outbox, mut rx) = culex_runtime::outbox::channel(limits.writers.clone());
+    // With several shards, the connection goes to its client id's home
+    // shard once its CONNECT is whole; bridges and HTTP requests go to
+    // shard 0.
+    let placing = find_home(&route, &limits, bridge.is_some(), Placing(&mut reader), &mut link, first);
+    let Some((home, first)) = Box::pin(placing).await else { return };
+    let end = route.end(home);
+    let events = end.events.clone();
+    let (outbox, rx) = culex_runtime::outbox::channel(end.writers.clone());
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
     if events.send(Event::opened(conn, peer, outbox, bridge)).await.is_err() {
         return;
     }
+    async_std::task::spawn(run(Served { conn, reader, writer, link, rx, events }, first));
+}
+
+/// A connection its broker task knows: what its task holds.
+struct Served<S> {
+    conn: ConnId,
+    reader: S,
+    writer: S,
+    link: Link,
+    rx: OutboxReader,
+    events: Sender<Event<AsyncStdOutbox>>,
+}
+
+/// Serves a connection until either side ends it, starting with what
+/// its opening read (`first`).
+async fn run<S: Socket>(served: Served<S>, first: Deframed) {
+    let Served { conn, mut reader, mut writer, mut link, mut rx, events } = served;
     // What was read, through the link: MQTT bytes, replies, the end.
     let (mut got, mut gone, mut paused) = (first, false, false);
     loop {
@@ -311,18 +356,16 @@ async fn open(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::net::SocketAddr;
-
-    use culex_core::ListenerId;
-    use culex_runtime::link::Transport;
     use culex_runtime::{Thresholds, Writers};
 
     use super::*;
 
     /// Largest task future of a connection. The opening and the closing
     /// are boxed, each while it runs: held in place, they made every idle
-    /// connection's task 2,216 bytes.
-    const TASK_FUTURE_MAX: usize = 1040;
+    /// connection's task 2,216 bytes. The opening (and finding the shard)
+    /// runs in a task of its own before: 1,032 bytes when it was part of
+    /// this one, 840 since.
+    const TASK_FUTURE_MAX: usize = 848;
 
     /// Every idle connection holds one such task: its size is memory per
     /// connection (docs/benchmarks.md).
@@ -333,10 +376,10 @@ mod tests {
             let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
             let (events, _events) = async_std::channel::bounded(1);
             let writers = Arc::new(Writers::new(Thresholds { budget: 0, limit: 1 }));
-            let limits =
-                Limits { listener: ListenerId::BRIDGES, writers, transport: Transport::default(), nodelay: true };
-            let remote = Remote::Tcp(SocketAddr::from(([127, 0, 0, 1], 1)));
-            let size = size_of_val(&serve(stream, remote, ConnId(1), limits, events, None));
+            let (_outbox, rx) = culex_runtime::outbox::channel(writers);
+            let served =
+                Served { conn: ConnId(1), reader: stream.clone(), writer: stream, link: Link::raw(), rx, events };
+            let size = size_of_val(&run(served, Deframed::default()));
             assert!(size <= TASK_FUTURE_MAX, "a connection task's future is {size} bytes, over {TASK_FUTURE_MAX}");
         });
     }

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use culex_core::memory::MemoryGauge;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
+use culex_core::shard::ShardId;
 use culex_core::{Broker, Config, QoS, Restorer};
 use culex_core::{ConnId, Peer};
 use tracing::{info, warn};
@@ -29,8 +30,9 @@ use crate::notify;
 use crate::outbox::Writers;
 use crate::persist::{self, Committer};
 use crate::reload::Reloaded;
-use crate::reports::WriterReports;
+use crate::reports::{ShardMail, WriterReports};
 use crate::settings::{self, Settings};
+use crate::shards::ShardLinks;
 
 /// Names connections as the runtime accepts them, so that a connection's
 /// first bytes follow its [`Event::Accepted`] at once instead of waiting
@@ -110,6 +112,10 @@ pub enum Event<O> {
     /// force (see [`Broker::replace_policy`]), its bridges the ones
     /// running.
     Reload(Box<Reloaded>),
+    /// Other shards posted to this shard's [`ShardMail`] board: a
+    /// wake-up, sent by the shard whose post found the board empty (see
+    /// [`shards`](crate::shards)).
+    ShardMail,
     /// A wake-up: the store's committer made batches durable (the figure
     /// is read from the [`Committer`]), or log lines wait to be published
     /// (`log_dest topic`, see [`logging::topic`](crate::logging::topic)).
@@ -141,6 +147,7 @@ impl<O> std::fmt::Debug for Event<O> {
             Self::Data { conn, data } => write!(f, "Data({conn}, {} bytes)", data.len()),
             Self::Closed { conn } => write!(f, "Closed({conn})"),
             Self::WriterReports => f.write_str("WriterReports"),
+            Self::ShardMail => f.write_str("ShardMail"),
             Self::Store(event) => write!(f, "Store({event:?})"),
             Self::Authenticated { conn, result } => write!(f, "Authenticated({conn}, {result:?})"),
             Self::Reload(_) => f.write_str("Reload"),
@@ -226,6 +233,8 @@ pub struct Prepared<O> {
     pub writers: Arc<Writers>,
     /// The store, with `persistence true`.
     pub persistence: Option<Persisting>,
+    /// The other shards, when there are any.
+    pub links: Option<ShardLinks>,
 }
 
 /// The store's committer, and how far the broker has been told it got.
@@ -266,12 +275,33 @@ impl Persisting {
     }
 }
 
-/// Builds the server for `settings`, with a fresh seed for assigned ids;
-/// with `persistence true`, opens the store, restores what it holds and
-/// starts its committer; then, started as root, becomes the configured
-/// `user`. `wake` sends [`Event::Nudge`]: the committer
-/// calls it when batches become durable, the logger when lines wait for
-/// `log_dest topic`.
+/// What a runtime sends a shard's broker task when woken from elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poke {
+    /// [`Event::Nudge`]: the store or the log has something for it.
+    Nudge,
+    /// [`Event::ShardMail`]: another shard posted to its board.
+    Mail,
+}
+
+impl Poke {
+    /// The event that carries it.
+    pub fn event<O>(self) -> Event<O> {
+        match self {
+            Self::Nudge => Event::Nudge,
+            Self::Mail => Event::ShardMail,
+        }
+    }
+}
+
+/// Builds a server per shard for `settings` (`shards` of them, one at
+/// least; see [`shards`](crate::shards)), each with a fresh seed for
+/// assigned ids; with `persistence true` (one shard only), opens the
+/// store, restores what it holds and starts its committer; then, started
+/// as root, becomes the configured `user`. `wake(shard, poke)` wakes a
+/// shard's broker task: the committer nudges it when batches become
+/// durable, the logger when lines wait for `log_dest topic` (shard 0
+/// publishes them), another shard when it posted mail.
 ///
 /// # Errors
 ///
@@ -282,21 +312,64 @@ impl Persisting {
 pub fn prepare<O: Outbox>(
     settings: &Settings,
     clock: &Clock,
-    wake: impl Fn() + Send + Sync + 'static,
-) -> Result<Prepared<O>, settings::Error> {
-    let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
-    logging::topic::on_lines(wake.clone());
-    let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
-    let connection_messages = core.connection_messages;
-    let presence = settings.redis.as_ref().map(|redis| PresenceSync::new(PresenceSettings::with_lease(redis.lease)));
+    shards: u16,
+    wake: impl Fn(ShardId, Poke) + Send + Sync + 'static,
+) -> Result<Vec<Prepared<O>>, settings::Error> {
+    let shards = shards.max(1);
+    let wake: Arc<dyn Fn(ShardId, Poke) + Send + Sync> = Arc::new(wake);
+    logging::topic::on_lines({
+        let wake = wake.clone();
+        Arc::new(move || wake(ShardId(0), Poke::Nudge))
+    });
     if settings.redis.is_none() {
         info!("No redis_host configured: client presence is written to this log only.");
     }
+    if shards > 1 {
+        info!("Running {shards} shards.");
+    }
+    let mail: Arc<[ShardMail]> = (0..shards).map(|_| ShardMail::default()).collect();
+    let open: Arc<[AtomicUsize]> = (0..shards).map(|_| AtomicUsize::new(0)).collect();
+    let mut prepared = Vec::with_capacity(usize::from(shards));
+    for shard in (0..shards).map(ShardId) {
+        let links = (shards > 1).then(|| {
+            let wake = wake.clone();
+            let wake = Arc::new(move |to| wake(to, Poke::Mail));
+            ShardLinks { me: shard, mail: mail.clone(), wake, open: open.clone() }
+        });
+        let nudge = {
+            let wake = wake.clone();
+            move || wake(shard, Poke::Nudge)
+        };
+        prepared.push(prepare_shard(settings, clock, (shard, shards), links, nudge)?);
+    }
+    // The listeners are bound (the runtimes bind before preparing), the
+    // log and the store open: root is no longer needed. The store's files
+    // go to the user, who may have to open them again (a start as that
+    // user, a restart without root).
+    if let Some(user) = &settings.process.user {
+        let store = settings.persistence.as_ref().map(|conf| persist::files(&conf.path()));
+        crate::privileges::drop_to(user, store.as_ref().map_or(&[][..], |files| &files[..]))?;
+    }
+    Ok(prepared)
+}
+
+/// One shard's server (see [`prepare`]).
+fn prepare_shard<O: Outbox>(
+    settings: &Settings,
+    clock: &Clock,
+    (shard, shards): (ShardId, u16),
+    links: Option<ShardLinks>,
+    nudge: impl Fn() + Send + Sync + 'static,
+) -> Result<Prepared<O>, settings::Error> {
+    let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
+    let connection_messages = core.connection_messages;
+    let presence = settings.redis.as_ref().map(|redis| PresenceSync::new(PresenceSettings::with_lease(redis.lease)));
     let new_broker = || {
         let mut broker = Broker::with_policy(core.clone(), Box::new(settings.policy.clone()));
         if settings.core.memory_limit.is_some() {
             broker.set_memory_gauge(Arc::new(HeapGauge));
         }
+        broker.join_shards(shard, shards);
         broker
     };
     let policies = settings.policy.clone();
@@ -307,26 +380,22 @@ pub fn prepare<O: Outbox>(
             let now = clock.now();
             let opened = persist::open_store(conf, now.unix, &mut || Restorer::new(new_broker(), now))?;
             let server = Server::restored(now, opened.restored.finish(), presence);
-            let committer = Committer::spawn(opened.store, Box::new(move |_| wake()))
+            let committer = Committer::spawn(opened.store, Box::new(move |_| nudge()))
                 .map_err(|source| settings::Error::StoreThread { source })?;
             (server, Some(Persisting { committer, path: conf.path(), told: 0 }))
         }
         None => (Server::new(new_broker(), presence), None),
     };
     let mut server = server;
-    let hostname = settings::hostname();
-    for bridge in &settings.bridges {
-        server.start_bridge(clock.now(), bridge.clone(), &hostname, settings::random_seed());
+    // The bridges' local sides live on shard 0; their subscriptions reach
+    // the other shards as any session's do.
+    if shard == ShardId(0) {
+        let hostname = settings::hostname();
+        for bridge in &settings.bridges {
+            server.start_bridge(clock.now(), bridge.clone(), &hostname, settings::random_seed());
+        }
     }
-    // The listeners are bound (the runtimes bind before preparing), the
-    // log and the store open: root is no longer needed. The store's files
-    // go to the user, who may have to open them again (a start as that
-    // user, a restart without root).
-    if let Some(user) = &settings.process.user {
-        let store = settings.persistence.as_ref().map(|conf| persist::files(&conf.path()));
-        crate::privileges::drop_to(user, store.as_ref().map_or(&[][..], |files| &files[..]))?;
-    }
-    Ok(Prepared { server, policies, connection_messages, writers, persistence })
+    Ok(Prepared { server, policies, connection_messages, writers, persistence, links })
 }
 
 /// What the broker task hands its runtime: password checks for the
@@ -355,22 +424,33 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
     jobs: Jobs<impl FnMut(AuthJob), impl FnMut(Dial)>,
 ) {
     let Jobs { mut check, mut dial } = jobs;
-    let Prepared { mut server, mut policies, writers, mut persistence, .. } = prepared;
+    let Prepared { mut server, mut policies, writers, mut persistence, links, .. } = prepared;
+    let part = Part(links.as_ref());
     // Listeners bound, store restored, privileges dropped: the runtime
     // started its accept loops before this task.
-    let mut census = notify::Census::ready(server.connections());
+    let mut census = part.first().then(|| notify::Census::ready(part.open(&server)));
     loop {
-        census.update(server.connections());
+        let open = part.open(&server);
+        if let Some(census) = census.as_mut() {
+            census.update(open);
+        }
         take_reports(&mut server, &writers.reports, &clock);
         if let Some(persisting) = persistence.as_mut() {
             persisting.sync(&mut server, &clock);
         }
-        publish_log_lines(&mut server, &clock);
+        if part.first() {
+            publish_log_lines(&mut server, &clock);
+        }
         start_auth_jobs(&mut server, &policies, &mut check);
         for job in server.poll_dials() {
             dial(job);
         }
         poll_presence(&mut server, &clock, store.as_mut());
+        // Last before waiting: what the steps above told other shards goes
+        // now, not with the next event.
+        if let Some(links) = part.0 {
+            exchange_mail(&mut server, links, &clock);
+        }
         let deadline = server.next_deadline().map(|at| clock.to_std(at));
         let mut event = match events.next(deadline).await {
             Wake::Event(event) => event,
@@ -390,7 +470,7 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
                     None => info!("persistence is off: there is no store to save."),
                 }
             }
-            stop = handle(&mut server, &mut policies, &clock, event);
+            stop = handle(&mut server, &mut policies, &clock, event, &part);
             if stop || turn == EVENTS_PER_TURN {
                 break;
             }
@@ -421,6 +501,24 @@ fn take_reports<O: Outbox>(server: &mut Server<O>, reports: &WriterReports, cloc
     }
 }
 
+/// Hands the server what the other shards posted to its board, then
+/// posts what it tells them, waking a shard whose board was empty.
+fn exchange_mail<O: Outbox>(server: &mut Server<O>, links: &ShardLinks, clock: &Clock) {
+    let me = usize::from(links.me.0);
+    let taken = links.mail.get(me).map(ShardMail::take).unwrap_or_default();
+    if !taken.is_empty() {
+        let now = clock.now();
+        for (from, message) in taken {
+            server.shard_message(now, from, message);
+        }
+    }
+    for (to, message) in server.poll_shard_messages() {
+        if links.mail.get(usize::from(to.0)).is_some_and(|board| board.post((links.me, message))) {
+            (links.wake)(to);
+        }
+    }
+}
+
 /// Publishes the log lines waiting for `log_dest topic`, as Mosquitto
 /// does: QoS 2, not retained.
 fn publish_log_lines<O: Outbox>(server: &mut Server<O>, clock: &Clock) {
@@ -436,8 +534,32 @@ fn publish_log_lines<O: Outbox>(server: &mut Server<O>, clock: &Clock) {
     });
 }
 
+/// A broker task's part among shards.
+struct Part<'a>(Option<&'a ShardLinks>);
+
+impl Part<'_> {
+    /// Shard 0, or a broker alone: it publishes the log lines, runs the
+    /// bridges and speaks for the process (the service manager's status,
+    /// the reload and stop lines).
+    fn first(&self) -> bool {
+        self.0.is_none_or(|links| links.me == ShardId(0))
+    }
+
+    /// The connections open in every shard, with `server`'s now.
+    fn open<O: Outbox>(&self, server: &Server<O>) -> usize {
+        let own = server.connections();
+        self.0.map_or(own, |links| links.open_connections(own))
+    }
+}
+
 /// Handles one event; true on shutdown.
-fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, clock: &Clock, event: Event<O>) -> bool {
+fn handle<O: Outbox>(
+    server: &mut Server<O>,
+    policies: &mut ListenerPolicies,
+    clock: &Clock,
+    event: Event<O>,
+    part: &Part<'_>,
+) -> bool {
     let now = clock.now();
     match event {
         Event::Reload(reloaded) => {
@@ -445,11 +567,14 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
             let previous = std::mem::replace(policies, reloaded);
             let current = &*policies;
             server.replace_policy(now, Box::new(current.clone()), &|client| current.keeps(&previous, client));
-            // Only now does it apply: a client that reads this line and
-            // connects is judged by the new files.
-            info!("Password and ACL files reloaded.");
-            server.reload_bridges(now, &bridges, &settings::hostname(), settings::random_seed());
-            notify::ready(&format!("Configuration reloaded. {}", notify::open_connections(server.connections())));
+            if part.first() {
+                // Only now does it apply: a client that reads this line
+                // and connects is judged by the new files (the runtime
+                // queues the reload for shard 0 last).
+                info!("Password and ACL files reloaded.");
+                server.reload_bridges(now, &bridges, &settings::hostname(), settings::random_seed());
+                notify::ready(&format!("Configuration reloaded. {}", notify::open_connections(part.open(server))));
+            }
         }
         Event::Accepted { conn, peer, outbox } => server.accept_as(now, conn, peer, outbox),
         Event::Dialed { bridge, conn, outbox } => server.dialed(now, bridge, conn, outbox),
@@ -458,18 +583,17 @@ fn handle<O: Outbox>(server: &mut Server<O>, policies: &mut ListenerPolicies, cl
         Event::Data { conn, data } => server.received(now, conn, &data),
         Event::Closed { conn } => server.closed(now, conn),
         // Taken at the top of the loop.
-        Event::WriterReports | Event::Nudge => {}
+        Event::WriterReports | Event::ShardMail | Event::Nudge => {}
         // Answered by the loop, which holds the store.
         Event::Report => {}
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),
         Event::Store(event) => handle_store(server, now.instant, event),
         Event::Shutdown => {
-            notify::stopping(&format!("Stopping: closing {} client connections.", server.connections()));
-            info!(
-                "culex version {} terminating, closing {} client connections.",
-                env!("CARGO_PKG_VERSION"),
-                server.connections()
-            );
+            if part.first() {
+                let open = part.open(server);
+                notify::stopping(&format!("Stopping: closing {open} client connections."));
+                info!("culex version {} terminating, closing {open} client connections.", env!("CARGO_PKG_VERSION"));
+            }
             server.shutdown(now);
             return true;
         }

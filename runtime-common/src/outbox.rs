@@ -300,7 +300,7 @@ impl OutboxReader {
     pub fn written(&self, conn: ConnId, len: usize) -> bool {
         let writers = &self.shared.writers;
         let progress = self.shared.lock().backlog.written(len, writers.thresholds);
-        progress.is_some_and(|progress| writers.reports.post(conn, progress))
+        progress.is_some_and(|progress| writers.reports.post((conn, progress)))
     }
 }
 

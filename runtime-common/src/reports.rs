@@ -1,37 +1,53 @@
-//! Writer reports on their way from the connection tasks to the broker
-//! task (see [`culex_core::congestion`]), without ever making a writer
-//! wait: a writer that is behind is exactly one the broker needs to hear
-//! from, and the event queue may be full of the very flood that put it
-//! behind. A connection task posts here and, if the board was empty, wakes
-//! the broker task with [`Event::WriterReports`](crate::Event::WriterReports)
-//! (a wake-up it may skip when the queue is full: the broker task is busy
-//! then and takes the board at its next turn).
+//! Posts on their way to a broker task without ever making the poster
+//! wait: writer reports from the connection tasks (see
+//! [`culex_core::congestion`]), and what other shards tell it (see
+//! [`culex_core::shard`]). A writer that is behind is exactly one the
+//! broker needs to hear from, and the event queue may be full of the very
+//! flood that put it behind; a shard must never wait for another, which
+//! may be waiting for it. A poster posts here and, if the board was
+//! empty, wakes the broker task ([`Event::WriterReports`](crate::Event::WriterReports),
+//! [`Event::ShardMail`](crate::Event::ShardMail)): a wake-up it may skip
+//! when the queue is full, the broker task being busy then and taking the
+//! board at its next turn.
 
 use culex_core::ConnId;
 use culex_core::congestion::WriterProgress;
+use culex_core::shard::{ShardId, ShardMessage};
 
 use crate::sync::Mutex;
 
-/// The reports posted and not yet taken, in order.
-#[derive(Debug, Default)]
-pub struct WriterReports {
-    pending: Mutex<Vec<(ConnId, WriterProgress)>>,
+/// What was posted and not yet taken, in order.
+#[derive(Debug)]
+pub struct Board<T> {
+    pending: Mutex<Vec<T>>,
 }
 
-impl WriterReports {
-    /// Posts a report; whether the board was empty (the broker task is to
-    /// be woken).
-    pub fn post(&self, conn: ConnId, progress: WriterProgress) -> bool {
+impl<T> Default for Board<T> {
+    fn default() -> Self {
+        Self { pending: Mutex::new(Vec::new()) }
+    }
+}
+
+impl<T> Board<T> {
+    /// Posts `item`; whether the board was empty (the broker task is to be
+    /// woken).
+    pub fn post(&self, item: T) -> bool {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        pending.push((conn, progress));
+        pending.push(item);
         pending.len() == 1
     }
 
     /// Takes everything posted so far.
-    pub fn take(&self) -> Vec<(ConnId, WriterProgress)> {
+    pub fn take(&self) -> Vec<T> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
+
+/// Writers' progress, by connection.
+pub type WriterReports = Board<(ConnId, WriterProgress)>;
+
+/// What other shards tell a shard, with who told it.
+pub type ShardMail = Board<(ShardId, ShardMessage)>;
 
 #[cfg(all(test, not(culex_loom)))]
 mod tests {
@@ -40,15 +56,15 @@ mod tests {
     #[test]
     fn only_the_first_post_after_a_take_asks_for_a_wake() {
         let board = WriterReports::default();
-        assert!(board.post(ConnId(1), WriterProgress::Progressed));
-        assert!(!board.post(ConnId(2), WriterProgress::CaughtUp { episode: 1 }));
+        assert!(board.post((ConnId(1), WriterProgress::Progressed)));
+        assert!(!board.post((ConnId(2), WriterProgress::CaughtUp { episode: 1 })));
         let taken = board.take();
         assert_eq!(
             taken,
             [(ConnId(1), WriterProgress::Progressed), (ConnId(2), WriterProgress::CaughtUp { episode: 1 })]
         );
         assert!(board.take().is_empty());
-        assert!(board.post(ConnId(1), WriterProgress::Progressed));
+        assert!(board.post((ConnId(1), WriterProgress::Progressed)));
     }
 }
 
@@ -68,8 +84,8 @@ mod loom_reports {
                 .map(|c| {
                     let board = board.clone();
                     loom::thread::spawn(move || {
-                        let a = board.post(ConnId(c), WriterProgress::Progressed);
-                        let b = board.post(ConnId(c), WriterProgress::CaughtUp { episode: c });
+                        let a = board.post((ConnId(c), WriterProgress::Progressed));
+                        let b = board.post((ConnId(c), WriterProgress::CaughtUp { episode: c }));
                         u8::from(a) + u8::from(b)
                     })
                 })

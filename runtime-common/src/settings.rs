@@ -10,9 +10,10 @@ use std::sync::Arc;
 use culex_core::auth::ListenerPolicies;
 use culex_core::conf::{
     self, BridgeConf, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, ProcessConf,
-    Secret, WebSocketsConf,
+    Secret, Shards, WebSocketsConf,
 };
 use culex_core::presence::PresenceKeys;
+use culex_core::shard::ShardId;
 use culex_core::{Config, ListenerId};
 
 use crate::http_dir::HttpDir;
@@ -41,6 +42,20 @@ pub struct RedisSettings {
     /// How long this broker's entries outlive its last renewal
     /// (`redis_lease`).
     pub lease: std::time::Duration,
+}
+
+impl RedisSettings {
+    /// Shard `shard`'s settings among `shards`: each shard is a broker of
+    /// its own for the presence protocol (its own index and lease, named
+    /// `<broker id>/<shard>`); one shard keeps the broker's id.
+    pub fn for_shard(&self, shard: ShardId, shards: u16) -> Self {
+        let mut settings = self.clone();
+        if shards > 1 {
+            let id = format!("{}/{}", self.keys.broker_id, shard.0);
+            settings.keys = PresenceKeys::new(&self.keys.hash, &id);
+        }
+        settings
+    }
 }
 
 /// Where a listener listens.
@@ -115,6 +130,8 @@ impl Listener {
             writers,
             transport: Transport { tls: self.tls.clone(), websocket },
             nodelay: settings.process.set_tcp_nodelay,
+            http_api: self.http_api,
+            max_packet: core.max_packet_size(),
         }
     }
 }
@@ -133,6 +150,12 @@ pub struct Limits {
     pub transport: Transport,
     /// Nagle's algorithm off on its TCP connections (`set_tcp_nodelay`).
     pub nodelay: bool,
+    /// Its connections are HTTP API requests, answered by shard 0 (see
+    /// [`shards`](crate::shards)).
+    pub http_api: bool,
+    /// The largest packet the broker takes: how much of a CONNECT a
+    /// connection task reads before it knows the shard.
+    pub max_packet: usize,
 }
 
 impl Settings {
@@ -140,7 +163,14 @@ impl Settings {
     /// connection's outbox is (`writers`), Nagle off (a bridge's
     /// acknowledgements hold its publishers' messages).
     pub fn bridge_limits(&self, writers: Arc<Writers>) -> Limits {
-        Limits { listener: ListenerId::BRIDGES, writers, transport: Transport::default(), nodelay: true }
+        Limits {
+            listener: ListenerId::BRIDGES,
+            writers,
+            transport: Transport::default(),
+            nodelay: true,
+            http_api: false,
+            max_packet: self.core.max_packet_size(),
+        }
     }
 }
 
@@ -330,6 +360,9 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
                 .to_owned(),
         );
     }
+    if conf.process.shards != Shards::Count(1) {
+        refuse_with_shards(&conf)?;
+    }
     let listener_client_ids = conf.listener_client_ids();
     let listener_rules = conf.listener_rules();
     let listener_max_connections = conf.listener_max_connections();
@@ -354,6 +387,31 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
     let (log, process, bridges) = (conf.log, conf.process, conf.bridges);
     Ok(Settings { listeners, core, redis, log, policy, reload, notices, persistence, process, bridges, bridge_tls })
+}
+
+/// What several shards do not do yet (see [`shards`](crate::shards)): one
+/// store, the HTTP API's list of clients, a client id taken from the user
+/// name, connection limits over all shards. Said at start rather than
+/// done wrong.
+fn refuse_with_shards(conf: &BrokerConf) -> Result<(), String> {
+    let refused = if conf.persistence.enabled {
+        Some("persistence true: the store is kept by one shard")
+    } else if conf.listeners.iter().any(|l| l.protocol == ListenerProtocol::HttpApi) {
+        Some("a listener with protocol http_api: it lists and kicks the clients of one shard")
+    } else if conf.listeners.iter().any(|l| l.rules.use_username_as_clientid) {
+        Some("use_username_as_clientid: a connection's shard comes from the client id it sends")
+    } else if conf.core.max_connections.is_some()
+        || conf.core.max_clients.is_some()
+        || !conf.listener_max_connections().is_empty()
+    {
+        Some("max_connections, global_max_connections or global_max_clients: each shard counts its own")
+    } else {
+        None
+    };
+    match refused {
+        Some(what) => Err(format!("Error: shards above 1 cannot be used with {what}. Set shards 1.")),
+        None => Ok(()),
+    }
 }
 
 /// A listener's WebSocket handshake rules and `http_dir`, resolved as

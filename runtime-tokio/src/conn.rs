@@ -11,12 +11,14 @@ use culex_core::bridge::BridgeId;
 use culex_core::{ConnId, Identity, Peer, Remote};
 use culex_runtime::driver::Event;
 use culex_runtime::link::OPEN_TIMEOUT;
+use culex_runtime::shards::{PlacingSocket, Route, find_home};
 use culex_runtime::ws::Deframed;
 use culex_runtime::{Limits, Link, OpenStep, Opening, Out, OutboxReader, QueueOutbox};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::timeout;
 use tracing::debug;
 
 /// Bytes read per call; a frame may span reads, the core reassembles.
@@ -59,10 +61,10 @@ pub(crate) async fn serve<S: Socket>(
     remote: Remote,
     conn: ConnId,
     limits: Limits,
-    events: mpsc::Sender<Event<TokioOutbox>>,
+    route: Route<mpsc::Sender<Event<TokioOutbox>>>,
     dialed: Option<(BridgeId, Link)>,
 ) {
-    let (link, first, identity, bridge) = match (dialed, limits.transport.opening(&remote)) {
+    let (mut link, first, identity, bridge) = match (dialed, limits.transport.opening(&remote)) {
         // A bridge's socket, opened by the dialer.
         (Some((bridge, link)), _) => (link, Deframed::default(), Identity::Connect, Some(bridge)),
         (None, None) => (Link::raw(), Deframed::default(), Identity::Connect, None),
@@ -71,7 +73,14 @@ pub(crate) async fn serve<S: Socket>(
             None => return,
         },
     };
-    let (outbox, rx) = culex_runtime::outbox::channel(limits.writers.clone());
+    // With several shards, the connection goes to its client id's home
+    // shard once its CONNECT is whole; bridges and HTTP requests go to
+    // shard 0.
+    let placing = find_home(&route, &limits, bridge.is_some(), Placing(&mut stream), &mut link, first);
+    let Some((home, first)) = Box::pin(placing).await else { return };
+    let end = route.end(home);
+    let events = end.events.clone();
+    let (outbox, rx) = culex_runtime::outbox::channel(end.writers.clone());
     let peer = Peer { identity, ..Peer::new(remote, limits.listener) };
     if events.send(Event::opened(conn, peer, outbox, bridge)).await.is_err() {
         return;
@@ -83,6 +92,26 @@ pub(crate) async fn serve<S: Socket>(
     // Run in place (`run` borrows it): moved into a local, `served` would
     // be held twice.
     tokio::spawn(async move { served.run().await });
+}
+
+/// A new connection's socket while its shard is found.
+struct Placing<'a, S>(&'a mut S);
+
+impl<S: Socket> PlacingSocket for Placing<'_, S> {
+    async fn read(&mut self) -> Option<Bytes> {
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let n = self.0.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+        chunk.truncate(n);
+        Some(Bytes::from(chunk))
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> bool {
+        self.0.write_all(bytes).await.is_ok()
+    }
+
+    async fn sleep(duration: std::time::Duration) {
+        tokio::time::sleep(duration).await;
+    }
 }
 
 /// A connection the broker task knows, as its task holds it while it waits.
@@ -353,12 +382,12 @@ async fn open(stream: &mut impl Socket, mut opening: Opening) -> Option<(Link, D
             }
         }
     };
-    let result = tokio::time::timeout(OPEN_TIMEOUT, work).await;
+    let result = timeout(OPEN_TIMEOUT, work).await;
     if answered {
         // The file goes out past the opening's deadline, each chunk within
         // its own: a slow reader may take its time, a stalled one may not.
         while let Some(chunk) = opening.next_chunk() {
-            if !matches!(tokio::time::timeout(OPEN_TIMEOUT, stream.write_all(&chunk)).await, Ok(Ok(()))) {
+            if !matches!(timeout(OPEN_TIMEOUT, stream.write_all(&chunk)).await, Ok(Ok(()))) {
                 break;
             }
         }

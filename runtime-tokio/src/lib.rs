@@ -13,9 +13,11 @@ use std::time::Instant;
 
 use culex_core::Remote;
 use culex_core::bridge::Dial;
+use culex_core::shard::ShardId;
 use culex_runtime::driver::{self, AuthJob, ConnIds, Event, EventSource, Jobs, Wake};
 use culex_runtime::reload::obey;
 use culex_runtime::settings::{Bound, unix_remote};
+use culex_runtime::shards::{Route, ShardEnd};
 use culex_runtime::tls::ClientConfigs;
 use culex_runtime::{Clock, Limits, Listening, Settings, ShutdownOn, Signals};
 use tokio::net::{TcpListener, UnixListener};
@@ -48,66 +50,85 @@ pub async fn serve(settings: Settings, signals: impl Signals) -> Result<(), Erro
 /// When the store of `persistence true` cannot be opened, or a listener
 /// cannot join tokio's reactor.
 pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signals: impl Signals) -> Result<(), Error> {
-    let (events, events_rx) = mpsc::channel(driver::EVENT_QUEUE);
+    let shards = settings.process.shards.count(std::thread::available_parallelism().map_or(1, usize::from));
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel(driver::EVENT_QUEUE)).unzip();
     let clock = Clock::start();
-    let stored = events.clone();
-    // A full queue means the broker task is busy and looks at the store
-    // and the log lines before it waits again: the wake-up may be dropped.
-    let prepared = driver::prepare::<TokioOutbox>(settings, &clock, move || {
-        let _ = stored.try_send(Event::Nudge);
+    let pokes = senders.clone();
+    // A full queue means the broker task is busy and looks at the store,
+    // the log lines and its mail before it waits again: the wake-up may
+    // be dropped.
+    let prepared = driver::prepare::<TokioOutbox>(settings, &clock, shards, move |shard, poke| {
+        if let Some(events) = pokes.get(usize::from(shard.0)) {
+            let _ = events.try_send(poke.event());
+        }
     })?;
+    let route = Route::of(&prepared, &senders);
     let (stop, stopped) = watch::channel(false);
     let ids = ConnIds::default();
     for Bound { socket, listener: served } in listeners {
-        let limits = served.limits(settings, prepared.writers.clone());
+        let limits = served.limits(settings, route.end(0).writers.clone());
         let port = socket.port();
         let listener = Listener::new(socket).map_err(|source| Error::Bind { addr: served.addr.clone(), source })?;
         let accept = accept_loop(
             (listener, port),
             ids.clone(),
-            events.clone(),
+            route.clone(),
             stopped.clone(),
             limits,
-            served.logs_connections(prepared.connection_messages),
+            served.logs_connections(prepared[0].connection_messages),
         );
         tokio::spawn(accept);
     }
-    let store = settings.redis.clone().map(|redis| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(store::run(redis, rx, events.clone()));
-        move |request| {
-            let _ = tx.send(request);
-        }
-    });
-    let answers = events.clone();
-    // Password hashing runs on the blocking pool, never on the broker task.
-    let check = move |job: AuthJob| {
-        let answers = answers.clone();
-        tokio::spawn(async move {
-            if let Ok((conn, result)) = tokio::task::spawn_blocking(job).await {
-                let _ = answers.send(Event::Authenticated { conn, result }).await;
+    let mut brokers = Vec::with_capacity(prepared.len());
+    for (shard, (prepared, events_rx)) in prepared.into_iter().zip(receivers).enumerate() {
+        let events = route.end(shard).events.clone();
+        let store = settings.redis.as_ref().map(|redis| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let redis = redis.for_shard(ShardId(u16::try_from(shard).unwrap_or(0)), shards);
+            tokio::spawn(store::run(redis, rx, events.clone()));
+            move |request| {
+                let _ = tx.send(request);
             }
         });
-    };
-    let dial =
-        dialer(ids, settings.bridge_limits(prepared.writers.clone()), settings.bridge_tls.clone(), events.clone());
-    let source = Events(events_rx);
-    let broker = tokio::spawn(driver::run(prepared, clock, source, store, Jobs { check, dial }));
+        let answers = events.clone();
+        // Password hashing runs on the blocking pool, never on the broker task.
+        let check = move |job: AuthJob| {
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                if let Ok((conn, result)) = tokio::task::spawn_blocking(job).await {
+                    let _ = answers.send(Event::Authenticated { conn, result }).await;
+                }
+            });
+        };
+        let bridges = ShardEnd { events, writers: prepared.writers.clone() };
+        let dial =
+            dialer(ids.clone(), settings.bridge_limits(prepared.writers.clone()), settings.bridge_tls.clone(), bridges);
+        let source = Events(events_rx);
+        brokers.push(tokio::spawn(driver::run(prepared, clock, source, store, Jobs { check, dial })));
+    }
     let reload = async || {
         // Files are read on the blocking pool; the broker task never waits.
         let source = settings.reload.clone();
         if let Ok(Some(reloaded)) = tokio::task::spawn_blocking(move || source.load()).await {
-            let _ = events.send(Event::Reload(Box::new(reloaded))).await;
+            // Shard 0 last: it says the files are in force once every
+            // shard has the reload queued ahead of any later connection.
+            for events in senders.iter().rev() {
+                let _ = events.send(Event::Reload(Box::new(reloaded.clone()))).await;
+            }
         }
     };
     let report = async || {
-        let _ = events.send(Event::Report).await;
+        let _ = senders[0].send(Event::Report).await;
     };
     obey(signals, reload, report).await;
     let _ = stop.send(true);
-    let _ = events.send(Event::Shutdown).await;
-    if let Err(error) = broker.await {
-        warn!("broker task ended abnormally: {error}");
+    for events in &senders {
+        let _ = events.send(Event::Shutdown).await;
+    }
+    for broker in brokers {
+        if let Err(error) = broker.await {
+            warn!("broker task ended abnormally: {error}");
+        }
     }
     Ok(())
 }
@@ -115,14 +136,10 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
 /// Opens bridges' sockets: the connect on the blocking pool (see
 /// [`culex_runtime::dial`]), then a connection task as for an accepted
 /// socket.
-fn dialer(
-    ids: ConnIds,
-    limits: Limits,
-    tls: ClientConfigs,
-    events: mpsc::Sender<Event<TokioOutbox>>,
-) -> impl FnMut(Dial) {
+fn dialer(ids: ConnIds, limits: Limits, tls: ClientConfigs, shard: ShardEnd<EventSender>) -> impl FnMut(Dial) {
+    let route = Route::new(vec![shard]);
     move |job: Dial| {
-        let (conn, limits, tls, events) = (ids.next(), limits.clone(), tls.clone(), events.clone());
+        let (conn, limits, tls, route) = (ids.next(), limits.clone(), tls.clone(), route.clone());
         tokio::spawn(async move {
             let bridge = job.bridge;
             let (connected, job) =
@@ -135,14 +152,17 @@ fn dialer(
                 (opened, true) => Event::Probed { bridge, reachable: opened.is_ok() },
                 (Ok((stream, link)), false) => {
                     let remote = Remote::Tcp(stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()));
-                    return conn::serve(stream, remote, conn, limits, events, Some((bridge, link))).await;
+                    return conn::serve(stream, remote, conn, limits, route, Some((bridge, link))).await;
                 }
                 (Err(error), false) => Event::DialFailed { bridge, error: error.to_string() },
             };
-            let _ = events.send(event).await;
+            let _ = route.end(0).events.send(event).await;
         });
     }
 }
+
+/// Where a broker task's events are sent.
+type EventSender = mpsc::Sender<Event<TokioOutbox>>;
 
 /// The broker task's events: the channel raced against the timer.
 struct Events(mpsc::Receiver<Event<TokioOutbox>>);
@@ -205,12 +225,12 @@ struct Serve {
     remote: Remote,
     conn: culex_core::ConnId,
     limits: Limits,
-    events: mpsc::Sender<Event<TokioOutbox>>,
+    route: Route<EventSender>,
 }
 
 impl Serve {
     fn run(self, stream: impl conn::Socket) {
-        tokio::spawn(conn::serve(stream, self.remote, self.conn, self.limits, self.events, None));
+        tokio::spawn(conn::serve(stream, self.remote, self.conn, self.limits, self.route, None));
     }
 }
 
@@ -219,7 +239,7 @@ impl Serve {
 async fn accept_loop(
     (listener, port): (Listener, u16),
     ids: ConnIds,
-    events: mpsc::Sender<Event<TokioOutbox>>,
+    route: Route<EventSender>,
     mut stopped: watch::Receiver<bool>,
     limits: Limits,
     connection_messages: bool,
@@ -228,7 +248,7 @@ async fn accept_loop(
         if connection_messages {
             info!("New connection from {remote} on port {port}.");
         }
-        Serve { remote, conn: ids.next(), limits: limits.clone(), events: events.clone() }
+        Serve { remote, conn: ids.next(), limits: limits.clone(), route: route.clone() }
     };
     loop {
         tokio::select! {

@@ -135,6 +135,17 @@ def broker(make_broker, redis_server, redis_db):
 
 
 @pytest.fixture
+def clients(cleanup):
+    """Registers MQTT clients (anything with `close`) to close at teardown;
+    returns each as given."""
+    def track(client):
+        cleanup(client.close)
+        return client
+
+    return track
+
+
+@pytest.fixture
 def cleanup():
     """Registers callables (closing clients, killing helpers) run at teardown."""
     actions = []

@@ -195,12 +195,24 @@ class Broker:
         if redis_key is not None:
             lines.append(f"redis_key {redis_key}")
         lines += list(extra)
+        # CULEX_E2E_SHARDS=N runs every broker of the suite with N shards.
+        if os.environ.get("CULEX_E2E_SHARDS") and not any(l.startswith("shards ") for l in lines):
+            lines.append(f"shards {os.environ['CULEX_E2E_SHARDS']}")
+        self.shards = next((int(l.split()[1]) for l in lines if l.startswith("shards ") and l.split()[1].isdigit()), 1)
         self.config = self.workdir / f"{name}-{self.port}.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
     @property
     def broker_id(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def presence_ids(self) -> list[str]:
+        """The ids it writes presence under: its own, or with several
+        shards one per shard (`<id>/<shard>`)."""
+        if self.shards == 1:
+            return [self.broker_id]
+        return [f"{self.broker_id}/{shard}" for shard in range(self.shards)]
 
     @property
     def log_path(self) -> Path:

@@ -24,15 +24,17 @@ def wait_online(db, expected: set[str], timeout: float = 5.0, key: str = KEY):
 
 
 def index(db, broker, key: str = KEY) -> set[str]:
-    """The ids `broker` holds online, as it recorded them."""
-    return db.smembers(f"{key}:broker:{broker.broker_id}")
+    """The ids `broker` holds online, as it recorded them (in every shard's
+    index)."""
+    return set().union(*(db.smembers(f"{key}:broker:{id}") for id in broker.presence_ids))
 
 
 def assert_held(db, broker, ids: set[str], key: str = KEY, lease_ms: int = 30_000):
     """`broker` holds exactly `ids`, and its lease is live."""
     assert index(db, broker, key) == ids
-    assert broker.broker_id in db.smembers(f"{key}:brokers")
-    assert 0 < db.pttl(f"{key}:lease:{broker.broker_id}") <= lease_ms
+    for id in broker.presence_ids:
+        assert id in db.smembers(f"{key}:brokers")
+        assert 0 < db.pttl(f"{key}:lease:{id}") <= lease_ms
 
 
 @pytest.fixture
@@ -185,8 +187,10 @@ def test_a_broker_left_down_is_swept_once_its_lease_lapses(make_broker, redis_se
         assert stays(lambda: hkeys(redis_db) == {"g1", "g2", "both", "h1"}, 1.5), "swept before the lease lapsed"
         wait_online(redis_db, {"both", "h1"}, timeout=8)
         assert time.monotonic() - started < 6, "lease 3 s plus one renewal interval (0.5 s), and some slack"
-        assert redis_db.smembers(f"{KEY}:brokers") == {live.broker_id}
-        assert not redis_db.exists(f"{KEY}:broker:{dead.broker_id}")
+        # A broker (or shard) that holds no one does not renew its lease.
+        holding = {id for id in live.presence_ids if redis_db.scard(f"{KEY}:broker:{id}")}
+        assert holding and redis_db.smembers(f"{KEY}:brokers") == holding
+        assert not any(redis_db.exists(f"{KEY}:broker:{id}") for id in dead.presence_ids)
     finally:
         for c in gone + here:
             c.close()

@@ -31,7 +31,7 @@ def test_signal_closes_clients_writes_presence_and_exits_0(broker, redis_db, cle
     assert elapsed < 5, f"took {elapsed:.1f}s to exit"
     # Presence was written before the process exited: no polling here.
     assert redis_db.hkeys("mqtt") == []
-    assert redis_db.scard(f"mqtt:broker:{broker.broker_id}") == 0
+    assert all(redis_db.scard(f"mqtt:broker:{id}") == 0 for id in broker.presence_ids)
     assert paho.disconnected.wait(2), "paho client not disconnected"
     raw.wait_closed_by_broker(timeout=2)
     # Nothing listens any more.

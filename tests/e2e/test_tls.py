@@ -105,15 +105,6 @@ class TlsPaho(Paho):
                             cert_reqs=ssl.CERT_REQUIRED)
 
 
-@pytest.fixture
-def clients(cleanup):
-    def track(client):
-        cleanup(client.close)
-        return client
-
-    return track
-
-
 def test_mosquitto_clients_round_trip_with_cafile(tls_broker, certs, cleanup):
     broker = tls_broker()
     broker.wait_log(rf"Opening listen socket on {LOOPBACK}:{broker.tls_port} \(tls\)\.")

@@ -143,15 +143,6 @@ def ws_broker(make_broker):
     return make
 
 
-@pytest.fixture
-def clients(cleanup):
-    def track(client):
-        cleanup(client.close)
-        return client
-
-    return track
-
-
 def test_publish_subscribe_all_qos_over_websocket(ws_broker, clients):
     broker = ws_broker()
     sub = clients(WsPaho(broker.ws_port, "ws-sub")).connect()

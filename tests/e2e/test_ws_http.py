@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from support import LOOPBACK, free_port, is_listening, wait_until
-from test_websockets import RawWs, WsPaho, clients  # noqa: F401 (clients is a fixture)
+from test_websockets import RawWs, WsPaho
 
 INDEX = b"<!doctype html><title>culex</title><h1>MQTT over WebSocket</h1>\n"
 

@@ -8,6 +8,7 @@ use super::{Broker, Source};
 use crate::action::Action;
 use crate::congestion::{Overflow, WriterProgress};
 use crate::session::{Outgoing, SessionKey};
+use crate::shard::{ShardId, ShardMessage};
 use crate::time::Now;
 use crate::types::ConnId;
 
@@ -34,7 +35,7 @@ impl Broker {
     /// or dropped.
     pub(super) fn overflow(&mut self, now: Now, key: SessionKey, sub: ConnId, out: Outgoing, source: Source) {
         // A client publishing to itself cannot be slowed by holding it.
-        let publisher = source.conn.filter(|&p| p != sub && self.conns.contains_key(&p));
+        let publisher = source.conn.filter(|&p| p != sub && (source.shard.is_some() || self.conns.contains_key(&p)));
         let Some(conn) = self.conns.get_mut(&sub) else { return };
         match conn.congestion().overflow(now.instant, publisher, source.shared) {
             Overflow::Drop => {
@@ -44,7 +45,7 @@ impl Broker {
             Overflow::Queue => self.queue_over(key, out),
             Overflow::QueueAndPause(publisher) => {
                 self.queue_over(key, out);
-                self.hold(publisher);
+                self.hold(publisher, source.shard);
                 self.arm(sub);
             }
         }
@@ -58,8 +59,13 @@ impl Broker {
     }
 
     /// One more subscriber holds `publisher`: its reads pause with the
-    /// first.
-    fn hold(&mut self, publisher: ConnId) {
+    /// first. A publisher on another `shard` is held there.
+    pub(super) fn hold(&mut self, publisher: ConnId, shard: Option<ShardId>) {
+        if let Some(shard) = shard {
+            self.held_elsewhere.entry(publisher).or_insert((shard, 0)).1 += 1;
+            self.actions.push_back(Action::ToShard { to: shard, message: ShardMessage::Hold(publisher) });
+            return;
+        }
         let Some(conn) = self.conns.get_mut(&publisher) else { return };
         if conn.congestion().hold() {
             self.actions.push_back(Action::PauseReading { conn: publisher });
@@ -70,6 +76,15 @@ impl Broker {
     /// it any more, with its keepalive counted afresh from now.
     pub(super) fn release(&mut self, now: Now, publishers: Vec<ConnId>) {
         for publisher in publishers {
+            if let Some((shard, holds)) = self.held_elsewhere.get_mut(&publisher) {
+                let shard = *shard;
+                *holds -= 1;
+                if *holds == 0 {
+                    self.held_elsewhere.remove(&publisher);
+                }
+                self.actions.push_back(Action::ToShard { to: shard, message: ShardMessage::Release(publisher) });
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(&publisher) else { continue };
             if conn.congestion().release() {
                 conn.last_packet = now.instant;

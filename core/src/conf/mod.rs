@@ -77,7 +77,7 @@ pub use file::{BrokerConf, ConfError, IncludeSource, NoIncludes, Warning, parse,
 pub use listeners::{DEFAULT_PORT, ListenerConf, ListenerProtocol, SocketDomain};
 pub use logging::{FACILITY_DAEMON, FACILITY_LOCAL0, LogConf, LogDest, LogTypes};
 pub use persistence::PersistenceConf;
-pub use process::ProcessConf;
+pub use process::{MAX_SHARDS, ProcessConf, Shards};
 pub use redis::{DEFAULT_REDIS_KEY, DEFAULT_REDIS_PORT, RedisConf, Secret};
 pub use security::{ListenerAuth, ListenerSecurity};
 pub use timestamp::{LocalTime, TimestampFormat};

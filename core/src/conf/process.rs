@@ -1,12 +1,35 @@
 //! The process keys: the user the broker runs as once its sockets and
 //! files are open (`user`), where it writes its process id (`pid_file`),
-//! and the socket option of its client connections (`set_tcp_nodelay`).
+//! the socket option of its client connections (`set_tcp_nodelay`), and
+//! how many brokers it runs as one (`shards`).
 
 use super::ConfError;
 use super::file::Line;
 
 /// The keys of this section.
-pub(super) const KEYS: &[&str] = &["user", "pid_file", "set_tcp_nodelay"];
+pub(super) const KEYS: &[&str] = &["user", "pid_file", "set_tcp_nodelay", "shards"];
+
+/// The most shards a process runs.
+pub const MAX_SHARDS: u16 = 1024;
+
+/// How many shards the process runs (see [`shard`](crate::shard)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shards {
+    /// One per CPU the process may use.
+    Auto,
+    /// This many, 1 to [`MAX_SHARDS`].
+    Count(u16),
+}
+
+impl Shards {
+    /// The count, `cpus` standing for `auto`.
+    pub fn count(self, cpus: usize) -> u16 {
+        match self {
+            Self::Auto => u16::try_from(cpus).unwrap_or(MAX_SHARDS).clamp(1, MAX_SHARDS),
+            Self::Count(n) => n,
+        }
+    }
+}
 
 /// How the broker's process is run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,11 +47,15 @@ pub struct ProcessConf {
     /// `set_tcp_nodelay`, default false; Culex's default is true (small
     /// acknowledgements do not wait up to 40 ms for the peer's ack).
     pub set_tcp_nodelay: bool,
+    /// Brokers run as one, each the home of part of the client ids, each
+    /// on its own thread. Culex's key (Mosquitto has one thread): a number
+    /// or `auto`, default 1.
+    pub shards: Shards,
 }
 
 impl Default for ProcessConf {
     fn default() -> Self {
-        Self { user: Some("mosquitto".to_owned()), pid_file: None, set_tcp_nodelay: true }
+        Self { user: Some("mosquitto".to_owned()), pid_file: None, set_tcp_nodelay: true, shards: Shards::Count(1) }
     }
 }
 
@@ -38,6 +65,15 @@ impl ProcessConf {
             "user" => self.user = Some(line.word()?.to_owned()),
             "pid_file" => self.pid_file = Some(line.text()?.to_owned()),
             "set_tcp_nodelay" => self.set_tcp_nodelay = line.boolean()?,
+            "shards" => {
+                self.shards = match line.word()? {
+                    "auto" => Shards::Auto,
+                    _ => {
+                        let n = line.int_described(1, i64::from(MAX_SHARDS), "auto or an integer from 1 to 1024")?;
+                        Shards::Count(u16::try_from(n).unwrap_or(1))
+                    }
+                };
+            }
             _ => return Err(line.unknown()),
         }
         Ok(())
@@ -58,6 +94,21 @@ mod tests {
         assert!(given.warnings.is_empty());
         assert!(default.process.set_tcp_nodelay);
         assert!(!conf("set_tcp_nodelay false\n").process.set_tcp_nodelay);
+    }
+
+    #[test]
+    fn shards_are_a_count_or_auto() {
+        use super::Shards;
+        assert_eq!(conf("").process.shards, Shards::Count(1));
+        assert_eq!(conf("shards 4\n").process.shards, Shards::Count(4));
+        assert_eq!(conf("shards auto\n").process.shards, Shards::Auto);
+        assert_eq!(Shards::Auto.count(8), 8);
+        assert_eq!(Shards::Auto.count(0), 1);
+        assert_eq!(Shards::Count(3).count(8), 3);
+        let expected = "Invalid shards value (0): expected auto or an integer from 1 to 1024.";
+        assert_error("shards 0\n", 1, expected);
+        assert_error("shards 1025\n", 1, &expected.replace("(0)", "(1025)"));
+        assert_error("shards many\n", 1, &expected.replace("(0)", "(many)"));
     }
 
     #[test]

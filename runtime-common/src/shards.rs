@@ -1,0 +1,253 @@
+//! Several brokers in one process (see [`culex_core::shard`]): each runs
+//! the broker task of [`driver`](crate::driver) on its own, and the
+//! runtime joins them.
+//!
+//! - A connection task hands its connection to its client id's home shard
+//!   once the CONNECT is whole ([`Placer`]); until then it only reads.
+//! - What a shard tells another goes on the receiver's [`ShardMail`]
+//!   board, with a wake-up when the board was empty ([`ShardLinks`]): a
+//!   shard never waits for another, which may be waiting for it. One board
+//!   per receiving shard, each sender posting in order, keeps each pair's
+//!   order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use culex_core::shard::{self, Placement, ShardId};
+
+use futures_lite::FutureExt;
+
+use crate::driver::Prepared;
+use crate::link::Link;
+use crate::outbox::Writers;
+use crate::reports::ShardMail;
+use crate::settings::Limits;
+use crate::ws::Deframed;
+
+/// How long a new connection may take to send its whole CONNECT when
+/// there are several shards; once placed, its broker's own CONNECT
+/// deadline applies.
+pub const PLACING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One shard as a connection task sees it: where its events go, and the
+/// board its writers post to.
+#[derive(Debug, Clone)]
+pub struct ShardEnd<S> {
+    /// The shard's event queue.
+    pub events: S,
+    /// What its connections' outboxes share.
+    pub writers: Arc<Writers>,
+}
+
+/// Every shard's end, by shard number.
+#[derive(Debug)]
+pub struct Route<S>(Arc<[ShardEnd<S>]>);
+
+impl<S> Clone for Route<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S> Route<S> {
+    /// The shards' ends, shard 0 first.
+    ///
+    /// # Panics
+    ///
+    /// With no end at all.
+    pub fn new(ends: Vec<ShardEnd<S>>) -> Self {
+        assert!(!ends.is_empty(), "a route has one shard at least");
+        Self(ends.into())
+    }
+
+    /// The route to the shards of `prepared`, whose broker tasks take
+    /// their events from `events` (in the same order).
+    pub fn of<O>(prepared: &[Prepared<O>], events: &[S]) -> Self
+    where
+        S: Clone,
+    {
+        Self::new(
+            prepared
+                .iter()
+                .zip(events)
+                .map(|(p, events)| ShardEnd { events: events.clone(), writers: p.writers.clone() })
+                .collect(),
+        )
+    }
+
+    /// Shard `shard`'s end (shard 0's past the last).
+    pub fn end(&self, shard: usize) -> &ShardEnd<S> {
+        self.0.get(shard).unwrap_or(&self.0[0])
+    }
+
+    /// A placer for a new connection whose CONNECT may be up to
+    /// `max_packet` bytes; `None` with one shard (every connection goes
+    /// there at once).
+    pub fn placer(&self, max_packet: usize) -> Option<Placer> {
+        let shards = u16::try_from(self.0.len()).unwrap_or(u16::MAX);
+        (shards > 1).then(|| Placer { sent: BytesMut::new(), shards, max_packet })
+    }
+}
+
+/// A new connection's bytes until its CONNECT is whole.
+#[derive(Debug)]
+pub struct Placer {
+    sent: BytesMut,
+    shards: u16,
+    max_packet: usize,
+}
+
+impl Placer {
+    /// Takes `data`, read from the connection; once its shard is known,
+    /// that shard and every byte read so far.
+    pub fn feed(&mut self, data: &[u8]) -> Option<(usize, Bytes)> {
+        self.sent.extend_from_slice(data);
+        match shard::place(&self.sent, self.shards, self.max_packet) {
+            Placement::NeedMore => None,
+            Placement::Home(home) => Some((usize::from(home.0), std::mem::take(&mut self.sent).freeze())),
+        }
+    }
+}
+
+/// A new connection's socket as [`place`] uses it: reads through the
+/// connection's [`Link`] are the runtime's.
+pub trait PlacingSocket {
+    /// The next bytes read, raw; `None` at the end or on an error.
+    fn read(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+    /// Writes `bytes` whole; whether it could.
+    fn write(&mut self, bytes: &[u8]) -> impl Future<Output = bool> + Send;
+    /// Waits `duration`, on the runtime's timer.
+    fn sleep(duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// The shard a new connection goes to, and what it read meanwhile
+/// (starting with `first`, what its opening read through `link`): shard 0
+/// at once with one shard, for a bridge's socket (`bridged`) and on an
+/// `http_api` listener; else its client id's home, once its CONNECT is
+/// whole ([`place`]). `None` if it ended or took longer than
+/// [`PLACING_TIMEOUT`] (no broker knew it: dropping the socket is all).
+pub async fn find_home<E, S: PlacingSocket>(
+    route: &Route<E>,
+    limits: &Limits,
+    bridged: bool,
+    mut socket: S,
+    link: &mut Link,
+    first: Deframed,
+) -> Option<(usize, Deframed)> {
+    let Some(placer) = route.placer(limits.max_packet).filter(|_| !bridged && !limits.http_api) else {
+        return Some((0, first));
+    };
+    let timeout = async {
+        S::sleep(PLACING_TIMEOUT).await;
+        None
+    };
+    place(&mut socket, link, first, placer).or(timeout).await
+}
+
+/// Reads a new connection until its shard is known, writing the
+/// WebSocket replies on the way: its shard and what was read through
+/// `link` (starting with `first`, what its opening read), or `None` if it
+/// ended first. [`find_home`] bounds it with [`PLACING_TIMEOUT`].
+pub async fn place(
+    socket: &mut impl PlacingSocket,
+    link: &mut Link,
+    first: Deframed,
+    mut placer: Placer,
+) -> Option<(usize, Deframed)> {
+    let mut got = first;
+    loop {
+        let Deframed { data, reply, end } = std::mem::take(&mut got);
+        if !reply.is_empty() && !socket.write(&reply).await {
+            return None;
+        }
+        if let Some((home, data)) = placer.feed(&data) {
+            return Some((home, Deframed { data, reply: BytesMut::new(), end }));
+        }
+        if end.is_some() {
+            return None;
+        }
+        got = link.incoming(socket.read().await?);
+    }
+}
+
+/// A broker task's ties to the other shards.
+pub struct ShardLinks {
+    /// This shard.
+    pub me: ShardId,
+    /// Every shard's board, by shard number.
+    pub mail: Arc<[ShardMail]>,
+    /// Wakes shard `to`'s broker task to take its board.
+    pub wake: Arc<dyn Fn(ShardId) + Send + Sync>,
+    /// The connections open on each shard, as its broker task last
+    /// counted them: shard 0 speaks for the process (the service
+    /// manager's status, the stop line).
+    pub open: Arc<[AtomicUsize]>,
+}
+
+impl ShardLinks {
+    /// Records `own`, this shard's open connections; those of every
+    /// shard.
+    pub fn open_connections(&self, own: usize) -> usize {
+        if let Some(slot) = self.open.get(usize::from(self.me.0)) {
+            slot.store(own, Ordering::Relaxed);
+        }
+        self.open.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl std::fmt::Debug for ShardLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardLinks").field("me", &self.me).field("shards", &self.mail.len()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(culex_loom)))]
+mod tests {
+    use bytes::BytesMut;
+    use culex_core::sim::ClientOptions;
+
+    use super::*;
+
+    fn connect(id: &str) -> Vec<u8> {
+        let mut bytes = BytesMut::new();
+        ClientOptions::new(id).connect_packet().encode(&mut bytes);
+        bytes.to_vec()
+    }
+
+    /// The CONNECT may come cut anywhere: the placer waits for the whole
+    /// of it, then hands over everything read, what followed included.
+    #[test]
+    fn a_connect_cut_anywhere_is_placed_once_whole() {
+        let mut stream = connect("b");
+        let connect_len = stream.len();
+        stream.extend_from_slice(&[0xC0, 0x00]); // PINGREQ behind it
+        let home = usize::from(shard::home_shard("b", 3).0);
+        for cut in 1..stream.len() {
+            let mut placer = Placer { sent: BytesMut::new(), shards: 3, max_packet: 1 << 20 };
+            let (mut placed, mut after) = (None, Vec::new());
+            for part in [&stream[..cut], &stream[cut..]] {
+                match placed {
+                    None => placed = placer.feed(part),
+                    // Once placed, later reads go to the shard as they come.
+                    Some(_) => after.extend_from_slice(part),
+                }
+            }
+            let (shard, bytes) = placed.expect("placed once the CONNECT is whole");
+            assert_eq!(shard, home);
+            assert!(bytes.len() >= connect_len, "placed before the CONNECT was whole, cut at {cut}");
+            assert_eq!([&bytes[..], &after].concat(), stream, "cut at {cut}");
+        }
+    }
+
+    /// Anything but a CONNECT with an id goes to shard 0, whose broker
+    /// answers it as a broker alone would.
+    #[test]
+    fn what_is_not_a_connect_with_an_id_goes_to_shard_0() {
+        for bytes in [connect(""), vec![0x30, 0x02, 0x00, 0x00], b"GET / HTTP/1.1\r\n\r\n".to_vec()] {
+            let mut placer = Placer { sent: BytesMut::new(), shards: 4, max_packet: 1 << 20 };
+            assert_eq!(placer.feed(&bytes).map(|(shard, _)| shard), Some(0), "{bytes:?}");
+        }
+    }
+}

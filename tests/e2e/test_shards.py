@@ -1,0 +1,170 @@
+"""Several shards in one process (`shards 2`): each client id has a home
+shard, and clients of different shards see one broker: messages at every
+QoS, retained messages, wills, persistent sessions, takeovers, `$SYS` and
+presence in Redis."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from support import LOOPBACK, MosquittoSub, Paho, RawClient, drain, mosquitto_pub, wait_until
+
+SHARDS = ["shards 2"]
+
+
+def home(client_id: str, shards: int = 2) -> int:
+    """The home shard of `client_id`: 64-bit FNV-1a of its bytes, modulo
+    the shards (the core's `home_shard`)."""
+    h = 0xCBF29CE484222325
+    for byte in client_id.encode():
+        h = ((h ^ byte) * 0x100000001B3) % (1 << 64)
+    return h % shards
+
+
+def on_shard(shard: int, prefix: str, shards: int = 2) -> str:
+    """A client id starting with `prefix` whose home is `shard`."""
+    return next(f"{prefix}-{n}" for n in range(1000) if home(f"{prefix}-{n}", shards) == shard)
+
+
+def test_messages_cross_shards_at_every_qos_in_each_publishers_order(make_broker, clients):
+    broker = make_broker(extra=SHARDS)
+    subs = [clients(Paho(broker.port, on_shard(s, "sub"))).connect() for s in (0, 1)]
+    for sub in subs:
+        sub.subscribe("t/#", qos=2)
+    pubs = [clients(Paho(broker.port, on_shard(s, "pub"))).connect() for s in (0, 1)]
+    for n in range(10):
+        for s, pub in enumerate(pubs):
+            for qos in (0, 1, 2):
+                pub.publish(f"t/{s}/{qos}", f"{n}", qos=qos)
+    for sub in subs:
+        got = drain(sub)
+        for s in (0, 1):
+            for qos in (0, 1, 2):
+                mine = [(m.payload.decode(), m.qos) for m in got if m.topic == f"t/{s}/{qos}"]
+                assert mine == [(f"{n}", qos) for n in range(10)], f"{sub.client_id}, t/{s}/{qos}: {mine}"
+
+
+def test_an_unsubscribed_client_of_another_shard_is_sent_nothing_more(make_broker, clients):
+    broker = make_broker(extra=SHARDS)
+    sub = clients(Paho(broker.port, on_shard(1, "sub"))).connect()
+    sub.subscribe("u/#", qos=1)
+    pub = clients(Paho(broker.port, on_shard(0, "pub"))).connect()
+    pub.publish("u/1", "before", qos=1)
+    assert sub.expect().payload == b"before"
+    unsubscribed = []
+    sub.client.on_unsubscribe = lambda *args: unsubscribed.append(args)
+    sub.client.unsubscribe("u/#")
+    wait_until(lambda: unsubscribed, what="UNSUBACK")
+    for n in range(5):
+        pub.publish("u/1", f"after {n}", qos=1)
+    assert [m.payload for m in drain(sub, quiet=0.5)] == []
+
+
+def test_retained_messages_and_wills_cross_shards(make_broker, clients):
+    broker = make_broker(extra=SHARDS)
+    mosquitto_pub(broker.port, "r/kept", "value", qos=1, retain=True, client_id=on_shard(0, "pub"))
+    late = clients(Paho(broker.port, on_shard(1, "late"))).connect()
+    late.subscribe("r/#", qos=1)
+    message = late.expect()
+    assert (message.topic, message.payload, message.retain) == ("r/kept", b"value", True)
+    watcher = clients(Paho(broker.port, on_shard(1, "watch"))).connect()
+    watcher.subscribe("wills/#", qos=1)
+    device = RawClient(broker.port, on_shard(0, "dev"), will=("wills/dev", b"gone", 1, False))
+    device.connect()
+    device.drop()
+    message = watcher.expect()
+    assert (message.topic, message.payload) == ("wills/dev", b"gone")
+
+
+def test_a_persistent_session_gets_what_other_shards_published_while_it_was_away(make_broker, clients):
+    broker = make_broker(extra=SHARDS)
+    sub_id = on_shard(1, "keep")
+    sub = clients(Paho(broker.port, sub_id, clean_session=False)).connect()
+    sub.subscribe("q/#", qos=1)
+    sub.disconnect()
+    for n in range(5):
+        mosquitto_pub(broker.port, "q/x", f"m{n}", qos=1, client_id=on_shard(0, "pub"))
+    back = clients(Paho(broker.port, sub_id, clean_session=False)).connect()
+    assert back.session_present
+    assert [m.payload.decode() for m in drain(back)] == [f"m{n}" for n in range(5)]
+
+
+def test_a_takeover_meets_the_first_connection_on_its_shard(make_broker, clients):
+    broker = make_broker(extra=SHARDS)
+    first = clients(Paho(broker.port, "same-id")).connect()
+    second = clients(Paho(broker.port, "same-id")).connect()
+    assert first.disconnected.wait(5), "the first connection was not taken over"
+    assert second.connected.is_set() and not second.disconnected.is_set()
+
+
+def test_sys_counts_the_clients_of_every_shard(make_broker, clients):
+    broker = make_broker(extra=SHARDS + ["sys_interval 1"])
+    for s in (0, 1):
+        for n in range(2):
+            clients(Paho(broker.port, on_shard(s, f"c{n}"))).connect()
+    watcher = clients(Paho(broker.port, on_shard(0, "sys"))).connect()
+    watcher.subscribe("$SYS/broker/clients/connected")
+    # Shard 0 publishes the totals, the others' at most one interval old.
+    deadline = time.monotonic() + 6
+    seen = []
+    while time.monotonic() < deadline and (not seen or seen[-1] != "5"):
+        seen.append(watcher.expect(timeout=3).payload.decode())
+    assert seen[-1] == "5", seen
+
+
+def test_each_shard_writes_its_presence_as_a_broker_of_its_own(make_broker, redis_server, redis_db, clients):
+    broker = make_broker(redis=redis_server, extra=SHARDS)
+    ids = [on_shard(s, "dev") for s in (0, 1)]
+    for client_id in ids:
+        clients(Paho(broker.port, client_id)).connect()
+    wait_until(lambda: set(redis_db.hkeys("mqtt")) == set(ids), what=f"both online: {redis_db.hkeys('mqtt')}")
+    assert broker.presence_ids == [f"{broker.broker_id}/{s}" for s in (0, 1)]
+    assert redis_db.smembers("mqtt:brokers") == set(broker.presence_ids)
+    for s, client_id in enumerate(ids):
+        assert redis_db.smembers(f"mqtt:broker:{broker.presence_ids[s]}") == {client_id}
+
+
+def test_a_connection_that_never_completes_its_connect_is_closed(make_broker):
+    broker = make_broker(extra=SHARDS)
+    sock = socket.create_connection((LOOPBACK, broker.port), timeout=15)
+    sock.sendall(b"\x10\x20\x00\x04MQ")  # the start of a CONNECT, never finished
+    started = time.monotonic()
+    assert sock.recv(16) == b"", "closed without an answer"
+    assert 9 < time.monotonic() - started < 14
+    sock.close()
+
+
+@pytest.mark.parametrize("extra", [
+    ["persistence true"],
+    ["listener 0 127.0.0.1", "protocol http_api"],
+    ["max_connections 10"],
+    ["use_username_as_clientid true"],
+])
+def test_what_shards_do_not_do_yet_stops_start_up_with_a_reason(make_broker, tmp_path, extra):
+    extra = [line.replace("listener 0", f"listener {_free_port()}") for line in extra]
+    if extra == ["persistence true"]:
+        extra.append(f"persistence_location {tmp_path}/")
+    broker = make_broker(start=False, extra=SHARDS + extra)
+    with pytest.raises(AssertionError, match="exited"):
+        broker.start(timeout=5)
+    assert "Error: shards above 1 cannot be used with" in broker.log()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def test_mosquitto_clients_on_both_shards(make_broker, cleanup):
+    broker = make_broker(extra=SHARDS)
+    sub = MosquittoSub(broker.port, ["m/#"], client_id=on_shard(1, "msub"), qos=1)
+    cleanup(sub.kill)
+    sub.wait_subscribed()
+    for n in range(3):
+        mosquitto_pub(broker.port, "m/x", f"n{n}", qos=1, client_id=on_shard(0, "mpub"))
+    got = sub.wait_messages(3)
+    assert [payload for _, _, _, payload in got] == ["n0", "n1", "n2"]
