@@ -166,9 +166,13 @@ impl<O: Outbox> Server<O> {
         self.drain(now);
     }
 
-    /// What shard `from` says (see [`shard`](crate::shard)).
-    pub fn shard_message(&mut self, now: Now, from: ShardId, message: ShardMessage) {
-        self.broker.handle_shard_message(now, from, message);
+    /// What other shards say, each message with its sender (see
+    /// [`shard`](crate::shard)): handled together, so that what they
+    /// bring a connection goes out as one write.
+    pub fn shard_messages(&mut self, now: Now, messages: impl IntoIterator<Item = (ShardId, ShardMessage)>) {
+        for (from, message) in messages {
+            self.broker.handle_shard_message(now, from, message);
+        }
         self.drain(now);
     }
 

@@ -121,7 +121,7 @@ fn servers_hand_their_shard_messages_to_the_runtime() {
         for _ in 0..4 {
             for from in 0..2u16 {
                 for (to, message) in servers[usize::from(from)].poll_shard_messages() {
-                    servers[usize::from(to.0)].shard_message(now, ShardId(from), message);
+                    servers[usize::from(to.0)].shard_messages(now, [(ShardId(from), message)]);
                 }
             }
         }

@@ -507,10 +507,7 @@ fn exchange_mail<O: Outbox>(server: &mut Server<O>, links: &ShardLinks, clock: &
     let me = usize::from(links.me.0);
     let taken = links.mail.get(me).map(ShardMail::take).unwrap_or_default();
     if !taken.is_empty() {
-        let now = clock.now();
-        for (from, message) in taken {
-            server.shard_message(now, from, message);
-        }
+        server.shard_messages(clock.now(), taken);
     }
     for (to, message) in server.poll_shard_messages() {
         if links.mail.get(usize::from(to.0)).is_some_and(|board| board.post((links.me, message))) {
