@@ -443,7 +443,7 @@ impl Broker {
             ShardMessage::Route(filter) => self.learn_route(from, &filter, true),
             ShardMessage::Unroute(filter) => self.learn_route(from, &filter, false),
             ShardMessage::Publish { message, publisher } => {
-                self.deliver_here(now, message, publisher.map(|conn| (conn, Some(from))));
+                self.deliver_here(now, message, publisher, Some(from));
             }
             ShardMessage::Hold(conn) => self.hold(conn, None),
             ShardMessage::Release(conn) => self.release(now, vec![conn]),
@@ -1365,7 +1365,7 @@ impl Broker {
     /// (retained store), [MQTT-3.3.5-1], [MQTT-4.5.0-1], [MQTT-4.7.2-1].
     fn route(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
         self.forward_to_shards(&message, from);
-        self.deliver_here(now, message, from.map(|conn| (conn, None)));
+        self.deliver_here(now, message, from, None);
     }
 
     /// Hands `message` to the other shards that want it, if there are any.
@@ -1381,10 +1381,9 @@ impl Broker {
     }
 
     /// Delivers `message` to this broker's own subscribers, and keeps it
-    /// if it is retained; `from` is its publisher's connection, and that
-    /// connection's shard when it is another.
-    fn deliver_here(&mut self, now: Now, message: Arc<Message>, from: Option<(ConnId, Option<ShardId>)>) {
-        let (from, shard) = (from.map(|(conn, _)| conn), from.and_then(|(_, shard)| shard));
+    /// if it is retained; `from` is its publisher's connection, on `shard`
+    /// when that is another shard.
+    fn deliver_here(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>, shard: Option<ShardId>) {
         if message.retain {
             self.store_retained(now, &message);
         }

@@ -68,7 +68,14 @@ pub enum Placement {
 
 /// Where the connection whose first bytes are `bytes` goes among `shards`.
 pub fn place(bytes: &[u8], shards: u16, max_packet_size: usize) -> Placement {
-    let mut buf = BytesMut::from(bytes);
+    // Only a whole frame is copied and decoded: a CONNECT that comes a
+    // little at a time costs a header check per read.
+    let len = match codec::whole_frame(bytes, max_packet_size, Protocol::V311) {
+        Ok(None) => return Placement::NeedMore,
+        Ok(Some(len)) => len,
+        Err(_) => return Placement::Home(ShardId(0)),
+    };
+    let mut buf = BytesMut::from(&bytes[..len]);
     match codec::decode(&mut buf, max_packet_size, Protocol::V311) {
         Ok(None) => Placement::NeedMore,
         Ok(Some(Packet::Connect(connect))) if !connect.client_id.is_empty() => {

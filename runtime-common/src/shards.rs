@@ -241,6 +241,31 @@ mod tests {
         }
     }
 
+    /// Any split of the stream into reads, many of them: the shard and the
+    /// bytes handed over are those of the whole stream.
+    #[test]
+    fn any_split_into_reads_places_alike() {
+        fn property(id: u8, cuts: Vec<u8>) -> bool {
+            let id = format!("client-{id}");
+            let mut stream = connect(&id);
+            stream.extend_from_slice(&[0x30, 0x03, 0x00, 0x01, b't']);
+            let mut placer = Placer { sent: BytesMut::new(), shards: 5, max_packet: 1 << 20 };
+            let (mut placed, mut after, mut at) = (None, Vec::new(), 0);
+            for cut in cuts.iter().map(|&c| usize::from(c % 8) + 1).chain([stream.len()]) {
+                let part = &stream[at..(at + cut).min(stream.len())];
+                at += part.len();
+                match placed {
+                    None => placed = placer.feed(part),
+                    Some(_) => after.extend_from_slice(part),
+                }
+            }
+            placed.is_some_and(|(shard, bytes)| {
+                shard == usize::from(shard::home_shard(&id, 5).0) && [&bytes[..], &after].concat() == stream
+            })
+        }
+        quickcheck::QuickCheck::new().quickcheck(property as fn(u8, Vec<u8>) -> bool);
+    }
+
     /// Anything but a CONNECT with an id goes to shard 0, whose broker
     /// answers it as a broker alone would.
     #[test]

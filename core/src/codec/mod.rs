@@ -269,6 +269,16 @@ pub struct Unsubscribe {
     pub filters: Vec<TopicFilter>,
 }
 
+/// The length of the first frame of `buf` once it is all there (see
+/// [`decode`] for the errors), without decoding or copying it.
+pub(crate) fn whole_frame(
+    buf: &[u8],
+    max_packet_size: usize,
+    protocol: Protocol,
+) -> Result<Option<usize>, DecodeError> {
+    Ok(fixed_header::check_frame(buf, max_packet_size, protocol)?.map(|header| header.frame_len()))
+}
+
 /// Decodes one packet from the front of `buf`, by the rules of
 /// `protocol`.
 ///
