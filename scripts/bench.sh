@@ -7,6 +7,8 @@
 #   scripts/bench.sh --both-cores    the broker is not pinned (the load tool still is)
 #   scripts/bench.sh --rows "persist-qos1 persist-qos2 persist-restart persist-changes"
 #                                    the persistence rows (not in the default set)
+#   scripts/bench.sh --rows "pairs pairs-local" --shards 2
+#                                    the shard rows (not in the default set)
 #
 # Options: --runs N, --brokers "culex mosquitto", --rows "fan-in qos1",
 # --out DIR (default target/bench), --bin-dir DIR (use the culex,
@@ -36,6 +38,15 @@
 # broker with SIGTERM, starts it again and measures how it comes back;
 # persist-changes measures retained-message and session changes per second.
 # They are not in the default set: ask for them with --rows.
+#
+# The shard rows are 16 independent publisher/subscriber pairs, each on
+# its own topic, QoS 0, unpaced: the load shards are for. pairs gives the
+# clients ids as a fleet's (with N shards a pair crosses shards N-1 times
+# in N); pairs-local gives both clients of a pair ids on the same shard
+# among --shards N (1 without it), so no message crosses shards. They are
+# not in the default set either: ask for them with --rows, with --shards N
+# for the broker's shards (a number; Mosquitto runs as it is). The table
+# script does not list them yet: their lines are in the results file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,9 +85,11 @@ done
 # in flight) or sized so the full run fits in about 15 minutes on 2 cores.
 if [ $QUICK = 1 ]; then
   N_FANIN=20000 N_FANOUT=2000 N_QOS1=5000 N_QOS2=2000 LAT_SECS=0.5 N_CONN=500 N_CHURN=500 N_EXPIRY=10000 FLOOD_SECS=2 FLOOD_CAP="--messages 200000"
+  N_PAIRS=20000
   N_SESSIONS=1000 N_QUEUED=10 N_RETAINED=10000 N_RCHANGES=5000 N_SCHURN=500
 else
   N_FANIN=1000000 N_FANOUT=100000 N_QOS1=100000 N_QOS2=50000 LAT_SECS=5 N_CONN=10000 N_CHURN=10000 N_EXPIRY=200000 FLOOD_SECS=10 FLOOD_CAP=""
+  N_PAIRS=1000000
   # The restart content is the issue's: 10,000 persistent sessions with
   # 100 queued QoS 1 messages each (1,000,000 copies) and 1,000,000
   # retained messages, 64 B payloads.
@@ -86,6 +99,11 @@ fi
 # publishers' socket buffers to work through after it, hence the longer
 # deadline (and, in a quick run, a cap on the messages).
 FLOOD="--duration-secs $FLOOD_SECS $FLOOD_CAP --deadline-secs 120"
+# pairs-local puts each pair on one of the broker's shards.
+case "${SHARDS:-1}" in
+  *[!0-9]*) LOCAL_SHARDS="" ;;
+  *) LOCAL_SHARDS="${SHARDS:-1}" ;;
+esac
 declare -A ARGS=(
   [fan-in]="fan-in --messages $N_FANIN"
   [fan-in-16]="fan-in --publishers 16 --messages $N_FANIN"
@@ -114,15 +132,23 @@ declare -A ARGS=(
   [persist-qos1-fleet-off]="qos1 --publishers 8 --messages $N_QOS1 --clean-session 0 --deadline-secs 120"
   [persist-restart]="persist-fill --sessions $N_SESSIONS --queued $N_QUEUED --retained $N_RETAINED --deadline-secs 900"
   [persist-changes]="persist-changes --messages $N_RCHANGES --cycles $N_SCHURN --deadline-secs 300"
+  # Shards (see the top).
+  [pairs]="pairs --publishers 16 --messages $N_PAIRS"
+  [pairs-local]="pairs --publishers 16 --messages $N_PAIRS --same-shard ${LOCAL_SHARDS:-1}"
 )
 # The restart probe: the same content, checked on a sample.
 RESTART_PROBE="restart --sessions $N_SESSIONS --queued $N_QUEUED --retained $N_RETAINED --deadline-secs 600"
 ALL_ROWS="fan-in fan-in-16 fan-out qos1 qos2 latency-q0-1k latency-q0-10k latency-q1-1k latency-q1-10k connections presence-off presence-on expiry-plain expiry-json expiry-off slow-sub slow-sub-off"
 PERSIST_ROWS="persist-qos1 persist-qos1-off persist-qos2 persist-qos2-off persist-qos1-fleet persist-qos1-fleet-off persist-restart persist-changes"
+SHARD_ROWS="pairs pairs-local"
 [ -n "$ROWS" ] || ROWS="$ALL_ROWS"
 for row in $ROWS; do
-  [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS $PERSIST_ROWS" >&2; exit 2; }
+  [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS $PERSIST_ROWS $SHARD_ROWS" >&2; exit 2; }
 done
+if [[ " $ROWS " == *" pairs-local "* ]] && [ -z "$LOCAL_SHARDS" ]; then
+  echo "bench.sh: pairs-local needs --shards as a number, not ${SHARDS}" >&2
+  exit 2
+fi
 # persist-qos1, persist-qos2 and persist-qos1-fleet bring their "-off" rows along.
 expanded=""
 for row in $ROWS; do

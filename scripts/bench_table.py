@@ -101,6 +101,8 @@ ROWS = [
     ("fan-in", "fan-in: 4 publishers → 1 wildcard subscriber, QoS 0", [RATE, LOSS]),
     ("fan-in-16", "fan-in: 16 publishers → 1 wildcard subscriber, QoS 0", [RATE, LOSS, LOST]),
     ("fan-out", "fan-out: 1 publisher → 10 subscribers, QoS 0", [RATE, LOSS]),
+    ("pairs", "pairs: 16 publishers, each with its own subscriber, QoS 0", [RATE, LOSS, LOST]),
+    ("pairs-local", "pairs-local: the same, each pair's ids on one shard", [RATE, LOSS, LOST]),
     ("qos1", "qos1: 64 in flight, subscriber acks", QOS),
     ("qos2", "qos2: 64 in flight, subscriber acks", QOS),
     ("latency-q0-1k", "latency QoS 0 at 1,000 msgs/s", LATENCY),

@@ -7,6 +7,10 @@
 #   scripts/callgrind.sh --max-ratio 1.05  also fail if Ir per message grew by more than 5 %
 #   scripts/callgrind.sh --update          write the result as the new baseline
 #   scripts/callgrind.sh --annotate        also print the 25 costliest functions
+#   scripts/callgrind.sh --shards 4        the same workload on 4 brokers joined as shards:
+#                                          Ir per PUBLISH and per delivered copy, messages
+#                                          crossing shards per PUBLISH; not compared with the
+#                                          baseline (one shard) nor written to it
 #
 # Only the workload is counted (--toggle-collect on its function), not the
 # setup. Counts are exact for one binary; they move with the compiler and
@@ -18,16 +22,23 @@ cd "$(dirname "$0")/.."
 MAX_RATIO=""
 UPDATE=0
 ANNOTATE=0
+SHARDS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --max-ratio) MAX_RATIO="$2"; shift ;;
     --update) UPDATE=1 ;;
     --annotate) ANNOTATE=1 ;;
+    --shards) SHARDS="$2"; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "callgrind.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+
+if [ "$SHARDS" != 1 ] && { [ $UPDATE = 1 ] || [ -n "$MAX_RATIO" ]; }; then
+  echo "callgrind.sh: the baseline is for one shard: --update and --max-ratio do not go with --shards $SHARDS" >&2
+  exit 2
+fi
 
 if ! command -v valgrind >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -44,21 +55,26 @@ trap 'rm -rf "$OUT"' EXIT
 
 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
   --collect-atstart=no --toggle-collect='route_workload::workload*' \
-  "$BIN" > "$OUT/stdout" 2> "$OUT/stderr" || { cat "$OUT/stderr" >&2; exit 1; }
+  "$BIN" --shards "$SHARDS" > "$OUT/stdout" 2> "$OUT/stderr" || { cat "$OUT/stderr" >&2; exit 1; }
 IR=$(sed -n 's/^==[0-9]*== Collected : \([0-9]*\)$/\1/p' "$OUT/stderr")
 WORK=$(cat "$OUT/stdout")
 [ -n "$IR" ] || { echo "callgrind.sh: no instruction count in valgrind's output" >&2; cat "$OUT/stderr" >&2; exit 1; }
 PUBLISHES=$(echo "$WORK" | sed -n 's/.*publishes=\([0-9]*\).*/\1/p')
 DELIVERIES=$(echo "$WORK" | sed -n 's/.*deliveries=\([0-9]*\).*/\1/p')
+CROSSED=$(echo "$WORK" | sed -n 's/.*crossed=\([0-9]*\).*/\1/p')
 
-python3 - "$IR" "$PUBLISHES" "$DELIVERIES" "$WORK" "$BASELINE" "$UPDATE" "$MAX_RATIO" <<'PY'
+python3 - "$IR" "$PUBLISHES" "$DELIVERIES" "$WORK" "$BASELINE" "$UPDATE" "$MAX_RATIO" "$CROSSED" <<'PY'
 import subprocess, sys
 ir, publishes, deliveries = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 work, baseline_path, update, max_ratio = sys.argv[4], sys.argv[5], sys.argv[6] == "1", sys.argv[7]
+crossed = sys.argv[8]
 per_msg, per_copy = ir / publishes, ir / deliveries
 print(f"workload: {work}")
 print(f"total Ir: {ir:,}")
 print(f"Ir per PUBLISH: {per_msg:,.0f}   Ir per delivered copy: {per_copy:,.0f}")
+if crossed:
+    print(f"messages crossing shards per PUBLISH: {int(crossed) / publishes:.2f} (not compared with the baseline)")
+    sys.exit(0)
 
 def read(path):
     try:

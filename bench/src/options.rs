@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use culex_core::QoS;
+use culex_core::conf::MAX_SHARDS;
 
 /// What to play against the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +39,14 @@ pub enum Scenario {
     /// Retained messages on distinct topics at QoS 1, then persistent
     /// session churn (connect, subscribe, disconnect): changes per second.
     PersistChanges,
+    /// Independent publisher/subscriber pairs, each on its own topic,
+    /// QoS 0 unless `--qos`: the load shards are for.
+    Pairs,
 }
 
 impl Scenario {
     /// Every scenario, in the order of `--help`.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::FanIn,
         Self::FanOut,
         Self::Qos1,
@@ -55,6 +59,7 @@ impl Scenario {
         Self::PersistFill,
         Self::Restart,
         Self::PersistChanges,
+        Self::Pairs,
     ];
 
     /// The name on the command line and in the results.
@@ -72,6 +77,7 @@ impl Scenario {
             Self::PersistFill => "persist-fill",
             Self::Restart => "restart",
             Self::PersistChanges => "persist-changes",
+            Self::Pairs => "pairs",
         }
     }
 
@@ -114,8 +120,8 @@ pub struct Options {
     pub deadline: Duration,
     /// The broker's process, to read its memory and CPU time from /proc.
     pub broker_pid: Option<u32>,
-    /// QoS of publications and subscriptions (`latency`; the other message
-    /// scenarios fix it).
+    /// QoS of publications and subscriptions (`latency`, `pairs`; the
+    /// other message scenarios fix it).
     pub qos: Option<QoS>,
     /// Messages per second in all; unpaced when unset.
     pub rate: Option<u64>,
@@ -166,6 +172,10 @@ pub struct Options {
     pub queued: u64,
     /// Retained messages, one per topic.
     pub retained: u64,
+    /// `pairs`: give both clients of each pair ids whose home shard among
+    /// this many is the same (`culex_core::shard::home_shard`); `None`:
+    /// ids as a fleet's, unrelated to shards.
+    pub same_shard: Option<u16>,
 }
 
 impl Options {
@@ -202,6 +212,7 @@ impl Options {
             sessions: 10_000,
             queued: 100,
             retained: 1_000_000,
+            same_shard: None,
         }
     }
 }
@@ -246,6 +257,10 @@ scenarios (defaults in brackets):
                --publishers [4] with --inflight [64] each publish --messages [100,000] retained QoS 1
                messages to distinct topics, then --concurrency [50] workers run --cycles [10,000]
                persistent session cycles (CONNECT clean 0, SUBSCRIBE, DISCONNECT); changes per second
+  pairs        --publishers [16] pairs, pair N a publisher on bench/pair/N and a subscriber to that
+               topic alone; QoS --qos [0], [1,000,000 messages] in all, unpaced unless --rate;
+               client ids arbitrary, as a fleet's (with N shards, about (N-1)/N of the pairs
+               cross shards), or each pair's two on one shard with --same-shard
 
 options:
   --host ADDR            loopback address of the broker [127.0.0.1]; anything else is refused
@@ -254,7 +269,7 @@ options:
   --duration-secs T      length of a paced run (latency)
   --deadline-secs T      hard limit of the whole run [60]
   --broker-pid PID       read the broker's VmRSS and CPU time from /proc/PID
-  --qos 0|1|2            QoS (latency)
+  --qos 0|1|2            QoS (latency, pairs)
   --rate N               messages per second in all (unpaced when absent, except latency)
   --publishers N, --subscribers N
   --payload-bytes N      payload size [64]
@@ -278,6 +293,11 @@ options:
                          flushes of its disk (/proc/diskstats) are reported
   --sessions N, --queued N, --retained N
                          persist-fill and restart content [10,000, 100, 1,000,000]
+  --same-shard N         pairs: the two client ids of pair I have the same home shard among N
+                         (culex_core::shard::home_shard), shard I mod N, found by trying numeric
+                         suffixes (load-TAG-pub-I-K, load-TAG-sub-I-K, at most 64 N tries): no
+                         message crosses shards in a broker of N shards. Without it, ids are
+                         load-TAG-pub-I and load-TAG-sub-I, wherever they hash
 
 every message scenario and persist-changes also report the broker's disk writes over the timed
 phase (write_bytes of /proc/PID/io: page cache dirtied) per acknowledged message or change, and,
@@ -356,6 +376,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--sessions" => o.sessions = positive(&arg, &value()?)?,
             "--queued" => o.queued = number(&arg, &value()?)?,
             "--retained" => o.retained = number(&arg, &value()?)?,
+            "--same-shard" => {
+                let shards = positive(&arg, &value()?)?;
+                o.same_shard = Some(
+                    u16::try_from(shards)
+                        .ok()
+                        .filter(|&n| n <= MAX_SHARDS)
+                        .ok_or_else(|| format!("{arg} takes at most {MAX_SHARDS} (the broker's most shards)"))?,
+                );
+            }
             "--tag" => {
                 let tag = value()?;
                 let (k, v) = tag.split_once('=').ok_or_else(|| format!("--tag takes KEY=VALUE, not {tag:?}"))?;
@@ -483,6 +512,17 @@ mod tests {
         assert!(!o.clean_session);
         assert!(parse(args("qos1 --port 1 --clean-session 2")).is_err());
         assert!(parse(args("persist-fill --port 1 --sessions 0")).is_err());
+    }
+
+    #[test]
+    fn pairs_options_parse() {
+        let Command::Run(o) = parse(args("pairs --port 1 --publishers 8 --qos 1 --same-shard 2")).unwrap() else {
+            panic!("not a run");
+        };
+        assert_eq!(o.scenario, Scenario::Pairs);
+        assert_eq!((o.publishers, o.qos, o.same_shard), (Some(8), Some(QoS::AtLeastOnce), Some(2)));
+        assert!(parse(args("pairs --port 1 --same-shard 0")).unwrap_err().contains("positive"));
+        assert!(parse(args("pairs --port 1 --same-shard 1025")).unwrap_err().contains("at most"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Smoke test that CI can afford (a few seconds): every scenario of
 //! `culex-load`, with tiny counts, against an in-process Culex broker on
 //! tokio, on one thread and on two (the persistence scenarios on one, with
-//! the broker's store in a temporary directory). It checks that the tool runs, prints
+//! the broker's store in a temporary directory; pairs against two shards). It checks that the tool runs, prints
 //! one JSON line with its own CPU use, and that the broker loses nothing
 //! at these loads. The real comparison is
 //! `scripts/bench.sh`; `scripts/bench.sh --quick` is its smoke run.
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use culex_core::conf::PersistenceConf;
+use culex_core::conf::{PersistenceConf, Shards};
 use culex_runtime::Settings;
 use serde_json::Value;
 
@@ -26,21 +26,26 @@ struct Broker {
 
 impl Broker {
     fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(|_| {})
     }
 
-    /// With `store`, the broker keeps its state there (`persistence true`).
-    fn start_with(store: Option<&Path>) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut settings = Settings::embedded_defaults();
-        if let Some(store) = store {
+    /// The broker keeps its state in `store` (`persistence true`).
+    fn start_persistent(store: &Path) -> Self {
+        Self::start_with(|settings| {
             settings.core.persistence = true;
             settings.persistence = Some(PersistenceConf {
                 enabled: true,
                 location: Some(format!("{}/", store.display())),
                 ..PersistenceConf::default()
             });
-        }
+        })
+    }
+
+    /// With the test's settings changed by `configure`.
+    fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut settings = Settings::embedded_defaults();
+        configure(&mut settings);
         settings.listeners = vec![culex_runtime::Listener::mqtt(SocketAddr::from(([127, 0, 0, 1], port)))];
         settings.core.connection_messages = false;
         settings.core.max_inflight_messages = 64;
@@ -151,6 +156,22 @@ fn slow_subscriber_runs_with_and_without_the_slow_one() {
     assert_eq!(r["slow_stayed_connected"], Value::Null, "{r}");
 }
 
+#[test]
+fn pairs_run_against_two_shards_with_fleet_ids_and_same_shard_ids() {
+    let broker = Broker::start_with(|settings| settings.process.shards = Shards::Count(2));
+    for (args, same_shard) in [
+        ("pairs --publishers 4 --messages 4000", Value::Null),
+        ("pairs --publishers 4 --messages 4000 --same-shard 2 --threads 2", Value::from(2)),
+        ("pairs --publishers 4 --messages 1000 --qos 1 --same-shard 2", Value::from(2)),
+    ] {
+        let r = load(broker.port, args);
+        assert_delivered(args, &r, r["completed"].as_u64().unwrap());
+        assert_eq!((r["publishers"].as_u64(), r["subscribers"].as_u64()), (Some(4), Some(4)), "{r}");
+        assert_eq!(r["unexpected"], 0, "{args}: {r}");
+        assert_eq!(r["same_shard"], same_shard, "{args}: {r}");
+    }
+}
+
 /// A fresh directory under the system's temporary one, removed on drop.
 struct TempDir(PathBuf);
 
@@ -172,7 +193,7 @@ impl Drop for TempDir {
 #[test]
 fn persistence_scenarios_run_against_culex_with_a_store() {
     let dir = TempDir::new("persist");
-    let broker = Broker::start_with(Some(&dir.0));
+    let broker = Broker::start_persistent(&dir.0);
     let store = format!("--store-path {}", dir.0.display());
     for (args, deliveries) in [("qos1 --messages 500", 500), ("qos2 --messages 200", 200)] {
         let args = format!("{args} --clean-session 0 {store}");

@@ -24,7 +24,7 @@ use crate::peer::{ListenerId, Peer};
 use crate::persistence::StoreBatch;
 use crate::policy::{AccessPolicy, ClientInfo, Password, Refusal};
 use crate::presence::PresenceSync;
-use crate::shard::{ShardId, ShardMessage};
+use crate::shard::{ShardBus, ShardId, ShardMessage};
 use crate::sys::{self, Periodic, Value};
 use crate::time::{Instant, Now};
 use crate::types::{ClientId, ConnId, ConnIdMap, QoS};
@@ -80,8 +80,10 @@ pub struct Server<O> {
     auth_requests: Vec<AuthRequest>,
     store_batches: Vec<StoreBatch>,
     /// What the broker tells other shards, in order, until the runtime
-    /// takes it.
+    /// takes it; unused once `shard_bus` is set.
     shard_out: Vec<(ShardId, ShardMessage)>,
+    /// Carries what the broker tells other shards as it is told.
+    shard_bus: Option<Box<dyn ShardBus>>,
     /// The bridges, in the order they were started (few: looked up by
     /// a scan).
     bridges: Vec<Bridge>,
@@ -108,6 +110,7 @@ impl<O: Outbox> Server<O> {
             auth_requests: Vec::new(),
             store_batches: Vec::new(),
             shard_out: Vec::new(),
+            shard_bus: None,
             bridges: Vec::new(),
             next_bridge: 1,
             figures: Periodic::default(),
@@ -177,10 +180,25 @@ impl<O: Outbox> Server<O> {
     }
 
     /// What the broker told other shards since the last call, in order,
-    /// for the runtime to carry (one queue per pair of shards); empty
-    /// unless the broker was made a shard ([`Broker::join_shards`]).
+    /// for the caller to carry (one queue per pair of shards); empty
+    /// unless the broker was made a shard ([`Broker::join_shards`]), or
+    /// once [`post_shard_messages`](Self::post_shard_messages) was called.
     pub fn poll_shard_messages(&mut self) -> Vec<(ShardId, ShardMessage)> {
         std::mem::take(&mut self.shard_out)
+    }
+
+    /// From now on, what the broker tells other shards goes to `bus` as it
+    /// is told, before anything the same input sends a client. A client
+    /// that got a SUBACK, a PUBACK or a PUBCOMP can then count on every
+    /// shard having been told of the subscription or the message, as with
+    /// one broker: a shard that takes its queue before it handles what
+    /// such a client sends next (a PUBLISH on the new subscription's
+    /// topic, a SUBSCRIBE to a retained message) never misses it.
+    pub fn post_shard_messages(&mut self, mut bus: Box<dyn ShardBus>) {
+        for (to, message) in self.shard_out.drain(..) {
+            bus.post(to, message);
+        }
+        self.shard_bus = Some(bus);
     }
 
     /// `conn` ended on its own (end of stream, socket error).
@@ -484,7 +502,10 @@ impl<O: Outbox> Server<O> {
                     self.auth_requests.push(AuthRequest { conn, client, username, password, listener });
                 }
                 Action::Store { batch } => self.store_batches.push(batch),
-                Action::ToShard { to, message } => self.shard_out.push((to, message)),
+                Action::ToShard { to, message } => match self.shard_bus.as_mut() {
+                    Some(bus) => bus.post(to, message),
+                    None => self.shard_out.push((to, message)),
+                },
                 Action::Deliver { .. } | Action::DropExpired { .. } => {}
             }
         }

@@ -43,6 +43,15 @@ impl fmt::Display for ShardId {
     }
 }
 
+/// Carries what a shard tells the others, as the shard tells it (see
+/// [`Server::post_shard_messages`](crate::server::Server::post_shard_messages)):
+/// one FIFO queue per ordered pair of shards. A post must not wait for
+/// the receiving shard, which may be waiting for the poster.
+pub trait ShardBus: fmt::Debug + Send {
+    /// Puts `message` in the queue to shard `to`.
+    fn post(&mut self, to: ShardId, message: ShardMessage);
+}
+
 /// The home shard of `client_id` among `shards` (at least 1). Stable: the
 /// same for every process and every build (64-bit FNV-1a of the id's
 /// bytes), so that a persistent session is found again after a restart

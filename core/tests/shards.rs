@@ -167,3 +167,81 @@ fn servers_hand_their_shard_messages_to_the_runtime() {
         .collect();
     assert_eq!(published, [bytes::Bytes::from_static(b"hello")]);
 }
+
+/// What a server did, in order: packets sent to its client and messages
+/// posted to other shards.
+#[derive(Debug, Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Log {
+    fn push(&self, entry: String) {
+        self.0.lock().expect("not poisoned").push(entry);
+    }
+
+    fn position(&self, entry: &str) -> usize {
+        let entries = self.0.lock().expect("not poisoned");
+        entries.iter().position(|e| e == entry).unwrap_or_else(|| panic!("no {entry:?} in {entries:?}"))
+    }
+}
+
+impl culex_core::server::Outbox for Log {
+    fn send(
+        &mut self,
+        data: bytes::Bytes,
+    ) -> Result<Option<culex_core::congestion::WriterProgress>, culex_core::server::OutboxFull> {
+        let mut data = BytesMut::from(&data[..]);
+        while let Ok(Some(packet)) = codec::decode(&mut data, 1 << 20, Protocol::V311) {
+            let name = format!("{packet:?}");
+            self.push(format!("sent {}", name.split(['(', ' ']).next().unwrap_or_default()));
+        }
+        Ok(None)
+    }
+
+    fn close(&mut self, _: culex_core::CloseReason) {}
+
+    fn pause_reading(&mut self, _: bool) {}
+}
+
+impl culex_core::shard::ShardBus for Log {
+    fn post(&mut self, to: ShardId, message: culex_core::shard::ShardMessage) {
+        let kind = format!("{message:?}");
+        self.push(format!("to {} {}", to.0, kind.split(['(', ' ', '{']).next().unwrap_or_default()));
+    }
+}
+
+/// With a bus, a shard's messages leave as they are made: the route
+/// before the SUBACK, the retained message before the PUBACK, so that a
+/// client acting on either finds every shard told.
+#[test]
+fn a_bus_carries_what_a_shard_tells_before_the_acknowledgement() {
+    let now = Now::new(Instant::ZERO, UnixTime::from_secs_f64(1_700_000_000.0));
+    let log = Log::default();
+    let mut broker = Broker::new(Config::default());
+    broker.join_shards(ShardId(0), 2);
+    let mut server = Server::new(broker, None);
+    server.post_shard_messages(Box::new(log.clone()));
+    let a = ConnId(1);
+    server.accept_as(now, a, Peer::default(), log.clone());
+    let send = |server: &mut Server<Log>, packet: Packet| {
+        let mut bytes = BytesMut::new();
+        packet.encode(&mut bytes);
+        server.received(now, a, &bytes);
+    };
+    assert_eq!(home_shard("a", 2), ShardId(0));
+    send(&mut server, ClientOptions::new("a").connect_packet());
+    let filter = TopicFilter::new("t/#").expect("a filter");
+    let packet_id = PacketId::new(1).expect("not 0");
+    send(&mut server, Packet::Subscribe(Subscribe { packet_id, filters: vec![(filter, QoS::AtLeastOnce)] }));
+    assert!(log.position("to 1 Route") < log.position("sent SubAck"));
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: TopicName::new("t/x").expect("a topic"),
+        packet_id: Some(PacketId::new(2).expect("not 0")),
+        payload: bytes::Bytes::from_static(b"kept"),
+    };
+    send(&mut server, Packet::Publish(publish));
+    assert!(log.position("to 1 Publish") < log.position("sent PubAck"));
+    assert!(server.poll_shard_messages().is_empty());
+}

@@ -164,6 +164,10 @@ pub(crate) async fn serve(
     async_std::task::spawn(run(Served { conn, reader, writer, link, rx, events }, first));
 }
 
+/// Reads handed to the broker task before the connection's task lets
+/// the others on its thread run.
+const READS_BEFORE_YIELDING: u32 = 16;
+
 /// A connection its broker task knows: what its task holds.
 struct Served<S> {
     conn: ConnId,
@@ -180,14 +184,24 @@ async fn run<S: Socket>(served: Served<S>, first: Deframed) {
     let Served { conn, mut reader, mut writer, mut link, mut rx, events } = served;
     // What was read, through the link: MQTT bytes, replies, the end.
     let (mut got, mut gone, mut paused) = (first, false, false);
+    let mut reads: u32 = 0;
     loop {
         if gone {
             let _ = events.send(Event::Closed { conn }).await;
             return;
         }
         let Deframed { data, reply, end } = std::mem::take(&mut got);
-        if !data.is_empty() && events.send(Event::Data { conn, data }).await.is_err() {
-            return;
+        if !data.is_empty() {
+            if events.send(Event::Data { conn, data }).await.is_err() {
+                return;
+            }
+            // async-std, unlike tokio, has no cooperative budget: a client
+            // whose bytes are always there would keep this thread, and the
+            // other clients it serves would wait behind it.
+            reads = reads.wrapping_add(1);
+            if reads.is_multiple_of(READS_BEFORE_YIELDING) {
+                futures_lite::future::yield_now().await;
+            }
         }
         if !reply.is_empty() && writer.write_all(&reply).await.is_err() {
             let _ = events.send(Event::Closed { conn }).await;

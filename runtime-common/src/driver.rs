@@ -387,6 +387,9 @@ fn prepare_shard<O: Outbox>(
         None => (Server::new(new_broker(), presence), None),
     };
     let mut server = server;
+    if let Some(links) = &links {
+        server.post_shard_messages(Box::new(links.clone()));
+    }
     // The bridges' local sides live on shard 0; their subscriptions reach
     // the other shards as any session's do.
     if shard == ShardId(0) {
@@ -446,10 +449,8 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
             dial(job);
         }
         poll_presence(&mut server, &clock, store.as_mut());
-        // Last before waiting: what the steps above told other shards goes
-        // now, not with the next event.
         if let Some(links) = part.0 {
-            exchange_mail(&mut server, links, &clock);
+            take_mail(&mut server, links, &clock, false);
         }
         let deadline = server.next_deadline().map(|at| clock.to_std(at));
         let mut event = match events.next(deadline).await {
@@ -469,6 +470,9 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
                     Some(persisting) => persisting.report(),
                     None => info!("persistence is off: there is no store to save."),
                 }
+            }
+            if let (Event::Data { .. }, Some(links)) = (&event, part.0) {
+                take_mail(&mut server, links, &clock, true);
             }
             stop = handle(&mut server, &mut policies, &clock, event, &part);
             if stop || turn == EVENTS_PER_TURN {
@@ -501,18 +505,15 @@ fn take_reports<O: Outbox>(server: &mut Server<O>, reports: &WriterReports, cloc
     }
 }
 
-/// Hands the server what the other shards posted to its board, then
-/// posts what it tells them, waking a shard whose board was empty.
-fn exchange_mail<O: Outbox>(server: &mut Server<O>, links: &ShardLinks, clock: &Clock) {
-    let me = usize::from(links.me.0);
-    let taken = links.mail.get(me).map(ShardMail::take).unwrap_or_default();
+/// Hands the server what the other shards posted to its board: before
+/// it waits (`in_turn` false), or before it handles a read, which may
+/// come from a client that saw what another shard acknowledged (see
+/// [`Server::post_shard_messages`]).
+fn take_mail<O: Outbox>(server: &mut Server<O>, links: &ShardLinks, clock: &Clock, in_turn: bool) {
+    let Some(board) = links.mail.get(usize::from(links.me.0)) else { return };
+    let taken = if in_turn { board.take_in_turn() } else { board.take() };
     if !taken.is_empty() {
         server.shard_messages(clock.now(), taken);
-    }
-    for (to, message) in server.poll_shard_messages() {
-        if links.mail.get(usize::from(to.0)).is_some_and(|board| board.post((links.me, message))) {
-            (links.wake)(to);
-        }
     }
 }
 

@@ -14,32 +14,53 @@ use culex_core::ConnId;
 use culex_core::congestion::WriterProgress;
 use culex_core::shard::{ShardId, ShardMessage};
 
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 
 /// What was posted and not yet taken, in order.
 #[derive(Debug)]
 pub struct Board<T> {
-    pending: Mutex<Vec<T>>,
+    pending: Mutex<Pending<T>>,
+}
+
+#[derive(Debug)]
+struct Pending<T> {
+    items: Vec<T>,
+    /// A post asked for a wake-up since the last [`Board::take`].
+    woken: bool,
 }
 
 impl<T> Default for Board<T> {
     fn default() -> Self {
-        Self { pending: Mutex::new(Vec::new()) }
+        Self { pending: Mutex::new(Pending { items: Vec::new(), woken: false }) }
     }
 }
 
 impl<T> Board<T> {
-    /// Posts `item`; whether the board was empty (the broker task is to be
-    /// woken).
+    /// Posts `item`; whether the broker task is to be woken (the first
+    /// post since it last took the board before waiting).
     pub fn post(&self, item: T) -> bool {
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        pending.push(item);
-        pending.len() == 1
+        let mut pending = self.lock();
+        pending.items.push(item);
+        !std::mem::replace(&mut pending.woken, true)
     }
 
-    /// Takes everything posted so far.
+    /// Takes everything posted so far, before waiting: the next post
+    /// wakes the broker task.
     pub fn take(&self) -> Vec<T> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        let mut pending = self.lock();
+        pending.woken = false;
+        std::mem::take(&mut pending.items)
+    }
+
+    /// Takes everything posted so far in the middle of a turn, the broker
+    /// task [`take`](Self::take)ing again before it waits: posts until
+    /// then wake nobody.
+    pub fn take_in_turn(&self) -> Vec<T> {
+        std::mem::take(&mut self.lock().items)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending<T>> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -65,6 +86,16 @@ mod tests {
         );
         assert!(board.take().is_empty());
         assert!(board.post((ConnId(1), WriterProgress::Progressed)));
+    }
+
+    #[test]
+    fn posts_after_a_take_in_turn_wake_nobody_until_the_next_take() {
+        let board = WriterReports::default();
+        assert!(board.post((ConnId(1), WriterProgress::Progressed)));
+        assert_eq!(board.take_in_turn(), [(ConnId(1), WriterProgress::Progressed)]);
+        assert!(!board.post((ConnId(2), WriterProgress::Progressed)));
+        assert_eq!(board.take(), [(ConnId(2), WriterProgress::Progressed)]);
+        assert!(board.post((ConnId(3), WriterProgress::Progressed)));
     }
 }
 
@@ -101,6 +132,43 @@ mod loom_reports {
                 let mine: Vec<_> = got.iter().filter(|(conn, _)| *conn == ConnId(c)).map(|(_, p)| *p).collect();
                 assert_eq!(mine, [WriterProgress::Progressed, WriterProgress::CaughtUp { episode: c }]);
             }
+        });
+    }
+
+    /// A broker task that takes in the middle of its turn, then takes
+    /// again and waits for a wake-up, as the driver does, gets every post
+    /// once, in order: no post is left on the board unannounced (the
+    /// wait would end only with the poster, one post short).
+    #[test]
+    fn a_take_in_turn_loses_no_wake() {
+        loom::model(|| {
+            let board = Arc::new(ShardMail::default());
+            let (wake, woken) = loom::sync::mpsc::channel::<()>();
+            let poster = {
+                let board = board.clone();
+                loom::thread::spawn(move || {
+                    for n in 0..2 {
+                        let message = ShardMessage::Release(ConnId(n));
+                        if board.post((ShardId(1), message)) {
+                            let _ = wake.send(());
+                        }
+                    }
+                })
+            };
+            let mut got = board.take_in_turn();
+            loop {
+                got.extend(board.take());
+                if got.len() == 2 {
+                    break;
+                }
+                if woken.recv().is_err() {
+                    break;
+                }
+                got.extend(board.take_in_turn());
+            }
+            let _ = poster.join();
+            let order: Vec<_> = got.into_iter().map(|(_, message)| message).collect();
+            assert_eq!(order, [ShardMessage::Release(ConnId(0)), ShardMessage::Release(ConnId(1))]);
         });
     }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use culex_core::shard::{self, Placement, ShardId};
+use culex_core::shard::{self, Placement, ShardBus, ShardId, ShardMessage};
 
 use futures_lite::FutureExt;
 
@@ -173,6 +173,7 @@ pub async fn place(
 }
 
 /// A broker task's ties to the other shards.
+#[derive(Clone)]
 pub struct ShardLinks {
     /// This shard.
     pub me: ShardId,
@@ -194,6 +195,17 @@ impl ShardLinks {
             slot.store(own, Ordering::Relaxed);
         }
         self.open.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Posts to the receiver's board as the broker tells, waking it if the
+/// board was empty: a SUBACK or PUBACK leaves only after what it
+/// acknowledges reached every shard it concerns.
+impl ShardBus for ShardLinks {
+    fn post(&mut self, to: ShardId, message: ShardMessage) {
+        if self.mail.get(usize::from(to.0)).is_some_and(|board| board.post((self.me, message))) {
+            (self.wake)(to);
+        }
     }
 }
 

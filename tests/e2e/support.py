@@ -17,6 +17,7 @@ import struct
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -489,6 +490,11 @@ def publish_packet(topic: str, payload: bytes, qos: int = 0, packet_id: int = 1,
     return bytes([0x30 | (qos << 1) | int(retain)]) + _encode_len(len(body)) + body
 
 
+def subscribe_packet(topic: str, qos: int = 0, packet_id: int = 1) -> bytes:
+    body = struct.pack("!H", packet_id) + _str(topic) + bytes([qos])
+    return b"\x82" + _encode_len(len(body)) + body
+
+
 DISCONNECT = b"\xe0\x00"
 PINGREQ = b"\xc0\x00"
 
@@ -525,6 +531,18 @@ class RawClient:
     def send(self, data: bytes):
         self.sock.sendall(data)
 
+    def read_packet(self) -> tuple[int, bytes]:
+        """One packet's first byte and body."""
+        first = self._recv_exact(1)[0]
+        length, shift = 0, 0
+        while True:
+            byte = self._recv_exact(1)[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        return first, self._recv_exact(length)
+
     def disconnect(self):
         """A clean DISCONNECT, then close."""
         try:
@@ -556,6 +574,30 @@ class RawClient:
     def close(self):
         if self.sock is not None:
             self.sock.close()
+
+
+@contextmanager
+def flooding(port: int, client_id: str, seconds: float = 30.0):
+    """A client flooding the broker with QoS 0 messages nobody reads
+    while the block runs (at most `seconds`)."""
+    flooder = RawClient(port, client_id)
+    flooder.connect()
+    stop = threading.Event()
+    batch = publish_packet("nobody/reads", b"x" * 100) * 80
+
+    def flood():
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and time.monotonic() < deadline:
+            flooder.send(batch)
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=seconds)
+        flooder.close()
 
 
 # ---------------------------------------------------------------- mosquitto clients

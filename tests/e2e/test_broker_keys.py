@@ -50,26 +50,13 @@ def test_max_packet_size_closes_larger_packets_only(make_broker, cleanup):
     assert all(m[2] != "t/big" for m in sub.messages())
 
 
-def _read_packet(client: RawClient) -> tuple[int, bytes]:
-    """One packet's first byte and body."""
-    first = client._recv_exact(1)[0]
-    length, shift = 0, 0
-    while True:
-        byte = client._recv_exact(1)[0]
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    return first, client._recv_exact(length)
-
-
 def _publishes_within(client: RawClient, seconds: float) -> list[tuple[int, bytes]]:
     """(packet id, payload) of each PUBLISH that comes within `seconds`."""
     got = []
     client.sock.settimeout(seconds)
     try:
         while True:
-            first, body = _read_packet(client)
+            first, body = client.read_packet()
             if first >> 4 == 3:
                 topic_len = int.from_bytes(body[:2], "big")
                 packet_id = int.from_bytes(body[2 + topic_len:4 + topic_len], "big")
@@ -86,7 +73,7 @@ def test_max_inflight_bytes_holds_messages_until_acknowledged(make_broker, clean
     cleanup(sub.close)
     assert sub.connect() == (0, 0)
     sub.send(bytes([0x82, 6, 0, 1, 0, 1]) + b"t" + bytes([1]))
-    assert _read_packet(sub) == (0x90, bytes([0, 1, 1]))
+    assert sub.read_packet() == (0x90, bytes([0, 1, 1]))
     for n in range(3):
         assert mosquitto_pub(broker.port, "t", f"{n}" * 60, qos=1).returncode == 0
     # 0 and 60 bytes in flight let two go; 120 hold the third.

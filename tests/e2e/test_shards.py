@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from support import LOOPBACK, MosquittoSub, Paho, RawClient, drain, mosquitto_pub, wait_until
+from support import (LOOPBACK, MosquittoSub, Paho, RawClient, drain, flooding, mosquitto_pub, publish_packet,
+                     subscribe_packet, wait_until)
 
 SHARDS = ["shards 2"]
 
@@ -61,6 +62,43 @@ def test_an_unsubscribed_client_of_another_shard_is_sent_nothing_more(make_broke
     for n in range(5):
         pub.publish("u/1", f"after {n}", qos=1)
     assert [m.payload for m in drain(sub, quiet=0.5)] == []
+
+
+def expect_publish(client: RawClient, topic: str) -> tuple[int, bytes]:
+    """The next packet, which must be a PUBLISH on `topic`: its flags and payload."""
+    first, body = client.read_packet()
+    assert first >> 4 == 3, f"{client.client_id}: expected a PUBLISH on {topic}, got {first:#x} {body!r}"
+    topic_len = int.from_bytes(body[:2], "big")
+    assert body[2:2 + topic_len].decode() == topic
+    header = 2 + topic_len + (2 if first & 0x06 else 0)
+    return first & 0x0F, body[header:]
+
+
+def test_what_one_shard_acknowledged_is_known_to_the_others_at_once(make_broker):
+    """A client that got a SUBACK or a PUBACK may act on it at once
+    through a client of another shard: a PUBLISH sent the moment the
+    SUBACK arrives reaches the new subscriber, a SUBSCRIBE sent the moment
+    a retained message is acknowledged gets it, however busy the shard
+    that acknowledged (a flood makes its turns long, so whatever it told
+    the others late would be seen late)."""
+    broker = make_broker(extra=SHARDS)
+    sub = RawClient(broker.port, on_shard(1, "sub"))
+    pub = RawClient(broker.port, on_shard(0, "pub"))
+    sub.connect()
+    pub.connect()
+    with flooding(broker.port, on_shard(1, "flood")):
+        for n in range(1, 31):
+            sub.send(subscribe_packet(f"new/{n}", packet_id=n))
+            assert sub.read_packet() == (0x90, n.to_bytes(2, "big") + b"\x00")
+            pub.send(publish_packet(f"new/{n}", b"fresh"))
+            assert expect_publish(sub, f"new/{n}") == (0, b"fresh")
+    with flooding(broker.port, on_shard(0, "flood")):
+        for n in range(1, 31):
+            pub.send(publish_packet(f"kept/{n}", b"kept", qos=1, packet_id=n, retain=True))
+            assert pub.read_packet() == (0x40, n.to_bytes(2, "big"))
+            sub.send(subscribe_packet(f"kept/{n}", packet_id=n))
+            assert sub.read_packet() == (0x90, n.to_bytes(2, "big") + b"\x00")
+            assert expect_publish(sub, f"kept/{n}") == (0x01, b"kept")
 
 
 def test_retained_messages_and_wills_cross_shards(make_broker, clients):

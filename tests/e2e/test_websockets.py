@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from support import (LOOPBACK, Paho, connect_packet, free_port, is_listening, publish_packet, wait_until)
+from support import (LOOPBACK, Paho, connect_packet, free_port, is_listening, publish_packet, subscribe_packet,
+                     wait_until)
 
 KEY = "mqtt"
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -28,11 +29,6 @@ class WsPaho(Paho):
 
     def __init__(self, port: int, client_id: str, clean_session: bool = True):
         super().__init__(port, client_id, clean_session=clean_session, transport="websockets")
-
-
-def subscribe_packet(topic: str, qos: int = 0, packet_id: int = 1) -> bytes:
-    body = struct.pack("!H", packet_id) + struct.pack("!H", len(topic)) + topic.encode() + bytes([qos])
-    return b"\x82" + bytes([len(body)]) + body
 
 
 def frame(payload: bytes, opcode: int = 0x2, fin: bool = True) -> bytes:

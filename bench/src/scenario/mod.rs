@@ -17,6 +17,7 @@ use crate::options::{Options, PayloadKind, Scenario};
 use crate::report;
 
 pub(crate) use pubsub::Plan;
+use pubsub::Subscriptions;
 use slow::SlowReaders;
 
 /// Length of a `slow-subscriber` flood unless told otherwise.
@@ -54,6 +55,7 @@ fn plan(o: &Options) -> Result<Plan, String> {
         Scenario::Latency => (1, 1, 0, o.qos.unwrap_or(QoS::AtMostOnce)),
         Scenario::Expiry => (1, 1, 200_000, QoS::AtMostOnce),
         Scenario::SlowSubscriber => (8, 2, 0, QoS::AtMostOnce),
+        Scenario::Pairs => (16, 16, 1_000_000, o.qos.unwrap_or(QoS::AtMostOnce)),
         Scenario::Connections
         | Scenario::Presence
         | Scenario::PersistFill
@@ -61,7 +63,14 @@ fn plan(o: &Options) -> Result<Plan, String> {
         | Scenario::PersistChanges => return Err("not a message scenario".to_owned()),
     };
     if o.qos.is_some_and(|q| q != qos) {
-        return Err(format!("{} runs at QoS {qos}; --qos only applies to latency", o.scenario.name()));
+        return Err(format!("{} runs at QoS {qos}; --qos only applies to latency and pairs", o.scenario.name()));
+    }
+    let pairs = o.scenario == Scenario::Pairs;
+    if o.same_shard.is_some() && !pairs {
+        return Err("--same-shard only applies to pairs".to_owned());
+    }
+    if pairs && o.subscribers.is_some() {
+        return Err("pairs has one subscriber per publisher: --publishers sets the pairs".to_owned());
     }
     let flood = (o.scenario == Scenario::SlowSubscriber).then(|| o.duration.unwrap_or(FLOOD));
     if flood.is_some_and(|flood| flood >= o.deadline) {
@@ -71,7 +80,7 @@ fn plan(o: &Options) -> Result<Plan, String> {
         return Err("--slow-subscribers only applies to slow-subscriber".to_owned());
     }
     let publishers = o.publishers.unwrap_or(publishers);
-    let subscribers = o.subscribers.unwrap_or(subscribers);
+    let subscribers = if pairs { publishers } else { o.subscribers.unwrap_or(subscribers) };
     let rate = match o.scenario {
         Scenario::Latency => Some(o.rate.unwrap_or(1000)),
         _ => o.rate,
@@ -84,15 +93,19 @@ fn plan(o: &Options) -> Result<Plan, String> {
         _ => messages,
     }
     .max(1);
-    let (topics, filter) = match o.scenario {
+    let (topics, subscriptions) = match o.scenario {
         Scenario::FanIn | Scenario::SlowSubscriber => {
             let root = if o.scenario == Scenario::FanIn { "bench/in" } else { "bench/slow" };
             let topics = (0..publishers).map(|i| topic(&format!("{root}/{i}"))).collect::<Result<_, _>>()?;
-            (topics, filter(&format!("{root}/#"))?)
+            (topics, Subscriptions::Shared(filter(&format!("{root}/#"))?))
+        }
+        Scenario::Pairs => {
+            let topics = (0..publishers).map(|i| topic(&format!("bench/pair/{i}"))).collect::<Result<_, _>>()?;
+            (topics, Subscriptions::Paired)
         }
         _ => {
             let name = format!("bench/{}", o.scenario.name());
-            (vec![topic(&name)?; publishers], filter(&name)?)
+            (vec![topic(&name)?; publishers], Subscriptions::Shared(filter(&name)?))
         }
     };
     Ok(Plan {
@@ -100,7 +113,7 @@ fn plan(o: &Options) -> Result<Plan, String> {
         subscribers,
         messages,
         topics,
-        filter,
+        subscriptions,
         qos,
         rate,
         inflight: o.inflight,
@@ -119,5 +132,6 @@ fn plan(o: &Options) -> Result<Plan, String> {
         },
         latency: flood.is_none(),
         clean_session: o.clean_session,
+        same_shard: o.same_shard,
     })
 }

@@ -1,11 +1,12 @@
 //! Publishers and subscribers exchanging stamped messages: fan-in,
-//! fan-out, qos1, qos2, latency, expiry and slow-subscriber are all this
-//! flow with different shapes.
+//! fan-out, qos1, qos2, latency, expiry, slow-subscriber and pairs are all
+//! this flow with different shapes.
 //!
 //! Subscribers connect and subscribe first; publishers connect; then all
 //! publishers start at once. Each subscriber stops when it has every
-//! message published, when the publishers are done and nothing has come
-//! for the drain time, or at the deadline. In a flood (`slow-subscriber`)
+//! message of the publishers it hears (all of them, or in `pairs` its
+//! own), when the publishers are done and nothing has come for the drain
+//! time, or at the deadline. In a flood (`slow-subscriber`)
 //! publishers stop after a fixed time whatever is left of their share,
 //! and slow subscribers ([`super::slow`]) read until the others are done.
 //!
@@ -16,10 +17,12 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use culex_core::codec::{Packet, encode_publish};
+use culex_core::shard::{ShardId, home_shard};
 use culex_core::{PacketId, QoS, TopicFilter, TopicName};
 use serde_json::{Map, Value, json};
 use tokio::sync::{oneshot, watch};
@@ -55,6 +58,13 @@ type Ready = oneshot::Sender<Result<(), String>>;
 /// The start signal: when, and whether every client got ready.
 type Start = watch::Receiver<Option<(Instant, bool)>>;
 
+/// The end of publishing: what each publisher sent, by index.
+type Done = watch::Receiver<Option<Vec<u64>>>;
+
+/// Suffixes tried per shard for a client id on a given shard: a miss
+/// after that many is a chance of about e^-64.
+const SUFFIXES_PER_SHARD: u32 = 64;
+
 /// The shape of a message scenario.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
@@ -65,8 +75,8 @@ pub(crate) struct Plan {
     pub(crate) messages: u64,
     /// One topic per publisher.
     pub(crate) topics: Vec<TopicName>,
-    /// What every subscriber subscribes to.
-    pub(crate) filter: TopicFilter,
+    /// What the subscribers subscribe to.
+    pub(crate) subscriptions: Subscriptions,
     pub(crate) qos: QoS,
     /// Messages per second in all; `None`: as fast as the broker takes them.
     pub(crate) rate: Option<u64>,
@@ -85,6 +95,20 @@ pub(crate) struct Plan {
     pub(crate) latency: bool,
     /// The clean session flag of the subscribers reading at full speed.
     pub(crate) clean_session: bool,
+    /// Client ids on one shard per pair among this many (see
+    /// [`Shared::client_id`]); `None`: ids as a fleet's.
+    pub(crate) same_shard: Option<u16>,
+}
+
+/// What the subscribers subscribe to, and so which publishers each hears.
+#[derive(Debug, Clone)]
+pub(crate) enum Subscriptions {
+    /// Every subscriber subscribes to this filter and hears every
+    /// publisher.
+    Shared(TopicFilter),
+    /// Subscriber N subscribes to the topic of publisher N alone and hears
+    /// only it (as many subscribers as publishers: `pairs`).
+    Paired,
 }
 
 impl Plan {
@@ -92,6 +116,22 @@ impl Plan {
     pub(crate) fn share(&self, publisher: usize) -> u64 {
         let p = self.publishers as u64;
         self.messages / p + u64::from((publisher as u64) < self.messages % p)
+    }
+
+    /// The filter subscriber `subscriber` subscribes to.
+    pub(crate) fn filter(&self, subscriber: usize) -> Option<TopicFilter> {
+        match &self.subscriptions {
+            Subscriptions::Shared(filter) => Some(filter.clone()),
+            Subscriptions::Paired => self.topics.get(subscriber).cloned().map(TopicFilter::from),
+        }
+    }
+
+    /// The publishers subscriber `subscriber` hears, by index.
+    pub(crate) fn heard(&self, subscriber: usize) -> Range<usize> {
+        match self.subscriptions {
+            Subscriptions::Shared(_) => 0..self.publishers,
+            Subscriptions::Paired => subscriber..subscriber + 1,
+        }
     }
 }
 
@@ -103,6 +143,34 @@ pub(crate) struct Shared {
     pub(super) epoch: Epoch,
     pub(super) deadline: Instant,
     pub(super) tag: String,
+}
+
+impl Shared {
+    /// The client id of the `role` client (`pub`, `sub`, `slow`) number
+    /// `index`: `load-TAG-ROLE-INDEX`. With [`Plan::same_shard`] of N, the
+    /// clients of pair `index` go to shard `index` mod N: the first
+    /// `load-TAG-ROLE-INDEX-K` whose home shard that is.
+    pub(super) fn client_id(&self, role: &str, index: usize) -> io::Result<String> {
+        let base = format!("load-{}-{role}-{index}", self.tag);
+        let Some(shards) = self.plan.same_shard else {
+            return Ok(base);
+        };
+        let shard = ShardId(u16::try_from(index % usize::from(shards)).unwrap_or(0));
+        id_on_shard(&base, shard, shards).ok_or_else(|| {
+            io::Error::other(format!("no id {base}-K on {shard} of {shards} in {} tries", tries(shards)))
+        })
+    }
+}
+
+/// Suffixes tried for an id on one shard among `shards`.
+fn tries(shards: u16) -> u32 {
+    u32::from(shards) * SUFFIXES_PER_SHARD
+}
+
+/// The first `BASE-K` whose home shard among `shards` is `shard`, trying
+/// K from 0 a bounded number of times.
+fn id_on_shard(base: &str, shard: ShardId, shards: u16) -> Option<String> {
+    (0..tries(shards)).map(|k| format!("{base}-{k}")).find(|id| home_shard(id, shards) == shard)
 }
 
 #[derive(Debug)]
@@ -140,7 +208,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     });
     let plan = &shared.plan;
     let (start_tx, start_rx) = watch::channel(None);
-    let (done_tx, done_rx) = watch::channel(None);
+    let (done_tx, done_rx) = watch::channel::<Option<Vec<u64>>>(None);
     let (end_tx, end_rx) = watch::channel(false);
     let mut errors = Errors::default();
 
@@ -161,7 +229,13 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     let _ = start_tx.send(Some((start, all_ready)));
 
     let mut pubs = join_all(publishers, deadline, "publisher", &mut errors).await;
-    let _ = done_tx.send(Some(pubs.iter().map(|p| p.sent).sum::<u64>()));
+    let mut sent = vec![0; plan.publishers];
+    for p in &pubs {
+        if let Some(slot) = sent.get_mut(p.index) {
+            *slot = p.sent;
+        }
+    }
+    let _ = done_tx.send(Some(sent));
     let mut subs = join_all(subscribers, deadline, "subscriber", &mut errors).await;
     let (publish_time, deliver_time) =
         (last(pubs.iter().map(|p| p.finished), start), last(subs.iter().map(|s| s.received.last_arrival), start));
@@ -322,10 +396,12 @@ pub(super) async fn ready_client(
     }
 }
 
-/// Subscribes to the plan's filter at its QoS; anything else granted is
-/// an error.
-pub(super) async fn subscribe(client: &mut Client, plan: &Plan) -> io::Result<()> {
-    let granted = client.subscribe(&plan.filter, plan.qos).await?;
+/// Subscribes to the filter of subscriber `subscriber` at the plan's
+/// QoS; anything else granted is an error.
+pub(super) async fn subscribe(client: &mut Client, plan: &Plan, subscriber: usize) -> io::Result<()> {
+    let filter =
+        plan.filter(subscriber).ok_or_else(|| io::Error::other(format!("no topic for subscriber {subscriber}")))?;
+    let granted = client.subscribe(&filter, plan.qos).await?;
     if granted != plan.qos {
         return Err(protocol_error(format!("asked QoS {} and was granted {granted}", plan.qos)));
     }
@@ -343,8 +419,15 @@ fn describe_plan(fields: &mut Map<String, Value>, plan: &Plan) {
         "inflight": if plan.qos == QoS::AtMostOnce { Value::Null } else { Value::from(plan.inflight) },
         "payload": plan.payload.name(),
         "payload_bytes": plan.payload_bytes,
-        "filter": plan.filter.as_str(),
+        "filter": match &plan.subscriptions {
+            Subscriptions::Shared(filter) => filter.as_str().to_owned(),
+            Subscriptions::Paired => {
+                let name = |t: Option<&TopicName>| t.map_or("", TopicName::as_str).to_owned();
+                format!("its pair's topic, {} to {}", name(plan.topics.first()), name(plan.topics.last()))
+            }
+        },
         "clean_session": plan.clean_session,
+        "same_shard": plan.same_shard,
     });
     extend(fields, describe);
 }
@@ -354,7 +437,6 @@ fn describe_plan(fields: &mut Map<String, Value>, plan: &Plan) {
 fn delivery_fields(pubs: &[PubOutcome], subs: &[SubOutcome], publishers: usize) -> Map<String, Value> {
     let sent: u64 = pubs.iter().map(|p| p.sent).sum();
     let completed: u64 = pubs.iter().map(|p| p.settled.distinct()).sum();
-    let expected = completed * subs.len() as u64;
     let trackers = || subs.iter().flat_map(|s| &s.received.trackers);
     let sum = |f: fn(&SeqTracker) -> u64| trackers().map(f).sum::<u64>();
     let mut settled = vec![None; publishers];
@@ -363,11 +445,17 @@ fn delivery_fields(pubs: &[PubOutcome], subs: &[SubOutcome], publishers: usize) 
             *slot = Some(&p.settled);
         }
     }
-    let lost: u64 = subs
-        .iter()
-        .flat_map(|s| s.received.trackers.iter().zip(&settled))
-        .map(|(arrived, settled)| settled.map_or(0, |settled| settled.count_not_in(arrived)))
-        .sum();
+    // Arrivals and messages taken, for every subscriber and publisher it hears.
+    let settled = &settled;
+    let heard = || {
+        subs.iter().flat_map(move |s| {
+            let heard = s.received.heard.clone();
+            let arrived = s.received.trackers.get(heard.clone()).unwrap_or_default();
+            arrived.iter().zip(settled.get(heard).unwrap_or_default())
+        })
+    };
+    let expected: u64 = heard().map(|(_, settled)| settled.map_or(0, SeqTracker::distinct)).sum();
+    let lost: u64 = heard().map(|(arrived, settled)| settled.map_or(0, |settled| settled.count_not_in(arrived))).sum();
     let fields = json!({
         "sent": sent,
         "completed": completed,
@@ -401,9 +489,8 @@ async fn publisher(shared: Arc<Shared>, index: usize, ready: Ready, mut start: S
         client: None,
     };
     let deadline = shared.deadline;
-    let id = format!("load-{}-pub-{index}", shared.tag);
     let who = format!("publisher {index}");
-    let setup = Client::connect(shared.addr, &id, KEEP_ALIVE);
+    let setup = async { Client::connect(shared.addr, &shared.client_id("pub", index)?, KEEP_ALIVE).await };
     let Some(mut client) = ready_client(setup, deadline, ready, &who, &mut out.timed_out).await else {
         return out;
     };
@@ -570,14 +657,14 @@ fn handle_acks(client: &mut Client, qos: QoS, in_flight: &mut InFlight, out: &mu
 
 /// One subscriber reading at full speed: connects, subscribes, reports
 /// ready, receives.
-async fn subscriber(shared: Arc<Shared>, index: usize, ready: Ready, done: watch::Receiver<Option<u64>>) -> SubOutcome {
+async fn subscriber(shared: Arc<Shared>, index: usize, ready: Ready, done: Done) -> SubOutcome {
     let plan = &shared.plan;
-    let mut out = SubOutcome { received: Received::new(plan), timed_out: false, errors: Errors::default() };
-    let id = format!("load-{}-sub-{index}", shared.tag);
+    let mut out = SubOutcome { received: Received::new(plan, index), timed_out: false, errors: Errors::default() };
     let who = format!("subscriber {index}");
     let setup = async {
+        let id = shared.client_id("sub", index)?;
         let (mut client, _) = Client::connect_session(shared.addr, &id, KEEP_ALIVE, plan.clean_session).await?;
-        subscribe(&mut client, plan).await?;
+        subscribe(&mut client, plan, index).await?;
         client.read_chunk = SUBSCRIBER_READ;
         Ok(client)
     };
@@ -591,14 +678,11 @@ async fn subscriber(shared: Arc<Shared>, index: usize, ready: Ready, done: watch
     out
 }
 
-async fn receive(
-    shared: &Shared,
-    client: &mut Client,
-    done: &watch::Receiver<Option<u64>>,
-    out: &mut SubOutcome,
-) -> io::Result<()> {
+async fn receive(shared: &Shared, client: &mut Client, done: &Done, out: &mut SubOutcome) -> io::Result<()> {
     let plan = &shared.plan;
     let deadline = shared.deadline;
+    let shares: Vec<u64> = (0..plan.publishers).map(|p| plan.share(p)).collect();
+    let all = out.received.heard_sum(&shares);
     let mut last_activity = Instant::now();
     let mut arrived_ns = shared.epoch.now_ns();
     loop {
@@ -611,10 +695,11 @@ async fn receive(
             return Ok(());
         }
         let distinct = out.received.distinct;
-        if distinct >= plan.messages {
+        if distinct >= all {
             return Ok(());
         }
-        if let Some(sent) = *done.borrow()
+        let sent = done.borrow().as_deref().map(|sent| out.received.heard_sum(sent));
+        if let Some(sent) = sent
             && (distinct >= sent || last_activity.elapsed() >= plan.drain)
         {
             return Ok(());
@@ -633,5 +718,24 @@ async fn receive(
             }
             () = sleep(TICK) => {}
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_on_a_shard_are_found_for_every_shard() {
+        for shards in [1, 2, 3, 8] {
+            for shard in 0..shards {
+                let id = id_on_shard("load-pairs-1-sub-5", ShardId(shard), shards).unwrap();
+                assert!(id.starts_with("load-pairs-1-sub-5-"), "{id}");
+                assert_eq!(home_shard(&id, shards), ShardId(shard), "{id}");
+            }
+        }
+        // A shard that does not exist is never found, and the search ends.
+        assert_eq!(id_on_shard("load-pairs-1-sub-5", ShardId(2), 2), None);
     }
 }

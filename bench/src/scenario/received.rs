@@ -2,6 +2,8 @@
 //! it owes the broker for them: shared by the subscribers that read at
 //! full speed and the slow ones.
 
+use std::ops::Range;
+
 use culex_core::QoS;
 use culex_core::codec::{Packet, Publish};
 use tokio::time::Instant;
@@ -14,8 +16,11 @@ use crate::stats::{Latencies, SeqTracker};
 /// One subscriber's count of its arrivals.
 #[derive(Debug)]
 pub(crate) struct Received {
-    /// Per publisher: the sequence numbers that arrived.
+    /// Per publisher: the sequence numbers that arrived (none expected
+    /// from a publisher not heard).
     pub(crate) trackers: Vec<SeqTracker>,
+    /// The publishers this subscriber hears, by index.
+    pub(crate) heard: Range<usize>,
     /// Latency of each first arrival, when the plan asks for it.
     pub(crate) latencies: Latencies,
     record_latency: bool,
@@ -31,10 +36,14 @@ pub(crate) struct Received {
 }
 
 impl Received {
-    /// Nothing received yet, for the messages `plan` publishes.
-    pub(crate) fn new(plan: &Plan) -> Self {
+    /// Nothing received yet by subscriber `subscriber`, for the messages
+    /// `plan` publishes.
+    pub(crate) fn new(plan: &Plan, subscriber: usize) -> Self {
+        let heard = plan.heard(subscriber);
+        let capacity = |p| if heard.contains(&p) { plan.share(p) } else { 0 };
         Self {
-            trackers: (0..plan.publishers).map(|p| SeqTracker::new(plan.share(p))).collect(),
+            trackers: (0..plan.publishers).map(|p| SeqTracker::new(capacity(p))).collect(),
+            heard,
             latencies: Latencies::default(),
             record_latency: plan.latency,
             distinct: 0,
@@ -43,6 +52,12 @@ impl Received {
             wrong_qos: 0,
             qos: plan.qos,
         }
+    }
+
+    /// The sum of `per_publisher` (a count by publisher index) over the
+    /// publishers this subscriber hears.
+    pub(crate) fn heard_sum(&self, per_publisher: &[u64]) -> u64 {
+        per_publisher.get(self.heard.clone()).unwrap_or_default().iter().sum()
     }
 
     /// Handles one packet from the broker, read at `arrived`

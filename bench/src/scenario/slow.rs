@@ -89,7 +89,7 @@ pub(crate) async fn subscriber(
 ) -> SlowOutcome {
     let plan = &shared.plan;
     let mut out = SlowOutcome {
-        received: Received::new(plan),
+        received: Received::new(plan, index),
         at_rate: 0,
         bytes: 0,
         connected: false,
@@ -101,7 +101,7 @@ pub(crate) async fn subscriber(
     let id = format!("load-{}-slow-{index}", shared.tag);
     let setup = async {
         let mut client = Client::connect_with_rcvbuf(shared.addr, &id, KEEP_ALIVE, plan.slow.rcvbuf).await?;
-        subscribe(&mut client, plan).await?;
+        subscribe(&mut client, plan, index).await?;
         Ok(client)
     };
     let who = format!("slow subscriber {index}");
