@@ -1,7 +1,7 @@
 //! The broker: every connection, session, subscription and retained
 //! message, driven by [`Input`]s and time, answering with [`Action`]s.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::ids::IdGenerator;
 use crate::log_type;
 use crate::memory::MemoryGauge;
 use crate::message::Message;
+use crate::occupancy::Occupancy;
 use crate::peer::{Identity, ListenerId, Peer, Remote};
 use crate::persistence::CopyState;
 use crate::persistence::journal::Journal;
@@ -30,7 +31,7 @@ use crate::router::SubscriptionTree;
 use crate::session::{
     AckOutcome, Grant, Limits, Outgoing, Presence, QueueFull, Session, SessionKey, SessionStore, Stage,
 };
-use crate::shard::{ShardId, ShardMessage, ShardRoutes};
+use crate::shard::{ShardId, ShardMessage, ShardRoutes, home_shard};
 use crate::sys::{self, SysTopics};
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
@@ -83,8 +84,9 @@ pub struct Broker {
     /// Boxed: the map's spare buckets (up to half of them) then cost a
     /// pointer each, not a whole connection.
     conns: ConnIdMap<Box<Connection>>,
-    /// How many of `conns` each listener serves, for its `max_connections`.
-    listener_conns: BTreeMap<ListenerId, usize>,
+    /// What the connection and client limits count: this broker's, or
+    /// shared by every shard of the process.
+    occupancy: Arc<Occupancy>,
     /// What `memory_limit` is compared with.
     memory: Option<Arc<dyn MemoryGauge>>,
     next_conn: u64,
@@ -392,6 +394,7 @@ impl Broker {
             max_queued_bytes: config.max_queued_bytes,
         };
         let journal = config.persistence.then(|| Journal::new(0));
+        let occupancy = Arc::new(Occupancy::new(&config));
         Self {
             expiry_check: config.persistent_client_expiration.map(|_| Instant::ZERO + SESSION_EXPIRY_CHECK),
             limits,
@@ -400,7 +403,7 @@ impl Broker {
             config,
             policy: Box::new(TrustBridges(policy)),
             conns: ConnIdMap::default(),
-            listener_conns: BTreeMap::new(),
+            occupancy,
             memory: None,
             next_conn: 1,
             sessions: SessionStore::default(),
@@ -539,16 +542,12 @@ impl Broker {
         }
         self.sys.start(now.instant, self.config.sys_interval);
         self.counts.sockets_accepted += 1;
-        let on_listener = self.listener_conns.get(&peer.listener).copied().unwrap_or(0);
-        let listener_full =
-            self.config.listener_max_connections.get(&peer.listener).is_some_and(|&max| on_listener >= max);
-        if listener_full || self.config.max_connections.is_some_and(|max| self.conns.len() >= max) {
+        if !self.occupancy.try_connect(peer.listener, &self.config) {
             // Mosquitto's words for both limits.
             info!("Client connection from {} denied: max_connections exceeded.", show_addr(peer.remote.as_ref()));
             self.actions.push_back(Action::Close { conn: id, reason: CloseReason::TooManyConnections });
             return;
         }
-        self.listener_conns.insert(peer.listener, on_listener + 1);
         let mut conn = Connection {
             listener: peer.listener,
             certified: matches!(peer.identity, Identity::Certificate(_)),
@@ -566,6 +565,22 @@ impl Broker {
         let deadline = now.instant + self.config.connect_timeout;
         self.deadlines.arm(id, deadline, &mut conn.armed);
         self.conns.insert(id, Box::new(conn));
+    }
+
+    /// Counts this broker's connections and sessions in `occupancy`, with
+    /// those of the other shards that share it, so that `max_connections`,
+    /// `global_max_connections` and `global_max_clients` hold for all of
+    /// them together. Called before the broker has a connection or a
+    /// session.
+    pub fn share_occupancy(&mut self, occupancy: Arc<Occupancy>) {
+        debug_assert!(self.conns.is_empty() && self.sessions.len() == 0, "occupancy shared too late");
+        self.occupancy = occupancy;
+    }
+
+    /// What the connection and client limits count (see
+    /// [`share_occupancy`](Self::share_occupancy)).
+    pub fn occupancy(&self) -> &Occupancy {
+        &self.occupancy
     }
 
     /// Gives the broker what `memory_limit` is compared with.
@@ -1056,7 +1071,7 @@ impl Broker {
     /// Binds an authenticated CONNECT to its session and answers CONNACK 0.
     fn accept_connect(&mut self, now: Now, id: ConnId, connect: Connect, client_id: ClientId) {
         let known = self.sessions.find(&client_id).is_some();
-        if !known && self.config.max_clients.is_some_and(|max| self.sessions.len() >= max) {
+        if !known && !self.occupancy.try_add_session(self.config.max_clients) {
             // As Mosquitto 2.1: closed without CONNACK, 3.1.1 having no code for it.
             info!("Client {client_id} refused: global_max_clients reached.");
             return self.close(now, id, CloseReason::TooManyClients);
@@ -1072,9 +1087,17 @@ impl Broker {
             Some(key) if !connect.clean_session => (key, true),
             Some(key) => {
                 self.discard_session(key);
+                self.occupancy.keep_session();
                 (self.sessions.insert(Session::new(client_id.clone(), true)), false)
             }
-            None => (self.sessions.insert(Session::new(client_id.clone(), connect.clean_session)), false),
+            None => {
+                // Its place was taken above, unless it replaces a clean
+                // session the takeover just discarded.
+                if known {
+                    self.occupancy.keep_session();
+                }
+                (self.sessions.insert(Session::new(client_id.clone(), connect.clean_session)), false)
+            }
         };
         self.gauges.sessions_max = self.gauges.sessions_max.max(self.sessions.len());
         let listener = self.conns.get(&id).map(|c| c.listener).unwrap_or_default();
@@ -1162,10 +1185,14 @@ impl Broker {
         Ok(ClientId::new(given.clone()))
     }
 
+    /// A new id, unused here; with shards, one whose home is this shard,
+    /// so that a later CONNECT with the same id comes here and meets it.
     fn assign_client_id(&mut self, prefix: &str) -> ClientId {
+        let home = self.shards.as_ref().map(|shards| (shards.me(), shards.count()));
         loop {
             let candidate = ClientId::new(self.ids.next_id(prefix));
-            if self.sessions.find(&candidate).is_none() {
+            let at_home = home.is_none_or(|(me, count)| home_shard(candidate.as_str(), count) == me);
+            if at_home && self.sessions.find(&candidate).is_none() {
                 return candidate;
             }
         }
@@ -1733,9 +1760,7 @@ impl Broker {
     /// [MQTT-3.14.4-3]) and discards a clean session ([MQTT-3.1.2-6]).
     fn close(&mut self, now: Now, id: ConnId, reason: CloseReason) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
-        if let Some(count) = self.listener_conns.get_mut(&conn.listener) {
-            *count = count.saturating_sub(1);
-        }
+        self.occupancy.disconnect(conn.listener);
         self.counts.keepalive_timeouts += u64::from(reason == CloseReason::KeepAliveTimeout);
         let waiting = Self::drop_waiting(&mut conn, id);
         if let Some(data) = conn.take_output().filter(|_| !waiting) {
@@ -1809,6 +1834,7 @@ impl Broker {
     /// ([MQTT-3.1.2-7]).
     fn discard_session(&mut self, key: SessionKey) {
         if let Some(session) = self.sessions.remove(key) {
+            self.occupancy.forget_session();
             for filter in session.subscriptions.keys() {
                 self.remove_subscription(filter, key);
             }

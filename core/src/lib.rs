@@ -115,6 +115,7 @@ mod ids;
 pub mod log_type;
 pub mod memory;
 mod message;
+pub mod occupancy;
 mod peer;
 pub mod persistence;
 pub mod policy;

@@ -29,6 +29,7 @@ use bytes::BytesMut;
 use crate::broker::Stats;
 use crate::codec::{self, Packet};
 use crate::message::Message;
+use crate::peer::Identity;
 use crate::router::SubscriptionTree;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ConnId, Protocol};
@@ -75,8 +76,58 @@ pub enum Placement {
     Home(ShardId),
 }
 
-/// Where the connection whose first bytes are `bytes` goes among `shards`.
-pub fn place(bytes: &[u8], shards: u16, max_packet_size: usize) -> Placement {
+/// What a connection's broker will take as its client id, whose home is
+/// the connection's shard: what the listener's rules say
+/// (`use_username_as_clientid`, a certificate name as user name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HomeKey {
+    /// The client id of its CONNECT.
+    ClientId,
+    /// The user name of its CONNECT (`use_username_as_clientid`).
+    UserName,
+    /// This name, known before the CONNECT (`use_username_as_clientid`
+    /// with the certificate's name as user name).
+    Named(String),
+}
+
+impl HomeKey {
+    /// The key of a connection with `identity` on a listener with
+    /// `use_username_as_clientid` or without: the broker's own rules (a
+    /// certificate's name replaces the user name, which replaces the
+    /// client id).
+    pub fn of(use_username_as_clientid: bool, identity: &Identity) -> Self {
+        match identity {
+            _ if !use_username_as_clientid => Self::ClientId,
+            // Without a name the broker refuses it: shard 0 answers.
+            Identity::Certificate(name) => Self::Named(name.as_deref().unwrap_or_default().to_owned()),
+            _ => Self::UserName,
+        }
+    }
+
+    /// The home of a connection whose CONNECT is `connect`, among `shards`.
+    fn home(&self, connect: &codec::Connect, shards: u16) -> ShardId {
+        let key = match self {
+            Self::ClientId => Some(&*connect.client_id),
+            Self::UserName => connect.username.as_deref(),
+            Self::Named(name) => Some(name.as_str()),
+        };
+        // Without one, the broker assigns an id or refuses: shard 0.
+        key.filter(|key| !key.is_empty()).map_or(ShardId(0), |key| home_shard(key, shards))
+    }
+
+    /// The home known before anything is read, if it is.
+    pub fn known_home(&self, shards: u16) -> Option<ShardId> {
+        match self {
+            Self::Named(name) if name.is_empty() => Some(ShardId(0)),
+            Self::Named(name) => Some(home_shard(name, shards)),
+            Self::ClientId | Self::UserName => None,
+        }
+    }
+}
+
+/// Where the connection whose first bytes are `bytes` goes among `shards`,
+/// its home being that of `key`.
+pub fn place(bytes: &[u8], shards: u16, max_packet_size: usize, key: &HomeKey) -> Placement {
     // Only a whole frame is copied and decoded: a CONNECT that comes a
     // little at a time costs a header check per read.
     let len = match codec::whole_frame(bytes, max_packet_size, Protocol::V311) {
@@ -87,9 +138,7 @@ pub fn place(bytes: &[u8], shards: u16, max_packet_size: usize) -> Placement {
     let mut buf = BytesMut::from(&bytes[..len]);
     match codec::decode(&mut buf, max_packet_size, Protocol::V311) {
         Ok(None) => Placement::NeedMore,
-        Ok(Some(Packet::Connect(connect))) if !connect.client_id.is_empty() => {
-            Placement::Home(home_shard(&connect.client_id, shards))
-        }
+        Ok(Some(Packet::Connect(connect))) => Placement::Home(key.home(&connect, shards)),
         Ok(Some(_)) | Err(_) => Placement::Home(ShardId(0)),
     }
 }
@@ -161,6 +210,11 @@ impl ShardRoutes {
     /// This shard.
     pub(crate) fn me(&self) -> ShardId {
         self.me
+    }
+
+    /// How many shards there are.
+    pub(crate) fn count(&self) -> u16 {
+        self.count
     }
 
     /// Keeps shard `from`'s figures, and samples the peaks of the totals
@@ -268,6 +322,36 @@ mod tests {
             per_shard[usize::from(home_shard(&format!("device-{n}"), 4).0)] += 1;
         }
         assert!(per_shard.iter().all(|&n| (800..1200).contains(&n)), "{per_shard:?}");
+    }
+
+    /// The home is that of what the broker will take as the client id.
+    #[test]
+    fn a_connection_is_placed_by_its_client_id_or_its_user_name() {
+        let connect = |id: &str, user: Option<&str>| {
+            let connect = crate::sim::ClientOptions::new(id).connect_packet();
+            let Packet::Connect(mut connect) = connect else { unreachable!("a CONNECT") };
+            connect.username = user.map(Into::into);
+            let mut bytes = BytesMut::new();
+            Packet::Connect(connect).encode(&mut bytes);
+            bytes
+        };
+        let (id, user) = ("device-1", "owner-7");
+        assert_ne!(home_shard(id, 5), home_shard(user, 5));
+        let by_id = HomeKey::of(false, &Identity::Connect);
+        let by_user = HomeKey::of(true, &Identity::Connect);
+        let bytes = connect(id, Some(user));
+        assert_eq!(place(&bytes[..bytes.len() - 1], 5, 1 << 20, &by_id), Placement::NeedMore);
+        assert_eq!(place(&bytes, 5, 1 << 20, &by_id), Placement::Home(home_shard(id, 5)));
+        assert_eq!(place(&bytes, 5, 1 << 20, &by_user), Placement::Home(home_shard(user, 5)));
+        // No user name, or an empty client id: the broker refuses or
+        // assigns an id, at shard 0.
+        assert_eq!(place(&connect(id, None), 5, 1 << 20, &by_user), Placement::Home(ShardId(0)));
+        assert_eq!(place(&connect("", None), 5, 1 << 20, &by_id), Placement::Home(ShardId(0)));
+        // A certificate's name is known before the CONNECT.
+        let named = HomeKey::of(true, &Identity::Certificate(Some(user.into())));
+        assert_eq!(named.known_home(5), Some(home_shard(user, 5)));
+        assert_eq!(HomeKey::of(true, &Identity::Certificate(None)).known_home(5), Some(ShardId(0)));
+        assert_eq!(HomeKey::of(false, &Identity::Certificate(Some(user.into()))).known_home(5), None);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::error::CloseReason;
 use crate::peer::Peer;
 use crate::persistence::{StoreBatch, StoredState};
 use crate::policy::{Password, Refusal};
-use crate::shard::{self, Placement, ShardId, ShardMessage};
+use crate::shard::{self, HomeKey, Placement, ShardId, ShardMessage};
 use crate::time::{Instant, Now, UnixTime};
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
@@ -490,11 +490,13 @@ impl Simulation {
     /// Whether `conn` has its shard, giving it one if `data` completes its
     /// CONNECT; then its broker is handed everything sent before `data`.
     fn place(&mut self, conn: ConnId, data: &[u8]) -> bool {
-        let Some((_, sent)) = self.unplaced.get_mut(&conn) else { return true };
+        let Some((peer, sent)) = self.unplaced.get_mut(&conn) else { return true };
         sent.extend_from_slice(data);
         let shards = u16::try_from(self.brokers.len()).unwrap_or(u16::MAX);
-        let max = self.brokers[0].config().max_packet_size();
-        let Placement::Home(ShardId(home)) = shard::place(sent, shards, max) else { return false };
+        let config = self.brokers[0].config();
+        let key = HomeKey::of(config.listener_rules(peer.listener).use_username_as_clientid, &peer.identity);
+        let placed = shard::place(sent, shards, config.max_packet_size(), &key);
+        let Placement::Home(ShardId(home)) = placed else { return false };
         let Some((peer, sent)) = self.unplaced.remove(&conn) else { return false };
         let home = usize::from(home);
         self.homes.insert(conn, home);

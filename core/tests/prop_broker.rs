@@ -333,6 +333,12 @@ fn run(ops: &[Op]) -> Result<(), String> {
     let mut world = World::new();
     for (step, op) in ops.iter().enumerate() {
         world.apply(op).map_err(|e| format!("after step {step} {op:?}: {e}"))?;
+        // What the limits count is what there is.
+        let (broker, stats) = (world.sim.broker(), world.sim.broker().stats());
+        let counted = (broker.occupancy().connections(), broker.occupancy().sessions());
+        if counted != (stats.connections, stats.sessions) {
+            return Err(format!("after step {step} {op:?}: counted {counted:?}, {stats:?}"));
+        }
     }
     Ok(())
 }

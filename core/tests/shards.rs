@@ -245,3 +245,26 @@ fn a_bus_carries_what_a_shard_tells_before_the_acknowledgement() {
     assert!(log.position("to 1 Publish") < log.position("sent PubAck"));
     assert!(server.poll_shard_messages().is_empty());
 }
+
+/// An id a shard assigns has that shard as its home: a client that
+/// reconnects with it later comes back to the same shard and meets its
+/// session (or takes over its connection).
+#[test]
+fn an_assigned_id_lives_on_the_shard_that_assigned_it() {
+    let now = Now::new(Instant::ZERO, UnixTime::from_secs_f64(1_700_000_000.0));
+    let mut broker = Broker::new(Config::default());
+    broker.join_shards(ShardId(1), 3);
+    for n in 1..=20 {
+        let conn = broker.accept(now, Peer::default());
+        let mut bytes = BytesMut::new();
+        ClientOptions::new("").clean_session(true).connect_packet().encode(&mut bytes);
+        broker.handle_input(now, culex_core::Input::Received { conn, data: &bytes });
+        let assigned = std::iter::from_fn(|| broker.poll_action())
+            .find_map(|action| match action {
+                culex_core::Action::MarkOnline { client, .. } => Some(client),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("connection {n} is online"));
+        assert_eq!(home_shard(assigned.as_str(), 3), ShardId(1), "{assigned}");
+    }
+}

@@ -150,9 +150,9 @@ pub(crate) async fn serve(
         },
     };
     // With several shards, the connection goes to its client id's home
-    // shard once its CONNECT is whole; bridges and HTTP requests go to
+    // shard, once its CONNECT is whole; bridges and HTTP requests go to
     // shard 0.
-    let placing = find_home(&route, &limits, bridge.is_some(), Placing(&mut reader), &mut link, first);
+    let placing = find_home(&route, &limits, (bridge, &identity), Placing(&mut reader), &mut link, first);
     let Some((home, first)) = Box::pin(placing).await else { return };
     let end = route.end(home);
     let events = end.events.clone();

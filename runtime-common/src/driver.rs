@@ -15,6 +15,7 @@ use bytes::Bytes;
 use culex_core::auth::ListenerPolicies;
 use culex_core::bridge::{BridgeId, Dial};
 use culex_core::memory::MemoryGauge;
+use culex_core::occupancy::Occupancy;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
@@ -328,6 +329,8 @@ pub fn prepare<O: Outbox>(
         info!("Running {shards} shards.");
     }
     let mail: Arc<[ShardMail]> = (0..shards).map(|_| ShardMail::default()).collect();
+    // The connection and client limits hold for the process.
+    let occupancy = Arc::new(Occupancy::new(&settings.core));
     let open: Arc<[AtomicUsize]> = (0..shards).map(|_| AtomicUsize::new(0)).collect();
     let mut prepared = Vec::with_capacity(usize::from(shards));
     for shard in (0..shards).map(ShardId) {
@@ -340,7 +343,8 @@ pub fn prepare<O: Outbox>(
             let wake = wake.clone();
             move || wake(shard, Poke::Nudge)
         };
-        prepared.push(prepare_shard(settings, clock, (shard, shards), links, nudge)?);
+        let shard = Shard { id: shard, of: shards, links, occupancy: occupancy.clone() };
+        prepared.push(prepare_shard(settings, clock, shard, nudge)?);
     }
     // The listeners are bound (the runtimes bind before preparing), the
     // log and the store open: root is no longer needed. The store's files
@@ -353,14 +357,23 @@ pub fn prepare<O: Outbox>(
     Ok(prepared)
 }
 
+/// A shard among the process's: its number, how many there are, its ties
+/// to the others (with more than one) and the counts they share.
+struct Shard {
+    id: ShardId,
+    of: u16,
+    links: Option<ShardLinks>,
+    occupancy: Arc<Occupancy>,
+}
+
 /// One shard's server (see [`prepare`]).
 fn prepare_shard<O: Outbox>(
     settings: &Settings,
     clock: &Clock,
-    (shard, shards): (ShardId, u16),
-    links: Option<ShardLinks>,
+    shard: Shard,
     nudge: impl Fn() + Send + Sync + 'static,
 ) -> Result<Prepared<O>, settings::Error> {
+    let Shard { id: shard, of: shards, links, occupancy } = shard;
     let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
     let connection_messages = core.connection_messages;
     let presence = settings.redis.as_ref().map(|redis| PresenceSync::new(PresenceSettings::with_lease(redis.lease)));
@@ -370,6 +383,7 @@ fn prepare_shard<O: Outbox>(
             broker.set_memory_gauge(Arc::new(HeapGauge));
         }
         broker.join_shards(shard, shards);
+        broker.share_occupancy(occupancy.clone());
         broker
     };
     let policies = settings.policy.clone();

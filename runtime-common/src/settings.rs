@@ -132,6 +132,7 @@ impl Listener {
             nodelay: settings.process.set_tcp_nodelay,
             http_api: self.http_api,
             max_packet: core.max_packet_size(),
+            use_username_as_clientid: core.listener_rules(self.id).use_username_as_clientid,
         }
     }
 }
@@ -156,6 +157,8 @@ pub struct Limits {
     /// The largest packet the broker takes: how much of a CONNECT a
     /// connection task reads before it knows the shard.
     pub max_packet: usize,
+    /// Its client ids are user names: the home shard is the user name's.
+    pub use_username_as_clientid: bool,
 }
 
 impl Settings {
@@ -170,6 +173,7 @@ impl Settings {
             nodelay: true,
             http_api: false,
             max_packet: self.core.max_packet_size(),
+            use_username_as_clientid: false,
         }
     }
 }
@@ -390,21 +394,13 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
 }
 
 /// What several shards do not do yet (see [`shards`](crate::shards)): one
-/// store, the HTTP API's list of clients, a client id taken from the user
-/// name, connection limits over all shards. Said at start rather than
-/// done wrong.
+/// store, the HTTP API's list of clients. Said at start rather than done
+/// wrong.
 fn refuse_with_shards(conf: &BrokerConf) -> Result<(), String> {
     let refused = if conf.persistence.enabled {
         Some("persistence true: the store is kept by one shard")
     } else if conf.listeners.iter().any(|l| l.protocol == ListenerProtocol::HttpApi) {
         Some("a listener with protocol http_api: it lists and kicks the clients of one shard")
-    } else if conf.listeners.iter().any(|l| l.rules.use_username_as_clientid) {
-        Some("use_username_as_clientid: a connection's shard comes from the client id it sends")
-    } else if conf.core.max_connections.is_some()
-        || conf.core.max_clients.is_some()
-        || !conf.listener_max_connections().is_empty()
-    {
-        Some("max_connections, global_max_connections or global_max_clients: each shard counts its own")
     } else {
         None
     };

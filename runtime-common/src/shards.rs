@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use culex_core::shard::{self, Placement, ShardBus, ShardId, ShardMessage};
+use culex_core::Identity;
+use culex_core::bridge::BridgeId;
+use culex_core::shard::{self, HomeKey, Placement, ShardBus, ShardId, ShardMessage};
 
 use futures_lite::FutureExt;
 
@@ -82,12 +84,9 @@ impl<S> Route<S> {
         self.0.get(shard).unwrap_or(&self.0[0])
     }
 
-    /// A placer for a new connection whose CONNECT may be up to
-    /// `max_packet` bytes; `None` with one shard (every connection goes
-    /// there at once).
-    pub fn placer(&self, max_packet: usize) -> Option<Placer> {
-        let shards = u16::try_from(self.0.len()).unwrap_or(u16::MAX);
-        (shards > 1).then(|| Placer { sent: BytesMut::new(), shards, max_packet })
+    /// How many shards there are.
+    fn count(&self) -> u16 {
+        u16::try_from(self.0.len()).unwrap_or(u16::MAX)
     }
 }
 
@@ -97,6 +96,7 @@ pub struct Placer {
     sent: BytesMut,
     shards: u16,
     max_packet: usize,
+    key: HomeKey,
 }
 
 impl Placer {
@@ -104,7 +104,7 @@ impl Placer {
     /// that shard and every byte read so far.
     pub fn feed(&mut self, data: &[u8]) -> Option<(usize, Bytes)> {
         self.sent.extend_from_slice(data);
-        match shard::place(&self.sent, self.shards, self.max_packet) {
+        match shard::place(&self.sent, self.shards, self.max_packet, &self.key) {
             Placement::NeedMore => None,
             Placement::Home(home) => Some((usize::from(home.0), std::mem::take(&mut self.sent).freeze())),
         }
@@ -124,21 +124,30 @@ pub trait PlacingSocket {
 
 /// The shard a new connection goes to, and what it read meanwhile
 /// (starting with `first`, what its opening read through `link`): shard 0
-/// at once with one shard, for a bridge's socket (`bridged`) and on an
-/// `http_api` listener; else its client id's home, once its CONNECT is
-/// whole ([`place`]). `None` if it ended or took longer than
+/// at once with one shard, for a bridge's socket and on an `http_api`
+/// listener; the home of the name of its certificate when that name is its
+/// client id; else the home of what its CONNECT names ([`HomeKey`]), once
+/// the CONNECT is whole ([`place`]). `opened` is the bridge it was opened
+/// for, if any, and its identity. `None` if it ended or took longer than
 /// [`PLACING_TIMEOUT`] (no broker knew it: dropping the socket is all).
 pub async fn find_home<E, S: PlacingSocket>(
     route: &Route<E>,
     limits: &Limits,
-    bridged: bool,
+    opened: (Option<BridgeId>, &Identity),
     mut socket: S,
     link: &mut Link,
     first: Deframed,
 ) -> Option<(usize, Deframed)> {
-    let Some(placer) = route.placer(limits.max_packet).filter(|_| !bridged && !limits.http_api) else {
+    let (bridge, identity) = opened;
+    let shards = route.count();
+    if shards == 1 || bridge.is_some() || limits.http_api {
         return Some((0, first));
-    };
+    }
+    let key = HomeKey::of(limits.use_username_as_clientid, identity);
+    if let Some(home) = key.known_home(shards) {
+        return Some((usize::from(home.0), first));
+    }
+    let placer = Placer { sent: BytesMut::new(), shards, max_packet: limits.max_packet, key };
     let timeout = async {
         S::sleep(PLACING_TIMEOUT).await;
         None
@@ -237,7 +246,7 @@ mod tests {
         stream.extend_from_slice(&[0xC0, 0x00]); // PINGREQ behind it
         let home = usize::from(shard::home_shard("b", 3).0);
         for cut in 1..stream.len() {
-            let mut placer = Placer { sent: BytesMut::new(), shards: 3, max_packet: 1 << 20 };
+            let mut placer = Placer { sent: BytesMut::new(), shards: 3, max_packet: 1 << 20, key: HomeKey::ClientId };
             let (mut placed, mut after) = (None, Vec::new());
             for part in [&stream[..cut], &stream[cut..]] {
                 match placed {
@@ -261,7 +270,7 @@ mod tests {
             let id = format!("client-{id}");
             let mut stream = connect(&id);
             stream.extend_from_slice(&[0x30, 0x03, 0x00, 0x01, b't']);
-            let mut placer = Placer { sent: BytesMut::new(), shards: 5, max_packet: 1 << 20 };
+            let mut placer = Placer { sent: BytesMut::new(), shards: 5, max_packet: 1 << 20, key: HomeKey::ClientId };
             let (mut placed, mut after, mut at) = (None, Vec::new(), 0);
             for cut in cuts.iter().map(|&c| usize::from(c % 8) + 1).chain([stream.len()]) {
                 let part = &stream[at..(at + cut).min(stream.len())];
@@ -283,7 +292,7 @@ mod tests {
     #[test]
     fn what_is_not_a_connect_with_an_id_goes_to_shard_0() {
         for bytes in [connect(""), vec![0x30, 0x02, 0x00, 0x00], b"GET / HTTP/1.1\r\n\r\n".to_vec()] {
-            let mut placer = Placer { sent: BytesMut::new(), shards: 4, max_packet: 1 << 20 };
+            let mut placer = Placer { sent: BytesMut::new(), shards: 4, max_packet: 1 << 20, key: HomeKey::ClientId };
             assert_eq!(placer.feed(&bytes).map(|(shard, _)| shard), Some(0), "{bytes:?}");
         }
     }

@@ -74,9 +74,9 @@ pub(crate) async fn serve<S: Socket>(
         },
     };
     // With several shards, the connection goes to its client id's home
-    // shard once its CONNECT is whole; bridges and HTTP requests go to
+    // shard, once its CONNECT is whole; bridges and HTTP requests go to
     // shard 0.
-    let placing = find_home(&route, &limits, bridge.is_some(), Placing(&mut stream), &mut link, first);
+    let placing = find_home(&route, &limits, (bridge, &identity), Placing(&mut stream), &mut link, first);
     let Some((home, first)) = Box::pin(placing).await else { return };
     let end = route.end(home);
     let events = end.events.clone();

@@ -1,13 +1,22 @@
 """How many connections and clients the broker takes: `max_connections`
 per listener, and Mosquitto 2.1's `global_max_connections` and
 `global_max_clients` across the broker, seen by raw MQTT clients and
-mosquitto_pub."""
+mosquitto_pub; with one shard and with two, whose limits hold for the
+process (the client ids a and c live on shard 0, b on shard 1)."""
 
 from __future__ import annotations
 
 import pytest
 
 from support import LOOPBACK, RawClient, free_port, is_listening, mosquitto_pub, wait_until
+
+
+@pytest.fixture(params=[1, 2], ids=["1-shard", "2-shards"])
+def make_broker(request, make_broker):
+    """The suite's broker with one shard or two."""
+    def make(extra=(), **kwargs):
+        return make_broker(extra=[f"shards {request.param}", *extra], **kwargs)
+    return make
 
 
 def open_clients(cleanup, port: int, *ids: str, clean: bool = True) -> list[RawClient]:

@@ -138,6 +138,24 @@ def test_a_takeover_meets_the_first_connection_on_its_shard(make_broker, clients
     assert second.connected.is_set() and not second.disconnected.is_set()
 
 
+def test_user_names_as_client_ids_meet_on_the_user_names_shard(make_broker, clients):
+    """With `use_username_as_clientid`, the user name is the client id and
+    chooses the shard: two connections of one user that send client ids
+    of different shards meet there, the second taking over the first, and
+    a persistent session comes back whatever client id is sent."""
+    broker = make_broker(extra=SHARDS + ["use_username_as_clientid true"])
+    ids = [on_shard(0, "dev"), on_shard(1, "dev")]
+    first = clients(Paho(broker.port, ids[0], username="owner", clean_session=False)).connect()
+    first.subscribe("to/owner", qos=1)
+    second = clients(Paho(broker.port, ids[1], username="owner", clean_session=False)).connect()
+    assert first.disconnected.wait(5), "the first connection was not taken over"
+    second.close()
+    assert mosquitto_pub(broker.port, "to/owner", "while away", qos=1, extra=["-u", "publisher"]).returncode == 0
+    back = clients(Paho(broker.port, on_shard(0, "other"), username="owner", clean_session=False)).connect()
+    assert back.session_present
+    assert back.expect().payload == b"while away"
+
+
 def test_sys_counts_the_clients_of_every_shard(make_broker, clients):
     broker = make_broker(extra=SHARDS + ["sys_interval 1"])
     for s in (0, 1):
@@ -178,8 +196,6 @@ def test_a_connection_that_never_completes_its_connect_is_closed(make_broker):
 @pytest.mark.parametrize("extra", [
     ["persistence true"],
     ["listener 0 127.0.0.1", "protocol http_api"],
-    ["max_connections 10"],
-    ["use_username_as_clientid true"],
 ])
 def test_what_shards_do_not_do_yet_stops_start_up_with_a_reason(make_broker, tmp_path, extra):
     extra = [line.replace("listener 0", f"listener {_free_port()}") for line in extra]

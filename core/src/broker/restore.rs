@@ -243,6 +243,7 @@ impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
             session.set_next_packet_id(next);
         }
         let key = broker.sessions.insert(session);
+        broker.occupancy.keep_session();
         self.sessions.insert(client, key);
     }
 
