@@ -435,6 +435,11 @@ impl Broker {
         }
     }
 
+    /// How many shards this broker is one of (1 alone).
+    pub fn shard_count(&self) -> u16 {
+        self.shards.as_ref().map_or(1, |shards| shards.count())
+    }
+
     /// This broker's shard, when it is one of several.
     pub fn shard(&self) -> Option<ShardId> {
         self.shards.as_ref().map(|shards| shards.me())
@@ -456,6 +461,13 @@ impl Broker {
                     shards.report(from, *stats, own);
                 }
             }
+            // The HTTP API's, answered by the server.
+            ShardMessage::AskFigures { .. }
+            | ShardMessage::Figures { .. }
+            | ShardMessage::ListClients { .. }
+            | ShardMessage::Clients { .. }
+            | ShardMessage::Kick { .. }
+            | ShardMessage::Kicked { .. } => {}
         }
     }
 

@@ -8,6 +8,8 @@
 
 mod http;
 
+use http::Asked;
+
 use bytes::Bytes;
 use bytestring::ByteString;
 use tracing::info;
@@ -93,6 +95,8 @@ pub struct Server<O> {
     figures: Periodic,
     /// The connections of `http_api` listeners.
     http: Exchanges,
+    /// What the HTTP API asked the other shards, waiting for answers.
+    asked: Asked,
     /// Where and when each MQTT client connected, for the HTTP API's list
     /// of clients: `None` (and free) without an `http_api` listener.
     arrivals: Option<ConnIdMap<Arrival>>,
@@ -115,6 +119,7 @@ impl<O: Outbox> Server<O> {
             next_bridge: 1,
             figures: Periodic::default(),
             http: Exchanges::default(),
+            asked: Asked::default(),
             arrivals: http_api.then(ConnIdMap::default),
         }
     }
@@ -174,7 +179,15 @@ impl<O: Outbox> Server<O> {
     /// bring a connection goes out as one write.
     pub fn shard_messages(&mut self, now: Now, messages: impl IntoIterator<Item = (ShardId, ShardMessage)>) {
         for (from, message) in messages {
-            self.broker.handle_shard_message(now, from, message);
+            match message {
+                ShardMessage::AskFigures { .. }
+                | ShardMessage::Figures { .. }
+                | ShardMessage::ListClients { .. }
+                | ShardMessage::Clients { .. }
+                | ShardMessage::Kick { .. }
+                | ShardMessage::Kicked { .. } => self.http_shard_message(now, from, message),
+                message => self.broker.handle_shard_message(now, from, message),
+            }
         }
         self.drain(now);
     }
@@ -199,6 +212,15 @@ impl<O: Outbox> Server<O> {
             bus.post(to, message);
         }
         self.shard_bus = Some(bus);
+    }
+
+    /// Posts `message` to shard `to`, or queues it for
+    /// [`poll_shard_messages`](Self::poll_shard_messages).
+    fn tell_shard(&mut self, to: ShardId, message: ShardMessage) {
+        match self.shard_bus.as_mut() {
+            Some(bus) => bus.post(to, message),
+            None => self.shard_out.push((to, message)),
+        }
     }
 
     /// `conn` ended on its own (end of stream, socket error).
@@ -502,10 +524,7 @@ impl<O: Outbox> Server<O> {
                     self.auth_requests.push(AuthRequest { conn, client, username, password, listener });
                 }
                 Action::Store { batch } => self.store_batches.push(batch),
-                Action::ToShard { to, message } => match self.shard_bus.as_mut() {
-                    Some(bus) => bus.post(to, message),
-                    None => self.shard_out.push((to, message)),
-                },
+                Action::ToShard { to, message } => self.tell_shard(to, message),
                 Action::Deliver { .. } | Action::DropExpired { .. } => {}
             }
         }

@@ -28,6 +28,7 @@ use bytes::BytesMut;
 
 use crate::broker::Stats;
 use crate::codec::{self, Packet};
+use crate::http_api::clients::ClientRows;
 use crate::message::Message;
 use crate::peer::Identity;
 use crate::router::SubscriptionTree;
@@ -172,6 +173,52 @@ pub enum ShardMessage {
     /// of them ([`Broker::totals`](crate::Broker::totals)); sent at each
     /// `sys_interval`.
     Stats(Box<Stats>),
+    /// For the HTTP API, at shard 0: the receiver's figures as they stand
+    /// now, for `/metrics` and `/api/v1/systree`.
+    AskFigures {
+        /// The number shard 0 gave the request.
+        request: u64,
+    },
+    /// The answer to [`ShardMessage::AskFigures`].
+    Figures {
+        /// The request answered.
+        request: u64,
+        /// The receiver's figures.
+        stats: Box<Stats>,
+    },
+    /// For the HTTP API, at shard 0: the receiver's connected clients
+    /// whose id starts with `prefix`, the `first` of them in id order.
+    ListClients {
+        /// The number shard 0 gave the request.
+        request: u64,
+        /// The prefix asked for.
+        prefix: String,
+        /// How many rows the page needs.
+        first: usize,
+    },
+    /// The answer to [`ShardMessage::ListClients`].
+    Clients {
+        /// The request answered.
+        request: u64,
+        /// The receiver's part of the page.
+        rows: Box<ClientRows>,
+    },
+    /// For the HTTP API, at shard 0: disconnect `client`, whose home the
+    /// receiver is.
+    Kick {
+        /// The number shard 0 gave the request.
+        request: u64,
+        /// The client id.
+        client: String,
+    },
+    /// The answer to [`ShardMessage::Kick`]: whether the client was
+    /// connected.
+    Kicked {
+        /// The request answered.
+        request: u64,
+        /// It was connected, and is no more.
+        found: bool,
+    },
 }
 
 /// A broker's place among shards: the filters its own sessions subscribe

@@ -393,21 +393,15 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     Ok(Settings { listeners, core, redis, log, policy, reload, notices, persistence, process, bridges, bridge_tls })
 }
 
-/// What several shards do not do yet (see [`shards`](crate::shards)): one
-/// store, the HTTP API's list of clients. Said at start rather than done
-/// wrong.
+/// What several shards do not do yet (see [`shards`](crate::shards)):
+/// one store. Said at start rather than done wrong.
 fn refuse_with_shards(conf: &BrokerConf) -> Result<(), String> {
-    let refused = if conf.persistence.enabled {
-        Some("persistence true: the store is kept by one shard")
-    } else if conf.listeners.iter().any(|l| l.protocol == ListenerProtocol::HttpApi) {
-        Some("a listener with protocol http_api: it lists and kicks the clients of one shard")
-    } else {
-        None
-    };
-    match refused {
-        Some(what) => Err(format!("Error: shards above 1 cannot be used with {what}. Set shards 1.")),
-        None => Ok(()),
+    if conf.persistence.enabled {
+        return Err("Error: shards above 1 cannot be used with persistence true: the store is kept by one shard. \
+                    Set shards 1."
+            .to_owned());
     }
+    Ok(())
 }
 
 /// A listener's WebSocket handshake rules and `http_dir`, resolved as

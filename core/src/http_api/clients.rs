@@ -43,28 +43,65 @@ pub(crate) struct Arrival {
     pub(crate) since: Option<u64>,
 }
 
-/// The page `query` asks for, as JSON: `{"data": [...], "meta": {...}}`.
-pub(crate) fn page<'a>(
-    clients: impl Iterator<Item = ConnectedClient<'a>>,
-    query: &Query,
-    arrivals: &ConnIdMap<Arrival>,
-    port: impl Fn(&ConnectedClient<'_>) -> u16,
-) -> Value {
-    let mut matching: Vec<ConnectedClient<'a>> =
-        clients.filter(|c| c.client_id.as_str().starts_with(&query.prefix)).collect();
-    matching.sort_unstable_by(|a, b| a.client_id.as_str().cmp(b.client_id.as_str()));
-    let start = (query.page - 1).saturating_mul(query.limit);
-    let data: Vec<Value> =
-        matching.iter().skip(start).take(query.limit).map(|c| row(c, arrivals.get(&c.conn), &port)).collect();
-    json!({
-        "data": data,
-        "meta": {
-            "count": matching.len(),
-            "limit": query.limit,
-            "page": query.page,
-            "hasnext": start.saturating_add(query.limit) < matching.len(),
-        },
-    })
+impl Query {
+    /// How many of the clients in id order the page needs: those before
+    /// it and its own.
+    fn first(&self) -> usize {
+        self.page.saturating_mul(self.limit)
+    }
+
+    /// What a shard is asked for its part of the page.
+    pub(crate) fn part(&self) -> (String, usize) {
+        (self.prefix.clone(), self.first())
+    }
+}
+
+/// One shard's part of a page of clients (or every shard's, absorbed):
+/// how many match, and the rows of the first of them in id order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientRows {
+    count: usize,
+    rows: Vec<Value>,
+}
+
+impl ClientRows {
+    /// The rows of the `clients` whose id starts with `prefix`, the
+    /// `first` of them in id order.
+    pub(crate) fn of<'a>(
+        clients: impl Iterator<Item = ConnectedClient<'a>>,
+        (prefix, first): (&str, usize),
+        arrivals: &ConnIdMap<Arrival>,
+        port: impl Fn(&ConnectedClient<'_>) -> u16,
+    ) -> Self {
+        let mut matching: Vec<ConnectedClient<'a>> =
+            clients.filter(|c| c.client_id.as_str().starts_with(prefix)).collect();
+        matching.sort_unstable_by(|a, b| a.client_id.as_str().cmp(b.client_id.as_str()));
+        let rows = matching.iter().take(first).map(|c| row(c, arrivals.get(&c.conn), &port)).collect();
+        Self { count: matching.len(), rows }
+    }
+
+    /// Adds another shard's part.
+    pub(crate) fn absorb(&mut self, other: Self) {
+        self.count += other.count;
+        self.rows.extend(other.rows);
+    }
+
+    /// The page `query` asks for, as JSON: `{"data": [...], "meta": {...}}`.
+    pub(crate) fn page(mut self, query: &Query) -> Value {
+        let id = |row: &Value| row["id"].as_str().unwrap_or_default().to_owned();
+        self.rows.sort_unstable_by_key(id);
+        let start = (query.page - 1).saturating_mul(query.limit);
+        let data: Vec<Value> = self.rows.into_iter().skip(start).take(query.limit).collect();
+        json!({
+            "data": data,
+            "meta": {
+                "count": self.count,
+                "limit": query.limit,
+                "page": query.page,
+                "hasnext": start.saturating_add(query.limit) < self.count,
+            },
+        })
+    }
 }
 
 fn row(client: &ConnectedClient<'_>, arrival: Option<&Arrival>, port: &impl Fn(&ConnectedClient<'_>) -> u16) -> Value {
@@ -98,6 +135,17 @@ mod tests {
     use crate::http_api::request::{Method, Request};
     use crate::peer::ListenerId;
     use crate::types::ClientId;
+
+    /// The page `query` asks for of `clients`, as one shard answers it.
+    fn page<'a>(
+        clients: impl Iterator<Item = ConnectedClient<'a>>,
+        query: &Query,
+        arrivals: &ConnIdMap<Arrival>,
+        port: impl Fn(&ConnectedClient<'_>) -> u16,
+    ) -> Value {
+        let (prefix, first) = query.part();
+        ClientRows::of(clients, (&prefix, first), arrivals, port).page(query)
+    }
 
     fn query(params: &[(&str, &str)]) -> Result<Query, &'static str> {
         let query = params.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
@@ -135,6 +183,13 @@ mod tests {
         assert_eq!((ids_of(&second), second["meta"]["hasnext"].as_bool()), (vec!["dev-3".to_owned()], Some(false)));
         let beyond = page(clients(), &query(&[("page", "9")]).unwrap(), &arrivals, |_| 1);
         assert_eq!(ids_of(&beyond).len(), 0);
+        // Shards' parts make the same page: "dev-2" and "other" at one,
+        // the rest at another.
+        let limited = query(&[("prefix", "dev-"), ("limit", "2"), ("page", "2")]).unwrap();
+        let (prefix, first) = limited.part();
+        let mut rows = ClientRows::of(clients().filter(|c| c.conn.0 % 2 == 0), (&prefix, first), &arrivals, |_| 1);
+        rows.absorb(ClientRows::of(clients().filter(|c| c.conn.0 % 2 == 1), (&prefix, first), &arrivals, |_| 1));
+        assert_eq!(rows.page(&limited), second);
         assert!(query(&[("page", "0")]).is_err() && query(&[("limit", "x")]).is_err());
         assert_eq!(query(&[("limit", "100000")]).unwrap().limit, MAX_LIMIT);
     }

@@ -14,7 +14,7 @@
 //! each path as a topic (GET needs read access, DELETE write access).
 //! Without a password file only loopback peers are served.
 
-pub(crate) mod clients;
+pub mod clients;
 pub(crate) mod metrics;
 pub mod request;
 pub mod response;

@@ -4,19 +4,22 @@
 //! against the ACL, and the answer written through the connection's
 //! outbox, which then closes.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tracing::{debug, info};
 
 use super::{AuthRequest, Outbox, Server};
 use crate::error::CloseReason;
-use crate::http_api::clients::{self, Arrival, Query};
+use crate::http_api::clients::{self, Arrival, ClientRows, Query};
 use crate::http_api::metrics::{self, PresenceFigures};
 use crate::http_api::request::{Method, Read, Request};
 use crate::http_api::response::{HTML, JSON, PROMETHEUS, Response, Status, TEXT};
 use crate::http_api::{Endpoint, STATUS_PAGE, is_local};
 use crate::peer::Peer;
 use crate::policy::{AuthDecision, ClientInfo, Refusal};
+use crate::shard::{ShardId, ShardMessage, home_shard};
 use crate::sys;
 use crate::time::Now;
 use crate::topic::TopicName;
@@ -126,10 +129,9 @@ impl<O: Outbox> Server<O> {
             info!("HTTP API request for {} denied to {} by the ACL.", request.path, credentials.username);
             return self.http_answer(conn, Response::error(Status::Forbidden, "not allowed"));
         }
-        let mut response = self.http_endpoint(now, &endpoint, request);
-        if endpoint.is_api() {
-            response = response.with("Access-Control-Allow-Origin", "*");
-        }
+        // With shards, a list of clients or a kick may wait for others.
+        let Some(response) = self.http_endpoint(now, conn, &endpoint, request) else { return };
+        let response = if endpoint.is_api() { api(response) } else { response };
         self.http_answer(conn, response);
     }
 
@@ -147,31 +149,118 @@ impl<O: Outbox> Server<O> {
         }
     }
 
-    fn http_endpoint(&mut self, now: Now, endpoint: &Endpoint, request: &Request) -> Response {
-        match endpoint {
+    /// The answer, or `None` when it waits for other shards.
+    fn http_endpoint(&mut self, now: Now, conn: ConnId, endpoint: &Endpoint, request: &Request) -> Option<Response> {
+        Some(match endpoint {
             Endpoint::Page => Response::ok(HTML, STATUS_PAGE)
                 .with("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"),
             Endpoint::Version => Response::ok(TEXT, sys::VERSION),
-            Endpoint::Systree => {
-                let figures: Map<String, Value> =
-                    self.systree(now).into_iter().map(|(topic, value)| (topic, Value::from(value))).collect();
-                Response::ok(JSON, Value::Object(figures).to_string())
-            }
+            Endpoint::Systree | Endpoint::Metrics => return self.http_figures(now, conn, endpoint),
             Endpoint::Listeners => Response::ok(JSON, self.listeners_json().to_string()),
-            Endpoint::Metrics => Response::ok(PROMETHEUS, self.metrics(now)),
             Endpoint::Clients => match Query::of(request) {
-                Ok(query) => Response::ok(JSON, self.clients_json(&query).to_string()),
+                Ok(query) => return self.http_clients(conn, query),
                 Err(reason) => Response::error(Status::BadRequest, reason),
             },
-            Endpoint::Client(id) => {
-                if self.broker.kick(now, id) {
-                    // The close and the will go out now.
-                    self.drain(now);
-                    Response::no_content()
-                } else {
-                    Response::error(Status::NotFound, "no such client")
+            Endpoint::Client(id) => return self.http_kick(now, conn, id),
+        })
+    }
+
+    /// `/metrics` or `/api/v1/systree`: with shards, once every other
+    /// shard sent its figures as they stand (the `$SYS` reports may be a
+    /// `sys_interval` old).
+    fn http_figures(&mut self, now: Now, conn: ConnId, endpoint: &Endpoint) -> Option<Response> {
+        let Some(me) = self.broker.shard() else { return Some(self.figures_page(now, endpoint)) };
+        let shards = self.broker.shard_count();
+        let request = self.asked.ask(Waiting::Figures { conn, endpoint: endpoint.clone(), parts_left: shards - 1 });
+        for to in (0..shards).map(ShardId).filter(|&shard| shard != me) {
+            self.tell_shard(to, ShardMessage::AskFigures { request });
+        }
+        None
+    }
+
+    /// `/metrics` or `/api/v1/systree` from the figures at hand.
+    fn figures_page(&self, now: Now, endpoint: &Endpoint) -> Response {
+        if *endpoint == Endpoint::Metrics {
+            return Response::ok(PROMETHEUS, self.metrics(now));
+        }
+        let figures: Map<String, Value> =
+            self.systree(now).into_iter().map(|(topic, value)| (topic, Value::from(value))).collect();
+        Response::ok(JSON, Value::Object(figures).to_string())
+    }
+
+    /// A page of clients: this shard's part, and with shards the others'
+    /// once they answer.
+    fn http_clients(&mut self, conn: ConnId, query: Query) -> Option<Response> {
+        let part = query.part();
+        let own = self.client_rows(&part);
+        let shards = self.broker.shard_count();
+        let Some(me) = self.broker.shard() else { return Some(Response::ok(JSON, own.page(&query).to_string())) };
+        let waiting = Waiting::Clients { conn, query, parts_left: shards - 1, rows: own };
+        let request = self.asked.ask(waiting);
+        let (prefix, first) = part;
+        for to in (0..shards).map(ShardId).filter(|&shard| shard != me) {
+            self.tell_shard(to, ShardMessage::ListClients { request, prefix: prefix.clone(), first });
+        }
+        None
+    }
+
+    /// Disconnects client `id`, here or at its home shard.
+    fn http_kick(&mut self, now: Now, conn: ConnId, id: &str) -> Option<Response> {
+        let home = home_shard(id, self.broker.shard_count());
+        match self.broker.shard() {
+            Some(me) if me != home => {
+                let request = self.asked.ask(Waiting::Kick { conn });
+                self.tell_shard(home, ShardMessage::Kick { request, client: id.to_owned() });
+                None
+            }
+            _ => Some(kicked(self.kick_here(now, id))),
+        }
+    }
+
+    /// Disconnects client `id` if it is connected here: whether it was.
+    fn kick_here(&mut self, now: Now, id: &str) -> bool {
+        let found = self.broker.kick(now, id);
+        if found {
+            // The close and the will go out now.
+            self.drain(now);
+        }
+        found
+    }
+
+    /// What other shards ask for the HTTP API and answer.
+    pub(super) fn http_shard_message(&mut self, now: Now, from: ShardId, message: ShardMessage) {
+        match message {
+            ShardMessage::AskFigures { request } => {
+                let stats = Box::new(self.broker.stats());
+                self.tell_shard(from, ShardMessage::Figures { request, stats });
+            }
+            ShardMessage::Figures { request, stats } => {
+                // Taken as the shard's report: the totals count it.
+                self.broker.handle_shard_message(now, from, ShardMessage::Stats(stats));
+                if let Some((conn, endpoint)) = self.asked.figures_came(request) {
+                    let page = self.figures_page(now, &endpoint);
+                    self.http_answer(conn, if endpoint.is_api() { api(page) } else { page });
                 }
             }
+            ShardMessage::ListClients { request, prefix, first } => {
+                let rows = Box::new(self.client_rows(&(prefix, first)));
+                self.tell_shard(from, ShardMessage::Clients { request, rows });
+            }
+            ShardMessage::Kick { request, client } => {
+                let found = self.kick_here(now, &client);
+                self.tell_shard(from, ShardMessage::Kicked { request, found });
+            }
+            ShardMessage::Clients { request, rows } => {
+                if let Some((conn, page)) = self.asked.part_came(request, *rows) {
+                    self.http_answer(conn, api(Response::ok(JSON, page.to_string())));
+                }
+            }
+            ShardMessage::Kicked { request, found } => {
+                if let Some(Waiting::Kick { conn }) = self.asked.waiting.remove(&request) {
+                    self.http_answer(conn, api(kicked(found)));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -202,11 +291,14 @@ impl<O: Outbox> Server<O> {
         json!({ "listeners": listeners })
     }
 
-    fn clients_json(&self, query: &Query) -> Value {
+    /// This shard's part of a page of clients: those whose id starts with
+    /// `prefix`, the `first` of them in id order.
+    fn client_rows(&self, (prefix, first): &(String, usize)) -> ClientRows {
         let config = self.broker.config();
         let port = |c: &crate::broker::ConnectedClient<'_>| config.listener(c.listener).map_or(0, |l| l.port);
         let none = Default::default();
-        clients::page(self.broker.connected_clients(), query, self.arrivals.as_ref().unwrap_or(&none), port)
+        let arrivals = self.arrivals.as_ref().unwrap_or(&none);
+        ClientRows::of(self.broker.connected_clients(), (prefix, *first), arrivals, port)
     }
 
     fn metrics(&self, now: Now) -> String {
@@ -248,6 +340,72 @@ impl<O: Outbox> Server<O> {
     pub(super) fn note_departure(&mut self, conn: ConnId) {
         clients::forget(&mut self.arrivals, conn);
     }
+}
+
+/// What the HTTP API asked other shards and waits for, by request number.
+#[derive(Debug, Default)]
+pub(super) struct Asked {
+    next: u64,
+    waiting: HashMap<u64, Waiting>,
+}
+
+/// A request waiting for other shards' answers.
+#[derive(Debug)]
+enum Waiting {
+    /// A page of clients: the parts still to come, and those that came.
+    Clients { conn: ConnId, query: Query, parts_left: u16, rows: ClientRows },
+    /// A kick, at the client's home shard.
+    Kick { conn: ConnId },
+    /// `/metrics` or `/api/v1/systree`: the figures still to come.
+    Figures { conn: ConnId, endpoint: Endpoint, parts_left: u16 },
+}
+
+impl Asked {
+    /// Numbers `waiting`.
+    fn ask(&mut self, waiting: Waiting) -> u64 {
+        self.next += 1;
+        self.waiting.insert(self.next, waiting);
+        self.next
+    }
+
+    /// A shard's figures for `request`: the connection waiting and what
+    /// it asked for, once every shard's came.
+    fn figures_came(&mut self, request: u64) -> Option<(ConnId, Endpoint)> {
+        let Some(Waiting::Figures { parts_left, .. }) = self.waiting.get_mut(&request) else { return None };
+        *parts_left = parts_left.saturating_sub(1);
+        if *parts_left > 0 {
+            return None;
+        }
+        match self.waiting.remove(&request) {
+            Some(Waiting::Figures { conn, endpoint, .. }) => Some((conn, endpoint)),
+            _ => None,
+        }
+    }
+
+    /// A shard's part of the page of clients `request` asks for: the
+    /// connection waiting and its page, once every part came.
+    fn part_came(&mut self, request: u64, part: ClientRows) -> Option<(ConnId, Value)> {
+        let Some(Waiting::Clients { parts_left, rows, .. }) = self.waiting.get_mut(&request) else { return None };
+        rows.absorb(part);
+        *parts_left = parts_left.saturating_sub(1);
+        if *parts_left > 0 {
+            return None;
+        }
+        match self.waiting.remove(&request) {
+            Some(Waiting::Clients { conn, query, rows, .. }) => Some((conn, rows.page(&query))),
+            _ => None,
+        }
+    }
+}
+
+/// An API answer: any page may read it.
+fn api(response: Response) -> Response {
+    response.with("Access-Control-Allow-Origin", "*")
+}
+
+/// The answer to a kick.
+fn kicked(found: bool) -> Response {
+    if found { Response::no_content() } else { Response::error(Status::NotFound, "no such client") }
 }
 
 fn unauthorised(reason: &str) -> Response {
