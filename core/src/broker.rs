@@ -450,8 +450,12 @@ impl Broker {
         match message {
             ShardMessage::Route(filter) => self.learn_route(from, &filter, true),
             ShardMessage::Unroute(filter) => self.learn_route(from, &filter, false),
-            ShardMessage::Publish { message, publisher } => {
-                self.deliver_here(now, message, publisher, Some(from));
+            ShardMessage::Publish { message, publisher, version } => {
+                let keep = match (version, self.shards.as_mut()) {
+                    (Some(version), Some(shards)) => shards.is_latest(&message.topic, version),
+                    _ => message.retain,
+                };
+                self.deliver_here(now, message, publisher, Some(from), keep);
             }
             ShardMessage::Hold(conn) => self.hold(conn, None),
             ShardMessage::Release(conn) => self.release(now, vec![conn]),
@@ -1404,26 +1408,35 @@ impl Broker {
     /// (retained store), [MQTT-3.3.5-1], [MQTT-4.5.0-1], [MQTT-4.7.2-1].
     fn route(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
         self.forward_to_shards(&message, from);
-        self.deliver_here(now, message, from, None);
+        let retain = message.retain;
+        self.deliver_here(now, message, from, None, retain);
     }
 
     /// Hands `message` to the other shards that want it, if there are any.
     fn forward_to_shards(&mut self, message: &Arc<Message>, publisher: Option<ConnId>) {
         let Some(shards) = self.shards.as_mut() else { return };
+        let version = message.retain.then(|| shards.stamp(&message.topic));
         let mut targets = std::mem::take(&mut self.shard_targets);
         shards.destinations(&message.topic, message.retain, &mut targets);
         for &to in &targets {
-            let message = ShardMessage::Publish { message: message.clone(), publisher };
+            let message = ShardMessage::Publish { message: message.clone(), publisher, version };
             self.actions.push_back(Action::ToShard { to, message });
         }
         self.shard_targets = targets;
     }
 
     /// Delivers `message` to this broker's own subscribers, and keeps it
-    /// if it is retained; `from` is its publisher's connection, on `shard`
-    /// when that is another shard.
-    fn deliver_here(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>, shard: Option<ShardId>) {
-        if message.retain {
+    /// as its topic's retained message if `keep`; `from` is its
+    /// publisher's connection, on `shard` when that is another shard.
+    fn deliver_here(
+        &mut self,
+        now: Now,
+        message: Arc<Message>,
+        from: Option<ConnId>,
+        shard: Option<ShardId>,
+        keep: bool,
+    ) {
+        if keep {
             self.store_retained(now, &message);
         }
         let mut matched = std::mem::take(&mut self.matched);

@@ -14,7 +14,9 @@
 //!   route matching its topic ([`ShardMessage::Publish`]), which delivers
 //!   it to its own subscribers;
 //! - a retained message (or its deletion) goes to every other shard, so
-//!   that each holds every retained message and answers SUBSCRIBE alone.
+//!   that each holds every retained message and answers SUBSCRIBE alone;
+//!   each change carries a [`RetainVersion`], so that shards receiving two
+//!   changes of one topic in different orders keep the same one.
 //!
 //! One queue per ordered pair of shards keeps each publisher's order: its
 //! messages leave its home shard in order and reach each other shard by
@@ -144,6 +146,17 @@ pub fn place(bytes: &[u8], shards: u16, max_packet_size: usize, key: &HomeKey) -
     }
 }
 
+/// Where a change of a topic's retained message stands among the others
+/// of every shard: a Lamport clock, then the shard that made it. A shard
+/// keeps a change only if it is later than the one it holds, so all keep
+/// the last; a change made after another was seen (through its shard's
+/// board, which a shard takes before each read) comes later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RetainVersion {
+    tick: u64,
+    shard: ShardId,
+}
+
 /// What one shard tells another.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShardMessage {
@@ -161,6 +174,9 @@ pub enum ShardMessage {
         /// Its publisher's connection, which a subscriber with no room
         /// may hold ([`ShardMessage::Hold`]).
         publisher: Option<ConnId>,
+        /// For a retained message, where it stands among the changes of
+        /// its topic.
+        version: Option<RetainVersion>,
     },
     /// A subscriber of the sender has no room for what the receiver's
     /// connection sends it: stop reading that connection until as many
@@ -238,6 +254,11 @@ pub(crate) struct ShardRoutes {
     /// At shard 0: the most clients connected and sessions held in all
     /// shards together, sampled at each report.
     peaks: (usize, usize),
+    /// The latest [`RetainVersion`] tick seen.
+    clock: u64,
+    /// The last change kept of each topic's retained message (deletions
+    /// too, so that an earlier change arriving late is not kept).
+    retained: HashMap<TopicName, RetainVersion>,
 }
 
 impl ShardRoutes {
@@ -251,6 +272,34 @@ impl ShardRoutes {
             matched: Vec::new(),
             reports: Vec::new(),
             peaks: (0, 0),
+            clock: 0,
+            retained: HashMap::new(),
+        }
+    }
+
+    /// The version of a change of `topic`'s retained message made here:
+    /// later than every change seen.
+    pub(crate) fn stamp(&mut self, topic: &TopicName) -> RetainVersion {
+        self.clock += 1;
+        let version = RetainVersion { tick: self.clock, shard: self.me };
+        self.retained.insert(topic.clone(), version);
+        version
+    }
+
+    /// Whether a change of `topic`'s retained message made at another
+    /// shard is later than the one kept here (and is kept in its place).
+    pub(crate) fn is_latest(&mut self, topic: &TopicName, version: RetainVersion) -> bool {
+        self.clock = self.clock.max(version.tick);
+        match self.retained.get_mut(topic) {
+            Some(kept) if *kept >= version => false,
+            Some(kept) => {
+                *kept = version;
+                true
+            }
+            None => {
+                self.retained.insert(topic.clone(), version);
+                true
+            }
         }
     }
 

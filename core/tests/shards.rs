@@ -104,68 +104,126 @@ fn shard_0_publishes_the_figures_of_all_shards() {
     assert_eq!(payloads(&sim.take_publishes(b2), "$SYS/broker/clients/maximum"), ["3"]);
 }
 
+fn at_start() -> Now {
+    Now::new(Instant::ZERO, UnixTime::from_secs_f64(1_700_000_000.0))
+}
+
+/// Servers joined as shards, each with its own broker.
+fn joined_servers(count: u16) -> Vec<Server<Recorder>> {
+    (0..count)
+        .map(|i| {
+            let mut broker = Broker::new(Config::default());
+            broker.join_shards(ShardId(i), count);
+            Server::new(broker, None)
+        })
+        .collect()
+}
+
+/// Carries what the servers tell each other, as a runtime would, until
+/// they have nothing more to say.
+fn carry(servers: &mut [Server<Recorder>]) {
+    for _ in 0..4 {
+        for from in 0..servers.len() {
+            for (to, message) in servers[from].poll_shard_messages() {
+                let from = ShardId(u16::try_from(from).expect("few shards"));
+                servers[usize::from(to.0)].shard_messages(at_start(), [(from, message)]);
+            }
+        }
+    }
+}
+
+/// Hands `packet` to `server` as read from `conn`.
+fn send(server: &mut Server<Recorder>, conn: ConnId, packet: Packet) {
+    let mut bytes = BytesMut::new();
+    packet.encode(&mut bytes);
+    server.received(at_start(), conn, &bytes);
+}
+
+/// Connects `client` to `server` as `conn`; its outbox.
+fn connect(server: &mut Server<Recorder>, conn: ConnId, client: &str) -> Recorder {
+    let out = Recorder::default();
+    server.accept_as(at_start(), conn, Peer::default(), out.clone());
+    send(server, conn, ClientOptions::new(client).connect_packet());
+    out
+}
+
+/// The PUBLISHes `out` was sent and not yet read.
+fn publishes_to(out: &Recorder) -> Vec<Publish> {
+    let mut unread = std::mem::take(&mut out.0.borrow_mut().unread);
+    std::iter::from_fn(|| codec::decode(&mut unread, 1 << 20, Protocol::V311).ok().flatten())
+        .filter_map(|packet| match packet {
+            Packet::Publish(publish) => Some(publish),
+            _ => None,
+        })
+        .collect()
+}
+
+fn publish_packet(topic: &str, payload: &'static [u8], retain: bool) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain,
+        topic: TopicName::new(topic).expect("a topic"),
+        packet_id: None,
+        payload: bytes::Bytes::from_static(payload),
+    })
+}
+
+fn subscribe_packet(filter: &str) -> Packet {
+    let filter = TopicFilter::new(filter).expect("a filter");
+    Packet::Subscribe(Subscribe {
+        packet_id: PacketId::new(1).expect("not 0"),
+        filters: vec![(filter, QoS::AtMostOnce)],
+    })
+}
+
 /// Two [`Server`]s joined as shards, the test carrying what they tell
 /// each other as a runtime would: a subscriber on one gets what a
 /// publisher on the other sends.
 #[test]
 fn servers_hand_their_shard_messages_to_the_runtime() {
-    let now = Now::new(Instant::ZERO, UnixTime::from_secs_f64(1_700_000_000.0));
-    let mut servers: Vec<Server<Recorder>> = (0..2)
-        .map(|i| {
-            let mut broker = Broker::new(Config::default());
-            broker.join_shards(ShardId(i), 2);
-            Server::new(broker, None)
-        })
-        .collect();
-    let carry = |servers: &mut Vec<Server<Recorder>>| {
-        for _ in 0..4 {
-            for from in 0..2u16 {
-                for (to, message) in servers[usize::from(from)].poll_shard_messages() {
-                    servers[usize::from(to.0)].shard_messages(now, [(ShardId(from), message)]);
-                }
-            }
-        }
-    };
-    let send = |server: &mut Server<Recorder>, conn: ConnId, packet: Packet| {
-        let mut bytes = BytesMut::new();
-        packet.encode(&mut bytes);
-        server.received(now, conn, &bytes);
-    };
+    let mut servers = joined_servers(2);
     let (b, a) = (ConnId(1), ConnId(2));
-    let (b_out, a_out) = (Recorder::default(), Recorder::default());
-    servers[1].accept_as(now, b, Peer::default(), b_out.clone());
-    send(&mut servers[1], b, ClientOptions::new("b").connect_packet());
-    let filter = TopicFilter::new("t/#").expect("a filter");
-    let packet_id = PacketId::new(1).expect("not 0");
-    send(&mut servers[1], b, Packet::Subscribe(Subscribe { packet_id, filters: vec![(filter, QoS::AtMostOnce)] }));
+    let b_out = connect(&mut servers[1], b, "b");
+    send(&mut servers[1], b, subscribe_packet("t/#"));
     carry(&mut servers);
-    servers[0].accept_as(now, a, Peer::default(), a_out.clone());
-    send(&mut servers[0], a, ClientOptions::new("a").connect_packet());
-    let topic = TopicName::new("t/x").expect("a topic");
-    let publish = Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic,
-        packet_id: None,
-        payload: bytes::Bytes::from_static(b"hello"),
-    };
-    send(&mut servers[0], a, Packet::Publish(publish));
+    connect(&mut servers[0], a, "a");
+    send(&mut servers[0], a, publish_packet("t/x", b"hello", false));
     assert!(servers[1].poll_shard_messages().is_empty());
     carry(&mut servers);
-    let mut unread = std::mem::take(&mut b_out.0.borrow_mut().unread);
-    let mut got = Vec::new();
-    while let Ok(Some(packet)) = codec::decode(&mut unread, 1 << 20, Protocol::V311) {
-        got.push(packet);
-    }
-    let published: Vec<_> = got
-        .iter()
-        .filter_map(|p| match p {
-            Packet::Publish(p) => Some(p.payload.clone()),
-            _ => None,
-        })
-        .collect();
+    let published: Vec<_> = publishes_to(&b_out).into_iter().map(|p| p.payload).collect();
     assert_eq!(published, [bytes::Bytes::from_static(b"hello")]);
+}
+
+/// Two shards that each take a new retained message of one topic before
+/// hearing of the other's keep the same one (without an order of the
+/// changes, each kept the other's, and their subscribers disagreed for
+/// good).
+#[test]
+fn shards_agree_on_the_last_of_two_retained_messages_set_at_once() {
+    for (first, second) in [(0, 1), (1, 0)] {
+        let mut servers = joined_servers(2);
+        let (a, b) = (ConnId(1), ConnId(2));
+        connect(&mut servers[0], a, "a");
+        connect(&mut servers[1], b, "b");
+        let (publisher, payload) = [(a, &b"from a"[..]), (b, &b"from b"[..])][first];
+        send(&mut servers[first], publisher, publish_packet("r/t", payload, true));
+        let (publisher, payload) = [(a, &b"from a"[..]), (b, &b"from b"[..])][second];
+        send(&mut servers[second], publisher, publish_packet("r/t", payload, true));
+        carry(&mut servers);
+        let kept: Vec<_> = (0..2)
+            .map(|shard| {
+                let conn = ConnId(10 + shard as u64);
+                let id = if shard == 0 { "c" } else { "b2" };
+                assert_eq!(home_shard(id, 2), ShardId(u16::try_from(shard).expect("0 or 1")));
+                let out = connect(&mut servers[shard], conn, id);
+                send(&mut servers[shard], conn, subscribe_packet("r/t"));
+                publishes_to(&out).into_iter().map(|p| p.payload).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(kept[0].len(), 1, "{kept:?}");
+        assert_eq!(kept[0], kept[1], "shards {first} then {second}");
+    }
 }
 
 /// What a server did, in order: packets sent to its client and messages
