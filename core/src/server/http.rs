@@ -169,12 +169,12 @@ impl<O: Outbox> Server<O> {
     /// shard sent its figures as they stand (the `$SYS` reports may be a
     /// `sys_interval` old).
     fn http_figures(&mut self, now: Now, conn: ConnId, endpoint: &Endpoint) -> Option<Response> {
-        let Some(me) = self.broker.shard() else { return Some(self.figures_page(now, endpoint)) };
-        let shards = self.broker.shard_count();
-        let request = self.asked.ask(Waiting::Figures { conn, endpoint: endpoint.clone(), parts_left: shards - 1 });
-        for to in (0..shards).map(ShardId).filter(|&shard| shard != me) {
-            self.tell_shard(to, ShardMessage::AskFigures { request });
+        if self.broker.shard().is_none() {
+            return Some(self.figures_page(now, endpoint));
         }
+        self.ask_other_shards(conn, Gathering::Figures(endpoint.clone()), |request| ShardMessage::AskFigures {
+            request,
+        });
         None
     }
 
@@ -191,17 +191,26 @@ impl<O: Outbox> Server<O> {
     /// A page of clients: this shard's part, and with shards the others'
     /// once they answer.
     fn http_clients(&mut self, conn: ConnId, query: Query) -> Option<Response> {
-        let part = query.part();
-        let own = self.client_rows(&part);
-        let shards = self.broker.shard_count();
-        let Some(me) = self.broker.shard() else { return Some(Response::ok(JSON, own.page(&query).to_string())) };
-        let waiting = Waiting::Clients { conn, query, parts_left: shards - 1, rows: own };
-        let request = self.asked.ask(waiting);
-        let (prefix, first) = part;
-        for to in (0..shards).map(ShardId).filter(|&shard| shard != me) {
-            self.tell_shard(to, ShardMessage::ListClients { request, prefix: prefix.clone(), first });
+        let (prefix, first) = query.part();
+        let rows = self.client_rows(&prefix, first);
+        if self.broker.shard().is_none() {
+            return Some(Response::ok(JSON, rows.page(&query).to_string()));
         }
+        self.ask_other_shards(conn, Gathering::Clients { query, rows }, |request| ShardMessage::ListClients {
+            request,
+            prefix: prefix.clone(),
+            first,
+        });
         None
+    }
+
+    /// Sends `message` (numbered as `conn`'s request) to every other shard.
+    fn ask_other_shards(&mut self, conn: ConnId, gathering: Gathering, message: impl Fn(u64) -> ShardMessage) {
+        let (shards, me) = (self.broker.shard_count(), self.broker.shard().unwrap_or_default());
+        let request = self.asked.ask(conn, shards - 1, gathering);
+        for to in (0..shards).map(ShardId).filter(|&shard| shard != me) {
+            self.tell_shard(to, message(request));
+        }
     }
 
     /// Disconnects client `id`, here or at its home shard.
@@ -209,7 +218,7 @@ impl<O: Outbox> Server<O> {
         let home = home_shard(id, self.broker.shard_count());
         match self.broker.shard() {
             Some(me) if me != home => {
-                let request = self.asked.ask(Waiting::Kick { conn });
+                let request = self.asked.ask(conn, 1, Gathering::Kick);
                 self.tell_shard(home, ShardMessage::Kick { request, client: id.to_owned() });
                 None
             }
@@ -227,6 +236,20 @@ impl<O: Outbox> Server<O> {
         found
     }
 
+    /// An answer to `request` came (a `part` of a page of clients, or
+    /// whether a kicked client was `found`): once it was the last, the
+    /// request is answered.
+    fn answered(&mut self, now: Now, request: u64, part: Option<ClientRows>, found: bool) {
+        let Some(Waiting { conn, gathering, .. }) = self.asked.answered(request, part) else { return };
+        let response = match gathering {
+            Gathering::Clients { query, rows } => Response::ok(JSON, rows.page(&query).to_string()),
+            Gathering::Figures(endpoint) => self.figures_page(now, &endpoint),
+            Gathering::Kick => kicked(found),
+        };
+        // Every endpoint that waits is the API's.
+        self.http_answer(conn, api(response));
+    }
+
     /// What other shards ask for the HTTP API and answer.
     pub(super) fn http_shard_message(&mut self, now: Now, from: ShardId, message: ShardMessage) {
         match message {
@@ -237,29 +260,18 @@ impl<O: Outbox> Server<O> {
             ShardMessage::Figures { request, stats } => {
                 // Taken as the shard's report: the totals count it.
                 self.broker.handle_shard_message(now, from, ShardMessage::Stats(stats));
-                if let Some((conn, endpoint)) = self.asked.figures_came(request) {
-                    let page = self.figures_page(now, &endpoint);
-                    self.http_answer(conn, if endpoint.is_api() { api(page) } else { page });
-                }
+                self.answered(now, request, None, false);
             }
             ShardMessage::ListClients { request, prefix, first } => {
-                let rows = Box::new(self.client_rows(&(prefix, first)));
+                let rows = Box::new(self.client_rows(&prefix, first));
                 self.tell_shard(from, ShardMessage::Clients { request, rows });
             }
             ShardMessage::Kick { request, client } => {
                 let found = self.kick_here(now, &client);
                 self.tell_shard(from, ShardMessage::Kicked { request, found });
             }
-            ShardMessage::Clients { request, rows } => {
-                if let Some((conn, page)) = self.asked.part_came(request, *rows) {
-                    self.http_answer(conn, api(Response::ok(JSON, page.to_string())));
-                }
-            }
-            ShardMessage::Kicked { request, found } => {
-                if let Some(Waiting::Kick { conn }) = self.asked.waiting.remove(&request) {
-                    self.http_answer(conn, api(kicked(found)));
-                }
-            }
+            ShardMessage::Clients { request, rows } => self.answered(now, request, Some(*rows), false),
+            ShardMessage::Kicked { request, found } => self.answered(now, request, None, found),
             _ => {}
         }
     }
@@ -293,12 +305,12 @@ impl<O: Outbox> Server<O> {
 
     /// This shard's part of a page of clients: those whose id starts with
     /// `prefix`, the `first` of them in id order.
-    fn client_rows(&self, (prefix, first): &(String, usize)) -> ClientRows {
+    fn client_rows(&self, prefix: &str, first: usize) -> ClientRows {
         let config = self.broker.config();
         let port = |c: &crate::broker::ConnectedClient<'_>| config.listener(c.listener).map_or(0, |l| l.port);
         let none = Default::default();
         let arrivals = self.arrivals.as_ref().unwrap_or(&none);
-        ClientRows::of(self.broker.connected_clients(), (prefix, *first), arrivals, port)
+        ClientRows::of(self.broker.connected_clients(), (prefix, first), arrivals, port)
     }
 
     fn metrics(&self, now: Now) -> String {
@@ -349,52 +361,47 @@ pub(super) struct Asked {
     waiting: HashMap<u64, Waiting>,
 }
 
-/// A request waiting for other shards' answers.
+/// A request waiting for other shards: the connection that made it, the
+/// answers still to come and what they bring.
 #[derive(Debug)]
-enum Waiting {
-    /// A page of clients: the parts still to come, and those that came.
-    Clients { conn: ConnId, query: Query, parts_left: u16, rows: ClientRows },
+struct Waiting {
+    conn: ConnId,
+    answers_left: u16,
+    gathering: Gathering,
+}
+
+/// What a request gathers from other shards.
+#[derive(Debug)]
+enum Gathering {
+    /// A page of clients: the parts that came.
+    Clients { query: Query, rows: ClientRows },
+    /// `/metrics` or `/api/v1/systree`: the figures, taken as the shards'
+    /// reports.
+    Figures(Endpoint),
     /// A kick, at the client's home shard.
-    Kick { conn: ConnId },
-    /// `/metrics` or `/api/v1/systree`: the figures still to come.
-    Figures { conn: ConnId, endpoint: Endpoint, parts_left: u16 },
+    Kick,
 }
 
 impl Asked {
-    /// Numbers `waiting`.
-    fn ask(&mut self, waiting: Waiting) -> u64 {
+    /// Numbers a request of `conn` that waits for `answers`.
+    fn ask(&mut self, conn: ConnId, answers: u16, gathering: Gathering) -> u64 {
         self.next += 1;
-        self.waiting.insert(self.next, waiting);
+        self.waiting.insert(self.next, Waiting { conn, answers_left: answers, gathering });
         self.next
     }
 
-    /// A shard's figures for `request`: the connection waiting and what
-    /// it asked for, once every shard's came.
-    fn figures_came(&mut self, request: u64) -> Option<(ConnId, Endpoint)> {
-        let Some(Waiting::Figures { parts_left, .. }) = self.waiting.get_mut(&request) else { return None };
-        *parts_left = parts_left.saturating_sub(1);
-        if *parts_left > 0 {
+    /// An answer to `request` came, with a `part` of its page of clients
+    /// if that is what it asked: the request, once every answer came.
+    fn answered(&mut self, request: u64, part: Option<ClientRows>) -> Option<Waiting> {
+        let waiting = self.waiting.get_mut(&request)?;
+        if let (Some(part), Gathering::Clients { rows, .. }) = (part, &mut waiting.gathering) {
+            rows.absorb(part);
+        }
+        waiting.answers_left = waiting.answers_left.saturating_sub(1);
+        if waiting.answers_left > 0 {
             return None;
         }
-        match self.waiting.remove(&request) {
-            Some(Waiting::Figures { conn, endpoint, .. }) => Some((conn, endpoint)),
-            _ => None,
-        }
-    }
-
-    /// A shard's part of the page of clients `request` asks for: the
-    /// connection waiting and its page, once every part came.
-    fn part_came(&mut self, request: u64, part: ClientRows) -> Option<(ConnId, Value)> {
-        let Some(Waiting::Clients { parts_left, rows, .. }) = self.waiting.get_mut(&request) else { return None };
-        rows.absorb(part);
-        *parts_left = parts_left.saturating_sub(1);
-        if *parts_left > 0 {
-            return None;
-        }
-        match self.waiting.remove(&request) {
-            Some(Waiting::Clients { conn, query, rows, .. }) => Some((conn, rows.page(&query))),
-            _ => None,
-        }
+        self.waiting.remove(&request)
     }
 }
 
