@@ -214,6 +214,15 @@ impl<O: Outbox> Server<O> {
         self.shard_bus = Some(bus);
     }
 
+    /// The end of a turn of the runtime's loop, before it waits: the
+    /// shard bus may wake the shards it posted to (see
+    /// [`ShardBus::end_turn`]).
+    pub fn end_turn(&mut self) {
+        if let Some(bus) = self.shard_bus.as_mut() {
+            bus.end_turn();
+        }
+    }
+
     /// Posts `message` to shard `to`, or queues it for
     /// [`poll_shard_messages`](Self::poll_shard_messages).
     fn tell_shard(&mut self, to: ShardId, message: ShardMessage) {

@@ -54,6 +54,12 @@ impl fmt::Display for ShardId {
 pub trait ShardBus: fmt::Debug + Send {
     /// Puts `message` in the queue to shard `to`.
     fn post(&mut self, to: ShardId, message: ShardMessage);
+
+    /// The end of the shard's turn (see
+    /// [`Server::end_turn`](crate::server::Server::end_turn)): a receiver
+    /// may be woken only now, and then takes what the turn posted at once
+    /// rather than a message at a time.
+    fn end_turn(&mut self) {}
 }
 
 /// The home shard of `client_id` among `shards` (at least 1). Stable: the

@@ -33,7 +33,7 @@ use crate::persist::{self, Committer};
 use crate::reload::Reloaded;
 use crate::reports::{ShardMail, WriterReports};
 use crate::settings::{self, Settings};
-use crate::shards::ShardLinks;
+use crate::shards::{MailBus, ShardLinks};
 
 /// Names connections as the runtime accepts them, so that a connection's
 /// first bytes follow its [`Event::Accepted`] at once instead of waiting
@@ -402,7 +402,7 @@ fn prepare_shard<O: Outbox>(
     };
     let mut server = server;
     if let Some(links) = &links {
-        server.post_shard_messages(Box::new(links.clone()));
+        server.post_shard_messages(Box::new(MailBus::new(links.clone())));
     }
     // The bridges' local sides live on shard 0; their subscriptions reach
     // the other shards as any session's do.
@@ -466,6 +466,7 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
         if let Some(links) = part.0 {
             take_mail(&mut server, links, &clock, false);
         }
+        server.end_turn();
         let deadline = server.next_deadline().map(|at| clock.to_std(at));
         let mut event = match events.next(deadline).await {
             Wake::Event(event) => event,
