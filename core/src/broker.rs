@@ -466,12 +466,7 @@ impl Broker {
                 }
             }
             // The HTTP API's, answered by the server.
-            ShardMessage::AskFigures { .. }
-            | ShardMessage::Figures { .. }
-            | ShardMessage::ListClients { .. }
-            | ShardMessage::Clients { .. }
-            | ShardMessage::Kick { .. }
-            | ShardMessage::Kicked { .. } => {}
+            ShardMessage::Api(_) => {}
         }
     }
 

@@ -180,12 +180,7 @@ impl<O: Outbox> Server<O> {
     pub fn shard_messages(&mut self, now: Now, messages: impl IntoIterator<Item = (ShardId, ShardMessage)>) {
         for (from, message) in messages {
             match message {
-                ShardMessage::AskFigures { .. }
-                | ShardMessage::Figures { .. }
-                | ShardMessage::ListClients { .. }
-                | ShardMessage::Clients { .. }
-                | ShardMessage::Kick { .. }
-                | ShardMessage::Kicked { .. } => self.http_shard_message(now, from, message),
+                ShardMessage::Api(message) => self.http_shard_message(now, from, message),
                 message => self.broker.handle_shard_message(now, from, message),
             }
         }

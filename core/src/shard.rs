@@ -163,6 +163,57 @@ pub struct RetainVersion {
     shard: ShardId,
 }
 
+/// What shard 0 asks the other shards for the HTTP API, and their
+/// answers (see [`ShardMessage::Api`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiMessage {
+    /// Shard 0 asks for the receiver's figures as they stand now, for
+    /// `/metrics` and `/api/v1/systree`.
+    AskFigures {
+        /// The number shard 0 gave the request.
+        request: u64,
+    },
+    /// The answer to [`ApiMessage::AskFigures`].
+    Figures {
+        /// The request answered.
+        request: u64,
+        /// The receiver's figures.
+        stats: Box<Stats>,
+    },
+    /// Shard 0 asks for the receiver's connected clients whose id starts
+    /// with `prefix`, the `first` of them in id order.
+    ListClients {
+        /// The number shard 0 gave the request.
+        request: u64,
+        /// The prefix asked for.
+        prefix: String,
+        /// How many rows the page needs.
+        first: usize,
+    },
+    /// The answer to [`ApiMessage::ListClients`].
+    Clients {
+        /// The request answered.
+        request: u64,
+        /// The receiver's part of the page.
+        rows: Box<ClientRows>,
+    },
+    /// Shard 0 asks to disconnect `client`, whose home the receiver is.
+    Kick {
+        /// The number shard 0 gave the request.
+        request: u64,
+        /// The client id.
+        client: String,
+    },
+    /// The answer to [`ApiMessage::Kick`]: whether the client was
+    /// connected.
+    Kicked {
+        /// The request answered.
+        request: u64,
+        /// It was connected, and is no more.
+        found: bool,
+    },
+}
+
 /// What one shard tells another.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShardMessage {
@@ -195,52 +246,8 @@ pub enum ShardMessage {
     /// of them ([`Broker::totals`](crate::Broker::totals)); sent at each
     /// `sys_interval`.
     Stats(Box<Stats>),
-    /// For the HTTP API, at shard 0: the receiver's figures as they stand
-    /// now, for `/metrics` and `/api/v1/systree`.
-    AskFigures {
-        /// The number shard 0 gave the request.
-        request: u64,
-    },
-    /// The answer to [`ShardMessage::AskFigures`].
-    Figures {
-        /// The request answered.
-        request: u64,
-        /// The receiver's figures.
-        stats: Box<Stats>,
-    },
-    /// For the HTTP API, at shard 0: the receiver's connected clients
-    /// whose id starts with `prefix`, the `first` of them in id order.
-    ListClients {
-        /// The number shard 0 gave the request.
-        request: u64,
-        /// The prefix asked for.
-        prefix: String,
-        /// How many rows the page needs.
-        first: usize,
-    },
-    /// The answer to [`ShardMessage::ListClients`].
-    Clients {
-        /// The request answered.
-        request: u64,
-        /// The receiver's part of the page.
-        rows: Box<ClientRows>,
-    },
-    /// For the HTTP API, at shard 0: disconnect `client`, whose home the
-    /// receiver is.
-    Kick {
-        /// The number shard 0 gave the request.
-        request: u64,
-        /// The client id.
-        client: String,
-    },
-    /// The answer to [`ShardMessage::Kick`]: whether the client was
-    /// connected.
-    Kicked {
-        /// The request answered.
-        request: u64,
-        /// It was connected, and is no more.
-        found: bool,
-    },
+    /// For the HTTP API, which shard 0 answers for every shard.
+    Api(ApiMessage),
 }
 
 /// A broker's place among shards: the filters its own sessions subscribe

@@ -19,7 +19,7 @@ use crate::http_api::response::{HTML, JSON, PROMETHEUS, Response, Status, TEXT};
 use crate::http_api::{Endpoint, STATUS_PAGE, is_local};
 use crate::peer::Peer;
 use crate::policy::{AuthDecision, ClientInfo, Refusal};
-use crate::shard::{ShardId, ShardMessage, home_shard};
+use crate::shard::{ApiMessage, ShardId, ShardMessage, home_shard};
 use crate::sys;
 use crate::time::Now;
 use crate::topic::TopicName;
@@ -172,9 +172,7 @@ impl<O: Outbox> Server<O> {
         if self.broker.shard().is_none() {
             return Some(self.figures_page(now, endpoint));
         }
-        self.ask_other_shards(conn, Gathering::Figures(endpoint.clone()), |request| ShardMessage::AskFigures {
-            request,
-        });
+        self.ask_other_shards(conn, Gathering::Figures(endpoint.clone()), |request| ApiMessage::AskFigures { request });
         None
     }
 
@@ -196,7 +194,7 @@ impl<O: Outbox> Server<O> {
         if self.broker.shard().is_none() {
             return Some(Response::ok(JSON, rows.page(&query).to_string()));
         }
-        self.ask_other_shards(conn, Gathering::Clients { query, rows }, |request| ShardMessage::ListClients {
+        self.ask_other_shards(conn, Gathering::Clients { query, rows }, |request| ApiMessage::ListClients {
             request,
             prefix: prefix.clone(),
             first,
@@ -205,11 +203,11 @@ impl<O: Outbox> Server<O> {
     }
 
     /// Sends `message` (numbered as `conn`'s request) to every other shard.
-    fn ask_other_shards(&mut self, conn: ConnId, gathering: Gathering, message: impl Fn(u64) -> ShardMessage) {
+    fn ask_other_shards(&mut self, conn: ConnId, gathering: Gathering, message: impl Fn(u64) -> ApiMessage) {
         let (shards, me) = (self.broker.shard_count(), self.broker.shard().unwrap_or_default());
         let request = self.asked.ask(conn, shards - 1, gathering);
         for to in (0..shards).map(ShardId).filter(|&shard| shard != me) {
-            self.tell_shard(to, message(request));
+            self.tell_shard(to, ShardMessage::Api(message(request)));
         }
     }
 
@@ -219,7 +217,7 @@ impl<O: Outbox> Server<O> {
         match self.broker.shard() {
             Some(me) if me != home => {
                 let request = self.asked.ask(conn, 1, Gathering::Kick);
-                self.tell_shard(home, ShardMessage::Kick { request, client: id.to_owned() });
+                self.tell_shard(home, ShardMessage::Api(ApiMessage::Kick { request, client: id.to_owned() }));
                 None
             }
             _ => Some(kicked(self.kick_here(now, id))),
@@ -251,28 +249,27 @@ impl<O: Outbox> Server<O> {
     }
 
     /// What other shards ask for the HTTP API and answer.
-    pub(super) fn http_shard_message(&mut self, now: Now, from: ShardId, message: ShardMessage) {
+    pub(super) fn http_shard_message(&mut self, now: Now, from: ShardId, message: ApiMessage) {
         match message {
-            ShardMessage::AskFigures { request } => {
+            ApiMessage::AskFigures { request } => {
                 let stats = Box::new(self.broker.stats());
-                self.tell_shard(from, ShardMessage::Figures { request, stats });
+                self.tell_shard(from, ShardMessage::Api(ApiMessage::Figures { request, stats }));
             }
-            ShardMessage::Figures { request, stats } => {
+            ApiMessage::Figures { request, stats } => {
                 // Taken as the shard's report: the totals count it.
                 self.broker.handle_shard_message(now, from, ShardMessage::Stats(stats));
                 self.answered(now, request, None, false);
             }
-            ShardMessage::ListClients { request, prefix, first } => {
+            ApiMessage::ListClients { request, prefix, first } => {
                 let rows = Box::new(self.client_rows(&prefix, first));
-                self.tell_shard(from, ShardMessage::Clients { request, rows });
+                self.tell_shard(from, ShardMessage::Api(ApiMessage::Clients { request, rows }));
             }
-            ShardMessage::Kick { request, client } => {
+            ApiMessage::Kick { request, client } => {
                 let found = self.kick_here(now, &client);
-                self.tell_shard(from, ShardMessage::Kicked { request, found });
+                self.tell_shard(from, ShardMessage::Api(ApiMessage::Kicked { request, found }));
             }
-            ShardMessage::Clients { request, rows } => self.answered(now, request, Some(*rows), false),
-            ShardMessage::Kicked { request, found } => self.answered(now, request, None, found),
-            _ => {}
+            ApiMessage::Clients { request, rows } => self.answered(now, request, Some(*rows), false),
+            ApiMessage::Kicked { request, found } => self.answered(now, request, None, found),
         }
     }
 
