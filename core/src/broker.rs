@@ -31,7 +31,7 @@ use crate::router::SubscriptionTree;
 use crate::session::{
     AckOutcome, Grant, Limits, Outgoing, Presence, QueueFull, Session, SessionKey, SessionStore, Stage,
 };
-use crate::shard::{ShardId, ShardMessage, ShardRoutes, home_shard};
+use crate::shard::{Recorded, ShardId, ShardMessage, ShardRoutes, home_shard, may_be_stored};
 use crate::sys::{self, SysTopics};
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
@@ -46,7 +46,7 @@ mod persist;
 mod restore;
 mod stats;
 
-pub use self::restore::Restorer;
+pub use self::restore::{Restorer, ShardRestorer};
 use self::stats::Gauges;
 pub use self::stats::{Counts, Drops, Stats};
 
@@ -432,6 +432,9 @@ impl Broker {
     pub fn join_shards(&mut self, me: ShardId, count: u16) {
         if count > 1 {
             self.shards = Some(Box::new(ShardRoutes::new(me, count)));
+            if let Some(journal) = self.journal.as_mut() {
+                journal.draw_keys(me.0, count);
+            }
         }
     }
 
@@ -453,9 +456,20 @@ impl Broker {
             ShardMessage::Publish { message, publisher, version } => {
                 let keep = match (version, self.shards.as_mut()) {
                     (Some(version), Some(shards)) => shards.is_latest(&message.topic, version),
-                    _ => message.retain,
+                    _ => message.retain.then_some(Recorded::ALWAYS),
                 };
+                let counted = may_be_stored(&message);
                 self.deliver_here(now, message, publisher, Some(from), keep);
+                if let (true, Some(journal), Some(shards)) = (counted, self.journal.as_ref(), self.shards.as_mut()) {
+                    shards.durability.received(from, journal.pending_batch());
+                }
+            }
+            ShardMessage::Stored(count) => {
+                if let Some(shards) = self.shards.as_mut() {
+                    shards.durability.confirmed(from, count);
+                    let releasable = shards.durability.releasable();
+                    self.release_durable(releasable);
+                }
             }
             ShardMessage::Hold(conn) => self.hold(conn, None),
             ShardMessage::Release(conn) => self.release(now, vec![conn]),
@@ -694,8 +708,12 @@ impl Broker {
         }
         self.flush_all();
         if let Some(batch) = self.journal.as_mut().and_then(Journal::take_batch) {
+            if let Some(shards) = self.shards.as_mut() {
+                shards.durability.batch_taken(batch.seq);
+            }
             self.actions.push_back(Action::Store { batch });
         }
+        self.confirm_stored();
         self.actions.pop_front()
     }
 
@@ -750,6 +768,11 @@ impl Broker {
     /// The policy in force: who may connect, read and write.
     pub fn policy(&self) -> &dyn AccessPolicy {
         self.policy.as_ref()
+    }
+
+    /// Every retained message the broker holds, by topic.
+    pub fn retained_messages(&self) -> Vec<(TopicName, Arc<Message>)> {
+        self.retained.all()
     }
 
     /// The session of `client_id`, if the broker holds one.
@@ -1402,37 +1425,54 @@ impl Broker {
     /// subscriptions. Implements [MQTT-3.3.1-5] to [MQTT-3.3.1-12]
     /// (retained store), [MQTT-3.3.5-1], [MQTT-4.5.0-1], [MQTT-4.7.2-1].
     fn route(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
-        self.forward_to_shards(&message, from);
-        let retain = message.retain;
-        self.deliver_here(now, message, from, None, retain);
+        let recorded = self.forward_to_shards(&message, from);
+        let keep = message.retain.then_some(recorded);
+        self.deliver_here(now, message, from, None, keep);
     }
 
-    /// Hands `message` to the other shards that want it, if there are any.
-    fn forward_to_shards(&mut self, message: &Arc<Message>, publisher: Option<ConnId>) {
-        let Some(shards) = self.shards.as_mut() else { return };
-        let version = message.retain.then(|| shards.stamp(&message.topic));
+    /// Hands `message` to the other shards that want it, if there are any;
+    /// what the store records of it if it is retained.
+    fn forward_to_shards(&mut self, message: &Arc<Message>, publisher: Option<ConnId>) -> Recorded {
+        let Some(shards) = self.shards.as_mut() else { return Recorded::ALWAYS };
+        let (version, recorded) = match message.retain {
+            true => {
+                let (version, recorded) = shards.stamp(&message.topic);
+                (Some(version), recorded)
+            }
+            false => (None, Recorded::ALWAYS),
+        };
         let mut targets = std::mem::take(&mut self.shard_targets);
         shards.destinations(&message.topic, message.retain, &mut targets);
         for &to in &targets {
             let message = ShardMessage::Publish { message: message.clone(), publisher, version };
             self.actions.push_back(Action::ToShard { to, message });
         }
+        // What its publisher is told waits until those shards have it on
+        // disk.
+        if let Some(journal) = self.journal.as_mut().filter(|_| !targets.is_empty() && may_be_stored(message)) {
+            for &to in &targets {
+                shards.durability.posted(to);
+            }
+            journal.expect_elsewhere();
+        }
         self.shard_targets = targets;
+        recorded
     }
 
     /// Delivers `message` to this broker's own subscribers, and keeps it
-    /// as its topic's retained message if `keep`; `from` is its
-    /// publisher's connection, on `shard` when that is another shard.
+    /// as its topic's retained message if `keep` says what the store
+    /// records of it; `from` is its publisher's connection, on `shard` when
+    /// that is another shard.
     fn deliver_here(
         &mut self,
         now: Now,
         message: Arc<Message>,
         from: Option<ConnId>,
         shard: Option<ShardId>,
-        keep: bool,
+        keep: Option<Recorded>,
     ) {
-        if keep {
-            self.store_retained(now, &message);
+        if let Some(recorded) = keep {
+            self.store_retained(now, &message, recorded);
         }
         let mut matched = std::mem::take(&mut self.matched);
         matched.clear();
@@ -1486,23 +1526,38 @@ impl Broker {
         })
     }
 
-    fn store_retained(&mut self, now: Now, message: &Arc<Message>) {
+    fn store_retained(&mut self, now: Now, message: &Arc<Message>, recorded: Recorded) {
         if message.payload.is_empty() || message.is_expired(now.unix) {
             // An empty payload deletes; an already expired message replaces
             // the old one and expires at once: either way nothing is kept.
             let before = self.retained.remove(&message.topic);
-            self.retained_changed(&message.topic, None, before.as_ref());
+            self.retained_changed(&message.topic, None, before.as_ref(), recorded);
         } else {
             let before = self.retained.insert(message.topic.clone(), message.clone());
-            self.retained_changed(&message.topic, Some(message), before.as_ref());
+            self.retained_changed(&message.topic, Some(message), before.as_ref(), recorded);
         }
     }
 
     /// The retained message on `topic` is now `now`, was `before`: its
-    /// bytes are counted and the change recorded for the store.
-    fn retained_changed(&mut self, topic: &TopicName, now: Option<&Arc<Message>>, before: Option<&Arc<Message>>) {
+    /// bytes are counted and the change recorded for the store as
+    /// `recorded` says.
+    fn retained_changed(
+        &mut self,
+        topic: &TopicName,
+        now: Option<&Arc<Message>>,
+        before: Option<&Arc<Message>>,
+        recorded: Recorded,
+    ) {
         self.gauges.retained(now.map(|m| &**m), before.map(|m| &**m));
-        self.record_retained(topic, now, before);
+        if recorded.now {
+            self.record_retained(topic, now, before, recorded.before);
+        }
+    }
+
+    /// What the store records of a change of `topic`'s retained message
+    /// made here other than by a PUBLISH (an expiry).
+    fn recorded(&self, topic: &TopicName) -> Recorded {
+        self.shards.as_ref().map_or(Recorded::ALWAYS, |shards| shards.records(topic))
     }
 
     /// Sends `out` to the session now, queues it, or drops it (see
@@ -1731,7 +1786,7 @@ impl Broker {
             }
             if message.is_expired(now.unix) {
                 let before = self.retained.remove(&topic);
-                self.retained_changed(&topic, None, before.as_ref());
+                self.retained_changed(&topic, None, before.as_ref(), self.recorded(&topic));
                 log_expired(&message, now);
                 self.counts.dropped.expired += 1;
                 if let Some(session) = self.sessions.get(key) {

@@ -133,7 +133,7 @@ pub mod topic;
 pub mod types;
 
 pub use action::{Action, Input};
-pub use broker::{Broker, ConnectedClient, Counts, Drops, Restorer, SessionInfo, Stats};
+pub use broker::{Broker, ConnectedClient, Counts, Drops, Restorer, SessionInfo, ShardRestorer, Stats};
 pub use config::{ClientIdRules, Config, ListenerRules, ListenerSummary};
 pub use error::{CloseReason, Violation};
 pub use message::{Message, Publisher};

@@ -37,6 +37,10 @@ use crate::router::SubscriptionTree;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ConnId, Protocol};
 
+mod durability;
+
+pub(crate) use durability::{Durability, may_be_stored};
+
 /// A shard, numbered from 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ShardId(pub u16);
@@ -248,6 +252,10 @@ pub enum ShardMessage {
     Stats(Box<Stats>),
     /// For the HTTP API, which shard 0 answers for every shard.
     Api(ApiMessage),
+    /// With a store shared by the shards: this many of the receiver's
+    /// messages that the sender may store are on disk (see
+    /// [`Durability`]).
+    Stored(u64),
 }
 
 /// A broker's place among shards: the filters its own sessions subscribe
@@ -271,7 +279,40 @@ pub(crate) struct ShardRoutes {
     clock: u64,
     /// The last change kept of each topic's retained message (deletions
     /// too, so that an earlier change arriving late is not kept).
-    retained: HashMap<TopicName, RetainVersion>,
+    retained: HashMap<TopicName, KeptChange>,
+    /// With a store: what this shard's acknowledgements wait for.
+    pub(crate) durability: Durability,
+}
+
+/// The last change of a topic's retained message a shard kept, and
+/// whether this shard's store records the topic.
+#[derive(Debug, Clone, Copy)]
+struct KeptChange {
+    version: RetainVersion,
+    recorded: bool,
+}
+
+/// Which of a topic's retained messages this broker's store records: the
+/// one now kept (`now`) and the one it replaces (`before`).
+///
+/// Alone, a broker records every change. Sharing a store, the shards of
+/// a process each keep every retained message but a shard records a
+/// topic only once it made a change of it (or was given it at a
+/// restore), and from then on records every later change it keeps, its
+/// own or not. So each shard that records a topic last writes what every
+/// shard keeps, and the store ends with it whichever shard's batch
+/// lands last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    /// The change now kept is recorded.
+    pub(crate) now: bool,
+    /// The message it replaces was recorded (by this broker's journal).
+    pub(crate) before: bool,
+}
+
+impl Recorded {
+    /// A broker alone: every change.
+    pub(crate) const ALWAYS: Self = Self { now: true, before: true };
 }
 
 impl ShardRoutes {
@@ -287,33 +328,53 @@ impl ShardRoutes {
             peaks: (0, 0),
             clock: 0,
             retained: HashMap::new(),
+            durability: Durability::new(count),
         }
     }
 
-    /// The version of a change of `topic`'s retained message made here:
-    /// later than every change seen.
-    pub(crate) fn stamp(&mut self, topic: &TopicName) -> RetainVersion {
+    /// The version of a change of `topic`'s retained message made here,
+    /// later than every change seen, and what the store records of it:
+    /// this change, and the one before if the topic was recorded here.
+    pub(crate) fn stamp(&mut self, topic: &TopicName) -> (RetainVersion, Recorded) {
         self.clock += 1;
         let version = RetainVersion { tick: self.clock, shard: self.me };
-        self.retained.insert(topic.clone(), version);
-        version
+        let kept = KeptChange { version, recorded: true };
+        let before = self.retained.insert(topic.clone(), kept).is_some_and(|k| k.recorded);
+        (version, Recorded { now: true, before })
     }
 
     /// Whether a change of `topic`'s retained message made at another
-    /// shard is later than the one kept here (and is kept in its place).
-    pub(crate) fn is_latest(&mut self, topic: &TopicName, version: RetainVersion) -> bool {
+    /// shard is later than the one kept here (and is kept in its place):
+    /// if so, what the store records of it (see [`Recorded`]).
+    pub(crate) fn is_latest(&mut self, topic: &TopicName, version: RetainVersion) -> Option<Recorded> {
         self.clock = self.clock.max(version.tick);
-        match self.retained.get_mut(topic) {
-            Some(kept) if *kept >= version => false,
+        let recorded = match self.retained.get_mut(topic) {
+            Some(kept) if kept.version >= version => return None,
             Some(kept) => {
-                *kept = version;
-                true
+                kept.version = version;
+                kept.recorded
             }
             None => {
-                self.retained.insert(topic.clone(), version);
-                true
+                self.retained.insert(topic.clone(), KeptChange { version, recorded: false });
+                false
             }
-        }
+        };
+        Some(Recorded { now: recorded, before: recorded })
+    }
+
+    /// What the store records of a change of `topic`'s retained message
+    /// made here without a new version (an expiry): all of it if this
+    /// shard records the topic, nothing otherwise.
+    pub(crate) fn records(&self, topic: &TopicName) -> Recorded {
+        let recorded = self.retained.get(topic).is_some_and(|k| k.recorded);
+        Recorded { now: recorded, before: recorded }
+    }
+
+    /// `topic`'s retained message, restored from the store, is recorded
+    /// by this shard (see [`Recorded`]).
+    pub(crate) fn restored(&mut self, topic: TopicName) {
+        let version = RetainVersion { tick: 0, shard: self.me };
+        self.retained.insert(topic, KeptChange { version, recorded: true });
     }
 
     /// This shard.

@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::action::{Action, Input};
-use crate::broker::Broker;
+use crate::broker::{Broker, ShardRestorer};
 use crate::client;
 use crate::codec::{self, LastWill, Packet, Publish, Subscribe, SubscribeReturnCode, Unsubscribe};
 use crate::config::Config;
@@ -184,11 +184,13 @@ pub struct Simulation {
 }
 
 /// The simulated store: what is durable, and the batches handed over
-/// but not committed yet.
+/// but not committed yet, by shard. Shards number their batches each
+/// from 1; the store numbers them as it commits them, as the runtime's
+/// committer does.
 #[derive(Debug, Default)]
 struct Disk {
     durable: StoredState,
-    pending: VecDeque<StoreBatch>,
+    pending: VecDeque<(usize, StoreBatch)>,
     /// Batches are left pending until [`Simulation::commit`].
     manual: bool,
     /// Every batch taken, in order, for tests that replay them.
@@ -229,16 +231,11 @@ impl Simulation {
     /// A simulation of `shards` brokers acting as one (see
     /// [`shard`](crate::shard)): each connection goes to its client id's
     /// home shard once its CONNECT is whole, and what the shards tell each
-    /// other is carried in order before the next client acts. The store,
+    /// other is carried in order before the next client acts. The shards
+    /// share the store, restored with a [`ShardRestorer`](crate::ShardRestorer);
     /// [`replace_policy`](Self::replace_policy) and
     /// [`broker_publishes`](Self::broker_publishes) concern shard 0 alone.
-    ///
-    /// # Panics
-    ///
-    /// With [`Config::persistence`](crate::Config) on and more than one
-    /// shard: the store is simulated for one broker.
     pub fn with_shards(config: Config, shards: u16) -> Self {
-        assert!(shards <= 1 || !config.persistence, "the simulated store serves one shard");
         let mut sim = Self::new(config.clone());
         sim.brokers = shard_brokers(&config, shards);
         sim
@@ -251,24 +248,40 @@ impl Simulation {
         self.disk.manual = manual;
     }
 
-    /// Commits every batch handed over so far and tells the broker.
+    /// Commits every batch handed over so far and tells the brokers.
     pub fn commit(&mut self) {
-        if let Some(seq) = self.commit_pending() {
-            self.note(format_args!("store: durable up to batch {seq}"));
-            self.brokers[0].handle_input(self.now, Input::Stored { seq });
+        let durable = self.commit_pending();
+        if !durable.is_empty() {
+            self.tell_durable(&durable);
             self.drain();
         }
     }
 
-    /// Commits the oldest batch handed over, alone, and tells the broker:
+    /// Commits the oldest batch handed over, alone, and tells its broker:
     /// the store durable up to that batch. Whether there was one.
     pub fn commit_one(&mut self) -> bool {
-        let Some(batch) = self.disk.pending.pop_front() else { return false };
-        self.disk.durable.apply_batch(&batch);
-        self.note(format_args!("store: durable up to batch {}", batch.seq));
-        self.brokers[0].handle_input(self.now, Input::Stored { seq: batch.seq });
+        if self.disk.pending.is_empty() {
+            return false;
+        }
+        let durable = self.commit_first(1);
+        self.tell_durable(&durable);
         self.drain();
         true
+    }
+
+    /// Tells each shard named in `durable` its batches up to the number
+    /// given are durable.
+    fn tell_durable(&mut self, durable: &[(usize, u64)]) {
+        for &(shard, seq) in durable {
+            if self.brokers.len() > 1 {
+                self.note(format_args!("store: shard {shard} durable up to batch {seq}"));
+            } else {
+                self.note(format_args!("store: durable up to batch {seq}"));
+            }
+            if let Some(broker) = self.brokers.get_mut(shard) {
+                broker.handle_input(self.now, Input::Stored { seq });
+            }
+        }
     }
 
     /// Batches handed over and not committed yet.
@@ -283,16 +296,29 @@ impl Simulation {
     pub fn crash_after_commit(&mut self) {
         self.commit_pending();
         self.note(format_args!("store: durable; broker crashes before it hears"));
-        self.start_again();
+        self.start_again(self.shard_count());
     }
 
-    /// Applies the pending batches to the disk; the last one's number.
-    fn commit_pending(&mut self) -> Option<u64> {
-        let seq = self.disk.pending.back()?.seq;
-        while let Some(batch) = self.disk.pending.pop_front() {
+    /// Applies the pending batches to the disk; the last one's number,
+    /// by shard.
+    fn commit_pending(&mut self) -> Vec<(usize, u64)> {
+        self.commit_first(self.disk.pending.len())
+    }
+
+    /// Applies the first `n` pending batches to the disk, numbered after
+    /// the last one there; the last one's number by shard, as the shard
+    /// numbered it.
+    fn commit_first(&mut self, n: usize) -> Vec<(usize, u64)> {
+        let mut durable: Vec<(usize, u64)> = Vec::new();
+        for (shard, mut batch) in self.disk.pending.drain(..n.min(self.disk.pending.len())) {
+            match durable.iter_mut().find(|(s, _)| *s == shard) {
+                Some(last) => last.1 = batch.seq,
+                None => durable.push((shard, batch.seq)),
+            }
+            batch.seq = self.disk.durable.last_batch + 1;
             self.disk.durable.apply_batch(&batch);
         }
-        Some(seq)
+        durable
     }
 
     /// What the simulated store holds on disk.
@@ -311,7 +337,7 @@ impl Simulation {
     pub fn crash_and_restart(&mut self) {
         self.note(format_args!("broker crashes"));
         self.disk.pending.clear();
-        self.start_again();
+        self.start_again(self.shard_count());
     }
 
     /// The broker stops as on SIGTERM (every connection closed, every
@@ -320,12 +346,17 @@ impl Simulation {
         self.shutdown();
         self.commit();
         self.note(format_args!("broker restarts"));
-        self.start_again();
+        self.start_again(self.shard_count());
     }
 
-    fn start_again(&mut self) {
+    /// How many shards there are.
+    fn shard_count(&self) -> u16 {
+        u16::try_from(self.brokers.len()).unwrap_or(u16::MAX)
+    }
+
+    /// A new process of `shards` shards starts on what the store holds.
+    fn start_again(&mut self, shards: u16) {
         let config = self.brokers[0].config().clone();
-        let shards = u16::try_from(self.brokers.len()).unwrap_or(u16::MAX);
         self.brokers = shard_brokers(&config, shards);
         self.homes.clear();
         self.unplaced.clear();
@@ -335,8 +366,24 @@ impl Simulation {
         self.replies.clear();
         self.auth_answers.clear();
         let state = self.disk.durable.clone();
-        self.brokers[0].restore(self.now, state);
+        if shards > 1 {
+            let brokers = std::mem::take(&mut self.brokers);
+            let mut restorer = ShardRestorer::new(brokers, self.now, move |id| shard::home_shard(id, shards));
+            state.replay(&mut restorer);
+            self.brokers = restorer.finish();
+        } else {
+            self.brokers[0].restore(self.now, state);
+        }
         self.drain();
+    }
+
+    /// The process dies as in [`crash_and_restart`](Self::crash_and_restart)
+    /// and starts again with `shards` shards: each session goes to its
+    /// home among them.
+    pub fn crash_and_restart_as(&mut self, shards: u16) {
+        self.note(format_args!("broker crashes; {shards} shards at restart"));
+        self.disk.pending.clear();
+        self.start_again(shards);
     }
 
     /// Answers the broker's [`Action::Authenticate`] with `check`, at once.
@@ -678,9 +725,11 @@ impl Simulation {
         // answering replies forever would be a bug worth a loud stop.
         for _ in 0..1_000_000 {
             self.apply_all();
-            let committed = if self.disk.manual { None } else { self.commit_pending() };
-            if let Some(seq) = committed {
-                self.brokers[0].handle_input(self.now, Input::Stored { seq });
+            let committed = if self.disk.manual { Vec::new() } else { self.commit_pending() };
+            if !committed.is_empty() {
+                for (shard, seq) in committed {
+                    self.brokers[shard].handle_input(self.now, Input::Stored { seq });
+                }
                 continue;
             }
             if let Some((conn, result)) = self.auth_answers.pop_front() {
@@ -705,6 +754,11 @@ impl Simulation {
                         Action::ToShard { to, message } => {
                             let from = ShardId(u16::try_from(shard).unwrap_or(u16::MAX));
                             self.bus.push_back((from, to, message));
+                        }
+                        Action::Store { batch } => {
+                            self.note(format_args!("store: batch {} ({} changes)", batch.seq, batch.ops.len()));
+                            self.disk.history.push(batch.clone());
+                            self.disk.pending.push_back((shard, batch));
                         }
                         action => self.apply(action),
                     }
@@ -790,13 +844,8 @@ impl Simulation {
                 };
                 self.auth_answers.push_back((conn, result));
             }
-            Action::Store { batch } => {
-                self.note(format_args!("store: batch {} ({} changes)", batch.seq, batch.ops.len()));
-                self.disk.history.push(batch.clone());
-                self.disk.pending.push_back(batch);
-            }
             // Taken by `apply_all` before.
-            Action::ToShard { .. } => {}
+            Action::ToShard { .. } | Action::Store { .. } => {}
             Action::DropExpired { client, message } => {
                 self.stats.expired += 1;
                 self.note(format_args!("expired: {} for {client}", message.topic.as_str()));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -151,6 +151,9 @@ impl Arbitrary for Step {
 /// promised.
 struct Run {
     sim: Simulation,
+    /// The number of shards at the start, then after each crash in turn.
+    shards: Vec<u16>,
+    crashes: usize,
     conns: [Option<ConnId>; CLIENTS as usize],
     counter: u32,
     /// QoS 1/2 messages in flight from their publishers that the watcher's
@@ -172,10 +175,18 @@ struct Run {
 
 impl Run {
     fn new(manual: bool) -> Self {
+        Self::sharded(manual, &[1])
+    }
+
+    /// A run with `shards[0]` shards, restarted after its `n`th crash with
+    /// `shards[n % shards.len()]`.
+    fn sharded(manual: bool, shards: &[u16]) -> Self {
         // No queue limit: an offline session drops past it, as Mosquitto's.
-        let mut sim = Simulation::new(Config { max_queued_messages: 0, ..config() });
+        let mut sim = Simulation::with_shards(Config { max_queued_messages: 0, ..config() }, shards[0]);
         sim.manual_commits(manual);
         Self {
+            shards: shards.to_vec(),
+            crashes: 0,
             sim,
             conns: [None; CLIENTS as usize],
             counter: 0,
@@ -193,7 +204,8 @@ impl Run {
 
     /// Whether the watcher's session now routes everything to itself.
     fn watching(&self) -> bool {
-        self.sim.broker().session("c0").is_some_and(|s| s.subscriptions.iter().any(|(f, _)| f == "#"))
+        let session = self.sim.brokers().iter().find_map(|b| b.session("c0"));
+        session.is_some_and(|s| s.subscriptions.iter().any(|(f, _)| f == "#"))
     }
 
     /// Looks at what `client` received: the watcher's messages, and the
@@ -298,7 +310,8 @@ impl Run {
             Step::Commit => self.sim.commit(),
             Step::Crash => {
                 self.collect_all();
-                self.sim.crash_and_restart();
+                self.crashes += 1;
+                self.sim.crash_and_restart_as(self.shards[self.crashes % self.shards.len()]);
                 self.conns = [None; CLIENTS as usize];
                 self.outstanding.clear();
             }
@@ -369,6 +382,83 @@ fn nothing_acknowledged_is_lost_in_a_crash() {
         lost.is_empty()
     }
     QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>) -> bool);
+}
+
+/// As [`nothing_acknowledged_is_lost_in_a_crash`], with shards sharing
+/// the store: two, then three after the first crash, two after the next
+/// (each session goes to its home among them), and so on.
+#[test]
+fn nothing_acknowledged_is_lost_in_a_crash_with_shards() {
+    fn prop(steps: Vec<Step>) -> bool {
+        let mut run = Run::sharded(true, &[2, 3]);
+        for step in &steps {
+            run.step(step);
+        }
+        run.sim.commit();
+        for client in (0..CLIENTS).rev() {
+            run.connect(client, false);
+            run.sim.commit();
+        }
+        for _ in 0..50 {
+            run.sim.commit();
+            run.collect_all();
+        }
+        let lost: Vec<_> = run.promised.difference(&run.seen).collect();
+        if !lost.is_empty() {
+            eprintln!("lost {lost:?} after {steps:?}");
+        }
+        lost.is_empty()
+    }
+    QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>) -> bool);
+}
+
+/// Each retained message a broker holds, by topic, but its own figures
+/// (never stored): the payload.
+fn retained_payloads(broker: &Broker) -> BTreeMap<String, Bytes> {
+    let retained = broker.retained_messages().into_iter().filter(|(topic, _)| !topic.as_str().starts_with("$SYS"));
+    retained.map(|(topic, m)| (topic.as_str().to_owned(), m.payload.clone())).collect()
+}
+
+/// Shards sharing a store: with every batch committed, the store refers
+/// to no body it lacks and holds the retained messages every shard
+/// holds, whichever shards changed them; a restart with another number
+/// of shards gives each of them those retained messages and the same
+/// sessions.
+#[test]
+fn shards_sharing_a_store_leave_in_it_what_they_hold() {
+    fn prop(steps: Vec<Step>, three: bool) -> bool {
+        let mut run = Run::sharded(false, &[2]);
+        for step in steps.iter().filter(|s| !matches!(s, Step::Crash)) {
+            run.step(step);
+        }
+        run.sim.commit();
+        let stored = run.sim.stored().clone();
+        let dangling: Vec<_> = stored.references().filter(|id| !stored.messages.contains_key(id)).collect();
+        let in_store: BTreeMap<String, Bytes> = stored
+            .retained
+            .iter()
+            .filter_map(|(topic, id)| Some((topic.as_str().to_owned(), stored.messages.get(id)?.payload.clone())))
+            .collect();
+        let held: Vec<_> = run.sim.brokers().iter().map(retained_payloads).collect();
+        let sessions: BTreeSet<String> = stored.sessions.keys().map(|c| c.as_str().to_owned()).collect();
+        run.sim.crash_and_restart_as(if three { 3 } else { 1 });
+        let restored: Vec<_> = run.sim.brokers().iter().map(retained_payloads).collect();
+        let found = sessions.iter().all(|c| run.sim.brokers().iter().any(|b| b.session(c).is_some()));
+        // A restart publishes the wills and held QoS 2 messages it finds.
+        let published = !stored.wills.is_empty() || !stored.unreleased.is_empty();
+        let ok = dangling.is_empty()
+            && held.iter().all(|h| *h == in_store)
+            && (published || restored.iter().all(|r| *r == in_store))
+            && found;
+        if !ok {
+            eprintln!(
+                "dangling {dangling:?}\nstore {in_store:?}\nshards {held:?}\nrestored {restored:?}\nsessions \
+                 {sessions:?} found {found} after {steps:?}"
+            );
+        }
+        ok
+    }
+    QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>, bool) -> bool);
 }
 
 /// `persistent_client_expiration`: an offline persistent session not seen

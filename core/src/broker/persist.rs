@@ -191,12 +191,14 @@ impl Broker {
     }
 
     /// Records the retained message of `topic`: `now` replaced
-    /// `before` (either may be absent).
+    /// `before` (either may be absent), which this broker's journal holds
+    /// if `before_recorded` (see [`Recorded`](crate::shard::Recorded)).
     pub(super) fn record_retained(
         &mut self,
         topic: &TopicName,
         now: Option<&Arc<Message>>,
         before: Option<&Arc<Message>>,
+        before_recorded: bool,
     ) {
         let Some(journal) = self.journal.as_mut().filter(|_| is_stored_topic(topic)) else { return };
         match now {
@@ -207,7 +209,7 @@ impl Broker {
             None if before.is_some() => journal.promise(StoreOp::DropRetained { topic: topic.clone() }),
             None => {}
         }
-        if let Some(before) = before {
+        if let Some(before) = before.filter(|_| before_recorded) {
             journal.release(before);
         }
     }
@@ -254,9 +256,20 @@ impl Broker {
     }
 
     /// Whether routing `message` would store it: it is retained, or a
-    /// stored session subscribes to its topic.
+    /// stored session subscribes to its topic (with shards, any session of
+    /// another shard may be one).
     fn reaches_store(&mut self, message: &Arc<Message>) -> bool {
         if message.retain && is_stored_topic(&message.topic) {
+            return true;
+        }
+        let mut targets = std::mem::take(&mut self.shard_targets);
+        if let Some(shards) = self.shards.as_mut() {
+            shards.destinations(&message.topic, false, &mut targets);
+        }
+        let elsewhere = !targets.is_empty();
+        targets.clear();
+        self.shard_targets = targets;
+        if elsewhere {
             return true;
         }
         let mut matched = std::mem::take(&mut self.matched);
@@ -304,8 +317,30 @@ impl Broker {
     }
 
     /// Every batch up to `seq` is durable: the output waiting for them
-    /// goes out.
+    /// goes out (with shards, once what they wait for elsewhere is
+    /// durable too), and the other shards hear what of theirs is.
     pub(super) fn handle_stored(&mut self, seq: u64) {
+        let releasable = match self.shards.as_mut() {
+            Some(shards) => {
+                shards.durability.on_disk(seq);
+                shards.durability.releasable()
+            }
+            None => seq,
+        };
+        self.confirm_stored();
+        self.release_durable(releasable);
+    }
+
+    /// Tells the other shards what of their messages is on disk here.
+    pub(super) fn confirm_stored(&mut self) {
+        let Some(shards) = self.shards.as_mut() else { return };
+        for (to, count) in shards.durability.due() {
+            self.actions.push_back(super::Action::ToShard { to, message: crate::shard::ShardMessage::Stored(count) });
+        }
+    }
+
+    /// The output waiting for batches up to `seq` goes out.
+    pub(super) fn release_durable(&mut self, seq: u64) {
         let Some(journal) = self.journal.as_mut() else { return };
         journal.stored(seq);
         let journal = &*journal;

@@ -8,11 +8,15 @@ use std::sync::Arc;
 
 use tracing::info;
 
+mod shards;
+
+pub use self::shards::ShardRestorer;
 use super::Broker;
 use super::persist::seconds;
 use crate::codec::LastWill;
 use crate::message::Message;
 use crate::peer::ListenerId;
+use crate::persistence::journal::SharedBodies;
 use crate::persistence::{CopyState, MessageId, Restore, SessionFields, StoreOp, StoredCopy, StoredState};
 use crate::policy::{ClientInfo, FilterAccess};
 use crate::session::{Grant, Outgoing, Presence, Session, SessionKey, Stage};
@@ -46,6 +50,21 @@ impl Bodies {
 
     /// The body stored under `id`, counting one more reference to it.
     fn refer(&mut self, id: MessageId) -> Option<Arc<Message>> {
+        let at = self.find(id)?;
+        let (_, message, refs) = &mut self.held[at];
+        *refs += 1;
+        Some(message.clone())
+    }
+
+    /// The body stored under `id`, for a shard that holds it without
+    /// recording it (see [`shards`]).
+    fn get(&mut self, id: MessageId) -> Option<Arc<Message>> {
+        let at = self.find(id)?;
+        Some(self.held[at].1.clone())
+    }
+
+    /// Where the body stored under `id` is.
+    fn find(&mut self, id: MessageId) -> Option<usize> {
         if !self.sorted {
             // A store holds one body per key; were one given twice, the
             // first would count.
@@ -53,10 +72,7 @@ impl Bodies {
             self.held.dedup_by_key(|(id, ..)| *id);
             self.sorted = true;
         }
-        let at = self.position(id)?;
-        let (_, message, refs) = &mut self.held[at];
-        *refs += 1;
-        Some(message.clone())
+        self.position(id)
     }
 
     /// Where `id` is in the sorted list. Keys are handed out in sequence,
@@ -122,6 +138,14 @@ pub struct Restorer<B: BorrowMut<Broker>> {
     /// Incoming QoS 2 messages of clean sessions, routed at the end.
     unreleased: Vec<(ClientId, PacketId, Arc<Message>)>,
     wills: Vec<(ClientId, LastWill)>,
+    /// This broker's journal records the retained messages it restores
+    /// (with shards, one of them does; see [`Recorded`](crate::shard::Recorded)).
+    records_retained: bool,
+    /// Bodies unreferenced here leave the store at the end (with shards,
+    /// those no shard refers to, once).
+    drops_unreferenced: bool,
+    /// With shards, the bodies several shards refer to.
+    shared: Option<Arc<SharedBodies>>,
 }
 
 impl<B: BorrowMut<Broker>> Restorer<B> {
@@ -138,6 +162,9 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
             dangling: Vec::new(),
             unreleased: Vec::new(),
             wills: Vec::new(),
+            records_retained: true,
+            drops_unreferenced: true,
+            shared: None,
         }
     }
 
@@ -166,11 +193,15 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
         let broker = self.broker.borrow_mut();
         if let Some(journal) = broker.journal.as_mut() {
             journal.resume_after(self.last_batch, self.last_message);
+            if let Some(shared) = self.shared.take() {
+                journal.share_bodies(shared);
+            }
             journal.reserve(self.bodies.held.iter().filter(|(_, _, refs)| *refs > 0).count());
             let mut unreferenced = Vec::new();
             for (id, message, refs) in &self.bodies.held {
                 match refs {
-                    0 => unreferenced.push(*id),
+                    0 if self.drops_unreferenced => unreferenced.push(*id),
+                    0 => {}
                     &n => journal.adopt(*id, message, n),
                 }
             }
@@ -218,14 +249,19 @@ impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
     }
 
     fn retained(&mut self, topic: TopicName, id: MessageId) {
-        match self.bodies.refer(id) {
+        let body = if self.records_retained { self.bodies.refer(id) } else { self.bodies.get(id) };
+        match body {
             Some(message) => {
                 let broker = self.broker.borrow_mut();
+                if let Some(shards) = broker.shards.as_mut().filter(|_| self.records_retained) {
+                    shards.restored(topic.clone());
+                }
                 let added = message.clone();
                 let before = broker.retained.insert(topic, message);
                 broker.gauges.retained(Some(&added), before.as_deref());
             }
-            None => self.dangling.push(StoreOp::DropRetained { topic }),
+            None if self.records_retained => self.dangling.push(StoreOp::DropRetained { topic }),
+            None => {}
         }
     }
 

@@ -1,8 +1,9 @@
 //! The broker's record of what it changed since the last batch, and of
 //! which message bodies the store holds.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hashbrown::hash_table::{Entry, HashTable};
 
@@ -17,6 +18,44 @@ struct Held {
     message: Arc<Message>,
     id: MessageId,
     refs: u32,
+    /// Other shards' journals hold it too (see [`SharedBodies`]).
+    shared: bool,
+}
+
+/// Bodies that a restore into several shards left referred to by more
+/// than one shard's journal, and by how many: the store holds each once,
+/// so it is dropped by the last shard to let go of it, never by the
+/// first. Bodies stored after the start are each one shard's own.
+#[derive(Debug, Default)]
+pub(crate) struct SharedBodies {
+    holders: Mutex<HashMap<MessageId, u16>>,
+}
+
+impl SharedBodies {
+    /// Bodies held by the shards counted in `holders` (two or more each).
+    pub(crate) fn new(holders: HashMap<MessageId, u16>) -> Self {
+        Self { holders: Mutex::new(holders) }
+    }
+
+    /// Whether `id` is one of them.
+    pub(crate) fn contains(&self, id: MessageId) -> bool {
+        self.holders.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&id)
+    }
+
+    /// A shard lets go of `id`: whether it was the last to hold it.
+    fn let_go(&self, id: MessageId) -> bool {
+        let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+        match holders.get_mut(&id) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            _ => {
+                holders.remove(&id);
+                true
+            }
+        }
+    }
 }
 
 /// Changes gathered for the next [`StoreBatch`], and the numbering of
@@ -31,6 +70,9 @@ pub(crate) struct Journal {
     next_batch: u64,
     /// Every batch up to this one is durable.
     durable: u64,
+    /// The next batch is taken even without changes: output waits for it
+    /// (see [`Journal::expect_elsewhere`]).
+    forced: bool,
     /// Stored bodies by the address of their shared message: one body per
     /// message however many sessions hold a copy. A table rather than a
     /// map: the address is the held message's own, not kept twice.
@@ -38,6 +80,11 @@ pub(crate) struct Journal {
     next_message: u64,
     /// Keys went past `u64::MAX` once: a new key must be checked.
     wrapped: bool,
+    /// This journal's keys are those equal to `keys.0` modulo `keys.1`:
+    /// shards of one store draw from disjoint sets ([`Journal::draw_keys`]).
+    keys: (u64, u64),
+    /// Bodies restored into several shards' journals.
+    shared: Option<Arc<SharedBodies>>,
 }
 
 /// A live message's key among the held bodies: its address, without the
@@ -63,12 +110,46 @@ impl Journal {
         Self {
             ops: Vec::new(),
             promising: 0,
+            forced: false,
             next_batch: last_batch + 1,
             durable: last_batch,
             messages: HashTable::new(),
             next_message: 1,
             wrapped: false,
+            keys: (0, 1),
+            shared: None,
         }
+    }
+
+    /// Makes this journal that of shard `shard` of `shards` sharing one
+    /// store: it draws only keys equal to `shard` modulo `shards`, so that
+    /// no two shards give a new body the same key.
+    pub(crate) fn draw_keys(&mut self, shard: u16, shards: u16) {
+        self.keys = (u64::from(shard), u64::from(shards.max(1)));
+        self.next_message = self.first_key_from(self.next_message);
+    }
+
+    /// Bodies this journal adopts may be held by other shards too.
+    pub(crate) fn share_bodies(&mut self, shared: Arc<SharedBodies>) {
+        self.shared = Some(shared);
+    }
+
+    /// The first of this journal's keys at or after `from` (and after 0),
+    /// `None` past the last.
+    fn key_at_or_after(&self, from: u64) -> Option<u64> {
+        let (offset, step) = self.keys;
+        let from = from.max(1);
+        let rest = (offset + step - from % step) % step;
+        from.checked_add(rest)
+    }
+
+    /// As [`key_at_or_after`](Self::key_at_or_after), starting again from
+    /// the first key past the last.
+    fn first_key_from(&mut self, from: u64) -> u64 {
+        self.key_at_or_after(from).unwrap_or_else(|| {
+            self.wrapped = true;
+            self.key_at_or_after(1).unwrap_or(1)
+        })
     }
 
     /// Continues numbering after a store's last batch and its highest
@@ -77,13 +158,14 @@ impl Journal {
         self.next_batch = self.next_batch.max(last_batch + 1);
         self.durable = self.durable.max(last_batch);
         let last = last_message.map_or(0, |id| id.0);
-        match last.checked_add(1) {
-            Some(next) => self.next_message = self.next_message.max(next),
+        let next = match last.checked_add(1) {
+            Some(next) => self.next_message.max(next),
             None => {
                 self.wrapped = true;
-                self.next_message = 1;
+                1
             }
-        }
+        };
+        self.next_message = self.first_key_from(next);
     }
 
     /// Makes room for `bodies` more bodies (a restore adopting them).
@@ -93,7 +175,8 @@ impl Journal {
 
     /// Adopts a restored body stored under `id`, referred to `refs` times.
     pub(crate) fn adopt(&mut self, id: MessageId, message: &Arc<Message>, refs: u32) {
-        self.hold(Held { message: message.clone(), id, refs });
+        let shared = self.shared.as_ref().is_some_and(|s| s.contains(id));
+        self.hold(Held { message: message.clone(), id, refs, shared });
     }
 
     fn hold(&mut self, held: Held) {
@@ -125,6 +208,15 @@ impl Journal {
         self.ops.push(op);
     }
 
+    /// What answers the client's packet promises a change another shard
+    /// makes: it waits for the batch being gathered, taken even if empty,
+    /// which the broker releases once the other shards confirm (see
+    /// [`Durability`](crate::shard::Durability)).
+    pub(crate) fn expect_elsewhere(&mut self) {
+        self.forced = true;
+        self.promising += 1;
+    }
+
     /// How many promising changes were recorded since the last batch was
     /// taken.
     pub(crate) fn promises(&self) -> usize {
@@ -139,22 +231,26 @@ impl Journal {
             return held.id;
         }
         let id = self.fresh_id();
-        self.hold(Held { message: message.clone(), id, refs: 1 });
+        self.hold(Held { message: message.clone(), id, refs: 1, shared: false });
         self.ops.push(StoreOp::Message { id, message: message.clone() });
         id
     }
 
     /// A key no stored body has. Keys count up from the highest restored
     /// one; past the last (a file can hold any key), they start again
-    /// from 1, skipping those in use.
+    /// from the first, skipping those in use. With shards, only this
+    /// shard's keys are drawn (a key restored into another shard could
+    /// come round again only after 2^64 / shards new bodies).
     fn fresh_id(&mut self) -> MessageId {
         loop {
             let id = self.next_message;
-            self.next_message = match id.checked_add(1) {
+            // `id` is one of this journal's keys, and so is the one a
+            // step on.
+            self.next_message = match id.checked_add(self.keys.1) {
                 Some(next) => next,
                 None => {
                     self.wrapped = true;
-                    1
+                    self.key_at_or_after(1).unwrap_or(1)
                 }
             };
             if !self.wrapped || !self.messages.iter().any(|held| held.id.0 == id) {
@@ -177,9 +273,12 @@ impl Journal {
         let held = entry.get_mut();
         held.refs = held.refs.saturating_sub(1);
         if held.refs == 0 {
-            let id = held.id;
+            let (id, shared) = (held.id, held.shared);
             entry.remove();
-            self.ops.push(StoreOp::DropMessage { id });
+            // Another shard still holding it drops it in its turn.
+            if !shared || self.shared.as_ref().is_none_or(|s| s.let_go(id)) {
+                self.ops.push(StoreOp::DropMessage { id });
+            }
         }
     }
 
@@ -187,7 +286,7 @@ impl Journal {
     /// the last one taken if nothing was recorded since: output that
     /// waits for it waits for no more than it must.
     pub(crate) fn pending_batch(&self) -> u64 {
-        if self.ops.is_empty() { self.next_batch - 1 } else { self.next_batch }
+        if self.ops.is_empty() && !self.forced { self.next_batch - 1 } else { self.next_batch }
     }
 
     /// Batches taken and not yet reported durable.
@@ -202,12 +301,13 @@ impl Journal {
 
     /// The changes gathered, as the next batch, if there are any.
     pub(crate) fn take_batch(&mut self) -> Option<StoreBatch> {
-        if self.ops.is_empty() {
+        if self.ops.is_empty() && !self.forced {
             return None;
         }
         let seq = self.next_batch;
         self.next_batch += 1;
         self.promising = 0;
+        self.forced = false;
         Some(StoreBatch { seq, ops: std::mem::take(&mut self.ops) })
     }
 

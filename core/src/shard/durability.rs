@@ -1,0 +1,173 @@
+//! What a shard's acknowledgements wait for when the shards share a
+//! store.
+//!
+//! A PUBACK promises that the message is on disk wherever it must be
+//! kept, and with shards that may be another shard's batch: a copy for a
+//! persistent session of that shard, or the retained message it records.
+//! So a shard counts the messages it posts that another shard may store,
+//! and takes each of its own batches as releasing output only once it is
+//! on disk *and* every shard has said that what was posted to it before
+//! that batch was taken is on disk too. The receiving shard counts the
+//! same messages and says so ([`ShardMessage::Stored`](super::ShardMessage))
+//! once the batch that holds their effects is on disk.
+//!
+//! Counts restart with the process, as the shards do.
+
+use std::collections::VecDeque;
+
+use super::ShardId;
+use crate::message::Message;
+
+/// Whether another shard may store `message` for what its publisher was
+/// told: a QoS 1/2 copy, or a retained message.
+pub(crate) fn may_be_stored(message: &Message) -> bool {
+    message.qos != crate::types::QoS::AtMostOnce || message.retain
+}
+
+/// One shard's side of the counts (see the [module](self)).
+#[derive(Debug)]
+pub(crate) struct Durability {
+    /// Messages that may be stored posted to each shard.
+    sent: Vec<u64>,
+    /// How many of them each shard said are on disk.
+    confirmed: Vec<u64>,
+    /// Own batches taken after posting, with the counts posted by then:
+    /// a batch's output waits for those counts to be confirmed.
+    marks: VecDeque<(u64, Vec<u64>)>,
+    /// `sent` changed since the last mark.
+    unmarked: bool,
+    /// Such messages received from each shard.
+    received: Vec<u64>,
+    /// Counts received, to confirm once the own batch holding their
+    /// effects is on disk: (batch, from, count).
+    to_confirm: VecDeque<(u64, ShardId, u64)>,
+    /// Own batches on disk up to this one.
+    on_disk: u64,
+}
+
+impl Durability {
+    /// Counts for `count` shards.
+    pub(crate) fn new(count: u16) -> Self {
+        let zeros = vec![0; usize::from(count)];
+        Self {
+            sent: zeros.clone(),
+            confirmed: zeros.clone(),
+            marks: VecDeque::new(),
+            unmarked: false,
+            received: zeros,
+            to_confirm: VecDeque::new(),
+            on_disk: 0,
+        }
+    }
+
+    /// A message that may be stored was posted to `to`.
+    pub(crate) fn posted(&mut self, to: ShardId) {
+        if let Some(sent) = self.sent.get_mut(usize::from(to.0)) {
+            *sent += 1;
+            self.unmarked = true;
+        }
+    }
+
+    /// Own batch `seq` was taken: its output also waits for what was
+    /// posted so far.
+    pub(crate) fn batch_taken(&mut self, seq: u64) {
+        if std::mem::take(&mut self.unmarked) {
+            self.marks.push_back((seq, self.sent.clone()));
+        }
+    }
+
+    /// Own batches up to `seq` are on disk.
+    pub(crate) fn on_disk(&mut self, seq: u64) {
+        self.on_disk = self.on_disk.max(seq);
+    }
+
+    /// Shard `from` says `count` of the messages posted to it are on
+    /// disk.
+    pub(crate) fn confirmed(&mut self, from: ShardId, count: u64) {
+        if let Some(confirmed) = self.confirmed.get_mut(usize::from(from.0)) {
+            *confirmed = (*confirmed).max(count);
+        }
+    }
+
+    /// The last own batch whose output may go: on disk, and everything
+    /// posted before it was taken confirmed.
+    pub(crate) fn releasable(&mut self) -> u64 {
+        while let Some((_, counts)) = self.marks.front() {
+            if counts.iter().zip(&self.confirmed).all(|(sent, confirmed)| sent <= confirmed) {
+                self.marks.pop_front();
+            } else {
+                break;
+            }
+        }
+        match self.marks.front() {
+            Some((seq, _)) => self.on_disk.min(seq - 1),
+            None => self.on_disk,
+        }
+    }
+
+    /// A message that may be stored came from `from`; its effects here are
+    /// in own batch `batch`.
+    pub(crate) fn received(&mut self, from: ShardId, batch: u64) {
+        let Some(received) = self.received.get_mut(usize::from(from.0)) else { return };
+        *received += 1;
+        let count = *received;
+        match self.to_confirm.back_mut() {
+            Some(last) if last.0 == batch && last.1 == from => last.2 = count,
+            _ => self.to_confirm.push_back((batch, from, count)),
+        }
+    }
+
+    /// The confirmations now due, at most one per shard: the counts whose
+    /// batch is on disk.
+    pub(crate) fn due(&mut self) -> Vec<(ShardId, u64)> {
+        let mut due: Vec<(ShardId, u64)> = Vec::new();
+        while let Some(&(batch, from, count)) = self.to_confirm.front() {
+            if batch > self.on_disk {
+                break;
+            }
+            self.to_confirm.pop_front();
+            match due.iter_mut().find(|(shard, _)| *shard == from) {
+                Some(entry) => entry.1 = count,
+                None => due.push((from, count)),
+            }
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_released_once_on_disk_and_what_was_posted_before_it_is_confirmed() {
+        let mut d = Durability::new(2);
+        d.batch_taken(1);
+        d.posted(ShardId(1));
+        d.batch_taken(2);
+        d.posted(ShardId(1));
+        d.batch_taken(3);
+        d.on_disk(3);
+        // Batch 1 took nothing posted; 2 waits for one message, 3 for two.
+        assert_eq!(d.releasable(), 1);
+        d.confirmed(ShardId(1), 1);
+        assert_eq!(d.releasable(), 2);
+        d.confirmed(ShardId(1), 2);
+        assert_eq!(d.releasable(), 3);
+    }
+
+    #[test]
+    fn a_receiver_confirms_what_its_batches_on_disk_hold() {
+        let mut d = Durability::new(3);
+        d.received(ShardId(1), 4);
+        d.received(ShardId(1), 4);
+        d.received(ShardId(2), 5);
+        d.received(ShardId(1), 6);
+        assert!(d.due().is_empty());
+        d.on_disk(5);
+        assert_eq!(d.due(), [(ShardId(1), 2), (ShardId(2), 1)]);
+        d.on_disk(6);
+        assert_eq!(d.due(), [(ShardId(1), 3)]);
+        assert!(d.due().is_empty());
+    }
+}
