@@ -469,6 +469,7 @@ impl Broker {
                     shards.durability.confirmed(from, count);
                     let releasable = shards.durability.releasable();
                     self.release_durable(releasable);
+                    self.record_settled_releases();
                 }
             }
             ShardMessage::Hold(conn) => self.hold(conn, None),

@@ -39,7 +39,7 @@ use crate::types::{ConnId, Protocol};
 
 mod durability;
 
-pub(crate) use durability::{Durability, may_be_stored};
+pub(crate) use durability::{Durability, Released, may_be_stored};
 
 /// A shard, numbered from 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

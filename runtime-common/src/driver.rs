@@ -19,8 +19,8 @@ use culex_core::occupancy::Occupancy;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
-use culex_core::shard::ShardId;
-use culex_core::{Broker, Config, QoS, Restorer};
+use culex_core::shard::{ShardId, home_shard};
+use culex_core::{Broker, Config, QoS, Restorer, ShardRestorer};
 use culex_core::{ConnId, Peer};
 use tracing::{info, warn};
 
@@ -29,7 +29,7 @@ use crate::clock::Clock;
 use crate::logging;
 use crate::notify;
 use crate::outbox::Writers;
-use crate::persist::{self, Committer};
+use crate::persist::{self, SharedCommitter};
 use crate::reload::Reloaded;
 use crate::reports::{ShardMail, WriterReports};
 use crate::settings::{self, Settings};
@@ -238,10 +238,12 @@ pub struct Prepared<O> {
     pub links: Option<ShardLinks>,
 }
 
-/// The store's committer, and how far the broker has been told it got.
+/// The store's committer, shared by the shards, and how far this shard's
+/// broker has been told it got.
 #[derive(Debug)]
 pub struct Persisting {
-    committer: Committer,
+    committer: Arc<SharedCommitter>,
+    shard: u16,
     path: PathBuf,
     told: u64,
 }
@@ -251,9 +253,9 @@ impl Persisting {
     /// broker what became durable.
     fn sync<O: Outbox>(&mut self, server: &mut Server<O>, clock: &Clock) {
         for batch in server.poll_store_batches() {
-            self.committer.commit(batch);
+            self.committer.commit(self.shard, batch);
         }
-        let durable = self.committer.durable();
+        let durable = self.committer.durable(self.shard);
         if durable > self.told {
             self.told = durable;
             server.stored(clock.now(), durable);
@@ -267,10 +269,12 @@ impl Persisting {
         info!("The store {} is current ({size}): every change is committed as it happens.", self.path.display());
     }
 
-    /// Commits what is left and stops the committer.
+    /// Commits what is left and, at the last shard to stop, stops the
+    /// committer.
     fn finish<O: Outbox>(mut self, server: &mut Server<O>, clock: &Clock) {
         self.sync(server, clock);
-        if !self.committer.shutdown() {
+        let Some(committer) = Arc::into_inner(self.committer) else { return };
+        if !committer.shutdown() {
             warn!("The store {} could not commit every change before exit.", self.path.display());
         }
     }
@@ -332,20 +336,33 @@ pub fn prepare<O: Outbox>(
     // The connection and client limits hold for the process.
     let occupancy = Arc::new(Occupancy::new(&settings.core));
     let open: Arc<[AtomicUsize]> = (0..shards).map(|_| AtomicUsize::new(0)).collect();
+    let new_broker = |shard| new_broker(settings, shard, shards, &occupancy);
+    let (brokers, committer) = match &settings.persistence {
+        Some(conf) => {
+            let (brokers, committer) = open_store(settings, conf, clock, shards, &new_broker, &wake)?;
+            (brokers.into_iter().map(Some).collect(), Some(committer))
+        }
+        None => ((0..shards).map(|_| None).collect::<Vec<_>>(), None),
+    };
     let mut prepared = Vec::with_capacity(usize::from(shards));
-    for shard in (0..shards).map(ShardId) {
+    for (restored, shard) in brokers.into_iter().zip((0..shards).map(ShardId)) {
         let links = (shards > 1).then(|| {
             let wake = wake.clone();
             let wake = Arc::new(move |to| wake(to, Poke::Mail));
             ShardLinks { me: shard, mail: mail.clone(), wake, open: open.clone() }
         });
-        let nudge = {
-            let wake = wake.clone();
-            move || wake(shard, Poke::Nudge)
+        let presence = settings.redis.as_ref().map(|r| PresenceSync::new(PresenceSettings::with_lease(r.lease)));
+        let (server, persistence) = match (restored, &committer, &settings.persistence) {
+            (Some(broker), Some(committer), Some(conf)) => {
+                let persisting =
+                    Persisting { committer: committer.clone(), shard: shard.0, path: conf.path(), told: 0 };
+                (Server::restored(clock.now(), broker, presence), Some(persisting))
+            }
+            _ => (Server::new(new_broker(shard), presence), None),
         };
-        let shard = Shard { id: shard, of: shards, links, occupancy: occupancy.clone() };
-        prepared.push(prepare_shard(settings, clock, shard, nudge)?);
+        prepared.push(prepare_shard(settings, clock, server, persistence, links));
     }
+    drop(committer);
     // The listeners are bound (the runtimes bind before preparing), the
     // log and the store open: root is no longer needed. The store's files
     // go to the user, who may have to open them again (a start as that
@@ -357,50 +374,63 @@ pub fn prepare<O: Outbox>(
     Ok(prepared)
 }
 
-/// A shard among the process's: its number, how many there are, its ties
-/// to the others (with more than one) and the counts they share.
-struct Shard {
-    id: ShardId,
-    of: u16,
-    links: Option<ShardLinks>,
-    occupancy: Arc<Occupancy>,
+/// Shard `shard` of `shards`'s broker, before any restore: a fresh seed
+/// for assigned ids, the counts the shards share.
+fn new_broker(settings: &Settings, shard: ShardId, shards: u16, occupancy: &Arc<Occupancy>) -> Broker {
+    let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
+    let mut broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
+    if settings.core.memory_limit.is_some() {
+        broker.set_memory_gauge(Arc::new(HeapGauge));
+    }
+    broker.join_shards(shard, shards);
+    broker.share_occupancy(occupancy.clone());
+    broker
 }
 
-/// One shard's server (see [`prepare`]).
+/// Opens the store, restores what it holds into the shards' brokers
+/// (each session to its home shard, see
+/// [`ShardRestorer`](culex_core::ShardRestorer)) and starts the committer
+/// they share, which wakes a shard when its batches are durable.
+fn open_store(
+    settings: &Settings,
+    conf: &culex_core::conf::PersistenceConf,
+    clock: &Clock,
+    shards: u16,
+    new_broker: &dyn Fn(ShardId) -> Broker,
+    wake: &Arc<dyn Fn(ShardId, Poke) + Send + Sync>,
+) -> Result<(Vec<Broker>, Arc<SharedCommitter>), settings::Error> {
+    notify::status(&format!("Opening the store {}.", conf.path().display()));
+    let now = clock.now();
+    let (store, brokers) = if shards > 1 {
+        // A bridge's local session lives on shard 0, as the bridge does.
+        let hostname = settings::hostname();
+        let bridges: Vec<String> = settings.bridges.iter().map(|b| b.local_client_id(&hostname)).collect();
+        let home = move |id: &str| if bridges.iter().any(|b| b == id) { ShardId(0) } else { home_shard(id, shards) };
+        let fresh = &mut || ShardRestorer::new((0..shards).map(ShardId).map(new_broker).collect(), now, home.clone());
+        let opened = persist::open_store(conf, now.unix, fresh)?;
+        (opened.store, opened.restored.finish())
+    } else {
+        let opened = persist::open_store(conf, now.unix, &mut || Restorer::new(new_broker(ShardId(0)), now))?;
+        (opened.store, vec![opened.restored.finish()])
+    };
+    let wake = wake.clone();
+    let committer = SharedCommitter::spawn(store, shards, move |shard| wake(ShardId(shard), Poke::Nudge))
+        .map_err(|source| settings::Error::StoreThread { source })?;
+    Ok((brokers, Arc::new(committer)))
+}
+
+/// One shard's server around `server` (see [`prepare`]).
 fn prepare_shard<O: Outbox>(
     settings: &Settings,
     clock: &Clock,
-    shard: Shard,
-    nudge: impl Fn() + Send + Sync + 'static,
-) -> Result<Prepared<O>, settings::Error> {
-    let Shard { id: shard, of: shards, links, occupancy } = shard;
-    let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
-    let connection_messages = core.connection_messages;
-    let presence = settings.redis.as_ref().map(|redis| PresenceSync::new(PresenceSettings::with_lease(redis.lease)));
-    let new_broker = || {
-        let mut broker = Broker::with_policy(core.clone(), Box::new(settings.policy.clone()));
-        if settings.core.memory_limit.is_some() {
-            broker.set_memory_gauge(Arc::new(HeapGauge));
-        }
-        broker.join_shards(shard, shards);
-        broker.share_occupancy(occupancy.clone());
-        broker
-    };
+    mut server: Server<O>,
+    persistence: Option<Persisting>,
+    links: Option<ShardLinks>,
+) -> Prepared<O> {
+    let connection_messages = settings.core.connection_messages;
+    let shard = links.as_ref().map_or(ShardId(0), |l| l.me);
     let policies = settings.policy.clone();
-    let writers = Arc::new(Writers::new(Thresholds::of(&core)));
-    let (server, persistence) = match &settings.persistence {
-        Some(conf) => {
-            notify::status(&format!("Opening the store {}.", conf.path().display()));
-            let now = clock.now();
-            let opened = persist::open_store(conf, now.unix, &mut || Restorer::new(new_broker(), now))?;
-            let server = Server::restored(now, opened.restored.finish(), presence);
-            let committer = Committer::spawn(opened.store, Box::new(move |_| nudge()))
-                .map_err(|source| settings::Error::StoreThread { source })?;
-            (server, Some(Persisting { committer, path: conf.path(), told: 0 }))
-        }
-        None => (Server::new(new_broker(), presence), None),
-    };
-    let mut server = server;
+    let writers = Arc::new(Writers::new(Thresholds::of(&settings.core)));
     if let Some(links) = &links {
         server.post_shard_messages(Box::new(MailBus::new(links.clone())));
     }
@@ -412,7 +442,7 @@ fn prepare_shard<O: Outbox>(
             server.start_bridge(clock.now(), bridge.clone(), &hostname, settings::random_seed());
         }
     }
-    Ok(Prepared { server, policies, connection_messages, writers, persistence, links })
+    Prepared { server, policies, connection_messages, writers, persistence, links }
 }
 
 /// What the broker task hands its runtime: password checks for the

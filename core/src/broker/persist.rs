@@ -15,6 +15,7 @@ use crate::message::Message;
 use crate::persistence::journal::Journal;
 use crate::persistence::{CopyState, StoreOp, StoredCopy, StoredSession, StoredState};
 use crate::session::{Outgoing, Session, SessionKey, Stage};
+use crate::shard::Released;
 use crate::time::Now;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
@@ -248,10 +249,30 @@ impl Broker {
     pub(super) fn record_released(&mut self, key: SessionKey, packet_id: PacketId, message: Option<&Arc<Message>>) {
         let Some(session) = self.sessions.get(key) else { return };
         let client = session.client_id.clone();
+        let released = Released { client, packet_id, message: message.cloned() };
+        match self.shards.as_mut().filter(|s| !s.durability.is_settled()) {
+            // Routed to shards that may not have it on disk yet.
+            Some(shards) => shards.durability.hold_back(released),
+            None => self.record_release(released),
+        }
+    }
+
+    /// An incoming message leaves the store.
+    fn record_release(&mut self, released: Released) {
         let Some(journal) = self.journal.as_mut() else { return };
+        let Released { client, packet_id, message } = released;
         journal.push(StoreOp::DropIncoming { client, packet_id });
         if let Some(message) = message {
-            journal.release(message);
+            journal.release(&message);
+        }
+    }
+
+    /// Records the releases held back until the other shards confirmed
+    /// what was routed to them (see [`Released`]).
+    pub(super) fn record_settled_releases(&mut self) {
+        let Some(shards) = self.shards.as_mut() else { return };
+        for released in shards.durability.settled_releases() {
+            self.record_release(released);
         }
     }
 

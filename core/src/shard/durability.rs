@@ -14,9 +14,25 @@
 //! Counts restart with the process, as the shards do.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::ShardId;
 use crate::message::Message;
+use crate::types::{ClientId, PacketId};
+
+/// An incoming QoS 2 message released (PUBREL) and routed: its record
+/// leaves the store once the shards it was posted to have their copies on
+/// disk, so that a crash in between routes it again at restart rather
+/// than losing it.
+#[derive(Debug)]
+pub(crate) struct Released {
+    /// Its publisher.
+    pub(crate) client: ClientId,
+    /// Its packet id.
+    pub(crate) packet_id: PacketId,
+    /// The message, if it was kept.
+    pub(crate) message: Option<Arc<Message>>,
+}
 
 /// Whether another shard may store `message` for what its publisher was
 /// told: a QoS 1/2 copy, or a retained message.
@@ -43,6 +59,8 @@ pub(crate) struct Durability {
     to_confirm: VecDeque<(u64, ShardId, u64)>,
     /// Own batches on disk up to this one.
     on_disk: u64,
+    /// Releases held back, with the counts posted by then.
+    held: VecDeque<(Vec<u64>, Released)>,
 }
 
 impl Durability {
@@ -57,7 +75,32 @@ impl Durability {
             received: zeros,
             to_confirm: VecDeque::new(),
             on_disk: 0,
+            held: VecDeque::new(),
         }
+    }
+
+    /// Whether every message posted is confirmed.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.sent.iter().zip(&self.confirmed).all(|(sent, confirmed)| sent <= confirmed)
+    }
+
+    /// Holds `released` back until what was posted so far is confirmed.
+    pub(crate) fn hold_back(&mut self, released: Released) {
+        self.held.push_back((self.sent.clone(), released));
+    }
+
+    /// The releases held back whose posts are now all confirmed.
+    pub(crate) fn settled_releases(&mut self) -> Vec<Released> {
+        let mut settled = Vec::new();
+        while let Some((counts, _)) = self.held.front() {
+            if !counts.iter().zip(&self.confirmed).all(|(sent, confirmed)| sent <= confirmed) {
+                break;
+            }
+            if let Some((_, released)) = self.held.pop_front() {
+                settled.push(released);
+            }
+        }
+        settled
     }
 
     /// A message that may be stored was posted to `to`.

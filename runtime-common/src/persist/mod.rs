@@ -29,6 +29,7 @@ mod handoff;
 mod memory;
 mod open;
 mod redb_store;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -39,6 +40,7 @@ pub use committer::{Committer, CommitterOptions, Notify};
 pub use memory::MemStore;
 pub use open::{OpenError, Opened, OpenedStore, Outcome, files, import_mosquitto, open, open_store};
 pub use redb_store::RedbStore;
+pub use shared::SharedCommitter;
 pub use wal::{DEFAULT_CHECKPOINT_BYTES, OpenLog, WalStore};
 
 /// Where batches are kept.
