@@ -482,9 +482,6 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
             census.update(open);
         }
         take_reports(&mut server, &writers.reports, &clock);
-        if let Some(persisting) = persistence.as_mut() {
-            persisting.sync(&mut server, &clock);
-        }
         if part.first() {
             publish_log_lines(&mut server, &clock);
         }
@@ -495,6 +492,11 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
         poll_presence(&mut server, &clock, store.as_mut());
         if let Some(links) = part.0 {
             take_mail(&mut server, links, &clock, false);
+        }
+        // Last: the batches of everything above (the mail's too) go to the
+        // committer before the task waits.
+        if let Some(persisting) = persistence.as_mut() {
+            persisting.sync(&mut server, &clock);
         }
         server.end_turn();
         let deadline = server.next_deadline().map(|at| clock.to_std(at));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use culex_core::auth::ListenerPolicies;
 use culex_core::conf::{
     self, BridgeConf, BrokerConf, CliCommand, IncludeSource, ListenerProtocol, LogConf, PersistenceConf, ProcessConf,
-    Secret, Shards, WebSocketsConf,
+    Secret, WebSocketsConf,
 };
 use culex_core::presence::PresenceKeys;
 use culex_core::shard::ShardId;
@@ -364,9 +364,6 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
                 .to_owned(),
         );
     }
-    if conf.process.shards != Shards::Count(1) {
-        refuse_with_shards(&conf)?;
-    }
     let listener_client_ids = conf.listener_client_ids();
     let listener_rules = conf.listener_rules();
     let listener_max_connections = conf.listener_max_connections();
@@ -391,17 +388,6 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let persistence = conf.persistence.enabled.then_some(conf.persistence);
     let (log, process, bridges) = (conf.log, conf.process, conf.bridges);
     Ok(Settings { listeners, core, redis, log, policy, reload, notices, persistence, process, bridges, bridge_tls })
-}
-
-/// What several shards do not do yet (see [`shards`](crate::shards)):
-/// one store. Said at start rather than done wrong.
-fn refuse_with_shards(conf: &BrokerConf) -> Result<(), String> {
-    if conf.persistence.enabled {
-        return Err("Error: shards above 1 cannot be used with persistence true: the store is kept by one shard. \
-                    Set shards 1."
-            .to_owned());
-    }
-    Ok(())
 }
 
 /// A listener's WebSocket handshake rules and `http_dir`, resolved as

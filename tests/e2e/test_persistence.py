@@ -24,9 +24,10 @@ def persistent_broker(make_broker, tmp_path: Path, *extra: str, start: bool = Tr
     return make_broker(extra=lines, start=start), store / "mosquitto.db"
 
 
+@pytest.mark.parametrize("shards", [1, 2])
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGTERM, log removed", "kill -9"])
-def test_retained_messages_and_persistent_sessions_survive_a_restart(make_broker, tmp_path, cleanup, stop):
-    broker, path = persistent_broker(make_broker, tmp_path)
+def test_retained_messages_and_persistent_sessions_survive_a_restart(make_broker, tmp_path, cleanup, stop, shards):
+    broker, path = persistent_broker(make_broker, tmp_path, f"shards {shards}")
     log = path.with_name(path.name + ".wal")
     sub = Paho(broker.port, "p-sub", clean_session=False).connect()
     sub.subscribe("p/#", qos=2)
@@ -98,12 +99,14 @@ class RawPublisher:
         self.raw.close()
 
 
-def test_every_acknowledged_message_survives_kill_9_during_publishing(make_broker, tmp_path, cleanup):
+@pytest.mark.parametrize("shards", [1, 2])
+def test_every_acknowledged_message_survives_kill_9_during_publishing(make_broker, tmp_path, cleanup, shards):
     """A bounded loop: publishers send numbered QoS 1 and 2 messages to an
     offline persistent subscriber while the broker is killed at random;
     after the last restart the subscriber gets every acknowledged message,
-    QoS 2 exactly once, each publisher's messages in order."""
-    broker, _ = persistent_broker(make_broker, tmp_path)
+    QoS 2 exactly once, each publisher's messages in order. With 2 shards
+    the publishers and the subscriber are spread over both."""
+    broker, _ = persistent_broker(make_broker, tmp_path, f"shards {shards}")
     sub = Paho(broker.port, "k-sub", clean_session=False).connect()
     sub.subscribe("k/#", qos=2)
     sub.disconnect()

@@ -193,11 +193,46 @@ def test_a_connection_that_never_completes_its_connect_is_closed(make_broker):
     sock.close()
 
 
-def test_persistence_with_shards_stops_start_up_with_a_reason(make_broker, tmp_path):
-    broker = make_broker(start=False, extra=SHARDS + ["persistence true", f"persistence_location {tmp_path}/"])
-    with pytest.raises(AssertionError, match="exited"):
-        broker.start(timeout=5)
-    assert "Error: shards above 1 cannot be used with" in broker.log()
+@pytest.mark.parametrize("stop", ["SIGTERM", "kill -9"])
+def test_a_store_written_by_two_shards_restores_into_three(make_broker, tmp_path, cleanup, stop):
+    """The shards share one store: the sessions of both shards, what was
+    queued for them from both and the retained messages set through both
+    come back after a restart with three shards, each session at its new
+    home, each retained message on every shard."""
+    store = tmp_path / "store"
+    store.mkdir()
+    broker = make_broker(extra=SHARDS + ["persistence true", f"persistence_location {store}/", "max_queued_messages 0"])
+    subs = [on_shard(s, "keep") for s in (0, 1)]
+    for client_id in subs:
+        sub = Paho(broker.port, client_id, clean_session=False).connect()
+        sub.subscribe("s/#", qos=2)
+        sub.disconnect()
+    for s in (0, 1):
+        pub = Paho(broker.port, on_shard(s, "put")).connect()
+        cleanup(pub.close)
+        for qos in (1, 2):
+            pub.publish(f"s/{s}/{qos}", f"from {s} at {qos}", qos=qos)
+        pub.publish(f"r/{s}", f"retained {s}", qos=1, retain=True)
+        pub.close()
+    if stop == "kill -9":
+        broker.kill9()
+    else:
+        assert broker.stop() == 0
+    broker.config.write_text(broker.config.read_text().replace("shards 2", "shards 3"))
+    broker.restart()
+    expected = sorted((f"s/{s}/{qos}", f"from {s} at {qos}") for s in (0, 1) for qos in (1, 2))
+    for client_id in subs:
+        sub = Paho(broker.port, client_id, clean_session=False).connect()
+        cleanup(sub.close)
+        assert sub.session_present, f"{client_id}: the session was not restored"
+        got = sorted((m.topic, m.payload.decode()) for m in drain(sub, 1.0) if m.topic.startswith("s/"))
+        assert got == expected, f"{client_id}: {got}"
+    for s in range(3):
+        fresh = Paho(broker.port, on_shard(s, "fresh", 3)).connect()
+        cleanup(fresh.close)
+        fresh.subscribe("r/#", qos=1)
+        got = sorted((m.topic, m.payload.decode()) for m in drain(fresh, 1.0))
+        assert got == [("r/0", "retained 0"), ("r/1", "retained 1")], f"shard {s} of 3: {got}"
 
 
 def test_mosquitto_clients_on_both_shards(make_broker, cleanup):
