@@ -8,11 +8,12 @@
 //! wakes only the shards it concerns.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::PoisonError;
 
 use culex_core::persistence::StoreBatch;
 
 use super::{Committer, Store};
+use crate::sync::{Arc, Mutex, MutexGuard};
 
 /// The store's numbers of the batches handed over and not yet durable,
 /// and each shard's durable batch in its own numbering.
@@ -28,6 +29,24 @@ struct Numbering {
 }
 
 impl Numbering {
+    /// A numbering for `shards` shards, the store's last batch being
+    /// `last`.
+    fn new(shards: u16, last: u64) -> Self {
+        Self { next: last + 1, pending: VecDeque::new(), durable: vec![0; usize::from(shards.max(1))] }
+    }
+
+    /// Gives shard `shard`'s `batch` the store's next number and hands it
+    /// to `committer`, still under the lock of `numbering`: the store's
+    /// numbers reach the committer in order whichever shards race.
+    fn hand_over(numbering: &Mutex<Self>, shard: u16, mut batch: StoreBatch, committer: impl FnOnce(StoreBatch)) {
+        let mut numbering = lock(numbering);
+        let global = numbering.next;
+        numbering.next += 1;
+        numbering.pending.push_back((global, usize::from(shard), batch.seq));
+        batch.seq = global;
+        committer(batch);
+    }
+
     /// Everything the store numbered up to `seq` is durable: the shards
     /// whose durable batch moved.
     fn durable_through(&mut self, seq: u64) -> Vec<usize> {
@@ -72,15 +91,11 @@ impl SharedCommitter {
         wake: impl Fn(u16) + Send + 'static,
     ) -> Result<Self, std::io::Error> {
         let last = store.last_batch().map_err(std::io::Error::other)?;
-        let numbering = Arc::new(Mutex::new(Numbering {
-            next: last + 1,
-            pending: VecDeque::new(),
-            durable: vec![0; usize::from(shards.max(1))],
-        }));
+        let numbering = Arc::new(Mutex::new(Numbering::new(shards, last)));
         let notify = {
             let numbering = numbering.clone();
             Box::new(move |seq| {
-                let moved = numbering.lock().unwrap_or_else(PoisonError::into_inner).durable_through(seq);
+                let moved = lock(&numbering).durable_through(seq);
                 for shard in moved {
                     wake(u16::try_from(shard).unwrap_or(0));
                 }
@@ -92,20 +107,13 @@ impl SharedCommitter {
 
     /// Hands shard `shard`'s `batch` over, without waiting. A shard's
     /// batches must come in the order of its numbers.
-    pub fn commit(&self, shard: u16, mut batch: StoreBatch) {
-        let mut numbering = self.numbering.lock().unwrap_or_else(PoisonError::into_inner);
-        let global = numbering.next;
-        numbering.next += 1;
-        numbering.pending.push_back((global, usize::from(shard), batch.seq));
-        batch.seq = global;
-        // Under the lock: the store's numbers reach the committer in order.
-        self.committer.commit(batch);
+    pub fn commit(&self, shard: u16, batch: StoreBatch) {
+        Numbering::hand_over(&self.numbering, shard, batch, |batch| self.committer.commit(batch));
     }
 
     /// Shard `shard`'s last durable batch, in its numbering (0 before any).
     pub fn durable(&self, shard: u16) -> u64 {
-        let numbering = self.numbering.lock().unwrap_or_else(PoisonError::into_inner);
-        numbering.durable.get(usize::from(shard)).copied().unwrap_or(0)
+        lock(&self.numbering).durable.get(usize::from(shard)).copied().unwrap_or(0)
     }
 
     /// The store's size on disk after its last commit.
@@ -117,6 +125,69 @@ impl SharedCommitter {
     /// handed over is durable (see [`Committer::shutdown`]).
     pub fn shutdown(self) -> bool {
         self.committer.shutdown()
+    }
+}
+
+/// The numbering, locked. It is plain data left consistent at every
+/// point, so a panic elsewhere does not spoil it.
+fn lock(numbering: &Mutex<Numbering>) -> MutexGuard<'_, Numbering> {
+    numbering.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(all(test, culex_loom))]
+mod loom_shared {
+    //! Two shards handing batches over at once to a committer thread
+    //! that takes whatever is pending, "commits" it and reports it
+    //! durable, on the real [`Handoff`](super::super::handoff::Handoff).
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::persist::handoff::Handoff;
+
+    /// The store's numbers reach the committer in order, each batch once;
+    /// a shard is never told a batch of its own is durable before the
+    /// committer committed it, and both end told their last.
+    #[test]
+    fn racing_shards_reach_the_store_in_order() {
+        loom::model(|| {
+            let numbering = Arc::new(Mutex::new(Numbering::new(2, 0)));
+            let handoff = Arc::new(Handoff::<StoreBatch>::default());
+            let committed = Arc::new(Mutex::new(Vec::<u64>::new()));
+            let shards: Vec<_> = (0..2u16)
+                .map(|shard| {
+                    let (numbering, handoff) = (numbering.clone(), handoff.clone());
+                    loom::thread::spawn(move || {
+                        for seq in 1..=2 {
+                            let batch = StoreBatch { seq, ops: Vec::new() };
+                            Numbering::hand_over(&numbering, shard, batch, |b| handoff.hand_over(b));
+                        }
+                    })
+                })
+                .collect();
+            let consumer = loom::thread::spawn({
+                let (numbering, handoff, committed) = (numbering.clone(), handoff.clone(), committed.clone());
+                move || {
+                    let mut group = Vec::new();
+                    let mut seen = 0;
+                    while seen < 4 {
+                        handoff.take(&mut group);
+                        for batch in group.drain(..) {
+                            committed.lock().unwrap().push(batch.seq);
+                            seen += 1;
+                        }
+                        let last = *committed.lock().unwrap().last().unwrap();
+                        lock(&numbering).durable_through(last);
+                    }
+                }
+            });
+            for shard in shards {
+                shard.join().unwrap();
+            }
+            handoff.request_stop();
+            consumer.join().unwrap();
+            assert_eq!(*committed.lock().unwrap(), [1, 2, 3, 4], "out of order or lost");
+            assert_eq!(lock(&numbering).durable, [2, 2]);
+        });
     }
 }
 
