@@ -199,7 +199,9 @@ class Broker:
         # CULEX_E2E_SHARDS=N runs every broker of the suite with N shards.
         if os.environ.get("CULEX_E2E_SHARDS") and not any(l.startswith("shards ") for l in lines):
             lines.append(f"shards {os.environ['CULEX_E2E_SHARDS']}")
-        self.shards = next((int(l.split()[1]) for l in lines if l.startswith("shards ") and l.split()[1].isdigit()), 1)
+        # Without a number, `auto` (the default): one per CPU it may use.
+        shards = next((l.split()[1] for l in lines if l.startswith("shards ")), "auto")
+        self.shards = int(shards) if shards.isdigit() else max(1, len(os.sched_getaffinity(0)))
         self.config = self.workdir / f"{name}-{self.port}.conf"
         self.config.write_text("\n".join(lines) + "\n")
 

@@ -49,13 +49,13 @@ pub struct ProcessConf {
     pub set_tcp_nodelay: bool,
     /// Brokers run as one, each the home of part of the client ids, each
     /// on its own thread. Culex's key (Mosquitto has one thread): a number
-    /// or `auto`, default 1.
+    /// or `auto`, the default (one per CPU the process may use).
     pub shards: Shards,
 }
 
 impl Default for ProcessConf {
     fn default() -> Self {
-        Self { user: Some("mosquitto".to_owned()), pid_file: None, set_tcp_nodelay: true, shards: Shards::Count(1) }
+        Self { user: Some("mosquitto".to_owned()), pid_file: None, set_tcp_nodelay: true, shards: Shards::Auto }
     }
 }
 
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn shards_are_a_count_or_auto() {
         use super::Shards;
-        assert_eq!(conf("").process.shards, Shards::Count(1));
+        assert_eq!(conf("").process.shards, Shards::Auto);
         assert_eq!(conf("shards 4\n").process.shards, Shards::Count(4));
         assert_eq!(conf("shards auto\n").process.shards, Shards::Auto);
         assert_eq!(Shards::Auto.count(8), 8);
