@@ -1,7 +1,7 @@
 //! The broker: every connection, session, subscription and retained
 //! message, driven by [`Input`]s and time, answering with [`Action`]s.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ use crate::memory::MemoryGauge;
 use crate::message::Message;
 use crate::occupancy::Occupancy;
 use crate::peer::{Identity, ListenerId, Peer, Remote};
-use crate::persistence::CopyState;
 use crate::persistence::journal::Journal;
+use crate::persistence::{CopyState, MessageId};
 use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Password, Refusal, TrustBridges};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
@@ -107,6 +107,10 @@ pub struct Broker {
     /// What changed durable state since the last batch; `None` without
     /// persistence.
     journal: Option<Journal>,
+    /// Messages a restore into shards found both held for routing (an
+    /// incoming QoS 2 message) and copied to some sessions: routed again,
+    /// they skip the sessions that hold them. By address, kept alive.
+    routed_before: HashMap<usize, Arc<Message>>,
     /// Connections with output waiting for the store.
     waiting: Vec<ConnId>,
     /// When offline sessions are next checked against
@@ -417,6 +421,7 @@ impl Broker {
             gauges: Gauges::default(),
             sys: SysTopics::default(),
             journal,
+            routed_before: HashMap::new(),
             waiting: Vec::new(),
             shards: None,
             held_elsewhere: ConnIdMap::default(),
@@ -453,13 +458,20 @@ impl Broker {
         match message {
             ShardMessage::Route(filter) => self.learn_route(from, &filter, true),
             ShardMessage::Unroute(filter) => self.learn_route(from, &filter, false),
-            ShardMessage::Publish { message, publisher, version } => {
+            ShardMessage::Publish { message, publisher, version, stored } => {
                 let keep = match (version, self.shards.as_mut()) {
                     (Some(version), Some(shards)) => shards.is_latest(&message.topic, version),
                     _ => message.retain.then_some(Recorded::ALWAYS),
                 };
                 let counted = may_be_stored(&message);
-                self.deliver_here(now, message, publisher, Some(from), keep);
+                let foreign = match (stored, self.journal.as_mut()) {
+                    (Some(id), Some(journal)) => journal.hold_foreign(&message, id),
+                    _ => false,
+                };
+                self.deliver_here(now, message.clone(), publisher, Some(from), keep);
+                if let Some(journal) = self.journal.as_mut().filter(|_| foreign) {
+                    journal.let_go_if_unreferenced(&message);
+                }
                 if let (true, Some(journal), Some(shards)) = (counted, self.journal.as_ref(), self.shards.as_mut()) {
                     shards.durability.received(from, journal.pending_batch());
                 }
@@ -923,7 +935,7 @@ impl Broker {
                 // Judged before routing, which may store the body for copies.
                 let recorded = released.as_ref().is_some_and(|m| self.incoming_recorded(key, m.as_ref()));
                 if let Some(message) = released.clone().flatten() {
-                    self.route(now, message, Some(id));
+                    self.route_released(now, message, Some(id));
                 }
                 if let Some(message) = released.filter(|_| recorded) {
                     self.record_released(key, pid, message.as_ref());
@@ -1426,14 +1438,37 @@ impl Broker {
     /// subscriptions. Implements [MQTT-3.3.1-5] to [MQTT-3.3.1-12]
     /// (retained store), [MQTT-3.3.5-1], [MQTT-4.5.0-1], [MQTT-4.7.2-1].
     fn route(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
-        let recorded = self.forward_to_shards(&message, from);
+        self.route_stored(now, message, from, None);
+    }
+
+    /// Routes an incoming QoS 2 message the store holds until the shards
+    /// it goes to have their copies on disk (see
+    /// [`record_released`](Self::record_released)): their copies refer to
+    /// its stored body.
+    pub(super) fn route_released(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>) {
+        let stored = match (self.shards.as_ref(), self.journal.as_mut()) {
+            (Some(_), Some(journal)) => journal.share_with_others(&message),
+            _ => None,
+        };
+        self.route_stored(now, message, from, stored);
+    }
+
+    /// [`route`](Self::route), telling other shards the key the message
+    /// is `stored` under.
+    fn route_stored(&mut self, now: Now, message: Arc<Message>, from: Option<ConnId>, stored: Option<MessageId>) {
+        let recorded = self.forward_to_shards(&message, from, stored);
         let keep = message.retain.then_some(recorded);
         self.deliver_here(now, message, from, None, keep);
     }
 
     /// Hands `message` to the other shards that want it, if there are any;
     /// what the store records of it if it is retained.
-    fn forward_to_shards(&mut self, message: &Arc<Message>, publisher: Option<ConnId>) -> Recorded {
+    fn forward_to_shards(
+        &mut self,
+        message: &Arc<Message>,
+        publisher: Option<ConnId>,
+        stored: Option<MessageId>,
+    ) -> Recorded {
         let Some(shards) = self.shards.as_mut() else { return Recorded::ALWAYS };
         let (version, recorded) = match message.retain {
             true => {
@@ -1445,7 +1480,7 @@ impl Broker {
         let mut targets = std::mem::take(&mut self.shard_targets);
         shards.destinations(&message.topic, message.retain, &mut targets);
         for &to in &targets {
-            let message = ShardMessage::Publish { message: message.clone(), publisher, version };
+            let message = ShardMessage::Publish { message: message.clone(), publisher, version, stored };
             self.actions.push_back(Action::ToShard { to, message });
         }
         // What its publisher is told waits until those shards have it on
@@ -1508,10 +1543,21 @@ impl Broker {
             if bridge && publisher == Some(key) {
                 continue;
             }
+            if self.was_routed_to(key, &message) {
+                continue;
+            }
             let qos = self.delivery_qos(&message, grant);
             self.deliver(now, key, Outgoing::new(message.clone(), qos, bridge && message.retain), source);
         }
         self.matched = matched;
+    }
+
+    /// Whether session `key` got `message` before the restart that routes
+    /// it again (see `routed_before`).
+    fn was_routed_to(&self, key: SessionKey, message: &Arc<Message>) -> bool {
+        !self.routed_before.is_empty()
+            && self.routed_before.contains_key(&(Arc::as_ptr(message) as usize))
+            && self.sessions.get(key).is_some_and(|s| s.holds(message))
     }
 
     /// Whether session `key` may be sent a message on `topic`, for a

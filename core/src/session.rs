@@ -346,6 +346,12 @@ impl Session {
         self.flow().next_id = id;
     }
 
+    /// Whether a copy of `message` (this very one) is queued or in flight.
+    pub(crate) fn holds(&self, message: &Arc<Message>) -> bool {
+        self.queued().any(|out| Arc::ptr_eq(&out.message, message))
+            || self.inflight().any(|flight| Arc::ptr_eq(&flight.out.message, message))
+    }
+
     /// The queue behind the window, in order.
     pub(crate) fn queued(&self) -> impl Iterator<Item = &Outgoing> {
         self.flow.iter().flat_map(|f| f.queue.iter())

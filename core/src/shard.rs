@@ -33,6 +33,7 @@ use crate::codec::{self, Packet};
 use crate::http_api::clients::ClientRows;
 use crate::message::Message;
 use crate::peer::Identity;
+use crate::persistence::MessageId;
 use crate::router::SubscriptionTree;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ConnId, Protocol};
@@ -238,6 +239,11 @@ pub enum ShardMessage {
         /// For a retained message, where it stands among the changes of
         /// its topic.
         version: Option<RetainVersion>,
+        /// With a store shared by the shards, the key the sender stores
+        /// the message under while the receiver's copies are not on disk
+        /// (a released QoS 2 message): the receiver's copies refer to it,
+        /// so that a restart can tell who has it.
+        stored: Option<MessageId>,
     },
     /// A subscriber of the sender has no room for what the receiver's
     /// connection sends it: stop reading that connection until as many

@@ -238,6 +238,10 @@ impl Simulation {
     pub fn with_shards(config: Config, shards: u16) -> Self {
         let mut sim = Self::new(config.clone());
         sim.brokers = shard_brokers(&config, shards);
+        if config.persistence && shards > 1 {
+            // As a runtime does: the shards start from the (empty) store.
+            sim.start_again(shards);
+        }
         sim
     }
 

@@ -412,6 +412,34 @@ fn nothing_acknowledged_is_lost_in_a_crash_with_shards() {
     QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>) -> bool);
 }
 
+/// A QoS 2 message released and routed to another shard, whose copy is on
+/// disk when the broker crashes before its release is: the restart (with
+/// as many shards, one, or more) routes it again for the sessions that
+/// lack it, and the subscriber that has it gets it once.
+#[test]
+fn a_qos_2_message_routed_to_another_shard_before_a_crash_arrives_once() {
+    for restart_with in [2, 1, 3] {
+        let mut sim = Simulation::with_shards(config(), 2);
+        assert_eq!(culex_core::shard::home_shard("b", 2), culex_core::shard::ShardId(1));
+        let b = sim.connect(ClientOptions::new("b").clean_session(false));
+        sim.subscribe(b, "t", QoS::ExactlyOnce);
+        sim.disconnect(b);
+        let a = sim.connect(ClientOptions::new("a"));
+        sim.manual_commits(true);
+        sim.publish(a, "t", b"once", QoS::ExactlyOnce, false);
+        // PUBREC, then PUBREL: the message goes to shard 1.
+        sim.commit();
+        // Shard 1's copy is on disk; shard 0 hears it and records the
+        // release, which the crash loses.
+        sim.commit();
+        assert!(sim.pending_batches() > 0, "the release waits in a batch of its own");
+        sim.crash_and_restart_as(restart_with);
+        sim.manual_commits(false);
+        let b = sim.connect(ClientOptions::new("b").clean_session(false));
+        assert_eq!(common::payloads(&mut sim, b), ["once"], "restarted with {restart_with} shards");
+    }
+}
+
 /// Each retained message a broker holds, by topic, but its own figures
 /// (never stored): the payload.
 fn retained_payloads(broker: &Broker) -> BTreeMap<String, Bytes> {

@@ -249,9 +249,13 @@ impl Broker {
     pub(super) fn record_released(&mut self, key: SessionKey, packet_id: PacketId, message: Option<&Arc<Message>>) {
         let Some(session) = self.sessions.get(key) else { return };
         let client = session.client_id.clone();
-        let released = Released { client, packet_id, message: message.cloned() };
+        self.release_when_settled(Released { client, packet_id, message: message.cloned() });
+    }
+
+    /// An incoming message just routed leaves the store, once the shards
+    /// it was routed to have it on disk.
+    pub(super) fn release_when_settled(&mut self, released: Released) {
         match self.shards.as_mut().filter(|s| !s.durability.is_settled()) {
-            // Routed to shards that may not have it on disk yet.
             Some(shards) => shards.durability.hold_back(released),
             None => self.record_release(released),
         }

@@ -20,6 +20,7 @@ use crate::persistence::journal::SharedBodies;
 use crate::persistence::{CopyState, MessageId, Restore, SessionFields, StoreOp, StoredCopy, StoredState};
 use crate::policy::{ClientInfo, FilterAccess};
 use crate::session::{Grant, Outgoing, Presence, Session, SessionKey, Stage};
+use crate::shard::Released;
 use crate::time::Now;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, PacketId, QoS};
@@ -61,6 +62,12 @@ impl Bodies {
     fn get(&mut self, id: MessageId) -> Option<Arc<Message>> {
         let at = self.find(id)?;
         Some(self.held[at].1.clone())
+    }
+
+    /// How many restored entries refer to the body stored under `id`.
+    fn refs(&mut self, id: MessageId) -> Option<u32> {
+        let at = self.find(id)?;
+        Some(self.held[at].2)
     }
 
     /// Where the body stored under `id` is.
@@ -146,6 +153,9 @@ pub struct Restorer<B: BorrowMut<Broker>> {
     drops_unreferenced: bool,
     /// With shards, the bodies several shards refer to.
     shared: Option<Arc<SharedBodies>>,
+    /// Bodies of incoming QoS 2 messages held for routing, and how many
+    /// such rows refer to each.
+    held_for_routing: HashMap<MessageId, u32>,
 }
 
 impl<B: BorrowMut<Broker>> Restorer<B> {
@@ -165,6 +175,7 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
             records_retained: true,
             drops_unreferenced: true,
             shared: None,
+            held_for_routing: HashMap::new(),
         }
     }
 
@@ -190,7 +201,9 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
     /// Completes the restore (see [`Restorer`]) and gives the broker back.
     pub fn finish(mut self) -> B {
         let now = self.now;
+        let routed = routed_before(&mut [&mut self]);
         let broker = self.broker.borrow_mut();
+        broker.routed_before.extend(routed.into_iter().map(|m| (Arc::as_ptr(&m) as usize, m)));
         if let Some(journal) = broker.journal.as_mut() {
             journal.resume_after(self.last_batch, self.last_message);
             if let Some(shared) = self.shared.take() {
@@ -218,11 +231,8 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
         drop(std::mem::take(&mut self.bodies));
         for (client, packet_id, message) in self.unreleased.drain(..) {
             info!("Routing the QoS 2 message {packet_id} from {client} held when the broker stopped.");
-            broker.route(now, message.clone(), None);
-            if let Some(journal) = broker.journal.as_mut() {
-                journal.push(StoreOp::DropIncoming { client, packet_id });
-                journal.release(&message);
-            }
+            broker.route_released(now, message.clone(), None);
+            broker.release_when_settled(Released { client, packet_id, message: Some(message) });
         }
         for (client, will) in self.wills.drain(..) {
             info!("Publishing the will of {client}, connected when the broker stopped.");
@@ -236,6 +246,30 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
         );
         self.broker
     }
+}
+
+/// The incoming QoS 2 messages held for routing that something else
+/// among `restorers` refers to too (a copy, a retained entry): they may
+/// have been routed before the stop, the release not reaching the store
+/// (with shards it waits for the other shards' copies). Routed again, they
+/// skip the sessions that hold them (the broker's `routed_before`).
+fn routed_before<B: BorrowMut<Broker>>(restorers: &mut [&mut Restorer<B>]) -> Vec<Arc<Message>> {
+    let mut held: HashMap<MessageId, u32> = HashMap::new();
+    for restorer in restorers.iter() {
+        for (&id, &rows) in &restorer.held_for_routing {
+            *held.entry(id).or_default() += rows;
+        }
+    }
+    let mut routed = Vec::new();
+    for (id, rows) in held {
+        let refs: u32 = restorers.iter_mut().filter_map(|r| r.bodies.refs(id)).sum();
+        if refs > rows
+            && let Some(message) = restorers.iter_mut().find_map(|r| r.bodies.get(id))
+        {
+            routed.push(message);
+        }
+    }
+    routed
 }
 
 impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
@@ -320,6 +354,9 @@ impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
 
     fn incoming(&mut self, client: &str, packet_id: PacketId, message: Option<MessageId>) {
         let Some(key) = self.session_key(client) else { return };
+        if let Some(id) = message {
+            *self.held_for_routing.entry(id).or_default() += 1;
+        }
         let message = message.and_then(|id| self.bodies.refer(id));
         if let Some(session) = self.broker.borrow_mut().sessions.get_mut(key) {
             session.receive_qos2(packet_id, message);
@@ -327,6 +364,7 @@ impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
     }
 
     fn unreleased(&mut self, client: &str, packet_id: PacketId, id: MessageId) {
+        *self.held_for_routing.entry(id).or_default() += 1;
         if let Some(message) = self.bodies.refer(id) {
             self.unreleased.push((ClientId::new(client), packet_id, message));
         }

@@ -42,6 +42,11 @@ impl SharedBodies {
         self.holders.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&id)
     }
 
+    /// One more shard holds `id`.
+    fn join(&self, id: MessageId) {
+        *self.holders.lock().unwrap_or_else(PoisonError::into_inner).entry(id).or_insert(0) += 1;
+    }
+
     /// A shard lets go of `id`: whether it was the last to hold it.
     fn let_go(&self, id: MessageId) -> bool {
         let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
@@ -259,6 +264,49 @@ impl Journal {
         }
     }
 
+    /// `message`, stored here, may be referred to by other shards' journals
+    /// under its key from now on (see [`SharedBodies`]): its key, if it is
+    /// stored and the shards share bodies.
+    pub(crate) fn share_with_others(&mut self, message: &Arc<Message>) -> Option<MessageId> {
+        let shared = self.shared.clone()?;
+        let held = self.held_mut(message)?;
+        if !held.shared {
+            held.shared = true;
+            shared.join(held.id);
+        }
+        Some(held.id)
+    }
+
+    /// `message` came from another shard, which stores it under `id` and
+    /// keeps it until this shard has its copies on disk: copies made here
+    /// refer to the same body, and the store holds it once. Whether it
+    /// was taken ([`let_go_if_unreferenced`](Self::let_go_if_unreferenced)
+    /// undoes it).
+    pub(crate) fn hold_foreign(&mut self, message: &Arc<Message>, id: MessageId) -> bool {
+        let Some(shared) = self.shared.clone() else { return false };
+        if self.held_mut(message).is_some() {
+            return false;
+        }
+        shared.join(id);
+        self.hold(Held { message: message.clone(), id, refs: 0, shared: true });
+        true
+    }
+
+    /// A body taken with [`hold_foreign`](Self::hold_foreign) that nothing
+    /// here came to refer to is let go.
+    pub(crate) fn let_go_if_unreferenced(&mut self, message: &Arc<Message>) {
+        let key = address(message);
+        let Ok(entry) = self.messages.find_entry(hash(key), |h| address(&h.message) == key) else { return };
+        if entry.get().refs > 0 {
+            return;
+        }
+        let id = entry.get().id;
+        entry.remove();
+        if self.shared.as_ref().is_none_or(|s| s.let_go(id)) {
+            self.ops.push(StoreOp::DropMessage { id });
+        }
+    }
+
     /// The key `message` is stored under, if it is.
     pub(crate) fn stored_id(&self, message: &Arc<Message>) -> Option<MessageId> {
         let key = address(message);
@@ -367,6 +415,37 @@ mod tests {
         journal.adopt(MessageId(u64::MAX), &last, 1);
         assert_eq!(journal.refer(&message()), MessageId(2));
         assert_eq!(journal.refer(&message()), MessageId(3));
+    }
+
+    #[test]
+    fn each_shard_draws_keys_of_its_own_and_a_shared_body_leaves_with_its_last_holder() {
+        let (mut zero, mut one) = (Journal::new(0), Journal::new(0));
+        zero.draw_keys(0, 2);
+        one.draw_keys(1, 2);
+        zero.resume_after(0, Some(MessageId(6)));
+        one.resume_after(0, Some(MessageId(6)));
+        let keys = |j: &mut Journal| (0..3).map(|_| j.refer(&message()).0).collect::<Vec<_>>();
+        assert_eq!(keys(&mut zero), [8, 10, 12]);
+        assert_eq!(keys(&mut one), [7, 9, 11]);
+        // Shard 0 stores a body and lends it to shard 1, which copies it.
+        let shared = Arc::new(SharedBodies::default());
+        zero.share_bodies(shared.clone());
+        one.share_bodies(shared);
+        let body = message();
+        let id = zero.refer(&body);
+        assert_eq!(zero.share_with_others(&body), Some(id));
+        assert!(one.hold_foreign(&body, id));
+        assert_eq!(one.refer(&body), id);
+        one.let_go_if_unreferenced(&body);
+        zero.take_batch();
+        one.take_batch();
+        let drops = |j: &mut Journal| {
+            j.take_batch().map_or(0, |b| b.ops.iter().filter(|op| matches!(op, StoreOp::DropMessage { .. })).count())
+        };
+        zero.release(&body);
+        assert_eq!(drops(&mut zero), 0, "shard 1 still holds it");
+        one.release(&body);
+        assert_eq!(drops(&mut one), 1, "the last holder drops it");
     }
 
     #[test]

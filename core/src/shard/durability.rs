@@ -40,6 +40,11 @@ pub(crate) fn may_be_stored(message: &Message) -> bool {
     message.qos != crate::types::QoS::AtMostOnce || message.retain
 }
 
+/// Whether every count of `sent` is within `confirmed`.
+fn covered(sent: &[u64], confirmed: &[u64]) -> bool {
+    sent.iter().zip(confirmed).all(|(sent, confirmed)| sent <= confirmed)
+}
+
 /// One shard's side of the counts (see the [module](self)).
 #[derive(Debug)]
 pub(crate) struct Durability {
@@ -81,7 +86,7 @@ impl Durability {
 
     /// Whether every message posted is confirmed.
     pub(crate) fn is_settled(&self) -> bool {
-        self.sent.iter().zip(&self.confirmed).all(|(sent, confirmed)| sent <= confirmed)
+        covered(&self.sent, &self.confirmed)
     }
 
     /// Holds `released` back until what was posted so far is confirmed.
@@ -92,10 +97,7 @@ impl Durability {
     /// The releases held back whose posts are now all confirmed.
     pub(crate) fn settled_releases(&mut self) -> Vec<Released> {
         let mut settled = Vec::new();
-        while let Some((counts, _)) = self.held.front() {
-            if !counts.iter().zip(&self.confirmed).all(|(sent, confirmed)| sent <= confirmed) {
-                break;
-            }
+        while self.held.front().is_some_and(|(counts, _)| covered(counts, &self.confirmed)) {
             if let Some((_, released)) = self.held.pop_front() {
                 settled.push(released);
             }
@@ -135,12 +137,8 @@ impl Durability {
     /// The last own batch whose output may go: on disk, and everything
     /// posted before it was taken confirmed.
     pub(crate) fn releasable(&mut self) -> u64 {
-        while let Some((_, counts)) = self.marks.front() {
-            if counts.iter().zip(&self.confirmed).all(|(sent, confirmed)| sent <= confirmed) {
-                self.marks.pop_front();
-            } else {
-                break;
-            }
+        while self.marks.front().is_some_and(|(_, counts)| covered(counts, &self.confirmed)) {
+            self.marks.pop_front();
         }
         match self.marks.front() {
             Some((seq, _)) => self.on_disk.min(seq - 1),

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::Restorer;
+use super::{Restorer, routed_before};
 use crate::broker::Broker;
 use crate::codec::LastWill;
 use crate::message::Message;
@@ -111,6 +111,16 @@ impl ShardRestorer {
         }
         holders.retain(|_, shards| *shards > 1);
         let shared = Arc::new(SharedBodies::new(holders));
+        // Across shards: a copy of another shard may be what shows that a
+        // message held for routing was routed before the stop.
+        let routed = {
+            let mut restorers: Vec<&mut Restorer<Broker>> = self.shards.iter_mut().collect();
+            routed_before(&mut restorers)
+        };
+        for shard in &mut self.shards {
+            let broker = &mut shard.broker;
+            broker.routed_before.extend(routed.iter().map(|m| (Arc::as_ptr(m) as usize, m.clone())));
+        }
         self.shards
             .into_iter()
             .map(|mut shard| {
