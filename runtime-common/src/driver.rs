@@ -337,32 +337,29 @@ pub fn prepare<O: Outbox>(
     let occupancy = Arc::new(Occupancy::new(&settings.core));
     let open: Arc<[AtomicUsize]> = (0..shards).map(|_| AtomicUsize::new(0)).collect();
     let new_broker = |shard| new_broker(settings, shard, shards, &occupancy);
-    let (brokers, committer) = match &settings.persistence {
+    // Each shard's broker, restored from the store they share if there is
+    // one.
+    let brokers: Vec<(Broker, Option<Persisting>)> = match &settings.persistence {
         Some(conf) => {
             let (brokers, committer) = open_store(settings, conf, clock, shards, &new_broker, &wake)?;
-            (brokers.into_iter().map(Some).collect(), Some(committer))
+            let persisting = |shard| Persisting { committer: committer.clone(), shard, path: conf.path(), told: 0 };
+            brokers.into_iter().zip(0..).map(|(broker, shard)| (broker, Some(persisting(shard)))).collect()
         }
-        None => ((0..shards).map(|_| None).collect::<Vec<_>>(), None),
+        None => (0..shards).map(|shard| (new_broker(ShardId(shard)), None)).collect(),
     };
     let mut prepared = Vec::with_capacity(usize::from(shards));
-    for (restored, shard) in brokers.into_iter().zip((0..shards).map(ShardId)) {
+    for ((broker, persistence), shard) in brokers.into_iter().zip((0..shards).map(ShardId)) {
         let links = (shards > 1).then(|| {
             let wake = wake.clone();
             let wake = Arc::new(move |to| wake(to, Poke::Mail));
             ShardLinks { me: shard, mail: mail.clone(), wake, open: open.clone() }
         });
         let presence = settings.redis.as_ref().map(|r| PresenceSync::new(PresenceSettings::with_lease(r.lease)));
-        let (server, persistence) = match (restored, &committer, &settings.persistence) {
-            (Some(broker), Some(committer), Some(conf)) => {
-                let persisting =
-                    Persisting { committer: committer.clone(), shard: shard.0, path: conf.path(), told: 0 };
-                (Server::restored(clock.now(), broker, presence), Some(persisting))
-            }
-            _ => (Server::new(new_broker(shard), presence), None),
-        };
+        // What a restore queued (its first batch, the wills it published)
+        // is taken at once.
+        let server = Server::restored(clock.now(), broker, presence);
         prepared.push(prepare_shard(settings, clock, server, persistence, links));
     }
-    drop(committer);
     // The listeners are bound (the runtimes bind before preparing), the
     // log and the store open: root is no longer needed. The store's files
     // go to the user, who may have to open them again (a start as that
