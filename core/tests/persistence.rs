@@ -373,33 +373,40 @@ fn replaying_the_batches_gives_the_brokers_durable_state() {
     QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>) -> bool);
 }
 
+/// Runs `steps` with `shards` shards (see [`Run::sharded`]), then lets the
+/// publishers complete what they owe and the watcher drain its session:
+/// whether every QoS 1/2 message acknowledged to its publisher while the
+/// watcher's stored session subscribed to `#` reached the watcher, and
+/// each QoS 2 one was taken once.
+fn delivers_what_was_acknowledged(shards: &[u16], steps: &[Step]) -> bool {
+    let mut run = Run::sharded(true, shards);
+    for step in steps {
+        run.step(step);
+    }
+    run.sim.commit();
+    for client in (0..CLIENTS).rev() {
+        run.connect(client, false);
+        run.sim.commit();
+    }
+    for _ in 0..50 {
+        run.sim.commit();
+        run.collect_all();
+    }
+    let lost: Vec<_> = run.promised.difference(&run.seen).collect();
+    let twice: Vec<_> = run.taken_once.iter().filter(|(_, n)| **n > 1).collect();
+    if !lost.is_empty() || !twice.is_empty() {
+        eprintln!("lost {lost:?}, QoS 2 taken twice {twice:?} after {steps:?}");
+    }
+    lost.is_empty() && twice.is_empty()
+}
+
 /// Whatever the crashes: every QoS 1/2 message acknowledged to its
 /// publisher while the watcher's stored session subscribed to `#` reaches
-/// the watcher, before or after a restart.
+/// the watcher, before or after a restart, and a QoS 2 one once.
 #[test]
 fn nothing_acknowledged_is_lost_in_a_crash() {
     fn prop(steps: Vec<Step>) -> bool {
-        let mut run = Run::new(true);
-        for step in &steps {
-            run.step(step);
-        }
-        run.sim.commit();
-        // The publishers complete what they owe, the watcher comes back
-        // and drains its session.
-        for client in (0..CLIENTS).rev() {
-            run.connect(client, false);
-            run.sim.commit();
-        }
-        for _ in 0..50 {
-            run.sim.commit();
-            run.collect_all();
-        }
-        let lost: Vec<_> = run.promised.difference(&run.seen).collect();
-        let twice: Vec<_> = run.taken_once.iter().filter(|(_, n)| **n > 1).collect();
-        if !lost.is_empty() || !twice.is_empty() {
-            eprintln!("lost {lost:?}, QoS 2 taken twice {twice:?} after {steps:?}");
-        }
-        lost.is_empty() && twice.is_empty()
+        delivers_what_was_acknowledged(&[1], &steps)
     }
     QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>) -> bool);
 }
@@ -410,25 +417,7 @@ fn nothing_acknowledged_is_lost_in_a_crash() {
 #[test]
 fn nothing_acknowledged_is_lost_in_a_crash_with_shards() {
     fn prop(steps: Vec<Step>) -> bool {
-        let mut run = Run::sharded(true, &[2, 3]);
-        for step in &steps {
-            run.step(step);
-        }
-        run.sim.commit();
-        for client in (0..CLIENTS).rev() {
-            run.connect(client, false);
-            run.sim.commit();
-        }
-        for _ in 0..50 {
-            run.sim.commit();
-            run.collect_all();
-        }
-        let lost: Vec<_> = run.promised.difference(&run.seen).collect();
-        let twice: Vec<_> = run.taken_once.iter().filter(|(_, n)| **n > 1).collect();
-        if !lost.is_empty() || !twice.is_empty() {
-            eprintln!("lost {lost:?}, QoS 2 taken twice {twice:?} after {steps:?}");
-        }
-        lost.is_empty() && twice.is_empty()
+        delivers_what_was_acknowledged(&[2, 3], &steps)
     }
     QuickCheck::new().tests(300).quickcheck(prop as fn(Vec<Step>) -> bool);
 }
