@@ -39,6 +39,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ConnId, Protocol};
 
 mod durability;
+pub mod wire;
 
 pub(crate) use durability::{Durability, Released, may_be_stored};
 
@@ -72,11 +73,23 @@ pub trait ShardBus: fmt::Debug + Send {
 /// bytes), so that a persistent session is found again after a restart
 /// with the same number of shards.
 pub fn home_shard(client_id: &str, shards: u16) -> ShardId {
+    let index = fnv1a(client_id) % u64::from(shards.max(1));
+    ShardId(u16::try_from(index).unwrap_or(0))
+}
+
+/// The number of the node named `name` among the nodes of a cluster, which
+/// orders the retained changes its shards make ([`RetainVersion`]): the
+/// same in every process (64-bit FNV-1a of the name), never 0 (a process
+/// alone).
+pub fn node_number(name: &str) -> u64 {
+    fnv1a(name).max(1)
+}
+
+/// 64-bit FNV-1a of `text`'s bytes.
+fn fnv1a(text: &str) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = client_id.bytes().fold(OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME));
-    let index = hash % u64::from(shards.max(1));
-    ShardId(u16::try_from(index).unwrap_or(0))
+    text.bytes().fold(OFFSET, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME))
 }
 
 /// Where a new connection goes, from the bytes its client sent so far.
@@ -158,14 +171,18 @@ pub fn place(bytes: &[u8], shards: u16, max_packet_size: usize, key: &HomeKey) -
 }
 
 /// Where a change of a topic's retained message stands among the others
-/// of every shard: a Lamport clock, then the shard that made it. A shard
-/// keeps a change only if it is later than the one it holds, so all keep
-/// the last; a change made after another was seen (through its shard's
-/// board, which a shard takes before each read) comes later.
+/// of every shard: a Lamport clock, then the node and the shard that made
+/// it. A shard keeps a change only if it is later than the one it holds,
+/// so all keep the last; a change made after another was seen (through
+/// its shard's board, which a shard takes before each read) comes later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RetainVersion {
-    tick: u64,
-    shard: ShardId,
+    /// The Lamport clock of the shard that made the change.
+    pub tick: u64,
+    /// The node that made it ([`node_number`]; 0 for a process alone).
+    pub node: u64,
+    /// The shard that made it, in its node's numbering.
+    pub shard: ShardId,
 }
 
 /// What shard 0 asks the other shards for the HTTP API, and their
@@ -270,6 +287,8 @@ pub enum ShardMessage {
 pub(crate) struct ShardRoutes {
     me: ShardId,
     count: u16,
+    /// This process's node ([`node_number`]; 0 alone).
+    node: u64,
     /// How many of this shard's sessions subscribe to each filter.
     local: HashMap<TopicFilter, u32>,
     /// The other shards' filters.
@@ -327,6 +346,7 @@ impl ShardRoutes {
         Self {
             me,
             count,
+            node: 0,
             local: HashMap::new(),
             remote: SubscriptionTree::new(),
             matched: Vec::new(),
@@ -343,7 +363,7 @@ impl ShardRoutes {
     /// this change, and the one before if the topic was recorded here.
     pub(crate) fn stamp(&mut self, topic: &TopicName) -> (RetainVersion, Recorded) {
         self.clock += 1;
-        let version = RetainVersion { tick: self.clock, shard: self.me };
+        let version = RetainVersion { tick: self.clock, node: self.node, shard: self.me };
         let kept = KeptChange { version, recorded: true };
         let before = self.retained.insert(topic.clone(), kept).is_some_and(|k| k.recorded);
         (version, Recorded { now: true, before })
@@ -379,7 +399,7 @@ impl ShardRoutes {
     /// `topic`'s retained message, restored from the store, is recorded
     /// by this shard (see [`Recorded`]).
     pub(crate) fn restored(&mut self, topic: TopicName) {
-        let version = RetainVersion { tick: 0, shard: self.me };
+        let version = RetainVersion { tick: 0, node: self.node, shard: self.me };
         self.retained.insert(topic, KeptChange { version, recorded: true });
     }
 

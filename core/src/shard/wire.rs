@@ -1,0 +1,1 @@
+//! The form shard messages take between processes (see `ShardMessage`).
