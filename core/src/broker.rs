@@ -484,16 +484,66 @@ impl Broker {
                     self.record_settled_releases();
                 }
             }
-            ShardMessage::Hold(conn) => self.hold(conn, None),
-            ShardMessage::Release(conn) => self.release(now, vec![conn]),
+            ShardMessage::Hold(conn) => {
+                if self.shards.as_mut().is_none_or(|shards| shards.holds(from, conn, true)) {
+                    self.hold(conn, None);
+                }
+            }
+            ShardMessage::Release(conn) => {
+                if self.shards.as_mut().is_none_or(|shards| shards.holds(from, conn, false)) {
+                    self.release(now, vec![conn]);
+                }
+            }
             ShardMessage::Stats(stats) => {
                 let own = self.stats();
                 if let Some(shards) = self.shards.as_mut() {
                     shards.report(from, *stats, own);
                 }
             }
+            ShardMessage::Joined => self.peer_joined(from),
+            ShardMessage::Left => self.peer_left(now, from),
             // The HTTP API's, answered by the server.
             ShardMessage::Api(_) => {}
+        }
+    }
+
+    /// Makes this broker part of a cluster, as node `node` ([`node_number`](crate::shard::node_number)):
+    /// the shards of other nodes join and leave as the runtime's link says
+    /// ([`ShardMessage::Joined`], [`ShardMessage::Left`]). To be called
+    /// after [`join_shards`](Self::join_shards), before any session exists.
+    pub fn join_cluster(&mut self, node: u64) {
+        let shards = self.shards.get_or_insert_with(|| Box::new(ShardRoutes::new(ShardId(0), 1)));
+        shards.set_node(node);
+    }
+
+    /// Shard `peer` of another node is reachable: it learns this shard's
+    /// routes and gets every retained message with its version (each
+    /// shard hands over all it keeps, so that a change whose author left
+    /// or had not heard of `peer` yet still reaches it).
+    fn peer_joined(&mut self, peer: ShardId) {
+        let Some(shards) = self.shards.as_mut() else { return };
+        if !shards.peer_joined(peer) {
+            return;
+        }
+        for filter in shards.local_filters() {
+            self.actions.push_back(Action::ToShard { to: peer, message: ShardMessage::Route(filter.clone()) });
+        }
+        for (topic, message) in self.retained.all() {
+            let version = shards.kept_version(&topic);
+            if self.journal.is_some() {
+                shards.durability.posted(peer);
+            }
+            let message = ShardMessage::Publish { message, publisher: None, version, stored: None };
+            self.actions.push_back(Action::ToShard { to: peer, message });
+        }
+    }
+
+    /// Shard `peer` of another node is gone: its routes go, and the
+    /// publishers it held here read again.
+    fn peer_left(&mut self, now: Now, peer: ShardId) {
+        if let Some(shards) = self.shards.as_mut() {
+            let held = shards.peer_left(peer);
+            self.release(now, held);
         }
     }
 

@@ -22,7 +22,7 @@
 //! messages leave its home shard in order and reach each other shard by
 //! one path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -39,6 +39,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ConnId, Protocol};
 
 mod durability;
+pub mod nodes;
 pub mod wire;
 
 pub(crate) use durability::{Durability, Released, may_be_stored};
@@ -279,6 +280,15 @@ pub enum ShardMessage {
     /// messages that the sender may store are on disk (see
     /// [`Durability`]).
     Stored(u64),
+    /// The sender, a shard of another node, is reachable from now on: the
+    /// receiver tells it its routes and hands it its retained messages.
+    /// Said by the runtime's link to the other nodes, never carried.
+    Joined,
+    /// The sender, a shard of another node, is gone: its routes are
+    /// dropped and its holds released. Said by the runtime's link, never
+    /// carried; what the sender published before it went is still
+    /// delivered.
+    Left,
 }
 
 /// A broker's place among shards: the filters its own sessions subscribe
@@ -293,6 +303,15 @@ pub(crate) struct ShardRoutes {
     local: HashMap<TopicFilter, u32>,
     /// The other shards' filters.
     remote: SubscriptionTree<ShardId, ()>,
+    /// Shards of other nodes reachable now, numbered from `count` up by the
+    /// runtime's link, in order.
+    peers: Vec<ShardId>,
+    /// The filters each shard of another node announced, to drop when it
+    /// leaves.
+    peer_filters: HashMap<ShardId, HashSet<TopicFilter>>,
+    /// The holds each shard of another node put on this shard's
+    /// connections, to release when it leaves.
+    peer_holds: HashMap<ShardId, HashMap<ConnId, u32>>,
     /// Reused buffer for the shards a topic matches.
     matched: Vec<(ShardId, ())>,
     /// At shard 0: the other shards' last figures, by shard.
@@ -349,6 +368,9 @@ impl ShardRoutes {
             node: 0,
             local: HashMap::new(),
             remote: SubscriptionTree::new(),
+            peers: Vec::new(),
+            peer_filters: HashMap::new(),
+            peer_holds: HashMap::new(),
             matched: Vec::new(),
             reports: Vec::new(),
             peaks: (0, 0),
@@ -408,9 +430,82 @@ impl ShardRoutes {
         self.me
     }
 
-    /// How many shards there are.
+    /// How many shards this process has.
     pub(crate) fn count(&self) -> u16 {
         self.count
+    }
+
+    /// This process is node `node` of a cluster ([`node_number`]).
+    pub(crate) fn set_node(&mut self, node: u64) {
+        self.node = node;
+    }
+
+    /// Whether `shard` is one of another node.
+    pub(crate) fn is_peer(&self, shard: ShardId) -> bool {
+        shard.0 >= self.count
+    }
+
+    /// Shard `peer` of another node is reachable from now on; whether it
+    /// was not already.
+    pub(crate) fn peer_joined(&mut self, peer: ShardId) -> bool {
+        match self.peers.binary_search(&peer) {
+            Ok(_) => false,
+            Err(at) if self.is_peer(peer) => {
+                self.peers.insert(at, peer);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Shard `peer` of another node is gone: its routes go with it. The
+    /// connections it held, once per hold, to release.
+    pub(crate) fn peer_left(&mut self, peer: ShardId) -> Vec<ConnId> {
+        if let Ok(at) = self.peers.binary_search(&peer) {
+            self.peers.remove(at);
+        }
+        for filter in self.peer_filters.remove(&peer).unwrap_or_default() {
+            self.remote.unsubscribe(&filter, peer);
+        }
+        let holds = self.peer_holds.remove(&peer).unwrap_or_default();
+        holds.into_iter().flat_map(|(conn, n)| std::iter::repeat_n(conn, usize::try_from(n).unwrap_or(0))).collect()
+    }
+
+    /// Shard `from` holds (`held`) or releases this shard's connection
+    /// `conn`; whether to apply it. A shard of another node's holds are
+    /// counted, to release when it leaves; once it left, it holds nothing
+    /// and its late releases are not applied.
+    pub(crate) fn holds(&mut self, from: ShardId, conn: ConnId, held: bool) -> bool {
+        if !self.is_peer(from) {
+            return true;
+        }
+        if self.peers.binary_search(&from).is_err() {
+            return false;
+        }
+        let holds = self.peer_holds.entry(from).or_default();
+        match (held, holds.get_mut(&conn)) {
+            (true, Some(n)) => *n += 1,
+            (true, None) => {
+                holds.insert(conn, 1);
+            }
+            (false, Some(n)) if *n > 1 => *n -= 1,
+            (false, Some(_)) => {
+                holds.remove(&conn);
+            }
+            (false, None) => return false,
+        }
+        true
+    }
+
+    /// This shard's own filters, to announce to a shard that joined.
+    pub(crate) fn local_filters(&self) -> impl Iterator<Item = &TopicFilter> {
+        self.local.keys()
+    }
+
+    /// The version of the retained message kept for `topic`, to hand it
+    /// to a shard that joined.
+    pub(crate) fn kept_version(&self, topic: &TopicName) -> Option<RetainVersion> {
+        self.retained.get(topic).map(|kept| kept.version)
     }
 
     /// Keeps shard `from`'s figures, and samples the peaks of the totals
@@ -438,10 +533,12 @@ impl ShardRoutes {
         totals
     }
 
-    /// Every shard but this one.
+    /// Every shard but this one: this process's, then those of other
+    /// nodes.
     pub(crate) fn others(&self) -> impl Iterator<Item = ShardId> + use<> {
         let me = self.me;
-        (0..self.count).map(ShardId).filter(move |&s| s != me)
+        let peers = self.peers.clone();
+        (0..self.count).map(ShardId).filter(move |&s| s != me).chain(peers)
     }
 
     /// A local session subscribed to `filter`; whether it is the first.
@@ -467,8 +564,20 @@ impl ShardRoutes {
         }
     }
 
-    /// Takes in shard `from`'s route change.
+    /// Takes in shard `from`'s route change; one from a shard of another
+    /// node that is not reachable (it left) is ignored.
     pub(crate) fn learn(&mut self, from: ShardId, filter: &TopicFilter, routed: bool) {
+        if self.is_peer(from) {
+            if self.peers.binary_search(&from).is_err() {
+                return;
+            }
+            let filters = self.peer_filters.entry(from).or_default();
+            if routed {
+                filters.insert(filter.clone());
+            } else {
+                filters.remove(filter);
+            }
+        }
         if routed {
             self.remote.subscribe(filter, from, ());
         } else {
@@ -579,6 +688,41 @@ mod tests {
         routes.report(ShardId(1), stats(0, 7, 10), stats(2, 7, 1));
         let totals = routes.totals(stats(2, 7, 1));
         assert_eq!((totals.clients_connected, totals.clients_connected_max, totals.sessions_max), (3, 7, 7));
+    }
+
+    #[test]
+    fn shards_of_other_nodes_route_while_they_are_reachable() {
+        let mut routes = ShardRoutes::new(ShardId(0), 2);
+        // A route from a shard that has not joined is not taken.
+        routes.learn(ShardId(7), &filter("a/#"), true);
+        let mut out = Vec::new();
+        routes.destinations(&name("a/b"), false, &mut out);
+        assert!(out.is_empty());
+        assert!(routes.peer_joined(ShardId(7)));
+        assert!(!routes.peer_joined(ShardId(7)));
+        assert!(!routes.peer_joined(ShardId(1)), "a shard of this process is not a peer");
+        routes.learn(ShardId(7), &filter("a/#"), true);
+        routes.destinations(&name("a/b"), false, &mut out);
+        assert_eq!(out, [ShardId(7)]);
+        routes.destinations(&name("x"), true, &mut out);
+        assert_eq!(out, [ShardId(1), ShardId(7)]);
+        // It holds a connection twice and lets go once.
+        assert!(routes.holds(ShardId(7), ConnId(3), true));
+        assert!(routes.holds(ShardId(7), ConnId(3), true));
+        assert!(routes.holds(ShardId(7), ConnId(3), false));
+        assert!(!routes.holds(ShardId(7), ConnId(4), false), "a release of nothing held");
+        assert!(routes.holds(ShardId(1), ConnId(4), false), "a shard of this process is trusted");
+        // Gone, its routes go with it, its hold is released, and a late
+        // route or release is not taken.
+        assert_eq!(routes.peer_left(ShardId(7)), [ConnId(3)]);
+        assert!(!routes.holds(ShardId(7), ConnId(3), false));
+        routes.destinations(&name("a/b"), false, &mut out);
+        assert!(out.is_empty());
+        routes.learn(ShardId(7), &filter("a/#"), true);
+        routes.destinations(&name("a/b"), false, &mut out);
+        assert!(out.is_empty());
+        routes.destinations(&name("x"), true, &mut out);
+        assert_eq!(out, [ShardId(1)]);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
         }
     })?;
     let route = Route::of(&prepared, &senders);
+    let cluster = prepared[0].cluster();
+    let linked =
+        cluster.clone().map(|link| async_std::task::spawn(culex_runtime::cluster::run(link, async_std::task::sleep)));
     let (stop, stopped) = channel::bounded::<()>(1);
     let ids = ConnIds::default();
     for Bound { socket, listener: served } in listeners {
@@ -130,6 +133,10 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
     }
     for broker in brokers {
         broker.await;
+    }
+    if let (Some(link), Some(linked)) = (cluster, linked) {
+        link.stop();
+        linked.await;
     }
     Ok(())
 }

@@ -19,17 +19,18 @@ use culex_core::occupancy::Occupancy;
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
-use culex_core::shard::{ShardId, home_shard};
+use culex_core::shard::{self, ShardId, home_shard};
 use culex_core::{Broker, Config, QoS, Restorer, ShardRestorer};
 use culex_core::{ConnId, Peer};
 use tracing::{info, warn};
 
 use crate::backlog::Thresholds;
 use crate::clock::Clock;
+use crate::cluster::NodeLink;
 use crate::logging;
 use crate::notify;
 use crate::outbox::Writers;
-use crate::persist::{self, SharedCommitter};
+use crate::persist::{self, NullStore, SharedCommitter};
 use crate::reload::Reloaded;
 use crate::reports::{ShardMail, WriterReports};
 use crate::settings::{self, Settings};
@@ -238,6 +239,15 @@ pub struct Prepared<O> {
     pub links: Option<ShardLinks>,
 }
 
+impl<O> Prepared<O> {
+    /// The link to the other nodes of the cluster, for a cluster node: the
+    /// runtime runs its tasks ([`cluster::run`](crate::cluster::run)) and
+    /// stops them once the broker tasks are done.
+    pub fn cluster(&self) -> Option<Arc<NodeLink>> {
+        self.links.as_ref().and_then(|links| links.cluster.clone())
+    }
+}
+
 /// The store's committer, shared by the shards, and how far this shard's
 /// broker has been told it got.
 #[derive(Debug)]
@@ -336,23 +346,51 @@ pub fn prepare<O: Outbox>(
     // The connection and client limits hold for the process.
     let occupancy = Arc::new(Occupancy::new(&settings.core));
     let open: Arc<[AtomicUsize]> = (0..shards).map(|_| AtomicUsize::new(0)).collect();
-    let new_broker = |shard| new_broker(settings, shard, shards, &occupancy);
+    let wake_mail: Arc<dyn Fn(ShardId) + Send + Sync> = {
+        let wake = wake.clone();
+        Arc::new(move |to| wake(to, Poke::Mail))
+    };
+    let cluster = settings.redis.as_ref().and_then(|redis| {
+        let name = redis.cluster.as_deref()?;
+        info!("Node {} of cluster {name}.", redis.keys.broker_id);
+        Some(Arc::new(NodeLink::new(redis.clone(), name, mail.clone(), wake_mail.clone())))
+    });
+    let node = cluster.as_ref().map(|link| shard::node_number(link.node()));
+    let new_broker = |shard| new_broker(settings, shard, shards, node, &occupancy);
     // Each shard's broker, restored from the store they share if there is
-    // one.
-    let brokers: Vec<(Broker, Option<Persisting>)> = match &settings.persistence {
-        Some(conf) => {
+    // one. A cluster node journals without one: its acknowledgements wait
+    // for the other nodes' inboxes as they would for a disk.
+    let brokers: Vec<(Broker, Option<Persisting>)> = match (&settings.persistence, &cluster) {
+        (Some(conf), _) => {
             let (brokers, committer) = open_store(settings, conf, clock, shards, &new_broker, &wake)?;
             let persisting = |shard| Persisting { committer: committer.clone(), shard, path: conf.path(), told: 0 };
             brokers.into_iter().zip(0..).map(|(broker, shard)| (broker, Some(persisting(shard)))).collect()
         }
-        None => (0..shards).map(|shard| (new_broker(ShardId(shard)), None)).collect(),
+        (None, Some(_)) => {
+            let wake = wake.clone();
+            let committer = SharedCommitter::spawn(Box::new(NullStore::default()), shards, move |shard| {
+                wake(ShardId(shard), Poke::Nudge);
+            })
+            .map_err(|source| settings::Error::StoreThread { source })?;
+            let committer = Arc::new(committer);
+            let path = PathBuf::from("(no store: persistence is off)");
+            (0..shards)
+                .map(|shard| {
+                    let persisting = Persisting { committer: committer.clone(), shard, path: path.clone(), told: 0 };
+                    (new_broker(ShardId(shard)), Some(persisting))
+                })
+                .collect()
+        }
+        (None, None) => (0..shards).map(|shard| (new_broker(ShardId(shard)), None)).collect(),
     };
     let mut prepared = Vec::with_capacity(usize::from(shards));
     for ((broker, persistence), shard) in brokers.into_iter().zip((0..shards).map(ShardId)) {
-        let links = (shards > 1).then(|| {
-            let wake = wake.clone();
-            let wake = Arc::new(move |to| wake(to, Poke::Mail));
-            ShardLinks { me: shard, mail: mail.clone(), wake, open: open.clone() }
+        let links = (shards > 1 || cluster.is_some()).then(|| ShardLinks {
+            me: shard,
+            mail: mail.clone(),
+            wake: wake_mail.clone(),
+            open: open.clone(),
+            cluster: cluster.clone(),
         });
         let presence = settings.redis.as_ref().map(|r| PresenceSync::new(PresenceSettings::with_lease(r.lease)));
         // What a restore queued (its first batch, the wills it published)
@@ -373,13 +411,24 @@ pub fn prepare<O: Outbox>(
 
 /// Shard `shard` of `shards`'s broker, before any restore: a fresh seed
 /// for assigned ids, the counts the shards share.
-fn new_broker(settings: &Settings, shard: ShardId, shards: u16, occupancy: &Arc<Occupancy>) -> Broker {
-    let core = Config { id_seed: settings::random_seed(), ..settings.core.clone() };
+fn new_broker(
+    settings: &Settings,
+    shard: ShardId,
+    shards: u16,
+    node: Option<u64>,
+    occupancy: &Arc<Occupancy>,
+) -> Broker {
+    // A cluster node journals even without a store (see `prepare`).
+    let persistence = settings.core.persistence || node.is_some();
+    let core = Config { id_seed: settings::random_seed(), persistence, ..settings.core.clone() };
     let mut broker = Broker::with_policy(core, Box::new(settings.policy.clone()));
     if settings.core.memory_limit.is_some() {
         broker.set_memory_gauge(Arc::new(HeapGauge));
     }
     broker.join_shards(shard, shards);
+    if let Some(node) = node {
+        broker.join_cluster(node);
+    }
     broker.share_occupancy(occupancy.clone());
     broker
 }

@@ -19,6 +19,7 @@
 
 pub mod backlog;
 pub mod clock;
+pub mod cluster;
 pub mod descriptors;
 pub mod dial;
 pub mod driver;

@@ -42,6 +42,9 @@ pub struct RedisSettings {
     /// How long this broker's entries outlive its last renewal
     /// (`redis_lease`).
     pub lease: std::time::Duration,
+    /// The cluster this broker is a node of (`cluster`), its name being
+    /// the broker id; `None` alone.
+    pub cluster: Option<String>,
 }
 
 impl RedisSettings {
@@ -377,6 +380,7 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
         password: r.auth,
         db: i64::from(r.db),
         lease: r.lease,
+        cluster: r.cluster,
     });
     let mut core = conf.core;
     core.connection_messages = conf.log.connection_messages;

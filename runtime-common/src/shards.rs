@@ -21,6 +21,7 @@ use culex_core::shard::{self, HomeKey, Placement, ShardBus, ShardId, ShardMessag
 
 use futures_lite::FutureExt;
 
+use crate::cluster::NodeLink;
 use crate::driver::Prepared;
 use crate::link::Link;
 use crate::outbox::Writers;
@@ -194,6 +195,9 @@ pub struct ShardLinks {
     /// counted them: shard 0 speaks for the process (the service
     /// manager's status, the stop line).
     pub open: Arc<[AtomicUsize]>,
+    /// The link to the other nodes, whose shards are numbered from this
+    /// process's shard count up.
+    pub cluster: Option<Arc<NodeLink>>,
 }
 
 impl ShardLinks {
@@ -218,25 +222,39 @@ impl ShardLinks {
 pub struct MailBus {
     links: ShardLinks,
     to_wake: Vec<ShardId>,
+    /// The link's writer is to be woken at the end of the turn.
+    cluster_posted: bool,
 }
 
 impl MailBus {
     /// The bus of the shard `links` are of.
     pub fn new(links: ShardLinks) -> Self {
-        Self { links, to_wake: Vec::new() }
+        Self { links, to_wake: Vec::new(), cluster_posted: false }
     }
 }
 
 impl ShardBus for MailBus {
     fn post(&mut self, to: ShardId, message: ShardMessage) {
-        if self.links.mail.get(usize::from(to.0)).is_some_and(|board| board.post((self.links.me, message))) {
-            self.to_wake.push(to);
+        match self.links.mail.get(usize::from(to.0)) {
+            Some(board) => {
+                if board.post((self.links.me, message)) {
+                    self.to_wake.push(to);
+                }
+            }
+            None => {
+                if let Some(cluster) = &self.links.cluster {
+                    self.cluster_posted |= cluster.post(self.links.me, to, message);
+                }
+            }
         }
     }
 
     fn end_turn(&mut self) {
         for to in self.to_wake.drain(..) {
             (self.links.wake)(to);
+        }
+        if let Some(cluster) = self.links.cluster.as_ref().filter(|_| std::mem::take(&mut self.cluster_posted)) {
+            cluster.nudge();
         }
     }
 }

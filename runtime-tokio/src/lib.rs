@@ -63,6 +63,8 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
         }
     })?;
     let route = Route::of(&prepared, &senders);
+    let cluster = prepared[0].cluster();
+    let linked = cluster.clone().map(|link| tokio::spawn(culex_runtime::cluster::run(link, tokio::time::sleep)));
     let (stop, stopped) = watch::channel(false);
     let ids = ConnIds::default();
     for Bound { socket, listener: served } in listeners {
@@ -129,6 +131,10 @@ pub async fn run_on(listeners: Vec<Bound<Listening>>, settings: &Settings, signa
         if let Err(error) = broker.await {
             warn!("broker task ended abnormally: {error}");
         }
+    }
+    if let (Some(link), Some(linked)) = (cluster, linked) {
+        link.stop();
+        let _ = linked.await;
     }
     Ok(())
 }

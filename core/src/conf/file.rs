@@ -475,6 +475,7 @@ impl Parser {
     /// can tell.
     fn finish(mut self) -> Result<BrokerConf, ConfError> {
         let bridges = std::mem::take(&mut self.bridges);
+        self.redis.check()?;
         let mut conf = self.assemble();
         for listener in &conf.listeners {
             listener.tls.validate()?;

@@ -18,7 +18,7 @@ pub const DEFAULT_REDIS_KEY: &str = "mqtt";
 
 /// The keys of this section.
 pub(super) const KEYS: &[&str] =
-    &["redis_auth", "redis_db", "redis_host", "redis_key", "redis_lease", "redis_port", "redis_user"];
+    &["cluster", "redis_auth", "redis_db", "redis_host", "redis_key", "redis_lease", "redis_port", "redis_user"];
 
 /// The bounds of `redis_lease`, in seconds.
 const LEASE_SECONDS: (i64, i64) = (3, 86_400);
@@ -71,6 +71,10 @@ pub struct RedisConf {
     /// `redis_lease`: how long this broker's entries outlive its last
     /// contact with Redis, default 30 s.
     pub lease: Duration,
+    /// `cluster`: the name of the cluster this broker is a node of; the
+    /// nodes sharing this Redis under one name act as one broker
+    /// (docs/cluster.md). `None`: the broker runs alone.
+    pub cluster: Option<String>,
 }
 
 /// The Redis keys as written, checked at the end.
@@ -83,6 +87,7 @@ pub(super) struct RedisDraft {
     db: Option<u32>,
     key: Option<String>,
     lease: Option<Duration>,
+    cluster: Option<(Loc, String)>,
     /// First `redis_*` line other than `redis_host`.
     first_other: Option<(Loc, String)>,
 }
@@ -127,12 +132,35 @@ impl RedisDraft {
                 let seconds = line.int(LEASE_SECONDS.0, LEASE_SECONDS.1)?;
                 self.lease = Some(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)));
             }
+            "cluster" => {
+                let name = line.word()?;
+                if self.cluster.is_some() {
+                    return Err(line.duplicate());
+                }
+                // Part of the Redis keys: a name that cannot break a key.
+                if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                    return Err(line.error("The cluster name may hold letters, digits, '-', '_' and '.' only."));
+                }
+                self.cluster = Some((line.loc(), name.to_owned()));
+                return Ok(());
+            }
             _ => return Err(line.unknown()),
         }
         if self.first_other.is_none() {
             self.first_other = Some((line.loc(), line.key.to_owned()));
         }
         Ok(())
+    }
+
+    /// A `cluster` line without `redis_host`: the nodes would have nowhere
+    /// to meet.
+    pub(super) fn check(&self) -> Result<(), ConfError> {
+        match &self.cluster {
+            Some((loc, _)) if self.host.is_none() => {
+                Err(loc.error("cluster needs redis_host: the nodes of a cluster meet in Redis."))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Presence settings, or `None` without `redis_host` (with a warning
@@ -152,6 +180,7 @@ impl RedisDraft {
             db: self.db.unwrap_or(0),
             key: self.key.unwrap_or_else(|| DEFAULT_REDIS_KEY.to_owned()),
             lease: self.lease.unwrap_or(DEFAULT_LEASE),
+            cluster: self.cluster.map(|(_, name)| name),
         })
     }
 }
@@ -193,6 +222,7 @@ mod tests {
                 db: 3,
                 key: "online".to_owned(),
                 lease: Duration::from_secs(10),
+                cluster: None,
             })
         );
     }
@@ -225,6 +255,24 @@ mod tests {
         assert_error("redis_key", 1, "Empty redis_key value in configuration.");
         assert_error("redis_lease 2", 1, "Invalid redis_lease value (2): expected an integer from 3 to 86400.");
         assert_error("redis_auth", 1, "Empty redis_auth value in configuration.");
+        assert_error(
+            "port 1883\ncluster fleet\n",
+            2,
+            "cluster needs redis_host: the nodes of a cluster meet in Redis.",
+        );
+        assert_error(
+            "redis_host h\ncluster a:b\n",
+            2,
+            "The cluster name may hold letters, digits, '-', '_' and '.' only.",
+        );
+        assert_error("redis_host h\ncluster a\ncluster b\n", 3, "Duplicate cluster value in configuration.");
+    }
+
+    #[test]
+    fn a_cluster_is_named_beside_its_redis() {
+        let named = conf("redis_host 127.0.0.1\ncluster fleet-1\n");
+        assert_eq!(named.redis.and_then(|r| r.cluster).as_deref(), Some("fleet-1"));
+        assert_eq!(conf("redis_host 127.0.0.1\n").redis.and_then(|r| r.cluster), None);
     }
 
     #[test]

@@ -107,10 +107,22 @@ impl Durability {
 
     /// A message that may be stored was posted to `to`.
     pub(crate) fn posted(&mut self, to: ShardId) {
-        if let Some(sent) = self.sent.get_mut(usize::from(to.0)) {
-            *sent += 1;
-            self.unmarked = true;
+        let at = self.slot(to);
+        self.sent[at] += 1;
+        self.unmarked = true;
+    }
+
+    /// Where `shard`'s counts are, made room for: the shards of other
+    /// nodes are numbered as they join. Counts kept earlier (marks, held
+    /// releases) are shorter, their missing counts 0.
+    fn slot(&mut self, shard: ShardId) -> usize {
+        let at = usize::from(shard.0);
+        if at >= self.sent.len() {
+            for counts in [&mut self.sent, &mut self.confirmed, &mut self.received] {
+                counts.resize(at + 1, 0);
+            }
         }
+        at
     }
 
     /// Own batch `seq` was taken: its output also waits for what was
@@ -129,9 +141,8 @@ impl Durability {
     /// Shard `from` says `count` of the messages posted to it are on
     /// disk.
     pub(crate) fn confirmed(&mut self, from: ShardId, count: u64) {
-        if let Some(confirmed) = self.confirmed.get_mut(usize::from(from.0)) {
-            *confirmed = (*confirmed).max(count);
-        }
+        let at = self.slot(from);
+        self.confirmed[at] = self.confirmed[at].max(count);
     }
 
     /// The last own batch whose output may go: on disk, and everything
@@ -149,9 +160,9 @@ impl Durability {
     /// A message that may be stored came from `from`; its effects here are
     /// in own batch `batch`.
     pub(crate) fn received(&mut self, from: ShardId, batch: u64) {
-        let Some(received) = self.received.get_mut(usize::from(from.0)) else { return };
-        *received += 1;
-        let count = *received;
+        let at = self.slot(from);
+        self.received[at] += 1;
+        let count = self.received[at];
         match self.to_confirm.back_mut() {
             Some(last) if last.0 == batch && last.1 == from => last.2 = count,
             _ => self.to_confirm.push_back((batch, from, count)),
@@ -195,6 +206,21 @@ mod tests {
         assert_eq!(d.releasable(), 2);
         d.confirmed(ShardId(1), 2);
         assert_eq!(d.releasable(), 3);
+    }
+
+    #[test]
+    fn a_shard_of_another_node_gets_counts_as_it_joins() {
+        let mut d = Durability::new(2);
+        d.posted(ShardId(1));
+        d.batch_taken(1);
+        d.posted(ShardId(5));
+        d.batch_taken(2);
+        d.on_disk(2);
+        d.confirmed(ShardId(1), 1);
+        assert_eq!(d.releasable(), 1);
+        d.confirmed(ShardId(5), 1);
+        assert_eq!(d.releasable(), 2);
+        assert!(d.is_settled());
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod codec;
 mod committer;
 mod handoff;
 mod memory;
+mod null;
 mod open;
 mod redb_store;
 mod shared;
@@ -38,6 +39,7 @@ use culex_core::persistence::{Restore, StoreBatch, StoredState};
 
 pub use committer::{Committer, CommitterOptions, Notify};
 pub use memory::MemStore;
+pub use null::NullStore;
 pub use open::{OpenError, Opened, OpenedStore, Outcome, files, import_mosquitto, open, open_store};
 pub use redb_store::RedbStore;
 pub use shared::SharedCommitter;

@@ -1,0 +1,545 @@
+//! What a node's link to the other nodes of a cluster decides (the
+//! runtime only moves its bytes to and from Redis): which number each
+//! shard of another node has here, what goes into which node's inbox, when
+//! a publisher's shard may count a message as handed over, and which inbox
+//! entries are no longer needed.
+//!
+//! To this process's shards a shard of another node is one more shard,
+//! numbered from this process's shard count up ([`Directory`]): routes,
+//! publishes and retained messages cross nodes exactly as they cross
+//! shards, one FIFO path per pair of shards (the sender's turn, its
+//! node's writer, the receiver's inbox stream, the receiver's board).
+//! What differs is said by the link itself: [`ShardMessage::Joined`] and
+//! [`ShardMessage::Left`] as nodes come and go, and
+//! [`ShardMessage::Stored`] once a batch is in the receiver's inbox, which
+//! is what a publisher's PUBACK or PUBCOMP waits for.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::BytesMut;
+
+use super::wire::{self, NodeFrame, WireError};
+use super::{ShardId, ShardMessage, may_be_stored};
+use crate::types::ConnId;
+
+/// Marks a connection of another node as this node's shards name it.
+const ALIAS: u64 = 1 << 62;
+/// Where the number of its shard sits in an alias.
+const ALIAS_SHARD_SHIFT: u32 = 40;
+/// Marks a bridge's local side (its own id's top bit) in an alias.
+const ALIAS_BRIDGE: u64 = 1 << 39;
+/// The bits of the connection's own number an alias keeps.
+const ALIAS_CONN: u64 = ALIAS_BRIDGE - 1;
+
+/// Connection `conn` of the shard numbered `from` here, as this node's
+/// shards name it: unique in the process (apart from local connections,
+/// bridges and every other shard's), so that a subscriber here can hold it
+/// back ([`ShardMessage::Hold`]) as it holds a publisher of this node.
+/// Connection numbers are counted from 1 per process: the alias keeps 39
+/// bits of them.
+pub fn alias(from: ShardId, conn: ConnId) -> ConnId {
+    let bridge = if conn.is_bridge() { ALIAS_BRIDGE } else { 0 };
+    ConnId(ALIAS | (u64::from(from.0) << ALIAS_SHARD_SHIFT) | bridge | (conn.0 & ALIAS_CONN))
+}
+
+/// The shard and connection an [`alias`] stands for.
+pub fn unalias(conn: ConnId) -> Option<(ShardId, ConnId)> {
+    if conn.0 & (ConnId::FIRST_BRIDGE | ALIAS) != ALIAS {
+        return None;
+    }
+    let shard = ShardId(u16::try_from((conn.0 >> ALIAS_SHARD_SHIFT) & u64::from(u16::MAX)).unwrap_or(0));
+    let bridge = if conn.0 & ALIAS_BRIDGE != 0 { ConnId::FIRST_BRIDGE } else { 0 };
+    Some((shard, ConnId(bridge | (conn.0 & ALIAS_CONN))))
+}
+
+/// A node as its entries and its registration name it: its name (the
+/// presence broker id, stable across restarts), the run it is in, and its
+/// shard count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRun {
+    /// The node's name.
+    pub name: String,
+    /// The run: later runs of a node have larger numbers (its start time
+    /// in milliseconds).
+    pub run: u64,
+    /// How many shards it runs.
+    pub shards: u16,
+}
+
+/// What changed among the shards reachable from here.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Shards now reachable: each says [`ShardMessage::Joined`] to every
+    /// local shard.
+    pub joined: Vec<ShardId>,
+    /// Shards gone: each says [`ShardMessage::Left`] to every local shard.
+    pub left: Vec<ShardId>,
+}
+
+/// One run of a node as numbered here.
+#[derive(Debug, Clone, Copy)]
+struct Numbered {
+    run: u64,
+    first: u16,
+    shards: u16,
+}
+
+impl Numbered {
+    fn ids(self) -> impl Iterator<Item = ShardId> {
+        (self.first..self.first + self.shards).map(ShardId)
+    }
+}
+
+/// A node as the directory knows it.
+#[derive(Debug)]
+struct Known {
+    /// Its latest run heard of.
+    latest: Numbered,
+    /// Whether that run is reachable (it has not left).
+    live: bool,
+    /// Earlier runs, whose entries may still sit in the inbox: their
+    /// messages are delivered from their own numbers.
+    earlier: Vec<Numbered>,
+}
+
+/// How many earlier runs of a node keep their numbers.
+const EARLIER_RUNS: usize = 4;
+
+/// The numbers this process gives the shards of other nodes, from its own
+/// shard count up; a number is never given twice, so a message from a run
+/// that left never passes for one of a later run.
+#[derive(Debug)]
+pub struct Directory {
+    next: u16,
+    nodes: HashMap<String, Known>,
+    /// Number to (node, its shard), for the numbers given.
+    addresses: HashMap<ShardId, (String, ShardId)>,
+}
+
+impl Directory {
+    /// The directory of a process running `local` shards.
+    pub fn new(local: u16) -> Self {
+        Self { next: local.max(1), nodes: HashMap::new(), addresses: HashMap::new() }
+    }
+
+    /// Numbers for a run of `node` with `shards` shards; `None` once the
+    /// numbers are used up.
+    fn number(&mut self, node: &str, run: u64, shards: u16) -> Option<Numbered> {
+        let first = self.next;
+        self.next = first.checked_add(shards)?;
+        let numbered = Numbered { run, first, shards };
+        for (shard, id) in numbered.ids().enumerate() {
+            let shard = ShardId(u16::try_from(shard).unwrap_or(u16::MAX));
+            self.addresses.insert(id, (node.to_owned(), shard));
+        }
+        Some(numbered)
+    }
+
+    /// `run` is heard of, registered or writing to the inbox: a run later
+    /// than the one known joins (the one known leaves); an earlier one
+    /// only gets numbers, for what it wrote before it stopped.
+    pub fn heard(&mut self, run: &NodeRun) -> Change {
+        let mut change = Change::default();
+        let known = self.nodes.get(&run.name).map(|k| (k.latest.run, k.live));
+        match known {
+            Some((latest, true)) if latest == run.run => {}
+            Some((latest, false)) if latest == run.run => {}
+            Some((latest, _)) if run.run < latest => {
+                let Some(known) = self.nodes.get(&run.name) else { return change };
+                if !known.earlier.iter().any(|n| n.run == run.run)
+                    && let Some(numbered) = self.number(&run.name, run.run, run.shards)
+                    && let Some(known) = self.nodes.get_mut(&run.name)
+                {
+                    known.earlier.push(numbered);
+                    self.forget_earliest(&run.name);
+                }
+            }
+            _ => {
+                let Some(numbered) = self.number(&run.name, run.run, run.shards) else { return change };
+                change.joined.extend(numbered.ids());
+                let fresh = Known { latest: numbered, live: true, earlier: Vec::new() };
+                if let Some(mut before) = self.nodes.insert(run.name.clone(), fresh) {
+                    if before.live {
+                        change.left.extend(before.latest.ids());
+                    }
+                    before.earlier.push(before.latest);
+                    if let Some(known) = self.nodes.get_mut(&run.name) {
+                        known.earlier = before.earlier;
+                    }
+                    self.forget_earliest(&run.name);
+                }
+            }
+        }
+        change
+    }
+
+    /// Keeps the numbers of the last [`EARLIER_RUNS`] earlier runs of
+    /// `node`.
+    fn forget_earliest(&mut self, node: &str) {
+        let Some(known) = self.nodes.get_mut(node) else { return };
+        known.earlier.sort_by_key(|n| n.run);
+        while known.earlier.len() > EARLIER_RUNS {
+            let gone = known.earlier.remove(0);
+            for id in gone.ids() {
+                self.addresses.remove(&id);
+            }
+        }
+    }
+
+    /// `node` is gone (its liveness lapsed): its shards leave.
+    pub fn gone(&mut self, node: &str) -> Change {
+        let mut change = Change::default();
+        if let Some(known) = self.nodes.get_mut(node).filter(|k| k.live) {
+            known.live = false;
+            change.left.extend(known.latest.ids());
+        }
+        change
+    }
+
+    /// This node's own liveness lapsed, so the others count it gone and
+    /// dropped its routes: every node reachable gets new numbers (its
+    /// shards leave and join again), so that this node's shards tell them
+    /// their routes and retained messages again, while this node, in a
+    /// new run, is a new node to them.
+    pub fn rejoin_all(&mut self) -> Change {
+        let mut change = Change::default();
+        let live: Vec<(String, Numbered)> =
+            self.nodes.iter().filter(|(_, k)| k.live).map(|(name, k)| (name.clone(), k.latest)).collect();
+        for (name, before) in live {
+            let Some(numbered) = self.number(&name, before.run, before.shards) else { continue };
+            change.left.extend(before.ids());
+            change.joined.extend(numbered.ids());
+            if let Some(known) = self.nodes.get_mut(&name) {
+                known.latest = numbered;
+            }
+        }
+        change
+    }
+
+    /// The nodes reachable now.
+    pub fn live(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().filter(|(_, k)| k.live).map(|(name, _)| name.as_str())
+    }
+
+    /// The number here of shard `shard` of `run` (heard of before).
+    pub fn id(&self, run: &NodeRun, shard: ShardId) -> Option<ShardId> {
+        let known = self.nodes.get(&run.name)?;
+        let numbered = std::iter::once(&known.latest).chain(&known.earlier).find(|n| n.run == run.run)?;
+        (shard.0 < numbered.shards).then(|| ShardId(numbered.first + shard.0))
+    }
+
+    /// The node and its shard that number `id` stands for.
+    pub fn address(&self, id: ShardId) -> Option<(&str, ShardId)> {
+        self.addresses.get(&id).map(|(node, shard)| (node.as_str(), *shard))
+    }
+}
+
+/// Frames on their way to the other nodes, and the counts that say when
+/// they are in the receivers' inboxes.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    /// Messages that may be stored written for each (local shard, number
+    /// of a shard elsewhere): what [`ShardMessage::Stored`] confirms.
+    written: HashMap<(ShardId, ShardId), u64>,
+}
+
+/// What one turn of the writer hands Redis, and says once Redis has it.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    /// One batch per receiving node, by node name.
+    pub batches: Vec<(String, BytesMut)>,
+    /// Once the batches are in the inboxes: `Stored(count)` from the second
+    /// shard to the first (a local one).
+    pub confirm: Vec<(ShardId, ShardId, u64)>,
+    /// Entries of this node's inbox no longer needed ([`InboxLedger`]).
+    pub remove: Vec<String>,
+}
+
+impl Outbound {
+    /// Gathers `posts` (from a local shard, to a number of a shard
+    /// elsewhere, the message) into one batch per node. A post to a number
+    /// the directory does not know is dropped. A local shard's
+    /// confirmation of its disk goes to `ledger`, not to the sender: a
+    /// node's acknowledgements wait for the inboxes, which the link
+    /// confirms itself, and the receiver's disk says which inbox entries
+    /// may go.
+    pub fn gather(
+        &mut self,
+        directory: &Directory,
+        ledger: &mut InboxLedger,
+        posts: Vec<(ShardId, ShardId, ShardMessage)>,
+    ) -> Gathered {
+        let mut frames: Vec<(String, Vec<NodeFrame>)> = Vec::new();
+        let mut touched: Vec<(ShardId, ShardId)> = Vec::new();
+        for (from, to, message) in posts {
+            if let ShardMessage::Stored(count) = message {
+                ledger.stored(from, to, count);
+                continue;
+            }
+            let Some((node, shard)) = directory.address(to) else { continue };
+            // A hold names the publisher as this node does: its own node
+            // names it otherwise.
+            let message = match message {
+                ShardMessage::Hold(conn) => ShardMessage::Hold(unalias(conn).map_or(conn, |(_, conn)| conn)),
+                ShardMessage::Release(conn) => ShardMessage::Release(unalias(conn).map_or(conn, |(_, conn)| conn)),
+                message => message,
+            };
+            if matches!(&message, ShardMessage::Publish { message, .. } if may_be_stored(message)) {
+                *self.written.entry((from, to)).or_insert(0) += 1;
+                if !touched.contains(&(from, to)) {
+                    touched.push((from, to));
+                }
+            }
+            let frame = NodeFrame { from, to: shard, message };
+            match frames.iter_mut().find(|(name, _)| name == node) {
+                Some((_, list)) => list.push(frame),
+                None => frames.push((node.to_owned(), vec![frame])),
+            }
+        }
+        let mut gathered = Gathered::default();
+        for (node, list) in frames {
+            let mut bytes = BytesMut::new();
+            // Only carried messages reach a number elsewhere: a shard says
+            // Stats and Api to shards of its own process.
+            if wire::encode_batch(&list, &mut bytes).is_ok() {
+                gathered.batches.push((node, bytes));
+            }
+        }
+        for (from, to) in touched {
+            let count = self.written.get(&(from, to)).copied().unwrap_or(0);
+            gathered.confirm.push((from, to, count));
+        }
+        gathered.remove = ledger.removable();
+        gathered
+    }
+}
+
+/// The entries of this node's inbox read and not yet removed: an entry
+/// goes once every message in it that may be stored is stored by the local
+/// shard it went to (its [`ShardMessage::Stored`] to the sender), so that
+/// a crash before then reads it again at the next start.
+#[derive(Debug, Default)]
+pub struct InboxLedger {
+    /// Such messages handed to each (number of the sender, local shard).
+    handed: HashMap<(ShardId, ShardId), u64>,
+    /// What each local shard confirmed of them.
+    stored: HashMap<(ShardId, ShardId), u64>,
+    /// Entries in order, with the counts they need confirmed.
+    entries: VecDeque<(String, Vec<Need>)>,
+}
+
+/// A count of messages from a number (the sender) to a local shard that
+/// must be stored before an entry goes.
+type Need = ((ShardId, ShardId), u64);
+
+/// What an entry of the inbox holds, ready for the local shards.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Shards of the entry's node that joined as it was read: say
+    /// [`ShardMessage::Joined`] from each before the posts.
+    pub joined: Vec<ShardId>,
+    /// (local shard, from the number of the sender, message), in order.
+    pub posts: Vec<(ShardId, ShardId, ShardMessage)>,
+}
+
+impl InboxLedger {
+    /// Reads entry `entry` of the inbox, written by `run`, holding
+    /// `batch`: numbers its senders (a run not heard of joins now), and
+    /// counts what it hands each local shard of `local`. A frame to a
+    /// shard this process does not have goes to shard 0.
+    ///
+    /// # Errors
+    ///
+    /// When `batch` is not a batch of frames: the entry is skipped.
+    pub fn read(
+        &mut self,
+        directory: &mut Directory,
+        local: u16,
+        entry: String,
+        run: &NodeRun,
+        batch: &[u8],
+    ) -> Result<Delivery, WireError> {
+        let frames = match wire::decode_batch(batch) {
+            Ok(frames) => frames,
+            Err(error) => {
+                self.skip(entry);
+                return Err(error);
+            }
+        };
+        let mut delivery = Delivery { joined: directory.heard(run).joined, posts: Vec::new() };
+        let mut needs: Vec<Need> = Vec::new();
+        for frame in frames {
+            let Some(from) = directory.id(run, frame.from) else { continue };
+            let to = if frame.to.0 < local { frame.to } else { ShardId(0) };
+            if matches!(&frame.message, ShardMessage::Publish { message, .. } if may_be_stored(message)) {
+                let handed = self.handed.entry((from, to)).or_insert(0);
+                *handed += 1;
+                match needs.iter_mut().find(|(pair, _)| *pair == (from, to)) {
+                    Some(need) => need.1 = *handed,
+                    None => needs.push(((from, to), *handed)),
+                }
+            }
+            let message = match frame.message {
+                ShardMessage::Publish { message, publisher, version, stored } => {
+                    ShardMessage::Publish { message, publisher: publisher.map(|c| alias(from, c)), version, stored }
+                }
+                message => message,
+            };
+            delivery.posts.push((to, from, message));
+        }
+        self.entries.push_back((entry, needs));
+        Ok(delivery)
+    }
+
+    /// Entry `entry` holds nothing to hand over (it cannot be read): it
+    /// goes with the entries before it.
+    pub fn skip(&mut self, entry: String) {
+        self.entries.push_back((entry, Vec::new()));
+    }
+
+    /// Local shard `shard` stored `count` of the messages from number
+    /// `from` (its [`ShardMessage::Stored`] to it).
+    pub fn stored(&mut self, shard: ShardId, from: ShardId, count: u64) {
+        let stored = self.stored.entry((from, shard)).or_insert(0);
+        *stored = (*stored).max(count);
+    }
+
+    /// The entries, oldest first, that are no longer needed.
+    pub fn removable(&mut self) -> Vec<String> {
+        let mut removable = Vec::new();
+        while let Some((_, needs)) = self.entries.front() {
+            let done = needs.iter().all(|(pair, count)| self.stored.get(pair).is_some_and(|s| s >= count));
+            if !done {
+                break;
+            }
+            if let Some((entry, _)) = self.entries.pop_front() {
+                removable.push(entry);
+            }
+        }
+        removable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::message::Message;
+    use crate::topic::{TopicFilter, TopicName};
+    use crate::types::QoS;
+
+    fn run(name: &str, run: u64, shards: u16) -> NodeRun {
+        NodeRun { name: name.to_owned(), run, shards }
+    }
+
+    fn publish(qos: QoS) -> ShardMessage {
+        let message = Message::new(TopicName::new("t").unwrap(), "x".into(), qos, false);
+        ShardMessage::Publish { message: Arc::new(message), publisher: None, version: None, stored: None }
+    }
+
+    #[test]
+    fn a_connection_of_another_node_gets_an_alias_of_its_own() {
+        let ids = [ConnId(1), ConnId(ALIAS_CONN), ConnId(ConnId::FIRST_BRIDGE), ConnId(ConnId::FIRST_BRIDGE + 7)];
+        let mut seen = std::collections::HashSet::new();
+        for shard in [ShardId(2), ShardId(u16::MAX)] {
+            for conn in ids {
+                let aliased = alias(shard, conn);
+                assert!(!aliased.is_bridge() && aliased.0 >= ALIAS, "{aliased:?}");
+                assert_eq!(unalias(aliased), Some((shard, conn)));
+                assert!(seen.insert(aliased));
+            }
+        }
+        assert_eq!(unalias(ConnId(5)), None);
+        assert_eq!(unalias(ConnId(ConnId::FIRST_BRIDGE + 5)), None);
+    }
+
+    #[test]
+    fn each_run_of_a_node_gets_numbers_of_its_own() {
+        let mut d = Directory::new(2);
+        let a1 = run("a", 1, 2);
+        assert_eq!(d.heard(&a1), Change { joined: vec![ShardId(2), ShardId(3)], left: vec![] });
+        assert_eq!(d.heard(&a1), Change::default());
+        assert_eq!(d.id(&a1, ShardId(1)), Some(ShardId(3)));
+        assert_eq!(d.id(&a1, ShardId(2)), None);
+        assert_eq!(d.address(ShardId(3)), Some(("a", ShardId(1))));
+        // A restart: the new run joins, the old one leaves, and what the
+        // old one wrote keeps its numbers.
+        let a2 = run("a", 5, 1);
+        assert_eq!(d.heard(&a2), Change { joined: vec![ShardId(4)], left: vec![ShardId(2), ShardId(3)] });
+        assert_eq!(d.id(&a1, ShardId(0)), Some(ShardId(2)));
+        // Gone once; heard again from its inbox entries, it stays gone.
+        assert_eq!(d.gone("a").left, [ShardId(4)]);
+        assert_eq!(d.gone("a"), Change::default());
+        assert_eq!(d.heard(&a2), Change::default());
+        assert_eq!(d.live().count(), 0);
+        // An earlier run never heard of gets numbers, and joins nothing.
+        let a0 = run("a", 0, 1);
+        assert_eq!(d.heard(&a0), Change::default());
+        assert_eq!(d.id(&a0, ShardId(0)), Some(ShardId(5)));
+        // After this node's own lapse, the live ones get new numbers.
+        let b = run("b", 1, 1);
+        assert_eq!(d.heard(&b).joined, [ShardId(6)]);
+        assert_eq!(d.rejoin_all(), Change { joined: vec![ShardId(7)], left: vec![ShardId(6)] });
+        assert_eq!(d.id(&b, ShardId(0)), Some(ShardId(7)));
+        assert_eq!(d.address(ShardId(7)), Some(("b", ShardId(0))));
+    }
+
+    #[test]
+    fn what_may_be_stored_is_confirmed_per_pair_once_written() {
+        let mut d = Directory::new(1);
+        d.heard(&run("b", 1, 2));
+        let mut out = Outbound::default();
+        let mut ledger = InboxLedger::default();
+        let filter = ShardMessage::Route(TopicFilter::new("t").unwrap());
+        let posts = vec![
+            (ShardId(0), ShardId(1), publish(QoS::AtLeastOnce)),
+            (ShardId(0), ShardId(2), publish(QoS::AtMostOnce)),
+            (ShardId(0), ShardId(2), filter),
+            (ShardId(0), ShardId(1), ShardMessage::Stored(3)),
+            (ShardId(0), ShardId(9), publish(QoS::ExactlyOnce)),
+            (ShardId(0), ShardId(1), publish(QoS::ExactlyOnce)),
+        ];
+        let gathered = out.gather(&d, &mut ledger, posts);
+        assert_eq!(gathered.batches.len(), 1);
+        let frames = wire::decode_batch(&gathered.batches[0].1).unwrap();
+        assert_eq!(frames.iter().map(|f| f.to).collect::<Vec<_>>(), [ShardId(0), ShardId(1), ShardId(1), ShardId(0)]);
+        assert_eq!(gathered.confirm, [(ShardId(0), ShardId(1), 2)]);
+        let again = out.gather(&d, &mut ledger, vec![(ShardId(0), ShardId(1), publish(QoS::AtLeastOnce))]);
+        assert_eq!(again.confirm, [(ShardId(0), ShardId(1), 3)]);
+    }
+
+    #[test]
+    fn an_entry_goes_once_what_it_handed_over_is_stored() {
+        let mut d = Directory::new(2);
+        let writer = run("w", 1, 1);
+        let mut ledger = InboxLedger::default();
+        let batch = |frames: Vec<NodeFrame>| {
+            let mut bytes = BytesMut::new();
+            wire::encode_batch(&frames, &mut bytes).unwrap();
+            bytes
+        };
+        let frame = |to: u16, message| NodeFrame { from: ShardId(0), to: ShardId(to), message };
+        let first = batch(vec![frame(1, publish(QoS::AtLeastOnce)), frame(7, publish(QoS::AtLeastOnce))]);
+        let delivery = ledger.read(&mut d, 2, "1-0".into(), &writer, &first).unwrap();
+        assert_eq!(delivery.joined, [ShardId(2)]);
+        let targets: Vec<_> = delivery.posts.iter().map(|(to, from, _)| (*to, *from)).collect();
+        assert_eq!(targets, [(ShardId(1), ShardId(2)), (ShardId(0), ShardId(2))]);
+        let second = batch(vec![frame(1, publish(QoS::AtMostOnce))]);
+        assert!(ledger.read(&mut d, 2, "2-0".into(), &writer, &second).unwrap().joined.is_empty());
+        assert!(ledger.removable().is_empty());
+        ledger.stored(ShardId(1), ShardId(2), 1);
+        assert!(ledger.removable().is_empty());
+        // A local shard's confirmation reaches the ledger through the
+        // writer's gathering, and goes no further.
+        let gathered =
+            Outbound::default().gather(&d, &mut ledger, vec![(ShardId(0), ShardId(2), ShardMessage::Stored(1))]);
+        assert!(gathered.batches.is_empty());
+        assert_eq!(gathered.remove, ["1-0", "2-0"]);
+        // An entry that cannot be read goes too.
+        assert!(ledger.read(&mut d, 2, "3-0".into(), &writer, b"\x09").is_err());
+        assert_eq!(ledger.removable(), ["3-0"]);
+    }
+}

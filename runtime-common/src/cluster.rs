@@ -1,0 +1,545 @@
+//! A node's link to the other nodes of its cluster (`cluster`, see
+//! docs/cluster.md), over the Redis named by `redis_host`. What crosses
+//! and when is decided by [`culex_core::shard::nodes`]; this moves it.
+//!
+//! Three tasks share one [`NodeLink`], each with a Redis connection of its
+//! own (a blocking read would hold up a shared one):
+//!
+//! - the **writer** takes what the shards posted to shards of other nodes,
+//!   appends one entry per receiving node to that node's inbox stream
+//!   (`XADD`) and, once Redis has them, tells the posting shards
+//!   ([`ShardMessage::Stored`]): a publisher's PUBACK or PUBCOMP waits for
+//!   that. It also removes the entries of this node's inbox that the local
+//!   shards no longer need.
+//! - the **reader** reads this node's inbox (`XREAD`, from the start at
+//!   start-up: what a crash left unread is read again) and posts each frame
+//!   to its local shard's board.
+//! - the **heartbeat** renews this node's liveness key and registration
+//!   every second and reads the others': a node whose key lapsed is gone
+//!   ([`ShardMessage::Left`]), a new run joins ([`ShardMessage::Joined`]).
+//!
+//! Keys, under the cluster's name `<c>`: `<c>:nodes` (hash: node name to
+//! `<run> <shards>`), `<c>:alive:<node>` (its run, expiring after
+//! [`LIVENESS`]), `<c>:inbox:<node>` (stream; fields `n` node, `r` run,
+//! `k` shards, `b` batch).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use culex_core::shard::nodes::{Change, Directory, InboxLedger, NodeRun, Outbound};
+use culex_core::shard::{ShardId, ShardMessage};
+use event_listener::Event;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use tracing::{info, warn};
+
+use crate::reports::{Board, ShardMail};
+use crate::settings::RedisSettings;
+use crate::store::{REDIS_TIMEOUT, connection_info, describe_error};
+use crate::sync::{Mutex, MutexGuard};
+
+/// How long a node's liveness key outlives its last renewal: a node
+/// silent that long is gone for the others.
+pub const LIVENESS: Duration = Duration::from_secs(3);
+
+/// How often the heartbeat renews this node and reads the others.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a read of the inbox waits for an entry before looking again.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+
+/// Entries read from the inbox at a time.
+const READ_COUNT: usize = 256;
+
+/// The Redis keys of one cluster.
+#[derive(Debug, Clone)]
+struct Keys {
+    nodes: String,
+    prefix: String,
+}
+
+impl Keys {
+    fn new(cluster: &str) -> Self {
+        Self { nodes: format!("{cluster}:nodes"), prefix: cluster.to_owned() }
+    }
+
+    fn alive(&self, node: &str) -> String {
+        format!("{}:alive:{node}", self.prefix)
+    }
+
+    fn inbox(&self, node: &str) -> String {
+        format!("{}:inbox:{node}", self.prefix)
+    }
+}
+
+/// What the shards of this process and the link's tasks share.
+pub struct NodeLink {
+    redis: RedisSettings,
+    keys: Keys,
+    /// This node's name: the broker id.
+    node: String,
+    /// This process's shard count.
+    shards: u16,
+    /// This node's run: its start in milliseconds, new after a lapse.
+    run: AtomicU64,
+    directory: Mutex<Directory>,
+    ledger: Mutex<InboxLedger>,
+    /// Posts to shards of other nodes: (from a local shard, to a number,
+    /// message).
+    posts: Board<(ShardId, ShardId, ShardMessage)>,
+    posted: Event,
+    /// The local shards' boards, and how to wake their broker tasks.
+    mail: Arc<[ShardMail]>,
+    wake: Arc<dyn Fn(ShardId) + Send + Sync>,
+    stopping: AtomicBool,
+    stopped: Event,
+}
+
+impl std::fmt::Debug for NodeLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeLink").field("node", &self.node).field("cluster", &self.keys.prefix).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn millis_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl NodeLink {
+    /// The link of node `redis.keys.broker_id` in cluster `cluster`, for a
+    /// process whose shards take their mail from `mail`.
+    pub fn new(
+        redis: RedisSettings,
+        cluster: &str,
+        mail: Arc<[ShardMail]>,
+        wake: Arc<dyn Fn(ShardId) + Send + Sync>,
+    ) -> Self {
+        let shards = u16::try_from(mail.len()).unwrap_or(u16::MAX);
+        Self {
+            node: redis.keys.broker_id.clone(),
+            keys: Keys::new(cluster),
+            redis,
+            shards,
+            run: AtomicU64::new(millis_now()),
+            directory: Mutex::new(Directory::new(shards)),
+            ledger: Mutex::new(InboxLedger::default()),
+            posts: Board::default(),
+            posted: Event::new(),
+            mail,
+            wake,
+            stopping: AtomicBool::new(false),
+            stopped: Event::new(),
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Local shard `from` tells number `to`, a shard of another node;
+    /// whether the writer is to be [`nudge`](Self::nudge)d (at the end of
+    /// the shard's turn, so that it takes the turn's posts together).
+    pub fn post(&self, from: ShardId, to: ShardId, message: ShardMessage) -> bool {
+        self.posts.post((from, to, message))
+    }
+
+    /// Wakes the writer.
+    pub fn nudge(&self) {
+        self.posted.notify(1);
+    }
+
+    /// The tasks end: the heartbeat withdraws this node, so that the
+    /// others drop its routes at once rather than after [`LIVENESS`].
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.posted.notify(usize::MAX);
+        self.stopped.notify(usize::MAX);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn this_run(&self) -> NodeRun {
+        NodeRun { name: self.node.clone(), run: self.run.load(Ordering::Acquire), shards: self.shards }
+    }
+
+    /// Posts `message` from `from` to local shard `to`; whether its broker
+    /// task is to be woken.
+    fn tell(&self, to: ShardId, from: ShardId, message: ShardMessage) -> bool {
+        self.mail.get(usize::from(to.0)).is_some_and(|board| board.post((from, message)))
+    }
+
+    /// Tells every local shard of `change` (the directory locked, so that
+    /// no frame of a number that joined is posted before its Joined).
+    fn announce(&self, change: &Change, to_wake: &mut Vec<ShardId>) {
+        let says = change.left.iter().map(|&s| (s, ShardMessage::Left));
+        for (from, message) in says.chain(change.joined.iter().map(|&s| (s, ShardMessage::Joined))) {
+            for to in (0..self.shards).map(ShardId) {
+                if self.tell(to, from, message.clone()) {
+                    to_wake.push(to);
+                }
+            }
+        }
+    }
+
+    fn wake_all(&self, mut to_wake: Vec<ShardId>) {
+        to_wake.sort_unstable();
+        to_wake.dedup();
+        for shard in to_wake {
+            (self.wake)(shard);
+        }
+    }
+}
+
+/// A Redis connection of one of the link's tasks, reopened after any
+/// failure; `sleep` is the runtime's timer.
+struct Conn<S> {
+    conn: Option<MultiplexedConnection>,
+    sleep: S,
+    /// What the task does, for the log.
+    task: &'static str,
+    /// A failure was logged and nothing succeeded since: a Redis that
+    /// stays down is said once.
+    failing: bool,
+}
+
+impl<S, F> Conn<S>
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    fn new(sleep: S, task: &'static str) -> Self {
+        Self { conn: None, sleep, task, failing: false }
+    }
+
+    async fn within<T>(&self, limit: Duration, work: impl Future<Output = T>) -> Option<T> {
+        let timer = async {
+            (self.sleep)(limit).await;
+            None
+        };
+        futures_lite::future::or(async { Some(work.await) }, timer).await
+    }
+
+    fn failed(&mut self, error: &str) {
+        self.conn = None;
+        if !std::mem::replace(&mut self.failing, true) {
+            warn!("Cluster {}: Redis failed ({error}); trying again every second.", self.task);
+        }
+    }
+
+    /// Runs `pipe`, connecting first if needed; `None` on any failure
+    /// (logged once, the connection dropped, after a second's wait).
+    async fn run(&mut self, settings: &RedisSettings, pipe: &redis::Pipeline) -> Option<Vec<Value>> {
+        if pipe.is_empty() {
+            return Some(Vec::new());
+        }
+        if self.conn.is_none() {
+            let info = match connection_info(settings) {
+                Ok(info) => info,
+                Err(error) => {
+                    self.failed(&describe_error(&error));
+                    (self.sleep)(HEARTBEAT).await;
+                    return None;
+                }
+            };
+            // A read blocks up to READ_BLOCK: the library's default reply
+            // timeout (half a second) would cut it.
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT));
+            let attempt =
+                async { redis::Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await };
+            match self.within(REDIS_TIMEOUT, attempt).await {
+                Some(Ok(conn)) => self.conn = Some(conn),
+                Some(Err(error)) => self.failed(&describe_error(&error)),
+                None => self.failed("connecting timed out"),
+            }
+        }
+        let mut conn = self.conn.take()?;
+        match self.within(REDIS_TIMEOUT, pipe.query_async::<Vec<Value>>(&mut conn)).await {
+            Some(Ok(replies)) => {
+                self.conn = Some(conn);
+                if std::mem::take(&mut self.failing) {
+                    info!("Cluster {}: Redis answers again.", self.task);
+                }
+                return Some(replies);
+            }
+            Some(Err(error)) => self.failed(&describe_error(&error)),
+            None => self.failed("Redis did not answer in time"),
+        }
+        (self.sleep)(HEARTBEAT).await;
+        None
+    }
+}
+
+/// Waits until `event` fires or `limit` passes.
+async fn wait_for<S, F>(event: event_listener::EventListener, sleep: &S, limit: Duration)
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    futures_lite::future::or(event, sleep(limit)).await;
+}
+
+/// The link's tasks, together, until [`NodeLink::stop`] and the
+/// heartbeat's withdrawal of this node.
+pub async fn run<S, F>(link: Arc<NodeLink>, sleep: S)
+where
+    S: Fn(Duration) -> F + Clone,
+    F: Future<Output = ()>,
+{
+    let writer = write(link.clone(), sleep.clone());
+    let reader = read(link.clone(), sleep.clone());
+    futures_lite::future::zip(writer, futures_lite::future::zip(reader, beat(link, sleep))).await;
+}
+
+/// The writer task (see the [module](self)) until [`NodeLink::stop`].
+pub async fn write<S, F>(link: Arc<NodeLink>, sleep: S)
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    let mut conn = Conn::new(&sleep, "writer");
+    let mut outbound = Outbound::default();
+    // A gathered turn is retried until Redis takes it, before any later
+    // one: each pair's order holds.
+    let mut pending = None;
+    loop {
+        if pending.is_none() {
+            // Listening before taking: a post in between wakes us.
+            let listener = link.posted.listen();
+            let posts = link.posts.take();
+            if posts.is_empty() {
+                if link.is_stopping() {
+                    return;
+                }
+                wait_for(listener, &sleep, HEARTBEAT).await;
+                continue;
+            }
+            let directory = lock(&link.directory);
+            let mut ledger = lock(&link.ledger);
+            pending = Some(outbound.gather(&directory, &mut ledger, posts));
+        }
+        let Some(gathered) = pending.as_ref() else { continue };
+        let run = link.this_run();
+        let mut pipe = redis::pipe();
+        for (node, batch) in &gathered.batches {
+            pipe.cmd("XADD")
+                .arg(link.keys.inbox(node))
+                .arg("*")
+                .arg("n")
+                .arg(&run.name)
+                .arg("r")
+                .arg(run.run)
+                .arg("k")
+                .arg(run.shards)
+                .arg("b")
+                .arg(&batch[..])
+                .ignore();
+        }
+        if !gathered.remove.is_empty() {
+            pipe.cmd("XDEL").arg(link.keys.inbox(&link.node)).arg(&gathered.remove).ignore();
+        }
+        if conn.run(&link.redis, &pipe).await.is_none() {
+            if link.is_stopping() {
+                return;
+            }
+            continue;
+        }
+        let mut to_wake = Vec::new();
+        for &(to, from, count) in &gathered.confirm {
+            if link.tell(to, from, ShardMessage::Stored(count)) {
+                to_wake.push(to);
+            }
+        }
+        link.wake_all(to_wake);
+        pending = None;
+    }
+}
+
+/// One entry of an inbox, as `XREAD` gives it.
+struct Entry {
+    id: String,
+    run: Option<NodeRun>,
+    batch: Bytes,
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// The entries of an `XREAD` reply for one stream (nil when none came).
+fn entries(reply: &Value) -> Vec<Entry> {
+    let Value::Array(streams) = reply else { return Vec::new() };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(parts) = stream else { continue };
+        let Some(Value::Array(items)) = parts.get(1) else { continue };
+        for item in items {
+            let Value::Array(pair) = item else { continue };
+            let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) else { continue };
+            let (mut name, mut run, mut shards, mut batch) = (None, None, None, Bytes::new());
+            for field in fields.chunks(2) {
+                let [key, value] = field else { continue };
+                match text(key).as_deref() {
+                    Some("n") => name = text(value),
+                    Some("r") => run = text(value).and_then(|r| r.parse::<u64>().ok()),
+                    Some("k") => shards = text(value).and_then(|k| k.parse::<u16>().ok()),
+                    Some("b") => {
+                        if let Value::BulkString(bytes) = value {
+                            batch = Bytes::from(bytes.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let run = match (name, run, shards) {
+                (Some(name), Some(run), Some(shards)) => Some(NodeRun { name, run, shards }),
+                _ => None,
+            };
+            out.push(Entry { id, run, batch });
+        }
+    }
+    out
+}
+
+/// The reader task (see the [module](self)) until [`NodeLink::stop`].
+pub async fn read<S, F>(link: Arc<NodeLink>, sleep: S)
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    let mut conn = Conn::new(&sleep, "reader");
+    let inbox = link.keys.inbox(&link.node);
+    // From the start: entries a crash left unread are read again.
+    let mut last = "0-0".to_owned();
+    while !link.is_stopping() {
+        let mut pipe = redis::pipe();
+        let block = u64::try_from(READ_BLOCK.as_millis()).unwrap_or(1000);
+        pipe.cmd("XREAD").arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(block).arg("STREAMS").arg(&inbox).arg(&last);
+        let Some(replies) = conn.run(&link.redis, &pipe).await else { continue };
+        let Some(reply) = replies.first() else { continue };
+        let mut to_wake = Vec::new();
+        for entry in entries(reply) {
+            last.clone_from(&entry.id);
+            let mut directory = lock(&link.directory);
+            let mut ledger = lock(&link.ledger);
+            let Some(run) = entry.run else {
+                warn!("Cluster reader: skipped inbox entry {} without its node.", entry.id);
+                ledger.skip(entry.id);
+                continue;
+            };
+            match ledger.read(&mut directory, link.shards, entry.id.clone(), &run, &entry.batch) {
+                Ok(delivery) => {
+                    link.announce(&Change { joined: delivery.joined, left: Vec::new() }, &mut to_wake);
+                    for (to, from, message) in delivery.posts {
+                        if link.tell(to, from, message) {
+                            to_wake.push(to);
+                        }
+                    }
+                }
+                Err(error) => warn!("Cluster reader: skipped inbox entry {} from {}: {error}.", entry.id, run.name),
+            }
+        }
+        link.wake_all(to_wake);
+    }
+}
+
+/// The heartbeat task (see the [module](self)) until [`NodeLink::stop`],
+/// when it withdraws this node.
+pub async fn beat<S, F>(link: Arc<NodeLink>, sleep: S)
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    let mut conn = Conn::new(&sleep, "heartbeat");
+    let alive = link.keys.alive(&link.node);
+    let lease = u64::try_from(LIVENESS.as_millis()).unwrap_or(3000);
+    let mut renewed = false;
+    info!("Cluster {}: node {} joining.", link.keys.prefix, link.node);
+    while !link.is_stopping() {
+        let run = link.this_run();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&alive).arg(run.run).arg("PX").arg(lease).arg("GET");
+        pipe.cmd("HSET").arg(&link.keys.nodes).arg(&link.node).arg(format!("{} {}", run.run, run.shards)).ignore();
+        pipe.cmd("HGETALL").arg(&link.keys.nodes);
+        let Some(replies) = conn.run(&link.redis, &pipe).await else { continue };
+        let before = replies.first().and_then(text).and_then(|r| r.parse::<u64>().ok());
+        if renewed && before != Some(run.run) {
+            // The others count this node gone (or Redis lost its keys): a
+            // new run, new to them, and every node told this one's routes
+            // and retained messages again.
+            let next = millis_now().max(run.run + 1);
+            link.run.store(next, Ordering::Release);
+            warn!("Cluster {}: node {} lapsed; joining again.", link.keys.prefix, link.node);
+            let mut to_wake = Vec::new();
+            let change = lock(&link.directory).rejoin_all();
+            link.announce(&change, &mut to_wake);
+            link.wake_all(to_wake);
+            continue;
+        }
+        renewed = true;
+        let registered = registered(replies.get(1), &link.node);
+        let mut pipe = redis::pipe();
+        for (name, _) in &registered {
+            pipe.cmd("GET").arg(link.keys.alive(name));
+        }
+        let Some(lives) = conn.run(&link.redis, &pipe).await else { continue };
+        let mut to_wake = Vec::new();
+        {
+            let mut directory = lock(&link.directory);
+            for ((name, node), life) in registered.iter().zip(&lives) {
+                let alive = text(life).and_then(|r| r.parse::<u64>().ok());
+                let change = match (alive, node) {
+                    (Some(run), Some(node)) if run == node.run => directory.heard(node),
+                    (Some(_), _) => Change::default(),
+                    (None, _) => directory.gone(name),
+                };
+                link.announce(&change, &mut to_wake);
+            }
+        }
+        link.wake_all(to_wake);
+        wait_for(link.stopped.listen(), &sleep, HEARTBEAT).await;
+    }
+    let mut pipe = redis::pipe();
+    pipe.cmd("DEL").arg(&alive).ignore();
+    pipe.cmd("HDEL").arg(&link.keys.nodes).arg(&link.node).ignore();
+    if conn.run(&link.redis, &pipe).await.is_some() {
+        info!("Cluster {}: node {} left.", link.keys.prefix, link.node);
+    }
+}
+
+/// The other nodes of an `HGETALL` of the registry, with their runs when
+/// the value reads as one.
+fn registered(reply: Option<&Value>, me: &str) -> Vec<(String, Option<NodeRun>)> {
+    let fields: Vec<String> = match reply {
+        Some(Value::Array(values)) => values.iter().filter_map(text).collect(),
+        Some(Value::Map(pairs)) => pairs.iter().flat_map(|(k, v)| [text(k), text(v)]).flatten().collect(),
+        _ => return Vec::new(),
+    };
+    fields
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [name, value] if name != me => {
+                let mut words = value.split(' ');
+                let run = words.next().and_then(|r| r.parse::<u64>().ok());
+                let shards = words.next().and_then(|k| k.parse::<u16>().ok());
+                let node = run.zip(shards).map(|(run, shards)| NodeRun { name: name.clone(), run, shards });
+                Some((name.clone(), node))
+            }
+            _ => None,
+        })
+        .collect()
+}

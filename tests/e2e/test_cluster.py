@@ -1,0 +1,278 @@
+"""Several Culex processes (nodes) as one broker over one redis-server
+(`cluster <name>`): messages cross nodes at every QoS (checked by the
+history checker, checker.py), retained messages and their deletions reach
+every node (one started later too), an UNSUBSCRIBE on one node stops
+deliveries from the others, and with one node killed the others go on; the
+node restarted is part of the broker again.
+
+Cross-node session takeover and wills of dead nodes are not part of this
+step and are not tested here."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from checker import History, Report, check, payload
+from support import Paho, wait_until
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server is installed by scripts/install-deps.sh")
+
+CLUSTER = "e2e-cluster"
+# Nodes see each other within about a second; a subscription, a retained
+# message or a node's arrival is known everywhere well within this.
+PROPAGATION = 10.0
+# Every acknowledged message reaches its subscribers within this.
+DELIVERY = 30.0
+# A window of publishes is acknowledged within this (also while a killed
+# node is not yet seen gone, about 4 s).
+ACK = 10.0
+
+_ids = itertools.count()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def make_node(make_broker, redis_server, redis_db):
+    """Factory: a node of the cluster on the module's Redis (emptied first)."""
+    def make(name: str):
+        return make_broker(redis=redis_server, name=name, extra=[f"cluster {CLUSTER}"])
+
+    return make
+
+
+@pytest.fixture
+def nodes(make_node):
+    """Nodes A, B and C, one broker."""
+    return [make_node(name) for name in "ABC"]
+
+
+def is_probe(topic: str) -> bool:
+    return topic.rsplit("/", 1)[-1] == "probe"
+
+
+def record(c: Paho, history: History):
+    """From now on every message `c` receives (probes aside) is recorded in
+    `history` too (paho calls this on its network thread)."""
+    def on_message(cl, userdata, msg):
+        if not is_probe(msg.topic):
+            history.delivered(c.client_id, msg.topic, msg.qos, msg.payload)
+        c._on_message(cl, userdata, msg)  # Paho's own: its queue and `received`
+
+    c.client.on_message = on_message
+
+
+def client(clients, node, client_id: str, history: History | None = None) -> Paho:
+    """A connected clean-session paho client on `node`, recording what it
+    receives into `history` if given."""
+    c = clients(Paho(node.port, client_id))
+    if history is not None:
+        record(c, history)
+    return c.connect()
+
+
+def subscriber(clients, node, client_id: str, history: History, topic_filter: str, qos: int = 2,
+               whole_run: bool = True) -> Paho:
+    """A client on `node` subscribed to `topic_filter`, recording into `history`
+    (as a whole-run subscriber unless told otherwise)."""
+    sub = client(clients, node, client_id, history)
+    assert sub.subscribe(topic_filter, qos) == [qos]
+    if whole_run:
+        history.subscribed(client_id, topic_filter, qos)
+    return sub
+
+
+def unsubscribe(c: Paho, topic_filter: str, timeout: float = 5.0):
+    """UNSUBSCRIBE, waiting for the UNSUBACK."""
+    acked = set()
+    c.client.on_unsubscribe = lambda cl, userdata, mid, *rest: acked.add(mid)
+    result, mid = c.client.unsubscribe(topic_filter)
+    assert result == mqtt.MQTT_ERR_SUCCESS
+    wait_until(lambda: mid in acked, timeout, what=f"{c.client_id}: UNSUBACK for {topic_filter}")
+
+
+def wait_routed(publishers, subscribers, topic: str, timeout: float = PROPAGATION):
+    """Publishes probes (QoS 1) on `topic` from every publisher, about five
+    a second, until every subscriber has received one from each: then each
+    publisher's node knows each subscription."""
+    rounds = itertools.count()
+
+    def seen(sub: Paho, pub: Paho) -> bool:
+        prefix = f"{pub.client_id}:probe".encode()
+        return any(m.topic == topic and m.payload.startswith(prefix) for m in list(sub.received))
+
+    def routed():
+        n = next(rounds)
+        missing = [(p.client_id, s.client_id) for p in publishers for s in subscribers if not seen(s, p)]
+        for pub in {p for p, _ in missing}:
+            next(x for x in publishers if x.client_id == pub).publish(topic, f"{pub}:probe{n}", qos=1)
+        return not missing
+
+    wait_until(routed, timeout, interval=0.2,
+               what=lambda: f"probes on {topic} from {[p.client_id for p in publishers]} "
+                            f"at {[s.client_id for s in subscribers]}")
+
+
+def publish_seq(pub: Paho, history: History, topic: str, qos: int, count: int, first: int = 0,
+                window: int = 50, pace: float = 0.0):
+    """Publishes seq first..first+count-1 on `topic`, `window` in flight at a
+    time (`pace` seconds between windows), and records each acknowledged;
+    each window must be acknowledged within ACK seconds."""
+    for start in range(first, first + count, window):
+        infos = []
+        for seq in range(start, min(start + window, first + count)):
+            info = pub.client.publish(topic, payload(pub.client_id, seq), qos)
+            assert info.rc == mqtt.MQTT_ERR_SUCCESS, f"{pub.client_id}: publish {seq}: rc {info.rc}"
+            infos.append((seq, info))
+        deadline = time.monotonic() + ACK
+        for seq, info in infos:
+            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            assert info.is_published(), f"{pub.client_id}: {topic} seq {seq} (QoS {qos}) not acknowledged in {ACK}s"
+            history.published(pub.client_id, topic, qos, seq)
+        if pace:
+            time.sleep(pace)
+
+
+def wait_complete(history: History, timeout: float = DELIVERY) -> Report:
+    """Waits until every whole-run subscriber has every message due; returns
+    the checker's report."""
+    wait_until(lambda: check(history).complete, timeout, interval=0.1,
+               what=lambda: f"every message delivered: {check(history)}")
+    return check(history)
+
+
+def retained_at(node, topic: str) -> list[bytes]:
+    """The retained messages a new subscriber on `node` gets for `topic`:
+    it subscribes to `topic` and to a marker of its own, then publishes the
+    marker; whatever was retained comes before the marker."""
+    client_id = f"look-{next(_ids)}"
+    marker = f"marker/{client_id}"
+    with Paho(node.port, client_id) as c:
+        c.connect()
+        c.subscribe([(topic, 1), (marker, 1)])
+        c.publish(marker, b"end", qos=1)
+        got = c.collect_until(marker, timeout=5)
+    return [m.payload for m in got if m.topic != marker and m.retain]
+
+
+# ---------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_publish_crosses_nodes_at_every_qos(nodes, clients, qos):
+    a, b, c = nodes
+    history = History()
+    subs = [subscriber(clients, node, f"sub-{node.name}", history, "q/#") for node in (b, c)]
+    pub = client(clients, a, "pub-A")
+    wait_routed([pub], subs, "q/probe")
+    publish_seq(pub, history, "q/data", qos, 300)
+    report = wait_complete(history)
+    assert report.clean, report
+    assert {d.qos for d in history.deliveries} == {qos}
+
+
+def test_retained_reaches_every_node(nodes, clients):
+    a, b, c = nodes
+    client(clients, a, "pub-A").publish("r/t", b"v1", qos=1, retain=True)
+    wait_until(lambda: all(retained_at(n, "r/t") == [b"v1"] for n in (c, b, a)), PROPAGATION,
+               what=lambda: f"v1 retained everywhere: {[retained_at(n, 'r/t') for n in nodes]}")
+    # A later change, made on another node, wins everywhere.
+    client(clients, c, "pub-C").publish("r/t", b"v2", qos=1, retain=True)
+    wait_until(lambda: all(retained_at(n, "r/t") == [b"v2"] for n in nodes), PROPAGATION,
+               what=lambda: f"v2 retained everywhere: {[retained_at(n, 'r/t') for n in nodes]}")
+    # An empty retained message on B deletes it everywhere.
+    client(clients, b, "pub-B").publish("r/t", b"", qos=1, retain=True)
+    wait_until(lambda: all(retained_at(n, "r/t") == [] for n in nodes), PROPAGATION,
+               what=lambda: f"no retained message anywhere: {[retained_at(n, 'r/t') for n in nodes]}")
+
+
+def test_a_node_started_later_gets_the_retained_messages(nodes, make_node, clients):
+    a, b, _ = nodes
+    pub = client(clients, a, "pub-A")
+    pub.publish("late/t", b"kept", qos=1, retain=True)
+    wait_until(lambda: retained_at(b, "late/t") == [b"kept"], PROPAGATION, what="the retained message on B")
+    d = make_node("D")
+    wait_until(lambda: retained_at(d, "late/t") == [b"kept"], PROPAGATION,
+               what=lambda: f"the retained message on D, which has {retained_at(d, 'late/t')}")
+    # And D's subscriptions are known to the others.
+    sub = client(clients, d, "sub-D")
+    sub.subscribe("late/#", 1)
+    wait_routed([pub], [sub], "late/probe")
+
+
+def test_unsubscribe_stops_deliveries_from_other_nodes(nodes, clients):
+    a, b, c = nodes
+    before = History()
+    pubs = [client(clients, node, f"pub-{node.name}") for node in (a, c)]
+    keepers = [subscriber(clients, node, f"keep-{node.name}", before, "u/#", 1) for node in (a, c)]
+    leaver = subscriber(clients, b, "leave-B", before, "u/#", 1)
+    wait_routed(pubs, keepers + [leaver], "u/probe")
+    for pub in pubs:
+        publish_seq(pub, before, "u/data", 1, 50)
+    assert wait_complete(before).clean, check(before)
+
+    unsubscribe(leaver, "u/#")
+    seen = len(leaver.received)
+    after = History()
+    for keeper in keepers:
+        record(keeper, after)
+        after.subscribed(keeper.client_id, "u/#", 1)
+    for pub in pubs:
+        publish_seq(pub, after, "u/data", 1, 50, first=50)
+    assert wait_complete(after).clean, check(after)
+    # The keepers have all of it: had B been sent any, the leaver would have it by now.
+    assert [(m.topic, m.payload) for m in leaver.received[seen:] if not is_probe(m.topic)] == []
+
+    # Subscribing again, B is routed to again.
+    leaver.subscribe("u/#", 1)
+    wait_routed(pubs, [leaver], "u/again/probe")
+
+
+def test_the_others_go_on_when_a_node_is_killed(nodes, clients):
+    a, b, c = nodes
+    history = History()
+    sub_b = subscriber(clients, b, "sub-B", history, "k/#", 1)
+    sub_c = subscriber(clients, c, "sub-C", history, "k/#", 1, whole_run=False)
+    pub = client(clients, a, "pub-A")
+    wait_routed([pub], [sub_b, sub_c], "k/probe")
+
+    c.kill9()
+    # 20 windows of 10 over about 6 s: before and after the others see C gone.
+    publish_seq(pub, history, "k/data", 1, 200, window=10, pace=0.3)
+    report = wait_complete(history)
+    assert report.clean, report
+
+    c.restart()
+    again = History()
+    record(sub_b, again)
+    again.subscribed("sub-B", "k/#", 1)
+    sub_c2 = subscriber(clients, c, "sub-C2", again, "k/#", 1)
+    pub_c = client(clients, c, "pub-C")
+    wait_routed([pub, pub_c], [sub_b, sub_c2], "k/again/probe")
+    publish_seq(pub, again, "k/data", 1, 100, first=200)
+    publish_seq(pub_c, again, "k/data", 1, 100)
+    report = wait_complete(again)
+    assert report.clean, report
+
+
+def test_load_spread_over_nodes(nodes, clients):
+    history = History()
+    subs = [subscriber(clients, nodes[i % 3], f"sub{i}-{nodes[i % 3].name}", history, "load/#") for i in range(6)]
+    pubs = [client(clients, nodes[i % 3], f"pub{i}-{nodes[i % 3].name}") for i in range(6)]
+    wait_routed(pubs, subs, "load/probe")
+    with ThreadPoolExecutor(len(pubs)) as pool:
+        runs = [pool.submit(publish_seq, pub, history, f"load/{pub.client_id}", 1 + i % 2, 300)
+                for i, pub in enumerate(pubs)]
+        for run in runs:
+            run.result(timeout=DELIVERY * 2)
+    report = wait_complete(history, timeout=DELIVERY * 2)
+    assert report.clean, report
+    assert report.delivered >= 6 * 6 * 300, report
