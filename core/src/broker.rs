@@ -500,6 +500,7 @@ impl Broker {
                     shards.report(from, *stats, own);
                 }
             }
+            ShardMessage::Claim { .. } | ShardMessage::Claimed { .. } => {}
             ShardMessage::Joined => self.peer_joined(from),
             ShardMessage::Left => self.peer_left(now, from),
             // The HTTP API's, answered by the server.

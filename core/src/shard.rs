@@ -33,10 +33,10 @@ use crate::codec::{self, Packet};
 use crate::http_api::clients::ClientRows;
 use crate::message::Message;
 use crate::peer::Identity;
-use crate::persistence::MessageId;
+use crate::persistence::{CopyState, MessageId};
 use crate::router::SubscriptionTree;
 use crate::topic::{TopicFilter, TopicName};
-use crate::types::{ConnId, Protocol};
+use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
 
 mod durability;
 pub mod nodes;
@@ -280,6 +280,26 @@ pub enum ShardMessage {
     /// messages that the sender may store are on disk (see
     /// [`Durability`]).
     Stored(u64),
+    /// A client connected at the sender, a shard of another node, with
+    /// `stamp`: a receiver whose connection or session of the same client
+    /// id is older closes that connection (a takeover across nodes) and
+    /// hands the session over. Every receiver answers
+    /// [`ShardMessage::Claimed`]; the sender's CONNACK waits for them all.
+    Claim {
+        /// The client id.
+        client: ClientId,
+        /// When the connection was accepted, to order two connections of
+        /// one client id on two nodes.
+        stamp: ConnectStamp,
+    },
+    /// The answer to [`ShardMessage::Claim`]: the client's session, if the
+    /// receiver held a persistent one older than the claim.
+    Claimed {
+        /// The client id.
+        client: ClientId,
+        /// The session handed over.
+        session: Option<Box<HandedSession>>,
+    },
     /// The sender, a shard of another node, is reachable from now on: the
     /// receiver tells it its routes and hands it its retained messages.
     /// Said by the runtime's link to the other nodes, never carried.
@@ -289,6 +309,35 @@ pub enum ShardMessage {
     /// carried; what the sender published before it went is still
     /// delivered.
     Left,
+}
+
+/// When a connection of a client was accepted, and where: later stamps
+/// win a takeover across nodes. Ordered by time, then node, then shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectStamp {
+    /// Milliseconds since the Unix epoch.
+    pub millis: u64,
+    /// The node ([`node_number`]).
+    pub node: u64,
+    /// The shard, in its node's numbering.
+    pub shard: ShardId,
+}
+
+/// A persistent session handed from one node to another when its client
+/// connects there (see [`ShardMessage::Claimed`]): what the store would
+/// hold of it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HandedSession {
+    /// The packet id its next outgoing message tries first.
+    pub next_packet_id: Option<PacketId>,
+    /// Subscriptions and their granted QoS.
+    pub subscriptions: Vec<(TopicFilter, QoS)>,
+    /// Copies queued or in flight, in order: the message, its QoS, its
+    /// RETAIN flag and where it stands.
+    pub copies: Vec<(Arc<Message>, QoS, bool, CopyState)>,
+    /// Incoming QoS 2 messages awaiting PUBREL (`None`: dropped, still
+    /// owing its handshake).
+    pub incoming: Vec<(PacketId, Option<Arc<Message>>)>,
 }
 
 /// A broker's place among shards: the filters its own sessions subscribe

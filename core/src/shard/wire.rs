@@ -212,6 +212,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         ShardMessage::Stats(_) | ShardMessage::Api(_) | ShardMessage::Joined | ShardMessage::Left => {
             Err(WireError::NotCarried)
         }
+        ShardMessage::Claim { .. } | ShardMessage::Claimed { .. } => Err(WireError::NotCarried),
     }
 }
 
