@@ -40,6 +40,7 @@ use crate::types::{Ack, ClientId, ConnId, ConnIdMap, PacketId, Protocol, QoS};
 
 use self::mount::Seen;
 
+mod claims;
 mod flow;
 mod mount;
 mod persist;
@@ -123,6 +124,8 @@ pub struct Broker {
     held_elsewhere: ConnIdMap<(ShardId, u32)>,
     /// Reused buffer for the shards a message goes to.
     shard_targets: Vec<ShardId>,
+    /// On a cluster node, the client ids claimed from the other nodes.
+    claims: claims::Claims,
 }
 
 /// One network connection: kept within 72 bytes, so that its box takes an
@@ -212,8 +215,9 @@ struct Buffers {
 enum ConnState {
     /// Accepted, CONNECT not seen yet.
     AwaitingConnect,
-    /// CONNECT received, credentials being checked by the runtime;
-    /// later bytes wait in the buffer. The client id is boxed with the
+    /// CONNECT received, credentials being checked by the runtime (or,
+    /// on a cluster node, its client id claimed from the other nodes:
+    /// see `claims`); later bytes wait in the buffer. The client id is boxed with the
     /// CONNECT: inline, it would make every open connection 16 bytes
     /// larger.
     Authenticating(Box<Pending>),
@@ -426,6 +430,7 @@ impl Broker {
             shards: None,
             held_elsewhere: ConnIdMap::default(),
             shard_targets: Vec::new(),
+            claims: claims::Claims::default(),
         }
     }
 
@@ -500,7 +505,8 @@ impl Broker {
                     shards.report(from, *stats, own);
                 }
             }
-            ShardMessage::Claim { .. } | ShardMessage::Claimed { .. } => {}
+            ShardMessage::Claim { client, stamp } => self.handle_claim(now, from, client, stamp),
+            ShardMessage::Claimed { client, session } => self.handle_claimed(now, from, client, session),
             ShardMessage::Joined => self.peer_joined(from),
             ShardMessage::Left => self.peer_left(now, from),
             // The HTTP API's, answered by the server.
@@ -546,6 +552,7 @@ impl Broker {
             let held = shards.peer_left(peer);
             self.release(now, held);
         }
+        self.claims_without(now, peer);
     }
 
     fn learn_route(&mut self, from: ShardId, filter: &TopicFilter, routed: bool) {
@@ -1100,13 +1107,13 @@ impl Broker {
         }
         if certified {
             // The ACL then applies to the certificate's name.
-            return self.accept_connect(now, id, connect, client_id);
+            return self.admit_connect(now, id, connect, client_id);
         }
         // Anonymous clients too: `allow_anonymous` is the policy's, as it
         // may differ per listener.
         let info = ClientInfo { client_id: &client_id, username: connect.username.as_deref(), listener };
         match self.policy.authenticate(info, connect.password.as_ref()) {
-            AuthDecision::Allow => self.accept_connect(now, id, connect, client_id),
+            AuthDecision::Allow => self.admit_connect(now, id, connect, client_id),
             AuthDecision::Refuse(refusal) => {
                 match refusal {
                     Refusal::BadUserNameOrPassword => self.counts.auth_bad_credentials += 1,
@@ -1155,7 +1162,7 @@ impl Broker {
         let Pending { connect, client_id } = *pending;
         match result {
             Ok(()) => {
-                self.accept_connect(now, id, connect, client_id);
+                self.admit_connect(now, id, connect, client_id);
                 self.handle_received(now, id, &[]);
             }
             Err(refusal) => {
@@ -1933,6 +1940,7 @@ impl Broker {
     /// [MQTT-3.14.4-3]) and discards a clean session ([MQTT-3.1.2-6]).
     fn close(&mut self, now: Now, id: ConnId, reason: CloseReason) {
         let Some(mut conn) = self.conns.remove(&id) else { return };
+        self.claims.closed(id);
         self.occupancy.disconnect(conn.listener);
         self.counts.keepalive_timeouts += u64::from(reason == CloseReason::KeepAliveTimeout);
         let waiting = Self::drop_waiting(&mut conn, id);

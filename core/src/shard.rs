@@ -489,6 +489,16 @@ impl ShardRoutes {
         self.node = node;
     }
 
+    /// This process's node ([`node_number`]; 0 alone).
+    pub(crate) fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// The shards of other nodes reachable now.
+    pub(crate) fn peers(&self) -> &[ShardId] {
+        &self.peers
+    }
+
     /// Whether `shard` is one of another node.
     pub(crate) fn is_peer(&self, shard: ShardId) -> bool {
         shard.0 >= self.count

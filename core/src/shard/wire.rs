@@ -17,6 +17,12 @@
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
 //! | `Hold` (4), `Release` (5) | connection `u64` |
 //! | `Stored` (6) | count `u64` |
+//! | `Claim` (7) | client id: length `u32`, UTF-8; stamp: millis `u64`, node `u64`, shard `u16` |
+//! | `Claimed` (8) | client id: length `u32`, UTF-8; session: `u8` 0 (none) or 1, then the session |
+//! | session | next packet id: `u8` 0 (none) or 1, then the id; subscriptions: count `u32`, each a filter (length `u16`, UTF-8) and QoS `u8`; copies: count `u32`, each a message, QoS `u8`, retain `u8` (0 or 1) and state; incoming: count `u32`, each a packet id, then `u8` 0 (no message) or 1 and a message |
+//! | message | as `Publish`'s body, flags `0x10` and `0x20` refused |
+//! | state | `u8`: 0 queued without an id; 1 queued, 2 sent, 3 released, each then a packet id |
+//! | packet id | `u16`, never 0 |
 //! | flag `0x01` | retain (no part) |
 //! | flag `0x02` | expiry: `u64`, the bits of the `f64` (NaN and -0.0 kept) |
 //! | flag `0x04` | message publisher: client id (length `u32`, UTF-8), then listener `u16` |
@@ -36,12 +42,13 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{RetainVersion, ShardId, ShardMessage};
+use super::{ConnectStamp, HandedSession, RetainVersion, ShardId, ShardMessage};
 use crate::error::Violation;
 use crate::message::{Message, Publisher};
 use crate::peer::ListenerId;
+use crate::persistence::CopyState;
 use crate::topic::{TopicFilter, TopicName};
-use crate::types::{ClientId, ConnId, QoS};
+use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// The version this module writes and the only one it reads.
 const VERSION: u8 = 1;
@@ -50,6 +57,20 @@ const VERSION: u8 = 1;
 /// frame count may reserve.
 const MIN_FRAME_LEN: usize = 2 + 2 + 1 + 2 + 1;
 
+/// The smallest message: a one-byte topic, no payload, QoS and flags.
+const MIN_MESSAGE_LEN: usize = 2 + 1 + 4 + 1 + 1;
+
+/// The smallest subscription of a handed session: a one-byte filter and
+/// its QoS.
+const MIN_SUBSCRIPTION_LEN: usize = 2 + 1 + 1;
+
+/// The smallest copy of a handed session: a message, QoS, retain, state.
+const MIN_COPY_LEN: usize = MIN_MESSAGE_LEN + 1 + 1 + 1;
+
+/// The smallest incoming message of a handed session: its packet id and
+/// no message.
+const MIN_INCOMING_LEN: usize = 2 + 1;
+
 // Frame kinds.
 const ROUTE: u8 = 1;
 const UNROUTE: u8 = 2;
@@ -57,6 +78,18 @@ const PUBLISH: u8 = 3;
 const HOLD: u8 = 4;
 const RELEASE: u8 = 5;
 const STORED: u8 = 6;
+const CLAIM: u8 = 7;
+const CLAIMED: u8 = 8;
+
+// What an option's presence byte says.
+const ABSENT: u8 = 0;
+const PRESENT: u8 = 1;
+
+// Copy states.
+const QUEUED: u8 = 0;
+const QUEUED_WITH_ID: u8 = 1;
+const SENT: u8 = 2;
+const RELEASED: u8 = 3;
 
 // `Publish` flags.
 const RETAIN: u8 = 0x01;
@@ -65,7 +98,11 @@ const MESSAGE_PUBLISHER: u8 = 0x04;
 const USERNAME: u8 = 0x08;
 const CONNECTION: u8 = 0x10;
 const VERSIONED: u8 = 0x20;
-const KNOWN_FLAGS: u8 = RETAIN | EXPIRES | MESSAGE_PUBLISHER | USERNAME | CONNECTION | VERSIONED;
+/// The flags of a message's own parts: all a handed session's messages
+/// may have.
+const MESSAGE_FLAGS: u8 = RETAIN | EXPIRES | MESSAGE_PUBLISHER | USERNAME;
+/// The flags a `Publish` may have.
+const PUBLISH_FLAGS: u8 = MESSAGE_FLAGS | CONNECTION | VERSIONED;
 
 /// A shard message between processes: from shard `from` of the sending
 /// node to shard `to` of the receiving one, each in its own node's
@@ -106,13 +143,21 @@ pub enum WireError {
     /// A route's filter is not a valid topic filter.
     #[error("bad topic filter: {0}")]
     BadFilter(Violation),
-    /// A published message's QoS is not 0, 1 or 2.
+    /// A message's, copy's or subscription's QoS is not 0, 1 or 2.
     #[error("bad QoS {0}")]
     BadQos(u8),
-    /// A published message's flags have bits this version does not know,
-    /// or a user name without a publisher.
+    /// A message's flags have bits this version does not know (or, in a
+    /// handed session, a publisher's connection or retain version), or a
+    /// user name without a publisher.
     #[error("bad publish flags {0:#04x}")]
     BadFlags(u8),
+    /// An option's presence byte or a copy's retain flag is neither 0 nor
+    /// 1, or a copy's state is none of those this version writes.
+    #[error("bad tag byte {0}")]
+    BadTag(u8),
+    /// A packet id is 0.
+    #[error("a packet id is 0")]
+    ZeroPacketId,
     /// A client id or user name is not UTF-8.
     #[error("a client id or user name is not UTF-8")]
     NotUtf8,
@@ -151,14 +196,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<NodeFrame>, WireError> {
     if version != VERSION {
         return Err(WireError::UnknownVersion(version));
     }
-    let count = reader.u32()?;
-    // The count is the peer's word: reserve no more than the bytes left
-    // could hold.
-    let bound = reader.rest.len() / MIN_FRAME_LEN;
-    let mut frames = Vec::with_capacity(usize::try_from(count).map_or(bound, |count| count.min(bound)));
-    for _ in 0..count {
-        frames.push(reader.frame()?);
-    }
+    let frames = reader.counted(MIN_FRAME_LEN, Reader::frame)?;
     match reader.rest.len() {
         0 => Ok(frames),
         trailing => Err(WireError::Trailing(trailing)),
@@ -168,7 +206,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<NodeFrame>, WireError> {
 /// [`encode_batch`] without taking back what it wrote on an error.
 fn write_batch(frames: &[NodeFrame], out: &mut BytesMut) -> Result<(), WireError> {
     out.put_u8(VERSION);
-    out.put_u32(u32::try_from(frames.len()).map_err(|_| WireError::TooLong)?);
+    put_count(out, frames.len())?;
     for frame in frames {
         write_frame(frame, out)?;
     }
@@ -212,27 +250,119 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         ShardMessage::Stats(_) | ShardMessage::Api(_) | ShardMessage::Joined | ShardMessage::Left => {
             Err(WireError::NotCarried)
         }
-        ShardMessage::Claim { .. } | ShardMessage::Claimed { .. } => Err(WireError::NotCarried),
+        ShardMessage::Claim { client, stamp } => {
+            out.put_u8(CLAIM);
+            put_long(out, client.as_str().as_bytes())?;
+            out.put_u64(stamp.millis);
+            out.put_u64(stamp.node);
+            out.put_u16(stamp.shard.0);
+            Ok(())
+        }
+        ShardMessage::Claimed { client, session } => {
+            out.put_u8(CLAIMED);
+            put_long(out, client.as_str().as_bytes())?;
+            match session {
+                None => {
+                    out.put_u8(ABSENT);
+                    Ok(())
+                }
+                Some(session) => {
+                    out.put_u8(PRESENT);
+                    write_session(session, out)
+                }
+            }
+        }
     }
 }
 
+fn write_session(session: &HandedSession, out: &mut BytesMut) -> Result<(), WireError> {
+    match session.next_packet_id {
+        None => out.put_u8(ABSENT),
+        Some(id) => {
+            out.put_u8(PRESENT);
+            out.put_u16(id.get());
+        }
+    }
+    put_count(out, session.subscriptions.len())?;
+    for (filter, qos) in &session.subscriptions {
+        put_short(out, filter.as_str().as_bytes())?;
+        out.put_u8(qos.bits());
+    }
+    put_count(out, session.copies.len())?;
+    for (message, qos, retain, state) in &session.copies {
+        write_message(message, 0, out)?;
+        out.put_u8(qos.bits());
+        out.put_u8(u8::from(*retain));
+        match *state {
+            CopyState::Queued(None) => out.put_u8(QUEUED),
+            CopyState::Queued(Some(id)) => {
+                out.put_u8(QUEUED_WITH_ID);
+                out.put_u16(id.get());
+            }
+            CopyState::Sent(id) => {
+                out.put_u8(SENT);
+                out.put_u16(id.get());
+            }
+            CopyState::Released(id) => {
+                out.put_u8(RELEASED);
+                out.put_u16(id.get());
+            }
+        }
+    }
+    put_count(out, session.incoming.len())?;
+    for (id, message) in &session.incoming {
+        out.put_u16(id.get());
+        match message {
+            None => out.put_u8(ABSENT),
+            Some(message) => {
+                out.put_u8(PRESENT);
+                write_message(message, 0, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `Publish`'s body: the message, then the parts of its publishing that
+/// the flags announce.
 fn write_publish(
     message: &Message,
     conn: Option<ConnId>,
     version: Option<RetainVersion>,
     out: &mut BytesMut,
 ) -> Result<(), WireError> {
+    let mut flags = 0;
+    if conn.is_some() {
+        flags |= CONNECTION;
+    }
+    if version.is_some() {
+        flags |= VERSIONED;
+    }
+    write_message(message, flags, out)?;
+    if let Some(conn) = conn {
+        out.put_u64(conn.0);
+    }
+    if let Some(version) = version {
+        out.put_u64(version.tick);
+        out.put_u64(version.node);
+        out.put_u16(version.shard.0);
+    }
+    Ok(())
+}
+
+/// A message: its topic, payload, QoS, its flags with `more` (flags of
+/// parts the caller writes after it) and the parts of its own that they
+/// announce.
+fn write_message(message: &Message, more: u8, out: &mut BytesMut) -> Result<(), WireError> {
     put_short(out, message.topic.as_str().as_bytes())?;
     put_long(out, &message.payload)?;
     out.put_u8(message.qos.bits());
-    let mut flags = 0;
+    let mut flags = more;
     for (present, flag) in [
         (message.retain, RETAIN),
         (message.expires_at.is_some(), EXPIRES),
         (message.publisher.is_some(), MESSAGE_PUBLISHER),
         (message.publisher.as_ref().is_some_and(|p| p.username.is_some()), USERNAME),
-        (conn.is_some(), CONNECTION),
-        (version.is_some(), VERSIONED),
     ] {
         if present {
             flags |= flag;
@@ -249,14 +379,12 @@ fn write_publish(
         }
         out.put_u16(publisher.listener.0);
     }
-    if let Some(conn) = conn {
-        out.put_u64(conn.0);
-    }
-    if let Some(version) = version {
-        out.put_u64(version.tick);
-        out.put_u64(version.node);
-        out.put_u16(version.shard.0);
-    }
+    Ok(())
+}
+
+/// Writes a count as a `u32`.
+fn put_count(out: &mut BytesMut, count: usize) -> Result<(), WireError> {
+    out.put_u32(u32::try_from(count).map_err(|_| WireError::TooLong)?);
     Ok(())
 }
 
@@ -328,6 +456,45 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.long()?).map_err(|_| WireError::NotUtf8)
     }
 
+    /// A `u32` count, then as many items, each at least `min_len` bytes
+    /// long: the count is the peer's word, so what is reserved is no more
+    /// than the bytes left could hold.
+    fn counted<T>(
+        &mut self,
+        min_len: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, WireError>,
+    ) -> Result<Vec<T>, WireError> {
+        let count = self.u32()?;
+        let bound = self.rest.len() / min_len;
+        let mut items = Vec::with_capacity(usize::try_from(count).map_or(bound, |count| count.min(bound)));
+        for _ in 0..count {
+            items.push(item(self)?);
+        }
+        Ok(items)
+    }
+
+    /// Whether an option is present: a byte 0 or 1.
+    fn present(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            ABSENT => Ok(false),
+            PRESENT => Ok(true),
+            tag => Err(WireError::BadTag(tag)),
+        }
+    }
+
+    fn packet_id(&mut self) -> Result<PacketId, WireError> {
+        PacketId::new(self.u16()?).ok_or(WireError::ZeroPacketId)
+    }
+
+    fn qos(&mut self) -> Result<QoS, WireError> {
+        let qos = self.u8()?;
+        QoS::from_bits(qos).ok_or(WireError::BadQos(qos))
+    }
+
+    fn client_id(&mut self) -> Result<ClientId, WireError> {
+        self.text().map(ClientId::new)
+    }
+
     fn filter(&mut self) -> Result<TopicFilter, WireError> {
         let text = std::str::from_utf8(self.short()?).map_err(|_| WireError::BadFilter(Violation::InvalidUtf8))?;
         TopicFilter::new(text).map_err(WireError::BadFilter)
@@ -348,38 +515,75 @@ impl<'a> Reader<'a> {
             HOLD => ShardMessage::Hold(ConnId(self.u64()?)),
             RELEASE => ShardMessage::Release(ConnId(self.u64()?)),
             STORED => ShardMessage::Stored(self.u64()?),
+            CLAIM => ShardMessage::Claim {
+                client: self.client_id()?,
+                stamp: ConnectStamp { millis: self.u64()?, node: self.u64()?, shard: ShardId(self.u16()?) },
+            },
+            CLAIMED => ShardMessage::Claimed {
+                client: self.client_id()?,
+                session: if self.present()? { Some(Box::new(self.session()?)) } else { None },
+            },
             kind => return Err(WireError::UnknownKind(kind)),
         };
         Ok(NodeFrame { from, to, message })
     }
 
+    fn session(&mut self) -> Result<HandedSession, WireError> {
+        let next_packet_id = if self.present()? { Some(self.packet_id()?) } else { None };
+        let subscriptions = self.counted(MIN_SUBSCRIPTION_LEN, |reader| Ok((reader.filter()?, reader.qos()?)))?;
+        let copies = self.counted(MIN_COPY_LEN, |reader| {
+            let message = Arc::new(reader.message(MESSAGE_FLAGS)?.0);
+            let qos = reader.qos()?;
+            let retain = reader.present()?;
+            let state = match reader.u8()? {
+                QUEUED => CopyState::Queued(None),
+                QUEUED_WITH_ID => CopyState::Queued(Some(reader.packet_id()?)),
+                SENT => CopyState::Sent(reader.packet_id()?),
+                RELEASED => CopyState::Released(reader.packet_id()?),
+                tag => return Err(WireError::BadTag(tag)),
+            };
+            Ok((message, qos, retain, state))
+        })?;
+        let incoming = self.counted(MIN_INCOMING_LEN, |reader| {
+            let id = reader.packet_id()?;
+            let message = if reader.present()? { Some(Arc::new(reader.message(MESSAGE_FLAGS)?.0)) } else { None };
+            Ok((id, message))
+        })?;
+        Ok(HandedSession { next_packet_id, subscriptions, copies, incoming })
+    }
+
     fn publish(&mut self) -> Result<ShardMessage, WireError> {
-        let topic = self.topic()?;
-        // A copy: the message may outlive the batch's buffer by far.
-        let payload = Bytes::copy_from_slice(self.long()?);
-        let qos = self.u8()?;
-        let qos = QoS::from_bits(qos).ok_or(WireError::BadQos(qos))?;
-        let flags = self.u8()?;
-        if flags & !KNOWN_FLAGS != 0 || (flags & USERNAME != 0 && flags & MESSAGE_PUBLISHER == 0) {
-            return Err(WireError::BadFlags(flags));
-        }
-        let expires_at = if flags & EXPIRES != 0 { Some(f64::from_bits(self.u64()?)) } else { None };
-        let publisher = if flags & MESSAGE_PUBLISHER != 0 {
-            let client_id = ClientId::new(self.text()?);
-            let username = if flags & USERNAME != 0 { Some(Arc::from(self.text()?)) } else { None };
-            let listener = ListenerId(self.u16()?);
-            Some(Arc::new(Publisher { client_id, username, listener }))
-        } else {
-            None
-        };
+        let (message, flags) = self.message(PUBLISH_FLAGS)?;
         let conn = if flags & CONNECTION != 0 { Some(ConnId(self.u64()?)) } else { None };
         let version = if flags & VERSIONED != 0 {
             Some(RetainVersion { tick: self.u64()?, node: self.u64()?, shard: ShardId(self.u16()?) })
         } else {
             None
         };
-        let message = Message { topic, payload, qos, retain: flags & RETAIN != 0, expires_at, publisher };
         Ok(ShardMessage::Publish { message: Arc::new(message), publisher: conn, version, stored: None })
+    }
+
+    /// A message, and its flags: those of parts after it are for the
+    /// caller to read. Flags not in `known` are refused.
+    fn message(&mut self, known: u8) -> Result<(Message, u8), WireError> {
+        let topic = self.topic()?;
+        // A copy: the message may outlive the batch's buffer by far.
+        let payload = Bytes::copy_from_slice(self.long()?);
+        let qos = self.qos()?;
+        let flags = self.u8()?;
+        if flags & !known != 0 || (flags & USERNAME != 0 && flags & MESSAGE_PUBLISHER == 0) {
+            return Err(WireError::BadFlags(flags));
+        }
+        let expires_at = if flags & EXPIRES != 0 { Some(f64::from_bits(self.u64()?)) } else { None };
+        let publisher = if flags & MESSAGE_PUBLISHER != 0 {
+            let client_id = self.client_id()?;
+            let username = if flags & USERNAME != 0 { Some(Arc::from(self.text()?)) } else { None };
+            let listener = ListenerId(self.u16()?);
+            Some(Arc::new(Publisher { client_id, username, listener }))
+        } else {
+            None
+        };
+        Ok((Message { topic, payload, qos, retain: flags & RETAIN != 0, expires_at, publisher }, flags))
     }
 }
 
@@ -421,16 +625,46 @@ mod tests {
         Message {
             topic: ArbName::arbitrary(g).topic(),
             payload: Bytes::from(Vec::<u8>::arbitrary(g)),
-            qos: *g.choose(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]).unwrap(),
+            qos: arbitrary_qos(g),
             retain: bool::arbitrary(g),
             expires_at: bool::arbitrary(g).then(|| arbitrary_expiry(g)),
             publisher,
         }
     }
 
+    fn arbitrary_qos(g: &mut Gen) -> QoS {
+        *g.choose(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]).unwrap()
+    }
+
+    fn arbitrary_id(g: &mut Gen) -> PacketId {
+        PacketId::new(u16::arbitrary(g)).unwrap_or(PacketId::MIN)
+    }
+
+    /// A session of a few subscriptions, copies (in every state) and
+    /// incoming messages (with and without their message).
+    fn arbitrary_session(g: &mut Gen) -> HandedSession {
+        let few = |g: &mut Gen| usize::arbitrary(g) % 4;
+        let subscriptions = (0..few(g)).map(|_| (ArbFilter::arbitrary(g).filter(), arbitrary_qos(g))).collect();
+        let copies = (0..few(g))
+            .map(|_| {
+                let state = match u8::arbitrary(g) % 4 {
+                    0 => CopyState::Queued(None),
+                    1 => CopyState::Queued(Some(arbitrary_id(g))),
+                    2 => CopyState::Sent(arbitrary_id(g)),
+                    _ => CopyState::Released(arbitrary_id(g)),
+                };
+                (Arc::new(arbitrary_message(g)), arbitrary_qos(g), bool::arbitrary(g), state)
+            })
+            .collect();
+        let incoming = (0..few(g))
+            .map(|_| (arbitrary_id(g), bool::arbitrary(g).then(|| Arc::new(arbitrary_message(g)))))
+            .collect();
+        HandedSession { next_packet_id: bool::arbitrary(g).then(|| arbitrary_id(g)), subscriptions, copies, incoming }
+    }
+
     impl Arbitrary for ArbFrame {
         fn arbitrary(g: &mut Gen) -> Self {
-            let message = match u8::arbitrary(g) % 6 {
+            let message = match u8::arbitrary(g) % 8 {
                 0 => ShardMessage::Route(ArbFilter::arbitrary(g).filter()),
                 1 => ShardMessage::Unroute(ArbFilter::arbitrary(g).filter()),
                 2 => ShardMessage::Publish {
@@ -445,7 +679,19 @@ mod tests {
                 },
                 3 => ShardMessage::Hold(ConnId(u64::arbitrary(g))),
                 4 => ShardMessage::Release(ConnId(u64::arbitrary(g))),
-                _ => ShardMessage::Stored(u64::arbitrary(g)),
+                5 => ShardMessage::Stored(u64::arbitrary(g)),
+                6 => ShardMessage::Claim {
+                    client: ClientId::new(String::arbitrary(g)),
+                    stamp: ConnectStamp {
+                        millis: u64::arbitrary(g),
+                        node: u64::arbitrary(g),
+                        shard: ShardId(u16::arbitrary(g)),
+                    },
+                },
+                _ => ShardMessage::Claimed {
+                    client: ClientId::new(String::arbitrary(g)),
+                    session: bool::arbitrary(g).then(|| Box::new(arbitrary_session(g))),
+                },
             };
             Self(NodeFrame { from: ShardId(u16::arbitrary(g)), to: ShardId(u16::arbitrary(g)), message })
         }
@@ -459,13 +705,21 @@ mod tests {
     /// them: `==` on the pair is `==` with expiries compared bit for bit.
     fn comparable(frames: &[NodeFrame]) -> (Vec<Option<u64>>, Vec<NodeFrame>) {
         let mut bits = Vec::new();
+        let mut take = |message: &mut Arc<Message>| {
+            bits.push(message.expires_at.map(f64::to_bits));
+            Arc::make_mut(message).expires_at = None;
+        };
         let rest = frames
             .iter()
             .cloned()
             .map(|mut frame| {
-                if let ShardMessage::Publish { message, .. } = &mut frame.message {
-                    bits.push(message.expires_at.map(f64::to_bits));
-                    Arc::make_mut(message).expires_at = None;
+                match &mut frame.message {
+                    ShardMessage::Publish { message, .. } => take(message),
+                    ShardMessage::Claimed { session: Some(session), .. } => {
+                        session.copies.iter_mut().for_each(|(message, ..)| take(message));
+                        session.incoming.iter_mut().filter_map(|(_, message)| message.as_mut()).for_each(&mut take);
+                    }
+                    _ => {}
                 }
                 frame
             })
@@ -497,6 +751,28 @@ mod tests {
                 listener: ListenerId(3),
             })),
         };
+        let id = |n| PacketId::new(n).unwrap();
+        let session = HandedSession {
+            next_packet_id: Some(id(65535)),
+            subscriptions: vec![(filter("a/+"), QoS::AtLeastOnce), (filter("#"), QoS::ExactlyOnce)],
+            copies: vec![
+                (Arc::new(full.clone()), QoS::ExactlyOnce, true, CopyState::Released(id(1))),
+                (Arc::new(full.clone()), QoS::AtLeastOnce, false, CopyState::Sent(id(2))),
+                (
+                    Arc::new(Message::without_expiry(name("q"), Bytes::from_static(b"q"), QoS::AtLeastOnce, false)),
+                    QoS::AtLeastOnce,
+                    false,
+                    CopyState::Queued(Some(id(3))),
+                ),
+                (
+                    Arc::new(Message { expires_at: Some(-0.0), ..full.clone() }),
+                    QoS::AtMostOnce,
+                    true,
+                    CopyState::Queued(None),
+                ),
+            ],
+            incoming: vec![(id(9), None), (id(10), Some(Arc::new(full.clone())))],
+        };
         let frame = |from, to, message| NodeFrame { from: ShardId(from), to: ShardId(to), message };
         vec![
             vec![frame(0, 1, ShardMessage::Route(filter("a/+/#")))],
@@ -515,6 +791,23 @@ mod tests {
                 ),
                 frame(1, 2, ShardMessage::Release(ConnId(u64::MAX))),
                 frame(1, 2, publish(Message::without_expiry(name("t"), Bytes::new(), QoS::AtMostOnce, false))),
+            ],
+            vec![
+                frame(
+                    0,
+                    3,
+                    ShardMessage::Claim {
+                        client: ClientId::new("client"),
+                        stamp: ConnectStamp { millis: 1_700_000_000_000, node: u64::MAX, shard: ShardId(2) },
+                    },
+                ),
+                frame(3, 0, ShardMessage::Claimed { client: ClientId::new("client"), session: None }),
+                frame(4, 0, ShardMessage::Claimed { client: ClientId::new(""), session: Some(Box::default()) }),
+                frame(
+                    5,
+                    0,
+                    ShardMessage::Claimed { client: ClientId::new("client"), session: Some(Box::new(session)) },
+                ),
             ],
         ]
     }
@@ -623,7 +916,7 @@ mod tests {
         let batch = |body: &[u8]| [&[VERSION, 0, 0, 0, 1, 0, 0, 0, 1][..], body].concat();
         assert_eq!(decode_batch(&[2, 0, 0, 0, 0]), Err(WireError::UnknownVersion(2)));
         assert_eq!(decode_batch(&[VERSION, 0, 0, 0, 0, 9]), Err(WireError::Trailing(1)));
-        assert_eq!(decode_batch(&batch(&[7])), Err(WireError::UnknownKind(7)));
+        assert_eq!(decode_batch(&batch(&[9])), Err(WireError::UnknownKind(9)));
         assert_eq!(
             decode_batch(&batch(&[ROUTE, 0, 2, b'a', b'#'])),
             Err(WireError::BadFilter(Violation::MultiLevelWildcard))
@@ -641,6 +934,43 @@ mod tests {
         let bad_id = [0, MESSAGE_PUBLISHER, 0, 0, 0, 1, 0xff, 0, 0];
         assert_eq!(decode_batch(&publish(&bad_id)), Err(WireError::NotUtf8));
         assert!(decode_batch(&publish(&[0, 0])).is_ok());
+
+        // A claimed session of client "c": its body from the next packet id on.
+        let claimed = |tail: &[u8]| batch(&[&[CLAIMED, 0, 0, 0, 1, b'c', PRESENT][..], tail].concat());
+        assert_eq!(decode_batch(&batch(&[CLAIMED, 0, 0, 0, 1, b'c', 2])), Err(WireError::BadTag(2)));
+        assert_eq!(decode_batch(&claimed(&[2])), Err(WireError::BadTag(2)));
+        assert_eq!(decode_batch(&claimed(&[PRESENT, 0, 0])), Err(WireError::ZeroPacketId));
+        let empty = [ABSENT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(decode_batch(&claimed(&empty)).is_ok());
+        let subscription = |tail: &[u8]| claimed(&[&[ABSENT, 0, 0, 0, 1][..], tail].concat());
+        assert_eq!(decode_batch(&subscription(&[0, 1, b'#', 3])), Err(WireError::BadQos(3)));
+        assert_eq!(decode_batch(&subscription(&[0, 1, 0xff, 0])), Err(WireError::BadFilter(Violation::InvalidUtf8)));
+        // One copy of a message on "t", with `flags`, then `tail`.
+        let copy = |flags: u8, tail: &[u8]| {
+            claimed(&[&[ABSENT, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 0, 0, flags][..], tail].concat())
+        };
+        let tail = [1, 0, QUEUED, 0, 0, 0, 0];
+        assert!(decode_batch(&copy(0, &tail)).is_ok());
+        // A publisher's connection or retain version is no part of a session's message.
+        assert_eq!(decode_batch(&copy(CONNECTION, &tail)), Err(WireError::BadFlags(CONNECTION)));
+        assert_eq!(decode_batch(&copy(VERSIONED, &tail)), Err(WireError::BadFlags(VERSIONED)));
+        assert_eq!(decode_batch(&copy(0, &[3, 0, QUEUED, 0, 0, 0, 0])), Err(WireError::BadQos(3)));
+        assert_eq!(decode_batch(&copy(0, &[1, 2, QUEUED, 0, 0, 0, 0])), Err(WireError::BadTag(2)));
+        assert_eq!(decode_batch(&copy(0, &[1, 0, 4, 0, 0, 0, 0])), Err(WireError::BadTag(4)));
+        for state in [QUEUED_WITH_ID, SENT, RELEASED] {
+            assert_eq!(decode_batch(&copy(0, &[1, 0, state, 0, 0, 0, 0, 0, 0])), Err(WireError::ZeroPacketId));
+            assert!(decode_batch(&copy(0, &[1, 0, state, 0, 1, 0, 0, 0, 0])).is_ok());
+        }
+        let incoming = |tail: &[u8]| claimed(&[&[ABSENT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1][..], tail].concat());
+        assert!(decode_batch(&incoming(&[0, 1, ABSENT])).is_ok());
+        assert_eq!(decode_batch(&incoming(&[0, 0, ABSENT])), Err(WireError::ZeroPacketId));
+        assert_eq!(decode_batch(&incoming(&[0, 1, 2])), Err(WireError::BadTag(2)));
+        assert_eq!(
+            decode_batch(&incoming(&[0, 1, PRESENT, 0, 1, b't', 0, 0, 0, 0, 0, 0x40])),
+            Err(WireError::BadFlags(0x40))
+        );
+        let claim = [CLAIM, 0, 0, 0, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(decode_batch(&batch(&claim)), Err(WireError::NotUtf8));
     }
 
     #[test]
@@ -650,5 +980,15 @@ mod tests {
         assert_eq!(decode_batch(&payload), Err(WireError::Truncated));
         let client_id = [&payload[..13], &[0, 0, 0, 0, 0, MESSAGE_PUBLISHER, 0xff, 0xff, 0xff, 0xff][..]].concat();
         assert_eq!(decode_batch(&client_id), Err(WireError::Truncated));
+        let claim = [VERSION, 0, 0, 0, 1, 0, 0, 0, 1, CLAIM, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(decode_batch(&claim), Err(WireError::Truncated));
+        // A session of client "c" saying 2^32 - 1 subscriptions, copies or incoming messages.
+        let session = [VERSION, 0, 0, 0, 1, 0, 0, 0, 1, CLAIMED, 0, 0, 0, 1, b'c', PRESENT, ABSENT];
+        let huge = [0xff, 0xff, 0xff, 0xff];
+        for before in 0..3 {
+            let counts = [&[0, 0, 0, 0][..]].repeat(before).concat();
+            let bytes = [&session[..], &counts, &huge].concat();
+            assert_eq!(decode_batch(&bytes), Err(WireError::Truncated), "after {before} empty lists");
+        }
     }
 }

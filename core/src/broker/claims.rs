@@ -1,0 +1,290 @@
+//! Takeover across nodes (see [`shard::nodes`](crate::shard::nodes)): a
+//! client id is one client for the whole cluster, as for one broker
+//! ([MQTT-3.1.4-2]).
+//!
+//! A CONNECT accepted on a cluster node with other nodes reachable waits
+//! (its bytes buffered, as while its credentials are checked) while the
+//! node claims the client id: every shard of every other node hears
+//! [`ShardMessage::Claim`] with the connection's [`ConnectStamp`], closes
+//! its own connection of that client if it is older, and answers
+//! [`ShardMessage::Claimed`], handing over the client's persistent session
+//! if it held one. Once all have answered (or left), the connection is
+//! accepted with the session handed over, so that its CONNACK's Session
+//! Present and what it is sent are those of the one broker the cluster
+//! is. Two connections of one client on two nodes at once: the later
+//! stamp wins, each node closing its older one.
+
+use std::collections::HashMap;
+
+use tracing::{info, warn};
+
+use super::{Broker, ConnState, Pending};
+use crate::action::Action;
+use crate::error::CloseReason;
+use crate::peer::ListenerId;
+use crate::persistence::CopyState;
+use crate::policy::{ClientInfo, FilterAccess};
+use crate::session::{Grant, Outgoing, Presence, Session, Stage};
+use crate::shard::{ConnectStamp, HandedSession, ShardId, ShardMessage};
+use crate::time::Now;
+use crate::types::{ClientId, ConnId, ConnIdMap, QoS};
+
+/// A connection whose client id this node is claiming.
+#[derive(Debug)]
+struct Claiming {
+    /// The connection; `None` once it closed (or gave way to a later
+    /// one elsewhere): the claim still gathers the session.
+    conn: Option<ConnId>,
+    stamp: ConnectStamp,
+    /// The shards of other nodes yet to answer.
+    waiting: Vec<ShardId>,
+    /// The session one of them handed over.
+    handed: Option<Box<HandedSession>>,
+    /// A later claim elsewhere this one gave way to: it gets what this one
+    /// gathers, once all have answered.
+    relay: Option<(ShardId, ConnectStamp)>,
+}
+
+/// The claims of this shard (see the [module](self)).
+#[derive(Debug, Default)]
+pub(super) struct Claims {
+    /// By client id, at most one per client.
+    pending: HashMap<ClientId, Claiming>,
+    /// When each connection accepted in a cluster was.
+    stamps: ConnIdMap<ConnectStamp>,
+}
+
+impl Claims {
+    /// Connection `id` is closed.
+    pub(super) fn closed(&mut self, id: ConnId) {
+        self.stamps.remove(&id);
+        for claim in self.pending.values_mut() {
+            if claim.conn == Some(id) {
+                claim.conn = None;
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// The authenticated CONNECT of `id` for `client_id`: accepted at once,
+    /// or, on a cluster node with other nodes reachable, once the client id
+    /// is claimed (see the [module](self)).
+    pub(super) fn admit_connect(&mut self, now: Now, id: ConnId, connect: crate::codec::Connect, client_id: ClientId) {
+        let Some(shards) = self.shards.as_ref().filter(|shards| shards.node() != 0) else {
+            self.accept_connect(now, id, connect, client_id);
+            return;
+        };
+        let millis = (now.unix.as_secs_f64() * 1000.0).max(0.0) as u64;
+        let stamp = ConnectStamp { millis, node: shards.node(), shard: shards.me() };
+        let waiting: Vec<ShardId> = shards.peers().to_vec();
+        if waiting.is_empty() {
+            self.claims.stamps.insert(id, stamp);
+            self.accept_connect(now, id, connect, client_id);
+            return;
+        }
+        // A second CONNECT of the client here while the first is claimed:
+        // the later one goes on, as a takeover here would, and the claim
+        // under way serves it.
+        if let Some(claim) = self.claims.pending.get_mut(&client_id) {
+            let earlier = claim.conn.replace(id);
+            claim.stamp = stamp;
+            if let Some(earlier) = earlier {
+                info!("Client {client_id} already connected, closing old connection.");
+                self.close(now, earlier, CloseReason::TakenOver);
+            }
+        } else {
+            for &to in &waiting {
+                let message = ShardMessage::Claim { client: client_id.clone(), stamp };
+                self.actions.push_back(Action::ToShard { to, message });
+            }
+            let claim = Claiming { conn: Some(id), stamp, waiting, handed: None, relay: None };
+            self.claims.pending.insert(client_id.clone(), claim);
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.state = ConnState::Authenticating(Box::new(Pending { connect, client_id }));
+        }
+    }
+
+    /// Shard `from` of another node claims `client` for a connection made
+    /// at `stamp`: an older connection of it here closes, and its
+    /// persistent session is handed over.
+    pub(super) fn handle_claim(&mut self, now: Now, from: ShardId, client: ClientId, stamp: ConnectStamp) {
+        if let Some(claim) = self.claims.pending.get_mut(&client) {
+            // Claimed here too: the later claim wins; an earlier one gives
+            // way, and answers the later one once its own answers are in.
+            let beaten = match claim.relay {
+                _ if claim.stamp > stamp => Some(from),
+                Some((_, relay)) if relay > stamp => Some(from),
+                relay => {
+                    claim.relay = Some((from, stamp));
+                    relay.map(|(to, _)| to)
+                }
+            };
+            let conn = claim.conn.take_if(|_| claim.stamp < stamp);
+            if let Some(to) = beaten {
+                self.answer_claim(to, client.clone(), None);
+            }
+            if let Some(conn) = conn {
+                info!("Client {client} connected on another node, closing old connection.");
+                self.close(now, conn, CloseReason::TakenOver);
+            }
+            return;
+        }
+        let Some(key) = self.sessions.find(&client) else {
+            return self.answer_claim(from, client, None);
+        };
+        let live = self.sessions.get(key).and_then(Session::conn);
+        if live.and_then(|conn| self.claims.stamps.get(&conn)).is_some_and(|&here| here > stamp) {
+            // Connected here later: this node's claim closes the other.
+            return self.answer_claim(from, client, None);
+        }
+        if let Some(conn) = live {
+            info!("Client {client} connected on another node, closing old connection.");
+            self.close(now, conn, CloseReason::TakenOver);
+        }
+        let handed = self.hand_over(&client);
+        self.answer_claim(from, client, handed);
+    }
+
+    fn answer_claim(&mut self, to: ShardId, client: ClientId, session: Option<Box<HandedSession>>) {
+        self.actions.push_back(Action::ToShard { to, message: ShardMessage::Claimed { client, session } });
+    }
+
+    /// The persistent session of `client` here, if there is one, taken
+    /// out to hand over (a clean one went with its connection).
+    fn hand_over(&mut self, client: &ClientId) -> Option<Box<HandedSession>> {
+        let key = self.sessions.find(client)?;
+        let handed = self.sessions.get(key).filter(|s| !s.clean).map(handed);
+        self.discard_session(key);
+        handed.map(Box::new)
+    }
+
+    /// Shard `from` answered this node's claim of `client`.
+    pub(super) fn handle_claimed(&mut self, now: Now, from: ShardId, client: ClientId, session: Option<Box<HandedSession>>) {
+        let Some(claim) = self.claims.pending.get_mut(&client) else {
+            // Every claim waits for each shard's answer: none comes twice.
+            return;
+        };
+        claim.waiting.retain(|&s| s != from);
+        match (&claim.handed, session) {
+            (None, Some(session)) => claim.handed = Some(session),
+            (Some(_), Some(_)) => warn!("Client {client}'s session was handed over twice; the first is kept."),
+            (_, None) => {}
+        }
+        if claim.waiting.is_empty() {
+            self.finish_claim(now, &client);
+        }
+    }
+
+    /// Shard `peer` of another node left: it answers no claim.
+    pub(super) fn claims_without(&mut self, now: Now, peer: ShardId) {
+        let mut done = Vec::new();
+        for (client, claim) in &mut self.claims.pending {
+            claim.waiting.retain(|&s| s != peer);
+            if claim.waiting.is_empty() {
+                done.push(client.clone());
+            }
+        }
+        for client in done {
+            self.finish_claim(now, &client);
+        }
+    }
+
+    /// Every other node answered the claim of `client`: its connection is
+    /// accepted with the session handed over (if it asked for one); or the
+    /// session goes on to the later claim this one gave way to; or, its
+    /// connection gone, it stays here, offline.
+    fn finish_claim(&mut self, now: Now, client: &ClientId) {
+        let Some(claim) = self.claims.pending.remove(client) else { return };
+        if let Some((to, _)) = claim.relay {
+            let handed = claim.handed.or_else(|| self.hand_over(client));
+            return self.answer_claim(to, client.clone(), handed);
+        }
+        let pending = claim.conn.and_then(|conn| {
+            let state = std::mem::replace(&mut self.conns.get_mut(&conn)?.state, ConnState::AwaitingConnect);
+            let ConnState::Authenticating(pending) = state else { return None };
+            Some((conn, *pending))
+        });
+        let clean = pending.as_ref().is_some_and(|(_, p)| p.connect.clean_session);
+        if let Some(handed) = claim.handed.filter(|_| !clean) {
+            if self.sessions.find(client).is_none() && self.occupancy.try_add_session(self.config.max_clients) {
+                self.take_over(client, *handed, now);
+            } else {
+                warn!("Client {client}'s session handed over could not be kept; dropped.");
+            }
+        }
+        let Some((conn, Pending { connect, client_id })) = pending else { return };
+        self.claims.stamps.insert(conn, claim.stamp);
+        self.accept_connect(now, conn, connect, client_id);
+        self.handle_received(now, conn, &[]);
+    }
+
+    /// Makes `handed` the persistent session of `client` here (offline
+    /// until its connection is accepted), recorded as the store records a
+    /// new one.
+    fn take_over(&mut self, client: &ClientId, handed: HandedSession, now: Now) {
+        let mut session = Session::new(client.clone(), false);
+        session.presence = Presence::Offline(super::persist::seconds(now));
+        if let Some(next) = handed.next_packet_id {
+            session.set_next_packet_id(next);
+        }
+        let key = self.sessions.insert(session);
+        self.record_session(key);
+        for (filter, qos) in handed.subscriptions {
+            let info = ClientInfo { client_id: client, username: None, listener: ListenerId::default() };
+            let checked = self.policy.filter_access(info, &filter) != FilterAccess::Whole;
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.subscriptions.insert(filter.clone(), qos);
+            }
+            self.add_subscription(&filter, key, Grant { qos, checked });
+            self.record_subscription(key, &filter, Some(qos));
+        }
+        for (message, qos, retain, state) in handed.copies {
+            let id = match state {
+                CopyState::Queued(id) if qos != QoS::AtMostOnce => id,
+                _ => None,
+            };
+            let mut out = Outgoing { message, qos, retain, seq: 0, id, batch: 0 };
+            self.stamp(key, &mut out);
+            let inflight = match state {
+                CopyState::Queued(_) => None,
+                CopyState::Sent(id) if qos == QoS::ExactlyOnce => Some((id, Stage::Unreceived)),
+                CopyState::Sent(id) => Some((id, Stage::Unacknowledged)),
+                CopyState::Released(id) => Some((id, Stage::Released)),
+            };
+            self.record_copy(key, &out, state, true, false);
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.restore_copy(out, inflight);
+            }
+        }
+        for (packet_id, message) in handed.incoming {
+            self.record_incoming(key, packet_id, message.as_ref());
+            if let Some(session) = self.sessions.get_mut(key) {
+                session.receive_qos2(packet_id, message);
+            }
+        }
+    }
+}
+
+/// What `session` holds, to hand to another node.
+fn handed(session: &Session) -> HandedSession {
+    let mut handed = HandedSession {
+        next_packet_id: Some(session.next_packet_id()),
+        subscriptions: session.subscriptions.iter().map(|(filter, qos)| (filter.clone(), *qos)).collect(),
+        ..HandedSession::default()
+    };
+    for flight in session.inflight() {
+        let state = match flight.stage {
+            Stage::Unacknowledged | Stage::Unreceived => CopyState::Sent(flight.id),
+            Stage::Released => CopyState::Released(flight.id),
+        };
+        let out = &flight.out;
+        handed.copies.push((out.message.clone(), out.qos, out.retain, state));
+    }
+    for out in session.queued() {
+        handed.copies.push((out.message.clone(), out.qos, out.retain, CopyState::Queued(out.id)));
+    }
+    handed.incoming = session.incoming().map(|(id, message)| (id, message.cloned())).collect();
+    handed
+}

@@ -1,0 +1,243 @@
+"""Session takeover across the nodes of a cluster (`cluster <name>`, three
+nodes over one redis-server, the fixtures of test_cluster.py): every node
+is one broker for its clients, so a client id connecting to node B while
+it is connected, or has a persistent session, on node A:
+
+- closes the connection on A (MQTT-3.1.4-2), as a takeover within one
+  broker does;
+- with clean session 0 on both connections, gets session present 1 on B
+  and the session itself: its subscriptions and the QoS 1/2 messages
+  queued for it at A (those in flight resent), without subscribing again;
+- with clean session 1, discards the old session everywhere (session
+  present 0, nothing of it arrives, not on B and not back on A);
+- ends online in the presence hash (`HGET mqtt <id>`).
+
+Each test observes this from the clients only (paho's on_connect flags and
+on_disconnect, the messages they receive, the publishers' PUBACKs) and from
+Redis; every wait is bounded."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+
+from checker import History, check, payload
+from support import Paho, stays, wait_until
+# Fixtures (`make_node`, `nodes`) and helpers of the cluster suite.
+from test_cluster import (ACK, DELIVERY, PROPAGATION, client, is_probe, make_node, nodes, publish_seq,  # noqa: F401
+                          record, wait_complete, wait_routed)
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server is installed by scripts/install-deps.sh")
+
+# The presence hash (the default `redis_key`).
+KEY = "mqtt"
+# The old connection is closed within this once the new one has its CONNACK.
+TAKEOVER = 5.0
+# How long a test watches for messages that must not come.
+QUIET = 1.5
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def persistent(clients, node, client_id: str, history: History | None = None) -> Paho:
+    """A connected clean-session-0 paho client on `node` (recording into
+    `history` from its very first message, if given)."""
+    c = clients(Paho(node.port, client_id, clean_session=False))
+    if history is not None:
+        record(c, history)
+    return c.connect()
+
+
+def leave(c: Paho, node):
+    """A clean DISCONNECT, waiting until `node` has handled it (so that what
+    is published next is queued for the session, not sent live)."""
+    c.disconnect()
+    node.wait_log(rf"Client {c.client_id} disconnected\.", timeout=TAKEOVER)
+
+
+def wait_closed(old: Paho, node_name: str, by: str):
+    assert old.disconnected.wait(TAKEOVER), (
+        f"{old.client_id}: the connection on {node_name} was not closed within {TAKEOVER}s "
+        f"of the same client id connecting to {by} (MQTT-3.1.4-2 across nodes)")
+
+
+def data(c: Paho) -> list:
+    """What `c` received, probes aside: (topic, payload, qos)."""
+    return [(m.topic, m.payload, m.qos) for m in list(c.received) if not is_probe(m.topic)]
+
+
+def first_copies(c: Paho, topic: str) -> list[bytes]:
+    """The payloads `c` received on `topic`, each at its first arrival (a
+    QoS 1 resend is allowed)."""
+    seen, out = set(), []
+    for m in list(c.received):
+        if m.topic == topic and m.payload not in seen:
+            seen.add(m.payload)
+            out.append(m.payload)
+    return out
+
+
+def assert_online(db, client_id: str):
+    """Presence ends online for `client_id`: it is (and, as the old node's
+    offline write lands, stays) `1` in the hash."""
+    wait_until(lambda: db.hget(KEY, client_id) == "1", PROPAGATION,
+               what=lambda: f"HGET {KEY} {client_id} == '1', have {db.hget(KEY, client_id)!r}")
+    assert stays(lambda: db.hget(KEY, client_id) == "1", 1.0), \
+        f"{client_id} went offline after the takeover: HGET {KEY} {client_id} = {db.hget(KEY, client_id)!r}"
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_a_connection_on_another_node_closes_the_old_one(nodes, clients, redis_db):
+    a, b, c = nodes
+    old = clients(Paho(a.port, "dev-1")).connect()
+    wait_until(lambda: redis_db.hget(KEY, "dev-1") == "1", TAKEOVER, what="dev-1 online (on A)")
+
+    new = clients(Paho(b.port, "dev-1")).connect()
+    assert new.session_present is False
+    wait_closed(old, "A", "B")
+    # A closed it once (no reconnection: paho's automatic one is off).
+    assert old.disconnects == 1
+
+    # The connection on B is the live one: it subscribes, is routed to
+    # from C, and publishes.
+    assert new.subscribe("one/#", 1) == [1]
+    pub = client(clients, c, "pub-1C")
+    wait_routed([pub], [new], "one/probe")
+    watcher = client(clients, a, "watch-1A")
+    assert watcher.subscribe("one/#", 1) == [1]
+    wait_routed([new], [watcher], "one/from-b/probe")
+    assert stays(lambda: new.client.is_connected() and not new.disconnected.is_set(), 1.0), \
+        "dev-1 on B was disconnected after taking over"
+    assert old.received == []
+
+    a.wait_log(r"Updating client dev-1 to offline", timeout=TAKEOVER)
+    assert_online(redis_db, "dev-1")
+
+
+def test_a_persistent_session_moves_to_the_node_its_client_connects_to(nodes, clients, redis_db):
+    a, b, c = nodes
+    cid = "dev-2"
+    pub_c = client(clients, c, "pub-2C")
+    first = persistent(clients, a, cid)
+    assert first.session_present is False
+    assert first.subscribe("move/#", 1) == [1]
+    wait_routed([pub_c], [first], "move/probe")
+    leave(first, a)
+
+    # Offline at A: its session queues them; every one acknowledged.
+    queued = History()
+    publish_seq(pub_c, queued, "move/x", 1, 50)
+    assert len(queued.publishes) == 50
+
+    queued.subscribed(cid, "move/#", 1)
+    second = persistent(clients, b, cid, queued)
+    assert second.session_present is True, \
+        f"{cid}: CONNACK on B says session present 0: the session held at A did not move"
+    report = wait_complete(queued)
+    assert report.clean, report
+    expected = [payload("pub-2C", seq) for seq in range(50)]
+    assert first_copies(second, "move/x") == expected
+    assert {qos for _, _, qos in data(second)} == {1}
+
+    # The subscription moved: B is routed to from A, without a new SUBSCRIBE.
+    pub_a = client(clients, a, "pub-2A")
+    wait_routed([pub_a], [second], "move/y/probe")
+    after = History()
+    record(second, after)
+    after.subscribed(cid, "move/#", 1)
+    publish_seq(pub_a, after, "move/y", 1, 20)
+    report = wait_complete(after)
+    assert report.clean, report
+    assert_online(redis_db, cid)
+
+
+def test_a_clean_connection_elsewhere_discards_the_old_session(nodes, clients, redis_db):
+    a, b, c = nodes
+    cid = "dev-3"
+    pub_c = client(clients, c, "pub-3C")
+    first = persistent(clients, a, cid)
+    assert first.subscribe("gone/#", 1) == [1]
+    wait_routed([pub_c], [first], "gone/probe")
+    leave(first, a)
+    publish_seq(pub_c, History(), "gone/x", 1, 20)
+
+    second = clients(Paho(b.port, cid, clean_session=True)).connect()
+    assert second.session_present is False
+    # Neither the queued messages nor new ones (the subscription went with
+    # the session) reach it.
+    publish_seq(pub_c, History(), "gone/x", 1, 5, first=20)
+    assert stays(lambda: data(second) == [], QUIET), \
+        f"{cid} (clean session on B) got messages of the discarded session: {data(second)[:5]}"
+    assert_online(redis_db, cid)
+    leave(second, b)
+
+    # Gone everywhere: back on A, no session there either.
+    third = persistent(clients, a, cid)
+    assert third.session_present is False, \
+        f"{cid}: back on A, CONNACK says session present 1: the clean connection on B did not discard it"
+    assert stays(lambda: data(third) == [], QUIET), \
+        f"{cid} got messages of the discarded session back on A: {data(third)[:5]}"
+
+
+def test_takeover_back_and_forth_under_load(nodes, clients, redis_db):
+    a, b, c = nodes
+    cid = "flip"
+    moves, messages, window, pace = 10, 400, 10, 0.1  # ~100 messages a second
+    history = History()
+    pub = client(clients, c, "pub-4C")
+    conns = [persistent(clients, a, cid, history)]
+    assert conns[0].subscribe("flip/#", 1) == [1]
+    wait_routed([pub], conns, "flip/probe")
+    history.subscribed(cid, "flip/#", 1)
+
+    stop, failure = threading.Event(), []
+
+    def publish():
+        try:
+            for start in range(0, messages, window):
+                if stop.is_set():
+                    return
+                publish_seq(pub, history, "flip/data", 1, window, first=start)
+                time.sleep(pace)
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            failure.append(e)
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    try:
+        # The moves spread over the ~4 s of publishing (a pace, not a wait).
+        for n in range(1, moves + 1):
+            time.sleep(0.3)
+            node, old_name = (b, "A") if n % 2 else (a, "B")
+            conns.append(persistent(clients, node, cid, history))
+            assert conns[-1].session_present is True, \
+                f"move {n} to {node.name}: CONNACK says session present 0 (the session did not follow)"
+            wait_closed(conns[-2], old_name, node.name)
+    except BaseException:
+        stop.set()
+        publisher.join(timeout=2 * ACK)
+        raise
+    # Each window is acknowledged within ACK, or the publisher fails.
+    publisher.join(timeout=messages / window * (ACK + pace))
+    assert not publisher.is_alive(), "the publisher did not finish"
+    assert not failure, f"publisher: {failure[0]}"
+    assert len(history.publishes) == messages
+
+    report = wait_complete(history)
+    assert not report.lost, f"acknowledged messages lost across the moves: {report}"
+    assert report.clean, report
+
+    last = conns[-1]
+    assert all(c.disconnected.is_set() for c in conns[:-1]), \
+        [n for n, c in enumerate(conns[:-1]) if not c.disconnected.is_set()]
+    assert stays(lambda: last.client.is_connected() and not last.disconnected.is_set(), 1.0), \
+        f"the last connection of {cid} (on {b.name if moves % 2 else a.name}) was closed"
+    assert sum(1 for c in conns if c.client.is_connected()) == 1
+    assert_online(redis_db, cid)
