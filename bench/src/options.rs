@@ -110,8 +110,15 @@ impl PayloadKind {
 pub struct Options {
     /// The scenario.
     pub scenario: Scenario,
-    /// The broker: always a loopback address.
+    /// The broker: always a loopback address (the first of `addrs`).
     pub addr: SocketAddr,
+    /// Every node of the broker (`--port P1,P2,...`; one for a single
+    /// broker): message scenarios spread their clients over them (see
+    /// [`crate::scenario`]), the others use `addr` alone.
+    pub addrs: Vec<SocketAddr>,
+    /// How long to wait, once every client is ready, before publishing:
+    /// time for the nodes of a cluster to learn each other's routes.
+    pub settle: Duration,
     /// Messages published in all (message scenarios).
     pub messages: Option<u64>,
     /// Length of a paced run; with `rate` it sets the message count.
@@ -141,7 +148,8 @@ pub struct Options {
     pub concurrency: Option<usize>,
     /// Connect/disconnect cycles (`presence`).
     pub cycles: u64,
-    /// Redis port, to check the presence hash after `presence`.
+    /// Redis port, to check the presence hash after `presence`, and in a
+    /// message scenario to count the commands Redis runs (a cluster's).
     pub redis_port: Option<u16>,
     /// The presence hash.
     pub redis_key: String,
@@ -184,6 +192,8 @@ impl Options {
         Self {
             scenario,
             addr,
+            addrs: vec![addr],
+            settle: Duration::ZERO,
             messages: None,
             duration: None,
             deadline: Duration::from_secs(60),
@@ -230,7 +240,7 @@ pub enum Command {
 pub const HELP: &str = "\
 culex-load: end-to-end MQTT load over loopback; prints one JSON line per run.
 
-usage: culex-load SCENARIO [--host 127.0.0.1] --port PORT [options]
+usage: culex-load SCENARIO [--host 127.0.0.1] --port PORT[,PORT...] [options]
 
 scenarios (defaults in brackets):
   fan-in       4 publishers on bench/in/N, 1 subscriber on bench/in/#, QoS 0 [1,000,000 messages]
@@ -264,7 +274,14 @@ scenarios (defaults in brackets):
 
 options:
   --host ADDR            loopback address of the broker [127.0.0.1]; anything else is refused
-  --port PORT            broker port (required)
+  --port PORT[,PORT...]  broker port (required); several: the nodes of one broker (a cluster),
+                         message scenarios only: publisher I connects to port I mod N, subscriber
+                         (and slow subscriber) J to port (J+1) mod N, so that with N > 1 a pair's
+                         or qos1's messages cross nodes; `nodes` and `crossing_pct` (share of the
+                         expected deliveries whose publisher and subscriber are on different
+                         ports) say how they were spread
+  --settle-ms N          message scenarios: wait this long once every client is ready, before
+                         publishing (time for a cluster's nodes to learn the routes) [0]
   --messages N           messages published in all
   --duration-secs T      length of a paced run (latency)
   --deadline-secs T      hard limit of the whole run [60]
@@ -278,7 +295,10 @@ options:
   --clients N            clients held open (connections)
   --concurrency N        handshakes in flight (connections, presence)
   --cycles N             connect/disconnect cycles (presence)
-  --redis-port PORT      after presence, check that the presence hash on 127.0.0.1:PORT empties
+  --redis-port PORT      after presence, check that the presence hash on 127.0.0.1:PORT empties;
+                         message scenarios: count the commands that Redis ran (INFO commandstats,
+                         INFO itself left out) over the timed phase (redis_commands, per delivered
+                         message, by command) and over --settle-ms (redis_idle_commands_per_s)
   --redis-key KEY        the presence hash [mqtt]
   --drain-ms N           wait for stragglers after the last publish [2000]
   --batch-bytes N        largest write of an unpaced publisher [16384]
@@ -309,7 +329,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     let mut args = args.into_iter();
     let mut scenario = None;
     let mut host: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut port: Option<u16> = None;
+    let mut ports: Vec<u16> = Vec::new();
     let mut o = Options::new(Scenario::FanIn, SocketAddr::from(([127, 0, 0, 1], 0)));
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -325,7 +345,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--host" => host = parse_host(&value()?)?,
-            "--port" => port = Some(number(&arg, &value()?)?),
+            "--port" => ports = port_list(&arg, &value()?)?,
+            "--settle-ms" => o.settle = Duration::from_millis(number(&arg, &value()?)?),
             "--messages" => o.messages = Some(positive(&arg, &value()?)?),
             "--threads" => o.threads = threads(&arg, &value()?)?,
             "--slow-subscribers" => o.slow_subscribers = Some(number(&arg, &value()?)?),
@@ -394,7 +415,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         }
     }
     o.scenario = scenario.ok_or("no scenario given (see --help)")?;
-    o.addr = SocketAddr::new(host, port.ok_or("--port is required")?);
+    let first = *ports.first().ok_or("--port is required")?;
+    o.addr = SocketAddr::new(host, first);
+    o.addrs = ports.into_iter().map(|port| SocketAddr::new(host, port)).collect();
     if o.deadline.is_zero() {
         return Err("--deadline-secs must be positive".to_owned());
     }
@@ -413,6 +436,18 @@ fn parse_host(text: &str) -> Result<IpAddr, String> {
         return Err(format!("refusing {ip}: culex-load only talks to loopback addresses"));
     }
     Ok(ip)
+}
+
+/// Most ports `--port` takes: far more nodes than a loopback run has.
+const MAX_PORTS: usize = 64;
+
+/// `--port P1,P2,...`: one or more ports.
+fn port_list(arg: &str, text: &str) -> Result<Vec<u16>, String> {
+    let ports = text.split(',').map(|p| number(arg, p)).collect::<Result<Vec<u16>, _>>()?;
+    if ports.len() > MAX_PORTS {
+        return Err(format!("{arg} takes at most {MAX_PORTS} ports"));
+    }
+    Ok(ports)
 }
 
 fn number<T: std::str::FromStr>(arg: &str, text: &str) -> Result<T, String> {
@@ -523,6 +558,24 @@ mod tests {
         assert_eq!((o.publishers, o.qos, o.same_shard), (Some(8), Some(QoS::AtLeastOnce), Some(2)));
         assert!(parse(args("pairs --port 1 --same-shard 0")).unwrap_err().contains("positive"));
         assert!(parse(args("pairs --port 1 --same-shard 1025")).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn several_ports_parse() {
+        let Command::Run(o) = parse(args("pairs --port 1884,1885,1886 --settle-ms 1500")).unwrap() else {
+            panic!("not a run");
+        };
+        assert_eq!(o.addr, SocketAddr::from(([127, 0, 0, 1], 1884)));
+        let ports: Vec<u16> = o.addrs.iter().map(SocketAddr::port).collect();
+        assert_eq!(ports, [1884, 1885, 1886]);
+        assert_eq!(o.settle, Duration::from_millis(1500));
+        let Command::Run(o) = parse(args("qos1 --port 1884")).unwrap() else {
+            panic!("not a run");
+        };
+        assert_eq!((o.addrs.len(), o.settle), (1, Duration::ZERO));
+        assert!(parse(args("qos1 --port 1884,")).unwrap_err().contains("not a valid number"));
+        let many = (1..=65).map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+        assert!(parse(args(&format!("qos1 --port {many}"))).unwrap_err().contains("at most"));
     }
 
     #[test]

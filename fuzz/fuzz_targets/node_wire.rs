@@ -4,7 +4,10 @@
 //! its frames) and decodes again to the same frames.
 #![no_main]
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
+use culex_core::Message;
 use culex_core::shard::ShardMessage;
 use culex_core::shard::wire::{NodeFrame, decode_batch, encode_batch};
 use libfuzzer_sys::fuzz_target;
@@ -27,15 +30,25 @@ fuzz_target!(|data: &[u8]| {
 
 /// The frames with their expiries as bits beside them: `==` on the pair
 /// compares expiries bit for bit (a NaN is carried, but is not `==` itself).
+/// Expiries are those of published messages and of a handed session's
+/// copies and incoming messages.
 fn comparable(frames: &[NodeFrame]) -> (Vec<Option<u64>>, Vec<NodeFrame>) {
     let mut bits = Vec::new();
+    let mut take = |message: &mut Arc<Message>| {
+        bits.push(message.expires_at.map(f64::to_bits));
+        Arc::make_mut(message).expires_at = None;
+    };
     let rest = frames
         .iter()
         .cloned()
         .map(|mut frame| {
-            if let ShardMessage::Publish { message, .. } = &mut frame.message {
-                bits.push(message.expires_at.map(f64::to_bits));
-                std::sync::Arc::make_mut(message).expires_at = None;
+            match &mut frame.message {
+                ShardMessage::Publish { message, .. } => take(message),
+                ShardMessage::Claimed { session: Some(session), .. } => {
+                    session.copies.iter_mut().for_each(|(message, ..)| take(message));
+                    session.incoming.iter_mut().filter_map(|(_, message)| message.as_mut()).for_each(&mut take);
+                }
+                _ => {}
             }
             frame
         })

@@ -24,11 +24,11 @@ import time
 
 import pytest
 
-from checker import History, check, payload
+from checker import History, payload
 from support import Paho, stays, wait_until
 # Fixtures (`make_node`, `nodes`) and helpers of the cluster suite.
-from test_cluster import (ACK, DELIVERY, PROPAGATION, client, is_probe, make_node, nodes, publish_seq,  # noqa: F401
-                          record, wait_complete, wait_routed)
+from test_cluster import make_node, nodes  # noqa: F401 - fixtures, used by name
+from test_cluster import ACK, PROPAGATION, client, is_probe, publish_seq, record, wait_complete, wait_routed
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is installed by scripts/install-deps.sh")

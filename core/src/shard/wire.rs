@@ -275,6 +275,8 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
     }
 }
 
+/// A handed session: its next packet id, subscriptions, copies and
+/// incoming messages, in that order.
 fn write_session(session: &HandedSession, out: &mut BytesMut) -> Result<(), WireError> {
     match session.next_packet_id {
         None => out.put_u8(ABSENT),
