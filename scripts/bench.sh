@@ -9,6 +9,8 @@
 #                                    the persistence rows (not in the default set)
 #   scripts/bench.sh --rows "pairs pairs-local" --shards 2
 #                                    the shard rows (not in the default set)
+#   scripts/bench.sh --rows "nodes-qos1 nodes-pairs-q1 nodes-latency-q1-1k" --brokers "culex mosquitto"
+#                                    the node rows: Culex as clusters of 1 and 3 nodes over Redis
 #
 # Options: --runs N, --brokers "culex mosquitto", --rows "fan-in qos1",
 # --out DIR (default target/bench), --bin-dir DIR (use the culex,
@@ -19,7 +21,8 @@
 # CPU 1, or with N threads CPUs 1..N when the machine has that many besides
 # CPU 0, else every CPU, the tool then running below the broker's
 # priority so that it only takes what the broker leaves), --shards N
-# (Culex's brokers with `shards N`; Mosquitto as it is).
+# (Culex's brokers with `shards N`; Mosquitto as it is), --nodes "1 3"
+# (the node rows: Culex as a cluster of each of these numbers of nodes).
 # Each broker is started fresh for every scenario and run, on a free
 # loopback port, with the same configuration (written below); the broker is
 # pinned to CPU 0 and the load tool to CPU 1 with taskset. Results: one JSON
@@ -47,6 +50,24 @@
 # not in the default set either: ask for them with --rows, with --shards N
 # for the broker's shards (a number; Mosquitto runs as it is). The table
 # script does not list them yet: their lines are in the results file.
+#
+# The node rows run each Culex broker as a cluster (`cluster NAME`, see
+# tests/e2e/test_cluster.py) of every number of nodes in --nodes (default
+# "1 3"): N processes with the same configuration apart from the listener
+# port, over the script's redis-server (emptied first; a cluster of one
+# still goes through Redis, so 1 against 3 isolates crossing nodes), all
+# on the broker's CPUs. The load tool gets every node's port: publisher I
+# connects to node I mod N and subscriber J to node (J+1) mod N, so with
+# N > 1 every message crosses nodes. The script waits until every node is
+# registered in Redis and has seen the others (heartbeats each second),
+# then the tool waits 1 s more once its clients are ready (--settle-ms) for
+# the routes to cross, and counts the commands Redis ran over the timed
+# phase (--redis-port). Mosquitto runs each row once, alone, with the same
+# settle time. Each line adds the CPU time of the nodes (or Mosquitto) and
+# of Redis over the tool's whole run (nodes_cpu_s, redis_cpu_s). Rows:
+# nodes-qos1 is qos1 (1 publisher, 64 in flight, 1 subscriber), nodes-
+# pairs-q1 is pairs at QoS 1 (16 pairs, 64 in flight each), nodes-latency-
+# q1-1k is latency-q1-1k (QoS 1 at 1,000 msgs/s). Not in the default set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +81,7 @@ BIN=""
 LOAD_THREADS=1
 LOAD_CPUS=""
 SHARDS=""
+NODES="1 3"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -72,6 +94,7 @@ while [ $# -gt 0 ]; do
     --load-threads) LOAD_THREADS="$2"; shift ;;
     --load-cpus) LOAD_CPUS="$2"; shift ;;
     --shards) SHARDS="$2"; shift ;;
+    --nodes) NODES="$2"; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -79,17 +102,20 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$RUNS" ] || RUNS=$([ $QUICK = 1 ] && echo 1 || echo 3)
 [[ "$LOAD_THREADS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --load-threads takes a positive number" >&2; exit 2; }
+for n in $NODES; do
+  [[ "$n" =~ ^[1-9]$ ]] || { echo "bench.sh: --nodes takes numbers of nodes from 1 to 9, not $n" >&2; exit 2; }
+done
 
 # The rows of the table: name, then culex-load arguments. Counts are the
 # issue's (fan-in 1,000,000 messages, 10,000 idle clients, 200 handshakes
 # in flight) or sized so the full run fits in about 15 minutes on 2 cores.
 if [ $QUICK = 1 ]; then
   N_FANIN=20000 N_FANOUT=2000 N_QOS1=5000 N_QOS2=2000 LAT_SECS=0.5 N_CONN=500 N_CHURN=500 N_EXPIRY=10000 FLOOD_SECS=2 FLOOD_CAP="--messages 200000"
-  N_PAIRS=20000
+  N_PAIRS=20000 N_PAIRS_Q1=20000
   N_SESSIONS=1000 N_QUEUED=10 N_RETAINED=10000 N_RCHANGES=5000 N_SCHURN=500
 else
   N_FANIN=1000000 N_FANOUT=100000 N_QOS1=100000 N_QOS2=50000 LAT_SECS=5 N_CONN=10000 N_CHURN=10000 N_EXPIRY=200000 FLOOD_SECS=10 FLOOD_CAP=""
-  N_PAIRS=1000000
+  N_PAIRS=1000000 N_PAIRS_Q1=500000
   # The restart content is the issue's: 10,000 persistent sessions with
   # 100 queued QoS 1 messages each (1,000,000 copies) and 1,000,000
   # retained messages, 64 B payloads.
@@ -135,15 +161,20 @@ declare -A ARGS=(
   # Shards (see the top).
   [pairs]="pairs --publishers 16 --messages $N_PAIRS"
   [pairs-local]="pairs --publishers 16 --messages $N_PAIRS --same-shard ${LOCAL_SHARDS:-1}"
+  # Nodes (see the top): the tool's ports, settle time and Redis are added.
+  [nodes-qos1]="qos1 --messages $N_QOS1"
+  [nodes-pairs-q1]="pairs --publishers 16 --qos 1 --messages $N_PAIRS_Q1 --deadline-secs 120"
+  [nodes-latency-q1-1k]="latency --qos 1 --rate 1000 --duration-secs $LAT_SECS"
 )
 # The restart probe: the same content, checked on a sample.
 RESTART_PROBE="restart --sessions $N_SESSIONS --queued $N_QUEUED --retained $N_RETAINED --deadline-secs 600"
 ALL_ROWS="fan-in fan-in-16 fan-out qos1 qos2 latency-q0-1k latency-q0-10k latency-q1-1k latency-q1-10k connections presence-off presence-on expiry-plain expiry-json expiry-off slow-sub slow-sub-off"
 PERSIST_ROWS="persist-qos1 persist-qos1-off persist-qos2 persist-qos2-off persist-qos1-fleet persist-qos1-fleet-off persist-restart persist-changes"
 SHARD_ROWS="pairs pairs-local"
+NODE_ROWS="nodes-qos1 nodes-pairs-q1 nodes-latency-q1-1k"
 [ -n "$ROWS" ] || ROWS="$ALL_ROWS"
 for row in $ROWS; do
-  [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS $PERSIST_ROWS $SHARD_ROWS" >&2; exit 2; }
+  [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS $PERSIST_ROWS $SHARD_ROWS $NODE_ROWS" >&2; exit 2; }
 done
 if [[ " $ROWS " == *" pairs-local "* ]] && [ -z "$LOCAL_SHARDS" ]; then
   echo "bench.sh: pairs-local needs --shards as a number, not ${SHARDS}" >&2
@@ -276,8 +307,11 @@ write_conf() { # FILE PORT [REDIS_PORT] [EXTRA LINE]
 
 BROKER_PID=""
 REDIS_PID=""
+NODE_PIDS=()
 cleanup() {
   [ -z "$BROKER_PID" ] || kill "$BROKER_PID" 2>/dev/null || true
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -z "$REDIS_PID" ] || kill "$REDIS_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -378,6 +412,128 @@ persist_conf() { # STORE_DIR
   printf 'persistence true\npersistence_location %s/' "$1"
 }
 
+# The node rows (see the top).
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # PID...: user plus system CPU ticks of these processes
+  local pid total=0 ticks
+  for pid in "$@"; do
+    # The fields after the command name: utime and stime are the 12th and 13th.
+    ticks=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || ticks=0
+    total=$(( total + ${ticks:-0} ))
+  done
+  echo "$total"
+}
+
+# Appends a tool line to the results, saying what went wrong if anything.
+record_line() { # NAME LINE LOG
+  echo "$2" >> "$RESULTS"
+  if echo "$2" | grep -q -E '"error"|"error_count":[1-9]|"timed_out":true'; then
+    echo "$1: $(echo "$2" | python3 -c 'import json,sys; r=json.load(sys.stdin); print({k: r.get(k) for k in ("error","errors","timed_out","lost") if r.get(k)})')" \
+      | tee -a "$PROBLEMS" >&2
+  fi
+}
+
+# Stops every node: SIGTERM, then SIGKILL after 5 s.
+stop_nodes() {
+  local pid
+  for pid in "${NODE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 500); do
+    local alive=0
+    for pid in "${NODE_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 1 ] || break
+    sleep 0.01
+  done
+  for pid in "${NODE_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "node $pid did not exit within 5 s of SIGTERM: killed" | tee -a "$PROBLEMS" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  NODE_PIDS=()
+  BROKER_PID=""
+}
+
+# One run of a node row: Mosquitto alone, or a Culex broker as a cluster
+# of each number of nodes in --nodes.
+node_row() { # ROW BROKER RUN
+  local row=$1 broker=$2 run=$3 n k counts name conf log ports line ok registered
+  local -a node_ports extra
+  if [ "$broker" = mosquitto ]; then counts=1; else counts=$NODES; fi
+  for n in $counts; do
+    if [ "$broker" = mosquitto ]; then name="$row-$broker-$run"; else name="$row-$broker-n$n-$run"; fi
+    node_ports=()
+    NODE_PIDS=()
+    extra=(--settle-ms 1000 --tag "nodes=$n")
+    if [ "$broker" = mosquitto ]; then
+      node_ports=("$(free_port)")
+      conf="$OUT/logs$SUFFIX/$name.conf"
+      write_conf "$conf" "${node_ports[0]}"
+      start_broker "$broker" "$conf" "$OUT/logs$SUFFIX/$name.log"
+      NODE_PIDS=("$BROKER_PID")
+      BROKER_PID=""
+    else
+      redis-cli -p "$REDIS_PORT" flushall > /dev/null
+      local cluster_conf="cluster bench"
+      [ -z "$SHARDS" ] || cluster_conf=$(printf '%s\nshards %s' "$cluster_conf" "$SHARDS")
+      for k in $(seq 0 $(( n - 1 ))); do
+        node_ports+=("$(free_port)")
+        conf="$OUT/logs$SUFFIX/$name-node$k.conf"
+        write_conf "$conf" "${node_ports[$k]}" "$REDIS_PORT" "$cluster_conf"
+        start_broker "$broker" "$conf" "$OUT/logs$SUFFIX/$name-node$k.log"
+        NODE_PIDS+=("$BROKER_PID")
+        BROKER_PID=""
+      done
+      extra+=(--redis-port "$REDIS_PORT")
+    fi
+    ok=1
+    for k in "${!node_ports[@]}"; do
+      for _ in $(seq 100); do listening "${node_ports[$k]}" && break; sleep 0.05; done
+      listening "${node_ports[$k]}" || ok=0
+    done
+    if [ $ok = 1 ] && [ "$broker" != mosquitto ]; then
+      # Every node registered, then one heartbeat (1 s) for each to see the others.
+      for _ in $(seq 100); do
+        registered=$(redis-cli -p "$REDIS_PORT" hlen bench:nodes)
+        [ "$registered" != "$n" ] || break
+        sleep 0.1
+      done
+      if [ "$registered" = "$n" ]; then sleep 1.2; else ok=0; fi
+    fi
+    if [ $ok = 0 ]; then
+      echo "$name: not every node started or registered (see $OUT/logs$SUFFIX/$name*.log)" | tee -a "$PROBLEMS" >&2
+      stop_nodes
+      continue
+    fi
+    port=$(IFS=,; echo "${node_ports[*]}")
+    local nodes_before redis_before nodes_after redis_after
+    nodes_before=$(cpu_ticks "${NODE_PIDS[@]}")
+    redis_before=$(cpu_ticks "$REDIS_PID")
+    # The tool reads the first node's memory and CPU (--broker-pid).
+    BROKER_PID=${NODE_PIDS[0]}
+    # shellcheck disable=SC2086 # ARGS holds several words on purpose
+    line=$(run_load "$name" "$row" "$broker" "$run" "$OUT/logs$SUFFIX/$name.load.err" ${ARGS[$row]} "${extra[@]}")
+    BROKER_PID=""
+    nodes_after=$(cpu_ticks "${NODE_PIDS[@]}")
+    redis_after=$(cpu_ticks "$REDIS_PID")
+    line=$(LINE="$line" NODES_S="$(echo "scale=2; ($nodes_after - $nodes_before) / $CLK_TCK" | bc)" \
+      REDIS_S="$(echo "scale=2; ($redis_after - $redis_before) / $CLK_TCK" | bc)" python3 -c '
+import json, os
+r = json.loads(os.environ["LINE"])
+r["nodes_cpu_s"] = float(os.environ["NODES_S"])
+r["redis_cpu_s"] = float(os.environ["REDIS_S"])
+print(json.dumps(r))
+')
+    record_line "$name" "$line"
+    for k in "${!NODE_PIDS[@]}"; do
+      kill -0 "${NODE_PIDS[$k]}" 2>/dev/null ||
+        echo "$name: node $k exited during the run (see $OUT/logs$SUFFIX/$name*.log)" | tee -a "$PROBLEMS" >&2
+    done
+    stop_nodes
+    printf '%s %s run %s done (%ss)\n' "$row" "$([ "$broker" = mosquitto ] && echo "$broker" || echo "$broker, $n node(s)")" "$run" "$(($(date +%s) - started))" >&2
+  done
+}
+
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "variant: $VARIANT (broker on CPU $BROKER_CPUS, load tool on CPU $LOAD_CPUS with $LOAD_THREADS thread(s))"
@@ -423,6 +579,10 @@ started=$(date +%s)
 for run in $(seq "$RUNS"); do
   for row in $ROWS; do
     for broker in $BROKERS; do
+      if [[ "$row" == nodes-* ]]; then
+        node_row "$row" "$broker" "$run"
+        continue
+      fi
       redis_port=""
       extra_conf=""
       if [ "$row" = expiry-off ]; then
@@ -470,13 +630,9 @@ for run in $(seq "$RUNS"); do
         # shellcheck disable=SC2086 # ARGS holds several words on purpose
         line=$(run_load "$name" "$row" "$broker" "$run" "$OUT/logs$SUFFIX/$name.load.err" ${ARGS[$row]} "${extra[@]}")
       fi
-      echo "$line" >> "$RESULTS"
+      record_line "$name" "$line"
       if ! kill -0 "$BROKER_PID" 2>/dev/null; then
         echo "$name: the broker exited during the run (see $log)" | tee -a "$PROBLEMS" >&2
-      fi
-      if echo "$line" | grep -q -E '"error"|"error_count":[1-9]|"timed_out":true'; then
-        echo "$name: $(echo "$line" | python3 -c 'import json,sys; r=json.load(sys.stdin); print({k: r.get(k) for k in ("error","errors","timed_out","lost") if r.get(k)})')" \
-          | tee -a "$PROBLEMS" >&2
       fi
       # Mosquitto writes its database at exit: give it time.
       stop_broker "$([ -n "$store" ] && echo 600 || echo 5)"

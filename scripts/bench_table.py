@@ -15,6 +15,11 @@ that rate is the tool's limit as much as the broker's.
 With persistence rows in the results, a table of the persistence targets
 follows (each Culex binary against Mosquitto, or against itself with
 persistence off).
+
+With node rows (nodes-*: Culex as a cluster of N nodes over Redis), a
+table of its own follows: one column per Culex binary and number of nodes
+and one for Mosquitto, then the ratios of the most nodes to the fewest and
+of each Culex column to Mosquitto.
 """
 
 import json
@@ -170,6 +175,28 @@ ROWS = [
     ("persist-changes", "persist-changes: durable changes per second, persistence on", CHANGES),
 ]
 
+# The node rows (scripts/bench.sh, --nodes): Culex as clusters of N nodes,
+# Mosquitto alone. Redis counts are over the tool's timed phase; CPU over
+# its whole run.
+NODE_METRICS = [
+    RATE,
+    ("latency_us.p50", "publish → delivery p50 µs"),
+    ("latency_us.p99", "publish → delivery p99 µs"),
+    ("crossing_pct", "deliveries crossing nodes, %"),
+    LOST,
+    ("redis_commands_per_delivered", "Redis commands per delivered message (all)"),
+    ("redis_commands_per_delivered_by_name.xadd", "of which XADD"),
+    ("redis_commands_per_delivered_by_name.xread", "of which XREAD"),
+    ("redis_commands_per_delivered_by_name.xdel", "of which XDEL"),
+    ("nodes_cpu_us_per_msg", "CPU of the nodes (all) per delivered message, µs"),
+    ("redis_cpu_us_per_msg", "CPU of Redis per delivered message, µs"),
+]
+NODE_ROWS = [
+    ("nodes-qos1", "nodes-qos1: 1 publisher (64 in flight) → 1 subscriber, QoS 1"),
+    ("nodes-pairs-q1", "nodes-pairs-q1: 16 pairs (64 in flight each), QoS 1"),
+    ("nodes-latency-q1-1k", "nodes-latency-q1-1k: QoS 1 at 1,000 msgs/s"),
+]
+
 # The persistence targets: (label, row, path, how, threshold), how being
 # "mosquitto ≥" (median over Mosquitto's at least threshold), "mosquitto ≤",
 # "off ≥" (over the same broker's "-off" row) or "zero" (the median is 0).
@@ -291,13 +318,24 @@ def main(paths):
         with open(path, encoding="utf-8") as f:
             records += [json.loads(line) for line in f if line.strip()]
     cells = {}
+    node_cells = {}
     for r in records:
         tags = r.get("tags", {})
-        cells.setdefault((tags.get("row"), tags.get("broker")), []).append(r)
+        if "nodes" in tags:
+            node_cells.setdefault((tags.get("row"), tags.get("broker"), int(tags["nodes"])), []).append(r)
+        else:
+            cells.setdefault((tags.get("row"), tags.get("broker")), []).append(r)
     variants = sorted({r.get("tags", {}).get("variant", "?") for r in records})
     threads = sorted({str(r.get("tool_threads", "?")) for r in records})
-    runs = max((len(v) for v in cells.values()), default=0)
+    runs = max((len(v) for v in list(cells.values()) + list(node_cells.values())), default=0)
     print(f"Medians of {runs} run(s), variant: {', '.join(variants)}, load tool threads: {', '.join(threads)}.\n")
+    if cells:
+        main_table(cells)
+    if node_cells:
+        nodes_table(node_cells)
+
+
+def main_table(cells):
     print("| scenario | metric | " + " | ".join(BROKERS) + " | culex/mosquitto |")
     print("| --- | --- |" + " ---: |" * (len(BROKERS) + 1))
     notes = []
@@ -329,6 +367,63 @@ def main(paths):
         print("more than 90 % of the timed phase): see the tool's CPU below.")
     targets_table(cells)
     cpu_table(cells)
+
+
+def nodes_table(node_cells):
+    """The node rows: Mosquitto, then each Culex binary with each number of nodes."""
+    for rs in node_cells.values():
+        for r in rs:
+            delivered = r.get("delivered")
+            for key in ("nodes", "redis"):
+                cpu = r.get(f"{key}_cpu_s")
+                if isinstance(cpu, (int, float)) and delivered:
+                    r[f"{key}_cpu_us_per_msg"] = cpu * 1e6 / delivered
+    counts = sorted({n for (_, b, n) in node_cells if b != "mosquitto"})
+    culexes = [b for b in BROKERS if b != "mosquitto" and any(k[1] == b for k in node_cells)]
+    columns = [("mosquitto", 1)] if any(k[1] == "mosquitto" for k in node_cells) else []
+    columns += [(b, n) for b in culexes for n in counts]
+    label = lambda b, n: "mosquitto" if b == "mosquitto" else f"{b}, {n} node{'s' if n > 1 else ''}"
+    ratios = []
+    for b in culexes:
+        if len(counts) > 1:
+            ratios.append((f"{b}: {counts[-1]} / {counts[0]} node{'s' if counts[0] > 1 else ''}", (b, counts[-1]), (b, counts[0])))
+        if columns and columns[0][0] == "mosquitto":
+            ratios += [(f"{label(b, n)} / mosquitto", (b, n), ("mosquitto", 1)) for n in counts]
+    print("\nNodes over Redis (medians; Redis commands over the timed phase, CPU over the whole tool run):\n")
+    print("| scenario | metric | " + " | ".join(label(*c) for c in columns) + " | " + " | ".join(r[0] for r in ratios) + " |")
+    print("| --- | --- |" + " ---: |" * (len(columns) + len(ratios)))
+    notes = []
+    for row, title in NODE_ROWS:
+        if not any(k[0] == row for k in node_cells):
+            continue
+        for i, (path, name) in enumerate(NODE_METRICS):
+            medians = {}
+            out = []
+            for c in columns:
+                rs = node_cells.get((row, *c), [])
+                value = median_of(rs, path)
+                if value is None and path.startswith("redis_commands_per_delivered_by_name.") and median_of(rs, "redis_commands") is not None:
+                    value = 0.0
+                small = value is not None and 0 < abs(value) < 10 and not float(value).is_integer()
+                text = "n/a" if not rs else f"{value:.3g}" if small else fmt(value)
+                if value is not None:
+                    medians[c] = value
+                bad = [(r.get("tags", {}).get("run"), problem(r)) for r in rs]
+                bad = [(run, p) for run, p in bad if p]
+                if bad:
+                    text += " !"
+                    if i == 0:
+                        notes += [f"{row}, {label(*c)}, run {run}: {p}" for run, p in bad]
+                if i == 0 and any(r.get("tool_saturated") for r in rs):
+                    text += " †"
+                out.append(text)
+            cells_ratio = []
+            for _, a, b in ratios:
+                x, y = medians.get(a), medians.get(b)
+                cells_ratio.append(f"{x / y:.2f}" if x is not None and y and path in (RATE[0], "latency_us.p50", "latency_us.p99", "nodes_cpu_us_per_msg") else "–")
+            print(f"| {title if i == 0 else ''} | {name} | " + " | ".join(out) + " | " + " | ".join(cells_ratio) + " |")
+    if notes:
+        print("\n! " + "\n! ".join(notes))
 
 
 def targets_table(cells):

@@ -20,6 +20,7 @@ pub mod mqtt;
 pub mod options;
 pub mod payload;
 pub mod procfs;
+pub mod redis_stats;
 pub mod report;
 pub mod scenario;
 pub mod stats;

@@ -80,9 +80,15 @@ impl Drop for Broker {
 
 /// Runs `culex-load` and returns its one JSON line.
 fn load(port: u16, args: &str) -> Value {
+    load_at(&port.to_string(), args)
+}
+
+/// Runs `culex-load` against `ports` (`P` or `P1,P2,...`) and returns its
+/// one JSON line.
+fn load_at(ports: &str, args: &str) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_culex-load"))
         .args(args.split_whitespace())
-        .args(["--port", &port.to_string(), "--deadline-secs", "20", "--drain-ms", "500"])
+        .args(["--port", ports, "--deadline-secs", "20", "--drain-ms", "500"])
         .args(["--broker-pid", &std::process::id().to_string()])
         .output()
         .unwrap();
@@ -170,6 +176,34 @@ fn pairs_run_against_two_shards_with_fleet_ids_and_same_shard_ids() {
         assert_eq!(r["unexpected"], 0, "{args}: {r}");
         assert_eq!(r["same_shard"], same_shard, "{args}: {r}");
     }
+}
+
+#[test]
+fn message_scenarios_spread_their_clients_over_several_ports() {
+    // Three "nodes" that are one broker: every client's place is counted
+    // by node, so every delivery crosses, and nothing is lost.
+    let broker = Broker::start();
+    let ports = format!("{0},{0},{0}", broker.port);
+    for (args, deliveries) in [
+        ("qos1 --messages 1000 --settle-ms 50", 1000),
+        ("pairs --publishers 4 --messages 2000 --qos 1 --settle-ms 50", 2000),
+        ("latency --qos 1 --rate 2000 --duration-secs 0.25", 500),
+    ] {
+        let r = load_at(&ports, args);
+        assert_delivered(args, &r, deliveries);
+        assert_eq!(r["nodes"], 3, "{args}: {r}");
+        assert_eq!(r["crossing_pct"], 100.0, "{args}: {r}");
+        // No --redis-port: nothing counted.
+        assert!(r.get("redis_commands").is_none(), "{args}: {r}");
+    }
+    let r = load(broker.port, "qos1 --messages 100");
+    assert_eq!((r["nodes"].as_u64(), r["crossing_pct"].as_f64()), (Some(1), Some(0.0)), "{r}");
+    let output = Command::new(env!("CARGO_BIN_EXE_culex-load"))
+        .args(["connections", "--clients", "10", "--port", &ports])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("only apply to message scenarios"));
 }
 
 /// A fresh directory under the system's temporary one, removed on drop.

@@ -30,6 +30,20 @@ const FLOOD_MESSAGES_PER_SEC: f64 = 5_000_000.0;
 
 /// Runs the scenario of `options`; always bounded by `options.deadline`.
 pub(crate) async fn run(options: &Options) -> Value {
+    let message_scenario = !matches!(
+        options.scenario,
+        Scenario::Connections
+            | Scenario::Presence
+            | Scenario::PersistFill
+            | Scenario::Restart
+            | Scenario::PersistChanges
+    );
+    if !message_scenario && options.addrs.len() > 1 {
+        return report::failure(options, "several ports (nodes) only apply to message scenarios");
+    }
+    if !message_scenario && !options.settle.is_zero() {
+        return report::failure(options, "--settle-ms only applies to message scenarios");
+    }
     match options.scenario {
         Scenario::Connections => connections::run(options).await,
         Scenario::Presence => presence::run(options).await,

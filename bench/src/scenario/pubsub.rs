@@ -13,6 +13,12 @@
 //! A message is lost for a subscriber when the broker took charge of it
 //! (written to the socket at QoS 0, acknowledged at QoS 1 and 2) and the
 //! subscriber never received it.
+//!
+//! Against the nodes of a cluster (several ports) publisher I connects to
+//! node I mod N and subscriber J to node (J+1) mod N ([`Shared::node_of`]);
+//! with `--settle-ms` the publishers start that long after every client is
+//! ready, and with `--redis-port` the commands Redis ran over the timed
+//! phase are counted ([`crate::redis_stats`]).
 
 use std::future::Future;
 use std::io;
@@ -36,6 +42,7 @@ use crate::mqtt::{Client, protocol_error};
 use crate::options::{Options, PayloadKind};
 use crate::payload::{self, Epoch, Stamp};
 use crate::procfs::{CpuMeter, IoMeter};
+use crate::redis_stats::{self, Counts};
 use crate::report::{Errors, per_sec, percent, secs};
 use crate::stats::{Latencies, SeqTracker};
 use crate::tool_cpu::ToolMeter;
@@ -139,13 +146,38 @@ impl Plan {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(super) plan: Plan,
-    pub(super) addr: SocketAddr,
+    /// The broker's nodes (one address for a single broker).
+    pub(super) addrs: Vec<SocketAddr>,
     pub(super) epoch: Epoch,
     pub(super) deadline: Instant,
     pub(super) tag: String,
 }
 
+/// A client's role, for its place among the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Publisher,
+    Subscriber,
+}
+
 impl Shared {
+    /// The node (index into `addrs`) of client `index` of `role`:
+    /// publisher I on node I mod N, subscriber J on node (J+1) mod N, so
+    /// that the clients of pair I, and qos1's two, are on different nodes
+    /// when there are several.
+    pub(super) fn node_of(&self, role: Role, index: usize) -> usize {
+        let n = self.addrs.len().max(1);
+        match role {
+            Role::Publisher => index % n,
+            Role::Subscriber => (index + 1) % n,
+        }
+    }
+
+    /// The address client `index` of `role` connects to.
+    pub(super) fn addr(&self, role: Role, index: usize) -> SocketAddr {
+        self.addrs[self.node_of(role, index)]
+    }
+
     /// The client id of the `role` client (`pub`, `sub`, `slow`) number
     /// `index`: `load-TAG-ROLE-INDEX`. With [`Plan::same_shard`] of N, the
     /// clients of pair `index` go to shard `index` mod N: the first
@@ -201,7 +233,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     let cpu = CpuMeter::start(options.broker_pid);
     let shared = Arc::new(Shared {
         plan,
-        addr: options.addr,
+        addrs: options.addrs.clone(),
         epoch: Epoch::start(),
         deadline,
         tag: format!("{}-{}", options.scenario.name(), std::process::id()),
@@ -221,6 +253,9 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
         spawn_ready(plan.publishers, &mut ready, |i, tx| publisher(shared.clone(), i, tx, start_rx.clone()));
     // Subscribers hold their SUBACK and publishers their CONNACK.
     let all_ready = await_ready(ready, deadline, &mut errors).await;
+    let redis = options.redis_port.map(|port| SocketAddr::new(options.addr.ip(), port));
+    let idle = settle(options.settle, redis, deadline, &mut errors).await;
+    let redis_before = read_counts(redis, &mut errors).await;
     let memory = MemoryWatch::start(options.broker_pid, deadline);
     let tool = ToolMeter::start(options.threads);
     let io = IoMeter::start(options.broker_pid, options.store_path.as_deref());
@@ -237,6 +272,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     }
     let _ = done_tx.send(Some(sent));
     let mut subs = join_all(subscribers, deadline, "subscriber", &mut errors).await;
+    let redis_after = read_counts(redis, &mut errors).await;
     let (publish_time, deliver_time) =
         (last(pubs.iter().map(|p| p.finished), start), last(subs.iter().map(|s| s.received.last_arrival), start));
     let tool = tool.finish(publish_time.max(deliver_time));
@@ -254,7 +290,12 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
 
     let mut fields = crate::header(options);
     describe_plan(&mut fields, plan);
+    extend(&mut fields, json!({ "nodes": shared.addrs.len(), "crossing_pct": crossing_pct(&shared) }));
     fields.extend(delivery_fields(&pubs, &subs, plan.publishers));
+    if redis.is_some() {
+        let delivered: u64 = subs.iter().map(|s| s.received.distinct).sum();
+        extend(&mut fields, redis_fields(redis_before.as_ref().zip(redis_after.as_ref()), delivered, idle));
+    }
     extend(&mut fields, timing_fields(&pubs, &mut subs, publish_time, deliver_time));
     memory.report(&mut fields);
     // Per message the broker acknowledged (QoS 1, 2) or took (QoS 0).
@@ -271,6 +312,70 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     cpu.report(&mut fields);
     tool.report(&mut fields);
     Value::Object(fields)
+}
+
+/// Waits `settle` (bounded by the deadline) before the start; with Redis,
+/// returns the commands it ran per second meanwhile (a cluster at rest:
+/// heartbeats and blocked reads).
+async fn settle(settle: Duration, redis: Option<SocketAddr>, deadline: Instant, errors: &mut Errors) -> Option<f64> {
+    if settle.is_zero() {
+        return None;
+    }
+    let before = read_counts(redis, errors).await;
+    let began = Instant::now();
+    sleep_until((began + settle).min(deadline)).await;
+    let after = read_counts(redis, errors).await;
+    let took = began.elapsed().as_secs_f64();
+    let (before, after) = before.zip(after)?;
+    (took > 0.0).then(|| redis_stats::total(&after.since(&before)) as f64 / took)
+}
+
+/// Redis's command counts, if there is a Redis to read; a failure is an
+/// error of the run.
+async fn read_counts(redis: Option<SocketAddr>, errors: &mut Errors) -> Option<Counts> {
+    match Counts::read(redis?).await {
+        Ok(counts) => Some(counts),
+        Err(error) => {
+            errors.push(format!("redis: {error}"));
+            None
+        }
+    }
+}
+
+/// The commands Redis ran over the timed phase, in all, per delivered
+/// message and by command; and at rest during the settle time.
+fn redis_fields(counts: Option<(&Counts, &Counts)>, delivered: u64, idle: Option<f64>) -> Value {
+    let Some((before, after)) = counts else {
+        return json!({ "redis_commands": null });
+    };
+    let by_command = after.since(before);
+    let total = redis_stats::total(&by_command);
+    let per = |n: u64| if delivered == 0 { Value::Null } else { Value::from(n as f64 / delivered as f64) };
+    let per_command: Map<String, Value> = by_command.iter().map(|(k, &v)| (k.clone(), per(v))).collect();
+    json!({
+        "redis_commands": total,
+        "redis_commands_per_delivered": per(total),
+        "redis_commands_by_name": redis_stats::to_json(&by_command),
+        "redis_commands_per_delivered_by_name": per_command,
+        "redis_idle_commands_per_s": idle.map(|r| (r * 10.0).round() / 10.0),
+    })
+}
+
+/// The share of the expected deliveries (a publisher's share, once per
+/// subscriber hearing it) whose publisher and subscriber are on different
+/// nodes, in percent.
+fn crossing_pct(shared: &Shared) -> Value {
+    let plan = &shared.plan;
+    let (mut all, mut crossing) = (0, 0);
+    for s in 0..plan.subscribers {
+        for p in plan.heard(s) {
+            all += plan.share(p);
+            if shared.node_of(Role::Publisher, p) != shared.node_of(Role::Subscriber, s) {
+                crossing += plan.share(p);
+            }
+        }
+    }
+    percent(crossing, all)
 }
 
 /// Durations, rates and latencies; takes the subscribers' latency samples.
@@ -490,7 +595,9 @@ async fn publisher(shared: Arc<Shared>, index: usize, ready: Ready, mut start: S
     };
     let deadline = shared.deadline;
     let who = format!("publisher {index}");
-    let setup = async { Client::connect(shared.addr, &shared.client_id("pub", index)?, KEEP_ALIVE).await };
+    let setup = async {
+        Client::connect(shared.addr(Role::Publisher, index), &shared.client_id("pub", index)?, KEEP_ALIVE).await
+    };
     let Some(mut client) = ready_client(setup, deadline, ready, &who, &mut out.timed_out).await else {
         return out;
     };
@@ -663,7 +770,8 @@ async fn subscriber(shared: Arc<Shared>, index: usize, ready: Ready, done: Done)
     let who = format!("subscriber {index}");
     let setup = async {
         let id = shared.client_id("sub", index)?;
-        let (mut client, _) = Client::connect_session(shared.addr, &id, KEEP_ALIVE, plan.clean_session).await?;
+        let addr = shared.addr(Role::Subscriber, index);
+        let (mut client, _) = Client::connect_session(addr, &id, KEEP_ALIVE, plan.clean_session).await?;
         subscribe(&mut client, plan, index).await?;
         client.read_chunk = SUBSCRIBER_READ;
         Ok(client)

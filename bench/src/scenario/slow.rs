@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
-use super::pubsub::{KEEP_ALIVE, SUBSCRIBER_READ, Shared, ready_client, subscribe};
+use super::pubsub::{KEEP_ALIVE, Role, SUBSCRIBER_READ, Shared, ready_client, subscribe};
 use super::received::Received;
 use crate::mqtt::Client;
 use crate::report::{Errors, secs};
@@ -100,7 +100,9 @@ pub(crate) async fn subscriber(
     };
     let id = format!("load-{}-slow-{index}", shared.tag);
     let setup = async {
-        let mut client = Client::connect_with_rcvbuf(shared.addr, &id, KEEP_ALIVE, plan.slow.rcvbuf).await?;
+        let mut client =
+            Client::connect_with_rcvbuf(shared.addr(Role::Subscriber, index), &id, KEEP_ALIVE, plan.slow.rcvbuf)
+                .await?;
         subscribe(&mut client, plan, index).await?;
         Ok(client)
     };
