@@ -62,9 +62,9 @@
 # registered in Redis and has seen the others (heartbeats each second),
 # then the tool waits 1 s more once its clients are ready (--settle-ms) for
 # the routes to cross, and counts the commands Redis ran over the timed
-# phase (--redis-port). Mosquitto runs each row once, alone, with the same
-# settle time. Each line adds the CPU time of the nodes (or Mosquitto) and
-# of Redis over the tool's whole run (nodes_cpu_s, redis_cpu_s). Rows:
+# phase (--redis-port), and the CPU time of the nodes and of Redis over it
+# (--watch-pid). Mosquitto runs each row once, alone, with the same settle
+# time, its CPU time and Redis's counted the same way. Rows:
 # nodes-qos1 is qos1 (1 publisher, 64 in flight, 1 subscriber), nodes-
 # pairs-q1 is pairs at QoS 1 (16 pairs, 64 in flight each), nodes-latency-
 # q1-1k is latency-q1-1k (QoS 1 at 1,000 msgs/s). Not in the default set.
@@ -412,18 +412,6 @@ persist_conf() { # STORE_DIR
   printf 'persistence true\npersistence_location %s/' "$1"
 }
 
-# The node rows (see the top).
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # PID...: user plus system CPU ticks of these processes
-  local pid total=0 ticks
-  for pid in "$@"; do
-    # The fields after the command name: utime and stime are the 12th and 13th.
-    ticks=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || ticks=0
-    total=$(( total + ${ticks:-0} ))
-  done
-  echo "$total"
-}
-
 # Appends a tool line to the results, saying what went wrong if anything.
 record_line() { # NAME LINE LOG
   echo "$2" >> "$RESULTS"
@@ -506,24 +494,14 @@ node_row() { # ROW BROKER RUN
       continue
     fi
     port=$(IFS=,; echo "${node_ports[*]}")
-    local nodes_before redis_before nodes_after redis_after
-    nodes_before=$(cpu_ticks "${NODE_PIDS[@]}")
-    redis_before=$(cpu_ticks "$REDIS_PID")
+    # CPU time over the timed phase: every node (or Mosquitto), and Redis.
+    for k in "${!NODE_PIDS[@]}"; do extra+=(--watch-pid "nodes=${NODE_PIDS[$k]}"); done
+    extra+=(--watch-pid "redis=$REDIS_PID")
     # The tool reads the first node's memory and CPU (--broker-pid).
     BROKER_PID=${NODE_PIDS[0]}
     # shellcheck disable=SC2086 # ARGS holds several words on purpose
     line=$(run_load "$name" "$row" "$broker" "$run" "$OUT/logs$SUFFIX/$name.load.err" ${ARGS[$row]} "${extra[@]}")
     BROKER_PID=""
-    nodes_after=$(cpu_ticks "${NODE_PIDS[@]}")
-    redis_after=$(cpu_ticks "$REDIS_PID")
-    line=$(LINE="$line" NODES_S="$(echo "scale=2; ($nodes_after - $nodes_before) / $CLK_TCK" | bc)" \
-      REDIS_S="$(echo "scale=2; ($redis_after - $redis_before) / $CLK_TCK" | bc)" python3 -c '
-import json, os
-r = json.loads(os.environ["LINE"])
-r["nodes_cpu_s"] = float(os.environ["NODES_S"])
-r["redis_cpu_s"] = float(os.environ["REDIS_S"])
-print(json.dumps(r))
-')
     record_line "$name" "$line"
     for k in "${!NODE_PIDS[@]}"; do
       kill -0 "${NODE_PIDS[$k]}" 2>/dev/null ||

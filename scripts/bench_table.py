@@ -23,6 +23,7 @@ of each Culex column to Mosquitto.
 """
 
 import json
+import math
 import statistics
 import sys
 
@@ -176,8 +177,8 @@ ROWS = [
 ]
 
 # The node rows (scripts/bench.sh, --nodes): Culex as clusters of N nodes,
-# Mosquitto alone. Redis counts are over the tool's timed phase; CPU over
-# its whole run.
+# Mosquitto alone. Redis's commands and the CPU times are over the tool's
+# timed phase.
 NODE_METRICS = [
     RATE,
     ("latency_us.p50", "publish → delivery p50 µs"),
@@ -188,8 +189,8 @@ NODE_METRICS = [
     ("redis_commands_per_delivered_by_name.xadd", "of which XADD"),
     ("redis_commands_per_delivered_by_name.xread", "of which XREAD"),
     ("redis_commands_per_delivered_by_name.xdel", "of which XDEL"),
-    ("nodes_cpu_us_per_msg", "CPU of the nodes (all) per delivered message, µs"),
-    ("redis_cpu_us_per_msg", "CPU of Redis per delivered message, µs"),
+    ("cpu_us_per_delivered.nodes", "CPU of the nodes (all) per delivered message, µs"),
+    ("cpu_us_per_delivered.redis", "CPU of Redis per delivered message, µs"),
 ]
 NODE_ROWS = [
     ("nodes-qos1", "nodes-qos1: 1 publisher (64 in flight) → 1 subscriber, QoS 1"),
@@ -369,15 +370,13 @@ def main_table(cells):
     cpu_table(cells)
 
 
+def small(x):
+    """A figure below 10 with 3 significant digits, never in exponent form."""
+    return f"{x:.{max(0, 2 - math.floor(math.log10(abs(x))))}f}"
+
+
 def nodes_table(node_cells):
     """The node rows: Mosquitto, then each Culex binary with each number of nodes."""
-    for rs in node_cells.values():
-        for r in rs:
-            delivered = r.get("delivered")
-            for key in ("nodes", "redis"):
-                cpu = r.get(f"{key}_cpu_s")
-                if isinstance(cpu, (int, float)) and delivered:
-                    r[f"{key}_cpu_us_per_msg"] = cpu * 1e6 / delivered
     counts = sorted({n for (_, b, n) in node_cells if b != "mosquitto"})
     culexes = [b for b in BROKERS if b != "mosquitto" and any(k[1] == b for k in node_cells)]
     columns = [("mosquitto", 1)] if any(k[1] == "mosquitto" for k in node_cells) else []
@@ -389,7 +388,7 @@ def nodes_table(node_cells):
             ratios.append((f"{b}: {counts[-1]} / {counts[0]} node{'s' if counts[0] > 1 else ''}", (b, counts[-1]), (b, counts[0])))
         if columns and columns[0][0] == "mosquitto":
             ratios += [(f"{label(b, n)} / mosquitto", (b, n), ("mosquitto", 1)) for n in counts]
-    print("\nNodes over Redis (medians; Redis commands over the timed phase, CPU over the whole tool run):\n")
+    print("\nNodes over Redis (medians; Redis's commands and CPU times over the timed phase):\n")
     print("| scenario | metric | " + " | ".join(label(*c) for c in columns) + " | " + " | ".join(r[0] for r in ratios) + " |")
     print("| --- | --- |" + " ---: |" * (len(columns) + len(ratios)))
     notes = []
@@ -404,8 +403,7 @@ def nodes_table(node_cells):
                 value = median_of(rs, path)
                 if value is None and path.startswith("redis_commands_per_delivered_by_name.") and median_of(rs, "redis_commands") is not None:
                     value = 0.0
-                small = value is not None and 0 < abs(value) < 10 and not float(value).is_integer()
-                text = "n/a" if not rs else f"{value:.3g}" if small else fmt(value)
+                text = "n/a" if not rs else small(value) if value is not None and 0 < abs(value) < 10 else fmt(value)
                 if value is not None:
                     medians[c] = value
                 bad = [(r.get("tags", {}).get("run"), problem(r)) for r in rs]
@@ -420,7 +418,7 @@ def nodes_table(node_cells):
             cells_ratio = []
             for _, a, b in ratios:
                 x, y = medians.get(a), medians.get(b)
-                cells_ratio.append(f"{x / y:.2f}" if x is not None and y and path in (RATE[0], "latency_us.p50", "latency_us.p99", "nodes_cpu_us_per_msg") else "–")
+                cells_ratio.append(f"{x / y:.2f}" if x is not None and y and path in (RATE[0], "latency_us.p50", "latency_us.p99", "cpu_us_per_delivered.nodes") else "–")
             print(f"| {title if i == 0 else ''} | {name} | " + " | ".join(out) + " | " + " | ".join(cells_ratio) + " |")
     if notes:
         print("\n! " + "\n! ".join(notes))

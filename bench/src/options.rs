@@ -127,6 +127,10 @@ pub struct Options {
     pub deadline: Duration,
     /// The broker's process, to read its memory and CPU time from /proc.
     pub broker_pid: Option<u32>,
+    /// Processes whose CPU time over a message scenario's timed phase is
+    /// reported, summed by name (`--watch-pid NAME=PID`: a cluster's nodes,
+    /// its Redis).
+    pub watch: Vec<(String, u32)>,
     /// QoS of publications and subscriptions (`latency`, `pairs`; the
     /// other message scenarios fix it).
     pub qos: Option<QoS>,
@@ -198,6 +202,7 @@ impl Options {
             duration: None,
             deadline: Duration::from_secs(60),
             broker_pid: None,
+            watch: Vec::new(),
             qos: None,
             rate: None,
             publishers: None,
@@ -286,6 +291,9 @@ options:
   --duration-secs T      length of a paced run (latency)
   --deadline-secs T      hard limit of the whole run [60]
   --broker-pid PID       read the broker's VmRSS and CPU time from /proc/PID
+  --watch-pid NAME=PID   message scenarios: CPU time of PID over the timed phase (the start until
+                         every subscriber is done), summed by NAME: cpu_s.NAME, and per delivered
+                         message cpu_us_per_delivered.NAME (repeatable: a cluster's nodes, Redis)
   --qos 0|1|2            QoS (latency, pairs)
   --rate N               messages per second in all (unpaced when absent, except latency)
   --publishers N, --subscribers N
@@ -406,6 +414,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                         .ok_or_else(|| format!("{arg} takes at most {MAX_SHARDS} (the broker's most shards)"))?,
                 );
             }
+            "--watch-pid" => {
+                let watch = value()?;
+                let (name, pid) =
+                    watch.split_once('=').ok_or_else(|| format!("--watch-pid takes NAME=PID, not {watch:?}"))?;
+                if o.watch.len() >= MAX_WATCHED {
+                    return Err(format!("--watch-pid: at most {MAX_WATCHED} processes"));
+                }
+                o.watch.push((name.to_owned(), number(&arg, pid)?));
+            }
             "--tag" => {
                 let tag = value()?;
                 let (k, v) = tag.split_once('=').ok_or_else(|| format!("--tag takes KEY=VALUE, not {tag:?}"))?;
@@ -437,6 +454,9 @@ fn parse_host(text: &str) -> Result<IpAddr, String> {
     }
     Ok(ip)
 }
+
+/// Most processes `--watch-pid` takes.
+const MAX_WATCHED: usize = 64;
 
 /// Most ports `--port` takes: far more nodes than a loopback run has.
 const MAX_PORTS: usize = 64;
@@ -569,6 +589,11 @@ mod tests {
         let ports: Vec<u16> = o.addrs.iter().map(SocketAddr::port).collect();
         assert_eq!(ports, [1884, 1885, 1886]);
         assert_eq!(o.settle, Duration::from_millis(1500));
+        let Command::Run(o) = parse(args("qos1 --port 1 --watch-pid nodes=10 --watch-pid redis=11")).unwrap() else {
+            panic!("not a run");
+        };
+        assert_eq!(o.watch, [("nodes".to_owned(), 10), ("redis".to_owned(), 11)]);
+        assert!(parse(args("qos1 --port 1 --watch-pid 10")).unwrap_err().contains("NAME=PID"));
         let Command::Run(o) = parse(args("qos1 --port 1884")).unwrap() else {
             panic!("not a run");
         };

@@ -184,8 +184,9 @@ fn message_scenarios_spread_their_clients_over_several_ports() {
     // by node, so every delivery crosses, and nothing is lost.
     let broker = Broker::start();
     let ports = format!("{0},{0},{0}", broker.port);
+    let watch = format!("--watch-pid self={0} --watch-pid self={0}", std::process::id());
     for (args, deliveries) in [
-        ("qos1 --messages 1000 --settle-ms 50", 1000),
+        (&*format!("qos1 --messages 1000 --settle-ms 50 {watch}"), 1000),
         ("pairs --publishers 4 --messages 2000 --qos 1 --settle-ms 50", 2000),
         ("latency --qos 1 --rate 2000 --duration-secs 0.25", 500),
     ] {
@@ -195,6 +196,11 @@ fn message_scenarios_spread_their_clients_over_several_ports() {
         assert_eq!(r["crossing_pct"], 100.0, "{args}: {r}");
         // No --redis-port: nothing counted.
         assert!(r.get("redis_commands").is_none(), "{args}: {r}");
+        // The broker runs in this process, watched twice.
+        if args.contains("--watch-pid") {
+            assert!(r["cpu_s"]["self"].as_f64().unwrap() > 0.0, "{args}: {r}");
+            assert!(r["cpu_us_per_delivered"]["self"].as_f64().unwrap() > 0.0, "{args}: {r}");
+        }
     }
     let r = load(broker.port, "qos1 --messages 100");
     assert_eq!((r["nodes"].as_u64(), r["crossing_pct"].as_f64()), (Some(1), Some(0.0)), "{r}");

@@ -190,6 +190,15 @@ impl NodeLink {
         }
     }
 
+    /// Logs what `change` says of node `name`.
+    fn say(&self, name: &str, change: &Change) {
+        if !change.joined.is_empty() {
+            info!("Cluster {}: node {name} joined.", self.keys.prefix);
+        } else if !change.left.is_empty() {
+            info!("Cluster {}: node {name} is gone.", self.keys.prefix);
+        }
+    }
+
     fn wake_all(&self, mut to_wake: Vec<ShardId>) {
         to_wake.sort_unstable();
         to_wake.dedup();
@@ -443,7 +452,9 @@ where
             };
             match ledger.read(&mut directory, link.shards, entry.id.clone(), &run, &entry.batch) {
                 Ok(delivery) => {
-                    link.announce(&Change { joined: delivery.joined, left: Vec::new() }, &mut to_wake);
+                    let change = Change { joined: delivery.joined, left: Vec::new() };
+                    link.say(&run.name, &change);
+                    link.announce(&change, &mut to_wake);
                     for (to, from, message) in delivery.posts {
                         if link.tell(to, from, message) {
                             to_wake.push(to);
@@ -467,7 +478,9 @@ where
     let mut conn = Conn::new(&sleep, "heartbeat");
     let alive = link.keys.alive(&link.node);
     let lease = u64::try_from(LIVENESS.as_millis()).unwrap_or(3000);
-    let mut renewed = false;
+    // The run the last renewal wrote: finding another there means the key
+    // lapsed meanwhile.
+    let mut written: Option<u64> = None;
     info!("Cluster {}: node {} joining.", link.keys.prefix, link.node);
     while !link.is_stopping() {
         let run = link.this_run();
@@ -477,7 +490,9 @@ where
         pipe.cmd("HGETALL").arg(&link.keys.nodes);
         let Some(replies) = conn.run(&link.redis, &pipe).await else { continue };
         let before = replies.first().and_then(text).and_then(|r| r.parse::<u64>().ok());
-        if renewed && before != Some(run.run) {
+        let lapsed = written.is_some() && before != written;
+        written = Some(run.run);
+        if lapsed {
             // The others count this node gone (or Redis lost its keys): a
             // new run, new to them, and every node told this one's routes
             // and retained messages again.
@@ -490,7 +505,6 @@ where
             link.wake_all(to_wake);
             continue;
         }
-        renewed = true;
         let registered = registered(replies.get(1), &link.node);
         let mut pipe = redis::pipe();
         for (name, _) in &registered {
@@ -507,6 +521,7 @@ where
                     (Some(_), _) => Change::default(),
                     (None, _) => directory.gone(name),
                 };
+                link.say(name, &change);
                 link.announce(&change, &mut to_wake);
             }
         }

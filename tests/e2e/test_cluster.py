@@ -5,13 +5,15 @@ every node (one started later too), an UNSUBSCRIBE on one node stops
 deliveries from the others, and with one node killed the others go on; the
 node restarted is part of the broker again.
 
-Cross-node session takeover and wills of dead nodes are not part of this
-step and are not tested here."""
+A node paused past its liveness (SIGSTOP) and a Redis restart: the nodes
+join again and deliver both ways. Takeover across nodes is in
+test_cluster_takeover.py."""
 
 from __future__ import annotations
 
 import itertools
 import shutil
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -276,3 +278,56 @@ def test_load_spread_over_nodes(nodes, clients):
     report = wait_complete(history, timeout=DELIVERY * 2)
     assert report.clean, report
     assert report.delivered >= 6 * 6 * 300, report
+
+
+def both_ways(clients, a, c, sub_b, sub_c, topic: str):
+    """Publishers on A and C; B's and C's subscribers get all of both, in
+    order, once the subscriptions are known again."""
+    history = History()
+    for sub in (sub_b, sub_c):
+        record(sub, history)
+        history.subscribed(sub.client_id, "w/#", 1)
+    pub_a, pub_c = client(clients, a, f"pub-A-{topic}"), client(clients, c, f"pub-C-{topic}")
+    wait_routed([pub_a, pub_c], [sub_b, sub_c], f"w/{topic}/probe")
+    publish_seq(pub_a, history, f"w/{topic}", 1, 100)
+    publish_seq(pub_c, history, f"w/{topic}", 1, 100)
+    report = wait_complete(history)
+    assert report.clean, report
+
+
+def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
+    a, b, c = nodes
+    history = History()
+    sub_b = subscriber(clients, b, "sub-B", history, "w/#", 1)
+    sub_c = subscriber(clients, c, "sub-C", history, "w/#", 1, whole_run=False)
+    pub = client(clients, a, "pub-A")
+    wait_routed([pub], [sub_b, sub_c], "w/probe")
+    c.send_signal(signal.SIGSTOP)
+    try:
+        a.wait_log(r"node \S+:%d is gone" % c.port, timeout=ACK)
+        # The others go on while it is stopped.
+        publish_seq(pub, history, "w/data", 1, 50)
+        report = wait_complete(history)
+        assert report.clean, report
+    finally:
+        c.send_signal(signal.SIGCONT)
+    # It finds its liveness lapsed and starts a new run, which the others
+    # take for a new node.
+    c.wait_log(r"lapsed; joining again", timeout=ACK)
+    a.wait_log(r"node \S+:%d joined" % c.port, timeout=ACK, count=2)
+    both_ways(clients, a, c, sub_b, sub_c, "after-pause")
+
+
+def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, redis_server):
+    a, b, c = nodes
+    history = History()
+    sub_b = subscriber(clients, b, "sub-B", history, "w/#", 1)
+    sub_c = subscriber(clients, c, "sub-C", history, "w/#", 1)
+    pub = client(clients, a, "pub-A")
+    wait_routed([pub], [sub_b, sub_c], "w/probe")
+    # Redis comes back empty: no registration, no liveness, no inbox.
+    redis_server.stop()
+    redis_server.start()
+    for node in nodes:
+        node.wait_log(r"lapsed; joining again", timeout=ACK)
+    both_ways(clients, a, c, sub_b, sub_c, "after-restart")

@@ -44,6 +44,9 @@ pub(crate) async fn run(options: &Options) -> Value {
     if !message_scenario && !options.settle.is_zero() {
         return report::failure(options, "--settle-ms only applies to message scenarios");
     }
+    if !message_scenario && !options.watch.is_empty() {
+        return report::failure(options, "--watch-pid only applies to message scenarios");
+    }
     match options.scenario {
         Scenario::Connections => connections::run(options).await,
         Scenario::Presence => presence::run(options).await,

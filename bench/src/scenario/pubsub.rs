@@ -41,7 +41,7 @@ use super::slow::{self, SlowReaders};
 use crate::mqtt::{Client, protocol_error};
 use crate::options::{Options, PayloadKind};
 use crate::payload::{self, Epoch, Stamp};
-use crate::procfs::{CpuMeter, IoMeter};
+use crate::procfs::{CpuMeter, IoMeter, threads_cpu_time};
 use crate::redis_stats::{self, Counts};
 use crate::report::{Errors, per_sec, percent, secs};
 use crate::stats::{Latencies, SeqTracker};
@@ -256,6 +256,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     let redis = options.redis_port.map(|port| SocketAddr::new(options.addr.ip(), port));
     let idle = settle(options.settle, redis, deadline, &mut errors).await;
     let redis_before = read_counts(redis, &mut errors).await;
+    let watched = Watched::start(&options.watch);
     let memory = MemoryWatch::start(options.broker_pid, deadline);
     let tool = ToolMeter::start(options.threads);
     let io = IoMeter::start(options.broker_pid, options.store_path.as_deref());
@@ -273,6 +274,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     let _ = done_tx.send(Some(sent));
     let mut subs = join_all(subscribers, deadline, "subscriber", &mut errors).await;
     let redis_after = read_counts(redis, &mut errors).await;
+    let watched = watched.finish();
     let (publish_time, deliver_time) =
         (last(pubs.iter().map(|p| p.finished), start), last(subs.iter().map(|s| s.received.last_arrival), start));
     let tool = tool.finish(publish_time.max(deliver_time));
@@ -292,9 +294,12 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     describe_plan(&mut fields, plan);
     extend(&mut fields, json!({ "nodes": shared.addrs.len(), "crossing_pct": crossing_pct(&shared) }));
     fields.extend(delivery_fields(&pubs, &subs, plan.publishers));
+    let delivered: u64 = subs.iter().map(|s| s.received.distinct).sum();
     if redis.is_some() {
-        let delivered: u64 = subs.iter().map(|s| s.received.distinct).sum();
         extend(&mut fields, redis_fields(redis_before.as_ref().zip(redis_after.as_ref()), delivered, idle));
+    }
+    if !options.watch.is_empty() {
+        extend(&mut fields, watched.report(delivered));
     }
     extend(&mut fields, timing_fields(&pubs, &mut subs, publish_time, deliver_time));
     memory.report(&mut fields);
@@ -328,6 +333,51 @@ async fn settle(settle: Duration, redis: Option<SocketAddr>, deadline: Instant, 
     let took = began.elapsed().as_secs_f64();
     let (before, after) = before.zip(after)?;
     (took > 0.0).then(|| redis_stats::total(&after.since(&before)) as f64 / took)
+}
+
+/// The CPU time of the processes of `--watch-pid` over the timed phase.
+#[derive(Debug)]
+struct Watched {
+    /// Name, and CPU time at the start (then the time used).
+    processes: Vec<(String, u32, Option<Duration>)>,
+}
+
+impl Watched {
+    fn start(watch: &[(String, u32)]) -> Self {
+        Self { processes: watch.iter().map(|(name, pid)| (name.clone(), *pid, threads_cpu_time(Some(*pid)))).collect() }
+    }
+
+    /// The time each used since the start.
+    fn finish(mut self) -> Self {
+        for (_, pid, cpu) in &mut self.processes {
+            *cpu = cpu.zip(threads_cpu_time(Some(*pid))).map(|(before, now)| now.saturating_sub(before));
+        }
+        self
+    }
+
+    /// `cpu_s` and `cpu_us_per_delivered` by name (null for a name with a
+    /// process that could not be read).
+    fn report(&self, delivered: u64) -> Value {
+        let mut by_name: Vec<(String, Option<Duration>)> = Vec::new();
+        for (name, _, cpu) in &self.processes {
+            match by_name.iter_mut().find(|(n, _)| n == name) {
+                Some((_, total)) => *total = total.zip(*cpu).map(|(a, b)| a + b),
+                None => by_name.push((name.clone(), *cpu)),
+            }
+        }
+        let seconds: Map<String, Value> = by_name
+            .iter()
+            .map(|(name, cpu)| (name.clone(), cpu.map_or(Value::Null, |c| Value::from(c.as_secs_f64()))))
+            .collect();
+        let per: Map<String, Value> = by_name
+            .iter()
+            .map(|(name, cpu)| {
+                let us = cpu.filter(|_| delivered > 0).map(|c| c.as_secs_f64() * 1e6 / delivered as f64);
+                (name.clone(), us.map_or(Value::Null, Value::from))
+            })
+            .collect();
+        json!({ "cpu_s": seconds, "cpu_us_per_delivered": per })
+    }
 }
 
 /// Redis's command counts, if there is a Redis to read; a failure is an

@@ -161,7 +161,13 @@ impl Broker {
     }
 
     /// Shard `from` answered this node's claim of `client`.
-    pub(super) fn handle_claimed(&mut self, now: Now, from: ShardId, client: ClientId, session: Option<Box<HandedSession>>) {
+    pub(super) fn handle_claimed(
+        &mut self,
+        now: Now,
+        from: ShardId,
+        client: ClientId,
+        session: Option<Box<HandedSession>>,
+    ) {
         let Some(claim) = self.claims.pending.get_mut(&client) else {
             // Every claim waits for each shard's answer: none comes twice.
             return;
