@@ -191,6 +191,9 @@ NODE_METRICS = [
     ("redis_commands_per_delivered_by_name.xdel", "of which XDEL"),
     ("cpu_us_per_delivered.nodes", "CPU of the nodes (all) per delivered message, µs"),
     ("cpu_us_per_delivered.redis", "CPU of Redis per delivered message, µs"),
+    ("cpus_busy_pct.0", "CPU 0 busy, % (anyone)"),
+    ("cpus_busy_pct.1", "CPU 1 busy, % (anyone)"),
+    ("tool_cpu_pct", "load tool CPU, % of one core"),
 ]
 NODE_ROWS = [
     ("nodes-qos1", "nodes-qos1: 1 publisher (64 in flight) → 1 subscriber, QoS 1"),
@@ -371,8 +374,9 @@ def main_table(cells):
 
 
 def small(x):
-    """A figure below 10 with 3 significant digits, never in exponent form."""
-    return f"{x:.{max(0, 2 - math.floor(math.log10(abs(x))))}f}"
+    """A figure below 10 with 3 significant digits (trailing zeros dropped), never in exponent form."""
+    text = f"{x:.{max(0, 2 - math.floor(math.log10(abs(x))))}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def nodes_table(node_cells):
@@ -403,7 +407,12 @@ def nodes_table(node_cells):
                 value = median_of(rs, path)
                 if value is None and path.startswith("redis_commands_per_delivered_by_name.") and median_of(rs, "redis_commands") is not None:
                     value = 0.0
-                text = "n/a" if not rs else small(value) if value is not None and 0 < abs(value) < 10 else fmt(value)
+                if not rs:
+                    text = "n/a"
+                elif value == 0:
+                    text = "0"
+                else:
+                    text = small(value) if value is not None and abs(value) < 10 else fmt(value)
                 if value is not None:
                     medians[c] = value
                 bad = [(r.get("tags", {}).get("run"), problem(r)) for r in rs]

@@ -463,6 +463,12 @@ impl Broker {
         match message {
             ShardMessage::Route(filter) => self.learn_route(from, &filter, true),
             ShardMessage::Unroute(filter) => self.learn_route(from, &filter, false),
+            ShardMessage::Routed(count) => {
+                if let Some(shards) = self.shards.as_mut() {
+                    shards.durability.routes_taken(from, count);
+                    self.release_settled();
+                }
+            }
             ShardMessage::Publish { message, publisher, version, stored } => {
                 let keep = match (version, self.shards.as_mut()) {
                     (Some(version), Some(shards)) => shards.is_latest(&message.topic, version),
@@ -484,9 +490,7 @@ impl Broker {
             ShardMessage::Stored(count) => {
                 if let Some(shards) = self.shards.as_mut() {
                     shards.durability.confirmed(from, count);
-                    let releasable = shards.durability.releasable();
-                    self.release_durable(releasable);
-                    self.record_settled_releases();
+                    self.release_settled();
                 }
             }
             ShardMessage::Hold(conn) => {
@@ -532,8 +536,12 @@ impl Broker {
         if !shards.peer_joined(peer) {
             return;
         }
-        for filter in shards.local_filters() {
-            self.actions.push_back(Action::ToShard { to: peer, message: ShardMessage::Route(filter.clone()) });
+        let filters: Vec<TopicFilter> = shards.local_filters().cloned().collect();
+        for filter in filters {
+            self.actions.push_back(Action::ToShard { to: peer, message: ShardMessage::Route(filter) });
+            if self.journal.is_some() {
+                shards.durability.posted_route(peer);
+            }
         }
         for (topic, message) in self.retained.all() {
             let version = shards.kept_version(&topic);
@@ -550,15 +558,31 @@ impl Broker {
     fn peer_left(&mut self, now: Now, peer: ShardId) {
         if let Some(shards) = self.shards.as_mut() {
             let held = shards.peer_left(peer);
+            shards.durability.forget_routes(peer);
             self.release(now, held);
+            self.release_settled();
         }
         self.claims_without(now, peer);
     }
 
+    /// Takes in shard `from`'s route change; a shard of another node is
+    /// told it was (its SUBACK waits for that).
     fn learn_route(&mut self, from: ShardId, filter: &TopicFilter, routed: bool) {
-        if let Some(shards) = self.shards.as_mut() {
-            shards.learn(from, filter, routed);
+        let Some(shards) = self.shards.as_mut() else { return };
+        shards.learn(from, filter, routed);
+        if shards.is_peer(from) {
+            let count = shards.route_received(from);
+            self.actions.push_back(Action::ToShard { to: from, message: ShardMessage::Routed(count) });
         }
+    }
+
+    /// The output whose batches are on disk and whose counts are now all
+    /// confirmed goes out.
+    fn release_settled(&mut self) {
+        let Some(shards) = self.shards.as_mut() else { return };
+        let releasable = shards.durability.releasable();
+        self.release_durable(releasable);
+        self.record_settled_releases();
     }
 
     /// The configuration in force.
@@ -2004,10 +2028,21 @@ impl Broker {
         }
     }
 
+    /// Tells every other shard a route change. What answers the packet
+    /// that made it waits until the shards of other nodes took it in (see
+    /// [`Durability`](crate::shard::Durability)).
     fn tell_other_shards(&mut self, message: &ShardMessage) {
-        let Some(shards) = self.shards.as_ref() else { return };
+        let Some(shards) = self.shards.as_mut() else { return };
+        let mut to_peers = false;
         for to in shards.others() {
+            if shards.is_peer(to) && self.journal.is_some() {
+                shards.durability.posted_route(to);
+                to_peers = true;
+            }
             self.actions.push_back(Action::ToShard { to, message: message.clone() });
+        }
+        if let Some(journal) = self.journal.as_mut().filter(|_| to_peers) {
+            journal.expect_elsewhere();
         }
     }
 

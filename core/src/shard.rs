@@ -280,6 +280,10 @@ pub enum ShardMessage {
     /// messages that the sender may store are on disk (see
     /// [`Durability`]).
     Stored(u64),
+    /// The sender, a shard of another node, took in this many of the
+    /// route changes the receiver sent it: what a SUBACK waits for (see
+    /// [`Durability`]).
+    Routed(u64),
     /// A client connected at the sender, a shard of another node, with
     /// `stamp`: a receiver whose connection or session of the same client
     /// id is older closes that connection (a takeover across nodes) and
@@ -361,6 +365,8 @@ pub(crate) struct ShardRoutes {
     /// The holds each shard of another node put on this shard's
     /// connections, to release when it leaves.
     peer_holds: HashMap<ShardId, HashMap<ConnId, u32>>,
+    /// The route changes received from each shard of another node.
+    routes_received: HashMap<ShardId, u64>,
     /// Reused buffer for the shards a topic matches.
     matched: Vec<(ShardId, ())>,
     /// At shard 0: the other shards' last figures, by shard.
@@ -420,6 +426,7 @@ impl ShardRoutes {
             peers: Vec::new(),
             peer_filters: HashMap::new(),
             peer_holds: HashMap::new(),
+            routes_received: HashMap::new(),
             matched: Vec::new(),
             reports: Vec::new(),
             peaks: (0, 0),
@@ -621,6 +628,14 @@ impl ShardRoutes {
             }
             None => false,
         }
+    }
+
+    /// One more route change came from `from`, a shard of another node:
+    /// how many so far, to say so ([`ShardMessage::Routed`]).
+    pub(crate) fn route_received(&mut self, from: ShardId) -> u64 {
+        let count = self.routes_received.entry(from).or_insert(0);
+        *count += 1;
+        *count
     }
 
     /// Takes in shard `from`'s route change; one from a shard of another

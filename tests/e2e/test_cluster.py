@@ -331,3 +331,19 @@ def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, redis_server
     for node in nodes:
         node.wait_log(r"lapsed; joining again", timeout=ACK)
     both_ways(clients, a, c, sub_b, sub_c, "after-restart")
+
+
+def test_a_publish_on_another_node_right_after_suback_arrives(nodes, clients):
+    """A SUBACK waits until every node took the new route in, so a message
+    published anywhere once it came reaches the subscriber, as with one
+    broker: no probes here."""
+    a, b, c = nodes
+    sub = client(clients, b, "sub-now")
+    pubs = [client(clients, a, "pub-now-A"), client(clients, c, "pub-now-C")]
+    for n in range(20):
+        topic = f"now/{n}"
+        assert sub.subscribe(topic, 1) == [1]
+        for pub in pubs:
+            pub.publish(topic, f"{pub.client_id}:{n}", qos=1)
+        got = sorted(sub.expect(timeout=ACK).payload.decode() for _ in pubs)
+        assert got == sorted(f"{pub.client_id}:{n}" for pub in pubs), (n, got)

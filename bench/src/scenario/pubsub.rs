@@ -255,6 +255,8 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     let all_ready = await_ready(ready, deadline, &mut errors).await;
     let redis = options.redis_port.map(|port| SocketAddr::new(options.addr.ip(), port));
     let idle = settle(options.settle, redis, deadline, &mut errors).await;
+    // The settle time is no part of the CPU figures.
+    let cpu = if options.settle.is_zero() { cpu } else { CpuMeter::start(options.broker_pid) };
     let redis_before = read_counts(redis, &mut errors).await;
     let watched = Watched::start(&options.watch);
     let memory = MemoryWatch::start(options.broker_pid, deadline);

@@ -46,15 +46,26 @@ fn covered(sent: &[u64], confirmed: &[u64]) -> bool {
 }
 
 /// One shard's side of the counts (see the [module](self)).
+///
+/// Route changes sent to the shards of other nodes are counted too: a
+/// SUBACK, or the CONNACK of a session that moved in, waits until each of
+/// them said it took them in ([`ShardMessage::Routed`](super::ShardMessage)),
+/// so that a message published on any node after it reaches the
+/// subscriber, as within one process, where shards take their boards
+/// before each read.
 #[derive(Debug)]
 pub(crate) struct Durability {
     /// Messages that may be stored posted to each shard.
     sent: Vec<u64>,
     /// How many of them each shard said are on disk.
     confirmed: Vec<u64>,
+    /// Route changes sent to each shard of another node.
+    routes_sent: Vec<u64>,
+    /// How many of them each said it took in.
+    routes_confirmed: Vec<u64>,
     /// Own batches taken after posting, with the counts posted by then:
     /// a batch's output waits for those counts to be confirmed.
-    marks: VecDeque<(u64, Vec<u64>)>,
+    marks: VecDeque<Mark>,
     /// `sent` changed since the last mark.
     unmarked: bool,
     /// Such messages received from each shard.
@@ -68,6 +79,20 @@ pub(crate) struct Durability {
     held: VecDeque<(Vec<u64>, Released)>,
 }
 
+/// An own batch taken after posting, and the counts posted by then.
+#[derive(Debug)]
+struct Mark {
+    seq: u64,
+    sent: Vec<u64>,
+    routes: Vec<u64>,
+}
+
+impl Mark {
+    fn is_covered(&self, durability: &Durability) -> bool {
+        covered(&self.sent, &durability.confirmed) && covered(&self.routes, &durability.routes_confirmed)
+    }
+}
+
 impl Durability {
     /// Counts for `count` shards.
     pub(crate) fn new(count: u16) -> Self {
@@ -75,6 +100,8 @@ impl Durability {
         Self {
             sent: zeros.clone(),
             confirmed: zeros.clone(),
+            routes_sent: zeros.clone(),
+            routes_confirmed: zeros.clone(),
             marks: VecDeque::new(),
             unmarked: false,
             received: zeros,
@@ -118,18 +145,41 @@ impl Durability {
     fn slot(&mut self, shard: ShardId) -> usize {
         let at = usize::from(shard.0);
         if at >= self.sent.len() {
-            for counts in [&mut self.sent, &mut self.confirmed, &mut self.received] {
+            let all = [&mut self.sent, &mut self.confirmed, &mut self.received, &mut self.routes_sent];
+            for counts in all.into_iter().chain([&mut self.routes_confirmed]) {
                 counts.resize(at + 1, 0);
             }
         }
         at
     }
 
+    /// A route change was sent to `to`, a shard of another node.
+    pub(crate) fn posted_route(&mut self, to: ShardId) {
+        let at = self.slot(to);
+        self.routes_sent[at] += 1;
+        self.unmarked = true;
+    }
+
+    /// Shard `from` of another node took in `count` of the route changes
+    /// sent to it.
+    pub(crate) fn routes_taken(&mut self, from: ShardId, count: u64) {
+        let at = self.slot(from);
+        self.routes_confirmed[at] = self.routes_confirmed[at].max(count);
+    }
+
+    /// Shard `peer` of another node left: nothing sent to it is waited
+    /// for any more. (What may be stored is confirmed by the link once in
+    /// its inbox, whether it is there or not.)
+    pub(crate) fn forget_routes(&mut self, peer: ShardId) {
+        let at = self.slot(peer);
+        self.routes_confirmed[at] = self.routes_sent[at];
+    }
+
     /// Own batch `seq` was taken: its output also waits for what was
     /// posted so far.
     pub(crate) fn batch_taken(&mut self, seq: u64) {
         if std::mem::take(&mut self.unmarked) {
-            self.marks.push_back((seq, self.sent.clone()));
+            self.marks.push_back(Mark { seq, sent: self.sent.clone(), routes: self.routes_sent.clone() });
         }
     }
 
@@ -148,11 +198,11 @@ impl Durability {
     /// The last own batch whose output may go: on disk, and everything
     /// posted before it was taken confirmed.
     pub(crate) fn releasable(&mut self) -> u64 {
-        while self.marks.front().is_some_and(|(_, counts)| covered(counts, &self.confirmed)) {
+        while self.marks.front().is_some_and(|mark| mark.is_covered(self)) {
             self.marks.pop_front();
         }
         match self.marks.front() {
-            Some((seq, _)) => self.on_disk.min(seq - 1),
+            Some(mark) => self.on_disk.min(mark.seq - 1),
             None => self.on_disk,
         }
     }
@@ -221,6 +271,21 @@ mod tests {
         d.confirmed(ShardId(5), 1);
         assert_eq!(d.releasable(), 2);
         assert!(d.is_settled());
+    }
+
+    #[test]
+    fn a_batch_after_a_route_change_waits_for_the_other_node_to_take_it_in() {
+        let mut d = Durability::new(1);
+        d.posted_route(ShardId(3));
+        d.posted_route(ShardId(4));
+        d.batch_taken(1);
+        d.on_disk(1);
+        assert_eq!(d.releasable(), 0);
+        d.routes_taken(ShardId(3), 1);
+        assert_eq!(d.releasable(), 0);
+        // The other one leaves: nothing is waited for from it.
+        d.forget_routes(ShardId(4));
+        assert_eq!(d.releasable(), 1);
     }
 
     #[test]

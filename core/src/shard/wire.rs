@@ -16,7 +16,7 @@
 //! | `Route` (kind 1), `Unroute` (2) | filter: length `u16`, UTF-8 |
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
 //! | `Hold` (4), `Release` (5) | connection `u64` |
-//! | `Stored` (6) | count `u64` |
+//! | `Stored` (6), `Routed` (9) | count `u64` |
 //! | `Claim` (7) | client id: length `u32`, UTF-8; stamp: millis `u64`, node `u64`, shard `u16` |
 //! | `Claimed` (8) | client id: length `u32`, UTF-8; session: `u8` 0 (none) or 1, then the session |
 //! | session | next packet id: `u8` 0 (none) or 1, then the id; subscriptions: count `u32`, each a filter (length `u16`, UTF-8) and QoS `u8`; copies: count `u32`, each a message, QoS `u8`, retain `u8` (0 or 1) and state; incoming: count `u32`, each a packet id, then `u8` 0 (no message) or 1 and a message |
@@ -78,6 +78,7 @@ const PUBLISH: u8 = 3;
 const HOLD: u8 = 4;
 const RELEASE: u8 = 5;
 const STORED: u8 = 6;
+const ROUTED: u8 = 9;
 const CLAIM: u8 = 7;
 const CLAIMED: u8 = 8;
 
@@ -242,6 +243,11 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         }
         ShardMessage::Stored(count) => {
             out.put_u8(STORED);
+            out.put_u64(*count);
+            Ok(())
+        }
+        ShardMessage::Routed(count) => {
+            out.put_u8(ROUTED);
             out.put_u64(*count);
             Ok(())
         }
@@ -517,6 +523,7 @@ impl<'a> Reader<'a> {
             HOLD => ShardMessage::Hold(ConnId(self.u64()?)),
             RELEASE => ShardMessage::Release(ConnId(self.u64()?)),
             STORED => ShardMessage::Stored(self.u64()?),
+            ROUTED => ShardMessage::Routed(self.u64()?),
             CLAIM => ShardMessage::Claim {
                 client: self.client_id()?,
                 stamp: ConnectStamp { millis: self.u64()?, node: self.u64()?, shard: ShardId(self.u16()?) },
@@ -666,7 +673,7 @@ mod tests {
 
     impl Arbitrary for ArbFrame {
         fn arbitrary(g: &mut Gen) -> Self {
-            let message = match u8::arbitrary(g) % 8 {
+            let message = match u8::arbitrary(g) % 9 {
                 0 => ShardMessage::Route(ArbFilter::arbitrary(g).filter()),
                 1 => ShardMessage::Unroute(ArbFilter::arbitrary(g).filter()),
                 2 => ShardMessage::Publish {
@@ -682,6 +689,7 @@ mod tests {
                 3 => ShardMessage::Hold(ConnId(u64::arbitrary(g))),
                 4 => ShardMessage::Release(ConnId(u64::arbitrary(g))),
                 5 => ShardMessage::Stored(u64::arbitrary(g)),
+                8 => ShardMessage::Routed(u64::arbitrary(g)),
                 6 => ShardMessage::Claim {
                     client: ClientId::new(String::arbitrary(g)),
                     stamp: ConnectStamp {
@@ -918,7 +926,7 @@ mod tests {
         let batch = |body: &[u8]| [&[VERSION, 0, 0, 0, 1, 0, 0, 0, 1][..], body].concat();
         assert_eq!(decode_batch(&[2, 0, 0, 0, 0]), Err(WireError::UnknownVersion(2)));
         assert_eq!(decode_batch(&[VERSION, 0, 0, 0, 0, 9]), Err(WireError::Trailing(1)));
-        assert_eq!(decode_batch(&batch(&[9])), Err(WireError::UnknownKind(9)));
+        assert_eq!(decode_batch(&batch(&[10])), Err(WireError::UnknownKind(10)));
         assert_eq!(
             decode_batch(&batch(&[ROUTE, 0, 2, b'a', b'#'])),
             Err(WireError::BadFilter(Violation::MultiLevelWildcard))
