@@ -55,10 +55,11 @@
 # tests/e2e/test_cluster.py) of every number of nodes in --nodes (default
 # "1 3"): N processes with the same configuration apart from the listener
 # port, over the script's redis-server (emptied first; a cluster of one
-# still goes through Redis, so 1 against 3 isolates crossing nodes), all
-# on the broker's CPUs. The load tool gets every node's port: publisher I
-# connects to node I mod N and subscriber J to node (J+1) mod N, so with
-# N > 1 every message crosses nodes. The script waits until every node is
+# has Redis and its heartbeats too but nothing crosses, so 1 against 3
+# isolates crossing nodes), all on the broker's CPUs. The load tool gets
+# every node's port: publisher I connects to node I mod N and subscriber J
+# to node (J+1) mod N, so with N > 1 every delivery of these rows crosses
+# nodes. The script waits until every node is
 # registered in Redis and has seen the others (heartbeats each second),
 # then the tool waits 1 s more once its clients are ready (--settle-ms) for
 # the routes to cross, and counts the commands Redis ran over the timed

@@ -511,6 +511,14 @@ impl Broker {
             }
             ShardMessage::Claim { client, stamp } => self.handle_claim(now, from, client, stamp),
             ShardMessage::Claimed { client, session } => self.handle_claimed(now, from, client, session),
+            ShardMessage::Will(message) => {
+                // Its expiry is read as this broker reads a will's.
+                let message = match self.config.message_expiry {
+                    true => Message::new(message.topic.clone(), message.payload.clone(), message.qos, message.retain),
+                    false => Arc::unwrap_or_clone(message),
+                };
+                self.route(now, Arc::new(message), None);
+            }
             ShardMessage::Joined => self.peer_joined(from),
             ShardMessage::Left => self.peer_left(now, from),
             // The HTTP API's, answered by the server.

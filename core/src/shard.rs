@@ -304,6 +304,10 @@ pub enum ShardMessage {
         /// The session handed over.
         session: Option<Box<HandedSession>>,
     },
+    /// The will of a client of a node that is gone (or of this node's run
+    /// before a crash), for the receiver to publish. Said by the runtime's
+    /// link, never carried.
+    Will(Arc<Message>),
     /// The sender, a shard of another node, is reachable from now on: the
     /// receiver tells it its routes and hands it its retained messages.
     /// Said by the runtime's link to the other nodes, never carried.

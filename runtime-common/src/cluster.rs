@@ -18,17 +18,30 @@
 //!   every second and reads the others': a node whose key lapsed is gone
 //!   ([`ShardMessage::Left`]), a new run joins ([`ShardMessage::Joined`]).
 //!
+//!
+//! The heartbeat also keeps this node's connected clients' wills in Redis
+//! (as the journal records them), publishes once those of a node that is
+//! gone (the node that first marks it reaped does), and at start those
+//! its own previous run left (unless its store publishes them).
+//!
 //! Keys, under the cluster's name `<c>`: `<c>:nodes` (hash: node name to
 //! `<run> <shards>`), `<c>:alive:<node>` (its run, expiring after
 //! [`LIVENESS`]), `<c>:inbox:<node>` (stream; fields `n` node, `r` run,
-//! `k` shards, `b` batch).
+//! `k` shards, `b` batch), `<c>:wills:<node>:<run>` (hash: client id to
+//! its will), `<c>:reaped:<node>:<run>` (who published a gone run's
+//! wills).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use culex_core::shard::nodes::{Change, Directory, InboxLedger, NodeRun, Outbound};
+use std::collections::{HashMap, HashSet};
+
+use culex_core::ClientId;
+use culex_core::Message;
+use culex_core::persistence::{StoreBatch, StoreOp};
+use culex_core::shard::nodes::{Change, Directory, InboxLedger, NodeRun, Outbound, decode_will, encode_will};
 use culex_core::shard::{ShardId, ShardMessage};
 use event_listener::Event;
 use redis::aio::MultiplexedConnection;
@@ -72,6 +85,26 @@ impl Keys {
     fn inbox(&self, node: &str) -> String {
         format!("{}:inbox:{node}", self.prefix)
     }
+
+    fn wills(&self, node: &str, run: u64) -> String {
+        format!("{}:wills:{node}:{run}", self.prefix)
+    }
+
+    fn reaped(&self, node: &str, run: u64) -> String {
+        format!("{}:reaped:{node}:{run}", self.prefix)
+    }
+}
+
+/// How long the mark of a gone run's reaping lasts: longer than any
+/// node takes to notice the run gone.
+const REAPED_MARK: Duration = Duration::from_secs(600);
+
+/// This node's connected clients' wills, and those changed since the
+/// heartbeat last wrote them.
+#[derive(Debug, Default)]
+struct Wills {
+    current: HashMap<ClientId, Bytes>,
+    dirty: HashSet<ClientId>,
 }
 
 /// What the shards of this process and the link's tasks share.
@@ -95,6 +128,11 @@ pub struct NodeLink {
     wake: Arc<dyn Fn(ShardId) + Send + Sync>,
     stopping: AtomicBool,
     stopped: Event,
+    /// This node's connected clients' wills, as Redis is to hold them.
+    wills: Mutex<Wills>,
+    /// The store publishes at start the wills of the clients connected
+    /// when this node stopped: the previous run's wills in Redis are not.
+    restores_wills: bool,
 }
 
 impl std::fmt::Debug for NodeLink {
@@ -117,6 +155,7 @@ impl NodeLink {
     pub fn new(
         redis: RedisSettings,
         cluster: &str,
+        restores_wills: bool,
         mail: Arc<[ShardMail]>,
         wake: Arc<dyn Fn(ShardId) + Send + Sync>,
     ) -> Self {
@@ -135,6 +174,27 @@ impl NodeLink {
             wake,
             stopping: AtomicBool::new(false),
             stopped: Event::new(),
+            wills: Mutex::new(Wills::default()),
+            restores_wills,
+        }
+    }
+
+    /// Takes the will changes of `batch` (a shard's, as its store gets
+    /// it), for the heartbeat to write.
+    pub fn keep_wills(&self, batch: &StoreBatch) {
+        let mut wills = None;
+        for op in &batch.ops {
+            let (client, will) = match op {
+                StoreOp::Will { client, will } => (client, Some(encode_will(will).freeze())),
+                StoreOp::DropWill { client } => (client, None),
+                _ => continue,
+            };
+            let wills = wills.get_or_insert_with(|| lock(&self.wills));
+            match will {
+                Some(will) => wills.current.insert(client.clone(), will),
+                None => wills.current.remove(client),
+            };
+            wills.dirty.insert(client.clone());
         }
     }
 
@@ -197,6 +257,21 @@ impl NodeLink {
         } else if !change.left.is_empty() {
             info!("Cluster {}: node {name} is gone.", self.keys.prefix);
         }
+    }
+
+    /// Publishes `wills`, those of node `of`'s clients, at local shard 0.
+    fn publish_wills(&self, wills: Vec<Arc<Message>>, of: &str) {
+        if wills.is_empty() {
+            return;
+        }
+        info!("Cluster {}: publishing {} will(s) of node {of}.", self.keys.prefix, wills.len());
+        let mut to_wake = Vec::new();
+        for message in wills {
+            if self.tell(ShardId(0), ShardId(0), ShardMessage::Will(message)) {
+                to_wake.push(ShardId(0));
+            }
+        }
+        self.wake_all(to_wake);
     }
 
     fn wake_all(&self, mut to_wake: Vec<ShardId>) {
@@ -381,6 +456,22 @@ struct Entry {
     batch: Bytes,
 }
 
+fn bytes(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        _ => None,
+    }
+}
+
+/// The field and value pairs of an `HGETALL` reply.
+fn pairs(reply: Option<&Value>) -> Vec<(&Value, &Value)> {
+    match reply {
+        Some(Value::Array(values)) => values.chunks(2).filter_map(|p| Some((p.first()?, p.get(1)?))).collect(),
+        Some(Value::Map(pairs)) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
@@ -481,8 +572,26 @@ where
     // The run the last renewal wrote: finding another there means the key
     // lapsed meanwhile.
     let mut written: Option<u64> = None;
+    // The wills the previous run left, taken before this run registers,
+    // are published once the other nodes had time to hear of this one
+    // and send their routes.
+    let mut previous = None;
+    let mut beats_to_previous = 3;
     info!("Cluster {}: node {} joining.", link.keys.prefix, link.node);
     while !link.is_stopping() {
+        if previous.is_none() {
+            previous = previous_wills(&link, &mut conn).await;
+            if previous.is_none() {
+                continue;
+            }
+        }
+        if beats_to_previous > 0 {
+            beats_to_previous -= 1;
+            if beats_to_previous == 0 {
+                link.publish_wills(previous.take().unwrap_or_default(), &link.node);
+                previous = Some(Vec::new());
+            }
+        }
         let run = link.this_run();
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg(&alive).arg(run.run).arg("PX").arg(lease).arg("GET");
@@ -498,6 +607,11 @@ where
             // and retained messages again.
             let next = millis_now().max(run.run + 1);
             link.run.store(next, Ordering::Release);
+            {
+                let mut wills = lock(&link.wills);
+                let all: Vec<ClientId> = wills.current.keys().cloned().collect();
+                wills.dirty.extend(all);
+            }
             warn!("Cluster {}: node {} lapsed; joining again.", link.keys.prefix, link.node);
             let mut to_wake = Vec::new();
             let change = lock(&link.directory).rejoin_all();
@@ -512,6 +626,7 @@ where
         }
         let Some(lives) = conn.run(&link.redis, &pipe).await else { continue };
         let mut to_wake = Vec::new();
+        let mut gone = Vec::new();
         {
             let mut directory = lock(&link.directory);
             for ((name, node), life) in registered.iter().zip(&lives) {
@@ -521,11 +636,18 @@ where
                     (Some(_), _) => Change::default(),
                     (None, _) => directory.gone(name),
                 };
+                if let (false, Some(node)) = (change.left.is_empty(), node) {
+                    gone.push(node.clone());
+                }
                 link.say(name, &change);
                 link.announce(&change, &mut to_wake);
             }
         }
         link.wake_all(to_wake);
+        for node in gone {
+            reap(&link, &mut conn, &node).await;
+        }
+        write_wills(&link, &mut conn).await;
         wait_for(link.stopped.listen(), &sleep, HEARTBEAT).await;
     }
     let mut pipe = redis::pipe();
@@ -536,18 +658,92 @@ where
     }
 }
 
+/// Writes the will changes of this node's clients, under its run.
+async fn write_wills<S, F>(link: &NodeLink, conn: &mut Conn<S>)
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    let (pipe, dirty) = {
+        let mut wills = lock(&link.wills);
+        if wills.dirty.is_empty() {
+            return;
+        }
+        let key = link.keys.wills(&link.node, link.this_run().run);
+        let dirty = std::mem::take(&mut wills.dirty);
+        let mut pipe = redis::pipe();
+        for client in &dirty {
+            match wills.current.get(client) {
+                Some(will) => pipe.cmd("HSET").arg(&key).arg(client.as_str()).arg(&will[..]).ignore(),
+                None => pipe.cmd("HDEL").arg(&key).arg(client.as_str()).ignore(),
+            };
+        }
+        (pipe, dirty)
+    };
+    if conn.run(&link.redis, &pipe).await.is_none() {
+        // Written at the next beat.
+        lock(&link.wills).dirty.extend(dirty);
+    }
+}
+
+/// Publishes the wills of gone `node`'s clients, if this node is the first
+/// to mark its run reaped.
+async fn reap<S, F>(link: &NodeLink, conn: &mut Conn<S>, node: &NodeRun)
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    let mark = u64::try_from(REAPED_MARK.as_millis()).unwrap_or(u64::MAX);
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg(link.keys.reaped(&node.name, node.run)).arg(&link.node).arg("NX").arg("PX").arg(mark);
+    let Some(replies) = conn.run(&link.redis, &pipe).await else { return };
+    if replies.first().is_none_or(|reply| matches!(reply, Value::Nil)) {
+        return;
+    }
+    let key = link.keys.wills(&node.name, node.run);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HGETALL").arg(&key);
+    pipe.cmd("DEL").arg(&key).ignore();
+    if let Some(replies) = conn.run(&link.redis, &pipe).await {
+        let wills = pairs(replies.first()).into_iter().filter_map(|(_, will)| decode_will(&bytes(will)?)).collect();
+        link.publish_wills(wills, &node.name);
+    }
+}
+
+/// The wills this node's previous run left in Redis (its run read from
+/// the registry before this run's first renewal replaces it), taken out:
+/// `None` if Redis could not be asked.
+async fn previous_wills<S, F>(link: &NodeLink, conn: &mut Conn<S>) -> Option<Vec<Arc<Message>>>
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    let mut pipe = redis::pipe();
+    pipe.cmd("HGET").arg(&link.keys.nodes).arg(&link.node);
+    let replies = conn.run(&link.redis, &pipe).await?;
+    let Some(run) = replies.first().and_then(text).and_then(|v| v.split(' ').next()?.parse::<u64>().ok()) else {
+        return Some(Vec::new());
+    };
+    let key = link.keys.wills(&link.node, run);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HGETALL").arg(&key);
+    pipe.cmd("DEL").arg(&key).ignore();
+    let replies = conn.run(&link.redis, &pipe).await?;
+    // The store publishes them itself.
+    if link.restores_wills {
+        return Some(Vec::new());
+    }
+    Some(pairs(replies.first()).into_iter().filter_map(|(_, will)| decode_will(&bytes(will)?)).collect())
+}
+
 /// The other nodes of an `HGETALL` of the registry, with their runs when
 /// the value reads as one.
 fn registered(reply: Option<&Value>, me: &str) -> Vec<(String, Option<NodeRun>)> {
-    let fields: Vec<String> = match reply {
-        Some(Value::Array(values)) => values.iter().filter_map(text).collect(),
-        Some(Value::Map(pairs)) => pairs.iter().flat_map(|(k, v)| [text(k), text(v)]).flatten().collect(),
-        _ => return Vec::new(),
-    };
-    fields
-        .chunks(2)
+    pairs(reply)
+        .into_iter()
+        .filter_map(|(name, value)| Some((text(name)?, text(value)?)))
         .filter_map(|pair| match pair {
-            [name, value] if name != me => {
+            (name, value) if name != me => {
                 let mut words = value.split(' ');
                 let run = words.next().and_then(|r| r.parse::<u64>().ok());
                 let shards = words.next().and_then(|k| k.parse::<u16>().ok());

@@ -256,6 +256,8 @@ pub struct Persisting {
     shard: u16,
     path: PathBuf,
     told: u64,
+    /// On a cluster node, the link that keeps its clients' wills in Redis.
+    cluster: Option<Arc<NodeLink>>,
 }
 
 impl Persisting {
@@ -263,6 +265,9 @@ impl Persisting {
     /// broker what became durable.
     fn sync<O: Outbox>(&mut self, server: &mut Server<O>, clock: &Clock) {
         for batch in server.poll_store_batches() {
+            if let Some(cluster) = &self.cluster {
+                cluster.keep_wills(&batch);
+            }
             self.committer.commit(self.shard, batch);
         }
         let durable = self.committer.durable(self.shard);
@@ -353,7 +358,8 @@ pub fn prepare<O: Outbox>(
     let cluster = settings.redis.as_ref().and_then(|redis| {
         let name = redis.cluster.as_deref()?;
         info!("Node {} of cluster {name}.", redis.keys.broker_id);
-        Some(Arc::new(NodeLink::new(redis.clone(), name, mail.clone(), wake_mail.clone())))
+        let restores_wills = settings.persistence.is_some();
+        Some(Arc::new(NodeLink::new(redis.clone(), name, restores_wills, mail.clone(), wake_mail.clone())))
     });
     let node = cluster.as_ref().map(|link| shard::node_number(link.node()));
     let new_broker = |shard| new_broker(settings, shard, shards, node, &occupancy);
@@ -363,7 +369,13 @@ pub fn prepare<O: Outbox>(
     let brokers: Vec<(Broker, Option<Persisting>)> = match (&settings.persistence, &cluster) {
         (Some(conf), _) => {
             let (brokers, committer) = open_store(settings, conf, clock, shards, &new_broker, &wake)?;
-            let persisting = |shard| Persisting { committer: committer.clone(), shard, path: conf.path(), told: 0 };
+            let persisting = |shard| Persisting {
+                committer: committer.clone(),
+                shard,
+                path: conf.path(),
+                told: 0,
+                cluster: cluster.clone(),
+            };
             brokers.into_iter().zip(0..).map(|(broker, shard)| (broker, Some(persisting(shard)))).collect()
         }
         (None, Some(_)) => {
@@ -376,7 +388,13 @@ pub fn prepare<O: Outbox>(
             let path = PathBuf::from("(no store: persistence is off)");
             (0..shards)
                 .map(|shard| {
-                    let persisting = Persisting { committer: committer.clone(), shard, path: path.clone(), told: 0 };
+                    let persisting = Persisting {
+                        committer: committer.clone(),
+                        shard,
+                        path: path.clone(),
+                        told: 0,
+                        cluster: cluster.clone(),
+                    };
                     (new_broker(ShardId(shard)), Some(persisting))
                 })
                 .collect()

@@ -347,3 +347,34 @@ def test_a_publish_on_another_node_right_after_suback_arrives(nodes, clients):
             pub.publish(topic, f"{pub.client_id}:{n}", qos=1)
         got = sorted(sub.expect(timeout=ACK).payload.decode() for _ in pubs)
         assert got == sorted(f"{pub.client_id}:{n}" for pub in pubs), (n, got)
+
+
+def wills_seen(watchers, topic: str) -> list[int]:
+    return [sum(1 for m in list(w.received) if m.topic == topic) for w in watchers]
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["stays-down", "restarted"])
+def test_the_wills_of_a_killed_node_are_published_once(nodes, clients, restart):
+    """kill -9 of a node: its clients' wills are published once, by the
+    first other node that sees it gone, or by the node itself when it is
+    back first (its previous run's wills, which a store would otherwise
+    publish)."""
+    a, b, c = nodes
+    watchers = [client(clients, a, "watch-A"), client(clients, b, "watch-B")]
+    for w in watchers:
+        assert w.subscribe("wills/#", 1) == [1]
+    # A client that leaves cleanly: its will is never published.
+    polite = clients(Paho(c.port, "polite", will=("wills/polite", b"gone", 1, False))).connect()
+    clients(Paho(c.port, "dev-w", will=("wills/dev-w", b"gone", 1, False))).connect()
+    polite.disconnect()
+    wait_until(lambda: "Client polite disconnected" in c.log(), ACK, what="polite's disconnect at C")
+    time.sleep(1.5)  # a heartbeat writes the wills to Redis (one a second)
+    c.kill9()
+    if restart:
+        c.restart()
+    wait_until(lambda: wills_seen(watchers, "wills/dev-w") == [1, 1], PROPAGATION * 2,
+               what=lambda: f"the will at A and B once: {wills_seen(watchers, 'wills/dev-w')}")
+    # Once: no other node publishes it again.
+    time.sleep(2 * 1.0 + 1.0)
+    assert wills_seen(watchers, "wills/dev-w") == [1, 1]
+    assert wills_seen(watchers, "wills/polite") == [0, 0]

@@ -16,10 +16,14 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 
 use super::wire::{self, NodeFrame, WireError};
 use super::{ShardId, ShardMessage, may_be_stored};
+use crate::codec::LastWill;
+use crate::message::Message;
 use crate::types::ConnId;
 
 /// Marks a connection of another node as this node's shards name it.
@@ -50,6 +54,25 @@ pub fn unalias(conn: ConnId) -> Option<(ShardId, ConnId)> {
     let shard = ShardId(u16::try_from((conn.0 >> ALIAS_SHARD_SHIFT) & u64::from(u16::MAX)).unwrap_or(0));
     let bridge = if conn.0 & ALIAS_BRIDGE != 0 { ConnId::FIRST_BRIDGE } else { 0 };
     Some((shard, ConnId(bridge | (conn.0 & ALIAS_CONN))))
+}
+
+/// A client's will as the cluster keeps it in Redis, for another node to
+/// publish if this one is gone: a batch of one `Publish` frame.
+pub fn encode_will(will: &LastWill) -> BytesMut {
+    let message = Message::without_expiry(will.topic.clone(), will.payload.clone(), will.qos, will.retain);
+    let publish = ShardMessage::Publish { message: Arc::new(message), publisher: None, version: None, stored: None };
+    let mut bytes = BytesMut::new();
+    // A Publish is always carried.
+    let _ = wire::encode_batch(&[NodeFrame { from: ShardId(0), to: ShardId(0), message: publish }], &mut bytes);
+    bytes
+}
+
+/// The will [`encode_will`] made, as the message to publish.
+pub fn decode_will(bytes: &[u8]) -> Option<Arc<Message>> {
+    match wire::decode_batch(bytes).ok()?.pop()?.message {
+        ShardMessage::Publish { message, .. } => Some(message),
+        _ => None,
+    }
 }
 
 /// A node as its entries and its registration name it: its name (the
@@ -438,6 +461,22 @@ mod tests {
     fn publish(qos: QoS) -> ShardMessage {
         let message = Message::new(TopicName::new("t").unwrap(), "x".into(), qos, false);
         ShardMessage::Publish { message: Arc::new(message), publisher: None, version: None, stored: None }
+    }
+
+    #[test]
+    fn a_will_kept_in_redis_reads_back_as_its_message() {
+        let will = LastWill {
+            topic: TopicName::new("dev/7/gone").unwrap(),
+            payload: "bye".into(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        };
+        let message = decode_will(&encode_will(&will)).unwrap();
+        assert_eq!(
+            (&message.topic, &message.payload[..], message.qos, message.retain),
+            (&will.topic, &b"bye"[..], will.qos, true)
+        );
+        assert!(decode_will(b"junk").is_none());
     }
 
     #[test]

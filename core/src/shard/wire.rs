@@ -34,8 +34,9 @@
 //! its frames. `Publish`'s `stored` is not carried: it is a key of the
 //! sender's own store, meaningless to the receiver, and always decodes as
 //! `None`. [`ShardMessage::Stats`] and [`ShardMessage::Api`] stay inside
-//! their process, and [`ShardMessage::Joined`] and [`ShardMessage::Left`]
-//! are said by the receiving node's own link: none is carried
+//! their process, and [`ShardMessage::Joined`], [`ShardMessage::Left`] and
+//! [`ShardMessage::Will`] are said by the receiving node's own link: none
+//! is carried
 //! ([`WireError::NotCarried`]).
 
 use std::sync::Arc;
@@ -253,9 +254,11 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         }
         // Figures and the HTTP API stay inside their process; `Joined` and
         // `Left` are said by the receiver's own link to the other nodes.
-        ShardMessage::Stats(_) | ShardMessage::Api(_) | ShardMessage::Joined | ShardMessage::Left => {
-            Err(WireError::NotCarried)
-        }
+        ShardMessage::Stats(_)
+        | ShardMessage::Api(_)
+        | ShardMessage::Joined
+        | ShardMessage::Left
+        | ShardMessage::Will(_) => Err(WireError::NotCarried),
         ShardMessage::Claim { client, stamp } => {
             out.put_u8(CLAIM);
             put_long(out, client.as_str().as_bytes())?;
