@@ -257,6 +257,24 @@ impl Differential {
         }
     }
 
+    /// `nodes` cluster nodes acting as one ([`Simulation::with_nodes`]),
+    /// connections going to them in turn, and a fresh model making
+    /// `choices`: the model is one broker, so every observation must be
+    /// the same as with one.
+    pub fn with_nodes(choices: Choices, nodes: u16) -> Self {
+        let mut sim = Simulation::with_nodes(config(), nodes);
+        sim.record();
+        Self {
+            sim,
+            model: Model::new(usize::from(WINDOW), choices),
+            current: [None; 3],
+            ends: BTreeMap::new(),
+            clients: Default::default(),
+            generations: [0; 3],
+            messages: 0,
+        }
+    }
+
     /// The core's transcript so far.
     pub fn transcript(&self) -> &str {
         self.sim.transcript()
@@ -529,7 +547,16 @@ pub fn run(ops: &[Op]) -> Result<(), String> {
 
 /// [`run`] against `shards` brokers acting as one.
 pub fn run_sharded(ops: &[Op], shards: u16) -> Result<(), String> {
-    let mut diff = Differential::with_shards(Choices::CULEX, shards);
+    run_with(Differential::with_shards(Choices::CULEX, shards), ops)
+}
+
+/// [`run`] against `nodes` cluster nodes acting as one
+/// ([`Differential::with_nodes`]).
+pub fn run_nodes(ops: &[Op], nodes: u16) -> Result<(), String> {
+    run_with(Differential::with_nodes(Choices::CULEX, nodes), ops)
+}
+
+fn run_with(mut diff: Differential, ops: &[Op]) -> Result<(), String> {
     for (step, op) in ops.iter().enumerate() {
         if let Err(e) = diff.step(op) {
             return Err(format!("step {step}: {e}\ntranscript:\n{}", diff.transcript()));

@@ -2,7 +2,7 @@
 //! three clients, run through both; every observation of the core must be
 //! the one the model gives (see `spec/MODEL.md`).
 
-use culex_conformance::differential::{CLIENTS, Differential, Op, run, run_sharded};
+use culex_conformance::differential::{CLIENTS, Differential, Op, run, run_nodes, run_sharded};
 use culex_conformance::model::{Choices, Overlap, Qos2Routing};
 use culex_core::shard::home_shard;
 use quickcheck::{Arbitrary, Gen, QuickCheck};
@@ -67,16 +67,31 @@ fn the_core_observes_what_the_model_allows() {
 /// Without keepalives: connections of different shards due at the same
 /// instant have no order between them, where the model closes them in the
 /// order they were made (see `spec/MODEL.md`, "Shards").
-fn property_sharded(ops: Vec<AnyOp>, three: bool) -> Result<(), String> {
-    let ops: Vec<Op> = ops
-        .into_iter()
+fn without_keepalives(ops: Vec<AnyOp>) -> Vec<Op> {
+    ops.into_iter()
         .take(MAX_OPS)
         .map(|op| match op.0 {
             Op::Connect { client, clean, will, .. } => Op::Connect { client, clean, will, keep_alive: 0 },
             op => op,
         })
-        .collect();
-    run_sharded(&ops, if three { 3 } else { 2 })
+        .collect()
+}
+
+fn property_sharded(ops: Vec<AnyOp>, three: bool) -> Result<(), String> {
+    run_sharded(&without_keepalives(ops), if three { 3 } else { 2 })
+}
+
+fn property_nodes(ops: Vec<AnyOp>, three: bool) -> Result<(), String> {
+    run_nodes(&without_keepalives(ops), if three { 3 } else { 2 })
+}
+
+/// Two or three cluster nodes act as one broker: connections go to the
+/// nodes in turn, so a client connecting again lands on another node and
+/// takes its session there (claims, sessions handed over), and what the
+/// nodes tell each other goes through the links' bytes and ledgers.
+#[test]
+fn nodes_observe_what_the_model_allows() {
+    QuickCheck::new().quickcheck(property_nodes as fn(Vec<AnyOp>, bool) -> Result<(), String>);
 }
 
 /// Two or three shards act as one broker: the clients' home shards differ

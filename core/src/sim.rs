@@ -45,6 +45,10 @@ use crate::time::{Instant, Now, UnixTime};
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
 
+mod nodes;
+
+use self::nodes::NodesBus;
+
 /// Wall-clock time at the start of a simulation: 2026-01-01T00:00:00Z.
 pub const DEFAULT_START_UNIX: f64 = 1_767_225_600.0;
 
@@ -181,6 +185,9 @@ pub struct Simulation {
     authenticator: Option<Authenticator>,
     auth_answers: VecDeque<(ConnId, Result<(), Refusal>)>,
     disk: Disk,
+    /// With [`with_nodes`](Self::with_nodes): the brokers are nodes of a
+    /// cluster, and this carries what they tell each other.
+    nodes: Option<NodesBus>,
 }
 
 /// The simulated store: what is durable, and the batches handed over
@@ -225,7 +232,37 @@ impl Simulation {
             authenticator: None,
             auth_answers: VecDeque::new(),
             disk: Disk::default(),
+            nodes: None,
         }
+    }
+
+    /// A simulation of `nodes` cluster nodes of one shard each acting as
+    /// one broker (see [`shard::nodes`](crate::shard::nodes)): connections
+    /// go to the nodes in turn, whatever their client id (so that a client
+    /// connecting again may land on another node and take its session
+    /// there), and what the nodes tell each other goes through the link's
+    /// numbering, gathering, bytes and inbox ledger, carried in order
+    /// before the next client acts. The nodes journal (to the simulated
+    /// store), as a cluster node without persistence does. No crash or
+    /// restart.
+    pub fn with_nodes(config: Config, nodes: u16) -> Self {
+        let config = Config { persistence: true, ..config };
+        let mut sim = Self::new(config.clone());
+        let count = usize::from(nodes.max(1));
+        sim.brokers = (0..count)
+            .map(|i| {
+                let mut broker = Broker::new(config.clone());
+                broker.join_cluster(shard::node_number(&NodesBus::name(i)));
+                broker
+            })
+            .collect();
+        let mut bus = NodesBus::new(count);
+        for (node, from, message) in bus.start() {
+            sim.brokers[node].handle_shard_message(sim.now, from, message);
+        }
+        sim.nodes = Some(bus);
+        sim.drain();
+        sim
     }
 
     /// A simulation of `shards` brokers acting as one (see
@@ -460,6 +497,13 @@ impl Simulation {
     pub fn open_from(&mut self, name: &str, auto_ack: bool, peer: Peer) -> ConnId {
         let conn = if self.brokers.len() == 1 {
             self.brokers[0].accept(self.now, peer)
+        } else if self.nodes.is_some() {
+            // Nodes in turn, as behind a load balancer.
+            let conn = self.brokers[0].new_conn_id();
+            let node = usize::try_from(conn.0).unwrap_or(0) % self.brokers.len();
+            self.brokers[node].accept_as(self.now, conn, peer);
+            self.homes.insert(conn, node);
+            conn
         } else {
             // Ids from one counter, so that they are unique across shards;
             // the broker takes the connection once its CONNECT is whole.
@@ -755,10 +799,13 @@ impl Simulation {
                 while let Some(action) = self.brokers[shard].poll_action() {
                     quiet = false;
                     match action {
-                        Action::ToShard { to, message } => {
-                            let from = ShardId(u16::try_from(shard).unwrap_or(u16::MAX));
-                            self.bus.push_back((from, to, message));
-                        }
+                        Action::ToShard { to, message } => match self.nodes.as_mut() {
+                            Some(nodes) => nodes.post(shard, to, message),
+                            None => {
+                                let from = ShardId(u16::try_from(shard).unwrap_or(u16::MAX));
+                                self.bus.push_back((from, to, message));
+                            }
+                        },
                         Action::Store { batch } => {
                             self.note(format_args!("store: batch {} ({} changes)", batch.seq, batch.ops.len()));
                             self.disk.history.push(batch.clone());
@@ -773,6 +820,10 @@ impl Simulation {
                 if let Some(broker) = self.brokers.get_mut(usize::from(to.0)) {
                     broker.handle_shard_message(self.now, from, message);
                 }
+            }
+            for (node, from, message) in self.nodes.as_mut().map(NodesBus::carry).unwrap_or_default() {
+                quiet = false;
+                self.brokers[node].handle_shard_message(self.now, from, message);
             }
             if quiet {
                 return;

@@ -254,7 +254,9 @@ impl<O> Prepared<O> {
 pub struct Persisting {
     committer: Arc<SharedCommitter>,
     shard: u16,
-    path: PathBuf,
+    /// The store's file; `None` for a cluster node's store that keeps
+    /// nothing.
+    path: Option<PathBuf>,
     told: u64,
     /// On a cluster node, the link that keeps its clients' wills in Redis.
     cluster: Option<Arc<NodeLink>>,
@@ -280,8 +282,9 @@ impl Persisting {
     /// SIGUSR1: Mosquitto saves its database then; here every change is
     /// committed as it happens.
     fn report(&self) {
+        let Some(path) = &self.path else { return };
         let size = self.committer.size().map_or_else(|| "size unknown".to_owned(), |n| format!("{n} bytes"));
-        info!("The store {} is current ({size}): every change is committed as it happens.", self.path.display());
+        info!("The store {} is current ({size}): every change is committed as it happens.", path.display());
     }
 
     /// Commits what is left and, at the last shard to stop, stops the
@@ -290,7 +293,10 @@ impl Persisting {
         self.sync(server, clock);
         let Some(committer) = Arc::into_inner(self.committer) else { return };
         if !committer.shutdown() {
-            warn!("The store {} could not commit every change before exit.", self.path.display());
+            // A store that keeps nothing cannot fail.
+            if let Some(path) = &self.path {
+                warn!("The store {} could not commit every change before exit.", path.display());
+            }
         }
     }
 }
@@ -372,7 +378,7 @@ pub fn prepare<O: Outbox>(
             let persisting = |shard| Persisting {
                 committer: committer.clone(),
                 shard,
-                path: conf.path(),
+                path: Some(conf.path()),
                 told: 0,
                 cluster: cluster.clone(),
             };
@@ -385,13 +391,12 @@ pub fn prepare<O: Outbox>(
             })
             .map_err(|source| settings::Error::StoreThread { source })?;
             let committer = Arc::new(committer);
-            let path = PathBuf::from("(no store: persistence is off)");
             (0..shards)
                 .map(|shard| {
                     let persisting = Persisting {
                         committer: committer.clone(),
                         shard,
-                        path: path.clone(),
+                        path: None,
                         told: 0,
                         cluster: cluster.clone(),
                     };

@@ -11,8 +11,10 @@
 //! if it held one. Once all have answered (or left), the connection is
 //! accepted with the session handed over, so that its CONNACK's Session
 //! Present and what it is sent are those of the one broker the cluster
-//! is. Two connections of one client on two nodes at once: the later
-//! stamp wins, each node closing its older one.
+//! is. A claim that finds the client's connection accepted closes it: that
+//! connection is the older, whatever the clocks say (see `handle_claim`).
+//! Two connections of one client claimed on two nodes at once: the later
+//! stamp wins, each node closing its own if it is the earlier.
 
 use std::collections::HashMap;
 
@@ -27,7 +29,7 @@ use crate::policy::{ClientInfo, FilterAccess};
 use crate::session::{Grant, Outgoing, Presence, Session, Stage};
 use crate::shard::{ConnectStamp, HandedSession, ShardId, ShardMessage};
 use crate::time::Now;
-use crate::types::{ClientId, ConnId, ConnIdMap, QoS};
+use crate::types::{ClientId, ConnId, QoS};
 
 /// A connection whose client id this node is claiming.
 #[derive(Debug)]
@@ -50,14 +52,11 @@ struct Claiming {
 pub(super) struct Claims {
     /// By client id, at most one per client.
     pending: HashMap<ClientId, Claiming>,
-    /// When each connection accepted in a cluster was.
-    stamps: ConnIdMap<ConnectStamp>,
 }
 
 impl Claims {
     /// Connection `id` is closed.
     pub(super) fn closed(&mut self, id: ConnId) {
-        self.stamps.remove(&id);
         for claim in self.pending.values_mut() {
             if claim.conn == Some(id) {
                 claim.conn = None;
@@ -79,7 +78,6 @@ impl Broker {
         let stamp = ConnectStamp { millis, node: shards.node(), shard: shards.me() };
         let waiting: Vec<ShardId> = shards.peers().to_vec();
         if waiting.is_empty() {
-            self.claims.stamps.insert(id, stamp);
             self.accept_connect(now, id, connect, client_id);
             return;
         }
@@ -131,15 +129,14 @@ impl Broker {
             }
             return;
         }
+        // Accepted here, the connection is the older: its acceptance
+        // waited for the claimant's answer, which the claimant sent after
+        // its own claim (one path between two shards), so a claim made
+        // before it was accepted arrived while it was claimed.
         let Some(key) = self.sessions.find(&client) else {
             return self.answer_claim(from, client, None);
         };
-        let live = self.sessions.get(key).and_then(Session::conn);
-        if live.and_then(|conn| self.claims.stamps.get(&conn)).is_some_and(|&here| here > stamp) {
-            // Connected here later: this node's claim closes the other.
-            return self.answer_claim(from, client, None);
-        }
-        if let Some(conn) = live {
+        if let Some(conn) = self.sessions.get(key).and_then(Session::conn) {
             info!("Client {client} connected on another node, closing old connection.");
             self.close(now, conn, CloseReason::TakenOver);
         }
@@ -221,7 +218,6 @@ impl Broker {
             }
         }
         let Some((conn, Pending { connect, client_id })) = pending else { return };
-        self.claims.stamps.insert(conn, claim.stamp);
         self.accept_connect(now, conn, connect, client_id);
         self.handle_received(now, conn, &[]);
     }

@@ -1,0 +1,84 @@
+//! Nodes of a cluster in the simulation: brokers joined as a runtime's
+//! links join them ([`shard::nodes`](crate::shard::nodes)), what they tell
+//! each other going through the same numbering, gathering, bytes and
+//! inbox ledger, with Redis a queue that takes every batch at once.
+
+use crate::shard::nodes::{Directory, InboxLedger, NodeRun, Outbound};
+use crate::shard::{ShardId, ShardMessage};
+
+/// What crosses between the simulated nodes, each of one shard.
+#[derive(Debug)]
+pub(super) struct NodesBus {
+    runs: Vec<NodeRun>,
+    directories: Vec<Directory>,
+    outbound: Vec<Outbound>,
+    ledgers: Vec<InboxLedger>,
+    /// Each node's posts to numbers of other nodes, in order.
+    posts: Vec<Vec<(ShardId, ShardId, ShardMessage)>>,
+    /// Inbox entries written so far, to name the next.
+    entries: u64,
+}
+
+/// A message for node `.0`'s shard, from its number `.1` there.
+pub(super) type Delivery = (usize, ShardId, ShardMessage);
+
+impl NodesBus {
+    /// `nodes` nodes named `node-<i>`.
+    pub(super) fn new(nodes: usize) -> Self {
+        Self {
+            runs: (0..nodes).map(|i| NodeRun { name: Self::name(i), run: 1, shards: 1 }).collect(),
+            directories: (0..nodes).map(|_| Directory::new(1)).collect(),
+            outbound: (0..nodes).map(|_| Outbound::default()).collect(),
+            ledgers: (0..nodes).map(|_| InboxLedger::default()).collect(),
+            posts: vec![Vec::new(); nodes],
+            entries: 0,
+        }
+    }
+
+    /// Node `i`'s name.
+    pub(super) fn name(i: usize) -> String {
+        format!("node-{i}")
+    }
+
+    /// Every node hears of every other: what each says to its shard.
+    pub(super) fn start(&mut self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        for i in 0..self.runs.len() {
+            for j in (0..self.runs.len()).filter(|&j| j != i) {
+                let change = self.directories[i].heard(&self.runs[j]);
+                out.extend(change.joined.into_iter().map(|from| (i, from, ShardMessage::Joined)));
+            }
+        }
+        out
+    }
+
+    /// Node `node`'s shard tells number `to`.
+    pub(super) fn post(&mut self, node: usize, to: ShardId, message: ShardMessage) {
+        self.posts[node].push((ShardId(0), to, message));
+    }
+
+    /// Carries every post: each node's gathered into batches, read from
+    /// the receivers' inboxes in order, then the writer's confirmations.
+    pub(super) fn carry(&mut self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        for i in 0..self.runs.len() {
+            let posts = std::mem::take(&mut self.posts[i]);
+            if posts.is_empty() {
+                continue;
+            }
+            let gathered = self.outbound[i].gather(&self.directories[i], &mut self.ledgers[i], posts);
+            for (name, batch) in gathered.batches {
+                let Some(j) = self.runs.iter().position(|run| run.name == name) else { continue };
+                self.entries += 1;
+                let entry = format!("{}-0", self.entries);
+                let read = self.ledgers[j].read(&mut self.directories[j], 1, entry, &self.runs[i], &batch);
+                // The simulation's own bytes always read back.
+                let Ok(delivery) = read else { continue };
+                out.extend(delivery.joined.into_iter().map(|from| (j, from, ShardMessage::Joined)));
+                out.extend(delivery.posts.into_iter().map(|(_, from, message)| (j, from, message)));
+            }
+            out.extend(gathered.confirm.into_iter().map(|(_, from, count)| (i, from, ShardMessage::Stored(count))));
+        }
+        out
+    }
+}
