@@ -319,8 +319,9 @@ pub enum ShardMessage {
     Left,
 }
 
-/// When a connection of a client was accepted, and where: later stamps
-/// win a takeover across nodes. Ordered by time, then node, then shard.
+/// When a connection of a client was accepted, and where: of two
+/// connections of one client claimed on two nodes at once, the later
+/// stamp wins. Ordered by time, then node, then shard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectStamp {
     /// Milliseconds since the Unix epoch.

@@ -650,8 +650,10 @@ where
         write_wills(&link, &mut conn).await;
         wait_for(link.stopped.listen(), &sleep, HEARTBEAT).await;
     }
+    // Stopped, the node closed its clients itself (their wills went as
+    // the broker sends them): nothing is left for the others to publish.
     let mut pipe = redis::pipe();
-    pipe.cmd("DEL").arg(&alive).ignore();
+    pipe.cmd("DEL").arg(&alive).arg(link.keys.wills(&link.node, link.this_run().run)).ignore();
     pipe.cmd("HDEL").arg(&link.keys.nodes).arg(&link.node).ignore();
     if conn.run(&link.redis, &pipe).await.is_some() {
         info!("Cluster {}: node {} left.", link.keys.prefix, link.node);

@@ -83,11 +83,9 @@ impl Broker {
         }
         // A second CONNECT of the client here while the first is claimed:
         // the later one goes on, as a takeover here would, and the claim
-        // under way serves it.
+        // under way serves it (or, if it gave way, claims anew once done).
         if let Some(claim) = self.claims.pending.get_mut(&client_id) {
-            let earlier = claim.conn.replace(id);
-            claim.stamp = stamp;
-            if let Some(earlier) = earlier {
+            if let Some(earlier) = claim.conn.replace(id) {
                 info!("Client {client_id} already connected, closing old connection.");
                 self.close(now, earlier, CloseReason::TakenOver);
             }
@@ -200,15 +198,20 @@ impl Broker {
     /// connection gone, it stays here, offline.
     fn finish_claim(&mut self, now: Now, client: &ClientId) {
         let Some(claim) = self.claims.pending.remove(client) else { return };
-        if let Some((to, _)) = claim.relay {
-            let handed = claim.handed.or_else(|| self.hand_over(client));
-            return self.answer_claim(to, client.clone(), handed);
-        }
         let pending = claim.conn.and_then(|conn| {
             let state = std::mem::replace(&mut self.conns.get_mut(&conn)?.state, ConnState::AwaitingConnect);
             let ConnState::Authenticating(pending) = state else { return None };
             Some((conn, *pending))
         });
+        if let Some((to, _)) = claim.relay {
+            let handed = claim.handed.or_else(|| self.hand_over(client));
+            self.answer_claim(to, client.clone(), handed);
+            // A connection made here after this claim gave way claims anew.
+            if let Some((conn, Pending { connect, client_id })) = pending {
+                self.admit_connect(now, conn, connect, client_id);
+            }
+            return;
+        }
         let clean = pending.as_ref().is_some_and(|(_, p)| p.connect.clean_session);
         if let Some(handed) = claim.handed.filter(|_| !clean) {
             if self.sessions.find(client).is_none() && self.occupancy.try_add_session(self.config.max_clients) {
