@@ -21,8 +21,10 @@
 //!
 //! The heartbeat also keeps this node's connected clients' wills in Redis
 //! (as the journal records them), publishes once those of a node that is
-//! gone (the node that first marks it reaped does), and at start those
-//! its own previous run left (unless its store publishes them).
+//! gone (the node that first marks it reaped does, and deletes its
+//! presence leases so that its clients are swept offline at once), and at
+//! start those its own previous run left (unless its store publishes
+//! them).
 //!
 //! Keys, under the cluster's name `<c>`: `<c>:nodes` (hash: node name to
 //! `<run> <shards>`), `<c>:alive:<node>` (its run, expiring after
@@ -706,9 +708,21 @@ where
     let mut pipe = redis::pipe();
     pipe.cmd("HGETALL").arg(&key);
     pipe.cmd("DEL").arg(&key).ignore();
+    // Its presence leases go too: the next renewal of any broker sharing
+    // the hash sweeps its entries, rather than once the leases lapse.
+    pipe.cmd("DEL").arg(presence_leases(&link.redis.keys.hash, node)).ignore();
     if let Some(replies) = conn.run(&link.redis, &pipe).await {
         let wills = pairs(replies.first()).into_iter().filter_map(|(_, will)| decode_will(&bytes(will)?)).collect();
         link.publish_wills(wills, &node.name);
+    }
+}
+
+/// The presence lease keys of `node`'s shards (one per shard, named as
+/// [`RedisSettings::for_shard`] names them).
+fn presence_leases(hash: &str, node: &NodeRun) -> Vec<String> {
+    match node.shards {
+        0 | 1 => vec![format!("{hash}:lease:{}", node.name)],
+        shards => (0..shards).map(|shard| format!("{hash}:lease:{}/{shard}", node.name)).collect(),
     }
 }
 

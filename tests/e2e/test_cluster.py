@@ -354,11 +354,12 @@ def wills_seen(watchers, topic: str) -> list[int]:
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["stays-down", "restarted"])
-def test_the_wills_of_a_killed_node_are_published_once(nodes, clients, restart):
+def test_the_wills_of_a_killed_node_are_published_once(nodes, clients, redis_db, restart):
     """kill -9 of a node: its clients' wills are published once, by the
     first other node that sees it gone, or by the node itself when it is
     back first (its previous run's wills, which a store would otherwise
-    publish)."""
+    publish); and its clients are offline in the presence hash well
+    before its presence lease (30 s) would lapse."""
     a, b, c = nodes
     watchers = [client(clients, a, "watch-A"), client(clients, b, "watch-B")]
     for w in watchers:
@@ -378,3 +379,5 @@ def test_the_wills_of_a_killed_node_are_published_once(nodes, clients, restart):
     time.sleep(2 * 1.0 + 1.0)
     assert wills_seen(watchers, "wills/dev-w") == [1, 1]
     assert wills_seen(watchers, "wills/polite") == [0, 0]
+    wait_until(lambda: redis_db.hget("mqtt", "dev-w") is None, PROPAGATION,
+               what="dev-w offline in the presence hash")
