@@ -1,7 +1,7 @@
 //! The broker: every connection, session, subscription and retained
 //! message, driven by [`Input`]s and time, answering with [`Action`]s.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,10 +108,13 @@ pub struct Broker {
     /// What changed durable state since the last batch; `None` without
     /// persistence.
     journal: Option<Journal>,
-    /// Messages a restore into shards found both held for routing (an
-    /// incoming QoS 2 message) and copied to some sessions: routed again,
-    /// they skip the sessions that hold them. By address, kept alive.
-    routed_before: HashMap<usize, Arc<Message>>,
+    /// Messages a restore found both held for routing (an incoming QoS 2
+    /// message) and copied to some sessions: routed again, they skip the
+    /// sessions that held a copy at the restore (even if it is done with
+    /// since). By their body's key in the store, which names them in every
+    /// shard (another shard's copy of the message, come in a
+    /// `ShardMessage::Publish`, is held under that key too).
+    routed_before: HashMap<MessageId, HashSet<ClientId>>,
     /// Connections with output waiting for the store.
     waiting: Vec<ConnId>,
     /// When offline sessions are next checked against
@@ -1645,9 +1648,27 @@ impl Broker {
     /// Whether session `key` got `message` before the restart that routes
     /// it again (see `routed_before`).
     fn was_routed_to(&self, key: SessionKey, message: &Arc<Message>) -> bool {
-        !self.routed_before.is_empty()
-            && self.routed_before.contains_key(&(Arc::as_ptr(message) as usize))
-            && self.sessions.get(key).is_some_and(|s| s.holds(message))
+        if self.routed_before.is_empty() {
+            return false;
+        }
+        let Some(id) = self.journal.as_ref().and_then(|journal| journal.stored_id(message)) else { return false };
+        let (Some(held), Some(session)) = (self.routed_before.get(&id), self.sessions.get(key)) else { return false };
+        held.contains(&session.client_id)
+    }
+
+    /// Messages `ids` may have been routed before the stop (see
+    /// `routed_before`): the sessions restored here with a copy of one
+    /// are skipped when it is routed again.
+    pub(super) fn note_routed_before(&mut self, ids: &[MessageId]) {
+        let Some(journal) = self.journal.as_ref() else { return };
+        for key in self.sessions.keys() {
+            let Some(session) = self.sessions.get(key) else { continue };
+            for &id in ids {
+                if session.holds(|copy| journal.stored_id(copy) == Some(id)) {
+                    self.routed_before.entry(id).or_default().insert(session.client_id.clone());
+                }
+            }
+        }
     }
 
     /// Whether session `key` may be sent a message on `topic`, for a

@@ -347,9 +347,8 @@ impl Session {
     }
 
     /// Whether a copy of `message` (this very one) is queued or in flight.
-    pub(crate) fn holds(&self, message: &Arc<Message>) -> bool {
-        self.queued().any(|out| Arc::ptr_eq(&out.message, message))
-            || self.inflight().any(|flight| Arc::ptr_eq(&flight.out.message, message))
+    pub(crate) fn holds(&self, is_it: impl Fn(&Arc<Message>) -> bool) -> bool {
+        self.queued().any(|out| is_it(&out.message)) || self.inflight().any(|flight| is_it(&flight.out.message))
     }
 
     /// The queue behind the window, in order.

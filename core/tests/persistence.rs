@@ -665,3 +665,28 @@ fn pubrel_waits_until_the_release_is_stored() {
     assert!(!again.iter().any(|p| matches!(p, Packet::Publish(_))), "delivered again: {again:?}");
     assert!(again.iter().any(|p| matches!(p, Packet::PubRel(_))), "{again:?}");
 }
+
+/// A retained QoS 2 message its publisher released before a crash, whose
+/// release did not reach the store: the watcher, restored holding the
+/// copy, completes it, and the publisher's PUBREL after the restart
+/// routes the message again. The watcher is skipped (it held a copy at
+/// the restore), whatever the shards before and after. Found by
+/// `nothing_acknowledged_is_lost_in_a_crash_with_shards`: with shards the
+/// skip looked for a copy still held, and the watcher took the message
+/// twice.
+#[test]
+fn a_copy_completed_after_a_restart_is_not_sent_again_when_its_release_comes() {
+    let steps = [
+        Step::Connect { client: 0, clean: true },
+        Step::Connect { client: 1, clean: false },
+        Step::Publish { client: 1, topic: 0, qos: 2, retain: true, empty: false },
+        Step::Commit,
+        Step::Disconnect { client: 1 },
+        Step::Commit,
+        Step::Crash,
+        Step::Connect { client: 0, clean: false },
+    ];
+    for shards in [[1, 1], [2, 2], [2, 3], [3, 2], [2, 1]] {
+        assert!(delivers_what_was_acknowledged(&shards, &steps), "{shards:?}");
+    }
+}

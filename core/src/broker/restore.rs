@@ -156,6 +156,9 @@ pub struct Restorer<B: BorrowMut<Broker>> {
     /// Bodies of incoming QoS 2 messages held for routing, and how many
     /// such rows refer to each.
     held_for_routing: HashMap<MessageId, u32>,
+    /// Bodies the other shards' restore found routed before the stop
+    /// ([`ShardRestorer`](crate::ShardRestorer)).
+    pub(super) routed: Vec<MessageId>,
 }
 
 impl<B: BorrowMut<Broker>> Restorer<B> {
@@ -176,6 +179,7 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
             drops_unreferenced: true,
             shared: None,
             held_for_routing: HashMap::new(),
+            routed: Vec::new(),
         }
     }
 
@@ -201,9 +205,9 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
     /// Completes the restore (see [`Restorer`]) and gives the broker back.
     pub fn finish(mut self) -> B {
         let now = self.now;
-        let routed = routed_before(&mut [&mut self]);
+        let mut routed = routed_before(&mut [&mut self]);
+        routed.append(&mut self.routed);
         let broker = self.broker.borrow_mut();
-        broker.routed_before.extend(routed.into_iter().map(|m| (Arc::as_ptr(&m) as usize, m)));
         if let Some(journal) = broker.journal.as_mut() {
             journal.resume_after(self.last_batch, self.last_message);
             if let Some(shared) = self.shared.take() {
@@ -229,6 +233,7 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
             }
         }
         drop(std::mem::take(&mut self.bodies));
+        broker.note_routed_before(&routed);
         for (client, packet_id, message) in self.unreleased.drain(..) {
             info!("Routing the QoS 2 message {packet_id} from {client} held when the broker stopped.");
             broker.route_released(now, message.clone(), None);
@@ -253,7 +258,7 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
 /// have been routed before the stop, the release not reaching the store
 /// (with shards it waits for the other shards' copies). Routed again, they
 /// skip the sessions that hold them (the broker's `routed_before`).
-fn routed_before<B: BorrowMut<Broker>>(restorers: &mut [&mut Restorer<B>]) -> Vec<Arc<Message>> {
+fn routed_before<B: BorrowMut<Broker>>(restorers: &mut [&mut Restorer<B>]) -> Vec<MessageId> {
     let mut held: HashMap<MessageId, u32> = HashMap::new();
     for restorer in restorers.iter() {
         for (&id, &rows) in &restorer.held_for_routing {
@@ -263,10 +268,8 @@ fn routed_before<B: BorrowMut<Broker>>(restorers: &mut [&mut Restorer<B>]) -> Ve
     let mut routed = Vec::new();
     for (id, rows) in held {
         let refs: u32 = restorers.iter_mut().filter_map(|r| r.bodies.refs(id)).sum();
-        if refs > rows
-            && let Some(message) = restorers.iter_mut().find_map(|r| r.bodies.get(id))
-        {
-            routed.push(message);
+        if refs > rows {
+            routed.push(id);
         }
     }
     routed

@@ -118,8 +118,7 @@ impl ShardRestorer {
             routed_before(&mut restorers)
         };
         for shard in &mut self.shards {
-            let broker = &mut shard.broker;
-            broker.routed_before.extend(routed.iter().map(|m| (Arc::as_ptr(m) as usize, m.clone())));
+            shard.routed.extend(routed.iter().copied());
         }
         self.shards
             .into_iter()
