@@ -244,17 +244,7 @@ impl Differential {
     /// fresh model making `choices`: the model is one broker, so every
     /// observation must be the same as with one shard.
     pub fn with_shards(choices: Choices, shards: u16) -> Self {
-        let mut sim = Simulation::with_shards(config(), shards);
-        sim.record();
-        Self {
-            sim,
-            model: Model::new(usize::from(WINDOW), choices),
-            current: [None; 3],
-            ends: BTreeMap::new(),
-            clients: Default::default(),
-            generations: [0; 3],
-            messages: 0,
-        }
+        Self::around(Simulation::with_shards(config(), shards), choices)
     }
 
     /// `nodes` cluster nodes acting as one ([`Simulation::with_nodes`]),
@@ -262,7 +252,12 @@ impl Differential {
     /// `choices`: the model is one broker, so every observation must be
     /// the same as with one.
     pub fn with_nodes(choices: Choices, nodes: u16) -> Self {
-        let mut sim = Simulation::with_nodes(config(), nodes);
+        Self::around(Simulation::with_nodes(config(), nodes), choices)
+    }
+
+    /// `sim`, recording its transcript, beside a fresh model making
+    /// `choices`.
+    fn around(mut sim: Simulation, choices: Choices) -> Self {
         sim.record();
         Self {
             sim,
