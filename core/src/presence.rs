@@ -45,8 +45,8 @@ use crate::types::ClientId;
 /// Lua shared by the scripts: whether a live broker other than `except`
 /// holds `id` in its index. Every script gets the same keys and arguments:
 /// KEYS: the hash, the set of brokers, this broker's index, this broker's
-/// lease. ARGV: this broker's id, the hash's name (the prefix of the other
-/// brokers' keys), then the script's own argument.
+/// lease. ARGV: this broker's id, the prefix of the other brokers' keys
+/// ([`PresenceKeys::prefix`]), then the script's own argument.
 macro_rules! held_by_live_broker {
     () => {
         r"
@@ -134,24 +134,43 @@ return was_live
 pub struct PresenceKeys {
     /// The hash other services read: `mqtt` by default.
     pub hash: String,
-    /// The brokers sharing the hash: `<hash>:brokers`.
+    /// What the other keys start with: the hash's name, or on a Redis
+    /// Cluster `{<hash>}`, so that every key a script touches hashes to the
+    /// hash's own slot.
+    pub prefix: String,
+    /// The brokers sharing the hash: `<prefix>:brokers`.
     pub brokers: String,
-    /// The ids this broker holds online: `<hash>:broker:<broker-id>`.
+    /// The ids this broker holds online: `<prefix>:broker:<broker-id>`.
     pub index: String,
-    /// This broker's lease: `<hash>:lease:<broker-id>`.
+    /// This broker's lease: `<prefix>:lease:<broker-id>`.
     pub lease: String,
     /// This broker's name among those sharing the hash.
     pub broker_id: String,
 }
 
 impl PresenceKeys {
-    /// The keys for hash `hash` and broker `broker_id`.
+    /// The keys for hash `hash` and broker `broker_id` on one Redis server.
     pub fn new(hash: &str, broker_id: &str) -> Self {
+        Self::with_prefix(hash, hash, broker_id)
+    }
+
+    /// The keys for hash `hash` and broker `broker_id` on a Redis Cluster.
+    pub fn in_hash_slot(hash: &str, broker_id: &str) -> Self {
+        Self::with_prefix(hash, &format!("{{{hash}}}"), broker_id)
+    }
+
+    /// The same hash's keys for another broker.
+    pub fn for_broker(&self, broker_id: &str) -> Self {
+        Self::with_prefix(&self.hash, &self.prefix, broker_id)
+    }
+
+    fn with_prefix(hash: &str, prefix: &str, broker_id: &str) -> Self {
         Self {
             hash: hash.to_owned(),
-            brokers: format!("{hash}:brokers"),
-            index: format!("{hash}:broker:{broker_id}"),
-            lease: format!("{hash}:lease:{broker_id}"),
+            prefix: prefix.to_owned(),
+            brokers: format!("{prefix}:brokers"),
+            index: format!("{prefix}:broker:{broker_id}"),
+            lease: format!("{prefix}:lease:{broker_id}"),
             broker_id: broker_id.to_owned(),
         }
     }

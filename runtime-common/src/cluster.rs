@@ -32,6 +32,8 @@
 //! `k` shards, `b` batch), `<c>:wills:<node>:<run>` (hash: client id to
 //! its will), `<c>:reaped:<node>:<run>` (who published a gone run's
 //! wills).
+//! Every command names one of these keys, so on a Redis Cluster each goes
+//! to the member holding its slot ([`Commands`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,13 +48,12 @@ use culex_core::persistence::{StoreBatch, StoreOp};
 use culex_core::shard::nodes::{Change, Directory, InboxLedger, NodeRun, Outbound, decode_will, encode_will};
 use culex_core::shard::{ShardId, ShardMessage};
 use event_listener::Event;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
 use tracing::{info, warn};
 
+use crate::redis_conn::{Commands, REDIS_TIMEOUT, RedisConnection, describe_error};
 use crate::reports::{Board, ShardMail};
-use crate::settings::RedisSettings;
-use crate::store::{REDIS_TIMEOUT, connection_info, describe_error};
+use crate::settings::{RedisSettings, shard_broker_id};
 use crate::sync::{Mutex, MutexGuard};
 
 /// How long a node's liveness key outlives its last renewal: a node
@@ -288,7 +289,7 @@ impl NodeLink {
 /// A Redis connection of one of the link's tasks, reopened after any
 /// failure; `sleep` is the runtime's timer.
 struct Conn<S> {
-    conn: Option<MultiplexedConnection>,
+    conn: Option<RedisConnection>,
     sleep: S,
     /// What the task does, for the log.
     task: &'static str,
@@ -321,36 +322,21 @@ where
         }
     }
 
-    /// Runs `pipe`, connecting first if needed; `None` on any failure
+    /// Runs `commands`, connecting first if needed; `None` on any failure
     /// (logged once, the connection dropped, after a second's wait).
-    async fn run(&mut self, settings: &RedisSettings, pipe: &redis::Pipeline) -> Option<Vec<Value>> {
-        if pipe.is_empty() {
+    async fn run(&mut self, settings: &RedisSettings, commands: &Commands) -> Option<Vec<Value>> {
+        if commands.is_empty() {
             return Some(Vec::new());
         }
         if self.conn.is_none() {
-            let info = match connection_info(settings) {
-                Ok(info) => info,
-                Err(error) => {
-                    self.failed(&describe_error(&error));
-                    (self.sleep)(HEARTBEAT).await;
-                    return None;
-                }
-            };
-            // A read blocks up to READ_BLOCK: the library's default reply
-            // timeout (half a second) would cut it.
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(REDIS_TIMEOUT))
-                .set_response_timeout(Some(REDIS_TIMEOUT));
-            let attempt =
-                async { redis::Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await };
-            match self.within(REDIS_TIMEOUT, attempt).await {
+            match self.within(REDIS_TIMEOUT, RedisConnection::open(settings, REDIS_TIMEOUT)).await {
                 Some(Ok(conn)) => self.conn = Some(conn),
                 Some(Err(error)) => self.failed(&describe_error(&error)),
                 None => self.failed("connecting timed out"),
             }
         }
         let mut conn = self.conn.take()?;
-        match self.within(REDIS_TIMEOUT, pipe.query_async::<Vec<Value>>(&mut conn)).await {
+        match self.within(REDIS_TIMEOUT, conn.run(commands)).await {
             Some(Ok(replies)) => {
                 self.conn = Some(conn);
                 if std::mem::take(&mut self.failing) {
@@ -416,10 +402,10 @@ where
         }
         let Some(gathered) = pending.as_ref() else { continue };
         let run = link.this_run();
-        let mut pipe = redis::pipe();
+        let mut commands = Commands::new();
         for (node, batch) in &gathered.batches {
-            pipe.cmd("XADD")
-                .arg(link.keys.inbox(node))
+            commands
+                .send("XADD", &link.keys.inbox(node))
                 .arg("*")
                 .arg("n")
                 .arg(&run.name)
@@ -428,13 +414,12 @@ where
                 .arg("k")
                 .arg(run.shards)
                 .arg("b")
-                .arg(&batch[..])
-                .ignore();
+                .arg(&batch[..]);
         }
         if !gathered.remove.is_empty() {
-            pipe.cmd("XDEL").arg(link.keys.inbox(&link.node)).arg(&gathered.remove).ignore();
+            commands.send("XDEL", &link.keys.inbox(&link.node)).arg(&gathered.remove);
         }
-        if conn.run(&link.redis, &pipe).await.is_none() {
+        if conn.run(&link.redis, &commands).await.is_none() {
             if link.is_stopping() {
                 return;
             }
@@ -528,10 +513,12 @@ where
     // From the start: entries a crash left unread are read again.
     let mut last = "0-0".to_owned();
     while !link.is_stopping() {
-        let mut pipe = redis::pipe();
+        let mut xread = redis::cmd("XREAD");
         let block = u64::try_from(READ_BLOCK.as_millis()).unwrap_or(1000);
-        pipe.cmd("XREAD").arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(block).arg("STREAMS").arg(&inbox).arg(&last);
-        let Some(replies) = conn.run(&link.redis, &pipe).await else { continue };
+        xread.arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(block).arg("STREAMS").arg(&inbox).arg(&last);
+        let mut commands = Commands::new();
+        commands.ask_on(&inbox, xread);
+        let Some(replies) = conn.run(&link.redis, &commands).await else { continue };
         let Some(reply) = replies.first() else { continue };
         let mut to_wake = Vec::new();
         for entry in entries(reply) {
@@ -545,9 +532,8 @@ where
             };
             match ledger.read(&mut directory, link.shards, entry.id.clone(), &run, &entry.batch) {
                 Ok(delivery) => {
-                    let change = Change { joined: delivery.joined, left: Vec::new() };
-                    link.say(&run.name, &change);
-                    link.announce(&change, &mut to_wake);
+                    link.say(&run.name, &delivery.change);
+                    link.announce(&delivery.change, &mut to_wake);
                     for (to, from, message) in delivery.posts {
                         if link.tell(to, from, message) {
                             to_wake.push(to);
@@ -595,11 +581,11 @@ where
             }
         }
         let run = link.this_run();
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(&alive).arg(run.run).arg("PX").arg(lease).arg("GET");
-        pipe.cmd("HSET").arg(&link.keys.nodes).arg(&link.node).arg(format!("{} {}", run.run, run.shards)).ignore();
-        pipe.cmd("HGETALL").arg(&link.keys.nodes);
-        let Some(replies) = conn.run(&link.redis, &pipe).await else { continue };
+        let mut commands = Commands::new();
+        commands.ask("SET", &alive).arg(run.run).arg("PX").arg(lease).arg("GET");
+        commands.send("HSET", &link.keys.nodes).arg(&link.node).arg(format!("{} {}", run.run, run.shards));
+        commands.ask("HGETALL", &link.keys.nodes);
+        let Some(replies) = conn.run(&link.redis, &commands).await else { continue };
         let before = replies.first().and_then(text).and_then(|r| r.parse::<u64>().ok());
         let lapsed = written.is_some() && before != written;
         written = Some(run.run);
@@ -622,11 +608,11 @@ where
             continue;
         }
         let registered = registered(replies.get(1), &link.node);
-        let mut pipe = redis::pipe();
+        let mut commands = Commands::new();
         for (name, _) in &registered {
-            pipe.cmd("GET").arg(link.keys.alive(name));
+            commands.ask("GET", &link.keys.alive(name));
         }
-        let Some(lives) = conn.run(&link.redis, &pipe).await else { continue };
+        let Some(lives) = conn.run(&link.redis, &commands).await else { continue };
         let mut to_wake = Vec::new();
         let mut gone = Vec::new();
         {
@@ -654,10 +640,11 @@ where
     }
     // Stopped, the node closed its clients itself (their wills went as
     // the broker sends them): nothing is left for the others to publish.
-    let mut pipe = redis::pipe();
-    pipe.cmd("DEL").arg(&alive).arg(link.keys.wills(&link.node, link.this_run().run)).ignore();
-    pipe.cmd("HDEL").arg(&link.keys.nodes).arg(&link.node).ignore();
-    if conn.run(&link.redis, &pipe).await.is_some() {
+    let mut commands = Commands::new();
+    commands.send("DEL", &alive);
+    commands.send("DEL", &link.keys.wills(&link.node, link.this_run().run));
+    commands.send("HDEL", &link.keys.nodes).arg(&link.node);
+    if conn.run(&link.redis, &commands).await.is_some() {
         info!("Cluster {}: node {} left.", link.keys.prefix, link.node);
     }
 }
@@ -668,23 +655,23 @@ where
     S: Fn(Duration) -> F,
     F: Future<Output = ()>,
 {
-    let (pipe, dirty) = {
+    let (commands, dirty) = {
         let mut wills = lock(&link.wills);
         if wills.dirty.is_empty() {
             return;
         }
         let key = link.keys.wills(&link.node, link.this_run().run);
         let dirty = std::mem::take(&mut wills.dirty);
-        let mut pipe = redis::pipe();
+        let mut commands = Commands::new();
         for client in &dirty {
             match wills.current.get(client) {
-                Some(will) => pipe.cmd("HSET").arg(&key).arg(client.as_str()).arg(&will[..]).ignore(),
-                None => pipe.cmd("HDEL").arg(&key).arg(client.as_str()).ignore(),
+                Some(will) => commands.send("HSET", &key).arg(client.as_str()).arg(&will[..]),
+                None => commands.send("HDEL", &key).arg(client.as_str()),
             };
         }
-        (pipe, dirty)
+        (commands, dirty)
     };
-    if conn.run(&link.redis, &pipe).await.is_none() {
+    if conn.run(&link.redis, &commands).await.is_none() {
         // Written at the next beat.
         lock(&link.wills).dirty.extend(dirty);
     }
@@ -698,31 +685,25 @@ where
     F: Future<Output = ()>,
 {
     let mark = u64::try_from(REAPED_MARK.as_millis()).unwrap_or(u64::MAX);
-    let mut pipe = redis::pipe();
-    pipe.cmd("SET").arg(link.keys.reaped(&node.name, node.run)).arg(&link.node).arg("NX").arg("PX").arg(mark);
-    let Some(replies) = conn.run(&link.redis, &pipe).await else { return };
+    let mut commands = Commands::new();
+    commands.ask("SET", &link.keys.reaped(&node.name, node.run)).arg(&link.node).arg("NX").arg("PX").arg(mark);
+    let Some(replies) = conn.run(&link.redis, &commands).await else { return };
     if replies.first().is_none_or(|reply| matches!(reply, Value::Nil)) {
         return;
     }
     let key = link.keys.wills(&node.name, node.run);
-    let mut pipe = redis::pipe();
-    pipe.cmd("HGETALL").arg(&key);
-    pipe.cmd("DEL").arg(&key).ignore();
+    let mut commands = Commands::new();
+    commands.ask("HGETALL", &key);
+    commands.send("DEL", &key);
     // Its presence leases go too: the next renewal of any broker sharing
     // the hash sweeps its entries, rather than once the leases lapse.
-    pipe.cmd("DEL").arg(presence_leases(&link.redis.keys.hash, node)).ignore();
-    if let Some(replies) = conn.run(&link.redis, &pipe).await {
+    for shard in 0..node.shards.max(1) {
+        let broker = shard_broker_id(&node.name, ShardId(shard), node.shards);
+        commands.send("DEL", &link.redis.keys.for_broker(&broker).lease);
+    }
+    if let Some(replies) = conn.run(&link.redis, &commands).await {
         let wills = pairs(replies.first()).into_iter().filter_map(|(_, will)| decode_will(&bytes(will)?)).collect();
         link.publish_wills(wills, &node.name);
-    }
-}
-
-/// The presence lease keys of `node`'s shards (one per shard, named as
-/// [`RedisSettings::for_shard`] names them).
-fn presence_leases(hash: &str, node: &NodeRun) -> Vec<String> {
-    match node.shards {
-        0 | 1 => vec![format!("{hash}:lease:{}", node.name)],
-        shards => (0..shards).map(|shard| format!("{hash}:lease:{}/{shard}", node.name)).collect(),
     }
 }
 
@@ -734,17 +715,17 @@ where
     S: Fn(Duration) -> F,
     F: Future<Output = ()>,
 {
-    let mut pipe = redis::pipe();
-    pipe.cmd("HGET").arg(&link.keys.nodes).arg(&link.node);
-    let replies = conn.run(&link.redis, &pipe).await?;
+    let mut commands = Commands::new();
+    commands.ask("HGET", &link.keys.nodes).arg(&link.node);
+    let replies = conn.run(&link.redis, &commands).await?;
     let Some(run) = replies.first().and_then(text).and_then(|v| v.split(' ').next()?.parse::<u64>().ok()) else {
         return Some(Vec::new());
     };
     let key = link.keys.wills(&link.node, run);
-    let mut pipe = redis::pipe();
-    pipe.cmd("HGETALL").arg(&key);
-    pipe.cmd("DEL").arg(&key).ignore();
-    let replies = conn.run(&link.redis, &pipe).await?;
+    let mut commands = Commands::new();
+    commands.ask("HGETALL", &key);
+    commands.send("DEL", &key);
+    let replies = conn.run(&link.redis, &commands).await?;
     // The store publishes them itself.
     if link.restores_wills {
         return Some(Vec::new());

@@ -31,6 +31,7 @@ pub mod notify;
 pub mod outbox;
 pub mod persist;
 pub mod privileges;
+pub mod redis_conn;
 pub mod reload;
 pub mod reports;
 pub mod settings;

@@ -71,9 +71,14 @@ pub fn level(types: &LogTypes) -> LevelFilter {
 
 /// `log_type` as a filter: the lines of [`level`], and the subscribe and
 /// unsubscribe lines when (and only when) their own types are asked for.
+/// The Redis client library's own lines are left out: its Redis Cluster
+/// client logs every reconnection attempt, many a second while a member is
+/// down, and the broker says once what failed and once when it recovered.
 fn filter(types: &LogTypes) -> EnvFilter {
     let mut filter = EnvFilter::default().add_directive(level(types).into());
-    for (target, on) in [(log_type::SUBSCRIBE, types.subscribe), (log_type::UNSUBSCRIBE, types.unsubscribe)] {
+    let targets =
+        [(log_type::SUBSCRIBE, types.subscribe), (log_type::UNSUBSCRIBE, types.unsubscribe), ("redis", false)];
+    for (target, on) in targets {
         let level = if on { "info" } else { "off" };
         // Well formed: a target of the core and a level name.
         if let Ok(directive) = format!("{target}={level}").parse::<Directive>() {

@@ -45,20 +45,25 @@ pub struct RedisSettings {
     /// The cluster this broker is a node of (`cluster`), its name being
     /// the broker id; `None` alone.
     pub cluster: Option<String>,
+    /// The Redis is a member of a Redis Cluster (`redis_cluster`).
+    pub redis_cluster: bool,
 }
 
 impl RedisSettings {
     /// Shard `shard`'s settings among `shards`: each shard is a broker of
     /// its own for the presence protocol (its own index and lease, named
-    /// `<broker id>/<shard>`); one shard keeps the broker's id.
+    /// by [`shard_broker_id`]).
     pub fn for_shard(&self, shard: ShardId, shards: u16) -> Self {
         let mut settings = self.clone();
-        if shards > 1 {
-            let id = format!("{}/{}", self.keys.broker_id, shard.0);
-            settings.keys = PresenceKeys::new(&self.keys.hash, &id);
-        }
+        settings.keys = self.keys.for_broker(&shard_broker_id(&self.keys.broker_id, shard, shards));
         settings
     }
+}
+
+/// The presence name of shard `shard` of broker `broker_id` among `shards`:
+/// `<broker id>/<shard>`, or the broker's own with one shard.
+pub fn shard_broker_id(broker_id: &str, shard: ShardId, shards: u16) -> String {
+    if shards > 1 { format!("{broker_id}/{}", shard.0) } else { broker_id.to_owned() }
 }
 
 /// Where a listener listens.
@@ -373,7 +378,12 @@ pub fn from_conf(conf: BrokerConf) -> Result<Settings, String> {
     let listener_summaries = conf.listener_summaries();
     let first_port = conf.listeners.first().map_or(1883, |l| l.port);
     let redis = conf.redis.map(|r| RedisSettings {
-        keys: PresenceKeys::new(&r.key, &broker_id(first_port)),
+        keys: if r.redis_cluster {
+            PresenceKeys::in_hash_slot(&r.key, &broker_id(first_port))
+        } else {
+            PresenceKeys::new(&r.key, &broker_id(first_port))
+        },
+        redis_cluster: r.redis_cluster,
         host: r.host,
         port: r.port,
         user: r.user,

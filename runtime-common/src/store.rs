@@ -10,9 +10,9 @@ use culex_core::presence::{
 use crate::driver::{StoreEvent, StoreRequest};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, Script};
+use redis::{Cmd, Script};
 
+use crate::redis_conn::{REDIS_TIMEOUT, RedisConnection, describe_error};
 use crate::settings::RedisSettings;
 
 /// The presence scripts, with their SHA-1 for `EVALSHA`.
@@ -37,18 +37,21 @@ impl Default for Scripts {
 
 impl Scripts {
     /// `SCRIPT LOAD` for each script, run once per connection so the
-    /// batches can use `EVALSHA`.
-    pub fn load_pipeline(&self) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        for source in [RENEW_SCRIPT, ONLINE_SCRIPT, OFFLINE_SCRIPT, CLEAR_STALE_SCRIPT] {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(source).ignore();
-        }
-        pipe
+    /// batches can use `EVALSHA`. Each goes alone: a Redis Cluster sends it
+    /// to every master.
+    pub fn load_commands(&self) -> impl Iterator<Item = Cmd> {
+        [RENEW_SCRIPT, ONLINE_SCRIPT, OFFLINE_SCRIPT, CLEAR_STALE_SCRIPT].into_iter().map(|source| {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(source);
+            cmd
+        })
     }
 
     /// One pipeline running `batch` in order. A batch succeeds or fails
     /// as a whole; every command in it is safe to run again. Its one
-    /// reply is the renewal's, if it has one.
+    /// reply is the renewal's, if it has one. Every key of a batch hashes
+    /// to one slot ([`PresenceKeys::prefix`]), so a Redis Cluster takes it
+    /// as one pipeline too.
     pub fn batch_pipeline(&self, keys: &PresenceKeys, batch: &[PresenceCommand]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         for command in batch {
@@ -67,7 +70,7 @@ impl Scripts {
                 .arg(&keys.index)
                 .arg(&keys.lease)
                 .arg(&keys.broker_id)
-                .arg(&keys.hash)
+                .arg(&keys.prefix)
                 .arg(arg);
             if !matches!(command, PresenceCommand::Renew(_)) {
                 cmd.ignore();
@@ -77,35 +80,15 @@ impl Scripts {
     }
 }
 
-/// Where and how to connect. AUTH (user and password) and SELECT are sent
-/// by the client library on every connection, and their replies checked.
-pub fn connection_info(settings: &RedisSettings) -> redis::RedisResult<ConnectionInfo> {
-    let mut redis = RedisConnectionInfo::default().set_db(settings.db);
-    if let Some(user) = &settings.user {
-        redis = redis.set_username(user);
-    }
-    if let Some(password) = &settings.password {
-        redis = redis.set_password(password.expose());
-    }
-    Ok(ConnectionAddr::Tcp(settings.host.clone(), settings.port).into_connection_info()?.set_redis_settings(redis))
-}
-
-/// A Redis error as it may be logged: the library's text never carries the
-/// password, and a refused AUTH is said plainly.
-pub fn describe_error(error: &redis::RedisError) -> String {
-    let text = error.to_string();
-    let refused = error.kind() == redis::ErrorKind::AuthenticationFailed
-        || text.contains("WRONGPASS")
-        || text.contains("invalid password")
-        || text.contains("NOAUTH");
-    if refused { format!("authentication to Redis failed (check redis_user / redis_auth): {text}") } else { text }
-}
+/// How long a presence call may wait for its reply: the batches are small,
+/// and a stalled Redis is noticed soon (the client library's default).
+const PRESENCE_REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// One multiplexed Redis connection, reopened after any failure. `sleep`
 /// is the runtime's timer, for timeouts; the client library finds the
 /// runtime's reactor by itself.
 pub struct RedisLink<S> {
-    conn: Option<MultiplexedConnection>,
+    conn: Option<RedisConnection>,
     sleep: S,
 }
 
@@ -135,13 +118,15 @@ where
     }
 
     /// Opens a new connection (dropping any old one), which sends AUTH and
-    /// SELECT, then runs `load` on it.
-    async fn connect(&mut self, info: ConnectionInfo, load: redis::Pipeline) -> Result<(), String> {
+    /// SELECT, then loads the scripts.
+    async fn connect(&mut self, settings: &RedisSettings, scripts: &Scripts) -> Result<(), String> {
         self.conn = None;
-        let host = info.addr().to_string();
+        let host = format!("{}:{}", settings.host, settings.port);
         let attempt = async {
-            let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection().await?;
-            load.query_async::<()>(&mut conn).await?;
+            let mut conn = RedisConnection::open(settings, PRESENCE_REPLY_TIMEOUT).await?;
+            for load in scripts.load_commands() {
+                load.query_async::<()>(&mut conn).await?;
+            }
             Ok::<_, redis::RedisError>(conn)
         };
         match self.within(attempt).await {
@@ -172,11 +157,7 @@ where
     pub async fn answer(&mut self, settings: &RedisSettings, scripts: &Scripts, request: StoreRequest) -> StoreEvent {
         match request {
             StoreRequest::Connect => {
-                let outcome = match connection_info(settings) {
-                    Ok(info) => self.connect(info, scripts.load_pipeline()).await,
-                    Err(error) => Err(describe_error(&error)),
-                };
-                outcome.map_or_else(StoreEvent::Failed, |()| StoreEvent::Connected)
+                self.connect(settings, scripts).await.map_or_else(StoreEvent::Failed, |()| StoreEvent::Connected)
             }
             StoreRequest::Batch(batch) => match self.run(scripts.batch_pipeline(&settings.keys, &batch)).await {
                 // The renewal's reply: 0 when the lease had lapsed.
@@ -186,6 +167,3 @@ where
         }
     }
 }
-
-/// Redis calls that take longer than this count as failed.
-pub const REDIS_TIMEOUT: Duration = Duration::from_secs(5);

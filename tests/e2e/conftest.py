@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import support
-from support import Broker, RedisServer
+from support import Broker, RedisCluster, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +68,15 @@ def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A Redis Cluster of three local redis-servers per test module, for
+    the modules that ask for one."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

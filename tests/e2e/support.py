@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import re
 import shutil
 import signal
@@ -75,6 +76,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_cluster_port() -> int:
+    """A port free right now for a Redis Cluster member: its cluster bus
+    listens 10000 above it, so both must be free and the port at most
+    55535. Tries ports below the ephemeral range, at random, a bounded
+    number of times."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 30000)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
+                a.bind((LOOPBACK, port))
+                b.bind((LOOPBACK, port + 10000))
+                return port
+        except OSError:
+            continue
+    raise AssertionError("no free port pair for a Redis Cluster member")
+
+
 def listening_addresses(port: int) -> set[str]:
     """Local addresses (hex, as in /proc/net/tcp*) in LISTEN state on `port`."""
     found = set()
@@ -122,11 +142,13 @@ def kill_quietly(proc: Optional[subprocess.Popen], sig=signal.SIGKILL, timeout: 
 class RedisServer:
     """A real redis-server on 127.0.0.1 with `requirepass`, no persistence."""
 
-    def __init__(self, workdir: Path, port: Optional[int] = None, password: str = REDIS_PASSWORD):
+    def __init__(self, workdir: Path, port: Optional[int] = None, password: str = REDIS_PASSWORD,
+                 cluster: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.password = password
+        self.cluster = cluster
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
 
@@ -134,10 +156,14 @@ class RedisServer:
         assert self.proc is None or self.proc.poll() is not None, "redis already running"
         self.starts += 1
         logfile = self.workdir / f"redis-{self.port}-{self.starts}.log"
+        # A member of a Redis Cluster keeps who its peers are in its
+        # nodes file, across restarts; its data is gone as on one server.
+        cluster = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf",
+                   "--masterauth", self.password] if self.cluster else []
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", LOOPBACK,
              "--requirepass", self.password, "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--logfile", str(logfile), "--daemonize", "no"],
+             "--dir", str(self.workdir), "--logfile", str(logfile), "--daemonize", "no", *cluster],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
@@ -164,9 +190,60 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(timeout=timeout)
 
+    def flushall(self):
+        self.client().flushall()
+
     def client(self) -> redis_py.Redis:
         return redis_py.Redis(host=LOOPBACK, port=self.port, password=self.password,
                               decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
+
+
+class RedisCluster:
+    """A Redis Cluster of three masters, each a real redis-server on
+    127.0.0.1 (no replicas: a member down takes its slots down)."""
+
+    def __init__(self, workdir: Path, size: int = 3):
+        self.members = [RedisServer(Path(workdir) / f"member{i}", port=free_cluster_port(), cluster=True)
+                        for i in range(size)]
+        self.port = self.members[0].port  # the one the brokers are told of
+        self.password = self.members[0].password
+        self.created = False
+
+    def start(self, timeout: float = 20.0):
+        for member in self.members:
+            member.start()
+        if not self.created:
+            addresses = [f"{LOOPBACK}:{m.port}" for m in self.members]
+            subprocess.run(["redis-cli", "-a", self.password, "--no-auth-warning", "--cluster", "create",
+                            *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                           check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=timeout)
+            self.created = True
+        wait_until(self.healthy, timeout, what="the Redis Cluster's slots all served")
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            return all("cluster_state:ok" in m.client().execute_command("CLUSTER", "INFO")
+                       for m in self.members)
+        except redis_py.exceptions.RedisError:
+            return False
+
+    def stop(self, timeout: float = 10.0):
+        """Stops every member without saving: the cluster comes back empty."""
+        for member in self.members:
+            member.stop(timeout)
+
+    def flushall(self):
+        for member in self.members:
+            member.client().flushall()
+
+    def client(self) -> redis_py.RedisCluster:
+        return redis_py.RedisCluster(host=LOOPBACK, port=self.port, password=self.password,
+                                     decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
+
+    def keys_by_member(self) -> list[set[str]]:
+        """Every key, by the member holding it."""
+        return [set(m.client().keys("*")) for m in self.members]
 
 
 class Broker:

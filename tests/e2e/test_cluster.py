@@ -7,7 +7,11 @@ node restarted is part of the broker again.
 
 A node paused past its liveness (SIGSTOP) and a Redis restart: the nodes
 join again and deliver both ways. Takeover across nodes is in
-test_cluster_takeover.py."""
+test_cluster_takeover.py.
+
+The tests marked `ON_BOTH` run a second time with the nodes sharing a
+Redis Cluster of three masters (`redis_cluster true`) rather than one
+redis-server."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from checker import History, Report, check, payload
-from support import Paho, wait_until
+from support import Paho, RedisCluster, stays, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is installed by scripts/install-deps.sh")
@@ -38,15 +42,39 @@ ACK = 10.0
 
 _ids = itertools.count()
 
+# Runs a test on one redis-server and on a Redis Cluster.
+ON_BOTH = pytest.mark.parametrize("shared", ["server", "redis-cluster"], indirect=True)
+
 
 # ---------------------------------------------------------------- helpers
 
 
 @pytest.fixture
-def make_node(make_broker, redis_server, redis_db):
-    """Factory: a node of the cluster on the module's Redis (emptied first)."""
+def shared(request, redis_server):
+    """The Redis the nodes share, emptied: the module's redis-server, or
+    (parameter "redis-cluster") the module's Redis Cluster."""
+    if getattr(request, "param", "server") == "redis-cluster":
+        redis = request.getfixturevalue("redis_cluster")
+    else:
+        redis = redis_server
+    redis.flushall()
+    return redis
+
+
+@pytest.fixture
+def shared_db(shared):
+    """A client on the shared Redis."""
+    client = shared.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_node(make_broker, shared):
+    """Factory: a node of the cluster on the shared Redis."""
     def make(name: str):
-        return make_broker(redis=redis_server, name=name, extra=[f"cluster {CLUSTER}"])
+        extra = [f"cluster {CLUSTER}"] + (["redis_cluster true"] if isinstance(shared, RedisCluster) else [])
+        return make_broker(redis=shared, name=name, extra=extra)
 
     return make
 
@@ -168,6 +196,7 @@ def retained_at(node, topic: str) -> list[bytes]:
 # ---------------------------------------------------------------- tests
 
 
+@ON_BOTH
 @pytest.mark.parametrize("qos", [0, 1, 2])
 def test_publish_crosses_nodes_at_every_qos(nodes, clients, qos):
     a, b, c = nodes
@@ -181,6 +210,7 @@ def test_publish_crosses_nodes_at_every_qos(nodes, clients, qos):
     assert {d.qos for d in history.deliveries} == {qos}
 
 
+@ON_BOTH
 def test_retained_reaches_every_node(nodes, clients):
     a, b, c = nodes
     client(clients, a, "pub-A").publish("r/t", b"v1", qos=1, retain=True)
@@ -238,6 +268,7 @@ def test_unsubscribe_stops_deliveries_from_other_nodes(nodes, clients):
     wait_routed(pubs, [leaver], "u/again/probe")
 
 
+@ON_BOTH
 def test_the_others_go_on_when_a_node_is_killed(nodes, clients):
     a, b, c = nodes
     history = History()
@@ -295,6 +326,7 @@ def both_ways(clients, a, c, sub_b, sub_c, topic: str):
     assert report.clean, report
 
 
+@ON_BOTH
 def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
     a, b, c = nodes
     history = History()
@@ -318,7 +350,8 @@ def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
     both_ways(clients, a, c, sub_b, sub_c, "after-pause")
 
 
-def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, redis_server):
+@ON_BOTH
+def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, shared):
     a, b, c = nodes
     history = History()
     sub_b = subscriber(clients, b, "sub-B", history, "w/#", 1)
@@ -326,8 +359,8 @@ def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, redis_server
     pub = client(clients, a, "pub-A")
     wait_routed([pub], [sub_b, sub_c], "w/probe")
     # Redis comes back empty: no registration, no liveness, no inbox.
-    redis_server.stop()
-    redis_server.start()
+    shared.stop()
+    shared.start()
     for node in nodes:
         node.wait_log(r"lapsed; joining again", timeout=ACK)
     both_ways(clients, a, c, sub_b, sub_c, "after-restart")
@@ -349,12 +382,34 @@ def test_a_publish_on_another_node_right_after_suback_arrives(nodes, clients):
         assert got == sorted(f"{pub.client_id}:{n}" for pub in pubs), (n, got)
 
 
+@pytest.mark.parametrize("shared", ["redis-cluster"], indirect=True)
+def test_presence_on_a_redis_cluster_keeps_the_hash_and_its_keys_in_one_slot(nodes, clients, shared, shared_db):
+    """`HSET mqtt <id> 1` lands in the hash `mqtt` as on one server; the
+    keys the presence scripts use beside it are tagged `{mqtt}`, so they
+    sit on the hash's member, and the nodes' keys go wherever their slots
+    are."""
+    a, b, _ = nodes
+    client(clients, a, "dev-rc")
+    wait_until(lambda: shared_db.hget("mqtt", "dev-rc") == "1", PROPAGATION, what="dev-rc online")
+    holding = [keys for keys in shared.keys_by_member() if "mqtt" in keys]
+    assert len(holding) == 1, shared.keys_by_member()
+    assert "{mqtt}:brokers" in holding[0]
+    assert {k for k in holding[0] if k.startswith("{mqtt}:lease:")} == \
+        {f"{{mqtt}}:lease:{id}" for node in nodes for id in node.presence_ids}
+    assert shared_db.hgetall(f"{CLUSTER}:nodes").keys() == {node.broker_id for node in nodes}
+    clients(Paho(b.port, "dev-rc")).connect()
+    wait_until(lambda: b.log().count("Updating client dev-rc to online") == 1, PROPAGATION, what="dev-rc online at B")
+    wait_until(lambda: shared_db.hget("mqtt", "dev-rc") == "1", PROPAGATION, what="dev-rc online again")
+    assert stays(lambda: shared_db.hget("mqtt", "dev-rc") == "1", 1.0), "dev-rc went offline after moving to B"
+
+
 def wills_seen(watchers, topic: str) -> list[int]:
     return [sum(1 for m in list(w.received) if m.topic == topic) for w in watchers]
 
 
+@ON_BOTH
 @pytest.mark.parametrize("restart", [False, True], ids=["stays-down", "restarted"])
-def test_the_wills_of_a_killed_node_are_published_once(nodes, clients, redis_db, restart):
+def test_the_wills_of_a_killed_node_are_published_once(nodes, clients, shared_db, restart):
     """kill -9 of a node: its clients' wills are published once, by the
     first other node that sees it gone, or by the node itself when it is
     back first (its previous run's wills, which a store would otherwise
@@ -379,5 +434,5 @@ def test_the_wills_of_a_killed_node_are_published_once(nodes, clients, redis_db,
     time.sleep(2 * 1.0 + 1.0)
     assert wills_seen(watchers, "wills/dev-w") == [1, 1]
     assert wills_seen(watchers, "wills/polite") == [0, 0]
-    wait_until(lambda: redis_db.hget("mqtt", "dev-w") is None, PROPAGATION,
+    wait_until(lambda: shared_db.hget("mqtt", "dev-w") is None, PROPAGATION,
                what="dev-w offline in the presence hash")

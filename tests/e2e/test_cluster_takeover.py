@@ -1,5 +1,6 @@
 """Session takeover across the nodes of a cluster (`cluster <name>`, three
-nodes over one redis-server, the fixtures of test_cluster.py): every node
+nodes over one redis-server, the fixtures of test_cluster.py; the move of
+a persistent session over a Redis Cluster too): every node
 is one broker for its clients, so a client id connecting to node B while
 it is connected, or has a persistent session, on node A:
 
@@ -27,8 +28,8 @@ import pytest
 from checker import History, payload
 from support import Paho, stays, wait_until
 # Fixtures (`make_node`, `nodes`) and helpers of the cluster suite.
-from test_cluster import make_node, nodes  # noqa: F401 - fixtures, used by name
-from test_cluster import ACK, PROPAGATION, client, is_probe, publish_seq, record, wait_complete, wait_routed
+from test_cluster import make_node, nodes, shared, shared_db  # noqa: F401 - fixtures, used by name
+from test_cluster import ACK, ON_BOTH, PROPAGATION, client, is_probe, publish_seq, record, wait_complete, wait_routed
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is installed by scripts/install-deps.sh")
@@ -94,10 +95,10 @@ def assert_online(db, client_id: str):
 # ---------------------------------------------------------------- tests
 
 
-def test_a_connection_on_another_node_closes_the_old_one(nodes, clients, redis_db):
+def test_a_connection_on_another_node_closes_the_old_one(nodes, clients, shared_db):
     a, b, c = nodes
     old = clients(Paho(a.port, "dev-1")).connect()
-    wait_until(lambda: redis_db.hget(KEY, "dev-1") == "1", TAKEOVER, what="dev-1 online (on A)")
+    wait_until(lambda: shared_db.hget(KEY, "dev-1") == "1", TAKEOVER, what="dev-1 online (on A)")
 
     new = clients(Paho(b.port, "dev-1")).connect()
     assert new.session_present is False
@@ -118,10 +119,11 @@ def test_a_connection_on_another_node_closes_the_old_one(nodes, clients, redis_d
     assert old.received == []
 
     a.wait_log(r"Updating client dev-1 to offline", timeout=TAKEOVER)
-    assert_online(redis_db, "dev-1")
+    assert_online(shared_db, "dev-1")
 
 
-def test_a_persistent_session_moves_to_the_node_its_client_connects_to(nodes, clients, redis_db):
+@ON_BOTH
+def test_a_persistent_session_moves_to_the_node_its_client_connects_to(nodes, clients, shared_db):
     a, b, c = nodes
     cid = "dev-2"
     pub_c = client(clients, c, "pub-2C")
@@ -155,10 +157,10 @@ def test_a_persistent_session_moves_to_the_node_its_client_connects_to(nodes, cl
     publish_seq(pub_a, after, "move/y", 1, 20)
     report = wait_complete(after)
     assert report.clean, report
-    assert_online(redis_db, cid)
+    assert_online(shared_db, cid)
 
 
-def test_a_clean_connection_elsewhere_discards_the_old_session(nodes, clients, redis_db):
+def test_a_clean_connection_elsewhere_discards_the_old_session(nodes, clients, shared_db):
     a, b, c = nodes
     cid = "dev-3"
     pub_c = client(clients, c, "pub-3C")
@@ -175,7 +177,7 @@ def test_a_clean_connection_elsewhere_discards_the_old_session(nodes, clients, r
     publish_seq(pub_c, History(), "gone/x", 1, 5, first=20)
     assert stays(lambda: data(second) == [], QUIET), \
         f"{cid} (clean session on B) got messages of the discarded session: {data(second)[:5]}"
-    assert_online(redis_db, cid)
+    assert_online(shared_db, cid)
     leave(second, b)
 
     # Gone everywhere: back on A, no session there either.
@@ -186,7 +188,7 @@ def test_a_clean_connection_elsewhere_discards_the_old_session(nodes, clients, r
         f"{cid} got messages of the discarded session back on A: {data(third)[:5]}"
 
 
-def test_takeover_back_and_forth_between_bursts(nodes, clients, redis_db):
+def test_takeover_back_and_forth_between_bursts(nodes, clients, shared_db):
     """The client moves while the messages of the burst before are in flight
     or queued: they follow its session, none lost, in order; and the next
     burst, published as soon as the CONNACK came, reaches it where it is
@@ -212,7 +214,7 @@ def test_takeover_back_and_forth_between_bursts(nodes, clients, redis_db):
     # The probes are the only payloads the checker cannot read.
     assert all(b":probe" in entry[-1] for entry in report.garbled), report.garbled
     assert sum(1 for c in conns if c.client.is_connected()) == 1
-    assert_online(redis_db, cid)
+    assert_online(shared_db, cid)
 
 
 # Messages a publisher's node sends to the old node between its hand-over
@@ -220,7 +222,7 @@ def test_takeover_back_and_forth_between_bursts(nodes, clients, redis_db):
 # docs/cluster.md, "Limits". Kept to show the window; it fails when a
 # move lands inside it.
 @pytest.mark.xfail(reason="the hand-over window across nodes (docs/cluster.md, Limits)", strict=False)
-def test_takeover_back_and_forth_under_load(nodes, clients, redis_db):
+def test_takeover_back_and_forth_under_load(nodes, clients, shared_db):
     a, b, c = nodes
     cid = "flip"
     moves, messages, window, pace = 10, 400, 10, 0.1  # ~100 messages a second
@@ -274,4 +276,4 @@ def test_takeover_back_and_forth_under_load(nodes, clients, redis_db):
     assert stays(lambda: last.client.is_connected() and not last.disconnected.is_set(), 1.0), \
         f"the last connection of {cid} (on {b.name if moves % 2 else a.name}) was closed"
     assert sum(1 for c in conns if c.client.is_connected()) == 1
-    assert_online(redis_db, cid)
+    assert_online(shared_db, cid)

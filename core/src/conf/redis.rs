@@ -1,6 +1,6 @@
 //! The presence section: `redis_host`, `redis_port`, `redis_auth` (the
 //! fork's keys) and Culex's `redis_user`, `redis_db`, `redis_key`,
-//! `redis_lease`.
+//! `redis_lease`, `redis_cluster`.
 //! Presence goes to Redis when `redis_host` is given; the other keys
 //! without it are reported with a warning.
 
@@ -17,8 +17,17 @@ pub const DEFAULT_REDIS_PORT: u16 = 6379;
 pub const DEFAULT_REDIS_KEY: &str = "mqtt";
 
 /// The keys of this section.
-pub(super) const KEYS: &[&str] =
-    &["cluster", "redis_auth", "redis_db", "redis_host", "redis_key", "redis_lease", "redis_port", "redis_user"];
+pub(super) const KEYS: &[&str] = &[
+    "cluster",
+    "redis_auth",
+    "redis_cluster",
+    "redis_db",
+    "redis_host",
+    "redis_key",
+    "redis_lease",
+    "redis_port",
+    "redis_user",
+];
 
 /// The bounds of `redis_lease`, in seconds.
 const LEASE_SECONDS: (i64, i64) = (3, 86_400);
@@ -75,6 +84,9 @@ pub struct RedisConf {
     /// nodes sharing this Redis under one name act as one broker
     /// (docs/cluster.md). `None`: the broker runs alone.
     pub cluster: Option<String>,
+    /// `redis_cluster`: the Redis at `redis_host` is a member of a Redis
+    /// Cluster; the others are learnt from it. Default false.
+    pub redis_cluster: bool,
 }
 
 /// The Redis keys as written, checked at the end.
@@ -88,6 +100,9 @@ pub(super) struct RedisDraft {
     key: Option<String>,
     lease: Option<Duration>,
     cluster: Option<(Loc, String)>,
+    redis_cluster: Option<(Loc, bool)>,
+    key_loc: Option<Loc>,
+    db_loc: Option<Loc>,
     /// First `redis_*` line other than `redis_host`.
     first_other: Option<(Loc, String)>,
 }
@@ -120,14 +135,19 @@ impl RedisDraft {
                 }
                 self.user = Some(user.to_owned());
             }
-            "redis_db" => self.db = Some(u32::try_from(line.int(0, INT_MAX)?).unwrap_or(0)),
+            "redis_db" => {
+                self.db = Some(u32::try_from(line.int(0, INT_MAX)?).unwrap_or(0));
+                self.db_loc = Some(line.loc());
+            }
             "redis_key" => {
                 let key = line.word()?;
                 if self.key.is_some() {
                     return Err(line.duplicate());
                 }
                 self.key = Some(key.to_owned());
+                self.key_loc = Some(line.loc());
             }
+            "redis_cluster" => self.redis_cluster = Some((line.loc(), line.boolean()?)),
             "redis_lease" => {
                 let seconds = line.int(LEASE_SECONDS.0, LEASE_SECONDS.1)?;
                 self.lease = Some(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)));
@@ -153,14 +173,28 @@ impl RedisDraft {
     }
 
     /// A `cluster` line without `redis_host`: the nodes would have nowhere
-    /// to meet.
+    /// to meet. With `redis_cluster`: a Redis Cluster has database 0 only,
+    /// and the presence keys share the hash's slot through a `{...}` tag,
+    /// which a brace in `redis_key` would break.
     pub(super) fn check(&self) -> Result<(), ConfError> {
-        match &self.cluster {
-            Some((loc, _)) if self.host.is_none() => {
-                Err(loc.error("cluster needs redis_host: the nodes of a cluster meet in Redis."))
-            }
-            _ => Ok(()),
+        if let Some((loc, _)) = &self.cluster
+            && self.host.is_none()
+        {
+            return Err(loc.error("cluster needs redis_host: the nodes of a cluster meet in Redis."));
         }
+        if let Some((_, true)) = self.redis_cluster {
+            if let Some(loc) = &self.db_loc
+                && self.db != Some(0)
+            {
+                return Err(loc.error("redis_db must be 0 with redis_cluster: a Redis Cluster has database 0 only."));
+            }
+            if let Some(loc) = &self.key_loc
+                && self.key.as_deref().is_some_and(|key| key.contains(['{', '}']))
+            {
+                return Err(loc.error("redis_key may not hold '{' or '}' with redis_cluster."));
+            }
+        }
+        Ok(())
     }
 
     /// Presence settings, or `None` without `redis_host` (with a warning
@@ -181,6 +215,7 @@ impl RedisDraft {
             key: self.key.unwrap_or_else(|| DEFAULT_REDIS_KEY.to_owned()),
             lease: self.lease.unwrap_or(DEFAULT_LEASE),
             cluster: self.cluster.map(|(_, name)| name),
+            redis_cluster: self.redis_cluster.is_some_and(|(_, on)| on),
         })
     }
 }
@@ -223,6 +258,7 @@ mod tests {
                 key: "online".to_owned(),
                 lease: Duration::from_secs(10),
                 cluster: None,
+                redis_cluster: false,
             })
         );
     }
@@ -266,6 +302,32 @@ mod tests {
             "The cluster name may hold letters, digits, '-', '_' and '.' only.",
         );
         assert_error("redis_host h\ncluster a\ncluster b\n", 3, "Duplicate cluster value in configuration.");
+        assert_error(
+            "redis_host h\nredis_db 2\nredis_cluster true\n",
+            2,
+            "redis_db must be 0 with redis_cluster: a Redis Cluster has database 0 only.",
+        );
+        assert_error(
+            "redis_host h\nredis_key {m}\nredis_cluster true\n",
+            2,
+            "redis_key may not hold '{' or '}' with redis_cluster.",
+        );
+        assert_error(
+            "redis_host h\nredis_cluster yes\n",
+            2,
+            "Invalid redis_cluster value (yes): expected true or false.",
+        );
+    }
+
+    #[test]
+    fn a_redis_cluster_is_said_by_one_key() {
+        let on = conf("redis_host 127.0.0.1\nredis_cluster true\nredis_db 0\n").redis.unwrap();
+        assert!(on.redis_cluster);
+        assert!(!conf("redis_host 127.0.0.1\nredis_cluster false\n").redis.unwrap().redis_cluster);
+        assert!(!conf("redis_host 127.0.0.1\n").redis.unwrap().redis_cluster);
+        // Braces and other databases are fine on one server.
+        let one = conf("redis_host h\nredis_key {m}\nredis_db 2\n").redis.unwrap();
+        assert_eq!((one.key.as_str(), one.db), ("{m}", 2));
     }
 
     #[test]

@@ -358,9 +358,11 @@ type Need = ((ShardId, ShardId), u64);
 /// What an entry of the inbox holds, ready for the local shards.
 #[derive(Debug, Default)]
 pub struct Delivery {
-    /// Shards of the entry's node that joined as it was read: say
-    /// [`ShardMessage::Joined`] from each before the posts.
-    pub joined: Vec<ShardId>,
+    /// What hearing the entry's run changed: say [`ShardMessage::Left`]
+    /// from each number that left (an earlier run of the node, replaced)
+    /// and [`ShardMessage::Joined`] from each that joined, before the
+    /// posts.
+    pub change: Change,
     /// (local shard, from the number of the sender, message), in order.
     pub posts: Vec<(ShardId, ShardId, ShardMessage)>,
 }
@@ -389,7 +391,7 @@ impl InboxLedger {
                 return Err(error);
             }
         };
-        let mut delivery = Delivery { joined: directory.heard(run).joined, posts: Vec::new() };
+        let mut delivery = Delivery { change: directory.heard(run), posts: Vec::new() };
         let mut needs: Vec<Need> = Vec::new();
         for frame in frames {
             let Some(from) = directory.id(run, frame.from) else { continue };
@@ -551,6 +553,21 @@ mod tests {
     }
 
     #[test]
+    fn a_new_run_first_heard_from_its_entries_replaces_the_old_one() {
+        // The reader may hear a restarted node before the heartbeat does:
+        // its old run's shards leave then, or this node's shards would
+        // wait for them (a claim's answers, a route's confirmations).
+        let mut d = Directory::new(1);
+        let mut ledger = InboxLedger::default();
+        d.heard(&run("w", 1, 1));
+        let mut bytes = BytesMut::new();
+        let frame = NodeFrame { from: ShardId(0), to: ShardId(0), message: ShardMessage::Stored(1) };
+        wire::encode_batch(&[frame], &mut bytes).unwrap();
+        let delivery = ledger.read(&mut d, 1, "1-0".into(), &run("w", 2, 1), &bytes).unwrap();
+        assert_eq!(delivery.change, Change { joined: vec![ShardId(2)], left: vec![ShardId(1)] });
+    }
+
+    #[test]
     fn an_entry_goes_once_what_it_handed_over_is_stored() {
         let mut d = Directory::new(2);
         let writer = run("w", 1, 1);
@@ -563,11 +580,11 @@ mod tests {
         let frame = |to: u16, message| NodeFrame { from: ShardId(0), to: ShardId(to), message };
         let first = batch(vec![frame(1, publish(QoS::AtLeastOnce)), frame(7, publish(QoS::AtLeastOnce))]);
         let delivery = ledger.read(&mut d, 2, "1-0".into(), &writer, &first).unwrap();
-        assert_eq!(delivery.joined, [ShardId(2)]);
+        assert_eq!(delivery.change.joined, [ShardId(2)]);
         let targets: Vec<_> = delivery.posts.iter().map(|(to, from, _)| (*to, *from)).collect();
         assert_eq!(targets, [(ShardId(1), ShardId(2)), (ShardId(0), ShardId(2))]);
         let second = batch(vec![frame(1, publish(QoS::AtMostOnce))]);
-        assert!(ledger.read(&mut d, 2, "2-0".into(), &writer, &second).unwrap().joined.is_empty());
+        assert!(ledger.read(&mut d, 2, "2-0".into(), &writer, &second).unwrap().change.joined.is_empty());
         assert!(ledger.removable().is_empty());
         ledger.stored(ShardId(1), ShardId(2), 1);
         assert!(ledger.removable().is_empty());

@@ -3,7 +3,7 @@
 //! each other going through the same numbering, gathering, bytes and
 //! inbox ledger, with Redis a queue that takes every batch at once.
 
-use crate::shard::nodes::{Directory, InboxLedger, NodeRun, Outbound};
+use crate::shard::nodes::{Change, Directory, InboxLedger, NodeRun, Outbound};
 use crate::shard::{ShardId, ShardMessage};
 
 /// What crosses between the simulated nodes, each of one shard.
@@ -74,7 +74,9 @@ impl NodesBus {
                 let read = self.ledgers[j].read(&mut self.directories[j], 1, entry, &self.runs[i], &batch);
                 // The simulation's own bytes always read back.
                 let Ok(delivery) = read else { continue };
-                out.extend(delivery.joined.into_iter().map(|from| (j, from, ShardMessage::Joined)));
+                let Change { left, joined } = delivery.change;
+                out.extend(left.into_iter().map(|from| (j, from, ShardMessage::Left)));
+                out.extend(joined.into_iter().map(|from| (j, from, ShardMessage::Joined)));
                 out.extend(delivery.posts.into_iter().map(|(_, from, message)| (j, from, message)));
             }
             out.extend(gathered.confirm.into_iter().map(|(_, from, count)| (i, from, ShardMessage::Stored(count))));
