@@ -29,9 +29,9 @@
 //! Keys, under the cluster's name `<c>`: `<c>:nodes` (hash: node name to
 //! `<run> <shards>`), `<c>:alive:<node>` (its run, expiring after
 //! [`LIVENESS`]), `<c>:inbox:<node>` (stream; fields `n` node, `r` run,
-//! `k` shards, `b` batch), `<c>:wills:<node>:<run>` (hash: client id to
-//! its will), `<c>:reaped:<node>:<run>` (who published a gone run's
-//! wills).
+//! `k` shards, `s` the batch's number, `b` batch),
+//! `<c>:wills:<node>:<run>` (hash: client id to its will),
+//! `<c>:reaped:<node>:<run>` (who published a gone run's wills).
 //! Every command names one of these keys, so on a Redis Cluster each goes
 //! to the member holding its slot ([`Commands`]).
 
@@ -403,9 +403,9 @@ where
         let Some(gathered) = pending.as_ref() else { continue };
         let run = link.this_run();
         let mut commands = Commands::new();
-        for (node, batch) in &gathered.batches {
+        for batch in &gathered.batches {
             commands
-                .send("XADD", &link.keys.inbox(node))
+                .send("XADD", &link.keys.inbox(&batch.node))
                 .arg("*")
                 .arg("n")
                 .arg(&run.name)
@@ -413,8 +413,10 @@ where
                 .arg(run.run)
                 .arg("k")
                 .arg(run.shards)
+                .arg("s")
+                .arg(batch.seq)
                 .arg("b")
-                .arg(&batch[..]);
+                .arg(&batch.bytes[..]);
         }
         if !gathered.remove.is_empty() {
             commands.send("XDEL", &link.keys.inbox(&link.node)).arg(&gathered.remove);
@@ -440,6 +442,9 @@ where
 struct Entry {
     id: String,
     run: Option<NodeRun>,
+    /// The writer's [`Batch::seq`](culex_core::shard::nodes::Batch::seq),
+    /// 0 if it had none.
+    seq: u64,
     batch: Bytes,
 }
 
@@ -477,13 +482,14 @@ fn entries(reply: &Value) -> Vec<Entry> {
         for item in items {
             let Value::Array(pair) = item else { continue };
             let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) else { continue };
-            let (mut name, mut run, mut shards, mut batch) = (None, None, None, Bytes::new());
+            let (mut name, mut run, mut shards, mut seq, mut batch) = (None, None, None, 0, Bytes::new());
             for field in fields.chunks(2) {
                 let [key, value] = field else { continue };
                 match text(key).as_deref() {
                     Some("n") => name = text(value),
                     Some("r") => run = text(value).and_then(|r| r.parse::<u64>().ok()),
                     Some("k") => shards = text(value).and_then(|k| k.parse::<u16>().ok()),
+                    Some("s") => seq = text(value).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
                     Some("b") => {
                         if let Value::BulkString(bytes) = value {
                             batch = Bytes::from(bytes.clone());
@@ -496,7 +502,7 @@ fn entries(reply: &Value) -> Vec<Entry> {
                 (Some(name), Some(run), Some(shards)) => Some(NodeRun { name, run, shards }),
                 _ => None,
             };
-            out.push(Entry { id, run, batch });
+            out.push(Entry { id, run, seq, batch });
         }
     }
     out
@@ -530,7 +536,7 @@ where
                 ledger.skip(entry.id);
                 continue;
             };
-            match ledger.read(&mut directory, link.shards, entry.id.clone(), &run, &entry.batch) {
+            match ledger.read(&mut directory, link.shards, entry.id.clone(), &run, entry.seq, &entry.batch) {
                 Ok(delivery) => {
                     link.say(&run.name, &delivery.change);
                     link.announce(&delivery.change, &mut to_wake);

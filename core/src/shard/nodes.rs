@@ -264,13 +264,28 @@ pub struct Outbound {
     /// Messages that may be stored written for each (local shard, number
     /// of a shard elsewhere): what [`ShardMessage::Stored`] confirms.
     written: HashMap<(ShardId, ShardId), u64>,
+    /// Batches gathered for each node: the last one's [`Batch::seq`].
+    batches: HashMap<String, u64>,
+}
+
+/// What goes into one node's inbox in one entry.
+#[derive(Debug)]
+pub struct Batch {
+    /// The receiving node.
+    pub node: String,
+    /// This batch's place among those gathered for `node` in this process,
+    /// from 1: a batch written again after a failure keeps it, and the
+    /// receiver reads it once ([`InboxLedger::read`]).
+    pub seq: u64,
+    /// The frames, as [`wire::encode_batch`] writes them.
+    pub bytes: BytesMut,
 }
 
 /// What one turn of the writer hands Redis, and says once Redis has it.
 #[derive(Debug, Default)]
 pub struct Gathered {
-    /// One batch per receiving node, by node name.
-    pub batches: Vec<(String, BytesMut)>,
+    /// One batch per receiving node.
+    pub batches: Vec<Batch>,
     /// Once the batches are in the inboxes: `Stored(count)` from the second
     /// shard to the first (a local one).
     pub confirm: Vec<(ShardId, ShardId, u64)>,
@@ -325,7 +340,9 @@ impl Outbound {
             // Only carried messages reach a number elsewhere: a shard says
             // Stats and Api to shards of its own process.
             if wire::encode_batch(&list, &mut bytes).is_ok() {
-                gathered.batches.push((node, bytes));
+                let seq = self.batches.entry(node.clone()).or_insert(0);
+                *seq += 1;
+                gathered.batches.push(Batch { node, seq: *seq, bytes });
             }
         }
         for (from, to) in touched {
@@ -349,6 +366,8 @@ pub struct InboxLedger {
     stored: HashMap<(ShardId, ShardId), u64>,
     /// Entries in order, with the counts they need confirmed.
     entries: VecDeque<(String, Vec<Need>)>,
+    /// The run and [`Batch::seq`] last read from each node.
+    last_read: HashMap<String, (u64, u64)>,
 }
 
 /// A count of messages from a number (the sender) to a local shard that
@@ -382,8 +401,14 @@ impl InboxLedger {
         local: u16,
         entry: String,
         run: &NodeRun,
+        seq: u64,
         batch: &[u8],
     ) -> Result<Delivery, WireError> {
+        if !self.first_read(run, seq) {
+            // Written again after a failure that came after Redis took it.
+            self.skip(entry);
+            return Ok(Delivery::default());
+        }
         let frames = match wire::decode_batch(batch) {
             Ok(frames) => frames,
             Err(error) => {
@@ -414,6 +439,21 @@ impl InboxLedger {
         }
         self.entries.push_back((entry, needs));
         Ok(delivery)
+    }
+
+    /// Whether batch `seq` of `run` is read for the first time: each
+    /// node's batches come in order, so one at or below the last read of
+    /// the same run is a copy. Seq 0 is none.
+    fn first_read(&mut self, run: &NodeRun, seq: u64) -> bool {
+        let last = self.last_read.entry(run.name.clone()).or_insert((run.run, 0));
+        if last.0 != run.run {
+            *last = (run.run, 0);
+        }
+        if seq != 0 && seq <= last.1 {
+            return false;
+        }
+        last.1 = last.1.max(seq);
+        true
     }
 
     /// Entry `entry` holds nothing to hand over (it cannot be read): it
@@ -545,7 +585,7 @@ mod tests {
         ];
         let gathered = out.gather(&d, &mut ledger, posts);
         assert_eq!(gathered.batches.len(), 1);
-        let frames = wire::decode_batch(&gathered.batches[0].1).unwrap();
+        let frames = wire::decode_batch(&gathered.batches[0].bytes).unwrap();
         assert_eq!(frames.iter().map(|f| f.to).collect::<Vec<_>>(), [ShardId(0), ShardId(1), ShardId(1), ShardId(0)]);
         assert_eq!(gathered.confirm, [(ShardId(0), ShardId(1), 2)]);
         let again = out.gather(&d, &mut ledger, vec![(ShardId(0), ShardId(1), publish(QoS::AtLeastOnce))]);
@@ -563,8 +603,35 @@ mod tests {
         let mut bytes = BytesMut::new();
         let frame = NodeFrame { from: ShardId(0), to: ShardId(0), message: ShardMessage::Stored(1) };
         wire::encode_batch(&[frame], &mut bytes).unwrap();
-        let delivery = ledger.read(&mut d, 1, "1-0".into(), &run("w", 2, 1), &bytes).unwrap();
+        let delivery = ledger.read(&mut d, 1, "1-0".into(), &run("w", 2, 1), 1, &bytes).unwrap();
         assert_eq!(delivery.change, Change { joined: vec![ShardId(2)], left: vec![ShardId(1)] });
+    }
+
+    #[test]
+    fn a_batch_written_twice_is_read_once() {
+        // The writer sends a turn again when Redis failed to answer, though
+        // it may have taken it: the copy counts for nothing and goes.
+        let mut d = Directory::new(1);
+        d.heard(&run("me", 1, 1));
+        let mut out = Outbound::default();
+        let mut sending = InboxLedger::default();
+        let gathered = out.gather(&d, &mut sending, vec![(ShardId(0), ShardId(1), publish(QoS::ExactlyOnce))]);
+        let [Batch { node, seq: 1, bytes }] = &gathered.batches[..] else { panic!("{:?}", gathered.batches) };
+        assert_eq!(node, "me");
+        let (mut there, mut ledger) = (Directory::new(1), InboxLedger::default());
+        let writer = run("w", 1, 1);
+        assert_eq!(ledger.read(&mut there, 1, "1-0".into(), &writer, 1, bytes).unwrap().posts.len(), 1);
+        let copy = ledger.read(&mut there, 1, "2-0".into(), &writer, 1, bytes).unwrap();
+        assert!(copy.posts.is_empty() && copy.change == Change::default());
+        ledger.stored(ShardId(0), ShardId(1), 1);
+        assert_eq!(ledger.removable(), ["1-0", "2-0"]);
+        // The next batch, and the first of a new run, are read.
+        assert_eq!(ledger.read(&mut there, 1, "3-0".into(), &writer, 2, bytes).unwrap().posts.len(), 1);
+        let restarted = run("w", 2, 1);
+        assert_eq!(ledger.read(&mut there, 1, "4-0".into(), &restarted, 1, bytes).unwrap().posts.len(), 1);
+        // The next turn for the same node is the next batch.
+        let next = out.gather(&d, &mut sending, vec![(ShardId(0), ShardId(1), publish(QoS::AtMostOnce))]);
+        assert_eq!(next.batches[0].seq, 2);
     }
 
     #[test]
@@ -579,12 +646,12 @@ mod tests {
         };
         let frame = |to: u16, message| NodeFrame { from: ShardId(0), to: ShardId(to), message };
         let first = batch(vec![frame(1, publish(QoS::AtLeastOnce)), frame(7, publish(QoS::AtLeastOnce))]);
-        let delivery = ledger.read(&mut d, 2, "1-0".into(), &writer, &first).unwrap();
+        let delivery = ledger.read(&mut d, 2, "1-0".into(), &writer, 1, &first).unwrap();
         assert_eq!(delivery.change.joined, [ShardId(2)]);
         let targets: Vec<_> = delivery.posts.iter().map(|(to, from, _)| (*to, *from)).collect();
         assert_eq!(targets, [(ShardId(1), ShardId(2)), (ShardId(0), ShardId(2))]);
         let second = batch(vec![frame(1, publish(QoS::AtMostOnce))]);
-        assert!(ledger.read(&mut d, 2, "2-0".into(), &writer, &second).unwrap().change.joined.is_empty());
+        assert!(ledger.read(&mut d, 2, "2-0".into(), &writer, 2, &second).unwrap().change.joined.is_empty());
         assert!(ledger.removable().is_empty());
         ledger.stored(ShardId(1), ShardId(2), 1);
         assert!(ledger.removable().is_empty());
@@ -595,7 +662,7 @@ mod tests {
         assert!(gathered.batches.is_empty());
         assert_eq!(gathered.remove, ["1-0", "2-0"]);
         // An entry that cannot be read goes too.
-        assert!(ledger.read(&mut d, 2, "3-0".into(), &writer, b"\x09").is_err());
+        assert!(ledger.read(&mut d, 2, "3-0".into(), &writer, 3, b"\x09").is_err());
         assert_eq!(ledger.removable(), ["3-0"]);
     }
 }

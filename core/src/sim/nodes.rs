@@ -67,17 +67,23 @@ impl NodesBus {
                 continue;
             }
             let gathered = self.outbound[i].gather(&self.directories[i], &mut self.ledgers[i], posts);
-            for (name, batch) in gathered.batches {
-                let Some(j) = self.runs.iter().position(|run| run.name == name) else { continue };
-                self.entries += 1;
-                let entry = format!("{}-0", self.entries);
-                let read = self.ledgers[j].read(&mut self.directories[j], 1, entry, &self.runs[i], &batch);
-                // The simulation's own bytes always read back.
-                let Ok(delivery) = read else { continue };
-                let Change { left, joined } = delivery.change;
-                out.extend(left.into_iter().map(|from| (j, from, ShardMessage::Left)));
-                out.extend(joined.into_iter().map(|from| (j, from, ShardMessage::Joined)));
-                out.extend(delivery.posts.into_iter().map(|(_, from, message)| (j, from, message)));
+            for batch in gathered.batches {
+                let Some(j) = self.runs.iter().position(|run| run.name == batch.node) else { continue };
+                // Every third batch is written twice, as the link does when
+                // Redis took a write but its answer was lost: read once.
+                let copies = if self.entries % 3 == 2 { 2 } else { 1 };
+                for _ in 0..copies {
+                    self.entries += 1;
+                    let entry = format!("{}-0", self.entries);
+                    let ledger = &mut self.ledgers[j];
+                    let read = ledger.read(&mut self.directories[j], 1, entry, &self.runs[i], batch.seq, &batch.bytes);
+                    // The simulation's own bytes always read back.
+                    let Ok(delivery) = read else { continue };
+                    let Change { left, joined } = delivery.change;
+                    out.extend(left.into_iter().map(|from| (j, from, ShardMessage::Left)));
+                    out.extend(joined.into_iter().map(|from| (j, from, ShardMessage::Joined)));
+                    out.extend(delivery.posts.into_iter().map(|(_, from, message)| (j, from, message)));
+                }
             }
             out.extend(gathered.confirm.into_iter().map(|(_, from, count)| (i, from, ShardMessage::Stored(count))));
         }
