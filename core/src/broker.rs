@@ -524,6 +524,7 @@ impl Broker {
             }
             ShardMessage::Joined => self.peer_joined(from),
             ShardMessage::Left => self.peer_left(now, from),
+            ShardMessage::CountedGone => self.counted_gone(now),
             // The HTTP API's, answered by the server.
             ShardMessage::Api(_) => {}
         }
@@ -803,6 +804,23 @@ impl Broker {
         ids.sort_unstable();
         for id in ids {
             self.close(now, id, CloseReason::Shutdown);
+        }
+    }
+
+    /// The other nodes counted this node gone, published its clients'
+    /// wills and swept their presence ([`ShardMessage::CountedGone`]):
+    /// every connection closes without its will, so that no client stays
+    /// connected here while the cluster holds it gone; each connects again
+    /// and claims its session wherever it lands.
+    fn counted_gone(&mut self, now: Now) {
+        let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort_unstable();
+        warn!("This node was counted gone by the others; closing its {} client connections.", ids.len());
+        for id in ids {
+            self.close(now, id, CloseReason::CountedGone);
         }
     }
 
@@ -2027,7 +2045,8 @@ impl Broker {
         if will.is_some() {
             self.record_will(&client, None);
         }
-        let will = if reason == CloseReason::Disconnected { None } else { will };
+        // A node counted gone had its clients' wills published by another.
+        let will = if matches!(reason, CloseReason::Disconnected | CloseReason::CountedGone) { None } else { will };
         // A will is a PUBLISH by its client: the same write rules apply.
         let info = ClientInfo { client_id: &client, username: username.as_deref(), listener: conn.listener };
         let Some(will) = will else { return };
@@ -2212,6 +2231,7 @@ fn log_close(client: &str, id: ConnId, reason: CloseReason, quiet: bool) {
         | CloseReason::TooManyConnections
         | CloseReason::TooManyClients
         | CloseReason::Shutdown
+        | CloseReason::CountedGone
         | CloseReason::QosNotSupported => {
             debug!(conn = %id, "Client {client} closed: {reason}.")
         }
@@ -2228,6 +2248,31 @@ mod tests {
 
     fn holds_buffers(sim: &Simulation, conn: ConnId) -> bool {
         sim.broker().conns.get(&conn).expect("connection open").buffers.is_some()
+    }
+
+    #[test]
+    fn a_node_counted_gone_closes_every_connection_without_its_will() {
+        // Another node published the wills when it counted this one gone:
+        // closing here publishes none again, and nobody stays connected.
+        let mut sim = Simulation::new(Config { sys_interval: Duration::ZERO, ..Config::default() });
+        let will = crate::codec::LastWill {
+            topic: crate::TopicName::new("wills/dev").expect("topic"),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        };
+        let dev = sim.connect(ClientOptions::new("dev").will(will));
+        let other = sim.connect(ClientOptions::new("other"));
+        sim.link_says(0, crate::shard::ShardMessage::CountedGone);
+        assert_eq!(sim.closed(dev), Some(crate::CloseReason::CountedGone));
+        assert_eq!(sim.closed(other), Some(crate::CloseReason::CountedGone));
+        let look = sim.connect(ClientOptions::new("look"));
+        sim.subscribe(look, "wills/#", QoS::AtLeastOnce);
+        let got = sim.take_received(look);
+        assert!(!got.iter().any(|p| matches!(p, Packet::Publish(_))), "{got:?}");
+        // Connected again, the same client is served as before.
+        let again = sim.connect(ClientOptions::new("dev"));
+        assert_eq!(sim.closed(again), None);
     }
 
     #[test]

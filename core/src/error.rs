@@ -193,6 +193,10 @@ pub enum CloseReason {
     /// A new connection with the same client id took over [MQTT-3.1.4-2].
     #[error("[MQTT-3.1.4-2] session taken over")]
     TakenOver,
+    /// The cluster counted this node gone while it was paused or cut off
+    /// (another node published the client's will): closed without it.
+    #[error("this node was counted gone by the other nodes")]
+    CountedGone,
     /// The network connection ended (reported by the runtime).
     #[error("connection closed by peer or network")]
     ConnectionLost,

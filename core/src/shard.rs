@@ -317,6 +317,12 @@ pub enum ShardMessage {
     /// carried; what the sender published before it went is still
     /// delivered.
     Left,
+    /// The other nodes counted this node gone while it was paused or cut
+    /// off (one of them published its clients' wills and swept their
+    /// presence), and it is back: every connection of the receiver closes
+    /// without its will, and the clients connect again, to any node. Said
+    /// by the runtime's link to its own shards, never carried.
+    CountedGone,
 }
 
 /// When a connection of a client was accepted, and where: of two

@@ -456,6 +456,17 @@ impl Simulation {
         self.transcript.as_deref().unwrap_or("")
     }
 
+    /// Tells shard `shard` `message` as the runtime's link says it to its
+    /// own shards (from the shard itself), then runs what follows.
+    pub fn link_says(&mut self, shard: usize, message: ShardMessage) {
+        self.note(format_args!("link says {message:?} to shard {shard}"));
+        let from = ShardId(u16::try_from(shard).unwrap_or(u16::MAX));
+        if let Some(broker) = self.brokers.get_mut(shard) {
+            broker.handle_shard_message(self.now, from, message);
+        }
+        self.drain();
+    }
+
     /// The broker (shard 0's), for its getters.
     pub fn broker(&self) -> &Broker {
         &self.brokers[0]

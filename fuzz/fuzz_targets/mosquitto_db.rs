@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 
 use culex_core::persistence::mosquitto_db::{Imported, MAGIC, import, is_mosquitto_db};
-use culex_core::persistence::{CopyState, MessageId};
+use culex_core::persistence::MessageId;
 use culex_core::{PacketId, UnixTime};
 use libfuzzer_sys::fuzz_target;
 

@@ -19,6 +19,11 @@
 //!   ([`ShardMessage::Left`]), a new run joins ([`ShardMessage::Joined`]).
 //!
 //!
+//! A node that finds its liveness lapsed and its run reaped by another
+//! (it was paused or cut off past [`LIVENESS`]) closes every client
+//! connection without its will ([`ShardMessage::CountedGone`]): the others
+//! published the wills and swept the presence already.
+//!
 //! The heartbeat also keeps this node's connected clients' wills in Redis
 //! (as the journal records them), publishes once those of a node that is
 //! gone (the node that first marks it reaped does, and deletes its
@@ -238,6 +243,15 @@ impl NodeLink {
     /// task is to be woken.
     fn tell(&self, to: ShardId, from: ShardId, message: ShardMessage) -> bool {
         self.mail.get(usize::from(to.0)).is_some_and(|board| board.post((from, message)))
+    }
+
+    /// Tells every local shard `message`, as from itself.
+    fn announce_to_all(&self, message: ShardMessage, to_wake: &mut Vec<ShardId>) {
+        for to in (0..self.shards).map(ShardId) {
+            if self.tell(to, to, message.clone()) {
+                to_wake.push(to);
+            }
+        }
     }
 
     /// Tells every local shard of `change` (the directory locked, so that
@@ -587,12 +601,15 @@ where
             }
         }
         let run = link.this_run();
-        let mut commands = Commands::new();
-        commands.ask("SET", &alive).arg(run.run).arg("PX").arg(lease).arg("GET");
-        commands.send("HSET", &link.keys.nodes).arg(&link.node).arg(format!("{} {}", run.run, run.shards));
-        commands.ask("HGETALL", &link.keys.nodes);
-        let Some(replies) = conn.run(&link.redis, &commands).await else { continue };
-        let before = replies.first().and_then(text).and_then(|r| r.parse::<u64>().ok());
+        // Liveness before registration, in two round trips (on a Redis
+        // Cluster the keys may be on two members): a node registered is
+        // never seen without its liveness, and reaped for that.
+        let mut renewal = Commands::new();
+        renewal.ask("SET", &alive).arg(run.run).arg("PX").arg(lease).arg("GET");
+        renewal.ask("EXISTS", &link.keys.reaped(&link.node, run.run));
+        let Some(renewed) = conn.run(&link.redis, &renewal).await else { continue };
+        let before = renewed.first().and_then(text).and_then(|r| r.parse::<u64>().ok());
+        let reaped = matches!(renewed.get(1), Some(Value::Int(1)));
         let lapsed = written.is_some() && before != written;
         written = Some(run.run);
         if lapsed {
@@ -608,12 +625,21 @@ where
             }
             warn!("Cluster {}: node {} lapsed; joining again.", link.keys.prefix, link.node);
             let mut to_wake = Vec::new();
+            // Reaped: another node published this one's wills, so its
+            // clients go too (not when Redis merely lost its keys).
+            if reaped {
+                link.announce_to_all(ShardMessage::CountedGone, &mut to_wake);
+            }
             let change = lock(&link.directory).rejoin_all();
             link.announce(&change, &mut to_wake);
             link.wake_all(to_wake);
             continue;
         }
-        let registered = registered(replies.get(1), &link.node);
+        let mut registry = Commands::new();
+        registry.send("HSET", &link.keys.nodes).arg(&link.node).arg(format!("{} {}", run.run, run.shards));
+        registry.ask("HGETALL", &link.keys.nodes);
+        let Some(replies) = conn.run(&link.redis, &registry).await else { continue };
+        let registered = registered(replies.first(), &link.node);
         let mut commands = Commands::new();
         for (name, _) in &registered {
             commands.ask("GET", &link.keys.alive(name));

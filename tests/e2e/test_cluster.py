@@ -328,12 +328,21 @@ def both_ways(clients, a, c, sub_b, sub_c, topic: str):
 
 @ON_BOTH
 def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
+    """SIGSTOP of C past its liveness: the others count it gone and publish
+    the wills of its clients; resumed, C does not go on serving them as if
+    nothing happened: it closes their connections without publishing the
+    wills again, starts a new run, and serves the clients that connect
+    again."""
     a, b, c = nodes
     history = History()
     sub_b = subscriber(clients, b, "sub-B", history, "w/#", 1)
-    sub_c = subscriber(clients, c, "sub-C", history, "w/#", 1, whole_run=False)
+    watcher = client(clients, a, "watch-A")
+    assert watcher.subscribe("wills/#", 1) == [1]
+    sub_c = clients(Paho(c.port, "sub-C", will=("wills/sub-C", b"gone", 1, False))).connect()
+    assert sub_c.subscribe("w/#", 1) == [1]
     pub = client(clients, a, "pub-A")
     wait_routed([pub], [sub_b, sub_c], "w/probe")
+    time.sleep(1.5)  # a heartbeat writes the will to Redis (one a second)
     c.send_signal(signal.SIGSTOP)
     try:
         a.wait_log(r"node \S+:%d is gone" % c.port, timeout=ACK)
@@ -341,13 +350,20 @@ def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
         publish_seq(pub, history, "w/data", 1, 50)
         report = wait_complete(history)
         assert report.clean, report
+        wait_until(lambda: wills_seen([watcher], "wills/sub-C") == [1], PROPAGATION,
+                   what="sub-C's will, published by the node that saw C gone")
     finally:
         c.send_signal(signal.SIGCONT)
-    # It finds its liveness lapsed and starts a new run, which the others
-    # take for a new node.
+    # It finds its liveness lapsed and its run reaped: its clients go, and
+    # a new run joins, which the others take for a new node.
     c.wait_log(r"lapsed; joining again", timeout=ACK)
+    c.wait_log(r"counted gone by the others; closing its \d+ client connections", timeout=ACK)
+    assert sub_c.disconnected.wait(ACK), "sub-C still connected to C after C was counted gone"
     a.wait_log(r"node \S+:%d joined" % c.port, timeout=ACK, count=2)
-    both_ways(clients, a, c, sub_b, sub_c, "after-pause")
+    sub_c2 = subscriber(clients, c, "sub-C2", History(), "w/#", 1, whole_run=False)
+    both_ways(clients, a, c, sub_b, sub_c2, "after-pause")
+    # The will went once: C did not publish it again as it closed sub-C.
+    assert wills_seen([watcher], "wills/sub-C") == [1]
 
 
 @ON_BOTH

@@ -252,12 +252,13 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
             out.put_u64(*count);
             Ok(())
         }
-        // Figures and the HTTP API stay inside their process; `Joined` and
-        // `Left` are said by the receiver's own link to the other nodes.
+        // Figures and the HTTP API stay inside their process; `Joined`,
+        // `Left` and `CountedGone` are said by the receiver's own link.
         ShardMessage::Stats(_)
         | ShardMessage::Api(_)
         | ShardMessage::Joined
         | ShardMessage::Left
+        | ShardMessage::CountedGone
         | ShardMessage::Will(_) => Err(WireError::NotCarried),
         ShardMessage::Claim { client, stamp } => {
             out.put_u8(CLAIM);
