@@ -1266,6 +1266,7 @@ impl Broker {
             // A copy: a slice would keep the whole CONNECT packet alive.
             session.owner = connect.username.as_deref().map(Arc::from);
             session.owner_listener = listener;
+            session.taken_at = claims::unix_millis(now);
         }
         if !connect.clean_session {
             // The CONNACK that creates or resumes a stored session waits
@@ -2263,7 +2264,7 @@ mod tests {
         };
         let dev = sim.connect(ClientOptions::new("dev").will(will));
         let other = sim.connect(ClientOptions::new("other"));
-        sim.link_says(0, crate::shard::ShardMessage::CountedGone);
+        sim.link_says(0, crate::shard::ShardId(0), crate::shard::ShardMessage::CountedGone);
         assert_eq!(sim.closed(dev), Some(crate::CloseReason::CountedGone));
         assert_eq!(sim.closed(other), Some(crate::CloseReason::CountedGone));
         let look = sim.connect(ClientOptions::new("look"));

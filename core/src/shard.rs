@@ -343,6 +343,11 @@ pub struct ConnectStamp {
 /// hold of it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HandedSession {
+    /// When a connection last took it, in Unix milliseconds (0: not known,
+    /// as for a session restored from a store): of two sessions handed
+    /// over for one claim (a node paused past its liveness still held
+    /// one), the later is kept.
+    pub taken_at: u64,
     /// The packet id its next outgoing message tries first.
     pub next_packet_id: Option<PacketId>,
     /// Subscriptions and their granted QoS.

@@ -456,11 +456,10 @@ impl Simulation {
         self.transcript.as_deref().unwrap_or("")
     }
 
-    /// Tells shard `shard` `message` as the runtime's link says it to its
-    /// own shards (from the shard itself), then runs what follows.
-    pub fn link_says(&mut self, shard: usize, message: ShardMessage) {
-        self.note(format_args!("link says {message:?} to shard {shard}"));
-        let from = ShardId(u16::try_from(shard).unwrap_or(u16::MAX));
+    /// Tells broker `shard` (a shard, or a node) `message` from `from` as
+    /// the runtime's link says it, then runs what follows.
+    pub fn link_says(&mut self, shard: usize, from: ShardId, message: ShardMessage) {
+        self.note(format_args!("link says {message:?} from {} to {shard}", from.0));
         if let Some(broker) = self.brokers.get_mut(shard) {
             broker.handle_shard_message(self.now, from, message);
         }

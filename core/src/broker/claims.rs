@@ -74,8 +74,7 @@ impl Broker {
             self.accept_connect(now, id, connect, client_id);
             return;
         };
-        let millis = (now.unix.as_secs_f64() * 1000.0).max(0.0) as u64;
-        let stamp = ConnectStamp { millis, node: shards.node(), shard: shards.me() };
+        let stamp = ConnectStamp { millis: unix_millis(now), node: shards.node(), shard: shards.me() };
         let waiting: Vec<ShardId> = shards.peers().to_vec();
         if waiting.is_empty() {
             self.accept_connect(now, id, connect, client_id);
@@ -170,7 +169,12 @@ impl Broker {
         claim.waiting.retain(|&s| s != from);
         match (&claim.handed, session) {
             (None, Some(session)) => claim.handed = Some(session),
-            (Some(_), Some(_)) => warn!("Client {client}'s session was handed over twice; the first is kept."),
+            (Some(first), Some(second)) => {
+                warn!("Client {client}'s session was handed over twice; the one taken last is kept.");
+                if second.taken_at > first.taken_at {
+                    claim.handed = Some(second);
+                }
+            }
             (_, None) => {}
         }
         if claim.waiting.is_empty() {
@@ -231,6 +235,7 @@ impl Broker {
     fn take_over(&mut self, client: &ClientId, handed: HandedSession, now: Now) {
         let mut session = Session::new(client.clone(), false);
         session.presence = Presence::Offline(super::persist::seconds(now));
+        session.taken_at = handed.taken_at;
         if let Some(next) = handed.next_packet_id {
             session.set_next_packet_id(next);
         }
@@ -273,8 +278,14 @@ impl Broker {
 }
 
 /// What `session` holds, to hand to another node.
+/// `now` in Unix milliseconds, as stamps and sessions record it.
+pub(super) fn unix_millis(now: Now) -> u64 {
+    (now.unix.as_secs_f64() * 1000.0).max(0.0) as u64
+}
+
 fn handed(session: &Session) -> HandedSession {
     let mut handed = HandedSession {
+        taken_at: session.taken_at,
         next_packet_id: Some(session.next_packet_id()),
         subscriptions: session.subscriptions.iter().map(|(filter, qos)| (filter.clone(), *qos)).collect(),
         ..HandedSession::default()
@@ -292,4 +303,73 @@ fn handed(session: &Session) -> HandedSession {
     }
     handed.incoming = session.incoming().map(|(id, message)| (id, message.cloned())).collect();
     handed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::codec::Packet;
+    use crate::shard::{ShardId, ShardMessage};
+    use crate::sim::{ClientOptions, Simulation};
+    use crate::{Config, ConnId, QoS};
+
+    const NODES: u64 = 3;
+
+    /// Connects `options` on node `node` (connections go to the nodes in
+    /// turn by id): clients of their own take the turns before it.
+    fn connect_on(sim: &mut Simulation, node: u64, options: ClientOptions) -> ConnId {
+        for turn in 0..NODES {
+            let probe = sim.connect(ClientOptions::new(&format!("turn-{node}-{turn}")));
+            sim.disconnect(probe);
+            if (probe.0 + 1) % NODES == node {
+                break;
+            }
+        }
+        let conn = sim.connect(options);
+        assert_eq!(conn.0 % NODES, node, "connection ids are not given in turn");
+        conn
+    }
+
+    fn x(clean: bool) -> ClientOptions {
+        ClientOptions::new("x").clean_session(clean)
+    }
+
+    #[test]
+    fn of_two_sessions_handed_over_the_one_taken_last_is_kept() {
+        // Node 1 counts node 0 gone (as if node 0 were paused), so x's
+        // session on node 0 stays there while x makes a newer one on node
+        // 1. A claim from node 2 then gets both, the stale one first.
+        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
+        sim.record();
+        let old = connect_on(&mut sim, 0, x(false));
+        sim.subscribe(old, "old/#", QoS::AtLeastOnce);
+        sim.disconnect(old);
+        // Node 0 is number 1 at node 1 (the others are numbered as heard).
+        sim.link_says(1, ShardId(1), ShardMessage::Left);
+        sim.advance(Duration::from_secs(5));
+        let new = connect_on(&mut sim, 1, x(false));
+        sim.subscribe(new, "new/#", QoS::AtLeastOnce);
+        sim.disconnect(new);
+        sim.advance(Duration::from_secs(5));
+        let now = connect_on(&mut sim, 2, x(false));
+        let connack = sim.take_received(now);
+        assert!(
+            matches!(connack.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
+            "{connack:?}\n{}",
+            sim.transcript()
+        );
+        let publisher = connect_on(&mut sim, 0, ClientOptions::new("p"));
+        sim.publish(publisher, "old/t", b"stale", QoS::AtLeastOnce, false);
+        sim.publish(publisher, "new/t", b"fresh", QoS::AtLeastOnce, false);
+        let got: Vec<_> = sim
+            .take_received(now)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.topic.as_str().to_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, ["new/t"], "{}", sim.transcript());
+    }
 }

@@ -52,7 +52,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// The version this module writes and the only one it reads.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// The smallest frame: a `Route` of a one-byte filter. Bounds what a
 /// frame count may reserve.
@@ -285,9 +285,10 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
     }
 }
 
-/// A handed session: its next packet id, subscriptions, copies and
-/// incoming messages, in that order.
+/// A handed session: when it was taken, its next packet id,
+/// subscriptions, copies and incoming messages, in that order.
 fn write_session(session: &HandedSession, out: &mut BytesMut) -> Result<(), WireError> {
+    out.put_u64(session.taken_at);
     match session.next_packet_id {
         None => out.put_u8(ABSENT),
         Some(id) => {
@@ -542,6 +543,7 @@ impl<'a> Reader<'a> {
     }
 
     fn session(&mut self) -> Result<HandedSession, WireError> {
+        let taken_at = self.u64()?;
         let next_packet_id = if self.present()? { Some(self.packet_id()?) } else { None };
         let subscriptions = self.counted(MIN_SUBSCRIPTION_LEN, |reader| Ok((reader.filter()?, reader.qos()?)))?;
         let copies = self.counted(MIN_COPY_LEN, |reader| {
@@ -562,7 +564,7 @@ impl<'a> Reader<'a> {
             let message = if reader.present()? { Some(Arc::new(reader.message(MESSAGE_FLAGS)?.0)) } else { None };
             Ok((id, message))
         })?;
-        Ok(HandedSession { next_packet_id, subscriptions, copies, incoming })
+        Ok(HandedSession { taken_at, next_packet_id, subscriptions, copies, incoming })
     }
 
     fn publish(&mut self) -> Result<ShardMessage, WireError> {
@@ -672,7 +674,13 @@ mod tests {
         let incoming = (0..few(g))
             .map(|_| (arbitrary_id(g), bool::arbitrary(g).then(|| Arc::new(arbitrary_message(g)))))
             .collect();
-        HandedSession { next_packet_id: bool::arbitrary(g).then(|| arbitrary_id(g)), subscriptions, copies, incoming }
+        HandedSession {
+            taken_at: u64::arbitrary(g),
+            next_packet_id: bool::arbitrary(g).then(|| arbitrary_id(g)),
+            subscriptions,
+            copies,
+            incoming,
+        }
     }
 
     impl Arbitrary for ArbFrame {
@@ -767,6 +775,7 @@ mod tests {
         };
         let id = |n| PacketId::new(n).unwrap();
         let session = HandedSession {
+            taken_at: 1_796_557_969_123,
             next_packet_id: Some(id(65535)),
             subscriptions: vec![(filter("a/+"), QoS::AtLeastOnce), (filter("#"), QoS::ExactlyOnce)],
             copies: vec![
@@ -926,9 +935,9 @@ mod tests {
 
     #[test]
     fn malformed_batches_say_why() {
-        // Version 1, one frame from shard 0 to shard 1, then the frame's kind and body.
+        // This version, one frame from shard 0 to shard 1, then the frame's kind and body.
         let batch = |body: &[u8]| [&[VERSION, 0, 0, 0, 1, 0, 0, 0, 1][..], body].concat();
-        assert_eq!(decode_batch(&[2, 0, 0, 0, 0]), Err(WireError::UnknownVersion(2)));
+        assert_eq!(decode_batch(&[1, 0, 0, 0, 0]), Err(WireError::UnknownVersion(1)));
         assert_eq!(decode_batch(&[VERSION, 0, 0, 0, 0, 9]), Err(WireError::Trailing(1)));
         assert_eq!(decode_batch(&batch(&[10])), Err(WireError::UnknownKind(10)));
         assert_eq!(
@@ -949,8 +958,10 @@ mod tests {
         assert_eq!(decode_batch(&publish(&bad_id)), Err(WireError::NotUtf8));
         assert!(decode_batch(&publish(&[0, 0])).is_ok());
 
-        // A claimed session of client "c": its body from the next packet id on.
-        let claimed = |tail: &[u8]| batch(&[&[CLAIMED, 0, 0, 0, 1, b'c', PRESENT][..], tail].concat());
+        // A claimed session of client "c", taken at 0: its body from the
+        // next packet id on.
+        let claimed =
+            |tail: &[u8]| batch(&[&[CLAIMED, 0, 0, 0, 1, b'c', PRESENT, 0, 0, 0, 0, 0, 0, 0, 0][..], tail].concat());
         assert_eq!(decode_batch(&batch(&[CLAIMED, 0, 0, 0, 1, b'c', 2])), Err(WireError::BadTag(2)));
         assert_eq!(decode_batch(&claimed(&[2])), Err(WireError::BadTag(2)));
         assert_eq!(decode_batch(&claimed(&[PRESENT, 0, 0])), Err(WireError::ZeroPacketId));
@@ -996,8 +1007,10 @@ mod tests {
         assert_eq!(decode_batch(&client_id), Err(WireError::Truncated));
         let claim = [VERSION, 0, 0, 0, 1, 0, 0, 0, 1, CLAIM, 0xff, 0xff, 0xff, 0xff];
         assert_eq!(decode_batch(&claim), Err(WireError::Truncated));
-        // A session of client "c" saying 2^32 - 1 subscriptions, copies or incoming messages.
-        let session = [VERSION, 0, 0, 0, 1, 0, 0, 0, 1, CLAIMED, 0, 0, 0, 1, b'c', PRESENT, ABSENT];
+        // A session of client "c" (taken at 0) saying 2^32 - 1
+        // subscriptions, copies or incoming messages.
+        let session =
+            [VERSION, 0, 0, 0, 1, 0, 0, 0, 1, CLAIMED, 0, 0, 0, 1, b'c', PRESENT, 0, 0, 0, 0, 0, 0, 0, 0, ABSENT];
         let huge = [0xff, 0xff, 0xff, 0xff];
         for before in 0..3 {
             let counts = [&[0, 0, 0, 0][..]].repeat(before).concat();
