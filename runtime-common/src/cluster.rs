@@ -50,7 +50,9 @@ use std::collections::{HashMap, HashSet};
 use culex_core::ClientId;
 use culex_core::Message;
 use culex_core::persistence::{StoreBatch, StoreOp};
-use culex_core::shard::nodes::{Change, Directory, InboxLedger, NodeRun, Outbound, decode_will, encode_will};
+use culex_core::shard::nodes::{
+    Change, Directory, InboxLedger, NodeRun, Outbound, decode_will, droppable_while_down, encode_will,
+};
 use culex_core::shard::{ShardId, ShardMessage};
 use event_listener::Event;
 use redis::Value;
@@ -136,6 +138,11 @@ pub struct NodeLink {
     wake: Arc<dyn Fn(ShardId) + Send + Sync>,
     stopping: AtomicBool,
     stopped: Event,
+    /// The writer's Redis is failing: what
+    /// [`droppable_while_down`] allows is dropped rather than posted.
+    down: AtomicBool,
+    /// Posts dropped so, since the writer last said so.
+    dropped: AtomicU64,
     /// This node's connected clients' wills, as Redis is to hold them.
     wills: Mutex<Wills>,
     /// The store publishes at start the wills of the clients connected
@@ -182,6 +189,8 @@ impl NodeLink {
             wake,
             stopping: AtomicBool::new(false),
             stopped: Event::new(),
+            down: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
             wills: Mutex::new(Wills::default()),
             restores_wills,
         }
@@ -215,7 +224,25 @@ impl NodeLink {
     /// whether the writer is to be [`nudge`](Self::nudge)d (at the end of
     /// the shard's turn, so that it takes the turn's posts together).
     pub fn post(&self, from: ShardId, to: ShardId, message: ShardMessage) -> bool {
+        if self.down.load(Ordering::Acquire) && droppable_while_down(&message) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         self.posts.post((from, to, message))
+    }
+
+    /// Whether the writer's Redis is failing; when it answers again, says
+    /// how many posts were dropped meanwhile.
+    fn writer_down(&self, down: bool) {
+        if self.down.swap(down, Ordering::AcqRel) == down {
+            return;
+        }
+        if down {
+            warn!("Cluster writer: QoS 0 messages for other nodes are dropped until Redis answers.");
+        } else {
+            let dropped = self.dropped.swap(0, Ordering::Relaxed);
+            info!("Cluster writer: {dropped} QoS 0 messages for other nodes were dropped while Redis was down.");
+        }
     }
 
     /// Wakes the writer.
@@ -436,11 +463,13 @@ where
             commands.send("XDEL", &link.keys.inbox(&link.node)).arg(&gathered.remove);
         }
         if conn.run(&link.redis, &commands).await.is_none() {
+            link.writer_down(true);
             if link.is_stopping() {
                 return;
             }
             continue;
         }
+        link.writer_down(false);
         let mut to_wake = Vec::new();
         for &(to, from, count) in &gathered.confirm {
             if link.tell(to, from, ShardMessage::Stored(count)) {

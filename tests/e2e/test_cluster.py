@@ -366,6 +366,36 @@ def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
     assert wills_seen([watcher], "wills/sub-C") == [1]
 
 
+def test_qos0_for_other_nodes_is_dropped_while_redis_is_down(nodes, clients, shared):
+    """With Redis down, a node keeps no QoS 0 message for the others
+    waiting (they would pile up for as long as Redis is away): it drops
+    them, says so, and says how many once Redis answers again."""
+    a, b, _ = nodes
+    sub = subscriber(clients, b, "sub-z", History(), "z/#", 0, whole_run=False)
+    pub = client(clients, a, "pub-z")
+    wait_routed([pub], [sub], "z/probe")
+    shared.stop()
+    try:
+        sent = 0
+        for _ in range(50):  # bounded: 50 bursts of 10, about 5 s
+            for _ in range(10):
+                pub.publish("z/data", f"m{sent}", qos=0)
+                sent += 1
+            if "dropped until Redis answers" in a.log():
+                break
+            time.sleep(0.1)
+        a.wait_log(r"QoS 0 messages for other nodes are dropped until Redis answers", timeout=ACK)
+        for n in range(100):
+            pub.publish("z/data", f"late{n}", qos=0)
+    finally:
+        shared.start()
+    (said,) = a.wait_log(r"(\d+) QoS 0 messages for other nodes were dropped while Redis was down", timeout=ACK)
+    assert int(said.group(1)) >= 100, said.group(0)
+    wait_routed([pub], [sub], "z/again/probe")
+    late = [m for m in list(sub.received) if m.payload.startswith(b"late")]
+    assert late == [], f"{len(late)} QoS 0 messages published while Redis was down reached B"
+
+
 @ON_BOTH
 def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, shared):
     a, b, c = nodes

@@ -354,6 +354,16 @@ impl Outbound {
     }
 }
 
+/// Whether a post to another node may be dropped while Redis is down: a
+/// QoS 0 message that is not retained. Its publisher was promised nothing,
+/// and as a bridge does with `queue_qos0_messages false`, the link keeps
+/// none of them waiting (they would pile up for as long as Redis is away).
+/// Everything else waits: QoS 1/2 messages hold their publishers'
+/// acknowledgements, so their number is bounded by the publishers' windows.
+pub fn droppable_while_down(message: &ShardMessage) -> bool {
+    matches!(message, ShardMessage::Publish { message, .. } if !may_be_stored(message))
+}
+
 /// The entries of this node's inbox read and not yet removed: an entry
 /// goes once every message in it that may be stored is stored by the local
 /// shard it went to (its [`ShardMessage::Stored`] to the sender), so that
@@ -503,6 +513,19 @@ mod tests {
     fn publish(qos: QoS) -> ShardMessage {
         let message = Message::new(TopicName::new("t").unwrap(), "x".into(), qos, false);
         ShardMessage::Publish { message: Arc::new(message), publisher: None, version: None, stored: None }
+    }
+
+    #[test]
+    fn only_qos_0_messages_not_retained_are_dropped_while_redis_is_down() {
+        assert!(droppable_while_down(&publish(QoS::AtMostOnce)));
+        assert!(!droppable_while_down(&publish(QoS::AtLeastOnce)));
+        assert!(!droppable_while_down(&publish(QoS::ExactlyOnce)));
+        let retained = Message::new(TopicName::new("t").unwrap(), "x".into(), QoS::AtMostOnce, true);
+        let retained =
+            ShardMessage::Publish { message: Arc::new(retained), publisher: None, version: None, stored: None };
+        assert!(!droppable_while_down(&retained));
+        assert!(!droppable_while_down(&ShardMessage::Route(TopicFilter::new("t").unwrap())));
+        assert!(!droppable_while_down(&ShardMessage::Routed(1)));
     }
 
     #[test]
