@@ -39,6 +39,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
 
 mod durability;
+pub mod liveness;
 pub mod nodes;
 pub mod wire;
 

@@ -17,7 +17,7 @@
 //! - the **heartbeat** renews this node's liveness key and registration
 //!   every second and reads the others': a node whose key lapsed is gone
 //!   ([`ShardMessage::Left`]), a new run joins ([`ShardMessage::Joined`]).
-//!
+//!   What each reading means is decided by [`culex_core::shard::liveness`].
 //!
 //! A node that finds its liveness lapsed and its run reaped by another
 //! (it was paused or cut off past [`LIVENESS`]) closes every client
@@ -50,6 +50,7 @@ use std::collections::{HashMap, HashSet};
 use culex_core::ClientId;
 use culex_core::Message;
 use culex_core::persistence::{StoreBatch, StoreOp};
+use culex_core::shard::liveness::{Heartbeat, Registered, Renewal, judge};
 use culex_core::shard::nodes::{
     Change, Directory, InboxLedger, NodeRun, Outbound, decode_will, droppable_while_down, encode_will,
 };
@@ -606,14 +607,10 @@ where
     let mut conn = Conn::new(&sleep, "heartbeat");
     let alive = link.keys.alive(&link.node);
     let lease = u64::try_from(LIVENESS.as_millis()).unwrap_or(3000);
-    // The run the last renewal wrote: finding another there means the key
-    // lapsed meanwhile.
-    let mut written: Option<u64> = None;
+    let mut heartbeat = Heartbeat::default();
     // The wills the previous run left, taken before this run registers,
-    // are published once the other nodes had time to hear of this one
-    // and send their routes.
+    // are published when the heartbeat says.
     let mut previous = None;
-    let mut beats_to_previous = 3;
     info!("Cluster {}: node {} joining.", link.keys.prefix, link.node);
     while !link.is_stopping() {
         if previous.is_none() {
@@ -622,12 +619,9 @@ where
                 continue;
             }
         }
-        if beats_to_previous > 0 {
-            beats_to_previous -= 1;
-            if beats_to_previous == 0 {
-                link.publish_wills(previous.take().unwrap_or_default(), &link.node);
-                previous = Some(Vec::new());
-            }
+        if heartbeat.previous_wills_due() {
+            link.publish_wills(previous.take().unwrap_or_default(), &link.node);
+            previous = Some(Vec::new());
         }
         let run = link.this_run();
         // Liveness before registration, in two round trips (on a Redis
@@ -639,13 +633,7 @@ where
         let Some(renewed) = conn.run(&link.redis, &renewal).await else { continue };
         let before = renewed.first().and_then(text).and_then(|r| r.parse::<u64>().ok());
         let reaped = matches!(renewed.get(1), Some(Value::Int(1)));
-        let lapsed = written.is_some() && before != written;
-        written = Some(run.run);
-        if lapsed {
-            // The others count this node gone (or Redis lost its keys): a
-            // new run, new to them, and every node told this one's routes
-            // and retained messages again.
-            let next = millis_now().max(run.run + 1);
+        if let Renewal::Lapsed { next, counted_gone } = heartbeat.renewed(run.run, before, reaped, millis_now()) {
             link.run.store(next, Ordering::Release);
             {
                 let mut wills = lock(&link.wills);
@@ -654,9 +642,7 @@ where
             }
             warn!("Cluster {}: node {} lapsed; joining again.", link.keys.prefix, link.node);
             let mut to_wake = Vec::new();
-            // Reaped: another node published this one's wills, so its
-            // clients go too (not when Redis merely lost its keys).
-            if reaped {
+            if counted_gone {
                 link.announce_to_all(ShardMessage::CountedGone, &mut to_wake);
             }
             let change = lock(&link.directory).rejoin_all();
@@ -674,26 +660,23 @@ where
             commands.ask("GET", &link.keys.alive(name));
         }
         let Some(lives) = conn.run(&link.redis, &commands).await else { continue };
+        let others: Vec<Registered> = registered
+            .into_iter()
+            .zip(&lives)
+            .map(|((name, run), life)| Registered { name, run, alive: text(life).and_then(|r| r.parse().ok()) })
+            .collect();
         let mut to_wake = Vec::new();
-        let mut gone = Vec::new();
-        {
+        let judgement = {
             let mut directory = lock(&link.directory);
-            for ((name, node), life) in registered.iter().zip(&lives) {
-                let alive = text(life).and_then(|r| r.parse::<u64>().ok());
-                let change = match (alive, node) {
-                    (Some(run), Some(node)) if run == node.run => directory.heard(node),
-                    (Some(_), _) => Change::default(),
-                    (None, _) => directory.gone(name),
-                };
-                if let (false, Some(node)) = (change.left.is_empty(), node) {
-                    gone.push(node.clone());
-                }
-                link.say(name, &change);
-                link.announce(&change, &mut to_wake);
+            let judgement = judge(&mut directory, &others);
+            for (name, change) in &judgement.changes {
+                link.say(name, change);
+                link.announce(change, &mut to_wake);
             }
-        }
+            judgement
+        };
         link.wake_all(to_wake);
-        for node in gone {
+        for node in judgement.gone {
             reap(&link, &mut conn, &node).await;
         }
         write_wills(&link, &mut conn).await;

@@ -1,0 +1,172 @@
+//! What a node's heartbeat decides (see [`nodes`](super::nodes)): the
+//! runtime's link asks Redis each second and does what this says.
+//!
+//! Each beat the node renews its liveness key with its run and reads back
+//! what was there. Finding something else than what it wrote last means
+//! the key lapsed meanwhile (the node was paused or cut off past its
+//! liveness, or Redis lost its keys): the others count this node gone, so
+//! it starts a new run, which they take for a new node. If one of them
+//! reaped the run (published its clients' wills), the node's clients are
+//! gone for the cluster too, and their connections close here.
+//!
+//! Then it reads the registry and every other node's liveness key: a node
+//! whose key holds its registered run is heard, one whose key is gone has
+//! left, and its run is to be reaped.
+
+use super::nodes::{Change, Directory, NodeRun};
+
+/// Beats after start before the previous run's wills are published: the
+/// other nodes have heard of this run by then, and told it their routes.
+const BEATS_TO_PREVIOUS_WILLS: u8 = 3;
+
+/// The heartbeat's memory between beats.
+#[derive(Debug)]
+pub struct Heartbeat {
+    /// The run the last renewal wrote.
+    written: Option<u64>,
+    /// Beats left before the previous run's wills are due.
+    beats_to_previous: u8,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self { written: None, beats_to_previous: BEATS_TO_PREVIOUS_WILLS }
+    }
+}
+
+/// What the renewal of this node's liveness found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The key held what the last renewal wrote (or this is the first).
+    Held,
+    /// The key lapsed: the node goes on as run `next`, every node known
+    /// numbered anew ([`Directory::rejoin_all`]).
+    Lapsed {
+        /// The new run.
+        next: u64,
+        /// Another node reaped the lapsed run: every client connection
+        /// here closes without its will
+        /// ([`ShardMessage::CountedGone`](super::ShardMessage::CountedGone)).
+        counted_gone: bool,
+    },
+}
+
+/// Another node as the registry and its liveness key describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// Its name.
+    pub name: String,
+    /// The run it registered, if its entry reads as one.
+    pub run: Option<NodeRun>,
+    /// The run its liveness key holds; `None` once it lapsed.
+    pub alive: Option<u64>,
+}
+
+/// What the registry says of the other nodes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Judgement {
+    /// What changed, by node.
+    pub changes: Vec<(String, Change)>,
+    /// Runs that left: the first node to mark one reaped publishes its
+    /// clients' wills.
+    pub gone: Vec<NodeRun>,
+}
+
+impl Heartbeat {
+    /// A beat begins: whether the wills the previous run left are to be
+    /// published now (once, on the third beat).
+    pub fn previous_wills_due(&mut self) -> bool {
+        match self.beats_to_previous {
+            0 => false,
+            n => {
+                self.beats_to_previous = n - 1;
+                n == 1
+            }
+        }
+    }
+
+    /// The renewal wrote run `run` at `now_millis` and found `before` in
+    /// the key; `reaped`: the run's reaped mark exists.
+    pub fn renewed(&mut self, run: u64, before: Option<u64>, reaped: bool, now_millis: u64) -> Renewal {
+        let lapsed = self.written.is_some() && before != self.written;
+        self.written = Some(run);
+        if !lapsed {
+            return Renewal::Held;
+        }
+        Renewal::Lapsed { next: now_millis.max(run + 1), counted_gone: reaped }
+    }
+}
+
+/// Judges the other nodes (`others`) against what `directory` knows: a
+/// node whose liveness holds its registered run is heard, one whose key
+/// lapsed is gone (and its run to be reaped), one whose key holds another
+/// run is left as it is until the two agree.
+pub fn judge(directory: &mut Directory, others: &[Registered]) -> Judgement {
+    let mut judgement = Judgement::default();
+    for other in others {
+        let change = match (other.alive, &other.run) {
+            (Some(alive), Some(run)) if alive == run.run => directory.heard(run),
+            (Some(_), _) => Change::default(),
+            (None, _) => directory.gone(&other.name),
+        };
+        if let (false, Some(run)) = (change.left.is_empty(), &other.run) {
+            judgement.gone.push(run.clone());
+        }
+        judgement.changes.push((other.name.clone(), change));
+    }
+    judgement
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::ShardId;
+
+    fn run(name: &str, run: u64) -> NodeRun {
+        NodeRun { name: name.to_owned(), run, shards: 1 }
+    }
+
+    #[test]
+    fn a_renewal_that_finds_another_value_lapsed() {
+        let mut beat = Heartbeat::default();
+        // The first renewal finds whatever an earlier run left.
+        assert_eq!(beat.renewed(10, Some(3), false, 100), Renewal::Held);
+        assert_eq!(beat.renewed(10, Some(10), false, 200), Renewal::Held);
+        // The key lapsed (nothing there), nobody reaped the run: Redis
+        // lost its keys, the clients stay.
+        assert_eq!(beat.renewed(10, None, false, 300), Renewal::Lapsed { next: 300, counted_gone: false });
+        // That renewal wrote the old run, which the next finds.
+        assert_eq!(beat.renewed(300, Some(10), false, 400), Renewal::Held);
+        // Lapsed again and reaped meanwhile; a clock behind still moves on.
+        assert_eq!(beat.renewed(300, Some(7), true, 5), Renewal::Lapsed { next: 301, counted_gone: true });
+        assert_eq!(beat.renewed(301, Some(300), false, 500), Renewal::Held);
+    }
+
+    #[test]
+    fn the_previous_wills_are_due_once_on_the_third_beat() {
+        let mut beat = Heartbeat::default();
+        let due: Vec<bool> = (0..6).map(|_| beat.previous_wills_due()).collect();
+        assert_eq!(due, [false, false, true, false, false, false]);
+    }
+
+    #[test]
+    fn a_node_is_heard_while_its_key_holds_its_run_and_gone_once_it_lapsed() {
+        let mut directory = Directory::new(1);
+        let b1 = run("b", 1);
+        let live = |alive| [Registered { name: "b".to_owned(), run: Some(b1.clone()), alive }];
+        let first = judge(&mut directory, &live(Some(1)));
+        assert_eq!(first.changes, [("b".to_owned(), Change { joined: vec![ShardId(1)], left: vec![] })]);
+        assert!(first.gone.is_empty());
+        // Its key holds another run (it restarted, not registered yet):
+        // nothing changes until the two agree.
+        assert_eq!(judge(&mut directory, &live(Some(2))).changes[0].1, Change::default());
+        let lapsed = judge(&mut directory, &live(None));
+        assert_eq!(lapsed.changes[0].1.left, [ShardId(1)]);
+        assert_eq!(lapsed.gone, std::slice::from_ref(&b1));
+        // Gone once: not reaped again.
+        assert!(judge(&mut directory, &live(None)).gone.is_empty());
+        // A registration that does not read as a run is gone without a run.
+        let unreadable = [Registered { name: "c".to_owned(), run: None, alive: None }];
+        assert!(judge(&mut directory, &unreadable).gone.is_empty());
+    }
+}
