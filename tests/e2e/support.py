@@ -76,14 +76,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_cluster_port() -> int:
-    """A port free right now for a Redis Cluster member: its cluster bus
-    listens 10000 above it, so both must be free and the port at most
-    55535. Tries ports below the ephemeral range, at random, a bounded
-    number of times."""
+def free_cluster_port(taken: Iterable[int] = ()) -> int:
+    """A port free right now for a Redis Cluster member, not in `taken`:
+    its cluster bus listens 10000 above it, so both must be free and the
+    port at most 55535. Tries ports below the ephemeral range, at random,
+    a bounded number of times."""
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(20000, 30000)
+        if port in taken:
+            continue
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a, \
                     socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
@@ -203,8 +205,11 @@ class RedisCluster:
     127.0.0.1 (no replicas: a member down takes its slots down)."""
 
     def __init__(self, workdir: Path, size: int = 3):
-        self.members = [RedisServer(Path(workdir) / f"member{i}", port=free_cluster_port(), cluster=True)
-                        for i in range(size)]
+        ports: list[int] = []
+        for _ in range(size):
+            ports.append(free_cluster_port(ports))
+        self.members = [RedisServer(Path(workdir) / f"member{i}", port=port, cluster=True)
+                        for i, port in enumerate(ports)]
         self.port = self.members[0].port  # the one the brokers are told of
         self.password = self.members[0].password
         self.created = False

@@ -277,12 +277,12 @@ impl Broker {
     }
 }
 
-/// What `session` holds, to hand to another node.
 /// `now` in Unix milliseconds, as stamps and sessions record it.
 pub(super) fn unix_millis(now: Now) -> u64 {
     (now.unix.as_secs_f64() * 1000.0).max(0.0) as u64
 }
 
+/// What `session` holds, to hand to another node.
 fn handed(session: &Session) -> HandedSession {
     let mut handed = HandedSession {
         taken_at: session.taken_at,
@@ -331,8 +331,9 @@ mod tests {
         conn
     }
 
-    fn x(clean: bool) -> ClientOptions {
-        ClientOptions::new("x").clean_session(clean)
+    /// The client whose session moves, with a persistent session.
+    fn x() -> ClientOptions {
+        ClientOptions::new("x").clean_session(false)
     }
 
     #[test]
@@ -342,17 +343,17 @@ mod tests {
         // 1. A claim from node 2 then gets both, the stale one first.
         let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
         sim.record();
-        let old = connect_on(&mut sim, 0, x(false));
+        let old = connect_on(&mut sim, 0, x());
         sim.subscribe(old, "old/#", QoS::AtLeastOnce);
         sim.disconnect(old);
         // Node 0 is number 1 at node 1 (the others are numbered as heard).
         sim.link_says(1, ShardId(1), ShardMessage::Left);
         sim.advance(Duration::from_secs(5));
-        let new = connect_on(&mut sim, 1, x(false));
+        let new = connect_on(&mut sim, 1, x());
         sim.subscribe(new, "new/#", QoS::AtLeastOnce);
         sim.disconnect(new);
         sim.advance(Duration::from_secs(5));
-        let now = connect_on(&mut sim, 2, x(false));
+        let now = connect_on(&mut sim, 2, x());
         let connack = sim.take_received(now);
         assert!(
             matches!(connack.first(), Some(Packet::ConnAck(ack)) if ack.session_present),

@@ -96,13 +96,11 @@ pub(super) struct RedisDraft {
     port: Option<u16>,
     auth: Option<Secret>,
     user: Option<String>,
-    db: Option<u32>,
-    key: Option<String>,
+    db: Option<(Loc, u32)>,
+    key: Option<(Loc, String)>,
     lease: Option<Duration>,
     cluster: Option<(Loc, String)>,
     redis_cluster: Option<(Loc, bool)>,
-    key_loc: Option<Loc>,
-    db_loc: Option<Loc>,
     /// First `redis_*` line other than `redis_host`.
     first_other: Option<(Loc, String)>,
 }
@@ -135,17 +133,13 @@ impl RedisDraft {
                 }
                 self.user = Some(user.to_owned());
             }
-            "redis_db" => {
-                self.db = Some(u32::try_from(line.int(0, INT_MAX)?).unwrap_or(0));
-                self.db_loc = Some(line.loc());
-            }
+            "redis_db" => self.db = Some((line.loc(), u32::try_from(line.int(0, INT_MAX)?).unwrap_or(0))),
             "redis_key" => {
                 let key = line.word()?;
                 if self.key.is_some() {
                     return Err(line.duplicate());
                 }
-                self.key = Some(key.to_owned());
-                self.key_loc = Some(line.loc());
+                self.key = Some((line.loc(), key.to_owned()));
             }
             "redis_cluster" => self.redis_cluster = Some((line.loc(), line.boolean()?)),
             "redis_lease" => {
@@ -183,13 +177,13 @@ impl RedisDraft {
             return Err(loc.error("cluster needs redis_host: the nodes of a cluster meet in Redis."));
         }
         if let Some((_, true)) = self.redis_cluster {
-            if let Some(loc) = &self.db_loc
-                && self.db != Some(0)
+            if let Some((loc, db)) = &self.db
+                && *db != 0
             {
                 return Err(loc.error("redis_db must be 0 with redis_cluster: a Redis Cluster has database 0 only."));
             }
-            if let Some(loc) = &self.key_loc
-                && self.key.as_deref().is_some_and(|key| key.contains(['{', '}']))
+            if let Some((loc, key)) = &self.key
+                && key.contains(['{', '}'])
             {
                 return Err(loc.error("redis_key may not hold '{' or '}' with redis_cluster."));
             }
@@ -211,8 +205,8 @@ impl RedisDraft {
             port: self.port.unwrap_or(DEFAULT_REDIS_PORT),
             auth: self.auth,
             user: self.user,
-            db: self.db.unwrap_or(0),
-            key: self.key.unwrap_or_else(|| DEFAULT_REDIS_KEY.to_owned()),
+            db: self.db.map_or(0, |(_, db)| db),
+            key: self.key.map_or_else(|| DEFAULT_REDIS_KEY.to_owned(), |(_, key)| key),
             lease: self.lease.unwrap_or(DEFAULT_LEASE),
             cluster: self.cluster.map(|(_, name)| name),
             redis_cluster: self.redis_cluster.is_some_and(|(_, on)| on),
