@@ -218,6 +218,14 @@ impl Broker {
         }
         let clean = pending.as_ref().is_some_and(|(_, p)| p.connect.clean_session);
         if let Some(handed) = claim.handed.filter(|_| !clean) {
+            // An offline session of the client here taken before the one
+            // handed over (restored from a store after the client moved
+            // on, or left here while this node was counted gone) gives way.
+            if let Some(key) = self.sessions.find(client)
+                && self.sessions.get(key).is_some_and(|s| s.conn().is_none() && s.taken_at < handed.taken_at)
+            {
+                self.discard_session(key);
+            }
             if self.sessions.find(client).is_none() && self.occupancy.try_add_session(self.config.max_clients) {
                 self.take_over(client, *handed, now);
             } else {
@@ -336,11 +344,10 @@ mod tests {
         ClientOptions::new("x").clean_session(false)
     }
 
-    #[test]
-    fn of_two_sessions_handed_over_the_one_taken_last_is_kept() {
-        // Node 1 counts node 0 gone (as if node 0 were paused), so x's
-        // session on node 0 stays there while x makes a newer one on node
-        // 1. A claim from node 2 then gets both, the stale one first.
+    /// A session of x on node 0 subscribed to old/#, then, node 1 counting
+    /// node 0 gone (as if node 0 were paused), a newer one on node 1
+    /// subscribed to new/#.
+    fn two_sessions() -> Simulation {
         let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
         sim.record();
         let old = connect_on(&mut sim, 0, x());
@@ -353,24 +360,42 @@ mod tests {
         sim.subscribe(new, "new/#", QoS::AtLeastOnce);
         sim.disconnect(new);
         sim.advance(Duration::from_secs(5));
-        let now = connect_on(&mut sim, 2, x());
-        let connack = sim.take_received(now);
+        sim
+    }
+
+    /// Connects x on `node` and says which of old/t and new/t it gets,
+    /// published on the node after (node 1 still counts node 0 gone).
+    fn x_gets_on(sim: &mut Simulation, node: u64) -> Vec<String> {
+        let conn = connect_on(sim, node, x());
+        let connack = sim.take_received(conn);
         assert!(
             matches!(connack.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
             "{connack:?}\n{}",
             sim.transcript()
         );
-        let publisher = connect_on(&mut sim, 0, ClientOptions::new("p"));
+        let publisher = connect_on(sim, (node + 2) % NODES, ClientOptions::new("p"));
         sim.publish(publisher, "old/t", b"stale", QoS::AtLeastOnce, false);
         sim.publish(publisher, "new/t", b"fresh", QoS::AtLeastOnce, false);
-        let got: Vec<_> = sim
-            .take_received(now)
+        sim.take_received(conn)
             .into_iter()
             .filter_map(|p| match p {
                 Packet::Publish(p) => Some(p.topic.as_str().to_owned()),
                 _ => None,
             })
-            .collect();
-        assert_eq!(got, ["new/t"], "{}", sim.transcript());
+            .collect()
+    }
+
+    #[test]
+    fn of_two_sessions_handed_over_the_one_taken_last_is_kept() {
+        // A claim from node 2 gets both, the stale one first.
+        let mut sim = two_sessions();
+        assert_eq!(x_gets_on(&mut sim, 2), ["new/t"], "{}", sim.transcript());
+    }
+
+    #[test]
+    fn an_older_session_of_the_claimant_gives_way_to_the_one_handed_over() {
+        // Back on node 0, which still holds the stale one.
+        let mut sim = two_sessions();
+        assert_eq!(x_gets_on(&mut sim, 0), ["new/t"], "{}", sim.transcript());
     }
 }
