@@ -53,7 +53,6 @@ pub fn describe_error(error: &redis::RedisError) -> String {
 
 /// One multiplexed connection: to the server, or to every master of a
 /// Redis Cluster (the members are learnt from the one at `redis_host`).
-#[derive(Clone)]
 pub enum RedisConnection {
     /// One Redis server.
     Server(MultiplexedConnection),
@@ -73,10 +72,10 @@ impl std::fmt::Debug for RedisConnection {
 impl RedisConnection {
     /// Opens a connection as `settings` say, whose replies count as
     /// failed after `reply_within` (a blocking read needs longer than the
-    /// library's default). A Redis Cluster request is tried again twice, soon (the
-    /// library's default waits over a second before each of 16 tries): the
-    /// callers retry on their own, and a member down should be noticed as
-    /// soon as on one server.
+    /// library's default). A Redis Cluster request is tried again twice,
+    /// soon (the library's default waits over a second before each of 16
+    /// tries): the callers retry on their own, and a member down should be
+    /// noticed as soon as on one server.
     pub async fn open(settings: &RedisSettings, reply_within: Duration) -> RedisResult<Self> {
         let info = connection_info(settings)?;
         if settings.redis_cluster {

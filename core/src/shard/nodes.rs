@@ -528,6 +528,13 @@ mod tests {
         assert!(!droppable_while_down(&ShardMessage::Routed(1)));
     }
 
+    /// `frames` as a batch's bytes.
+    fn batch(frames: Vec<NodeFrame>) -> BytesMut {
+        let mut bytes = BytesMut::new();
+        wire::encode_batch(&frames, &mut bytes).unwrap();
+        bytes
+    }
+
     #[test]
     fn a_will_kept_in_redis_reads_back_as_its_message() {
         let will = LastWill {
@@ -623,9 +630,7 @@ mod tests {
         let mut d = Directory::new(1);
         let mut ledger = InboxLedger::default();
         d.heard(&run("w", 1, 1));
-        let mut bytes = BytesMut::new();
-        let frame = NodeFrame { from: ShardId(0), to: ShardId(0), message: ShardMessage::Stored(1) };
-        wire::encode_batch(&[frame], &mut bytes).unwrap();
+        let bytes = batch(vec![NodeFrame { from: ShardId(0), to: ShardId(0), message: ShardMessage::Stored(1) }]);
         let delivery = ledger.read(&mut d, 1, "1-0".into(), &run("w", 2, 1), 1, &bytes).unwrap();
         assert_eq!(delivery.change, Change { joined: vec![ShardId(2)], left: vec![ShardId(1)] });
     }
@@ -662,11 +667,6 @@ mod tests {
         let mut d = Directory::new(2);
         let writer = run("w", 1, 1);
         let mut ledger = InboxLedger::default();
-        let batch = |frames: Vec<NodeFrame>| {
-            let mut bytes = BytesMut::new();
-            wire::encode_batch(&frames, &mut bytes).unwrap();
-            bytes
-        };
         let frame = |to: u16, message| NodeFrame { from: ShardId(0), to: ShardId(to), message };
         let first = batch(vec![frame(1, publish(QoS::AtLeastOnce)), frame(7, publish(QoS::AtLeastOnce))]);
         let delivery = ledger.read(&mut d, 2, "1-0".into(), &writer, 1, &first).unwrap();
