@@ -490,6 +490,14 @@ impl Broker {
                     shards.durability.received(from, journal.pending_batch());
                 }
             }
+            ShardMessage::Retained { message, version } => {
+                if let Some(recorded) = self.shards.as_mut().and_then(|s| s.is_latest(&message.topic, version)) {
+                    self.store_retained(now, &message, recorded);
+                }
+                if let (Some(journal), Some(shards)) = (self.journal.as_ref(), self.shards.as_mut()) {
+                    shards.durability.received(from, journal.pending_batch());
+                }
+            }
             ShardMessage::Stored(count) => {
                 if let Some(shards) = self.shards.as_mut() {
                     shards.durability.confirmed(from, count);
@@ -556,11 +564,13 @@ impl Broker {
             }
         }
         for (topic, message) in self.retained.all() {
-            let version = shards.kept_version(&topic);
+            // One not changed since a restore at another shard of this
+            // process counts as the oldest change, as a restore makes it.
+            let version = shards.kept_version(&topic).unwrap_or_else(|| shards.restored_version());
             if self.journal.is_some() {
                 shards.durability.posted(peer);
             }
-            let message = ShardMessage::Publish { message, publisher: None, version, stored: None };
+            let message = ShardMessage::Retained { message, version };
             self.actions.push_back(Action::ToShard { to: peer, message });
         }
     }
@@ -2274,6 +2284,29 @@ mod tests {
         // Connected again, the same client is served as before.
         let again = sim.connect(ClientOptions::new("dev"));
         assert_eq!(sim.closed(again), None);
+    }
+
+    #[test]
+    fn retained_messages_handed_to_a_node_that_joins_are_not_delivered_again() {
+        // Connections go to the two nodes in turn: `sub` to node 0, `publisher` to node 1.
+        let config = Config { sys_interval: Duration::ZERO, ..Config::default() };
+        let mut sim = Simulation::with_nodes(config, 2);
+        let publisher = sim.connect(ClientOptions::new("publisher"));
+        let sub = sim.connect(ClientOptions::new("sub"));
+        sim.subscribe(sub, "#", QoS::AtLeastOnce);
+        sim.publish(publisher, "r", b"kept", QoS::AtLeastOnce, true);
+        assert_eq!(sim.take_publishes(sub).len(), 1);
+        // Node 1 hears node 0 leave and come back (a restart of Redis, a
+        // pause): it hands node 0 every retained message it keeps.
+        let node_0 = crate::shard::ShardId(1);
+        sim.link_says(1, node_0, crate::shard::ShardMessage::Left);
+        sim.link_says(1, node_0, crate::shard::ShardMessage::Joined);
+        assert_eq!(sim.take_publishes(sub), [], "{}", sim.transcript());
+        // Node 0 keeps it, for the next subscriber.
+        let late = sim.connect(ClientOptions::new("late"));
+        let late = if late.0.is_multiple_of(2) { late } else { sim.connect(ClientOptions::new("later")) };
+        sim.subscribe(late, "r", QoS::AtLeastOnce);
+        assert_eq!(sim.take_publishes(late).len(), 1);
     }
 
     #[test]

@@ -264,6 +264,16 @@ pub enum ShardMessage {
         /// so that a restart can tell who has it.
         stored: Option<MessageId>,
     },
+    /// A retained message the sender keeps, handed to a shard of another
+    /// node that joined ([`ShardMessage::Joined`]): for the receiver's
+    /// retained store only. The receiver's subscribers were sent it when
+    /// it was published, so they are not sent it again.
+    Retained {
+        /// The message.
+        message: Arc<Message>,
+        /// Where it stands among the changes of its topic.
+        version: RetainVersion,
+    },
     /// A subscriber of the sender has no room for what the receiver's
     /// connection sends it: stop reading that connection until as many
     /// [`ShardMessage::Release`] came as holds (see
@@ -324,6 +334,19 @@ pub enum ShardMessage {
     /// without its will, and the clients connect again, to any node. Said
     /// by the runtime's link to its own shards, never carried.
     CountedGone,
+}
+
+impl ShardMessage {
+    /// Whether it carries a message the receiver may store for what its
+    /// publisher was told (see [`may_be_stored`]): what the receiver's
+    /// confirmations count.
+    pub(crate) fn may_be_stored(&self) -> bool {
+        match self {
+            Self::Publish { message, .. } => may_be_stored(message),
+            Self::Retained { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// When a connection of a client was accepted, and where: of two
@@ -494,8 +517,14 @@ impl ShardRoutes {
     /// `topic`'s retained message, restored from the store, is recorded
     /// by this shard (see [`Recorded`]).
     pub(crate) fn restored(&mut self, topic: TopicName) {
-        let version = RetainVersion { tick: 0, node: self.node, shard: self.me };
+        let version = self.restored_version();
         self.retained.insert(topic, KeptChange { version, recorded: true });
+    }
+
+    /// The version of a retained message restored from the store here:
+    /// earlier than any change made since.
+    pub(crate) fn restored_version(&self) -> RetainVersion {
+        RetainVersion { tick: 0, node: self.node, shard: self.me }
     }
 
     /// This shard.

@@ -404,12 +404,25 @@ def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, shared):
     sub_c = subscriber(clients, c, "sub-C", history, "w/#", 1)
     pub = client(clients, a, "pub-A")
     wait_routed([pub], [sub_b, sub_c], "w/probe")
+    keeper = client(clients, b, "keep-B")
+    assert keeper.subscribe("k/#", 1) == [1]
+    wait_routed([pub], [keeper], "k/probe")
+    pub.publish("k/kept", b"kept", qos=1, retain=True)
+
+    def kept() -> int:
+        return sum(1 for m in list(keeper.received) if m.topic == "k/kept")
+
+    wait_until(lambda: kept() == 1, PROPAGATION, what="the retained message at B's subscriber")
     # Redis comes back empty: no registration, no liveness, no inbox.
     shared.stop()
     shared.start()
     for node in nodes:
         node.wait_log(r"lapsed; joining again", timeout=ACK)
     both_ways(clients, a, c, sub_b, sub_c, "after-restart")
+    # Joining again, the nodes hand each other their retained messages for
+    # their stores, not for their subscribers.
+    assert kept() == 1, "a retained message reached a subscriber again as the nodes joined again"
+    assert retained_at(c, "k/kept") == [b"kept"]
 
 
 def test_a_publish_on_another_node_right_after_suback_arrives(nodes, clients):

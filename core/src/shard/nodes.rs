@@ -322,7 +322,7 @@ impl Outbound {
                 ShardMessage::Release(conn) => ShardMessage::Release(unalias(conn).map_or(conn, |(_, conn)| conn)),
                 message => message,
             };
-            if matches!(&message, ShardMessage::Publish { message, .. } if may_be_stored(message)) {
+            if message.may_be_stored() {
                 *self.written.entry((from, to)).or_insert(0) += 1;
                 if !touched.contains(&(from, to)) {
                     touched.push((from, to));
@@ -431,7 +431,7 @@ impl InboxLedger {
         for frame in frames {
             let Some(from) = directory.id(run, frame.from) else { continue };
             let to = if frame.to.0 < local { frame.to } else { ShardId(0) };
-            if matches!(&frame.message, ShardMessage::Publish { message, .. } if may_be_stored(message)) {
+            if frame.message.may_be_stored() {
                 let handed = self.handed.entry((from, to)).or_insert(0);
                 *handed += 1;
                 match needs.iter_mut().find(|(pair, _)| *pair == (from, to)) {

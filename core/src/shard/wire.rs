@@ -11,10 +11,11 @@
 //!
 //! | Part | Layout |
 //! |---|---|
-//! | batch | version `u8` (1), frame count `u32`, the frames |
+//! | batch | version `u8` (3), frame count `u32`, the frames |
 //! | frame | from shard `u16`, to shard `u16`, kind `u8`, body |
 //! | `Route` (kind 1), `Unroute` (2) | filter: length `u16`, UTF-8 |
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
+//! | `Retained` (10) | a message with flag `0x20` and its retain version (no other flag of `Publish`'s own) |
 //! | `Hold` (4), `Release` (5) | connection `u64` |
 //! | `Stored` (6), `Routed` (9) | count `u64` |
 //! | `Claim` (7) | client id: length `u32`, UTF-8; stamp: millis `u64`, node `u64`, shard `u16` |
@@ -52,7 +53,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// The version this module writes and the only one it reads.
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// The smallest frame: a `Route` of a one-byte filter. Bounds what a
 /// frame count may reserve.
@@ -82,6 +83,7 @@ const STORED: u8 = 6;
 const ROUTED: u8 = 9;
 const CLAIM: u8 = 7;
 const CLAIMED: u8 = 8;
+const RETAINED: u8 = 10;
 
 // What an option's presence byte says.
 const ABSENT: u8 = 0;
@@ -231,6 +233,10 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         ShardMessage::Publish { message, publisher, version, stored: _ } => {
             out.put_u8(PUBLISH);
             write_publish(message, *publisher, *version, out)
+        }
+        ShardMessage::Retained { message, version } => {
+            out.put_u8(RETAINED);
+            write_publish(message, None, Some(*version), out)
         }
         ShardMessage::Hold(conn) => {
             out.put_u8(HOLD);
@@ -525,6 +531,7 @@ impl<'a> Reader<'a> {
             ROUTE => ShardMessage::Route(self.filter()?),
             UNROUTE => ShardMessage::Unroute(self.filter()?),
             PUBLISH => self.publish()?,
+            RETAINED => self.retained()?,
             HOLD => ShardMessage::Hold(ConnId(self.u64()?)),
             RELEASE => ShardMessage::Release(ConnId(self.u64()?)),
             STORED => ShardMessage::Stored(self.u64()?),
@@ -570,12 +577,21 @@ impl<'a> Reader<'a> {
     fn publish(&mut self) -> Result<ShardMessage, WireError> {
         let (message, flags) = self.message(PUBLISH_FLAGS)?;
         let conn = if flags & CONNECTION != 0 { Some(ConnId(self.u64()?)) } else { None };
-        let version = if flags & VERSIONED != 0 {
-            Some(RetainVersion { tick: self.u64()?, node: self.u64()?, shard: ShardId(self.u16()?) })
-        } else {
-            None
-        };
+        let version = if flags & VERSIONED != 0 { Some(self.version()?) } else { None };
         Ok(ShardMessage::Publish { message: Arc::new(message), publisher: conn, version, stored: None })
+    }
+
+    fn retained(&mut self) -> Result<ShardMessage, WireError> {
+        let (message, flags) = self.message(MESSAGE_FLAGS | VERSIONED)?;
+        if flags & VERSIONED == 0 {
+            return Err(WireError::BadFlags(flags));
+        }
+        let version = self.version()?;
+        Ok(ShardMessage::Retained { message: Arc::new(message), version })
+    }
+
+    fn version(&mut self) -> Result<RetainVersion, WireError> {
+        Ok(RetainVersion { tick: self.u64()?, node: self.u64()?, shard: ShardId(self.u16()?) })
     }
 
     /// A message, and its flags: those of parts after it are for the
@@ -651,6 +667,10 @@ mod tests {
         *g.choose(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]).unwrap()
     }
 
+    fn arbitrary_version(g: &mut Gen) -> RetainVersion {
+        RetainVersion { tick: u64::arbitrary(g), node: u64::arbitrary(g), shard: ShardId(u16::arbitrary(g)) }
+    }
+
     fn arbitrary_id(g: &mut Gen) -> PacketId {
         PacketId::new(u16::arbitrary(g)).unwrap_or(PacketId::MIN)
     }
@@ -685,23 +705,20 @@ mod tests {
 
     impl Arbitrary for ArbFrame {
         fn arbitrary(g: &mut Gen) -> Self {
-            let message = match u8::arbitrary(g) % 9 {
+            let message = match u8::arbitrary(g) % 10 {
                 0 => ShardMessage::Route(ArbFilter::arbitrary(g).filter()),
                 1 => ShardMessage::Unroute(ArbFilter::arbitrary(g).filter()),
                 2 => ShardMessage::Publish {
                     message: Arc::new(arbitrary_message(g)),
                     publisher: Option::<u64>::arbitrary(g).map(ConnId),
-                    version: bool::arbitrary(g).then(|| RetainVersion {
-                        tick: u64::arbitrary(g),
-                        node: u64::arbitrary(g),
-                        shard: ShardId(u16::arbitrary(g)),
-                    }),
+                    version: bool::arbitrary(g).then(|| arbitrary_version(g)),
                     stored: None,
                 },
                 3 => ShardMessage::Hold(ConnId(u64::arbitrary(g))),
                 4 => ShardMessage::Release(ConnId(u64::arbitrary(g))),
                 5 => ShardMessage::Stored(u64::arbitrary(g)),
                 8 => ShardMessage::Routed(u64::arbitrary(g)),
+                9 => ShardMessage::Retained { message: Arc::new(arbitrary_message(g)), version: arbitrary_version(g) },
                 6 => ShardMessage::Claim {
                     client: ClientId::new(String::arbitrary(g)),
                     stamp: ConnectStamp {
@@ -736,7 +753,7 @@ mod tests {
             .cloned()
             .map(|mut frame| {
                 match &mut frame.message {
-                    ShardMessage::Publish { message, .. } => take(message),
+                    ShardMessage::Publish { message, .. } | ShardMessage::Retained { message, .. } => take(message),
                     ShardMessage::Claimed { session: Some(session), .. } => {
                         session.copies.iter_mut().for_each(|(message, ..)| take(message));
                         session.incoming.iter_mut().filter_map(|(_, message)| message.as_mut()).for_each(&mut take);
@@ -813,6 +830,19 @@ mod tests {
                     },
                 ),
                 frame(1, 2, ShardMessage::Release(ConnId(u64::MAX))),
+                frame(
+                    1,
+                    2,
+                    ShardMessage::Retained {
+                        message: Arc::new(Message::without_expiry(
+                            name("r"),
+                            Bytes::from_static(b"r"),
+                            QoS::AtLeastOnce,
+                            true,
+                        )),
+                        version: RetainVersion { tick: 0, node: 3, shard: ShardId(0) },
+                    },
+                ),
                 frame(1, 2, publish(Message::without_expiry(name("t"), Bytes::new(), QoS::AtMostOnce, false))),
             ],
             vec![
@@ -939,7 +969,7 @@ mod tests {
         let batch = |body: &[u8]| [&[VERSION, 0, 0, 0, 1, 0, 0, 0, 1][..], body].concat();
         assert_eq!(decode_batch(&[1, 0, 0, 0, 0]), Err(WireError::UnknownVersion(1)));
         assert_eq!(decode_batch(&[VERSION, 0, 0, 0, 0, 9]), Err(WireError::Trailing(1)));
-        assert_eq!(decode_batch(&batch(&[10])), Err(WireError::UnknownKind(10)));
+        assert_eq!(decode_batch(&batch(&[200])), Err(WireError::UnknownKind(200)));
         assert_eq!(
             decode_batch(&batch(&[ROUTE, 0, 2, b'a', b'#'])),
             Err(WireError::BadFilter(Violation::MultiLevelWildcard))
@@ -957,6 +987,14 @@ mod tests {
         let bad_id = [0, MESSAGE_PUBLISHER, 0, 0, 0, 1, 0xff, 0, 0];
         assert_eq!(decode_batch(&publish(&bad_id)), Err(WireError::NotUtf8));
         assert!(decode_batch(&publish(&[0, 0])).is_ok());
+        // A retained message handed at a join has a version and no connection.
+        let retained =
+            |flags: u8, tail: &[u8]| batch(&[&[RETAINED, 0, 1, b't', 0, 0, 0, 0, 0, flags][..], tail].concat());
+        let version = [0; 18];
+        assert!(decode_batch(&retained(VERSIONED, &version)).is_ok());
+        assert_eq!(decode_batch(&retained(0, &[])), Err(WireError::BadFlags(0)));
+        let with_conn = [&[0; 8][..], &version].concat();
+        assert_eq!(decode_batch(&retained(VERSIONED | CONNECTION, &with_conn)), Err(WireError::BadFlags(0x30)));
 
         // A claimed session of client "c", taken at 0: its body from the
         // next packet id on.
