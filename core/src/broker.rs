@@ -31,7 +31,7 @@ use crate::router::SubscriptionTree;
 use crate::session::{
     AckOutcome, Grant, Limits, Outgoing, Presence, QueueFull, Session, SessionKey, SessionStore, Stage,
 };
-use crate::shard::{Recorded, ShardId, ShardMessage, ShardRoutes, home_shard, may_be_stored};
+use crate::shard::{Recorded, ShardAddress, ShardId, ShardMessage, ShardRoutes, home_shard, may_be_stored};
 use crate::sys::{self, SysTopics};
 use crate::time::{Instant, Now};
 use crate::timer::Deadlines;
@@ -522,6 +522,11 @@ impl Broker {
             }
             ShardMessage::Claim { client, stamp } => self.handle_claim(now, from, client, stamp),
             ShardMessage::Claimed { client, session } => self.handle_claimed(now, from, client, session),
+            ShardMessage::Holding { client, holder, filters } => {
+                self.handle_holding(now, from, client, holder, filters)
+            }
+            ShardMessage::Flush { client, holders } => self.handle_flush(now, from, client, holders),
+            ShardMessage::Flushed { client } => self.handle_flushed(from, &client),
             ShardMessage::Will(message) => {
                 // Its expiry is read as this broker reads a will's.
                 let message = match self.config.message_expiry {
@@ -530,7 +535,7 @@ impl Broker {
                 };
                 self.route(now, Arc::new(message), None);
             }
-            ShardMessage::Joined => self.peer_joined(from),
+            ShardMessage::Joined(address) => self.peer_joined(from, address),
             ShardMessage::Left => self.peer_left(now, from),
             ShardMessage::CountedGone => self.counted_gone(now),
             // The HTTP API's, answered by the server.
@@ -551,11 +556,13 @@ impl Broker {
     /// routes and gets every retained message with its version (each
     /// shard hands over all it keeps, so that a change whose author left
     /// or had not heard of `peer` yet still reaches it).
-    fn peer_joined(&mut self, peer: ShardId) {
+    fn peer_joined(&mut self, peer: ShardId, address: ShardAddress) {
         let Some(shards) = self.shards.as_mut() else { return };
-        if !shards.peer_joined(peer) {
+        if !shards.peer_joined(peer, address) {
             return;
         }
+        self.flushes_resolved(address);
+        let Some(shards) = self.shards.as_mut() else { return };
         let filters: Vec<TopicFilter> = shards.local_filters().cloned().collect();
         for filter in filters {
             self.actions.push_back(Action::ToShard { to: peer, message: ShardMessage::Route(filter) });
@@ -779,6 +786,7 @@ impl Broker {
     pub fn handle_timeout(&mut self, now: Now) {
         self.publish_sys(now);
         self.expire_sessions(now);
+        self.hand_overdue_over(now);
         while let Some((at, id)) = self.deadlines.pop_due(now.instant) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             if conn.armed != Some(at) {
@@ -855,7 +863,7 @@ impl Broker {
     /// It may be early (a deadline pushed back by activity); never late.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.deadlines.next(), self.sys.next(), self.expiry_check].into_iter().flatten().min()
+        [self.deadlines.next(), self.sys.next(), self.expiry_check, self.claims.next_due()].into_iter().flatten().min()
     }
 
     /// Removes the offline persistent sessions not seen for
@@ -1643,6 +1651,8 @@ impl Broker {
             ConnState::Active { session, .. } => Some(session),
             ConnState::AwaitingConnect | ConnState::Authenticating(_) => None,
         });
+        // The shard it comes from, for the sessions moving between nodes.
+        let sender = shard.or_else(|| self.shard());
         // Sorted by key: each session's subscriptions come together. It
         // gets the message once, at the highest QoS among them, unchecked
         // if any of them is wholly readable.
@@ -1655,23 +1665,57 @@ impl Broker {
                 grant.checked &= matched[i].1.checked;
             }
             i += 1;
-            if grant.checked && !self.may_read(key, &message.topic) {
+            if sender.is_some_and(|sender| self.claims.skips(key, sender)) {
                 continue;
             }
-            // A bridge is not sent back what it published (the other
-            // broker has it), and is sent the RETAIN flag as published, so
-            // that the other broker keeps retained messages too.
-            let bridge = self.sessions.get(key).is_some_and(|s| s.bridge);
-            if bridge && publisher == Some(key) {
-                continue;
-            }
-            if self.was_routed_to(key, &message) {
-                continue;
-            }
-            let qos = self.delivery_qos(&message, grant);
-            self.deliver(now, key, Outgoing::new(message.clone(), qos, bridge && message.retain), source);
+            self.deliver_matched(now, key, grant, &message, source, publisher);
         }
         self.matched = matched;
+        if let Some(sender) = sender {
+            self.claims.take_in(&message, sender);
+        }
+    }
+
+    /// Delivers `message` to session `key`, one of its subscribers with
+    /// `grant`; `publisher` is its publisher's session here.
+    fn deliver_matched(
+        &mut self,
+        now: Now,
+        key: SessionKey,
+        grant: Grant,
+        message: &Arc<Message>,
+        source: Source,
+        publisher: Option<SessionKey>,
+    ) {
+        if grant.checked && !self.may_read(key, &message.topic) {
+            return;
+        }
+        // A bridge is not sent back what it published (the other broker
+        // has it), and is sent the RETAIN flag as published, so that the
+        // other broker keeps retained messages too.
+        let bridge = self.sessions.get(key).is_some_and(|s| s.bridge);
+        if (bridge && publisher == Some(key)) || self.was_routed_to(key, message) {
+            return;
+        }
+        let qos = self.delivery_qos(message, grant);
+        self.deliver(now, key, Outgoing::new(message.clone(), qos, bridge && message.retain), source);
+    }
+
+    /// Delivers `message` to session `key` alone, if its subscriptions
+    /// match it, as [`deliver_here`](Self::deliver_here) would.
+    pub(super) fn deliver_to(&mut self, now: Now, key: SessionKey, message: &Arc<Message>) {
+        let mut matched = std::mem::take(&mut self.matched);
+        matched.clear();
+        self.subscriptions.matches(&message.topic, &mut matched);
+        let grant = matched
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|&(_, grant)| grant)
+            .reduce(|a, b| Grant { qos: a.qos.max(b.qos), checked: a.checked && b.checked });
+        self.matched = matched;
+        if let Some(grant) = grant {
+            self.deliver_matched(now, key, grant, message, Source::default(), None);
+        }
     }
 
     /// Whether session `key` got `message` before the restart that routes
@@ -2108,6 +2152,7 @@ impl Broker {
     /// Forgets a session and its subscriptions; retained messages stay
     /// ([MQTT-3.1.2-7]).
     fn discard_session(&mut self, key: SessionKey) {
+        self.forget_claimed(key);
         if let Some(session) = self.sessions.remove(key) {
             self.occupancy.forget_session();
             for filter in session.subscriptions.keys() {
@@ -2300,7 +2345,9 @@ mod tests {
         // pause): it hands node 0 every retained message it keeps.
         let node_0 = crate::shard::ShardId(1);
         sim.link_says(1, node_0, crate::shard::ShardMessage::Left);
-        sim.link_says(1, node_0, crate::shard::ShardMessage::Joined);
+        let address =
+            crate::shard::ShardAddress { node: crate::shard::node_number("node-0"), shard: crate::shard::ShardId(0) };
+        sim.link_says(1, node_0, crate::shard::ShardMessage::Joined(address));
         assert_eq!(sim.take_publishes(sub), [], "{}", sim.transcript());
         // Node 0 keeps it, for the next subscriber.
         let late = sim.connect(ClientOptions::new("late"));

@@ -55,6 +55,18 @@ impl fmt::Display for ShardId {
     }
 }
 
+/// A shard as every node names it: its node ([`node_number`]) and its
+/// number there. A message that names a third shard (the holder of a
+/// session, see [`ShardMessage::Flush`]) names it so; each receiver finds
+/// its own number for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardAddress {
+    /// The node ([`node_number`]).
+    pub node: u64,
+    /// The shard, in its node's numbering.
+    pub shard: ShardId,
+}
+
 /// Carries what a shard tells the others, as the shard tells it (see
 /// [`Server::post_shard_messages`](crate::server::Server::post_shard_messages)):
 /// one FIFO queue per ordered pair of shards. A post must not wait for
@@ -274,6 +286,39 @@ pub enum ShardMessage {
         /// Where it stands among the changes of its topic.
         version: RetainVersion,
     },
+    /// The answer to [`ShardMessage::Claim`] of a shard holding the
+    /// client's persistent session, which it keeps for the claimant from
+    /// now on: the session's filters, for the claimant to route before
+    /// the session moves. The claimant then sends [`ShardMessage::Flush`],
+    /// and the holder hands the session over ([`ShardMessage::Claimed`])
+    /// once every shard passed the cut, so that no message published
+    /// meanwhile misses the session.
+    Holding {
+        /// The client id.
+        client: ClientId,
+        /// The holder, as every node names it.
+        holder: ShardAddress,
+        /// The filters the session subscribes to.
+        filters: Vec<TopicFilter>,
+    },
+    /// From a claimant to every other shard, after its routes for the
+    /// filters of the sessions `holders` keep for it: the receiver's cut.
+    /// It says [`ShardMessage::Flushed`] to each holder and to the
+    /// claimant: what it sent a holder before is in the session handed
+    /// over, and what it sends the claimant after is for the session.
+    Flush {
+        /// The client id.
+        client: ClientId,
+        /// The shards holding a session of the client.
+        holders: Vec<ShardAddress>,
+    },
+    /// The sender passed its cut of a move of `client`'s session (see
+    /// [`ShardMessage::Flush`]): to a holder, nothing the sender sends after
+    /// it is for the session; to the claimant, what it sends after it is.
+    Flushed {
+        /// The client id.
+        client: ClientId,
+    },
     /// A subscriber of the sender has no room for what the receiver's
     /// connection sends it: stop reading that connection until as many
     /// [`ShardMessage::Release`] came as holds (see
@@ -319,10 +364,11 @@ pub enum ShardMessage {
     /// before a crash), for the receiver to publish. Said by the runtime's
     /// link, never carried.
     Will(Arc<Message>),
-    /// The sender, a shard of another node, is reachable from now on: the
-    /// receiver tells it its routes and hands it its retained messages.
-    /// Said by the runtime's link to the other nodes, never carried.
-    Joined,
+    /// The sender, a shard of another node (at this address), is reachable
+    /// from now on: the receiver tells it its routes and hands it its
+    /// retained messages. Said by the runtime's link to the other nodes,
+    /// never carried.
+    Joined(ShardAddress),
     /// The sender, a shard of another node, is gone: its routes are
     /// dropped and its holds released. Said by the runtime's link, never
     /// carried; what the sender published before it went is still
@@ -399,6 +445,8 @@ pub(crate) struct ShardRoutes {
     /// Shards of other nodes reachable now, numbered from `count` up by the
     /// runtime's link, in order.
     peers: Vec<ShardId>,
+    /// The shards of other nodes reachable now, by their address.
+    addresses: HashMap<ShardAddress, ShardId>,
     /// The filters each shard of another node announced, to drop when it
     /// leaves.
     peer_filters: HashMap<ShardId, HashSet<TopicFilter>>,
@@ -466,6 +514,7 @@ impl ShardRoutes {
             peers: Vec::new(),
             peer_filters: HashMap::new(),
             peer_holds: HashMap::new(),
+            addresses: HashMap::new(),
             routes_received: HashMap::new(),
             matched: Vec::new(),
             reports: Vec::new(),
@@ -557,16 +606,31 @@ impl ShardRoutes {
         shard.0 >= self.count
     }
 
-    /// Shard `peer` of another node is reachable from now on; whether it
-    /// was not already.
-    pub(crate) fn peer_joined(&mut self, peer: ShardId) -> bool {
+    /// Shard `peer` of another node, at `address`, is reachable from now
+    /// on; whether it was not already.
+    pub(crate) fn peer_joined(&mut self, peer: ShardId, address: ShardAddress) -> bool {
         match self.peers.binary_search(&peer) {
             Ok(_) => false,
             Err(at) if self.is_peer(peer) => {
                 self.peers.insert(at, peer);
+                self.addresses.insert(address, peer);
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// This shard's address.
+    pub(crate) fn address(&self) -> ShardAddress {
+        ShardAddress { node: self.node, shard: self.me }
+    }
+
+    /// The number here of the shard at `address`: one of this process, or
+    /// of another node while it is reachable.
+    pub(crate) fn resolve(&self, address: ShardAddress) -> Option<ShardId> {
+        match address.node == self.node {
+            true => (address.shard.0 < self.count).then_some(address.shard),
+            false => self.addresses.get(&address).copied(),
         }
     }
 
@@ -576,6 +640,7 @@ impl ShardRoutes {
         if let Ok(at) = self.peers.binary_search(&peer) {
             self.peers.remove(at);
         }
+        self.addresses.retain(|_, &mut id| id != peer);
         for filter in self.peer_filters.remove(&peer).unwrap_or_default() {
             self.remote.unsubscribe(&filter, peer);
         }
@@ -818,9 +883,16 @@ mod tests {
         let mut out = Vec::new();
         routes.destinations(&name("a/b"), false, &mut out);
         assert!(out.is_empty());
-        assert!(routes.peer_joined(ShardId(7)));
-        assert!(!routes.peer_joined(ShardId(7)));
-        assert!(!routes.peer_joined(ShardId(1)), "a shard of this process is not a peer");
+        routes.set_node(1);
+        let elsewhere = ShardAddress { node: 9, shard: ShardId(0) };
+        assert!(routes.peer_joined(ShardId(7), elsewhere));
+        assert!(!routes.peer_joined(ShardId(7), elsewhere));
+        let here = ShardAddress { node: 1, shard: ShardId(1) };
+        assert!(!routes.peer_joined(ShardId(1), here), "a shard of this process is not a peer");
+        // Each is found by its address.
+        assert_eq!(routes.resolve(elsewhere), Some(ShardId(7)));
+        assert_eq!(routes.resolve(here), Some(ShardId(1)));
+        assert_eq!(routes.resolve(ShardAddress { node: 1, shard: ShardId(2) }), None);
         routes.learn(ShardId(7), &filter("a/#"), true);
         routes.destinations(&name("a/b"), false, &mut out);
         assert_eq!(out, [ShardId(7)]);
@@ -835,6 +907,7 @@ mod tests {
         // Gone, its routes go with it, its hold is released, and a late
         // route or release is not taken.
         assert_eq!(routes.peer_left(ShardId(7)), [ConnId(3)]);
+        assert_eq!(routes.resolve(elsewhere), None);
         assert!(!routes.holds(ShardId(7), ConnId(3), false));
         routes.destinations(&name("a/b"), false, &mut out);
         assert!(out.is_empty());

@@ -466,6 +466,17 @@ impl Simulation {
         self.drain();
     }
 
+    /// With [`with_nodes`](Self::with_nodes): holds what node `from` tells
+    /// node `to` (as behind a slow inbox) until called again with `held`
+    /// false, then runs what follows.
+    pub fn hold_path(&mut self, from: usize, to: usize, held: bool) {
+        self.note(format_args!("path from node {from} to node {to} {}", if held { "held" } else { "let go" }));
+        if let Some(nodes) = self.nodes.as_mut() {
+            nodes.hold(from, to, held);
+        }
+        self.drain();
+    }
+
     /// The broker (shard 0's), for its getters.
     pub fn broker(&self) -> &Broker {
         &self.brokers[0]

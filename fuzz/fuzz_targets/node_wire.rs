@@ -43,7 +43,7 @@ fn comparable(frames: &[NodeFrame]) -> (Vec<Option<u64>>, Vec<NodeFrame>) {
         .cloned()
         .map(|mut frame| {
             match &mut frame.message {
-                ShardMessage::Publish { message, .. } => take(message),
+                ShardMessage::Publish { message, .. } | ShardMessage::Retained { message, .. } => take(message),
                 ShardMessage::Claimed { session: Some(session), .. } => {
                     session.copies.iter_mut().for_each(|(message, ..)| take(message));
                     session.incoming.iter_mut().filter_map(|(_, message)| message.as_mut()).for_each(&mut take);

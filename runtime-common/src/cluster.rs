@@ -284,9 +284,8 @@ impl NodeLink {
 
     /// Tells every local shard of `change` (the directory locked, so that
     /// no frame of a number that joined is posted before its Joined).
-    fn announce(&self, change: &Change, to_wake: &mut Vec<ShardId>) {
-        let says = change.left.iter().map(|&s| (s, ShardMessage::Left));
-        for (from, message) in says.chain(change.joined.iter().map(|&s| (s, ShardMessage::Joined))) {
+    fn announce(&self, change: &Change, directory: &Directory, to_wake: &mut Vec<ShardId>) {
+        for (from, message) in change.says(directory) {
             for to in (0..self.shards).map(ShardId) {
                 if self.tell(to, from, message.clone()) {
                     to_wake.push(to);
@@ -583,7 +582,7 @@ where
             match ledger.read(&mut directory, link.shards, entry.id.clone(), &run, entry.seq, &entry.batch) {
                 Ok(delivery) => {
                     link.say(&run.name, &delivery.change);
-                    link.announce(&delivery.change, &mut to_wake);
+                    link.announce(&delivery.change, &directory, &mut to_wake);
                     for (to, from, message) in delivery.posts {
                         if link.tell(to, from, message) {
                             to_wake.push(to);
@@ -645,8 +644,11 @@ where
             if counted_gone {
                 link.announce_to_all(ShardMessage::CountedGone, &mut to_wake);
             }
-            let change = lock(&link.directory).rejoin_all();
-            link.announce(&change, &mut to_wake);
+            {
+                let mut directory = lock(&link.directory);
+                let change = directory.rejoin_all();
+                link.announce(&change, &directory, &mut to_wake);
+            }
             link.wake_all(to_wake);
             continue;
         }
@@ -671,7 +673,7 @@ where
             let judgement = judge(&mut directory, &others);
             for (name, change) in &judgement.changes {
                 link.say(name, change);
-                link.announce(change, &mut to_wake);
+                link.announce(change, &directory, &mut to_wake);
             }
             judgement
         };

@@ -15,20 +15,39 @@
 //! connection is the older, whatever the clocks say (see `handle_claim`).
 //! Two connections of one client claimed on two nodes at once: the later
 //! stamp wins, each node closing its own if it is the earlier.
+//!
+//! A persistent session with subscriptions moves in three steps, so that
+//! no message published meanwhile, anywhere, misses it or reaches it
+//! twice. Its holder closes the connection and keeps the session for the
+//! claim, answering [`ShardMessage::Holding`] with its filters. The
+//! claimant routes them (as if it subscribed) and sends every other shard
+//! [`ShardMessage::Flush`]: each takes it as its cut and says
+//! [`ShardMessage::Flushed`] to the holder and to the claimant. What a
+//! shard sent before its cut went to the holder (the route there stood)
+//! and is in the session; what it sends after goes to the claimant (its
+//! route is known by then), which takes it in for the session, and the
+//! holder no longer gives it to the session. Once every shard passed its
+//! cut, the holder hands the session over ([`ShardMessage::Claimed`]);
+//! until the claimant heard a shard's cut, what that shard sent before it
+//! (already in the session) skips the session there.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
 use super::{Broker, ConnState, Pending};
 use crate::action::Action;
 use crate::error::CloseReason;
+use crate::message::Message;
 use crate::peer::ListenerId;
 use crate::persistence::CopyState;
 use crate::policy::{ClientInfo, FilterAccess};
-use crate::session::{Grant, Outgoing, Presence, Session, Stage};
-use crate::shard::{ConnectStamp, HandedSession, ShardId, ShardMessage};
-use crate::time::Now;
+use crate::session::{Grant, Outgoing, Presence, Session, SessionKey, Stage};
+use crate::shard::{ConnectStamp, HandedSession, ShardAddress, ShardId, ShardMessage};
+use crate::time::{Instant, Now};
+use crate::topic::TopicFilter;
 use crate::types::{ClientId, ConnId, QoS};
 
 /// A connection whose client id this node is claiming.
@@ -45,6 +64,49 @@ struct Claiming {
     /// A later claim elsewhere this one gave way to: it gets what this one
     /// gathers, once all have answered.
     relay: Option<(ShardId, ConnectStamp)>,
+    /// The shards that keep a session of the client for this claim
+    /// ([`ShardMessage::Holding`]), yet to hand it over.
+    holders: Vec<(ShardId, ShardAddress)>,
+    /// The filters of the sessions kept, gathered until the claim sends
+    /// its cut.
+    filters: Vec<TopicFilter>,
+}
+
+/// The cut of a claim that sent its [`ShardMessage::Flush`]: what comes
+/// for the session on its way here.
+#[derive(Debug, Default)]
+struct Cut {
+    /// The filters of the sessions kept, routed from here until the claim
+    /// ends.
+    filters: Vec<TopicFilter>,
+    /// The shards yet to pass their cut.
+    waiting: Vec<ShardId>,
+    /// Those past it, this one first: what they send from then on is for
+    /// the session.
+    passed: Vec<ShardId>,
+    /// What they sent since that the filters match, in order.
+    messages: Vec<Arc<Message>>,
+}
+
+/// How long a session kept for a claim elsewhere waits for the shards'
+/// cuts at most: a shard that counts this node gone (it is about to count
+/// it back) cannot say it passed its cut, and Redis may lose what it
+/// said. Then the session goes without it.
+const CUT_WAIT: Duration = Duration::from_secs(5);
+
+/// A session of this shard kept for a claim elsewhere (see the
+/// [module](self)).
+#[derive(Debug)]
+struct Keeping {
+    client: ClientId,
+    /// The claimant.
+    to: ShardId,
+    /// When it goes, whatever shards are still to pass their cut.
+    until: Instant,
+    /// The shards yet to pass their cut.
+    waiting: Vec<ShardId>,
+    /// Those past it: what they send from then on is not for the session.
+    passed: Vec<ShardId>,
 }
 
 /// The claims of this shard (see the [module](self)).
@@ -52,6 +114,16 @@ struct Claiming {
 pub(super) struct Claims {
     /// By client id, at most one per client.
     pending: HashMap<ClientId, Claiming>,
+    /// The cuts of claims whose sessions are on their way, by client id.
+    cuts: HashMap<ClientId, Cut>,
+    /// Sessions that arrived before every shard's cut was heard: the
+    /// shards not heard yet, whose earlier messages are in the session.
+    arrived: HashMap<SessionKey, Vec<ShardId>>,
+    /// Sessions kept for claims elsewhere.
+    kept: HashMap<SessionKey, Keeping>,
+    /// Flushes naming a holder at an address not known yet: said once it
+    /// joins (nothing was sent to it before), if it is still waiting.
+    unresolved: Vec<(ClientId, ShardAddress, Instant)>,
 }
 
 impl Claims {
@@ -60,6 +132,32 @@ impl Claims {
         for claim in self.pending.values_mut() {
             if claim.conn == Some(id) {
                 claim.conn = None;
+            }
+        }
+    }
+
+    /// Whether a message from shard `sender` is not for session `key`: it
+    /// is kept for a claim elsewhere and `sender` passed its cut, or it
+    /// moved here and `sender`'s earlier messages are in it.
+    pub(super) fn skips(&self, key: SessionKey, sender: ShardId) -> bool {
+        if self.kept.is_empty() && self.arrived.is_empty() {
+            return false;
+        }
+        self.kept.get(&key).is_some_and(|k| k.passed.contains(&sender))
+            || self.arrived.get(&key).is_some_and(|waiting| waiting.contains(&sender))
+    }
+
+    /// When the first session kept for a claim elsewhere is due to go.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.kept.values().map(|k| k.until).min()
+    }
+
+    /// Takes in `message`, from shard `sender`, for each session on its
+    /// way here whose filters match it, once `sender` passed its cut.
+    pub(super) fn take_in(&mut self, message: &Arc<Message>, sender: ShardId) {
+        for cut in self.cuts.values_mut() {
+            if cut.passed.contains(&sender) && cut.filters.iter().any(|f| f.matches(&message.topic)) {
+                cut.messages.push(message.clone());
             }
         }
     }
@@ -93,7 +191,15 @@ impl Broker {
                 let message = ShardMessage::Claim { client: client_id.clone(), stamp };
                 self.actions.push_back(Action::ToShard { to, message });
             }
-            let claim = Claiming { conn: Some(id), stamp, waiting, handed: None, relay: None };
+            let claim = Claiming {
+                conn: Some(id),
+                stamp,
+                waiting,
+                handed: None,
+                relay: None,
+                holders: Vec::new(),
+                filters: Vec::new(),
+            };
             self.claims.pending.insert(client_id.clone(), claim);
         }
         if let Some(conn) = self.conns.get_mut(&id) {
@@ -137,8 +243,174 @@ impl Broker {
             info!("Client {client} connected on another node, closing old connection.");
             self.close(now, conn, CloseReason::TakenOver);
         }
-        let handed = self.hand_over(&client);
-        self.answer_claim(from, client, handed);
+        if self.claims.kept.contains_key(&key) {
+            // Kept for an earlier claim: this one gets it from there, once
+            // the two claims settle which wins.
+            return self.answer_claim(from, client, None);
+        }
+        // A clean session went with its connection.
+        let filters: Option<Vec<TopicFilter>> =
+            self.sessions.get(key).filter(|s| !s.clean).map(|s| s.subscriptions.keys().cloned().collect());
+        match (filters, self.shards.as_ref()) {
+            (Some(filters), Some(shards)) if !filters.is_empty() => {
+                let waiting = shards.others().collect();
+                let holder = shards.address();
+                let until = now.instant + CUT_WAIT;
+                let keeping = Keeping { client: client.clone(), to: from, until, waiting, passed: Vec::new() };
+                self.claims.kept.insert(key, keeping);
+                let message = ShardMessage::Holding { client, holder, filters };
+                self.actions.push_back(Action::ToShard { to: from, message });
+            }
+            // Nothing more can come for a session without subscriptions.
+            _ => {
+                let handed = self.hand_over(&client);
+                self.answer_claim(from, client, handed);
+            }
+        }
+    }
+
+    /// Shard `from` keeps `client`'s session, subscribed to `filters`, for
+    /// this node's claim.
+    pub(super) fn handle_holding(
+        &mut self,
+        now: Now,
+        from: ShardId,
+        client: ClientId,
+        holder: ShardAddress,
+        filters: Vec<TopicFilter>,
+    ) {
+        let Some(claim) = self.claims.pending.get_mut(&client) else { return };
+        claim.waiting.retain(|&s| s != from);
+        claim.holders.push((from, holder));
+        for filter in filters {
+            if !claim.filters.contains(&filter) {
+                claim.filters.push(filter);
+            }
+        }
+        self.claim_answered(now, &client);
+    }
+
+    /// One more answer to the claim of `client`: once all are in, the
+    /// claim is done, or, with sessions kept for it, sends its cut.
+    fn claim_answered(&mut self, now: Now, client: &ClientId) {
+        let Some(claim) = self.claims.pending.get_mut(client) else { return };
+        if !claim.waiting.is_empty() {
+            return;
+        }
+        if claim.holders.is_empty() {
+            return self.finish_claim(now, client);
+        }
+        if self.claims.cuts.contains_key(client) {
+            return;
+        }
+        let holders: Vec<ShardAddress> = claim.holders.iter().map(|&(_, address)| address).collect();
+        let filters = std::mem::take(&mut claim.filters);
+        let Some(shards) = self.shards.as_mut() else { return };
+        let me = shards.me();
+        let others: Vec<ShardId> = shards.others().collect();
+        let new: Vec<TopicFilter> = filters.iter().filter(|filter| shards.subscribed(filter)).cloned().collect();
+        // Each path carries the routes before the cut.
+        for filter in new {
+            self.tell_other_shards(&ShardMessage::Route(filter));
+        }
+        for &to in &others {
+            let message = ShardMessage::Flush { client: client.clone(), holders: holders.clone() };
+            self.actions.push_back(Action::ToShard { to, message });
+        }
+        let cut = Cut { filters, waiting: others, passed: vec![me], messages: Vec::new() };
+        self.claims.cuts.insert(client.clone(), cut);
+    }
+
+    /// Claimant `from` sent its cut of `client`'s move: this shard passes
+    /// its own, saying so to each holder and to the claimant. Being a
+    /// holder, it passes `from`'s cut too.
+    pub(super) fn handle_flush(&mut self, now: Now, from: ShardId, client: ClientId, holders: Vec<ShardAddress>) {
+        let Some(shards) = self.shards.as_ref() else { return };
+        let me = shards.me();
+        let mut resolved = Vec::new();
+        self.claims.unresolved.retain(|&(.., until)| until > now.instant);
+        for address in holders {
+            match shards.resolve(address) {
+                Some(holder) => resolved.push(holder),
+                None => self.claims.unresolved.push((client.clone(), address, now.instant + CUT_WAIT)),
+            }
+        }
+        self.actions.push_back(Action::ToShard { to: from, message: ShardMessage::Flushed { client: client.clone() } });
+        for holder in resolved {
+            if holder == me {
+                self.passed_cut(&client, me);
+                self.passed_cut(&client, from);
+            } else {
+                let message = ShardMessage::Flushed { client: client.clone() };
+                self.actions.push_back(Action::ToShard { to: holder, message });
+            }
+        }
+    }
+
+    /// The shard at `address` joined: flushes that named it are said to it.
+    pub(super) fn flushes_resolved(&mut self, address: ShardAddress) {
+        let Some(holder) = self.shards.as_ref().and_then(|shards| shards.resolve(address)) else { return };
+        let (now_known, still) =
+            std::mem::take(&mut self.claims.unresolved).into_iter().partition(|&(_, a, _)| a == address);
+        self.claims.unresolved = still;
+        for (client, ..) in now_known {
+            self.actions.push_back(Action::ToShard { to: holder, message: ShardMessage::Flushed { client } });
+        }
+    }
+
+    /// Shard `from` passed its cut of `client`'s move: as the claimant,
+    /// what it sends from now on is for the session; as a holder, it is not.
+    pub(super) fn handle_flushed(&mut self, from: ShardId, client: &ClientId) {
+        if let Some(cut) = self.claims.cuts.get_mut(client) {
+            cut.waiting.retain(|&s| s != from);
+            cut.passed.push(from);
+            return;
+        }
+        if let Some(key) = self.sessions.find(client)
+            && let Some(waiting) = self.claims.arrived.get_mut(&key)
+        {
+            waiting.retain(|&s| s != from);
+            if waiting.is_empty() {
+                self.claims.arrived.remove(&key);
+            }
+            return;
+        }
+        self.passed_cut(client, from);
+    }
+
+    /// Shard `sender` passed its cut of the move of `client`'s session kept
+    /// here; once all have, the session is handed over.
+    fn passed_cut(&mut self, client: &ClientId, sender: ShardId) {
+        let Some(key) = self.sessions.find(client) else { return };
+        let Some(keeping) = self.claims.kept.get_mut(&key) else { return };
+        keeping.waiting.retain(|&s| s != sender);
+        if !keeping.passed.contains(&sender) {
+            keeping.passed.push(sender);
+        }
+        if keeping.waiting.is_empty() {
+            self.hand_kept_over(key);
+        }
+    }
+
+    /// Hands over the sessions kept for claims that waited [`CUT_WAIT`] for
+    /// the shards' cuts.
+    pub(super) fn hand_overdue_over(&mut self, now: Now) {
+        let overdue: Vec<SessionKey> =
+            self.claims.kept.iter().filter(|(_, k)| k.until <= now.instant).map(|(&key, _)| key).collect();
+        for key in overdue {
+            if let Some(keeping) = self.claims.kept.get(&key) {
+                let (client, missing) = (&keeping.client, keeping.waiting.len());
+                warn!("Client {client}'s session is handed over without the cut of {missing} shard(s), after waiting.");
+            }
+            self.hand_kept_over(key);
+        }
+    }
+
+    /// Hands session `key`, kept for a claim, over to the claimant.
+    fn hand_kept_over(&mut self, key: SessionKey) {
+        let Some(keeping) = self.claims.kept.remove(&key) else { return };
+        let handed = self.hand_over(&keeping.client);
+        self.answer_claim(keeping.to, keeping.client, handed);
     }
 
     fn answer_claim(&mut self, to: ShardId, client: ClientId, session: Option<Box<HandedSession>>) {
@@ -167,6 +439,7 @@ impl Broker {
             return;
         };
         claim.waiting.retain(|&s| s != from);
+        claim.holders.retain(|&(s, _)| s != from);
         match (&claim.handed, session) {
             (None, Some(session)) => claim.handed = Some(session),
             (Some(first), Some(second)) => {
@@ -177,22 +450,40 @@ impl Broker {
             }
             (_, None) => {}
         }
-        if claim.waiting.is_empty() {
-            self.finish_claim(now, &client);
-        }
+        self.claim_answered(now, &client);
     }
 
-    /// Shard `peer` of another node left: it answers no claim.
+    /// Shard `peer` of another node left: it answers no claim, passes no
+    /// cut, and a session kept for its claim stays here.
     pub(super) fn claims_without(&mut self, now: Now, peer: ShardId) {
-        let mut done = Vec::new();
+        let mut answered = Vec::new();
         for (client, claim) in &mut self.claims.pending {
             claim.waiting.retain(|&s| s != peer);
+            claim.holders.retain(|&(s, _)| s != peer);
             if claim.waiting.is_empty() {
-                done.push(client.clone());
+                answered.push(client.clone());
             }
         }
-        for client in done {
-            self.finish_claim(now, &client);
+        for client in answered {
+            self.claim_answered(now, &client);
+        }
+        for cut in self.claims.cuts.values_mut() {
+            cut.waiting.retain(|&s| s != peer);
+        }
+        self.claims.arrived.retain(|_, waiting| {
+            waiting.retain(|&s| s != peer);
+            !waiting.is_empty()
+        });
+        self.claims.kept.retain(|_, keeping| keeping.to != peer);
+        let mut complete = Vec::new();
+        for (&key, keeping) in &mut self.claims.kept {
+            keeping.waiting.retain(|&s| s != peer);
+            if keeping.waiting.is_empty() {
+                complete.push(key);
+            }
+        }
+        for key in complete {
+            self.hand_kept_over(key);
         }
     }
 
@@ -202,14 +493,24 @@ impl Broker {
     /// connection gone, it stays here, offline.
     fn finish_claim(&mut self, now: Now, client: &ClientId) {
         let Some(claim) = self.claims.pending.remove(client) else { return };
+        let cut = self.claims.cuts.remove(client);
         let pending = claim.conn.and_then(|conn| {
             let state = std::mem::replace(&mut self.conns.get_mut(&conn)?.state, ConnState::AwaitingConnect);
             let ConnState::Authenticating(pending) = state else { return None };
             Some((conn, *pending))
         });
         if let Some((to, _)) = claim.relay {
-            let handed = claim.handed.or_else(|| self.hand_over(client));
+            let handed = match (claim.handed, cut.as_ref()) {
+                // What came for the session on its way goes with it.
+                (Some(handed), Some(cut)) if !cut.messages.is_empty() => {
+                    self.settle(now, client, *handed, cut);
+                    self.hand_over(client)
+                }
+                (Some(handed), _) => Some(handed),
+                (None, _) => self.hand_over(client),
+            };
             self.answer_claim(to, client.clone(), handed);
+            self.unpin(cut);
             // A connection made here after this claim gave way claims anew.
             if let Some((conn, Pending { connect, client_id })) = pending {
                 self.admit_connect(now, conn, connect, client_id);
@@ -217,30 +518,61 @@ impl Broker {
             return;
         }
         let clean = pending.as_ref().is_some_and(|(_, p)| p.connect.clean_session);
+        let cut = cut.unwrap_or_default();
         if let Some(handed) = claim.handed.filter(|_| !clean) {
-            // An offline session of the client here taken before the one
-            // handed over (restored from a store after the client moved
-            // on, or left here while this node was counted gone) gives way.
-            if let Some(key) = self.sessions.find(client)
-                && self.sessions.get(key).is_some_and(|s| s.conn().is_none() && s.taken_at < handed.taken_at)
-            {
-                self.discard_session(key);
-            }
-            if self.sessions.find(client).is_none() && self.occupancy.try_add_session(self.config.max_clients) {
-                self.take_over(client, *handed, now);
-            } else {
-                warn!("Client {client}'s session handed over could not be kept; dropped.");
-            }
+            self.settle(now, client, *handed, &cut);
         }
+        self.unpin(Some(cut));
         let Some((conn, Pending { connect, client_id })) = pending else { return };
         self.accept_connect(now, conn, connect, client_id);
         self.handle_received(now, conn, &[]);
     }
 
+    /// Makes `handed` the session of `client` here, with what `cut` took
+    /// in for it after.
+    fn settle(&mut self, now: Now, client: &ClientId, handed: HandedSession, cut: &Cut) {
+        // An offline session of the client here taken before the one
+        // handed over (restored from a store after the client moved on, or
+        // left here while this node was counted gone) gives way.
+        if let Some(key) = self.sessions.find(client)
+            && self.sessions.get(key).is_some_and(|s| s.conn().is_none() && s.taken_at < handed.taken_at)
+        {
+            self.discard_session(key);
+        }
+        if self.sessions.find(client).is_some() || !self.occupancy.try_add_session(self.config.max_clients) {
+            warn!("Client {client}'s session handed over could not be kept; dropped.");
+            return;
+        }
+        let key = self.take_over(client, handed, now);
+        for message in &cut.messages {
+            self.deliver_to(now, key, message);
+        }
+        if !cut.waiting.is_empty() {
+            self.claims.arrived.insert(key, cut.waiting.clone());
+        }
+    }
+
+    /// The claim that made `cut`, routing its filters, ended.
+    fn unpin(&mut self, cut: Option<Cut>) {
+        for filter in cut.iter().flat_map(|cut| &cut.filters) {
+            if self.shards.as_mut().is_some_and(|shards| shards.unsubscribed(filter)) {
+                self.tell_other_shards(&ShardMessage::Unroute(filter.clone()));
+            }
+        }
+    }
+
+    /// Session `key` is discarded: a claim it was kept for gets nothing.
+    pub(super) fn forget_claimed(&mut self, key: SessionKey) {
+        self.claims.arrived.remove(&key);
+        if let Some(keeping) = self.claims.kept.remove(&key) {
+            self.answer_claim(keeping.to, keeping.client, None);
+        }
+    }
+
     /// Makes `handed` the persistent session of `client` here (offline
     /// until its connection is accepted), recorded as the store records a
     /// new one.
-    fn take_over(&mut self, client: &ClientId, handed: HandedSession, now: Now) {
+    fn take_over(&mut self, client: &ClientId, handed: HandedSession, now: Now) -> SessionKey {
         let mut session = Session::new(client.clone(), false);
         session.presence = Presence::Offline(super::persist::seconds(now));
         session.taken_at = handed.taken_at;
@@ -282,6 +614,7 @@ impl Broker {
                 session.receive_qos2(packet_id, message);
             }
         }
+        key
     }
 }
 
@@ -324,19 +657,24 @@ mod tests {
 
     const NODES: u64 = 3;
 
-    /// Connects `options` on node `node` (connections go to the nodes in
-    /// turn by id): clients of their own take the turns before it.
-    fn connect_on(sim: &mut Simulation, node: u64, options: ClientOptions) -> ConnId {
-        for turn in 0..NODES {
+    /// Connects `options` on node `node` of `nodes` (connections go to the
+    /// nodes in turn by id): clients of their own take the turns before it.
+    fn connect_on_of(sim: &mut Simulation, nodes: u64, node: u64, options: ClientOptions) -> ConnId {
+        for turn in 0..nodes {
             let probe = sim.connect(ClientOptions::new(&format!("turn-{node}-{turn}")));
             sim.disconnect(probe);
-            if (probe.0 + 1) % NODES == node {
+            if (probe.0 + 1) % nodes == node {
                 break;
             }
         }
         let conn = sim.connect(options);
-        assert_eq!(conn.0 % NODES, node, "connection ids are not given in turn");
+        assert_eq!(conn.0 % nodes, node, "connection ids are not given in turn");
         conn
+    }
+
+    /// Connects `options` on node `node` of three.
+    fn connect_on(sim: &mut Simulation, node: u64, options: ClientOptions) -> ConnId {
+        connect_on_of(sim, NODES, node, options)
     }
 
     /// The client whose session moves, with a persistent session.
@@ -367,6 +705,9 @@ mod tests {
     /// published on the node after (node 1 still counts node 0 gone).
     fn x_gets_on(sim: &mut Simulation, node: u64) -> Vec<String> {
         let conn = connect_on(sim, node, x());
+        // Node 1, counting node 0 gone, cannot tell it its cut: a session
+        // node 0 keeps for the claim goes once it waited for it.
+        sim.advance(Duration::from_secs(6));
         let connack = sim.take_received(conn);
         assert!(
             matches!(connack.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
@@ -383,6 +724,76 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_session_moving_gets_what_was_on_its_way_to_the_old_node_once() {
+        // Four nodes: x moves from node 0 to node 1 while what nodes 2 and
+        // 3 tell node 0 waits (a slow inbox).
+        let nodes = 4;
+        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 4);
+        sim.record();
+        let old = connect_on_of(&mut sim, nodes, 0, x());
+        sim.subscribe(old, "t/#", QoS::AtLeastOnce);
+        let publisher = connect_on_of(&mut sim, nodes, 2, ClientOptions::new("p"));
+        sim.hold_path(2, 0, true);
+        sim.hold_path(3, 0, true);
+        // Before node 2's cut: only node 0 has a route, and the message
+        // waits on the way there.
+        sim.publish(publisher, "t/1", b"before", QoS::AtLeastOnce, false);
+        let new = connect_on_of(&mut sim, nodes, 1, x());
+        assert_eq!(sim.closed(old), Some(crate::CloseReason::TakenOver));
+        let early = sim.take_received(new);
+        assert!(early.is_empty(), "node 0 handed the session over before the cuts: {early:?}\n{}", sim.transcript());
+        // After node 2's cut: to node 1 for the session, and to node 0 (its
+        // route stands), where it must not reach the session too.
+        sim.publish(publisher, "t/2", b"after", QoS::AtLeastOnce, false);
+        sim.hold_path(2, 0, false);
+        assert!(sim.take_received(new).is_empty(), "node 3 has not passed its cut");
+        sim.hold_path(3, 0, false);
+        let got = sim.take_received(new);
+        assert!(
+            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
+            "{got:?}\n{}",
+            sim.transcript()
+        );
+        let topics: Vec<&str> = got
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.topic.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(topics, ["t/1", "t/2"], "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_session_kept_for_a_claimant_that_left_stays() {
+        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
+        sim.record();
+        let old = connect_on(&mut sim, 0, x());
+        sim.subscribe(old, "t/#", QoS::AtLeastOnce);
+        sim.disconnect(old);
+        // Node 0 keeps the session for node 1's claim, waiting for node 2's
+        // cut, when it hears node 1 (its number 1) leave.
+        sim.hold_path(2, 0, true);
+        connect_on(&mut sim, 1, x());
+        sim.link_says(0, ShardId(1), ShardMessage::Left);
+        sim.hold_path(2, 0, false);
+        let publisher = connect_on(&mut sim, 2, ClientOptions::new("p"));
+        sim.publish(publisher, "t/1", b"kept", QoS::AtLeastOnce, false);
+        let back = connect_on(&mut sim, 0, x());
+        let got = sim.take_received(back);
+        assert!(
+            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
+            "{got:?}\n{}",
+            sim.transcript()
+        );
+        assert!(
+            got.iter().any(|p| matches!(p, Packet::Publish(p) if p.topic.as_str() == "t/1")),
+            "{got:?}\n{}",
+            sim.transcript()
+        );
     }
 
     #[test]

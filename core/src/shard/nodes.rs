@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::wire::{self, NodeFrame, WireError};
-use super::{ShardId, ShardMessage, may_be_stored};
+use super::{ShardAddress, ShardId, ShardMessage, may_be_stored, node_number};
 use crate::codec::LastWill;
 use crate::message::Message;
 use crate::types::ConnId;
@@ -97,6 +97,18 @@ pub struct Change {
     pub joined: Vec<ShardId>,
     /// Shards gone: each says [`ShardMessage::Left`] to every local shard.
     pub left: Vec<ShardId>,
+}
+
+impl Change {
+    /// What the link says to every local shard of this change, in order:
+    /// [`ShardMessage::Left`] from each number that left, then
+    /// [`ShardMessage::Joined`] from each that joined, with its address
+    /// (from `directory`, which numbered it).
+    pub fn says(&self, directory: &Directory) -> Vec<(ShardId, ShardMessage)> {
+        let left = self.left.iter().map(|&id| (id, ShardMessage::Left));
+        let joined = self.joined.iter().map(|&id| (id, ShardMessage::Joined(directory.shard_address(id))));
+        left.chain(joined).collect()
+    }
 }
 
 /// One run of a node as numbered here.
@@ -254,6 +266,12 @@ impl Directory {
     /// The node and its shard that number `id` stands for.
     pub fn address(&self, id: ShardId) -> Option<(&str, ShardId)> {
         self.addresses.get(&id).map(|(node, shard)| (node.as_str(), *shard))
+    }
+
+    /// The address of the shard that number `id` stands for (the default
+    /// address, which names no node, for a number not given).
+    pub fn shard_address(&self, id: ShardId) -> ShardAddress {
+        self.address(id).map(|(node, shard)| ShardAddress { node: node_number(node), shard }).unwrap_or_default()
     }
 }
 

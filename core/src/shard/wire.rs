@@ -15,6 +15,10 @@
 //! | frame | from shard `u16`, to shard `u16`, kind `u8`, body |
 //! | `Route` (kind 1), `Unroute` (2) | filter: length `u16`, UTF-8 |
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
+//! | `Holding` (11) | client id: length `u32`, UTF-8; holder: address; filters: count `u32`, each a filter (length `u16`, UTF-8) |
+//! | `Flush` (12) | client id: length `u32`, UTF-8; holders: count `u32`, each an address |
+//! | `Flushed` (13) | client id: length `u32`, UTF-8 |
+//! | address | node `u64`, shard `u16` |
 //! | `Retained` (10) | a message with flag `0x20` and its retain version (no other flag of `Publish`'s own) |
 //! | `Hold` (4), `Release` (5) | connection `u64` |
 //! | `Stored` (6), `Routed` (9) | count `u64` |
@@ -44,7 +48,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{ConnectStamp, HandedSession, RetainVersion, ShardId, ShardMessage};
+use super::{ConnectStamp, HandedSession, RetainVersion, ShardAddress, ShardId, ShardMessage};
 use crate::error::Violation;
 use crate::message::{Message, Publisher};
 use crate::peer::ListenerId;
@@ -66,6 +70,12 @@ const MIN_MESSAGE_LEN: usize = 2 + 1 + 4 + 1 + 1;
 /// its QoS.
 const MIN_SUBSCRIPTION_LEN: usize = 2 + 1 + 1;
 
+/// The smallest filter: one byte.
+const MIN_FILTER_LEN: usize = 2 + 1;
+
+/// A shard's address: node and shard.
+const ADDRESS_LEN: usize = 8 + 2;
+
 /// The smallest copy of a handed session: a message, QoS, retain, state.
 const MIN_COPY_LEN: usize = MIN_MESSAGE_LEN + 1 + 1 + 1;
 
@@ -84,6 +94,9 @@ const ROUTED: u8 = 9;
 const CLAIM: u8 = 7;
 const CLAIMED: u8 = 8;
 const RETAINED: u8 = 10;
+const HOLDING: u8 = 11;
+const FLUSH: u8 = 12;
+const FLUSHED: u8 = 13;
 
 // What an option's presence byte says.
 const ABSENT: u8 = 0;
@@ -262,7 +275,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         // `Left` and `CountedGone` are said by the receiver's own link.
         ShardMessage::Stats(_)
         | ShardMessage::Api(_)
-        | ShardMessage::Joined
+        | ShardMessage::Joined(_)
         | ShardMessage::Left
         | ShardMessage::CountedGone
         | ShardMessage::Will(_) => Err(WireError::NotCarried),
@@ -273,6 +286,29 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
             out.put_u64(stamp.node);
             out.put_u16(stamp.shard.0);
             Ok(())
+        }
+        ShardMessage::Holding { client, holder, filters } => {
+            out.put_u8(HOLDING);
+            put_long(out, client.as_str().as_bytes())?;
+            put_address(out, *holder);
+            put_count(out, filters.len())?;
+            for filter in filters {
+                put_short(out, filter.as_str().as_bytes())?;
+            }
+            Ok(())
+        }
+        ShardMessage::Flush { client, holders } => {
+            out.put_u8(FLUSH);
+            put_long(out, client.as_str().as_bytes())?;
+            put_count(out, holders.len())?;
+            for &holder in holders {
+                put_address(out, holder);
+            }
+            Ok(())
+        }
+        ShardMessage::Flushed { client } => {
+            out.put_u8(FLUSHED);
+            put_long(out, client.as_str().as_bytes())
         }
         ShardMessage::Claimed { client, session } => {
             out.put_u8(CLAIMED);
@@ -399,6 +435,12 @@ fn write_message(message: &Message, more: u8, out: &mut BytesMut) -> Result<(), 
         out.put_u16(publisher.listener.0);
     }
     Ok(())
+}
+
+/// Writes a shard's address.
+fn put_address(out: &mut BytesMut, address: ShardAddress) {
+    out.put_u64(address.node);
+    out.put_u16(address.shard.0);
 }
 
 /// Writes a count as a `u32`.
@@ -544,6 +586,15 @@ impl<'a> Reader<'a> {
                 client: self.client_id()?,
                 session: if self.present()? { Some(Box::new(self.session()?)) } else { None },
             },
+            HOLDING => ShardMessage::Holding {
+                client: self.client_id()?,
+                holder: self.address()?,
+                filters: self.counted(MIN_FILTER_LEN, Self::filter)?,
+            },
+            FLUSH => {
+                ShardMessage::Flush { client: self.client_id()?, holders: self.counted(ADDRESS_LEN, Self::address)? }
+            }
+            FLUSHED => ShardMessage::Flushed { client: self.client_id()? },
             kind => return Err(WireError::UnknownKind(kind)),
         };
         Ok(NodeFrame { from, to, message })
@@ -588,6 +639,10 @@ impl<'a> Reader<'a> {
         }
         let version = self.version()?;
         Ok(ShardMessage::Retained { message: Arc::new(message), version })
+    }
+
+    fn address(&mut self) -> Result<ShardAddress, WireError> {
+        Ok(ShardAddress { node: self.u64()?, shard: ShardId(self.u16()?) })
     }
 
     fn version(&mut self) -> Result<RetainVersion, WireError> {
@@ -667,6 +722,10 @@ mod tests {
         *g.choose(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]).unwrap()
     }
 
+    fn arbitrary_address(g: &mut Gen) -> ShardAddress {
+        ShardAddress { node: u64::arbitrary(g), shard: ShardId(u16::arbitrary(g)) }
+    }
+
     fn arbitrary_version(g: &mut Gen) -> RetainVersion {
         RetainVersion { tick: u64::arbitrary(g), node: u64::arbitrary(g), shard: ShardId(u16::arbitrary(g)) }
     }
@@ -705,7 +764,7 @@ mod tests {
 
     impl Arbitrary for ArbFrame {
         fn arbitrary(g: &mut Gen) -> Self {
-            let message = match u8::arbitrary(g) % 10 {
+            let message = match u8::arbitrary(g) % 13 {
                 0 => ShardMessage::Route(ArbFilter::arbitrary(g).filter()),
                 1 => ShardMessage::Unroute(ArbFilter::arbitrary(g).filter()),
                 2 => ShardMessage::Publish {
@@ -719,6 +778,16 @@ mod tests {
                 5 => ShardMessage::Stored(u64::arbitrary(g)),
                 8 => ShardMessage::Routed(u64::arbitrary(g)),
                 9 => ShardMessage::Retained { message: Arc::new(arbitrary_message(g)), version: arbitrary_version(g) },
+                10 => ShardMessage::Holding {
+                    client: ClientId::new(String::arbitrary(g)),
+                    holder: arbitrary_address(g),
+                    filters: Vec::<ArbFilter>::arbitrary(g).into_iter().map(|f| f.filter()).collect(),
+                },
+                11 => ShardMessage::Flush {
+                    client: ClientId::new(String::arbitrary(g)),
+                    holders: (0..usize::arbitrary(g) % 4).map(|_| arbitrary_address(g)).collect(),
+                },
+                12 => ShardMessage::Flushed { client: ClientId::new(String::arbitrary(g)) },
                 6 => ShardMessage::Claim {
                     client: ClientId::new(String::arbitrary(g)),
                     stamp: ConnectStamp {
@@ -855,6 +924,24 @@ mod tests {
                     },
                 ),
                 frame(3, 0, ShardMessage::Claimed { client: ClientId::new("client"), session: None }),
+                frame(
+                    3,
+                    0,
+                    ShardMessage::Holding {
+                        client: ClientId::new("client"),
+                        holder: ShardAddress { node: u64::MAX, shard: ShardId(3) },
+                        filters: vec![filter("a/+"), filter("#")],
+                    },
+                ),
+                frame(
+                    0,
+                    2,
+                    ShardMessage::Flush {
+                        client: ClientId::new("client"),
+                        holders: vec![ShardAddress { node: 7, shard: ShardId(0) }, ShardAddress::default()],
+                    },
+                ),
+                frame(2, 3, ShardMessage::Flushed { client: ClientId::new("client") }),
                 frame(4, 0, ShardMessage::Claimed { client: ClientId::new(""), session: Some(Box::default()) }),
                 frame(
                     5,
@@ -939,7 +1026,7 @@ mod tests {
         for message in [
             ShardMessage::Stats(Box::default()),
             ShardMessage::Api(ApiMessage::AskFigures { request: 1 }),
-            ShardMessage::Joined,
+            ShardMessage::Joined(ShardAddress::default()),
             ShardMessage::Left,
         ] {
             let refused = NodeFrame { from: ShardId(1), to: ShardId(0), message };

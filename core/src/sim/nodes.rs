@@ -3,7 +3,7 @@
 //! each other going through the same numbering, gathering, bytes and
 //! inbox ledger, with Redis a queue that takes every batch at once.
 
-use crate::shard::nodes::{Change, Directory, InboxLedger, NodeRun, Outbound};
+use crate::shard::nodes::{Directory, InboxLedger, NodeRun, Outbound};
 use crate::shard::{ShardId, ShardMessage};
 
 /// What crosses between the simulated nodes, each of one shard.
@@ -17,6 +17,10 @@ pub(super) struct NodesBus {
     posts: Vec<Vec<(ShardId, ShardId, ShardMessage)>>,
     /// Inbox entries written so far, to name the next.
     entries: u64,
+    /// Paths held, (from node, to node): their posts wait, in order.
+    held: Vec<(usize, usize)>,
+    /// Each node's posts on held paths, in order.
+    parked: Vec<Vec<(ShardId, ShardId, ShardMessage)>>,
 }
 
 /// A message for node `.0`'s shard, from its number `.1` there.
@@ -32,6 +36,8 @@ impl NodesBus {
             ledgers: (0..nodes).map(|_| InboxLedger::default()).collect(),
             posts: vec![Vec::new(); nodes],
             entries: 0,
+            held: Vec::new(),
+            parked: vec![Vec::new(); nodes],
         }
     }
 
@@ -46,7 +52,7 @@ impl NodesBus {
         for i in 0..self.runs.len() {
             for j in (0..self.runs.len()).filter(|&j| j != i) {
                 let change = self.directories[i].heard(&self.runs[j]);
-                out.extend(change.joined.into_iter().map(|from| (i, from, ShardMessage::Joined)));
+                out.extend(change.says(&self.directories[i]).into_iter().map(|(from, says)| (i, from, says)));
             }
         }
         out
@@ -57,12 +63,35 @@ impl NodesBus {
         self.posts[node].push((ShardId(0), to, message));
     }
 
+    /// Holds (or lets go) what node `from` posts to node `to`: held, it
+    /// waits, as behind a slow inbox; let go, it goes before anything
+    /// posted later.
+    pub(super) fn hold(&mut self, from: usize, to: usize, held: bool) {
+        self.held.retain(|&path| path != (from, to));
+        if held {
+            self.held.push((from, to));
+        }
+    }
+
+    /// Node `i`'s posts that may go now: those parked on paths no longer
+    /// held, then the new ones; the rest are parked, in order.
+    fn ready(&mut self, i: usize) -> Vec<(ShardId, ShardId, ShardMessage)> {
+        let posts = std::mem::take(&mut self.parked[i]).into_iter().chain(std::mem::take(&mut self.posts[i]));
+        let (parked, ready): (Vec<_>, Vec<_>) = posts.partition(|(_, to, _)| {
+            let node =
+                self.directories[i].address(*to).and_then(|(name, _)| self.runs.iter().position(|r| r.name == name));
+            node.is_some_and(|j| self.held.contains(&(i, j)))
+        });
+        self.parked[i] = parked;
+        ready
+    }
+
     /// Carries every post: each node's gathered into batches, read from
     /// the receivers' inboxes in order, then the writer's confirmations.
     pub(super) fn carry(&mut self) -> Vec<Delivery> {
         let mut out = Vec::new();
         for i in 0..self.runs.len() {
-            let posts = std::mem::take(&mut self.posts[i]);
+            let posts = self.ready(i);
             if posts.is_empty() {
                 continue;
             }
@@ -79,9 +108,8 @@ impl NodesBus {
                     let read = ledger.read(&mut self.directories[j], 1, entry, &self.runs[i], batch.seq, &batch.bytes);
                     // The simulation's own bytes always read back.
                     let Ok(delivery) = read else { continue };
-                    let Change { left, joined } = delivery.change;
-                    out.extend(left.into_iter().map(|from| (j, from, ShardMessage::Left)));
-                    out.extend(joined.into_iter().map(|from| (j, from, ShardMessage::Joined)));
+                    let says = delivery.change.says(&self.directories[j]);
+                    out.extend(says.into_iter().map(|(from, says)| (j, from, says)));
                     out.extend(delivery.posts.into_iter().map(|(_, from, message)| (j, from, message)));
                 }
             }
