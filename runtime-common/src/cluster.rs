@@ -42,7 +42,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
@@ -337,6 +337,8 @@ struct Conn<S> {
     /// A failure was logged and nothing succeeded since: a Redis that
     /// stays down is said once.
     failing: bool,
+    /// When the last failure was.
+    failed_at: Option<Instant>,
 }
 
 impl<S, F> Conn<S>
@@ -345,7 +347,7 @@ where
     F: Future<Output = ()>,
 {
     fn new(sleep: S, task: &'static str) -> Self {
-        Self { conn: None, sleep, task, failing: false }
+        Self { conn: None, sleep, task, failing: false, failed_at: None }
     }
 
     async fn within<T>(&self, limit: Duration, work: impl Future<Output = T>) -> Option<T> {
@@ -356,8 +358,14 @@ where
         futures_lite::future::or(async { Some(work.await) }, timer).await
     }
 
+    /// Whether every call to Redis of the last `period` succeeded.
+    fn reached_throughout(&self, period: Duration) -> bool {
+        self.failed_at.is_none_or(|at| at.elapsed() >= period)
+    }
+
     fn failed(&mut self, error: &str) {
         self.conn = None;
+        self.failed_at = Some(Instant::now());
         if !std::mem::replace(&mut self.failing, true) {
             warn!("Cluster {}: Redis failed ({error}); trying again every second.", self.task);
         }
@@ -670,7 +678,7 @@ where
         let mut to_wake = Vec::new();
         let judgement = {
             let mut directory = lock(&link.directory);
-            let judgement = judge(&mut directory, &others);
+            let judgement = judge(&mut directory, &others, conn.reached_throughout(LIVENESS));
             for (name, change) in &judgement.changes {
                 link.say(name, change);
                 link.announce(change, &directory, &mut to_wake);

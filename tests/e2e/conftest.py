@@ -80,6 +80,15 @@ def redis_cluster(tmp_path_factory):
 
 
 @pytest.fixture
+def redis_cluster_with_replicas(tmp_path):
+    """A Redis Cluster of three masters with a replica each, for one test
+    (a test that kills a member)."""
+    cluster = RedisCluster(tmp_path / "redis-cluster", replicas=1).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
 def redis_db(redis_server):
     """A client on the module's Redis, emptied before the test."""
     client = redis_server.client()

@@ -145,12 +145,13 @@ class RedisServer:
     """A real redis-server on 127.0.0.1 with `requirepass`, no persistence."""
 
     def __init__(self, workdir: Path, port: Optional[int] = None, password: str = REDIS_PASSWORD,
-                 cluster: bool = False):
+                 cluster: bool = False, node_timeout_ms: Optional[int] = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.password = password
         self.cluster = cluster
+        self.node_timeout_ms = node_timeout_ms
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
 
@@ -162,6 +163,8 @@ class RedisServer:
         # nodes file, across restarts; its data is gone as on one server.
         cluster = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf",
                    "--masterauth", self.password] if self.cluster else []
+        if self.node_timeout_ms is not None:
+            cluster += ["--cluster-node-timeout", str(self.node_timeout_ms)]
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", LOOPBACK,
              "--requirepass", self.password, "--save", "", "--appendonly", "no",
@@ -202,14 +205,18 @@ class RedisServer:
 
 class RedisCluster:
     """A Redis Cluster of three masters, each a real redis-server on
-    127.0.0.1 (no replicas: a member down takes its slots down)."""
+    127.0.0.1. Without replicas a member down takes its slots down; with
+    one replica per master (`replicas=1`, six members, a node timeout of
+    one second) a replica takes over from a master that dies."""
 
-    def __init__(self, workdir: Path, size: int = 3):
+    def __init__(self, workdir: Path, size: int = 3, replicas: int = 0):
         ports: list[int] = []
-        for _ in range(size):
+        for _ in range(size * (1 + replicas)):
             ports.append(free_cluster_port(ports))
-        self.members = [RedisServer(Path(workdir) / f"member{i}", port=port, cluster=True)
+        timeout = 1000 if replicas else None
+        self.members = [RedisServer(Path(workdir) / f"member{i}", port=port, cluster=True, node_timeout_ms=timeout)
                         for i, port in enumerate(ports)]
+        self.replicas = replicas
         self.port = self.members[0].port  # the one the brokers are told of
         self.password = self.members[0].password
         self.created = False
@@ -220,16 +227,53 @@ class RedisCluster:
         if not self.created:
             addresses = [f"{LOOPBACK}:{m.port}" for m in self.members]
             subprocess.run(["redis-cli", "-a", self.password, "--no-auth-warning", "--cluster", "create",
-                            *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                            *addresses, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=timeout)
             self.created = True
         wait_until(self.healthy, timeout, what="the Redis Cluster's slots all served")
+        # A replica that never synchronised with its master does not take
+        # over from it.
+        wait_until(self.replicas_in_sync, timeout, what="every replica in sync with its master")
         return self
 
+    def replicas_in_sync(self) -> bool:
+        try:
+            roles = [m.client().info("replication") for m in self.live()]
+        except redis_py.exceptions.RedisError:
+            return False
+        return all(r.get("master_link_status") == "up" for r in roles if r.get("role") == "slave")
+
+    def live(self) -> list[RedisServer]:
+        return [m for m in self.members if m.proc is not None and m.proc.poll() is None]
+
     def healthy(self) -> bool:
+        """Every live member says every slot is served."""
         try:
             return all("cluster_state:ok" in m.client().execute_command("CLUSTER", "INFO")
-                       for m in self.members)
+                       for m in self.live())
+        except redis_py.exceptions.RedisError:
+            return False
+
+    def nodes(self) -> list[tuple[int, str]]:
+        """Each member's port and flags, as a live member sees them."""
+        lines = self.live()[0].client().execute_command("CLUSTER", "NODES")
+        lines = lines.splitlines() if isinstance(lines, str) else lines
+        return [(int(line.split()[1].split("@")[0].rsplit(":", 1)[1]), line.split()[2]) for line in lines]
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL of a master other than the one the brokers are told of;
+        its replica takes over within a few seconds (see `failed_over`)."""
+        masters = {port for port, flags in self.nodes() if "master" in flags}
+        victim = next(m for m in self.members if m.port in masters and m.port != self.port)
+        victim.proc.kill()
+        victim.proc.wait(timeout=10)
+        return victim
+
+    def failed_over(self, victim: RedisServer) -> bool:
+        """The cluster counts `victim` failed and serves every slot again."""
+        try:
+            return any(port == victim.port and "fail" in flags.split(",") for port, flags in self.nodes()) \
+                and self.healthy()
         except redis_py.exceptions.RedisError:
             return False
 
@@ -240,7 +284,10 @@ class RedisCluster:
 
     def flushall(self):
         for member in self.members:
-            member.client().flushall()
+            try:
+                member.client().flushall()
+            except redis_py.exceptions.ReadOnlyError:
+                pass  # a replica: its master's flush reaches it
 
     def client(self) -> redis_py.RedisCluster:
         return redis_py.RedisCluster(host=LOOPBACK, port=self.port, password=self.password,

@@ -11,7 +11,8 @@ test_cluster_takeover.py.
 
 The tests marked `ON_BOTH` run a second time with the nodes sharing a
 Redis Cluster of three masters (`redis_cluster true`) rather than one
-redis-server."""
+redis-server. One test kills a master of a Redis Cluster with replicas:
+the nodes go on once its replica takes over."""
 
 from __future__ import annotations
 
@@ -53,8 +54,11 @@ ON_BOTH = pytest.mark.parametrize("shared", ["server", "redis-cluster"], indirec
 def shared(request, redis_server):
     """The Redis the nodes share, emptied: the module's redis-server, or
     (parameter "redis-cluster") the module's Redis Cluster."""
-    if getattr(request, "param", "server") == "redis-cluster":
+    kind = getattr(request, "param", "server")
+    if kind == "redis-cluster":
         redis = request.getfixturevalue("redis_cluster")
+    elif kind == "redis-cluster-with-replicas":
+        redis = request.getfixturevalue("redis_cluster_with_replicas")
     else:
         redis = redis_server
     redis.flushall()
@@ -311,6 +315,18 @@ def test_load_spread_over_nodes(nodes, clients):
     assert report.delivered >= 6 * 6 * 300, report
 
 
+def spread(clients, nodes):
+    """A subscriber to w/# on B and one on C, and a publisher on A whose
+    node knows both subscriptions."""
+    a, b, c = nodes
+    history = History()
+    sub_b = subscriber(clients, b, "sub-B", history, "w/#", 1)
+    sub_c = subscriber(clients, c, "sub-C", history, "w/#", 1)
+    pub = client(clients, a, "pub-A")
+    wait_routed([pub], [sub_b, sub_c], "w/probe")
+    return sub_b, sub_c, pub
+
+
 def both_ways(clients, a, c, sub_b, sub_c, topic: str):
     """Publishers on A and C; B's and C's subscribers get all of both, in
     order, once the subscriptions are known again."""
@@ -399,11 +415,7 @@ def test_qos0_for_other_nodes_is_dropped_while_redis_is_down(nodes, clients, sha
 @ON_BOTH
 def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, shared):
     a, b, c = nodes
-    history = History()
-    sub_b = subscriber(clients, b, "sub-B", history, "w/#", 1)
-    sub_c = subscriber(clients, c, "sub-C", history, "w/#", 1)
-    pub = client(clients, a, "pub-A")
-    wait_routed([pub], [sub_b, sub_c], "w/probe")
+    sub_b, sub_c, pub = spread(clients, nodes)
     keeper = client(clients, b, "keep-B")
     assert keeper.subscribe("k/#", 1) == [1]
     wait_routed([pub], [keeper], "k/probe")
@@ -423,6 +435,28 @@ def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, shared):
     # their stores, not for their subscribers.
     assert kept() == 1, "a retained message reached a subscriber again as the nodes joined again"
     assert retained_at(c, "k/kept") == [b"kept"]
+
+
+@pytest.mark.parametrize("shared", ["redis-cluster-with-replicas"], indirect=True)
+def test_the_nodes_go_on_after_a_redis_cluster_failover(nodes, clients, shared, shared_db):
+    """kill -9 of a master of the Redis Cluster: its replica takes over
+    its slots, and the nodes deliver both ways again, through the member
+    now serving them, with their clients still connected; presence
+    answers through the cluster."""
+    a, b, c = nodes
+    sub_b, sub_c, pub = spread(clients, nodes)
+    killed = shared.kill_master()
+    wait_until(lambda: shared.failed_over(killed), 30,
+               what=lambda: f"a replica serving the slots of the member on {killed.port}: {shared.nodes()}")
+    both_ways(clients, a, c, sub_b, sub_c, "after-failover")
+    # Every node reached Redis no better than the others during the
+    # failover: none counted another gone, and the clients stayed.
+    assert not any(s.disconnected.is_set() for s in (sub_b, sub_c, pub)), "a client was disconnected"
+    for node in nodes:
+        assert "counted gone" not in node.log() and " is gone." not in node.log(), node.name
+    late = client(clients, b, "late-B")
+    wait_until(lambda: shared_db.hget("mqtt", late.client_id) == "1", PROPAGATION,
+               what="late-B online in the presence hash, after the failover")
 
 
 def test_a_publish_on_another_node_right_after_suback_arrives(nodes, clients):
@@ -485,8 +519,10 @@ def test_the_wills_of_a_killed_node_are_published_once(nodes, clients, shared_db
     wait_until(lambda: "Client polite disconnected" in c.log(), ACK, what="polite's disconnect at C")
     time.sleep(1.5)  # a heartbeat writes the wills to Redis (one a second)
     c.kill9()
+    back = None
     if restart:
         c.restart()
+        back = clients(Paho(c.port, "back-C", will=("wills/back-C", b"gone", 1, False))).connect()
     wait_until(lambda: wills_seen(watchers, "wills/dev-w") == [1, 1], PROPAGATION * 2,
                what=lambda: f"the will at A and B once: {wills_seen(watchers, 'wills/dev-w')}")
     # Once: no other node publishes it again.
@@ -495,3 +531,10 @@ def test_the_wills_of_a_killed_node_are_published_once(nodes, clients, shared_db
     assert wills_seen(watchers, "wills/polite") == [0, 0]
     wait_until(lambda: shared_db.hget("mqtt", "dev-w") is None, PROPAGATION,
                what="dev-w offline in the presence hash")
+    if back is not None:
+        # The others heard the restarted node's new run in place of the
+        # killed one: they reap neither, so the client connected to it since
+        # stays online, its will unpublished.
+        assert stays(lambda: shared_db.hget("mqtt", "back-C") == "1", 6.0), "back-C swept offline"
+        assert wills_seen(watchers, "wills/back-C") == [0, 0]
+        assert back.client.is_connected()

@@ -101,17 +101,31 @@ impl Heartbeat {
 /// node whose liveness holds its registered run is heard, one whose key
 /// lapsed is gone (and its run to be reaped), one whose key holds another
 /// run is left as it is until the two agree.
-pub fn judge(directory: &mut Directory, others: &[Registered]) -> Judgement {
+///
+/// A run heard in place of an earlier one does not make either reaped: the
+/// node restarted (and publishes its previous run's wills itself) or
+/// lapsed without being counted gone (and its clients are still there).
+///
+/// `sure`: this node reached Redis throughout the last liveness period.
+/// If not, a lapsed key may be the same outage (a Redis Cluster member
+/// failing over took the keys in its slots for longer than their lease),
+/// so no node is judged gone: each finds its own key lapsed and joins
+/// again, and one that really stopped is judged once this node is sure.
+pub fn judge(directory: &mut Directory, others: &[Registered], sure: bool) -> Judgement {
     let mut judgement = Judgement::default();
     for other in others {
         let change = match (other.alive, &other.run) {
             (Some(alive), Some(run)) if alive == run.run => directory.heard(run),
             (Some(_), _) => Change::default(),
-            (None, _) => directory.gone(&other.name),
+            (None, _) if !sure => Change::default(),
+            (None, _) => {
+                let change = directory.gone(&other.name);
+                if let (false, Some(run)) = (change.left.is_empty(), &other.run) {
+                    judgement.gone.push(run.clone());
+                }
+                change
+            }
         };
-        if let (false, Some(run)) = (change.left.is_empty(), &other.run) {
-            judgement.gone.push(run.clone());
-        }
         judgement.changes.push((other.name.clone(), change));
     }
     judgement
@@ -154,19 +168,36 @@ mod tests {
         let mut directory = Directory::new(1);
         let b1 = run("b", 1);
         let live = |alive| [Registered { name: "b".to_owned(), run: Some(b1.clone()), alive }];
-        let first = judge(&mut directory, &live(Some(1)));
+        let first = judge(&mut directory, &live(Some(1)), true);
         assert_eq!(first.changes, [("b".to_owned(), Change { joined: vec![ShardId(1)], left: vec![] })]);
         assert!(first.gone.is_empty());
         // Its key holds another run (it restarted, not registered yet):
         // nothing changes until the two agree.
-        assert_eq!(judge(&mut directory, &live(Some(2))).changes[0].1, Change::default());
-        let lapsed = judge(&mut directory, &live(None));
+        assert_eq!(judge(&mut directory, &live(Some(2)), true).changes[0].1, Change::default());
+        // Lapsed while this node could not reach Redis itself: not judged yet.
+        assert_eq!(
+            judge(&mut directory, &live(None), false),
+            Judgement { changes: vec![("b".to_owned(), Change::default())], gone: vec![] }
+        );
+        let lapsed = judge(&mut directory, &live(None), true);
         assert_eq!(lapsed.changes[0].1.left, [ShardId(1)]);
         assert_eq!(lapsed.gone, std::slice::from_ref(&b1));
         // Gone once: not reaped again.
-        assert!(judge(&mut directory, &live(None)).gone.is_empty());
+        assert!(judge(&mut directory, &live(None), true).gone.is_empty());
         // A registration that does not read as a run is gone without a run.
         let unreadable = [Registered { name: "c".to_owned(), run: None, alive: None }];
-        assert!(judge(&mut directory, &unreadable).gone.is_empty());
+        assert!(judge(&mut directory, &unreadable, true).gone.is_empty());
+    }
+
+    #[test]
+    fn a_later_run_heard_replaces_the_earlier_and_neither_is_reaped() {
+        let mut directory = Directory::new(1);
+        let registered =
+            |run: &NodeRun| [Registered { name: "b".to_owned(), run: Some(run.clone()), alive: Some(run.run) }];
+        judge(&mut directory, &registered(&run("b", 1)), true);
+        // Restarted (or lapsed and joined again) before it was seen gone.
+        let later = judge(&mut directory, &registered(&run("b", 2)), true);
+        assert_eq!(later.changes[0].1, Change { joined: vec![ShardId(2)], left: vec![ShardId(1)] });
+        assert!(later.gone.is_empty(), "{:?}", later.gone);
     }
 }
