@@ -59,7 +59,7 @@ use event_listener::Event;
 use redis::Value;
 use tracing::{info, warn};
 
-use crate::redis_conn::{Commands, REDIS_TIMEOUT, RedisConnection, describe_error};
+use crate::redis_conn::{Commands, KnownMembers, REDIS_TIMEOUT, RedisConnection, describe_error};
 use crate::reports::{Board, ShardMail};
 use crate::settings::{RedisSettings, shard_broker_id};
 use crate::sync::{Mutex, MutexGuard};
@@ -339,6 +339,8 @@ struct Conn<S> {
     failing: bool,
     /// When the last failure was.
     failed_at: Option<Instant>,
+    /// A Redis Cluster's members, to connect through again.
+    members: KnownMembers,
 }
 
 impl<S, F> Conn<S>
@@ -347,7 +349,7 @@ where
     F: Future<Output = ()>,
 {
     fn new(sleep: S, task: &'static str) -> Self {
-        Self { conn: None, sleep, task, failing: false, failed_at: None }
+        Self { conn: None, sleep, task, failing: false, failed_at: None, members: KnownMembers::default() }
     }
 
     async fn within<T>(&self, limit: Duration, work: impl Future<Output = T>) -> Option<T> {
@@ -378,7 +380,10 @@ where
             return Some(Vec::new());
         }
         if self.conn.is_none() {
-            match self.within(REDIS_TIMEOUT, RedisConnection::open(settings, REDIS_TIMEOUT)).await {
+            let mut members = std::mem::take(&mut self.members);
+            let opened = self.within(REDIS_TIMEOUT, RedisConnection::open(settings, REDIS_TIMEOUT, &mut members)).await;
+            self.members = members;
+            match opened {
                 Some(Ok(conn)) => self.conn = Some(conn),
                 Some(Err(error)) => self.failed(&describe_error(&error)),
                 None => self.failed("connecting timed out"),

@@ -30,6 +30,11 @@ const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (50, 500);
 /// Where and how to connect. AUTH (user and password) and SELECT are sent
 /// by the client library on every connection, and their replies checked.
 pub fn connection_info(settings: &RedisSettings) -> RedisResult<ConnectionInfo> {
+    connection_info_at(settings, &settings.host, settings.port)
+}
+
+/// [`connection_info`] for the Redis at `host`:`port`.
+fn connection_info_at(settings: &RedisSettings, host: &str, port: u16) -> RedisResult<ConnectionInfo> {
     let mut redis = RedisConnectionInfo::default().set_db(settings.db);
     if let Some(user) = &settings.user {
         redis = redis.set_username(user);
@@ -37,7 +42,7 @@ pub fn connection_info(settings: &RedisSettings) -> RedisResult<ConnectionInfo> 
     if let Some(password) = &settings.password {
         redis = redis.set_password(password.expose());
     }
-    Ok(ConnectionAddr::Tcp(settings.host.clone(), settings.port).into_connection_info()?.set_redis_settings(redis))
+    Ok(ConnectionAddr::Tcp(host.to_owned(), port).into_connection_info()?.set_redis_settings(redis))
 }
 
 /// A Redis error as it may be logged: the library's text never carries the
@@ -51,8 +56,40 @@ pub fn describe_error(error: &redis::RedisError) -> String {
     if refused { format!("authentication to Redis failed (check redis_user / redis_auth): {text}") } else { text }
 }
 
+/// The members of a Redis Cluster as the last connection found them:
+/// connecting again goes through any of them as well as `redis_host`,
+/// which may be the member that failed (its replica serving its slots).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KnownMembers(Vec<(String, u16)>);
+
+impl KnownMembers {
+    /// The members a `CLUSTER SLOTS` reply names, masters and replicas.
+    fn from_slots(reply: &Value) -> Self {
+        let mut members = Vec::new();
+        let Value::Array(ranges) = reply else { return Self(members) };
+        for range in ranges {
+            let Value::Array(parts) = range else { continue };
+            for node in parts.iter().skip(2) {
+                let Value::Array(fields) = node else { continue };
+                let host = match fields.first() {
+                    Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+                    Some(Value::SimpleString(host)) => host.clone(),
+                    _ => continue,
+                };
+                let Some(Value::Int(port)) = fields.get(1) else { continue };
+                let Ok(port) = u16::try_from(*port) else { continue };
+                if !host.is_empty() && !members.contains(&(host.clone(), port)) {
+                    members.push((host, port));
+                }
+            }
+        }
+        Self(members)
+    }
+}
+
 /// One multiplexed connection: to the server, or to every master of a
-/// Redis Cluster (the members are learnt from the one at `redis_host`).
+/// Redis Cluster (the members are learnt from the one at `redis_host`, or
+/// from those known).
 pub enum RedisConnection {
     /// One Redis server.
     Server(MultiplexedConnection),
@@ -76,17 +113,26 @@ impl RedisConnection {
     /// soon (the library's default waits over a second before each of 16
     /// tries): the callers retry on their own, and a member down should be
     /// noticed as soon as on one server.
-    pub async fn open(settings: &RedisSettings, reply_within: Duration) -> RedisResult<Self> {
+    /// A Redis Cluster is reached through `redis_host` or any of `known`,
+    /// which this updates.
+    pub async fn open(settings: &RedisSettings, reply_within: Duration, known: &mut KnownMembers) -> RedisResult<Self> {
         let info = connection_info(settings)?;
         if settings.redis_cluster {
-            let client = ClusterClientBuilder::new([info])
+            let mut seeds = vec![info];
+            for (host, port) in &known.0 {
+                seeds.push(connection_info_at(settings, host, *port)?);
+            }
+            let client = ClusterClientBuilder::new(seeds)
                 .connection_timeout(REDIS_TIMEOUT)
                 .response_timeout(reply_within)
                 .retries(CLUSTER_RETRIES)
                 .min_retry_wait(CLUSTER_RETRY_WAIT_MS.0)
                 .max_retry_wait(CLUSTER_RETRY_WAIT_MS.1)
                 .build()?;
-            return Ok(Self::Cluster(client.get_async_connection().await?));
+            let mut conn = client.get_async_connection().await?;
+            let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
+            *known = KnownMembers::from_slots(&slots);
+            return Ok(Self::Cluster(conn));
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -245,6 +291,26 @@ fn hash_tag(key: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_members_are_those_cluster_slots_names_once_each() {
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![Value::BulkString(host.into()), Value::Int(port), Value::BulkString(b"id".to_vec())])
+        };
+        let range =
+            |first, last, nodes: Vec<Value>| Value::Array([vec![Value::Int(first), Value::Int(last)], nodes].concat());
+        let reply = Value::Array(vec![
+            range(0, 5460, vec![node("10.0.0.1", 7000), node("10.0.0.4", 7003)]),
+            range(5461, 10922, vec![node("10.0.0.2", 7001)]),
+            // A second range of the same master; a node without an address.
+            range(10923, 11000, vec![node("10.0.0.2", 7001), node("", 7009)]),
+            Value::Int(3),
+        ]);
+        let expected = [("10.0.0.1", 7000), ("10.0.0.4", 7003), ("10.0.0.2", 7001)];
+        let expected = expected.iter().map(|&(host, port)| (host.to_owned(), port)).collect();
+        assert_eq!(KnownMembers::from_slots(&reply), KnownMembers(expected));
+        assert_eq!(KnownMembers::from_slots(&Value::Nil), KnownMembers::default());
+    }
 
     #[test]
     fn the_hash_tag_is_what_redis_cluster_hashes() {

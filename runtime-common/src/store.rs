@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use redis::{Cmd, Script};
 
-use crate::redis_conn::{REDIS_TIMEOUT, RedisConnection, describe_error};
+use crate::redis_conn::{KnownMembers, REDIS_TIMEOUT, RedisConnection, describe_error};
 use crate::settings::RedisSettings;
 
 /// The presence scripts, with their SHA-1 for `EVALSHA`.
@@ -90,6 +90,8 @@ const PRESENCE_REPLY_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct RedisLink<S> {
     conn: Option<RedisConnection>,
     sleep: S,
+    /// A Redis Cluster's members, to connect through again.
+    members: KnownMembers,
 }
 
 impl<S> std::fmt::Debug for RedisLink<S> {
@@ -105,7 +107,7 @@ where
 {
     /// A link that is not connected yet.
     pub fn new(sleep: S) -> Self {
-        Self { conn: None, sleep }
+        Self { conn: None, sleep, members: KnownMembers::default() }
     }
 
     /// `work`, or `None` after [`REDIS_TIMEOUT`].
@@ -122,14 +124,17 @@ where
     async fn connect(&mut self, settings: &RedisSettings, scripts: &Scripts) -> Result<(), String> {
         self.conn = None;
         let host = format!("{}:{}", settings.host, settings.port);
+        let mut members = std::mem::take(&mut self.members);
         let attempt = async {
-            let mut conn = RedisConnection::open(settings, PRESENCE_REPLY_TIMEOUT).await?;
+            let mut conn = RedisConnection::open(settings, PRESENCE_REPLY_TIMEOUT, &mut members).await?;
             for load in scripts.load_commands() {
                 load.query_async::<()>(&mut conn).await?;
             }
             Ok::<_, redis::RedisError>(conn)
         };
-        match self.within(attempt).await {
+        let attempted = self.within(attempt).await;
+        self.members = members;
+        match attempted {
             Some(Ok(conn)) => {
                 self.conn = Some(conn);
                 Ok(())

@@ -256,15 +256,16 @@ class RedisCluster:
 
     def nodes(self) -> list[tuple[int, str]]:
         """Each member's port and flags, as a live member sees them."""
-        lines = self.live()[0].client().execute_command("CLUSTER", "NODES")
+        lines = self.live()[-1].client().execute_command("CLUSTER", "NODES")
         lines = lines.splitlines() if isinstance(lines, str) else lines
         return [(int(line.split()[1].split("@")[0].rsplit(":", 1)[1]), line.split()[2]) for line in lines]
 
-    def kill_master(self) -> RedisServer:
-        """SIGKILL of a master other than the one the brokers are told of;
-        its replica takes over within a few seconds (see `failed_over`)."""
+    def kill_master(self, named: bool = False) -> RedisServer:
+        """SIGKILL of a master: the one the brokers are told of (`named`),
+        or another; its replica takes over within a few seconds (see
+        `failed_over`)."""
         masters = {port for port, flags in self.nodes() if "master" in flags}
-        victim = next(m for m in self.members if m.port in masters and m.port != self.port)
+        victim = next(m for m in self.members if m.port in masters and (m.port == self.port) == named)
         victim.proc.kill()
         victim.proc.wait(timeout=10)
         return victim

@@ -438,14 +438,16 @@ def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, shared):
 
 
 @pytest.mark.parametrize("shared", ["redis-cluster-with-replicas"], indirect=True)
-def test_the_nodes_go_on_after_a_redis_cluster_failover(nodes, clients, shared, shared_db):
-    """kill -9 of a master of the Redis Cluster: its replica takes over
-    its slots, and the nodes deliver both ways again, through the member
-    now serving them, with their clients still connected; presence
+@pytest.mark.parametrize("named", [False, True], ids=["another-master", "the-named-master"])
+def test_the_nodes_go_on_after_a_redis_cluster_failover(nodes, clients, shared, shared_db, named):
+    """kill -9 of a master of the Redis Cluster, also the one `redis_host`
+    names: its replica takes over its slots, and the nodes deliver both
+    ways again, through the member now serving them (connecting through
+    the members they knew), with their clients still connected; presence
     answers through the cluster."""
     a, b, c = nodes
     sub_b, sub_c, pub = spread(clients, nodes)
-    killed = shared.kill_master()
+    killed = shared.kill_master(named)
     wait_until(lambda: shared.failed_over(killed), 30,
                what=lambda: f"a replica serving the slots of the member on {killed.port}: {shared.nodes()}")
     both_ways(clients, a, c, sub_b, sub_c, "after-failover")
