@@ -651,7 +651,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::codec::Packet;
-    use crate::shard::{ShardId, ShardMessage};
+    use crate::shard::{ShardAddress, ShardId, ShardMessage, node_number};
     use crate::sim::{ClientOptions, Simulation};
     use crate::{Config, ConnId, QoS};
 
@@ -682,14 +682,21 @@ mod tests {
         ClientOptions::new("x").clean_session(false)
     }
 
+    /// `nodes` simulated nodes, recorded, with x connected on node 0 and
+    /// subscribed to `filter`.
+    fn x_on_node_0(nodes: u16, filter: &str) -> (Simulation, ConnId) {
+        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, nodes);
+        sim.record();
+        let old = connect_on_of(&mut sim, u64::from(nodes), 0, x());
+        sim.subscribe(old, filter, QoS::AtLeastOnce);
+        (sim, old)
+    }
+
     /// A session of x on node 0 subscribed to old/#, then, node 1 counting
     /// node 0 gone (as if node 0 were paused), a newer one on node 1
     /// subscribed to new/#.
     fn two_sessions() -> Simulation {
-        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
-        sim.record();
-        let old = connect_on(&mut sim, 0, x());
-        sim.subscribe(old, "old/#", QoS::AtLeastOnce);
+        let (mut sim, old) = x_on_node_0(3, "old/#");
         sim.disconnect(old);
         // Node 0 is number 1 at node 1 (the others are numbered as heard).
         sim.link_says(1, ShardId(1), ShardMessage::Left);
@@ -731,10 +738,7 @@ mod tests {
         // Four nodes: x moves from node 0 to node 1 while what nodes 2 and
         // 3 tell node 0 waits (a slow inbox).
         let nodes = 4;
-        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 4);
-        sim.record();
-        let old = connect_on_of(&mut sim, nodes, 0, x());
-        sim.subscribe(old, "t/#", QoS::AtLeastOnce);
+        let (mut sim, old) = x_on_node_0(4, "t/#");
         let publisher = connect_on_of(&mut sim, nodes, 2, ClientOptions::new("p"));
         sim.hold_path(2, 0, true);
         sim.hold_path(3, 0, true);
@@ -769,10 +773,7 @@ mod tests {
 
     #[test]
     fn a_session_kept_for_a_claimant_that_left_stays() {
-        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
-        sim.record();
-        let old = connect_on(&mut sim, 0, x());
-        sim.subscribe(old, "t/#", QoS::AtLeastOnce);
+        let (mut sim, old) = x_on_node_0(3, "t/#");
         sim.disconnect(old);
         // Node 0 keeps the session for node 1's claim, waiting for node 2's
         // cut, when it hears node 1 (its number 1) leave.
@@ -791,6 +792,24 @@ mod tests {
         );
         assert!(
             got.iter().any(|p| matches!(p, Packet::Publish(p) if p.topic.as_str() == "t/1")),
+            "{got:?}\n{}",
+            sim.transcript()
+        );
+    }
+
+    #[test]
+    fn a_cut_naming_a_holder_not_known_yet_reaches_it_once_it_joins() {
+        let (mut sim, _) = x_on_node_0(3, "t/#");
+        // Node 2 hears node 0 (its number 1) leave, as if it missed a
+        // heartbeat; node 0 still counts on node 2's cut.
+        sim.link_says(2, ShardId(1), ShardMessage::Left);
+        let new = connect_on(&mut sim, 1, x());
+        assert!(sim.take_received(new).is_empty(), "{}", sim.transcript());
+        let node_0 = ShardAddress { node: node_number("node-0"), shard: ShardId(0) };
+        sim.link_says(2, ShardId(1), ShardMessage::Joined(node_0));
+        let got = sim.take_received(new);
+        assert!(
+            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
             "{got:?}\n{}",
             sim.transcript()
         );
