@@ -561,8 +561,6 @@ impl Broker {
         if !shards.peer_joined(peer, address) {
             return;
         }
-        self.flushes_resolved(address);
-        let Some(shards) = self.shards.as_mut() else { return };
         let filters: Vec<TopicFilter> = shards.local_filters().cloned().collect();
         for filter in filters {
             self.actions.push_back(Action::ToShard { to: peer, message: ShardMessage::Route(filter) });
@@ -580,6 +578,7 @@ impl Broker {
             let message = ShardMessage::Retained { message, version };
             self.actions.push_back(Action::ToShard { to: peer, message });
         }
+        self.flushes_resolved(address);
     }
 
     /// Shard `peer` of another node is gone: its routes go, and the

@@ -15,16 +15,16 @@
 //! | frame | from shard `u16`, to shard `u16`, kind `u8`, body |
 //! | `Route` (kind 1), `Unroute` (2) | filter: length `u16`, UTF-8 |
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
-//! | `Holding` (11) | client id: length `u32`, UTF-8; holder: address; filters: count `u32`, each a filter (length `u16`, UTF-8) |
-//! | `Flush` (12) | client id: length `u32`, UTF-8; holders: count `u32`, each an address |
-//! | `Flushed` (13) | client id: length `u32`, UTF-8 |
-//! | address | node `u64`, shard `u16` |
-//! | `Retained` (10) | a message with flag `0x20` and its retain version (no other flag of `Publish`'s own) |
 //! | `Hold` (4), `Release` (5) | connection `u64` |
 //! | `Stored` (6), `Routed` (9) | count `u64` |
 //! | `Claim` (7) | client id: length `u32`, UTF-8; stamp: millis `u64`, node `u64`, shard `u16` |
 //! | `Claimed` (8) | client id: length `u32`, UTF-8; session: `u8` 0 (none) or 1, then the session |
-//! | session | next packet id: `u8` 0 (none) or 1, then the id; subscriptions: count `u32`, each a filter (length `u16`, UTF-8) and QoS `u8`; copies: count `u32`, each a message, QoS `u8`, retain `u8` (0 or 1) and state; incoming: count `u32`, each a packet id, then `u8` 0 (no message) or 1 and a message |
+//! | `Retained` (10) | the message (flag `0x20` required, `0x10` refused), then its retain version |
+//! | `Holding` (11) | client id: length `u32`, UTF-8; holder: address; filters: count `u32`, each a filter (length `u16`, UTF-8) |
+//! | `Flush` (12) | client id: length `u32`, UTF-8; holders: count `u32`, each an address |
+//! | `Flushed` (13) | client id: length `u32`, UTF-8 |
+//! | address | node `u64`, shard `u16` |
+//! | session | taken at: Unix millis `u64`; next packet id: `u8` 0 (none) or 1, then the id; subscriptions: count `u32`, each a filter (length `u16`, UTF-8) and QoS `u8`; copies: count `u32`, each a message, QoS `u8`, retain `u8` (0 or 1) and state; incoming: count `u32`, each a packet id, then `u8` 0 (no message) or 1 and a message |
 //! | message | as `Publish`'s body, flags `0x10` and `0x20` refused |
 //! | state | `u8`: 0 queued without an id; 1 queued, 2 sent, 3 released, each then a packet id |
 //! | packet id | `u16`, never 0 |
