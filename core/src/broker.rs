@@ -43,6 +43,7 @@ use self::mount::Seen;
 mod claims;
 mod flow;
 mod mount;
+mod ownership;
 mod persist;
 mod restore;
 mod stats;
@@ -538,6 +539,9 @@ impl Broker {
             ShardMessage::Joined(address) => self.peer_joined(from, address),
             ShardMessage::Left => self.peer_left(now, from),
             ShardMessage::CountedGone => self.counted_gone(now),
+            ShardMessage::Owner { client, epoch, taken } => self.handle_owner(&client, epoch, taken),
+            // Said to the link, never to a shard.
+            ShardMessage::Own { .. } => {}
             // The HTTP API's, answered by the server.
             ShardMessage::Api(_) => {}
         }
@@ -828,17 +832,20 @@ impl Broker {
     /// wills and swept their presence ([`ShardMessage::CountedGone`]):
     /// every connection closes without its will, so that no client stays
     /// connected here while the cluster holds it gone; each connects again
-    /// and claims its session wherever it lands.
+    /// and claims its session wherever it lands. The sessions whose
+    /// clients connected elsewhere meanwhile are fenced off (see
+    /// `ownership`).
     fn counted_gone(&mut self, now: Now) {
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        if ids.is_empty() {
-            return;
+        if !ids.is_empty() {
+            ids.sort_unstable();
+            warn!("This node was counted gone by the others; closing its {} client connections.", ids.len());
+            for id in ids {
+                self.close(now, id, CloseReason::CountedGone);
+            }
         }
-        ids.sort_unstable();
-        warn!("This node was counted gone by the others; closing its {} client connections.", ids.len());
-        for id in ids {
-            self.close(now, id, CloseReason::CountedGone);
-        }
+        // Their clients may have connected elsewhere meanwhile.
+        self.check_ownership();
     }
 
     /// The next action, or `None` once everything is drained.
@@ -1283,7 +1290,6 @@ impl Broker {
             // A copy: a slice would keep the whole CONNECT packet alive.
             session.owner = connect.username.as_deref().map(Arc::from);
             session.owner_listener = listener;
-            session.taken_at = claims::unix_millis(now);
         }
         if !connect.clean_session {
             // The CONNACK that creates or resumes a stored session waits
@@ -1317,6 +1323,7 @@ impl Broker {
         }
 
         conn.opening = None;
+        self.take_ownership(&client_id);
         self.actions.push_back(Action::MarkOnline { client: client_id, conn: id });
         // Session Present is a 3.1.1 field; 3.1 has the byte reserved.
         let present = session_present && connect.protocol == Protocol::V311;

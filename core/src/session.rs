@@ -137,9 +137,9 @@ pub(crate) struct Session {
     /// the flags.
     pub(crate) owner: Option<Arc<str>>,
     pub(crate) owner_listener: ListenerId,
-    /// When a connection last took it, in Unix milliseconds (0: not
-    /// known); see [`HandedSession::taken_at`](crate::shard::HandedSession::taken_at).
-    pub(crate) taken_at: u64,
+    /// The ownership epoch of the connection that last took it, in a
+    /// cluster (0: not known); see [`HandedSession::epoch`](crate::shard::HandedSession::epoch).
+    pub(crate) epoch: u64,
     /// QoS 1/2 and queueing state, made on first use: a client that has
     /// only connected (or only uses QoS 0 while online) holds none.
     flow: Option<Box<Flow>>,
@@ -291,7 +291,7 @@ impl Session {
             subscriptions: BTreeMap::new(),
             owner: None,
             owner_listener: ListenerId::default(),
-            taken_at: 0,
+            epoch: 0,
             flow: None,
         }
     }

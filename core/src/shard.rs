@@ -49,6 +49,12 @@ pub(crate) use durability::{Durability, Released, may_be_stored};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ShardId(pub u16);
 
+impl ShardId {
+    /// The node's own link to the cluster (see [`ShardMessage::Own`]):
+    /// never a shard's number.
+    pub const LINK: Self = Self(u16::MAX);
+}
+
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "shard {}", self.0)
@@ -380,6 +386,28 @@ pub enum ShardMessage {
     /// without its will, and the clients connect again, to any node. Said
     /// by the runtime's link to its own shards, never carried.
     CountedGone,
+    /// To the node's own link ([`ShardId::LINK`]): the ownership epoch of
+    /// `client` in the shared Redis, a counter per client id; with
+    /// `take`, the next one, taken for a connection of the client at the
+    /// sender. The link answers [`ShardMessage::Owner`]. Never carried.
+    Own {
+        /// The client id.
+        client: ClientId,
+        /// Take the next epoch rather than read the current one.
+        take: bool,
+    },
+    /// The link's answer to [`ShardMessage::Own`]: `client`'s epoch is
+    /// `epoch`, taken by the receiver if `taken`. A session whose epoch is
+    /// below the current one was taken elsewhere since, and is fenced off
+    /// (see [`claims`](crate::broker)). Never carried.
+    Owner {
+        /// The client id.
+        client: ClientId,
+        /// The epoch.
+        epoch: u64,
+        /// The receiver took it.
+        taken: bool,
+    },
 }
 
 impl ShardMessage {
@@ -413,11 +441,11 @@ pub struct ConnectStamp {
 /// hold of it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HandedSession {
-    /// When a connection last took it, in Unix milliseconds (0: not known,
-    /// as for a session restored from a store): of two sessions handed
-    /// over for one claim (a node paused past its liveness still held
-    /// one), the later is kept.
-    pub taken_at: u64,
+    /// The ownership epoch of the connection that last took it (see
+    /// [`ShardMessage::Owner`]; 0: not known): of two sessions handed over
+    /// for one claim (a node paused past its liveness still held one), the
+    /// one with the higher epoch is kept.
+    pub epoch: u64,
     /// The packet id its next outgoing message tries first.
     pub next_packet_id: Option<PacketId>,
     /// Subscriptions and their granted QoS.

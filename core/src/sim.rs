@@ -477,6 +477,12 @@ impl Simulation {
         self.drain();
     }
 
+    /// With [`with_nodes`](Self::with_nodes): `client_id`'s ownership
+    /// epoch, as the shared Redis keeps it (0 before any connection).
+    pub fn epoch(&self, client_id: &str) -> u64 {
+        self.nodes.as_ref().map_or(0, |nodes| nodes.epoch(client_id))
+    }
+
     /// The broker (shard 0's), for its getters.
     pub fn broker(&self) -> &Broker {
         &self.brokers[0]

@@ -92,6 +92,7 @@ fn session(
         username: username.map(Arc::from),
         offline_since: Some(offline_since as u64),
         next_packet_id: next.map(pid),
+        epoch: 0,
         subscriptions: subscriptions.iter().map(|(f, q)| (filter(f), *q)).collect(),
         copies: copies.iter().enumerate().map(|(i, c)| (i as u64 + 1, *c)).collect(),
         incoming: BTreeMap::new(),

@@ -36,7 +36,10 @@
 //! [`LIVENESS`]), `<c>:inbox:<node>` (stream; fields `n` node, `r` run,
 //! `k` shards, `s` the batch's number, `b` batch),
 //! `<c>:wills:<node>:<run>` (hash: client id to its will),
-//! `<c>:reaped:<node>:<run>` (who published a gone run's wills).
+//! `<c>:reaped:<node>:<run>` (who published a gone run's wills),
+//! `<c>:epoch:<client>` (the client id's ownership epoch, a counter the
+//! writer increments for each connection accepted and reads for the
+//! shards' checks, [`OwnerAsk`](culex_core::shard::nodes::OwnerAsk)).
 //! Every command names one of these keys, so on a Redis Cluster each goes
 //! to the member holding its slot ([`Commands`]).
 
@@ -103,6 +106,10 @@ impl Keys {
 
     fn reaped(&self, node: &str, run: u64) -> String {
         format!("{}:reaped:{node}:{run}", self.prefix)
+    }
+
+    fn epoch(&self, client: &str) -> String {
+        format!("{}:epoch:{client}", self.prefix)
     }
 }
 
@@ -475,18 +482,27 @@ where
         if !gathered.remove.is_empty() {
             commands.send("XDEL", &link.keys.inbox(&link.node)).arg(&gathered.remove);
         }
-        if conn.run(&link.redis, &commands).await.is_none() {
+        for ask in &gathered.asks {
+            commands.ask(if ask.take { "INCR" } else { "GET" }, &link.keys.epoch(ask.client.as_str()));
+        }
+        let Some(epochs) = conn.run(&link.redis, &commands).await else {
             link.writer_down(true);
             if link.is_stopping() {
                 return;
             }
             continue;
-        }
+        };
         link.writer_down(false);
         let mut to_wake = Vec::new();
         for &(to, from, count) in &gathered.confirm {
             if link.tell(to, from, ShardMessage::Stored(count)) {
                 to_wake.push(to);
+            }
+        }
+        for (ask, epoch) in gathered.asks.iter().zip(&epochs) {
+            let epoch = number(epoch).unwrap_or(0);
+            if link.tell(ask.from, ShardId::LINK, ask.answer(epoch)) {
+                to_wake.push(ask.from);
             }
         }
         link.wake_all(to_wake);
@@ -517,6 +533,14 @@ fn pairs(reply: Option<&Value>) -> Vec<(&Value, &Value)> {
         Some(Value::Array(values)) => values.chunks(2).filter_map(|p| Some((p.first()?, p.get(1)?))).collect(),
         Some(Value::Map(pairs)) => pairs.iter().map(|(k, v)| (k, v)).collect(),
         _ => Vec::new(),
+    }
+}
+
+/// An integer reply, or a number as text (`GET` of a counter).
+fn number(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        value => text(value)?.parse().ok(),
     }
 }
 

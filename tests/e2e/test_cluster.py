@@ -75,9 +75,11 @@ def shared_db(shared):
 
 @pytest.fixture
 def make_node(make_broker, shared):
-    """Factory: a node of the cluster on the shared Redis."""
-    def make(name: str):
-        extra = [f"cluster {CLUSTER}"] + (["redis_cluster true"] if isinstance(shared, RedisCluster) else [])
+    """Factory: a node of the cluster on the shared Redis, with `extra`
+    lines of configuration."""
+    def make(name: str, extra: tuple[str, ...] = ()):
+        extra = [f"cluster {CLUSTER}"] + (["redis_cluster true"] if isinstance(shared, RedisCluster) else []) \
+            + list(extra)
         return make_broker(redis=shared, name=name, extra=extra)
 
     return make

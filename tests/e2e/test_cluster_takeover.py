@@ -29,7 +29,7 @@ from checker import History, payload
 from support import Paho, stays, wait_until
 # Fixtures (`make_node`, `nodes`) and helpers of the cluster suite.
 from test_cluster import make_node, nodes, shared, shared_db  # noqa: F401 - fixtures, used by name
-from test_cluster import ACK, ON_BOTH, PROPAGATION, client, is_probe, publish_seq, record, wait_complete, wait_routed
+from test_cluster import ACK, CLUSTER, ON_BOTH, PROPAGATION, client, is_probe, publish_seq, record, wait_complete, wait_routed
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is installed by scripts/install-deps.sh")
@@ -277,3 +277,51 @@ def test_takeover_back_and_forth_under_load(nodes, clients, shared_db):
         f"the last connection of {cid} (on {b.name if moves % 2 else a.name}) was closed"
     assert sum(1 for c in conns if c.client.is_connected()) == 1
     assert_online(shared_db, cid)
+
+
+# Each connection takes the next ownership epoch of its client id in
+# Redis (`<cluster>:epoch:<id>`), and the session carries it
+# (docs/cluster.md, "Ownership epochs").
+@ON_BOTH
+def test_a_node_restarted_from_its_store_drops_the_sessions_its_clients_took_elsewhere(
+        make_node, clients, shared_db, tmp_path):
+    """Node A, with a store, holds dev-6's persistent session when it is
+    killed; dev-6 connects to B meanwhile. A, restarted, restores the
+    session, finds its epoch below the id's epoch in Redis and discards it,
+    from memory and from its store: the client's session is B's, which
+    follows the client back to A."""
+    store = tmp_path / "store-A"
+    store.mkdir()
+    a = make_node("A", extra=("persistence true", f"persistence_location {store}/"))
+    b = make_node("B")
+    cid = "dev-6"
+    epoch = f"{CLUSTER}:epoch:{cid}"
+    first = persistent(clients, a, cid)
+    assert first.subscribe("fence/#", 1) == [1]
+    leave(first, a)
+    wait_until(lambda: shared_db.get(epoch) == "1", PROPAGATION, what=f"{epoch} taken by the connection on A")
+    time.sleep(0.5)  # A's store commits the session with its epoch
+    a.kill9()
+
+    b.wait_log(r"node \S+ is gone\.", timeout=PROPAGATION)
+    second = persistent(clients, b, cid)
+    assert second.session_present is False, "A is gone, and its session with it"
+    assert second.subscribe("fence/#", 1) == [1]
+    leave(second, b)
+    assert shared_db.get(epoch) == "2"
+
+    a.restart()
+    a.wait_log(rf"Client {cid}'s session was taken on another node since; discarding it here\.",
+               timeout=PROPAGATION)
+    assert a.stop() == 0
+    a.start()
+    a.wait_log(r"Restored \d+ retained messages and 0 persistent sessions\.", timeout=PROPAGATION)
+
+    pub = client(clients, b, "pub-6B")
+    publish_seq(pub, History(), "fence/x", 1, 5)
+    third = persistent(clients, a, cid)
+    assert third.session_present is True, f"{cid}: back on A, B's session did not follow"
+    expected = [payload("pub-6B", seq) for seq in range(5)]
+    wait_until(lambda: first_copies(third, "fence/x") == expected, ACK,
+               what=lambda: f"B's queued messages at A: {first_copies(third, 'fence/x')}")
+    assert shared_db.get(epoch) == "3"

@@ -147,6 +147,11 @@ impl Claims {
             || self.arrived.get(&key).is_some_and(|waiting| waiting.contains(&sender))
     }
 
+    /// Whether session `key` is kept for a claim elsewhere.
+    pub(super) fn is_kept(&self, key: SessionKey) -> bool {
+        self.kept.contains_key(&key)
+    }
+
     /// When the first session kept for a claim elsewhere is due to go.
     pub(super) fn next_due(&self) -> Option<Instant> {
         self.kept.values().map(|k| k.until).min()
@@ -443,8 +448,8 @@ impl Broker {
         match (&claim.handed, session) {
             (None, Some(session)) => claim.handed = Some(session),
             (Some(first), Some(second)) => {
-                warn!("Client {client}'s session was handed over twice; the one taken last is kept.");
-                if second.taken_at > first.taken_at {
+                warn!("Client {client}'s session was handed over twice; the one taken last (higher epoch) is kept.");
+                if second.epoch > first.epoch {
                     claim.handed = Some(second);
                 }
             }
@@ -532,10 +537,10 @@ impl Broker {
     /// in for it after.
     fn settle(&mut self, now: Now, client: &ClientId, handed: HandedSession, cut: &Cut) {
         // An offline session of the client here taken before the one
-        // handed over (restored from a store after the client moved on, or
+        // handed over (a lower epoch: restored from a store after the client moved on, or
         // left here while this node was counted gone) gives way.
         if let Some(key) = self.sessions.find(client)
-            && self.sessions.get(key).is_some_and(|s| s.conn().is_none() && s.taken_at < handed.taken_at)
+            && self.sessions.get(key).is_some_and(|s| s.conn().is_none() && s.epoch < handed.epoch)
         {
             self.discard_session(key);
         }
@@ -575,7 +580,7 @@ impl Broker {
     fn take_over(&mut self, client: &ClientId, handed: HandedSession, now: Now) -> SessionKey {
         let mut session = Session::new(client.clone(), false);
         session.presence = Presence::Offline(super::persist::seconds(now));
-        session.taken_at = handed.taken_at;
+        session.epoch = handed.epoch;
         if let Some(next) = handed.next_packet_id {
             session.set_next_packet_id(next);
         }
@@ -626,7 +631,7 @@ pub(super) fn unix_millis(now: Now) -> u64 {
 /// What `session` holds, to hand to another node.
 fn handed(session: &Session) -> HandedSession {
     let mut handed = HandedSession {
-        taken_at: session.taken_at,
+        epoch: session.epoch,
         next_packet_id: Some(session.next_packet_id()),
         subscriptions: session.subscriptions.iter().map(|(filter, qos)| (filter.clone(), *qos)).collect(),
         ..HandedSession::default()
@@ -813,6 +818,17 @@ mod tests {
             "{got:?}\n{}",
             sim.transcript()
         );
+    }
+
+    #[test]
+    fn a_node_counted_gone_discards_the_sessions_taken_elsewhere_meanwhile() {
+        let mut sim = two_sessions();
+        assert_eq!(sim.epoch("x"), 2, "one epoch per connection");
+        assert!(sim.brokers()[0].session("x").is_some());
+        sim.link_says(0, ShardId(0), ShardMessage::CountedGone);
+        assert!(sim.brokers()[0].session("x").is_none(), "{}", sim.transcript());
+        assert!(sim.brokers()[1].session("x").is_some(), "{}", sim.transcript());
+        assert_eq!(x_gets_on(&mut sim, 2), ["new/t"], "{}", sim.transcript());
     }
 
     #[test]

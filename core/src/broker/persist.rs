@@ -150,9 +150,9 @@ impl Broker {
     pub(super) fn record_session(&mut self, key: SessionKey) {
         let Some(client) = self.stored_client(key) else { return };
         let Some(session) = self.sessions.get(key) else { return };
-        let (username, offline_since) = (session.owner.clone(), session.offline_since());
+        let (username, offline_since, epoch) = (session.owner.clone(), session.offline_since(), session.epoch);
         if let Some(journal) = self.journal.as_mut() {
-            journal.promise(StoreOp::Session { client, username, offline_since });
+            journal.promise(StoreOp::Session { client, username, offline_since, epoch });
         }
     }
 
@@ -432,6 +432,7 @@ impl Broker {
                 username: session.owner.clone(),
                 offline_since: session.offline_since(),
                 next_packet_id: Some(session.next_packet_id()).filter(|id| *id != PacketId::MIN),
+                epoch: session.epoch,
                 subscriptions: session.subscriptions.clone(),
                 ..StoredSession::default()
             };

@@ -244,6 +244,7 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
             broker.record_will(&client, None);
             broker.route(now, Arc::new(Message::from_will(will, broker.config.message_expiry)), None);
         }
+        broker.check_ownership();
         info!(
             "Restored {} retained messages and {} persistent sessions.",
             broker.retained.len(),
@@ -308,9 +309,10 @@ impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
         if broker.sessions.find(&client).is_some() {
             return;
         }
-        let SessionFields { username, offline_since, next_packet_id } = fields;
+        let SessionFields { username, offline_since, next_packet_id, epoch } = fields;
         let mut session = Session::new(client.clone(), false);
         session.owner = username;
+        session.epoch = epoch;
         session.presence = Presence::Offline(offline_since.unwrap_or_else(|| seconds(self.now)));
         if let Some(next) = next_packet_id {
             session.set_next_packet_id(next);

@@ -68,6 +68,9 @@ pub struct StoredSession {
     /// The packet id its next outgoing message tries first; `None` for
     /// the first, 1.
     pub next_packet_id: Option<PacketId>,
+    /// The ownership epoch of the connection that last took it, in a
+    /// cluster (0: not known; see docs/cluster.md).
+    pub epoch: u64,
     /// Subscriptions and their granted QoS.
     pub subscriptions: BTreeMap<TopicFilter, QoS>,
     /// Copies queued or in flight, by a per-session sequence number that
@@ -114,6 +117,9 @@ pub enum StoreOp {
         username: Option<Arc<str>>,
         /// When its client went away, `None` while connected.
         offline_since: Option<u64>,
+        /// The ownership epoch of the connection that last took it (0:
+        /// not known, outside a cluster).
+        epoch: u64,
     },
     /// Remove a session and everything it holds.
     DropSession {
@@ -269,10 +275,11 @@ impl StoredState {
             StoreOp::DropRetained { topic } => {
                 self.retained.remove(topic);
             }
-            StoreOp::Session { client, username, offline_since } => {
+            StoreOp::Session { client, username, offline_since, epoch } => {
                 let session = self.sessions.entry(client.clone()).or_default();
                 session.username.clone_from(username);
                 session.offline_since = *offline_since;
+                session.epoch = *epoch;
             }
             StoreOp::DropSession { client } => {
                 self.sessions.remove(client);

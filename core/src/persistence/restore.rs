@@ -22,11 +22,19 @@ pub struct SessionFields {
     pub offline_since: Option<u64>,
     /// The packet id its next outgoing message tries first.
     pub next_packet_id: Option<PacketId>,
+    /// The ownership epoch of the connection that last took it (0: not
+    /// known).
+    pub epoch: u64,
 }
 
 impl From<&StoredSession> for SessionFields {
     fn from(s: &StoredSession) -> Self {
-        Self { username: s.username.clone(), offline_since: s.offline_since, next_packet_id: s.next_packet_id }
+        Self {
+            username: s.username.clone(),
+            offline_since: s.offline_since,
+            next_packet_id: s.next_packet_id,
+            epoch: s.epoch,
+        }
     }
 }
 
@@ -70,8 +78,8 @@ impl Restore for StoredState {
     }
 
     fn session(&mut self, client: &str, fields: SessionFields) {
-        let SessionFields { username, offline_since, next_packet_id } = fields;
-        let session = StoredSession { username, offline_since, next_packet_id, ..StoredSession::default() };
+        let SessionFields { username, offline_since, next_packet_id, epoch } = fields;
+        let session = StoredSession { username, offline_since, next_packet_id, epoch, ..StoredSession::default() };
         self.sessions.insert(ClientId::new(client), session);
     }
 

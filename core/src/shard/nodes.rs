@@ -12,7 +12,9 @@
 //! What differs is said by the link itself: [`ShardMessage::Joined`] and
 //! [`ShardMessage::Left`] as nodes come and go, and
 //! [`ShardMessage::Stored`] once a batch is in the receiver's inbox, which
-//! is what a publisher's PUBACK or PUBCOMP waits for.
+//! is what a publisher's PUBACK or PUBCOMP waits for, and
+//! [`ShardMessage::Owner`], the answer to a shard's
+//! [`ShardMessage::Own`] ([`OwnerAsk`]).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -24,7 +26,7 @@ use super::wire::{self, NodeFrame, WireError};
 use super::{ShardAddress, ShardId, ShardMessage, may_be_stored, node_number};
 use crate::codec::LastWill;
 use crate::message::Message;
-use crate::types::ConnId;
+use crate::types::{ClientId, ConnId};
 
 /// Marks a connection of another node as this node's shards name it.
 const ALIAS: u64 = 1 << 62;
@@ -309,6 +311,28 @@ pub struct Gathered {
     pub confirm: Vec<(ShardId, ShardId, u64)>,
     /// Entries of this node's inbox no longer needed ([`InboxLedger`]).
     pub remove: Vec<String>,
+    /// The local shards' questions about ownership epochs, in order.
+    pub asks: Vec<OwnerAsk>,
+}
+
+/// A local shard's [`ShardMessage::Own`]: the link reads (or, with
+/// `take`, increments) the client's epoch counter in Redis and answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerAsk {
+    /// The asking shard.
+    pub from: ShardId,
+    /// The client id.
+    pub client: ClientId,
+    /// Take the next epoch.
+    pub take: bool,
+}
+
+impl OwnerAsk {
+    /// The answer, epoch `epoch` (0 for a counter not set yet), for the
+    /// asking shard.
+    pub fn answer(&self, epoch: u64) -> ShardMessage {
+        ShardMessage::Owner { client: self.client.clone(), epoch, taken: self.take }
+    }
 }
 
 impl Outbound {
@@ -327,9 +351,14 @@ impl Outbound {
     ) -> Gathered {
         let mut frames: Vec<(String, Vec<NodeFrame>)> = Vec::new();
         let mut touched: Vec<(ShardId, ShardId)> = Vec::new();
+        let mut asks = Vec::new();
         for (from, to, message) in posts {
             if let ShardMessage::Stored(count) = message {
                 ledger.stored(from, to, count);
+                continue;
+            }
+            if let ShardMessage::Own { client, take } = message {
+                asks.push(OwnerAsk { from, client, take });
                 continue;
             }
             let Some((node, shard)) = directory.address(to) else { continue };
@@ -368,6 +397,7 @@ impl Outbound {
             gathered.confirm.push((from, to, count));
         }
         gathered.remove = ledger.removable();
+        gathered.asks = asks;
         gathered
     }
 }

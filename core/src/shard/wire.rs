@@ -11,7 +11,7 @@
 //!
 //! | Part | Layout |
 //! |---|---|
-//! | batch | version `u8` (3), frame count `u32`, the frames |
+//! | batch | version `u8` (4), frame count `u32`, the frames |
 //! | frame | from shard `u16`, to shard `u16`, kind `u8`, body |
 //! | `Route` (kind 1), `Unroute` (2) | filter: length `u16`, UTF-8 |
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
@@ -24,7 +24,7 @@
 //! | `Flush` (12) | client id: length `u32`, UTF-8; holders: count `u32`, each an address |
 //! | `Flushed` (13) | client id: length `u32`, UTF-8 |
 //! | address | node `u64`, shard `u16` |
-//! | session | taken at: Unix millis `u64`; next packet id: `u8` 0 (none) or 1, then the id; subscriptions: count `u32`, each a filter (length `u16`, UTF-8) and QoS `u8`; copies: count `u32`, each a message, QoS `u8`, retain `u8` (0 or 1) and state; incoming: count `u32`, each a packet id, then `u8` 0 (no message) or 1 and a message |
+//! | session | ownership epoch `u64`; next packet id: `u8` 0 (none) or 1, then the id; subscriptions: count `u32`, each a filter (length `u16`, UTF-8) and QoS `u8`; copies: count `u32`, each a message, QoS `u8`, retain `u8` (0 or 1) and state; incoming: count `u32`, each a packet id, then `u8` 0 (no message) or 1 and a message |
 //! | message | as `Publish`'s body, flags `0x10` and `0x20` refused |
 //! | state | `u8`: 0 queued without an id; 1 queued, 2 sent, 3 released, each then a packet id |
 //! | packet id | `u16`, never 0 |
@@ -39,9 +39,10 @@
 //! its frames. `Publish`'s `stored` is not carried: it is a key of the
 //! sender's own store, meaningless to the receiver, and always decodes as
 //! `None`. [`ShardMessage::Stats`] and [`ShardMessage::Api`] stay inside
-//! their process, and [`ShardMessage::Joined`], [`ShardMessage::Left`] and
-//! [`ShardMessage::Will`] are said by the receiving node's own link: none
-//! is carried
+//! their process, [`ShardMessage::Joined`], [`ShardMessage::Left`],
+//! [`ShardMessage::CountedGone`], [`ShardMessage::Owner`] and
+//! [`ShardMessage::Will`] are said by the receiving node's own link and
+//! [`ShardMessage::Own`] to the sending node's: none is carried
 //! ([`WireError::NotCarried`]).
 
 use std::sync::Arc;
@@ -57,7 +58,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// The version this module writes and the only one it reads.
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 
 /// The smallest frame: a `Route` of a one-byte filter. Bounds what a
 /// frame count may reserve.
@@ -272,12 +273,15 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
             Ok(())
         }
         // Figures and the HTTP API stay inside their process; `Joined`,
-        // `Left` and `CountedGone` are said by the receiver's own link.
+        // `Left`, `CountedGone` and `Owner` are said by the receiver's own
+        // link, `Own` to the sender's.
         ShardMessage::Stats(_)
         | ShardMessage::Api(_)
         | ShardMessage::Joined(_)
         | ShardMessage::Left
         | ShardMessage::CountedGone
+        | ShardMessage::Own { .. }
+        | ShardMessage::Owner { .. }
         | ShardMessage::Will(_) => Err(WireError::NotCarried),
         ShardMessage::Claim { client, stamp } => {
             out.put_u8(CLAIM);
@@ -330,7 +334,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
 /// A handed session: when it was taken, its next packet id,
 /// subscriptions, copies and incoming messages, in that order.
 fn write_session(session: &HandedSession, out: &mut BytesMut) -> Result<(), WireError> {
-    out.put_u64(session.taken_at);
+    out.put_u64(session.epoch);
     match session.next_packet_id {
         None => out.put_u8(ABSENT),
         Some(id) => {
@@ -601,7 +605,7 @@ impl<'a> Reader<'a> {
     }
 
     fn session(&mut self) -> Result<HandedSession, WireError> {
-        let taken_at = self.u64()?;
+        let epoch = self.u64()?;
         let next_packet_id = if self.present()? { Some(self.packet_id()?) } else { None };
         let subscriptions = self.counted(MIN_SUBSCRIPTION_LEN, |reader| Ok((reader.filter()?, reader.qos()?)))?;
         let copies = self.counted(MIN_COPY_LEN, |reader| {
@@ -622,7 +626,7 @@ impl<'a> Reader<'a> {
             let message = if reader.present()? { Some(Arc::new(reader.message(MESSAGE_FLAGS)?.0)) } else { None };
             Ok((id, message))
         })?;
-        Ok(HandedSession { taken_at, next_packet_id, subscriptions, copies, incoming })
+        Ok(HandedSession { epoch, next_packet_id, subscriptions, copies, incoming })
     }
 
     fn publish(&mut self) -> Result<ShardMessage, WireError> {
@@ -754,7 +758,7 @@ mod tests {
             .map(|_| (arbitrary_id(g), bool::arbitrary(g).then(|| Arc::new(arbitrary_message(g)))))
             .collect();
         HandedSession {
-            taken_at: u64::arbitrary(g),
+            epoch: u64::arbitrary(g),
             next_packet_id: bool::arbitrary(g).then(|| arbitrary_id(g)),
             subscriptions,
             copies,
@@ -861,7 +865,7 @@ mod tests {
         };
         let id = |n| PacketId::new(n).unwrap();
         let session = HandedSession {
-            taken_at: 1_796_557_969_123,
+            epoch: 42,
             next_packet_id: Some(id(65535)),
             subscriptions: vec![(filter("a/+"), QoS::AtLeastOnce), (filter("#"), QoS::ExactlyOnce)],
             copies: vec![

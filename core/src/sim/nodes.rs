@@ -1,10 +1,14 @@
 //! Nodes of a cluster in the simulation: brokers joined as a runtime's
 //! links join them ([`shard::nodes`](crate::shard::nodes)), what they tell
 //! each other going through the same numbering, gathering, bytes and
-//! inbox ledger, with Redis a queue that takes every batch at once.
+//! inbox ledger, with Redis a queue that takes every batch at once and
+//! keeps the client ids' ownership epochs.
+
+use std::collections::HashMap;
 
 use crate::shard::nodes::{Directory, InboxLedger, NodeRun, Outbound};
 use crate::shard::{ShardId, ShardMessage};
+use crate::types::ClientId;
 
 /// What crosses between the simulated nodes, each of one shard.
 #[derive(Debug)]
@@ -21,6 +25,8 @@ pub(super) struct NodesBus {
     held: Vec<(usize, usize)>,
     /// Each node's posts on held paths, in order.
     parked: Vec<Vec<(ShardId, ShardId, ShardMessage)>>,
+    /// The ownership epoch counters.
+    epochs: HashMap<ClientId, u64>,
 }
 
 /// A message for node `.0`'s shard, from its number `.1` there.
@@ -38,6 +44,7 @@ impl NodesBus {
             entries: 0,
             held: Vec::new(),
             parked: vec![Vec::new(); nodes],
+            epochs: HashMap::new(),
         }
     }
 
@@ -114,7 +121,17 @@ impl NodesBus {
                 }
             }
             out.extend(gathered.confirm.into_iter().map(|(_, from, count)| (i, from, ShardMessage::Stored(count))));
+            for ask in gathered.asks {
+                let epoch = self.epochs.entry(ask.client.clone()).or_insert(0);
+                *epoch += u64::from(ask.take);
+                out.push((i, ShardId::LINK, ask.answer(*epoch)));
+            }
         }
         out
+    }
+
+    /// Client `client`'s ownership epoch, as Redis keeps it.
+    pub(super) fn epoch(&self, client: &str) -> u64 {
+        self.epochs.get(&ClientId::new(client)).copied().unwrap_or(0)
     }
 }

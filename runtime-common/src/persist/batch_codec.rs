@@ -113,10 +113,14 @@ fn put_op(out: &mut Vec<u8>, op: &StoreOp) {
             out.push(tag::DROP_RETAINED);
             codec::put_topic(out, topic);
         }
-        StoreOp::Session { client, username, offline_since } => {
+        StoreOp::Session { client, username, offline_since, epoch } => {
             put_client(out, tag::SESSION, client);
-            let fields =
-                SessionFields { username: username.clone(), offline_since: *offline_since, next_packet_id: None };
+            let fields = SessionFields {
+                username: username.clone(),
+                offline_since: *offline_since,
+                next_packet_id: None,
+                epoch: *epoch,
+            };
             put_value(out, &codec::encode_session(&fields));
         }
         StoreOp::DropSession { client } => put_client(out, tag::DROP_SESSION, client),
@@ -191,7 +195,12 @@ fn op(r: &mut Reader<'_>) -> Result<StoreOp, StoreError> {
         tag::SESSION => {
             let client = client(r)?;
             let fields = codec::decode_session(value(r)?)?;
-            StoreOp::Session { client, username: fields.username, offline_since: fields.offline_since }
+            StoreOp::Session {
+                client,
+                username: fields.username,
+                offline_since: fields.offline_since,
+                epoch: fields.epoch,
+            }
         }
         tag::DROP_SESSION => StoreOp::DropSession { client: client(r)? },
         tag::SUBSCRIBE => {

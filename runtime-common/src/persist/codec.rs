@@ -58,6 +58,9 @@ const STATE_SHIFT: u8 = 3;
 const HAS_USERNAME: u8 = 1;
 const HAS_OFFLINE: u8 = 1 << 1;
 const HAS_NEXT_ID: u8 = 1 << 2;
+/// A cluster session's ownership epoch (new in the same version: a value
+/// without it reads as epoch 0, not known).
+const HAS_EPOCH: u8 = 1 << 3;
 
 /// Reads one value, naming its table in every error.
 #[derive(Debug)]
@@ -229,7 +232,7 @@ pub(crate) fn decode_will(bytes: &[u8]) -> Result<LastWill, StoreError> {
     Ok(LastWill { topic, payload, qos, retain: flags & RETAIN != 0 })
 }
 
-/// `[1][flags][offline_since: u64?][next_packet_id: u16?][username?: rest]`.
+/// `[1][flags][offline_since: u64?][next_packet_id: u16?][epoch: u64?][username?: rest]`.
 pub(crate) fn encode_session(s: &SessionFields) -> Vec<u8> {
     let mut flags = 0;
     if s.username.is_some() {
@@ -241,12 +244,18 @@ pub(crate) fn encode_session(s: &SessionFields) -> Vec<u8> {
     if s.next_packet_id.is_some() {
         flags |= HAS_NEXT_ID;
     }
+    if s.epoch != 0 {
+        flags |= HAS_EPOCH;
+    }
     let mut out = vec![VERSION, flags];
     if let Some(at) = s.offline_since {
         out.extend_from_slice(&at.to_be_bytes());
     }
     if let Some(id) = s.next_packet_id {
         out.extend_from_slice(&id.get().to_be_bytes());
+    }
+    if s.epoch != 0 {
+        out.extend_from_slice(&s.epoch.to_be_bytes());
     }
     if let Some(name) = &s.username {
         out.extend_from_slice(name.as_bytes());
@@ -259,6 +268,7 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionFields, StoreError> 
     let flags = r.u8()?;
     let offline_since = if flags & HAS_OFFLINE != 0 { Some(r.u64()?) } else { None };
     let next_packet_id = if flags & HAS_NEXT_ID != 0 { Some(r.packet_id()?) } else { None };
+    let epoch = if flags & HAS_EPOCH != 0 { r.u64()? } else { 0 };
     let username = if flags & HAS_USERNAME != 0 {
         let rest = r.rest();
         let name = std::str::from_utf8(rest).map_err(|_| r.error("a user name that is not UTF-8"))?;
@@ -267,7 +277,7 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionFields, StoreError> 
         None
     };
     r.end()?;
-    Ok(SessionFields { username, offline_since, next_packet_id })
+    Ok(SessionFields { username, offline_since, next_packet_id, epoch })
 }
 
 /// `[1][qos | retain | state][message: u64][packet id: u16, unless queued

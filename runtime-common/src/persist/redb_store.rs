@@ -494,12 +494,13 @@ impl<'t> Tables<'t> {
             StoreOp::DropRetained { topic } => {
                 self.retained.remove(topic.as_str())?;
             }
-            StoreOp::Session { client, username, offline_since } => {
+            StoreOp::Session { client, username, offline_since, epoch } => {
                 self.flush()?;
                 let c = client.as_str();
                 let mut fields = self.session(c)?.unwrap_or_default();
                 fields.username.clone_from(username);
                 fields.offline_since = *offline_since;
+                fields.epoch = *epoch;
                 self.sessions.insert(c, codec::encode_session(&fields).as_slice())?;
             }
             StoreOp::DropSession { client } => {

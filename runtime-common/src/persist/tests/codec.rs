@@ -25,9 +25,16 @@ fn persist_codec_round_trips() {
         let copy = StoredCopy { message: MessageId(u64::MAX), qos: QoS::ExactlyOnce, retain: true, state };
         assert_eq!(codec::decode_copy(&codec::encode_copy(&copy)).unwrap(), copy);
     }
-    let session =
-        SessionFields { username: Some("u".into()), offline_since: Some(7), next_packet_id: PacketId::new(9) };
+    let session = SessionFields {
+        username: Some("u".into()),
+        offline_since: Some(7),
+        next_packet_id: PacketId::new(9),
+        epoch: u64::MAX,
+    };
     assert_eq!(codec::decode_session(&codec::encode_session(&session)).unwrap(), session);
+    // A value written before epochs reads as epoch 0, not known.
+    let without = SessionFields { epoch: 0, ..session.clone() };
+    assert_eq!(codec::decode_session(&codec::encode_session(&without)).unwrap(), without);
     assert_eq!(
         codec::decode_session(&codec::encode_session(&SessionFields::default())).unwrap(),
         SessionFields::default()

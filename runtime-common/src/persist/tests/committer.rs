@@ -43,7 +43,7 @@ impl Store for Probe {
 fn batch(seq: u64) -> StoreBatch {
     let client = ClientId::new(format!("c{}", seq % 3));
     let ops = vec![
-        StoreOp::Session { client: client.clone(), username: None, offline_since: Some(seq) },
+        StoreOp::Session { client: client.clone(), username: None, offline_since: Some(seq), epoch: 0 },
         StoreOp::Subscribe { client, filter: TopicFilter::new(format!("t/{seq}")).unwrap(), qos: QoS::AtLeastOnce },
     ];
     StoreBatch { seq, ops }

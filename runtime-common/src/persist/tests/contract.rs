@@ -84,7 +84,7 @@ fn persist_committed_batches_are_not_applied_twice() {
         seq: 1,
         ops: vec![
             StoreOp::Subscribe { client: client.clone(), filter: filter.clone(), qos: QoS::AtLeastOnce },
-            StoreOp::Session { client: client.clone(), username: None, offline_since: None },
+            StoreOp::Session { client: client.clone(), username: None, offline_since: None, epoch: 0 },
         ],
     };
     let mut expected = StoredState::default();
@@ -108,7 +108,7 @@ fn persist_drop_session_keeps_other_sessions_rows() {
     let mut ops = Vec::new();
     for id in ids {
         let client = ClientId::new(id);
-        ops.push(StoreOp::Session { client: client.clone(), username: None, offline_since: Some(1) });
+        ops.push(StoreOp::Session { client: client.clone(), username: None, offline_since: Some(1), epoch: 0 });
         ops.push(StoreOp::Subscribe { client: client.clone(), filter: filter.clone(), qos: QoS::ExactlyOnce });
         ops.push(StoreOp::Incoming { client, packet_id: PacketId::MIN, message: None });
     }

@@ -59,7 +59,7 @@ fn persist_mosquitto_file_is_imported_in_place() {
         let batch = StoreBatch {
             seq: 1,
             ops: vec![
-                StoreOp::Session { client: client.clone(), username: None, offline_since: None },
+                StoreOp::Session { client: client.clone(), username: None, offline_since: None, epoch: 0 },
                 StoreOp::Subscribe { client, filter: TopicFilter::new("x").unwrap(), qos: QoS::AtLeastOnce },
             ],
         };

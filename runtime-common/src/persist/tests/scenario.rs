@@ -119,6 +119,7 @@ impl Model {
                 client: client(g),
                 username: pick(g, USERNAMES).map(Arc::from),
                 offline_since: bool::arbitrary(g).then(|| u64::from(u32::arbitrary(g))),
+                epoch: if bool::arbitrary(g) { u64::arbitrary(g) } else { 0 },
             },
             6 => StoreOp::DropSession { client: client(g) },
             7 => StoreOp::Subscribe {

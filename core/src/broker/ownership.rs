@@ -1,0 +1,162 @@
+//! Ownership epochs (see [`ShardMessage::Own`]): in a cluster, each
+//! connection a node accepts takes the next epoch of its client id, a
+//! counter in the shared Redis, and the client's session carries it.
+//!
+//! The epoch fences off sessions left behind. A node that was away while
+//! its clients connected elsewhere (restarted from its store, or counted
+//! gone while paused) may still hold their older sessions; it asks the
+//! current epoch of each and discards, offline, any session whose epoch is
+//! below it: a connection elsewhere took the client since, and this copy
+//! is no longer the client's. Of two sessions of one client met in a
+//! takeover, the one with the higher epoch is kept: no clock decides.
+//!
+//! Epoch 0 is "not known" (a session of a store written before epochs, or
+//! whose epoch Redis has not answered yet): such a session is never
+//! fenced, and gives way to any other.
+
+use tracing::info;
+
+use super::Broker;
+use crate::action::Action;
+use crate::session::Session;
+use crate::shard::{ShardId, ShardMessage};
+use crate::types::ClientId;
+
+impl Broker {
+    /// Whether this broker is a node of a cluster.
+    fn is_cluster_node(&self) -> bool {
+        self.shards.as_ref().is_some_and(|shards| shards.node() != 0)
+    }
+
+    /// A connection of `client` was accepted here: it takes the client's
+    /// next epoch.
+    pub(super) fn take_ownership(&mut self, client: &ClientId) {
+        if self.is_cluster_node() {
+            let message = ShardMessage::Own { client: client.clone(), take: true };
+            self.actions.push_back(Action::ToShard { to: ShardId::LINK, message });
+        }
+    }
+
+    /// Asks the current epoch of every persistent session here whose
+    /// epoch is known, to fence off those taken elsewhere since: after a
+    /// restore, and once the other nodes counted this one gone.
+    pub(super) fn check_ownership(&mut self) {
+        if !self.is_cluster_node() {
+            return;
+        }
+        let mut clients: Vec<ClientId> =
+            self.sessions.iter().filter(|s| !s.clean && s.epoch != 0).map(|s| s.client_id.clone()).collect();
+        clients.sort_unstable();
+        for client in clients {
+            let message = ShardMessage::Own { client, take: false };
+            self.actions.push_back(Action::ToShard { to: ShardId::LINK, message });
+        }
+    }
+
+    /// The link says `client`'s epoch is `epoch`, `taken` by a connection
+    /// here: the client's session here carries it. Otherwise a session
+    /// here with a lower epoch was taken elsewhere since: offline, it is
+    /// discarded.
+    pub(super) fn handle_owner(&mut self, client: &ClientId, epoch: u64, taken: bool) {
+        let Some(key) = self.sessions.find(client) else { return };
+        let Some(session) = self.sessions.get_mut(key) else { return };
+        if taken {
+            if epoch > session.epoch {
+                session.epoch = epoch;
+                if !session.clean {
+                    self.record_session(key);
+                }
+            }
+            return;
+        }
+        if !is_fenced(session, epoch) || self.claims.is_kept(key) {
+            return;
+        }
+        info!("Client {client}'s session was taken on another node since; discarding it here.");
+        self.discard_session(key);
+    }
+}
+
+/// Whether `session` was taken elsewhere since a connection here took it:
+/// its epoch is known and below `current`, and no connection holds it.
+fn is_fenced(session: &Session, current: u64) -> bool {
+    session.epoch != 0 && session.epoch < current && session.conn().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use crate::persistence::{StoredSession, StoredState};
+    use crate::time::{Instant, Now, UnixTime};
+
+    fn now() -> Now {
+        Now::new(Instant::ZERO, UnixTime::from_secs_f64(1_800_000_000.0))
+    }
+
+    /// A cluster node restored with persistent sessions of x (epoch 3), y
+    /// (not known) and z (5), and the questions it asks its link.
+    fn restored_node() -> (Broker, Vec<ShardMessage>) {
+        let mut broker = Broker::new(Config { persistence: true, ..Config::default() });
+        broker.join_cluster(7);
+        let mut state = StoredState::default();
+        for (client, epoch) in [("x", 3), ("y", 0), ("z", 5)] {
+            state.sessions.insert(ClientId::new(client), StoredSession { epoch, ..StoredSession::default() });
+        }
+        broker.restore(now(), state);
+        let mut asked = Vec::new();
+        while let Some(action) = broker.poll_action() {
+            if let Action::ToShard { to: ShardId::LINK, message } = action {
+                asked.push(message);
+            }
+        }
+        (broker, asked)
+    }
+
+    fn own(client: &str) -> ShardMessage {
+        ShardMessage::Own { client: ClientId::new(client), take: false }
+    }
+
+    fn owner(client: &str, epoch: u64, taken: bool) -> ShardMessage {
+        ShardMessage::Owner { client: ClientId::new(client), epoch, taken }
+    }
+
+    #[test]
+    fn a_restored_node_asks_the_epochs_it_knows() {
+        let (_, asked) = restored_node();
+        assert_eq!(asked, [own("x"), own("z")]);
+    }
+
+    #[test]
+    fn a_restored_session_taken_elsewhere_since_is_discarded() {
+        let (mut broker, _) = restored_node();
+        for (client, epoch) in [("x", 4), ("y", 9), ("z", 5)] {
+            broker.handle_shard_message(now(), ShardId::LINK, owner(client, epoch, false));
+        }
+        assert!(broker.session("x").is_none(), "x connected elsewhere since: its session here is stale");
+        assert!(broker.session("y").is_some(), "an epoch not known is never fenced");
+        assert!(broker.session("z").is_some(), "z's session here is the current one");
+    }
+
+    #[test]
+    fn an_epoch_taken_here_raises_the_sessions_and_is_stored() {
+        let (mut broker, _) = restored_node();
+        broker.handle_shard_message(now(), ShardId::LINK, owner("x", 8, true));
+        // An answer overtaken by a later one does not lower it.
+        broker.handle_shard_message(now(), ShardId::LINK, owner("x", 6, true));
+        broker.handle_shard_message(now(), ShardId::LINK, owner("x", 7, false));
+        assert!(broker.session("x").is_some());
+        assert_eq!(broker.stored_image().sessions[&ClientId::new("x")].epoch, 8);
+    }
+
+    #[test]
+    fn a_broker_outside_a_cluster_asks_nothing() {
+        let mut broker = Broker::new(Config { persistence: true, ..Config::default() });
+        let mut state = StoredState::default();
+        state.sessions.insert(ClientId::new("x"), StoredSession { epoch: 3, ..StoredSession::default() });
+        broker.restore(now(), state);
+        while let Some(action) = broker.poll_action() {
+            assert!(!matches!(action, Action::ToShard { .. }), "{action:?}");
+        }
+    }
+}
