@@ -350,7 +350,8 @@ def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
     the wills of its clients; resumed, C does not go on serving them as if
     nothing happened: it closes their connections without publishing the
     wills again, starts a new run, and serves the clients that connect
-    again."""
+    again. A persistent session whose client connected elsewhere during
+    the pause is discarded at C (fenced off by its ownership epoch)."""
     a, b, c = nodes
     history = History()
     sub_b = subscriber(clients, b, "sub-B", history, "w/#", 1)
@@ -360,10 +361,16 @@ def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
     assert sub_c.subscribe("w/#", 1) == [1]
     pub = client(clients, a, "pub-A")
     wait_routed([pub], [sub_b, sub_c], "w/probe")
+    moving = clients(Paho(c.port, "dev-p", clean_session=False)).connect()
+    assert moving.subscribe("p/#", 1) == [1]
+    moving.disconnect()
+    c.wait_log(r"Client dev-p disconnected\.", timeout=ACK)
     time.sleep(1.5)  # a heartbeat writes the will to Redis (one a second)
     c.send_signal(signal.SIGSTOP)
     try:
         a.wait_log(r"node \S+:%d is gone" % c.port, timeout=ACK)
+        b.wait_log(r"node \S+:%d is gone" % c.port, timeout=ACK)
+        assert clients(Paho(b.port, "dev-p", clean_session=False)).connect().session_present is False
         # The others go on while it is stopped.
         publish_seq(pub, history, "w/data", 1, 50)
         report = wait_complete(history)
@@ -377,6 +384,7 @@ def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
     c.wait_log(r"lapsed; joining again", timeout=ACK)
     c.wait_log(r"counted gone by the others; closing its \d+ client connections", timeout=ACK)
     assert sub_c.disconnected.wait(ACK), "sub-C still connected to C after C was counted gone"
+    c.wait_log(r"Client dev-p's session was taken on another node since; discarding it here\.", timeout=ACK)
     a.wait_log(r"node \S+:%d joined" % c.port, timeout=ACK, count=2)
     sub_c2 = subscriber(clients, c, "sub-C2", History(), "w/#", 1, whole_run=False)
     both_ways(clients, a, c, sub_b, sub_c2, "after-pause")
