@@ -539,7 +539,7 @@ impl Broker {
             ShardMessage::Joined(address) => self.peer_joined(from, address),
             ShardMessage::Left => self.peer_left(now, from),
             ShardMessage::CountedGone => self.counted_gone(now),
-            ShardMessage::Owner { client, epoch, taken } => self.handle_owner(&client, epoch, taken),
+            ShardMessage::Owner { client, epoch, taken } => self.handle_owner(now, &client, epoch, taken),
             // Said to the link, never to a shard.
             ShardMessage::Own { .. } => {}
             // The HTTP API's, answered by the server.
@@ -1323,7 +1323,6 @@ impl Broker {
         }
 
         conn.opening = None;
-        self.take_ownership(&client_id);
         self.actions.push_back(Action::MarkOnline { client: client_id, conn: id });
         // Session Present is a 3.1.1 field; 3.1 has the byte reserved.
         let present = session_present && connect.protocol == Protocol::V311;

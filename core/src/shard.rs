@@ -354,8 +354,8 @@ pub enum ShardMessage {
     Claim {
         /// The client id.
         client: ClientId,
-        /// When the connection was accepted, to order two connections of
-        /// one client id on two nodes.
+        /// The epoch the connection took, to order two connections of one
+        /// client id on two nodes.
         stamp: ConnectStamp,
     },
     /// The answer to [`ShardMessage::Claim`]: the client's session, if the
@@ -423,13 +423,14 @@ impl ShardMessage {
     }
 }
 
-/// When a connection of a client was accepted, and where: of two
+/// The ownership epoch a connection of a client took, and where: of two
 /// connections of one client claimed on two nodes at once, the later
-/// stamp wins. Ordered by time, then node, then shard.
+/// stamp wins. Ordered by epoch (Redis gives each connection of a client
+/// id its own), then node, then shard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectStamp {
-    /// Milliseconds since the Unix epoch.
-    pub millis: u64,
+    /// The ownership epoch ([`ShardMessage::Owner`]).
+    pub epoch: u64,
     /// The node ([`node_number`]).
     pub node: u64,
     /// The shard, in its node's numbering.

@@ -4,17 +4,20 @@
 //!
 //! A CONNECT accepted on a cluster node with other nodes reachable waits
 //! (its bytes buffered, as while its credentials are checked) while the
-//! node claims the client id: every shard of every other node hears
-//! [`ShardMessage::Claim`] with the connection's [`ConnectStamp`], closes
+//! node claims the client id. The connection first takes the id's next
+//! ownership epoch in Redis (see `ownership`); then every shard of every
+//! other node hears [`ShardMessage::Claim`] with that [`ConnectStamp`], closes
 //! its own connection of that client if it is older, and answers
 //! [`ShardMessage::Claimed`], handing over the client's persistent session
 //! if it held one. Once all have answered (or left), the connection is
 //! accepted with the session handed over, so that its CONNACK's Session
 //! Present and what it is sent are those of the one broker the cluster
 //! is. A claim that finds the client's connection accepted closes it: that
-//! connection is the older, whatever the clocks say (see `handle_claim`).
-//! Two connections of one client claimed on two nodes at once: the later
-//! stamp wins, each node closing its own if it is the earlier.
+//! connection is the older (see `handle_claim`). Two connections of one
+//! client claimed on two nodes at once: the later epoch wins, each node
+//! closing its own if it is the earlier; Redis, not a clock, decides
+//! which is later. A claim heard before this node's own epoch came waits
+//! for it.
 //!
 //! A persistent session with subscriptions moves in three steps, so that
 //! no message published meanwhile, anywhere, misses it or reaches it
@@ -56,7 +59,12 @@ struct Claiming {
     /// The connection; `None` once it closed (or gave way to a later
     /// one elsewhere): the claim still gathers the session.
     conn: Option<ConnId>,
-    stamp: ConnectStamp,
+    /// `None` until the link answers with the connection's epoch: only
+    /// then is the claim sent.
+    stamp: Option<ConnectStamp>,
+    /// Claims of the client from elsewhere heard before this one's epoch
+    /// came: answered once it can be told which is later.
+    deferred: Vec<(ShardId, ConnectStamp)>,
     /// The shards of other nodes yet to answer.
     waiting: Vec<ShardId>,
     /// The session one of them handed over.
@@ -177,9 +185,11 @@ impl Broker {
             self.accept_connect(now, id, connect, client_id);
             return;
         };
-        let stamp = ConnectStamp { millis: unix_millis(now), node: shards.node(), shard: shards.me() };
         let waiting: Vec<ShardId> = shards.peers().to_vec();
         if waiting.is_empty() {
+            // Alone: the epoch is taken all the same, and the session
+            // carries it once the link answers.
+            self.take_ownership(&client_id);
             self.accept_connect(now, id, connect, client_id);
             return;
         }
@@ -192,13 +202,12 @@ impl Broker {
                 self.close(now, earlier, CloseReason::TakenOver);
             }
         } else {
-            for &to in &waiting {
-                let message = ShardMessage::Claim { client: client_id.clone(), stamp };
-                self.actions.push_back(Action::ToShard { to, message });
-            }
+            // The claim goes once the link answers with the epoch.
+            self.take_ownership(&client_id);
             let claim = Claiming {
                 conn: Some(id),
-                stamp,
+                stamp: None,
+                deferred: Vec::new(),
                 waiting,
                 handed: None,
                 relay: None,
@@ -217,17 +226,21 @@ impl Broker {
     /// persistent session is handed over.
     pub(super) fn handle_claim(&mut self, now: Now, from: ShardId, client: ClientId, stamp: ConnectStamp) {
         if let Some(claim) = self.claims.pending.get_mut(&client) {
+            let Some(own) = claim.stamp else {
+                claim.deferred.push((from, stamp));
+                return;
+            };
             // Claimed here too: the later claim wins; an earlier one gives
             // way, and answers the later one once its own answers are in.
             let beaten = match claim.relay {
-                _ if claim.stamp > stamp => Some(from),
+                _ if own > stamp => Some(from),
                 Some((_, relay)) if relay > stamp => Some(from),
                 relay => {
                     claim.relay = Some((from, stamp));
                     relay.map(|(to, _)| to)
                 }
             };
-            let conn = claim.conn.take_if(|_| claim.stamp < stamp);
+            let conn = claim.conn.take_if(|_| own < stamp);
             if let Some(to) = beaten {
                 self.answer_claim(to, client.clone(), None);
             }
@@ -272,6 +285,26 @@ impl Broker {
                 self.answer_claim(from, client, handed);
             }
         }
+    }
+
+    /// The link answered the epoch the claim of `client` here took: the
+    /// claim goes to every shard yet to answer, and the claims of others
+    /// heard meanwhile are answered. Whether a claim was waiting for it.
+    pub(super) fn claim_stamped(&mut self, now: Now, client: &ClientId, epoch: u64) -> bool {
+        let Some(shards) = self.shards.as_ref() else { return false };
+        let stamp = ConnectStamp { epoch, node: shards.node(), shard: shards.me() };
+        let Some(claim) = self.claims.pending.get_mut(client).filter(|claim| claim.stamp.is_none()) else {
+            return false;
+        };
+        claim.stamp = Some(stamp);
+        for &to in &claim.waiting {
+            let message = ShardMessage::Claim { client: client.clone(), stamp };
+            self.actions.push_back(Action::ToShard { to, message });
+        }
+        for (from, theirs) in std::mem::take(&mut claim.deferred) {
+            self.handle_claim(now, from, client.clone(), theirs);
+        }
+        true
     }
 
     /// Shard `from` keeps `client`'s session, subscribed to `filters`, for
@@ -528,9 +561,18 @@ impl Broker {
             self.settle(now, client, *handed, &cut);
         }
         self.unpin(Some(cut));
-        let Some((conn, Pending { connect, client_id })) = pending else { return };
-        self.accept_connect(now, conn, connect, client_id);
-        self.handle_received(now, conn, &[]);
+        let accepted = pending.map(|(conn, Pending { connect, client_id })| {
+            self.accept_connect(now, conn, connect, client_id);
+            conn
+        });
+        // The session here, moved in or not, is the client's as of the
+        // claim's epoch, connected or not.
+        if let Some(stamp) = claim.stamp {
+            self.raise_epoch(client, stamp.epoch);
+        }
+        if let Some(conn) = accepted {
+            self.handle_received(now, conn, &[]);
+        }
     }
 
     /// Makes `handed` the session of `client` here, with what `cut` took
@@ -621,11 +663,6 @@ impl Broker {
         }
         key
     }
-}
-
-/// `now` in Unix milliseconds, as stamps and sessions record it.
-pub(super) fn unix_millis(now: Now) -> u64 {
-    (now.unix.as_secs_f64() * 1000.0).max(0.0) as u64
 }
 
 /// What `session` holds, to hand to another node.
@@ -818,6 +855,32 @@ mod tests {
             "{got:?}\n{}",
             sim.transcript()
         );
+    }
+
+    /// x connects on node `first`, then on node `second`, while neither
+    /// node hears the other: both claims are under way at once. Says that
+    /// the later connection is the one left, alone.
+    fn the_later_of_two_claims_at_once_wins(first: u64, second: u64) {
+        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
+        sim.record();
+        sim.hold_path(0, 1, true);
+        sim.hold_path(1, 0, true);
+        let earlier = connect_on(&mut sim, first, x());
+        let later = connect_on(&mut sim, second, x());
+        assert!(sim.take_received(later).is_empty(), "{}", sim.transcript());
+        sim.hold_path(0, 1, false);
+        sim.hold_path(1, 0, false);
+        assert_eq!(sim.closed(earlier), Some(crate::CloseReason::TakenOver), "{}", sim.transcript());
+        assert_eq!(sim.closed(later), None, "{}", sim.transcript());
+        let got = sim.take_received(later);
+        assert!(matches!(got.first(), Some(Packet::ConnAck(_))), "{got:?}\n{}", sim.transcript());
+        assert_eq!(sim.epoch("x"), 2);
+    }
+
+    #[test]
+    fn of_two_claims_at_once_the_later_epoch_wins_whichever_node_took_it() {
+        the_later_of_two_claims_at_once_wins(0, 1);
+        the_later_of_two_claims_at_once_wins(1, 0);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Ownership epochs (see [`ShardMessage::Own`]): in a cluster, each
-//! connection a node accepts takes the next epoch of its client id, a
-//! counter in the shared Redis, and the client's session carries it.
+//! connection that comes to a node takes the next epoch of its client id,
+//! a counter in the shared Redis. Its claim carries it (of two claims at
+//! once, the later epoch wins, see `claims`), and so does the session the
+//! connection takes, in memory and in the store.
 //!
 //! The epoch fences off sessions left behind. A node that was away while
 //! its clients connected elsewhere (restarted from its store, or counted
@@ -20,6 +22,7 @@ use super::Broker;
 use crate::action::Action;
 use crate::session::Session;
 use crate::shard::{ShardId, ShardMessage};
+use crate::time::Now;
 use crate::types::ClientId;
 
 impl Broker {
@@ -28,8 +31,8 @@ impl Broker {
         self.shards.as_ref().is_some_and(|shards| shards.node() != 0)
     }
 
-    /// A connection of `client` was accepted here: it takes the client's
-    /// next epoch.
+    /// A connection of `client` came here: it takes the client's next
+    /// epoch (its claim waits for it).
     pub(super) fn take_ownership(&mut self, client: &ClientId) {
         if self.is_cluster_node() {
             let message = ShardMessage::Own { client: client.clone(), take: true };
@@ -54,26 +57,33 @@ impl Broker {
     }
 
     /// The link says `client`'s epoch is `epoch`, `taken` by a connection
-    /// here: the client's session here carries it. Otherwise a session
-    /// here with a lower epoch was taken elsewhere since: offline, it is
-    /// discarded.
-    pub(super) fn handle_owner(&mut self, client: &ClientId, epoch: u64, taken: bool) {
-        let Some(key) = self.sessions.find(client) else { return };
-        let Some(session) = self.sessions.get_mut(key) else { return };
+    /// here: a claim waiting for it goes out, or else the client's session
+    /// here carries it. Otherwise a session here with a lower epoch was
+    /// taken elsewhere since: offline, it is discarded.
+    pub(super) fn handle_owner(&mut self, now: Now, client: &ClientId, epoch: u64, taken: bool) {
         if taken {
-            if epoch > session.epoch {
-                session.epoch = epoch;
-                if !session.clean {
-                    self.record_session(key);
-                }
+            if !self.claim_stamped(now, client, epoch) {
+                self.raise_epoch(client, epoch);
             }
             return;
         }
-        if !is_fenced(session, epoch) || self.claims.is_kept(key) {
-            return;
+        let Some(key) = self.sessions.find(client) else { return };
+        let fenced = self.sessions.get(key).is_some_and(|session| is_fenced(session, epoch));
+        if fenced && !self.claims.is_kept(key) {
+            info!("Client {client}'s session was taken on another node since; discarding it here.");
+            self.discard_session(key);
         }
-        info!("Client {client}'s session was taken on another node since; discarding it here.");
-        self.discard_session(key);
+    }
+
+    /// `client`'s session here is the client's as of `epoch` (a later
+    /// answer may have come first).
+    pub(super) fn raise_epoch(&mut self, client: &ClientId, epoch: u64) {
+        let Some(key) = self.sessions.find(client) else { return };
+        let Some(session) = self.sessions.get_mut(key).filter(|session| session.epoch < epoch) else { return };
+        session.epoch = epoch;
+        if !session.clean {
+            self.record_session(key);
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
 //! | `Hold` (4), `Release` (5) | connection `u64` |
 //! | `Stored` (6), `Routed` (9) | count `u64` |
-//! | `Claim` (7) | client id: length `u32`, UTF-8; stamp: millis `u64`, node `u64`, shard `u16` |
+//! | `Claim` (7) | client id: length `u32`, UTF-8; stamp: epoch `u64`, node `u64`, shard `u16` |
 //! | `Claimed` (8) | client id: length `u32`, UTF-8; session: `u8` 0 (none) or 1, then the session |
 //! | `Retained` (10) | the message (flag `0x20` required, `0x10` refused), then its retain version |
 //! | `Holding` (11) | client id: length `u32`, UTF-8; holder: address; filters: count `u32`, each a filter (length `u16`, UTF-8) |
@@ -286,7 +286,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         ShardMessage::Claim { client, stamp } => {
             out.put_u8(CLAIM);
             put_long(out, client.as_str().as_bytes())?;
-            out.put_u64(stamp.millis);
+            out.put_u64(stamp.epoch);
             out.put_u64(stamp.node);
             out.put_u16(stamp.shard.0);
             Ok(())
@@ -584,7 +584,7 @@ impl<'a> Reader<'a> {
             ROUTED => ShardMessage::Routed(self.u64()?),
             CLAIM => ShardMessage::Claim {
                 client: self.client_id()?,
-                stamp: ConnectStamp { millis: self.u64()?, node: self.u64()?, shard: ShardId(self.u16()?) },
+                stamp: ConnectStamp { epoch: self.u64()?, node: self.u64()?, shard: ShardId(self.u16()?) },
             },
             CLAIMED => ShardMessage::Claimed {
                 client: self.client_id()?,
@@ -795,7 +795,7 @@ mod tests {
                 6 => ShardMessage::Claim {
                     client: ClientId::new(String::arbitrary(g)),
                     stamp: ConnectStamp {
-                        millis: u64::arbitrary(g),
+                        epoch: u64::arbitrary(g),
                         node: u64::arbitrary(g),
                         shard: ShardId(u16::arbitrary(g)),
                     },
@@ -924,7 +924,7 @@ mod tests {
                     3,
                     ShardMessage::Claim {
                         client: ClientId::new("client"),
-                        stamp: ConnectStamp { millis: 1_700_000_000_000, node: u64::MAX, shard: ShardId(2) },
+                        stamp: ConnectStamp { epoch: 17, node: u64::MAX, shard: ShardId(2) },
                     },
                 ),
                 frame(3, 0, ShardMessage::Claimed { client: ClientId::new("client"), session: None }),
