@@ -558,10 +558,12 @@ pub async fn run<O: Outbox, S: EventSource<O>>(
         for job in server.poll_dials() {
             dial(job);
         }
-        poll_presence(&mut server, &clock, store.as_mut());
         if let Some(links) = part.0 {
             take_mail(&mut server, links, &clock, false);
         }
+        // After the mail: a connection it accepted (a claim answered) is
+        // written online now, not once some later event wakes the task.
+        poll_presence(&mut server, &clock, store.as_mut());
         // Last: the batches of everything above (the mail's too) go to the
         // committer before the task waits.
         if let Some(persisting) = persistence.as_mut() {
