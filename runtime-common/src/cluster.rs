@@ -38,8 +38,9 @@
 //! `<c>:wills:<node>:<run>` (hash: client id to its will),
 //! `<c>:reaped:<node>:<run>` (who published a gone run's wills),
 //! `<c>:epoch:<client>` (the client id's ownership epoch, a counter the
-//! writer increments for each connection accepted and reads for the
-//! shards' checks, [`OwnerAsk`](culex_core::shard::nodes::OwnerAsk)).
+//! writer starts at its clock's milliseconds, increments for each
+//! connection and reads for the shards' checks,
+//! [`OwnerAsk`](culex_core::shard::nodes::OwnerAsk)).
 //! Every command names one of these keys, so on a Redis Cluster each goes
 //! to the member holding its slot ([`Commands`]).
 
@@ -483,7 +484,16 @@ where
             commands.send("XDEL", &link.keys.inbox(&link.node)).arg(&gathered.remove);
         }
         for ask in &gathered.asks {
-            commands.ask(if ask.take { "INCR" } else { "GET" }, &link.keys.epoch(ask.client.as_str()));
+            let key = link.keys.epoch(ask.client.as_str());
+            if ask.take {
+                // A counter starts at this clock's milliseconds: one that
+                // Redis lost (a restart, a failover) starts again above the
+                // epochs it gave, which sessions still carry.
+                commands.send("SET", &key).arg(millis_now()).arg("NX");
+                commands.ask("INCR", &key);
+            } else {
+                commands.ask("GET", &key);
+            }
         }
         let Some(epochs) = conn.run(&link.redis, &commands).await else {
             link.writer_down(true);
