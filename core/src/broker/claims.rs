@@ -17,7 +17,8 @@
 //! client claimed on two nodes at once: the later epoch wins, each node
 //! closing its own if it is the earlier; Redis, not a clock, decides
 //! which is later. A claim heard before this node's own epoch came waits
-//! for it.
+//! for it. The claim that gives way still gathers the session, then
+//! passes it on to the later one as a holder does (below).
 //!
 //! A persistent session with subscriptions moves in three steps, so that
 //! no message published meanwhile, anywhere, misses it or reaches it
@@ -266,6 +267,14 @@ impl Broker {
             // the two claims settle which wins.
             return self.answer_claim(from, client, None);
         }
+        self.yield_session(now, from, client, key);
+    }
+
+    /// Answers the claim of shard `to` with session `key` of `client`:
+    /// kept for the claim while the shards pass their cuts, its filters
+    /// told to the claimant, or handed over at once when nothing more can
+    /// come for it.
+    fn yield_session(&mut self, now: Now, to: ShardId, client: ClientId, key: SessionKey) {
         // A clean session went with its connection.
         let filters: Option<Vec<TopicFilter>> =
             self.sessions.get(key).filter(|s| !s.clean).map(|s| s.subscriptions.keys().cloned().collect());
@@ -274,15 +283,15 @@ impl Broker {
                 let waiting = shards.others().collect();
                 let holder = shards.address();
                 let until = now.instant + CUT_WAIT;
-                let keeping = Keeping { client: client.clone(), to: from, until, waiting, passed: Vec::new() };
+                let keeping = Keeping { client: client.clone(), to, until, waiting, passed: Vec::new() };
                 self.claims.kept.insert(key, keeping);
                 let message = ShardMessage::Holding { client, holder, filters };
-                self.actions.push_back(Action::ToShard { to: from, message });
+                self.actions.push_back(Action::ToShard { to, message });
             }
             // Nothing more can come for a session without subscriptions.
             _ => {
                 let handed = self.hand_over(&client);
-                self.answer_claim(from, client, handed);
+                self.answer_claim(to, client, handed);
             }
         }
     }
@@ -538,17 +547,18 @@ impl Broker {
             Some((conn, *pending))
         });
         if let Some((to, _)) = claim.relay {
-            let handed = match (claim.handed, cut.as_ref()) {
-                // What came for the session on its way goes with it.
-                (Some(handed), Some(cut)) if !cut.messages.is_empty() => {
-                    self.settle(now, client, *handed, cut);
-                    self.hand_over(client)
-                }
-                (Some(handed), _) => Some(handed),
-                (None, _) => self.hand_over(client),
-            };
-            self.answer_claim(to, client.clone(), handed);
-            self.unpin(cut);
+            // The session settles here, with what came for it on its way,
+            // then moves on as from any holder: with cuts, so that nothing
+            // sent here meanwhile misses it.
+            let cut = cut.unwrap_or_default();
+            if let Some(handed) = claim.handed {
+                self.settle(now, client, *handed, &cut);
+            }
+            self.unpin(Some(cut));
+            match self.sessions.find(client) {
+                Some(key) => self.yield_session(now, to, client.clone(), key),
+                None => self.answer_claim(to, client.clone(), None),
+            }
             // A connection made here after this claim gave way claims anew.
             if let Some((conn, Pending { connect, client_id })) = pending {
                 self.admit_connect(now, conn, connect, client_id);
@@ -881,6 +891,40 @@ mod tests {
     fn of_two_claims_at_once_the_later_epoch_wins_whichever_node_took_it() {
         the_later_of_two_claims_at_once_wins(0, 1);
         the_later_of_two_claims_at_once_wins(1, 0);
+    }
+
+    #[test]
+    fn a_session_relayed_to_the_later_of_two_claims_gets_what_was_on_its_way() {
+        // x's session on node 0 is claimed from nodes 1 and 2 at once (they
+        // do not hear each other yet); node 1's claim gets it and gives way
+        // to node 2's, the later.
+        let nodes = 4;
+        let (mut sim, old) = x_on_node_0(4, "t/#");
+        sim.disconnect(old);
+        let publisher = connect_on_of(&mut sim, nodes, 3, ClientOptions::new("p"));
+        sim.hold_path(1, 2, true);
+        sim.hold_path(2, 1, true);
+        connect_on_of(&mut sim, nodes, 1, x());
+        let later = connect_on_of(&mut sim, nodes, 2, x());
+        // What node 2 tells node 3 from now on waits (a slow inbox).
+        sim.hold_path(2, 3, true);
+        sim.hold_path(1, 2, false);
+        sim.hold_path(2, 1, false);
+        // Node 3 has not heard node 2's route yet: the message goes where
+        // the session is, and must follow it.
+        sim.publish(publisher, "t/1", b"on its way", QoS::AtLeastOnce, false);
+        sim.hold_path(2, 3, false);
+        let got = sim.take_received(later);
+        assert!(
+            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
+            "{got:?}\n{}",
+            sim.transcript()
+        );
+        assert!(
+            got.iter().any(|p| matches!(p, Packet::Publish(p) if p.topic.as_str() == "t/1")),
+            "{got:?}\n{}",
+            sim.transcript()
+        );
     }
 
     #[test]
