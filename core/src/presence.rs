@@ -65,7 +65,7 @@ end
 }
 
 /// Lua: mark a client online and record it in this broker's index.
-/// ARGV[3]: the client id.
+/// `ARGV[3]`: the client id.
 pub const ONLINE_SCRIPT: &str = r"
 redis.call('HSET', KEYS[1], ARGV[3], '1')
 redis.call('SADD', KEYS[3], ARGV[3])
@@ -74,7 +74,7 @@ return 1
 ";
 
 /// Lua: take a client out of this broker's index, and its entry out of the
-/// hash unless another live broker holds it. ARGV[3]: the client id.
+/// hash unless another live broker holds it. `ARGV[3]`: the client id.
 pub const OFFLINE_SCRIPT: &str = concat!(
     held_by_live_broker!(),
     r"
@@ -104,7 +104,7 @@ return n
 "
 );
 
-/// Lua: renew this broker's lease for ARGV[3] milliseconds, then sweep the
+/// Lua: renew this broker's lease for `ARGV[3]` milliseconds, then sweep the
 /// brokers whose lease lapsed. Returns 1 if this broker's lease was still
 /// there, 0 if it had lapsed (or Redis lost it).
 pub const RENEW_SCRIPT: &str = concat!(

@@ -339,12 +339,10 @@ pub enum ShardMessage {
     /// For the HTTP API, which shard 0 answers for every shard.
     Api(ApiMessage),
     /// With a store shared by the shards: this many of the receiver's
-    /// messages that the sender may store are on disk (see
-    /// [`Durability`]).
+    /// messages that the sender may store are on disk (counted by both).
     Stored(u64),
     /// The sender, a shard of another node, took in this many of the
-    /// route changes the receiver sent it: what a SUBACK waits for (see
-    /// [`Durability`]).
+    /// route changes the receiver sent it: what a SUBACK waits for.
     Routed(u64),
     /// A client connected at the sender, a shard of another node, with
     /// `stamp`: a receiver whose connection or session of the same client
@@ -399,7 +397,7 @@ pub enum ShardMessage {
     /// The link's answer to [`ShardMessage::Own`]: `client`'s epoch is
     /// `epoch`, taken by the receiver if `taken`. A session whose epoch is
     /// below the current one was taken elsewhere since, and is fenced off
-    /// (see [`claims`](crate::broker)). Never carried.
+    /// (see docs/cluster.md, "Ownership epochs"). Never carried.
     Owner {
         /// The client id.
         client: ClientId,

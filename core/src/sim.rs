@@ -237,7 +237,7 @@ impl Simulation {
     }
 
     /// A simulation of `nodes` cluster nodes of one shard each acting as
-    /// one broker (see [`shard::nodes`](crate::shard::nodes)): connections
+    /// one broker (see [`shard::nodes`]): connections
     /// go to the nodes in turn, whatever their client id (so that a client
     /// connecting again may land on another node and take its session
     /// there), and what the nodes tell each other goes through the link's
@@ -266,10 +266,10 @@ impl Simulation {
     }
 
     /// A simulation of `shards` brokers acting as one (see
-    /// [`shard`](crate::shard)): each connection goes to its client id's
+    /// [`shard`]): each connection goes to its client id's
     /// home shard once its CONNECT is whole, and what the shards tell each
     /// other is carried in order before the next client acts. The shards
-    /// share the store, restored with a [`ShardRestorer`](crate::ShardRestorer);
+    /// share the store, restored with a [`ShardRestorer`];
     /// [`replace_policy`](Self::replace_policy) and
     /// [`broker_publishes`](Self::broker_publishes) concern shard 0 alone.
     pub fn with_shards(config: Config, shards: u16) -> Self {

@@ -30,9 +30,9 @@ use crate::time::Now;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{PacketId, QoS};
 
-/// A [`Restore`] that hands each row to the shard that keeps it (see the
-/// [module](self)); [`finish`](Self::finish) completes every shard's
-/// restore.
+/// A [`Restore`] that hands each row to the shard that keeps it, so that
+/// a store written with any number of shards restores into this run's;
+/// [`finish`](Self::finish) completes every shard's restore.
 pub struct ShardRestorer {
     shards: Vec<Restorer<Broker>>,
     now: Now,
