@@ -507,6 +507,9 @@ impl Broker {
         for (client, claim) in &mut self.claims.pending {
             claim.waiting.retain(|&s| s != peer);
             claim.holders.retain(|&(s, _)| s != peer);
+            // A later claim from it has no one to take the session: it
+            // stays here.
+            claim.relay.take_if(|&mut (to, _)| to == peer);
             if claim.waiting.is_empty() {
                 answered.push(client.clone());
             }
@@ -925,6 +928,28 @@ mod tests {
             "{got:?}\n{}",
             sim.transcript()
         );
+    }
+
+    #[test]
+    fn a_session_gathered_for_a_later_claim_whose_node_left_stays() {
+        let (mut sim, old) = x_on_node_0(3, "t/#");
+        sim.disconnect(old);
+        sim.hold_path(1, 2, true);
+        sim.hold_path(2, 1, true);
+        // Node 1's claim waits for node 0 to hand the session over, and
+        // gives way to node 2's.
+        sim.hold_path(0, 1, true);
+        connect_on(&mut sim, 1, x());
+        connect_on(&mut sim, 2, x());
+        sim.hold_path(1, 2, false);
+        sim.hold_path(2, 1, false);
+        // Node 2 (number 2 at node 1) leaves before the session reaches
+        // node 1.
+        sim.link_says(1, ShardId(2), ShardMessage::Left);
+        sim.hold_path(0, 1, false);
+        sim.advance(Duration::from_secs(6));
+        let session = sim.brokers()[1].session("x");
+        assert!(session.is_some_and(|s| s.subscriptions.len() == 1), "{}", sim.transcript());
     }
 
     #[test]
