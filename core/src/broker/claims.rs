@@ -592,8 +592,9 @@ impl Broker {
     /// in for it after.
     fn settle(&mut self, now: Now, client: &ClientId, handed: HandedSession, cut: &Cut) {
         // An offline session of the client here taken before the one
-        // handed over (a lower epoch: restored from a store after the client moved on, or
-        // left here while this node was counted gone) gives way.
+        // handed over (a lower epoch: restored from a store after the
+        // client moved on, or left here while this node was counted gone)
+        // gives way.
         if let Some(key) = self.sessions.find(client)
             && self.sessions.get(key).is_some_and(|s| s.conn().is_none() && s.epoch < handed.epoch)
         {

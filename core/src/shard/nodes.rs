@@ -10,11 +10,10 @@
 //! shards, one FIFO path per pair of shards (the sender's turn, its
 //! node's writer, the receiver's inbox stream, the receiver's board).
 //! What differs is said by the link itself: [`ShardMessage::Joined`] and
-//! [`ShardMessage::Left`] as nodes come and go, and
-//! [`ShardMessage::Stored`] once a batch is in the receiver's inbox, which
-//! is what a publisher's PUBACK or PUBCOMP waits for, and
-//! [`ShardMessage::Owner`], the answer to a shard's
-//! [`ShardMessage::Own`] ([`OwnerAsk`]).
+//! [`ShardMessage::Left`] as nodes come and go; [`ShardMessage::Stored`]
+//! once a batch is in the receiver's inbox, which is what a publisher's
+//! PUBACK or PUBCOMP waits for; [`ShardMessage::Owner`], the answer to a
+//! shard's [`ShardMessage::Own`] ([`OwnerAsk`]).
 
 use std::collections::{HashMap, VecDeque};
 
