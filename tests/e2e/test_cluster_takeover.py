@@ -26,7 +26,7 @@ import time
 import pytest
 
 from checker import History, payload
-from support import Paho, stays, wait_until
+from support import LOOPBACK, Paho, stays, wait_until
 # Fixtures (`make_node`, `nodes`) and helpers of the cluster suite.
 from test_cluster import make_node, nodes, shared, shared_db  # noqa: F401 - fixtures, used by name
 from test_cluster import ACK, CLUSTER, ON_BOTH, PROPAGATION, client, is_probe, publish_seq, record, wait_complete, wait_routed
@@ -276,6 +276,47 @@ def test_takeover_back_and_forth_under_load(nodes, clients, shared_db):
     assert stays(lambda: last.client.is_connected() and not last.disconnected.is_set(), 1.0), \
         f"the last connection of {cid} (on {b.name if moves % 2 else a.name}) was closed"
     assert sum(1 for c in conns if c.client.is_connected()) == 1
+    assert_online(shared_db, cid)
+
+
+# A takeover storm: one client id connecting to the three nodes at the
+# same moment, round after round. Each connection takes an epoch; of the
+# claims under way at once the later epoch wins, and the claims that give
+# way pass the session on (docs/cluster.md, "Takeover").
+@ON_BOTH
+def test_a_takeover_storm_leaves_one_connection_with_the_session(nodes, clients, shared_db):
+    a, b, c = nodes
+    cid = "storm"
+    first = persistent(clients, a, cid)
+    assert first.subscribe("storm/#", 1) == [1]
+    leave(first, a)
+    pub = client(clients, c, "pub-storm")
+    conns: list[Paho] = []
+
+    def open_now() -> list[Paho]:
+        return [c for c in conns if c.client.is_connected()]
+
+    for round_ in range(5):
+        batch = [clients(Paho(node.port, cid, clean_session=False)) for node in nodes]
+        # Each CONNECT is on its way before any CONNACK can come.
+        for p in batch:
+            assert p.client.connect(LOOPBACK, p.port, p.keepalive) == 0
+        for p in batch:
+            p.client.loop_start()
+        conns.extend(batch)
+        wait_until(lambda: len(open_now()) == 1 and all(p.connected.is_set() or p.disconnected.is_set()
+                                                        for p in batch),
+                   ACK, what=lambda: f"round {round_}: one connection left, have {len(open_now())}")
+        assert stays(lambda: len(open_now()) == 1, 0.5), f"round {round_}: {len(open_now())} connections open"
+        winner = open_now()[0]
+        assert winner.session_present is True, f"round {round_}: the session did not follow the winner"
+
+    # The session is whole: its subscription holds where the winner is.
+    winner = open_now()[0]
+    publish_seq(pub, History(), "storm/x", 1, 10)
+    expected = [payload("pub-storm", seq) for seq in range(10)]
+    wait_until(lambda: first_copies(winner, "storm/x") == expected, ACK,
+               what=lambda: f"the winner's messages: {first_copies(winner, 'storm/x')}")
     assert_online(shared_db, cid)
 
 

@@ -241,11 +241,14 @@ impl Broker {
                     relay.map(|(to, _)| to)
                 }
             };
-            let conn = claim.conn.take_if(|_| own < stamp);
+            let gave_way = own < stamp;
+            let conn = claim.conn.take_if(|_| gave_way);
             if let Some(to) = beaten {
                 self.answer_claim(to, client.clone(), None);
             }
-            if let Some(conn) = conn {
+            // A connection accepted here before this claim is older still.
+            let accepted = self.sessions.find(&client).and_then(|key| self.sessions.get(key)?.conn());
+            for conn in conn.into_iter().chain(accepted.filter(|_| gave_way)) {
                 info!("Client {client} connected on another node, closing old connection.");
                 self.close(now, conn, CloseReason::TakenOver);
             }
@@ -926,6 +929,31 @@ mod tests {
         );
         assert!(
             got.iter().any(|p| matches!(p, Packet::Publish(p) if p.topic.as_str() == "t/1")),
+            "{got:?}\n{}",
+            sim.transcript()
+        );
+    }
+
+    #[test]
+    fn a_claim_giving_way_closes_the_connection_accepted_before_it_too() {
+        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
+        sim.record();
+        let accepted = connect_on(&mut sim, 0, x());
+        sim.subscribe(accepted, "t/#", QoS::AtLeastOnce);
+        sim.hold_path(0, 1, true);
+        sim.hold_path(1, 0, true);
+        // x again on node 0, and on node 1, the later: both claims under
+        // way at once.
+        let again = connect_on(&mut sim, 0, x());
+        let later = connect_on(&mut sim, 1, x());
+        sim.hold_path(0, 1, false);
+        sim.hold_path(1, 0, false);
+        assert_eq!(sim.closed(accepted), Some(crate::CloseReason::TakenOver), "{}", sim.transcript());
+        assert_eq!(sim.closed(again), Some(crate::CloseReason::TakenOver), "{}", sim.transcript());
+        assert_eq!(sim.closed(later), None, "{}", sim.transcript());
+        let got = sim.take_received(later);
+        assert!(
+            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
             "{got:?}\n{}",
             sim.transcript()
         );
