@@ -736,6 +736,31 @@ mod tests {
         connect_on_of(sim, NODES, node, options)
     }
 
+    /// `nodes` simulated nodes, recorded, without `$SYS` reports.
+    fn simulated_nodes(nodes: u16) -> Simulation {
+        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, nodes);
+        sim.record();
+        sim
+    }
+
+    /// `got` begins with a CONNACK saying Session Present.
+    fn assert_session_present(sim: &Simulation, got: &[Packet]) {
+        assert!(
+            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
+            "{got:?}\n{}",
+            sim.transcript()
+        );
+    }
+
+    /// `got` holds a PUBLISH on `topic`.
+    fn assert_got(sim: &Simulation, got: &[Packet], topic: &str) {
+        assert!(
+            got.iter().any(|p| matches!(p, Packet::Publish(p) if p.topic.as_str() == topic)),
+            "{got:?}\n{}",
+            sim.transcript()
+        );
+    }
+
     /// The client whose session moves, with a persistent session.
     fn x() -> ClientOptions {
         ClientOptions::new("x").clean_session(false)
@@ -744,8 +769,7 @@ mod tests {
     /// `nodes` simulated nodes, recorded, with x connected on node 0 and
     /// subscribed to `filter`.
     fn x_on_node_0(nodes: u16, filter: &str) -> (Simulation, ConnId) {
-        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, nodes);
-        sim.record();
+        let mut sim = simulated_nodes(nodes);
         let old = connect_on_of(&mut sim, u64::from(nodes), 0, x());
         sim.subscribe(old, filter, QoS::AtLeastOnce);
         (sim, old)
@@ -815,11 +839,7 @@ mod tests {
         assert!(sim.take_received(new).is_empty(), "node 3 has not passed its cut");
         sim.hold_path(3, 0, false);
         let got = sim.take_received(new);
-        assert!(
-            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
-            "{got:?}\n{}",
-            sim.transcript()
-        );
+        assert_session_present(&sim, &got);
         let topics: Vec<&str> = got
             .iter()
             .filter_map(|p| match p {
@@ -844,16 +864,8 @@ mod tests {
         sim.publish(publisher, "t/1", b"kept", QoS::AtLeastOnce, false);
         let back = connect_on(&mut sim, 0, x());
         let got = sim.take_received(back);
-        assert!(
-            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
-            "{got:?}\n{}",
-            sim.transcript()
-        );
-        assert!(
-            got.iter().any(|p| matches!(p, Packet::Publish(p) if p.topic.as_str() == "t/1")),
-            "{got:?}\n{}",
-            sim.transcript()
-        );
+        assert_session_present(&sim, &got);
+        assert_got(&sim, &got, "t/1");
     }
 
     #[test]
@@ -867,19 +879,14 @@ mod tests {
         let node_0 = ShardAddress { node: node_number("node-0"), shard: ShardId(0) };
         sim.link_says(2, ShardId(1), ShardMessage::Joined(node_0));
         let got = sim.take_received(new);
-        assert!(
-            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
-            "{got:?}\n{}",
-            sim.transcript()
-        );
+        assert_session_present(&sim, &got);
     }
 
     /// x connects on node `first`, then on node `second`, while neither
     /// node hears the other: both claims are under way at once. Says that
     /// the later connection is the one left, alone.
     fn the_later_of_two_claims_at_once_wins(first: u64, second: u64) {
-        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
-        sim.record();
+        let mut sim = simulated_nodes(3);
         sim.hold_path(0, 1, true);
         sim.hold_path(1, 0, true);
         let earlier = connect_on(&mut sim, first, x());
@@ -922,22 +929,13 @@ mod tests {
         sim.publish(publisher, "t/1", b"on its way", QoS::AtLeastOnce, false);
         sim.hold_path(2, 3, false);
         let got = sim.take_received(later);
-        assert!(
-            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
-            "{got:?}\n{}",
-            sim.transcript()
-        );
-        assert!(
-            got.iter().any(|p| matches!(p, Packet::Publish(p) if p.topic.as_str() == "t/1")),
-            "{got:?}\n{}",
-            sim.transcript()
-        );
+        assert_session_present(&sim, &got);
+        assert_got(&sim, &got, "t/1");
     }
 
     #[test]
     fn a_claim_giving_way_closes_the_connection_accepted_before_it_too() {
-        let mut sim = Simulation::with_nodes(Config { sys_interval: Duration::ZERO, ..Config::default() }, 3);
-        sim.record();
+        let mut sim = simulated_nodes(3);
         let accepted = connect_on(&mut sim, 0, x());
         sim.subscribe(accepted, "t/#", QoS::AtLeastOnce);
         sim.hold_path(0, 1, true);
@@ -952,11 +950,7 @@ mod tests {
         assert_eq!(sim.closed(again), Some(crate::CloseReason::TakenOver), "{}", sim.transcript());
         assert_eq!(sim.closed(later), None, "{}", sim.transcript());
         let got = sim.take_received(later);
-        assert!(
-            matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present),
-            "{got:?}\n{}",
-            sim.transcript()
-        );
+        assert_session_present(&sim, &got);
     }
 
     #[test]
