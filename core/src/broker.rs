@@ -522,7 +522,7 @@ impl Broker {
                 }
             }
             ShardMessage::Claim { client, stamp } => self.handle_claim(now, from, client, stamp),
-            ShardMessage::Claimed { client, session } => self.handle_claimed(now, from, client, session),
+            ShardMessage::Claimed { client, session, later } => self.handle_claimed(now, from, client, session, later),
             ShardMessage::Holding { client, holder, filters } => {
                 self.handle_holding(now, from, client, holder, filters)
             }

@@ -363,6 +363,10 @@ pub enum ShardMessage {
         client: ClientId,
         /// The session handed over.
         session: Option<Box<HandedSession>>,
+        /// The receiver knows a later claim of the client: the claim gives
+        /// way (its connection is the older), and what it gathers goes on
+        /// to the later one.
+        later: bool,
     },
     /// The will of a client of a node that is gone (or of this node's run
     /// before a crash), for the receiver to publish. Said by the runtime's

@@ -26,7 +26,7 @@ import time
 import pytest
 
 from checker import History, payload
-from support import LOOPBACK, Paho, Timeout, stays, wait_until
+from support import LOOPBACK, Paho, stays, wait_until
 # Fixtures (`make_node`, `nodes`) and helpers of the cluster suite.
 from test_cluster import make_node, nodes, shared, shared_db  # noqa: F401 - fixtures, used by name
 from test_cluster import ACK, CLUSTER, ON_BOTH, PROPAGATION, client, is_probe, publish_seq, record, wait_complete, wait_routed
@@ -316,15 +316,8 @@ def test_a_takeover_storm_leaves_one_connection_with_the_session(nodes, clients,
     winner = open_now()[0]
     publish_seq(pub, History(), "storm/x", 1, 10)
     expected = [payload("pub-storm", seq) for seq in range(10)]
-    try:
-        wait_until(lambda: first_copies(winner, "storm/x") == expected, ACK,
-                   what=lambda: f"the winner's messages: {first_copies(winner, 'storm/x')}")
-    except Timeout:
-        # Known (docs/cluster.md, "What does not hold"): a claimant can be
-        # answered by every node before the session reaches it, start an
-        # empty session, and hand that one on with a higher epoch than the
-        # real one, which is then dropped.
-        pytest.xfail("a storm round kept an empty session over the real one")
+    wait_until(lambda: first_copies(winner, "storm/x") == expected, ACK,
+               what=lambda: f"the winner's messages: {first_copies(winner, 'storm/x')}")
 
 
 # Each connection takes the next ownership epoch of its client id in

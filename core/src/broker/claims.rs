@@ -17,8 +17,13 @@
 //! client claimed on two nodes at once: the later epoch wins, each node
 //! closing its own if it is the earlier; Redis, not a clock, decides
 //! which is later. A claim heard before this node's own epoch came waits
-//! for it. The claim that gives way still gathers the session, then
-//! passes it on to the later one as a holder does (below).
+//! for it. A shard that knows a later claim says so in its answer to an
+//! earlier one, which gives way then, though the later claim's own
+//! message may not have reached its node yet (else it would accept its
+//! connection with no session, the real one on its way to the later
+//! claim). The claim that gives way still gathers the session, then
+//! passes it on to the later one as a holder does (below), or keeps it
+//! until the later claim comes for it.
 //!
 //! A persistent session with subscriptions moves in three steps, so that
 //! no message published meanwhile, anywhere, misses it or reaches it
@@ -70,8 +75,13 @@ struct Claiming {
     waiting: Vec<ShardId>,
     /// The session one of them handed over.
     handed: Option<Box<HandedSession>>,
-    /// A later claim elsewhere this one gave way to: it gets what this one
-    /// gathers, once all have answered.
+    /// A later claim of the client is known (heard, or told by an answer):
+    /// this one's connection closed, and what it gathers goes on to the
+    /// later one.
+    gave_way: bool,
+    /// The latest claim heard that this one gave way to: it gets what this
+    /// one gathers, once all have answered. A later claim not heard yet
+    /// finds it here when it comes.
     relay: Option<(ShardId, ConnectStamp)>,
     /// The shards that keep a session of the client for this claim
     /// ([`ShardMessage::Holding`]), yet to hand it over.
@@ -110,6 +120,8 @@ struct Keeping {
     client: ClientId,
     /// The claimant.
     to: ShardId,
+    /// The claim's stamp: an earlier claim of the client gives way to it.
+    stamp: ConnectStamp,
     /// When it goes, whatever shards are still to pass their cut.
     until: Instant,
     /// The shards yet to pass their cut.
@@ -211,6 +223,7 @@ impl Broker {
                 deferred: Vec::new(),
                 waiting,
                 handed: None,
+                gave_way: false,
                 relay: None,
                 holders: Vec::new(),
                 filters: Vec::new(),
@@ -241,16 +254,11 @@ impl Broker {
                     relay.map(|(to, _)| to)
                 }
             };
-            let gave_way = own < stamp;
-            let conn = claim.conn.take_if(|_| gave_way);
             if let Some(to) = beaten {
-                self.answer_claim(to, client.clone(), None);
+                self.answer_claim(to, client.clone(), None, true);
             }
-            // A connection accepted here before this claim is older still.
-            let accepted = self.sessions.find(&client).and_then(|key| self.sessions.get(key)?.conn());
-            for conn in conn.into_iter().chain(accepted.filter(|_| gave_way)) {
-                info!("Client {client} connected on another node, closing old connection.");
-                self.close(now, conn, CloseReason::TakenOver);
+            if own < stamp {
+                self.give_way(now, &client);
             }
             return;
         }
@@ -258,26 +266,49 @@ impl Broker {
         // waited for the claimant's answer, which the claimant sent after
         // its own claim (one path between two shards), so a claim made
         // before it was accepted arrived while it was claimed.
-        let Some(key) = self.sessions.find(&client) else {
-            return self.answer_claim(from, client, None);
-        };
-        if let Some(conn) = self.sessions.get(key).and_then(Session::conn) {
+        let conn = self.sessions.find(&client).and_then(|key| self.sessions.get(key)?.conn());
+        if let Some(conn) = conn {
             info!("Client {client} connected on another node, closing old connection.");
             self.close(now, conn, CloseReason::TakenOver);
         }
-        if self.claims.kept.contains_key(&key) {
-            // Kept for an earlier claim: this one gets it from there, once
-            // the two claims settle which wins.
-            return self.answer_claim(from, client, None);
-        }
-        self.yield_session(now, from, client, key);
+        self.answer_from_here(now, from, stamp, client);
     }
 
-    /// Answers the claim of shard `to` with session `key` of `client`:
-    /// kept for the claim while the shards pass their cuts, its filters
-    /// told to the claimant, or handed over at once when nothing more can
-    /// come for it.
-    fn yield_session(&mut self, now: Now, to: ShardId, client: ClientId, key: SessionKey) {
+    /// Answers the claim of shard `to`, made at `stamp`, with what this
+    /// shard holds of `client`, its own claims settled.
+    fn answer_from_here(&mut self, now: Now, to: ShardId, stamp: ConnectStamp, client: ClientId) {
+        let Some(key) = self.sessions.find(&client) else {
+            return self.answer_claim(to, client, None, false);
+        };
+        if let Some(keeping) = self.claims.kept.get(&key) {
+            // Kept for another claim: an earlier one gives way to it; a
+            // later one gets the session from there, once that claim hears
+            // it and gives way in turn.
+            let later = keeping.stamp > stamp;
+            return self.answer_claim(to, client, None, later);
+        }
+        self.yield_session(now, to, stamp, client, key);
+    }
+
+    /// A later claim of `client` than this node's is known: this node's
+    /// claim gives way, closing its connection and the one accepted here
+    /// before it, once (a connection made here after it claims anew).
+    fn give_way(&mut self, now: Now, client: &ClientId) {
+        let Some(claim) = self.claims.pending.get_mut(client).filter(|claim| !claim.gave_way) else { return };
+        claim.gave_way = true;
+        let conn = claim.conn.take();
+        let accepted = self.sessions.find(client).and_then(|key| self.sessions.get(key)?.conn());
+        for conn in conn.into_iter().chain(accepted) {
+            info!("Client {client} connected on another node, closing old connection.");
+            self.close(now, conn, CloseReason::TakenOver);
+        }
+    }
+
+    /// Answers the claim of shard `to`, made at `stamp`, with session `key`
+    /// of `client`: kept for the claim while the shards pass their cuts,
+    /// its filters told to the claimant, or handed over at once when
+    /// nothing more can come for it.
+    fn yield_session(&mut self, now: Now, to: ShardId, stamp: ConnectStamp, client: ClientId, key: SessionKey) {
         // A clean session went with its connection.
         let filters: Option<Vec<TopicFilter>> =
             self.sessions.get(key).filter(|s| !s.clean).map(|s| s.subscriptions.keys().cloned().collect());
@@ -286,7 +317,7 @@ impl Broker {
                 let waiting = shards.others().collect();
                 let holder = shards.address();
                 let until = now.instant + CUT_WAIT;
-                let keeping = Keeping { client: client.clone(), to, until, waiting, passed: Vec::new() };
+                let keeping = Keeping { client: client.clone(), to, stamp, until, waiting, passed: Vec::new() };
                 self.claims.kept.insert(key, keeping);
                 let message = ShardMessage::Holding { client, holder, filters };
                 self.actions.push_back(Action::ToShard { to, message });
@@ -294,7 +325,7 @@ impl Broker {
             // Nothing more can come for a session without subscriptions.
             _ => {
                 let handed = self.hand_over(&client);
-                self.answer_claim(to, client, handed);
+                self.answer_claim(to, client, handed, false);
             }
         }
     }
@@ -460,11 +491,11 @@ impl Broker {
     fn hand_kept_over(&mut self, key: SessionKey) {
         let Some(keeping) = self.claims.kept.remove(&key) else { return };
         let handed = self.hand_over(&keeping.client);
-        self.answer_claim(keeping.to, keeping.client, handed);
+        self.answer_claim(keeping.to, keeping.client, handed, false);
     }
 
-    fn answer_claim(&mut self, to: ShardId, client: ClientId, session: Option<Box<HandedSession>>) {
-        self.actions.push_back(Action::ToShard { to, message: ShardMessage::Claimed { client, session } });
+    fn answer_claim(&mut self, to: ShardId, client: ClientId, session: Option<Box<HandedSession>>, later: bool) {
+        self.actions.push_back(Action::ToShard { to, message: ShardMessage::Claimed { client, session, later } });
     }
 
     /// The persistent session of `client` here, if there is one, taken
@@ -476,13 +507,15 @@ impl Broker {
         handed.map(Box::new)
     }
 
-    /// Shard `from` answered this node's claim of `client`.
+    /// Shard `from` answered this node's claim of `client`, `later` if it
+    /// knows a later one.
     pub(super) fn handle_claimed(
         &mut self,
         now: Now,
         from: ShardId,
         client: ClientId,
         session: Option<Box<HandedSession>>,
+        later: bool,
     ) {
         let Some(claim) = self.claims.pending.get_mut(&client) else {
             // Every claim waits for each shard's answer: none comes twice.
@@ -499,6 +532,9 @@ impl Broker {
                 }
             }
             (_, None) => {}
+        }
+        if later {
+            self.give_way(now, &client);
         }
         self.claim_answered(now, &client);
     }
@@ -541,9 +577,10 @@ impl Broker {
     }
 
     /// Every other node answered the claim of `client`: its connection is
-    /// accepted with the session handed over (if it asked for one); or the
-    /// session goes on to the later claim this one gave way to; or, its
-    /// connection gone, it stays here, offline.
+    /// accepted with the session handed over (if it asked for one); or,
+    /// the claim having given way, the session goes on to the later claim
+    /// (or waits here, offline, for it to come); or, its connection gone,
+    /// it stays here, offline.
     fn finish_claim(&mut self, now: Now, client: &ClientId) {
         let Some(claim) = self.claims.pending.remove(client) else { return };
         let cut = self.claims.cuts.remove(client);
@@ -552,7 +589,7 @@ impl Broker {
             let ConnState::Authenticating(pending) = state else { return None };
             Some((conn, *pending))
         });
-        if let Some((to, _)) = claim.relay {
+        if claim.gave_way {
             // The session settles here, with what came for it on its way,
             // then moves on as from any holder: with cuts, so that nothing
             // sent here meanwhile misses it.
@@ -561,9 +598,8 @@ impl Broker {
                 self.settle(now, client, *handed, &cut);
             }
             self.unpin(Some(cut));
-            match self.sessions.find(client) {
-                Some(key) => self.yield_session(now, to, client.clone(), key),
-                None => self.answer_claim(to, client.clone(), None),
+            if let Some((to, stamp)) = claim.relay {
+                self.answer_from_here(now, to, stamp, client.clone());
             }
             // A connection made here after this claim gave way claims anew.
             if let Some((conn, Pending { connect, client_id })) = pending {
@@ -629,7 +665,7 @@ impl Broker {
     pub(super) fn forget_claimed(&mut self, key: SessionKey) {
         self.claims.arrived.remove(&key);
         if let Some(keeping) = self.claims.kept.remove(&key) {
-            self.answer_claim(keeping.to, keeping.client, None);
+            self.answer_claim(keeping.to, keeping.client, None, false);
         }
     }
 
@@ -708,6 +744,8 @@ fn handed(session: &Session) -> HandedSession {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use quickcheck::{Arbitrary, Gen, QuickCheck};
 
     use crate::codec::Packet;
     use crate::shard::{ShardAddress, ShardId, ShardMessage, node_number};
@@ -998,5 +1036,92 @@ mod tests {
         // Back on node 0, which still holds the stale one.
         let mut sim = two_sessions();
         assert_eq!(x_gets_on(&mut sim, 0), ["new/t"], "{}", sim.transcript());
+    }
+
+    /// A step of a takeover storm among three nodes.
+    #[derive(Debug, Clone)]
+    enum Storm {
+        /// x connects on node `.0`.
+        Connect(u8),
+        /// What node `.0` tells node `.1` waits (or goes on).
+        Hold(u8, u8, bool),
+        /// A second passes.
+        Advance,
+    }
+
+    impl Arbitrary for Storm {
+        fn arbitrary(g: &mut Gen) -> Self {
+            let node = |g: &mut Gen| u8::arbitrary(g) % 3;
+            match u8::arbitrary(g) % 8 {
+                0..=2 => Self::Connect(node(g)),
+                3..=6 => Self::Hold(node(g), node(g), bool::arbitrary(g)),
+                _ => Self::Advance,
+            }
+        }
+
+        fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+            match *self {
+                Self::Hold(from, to, true) => Box::new(std::iter::once(Self::Hold(from, to, false))),
+                _ => Box::new(std::iter::empty()),
+            }
+        }
+    }
+
+    /// x, subscribed to t/# on node 0 (still connected, or not), connects
+    /// on the nodes as `storm` says while their paths are held and let go
+    /// in any order: once all is said, at most one connection of x is open
+    /// (one may have waited past the CONNECT timeout), with the session,
+    /// one node holds the session, and it delivers.
+    fn storm_keeps_one_connection_with_the_session(storm: Vec<Storm>, stay: bool) -> Result<(), String> {
+        let (mut sim, old) = x_on_node_0(3, "t/#");
+        if !stay {
+            sim.disconnect(old);
+        }
+        let mut conns = vec![old];
+        for step in &storm {
+            match *step {
+                Storm::Connect(node) => conns.push(connect_on(&mut sim, u64::from(node), x())),
+                Storm::Hold(from, to, held) if from != to => sim.hold_path(from.into(), to.into(), held),
+                Storm::Hold(..) => {}
+                Storm::Advance => sim.advance(Duration::from_secs(1)),
+            }
+        }
+        for (from, to) in [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)] {
+            sim.hold_path(from, to, false);
+        }
+        sim.advance(Duration::from_secs(6));
+        let open: Vec<ConnId> = conns.iter().copied().filter(|&c| sim.closed(c).is_none()).collect();
+        let fail = |sim: &Simulation, what: String| Err(format!("{what}\n{}", sim.transcript()));
+        if open.len() > 1 {
+            return fail(&sim, format!("open connections of x: {open:?}"));
+        }
+        let holders: Vec<usize> =
+            (0..3).filter(|&i| sim.brokers()[i].session("x").is_some_and(|s| !s.subscriptions.is_empty())).collect();
+        if holders.len() != 1 {
+            return fail(&sim, format!("nodes holding x's subscribed session: {holders:?}"));
+        }
+        let Some(&conn) = open.first() else { return Ok(()) };
+        let got = sim.take_received(conn);
+        if conn != old && !matches!(got.first(), Some(Packet::ConnAck(ack)) if ack.session_present) {
+            return fail(&sim, format!("the last connection's CONNACK: {got:?}"));
+        }
+        let publisher = connect_on(&mut sim, 1, ClientOptions::new("p"));
+        sim.publish(publisher, "t/1", b"after", QoS::AtLeastOnce, false);
+        let got = sim.take_received(conn);
+        if !got.iter().any(|p| matches!(p, Packet::Publish(p) if p.topic.as_str() == "t/1")) {
+            return fail(&sim, format!("x got {got:?}"));
+        }
+        Ok(())
+    }
+
+    /// Runs as many storms as `QUICKCHECK_TESTS` says (500 by default), of
+    /// up to 30 steps.
+    #[test]
+    fn a_takeover_storm_leaves_one_connection_with_the_session() {
+        let tests = std::env::var("QUICKCHECK_TESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(500);
+        QuickCheck::new()
+            .tests(tests)
+            .rng(Gen::new(30))
+            .quickcheck(storm_keeps_one_connection_with_the_session as fn(Vec<Storm>, bool) -> Result<(), String>);
     }
 }

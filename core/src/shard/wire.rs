@@ -11,14 +11,14 @@
 //!
 //! | Part | Layout |
 //! |---|---|
-//! | batch | version `u8` (4), frame count `u32`, the frames |
+//! | batch | version `u8` (5), frame count `u32`, the frames |
 //! | frame | from shard `u16`, to shard `u16`, kind `u8`, body |
 //! | `Route` (kind 1), `Unroute` (2) | filter: length `u16`, UTF-8 |
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
 //! | `Hold` (4), `Release` (5) | connection `u64` |
 //! | `Stored` (6), `Routed` (9) | count `u64` |
 //! | `Claim` (7) | client id: length `u32`, UTF-8; stamp: epoch `u64`, node `u64`, shard `u16` |
-//! | `Claimed` (8) | client id: length `u32`, UTF-8; session: `u8` 0 (none) or 1, then the session |
+//! | `Claimed` (8) | client id: length `u32`, UTF-8; later: `u8` 0 or 1; session: `u8` 0 (none) or 1, then the session |
 //! | `Retained` (10) | the message (flag `0x20` required, `0x10` refused), then its retain version |
 //! | `Holding` (11) | client id: length `u32`, UTF-8; holder: address; filters: count `u32`, each a filter (length `u16`, UTF-8) |
 //! | `Flush` (12) | client id: length `u32`, UTF-8; holders: count `u32`, each an address |
@@ -58,7 +58,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// The version this module writes and the only one it reads.
-const VERSION: u8 = 4;
+const VERSION: u8 = 5;
 
 /// The smallest frame: a `Route` of a one-byte filter. Bounds what a
 /// frame count may reserve.
@@ -314,9 +314,10 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
             out.put_u8(FLUSHED);
             put_long(out, client.as_str().as_bytes())
         }
-        ShardMessage::Claimed { client, session } => {
+        ShardMessage::Claimed { client, session, later } => {
             out.put_u8(CLAIMED);
             put_long(out, client.as_str().as_bytes())?;
+            out.put_u8(if *later { PRESENT } else { ABSENT });
             match session {
                 None => {
                     out.put_u8(ABSENT);
@@ -588,6 +589,7 @@ impl<'a> Reader<'a> {
             },
             CLAIMED => ShardMessage::Claimed {
                 client: self.client_id()?,
+                later: self.present()?,
                 session: if self.present()? { Some(Box::new(self.session()?)) } else { None },
             },
             HOLDING => ShardMessage::Holding {
@@ -803,6 +805,7 @@ mod tests {
                 _ => ShardMessage::Claimed {
                     client: ClientId::new(String::arbitrary(g)),
                     session: bool::arbitrary(g).then(|| Box::new(arbitrary_session(g))),
+                    later: bool::arbitrary(g),
                 },
             };
             Self(NodeFrame { from: ShardId(u16::arbitrary(g)), to: ShardId(u16::arbitrary(g)), message })
@@ -927,7 +930,7 @@ mod tests {
                         stamp: ConnectStamp { epoch: 17, node: u64::MAX, shard: ShardId(2) },
                     },
                 ),
-                frame(3, 0, ShardMessage::Claimed { client: ClientId::new("client"), session: None }),
+                frame(3, 0, ShardMessage::Claimed { client: ClientId::new("client"), session: None, later: true }),
                 frame(
                     3,
                     0,
@@ -946,11 +949,19 @@ mod tests {
                     },
                 ),
                 frame(2, 3, ShardMessage::Flushed { client: ClientId::new("client") }),
-                frame(4, 0, ShardMessage::Claimed { client: ClientId::new(""), session: Some(Box::default()) }),
+                frame(
+                    4,
+                    0,
+                    ShardMessage::Claimed { client: ClientId::new(""), session: Some(Box::default()), later: false },
+                ),
                 frame(
                     5,
                     0,
-                    ShardMessage::Claimed { client: ClientId::new("client"), session: Some(Box::new(session)) },
+                    ShardMessage::Claimed {
+                        client: ClientId::new("client"),
+                        session: Some(Box::new(session)),
+                        later: false,
+                    },
                 ),
             ],
         ]
@@ -1087,11 +1098,14 @@ mod tests {
         let with_conn = [&[0; 8][..], &version].concat();
         assert_eq!(decode_batch(&retained(VERSIONED | CONNECTION, &with_conn)), Err(WireError::BadFlags(0x30)));
 
-        // A claimed session of client "c", taken at 0: its body from the
-        // next packet id on.
-        let claimed =
-            |tail: &[u8]| batch(&[&[CLAIMED, 0, 0, 0, 1, b'c', PRESENT, 0, 0, 0, 0, 0, 0, 0, 0][..], tail].concat());
+        // A claimed session of client "c", no later claim known, taken at
+        // 0: its body from the next packet id on.
+        let claimed = |tail: &[u8]| {
+            batch(&[&[CLAIMED, 0, 0, 0, 1, b'c', ABSENT, PRESENT, 0, 0, 0, 0, 0, 0, 0, 0][..], tail].concat())
+        };
         assert_eq!(decode_batch(&batch(&[CLAIMED, 0, 0, 0, 1, b'c', 2])), Err(WireError::BadTag(2)));
+        assert_eq!(decode_batch(&batch(&[CLAIMED, 0, 0, 0, 1, b'c', PRESENT, 2])), Err(WireError::BadTag(2)));
+        assert!(decode_batch(&batch(&[CLAIMED, 0, 0, 0, 1, b'c', PRESENT, ABSENT])).is_ok());
         assert_eq!(decode_batch(&claimed(&[2])), Err(WireError::BadTag(2)));
         assert_eq!(decode_batch(&claimed(&[PRESENT, 0, 0])), Err(WireError::ZeroPacketId));
         let empty = [ABSENT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -1138,8 +1152,9 @@ mod tests {
         assert_eq!(decode_batch(&claim), Err(WireError::Truncated));
         // A session of client "c" (taken at 0) saying 2^32 - 1
         // subscriptions, copies or incoming messages.
-        let session =
-            [VERSION, 0, 0, 0, 1, 0, 0, 0, 1, CLAIMED, 0, 0, 0, 1, b'c', PRESENT, 0, 0, 0, 0, 0, 0, 0, 0, ABSENT];
+        let session = [
+            VERSION, 0, 0, 0, 1, 0, 0, 0, 1, CLAIMED, 0, 0, 0, 1, b'c', ABSENT, PRESENT, 0, 0, 0, 0, 0, 0, 0, 0, ABSENT,
+        ];
         let huge = [0xff, 0xff, 0xff, 0xff];
         for before in 0..3 {
             let counts = [&[0, 0, 0, 0][..]].repeat(before).concat();
