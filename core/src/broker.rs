@@ -1670,7 +1670,7 @@ impl Broker {
                 grant.checked &= matched[i].1.checked;
             }
             i += 1;
-            if sender.is_some_and(|sender| self.claims.skips(key, sender)) {
+            if sender.is_some_and(|sender| self.claims.skips(key, sender, grant, &message, source)) {
                 continue;
             }
             self.deliver_matched(now, key, grant, &message, source, publisher);

@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{Broker, ConnState, Pending};
+use super::{Broker, ConnState, Pending, Source};
 use crate::action::Action;
 use crate::error::CloseReason;
 use crate::message::Message;
@@ -128,6 +128,10 @@ struct Keeping {
     waiting: Vec<ShardId>,
     /// Those past it: what they send from then on is not for the session.
     passed: Vec<ShardId>,
+    /// What those sent since that the session's subscriptions match, in
+    /// order: the claimant took it in for the session, and should it leave
+    /// before the session goes, it is the session's here after all.
+    missed: Vec<(Grant, Arc<Message>, Source)>,
 }
 
 /// The claims of this shard (see the [module](self)).
@@ -157,15 +161,27 @@ impl Claims {
         }
     }
 
-    /// Whether a message from shard `sender` is not for session `key`: it
-    /// is kept for a claim elsewhere and `sender` passed its cut, or it
-    /// moved here and `sender`'s earlier messages are in it.
-    pub(super) fn skips(&self, key: SessionKey, sender: ShardId) -> bool {
+    /// Whether `message` from shard `sender`, matching session `key` with
+    /// `grant`, is not for the session here: it is kept for a claim
+    /// elsewhere and `sender` passed its cut (the message is set aside, in
+    /// case the claimant leaves), or it moved here and `sender`'s earlier
+    /// messages are in it.
+    pub(super) fn skips(
+        &mut self,
+        key: SessionKey,
+        sender: ShardId,
+        grant: Grant,
+        message: &Arc<Message>,
+        source: Source,
+    ) -> bool {
         if self.kept.is_empty() && self.arrived.is_empty() {
             return false;
         }
-        self.kept.get(&key).is_some_and(|k| k.passed.contains(&sender))
-            || self.arrived.get(&key).is_some_and(|waiting| waiting.contains(&sender))
+        if let Some(keeping) = self.kept.get_mut(&key).filter(|k| k.passed.contains(&sender)) {
+            keeping.missed.push((grant, message.clone(), source));
+            return true;
+        }
+        self.arrived.get(&key).is_some_and(|waiting| waiting.contains(&sender))
     }
 
     /// Whether session `key` is kept for a claim elsewhere.
@@ -317,7 +333,8 @@ impl Broker {
                 let waiting = shards.others().collect();
                 let holder = shards.address();
                 let until = now.instant + CUT_WAIT;
-                let keeping = Keeping { client: client.clone(), to, stamp, until, waiting, passed: Vec::new() };
+                let passed = Vec::new();
+                let keeping = Keeping { client: client.clone(), to, stamp, until, waiting, passed, missed: Vec::new() };
                 self.claims.kept.insert(key, keeping);
                 let message = ShardMessage::Holding { client, holder, filters };
                 self.actions.push_back(Action::ToShard { to, message });
@@ -563,7 +580,15 @@ impl Broker {
             waiting.retain(|&s| s != peer);
             !waiting.is_empty()
         });
-        self.claims.kept.retain(|_, keeping| keeping.to != peer);
+        // What the claimant took in for a session kept for it is lost with
+        // it: the session here gets it.
+        let (left, kept) = std::mem::take(&mut self.claims.kept).into_iter().partition(|(_, k)| k.to == peer);
+        self.claims.kept = kept;
+        for (key, keeping) in left {
+            for (grant, message, source) in keeping.missed {
+                self.deliver_matched(now, key, grant, &message, source, None);
+            }
+        }
         let mut complete = Vec::new();
         for (&key, keeping) in &mut self.claims.kept {
             keeping.waiting.retain(|&s| s != peer);
@@ -901,6 +926,28 @@ mod tests {
         let publisher = connect_on(&mut sim, 2, ClientOptions::new("p"));
         sim.publish(publisher, "t/1", b"kept", QoS::AtLeastOnce, false);
         let back = connect_on(&mut sim, 0, x());
+        let got = sim.take_received(back);
+        assert_session_present(&sim, &got);
+        assert_got(&sim, &got, "t/1");
+    }
+
+    #[test]
+    fn what_a_claimant_took_in_stays_with_the_session_when_it_leaves_before_the_session_goes() {
+        // Four nodes: node 1 claims x's session on node 0, which waits for
+        // node 3's cut (held on its way) to hand it over.
+        let nodes = 4;
+        let (mut sim, old) = x_on_node_0(4, "t/#");
+        sim.disconnect(old);
+        let publisher = connect_on_of(&mut sim, nodes, 2, ClientOptions::new("p"));
+        sim.hold_path(3, 0, true);
+        connect_on_of(&mut sim, nodes, 1, x());
+        // Past node 2's cut: node 1 takes it in for the session, and node 0
+        // no longer gives it to the session.
+        sim.publish(publisher, "t/1", b"after the cut", QoS::AtLeastOnce, false);
+        // Node 1 (number 1 at node 0) leaves before the session goes.
+        sim.link_says(0, ShardId(1), ShardMessage::Left);
+        sim.hold_path(3, 0, false);
+        let back = connect_on_of(&mut sim, nodes, 0, x());
         let got = sim.take_received(back);
         assert_session_present(&sim, &got);
         assert_got(&sim, &got, "t/1");
