@@ -317,7 +317,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         ShardMessage::Claimed { client, session, later } => {
             out.put_u8(CLAIMED);
             put_long(out, client.as_str().as_bytes())?;
-            out.put_u8(if *later { PRESENT } else { ABSENT });
+            out.put_u8(u8::from(*later));
             match session {
                 None => {
                     out.put_u8(ABSENT);
