@@ -40,7 +40,7 @@
 //! until the claimant heard a shard's cut, what that shard sent before it
 //! (already in the session) skips the session there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,6 +149,13 @@ pub(super) struct Claims {
     /// Flushes naming a holder at an address not known yet: said once it
     /// joins (nothing was sent to it before), if it is still waiting.
     unresolved: Vec<(ClientId, ShardAddress, Instant)>,
+    /// The latest claim heard of each client, until when it is kept: as
+    /// long as a connection may wait for its CONNECT to be accepted. An
+    /// earlier claim heard meanwhile is told to give way, though the later
+    /// one already took what this shard held.
+    heard: HashMap<ClientId, (ConnectStamp, Instant)>,
+    /// The clients of `heard`, in the order their claims go.
+    heard_until: VecDeque<(Instant, ClientId)>,
 }
 
 impl Claims {
@@ -192,6 +199,27 @@ impl Claims {
     /// When the first session kept for a claim elsewhere is due to go.
     pub(super) fn next_due(&self) -> Option<Instant> {
         self.kept.values().map(|k| k.until).min()
+    }
+
+    /// Notes a claim of `client` made at `stamp`, heard at `now`, kept
+    /// until `until`.
+    fn hear(&mut self, client: &ClientId, stamp: ConnectStamp, now: Instant, until: Instant) {
+        while self.heard_until.front().is_some_and(|&(until, _)| until <= now) {
+            let Some((_, gone)) = self.heard_until.pop_front() else { break };
+            // Unless a claim heard since keeps it longer.
+            if self.heard.get(&gone).is_some_and(|&(_, until)| until <= now) {
+                self.heard.remove(&gone);
+            }
+        }
+        if !self.heard_later(client, stamp) {
+            self.heard.insert(client.clone(), (stamp, until));
+            self.heard_until.push_back((until, client.clone()));
+        }
+    }
+
+    /// Whether a claim of `client` later than `stamp` was heard.
+    fn heard_later(&self, client: &ClientId, stamp: ConnectStamp) -> bool {
+        self.heard.get(client).is_some_and(|&(heard, _)| heard > stamp)
     }
 
     /// Takes in `message`, from shard `sender`, for each session on its
@@ -255,6 +283,7 @@ impl Broker {
     /// at `stamp`: an older connection of it here closes, and its
     /// persistent session is handed over.
     pub(super) fn handle_claim(&mut self, now: Now, from: ShardId, client: ClientId, stamp: ConnectStamp) {
+        self.claims.hear(&client, stamp, now.instant, now.instant + self.config.connect_timeout);
         if let Some(claim) = self.claims.pending.get_mut(&client) {
             let Some(own) = claim.stamp else {
                 claim.deferred.push((from, stamp));
@@ -293,14 +322,15 @@ impl Broker {
     /// Answers the claim of shard `to`, made at `stamp`, with what this
     /// shard holds of `client`, its own claims settled.
     fn answer_from_here(&mut self, now: Now, to: ShardId, stamp: ConnectStamp, client: ClientId) {
+        let later = self.claims.heard_later(&client, stamp);
         let Some(key) = self.sessions.find(&client) else {
-            return self.answer_claim(to, client, None, false);
+            return self.answer_claim(to, client, None, later);
         };
         if let Some(keeping) = self.claims.kept.get(&key) {
             // Kept for another claim: an earlier one gives way to it; a
             // later one gets the session from there, once that claim hears
             // it and gives way in turn.
-            let later = keeping.stamp > stamp;
+            let later = later || keeping.stamp > stamp;
             return self.answer_claim(to, client, None, later);
         }
         self.yield_session(now, to, stamp, client, key);
@@ -341,8 +371,9 @@ impl Broker {
             }
             // Nothing more can come for a session without subscriptions.
             _ => {
+                let later = self.claims.heard_later(&client, stamp);
                 let handed = self.hand_over(&client);
-                self.answer_claim(to, client, handed, false);
+                self.answer_claim(to, client, handed, later);
             }
         }
     }
@@ -507,8 +538,9 @@ impl Broker {
     /// Hands session `key`, kept for a claim, over to the claimant.
     fn hand_kept_over(&mut self, key: SessionKey) {
         let Some(keeping) = self.claims.kept.remove(&key) else { return };
+        let later = self.claims.heard_later(&keeping.client, keeping.stamp);
         let handed = self.hand_over(&keeping.client);
-        self.answer_claim(keeping.to, keeping.client, handed, false);
+        self.answer_claim(keeping.to, keeping.client, handed, later);
     }
 
     fn answer_claim(&mut self, to: ShardId, client: ClientId, session: Option<Box<HandedSession>>, later: bool) {
@@ -772,9 +804,12 @@ mod tests {
 
     use quickcheck::{Arbitrary, Gen, QuickCheck};
 
+    use super::Claims;
     use crate::codec::Packet;
-    use crate::shard::{ShardAddress, ShardId, ShardMessage, node_number};
+    use crate::shard::{ConnectStamp, ShardAddress, ShardId, ShardMessage, node_number};
     use crate::sim::{ClientOptions, Simulation};
+    use crate::time::Instant;
+    use crate::types::ClientId;
     use crate::{Config, ConnId, QoS};
 
     const NODES: u64 = 3;
@@ -1086,7 +1121,7 @@ mod tests {
     }
 
     /// A step of a takeover storm among three nodes.
-    #[derive(Debug, Clone)]
+    #[derive(Debug, Clone, Copy)]
     enum Storm {
         /// x connects on node `.0`.
         Connect(u8),
@@ -1159,6 +1194,36 @@ mod tests {
             return fail(&sim, format!("x got {got:?}"));
         }
         Ok(())
+    }
+
+    #[test]
+    fn a_claim_heard_is_kept_until_its_time_then_forgotten() {
+        let stamp = |epoch| ConnectStamp { epoch, node: 1, shard: ShardId(0) };
+        let at = |secs| Instant::from_origin(Duration::from_secs(secs));
+        let (x, y) = (ClientId::new("x"), ClientId::new("y"));
+        let mut claims = Claims::default();
+        claims.hear(&x, stamp(5), at(0), at(10));
+        claims.hear(&x, stamp(3), at(1), at(11));
+        assert!(claims.heard_later(&x, stamp(3)) && claims.heard_later(&x, stamp(4)));
+        assert!(!claims.heard_later(&x, stamp(5)) && !claims.heard_later(&y, stamp(1)));
+        // A later claim of x heard at 8 keeps x past 10.
+        claims.hear(&x, stamp(7), at(8), at(18));
+        claims.hear(&y, stamp(1), at(12), at(22));
+        assert!(claims.heard_later(&x, stamp(6)));
+        claims.hear(&y, stamp(2), at(19), at(29));
+        assert!(!claims.heard_later(&x, stamp(6)), "{claims:?}");
+        assert_eq!(claims.heard.len(), 1);
+    }
+
+    #[test]
+    fn an_earlier_claim_heard_after_a_later_one_took_the_session_gives_way() {
+        // Node 0 hands x's session to node 2's claim (after waiting for the
+        // cuts), then hears node 1's, which is earlier and still waiting
+        // for node 2's answer: it must give way, not start an empty
+        // session that node 2 would then prefer (a higher epoch).
+        let storm = [Storm::Hold(1, 0, true), Storm::Hold(2, 1, true), Storm::Connect(1), Storm::Connect(2)];
+        let storm = [&storm[..], &[Storm::Advance; 5]].concat();
+        assert_eq!(storm_keeps_one_connection_with_the_session(storm, false), Ok(()));
     }
 
     /// Runs as many storms as `QUICKCHECK_TESTS` says (500 by default), of
