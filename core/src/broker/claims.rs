@@ -17,11 +17,12 @@
 //! client claimed on two nodes at once: the later epoch wins, each node
 //! closing its own if it is the earlier; Redis, not a clock, decides
 //! which is later. A claim heard before this node's own epoch came waits
-//! for it. A shard that knows a later claim says so in its answer to an
-//! earlier one, which gives way then, though the later claim's own
-//! message may not have reached its node yet (else it would accept its
-//! connection with no session, the real one on its way to the later
-//! claim). The claim that gives way still gathers the session, then
+//! for it. A shard that knows a later claim (its own, one it keeps the
+//! session for, or one heard within the connect timeout) says so in its
+//! answer to an earlier one, which gives way then, though the later
+//! claim's own message may not have reached its node yet (else it would
+//! accept its connection with no session, the real one on its way to the
+//! later claim). The claim that gives way still gathers the session, then
 //! passes it on to the later one as a holder does (below), or keeps it
 //! until the later claim comes for it.
 //!
@@ -311,15 +312,15 @@ impl Broker {
             // Claimed here too: the later claim wins; an earlier one gives
             // way, and answers the later one once its own answers are in.
             let beaten = match claim.relay {
-                _ if own > stamp => Some(from),
-                Some((_, relay)) if relay > stamp => Some(from),
+                _ if own > stamp => Some((from, stamp)),
+                Some((_, relay)) if relay > stamp => Some((from, stamp)),
                 relay => {
                     claim.relay = Some((from, stamp));
-                    relay.map(|(to, _)| to)
+                    relay
                 }
             };
-            if let Some(to) = beaten {
-                self.answer_claim(to, client.clone(), None, true);
+            if let Some((to, stamp)) = beaten {
+                self.answer_claim(to, client.clone(), stamp, None, true);
             }
             if own < stamp {
                 self.give_way(now, &client);
@@ -341,16 +342,15 @@ impl Broker {
     /// Answers the claim of shard `to`, made at `stamp`, with what this
     /// shard holds of `client`, its own claims settled.
     fn answer_from_here(&mut self, now: Now, to: ShardId, stamp: ConnectStamp, client: ClientId) {
-        let later = self.claims.heard_later(&client, stamp);
         let Some(key) = self.sessions.find(&client) else {
-            return self.answer_claim(to, client, None, later);
+            return self.answer_claim(to, client, stamp, None, false);
         };
         if let Some(keeping) = self.claims.kept.get(&key) {
             // Kept for another claim: an earlier one gives way to it; a
             // later one gets the session from there, once that claim hears
             // it and gives way in turn.
-            let later = later || keeping.stamp > stamp;
-            return self.answer_claim(to, client, None, later);
+            let beaten = keeping.stamp > stamp;
+            return self.answer_claim(to, client, stamp, None, beaten);
         }
         self.yield_session(now, to, stamp, client, key);
     }
@@ -390,9 +390,8 @@ impl Broker {
             }
             // Nothing more can come for a session without subscriptions.
             _ => {
-                let later = self.claims.heard_later(&client, stamp);
                 let handed = self.hand_over(&client);
-                self.answer_claim(to, client, handed, later);
+                self.answer_claim(to, client, stamp, handed, false);
             }
         }
     }
@@ -561,12 +560,22 @@ impl Broker {
     /// Hands session `key`, kept for a claim, over to the claimant.
     fn hand_kept_over(&mut self, key: SessionKey) {
         let Some(keeping) = self.claims.kept.remove(&key) else { return };
-        let later = self.claims.heard_later(&keeping.client, keeping.stamp);
         let handed = self.hand_over(&keeping.client);
-        self.answer_claim(keeping.to, keeping.client, handed, later);
+        self.answer_claim(keeping.to, keeping.client, keeping.stamp, handed, false);
     }
 
-    fn answer_claim(&mut self, to: ShardId, client: ClientId, session: Option<Box<HandedSession>>, later: bool) {
+    /// Answers the claim of shard `to`, made at `stamp`, with `session`:
+    /// it is to give way if `beaten` by a claim this shard knows, or if a
+    /// later claim was heard here.
+    fn answer_claim(
+        &mut self,
+        to: ShardId,
+        client: ClientId,
+        stamp: ConnectStamp,
+        session: Option<Box<HandedSession>>,
+        beaten: bool,
+    ) {
+        let later = beaten || self.claims.heard_later(&client, stamp);
         self.actions.push_back(Action::ToShard { to, message: ShardMessage::Claimed { client, session, later } });
     }
 
@@ -745,7 +754,7 @@ impl Broker {
     pub(super) fn forget_claimed(&mut self, key: SessionKey) {
         self.claims.arrived.remove(&key);
         if let Some(keeping) = self.claims.kept.remove(&key) {
-            self.answer_claim(keeping.to, keeping.client, None, false);
+            self.answer_claim(keeping.to, keeping.client, keeping.stamp, None, false);
         }
     }
 
