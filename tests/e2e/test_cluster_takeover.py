@@ -296,7 +296,8 @@ def test_a_takeover_storm_leaves_one_connection_with_the_session(nodes, clients,
     def open_now() -> list[Paho]:
         return [c for c in conns if c.client.is_connected()]
 
-    for round_ in range(5):
+    rounds, during = 5, 4
+    for round_ in range(rounds):
         batch = [clients(Paho(node.port, cid, clean_session=False)) for node in nodes]
         # Each CONNECT is on its way before any CONNACK can come.
         for p in batch:
@@ -304,6 +305,8 @@ def test_a_takeover_storm_leaves_one_connection_with_the_session(nodes, clients,
         for p in batch:
             p.client.loop_start()
         conns.extend(batch)
+        # Messages for the session while it moves, each acknowledged.
+        publish_seq(pub, History(), "storm/during", 1, during, first=round_ * during)
         wait_until(lambda: len(open_now()) == 1 and all(p.connected.is_set() or p.disconnected.is_set()
                                                         for p in batch),
                    ACK, what=lambda: f"round {round_}: one connection left, have {len(open_now())}")
@@ -318,6 +321,15 @@ def test_a_takeover_storm_leaves_one_connection_with_the_session(nodes, clients,
     expected = [payload("pub-storm", seq) for seq in range(10)]
     wait_until(lambda: first_copies(winner, "storm/x") == expected, ACK,
                what=lambda: f"the winner's messages: {first_copies(winner, 'storm/x')}")
+    # Each message acknowledged during the storm reached one of the
+    # client's connections: live, or queued for the session and sent to
+    # the connection that took it next.
+    sent = {payload("pub-storm", seq) for seq in range(rounds * during)}
+
+    def missing() -> set[bytes]:
+        return sent - {m for c in conns for m in first_copies(c, "storm/during")}
+
+    wait_until(lambda: not missing(), ACK, what=lambda: f"messages of the storm never delivered: {sorted(missing())}")
 
 
 # Each connection takes the next ownership epoch of its client id in
