@@ -491,6 +491,13 @@ impl Broker {
                     shards.durability.received(from, journal.pending_batch());
                 }
             }
+            ShardMessage::Forwarded { client, message } => {
+                let counted = may_be_stored(&message);
+                self.handle_forwarded(now, client, message);
+                if let (true, Some(journal), Some(shards)) = (counted, self.journal.as_ref(), self.shards.as_mut()) {
+                    shards.durability.received(from, journal.pending_batch());
+                }
+            }
             ShardMessage::Retained { message, version } => {
                 if let Some(recorded) = self.shards.as_mut().and_then(|s| s.is_latest(&message.topic, version)) {
                     self.store_retained(now, &message, recorded);
@@ -526,8 +533,8 @@ impl Broker {
             ShardMessage::Holding { client, holder, filters } => {
                 self.handle_holding(now, from, client, holder, filters)
             }
-            ShardMessage::Flush { client, holders } => self.handle_flush(now, from, client, holders),
-            ShardMessage::Flushed { client } => self.handle_flushed(from, &client),
+            ShardMessage::Flush { client, stamp, holders } => self.handle_flush(now, from, client, stamp, holders),
+            ShardMessage::Flushed { client, stamp } => self.handle_flushed(from, &client, stamp),
             ShardMessage::Will(message) => {
                 // Its expiry is read as this broker reads a will's.
                 let message = match self.config.message_expiry {
@@ -1670,7 +1677,7 @@ impl Broker {
                 grant.checked &= matched[i].1.checked;
             }
             i += 1;
-            if sender.is_some_and(|sender| self.claims.skips(key, sender, grant, &message, source)) {
+            if sender.is_some_and(|s| !self.owed_to(key, s) && self.claims.skips(key, s, grant, &message, source)) {
                 continue;
             }
             self.deliver_matched(now, key, grant, &message, source, publisher);
@@ -1678,6 +1685,7 @@ impl Broker {
         self.matched = matched;
         if let Some(sender) = sender {
             self.claims.take_in(&message, sender);
+            self.forward_to_moved(now, &message, sender);
         }
     }
 

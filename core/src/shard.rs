@@ -315,6 +315,9 @@ pub enum ShardMessage {
     Flush {
         /// The client id.
         client: ClientId,
+        /// The claim's stamp: which move of the client's session the cut
+        /// is of.
+        stamp: ConnectStamp,
         /// The shards holding a session of the client.
         holders: Vec<ShardAddress>,
     },
@@ -324,6 +327,18 @@ pub enum ShardMessage {
     Flushed {
         /// The client id.
         client: ClientId,
+        /// The stamp of the claim that moves it.
+        stamp: ConnectStamp,
+    },
+    /// A message that a shard sent the sender before its cut of a move of
+    /// `client`'s session, which reached the sender (the old holder) after
+    /// it handed the session over without that cut: for the session alone,
+    /// wherever it is now, not for the receiver's other subscribers.
+    Forwarded {
+        /// The client id.
+        client: ClientId,
+        /// The message.
+        message: Arc<Message>,
     },
     /// A subscriber of the sender has no room for what the receiver's
     /// connection sends it: stop reading that connection until as many
@@ -418,7 +433,7 @@ impl ShardMessage {
     /// confirmations count.
     pub(crate) fn may_be_stored(&self) -> bool {
         match self {
-            Self::Publish { message, .. } => may_be_stored(message),
+            Self::Publish { message, .. } | Self::Forwarded { message, .. } => may_be_stored(message),
             Self::Retained { .. } => true,
             _ => false,
         }

@@ -11,19 +11,21 @@
 //!
 //! | Part | Layout |
 //! |---|---|
-//! | batch | version `u8` (5), frame count `u32`, the frames |
+//! | batch | version `u8` (6), frame count `u32`, the frames |
 //! | frame | from shard `u16`, to shard `u16`, kind `u8`, body |
 //! | `Route` (kind 1), `Unroute` (2) | filter: length `u16`, UTF-8 |
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
 //! | `Hold` (4), `Release` (5) | connection `u64` |
 //! | `Stored` (6), `Routed` (9) | count `u64` |
-//! | `Claim` (7) | client id: length `u32`, UTF-8; stamp: epoch `u64`, node `u64`, shard `u16` |
+//! | `Claim` (7) | client id: length `u32`, UTF-8; stamp |
 //! | `Claimed` (8) | client id: length `u32`, UTF-8; later: `u8` 0 or 1; session: `u8` 0 (none) or 1, then the session |
 //! | `Retained` (10) | the message (flag `0x20` required, `0x10` refused), then its retain version |
 //! | `Holding` (11) | client id: length `u32`, UTF-8; holder: address; filters: count `u32`, each a filter (length `u16`, UTF-8) |
-//! | `Flush` (12) | client id: length `u32`, UTF-8; holders: count `u32`, each an address |
-//! | `Flushed` (13) | client id: length `u32`, UTF-8 |
+//! | `Flush` (12) | client id: length `u32`, UTF-8; stamp; holders: count `u32`, each an address |
+//! | `Flushed` (13) | client id: length `u32`, UTF-8; stamp |
+//! | `Forwarded` (14) | client id: length `u32`, UTF-8; the message |
 //! | address | node `u64`, shard `u16` |
+//! | stamp | epoch `u64`, node `u64`, shard `u16` |
 //! | session | ownership epoch `u64`; next packet id: `u8` 0 (none) or 1, then the id; subscriptions: count `u32`, each a filter (length `u16`, UTF-8) and QoS `u8`; copies: count `u32`, each a message, QoS `u8`, retain `u8` (0 or 1) and state; incoming: count `u32`, each a packet id, then `u8` 0 (no message) or 1 and a message |
 //! | message | as `Publish`'s body, flags `0x10` and `0x20` refused |
 //! | state | `u8`: 0 queued without an id; 1 queued, 2 sent, 3 released, each then a packet id |
@@ -58,7 +60,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// The version this module writes and the only one it reads.
-const VERSION: u8 = 5;
+const VERSION: u8 = 6;
 
 /// The smallest frame: a `Route` of a one-byte filter. Bounds what a
 /// frame count may reserve.
@@ -98,6 +100,7 @@ const RETAINED: u8 = 10;
 const HOLDING: u8 = 11;
 const FLUSH: u8 = 12;
 const FLUSHED: u8 = 13;
+const FORWARDED: u8 = 14;
 
 // What an option's presence byte says.
 const ABSENT: u8 = 0;
@@ -286,9 +289,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         ShardMessage::Claim { client, stamp } => {
             out.put_u8(CLAIM);
             put_long(out, client.as_str().as_bytes())?;
-            out.put_u64(stamp.epoch);
-            out.put_u64(stamp.node);
-            out.put_u16(stamp.shard.0);
+            put_stamp(out, *stamp);
             Ok(())
         }
         ShardMessage::Holding { client, holder, filters } => {
@@ -301,18 +302,26 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
             }
             Ok(())
         }
-        ShardMessage::Flush { client, holders } => {
+        ShardMessage::Flush { client, stamp, holders } => {
             out.put_u8(FLUSH);
             put_long(out, client.as_str().as_bytes())?;
+            put_stamp(out, *stamp);
             put_count(out, holders.len())?;
             for &holder in holders {
                 put_address(out, holder);
             }
             Ok(())
         }
-        ShardMessage::Flushed { client } => {
+        ShardMessage::Flushed { client, stamp } => {
             out.put_u8(FLUSHED);
-            put_long(out, client.as_str().as_bytes())
+            put_long(out, client.as_str().as_bytes())?;
+            put_stamp(out, *stamp);
+            Ok(())
+        }
+        ShardMessage::Forwarded { client, message } => {
+            out.put_u8(FORWARDED);
+            put_long(out, client.as_str().as_bytes())?;
+            write_message(message, 0, out)
         }
         ShardMessage::Claimed { client, session, later } => {
             out.put_u8(CLAIMED);
@@ -446,6 +455,13 @@ fn write_message(message: &Message, more: u8, out: &mut BytesMut) -> Result<(), 
 fn put_address(out: &mut BytesMut, address: ShardAddress) {
     out.put_u64(address.node);
     out.put_u16(address.shard.0);
+}
+
+/// Writes a claim's stamp.
+fn put_stamp(out: &mut BytesMut, stamp: ConnectStamp) {
+    out.put_u64(stamp.epoch);
+    out.put_u64(stamp.node);
+    out.put_u16(stamp.shard.0);
 }
 
 /// Writes a count as a `u32`.
@@ -583,10 +599,7 @@ impl<'a> Reader<'a> {
             RELEASE => ShardMessage::Release(ConnId(self.u64()?)),
             STORED => ShardMessage::Stored(self.u64()?),
             ROUTED => ShardMessage::Routed(self.u64()?),
-            CLAIM => ShardMessage::Claim {
-                client: self.client_id()?,
-                stamp: ConnectStamp { epoch: self.u64()?, node: self.u64()?, shard: ShardId(self.u16()?) },
-            },
+            CLAIM => ShardMessage::Claim { client: self.client_id()?, stamp: self.stamp()? },
             CLAIMED => ShardMessage::Claimed {
                 client: self.client_id()?,
                 later: self.present()?,
@@ -597,10 +610,15 @@ impl<'a> Reader<'a> {
                 holder: self.address()?,
                 filters: self.counted(MIN_FILTER_LEN, Self::filter)?,
             },
-            FLUSH => {
-                ShardMessage::Flush { client: self.client_id()?, holders: self.counted(ADDRESS_LEN, Self::address)? }
+            FLUSH => ShardMessage::Flush {
+                client: self.client_id()?,
+                stamp: self.stamp()?,
+                holders: self.counted(ADDRESS_LEN, Self::address)?,
+            },
+            FLUSHED => ShardMessage::Flushed { client: self.client_id()?, stamp: self.stamp()? },
+            FORWARDED => {
+                ShardMessage::Forwarded { client: self.client_id()?, message: Arc::new(self.message(MESSAGE_FLAGS)?.0) }
             }
-            FLUSHED => ShardMessage::Flushed { client: self.client_id()? },
             kind => return Err(WireError::UnknownKind(kind)),
         };
         Ok(NodeFrame { from, to, message })
@@ -645,6 +663,10 @@ impl<'a> Reader<'a> {
         }
         let version = self.version()?;
         Ok(ShardMessage::Retained { message: Arc::new(message), version })
+    }
+
+    fn stamp(&mut self) -> Result<ConnectStamp, WireError> {
+        Ok(ConnectStamp { epoch: self.u64()?, node: self.u64()?, shard: ShardId(self.u16()?) })
     }
 
     fn address(&mut self) -> Result<ShardAddress, WireError> {
@@ -728,6 +750,10 @@ mod tests {
         *g.choose(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]).unwrap()
     }
 
+    fn arbitrary_stamp(g: &mut Gen) -> ConnectStamp {
+        ConnectStamp { epoch: u64::arbitrary(g), node: u64::arbitrary(g), shard: ShardId(u16::arbitrary(g)) }
+    }
+
     fn arbitrary_address(g: &mut Gen) -> ShardAddress {
         ShardAddress { node: u64::arbitrary(g), shard: ShardId(u16::arbitrary(g)) }
     }
@@ -770,7 +796,7 @@ mod tests {
 
     impl Arbitrary for ArbFrame {
         fn arbitrary(g: &mut Gen) -> Self {
-            let message = match u8::arbitrary(g) % 13 {
+            let message = match u8::arbitrary(g) % 14 {
                 0 => ShardMessage::Route(ArbFilter::arbitrary(g).filter()),
                 1 => ShardMessage::Unroute(ArbFilter::arbitrary(g).filter()),
                 2 => ShardMessage::Publish {
@@ -791,17 +817,15 @@ mod tests {
                 },
                 11 => ShardMessage::Flush {
                     client: ClientId::new(String::arbitrary(g)),
+                    stamp: arbitrary_stamp(g),
                     holders: (0..usize::arbitrary(g) % 4).map(|_| arbitrary_address(g)).collect(),
                 },
-                12 => ShardMessage::Flushed { client: ClientId::new(String::arbitrary(g)) },
-                6 => ShardMessage::Claim {
+                12 => ShardMessage::Flushed { client: ClientId::new(String::arbitrary(g)), stamp: arbitrary_stamp(g) },
+                13 => ShardMessage::Forwarded {
                     client: ClientId::new(String::arbitrary(g)),
-                    stamp: ConnectStamp {
-                        epoch: u64::arbitrary(g),
-                        node: u64::arbitrary(g),
-                        shard: ShardId(u16::arbitrary(g)),
-                    },
+                    message: Arc::new(arbitrary_message(g)),
                 },
+                6 => ShardMessage::Claim { client: ClientId::new(String::arbitrary(g)), stamp: arbitrary_stamp(g) },
                 _ => ShardMessage::Claimed {
                     client: ClientId::new(String::arbitrary(g)),
                     session: bool::arbitrary(g).then(|| Box::new(arbitrary_session(g))),
@@ -829,7 +853,9 @@ mod tests {
             .cloned()
             .map(|mut frame| {
                 match &mut frame.message {
-                    ShardMessage::Publish { message, .. } | ShardMessage::Retained { message, .. } => take(message),
+                    ShardMessage::Publish { message, .. }
+                    | ShardMessage::Retained { message, .. }
+                    | ShardMessage::Forwarded { message, .. } => take(message),
                     ShardMessage::Claimed { session: Some(session), .. } => {
                         session.copies.iter_mut().for_each(|(message, ..)| take(message));
                         session.incoming.iter_mut().filter_map(|(_, message)| message.as_mut()).for_each(&mut take);
@@ -945,10 +971,24 @@ mod tests {
                     2,
                     ShardMessage::Flush {
                         client: ClientId::new("client"),
+                        stamp: ConnectStamp { epoch: 3, node: 9, shard: ShardId(1) },
                         holders: vec![ShardAddress { node: 7, shard: ShardId(0) }, ShardAddress::default()],
                     },
                 ),
-                frame(2, 3, ShardMessage::Flushed { client: ClientId::new("client") }),
+                frame(2, 3, ShardMessage::Flushed { client: ClientId::new("client"), stamp: ConnectStamp::default() }),
+                frame(
+                    3,
+                    1,
+                    ShardMessage::Forwarded {
+                        client: ClientId::new("client"),
+                        message: Arc::new(Message::without_expiry(
+                            name("f"),
+                            Bytes::from_static(b"f"),
+                            QoS::ExactlyOnce,
+                            false,
+                        )),
+                    },
+                ),
                 frame(
                     4,
                     0,
