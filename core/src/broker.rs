@@ -796,7 +796,7 @@ impl Broker {
     pub fn handle_timeout(&mut self, now: Now) {
         self.publish_sys(now);
         self.expire_sessions(now);
-        self.hand_overdue_over(now);
+        self.moves_due(now);
         while let Some((at, id)) = self.deadlines.pop_due(now.instant) {
             let Some(conn) = self.conns.get_mut(&id) else { continue };
             if conn.armed != Some(at) {

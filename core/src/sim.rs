@@ -477,6 +477,16 @@ impl Simulation {
         self.drain();
     }
 
+    /// With [`with_nodes`](Self::with_nodes): drops what node `from`
+    /// holds for node `to` ([`hold_path`](Self::hold_path)) that `lost`
+    /// picks, as Redis losing entries of an inbox in a failover.
+    pub fn lose_held(&mut self, from: usize, to: usize, lost: fn(&ShardMessage) -> bool) {
+        self.note(format_args!("path from node {from} to node {to} loses some of what it holds"));
+        if let Some(nodes) = self.nodes.as_mut() {
+            nodes.lose(from, to, lost);
+        }
+    }
+
     /// With [`with_nodes`](Self::with_nodes): `client_id`'s ownership
     /// epoch, as the shared Redis keeps it (0 before any connection).
     pub fn epoch(&self, client_id: &str) -> u64 {

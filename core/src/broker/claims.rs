@@ -134,6 +134,19 @@ const CUT_WAIT: Duration = Duration::from_secs(5);
 /// kept for good (the client's next connection would wait on it too).
 const CLAIMANT_CUT_WAIT: Duration = Duration::from_secs(30);
 
+/// A session that moved here before every shard's cut was heard here.
+#[derive(Debug)]
+struct Arrived {
+    /// The stamp of the claim that moved it, which the cuts name.
+    stamp: ConnectStamp,
+    /// The shards whose cut is yet to come: what they send the session
+    /// until then went to its old holder, and is in it already.
+    waiting: Vec<ShardId>,
+    /// Until when their cuts are waited for: a cut Redis lost must not
+    /// keep a shard's messages from the session for good.
+    until: Instant,
+}
+
 /// How long a shard that handed a session over without some shards' cuts
 /// forwards what those shards sent it before their cut: only a cut Redis
 /// lost takes that long.
@@ -175,6 +188,10 @@ struct Keeping {
     /// order: the claimant took it in for the session, and should it leave
     /// before the session goes, it is the session's here after all.
     missed: Vec<(Grant, Arc<Message>, Source)>,
+    /// How many `missed` holds at most (`None`: no bound): what the
+    /// session could take in, its in-flight window and queue, as
+    /// `max_queued_messages` bounds it; more would be dropped there anyway.
+    room: Option<usize>,
 }
 
 impl Keeping {
@@ -192,10 +209,8 @@ pub(super) struct Claims {
     pending: HashMap<ClientId, Claiming>,
     /// The cuts of claims whose sessions are on their way, by client id.
     cuts: HashMap<ClientId, Cut>,
-    /// Sessions that arrived before every shard's cut was heard: the
-    /// stamp of the claim that moved them, and the shards not heard yet,
-    /// whose earlier messages are in the session.
-    arrived: HashMap<SessionKey, (ConnectStamp, Vec<ShardId>)>,
+    /// Sessions that arrived before every shard's cut was heard.
+    arrived: HashMap<SessionKey, Arrived>,
     /// Sessions kept for claims elsewhere.
     kept: HashMap<SessionKey, Keeping>,
     /// Sessions handed over without some shards' cuts, by client id.
@@ -239,10 +254,12 @@ impl Claims {
             return false;
         }
         if let Some(keeping) = self.kept.get_mut(&key).filter(|k| k.passed.contains(&sender)) {
-            keeping.missed.push((grant, message.clone(), source));
+            if keeping.room.is_none_or(|room| keeping.missed.len() < room) {
+                keeping.missed.push((grant, message.clone(), source));
+            }
             return true;
         }
-        self.arrived.get(&key).is_some_and(|(_, waiting)| waiting.contains(&sender))
+        self.arrived.get(&key).is_some_and(|arrived| arrived.waiting.contains(&sender))
     }
 
     /// Whether session `key` is kept for a claim elsewhere.
@@ -250,9 +267,11 @@ impl Claims {
         self.kept.contains_key(&key)
     }
 
-    /// When the first session kept for a claim elsewhere is due to go.
+    /// When the first session kept for a claim elsewhere is due to go, or
+    /// a session moved here stops waiting for the cuts.
     pub(super) fn next_due(&self) -> Option<Instant> {
-        self.kept.values().map(Keeping::due).min()
+        let arrived = self.arrived.values().map(|arrived| arrived.until);
+        self.kept.values().map(Keeping::due).chain(arrived).min()
     }
 
     /// Notes a claim of `client` made at `stamp`, heard at `now`, kept
@@ -433,9 +452,17 @@ impl Broker {
             (Some(filters), Some(shards)) if !filters.is_empty() => {
                 let waiting = shards.others().collect();
                 let holder = shards.address();
-                let since = now.instant;
-                let passed = Vec::new();
-                let keeping = Keeping { client: client.clone(), to, stamp, since, waiting, passed, missed: Vec::new() };
+                let room = (self.limits.max_queued != 0).then(|| self.limits.max_queued + self.limits.window);
+                let keeping = Keeping {
+                    client: client.clone(),
+                    to,
+                    stamp,
+                    since: now.instant,
+                    waiting,
+                    passed: Vec::new(),
+                    missed: Vec::new(),
+                    room,
+                };
                 self.claims.kept.insert(key, keeping);
                 let message = ShardMessage::Holding { client, holder, filters };
                 self.actions.push_back(Action::ToShard { to, message });
@@ -578,11 +605,10 @@ impl Broker {
             return;
         }
         if let Some(key) = self.sessions.find(client)
-            && let Some((moved, waiting)) = self.claims.arrived.get_mut(&key)
-            && *moved == stamp
+            && let Some(arrived) = self.claims.arrived.get_mut(&key).filter(|arrived| arrived.stamp == stamp)
         {
-            waiting.retain(|&s| s != from);
-            if waiting.is_empty() {
+            arrived.waiting.retain(|&s| s != from);
+            if arrived.waiting.is_empty() {
                 self.claims.arrived.remove(&key);
             }
             return;
@@ -605,15 +631,17 @@ impl Broker {
         }
     }
 
-    /// Hands over the sessions kept for claims that waited [`CUT_WAIT`] for
-    /// the shards' cuts.
-    pub(super) fn hand_overdue_over(&mut self, now: Now) {
+    /// Hands over the sessions kept for claims that waited their time for
+    /// the shards' cuts, and stops waiting for the cuts of those that
+    /// moved here.
+    pub(super) fn moves_due(&mut self, now: Now) {
         let overdue: Vec<SessionKey> =
             self.claims.kept.iter().filter(|(_, k)| k.due() <= now.instant).map(|(&key, _)| key).collect();
         for key in overdue {
             self.forward_for(now, key);
             self.hand_kept_over(key);
         }
+        self.claims.arrived.retain(|_, arrived| arrived.until > now.instant);
     }
 
     /// Session `key`, kept for a claim, goes before some shards passed
@@ -775,9 +803,9 @@ impl Broker {
         for cut in self.claims.cuts.values_mut() {
             cut.waiting.retain(|&s| s != peer);
         }
-        self.claims.arrived.retain(|_, (_, waiting)| {
-            waiting.retain(|&s| s != peer);
-            !waiting.is_empty()
+        self.claims.arrived.retain(|_, arrived| {
+            arrived.waiting.retain(|&s| s != peer);
+            !arrived.waiting.is_empty()
         });
         self.claims.forwarding.retain(|_, forwarding| {
             forwarding.waiting.retain(|&s| s != peer);
@@ -885,7 +913,8 @@ impl Broker {
             self.deliver_to(now, key, message);
         }
         if !cut.waiting.is_empty() {
-            self.claims.arrived.insert(key, (cut.stamp, cut.waiting.clone()));
+            let until = now.instant + CLAIMANT_CUT_WAIT;
+            self.claims.arrived.insert(key, Arrived { stamp: cut.stamp, waiting: cut.waiting.clone(), until });
         }
     }
 
@@ -952,6 +981,15 @@ impl Broker {
             }
         }
         key
+    }
+}
+
+#[cfg(test)]
+impl Broker {
+    /// How many messages this shard sets aside for sessions it keeps for
+    /// claims elsewhere.
+    pub(crate) fn set_aside(&self) -> usize {
+        self.claims.kept.values().map(|keeping| keeping.missed.len()).sum()
     }
 }
 
@@ -1170,6 +1208,57 @@ mod tests {
         let got = sim.take_received(back);
         assert_session_present(&sim, &got);
         assert_got(&sim, &got, "t/1");
+    }
+
+    #[test]
+    fn what_is_set_aside_for_a_session_kept_for_a_claim_is_bounded_as_its_queue() {
+        let config = Config { sys_interval: Duration::ZERO, max_queued_messages: 3, ..Config::default() };
+        let room = config.max_queued_messages + config.inflight_window();
+        let mut sim = Simulation::with_nodes(config, 4);
+        sim.record();
+        let old = connect_on_of(&mut sim, 4, 0, x());
+        sim.subscribe(old, "t/#", QoS::AtLeastOnce);
+        sim.disconnect(old);
+        let publisher = connect_on_of(&mut sim, 4, 2, ClientOptions::new("p"));
+        // Node 0 keeps x's session for node 1 while node 3's cut is held.
+        sim.hold_path(3, 0, true);
+        connect_on_of(&mut sim, 4, 1, x());
+        for i in 0..room + 10 {
+            sim.publish(publisher, &format!("t/{i}"), b"after the cut", QoS::AtLeastOnce, false);
+        }
+        assert_eq!(sim.brokers()[0].set_aside(), room, "{}", sim.transcript());
+        // Node 1 leaves: what was set aside goes to the session, queued as
+        // far as its queue holds.
+        sim.link_says(0, ShardId(1), ShardMessage::Left);
+        sim.hold_path(3, 0, false);
+        assert_eq!(sim.brokers()[0].set_aside(), 0);
+        let back = connect_on_of(&mut sim, 4, 0, x());
+        let got = sim.take_received(back);
+        assert_session_present(&sim, &got);
+        assert_eq!(topics(&got), ["t/0", "t/1", "t/2"], "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_session_moved_in_stops_waiting_for_a_cut_redis_lost() {
+        let (mut sim, old) = x_on_node_0(3, "t/#");
+        sim.disconnect(old);
+        let publisher = connect_on(&mut sim, 2, ClientOptions::new("p"));
+        // Node 2's cut never reaches node 1, where the session moves: the
+        // holder's answer waits until node 2 answered the claim.
+        sim.hold_path(0, 1, true);
+        let new = connect_on(&mut sim, 1, x());
+        sim.hold_path(2, 1, true);
+        sim.hold_path(0, 1, false);
+        sim.lose_held(2, 1, |message| matches!(message, ShardMessage::Flushed { .. }));
+        sim.hold_path(2, 1, false);
+        let got = sim.take_received(new);
+        assert_session_present(&sim, &got);
+        // Node 1 takes node 2's messages for the session's again once it
+        // stopped waiting for that cut.
+        sim.advance(Duration::from_secs(31));
+        sim.publish(publisher, "t/later", b"after", QoS::AtLeastOnce, false);
+        let got = sim.take_received(new);
+        assert_got(&sim, &got, "t/later");
     }
 
     #[test]

@@ -80,15 +80,25 @@ impl NodesBus {
         }
     }
 
+    /// Drops what node `from` holds for node `to` that `lost` picks, as
+    /// Redis losing entries of an inbox.
+    pub(super) fn lose(&mut self, from: usize, to: usize, lost: fn(&ShardMessage) -> bool) {
+        let mut parked = std::mem::take(&mut self.parked[from]);
+        parked.retain(|(_, shard, message)| self.node_of(from, *shard) != Some(to) || !lost(message));
+        self.parked[from] = parked;
+    }
+
+    /// The node of shard number `shard`, as node `i` numbers it.
+    fn node_of(&self, i: usize, shard: ShardId) -> Option<usize> {
+        self.directories[i].address(shard).and_then(|(name, _)| self.runs.iter().position(|r| r.name == name))
+    }
+
     /// Node `i`'s posts that may go now: those parked on paths no longer
     /// held, then the new ones; the rest are parked, in order.
     fn ready(&mut self, i: usize) -> Vec<(ShardId, ShardId, ShardMessage)> {
         let posts = std::mem::take(&mut self.parked[i]).into_iter().chain(std::mem::take(&mut self.posts[i]));
-        let (parked, ready): (Vec<_>, Vec<_>) = posts.partition(|(_, to, _)| {
-            let node =
-                self.directories[i].address(*to).and_then(|(name, _)| self.runs.iter().position(|r| r.name == name));
-            node.is_some_and(|j| self.held.contains(&(i, j)))
-        });
+        let (parked, ready): (Vec<_>, Vec<_>) =
+            posts.partition(|(_, to, _)| self.node_of(i, *to).is_some_and(|j| self.held.contains(&(i, j))));
         self.parked[i] = parked;
         ready
     }
