@@ -11,6 +11,8 @@
 #                                    the shard rows (not in the default set)
 #   scripts/bench.sh --rows "nodes-qos1 nodes-pairs-q1 nodes-latency-q1-1k" --brokers "culex mosquitto"
 #                                    the node rows: Culex as clusters of 1 and 3 nodes over Redis
+#   scripts/bench.sh --rows "nodes-qos1 nodes-pairs-q1" --brokers culex --nodes 3 --redis-cluster
+#                                    the same over a Redis Cluster of three masters
 #
 # Options: --runs N, --brokers "culex mosquitto", --rows "fan-in qos1",
 # --out DIR (default target/bench), --bin-dir DIR (use the culex,
@@ -22,7 +24,9 @@
 # CPU 0, else every CPU, the tool then running below the broker's
 # priority so that it only takes what the broker leaves), --shards N
 # (Culex's brokers with `shards N`; Mosquitto as it is), --nodes "1 3"
-# (the node rows: Culex as a cluster of each of these numbers of nodes).
+# (the node rows: Culex as a cluster of each of these numbers of nodes),
+# --redis-cluster (the node rows over a Redis Cluster of three masters,
+# `redis_cluster true`, rather than over one redis-server).
 # Each broker is started fresh for every scenario and run, on a free
 # loopback port, with the same configuration (written below); the broker is
 # pinned to CPU 0 and the load tool to CPU 1 with taskset. Results: one JSON
@@ -64,7 +68,8 @@
 # then the tool waits 1 s more once its clients are ready (--settle-ms) for
 # the routes to cross, and counts the commands Redis ran over the timed
 # phase (--redis-port), and the CPU time of the nodes and of Redis over it
-# (--watch-pid). Mosquitto runs each row once, alone, with the same settle
+# (--watch-pid; with --redis-cluster, every master's, summed). Mosquitto
+# runs each row once, alone, with the same settle
 # time, its CPU time and Redis's counted the same way. Rows:
 # nodes-qos1 is qos1 (1 publisher, 64 in flight, 1 subscriber), nodes-
 # pairs-q1 is pairs at QoS 1 (16 pairs, 64 in flight each), nodes-latency-
@@ -83,6 +88,7 @@ LOAD_THREADS=1
 LOAD_CPUS=""
 SHARDS=""
 NODES="1 3"
+REDIS_CLUSTER=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -96,6 +102,7 @@ while [ $# -gt 0 ]; do
     --load-cpus) LOAD_CPUS="$2"; shift ;;
     --shards) SHARDS="$2"; shift ;;
     --nodes) NODES="$2"; shift ;;
+    --redis-cluster) REDIS_CLUSTER=1 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -282,6 +289,18 @@ case "$SCHED" in
 esac
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 listening() { ss -Hltn "sport = :$1" | grep -q LISTEN; }
+# A port whose cluster bus port (10,000 above) is free too.
+free_cluster_port() {
+  python3 -c '
+import socket
+for port in range(30000, 40000):
+    try:
+        for p in (port, port + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); s.close()
+    except OSError:
+        continue
+    print(port); break'
+}
 
 # The same settings for every broker and row: Mosquitto's defaults for
 # the limits towards a subscriber (max_inflight_messages 20,
@@ -309,10 +328,11 @@ write_conf() { # FILE PORT [REDIS_PORT] [EXTRA LINE]
 BROKER_PID=""
 REDIS_PID=""
 NODE_PIDS=()
+MEMBER_PIDS=()
 cleanup() {
   [ -z "$BROKER_PID" ] || kill "$BROKER_PID" 2>/dev/null || true
   local pid
-  for pid in "${NODE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${NODE_PIDS[@]}" "${MEMBER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -z "$REDIS_PID" ] || kill "$REDIS_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -323,6 +343,33 @@ REDIS_PORT=$(free_port)
 REDIS_PID=$!
 for _ in $(seq 50); do listening "$REDIS_PORT" && break; sleep 0.1; done
 listening "$REDIS_PORT" || { echo "bench.sh: redis-server did not start" >&2; exit 1; }
+
+# With --redis-cluster, the node rows' Redis: three masters on the
+# broker's CPUs, every slot served before any row starts.
+MEMBER_PORTS=()
+if [ $REDIS_CLUSTER = 1 ]; then
+  for k in 0 1 2; do
+    port=$(free_cluster_port)
+    mkdir -p "$OUT/logs$SUFFIX/member$k"
+    "${PRIO[@]}" taskset -c "$BROKER_CPUS" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+      --cluster-enabled yes --cluster-config-file "nodes-$port.conf" --dir "$OUT/logs$SUFFIX/member$k" \
+      > "$OUT/logs$SUFFIX/member$k/redis.log" 2>&1 &
+    MEMBER_PIDS+=($!)
+    MEMBER_PORTS+=("$port")
+    for _ in $(seq 50); do listening "$port" && break; sleep 0.1; done
+    listening "$port" || { echo "bench.sh: redis-server (cluster member) did not start" >&2; exit 1; }
+  done
+  redis-cli --cluster create "${MEMBER_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes > /dev/null
+  for _ in $(seq 100); do
+    ok=1
+    for port in "${MEMBER_PORTS[@]}"; do
+      redis-cli -p "$port" cluster info | grep -q "cluster_state:ok" || ok=0
+    done
+    [ $ok = 0 ] || break
+    sleep 0.1
+  done
+  [ $ok = 1 ] || { echo "bench.sh: the Redis Cluster did not serve every slot" >&2; exit 1; }
+fi
 
 start_broker() { # NAME CONF LOG
   local bin
@@ -454,6 +501,7 @@ node_row() { # ROW BROKER RUN
     node_ports=()
     NODE_PIDS=()
     extra=(--settle-ms 1000 --tag "nodes=$n")
+    [ $REDIS_CLUSTER = 0 ] || [ "$broker" = mosquitto ] || extra+=(--tag "redis=cluster")
     if [ "$broker" = mosquitto ]; then
       node_ports=("$(free_port)")
       conf="$OUT/logs$SUFFIX/$name.conf"
@@ -462,18 +510,25 @@ node_row() { # ROW BROKER RUN
       NODE_PIDS=("$BROKER_PID")
       BROKER_PID=""
     else
-      redis-cli -p "$REDIS_PORT" flushall > /dev/null
-      local cluster_conf="cluster bench"
+      local cluster_conf="cluster bench" redis_port=$REDIS_PORT
+      local -a redis_ports=("$REDIS_PORT") redis_cli=(redis-cli -p "$REDIS_PORT")
+      if [ $REDIS_CLUSTER = 1 ]; then
+        redis_ports=("${MEMBER_PORTS[@]}")
+        redis_port=${MEMBER_PORTS[0]}
+        redis_cli=(redis-cli -c -p "$redis_port")
+        cluster_conf=$(printf '%s\nredis_cluster true' "$cluster_conf")
+      fi
+      for k in "${redis_ports[@]}"; do redis-cli -p "$k" flushall > /dev/null; done
       [ -z "$SHARDS" ] || cluster_conf=$(printf '%s\nshards %s' "$cluster_conf" "$SHARDS")
       for k in $(seq 0 $(( n - 1 ))); do
         node_ports+=("$(free_port)")
         conf="$OUT/logs$SUFFIX/$name-node$k.conf"
-        write_conf "$conf" "${node_ports[$k]}" "$REDIS_PORT" "$cluster_conf"
+        write_conf "$conf" "${node_ports[$k]}" "$redis_port" "$cluster_conf"
         start_broker "$broker" "$conf" "$OUT/logs$SUFFIX/$name-node$k.log"
         NODE_PIDS+=("$BROKER_PID")
         BROKER_PID=""
       done
-      extra+=(--redis-port "$REDIS_PORT")
+      for k in "${redis_ports[@]}"; do extra+=(--redis-port "$k"); done
     fi
     ok=1
     for k in "${!node_ports[@]}"; do
@@ -483,7 +538,7 @@ node_row() { # ROW BROKER RUN
     if [ $ok = 1 ] && [ "$broker" != mosquitto ]; then
       # Every node registered, then one heartbeat (1 s) for each to see the others.
       for _ in $(seq 100); do
-        registered=$(redis-cli -p "$REDIS_PORT" hlen bench:nodes)
+        registered=$("${redis_cli[@]}" hlen bench:nodes)
         [ "$registered" != "$n" ] || break
         sleep 0.1
       done
@@ -497,7 +552,11 @@ node_row() { # ROW BROKER RUN
     port=$(IFS=,; echo "${node_ports[*]}")
     # CPU time over the timed phase: every node (or Mosquitto), and Redis.
     for k in "${!NODE_PIDS[@]}"; do extra+=(--watch-pid "nodes=${NODE_PIDS[$k]}"); done
-    extra+=(--watch-pid "redis=$REDIS_PID")
+    if [ $REDIS_CLUSTER = 1 ] && [ "$broker" != mosquitto ]; then
+      for k in "${MEMBER_PIDS[@]}"; do extra+=(--watch-pid "redis=$k"); done
+    else
+      extra+=(--watch-pid "redis=$REDIS_PID")
+    fi
     # The tool reads the first node's memory and CPU (--broker-pid).
     BROKER_PID=${NODE_PIDS[0]}
     # shellcheck disable=SC2086 # ARGS holds several words on purpose
@@ -516,6 +575,7 @@ node_row() { # ROW BROKER RUN
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "variant: $VARIANT (broker on CPU $BROKER_CPUS, load tool on CPU $LOAD_CPUS with $LOAD_THREADS thread(s))"
+  [ $REDIS_CLUSTER = 0 ] || echo "redis: the node rows over a Redis Cluster of three masters (ports ${MEMBER_PORTS[*]})"
   echo "nproc: $(nproc)"
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
   echo "kernel: $(uname -r)"

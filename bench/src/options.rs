@@ -152,9 +152,10 @@ pub struct Options {
     pub concurrency: Option<usize>,
     /// Connect/disconnect cycles (`presence`).
     pub cycles: u64,
-    /// Redis port, to check the presence hash after `presence`, and in a
-    /// message scenario to count the commands Redis runs (a cluster's).
-    pub redis_port: Option<u16>,
+    /// Redis ports: the first to check the presence hash after
+    /// `presence`; in a message scenario, each one's commands are counted
+    /// (a cluster's, over one server or every master of a Redis Cluster).
+    pub redis_ports: Vec<u16>,
     /// The presence hash.
     pub redis_key: String,
     /// After the publishers finish, how long a subscriber waits for more.
@@ -213,7 +214,7 @@ impl Options {
             clients: 10_000,
             concurrency: None,
             cycles: 10_000,
-            redis_port: None,
+            redis_ports: Vec::new(),
             redis_key: "mqtt".to_owned(),
             drain: Duration::from_secs(2),
             batch_bytes: 16 * 1024,
@@ -306,7 +307,8 @@ options:
   --redis-port PORT      after presence, check that the presence hash on 127.0.0.1:PORT empties;
                          message scenarios: count the commands that Redis ran (INFO commandstats,
                          INFO itself left out) over the timed phase (redis_commands, per delivered
-                         message, by command) and over --settle-ms (redis_idle_commands_per_s)
+                         message, by command) and over --settle-ms (redis_idle_commands_per_s);
+                         repeated, the sum over each port (the masters of a Redis Cluster)
   --redis-key KEY        the presence hash [mqtt]
   --drain-ms N           wait for stragglers after the last publish [2000]
   --batch-bytes N        largest write of an unpaced publisher [16384]
@@ -390,7 +392,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--clients" => o.clients = positive_usize(&arg, &value()?)?,
             "--concurrency" => o.concurrency = Some(positive_usize(&arg, &value()?)?),
             "--cycles" => o.cycles = positive(&arg, &value()?)?,
-            "--redis-port" => o.redis_port = Some(number(&arg, &value()?)?),
+            "--redis-port" => o.redis_ports.push(number(&arg, &value()?)?),
             "--redis-key" => o.redis_key = value()?,
             "--drain-ms" => o.drain = Duration::from_millis(number(&arg, &value()?)?),
             "--batch-bytes" => o.batch_bytes = positive_usize(&arg, &value()?)?,
@@ -594,6 +596,10 @@ mod tests {
         };
         assert_eq!(o.watch, [("nodes".to_owned(), 10), ("redis".to_owned(), 11)]);
         assert!(parse(args("qos1 --port 1 --watch-pid 10")).unwrap_err().contains("NAME=PID"));
+        let Command::Run(o) = parse(args("qos1 --port 1 --redis-port 7001 --redis-port 7002")).unwrap() else {
+            panic!("not a run");
+        };
+        assert_eq!(o.redis_ports, [7001, 7002]);
         let Command::Run(o) = parse(args("qos1 --port 1884")).unwrap() else {
             panic!("not a run");
         };

@@ -37,6 +37,18 @@ impl Counts {
         Ok(Self::parse(&reply))
     }
 
+    /// The counts of every Redis server in `addrs` (the masters of a Redis
+    /// Cluster), summed by command.
+    pub async fn read_all(addrs: &[SocketAddr]) -> io::Result<Self> {
+        let mut sum = Self::default();
+        for &addr in addrs {
+            for (name, calls) in Self::read(addr).await?.0 {
+                *sum.0.entry(name).or_insert(0) += calls;
+            }
+        }
+        Ok(sum)
+    }
+
     /// The counts in the text of an `INFO commandstats` reply.
     pub fn parse(text: &str) -> Self {
         let mut counts = BTreeMap::new();

@@ -107,7 +107,7 @@ pub(crate) async fn run(options: &Options) -> Value {
     let cpu = cpu.finish();
     let tool = tool.finish(elapsed);
 
-    let (left, settle) = match options.redis_port {
+    let (left, settle) = match options.redis_ports.first().copied() {
         Some(port) => {
             let redis = std::net::SocketAddr::new(options.addr.ip(), port);
             match presence_settles(redis, &options.redis_key, deadline).await {

@@ -253,11 +253,12 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
         spawn_ready(plan.publishers, &mut ready, |i, tx| publisher(shared.clone(), i, tx, start_rx.clone()));
     // Subscribers hold their SUBACK and publishers their CONNACK.
     let all_ready = await_ready(ready, deadline, &mut errors).await;
-    let redis = options.redis_port.map(|port| SocketAddr::new(options.addr.ip(), port));
-    let idle = settle(options.settle, redis, deadline, &mut errors).await;
+    let redis: Vec<SocketAddr> =
+        options.redis_ports.iter().map(|&port| SocketAddr::new(options.addr.ip(), port)).collect();
+    let idle = settle(options.settle, &redis, deadline, &mut errors).await;
     // The settle time is no part of the CPU figures.
     let cpu = if options.settle.is_zero() { cpu } else { CpuMeter::start(options.broker_pid) };
-    let redis_before = read_counts(redis, &mut errors).await;
+    let redis_before = read_counts(&redis, &mut errors).await;
     let watched = Watched::start(&options.watch);
     let memory = MemoryWatch::start(options.broker_pid, deadline);
     let tool = ToolMeter::start(options.threads);
@@ -275,7 +276,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     }
     let _ = done_tx.send(Some(sent));
     let mut subs = join_all(subscribers, deadline, "subscriber", &mut errors).await;
-    let redis_after = read_counts(redis, &mut errors).await;
+    let redis_after = read_counts(&redis, &mut errors).await;
     let watched = watched.finish();
     let (publish_time, deliver_time) =
         (last(pubs.iter().map(|p| p.finished), start), last(subs.iter().map(|s| s.received.last_arrival), start));
@@ -297,7 +298,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
     extend(&mut fields, json!({ "nodes": shared.addrs.len(), "crossing_pct": crossing_pct(&shared) }));
     fields.extend(delivery_fields(&pubs, &subs, plan.publishers));
     let delivered: u64 = subs.iter().map(|s| s.received.distinct).sum();
-    if redis.is_some() {
+    if !redis.is_empty() {
         extend(&mut fields, redis_fields(redis_before.as_ref().zip(redis_after.as_ref()), delivered, idle));
     }
     if !options.watch.is_empty() {
@@ -324,7 +325,7 @@ pub(crate) async fn run(options: &Options, plan: Plan) -> Value {
 /// Waits `settle` (bounded by the deadline) before the start; with Redis,
 /// returns the commands it ran per second meanwhile (a cluster at rest:
 /// heartbeats and blocked reads).
-async fn settle(settle: Duration, redis: Option<SocketAddr>, deadline: Instant, errors: &mut Errors) -> Option<f64> {
+async fn settle(settle: Duration, redis: &[SocketAddr], deadline: Instant, errors: &mut Errors) -> Option<f64> {
     if settle.is_zero() {
         return None;
     }
@@ -384,8 +385,11 @@ impl Watched {
 
 /// Redis's command counts, if there is a Redis to read; a failure is an
 /// error of the run.
-async fn read_counts(redis: Option<SocketAddr>, errors: &mut Errors) -> Option<Counts> {
-    match Counts::read(redis?).await {
+async fn read_counts(redis: &[SocketAddr], errors: &mut Errors) -> Option<Counts> {
+    if redis.is_empty() {
+        return None;
+    }
+    match Counts::read_all(redis).await {
         Ok(counts) => Some(counts),
         Err(error) => {
             errors.push(format!("redis: {error}"));
