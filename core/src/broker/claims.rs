@@ -1092,6 +1092,15 @@ mod tests {
         ClientOptions::new("x").clean_session(false)
     }
 
+    /// Three simulated nodes, recorded, with x's session subscribed to t/#
+    /// on node 0, offline, and the connection of a publisher on `node`.
+    fn x_away_and_a_publisher_on(node: u64) -> (Simulation, ConnId) {
+        let (mut sim, old) = x_on_node_0(3, "t/#");
+        sim.disconnect(old);
+        let publisher = connect_on(&mut sim, node, ClientOptions::new("p"));
+        (sim, publisher)
+    }
+
     /// `nodes` simulated nodes, recorded, with x connected on node 0 and
     /// subscribed to `filter`.
     fn x_on_node_0(nodes: u16, filter: &str) -> (Simulation, ConnId) {
@@ -1240,9 +1249,7 @@ mod tests {
 
     #[test]
     fn a_session_moved_in_stops_waiting_for_a_cut_redis_lost() {
-        let (mut sim, old) = x_on_node_0(3, "t/#");
-        sim.disconnect(old);
-        let publisher = connect_on(&mut sim, 2, ClientOptions::new("p"));
+        let (mut sim, publisher) = x_away_and_a_publisher_on(2);
         // Node 2's cut never reaches node 1, where the session moves: the
         // holder's answer waits until node 2 answered the claim.
         sim.hold_path(0, 1, true);
@@ -1529,9 +1536,7 @@ mod tests {
 
     #[test]
     fn a_session_kept_for_a_claim_waits_for_the_claimants_own_cut() {
-        let (mut sim, old) = x_on_node_0(3, "t/#");
-        sim.disconnect(old);
-        let publisher = connect_on(&mut sim, 0, ClientOptions::new("p"));
+        let (mut sim, publisher) = x_away_and_a_publisher_on(0);
         // Node 0 keeps x's session for node 1's claim, which has not heard
         // so yet: 5 s later, the session may not go, or what is published
         // on node 0 then reaches no one (node 1 routes nothing yet).
@@ -1549,9 +1554,7 @@ mod tests {
     /// up to 30 steps.
     #[test]
     fn what_a_shard_sent_before_a_cut_the_old_node_never_heard_follows_the_session() {
-        let (mut sim, old) = x_on_node_0(3, "t/#");
-        sim.disconnect(old);
-        let publisher = connect_on(&mut sim, 2, ClientOptions::new("p"));
+        let (mut sim, publisher) = x_away_and_a_publisher_on(2);
         // Node 2's message and then its cut are held on their way to node
         // 0, which hands x's session to node 1 after waiting 5 s for them.
         sim.hold_path(2, 0, true);
