@@ -1685,7 +1685,7 @@ impl Broker {
         self.matched = matched;
         if let Some(sender) = sender {
             self.claims.take_in(&message, sender);
-            self.forward_to_moved(now, &message, sender);
+            self.forward_to_moved(&message, sender);
         }
     }
 

@@ -268,10 +268,12 @@ impl Claims {
     }
 
     /// When the first session kept for a claim elsewhere is due to go, or
-    /// a session moved here stops waiting for the cuts.
+    /// a session moved here stops waiting for the cuts, or one that went
+    /// from here without them stops being sent what they sent it.
     pub(super) fn next_due(&self) -> Option<Instant> {
         let arrived = self.arrived.values().map(|arrived| arrived.until);
-        self.kept.values().map(Keeping::due).chain(arrived).min()
+        let forwarding = self.forwarding.values().map(|forwarding| forwarding.until);
+        self.kept.values().map(Keeping::due).chain(arrived).chain(forwarding).min()
     }
 
     /// Notes a claim of `client` made at `stamp`, heard at `now`, kept
@@ -633,7 +635,7 @@ impl Broker {
 
     /// Hands over the sessions kept for claims that waited their time for
     /// the shards' cuts, and stops waiting for the cuts of those that
-    /// moved here.
+    /// moved here or went from here without them.
     pub(super) fn moves_due(&mut self, now: Now) {
         let overdue: Vec<SessionKey> =
             self.claims.kept.iter().filter(|(_, k)| k.due() <= now.instant).map(|(&key, _)| key).collect();
@@ -642,6 +644,7 @@ impl Broker {
             self.hand_kept_over(key);
         }
         self.claims.arrived.retain(|_, arrived| arrived.until > now.instant);
+        self.claims.forwarding.retain(|_, forwarding| forwarding.until > now.instant);
     }
 
     /// Session `key`, kept for a claim, goes before some shards passed
@@ -672,11 +675,10 @@ impl Broker {
     /// Sends `message`, from shard `sender`, on to each session that went
     /// from here before `sender`'s cut came, if it is for the session and
     /// the session is not back here.
-    pub(super) fn forward_to_moved(&mut self, now: Now, message: &Arc<Message>, sender: ShardId) {
+    pub(super) fn forward_to_moved(&mut self, message: &Arc<Message>, sender: ShardId) {
         if self.claims.forwarding.is_empty() {
             return;
         }
-        self.claims.forwarding.retain(|_, forwarding| forwarding.until > now.instant);
         let targets: Vec<(ClientId, ShardId)> = self
             .claims
             .forwarding
@@ -1266,6 +1268,27 @@ mod tests {
         sim.publish(publisher, "t/later", b"after", QoS::AtLeastOnce, false);
         let got = sim.take_received(new);
         assert_got(&sim, &got, "t/later");
+    }
+
+    #[test]
+    fn a_session_handed_over_without_a_cut_redis_lost_is_sent_on_nothing_after_a_while() {
+        let (mut sim, publisher) = x_away_and_a_publisher_on(2);
+        let y = connect_on(&mut sim, 0, ClientOptions::new("y"));
+        sim.subscribe(y, "t/#", QoS::AtLeastOnce);
+        // Node 2's cut never reaches node 0, which hands x's session to
+        // node 1 after waiting for it.
+        sim.hold_path(2, 0, true);
+        let new = connect_on(&mut sim, 1, x());
+        sim.lose_held(2, 0, |message| matches!(message, ShardMessage::Flushed { .. }));
+        sim.advance(Duration::from_secs(5));
+        sim.hold_path(2, 0, false);
+        let got = sim.take_received(new);
+        assert_session_present(&sim, &got);
+        // Long after, what node 2 sends node 0 (for y) is not x's twice.
+        sim.advance(Duration::from_secs(30));
+        sim.publish(publisher, "t/later", b"after", QoS::AtLeastOnce, false);
+        let got = sim.take_received(new);
+        assert_eq!(topics(&got), ["t/later"], "{}", sim.transcript());
     }
 
     #[test]
