@@ -487,24 +487,22 @@ impl Broker {
                 if let Some(journal) = self.journal.as_mut().filter(|_| foreign) {
                     journal.let_go_if_unreferenced(&message);
                 }
-                if let (true, Some(journal), Some(shards)) = (counted, self.journal.as_ref(), self.shards.as_mut()) {
-                    shards.durability.received(from, journal.pending_batch());
+                if counted {
+                    self.received_from(from);
                 }
             }
             ShardMessage::Forwarded { client, message } => {
                 let counted = may_be_stored(&message);
                 self.handle_forwarded(now, client, message);
-                if let (true, Some(journal), Some(shards)) = (counted, self.journal.as_ref(), self.shards.as_mut()) {
-                    shards.durability.received(from, journal.pending_batch());
+                if counted {
+                    self.received_from(from);
                 }
             }
             ShardMessage::Retained { message, version } => {
                 if let Some(recorded) = self.shards.as_mut().and_then(|s| s.is_latest(&message.topic, version)) {
                     self.store_retained(now, &message, recorded);
                 }
-                if let (Some(journal), Some(shards)) = (self.journal.as_ref(), self.shards.as_mut()) {
-                    shards.durability.received(from, journal.pending_batch());
-                }
+                self.received_from(from);
             }
             ShardMessage::Stored(count) => {
                 if let Some(shards) = self.shards.as_mut() {
@@ -551,6 +549,14 @@ impl Broker {
             ShardMessage::Own { .. } => {}
             // The HTTP API's, answered by the server.
             ShardMessage::Api(_) => {}
+        }
+    }
+
+    /// Shard `from` sent a message this shard may store: counted, to be
+    /// confirmed once the batch holding its effects is on disk.
+    fn received_from(&mut self, from: ShardId) {
+        if let (Some(journal), Some(shards)) = (self.journal.as_ref(), self.shards.as_mut()) {
+            shards.durability.received(from, journal.pending_batch());
         }
     }
 

@@ -124,15 +124,18 @@ struct Cut {
 /// cuts at most: a shard that counts this node gone (it is about to count
 /// it back) cannot say it passed its cut, and Redis may lose what it
 /// said. Then the session goes without it (what that shard sent it before
-/// its cut, still on its way here, then finds no session), but not before
+/// its cut, still on its way here, is sent on after it), but not before
 /// the claimant's own cut: until then the claimant routes none of the
 /// session's filters, and what is published meanwhile would reach no one.
 const CUT_WAIT: Duration = Duration::from_secs(5);
 
-/// How long a session kept for a claim waits for the claimant's own cut:
-/// only a cut Redis lost takes that long, and the session must not stay
-/// kept for good (the client's next connection would wait on it too).
-const CLAIMANT_CUT_WAIT: Duration = Duration::from_secs(30);
+/// How long a cut is waited for where only a cut Redis lost takes that
+/// long, so that it keeps nothing for good: a session kept for a claim
+/// waits for the claimant's own cut (the client's next connection would
+/// wait on it too), a session moved in leaves out what a shard sends it
+/// before that shard's cut, and a holder that handed a session over
+/// without a shard's cut sends on what that shard sends.
+const LOST_CUT_WAIT: Duration = Duration::from_secs(30);
 
 /// A session that moved here before every shard's cut was heard here.
 #[derive(Debug)]
@@ -147,23 +150,18 @@ struct Arrived {
     until: Instant,
 }
 
-/// How long a shard that handed a session over without some shards' cuts
-/// forwards what those shards sent it before their cut: only a cut Redis
-/// lost takes that long.
-const FORWARD_WAIT: Duration = Duration::from_secs(30);
-
 /// A session this shard handed over before some shards passed their cut
 /// here: what they sent it before their cut still comes here, and goes on
 /// to the session ([`ShardMessage::Forwarded`]).
 #[derive(Debug)]
 struct Forwarding {
-    /// Where the session went.
+    /// Where the session went last.
     to: ShardId,
-    /// The stamp of the claim it went to, which the cuts name.
-    stamp: ConnectStamp,
-    /// The shards whose cut is yet to come here.
-    waiting: Vec<ShardId>,
-    /// The session's filters.
+    /// The shards whose cut is yet to come here, with the stamp of the
+    /// claim each cut is of: the session may have gone from here without
+    /// cuts more than once.
+    owed: Vec<(ShardId, ConnectStamp)>,
+    /// The session's filters, routed from here until sending on ends.
     filters: Vec<TopicFilter>,
     /// When forwarding stops, whatever cuts are still to come.
     until: Instant,
@@ -194,10 +192,17 @@ struct Keeping {
     room: Option<usize>,
 }
 
+impl Forwarding {
+    /// Whether shard `sender` still owes one of its cuts here.
+    fn owes(&self, sender: ShardId) -> bool {
+        self.owed.iter().any(|&(shard, _)| shard == sender)
+    }
+}
+
 impl Keeping {
     /// When the session goes, whatever shards are still to pass their cut.
     fn due(&self) -> Instant {
-        let wait = if self.passed.contains(&self.to) { CUT_WAIT } else { CLAIMANT_CUT_WAIT };
+        let wait = if self.passed.contains(&self.to) { CUT_WAIT } else { LOST_CUT_WAIT };
         self.since + wait
     }
 }
@@ -300,18 +305,33 @@ impl Claims {
     /// Whether shard `sender` owes its cut of a move of `client`'s session
     /// that went from here without it.
     fn owes(&self, client: &ClientId, sender: ShardId) -> bool {
-        self.forwarding.get(client).is_some_and(|forwarding| forwarding.waiting.contains(&sender))
+        self.forwarding.get(client).is_some_and(|forwarding| forwarding.owes(sender))
     }
 
     /// Shard `sender` passed its cut of the move of `client`'s session to
     /// the claim made at `stamp`: if that move went from here without it,
-    /// nothing more from `sender` is to be sent on.
-    fn forwarding_passed(&mut self, client: &ClientId, sender: ShardId, stamp: ConnectStamp) {
-        let Some(forwarding) = self.forwarding.get_mut(client).filter(|f| f.stamp == stamp) else { return };
-        forwarding.waiting.retain(|&s| s != sender);
-        if forwarding.waiting.is_empty() {
-            self.forwarding.remove(client);
+    /// nothing more from `sender` is to be sent on. The filters of a
+    /// sending on that ended so.
+    fn forwarding_passed(&mut self, client: &ClientId, sender: ShardId, stamp: ConnectStamp) -> Vec<TopicFilter> {
+        let Some(forwarding) = self.forwarding.get_mut(client) else { return Vec::new() };
+        forwarding.owed.retain(|&owed| owed != (sender, stamp));
+        if !forwarding.owed.is_empty() {
+            return Vec::new();
         }
+        self.forwarding.remove(client).map(|forwarding| forwarding.filters).unwrap_or_default()
+    }
+
+    /// Ends the sendings on that `ended` picks: the filters they routed.
+    fn forwarding_ended(&mut self, mut ended: impl FnMut(&mut Forwarding) -> bool) -> Vec<TopicFilter> {
+        let mut filters = Vec::new();
+        self.forwarding.retain(|_, forwarding| {
+            let end = ended(forwarding);
+            if end {
+                filters.append(&mut forwarding.filters);
+            }
+            !end
+        });
+        filters
     }
 
     /// Takes in `message`, from shard `sender`, for each session on its
@@ -600,7 +620,8 @@ impl Broker {
     /// handed the session over without it, nothing more from it is to be
     /// sent on.
     pub(super) fn handle_flushed(&mut self, from: ShardId, client: &ClientId, stamp: ConnectStamp) {
-        self.claims.forwarding_passed(client, from, stamp);
+        let ended = self.claims.forwarding_passed(client, from, stamp);
+        self.unpin(&ended);
         if let Some(cut) = self.claims.cuts.get_mut(client).filter(|cut| cut.stamp == stamp) {
             cut.waiting.retain(|&s| s != from);
             cut.passed.push(from);
@@ -644,7 +665,8 @@ impl Broker {
             self.hand_kept_over(key);
         }
         self.claims.arrived.retain(|_, arrived| arrived.until > now.instant);
-        self.claims.forwarding.retain(|_, forwarding| forwarding.until > now.instant);
+        let ended = self.claims.forwarding_ended(|forwarding| forwarding.until <= now.instant);
+        self.unpin(&ended);
     }
 
     /// Session `key`, kept for a claim, goes before some shards passed
@@ -654,14 +676,27 @@ impl Broker {
         let (Some(keeping), Some(session)) = (self.claims.kept.get(&key), self.sessions.get(key)) else { return };
         let (client, missing) = (&keeping.client, keeping.waiting.len());
         warn!("Client {client}'s session is handed over without the cut of {missing} shard(s), after waiting.");
-        let forwarding = Forwarding {
+        // An earlier move of the session from here may still be owed cuts.
+        let forwarding = self.claims.forwarding.entry(client.clone()).or_insert_with(|| Forwarding {
             to: keeping.to,
-            stamp: keeping.stamp,
-            waiting: keeping.waiting.clone(),
-            filters: session.subscriptions.keys().cloned().collect(),
-            until: now.instant + FORWARD_WAIT,
-        };
-        self.claims.forwarding.insert(keeping.client.clone(), forwarding);
+            owed: Vec::new(),
+            filters: Vec::new(),
+            until: now.instant,
+        });
+        forwarding.to = keeping.to;
+        forwarding.owed.extend(keeping.waiting.iter().map(|&shard| (shard, keeping.stamp)));
+        forwarding.until = now.instant + LOST_CUT_WAIT;
+        // Routed from here while sending on: a shard that owes its cut may
+        // not know the new node's route yet, and what it publishes meanwhile
+        // must still come here.
+        let new: Vec<TopicFilter> =
+            session.subscriptions.keys().filter(|filter| !forwarding.filters.contains(filter)).cloned().collect();
+        forwarding.filters.extend(new.iter().cloned());
+        if let Some(shards) = self.shards.as_mut() {
+            for filter in &new {
+                shards.subscribed(filter);
+            }
+        }
     }
 
     /// Whether what shard `sender` sends session `key` now was sent before
@@ -683,7 +718,7 @@ impl Broker {
             .claims
             .forwarding
             .iter()
-            .filter(|(_, f)| f.waiting.contains(&sender) && f.filters.iter().any(|f| f.matches(&message.topic)))
+            .filter(|(_, f)| f.owes(sender) && f.filters.iter().any(|f| f.matches(&message.topic)))
             .filter(|(client, _)| self.sessions.find(client).is_none())
             .map(|(client, f)| (client.clone(), f.to))
             .collect();
@@ -809,10 +844,11 @@ impl Broker {
             arrived.waiting.retain(|&s| s != peer);
             !arrived.waiting.is_empty()
         });
-        self.claims.forwarding.retain(|_, forwarding| {
-            forwarding.waiting.retain(|&s| s != peer);
-            forwarding.to != peer && !forwarding.waiting.is_empty()
+        let ended = self.claims.forwarding_ended(|forwarding| {
+            forwarding.owed.retain(|&(s, _)| s != peer);
+            forwarding.to == peer || forwarding.owed.is_empty()
         });
+        self.unpin(&ended);
         // What the claimant took in for a session kept for it is lost with
         // it: the session here gets it.
         let (left, kept) = std::mem::take(&mut self.claims.kept).into_iter().partition(|(_, k)| k.to == peer);
@@ -865,7 +901,7 @@ impl Broker {
             if let Some(handed) = claim.handed {
                 self.settle(now, client, *handed, &cut);
             }
-            self.unpin(Some(cut));
+            self.unpin(&cut.filters);
             if let Some((to, stamp)) = claim.relay {
                 self.answer_from_here(now, to, stamp, client.clone());
             }
@@ -879,7 +915,7 @@ impl Broker {
         if let Some(handed) = claim.handed.filter(|_| !clean) {
             self.settle(now, client, *handed, &cut);
         }
-        self.unpin(Some(cut));
+        self.unpin(&cut.filters);
         let accepted = pending.map(|(conn, Pending { connect, client_id })| {
             self.accept_connect(now, conn, connect, client_id);
             conn
@@ -915,14 +951,15 @@ impl Broker {
             self.deliver_to(now, key, message);
         }
         if !cut.waiting.is_empty() {
-            let until = now.instant + CLAIMANT_CUT_WAIT;
+            let until = now.instant + LOST_CUT_WAIT;
             self.claims.arrived.insert(key, Arrived { stamp: cut.stamp, waiting: cut.waiting.clone(), until });
         }
     }
 
-    /// The claim that made `cut`, routing its filters, ended.
-    fn unpin(&mut self, cut: Option<Cut>) {
-        for filter in cut.iter().flat_map(|cut| &cut.filters) {
+    /// What routed `filters` from here for a moving session (a claim's
+    /// cut, or sending on) ended.
+    fn unpin(&mut self, filters: &[TopicFilter]) {
+        for filter in filters {
             if self.shards.as_mut().is_some_and(|shards| shards.unsubscribed(filter)) {
                 self.tell_other_shards(&ShardMessage::Unroute(filter.clone()));
             }
@@ -1598,7 +1635,7 @@ mod tests {
 
     #[test]
     fn what_a_holder_sends_on_reaches_the_session_wherever_it_moved_since() {
-        use Storm::{Connect, Hold, Publish};
+        use Storm::{Advance, Connect, Hold, Publish};
         let storms = [
             // Node 0 sends t/0 on to node 2, which keeps the session for
             // a later claim of node 0 while a claim of its own waits: the
@@ -1618,6 +1655,15 @@ mod tests {
         for storm in storms {
             assert_eq!(storm_keeps_one_connection_with_the_session(storm, false, true), Ok(()));
         }
+        // Node 0 hands x's session to node 2 without node 1's cut, and
+        // node 1 has not heard node 2's route yet: t/0, published on node
+        // 1 then, still goes to node 0 (which keeps routing x's filters
+        // while it sends on) and on to the session.
+        let storm = vec![Hold(0, 2, true), Connect(2), Advance, Advance, Hold(2, 1, true), Advance]
+            .into_iter()
+            .chain([Hold(0, 2, false), Advance, Advance, Publish(1)])
+            .collect();
+        assert_eq!(storm_keeps_one_connection_with_the_session(storm, false, false), Ok(()));
     }
 
     #[test]
