@@ -16,6 +16,7 @@ use culex_core::auth::ListenerPolicies;
 use culex_core::bridge::{BridgeId, Dial};
 use culex_core::memory::MemoryGauge;
 use culex_core::occupancy::Occupancy;
+use culex_core::persistence::{Restore, StoredState};
 use culex_core::policy::Refusal;
 use culex_core::presence::{PresenceCommand, PresenceSettings, PresenceSync};
 use culex_core::server::{Outbox, Server};
@@ -30,7 +31,7 @@ use crate::cluster::NodeLink;
 use crate::logging;
 use crate::notify;
 use crate::outbox::Writers;
-use crate::persist::{self, NullStore, SharedCommitter};
+use crate::persist::{self, Mirrored, NullStore, RedisStore, SharedCommitter};
 use crate::reload::Reloaded;
 use crate::reports::{ShardMail, WriterReports};
 use crate::settings::{self, Settings};
@@ -370,41 +371,26 @@ pub fn prepare<O: Outbox>(
     let node = cluster.as_ref().map(|link| shard::node_number(link.node()));
     let new_broker = |shard| new_broker(settings, shard, shards, node, &occupancy);
     // Each shard's broker, restored from the store they share if there is
-    // one. A cluster node journals without one: its acknowledgements wait
-    // for the other nodes' inboxes as they would for a disk.
-    let brokers: Vec<(Broker, Option<Persisting>)> = match (&settings.persistence, &cluster) {
-        (Some(conf), _) => {
-            let (brokers, committer) = open_store(settings, conf, clock, shards, &new_broker, &wake)?;
-            let persisting = |shard| Persisting {
-                committer: committer.clone(),
-                shard,
-                path: Some(conf.path()),
-                told: 0,
-                cluster: cluster.clone(),
-            };
-            brokers.into_iter().zip(0..).map(|(broker, shard)| (broker, Some(persisting(shard)))).collect()
-        }
-        (None, Some(_)) => {
-            let wake = wake.clone();
-            let committer = SharedCommitter::spawn(Box::new(NullStore::default()), shards, move |shard| {
-                wake(ShardId(shard), Poke::Nudge);
-            })
-            .map_err(|source| settings::Error::StoreThread { source })?;
-            let committer = Arc::new(committer);
-            (0..shards)
-                .map(|shard| {
-                    let persisting = Persisting {
-                        committer: committer.clone(),
-                        shard,
-                        path: None,
-                        told: 0,
-                        cluster: cluster.clone(),
-                    };
-                    (new_broker(ShardId(shard)), Some(persisting))
-                })
-                .collect()
-        }
-        (None, None) => (0..shards).map(|shard| (new_broker(ShardId(shard)), None)).collect(),
+    // one. A cluster node's store has a copy in Redis, and it journals
+    // even without a file: its acknowledgements wait for Redis as they
+    // would for a disk.
+    let shared = settings.redis.as_ref().zip(cluster.as_ref()).map(|(redis, link)| {
+        let name = redis.cluster.as_deref().unwrap_or_default();
+        RedisStore::new(redis.clone(), name, link.node())
+    });
+    let brokers: Vec<(Broker, Option<Persisting>)> = if settings.persistence.is_some() || shared.is_some() {
+        let conf = settings.persistence.as_ref();
+        let (brokers, committer) = open_store(settings, conf, shared, clock, shards, &new_broker, &wake)?;
+        let persisting = |shard| Persisting {
+            committer: committer.clone(),
+            shard,
+            path: conf.map(culex_core::conf::PersistenceConf::path),
+            told: 0,
+            cluster: cluster.clone(),
+        };
+        brokers.into_iter().zip(0..).map(|(broker, shard)| (broker, Some(persisting(shard)))).collect()
+    } else {
+        (0..shards).map(|shard| (new_broker(ShardId(shard)), None)).collect()
     };
     let mut prepared = Vec::with_capacity(usize::from(shards));
     for ((broker, persistence), shard) in brokers.into_iter().zip((0..shards).map(ShardId)) {
@@ -456,36 +442,73 @@ fn new_broker(
     broker
 }
 
-/// Opens the store, restores what it holds into the shards' brokers
-/// (each session to its home shard, see
+/// Opens the store (`conf`'s file, and a cluster node's copy in Redis,
+/// `shared`), restores what it holds into the shards' brokers (each
+/// session to its home shard, see
 /// [`ShardRestorer`](culex_core::ShardRestorer)) and starts the committer
 /// they share, which wakes a shard when its batches are durable.
 fn open_store(
     settings: &Settings,
-    conf: &culex_core::conf::PersistenceConf,
+    conf: Option<&culex_core::conf::PersistenceConf>,
+    shared: Option<RedisStore>,
     clock: &Clock,
     shards: u16,
     new_broker: &dyn Fn(ShardId) -> Broker,
     wake: &Arc<dyn Fn(ShardId, Poke) + Send + Sync>,
 ) -> Result<(Vec<Broker>, Arc<SharedCommitter>), settings::Error> {
-    notify::status(&format!("Opening the store {}.", conf.path().display()));
     let now = clock.now();
     let (store, brokers) = if shards > 1 {
         // A bridge's local session lives on shard 0, as the bridge does.
         let hostname = settings::hostname();
         let bridges: Vec<String> = settings.bridges.iter().map(|b| b.local_client_id(&hostname)).collect();
         let home = move |id: &str| if bridges.iter().any(|b| b == id) { ShardId(0) } else { home_shard(id, shards) };
-        let fresh = &mut || ShardRestorer::new((0..shards).map(ShardId).map(new_broker).collect(), now, home.clone());
-        let opened = persist::open_store(conf, now.unix, fresh)?;
-        (opened.store, opened.restored.finish())
+        let fresh = || ShardRestorer::new((0..shards).map(ShardId).map(new_broker).collect(), now, home.clone());
+        let (store, restored) = restore(conf, shared, now.unix, fresh)?;
+        (store, restored.finish())
     } else {
-        let opened = persist::open_store(conf, now.unix, &mut || Restorer::new(new_broker(ShardId(0)), now))?;
-        (opened.store, vec![opened.restored.finish()])
+        let (store, restored) = restore(conf, shared, now.unix, || Restorer::new(new_broker(ShardId(0)), now))?;
+        (store, vec![restored.finish()])
     };
     let wake = wake.clone();
     let committer = SharedCommitter::spawn(store, shards, move |shard| wake(ShardId(shard), Poke::Nudge))
         .map_err(|source| settings::Error::StoreThread { source })?;
     Ok((brokers, Arc::new(committer)))
+}
+
+/// The store and what it held, handed to a sink made by `fresh`: `conf`'s
+/// file alone, or beside `shared` ([`Mirrored`]), or nothing.
+fn restore<R: Restore>(
+    conf: Option<&culex_core::conf::PersistenceConf>,
+    shared: Option<RedisStore>,
+    now: culex_core::UnixTime,
+    mut fresh: impl FnMut() -> R,
+) -> Result<(Box<dyn persist::Store>, R), settings::Error> {
+    let opening = |conf: &culex_core::conf::PersistenceConf| {
+        notify::status(&format!("Opening the store {}.", conf.path().display()));
+    };
+    let shared = match (conf, shared) {
+        (Some(conf), None) => {
+            opening(conf);
+            let opened = persist::open_store(conf, now, &mut fresh)?;
+            return Ok((opened.store, opened.restored));
+        }
+        (None, None) => return Ok((Box::new(NullStore::default()), fresh())),
+        (_, Some(shared)) => shared,
+    };
+    let (own, own_state): (Box<dyn persist::Store>, StoredState) = match conf {
+        Some(conf) => {
+            opening(conf);
+            let opened = persist::open_store(conf, now, &mut StoredState::default)?;
+            (opened.store, opened.restored)
+        }
+        None => (Box::new(NullStore::default()), StoredState::default()),
+    };
+    notify::status("Reading this node's sessions from Redis.");
+    let (store, state) =
+        Mirrored::open(own, own_state, shared).map_err(|source| settings::Error::SharedStore { source })?;
+    let mut restored = fresh();
+    state.replay(&mut restored);
+    Ok((Box::new(store), restored))
 }
 
 /// One shard's server around `server` (see [`prepare`]).

@@ -175,6 +175,42 @@ impl RedisConnection {
     }
 }
 
+/// A blocking connection as `settings` say, for a thread of its own (the
+/// store's committer): to the server, or through `redis_host` or any of
+/// `known` to a Redis Cluster, which routes each command by its first key.
+/// Replies count as failed after [`REDIS_TIMEOUT`].
+///
+/// # Errors
+///
+/// When no connection could be made.
+pub fn open_blocking(
+    settings: &RedisSettings,
+    known: &mut KnownMembers,
+) -> RedisResult<Box<dyn redis::ConnectionLike + Send>> {
+    let info = connection_info(settings)?;
+    if settings.redis_cluster {
+        let mut seeds = vec![info];
+        for (host, port) in &known.0 {
+            seeds.push(connection_info_at(settings, host, *port)?);
+        }
+        let client = ClusterClientBuilder::new(seeds)
+            .connection_timeout(REDIS_TIMEOUT)
+            .response_timeout(REDIS_TIMEOUT)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_RETRY_WAIT_MS.0)
+            .max_retry_wait(CLUSTER_RETRY_WAIT_MS.1)
+            .build()?;
+        let mut conn = client.get_connection()?;
+        let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
+        *known = KnownMembers::from_slots(&slots);
+        return Ok(Box::new(conn));
+    }
+    let conn = redis::Client::open(info)?.get_connection_with_timeout(REDIS_TIMEOUT)?;
+    conn.set_read_timeout(Some(REDIS_TIMEOUT))?;
+    conn.set_write_timeout(Some(REDIS_TIMEOUT))?;
+    Ok(Box::new(conn))
+}
+
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

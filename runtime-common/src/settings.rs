@@ -481,6 +481,13 @@ pub enum Error {
     /// The broker could not become its `user`.
     #[error("Error: {0}")]
     Privileges(#[from] crate::privileges::Error),
+    /// A cluster node's store in Redis holds what this Culex cannot read,
+    /// or the node's own store could not take it.
+    #[error("cannot restore this node's store from Redis: {source}")]
+    SharedStore {
+        /// The cause.
+        source: crate::persist::StoreError,
+    },
     /// The store's thread could not be started.
     #[error("cannot start the store's thread: {source}")]
     StoreThread {

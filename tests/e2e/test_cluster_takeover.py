@@ -160,6 +160,46 @@ def test_a_persistent_session_moves_to_the_node_its_client_connects_to(nodes, cl
     assert_online(shared_db, cid)
 
 
+@ON_BOTH
+def test_a_node_without_a_store_file_gets_its_sessions_back_from_redis(nodes, clients, shared_db):
+    """Node A, without `persistence`, holds dev-7's persistent session with
+    50 acknowledged QoS 1 messages queued when it is killed, and stays
+    down until the others count it gone. Restarted on a machine of its own
+    (no file to read), it reads its store back from Redis: dev-7 gets
+    session present 1, every message, and its subscription still draws
+    messages from the other nodes."""
+    a, b, _ = nodes
+    cid = "dev-7"
+    pub_b = client(clients, b, "pub-7B")
+    first = persistent(clients, a, cid)
+    assert first.subscribe("kept/#", 1) == [1]
+    wait_routed([pub_b], [first], "kept/probe")
+    leave(first, a)
+    queued = History()
+    publish_seq(pub_b, queued, "kept/x", 1, 50)
+    assert len(queued.publishes) == 50
+    assert shared_db.hexists(f"{{{CLUSTER}:store:{a.broker_id}}}:sessions", cid)
+
+    a.kill9()
+    b.wait_log(r"node \S+ is gone\.", timeout=PROPAGATION)
+    a.restart()
+    a.wait_log(r"Read this node's sessions from Redis \(1 stored\)\.", timeout=PROPAGATION)
+    queued.subscribed(cid, "kept/#", 1)
+    second = persistent(clients, a, cid, queued)
+    assert second.session_present is True, f"{cid}: A restarted without its session"
+    report = wait_complete(queued)
+    assert report.clean, report
+    assert first_copies(second, "kept/x") == [payload("pub-7B", seq) for seq in range(50)]
+
+    after = History()
+    record(second, after)
+    after.subscribed(cid, "kept/#", 1)
+    wait_routed([pub_b], [second], "kept/y/probe")
+    publish_seq(pub_b, after, "kept/y", 1, 20)
+    report = wait_complete(after)
+    assert report.clean, report
+
+
 def test_a_clean_connection_elsewhere_discards_the_old_session(nodes, clients, shared_db):
     a, b, c = nodes
     cid = "dev-3"

@@ -258,6 +258,10 @@ mod loom_committer {
     }
 
     impl Store for Recorder {
+        fn replace(&mut self, _: &StoredState) -> Result<(), StoreError> {
+            unimplemented!("never replaced here")
+        }
+
         fn load_into(&mut self, _: &mut dyn Restore) -> Result<(), StoreError> {
             Ok(())
         }

@@ -43,6 +43,11 @@ impl Store for MemStore {
         Ok(())
     }
 
+    fn replace(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        self.state = state.clone();
+        Ok(())
+    }
+
     fn size(&self) -> Option<u64> {
         None
     }

@@ -27,9 +27,11 @@ mod codec;
 mod committer;
 mod handoff;
 mod memory;
+mod mirrored;
 mod null;
 mod open;
 mod redb_store;
+mod redis_store;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -39,9 +41,11 @@ use culex_core::persistence::{Restore, StoreBatch, StoredState};
 
 pub use committer::{Committer, CommitterOptions, Notify};
 pub use memory::MemStore;
+pub use mirrored::Mirrored;
 pub use null::NullStore;
 pub use open::{OpenError, Opened, OpenedStore, Outcome, files, import_mosquitto, open, open_store};
 pub use redb_store::RedbStore;
+pub use redis_store::RedisStore;
 pub use shared::SharedCommitter;
 pub use wal::{DEFAULT_CHECKPOINT_BYTES, OpenLog, WalStore};
 
@@ -91,6 +95,15 @@ pub trait Store: Send + std::fmt::Debug {
     /// When the commit failed; then none of them may be taken as durable.
     fn commit(&mut self, batches: &[StoreBatch]) -> Result<(), StoreError>;
 
+    /// Makes `state` all it holds, in one atomic commit: at start, a
+    /// store found behind another takes the other's contents
+    /// ([`Mirrored`]).
+    ///
+    /// # Errors
+    ///
+    /// When the commit failed.
+    fn replace(&mut self, state: &StoredState) -> Result<(), StoreError>;
+
     /// Bytes on disk, `None` for a store in memory.
     fn size(&self) -> Option<u64>;
 
@@ -134,6 +147,9 @@ pub enum StoreError {
         /// What is wrong with it.
         detail: String,
     },
+    /// Redis failed or could not be reached ([`RedisStore`]).
+    #[error("Redis failed: {0}")]
+    Redis(String),
     /// redb panicked (it may, on a file damaged outside it).
     #[error("redb panicked: {0}")]
     Panic(String),

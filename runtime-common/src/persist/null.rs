@@ -4,7 +4,7 @@
 //! [`culex_core::shard::nodes`]), and every batch is taken as committed at
 //! once.
 
-use culex_core::persistence::{Restore, StoreBatch};
+use culex_core::persistence::{Restore, StoreBatch, StoredState};
 
 use super::{Store, StoreError};
 
@@ -27,6 +27,11 @@ impl Store for NullStore {
         if let Some(last) = batches.iter().map(|batch| batch.seq).max() {
             self.last_batch = self.last_batch.max(last);
         }
+        Ok(())
+    }
+
+    fn replace(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        self.last_batch = state.last_batch;
         Ok(())
     }
 

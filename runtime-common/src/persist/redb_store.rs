@@ -324,20 +324,24 @@ impl Store for RedbStore {
         self.guarded(|store| store.commit_inner(batches))
     }
 
+    fn replace(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        self.write_state(state)
+    }
+
     fn size(&self) -> Option<u64> {
         self.path.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len())
     }
 }
 
-fn decode_error(table: &'static str, detail: String) -> StoreError {
+pub(super) fn decode_error(table: &'static str, detail: String) -> StoreError {
     StoreError::Decode { table, detail }
 }
 
-fn topic_name(table: &'static str, topic: &str) -> Result<TopicName, StoreError> {
+pub(super) fn topic_name(table: &'static str, topic: &str) -> Result<TopicName, StoreError> {
     TopicName::new(topic).map_err(|e| decode_error(table, format!("invalid topic {topic:?}: {e}")))
 }
 
-fn packet_id(table: &'static str, id: u16) -> Result<PacketId, StoreError> {
+pub(super) fn packet_id(table: &'static str, id: u16) -> Result<PacketId, StoreError> {
     PacketId::new(id).ok_or_else(|| decode_error(table, "packet id 0".into()))
 }
 

@@ -213,6 +213,10 @@ mod tests {
     struct Numbers(Arc<Mutex<Vec<u64>>>);
 
     impl Store for Numbers {
+        fn replace(&mut self, _: &culex_core::persistence::StoredState) -> Result<(), StoreError> {
+            unimplemented!("never replaced here")
+        }
+
         fn load_into(&mut self, _: &mut dyn Restore) -> Result<(), StoreError> {
             Ok(())
         }

@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::hash::BuildHasherDefault;
 
-use culex_core::persistence::{MessageId, Restore, StoreBatch, StoreOp};
+use culex_core::persistence::{MessageId, Restore, StoreBatch, StoreOp, StoredState};
 use culex_core::types::IdHasher;
 use redb::{BackendError, StorageBackend};
 use tracing::warn;
@@ -224,6 +224,16 @@ impl Store for WalStore {
         {
             warn!("Moving the write-ahead log into the store failed, retried after the next commit: {e}");
         }
+    }
+
+    /// Empties the log into the store first: the store then takes
+    /// `state` whole.
+    fn replace(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        self.checkpoint()?;
+        self.store.replace(state)?;
+        self.last = state.last_batch;
+        self.store_size = self.store.size();
+        Ok(())
     }
 
     fn last_batch(&mut self) -> Result<u64, StoreError> {

@@ -22,6 +22,10 @@ struct Probe {
 }
 
 impl Store for Probe {
+    fn replace(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        self.state.lock().unwrap().replace(state)
+    }
+
     fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
         self.state.lock().unwrap().load_into(sink)
     }

@@ -16,6 +16,7 @@ mod contract;
 mod crash;
 mod damaged;
 mod migrate;
+mod redis;
 mod scenario;
 mod sim_disk;
 mod wal;

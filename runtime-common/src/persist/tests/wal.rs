@@ -60,6 +60,10 @@ impl Snapshots {
 }
 
 impl Store for Snapshots {
+    fn replace(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        self.store.replace(state)
+    }
+
     fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
         self.store.load_into(sink)
     }
@@ -202,6 +206,10 @@ fn persist_wal_refuses_what_is_not_a_log() {
 struct Full(MemStore);
 
 impl Store for Full {
+    fn replace(&mut self, state: &StoredState) -> Result<(), StoreError> {
+        self.0.replace(state)
+    }
+
     fn load_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
         self.0.load_into(sink)
     }
