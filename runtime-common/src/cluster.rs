@@ -40,7 +40,9 @@
 //! `<c>:epoch:<client>` (the client id's ownership epoch, a counter the
 //! writer starts at its clock's milliseconds, increments for each
 //! connection and reads for the shards' checks,
-//! [`OwnerAsk`](culex_core::shard::nodes::OwnerAsk)).
+//! [`OwnerAsk`](culex_core::shard::nodes::OwnerAsk)). The node's store
+//! has its hashes under `{<c>:store:<node>}`, written by the store's
+//! thread ([`RedisStore`](crate::persist::RedisStore)).
 //! Every command names one of these keys, so on a Redis Cluster each goes
 //! to the member holding its slot ([`Commands`]).
 
