@@ -545,6 +545,7 @@ impl Broker {
             ShardMessage::Left => self.peer_left(now, from),
             ShardMessage::CountedGone => self.counted_gone(now),
             ShardMessage::Owner { client, epoch, taken } => self.handle_owner(now, &client, epoch, taken),
+            ShardMessage::Adopt { client, session, then } => self.adopt(now, &client, session.map(|s| *s), &then),
             // Said to the link, never to a shard.
             ShardMessage::Own { .. } => {}
             // The HTTP API's, answered by the server.

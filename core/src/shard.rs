@@ -22,7 +22,7 @@
 //! messages leave its home shard in order and reach each other shard by
 //! one path.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ use crate::codec::{self, Packet};
 use crate::http_api::clients::ClientRows;
 use crate::message::Message;
 use crate::peer::Identity;
-use crate::persistence::{CopyState, MessageId};
+use crate::persistence::{CopyState, MessageId, StoredSession};
 use crate::router::SubscriptionTree;
 use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, Protocol, QoS};
@@ -413,6 +413,23 @@ pub enum ShardMessage {
         /// Take the next epoch rather than read the current one.
         take: bool,
     },
+    /// A persistent session of a node that is gone, taken from its store
+    /// in Redis (the link has raised the client's epoch for it, so that
+    /// the gone node, should it come back, discards its own copy), and the
+    /// messages its inbox held: the receiver, the client's home shard,
+    /// keeps the session offline unless it holds a session of the client
+    /// already, then gives it those of the messages its subscriptions
+    /// match. Without a session, more such messages for the session
+    /// adopted before. Said by the runtime's link to its own shards, never
+    /// carried.
+    Adopt {
+        /// The client id.
+        client: ClientId,
+        /// The session, with its new epoch.
+        session: Option<Box<HandedSession>>,
+        /// What the gone node's inbox held, in order.
+        then: Vec<Arc<Message>>,
+    },
     /// The link's answer to [`ShardMessage::Own`]: `client`'s epoch is
     /// `epoch`, taken by the receiver if `taken`. A session whose epoch is
     /// below the current one was taken elsewhere since, and is fenced off
@@ -474,6 +491,31 @@ pub struct HandedSession {
     /// Incoming QoS 2 messages awaiting PUBREL (`None`: dropped, still
     /// owing its handshake).
     pub incoming: Vec<(PacketId, Option<Arc<Message>>)>,
+}
+
+impl HandedSession {
+    /// What a store holds of `session`, its copies' and incoming messages'
+    /// bodies taken from `messages` (a copy whose body is missing is left
+    /// out; an incoming message's counts as dropped).
+    pub fn from_stored(session: &StoredSession, messages: &BTreeMap<MessageId, Arc<Message>>) -> Self {
+        let copies = session
+            .copies
+            .values()
+            .filter_map(|copy| Some((messages.get(&copy.message)?.clone(), copy.qos, copy.retain, copy.state)))
+            .collect();
+        let incoming = session
+            .incoming
+            .iter()
+            .map(|(id, message)| (*id, message.and_then(|m| messages.get(&m).cloned())))
+            .collect();
+        Self {
+            epoch: session.epoch,
+            next_packet_id: session.next_packet_id,
+            subscriptions: session.subscriptions.iter().map(|(filter, qos)| (filter.clone(), *qos)).collect(),
+            copies,
+            incoming,
+        }
+    }
 }
 
 /// A broker's place among shards: the filters its own sessions subscribe

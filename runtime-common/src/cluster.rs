@@ -60,12 +60,14 @@ use culex_core::shard::liveness::{Heartbeat, Registered, Renewal, judge};
 use culex_core::shard::nodes::{
     Change, Directory, InboxLedger, NodeRun, Outbound, decode_will, droppable_while_down, encode_will,
 };
-use culex_core::shard::{ShardId, ShardMessage};
+use culex_core::shard::wire::decode_batch;
+use culex_core::shard::{HandedSession, ShardId, ShardMessage, home_shard};
 use event_listener::Event;
 use redis::Value;
 use tracing::{info, warn};
 
-use crate::redis_conn::{Commands, KnownMembers, REDIS_TIMEOUT, RedisConnection, describe_error};
+use crate::persist::RedisStore;
+use crate::redis_conn::{Commands, KnownMembers, REDIS_TIMEOUT, RedisConnection, describe_error, open_blocking};
 use crate::reports::{Board, ShardMail};
 use crate::settings::{RedisSettings, shard_broker_id};
 use crate::sync::{Mutex, MutexGuard};
@@ -570,34 +572,44 @@ fn entries(reply: &Value) -> Vec<Entry> {
     let mut out = Vec::new();
     for stream in streams {
         let Value::Array(parts) = stream else { continue };
-        let Some(Value::Array(items)) = parts.get(1) else { continue };
-        for item in items {
-            let Value::Array(pair) = item else { continue };
-            let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) else { continue };
-            let (mut name, mut run, mut shards, mut seq, mut batch) = (None, None, None, 0, Bytes::new());
-            for field in fields.chunks(2) {
-                let [key, value] = field else { continue };
-                match text(key).as_deref() {
-                    Some("n") => name = text(value),
-                    Some("r") => run = text(value).and_then(|r| r.parse::<u64>().ok()),
-                    Some("k") => shards = text(value).and_then(|k| k.parse::<u16>().ok()),
-                    Some("s") => seq = text(value).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
-                    Some("b") => {
-                        if let Value::BulkString(bytes) = value {
-                            batch = Bytes::from(bytes.clone());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let run = match (name, run, shards) {
-                (Some(name), Some(run), Some(shards)) => Some(NodeRun { name, run, shards }),
-                _ => None,
-            };
-            out.push(Entry { id, run, seq, batch });
+        if let Some(items) = parts.get(1) {
+            out.extend(range_entries(items));
         }
     }
     out
+}
+
+/// The entries of an `XRANGE` reply.
+fn range_entries(reply: &Value) -> Vec<Entry> {
+    let Value::Array(items) = reply else { return Vec::new() };
+    items.iter().filter_map(entry).collect()
+}
+
+/// One entry: its id and fields.
+fn entry(item: &Value) -> Option<Entry> {
+    let Value::Array(pair) = item else { return None };
+    let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) else { return None };
+    let (mut name, mut run, mut shards, mut seq, mut batch) = (None, None, None, 0, Bytes::new());
+    for field in fields.chunks(2) {
+        let [key, value] = field else { continue };
+        match text(key).as_deref() {
+            Some("n") => name = text(value),
+            Some("r") => run = text(value).and_then(|r| r.parse::<u64>().ok()),
+            Some("k") => shards = text(value).and_then(|k| k.parse::<u16>().ok()),
+            Some("s") => seq = text(value).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
+            Some("b") => {
+                if let Value::BulkString(bytes) = value {
+                    batch = Bytes::from(bytes.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let run = match (name, run, shards) {
+        (Some(name), Some(run), Some(shards)) => Some(NodeRun { name, run, shards }),
+        _ => None,
+    };
+    Some(Entry { id, run, seq, batch })
 }
 
 /// The reader task (see the [module](self)) until [`NodeLink::stop`].
@@ -728,7 +740,9 @@ where
         };
         link.wake_all(to_wake);
         for node in judgement.gone {
-            reap(&link, &mut conn, &node).await;
+            if reap(&link, &mut conn, &node).await {
+                adopt_sessions(&link, &node);
+            }
         }
         write_wills(&link, &mut conn).await;
         wait_for(link.stopped.listen(), &sleep, HEARTBEAT).await;
@@ -774,7 +788,7 @@ where
 
 /// Publishes the wills of gone `node`'s clients, if this node is the first
 /// to mark its run reaped.
-async fn reap<S, F>(link: &NodeLink, conn: &mut Conn<S>, node: &NodeRun)
+async fn reap<S, F>(link: &NodeLink, conn: &mut Conn<S>, node: &NodeRun) -> bool
 where
     S: Fn(Duration) -> F,
     F: Future<Output = ()>,
@@ -782,9 +796,9 @@ where
     let mark = u64::try_from(REAPED_MARK.as_millis()).unwrap_or(u64::MAX);
     let mut commands = Commands::new();
     commands.ask("SET", &link.keys.reaped(&node.name, node.run)).arg(&link.node).arg("NX").arg("PX").arg(mark);
-    let Some(replies) = conn.run(&link.redis, &commands).await else { return };
+    let Some(replies) = conn.run(&link.redis, &commands).await else { return false };
     if replies.first().is_none_or(|reply| matches!(reply, Value::Nil)) {
-        return;
+        return false;
     }
     let key = link.keys.wills(&node.name, node.run);
     let mut commands = Commands::new();
@@ -800,6 +814,235 @@ where
         let wills = pairs(replies.first()).into_iter().filter_map(|(_, will)| decode_will(&bytes(will)?)).collect();
         link.publish_wills(wills, &node.name);
     }
+    true
+}
+
+/// The epoch a session of a gone node takes when this node adopts it:
+/// one above the client id's counter, or nothing if a connection took the
+/// id since the session was taken (the counter is above its epoch).
+/// `KEYS[1]`: the counter; `ARGV`: the session's epoch (0: not known),
+/// this clock's milliseconds (where a counter Redis lost starts again).
+const ADOPT_EPOCH: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local stored = tonumber(ARGV[1])
+if stored ~= 0 and current > stored then return false end
+local epoch
+if current == 0 then epoch = math.max(stored + 1, tonumber(ARGV[2])) else epoch = math.max(current, stored) + 1 end
+redis.call('SET', KEYS[1], string.format('%d', epoch))
+return epoch
+";
+
+/// How long an adoption waits for this node's store in Redis to hold the
+/// sessions it took, before it leaves the rest in the gone node's store.
+const ADOPTION_WAIT: Duration = Duration::from_secs(60);
+
+/// How often it looks.
+const ADOPTION_POLL: Duration = Duration::from_millis(250);
+
+/// Takes over, on a thread of its own (the stores' calls block), the
+/// persistent sessions in the store of node `gone`, whose run this node
+/// reaped: see [`adopt`].
+fn adopt_sessions(link: &Arc<NodeLink>, gone: &NodeRun) {
+    let (link, run) = (link.clone(), gone.clone());
+    let spawned = std::thread::Builder::new().name("culex-adopt".into()).spawn(move || adopt(&link, &run));
+    if let Err(e) = spawned {
+        warn!("Cluster: cannot start taking over the sessions of node {}: {e}", gone.name);
+    }
+}
+
+/// Reads the store node `gone` left in Redis and hands each persistent
+/// session in it to its home shard here ([`ShardMessage::Adopt`]), with
+/// the client id's next epoch (so that the gone node discards its own
+/// copy, should it come back) and what the gone node's inbox held: what
+/// it had not stored, and what the others sent it before they counted it
+/// gone. A session whose client connected elsewhere since is left out.
+/// Each session goes from the gone node's store once this node's store in
+/// Redis holds it (or a later connection took the client); what reached
+/// the inbox meanwhile follows it; the gone node's store and inbox go
+/// once no session is left in the store.
+fn adopt(link: &NodeLink, gone: &NodeRun) {
+    let cluster = link.keys.prefix.as_str();
+    let name = gone.name.as_str();
+    let failed = |what: &str, e: String| warn!("Cluster {cluster}: cannot {what} of node {name}, which is gone: {e}");
+    let mut conn = match open_blocking(&link.redis, &mut KnownMembers::default()) {
+        Ok(conn) => conn,
+        Err(e) => return failed("take over the sessions", describe_error(&e)),
+    };
+    // Back in a new run already: its store is its own again.
+    let alive = redis::cmd("GET").arg(link.keys.alive(name)).query::<Option<u64>>(conn.as_mut());
+    if alive.as_ref().is_ok_and(|run| run.is_some_and(|run| run != gone.run)) {
+        return;
+    }
+    let mut theirs = RedisStore::new(link.redis.clone(), cluster, name);
+    let state = match theirs.read() {
+        Ok(state) => state,
+        Err(e) => return failed("read the store", e.to_string()),
+    };
+    let inbox = link.keys.inbox(name);
+    let (held, mut last) = match read_inbox(conn.as_mut(), &inbox, "-") {
+        Ok(read) => read,
+        Err(e) => return failed("read the inbox", describe_error(&e)),
+    };
+    let (mut taken, mut elsewhere) = (Vec::new(), 0_usize);
+    let mut to_wake = Vec::new();
+    for (client, session) in &state.sessions {
+        let raised = redis::cmd("EVAL")
+            .arg(ADOPT_EPOCH)
+            .arg(1)
+            .arg(link.keys.epoch(client.as_str()))
+            .arg(session.epoch)
+            .arg(millis_now())
+            .query::<Option<u64>>(conn.as_mut());
+        match raised {
+            Ok(Some(epoch)) => {
+                let mut handed = HandedSession::from_stored(session, &state.messages);
+                handed.epoch = epoch;
+                let then = for_client(&held, client);
+                let message = ShardMessage::Adopt { client: client.clone(), session: Some(Box::new(handed)), then };
+                let home = home_shard(client.as_str(), link.shards);
+                if link.tell(home, ShardId::LINK, message) {
+                    to_wake.push(home);
+                }
+                taken.push((client.clone(), epoch));
+            }
+            Ok(None) => {
+                elsewhere += 1;
+                theirs.forget_session(client).ok();
+            }
+            Err(e) => {
+                failed("take over every session", describe_error(&e));
+                break;
+            }
+        }
+    }
+    link.wake_all(to_wake);
+    info!(
+        "Cluster {cluster}: took over {} persistent session(s) of node {name}, which is gone ({elsewhere} taken on \
+         another node since).",
+        taken.len()
+    );
+    let clients: Vec<ClientId> = taken.iter().map(|(client, _)| client.clone()).collect();
+    let left = wait_until_kept(link, conn.as_mut(), &mut theirs, taken);
+    // What reached the inbox after it was read follows the sessions.
+    if let Ok((late, latest)) =
+        read_inbox(conn.as_mut(), &inbox, &last.as_ref().map_or("-".to_owned(), |id| format!("({id}")))
+    {
+        let mut to_wake = Vec::new();
+        for client in &clients {
+            let then = for_client(&late, client);
+            if !then.is_empty() {
+                let home = home_shard(client.as_str(), link.shards);
+                if link.tell(home, ShardId::LINK, ShardMessage::Adopt { client: client.clone(), session: None, then }) {
+                    to_wake.push(home);
+                }
+            }
+        }
+        link.wake_all(to_wake);
+        last = latest.or(last);
+    }
+    if left > 0 {
+        warn!(
+            "Cluster {cluster}: {left} session(s) taken over from node {name} are not in this node's store yet; they \
+             stay in node {name}'s too."
+        );
+        return;
+    }
+    match theirs.destroy() {
+        Ok(true) => {
+            // Only what was read: a run of the node started since writes after it.
+            if let Some(last) = last {
+                let trimmed = redis::cmd("XTRIM").arg(&inbox).arg("MINID").arg(&last).query::<u64>(conn.as_mut());
+                let deleted = redis::cmd("XDEL").arg(&inbox).arg(&last).query::<u64>(conn.as_mut());
+                if let Err(e) = trimmed.and(deleted) {
+                    failed("empty the inbox", describe_error(&e));
+                }
+            }
+        }
+        Ok(false) => {}
+        Err(e) => failed("remove the store", e.to_string()),
+    }
+}
+
+/// Waits (within [`ADOPTION_WAIT`]) until this node's store in Redis
+/// holds each session `taken` (client, epoch), or a later connection took
+/// the client, and removes it from the gone node's store (`theirs`) then.
+/// Returns how many are left.
+fn wait_until_kept(
+    link: &NodeLink,
+    conn: &mut (dyn redis::ConnectionLike + Send),
+    theirs: &mut RedisStore,
+    mut taken: Vec<(ClientId, u64)>,
+) -> usize {
+    let mut ours = RedisStore::new(link.redis.clone(), &link.keys.prefix, &link.node);
+    let deadline = Instant::now() + ADOPTION_WAIT;
+    while !taken.is_empty() && Instant::now() < deadline && !link.is_stopping() {
+        std::thread::sleep(ADOPTION_POLL);
+        let clients: Vec<ClientId> = taken.iter().map(|(client, _)| client.clone()).collect();
+        let Ok(held) = ours.session_epochs(&clients) else { continue };
+        let mut left = Vec::new();
+        for ((client, epoch), held) in taken.into_iter().zip(held) {
+            // Kept here, or a connection took the client since (it moved
+            // on from here, or came here first).
+            let done = held.is_some_and(|held| held >= epoch) || {
+                let counter = redis::cmd("GET").arg(link.keys.epoch(client.as_str())).query::<Option<u64>>(conn);
+                counter.ok().flatten().is_some_and(|counter| counter > epoch)
+            };
+            if !(done && theirs.forget_session(&client).is_ok()) {
+                left.push((client, epoch));
+            }
+        }
+        taken = left;
+    }
+    taken.len()
+}
+
+/// The messages an inbox holds after `start` (an `XRANGE` start: `-`, or
+/// `(<id>`), each with the client it is for alone (sent on,
+/// [`ShardMessage::Forwarded`]), and the last entry's id. A batch written
+/// twice is read once.
+fn read_inbox(
+    conn: &mut (dyn redis::ConnectionLike + Send),
+    inbox: &str,
+    start: &str,
+) -> redis::RedisResult<(Vec<InboxMessage>, Option<String>)> {
+    let (mut messages, mut last) = (Vec::new(), None::<String>);
+    let mut seen = HashSet::new();
+    let mut from = start.to_owned();
+    loop {
+        let reply: Value =
+            redis::cmd("XRANGE").arg(inbox).arg(&from).arg("+").arg("COUNT").arg(READ_COUNT).query(conn)?;
+        let entries = range_entries(&reply);
+        for entry in &entries {
+            last = Some(entry.id.clone());
+            if let Some(run) = &entry.run
+                && entry.seq != 0
+                && !seen.insert((run.name.clone(), run.run, entry.seq))
+            {
+                continue;
+            }
+            for frame in decode_batch(&entry.batch).unwrap_or_default() {
+                match frame.message {
+                    ShardMessage::Publish { message, .. } => messages.push((None, message)),
+                    ShardMessage::Forwarded { client, message } => messages.push((Some(client), message)),
+                    _ => {}
+                }
+            }
+        }
+        match (&last, entries.len()) {
+            (Some(id), READ_COUNT) => from = format!("({id}"),
+            _ => return Ok((messages, last)),
+        }
+    }
+}
+
+/// A message a gone node's inbox held, with the client it was sent on
+/// to alone, if one.
+type InboxMessage = (Option<ClientId>, Arc<Message>);
+
+/// The messages of `held` for `client`'s session: those for anyone, and
+/// those sent on for it alone.
+fn for_client(held: &[InboxMessage], client: &ClientId) -> Vec<Arc<Message>> {
+    held.iter().filter(|(to, _)| to.as_ref().is_none_or(|to| to == client)).map(|(_, m)| m.clone()).collect()
 }
 
 /// The wills this node's previous run left in Redis (its run read from

@@ -118,18 +118,7 @@ impl RedisConnection {
     pub async fn open(settings: &RedisSettings, reply_within: Duration, known: &mut KnownMembers) -> RedisResult<Self> {
         let info = connection_info(settings)?;
         if settings.redis_cluster {
-            let mut seeds = vec![info];
-            for (host, port) in &known.0 {
-                seeds.push(connection_info_at(settings, host, *port)?);
-            }
-            let client = ClusterClientBuilder::new(seeds)
-                .connection_timeout(REDIS_TIMEOUT)
-                .response_timeout(reply_within)
-                .retries(CLUSTER_RETRIES)
-                .min_retry_wait(CLUSTER_RETRY_WAIT_MS.0)
-                .max_retry_wait(CLUSTER_RETRY_WAIT_MS.1)
-                .build()?;
-            let mut conn = client.get_async_connection().await?;
+            let mut conn = cluster_client(settings, info, known, reply_within)?.get_async_connection().await?;
             let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
             *known = KnownMembers::from_slots(&slots);
             return Ok(Self::Cluster(conn));
@@ -189,18 +178,7 @@ pub fn open_blocking(
 ) -> RedisResult<Box<dyn redis::ConnectionLike + Send>> {
     let info = connection_info(settings)?;
     if settings.redis_cluster {
-        let mut seeds = vec![info];
-        for (host, port) in &known.0 {
-            seeds.push(connection_info_at(settings, host, *port)?);
-        }
-        let client = ClusterClientBuilder::new(seeds)
-            .connection_timeout(REDIS_TIMEOUT)
-            .response_timeout(REDIS_TIMEOUT)
-            .retries(CLUSTER_RETRIES)
-            .min_retry_wait(CLUSTER_RETRY_WAIT_MS.0)
-            .max_retry_wait(CLUSTER_RETRY_WAIT_MS.1)
-            .build()?;
-        let mut conn = client.get_connection()?;
+        let mut conn = cluster_client(settings, info, known, REDIS_TIMEOUT)?.get_connection()?;
         let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
         *known = KnownMembers::from_slots(&slots);
         return Ok(Box::new(conn));
@@ -209,6 +187,29 @@ pub fn open_blocking(
     conn.set_read_timeout(Some(REDIS_TIMEOUT))?;
     conn.set_write_timeout(Some(REDIS_TIMEOUT))?;
     Ok(Box::new(conn))
+}
+
+/// A Redis Cluster client reaching the cluster through `info` (the
+/// member at `redis_host`) or any of `known`, whose replies count as
+/// failed after `reply_within`; see [`RedisConnection::open`] for its
+/// retries.
+fn cluster_client(
+    settings: &RedisSettings,
+    info: ConnectionInfo,
+    known: &KnownMembers,
+    reply_within: Duration,
+) -> RedisResult<redis::cluster::ClusterClient> {
+    let mut seeds = vec![info];
+    for (host, port) in &known.0 {
+        seeds.push(connection_info_at(settings, host, *port)?);
+    }
+    ClusterClientBuilder::new(seeds)
+        .connection_timeout(REDIS_TIMEOUT)
+        .response_timeout(reply_within)
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(CLUSTER_RETRY_WAIT_MS.0)
+        .max_retry_wait(CLUSTER_RETRY_WAIT_MS.1)
+        .build()
 }
 
 impl ConnectionLike for RedisConnection {

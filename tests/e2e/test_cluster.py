@@ -17,6 +17,7 @@ the nodes go on once its replica takes over."""
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import signal
 import time
@@ -350,8 +351,9 @@ def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
     the wills of its clients; resumed, C does not go on serving them as if
     nothing happened: it closes their connections without publishing the
     wills again, starts a new run, and serves the clients that connect
-    again. A persistent session whose client connected elsewhere during
-    the pause is discarded at C (fenced off by its ownership epoch)."""
+    again. Its persistent sessions are taken over by the node that counted
+    it gone first; resumed, C discards its own copies (fenced off by their
+    ownership epochs)."""
     a, b, c = nodes
     history = History()
     sub_b = subscriber(clients, b, "sub-B", history, "w/#", 1)
@@ -370,7 +372,11 @@ def test_a_node_paused_past_its_liveness_joins_again(nodes, clients):
     try:
         a.wait_log(r"node \S+:%d is gone" % c.port, timeout=ACK)
         b.wait_log(r"node \S+:%d is gone" % c.port, timeout=ACK)
-        assert clients(Paho(b.port, "dev-p", clean_session=False)).connect().session_present is False
+        # The node that counted C gone first takes its sessions over from
+        # C's store in Redis.
+        taken = r"took over 1 persistent session\(s\) of node \S+:%d, which is gone" % c.port
+        wait_until(lambda: re.search(taken, a.log() + b.log()), ACK, what="A or B taking over C's sessions")
+        assert clients(Paho(b.port, "dev-p", clean_session=False)).connect().session_present is True
         # The others go on while it is stopped.
         publish_seq(pub, history, "w/data", 1, 50)
         report = wait_complete(history)
@@ -435,12 +441,28 @@ def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, shared):
         return sum(1 for m in list(keeper.received) if m.topic == "k/kept")
 
     wait_until(lambda: kept() == 1, PROPAGATION, what="the retained message at B's subscriber")
-    # Redis comes back empty: no registration, no liveness, no inbox.
+    durable = clients(Paho(b.port, "durable-B", clean_session=False)).connect()
+    assert durable.subscribe("k/#", 1) == [1]
+    wait_routed([pub], [durable], "k/probe")
+    # Redis comes back empty: no registration, no liveness, no inbox, no
+    # copy of B's store.
     shared.stop()
     shared.start()
     for node in nodes:
         node.wait_log(r"lapsed; joining again", timeout=ACK)
     both_ways(clients, a, c, sub_b, sub_c, "after-restart")
+    # B's next commit finds its store gone from Redis and writes it whole.
+    pub.publish("k/after", b"after", qos=1)
+    b.wait_log(r"Redis does not hold this node's store as this node wrote it", timeout=ACK)
+    # Its subscription's row, which the commit itself did not touch: the
+    # field is the client id after its length, then the filter.
+    subscriptions = f"{{{CLUSTER}:store:{b.broker_id}}}:subscriptions"
+    row = (len("durable-B").to_bytes(2, "big") + b"durable-Bk/#").decode()
+    db = shared.client()
+    try:
+        wait_until(lambda: db.hexists(subscriptions, row), ACK, what=f"durable-B's subscription in {subscriptions}")
+    finally:
+        db.close()
     # Joining again, the nodes hand each other their retained messages for
     # their stores, not for their subscribers.
     assert kept() == 1, "a retained message reached a subscriber again as the nodes joined again"

@@ -19,6 +19,7 @@ Redis; every wait is bounded."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -160,28 +161,35 @@ def test_a_persistent_session_moves_to_the_node_its_client_connects_to(nodes, cl
     assert_online(shared_db, cid)
 
 
+def offline_with_queued(clients, node, publisher_node, cid: str, prefix: str) -> tuple[Paho, History]:
+    """`cid`'s persistent session on `node`, subscribed to `<prefix>/#` and
+    offline, with 50 QoS 1 messages on `<prefix>/x` queued in it by a
+    publisher on `publisher_node` (`pub-<cid>`), each acknowledged."""
+    pub = client(clients, publisher_node, f"pub-{cid}")
+    first = persistent(clients, node, cid)
+    assert first.subscribe(f"{prefix}/#", 1) == [1]
+    wait_routed([pub], [first], f"{prefix}/probe")
+    leave(first, node)
+    queued = History()
+    publish_seq(pub, queued, f"{prefix}/x", 1, 50)
+    assert len(queued.publishes) == 50
+    return pub, queued
+
+
 @ON_BOTH
 def test_a_node_without_a_store_file_gets_its_sessions_back_from_redis(nodes, clients, shared_db):
     """Node A, without `persistence`, holds dev-7's persistent session with
-    50 acknowledged QoS 1 messages queued when it is killed, and stays
-    down until the others count it gone. Restarted on a machine of its own
-    (no file to read), it reads its store back from Redis: dev-7 gets
-    session present 1, every message, and its subscription still draws
-    messages from the other nodes."""
+    50 acknowledged QoS 1 messages queued when it is killed, and is
+    started again at once, as on a machine of its own (no file to read),
+    before the others count it gone: it reads its store back from Redis.
+    dev-7 gets session present 1, every message, and its subscription
+    still draws messages from the other nodes."""
     a, b, _ = nodes
     cid = "dev-7"
-    pub_b = client(clients, b, "pub-7B")
-    first = persistent(clients, a, cid)
-    assert first.subscribe("kept/#", 1) == [1]
-    wait_routed([pub_b], [first], "kept/probe")
-    leave(first, a)
-    queued = History()
-    publish_seq(pub_b, queued, "kept/x", 1, 50)
-    assert len(queued.publishes) == 50
+    pub, queued = offline_with_queued(clients, a, b, cid, "kept")
     assert shared_db.hexists(f"{{{CLUSTER}:store:{a.broker_id}}}:sessions", cid)
 
     a.kill9()
-    b.wait_log(r"node \S+ is gone\.", timeout=PROPAGATION)
     a.restart()
     a.wait_log(r"Read this node's sessions from Redis \(1 stored\)\.", timeout=PROPAGATION)
     queued.subscribed(cid, "kept/#", 1)
@@ -189,15 +197,47 @@ def test_a_node_without_a_store_file_gets_its_sessions_back_from_redis(nodes, cl
     assert second.session_present is True, f"{cid}: A restarted without its session"
     report = wait_complete(queued)
     assert report.clean, report
-    assert first_copies(second, "kept/x") == [payload("pub-7B", seq) for seq in range(50)]
+    assert first_copies(second, "kept/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
 
     after = History()
     record(second, after)
     after.subscribed(cid, "kept/#", 1)
-    wait_routed([pub_b], [second], "kept/y/probe")
-    publish_seq(pub_b, after, "kept/y", 1, 20)
+    wait_routed([pub], [second], "kept/y/probe")
+    publish_seq(pub, after, "kept/y", 1, 20)
     report = wait_complete(after)
     assert report.clean, report
+
+
+@ON_BOTH
+def test_the_sessions_of_a_node_that_never_comes_back_are_taken_over(nodes, clients, shared_db):
+    """Node A, without `persistence`, holds dev-8's persistent session with
+    50 acknowledged QoS 1 messages queued when it is killed for good, most
+    of them still in its inbox. The node that counts it gone first takes
+    its sessions over from A's store and inbox in Redis: the session's
+    subscription draws what is published after, and dev-8, connecting to
+    B, gets session present 1 and every message, in order. A's store is
+    then gone from Redis."""
+    a, b, c = nodes
+    cid = "dev-8"
+    _, queued = offline_with_queued(clients, a, b, cid, "orphan")
+
+    a.kill9()
+    taken = rf"took over 1 persistent session\(s\) of node {re.escape(a.broker_id)}, which is gone \(0 taken"
+    wait_until(lambda: re.search(taken, b.log() + c.log()), PROPAGATION,
+               what=f"B or C taking over A's sessions; B's log:\n{b.log()[-3000:]}")
+    # Routed from the node that took it: what is published now is queued.
+    pub_c = client(clients, c, "pub-8C")
+    publish_seq(pub_c, queued, "orphan/y", 1, 20)
+
+    queued.subscribed(cid, "orphan/#", 1)
+    second = persistent(clients, b, cid, queued)
+    assert second.session_present is True, f"{cid}: A's session was not taken over"
+    report = wait_complete(queued)
+    assert report.clean, report
+    assert first_copies(second, "orphan/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+    assert first_copies(second, "orphan/y") == [payload("pub-8C", seq) for seq in range(20)]
+    store = f"{{{CLUSTER}:store:{a.broker_id}}}:sessions"
+    wait_until(lambda: not shared_db.exists(store), PROPAGATION, what=f"{store} removed")
 
 
 def test_a_clean_connection_elsewhere_discards_the_old_session(nodes, clients, shared_db):
@@ -379,10 +419,11 @@ def test_a_takeover_storm_leaves_one_connection_with_the_session(nodes, clients,
 def test_a_node_restarted_from_its_store_drops_the_sessions_its_clients_took_elsewhere(
         make_node, clients, shared_db, tmp_path):
     """Node A, with a store, holds dev-6's persistent session when it is
-    killed; dev-6 connects to B meanwhile. A, restarted, restores the
-    session, finds its epoch below the id's epoch in Redis and discards it,
-    from memory and from its store: the client's session is B's, which
-    follows the client back to A."""
+    killed; B, counting A gone, takes the session over (from A's store in
+    Redis) and dev-6 connects to B meanwhile. A, restarted, restores the
+    session from its file, finds its epoch below the id's epoch in Redis
+    and discards it, from memory and from its store: the client's session
+    is B's, which follows the client back to A."""
     store = tmp_path / "store-A"
     store.mkdir()
     a = make_node("A", extra=("persistence true", f"persistence_location {store}/"))
@@ -400,11 +441,13 @@ def test_a_node_restarted_from_its_store_drops_the_sessions_its_clients_took_els
     a.kill9()
 
     b.wait_log(r"node \S+ is gone\.", timeout=PROPAGATION)
+    # B takes A's sessions over from A's store in Redis, with the next epoch.
+    b.wait_log(r"took over 1 persistent session\(s\) of node \S+, which is gone", timeout=PROPAGATION)
     second = persistent(clients, b, cid)
-    assert second.session_present is False, "A is gone, and its session with it"
+    assert second.session_present is True, "A's session was not taken over by B"
     assert second.subscribe("fence/#", 1) == [1]
     leave(second, b)
-    assert int(shared_db.get(epoch)) == taken + 1
+    assert int(shared_db.get(epoch)) == taken + 2
 
     a.restart()
     a.wait_log(rf"Client {cid}'s session was taken on another node since; discarding it here\.",
@@ -412,6 +455,8 @@ def test_a_node_restarted_from_its_store_drops_the_sessions_its_clients_took_els
     assert a.stop() == 0
     a.start()
     a.wait_log(r"Restored \d+ retained messages and 0 persistent sessions\.", timeout=PROPAGATION)
+    # A claims a client id from the nodes it has heard of.
+    a.wait_log(r"node \S+:%d joined" % b.port, timeout=PROPAGATION)
 
     pub = client(clients, b, "pub-6B")
     publish_seq(pub, History(), "fence/x", 1, 5)
@@ -420,4 +465,4 @@ def test_a_node_restarted_from_its_store_drops_the_sessions_its_clients_took_els
     expected = [payload("pub-6B", seq) for seq in range(5)]
     wait_until(lambda: first_copies(third, "fence/x") == expected, ACK,
                what=lambda: f"B's queued messages at A: {first_copies(third, 'fence/x')}")
-    assert int(shared_db.get(epoch)) == taken + 2
+    assert int(shared_db.get(epoch)) == taken + 3

@@ -933,15 +933,7 @@ impl Broker {
     /// Makes `handed` the session of `client` here, with what `cut` took
     /// in for it after.
     fn settle(&mut self, now: Now, client: &ClientId, handed: HandedSession, cut: &Cut) {
-        // An offline session of the client here taken before the one
-        // handed over (a lower epoch: restored from a store after the
-        // client moved on, or left here while this node was counted gone)
-        // gives way.
-        if let Some(key) = self.sessions.find(client)
-            && self.sessions.get(key).is_some_and(|s| s.conn().is_none() && s.epoch < handed.epoch)
-        {
-            self.discard_session(key);
-        }
+        self.give_way_to(client, handed.epoch);
         if self.sessions.find(client).is_some() || !self.occupancy.try_add_session(self.config.max_clients) {
             warn!("Client {client}'s session handed over could not be kept; dropped.");
             return;
@@ -953,6 +945,18 @@ impl Broker {
         if !cut.waiting.is_empty() {
             let until = now.instant + LOST_CUT_WAIT;
             self.claims.arrived.insert(key, Arrived { stamp: cut.stamp, waiting: cut.waiting.clone(), until });
+        }
+    }
+
+    /// An offline session of `client` here taken before a session of
+    /// `epoch` that comes here (a lower epoch: restored from a store after
+    /// the client moved on, or left here while this node was counted
+    /// gone) gives way to it.
+    fn give_way_to(&mut self, client: &ClientId, epoch: u64) {
+        if let Some(key) = self.sessions.find(client)
+            && self.sessions.get(key).is_some_and(|s| s.conn().is_none() && s.epoch < epoch)
+        {
+            self.discard_session(key);
         }
     }
 
@@ -971,6 +975,38 @@ impl Broker {
         self.claims.arrived.remove(&key);
         if let Some(keeping) = self.claims.kept.remove(&key) {
             self.answer_claim(keeping.to, keeping.client, keeping.stamp, None, false);
+        }
+    }
+
+    /// Keeps `handed`, the session of `client` on a node that is gone,
+    /// offline here (see [`ShardMessage::Adopt`]), unless a session of the
+    /// client is here already that is not older: a connection here took
+    /// the client since, or it was adopted before. Its epoch is asked once
+    /// kept, as a restored session's is: a connection elsewhere may have
+    /// taken the client meanwhile. Then the session gets those of `then`
+    /// (what the gone node's inbox held) that its subscriptions match.
+    pub(super) fn adopt(&mut self, now: Now, client: &ClientId, handed: Option<HandedSession>, then: &[Arc<Message>]) {
+        if let Some(handed) = handed {
+            self.give_way_to(client, handed.epoch);
+            if self.sessions.find(client).is_some() {
+                info!("Client {client}'s session on a node that is gone was taken here since; dropped.");
+                return;
+            }
+            if !self.occupancy.try_add_session(self.config.max_clients) {
+                warn!("Client {client}'s session on a node that is gone could not be kept; dropped.");
+                return;
+            }
+            self.take_over(client, handed, now);
+            self.ask_ownership(client.clone());
+        }
+        let Some(key) = self.sessions.find(client) else {
+            if !then.is_empty() {
+                warn!("Messages for client {client}'s session from a node that is gone came after it left; dropped.");
+            }
+            return;
+        };
+        for message in then {
+            self.deliver_to(now, key, message);
         }
     }
 
@@ -1063,9 +1099,16 @@ mod tests {
 
     use super::Claims;
     use crate::codec::Packet;
-    use crate::shard::{ConnectStamp, ShardAddress, ShardId, ShardMessage, node_number};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use crate::message::Message;
+    use crate::persistence::CopyState;
+    use crate::shard::{ConnectStamp, HandedSession, ShardAddress, ShardId, ShardMessage, node_number};
     use crate::sim::{ClientOptions, Simulation};
     use crate::time::Instant;
+    use crate::topic::{TopicFilter, TopicName};
     use crate::types::ClientId;
     use crate::{Config, ConnId, QoS};
 
@@ -1188,6 +1231,68 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A QoS 1 message on `topic`.
+    fn message(topic: &str) -> Arc<Message> {
+        Arc::new(Message::new(TopicName::new(topic).expect("topic"), Bytes::from_static(b"m"), QoS::AtLeastOnce, false))
+    }
+
+    /// x's session as a gone node's store held it: subscribed to t/#, one
+    /// message queued, taken at `epoch`.
+    fn gone_nodes_session(epoch: u64) -> Box<HandedSession> {
+        Box::new(HandedSession {
+            epoch,
+            next_packet_id: None,
+            subscriptions: vec![(TopicFilter::new("t/#").expect("filter"), QoS::AtLeastOnce)],
+            copies: vec![(message("t/old"), QoS::AtLeastOnce, false, CopyState::Queued(None))],
+            incoming: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_session_adopted_from_a_gone_node_routes_queues_and_moves() {
+        let mut sim = simulated_nodes(3);
+        let publisher = connect_on(&mut sim, 1, ClientOptions::new("p"));
+        let adopt = ShardMessage::Adopt {
+            client: ClientId::new("x"),
+            session: Some(gone_nodes_session(sim.epoch("x"))),
+            then: vec![message("t/inbox"), message("u/other")],
+        };
+        sim.link_says(0, ShardId::LINK, adopt);
+        // Its subscription is routed to node 0 from the others, and what
+        // they publish is queued with what it held.
+        sim.publish(publisher, "t/new", b"new", QoS::AtLeastOnce, false);
+        let conn = connect_on(&mut sim, 2, x());
+        let got = sim.take_received(conn);
+        assert_session_present(&sim, &got);
+        assert_eq!(topics(&got), ["t/old", "t/inbox", "t/new"], "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_session_adopted_after_its_client_connected_elsewhere_is_dropped() {
+        let mut sim = simulated_nodes(3);
+        // The gone node's session was taken by a connection of x there.
+        let there = connect_on(&mut sim, 1, ClientOptions::new("x"));
+        sim.disconnect(there);
+        let taken = sim.epoch("x");
+        assert_ne!(taken, 0);
+        // x connected on node 2 since its old node went: a later epoch.
+        let conn = connect_on(&mut sim, 2, x());
+        sim.subscribe(conn, "mine/#", QoS::AtLeastOnce);
+        sim.take_received(conn);
+        let adopt = ShardMessage::Adopt {
+            client: ClientId::new("x"),
+            session: Some(gone_nodes_session(taken)),
+            then: vec![message("t/inbox")],
+        };
+        sim.link_says(0, ShardId::LINK, adopt);
+        assert!(sim.brokers()[0].sessions.find(&ClientId::new("x")).is_none(), "{}", sim.transcript());
+        // Nothing of the old session reaches the client: not its queued
+        // message, not what its filter draws.
+        let publisher = connect_on(&mut sim, 1, ClientOptions::new("p"));
+        sim.publish(publisher, "t/new", b"new", QoS::AtLeastOnce, false);
+        assert!(topics(&sim.take_received(conn)).is_empty(), "{}", sim.transcript());
     }
 
     #[test]

@@ -51,9 +51,14 @@ impl Broker {
             self.sessions.iter().filter(|s| !s.clean && s.epoch != 0).map(|s| s.client_id.clone()).collect();
         clients.sort_unstable();
         for client in clients {
-            let message = ShardMessage::Own { client, take: false };
-            self.actions.push_back(Action::ToShard { to: ShardId::LINK, message });
+            self.ask_ownership(client);
         }
+    }
+
+    /// Asks the current epoch of `client`, for [`handle_owner`](Self::handle_owner).
+    pub(super) fn ask_ownership(&mut self, client: ClientId) {
+        let message = ShardMessage::Own { client, take: false };
+        self.actions.push_back(Action::ToShard { to: ShardId::LINK, message });
     }
 
     /// The link says `client`'s epoch is `epoch`, `taken` by a connection

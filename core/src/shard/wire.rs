@@ -42,8 +42,9 @@
 //! sender's own store, meaningless to the receiver, and always decodes as
 //! `None`. [`ShardMessage::Stats`] and [`ShardMessage::Api`] stay inside
 //! their process, [`ShardMessage::Joined`], [`ShardMessage::Left`],
-//! [`ShardMessage::CountedGone`], [`ShardMessage::Owner`] and
-//! [`ShardMessage::Will`] are said by the receiving node's own link and
+//! [`ShardMessage::CountedGone`], [`ShardMessage::Owner`],
+//! [`ShardMessage::Adopt`] and [`ShardMessage::Will`] are said by the
+//! receiving node's own link and
 //! [`ShardMessage::Own`] to the sending node's: none is carried
 //! ([`WireError::NotCarried`]).
 
@@ -285,6 +286,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         | ShardMessage::CountedGone
         | ShardMessage::Own { .. }
         | ShardMessage::Owner { .. }
+        | ShardMessage::Adopt { .. }
         | ShardMessage::Will(_) => Err(WireError::NotCarried),
         ShardMessage::Claim { client, stamp } => {
             out.put_u8(CLAIM);

@@ -73,6 +73,26 @@ if ARGV[2] ~= '' then redis.call('HSET', meta, 'last_batch', ARGV[2]) end
 return 1
 ";
 
+/// Removes one session's rows, if its own row is still the one read.
+/// `KEYS`: as [`APPLY`]'s; `ARGV[1]`: the session's field, `ARGV[2]` its
+/// row's value as read; then `<table> field` for each of its other rows.
+/// Returns 0, removing nothing, if the row changed or went.
+const FORGET: &str = r"
+local sessions = KEYS[3]
+if redis.call('HGET', sessions, ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', sessions, ARGV[1])
+for i = 3, #ARGV, 2 do redis.call('HDEL', KEYS[tonumber(ARGV[i])], ARGV[i + 1]) end
+return 1
+";
+
+/// Removes every hash of the store if it holds no session. `KEYS`: as
+/// [`APPLY`]'s. Returns 1 if it did.
+const DESTROY: &str = r"
+if redis.call('HLEN', KEYS[3]) ~= 0 then return 0 end
+for k = 1, #KEYS do redis.call('DEL', KEYS[k]) end
+return 1
+";
+
 /// The kinds of rows, one hash each, in the order a restore reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Table {
@@ -363,6 +383,72 @@ impl RedisStore {
                 Err(e)
             }
         }
+    }
+
+    /// Removes `client`'s session from Redis, and from what the store
+    /// holds, if Redis still holds it as [`read`](Self::read) found it
+    /// (another writer may have changed it since): `false` if it did not.
+    /// Message bodies stay until [`destroy`](Self::destroy).
+    ///
+    /// # Errors
+    ///
+    /// When Redis failed.
+    pub fn forget_session(&mut self, client: &ClientId) -> Result<bool, StoreError> {
+        let Some(session) = self.state.sessions.get(client) else { return Ok(false) };
+        let own = Row::Session(client.clone());
+        let mut call = redis::cmd("EVAL");
+        call.arg(FORGET).arg(self.keys.len()).arg(&self.keys).arg(own.field());
+        call.arg(own.value_in(&self.state).unwrap_or_default());
+        session_rows(client, session, &mut |row: Row| {
+            call.arg(row.table().key_index()).arg(row.field());
+        });
+        let forgotten: i64 = self.run(&call)?;
+        if forgotten == 1 {
+            self.state.sessions.remove(client);
+        }
+        Ok(forgotten == 1)
+    }
+
+    /// Removes the store from Redis if it holds no session (another
+    /// writer may have added one): `true` if it did.
+    ///
+    /// # Errors
+    ///
+    /// When Redis failed.
+    pub fn destroy(&mut self) -> Result<bool, StoreError> {
+        let mut call = redis::cmd("EVAL");
+        call.arg(DESTROY).arg(self.keys.len()).arg(&self.keys);
+        let destroyed: i64 = self.run(&call)?;
+        Ok(destroyed == 1)
+    }
+
+    /// The epochs of `clients`' sessions in Redis (`None`: no session).
+    ///
+    /// # Errors
+    ///
+    /// When Redis failed, or holds a session this Culex cannot read.
+    pub fn session_epochs(&mut self, clients: &[ClientId]) -> Result<Vec<Option<u64>>, StoreError> {
+        if clients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = redis::cmd("HMGET");
+        call.arg(&self.keys[Table::Sessions as usize]);
+        for client in clients {
+            call.arg(client.as_str());
+        }
+        let rows: Vec<Option<Vec<u8>>> = self.run(&call)?;
+        rows.into_iter()
+            .map(|row| row.map(|bytes| codec::decode_session(&bytes).map(|s| s.epoch)).transpose())
+            .collect()
+    }
+
+    /// Runs `call`, connecting again at the next call after a failure.
+    fn run<T: redis::FromRedisValue>(&mut self, call: &redis::Cmd) -> Result<T, StoreError> {
+        let result = call.query(self.conn()?).map_err(redis_error);
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
     }
 
     fn conn(&mut self) -> Result<&mut (dyn ConnectionLike + Send), StoreError> {
