@@ -258,7 +258,7 @@ mod loom_committer {
     }
 
     impl Store for Recorder {
-        fn replace(&mut self, _: &StoredState) -> Result<(), StoreError> {
+        fn replace(&mut self, _: &culex_core::persistence::StoredState) -> Result<(), StoreError> {
             unimplemented!("never replaced here")
         }
 

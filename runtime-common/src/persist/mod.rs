@@ -9,8 +9,10 @@
 //!   [`Restorer`](culex_core::Restorer) at start), commit batches
 //!   atomically, report the size on disk. [`MemStore`] keeps a [`StoredState`] (tests, and the
 //!   reference), [`RedbStore`] a redb 5 file with one table per kind of
-//!   record; both give back exactly what [`StoredState::apply_batch`]
-//!   would build.
+//!   record, [`RedisStore`] a cluster node's copy in Redis with one hash
+//!   per kind; all give back exactly what [`StoredState::apply_batch`]
+//!   would build (wills aside in Redis). [`Mirrored`] commits a node's
+//!   file and its copy in Redis together.
 //! - [`open_store`]: what start-up calls with the `persistence_*`
 //!   settings. It creates a missing store, moves a damaged file aside
 //!   (`<file>.corrupt-<unix time>`) and starts empty rather than refusing to

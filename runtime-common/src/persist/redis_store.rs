@@ -353,7 +353,10 @@ impl RedisStore {
     /// When Redis cannot be reached, or holds what this Culex cannot read.
     pub fn read(&mut self) -> Result<StoredState, StoreError> {
         let mut state = StoredState::default();
-        self.read_into(&mut state)?;
+        if let Err(e) = self.read_into(&mut state) {
+            self.conn = None;
+            return Err(e);
+        }
         self.state = state.clone();
         self.pending.clear();
         self.rewrite = false;
@@ -368,21 +371,15 @@ impl RedisStore {
     /// When Redis failed; it stays pending.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         let result = if self.rewrite { self.write_all() } else { self.write_pending() };
-        match result {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                warn!(
-                    "Redis does not hold this node's store as this node wrote it (batch {}): writing it again whole.",
-                    self.written
-                );
-                self.rewrite = true;
-                self.flush()
-            }
-            Err(e) => {
-                self.conn = None;
-                Err(e)
-            }
+        if !result? {
+            warn!(
+                "Redis does not hold this node's store as this node wrote it (batch {}): writing it again whole.",
+                self.written
+            );
+            self.rewrite = true;
+            return self.flush();
         }
+        Ok(())
     }
 
     /// Removes `client`'s session from Redis, and from what the store
@@ -465,7 +462,7 @@ impl RedisStore {
         for (row, value) in &self.pending {
             push_row(&mut call, row, value.as_deref());
         }
-        let applied: i64 = call.query(self.conn()?).map_err(redis_error)?;
+        let applied: i64 = self.run(&call)?;
         if applied == 0 {
             return Ok(false);
         }
@@ -488,7 +485,7 @@ impl RedisStore {
             for row in chunk {
                 push_row(&mut call, row, row.value_in(&self.state).as_deref());
             }
-            call.query::<i64>(self.conn()?).map_err(redis_error)?;
+            self.run::<i64>(&call)?;
             first = false;
             if last {
                 break;
@@ -513,9 +510,7 @@ impl RedisStore {
 
     fn read_into(&mut self, sink: &mut dyn Restore) -> Result<(), StoreError> {
         let keys = self.keys.clone();
-        let conn = self.conn()?;
-        let meta: BTreeMap<String, String> =
-            redis::cmd("HGETALL").arg(&keys[Table::ALL.len()]).query(conn).map_err(redis_error)?;
+        let meta: BTreeMap<String, String> = self.run(redis::cmd("HGETALL").arg(&keys[Table::ALL.len()]))?;
         if let Some(format) = meta.get("format")
             && format != &FORMAT_VERSION.to_string()
         {
@@ -526,6 +521,7 @@ impl RedisStore {
         })?;
         sink.last_batch(last_batch);
         let mut publishers = codec::Publishers::default();
+        let conn = self.conn()?;
         for (table, key) in Table::ALL.into_iter().zip(&keys) {
             scan(conn, key, |field, value| read_row(table, field, value, &mut publishers, sink))?;
         }
