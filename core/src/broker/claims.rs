@@ -1093,16 +1093,14 @@ fn handed(session: &Session) -> HandedSession {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
+    use bytes::Bytes;
     use quickcheck::{Arbitrary, Gen, QuickCheck};
 
     use super::Claims;
     use crate::codec::Packet;
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-
     use crate::message::Message;
     use crate::persistence::CopyState;
     use crate::shard::{ConnectStamp, HandedSession, ShardAddress, ShardId, ShardMessage, node_number};
