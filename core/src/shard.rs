@@ -455,6 +455,18 @@ impl ShardMessage {
             _ => false,
         }
     }
+
+    /// The message it brings to sessions, with the client it is for
+    /// alone if one (sent on, [`ShardMessage::Forwarded`]): what a gone
+    /// node's inbox holds for its sessions taken over
+    /// ([`ShardMessage::Adopt`]).
+    pub fn into_delivery(self) -> Option<(Option<ClientId>, Arc<Message>)> {
+        match self {
+            Self::Publish { message, .. } => Some((None, message)),
+            Self::Forwarded { client, message } => Some((Some(client), message)),
+            _ => None,
+        }
+    }
 }
 
 /// The ownership epoch a connection of a client took, and where: of two

@@ -330,6 +330,22 @@ impl NodeLink {
         self.wake_all(to_wake);
     }
 
+    /// Tells `client`'s home shard to keep `session`, taken over from a
+    /// gone node, and to give it `then` ([`ShardMessage::Adopt`]).
+    fn adopt(
+        &self,
+        client: &ClientId,
+        session: Option<HandedSession>,
+        then: Vec<Arc<Message>>,
+        to_wake: &mut Vec<ShardId>,
+    ) {
+        let home = home_shard(client.as_str(), self.shards);
+        let message = ShardMessage::Adopt { client: client.clone(), session: session.map(Box::new), then };
+        if self.tell(home, ShardId::LINK, message) {
+            to_wake.push(home);
+        }
+    }
+
     fn wake_all(&self, mut to_wake: Vec<ShardId>) {
         to_wake.sort_unstable();
         to_wake.dedup();
@@ -897,12 +913,7 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
             Ok(Some(epoch)) => {
                 let mut handed = HandedSession::from_stored(session, &state.messages);
                 handed.epoch = epoch;
-                let then = for_client(&held, client);
-                let message = ShardMessage::Adopt { client: client.clone(), session: Some(Box::new(handed)), then };
-                let home = home_shard(client.as_str(), link.shards);
-                if link.tell(home, ShardId::LINK, message) {
-                    to_wake.push(home);
-                }
+                link.adopt(client, Some(handed), for_client(&held, client), &mut to_wake);
                 taken.push((client.clone(), epoch));
             }
             Ok(None) => {
@@ -931,10 +942,7 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
         for client in &clients {
             let then = for_client(&late, client);
             if !then.is_empty() {
-                let home = home_shard(client.as_str(), link.shards);
-                if link.tell(home, ShardId::LINK, ShardMessage::Adopt { client: client.clone(), session: None, then }) {
-                    to_wake.push(home);
-                }
+                link.adopt(client, None, then, &mut to_wake);
             }
         }
         link.wake_all(to_wake);
@@ -1020,13 +1028,8 @@ fn read_inbox(
             {
                 continue;
             }
-            for frame in decode_batch(&entry.batch).unwrap_or_default() {
-                match frame.message {
-                    ShardMessage::Publish { message, .. } => messages.push((None, message)),
-                    ShardMessage::Forwarded { client, message } => messages.push((Some(client), message)),
-                    _ => {}
-                }
-            }
+            let frames = decode_batch(&entry.batch).unwrap_or_default();
+            messages.extend(frames.into_iter().filter_map(|frame| frame.message.into_delivery()));
         }
         match (&last, entries.len()) {
             (Some(id), READ_COUNT) => from = format!("({id}"),

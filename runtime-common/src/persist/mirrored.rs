@@ -57,7 +57,9 @@ impl Mirrored {
                     warn!(
                         "Redis cannot be read ({e}): starting from this node's store; Redis gets a copy once it answers."
                     );
-                    shared.replace(&own_state).err();
+                    // Fails while Redis is away; the copy stays due, written
+                    // whole at the first commit that reaches Redis.
+                    let _ = shared.replace(&own_state);
                     return Ok((Self { own, shared }, own_state));
                 }
             }

@@ -213,8 +213,9 @@ mod tests {
     struct Numbers(Arc<Mutex<Vec<u64>>>);
 
     impl Store for Numbers {
+        /// It holds nothing but the numbers it was given.
         fn replace(&mut self, _: &culex_core::persistence::StoredState) -> Result<(), StoreError> {
-            unimplemented!("never replaced here")
+            Ok(())
         }
 
         fn load_into(&mut self, _: &mut dyn Restore) -> Result<(), StoreError> {
