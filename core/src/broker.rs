@@ -541,11 +541,16 @@ impl Broker {
                 };
                 self.route(now, Arc::new(message), None);
             }
-            ShardMessage::Joined(address) => self.peer_joined(from, address),
+            ShardMessage::Joined(address) => {
+                self.lapsed_is_back(now, address.node);
+                self.peer_joined(from, address);
+            }
             ShardMessage::Left => self.peer_left(now, from),
             ShardMessage::CountedGone => self.counted_gone(now),
             ShardMessage::Owner { client, epoch, taken } => self.handle_owner(now, &client, epoch, taken),
             ShardMessage::Adopt { client, session, then } => self.adopt(now, &client, session.map(|s| *s), &then),
+            ShardMessage::Lapsed(node) => self.handle_lapsed(now, node),
+            ShardMessage::TakenOver(node) => self.handle_taken_over(now, from, node),
             // Said to the link, never to a shard.
             ShardMessage::Own { .. } => {}
             // The HTTP API's, answered by the server.

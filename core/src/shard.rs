@@ -415,7 +415,9 @@ pub enum ShardMessage {
     },
     /// A persistent session of a node that is gone, taken from its store
     /// in Redis (the link has raised the client's epoch for it, so that
-    /// the gone node, should it come back, discards its own copy), and the
+    /// the gone node, should it come back, discards its own copy, unless a
+    /// connection took the client since: that connection's claim comes
+    /// for the session, see [`ShardMessage::TakenOver`]), and the
     /// messages its inbox held: the receiver, the client's home shard,
     /// keeps the session offline unless it holds a session of the client
     /// already, then gives it those of the messages its subscriptions
@@ -430,6 +432,20 @@ pub enum ShardMessage {
         /// What the gone node's inbox held, in order.
         then: Vec<Arc<Message>>,
     },
+    /// Node `0` (its [`node_number`]) lapsed: its shards left without
+    /// withdrawing, and the node that reaps it takes its persistent
+    /// sessions over from its store in Redis ([`ShardMessage::Adopt`]).
+    /// Until that node says [`ShardMessage::TakenOver`], a claim here
+    /// waits, so that a client connecting meanwhile gets its session (see
+    /// [`nodes::TAKEOVER_WAIT`]). Said by the runtime's link to its own
+    /// shards, never carried.
+    Lapsed(u64),
+    /// The sessions of lapsed node `0` that the sender's node took over
+    /// and that are the sender's are there now: a claim of one of their
+    /// clients finds its session at the sender. From the runtime's link
+    /// ([`ShardId::LINK`]) once it gave each session to its home shard,
+    /// which says it to every other shard in turn.
+    TakenOver(u64),
     /// The link's answer to [`ShardMessage::Own`]: `client`'s epoch is
     /// `epoch`, taken by the receiver if `taken`. A session whose epoch is
     /// below the current one was taken elsewhere since, and is fenced off
@@ -732,6 +748,19 @@ impl ShardRoutes {
             true => (address.shard.0 < self.count).then_some(address.shard),
             false => self.addresses.get(&address).copied(),
         }
+    }
+
+    /// Whether `shard` (this process's, or one of another node reachable
+    /// now) is the home shard of `client` in its own node.
+    pub(crate) fn is_home(&self, shard: ShardId, client: &str) -> bool {
+        if !self.is_peer(shard) {
+            return home_shard(client, self.count) == shard;
+        }
+        let Some(address) = self.addresses.iter().find(|&(_, &id)| id == shard).map(|(&address, _)| address) else {
+            return false;
+        };
+        let count = self.addresses.keys().filter(|other| other.node == address.node).count();
+        home_shard(client, u16::try_from(count).unwrap_or(u16::MAX)) == address.shard
     }
 
     /// Shard `peer` of another node is gone: its routes go with it. The

@@ -57,11 +57,12 @@ use culex_core::ClientId;
 use culex_core::Message;
 use culex_core::persistence::{StoreBatch, StoreOp};
 use culex_core::shard::liveness::{Heartbeat, Registered, Renewal, judge};
+use culex_core::shard::nodes::TAKEOVER_WAIT;
 use culex_core::shard::nodes::{
     Change, Directory, InboxLedger, NodeRun, Outbound, decode_will, droppable_while_down, encode_will,
 };
 use culex_core::shard::wire::decode_batch;
-use culex_core::shard::{HandedSession, ShardId, ShardMessage, home_shard};
+use culex_core::shard::{HandedSession, ShardId, ShardMessage, home_shard, node_number};
 use event_listener::Event;
 use redis::Value;
 use tracing::{info, warn};
@@ -344,6 +345,19 @@ impl NodeLink {
         if self.tell(home, ShardId::LINK, message) {
             to_wake.push(home);
         }
+    }
+
+    /// Tells every local shard that the sessions of gone node `gone` that
+    /// are its own are there ([`ShardMessage::TakenOver`]): after every
+    /// [`adopt`](Self::adopt) of them, on the same boards.
+    fn taken_over(&self, gone: &str) {
+        let mut to_wake = Vec::new();
+        for to in (0..self.shards).map(ShardId) {
+            if self.tell(to, ShardId::LINK, ShardMessage::TakenOver(node_number(gone))) {
+                to_wake.push(to);
+            }
+        }
+        self.wake_all(to_wake);
     }
 
     fn wake_all(&self, mut to_wake: Vec<ShardId>) {
@@ -748,6 +762,11 @@ where
         let judgement = {
             let mut directory = lock(&link.directory);
             let judgement = judge(&mut directory, &others, conn.reached_throughout(LIVENESS));
+            // Before their shards leave: a claim waiting for them goes on
+            // waiting, for their takeover.
+            for gone in &judgement.gone {
+                link.announce_to_all(ShardMessage::Lapsed(node_number(&gone.name)), &mut to_wake);
+            }
             for (name, change) in &judgement.changes {
                 link.say(name, change);
                 link.announce(change, &directory, &mut to_wake);
@@ -833,19 +852,21 @@ where
     true
 }
 
-/// The epoch a session of a gone node takes when this node adopts it:
-/// one above the client id's counter, or nothing if a connection took the
-/// id since the session was taken (the counter is above its epoch).
-/// `KEYS[1]`: the counter; `ARGV`: the session's epoch (0: not known),
-/// this clock's milliseconds (where a counter Redis lost starts again).
+/// The epoch a session of a gone node takes when this node adopts it,
+/// and whether it was raised: one above the client id's counter, or its
+/// own if a connection took the id since the session was taken (the
+/// counter is above its epoch; that connection's claim waits for the
+/// takeover and takes the session). `KEYS[1]`: the counter; `ARGV`: the
+/// session's epoch (0: not known), this clock's milliseconds (where a
+/// counter Redis lost starts again).
 const ADOPT_EPOCH: &str = r"
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local stored = tonumber(ARGV[1])
-if stored ~= 0 and current > stored then return false end
+if stored ~= 0 and current > stored then return {stored, 0} end
 local epoch
 if current == 0 then epoch = math.max(stored + 1, tonumber(ARGV[2])) else epoch = math.max(current, stored) + 1 end
 redis.call('SET', KEYS[1], string.format('%d', epoch))
-return epoch
+return {epoch, 1}
 ";
 
 /// How long an adoption waits for this node's store in Redis to hold the
@@ -871,7 +892,9 @@ fn adopt_sessions(link: &Arc<NodeLink>, gone: &NodeRun) {
 /// the client id's next epoch (so that the gone node discards its own
 /// copy, should it come back) and what the gone node's inbox held: what
 /// it had not stored, and what the others sent it before they counted it
-/// gone. A session whose client connected elsewhere since is left out.
+/// gone. A session whose client connected elsewhere since keeps its
+/// epoch: that connection's claim waits for the takeover, said once every
+/// session is given ([`ShardMessage::TakenOver`]), and takes it then.
 /// Each session goes from the gone node's store once this node's store in
 /// Redis holds it (or a later connection took the client); what reached
 /// the inbox meanwhile follows it; the gone node's store and inbox go
@@ -899,26 +922,22 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
         Ok(read) => read,
         Err(e) => return failed("read the inbox", describe_error(&e)),
     };
-    let (mut taken, mut elsewhere) = (Vec::new(), 0_usize);
+    let mut taken = Vec::new();
     let mut to_wake = Vec::new();
     for (client, session) in &state.sessions {
-        let raised = redis::cmd("EVAL")
+        let epoch = redis::cmd("EVAL")
             .arg(ADOPT_EPOCH)
             .arg(1)
             .arg(link.keys.epoch(client.as_str()))
             .arg(session.epoch)
             .arg(millis_now())
-            .query::<Option<u64>>(conn.as_mut());
-        match raised {
-            Ok(Some(epoch)) => {
+            .query::<(u64, u8)>(conn.as_mut());
+        match epoch {
+            Ok((epoch, raised)) => {
                 let mut handed = HandedSession::from_stored(session, &state.messages);
                 handed.epoch = epoch;
                 link.adopt(client, Some(handed), for_client(&held, client), &mut to_wake);
-                taken.push((client.clone(), epoch));
-            }
-            Ok(None) => {
-                elsewhere += 1;
-                theirs.forget_session(client).ok();
+                taken.push(Taken { client: client.clone(), epoch, raised: raised == 1 });
             }
             Err(e) => {
                 failed("take over every session", describe_error(&e));
@@ -927,12 +946,15 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
         }
     }
     link.wake_all(to_wake);
+    // After every session: a claim waiting for the takeover asks again.
+    link.taken_over(name);
+    let claimed = taken.iter().filter(|taken| !taken.raised).count();
     info!(
-        "Cluster {cluster}: took over {} persistent session(s) of node {name}, which is gone ({elsewhere} taken on \
-         another node since).",
+        "Cluster {cluster}: took over {} persistent session(s) of node {name}, which is gone ({claimed} of them by a \
+         connection elsewhere since).",
         taken.len()
     );
-    let clients: Vec<ClientId> = taken.iter().map(|(client, _)| client.clone()).collect();
+    let clients: Vec<ClientId> = taken.iter().map(|taken| taken.client.clone()).collect();
     let left = wait_until_kept(link, conn.as_mut(), &mut theirs, taken);
     // What reached the inbox after it was read follows the sessions.
     if let Ok((late, latest)) =
@@ -971,32 +993,46 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
     }
 }
 
+/// A session taken over: its client, the epoch it took, and whether that
+/// was raised for it (else a connection took the client since, and its
+/// claim comes for the session).
+struct Taken {
+    client: ClientId,
+    epoch: u64,
+    raised: bool,
+}
+
 /// Waits (within [`ADOPTION_WAIT`]) until this node's store in Redis
-/// holds each session `taken` (client, epoch), or a later connection took
-/// the client, and removes it from the gone node's store (`theirs`) then.
-/// Returns how many are left.
+/// holds each session `taken`, or a later connection took the client, and
+/// removes it from the gone node's store (`theirs`) then. Returns how many
+/// are left.
 fn wait_until_kept(
     link: &NodeLink,
     conn: &mut (dyn redis::ConnectionLike + Send),
     theirs: &mut RedisStore,
-    mut taken: Vec<(ClientId, u64)>,
+    mut taken: Vec<Taken>,
 ) -> usize {
     let mut ours = RedisStore::new(link.redis.clone(), &link.keys.prefix, &link.node);
-    let deadline = Instant::now() + ADOPTION_WAIT;
+    let started = Instant::now();
+    let deadline = started + ADOPTION_WAIT;
     while !taken.is_empty() && Instant::now() < deadline && !link.is_stopping() {
         std::thread::sleep(ADOPTION_POLL);
-        let clients: Vec<ClientId> = taken.iter().map(|(client, _)| client.clone()).collect();
+        let clients: Vec<ClientId> = taken.iter().map(|taken| taken.client.clone()).collect();
         let Ok(held) = ours.session_epochs(&clients) else { continue };
         let mut left = Vec::new();
-        for ((client, epoch), held) in taken.into_iter().zip(held) {
+        for (session, held) in taken.into_iter().zip(held) {
             // Kept here, or a connection took the client since (it moved
-            // on from here, or came here first).
-            let done = held.is_some_and(|held| held >= epoch) || {
-                let counter = redis::cmd("GET").arg(link.keys.epoch(client.as_str())).query::<Option<u64>>(conn);
-                counter.ok().flatten().is_some_and(|counter| counter > epoch)
-            };
-            if !(done && theirs.forget_session(&client).is_ok()) {
-                left.push((client, epoch));
+            // on from here, or came here first). One that took it before
+            // the takeover had its claim's time to come for the session.
+            let moved_on = session.raised || started.elapsed() >= TAKEOVER_WAIT;
+            let done = held.is_some_and(|held| held >= session.epoch)
+                || moved_on && {
+                    let key = link.keys.epoch(session.client.as_str());
+                    let counter = redis::cmd("GET").arg(key).query::<Option<u64>>(conn);
+                    counter.ok().flatten().is_some_and(|counter| counter > session.epoch)
+                };
+            if !(done && theirs.forget_session(&session.client).is_ok()) {
+                left.push(session);
             }
         }
         taken = left;

@@ -222,7 +222,7 @@ def test_the_sessions_of_a_node_that_never_comes_back_are_taken_over(nodes, clie
     _, queued = offline_with_queued(clients, a, b, cid, "orphan")
 
     a.kill9()
-    taken = rf"took over 1 persistent session\(s\) of node {re.escape(a.broker_id)}, which is gone \(0 taken"
+    taken = rf"took over 1 persistent session\(s\) of node {re.escape(a.broker_id)}, which is gone \(0 of them"
     wait_until(lambda: re.search(taken, b.log() + c.log()), PROPAGATION,
                what=f"B or C taking over A's sessions; B's log:\n{b.log()[-3000:]}")
     # Routed from the node that took it: what is published now is queued.
@@ -238,6 +238,42 @@ def test_the_sessions_of_a_node_that_never_comes_back_are_taken_over(nodes, clie
     assert first_copies(second, "orphan/y") == [payload("pub-8C", seq) for seq in range(20)]
     store = f"{{{CLUSTER}:store:{a.broker_id}}}:sessions"
     wait_until(lambda: not shared_db.exists(store), PROPAGATION, what=f"{store} removed")
+
+
+@ON_BOTH
+def test_a_client_reconnecting_at_once_gets_the_session_of_its_killed_node(nodes, clients, shared_db):
+    """As a client whose node died reconnects, through a load balancer,
+    to another node at once: node A, without `persistence`, holds dev-9's
+    persistent session with 50 acknowledged QoS 1 messages queued when it
+    is killed for good, and dev-9 connects to B right away, before A is
+    counted gone. B's CONNACK waits for A's takeover, which hands the
+    session to B's claim: session present 1, every message, in order, and
+    the subscription draws what is published after."""
+    a, b, c = nodes
+    cid = "dev-9"
+    _, queued = offline_with_queued(clients, a, b, cid, "sudden")
+
+    a.kill9()
+    queued.subscribed(cid, "sudden/#", 1)
+    second = clients(Paho(b.port, cid, clean_session=False))
+    record(second, queued)
+    second.connect(timeout=PROPAGATION)
+    assert second.session_present is True, f"{cid}: the session on A was not waited for"
+    taken = rf"took over 1 persistent session\(s\) of node {re.escape(a.broker_id)}, which is gone \(1 of them"
+    wait_until(lambda: re.search(taken, b.log() + c.log()), PROPAGATION,
+               what=f"B or C taking A's session over for dev-9's claim; B's log:\n{b.log()[-3000:]}")
+    report = wait_complete(queued)
+    assert report.clean, report
+    assert first_copies(second, "sudden/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+
+    after = History()
+    record(second, after)
+    after.subscribed(cid, "sudden/#", 1)
+    pub_c = client(clients, c, "pub-9C")
+    wait_routed([pub_c], [second], "sudden/y/probe")
+    publish_seq(pub_c, after, "sudden/y", 1, 20)
+    report = wait_complete(after)
+    assert report.clean, report
 
 
 def test_a_clean_connection_elsewhere_discards_the_old_session(nodes, clients, shared_db):

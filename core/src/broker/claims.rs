@@ -62,6 +62,7 @@ use crate::peer::ListenerId;
 use crate::persistence::CopyState;
 use crate::policy::{ClientInfo, FilterAccess};
 use crate::session::{Grant, Outgoing, Presence, Session, SessionKey, Stage};
+use crate::shard::nodes::TAKEOVER_WAIT;
 use crate::shard::{ConnectStamp, HandedSession, ShardAddress, ShardId, ShardMessage, may_be_stored};
 use crate::time::{Instant, Now};
 use crate::topic::TopicFilter;
@@ -100,6 +101,9 @@ struct Claiming {
     /// What a holder that handed the session over without some shards'
     /// cuts forwarded for it since, in order.
     forwarded: Vec<Arc<Message>>,
+    /// The lapsed nodes whose takeover the claim waits for (the client's
+    /// session may be in their store), each until when.
+    awaiting: Vec<(u64, Instant)>,
 }
 
 /// The cut of a claim that sent its [`ShardMessage::Flush`]: what comes
@@ -230,6 +234,14 @@ pub(super) struct Claims {
     heard: HashMap<ClientId, (ConnectStamp, Instant)>,
     /// The clients of `heard`, in the order their claims go.
     heard_until: VecDeque<(Instant, ClientId)>,
+    /// Nodes that lapsed and whose takeover is awaited, until when.
+    lapsed: HashMap<u64, Instant>,
+    /// Nodes whose takeover was heard, until when that is remembered: a
+    /// node counted gone here only after it is not awaited.
+    taken_over: HashMap<u64, Instant>,
+    /// The sessions taken over here, each with when its epoch is asked
+    /// (see [`TAKEOVER_WAIT`]).
+    fences: VecDeque<(Instant, ClientId)>,
 }
 
 impl Claims {
@@ -278,7 +290,15 @@ impl Claims {
     pub(super) fn next_due(&self) -> Option<Instant> {
         let arrived = self.arrived.values().map(|arrived| arrived.until);
         let forwarding = self.forwarding.values().map(|forwarding| forwarding.until);
-        self.kept.values().map(Keeping::due).chain(arrived).chain(forwarding).min()
+        let awaiting = self.pending.values().flat_map(|claim| claim.awaiting.iter().map(|&(_, until)| until));
+        let fence = self.fences.front().map(|&(at, _)| at);
+        self.kept.values().map(Keeping::due).chain(arrived).chain(forwarding).chain(awaiting).chain(fence).min()
+    }
+
+    /// The lapsed nodes whose takeover a claim made now waits for.
+    fn awaited(&mut self, now: Instant) -> Vec<(u64, Instant)> {
+        self.lapsed.retain(|_, &mut until| until > now);
+        self.lapsed.iter().map(|(&node, &until)| (node, until)).collect()
     }
 
     /// Notes a claim of `client` made at `stamp`, heard at `now`, kept
@@ -355,7 +375,8 @@ impl Broker {
             return;
         };
         let waiting: Vec<ShardId> = shards.peers().to_vec();
-        if waiting.is_empty() {
+        let awaiting = self.claims.awaited(now.instant);
+        if waiting.is_empty() && awaiting.is_empty() {
             // Alone: the epoch is taken all the same, and the session
             // carries it once the link answers.
             self.take_ownership(&client_id);
@@ -384,6 +405,7 @@ impl Broker {
                 holders: Vec::new(),
                 filters: Vec::new(),
                 forwarded: Vec::new(),
+                awaiting,
             };
             self.claims.pending.insert(client_id.clone(), claim);
         }
@@ -542,7 +564,7 @@ impl Broker {
     /// claim is done, or, with sessions kept for it, sends its cut.
     fn claim_answered(&mut self, now: Now, client: &ClientId) {
         let Some(claim) = self.claims.pending.get_mut(client) else { return };
-        if !claim.waiting.is_empty() {
+        if !claim.waiting.is_empty() || !claim.awaiting.is_empty() {
             return;
         }
         if claim.holders.is_empty() {
@@ -667,6 +689,106 @@ impl Broker {
         self.claims.arrived.retain(|_, arrived| arrived.until > now.instant);
         let ended = self.claims.forwarding_ended(|forwarding| forwarding.until <= now.instant);
         self.unpin(&ended);
+        self.takeovers_due(now);
+    }
+
+    /// Claims stop waiting for takeovers that did not come in time, and the
+    /// sessions taken over here that waited their time have their epoch
+    /// asked.
+    fn takeovers_due(&mut self, now: Now) {
+        let mut overdue = Vec::new();
+        for (client, claim) in &mut self.claims.pending {
+            let before = claim.awaiting.len();
+            claim.awaiting.retain(|&(_, until)| until > now.instant);
+            if claim.awaiting.len() < before {
+                overdue.push(client.clone());
+            }
+        }
+        for client in overdue {
+            warn!(
+                "Client {client}'s connection waited {}s for the sessions of a node that is gone to be taken over; it \
+                 goes on without.",
+                TAKEOVER_WAIT.as_secs()
+            );
+            self.claim_answered(now, &client);
+        }
+        self.claims.taken_over.retain(|_, &mut until| until > now.instant);
+        while self.claims.fences.front().is_some_and(|&(at, _)| at <= now.instant) {
+            if let Some((_, client)) = self.claims.fences.pop_front() {
+                self.ask_ownership(client);
+            }
+        }
+    }
+
+    /// Node `node` lapsed (see [`ShardMessage::Lapsed`]): the claims under
+    /// way, and those made until its takeover, wait for it.
+    pub(super) fn handle_lapsed(&mut self, now: Now, node: u64) {
+        if self.claims.taken_over.contains_key(&node) {
+            return;
+        }
+        let until = now.instant + TAKEOVER_WAIT;
+        self.claims.lapsed.insert(node, until);
+        for claim in self.claims.pending.values_mut() {
+            if !claim.awaiting.iter().any(|&(n, _)| n == node) {
+                claim.awaiting.push((node, until));
+            }
+        }
+    }
+
+    /// Shard `from`'s node took over the sessions of lapsed node `node`,
+    /// and those that are `from`'s are there (said by this node's link
+    /// first, then by each shard to the others). A claim of a client whose
+    /// home shard `from` is stops waiting for the takeover; if `from`
+    /// answered it already, it answered before it had the session, and is
+    /// asked again.
+    pub(super) fn handle_taken_over(&mut self, now: Now, from: ShardId, node: u64) {
+        let Some(shards) = self.shards.as_ref() else { return };
+        let me = shards.me();
+        let from = if from == ShardId::LINK {
+            for to in shards.others() {
+                self.actions.push_back(Action::ToShard { to, message: ShardMessage::TakenOver(node) });
+            }
+            me
+        } else {
+            from
+        };
+        self.claims.lapsed.remove(&node);
+        self.claims.taken_over.insert(node, now.instant + TAKEOVER_WAIT);
+        let Some(shards) = self.shards.as_ref() else { return };
+        let homed: Vec<ClientId> =
+            self.claims.pending.keys().filter(|client| shards.is_home(from, client.as_str())).cloned().collect();
+        for client in homed {
+            let Some(claim) = self.claims.pending.get_mut(&client) else { continue };
+            claim.awaiting.retain(|&(n, _)| n != node);
+            let answered = !claim.waiting.contains(&from) && !claim.holders.iter().any(|&(s, _)| s == from);
+            if from != me && answered && claim.handed.is_none() {
+                claim.waiting.push(from);
+                if let Some(stamp) = claim.stamp {
+                    let message = ShardMessage::Claim { client: client.clone(), stamp };
+                    self.actions.push_back(Action::ToShard { to: from, message });
+                }
+            }
+            self.claim_answered(now, &client);
+        }
+    }
+
+    /// Lapsed node `node` is back in a new run before its takeover: its
+    /// store is its own again, and no takeover comes.
+    pub(super) fn lapsed_is_back(&mut self, now: Now, node: u64) {
+        if self.claims.lapsed.remove(&node).is_none() {
+            return;
+        }
+        let mut waited = Vec::new();
+        for (client, claim) in &mut self.claims.pending {
+            let before = claim.awaiting.len();
+            claim.awaiting.retain(|&(n, _)| n != node);
+            if claim.awaiting.len() < before {
+                waited.push(client.clone());
+            }
+        }
+        for client in waited {
+            self.claim_answered(now, &client);
+        }
     }
 
     /// Session `key`, kept for a claim, goes before some shards passed
@@ -981,10 +1103,12 @@ impl Broker {
     /// Keeps `handed`, the session of `client` on a node that is gone,
     /// offline here (see [`ShardMessage::Adopt`]), unless a session of the
     /// client is here already that is not older: a connection here took
-    /// the client since, or it was adopted before. Its epoch is asked once
-    /// kept, as a restored session's is: a connection elsewhere may have
-    /// taken the client meanwhile. Then the session gets those of `then`
-    /// (what the gone node's inbox held) that its subscriptions match.
+    /// the client since, or it was adopted before. Its epoch is asked
+    /// [`TAKEOVER_WAIT`] after, as a restored session's is: a connection
+    /// elsewhere that took the client meanwhile and waited for the
+    /// takeover claims the session before; one that did not wait has it
+    /// fenced off then. Then the session gets those of `then` (what the
+    /// gone node's inbox held) that its subscriptions match.
     pub(super) fn adopt(&mut self, now: Now, client: &ClientId, handed: Option<HandedSession>, then: &[Arc<Message>]) {
         if let Some(handed) = handed {
             self.give_way_to(client, handed.epoch);
@@ -997,7 +1121,7 @@ impl Broker {
                 return;
             }
             self.take_over(client, handed, now);
-            self.ask_ownership(client.clone());
+            self.claims.fences.push_back((now.instant + TAKEOVER_WAIT, client.clone()));
         }
         let Some(key) = self.sessions.find(client) else {
             if !then.is_empty() {
@@ -1099,7 +1223,7 @@ mod tests {
     use bytes::Bytes;
     use quickcheck::{Arbitrary, Gen, QuickCheck};
 
-    use super::Claims;
+    use super::{Claims, TAKEOVER_WAIT};
     use crate::codec::Packet;
     use crate::message::Message;
     use crate::persistence::CopyState;
@@ -1267,6 +1391,112 @@ mod tests {
         assert_eq!(topics(&got), ["t/old", "t/inbox", "t/new"], "{}", sim.transcript());
     }
 
+    /// Node 0's number among the nodes.
+    fn node_0() -> u64 {
+        node_number("node-0")
+    }
+
+    /// Three simulated nodes, recorded, node 0 killed after a connection
+    /// of x took the client there (clean, so that the session is only in
+    /// node 0's store): what it and the others say to each other goes
+    /// nowhere from now on. The epoch x's connection took.
+    fn node_0_killed_after_x() -> (Simulation, u64) {
+        let mut sim = simulated_nodes(3);
+        let there = connect_on(&mut sim, 0, ClientOptions::new("x"));
+        sim.disconnect(there);
+        let taken = sim.epoch("x");
+        for other in 1..3 {
+            sim.hold_path(0, other, true);
+            sim.hold_path(other, 0, true);
+        }
+        (sim, taken)
+    }
+
+    /// Nodes 1 and 2 count node 0 (their number 1) gone: it lapsed.
+    fn node_0_lapses(sim: &mut Simulation) {
+        for node in 1..3 {
+            sim.link_says(node, ShardId::LINK, ShardMessage::Lapsed(node_0()));
+            sim.link_says(node, ShardId(1), ShardMessage::Left);
+        }
+    }
+
+    #[test]
+    fn a_client_connecting_before_its_node_is_taken_over_gets_its_session() {
+        let (mut sim, taken) = node_0_killed_after_x();
+        let conn = connect_on(&mut sim, 1, x());
+        assert!(sim.take_received(conn).is_empty(), "node 0 never answers: {}", sim.transcript());
+        node_0_lapses(&mut sim);
+        assert!(sim.take_received(conn).is_empty(), "the claim waits for the takeover: {}", sim.transcript());
+        // Node 2 reaped node 0 and takes its session over: x's connection
+        // took the client since, so the session keeps its epoch.
+        let adopt = ShardMessage::Adopt {
+            client: ClientId::new("x"),
+            session: Some(gone_nodes_session(taken)),
+            then: vec![message("t/inbox")],
+        };
+        sim.link_says(2, ShardId::LINK, adopt);
+        sim.link_says(2, ShardId::LINK, ShardMessage::TakenOver(node_0()));
+        let got = sim.take_received(conn);
+        assert_session_present(&sim, &got);
+        assert_eq!(topics(&got), ["t/old", "t/inbox"], "{}", sim.transcript());
+        // The session is x's on node 1, and routed there.
+        let publisher = connect_on(&mut sim, 2, ClientOptions::new("p"));
+        sim.publish(publisher, "t/new", b"new", QoS::AtLeastOnce, false);
+        assert_eq!(topics(&sim.take_received(conn)), ["t/new"], "{}", sim.transcript());
+        // Node 2 asks the epoch of what it took over later: it has nothing
+        // of x by then.
+        sim.advance(TAKEOVER_WAIT);
+        assert!(sim.brokers()[2].sessions.find(&ClientId::new("x")).is_none(), "{}", sim.transcript());
+        assert!(sim.brokers()[1].sessions.find(&ClientId::new("x")).is_some(), "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_client_connecting_after_its_node_lapsed_waits_for_the_takeover_on_its_own_node() {
+        let (mut sim, taken) = node_0_killed_after_x();
+        node_0_lapses(&mut sim);
+        // Node 2 takes node 0's sessions over, and x connects there before
+        // they are all given.
+        let conn = connect_on(&mut sim, 2, x());
+        assert!(sim.take_received(conn).is_empty(), "the claim waits for the takeover: {}", sim.transcript());
+        let adopt = ShardMessage::Adopt {
+            client: ClientId::new("x"),
+            session: Some(gone_nodes_session(taken)),
+            then: Vec::new(),
+        };
+        sim.link_says(2, ShardId::LINK, adopt);
+        sim.link_says(2, ShardId::LINK, ShardMessage::TakenOver(node_0()));
+        let got = sim.take_received(conn);
+        assert_session_present(&sim, &got);
+        assert_eq!(topics(&got), ["t/old"], "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_claim_waits_for_a_takeover_only_so_long() {
+        let (mut sim, _) = node_0_killed_after_x();
+        node_0_lapses(&mut sim);
+        let conn = connect_on(&mut sim, 1, x());
+        sim.advance(TAKEOVER_WAIT - Duration::from_secs(1));
+        assert!(sim.take_received(conn).is_empty(), "{}", sim.transcript());
+        // No takeover came (the node reaping node 0 failed): the
+        // connection goes on with what it has.
+        sim.advance(Duration::from_secs(1));
+        let got = sim.take_received(conn);
+        assert!(matches!(got.first(), Some(Packet::ConnAck(ack)) if !ack.session_present), "{got:?}");
+        // A claim after it does not wait.
+        let y = connect_on(&mut sim, 1, ClientOptions::new("y"));
+        assert!(matches!(sim.take_received(y).first(), Some(Packet::ConnAck(_))), "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_node_that_withdrew_holds_no_claim_up() {
+        let mut sim = simulated_nodes(3);
+        for node in 1..3 {
+            sim.link_says(node, ShardId(1), ShardMessage::Left);
+        }
+        let conn = connect_on(&mut sim, 1, x());
+        assert!(matches!(sim.take_received(conn).first(), Some(Packet::ConnAck(_))), "{}", sim.transcript());
+    }
+
     #[test]
     fn a_session_adopted_after_its_client_connected_elsewhere_is_dropped() {
         let mut sim = simulated_nodes(3);
@@ -1285,6 +1515,8 @@ mod tests {
             then: vec![message("t/inbox")],
         };
         sim.link_says(0, ShardId::LINK, adopt);
+        // Kept while a claim may still come for it, then fenced off.
+        sim.advance(TAKEOVER_WAIT);
         assert!(sim.brokers()[0].sessions.find(&ClientId::new("x")).is_none(), "{}", sim.transcript());
         // Nothing of the old session reaches the client: not its queued
         // message, not what its filter draws.

@@ -18,6 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -26,6 +27,14 @@ use super::{ShardAddress, ShardId, ShardMessage, may_be_stored, node_number};
 use crate::codec::LastWill;
 use crate::message::Message;
 use crate::types::{ClientId, ConnId};
+
+/// How long a claim waits for the takeover of a node that lapsed
+/// ([`ShardMessage::Lapsed`], [`ShardMessage::TakenOver`]), and how long
+/// a session taken over stays before its epoch is asked (a claim still
+/// on its way takes it meanwhile): the node that reaps a lapsed one reads
+/// its store within a second or two; one that fails to (it stopped, or
+/// Redis did) must not hold connections up for good.
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
 
 /// Marks a connection of another node as this node's shards name it.
 const ALIAS: u64 = 1 << 62;

@@ -11,7 +11,7 @@
 //!
 //! | Part | Layout |
 //! |---|---|
-//! | batch | version `u8` (6), frame count `u32`, the frames |
+//! | batch | version `u8` (7), frame count `u32`, the frames |
 //! | frame | from shard `u16`, to shard `u16`, kind `u8`, body |
 //! | `Route` (kind 1), `Unroute` (2) | filter: length `u16`, UTF-8 |
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
@@ -24,6 +24,7 @@
 //! | `Flush` (12) | client id: length `u32`, UTF-8; stamp; holders: count `u32`, each an address |
 //! | `Flushed` (13) | client id: length `u32`, UTF-8; stamp |
 //! | `Forwarded` (14) | client id: length `u32`, UTF-8; the message |
+//! | `TakenOver` (15) | node `u64` |
 //! | address | node `u64`, shard `u16` |
 //! | stamp | epoch `u64`, node `u64`, shard `u16` |
 //! | session | ownership epoch `u64`; next packet id: `u8` 0 (none) or 1, then the id; subscriptions: count `u32`, each a filter (length `u16`, UTF-8) and QoS `u8`; copies: count `u32`, each a message, QoS `u8`, retain `u8` (0 or 1) and state; incoming: count `u32`, each a packet id, then `u8` 0 (no message) or 1 and a message |
@@ -43,8 +44,8 @@
 //! `None`. [`ShardMessage::Stats`] and [`ShardMessage::Api`] stay inside
 //! their process, [`ShardMessage::Joined`], [`ShardMessage::Left`],
 //! [`ShardMessage::CountedGone`], [`ShardMessage::Owner`],
-//! [`ShardMessage::Adopt`] and [`ShardMessage::Will`] are said by the
-//! receiving node's own link and
+//! [`ShardMessage::Adopt`], [`ShardMessage::Lapsed`] and
+//! [`ShardMessage::Will`] are said by the receiving node's own link and
 //! [`ShardMessage::Own`] to the sending node's: none is carried
 //! ([`WireError::NotCarried`]).
 
@@ -61,7 +62,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// The version this module writes and the only one it reads.
-const VERSION: u8 = 6;
+const VERSION: u8 = 7;
 
 /// The smallest frame: a `Route` of a one-byte filter. Bounds what a
 /// frame count may reserve.
@@ -102,6 +103,7 @@ const HOLDING: u8 = 11;
 const FLUSH: u8 = 12;
 const FLUSHED: u8 = 13;
 const FORWARDED: u8 = 14;
+const TAKEN_OVER: u8 = 15;
 
 // What an option's presence byte says.
 const ABSENT: u8 = 0;
@@ -276,6 +278,11 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
             out.put_u64(*count);
             Ok(())
         }
+        ShardMessage::TakenOver(node) => {
+            out.put_u8(TAKEN_OVER);
+            out.put_u64(*node);
+            Ok(())
+        }
         // Figures and the HTTP API stay inside their process; `Joined`,
         // `Left`, `CountedGone` and `Owner` are said by the receiver's own
         // link, `Own` to the sender's.
@@ -287,6 +294,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         | ShardMessage::Own { .. }
         | ShardMessage::Owner { .. }
         | ShardMessage::Adopt { .. }
+        | ShardMessage::Lapsed(_)
         | ShardMessage::Will(_) => Err(WireError::NotCarried),
         ShardMessage::Claim { client, stamp } => {
             out.put_u8(CLAIM);
@@ -601,6 +609,7 @@ impl<'a> Reader<'a> {
             RELEASE => ShardMessage::Release(ConnId(self.u64()?)),
             STORED => ShardMessage::Stored(self.u64()?),
             ROUTED => ShardMessage::Routed(self.u64()?),
+            TAKEN_OVER => ShardMessage::TakenOver(self.u64()?),
             CLAIM => ShardMessage::Claim { client: self.client_id()?, stamp: self.stamp()? },
             CLAIMED => ShardMessage::Claimed {
                 client: self.client_id()?,
@@ -798,7 +807,7 @@ mod tests {
 
     impl Arbitrary for ArbFrame {
         fn arbitrary(g: &mut Gen) -> Self {
-            let message = match u8::arbitrary(g) % 14 {
+            let message = match u8::arbitrary(g) % 15 {
                 0 => ShardMessage::Route(ArbFilter::arbitrary(g).filter()),
                 1 => ShardMessage::Unroute(ArbFilter::arbitrary(g).filter()),
                 2 => ShardMessage::Publish {
@@ -827,6 +836,7 @@ mod tests {
                     client: ClientId::new(String::arbitrary(g)),
                     message: Arc::new(arbitrary_message(g)),
                 },
+                14 => ShardMessage::TakenOver(u64::arbitrary(g)),
                 6 => ShardMessage::Claim { client: ClientId::new(String::arbitrary(g)), stamp: arbitrary_stamp(g) },
                 _ => ShardMessage::Claimed {
                     client: ClientId::new(String::arbitrary(g)),
