@@ -23,4 +23,4 @@ scripts/install-deps.sh
 export PYTHONDONTWRITEBYTECODE=1
 # Every wait inside the suite is bounded; this bounds the whole run too.
 exec timeout --signal=INT --kill-after=30 1800 \
-  python3 -m pytest tests/e2e -q -p no:cacheprovider -rfEs "$@"
+  python3 -m pytest tests/e2e -q -p no:cacheprovider -rfEs --durations=15 "$@"

@@ -550,6 +550,7 @@ impl Broker {
             ShardMessage::Owner { client, epoch, taken } => self.handle_owner(now, &client, epoch, taken),
             ShardMessage::Adopt { client, session, then } => self.adopt(now, &client, session.map(|s| *s), &then),
             ShardMessage::Lapsed(node) => self.handle_lapsed(now, node),
+            ShardMessage::NodesRead => self.nodes_read(now),
             ShardMessage::TakenOver(node) => self.handle_taken_over(now, from, node),
             // Said to the link, never to a shard.
             ShardMessage::Own { .. } => {}

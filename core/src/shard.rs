@@ -432,6 +432,12 @@ pub enum ShardMessage {
         /// What the gone node's inbox held, in order.
         then: Vec<Arc<Message>>,
     },
+    /// The link read the cluster's registry for the first time since this
+    /// node started: every node alive then has joined
+    /// ([`ShardMessage::Joined`] came before). Until then, a claim waits
+    /// for it rather than find no other node to ask. Said by the runtime's
+    /// link to its own shards, never carried.
+    NodesRead,
     /// Node `0` (its [`node_number`]) lapsed: its shards left without
     /// withdrawing, and the node that reaps it takes its persistent
     /// sessions over from its store in Redis ([`ShardMessage::Adopt`]).

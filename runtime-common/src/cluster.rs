@@ -16,8 +16,10 @@
 //!   to its local shard's board.
 //! - the **heartbeat** renews this node's liveness key and registration
 //!   every second and reads the others': a node whose key lapsed is gone
-//!   ([`ShardMessage::Left`]), a new run joins ([`ShardMessage::Joined`]).
-//!   What each reading means is decided by [`culex_core::shard::liveness`].
+//!   ([`ShardMessage::Lapsed`], then [`ShardMessage::Left`]), a new run
+//!   joins ([`ShardMessage::Joined`]); after the first reading, the
+//!   shards hear [`ShardMessage::NodesRead`]. What each reading means is
+//!   decided by [`culex_core::shard::liveness`].
 //!
 //! A node that finds its liveness lapsed and its run reaped by another
 //! (it was paused or cut off past [`LIVENESS`]) closes every client
@@ -151,6 +153,10 @@ pub struct NodeLink {
     mail: Arc<[ShardMail]>,
     wake: Arc<dyn Fn(ShardId) + Send + Sync>,
     stopping: AtomicBool,
+    /// The shards are shutting down: no session is taken over any more
+    /// (one raised and handed to a shard that no longer keeps it would be
+    /// lost to its gone node too).
+    closing: AtomicBool,
     stopped: Event,
     /// The writer's Redis is failing: what
     /// [`droppable_while_down`] allows is dropped rather than posted.
@@ -162,6 +168,9 @@ pub struct NodeLink {
     /// The store publishes at start the wills of the clients connected
     /// when this node stopped: the previous run's wills in Redis are not.
     restores_wills: bool,
+    /// The store committed every change before the node stopped: its copy
+    /// in Redis is whole, for another node to take over.
+    store_committed: AtomicBool,
 }
 
 impl std::fmt::Debug for NodeLink {
@@ -202,11 +211,13 @@ impl NodeLink {
             mail,
             wake,
             stopping: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             stopped: Event::new(),
             down: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             wills: Mutex::new(Wills::default()),
             restores_wills,
+            store_committed: AtomicBool::new(false),
         }
     }
 
@@ -264,8 +275,24 @@ impl NodeLink {
         self.posted.notify(1);
     }
 
-    /// The tasks end: the heartbeat withdraws this node, so that the
-    /// others drop its routes at once rather than after [`LIVENESS`].
+    /// The shards are shutting down: sessions of gone nodes are left to
+    /// the others.
+    pub fn closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// The store committed every change at shutdown: once stopped, the
+    /// node leaves its persistent sessions for another to take over.
+    pub fn store_committed(&self) {
+        self.store_committed.store(true, Ordering::Release);
+    }
+
+    /// The tasks end: the heartbeat ends this node's liveness, so that the
+    /// others count it gone at once rather than after [`LIVENESS`].
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.posted.notify(usize::MAX);
@@ -701,6 +728,8 @@ where
     // The wills the previous run left, taken before this run registers,
     // are published when the heartbeat says.
     let mut previous = None;
+    // Until the registry is read once, claims wait for it.
+    let mut unread = true;
     info!("Cluster {}: node {} joining.", link.keys.prefix, link.node);
     while !link.is_stopping() {
         if previous.is_none() {
@@ -771,6 +800,9 @@ where
                 link.say(name, change);
                 link.announce(change, &directory, &mut to_wake);
             }
+            if std::mem::take(&mut unread) {
+                link.announce_to_all(ShardMessage::NodesRead, &mut to_wake);
+            }
             judgement
         };
         link.wake_all(to_wake);
@@ -784,12 +816,26 @@ where
     }
     // Stopped, the node closed its clients itself (their wills went as
     // the broker sends them): nothing is left for the others to publish.
+    // With its store whole in Redis, its registration stays: the others
+    // count it gone as one that lapsed, and one of them takes its
+    // persistent sessions over, so that a client connecting elsewhere
+    // meanwhile (a rolling restart) finds its session. Without, it
+    // withdraws, and its sessions wait in its store for its next start.
+    let handed = link.store_committed.load(Ordering::Acquire);
     let mut commands = Commands::new();
     commands.send("DEL", &alive);
     commands.send("DEL", &link.keys.wills(&link.node, link.this_run().run));
-    commands.send("HDEL", &link.keys.nodes).arg(&link.node);
+    if !handed {
+        commands.send("HDEL", &link.keys.nodes).arg(&link.node);
+    }
     if conn.run(&link.redis, &commands).await.is_some() {
-        info!("Cluster {}: node {} left.", link.keys.prefix, link.node);
+        let (cluster, node) = (&link.keys.prefix, &link.node);
+        match handed {
+            true => {
+                info!("Cluster {cluster}: node {node} left; its persistent sessions are for the others to take over.")
+            }
+            false => info!("Cluster {cluster}: node {node} left."),
+        }
     }
 }
 
@@ -869,6 +915,14 @@ redis.call('SET', KEYS[1], string.format('%d', epoch))
 return {epoch, 1}
 ";
 
+/// Removes a gone node's registration once its sessions are taken over,
+/// unless a new run of it registered since. `KEYS[1]`: the registry;
+/// `ARGV`: the node's name, its registration as the gone run wrote it.
+const FORGET_RUN: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+";
+
 /// How long an adoption waits for this node's store in Redis to hold the
 /// sessions it took, before it leaves the rest in the gone node's store.
 const ADOPTION_WAIT: Duration = Duration::from_secs(60);
@@ -909,7 +963,7 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
     };
     // Back in a new run already: its store is its own again.
     let alive = redis::cmd("GET").arg(link.keys.alive(name)).query::<Option<u64>>(conn.as_mut());
-    if alive.as_ref().is_ok_and(|run| run.is_some_and(|run| run != gone.run)) {
+    if alive.as_ref().is_ok_and(|run| run.is_some_and(|run| run != gone.run)) || link.is_closing() {
         return;
     }
     let mut theirs = RedisStore::new(link.redis.clone(), cluster, name);
@@ -925,6 +979,9 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
     let mut taken = Vec::new();
     let mut to_wake = Vec::new();
     for (client, session) in &state.sessions {
+        if link.is_closing() {
+            break;
+        }
         let epoch = redis::cmd("EVAL")
             .arg(ADOPT_EPOCH)
             .arg(1)
@@ -979,6 +1036,16 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
     }
     match theirs.destroy() {
         Ok(true) => {
+            let forgotten = redis::cmd("EVAL")
+                .arg(FORGET_RUN)
+                .arg(1)
+                .arg(&link.keys.nodes)
+                .arg(name)
+                .arg(format!("{} {}", gone.run, gone.shards))
+                .query::<u64>(conn.as_mut());
+            if let Err(e) = forgotten {
+                failed("remove the registration", describe_error(&e));
+            }
             // Only what was read: a run of the node started since writes after it.
             if let Some(last) = last {
                 let trimmed = redis::cmd("XTRIM").arg(&inbox).arg("MINID").arg(&last).query::<u64>(conn.as_mut());

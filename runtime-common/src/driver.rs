@@ -293,11 +293,12 @@ impl Persisting {
     fn finish<O: Outbox>(mut self, server: &mut Server<O>, clock: &Clock) {
         self.sync(server, clock);
         let Some(committer) = Arc::into_inner(self.committer) else { return };
-        if !committer.shutdown() {
-            // A store that keeps nothing cannot fail.
-            if let Some(path) = &self.path {
-                warn!("The store {} could not commit every change before exit.", path.display());
+        if committer.shutdown() {
+            if let Some(cluster) = &self.cluster {
+                cluster.store_committed();
             }
+        } else if let Some(path) = &self.path {
+            warn!("The store {} could not commit every change before exit.", path.display());
         }
     }
 }
@@ -728,6 +729,9 @@ fn handle<O: Outbox>(
         Event::Authenticated { conn, result } => server.authenticated(now, conn, result),
         Event::Store(event) => handle_store(server, now.instant, event),
         Event::Shutdown => {
+            if let Some(cluster) = part.0.and_then(|links| links.cluster.as_ref()) {
+                cluster.closing();
+            }
             if part.first() {
                 let open = part.open(server);
                 notify::stopping(&format!("Stopping: closing {open} client connections."));

@@ -276,6 +276,42 @@ def test_a_client_reconnecting_at_once_gets_the_session_of_its_killed_node(nodes
     assert report.clean, report
 
 
+@ON_BOTH
+def test_a_rolling_restart_keeps_the_sessions_of_the_node_restarted(nodes, clients, shared_db):
+    """As in a rolling restart: node A, holding dev-11's persistent session
+    with 50 acknowledged QoS 1 messages queued, is stopped (SIGTERM), and
+    dev-11 connects to B at once. A leaves its store in Redis for the
+    others: B's CONNACK waits for A's takeover and says session present 1,
+    with every message. A, started again, has the session no more; it
+    follows dev-11 there."""
+    a, b, c = nodes
+    cid = "dev-11"
+    pub, queued = offline_with_queued(clients, a, b, cid, "rolling")
+
+    assert a.stop() == 0
+    assert "its persistent sessions are for the others to take over" in a.log()
+    queued.subscribed(cid, "rolling/#", 1)
+    second = clients(Paho(b.port, cid, clean_session=False))
+    record(second, queued)
+    second.connect(timeout=PROPAGATION)
+    assert second.session_present is True, f"{cid}: the session of the stopped node was not taken over"
+    report = wait_complete(queued)
+    assert report.clean, report
+    assert first_copies(second, "rolling/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+    taken = rf"took over 1 persistent session\(s\) of node {re.escape(a.broker_id)}, which is gone"
+    wait_until(lambda: re.search(taken, b.log() + c.log()), PROPAGATION, what="B or C taking A's session over")
+    leave(second, b)
+
+    a.restart()
+    a.wait_log(r"Restored \d+ retained messages and 0 persistent sessions\.", timeout=PROPAGATION)
+    publish_seq(pub, History(), "rolling/y", 1, 5)
+    third = persistent(clients, a, cid)
+    assert third.session_present is True, f"{cid}: back on A, B's session did not follow"
+    expected = [payload(f"pub-{cid}", seq) for seq in range(5)]
+    wait_until(lambda: first_copies(third, "rolling/y") == expected, ACK,
+               what=lambda: f"B's queued messages at A: {first_copies(third, 'rolling/y')}")
+
+
 def test_a_clean_connection_elsewhere_discards_the_old_session(nodes, clients, shared_db):
     a, b, c = nodes
     cid = "dev-3"
@@ -491,8 +527,7 @@ def test_a_node_restarted_from_its_store_drops_the_sessions_its_clients_took_els
     assert a.stop() == 0
     a.start()
     a.wait_log(r"Restored \d+ retained messages and 0 persistent sessions\.", timeout=PROPAGATION)
-    # A claims a client id from the nodes it has heard of.
-    a.wait_log(r"node \S+:%d joined" % b.port, timeout=PROPAGATION)
+    # A claim on A made before A read the registry waits for it, and asks B.
 
     pub = client(clients, b, "pub-6B")
     publish_seq(pub, History(), "fence/x", 1, 5)

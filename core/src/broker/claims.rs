@@ -141,6 +141,28 @@ const CUT_WAIT: Duration = Duration::from_secs(5);
 /// without a shard's cut sends on what that shard sends.
 const LOST_CUT_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a claim waits for the link's first reading of the cluster's
+/// registry ([`ShardMessage::NodesRead`]) at most: Redis may not answer
+/// yet, and a node that cannot reach it still serves its own clients.
+const REGISTRY_WAIT: Duration = Duration::from_secs(5);
+
+/// What a claim waiting for the first reading of the registry waits for,
+/// among the lapsed nodes a claim waits for (no node's number is 0).
+const REGISTRY: u64 = 0;
+
+/// Whether the link has read the cluster's registry since this node
+/// started (see [`ShardMessage::NodesRead`]).
+#[derive(Debug, Default, Clone, Copy)]
+enum Registry {
+    /// Not yet, and no claim waited for it yet.
+    #[default]
+    Unread,
+    /// Not yet: claims wait for it until then.
+    WaitedUntil(Instant),
+    /// It was read, or claims waited their time for it.
+    Read,
+}
+
 /// A session that moved here before every shard's cut was heard here.
 #[derive(Debug)]
 struct Arrived {
@@ -242,6 +264,7 @@ pub(super) struct Claims {
     /// The sessions taken over here, each with when its epoch is asked
     /// (see [`TAKEOVER_WAIT`]).
     fences: VecDeque<(Instant, ClientId)>,
+    registry: Registry,
 }
 
 impl Claims {
@@ -295,10 +318,22 @@ impl Claims {
         self.kept.values().map(Keeping::due).chain(arrived).chain(forwarding).chain(awaiting).chain(fence).min()
     }
 
-    /// The lapsed nodes whose takeover a claim made now waits for.
+    /// The lapsed nodes whose takeover a claim made now waits for, and
+    /// the first reading of the registry ([`REGISTRY`]) if it is to.
     fn awaited(&mut self, now: Instant) -> Vec<(u64, Instant)> {
         self.lapsed.retain(|_, &mut until| until > now);
-        self.lapsed.iter().map(|(&node, &until)| (node, until)).collect()
+        let mut awaited: Vec<(u64, Instant)> = self.lapsed.iter().map(|(&node, &until)| (node, until)).collect();
+        let until = match self.registry {
+            Registry::Unread => now + REGISTRY_WAIT,
+            Registry::WaitedUntil(until) if until > now => until,
+            Registry::WaitedUntil(_) | Registry::Read => {
+                self.registry = Registry::Read;
+                return awaited;
+            }
+        };
+        self.registry = Registry::WaitedUntil(until);
+        awaited.push((REGISTRY, until));
+        awaited
     }
 
     /// Notes a claim of `client` made at `stamp`, heard at `now`, kept
@@ -374,8 +409,13 @@ impl Broker {
             self.accept_connect(now, id, connect, client_id);
             return;
         };
-        let waiting: Vec<ShardId> = shards.peers().to_vec();
         let awaiting = self.claims.awaited(now.instant);
+        // Before the registry is read, the nodes known are not all there
+        // are: the claim goes to those there are once it is.
+        let waiting = match awaiting.iter().any(|&(node, _)| node == REGISTRY) {
+            true => Vec::new(),
+            false => shards.peers().to_vec(),
+        };
         if waiting.is_empty() && awaiting.is_empty() {
             // Alone: the epoch is taken all the same, and the session
             // carries it once the link answers.
@@ -698,18 +738,29 @@ impl Broker {
     fn takeovers_due(&mut self, now: Now) {
         let mut overdue = Vec::new();
         for (client, claim) in &mut self.claims.pending {
-            let before = claim.awaiting.len();
-            claim.awaiting.retain(|&(_, until)| until > now.instant);
-            if claim.awaiting.len() < before {
-                overdue.push(client.clone());
+            let expired: Vec<u64> =
+                claim.awaiting.iter().filter(|&&(_, until)| until <= now.instant).map(|&(node, _)| node).collect();
+            if !expired.is_empty() {
+                claim.awaiting.retain(|&(_, until)| until > now.instant);
+                overdue.push((client.clone(), expired));
             }
         }
-        for client in overdue {
-            warn!(
-                "Client {client}'s connection waited {}s for the sessions of a node that is gone to be taken over; it \
-                 goes on without.",
-                TAKEOVER_WAIT.as_secs()
-            );
+        for (client, expired) in overdue {
+            if expired.contains(&REGISTRY) {
+                warn!(
+                    "Client {client}'s connection waited {}s for this node to read the cluster's registry; it goes \
+                     on with the nodes known.",
+                    REGISTRY_WAIT.as_secs()
+                );
+                self.ask_every_node(&client);
+            }
+            if expired.iter().any(|&node| node != REGISTRY) {
+                warn!(
+                    "Client {client}'s connection waited {}s for the sessions of a node that is gone to be taken \
+                     over; it goes on without.",
+                    TAKEOVER_WAIT.as_secs()
+                );
+            }
             self.claim_answered(now, &client);
         }
         self.claims.taken_over.retain(|_, &mut until| until > now.instant);
@@ -769,6 +820,40 @@ impl Broker {
                 }
             }
             self.claim_answered(now, &client);
+        }
+    }
+
+    /// The link read the registry (see [`ShardMessage::NodesRead`]): the
+    /// claims that waited for it go to every other node's shards.
+    pub(super) fn nodes_read(&mut self, now: Now) {
+        self.claims.registry = Registry::Read;
+        let mut waited = Vec::new();
+        for (client, claim) in &mut self.claims.pending {
+            let before = claim.awaiting.len();
+            claim.awaiting.retain(|&(node, _)| node != REGISTRY);
+            if claim.awaiting.len() < before {
+                waited.push(client.clone());
+            }
+        }
+        for client in waited {
+            self.ask_every_node(&client);
+            self.claim_answered(now, &client);
+        }
+    }
+
+    /// The claim of `client`, made before the registry was read, goes to
+    /// the shards of every other node now known (once its epoch came).
+    fn ask_every_node(&mut self, client: &ClientId) {
+        let (Some(shards), Some(claim)) = (self.shards.as_ref(), self.claims.pending.get_mut(client)) else { return };
+        for &to in shards.peers() {
+            if claim.waiting.contains(&to) {
+                continue;
+            }
+            claim.waiting.push(to);
+            if let Some(stamp) = claim.stamp {
+                let message = ShardMessage::Claim { client: client.clone(), stamp };
+                self.actions.push_back(Action::ToShard { to, message });
+            }
         }
     }
 
@@ -1232,7 +1317,7 @@ mod tests {
     use crate::time::Instant;
     use crate::topic::{TopicFilter, TopicName};
     use crate::types::ClientId;
-    use crate::{Config, ConnId, QoS};
+    use crate::{Broker, Config, ConnId, QoS};
 
     const NODES: u64 = 3;
 
@@ -1484,6 +1569,50 @@ mod tests {
         assert!(matches!(got.first(), Some(Packet::ConnAck(ack)) if !ack.session_present), "{got:?}");
         // A claim after it does not wait.
         let y = connect_on(&mut sim, 1, ClientOptions::new("y"));
+        assert!(matches!(sim.take_received(y).first(), Some(Packet::ConnAck(_))), "{}", sim.transcript());
+    }
+
+    /// A cluster node (node-0) just started, simulated alone: what it
+    /// tells other nodes goes nowhere, and they answer as the test says.
+    /// x connected, its epoch answered.
+    fn x_on_a_fresh_node() -> (Simulation, ConnId) {
+        let mut broker = Broker::new(Config { sys_interval: Duration::ZERO, ..Config::default() });
+        broker.join_cluster(node_0());
+        let mut sim = Simulation::with_broker(broker, 1_800_000_000.0);
+        sim.record();
+        let conn = sim.connect(x());
+        let owner = ShardMessage::Owner { client: ClientId::new("x"), epoch: 5, taken: true };
+        sim.link_says(0, ShardId::LINK, owner);
+        (sim, conn)
+    }
+
+    #[test]
+    fn a_claim_made_before_the_registry_is_read_asks_the_nodes_read() {
+        let (mut sim, conn) = x_on_a_fresh_node();
+        assert!(sim.take_received(conn).is_empty(), "the claim waits for the registry: {}", sim.transcript());
+        let node_1 = ShardAddress { node: node_number("node-1"), shard: ShardId(0) };
+        sim.link_says(0, ShardId(1), ShardMessage::Joined(node_1));
+        sim.link_says(0, ShardId::LINK, ShardMessage::NodesRead);
+        assert!(sim.take_received(conn).is_empty(), "node 1 is asked: {}", sim.transcript());
+        let claimed =
+            ShardMessage::Claimed { client: ClientId::new("x"), session: Some(gone_nodes_session(3)), later: false };
+        sim.link_says(0, ShardId(1), claimed);
+        let got = sim.take_received(conn);
+        assert_session_present(&sim, &got);
+        assert_eq!(topics(&got), ["t/old"], "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_claim_waits_for_the_registry_only_so_long() {
+        let (mut sim, conn) = x_on_a_fresh_node();
+        sim.advance(super::REGISTRY_WAIT - Duration::from_secs(1));
+        assert!(sim.take_received(conn).is_empty(), "{}", sim.transcript());
+        // Redis does not answer: the node serves its clients alone.
+        sim.advance(Duration::from_secs(1));
+        let got = sim.take_received(conn);
+        assert!(matches!(got.first(), Some(Packet::ConnAck(ack)) if !ack.session_present), "{got:?}");
+        let y = sim.connect(ClientOptions::new("y"));
+        sim.link_says(0, ShardId::LINK, ShardMessage::Owner { client: ClientId::new("y"), epoch: 1, taken: true });
         assert!(matches!(sim.take_received(y).first(), Some(Packet::ConnAck(_))), "{}", sim.transcript());
     }
 

@@ -44,8 +44,9 @@
 //! `None`. [`ShardMessage::Stats`] and [`ShardMessage::Api`] stay inside
 //! their process, [`ShardMessage::Joined`], [`ShardMessage::Left`],
 //! [`ShardMessage::CountedGone`], [`ShardMessage::Owner`],
-//! [`ShardMessage::Adopt`], [`ShardMessage::Lapsed`] and
-//! [`ShardMessage::Will`] are said by the receiving node's own link and
+//! [`ShardMessage::Adopt`], [`ShardMessage::Lapsed`],
+//! [`ShardMessage::NodesRead`] and [`ShardMessage::Will`] are said by the
+//! receiving node's own link and
 //! [`ShardMessage::Own`] to the sending node's: none is carried
 //! ([`WireError::NotCarried`]).
 
@@ -295,6 +296,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         | ShardMessage::Owner { .. }
         | ShardMessage::Adopt { .. }
         | ShardMessage::Lapsed(_)
+        | ShardMessage::NodesRead
         | ShardMessage::Will(_) => Err(WireError::NotCarried),
         ShardMessage::Claim { client, stamp } => {
             out.put_u8(CLAIM);

@@ -53,7 +53,8 @@ impl NodesBus {
         format!("node-{i}")
     }
 
-    /// Every node hears of every other: what each says to its shard.
+    /// Every node hears of every other, then that it read the registry:
+    /// what each says to its shard.
     pub(super) fn start(&mut self) -> Vec<Delivery> {
         let mut out = Vec::new();
         for i in 0..self.runs.len() {
@@ -61,6 +62,7 @@ impl NodesBus {
                 let change = self.directories[i].heard(&self.runs[j]);
                 out.extend(change.says(&self.directories[i]).into_iter().map(|(from, says)| (i, from, says)));
             }
+            out.push((i, ShardId::LINK, ShardMessage::NodesRead));
         }
         out
     }
