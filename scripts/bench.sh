@@ -72,8 +72,10 @@
 # runs each row once, alone, with the same settle
 # time, its CPU time and Redis's counted the same way. Rows:
 # nodes-qos1 is qos1 (1 publisher, 64 in flight, 1 subscriber), nodes-
-# pairs-q1 is pairs at QoS 1 (16 pairs, 64 in flight each), nodes-latency-
-# q1-1k is latency-q1-1k (QoS 1 at 1,000 msgs/s). Not in the default set.
+# qos1-cs0 the same with a persistent subscriber (clean session 0: each
+# copy goes through its node's store in Redis), nodes-pairs-q1 is pairs
+# at QoS 1 (16 pairs, 64 in flight each), nodes-latency-q1-1k is
+# latency-q1-1k (QoS 1 at 1,000 msgs/s). Not in the default set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -171,6 +173,7 @@ declare -A ARGS=(
   [pairs-local]="pairs --publishers 16 --messages $N_PAIRS --same-shard ${LOCAL_SHARDS:-1}"
   # Nodes (see the top): the tool's ports, settle time and Redis are added.
   [nodes-qos1]="qos1 --messages $N_QOS1"
+  [nodes-qos1-cs0]="qos1 --messages $N_QOS1 --clean-session 0 --deadline-secs 120"
   [nodes-pairs-q1]="pairs --publishers 16 --qos 1 --messages $N_PAIRS_Q1 --deadline-secs 120"
   [nodes-latency-q1-1k]="latency --qos 1 --rate 1000 --duration-secs $LAT_SECS"
 )
@@ -179,7 +182,7 @@ RESTART_PROBE="restart --sessions $N_SESSIONS --queued $N_QUEUED --retained $N_R
 ALL_ROWS="fan-in fan-in-16 fan-out qos1 qos2 latency-q0-1k latency-q0-10k latency-q1-1k latency-q1-10k connections presence-off presence-on expiry-plain expiry-json expiry-off slow-sub slow-sub-off"
 PERSIST_ROWS="persist-qos1 persist-qos1-off persist-qos2 persist-qos2-off persist-qos1-fleet persist-qos1-fleet-off persist-restart persist-changes"
 SHARD_ROWS="pairs pairs-local"
-NODE_ROWS="nodes-qos1 nodes-pairs-q1 nodes-latency-q1-1k"
+NODE_ROWS="nodes-qos1 nodes-qos1-cs0 nodes-pairs-q1 nodes-latency-q1-1k"
 [ -n "$ROWS" ] || ROWS="$ALL_ROWS"
 for row in $ROWS; do
   [ -n "${ARGS[$row]:-}" ] || { echo "bench.sh: unknown row $row; rows: $ALL_ROWS $PERSIST_ROWS $SHARD_ROWS $NODE_ROWS" >&2; exit 2; }
