@@ -197,6 +197,7 @@ NODE_METRICS = [
 ]
 NODE_ROWS = [
     ("nodes-qos1", "nodes-qos1: 1 publisher (64 in flight) → 1 subscriber, QoS 1"),
+    ("nodes-qos1-cs0", "nodes-qos1-cs0: the same, the subscriber's session persistent"),
     ("nodes-pairs-q1", "nodes-pairs-q1: 16 pairs (64 in flight each), QoS 1"),
     ("nodes-latency-q1-1k", "nodes-latency-q1-1k: QoS 1 at 1,000 msgs/s"),
 ]

@@ -59,9 +59,8 @@ use culex_core::ClientId;
 use culex_core::Message;
 use culex_core::persistence::{StoreBatch, StoreOp};
 use culex_core::shard::liveness::{Heartbeat, Registered, Renewal, judge};
-use culex_core::shard::nodes::TAKEOVER_WAIT;
 use culex_core::shard::nodes::{
-    Change, Directory, InboxLedger, NodeRun, Outbound, decode_will, droppable_while_down, encode_will,
+    Change, Directory, InboxLedger, NodeRun, Outbound, TAKEOVER_WAIT, decode_will, droppable_while_down, encode_will,
 };
 use culex_core::shard::wire::decode_batch;
 use culex_core::shard::{HandedSession, ShardId, ShardMessage, home_shard, node_number};
@@ -773,7 +772,7 @@ where
             continue;
         }
         let mut registry = Commands::new();
-        registry.send("HSET", &link.keys.nodes).arg(&link.node).arg(format!("{} {}", run.run, run.shards));
+        registry.send("HSET", &link.keys.nodes).arg(&link.node).arg(registration(&run));
         registry.ask("HGETALL", &link.keys.nodes);
         let Some(replies) = conn.run(&link.redis, &registry).await else { continue };
         let registered = registered(replies.first(), &link.node);
@@ -1041,7 +1040,7 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
                 .arg(1)
                 .arg(&link.keys.nodes)
                 .arg(name)
-                .arg(format!("{} {}", gone.run, gone.shards))
+                .arg(registration(gone))
                 .query::<u64>(conn.as_mut());
             if let Err(e) = forgotten {
                 failed("remove the registration", describe_error(&e));
@@ -1175,6 +1174,12 @@ where
         return Some(Vec::new());
     }
     Some(pairs(replies.first()).into_iter().filter_map(|(_, will)| decode_will(&bytes(will)?)).collect())
+}
+
+/// A node's entry in the registry: its run and shard count, as
+/// [`registered`] reads it.
+fn registration(run: &NodeRun) -> String {
+    format!("{} {}", run.run, run.shards)
 }
 
 /// The other nodes of an `HGETALL` of the registry, with their runs when

@@ -336,6 +336,19 @@ impl Claims {
         awaited
     }
 
+    /// The claims waiting for `node` (or [`REGISTRY`]) stop: their clients.
+    fn stop_awaiting(&mut self, node: u64) -> Vec<ClientId> {
+        let mut waited = Vec::new();
+        for (client, claim) in &mut self.pending {
+            let before = claim.awaiting.len();
+            claim.awaiting.retain(|&(n, _)| n != node);
+            if claim.awaiting.len() < before {
+                waited.push(client.clone());
+            }
+        }
+        waited
+    }
+
     /// Notes a claim of `client` made at `stamp`, heard at `now`, kept
     /// until `until`.
     fn hear(&mut self, client: &ClientId, stamp: ConnectStamp, now: Instant, until: Instant) {
@@ -827,15 +840,7 @@ impl Broker {
     /// claims that waited for it go to every other node's shards.
     pub(super) fn nodes_read(&mut self, now: Now) {
         self.claims.registry = Registry::Read;
-        let mut waited = Vec::new();
-        for (client, claim) in &mut self.claims.pending {
-            let before = claim.awaiting.len();
-            claim.awaiting.retain(|&(node, _)| node != REGISTRY);
-            if claim.awaiting.len() < before {
-                waited.push(client.clone());
-            }
-        }
-        for client in waited {
+        for client in self.claims.stop_awaiting(REGISTRY) {
             self.ask_every_node(&client);
             self.claim_answered(now, &client);
         }
@@ -863,15 +868,7 @@ impl Broker {
         if self.claims.lapsed.remove(&node).is_none() {
             return;
         }
-        let mut waited = Vec::new();
-        for (client, claim) in &mut self.claims.pending {
-            let before = claim.awaiting.len();
-            claim.awaiting.retain(|&(n, _)| n != node);
-            if claim.awaiting.len() < before {
-                waited.push(client.clone());
-            }
-        }
-        for client in waited {
+        for client in self.claims.stop_awaiting(node) {
             self.claim_answered(now, &client);
         }
     }
