@@ -74,9 +74,7 @@ use crate::reports::{Board, ShardMail};
 use crate::settings::{RedisSettings, shard_broker_id};
 use crate::sync::{Mutex, MutexGuard};
 
-/// How long a node's liveness key outlives its last renewal: a node
-/// silent that long is gone for the others.
-pub const LIVENESS: Duration = Duration::from_secs(3);
+pub use culex_core::shard::liveness::LIVENESS;
 
 /// How often the heartbeat renews this node and reads the others.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -748,10 +746,11 @@ where
         let mut renewal = Commands::new();
         renewal.ask("SET", &alive).arg(run.run).arg("PX").arg(lease).arg("GET");
         renewal.ask("EXISTS", &link.keys.reaped(&link.node, run.run));
+        let sent = millis_now();
         let Some(renewed) = conn.run(&link.redis, &renewal).await else { continue };
         let before = renewed.first().and_then(text).and_then(|r| r.parse::<u64>().ok());
         let reaped = matches!(renewed.get(1), Some(Value::Int(1)));
-        if let Renewal::Lapsed { next, counted_gone } = heartbeat.renewed(run.run, before, reaped, millis_now()) {
+        if let Renewal::Lapsed { next, counted_gone } = heartbeat.renewed(run.run, before, reaped, sent, millis_now()) {
             link.run.store(next, Ordering::Release);
             {
                 let mut wills = lock(&link.wills);

@@ -176,6 +176,19 @@ def offline_with_queued(clients, node, publisher_node, cid: str, prefix: str) ->
     return pub, queued
 
 
+def assert_draws(c: Paho, pub: Paho, cid: str, prefix: str):
+    """`cid`'s subscription to `<prefix>/#`, its session now on `c`'s node,
+    draws what `pub` publishes from now on: 20 QoS 1 messages on
+    `<prefix>/y`, none lost, duplicated or out of order."""
+    after = History()
+    record(c, after)
+    after.subscribed(cid, f"{prefix}/#", 1)
+    wait_routed([pub], [c], f"{prefix}/y/probe")
+    publish_seq(pub, after, f"{prefix}/y", 1, 20)
+    report = wait_complete(after)
+    assert report.clean, report
+
+
 @ON_BOTH
 def test_a_node_without_a_store_file_gets_its_sessions_back_from_redis(nodes, clients, shared_db):
     """Node A, without `persistence`, holds dev-7's persistent session with
@@ -199,13 +212,7 @@ def test_a_node_without_a_store_file_gets_its_sessions_back_from_redis(nodes, cl
     assert report.clean, report
     assert first_copies(second, "kept/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
 
-    after = History()
-    record(second, after)
-    after.subscribed(cid, "kept/#", 1)
-    wait_routed([pub], [second], "kept/y/probe")
-    publish_seq(pub, after, "kept/y", 1, 20)
-    report = wait_complete(after)
-    assert report.clean, report
+    assert_draws(second, pub, cid, "kept")
 
 
 @ON_BOTH
@@ -266,14 +273,7 @@ def test_a_client_reconnecting_at_once_gets_the_session_of_its_killed_node(nodes
     assert report.clean, report
     assert first_copies(second, "sudden/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
 
-    after = History()
-    record(second, after)
-    after.subscribed(cid, "sudden/#", 1)
-    pub_c = client(clients, c, "pub-9C")
-    wait_routed([pub_c], [second], "sudden/y/probe")
-    publish_seq(pub_c, after, "sudden/y", 1, 20)
-    report = wait_complete(after)
-    assert report.clean, report
+    assert_draws(second, client(clients, c, "pub-9C"), cid, "sudden")
 
 
 @ON_BOTH

@@ -13,7 +13,13 @@
 //! whose key holds its registered run is heard, one whose key is gone has
 //! left, and its run is to be reaped.
 
+use std::time::Duration;
+
 use super::nodes::{Change, Directory, NodeRun};
+
+/// How long a node's liveness key outlives its last renewal: a node
+/// silent that long is gone for the others.
+pub const LIVENESS: Duration = Duration::from_secs(3);
 
 /// Beats after start before the previous run's wills are published: the
 /// other nodes have heard of this run by then, and told it their routes.
@@ -24,13 +30,15 @@ const BEATS_TO_PREVIOUS_WILLS: u8 = 3;
 pub struct Heartbeat {
     /// The run the last renewal wrote.
     written: Option<u64>,
+    /// When the last renewal was answered, in milliseconds.
+    answered_at: Option<u64>,
     /// Beats left before the previous run's wills are due.
     beats_to_previous: u8,
 }
 
 impl Default for Heartbeat {
     fn default() -> Self {
-        Self { written: None, beats_to_previous: BEATS_TO_PREVIOUS_WILLS }
+        Self { written: None, answered_at: None, beats_to_previous: BEATS_TO_PREVIOUS_WILLS }
     }
 }
 
@@ -85,11 +93,28 @@ impl Heartbeat {
         }
     }
 
-    /// The renewal wrote run `run` at `now_millis` and found `before` in
-    /// the key; `reaped`: the run's reaped mark exists.
-    pub fn renewed(&mut self, run: u64, before: Option<u64>, reaped: bool, now_millis: u64) -> Renewal {
-        let lapsed = self.written.is_some() && before != self.written;
+    /// The renewal sent at `sent_millis` wrote run `run`, found `before`
+    /// in the key and was answered at `now_millis`; `reaped`: the run's
+    /// reaped mark exists.
+    ///
+    /// One sent [`LIVENESS`] or more after the last one was answered
+    /// finds the key lapsed, whatever it holds: the run there was written
+    /// after the key lapsed, by a renewal whose answer never came (a
+    /// Redis Cluster client sends a command again when the connection it
+    /// sent it on fails).
+    pub fn renewed(
+        &mut self,
+        run: u64,
+        before: Option<u64>,
+        reaped: bool,
+        sent_millis: u64,
+        now_millis: u64,
+    ) -> Renewal {
+        let lease = u64::try_from(LIVENESS.as_millis()).unwrap_or(u64::MAX);
+        let silent = self.answered_at.is_some_and(|at| sent_millis.saturating_sub(at) >= lease);
+        let lapsed = self.written.is_some() && (before != self.written || silent);
         self.written = Some(run);
+        self.answered_at = Some(now_millis);
         if !lapsed {
             return Renewal::Held;
         }
@@ -144,16 +169,30 @@ mod tests {
     fn a_renewal_that_finds_another_value_lapsed() {
         let mut beat = Heartbeat::default();
         // The first renewal finds whatever an earlier run left.
-        assert_eq!(beat.renewed(10, Some(3), false, 100), Renewal::Held);
-        assert_eq!(beat.renewed(10, Some(10), false, 200), Renewal::Held);
+        assert_eq!(beat.renewed(10, Some(3), false, 100, 100), Renewal::Held);
+        assert_eq!(beat.renewed(10, Some(10), false, 200, 200), Renewal::Held);
         // The key lapsed (nothing there), nobody reaped the run: Redis
         // lost its keys, the clients stay.
-        assert_eq!(beat.renewed(10, None, false, 300), Renewal::Lapsed { next: 300, counted_gone: false });
+        assert_eq!(beat.renewed(10, None, false, 300, 300), Renewal::Lapsed { next: 300, counted_gone: false });
         // That renewal wrote the old run, which the next finds.
-        assert_eq!(beat.renewed(300, Some(10), false, 400), Renewal::Held);
+        assert_eq!(beat.renewed(300, Some(10), false, 400, 400), Renewal::Held);
         // Lapsed again and reaped meanwhile; a clock behind still moves on.
-        assert_eq!(beat.renewed(300, Some(7), true, 5), Renewal::Lapsed { next: 301, counted_gone: true });
-        assert_eq!(beat.renewed(301, Some(300), false, 500), Renewal::Held);
+        assert_eq!(beat.renewed(300, Some(7), true, 5, 5), Renewal::Lapsed { next: 301, counted_gone: true });
+        assert_eq!(beat.renewed(301, Some(300), false, 500, 500), Renewal::Held);
+    }
+
+    #[test]
+    fn a_renewal_sent_a_lease_after_the_last_answer_finds_the_key_lapsed() {
+        let mut beat = Heartbeat::default();
+        assert_eq!(beat.renewed(10, None, false, 1_000, 1_000), Renewal::Held);
+        // Answered slowly, but sent within the lease: held.
+        assert_eq!(beat.renewed(10, Some(10), false, 3_900, 4_500), Renewal::Held);
+        // Redis restarted meanwhile; a renewal whose answer was lost wrote
+        // the run again, and this one finds it there.
+        assert_eq!(
+            beat.renewed(10, Some(10), false, 7_500, 7_600),
+            Renewal::Lapsed { next: 7_600, counted_gone: false }
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! | Part | Layout |
 //! |---|---|
-//! | batch | version `u8` (7), frame count `u32`, the frames |
+//! | batch | version `u8` (6), frame count `u32`, the frames |
 //! | frame | from shard `u16`, to shard `u16`, kind `u8`, body |
 //! | `Route` (kind 1), `Unroute` (2) | filter: length `u16`, UTF-8 |
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
@@ -24,7 +24,7 @@
 //! | `Flush` (12) | client id: length `u32`, UTF-8; stamp; holders: count `u32`, each an address |
 //! | `Flushed` (13) | client id: length `u32`, UTF-8; stamp |
 //! | `Forwarded` (14) | client id: length `u32`, UTF-8; the message |
-//! | `TakenOver` (15) | node `u64` |
+//! | `TakenOver` (15) | node `u64` (added within version 6: a build before it skips a batch holding one, while every other batch of a newer build still reaches it in a rolling upgrade) |
 //! | address | node `u64`, shard `u16` |
 //! | stamp | epoch `u64`, node `u64`, shard `u16` |
 //! | session | ownership epoch `u64`; next packet id: `u8` 0 (none) or 1, then the id; subscriptions: count `u32`, each a filter (length `u16`, UTF-8) and QoS `u8`; copies: count `u32`, each a message, QoS `u8`, retain `u8` (0 or 1) and state; incoming: count `u32`, each a packet id, then `u8` 0 (no message) or 1 and a message |
@@ -63,7 +63,7 @@ use crate::topic::{TopicFilter, TopicName};
 use crate::types::{ClientId, ConnId, PacketId, QoS};
 
 /// The version this module writes and the only one it reads.
-const VERSION: u8 = 7;
+const VERSION: u8 = 6;
 
 /// The smallest frame: a `Route` of a one-byte filter. Bounds what a
 /// frame count may reserve.
