@@ -438,11 +438,13 @@ pub enum ShardMessage {
     /// for it rather than find no other node to ask. Said by the runtime's
     /// link to its own shards, never carried.
     NodesRead,
-    /// Node `0` (its [`node_number`]) lapsed: its shards left without
-    /// withdrawing, and the node that reaps it takes its persistent
-    /// sessions over from its store in Redis ([`ShardMessage::Adopt`]).
-    /// Until that node says [`ShardMessage::TakenOver`], a claim here
-    /// waits, so that a client connecting meanwhile gets its session (see
+    /// Node `0` (its [`node_number`]) lapsed: its liveness key is gone
+    /// and its registration stays (it was killed, paused, or stopped and
+    /// left its sessions to the others). The node that reaps it takes
+    /// its persistent sessions over from its store in Redis
+    /// ([`ShardMessage::Adopt`]). Until that node says
+    /// [`ShardMessage::TakenOver`], a claim here waits, so that a client
+    /// connecting meanwhile gets its session (see
     /// [`nodes::TAKEOVER_WAIT`]). Said by the runtime's link to its own
     /// shards, never carried.
     Lapsed(u64),
