@@ -542,8 +542,8 @@ impl Broker {
                 self.route(now, Arc::new(message), None);
             }
             ShardMessage::Joined(address) => {
-                self.lapsed_is_back(now, address.node);
                 self.peer_joined(from, address);
+                self.lapsed_is_back(now, address.node);
             }
             ShardMessage::Left => self.peer_left(now, from),
             ShardMessage::CountedGone => self.counted_gone(now),
@@ -579,7 +579,8 @@ impl Broker {
     /// Shard `peer` of another node is reachable: it learns this shard's
     /// routes and gets every retained message with its version (each
     /// shard hands over all it keeps, so that a change whose author left
-    /// or had not heard of `peer` yet still reaches it).
+    /// or had not heard of `peer` yet still reaches it), and the claims
+    /// under way ask it.
     fn peer_joined(&mut self, peer: ShardId, address: ShardAddress) {
         let Some(shards) = self.shards.as_mut() else { return };
         if !shards.peer_joined(peer, address) {
@@ -603,6 +604,7 @@ impl Broker {
             self.actions.push_back(Action::ToShard { to: peer, message });
         }
         self.flushes_resolved(address);
+        self.claims_with(peer);
     }
 
     /// Shard `peer` of another node is gone: its routes go, and the

@@ -389,8 +389,9 @@ pub enum ShardMessage {
     Will(Arc<Message>),
     /// The sender, a shard of another node (at this address), is reachable
     /// from now on: the receiver tells it its routes and hands it its
-    /// retained messages. Said by the runtime's link to the other nodes,
-    /// never carried.
+    /// retained messages, and a claim of the receiver under way asks it
+    /// too (a node's new run holds what its earlier one stored). Said by
+    /// the runtime's link to the other nodes, never carried.
     Joined(ShardAddress),
     /// The sender, a shard of another node, is gone: its routes are
     /// dropped and its holds released. Said by the runtime's link, never

@@ -58,7 +58,7 @@ use std::collections::{HashMap, HashSet};
 use culex_core::ClientId;
 use culex_core::Message;
 use culex_core::persistence::{StoreBatch, StoreOp};
-use culex_core::shard::liveness::{Heartbeat, Registered, Renewal, judge};
+use culex_core::shard::liveness::{Heartbeat, Registered, Renewal, judge, to_read};
 use culex_core::shard::nodes::{
     Change, Directory, InboxLedger, NodeRun, Outbound, TAKEOVER_WAIT, decode_will, droppable_while_down, encode_will,
 };
@@ -774,7 +774,7 @@ where
         registry.send("HSET", &link.keys.nodes).arg(&link.node).arg(registration(&run));
         registry.ask("HGETALL", &link.keys.nodes);
         let Some(replies) = conn.run(&link.redis, &registry).await else { continue };
-        let registered = registered(replies.first(), &link.node);
+        let registered = to_read(&lock(&link.directory), registered(replies.first(), &link.node));
         let mut commands = Commands::new();
         for (name, _) in &registered {
             commands.ask("GET", &link.keys.alive(name));

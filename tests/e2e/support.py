@@ -492,9 +492,15 @@ class Paho:
         with self._lock:
             self.subacks[mid] = [int(getattr(rc, "value", rc)) for rc in reason_codes]
 
-    def connect(self, timeout: float = 5.0, expect_ok: bool = True):
+    def begin_connect(self):
+        """Sends the CONNECT without waiting for the CONNACK (`connected`
+        is set once it comes)."""
         self.client.connect(LOOPBACK, self.port, self.keepalive)
         self.client.loop_start()
+        return self
+
+    def connect(self, timeout: float = 5.0, expect_ok: bool = True):
+        self.begin_connect()
         if not self.connected.wait(timeout):
             raise Timeout(f"{self.client_id}: no CONNACK within {timeout}s")
         if expect_ok:

@@ -277,6 +277,45 @@ def test_a_client_reconnecting_at_once_gets_the_session_of_its_killed_node(nodes
 
 
 @ON_BOTH
+def test_a_client_reconnecting_while_its_killed_node_starts_again_gets_its_session(nodes, clients, shared_db):
+    """As a node that crashed and is started again at once (by its
+    supervisor), while its client reconnects elsewhere: node A holds
+    dev-13's persistent session with 50 acknowledged QoS 1 messages
+    queued when it is killed; dev-13 connects to B, whose claim waits for
+    A; A starts again from its store before the others count it gone. B's
+    claim asks A's new run, which hands the session over: session present
+    1, every message, in order, and the subscription draws what is
+    published after. Nobody takes A over."""
+    a, b, c = nodes
+    cid = "dev-13"
+    _, queued = offline_with_queued(clients, a, b, cid, "crashed")
+    epoch_key = f"{CLUSTER}:epoch:{cid}"
+    taken_on_a = int(shared_db.get(epoch_key))
+
+    a.kill9()
+    queued.subscribed(cid, "crashed/#", 1)
+    second = clients(Paho(b.port, cid, clean_session=False))
+    record(second, queued)
+    second.begin_connect()
+    # B's connection took the next epoch: its claim is on its way to A's
+    # run that was killed.
+    wait_until(lambda: int(shared_db.get(epoch_key)) > taken_on_a, ACK, what=f"B's connection of {cid} taking its epoch")
+    a.restart()
+    assert second.connected.wait(PROPAGATION), f"{cid}: no CONNACK from B within {PROPAGATION}s"
+    assert second.session_present is True, f"{cid}: B's claim did not ask A's new run; B's log:\n{b.log()[-3000:]}"
+    assert "and 1 persistent sessions." in a.log(), a.log()[-3000:]
+    report = wait_complete(queued)
+    assert report.clean, report
+    assert first_copies(second, "crashed/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+
+    assert_draws(second, client(clients, c, "pub-13C"), cid, "crashed")
+    # A started again before the others counted it gone: its sessions were
+    # its own, for nobody to take over.
+    taken = f"persistent session(s) of node {a.broker_id}"
+    assert taken not in b.log() + c.log(), f"A was taken over; B's log:\n{b.log()[-3000:]}"
+
+
+@ON_BOTH
 def test_a_rolling_restart_keeps_the_sessions_of_the_node_restarted(nodes, clients, shared_db):
     """As in a rolling restart: node A, holding dev-11's persistent session
     with 50 acknowledged QoS 1 messages queued, is stopped (SIGTERM), and

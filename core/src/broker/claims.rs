@@ -302,6 +302,13 @@ impl Claims {
         self.arrived.get(&key).is_some_and(|arrived| arrived.waiting.contains(&sender))
     }
 
+    /// Asks the epoch of `client`'s session here [`TAKEOVER_WAIT`] after
+    /// `now`: a claim elsewhere whose connection took the client since
+    /// comes for the session meanwhile.
+    pub(super) fn fence_later(&mut self, now: Instant, client: ClientId) {
+        self.fences.push_back((now + TAKEOVER_WAIT, client));
+    }
+
     /// Whether session `key` is kept for a claim elsewhere.
     pub(super) fn is_kept(&self, key: SessionKey) -> bool {
         self.kept.contains_key(&key)
@@ -514,6 +521,12 @@ impl Broker {
             return self.answer_claim(to, client, stamp, None, false);
         };
         if let Some(keeping) = self.claims.kept.get(&key) {
+            // The same claim twice: a new run of this node reads again
+            // what its inbox held for the earlier run, and the claimant
+            // asks the new run once it joins. The session goes to it once.
+            if keeping.stamp == stamp {
+                return;
+            }
             // Kept for another claim: an earlier one gives way to it; a
             // later one gets the session from there, once that claim hears
             // it and gives way in turn.
@@ -1024,6 +1037,25 @@ impl Broker {
         self.claim_answered(now, &client);
     }
 
+    /// Shard `peer` of another node joined: the claims under way that have
+    /// not sent their cut ask it too. It may be of a new run of a node
+    /// whose earlier run a claim was waiting for, restarted from its store
+    /// with the session (the link says it joined before the earlier run
+    /// left).
+    pub(super) fn claims_with(&mut self, peer: ShardId) {
+        let cuts = &self.claims.cuts;
+        for (client, claim) in &mut self.claims.pending {
+            if cuts.contains_key(client) || claim.waiting.contains(&peer) {
+                continue;
+            }
+            claim.waiting.push(peer);
+            if let Some(stamp) = claim.stamp {
+                let message = ShardMessage::Claim { client: client.clone(), stamp };
+                self.actions.push_back(Action::ToShard { to: peer, message });
+            }
+        }
+    }
+
     /// Shard `peer` of another node left: it answers no claim, passes no
     /// cut, and a session kept for its claim stays here.
     pub(super) fn claims_without(&mut self, now: Now, peer: ShardId) {
@@ -1203,7 +1235,7 @@ impl Broker {
                 return;
             }
             self.take_over(client, handed, now);
-            self.claims.fences.push_back((now.instant + TAKEOVER_WAIT, client.clone()));
+            self.claims.fence_later(now.instant, client.clone());
         }
         let Some(key) = self.sessions.find(client) else {
             if !then.is_empty() {
@@ -1530,6 +1562,47 @@ mod tests {
         sim.advance(TAKEOVER_WAIT);
         assert!(sim.brokers()[2].sessions.find(&ClientId::new("x")).is_none(), "{}", sim.transcript());
         assert!(sim.brokers()[1].sessions.find(&ClientId::new("x")).is_some(), "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_claim_waiting_for_a_node_asks_its_run_that_joins_in_its_place() {
+        let (mut sim, taken) = node_0_killed_after_x();
+        let conn = connect_on(&mut sim, 1, x());
+        assert!(sim.take_received(conn).is_empty(), "node 0 never answers: {}", sim.transcript());
+        // Node 0 started again from its store before node 1 counted it
+        // gone: its new run (number 9 at node 1) joins, then its old run
+        // (number 1) leaves.
+        let new_run = ShardId(9);
+        let address = ShardAddress { node: node_0(), shard: ShardId(0) };
+        sim.link_says(1, new_run, ShardMessage::Joined(address));
+        sim.link_says(1, ShardId(1), ShardMessage::Left);
+        assert!(sim.take_received(conn).is_empty(), "the claim waits for the new run: {}", sim.transcript());
+        // The new run answers with the session its store held.
+        let mut session = gone_nodes_session(taken);
+        session.subscriptions.clear();
+        let claimed = ShardMessage::Claimed { client: ClientId::new("x"), session: Some(session), later: false };
+        sim.link_says(1, new_run, claimed);
+        let got = sim.take_received(conn);
+        assert_session_present(&sim, &got);
+        assert_eq!(topics(&got), ["t/old"], "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_holder_asked_the_same_claim_twice_answers_it_once() {
+        let (mut sim, publisher) = x_away_and_a_publisher_on(2);
+        sim.publish(publisher, "t/queued", b"q", QoS::AtLeastOnce, false);
+        // Node 0 keeps x's session for node 1's claim; its answers wait.
+        sim.hold_path(0, 1, true);
+        let conn = connect_on(&mut sim, 1, x());
+        // The claim comes again (node 0, started again, read it from its
+        // inbox, and node 1 asked its new run): node 1 is number 1 there.
+        let stamp = ConnectStamp { epoch: sim.epoch("x"), node: node_number("node-1"), shard: ShardId(0) };
+        sim.link_says(0, ShardId(1), ShardMessage::Claim { client: ClientId::new("x"), stamp });
+        sim.hold_path(0, 1, false);
+        sim.advance(Duration::from_secs(1));
+        let got = sim.take_received(conn);
+        assert_session_present(&sim, &got);
+        assert_eq!(topics(&got), ["t/queued"], "{}", sim.transcript());
     }
 
     #[test]

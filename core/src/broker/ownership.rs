@@ -9,7 +9,11 @@
 //! gone while paused) may still hold their older sessions; it asks the
 //! current epoch of each and discards, offline, any session whose epoch is
 //! below it: a connection elsewhere took the client since, and this copy
-//! is no longer the client's. Of two sessions of one client met in a
+//! is no longer the client's. A node restarted asks
+//! [`TAKEOVER_WAIT`](crate::shard::nodes::TAKEOVER_WAIT) after its
+//! restore: a connection elsewhere whose claim waited for the node's old
+//! run asks the new one meanwhile, and takes the session with what is
+//! queued in it. Of two sessions of one client met in a
 //! takeover, the one with the higher epoch is kept: no clock decides.
 //!
 //! Epoch 0 is "not known" (a session of a store written before epochs, or
@@ -41,18 +45,34 @@ impl Broker {
     }
 
     /// Asks the current epoch of every persistent session here whose
-    /// epoch is known, to fence off those taken elsewhere since: after a
-    /// restore, and once the other nodes counted this one gone.
+    /// epoch is known, to fence off those taken elsewhere since: once the
+    /// other nodes counted this one gone (they took its sessions over).
     pub(super) fn check_ownership(&mut self) {
+        for client in self.fenceable() {
+            self.ask_ownership(client);
+        }
+    }
+
+    /// As [`check_ownership`](Self::check_ownership), after a restore, but
+    /// [`TAKEOVER_WAIT`](crate::shard::nodes::TAKEOVER_WAIT) later: a
+    /// client that connected elsewhere while this node restarted has its
+    /// claim there ask this node's new run, and take the session, first.
+    pub(super) fn check_ownership_later(&mut self, now: Now) {
+        for client in self.fenceable() {
+            self.claims.fence_later(now.instant, client);
+        }
+    }
+
+    /// The clients of the persistent sessions here whose epoch is known,
+    /// on a cluster node, in order.
+    fn fenceable(&self) -> Vec<ClientId> {
         if !self.is_cluster_node() {
-            return;
+            return Vec::new();
         }
         let mut clients: Vec<ClientId> =
             self.sessions.iter().filter(|s| !s.clean && s.epoch != 0).map(|s| s.client_id.clone()).collect();
         clients.sort_unstable();
-        for client in clients {
-            self.ask_ownership(client);
-        }
+        clients
     }
 
     /// Asks the current epoch of `client`, for [`handle_owner`](Self::handle_owner).
@@ -103,6 +123,7 @@ mod tests {
     use super::*;
     use crate::Config;
     use crate::persistence::{StoredSession, StoredState};
+    use crate::shard::nodes::TAKEOVER_WAIT;
     use crate::time::{Instant, Now, UnixTime};
 
     fn now() -> Now {
@@ -136,15 +157,38 @@ mod tests {
         ShardMessage::Owner { client: ClientId::new(client), epoch, taken }
     }
 
+    /// What `broker` asks its link when `now` comes.
+    fn asked_at(broker: &mut Broker, now: Now) -> Vec<ShardMessage> {
+        broker.handle_timeout(now);
+        let mut asked = Vec::new();
+        while let Some(action) = broker.poll_action() {
+            if let Action::ToShard { to: ShardId::LINK, message } = action {
+                asked.push(message);
+            }
+        }
+        asked
+    }
+
+    /// The time [`TAKEOVER_WAIT`] after [`now`].
+    fn after_takeover_wait() -> Now {
+        Now::new(Instant::ZERO + TAKEOVER_WAIT, UnixTime::from_secs_f64(1_800_000_010.0))
+    }
+
     #[test]
-    fn a_restored_node_asks_the_epochs_it_knows() {
-        let (_, asked) = restored_node();
-        assert_eq!(asked, [own("x"), own("z")]);
+    fn a_restored_node_asks_the_epochs_it_knows_once_a_claim_elsewhere_had_its_time() {
+        let (mut broker, asked) = restored_node();
+        assert_eq!(asked, []);
+        // The runtime is woken for it.
+        assert!(broker.poll_timeout().is_some_and(|at| at <= after_takeover_wait().instant));
+        let early = Now::new(Instant::ZERO + TAKEOVER_WAIT / 2, UnixTime::from_secs_f64(1_800_000_005.0));
+        assert_eq!(asked_at(&mut broker, early), []);
+        assert_eq!(asked_at(&mut broker, after_takeover_wait()), [own("x"), own("z")]);
     }
 
     #[test]
     fn a_restored_session_taken_elsewhere_since_is_discarded() {
         let (mut broker, _) = restored_node();
+        asked_at(&mut broker, after_takeover_wait());
         for (client, epoch) in [("x", 4), ("y", 9), ("z", 5)] {
             broker.handle_shard_message(now(), ShardId::LINK, owner(client, epoch, false));
         }

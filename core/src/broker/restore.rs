@@ -244,7 +244,7 @@ impl<B: BorrowMut<Broker>> Restorer<B> {
             broker.record_will(&client, None);
             broker.route(now, Arc::new(Message::from_will(will, broker.config.message_expiry)), None);
         }
-        broker.check_ownership();
+        broker.check_ownership_later(now);
         info!(
             "Restored {} retained messages and {} persistent sessions.",
             broker.retained.len(),

@@ -122,6 +122,25 @@ impl Heartbeat {
     }
 }
 
+/// The nodes whose liveness a beat reads: the other nodes `registered`
+/// (by name, with their run if the entry reads as one), and those
+/// `directory` knows alive that are no longer registered, without a run:
+/// a node that stopped without its store whole in Redis withdrew its
+/// registration, and leaves once its key is gone too (nobody reaps it:
+/// it closed its clients itself, and its sessions wait in its store).
+pub fn to_read(
+    directory: &Directory,
+    mut registered: Vec<(String, Option<NodeRun>)>,
+) -> Vec<(String, Option<NodeRun>)> {
+    let withdrawn: Vec<String> = directory
+        .live()
+        .filter(|&name| !registered.iter().any(|(other, _)| other == name))
+        .map(str::to_owned)
+        .collect();
+    registered.extend(withdrawn.into_iter().map(|name| (name, None)));
+    registered
+}
+
 /// Judges the other nodes (`others`) against what `directory` knows: a
 /// node whose liveness holds its registered run is heard, one whose key
 /// lapsed is gone (and its run to be reaped), one whose key holds another
@@ -226,6 +245,23 @@ mod tests {
         // A registration that does not read as a run is gone without a run.
         let unreadable = [Registered { name: "c".to_owned(), run: None, alive: None }];
         assert!(judge(&mut directory, &unreadable, true).gone.is_empty());
+    }
+
+    #[test]
+    fn a_node_that_withdrew_its_registration_leaves_once_its_key_is_gone_unreaped() {
+        let mut directory = Directory::new(1);
+        let b1 = run("b", 1);
+        judge(&mut directory, &[Registered { name: "b".to_owned(), run: Some(b1.clone()), alive: Some(1) }], true);
+        let read = to_read(&directory, vec![("c".to_owned(), None)]);
+        assert_eq!(read, [("c".to_owned(), None), ("b".to_owned(), None)]);
+        // Its key still there: nothing yet.
+        let withdrawing = [Registered { name: "b".to_owned(), run: None, alive: Some(1) }];
+        assert_eq!(judge(&mut directory, &withdrawing, true).changes[0].1, Change::default());
+        let withdrawn = judge(&mut directory, &[Registered { name: "b".to_owned(), run: None, alive: None }], true);
+        assert_eq!(withdrawn.changes[0].1.left, [ShardId(1)]);
+        assert!(withdrawn.gone.is_empty(), "{:?}", withdrawn.gone);
+        // Gone, it is read no more.
+        assert!(to_read(&directory, Vec::new()).is_empty());
     }
 
     #[test]

@@ -111,13 +111,16 @@ pub struct Change {
 
 impl Change {
     /// What the link says to every local shard of this change, in order:
-    /// [`ShardMessage::Left`] from each number that left, then
-    /// [`ShardMessage::Joined`] from each that joined, with its address
-    /// (from `directory`, which numbered it).
+    /// [`ShardMessage::Joined`] from each number that joined, with its
+    /// address (from `directory`, which numbered it), then
+    /// [`ShardMessage::Left`] from each that left. Joined first: a claim
+    /// waiting for a node's run that a later one replaces asks the later
+    /// run (which holds what the earlier one stored) before it stops
+    /// waiting for the earlier.
     pub fn says(&self, directory: &Directory) -> Vec<(ShardId, ShardMessage)> {
-        let left = self.left.iter().map(|&id| (id, ShardMessage::Left));
         let joined = self.joined.iter().map(|&id| (id, ShardMessage::Joined(directory.shard_address(id))));
-        left.chain(joined).collect()
+        let left = self.left.iter().map(|&id| (id, ShardMessage::Left));
+        joined.chain(left).collect()
     }
 }
 
