@@ -16,10 +16,11 @@
 //!   to its local shard's board.
 //! - the **heartbeat** renews this node's liveness key and registration
 //!   every second and reads the others': a node whose key lapsed is gone
-//!   ([`ShardMessage::Lapsed`], then [`ShardMessage::Left`]), a new run
-//!   joins ([`ShardMessage::Joined`]); after the first reading, the
-//!   shards hear [`ShardMessage::NodesRead`]. What each reading means is
-//!   decided by [`culex_core::shard::liveness`].
+//!   ([`ShardMessage::Lapsed`], then [`ShardMessage::Left`]; only Left
+//!   for one that withdrew its registration), a new run joins
+//!   ([`ShardMessage::Joined`], before its earlier run leaves); after the
+//!   first reading, the shards hear [`ShardMessage::NodesRead`]. What
+//!   each reading means is decided by [`culex_core::shard::liveness`].
 //!
 //! A node that finds its liveness lapsed and its run reaped by another
 //! (it was paused or cut off past [`LIVENESS`]) closes every client

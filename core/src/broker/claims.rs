@@ -521,10 +521,11 @@ impl Broker {
             return self.answer_claim(to, client, stamp, None, false);
         };
         if let Some(keeping) = self.claims.kept.get(&key) {
-            // The same claim twice: a new run of this node reads again
-            // what its inbox held for the earlier run, and the claimant
-            // asks the new run once it joins. The session goes to it once.
-            if keeping.stamp == stamp {
+            // The same claim twice from the same shard: a new run of this
+            // node reads again what its inbox held for the earlier run,
+            // and the claimant asks the new run once it joins. The session
+            // goes to it once.
+            if (keeping.stamp, keeping.to) == (stamp, to) {
                 return;
             }
             // Kept for another claim: an earlier one gives way to it; a
@@ -876,7 +877,8 @@ impl Broker {
     }
 
     /// Lapsed node `node` is back in a new run before its takeover: its
-    /// store is its own again, and no takeover comes.
+    /// store is its own again, and no takeover comes. The claims that
+    /// waited for it asked the new run's shards as they joined.
     pub(super) fn lapsed_is_back(&mut self, now: Now, node: u64) {
         if self.claims.lapsed.remove(&node).is_none() {
             return;

@@ -11,9 +11,10 @@
 //! below it: a connection elsewhere took the client since, and this copy
 //! is no longer the client's. A node restarted asks
 //! [`TAKEOVER_WAIT`](crate::shard::nodes::TAKEOVER_WAIT) after its
-//! restore: a connection elsewhere whose claim waited for the node's old
-//! run asks the new one meanwhile, and takes the session with what is
-//! queued in it. Of two sessions of one client met in a
+//! restore: a connection elsewhere whose claim waited for the node's
+//! earlier run asks the new one meanwhile, and takes the session with
+//! what is queued in it. One back from a pause asks at once: the node
+//! that took its sessions over has them, and it must not write them. Of two sessions of one client met in a
 //! takeover, the one with the higher epoch is kept: no clock decides.
 //!
 //! Epoch 0 is "not known" (a session of a store written before epochs, or
@@ -46,7 +47,8 @@ impl Broker {
 
     /// Asks the current epoch of every persistent session here whose
     /// epoch is known, to fence off those taken elsewhere since: once the
-    /// other nodes counted this one gone (they took its sessions over).
+    /// other nodes counted this one gone (one of them took its sessions
+    /// over, or a connection elsewhere took the client).
     pub(super) fn check_ownership(&mut self) {
         for client in self.fenceable() {
             self.ask_ownership(client);
@@ -54,9 +56,10 @@ impl Broker {
     }
 
     /// As [`check_ownership`](Self::check_ownership), after a restore, but
-    /// [`TAKEOVER_WAIT`](crate::shard::nodes::TAKEOVER_WAIT) later: a
-    /// client that connected elsewhere while this node restarted has its
-    /// claim there ask this node's new run, and take the session, first.
+    /// [`TAKEOVER_WAIT`](crate::shard::nodes::TAKEOVER_WAIT) after `now`:
+    /// a client that connected elsewhere while this node was down has its
+    /// claim there ask this node's new run, and take the session with
+    /// what is queued in it, first.
     pub(super) fn check_ownership_later(&mut self, now: Now) {
         for client in self.fenceable() {
             self.claims.fence_later(now.instant, client);
