@@ -248,6 +248,42 @@ def test_the_sessions_of_a_node_that_never_comes_back_are_taken_over(nodes, clie
 
 
 @ON_BOTH
+def test_the_sessions_of_a_node_that_died_while_no_other_ran_are_taken_over(nodes, make_node, clients, shared_db):
+    """As a cluster stopped whole, whose last node died and never comes
+    back under its name (a new host name): B and C are stopped, then A,
+    holding dev-15's persistent session with 50 acknowledged QoS 1
+    messages queued, is killed with no node left to notice. D, a new node,
+    finds A registered and not alive, a node it never heard alive: it
+    takes A's sessions over, so dev-15, connecting to D, gets session
+    present 1 and every message, in order, and A's registration goes."""
+    a, b, c = nodes
+    cid = "dev-15"
+    _, queued = offline_with_queued(clients, a, b, cid, "alone")
+    for other in (b, c):
+        assert other.stop() == 0
+    # A took B's and C's (empty) stores over: it is the only node left.
+    gone = [rf"took over 0 persistent session\(s\) of node {re.escape(o.broker_id)}" for o in (b, c)]
+    wait_until(lambda: all(re.search(g, a.log()) for g in gone), PROPAGATION, what="A taking B and C over")
+    a.kill9()
+    alive = f"{CLUSTER}:alive:{a.broker_id}"
+    wait_until(lambda: not shared_db.exists(alive), PROPAGATION, what=f"{alive} lapsed")
+
+    d = make_node("D")
+    taken = rf"took over 1 persistent session\(s\) of node {re.escape(a.broker_id)}, which is gone"
+    wait_until(lambda: re.search(taken, d.log()), PROPAGATION,
+               what=f"D taking over the sessions of A, which it never heard alive; D's log:\n{d.log()[-3000:]}")
+    queued.subscribed(cid, "alone/#", 1)
+    second = persistent(clients, d, cid, queued)
+    assert second.session_present is True, f"{cid}: A's session was not taken over"
+    report = wait_complete(queued)
+    assert report.clean, report
+    assert first_copies(second, "alone/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+    assert_draws(second, client(clients, d, "pub-15D"), cid, "alone")
+    wait_until(lambda: not shared_db.hexists(f"{CLUSTER}:nodes", a.broker_id), PROPAGATION,
+               what="A's registration removed")
+
+
+@ON_BOTH
 def test_a_client_reconnecting_at_once_gets_the_session_of_its_killed_node(nodes, clients, shared_db):
     """As a client whose node died reconnects, through a load balancer,
     to another node at once: node A, without `persistence`, holds dev-9's

@@ -146,6 +146,12 @@ pub fn to_read(
 /// lapsed is gone (and its run to be reaped), one whose key holds another
 /// run is left as it is until the two agree.
 ///
+/// A registered run whose key is gone, of a node never heard here, is
+/// gone too (once): it stopped, or died, while this node was not running,
+/// as when a whole cluster stops and starts again, or a node never comes
+/// back under its name. Its sessions would wait for it for good
+/// otherwise.
+///
 /// A run heard in place of an earlier one does not make either reaped: the
 /// node restarted (and publishes its previous run's wills itself) or
 /// lapsed without being counted gone (and its clients are still there).
@@ -162,9 +168,11 @@ pub fn judge(directory: &mut Directory, others: &[Registered], sure: bool) -> Ju
             (Some(alive), Some(run)) if alive == run.run => directory.heard(run),
             (Some(_), _) => Change::default(),
             (None, _) if !sure => Change::default(),
-            (None, _) => {
+            (None, run) => {
                 let change = directory.gone(&other.name);
-                if let (false, Some(run)) = (change.left.is_empty(), &other.run) {
+                if let Some(run) = run
+                    && (!change.left.is_empty() || directory.gone_unheard(run))
+                {
                     judgement.gone.push(run.clone());
                 }
                 change
@@ -262,6 +270,27 @@ mod tests {
         assert!(withdrawn.gone.is_empty(), "{:?}", withdrawn.gone);
         // Gone, it is read no more.
         assert!(to_read(&directory, Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_registered_node_never_heard_alive_is_gone_once() {
+        let mut directory = Directory::new(1);
+        let b1 = run("b", 1);
+        let dead = [Registered { name: "b".to_owned(), run: Some(b1.clone()), alive: None }];
+        // Not while this node may not see the keys as they are.
+        assert!(judge(&mut directory, &dead, false).gone.is_empty());
+        let judged = judge(&mut directory, &dead, true);
+        assert_eq!(judged.gone, std::slice::from_ref(&b1));
+        assert_eq!(judged.changes[0].1, Change::default(), "none of its shards was reachable");
+        assert!(judge(&mut directory, &dead, true).gone.is_empty(), "taken over once");
+        // What it wrote to this node's inbox before it died is delivered
+        // from its own number.
+        assert_eq!(directory.heard(&b1), Change::default());
+        assert_eq!(directory.id(&b1, ShardId(0)), Some(ShardId(1)));
+        // Its next run joins.
+        let b2 = run("b", 2);
+        let back = judge(&mut directory, &[Registered { name: "b".to_owned(), run: Some(b2), alive: Some(2) }], true);
+        assert_eq!(back.changes[0].1, Change { joined: vec![ShardId(2)], left: vec![] });
     }
 
     #[test]

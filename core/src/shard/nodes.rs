@@ -244,6 +244,22 @@ impl Directory {
         change
     }
 
+    /// `run` is registered and its liveness key is gone, and this node
+    /// never heard its node alive (it stopped, or died, while this node
+    /// was not running): whether this is the first time, so that its
+    /// sessions are taken over once. The run is gone from then on; a later
+    /// run of the node joins as usual.
+    pub fn gone_unheard(&mut self, run: &NodeRun) -> bool {
+        if self.nodes.contains_key(&run.name) {
+            return false;
+        }
+        // Numbered all the same: what it wrote to this node's inbox before
+        // it died is still delivered, from its own numbers.
+        let Some(latest) = self.number(&run.name, run.run, run.shards) else { return false };
+        self.nodes.insert(run.name.clone(), Known { latest, live: false, earlier: Vec::new() });
+        true
+    }
+
     /// This node's own liveness lapsed, so the others count it gone and
     /// dropped its routes: every node reachable gets new numbers (its
     /// shards leave and join again), so that this node's shards tell them
