@@ -176,6 +176,17 @@ def offline_with_queued(clients, node, publisher_node, cid: str, prefix: str) ->
     return pub, queued
 
 
+def assert_got_queued(c: Paho, queued: History, cid: str, prefix: str, why: str):
+    """`c`, `cid`'s new connection, got its session (else `why`): Session
+    Present 1 and the 50 messages `offline_with_queued` queued on
+    `<prefix>/x`, in order, and nothing of `queued` lost, duplicated
+    beyond QoS 1 or out of order."""
+    assert c.session_present is True, f"{cid}: {why}"
+    report = wait_complete(queued)
+    assert report.clean, report
+    assert first_copies(c, f"{prefix}/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+
+
 def assert_draws(c: Paho, pub: Paho, cid: str, prefix: str):
     """`cid`'s subscription to `<prefix>/#`, its session now on `c`'s node,
     draws what `pub` publishes from now on: 20 QoS 1 messages on
@@ -207,10 +218,7 @@ def test_a_node_without_a_store_file_gets_its_sessions_back_from_redis(nodes, cl
     a.wait_log(r"Read this node's sessions from Redis \(1 stored\)\.", timeout=PROPAGATION)
     queued.subscribed(cid, "kept/#", 1)
     second = persistent(clients, a, cid, queued)
-    assert second.session_present is True, f"{cid}: A restarted without its session"
-    report = wait_complete(queued)
-    assert report.clean, report
-    assert first_copies(second, "kept/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+    assert_got_queued(second, queued, cid, "kept", "A restarted without its session")
 
     assert_draws(second, pub, cid, "kept")
 
@@ -238,10 +246,7 @@ def test_the_sessions_of_a_node_that_never_comes_back_are_taken_over(nodes, clie
 
     queued.subscribed(cid, "orphan/#", 1)
     second = persistent(clients, b, cid, queued)
-    assert second.session_present is True, f"{cid}: A's session was not taken over"
-    report = wait_complete(queued)
-    assert report.clean, report
-    assert first_copies(second, "orphan/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+    assert_got_queued(second, queued, cid, "orphan", "A's session was not taken over")
     assert first_copies(second, "orphan/y") == [payload("pub-8C", seq) for seq in range(20)]
     store = f"{{{CLUSTER}:store:{a.broker_id}}}:sessions"
     wait_until(lambda: not shared_db.exists(store), PROPAGATION, what=f"{store} removed")
@@ -274,10 +279,7 @@ def test_the_sessions_of_a_node_that_died_while_no_other_ran_are_taken_over(node
                what=f"D taking over the sessions of A, which it never heard alive; D's log:\n{d.log()[-3000:]}")
     queued.subscribed(cid, "alone/#", 1)
     second = persistent(clients, d, cid, queued)
-    assert second.session_present is True, f"{cid}: A's session was not taken over"
-    report = wait_complete(queued)
-    assert report.clean, report
-    assert first_copies(second, "alone/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+    assert_got_queued(second, queued, cid, "alone", "A's session was not taken over")
     assert_draws(second, client(clients, d, "pub-15D"), cid, "alone")
     wait_until(lambda: not shared_db.hexists(f"{CLUSTER}:nodes", a.broker_id), PROPAGATION,
                what="A's registration removed")
@@ -301,13 +303,10 @@ def test_a_client_reconnecting_at_once_gets_the_session_of_its_killed_node(nodes
     second = clients(Paho(b.port, cid, clean_session=False))
     record(second, queued)
     second.connect(timeout=PROPAGATION)
-    assert second.session_present is True, f"{cid}: the session on A was not waited for"
+    assert_got_queued(second, queued, cid, "sudden", "the session on A was not waited for")
     taken = rf"took over 1 persistent session\(s\) of node {re.escape(a.broker_id)}, which is gone \(1 of them"
     wait_until(lambda: re.search(taken, b.log() + c.log()), PROPAGATION,
                what=f"B or C taking A's session over for dev-9's claim; B's log:\n{b.log()[-3000:]}")
-    report = wait_complete(queued)
-    assert report.clean, report
-    assert first_copies(second, "sudden/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
 
     assert_draws(second, client(clients, c, "pub-9C"), cid, "sudden")
 
@@ -335,14 +334,13 @@ def test_a_client_reconnecting_while_its_killed_node_starts_again_gets_its_sessi
     second.begin_connect()
     # B's connection took the next epoch: its claim is on its way to A's
     # run that was killed.
-    wait_until(lambda: int(shared_db.get(epoch_key)) > taken_on_a, ACK, what=f"B's connection of {cid} taking its epoch")
+    wait_until(lambda: int(shared_db.get(epoch_key)) > taken_on_a, ACK,
+               what=f"B's connection of {cid} taking its epoch")
     a.restart()
     assert second.connected.wait(PROPAGATION), f"{cid}: no CONNACK from B within {PROPAGATION}s"
-    assert second.session_present is True, f"{cid}: B's claim did not ask A's new run; B's log:\n{b.log()[-3000:]}"
+    assert_got_queued(second, queued, cid, "crashed",
+                      f"B's claim did not ask A's new run; B's log:\n{b.log()[-3000:]}")
     assert "and 1 persistent sessions." in a.log(), a.log()[-3000:]
-    report = wait_complete(queued)
-    assert report.clean, report
-    assert first_copies(second, "crashed/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
 
     assert_draws(second, client(clients, c, "pub-13C"), cid, "crashed")
     # A started again before the others counted it gone: its sessions were
@@ -369,10 +367,7 @@ def test_a_rolling_restart_keeps_the_sessions_of_the_node_restarted(nodes, clien
     second = clients(Paho(b.port, cid, clean_session=False))
     record(second, queued)
     second.connect(timeout=PROPAGATION)
-    assert second.session_present is True, f"{cid}: the session of the stopped node was not taken over"
-    report = wait_complete(queued)
-    assert report.clean, report
-    assert first_copies(second, "rolling/x") == [payload(f"pub-{cid}", seq) for seq in range(50)]
+    assert_got_queued(second, queued, cid, "rolling", "the session of the stopped node was not taken over")
     taken = rf"took over 1 persistent session\(s\) of node {re.escape(a.broker_id)}, which is gone"
     wait_until(lambda: re.search(taken, b.log() + c.log()), PROPAGATION, what="B or C taking A's session over")
     leave(second, b)

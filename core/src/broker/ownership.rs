@@ -14,8 +14,9 @@
 //! restore: a connection elsewhere whose claim waited for the node's
 //! earlier run asks the new one meanwhile, and takes the session with
 //! what is queued in it. One back from a pause asks at once: the node
-//! that took its sessions over has them, and it must not write them. Of two sessions of one client met in a
-//! takeover, the one with the higher epoch is kept: no clock decides.
+//! that took its sessions over has them, and it must not write them. Of
+//! two sessions of one client met in a takeover, the one with the higher
+//! epoch is kept: no clock decides.
 //!
 //! Epoch 0 is "not known" (a session of a store written before epochs, or
 //! whose epoch Redis has not answered yet): such a session is never

@@ -170,8 +170,11 @@ pub fn judge(directory: &mut Directory, others: &[Registered], sure: bool) -> Ju
             (None, _) if !sure => Change::default(),
             (None, run) => {
                 let change = directory.gone(&other.name);
+                // Not short-circuited: a later run than the one that left
+                // is taken over once too.
+                let unheard = run.as_ref().is_some_and(|run| directory.gone_unheard(run));
                 if let Some(run) = run
-                    && (!change.left.is_empty() || directory.gone_unheard(run))
+                    && (!change.left.is_empty() || unheard)
                 {
                     judgement.gone.push(run.clone());
                 }
@@ -291,6 +294,24 @@ mod tests {
         let b2 = run("b", 2);
         let back = judge(&mut directory, &[Registered { name: "b".to_owned(), run: Some(b2), alive: Some(2) }], true);
         assert_eq!(back.changes[0].1, Change { joined: vec![ShardId(2)], left: vec![] });
+        assert_eq!(
+            judge(&mut directory, &[Registered { name: "b".to_owned(), run: None, alive: None }], true).gone,
+            []
+        );
+        // A later run that registered and died between two beats here is
+        // gone once too.
+        let b3 = run("b", 3);
+        let dead = [Registered { name: "b".to_owned(), run: Some(b3.clone()), alive: None }];
+        assert_eq!(judge(&mut directory, &dead, true).gone, std::slice::from_ref(&b3));
+        assert!(judge(&mut directory, &dead, true).gone.is_empty(), "taken over once");
+        assert_eq!(directory.id(&b1, ShardId(0)), Some(ShardId(1)), "earlier runs keep their numbers");
+        // A node heard alive whose registration names a later run it did
+        // not hear: gone once.
+        let b5 = run("b", 5);
+        judge(&mut directory, &[Registered { name: "b".to_owned(), run: Some(run("b", 4)), alive: Some(4) }], true);
+        let dead = [Registered { name: "b".to_owned(), run: Some(b5.clone()), alive: None }];
+        assert_eq!(judge(&mut directory, &dead, true).gone, std::slice::from_ref(&b5));
+        assert!(judge(&mut directory, &dead, true).gone.is_empty(), "taken over once");
     }
 
     #[test]

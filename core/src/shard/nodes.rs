@@ -245,18 +245,26 @@ impl Directory {
     }
 
     /// `run` is registered and its liveness key is gone, and this node
-    /// never heard its node alive (it stopped, or died, while this node
-    /// was not running): whether this is the first time, so that its
-    /// sessions are taken over once. The run is gone from then on; a later
-    /// run of the node joins as usual.
+    /// never heard it alive (it stopped, or died, while this node was not
+    /// running, or before this node's next beat): whether this is the
+    /// first time, so that its sessions are taken over once. The run is
+    /// gone from then on; a later run of the node joins as usual.
     pub fn gone_unheard(&mut self, run: &NodeRun) -> bool {
-        if self.nodes.contains_key(&run.name) {
+        if self.nodes.get(&run.name).is_some_and(|known| known.latest.run >= run.run) {
             return false;
         }
         // Numbered all the same: what it wrote to this node's inbox before
         // it died is still delivered, from its own numbers.
         let Some(latest) = self.number(&run.name, run.run, run.shards) else { return false };
-        self.nodes.insert(run.name.clone(), Known { latest, live: false, earlier: Vec::new() });
+        let fresh = Known { latest, live: false, earlier: Vec::new() };
+        if let Some(before) = self.nodes.insert(run.name.clone(), fresh) {
+            let mut earlier = before.earlier;
+            earlier.push(before.latest);
+            if let Some(known) = self.nodes.get_mut(&run.name) {
+                known.earlier = earlier;
+            }
+            self.forget_earliest(&run.name);
+        }
         true
     }
 
