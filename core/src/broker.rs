@@ -24,7 +24,7 @@ use crate::message::Message;
 use crate::occupancy::Occupancy;
 use crate::peer::{Identity, ListenerId, Peer, Remote};
 use crate::persistence::journal::Journal;
-use crate::persistence::{CopyState, MessageId};
+use crate::persistence::{CopyState, InboxMark, MessageId};
 use crate::policy::{AccessPolicy, AuthDecision, ClientInfo, FilterAccess, Password, Refusal, TrustBridges};
 use crate::retained::RetainedStore;
 use crate::router::SubscriptionTree;
@@ -552,6 +552,11 @@ impl Broker {
             ShardMessage::Lapsed(node) => self.handle_lapsed(now, node),
             ShardMessage::NodesRead => self.nodes_read(now),
             ShardMessage::TakenOver(node) => self.handle_taken_over(now, from, node),
+            ShardMessage::InboxRead { node, run, shard, seq } => {
+                if let Some(journal) = self.journal.as_mut() {
+                    journal.inbox_read(&node, shard, InboxMark { run, seq }, false);
+                }
+            }
             // Said to the link, never to a shard.
             ShardMessage::Own { .. } => {}
             // The HTTP API's, answered by the server.

@@ -449,6 +449,23 @@ pub enum ShardMessage {
     /// [`nodes::TAKEOVER_WAIT`]). Said by the runtime's link to its own
     /// shards, never carried.
     Lapsed(u64),
+    /// The receiver read, from this node's inbox, every frame for shard
+    /// `shard` (as the writer numbered this node's shards) that run `run`
+    /// of node `node` wrote up to its batch `seq`: once the receiver's
+    /// store holds this, with the effects of those frames, a new run of
+    /// this node skips them when it reads the inbox again
+    /// ([`StoreOp::InboxRead`](crate::persistence::StoreOp::InboxRead)).
+    /// Said by the runtime's link after the frames, never carried.
+    InboxRead {
+        /// The writing node's name.
+        node: Arc<str>,
+        /// Its run.
+        run: u64,
+        /// The shard the frames were for.
+        shard: u16,
+        /// The writer's batch.
+        seq: u64,
+    },
     /// The sessions of lapsed node `0` that the sender's node took over
     /// and that are the sender's are there now: a claim of one of their
     /// clients finds its session at the sender. From the runtime's link

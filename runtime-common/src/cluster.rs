@@ -54,14 +54,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use culex_core::ClientId;
 use culex_core::Message;
-use culex_core::persistence::{StoreBatch, StoreOp};
+use culex_core::persistence::{InboxMark, StoreBatch, StoreOp};
 use culex_core::shard::liveness::{Heartbeat, Registered, Renewal, judge, to_read};
 use culex_core::shard::nodes::{
-    Change, Directory, InboxLedger, NodeRun, Outbound, TAKEOVER_WAIT, decode_will, droppable_while_down, encode_will,
+    Change, Directory, InboxLedger, NodeRun, Outbound, TAKEOVER_WAIT, covered, decode_will, droppable_while_down,
+    encode_will,
 };
 use culex_core::shard::wire::decode_batch;
 use culex_core::shard::{HandedSession, ShardId, ShardMessage, home_shard, node_number};
@@ -303,6 +304,13 @@ impl NodeLink {
 
     fn this_run(&self) -> NodeRun {
         NodeRun { name: self.node.clone(), run: self.run.load(Ordering::Acquire), shards: self.shards }
+    }
+
+    /// Takes how far the inbox was read before this run, as the store
+    /// holds it: what it covers is skipped when the inbox is read again
+    /// ([`InboxLedger::resume`]). Before the link's tasks run.
+    pub fn resume_inbox(&self, marks: impl IntoIterator<Item = ((String, u16), InboxMark)>) {
+        lock(&self.ledger).resume(marks);
     }
 
     /// Posts `message` from `from` to local shard `to`; whether its broker
@@ -971,7 +979,8 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
         Err(e) => return failed("read the store", e.to_string()),
     };
     let inbox = link.keys.inbox(name);
-    let (held, mut last) = match read_inbox(conn.as_mut(), &inbox, "-") {
+    let marks = &state.inbox_read;
+    let (held, mut last) = match read_inbox(conn.as_mut(), &inbox, "-", marks) {
         Ok(read) => read,
         Err(e) => return failed("read the inbox", describe_error(&e)),
     };
@@ -1014,7 +1023,7 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
     let left = wait_until_kept(link, conn.as_mut(), &mut theirs, taken);
     // What reached the inbox after it was read follows the sessions.
     if let Ok((late, latest)) =
-        read_inbox(conn.as_mut(), &inbox, &last.as_ref().map_or("-".to_owned(), |id| format!("({id}")))
+        read_inbox(conn.as_mut(), &inbox, &last.as_ref().map_or("-".to_owned(), |id| format!("({id}")), marks)
     {
         let mut to_wake = Vec::new();
         for client in &clients {
@@ -1109,11 +1118,13 @@ fn wait_until_kept(
 /// The messages an inbox holds after `start` (an `XRANGE` start: `-`, or
 /// `(<id>`), each with the client it is for alone (sent on,
 /// [`ShardMessage::Forwarded`]), and the last entry's id. A batch written
-/// twice is read once.
+/// twice is read once; frames the node's store holds already, as `marks`
+/// say, are not read.
 fn read_inbox(
     conn: &mut (dyn redis::ConnectionLike + Send),
     inbox: &str,
     start: &str,
+    marks: &BTreeMap<(String, u16), InboxMark>,
 ) -> redis::RedisResult<(Vec<InboxMessage>, Option<String>)> {
     let (mut messages, mut last) = (Vec::new(), None::<String>);
     let mut seen = HashSet::new();
@@ -1130,8 +1141,10 @@ fn read_inbox(
             {
                 continue;
             }
+            let covered = entry.run.as_ref().map(|run| covered(marks, run, entry.seq)).unwrap_or_default();
             let frames = decode_batch(&entry.batch).unwrap_or_default();
-            messages.extend(frames.into_iter().filter_map(|frame| frame.message.into_delivery()));
+            let fresh = frames.into_iter().filter(|frame| !covered.contains(&frame.to.0));
+            messages.extend(fresh.filter_map(|frame| frame.message.into_delivery()));
         }
         match (&last, entries.len()) {
             (Some(id), READ_COUNT) => from = format!("({id}"),

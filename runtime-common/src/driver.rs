@@ -393,6 +393,10 @@ pub fn prepare<O: Outbox>(
     } else {
         (0..shards).map(|shard| (new_broker(ShardId(shard)), None)).collect()
     };
+    // The inbox is read from where the store says it was read.
+    if let Some(link) = &cluster {
+        link.resume_inbox(brokers.iter().flat_map(|(broker, _)| broker.inbox_marks()));
+    }
     let mut prepared = Vec::with_capacity(usize::from(shards));
     for ((broker, persistence), shard) in brokers.into_iter().zip((0..shards).map(ShardId)) {
         let links = (shards > 1 || cluster.is_some()).then(|| ShardLinks {

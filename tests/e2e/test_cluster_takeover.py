@@ -30,7 +30,8 @@ from checker import History, payload
 from support import LOOPBACK, Paho, stays, wait_until
 # Fixtures (`make_node`, `nodes`) and helpers of the cluster suite.
 from test_cluster import make_node, nodes, shared, shared_db  # noqa: F401 - fixtures, used by name
-from test_cluster import ACK, CLUSTER, ON_BOTH, PROPAGATION, client, is_probe, publish_seq, record, wait_complete, wait_routed
+from test_cluster import ACK, CLUSTER, DELIVERY, ON_BOTH, PROPAGATION, client, is_probe, publish_seq, record, wait_complete
+from test_cluster import wait_routed
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server is installed by scripts/install-deps.sh")
@@ -347,6 +348,53 @@ def test_a_client_reconnecting_while_its_killed_node_starts_again_gets_its_sessi
     # its own, for nobody to take over.
     taken = f"persistent session(s) of node {a.broker_id}"
     assert taken not in b.log() + c.log(), f"A was taken over; B's log:\n{b.log()[-3000:]}"
+
+
+def acl_for_node_a(shared, *rules: str):
+    """Sets the rules of Redis user `culex-a` on every member of `shared`."""
+    for member in getattr(shared, "members", [shared]):
+        member.client().execute_command("ACL", "SETUSER", "culex-a", *rules)
+
+
+@ON_BOTH
+def test_a_node_killed_and_started_again_delivers_no_qos2_message_twice(make_node, shared, clients, shared_db):
+    """Node A holds dev-17's persistent session, subscribed at QoS 2 and
+    offline, while a publisher on B sends it 400 QoS 2 messages. A's Redis
+    user may not `XDEL` meanwhile, so A stores every message it reads
+    from its inbox and cannot remove the entries, as in the moment between
+    the two that a crash may hit. A is killed in the middle of them and
+    started again: it reads its whole inbox again, from where its store
+    says it read it, so dev-17, back on A, gets every message exactly
+    once."""
+    acl_for_node_a(shared, "reset", "on", f">{shared.password}", "~*", "&*", "+@all")
+    a = make_node("A", extra=("redis_user culex-a",))
+    b = make_node("B")
+    cid = "dev-17"
+    first = persistent(clients, a, cid)
+    assert first.subscribe("twice/#", 2) == [2]
+    pub = client(clients, b, f"pub-{cid}")
+    wait_routed([pub], [first], "twice/probe")
+    leave(first, a)
+    history = History()
+    history.subscribed(cid, "twice/#", 2)
+    acl_for_node_a(shared, "-xdel")
+    publishing = threading.Thread(target=publish_seq, args=(pub, history, "twice/x", 2, 400), kwargs={"window": 20})
+    publishing.start()
+    wait_until(lambda: len(history.publishes) >= 200, ACK, what="200 messages acknowledged")
+    a.kill9()
+    publishing.join(timeout=DELIVERY)
+    assert len(history.publishes) == 400, f"{len(history.publishes)} of 400 acknowledged"
+    inbox = f"{CLUSTER}:inbox:{a.broker_id}"
+    assert shared_db.xlen(inbox) > 0, "A removed what it read: the test shows nothing"
+    acl_for_node_a(shared, "+xdel")
+    a.restart()
+
+    second = persistent(clients, a, cid, history)
+    assert second.session_present is True, f"{cid}: A restarted without its session"
+    report = wait_complete(history)
+    assert report.clean, report
+    # The entries go once what they hold is stored again.
+    wait_until(lambda: shared_db.xlen(inbox) == 0, PROPAGATION, what=f"{inbox} emptied")
 
 
 @ON_BOTH

@@ -3,7 +3,7 @@
 //! it until the store says it is on disk, and takes back what a store
 //! held at start.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +13,7 @@ use super::{Broker, ConnState, Connection};
 use crate::codec::LastWill;
 use crate::message::Message;
 use crate::persistence::journal::Journal;
-use crate::persistence::{CopyState, StoreOp, StoredCopy, StoredSession, StoredState};
+use crate::persistence::{CopyState, InboxMark, StoreOp, StoredCopy, StoredSession, StoredState};
 use crate::session::{Outgoing, Session, SessionKey, Stage};
 use crate::shard::Released;
 use crate::time::Now;
@@ -402,12 +402,21 @@ impl Broker {
         super::Restorer::new(self, now).with(state).finish();
     }
 
+    /// How far this node's inbox is read, by (writing node, shard), as
+    /// this shard recorded it and its restore found it: what the link
+    /// skips when it reads the inbox again
+    /// ([`StoreOp::InboxRead`](crate::persistence::StoreOp::InboxRead)).
+    pub fn inbox_marks(&self) -> BTreeMap<(String, u16), InboxMark> {
+        self.journal.as_ref().map(|journal| journal.inbox_marks().clone()).unwrap_or_default()
+    }
+
     /// What the store should hold now: every batch taken so far applied
     /// to what was restored gives this (`last_batch` aside). For tests and
     /// simulations.
     pub fn stored_image(&self) -> StoredState {
         let mut image = StoredState::default();
         let Some(journal) = self.journal.as_ref() else { return image };
+        image.inbox_read.clone_from(journal.inbox_marks());
         let keep = |message: &Arc<Message>, image: &mut StoredState| {
             let id = journal.stored_id(message)?;
             image.messages.insert(id, message.clone());

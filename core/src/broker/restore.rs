@@ -17,7 +17,7 @@ use crate::codec::LastWill;
 use crate::message::Message;
 use crate::peer::ListenerId;
 use crate::persistence::journal::SharedBodies;
-use crate::persistence::{CopyState, MessageId, Restore, SessionFields, StoreOp, StoredCopy, StoredState};
+use crate::persistence::{CopyState, InboxMark, MessageId, Restore, SessionFields, StoreOp, StoredCopy, StoredState};
 use crate::policy::{ClientInfo, FilterAccess};
 use crate::session::{Grant, Outgoing, Presence, Session, SessionKey, Stage};
 use crate::shard::Released;
@@ -279,6 +279,12 @@ fn routed_before<B: BorrowMut<Broker>>(restorers: &mut [&mut Restorer<B>]) -> Ve
 impl<B: BorrowMut<Broker>> Restore for Restorer<B> {
     fn last_batch(&mut self, seq: u64) {
         self.last_batch = seq;
+    }
+
+    fn inbox_read(&mut self, node: &str, shard: u16, mark: InboxMark) {
+        if let Some(journal) = self.broker.borrow_mut().journal.as_mut() {
+            journal.inbox_read(node, shard, mark, true);
+        }
     }
 
     fn message(&mut self, id: MessageId, message: Arc<Message>) {

@@ -81,6 +81,23 @@ pub struct StoredSession {
     pub incoming: BTreeMap<PacketId, Option<MessageId>>,
 }
 
+/// How far a node's inbox is read for one of its shards, of what one
+/// other node wrote (see [`StoreOp::InboxRead`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InboxMark {
+    /// The writing node's run.
+    pub run: u64,
+    /// Its last batch read.
+    pub seq: u64,
+}
+
+impl InboxMark {
+    /// Whether batch `seq` of run `run` is read already.
+    pub fn covers(self, run: u64, seq: u64) -> bool {
+        run == self.run && seq != 0 && seq <= self.seq
+    }
+}
+
 /// One change to the durable state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
@@ -192,13 +209,33 @@ pub enum StoreOp {
         /// The client.
         client: ClientId,
     },
+    /// In a cluster, how far this node's inbox is read for shard `shard`:
+    /// the effects of every frame that run `run` of node `node` wrote for
+    /// it, up to its batch `seq`, are in this batch or an earlier one. A
+    /// node started again (or one taking a dead node over) skips those
+    /// frames when it reads the inbox again, so that no message stored
+    /// here is delivered twice.
+    InboxRead {
+        /// The writing node's name.
+        node: String,
+        /// Its run.
+        run: u64,
+        /// The shard the frames were for, in this node's numbering.
+        shard: u16,
+        /// The last batch of that run read for the shard.
+        seq: u64,
+    },
 }
 
 impl StoreOp {
     /// The client the operation is about, if one.
     pub fn client(&self) -> Option<&ClientId> {
         match self {
-            Self::Message { .. } | Self::DropMessage { .. } | Self::Retain { .. } | Self::DropRetained { .. } => None,
+            Self::Message { .. }
+            | Self::DropMessage { .. }
+            | Self::Retain { .. }
+            | Self::DropRetained { .. }
+            | Self::InboxRead { .. } => None,
             Self::Session { client, .. }
             | Self::DropSession { client }
             | Self::Subscribe { client, .. }
@@ -237,6 +274,9 @@ pub struct StoredState {
     pub unreleased: BTreeMap<(ClientId, PacketId), MessageId>,
     /// Wills of the clients connected when the state was last committed.
     pub wills: BTreeMap<ClientId, LastWill>,
+    /// How far the inbox is read ([`StoreOp::InboxRead`]): by (writing
+    /// node, shard), its run and last batch read.
+    pub inbox_read: BTreeMap<(String, u16), InboxMark>,
     /// The sequence number of the last batch applied.
     pub last_batch: u64,
 }
@@ -332,6 +372,9 @@ impl StoredState {
             }
             StoreOp::DropWill { client } => {
                 self.wills.remove(client);
+            }
+            StoreOp::InboxRead { node, run, shard, seq } => {
+                self.inbox_read.insert((node.clone(), *shard), InboxMark { run: *run, seq: *seq });
             }
         }
     }

@@ -1,13 +1,13 @@
 //! The broker's record of what it changed since the last batch, and of
 //! which message bodies the store holds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hashbrown::hash_table::{Entry, HashTable};
 
-use super::{MessageId, StoreBatch, StoreOp};
+use super::{InboxMark, MessageId, StoreBatch, StoreOp};
 use crate::message::Message;
 use crate::types::IdHasher;
 
@@ -90,6 +90,13 @@ pub(crate) struct Journal {
     keys: (u64, u64),
     /// Bodies restored into several shards' journals.
     shared: Option<Arc<SharedBodies>>,
+    /// How far the inbox is read, as this journal recorded it
+    /// ([`StoreOp::InboxRead`]).
+    inbox_read: BTreeMap<(String, u16), InboxMark>,
+    /// Changes recorded, how far the inbox is read aside.
+    changes: u64,
+    /// `changes` when each of `inbox_read` was last recorded.
+    marked_at: HashMap<(String, u16), u64>,
 }
 
 /// A live message's key among the held bodies: its address, without the
@@ -123,7 +130,43 @@ impl Journal {
             wrapped: false,
             keys: (0, 1),
             shared: None,
+            inbox_read: BTreeMap::new(),
+            changes: 0,
+            marked_at: HashMap::new(),
         }
+    }
+
+    /// Records `op`.
+    fn add(&mut self, op: StoreOp) {
+        self.changes += 1;
+        self.ops.push(op);
+    }
+
+    /// Records how far the inbox is read for `shard` of what `node`
+    /// wrote; `restored`: read back from the store, nothing to write.
+    /// Unless something was recorded since the last record for the same
+    /// node and shard, the frames read changed nothing durable (their
+    /// clean sessions end with the process), so reading them again at the
+    /// next start changes nothing either: nothing is written, and traffic
+    /// between clean sessions does not make the store commit.
+    pub(crate) fn inbox_read(&mut self, node: &str, shard: u16, mark: InboxMark, restored: bool) {
+        let key = (node.to_owned(), shard);
+        if self.inbox_read.get(&key) == Some(&mark) {
+            return;
+        }
+        if !restored {
+            if self.marked_at.get(&key) == Some(&self.changes) {
+                return;
+            }
+            self.marked_at.insert(key.clone(), self.changes);
+            self.ops.push(StoreOp::InboxRead { node: node.to_owned(), run: mark.run, shard, seq: mark.seq });
+        }
+        self.inbox_read.insert(key, mark);
+    }
+
+    /// How far the inbox is read, by (writing node, shard).
+    pub(crate) fn inbox_marks(&self) -> &BTreeMap<(String, u16), InboxMark> {
+        &self.inbox_read
     }
 
     /// Makes this journal that of shard `shard` of `shards` sharing one
@@ -202,7 +245,7 @@ impl Journal {
     /// Records a change that promises nothing to a client by itself: a
     /// removal, a will, a copy moving on.
     pub(crate) fn push(&mut self, op: StoreOp) {
-        self.ops.push(op);
+        self.add(op);
     }
 
     /// Records a change that what answers the client's packet promises (a
@@ -210,7 +253,7 @@ impl Journal {
     /// incoming message): that answer waits until it is durable.
     pub(crate) fn promise(&mut self, op: StoreOp) {
         self.promising += 1;
-        self.ops.push(op);
+        self.add(op);
     }
 
     /// What answers the client's packet promises a change another shard
@@ -237,7 +280,7 @@ impl Journal {
         }
         let id = self.fresh_id();
         self.hold(Held { message: message.clone(), id, refs: 1, shared: false });
-        self.ops.push(StoreOp::Message { id, message: message.clone() });
+        self.add(StoreOp::Message { id, message: message.clone() });
         id
     }
 
@@ -303,7 +346,7 @@ impl Journal {
         let id = entry.get().id;
         entry.remove();
         if self.shared.as_ref().is_none_or(|s| s.let_go(id)) {
-            self.ops.push(StoreOp::DropMessage { id });
+            self.add(StoreOp::DropMessage { id });
         }
     }
 
@@ -325,7 +368,7 @@ impl Journal {
             entry.remove();
             // Another shard still holding it drops it in its turn.
             if !shared || self.shared.as_ref().is_none_or(|s| s.let_go(id)) {
-                self.ops.push(StoreOp::DropMessage { id });
+                self.add(StoreOp::DropMessage { id });
             }
         }
     }
@@ -381,6 +424,32 @@ mod tests {
     fn message() -> Arc<Message> {
         let topic = TopicName::new("t").expect("valid topic");
         Arc::new(Message::new(topic, Bytes::from_static(b"x"), QoS::AtLeastOnce, false))
+    }
+
+    #[test]
+    fn how_far_the_inbox_is_read_is_recorded_only_after_changes() {
+        let mut journal = Journal::new(0);
+        let mark = |seq| InboxMark { run: 7, seq };
+        let ops = |journal: &mut Journal| journal.take_batch().map_or(0, |batch| batch.ops.len());
+        // Restored: known, not written again.
+        journal.inbox_read("b", 1, mark(3), true);
+        assert_eq!(ops(&mut journal), 0);
+        assert_eq!(journal.inbox_marks()[&("b".to_owned(), 1)], mark(3));
+        // The first record for a shard is written; one with nothing
+        // stored since is not (what it covers changed nothing durable).
+        journal.inbox_read("b", 1, mark(4), false);
+        journal.inbox_read("b", 9, mark(4), false);
+        assert_eq!(ops(&mut journal), 2);
+        journal.inbox_read("b", 1, mark(5), false);
+        assert_eq!(ops(&mut journal), 0);
+        assert_eq!(journal.inbox_marks()[&("b".to_owned(), 1)], mark(4));
+        // After a change, it is written, for each shard the frames were
+        // for (they come before their records).
+        journal.push(StoreOp::DropRetained { topic: TopicName::new("t").expect("valid topic") });
+        journal.inbox_read("b", 1, mark(6), false);
+        journal.inbox_read("b", 9, mark(6), false);
+        assert_eq!(ops(&mut journal), 3);
+        assert_eq!(journal.inbox_marks()[&("b".to_owned(), 9)], mark(6));
     }
 
     #[test]

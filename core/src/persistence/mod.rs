@@ -26,5 +26,5 @@ pub(crate) mod journal;
 pub mod mosquitto_db;
 mod restore;
 
-pub use image::{CopyState, MessageId, StoreBatch, StoreOp, StoredCopy, StoredSession, StoredState};
+pub use image::{CopyState, InboxMark, MessageId, StoreBatch, StoreOp, StoredCopy, StoredSession, StoredState};
 pub use restore::{Restore, SessionFields};

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{MessageId, StoredCopy, StoredSession, StoredState};
+use super::{InboxMark, MessageId, StoredCopy, StoredSession, StoredState};
 use crate::codec::LastWill;
 use crate::message::Message;
 use crate::topic::{TopicFilter, TopicName};
@@ -62,6 +62,9 @@ pub trait Restore {
     fn unreleased(&mut self, client: &str, packet_id: PacketId, message: MessageId);
     /// The will of a client connected when the state was last committed.
     fn will(&mut self, client: &str, will: LastWill);
+    /// How far the inbox is read for `shard` of what `node` wrote
+    /// ([`StoreOp::InboxRead`](super::StoreOp::InboxRead)).
+    fn inbox_read(&mut self, node: &str, shard: u16, mark: InboxMark);
 }
 
 impl Restore for StoredState {
@@ -108,13 +111,17 @@ impl Restore for StoredState {
     fn will(&mut self, client: &str, will: LastWill) {
         self.wills.insert(ClientId::new(client), will);
     }
+
+    fn inbox_read(&mut self, node: &str, shard: u16, mark: InboxMark) {
+        self.inbox_read.insert((node.to_owned(), shard), mark);
+    }
 }
 
 impl StoredState {
     /// Hands everything to `sink`, in the order [`Restore`] asks for,
     /// freeing it on the way.
     pub fn replay(self, sink: &mut (impl Restore + ?Sized)) {
-        let Self { messages, retained, sessions, unreleased, wills, last_batch } = self;
+        let Self { messages, retained, sessions, unreleased, wills, inbox_read, last_batch } = self;
         sink.last_batch(last_batch);
         for (id, message) in messages {
             sink.message(id, message);
@@ -140,6 +147,9 @@ impl StoredState {
         }
         for (client, will) in wills {
             sink.will(client.as_str(), will);
+        }
+        for ((node, shard), mark) in inbox_read {
+            sink.inbox_read(&node, shard, mark);
         }
     }
 }

@@ -26,6 +26,7 @@ use super::wire::{self, NodeFrame, WireError};
 use super::{ShardAddress, ShardId, ShardMessage, may_be_stored, node_number};
 use crate::codec::LastWill;
 use crate::message::Message;
+use crate::persistence::InboxMark;
 use crate::types::{ClientId, ConnId};
 
 /// How long a claim waits for the takeover of a node that lapsed
@@ -461,11 +462,30 @@ pub struct InboxLedger {
     entries: VecDeque<(String, Vec<Need>)>,
     /// The run and [`Batch::seq`] last read from each node.
     last_read: HashMap<String, (u64, u64)>,
+    /// How far the inbox was read before this run, by (writing node,
+    /// shard), as the store holds it: frames it covers are skipped.
+    resumed: HashMap<(String, u16), InboxMark>,
 }
 
 /// A count of messages from a number (the sender) to a local shard that
 /// must be stored before an entry goes.
 type Need = ((ShardId, ShardId), u64);
+
+/// The shards (as the writer numbered them) whose frames of batch `seq`
+/// of `run` are stored already, as `marks` (by writing node and shard)
+/// say: a node reading its inbox again, or another taking it over, skips
+/// them.
+pub fn covered<'a>(
+    marks: impl IntoIterator<Item = (&'a (String, u16), &'a InboxMark)>,
+    run: &NodeRun,
+    seq: u64,
+) -> Vec<u16> {
+    marks
+        .into_iter()
+        .filter(|((node, _), mark)| *node == run.name && mark.covers(run.run, seq))
+        .map(|(&(_, shard), _)| shard)
+        .collect()
+}
 
 /// What an entry of the inbox holds, ready for the local shards.
 #[derive(Debug, Default)]
@@ -511,10 +531,20 @@ impl InboxLedger {
         };
         let mut delivery = Delivery { change: directory.heard(run), posts: Vec::new() };
         let mut needs: Vec<Need> = Vec::new();
+        // The shards (as the writer numbered them) handed something to
+        // store: each records how far it read, after the frames.
+        let mut marked: Vec<(ShardId, ShardId)> = Vec::new();
+        let covered = covered(&self.resumed, run, seq);
         for frame in frames {
             let Some(from) = directory.id(run, frame.from) else { continue };
+            if covered.contains(&frame.to.0) {
+                continue;
+            }
             let to = if frame.to.0 < local { frame.to } else { ShardId(0) };
             if frame.message.may_be_stored() {
+                if seq != 0 && !marked.contains(&(frame.to, to)) {
+                    marked.push((frame.to, to));
+                }
                 let handed = self.handed.entry((from, to)).or_insert(0);
                 *handed += 1;
                 match needs.iter_mut().find(|(pair, _)| *pair == (from, to)) {
@@ -530,8 +560,22 @@ impl InboxLedger {
             };
             delivery.posts.push((to, from, message));
         }
+        if !marked.is_empty() {
+            let node: Arc<str> = Arc::from(run.name.as_str());
+            for (shard, to) in marked {
+                let message = ShardMessage::InboxRead { node: node.clone(), run: run.run, shard: shard.0, seq };
+                delivery.posts.push((to, ShardId::LINK, message));
+            }
+        }
         self.entries.push_back((entry, needs));
         Ok(delivery)
+    }
+
+    /// Takes how far the inbox was read before this run, as the store
+    /// holds it (see [`Broker::inbox_marks`](crate::Broker::inbox_marks)):
+    /// frames it covers are skipped when the inbox is read again.
+    pub fn resume(&mut self, marks: impl IntoIterator<Item = ((String, u16), InboxMark)>) {
+        self.resumed.extend(marks);
     }
 
     /// Whether batch `seq` of `run` is read for the first time: each
@@ -718,6 +762,12 @@ mod tests {
         assert_eq!(delivery.change, Change { joined: vec![ShardId(2)], left: vec![ShardId(1)] });
     }
 
+    /// How many frames `delivery` hands the shards, the link's
+    /// [`ShardMessage::InboxRead`] aside.
+    fn frames(delivery: &Delivery) -> usize {
+        delivery.posts.iter().filter(|(_, _, m)| !matches!(m, ShardMessage::InboxRead { .. })).count()
+    }
+
     #[test]
     fn a_batch_written_twice_is_read_once() {
         // The writer sends a turn again when Redis failed to answer, though
@@ -731,15 +781,15 @@ mod tests {
         assert_eq!(node, "me");
         let (mut there, mut ledger) = (Directory::new(1), InboxLedger::default());
         let writer = run("w", 1, 1);
-        assert_eq!(ledger.read(&mut there, 1, "1-0".into(), &writer, 1, bytes).unwrap().posts.len(), 1);
+        assert_eq!(frames(&ledger.read(&mut there, 1, "1-0".into(), &writer, 1, bytes).unwrap()), 1);
         let copy = ledger.read(&mut there, 1, "2-0".into(), &writer, 1, bytes).unwrap();
         assert!(copy.posts.is_empty() && copy.change == Change::default());
         ledger.stored(ShardId(0), ShardId(1), 1);
         assert_eq!(ledger.removable(), ["1-0", "2-0"]);
         // The next batch, and the first of a new run, are read.
-        assert_eq!(ledger.read(&mut there, 1, "3-0".into(), &writer, 2, bytes).unwrap().posts.len(), 1);
+        assert_eq!(frames(&ledger.read(&mut there, 1, "3-0".into(), &writer, 2, bytes).unwrap()), 1);
         let restarted = run("w", 2, 1);
-        assert_eq!(ledger.read(&mut there, 1, "4-0".into(), &restarted, 1, bytes).unwrap().posts.len(), 1);
+        assert_eq!(frames(&ledger.read(&mut there, 1, "4-0".into(), &restarted, 1, bytes).unwrap()), 1);
         // The next turn for the same node is the next batch.
         let next = out.gather(&d, &mut sending, vec![(ShardId(0), ShardId(1), publish(QoS::AtMostOnce))]);
         assert_eq!(next.batches[0].seq, 2);
@@ -755,7 +805,15 @@ mod tests {
         let delivery = ledger.read(&mut d, 2, "1-0".into(), &writer, 1, &first).unwrap();
         assert_eq!(delivery.change.joined, [ShardId(2)]);
         let targets: Vec<_> = delivery.posts.iter().map(|(to, from, _)| (*to, *from)).collect();
-        assert_eq!(targets, [(ShardId(1), ShardId(2)), (ShardId(0), ShardId(2))]);
+        // Then each shard that got something to store hears how far it read.
+        let link = ShardId::LINK;
+        assert_eq!(
+            targets,
+            [(ShardId(1), ShardId(2)), (ShardId(0), ShardId(2)), (ShardId(1), link), (ShardId(0), link)]
+        );
+        let marks: Vec<_> = delivery.posts[2..].iter().map(|(_, _, m)| m.clone()).collect();
+        let mark = |shard| ShardMessage::InboxRead { node: "w".into(), run: 1, shard, seq: 1 };
+        assert_eq!(marks, [mark(1), mark(7)]);
         let second = batch(vec![frame(1, publish(QoS::AtMostOnce))]);
         assert!(ledger.read(&mut d, 2, "2-0".into(), &writer, 2, &second).unwrap().change.joined.is_empty());
         assert!(ledger.removable().is_empty());
@@ -770,5 +828,31 @@ mod tests {
         // An entry that cannot be read goes too.
         assert!(ledger.read(&mut d, 2, "3-0".into(), &writer, 3, b"\x09").is_err());
         assert_eq!(ledger.removable(), ["3-0"]);
+    }
+
+    #[test]
+    fn frames_a_shard_stored_before_the_restart_are_skipped_when_read_again() {
+        let mut d = Directory::new(2);
+        let writer = run("w", 1, 1);
+        let mut ledger = InboxLedger::default();
+        // Shard 1 had stored what batches 1 and 2 held for it; shard 0 had
+        // not.
+        ledger.resume([(("w".to_owned(), 1), InboxMark { run: 1, seq: 2 })]);
+        let frame = |to: u16| NodeFrame { from: ShardId(0), to: ShardId(to), message: publish(QoS::ExactlyOnce) };
+        let both = batch(vec![frame(1), frame(0)]);
+        let read = ledger.read(&mut d, 2, "1-0".into(), &writer, 2, &both).unwrap();
+        let targets: Vec<_> = read.posts.iter().map(|(to, from, _)| (*to, *from)).collect();
+        assert_eq!(targets, [(ShardId(0), ShardId(2)), (ShardId(0), ShardId::LINK)]);
+        // What it skipped needs no confirmation for the entry to go.
+        ledger.stored(ShardId(0), ShardId(2), 1);
+        assert_eq!(ledger.removable(), ["1-0"]);
+        // A later batch, or a batch of a later run, is read whole.
+        assert_eq!(frames(&ledger.read(&mut d, 2, "2-0".into(), &writer, 3, &both).unwrap()), 2);
+        let later = run("w", 2, 1);
+        assert_eq!(frames(&ledger.read(&mut d, 2, "3-0".into(), &later, 1, &both).unwrap()), 2);
+        // A batch without a number (an older writer) is never skipped.
+        let mut ledger = InboxLedger::default();
+        ledger.resume([(("w".to_owned(), 1), InboxMark { run: 1, seq: 2 })]);
+        assert_eq!(frames(&ledger.read(&mut d, 2, "4-0".into(), &writer, 0, &both).unwrap()), 2);
     }
 }

@@ -45,7 +45,8 @@
 //! their process, [`ShardMessage::Joined`], [`ShardMessage::Left`],
 //! [`ShardMessage::CountedGone`], [`ShardMessage::Owner`],
 //! [`ShardMessage::Adopt`], [`ShardMessage::Lapsed`],
-//! [`ShardMessage::NodesRead`] and [`ShardMessage::Will`] are said by the
+//! [`ShardMessage::NodesRead`], [`ShardMessage::InboxRead`] and
+//! [`ShardMessage::Will`] are said by the
 //! receiving node's own link and
 //! [`ShardMessage::Own`] to the sending node's: none is carried
 //! ([`WireError::NotCarried`]).
@@ -297,6 +298,7 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         | ShardMessage::Adopt { .. }
         | ShardMessage::Lapsed(_)
         | ShardMessage::NodesRead
+        | ShardMessage::InboxRead { .. }
         | ShardMessage::Will(_) => Err(WireError::NotCarried),
         ShardMessage::Claim { client, stamp } => {
             out.put_u8(CLAIM);

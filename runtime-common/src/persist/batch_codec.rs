@@ -33,6 +33,7 @@ mod tag {
     pub(super) const DROP_INCOMING: u8 = 12;
     pub(super) const WILL: u8 = 13;
     pub(super) const DROP_WILL: u8 = 14;
+    pub(super) const INBOX_READ: u8 = 15;
 }
 
 /// `batches`, encoded.
@@ -156,6 +157,13 @@ fn put_op(out: &mut Vec<u8>, op: &StoreOp) {
             put_value(out, &codec::encode_will(will));
         }
         StoreOp::DropWill { client } => put_client(out, tag::DROP_WILL, client),
+        StoreOp::InboxRead { node, run, shard, seq } => {
+            out.push(tag::INBOX_READ);
+            codec::put_text(out, node);
+            out.extend_from_slice(&shard.to_be_bytes());
+            out.extend_from_slice(&run.to_be_bytes());
+            out.extend_from_slice(&seq.to_be_bytes());
+        }
     }
 }
 
@@ -225,6 +233,10 @@ fn op(r: &mut Reader<'_>) -> Result<StoreOp, StoreError> {
             StoreOp::Will { client, will: codec::decode_will(value(r)?)? }
         }
         tag::DROP_WILL => StoreOp::DropWill { client: client(r)? },
+        tag::INBOX_READ => {
+            let node = r.text()?.to_owned();
+            StoreOp::InboxRead { node, shard: r.u16()?, run: r.u64()?, seq: r.u64()? }
+        }
         other => return Err(r.error(format!("unknown operation {other}"))),
     };
     Ok(op)

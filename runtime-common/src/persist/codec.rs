@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use culex_core::codec::LastWill;
-use culex_core::persistence::{CopyState, MessageId, SessionFields, StoredCopy};
+use culex_core::persistence::{CopyState, InboxMark, MessageId, SessionFields, StoredCopy};
 use culex_core::{ClientId, ListenerId, Message, PacketId, Publisher, QoS, TopicName};
 
 use super::StoreError;
@@ -327,6 +327,21 @@ pub(crate) fn decode_id(table: &'static str, bytes: &[u8]) -> Result<MessageId, 
     let id = MessageId(r.u64()?);
     r.end()?;
     Ok(id)
+}
+
+/// `[1][run: u64][seq: u64]`.
+pub(crate) fn encode_mark(mark: InboxMark) -> [u8; 17] {
+    let mut out = [VERSION; 17];
+    out[1..9].copy_from_slice(&mark.run.to_be_bytes());
+    out[9..].copy_from_slice(&mark.seq.to_be_bytes());
+    out
+}
+
+pub(crate) fn decode_mark(table: &'static str, bytes: &[u8]) -> Result<InboxMark, StoreError> {
+    let mut r = Reader::new(table, bytes)?;
+    let mark = InboxMark { run: r.u64()?, seq: r.u64()? };
+    r.end()?;
+    Ok(mark)
 }
 
 /// `[1]` for a dropped message, `[1][message: u64]` otherwise.

@@ -7,7 +7,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use culex_core::persistence::{MessageId, Restore, SessionFields, StoreBatch, StoreOp, StoredCopy, StoredState};
+use culex_core::persistence::{
+    InboxMark, MessageId, Restore, SessionFields, StoreBatch, StoreOp, StoredCopy, StoredState,
+};
 use culex_core::{ClientId, PacketId, TopicFilter, TopicName};
 use redb::{
     Builder, Database, DatabaseError, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition,
@@ -36,6 +38,9 @@ const INCOMING: TableDefinition<'static, (&str, u16), &[u8]> = TableDefinition::
 const UNRELEASED: TableDefinition<'static, (&str, u16), &[u8]> = TableDefinition::new("unreleased");
 /// Client → will.
 const WILLS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("wills");
+/// In a cluster, how far the inbox is read: (writing node, shard) to
+/// `[1][run: u64][seq: u64]`.
+const INBOX_READ: TableDefinition<'static, (&str, u16), &[u8]> = TableDefinition::new("inbox_read");
 /// [`FORMAT`] and [`LAST_BATCH`].
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 
@@ -307,6 +312,16 @@ impl RedbStore {
             let (client, value) = entry?;
             sink.will(client.value(), codec::decode_will(value.value())?);
         }
+        // A store written before the table existed has none.
+        let inbox_read = match txn.open_table(INBOX_READ) {
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            opened => opened?,
+        };
+        for entry in inbox_read.iter()? {
+            let (key, value) = entry?;
+            let (node, shard) = key.value();
+            sink.inbox_read(node, shard, codec::decode_mark("inbox_read", value.value())?);
+        }
         Ok(())
     }
 }
@@ -368,6 +383,7 @@ struct Tables<'t> {
     incoming: Table<'t, (&'static str, u16), &'static [u8]>,
     unreleased: Table<'t, (&'static str, u16), &'static [u8]>,
     wills: Table<'t, &'static str, &'static [u8]>,
+    inbox_read: Table<'t, (&'static str, u16), &'static [u8]>,
     meta: Table<'t, &'static str, &'static [u8]>,
     /// By client, then sequence number.
     pending_copies: HashMap<ClientId, BTreeMap<u64, PendingCopy>>,
@@ -387,6 +403,7 @@ impl<'t> Tables<'t> {
             incoming: txn.open_table(INCOMING)?,
             unreleased: txn.open_table(UNRELEASED)?,
             wills: txn.open_table(WILLS)?,
+            inbox_read: txn.open_table(INBOX_READ)?,
             meta: txn.open_table(META)?,
             pending_copies: HashMap::new(),
             pending_sessions: HashMap::new(),
@@ -549,6 +566,10 @@ impl<'t> Tables<'t> {
             }
             StoreOp::DropWill { client } => {
                 self.wills.remove(client.as_str())?;
+            }
+            StoreOp::InboxRead { node, run, shard, seq } => {
+                let mark = codec::encode_mark(InboxMark { run: *run, seq: *seq });
+                self.inbox_read.insert((node.as_str(), *shard), mark.as_slice())?;
             }
         }
         Ok(())

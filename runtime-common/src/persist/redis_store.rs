@@ -103,10 +103,11 @@ enum Table {
     Copies,
     Incoming,
     Unreleased,
+    InboxRead,
 }
 
 impl Table {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Messages,
         Self::Retained,
         Self::Sessions,
@@ -114,6 +115,7 @@ impl Table {
         Self::Copies,
         Self::Incoming,
         Self::Unreleased,
+        Self::InboxRead,
     ];
 
     fn name(self) -> &'static str {
@@ -125,6 +127,7 @@ impl Table {
             Self::Copies => "copies",
             Self::Incoming => "incoming",
             Self::Unreleased => "unreleased",
+            Self::InboxRead => "inbox_read",
         }
     }
 
@@ -144,6 +147,8 @@ enum Row {
     Copy(ClientId, u64),
     Incoming(ClientId, PacketId),
     Unreleased(ClientId, PacketId),
+    /// By writing node and shard.
+    InboxRead(String, u16),
 }
 
 impl Row {
@@ -156,6 +161,7 @@ impl Row {
             Self::Copy(..) => Table::Copies,
             Self::Incoming(..) => Table::Incoming,
             Self::Unreleased(..) => Table::Unreleased,
+            Self::InboxRead(..) => Table::InboxRead,
         }
     }
 
@@ -169,6 +175,7 @@ impl Row {
             Self::Subscription(client, filter) => client_field(client, filter.as_str().as_bytes()),
             Self::Copy(client, seq) => client_field(client, &seq.to_be_bytes()),
             Self::Incoming(client, id) | Self::Unreleased(client, id) => client_field(client, &id.get().to_be_bytes()),
+            Self::InboxRead(node, shard) => [&shard.to_be_bytes()[..], node.as_bytes()].concat(),
         }
     }
 
@@ -183,6 +190,7 @@ impl Row {
             Self::Copy(client, seq) => session(client).is_some_and(|s| s.copies.contains_key(seq)),
             Self::Incoming(client, id) => session(client).is_some_and(|s| s.incoming.contains_key(id)),
             Self::Unreleased(client, id) => state.unreleased.contains_key(&(client.clone(), *id)),
+            Self::InboxRead(node, shard) => state.inbox_read.contains_key(&(node.clone(), *shard)),
         }
     }
 
@@ -200,6 +208,9 @@ impl Row {
             Self::Incoming(client, id) => session(client)?.incoming.get(id).map(|m| codec::encode_incoming(*m)),
             Self::Unreleased(client, id) => {
                 state.unreleased.get(&(client.clone(), *id)).map(|m| codec::encode_id(*m).to_vec())
+            }
+            Self::InboxRead(node, shard) => {
+                state.inbox_read.get(&(node.clone(), *shard)).map(|mark| codec::encode_mark(*mark).to_vec())
             }
         }
     }
@@ -252,6 +263,7 @@ fn rows_of(op: &StoreOp, state: &StoredState, mut each: impl FnMut(Row)) {
         }
         // Not kept here (see the module).
         StoreOp::Will { .. } | StoreOp::DropWill { .. } => {}
+        StoreOp::InboxRead { node, shard, .. } => each(Row::InboxRead(node.clone(), *shard)),
     }
 }
 
@@ -277,6 +289,7 @@ fn all_rows(state: &StoredState) -> Vec<Row> {
         session_rows(client, session, &mut |row| rows.push(row));
     }
     rows.extend(state.unreleased.keys().map(|(client, id)| Row::Unreleased(client.clone(), *id)));
+    rows.extend(state.inbox_read.keys().map(|(node, shard)| Row::InboxRead(node.clone(), *shard)));
     rows
 }
 
@@ -577,6 +590,11 @@ fn read_row(
             } else {
                 sink.unreleased(client, id, codec::decode_id(name, value)?);
             }
+        }
+        Table::InboxRead => {
+            let bad = || decode_error(name, "a field without its shard".into());
+            let (shard, node) = field.split_first_chunk::<2>().ok_or_else(bad)?;
+            sink.inbox_read(text(node)?, u16::from_be_bytes(*shard), codec::decode_mark(name, value)?);
         }
     }
     Ok(())

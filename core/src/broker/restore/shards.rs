@@ -24,7 +24,7 @@ use crate::broker::Broker;
 use crate::codec::LastWill;
 use crate::message::Message;
 use crate::persistence::journal::SharedBodies;
-use crate::persistence::{MessageId, Restore, SessionFields, StoreOp, StoredCopy};
+use crate::persistence::{InboxMark, MessageId, Restore, SessionFields, StoreOp, StoredCopy};
 use crate::shard::{ShardId, ShardMessage};
 use crate::time::Now;
 use crate::topic::{TopicFilter, TopicName};
@@ -181,5 +181,11 @@ impl Restore for ShardRestorer {
 
     fn will(&mut self, client: &str, will: LastWill) {
         self.home(client).will(client, will);
+    }
+
+    fn inbox_read(&mut self, node: &str, shard: u16, mark: InboxMark) {
+        // The shard that reads those frames (one past the last: shard 0).
+        let at = if usize::from(shard) < self.shards.len() { usize::from(shard) } else { 0 };
+        self.shards[at].inbox_read(node, shard, mark);
     }
 }

@@ -103,7 +103,7 @@ impl Model {
     }
 
     fn op(&mut self, g: &mut Gen, ops: &mut Vec<StoreOp>) {
-        let op = match below(g, 16) {
+        let op = match below(g, 17) {
             0 => {
                 self.new_message(g, ops);
                 return;
@@ -143,7 +143,13 @@ impl Model {
             }
             13 => StoreOp::DropIncoming { client: client(g), packet_id: packet_id(g) },
             14 => StoreOp::Will { client: client(g), will: will(g) },
-            _ => StoreOp::DropWill { client: client(g) },
+            15 => StoreOp::DropWill { client: client(g) },
+            _ => StoreOp::InboxRead {
+                node: pick(g, &["node-a:1883", "node-b:1883"]).to_owned(),
+                run: u64::from(u8::arbitrary(g) % 3),
+                shard: u16::from(u8::arbitrary(g) % 3),
+                seq: u64::from(u16::arbitrary(g)),
+            },
         };
         ops.push(op);
     }
