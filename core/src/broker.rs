@@ -473,6 +473,11 @@ impl Broker {
                     self.release_settled();
                 }
             }
+            ShardMessage::RoutesTold => {
+                if let Some(shards) = self.shards.as_mut() {
+                    shards.routes_told(from);
+                }
+            }
             ShardMessage::Publish { message, publisher, version, stored } => {
                 let keep = match (version, self.shards.as_mut()) {
                     (Some(version), Some(shards)) => shards.is_latest(&message.topic, version),
@@ -598,6 +603,7 @@ impl Broker {
                 shards.durability.posted_route(peer);
             }
         }
+        self.actions.push_back(Action::ToShard { to: peer, message: ShardMessage::RoutesTold });
         for (topic, message) in self.retained.all() {
             // One not changed since a restore at another shard of this
             // process counts as the oldest change, as a restore makes it.
@@ -2335,6 +2341,26 @@ mod tests {
     use crate::sim::{ClientOptions, Simulation};
     use crate::{Config, ConnId, QoS};
 
+    /// Two nodes, connections going to them in turn: a publisher on node
+    /// 1 and a subscriber to `filter` on node 0.
+    fn two_nodes(filter: &str) -> (Simulation, ConnId, ConnId) {
+        let config = Config { sys_interval: Duration::ZERO, ..Config::default() };
+        let mut sim = Simulation::with_nodes(config, 2);
+        let publisher = sim.connect(ClientOptions::new("publisher"));
+        let sub = sim.connect(ClientOptions::new("sub"));
+        sim.subscribe(sub, filter, QoS::AtLeastOnce);
+        (sim, publisher, sub)
+    }
+
+    /// Node 1 hears node 0's shard leave and join again (a Redis restart,
+    /// a pause): it keeps none of its routes.
+    fn node_1_hears_node_0_again(sim: &mut Simulation) {
+        use crate::shard::{ShardAddress, ShardId, ShardMessage, node_number};
+        let address = ShardAddress { node: node_number("node-0"), shard: ShardId(0) };
+        sim.link_says(1, ShardId(1), ShardMessage::Left);
+        sim.link_says(1, ShardId(1), ShardMessage::Joined(address));
+    }
+
     fn holds_buffers(sim: &Simulation, conn: ConnId) -> bool {
         sim.broker().conns.get(&conn).expect("connection open").buffers.is_some()
     }
@@ -2366,27 +2392,27 @@ mod tests {
 
     #[test]
     fn retained_messages_handed_to_a_node_that_joins_are_not_delivered_again() {
-        // Connections go to the two nodes in turn: `sub` to node 0, `publisher` to node 1.
-        let config = Config { sys_interval: Duration::ZERO, ..Config::default() };
-        let mut sim = Simulation::with_nodes(config, 2);
-        let publisher = sim.connect(ClientOptions::new("publisher"));
-        let sub = sim.connect(ClientOptions::new("sub"));
-        sim.subscribe(sub, "#", QoS::AtLeastOnce);
+        let (mut sim, publisher, sub) = two_nodes("#");
         sim.publish(publisher, "r", b"kept", QoS::AtLeastOnce, true);
         assert_eq!(sim.take_publishes(sub).len(), 1);
-        // Node 1 hears node 0 leave and come back (a restart of Redis, a
-        // pause): it hands node 0 every retained message it keeps.
-        let node_0 = crate::shard::ShardId(1);
-        sim.link_says(1, node_0, crate::shard::ShardMessage::Left);
-        let address =
-            crate::shard::ShardAddress { node: crate::shard::node_number("node-0"), shard: crate::shard::ShardId(0) };
-        sim.link_says(1, node_0, crate::shard::ShardMessage::Joined(address));
+        // Node 1 hands node 0 every retained message it keeps.
+        node_1_hears_node_0_again(&mut sim);
         assert_eq!(sim.take_publishes(sub), [], "{}", sim.transcript());
         // Node 0 keeps it, for the next subscriber.
         let late = sim.connect(ClientOptions::new("late"));
         let late = if late.0.is_multiple_of(2) { late } else { sim.connect(ClientOptions::new("later")) };
         sim.subscribe(late, "r", QoS::AtLeastOnce);
         assert_eq!(sim.take_publishes(late).len(), 1);
+    }
+
+    #[test]
+    fn a_node_joined_again_sends_every_message_to_a_shard_whose_routes_are_on_their_way() {
+        let (mut sim, publisher, sub) = two_nodes("t");
+        // Node 0 tells its routes again only once it hears node 1 again.
+        node_1_hears_node_0_again(&mut sim);
+        sim.publish(publisher, "t", b"meanwhile", QoS::AtLeastOnce, false);
+        let got = sim.take_publishes(sub);
+        assert_eq!(got.len(), 1, "{}", sim.transcript());
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! messages leave its home shard in order and reach each other shard by
 //! one path.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -359,6 +359,11 @@ pub enum ShardMessage {
     /// The sender, a shard of another node, took in this many of the
     /// route changes the receiver sent it: what a SUBACK waits for.
     Routed(u64),
+    /// The sender, a shard of another node, told the receiver every route
+    /// it has, as it does when the receiver joins: until then the
+    /// receiver sends it every message, whatever its topic. Carried as
+    /// `Routed(0)`, which a build without it takes as nothing new.
+    RoutesTold,
     /// A client connected at the sender, a shard of another node, with
     /// `stamp`: a receiver whose connection or session of the same client
     /// id is older closes that connection (a takeover across nodes) and
@@ -597,6 +602,11 @@ pub(crate) struct ShardRoutes {
     peer_holds: HashMap<ShardId, HashMap<ConnId, u32>>,
     /// The route changes received from each shard of another node.
     routes_received: HashMap<ShardId, u64>,
+    /// Shards of other nodes that joined and have not told all their
+    /// routes yet ([`ShardMessage::RoutesTold`]): every message goes to
+    /// them meanwhile, so that none is lost to a subscriber there whose
+    /// route is still on its way.
+    untold: BTreeSet<ShardId>,
     /// Reused buffer for the shards a topic matches.
     matched: Vec<(ShardId, ())>,
     /// At shard 0: the other shards' last figures, by shard.
@@ -658,6 +668,7 @@ impl ShardRoutes {
             peer_holds: HashMap::new(),
             addresses: HashMap::new(),
             routes_received: HashMap::new(),
+            untold: BTreeSet::new(),
             matched: Vec::new(),
             reports: Vec::new(),
             peaks: (0, 0),
@@ -756,6 +767,7 @@ impl ShardRoutes {
             Err(at) if self.is_peer(peer) => {
                 self.peers.insert(at, peer);
                 self.addresses.insert(address, peer);
+                self.untold.insert(peer);
                 true
             }
             Err(_) => false,
@@ -796,6 +808,7 @@ impl ShardRoutes {
             self.peers.remove(at);
         }
         self.addresses.retain(|_, &mut id| id != peer);
+        self.untold.remove(&peer);
         for filter in self.peer_filters.remove(&peer).unwrap_or_default() {
             self.remote.unsubscribe(&filter, peer);
         }
@@ -904,6 +917,12 @@ impl ShardRoutes {
         *count
     }
 
+    /// Shard `from` of another node told all its routes: from now on it
+    /// gets only the messages they match.
+    pub(crate) fn routes_told(&mut self, from: ShardId) {
+        self.untold.remove(&from);
+    }
+
     /// Takes in shard `from`'s route change; one from a shard of another
     /// node that is not reachable (it left) is ignored.
     pub(crate) fn learn(&mut self, from: ShardId, filter: &TopicFilter, routed: bool) {
@@ -926,8 +945,9 @@ impl ShardRoutes {
     }
 
     /// The other shards a message on `topic` goes to, each once, in order,
-    /// into `out`: those with a matching route, or all of them for a
-    /// retained message.
+    /// into `out`: those with a matching route and those of other nodes
+    /// that have not told their routes yet, or all of them for a retained
+    /// message.
     pub(crate) fn destinations(&mut self, topic: &TopicName, retain: bool, out: &mut Vec<ShardId>) {
         out.clear();
         if retain {
@@ -937,6 +957,7 @@ impl ShardRoutes {
         self.matched.clear();
         self.remote.matches(topic, &mut self.matched);
         out.extend(self.matched.iter().map(|&(shard, ())| shard));
+        out.extend(&self.untold);
         out.sort_unstable();
         out.dedup();
     }
@@ -1071,6 +1092,32 @@ mod tests {
         assert!(out.is_empty());
         routes.destinations(&name("x"), true, &mut out);
         assert_eq!(out, [ShardId(1)]);
+    }
+
+    #[test]
+    fn a_shard_of_another_node_gets_every_message_until_it_told_its_routes() {
+        let mut routes = ShardRoutes::new(ShardId(0), 2);
+        routes.set_node(1);
+        let elsewhere = ShardAddress { node: 9, shard: ShardId(0) };
+        assert!(routes.peer_joined(ShardId(7), elsewhere));
+        let mut out = Vec::new();
+        routes.destinations(&name("a/b"), false, &mut out);
+        assert_eq!(out, [ShardId(7)], "its routes are on their way");
+        routes.learn(ShardId(7), &filter("a/#"), true);
+        routes.routes_told(ShardId(7));
+        routes.destinations(&name("a/b"), false, &mut out);
+        assert_eq!(out, [ShardId(7)]);
+        routes.destinations(&name("x"), false, &mut out);
+        assert!(out.is_empty(), "told, it gets what its routes match");
+        // Joined again under a new number, it is sent everything again
+        // until it says so again.
+        routes.peer_left(ShardId(7));
+        assert!(routes.peer_joined(ShardId(8), elsewhere));
+        routes.destinations(&name("x"), false, &mut out);
+        assert_eq!(out, [ShardId(8)]);
+        routes.peer_left(ShardId(8));
+        routes.destinations(&name("x"), false, &mut out);
+        assert!(out.is_empty(), "gone, it gets nothing");
     }
 
     #[test]

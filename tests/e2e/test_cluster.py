@@ -469,6 +469,35 @@ def test_the_nodes_join_again_after_a_redis_restart(nodes, clients, shared):
     assert retained_at(c, "k/kept") == [b"kept"]
 
 
+def test_what_a_node_publishes_while_the_nodes_join_again_arrives(nodes, clients, shared):
+    """After a Redis restart each node starts a new run and takes the
+    others for new nodes, whose routes come again one pass through Redis
+    later: meanwhile it sends them every message, so a QoS 1 message
+    acknowledged on A at any moment after the restart reaches the
+    subscribers on B and C. Before, A acknowledged what it published in
+    that moment and sent it nowhere."""
+    sub_b, sub_c, pub = spread(clients, nodes)
+    history = History()
+    for sub in (sub_b, sub_c):
+        record(sub, history)
+        history.subscribed(sub.client_id, "w/#", 1)
+    shared.stop()
+    shared.start()
+    # Windows of 50 from the restart until a second after every node
+    # joined again: bounded by count and by time.
+    joined_at, deadline = None, time.monotonic() + 30
+    for window in range(400):
+        assert time.monotonic() < deadline, "the nodes did not all join again within 30 s"
+        publish_seq(pub, history, "w/rejoin", 1, 50, first=50 * window)
+        if joined_at is None and all("lapsed; joining again" in node.log() for node in nodes):
+            joined_at = time.monotonic()
+        if joined_at is not None and time.monotonic() > joined_at + 1:
+            break
+    assert joined_at is not None, "the nodes did not all join again within 400 windows"
+    report = wait_complete(history)
+    assert report.clean, report
+
+
 @pytest.mark.parametrize("shared", ["redis-cluster-with-replicas"], indirect=True)
 @pytest.mark.parametrize("named", [False, True], ids=["another-master", "the-named-master"])
 def test_the_nodes_go_on_after_a_redis_cluster_failover(nodes, clients, shared, shared_db, named):

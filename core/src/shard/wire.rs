@@ -17,6 +17,7 @@
 //! | `Publish` (3) | topic: length `u16`, UTF-8; payload: length `u32`, bytes; QoS `u8`; flags `u8`; then the parts the flags announce, in this order |
 //! | `Hold` (4), `Release` (5) | connection `u64` |
 //! | `Stored` (6), `Routed` (9) | count `u64` |
+//! | `RoutesTold` | as `Routed` with count 0 (which a build before it takes as nothing new) |
 //! | `Claim` (7) | client id: length `u32`, UTF-8; stamp |
 //! | `Claimed` (8) | client id: length `u32`, UTF-8; later: `u8` 0 or 1; session: `u8` 0 (none) or 1, then the session |
 //! | `Retained` (10) | the message (flag `0x20` required, `0x10` refused), then its retain version |
@@ -278,6 +279,11 @@ fn write_frame(frame: &NodeFrame, out: &mut BytesMut) -> Result<(), WireError> {
         ShardMessage::Routed(count) => {
             out.put_u8(ROUTED);
             out.put_u64(*count);
+            Ok(())
+        }
+        ShardMessage::RoutesTold => {
+            out.put_u8(ROUTED);
+            out.put_u64(0);
             Ok(())
         }
         ShardMessage::TakenOver(node) => {
@@ -612,7 +618,10 @@ impl<'a> Reader<'a> {
             HOLD => ShardMessage::Hold(ConnId(self.u64()?)),
             RELEASE => ShardMessage::Release(ConnId(self.u64()?)),
             STORED => ShardMessage::Stored(self.u64()?),
-            ROUTED => ShardMessage::Routed(self.u64()?),
+            ROUTED => match self.u64()? {
+                0 => ShardMessage::RoutesTold,
+                count => ShardMessage::Routed(count),
+            },
             TAKEN_OVER => ShardMessage::TakenOver(self.u64()?),
             CLAIM => ShardMessage::Claim { client: self.client_id()?, stamp: self.stamp()? },
             CLAIMED => ShardMessage::Claimed {
@@ -811,7 +820,7 @@ mod tests {
 
     impl Arbitrary for ArbFrame {
         fn arbitrary(g: &mut Gen) -> Self {
-            let message = match u8::arbitrary(g) % 15 {
+            let message = match u8::arbitrary(g) % 16 {
                 0 => ShardMessage::Route(ArbFilter::arbitrary(g).filter()),
                 1 => ShardMessage::Unroute(ArbFilter::arbitrary(g).filter()),
                 2 => ShardMessage::Publish {
@@ -823,7 +832,9 @@ mod tests {
                 3 => ShardMessage::Hold(ConnId(u64::arbitrary(g))),
                 4 => ShardMessage::Release(ConnId(u64::arbitrary(g))),
                 5 => ShardMessage::Stored(u64::arbitrary(g)),
-                8 => ShardMessage::Routed(u64::arbitrary(g)),
+                // Counts start at 1: `Routed(0)` is how `RoutesTold` goes.
+                8 => ShardMessage::Routed(u64::arbitrary(g).max(1)),
+                15 => ShardMessage::RoutesTold,
                 9 => ShardMessage::Retained { message: Arc::new(arbitrary_message(g)), version: arbitrary_version(g) },
                 10 => ShardMessage::Holding {
                     client: ClientId::new(String::arbitrary(g)),
