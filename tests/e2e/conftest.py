@@ -38,11 +38,28 @@ def pytest_configure(config):
     missing = support.tools_present()
     if missing:
         raise pytest.UsageError(f"missing programs: {', '.join(missing)} (scripts/e2e.sh installs them)")
+    config.addinivalue_line("markers", "redis_cluster_on_one_binary: on a Redis Cluster, only the first binary")
     if not BINARIES:
         raise pytest.UsageError("no Culex binary found: build with `cargo build --bins` or set CULEX_BINARIES")
     for binary in BINARIES:
         if not os.access(binary, os.X_OK):
             raise pytest.UsageError(f"not an executable: {binary}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked `redis_cluster_on_one_binary` runs on a Redis Cluster
+    (parameter `shared` "redis-cluster") with the first binary only."""
+    kept, dropped = [], []
+    for item in items:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        once = item.get_closest_marker("redis_cluster_on_one_binary") is not None
+        if once and params.get("shared") == "redis-cluster" and params.get("binary") != BINARIES[0]:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def pytest_report_header(config):

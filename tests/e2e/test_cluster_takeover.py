@@ -33,8 +33,10 @@ from test_cluster import make_node, nodes, shared, shared_db  # noqa: F401 - fix
 from test_cluster import ACK, CLUSTER, DELIVERY, ON_BOTH, PROPAGATION, client, is_probe, publish_seq, record, wait_complete
 from test_cluster import wait_routed
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is installed by scripts/install-deps.sh")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is installed by scripts/install-deps.sh"),
+    pytest.mark.redis_cluster_on_one_binary,
+]
 
 # The presence hash (the default `redis_key`).
 KEY = "mqtt"
