@@ -4,8 +4,9 @@
 # certificates with it), dpkg-dev and binutils (the Debian package is built
 # and installed), prometheus (its promtool), chromium and chromium-driver
 # (the status page is tested in a real browser), and the Python clients
-# (selenium drives the browser). Quiet and idempotent: what is already there
-# is not fetched again.
+# (selenium drives the browser) and pytest with pytest-xdist (the tests run
+# side by side). Quiet and idempotent: what is already there is not
+# fetched again.
 set -euo pipefail
 
 need=()
@@ -45,10 +46,10 @@ done
 
 if ! python3 - <<'PY' 2>/dev/null; then
 import sys
-import paho.mqtt, redis, pytest, selenium  # noqa: F401
+import paho.mqtt, redis, pytest, selenium, xdist  # noqa: F401
 sys.exit(0 if int(paho.mqtt.__version__.split(".")[0]) >= 2 else 1)
 PY
-  pkgs=("paho-mqtt>=2,<3" "redis>=5" "pytest>=7" "selenium>=4.11")
+  pkgs=("paho-mqtt>=2,<3" "redis>=5" "pytest>=7" "pytest-xdist>=3,<4" "selenium>=4.11")
   python3 -m pip install -q --disable-pip-version-check "${pkgs[@]}" 2>/dev/null \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages "${pkgs[@]}"
 fi

@@ -39,6 +39,8 @@ def pytest_configure(config):
     if missing:
         raise pytest.UsageError(f"missing programs: {', '.join(missing)} (scripts/e2e.sh installs them)")
     config.addinivalue_line("markers", "redis_cluster_on_one_binary: on a Redis Cluster, only the first binary")
+    config.addinivalue_line("markers", "alone: bounds latency or load, so runs with no other test beside it "
+                                       "(scripts/e2e.sh runs these after the others, one at a time)")
     if not BINARIES:
         raise pytest.UsageError("no Culex binary found: build with `cargo build --bins` or set CULEX_BINARIES")
     for binary in BINARIES:

@@ -69,32 +69,54 @@ def stays(predicate: Callable[[], object], duration: float, interval: float = 0.
 # ---------------------------------------------------------------- ports
 
 
+def _own_share(low: int, high: int) -> range:
+    """This test process's share of the ports [low, high): with
+    pytest-xdist each worker has its own, so two never pick one port."""
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % count
+    size = (high - low) // count
+    return range(low + index * size, low + (index + 1) * size)
+
+
+# Where each share's next search starts: a port handed out is not handed
+# out again before the rest of the share was (its process may not have
+# bound it yet).
+_next_in_share: dict[range, int] = {}
+
+
+def _bindable(port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, port))
+            return True
+    except OSError:
+        return False
+
+
+def _port_in(low: int, high: int, free: Callable[[int], bool]) -> int:
+    """The next port of this process's share of [low, high) that is `free`
+    right now, starting at random, a bounded number of tries."""
+    share = _own_share(low, high)
+    start = _next_in_share.setdefault(share, random.randrange(len(share)))
+    for step in range(min(len(share), 500)):
+        port = share[(start + step) % len(share)]
+        if free(port):
+            _next_in_share[share] = start + step + 1
+            return port
+    raise AssertionError(f"no free port in {share}")
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 free right now, below the ephemeral range
+    (so no client's own port takes it before its server binds it)."""
+    return _port_in(10000, 20000, _bindable)
 
 
 def free_cluster_port(taken: Iterable[int] = ()) -> int:
     """A port free right now for a Redis Cluster member, not in `taken`:
     its cluster bus listens 10000 above it, so both must be free and the
-    port at most 55535. Tries ports below the ephemeral range, at random,
-    a bounded number of times."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 30000)
-        if port in taken:
-            continue
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a, \
-                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b:
-                a.bind((LOOPBACK, port))
-                b.bind((LOOPBACK, port + 10000))
-                return port
-        except OSError:
-            continue
-    raise AssertionError("no free port pair for a Redis Cluster member")
+    port at most 55535."""
+    return _port_in(20000, 30000, lambda port: port not in taken and _bindable(port) and _bindable(port + 10000))
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -16,6 +16,9 @@ import pytest
 from support import (LOOPBACK, Broker, Paho, RawClient, _encode_len, _str, connect_packet, publish_packet,
                      wait_until)
 
+# Latency and memory bounds: no other test runs beside these (conftest.py).
+pytestmark = pytest.mark.alone
+
 # The core's deadline for CONNECT after accept (Config::connect_timeout).
 CONNECT_TIMEOUT = 10.0
 FILTERS = 100_000

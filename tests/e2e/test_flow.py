@@ -19,6 +19,9 @@ from support import PINGREQ, LOOPBACK, Broker, Paho, RawClient, _encode_len, _st
 
 from test_abuse import rss_kib
 
+# Latency and memory bounds: no other test runs beside these (conftest.py).
+pytestmark = pytest.mark.alone
+
 MESSAGES = 100_000
 
 # Messages a publisher queues ahead of their acknowledgements.
