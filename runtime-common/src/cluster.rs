@@ -67,11 +67,13 @@ use culex_core::shard::nodes::{
 use culex_core::shard::wire::decode_batch;
 use culex_core::shard::{HandedSession, ShardId, ShardMessage, home_shard, node_number};
 use event_listener::Event;
-use redis::Value;
+use redis::{RedisResult, Value};
 use tracing::{info, warn};
 
 use crate::persist::RedisStore;
-use crate::redis_conn::{Commands, KnownMembers, REDIS_TIMEOUT, RedisConnection, describe_error, open_blocking};
+use crate::redis_conn::{
+    BlockingConnection, Commands, KnownMembers, REDIS_TIMEOUT, RedisConnection, describe_error, open_blocking,
+};
 use crate::reports::{Board, ShardMail};
 use crate::settings::{RedisSettings, shard_broker_id};
 use crate::sync::{Mutex, MutexGuard};
@@ -930,6 +932,11 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL'
 return 0
 ";
 
+/// How many sessions of a gone node have their epochs raised in one
+/// pipeline: a round trip each would take seconds for a large fleet, and
+/// a claim waits for the takeover at most [`TAKEOVER_WAIT`].
+const ADOPT_BATCH: usize = 512;
+
 /// How long an adoption waits for this node's store in Redis to hold the
 /// sessions it took, before it leaves the rest in the gone node's store.
 const ADOPTION_WAIT: Duration = Duration::from_secs(60);
@@ -964,12 +971,13 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
     let cluster = link.keys.prefix.as_str();
     let name = gone.name.as_str();
     let failed = |what: &str, e: String| warn!("Cluster {cluster}: cannot {what} of node {name}, which is gone: {e}");
+    let began = Instant::now();
     let mut conn = match open_blocking(&link.redis, &mut KnownMembers::default()) {
         Ok(conn) => conn,
         Err(e) => return failed("take over the sessions", describe_error(&e)),
     };
     // Back in a new run already: its store is its own again.
-    let alive = redis::cmd("GET").arg(link.keys.alive(name)).query::<Option<u64>>(conn.as_mut());
+    let alive = redis::cmd("GET").arg(link.keys.alive(name)).query::<Option<u64>>(&mut conn);
     if alive.as_ref().is_ok_and(|run| run.is_some_and(|run| run != gone.run)) || link.is_closing() {
         return;
     }
@@ -980,34 +988,42 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
     };
     let inbox = link.keys.inbox(name);
     let marks = &state.inbox_read;
-    let (held, mut last) = match read_inbox(conn.as_mut(), &inbox, "-", marks) {
+    let (held, mut last) = match read_inbox(&mut conn, &inbox, "-", marks) {
         Ok(read) => read,
         Err(e) => return failed("read the inbox", describe_error(&e)),
     };
     let mut taken = Vec::new();
     let mut to_wake = Vec::new();
-    for (client, session) in &state.sessions {
+    let sessions: Vec<_> = state.sessions.iter().collect();
+    for batch in sessions.chunks(ADOPT_BATCH) {
         if link.is_closing() {
             break;
         }
-        let epoch = redis::cmd("EVAL")
-            .arg(ADOPT_EPOCH)
-            .arg(1)
-            .arg(link.keys.epoch(client.as_str()))
-            .arg(session.epoch)
-            .arg(millis_now())
-            .query::<(u64, u8)>(conn.as_mut());
-        match epoch {
-            Ok((epoch, raised)) => {
-                let mut handed = HandedSession::from_stored(session, &state.messages);
-                handed.epoch = epoch;
-                link.adopt(client, Some(handed), for_client(&held, client), &mut to_wake);
-                taken.push(Taken { client: client.clone(), epoch, raised: raised == 1 });
-            }
+        let mut commands = Commands::new();
+        for (client, session) in batch {
+            let key = link.keys.epoch(client.as_str());
+            let mut raise = redis::cmd("EVAL");
+            raise.arg(ADOPT_EPOCH).arg(1).arg(&key).arg(session.epoch).arg(millis_now());
+            commands.ask_on(&key, raise);
+        }
+        let epochs = conn.run(&commands).and_then(|replies| {
+            replies
+                .into_iter()
+                .map(|reply| Ok(redis::from_redis_value::<(u64, u8)>(reply)?))
+                .collect::<RedisResult<Vec<_>>>()
+        });
+        let epochs = match epochs {
+            Ok(epochs) => epochs,
             Err(e) => {
                 failed("take over every session", describe_error(&e));
                 break;
             }
+        };
+        for (&(client, session), (epoch, raised)) in batch.iter().zip(epochs) {
+            let mut handed = HandedSession::from_stored(session, &state.messages);
+            handed.epoch = epoch;
+            link.adopt(client, Some(handed), for_client(&held, client), &mut to_wake);
+            taken.push(Taken { client: client.clone(), epoch, raised: raised == 1 });
         }
     }
     link.wake_all(to_wake);
@@ -1016,14 +1032,15 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
     let claimed = taken.iter().filter(|taken| !taken.raised).count();
     info!(
         "Cluster {cluster}: took over {} persistent session(s) of node {name}, which is gone ({claimed} of them by a \
-         connection elsewhere since).",
-        taken.len()
+         connection elsewhere since), in {} ms.",
+        taken.len(),
+        began.elapsed().as_millis()
     );
     let clients: Vec<ClientId> = taken.iter().map(|taken| taken.client.clone()).collect();
-    let left = wait_until_kept(link, conn.as_mut(), &mut theirs, taken);
+    let left = wait_until_kept(link, &mut conn, &mut theirs, taken);
     // What reached the inbox after it was read follows the sessions.
     if let Ok((late, latest)) =
-        read_inbox(conn.as_mut(), &inbox, &last.as_ref().map_or("-".to_owned(), |id| format!("({id}")), marks)
+        read_inbox(&mut conn, &inbox, &last.as_ref().map_or("-".to_owned(), |id| format!("({id}")), marks)
     {
         let mut to_wake = Vec::new();
         for client in &clients {
@@ -1050,14 +1067,14 @@ fn adopt(link: &NodeLink, gone: &NodeRun) {
                 .arg(&link.keys.nodes)
                 .arg(name)
                 .arg(registration(gone))
-                .query::<u64>(conn.as_mut());
+                .query::<u64>(&mut conn);
             if let Err(e) = forgotten {
                 failed("remove the registration", describe_error(&e));
             }
             // Only what was read: a run of the node started since writes after it.
             if let Some(last) = last {
-                let trimmed = redis::cmd("XTRIM").arg(&inbox).arg("MINID").arg(&last).query::<u64>(conn.as_mut());
-                let deleted = redis::cmd("XDEL").arg(&inbox).arg(&last).query::<u64>(conn.as_mut());
+                let trimmed = redis::cmd("XTRIM").arg(&inbox).arg("MINID").arg(&last).query::<u64>(&mut conn);
+                let deleted = redis::cmd("XDEL").arg(&inbox).arg(&last).query::<u64>(&mut conn);
                 if let Err(e) = trimmed.and(deleted) {
                     failed("empty the inbox", describe_error(&e));
                 }
@@ -1083,7 +1100,7 @@ struct Taken {
 /// are left.
 fn wait_until_kept(
     link: &NodeLink,
-    conn: &mut (dyn redis::ConnectionLike + Send),
+    conn: &mut BlockingConnection,
     theirs: &mut RedisStore,
     mut taken: Vec<Taken>,
 ) -> usize {
@@ -1094,18 +1111,15 @@ fn wait_until_kept(
         std::thread::sleep(ADOPTION_POLL);
         let clients: Vec<ClientId> = taken.iter().map(|taken| taken.client.clone()).collect();
         let Ok(held) = ours.session_epochs(&clients) else { continue };
+        let Ok(counters) = epoch_counters(link, conn, &clients) else { continue };
         let mut left = Vec::new();
-        for (session, held) in taken.into_iter().zip(held) {
+        for ((session, held), counter) in taken.into_iter().zip(held).zip(counters) {
             // Kept here, or a connection took the client since (it moved
             // on from here, or came here first). One that took it before
             // the takeover had its claim's time to come for the session.
             let moved_on = session.raised || started.elapsed() >= TAKEOVER_WAIT;
             let done = held.is_some_and(|held| held >= session.epoch)
-                || moved_on && {
-                    let key = link.keys.epoch(session.client.as_str());
-                    let counter = redis::cmd("GET").arg(key).query::<Option<u64>>(conn);
-                    counter.ok().flatten().is_some_and(|counter| counter > session.epoch)
-                };
+                || moved_on && counter.is_some_and(|counter| counter > session.epoch);
             if !(done && theirs.forget_session(&session.client).is_ok()) {
                 left.push(session);
             }
@@ -1113,6 +1127,19 @@ fn wait_until_kept(
         taken = left;
     }
     taken.len()
+}
+
+/// The epoch counters of `clients` in Redis, in one pipeline.
+fn epoch_counters(
+    link: &NodeLink,
+    conn: &mut BlockingConnection,
+    clients: &[ClientId],
+) -> RedisResult<Vec<Option<u64>>> {
+    let mut commands = Commands::new();
+    for client in clients {
+        commands.ask("GET", &link.keys.epoch(client.as_str()));
+    }
+    conn.run(&commands)?.into_iter().map(|reply| Ok(redis::from_redis_value(reply)?)).collect()
 }
 
 /// The messages an inbox holds after `start` (an `XRANGE` start: `-`, or
@@ -1125,7 +1152,7 @@ fn read_inbox(
     inbox: &str,
     start: &str,
     marks: &BTreeMap<(String, u16), InboxMark>,
-) -> redis::RedisResult<(Vec<InboxMessage>, Option<String>)> {
+) -> RedisResult<(Vec<InboxMessage>, Option<String>)> {
     let (mut messages, mut last) = (Vec::new(), None::<String>);
     let mut seen = HashSet::new();
     let mut from = start.to_owned();

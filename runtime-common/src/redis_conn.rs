@@ -155,12 +155,7 @@ impl RedisConnection {
                 replies
             }
         };
-        Ok(replies
-            .into_iter()
-            .zip(&commands.list)
-            .filter(|(_, command)| command.keep)
-            .map(|(reply, _)| reply)
-            .collect())
+        Ok(commands.kept(replies))
     }
 }
 
@@ -172,21 +167,102 @@ impl RedisConnection {
 /// # Errors
 ///
 /// When no connection could be made.
-pub fn open_blocking(
-    settings: &RedisSettings,
-    known: &mut KnownMembers,
-) -> RedisResult<Box<dyn redis::ConnectionLike + Send>> {
+pub fn open_blocking(settings: &RedisSettings, known: &mut KnownMembers) -> RedisResult<BlockingConnection> {
     let info = connection_info(settings)?;
     if settings.redis_cluster {
         let mut conn = cluster_client(settings, info, known, REDIS_TIMEOUT)?.get_connection()?;
         let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
         *known = KnownMembers::from_slots(&slots);
-        return Ok(Box::new(conn));
+        return Ok(BlockingConnection::Cluster(Box::new(conn)));
     }
     let conn = redis::Client::open(info)?.get_connection_with_timeout(REDIS_TIMEOUT)?;
     conn.set_read_timeout(Some(REDIS_TIMEOUT))?;
     conn.set_write_timeout(Some(REDIS_TIMEOUT))?;
-    Ok(Box::new(conn))
+    Ok(BlockingConnection::Server(conn))
+}
+
+/// A blocking connection: to one server, or to a Redis Cluster.
+pub enum BlockingConnection {
+    /// One Redis server.
+    Server(redis::Connection),
+    /// A Redis Cluster.
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl std::fmt::Debug for BlockingConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Server(_) => "BlockingConnection::Server",
+            Self::Cluster(_) => "BlockingConnection::Cluster",
+        })
+    }
+}
+
+impl BlockingConnection {
+    /// Runs `commands` and returns the replies of those asked for, in
+    /// order: in one pipeline on one server; on a Redis Cluster in one
+    /// pipeline per member, each command to the member holding its key's
+    /// slot. The order holds among the commands on one key.
+    pub fn run(&mut self, commands: &Commands) -> RedisResult<Vec<Value>> {
+        if commands.list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let replies = match self {
+            Self::Server(conn) => commands.pipeline(0..commands.list.len()).query(conn)?,
+            Self::Cluster(conn) => {
+                let mut pipe = redis::cluster::cluster_pipe();
+                for command in &commands.list {
+                    pipe.add_command(command.cmd.clone());
+                }
+                pipe.query(conn)?
+            }
+        };
+        Ok(commands.kept(replies))
+    }
+}
+
+impl redis::ConnectionLike for BlockingConnection {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        match self {
+            Self::Server(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(&mut self, cmd: &[u8], offset: usize, count: usize) -> RedisResult<Vec<Value>> {
+        match self {
+            Self::Server(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Server(conn) => conn.req_command(cmd),
+            Self::Cluster(conn) => conn.req_command(cmd),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Server(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Self::Server(conn) => conn.check_connection(),
+            Self::Cluster(conn) => conn.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Self::Server(conn) => conn.is_open(),
+            Self::Cluster(conn) => conn.is_open(),
+        }
+    }
 }
 
 /// A Redis Cluster client reaching the cluster through `info` (the
@@ -287,6 +363,11 @@ impl Commands {
         self.list.push(Keyed { tag: hash_tag(key).to_owned(), cmd, keep });
         let last = self.list.len() - 1;
         &mut self.list[last].cmd
+    }
+
+    /// The replies of the commands asked for, of `replies` to them all.
+    fn kept(&self, replies: Vec<Value>) -> Vec<Value> {
+        replies.into_iter().zip(&self.list).filter(|(_, command)| command.keep).map(|(reply, _)| reply).collect()
     }
 
     /// The commands at `indices`, every reply kept.

@@ -19,6 +19,7 @@ Redis; every wait is bounded."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import threading
@@ -27,7 +28,7 @@ import time
 import pytest
 
 from checker import History, payload
-from support import LOOPBACK, Paho, stays, wait_until
+from support import LOOPBACK, Paho, RawClient, stays, subscribe_packet, wait_until
 # Fixtures (`make_node`, `nodes`) and helpers of the cluster suite.
 from test_cluster import make_node, nodes, shared, shared_db  # noqa: F401 - fixtures, used by name
 from test_cluster import ACK, CLUSTER, DELIVERY, ON_BOTH, PROPAGATION, client, is_probe, publish_seq, record, wait_complete
@@ -44,6 +45,9 @@ KEY = "mqtt"
 TAKEOVER = 5.0
 # How long a test watches for messages that must not come.
 QUIET = 1.5
+# Sessions of a killed node taken over at once: more than one pipeline of
+# epochs (512). Set higher to time a large takeover by hand (README).
+MANY_SESSIONS = int(os.environ.get("CULEX_E2E_MANY_SESSIONS", "600"))
 
 
 # ---------------------------------------------------------------- helpers
@@ -253,6 +257,53 @@ def test_the_sessions_of_a_node_that_never_comes_back_are_taken_over(nodes, clie
     assert first_copies(second, "orphan/y") == [payload("pub-8C", seq) for seq in range(20)]
     store = f"{{{CLUSTER}:store:{a.broker_id}}}:sessions"
     wait_until(lambda: not shared_db.exists(store), PROPAGATION, what=f"{store} removed")
+
+
+@ON_BOTH
+def test_every_one_of_many_sessions_of_a_killed_node_is_taken_over(nodes, clients, shared_db):
+    """Node A holds MANY_SESSIONS persistent sessions, more than one
+    pipeline of epochs, each subscribed to `many/#` at QoS 1, when it is
+    killed. The node that takes them over raises every client id's epoch
+    and keeps every session: a QoS 1 message published there afterwards
+    is queued for each, and each client connecting there gets session
+    present 1 and that message. The time the takeover took is printed."""
+    a, b, c = nodes
+    ids = [f"many-{i}" for i in range(MANY_SESSIONS)]
+    for cid in ids:
+        raw = RawClient(a.port, cid, clean=False)
+        assert raw.connect() == (0, 0), f"{cid}: CONNACK on A"
+        raw.send(subscribe_packet("many/#", 1))
+        assert raw.read_packet() == (0x90, b"\x00\x01\x01"), f"{cid}: SUBACK granting QoS 1"
+        raw.disconnect()
+    store = f"{{{CLUSTER}:store:{a.broker_id}}}"
+
+    def stored() -> tuple[int, int]:
+        return shared_db.hlen(f"{store}:sessions"), shared_db.hlen(f"{store}:subscriptions")
+
+    wait_until(lambda: stored() == (MANY_SESSIONS, MANY_SESSIONS), PROPAGATION,
+               what=lambda: f"A's {MANY_SESSIONS} sessions and subscriptions in its store, have {stored()}")
+    epochs = {cid: int(shared_db.get(f"{CLUSTER}:epoch:{cid}")) for cid in ids}
+
+    a.kill9()
+    taken = rf"took over {MANY_SESSIONS} persistent session\(s\) of node {re.escape(a.broker_id)}, which is gone " \
+            r"\(0 of them by a connection elsewhere since\), in (\d+) ms\."
+    wait_until(lambda: re.search(taken, b.log() + c.log()), PROPAGATION + 30,
+               what=f"B or C taking over A's sessions; B's log:\n{b.log()[-3000:]}")
+    taker = b if re.search(taken, b.log()) else c
+    print(f"{MANY_SESSIONS} sessions taken over in {re.search(taken, taker.log()).group(1)} ms")
+    raised = [cid for cid in ids if int(shared_db.get(f"{CLUSTER}:epoch:{cid}")) != epochs[cid] + 1]
+    assert not raised, f"{len(raised)} epochs not raised by one, e.g. {raised[:5]}"
+
+    pub = client(clients, taker, "pub-many")
+    pub.publish("many/after", b"after", qos=1, timeout=ACK)
+    for cid in ids:
+        raw = clients(RawClient(taker.port, cid, clean=False))
+        assert raw.connect() == (1, 0), f"{cid}: session present 1 on the node that took it over"
+        first, body = raw.read_packet()
+        assert first & 0xF6 == 0x32 and body.startswith(b"\x00\x0amany/after"), (first, body)
+        assert body.endswith(b"after"), body
+        raw.disconnect()
+    wait_until(lambda: not shared_db.exists(f"{store}:sessions"), PROPAGATION, what=f"{store}:sessions removed")
 
 
 @ON_BOTH

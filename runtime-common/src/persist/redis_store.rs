@@ -329,7 +329,7 @@ impl RedisStore {
     /// name. Nothing is sent until it is read or written.
     pub fn new(settings: RedisSettings, cluster: &str, node: &str) -> Self {
         let mut known = KnownMembers::default();
-        Self::with_connect(cluster, node, Box::new(move || open_blocking(&settings, &mut known)))
+        Self::with_connect(cluster, node, Box::new(move || Ok(Box::new(open_blocking(&settings, &mut known)?))))
     }
 
     fn with_connect(cluster: &str, node: &str, connect: Connect) -> Self {
