@@ -37,7 +37,8 @@
 //! Keys, under the cluster's name `<c>`: `<c>:nodes` (hash: node name to
 //! `<run> <shards>`), `<c>:alive:<node>` (its run, expiring after
 //! [`LIVENESS`]), `<c>:inbox:<node>` (stream; fields `n` node, `r` run,
-//! `k` shards, `s` the batch's number, `b` batch),
+//! `k` shards, `s` the batch's number, `t` the receiver's run it is for,
+//! `b` batch),
 //! `<c>:wills:<node>:<run>` (hash: client id to its will),
 //! `<c>:reaped:<node>:<run>` (who published a gone run's wills),
 //! `<c>:epoch:<client>` (the client id's ownership epoch, a counter the
@@ -61,8 +62,8 @@ use culex_core::Message;
 use culex_core::persistence::{InboxMark, StoreBatch, StoreOp};
 use culex_core::shard::liveness::{Heartbeat, Registered, Renewal, judge, to_read};
 use culex_core::shard::nodes::{
-    Change, Directory, InboxLedger, NodeRun, Outbound, TAKEOVER_WAIT, covered, decode_will, droppable_while_down,
-    encode_will,
+    Change, Directory, InboxEntry, InboxLedger, NodeRun, Outbound, TAKEOVER_WAIT, covered, decode_will,
+    droppable_while_down, encode_will,
 };
 use culex_core::shard::wire::decode_batch;
 use culex_core::shard::{HandedSession, ShardId, ShardMessage, home_shard, node_number};
@@ -546,6 +547,8 @@ where
                 .arg(run.shards)
                 .arg("s")
                 .arg(batch.seq)
+                .arg("t")
+                .arg(batch.run)
                 .arg("b")
                 .arg(&batch.bytes[..]);
         }
@@ -596,6 +599,10 @@ struct Entry {
     /// The writer's [`Batch::seq`](culex_core::shard::nodes::Batch::seq),
     /// 0 if it had none.
     seq: u64,
+    /// The run of this node it was written for
+    /// ([`Batch::run`](culex_core::shard::nodes::Batch::run)), if the
+    /// writer gave it.
+    for_run: Option<u64>,
     batch: Bytes,
 }
 
@@ -654,7 +661,7 @@ fn range_entries(reply: &Value) -> Vec<Entry> {
 fn entry(item: &Value) -> Option<Entry> {
     let Value::Array(pair) = item else { return None };
     let (Some(id), Some(Value::Array(fields))) = (pair.first().and_then(text), pair.get(1)) else { return None };
-    let (mut name, mut run, mut shards, mut seq, mut batch) = (None, None, None, 0, Bytes::new());
+    let (mut name, mut run, mut shards, mut seq, mut for_run, mut batch) = (None, None, None, 0, None, Bytes::new());
     for field in fields.chunks(2) {
         let [key, value] = field else { continue };
         match text(key).as_deref() {
@@ -662,6 +669,7 @@ fn entry(item: &Value) -> Option<Entry> {
             Some("r") => run = text(value).and_then(|r| r.parse::<u64>().ok()),
             Some("k") => shards = text(value).and_then(|k| k.parse::<u16>().ok()),
             Some("s") => seq = text(value).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
+            Some("t") => for_run = text(value).and_then(|t| t.parse::<u64>().ok()),
             Some("b") => {
                 if let Value::BulkString(bytes) = value {
                     batch = Bytes::from(bytes.clone());
@@ -674,7 +682,7 @@ fn entry(item: &Value) -> Option<Entry> {
         (Some(name), Some(run), Some(shards)) => Some(NodeRun { name, run, shards }),
         _ => None,
     };
-    Some(Entry { id, run, seq, batch })
+    Some(Entry { id, run, seq, for_run, batch })
 }
 
 /// The reader task (see the [module](self)) until [`NodeLink::stop`].
@@ -705,7 +713,17 @@ where
                 ledger.skip(entry.id);
                 continue;
             };
-            match ledger.read(&mut directory, link.shards, entry.id.clone(), &run, entry.seq, &entry.batch) {
+            // Read under the directory's lock: a lapse changes the run,
+            // then numbers every other node again under that lock.
+            let own_run = link.this_run().run;
+            let read = InboxEntry {
+                id: entry.id.clone(),
+                writer: &run,
+                seq: entry.seq,
+                for_run: entry.for_run,
+                batch: &entry.batch,
+            };
+            match ledger.read(&mut directory, link.shards, own_run, read) {
                 Ok(delivery) => {
                     link.say(&run.name, &delivery.change);
                     link.announce(&delivery.change, &directory, &mut to_wake);
@@ -1239,4 +1257,30 @@ fn registered(reply: Option<&Value>, me: &str) -> Vec<(String, Option<NodeRun>)>
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn an_inbox_entry_says_its_writer_and_the_run_it_is_for_when_given() {
+        let fields = |extra: &[&str]| {
+            let mut fields: Vec<Value> = ["n", "w", "r", "5", "k", "2", "s", "9"].iter().map(|f| bulk(f)).collect();
+            fields.extend(extra.iter().map(|f| bulk(f)));
+            fields.extend([bulk("b"), bulk("frames")]);
+            Value::Array(vec![bulk("1-0"), Value::Array(fields)])
+        };
+        let Some(read) = entry(&fields(&["t", "7"])) else { panic!("an entry") };
+        assert_eq!(read.id, "1-0");
+        assert_eq!(read.run, Some(NodeRun { name: "w".into(), run: 5, shards: 2 }));
+        assert_eq!((read.seq, read.for_run, &read.batch[..]), (9, Some(7), &b"frames"[..]));
+        // An older writer gives no run it is for.
+        let Some(older) = entry(&fields(&[])) else { panic!("an entry") };
+        assert_eq!(older.for_run, None);
+    }
 }

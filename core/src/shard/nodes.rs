@@ -161,8 +161,8 @@ const EARLIER_RUNS: usize = 4;
 pub struct Directory {
     next: u16,
     nodes: HashMap<String, Known>,
-    /// Number to (node, its shard), for the numbers given.
-    addresses: HashMap<ShardId, (String, ShardId)>,
+    /// Number to (node, its run, its shard), for the numbers given.
+    addresses: HashMap<ShardId, (String, u64, ShardId)>,
 }
 
 impl Directory {
@@ -179,7 +179,7 @@ impl Directory {
         let numbered = Numbered { run, first, shards };
         for (shard, id) in numbered.ids().enumerate() {
             let shard = ShardId(u16::try_from(shard).unwrap_or(u16::MAX));
-            self.addresses.insert(id, (node.to_owned(), shard));
+            self.addresses.insert(id, (node.to_owned(), run, shard));
         }
         Some(numbered)
     }
@@ -303,7 +303,7 @@ impl Directory {
 
     /// The node and its shard that number `id` stands for.
     pub fn address(&self, id: ShardId) -> Option<(&str, ShardId)> {
-        self.addresses.get(&id).map(|(node, shard)| (node.as_str(), *shard))
+        self.addresses.get(&id).map(|(node, _, shard)| (node.as_str(), *shard))
     }
 
     /// The address of the shard that number `id` stands for (the default
@@ -329,6 +329,10 @@ pub struct Outbound {
 pub struct Batch {
     /// The receiving node.
     pub node: String,
+    /// The run of the receiving node the frames are for, as this node
+    /// heard of it: the receiver knows an entry written before this node
+    /// heard of its current run ([`InboxLedger::read`]).
+    pub run: u64,
     /// This batch's place among those gathered for `node` in this process,
     /// from 1: a batch written again after a failure keeps it, and the
     /// receiver reads it once ([`InboxLedger::read`]).
@@ -385,7 +389,7 @@ impl Outbound {
         ledger: &mut InboxLedger,
         posts: Vec<(ShardId, ShardId, ShardMessage)>,
     ) -> Gathered {
-        let mut frames: Vec<(String, Vec<NodeFrame>)> = Vec::new();
+        let mut frames: Vec<((String, u64), Vec<NodeFrame>)> = Vec::new();
         let mut touched: Vec<(ShardId, ShardId)> = Vec::new();
         let mut asks = Vec::new();
         for (from, to, message) in posts {
@@ -397,7 +401,7 @@ impl Outbound {
                 asks.push(OwnerAsk { from, client, take });
                 continue;
             }
-            let Some((node, shard)) = directory.address(to) else { continue };
+            let Some((node, run, shard)) = directory.addresses.get(&to) else { continue };
             // A hold names the publisher as this node does: its own node
             // names it otherwise.
             let message = match message {
@@ -411,21 +415,21 @@ impl Outbound {
                     touched.push((from, to));
                 }
             }
-            let frame = NodeFrame { from, to: shard, message };
-            match frames.iter_mut().find(|(name, _)| name == node) {
+            let frame = NodeFrame { from, to: *shard, message };
+            match frames.iter_mut().find(|((name, at), _)| name == node && at == run) {
                 Some((_, list)) => list.push(frame),
-                None => frames.push((node.to_owned(), vec![frame])),
+                None => frames.push(((node.to_owned(), *run), vec![frame])),
             }
         }
         let mut gathered = Gathered::default();
-        for (node, list) in frames {
+        for ((node, run), list) in frames {
             let mut bytes = BytesMut::new();
             // Only carried messages reach a number elsewhere: a shard says
             // Stats and Api to shards of its own process.
             if wire::encode_batch(&list, &mut bytes).is_ok() {
                 let seq = self.batches.entry(node.clone()).or_insert(0);
                 *seq += 1;
-                gathered.batches.push(Batch { node, seq: *seq, bytes });
+                gathered.batches.push(Batch { node, run, seq: *seq, bytes });
             }
         }
         for (from, to) in touched {
@@ -499,24 +503,45 @@ pub struct Delivery {
     pub posts: Vec<(ShardId, ShardId, ShardMessage)>,
 }
 
+/// One entry of this node's inbox.
+#[derive(Debug, Clone)]
+pub struct InboxEntry<'a> {
+    /// Its id in the stream.
+    pub id: String,
+    /// The run that wrote it.
+    pub writer: &'a NodeRun,
+    /// The writer's [`Batch::seq`], 0 if it gave none.
+    pub seq: u64,
+    /// The run of this node it was written for ([`Batch::run`]), if the
+    /// writer gave it.
+    pub for_run: Option<u64>,
+    /// Its frames, as [`wire::encode_batch`] wrote them.
+    pub batch: &'a [u8],
+}
+
 impl InboxLedger {
-    /// Reads entry `entry` of the inbox, written by `run`, holding
-    /// `batch`: numbers its senders (a run not heard of joins now), and
-    /// counts what it hands each local shard of `local`. A frame to a
-    /// shard this process does not have goes to shard 0.
+    /// Reads `entry` of the inbox of this node, in its run `own_run`:
+    /// numbers its senders (a run not heard of joins now), and counts what
+    /// it hands each local shard of `local`. A frame to a shard this
+    /// process does not have goes to shard 0. A
+    /// [`ShardMessage::RoutesTold`] written for an earlier run of this
+    /// node is dropped: the routes told before it went with that run's
+    /// numbers, and the writer tells them all again once it hears of this
+    /// run.
     ///
     /// # Errors
     ///
-    /// When `batch` is not a batch of frames: the entry is skipped.
+    /// When the entry's batch is not a batch of frames: the entry is
+    /// skipped.
     pub fn read(
         &mut self,
         directory: &mut Directory,
         local: u16,
-        entry: String,
-        run: &NodeRun,
-        seq: u64,
-        batch: &[u8],
+        own_run: u64,
+        entry: InboxEntry<'_>,
     ) -> Result<Delivery, WireError> {
+        let InboxEntry { id: entry, writer: run, seq, for_run, batch } = entry;
+        let for_earlier_run = for_run.is_some_and(|for_run| for_run != own_run);
         if !self.first_read(run, seq) {
             // Written again after a failure that came after Redis took it.
             self.skip(entry);
@@ -537,7 +562,7 @@ impl InboxLedger {
         let covered = covered(&self.resumed, run, seq);
         for frame in frames {
             let Some(from) = directory.id(run, frame.from) else { continue };
-            if covered.contains(&frame.to.0) {
+            if covered.contains(&frame.to.0) || for_earlier_run && matches!(frame.message, ShardMessage::RoutesTold) {
                 continue;
             }
             let to = if frame.to.0 < local { frame.to } else { ShardId(0) };
@@ -635,6 +660,12 @@ mod tests {
 
     fn run(name: &str, run: u64, shards: u16) -> NodeRun {
         NodeRun { name: name.to_owned(), run, shards }
+    }
+
+    /// Entry `id` written by `writer`, without the run it was for (as an
+    /// older writer writes it).
+    fn entry<'a>(id: &str, writer: &'a NodeRun, seq: u64, batch: &'a [u8]) -> InboxEntry<'a> {
+        InboxEntry { id: id.to_owned(), writer, seq, for_run: None, batch }
     }
 
     fn publish(qos: QoS) -> ShardMessage {
@@ -750,6 +781,45 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_for_the_run_of_the_receiver_its_frames_were_numbered_for() {
+        let mut d = Directory::new(1);
+        d.heard(&run("b", 1, 1));
+        // A later run of b replaces the first, whose number posts made
+        // before may still name.
+        d.heard(&run("b", 2, 1));
+        let posts = vec![
+            (ShardId(0), ShardId(1), publish(QoS::AtLeastOnce)),
+            (ShardId(0), ShardId(2), ShardMessage::RoutesTold),
+            (ShardId(0), ShardId(1), publish(QoS::AtMostOnce)),
+        ];
+        let gathered = Outbound::default().gather(&d, &mut InboxLedger::default(), posts);
+        let batches: Vec<_> = gathered.batches.iter().map(|b| (b.node.as_str(), b.run, b.seq)).collect();
+        assert_eq!(batches, [("b", 1, 1), ("b", 2, 2)]);
+        assert_eq!(wire::decode_batch(&gathered.batches[0].bytes).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn routes_told_for_an_earlier_run_of_this_node_are_dropped() {
+        // This node is in run 7. Routes told for run 6 went with run 6's
+        // numbers of the writer's shards: were the writer's shard counted
+        // told now, it would miss those routes until the writer hears of
+        // run 7 and tells them all again.
+        let mut d = Directory::new(1);
+        let mut ledger = InboxLedger::default();
+        let writer = run("w", 1, 1);
+        let route = ShardMessage::Route(TopicFilter::new("a/#").unwrap());
+        let frame = |message| NodeFrame { from: ShardId(0), to: ShardId(0), message };
+        let told = batch(vec![frame(route.clone()), frame(ShardMessage::RoutesTold)]);
+        for (seq, for_run, passed_on) in [(1, Some(6), false), (2, Some(7), true), (3, None, true)] {
+            let entry = InboxEntry { id: format!("{seq}-0"), writer: &writer, seq, for_run, batch: &told };
+            let delivery = ledger.read(&mut d, 1, 7, entry).unwrap();
+            let messages: Vec<_> = delivery.posts.into_iter().map(|(_, _, message)| message).collect();
+            let expected = if passed_on { vec![route.clone(), ShardMessage::RoutesTold] } else { vec![route.clone()] };
+            assert_eq!(messages, expected, "written for run {for_run:?}");
+        }
+    }
+
+    #[test]
     fn a_new_run_first_heard_from_its_entries_replaces_the_old_one() {
         // The reader may hear a restarted node before the heartbeat does:
         // its old run's shards leave then, or this node's shards would
@@ -758,7 +828,7 @@ mod tests {
         let mut ledger = InboxLedger::default();
         d.heard(&run("w", 1, 1));
         let bytes = batch(vec![NodeFrame { from: ShardId(0), to: ShardId(0), message: ShardMessage::Stored(1) }]);
-        let delivery = ledger.read(&mut d, 1, "1-0".into(), &run("w", 2, 1), 1, &bytes).unwrap();
+        let delivery = ledger.read(&mut d, 1, 1, entry("1-0", &run("w", 2, 1), 1, &bytes)).unwrap();
         assert_eq!(delivery.change, Change { joined: vec![ShardId(2)], left: vec![ShardId(1)] });
     }
 
@@ -777,19 +847,19 @@ mod tests {
         let mut out = Outbound::default();
         let mut sending = InboxLedger::default();
         let gathered = out.gather(&d, &mut sending, vec![(ShardId(0), ShardId(1), publish(QoS::ExactlyOnce))]);
-        let [Batch { node, seq: 1, bytes }] = &gathered.batches[..] else { panic!("{:?}", gathered.batches) };
+        let [Batch { node, seq: 1, bytes, .. }] = &gathered.batches[..] else { panic!("{:?}", gathered.batches) };
         assert_eq!(node, "me");
         let (mut there, mut ledger) = (Directory::new(1), InboxLedger::default());
         let writer = run("w", 1, 1);
-        assert_eq!(frames(&ledger.read(&mut there, 1, "1-0".into(), &writer, 1, bytes).unwrap()), 1);
-        let copy = ledger.read(&mut there, 1, "2-0".into(), &writer, 1, bytes).unwrap();
+        assert_eq!(frames(&ledger.read(&mut there, 1, 1, entry("1-0", &writer, 1, bytes)).unwrap()), 1);
+        let copy = ledger.read(&mut there, 1, 1, entry("2-0", &writer, 1, bytes)).unwrap();
         assert!(copy.posts.is_empty() && copy.change == Change::default());
         ledger.stored(ShardId(0), ShardId(1), 1);
         assert_eq!(ledger.removable(), ["1-0", "2-0"]);
         // The next batch, and the first of a new run, are read.
-        assert_eq!(frames(&ledger.read(&mut there, 1, "3-0".into(), &writer, 2, bytes).unwrap()), 1);
+        assert_eq!(frames(&ledger.read(&mut there, 1, 1, entry("3-0", &writer, 2, bytes)).unwrap()), 1);
         let restarted = run("w", 2, 1);
-        assert_eq!(frames(&ledger.read(&mut there, 1, "4-0".into(), &restarted, 1, bytes).unwrap()), 1);
+        assert_eq!(frames(&ledger.read(&mut there, 1, 1, entry("4-0", &restarted, 1, bytes)).unwrap()), 1);
         // The next turn for the same node is the next batch.
         let next = out.gather(&d, &mut sending, vec![(ShardId(0), ShardId(1), publish(QoS::AtMostOnce))]);
         assert_eq!(next.batches[0].seq, 2);
@@ -802,7 +872,7 @@ mod tests {
         let mut ledger = InboxLedger::default();
         let frame = |to: u16, message| NodeFrame { from: ShardId(0), to: ShardId(to), message };
         let first = batch(vec![frame(1, publish(QoS::AtLeastOnce)), frame(7, publish(QoS::AtLeastOnce))]);
-        let delivery = ledger.read(&mut d, 2, "1-0".into(), &writer, 1, &first).unwrap();
+        let delivery = ledger.read(&mut d, 2, 1, entry("1-0", &writer, 1, &first)).unwrap();
         assert_eq!(delivery.change.joined, [ShardId(2)]);
         let targets: Vec<_> = delivery.posts.iter().map(|(to, from, _)| (*to, *from)).collect();
         // Then each shard that got something to store hears how far it read.
@@ -815,7 +885,7 @@ mod tests {
         let mark = |shard| ShardMessage::InboxRead { node: "w".into(), run: 1, shard, seq: 1 };
         assert_eq!(marks, [mark(1), mark(7)]);
         let second = batch(vec![frame(1, publish(QoS::AtMostOnce))]);
-        assert!(ledger.read(&mut d, 2, "2-0".into(), &writer, 2, &second).unwrap().change.joined.is_empty());
+        assert!(ledger.read(&mut d, 2, 1, entry("2-0", &writer, 2, &second)).unwrap().change.joined.is_empty());
         assert!(ledger.removable().is_empty());
         ledger.stored(ShardId(1), ShardId(2), 1);
         assert!(ledger.removable().is_empty());
@@ -826,7 +896,7 @@ mod tests {
         assert!(gathered.batches.is_empty());
         assert_eq!(gathered.remove, ["1-0", "2-0"]);
         // An entry that cannot be read goes too.
-        assert!(ledger.read(&mut d, 2, "3-0".into(), &writer, 3, b"\x09").is_err());
+        assert!(ledger.read(&mut d, 2, 1, entry("3-0", &writer, 3, b"\x09")).is_err());
         assert_eq!(ledger.removable(), ["3-0"]);
     }
 
@@ -840,19 +910,19 @@ mod tests {
         ledger.resume([(("w".to_owned(), 1), InboxMark { run: 1, seq: 2 })]);
         let frame = |to: u16| NodeFrame { from: ShardId(0), to: ShardId(to), message: publish(QoS::ExactlyOnce) };
         let both = batch(vec![frame(1), frame(0)]);
-        let read = ledger.read(&mut d, 2, "1-0".into(), &writer, 2, &both).unwrap();
+        let read = ledger.read(&mut d, 2, 1, entry("1-0", &writer, 2, &both)).unwrap();
         let targets: Vec<_> = read.posts.iter().map(|(to, from, _)| (*to, *from)).collect();
         assert_eq!(targets, [(ShardId(0), ShardId(2)), (ShardId(0), ShardId::LINK)]);
         // What it skipped needs no confirmation for the entry to go.
         ledger.stored(ShardId(0), ShardId(2), 1);
         assert_eq!(ledger.removable(), ["1-0"]);
         // A later batch, or a batch of a later run, is read whole.
-        assert_eq!(frames(&ledger.read(&mut d, 2, "2-0".into(), &writer, 3, &both).unwrap()), 2);
+        assert_eq!(frames(&ledger.read(&mut d, 2, 1, entry("2-0", &writer, 3, &both)).unwrap()), 2);
         let later = run("w", 2, 1);
-        assert_eq!(frames(&ledger.read(&mut d, 2, "3-0".into(), &later, 1, &both).unwrap()), 2);
+        assert_eq!(frames(&ledger.read(&mut d, 2, 1, entry("3-0", &later, 1, &both)).unwrap()), 2);
         // A batch without a number (an older writer) is never skipped.
         let mut ledger = InboxLedger::default();
         ledger.resume([(("w".to_owned(), 1), InboxMark { run: 1, seq: 2 })]);
-        assert_eq!(frames(&ledger.read(&mut d, 2, "4-0".into(), &writer, 0, &both).unwrap()), 2);
+        assert_eq!(frames(&ledger.read(&mut d, 2, 1, entry("4-0", &writer, 0, &both)).unwrap()), 2);
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::shard::nodes::{Directory, InboxLedger, NodeRun, Outbound};
+use crate::shard::nodes::{Directory, InboxEntry, InboxLedger, NodeRun, Outbound};
 use crate::shard::{ShardId, ShardMessage};
 use crate::types::ClientId;
 
@@ -122,9 +122,15 @@ impl NodesBus {
                 let copies = if self.entries % 3 == 2 { 2 } else { 1 };
                 for _ in 0..copies {
                     self.entries += 1;
-                    let entry = format!("{}-0", self.entries);
+                    let entry = InboxEntry {
+                        id: format!("{}-0", self.entries),
+                        writer: &self.runs[i],
+                        seq: batch.seq,
+                        for_run: Some(batch.run),
+                        batch: &batch.bytes,
+                    };
                     let ledger = &mut self.ledgers[j];
-                    let read = ledger.read(&mut self.directories[j], 1, entry, &self.runs[i], batch.seq, &batch.bytes);
+                    let read = ledger.read(&mut self.directories[j], 1, self.runs[j].run, entry);
                     // The simulation's own bytes always read back.
                     let Ok(delivery) = read else { continue };
                     let says = delivery.change.says(&self.directories[j]);
