@@ -314,6 +314,11 @@ impl Claims {
         self.kept.contains_key(&key)
     }
 
+    /// Whether a connection here is claiming `client`.
+    pub(super) fn is_claiming(&self, client: &ClientId) -> bool {
+        self.pending.contains_key(client)
+    }
+
     /// When the first session kept for a claim elsewhere is due to go, or
     /// a session moved here stops waiting for the cuts, or one that went
     /// from here without them stops being sent what they sent it.
@@ -1696,6 +1701,39 @@ mod tests {
         }
         let conn = connect_on(&mut sim, 1, x());
         assert!(matches!(sim.take_received(conn).first(), Some(Packet::ConnAck(_))), "{}", sim.transcript());
+    }
+
+    #[test]
+    fn a_session_adopted_here_goes_to_its_client_connecting_as_its_epoch_is_asked() {
+        // The node that took x's session over asks its epoch 10 s later.
+        // x connects here just then: its connection's epoch, taken first,
+        // is what the question is answered, while its claim still waits
+        // for the other nodes. The session is the claim's, not fenced off.
+        let mut sim = simulated_nodes(3);
+        // x's epoch, as the takeover raised it for the session.
+        let before = connect_on(&mut sim, 1, ClientOptions::new("x"));
+        sim.disconnect(before);
+        let raised = sim.epoch("x");
+        let adopt = ShardMessage::Adopt {
+            client: ClientId::new("x"),
+            session: Some(gone_nodes_session(raised)),
+            then: Vec::new(),
+        };
+        sim.link_says(0, ShardId::LINK, adopt);
+        for other in 1..3 {
+            sim.hold_path(0, other, true);
+        }
+        let conn = connect_on(&mut sim, 0, x());
+        let current = sim.epoch("x");
+        assert!(current > raised, "x's connection took the next epoch");
+        let answer = ShardMessage::Owner { client: ClientId::new("x"), epoch: current, taken: false };
+        sim.link_says(0, ShardId::LINK, answer);
+        for other in 1..3 {
+            sim.hold_path(0, other, false);
+        }
+        let got = sim.take_received(conn);
+        assert_session_present(&sim, &got);
+        assert_eq!(topics(&got), ["t/old"], "{}", sim.transcript());
     }
 
     #[test]

@@ -88,7 +88,9 @@ impl Broker {
     /// The link says `client`'s epoch is `epoch`, `taken` by a connection
     /// here: a claim waiting for it goes out, or else the client's session
     /// here carries it. Otherwise a session here with a lower epoch was
-    /// taken elsewhere since: offline, it is discarded.
+    /// taken elsewhere since: offline, it is discarded, unless a claim
+    /// elsewhere is to have it, or a connection here is claiming the
+    /// client (the epoch may be the one it took; the claim decides).
     pub(super) fn handle_owner(&mut self, now: Now, client: &ClientId, epoch: u64, taken: bool) {
         if taken {
             if !self.claim_stamped(now, client, epoch) {
@@ -98,7 +100,7 @@ impl Broker {
         }
         let Some(key) = self.sessions.find(client) else { return };
         let fenced = self.sessions.get(key).is_some_and(|session| is_fenced(session, epoch));
-        if fenced && !self.claims.is_kept(key) {
+        if fenced && !self.claims.is_kept(key) && !self.claims.is_claiming(client) {
             info!("Client {client}'s session was taken on another node since; discarding it here.");
             self.discard_session(key);
         }
