@@ -1493,16 +1493,26 @@ mod tests {
         })
     }
 
+    /// Node 0 takes over x's session of a gone node, at `epoch`, with
+    /// `then` from the gone node's inbox.
+    fn node_0_adopts_x(sim: &mut Simulation, epoch: u64, then: Vec<Arc<Message>>) {
+        let adopt = ShardMessage::Adopt { client: ClientId::new("x"), session: Some(gone_nodes_session(epoch)), then };
+        sim.link_says(0, ShardId::LINK, adopt);
+    }
+
+    /// A clean connection of x on node 1, gone again: the epoch it took.
+    fn x_was_on_node_1(sim: &mut Simulation) -> u64 {
+        let there = connect_on(sim, 1, ClientOptions::new("x"));
+        sim.disconnect(there);
+        sim.epoch("x")
+    }
+
     #[test]
     fn a_session_adopted_from_a_gone_node_routes_queues_and_moves() {
         let mut sim = simulated_nodes(3);
         let publisher = connect_on(&mut sim, 1, ClientOptions::new("p"));
-        let adopt = ShardMessage::Adopt {
-            client: ClientId::new("x"),
-            session: Some(gone_nodes_session(sim.epoch("x"))),
-            then: vec![message("t/inbox"), message("u/other")],
-        };
-        sim.link_says(0, ShardId::LINK, adopt);
+        let epoch = sim.epoch("x");
+        node_0_adopts_x(&mut sim, epoch, vec![message("t/inbox"), message("u/other")]);
         // Its subscription is routed to node 0 from the others, and what
         // they publish is queued with what it held.
         sim.publish(publisher, "t/new", b"new", QoS::AtLeastOnce, false);
@@ -1711,15 +1721,8 @@ mod tests {
         // for the other nodes. The session is the claim's, not fenced off.
         let mut sim = simulated_nodes(3);
         // x's epoch, as the takeover raised it for the session.
-        let before = connect_on(&mut sim, 1, ClientOptions::new("x"));
-        sim.disconnect(before);
-        let raised = sim.epoch("x");
-        let adopt = ShardMessage::Adopt {
-            client: ClientId::new("x"),
-            session: Some(gone_nodes_session(raised)),
-            then: Vec::new(),
-        };
-        sim.link_says(0, ShardId::LINK, adopt);
+        let raised = x_was_on_node_1(&mut sim);
+        node_0_adopts_x(&mut sim, raised, Vec::new());
         for other in 1..3 {
             sim.hold_path(0, other, true);
         }
@@ -1740,20 +1743,13 @@ mod tests {
     fn a_session_adopted_after_its_client_connected_elsewhere_is_dropped() {
         let mut sim = simulated_nodes(3);
         // The gone node's session was taken by a connection of x there.
-        let there = connect_on(&mut sim, 1, ClientOptions::new("x"));
-        sim.disconnect(there);
-        let taken = sim.epoch("x");
+        let taken = x_was_on_node_1(&mut sim);
         assert_ne!(taken, 0);
         // x connected on node 2 since its old node went: a later epoch.
         let conn = connect_on(&mut sim, 2, x());
         sim.subscribe(conn, "mine/#", QoS::AtLeastOnce);
         sim.take_received(conn);
-        let adopt = ShardMessage::Adopt {
-            client: ClientId::new("x"),
-            session: Some(gone_nodes_session(taken)),
-            then: vec![message("t/inbox")],
-        };
-        sim.link_says(0, ShardId::LINK, adopt);
+        node_0_adopts_x(&mut sim, taken, vec![message("t/inbox")]);
         // Kept while a claim may still come for it, then fenced off.
         sim.advance(TAKEOVER_WAIT);
         assert!(sim.brokers()[0].sessions.find(&ClientId::new("x")).is_none(), "{}", sim.transcript());
