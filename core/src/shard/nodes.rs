@@ -540,17 +540,17 @@ impl InboxLedger {
         own_run: u64,
         entry: InboxEntry<'_>,
     ) -> Result<Delivery, WireError> {
-        let InboxEntry { id: entry, writer: run, seq, for_run, batch } = entry;
+        let InboxEntry { id, writer: run, seq, for_run, batch } = entry;
         let for_earlier_run = for_run.is_some_and(|for_run| for_run != own_run);
         if !self.first_read(run, seq) {
             // Written again after a failure that came after Redis took it.
-            self.skip(entry);
+            self.skip(id);
             return Ok(Delivery::default());
         }
         let frames = match wire::decode_batch(batch) {
             Ok(frames) => frames,
             Err(error) => {
-                self.skip(entry);
+                self.skip(id);
                 return Err(error);
             }
         };
@@ -592,7 +592,7 @@ impl InboxLedger {
                 delivery.posts.push((to, ShardId::LINK, message));
             }
         }
-        self.entries.push_back((entry, needs));
+        self.entries.push_back((id, needs));
         Ok(delivery)
     }
 
